@@ -1,0 +1,43 @@
+# pypluto: the two commands are `make demo` and `make test` (run as root on Debian 12).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast lint bench demo deps clean
+
+$(VPY):
+	@echo "==> creating the virtualenv in $(VENV)"
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
+	@$(VPY) -m pip install -q --upgrade pip
+
+install: $(VPY)
+	@echo "==> installing pypluto (editable) with its test dependencies"
+	@$(VPY) -m pip install -q -e '.[test]'
+
+# System packages and peer daemons the tests need (idempotent; as root).
+deps:
+	@bash tools/install-deps.sh
+
+test: install deps
+	@echo "==> running the test suite"
+	@$(VPY) -m pytest $(PYTEST_ARGS)
+
+# Unit and engine tests only: no root, no peers.
+test-fast: install
+	@$(VPY) -m pytest -m "not netns and not interop and not espkernel" $(PYTEST_ARGS)
+
+lint: install
+	@$(VENV)/bin/ruff check src tests
+	@$(VENV)/bin/mypy src
+
+bench: install deps
+	@$(VPY) -m bench.run
+
+demo: install
+	@bash tools/install-deps.sh --demo
+	@$(VPY) tools/demo.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache

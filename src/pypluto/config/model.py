@@ -1,0 +1,247 @@
+"""Typed configuration objects: what ``ipsec.conf`` and ``ipsec.secrets`` mean.
+
+The parser (``config/parser.py``) turns text into these objects; the daemon and
+the engine use them directly.  Every value keeps the file:line it came from in
+``Connection.origin`` so that any error can name the place (DESIGN.md rule 5).
+
+These classes are the contract between ``config/``, ``ike/`` and ``daemon/``:
+add fields freely, but do not rename or remove them without updating every user.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value came from."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class AlgSpec:
+    """One algorithm inside a proposal: IANA transform ID plus optional key length."""
+
+    id: int
+    key_bits: int | None = None
+
+
+@dataclass(frozen=True)
+class ProposalSpec:
+    """One proposal of an ``ike=`` / ``esp=`` / ``ah=`` line (one ``,``-separated item).
+
+    Each list holds the alternatives of one transform type, in preference order.
+    For ``esp=`` with an AEAD cipher ``integ`` is empty; for ``ike=`` ``prf`` is
+    never empty once the defaults are applied.  ``ke`` empty means "no KE" (for
+    ``esp=``: PFS uses the IKE SA's group, as Libreswan does).
+    """
+
+    encr: tuple[AlgSpec, ...] = ()
+    prf: tuple[int, ...] = ()
+    integ: tuple[int, ...] = ()
+    ke: tuple[int, ...] = ()
+    esn: tuple[int, ...] = ()  # ESN transform IDs; empty = engine decides from conn.esn
+
+
+@dataclass
+class Identity:
+    """An IKE identity (RFC 7296 §3.5): ID type and its payload bytes.
+
+    ``text`` is the form the user wrote (``@east.example``, ``192.0.2.1``,
+    ``C=CH, O=Test, CN=x``); ``any`` is true for ``%any`` (matches every ID).
+    ``id_type`` uses the IANA ID Type numbers (1 IPV4_ADDR, 2 FQDN, 3 RFC822_ADDR,
+    5 IPV6_ADDR, 9 DER_ASN1_DN, 11 KEY_ID, 0 for %any/%null placeholders).
+    """
+
+    id_type: int
+    data: bytes
+    text: str
+    any: bool = False
+    null: bool = False  # %null (RFC 7619 ID_NULL = 13)
+    fromcert: bool = False  # %fromcert
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass
+class End:
+    """One side of a connection (``left*`` or ``right*`` keys)."""
+
+    host: str | None = None  # as written: an address, a name, %any, %defaultroute, %none
+    host_addr: IPAddress | None = None  # resolved address, None for %any / unresolved
+    nexthop: str | None = None
+    id: Identity | None = None  # None = default: the host's address
+    subnets: list[IPNetwork] = field(default_factory=list)  # empty = the host itself
+    protoport: tuple[int, int] = (0, 0)  # (IP protocol, port); 0 = any
+    sourceip: list[IPAddress] = field(default_factory=list)
+    auth: str | None = None  # leftauth=: psk, secret, rsasig, ecdsa, null, eaponly...
+    cert: str | None = None
+    ca: str | None = None
+    sendcert: str | None = None
+    updown: str | None = None
+    ikeport: int | None = None
+    vti_ip: str | None = None
+    modecfgserver: bool = False
+    modecfgclient: bool = False
+    xauthserver: bool = False
+    xauthclient: bool = False
+    xauthusername: str | None = None
+    addresspool: str | None = None
+    raw: dict[str, str] = field(default_factory=dict)  # every left*/right* key as written
+
+    @property
+    def is_any(self) -> bool:
+        return self.host in (None, "%any", "%any6", "%opportunistic", "%group")
+
+
+ConnType = Literal["tunnel", "transport", "passthrough", "drop", "reject"]
+AutoMode = Literal["ignore", "add", "start", "up", "route", "ondemand", "keep"]
+
+
+@dataclass
+class Connection:
+    """A resolved ``conn`` section (after ``%default`` and ``also=``)."""
+
+    name: str
+    left: End = field(default_factory=End)
+    right: End = field(default_factory=End)
+    origin: Origin | None = None  # the "conn NAME" line
+    origins: dict[str, Origin] = field(default_factory=dict)  # key -> where it was set
+    raw: dict[str, str] = field(default_factory=dict)  # every key as written (resolved)
+
+    # which end is this host: True = left, False = right, None = not oriented yet
+    local_is_left: bool | None = None
+
+    keyexchange: str = "ikev2"  # ikev1 | ikev2
+    authby: str = "rsasig"  # secret, rsasig, ecdsa, null, never, ... (Libreswan default)
+    auto: AutoMode = "ignore"
+    type: ConnType = "tunnel"
+    ike: list[ProposalSpec] | None = None  # None = Libreswan's defaults
+    esp: list[ProposalSpec] | None = None  # None = Libreswan's defaults
+    ah: list[ProposalSpec] | None = None
+    phase2: str = "esp"  # esp | ah
+    pfs: bool = True
+    esn: str = "either"  # yes | no | either
+    compress: bool = False
+
+    ikelifetime: float = 8 * 3600.0  # seconds
+    salifetime: float = 8 * 3600.0  # ipsec-lifetime / keylife / lifetime
+    rekeymargin: float = 9 * 60.0
+    rekeyfuzz: float = 100.0  # percent
+    rekey: bool = True
+    reauth: bool = False
+    keyingtries: int = 0  # 0 = forever
+    retransmit_interval: float = 0.5  # seconds
+    retransmit_timeout: float = 60.0  # seconds
+    replay_window: int = 128
+    ipsec_max_bytes: int | None = None
+    ipsec_max_packets: int | None = None
+
+    dpddelay: float = 0.0  # seconds; 0 = liveness off
+    dpdtimeout: float = 0.0
+    dpdaction: str = "hold"  # hold | clear | restart
+
+    fragmentation: str = "yes"  # yes | no | force
+    mobike: bool = False
+    narrowing: bool = False
+    encapsulation: str = "auto"  # auto | yes | no
+    nat_keepalive: bool = True
+    initial_contact: bool = True
+    send_vendorid: bool = False
+    uniqueids: bool | None = None  # None = from config setup
+    mark: str | None = None
+    reqid: int | None = None
+    ppk: str = "no"
+    also: list[str] = field(default_factory=list)
+
+    # --- orientation helpers -------------------------------------------------
+    @property
+    def local(self) -> End:
+        if self.local_is_left is None:
+            raise ValueError(f'"{self.name}": connection is not oriented')
+        return self.left if self.local_is_left else self.right
+
+    @property
+    def remote(self) -> End:
+        if self.local_is_left is None:
+            raise ValueError(f'"{self.name}": connection is not oriented')
+        return self.right if self.local_is_left else self.left
+
+    def orient(self, local_addresses: set[IPAddress]) -> bool:
+        """Decide which end is this host, as pluto does: the end whose address is local.
+
+        Returns True when oriented.  An end with ``%any`` is never the local one
+        unless the other end is a local address.
+        """
+        left_local = self.left.host_addr is not None and self.left.host_addr in local_addresses
+        right_local = self.right.host_addr is not None and self.right.host_addr in local_addresses
+        if left_local and not right_local:
+            self.local_is_left = True
+        elif right_local and not left_local:
+            self.local_is_left = False
+        elif left_local and right_local:
+            self.local_is_left = True  # both local (loopback tests): left wins, as pluto
+        else:
+            self.local_is_left = None
+        return self.local_is_left is not None
+
+
+@dataclass
+class SetupConfig:
+    """The ``config setup`` section.  Command-line options override these."""
+
+    origins: dict[str, Origin] = field(default_factory=dict)
+    raw: dict[str, str] = field(default_factory=dict)
+
+    logfile: str | None = None
+    logtime: bool = True
+    logappend: bool = True
+    logip: bool = True
+    audit_log: bool = True
+    plutodebug: list[str] = field(default_factory=list)
+    uniqueids: bool = True
+    listen: str | None = None
+    nhelpers: int = -1
+    keep_alive: int = 20  # seconds (Libreswan's default NAT keep-alive delay)
+    virtual_private: str | None = None
+    myvendorid: str | None = None
+    crl_strict: bool = False
+    crlcheckinterval: float = 0.0
+    ipsecdir: str = "/etc/ipsec.d"
+    nssdir: str = "/var/lib/ipsec/nss"
+    secretsfile: str = "/etc/ipsec.secrets"
+    dumpdir: str = "/run/pluto"
+    rundir: str = "/run/pluto"
+    protostack: str | None = None
+    ddos_mode: str = "auto"  # auto | busy | unlimited
+    ddos_ike_threshold: int = 25000
+    max_halfopen_ike: int = 50000
+    seedbits: int = 0
+    statsbin: str | None = None
+    secctx_attr_type: int | None = None
+
+
+@dataclass
+class Secret:
+    """One record of ``ipsec.secrets``.  ``value`` must never be logged."""
+
+    kind: Literal["PSK", "XAUTH", "PPKS", "RSA", "ECDSA", "PIN"]
+    indices: list[Identity]  # empty = matches any pair
+    value: bytes = field(repr=False, default=b"")
+    ppk_id: bytes | None = None  # PPKS only
+    origin: Origin | None = None
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"Secret({self.kind}, {[str(i) for i in self.indices]}, <{len(self.value)} bytes>)"

@@ -1,0 +1,108 @@
+"""What the sans-I/O engine asks the outside world to do.
+
+``Engine.receive`` / ``Engine.handle_timer`` / ``Engine.initiate`` ... return a
+list of these.  The daemon carries them out in order; tests inspect them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Union
+
+from pypluto.kernel.base import PolicyParams, SAParams
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An (address, UDP port) pair."""
+
+    addr: IPAddress
+    port: int
+
+    def __str__(self) -> str:
+        if self.addr.version == 6:
+            return f"[{self.addr}]:{self.port}"
+        return f"{self.addr}:{self.port}"
+
+
+@dataclass
+class SendPacket:
+    """Send one IKE datagram.
+
+    ``data`` is the IKE message itself; when ``local.port`` is not 500 the
+    daemon sends it from its NAT-T socket and prepends the 4-byte non-ESP
+    marker (RFC 3948 §2.2).
+    """
+
+    data: bytes = field(repr=False)
+    local: Endpoint
+    remote: Endpoint
+
+
+@dataclass
+class SendKeepalive:
+    """A NAT-T keepalive (the single byte 0xFF, RFC 3948 §2.3) from local to remote."""
+
+    local: Endpoint
+    remote: Endpoint
+
+
+@dataclass
+class AddSA:
+    sa: SAParams
+
+
+@dataclass
+class DelSA:
+    dst: IPAddress
+    spi: int
+    protocol: str = "esp"
+    conn_name: str = ""
+    serial: int = 0
+
+
+@dataclass
+class AddPolicy:
+    policy: PolicyParams
+
+
+@dataclass
+class DelPolicy:
+    policy: PolicyParams
+
+
+@dataclass
+class Log:
+    """One log line in pluto's style.
+
+    ``level`` is "info", "warning", "error" or "debug" (debug lines get the
+    ``| `` prefix from the daemon's logger); ``conn`` and ``serial`` produce the
+    ``"conn" #N: `` prefix; ``debug_class`` names the ``--debug`` class.
+    """
+
+    message: str
+    level: str = "info"
+    conn: str | None = None
+    serial: int | None = None
+    remote: Endpoint | None = None
+    debug_class: str = "base"
+
+
+@dataclass
+class ConnectionEvent:
+    """A state change that the daemon may report (whack waits on these).
+
+    ``kind``: "ike-established", "child-established", "ike-deleted",
+    "child-deleted", "failed", "peer-dead".
+    """
+
+    kind: str
+    conn: str
+    serial: int
+    detail: str = ""
+
+
+Action = Union[SendPacket, SendKeepalive, AddSA, DelSA, AddPolicy, DelPolicy, Log, ConnectionEvent]

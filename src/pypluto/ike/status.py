@@ -1,0 +1,91 @@
+"""A snapshot of the engine's state, for ``whack --status`` and ``--json``.
+
+The engine fills these in ``Engine.status()``; ``control/`` formats them in
+Libreswan's text style or as JSON (``dataclasses.asdict``).  Counters of
+traffic come from the kernel backend and are merged by the daemon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ChildSAStatus:
+    serial: int
+    conn: str
+    state: str  # e.g. "STATE_V2_ESTABLISHED_CHILD_SA", "STATE_V2_REKEY_CHILD_I1"
+    parent_serial: int
+    spi_in: int  # our inbound SPI (the one the peer sends to)
+    spi_out: int  # the peer's inbound SPI
+    protocol: str = "esp"
+    mode: str = "tunnel"
+    encapsulated: bool = False
+    encr: str = ""  # e.g. "AES_GCM_16_256"
+    integ: str = ""  # "" for AEAD
+    ke: str = ""  # PFS group or ""
+    esn: bool = False
+    local_ts: list[str] = field(default_factory=list)
+    remote_ts: list[str] = field(default_factory=list)
+    established_at: float = 0.0  # engine clock
+    rekey_at: float | None = None
+    expire_at: float | None = None
+    in_bytes: int = 0  # filled by the daemon from the backend
+    out_bytes: int = 0
+    in_packets: int = 0
+    out_packets: int = 0
+    reqid: int = 0
+
+
+@dataclass
+class IKESAStatus:
+    serial: int
+    conn: str
+    state: str  # e.g. "STATE_V2_ESTABLISHED_IKE_SA", "STATE_V2_PARENT_I1"
+    role: str  # "initiator" | "responder" (original role of this IKE SA)
+    spi_i: int
+    spi_r: int
+    local: str  # "192.0.2.1:500"
+    remote: str
+    local_id: str = ""
+    remote_id: str = ""
+    encr: str = ""
+    integ: str = ""
+    prf: str = ""
+    ke: str = ""
+    nat_detected_local: bool = False  # we are behind a NAT
+    nat_detected_remote: bool = False  # the peer is behind a NAT
+    established_at: float | None = None
+    rekey_at: float | None = None
+    expire_at: float | None = None
+    last_liveness: float | None = None
+    msgid_next_request: int = 0
+    msgid_last_received: int = -1
+    children: list[ChildSAStatus] = field(default_factory=list)
+
+
+@dataclass
+class ConnectionStatus:
+    name: str
+    local: str  # "192.0.2.1"
+    remote: str
+    local_id: str
+    remote_id: str
+    local_subnets: list[str]
+    remote_subnets: list[str]
+    authby: str
+    type: str
+    auto: str
+    routed: bool = False
+    ike_serials: list[int] = field(default_factory=list)
+    child_serials: list[int] = field(default_factory=list)
+    ike: str = ""  # configured proposals as written, or "default"
+    esp: str = ""
+
+
+@dataclass
+class EngineStatus:
+    connections: list[ConnectionStatus] = field(default_factory=list)
+    ike_sas: list[IKESAStatus] = field(default_factory=list)
+    half_open: int = 0
+    busy: bool = False  # cookies demanded
