@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import abc
 import ipaddress
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
@@ -137,6 +139,27 @@ class KernelBackend(abc.ABC):
     @abc.abstractmethod
     def flush_own(self) -> None:
         """Remove everything this daemon installed (also leftovers of a crashed run)."""
+
+    # --- ESP-in-UDP (RFC 3948) on the daemon's port-4500 sockets -------------
+    def attach_nat_socket(
+        self,
+        sock: socket.socket,
+        local: tuple[str, int],
+        deliver_ike: Callable[[bytes, tuple[str, int]], None],
+    ) -> bool:
+        """Offer the daemon's UDP socket bound to ``local`` (port 4500 or the NAT-T port).
+
+        Return True when the backend reads the socket itself: it then handles
+        ESP datagrams inside and passes every IKE datagram (non-ESP marker
+        already stripped) with its remote (addr, port) to ``deliver_ike``,
+        which is safe to call from any thread.  Return False (the default) when
+        the daemon keeps reading the socket and hands ESP datagrams to
+        ``handle_esp``.  Backends that send ESP in UDP keep ``sock`` to send.
+        """
+        return False
+
+    def handle_esp(self, data: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
+        """One ESP-in-UDP datagram (no marker) that arrived on the socket at ``local``."""
 
     def close(self) -> None:
         """Release sockets, devices, threads.  Called once at shutdown after flush_own."""
