@@ -1,0 +1,53 @@
+"""Engine-wide settings: ``config setup`` plus the pluto command line.
+
+The daemon builds one :class:`EngineSettings` from ``SetupConfig`` and its
+options (``--force-busy``, ``--keep-alive``, ``--vendorid`` ...) and hands it to
+``Engine``.  Per-connection values (lifetimes, DPD, proposals) stay on
+``Connection``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pypluto.config.model import SetupConfig
+
+
+@dataclass
+class EngineSettings:
+    """Knobs of the whole engine (not of one connection)."""
+
+    uniqueids: bool = True  # a new IKE SA for the same peer ID replaces the old one
+    force_busy: bool = False  # --force-busy: always demand COOKIEs (RFC 7296 §2.6)
+    ddos_mode: str = "auto"  # auto | busy | unlimited
+    ddos_ike_threshold: int = 25000  # half-open IKE SAs before cookies are demanded
+    max_halfopen_ike: int = 50000  # above this, new IKE_SA_INIT requests are dropped
+    keep_alive: float = 20.0  # NAT-T keepalive interval, seconds (RFC 3948 §2.3)
+    vendorids: list[bytes] = field(default_factory=list)  # extra VID payloads we send
+    virtual_private: str | None = None
+    half_open_timeout: float = 30.0  # a responder half-open IKE SA expires after this
+    fragment_size: int = 1280  # RFC 7383: fragment our messages above this (IPv4)
+    cookie_secret_lifetime: float = 60.0  # rotate the cookie secret this often
+    listen_port: int = 500
+    natt_port: int = 4500
+
+    @classmethod
+    def from_setup(cls, setup: SetupConfig, **overrides: object) -> EngineSettings:
+        """Settings from ``config setup``; keyword overrides win (command line)."""
+        s = cls(
+            uniqueids=setup.uniqueids,
+            ddos_mode=setup.ddos_mode,
+            ddos_ike_threshold=setup.ddos_ike_threshold,
+            max_halfopen_ike=setup.max_halfopen_ike,
+            keep_alive=float(setup.keep_alive),
+            virtual_private=setup.virtual_private,
+        )
+        if setup.ddos_mode == "busy":
+            s.force_busy = True
+        if setup.myvendorid:
+            s.vendorids.append(setup.myvendorid.encode())
+        for k, v in overrides.items():
+            if not hasattr(s, k):
+                raise TypeError(f"unknown engine setting {k!r}")
+            setattr(s, k, v)
+        return s
