@@ -111,10 +111,31 @@ class SAStats:
     integrity_failures: int = 0
 
 
+@dataclass(frozen=True)
+class SAExpire:
+    """An SA reached a limit: the daemon should rekey (soft) or delete it (hard).
+
+    ``reason`` is "bytes" / "packets" (ipsec-max-bytes / ipsec-max-packets,
+    RFC 4301 §4.4.2.1), "seq" (sequence number space nearly used up or
+    exhausted, RFC 4303 §3.3.3) or "seconds".
+    """
+
+    dst: IPAddress
+    spi: int
+    protocol: str
+    hard: bool
+    reason: Literal["bytes", "packets", "seq", "seconds"]
+
+
 class KernelBackend(abc.ABC):
     """What the daemon asks of a data plane.  All methods may raise BackendError."""
 
     name: str = "none"
+    on_expire: Callable[[SAExpire], None] | None = None
+
+    def set_expire_callback(self, callback: Callable[[SAExpire], None] | None) -> None:
+        """Have SA limit events delivered to ``callback`` (may be called from any thread)."""
+        self.on_expire = callback
 
     @abc.abstractmethod
     def add_sa(self, sa: SAParams) -> None:

@@ -1,0 +1,523 @@
+"""ESP packet processing (RFC 4303), free of sockets and devices.
+
+One :class:`OutboundSA` turns an IP packet into an ESP packet (the bytes that
+follow the UDP header in ESP-in-UDP, RFC 3948 §2.2); one :class:`InboundSA`
+does the reverse, with the anti-replay window of RFC 4303 §3.4.3 and the
+extended sequence numbers of RFC 4303 §2.2.1 / Appendix A.
+
+Tunnel mode (RFC 4303 §3.1.2) carries the whole inner packet, next header 4
+(IPv4) or 41 (IPv6).  Transport mode (§3.1.1) carries the upper-layer payload;
+the receiver rebuilds an IP header from the SA's addresses (no extension
+headers, no NAT checksum fix-up of RFC 3948 §3.1.2).
+
+Algorithms: AES-GCM with 8/12/16-byte ICV (RFC 4106), ChaCha20-Poly1305
+(RFC 7634), AES-CBC (RFC 3602), AES-CTR (RFC 3686), NULL encryption
+(RFC 2410), HMAC-SHA1-96 (RFC 2404) and HMAC-SHA2-256/384/512 (RFC 4868).
+
+Bad input never raises: :meth:`InboundSA.decap` returns None and counts why.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import struct
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+from pypluto.crypto import registry
+from pypluto.crypto.registry import Encr, Integ
+from pypluto.kernel.base import BackendError, SAExpire, SAParams, SAStats
+
+__all__ = [
+    "InboundSA",
+    "OutboundSA",
+    "SEQ_SOFT_FRACTION",
+    "make_sa",
+    "next_header_of",
+]
+
+NH_IPV4 = 4  # IANA protocol numbers used as ESP next header (RFC 4303 §2.7)
+NH_IPV6 = 41
+NH_NONE = 59  # "no next header": a dummy packet (RFC 4303 §2.6), dropped
+
+SEQ_SOFT_FRACTION = 15 / 16  # signal "rekey soon" when this much of the space is used
+
+_HDR = struct.Struct("!II")  # SPI, low 32 bits of the sequence number (RFC 4303 §2.1, §2.2)
+_Q = struct.Struct("!Q")
+_I = struct.Struct("!I")
+
+
+# ---------------------------------------------------------------------------
+# transforms: seal/open one ESP payload
+# ---------------------------------------------------------------------------
+
+
+class _Transform(Protocol):
+    iv_size: int
+    icv_size: int
+    block: int
+
+    def seal(self, seq: int, aad: bytes, icv_tail: bytes, payload: bytes) -> bytes: ...
+
+    def open(self, aad: bytes, icv_tail: bytes, body: memoryview) -> bytes | None: ...
+
+
+class _AEAD:
+    """AES-GCM-16 (RFC 4106) and ChaCha20-Poly1305 (RFC 7634).
+
+    Nonce = 4-byte salt ‖ 8-byte IV; the IV is the 64-bit sequence number,
+    unique per key as RFC 4106 §3.1 and RFC 7634 §2 require.  AAD is SPI ‖
+    sequence number, 32 or 64 bits (RFC 4106 §5, RFC 7634 §2.1).
+    """
+
+    iv_size = 8
+
+    def __init__(self, aead: AESGCM | ChaCha20Poly1305, salt: bytes, icv: int = 16) -> None:
+        self._aead = aead
+        self._salt = salt
+        self.icv_size = icv
+        self.block = 4
+
+    def seal(self, seq: int, aad: bytes, icv_tail: bytes, payload: bytes) -> bytes:
+        iv = _Q.pack(seq)
+        return iv + self._aead.encrypt(self._salt + iv, payload, aad)
+
+    def open(self, aad: bytes, icv_tail: bytes, body: memoryview) -> bytes | None:
+        try:
+            return self._aead.decrypt(self._salt + body[:8], body[8:], aad)
+        except (InvalidTag, ValueError):
+            return None
+
+
+class _GCMShort:
+    """AES-GCM with a truncated 8- or 12-byte ICV (RFC 4106 §6)."""
+
+    iv_size = 8
+    block = 4
+
+    def __init__(self, key: bytes, salt: bytes, icv: int) -> None:
+        self._alg = algorithms.AES(key)
+        self._salt = salt
+        self.icv_size = icv
+
+    def seal(self, seq: int, aad: bytes, icv_tail: bytes, payload: bytes) -> bytes:
+        iv = _Q.pack(seq)
+        enc = Cipher(self._alg, modes.GCM(self._salt + iv)).encryptor()
+        enc.authenticate_additional_data(aad)
+        ct = enc.update(payload) + enc.finalize()
+        return iv + ct + enc.tag[: self.icv_size]
+
+    def open(self, aad: bytes, icv_tail: bytes, body: memoryview) -> bytes | None:
+        n = self.icv_size
+        try:
+            dec = Cipher(
+                self._alg,
+                modes.GCM(self._salt + bytes(body[:8]), bytes(body[-n:]), min_tag_length=n),
+            ).decryptor()
+            dec.authenticate_additional_data(aad)
+            return dec.update(body[8:-n]) + dec.finalize()
+        except (InvalidTag, ValueError):
+            return None
+
+
+class _EncThenMAC:
+    """A cipher plus HMAC (RFC 4303 §3.3.2: ICV over SPI ‖ seq ‖ IV ‖ ciphertext).
+
+    With ESN the high 32 bits of the sequence number are appended to the
+    authenticated data but not sent (RFC 4303 §2.2.1).
+    """
+
+    def __init__(self, cipher: str, key: bytes, salt: bytes, integ_hash: str, integ_key: bytes,
+                 icv: int) -> None:
+        self._kind = cipher  # "cbc", "ctr", "null"
+        self._alg = algorithms.AES(key) if cipher != "null" else None
+        self._salt = salt
+        self._mac = hmac.new(integ_key, digestmod=integ_hash)
+        self.icv_size = icv
+        self.iv_size = {"cbc": 16, "ctr": 8, "null": 0}[cipher]
+        self.block = 16 if cipher == "cbc" else 4
+
+    def _crypt(self, iv: bytes, data: bytes | memoryview, encrypt: bool) -> bytes:
+        if self._kind == "null":
+            return bytes(data)
+        if self._kind == "ctr":  # RFC 3686 §4: nonce ‖ IV ‖ block counter starting at 1
+            c = Cipher(self._alg, modes.CTR(self._salt + iv + b"\x00\x00\x00\x01"))  # type: ignore[arg-type]
+        else:
+            c = Cipher(self._alg, modes.CBC(iv))  # type: ignore[arg-type]
+        ctx = c.encryptor() if encrypt else c.decryptor()
+        return ctx.update(data) + ctx.finalize()
+
+    def seal(self, seq: int, aad: bytes, icv_tail: bytes, payload: bytes) -> bytes:
+        if self._kind == "cbc":
+            iv = os.urandom(16)  # RFC 3602 §2.3: unpredictable
+        elif self._kind == "ctr":
+            iv = _Q.pack(seq)  # RFC 3686 §3.1: unique per key
+        else:
+            iv = b""
+        body = iv + self._crypt(iv, payload, True)
+        m = self._mac.copy()
+        m.update(aad)
+        m.update(body)
+        m.update(icv_tail)
+        return body + m.digest()[: self.icv_size]
+
+    def open(self, aad: bytes, icv_tail: bytes, body: memoryview) -> bytes | None:
+        n = self.icv_size
+        m = self._mac.copy()
+        m.update(aad)
+        m.update(body[:-n])
+        m.update(icv_tail)
+        if not hmac.compare_digest(m.digest()[:n], body[-n:]):
+            return None
+        ivn = self.iv_size
+        ct = body[ivn:-n]
+        if self._kind == "cbc" and len(ct) % 16:
+            return None
+        try:
+            return self._crypt(bytes(body[:ivn]), ct, False)
+        except ValueError:
+            return None
+
+
+def _make_transform(sa: SAParams) -> _Transform:
+    """The transform for the SA's negotiated ENCR/INTEG IDs (registry.Encr / Integ)."""
+    enc = registry.get(registry.TransformType.ENCR, sa.encr_id)
+    if enc is None:
+        raise BackendError(f"unknown ESP encryption transform {sa.encr_id}")
+    key = sa.encr_key
+    salt_n = enc.salt_size
+    if enc.key_bits:
+        bits = sa.encr_key_bits or (len(key) - salt_n) * 8
+        if bits not in enc.key_bits or len(key) != bits // 8 + salt_n:
+            raise BackendError(f"{enc.iana_name}: bad key length {len(key)} bytes")
+    elif len(key) != enc.key_size + salt_n:
+        raise BackendError(f"{enc.iana_name}: bad key length {len(key)} bytes")
+    k, salt = key[: len(key) - salt_n], key[len(key) - salt_n:]
+    if enc.aead:
+        if sa.integ_id not in (0,):
+            raise BackendError("an AEAD cipher takes no integrity transform")
+        if sa.encr_id == Encr.AES_GCM_16:
+            return _AEAD(AESGCM(k), salt)
+        if sa.encr_id in (Encr.AES_GCM_8, Encr.AES_GCM_12):
+            return _GCMShort(k, salt, enc.icv_size)
+        if sa.encr_id == Encr.CHACHA20_POLY1305:
+            return _AEAD(ChaCha20Poly1305(k), salt)
+        raise BackendError(f"{enc.iana_name} is not supported by the userspace ESP plane")
+    kinds = {Encr.AES_CBC: "cbc", Encr.AES_CTR: "ctr", Encr.NULL: "null"}
+    kind = kinds.get(Encr(sa.encr_id)) if sa.encr_id in Encr._value2member_map_ else None
+    if kind is None:
+        raise BackendError(f"{enc.iana_name} is not supported by the userspace ESP plane")
+    integ = registry.get(registry.TransformType.INTEG, sa.integ_id)
+    if integ is None or not integ.hash_name or sa.integ_id == Integ.NONE:
+        raise BackendError(f"ESP integrity transform {sa.integ_id} is not supported")
+    if integ.insecure:
+        raise BackendError(f"{integ.iana_name} is not supported by the userspace ESP plane")
+    if len(sa.integ_key) != integ.key_size:
+        raise BackendError(f"{integ.iana_name}: bad key length {len(sa.integ_key)} bytes")
+    return _EncThenMAC(kind, k, salt, integ.hash_name, sa.integ_key, integ.icv_size)
+
+
+def _trailers(block: int) -> dict[int, list[bytes]]:
+    """Padding ‖ pad length ‖ next header for every pad length (RFC 4303 §2.4-2.6).
+
+    Padding bytes are 1, 2, 3, ... as §2.4 prescribes by default.
+    """
+    out: dict[int, list[bytes]] = {}
+    for nh in range(256):
+        out[nh] = [bytes(range(1, p + 1)) + bytes((p, nh)) for p in range(block)]
+    return out
+
+
+_TRAILERS: dict[int, dict[int, list[bytes]]] = {}
+
+
+def next_header_of(packet: bytes | memoryview) -> int:
+    """ESP next header for a tunnel-mode inner packet: 4 for IPv4, 41 for IPv6, 0 if neither."""
+    if not packet:
+        return 0
+    v = packet[0] >> 4
+    return NH_IPV4 if v == 4 else NH_IPV6 if v == 6 else 0
+
+
+def _checksum(hdr: bytes) -> int:
+    """The IPv4 header checksum (RFC 791)."""
+    s = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+class _SABase:
+    def __init__(self, sa: SAParams, on_expire: Callable[[SAExpire], None] | None) -> None:
+        self.params = sa
+        self.spi = sa.spi
+        self.spi_bytes = _I.pack(sa.spi)
+        self.esn = sa.esn
+        self.tunnel = sa.mode == "tunnel"
+        self.t = _make_transform(sa)
+        self.stats = SAStats()
+        self.malformed = 0  # short, bad padding, wrong inner protocol
+        self.policy_drops = 0  # inner packet outside the SA's traffic selectors
+        self.on_expire = on_expire
+        self.dead = False  # hard limit reached: the SA carries nothing more
+        self.created = time.monotonic()
+        inf = 1 << 62
+        self._soft_b = sa.soft_bytes or inf
+        self._hard_b = sa.hard_bytes or inf
+        self._soft_p = sa.soft_packets or inf
+        self._hard_p = sa.hard_packets or inf
+        self._soft_fired = False
+        self._lim_b = min(self._soft_b, self._hard_b)
+        self._lim_p = min(self._soft_p, self._hard_p)
+
+    def _fire(self, hard: bool, reason: str) -> None:
+        if hard:
+            self.dead = True
+        if self.on_expire is not None:
+            p = self.params
+            try:
+                self.on_expire(SAExpire(p.dst, p.spi, p.protocol, hard, reason))  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - the data plane never dies for a callback
+                pass
+
+    def _limits(self) -> None:
+        """Called when a byte or packet counter reached the next limit (RFC 4301 §4.4.2.1)."""
+        s = self.stats
+        if s.bytes >= self._hard_b or s.packets >= self._hard_p:
+            if not self.dead:
+                self._fire(True, "bytes" if s.bytes >= self._hard_b else "packets")
+            self._lim_b = self._lim_p = 1 << 62
+            return
+        if not self._soft_fired:
+            self._soft_fired = True
+            self._fire(False, "bytes" if s.bytes >= self._soft_b else "packets")
+        self._lim_b, self._lim_p = self._hard_b, self._hard_p
+
+
+class OutboundSA(_SABase):
+    """The sending half of one ESP SA (RFC 4303 §3.1-3.3)."""
+
+    def __init__(self, sa: SAParams, on_expire: Callable[[SAExpire], None] | None = None) -> None:
+        super().__init__(sa, on_expire)
+        self.seq = 0  # last sequence number sent; the first packet carries 1 (§3.3.3)
+        self.seq_max = (1 << 64) - 1 if sa.esn else (1 << 32) - 1
+        self.seq_soft = int(self.seq_max * SEQ_SOFT_FRACTION)
+        self.seq_exhausted = 0  # packets refused because the counter would cycle
+        blk = self.t.block
+        if blk not in _TRAILERS:
+            _TRAILERS[blk] = _trailers(blk)
+        self._tr = _TRAILERS[blk]
+        self._mask = blk - 1  # blocks are powers of two
+
+    def encap(self, packet: bytes | memoryview) -> bytes | None:
+        """The ESP packet (SPI ‖ seq ‖ IV ‖ ciphertext ‖ ICV) for one IP packet.
+
+        Returns None (and counts) when the packet cannot be sent: the SA is
+        dead, the sequence number space is exhausted (RFC 4303 §3.3.3), or
+        the packet is not IPv4/IPv6.
+        """
+        if self.dead:
+            return None
+        seq = self.seq + 1
+        if seq >= self.seq_soft:
+            if seq > self.seq_max:
+                self.seq_exhausted += 1
+                if not self.dead:
+                    self._fire(True, "seq")
+                return None
+            if seq == self.seq_soft:
+                self._fire(False, "seq")
+        n = len(packet)
+        if n == 0:
+            self.malformed += 1
+            return None
+        v = packet[0] >> 4
+        if self.tunnel:
+            nh = NH_IPV4 if v == 4 else NH_IPV6 if v == 6 else 0
+            payload = packet
+        else:
+            payload, nh = _strip_ip(packet)
+        if not nh:
+            self.malformed += 1
+            return None
+        self.seq = seq
+        plen = len(payload)
+        trailer = self._tr[nh][(-(plen + 2)) & self._mask]
+        lo = seq & 0xFFFFFFFF
+        hdr = _HDR.pack(self.spi, lo)
+        if self.esn:
+            hi = _I.pack(seq >> 32)
+            t = self.t
+            if isinstance(t, _EncThenMAC):
+                body = t.seal(seq, hdr, hi, bytes(payload) + trailer)
+            else:  # AEAD: AAD = SPI ‖ 64-bit ESN (RFC 4106 §5, RFC 7634 §2.1)
+                body = t.seal(seq, self.spi_bytes + hi + hdr[4:], b"", bytes(payload) + trailer)
+        else:
+            body = self.t.seal(seq, hdr, b"", bytes(payload) + trailer)
+        st = self.stats
+        st.bytes += n
+        st.packets += 1
+        if st.bytes >= self._lim_b or st.packets >= self._lim_p:
+            self._limits()
+        return hdr + body
+
+
+def _strip_ip(packet: bytes | memoryview) -> tuple[bytes | memoryview, int]:
+    """Transport mode: the upper-layer payload and its protocol (RFC 4303 §3.1.1)."""
+    v = packet[0] >> 4
+    if v == 4 and len(packet) >= 20:
+        ihl = (packet[0] & 0x0F) * 4
+        if ihl < 20 or len(packet) < ihl:
+            return packet, 0
+        return packet[ihl:], packet[9]
+    if v == 6 and len(packet) >= 40:
+        return packet[40:], packet[6]
+    return packet, 0
+
+
+class InboundSA(_SABase):
+    """The receiving half of one ESP SA with its anti-replay window (RFC 4303 §3.4)."""
+
+    def __init__(self, sa: SAParams, on_expire: Callable[[SAExpire], None] | None = None) -> None:
+        super().__init__(sa, on_expire)
+        self.window = max(0, sa.replay_window)
+        self.top = 0  # highest sequence number authenticated so far (64-bit with ESN)
+        self.bitmap = 0  # bit i set: top - i was received
+        self._wmask = (1 << self.window) - 1 if self.window else 0
+        # ESN needs a window to infer the high bits even with replay checks off
+        self._infer_w = self.window or 64
+        t = self.t
+        self._min_len = 8 + t.iv_size + t.icv_size + (t.block if t.block > 4 else 4)
+        src, dst = sa.src, sa.dst
+        self._v4 = src.version == 4
+        self._src_b = src.packed
+        self._dst_b = dst.packed
+        self.selector_check: Callable[[bytes], bool] | None = None
+
+    def _infer(self, lo: int) -> int:
+        """The full sequence number for the low 32 bits received (RFC 4303 Appendix A2.2)."""
+        top = self.top
+        th = top & 0xFFFFFFFF
+        hi = top >> 32
+        w = self._infer_w
+        tl = (th - w + 1) & 0xFFFFFFFF
+        if th >= w - 1:  # Case A: window within one sequence number subspace
+            if lo < tl:
+                hi += 1
+        else:  # Case B: window spans two subspaces
+            if lo >= tl and hi > 0:
+                hi -= 1
+        return (hi << 32) | lo
+
+    def decap(self, data: bytes | memoryview) -> bytes | None:
+        """The inner IP packet of one ESP packet (SPI first), or None when dropped.
+
+        Order of checks follows RFC 4303 §3.4: length, replay (§3.4.3),
+        integrity (§3.4.4), then the window update, decryption, padding and
+        next header (§3.4.4.1), and the inner selectors (RFC 4301 §5.2 step 4).
+        """
+        st = self.stats
+        mv = memoryview(data)
+        n = len(mv)
+        if n < self._min_len or self.dead:
+            self.malformed += 1
+            return None
+        lo = _I.unpack_from(mv, 4)[0]
+        if self.esn:
+            seq = self._infer(lo)
+        else:
+            seq = lo
+        w = self.window
+        if w:
+            if seq == 0:
+                st.replay_drops += 1
+                return None
+            top = self.top
+            if seq <= top:
+                d = top - seq
+                if d >= w or (self.bitmap >> d) & 1:
+                    st.replay_drops += 1
+                    return None
+        t = self.t
+        if self.esn:
+            hi = _I.pack(seq >> 32)
+            if isinstance(t, _EncThenMAC):
+                plain = t.open(bytes(mv[:8]), hi, mv[8:])
+            else:
+                plain = t.open(bytes(mv[:4]) + hi + bytes(mv[4:8]), b"", mv[8:])
+        else:
+            plain = t.open(bytes(mv[:8]), b"", mv[8:])
+        if plain is None:
+            st.integrity_failures += 1
+            return None
+        # authenticated: advance the window (§3.4.3)
+        if w:
+            top = self.top
+            if seq > top:
+                d = seq - top
+                self.bitmap = ((self.bitmap << d) | 1) & self._wmask if d < w else 1
+                self.top = seq
+            else:
+                self.bitmap |= 1 << (top - seq)
+        elif seq > self.top:
+            self.top = seq
+        ln = len(plain)
+        if ln < 2:
+            self.malformed += 1
+            return None
+        pad = plain[-2]
+        nh = plain[-1]
+        end = ln - 2 - pad
+        if end < 0 or plain[end:ln - 2] != bytes(range(1, pad + 1)):  # §2.4 default padding
+            self.malformed += 1
+            return None
+        if nh == NH_NONE:  # dummy packet (§2.6): discard silently
+            return None
+        if self.tunnel:
+            if nh != NH_IPV4 and nh != NH_IPV6:
+                self.malformed += 1
+                return None
+            inner = plain[:end] if end != ln else plain
+            if not inner or (inner[0] >> 4) != (4 if nh == NH_IPV4 else 6):
+                self.malformed += 1
+                return None
+            chk = self.selector_check
+            if chk is not None and not chk(inner):
+                self.policy_drops += 1
+                return None
+        else:
+            inner = self._rebuild(plain[:end], nh)
+        st.bytes += len(inner)
+        st.packets += 1
+        st.last_used = time.monotonic()
+        if st.bytes >= self._lim_b or st.packets >= self._lim_p:
+            self._limits()
+        return inner
+
+    def _rebuild(self, payload: bytes, nh: int) -> bytes:
+        """Transport mode: an IP header from the SA's addresses (RFC 4303 §3.1.1)."""
+        n = len(payload)
+        if self._v4:
+            h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + n, 0, 0x4000, 64, nh, 0,
+                            self._src_b, self._dst_b)
+            return h[:10] + struct.pack("!H", _checksum(h)) + h[12:] + payload
+        h6 = struct.pack("!IHBB16s16s", 6 << 28, n, nh, 64, self._src_b, self._dst_b)
+        return h6 + payload
+
+
+def make_sa(sa: SAParams, on_expire: Callable[[SAExpire], None] | None = None
+            ) -> InboundSA | OutboundSA:
+    """The processing state for one SAParams (raises BackendError for what we cannot do)."""
+    if sa.protocol != "esp":
+        raise BackendError("the userspace data plane does ESP only, not AH")
+    if not 0 < sa.spi < (1 << 32) or sa.spi < 256:  # SPIs 1-255 are reserved (§2.1)
+        raise BackendError(f"invalid SPI {sa.spi:#x}")
+    if sa.direction == "in":
+        return InboundSA(sa, on_expire)
+    return OutboundSA(sa, on_expire)
