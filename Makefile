@@ -33,7 +33,7 @@ lint: install
 	@$(VENV)/bin/mypy src
 
 bench: install deps
-	@$(VPY) -m bench.run
+	@$(VPY) -m bench.run $(BENCH)
 
 demo: install
 	@bash tools/install-deps.sh --demo

@@ -1,0 +1,84 @@
+"""`make bench`: run every benchmark, collect their JSON, print one table.
+
+Each benchmark module in this folder has ``run() -> dict`` returning
+``{"name": ..., "rows": [{"metric": ..., "pypluto": ..., "strongswan": ...,
+"libreswan": ..., "unit": ..., "note": ...}], "command": ...}``.  Results go to
+``bench/results/<name>.json`` and ``bench/results/summary.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+import sys
+import time
+import traceback
+
+HERE = pathlib.Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+# In the order they run; each must finish in a few minutes (make bench < 15 min).
+BENCHMARKS = [
+    "bench.config_load",
+    "bench.engine_setup",
+    "bench.crypto_helpers",
+    "bench.esp_throughput",
+]
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
+    return str(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    wanted = [b for b in BENCHMARKS if not argv or any(a in b for a in argv)]
+    RESULTS.mkdir(exist_ok=True)
+    lines = [
+        "| benchmark | metric | pypluto | strongSwan | Libreswan | unit | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    failed = 0
+    for modname in wanted:
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            print(f"== {modname}: not available ({e})")
+            continue
+        print(f"== {modname}", flush=True)
+        t0 = time.monotonic()
+        try:
+            result = mod.run()
+        except Exception:
+            failed += 1
+            traceback.print_exc()
+            continue
+        result["seconds"] = round(time.monotonic() - t0, 1)
+        name = result.get("name", modname.split(".")[-1])
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        for row in result.get("rows", []):
+            lines.append(
+                "| {} | {} | {} | {} | {} | {} | {} |".format(
+                    name,
+                    row.get("metric", ""),
+                    _fmt(row.get("pypluto")),
+                    _fmt(row.get("strongswan")),
+                    _fmt(row.get("libreswan")),
+                    row.get("unit", ""),
+                    row.get("note", ""),
+                )
+            )
+    table = "\n".join(lines)
+    (RESULTS / "summary.md").write_text(table + "\n")
+    print()
+    print(table)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
