@@ -1,0 +1,944 @@
+"""IKEv2 payloads as dataclasses (RFC 7296 §3.3-§3.16, RFC 7383 §2.5).
+
+Each payload class has ``parse(body)`` (the payload body, without the 4-byte
+generic header) and ``serialize()`` (the body again).  The generic header
+(next payload, critical bit, length) belongs to the message layer
+(:mod:`pypluto.wire.message`).
+
+Every payload carries ``payload_type`` (so IDi/IDr and TSi/TSr are told apart)
+and ``critical``.  Reserved fields are kept (``compare=False``) so that a parsed
+message serializes to identical bytes even when a peer set reserved bits, which
+RFC 7296 §3 says receivers MUST ignore.
+
+Parsing is strict: every length is checked against its container and every
+violation raises :class:`~pypluto.wire.errors.InvalidSyntax`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar, TypeVar
+
+from .constants import (
+    CertEncoding,
+    CFGType,
+    CPAttr,
+    IDType,
+    PayloadType,
+    ProtocolID,
+    TransformAttr,
+    TransformType,
+    TSType,
+    enum_or_int,
+)
+from .errors import EncodeError, InvalidSyntax
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+__all__ = [
+    "IPAddress",
+    "Payload",
+    "TransformAttribute",
+    "Transform",
+    "Proposal",
+    "SAPayload",
+    "KEPayload",
+    "IDPayload",
+    "CertPayload",
+    "CertReqPayload",
+    "AuthPayload",
+    "NoncePayload",
+    "NotifyPayload",
+    "DeletePayload",
+    "VendorIDPayload",
+    "TrafficSelector",
+    "RawTrafficSelector",
+    "TSPayload",
+    "SKPayload",
+    "SKFPayload",
+    "CPAttribute",
+    "CPPayload",
+    "EAPPayload",
+    "UnknownPayload",
+    "PAYLOAD_CLASSES",
+]
+
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+
+NONCE_MIN = 16  # RFC 7296 §3.9
+NONCE_MAX = 256
+
+
+class _Reader:
+    """Bounds-checked reading from a byte string; overruns raise InvalidSyntax."""
+
+    __slots__ = ("data", "pos", "end", "what")
+
+    def __init__(self, data: bytes, what: str, pos: int = 0, end: int | None = None) -> None:
+        self.data = data
+        self.pos = pos
+        self.end = len(data) if end is None else end
+        self.what = what
+
+    @property
+    def remaining(self) -> int:
+        return self.end - self.pos
+
+    def need(self, n: int, field_name: str) -> None:
+        if n < 0 or self.pos + n > self.end:
+            raise InvalidSyntax(f"{self.what}: {field_name} needs {n} bytes, {self.remaining} left")
+
+    def take(self, n: int, field_name: str) -> bytes:
+        self.need(n, field_name)
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self, field_name: str) -> int:
+        self.need(1, field_name)
+        v = self.data[self.pos]
+        self.pos += 1
+        return v
+
+    def u16(self, field_name: str) -> int:
+        self.need(2, field_name)
+        (v,) = _U16.unpack_from(self.data, self.pos)
+        self.pos += 2
+        return v
+
+    def u24(self, field_name: str) -> int:
+        self.need(3, field_name)
+        v = int.from_bytes(self.data[self.pos : self.pos + 3], "big")
+        self.pos += 3
+        return v
+
+    def u32(self, field_name: str) -> int:
+        self.need(4, field_name)
+        (v,) = _U32.unpack_from(self.data, self.pos)
+        self.pos += 4
+        return v
+
+    def rest(self) -> bytes:
+        out = self.data[self.pos : self.end]
+        self.pos = self.end
+        return out
+
+    def done(self) -> None:
+        if self.pos != self.end:
+            raise InvalidSyntax(f"{self.what}: {self.remaining} unexpected trailing bytes")
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise InvalidSyntax(message)
+
+
+def _u8(v: int, name: str) -> bytes:
+    if not 0 <= v <= 0xFF:
+        raise EncodeError(f"{name}={v} does not fit in 8 bits")
+    return bytes((v,))
+
+
+def _u16(v: int, name: str) -> bytes:
+    if not 0 <= v <= 0xFFFF:
+        raise EncodeError(f"{name}={v} does not fit in 16 bits")
+    return _U16.pack(v)
+
+
+def _u24(v: int, name: str) -> bytes:
+    if not 0 <= v <= 0xFFFFFF:
+        raise EncodeError(f"{name}={v} does not fit in 24 bits")
+    return v.to_bytes(3, "big")
+
+
+def _bytes(v: object, name: str) -> bytes:
+    if not isinstance(v, bytes | bytearray | memoryview):
+        raise EncodeError(f"{name} must be bytes, not {type(v).__name__}")
+    return bytes(v)
+
+
+def _hexrepr(b: bytes, limit: int = 16) -> str:
+    return b[:limit].hex() + ("…" if len(b) > limit else "") + f" ({len(b)} bytes)"
+
+
+# --------------------------------------------------------------------------- base
+
+
+@dataclass
+class Payload:
+    """Common fields: ``critical`` (RFC 7296 §3.2) and the generic header's reserved bits."""
+
+    payload_type: ClassVar[int]
+    critical: bool = field(default=False, kw_only=True)
+    header_reserved: int = field(default=0, kw_only=True, compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, body: bytes) -> Payload:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def serialize(self) -> bytes:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- SA
+
+
+@dataclass
+class TransformAttribute:
+    """A transform attribute (RFC 7296 §3.3.5).
+
+    An ``int`` value is encoded TV (AF=1, 16-bit value); a ``bytes`` value TLV.
+    """
+
+    type: int
+    value: int | bytes
+
+    @property
+    def tv(self) -> bool:
+        return isinstance(self.value, int)
+
+    def serialize(self) -> bytes:
+        if not 0 <= self.type <= 0x7FFF:
+            raise EncodeError(f"attribute type {self.type} does not fit in 15 bits")
+        if isinstance(self.value, int):
+            return _u16(0x8000 | self.type, "attribute type") + _u16(self.value, "attribute")
+        value = _bytes(self.value, "attribute value")
+        return _u16(self.type, "attribute type") + _u16(len(value), "attribute length") + value
+
+
+@dataclass
+class Transform:
+    """A transform substructure (RFC 7296 §3.3.2)."""
+
+    type: int
+    id: int
+    attributes: list[TransformAttribute] = field(default_factory=list)
+    reserved: int = field(default=0, kw_only=True, compare=False, repr=False)
+
+    @classmethod
+    def make(cls, type: int, id: int, key_length: int | None = None) -> Transform:
+        """A transform with an optional Key Length attribute (in bits)."""
+        attrs = (
+            [] if key_length is None else [TransformAttribute(TransformAttr.KEY_LENGTH, key_length)]
+        )
+        return cls(type, id, attrs)
+
+    @property
+    def key_length(self) -> int | None:
+        """The Key Length attribute (14) in bits, or None."""
+        for a in self.attributes:
+            if a.type == TransformAttr.KEY_LENGTH and isinstance(a.value, int):
+                return a.value
+        return None
+
+    @classmethod
+    def parse_from(cls, r: _Reader, is_last: bool) -> Transform:
+        start = r.pos
+        last = r.u8("transform last")
+        _check(last == (0 if is_last else 3), f"transform: last-substructure {last}")
+        res1 = r.u8("transform reserved")
+        length = r.u16("transform length")
+        _check(length >= 8, f"transform: length {length} < 8")
+        r.need(length - 4, "transform body")
+        sub = _Reader(r.data, "transform", r.pos, start + length)
+        ttype = sub.u8("transform type")
+        res2 = sub.u8("transform reserved")
+        tid = sub.u16("transform id")
+        attrs: list[TransformAttribute] = []
+        while sub.remaining:
+            a = sub.u16("attribute type")
+            if a & 0x8000:
+                attrs.append(TransformAttribute(a & 0x7FFF, sub.u16("attribute value")))
+            else:
+                alen = sub.u16("attribute length")
+                attrs.append(TransformAttribute(a, sub.take(alen, "attribute value")))
+        for attr in attrs:
+            if attr.type == TransformAttr.KEY_LENGTH:
+                _check(attr.tv, "transform: Key Length attribute must be TV (RFC 7296 §3.3.5)")
+        r.pos = start + length
+        return cls(enum_or_int(TransformType, ttype), tid, attrs, reserved=(res1 << 8) | res2)
+
+    def serialize(self, is_last: bool) -> bytes:
+        attrs = b"".join(a.serialize() for a in self.attributes)
+        length = 8 + len(attrs)
+        return (
+            bytes((0 if is_last else 3,))
+            + _u8(self.reserved >> 8, "reserved")
+            + _u16(length, "transform length")
+            + _u8(self.type, "transform type")
+            + _u8(self.reserved & 0xFF, "reserved")
+            + _u16(self.id, "transform id")
+            + attrs
+        )
+
+
+def _check_spi_size(protocol_id: int, spi_size: int, what: str, allow_ike_empty: bool) -> None:
+    """RFC 7296 §3.3.1: IKE SPIs are 8 bytes (or absent), AH/ESP SPIs 4 bytes."""
+    if protocol_id == ProtocolID.IKE:
+        ok = spi_size == 8 or (allow_ike_empty and spi_size == 0)
+    elif protocol_id in (ProtocolID.AH, ProtocolID.ESP):
+        ok = spi_size == 4
+    else:
+        ok = True
+    _check(ok, f"{what}: SPI size {spi_size} for protocol {protocol_id}")
+
+
+@dataclass
+class Proposal:
+    """A proposal substructure (RFC 7296 §3.3.1)."""
+
+    number: int = 1
+    protocol_id: int = ProtocolID.IKE
+    spi: bytes = b""
+    transforms: list[Transform] = field(default_factory=list)
+    reserved: int = field(default=0, kw_only=True, compare=False, repr=False)
+
+    def transforms_of(self, ttype: int) -> list[Transform]:
+        return [t for t in self.transforms if t.type == ttype]
+
+    @classmethod
+    def parse_from(cls, r: _Reader, is_last: bool) -> Proposal:
+        start = r.pos
+        last = r.u8("proposal last")
+        _check(last == (0 if is_last else 2), f"proposal: last-substructure {last}")
+        reserved = r.u8("proposal reserved")
+        length = r.u16("proposal length")
+        _check(length >= 8, f"proposal: length {length} < 8")
+        r.need(length - 4, "proposal body")
+        sub = _Reader(r.data, "proposal", r.pos, start + length)
+        number = sub.u8("proposal number")
+        protocol = sub.u8("protocol id")
+        spi_size = sub.u8("SPI size")
+        count = sub.u8("transform count")
+        _check_spi_size(protocol, spi_size, "proposal", allow_ike_empty=True)
+        spi = sub.take(spi_size, "SPI")
+        transforms = [Transform.parse_from(sub, i == count - 1) for i in range(count)]
+        sub.done()
+        r.pos = start + length
+        return cls(number, enum_or_int(ProtocolID, protocol), spi, transforms, reserved=reserved)
+
+    def serialize(self, is_last: bool) -> bytes:
+        spi = _bytes(self.spi, "proposal SPI")
+        n = len(self.transforms)
+        body = b"".join(t.serialize(i == n - 1) for i, t in enumerate(self.transforms))
+        length = 8 + len(spi) + len(body)
+        return (
+            bytes((0 if is_last else 2,))
+            + _u8(self.reserved, "reserved")
+            + _u16(length, "proposal length")
+            + _u8(self.number, "proposal number")
+            + _u8(self.protocol_id, "protocol id")
+            + _u8(len(spi), "SPI size")
+            + _u8(n, "transform count")
+            + spi
+            + body
+        )
+
+
+@dataclass
+class SAPayload(Payload):
+    """Security Association payload (RFC 7296 §3.3): one or more proposals."""
+
+    payload_type: ClassVar[int] = PayloadType.SA
+    proposals: list[Proposal] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, body: bytes) -> SAPayload:
+        r = _Reader(body, "SA payload")
+        proposals: list[Proposal] = []
+        _check(len(body) > 0, "SA payload: no proposals")
+        while r.remaining:
+            # the "last substructure" byte tells whether more proposals follow
+            r.need(1, "proposal last")
+            is_last = body[r.pos] == 0
+            proposals.append(Proposal.parse_from(r, is_last))
+            if is_last:
+                break
+        r.done()
+        return cls(proposals)
+
+    def serialize(self) -> bytes:
+        n = len(self.proposals)
+        return b"".join(p.serialize(i == n - 1) for i, p in enumerate(self.proposals))
+
+
+# --------------------------------------------------------------------------- KE / ID / CERT / AUTH
+
+
+@dataclass
+class KEPayload(Payload):
+    """Key Exchange payload (RFC 7296 §3.4): group number and public value."""
+
+    payload_type: ClassVar[int] = PayloadType.KE
+    group: int = 0
+    data: bytes = b""
+    reserved: int = field(default=0, kw_only=True, compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, body: bytes) -> KEPayload:
+        r = _Reader(body, "KE payload")
+        group = r.u16("DH group")
+        reserved = r.u16("reserved")
+        data = r.rest()
+        _check(len(data) > 0, "KE payload: empty key exchange data")
+        return cls(group, data, reserved=reserved)
+
+    def serialize(self) -> bytes:
+        return (
+            _u16(self.group, "group") + _u16(self.reserved, "reserved") + _bytes(self.data, "data")
+        )
+
+    def __repr__(self) -> str:
+        return f"KEPayload(group={self.group}, data={_hexrepr(self.data)})"
+
+
+_ID_SIZES = {IDType.ID_IPV4_ADDR: 4, IDType.ID_IPV6_ADDR: 16}
+
+
+@dataclass
+class IDPayload(Payload):
+    """Identification payload, IDi or IDr (RFC 7296 §3.5).
+
+    ``payload_type`` says which; it defaults to IDi.
+    """
+
+    id_type: int = IDType.ID_FQDN
+    data: bytes = b""
+    payload_type: int = field(default=PayloadType.IDi, kw_only=True)  # type: ignore[misc]
+    reserved: int = field(default=0, kw_only=True, compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, body: bytes) -> IDPayload:
+        r = _Reader(body, "ID payload")
+        id_type = r.u8("ID type")
+        reserved = r.u24("reserved")
+        data = r.rest()
+        size = _ID_SIZES.get(id_type)  # type: ignore[call-overload]
+        if size is not None:
+            _check(len(data) == size, f"ID payload: type {id_type} needs {size} bytes")
+        elif id_type != IDType.ID_NULL:
+            _check(len(data) > 0, f"ID payload: type {id_type} with empty data")
+        return cls(enum_or_int(IDType, id_type), data, reserved=reserved)
+
+    def serialize(self) -> bytes:
+        return (
+            _u8(self.id_type, "ID type")
+            + _u24(self.reserved, "reserved")
+            + _bytes(self.data, "data")
+        )
+
+    @property
+    def address(self) -> IPAddress | None:
+        """The address of an ID_IPV4_ADDR / ID_IPV6_ADDR identity."""
+        if self.id_type == IDType.ID_IPV4_ADDR and len(self.data) == 4:
+            return ipaddress.IPv4Address(self.data)
+        if self.id_type == IDType.ID_IPV6_ADDR and len(self.data) == 16:
+            return ipaddress.IPv6Address(self.data)
+        return None
+
+
+@dataclass
+class CertPayload(Payload):
+    """Certificate payload (RFC 7296 §3.6)."""
+
+    payload_type: ClassVar[int] = PayloadType.CERT
+    encoding: int = CertEncoding.X509_SIGNATURE
+    data: bytes = b""
+
+    @classmethod
+    def parse(cls, body: bytes) -> CertPayload:
+        r = _Reader(body, "CERT payload")
+        enc = r.u8("encoding")
+        return cls(enum_or_int(CertEncoding, enc), r.rest())
+
+    def serialize(self) -> bytes:
+        return _u8(self.encoding, "encoding") + _bytes(self.data, "data")
+
+    def __repr__(self) -> str:
+        return f"CertPayload(encoding={self.encoding!r}, data={_hexrepr(self.data)})"
+
+
+@dataclass
+class CertReqPayload(Payload):
+    """Certificate Request payload (RFC 7296 §3.7); for X.509, ``data`` is SHA-1 CA key hashes."""
+
+    payload_type: ClassVar[int] = PayloadType.CERTREQ
+    encoding: int = CertEncoding.X509_SIGNATURE
+    data: bytes = b""
+
+    @classmethod
+    def parse(cls, body: bytes) -> CertReqPayload:
+        r = _Reader(body, "CERTREQ payload")
+        enc = r.u8("encoding")
+        return cls(enum_or_int(CertEncoding, enc), r.rest())
+
+    def serialize(self) -> bytes:
+        return _u8(self.encoding, "encoding") + _bytes(self.data, "data")
+
+    @property
+    def ca_hashes(self) -> list[bytes]:
+        """The 20-byte SHA-1 hashes of CA public keys (X.509 encodings)."""
+        return [self.data[i : i + 20] for i in range(0, len(self.data) - 19, 20)]
+
+
+@dataclass
+class AuthPayload(Payload):
+    """Authentication payload (RFC 7296 §3.8; RFC 7427 for method 14)."""
+
+    payload_type: ClassVar[int] = PayloadType.AUTH
+    method: int = 0
+    data: bytes = b""
+    reserved: int = field(default=0, kw_only=True, compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, body: bytes) -> AuthPayload:
+        from .constants import AuthMethod
+
+        r = _Reader(body, "AUTH payload")
+        method = r.u8("auth method")
+        reserved = r.u24("reserved")
+        data = r.rest()
+        _check(len(data) > 0, "AUTH payload: empty authentication data")
+        return cls(enum_or_int(AuthMethod, method), data, reserved=reserved)
+
+    def serialize(self) -> bytes:
+        return (
+            _u8(self.method, "method") + _u24(self.reserved, "reserved") + _bytes(self.data, "data")
+        )
+
+    def __repr__(self) -> str:
+        return f"AuthPayload(method={self.method!r}, data=<{len(self.data)} bytes>)"
+
+
+@dataclass
+class NoncePayload(Payload):
+    """Nonce payload (RFC 7296 §3.9): 16 to 256 bytes."""
+
+    payload_type: ClassVar[int] = PayloadType.NONCE
+    data: bytes = b""
+
+    @classmethod
+    def parse(cls, body: bytes) -> NoncePayload:
+        _check(
+            NONCE_MIN <= len(body) <= NONCE_MAX,
+            f"Nonce payload: {len(body)} bytes, must be {NONCE_MIN}..{NONCE_MAX} (RFC 7296 §3.9)",
+        )
+        return cls(body)
+
+    def serialize(self) -> bytes:
+        return _bytes(self.data, "nonce")
+
+
+# --------------------------------------------------------------------------- N / D / V
+
+
+def _check_notify_spi(protocol_id: int, spi_size: int) -> None:
+    """RFC 7296 §3.10: an empty SPI goes with any (ignored) protocol; otherwise sizes match."""
+    if spi_size == 0:
+        return
+    if protocol_id == ProtocolID.IKE:
+        _check(spi_size == 8, f"Notify: SPI size {spi_size} for IKE")
+    elif protocol_id in (ProtocolID.AH, ProtocolID.ESP):
+        _check(spi_size == 4, f"Notify: SPI size {spi_size} for protocol {protocol_id}")
+    else:
+        raise InvalidSyntax(f"Notify: SPI of {spi_size} bytes with protocol {protocol_id}")
+
+
+@dataclass
+class NotifyPayload(Payload):
+    """Notify payload (RFC 7296 §3.10).
+
+    ``NotifyPayload(notify_type=NotifyType.COOKIE, data=cookie)``; ``protocol_id``
+    and ``spi`` default to none.
+    """
+
+    payload_type: ClassVar[int] = PayloadType.NOTIFY
+    protocol_id: int = ProtocolID.NONE
+    spi: bytes = b""
+    notify_type: int = 0
+    data: bytes = b""
+
+    @property
+    def is_error(self) -> bool:
+        """RFC 7296 §3.10.1: types below 16384 are errors."""
+        return self.notify_type < 16384
+
+    @classmethod
+    def parse(cls, body: bytes) -> NotifyPayload:
+        from .constants import NotifyType
+
+        r = _Reader(body, "Notify payload")
+        protocol = r.u8("protocol id")
+        spi_size = r.u8("SPI size")
+        ntype = r.u16("notify type")
+        _check_notify_spi(protocol, spi_size)
+        spi = r.take(spi_size, "SPI")
+        return cls(enum_or_int(ProtocolID, protocol), spi, enum_or_int(NotifyType, ntype), r.rest())
+
+    def serialize(self) -> bytes:
+        spi = _bytes(self.spi, "SPI")
+        return (
+            _u8(self.protocol_id, "protocol id")
+            + _u8(len(spi), "SPI size")
+            + _u16(self.notify_type, "notify type")
+            + spi
+            + _bytes(self.data, "data")
+        )
+
+
+@dataclass
+class DeletePayload(Payload):
+    """Delete payload (RFC 7296 §3.11): the IKE SA (no SPIs) or AH/ESP SPIs of 4 bytes."""
+
+    payload_type: ClassVar[int] = PayloadType.DELETE
+    protocol_id: int = ProtocolID.IKE
+    spi_size: int = 0
+    spis: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, body: bytes) -> DeletePayload:
+        r = _Reader(body, "Delete payload")
+        protocol = r.u8("protocol id")
+        spi_size = r.u8("SPI size")
+        count = r.u16("SPI count")
+        if protocol == ProtocolID.IKE:
+            _check(spi_size == 0 and count == 0, "Delete: IKE SA delete carries no SPI")
+        elif protocol in (ProtocolID.AH, ProtocolID.ESP):
+            _check(spi_size == 4, f"Delete: SPI size {spi_size} for protocol {protocol}")
+        else:
+            raise InvalidSyntax(f"Delete: protocol {protocol}")
+        _check(r.remaining == spi_size * count, "Delete: SPI count does not match the length")
+        spis = [r.take(spi_size, "SPI") for _ in range(count)]
+        return cls(enum_or_int(ProtocolID, protocol), spi_size, spis)
+
+    def serialize(self) -> bytes:
+        spis = [_bytes(s, "SPI") for s in self.spis]
+        if any(len(s) != self.spi_size for s in spis):
+            raise EncodeError("Delete: SPI of the wrong size")
+        return (
+            _u8(self.protocol_id, "protocol id")
+            + _u8(self.spi_size, "SPI size")
+            + _u16(len(spis), "SPI count")
+            + b"".join(spis)
+        )
+
+
+@dataclass
+class VendorIDPayload(Payload):
+    """Vendor ID payload (RFC 7296 §3.12)."""
+
+    payload_type: ClassVar[int] = PayloadType.VENDOR
+    data: bytes = b""
+
+    @classmethod
+    def parse(cls, body: bytes) -> VendorIDPayload:
+        return cls(body)
+
+    def serialize(self) -> bytes:
+        return _bytes(self.data, "data")
+
+
+# --------------------------------------------------------------------------- TS
+
+
+_TS_ADDR_SIZE = {TSType.IPV4_ADDR_RANGE: 4, TSType.IPV6_ADDR_RANGE: 16}
+
+
+@dataclass
+class TrafficSelector:
+    """An IPv4 or IPv6 address-range traffic selector (RFC 7296 §3.13.1)."""
+
+    ts_type: int
+    ip_protocol: int
+    start_port: int
+    end_port: int
+    start_addr: IPAddress
+    end_addr: IPAddress
+
+    @classmethod
+    def make(
+        cls,
+        start_addr: IPAddress | str,
+        end_addr: IPAddress | str,
+        ip_protocol: int = 0,
+        start_port: int = 0,
+        end_port: int = 65535,
+    ) -> TrafficSelector:
+        """A selector whose type follows the address family."""
+        a = ipaddress.ip_address(start_addr)
+        b = ipaddress.ip_address(end_addr)
+        tstype = TSType.IPV4_ADDR_RANGE if a.version == 4 else TSType.IPV6_ADDR_RANGE
+        return cls(tstype, ip_protocol, start_port, end_port, a, b)
+
+    def serialize(self) -> bytes:
+        size = _TS_ADDR_SIZE.get(self.ts_type)  # type: ignore[call-overload]
+        if size is None:
+            raise EncodeError(f"TrafficSelector: type {self.ts_type} is not an address range")
+        a, b = self.start_addr.packed, self.end_addr.packed
+        if len(a) != size or len(b) != size:
+            raise EncodeError("TrafficSelector: address family does not match the type")
+        return (
+            _u8(self.ts_type, "TS type")
+            + _u8(self.ip_protocol, "IP protocol")
+            + _u16(8 + 2 * size, "selector length")
+            + _u16(self.start_port, "start port")
+            + _u16(self.end_port, "end port")
+            + a
+            + b
+        )
+
+
+@dataclass
+class RawTrafficSelector:
+    """A selector of another type (e.g. RFC 9478 TS_SECLABEL), kept as bytes.
+
+    ``byte1`` is the octet after the type (reserved for TS_SECLABEL); ``data``
+    what follows the 4-byte selector header.
+    """
+
+    ts_type: int
+    data: bytes
+    byte1: int = 0
+
+    def serialize(self) -> bytes:
+        data = _bytes(self.data, "selector data")
+        return (
+            _u8(self.ts_type, "TS type")
+            + _u8(self.byte1, "TS byte 1")
+            + _u16(4 + len(data), "selector length")
+            + data
+        )
+
+
+def _parse_selector(r: _Reader) -> TrafficSelector | RawTrafficSelector:
+    ts_type = r.u8("TS type")
+    byte1 = r.u8("IP protocol")
+    length = r.u16("selector length")
+    size = _TS_ADDR_SIZE.get(ts_type)  # type: ignore[call-overload]
+    if size is None:
+        _check(length >= 4, f"TS: selector length {length} < 4")
+        return RawTrafficSelector(
+            enum_or_int(TSType, ts_type), r.take(length - 4, "selector"), byte1
+        )
+    _check(length == 8 + 2 * size, f"TS: length {length} for selector type {ts_type}")
+    start_port = r.u16("start port")
+    end_port = r.u16("end port")
+    a = r.take(size, "start address")
+    b = r.take(size, "end address")
+    if size == 4:
+        sa: IPAddress = ipaddress.IPv4Address(a)
+        ea: IPAddress = ipaddress.IPv4Address(b)
+    else:
+        sa = ipaddress.IPv6Address(a)
+        ea = ipaddress.IPv6Address(b)
+    return TrafficSelector(TSType(ts_type), byte1, start_port, end_port, sa, ea)
+
+
+@dataclass
+class TSPayload(Payload):
+    """Traffic Selector payload, TSi or TSr (RFC 7296 §3.13); ``payload_type`` says which."""
+
+    selectors: list[TrafficSelector | RawTrafficSelector] = field(default_factory=list)
+    payload_type: int = field(default=PayloadType.TSi, kw_only=True)  # type: ignore[misc]
+    reserved: int = field(default=0, kw_only=True, compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, body: bytes) -> TSPayload:
+        r = _Reader(body, "TS payload")
+        count = r.u8("selector count")
+        reserved = r.u24("reserved")
+        _check(count > 0, "TS payload: no selectors")
+        selectors = [_parse_selector(r) for _ in range(count)]
+        r.done()
+        return cls(selectors, reserved=reserved)
+
+    def serialize(self) -> bytes:
+        return (
+            _u8(len(self.selectors), "selector count")
+            + _u24(self.reserved, "reserved")
+            + b"".join(s.serialize() for s in self.selectors)
+        )
+
+
+# --------------------------------------------------------------------------- SK / SKF
+
+
+@dataclass
+class SKPayload(Payload):
+    """Encrypted and Authenticated payload (RFC 7296 §3.14; RFC 5282 for AEAD).
+
+    ``body`` is IV ‖ ciphertext ‖ ICV; ``first_inner`` is the generic header's
+    Next Payload field (the type of the first inner payload).  ``aad`` is set by
+    the parser (the message from the IKE header through this payload's generic
+    header) and is not part of equality.
+    """
+
+    payload_type: ClassVar[int] = PayloadType.SK
+    first_inner: int = PayloadType.NONE
+    body: bytes = b""
+    aad: bytes = field(default=b"", compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, body: bytes) -> SKPayload:
+        return cls(PayloadType.NONE, body)
+
+    def serialize(self) -> bytes:
+        return _bytes(self.body, "SK body")
+
+    def __repr__(self) -> str:
+        return f"SKPayload(first_inner={self.first_inner!r}, body=<{len(self.body)} bytes>)"
+
+
+@dataclass
+class SKFPayload(Payload):
+    """Encrypted Fragment payload (RFC 7383 §2.5).
+
+    ``aad`` covers the IKE header, this payload's generic header and the four
+    fragment number/total bytes.  ``first_inner`` is meaningful in fragment 1 only.
+    """
+
+    payload_type: ClassVar[int] = PayloadType.SKF
+    first_inner: int = PayloadType.NONE
+    fragment_number: int = 1
+    total_fragments: int = 1
+    body: bytes = b""
+    aad: bytes = field(default=b"", compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, body: bytes) -> SKFPayload:
+        r = _Reader(body, "SKF payload")
+        number = r.u16("fragment number")
+        total = r.u16("total fragments")
+        _check(
+            1 <= number <= total,
+            f"SKF: fragment {number} of {total} (RFC 7383 §2.5)",
+        )
+        return cls(PayloadType.NONE, number, total, r.rest())
+
+    def serialize(self) -> bytes:
+        return (
+            _u16(self.fragment_number, "fragment number")
+            + _u16(self.total_fragments, "total fragments")
+            + _bytes(self.body, "SKF body")
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"SKFPayload(first_inner={self.first_inner!r}, fragment={self.fragment_number}/"
+            f"{self.total_fragments}, body=<{len(self.body)} bytes>)"
+        )
+
+
+# --------------------------------------------------------------------------- CP / EAP / unknown
+
+
+@dataclass
+class CPAttribute:
+    """A configuration attribute (RFC 7296 §3.15.1); ``value`` may be empty (a request)."""
+
+    attr_type: int
+    value: bytes = b""
+    reserved_bit: int = field(default=0, kw_only=True, compare=False, repr=False)
+
+    def serialize(self) -> bytes:
+        if not 0 <= self.attr_type <= 0x7FFF:
+            raise EncodeError(f"CP attribute type {self.attr_type} does not fit in 15 bits")
+        value = _bytes(self.value, "CP attribute value")
+        return (
+            _u16((self.reserved_bit & 1) << 15 | self.attr_type, "attribute type")
+            + _u16(len(value), "attribute length")
+            + value
+        )
+
+
+@dataclass
+class CPPayload(Payload):
+    """Configuration payload (RFC 7296 §3.15)."""
+
+    payload_type: ClassVar[int] = PayloadType.CP
+    cfg_type: int = CFGType.CFG_REQUEST
+    attributes: list[CPAttribute] = field(default_factory=list)
+    reserved: int = field(default=0, kw_only=True, compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, body: bytes) -> CPPayload:
+        r = _Reader(body, "CP payload")
+        cfg_type = r.u8("CFG type")
+        reserved = r.u24("reserved")
+        attrs: list[CPAttribute] = []
+        while r.remaining:
+            t = r.u16("attribute type")
+            length = r.u16("attribute length")
+            value = r.take(length, "attribute value")
+            attrs.append(CPAttribute(enum_or_int(CPAttr, t & 0x7FFF), value, reserved_bit=t >> 15))
+        return cls(enum_or_int(CFGType, cfg_type), attrs, reserved=reserved)
+
+    def serialize(self) -> bytes:
+        return (
+            _u8(self.cfg_type, "CFG type")
+            + _u24(self.reserved, "reserved")
+            + b"".join(a.serialize() for a in self.attributes)
+        )
+
+
+@dataclass
+class EAPPayload(Payload):
+    """EAP payload (RFC 7296 §3.16): one EAP message whose own length must match."""
+
+    payload_type: ClassVar[int] = PayloadType.EAP
+    data: bytes = b""
+
+    @classmethod
+    def parse(cls, body: bytes) -> EAPPayload:
+        r = _Reader(body, "EAP payload")
+        r.u8("EAP code")
+        r.u8("EAP identifier")
+        length = r.u16("EAP length")
+        _check(length == len(body), f"EAP: message length {length} != payload {len(body)}")
+        return cls(body)
+
+    def serialize(self) -> bytes:
+        return _bytes(self.data, "EAP message")
+
+
+@dataclass
+class UnknownPayload(Payload):
+    """A payload type this codec does not implement, kept so it round-trips (RFC 7296 §3.2)."""
+
+    payload_type: int  # type: ignore[misc]
+    body: bytes = b""
+
+    @classmethod
+    def parse(cls, body: bytes) -> UnknownPayload:  # pragma: no cover - message layer builds it
+        return cls(0, body)
+
+    def serialize(self) -> bytes:
+        return _bytes(self.body, "body")
+
+
+P = TypeVar("P", bound=Payload)
+
+#: Payload classes by type; IDi/IDr and TSi/TSr share a class.
+PAYLOAD_CLASSES: dict[int, Callable[[bytes], Payload]] = {
+    PayloadType.SA: SAPayload.parse,
+    PayloadType.KE: KEPayload.parse,
+    PayloadType.IDi: IDPayload.parse,
+    PayloadType.IDr: IDPayload.parse,
+    PayloadType.CERT: CertPayload.parse,
+    PayloadType.CERTREQ: CertReqPayload.parse,
+    PayloadType.AUTH: AuthPayload.parse,
+    PayloadType.NONCE: NoncePayload.parse,
+    PayloadType.NOTIFY: NotifyPayload.parse,
+    PayloadType.DELETE: DeletePayload.parse,
+    PayloadType.VENDOR: VendorIDPayload.parse,
+    PayloadType.TSi: TSPayload.parse,
+    PayloadType.TSr: TSPayload.parse,
+    PayloadType.SK: SKPayload.parse,
+    PayloadType.CP: CPPayload.parse,
+    PayloadType.EAP: EAPPayload.parse,
+    PayloadType.SKF: SKFPayload.parse,
+}
