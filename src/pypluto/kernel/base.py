@@ -182,5 +182,19 @@ class KernelBackend(abc.ABC):
     def handle_esp(self, data: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
         """One ESP-in-UDP datagram (no marker) that arrived on the socket at ``local``."""
 
+    def prepare_ike_socket(self, sock: socket.socket) -> None:
+        """Called for every IKE socket (500, 4500) before use.
+
+        The XFRM backend exempts the socket from IPsec policies (per-socket
+        bypass), so IKE to a peer inside a protected range never goes into ESP.
+        """
+        return None
+
+    def alloc_spi(
+        self, src: IPAddress, dst: IPAddress, protocol: str = "esp", reqid: int = 0
+    ) -> int | None:
+        """An inbound SPI reserved by the data plane, or None: the engine picks one itself."""
+        return None
+
     def close(self) -> None:
         """Release sockets, devices, threads.  Called once at shutdown after flush_own."""
