@@ -1,0 +1,39 @@
+"""AUTH payload helpers for shared keys (RFC 7296 §2.15).
+
+The signed octets of one side are::
+
+    RealMessage ‖ NoncePeer ‖ prf(SK_p, RestOfID)
+
+where RealMessage is the side's first message (IKE_SA_INIT) as sent,
+NoncePeer the other side's nonce data, SK_p that side's SK_pi / SK_pr, and
+RestOfID the ID payload body without its generic header (ID type,
+reserved octets, identification data).  For a shared key:
+
+    AUTH = prf(prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>)
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from .prf import get_prf
+
+KEY_PAD = b"Key Pad for IKEv2"
+
+
+def signed_octets(
+    prf_id: int, sk_p: bytes, real_message: bytes, peer_nonce: bytes, id_payload_body: bytes
+) -> bytes:
+    """<InitiatorSignedOctets> or <ResponderSignedOctets> (RFC 7296 §2.15)."""
+    return real_message + peer_nonce + get_prf(prf_id).compute(sk_p, id_payload_body)
+
+
+def psk_auth(prf_id: int, psk: bytes, signed: bytes) -> bytes:
+    """AUTH data for method 2, Shared Key Message Integrity Code (RFC 7296 §2.15)."""
+    p = get_prf(prf_id)
+    return p.compute(p.compute(psk, KEY_PAD), signed)
+
+
+def psk_verify(prf_id: int, psk: bytes, signed: bytes, auth_data: bytes) -> bool:
+    """Constant-time check of a peer's PSK AUTH payload data."""
+    return hmac.compare_digest(psk_auth(prf_id, psk, signed), auth_data)

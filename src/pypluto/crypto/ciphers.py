@@ -1,0 +1,325 @@
+"""Encryption and integrity transforms shared by the SK payload and ESP.
+
+* AEAD (RFC 4106 AES-GCM, RFC 4309 AES-CCM, RFC 7634 ChaCha20-Poly1305,
+  RFC 4543 AES-GMAC; IKEv2 use per RFC 5282): the keying material is
+  key‖salt; the nonce is salt‖IV with the 8-byte explicit IV from the wire.
+* CBC (RFC 3602 AES, RFC 2451 3DES, RFC 5529 Camellia): explicit IV of one block.
+* AES-CTR (RFC 3686): key‖nonce(4); counter block nonce‖IV(8)‖0x00000001.
+* NULL (RFC 2410): identity, ESP only.
+* INTEG: HMAC-*-truncated (RFC 2404, RFC 4868), AES-XCBC-MAC-96 (RFC 3566),
+  AES-CMAC-96 (RFC 4494).  ``verify`` compares in constant time.
+
+Every primitive comes from ``cryptography``; key-bearing objects are built
+once and hold no key in their ``repr``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import warnings
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.cmac import CMAC
+
+from . import registry
+from .errors import CryptoError, IntegrityError, UnsupportedAlgorithm
+from .prf import XCBCMac
+from .registry import Encr, TransformType
+from .registry import Integ as IntegId
+
+try:  # cryptography >= 43 moved the legacy ciphers to "decrepit"
+    from cryptography.hazmat.decrepit.ciphers.algorithms import Camellia as _Camellia
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES as _TripleDES
+except ImportError:  # pragma: no cover - older cryptography
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _Camellia = algorithms.Camellia  # type: ignore[attr-defined,misc]
+        _TripleDES = algorithms.TripleDES  # type: ignore[attr-defined,misc]
+
+
+# --------------------------------------------------------------------------- AEAD
+
+
+class Aead:
+    """An AEAD transform bound to one key (RFC 5282 §3, RFC 4106 §4, RFC 7634 §2).
+
+    ``seal(iv8, plaintext, aad) -> ciphertext‖ICV``;
+    ``open(iv8, ct_icv, aad) -> plaintext`` raises :class:`IntegrityError`.
+    """
+
+    __slots__ = ("encr_id", "icv_size", "iv_size", "_salt", "_seal", "_open")
+
+    def __init__(self, encr_id: int, key_with_salt: bytes) -> None:
+        alg = registry.get(TransformType.ENCR, encr_id)
+        if alg is None or not alg.aead:
+            raise UnsupportedAlgorithm(f"ENCR {encr_id} is not an AEAD transform")
+        ks = len(key_with_salt) - alg.salt_size
+        if alg.key_bits:
+            if ks * 8 not in alg.key_bits:
+                raise CryptoError(f"{alg.iana_name}: wrong key length")
+        elif ks != alg.key_size:
+            raise CryptoError(f"{alg.iana_name}: wrong key length")
+        key = key_with_salt[:ks]
+        self.encr_id = int(encr_id)
+        self.icv_size = alg.icv_size
+        self.iv_size = alg.iv_size
+        self._salt = key_with_salt[ks:]
+        self._seal: Any
+        self._open: Any
+        icv = alg.icv_size
+        if encr_id == Encr.CHACHA20_POLY1305:
+            c = ChaCha20Poly1305(key)
+            self._seal = c.encrypt
+            self._open = c.decrypt
+        elif encr_id in (Encr.AES_CCM_8, Encr.AES_CCM_12, Encr.AES_CCM_16):
+            c2 = AESCCM(key, tag_length=icv)
+            self._seal = c2.encrypt
+            self._open = c2.decrypt
+        elif encr_id == Encr.AES_GCM_16:
+            c3 = AESGCM(key)
+            self._seal = c3.encrypt
+            self._open = c3.decrypt
+        elif encr_id in (Encr.AES_GCM_8, Encr.AES_GCM_12):
+            aes = algorithms.AES(key)
+
+            def seal(nonce: bytes, data: bytes, aad: bytes | None) -> bytes:
+                enc = Cipher(aes, modes.GCM(nonce)).encryptor()
+                if aad:
+                    enc.authenticate_additional_data(aad)
+                ct = enc.update(data) + enc.finalize()
+                return ct + enc.tag[:icv]
+
+            def open_(nonce: bytes, data: bytes, aad: bytes | None) -> bytes:
+                if len(data) < icv:
+                    raise InvalidTag
+                dec = Cipher(aes, modes.GCM(nonce, data[-icv:], min_tag_length=icv)).decryptor()
+                if aad:
+                    dec.authenticate_additional_data(aad)
+                return dec.update(data[:-icv]) + dec.finalize()
+
+            self._seal = seal
+            self._open = open_
+        elif encr_id == Encr.NULL_AUTH_AES_GMAC:
+            # RFC 4543 §3: the payload is authenticated, not encrypted.
+            c4 = AESGCM(key)
+
+            def gseal(nonce: bytes, data: bytes, aad: bytes | None) -> bytes:
+                return data + c4.encrypt(nonce, b"", (aad or b"") + data)
+
+            def gopen(nonce: bytes, data: bytes, aad: bytes | None) -> bytes:
+                if len(data) < 16:
+                    raise InvalidTag
+                c4.decrypt(nonce, data[-16:], (aad or b"") + data[:-16])
+                return data[:-16]
+
+            self._seal = gseal
+            self._open = gopen
+        else:  # pragma: no cover
+            raise UnsupportedAlgorithm(f"{alg.iana_name} is not implemented")
+
+    def __repr__(self) -> str:
+        return f"Aead({registry.transform_name(TransformType.ENCR, self.encr_id)})"
+
+    def seal(self, iv8: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        if len(iv8) != self.iv_size:
+            raise CryptoError("AEAD IV must be 8 bytes (RFC 5282 §3)")
+        return self._seal(self._salt + iv8, plaintext, aad)
+
+    def open(self, iv8: bytes, ct_icv: bytes, aad: bytes) -> bytes:
+        if len(iv8) != self.iv_size or len(ct_icv) < self.icv_size:
+            raise IntegrityError("integrity check failed")
+        try:
+            return self._open(self._salt + iv8, ct_icv, aad)
+        except (InvalidTag, ValueError) as e:
+            raise IntegrityError("integrity check failed") from e
+
+
+def make_aead(encr_id: int, key_with_salt: bytes) -> Aead:
+    """An :class:`Aead` for an AEAD ENCR transform; key material is key‖salt."""
+    return Aead(encr_id, key_with_salt)
+
+
+# --------------------------------------------------------------------------- plain ciphers
+
+
+class BlockCipher:
+    """A non-AEAD ENCR transform bound to one key.
+
+    ``encrypt(iv, data)`` / ``decrypt(iv, data)``; ``data`` must already be
+    padded to ``block_size`` for CBC.  ``iv_size`` is the explicit IV on the wire.
+    """
+
+    __slots__ = ("encr_id", "block_size", "iv_size", "_alg", "_mode", "_nonce")
+
+    def __init__(self, encr_id: int, key_material: bytes) -> None:
+        alg = registry.get(TransformType.ENCR, encr_id)
+        if alg is None or alg.aead:
+            raise UnsupportedAlgorithm(f"ENCR {encr_id} is not a plain cipher")
+        self.encr_id = int(encr_id)
+        self.block_size = alg.block_size
+        self.iv_size = alg.iv_size
+        self._nonce = b""
+        ks = len(key_material) - alg.salt_size
+        if alg.key_bits:
+            if ks * 8 not in alg.key_bits:
+                raise CryptoError(f"{alg.iana_name}: wrong key length")
+        elif ks != alg.key_size:
+            raise CryptoError(f"{alg.iana_name}: wrong key length")
+        key = key_material[:ks]
+        self._mode = "cbc"
+        self._alg: Any
+        if encr_id == Encr.AES_CBC:
+            self._alg = algorithms.AES(key)
+        elif encr_id == Encr.CAMELLIA_CBC:
+            self._alg = _Camellia(key)
+        elif encr_id == Encr.TRIPLE_DES:
+            self._alg = _TripleDES(key)
+        elif encr_id == Encr.AES_CTR:
+            self._alg = algorithms.AES(key)
+            self._mode = "ctr"
+            self._nonce = key_material[ks:]
+        elif encr_id == Encr.NULL:
+            self._alg = None
+            self._mode = "null"
+        else:
+            raise UnsupportedAlgorithm(f"{alg.iana_name} is not implemented")
+
+    def __repr__(self) -> str:
+        return f"BlockCipher({registry.transform_name(TransformType.ENCR, self.encr_id)})"
+
+    def _cipher(self, iv: bytes) -> Cipher:
+        if len(iv) != self.iv_size:
+            raise CryptoError("wrong IV length")
+        if self._mode == "cbc":
+            return Cipher(self._alg, modes.CBC(iv))
+        # RFC 3686 §4: counter block = nonce ‖ IV ‖ block counter starting at 1.
+        return Cipher(self._alg, modes.CTR(self._nonce + iv + b"\x00\x00\x00\x01"))
+
+    def encrypt(self, iv: bytes, data: bytes) -> bytes:
+        if self._mode == "null":
+            return bytes(data)
+        if self._mode == "cbc" and len(data) % self.block_size:
+            raise CryptoError("CBC input is not a whole number of blocks")
+        enc = self._cipher(iv).encryptor()
+        return enc.update(data) + enc.finalize()
+
+    def decrypt(self, iv: bytes, data: bytes) -> bytes:
+        if self._mode == "null":
+            return bytes(data)
+        if self._mode == "cbc" and len(data) % self.block_size:
+            raise CryptoError("CBC input is not a whole number of blocks")
+        dec = self._cipher(iv).decryptor()
+        return dec.update(data) + dec.finalize()
+
+
+def make_cipher(encr_id: int, key_material: bytes) -> BlockCipher:
+    """A :class:`BlockCipher` for CBC, CTR or NULL."""
+    return BlockCipher(encr_id, key_material)
+
+
+def make_cbc(encr_id: int, key: bytes) -> BlockCipher:
+    """AES-CBC (RFC 3602), 3DES-CBC (RFC 2451) or Camellia-CBC (RFC 5529)."""
+    if encr_id not in (Encr.AES_CBC, Encr.TRIPLE_DES, Encr.CAMELLIA_CBC):
+        raise UnsupportedAlgorithm(f"ENCR {encr_id} is not a CBC transform")
+    return BlockCipher(encr_id, key)
+
+
+def make_ctr(key_with_nonce: bytes) -> BlockCipher:
+    """AES-CTR (RFC 3686); keying material is key‖nonce(4)."""
+    return BlockCipher(Encr.AES_CTR, key_with_nonce)
+
+
+# --------------------------------------------------------------------------- integrity
+
+
+class Integ(Protocol):
+    icv_size: int
+
+    def mac(self, data: bytes) -> bytes: ...
+
+    def verify(self, data: bytes, icv: bytes) -> bool: ...
+
+
+class _IntegBase:
+    __slots__ = ("integ_id", "icv_size")
+
+    integ_id: int
+    icv_size: int
+
+    def __repr__(self) -> str:
+        return f"Integ({registry.transform_name(TransformType.INTEG, self.integ_id)})"
+
+    def mac(self, data: bytes) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def verify(self, data: bytes, icv: bytes) -> bool:
+        """True when ``icv`` is the truncated MAC of ``data``; constant-time compare."""
+        return hmac.compare_digest(self.mac(data), icv)
+
+
+class HmacInteg(_IntegBase):
+    """HMAC-MD5-96, HMAC-SHA1-96 (RFC 2404), HMAC-SHA2-*-* (RFC 4868 §2.3).
+
+    The keyed HMAC state (inner/outer pads) is computed once; each MAC copies it.
+    """
+
+    __slots__ = ("_h",)
+
+    def __init__(self, integ_id: int, key: bytes, hash_name: str, icv: int) -> None:
+        self.integ_id = int(integ_id)
+        self.icv_size = icv
+        self._h = hmac.new(key, digestmod=hash_name)
+
+    def mac(self, data: bytes) -> bytes:
+        h = self._h.copy()
+        h.update(data)
+        return h.digest()[: self.icv_size]
+
+
+class XcbcInteg(_IntegBase):
+    """AES-XCBC-MAC-96 (RFC 3566 §4.2)."""
+
+    __slots__ = ("_m",)
+
+    def __init__(self, key: bytes) -> None:
+        self.integ_id = int(IntegId.AES_XCBC_96)
+        self.icv_size = 12
+        self._m = XCBCMac(key)
+
+    def mac(self, data: bytes) -> bytes:
+        return self._m.mac(data)[:12]
+
+
+class CmacInteg(_IntegBase):
+    """AES-CMAC-96 (RFC 4494)."""
+
+    __slots__ = ("_c",)
+
+    def __init__(self, key: bytes) -> None:
+        self.integ_id = int(IntegId.AES_CMAC_96)
+        self.icv_size = 12
+        self._c = CMAC(algorithms.AES(key))
+
+    def mac(self, data: bytes) -> bytes:
+        c = self._c.copy()
+        c.update(data)
+        return c.finalize()[:12]
+
+
+def make_integ(integ_id: int, key: bytes) -> Integ:
+    """An integrity transform bound to ``key`` (RFC 7296 §3.3.2 type 3)."""
+    alg = registry.get(TransformType.INTEG, integ_id)
+    if alg is None or integ_id == IntegId.NONE:
+        raise UnsupportedAlgorithm(f"unknown INTEG transform {integ_id}")
+    if len(key) != alg.key_size:
+        raise CryptoError(f"{alg.iana_name}: wrong key length")
+    if alg.hash_name:
+        return HmacInteg(integ_id, key, alg.hash_name, alg.icv_size)
+    if integ_id == IntegId.AES_XCBC_96:
+        return XcbcInteg(key)
+    if integ_id == IntegId.AES_CMAC_96:
+        return CmacInteg(key)
+    raise UnsupportedAlgorithm(f"{alg.iana_name} is not implemented")  # pragma: no cover

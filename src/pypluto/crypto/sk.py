@@ -1,0 +1,153 @@
+"""SK payload protection (RFC 7296 §3.14; AEAD per RFC 5282 §3; RFC 7634 §4).
+
+Layout of the SK payload body (after its 4-byte generic header)::
+
+    IV ‖ Encrypt(inner payloads ‖ Padding ‖ Pad Length) ‖ ICV
+
+* Encrypt-then-MAC transforms: the ICV is the truncated MAC over the whole
+  message from the IKE header up to and including the ciphertext — i.e.
+  ``aad ‖ IV ‖ ciphertext`` where ``aad`` is the IKE header through the SK
+  generic header (§3.14).
+* AEAD transforms: the associated data is ``aad``; the IV is 8 bytes and the
+  ICV is the AEAD tag (RFC 5282 §5.1).
+
+Padding (§3.14): the plaintext plus padding plus the Pad Length octet is a
+multiple of the cipher's block size: 16 for AES/Camellia-CBC, 8 for 3DES, and
+1 (no padding) for AEAD and counter modes (RFC 5282 §3, RFC 7634 Appendix B).
+The registry's ``block_size`` of those (4) is ESP's trailer alignment
+(RFC 4303 §2.4) and does not apply here.  We send zero octets and accept any
+padding values.
+
+Every failure on receipt (short body, bad ICV, bad padding) raises the same
+:class:`IntegrityError`, so that no padding oracle exists.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+
+from . import registry
+from .ciphers import Aead, BlockCipher, Integ, make_integ
+from .errors import CryptoError, IntegrityError, UnsupportedAlgorithm
+from .keys import encr_key_bytes
+from .registry import TransformType
+
+_FAIL = "integrity check failed"
+
+
+class SKProtector:
+    """Protects and unprotects SK/SKF payload bodies in one direction.
+
+    The engine makes one for each direction of an IKE SA from ``IKEKeys``
+    (sk_ei/sk_ai for messages the initiator sends, sk_er/sk_ar otherwise).
+    For AEAD transforms ``integ_id`` is None/0 and ``integ_key`` empty.
+    """
+
+    __slots__ = (
+        "encr_id", "aead", "iv_size", "icv_size", "block_size",
+        "_aead", "_cipher", "_integ", "_counter", "_rng",
+    )
+
+    def __init__(
+        self,
+        encr_id: int,
+        encr_key_bits: int | None,
+        integ_id: int | None,
+        encr_key: bytes,
+        integ_key: bytes = b"",
+        *,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        alg = registry.get(TransformType.ENCR, encr_id)
+        if alg is None:
+            raise UnsupportedAlgorithm(f"unknown ENCR transform {encr_id}")
+        if len(encr_key) != encr_key_bytes(encr_id, encr_key_bits):
+            raise CryptoError(f"{alg.iana_name}: wrong key length")
+        self.encr_id = int(encr_id)
+        self.aead = alg.aead
+        self.iv_size = alg.iv_size
+        self.block_size = alg.block_size if alg.iv_size == alg.block_size else 1
+        self._rng = rng
+        self._aead: Aead | None = None
+        self._cipher: BlockCipher | None = None
+        self._integ: Integ | None = None
+        if alg.aead:
+            if integ_id:
+                raise CryptoError("an AEAD transform takes no INTEG transform (RFC 5282 §8)")
+            self._aead = Aead(encr_id, encr_key)
+            self.icv_size = alg.icv_size
+            # RFC 5282 §3.1: the IV must not repeat under one key; a counter
+            # started at a random point guarantees that for 2^64 messages.
+            self._counter = int.from_bytes(rng(8), "big")
+        else:
+            if not integ_id:
+                raise CryptoError(f"{alg.iana_name} needs an INTEG transform")
+            self._cipher = BlockCipher(encr_id, encr_key)
+            self._integ = make_integ(integ_id, integ_key)
+            self.icv_size = self._integ.icv_size
+            self._counter = 0
+
+    def __repr__(self) -> str:
+        return f"SKProtector({registry.transform_name(TransformType.ENCR, self.encr_id)})"
+
+    def _padded(self, n: int) -> int:
+        b = self.block_size
+        return (n + 1 + b - 1) // b * b
+
+    def body_length(self, plaintext_len: int) -> int:
+        """Length of the SK payload body for ``plaintext_len`` bytes of inner payloads."""
+        return self.iv_size + self._padded(plaintext_len) + self.icv_size
+
+    def _next_iv(self) -> bytes:
+        if self._aead is not None:
+            self._counter = (self._counter + 1) & 0xFFFFFFFFFFFFFFFF
+            return struct.pack(">Q", self._counter)
+        # RFC 7296 §3.14: CBC IVs must be unpredictable.
+        return self._rng(self.iv_size)
+
+    def encrypt(self, aad: bytes, plaintext: bytes, *, iv: bytes | None = None) -> bytes:
+        """IV ‖ ciphertext ‖ ICV for ``plaintext`` (the inner payload chain).
+
+        ``aad`` is the message from the IKE header through the SK (or SKF)
+        generic header, already carrying the final lengths.  ``iv`` is for
+        known-answer tests only.
+        """
+        if iv is None:
+            iv = self._next_iv()
+        elif len(iv) != self.iv_size:
+            raise CryptoError("wrong IV length")
+        padlen = self._padded(len(plaintext)) - len(plaintext) - 1
+        data = plaintext + bytes(padlen) + bytes((padlen,))
+        if self._aead is not None:
+            return iv + self._aead.seal(iv, data, aad)
+        assert self._cipher is not None and self._integ is not None
+        ct = iv + self._cipher.encrypt(iv, data)
+        return ct + self._integ.mac(aad + ct)
+
+    def decrypt(self, aad: bytes, body: bytes) -> bytes:
+        """The inner payload chain of an SK body; :class:`IntegrityError` on any failure."""
+        ivs, icvs = self.iv_size, self.icv_size
+        if len(body) < ivs + icvs + 1:
+            raise IntegrityError(_FAIL)
+        iv = body[:ivs]
+        if self._aead is not None:
+            data = self._aead.open(iv, body[ivs:], aad)
+        else:
+            assert self._cipher is not None and self._integ is not None
+            ct = body[ivs : len(body) - icvs]
+            if not self._integ.verify(aad + body[: len(body) - icvs], body[len(body) - icvs :]):
+                raise IntegrityError(_FAIL)
+            if not ct or len(ct) % self.block_size:
+                raise IntegrityError(_FAIL)
+            try:
+                data = self._cipher.decrypt(iv, ct)
+            except (CryptoError, ValueError) as e:  # pragma: no cover - lengths checked
+                raise IntegrityError(_FAIL) from e
+        if not data:
+            raise IntegrityError(_FAIL)
+        padlen = data[-1]
+        if padlen + 1 > len(data):
+            raise IntegrityError(_FAIL)
+        return data[: len(data) - padlen - 1]
