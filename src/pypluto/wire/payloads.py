@@ -350,14 +350,12 @@ class SAPayload(Payload):
     def parse(cls, body: bytes) -> SAPayload:
         r = _Reader(body, "SA payload")
         proposals: list[Proposal] = []
-        _check(len(body) > 0, "SA payload: no proposals")
-        while r.remaining:
+        is_last = False
+        while not is_last:
             # the "last substructure" byte tells whether more proposals follow
             r.need(1, "proposal last")
             is_last = body[r.pos] == 0
             proposals.append(Proposal.parse_from(r, is_last))
-            if is_last:
-                break
         r.done()
         return cls(proposals)
 
