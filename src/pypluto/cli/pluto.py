@@ -1,13 +1,160 @@
-"""The `pluto` command line (placeholder until the daemon issue lands)."""
+"""The `pluto` command line: start-up exactly as ipsec-pluto(8) describes.
+
+Order of events: parse the options (bad ones: message and exit 1), open the
+log, create the lock file ``RUNDIR/pluto.pid`` (exit 10 if it exists), create
+the control socket ``RUNDIR/pluto.ctl`` (owner-only), then either the daemon
+fork (the parent writes the child's PID into the lock file and exits 0) or,
+with ``--nofork``, print "Pluto initialized" and keep running in the
+foreground.  The lock file and socket are removed at exit.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import os
+import socket
 import sys
+
+from pypluto.daemon.logger import PlutoLogger
+from pypluto.daemon.options import (
+    EXIT_ERROR,
+    EXIT_LOCKED,
+    EXIT_OK,
+    OptionError,
+    PlutoOptions,
+    parse_args,
+)
+
+
+def _err(msg: str) -> None:
+    print(f"pluto: {msg}", file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _open_ctl(path: str) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # we hold the lock: any socket left there is stale
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        s.bind(path)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    s.listen(64)
+    s.setblocking(False)
+    return s
+
+
+def _daemonize(pidfd: int, stderrlog: bool) -> bool:
+    """The conventional daemon fork; returns True in the child."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        os.write(pidfd, f"{pid}\n".encode())
+        os.close(pidfd)
+        os._exit(EXIT_OK)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    if not stderrlog:
+        os.dup2(null, 2)
+    os.close(null)
+    return True
+
+
+def run(o: PlutoOptions) -> int:
+    try:
+        logger = PlutoLogger(
+            stderr=o.stderrlog,
+            logfile=o.logfile,
+            logtime=o.logtime,
+            logappend=o.logappend,
+            logip=o.logip,
+            audit=o.audit,
+            debug=o.debug,
+        )
+    except OSError as e:
+        _err(f'cannot open logfile "{o.logfile}": {e.strerror}')
+        return EXIT_ERROR
+    try:
+        os.makedirs(o.rundir, mode=0o755, exist_ok=True)
+    except OSError as e:
+        _err(f'cannot create rundir "{o.rundir}": {e.strerror}')
+        return EXIT_ERROR
+    try:
+        pidfd = os.open(o.pidfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        msg = (f'lock file "{o.pidfile}" already exists; is another pluto running? '
+               "(remove a leftover lock file by hand)")
+        _err(msg)
+        logger.log(f"FATAL ERROR: {msg}", "error")
+        return EXIT_LOCKED
+    except OSError as e:
+        _err(f'unable to create lock file "{o.pidfile}": {e.strerror}')
+        return EXIT_ERROR
+    try:
+        ctl = _open_ctl(o.ctlsocket)
+    except OSError as e:
+        _err(f'cannot create control socket "{o.ctlsocket}": {e.strerror}')
+        os.close(pidfd)
+        os.unlink(o.pidfile)
+        return EXIT_ERROR
+    if o.leak_detective:
+        import tracemalloc
+
+        tracemalloc.start()
+    if o.nofork:
+        os.write(pidfd, f"{os.getpid()}\n".encode())
+        os.close(pidfd)
+        print("Pluto initialized", flush=True)
+    else:
+        _daemonize(pidfd, o.stderrlog)
+    fault_file = None
+    if o.efence_protect:
+        try:
+            os.makedirs(o.coredir, exist_ok=True)
+            fault_file = open(os.path.join(o.coredir, f"pluto-faults-{os.getpid()}.txt"), "w")  # noqa: SIM115
+            faulthandler.enable(file=fault_file)
+        except OSError as e:
+            logger.log(f"efence-protect: cannot open fault file in {o.coredir}: {e.strerror}",
+                       "warning")
+    from pypluto.daemon.server import main_loop
+
+    try:
+        rc = main_loop(o, logger, ctl)
+    finally:
+        ctl.close()
+        for path in (o.ctlsocket, o.pidfile):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if fault_file is not None:
+            faulthandler.disable()
+            fault_file.close()
+            if os.path.getsize(fault_file.name) == 0:
+                with contextlib.suppress(OSError):
+                    os.unlink(fault_file.name)
+        logger.log(f"pluto exiting with status {rc}")
+        logger.close()
+    return rc
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("pluto: not implemented yet", file=sys.stderr)
-    return 1
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        kind, value = parse_args(args)
+    except OptionError as e:
+        _err(str(e))
+        print("For usage information: pluto --help", file=sys.stderr)
+        return EXIT_ERROR
+    if kind in ("help", "version"):
+        print(value)
+        return EXIT_OK
+    assert isinstance(value, PlutoOptions)
+    return run(value)
 
 
 if __name__ == "__main__":

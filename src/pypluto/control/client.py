@@ -1,0 +1,92 @@
+"""The client half of the control protocol: send one request, stream the answer."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pypluto.control.protocol import (
+    RC_WHACK_PROBLEM,
+    ProtocolError,
+    Request,
+    encode_frame,
+    read_frame_blocking,
+)
+
+DEFAULT_RUNDIR = "/run/pluto"
+
+
+def ctl_path(rundir: str | None = None, ctlsocket: str | None = None) -> str:
+    """Libreswan's rule: ``--ctlsocket`` wins, else ``RUNDIR/pluto.ctl``."""
+    if ctlsocket:
+        return ctlsocket
+    return os.path.join(rundir or DEFAULT_RUNDIR, "pluto.ctl")
+
+
+@dataclass
+class Reply:
+    rc: int
+    data: Any = None
+    error: str | None = None
+
+
+class ControlError(Exception):
+    """whack could not talk to pluto (rc is whack's exit status)."""
+
+    def __init__(self, message: str, rc: int = RC_WHACK_PROBLEM) -> None:
+        super().__init__(message)
+        self.rc = rc
+
+
+def call(
+    path: str,
+    command: str,
+    args: dict[str, Any] | None = None,
+    *,
+    on_output: Callable[[str], None] | None = None,
+    timeout: float | None = None,
+) -> Reply:
+    """Send ``command`` to the pluto listening on ``path``; return its result.
+
+    Every ``output`` line is passed to ``on_output`` as it arrives.
+    """
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError as e:  # pragma: no cover - no unix sockets
+        raise ControlError(f"socket() failed: {e.strerror}") from None
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except OSError as e:
+            raise ControlError(
+                f'connect() for "{path}" failed ({e.errno} {e.strerror}); is pluto running?'
+            ) from None
+        sock.sendall(encode_frame(Request(command, args or {}).to_obj()))
+        while True:
+            try:
+                frame = read_frame_blocking(sock)
+            except EOFError:
+                raise ControlError("pluto closed the connection without an answer") from None
+            except TimeoutError:
+                raise ControlError("timed out waiting for pluto") from None
+            except ProtocolError as e:
+                raise ControlError(str(e)) from None
+            except OSError as e:
+                raise ControlError(f"reading from pluto failed: {e.strerror}") from None
+            kind = frame.get("type")
+            if kind == "output":
+                if on_output is not None:
+                    on_output(str(frame.get("text", "")))
+            elif kind == "result":
+                rc = frame.get("rc")
+                if not isinstance(rc, int):
+                    raise ControlError("malformed result from pluto")
+                return Reply(rc, frame.get("data"), frame.get("error"))
+            else:
+                raise ControlError(f"unexpected {kind!r} frame from pluto")
+    finally:
+        sock.close()

@@ -1,0 +1,368 @@
+"""Status output in Libreswan's text formats, and the documented JSON views.
+
+The daemon builds one *snapshot* (a JSON-able dict: ``pluto`` facts, ``now``,
+``wallclock`` and ``engine`` = ``dataclasses.asdict(EngineStatus)`` with the
+backend's traffic counters merged in).  ``render`` turns it into the lines of
+``whack --status`` / ``--trafficstatus`` / ... ; ``json_view`` into the
+``--json`` objects described in docs/control-protocol.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+STATUS_COMMANDS = frozenset(
+    {"status", "globalstatus", "showstates", "trafficstatus", "briefstatus", "connectionstatus"}
+)
+JSON_SCHEMA = "pypluto-status/1"
+MAX_BYTES_TEXT = "2^63B"
+
+_STORIES = {
+    "ESTABLISHED_IKE_SA": "established IKE SA",
+    "ESTABLISHED_CHILD_SA": "established Child SA",
+    "PARENT_I0": "waiting for KE to finish",
+    "PARENT_I1": "sent IKE_SA_INIT request",
+    "PARENT_I2": "sent IKE_AUTH request",
+    "PARENT_R0": "processing IKE_SA_INIT request",
+    "PARENT_R1": "sent IKE_SA_INIT response, waiting for IKE_AUTH request",
+    "IKE_SA_DELETE": "deleting IKE SA",
+    "CHILD_SA_DELETE": "deleting Child SA",
+    "REKEY_CHILD_I0": "STATE_V2_REKEY_CHILD_I0",
+    "REKEY_CHILD_I1": "sent CREATE_CHILD_SA request to rekey IPsec SA",
+    "REKEY_IKE_I1": "sent CREATE_CHILD_SA request to rekey IKE SA",
+    "NEW_CHILD_I1": "sent CREATE_CHILD_SA request for new IPsec SA",
+}
+
+
+def short_state(state: str) -> str:
+    for p in ("STATE_V2_", "STATE_"):
+        if state.startswith(p):
+            return state[len(p):]
+    return state
+
+
+def story(state: str) -> str:
+    s = short_state(state)
+    return _STORIES.get(s, s.lower().replace("_", " "))
+
+
+def humber(n: int) -> str:
+    """Byte counts as Libreswan prints them: 0B, 840B, 12KB, 3MB, 1GB."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n}{unit}"
+        n //= 1024
+    return f"{n}TB"  # pragma: no cover
+
+
+def _port(endpoint: str) -> str:
+    return endpoint.rsplit(":", 1)[1] if ":" in endpoint else "500"
+
+
+def _addr(endpoint: str) -> str:
+    a = endpoint.rsplit(":", 1)[0] if endpoint.count(":") == 1 or endpoint.startswith("[") \
+        else endpoint
+    return a.strip("[]")
+
+
+def _in(now: float, t: float | None) -> int | None:
+    return None if t is None else max(0, int(round(t - now)))
+
+
+# --- summaries -----------------------------------------------------------------
+
+
+def summary(snap: dict[str, Any]) -> dict[str, Any]:
+    eng = snap["engine"]
+    conns = eng["connections"]
+    ike = eng["ike_sas"]
+    auth = [s for s in ike if "ESTABLISHED" in s["state"]]
+    half = eng.get("half_open", 0) or sum(
+        1 for s in ike if short_state(s["state"]) in ("PARENT_I0", "PARENT_I1", "PARENT_R0")
+    )
+    anon_names = {c["name"] for c in conns if c.get("authby") == "null"}
+    children = [c for s in ike for c in s["children"]]
+    est_children = [c for c in children if "ESTABLISHED" in c["state"]]
+    active = {c["conn"] for c in est_children}
+    return {
+        "connections": {
+            "loaded": len(conns),
+            "routed": sum(1 for c in conns if c.get("routed")),
+            "active": len(active),
+        },
+        "ike_sas": {
+            "total": len(ike),
+            "half_open": half,
+            "open": max(0, len(ike) - len(auth) - half),
+            "authenticated": sum(1 for s in auth if s["conn"] not in anon_names),
+            "anonymous": sum(1 for s in auth if s["conn"] in anon_names),
+        },
+        "ipsec_sas": {
+            "total": len(children),
+            "authenticated": sum(1 for c in children if c["conn"] not in anon_names),
+            "anonymous": sum(1 for c in children if c["conn"] in anon_names),
+        },
+        "ddos_cookies_required": bool(eng.get("busy")),
+    }
+
+
+def _summary_lines(snap: dict[str, Any]) -> list[str]:
+    s = summary(snap)
+    c, i, p = s["connections"], s["ike_sas"], s["ipsec_sas"]
+    cookies = "required" if s["ddos_cookies_required"] else "not required"
+    return [
+        f"Total IPsec connections: loaded {c['loaded']}, routed {c['routed']}, "
+        f"active {c['active']}",
+        "",
+        f"State Information: DDoS cookies {cookies}, Accepting new IKE connections",
+        f"IKE SAs: total({i['total']}), half-open({i['half_open']}), open({i['open']}), "
+        f"authenticated({i['authenticated']}), anonymous({i['anonymous']})",
+        f"IPsec SAs: total({p['total']}), authenticated({p['authenticated']}), "
+        f"anonymous({p['anonymous']})",
+    ]
+
+
+# --- connections ---------------------------------------------------------------
+
+
+def _end(subnets: list[str], host: str, ident: str, local: bool) -> str:
+    host_id = f"{host}[{ident}]" if ident and ident != host else host
+    nets = [n for n in subnets if n.split("/")[0] != host]
+    if not nets:
+        return host_id
+    net = ",".join(nets)
+    return f"{net}==={host_id}" if local else f"{host_id}==={net}"
+
+
+def connection_lines(snap: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for c in snap["engine"]["connections"]:
+        n = f'"{c["name"]}"'
+        left = _end(c["local_subnets"], c["local"], c["local_id"], True)
+        right = _end(c["remote_subnets"], c["remote"] or "%any", c["remote_id"], False)
+        routing = "established" if c.get("child_serials") else (
+            "routed" if c.get("routed") else "unrouted")
+        lines.append(f"{n}: {left}...{right}; {routing}; my_ip=unset; their_ip=unset;")
+        lines.append(f"{n}:   host: oriented; local: {c['local']}; remote: "
+                     f"{c['remote'] or '%any'};")
+        lines.append(f"{n}:   auto: {c['auto']}; type: {c['type']}; authby: {c['authby']};")
+        lines.append(f"{n}:   IKE algorithms: {c.get('ike') or 'default'}")
+        lines.append(f"{n}:   ESP algorithms: {c.get('esp') or 'default'}")
+        auth = {"secret": "PSK", "psk": "PSK", "null": "AUTH_NULL", "rsasig": "RSASIG",
+                "ecdsa": "ECDSA"}.get(c["authby"], c["authby"].upper())
+        lines.append(f"{n}:   policy: IKEv2+{auth}+ENCRYPT+{c['type'].upper()};")
+        if c.get("ike_serials") or c.get("child_serials"):
+            ike = max(c["ike_serials"]) if c.get("ike_serials") else 0
+            ch = max(c["child_serials"]) if c.get("child_serials") else 0
+            lines.append(f"{n}:   newest IKE SA: #{ike}; newest IPsec SA: #{ch};")
+    return lines
+
+
+# --- states --------------------------------------------------------------------
+
+
+def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
+    now = snap["now"]
+    lines: list[str] = []
+    newest_ike: dict[str, int] = {}
+    newest_child: dict[str, int] = {}
+    for s in snap["engine"]["ike_sas"]:
+        newest_ike[s["conn"]] = max(newest_ike.get(s["conn"], 0), s["serial"])
+        for ch in s["children"]:
+            newest_child[ch["conn"]] = max(newest_child.get(ch["conn"], 0), ch["serial"])
+    entries: list[tuple[int, list[str]]] = []
+    for s in snap["engine"]["ike_sas"]:
+        parts = [f'#{s["serial"]}: "{s["conn"]}":{_port(s["remote"])} '
+                 f'{short_state(s["state"])} ({story(s["state"])});']
+        parts += _timers(now, s.get("rekey_at"), s.get("expire_at"))
+        if newest_ike.get(s["conn"]) == s["serial"]:
+            parts.append("newest;")
+        parts.append("idle;")
+        entries.append((s["serial"], [" ".join(parts)]))
+        for ch in s["children"]:
+            p = [f'#{ch["serial"]}: "{ch["conn"]}":{_port(s["remote"])} '
+                 f'{short_state(ch["state"])} ({story(ch["state"])});']
+            p += _timers(now, ch.get("rekey_at"), ch.get("expire_at"))
+            if newest_child.get(ch["conn"]) == ch["serial"]:
+                p.append("newest; eroute owner;")
+            p.append(f"IKE SA #{s['serial']}; idle;")
+            block = [" ".join(p)]
+            if traffic:
+                proto = ch.get("protocol", "esp")
+                r, lo = _addr(s["remote"]), _addr(s["local"])
+                mode = "tun" if ch.get("mode", "tunnel") == "tunnel" else "trans"
+                pre = proto.upper()
+                block.append(
+                    f'#{ch["serial"]}: "{ch["conn"]}" {proto}.{ch["spi_out"]:x}@{r} '
+                    f'{proto}.{ch["spi_in"]:x}@{lo} {mode}.0@{r} {mode}.0@{lo} Traffic: '
+                    f'{pre}in={humber(ch["in_bytes"])} {pre}out={humber(ch["out_bytes"])} '
+                    f'{pre}max={MAX_BYTES_TEXT}'
+                )
+            entries.append((ch["serial"], block))
+    for _serial, block in sorted(entries, key=lambda e: e[0]):
+        lines.extend(block)
+    return lines
+
+
+def _timers(now: float, rekey: float | None, expire: float | None) -> list[str]:
+    out = []
+    r, e = _in(now, rekey), _in(now, expire)
+    if r is not None:
+        out.append(f"REKEY in {r}s;")
+    if e is not None:
+        out.append(f"REPLACE in {e}s;")
+    return out
+
+
+def traffic_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    now, wall = snap["now"], snap["wallclock"]
+    for s in snap["engine"]["ike_sas"]:
+        for ch in s["children"]:
+            if "ESTABLISHED" not in ch["state"]:
+                continue
+            added = int(wall - (now - (ch.get("established_at") or now)))
+            rows.append({
+                "serial": ch["serial"],
+                "conn": ch["conn"],
+                "type": ch.get("protocol", "esp").upper(),
+                "add_time": added,
+                "in_bytes": ch["in_bytes"],
+                "out_bytes": ch["out_bytes"],
+                "in_packets": ch["in_packets"],
+                "out_packets": ch["out_packets"],
+                "max_bytes": None,
+                "remote_id": s.get("remote_id", ""),
+                "ike_serial": s["serial"],
+            })
+    rows.sort(key=lambda r: r["serial"])
+    return rows
+
+
+def traffic_lines(snap: dict[str, Any]) -> list[str]:
+    return [
+        f'#{r["serial"]}: "{r["conn"]}", type={r["type"]}, add_time={r["add_time"]}, '
+        f'inBytes={r["in_bytes"]}, outBytes={r["out_bytes"]}, maxBytes={MAX_BYTES_TEXT}, '
+        f"id='{r['remote_id']}'"
+        for r in traffic_rows(snap)
+    ]
+
+
+def global_values(snap: dict[str, Any]) -> dict[str, int]:
+    s = summary(snap)
+    eng = snap["engine"]
+    v: dict[str, int] = {
+        "current.states.all": s["ike_sas"]["total"] + s["ipsec_sas"]["total"],
+        "current.states.ikev1.total": 0,
+        "current.states.ikev2.total": s["ike_sas"]["total"] + s["ipsec_sas"]["total"],
+        "current.states.iketype.anonymous": s["ike_sas"]["anonymous"],
+        "current.states.iketype.authenticated": s["ike_sas"]["authenticated"],
+        "current.states.iketype.halfopen": s["ike_sas"]["half_open"],
+        "current.states.iketype.open": s["ike_sas"]["open"],
+        "current.states.ipsectype.anonymous": s["ipsec_sas"]["anonymous"],
+        "current.states.ipsectype.authenticated": s["ipsec_sas"]["authenticated"],
+        "current.connections.loaded": s["connections"]["loaded"],
+        "current.connections.routed": s["connections"]["routed"],
+        "current.connections.active": s["connections"]["active"],
+        "current.ddos.busy": int(s["ddos_cookies_required"]),
+    }
+    counts: dict[str, int] = {}
+    for ike in eng["ike_sas"]:
+        counts[ike["state"]] = counts.get(ike["state"], 0) + 1
+        for ch in ike["children"]:
+            counts[ch["state"]] = counts.get(ch["state"], 0) + 1
+    for st, n in sorted(counts.items()):
+        v[f"current.states.enumerate.{st}"] = n
+    in_b = sum(c["in_bytes"] for i in eng["ike_sas"] for c in i["children"])
+    out_b = sum(c["out_bytes"] for i in eng["ike_sas"] for c in i["children"])
+    v["current.traffic.ipsec.in_bytes"] = in_b
+    v["current.traffic.ipsec.out_bytes"] = out_b
+    v["pluto.uptime_seconds"] = int(snap["pluto"]["uptime"])
+    return v
+
+
+def header_lines(snap: dict[str, Any]) -> list[str]:
+    p = snap["pluto"]
+    lines = [f"using kernel interface: {p['backend']}", ""]
+    for i in sorted(p["interfaces"], key=lambda x: (x["ifname"], x["addr"], x["port"])):
+        a = f"[{i['addr']}]" if ":" in i["addr"] else i["addr"]
+        lines.append(f"interface {i['ifname']} {a}:{i['port']}")
+    if not p["interfaces"]:
+        lines.append("not listening for IKE messages (use --listen)")
+    lines += [
+        "",
+        "fips mode=disabled;",
+        "",
+        f"pluto version={p['version']}, pid={p['pid']}, uptime={int(p['uptime'])}s, "
+        f"helpers={p['helpers']} ({p['helper_kind']})",
+        f"uniqueids={'yes' if p['uniqueids'] else 'no'}, force-busy="
+        f"{'yes' if p['force_busy'] else 'no'}, keep-alive={p['keep_alive']}s, "
+        f"virtual-private={p['virtual_private'] or '<none>'}",
+        f"crl-strict={'yes' if p['crl_strict'] else 'no'} (not enforced yet), "
+        f"crlcheckinterval={p['crlcheckinterval']:g}s, secctx-attr-type="
+        f"{p['secctx_attr_type']}, debug={','.join(p['debug']) or 'none'}",
+        "",
+    ]
+    return lines
+
+
+def render(cmd: str, snap: dict[str, Any]) -> list[str]:
+    if cmd == "status":
+        lines = header_lines(snap)
+        lines.append("Connection list:")
+        lines.append("")
+        lines += connection_lines(snap)
+        lines.append("")
+        lines += _summary_lines(snap)
+        lines.append("")
+        lines += state_lines(snap)
+        return lines
+    if cmd == "connectionstatus":
+        return connection_lines(snap) + [""] + _summary_lines(snap)[:1]
+    if cmd == "briefstatus":
+        return _summary_lines(snap)
+    if cmd == "showstates":
+        return state_lines(snap)
+    if cmd == "trafficstatus":
+        return traffic_lines(snap)
+    if cmd == "globalstatus":
+        return [f"{k}={v}" for k, v in global_values(snap).items()]
+    raise ValueError(cmd)
+
+
+def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
+    """The ``--json`` object of a status command (schema in docs/control-protocol.md)."""
+    out: dict[str, Any] = {"schema": JSON_SCHEMA, "command": cmd}
+    eng = snap["engine"]
+    if cmd == "status":
+        out.update(pluto=snap["pluto"], connections=eng["connections"],
+                   ike_sas=eng["ike_sas"], summary=summary(snap))
+    elif cmd == "connectionstatus":
+        out.update(connections=eng["connections"], summary=summary(snap))
+    elif cmd == "briefstatus":
+        out.update(summary=summary(snap))
+    elif cmd == "showstates":
+        out.update(ike_sas=eng["ike_sas"])
+    elif cmd == "trafficstatus":
+        out.update(child_sas=traffic_rows(snap))
+    elif cmd == "globalstatus":
+        out.update(values=global_values(snap))
+    return out
+
+
+def render_psks(records: Iterable[Any]) -> list[str]:
+    """``--listpsks``: which IDs have a pre-shared key; never the key itself."""
+    lines = ["List of Pre-shared Keys", ""]
+    n = 0
+    for r in records:
+        if getattr(r, "kind", None) != "PSK":
+            continue
+        n += 1
+        ids = " ".join(str(i) for i in getattr(r, "indices", [])) or "%any"
+        origin = getattr(r, "origin", None)
+        where = f"  ({origin})" if origin else ""
+        lines.append(f"{n:5d}: PSK {ids}{where}")
+    if n == 0:
+        lines.append("    (none)")
+    return lines

@@ -1,0 +1,169 @@
+"""The crypto helper pool (``--nhelpers``), sd_notify, crash reports, leak detective.
+
+Helper pool: Libreswan off-loads DH and signatures to helper threads.  Here the
+pool is a ``ThreadPoolExecutor``: ``cryptography`` releases the GIL inside its
+EC/RSA/X25519 C calls, so threads overlap them with the event loop at no IPC
+cost, where a process pool pays pickling and a round trip per job (measured by
+``measure()``; the figures are in the daemon report).  ``-1`` is Libreswan's
+rule (CPUs - 1, at least 1), ``0`` runs every job inline.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from pypluto import __version__
+
+
+def helper_count(nhelpers: int) -> int:
+    """Libreswan's rule: -1 means (number of CPUs - 1), but at least one helper."""
+    if nhelpers >= 0:
+        return nhelpers
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+class HelperPool:
+    """Runs expensive crypto jobs; ``submit`` returns a Future either way."""
+
+    def __init__(self, nhelpers: int) -> None:
+        self.count = helper_count(nhelpers)
+        self.jobs = 0
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        if self.count > 0:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.count, thread_name_prefix="pluto-helper"
+            )
+
+    @property
+    def kind(self) -> str:
+        return "threads" if self._pool else "inline"
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        self.jobs += 1
+        if self._pool is not None:
+            return self._pool.submit(fn, *args)
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001 - delivered through the future
+            fut.set_exception(e)
+        return fut
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _x25519_job(_: int = 0) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    a, b = x25519.X25519PrivateKey.generate(), x25519.X25519PrivateKey.generate()
+    return a.exchange(b.public_key())
+
+
+def _ecdh_p256_job(_: int = 0) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    a = ec.generate_private_key(ec.SECP256R1())
+    b = ec.generate_private_key(ec.SECP256R1())
+    return a.exchange(ec.ECDH(), b.public_key())
+
+
+def _modp2048_job(_: int = 0) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import dh
+
+    p = int(
+        "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DD"
+        "EF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED"
+        "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F"
+        "83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3B"
+        "E39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA956AE515D2261898FA0510"
+        "15728E5A8AACAA68FFFFFFFFFFFFFFFF",
+        16,
+    )
+    params = dh.DHParameterNumbers(p, 2).parameters()
+    a, b = params.generate_private_key(), params.generate_private_key()
+    return a.exchange(b.public_key())
+
+
+def measure(jobs: int = 200, workers: int = 2) -> dict[str, dict[str, float]]:
+    """Jobs per second for inline, a thread pool and a process pool (helper choice)."""
+    results: dict[str, dict[str, float]] = {}
+    for name, fn in (("x25519", _x25519_job), ("ecp256", _ecdh_p256_job),
+                     ("modp2048", _modp2048_job)):
+        n = jobs if name != "modp2048" else max(10, jobs // 10)
+        row: dict[str, float] = {}
+        t = time.perf_counter()
+        for i in range(n):
+            fn(i)
+        row["inline"] = n / (time.perf_counter() - t)
+        for kind, cls in (("threads", concurrent.futures.ThreadPoolExecutor),
+                          ("processes", concurrent.futures.ProcessPoolExecutor)):
+            with cls(max_workers=workers) as ex:  # type: ignore[operator]
+                list(ex.map(fn, range(workers)))  # warm up
+                t = time.perf_counter()
+                list(ex.map(fn, range(n)))
+                row[kind] = n / (time.perf_counter() - t)
+        results[name] = row
+    return results
+
+
+def sd_notify(state: str) -> bool:
+    """Tell systemd (Type=notify) about ``state`` when NOTIFY_SOCKET is set."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return False
+    addr = "\0" + path[1:] if path.startswith("@") else path
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(state.encode(), addr)
+        return True
+    except OSError:
+        return False
+
+
+def write_crash_report(coredir: str, exc: BaseException, where: str = "") -> str | None:
+    """Write a report of an unhandled error to ``coredir``; return its path."""
+    try:
+        os.makedirs(coredir, exist_ok=True)
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = os.path.join(coredir, f"pluto-crash-{os.getpid()}-{stamp}.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(f"pypluto {__version__} crash report\n")
+            f.write(f"time: {stamp}\npid: {os.getpid()}\nargv: {sys.argv!r}\n")
+            f.write(f"python: {sys.version.split()[0]}\n")
+            if where:
+                f.write(f"where: {where}\n")
+            f.write("\n")
+            f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        return path
+    except OSError:
+        return None
+
+
+def leak_report(limit: int = 10) -> list[str]:
+    """A tracemalloc summary of what is still allocated (``--leak-detective``)."""
+    import tracemalloc
+
+    if not tracemalloc.is_tracing():
+        return ["leak detective: tracemalloc was not running"]
+    snap = tracemalloc.take_snapshot()
+    stats = snap.statistics("lineno")
+    total = sum(s.size for s in stats)
+    blocks = sum(s.count for s in stats)
+    lines = [f"leak detective: {blocks} blocks, {total} bytes still allocated at shutdown"]
+    for s in stats[:limit]:
+        frame = s.traceback[0]
+        lines.append(f"leak detective: {s.size} bytes in {s.count} blocks at "
+                     f"{frame.filename}:{frame.lineno}")
+    return lines

@@ -1,0 +1,287 @@
+"""pluto's logging: syslog (facility authpriv), stderr or a file, in pluto's line style.
+
+Lines look like pluto's: ``"conn" #3: message`` for a state, ``"conn": message``
+for a connection, ``packet from 192.0.2.1:500: message`` for input without a
+state; debug lines start with ``| ``.  ``--log-no-ip`` masks every address,
+``--log-no-time`` drops the timestamp of file/stderr lines, and floods of
+network-triggered messages are rate limited.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import syslog
+import threading
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+# Libreswan's debug classes (``--debug help``) and what they cover here.
+DEBUG_CLASSES: dict[str, str] = {
+    "base": "general debugging: state machine, packets, timers",
+    "cpu-usage": "how long each exchange and helper job took",
+    "crypt": "cryptographic computations (never the keys unless 'private' too)",
+    "tmi": "too much information: every timer and buffer",
+    "private": "sensitive material (keys, nonces); never enabled by 'all'",
+    "whackwatch": "control-socket requests and replies",
+    "add-prefix": "prefix debug lines with the connection/state",
+    "routing": "policies, routes and SAs handed to the kernel backend",
+    "kernel": "kernel backend operations (pypluto)",
+    "control": "control protocol frames (pypluto)",
+}
+ALL_EXCLUDES = {"private"}
+
+MASK = "<ip address>"
+_IPV4 = r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])"
+_IPV6 = r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?:%\w+)?(?![\w:])"
+_ADDR_RE = re.compile(f"{_IPV4}|{_IPV6}")
+
+
+def mask_addresses(text: str) -> str:
+    """Replace every IPv4/IPv6 address in ``text`` by ``<ip address>`` (``--log-no-ip``)."""
+
+    def repl(m: re.Match[str]) -> str:
+        s = m.group(0)
+        if ":" in s and s.count(":") < 2:
+            return s
+        if ":" in s and not any(c in "0123456789abcdefABCDEF" for c in s.replace(":", "")):
+            if s != "::":
+                return s
+        return MASK
+
+    return _ADDR_RE.sub(repl, text)
+
+
+def parse_debug_specs(specs: list[str], current: set[str]) -> set[str]:
+    """Apply ``--debug X`` / ``--no-debug X`` style specs to ``current``.
+
+    Each spec is ``all``, ``none``, ``CLASS``, ``no-CLASS`` or ``-CLASS``
+    (comma- or space-separated lists allowed).  Raises ValueError naming an
+    unknown class.
+    """
+    result = set(current)
+    for spec in specs:
+        for word in re.split(r"[,\s]+", spec.strip()):
+            if not word:
+                continue
+            neg = False
+            if word.startswith("no-") and word[3:] in DEBUG_CLASSES | {"all": ""}:
+                neg, word = True, word[3:]
+            elif word.startswith("-"):
+                neg, word = True, word[1:]
+            if word == "none":
+                result.clear()
+            elif word == "all":
+                if neg:
+                    result.clear()
+                else:
+                    result |= set(DEBUG_CLASSES) - ALL_EXCLUDES
+            elif word in DEBUG_CLASSES:
+                if neg:
+                    result.discard(word)
+                else:
+                    result.add(word)
+            else:
+                raise ValueError(
+                    f'unrecognized debug option "{word}" (use --debug help for the list)'
+                )
+    return result
+
+
+def debug_help() -> str:
+    lines = ["debug options (at least one is required):"]
+    for name, what in DEBUG_CLASSES.items():
+        lines.append(f"  {name:<12} {what}")
+    lines.append("  all          every class except 'private'")
+    lines.append("  none         no debugging")
+    lines.append("prefix a class with 'no-' to disable it")
+    return "\n".join(lines)
+
+
+class RateLimiter:
+    """At most ``limit`` lines per ``window`` seconds; then one notice and silence."""
+
+    def __init__(self, limit: int = 100, window: float = 1.0) -> None:
+        self.limit = limit
+        self.window = window
+        self.start = 0.0
+        self.count = 0
+        self.suppressed = 0
+
+    def allow(self, now: float) -> tuple[bool, str | None]:
+        """Whether to log now, plus an optional notice line to log first."""
+        notice = None
+        if now - self.start >= self.window:
+            if self.suppressed:
+                notice = f"rate limited log: {self.suppressed} messages suppressed"
+            self.start, self.count, self.suppressed = now, 0, 0
+        self.count += 1
+        if self.count <= self.limit:
+            return True, notice
+        if self.count == self.limit + 1:
+            return False, (
+                f"rate limited log exceeded: more than {self.limit} messages "
+                f"in {self.window:g}s; suppressing"
+            )
+        self.suppressed += 1
+        return False, notice
+
+
+class PlutoLogger:
+    """Where pluto's lines go, and in what shape."""
+
+    def __init__(
+        self,
+        *,
+        stderr: bool = False,
+        logfile: str | None = None,
+        logtime: bool = True,
+        logappend: bool = True,
+        logip: bool = True,
+        audit: bool = True,
+        debug: set[str] | None = None,
+        rate_limit: int = 100,
+        ident: str = "pluto",
+    ) -> None:
+        self.logtime = logtime
+        self.logip = logip
+        self.audit = audit
+        self.debug: set[str] = set(debug or ())
+        self.limiter = RateLimiter(rate_limit)
+        self.listeners: list[Callable[[str], None]] = []
+        self._lock = threading.Lock()
+        self._stream: TextIO | None = None
+        self._syslog = False
+        self.destination = "syslog"
+        if logfile:
+            # Opening may raise OSError; the caller reports it and exits 1.
+            self._stream = open(logfile, "a" if logappend else "w", encoding="utf-8")  # noqa: SIM115
+            self.destination = logfile
+        elif stderr:
+            self._stream = sys.stderr
+            self.destination = "stderr"
+        else:
+            syslog.openlog(ident, syslog.LOG_PID, syslog.LOG_AUTHPRIV)
+            self._syslog = True
+
+    # --- formatting -----------------------------------------------------------
+    @staticmethod
+    def prefix(conn: str | None, serial: int | None, remote: object | None) -> str:
+        if conn is not None and serial:
+            return f'"{conn}" #{serial}: '
+        if conn is not None:
+            return f'"{conn}": '
+        if serial:
+            return f"#{serial}: "
+        if remote is not None:
+            return f"packet from {remote}: "
+        return ""
+
+    def debugging(self, cls: str = "base") -> bool:
+        return cls in self.debug or (cls not in DEBUG_CLASSES and "base" in self.debug)
+
+    def log(
+        self,
+        message: str,
+        level: str = "info",
+        *,
+        conn: str | None = None,
+        serial: int | None = None,
+        remote: object | None = None,
+        debug_class: str = "base",
+        rate_limited: bool = False,
+    ) -> None:
+        if level == "debug" and not self.debugging(debug_class):
+            return
+        if rate_limited:
+            ok, notice = self.limiter.allow(time.monotonic())
+            if notice:
+                self._emit(notice, "warning")
+            if not ok:
+                return
+        text = self.prefix(conn, serial, remote) + message
+        if level == "debug":
+            text = "\n".join("| " + ln for ln in text.split("\n"))
+        elif level == "error":
+            text = "ERROR: " + text if not text.startswith("ERROR") else text
+        self._emit(text, level)
+
+    def _emit(self, text: str, level: str) -> None:
+        if not self.logip:
+            text = mask_addresses(text)
+        with self._lock:
+            for line in text.split("\n"):
+                if self._syslog:
+                    prio = {
+                        "debug": syslog.LOG_DEBUG,
+                        "error": syslog.LOG_ERR,
+                    }.get(level, syslog.LOG_WARNING)
+                    syslog.syslog(prio, line)
+                elif self._stream is not None:
+                    stamp = ""
+                    if self.logtime:
+                        t = time.time()
+                        stamp = time.strftime("%b %e %H:%M:%S", time.localtime(t))
+                        stamp += f".{int((t % 1) * 1e6):06d}: "
+                    try:
+                        self._stream.write(stamp + line + "\n")
+                        self._stream.flush()
+                    except (OSError, ValueError):
+                        pass
+            for cb in list(self.listeners):
+                for line in text.split("\n"):
+                    try:
+                        cb(line)
+                    except Exception:  # noqa: BLE001 - a dead whack must not stop logging
+                        self.listeners.remove(cb)
+                        break
+
+    def audit_event(self, record: str) -> None:
+        """A Linux-audit style record (``--log-no-audit`` turns these off).
+
+        Sent to the kernel audit subsystem when it accepts it, and always logged
+        as an ``AUDIT:`` line so that it is visible without auditd.
+        """
+        if not self.audit:
+            return
+        send_kernel_audit(record)
+        self._emit("AUDIT: " + record, "info")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._stream is not None and self._stream is not sys.stderr:
+                try:
+                    self._stream.close()
+                except OSError:
+                    pass
+            self._stream = None
+            if self._syslog:
+                syslog.closelog()
+                self._syslog = False
+
+
+AUDIT_CRYPTO_IKE_SA = 2408
+AUDIT_CRYPTO_IPSEC_SA = 2409
+NETLINK_AUDIT = 9
+
+
+def send_kernel_audit(record: str, msg_type: int = AUDIT_CRYPTO_IKE_SA) -> bool:
+    """Best effort: hand one user record to the Linux audit subsystem."""
+    import socket
+    import struct
+
+    try:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_AUDIT)
+    except OSError:
+        return False
+    try:
+        payload = record.encode()[:8000] + b"\0"
+        hdr = struct.pack("=IHHII", 16 + len(payload), msg_type, 0x1, 1, os.getpid())
+        s.sendto(hdr + payload, (0, 0))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()

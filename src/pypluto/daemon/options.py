@@ -1,0 +1,349 @@
+"""pluto's command line (the options of ipsec-pluto(8)), merged with ``config setup``.
+
+Every option of the man page is accepted; values given on the command line win
+over ``config setup`` of ``--config``.  A bad argument is a clear one-line
+error and exit status 1 (the man page's "something was wrong").
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass, field
+
+from pypluto import __version__ as PKG_VERSION
+from pypluto.daemon.logger import debug_help, parse_debug_specs
+from pypluto.daemon.virtual_private import VirtualPrivate
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_LOCKED = 10
+
+DEFAULT_RUNDIR = "/run/pluto"
+DEFAULT_SECCTX_ATTR_TYPE = 32001  # Libreswan's default (a private-use value)
+
+
+class OptionError(Exception):
+    """A bad command-line argument; the message is shown as ``pluto: <msg>``."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise OptionError(message)
+
+
+USAGE = """\
+Usage: pluto [--help] [--version]
+             [--nofork] [--rundir path] [--leak-detective] [--efence-protect]
+             [--stderrlog] [--logfile filename] [--log-no-time] [--log-no-append]
+             [--log-no-ip] [--log-no-audit]
+             [--config filename] [--secretsfile secrets-file] [--ipsecdir dirname]
+             [--nssdir dirname] [--coredir dirname]
+             [--vendorid VID] [--uniqueids] [--virtual-private network_list]
+             [--keep-alive delay_sec] [--force-busy] [--crl-strict]
+             [--crlcheckinterval seconds] [--listen ipaddr] [--nhelpers number]
+             [--seedbits numbits] [--statsbin filename] [--secctx-attr-type number]
+             [--use-xfrm] [--use-userspace] [--use-none] [--use-bsdkame]
+             [--debug class] [--no-debug class]
+"""
+
+HELP_NOTES = """
+Notes (pypluto):
+  --crl-strict and --crlcheckinterval are parsed and kept (shown by whack
+  --status) but not yet enforced: they take effect with certificate support.
+  --efence-protect enables Python's fault handler and asyncio debug mode (the
+  nearest Python equivalent of guard pages); --leak-detective logs a
+  tracemalloc allocation report at shutdown.
+  With none of --use-xfrm/--use-userspace/--use-none the kernel is probed:
+  XFRM when it can carry ESP, else the userspace plane.
+  --ikeport/--natikeport change the IKE ports (default 500/4500; for tests).
+  --debug help lists the debug classes.
+"""
+
+
+def build_parser() -> _Parser:
+    p = _Parser(prog="pluto", usage=USAGE, add_help=False, allow_abbrev=False)
+    a = p.add_argument
+    a("--help", action="store_true")
+    a("--version", action="store_true")
+    a("--nofork", action="store_true")
+    a("--rundir", metavar="path")
+    a("--leak-detective", action="store_true")
+    a("--efence-protect", action="store_true")
+    a("--stderrlog", action="store_true")
+    a("--logfile", metavar="filename")
+    a("--log-no-time", action="store_true")
+    a("--log-no-append", action="store_true")
+    a("--log-no-ip", action="store_true")
+    a("--log-no-audit", action="store_true")
+    a("--config", metavar="filename")
+    a("--secretsfile", metavar="secrets-file")
+    a("--ipsecdir", metavar="dirname")
+    a("--nssdir", metavar="dirname")
+    a("--coredir", "--dumpdir", dest="coredir", metavar="dirname")
+    a("--vendorid", metavar="VID")
+    a("--uniqueids", action="store_true")
+    a("--virtual-private", metavar="network_list")
+    a("--keep-alive", metavar="delay_sec")
+    a("--force-busy", action="store_true")
+    a("--crl-strict", action="store_true")
+    a("--crlcheckinterval", metavar="seconds")
+    a("--listen", metavar="ipaddr")
+    a("--nhelpers", metavar="number")
+    a("--seedbits", metavar="numbits")
+    a("--statsbin", metavar="filename")
+    a("--secctx-attr-type", metavar="number")
+    a("--use-xfrm", "--use-netkey", dest="use_xfrm", action="store_true")
+    a("--use-bsdkame", action="store_true")
+    a("--use-userspace", action="store_true")
+    a("--use-none", action="store_true")
+    a("--debug", action="append", default=[], metavar="class")
+    a("--no-debug", action="append", default=[], metavar="class")
+    a("--ikeport", metavar="port")
+    a("--natikeport", metavar="port")
+    return p
+
+
+@dataclass
+class PlutoOptions:
+    """The resolved configuration of one pluto run."""
+
+    nofork: bool = False
+    rundir: str = DEFAULT_RUNDIR
+    leak_detective: bool = False
+    efence_protect: bool = False
+    stderrlog: bool = False
+    logfile: str | None = None
+    logtime: bool = True
+    logappend: bool = True
+    logip: bool = True
+    audit: bool = True
+    config: str | None = None
+    secretsfile: str = "/etc/ipsec.secrets"
+    ipsecdir: str = "/etc/ipsec.d"
+    nssdir: str = "/var/lib/ipsec/nss"
+    coredir: str = DEFAULT_RUNDIR
+    vendorid: str | None = None
+    uniqueids: bool = True
+    virtual_private: str | None = None
+    keep_alive: int = 20
+    force_busy: bool = False
+    crl_strict: bool = False
+    crlcheckinterval: float = 0.0
+    listen: str | None = None
+    nhelpers: int = -1
+    seedbits: int = 0
+    statsbin: str | None = None
+    secctx_attr_type: int = DEFAULT_SECCTX_ATTR_TYPE
+    backend: str | None = None  # xfrm | userspace | none | None = probe
+    debug: set[str] = field(default_factory=set)
+    ikeport: int = 500
+    natikeport: int = 4500
+    setup: object | None = None  # the SetupConfig of --config, if any
+    config_result: object | None = None  # whatever load_config returned
+
+    @property
+    def pidfile(self) -> str:
+        return os.path.join(self.rundir, "pluto.pid")
+
+    @property
+    def ctlsocket(self) -> str:
+        return os.path.join(self.rundir, "pluto.ctl")
+
+
+def _int(name: str, value: str, lo: int, hi: int) -> int:
+    try:
+        v = int(value, 0)
+    except ValueError:
+        raise OptionError(f'{name} "{value}" is not a number') from None
+    if not lo <= v <= hi:
+        raise OptionError(f'{name} "{value}" must be between {lo} and {hi}')
+    return v
+
+
+def _duration(name: str, value: str) -> float:
+    mult = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    v = value.strip()
+    unit = 1
+    if v and v[-1] in mult:
+        unit, v = mult[v[-1]], v[:-1]
+    try:
+        f = float(v)
+    except ValueError:
+        raise OptionError(f'{name} "{value}" is not a duration (e.g. 300, 5m, 1h)') from None
+    if f < 0:
+        raise OptionError(f'{name} "{value}" must not be negative')
+    return f * unit
+
+
+def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
+    """Parse argv.  Returns ("run", options), ("help", text) or ("version", text).
+
+    Raises OptionError for any bad argument.
+    """
+    ns, rest = build_parser().parse_known_args(argv)
+    if rest:
+        what = "unrecognized option" if rest[0].startswith("-") else "unexpected argument"
+        raise OptionError(f"{what} '{rest[0]}'")
+    if ns.help:
+        return "help", USAGE + HELP_NOTES
+    if ns.version:
+        return "version", f"Libreswan-compatible pypluto {PKG_VERSION} (IKEv2 only)"
+    if any(d.strip() == "help" for d in ns.debug):
+        return "help", debug_help()
+
+    o = PlutoOptions()
+    setup = None
+    if ns.config:
+        setup, result = load_setup(ns.config)
+        o.config = ns.config
+        o.setup = setup
+        o.config_result = result
+        _apply_setup(o, setup)
+
+    if ns.rundir is not None:
+        if not ns.rundir:
+            raise OptionError("--rundir needs a directory")
+        o.rundir = ns.rundir
+        if ns.coredir is None and setup is None:
+            o.coredir = ns.rundir
+    o.nofork = ns.nofork
+    o.leak_detective = ns.leak_detective
+    o.efence_protect = ns.efence_protect
+    if ns.stderrlog:
+        o.stderrlog = True
+        o.logfile = None
+    if ns.logfile is not None:
+        o.logfile = ns.logfile
+        o.stderrlog = False
+    if ns.log_no_time:
+        o.logtime = False
+    if ns.log_no_append:
+        o.logappend = False
+    if ns.log_no_ip:
+        o.logip = False
+    if ns.log_no_audit:
+        o.audit = False
+    for attr in ("secretsfile", "ipsecdir", "nssdir", "coredir", "statsbin", "vendorid"):
+        v = getattr(ns, attr)
+        if v is not None:
+            if not v:
+                raise OptionError(f"--{attr} needs a value")
+            setattr(o, attr, v)
+    if ns.uniqueids:
+        o.uniqueids = True
+    if ns.virtual_private is not None:
+        o.virtual_private = ns.virtual_private
+    if o.virtual_private:
+        try:
+            VirtualPrivate.parse(o.virtual_private)
+        except ValueError as e:
+            raise OptionError(f"--virtual-private: {e}") from None
+    if ns.keep_alive is not None:
+        o.keep_alive = _int("--keep-alive", ns.keep_alive, 1, 86400)
+    if ns.force_busy:
+        o.force_busy = True
+    if ns.crl_strict:
+        o.crl_strict = True
+    if ns.crlcheckinterval is not None:
+        o.crlcheckinterval = _duration("--crlcheckinterval", ns.crlcheckinterval)
+    if ns.listen is not None:
+        o.listen = ns.listen
+    if o.listen is not None:
+        try:
+            ipaddress.ip_address(o.listen)
+        except ValueError:
+            raise OptionError(f'--listen "{o.listen}" is not an IP address') from None
+    if ns.nhelpers is not None:
+        o.nhelpers = _int("--nhelpers", ns.nhelpers, -1, 1000)
+    if ns.seedbits is not None:
+        o.seedbits = _int("--seedbits", ns.seedbits, 0, 1 << 20)
+    if ns.secctx_attr_type is not None:
+        o.secctx_attr_type = _int("--secctx-attr-type", ns.secctx_attr_type, 1, 65535)
+    if ns.ikeport is not None:
+        o.ikeport = _int("--ikeport", ns.ikeport, 1, 65535)
+    if ns.natikeport is not None:
+        o.natikeport = _int("--natikeport", ns.natikeport, 1, 65535)
+    if o.ikeport == o.natikeport:
+        raise OptionError("--ikeport and --natikeport must differ")
+
+    chosen = [n for n, f in (("xfrm", ns.use_xfrm), ("userspace", ns.use_userspace),
+                             ("none", ns.use_none), ("bsdkame", ns.use_bsdkame)) if f]
+    if len(chosen) > 1:
+        raise OptionError("only one of --use-xfrm, --use-userspace, --use-none, --use-bsdkame")
+    if chosen == ["bsdkame"]:
+        raise OptionError("--use-bsdkame: the BSD KAME IPsec stack is not available on "
+                          f"{sys.platform}; use --use-xfrm or --use-userspace")
+    if chosen:
+        o.backend = chosen[0]
+
+    try:
+        o.debug = parse_debug_specs(list(ns.debug), o.debug)
+        o.debug = parse_debug_specs([f"no-{d}" for d in ns.no_debug], o.debug)
+    except ValueError as e:
+        raise OptionError(str(e)) from None
+    return "run", o
+
+
+def load_setup(path: str) -> tuple[object, object]:
+    """Load ``config setup`` (and the conns) of ``path``; OptionError when it fails."""
+    if not os.path.exists(path):
+        raise OptionError(f'--config "{path}": no such file')
+    try:
+        from pypluto.config.parser import load_config
+    except ImportError:
+        raise OptionError("configuration parser is not available in this build") from None
+    try:
+        result = load_config(path)
+    except Exception as e:  # noqa: BLE001 - the parser's errors name file:line
+        raise OptionError(f"{e}") from None
+    errors = getattr(result, "errors", None)
+    if errors:
+        raise OptionError("; ".join(str(x) for x in errors))
+    setup = getattr(result, "setup", None)
+    if setup is None:
+        from pypluto.config.model import SetupConfig
+
+        setup = SetupConfig()
+    return setup, result
+
+
+def _apply_setup(o: PlutoOptions, s: object) -> None:
+    """Copy ``config setup`` values into the options (the command line is applied after)."""
+    g = getattr
+    if g(s, "logfile", None):
+        o.logfile = s.logfile  # type: ignore[attr-defined]
+    o.logtime = g(s, "logtime", True)
+    o.logappend = g(s, "logappend", True)
+    o.logip = g(s, "logip", True)
+    o.audit = g(s, "audit_log", True)
+    o.uniqueids = g(s, "uniqueids", True)
+    o.listen = g(s, "listen", None)
+    o.nhelpers = g(s, "nhelpers", -1)
+    o.keep_alive = int(g(s, "keep_alive", 20))
+    o.virtual_private = g(s, "virtual_private", None)
+    o.vendorid = g(s, "myvendorid", None)
+    o.crl_strict = g(s, "crl_strict", False)
+    o.crlcheckinterval = float(g(s, "crlcheckinterval", 0.0))
+    o.ipsecdir = g(s, "ipsecdir", o.ipsecdir)
+    o.nssdir = g(s, "nssdir", o.nssdir)
+    o.secretsfile = g(s, "secretsfile", o.secretsfile)
+    o.coredir = g(s, "dumpdir", o.coredir)
+    o.rundir = g(s, "rundir", o.rundir)
+    o.seedbits = g(s, "seedbits", 0)
+    o.statsbin = g(s, "statsbin", None)
+    if g(s, "secctx_attr_type", None):
+        o.secctx_attr_type = s.secctx_attr_type  # type: ignore[attr-defined]
+    if g(s, "ddos_mode", "auto") == "busy":
+        o.force_busy = True
+    proto = g(s, "protostack", None)
+    if proto in ("xfrm", "netkey"):
+        o.backend = "xfrm"
+    elif proto in ("userspace", "none"):
+        o.backend = proto
+    try:
+        o.debug = parse_debug_specs(list(g(s, "plutodebug", []) or []), set())
+    except ValueError as e:
+        raise OptionError(f"plutodebug: {e}") from None
