@@ -50,6 +50,7 @@ SEQ_SOFT_FRACTION = 15 / 16  # signal "rekey soon" when this much of the space i
 
 _HDR = struct.Struct("!II")  # SPI, low 32 bits of the sequence number (RFC 4303 §2.1, §2.2)
 _Q = struct.Struct("!Q")
+_now = time.monotonic
 _I = struct.Struct("!I")
 
 
@@ -363,6 +364,7 @@ class OutboundSA(_SABase):
         st = self.stats
         st.bytes += n
         st.packets += 1
+        st.last_used = _now()
         if st.bytes >= self._lim_b or st.packets >= self._lim_p:
             self._limits()
         return hdr + body
@@ -495,7 +497,7 @@ class InboundSA(_SABase):
             inner = self._rebuild(plain[:end], nh)
         st.bytes += len(inner)
         st.packets += 1
-        st.last_used = time.monotonic()
+        st.last_used = _now()
         if st.bytes >= self._lim_b or st.packets >= self._lim_p:
             self._limits()
         return inner

@@ -1,0 +1,36 @@
+"""The TUN device of the userspace data plane (Linux ``/dev/net/tun``, IFF_TUN|IFF_NO_PI).
+
+The device exists as long as its file descriptor is open (it is not made
+persistent), so a crashed daemon leaves no device behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+
+from pypluto.kernel.base import BackendError
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFNAMSIZ = 16
+
+
+def open_tun(name: str) -> tuple[int, str]:
+    """Create the TUN device ``name``; return its (non-blocking) fd and the kernel's name."""
+    if not name or len(name.encode()) >= IFNAMSIZ or "/" in name or " " in name:
+        raise BackendError(f"invalid TUN device name {name!r}")
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        raise BackendError(f"cannot open /dev/net/tun: {e.strerror}") from None
+    try:
+        ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
+        res = fcntl.ioctl(fd, TUNSETIFF, ifr)
+    except OSError as e:
+        os.close(fd)
+        raise BackendError(f"cannot create TUN device {name}: {e.strerror}") from None
+    os.set_blocking(fd, False)
+    return fd, res[:IFNAMSIZ].rstrip(b"\0").decode()
