@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ class ProposalSpec:
     integ: tuple[int, ...] = ()
     ke: tuple[int, ...] = ()
     esn: tuple[int, ...] = ()  # ESN transform IDs; empty = engine decides from conn.esn
+    # RFC 9370 additional key exchanges: addke[i] holds the alternatives of ADDKE(i+1)
+    # (KE transform IDs; 0 = NONE, i.e. optional)
+    addke: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass

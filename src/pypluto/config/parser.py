@@ -1,0 +1,838 @@
+"""``ipsec.conf`` reader: syntax, includes, ``%default``, ``also=``, typed values.
+
+Syntax (ipsec.conf(5)):
+
+- a section starts at column 0: ``config setup`` or ``conn NAME``; its
+  ``key=value`` lines are indented (any white space);
+- ``include PATTERN`` at column 0 reads the files matching the glob, relative to
+  the including file, up to 10 levels deep; ``version 2.0`` is accepted;
+- ``#`` starts a comment (outside double quotes); values may be double-quoted;
+- blank lines do not end a section.
+
+Errors are of two kinds, as in Libreswan: a *file* error (syntax, unknown key, a
+malformed typed value) makes the whole file invalid (``addconn --checkconfig``
+fails); a *connection* error (an address, ID, proposal or combination that does
+not make sense, a duplicate key, an ``also=`` loop) drops that connection only
+and is reported ``while loading 'NAME'``.  Every diagnostic carries file:line.
+"""
+
+from __future__ import annotations
+
+import glob
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pypluto.config import keywords
+from pypluto.config.ids import IdError, parse_id
+from pypluto.config.keywords import KeyDef
+from pypluto.config.model import Connection, End, Origin, SetupConfig
+from pypluto.config.proposals import ProposalError, parse_proposals
+from pypluto.config.values import (
+    parse_addresses,
+    parse_bignum,
+    parse_bool,
+    parse_duration,
+    parse_host,
+    parse_int,
+    parse_percent,
+    parse_protoport,
+    parse_subnet,
+    parse_subnets,
+)
+
+MAX_INCLUDE_DEPTH = 10
+MAX_ALSO_DEPTH = 32
+
+
+@dataclass
+class Diagnostic:
+    """One problem found while reading a config file."""
+
+    file: str
+    line: int
+    message: str
+    severity: Literal["error", "warning"] = "error"
+    conn: str | None = None  # set for connection-level problems (the conn is dropped)
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+        prefix = "" if self.severity == "error" else "warning: "
+        ctx = f"while loading '{self.conn}': " if self.conn else ""
+        return f"{where}{prefix}{ctx}{self.message}"
+
+
+@dataclass
+class Section:
+    """A section as written: its keys in order, each with value and origin."""
+
+    kind: Literal["setup", "conn"]
+    name: str
+    origin: Origin
+    items: list[tuple[str, str, Origin]] = field(default_factory=list)
+
+
+@dataclass
+class ConfigFile:
+    """The result of reading a config file: typed objects plus diagnostics."""
+
+    path: str
+    setup: SetupConfig = field(default_factory=SetupConfig)
+    conns: dict[str, Connection] = field(default_factory=dict)  # loaded conns, file order
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)  # every conn section as written
+    resolved: dict[str, dict[str, tuple[str, Origin]]] = field(default_factory=dict)
+    also_chain: dict[str, list[str]] = field(default_factory=dict)
+    failed: dict[str, list[Diagnostic]] = field(default_factory=dict)  # conns not loaded
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def file_errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error" and d.conn is None]
+
+    @property
+    def ok(self) -> bool:
+        """True when the file loads (connection-level errors drop only that conn)."""
+        return not self.file_errors
+
+    @property
+    def conn_names(self) -> list[str]:
+        """Every conn section name (loaded or not), file order, without %default."""
+        seen: list[str] = []
+        for s in self.sections:
+            if s.kind == "conn" and s.name != "%default" and s.name not in seen:
+                seen.append(s.name)
+        return seen
+
+
+# --------------------------------------------------------------------------------------
+# lexing
+
+_KEY_RE = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.\-+]*)\s*=\s*(.*)$")
+
+
+class _Reader:
+    def __init__(self, root_dir: str | None) -> None:
+        self.root_dir = root_dir
+        self.diags: list[Diagnostic] = []
+        self.sections: list[Section] = []
+        self.current: Section | None = None
+
+    def err(self, file: str, line: int, msg: str) -> None:
+        self.diags.append(Diagnostic(file, line, msg, "error"))
+
+    def warn(self, file: str, line: int, msg: str) -> None:
+        self.diags.append(Diagnostic(file, line, msg, "warning"))
+
+    def _resolve_include(self, pattern: str, including: str) -> str:
+        if os.path.isabs(pattern):
+            if self.root_dir:
+                return os.path.join(self.root_dir, pattern.lstrip("/"))
+            return pattern
+        base = os.path.dirname(including) or "."
+        return os.path.join(base, pattern)
+
+    def read_file(self, path: str, depth: int, shown: str | None = None) -> None:
+        shown = shown or path
+        with open(path, "rb") as fh:
+            data = fh.read()
+        self.read_text(data.decode("utf-8", errors="replace"), shown, depth, path)
+
+    def read_text(self, text: str, filename: str, depth: int = 0,
+                  real_path: str | None = None) -> None:
+        real_path = real_path or filename
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            if "\x00" in raw:
+                self.err(filename, lineno, "syntax error: NUL byte")
+                continue
+            line = _strip_comment(raw)
+            if line is None:
+                self.err(filename, lineno, "syntax error: unterminated quoted string")
+                continue
+            if not line.strip():
+                continue
+            indented = line[0] in " \t"
+            stripped = line.strip()
+            if not indented:
+                self._top_level(stripped, filename, lineno, depth, real_path)
+                continue
+            if self.current is None:
+                self.err(filename, lineno,
+                         f"syntax error: '{_first_word(stripped)}' is not inside a section")
+                continue
+            self._key_line(stripped, filename, lineno)
+
+    def _top_level(self, stripped: str, filename: str, lineno: int, depth: int,
+                   real_path: str) -> None:
+        words = stripped.split()
+        head = words[0]
+        origin = Origin(filename, lineno)
+        if head == "config":
+            if len(words) != 2 or words[1] != "setup":
+                self.err(filename, lineno, f"syntax error: expected 'config setup', got "
+                         f"'{stripped}'")
+                self.current = None
+                return
+            self.current = Section("setup", "setup", origin)
+            self.sections.append(self.current)
+        elif head == "conn":
+            if len(words) != 2:
+                self.err(filename, lineno, "syntax error: 'conn' needs exactly one name")
+                self.current = None
+                return
+            name = words[1]
+            if not re.match(r"^[^\s\"#]+$", name):
+                self.err(filename, lineno, f"syntax error: invalid connection name '{name}'")
+                self.current = None
+                return
+            self.current = Section("conn", name, origin)
+            self.sections.append(self.current)
+        elif head == "include":
+            self.current = None
+            if len(words) != 2:
+                self.err(filename, lineno, "syntax error: 'include' needs one file name")
+                return
+            self._include(_unquote(words[1]), filename, lineno, depth, real_path)
+        elif head == "version":
+            self.current = None
+            if len(words) != 2 or words[1] not in ("2", "2.0"):
+                self.err(filename, lineno, f"syntax error: unsupported '{stripped}'")
+        else:
+            self.err(filename, lineno, f"syntax error [{head}]: a key must be indented, "
+                     "a section starts with 'conn' or 'config setup'")
+            self.current = None
+
+    def _include(self, pattern: str, filename: str, lineno: int, depth: int,
+                 real_path: str) -> None:
+        if depth + 1 > MAX_INCLUDE_DEPTH:
+            self.err(filename, lineno,
+                     f"include '{pattern}': nested too deep (more than {MAX_INCLUDE_DEPTH})")
+            return
+        target = self._resolve_include(pattern, real_path)
+        try:
+            matches = sorted(glob.glob(target))
+        except (OSError, ValueError, re.error):
+            matches = []
+        if not matches:
+            self.warn(filename, lineno, f"could not open include filename: '{pattern}'")
+            return
+        for match in matches:
+            if os.path.isdir(match):
+                continue
+            shown = match
+            if self.root_dir and os.path.isabs(pattern):
+                shown = "/" + os.path.relpath(match, self.root_dir)
+            try:
+                self.read_file(match, depth + 1, shown)
+            except OSError as exc:
+                self.warn(filename, lineno, f"could not open include filename: '{pattern}' "
+                          f"({exc.strerror})")
+            except RecursionError:
+                self.err(filename, lineno, f"include '{pattern}': nested too deep")
+
+    def _key_line(self, stripped: str, filename: str, lineno: int) -> None:
+        m = _KEY_RE.match(stripped)
+        if not m:
+            self.err(filename, lineno, f"syntax error [{_first_word(stripped)}]: "
+                     "expected key=value")
+            return
+        key, rest = m.group(1), m.group(2)
+        value, tail = _take_value(rest)
+        if value is None:
+            self.err(filename, lineno, f"syntax error: unterminated quote in '{key}='")
+            return
+        if tail.strip():
+            self.err(filename, lineno, f"syntax error [{_first_word(tail.strip())}]: "
+                     f"unexpected text after {key}={value}")
+            return
+        assert self.current is not None
+        self.current.items.append((key, value, Origin(filename, lineno)))
+
+
+def _first_word(text: str) -> str:
+    return text.split()[0] if text.split() else text
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1]
+    return text
+
+
+def _strip_comment(line: str) -> str | None:
+    """Remove a ``#`` comment outside quotes; None if a quote is left open."""
+    if "#" not in line and '"' not in line:
+        return line.rstrip("\r\n")
+    quoted = False
+    for i, ch in enumerate(line):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "#" and not quoted and (i == 0 or line[i - 1] in " \t="):
+            return line[:i]
+    if quoted:
+        return None
+    return line.rstrip("\r\n")
+
+
+def _take_value(rest: str) -> tuple[str | None, str]:
+    rest = rest.strip()
+    if rest.startswith('"'):
+        end = rest.find('"', 1)
+        if end < 0:
+            return None, ""
+        return rest[1:end], rest[end + 1:]
+    if rest.startswith("{"):
+        end = rest.find("}", 1)
+        if end < 0:
+            return None, ""
+        return rest[: end + 1], rest[end + 1:]
+    parts = rest.split(None, 1)
+    if not parts:
+        return "", ""
+    return parts[0], parts[1] if len(parts) > 1 else ""
+
+
+# --------------------------------------------------------------------------------------
+# key checking
+
+def _check_value(kd: KeyDef, key: str, value: str) -> None:
+    """Syntax-check a typed value; raises ValueError (a file-level error)."""
+    if value == "":
+        return
+    kind = kd.kind
+    if kind == "bool":
+        parse_bool(value, key)
+    elif kind == "enum":
+        if value.lower() not in kd.values:
+            raise ValueError(f"keyword {key}, invalid value: {value}")
+    elif kind == "time":
+        parse_duration(value, key)
+    elif kind == "ms":
+        parse_duration(value, key, bare_unit=0.001)
+    elif kind == "percent":
+        parse_percent(value, key)
+    elif kind == "int":
+        parse_int(value, key, 0, 2**32 - 1)
+    elif kind == "bignum":
+        parse_bignum(value, key)
+    elif kind == "keyingtries":
+        if value.lower() != "%forever":
+            parse_int(value, key, 0, 2**31 - 1)
+
+
+def _validate_sections(reader: _Reader) -> None:
+    for sec in reader.sections:
+        seen: dict[str, Origin] = {}
+        for key, value, origin in sec.items:
+            if sec.kind == "setup":
+                kd = keywords.lookup_setup(key)
+                if kd is None:
+                    reader.err(origin.file, origin.line,
+                               f"unexpected keyword '{key}' in section 'config setup'")
+                    continue
+                canon = kd.alias or kd.name
+            else:
+                found = keywords.lookup_conn(key)
+                if found is None:
+                    where = "conn %default" if sec.name == "%default" else f"conn {sec.name}"
+                    reader.err(origin.file, origin.line,
+                               f"unexpected keyword '{key}' in section '{where}'")
+                    continue
+                kd, _side, canon = found
+            if kd.kind == "obsolete":
+                reader.warn(origin.file, origin.line,
+                            f"obsolete keyword '{key}' ignored")
+                continue
+            if kd.alias and key.lower() != canon and sec.kind == "conn":
+                pass  # aliases are accepted silently, as Libreswan does
+            try:
+                _check_value(kd, key, value)
+            except ValueError as exc:
+                reader.err(origin.file, origin.line, str(exc))
+            if canon in seen and canon != "also":
+                prev = seen[canon]
+                reader.diags.append(Diagnostic(
+                    origin.file, origin.line,
+                    f"duplicate key '{key}' in {'config setup' if sec.kind == 'setup' else 'conn ' + sec.name} (first set at {prev})",
+                    "error" if sec.kind == "conn" else "warning",
+                    conn=sec.name if sec.kind == "conn" else None))
+            seen.setdefault(canon, origin)
+
+
+def _canonical_items(sec: Section) -> list[tuple[str, str, Origin]]:
+    out = []
+    for key, value, origin in sec.items:
+        if sec.kind == "setup":
+            kd = keywords.lookup_setup(key)
+            if kd is None or kd.kind == "obsolete":
+                continue
+            out.append((kd.alias or kd.name, value, origin))
+        else:
+            found = keywords.lookup_conn(key)
+            if found is None or found[0].kind == "obsolete":
+                continue
+            if found[1] == "both":
+                out.append(("left" + found[2][4:], value, origin))
+                out.append(("right" + found[2][4:], value, origin))
+                continue
+            out.append((found[2], value, origin))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# resolution: %default and also=
+
+def _resolve_conns(reader: _Reader, cfg: ConfigFile) -> None:
+    own: dict[str, dict[str, tuple[str, Origin]]] = {}
+    alsos: dict[str, list[tuple[str, Origin]]] = {}
+    defaults: dict[str, tuple[str, Origin]] = {}
+    default_alsos: list[tuple[str, Origin]] = []
+    first_origin: dict[str, Origin] = {}
+    for sec in reader.sections:
+        if sec.kind != "conn":
+            continue
+        if sec.name == "%default":
+            for key, value, origin in _canonical_items(sec):
+                if key == "also":
+                    default_alsos.append((value, origin))
+                else:
+                    defaults[key] = (value, origin)
+            continue
+        if sec.name in own:
+            # Libreswan loads both; the later one replaces the earlier when added
+            reader.warn(sec.origin.file, sec.origin.line,
+                        f"conn '{sec.name}' is defined again (first at "
+                        f"{first_origin[sec.name]}); the later definition replaces it")
+            del own[sec.name]
+        first_origin[sec.name] = sec.origin
+        d: dict[str, tuple[str, Origin]] = {}
+        al: list[tuple[str, Origin]] = []
+        for key, value, origin in _canonical_items(sec):
+            if key == "also":
+                al.extend((v, origin) for v in value.split())
+                continue
+            d.setdefault(key, (value, origin))  # a duplicate is reported; first one wins
+        own[sec.name] = d
+        alsos[sec.name] = al
+
+    cache: dict[str, tuple[dict[str, tuple[str, Origin]], list[str]]] = {}
+
+    def expand(name: str, stack: list[str], conn: str) -> tuple[dict[str, tuple[str, Origin]],
+                                                                 list[str]]:
+        if name in cache:
+            return cache[name]
+        result = dict(own[name])
+        chain: list[str] = []
+        for target, origin in alsos[name]:
+            if target in stack or target == name:
+                raise _AlsoError(origin, f"also={target} forms a loop "
+                                 f"({' -> '.join(stack + [name, target])})")
+            if target not in own:
+                raise _AlsoError(origin, f"also={target}: no conn named '{target}'")
+            if len(stack) > MAX_ALSO_DEPTH:
+                raise _AlsoError(origin, "also= nested too deep")
+            sub, subchain = expand(target, stack + [name], conn)
+            chain.append(target)
+            chain.extend(c for c in subchain)
+            for key, val in sub.items():
+                result.setdefault(key, val)
+        cache[name] = (result, chain)
+        return result, chain
+
+    for name in own:
+        try:
+            resolved, chain = expand(name, [], name)
+        except _AlsoError as exc:
+            diag = Diagnostic(exc.origin.file, exc.origin.line, exc.msg, "error", conn=name)
+            reader.diags.append(diag)
+            cfg.failed.setdefault(name, []).append(diag)
+            continue
+        resolved = dict(resolved)
+        # %default's also= targets, then %default itself, fill what is still unset
+        for target, _origin in default_alsos:
+            for t in target.split():
+                if t in own and t != name:
+                    try:
+                        sub, _c = expand(t, [name], name)
+                    except _AlsoError:
+                        continue
+                    for key, val in sub.items():
+                        resolved.setdefault(key, val)
+        for key, val in defaults.items():
+            resolved.setdefault(key, val)
+        cfg.resolved[name] = resolved
+        cfg.also_chain[name] = chain
+
+
+class _AlsoError(Exception):
+    def __init__(self, origin: Origin, msg: str) -> None:
+        super().__init__(msg)
+        self.origin = origin
+        self.msg = msg
+
+
+# --------------------------------------------------------------------------------------
+# typed objects
+
+class ConnError(ValueError):
+    """A connection-level problem, with the key whose value caused it."""
+
+    def __init__(self, key: str | None, msg: str) -> None:
+        super().__init__(msg)
+        self.key = key
+
+
+_AUTHBY_WORDS = {
+    "secret", "rsasig", "rsa", "ecdsa", "null", "never", "rsa-sha1", "rsa-sha2",
+    "rsa-sha2_256", "rsa-sha2_384", "rsa-sha2_512", "ecdsa-sha2", "ecdsa-sha2_256",
+    "ecdsa-sha2_384", "ecdsa-sha2_512", "eddsa", "ed25519", "ed448", "psk", "secret|rsasig",
+}
+
+
+def parse_authby(value: str) -> list[str]:
+    words = [w for w in re.split(r"[\s,]+", value.strip().lower()) if w]
+    if not words:
+        raise ConnError("authby", "connection authby= value is empty")
+    for w in words:
+        if w not in _AUTHBY_WORDS:
+            raise ConnError("authby", f"connection authby={value} value is unknown")
+    if any(w in ("ecdsa-sha1",) for w in words):
+        raise ConnError("authby", "authby=ecdsa cannot use sha1, only sha2")
+    return words
+
+
+def _end(keys: dict[str, str], side: str, conn: str) -> End:
+    end = End()
+    for k, v in keys.items():
+        if k.startswith(side):
+            end.raw[k[len(side):]] = v
+
+    def get(name: str) -> str | None:
+        v = keys.get(side + name)
+        return v if v not in (None, "") else None
+
+    host = get("")
+    if host is not None:
+        try:
+            end.host, end.host_addr = parse_host(host)
+        except ValueError as exc:
+            raise ConnError(side, f"{side}={host}: {exc}") from None
+    idv = get("id")
+    if idv is not None:
+        try:
+            end.id = parse_id(idv)
+        except IdError as exc:
+            raise ConnError(side + "id", f"{side}id={idv}: {exc}") from None
+    sub = get("subnet")
+    subs = get("subnets")
+    try:
+        if sub is not None:
+            end.subnets.extend(parse_subnets(sub) if "," in sub else [parse_subnet(sub)])
+        if subs is not None:
+            for n in parse_subnets(subs):
+                if n not in end.subnets:
+                    end.subnets.append(n)
+    except ValueError as exc:
+        raise ConnError(side + "subnet", str(exc)) from None
+    pp = get("protoport")
+    if pp is not None:
+        try:
+            end.protoport = parse_protoport(pp)
+        except ValueError as exc:
+            raise ConnError(side + "protoport", f"{side}protoport={pp}: {exc}") from None
+    sip = get("sourceip")
+    if sip is not None:
+        try:
+            end.sourceip = parse_addresses(sip)
+        except ValueError as exc:
+            raise ConnError(side + "sourceip", f"{side}sourceip={sip}: {exc}") from None
+    nh = get("nexthop")
+    if nh is not None:
+        if not nh.startswith("%"):
+            try:
+                ipaddress.ip_address(nh)
+            except ValueError:
+                raise ConnError(side + "nexthop", f"{side}nexthop={nh} is not an address") \
+                    from None
+        end.nexthop = nh
+    end.auth = (get("auth") or "").lower() or None
+    end.cert = get("cert")
+    end.ca = get("ca")
+    end.sendcert = get("sendcert")
+    end.updown = get("updown")
+    ikeport = get("ikeport")
+    if ikeport is not None:
+        end.ikeport = parse_int(ikeport, side + "ikeport", 1, 65535)
+    end.vti_ip = get("vti")
+    for flag in ("modecfgserver", "modecfgclient", "xauthserver", "xauthclient"):
+        v = get(flag)
+        if v is not None:
+            setattr(end, flag, parse_bool(v, side + flag))
+    end.xauthusername = get("xauthusername")
+    end.addresspool = get("addresspool")
+    ckaid = get("ckaid")
+    if ckaid is not None and not re.match(r"^[0-9a-fA-F]+$", ckaid):
+        raise ConnError(side + "ckaid", f"invalid {side}ckaid: unknown character in input")
+    return end
+
+
+def build_connection(name: str, keys: dict[str, str],
+                     origins: dict[str, Origin] | None = None) -> Connection:
+    """Build a typed Connection from resolved keys (canonical names, as written values).
+
+    Raises ``ConnError`` (a ValueError) with ``.key`` set when a value is invalid.
+    Used by the parser and by the daemon when ``whack`` adds a connection.
+    """
+    canon: dict[str, str] = {}
+    for k, v in keys.items():
+        found = keywords.lookup_conn(k)
+        if found is None:
+            raise ConnError(k, f"unknown key '{k}'")
+        kd, _side, ck = found
+        if kd.kind == "obsolete":
+            continue
+        try:
+            _check_value(kd, k, v)
+        except ValueError as exc:
+            raise ConnError(ck, str(exc)) from None
+        canon[ck] = v
+    keys = canon
+    conn = Connection(name=name)
+    conn.raw = dict(keys)
+    conn.origins = dict(origins or {})
+
+    def get(k: str) -> str | None:
+        v = keys.get(k)
+        return v if v not in (None, "") else None
+
+    def b(k: str, default: bool) -> bool:
+        v = get(k)
+        return default if v is None else parse_bool(v, k)
+
+    def t(k: str, default: float, bare: float = 1.0) -> float:
+        v = get(k)
+        return default if v is None else parse_duration(v, k, bare_unit=bare)
+
+    # versions: keyexchange=ikev1|ikev2 (5.x) or ike + ikev2= (4.x)
+    kx = (get("keyexchange") or "").lower()
+    ikev2 = (get("ikev2") or "").lower()
+    if kx == "ikev1" or (kx in ("", "ike") and ikev2 in ("no", "never")):
+        conn.keyexchange = "ikev1"
+    else:
+        conn.keyexchange = "ikev2"
+    if kx == "ikev1" and ikev2 in ("yes", "insist", "always", "propose"):
+        raise ConnError("ikev2", "keyexchange=ikev1 conflicts with ikev2=yes")
+
+    authby = get("authby")
+    if authby is not None:
+        words = parse_authby(authby)
+        conn.authby = ",".join(words)
+        if conn.keyexchange == "ikev1" and not set(words) <= {"rsasig", "secret", "never",
+                                                               "rsa", "secret|rsasig"}:
+            raise ConnError("authby",
+                            "ikev1 connection must use authby= of rsasig, secret or never")
+    auto = (get("auto") or "ignore").lower()
+    conn.auto = {"route": "ondemand", "up": "start"}.get(auto, auto)  # type: ignore[assignment]
+    typ = (get("type") or "tunnel").lower()
+    conn.type = {"pass": "passthrough"}.get(typ, typ)  # type: ignore[assignment]
+    for attr, proto in (("ike", "IKE"), ("esp", "ESP"), ("ah", "AH")):
+        v = get(attr)
+        if v is not None:
+            try:
+                setattr(conn, attr, parse_proposals(v, proto))
+            except ProposalError as exc:
+                raise ConnError(attr, f"{attr}={v}: {exc}") from None
+    conn.phase2 = (get("phase2") or "esp").lower().replace("default", "esp")
+    conn.pfs = b("pfs", True)
+    conn.esn = (get("esn") or "either").lower()
+    conn.compress = b("compress", False)
+    conn.ikelifetime = t("ikelifetime", 8 * 3600.0)
+    conn.salifetime = t("salifetime", 8 * 3600.0)
+    conn.rekeymargin = t("rekeymargin", 9 * 60.0)
+    fuzz = get("rekeyfuzz")
+    conn.rekeyfuzz = 100.0 if fuzz is None else parse_percent(fuzz, "rekeyfuzz")
+    conn.rekey = b("rekey", True)
+    conn.reauth = b("reauth", False)
+    kt = get("keyingtries")
+    conn.keyingtries = 0 if kt is None or kt.lower() == "%forever" else \
+        parse_int(kt, "keyingtries")
+    conn.retransmit_interval = t("retransmit-interval", 0.5, bare=0.001)
+    conn.retransmit_timeout = t("retransmit-timeout", 60.0)
+    rw = get("replay-window")
+    conn.replay_window = 128 if rw is None else parse_int(rw, "replay-window", 0, 2**32 - 1)
+    mb = get("ipsec-max-bytes")
+    conn.ipsec_max_bytes = None if mb is None else parse_bignum(mb, "ipsec-max-bytes")
+    mp = get("ipsec-max-packets")
+    conn.ipsec_max_packets = None if mp is None else parse_bignum(mp, "ipsec-max-packets")
+    conn.dpddelay = t("dpddelay", 0.0)
+    conn.dpdtimeout = t("dpdtimeout", 0.0)
+    conn.dpdaction = (get("dpdaction") or "hold").lower().replace("restart_by_peer", "restart")
+    frag = (get("fragmentation") or "yes").lower()
+    conn.fragmentation = {"never": "no", "insist": "force"}.get(frag, frag)
+    conn.mobike = b("mobike", False)
+    conn.narrowing = b("narrowing", False)
+    enc = get("encapsulation")
+    if enc is None and get("forceencaps") is not None:
+        enc = "yes" if b("forceencaps", False) else "auto"
+    conn.encapsulation = (enc or "auto").lower()
+    conn.nat_keepalive = b("nat-keepalive", True)
+    conn.initial_contact = b("initial-contact", True)
+    conn.send_vendorid = b("send-vendorid", False)
+    conn.mark = get("mark")
+    rq = get("reqid")
+    conn.reqid = None if rq is None else parse_int(rq, "reqid", 1, 2**32 - 1)
+    ppk = (get("ppk") or "no").lower()
+    conn.ppk = {"never": "no", "permit": "permit", "propose": "propose", "yes": "propose",
+                "insist": "insist", "always": "insist"}.get(ppk, ppk)
+    conn.left = _end(keys, "left", name)
+    conn.right = _end(keys, "right", name)
+    _semantic_checks(conn)
+    return conn
+
+
+def _semantic_checks(conn: Connection) -> None:
+    for end, side in ((conn.left, "left"), (conn.right, "right")):
+        if end.host_addr is not None:
+            for net in end.subnets:
+                if net.version != end.host_addr.version and conn.type == "transport":
+                    raise ConnError(side + "subnet",
+                                    f"{side}subnet family does not match {side}= in transport")
+        if end.auth == "ecdsa" and "sha1" in conn.authby:
+            raise ConnError(side + "auth", "authby=ecdsa cannot use sha1, only sha2")
+    if conn.keyexchange == "ikev2":
+        for end in (conn.left, conn.right):
+            raw_sub = end.raw.get("subnet", "")
+            if raw_sub.lower().startswith(("vhost:", "vnet:")):
+                raise ConnError("subnet", "The vnet: and vhost: keywords are only valid for "
+                                "IKEv1 connections")
+    fams = set()
+    for end in (conn.left, conn.right):
+        if end.host_addr is not None:
+            fams.add(end.host_addr.version)
+    if len(fams) > 1:
+        raise ConnError("left", "left= and right= are of different address families")
+
+
+def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
+    setup = cfg.setup
+    for sec in reader.sections:
+        if sec.kind != "setup":
+            continue
+        for key, value, origin in _canonical_items(sec):
+            setup.raw.setdefault(key, value)
+            setup.origins.setdefault(key, origin)
+    raw = setup.raw
+
+    def get(k: str) -> str | None:
+        v = raw.get(k)
+        return v if v not in (None, "") else None
+
+    def apply(k: str, fn) -> None:  # type: ignore[no-untyped-def]
+        v = get(k)
+        if v is None:
+            return
+        try:
+            fn(v)
+        except ValueError as exc:
+            o = setup.origins[k]
+            cfg.diagnostics.append(Diagnostic(o.file, o.line, str(exc)))
+
+    def sbool(attr: str, key: str) -> None:
+        apply(key, lambda v: setattr(setup, attr, parse_bool(v, key)))
+
+    apply("logfile", lambda v: setattr(setup, "logfile", v))
+    sbool("logtime", "logtime")
+    sbool("logappend", "logappend")
+    sbool("logip", "logip")
+    sbool("audit_log", "audit-log")
+    apply("plutodebug", lambda v: setattr(setup, "plutodebug",
+                                          [w for w in re.split(r"[\s,]+", v) if w]))
+    sbool("uniqueids", "uniqueids")
+    apply("listen", lambda v: setattr(setup, "listen", v))
+    apply("nhelpers", lambda v: setattr(setup, "nhelpers",
+                                        -1 if v == "-1" else parse_int(v, "nhelpers")))
+    apply("keep-alive", lambda v: setattr(setup, "keep_alive",
+                                          int(parse_duration(v, "keep-alive"))))
+    apply("virtual-private", lambda v: setattr(setup, "virtual_private", v))
+    apply("myvendorid", lambda v: setattr(setup, "myvendorid", v))
+    sbool("crl_strict", "crl-strict")
+    apply("crlcheckinterval", lambda v: setattr(setup, "crlcheckinterval",
+                                                parse_duration(v, "crlcheckinterval")))
+    for attr in ("ipsecdir", "nssdir", "secretsfile", "dumpdir", "rundir", "statsbin"):
+        apply(attr, lambda v, a=attr: setattr(setup, a, v))
+    apply("protostack", lambda v: setattr(setup, "protostack", v))
+    apply("ddos-mode", lambda v: setattr(setup, "ddos_mode", v.lower()))
+    apply("ddos-ike-threshold", lambda v: setattr(setup, "ddos_ike_threshold",
+                                                  parse_int(v, "ddos-ike-threshold")))
+    apply("max-halfopen-ike", lambda v: setattr(setup, "max_halfopen_ike",
+                                                parse_int(v, "max-halfopen-ike")))
+    apply("seedbits", lambda v: setattr(setup, "seedbits", parse_int(v, "seedbits")))
+    apply("secctx-attr-type", lambda v: setattr(setup, "secctx_attr_type",
+                                                parse_int(v, "secctx-attr-type")))
+
+
+def _finish(reader: _Reader, path: str) -> ConfigFile:
+    cfg = ConfigFile(path=path)
+    cfg.sections = reader.sections
+    _validate_sections(reader)
+    _resolve_conns(reader, cfg)
+    _build_setup(cfg, reader)
+    bad_conns = {d.conn for d in reader.diags if d.conn}
+    for name, resolved in cfg.resolved.items():
+        origin = [s.origin for s in reader.sections if s.kind == "conn" and s.name == name][-1]
+        if name in bad_conns:
+            cfg.failed.setdefault(name, []).extend(d for d in reader.diags if d.conn == name)
+            continue
+        keys = {k: v for k, (v, _o) in resolved.items()}
+        origins = {k: o for k, (_v, o) in resolved.items()}
+        try:
+            conn = build_connection(name, keys, origins)
+        except (ValueError, IdError) as exc:
+            key = getattr(exc, "key", None)
+            o = origins.get(key, origin) if key else origin
+            if key and key not in origins:
+                o = next((origins[k] for k in origins if k.startswith(key)), origin)
+            diag = Diagnostic(o.file, o.line, str(exc), "error", conn=name)
+            reader.diags.append(diag)
+            cfg.failed.setdefault(name, []).append(diag)
+            continue
+        conn.origin = origin
+        conn.also = cfg.also_chain.get(name, [])
+        if conn.uniqueids is None:
+            conn.uniqueids = cfg.setup.uniqueids
+        cfg.conns[name] = conn
+    cfg.diagnostics = reader.diags + cfg.diagnostics
+    return cfg
+
+
+def parse_config_text(text: str, filename: str = "<string>", *,
+                      root_dir: str | None = None) -> ConfigFile:
+    """Parse ipsec.conf text (includes are resolved relative to ``filename``)."""
+    reader = _Reader(root_dir)
+    try:
+        reader.read_text(text, filename, 0)
+    except RecursionError:
+        reader.err(filename, 0, "include nesting too deep")
+    return _finish(reader, filename)
+
+
+def load_config(path: str, *, root_dir: str | None = None) -> ConfigFile:
+    """Read and resolve an ipsec.conf file.
+
+    Raises OSError only when ``path`` itself cannot be read; every other problem
+    is a ``Diagnostic``.  ``root_dir`` prefixes absolute include paths (a chroot
+    for tests, like Libreswan's ``--rootdir``).
+    """
+    reader = _Reader(root_dir)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        reader.read_text(data.decode("utf-8", errors="replace"), path, 0, path)
+    except RecursionError:
+        reader.err(path, 0, "include nesting too deep")
+    return _finish(reader, path)

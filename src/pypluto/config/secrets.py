@@ -1,0 +1,345 @@
+"""``ipsec.secrets`` reader and PSK lookup (Libreswan's ipsec.secrets(5)).
+
+A record is ``INDICES : KIND VALUE`` where INDICES are zero or more IDs (addresses,
+``@fqdn``, ``user@fqdn``, ``%any``, ``%any6``, quoted DNs or quoted IPv6
+addresses) and KIND is ``PSK``, ``XAUTH``, ``PPKS``; ``RSA``, ``ECDSA``, ``PIN`` and
+``PPKF`` are recognised and ignored with a warning (keys live in NSS).  A record
+continues on lines that start with white space.  Values: ``"text"``, ``0x`` hex
+(``_`` allowed), ``0s`` base64, ``0t`` text.  ``include GLOB`` reads more files
+(relative to the including file).
+
+Lookup follows Libreswan's most-specific rule: a record whose indices name both
+our ID and the peer's beats one naming only ours, which beats one naming only the
+peer's, which beats ``%any``, which beats a record with no index.  For a PSK a
+record naming only our own ID does not count (the peer must be named or
+wildcarded), as in Libreswan.  Secrets never appear in any repr, log or message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import glob
+import ipaddress
+import os
+import stat
+from dataclasses import dataclass, field
+
+from pypluto.config.ids import IdError, id_from_address, id_matches, parse_id
+from pypluto.config.model import Identity, IPAddress, Origin, Secret
+from pypluto.config.parser import Diagnostic
+
+WEAK_PSK_BYTES = 14  # below 112 bits a PSK is weak (NIST SP 800-131A / Libreswan FIPS rule)
+MAX_DEPTH = 10
+_KINDS = {"PSK", "XAUTH", "PPKS", "RSA", "ECDSA", "PIN", "PPKF", "EAP"}
+
+_MATCH_DEFAULT = 1
+_MATCH_ANY = 2
+_MATCH_HIM = 4
+_MATCH_ME = 8
+
+
+class SecretsPermissionError(PermissionError):
+    """A secrets file that others can write: refused."""
+
+
+@dataclass
+class SecretStore:
+    """Every usable record of the secrets files, plus diagnostics."""
+
+    secrets: list[Secret] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return f"SecretStore({len(self.secrets)} secrets from {len(self.files)} files)"
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == "error" for d in self.diagnostics)
+
+    def _best(self, kind: str, local: Identity | None, remote: Identity | None) -> Secret | None:
+        best: Secret | None = None
+        best_match = 0
+        for sec in self.secrets:
+            if sec.kind != kind:
+                continue
+            match = 0
+            if not sec.indices:
+                match = _MATCH_DEFAULT
+            for idx in sec.indices:
+                if idx.any:
+                    match |= _MATCH_ANY
+                elif local is not None and id_matches(idx, local):
+                    match |= _MATCH_ME
+                elif remote is not None and id_matches(idx, remote):
+                    match |= _MATCH_HIM
+            if match == _MATCH_ME and kind in ("PSK", "PPKS"):
+                continue  # symmetric secret: the peer must be named or wildcarded
+            if match > best_match:  # equal matches: the first record wins
+                best, best_match = sec, match
+        return best
+
+    def psk_for(self, local: Identity | None, remote: Identity | None,
+                local_addr: IPAddress | None = None,
+                remote_addr: IPAddress | None = None) -> bytes | None:
+        """The pre-shared key for this pair of IDs (falling back to addresses), or None."""
+        if local is None and local_addr is not None:
+            local = id_from_address(local_addr)
+        if remote is None and remote_addr is not None:
+            remote = id_from_address(remote_addr)
+        sec = self._best("PSK", local, remote)
+        if sec is None and (local_addr is not None or remote_addr is not None):
+            la = id_from_address(local_addr) if local_addr is not None else local
+            ra = id_from_address(remote_addr) if remote_addr is not None else remote
+            if (la, ra) != (local, remote):
+                sec = self._best("PSK", la, ra)
+        return sec.value if sec is not None else None
+
+    def xauth_for(self, username: str) -> bytes | None:
+        """The XAUTH password of a user (index ``@user`` or ``user``)."""
+        for sec in self.secrets:
+            if sec.kind == "XAUTH":
+                for idx in sec.indices:
+                    if idx.text.lstrip("@") == username:
+                        return sec.value
+        return None
+
+    def ppks(self) -> list[tuple[bytes, bytes]]:
+        """(PPK_ID, PPK) pairs (RFC 8784), in file order."""
+        return [(s.ppk_id or b"", s.value) for s in self.secrets if s.kind == "PPKS"]
+
+    def ppk_for(self, ppk_id: bytes) -> bytes | None:
+        for s in self.secrets:
+            if s.kind == "PPKS" and s.ppk_id == ppk_id:
+                return s.value
+        return None
+
+    def list_psks(self) -> list[str]:
+        """One line per PSK: its indices only (never the secret)."""
+        out = []
+        for s in self.secrets:
+            if s.kind == "PSK":
+                names = " ".join(str(i) for i in s.indices) or "%any"
+                out.append(f"{names} : PSK")
+        return out
+
+
+# --------------------------------------------------------------------------------------
+
+def _tokens(text: str) -> list[str]:
+    """Split a record into tokens; double-quoted strings stay one token (with quotes)."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+            continue
+        if ch == '"' or ch == "'":
+            end = text.find(ch, i + 1)
+            if end < 0:
+                raise ValueError("unterminated quoted string")
+            out.append(text[i:end + 1])
+            i = end + 1
+            continue
+        if ch == "{":
+            end = text.find("}", i)
+            if end < 0:
+                raise ValueError("unterminated '{'")
+            out.append(text[i:end + 1])
+            i = end + 1
+            continue
+        j = i
+        while j < len(text) and not text[j].isspace():
+            j += 1
+        out.append(text[i:j])
+        i = j
+    return out
+
+
+def decode_secret(token: str) -> bytes:
+    """A secret value: ``"text"``, ``0xHEX`` (``_`` allowed), ``0sBASE64``, ``0tTEXT``."""
+    if len(token) >= 2 and token[0] == token[-1] and token[0] in "\"'":
+        return token[1:-1].encode()
+    low = token[:2].lower()
+    if low == "0x":
+        digits = token[2:].replace("_", "")
+        try:
+            return bytes.fromhex(digits)
+        except ValueError:
+            raise ValueError("bad hex value") from None
+    if low == "0s":
+        try:
+            return base64.b64decode(token[2:], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("bad base64 value") from None
+    if low == "0t":
+        return token[2:].encode()
+    raise ValueError("a secret must be quoted or start with 0x, 0s or 0t")
+
+
+def _index(token: str) -> Identity:
+    t = token
+    if len(t) >= 2 and t[0] == t[-1] == '"':
+        t = t[1:-1]
+    if t in ("%any6",):
+        return Identity(0, b"", "%any6", any=True)
+    return parse_id(t)
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.store = SecretStore()
+
+    def diag(self, file: str, line: int, msg: str, sev: str = "error") -> None:
+        self.store.diagnostics.append(Diagnostic(file, line, msg, sev))  # type: ignore[arg-type]
+
+    def check_perms(self, path: str) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            self.diag(path, 0, f"cannot stat: {exc.strerror}")
+            return False
+        if st.st_mode & stat.S_IWOTH:
+            self.diag(path, 0, "refusing to read secrets from a file that others can write "
+                      "(chmod o-w)")
+            return False
+        if st.st_mode & stat.S_IROTH:
+            self.diag(path, 0, "secrets file is readable by others (chmod o-r)", "warning")
+        return True
+
+    def load(self, path: str, depth: int) -> None:
+        if not self.check_perms(path):
+            return
+        try:
+            with open(path, "rb") as fh:
+                text = fh.read().decode("utf-8", errors="replace")
+        except OSError as exc:
+            self.diag(path, 0, f"cannot read: {exc.strerror}")
+            return
+        self.store.files.append(path)
+        self.parse(text, path, depth)
+
+    def parse(self, text: str, path: str, depth: int) -> None:
+        records: list[tuple[int, str]] = []
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            line = _strip_comment(raw)
+            if not line.strip():
+                continue
+            if line[0] in " \t" and records:
+                records[-1] = (records[-1][0], records[-1][1] + " " + line.strip())
+                continue
+            if line[0] in " \t":
+                self.diag(path, lineno, "continuation line without a record")
+                continue
+            records.append((lineno, line.strip()))
+        for lineno, rec in records:
+            try:
+                self.record(rec, path, lineno, depth)
+            except (ValueError, IdError) as exc:
+                self.diag(path, lineno, str(exc))
+
+    def record(self, rec: str, path: str, lineno: int, depth: int) -> None:
+        if rec.startswith("include") and (len(rec) == 7 or rec[7].isspace()):
+            parts = rec.split()
+            if len(parts) != 2:
+                raise ValueError("'include' needs one file name")
+            if depth + 1 > MAX_DEPTH:
+                raise ValueError("include nested too deep")
+            pattern = parts[1].strip('"')
+            if not os.path.isabs(pattern):
+                pattern = os.path.join(os.path.dirname(path) or ".", pattern)
+            matches = sorted(glob.glob(pattern))
+            if not matches:
+                self.diag(path, lineno, f"no secrets file matches '{parts[1]}'", "warning")
+            for m in matches:
+                self.load(m, depth + 1)
+            return
+        toks = _tokens(rec)
+        try:
+            colon = next(i for i, t in enumerate(toks) if t == ":" or
+                         (t.endswith(":") and not t.startswith('"') and t.count(":") == 1))
+        except StopIteration:
+            raise ValueError("missing ':' in secrets record") from None
+        idx_tokens = toks[:colon]
+        if toks[colon] != ":":
+            idx_tokens = toks[:colon] + [toks[colon][:-1]]
+        rest = toks[colon + 1:]
+        if not rest:
+            raise ValueError("missing secret kind after ':'")
+        kind = rest[0].upper()
+        if kind not in _KINDS:
+            # ": "secret"" without a kind is an old-style PSK
+            if rest[0].startswith('"'):
+                kind, rest = "PSK", ["PSK"] + rest
+            else:
+                raise ValueError(f"unknown secret kind '{rest[0]}'")
+        origin = Origin(path, lineno)
+        indices = []
+        for t in idx_tokens:
+            if not t:
+                continue
+            if ":" in t and not t.startswith('"') and "=" not in t:
+                try:
+                    ipaddress.IPv6Address(t)
+                except ValueError:
+                    raise ValueError(f"bad index '{t}'") from None
+            indices.append(_index(t))
+        if kind in ("RSA", "ECDSA", "PIN", "PPKF", "EAP"):
+            self.diag(path, lineno, f"{kind} secret ignored (keys and tokens come from NSS)",
+                      "warning")
+            return
+        if kind == "PPKS":
+            if len(rest) != 3:
+                raise ValueError('PPKS needs a PPK_ID and a key: PPKS "id" "key"')
+            ppk_id = decode_secret(rest[1])
+            value = decode_secret(rest[2])
+            self.store.secrets.append(Secret("PPKS", indices, value, ppk_id, origin))
+            return
+        if len(rest) != 2:
+            raise ValueError(f"{kind} needs exactly one value")
+        value = decode_secret(rest[1])
+        if kind == "PSK":
+            if not value:
+                raise ValueError("empty PSK")
+            if len(value) < WEAK_PSK_BYTES:
+                self.diag(path, lineno, f"PSK is weak: {len(value)} bytes, fewer than "
+                          f"{WEAK_PSK_BYTES}", "warning")
+        self.store.secrets.append(Secret(kind, indices, value, None, origin))  # type: ignore
+
+
+def _strip_comment(line: str) -> str:
+    quoted = ""
+    for i, ch in enumerate(line):
+        if quoted:
+            if ch == quoted:
+                quoted = ""
+        elif ch in "\"'":
+            quoted = ch
+        elif ch == "#":
+            return line[:i]
+    return line
+
+
+def load_secrets(pattern: str) -> SecretStore:
+    """Load every file matching ``pattern`` (a glob, as ``--secretsfile`` allows).
+
+    Never raises for bad content: problems are ``diagnostics``.  A file that others
+    can write is refused (error diagnostic, nothing loaded from it).
+    """
+    loader = _Loader()
+    matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+    if not matches:
+        loader.diag(pattern, 0, "no secrets file matches", "warning")
+    for path in matches:
+        loader.load(path, 0)
+    return loader.store
+
+
+def parse_secrets_text(text: str, filename: str = "<string>") -> SecretStore:
+    """Parse secrets text (no permission check; includes relative to ``filename``)."""
+    loader = _Loader()
+    loader.parse(text, filename, 0)
+    return loader.store
+

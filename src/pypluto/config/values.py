@@ -1,0 +1,186 @@
+"""Typed value parsers for ipsec.conf: booleans, durations, percentages, addresses,
+subnets, protoports.  Each raises ``ValueError`` with a message fit for
+``file:line: message``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+
+from pypluto.config.model import IPAddress, IPNetwork
+
+_TRUE = {"yes", "y", "true", "on", "1"}
+_FALSE = {"no", "n", "false", "off", "0"}
+
+
+def parse_bool(text: str, key: str = "") -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"{key}={text}: expected yes or no")
+
+
+_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "secs": 1.0, "m": 60.0, "min": 60.0, "mins": 60.0,
+          "h": 3600.0, "hr": 3600.0, "hrs": 3600.0, "d": 86400.0, "day": 86400.0,
+          "days": 86400.0, "w": 604800.0, "ms": 0.001, "us": 0.000001}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str, key: str = "", bare_unit: float = 1.0) -> float:
+    """A duration in seconds: ``90``, ``90s``, ``5m``, ``8h``, ``1d``, ``500ms``.
+
+    A bare number is seconds, or milliseconds where ``bare_unit`` is 0.001
+    (``retransmit-interval=``).
+    """
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{key}={text}: invalid duration (use a number with s, m, h or d)")
+    number, unit = m.group(1), m.group(2).lower()
+    if unit not in _UNITS:
+        raise ValueError(f"{key}={text}: unknown duration unit '{unit}' (use s, m, h or d)")
+    scale = bare_unit if unit == "" else _UNITS[unit]
+    value = float(number) * scale
+    if value > 10 * 365 * 86400:
+        raise ValueError(f"{key}={text}: duration is too large")
+    return value
+
+
+def parse_percent(text: str, key: str = "") -> float:
+    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$", text)
+    if not m:
+        raise ValueError(f"{key}={text}: invalid percentage (expected N%)")
+    return float(m.group(1))
+
+
+def parse_int(text: str, key: str = "", lo: int = 0, hi: int = 2**31 - 1) -> int:
+    t = text.strip()
+    try:
+        value = int(t, 16) if t.lower().startswith("0x") else int(t, 10)
+    except ValueError:
+        raise ValueError(f"{key}={text}: expected a number") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{key}={text}: must be between {lo} and {hi}")
+    return value
+
+
+_BINARY = {"": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50,
+           "eib": 2**60}
+
+
+def parse_bignum(text: str, key: str = "") -> int:
+    """A 64-bit count, optionally with a binary suffix: ``2KiB``, ``1MiB``, ``0x10``."""
+    m = re.match(r"^\s*(0x[0-9a-f]+|\d+)\s*([a-z]*)\s*$", text, re.IGNORECASE)
+    if not m or m.group(2).lower() not in _BINARY:
+        raise ValueError(f"{key}={text}: expected a number (optionally with KiB, MiB, ...)")
+    value = int(m.group(1), 0) * _BINARY[m.group(2).lower()]
+    if value > 2**64 - 1:
+        raise ValueError(f"{key}={text}: larger than 2^64-1")
+    return value
+
+
+def parse_address(text: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise ValueError(f"'{text}' is not an IP address") from None
+
+
+_HOST_KEYWORDS = {
+    "%any", "%any4", "%any6", "%defaultroute", "%defaultroute6", "%opportunistic",
+    "%opportunisticgroup", "%group", "%direct", "%none", "%myid", "%oppo", "%oe",
+}
+
+
+def parse_host(text: str) -> tuple[str, IPAddress | None]:
+    """``left=``: an address, a DNS name, or one of the ``%`` keywords."""
+    t = text.strip()
+    low = t.lower()
+    if low.startswith("%"):
+        if low not in _HOST_KEYWORDS:
+            raise ValueError(f"unknown host keyword '{t}'")
+        return low, None
+    try:
+        return t, ipaddress.ip_address(t)
+    except ValueError:
+        pass
+    if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.\-_]*[A-Za-z0-9.])?$", t):
+        raise ValueError(f"'{t}' is neither an IP address nor a host name")
+    return t, None
+
+
+def parse_subnet(text: str) -> IPNetwork:
+    """``192.0.2.0/24``, ``2001:db8::/64``, a bare address (/32, /128), ``%any``."""
+    t = text.strip()
+    low = t.lower()
+    if low in ("%any", "%any4", "0.0.0.0/0"):
+        return ipaddress.ip_network("0.0.0.0/0")
+    if low in ("%any6", "::/0"):
+        return ipaddress.ip_network("::/0")
+    if low.startswith(("vhost:", "vnet:")):
+        raise ValueError("The vnet: and vhost: keywords are only valid for IKEv1 connections")
+    try:
+        return ipaddress.ip_network(t, strict=False)
+    except ValueError:
+        raise ValueError(f"'{t}' is not a subnet") from None
+
+
+def parse_subnets(text: str) -> list[IPNetwork]:
+    """A subnet list: comma and/or space separated, optionally in ``{...}``."""
+    t = text.strip()
+    if t.startswith("{") and t.endswith("}"):
+        t = t[1:-1]
+    items = [x for x in re.split(r"[\s,]+", t) if x]
+    if not items:
+        raise ValueError("empty subnet list")
+    return [parse_subnet(x) for x in items]
+
+
+def parse_addresses(text: str) -> list[IPAddress]:
+    out: list[IPAddress] = []
+    for item in (x for x in re.split(r"[\s,]+", text.strip()) if x):
+        if "/" in item:  # sourceip= may carry a prefix length in some configs
+            item = item.split("/", 1)[0]
+        out.append(parse_address(item))
+    if not out:
+        raise ValueError("empty address list")
+    return out
+
+
+def parse_protoport(text: str) -> tuple[int, int]:
+    """``PROTO/PORT``, ``PROTO`` or ``PROTO/%any``: (IP protocol number, port)."""
+    t = text.strip().lower()
+    if t in ("", "%any"):
+        return (0, 0)
+    proto_s, _, port_s = t.partition("/")
+    if proto_s in ("%any", "0", ""):
+        proto = 0
+    elif proto_s.isdigit():
+        proto = int(proto_s)
+        if proto > 255:
+            raise ValueError(f"protocol {proto} is out of range")
+    else:
+        try:
+            proto = socket.getprotobyname(proto_s)
+        except OSError:
+            proto = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "ipv6-icmp": 58,
+                     "sctp": 132, "gre": 47, "esp": 50, "ah": 51}.get(proto_s, -1)
+            if proto < 0:
+                raise ValueError(f"unknown protocol '{proto_s}'") from None
+    if port_s in ("", "%any"):
+        port = 0
+    elif port_s.isdigit():
+        port = int(port_s)
+        if port > 65535:
+            raise ValueError(f"port {port} is out of range")
+    else:
+        try:
+            port = socket.getservbyname(port_s)
+        except OSError:
+            raise ValueError(f"unknown port '{port_s}'") from None
+    if port and proto == 0:
+        raise ValueError("a port needs a protocol")
+    return (proto, port)

@@ -1,0 +1,106 @@
+"""ipsec.conf syntax, %default, also=, includes, diagnostics (ipsec.conf(5))."""
+
+from __future__ import annotations
+
+import ipaddress
+import pathlib
+
+from pypluto.config.parser import build_connection, load_config, parse_config_text
+
+BASIC = """\
+# comment
+version 2.0
+
+config setup
+\tlogfile=/tmp/pluto.log
+\tuniqueids=no
+\tplutodebug="all crypt"
+
+conn %default
+\tikelifetime=1h
+\tauthby=secret
+
+conn base
+\tleft=192.0.2.1
+\tright=192.0.2.2
+\tleftid=@west
+\trightid="@east"   # trailing comment
+
+conn child
+\talso=base
+\tleftsubnet=198.51.100.0/24
+\trightsubnets={203.0.113.0/25 203.0.113.128/25}
+\tike=aes_gcm256-sha2;dh19
+\tesp=aes128-sha1
+\tauto=start
+\tkeylife=2h
+"""
+
+
+def test_basic_file_resolves_default_and_also() -> None:
+    cfg = parse_config_text(BASIC, "ipsec.conf")
+    assert cfg.ok, [str(d) for d in cfg.diagnostics]
+    assert list(cfg.conns) == ["base", "child"]
+    c = cfg.conns["child"]
+    assert c.left.host_addr == ipaddress.ip_address("192.0.2.1")
+    assert str(c.left.id) == "@west" and c.right.id is not None
+    assert c.right.id.data == b"east"
+    assert c.left.subnets == [ipaddress.ip_network("198.51.100.0/24")]
+    assert len(c.right.subnets) == 2
+    assert c.authby == "secret"
+    assert c.ikelifetime == 3600.0
+    assert c.salifetime == 7200.0  # keylife= is an alias of salifetime=
+    assert c.auto == "start"
+    assert c.ike is not None and c.ike[0].ke == (19,)
+    assert c.also == ["base"]
+    assert c.origins["left"].line == 14  # inherited through also=, keeps its own line
+    assert cfg.setup.uniqueids is False
+    assert cfg.setup.plutodebug == ["all", "crypt"]
+
+
+def test_unknown_key_is_a_file_error_with_line() -> None:
+    cfg = parse_config_text("conn a\n\tleft=192.0.2.1\n\tbogus=1\n", "f.conf")
+    assert not cfg.ok
+    assert str(cfg.file_errors[0]).startswith("f.conf:3: ")
+    assert "bogus" in str(cfg.file_errors[0])
+
+
+def test_unindented_key_and_text_are_syntax_errors() -> None:
+    cfg = parse_config_text("conn a\nleft=1.2.3.4\n", "f.conf")
+    assert not cfg.ok and cfg.file_errors[0].line == 2
+    cfg = parse_config_text("conn a\n\tJust some words\n", "f.conf")
+    assert not cfg.ok and cfg.file_errors[0].line == 2
+
+
+def test_also_loop_drops_only_that_conn() -> None:
+    text = "conn a\n\talso=b\nconn b\n\talso=a\nconn c\n\tleft=192.0.2.1\n\tright=%any\n"
+    cfg = parse_config_text(text, "f.conf")
+    assert cfg.ok
+    assert list(cfg.conns) == ["c"]
+    assert any("loop" in str(d) for d in cfg.failed["a"])
+
+
+def test_include_relative_glob(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "one.conf").write_text("conn one\n\tleft=192.0.2.1\n\tright=%any\n")
+    (tmp_path / "d" / "two.conf").write_text("conn two\n\tleft=192.0.2.1\n\tright=%any\n")
+    main = tmp_path / "ipsec.conf"
+    main.write_text("include d/*.conf\ninclude missing/*.conf\n")
+    cfg = load_config(str(main))
+    assert cfg.ok and list(cfg.conns) == ["one", "two"]
+    assert cfg.conns["two"].origin is not None
+    assert cfg.conns["two"].origin.file.endswith("two.conf")
+    assert any(d.severity == "warning" and "missing" in d.message for d in cfg.diagnostics)
+
+
+def test_include_depth_is_limited(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "self.conf").write_text("include self.conf\n")
+    cfg = load_config(str(tmp_path / "self.conf"))
+    assert not cfg.ok
+    assert any("too deep" in d.message for d in cfg.file_errors)
+
+
+def test_build_connection_for_whack() -> None:
+    conn = build_connection("w", {"left": "192.0.2.1", "right": "%any",
+                                  "authby": "secret", "rightid": "@road"})
+    assert conn.right.is_any and conn.right.id is not None and conn.authby == "secret"
