@@ -104,7 +104,7 @@ charon {{
     # registers "kernel-ipsec" first, so ESP is done in user space over TUN;
     # kernel-netlink then only handles addresses and routes.  kdf/hmac/sha2
     # are needed for IKE key derivation with Debian 12's OpenSSL 3.
-    load_modular = no
+    load_modular = no{charon_extra}
     load = random nonce openssl kdf hmac sha2 pem pkcs1 pkcs8 x509 pubkey revocation \
 constraints {ipsec_plugin} kernel-netlink socket-default vici
     filelog {{
@@ -231,8 +231,9 @@ class StrongSwan:
     """One charon-systemd (strongSwan 5.9.8) in a lab namespace, driven by swanctl."""
 
     def __init__(self, lab: Lab, ns: str, name: str = "strongswan",
-                 dataplane: str = "libipsec") -> None:
+                 dataplane: str = "libipsec", charon_extra: str = "") -> None:
         self.lab, self.ns, self.name = lab, ns, name
+        self.charon_extra = charon_extra
         self.dir = lab.workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "strongswan.conf"
@@ -252,8 +253,9 @@ class StrongSwan:
 
     def start(self, timeout: float = 30) -> StrongSwan:
         plugin = "kernel-libipsec" if self.dataplane == "libipsec" else ""
+        extra = "".join(f"\n    {ln.strip()}" for ln in self.charon_extra.splitlines())
         self.conf.write_text(_STRONGSWAN_CONF.format(ipsec_plugin=plugin, log=self.log,
-                                                     uri=self.uri))
+                                                     uri=self.uri, charon_extra=extra))
         self.vici.unlink(missing_ok=True)
         self.lab.add_log(f"{self.name} charon.log", self.log)
         self.proc = self.lab.spawn(self.ns, [CHARON], self.dir / "stdout.log", self.env,
@@ -296,6 +298,11 @@ class StrongSwan:
 
     def list_sas(self) -> list[IkeInfo]:
         return parse_list_sas(self.swanctl("--list-sas", check=False).stdout)
+
+    def installed_child(self) -> ChildInfo | None:
+        """The first INSTALLED Child SA of an ESTABLISHED IKE SA, else None."""
+        ike = self.established()
+        return next((c for c in ike.children if c.state == "INSTALLED"), None) if ike else None
 
     def established(self) -> IkeInfo | None:
         """The first ESTABLISHED IKE SA with an INSTALLED Child SA, else None."""
@@ -515,3 +522,86 @@ class Pypluto:
         if self.proc is not None:
             self.lab.stop(self.proc)
             self.proc = None
+
+
+# ------------------------------------------------------------ scenarios
+def west_pypluto(lab: Lab, proposal: Proposal | None, *, auto: str = "add", extra: str = "",
+                 backend: str = "--use-userspace") -> Pypluto:
+    """pypluto in the west namespace with the lab's PSK conn ``west-east``.
+
+    ``INTEROP_STANDIN=strongswan`` (debugging the suite itself, never in CI)
+    puts a strongSwan behind the same interface instead, to show that a case
+    can pass with a correct peer.
+    """
+    if os.environ.get("INTEROP_STANDIN") == "strongswan":
+        return StrongSwanStandIn(lab, proposal, auto=auto, extra=extra)  # type: ignore[return-value]
+    return Pypluto(lab, lab.west, "pypluto-west", backend).start(
+        ipsec_conf(proposal=proposal, auto=auto, extra=extra))
+
+
+def east_strongswan(lab: Lab, proposal: Proposal, *, dpd_delay: int = 30,
+                    start_action: str = "none") -> StrongSwan:
+    """strongSwan (kernel-libipsec) in the east namespace with conn ``east-west``."""
+    east = StrongSwan(lab, lab.east, "strongswan-east").start()
+    east.load(swanctl_conf(conn="east-west", local=EAST_OUTER, remote=WEST_OUTER,
+                           local_id=EAST_ID, remote_id=WEST_ID, local_ts=EAST_SUBNET,
+                           remote_ts=WEST_SUBNET, proposal=proposal, dpd_delay=dpd_delay,
+                           start_action=start_action))
+    return east
+
+
+class StrongSwanStandIn:
+    """strongSwan in the west namespace behind :class:`Pypluto`'s interface (suite debugging)."""
+
+    def __init__(self, lab: Lab, proposal: Proposal | None, *, auto: str, extra: str) -> None:
+        self.lab = lab
+        keys = dict(ln.strip().split("=", 1) for ln in extra.splitlines() if "=" in ln)
+        # about 6 s of retransmits before a peer is declared dead
+        self.sw = StrongSwan(lab, lab.west, "standin-west", charon_extra="""
+            retransmit_tries = 3
+            retransmit_timeout = 1.0
+            retransmit_base = 1.4""").start()
+        action = keys.get("dpdaction", "clear")
+        self.sw.load(swanctl_conf(
+            conn="west-east", local=WEST_OUTER, remote=EAST_OUTER, local_id=WEST_ID,
+            remote_id=EAST_ID, local_ts=WEST_SUBNET, remote_ts=EAST_SUBNET,
+            proposal=proposal or PROPOSALS[0], dpd_delay=int(keys.get("dpddelay", 30)),
+            start_action="start" if auto == "start" else "none",
+            dpd_action="restart" if action == "restart" else "clear"))
+        self.proc = self.sw.proc
+
+    def initiate(self, conn: str = "west-east", timeout: float = 30) -> str:
+        return self.sw.initiate(check=False).stdout[-500:]
+
+    def down(self, conn: str = "west-east") -> subprocess.CompletedProcess[str]:
+        return self.sw.swanctl("--terminate", "--ike", "west-east", check=False)
+
+    def rekey_ike(self, conn: str = "west-east") -> None:
+        self.sw.rekey(ike="west-east")
+
+    def rekey_child(self, conn: str = "west-east") -> None:
+        self.sw.rekey(child="net")
+
+    def showstates(self) -> str:
+        return "\n".join(f"{i.name} {i.state}" for i in self.sw.list_sas())
+
+    def ike_established(self) -> bool:
+        return any(i.state == "ESTABLISHED" for i in self.sw.list_sas())
+
+    def child_established(self) -> bool:
+        return self.sw.installed_child() is not None
+
+    def trafficstatus(self) -> str:
+        c = self.sw.installed_child()
+        return f"inBytes={c.bytes_in}, outBytes={c.bytes_out}" if c else ""
+
+    def traffic(self) -> tuple[int, int]:
+        c = self.sw.installed_child()
+        return (c.bytes_in, c.bytes_out) if c else (0, 0)
+
+    def routes_to(self, subnet: str) -> list[str]:
+        r = self.lab.run(self.lab.west, ["ip", "route", "show", "table", "all"], check=False)
+        return [ln for ln in r.stdout.splitlines() if ln.startswith(subnet)]
+
+    def stop(self) -> None:
+        self.sw.stop()
