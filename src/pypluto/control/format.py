@@ -351,9 +351,10 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render_psks(records: Iterable[Any]) -> list[str]:
+def render_psks(records: Iterable[Any], files: Iterable[str] = ()) -> list[str]:
     """``--listpsks``: which IDs have a pre-shared key; never the key itself."""
-    lines = ["List of Pre-shared Keys", ""]
+    src = ", ".join(files)
+    lines = [f"List of Pre-shared Keys{f' (from {src})' if src else ''}", ""]
     n = 0
     for r in records:
         if getattr(r, "kind", None) != "PSK":

@@ -299,7 +299,9 @@ def load_setup(path: str) -> tuple[object, object]:
         result = load_config(path)
     except Exception as e:  # noqa: BLE001 - the parser's errors name file:line
         raise OptionError(f"{e}") from None
-    errors = getattr(result, "errors", None)
+    errors = getattr(result, "file_errors", None)
+    if errors is None:
+        errors = getattr(result, "errors", None)
     if errors:
         raise OptionError("; ".join(str(x) for x in errors))
     setup = getattr(result, "setup", None)

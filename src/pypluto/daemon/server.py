@@ -139,8 +139,10 @@ class Waiter:
 class Daemon:
     """One running pluto."""
 
-    def __init__(self, opts: PlutoOptions, logger: PlutoLogger) -> None:
+    def __init__(self, opts: PlutoOptions, logger: PlutoLogger,
+                 engine_factory: Callable[..., Any] | None = None) -> None:
         self.opts = opts
+        self._engine_factory = engine_factory
         self.log = logger
         self.loop: asyncio.AbstractEventLoop | None = None
         self.engine: Any = None
@@ -235,31 +237,20 @@ class Daemon:
             raise StartupError(f"--seedbits: cannot read /dev/random: {e.strerror}") from None
 
     def _make_backend(self) -> KernelBackend:
+        """The backend of --use-xfrm / --use-userspace / --use-none, or the probe's pick."""
         choice = self.opts.backend
         try:
-            if choice == "none":
-                from pypluto.kernel.none import NoneBackend
+            from pypluto.kernel.probe import choose_backend
 
-                backend: KernelBackend = NoneBackend()
-            elif choice is None:
-                from pypluto.kernel.probe import choose_backend
-
-                backend = _call_flex(choose_backend, log=self._backend_log)
-            else:
-                from pypluto.kernel.probe import choose_backend
-
-                backend = _call_flex(choose_backend, choice, log=self._backend_log)
+            picked = choose_backend(choice)
         except ImportError as e:
             raise StartupError(f"kernel backend {choice or '(probe)'} unavailable: {e}") from None
-        except BackendError as e:
+        except (BackendError, OSError) as e:
             raise StartupError(f"kernel backend {choice or '(probe)'}: {e}") from None
-        except OSError as e:
-            raise StartupError(f"kernel backend {choice or '(probe)'}: {e}") from None
+        backend, message = picked
+        self.log.log(message)
         self.log.log(f"using kernel interface: {backend.name}")
         return backend
-
-    def _backend_log(self, message: str, *args: Any, **kw: Any) -> None:
-        self.log.log(str(message), kw.get("level", "info"), debug_class="kernel")
 
     def _make_engine(self) -> Any:
         from pypluto.ike.engine import Engine
@@ -287,7 +278,8 @@ class Daemon:
             if hasattr(settings, extra):
                 setattr(settings, extra, value)
         addrs = {a.addr for a in local_addresses()}
-        return Engine(settings, self.secrets, local_addrs=addrs)
+        factory = self._engine_factory or Engine
+        return factory(settings, self.secrets, local_addrs=addrs)
 
     # ------------------------------------------------------------- secrets
     def _load_secrets(self) -> int:
@@ -308,12 +300,14 @@ class Daemon:
         for f in files:
             self.log.log(f'loading secrets from "{f}"')
         try:
-            store = _call_flex(load_secrets, pattern)
+            store = load_secrets(pattern)
         except Exception as e:  # noqa: BLE001 - the parser names file:line
             self.log.log(f"{e}", "error")
             return 0
-        for w in getattr(store, "warnings", []) or []:
-            self.log.log(str(w), "warning")
+        if hasattr(store, "files") and store.files:
+            files = list(store.files)
+        for d in getattr(store, "diagnostics", []) or []:
+            self.log.log(str(d), "error" if getattr(d, "severity", "") == "error" else "warning")
         self.secrets.store, self.secrets.files = store, files
         for rec in self.secrets.records():
             kind = getattr(rec, "kind", "PSK")
@@ -334,6 +328,9 @@ class Daemon:
         return list(conns or [])
 
     def _load_conns(self) -> None:
+        for d in getattr(self.opts.config_result, "diagnostics", []) or []:
+            self.log.log(str(d), "warning" if getattr(d, "severity", "") == "warning"
+                         else "error")
         for conn in self._config_conns():
             if conn.auto in ("add", "start", "up", "route", "ondemand", "keep"):
                 self.add_conn(conn)
@@ -436,6 +433,10 @@ class Daemon:
             return None
         iface = IKEInterface(la.ifname, la.addr, port, s, natt)
         assert self.loop is not None and self.backend is not None
+        try:
+            self.backend.prepare_ike_socket(s)
+        except Exception as e:  # noqa: BLE001
+            self.log.log(f"backend could not prepare {iface.local}: {e}", "warning")
         if natt:
             local = (str(la.addr), port)
             try:
@@ -840,7 +841,7 @@ class Daemon:
             self._load_secrets()
             return RC_SUCCESS, None, None
         if cmd == "listpsks":
-            for line in fmt.render_psks(self.secrets.records()):
+            for line in fmt.render_psks(self.secrets.records(), self.secrets.files):
                 emit(line)
             return RC_SUCCESS, None, None
         if cmd == "debug":
@@ -1005,19 +1006,6 @@ class Daemon:
             if stats is not None:
                 setattr(ch, attr_b, max(getattr(ch, attr_b), stats.bytes))
                 setattr(ch, attr_p, max(getattr(ch, attr_p), stats.packets))
-
-
-def _call_flex(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-    """Call ``fn`` with the keyword arguments it accepts (APIs still settling)."""
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return fn(*args)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return fn(*args, **kw)
-    return fn(*args, **{k: v for k, v in kw.items() if k in params})
 
 
 def main_loop(opts: PlutoOptions, logger: PlutoLogger, ctl_sock: socket.socket) -> int:

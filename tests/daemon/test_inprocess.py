@@ -1,0 +1,307 @@
+"""The daemon's event loop in this process: a scripted engine, the none backend, real UDP.
+
+These pin what the daemon does with datagrams and actions, independently of the
+real engine: the non-ESP marker on the NAT-T port (RFC 3948 §2.2), keepalives
+(§2.3), ESP handed to the backend, actions executed in order, the timer, whack
+requests, and a crash report for an engine that raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pypluto.config.model import Connection, End
+from pypluto.control.client import call
+from pypluto.control.protocol import RC_DEAF, RC_SUCCESS, RC_UNKNOWN_NAME
+from pypluto.daemon.logger import PlutoLogger
+from pypluto.daemon.options import PlutoOptions
+from pypluto.daemon.server import Daemon
+from pypluto.ike.actions import (
+    AddSA,
+    ConnectionEvent,
+    DelSA,
+    Endpoint,
+    Log,
+    SendKeepalive,
+    SendPacket,
+)
+from pypluto.ike.status import ChildSAStatus, ConnectionStatus, EngineStatus, IKESAStatus
+from pypluto.kernel.base import SAParams, SAStats
+
+LO = ipaddress.ip_address("127.0.0.1")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ScriptedEngine:
+    """Records every call; ``replies`` maps an incoming payload to the actions to return."""
+
+    def __init__(self, settings: Any, secrets: Any, *, local_addrs: Any = ()) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self.received: list[tuple[bytes, Endpoint, Endpoint]] = []
+        self.replies: dict[bytes, list[Any]] = {}
+        self.conns: dict[str, Connection] = {}
+        self.timer: float | None = None
+        self.timer_fired = 0
+        self.initiated: list[str] = []
+        self.on_initiate: list[Any] = []
+        self.shutdown_called = False
+        self.raise_on: bytes | None = None
+        self.status_obj = EngineStatus()
+
+    def add_connection(self, conn: Connection) -> list[Any]:
+        self.conns[conn.name] = conn
+        return []
+
+    def delete_connection(self, name: str, now: float) -> list[Any]:
+        self.conns.pop(name, None)
+        return []
+
+    def initiate(self, name: str, now: float) -> list[Any]:
+        self.initiated.append(name)
+        return list(self.on_initiate)
+
+    def terminate(self, name: str, now: float) -> list[Any]:
+        return []
+
+    rekey_ike = rekey_child = terminate
+
+    def receive(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> list[Any]:
+        if self.raise_on is not None and data == self.raise_on:
+            raise RuntimeError("scripted engine failure")
+        self.received.append((data, local, remote))
+        return list(self.replies.get(data, []))
+
+    def handle_timer(self, now: float) -> list[Any]:
+        self.timer_fired += 1
+        self.timer = None
+        return [Log("timer fired", conn="c1", serial=1)]
+
+    def next_timer(self) -> float | None:
+        return self.timer
+
+    def sa_counters(self, *a: Any) -> list[Any]:
+        return []
+
+    def status(self, now: float) -> EngineStatus:
+        return self.status_obj
+
+    def shutdown(self, now: float) -> list[Any]:
+        self.shutdown_called = True
+        return [DelSA(LO, 0x1234, conn_name="c1", serial=2)]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, Any]:
+    ike, natt = free_port(), free_port()
+    while natt == ike:
+        natt = free_port()
+    opts = PlutoOptions(
+        rundir=str(tmp_path), coredir=str(tmp_path), secretsfile=str(tmp_path / "none"),
+        backend="none", listen="127.0.0.1", ikeport=ike, natikeport=natt, nhelpers=0,
+    )
+    log = PlutoLogger(logfile=str(tmp_path / "log"), logtime=False)
+    return {"opts": opts, "log": log, "tmp": tmp_path}
+
+
+def conn(name: str = "c1") -> Connection:
+    c = Connection(name=name, left=End(host="127.0.0.1", host_addr=LO),
+                   right=End(host="192.0.2.9", host_addr=ipaddress.ip_address("192.0.2.9")),
+                   authby="secret", auto="add")
+    return c
+
+
+async def start(env: dict[str, Any]) -> tuple[Daemon, ScriptedEngine, socket.socket]:
+    engines: list[ScriptedEngine] = []
+
+    def factory(*a: Any, **k: Any) -> ScriptedEngine:
+        engines.append(ScriptedEngine(*a, **k))
+        return engines[-1]
+
+    ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ctl.bind(str(env["tmp"] / "pluto.ctl"))
+    ctl.listen(8)
+    ctl.setblocking(False)
+    d = Daemon(env["opts"], env["log"], engine_factory=factory)
+    await d.start(ctl)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.setblocking(False)
+    return d, engines[0], peer
+
+
+async def recv(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    loop = asyncio.get_running_loop()
+    return await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout)
+
+
+async def until(pred: Any, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.01)
+
+
+def log_text(env: dict[str, Any]) -> str:
+    return (env["tmp"] / "log").read_text()
+
+
+def test_datagrams_markers_keepalives_and_esp(env: dict[str, Any]) -> None:
+    async def body() -> None:
+        d, eng, peer = await start(env)
+        o = env["opts"]
+        pport = peer.getsockname()[1]
+        remote = Endpoint(LO, pport)
+        # IKE on 500: handed to the engine as is; the reply goes out unchanged.
+        eng.replies[b"IKE-REQ"] = [SendPacket(b"IKE-RESP", Endpoint(LO, o.ikeport), remote)]
+        peer.sendto(b"IKE-REQ", ("127.0.0.1", o.ikeport))
+        assert await recv(peer) == b"IKE-RESP"
+        assert eng.received[-1] == (b"IKE-REQ", Endpoint(LO, o.ikeport), remote)
+        # IKE on 4500: marker stripped before the engine, added on the way out.
+        eng.replies[b"NATT-REQ"] = [SendPacket(b"NATT-RESP", Endpoint(LO, o.natikeport), remote),
+                                    SendKeepalive(Endpoint(LO, o.natikeport), remote)]
+        peer.sendto(b"\0\0\0\0NATT-REQ", ("127.0.0.1", o.natikeport))
+        assert await recv(peer) == b"\0\0\0\0NATT-RESP"
+        assert await recv(peer) == b"\xff"  # keepalive: one byte, no marker
+        assert eng.received[-1][0] == b"NATT-REQ"
+        n = len(eng.received)
+        # A keepalive and a runt are dropped; ESP (non-zero SPI) goes to the backend.
+        peer.sendto(b"\xff", ("127.0.0.1", o.natikeport))
+        peer.sendto(b"\0\0", ("127.0.0.1", o.natikeport))
+        peer.sendto(b"\x00\x00\x10\x01ESPDATA", ("127.0.0.1", o.natikeport))
+        backend: Any = d.backend
+        await until(lambda: backend.esp_received)
+        assert backend.esp_received[0][0] == b"\x00\x00\x10\x01ESPDATA"
+        assert backend.esp_received[0][2] == ("127.0.0.1", pport)
+        assert len(eng.received) == n
+        await d.shutdown()
+        peer.close()
+
+    asyncio.run(body())
+
+
+def test_actions_timer_and_shutdown(env: dict[str, Any]) -> None:
+    async def body() -> None:
+        d, eng, peer = await start(env)
+        sa = SAParams(src=ipaddress.ip_address("192.0.2.9"), dst=LO, spi=0x1234, direction="in",
+                      encr_key=b"k" * 20, conn_name="c1", serial=2)
+        eng.replies[b"X"] = [AddSA(sa), Log("established Child SA", conn="c1", serial=2)]
+        eng.timer = asyncio.get_running_loop().time() + 0.05
+        peer.sendto(b"X", ("127.0.0.1", env["opts"].ikeport))
+        backend: Any = d.backend
+        await until(lambda: ("127.0.0.1", 0x1234, "esp") in backend.sas)
+        await until(lambda: eng.timer_fired == 1)
+        await d.shutdown()
+        assert eng.shutdown_called
+        methods = [m for m, _ in backend.calls]
+        # engine's DelSA runs before the backend is flushed and closed
+        assert methods.index("del_sa") < methods.index("flush_own", 1) < methods.index("close")
+        text = log_text(env)
+        assert '"c1" #2: established Child SA' in text
+        assert '"c1" #1: timer fired' in text
+        assert "k" * 20 not in text
+        peer.close()
+
+    asyncio.run(body())
+
+
+def test_engine_exception_writes_crash_report_and_daemon_survives(env: dict[str, Any]) -> None:
+    async def body() -> None:
+        d, eng, peer = await start(env)
+        eng.raise_on = b"BOOM"
+        peer.sendto(b"BOOM", ("127.0.0.1", env["opts"].ikeport))
+        await until(lambda: any(p.name.startswith("pluto-crash-") for p in env["tmp"].iterdir()))
+        report = next(p for p in env["tmp"].iterdir() if p.name.startswith("pluto-crash-"))
+        assert "scripted engine failure" in report.read_text()
+        assert oct(report.stat().st_mode & 0o777) == "0o600"
+        eng.replies[b"OK"] = []
+        peer.sendto(b"OK", ("127.0.0.1", env["opts"].ikeport))
+        await until(lambda: any(r[0] == b"OK" for r in eng.received))
+        await d.shutdown()
+        peer.close()
+
+    asyncio.run(body())
+
+
+def test_whack_requests_in_process(env: dict[str, Any]) -> None:
+    async def body() -> None:
+        d, eng, peer = await start(env)
+        loop = asyncio.get_running_loop()
+        path = str(env["tmp"] / "pluto.ctl")
+        assert d.add_conn(conn("c1")) == RC_SUCCESS
+        assert eng.conns["c1"].local_is_left is True
+
+        async def whack(cmd: str, **args: Any) -> Any:
+            out: list[str] = []
+            r = await loop.run_in_executor(None, lambda: call(path, cmd, args,
+                                                              on_output=out.append))
+            return r, out
+
+        r, _ = await whack("initiate", name="nope")
+        assert r.rc == RC_UNKNOWN_NAME and 'no connection or alias named "nope"' in r.error
+        # --initiate waits for the outcome and streams the conn's log lines
+        eng.on_initiate = [Log("initiating IKEv2 connection", conn="c1", serial=1)]
+
+        async def finish_later() -> None:
+            await asyncio.sleep(0.2)
+            d._execute([Log("established Child SA", conn="c1", serial=2),
+                        ConnectionEvent("child-established", "c1", 2)])
+
+        t = asyncio.ensure_future(finish_later())
+        r, out = await whack("initiate", name="c1")
+        await t
+        assert r.rc == RC_SUCCESS
+        assert out == ['"c1" #1: initiating IKEv2 connection', '"c1" #2: established Child SA']
+        # a failure ends the wait with a non-zero rc
+        loop.call_later(0.2, d._execute, [ConnectionEvent("failed", "c1", 3, "AUTHENTICATION_FAILED")])
+        r, out = await whack("initiate", name="c1")
+        assert r.rc == 56 and any("AUTHENTICATION_FAILED" in x for x in out)
+        # not listening: RC_DEAF, until --listen
+        r, _ = await whack("unlisten")
+        assert r.rc == 0 and not d.interfaces
+        r, _ = await whack("initiate", name="c1")
+        assert r.rc == RC_DEAF
+        r, _ = await whack("listen")
+        assert r.rc == 0 and len(d.interfaces) == 2
+        # status with traffic counters merged from the backend
+        eng.status_obj = EngineStatus(
+            connections=[ConnectionStatus("c1", "127.0.0.1", "192.0.2.9", "127.0.0.1",
+                                          "@east", [], [], "secret", "tunnel", "add",
+                                          ike_serials=[1], child_serials=[2])],
+            ike_sas=[IKESAStatus(1, "c1", "STATE_V2_ESTABLISHED_IKE_SA", "initiator", 1, 2,
+                                 "127.0.0.1:500", "192.0.2.9:500", remote_id="@east",
+                                 children=[ChildSAStatus(2, "c1", "STATE_V2_ESTABLISHED_CHILD_SA",
+                                                         1, 0x1234, 0xabcd)])])
+        sa = SAParams(src=ipaddress.ip_address("192.0.2.9"), dst=LO, spi=0x1234, direction="in")
+        d._execute([AddSA(sa)])
+        backend: Any = d.backend
+        backend.stats[("127.0.0.1", 0x1234, "esp")] = SAStats(bytes=840, packets=10)
+        r, out = await whack("trafficstatus")
+        assert r.rc == 0 and len(out) == 1
+        assert out[0].startswith('#2: "c1", type=ESP, add_time=')
+        assert "inBytes=840, outBytes=0, maxBytes=2^63B, id='@east'" in out[0]
+        r, out = await whack("trafficstatus", json=True)
+        assert r.data["schema"] == "pypluto-status/1"
+        assert r.data["child_sas"][0]["in_bytes"] == 840
+        r, out = await whack("status")
+        assert "using kernel interface: none" in out
+        assert any(x.startswith("#2: \"c1\" esp.abcd@192.0.2.9 esp.1234@127.0.0.1") for x in out)
+        assert "IPsec SAs: total(1), authenticated(1), anonymous(0)" in out
+        await d.shutdown()
+        peer.close()
+
+    asyncio.run(body())
