@@ -31,6 +31,7 @@ from pypluto.config.keywords import KeyDef
 from pypluto.config.model import Connection, End, Origin, SetupConfig
 from pypluto.config.proposals import ProposalError, parse_proposals
 from pypluto.config.values import (
+    is_host_keyword,
     parse_addresses,
     parse_bignum,
     parse_bool,
@@ -122,6 +123,12 @@ class _Reader:
         self.diags: list[Diagnostic] = []
         self.sections: list[Section] = []
         self.current: Section | None = None
+
+    def sections_origin(self, name: str) -> Origin | None:
+        for s in self.sections:
+            if s.kind == "conn" and s.name == name:
+                return s.origin
+        return None
 
     def err(self, file: str, line: int, msg: str) -> None:
         self.diags.append(Diagnostic(file, line, msg, "error"))
@@ -388,28 +395,35 @@ def _canonical_items(sec: Section) -> list[tuple[str, str, Origin]]:
 # resolution: %default and also=
 
 def _resolve_conns(reader: _Reader, cfg: ConfigFile) -> None:
-    own: dict[str, dict[str, tuple[str, Origin]]] = {}
-    alsos: dict[str, list[tuple[str, Origin]]] = {}
+    """Apply ``also=`` (depth first, the conn's own keys win) and then ``%default``.
+
+    A conn name defined twice: ``also=`` finds the first definition (as Libreswan's
+    lookup does) and the later definition is the one that is loaded (it replaces the
+    earlier one, as adding a conn of the same name does in pluto).
+    """
+    own: list[dict[str, tuple[str, Origin]]] = []
+    alsos: list[list[tuple[str, Origin]]] = []
+    names: list[str] = []
+    first: dict[str, int] = {}
     defaults: dict[str, tuple[str, Origin]] = {}
     default_alsos: list[tuple[str, Origin]] = []
-    first_origin: dict[str, Origin] = {}
     for sec in reader.sections:
         if sec.kind != "conn":
             continue
         if sec.name == "%default":
             for key, value, origin in _canonical_items(sec):
                 if key == "also":
-                    default_alsos.append((value, origin))
+                    default_alsos.extend((v, origin) for v in value.split())
                 else:
-                    defaults[key] = (value, origin)
+                    defaults.setdefault(key, (value, origin))
             continue
-        if sec.name in own:
-            # Libreswan loads both; the later one replaces the earlier when added
+        if sec.name in first:
             reader.warn(sec.origin.file, sec.origin.line,
                         f"conn '{sec.name}' is defined again (first at "
-                        f"{first_origin[sec.name]}); the later definition replaces it")
-            del own[sec.name]
-        first_origin[sec.name] = sec.origin
+                        f"{reader.sections_origin(sec.name)}); the later definition "
+                        "replaces it when loaded")
+        else:
+            first[sec.name] = len(own)
         d: dict[str, tuple[str, Origin]] = {}
         al: list[tuple[str, Origin]] = []
         for key, value, origin in _canonical_items(sec):
@@ -417,36 +431,40 @@ def _resolve_conns(reader: _Reader, cfg: ConfigFile) -> None:
                 al.extend((v, origin) for v in value.split())
                 continue
             d.setdefault(key, (value, origin))  # a duplicate is reported; first one wins
-        own[sec.name] = d
-        alsos[sec.name] = al
+        own.append(d)
+        alsos.append(al)
+        names.append(sec.name)
 
-    cache: dict[str, tuple[dict[str, tuple[str, Origin]], list[str]]] = {}
+    cache: dict[int, tuple[dict[str, tuple[str, Origin]], list[str]]] = {}
 
-    def expand(name: str, stack: list[str], conn: str) -> tuple[dict[str, tuple[str, Origin]],
-                                                                 list[str]]:
-        if name in cache:
-            return cache[name]
-        result = dict(own[name])
+    def expand(idx: int, stack: list[int]) -> tuple[dict[str, tuple[str, Origin]], list[str]]:
+        if idx in cache:
+            return cache[idx]
+        result = dict(own[idx])
         chain: list[str] = []
-        for target, origin in alsos[name]:
-            if target in stack or target == name:
-                raise _AlsoError(origin, f"also={target} forms a loop "
-                                 f"({' -> '.join(stack + [name, target])})")
-            if target not in own:
+        for target, origin in alsos[idx]:
+            tidx = first.get(target)
+            if tidx is None:
                 raise _AlsoError(origin, f"also={target}: no conn named '{target}'")
+            if tidx in stack or tidx == idx:
+                path = [names[i] for i in stack] + [names[idx], target]
+                raise _AlsoError(origin, f"also={target} forms a loop ({' -> '.join(path)})")
             if len(stack) > MAX_ALSO_DEPTH:
                 raise _AlsoError(origin, "also= nested too deep")
-            sub, subchain = expand(target, stack + [name], conn)
+            sub, subchain = expand(tidx, stack + [idx])
             chain.append(target)
-            chain.extend(c for c in subchain)
+            chain.extend(subchain)
             for key, val in sub.items():
                 result.setdefault(key, val)
-        cache[name] = (result, chain)
+        cache[idx] = (result, chain)
         return result, chain
 
-    for name in own:
+    last: dict[str, int] = {}
+    for idx, name in enumerate(names):
+        last[name] = idx
+    for name, idx in last.items():
         try:
-            resolved, chain = expand(name, [], name)
+            resolved, chain = expand(idx, [])
         except _AlsoError as exc:
             diag = Diagnostic(exc.origin.file, exc.origin.line, exc.msg, "error", conn=name)
             reader.diags.append(diag)
@@ -455,14 +473,15 @@ def _resolve_conns(reader: _Reader, cfg: ConfigFile) -> None:
         resolved = dict(resolved)
         # %default's also= targets, then %default itself, fill what is still unset
         for target, _origin in default_alsos:
-            for t in target.split():
-                if t in own and t != name:
-                    try:
-                        sub, _c = expand(t, [name], name)
-                    except _AlsoError:
-                        continue
-                    for key, val in sub.items():
-                        resolved.setdefault(key, val)
+            tidx = first.get(target)
+            if tidx is None or tidx == idx:
+                continue
+            try:
+                sub, _c = expand(tidx, [idx])
+            except _AlsoError:
+                continue
+            for key, val in sub.items():
+                resolved.setdefault(key, val)
         for key, val in defaults.items():
             resolved.setdefault(key, val)
         cfg.resolved[name] = resolved
@@ -529,6 +548,8 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
         except IdError as exc:
             raise ConnError(side + "id", f"{side}id={idv}: {exc}") from None
     sub = get("subnet")
+    if sub is not None and sub.lower().startswith(("vhost:", "vnet:")):
+        sub = None  # IKEv1 only (checked in _semantic_checks); kept in end.raw
     subs = get("subnets")
     try:
         if sub is not None:
@@ -539,6 +560,10 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
                     end.subnets.append(n)
     except ValueError as exc:
         raise ConnError(side + "subnet", str(exc)) from None
+    if end.host_addr is not None and len(end.subnets) == 1:
+        only = end.subnets[0]
+        if only.num_addresses == 1 and only.network_address == end.host_addr:
+            end.subnets = []  # subnet = the host itself: host-to-host, as Libreswan
     pp = get("protoport")
     if pp is not None:
         try:
@@ -803,6 +828,12 @@ def _finish(reader: _Reader, path: str) -> ConfigFile:
             continue
         conn.origin = origin
         conn.also = cfg.also_chain.get(name, [])
+        for side, end in (("left", conn.left), ("right", conn.right)):
+            if end.host and end.host.startswith("%") and not is_host_keyword(end.host):
+                o = origins.get(side, origin)
+                reader.diags.append(Diagnostic(o.file, o.line, f"{side}={end.host}: unknown "
+                                               "host keyword, treated as unresolved",
+                                               "warning", conn=name))
         if conn.uniqueids is None:
             conn.uniqueids = cfg.setup.uniqueids
         cfg.conns[name] = conn

@@ -100,9 +100,9 @@ def parse_host(text: str) -> tuple[str, IPAddress | None]:
     t = text.strip()
     low = t.lower()
     if low.startswith("%"):
-        if low not in _HOST_KEYWORDS:
-            raise ValueError(f"unknown host keyword '{t}'")
-        return low, None
+        if not re.match(r"^%[a-z0-9_.\-]+$", low):
+            raise ValueError(f"invalid host keyword '{t}'")
+        return low, None  # unknown %words (old %ethN) are kept; the parser warns
     try:
         return t, ipaddress.ip_address(t)
     except ValueError:
@@ -110,6 +110,22 @@ def parse_host(text: str) -> tuple[str, IPAddress | None]:
     if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.\-_]*[A-Za-z0-9.])?$", t):
         raise ValueError(f"'{t}' is neither an IP address nor a host name")
     return t, None
+
+
+def is_host_keyword(text: str) -> bool:
+    return text.lower() in _HOST_KEYWORDS
+
+
+def _inet_aton_net(t: str) -> IPNetwork | None:
+    """Libreswan (like inet_aton) accepts short IPv4 forms: ``0.0.0/0``, ``10/8``."""
+    addr, _, plen = t.partition("/")
+    if ":" in addr or not re.match(r"^\d+(\.\d+){0,2}$", addr):
+        return None
+    try:
+        packed = socket.inet_aton(addr)
+        return ipaddress.ip_network(f"{socket.inet_ntoa(packed)}/{plen or 32}", strict=False)
+    except (OSError, ValueError):
+        return None
 
 
 def parse_subnet(text: str) -> IPNetwork:
@@ -120,11 +136,12 @@ def parse_subnet(text: str) -> IPNetwork:
         return ipaddress.ip_network("0.0.0.0/0")
     if low in ("%any6", "::/0"):
         return ipaddress.ip_network("::/0")
-    if low.startswith(("vhost:", "vnet:")):
-        raise ValueError("The vnet: and vhost: keywords are only valid for IKEv1 connections")
     try:
         return ipaddress.ip_network(t, strict=False)
     except ValueError:
+        short = _inet_aton_net(t)
+        if short is not None:
+            return short
         raise ValueError(f"'{t}' is not a subnet") from None
 
 
