@@ -1,0 +1,270 @@
+"""Real pluto processes: start-up as ipsec-pluto(8) says, signals, logging, options.
+
+Each daemon runs in its own network namespace (loopback only) with its own
+--rundir, and the none backend unless a test says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+from plutoproc import PY, alive, sh, wait_for
+
+pytestmark = pytest.mark.netns
+
+CONF = """\
+config setup
+\tuniqueids=no
+\tkeep-alive=33
+
+conn %default
+\tauthby=secret
+\tleft=127.0.0.1
+\tleftid=@west
+
+conn c-add
+\tright=192.0.2.77
+\trightid=@east
+\tauto=add
+
+conn c-route
+\tright=192.0.2.78
+\tauto=route
+
+conn c-ignore
+\tright=192.0.2.79
+\tauto=ignore
+"""
+
+SECRETS = '@west @east : PSK "a-very-secret-psk-value-0123456789"\n'
+
+
+def write_conf(tmp_path, conf=CONF, secrets=SECRETS):
+    c = tmp_path / "ipsec.conf"
+    c.write_text(conf)
+    s = tmp_path / "ipsec.secrets"
+    s.write_text(secrets)
+    s.chmod(0o600)
+    return str(c), str(s)
+
+
+def test_nofork_lock_socket_and_sigterm(make_pluto, tmp_path):
+    p = make_pluto()
+    log = p.dir / "log"
+    proc = p.start("--nofork", "--use-none", "--logfile", str(log))
+    p.wait_ready()
+    assert p.out.read_text().splitlines()[0] == "Pluto initialized"
+    assert int(p.pidfile.read_text()) == proc.pid
+    mode = stat.S_IMODE(os.stat(p.ctl).st_mode)
+    assert stat.S_ISSOCK(os.stat(p.ctl).st_mode) and mode == 0o600
+    # a second pluto on the same rundir: lock file exists -> exit 10
+    q = subprocess.run(p.argv("--nofork", "--use-none", "--stderrlog"), capture_output=True,
+                       text=True, timeout=60)
+    assert q.returncode == 10, q.stderr
+    assert "lock file" in q.stderr and "already exists" in q.stderr
+    assert p.ready()  # the first one is unaffected
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert not p.pidfile.exists() and not os.path.exists(p.ctl)
+    text = log.read_text()
+    assert "SIGTERM received: shutting down" in text and "shutting down" in text
+
+
+def test_fork_parent_exits_zero_pidfile_names_child(make_pluto):
+    p = make_pluto()
+    proc = p.start("--use-none", "--logfile", str(p.dir / "log"))
+    assert proc.wait(timeout=60) == 0
+    wait_for(p.ready, 30, "forked pluto")
+    child = int(p.pidfile.read_text())
+    p.pids.add(child)
+    assert child != proc.pid and alive(child)
+    assert "Pluto initialized" not in p.out.read_text()
+    r = p.whack("--shutdown")
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_for(lambda: not alive(child), 30, "pluto to exit")
+    assert not p.pidfile.exists()
+
+
+def test_leftover_lockfile_exit_10(make_pluto):
+    p = make_pluto()
+    p.rundir.mkdir(parents=True)
+    p.pidfile.write_text("99999\n")
+    proc = p.start("--nofork", "--use-none", "--stderrlog")
+    assert proc.wait(timeout=60) == 10
+    assert "already exists" in p.err.read_text()
+    assert p.pidfile.read_text() == "99999\n"  # not ours to remove
+
+
+def test_sighup_hint_log_options_and_masking(make_pluto):
+    p = make_pluto()
+    log = p.dir / "log"
+    log.write_text("OLD CONTENT\n")
+    proc = p.start("--nofork", "--use-none", "--logfile", str(log), "--log-no-time",
+                   "--log-no-append", "--log-no-ip")
+    p.wait_ready()
+    os.kill(proc.pid, signal.SIGHUP)
+    wait_for(lambda: "ipsec listen" in log.read_text(), 20, "SIGHUP hint")
+    assert p.ready()  # SIGHUP does not stop pluto
+    text = log.read_text()
+    assert "OLD CONTENT" not in text  # --log-no-append
+    first = text.splitlines()[0]
+    assert first.startswith("Starting Pluto")  # --log-no-time: no timestamp prefix
+    assert "adding UDP interface lo <ip address>:500" in text  # --log-no-ip
+    assert "127.0.0.1" not in text
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+
+def test_stderrlog_time_append_and_debug_lines(make_pluto):
+    p = make_pluto()
+    proc = p.start("--nofork", "--use-none", "--stderrlog", "--debug", "base",
+                   "--debug", "whackwatch")
+    p.wait_ready()
+    p.whack("--status")
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    lines = p.err.read_text().splitlines()
+    start = next(ln for ln in lines if "Starting Pluto" in ln)
+    # timestamp like "Nov 28 00:43:46.847538: "
+    assert start.split(": ", 1)[1].startswith("Starting Pluto") and start[3] == " "
+    debug = [ln.split(": ", 1)[1] for ln in lines if ": | " in ln]
+    assert any("whack request status" in d for d in debug)
+    assert all(d.startswith("| ") for d in debug)
+
+
+def test_config_setup_conns_secrets_and_cli_wins(make_pluto, tmp_path):
+    conf, secrets = write_conf(tmp_path)
+    p = make_pluto()
+    log = p.dir / "log"
+    proc = p.start("--nofork", "--use-none", "--logfile", str(log), "--config", conf,
+                   "--secretsfile", str(tmp_path / "ipsec.secre*"), "--keep-alive", "44",
+                   "--uniqueids", "--vendorid", "pypluto-test-vid", "--virtual-private",
+                   "%v4:10.0.0.0/8,%v4:!10.1.0.0/16", "--force-busy", "--crl-strict",
+                   "--crlcheckinterval", "5m", "--secctx-attr-type", "32002", "--nhelpers", "0")
+    p.wait_ready()
+    r = p.whack("--status")
+    assert r.returncode == 0
+    out = r.stdout
+    assert '"c-add": 127.0.0.1[@west]...192.0.2.77[@east]' in out
+    assert '"c-route":' in out and '"c-ignore"' not in out
+    # command line wins over config setup (keep-alive=33, uniqueids=no in the file)
+    assert "uniqueids=yes" in out and "keep-alive=44s" in out and "force-busy=yes" in out
+    assert "virtual-private=%v4:10.0.0.0/8,%v4:!10.1.0.0/16" in out
+    assert "crl-strict=yes (not enforced yet), crlcheckinterval=300s" in out
+    assert "secctx-attr-type=32002" in out and "helpers=0 (inline)" in out
+    text = log.read_text()
+    assert "on-demand trapping is not implemented yet" in text
+    assert f'loading secrets from "{secrets}"' in text
+    assert "a-very-secret-psk-value" not in text
+    r = p.whack("--listpsks")
+    assert r.returncode == 0 and "@west @east" in r.stdout
+    assert "a-very-secret" not in r.stdout
+    r = p.whack("--status", "--json")
+    import json
+
+    data = json.loads(r.stdout)
+    assert data["schema"] == "pypluto-status/1"
+    assert data["pluto"]["vendorid"] == "pypluto-test-vid"
+    assert {c["name"] for c in data["connections"]} == {"c-add", "c-route"}
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+
+def test_sd_notify_ready(make_pluto, tmp_path):
+    sock_path = str(tmp_path / "notify.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(sock_path)
+    s.settimeout(60)
+    try:
+        p = make_pluto()
+        env = dict(os.environ, NOTIFY_SOCKET=sock_path)
+        proc = p.start("--nofork", "--use-none", "--stderrlog", env=env)
+        msg = s.recv(4096).decode()
+        assert "READY=1" in msg.splitlines() and f"MAINPID={proc.pid}" in msg
+        os.kill(proc.pid, signal.SIGTERM)
+        assert "STOPPING=1" in s.recv(4096).decode()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        s.close()
+
+
+def test_listen_address_only_and_leak_detective(make_pluto, netns):
+    netns.run("ip", "addr", "add", "192.0.2.10/24", "dev", "lo")
+    p = make_pluto()
+    log = p.dir / "log"
+    proc = p.start("--nofork", "--use-none", "--logfile", str(log), "--listen", "192.0.2.10",
+                   "--leak-detective", "--efence-protect", "--seedbits", "64",
+                   "--coredir", str(p.dir / "core"))
+    p.wait_ready()
+    r = p.whack("--status")
+    ifaces = [ln for ln in r.stdout.splitlines() if ln.startswith("interface ")]
+    assert ifaces == ["interface lo 192.0.2.10:500", "interface lo 192.0.2.10:4500"]
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    text = log.read_text()
+    assert "leak detective:" in text and "bytes still allocated at shutdown" in text
+    assert "seeded 8 bytes into the RNG" in text
+    assert "efence-protect enabled" in text
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--keep-alive", "soon"], '--keep-alive "soon" is not a number'),
+        (["--nhelpers", "-5"], "--nhelpers"),
+        (["--listen", "not-an-ip"], "is not an IP address"),
+        (["--virtual-private", "10.0.0.0/8"], "must start with %v4: or %v6:"),
+        (["--use-bsdkame"], "KAME"),
+        (["--use-xfrm", "--use-none"], "only one of"),
+        (["--debug", "bogus"], 'unrecognized debug option "bogus"'),
+        (["--crlcheckinterval", "-1"], "must not be negative"),
+        (["--secctx-attr-type", "0"], "between"),
+        (["--seedbits", "many"], "not a number"),
+        (["--config", "/nonexistent/ipsec.conf"], "no such file"),
+        (["--frobnicate"], "unrecognized option '--frobnicate'"),
+        (["--logfile"], "expected one argument"),
+    ],
+)
+def test_bad_arguments_exit_1(args, needle):
+    r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--rundir", "/nonexistent/ppd", *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.startswith("pluto: ")
+
+
+def test_bad_config_exit_1(tmp_path):
+    bad = tmp_path / "bad.conf"
+    bad.write_text("config setup\n\tfrobnicate=yes\n")
+    r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--config", str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and f"{bad}:2" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_version_debug_help():
+    for args, needle in ((["--help"], "--secctx-attr-type"), (["--version"], "pypluto"),
+                         (["--debug", "help"], "whackwatch")):
+        r = subprocess.run([PY, "-m", "pypluto.cli.pluto", *args], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and needle in r.stdout
+    r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--help"], capture_output=True,
+                       text=True, timeout=60)
+    assert "not yet enforced" in r.stdout  # crl options say what they do not do yet
+
+
+def test_unwritable_logfile_exit_1(tmp_path):
+    r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--rundir", str(tmp_path / "run"),
+                        "--logfile", str(tmp_path / "no" / "such" / "dir" / "log"), "--use-none",
+                        "--nofork"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "cannot open logfile" in r.stderr
+
+
+def test_console_scripts_exist():
+    assert sh(sys.executable, "-c", "import pypluto.cli.pluto, pypluto.cli.whack, "
+              "pypluto.cli.ipsec").returncode == 0
