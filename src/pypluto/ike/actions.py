@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Union
 
 from pypluto.kernel.base import PolicyParams, SAParams
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -105,4 +104,6 @@ class ConnectionEvent:
     detail: str = ""
 
 
-Action = Union[SendPacket, SendKeepalive, AddSA, DelSA, AddPolicy, DelPolicy, Log, ConnectionEvent]
+Action = (
+    SendPacket | SendKeepalive | AddSA | DelSA | AddPolicy | DelPolicy | Log | ConnectionEvent
+)

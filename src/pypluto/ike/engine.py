@@ -1,18 +1,48 @@
-"""The sans-I/O IKEv2 engine (DESIGN.md rule 1).
+"""The sans-I/O IKEv2 engine (DESIGN.md rule 1; RFC 7296).
 
-Skeleton with the public API of ``docs/internal-api.md``; exchanges follow.
+``Engine`` owns every IKE SA and Child SA of the daemon.  The daemon feeds it
+datagrams (``receive``), the clock (``handle_timer``) and whack commands
+(``initiate``, ``terminate``...), and carries out the actions it returns.
+
+Per IKE SA the engine keeps a small task queue (strongSwan's task manager):
+one request in flight (window size 1, RFC 7296 §2.3), retransmitted with
+``retransmit-interval`` doubling until ``retransmit-timeout`` (§2.1); requests
+from the peer are processed in message-ID order and a retransmitted request is
+answered from the cached response.  The exchange logic lives in
+``ike/exchanges/`` with the initiator and responder halves side by side.
 """
 
 from __future__ import annotations
 
+import heapq
+import ipaddress
 import os
+import random
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from pypluto.config.model import Connection, Identity, IPAddress
-from pypluto.ike.actions import Action, Endpoint
+from pypluto.ike import codec
+from pypluto.ike import sa as S
+from pypluto.ike import ts as tsmod
+from pypluto.ike.actions import (
+    Action,
+    AddPolicy,
+    AddSA,
+    ConnectionEvent,
+    DelPolicy,
+    DelSA,
+    Endpoint,
+    Log,
+    SendPacket,
+)
+from pypluto.ike.sa import IKESA, ChildSA, Outstanding
 from pypluto.ike.settings import EngineSettings
-from pypluto.ike.status import EngineStatus
+from pypluto.ike.status import ChildSAStatus, ConnectionStatus, EngineStatus, IKESAStatus
+from pypluto.kernel.base import PolicyParams, SAParams
+
+PT = codec.PT
+EXCH_INIT, EXCH_AUTH, EXCH_CHILD, EXCH_INFO = 34, 35, 36, 37
 
 
 class SecretStore(Protocol):
@@ -43,41 +73,522 @@ class Engine:
         self.rng = rng
         self.local_addrs = set(local_addrs)
         self.connections: dict[str, Connection] = {}
+        self.ike_sas: dict[bytes, IKESA] = {}  # by our SPI
+        self.by_serial: dict[int, IKESA] = {}
+        self.halfopen: dict[tuple[bytes, Any, int], IKESA] = {}  # (SPIi, addr, port)
+        self.children_in: dict[int, ChildSA] = {}  # by inbound SPI
+        self._serial = 0
+        self._reqids: dict[str, int] = {}
+        self._next_reqid = 16388
+        self._heap: list[tuple[float, int, int]] = []
+        self._tick = 0
+        seed = int.from_bytes(rng(8), "big")
+        self.fuzz = random.Random(seed)  # rekey fuzz (not security relevant)
+        self.cookie_secret = rng(32)
+        self.cookie_prev = self.cookie_secret
+        self.cookie_version = 0
+        self.cookie_rotate_at: float | None = None
+        self.n_halfopen = 0
 
+    # ------------------------------------------------------------------ helpers
+    def new_serial(self) -> int:
+        self._serial += 1
+        return self._serial
+
+    def reqid_for(self, conn: Connection) -> int:
+        if conn.reqid:
+            return conn.reqid
+        r = self._reqids.get(conn.name)
+        if r is None:
+            r = self._reqids[conn.name] = self._next_reqid
+            self._next_reqid += 4
+        return r
+
+    def alloc_ike_spi(self) -> bytes:
+        while True:
+            spi = self.rng(8)
+            if spi != bytes(8) and spi not in self.ike_sas:
+                return spi
+
+    def alloc_child_spi(self) -> int:
+        while True:
+            spi = int.from_bytes(self.rng(4), "big")
+            if spi >= 256 and spi not in self.children_in:
+                return spi
+
+    @staticmethod
+    def log(acts: list[Action], msg: str, obj: Any = None, level: str = "info",
+            debug_class: str = "base") -> None:
+        conn = serial = None
+        if obj is not None:
+            conn, serial = obj.conn.name, obj.serial
+        acts.append(Log(msg, level=level, conn=conn, serial=serial, debug_class=debug_class))
+
+    def schedule(self, ike: IKESA) -> None:
+        """(Re)arm the heap entry of one IKE SA at its earliest deadline."""
+        t = self._deadline(ike)
+        if t is not None and t != ike.heap_at:
+            ike.heap_at = t
+            self._tick += 1
+            heapq.heappush(self._heap, (t, self._tick, ike.serial))
+        elif t is None:
+            ike.heap_at = None
+
+    @staticmethod
+    def _deadline(ike: IKESA) -> float | None:
+        ts = []
+        o = ike.outstanding
+        if o is not None:
+            ts.append(min(o.next_retransmit, o.deadline))
+        for t in (ike.halfopen_deadline, ike.rekey_at, ike.expire_at, ike.next_liveness,
+                  ike.next_keepalive):
+            if t is not None:
+                ts.append(t)
+        for c in ike.children:
+            if c.rekey_at is not None and not c.rekeying:
+                ts.append(c.rekey_at)
+            if c.expire_at is not None:
+                ts.append(c.expire_at)
+        return min(ts) if ts else None
+
+    # ------------------------------------------------------------------ sending
+    def queue(self, ike: IKESA, task: Any, now: float, front: bool = False) -> list[Action]:
+        if front:
+            ike.tasks.appendleft(task)
+        else:
+            ike.tasks.append(task)
+        return self.kick(ike, now)
+
+    def kick(self, ike: IKESA, now: float) -> list[Action]:
+        """Start the next queued exchange when the window is free (§2.3)."""
+        acts: list[Action] = []
+        while ike.outstanding is None and ike.tasks and ike.serial in self.by_serial:
+            if not ike.established and ike.tasks[0].exchange != EXCH_AUTH:
+                break
+            task = ike.tasks.popleft()
+            payloads = task.build(self, ike, now, acts)
+            if payloads is None:
+                continue
+            acts += self.send_request(ike, task, task.exchange, payloads, now)
+        self.schedule(ike)
+        return acts
+
+    def encode(self, ike: IKESA, exchange: int, response: bool, msgid: int,
+               payloads: list) -> list[bytes]:
+        prot = ike.prot_out if exchange != EXCH_INIT else None
+        frag = None
+        if prot is not None and ike.frag_ok and ike.conn.fragmentation != "no":
+            frag = self.settings.fragment_size if ike.remote.addr.version == 4 else 1280
+        return codec.encode(ike.spi_i, ike.spi_r, exchange, ike.initiator, response, msgid,
+                            payloads, prot, frag)
+
+    def send_request(self, ike: IKESA, task: Any, exchange: int, payloads: list,
+                     now: float, msgid: int | None = None) -> list[Action]:
+        if msgid is None:
+            msgid = ike.next_out
+            ike.next_out += 1
+        packets = self.encode(ike, exchange, False, msgid, payloads)
+        conn = ike.conn
+        interval = max(conn.retransmit_interval, 0.01)
+        timeout = conn.retransmit_timeout
+        if getattr(task, "liveness", False) and conn.dpdtimeout > 0:
+            timeout = min(timeout, conn.dpdtimeout)
+        ike.outstanding = Outstanding(msgid, packets, task, now, now + interval, interval,
+                                      now + timeout)
+        self.schedule(ike)
+        return [SendPacket(p, ike.local, ike.remote) for p in packets]
+
+    def send_response(self, ike: IKESA, exchange: int, msgid: int, payloads: list,
+                      local: Endpoint | None = None, remote: Endpoint | None = None
+                      ) -> list[Action]:
+        packets = self.encode(ike, exchange, True, msgid, payloads)
+        ike.last_response = (msgid, packets)
+        ike.next_in = msgid + 1
+        return [SendPacket(p, local or ike.local, remote or ike.remote) for p in packets]
+
+    # ------------------------------------------------------------------ SA tables
+    def register(self, ike: IKESA) -> None:
+        self.ike_sas[ike.local_spi] = ike
+        self.by_serial[ike.serial] = ike
+
+    def forget_ike(self, ike: IKESA) -> None:
+        self.ike_sas.pop(ike.local_spi, None)
+        self.by_serial.pop(ike.serial, None)
+        key = (ike.spi_i, ike.remote.addr, ike.remote.port)
+        if self.halfopen.get(key) is ike:
+            del self.halfopen[key]
+        if ike.halfopen_deadline is not None:
+            ike.halfopen_deadline = None
+            self.n_halfopen -= 1
+        ike.outstanding = None
+        ike.tasks.clear()
+
+    def drop_ike(self, ike: IKESA, now: float, reason: str = "",
+                 event: str | None = "ike-deleted") -> list[Action]:
+        """Remove an IKE SA and its Child SAs locally (no message is sent)."""
+        acts: list[Action] = []
+        if ike.serial not in self.by_serial:
+            return acts
+        for c in list(ike.children):
+            acts += self.remove_child(c, now)
+        self.forget_ike(ike)
+        ike.state = S.IKE_DELETING
+        if ike.established_at is not None or reason:
+            self.log(acts, f"deleting IKE SA{(' (' + reason + ')') if reason else ''}", ike)
+        if event:
+            acts.append(ConnectionEvent(event, ike.conn.name, ike.serial, reason))
+        return acts
+
+    # ------------------------------------------------------------------ Child SAs
+    def child_sa_params(self, child: ChildSA, keys: Any) -> tuple[SAParams, SAParams]:
+        """The two kernel SAs of a Child SA (RFC 7296 §2.17 key order)."""
+        c = child.chosen
+        assert c is not None
+        conn = child.conn
+        if child.initiator:
+            ein, iin, eout, iout = keys.encr_r, keys.integ_r, keys.encr_i, keys.integ_i
+        else:
+            ein, iin, eout, iout = keys.encr_i, keys.integ_i, keys.encr_r, keys.integ_r
+        lts = [k for t in child.local_ts for k in tsmod.to_kernel(t)]
+        rts = [k for t in child.remote_ts for k in tsmod.to_kernel(t)]
+        hb, hp = conn.ipsec_max_bytes, conn.ipsec_max_packets
+        common = dict(protocol=child.protocol, mode=child.mode, reqid=child.reqid,
+                      encr_id=c.encr, encr_key_bits=c.encr_bits, integ_id=c.integ, esn=c.esn,
+                      replay_window=conn.replay_window, hard_bytes=hb,
+                      soft_bytes=hb * 8 // 10 if hb else None, hard_packets=hp,
+                      soft_packets=hp * 8 // 10 if hp else None, conn_name=conn.name,
+                      serial=child.serial)
+        enc_in = enc_out = (None, None)
+        if child.encap is not None:
+            lp, rp = child.encap
+            enc_in, enc_out = (rp, lp), (lp, rp)
+        sa_in = SAParams(src=child.remote_addr, dst=child.local_addr, spi=child.spi_in,
+                         direction="in", encr_key=ein, integ_key=iin, encap_sport=enc_in[0],
+                         encap_dport=enc_in[1], local_ts=lts, remote_ts=rts,
+                         **common)  # type: ignore[arg-type]
+        sa_out = SAParams(src=child.local_addr, dst=child.remote_addr, spi=child.spi_out,
+                          direction="out", encr_key=eout, integ_key=iout,
+                          encap_sport=enc_out[0], encap_dport=enc_out[1], local_ts=lts,
+                          remote_ts=rts, **common)  # type: ignore[arg-type]
+        return sa_in, sa_out
+
+    def policies(self, child: ChildSA) -> list[PolicyParams]:
+        out = []
+        conn = child.conn
+        la, ra = child.local_addr, child.remote_addr
+        for lt in child.local_ts:
+            for rt in child.remote_ts:
+                for lk in tsmod.to_kernel(lt):
+                    for rk in tsmod.to_kernel(rt):
+                        base = dict(reqid=child.reqid, mode=child.mode, protocol=child.protocol,
+                                    conn_name=conn.name)
+                        out.append(PolicyParams(lk, rk, "out", tmpl_src=la, tmpl_dst=ra,
+                                                source_ip=(conn.local.sourceip or [None])[0],
+                                                **base))  # type: ignore[arg-type]
+                        out.append(PolicyParams(rk, lk, "in", tmpl_src=ra, tmpl_dst=la,
+                                                **base))  # type: ignore[arg-type]
+                        if child.mode == "tunnel":
+                            out.append(PolicyParams(rk, lk, "fwd", tmpl_src=ra, tmpl_dst=la,
+                                                    **base))  # type: ignore[arg-type]
+        return out
+
+    def install_child(self, child: ChildSA, keys: Any, now: float,
+                      replaces: ChildSA | None = None) -> list[Action]:
+        """AddSA (inbound first), AddPolicy unless a predecessor already owns them."""
+        acts: list[Action] = []
+        ike = child.parent
+        assert ike is not None
+        sa_in, sa_out = self.child_sa_params(child, keys)
+        acts.append(AddSA(sa_in))
+        acts.append(AddSA(sa_out))
+        self.children_in[child.spi_in] = child
+        owner = replaces if replaces is not None and replaces.owns_policy else None
+        if owner is None:
+            owner = next((c for i in self._ikes_of(child.conn.name) for c in i.children
+                          if c.owns_policy and c.reqid == child.reqid), None)
+        if owner is not None:
+            owner.owns_policy = False
+        else:
+            acts += [AddPolicy(p) for p in self.policies(child)]
+        child.owns_policy = True
+        child.state = S.ESTABLISHED_CHILD
+        child.established_at = now
+        conn = child.conn
+        life = conn.salifetime
+        child.expire_at = now + life
+        if conn.rekey:
+            margin = conn.rekeymargin
+            if child.initiator:
+                margin *= 1 + conn.rekeyfuzz / 100.0 * self.fuzz.random()
+            else:
+                margin /= 2  # the initiator of the SA normally rekeys first
+            child.rekey_at = now + max(life - margin, life / 2)
+        else:
+            child.rekey_at = None
+        ike.children.append(child)
+        c = child.chosen
+        assert c is not None
+        mode = "tunnel" if child.mode == "tunnel" else "transport"
+        encap = "ESPinUDP" if child.encap else "ESP"
+        alg = c.encr_name() + (("-" + c.integ_name()) if c.integ else "")
+        if c.ke:
+            alg += "-" + c.ke_name()
+        nat = ""
+        if child.encap:
+            nat = f" NATOA=none NATD={ike.remote}"
+        self.log(acts, f"{'negotiated connection' if False else 'established Child SA'}; IPsec "
+                 f"{mode} [{tsmod.fmt(child.local_ts)}==={tsmod.fmt(child.remote_ts)}] "
+                 f"{{{encap}=>0x{child.spi_out:08x} <0x{child.spi_in:08x} xfrm={alg}"
+                 f"{nat} DPD={'active' if conn.dpddelay else 'passive'}}}", child)
+        acts.append(ConnectionEvent("child-established", conn.name, child.serial))
+        self.schedule(ike)
+        return acts
+
+    def remove_child(self, child: ChildSA, now: float) -> list[Action]:
+        """DelSA both directions; DelPolicy unless a sibling takes them over."""
+        acts: list[Action] = []
+        ike = child.parent
+        if ike is not None and child in ike.children:
+            ike.children.remove(child)
+        if child.state != S.ESTABLISHED_CHILD and not child.owns_policy \
+                and self.children_in.get(child.spi_in) is not child:
+            return acts
+        if self.children_in.get(child.spi_in) is child:
+            del self.children_in[child.spi_in]
+            acts.append(DelSA(child.local_addr, child.spi_in, child.protocol, child.conn.name,
+                              child.serial))
+            acts.append(DelSA(child.remote_addr, child.spi_out, child.protocol,
+                              child.conn.name, child.serial))
+        if child.owns_policy:
+            child.owns_policy = False
+            heir = next((c for i in self._ikes_of(child.conn.name) for c in i.children
+                         if c.reqid == child.reqid and c.state == S.ESTABLISHED_CHILD
+                         and c is not child), None)
+            if heir is not None:
+                heir.owns_policy = True
+            else:
+                acts += [DelPolicy(p) for p in self.policies(child)]
+        child.state = S.CHILD_DELETING
+        self.log(acts, f"deleting Child SA; ESP SPIs 0x{child.spi_in:08x} "
+                 f"0x{child.spi_out:08x}", child)
+        acts.append(ConnectionEvent("child-deleted", child.conn.name, child.serial))
+        return acts
+
+    def _ikes_of(self, name: str) -> list[IKESA]:
+        return [i for i in self.by_serial.values() if i.conn.name == name]
+
+    # ------------------------------------------------------------------ public API
     def add_connection(self, conn: Connection) -> list[Action]:
+        """Load an oriented connection (whack --add)."""
+        acts: list[Action] = []
+        if conn.local_is_left is None and self.local_addrs:
+            conn.orient(self.local_addrs)
         self.connections[conn.name] = conn
-        return []
+        acts.append(Log('added IKEv2 connection', conn=conn.name))
+        return acts
 
     def delete_connection(self, name: str, now: float) -> list[Action]:
-        self.connections.pop(name, None)
-        return []
+        acts = self.terminate(name, now)
+        if self.connections.pop(name, None) is not None:
+            acts.append(Log("deleting connection", conn=name))
+        return acts
 
     def initiate(self, name: str, now: float) -> list[Action]:
-        return []
+        """Start IKE_SA_INIT (or, with an IKE SA up, a new Child SA) (whack --up)."""
+        from pypluto.ike.exchanges import create_child_sa, ike_sa_init
+        conn = self.connections.get(name)
+        if conn is None:
+            return [Log(f'no connection named "{name}"', level="error")]
+        try:
+            conn.local  # noqa: B018
+        except ValueError:
+            return [Log("cannot initiate: connection is not oriented", level="error", conn=name)]
+        if conn.remote.host_addr is None:
+            return [Log("cannot initiate connection without knowing peer IP address "
+                        "(remote=%any)", level="error", conn=name)]
+        for ike in self._ikes_of(name):
+            if ike.established and not ike.replaced:
+                if any(c.state == S.ESTABLISHED_CHILD and not c.replaced for c in ike.children):
+                    return [Log("connection is already up", conn=name, serial=ike.serial)]
+                return self.queue(ike, create_child_sa.NewChildTask(conn), now)
+            if ike.state in (S.PARENT_I1, S.PARENT_I2):
+                return [Log("IKE SA negotiation already in progress", conn=name,
+                            serial=ike.serial)]
+        return ike_sa_init.initiate(self, conn, now)
 
     def terminate(self, name: str, now: float) -> list[Action]:
-        return []
+        """Delete the connection's IKE SAs, and with them their Child SAs (whack --down)."""
+        from pypluto.ike.exchanges import informational
+        acts: list[Action] = []
+        for ike in self._ikes_of(name):
+            acts += informational.delete_ike(self, ike, now)
+        for ike in list(self.by_serial.values()):  # children on another conn's IKE SA
+            for c in list(ike.children):
+                if c.conn.name == name:
+                    acts += informational.delete_children(self, ike, [c], now)
+        return acts
 
     def rekey_ike(self, name: str, now: float) -> list[Action]:
-        return []
+        from pypluto.ike.exchanges import create_child_sa
+        acts: list[Action] = []
+        for ike in self._ikes_of(name):
+            if ike.established and not ike.rekeying and not ike.replaced:
+                ike.rekeying = True
+                acts += self.queue(ike, create_child_sa.RekeyIKETask(), now)
+        return acts
 
     def rekey_child(self, name: str, now: float) -> list[Action]:
-        return []
+        from pypluto.ike.exchanges import create_child_sa
+        acts: list[Action] = []
+        for ike in list(self.by_serial.values()):
+            for c in list(ike.children):
+                if c.conn.name == name and c.state == S.ESTABLISHED_CHILD and not c.rekeying \
+                        and not c.replaced and ike.established:
+                    c.rekeying = True
+                    acts += self.queue(ike, create_child_sa.RekeyChildTask(c), now)
+        return acts
 
-    def receive(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> list[Action]:
-        return []
+    def receive(self, data: bytes, local: Endpoint, remote: Endpoint, now: float
+                ) -> list[Action]:
+        """One IKE datagram (non-ESP marker already removed).  Never raises."""
+        from pypluto.ike.exchanges import dispatch
+        try:
+            return dispatch.receive(self, data, local, remote, now)
+        except Exception as e:  # a bug must never kill the daemon
+            return [Log(f"internal error while processing packet from {remote}: "
+                        f"{type(e).__name__}: {e}", level="error")]
 
     def handle_timer(self, now: float) -> list[Action]:
-        return []
+        """Run every deadline that has passed: retransmits, DPD, rekeys, expiry."""
+        from pypluto.ike.exchanges import timers
+        acts: list[Action] = []
+        if self.cookie_rotate_at is not None and now >= self.cookie_rotate_at:
+            self.cookie_prev = self.cookie_secret
+            self.cookie_secret = self.rng(32)
+            self.cookie_version = (self.cookie_version + 1) & 0xFF
+            self.cookie_rotate_at = None
+        while self._heap and self._heap[0][0] <= now:
+            t, _, serial = heapq.heappop(self._heap)
+            ike = self.by_serial.get(serial)
+            if ike is None or ike.heap_at != t:
+                continue
+            ike.heap_at = None
+            try:
+                acts += timers.service(self, ike, now)
+            except Exception as e:  # pragma: no cover - defensive
+                acts.append(Log(f"internal error in timer: {type(e).__name__}: {e}",
+                                level="error", conn=ike.conn.name, serial=ike.serial))
+            if ike.serial in self.by_serial:
+                self.schedule(ike)
+        return acts
 
     def next_timer(self) -> float | None:
-        return None
+        while self._heap:
+            t, _, serial = self._heap[0]
+            ike = self.by_serial.get(serial)
+            if ike is None or ike.heap_at != t:
+                heapq.heappop(self._heap)
+                continue
+            nxt = t
+            if self.cookie_rotate_at is not None:
+                nxt = min(nxt, self.cookie_rotate_at)
+            return nxt
+        return self.cookie_rotate_at
 
-    def sa_counters(self, reqid_or_spi: int, bytes: int, packets: int, now: float) -> list[Action]:
-        return []
-
-    def status(self, now: float) -> EngineStatus:
-        return EngineStatus()
+    def sa_counters(self, reqid_or_spi: int, bytes: int, packets: int, now: float
+                    ) -> list[Action]:
+        """Traffic counters from the backend: rekey a Child SA near its byte/packet limit."""
+        from pypluto.ike.exchanges import create_child_sa
+        child = self.children_in.get(reqid_or_spi)
+        cands = [child] if child is not None else [
+            c for i in self.by_serial.values() for c in i.children if c.reqid == reqid_or_spi]
+        acts: list[Action] = []
+        for c in cands:
+            conn = c.conn
+            over = (conn.ipsec_max_bytes and bytes >= conn.ipsec_max_bytes * 8 // 10) or \
+                (conn.ipsec_max_packets and packets >= conn.ipsec_max_packets * 8 // 10) or \
+                packets >= (2**64 if c.chosen and c.chosen.esn else 2**32) - 2**16
+            ike = c.parent
+            if over and ike is not None and ike.established and not c.rekeying \
+                    and not c.replaced and c.state == S.ESTABLISHED_CHILD:
+                c.rekeying = True
+                self.log(acts, "Child SA reached its traffic limit; rekeying", c)
+                acts += self.queue(ike, create_child_sa.RekeyChildTask(c), now)
+        return acts
 
     def shutdown(self, now: float) -> list[Action]:
-        return []
+        """Send Delete for every IKE SA and remove all state (daemon exit)."""
+        from pypluto.ike.exchanges import informational
+        acts: list[Action] = []
+        for ike in list(self.by_serial.values()):
+            if ike.established:
+                acts += informational.send_delete_now(self, ike, now)
+            acts += self.drop_ike(ike, now, "shutdown" if ike.established else "", None)
+        self._heap.clear()
+        return acts
+
+    # ------------------------------------------------------------------ status
+    def status(self, now: float) -> EngineStatus:
+        st = EngineStatus(half_open=self.n_halfopen, busy=self.busy())
+        for conn in self.connections.values():
+            try:
+                loc, rem = conn.local, conn.remote
+            except ValueError:
+                loc, rem = conn.left, conn.right
+            ikes = self._ikes_of(conn.name)
+            st.connections.append(ConnectionStatus(
+                name=conn.name, local=str(loc.host_addr or loc.host or "%any"),
+                remote=str(rem.host_addr or rem.host or "%any"),
+                local_id=str(loc.id or loc.host_addr or ""),
+                remote_id=str(rem.id or rem.host_addr or "%any"),
+                local_subnets=[str(s) for s in loc.subnets],
+                remote_subnets=[str(s) for s in rem.subnets], authby=conn.authby,
+                type=conn.type, auto=conn.auto,
+                routed=any(c.owns_policy for i in ikes for c in i.children),
+                ike_serials=[i.serial for i in ikes],
+                child_serials=[c.serial for i in self.by_serial.values() for c in i.children
+                               if c.conn.name == conn.name],
+                ike=conn.raw.get("ike", "default"), esp=conn.raw.get("esp", "default")))
+        for ike in sorted(self.by_serial.values(), key=lambda i: i.serial):
+            ch = ike.chosen
+            s = IKESAStatus(
+                serial=ike.serial, conn=ike.conn.name, state=ike.state,
+                role="initiator" if ike.initiator else "responder",
+                spi_i=int.from_bytes(ike.spi_i, "big"), spi_r=int.from_bytes(ike.spi_r, "big"),
+                local=str(ike.local), remote=str(ike.remote),
+                local_id=str(ike.local_id or ""), remote_id=str(ike.remote_id or ""),
+                encr=ch.encr_name() if ch else "", integ=ch.integ_name() if ch else "",
+                prf=ch.prf_name() if ch else "", ke=ch.ke_name() if ch else "",
+                nat_detected_local=ike.nat_local, nat_detected_remote=ike.nat_remote,
+                established_at=ike.established_at, rekey_at=ike.rekey_at,
+                expire_at=ike.expire_at, last_liveness=ike.last_recv or None,
+                msgid_next_request=ike.next_out, msgid_last_received=ike.next_in - 1)
+            for c in ike.children:
+                cc = c.chosen
+                s.children.append(ChildSAStatus(
+                    serial=c.serial, conn=c.conn.name, state=c.state, parent_serial=ike.serial,
+                    spi_in=c.spi_in, spi_out=c.spi_out, protocol=c.protocol, mode=c.mode,
+                    encapsulated=c.encap is not None, encr=cc.encr_name() if cc else "",
+                    integ=cc.integ_name() if cc else "", ke=cc.ke_name() if cc else "",
+                    esn=bool(cc and cc.esn), local_ts=[str(t) for t in c.local_ts],
+                    remote_ts=[str(t) for t in c.remote_ts], established_at=c.established_at,
+                    rekey_at=c.rekey_at, expire_at=c.expire_at, reqid=c.reqid))
+            st.ike_sas.append(s)
+        return st
+
+    def busy(self) -> bool:
+        """Demand cookies (RFC 7296 §2.6)?"""
+        st = self.settings
+        if st.force_busy or st.ddos_mode == "busy":
+            return True
+        if st.ddos_mode == "unlimited":
+            return False
+        return self.n_halfopen >= st.ddos_ike_threshold
+
+    # used by tests and the exchanges
+    def ike_of(self, name: str) -> list[IKESA]:
+        return self._ikes_of(name)
+
+    @staticmethod
+    def addr(a: Any) -> IPAddress:
+        return ipaddress.ip_address(a)

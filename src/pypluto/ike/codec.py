@@ -1,0 +1,153 @@
+"""The engine's thin adapter over ``pypluto.wire`` and ``pypluto.crypto``.
+
+Everything the exchanges need to build, protect, parse and unprotect messages
+goes through here, so the exchange modules stay free of codec details.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from typing import Any
+
+from pypluto.config.model import Identity
+from pypluto.crypto.errors import IntegrityError
+from pypluto.ike import ts as tsmod
+from pypluto.ike.ts import TS
+from pypluto.wire import message as wm
+from pypluto.wire import payloads as wp
+from pypluto.wire.constants import PayloadType as PT
+from pypluto.wire.errors import WireError
+
+__all__ = ["PT", "WireError", "IntegrityError"]
+
+Proposals = list[tuple[int, int, bytes, list[tuple[int, int, int | None]]]]
+
+
+def peek(data: bytes) -> Any:
+    return wm.peek_header(data)
+
+
+def parse(data: bytes) -> Any:
+    return wm.parse_message(data)
+
+
+def encode(
+    spi_i: bytes, spi_r: bytes, exchange: int, initiator: bool, response: bool, msgid: int,
+    payloads: list, prot: Any = None, frag_size: int | None = None,
+) -> list[bytes]:
+    """Serialized message(s): plain, SK-protected, or SKF fragments (RFC 7383)."""
+    if prot is None:
+        msg = wm.Message(spi_i=spi_i, spi_r=spi_r, exchange=exchange, initiator=initiator,
+                         response=response, message_id=msgid, payloads=payloads)
+        return [msg.serialize()]
+    if frag_size:
+        one = wm.encode_sk_message(spi_i=spi_i, spi_r=spi_r, exchange=exchange,
+                                   initiator=initiator, response=response, message_id=msgid,
+                                   inner=payloads, protector=prot)
+        if len(one) <= frag_size:
+            return [one]
+        return list(wm.encode_skf_messages(spi_i=spi_i, spi_r=spi_r, exchange=exchange,
+                                           initiator=initiator, response=response,
+                                           message_id=msgid, inner=payloads, protector=prot,
+                                           fragment_size=frag_size))
+    return [wm.encode_sk_message(spi_i=spi_i, spi_r=spi_r, exchange=exchange,
+                                 initiator=initiator, response=response, message_id=msgid,
+                                 inner=payloads, protector=prot)]
+
+
+def decrypt(sk: Any, prot: Any) -> list:
+    """The inner payloads of an SK payload; IntegrityError or WireError on failure."""
+    plain = prot.decrypt(sk.aad, sk.body)
+    return wm.parse_payloads(sk.first_inner, plain)
+
+
+def decrypt_fragment(skf: Any, prot: Any) -> bytes:
+    return prot.decrypt(skf.aad, skf.body)
+
+
+def parse_inner(first: int, plain: bytes) -> list:
+    return wm.parse_payloads(first, plain)
+
+
+# --- payload makers ------------------------------------------------------------
+def sa(proposals: Proposals) -> Any:
+    props = []
+    for num, proto, spi, ts in proposals:
+        props.append(wp.Proposal(number=num, protocol_id=proto, spi=spi,
+                                 transforms=[wp.Transform.make(t, i, b) for t, i, b in ts]))
+    return wp.SAPayload(proposals=props)
+
+
+def sa_tuples(p: Any) -> Proposals:
+    return [(pr.number, int(pr.protocol_id), bytes(pr.spi),
+             [(int(t.type), int(t.id), t.key_length) for t in pr.transforms])
+            for pr in p.proposals]
+
+
+def ke(group: int, data: bytes) -> Any:
+    return wp.KEPayload(group=group, data=data)
+
+
+def nonce(data: bytes) -> Any:
+    return wp.NoncePayload(data=data)
+
+
+def notify(ntype: int, data: bytes = b"", proto: int = 0, spi: bytes = b"") -> Any:
+    return wp.NotifyPayload(protocol_id=proto, spi=spi, notify_type=ntype, data=data)
+
+
+def ident(ptype: int, ident: Identity) -> Any:
+    return wp.IDPayload(id_type=ident.id_type, data=ident.data, payload_type=ptype)
+
+
+def id_body(p: Any) -> bytes:
+    """The ID payload body (without generic header) that AUTH covers (§2.15)."""
+    return p.serialize()
+
+
+def auth(method: int, data: bytes) -> Any:
+    return wp.AuthPayload(method=method, data=data)
+
+
+def ts_payload(ptype: int, tss: list[TS]) -> Any:
+    sels = [wp.TrafficSelector(t.ts_type, t.proto, t.sport, t.eport, t.start_addr(),
+                               t.end_addr()) for t in tss]
+    return wp.TSPayload(selectors=sels, payload_type=ptype)
+
+
+def ts_list(p: Any) -> list[TS] | None:
+    """Selectors of a TS payload; None if any is malformed or of an unknown type."""
+    out = []
+    for s in p.selectors:
+        if not isinstance(s, wp.TrafficSelector):
+            continue  # e.g. TS_SECLABEL: not ours to use
+        t = tsmod.from_range(int(s.ts_type), s.ip_protocol, s.start_port, s.end_port,
+                             s.start_addr, s.end_addr)
+        if t is None:
+            return None
+        out.append(t)
+    return out
+
+
+def delete(proto: int, spis: list[bytes]) -> Any:
+    size = 0 if proto == 1 else 4
+    return wp.DeletePayload(protocol_id=proto, spi_size=size, spis=spis)
+
+
+def vendor(data: bytes) -> Any:
+    return wp.VendorIDPayload(data=data)
+
+
+# --- small helpers ---------------------------------------------------------------
+def natd_hash(spi_i: bytes, spi_r: bytes, addr: Any, port: int) -> bytes:
+    """NAT_DETECTION_*_IP data: SHA-1(SPIi | SPIr | IP | Port) (RFC 7296 §2.23)."""
+    return hashlib.sha1(spi_i + spi_r + ipaddress.ip_address(addr).packed
+                        + port.to_bytes(2, "big")).digest()
+
+
+def cookie_value(secret: bytes, version: int, ni: bytes, addr: Any, spi_i: bytes) -> bytes:
+    """Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>) (RFC 7296 §2.6)."""
+    mac = hmac.new(secret, ni + ipaddress.ip_address(addr).packed + spi_i, hashlib.sha256)
+    return bytes((version & 0xFF,)) + mac.digest()[:16]

@@ -1,0 +1,202 @@
+"""Child SA negotiation shared by IKE_AUTH and CREATE_CHILD_SA (RFC 7296 §1.3, §2.9, §2.17).
+
+``offer`` builds the initiator's SA/TSi/TSr payloads; ``accept`` is the
+responder's choice (proposal, selectors, mode) and ``finish`` the initiator's
+check of the answer.  Both end in a ``ChildSA`` and its keys, which the engine
+installs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pypluto.config.model import Connection
+from pypluto.crypto import keys
+from pypluto.crypto.errors import CryptoError
+from pypluto.ike import codec, proposals
+from pypluto.ike import sa as S
+from pypluto.ike import ts as tsmod
+from pypluto.ike.sa import IKESA, ChildSA
+from pypluto.ike.ts import TS
+from pypluto.wire.constants import NotifyType as N
+
+if TYPE_CHECKING:
+    from pypluto.ike.engine import Engine
+
+PT = codec.PT
+PROTO_ESP = 3
+
+
+def configured_ts(ike: IKESA, conn: Connection) -> tuple[list[TS], list[TS]]:
+    """(local, remote) selectors of a connection; an end without subnets is its host."""
+    loc, rem = conn.local, conn.remote
+    if loc.subnets:
+        lts = [tsmod.from_network(n, loc.protoport) for n in loc.subnets]
+    else:
+        lts = [tsmod.from_addr(loc.host_addr or ike.local.addr, loc.protoport)]
+    if rem.subnets:
+        rts = [tsmod.from_network(n, rem.protoport) for n in rem.subnets]
+    else:
+        rts = [tsmod.from_addr(rem.host_addr or ike.remote.addr, rem.protoport)]
+    return lts, rts
+
+
+def encap_for(ike: IKESA) -> tuple[int, int] | None:
+    """ESP-in-UDP ports when a NAT was detected or ``encapsulation=yes`` (RFC 3948)."""
+    if ike.conn.encapsulation == "no" and not (ike.nat_local or ike.nat_remote):
+        return None
+    if ike.nat_local or ike.nat_remote or ike.conn.encapsulation == "yes":
+        return (ike.local.port, ike.remote.port)
+    return None
+
+
+def new_child(eng: Engine, ike: IKESA, conn: Connection, initiator: bool) -> ChildSA:
+    c = ChildSA(serial=eng.new_serial(), conn=conn, parent=ike, state=S.NEW_CHILD_I1,
+                initiator=initiator)
+    c.spi_in = eng.alloc_child_spi()
+    c.reqid = eng.reqid_for(conn)
+    c.mode = "transport" if conn.type == "transport" else "tunnel"
+    c.local_addr, c.remote_addr = ike.local.addr, ike.remote.addr
+    eng.children_in[c.spi_in] = c  # reserve the SPI
+    return c
+
+
+def release(eng: Engine, c: ChildSA) -> None:
+    """Forget a Child SA that never got installed."""
+    if eng.children_in.get(c.spi_in) is c and c.state != S.ESTABLISHED_CHILD:
+        del eng.children_in[c.spi_in]
+
+
+def offer(ike: IKESA, c: ChildSA, pfs_group: int | None = None,
+          ts: tuple[list[TS], list[TS]] | None = None) -> tuple[list, list]:
+    """(payloads SA, TSi, TSr [, USE_TRANSPORT_MODE], the proposals sent)."""
+    conn = c.conn
+    specs = proposals.esp_specs(conn.esp)
+    sent = proposals.build_proposals(specs, PROTO_ESP, c.spi_in.to_bytes(4, "big"), ike=False,
+                                     esn=conn.esn, pfs_group=pfs_group)
+    lts, rts = ts if ts is not None else configured_ts(ike, conn)
+    c.local_ts, c.remote_ts = lts, rts
+    out = [codec.sa(sent), codec.ts_payload(PT.TSi, lts), codec.ts_payload(PT.TSr, rts)]
+    if c.mode == "transport":
+        out.insert(0, codec.notify(N.USE_TRANSPORT_MODE))
+    return out, sent
+
+
+def _first(payloads: list, ptype: int) -> Any:
+    return next((p for p in payloads if p.payload_type == ptype), None)
+
+
+def has_notify(payloads: list, ntype: int) -> bool:
+    return any(p.payload_type == PT.NOTIFY and p.notify_type == ntype for p in payloads)
+
+
+def accept(eng: Engine, ike: IKESA, conn: Connection, payloads: list, ni: bytes, nr: bytes,
+           ke_group: int | None, shared: bytes | None,
+           old: ChildSA | None = None) -> tuple[ChildSA | None, list, str]:
+    """Responder: (Child SA or None, payloads for the answer, reason on failure)."""
+    sa_p = _first(payloads, PT.SA)
+    tsi_p, tsr_p = _first(payloads, PT.TSi), _first(payloads, PT.TSr)
+    if sa_p is None:
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "no SA payload"
+    if tsi_p is None or tsr_p is None:
+        return None, [codec.notify(N.TS_UNACCEPTABLE)], "no TS payloads"
+    tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
+    if not tsi or not tsr:
+        return None, [codec.notify(N.TS_UNACCEPTABLE)], "malformed or empty traffic selectors"
+    specs = proposals.esp_specs(conn.esp)
+    pfs = None
+    if ke_group is not None:
+        pfs = ike.ke_group
+    chosen = proposals.choose(codec.sa_tuples(sa_p), specs, PROTO_ESP, ike=False,
+                              esn=conn.esn, pfs_group=pfs)
+    if chosen is None and ke_group is not None:
+        # the peer may offer several groups: accept any of ours
+        for g in {int(g) for s in specs for g in s.ke} | {ike.ke_group}:
+            chosen = proposals.choose(codec.sa_tuples(sa_p), specs, PROTO_ESP, ike=False,
+                                      esn=conn.esn, pfs_group=g)
+            if chosen is not None:
+                break
+    if chosen is None:
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "no acceptable ESP proposal"
+    if len(chosen.spi) != 4:
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "bad ESP SPI size"
+    if ke_group is not None and chosen.ke != ke_group:
+        return None, [codec.notify(N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))], \
+            "KE group does not match the proposal"
+    want_transport = has_notify(payloads, N.USE_TRANSPORT_MODE)
+    if conn.type == "transport" and not want_transport:
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "transport mode required"
+    lconf, rconf = configured_ts(ike, conn)
+    if old is not None:
+        lconf, rconf = old.local_ts, old.remote_ts
+    if not conn.remote.subnets and (ike.nat_remote or conn.remote.host_addr is None) \
+            and len(tsi) >= 1 and old is None:
+        # host-to-host behind a NAT: the peer names its own (inner) address (§2.23)
+        hint = [t for t in tsi if t.start == t.end]
+        if hint:
+            rconf = [hint[0]]
+    narrowing = conn.narrowing or old is not None
+    ans_i = tsmod.narrow(tsi, rconf, narrowing)
+    ans_r = tsmod.narrow(tsr, lconf, narrowing)
+    if ans_i is None or ans_r is None:
+        return None, [codec.notify(N.TS_UNACCEPTABLE)], (
+            f"traffic selectors {tsmod.fmt(tsi)}==={tsmod.fmt(tsr)} do not match "
+            f"{tsmod.fmt(rconf)}==={tsmod.fmt(lconf)}")
+    c = new_child(eng, ike, conn, initiator=False)
+    c.chosen = chosen
+    c.spi_out = int.from_bytes(chosen.spi, "big")
+    c.local_ts, c.remote_ts = ans_r, ans_i
+    c.mode = "transport" if (want_transport and conn.type == "transport") else "tunnel"
+    c.encap = encap_for(ike)
+    c.nonce_min = min(ni, nr)
+    try:
+        c.keys = keys.derive_child_keys(ike.chosen.prf, ike.sk_d, ni, nr, chosen.encr,  # type: ignore[union-attr]
+                                        chosen.encr_bits, chosen.integ or None, shared)
+    except CryptoError as e:
+        release(eng, c)
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], f"key derivation failed: {e}"
+    out = [codec.sa([proposals.chosen_proposal(chosen, PROTO_ESP, c.spi_in.to_bytes(4, "big"),
+                                               ike=False)])]
+    tail = [codec.ts_payload(PT.TSi, ans_i), codec.ts_payload(PT.TSr, ans_r)]
+    if c.mode == "transport":
+        tail.insert(0, codec.notify(N.USE_TRANSPORT_MODE))
+    return c, out + tail, ""
+
+
+def finish(eng: Engine, ike: IKESA, c: ChildSA, sent: list, payloads: list, ni: bytes,
+           nr: bytes, shared: bytes | None, ke_group: int | None) -> str:
+    """Initiator: check the answer and derive keys; '' on success, else the reason."""
+    conn = c.conn
+    sa_p = _first(payloads, PT.SA)
+    tsi_p, tsr_p = _first(payloads, PT.TSi), _first(payloads, PT.TSr)
+    if sa_p is None or tsi_p is None or tsr_p is None:
+        return "the answer lacks SA, TSi or TSr"
+    chosen = proposals.check_answer(codec.sa_tuples(sa_p), sent, ike=False)
+    if chosen is None or len(chosen.spi) != 4:
+        return "the answer is not one of our ESP proposals"
+    if (ke_group or 0) != (chosen.ke or 0):
+        return "the answer's KE group does not match"
+    tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
+    if not tsi or not tsr:
+        return "malformed traffic selectors in the answer"
+    narrowing = conn.narrowing or c.rekey_of is not None
+    lconf, rconf = c.local_ts, c.remote_ts
+    if not tsmod.answer_ok(tsi, lconf, lconf, narrowing) or \
+            not tsmod.answer_ok(tsr, rconf, rconf, narrowing or (
+                not conn.remote.subnets and ike.nat_remote)):
+        return (f"traffic selectors {tsmod.fmt(tsi)}==={tsmod.fmt(tsr)} are not acceptable")
+    transport = has_notify(payloads, N.USE_TRANSPORT_MODE)
+    if c.mode == "transport" and not transport:
+        return "peer refused transport mode"
+    c.chosen = chosen
+    c.spi_out = int.from_bytes(chosen.spi, "big")
+    c.local_ts, c.remote_ts = tsi, tsr
+    c.encap = encap_for(ike)
+    c.local_addr, c.remote_addr = ike.local.addr, ike.remote.addr
+    c.nonce_min = min(ni, nr)
+    try:
+        c.keys = keys.derive_child_keys(ike.chosen.prf, ike.sk_d, ni, nr, chosen.encr,  # type: ignore[union-attr]
+                                        chosen.encr_bits, chosen.integ or None, shared)
+    except CryptoError as e:
+        return f"key derivation failed: {e}"
+    return ""

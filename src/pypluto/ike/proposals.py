@@ -1,0 +1,332 @@
+"""SA payloads <-> ``ProposalSpec``, and the choice of a proposal (RFC 7296 §2.7, §3.3).
+
+The initiator turns its ``ike=`` / ``esp=`` list (or Libreswan's defaults) into
+SA payload proposals; the responder picks the first of the peer's proposals
+(in the peer's order, §2.7) that its own configuration accepts, one transform
+of each type, and answers with exactly that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pypluto.config.model import AlgSpec, ProposalSpec
+from pypluto.crypto import registry as reg
+from pypluto.crypto.registry import Encr, Integ, Prf, TransformType
+
+KE = reg.KE
+
+# Libreswan's IKEv2 defaults (ike=, esp= unset): AEAD first, then CBC+HMAC.
+_DEF_GROUPS = (KE.CURVE25519, KE.ECP256, KE.ECP384, KE.ECP521, KE.MODP2048, KE.MODP3072,
+               KE.MODP4096, KE.MODP8192)
+DEFAULT_IKE: tuple[ProposalSpec, ...] = (
+    ProposalSpec(encr=(AlgSpec(Encr.AES_GCM_16, 256), AlgSpec(Encr.AES_GCM_16, 128)),
+                 prf=(Prf.HMAC_SHA2_512, Prf.HMAC_SHA2_256), integ=(), ke=_DEF_GROUPS),
+    ProposalSpec(encr=(AlgSpec(Encr.AES_CBC, 256), AlgSpec(Encr.AES_CBC, 128)),
+                 prf=(Prf.HMAC_SHA2_512, Prf.HMAC_SHA2_256),
+                 integ=(Integ.HMAC_SHA2_512_256, Integ.HMAC_SHA2_256_128), ke=_DEF_GROUPS),
+)
+DEFAULT_ESP: tuple[ProposalSpec, ...] = (
+    ProposalSpec(encr=(AlgSpec(Encr.AES_GCM_16, 256), AlgSpec(Encr.AES_GCM_16, 128))),
+    ProposalSpec(encr=(AlgSpec(Encr.AES_CBC, 256), AlgSpec(Encr.AES_CBC, 128)),
+                 integ=(Integ.HMAC_SHA2_512_256, Integ.HMAC_SHA2_256_128)),
+)
+
+
+@dataclass(slots=True)
+class Chosen:
+    """The one transform of each type that was agreed (a single-proposal SA payload)."""
+
+    encr: int = 0
+    encr_bits: int | None = None
+    prf: int = 0
+    integ: int = 0
+    ke: int = 0
+    esn: bool = False
+    spi: bytes = b""  # the peer's SPI from the chosen proposal
+    number: int = 1
+
+    @property
+    def aead(self) -> bool:
+        alg = reg.get(TransformType.ENCR, self.encr)
+        return bool(alg and alg.aead)
+
+    def encr_name(self) -> str:
+        return reg.transform_name(TransformType.ENCR, self.encr, self.encr_bits)
+
+    def integ_name(self) -> str:
+        return "" if not self.integ else reg.transform_name(TransformType.INTEG, self.integ)
+
+    def prf_name(self) -> str:
+        return reg.transform_name(TransformType.PRF, self.prf) if self.prf else ""
+
+    def ke_name(self) -> str:
+        return reg.transform_name(TransformType.KE, self.ke) if self.ke else ""
+
+
+def _encr_bits(spec: AlgSpec) -> list[int | None]:
+    alg = reg.get(TransformType.ENCR, spec.id)
+    if spec.key_bits:
+        return [spec.key_bits]
+    if alg is not None and alg.key_bits:
+        # a bare "aes" stands for every strength, strongest first
+        return sorted((b for b in alg.key_bits if b != 192), reverse=True)
+    return [None]
+
+
+def _esn_ids(spec: ProposalSpec, esn: str) -> tuple[int, ...]:
+    if spec.esn:
+        return spec.esn
+    return {"yes": (1,), "no": (0,)}.get(esn, (1, 0))
+
+
+try:  # Libreswan's defaults as the config layer knows them (single source of truth)
+    from pypluto.config import defaults as _cfg_defaults
+
+    DEFAULT_IKE = tuple(_cfg_defaults.DEFAULT_IKE)
+    DEFAULT_ESP = tuple(_cfg_defaults.DEFAULT_ESP)
+except Exception:  # pragma: no cover - keep the built-in table
+    pass
+
+
+def ike_specs(configured: list[ProposalSpec] | None) -> tuple[ProposalSpec, ...]:
+    return tuple(configured) if configured else DEFAULT_IKE
+
+
+def esp_specs(configured: list[ProposalSpec] | None) -> tuple[ProposalSpec, ...]:
+    return tuple(configured) if configured else DEFAULT_ESP
+
+
+def first_group(specs: tuple[ProposalSpec, ...]) -> int:
+    """The group of the initiator's KE payload: the first one proposed."""
+    for s in specs:
+        if s.ke:
+            return int(s.ke[0])
+    return 0
+
+
+def build_proposals(
+    specs: tuple[ProposalSpec, ...],
+    protocol: int,
+    spi: bytes,
+    *,
+    ike: bool,
+    esn: str = "either",
+    ke_override: int | None = None,
+    pfs_group: int | None = None,
+) -> list[tuple[int, int, bytes, list[tuple[int, int, int | None]]]]:
+    """Proposals as (number, protocol, spi, [(type, id, key_bits)]).
+
+    ``ke_override`` moves that group to the front (after INVALID_KE_PAYLOAD, §1.2);
+    ``pfs_group`` adds a KE transform to ESP proposals (CREATE_CHILD_SA with PFS).
+    """
+    out = []
+    for num, spec in enumerate(specs, 1):
+        ts: list[tuple[int, int, int | None]] = []
+        for e in spec.encr:
+            for bits in _encr_bits(e):
+                ts.append((TransformType.ENCR, int(e.id), bits))
+        if ike:
+            for p in spec.prf:
+                ts.append((TransformType.PRF, int(p), None))
+        aead = all((reg.get(TransformType.ENCR, e.id) or _NOALG).aead for e in spec.encr)
+        if not aead:
+            for i in spec.integ:
+                ts.append((TransformType.INTEG, int(i), None))
+        if ike:
+            groups = list(spec.ke)
+            if ke_override is not None and ke_override in groups:
+                groups.remove(ke_override)
+                groups.insert(0, ke_override)
+            for g in groups:
+                ts.append((TransformType.KE, int(g), None))
+        else:
+            if pfs_group:
+                groups = [g for g in spec.ke] or [pfs_group]
+                if pfs_group in groups:
+                    groups.remove(pfs_group)
+                groups.insert(0, pfs_group)
+                for g in groups:
+                    ts.append((TransformType.KE, int(g), None))
+            for e_id in _esn_ids(spec, esn):
+                ts.append((TransformType.ESN, int(e_id), None))
+        out.append((num, protocol, spi, ts))
+    return out
+
+
+class _NoAlg:
+    aead = False
+
+
+_NOALG = _NoAlg()
+
+
+def _accept_lists(spec: ProposalSpec, ike: bool, esn: str, pfs_group: int | None) -> dict:
+    acc: dict[int, list] = {}
+    acc[TransformType.ENCR] = [(int(e.id), b) for e in spec.encr for b in _encr_bits(e)]
+    if ike:
+        acc[TransformType.PRF] = [int(p) for p in spec.prf]
+        acc[TransformType.KE] = [int(g) for g in spec.ke]
+    else:
+        acc[TransformType.ESN] = list(_esn_ids(spec, esn))
+        if pfs_group is not None:
+            acc[TransformType.KE] = [int(g) for g in spec.ke] or [pfs_group]
+    acc[TransformType.INTEG] = [int(i) for i in spec.integ]
+    return acc
+
+
+def choose(
+    peer: list[tuple[int, int, bytes, list[tuple[int, int, int | None]]]],
+    specs: tuple[ProposalSpec, ...],
+    protocol: int,
+    *,
+    ike: bool,
+    esn: str = "either",
+    pfs_group: int | None = None,
+) -> Chosen | None:
+    """Pick the first peer proposal our configuration accepts (RFC 7296 §2.7, §3.3.6).
+
+    ``pfs_group`` (CREATE_CHILD_SA): None means the request carries no KE payload, so a
+    KE transform must be absent or NONE; otherwise it is the IKE SA's group, used when
+    ``esp=`` names none.  Unknown transform types or IDs never match.
+    """
+    for num, proto, spi, transforms in peer:
+        if proto != protocol:
+            continue
+        by_type: dict[int, list[tuple[int, int | None]]] = {}
+        unknown = False
+        for ttype, tid, bits in transforms:
+            if ttype < 1 or ttype > 5:
+                unknown = True  # RFC 9370 additional KEs and beyond: not supported
+                break
+            by_type.setdefault(ttype, []).append((tid, bits))
+        if unknown:
+            continue
+        for spec in specs:
+            c = _match(by_type, spec, ike, esn, pfs_group)
+            if c is not None:
+                c.spi = spi
+                c.number = num
+                return c
+    return None
+
+
+def _match(by_type: dict, spec: ProposalSpec, ike: bool, esn: str,
+           pfs_group: int | None) -> Chosen | None:
+    acc = _accept_lists(spec, ike, esn, pfs_group)
+    c = Chosen()
+    # ENCR: mandatory
+    pick = None
+    for tid, bits in by_type.get(TransformType.ENCR, []):
+        alg = reg.get(TransformType.ENCR, tid)
+        if alg is None or (ike and not alg.ike_ok):
+            continue
+        if alg.key_bits and bits is None:
+            continue  # RFC 7296 §3.3.5: AES needs the Key Length attribute
+        if not alg.key_bits and bits is not None:
+            continue
+        for aid, abits in acc[TransformType.ENCR]:
+            if aid == tid and (abits is None or abits == bits):
+                pick = (tid, bits)
+                break
+        if pick:
+            break
+    if pick is None:
+        return None
+    c.encr, c.encr_bits = pick
+    aead = c.aead
+    # INTEG
+    integs = by_type.get(TransformType.INTEG, [])
+    if aead:
+        if any(tid != Integ.NONE for tid, _ in integs) and not any(
+                tid == Integ.NONE for tid, _ in integs):
+            return None
+        c.integ = 0
+    else:
+        got = next((tid for tid, _ in integs if tid in acc[TransformType.INTEG]
+                    and tid != Integ.NONE and reg.get(TransformType.INTEG, tid)), None)
+        if got is None:
+            return None
+        c.integ = got
+    if ike:
+        got = next((tid for tid, _ in by_type.get(TransformType.PRF, [])
+                    if tid in acc[TransformType.PRF] and reg.get(TransformType.PRF, tid)), None)
+        if got is None:
+            return None
+        c.prf = got
+        kes = by_type.get(TransformType.KE, [])
+        got = next((tid for tid, _ in kes if tid in acc[TransformType.KE]
+                    and tid != 0 and reg.get(TransformType.KE, tid)), None)
+        if got is None:
+            return None  # CVE-2016-5391: no D-H transform → NO_PROPOSAL_CHOSEN
+        c.ke = got
+        if TransformType.ESN in by_type:
+            return None
+    else:
+        kes = by_type.get(TransformType.KE, [])
+        if pfs_group is None:
+            c.ke = 0  # IKE_AUTH (§1.2) or no KE payload: KE transforms are ignored
+        else:
+            got = next((tid for tid, _ in kes if tid in acc[TransformType.KE]), None)
+            if got is None:
+                return None
+            c.ke = got
+        esns = by_type.get(TransformType.ESN, [(0, None)])
+        got = next((tid for tid, _ in esns if tid in acc[TransformType.ESN]), None)
+        if got is None:
+            return None
+        c.esn = bool(got)
+    return c
+
+
+def chosen_proposal(c: Chosen, protocol: int, spi: bytes, *, ike: bool
+                    ) -> tuple[int, int, bytes, list[tuple[int, int, int | None]]]:
+    """The responder's single-proposal answer (§3.3.6): number kept, one transform each."""
+    ts: list[tuple[int, int, int | None]] = [(TransformType.ENCR, c.encr, c.encr_bits)]
+    if ike:
+        ts.append((TransformType.PRF, c.prf, None))
+    if c.integ:
+        ts.append((TransformType.INTEG, c.integ, None))
+    if c.ke:
+        ts.append((TransformType.KE, c.ke, None))
+    if not ike:
+        ts.append((TransformType.ESN, int(c.esn), None))
+    return (c.number, protocol, spi, ts)
+
+
+def check_answer(
+    answer: list[tuple[int, int, bytes, list[tuple[int, int, int | None]]]],
+    sent: list[tuple[int, int, bytes, list[tuple[int, int, int | None]]]],
+    *,
+    ike: bool,
+) -> Chosen | None:
+    """The initiator's check that the reply is one of its proposals, reduced (§2.7)."""
+    if len(answer) != 1:
+        return None
+    num, proto, spi, ts = answer[0]
+    mine = next((p for p in sent if p[0] == num and p[1] == proto), None)
+    if mine is None:
+        return None
+    offered = {(t, i, b) for t, i, b in mine[3]}
+    seen: set[int] = set()
+    c = Chosen(spi=spi, number=num)
+    for t, i, b in ts:
+        if t in seen or (t, i, b) not in offered:
+            if not (t == TransformType.INTEG and i == 0):
+                return None
+        seen.add(t)
+        if t == TransformType.ENCR:
+            c.encr, c.encr_bits = i, b
+        elif t == TransformType.PRF:
+            c.prf = i
+        elif t == TransformType.INTEG:
+            c.integ = i
+        elif t == TransformType.KE:
+            c.ke = i
+        elif t == TransformType.ESN:
+            c.esn = bool(i)
+    if not c.encr or (ike and not c.prf) or (not c.aead and not c.integ):
+        return None
+    if ike and not c.ke:
+        return None
+    return c

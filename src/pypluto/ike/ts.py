@@ -1,0 +1,139 @@
+"""Traffic selectors (RFC 7296 §2.9, §3.13): ranges, narrowing, kernel selectors.
+
+Inside the engine a selector is ``TS(version, proto, sport, eport, start, end)``
+with integer addresses, so intersection is plain arithmetic.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import NamedTuple
+
+from pypluto.kernel.base import TrafficSelector
+
+TS_IPV4_ADDR_RANGE = 7
+TS_IPV6_ADDR_RANGE = 8
+
+
+class TS(NamedTuple):
+    version: int  # 4 or 6
+    proto: int  # 0 = any
+    sport: int
+    eport: int
+    start: int
+    end: int
+
+    @property
+    def ts_type(self) -> int:
+        return TS_IPV4_ADDR_RANGE if self.version == 4 else TS_IPV6_ADDR_RANGE
+
+    def start_addr(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return ipaddress.ip_address(self.start) if self.version == 4 else \
+            ipaddress.IPv6Address(self.start)
+
+    def end_addr(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return ipaddress.ip_address(self.end) if self.version == 4 else \
+            ipaddress.IPv6Address(self.end)
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return list(ipaddress.summarize_address_range(self.start_addr(), self.end_addr()))
+
+    def __str__(self) -> str:
+        nets = self.networks()
+        s = str(nets[0]) if len(nets) == 1 else f"{self.start_addr()}-{self.end_addr()}"
+        if self.proto or (self.sport, self.eport) != (0, 65535):
+            ports = str(self.sport) if self.sport == self.eport else f"{self.sport}-{self.eport}"
+            s += f"/{self.proto}/{ports}"
+        return s
+
+
+def from_network(net: ipaddress.IPv4Network | ipaddress.IPv6Network,
+                 protoport: tuple[int, int] = (0, 0)) -> TS:
+    proto, port = protoport
+    sport, eport = (port, port) if port else (0, 65535)
+    return TS(net.version, proto, sport, eport, int(net.network_address),
+              int(net.broadcast_address))
+
+
+def from_addr(addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
+              protoport: tuple[int, int] = (0, 0)) -> TS:
+    return from_network(ipaddress.ip_network(addr), protoport)
+
+
+def from_range(ts_type: int, proto: int, sport: int, eport: int, start: object,
+               end: object) -> TS | None:
+    """A selector from wire values; None when it is malformed (start > end, bad type)."""
+    try:
+        a = ipaddress.ip_address(start)  # type: ignore[arg-type]
+        b = ipaddress.ip_address(end)  # type: ignore[arg-type]
+    except ValueError:
+        return None
+    version = {TS_IPV4_ADDR_RANGE: 4, TS_IPV6_ADDR_RANGE: 6}.get(ts_type)
+    if version is None or a.version != version or b.version != version:
+        return None
+    if int(a) > int(b) or sport > eport:
+        return None
+    return TS(version, proto, sport, eport, int(a), int(b))
+
+
+def intersect(a: TS, b: TS) -> TS | None:
+    if a.version != b.version:
+        return None
+    if a.proto and b.proto and a.proto != b.proto:
+        return None
+    s, e = max(a.start, b.start), min(a.end, b.end)
+    ps, pe = max(a.sport, b.sport), min(a.eport, b.eport)
+    if s > e or ps > pe:
+        return None
+    return TS(a.version, a.proto or b.proto, ps, pe, s, e)
+
+
+def contains(outer: TS, inner: TS) -> bool:
+    return (outer.version == inner.version and outer.start <= inner.start
+            and inner.end <= outer.end and outer.sport <= inner.sport
+            and inner.eport <= outer.eport and (outer.proto == 0 or outer.proto == inner.proto))
+
+
+def narrow(proposed: list[TS], configured: list[TS], allow_narrowing: bool) -> list[TS] | None:
+    """The responder's answer to one TS list (§2.9), or None for TS_UNACCEPTABLE.
+
+    Without ``narrowing=yes`` the peer's selectors must cover our configured ones
+    and we answer with exactly ours (Libreswan's behaviour); with it, we answer
+    the non-empty intersection.  The first selector may be the packet that
+    triggered the exchange; it is only a hint and takes part like the others.
+    """
+    if not proposed:
+        return None
+    if not allow_narrowing:
+        for c in configured:
+            if not any(contains(p, c) for p in proposed):
+                return None
+        return list(configured)
+    out: list[TS] = []
+    for c in configured:
+        for p in proposed:
+            i = intersect(c, p)
+            if i is not None and i not in out:
+                out.append(i)
+    return out or None
+
+
+def answer_ok(answer: list[TS], proposed: list[TS], configured: list[TS],
+              allow_narrowing: bool) -> bool:
+    """The initiator's check of the responder's selectors (§2.9)."""
+    if not answer:
+        return False
+    for a in answer:
+        if not any(contains(p, a) for p in proposed):
+            return False
+    if not allow_narrowing:
+        return sorted(answer) == sorted(configured)
+    return True
+
+
+def to_kernel(ts: TS) -> list[TrafficSelector]:
+    return [TrafficSelector(n, ts.proto, ts.sport, ts.eport) for n in ts.networks()]
+
+
+def fmt(tss: list[TS]) -> str:
+    return " ".join(str(t) for t in tss)
