@@ -235,6 +235,7 @@ def _trailers(block: int) -> dict[int, list[bytes]]:
     return out
 
 
+_PADS = [bytes(range(1, p + 1)) for p in range(256)]
 _TRAILERS: dict[int, dict[int, list[bytes]]] = {}
 
 
@@ -315,8 +316,53 @@ class OutboundSA(_SABase):
             _TRAILERS[blk] = _trailers(blk)
         self._tr = _TRAILERS[blk]
         self._mask = blk - 1  # blocks are powers of two
+        t = self.t
+        if isinstance(t, _AEAD) and self.tunnel and not self.esn:
+            self._aead_encrypt = t._aead.encrypt
+            self._salt = t._salt
+            self._tr4 = self._tr[NH_IPV4]
+            self._tr6 = self._tr[NH_IPV6]
+            self.encap = self._encap_aead  # type: ignore[method-assign]
+
+    def _encap_aead(self, packet: bytes | memoryview) -> bytes | None:
+        """:meth:`encap` for AES-GCM-16 / ChaCha20-Poly1305, tunnel mode, 32-bit sequence."""
+        seq = self.seq + 1
+        if seq >= self.seq_soft or self.dead:
+            return self._encap(packet)
+        n = len(packet)
+        if n == 0:
+            self.malformed += 1
+            return None
+        v = packet[0] >> 4
+        if v == 4:
+            tr = self._tr4
+        elif v == 6:
+            tr = self._tr6
+        else:
+            self.malformed += 1
+            return None
+        self.seq = seq
+        hdr = _HDR.pack(self.spi, seq)
+        iv = _Q.pack(seq)
+        body = self._aead_encrypt(self._salt + iv, packet + tr[(-(n + 2)) & 3], hdr)
+        st = self.stats
+        st.bytes += n
+        st.packets += 1
+        st.last_used = _now()
+        if st.bytes >= self._lim_b or st.packets >= self._lim_p:
+            self._limits()
+        return hdr + iv + body
 
     def encap(self, packet: bytes | memoryview) -> bytes | None:
+        """The ESP packet (SPI ‖ seq ‖ IV ‖ ciphertext ‖ ICV) for one IP packet.
+
+        Returns None (and counts) when the packet cannot be sent: the SA is
+        dead, the sequence number space is exhausted (RFC 4303 §3.3.3), or
+        the packet is not IPv4/IPv6.
+        """
+        return self._encap(packet)
+
+    def _encap(self, packet: bytes | memoryview) -> bytes | None:
         """The ESP packet (SPI ‖ seq ‖ IV ‖ ciphertext ‖ ICV) for one IP packet.
 
         Returns None (and counts) when the packet cannot be sent: the SA is
@@ -401,6 +447,60 @@ class InboundSA(_SABase):
         self._src_b = src.packed
         self._dst_b = dst.packed
         self.selector_check: Callable[[bytes], bool] | None = None
+        if isinstance(t, _AEAD) and self.tunnel and not self.esn and self.window:
+            self._aead_decrypt = t._aead.decrypt
+            self._salt = t._salt
+            self.decap = self._decap_aead  # type: ignore[method-assign]
+
+    def _decap_aead(self, data: bytes | memoryview) -> bytes | None:
+        """:meth:`decap` for AES-GCM-16 / ChaCha20-Poly1305, tunnel mode, 32-bit sequence."""
+        mv = memoryview(data)
+        n = len(mv)
+        if n < self._min_len or self.dead:
+            return self._decap(data)
+        seq = _I.unpack_from(mv, 4)[0]
+        top = self.top
+        st = self.stats
+        if seq <= top:
+            d = top - seq
+            if seq == 0 or d >= self.window or (self.bitmap >> d) & 1:
+                st.replay_drops += 1
+                return None
+        try:
+            plain = self._aead_decrypt(self._salt + mv[8:16], mv[16:], mv[:8])
+        except (InvalidTag, ValueError):
+            st.integrity_failures += 1
+            return None
+        if seq > top:
+            d = seq - top
+            self.bitmap = ((self.bitmap << d) | 1) & self._wmask if d < self.window else 1
+            self.top = seq
+        else:
+            self.bitmap |= 1 << (top - seq)
+        ln = len(plain)
+        pad = plain[-2] if ln >= 2 else 255
+        end = ln - 2 - pad
+        if end < 0 or plain[end:ln - 2] != _PADS[pad]:
+            self.malformed += 1
+            return None
+        nh = plain[-1]
+        if nh == NH_NONE:  # dummy packet (RFC 4303 §2.6)
+            return None
+        v = plain[0] >> 4 if end else 0
+        if not ((nh == NH_IPV4 and v == 4) or (nh == NH_IPV6 and v == 6)):
+            self.malformed += 1
+            return None
+        inner = plain[:end]
+        chk = self.selector_check
+        if chk is not None and not chk(inner):
+            self.policy_drops += 1
+            return None
+        st.bytes += end
+        st.packets += 1
+        st.last_used = _now()
+        if st.bytes >= self._lim_b or st.packets >= self._lim_p:
+            self._limits()
+        return inner
 
     def _infer(self, lo: int) -> int:
         """The full sequence number for the low 32 bits received (RFC 4303 Appendix A2.2)."""
@@ -418,6 +518,10 @@ class InboundSA(_SABase):
         return (hi << 32) | lo
 
     def decap(self, data: bytes | memoryview) -> bytes | None:
+        """The inner IP packet of one ESP packet (SPI first), or None when dropped."""
+        return self._decap(data)
+
+    def _decap(self, data: bytes | memoryview) -> bytes | None:
         """The inner IP packet of one ESP packet (SPI first), or None when dropped.
 
         Order of checks follows RFC 4303 §3.4: length, replay (§3.4.3),
@@ -476,7 +580,7 @@ class InboundSA(_SABase):
         pad = plain[-2]
         nh = plain[-1]
         end = ln - 2 - pad
-        if end < 0 or plain[end:ln - 2] != bytes(range(1, pad + 1)):  # §2.4 default padding
+        if end < 0 or plain[end:ln - 2] != _PADS[pad]:  # §2.4 default padding
             self.malformed += 1
             return None
         if nh == NH_NONE:  # dummy packet (§2.6): discard silently

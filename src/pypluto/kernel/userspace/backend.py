@@ -18,7 +18,6 @@ those methods replace or update atomically.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import logging
 import os
@@ -117,7 +116,7 @@ class UserspaceBackend(KernelBackend):
 
     def __init__(self, ifname: str = DEFAULT_IFNAME, *, table: int = DEFAULT_TABLE,
                  rule_priority: int = DEFAULT_RULE_PRIORITY, mtu: int = DEFAULT_MTU,
-                 manage_routes: bool = True) -> None:
+                 manage_routes: bool = True, threads: str = "single") -> None:
         self.table = table
         self.rule_priority = rule_priority
         self.manage_routes = manage_routes
@@ -133,12 +132,11 @@ class UserspaceBackend(KernelBackend):
         self._flow: dict[bytes, tuple[esp.OutboundSA, Sender, tuple[str, int]]] = {}
         self._socks: list[tuple[tuple[str, int], socket.socket]] = []
         self._raw: dict[int, socket.socket] = {}
+        self._deliver_for: dict[int, Deliver] = {}
         self._route_refs: dict[tuple[int, str], int] = {}
         self._throw_refs: dict[tuple[int, str], int] = {}
         self._addr_refs: dict[str, int] = {}
         self._rules: set[int] = set()
-        self._threads: list[threading.Thread] = []
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         if manage_routes:
             self._remove_table()  # leftovers of an earlier, crashed run
         self._tun_fd, self.ifname = open_tun(ifname)
@@ -147,59 +145,61 @@ class UserspaceBackend(KernelBackend):
         except BackendError:
             os.close(self._tun_fd)
             raise
-        self._start(self._tun_loop, "tun")
-        log.info("userspace ESP plane on TUN device %s (table %d)", self.ifname, table)
+        self._workers: list[_Worker] = []
+        if threads == "split":  # one thread per direction
+            self._workers = [_Worker(self, tun=True, net=False), _Worker(self, tun=False, net=True)]
+        elif threads == "single":  # one thread for both: no GIL hand-offs between them
+            self._workers = [_Worker(self, tun=True, net=True)]
+        else:
+            os.close(self._tun_fd)
+            raise BackendError(f"threads must be 'single' or 'split', not {threads!r}")
+        for w in self._workers:
+            w.start()
+        log.info("userspace ESP plane on TUN device %s (table %d, %s threads)", self.ifname,
+                 table, threads)
 
-    # --- threads ---------------------------------------------------------------
+    # --- packet paths ----------------------------------------------------------------
 
-    def _start(self, target: Callable[..., None], what: str, *args: object) -> None:
-        t = threading.Thread(target=target, args=args, name=f"esp-{what}", daemon=True)
-        self._threads.append(t)
-        t.start()
+    def _kick(self) -> None:
+        """Have every worker rebuild its poll set (sockets were added, or we stop)."""
+        for w in self._workers:
+            w.kick()
 
     def _expire(self, ev: SAExpire) -> None:
         cb = self.on_expire
         if cb is not None:
             cb(ev)
 
-    def _tun_loop(self) -> None:
+    def _drain_tun(self, batch: int) -> None:
         """Outbound: TUN -> policy -> ESP -> UDP (RFC 4303 §3.1, RFC 3948 §2.1)."""
         fd = self._tun_fd
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
         read = os.read
         c = self.counters
-        while not self._stop:
+        for _ in range(batch):
             try:
-                poller.poll()
-            except InterruptedError:
+                pkt = read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            if len(pkt) < 20:
                 continue
-            while not self._stop:
-                try:
-                    pkt = read(fd, 65536)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    return
-                if len(pkt) < 20:
-                    continue
-                key = pkt[12:20] if pkt[0] >> 4 == 4 else pkt[8:40]
-                ent = self._flow.get(key)
+            key = pkt[12:20] if pkt[0] >> 4 == 4 else pkt[8:40]
+            ent = self._flow.get(key)
+            if ent is None:
+                ent = self._resolve(pkt, key)
                 if ent is None:
-                    ent = self._resolve(pkt, key)
-                    if ent is None:
-                        c.no_policy += 1
-                        continue
-                wire = ent[0].encap(pkt)
-                if wire is None:
+                    c.no_policy += 1
                     continue
-                try:
-                    ent[1](wire, ent[2])
-                except BlockingIOError:
-                    self._send_slow(ent[1], wire, ent[2])
-                except OSError:
-                    c.send_errors += 1
+            wire = ent[0].encap(pkt)
+            if wire is None:
+                continue
+            try:
+                ent[1](wire, ent[2])
+            except BlockingIOError:
+                self._send_slow(ent[1], wire, ent[2])
+            except OSError:
+                c.send_errors += 1
 
     def _send_slow(self, send: Sender, wire: bytes, addr: tuple[str, int]) -> None:
         """The socket buffer is full: wait briefly for room, then try once more."""
@@ -211,56 +211,45 @@ class UserspaceBackend(KernelBackend):
         except OSError:
             self.counters.send_errors += 1
 
-    def _udp_loop(self, sock: socket.socket, deliver: Deliver | None) -> None:
+    def _drain_udp(self, sock: socket.socket, deliver: Deliver | None, mv: memoryview,
+                   batch: int) -> None:
         """Inbound: UDP 4500 -> IKE to the daemon, ESP by SPI -> TUN (RFC 3948 §2.2-2.3)."""
-        buf = bytearray(65536)
-        mv = memoryview(buf)
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
         recv = sock.recvfrom_into
         ins = self._in
         write = os.write
         tun = self._tun_fd
         unpack = _SPI.unpack_from
         c = self.counters
-        while not self._stop:
+        for _ in range(batch):
             try:
-                poller.poll()
-            except InterruptedError:
+                n, addr = recv(mv)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            if n < 8:
+                if n == 1 and mv[0] == 0xFF:
+                    c.keepalives += 1
+                elif n > 4 and not any(mv[:4]) and deliver is not None:
+                    self._deliver(deliver, bytes(mv[4:n]), addr)
+                else:
+                    c.malformed += 1
                 continue
-            while not self._stop:
+            spi = unpack(mv, 0)[0]
+            if spi == 0:
+                if deliver is not None:
+                    self._deliver(deliver, bytes(mv[4:n]), addr)
+                continue
+            isa = ins.get(spi)
+            if isa is None:
+                c.unknown_spi += 1
+                continue
+            inner = isa.decap(mv[:n])
+            if inner is not None:
                 try:
-                    n, addr = recv(buf)
-                except BlockingIOError:
-                    break
-                except OSError as e:
-                    if e.errno in (errno.EBADF, errno.ENOTSOCK):
-                        return
-                    continue
-                if n < 8:
-                    if n == 1 and buf[0] == 0xFF:
-                        c.keepalives += 1
-                    elif n > 4 and not any(mv[:4]) and deliver is not None:
-                        self._deliver(deliver, bytes(mv[4:n]), addr)
-                    else:
-                        c.malformed += 1
-                    continue
-                spi = unpack(buf, 0)[0]
-                if spi == 0:
-                    if deliver is not None:
-                        self._deliver(deliver, bytes(mv[4:n]), addr)
-                    continue
-                isa = ins.get(spi)
-                if isa is None:
-                    c.unknown_spi += 1
-                    continue
-                inner = isa.decap(mv[:n])
-                if inner is not None:
-                    try:
-                        write(tun, inner)
-                    except OSError:
-                        c.tun_write_errors += 1
+                    write(tun, inner)
+                except OSError:
+                    c.tun_write_errors += 1
 
     def _deliver(self, deliver: Deliver, data: bytes, addr: tuple[str, int]) -> None:
         self.counters.ike_delivered += 1
@@ -269,27 +258,15 @@ class UserspaceBackend(KernelBackend):
         except Exception:  # noqa: BLE001 - the daemon's bug must not stop ESP
             log.exception("deliver_ike failed")
 
-    def _raw_loop(self, sock: socket.socket, version: int) -> None:
+    def _drain_raw(self, sock: socket.socket, version: int, mv: memoryview, batch: int) -> None:
         """Inbound plain ESP (IP protocol 50); IPv4 raw sockets include the IP header."""
-        buf = bytearray(65536)
-        mv = memoryview(buf)
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
-        while not self._stop:
+        for _ in range(batch):
             try:
-                poller.poll()
-            except InterruptedError:
-                continue
-            while not self._stop:
-                try:
-                    n = sock.recv_into(buf)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    return
-                off = (buf[0] & 0x0F) * 4 if version == 4 and n else 0
-                self._esp_in(mv[off:n])
+                n = sock.recv_into(mv)
+            except OSError:
+                return
+            off = (mv[0] & 0x0F) * 4 if version == 4 and n else 0
+            self._esp_in(mv[off:n])
 
     def _esp_in(self, data: memoryview | bytes) -> None:
         if len(data) < 8:
@@ -384,7 +361,14 @@ class UserspaceBackend(KernelBackend):
         with self._lock:
             self._socks.append(((local[0], local[1]), sock))
             self._invalidate()
-            self._start(self._udp_loop, f"udp{local[1]}", sock, deliver_ike)
+            self._deliver_for[sock.fileno()] = deliver_ike
+            for opt in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
+                try:  # bursts of ESP must not overflow the daemon's default buffer
+                    sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+                    break
+                except OSError:
+                    continue
+            self._kick()
         return True
 
     def handle_esp(self, data: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
@@ -400,7 +384,7 @@ class UserspaceBackend(KernelBackend):
             raise BackendError(f"cannot open a raw ESP socket: {e.strerror}") from None
         s.setblocking(False)
         self._raw[version] = s
-        self._start(self._raw_loop, f"raw{version}", s, version)
+        self._kick()
 
     def add_sa(self, sa: SAParams) -> None:
         with self._lock:
@@ -626,19 +610,12 @@ class UserspaceBackend(KernelBackend):
         if self._policies or self._addr_refs or self._rules:
             self.flush_own()
         self._stop = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
-        for t in self._threads:
-            if t is not threading.current_thread():
-                t.join(timeout=2)
+        for w in self._workers:
+            w.stop()
         for s in self._raw.values():
             s.close()
         self._raw.clear()
         os.close(self._tun_fd)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
 
 
 def _selector_check(sa: SAParams) -> Callable[[bytes], bool] | None:
@@ -673,3 +650,82 @@ def _selector_check(sa: SAParams) -> Callable[[bytes], bool] | None:
         return ok
 
     return check
+
+
+class _Worker:
+    """One packet thread: blocks in poll, then drains each ready descriptor in batches."""
+
+    BATCH = 64  # packets per descriptor before looking at the others again
+
+    def __init__(self, plane: UserspaceBackend, *, tun: bool, net: bool) -> None:
+        self.plane = plane
+        self.tun = tun
+        self.net = net
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._thread = threading.Thread(
+            target=self._run, name="esp-" + ("tun+net" if tun and net else "tun" if tun
+                                             else "net"), daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def kick(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        self.kick()
+        if self._thread is not threading.current_thread() and self._thread.is_alive():
+            self._thread.join(timeout=2)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _handlers(self) -> dict[int, Callable[[], None]]:
+        pl = self.plane
+        h: dict[int, Callable[[], None]] = {}
+        batch = self.BATCH
+        if self.tun:
+            h[pl._tun_fd] = lambda: pl._drain_tun(batch)
+        if self.net:
+            for _local, sock in pl._socks:
+                mv = memoryview(bytearray(65536))
+                deliver = pl._deliver_for.get(sock.fileno())
+                h[sock.fileno()] = (lambda s=sock, d=deliver, m=mv:  # type: ignore[misc]
+                                    pl._drain_udp(s, d, m, batch))
+            for version, raw in pl._raw.items():
+                mv = memoryview(bytearray(65536))
+                h[raw.fileno()] = (lambda r=raw, v=version, m=mv:  # type: ignore[misc]
+                                   pl._drain_raw(r, v, m, batch))
+        return h
+
+    def _run(self) -> None:
+        pl = self.plane
+        wake = self._wake_r
+        while not pl._stop:
+            handlers = self._handlers()
+            poller = select.poll()
+            for fd in handlers:
+                poller.register(fd, select.POLLIN)
+            poller.register(wake, select.POLLIN)
+            rebuild = False
+            while not pl._stop and not rebuild:
+                try:
+                    events = poller.poll()
+                except InterruptedError:
+                    continue
+                for fd, _ev in events:
+                    if fd == wake:
+                        try:
+                            os.read(wake, 512)
+                        except OSError:
+                            pass
+                        rebuild = True
+                        continue
+                    fn = handlers.get(fd)
+                    if fn is not None:
+                        try:
+                            fn()
+                        except Exception:  # noqa: BLE001 - never let a packet kill the plane
+                            log.exception("userspace ESP worker")

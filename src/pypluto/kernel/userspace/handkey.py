@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     sock.setblocking(False)
     ike: list[int] = []
     be = UserspaceBackend(cfg.get("ifname", "pluto0"), table=cfg.get("table", 4500),
-                          rule_priority=cfg.get("table", 4500))
+                          rule_priority=cfg.get("table", 4500),
+                          threads=cfg.get("threads", "single"))
     try:
         be.attach_nat_socket(sock, (local, cfg.get("port", 4500)),
                              lambda data, addr: ike.append(len(data)))
