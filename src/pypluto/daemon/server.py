@@ -360,9 +360,9 @@ class Daemon:
             return RC_ORIENT
         self.conns[conn.name] = conn
         self._run(lambda: self.engine.add_connection(conn))
-        self.log.log(f"added {conn.keyexchange.upper()} connection", conn=conn.name)
-        if emit:
-            emit(f'"{conn.name}": added {conn.keyexchange.upper()} connection')
+        version = "IKEv1" if conn.keyexchange == "ikev1" else "IKEv2"
+        if emit:  # the engine logs the same line itself
+            emit(f'"{conn.name}": added {version} connection')
         return RC_SUCCESS
 
     def _delete_conn(self, name: str) -> None:

@@ -1,0 +1,68 @@
+"""Fixtures for the whack / ipsec tests: one pluto per test module, in its own namespace."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import shutil
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+_HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(_HERE.parent / "daemon"))
+
+_spec = importlib.util.spec_from_file_location("_pypluto_tests_conftest",
+                                               _HERE.parent / "conftest.py")
+assert _spec is not None and _spec.loader is not None
+_root = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_root)
+
+from plutoproc import NetNS, Pluto  # noqa: E402
+
+CONF = """\
+config setup
+\tuniqueids=yes
+
+conn %default
+\tauthby=secret
+\tleft=127.0.0.1
+\tleftid=@west
+
+conn c-add
+\tright=192.0.2.77
+\trightid=@east
+\tauto=add
+
+conn c-route
+\tright=192.0.2.78
+\tauto=route
+
+conn c-later
+\tright=192.0.2.79
+\tauto=ignore
+"""
+
+SECRETS = '@west @east : PSK "cli-test-secret-psk-0123456789abcdef"\n'
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pluto]:
+    _root.require(_root.is_root() and shutil.which("ip") is not None,
+                  "root and iproute2 for network namespaces")
+    tmp = tmp_path_factory.mktemp("cli")
+    (tmp / "ipsec.conf").write_text(CONF)
+    (tmp / "ipsec.secrets").write_text(SECRETS)
+    (tmp / "ipsec.secrets").chmod(0o600)
+    ns = NetNS()
+    p = Pluto(ns, tmp)
+    try:
+        p.start("--nofork", "--use-none", "--logfile", str(p.dir / "log"), "--config",
+                str(tmp / "ipsec.conf"), "--secretsfile", str(tmp / "ipsec.secrets"))
+        p.wait_ready()
+        p.conf = tmp / "ipsec.conf"  # type: ignore[attr-defined]
+        yield p
+    finally:
+        p.stop()
+        ns.delete()

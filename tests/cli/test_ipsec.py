@@ -1,0 +1,96 @@
+"""The ipsec front end: start/stop/restart, add/delete/up/down, status and config tools."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from plutoproc import PY, NetNS, Pluto, alive, sh, wait_for
+
+pytestmark = pytest.mark.netns
+
+
+def ipsec(*args: str, ns: NetNS | None = None):
+    pre = ["ip", "netns", "exec", ns.name] if ns else []
+    return sh(*pre, PY, "-m", "pypluto.cli.ipsec", *args, check=False)
+
+
+def test_version_help_unknown():
+    r = ipsec("version")
+    assert r.returncode == 0 and "pypluto" in r.stdout
+    r = ipsec("--help")
+    assert r.returncode == 0 and "trafficstatus" in r.stdout
+    r = ipsec("frobnicate")
+    assert r.returncode == 1 and 'unknown command "frobnicate"' in r.stderr
+
+
+def test_status_commands_map_to_whack(daemon):
+    rd = str(daemon.rundir)
+    r = ipsec("status", "--rundir", rd)
+    assert r.returncode == 0 and "Connection list:" in r.stdout
+    r = ipsec("briefstatus", "--rundir", rd)
+    assert r.stdout.startswith("Total IPsec connections: loaded")
+    r = ipsec("trafficstatus", "--rundir", rd, "--json")
+    assert json.loads(r.stdout)["child_sas"] == []
+    for cmd in ("showstates", "globalstatus", "listen", "rereadsecrets"):
+        assert ipsec(cmd, "--rundir", rd).returncode == 0, cmd
+
+
+def test_add_delete_up_down(daemon):
+    rd, conf = str(daemon.rundir), str(daemon.conf)
+    r = ipsec("add", "--rundir", rd, "--config", conf, "c-later")
+    assert r.returncode == 0 and '"c-later": added IKEv2 connection' in r.stdout
+    assert '"c-later":' in ipsec("status", "--rundir", rd).stdout
+    r = ipsec("add", "--rundir", rd, "--config", conf, "c-missing")
+    assert r.returncode == 21 and 'conn "c-missing" not found' in r.stdout
+    assert ipsec("down", "--rundir", rd, "c-later").returncode == 0
+    assert ipsec("delete", "--rundir", rd, "c-later").returncode == 0
+    assert '"c-later":' not in ipsec("status", "--rundir", rd).stdout
+    r = ipsec("up", "--rundir", rd, "c-later")
+    assert r.returncode == 21
+    r = ipsec("up", "--rundir", rd)
+    assert r.returncode == 33
+
+
+def test_checkconfig_addconn_readwriteconf(daemon, tmp_path):
+    conf = str(daemon.conf)
+    assert ipsec("checkconfig", "--config", conf).returncode == 0
+    bad = tmp_path / "bad.conf"
+    bad.write_text("conn x\n\tleft=127.0.0.1\n\tfrobnicate=1\n")
+    r = ipsec("checkconfig", "--config", str(bad))
+    assert r.returncode != 0 and f"{bad}:3" in (r.stdout + r.stderr)
+    r = ipsec("readwriteconf", "--config", conf)
+    assert r.returncode == 0 and "c-add" in r.stdout
+    r = ipsec("addconn", "--config", conf, "--listall")
+    assert r.returncode == 0 and "c-add" in r.stdout
+
+
+def test_start_stop_restart(tmp_path):
+    ns = NetNS()
+    p = Pluto(ns, tmp_path)
+    try:
+        conf = tmp_path / "ipsec.conf"
+        conf.write_text("config setup\n\tuniqueids=yes\n")
+        rd = str(p.rundir)
+        args = ("--rundir", rd, "--config", str(conf), "--use-none", "--logfile",
+                str(tmp_path / "log"), "--secretsfile", str(tmp_path / "nosecrets"))
+        r = ipsec("start", *args, ns=ns)
+        assert r.returncode == 0, r.stderr
+        pid = int(p.pidfile.read_text())
+        p.pids.add(pid)
+        assert alive(pid)
+        r = ipsec("start", *args, ns=ns)
+        assert r.returncode == 1 and "already running" in r.stderr
+        r = ipsec("restart", *args, ns=ns)
+        assert r.returncode == 0, r.stderr
+        pid2 = int(p.pidfile.read_text())
+        p.pids.add(pid2)
+        assert pid2 != pid and not alive(pid) and alive(pid2)
+        assert ipsec("stop", "--rundir", rd).returncode == 0
+        wait_for(lambda: not alive(pid2), 30, "pluto to stop")
+        assert not p.pidfile.exists()
+        r = ipsec("stop", "--rundir", rd)
+        assert r.returncode == 0 and "not running" in r.stderr
+    finally:
+        p.stop()
+        ns.delete()
