@@ -369,6 +369,26 @@ def scenario_natt(left: XfrmBackend, right: XfrmBackend) -> None:
     t.remove()
 
 
+def scenario_expire(left: XfrmBackend, right: XfrmBackend) -> None:
+    """Packet limits: the kernel's soft then hard expire reach our callback."""
+    events = []
+    left.set_expire_callback(events.append)
+    t = Tunnel(
+        left, right, reqid=7, lo=L4, ro=R4, lnet=LNET4, rnet=RNET4, spi_lr=0x6101,
+        spi_rl=0x6102, encr_id=20, encr_key_bits=128, soft_packets=3, hard_packets=6,
+    )  # fmt: skip
+    t.install(keys(20), keys(20))
+    ping(LEFT, LIN4, RIN4, count=8)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(e.hard for e in events if e.spi == 0x6101):
+        time.sleep(0.1)
+    mine = [(e.hard, e.reason) for e in events if e.spi == 0x6101 and e.dst == R4]
+    check("expire-events", (False, "packets") in mine and (True, "packets") in mine, f"{mine}")
+    check("hard-expired-sa-gone", left.get_sa(R4, 0x6101) is None)
+    left.set_expire_callback(None)
+    t.remove()
+
+
 def scenario_flush_and_crash(left: XfrmBackend) -> None:
     """flush_own removes ours only; a restarted backend removes a crashed run's leftovers."""
     # Foreign state: as Libreswan (reqid 16388) and a hand-made SA (reqid 0).
@@ -466,6 +486,7 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("ipv4_in_ipv6", scenario_ipv4_in_ipv6, 2),
     ("transport", scenario_transport, 2),
     ("natt", scenario_natt, 2),
+    ("expire", scenario_expire, 2),
     ("errors", scenario_errors, 1),
     ("flush_and_crash", scenario_flush_and_crash, 1),
 ]

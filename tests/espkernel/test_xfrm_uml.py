@@ -47,6 +47,8 @@ EXPECTED = [
     "ping-ipv4-esp-in-udp",
     "natt-counters",
     "natt-esp-consumed-by-kernel",
+    "expire-events",
+    "hard-expired-sa-gone",
     "bad-sa-clear-errors",
     "add_sa-twice-updates",
     "crash-child-installed",

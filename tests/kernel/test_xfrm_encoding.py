@@ -22,6 +22,7 @@ from pypluto.kernel.xfrm.backend import (
     REQID_BASE,
     KernelPolicy,
     KernelSA,
+    decode_expire,
     default_priority,
     encode_policy,
     encode_sa,
@@ -303,3 +304,28 @@ def test_usersa_info_round_trip(spi, reqid, d, s, counters, flags, window) -> No
         sel=S.Selector(family=socket.AF_INET, daddr=d, saddr=s),
     )  # fmt: skip
     assert S.UserSAInfo.unpack(info.pack()) == info
+
+
+def test_expire_events_decoded_for_our_sas_only() -> None:
+    def expire(reqid: int, hard: bool, packets: int, seconds_only: bool = False) -> bytes:
+        info = S.UserSAInfo(
+            daddr=B, spi=0x2001, saddr=A, reqid=reqid, family=socket.AF_INET,
+            lft=S.LifetimeCfg(soft_packet_limit=3, hard_packet_limit=6,
+                              soft_byte_limit=10**6, hard_byte_limit=2 * 10**6),
+            curlft=S.LifetimeCur(bytes=500, packets=0 if seconds_only else packets),
+        )  # fmt: skip
+        return info.pack() + bytes([hard]) + bytes(7)
+
+    def own(r: int) -> bool:
+        return r == REQID_BASE + 1
+
+    soft = decode_expire(expire(REQID_BASE + 1, False, 3), own)
+    assert soft is not None and (soft.dst, soft.spi, soft.protocol) == (B, 0x2001, "esp")
+    assert (soft.hard, soft.reason) == (False, "packets")
+    hard = decode_expire(expire(REQID_BASE + 1, True, 6), own)
+    assert hard is not None and (hard.hard, hard.reason) == (True, "packets")
+    timed = decode_expire(expire(REQID_BASE + 1, True, 0, seconds_only=True), own)
+    assert timed is not None and timed.reason == "seconds"
+    assert decode_expire(expire(16388, True, 6), own) is None
+    with pytest.raises(S.XfrmDecodeError):
+        decode_expire(bytes(100), own)

@@ -24,12 +24,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..base import (
     BackendError,
     IPAddress,
     KernelBackend,
     PolicyParams,
+    SAExpire,
     SAParams,
     SAStats,
     TrafficSelector,
@@ -335,6 +337,9 @@ class XfrmBackend(KernelBackend):
         self._lock = threading.Lock()
         self._allocated: set[tuple[IPAddress, int, int]] = set()
         self._sas: set[tuple[IPAddress, int, int]] = set()
+        self._events: XfrmSocket | None = None
+        self._events_thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     # --- marking --------------------------------------------------------------
     def kernel_reqid(self, reqid: int) -> int:
@@ -578,8 +583,82 @@ class XfrmBackend(KernelBackend):
         self.prepare_ike_socket(sock)
         return False
 
+    # --- expiry (RFC 4301 §4.4.2.1 lifetimes) --------------------------------------
+    def set_expire_callback(self, callback: Callable[[SAExpire], None] | None) -> None:
+        """Deliver the kernel's soft/hard expire events of our SAs to ``callback``.
+
+        A thread listens on the XFRMNLGRP_EXPIRE multicast group; the callback
+        runs in that thread.  Hard expiry means the kernel already removed the SA.
+        """
+        self.on_expire = callback
+        if callback is not None and self._events_thread is None:
+            self._events = XfrmSocket(self.netns, groups=1 << (S.XFRMNLGRP_EXPIRE - 1))
+            self._events_thread = threading.Thread(
+                target=self._event_loop, name="xfrm-expire", daemon=True
+            )
+            self._events_thread.start()
+
+    def _event_loop(self) -> None:
+        assert self._events is not None
+        while not self._stop.is_set():
+            try:
+                events = self._events.receive_events(0.5)
+            except OSError:
+                return
+            for mtype, body in events:
+                if mtype != S.XFRM_MSG_EXPIRE:
+                    continue
+                try:
+                    expire = self.decode_expire(body)
+                except S.XfrmDecodeError:
+                    continue
+                cb = self.on_expire
+                if expire is not None and cb is not None:
+                    try:
+                        cb(expire)
+                    except Exception as e:  # the daemon's bug must not kill the listener
+                        self._log(f"xfrm: expire callback failed: {e!r}")
+
+    def decode_expire(self, body: bytes) -> SAExpire | None:
+        """An XFRM_MSG_EXPIRE as an SAExpire, or None when the SA is not ours."""
+        expire = decode_expire(body, self.is_own_reqid)
+        if expire is not None and expire.hard:
+            with self._lock:
+                self._sas.discard((expire.dst, expire.spi, S.PROTOCOLS[expire.protocol]))
+        return expire
+
     def close(self) -> None:
+        self._stop.set()
+        if self._events_thread is not None:
+            self._events_thread.join(timeout=2)
+            self._events_thread = None
+        if self._events is not None:
+            self._events.close()
+            self._events = None
         self._nl.close()
+
+
+def decode_expire(body: bytes, is_own: Callable[[int], bool]) -> SAExpire | None:
+    """An XFRM_MSG_EXPIRE body as an SAExpire (None if ``is_own(reqid)`` is false).
+
+    The reason is the limit the counters reached (bytes, then packets), else
+    the add-time lifetime ("seconds").
+    """
+    info, hard = S.unpack_user_expire(body)
+    if not is_own(info.reqid) or info.daddr is None:
+        return None
+    lft, cur = info.lft, info.curlft
+    if hard:
+        byte_lim, pkt_lim = lft.hard_byte_limit, lft.hard_packet_limit
+    else:
+        byte_lim, pkt_lim = lft.soft_byte_limit, lft.soft_packet_limit
+    reason: Literal["bytes", "packets", "seconds"] = "seconds"
+    if cur.bytes >= byte_lim:
+        reason = "bytes"
+    elif cur.packets >= pkt_lim:
+        reason = "packets"
+    proto = "ah" if info.proto == S.IPPROTO_AH else "esp"
+    return SAExpire(info.daddr, info.spi, proto, hard, reason)
 
 
 def _hint(e: XfrmError) -> str:

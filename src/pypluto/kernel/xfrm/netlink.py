@@ -88,7 +88,7 @@ def run_in_netns(netns: str, fn: Callable[[], T]) -> T:
 class XfrmSocket:
     """One NETLINK_XFRM socket (thread-safe: one request at a time)."""
 
-    def __init__(self, netns: str | None = None, timeout: float = 5.0) -> None:
+    def __init__(self, netns: str | None = None, timeout: float = 5.0, groups: int = 0) -> None:
         def make() -> socket.socket:
             return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, S.NETLINK_XFRM)
 
@@ -97,7 +97,7 @@ class XfrmSocket:
         except OSError as e:
             raise BackendError(f"cannot open NETLINK_XFRM socket: {e.strerror}") from e
         self._sock.settimeout(timeout)
-        self._sock.bind((0, 0))
+        self._sock.bind((0, groups))
         self._cap_ack = False
         try:
             self._sock.setsockopt(S.SOL_NETLINK, S.NETLINK_EXT_ACK, 1)
@@ -179,6 +179,22 @@ class XfrmSocket:
                             raise XfrmError(f"XFRM {what}", err, extack)
                         return replies
                     replies.append((mtype, mbody))
+
+    def receive_events(self, timeout: float) -> list[tuple[int, bytes]]:
+        """Multicast messages (for a socket bound to groups); [] when ``timeout`` passes."""
+        self._sock.settimeout(timeout)
+        try:
+            data = self._sock.recv(_RECV_SIZE)
+        except (TimeoutError, BlockingIOError):
+            return []
+        except OSError as e:
+            if e.errno == errno_mod.ENOBUFS:  # overrun: events were lost, keep going
+                return []
+            raise
+        try:
+            return [(m[0], m[4]) for m in S.split_messages(data)]
+        except S.XfrmDecodeError:
+            return []
 
     def _send(self, data: bytes, what: str) -> None:
         try:

@@ -133,6 +133,9 @@ UDP_ENCAP_ESPINUDP = 2  # RFC 3948: non-ESP marker for IKE, ESP otherwise
 IP_XFRM_POLICY = 17
 IPV6_XFRM_POLICY = 35
 
+XFRMNLGRP_ACQUIRE = 1
+XFRMNLGRP_EXPIRE = 2
+
 XFRMA_REPLAY_ESN_MAX = 4096  # bits: the largest bitmap the kernel accepts
 
 # --- struct layouts ------------------------------------------------------------
@@ -571,3 +574,10 @@ class UserTmpl:
 
 def unpack_tmpls(data: bytes) -> list[UserTmpl]:
     return [UserTmpl.unpack(data, o) for o in range(0, len(data) - USER_TMPL_SIZE + 1, 64)]
+
+
+def unpack_user_expire(data: bytes) -> tuple[UserSAInfo, bool]:
+    """``struct xfrm_user_expire``: the SA (as xfrm_usersa_info) and the hard flag."""
+    if len(data) < USERSA_INFO_SIZE + 1:
+        raise XfrmDecodeError("short xfrm_user_expire")
+    return UserSAInfo.unpack(data), bool(data[USERSA_INFO_SIZE])
