@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import shared_path  # tests/conftest.py
+from testsupport import shared_path  # tests/conftest.py
 
 KAT_COUNTS: dict[str, int] = {}
 

@@ -173,3 +173,21 @@ def test_bad_transforms_raise_clear_errors() -> None:
                                Integ.HMAC_SHA1_96)
     with pytest.raises(UnsupportedAlgorithm):
         keys.derive_child_keys(Prf.HMAC_SHA1, b"k" * 20, b"n", b"n", Encr.AES_CBC, 128, 77)
+
+
+def test_apply_ppk_rfc8784() -> None:
+    import hashlib
+    import hmac
+
+    ike = keys.derive_ike_keys(Prf.HMAC_SHA2_256, Encr.AES_GCM_16, 256, None,
+                               b"s" * 32, b"n" * 32, b"m" * 32, b"i" * 8, b"r" * 8)
+    ppk = b"post-quantum preshared key"
+    out = keys.apply_ppk(Prf.HMAC_SHA2_256, ppk, ike)
+
+    def plus1(key: bytes) -> bytes:  # prf+ of one block: prf(PPK, K | 0x01)
+        return hmac.new(ppk, key + b"\x01", hashlib.sha256).digest()
+
+    assert out.sk_d == plus1(ike.sk_d)
+    assert out.sk_pi == plus1(ike.sk_pi) and out.sk_pr == plus1(ike.sk_pr)
+    assert (out.sk_ai, out.sk_ar, out.sk_ei, out.sk_er) == (ike.sk_ai, ike.sk_ar, ike.sk_ei,
+                                                            ike.sk_er)

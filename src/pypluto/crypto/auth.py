@@ -22,10 +22,19 @@ KEY_PAD = b"Key Pad for IKEv2"
 
 
 def signed_octets(
-    prf_id: int, sk_p: bytes, real_message: bytes, peer_nonce: bytes, id_payload_body: bytes
+    prf_id: int,
+    sk_p: bytes,
+    real_message: bytes,
+    peer_nonce: bytes,
+    id_payload_body: bytes,
+    int_auth: bytes = b"",
 ) -> bytes:
-    """<InitiatorSignedOctets> or <ResponderSignedOctets> (RFC 7296 §2.15)."""
-    return real_message + peer_nonce + get_prf(prf_id).compute(sk_p, id_payload_body)
+    """<InitiatorSignedOctets> or <ResponderSignedOctets> (RFC 7296 §2.15).
+
+    ``int_auth`` is appended as RFC 9242 §3.3.2 requires after IKE_INTERMEDIATE
+    exchanges (IntAuth, computed by the caller); empty otherwise.
+    """
+    return real_message + peer_nonce + get_prf(prf_id).compute(sk_p, id_payload_body) + int_auth
 
 
 def psk_auth(prf_id: int, psk: bytes, signed: bytes) -> bytes:

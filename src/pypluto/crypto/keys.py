@@ -33,7 +33,10 @@ def rekey_skeyseed(prf: PRF | int, old_sk_d: bytes, shared: bytes, ni: bytes, nr
     """SKEYSEED of a rekeyed IKE SA = prf(SK_d (old), g^ir (new) | Ni | Nr) (§2.18).
 
     ``prf`` is the PRF of the *old* IKE SA; ``ni``/``nr`` are the nonces of
-    the CREATE_CHILD_SA exchange.
+    the CREATE_CHILD_SA exchange.  The same form updates the keys after each
+    additional key exchange (RFC 9370 §2.2.2: SKEYSEED(n) = prf(SK_d(n-1),
+    SK(n) | Ni | Nr)); with several key exchanges in one rekey (§2.2.4)
+    ``shared`` is the concatenation of all their secrets, in order.
     """
     return _prf(prf).compute(old_sk_d, shared + ni + nr)
 
@@ -144,6 +147,9 @@ def derive_child_keys(
 ) -> ChildKeys:
     """KEYMAT = prf+(SK_d, Ni | Nr), or prf+(SK_d, g^ir (new) | Ni | Nr) with a KE (§2.17).
 
+    With additional key exchanges (RFC 9370 §2.2.4) pass ``shared`` =
+    g^ir (new) | SK(1) | ... | SK(n).
+
     Keys for initiator→responder come first; within a direction the
     encryption key precedes the integrity key.
     """
@@ -153,3 +159,21 @@ def derive_child_keys(
     seed = ni + nr if shared is None else shared + ni + nr
     km = p.plus(sk_d, seed, 2 * (ek + ak))
     return ChildKeys(km[:ek], km[ek : ek + ak], km[ek + ak : 2 * ek + ak], km[2 * ek + ak :])
+
+
+def apply_ppk(prf_id: int, ppk: bytes, ike: IKEKeys) -> IKEKeys:
+    """Mix a Postquantum Preshared Key into SK_d, SK_pi and SK_pr (RFC 8784 §3).
+
+    SK_d' = prf+(PPK, SK_d), SK_pi' = prf+(PPK, SK_pi), SK_pr' = prf+(PPK, SK_pr),
+    each as long as the key it replaces; SK_a*/SK_e* are unchanged.
+    """
+    p = get_prf(prf_id)
+    return IKEKeys(
+        p.plus(ppk, ike.sk_d, len(ike.sk_d)),
+        ike.sk_ai,
+        ike.sk_ar,
+        ike.sk_ei,
+        ike.sk_er,
+        p.plus(ppk, ike.sk_pi, len(ike.sk_pi)),
+        p.plus(ppk, ike.sk_pr, len(ike.sk_pr)),
+    )
