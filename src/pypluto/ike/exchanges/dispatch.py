@@ -116,7 +116,7 @@ def receive(eng: Engine, data: bytes, local: Endpoint, remote: Endpoint, now: fl
         return acts
     # a request: answer where it came from (§2.23, §3.1)
     if ike.remote != remote or ike.local != local:
-        if ike.established and (ike.nat_remote or ike.nat_local or remote.port != 500):
+        if ike.nat_remote or ike.nat_local or local.port != 500:
             ike.remote, ike.local = remote, local
     return _request(eng, ike, hdr.exchange, hdr.message_id, payloads, local, remote, now)
 

@@ -1,0 +1,303 @@
+"""Reliability, NAT-T, delete, liveness, rekeys, cookies (RFC 7296 §2.1-2.8, §2.23)."""
+
+from __future__ import annotations
+
+from pypluto.ike.actions import SendPacket
+from pypluto.ike.settings import EngineSettings
+
+from .harness import NAT_PUBLIC, Net, check_pair
+
+
+def test_nat_detected_and_floated() -> None:
+    net = Net(nat=True, east_kw={"left": "%any"})
+    net.up()
+    w, e = net.established(net.west), net.established(net.east)
+    assert w and e, net.west.logs() + net.east.logs()
+    assert w[0].nat_detected_local and not w[0].nat_detected_remote
+    assert e[0].nat_detected_remote and not e[0].nat_detected_local
+    assert w[0].local.endswith(":4500") and w[0].remote.endswith(":4500")
+    assert e[0].remote.startswith(str(NAT_PUBLIC))
+    for side in (net.west, net.east):
+        for sa in side.kernel_sas.values():
+            assert sa.encapsulated
+    wsa = [s for s in net.west.kernel_sas.values() if s.direction == "out"][0]
+    assert (wsa.encap_sport, wsa.encap_dport) == (4500, 4500)
+    esa = [s for s in net.east.kernel_sas.values() if s.direction == "out"][0]
+    assert esa.encap_sport == 4500 and esa.encap_dport == 40001  # the NAT's mapping of 4500
+    assert esa.dst == NAT_PUBLIC
+    # west keeps the NAT mapping alive
+    net.advance(45)
+    assert net.west.keepalives == 2 and net.east.keepalives == 0
+
+
+def test_encapsulation_yes_without_nat() -> None:
+    net = Net(west_kw={"encapsulation": "yes"})
+    net.up()
+    e = net.established(net.east)[0]
+    assert e.local.endswith(":4500") and e.remote.endswith(":4500")
+    for side in (net.west, net.east):
+        assert all(s.encapsulated and s.encap_dport == 4500 for s in side.kernel_sas.values())
+    check_pair(net)
+
+
+def test_lost_first_packets_are_retransmitted() -> None:
+    net = Net()
+    net.drop_next = 1  # IKE_SA_INIT request lost
+    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
+    net.run()
+    assert not net.established(net.west)
+    net.advance(0.6)  # retransmit-interval 0.5s
+    assert net.established(net.west) and net.children(net.east)
+
+
+def test_lost_responses_answered_from_cache() -> None:
+    net = Net()
+    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
+    net.step()  # IKE_SA_INIT request delivered
+    net.queue.clear()  # its response is lost
+    net.advance(0.6)  # retransmit; east answers from its cache
+    assert len(net.east.engine.by_serial) == 1
+    net.run()
+    assert net.established(net.west) and net.established(net.east)
+    # now lose the IKE_AUTH response twice
+    net2 = Net()
+    net2.apply(net2.west, net2.west.engine.initiate("west-east", net2.now))
+    net2.step()
+    net2.step()  # INIT response, west sends IKE_AUTH
+    net2.step()  # IKE_AUTH delivered; east established, answers
+    net2.queue.clear()
+    net2.advance(0.6)
+    net2.queue.clear()
+    net2.advance(1.1)
+    assert net2.established(net2.west)
+    assert len(net2.children(net2.east)) == 1  # no second Child SA from the retransmits
+    check_pair(net2)
+
+
+def test_duplicated_and_reordered() -> None:
+    net = Net()
+    net.dup = True
+    net.up()
+    assert len(net.established(net.west)) == 1 and len(net.established(net.east)) == 1
+    assert len(net.children(net.east)) == 1
+    net.dup = False
+    net.reorder = True
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.apply(net.east, net.east.engine.terminate("nonexistent", net.now))
+    net.run()
+    assert len(net.children(net.west)) == 1
+
+
+def test_peer_gone_initiator_gives_up() -> None:
+    net = Net()
+    net.cut = True
+    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
+    net.advance(61)
+    assert not net.west.engine.by_serial
+    assert [e.kind for e in net.west.events] == ["failed"]
+    sends = [a for a in net.west.actions if isinstance(a, SendPacket)]
+    assert 5 <= len(sends) <= 9  # 0.5, 1, 2, 4, 8, 16, 32 doubling
+
+
+def test_half_open_expires() -> None:
+    net = Net()
+    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
+    net.step()
+    net.cut = True
+    net.queue.clear()
+    assert net.east.engine.n_halfopen == 1
+    net.advance(31)
+    assert net.east.engine.n_halfopen == 0 and not net.east.engine.by_serial
+
+
+def test_delete_from_initiator() -> None:
+    net = Net()
+    net.up()
+    net.apply(net.west, net.west.engine.terminate("west-east", net.now))
+    net.run()
+    for side in (net.west, net.east):
+        assert not side.engine.by_serial and not side.kernel_sas and not side.policies
+    assert "ike-deleted" in [e.kind for e in net.east.events]
+
+
+def test_delete_from_responder() -> None:
+    net = Net()
+    net.up()
+    net.apply(net.east, net.east.engine.terminate("west-east", net.now))
+    net.run()
+    for side in (net.west, net.east):
+        assert not side.engine.by_serial and not side.kernel_sas and not side.policies
+
+
+def test_shutdown_sends_delete() -> None:
+    net = Net()
+    net.up()
+    net.apply(net.west, net.west.engine.shutdown(net.now))
+    net.run()
+    assert not net.west.engine.by_serial and not net.west.kernel_sas
+    assert not net.east.engine.by_serial and not net.east.kernel_sas
+
+
+def test_dead_peer_detected_by_liveness() -> None:
+    kw = {"dpddelay": 10.0, "dpdtimeout": 30.0}
+    net = Net(west_kw=kw, east_kw=kw)
+    net.up()
+    net.advance(25)  # liveness exchanges succeed
+    assert net.established(net.west)
+    net.cut = True
+    net.advance(60)
+    assert not net.west.engine.by_serial and not net.west.kernel_sas
+    assert "peer-dead" in [e.kind for e in net.west.events]
+
+
+def test_dpdaction_restart() -> None:
+    kw = {"dpddelay": 10.0, "dpdtimeout": 20.0}
+    net = Net(west_kw=dict(kw, dpdaction="restart"), east_kw=kw)
+    net.up()
+    net.cut = True
+    net.advance(35)
+    assert "peer-dead" in [e.kind for e in net.west.events]
+    net.cut = False
+    net.advance(100)
+    assert len(net.established(net.west)) == 1 and net.children(net.west)
+
+
+def test_rekey_child_by_lifetime() -> None:
+    kw = {"salifetime": 600.0, "rekeymargin": 60.0, "rekeyfuzz": 0.0}
+    net = Net(west_kw=kw, east_kw=kw)
+    net.up()
+    old = net.children(net.west)[0].spi_in
+    net.advance(545)
+    ch = net.children(net.west)
+    assert len(ch) == 1 and ch[0].spi_in != old
+    assert len(net.children(net.east)) == 1
+    assert len(net.west.kernel_sas) == 2 and len(net.east.kernel_sas) == 2
+    assert len(net.west.policies) == 3
+    check_pair(net)
+
+
+def test_rekey_child_with_pfs() -> None:
+    kw = {"esp": "aes_gcm256-dh19"}
+    net = Net(west_kw=kw, east_kw=kw)
+    net.up()
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.run()
+    ch = net.children(net.east)
+    assert len(ch) == 1 and ch[0].ke == "ECP_256"
+    check_pair(net)
+
+
+def test_rekey_ike_moves_children() -> None:
+    net = Net()
+    net.up()
+    spi = net.children(net.west)[0].spi_in
+    old = net.established(net.west)[0].serial
+    net.apply(net.west, net.west.engine.rekey_ike("west-east", net.now))
+    net.run()
+    for side in (net.west, net.east):
+        ikes = net.established(side)
+        assert len(ikes) == 1 and ikes[0].serial != old or side is net.east
+        assert len(ikes[0].children) == 1 and ikes[0].children[0].spi_in in (spi, ikes[0]
+                                                                               .children[0].spi_in)
+    assert net.children(net.west)[0].spi_in == spi
+    # the new IKE SA works: delete over it
+    net.apply(net.east, net.east.engine.terminate("west-east", net.now))
+    net.run()
+    assert not net.west.engine.by_serial and not net.east.engine.by_serial
+
+
+def test_rekey_ike_by_lifetime() -> None:
+    kw = {"ikelifetime": 3600.0, "rekeymargin": 540.0, "rekeyfuzz": 0.0}
+    net = Net(west_kw=kw, east_kw=kw)
+    net.up()
+    net.advance(3100)
+    assert len(net.established(net.west)) == 1 and len(net.established(net.east)) == 1
+    assert net.established(net.west)[0].serial != 1
+    assert net.children(net.west) and net.children(net.east)
+
+
+def test_simultaneous_child_rekey() -> None:
+    net = Net()
+    net.up()
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.apply(net.east, net.east.engine.rekey_child("west-east", net.now))
+    net.run()
+    net.advance(5)
+    w, e = net.children(net.west), net.children(net.east)
+    assert len(w) == 1 and len(e) == 1, (net.west.logs(), net.east.logs())
+    assert w[0].spi_in == e[0].spi_out
+    assert len(net.west.kernel_sas) == 2 and len(net.east.kernel_sas) == 2
+    check_pair(net)
+
+
+def test_simultaneous_ike_rekey() -> None:
+    net = Net()
+    net.up()
+    net.apply(net.west, net.west.engine.rekey_ike("west-east", net.now))
+    net.apply(net.east, net.east.engine.rekey_ike("west-east", net.now))
+    net.run()
+    net.advance(5)
+    w, e = net.established(net.west), net.established(net.east)
+    assert len(w) == 1 and len(e) == 1, (net.west.logs(), net.east.logs())
+    assert w[0].spi_i == e[0].spi_i and w[0].spi_r == e[0].spi_r
+    assert len(w[0].children) == 1 and len(e[0].children) == 1
+    net.apply(net.west, net.west.engine.terminate("west-east", net.now))
+    net.run()
+    assert not net.east.engine.by_serial
+
+
+def test_cookie_round_trip() -> None:
+    net = Net(east_settings=EngineSettings(force_busy=True))
+    net.up()
+    assert net.established(net.west) and net.established(net.east)
+    assert any("COOKIE" in m for m in net.west.logs())
+    assert net.east.engine.status(net.now).busy
+
+
+def test_cookie_threshold() -> None:
+    net = Net(east_settings=EngineSettings(ddos_ike_threshold=0))
+    net.up()
+    assert net.established(net.east)
+    assert any("COOKIE" in m for m in net.west.logs())
+
+
+def test_uniqueids_replaces_old_ike_sa() -> None:
+    net = Net()
+    net.up()
+    first = net.established(net.east)[0].serial
+    # west "reboots": a fresh engine state on west, same connection
+    net.west.engine.by_serial.clear()
+    net.west.engine.ike_sas.clear()
+    net.west.engine.children_in.clear()
+    net.up()
+    e = net.established(net.east)
+    assert len(e) == 1 and e[0].serial != first
+    assert len(net.children(net.east)) == 1
+
+
+def test_status_states() -> None:
+    net = Net()
+    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
+    st = net.west.engine.status(net.now)
+    assert st.ike_sas[0].state == "STATE_V2_PARENT_I1"
+    net.step()
+    assert net.east.engine.status(net.now).ike_sas[0].state == "STATE_V2_PARENT_R1"
+    assert net.east.engine.status(net.now).half_open == 1
+    net.run()
+    st = net.west.engine.status(net.now)
+    assert st.ike_sas[0].state == "STATE_V2_ESTABLISHED_IKE_SA"
+    assert st.ike_sas[0].children[0].state == "STATE_V2_ESTABLISHED_CHILD_SA"
+    assert st.connections[0].name == "west-east" and st.connections[0].routed
+
+
+def test_delete_connection_and_sa_counters() -> None:
+    kw = {"ipsec_max_bytes": 1000}
+    net = Net(west_kw=kw, east_kw=kw)
+    net.up()
+    old = net.children(net.west)[0]
+    net.apply(net.west, net.west.engine.sa_counters(old.spi_in, 900, 5, net.now))
+    net.run()
+    assert net.children(net.west)[0].spi_in != old.spi_in
+    net.apply(net.west, net.west.engine.delete_connection("west-east", net.now))
+    net.run()
+    assert not net.west.engine.connections and not net.east.engine.by_serial
