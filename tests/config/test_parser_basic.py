@@ -49,7 +49,7 @@ def test_basic_file_resolves_default_and_also() -> None:
     assert len(c.right.subnets) == 2
     assert c.authby == "secret"
     assert c.ikelifetime == 3600.0
-    assert c.salifetime == 7200.0  # keylife= is an alias of salifetime=
+    assert c.salifetime == 7200.0  # keylife= is an alias of ipsec-lifetime=
     assert c.auto == "start"
     assert c.ike is not None and c.ike[0].ke == (19,)
     assert c.also == ["base"]

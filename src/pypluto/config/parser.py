@@ -323,13 +323,8 @@ def _check_value(kd: KeyDef, key: str, value: str) -> None:
         parse_duration(value, key, bare_unit=0.001)
     elif kind == "percent":
         parse_percent(value, key)
-    elif kind == "int":
-        parse_int(value, key, 0, 2**32 - 1)
-    elif kind == "bignum":
+    elif kind in ("int", "bignum"):  # ranges are checked where the value is used
         parse_bignum(value, key)
-    elif kind == "keyingtries":
-        if value.lower() != "%forever":
-            parse_int(value, key, 0, 2**31 - 1)
 
 
 def _validate_sections(reader: _Reader) -> None:
@@ -353,7 +348,11 @@ def _validate_sections(reader: _Reader) -> None:
                 kd, _side, canon = found
             if kd.kind == "obsolete":
                 reader.warn(origin.file, origin.line,
-                            f"obsolete keyword '{key}' ignored")
+                            f"obsolete keyword ignored: {key}={value}")
+                continue
+            if kd.kind == "cmdline":
+                reader.warn(origin.file, origin.line,
+                            f"'{key}' is only valid on the command line; ignored")
                 continue
             if kd.alias and key.lower() != canon and sec.kind == "conn":
                 pass  # aliases are accepted silently, as Libreswan does
@@ -376,7 +375,7 @@ def _canonical_items(sec: Section) -> list[tuple[str, str, Origin]]:
     for key, value, origin in sec.items:
         if sec.kind == "setup":
             kd = keywords.lookup_setup(key)
-            if kd is None or kd.kind == "obsolete":
+            if kd is None or kd.kind in ("obsolete", "cmdline"):
                 continue
             out.append((kd.alias or kd.name, value, origin))
         else:
@@ -598,7 +597,7 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
         v = get(flag)
         if v is not None:
             setattr(end, flag, parse_bool(v, side + flag))
-    end.xauthusername = get("xauthusername")
+    end.xauthusername = get("username")
     end.addresspool = get("addresspool")
     ckaid = get("ckaid")
     if ckaid is not None and not re.match(r"^[0-9a-fA-F]+$", ckaid):
@@ -619,7 +618,7 @@ def build_connection(name: str, keys: dict[str, str],
         if found is None:
             raise ConnError(k, f"unknown key '{k}'")
         kd, _side, ck = found
-        if kd.kind == "obsolete":
+        if kd.kind in ("obsolete", "cmdline"):
             continue
         try:
             _check_value(kd, k, v)
@@ -677,15 +676,12 @@ def build_connection(name: str, keys: dict[str, str],
     conn.esn = (get("esn") or "either").lower()
     conn.compress = b("compress", False)
     conn.ikelifetime = t("ikelifetime", 8 * 3600.0)
-    conn.salifetime = t("salifetime", 8 * 3600.0)
+    conn.salifetime = t("ipsec-lifetime", 8 * 3600.0)
     conn.rekeymargin = t("rekeymargin", 9 * 60.0)
     fuzz = get("rekeyfuzz")
     conn.rekeyfuzz = 100.0 if fuzz is None else parse_percent(fuzz, "rekeyfuzz")
     conn.rekey = b("rekey", True)
     conn.reauth = b("reauth", False)
-    kt = get("keyingtries")
-    conn.keyingtries = 0 if kt is None or kt.lower() == "%forever" else \
-        parse_int(kt, "keyingtries")
     conn.retransmit_interval = t("retransmit-interval", 0.5, bare=0.001)
     conn.retransmit_timeout = t("retransmit-timeout", 60.0)
     rw = get("replay-window")
@@ -695,16 +691,12 @@ def build_connection(name: str, keys: dict[str, str],
     mp = get("ipsec-max-packets")
     conn.ipsec_max_packets = None if mp is None else parse_bignum(mp, "ipsec-max-packets")
     conn.dpddelay = t("dpddelay", 0.0)
-    conn.dpdtimeout = t("dpdtimeout", 0.0)
-    conn.dpdaction = (get("dpdaction") or "hold").lower().replace("restart_by_peer", "restart")
+    conn.dpdtimeout = t("ikev1-dpdtimeout", 0.0)
     frag = (get("fragmentation") or "yes").lower()
     conn.fragmentation = {"never": "no", "insist": "force"}.get(frag, frag)
     conn.mobike = b("mobike", False)
     conn.narrowing = b("narrowing", False)
-    enc = get("encapsulation")
-    if enc is None and get("forceencaps") is not None:
-        enc = "yes" if b("forceencaps", False) else "auto"
-    conn.encapsulation = (enc or "auto").lower()
+    conn.encapsulation = (get("encapsulation") or "auto").lower()
     conn.nat_keepalive = b("nat-keepalive", True)
     conn.initial_contact = b("initial-contact", True)
     conn.send_vendorid = b("send-vendorid", False)
@@ -780,7 +772,7 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
     sbool("uniqueids", "uniqueids")
     apply("listen", lambda v: setattr(setup, "listen", v))
     apply("nhelpers", lambda v: setattr(setup, "nhelpers",
-                                        -1 if v == "-1" else parse_int(v, "nhelpers")))
+                                        -1 if v == "-1" else parse_bignum(v, "nhelpers")))
     apply("keep-alive", lambda v: setattr(setup, "keep_alive",
                                           int(parse_duration(v, "keep-alive"))))
     apply("virtual-private", lambda v: setattr(setup, "virtual_private", v))
