@@ -1,0 +1,123 @@
+"""Two of our daemons in two namespaces bring up a PSK tunnel, driven by whack.
+
+west 192.0.2.1 (protects 198.51.100.0/24) <-veth-> east 192.0.2.2 (203.0.113.0/24)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+
+import pytest
+from plutoproc import NetNS, Pluto, sh, wait_for
+
+pytestmark = pytest.mark.netns
+_n = itertools.count(1)
+
+CONF = """\
+conn west-east
+\tauthby=secret
+\tleft=192.0.2.1
+\tleftid=@west
+\tleftsubnet=198.51.100.0/24
+\tright=192.0.2.2
+\trightid=@east
+\trightsubnet=203.0.113.0/24
+\tauto={auto}
+"""
+SECRETS = '@west @east : PSK "pair-test-psk-0123456789abcdef0123"\n'
+
+
+@pytest.fixture
+def pair(tmp_path, make_pluto, netns):
+    east_ns = NetNS()
+    n = next(_n)
+    vw, ve = f"ppw{os.getpid()}{n}"[:15], f"ppe{os.getpid()}{n}"[:15]
+    try:
+        sh("ip", "link", "add", vw, "netns", netns.name, "type", "veth", "peer", "name", ve,
+           "netns", east_ns.name)
+        netns.run("ip", "addr", "add", "192.0.2.1/24", "dev", vw)
+        netns.run("ip", "link", "set", vw, "up")
+        east_ns.run("ip", "addr", "add", "192.0.2.2/24", "dev", ve)
+        east_ns.run("ip", "link", "set", ve, "up")
+        secrets = tmp_path / "ipsec.secrets"
+        secrets.write_text(SECRETS)
+        secrets.chmod(0o600)
+
+        def start(side: str, ns: NetNS, auto: str, *extra: str) -> Pluto:
+            conf = tmp_path / f"{side}.conf"
+            conf.write_text(CONF.format(auto=auto))
+            p = make_pluto(side, ns)
+            p.start("--nofork", "--logfile", str(p.dir / "log"), "--config", str(conf),
+                    "--secretsfile", str(secrets), *extra)
+            p.wait_ready()
+            return p
+
+        yield start, netns, east_ns
+    finally:
+        east_ns.delete()  # deleting a namespace removes its veth end (and the peer)
+
+
+def child_sas(p: Pluto) -> list[dict]:
+    data = json.loads(p.whack("--trafficstatus", "--json").stdout)
+    return data["child_sas"]
+
+
+def test_psk_tunnel_initiate_status_down(pair):
+    start, _w, _e = pair
+    east = start("east", _e, "add", "--use-none")
+    west = start("west", _w, "add", "--use-none")
+    r = west.whack("--name", "west-east", "--initiate")
+    assert r.returncode == 0, r.stdout + west.log()
+    assert '"west-east" #1: initiating IKEv2 connection' in r.stdout
+    assert re.search(r'"west-east" #\d+: established Child SA', r.stdout)
+    for p, peer_id in ((west, "@east"), (east, "@west")):
+        st = p.whack("--status").stdout
+        assert "ESTABLISHED_IKE_SA" in st and "ESTABLISHED_CHILD_SA" in st
+        assert "IPsec SAs: total(1), authenticated(1), anonymous(0)" in st
+        assert re.search(r"Total IPsec connections: loaded 1, routed \d, active 1", st)
+        tr = p.whack("--trafficstatus").stdout.splitlines()
+        assert len(tr) == 1
+        assert re.fullmatch(rf"#\d+: \"west-east\", type=ESP, add_time=\d+, inBytes=0, "
+                            rf"outBytes=0, maxBytes=2\^63B, id='{peer_id}'", tr[0]), tr[0]
+    w, e = child_sas(west)[0], child_sas(east)[0]
+    ws = json.loads(west.whack("--showstates", "--json").stdout)["ike_sas"][0]["children"][0]
+    es = json.loads(east.whack("--showstates", "--json").stdout)["ike_sas"][0]["children"][0]
+    assert ws["spi_in"] == es["spi_out"] and ws["spi_out"] == es["spi_in"]
+    assert w["conn"] == e["conn"] == "west-east"
+    # --down deletes the SAs on both ends but keeps the connection
+    assert west.whack("--name", "west-east", "--down").returncode == 0
+    wait_for(lambda: not child_sas(east), 20, "east to see the delete")
+    assert not child_sas(west)
+    assert '"west-east":' in west.whack("--status").stdout
+
+
+def test_auto_start_and_shutdown_deletes(pair):
+    start, _w, _e = pair
+    east = start("east", _e, "add", "--use-none")
+    west = start("west", _w, "start", "--use-none")
+    wait_for(lambda: child_sas(east) and child_sas(west), 30, "auto=start tunnel")
+    assert west.whack("--shutdown").returncode == 0
+    wait_for(lambda: not child_sas(east), 20, "east to see west's deletes")
+    log = (west.dir / "log").read_text()
+    assert "deleting Child SA" in log and "pluto exiting with status 0" in log
+
+
+def test_userspace_plane_ping(pair):
+    start, w_ns, e_ns = pair
+    for ns, addr in ((w_ns, "198.51.100.1/32"), (e_ns, "203.0.113.1/32")):
+        ns.run("ip", "addr", "add", addr, "dev", "lo")
+    east = start("east", e_ns, "add", "--use-userspace")
+    west = start("west", w_ns, "add", "--use-userspace")
+    r = west.whack("--name", "west-east", "--initiate")
+    assert r.returncode == 0, r.stdout + west.log()
+    ping = w_ns.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", "198.51.100.1",
+                    "203.0.113.1", check=False)
+    assert ping.returncode == 0, ping.stdout + ping.stderr + west.log() + east.log()
+    wait_for(lambda: child_sas(west)[0]["out_bytes"] > 0, 10, "out counter")
+    w = child_sas(west)[0]
+    e = child_sas(east)[0]
+    assert w["out_packets"] >= 3 and e["in_packets"] >= 3
+    assert "using kernel interface: userspace" in west.whack("--status").stdout
