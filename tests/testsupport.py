@@ -1,4 +1,4 @@
-"""Shared test helpers: where ../shared is, and what CI demands."""
+"""Shared test helpers (import as `from testsupport import ...`): where ../shared is, what CI demands."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import os
 import struct
 
 import pytest
-from conftest import shared_path
+from testsupport import shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

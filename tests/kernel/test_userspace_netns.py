@@ -10,7 +10,7 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
-from conftest import REPO, is_root, require
+from testsupport import REPO, is_root, require
 
 sys.path.insert(0, str(REPO))
 from bench import esp_lab  # noqa: E402
