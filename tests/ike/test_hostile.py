@@ -35,7 +35,7 @@ def _no_state(net: Net) -> None:
 
 
 def _fuzz_files() -> list[str]:
-    return ["ikev2-15-fuzzer_pkt%02d.hex" % i for i in range(10)] + [
+    return [f"ikev2-15-fuzzer_pkt{i:02d}.hex" for i in range(10)] + [
         "ikev1_cve-2009-0790_pkt0.hex", "ikev1_cve-2015-3204_pkt0.hex",
         "ikev1_cve-2015-3204_pkt1.hex", "ikev1_cve-2022-23094_pkt0.hex", "authip-rogue.raw"]
 

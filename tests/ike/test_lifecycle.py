@@ -301,3 +301,42 @@ def test_delete_connection_and_sa_counters() -> None:
     net.apply(net.west, net.west.engine.delete_connection("west-east", net.now))
     net.run()
     assert not net.west.engine.connections and not net.east.engine.by_serial
+
+
+def test_fragmentation_round_trip() -> None:
+    """RFC 7383: messages above the fragment size go out as SKF fragments."""
+    st = {"west_settings": EngineSettings(fragment_size=160),
+          "east_settings": EngineSettings(fragment_size=160)}
+    net = Net(**st)
+    net.up()
+    assert net.established(net.west) and net.children(net.east)
+    from pypluto.wire.message import parse_message
+    skf = [d for _, d in net.sent if parse_message(d).payloads[-1].payload_type == 53]
+    assert len(skf) >= 4
+    check_pair(net)
+
+
+def test_fragments_lost_and_retransmitted() -> None:
+    st = {"west_settings": EngineSettings(fragment_size=160),
+          "east_settings": EngineSettings(fragment_size=160)}
+    net = Net(**st)
+    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
+    net.step()
+    net.step()  # west now sends the IKE_AUTH fragments
+    net.queue.pop(1)  # lose the second fragment
+    net.run()
+    assert not net.established(net.east)
+    net.advance(0.6)
+    assert net.established(net.west) and net.children(net.east)
+
+
+def test_sa_counters_by_outbound_spi() -> None:
+    kw = {"ipsec_max_packets": 100}
+    net = Net(west_kw=kw, east_kw=kw)
+    net.up()
+    old = net.children(net.west)[0]
+    net.apply(net.west, net.west.engine.sa_counters(old.spi_out, 0, 10, net.now))
+    assert net.children(net.west)[0].spi_in == old.spi_in  # below the limit
+    net.apply(net.west, net.west.engine.sa_counters(old.spi_out, 0, 90, net.now))
+    net.run()
+    assert net.children(net.west)[0].spi_in != old.spi_in

@@ -500,6 +500,9 @@ class Engine:
         """Traffic counters from the backend: rekey a Child SA near its byte/packet limit."""
         from pypluto.ike.exchanges import create_child_sa
         child = self.children_in.get(reqid_or_spi)
+        if child is None:  # the SPI of an outbound SA
+            child = next((c for i in self.by_serial.values() for c in i.children
+                          if c.spi_out == reqid_or_spi), None)
         cands = [child] if child is not None else [
             c for i in self.by_serial.values() for c in i.children if c.reqid == reqid_or_spi]
         acts: list[Action] = []
