@@ -83,7 +83,9 @@ def test_wireshark_aes_ccm_12_capture(pytestconfig: pytest.Config) -> None:
     for fr in json.loads(path.read_text())["frames"]:
         if "sk_decryption" not in fr:
             continue
-        dec = ast.literal_eval(fr["sk_decryption"])
+        dec = fr["sk_decryption"]
+        if isinstance(dec, str):
+            dec = ast.literal_eval(dec)
         msg = h(fr["ike_hex"])
         sk = SKProtector(Encr.AES_CCM_12, 128, None, h(dec["SK_e(key|3-byte salt)"]))
         aad, body = _sk_split(msg)
