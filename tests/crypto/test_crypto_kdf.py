@@ -8,6 +8,7 @@ AES-XCBC/CMAC PRFs key SKEYSEED with the first 64 bits of each nonce.
 from __future__ import annotations
 
 import pytest
+from conftest import shared_path
 from crypto_kat import count, h, load_vectors
 
 from pypluto.crypto import keys
@@ -19,10 +20,46 @@ _HASH_PRF = {"SHA-1": Prf.HMAC_SHA1, "SHA-256": Prf.HMAC_SHA2_256,
              "SHA-384": Prf.HMAC_SHA2_384, "SHA-512": Prf.HMAC_SHA2_512}
 
 
+def _parse_fax(text: str) -> list[dict]:
+    """The CAVS response file: ``[key = value]`` group headers, ``key = value`` test lines."""
+    groups: list[dict] = []
+    params: dict = {}
+    test: dict | None = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            if test is not None or not groups or groups[-1]["tests"]:
+                groups.append({"params": {}, "tests": []})
+                params = groups[-1]["params"]
+                test = None
+            inner = line.strip("[]")
+            if "=" in inner:
+                k, v = (x.strip() for x in inner.split("=", 1))
+                params[k] = int(v)
+            else:
+                params["hash"] = inner
+            continue
+        k, v = (x.strip() for x in line.split("=", 1))
+        if k == "COUNT":
+            test = {"COUNT": int(v)}
+            groups[-1]["tests"].append(test)
+        else:
+            assert test is not None
+            test[k] = v
+    return groups
+
+
 def test_nist_sp800_135_ikev2_all_900(pytestconfig: pytest.Config) -> None:
+    """Every case of the NIST CAVS 'IKE v2' response file (.fax), and its JSON transcription."""
+    fax = _parse_fax(shared_path("vectors", "crypto", "nist_cavp_sp800-135_ikev2.fax").read_text())
     data = load_vectors("nist_cavp_sp800-135_ikev2.json")
+    assert [g["tests"] for g in fax] == [
+        [{k: (int(x) if k == "COUNT" else x) for k, x in t.items()} for t in g["tests"]]
+        for g in data["groups"]]
     n = 0
-    for group in data["groups"]:
+    for group in fax:
         prf_id = _HASH_PRF[group["params"]["hash"]]
         prf = get_prf(prf_id)
         dkm_len = group["params"]["DKM length"] // 8
