@@ -94,11 +94,17 @@ def test_psk_tunnel_initiate_status_down(pair):
     assert '"west-east":' in west.whack("--status").stdout
 
 
-def test_auto_start_and_shutdown_deletes(pair):
+def test_auto_start_statsbin_and_shutdown_deletes(pair, tmp_path):
     start, _w, _e = pair
+    events = tmp_path / "events"
+    statsbin = tmp_path / "statsbin.sh"
+    statsbin.write_text(f'#!/bin/sh\necho "$PLUTO_EVENT $PLUTO_CONNECTION" >> {events}\n')
+    statsbin.chmod(0o755)
     east = start("east", _e, "add", "--use-none")
-    west = start("west", _w, "start", "--use-none")
+    west = start("west", _w, "start", "--use-none", "--statsbin", str(statsbin))
     wait_for(lambda: child_sas(east) and child_sas(west), 30, "auto=start tunnel")
+    wait_for(lambda: events.exists() and "child-established west-east" in events.read_text(),
+             20, "statsbin to run")
     assert west.whack("--shutdown").returncode == 0
     wait_for(lambda: not child_sas(east), 20, "east to see west's deletes")
     log = (west.dir / "log").read_text()

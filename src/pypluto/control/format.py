@@ -336,7 +336,7 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"schema": JSON_SCHEMA, "command": cmd}
     eng = snap["engine"]
     if cmd == "status":
-        out.update(pluto=snap["pluto"], connections=eng["connections"],
+        out.update(pluto=snap["pluto"], now=snap["now"], connections=eng["connections"],
                    ike_sas=eng["ike_sas"], summary=summary(snap))
     elif cmd == "connectionstatus":
         out.update(connections=eng["connections"], summary=summary(snap))

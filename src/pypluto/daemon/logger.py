@@ -9,6 +9,7 @@ network-triggered messages are rate limited.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import sys
@@ -44,11 +45,10 @@ def mask_addresses(text: str) -> str:
 
     def repl(m: re.Match[str]) -> str:
         s = m.group(0)
-        if ":" in s and s.count(":") < 2:
-            return s
-        if ":" in s and not any(c in "0123456789abcdefABCDEF" for c in s.replace(":", "")):
-            if s != "::":
-                return s
+        try:
+            ipaddress.ip_address(s.split("%", 1)[0])
+        except ValueError:
+            return s  # a clock (12:30:45) or a version number, not an address
         return MASK
 
     return _ADDR_RE.sub(repl, text)

@@ -350,6 +350,8 @@ class Daemon:
         """Orient and load one connection; returns a whack rc."""
         if conn.name in self.conns:
             self._delete_conn(conn.name)
+        if "uniqueids" not in conn.raw:  # a config setup value: the command line wins
+            conn.uniqueids = self.opts.uniqueids
         if not conn.orient(self.local_addrs):
             msg = "cannot load: neither end is a local address (connection is not oriented)"
             self.log.log(msg, "warning", conn=conn.name)
