@@ -86,3 +86,85 @@ def ike_sa_init_request() -> Message:
             NotifyPayload(notify_type=NotifyType.IKEV2_FRAGMENTATION_SUPPORTED),
         ],
     )
+
+
+def seed_messages() -> list[Message]:
+    """Valid messages covering every payload type, used as mutation seeds."""
+    from pypluto.wire import (
+        AuthPayload,
+        CertPayload,
+        CertReqPayload,
+        CPAttribute,
+        CPPayload,
+        DeletePayload,
+        EAPPayload,
+        IDPayload,
+        PayloadType,
+        RawTrafficSelector,
+        SKFPayload,
+        SKPayload,
+        TrafficSelector,
+        TransformAttribute,
+        TSPayload,
+        UnknownPayload,
+        VendorIDPayload,
+    )
+
+    spi_i, spi_r = bytes.fromhex("0102030405060708"), bytes.fromhex("1112131415161718")
+    esp = Proposal(
+        1,
+        3,
+        b"\xaa\xbb\xcc\xdd",
+        [
+            Transform.make(TransformType.ENCR, 12, 128),
+            Transform(TransformType.INTEG, 12),
+            Transform(TransformType.ESN, 0, [TransformAttribute(300, b"\x01\x02")]),
+        ],
+    )
+    auth_payloads = [
+        IDPayload(1, bytes([192, 0, 2, 1]), payload_type=PayloadType.IDi),
+        CertPayload(4, bytes(range(40))),
+        CertReqPayload(4, b"\x33" * 20),
+        IDPayload(2, b"east.example", payload_type=PayloadType.IDr),
+        AuthPayload(14, b"\x07" + bytes(20)),
+        CPPayload(1, [CPAttribute(1), CPAttribute(8, bytes(17))]),
+        SAPayload([esp]),
+        TSPayload(
+            [
+                TrafficSelector.make("192.0.2.0", "192.0.2.255", 6, 0, 65535),
+                TrafficSelector.make("2001:db8::", "2001:db8::ff"),
+            ],
+            payload_type=PayloadType.TSi,
+        ),
+        TSPayload([RawTrafficSelector(10, b"label\x00")], payload_type=PayloadType.TSr),
+        NotifyPayload(3, b"\x01\x02\x03\x04", NotifyType.REKEY_SA),
+    ]
+    return [
+        ike_sa_init_request(),
+        Message(spi_i, spi_r, 35, True, False, 1, auth_payloads),
+        Message(spi_i, spi_r, 35, False, True, 1, [EAPPayload(bytes.fromhex("0101000501"))]),
+        Message(
+            spi_i,
+            spi_r,
+            37,
+            True,
+            False,
+            2,
+            [
+                DeletePayload(3, 4, [b"\x01\x02\x03\x04", b"\x05\x06\x07\x08"]),
+                DeletePayload(1, 0, []),
+                VendorIDPayload(b"pypluto"),
+                UnknownPayload(200, b"opaque"),
+            ],
+        ),
+        Message(spi_i, spi_r, 35, True, False, 1, [SKPayload(35, bytes(range(48)))]),
+        Message(
+            spi_i,
+            spi_r,
+            35,
+            True,
+            False,
+            1,
+            [VendorIDPayload(b"v"), SKFPayload(35, 1, 3, bytes(40))],
+        ),
+    ]
