@@ -815,7 +815,9 @@ def _finish(reader: _Reader, path: str) -> ConfigFile:
             if key and key not in origins:
                 o = next((origins[k] for k in origins if k.startswith(key)), origin)
             diag = Diagnostic(o.file, o.line, str(exc), "error", conn=name)
-            reader.diags.append(diag)
+            if not any(d.severity == "error" and (d.file, d.line) == (o.file, o.line)
+                       for d in reader.diags):  # not already reported as a file error
+                reader.diags.append(diag)
             cfg.failed.setdefault(name, []).append(diag)
             continue
         conn.origin = origin
