@@ -304,3 +304,23 @@ def test_whack_requests_in_process(env: dict[str, Any]) -> None:
         peer.close()
 
     asyncio.run(body())
+
+
+def test_unhandled_loop_error_crash_report_and_exit_1(env: dict[str, Any]) -> None:
+    async def body() -> int:
+        d, eng, peer = await start(env)
+        peer.close()
+
+        def boom() -> None:
+            raise ValueError("unexpected failure in a callback")
+
+        assert d.loop is not None
+        d.loop.call_soon(boom)
+        rc = await asyncio.wait_for(d.wait(), 10)
+        assert eng.shutdown_called
+        return rc
+
+    assert asyncio.run(body()) == 1
+    reports = [p for p in env["tmp"].iterdir() if p.name.startswith("pluto-crash-")]
+    assert len(reports) == 1 and "unexpected failure in a callback" in reports[0].read_text()
+    assert "crash report written to" in log_text(env)

@@ -68,10 +68,14 @@ def child_sas(p: Pluto) -> list[dict]:
 def test_psk_tunnel_initiate_status_down(pair):
     start, _w, _e = pair
     east = start("east", _e, "add", "--use-none")
-    west = start("west", _w, "add", "--use-none")
+    west = start("west", _w, "add", "--use-none", "--log-no-audit")
     r = west.whack("--name", "west-east", "--initiate")
     assert r.returncode == 0, r.stdout + west.log()
     assert '"west-east" #1: initiating IKEv2 connection' in r.stdout
+    # audit records: on by default (east), off with --log-no-audit (west)
+    wait_for(lambda: "AUDIT: op=start type=IPSEC_SA" in (east.dir / "log").read_text(), 10,
+             "east's audit record")
+    assert "AUDIT:" not in (west.dir / "log").read_text()
     assert re.search(r'"west-east" #\d+: established Child SA', r.stdout)
     for p, peer_id in ((west, "@east"), (east, "@west")):
         st = p.whack("--status").stdout

@@ -150,3 +150,21 @@ def test_psk_listing_never_shows_value():
     lines = fmt.render_psks([Rec()], ["ipsec.secrets"])
     assert lines[0] == "List of Pre-shared Keys (from ipsec.secrets)"
     assert "PSK @west @east" in lines[2] and "top-secret" not in "\n".join(lines)
+
+
+def test_syslog_default_authpriv(monkeypatch):
+    import syslog
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(syslog, "openlog", lambda *a: calls.append(("open", *a)))
+    monkeypatch.setattr(syslog, "syslog", lambda *a: calls.append(("log", *a)))
+    monkeypatch.setattr(syslog, "closelog", lambda: calls.append(("close",)))
+    log = PlutoLogger()
+    log.log("hello", conn="c", serial=1)
+    log.log("dbg", "debug")  # debugging off: not sent
+    log.log("bad", "error")
+    log.close()
+    assert calls[0] == ("open", "pluto", syslog.LOG_PID, syslog.LOG_AUTHPRIV)
+    assert ("log", syslog.LOG_WARNING, '"c" #1: hello') in calls
+    assert ("log", syslog.LOG_ERR, "ERROR: bad") in calls
+    assert not any("dbg" in str(c) for c in calls) and calls[-1] == ("close",)
