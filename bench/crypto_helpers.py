@@ -8,7 +8,14 @@ for 0 (inline), 1 and 2 workers of each pool kind, this measures:
 * ``latency``: one job submitted and awaited, repeatedly (the IPC cost);
 * ``jobs/s, loop busy`` and ``loop %``: the same queue while the main thread
   (the event loop) spins in pure Python, and how much of its solo speed it
-  keeps meanwhile.
+  keeps meanwhile;
+* ``daemon CPU us/job``: CPU time of the daemon process (all its threads, not
+  the worker processes) per job: the job itself for inline/threads, the
+  pickling and pipe traffic for a process pool.  This one is load-independent.
+
+Facts from ``cryptography`` (PRs 14370, 15164, 15359): EC key generation,
+ECDH, ECDSA and RSA release the GIL; X25519/X448, finite-field DH and ML-KEM
+do not, so threads cannot run those in parallel with the event loop.
   A thread pool only helps if ``cryptography`` releases the GIL in its C calls.
 
 Run: ``.venv/bin/python -m bench.crypto_helpers`` (prints a table), or via
@@ -70,12 +77,14 @@ def _measure(kind: str, workers: int, group: int, peer: bytes, njobs: int) -> di
         latency = (time.perf_counter() - t0) / reps
         # throughput with an idle main thread (an event loop blocked in select())
         t0 = time.perf_counter()
+        c0 = time.process_time()
         if pool is None:
             for _ in range(njobs):
                 job(group, peer)
         else:
             cf.wait([pool.submit(job, group, peer) for _ in range(njobs)])
         elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         # the same jobs while the main thread keeps spinning: the event loop's share
         loop_pct = 0.0  # inline: the loop does the crypto itself
         busy_rate = 0.0
@@ -96,6 +105,7 @@ def _measure(kind: str, workers: int, group: int, peer: bytes, njobs: int) -> di
             "latency_ms": latency * 1e3,
             "loop_pct": loop_pct,
             "busy_jobs_per_s": busy_rate,
+            "daemon_cpu_us": cpu / njobs * 1e6,
         }
     finally:
         if pool is not None:
@@ -118,11 +128,12 @@ def measure_all(njobs: dict[str, int] | None = None) -> list[dict[str, Any]]:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     out = [f"{'group':9} {'pool':10} {'n':>2} {'jobs/s':>8} {'latency ms':>11} "
-           f"{'jobs/s, loop busy':>18} {'loop %':>7}"]
+           f"{'jobs/s, loop busy':>18} {'loop %':>7} {'daemon CPU us/job':>18}"]
     for r in rows:
         out.append(
             f"{r['group']:9} {r['pool']:10} {r['workers']:>2} {r['jobs_per_s']:>8.0f} "
-            f"{r['latency_ms']:>11.3f} {r['busy_jobs_per_s']:>18.0f} {r['loop_pct']:>7.0f}"
+            f"{r['latency_ms']:>11.3f} {r['busy_jobs_per_s']:>18.0f} {r['loop_pct']:>7.0f} "
+            f"{r['daemon_cpu_us']:>18.0f}"
         )
     return "\n".join(out)
 
