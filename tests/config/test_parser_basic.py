@@ -104,3 +104,17 @@ def test_build_connection_for_whack() -> None:
     conn = build_connection("w", {"left": "192.0.2.1", "right": "%any",
                                   "authby": "secret", "rightid": "@road"})
     assert conn.right.is_any and conn.right.id is not None and conn.authby == "secret"
+
+
+def test_bench_generator_config_resolves() -> None:
+    """The benchmark's generated file (also= chains, %default) resolves correctly."""
+    from bench.config_load import make_config
+
+    cfg = parse_config_text(make_config(30), "bench.conf")
+    assert cfg.ok
+    peer = cfg.conns["peer7"]
+    assert peer.also == ["site7", "base"]
+    assert str(peer.left.host_addr) == "192.0.2.1" and peer.authby == "secret"
+    assert [str(n) for n in peer.right.subnets] == ["172.23.0.0/24", "172.23.1.0/24"]
+    assert peer.salifetime == 3600.0 and peer.auto == "add"
+    assert cfg.conns["peer0"].auto == "start"

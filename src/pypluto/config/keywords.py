@@ -18,6 +18,7 @@ Each key has a value kind that ``values.py`` validates:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -325,6 +326,7 @@ def lookup_setup(key: str) -> KeyDef | None:
     return SETUP_KEYS.get(key.lower())
 
 
+@functools.lru_cache(maxsize=2048)
 def lookup_conn(key: str) -> tuple[KeyDef, str | None, str] | None:
     """(definition, side or None, canonical key as written with the side prefix)."""
     low = key.lower()

@@ -800,8 +800,9 @@ def _finish(reader: _Reader, path: str) -> ConfigFile:
     _resolve_conns(reader, cfg)
     _build_setup(cfg, reader)
     bad_conns = {d.conn for d in reader.diags if d.conn}
+    last_origin = {s.name: s.origin for s in reader.sections if s.kind == "conn"}
     for name, resolved in cfg.resolved.items():
-        origin = [s.origin for s in reader.sections if s.kind == "conn" and s.name == name][-1]
+        origin = last_origin[name]
         if name in bad_conns:
             cfg.failed.setdefault(name, []).extend(d for d in reader.diags if d.conn == name)
             continue

@@ -19,6 +19,7 @@ Libreswan proposes in IKEv2).  The transform IDs are RFC 7296 §3.3.2 / RFC 9370
 
 from __future__ import annotations
 
+import functools
 import re
 
 from pypluto.config.model import AlgSpec, ProposalSpec
@@ -270,7 +271,11 @@ def _parse_one(text: str, proto: str) -> ProposalSpec:
 
 def parse_proposals(text: str, proto: str) -> list[ProposalSpec]:
     """Parse an ``ike=`` (proto "IKE"), ``esp=`` ("ESP") or ``ah=`` ("AH") value."""
-    proto = proto.upper()
+    return list(_parse_cached(text, proto.upper()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_cached(text: str, proto: str) -> tuple[ProposalSpec, ...]:
     if proto not in ("IKE", "ESP", "AH"):
         raise ValueError(f"unknown protocol {proto!r}")
     value = text.strip()
@@ -284,7 +289,7 @@ def parse_proposals(text: str, proto: str) -> list[ProposalSpec]:
         if not item:
             raise ProposalError(f"{proto} proposal list '{text}' has an empty element")
         out.append(_parse_one(item, proto))
-    return out
+    return tuple(out)
 
 
 def format_proposal(p: ProposalSpec) -> str:

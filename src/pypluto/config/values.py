@@ -5,6 +5,7 @@ subnets, protoports.  Each raises ``ValueError`` with a message fit for
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -95,6 +96,7 @@ _HOST_KEYWORDS = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_host(text: str) -> tuple[str, IPAddress | None]:
     """``left=``: an address, a DNS name, or one of the ``%`` keywords."""
     t = text.strip()
@@ -128,6 +130,7 @@ def _inet_aton_net(t: str) -> IPNetwork | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_subnet(text: str) -> IPNetwork:
     """``192.0.2.0/24``, ``2001:db8::/64``, a bare address (/32, /128), ``%any``."""
     t = text.strip()
