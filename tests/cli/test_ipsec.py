@@ -20,6 +20,8 @@ def test_version_help_unknown():
     assert r.returncode == 0 and "pypluto" in r.stdout
     r = ipsec("--help")
     assert r.returncode == 0 and "trafficstatus" in r.stdout
+    assert "pypluto" in ipsec("whack", "--version").stdout
+    assert "pypluto" in ipsec("pluto", "--version").stdout
     r = ipsec("frobnicate")
     assert r.returncode == 1 and 'unknown command "frobnicate"' in r.stderr
 

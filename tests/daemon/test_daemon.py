@@ -77,8 +77,9 @@ def test_nofork_lock_socket_and_sigterm(make_pluto, tmp_path):
 
 
 def test_fork_parent_exits_zero_pidfile_names_child(make_pluto):
+    """Also: with no --use-* option the kernel is probed and the choice logged."""
     p = make_pluto()
-    proc = p.start("--use-none", "--logfile", str(p.dir / "log"))
+    proc = p.start("--logfile", str(p.dir / "log"))
     assert proc.wait(timeout=60) == 0
     wait_for(p.ready, 30, "forked pluto")
     child = int(p.pidfile.read_text())
@@ -89,6 +90,17 @@ def test_fork_parent_exits_zero_pidfile_names_child(make_pluto):
     assert r.returncode == 0, r.stdout + r.stderr
     wait_for(lambda: not alive(child), 30, "pluto to exit")
     assert not p.pidfile.exists()
+    log = (p.dir / "log").read_text()
+    assert "using the XFRM kernel backend" in log or "using the userspace ESP backend" in log
+
+
+def test_use_xfrm(make_pluto):
+    p = make_pluto()
+    proc = p.start("--nofork", "--use-xfrm", "--logfile", str(p.dir / "log"))
+    p.wait_ready()
+    assert "using kernel interface: xfrm" in p.whack("--status").stdout
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
 
 
 def test_leftover_lockfile_exit_10(make_pluto):

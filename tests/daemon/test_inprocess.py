@@ -324,3 +324,22 @@ def test_unhandled_loop_error_crash_report_and_exit_1(env: dict[str, Any]) -> No
     reports = [p for p in env["tmp"].iterdir() if p.name.startswith("pluto-crash-")]
     assert len(reports) == 1 and "unexpected failure in a callback" in reports[0].read_text()
     assert "crash report written to" in log_text(env)
+
+
+def test_command_line_reaches_engine_settings(env: dict[str, Any]) -> None:
+    o = env["opts"]
+    o.vendorid, o.force_busy, o.keep_alive, o.uniqueids = "my-vid", True, 7, False
+    o.virtual_private = "%v4:10.0.0.0/8"
+
+    async def body() -> None:
+        d, eng, peer = await start(env)
+        s = eng.settings
+        assert s.vendorids == [b"my-vid"] and s.force_busy and s.keep_alive == 7.0
+        assert s.uniqueids is False and s.virtual_private == "%v4:10.0.0.0/8"
+        assert (s.listen_port, s.natt_port) == (o.ikeport, o.natikeport)
+        c = conn("c2")
+        assert d.add_conn(c) == RC_SUCCESS and eng.conns["c2"].uniqueids is False
+        await d.shutdown()
+        peer.close()
+
+    asyncio.run(body())

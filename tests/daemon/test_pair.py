@@ -109,7 +109,11 @@ def test_auto_start_statsbin_and_shutdown_deletes(pair, tmp_path):
     wait_for(lambda: child_sas(east) and child_sas(west), 30, "auto=start tunnel")
     wait_for(lambda: events.exists() and "child-established west-east" in events.read_text(),
              20, "statsbin to run")
-    assert west.whack("--shutdown").returncode == 0
+    import signal
+
+    assert west.proc is not None
+    west.proc.send_signal(signal.SIGTERM)  # orderly shutdown: SAs deleted first
+    assert west.proc.wait(30) == 0
     wait_for(lambda: not child_sas(east), 20, "east to see west's deletes")
     log = (west.dir / "log").read_text()
     assert "deleting Child SA" in log and "pluto exiting with status 0" in log
