@@ -35,3 +35,10 @@ def test_psk_auth_with_aes_prf_uses_key_rule() -> None:
     out = auth.psk_auth(Prf.AES128_XCBC, psk, b"octets")
     assert out == prf.compute(prf.compute(psk, b"Key Pad for IKEv2"), b"octets")
     assert len(out) == 16
+
+
+def test_null_auth_keys_with_sk_p() -> None:
+    sk_pi, octets = b"\x42" * 32, b"signed octets"
+    inner = hmac.new(sk_pi, b"Key Pad for IKEv2", hashlib.sha256).digest()
+    assert auth.null_auth(Prf.HMAC_SHA2_256, sk_pi, octets) == hmac.new(
+        inner, octets, hashlib.sha256).digest()

@@ -46,3 +46,13 @@ def psk_auth(prf_id: int, psk: bytes, signed: bytes) -> bytes:
 def psk_verify(prf_id: int, psk: bytes, signed: bytes, auth_data: bytes) -> bool:
     """Constant-time check of a peer's PSK AUTH payload data."""
     return hmac.compare_digest(psk_auth(prf_id, psk, signed), auth_data)
+
+
+def null_auth(prf_id: int, sk_p: bytes, signed: bytes) -> bytes:
+    """AUTH data for method 13, NULL Authentication (RFC 7619 §2.1).
+
+    Computed as the shared-key MIC of RFC 7296 §2.15 with the sender's SK_p
+    (SK_pi / SK_pr) in place of the shared secret — the same rule as EAP
+    without an MSK (RFC 7296 §2.16).
+    """
+    return psk_auth(prf_id, sk_p, signed)
