@@ -265,10 +265,15 @@ def test_uniqueids_replaces_old_ike_sa() -> None:
     net = Net()
     net.up()
     first = net.established(net.east)[0].serial
-    # west "reboots": a fresh engine state on west, same connection
-    net.west.engine.by_serial.clear()
-    net.west.engine.ike_sas.clear()
-    net.west.engine.children_in.clear()
+    # west "reboots": a fresh engine with the same connection
+    import random
+
+    from pypluto.ike.engine import Engine
+
+    from .harness import WEST, Store, make_conn
+    net.west.engine = Engine(EngineSettings(), Store(b"very secret shared key for tests"),
+                             rng=random.Random(7).randbytes, local_addrs=[WEST])
+    net.west.engine.add_connection(make_conn(local_left=True))
     net.up()
     e = net.established(net.east)
     assert len(e) == 1 and e[0].serial != first

@@ -77,6 +77,10 @@ class Engine:
         self.by_serial: dict[int, IKESA] = {}
         self.halfopen: dict[tuple[bytes, Any, int], IKESA] = {}  # (SPIi, addr, port)
         self.children_in: dict[int, ChildSA] = {}  # by inbound SPI
+        self.by_conn: dict[str, dict[int, IKESA]] = {}  # conn name -> serial -> IKE SA
+        self.children_out: dict[int, ChildSA] = {}  # by outbound SPI (for sa_counters)
+        self.by_reqid: dict[int, list[ChildSA]] = {}  # installed Child SAs per reqid
+        self.policy_owner: dict[int, ChildSA] = {}  # reqid -> the Child SA that owns policies
         self._serial = 0
         self._reqids: dict[str, int] = {}
         self._next_reqid = 16388
@@ -95,12 +99,14 @@ class Engine:
         self._serial += 1
         return self._serial
 
-    def reqid_for(self, conn: Connection) -> int:
+    def reqid_for(self, conn: Connection, instance: object = None) -> int:
+        """One reqid per connection, or per peer instance of a %any template."""
         if conn.reqid:
             return conn.reqid
-        r = self._reqids.get(conn.name)
+        key = conn.name if instance is None else f"{conn.name}[{instance}]"
+        r = self._reqids.get(key)
         if r is None:
-            r = self._reqids[conn.name] = self._next_reqid
+            r = self._reqids[key] = self._next_reqid
             self._next_reqid += 4
         return r
 
@@ -210,10 +216,26 @@ class Engine:
     def register(self, ike: IKESA) -> None:
         self.ike_sas[ike.local_spi] = ike
         self.by_serial[ike.serial] = ike
+        self.by_conn.setdefault(ike.conn.name, {})[ike.serial] = ike
+
+    def rebind(self, ike: IKESA, conn: Connection) -> None:
+        """The responder picked another connection for this IKE SA (by peer ID)."""
+        d = self.by_conn.get(ike.conn.name)
+        if d is not None:
+            d.pop(ike.serial, None)
+            if not d:
+                del self.by_conn[ike.conn.name]
+        ike.conn = conn
+        self.by_conn.setdefault(conn.name, {})[ike.serial] = ike
 
     def forget_ike(self, ike: IKESA) -> None:
         self.ike_sas.pop(ike.local_spi, None)
         self.by_serial.pop(ike.serial, None)
+        d = self.by_conn.get(ike.conn.name)
+        if d is not None:
+            d.pop(ike.serial, None)
+            if not d:
+                del self.by_conn[ike.conn.name]
         key = (ike.spi_i, ike.remote.addr, ike.remote.port)
         if self.halfopen.get(key) is ike:
             del self.halfopen[key]
@@ -302,15 +324,15 @@ class Engine:
         acts.append(AddSA(sa_in))
         acts.append(AddSA(sa_out))
         self.children_in[child.spi_in] = child
-        owner = replaces if replaces is not None and replaces.owns_policy else None
-        if owner is None:
-            owner = next((c for i in self._ikes_of(child.conn.name) for c in i.children
-                          if c.owns_policy and c.reqid == child.reqid), None)
+        self.children_out[child.spi_out] = child
+        self.by_reqid.setdefault(child.reqid, []).append(child)
+        owner = self.policy_owner.get(child.reqid)
         if owner is not None:
             owner.owns_policy = False
         else:
             acts += [AddPolicy(p) for p in self.policies(child)]
         child.owns_policy = True
+        self.policy_owner[child.reqid] = child
         child.state = S.ESTABLISHED_CHILD
         child.established_at = now
         conn = child.conn
@@ -353,6 +375,13 @@ class Engine:
         if child.state != S.ESTABLISHED_CHILD and not child.owns_policy \
                 and self.children_in.get(child.spi_in) is not child:
             return acts
+        sibs = self.by_reqid.get(child.reqid)
+        if sibs is not None and child in sibs:
+            sibs.remove(child)
+            if not sibs:
+                del self.by_reqid[child.reqid]
+        if self.children_out.get(child.spi_out) is child:
+            del self.children_out[child.spi_out]
         if self.children_in.get(child.spi_in) is child:
             del self.children_in[child.spi_in]
             acts.append(DelSA(child.local_addr, child.spi_in, child.protocol, child.conn.name,
@@ -361,12 +390,13 @@ class Engine:
                               child.conn.name, child.serial))
         if child.owns_policy:
             child.owns_policy = False
-            heir = next((c for i in self._ikes_of(child.conn.name) for c in i.children
-                         if c.reqid == child.reqid and c.state == S.ESTABLISHED_CHILD
-                         and c is not child), None)
+            heir = next((c for c in self.by_reqid.get(child.reqid, ())
+                         if c.state == S.ESTABLISHED_CHILD and c is not child), None)
             if heir is not None:
                 heir.owns_policy = True
+                self.policy_owner[child.reqid] = heir
             else:
+                self.policy_owner.pop(child.reqid, None)
                 acts += [DelPolicy(p) for p in self.policies(child)]
         child.state = S.CHILD_DELETING
         self.log(acts, f"deleting Child SA; ESP SPIs 0x{child.spi_in:08x} "
@@ -375,7 +405,7 @@ class Engine:
         return acts
 
     def _ikes_of(self, name: str) -> list[IKESA]:
-        return [i for i in self.by_serial.values() if i.conn.name == name]
+        return list(self.by_conn.get(name, {}).values())
 
     # ------------------------------------------------------------------ public API
     def add_connection(self, conn: Connection) -> list[Action]:
@@ -501,10 +531,8 @@ class Engine:
         from pypluto.ike.exchanges import create_child_sa
         child = self.children_in.get(reqid_or_spi)
         if child is None:  # the SPI of an outbound SA
-            child = next((c for i in self.by_serial.values() for c in i.children
-                          if c.spi_out == reqid_or_spi), None)
-        cands = [child] if child is not None else [
-            c for i in self.by_serial.values() for c in i.children if c.reqid == reqid_or_spi]
+            child = self.children_out.get(reqid_or_spi)
+        cands = [child] if child is not None else list(self.by_reqid.get(reqid_or_spi, ()))
         acts: list[Action] = []
         for c in cands:
             conn = c.conn

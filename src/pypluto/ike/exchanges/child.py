@@ -54,7 +54,8 @@ def new_child(eng: Engine, ike: IKESA, conn: Connection, initiator: bool) -> Chi
     c = ChildSA(serial=eng.new_serial(), conn=conn, parent=ike, state=S.NEW_CHILD_I1,
                 initiator=initiator)
     c.spi_in = eng.alloc_child_spi()
-    c.reqid = eng.reqid_for(conn)
+    c.reqid = eng.reqid_for(conn, None if conn.remote.host_addr is not None
+                            else ike.remote_id or ike.remote.addr)
     c.mode = "transport" if conn.type == "transport" else "tunnel"
     c.local_addr, c.remote_addr = ike.local.addr, ike.remote.addr
     eng.children_in[c.spi_in] = c  # reserve the SPI

@@ -283,7 +283,8 @@ def respond(eng: Engine, ike: IKESA, msgid: int, payloads: list, local: Endpoint
         return reject(f"connection requires authby={conn.authby}; only PSK is supported")
     if int(auth_p.method) != AUTH_PSK:
         return reject(f"AUTH method {int(auth_p.method)} is not PSK")
-    ike.conn = conn
+    if conn is not ike.conn:
+        eng.rebind(ike, conn)
     local_id = local_identity(ike, conn)
     psk = _psk(eng, ike, local_id, peer_id)
     if psk is None:
@@ -321,7 +322,7 @@ def _uniqueids(eng: Engine, ike: IKESA, now: float, initial_contact: bool) -> li
     uniq = ike.conn.uniqueids if ike.conn.uniqueids is not None else eng.settings.uniqueids
     if not (uniq or initial_contact):
         return acts
-    for other in list(eng.by_serial.values()):
+    for other in eng.ike_of(ike.conn.name):
         if other is ike or other.initiator and other.state in (S.PARENT_I1, S.PARENT_I2):
             continue
         if not other.established or other.remote_id is None:

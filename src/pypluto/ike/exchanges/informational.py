@@ -32,7 +32,7 @@ def peer_dead(eng: Engine, ike: IKESA, now: float, why: str) -> list[Action]:
     if conn.name in eng.connections and (conn.dpdaction == "restart" or
                                          conn.auto in ("start", "up")) \
             and conn.remote.host_addr is not None and ike.rekey_of is None \
-            and not any(i.conn.name == conn.name for i in eng.by_serial.values()):
+            and not eng.ike_of(conn.name):
         eng.log(acts, "restarting connection", ike)
         acts += ike_sa_init.initiate(eng, conn, now)
     return acts
