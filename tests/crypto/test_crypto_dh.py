@@ -167,3 +167,21 @@ def test_unknown_and_unsupported_groups() -> None:
     if not dh.supported(KE.ML_KEM_512):
         with pytest.raises(UnsupportedAlgorithm):
             dh.initiator_ke(KE.ML_KEM_512)
+
+
+def test_no_deprecation_warning_escapes() -> None:
+    """The FFDH deprecation is handled at import; using MODP, 3DES, Camellia warns nothing."""
+    import subprocess
+    import sys
+
+    code = (
+        "from pypluto.crypto import dh, ciphers\n"
+        "k = dh.initiator_ke(14); r, s = dh.responder_ke(14, k.public); assert k.finish(r) == s\n"
+        "ciphers.make_cbc(3, bytes(range(24))).encrypt(bytes(8), bytes(8))\n"
+        "ciphers.make_cbc(23, bytes(16)).encrypt(bytes(16), bytes(16))\n"
+        "print(dh.MODP_BACKEND)\n"
+    )
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in ("openssl", "python")
