@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,9 +99,7 @@ class Lab:
                     p.wait(timeout=5)
         for ns in (self.west, self.east):
             sh("ip", "netns", "del", ns, check=False)
-        for f in self.tmp.glob("*"):
-            f.unlink()
-        self.tmp.rmdir()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class Plane:

@@ -24,6 +24,7 @@ import os
 import select
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -39,7 +40,7 @@ from pypluto.kernel.base import (
     SAStats,
     TrafficSelector,
 )
-from pypluto.kernel.userspace import iproute
+from pypluto.kernel.userspace import iproute, offload
 from pypluto.kernel.userspace.tun import open_tun
 
 log = logging.getLogger("pypluto.kernel.userspace")
@@ -54,6 +55,14 @@ _SPI = struct.Struct("!I")
 
 Deliver = Callable[[bytes, tuple[str, int]], None]
 Sender = Callable[[bytes, tuple[str, int]], int]
+# outbound SA, its send function, the peer's (address, port), the socket, UDP GSO usable
+_Flow = tuple[esp.OutboundSA, Sender, tuple[str, int], socket.socket, bool]
+SOL_UDP = 17
+UDP_SEGMENT = 103  # UDP GSO: one sendmsg, many datagrams of one size (Linux 4.18)
+UDP_GRO = 104  # the reverse on receive (Linux 5.0)
+_GSO_BYTES = 65000  # below the 65507-byte UDP limit
+_GSO_SEGS = 64
+_U16 = struct.Struct("=H")
 
 
 @dataclass
@@ -67,6 +76,11 @@ class PlaneCounters:
     send_errors: int = 0
     tun_write_errors: int = 0
     ike_delivered: int = 0
+    tun_reads: int = 0  # read() calls on the TUN device that returned a packet
+    tun_segments: int = 0  # packets those reads carried (more with TCP segmentation offload)
+    udp_reads: int = 0  # receive calls on the ESP-in-UDP sockets
+    udp_datagrams: int = 0  # datagrams they carried (more with UDP GRO)
+    tun_writes: int = 0  # merged writes to the TUN device (TCP receive offload)
 
 
 @dataclass
@@ -116,7 +130,8 @@ class UserspaceBackend(KernelBackend):
 
     def __init__(self, ifname: str = DEFAULT_IFNAME, *, table: int = DEFAULT_TABLE,
                  rule_priority: int = DEFAULT_RULE_PRIORITY, mtu: int = DEFAULT_MTU,
-                 manage_routes: bool = True, threads: str = "single") -> None:
+                 manage_routes: bool = True, threads: str = "split",
+                 offload: bool = True) -> None:
         self.table = table
         self.rule_priority = rule_priority
         self.manage_routes = manage_routes
@@ -129,7 +144,7 @@ class UserspaceBackend(KernelBackend):
         self._out_by_peer: dict[str, esp.OutboundSA] = {}
         self._policies: dict[tuple[str, str, str, int], PolicyParams] = {}
         self._out_pols: list[_OutPolicy] = []
-        self._flow: dict[bytes, tuple[esp.OutboundSA, Sender, tuple[str, int]]] = {}
+        self._flow: dict[bytes, _Flow] = {}
         self._socks: list[tuple[tuple[str, int], socket.socket]] = []
         self._raw: dict[int, socket.socket] = {}
         self._deliver_for: dict[int, Deliver] = {}
@@ -139,7 +154,8 @@ class UserspaceBackend(KernelBackend):
         self._rules: set[int] = set()
         if manage_routes:
             self._remove_table()  # leftovers of an earlier, crashed run
-        self._tun_fd, self.ifname = open_tun(ifname)
+        self._tun_fd, self.ifname, self.offload = open_tun(ifname, offload)
+        self._gso = offload  # UDP GSO/GRO on the ESP-in-UDP sockets along with TUN offload
         try:
             iproute.ip("link", "set", "dev", self.ifname, "mtu", str(mtu), "up")
         except BackendError:
@@ -172,14 +188,15 @@ class UserspaceBackend(KernelBackend):
 
     def _drain_tun(self, batch: int) -> None:
         """Outbound: TUN -> policy -> ESP -> UDP (RFC 4303 §3.1, RFC 3948 §2.1)."""
+        if self.offload:
+            self._drain_tun_offload(batch)
+            return
         fd = self._tun_fd
         read = os.read
         c = self.counters
         for _ in range(batch):
             try:
                 pkt = read(fd, 65536)
-            except BlockingIOError:
-                return
             except OSError:
                 return
             if len(pkt) < 20:
@@ -201,6 +218,96 @@ class UserspaceBackend(KernelBackend):
             except OSError:
                 c.send_errors += 1
 
+    def _drain_tun_offload(self, batch: int) -> None:
+        """The same with a virtio_net_hdr on each read: TCP super-packets are segmented
+        here, and the ESP packets of one super-packet leave in one UDP GSO send."""
+        fd = self._tun_fd
+        read = os.read
+        c = self.counters
+        hlen = offload.VNET_HDR_LEN
+        unpack = offload.VNET_HDR.unpack_from
+        for _ in range(batch):
+            try:
+                data = read(fd, 65536 + hlen)
+            except OSError:
+                return
+            if len(data) < hlen + 20:
+                continue
+            c.tun_reads += 1
+            flags, gso_type, _hl, gso_size, cstart, coff = unpack(data)
+            pkt = data[hlen:]
+            if gso_type & 0x7F:
+                segs = offload.segment_tcp(pkt, gso_size)
+            elif flags & offload.F_NEEDS_CSUM:
+                b = bytearray(pkt)
+                offload.complete_csum(b, cstart, coff)
+                segs = [bytes(b)]
+            else:
+                segs = [pkt]
+            c.tun_segments += len(segs)
+            pkt = segs[0]
+            key = pkt[12:20] if pkt[0] >> 4 == 4 else pkt[8:40]
+            ent = self._flow.get(key)
+            if ent is None:
+                ent = self._resolve(pkt, key)
+                if ent is None:
+                    c.no_policy += len(segs)
+                    continue
+            encap = ent[0].encap
+            if len(segs) == 1:
+                wire = encap(pkt)
+                if wire is not None:
+                    try:
+                        ent[1](wire, ent[2])
+                    except BlockingIOError:
+                        self._send_slow(ent[1], wire, ent[2])
+                    except OSError:
+                        c.send_errors += 1
+                continue
+            wires = [w for w in map(encap, segs) if w is not None]
+            if ent[4]:
+                self._send_gso(ent, wires)
+            else:
+                for w in wires:
+                    try:
+                        ent[1](w, ent[2])
+                    except BlockingIOError:
+                        self._send_slow(ent[1], w, ent[2])
+                    except OSError:
+                        c.send_errors += 1
+
+    def _send_gso(self, ent: _Flow, wires: list[bytes]) -> None:
+        """Send equal-sized ESP packets (the last may be shorter) with UDP_SEGMENT."""
+        sock, addr = ent[3], ent[2]
+        i, n = 0, len(wires)
+        while i < n:
+            size = len(wires[i])
+            k = min(_GSO_SEGS, max(1, _GSO_BYTES // size))
+            j = i + 1
+            while j < n and j - i < k and len(wires[j]) == size:
+                j += 1
+            if j < n and j - i < k and len(wires[j]) < size:
+                j += 1  # a shorter last datagram may end the batch
+            chunk = wires[i:j]
+            try:
+                if len(chunk) == 1:
+                    sock.sendto(chunk[0], addr)
+                else:
+                    sock.sendmsg([b"".join(chunk)],
+                                 [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))], 0, addr)
+            except BlockingIOError:
+                for w in chunk:
+                    self._send_slow(ent[1], w, addr)
+            except OSError:
+                self._gso = False  # not supported here: plain sends from now on
+                self._invalidate()
+                for w in chunk:
+                    try:
+                        sock.sendto(w, addr)
+                    except OSError:
+                        self.counters.send_errors += 1
+            i = j
+
     def _send_slow(self, send: Sender, wire: bytes, addr: tuple[str, int]) -> None:
         """The socket buffer is full: wait briefly for room, then try once more."""
         try:
@@ -213,43 +320,89 @@ class UserspaceBackend(KernelBackend):
 
     def _drain_udp(self, sock: socket.socket, deliver: Deliver | None, mv: memoryview,
                    batch: int) -> None:
-        """Inbound: UDP 4500 -> IKE to the daemon, ESP by SPI -> TUN (RFC 3948 §2.2-2.3)."""
-        recv = sock.recvfrom_into
-        ins = self._in
-        write = os.write
-        tun = self._tun_fd
-        unpack = _SPI.unpack_from
+        """Inbound: UDP 4500 -> IKE to the daemon, ESP by SPI -> TUN (RFC 3948 §2.2-2.3).
+
+        With UDP GRO one read may return several datagrams of one size back to
+        back (the control message says the size); their inner TCP segments are
+        merged again before they go to the TUN device.
+        """
+        gro = self._gso
+        recv = sock.recvmsg_into if gro else None
+        recvfrom = sock.recvfrom_into
+        one = self._udp_datagram
+        bufs = [mv]
         c = self.counters
         for _ in range(batch):
             try:
-                n, addr = recv(mv)
-            except BlockingIOError:
-                return
+                if recv is not None:
+                    n, anc, _fl, addr = recv(bufs, 64)
+                    c.udp_reads += 1
+                    seg = 0
+                    for level, typ, val in anc:
+                        if level == SOL_UDP and typ == UDP_GRO:
+                            seg = int.from_bytes(val[:4], sys.byteorder)
+                    if seg and n > seg:
+                        c.udp_datagrams += (n + seg - 1) // seg
+                        inner = [x for x in (one(mv[off:min(off + seg, n)], addr, deliver)
+                                             for off in range(0, n, seg)) if x is not None]
+                        self._to_tun_many(inner)
+                        continue
+                else:
+                    n, addr = recvfrom(mv)
+                    c.udp_reads += 1
             except OSError:
                 return
-            if n < 8:
-                if n == 1 and mv[0] == 0xFF:
-                    c.keepalives += 1
-                elif n > 4 and not any(mv[:4]) and deliver is not None:
-                    self._deliver(deliver, bytes(mv[4:n]), addr)
-                else:
-                    c.malformed += 1
-                continue
-            spi = unpack(mv, 0)[0]
-            if spi == 0:
-                if deliver is not None:
-                    self._deliver(deliver, bytes(mv[4:n]), addr)
-                continue
-            isa = ins.get(spi)
-            if isa is None:
-                c.unknown_spi += 1
-                continue
-            inner = isa.decap(mv[:n])
-            if inner is not None:
-                try:
-                    write(tun, inner)
-                except OSError:
-                    c.tun_write_errors += 1
+            c.udp_datagrams += 1
+            p = one(mv[:n], addr, deliver)
+            if p is not None:
+                self._to_tun(p)
+
+    def _to_tun(self, inner: bytes) -> None:
+        try:
+            if self.offload:
+                os.writev(self._tun_fd, (offload.HDR_DATA_VALID, inner))
+            else:
+                os.write(self._tun_fd, inner)
+        except OSError:
+            self.counters.tun_write_errors += 1
+
+    def _to_tun_many(self, pkts: list[bytes]) -> None:
+        if not self.offload or len(pkts) < 2:
+            for p in pkts:
+                self._to_tun(p)
+            return
+        fd = self._tun_fd
+        writev = os.writev
+        for vh, p in offload.coalesce_tcp(pkts):
+            try:
+                writev(fd, (vh, p))
+                self.counters.tun_writes += 1
+            except OSError:
+                self.counters.tun_write_errors += 1
+
+    def _udp_datagram(self, d: memoryview, addr: tuple[str, int],
+                      deliver: Deliver | None) -> bytes | None:
+        """One datagram: a keepalive, IKE (handed to the daemon) or ESP (returns the inner packet)."""
+        n = len(d)
+        c = self.counters
+        if n < 8:
+            if n == 1 and d[0] == 0xFF:
+                c.keepalives += 1
+            elif n > 4 and not any(d[:4]) and deliver is not None:
+                self._deliver(deliver, bytes(d[4:n]), addr)
+            else:
+                c.malformed += 1
+            return None
+        spi = _SPI.unpack_from(d, 0)[0]
+        if spi == 0:
+            if deliver is not None:
+                self._deliver(deliver, bytes(d[4:n]), addr)
+            return None
+        isa = self._in.get(spi)
+        if isa is None:
+            c.unknown_spi += 1
+            return None
+        return isa.decap(d)
 
     def _deliver(self, deliver: Deliver, data: bytes, addr: tuple[str, int]) -> None:
         self.counters.ike_delivered += 1
@@ -278,15 +431,12 @@ class UserspaceBackend(KernelBackend):
             return
         inner = isa.decap(data)
         if inner is not None:
-            try:
-                os.write(self._tun_fd, inner)
-            except OSError:
-                self.counters.tun_write_errors += 1
+            self._to_tun(inner)
 
     # --- outbound lookup -------------------------------------------------------------
 
     def _resolve(self, pkt: bytes, key: bytes
-                 ) -> tuple[esp.OutboundSA, Sender, tuple[str, int]] | None:
+                 ) -> _Flow | None:
         """Slow path: the outbound policy and SA for a packet (RFC 4301 §5.1 SPD lookup)."""
         try:
             if pkt[0] >> 4 == 4:
@@ -328,13 +478,13 @@ class UserspaceBackend(KernelBackend):
         return None
 
     def _sender_for(self, osa: esp.OutboundSA
-                    ) -> tuple[esp.OutboundSA, Sender, tuple[str, int]] | None:
+                    ) -> _Flow | None:
         p = osa.params
         if p.encap_dport is None:
             raw = self._raw.get(p.dst.version)
             if raw is None:
                 return None
-            return (osa, raw.sendto, (str(p.dst), 0))
+            return (osa, raw.sendto, (str(p.dst), 0), raw, False)
         fam = socket.AF_INET6 if p.dst.version == 6 else socket.AF_INET
         best = None
         for local, sock in self._socks:
@@ -348,7 +498,7 @@ class UserspaceBackend(KernelBackend):
                     break
         if best is None:
             return None
-        return (osa, best.sendto, (str(p.dst), p.encap_dport))
+        return (osa, best.sendto, (str(p.dst), p.encap_dport), best, self._gso)
 
     def _invalidate(self) -> None:
         self._flow = {}
@@ -362,6 +512,11 @@ class UserspaceBackend(KernelBackend):
             self._socks.append(((local[0], local[1]), sock))
             self._invalidate()
             self._deliver_for[sock.fileno()] = deliver_ike
+            if self._gso:
+                try:  # datagrams of one flow arrive coalesced (split again in _drain_udp)
+                    sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+                except OSError:
+                    self._gso = False
             for opt in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
                 try:  # bursts of ESP must not overflow the daemon's default buffer
                     sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)

@@ -1,0 +1,228 @@
+"""TCP segmentation and checksum completion for a TUN device with IFF_VNET_HDR.
+
+With TUNSETOFFLOAD (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) the kernel hands
+the plane whole TCP super-packets of up to 64 KiB, each prefixed by a
+``virtio_net_hdr``: one read instead of dozens.  ESP protects MTU-sized IP
+packets, so the plane cuts each super-packet into the segments the kernel
+would have sent (RFC 9293 §3.1 header fields, RFC 791/8200 IP headers) and
+fills in the checksums the kernel left partial (RFC 1071).
+"""
+
+from __future__ import annotations
+
+import struct
+
+VNET_HDR = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+VNET_HDR_LEN = VNET_HDR.size  # 10
+F_NEEDS_CSUM = 1
+F_DATA_VALID = 2
+GSO_NONE = 0
+GSO_TCPV4 = 1
+GSO_TCPV6 = 4
+GSO_ECN = 0x80
+
+# header for packets written to the TUN: no GSO, checksums already verified by ESP's ICV
+HDR_DATA_VALID = VNET_HDR.pack(F_DATA_VALID, GSO_NONE, 0, 0, 0, 0)
+
+_H = struct.Struct("!H")
+_I = struct.Struct("!I")
+
+
+def csum_add(data: bytes | memoryview) -> int:
+    """The one's complement sum of ``data`` as 16-bit words, not folded to 16 bits (RFC 1071).
+
+    ``int.from_bytes(...) % 0xFFFF`` is that sum, because 2**16 = 1 (mod 0xFFFF).
+    """
+    if len(data) & 1:
+        return int.from_bytes(bytes(data) + b"\0", "big") % 0xFFFF
+    return int.from_bytes(data, "big") % 0xFFFF
+
+
+def csum_finish(total: int) -> int:
+    """The checksum field value for a sum of :func:`csum_add` results.
+
+    A zero residue means the 16-bit sum was 0xFFFF; its complement 0 is sent
+    as 0xFFFF, which verifies the same for TCP and is required for UDP (RFC 768).
+    """
+    total %= 0xFFFF
+    return (~total) & 0xFFFF if total else 0xFFFF
+
+
+def complete_csum(pkt: bytearray, start: int, offset: int) -> None:
+    """Finish a partial checksum (VIRTIO_NET_HDR_F_NEEDS_CSUM): the field holds the
+    pseudo-header sum; sum from ``start`` to the end and store the complement."""
+    pos = start + offset
+    if pos + 2 > len(pkt) or start >= len(pkt):
+        return
+    _H.pack_into(pkt, pos, csum_finish(csum_add(memoryview(pkt)[start:])))
+
+
+def segment_tcp(pkt: bytes, gso_size: int) -> list[bytes]:
+    """Cut one TCP super-packet (IPv4 or IPv6, no IPv6 extension headers) into segments.
+
+    Sequence numbers advance by the payload carried; FIN and PSH stay on the
+    last segment only, CWR on the first only; IPv4 IDs count up; every IP and
+    TCP checksum is computed afresh.
+    """
+    v = pkt[0] >> 4
+    if v == 4:
+        ihl = (pkt[0] & 0x0F) * 4
+        proto = pkt[9]
+    else:
+        ihl = 40
+        proto = pkt[6]
+    if proto != 6 or len(pkt) < ihl + 20 or gso_size <= 0:
+        return [pkt]
+    thl = (pkt[ihl + 12] >> 4) * 4
+    hl = ihl + thl
+    payload = memoryview(pkt)[hl:]
+    plen = len(payload)
+    if plen <= gso_size:
+        return [fix_checksums(pkt)]
+    iph = bytearray(pkt[:ihl])
+    tcph = bytearray(pkt[ihl:hl])
+    seq0 = _I.unpack_from(tcph, 4)[0]
+    flags0 = tcph[13]
+    tcph[16:18] = b"\0\0"
+    if v == 4:
+        ip_id = _H.unpack_from(iph, 4)[0]
+        iph[10:12] = b"\0\0"
+        pseudo_addr = csum_add(iph[12:20]) + 6
+    else:
+        pseudo_addr = csum_add(iph[8:40]) + 6
+    out = []
+    nseg = (plen + gso_size - 1) // gso_size
+    for i in range(nseg):
+        off = i * gso_size
+        chunk = payload[off:off + gso_size]
+        n = len(chunk)
+        last = i == nseg - 1
+        flags = flags0
+        if not last:
+            flags &= ~0x09  # FIN, PSH
+        if i:
+            flags &= ~0x80  # CWR
+        tcph[13] = flags
+        _I.pack_into(tcph, 4, (seq0 + off) & 0xFFFFFFFF)
+        tcph[16:18] = b"\0\0"
+        tlen = thl + n
+        c = csum_finish(pseudo_addr + tlen + csum_add(tcph) + csum_add(chunk))
+        _H.pack_into(tcph, 16, c)
+        if v == 4:
+            _H.pack_into(iph, 2, ihl + tlen)
+            _H.pack_into(iph, 4, (ip_id + i) & 0xFFFF)
+            iph[10:12] = b"\0\0"
+            _H.pack_into(iph, 10, csum_finish(csum_add(iph)))
+        else:
+            _H.pack_into(iph, 4, tlen)
+        out.append(bytes(iph) + bytes(tcph) + chunk)
+    return out
+
+
+def fix_checksums(pkt: bytes) -> bytes:
+    """Recompute the TCP checksum of one (not super-) packet, IPv4 or IPv6."""
+    b = bytearray(pkt)
+    v = b[0] >> 4
+    ihl = (b[0] & 0x0F) * 4 if v == 4 else 40
+    if len(b) < ihl + 20:
+        return pkt
+    b[ihl + 16:ihl + 18] = b"\0\0"
+    addrs = b[12:20] if v == 4 else b[8:40]
+    tlen = len(b) - ihl
+    c = csum_finish(csum_add(addrs) + 6 + tlen + csum_add(memoryview(b)[ihl:]))
+    _H.pack_into(b, ihl + 16, c)
+    return bytes(b)
+
+
+_SEQ = struct.Struct("!I")
+_MAX_MERGE = 64
+
+
+def _tcp_info(p: bytes) -> tuple[int, bytes, int, int, int] | None:
+    """(header length, flow key, sequence number, payload length, flags) of a TCP packet
+    that may be merged with its neighbours, or None (RFC 9293 §3.1 header layout)."""
+    n = len(p)
+    if n < 40:
+        return None
+    b0 = p[0]
+    if b0 == 0x45:
+        if p[9] != 6 or p[6] & 0x3F or p[7]:  # not TCP, or a fragment
+            return None
+        ihl = 20
+        head = p[1:2] + p[6:7] + p[8:9] + p[12:20]  # tos, DF, ttl, addresses
+    elif b0 >> 4 == 6:
+        if p[6] != 6 or n < 60:
+            return None
+        ihl = 40
+        head = p[0:4] + p[7:8] + p[8:40]
+    else:
+        return None
+    flags = p[ihl + 13]
+    if flags & 0xE7 != 0x10:  # only ACK, optionally PSH
+        return None
+    hl = ihl + (p[ihl + 12] >> 4) * 4
+    plen = n - hl
+    if plen <= 0:
+        return None
+    key = head + p[ihl:ihl + 4] + p[ihl + 8:ihl + 12] + p[ihl + 20:hl]
+    return hl, key, _SEQ.unpack_from(p, ihl + 4)[0], plen, flags
+
+
+def coalesce_tcp(pkts: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """Merge runs of in-order TCP segments of one flow into super-packets (receive offload).
+
+    Returns (virtio_net_hdr, packet) pairs to write to the TUN device.  A run
+    has identical addresses, ports, acknowledgment number and options, every
+    segment but the last of one size, ACK-only flags (PSH may end the run), as
+    Linux GRO demands.  Merged packets carry a partial TCP checksum and
+    GSO_TCPV4/6 so the kernel treats them like its own GRO output.
+    """
+    out: list[tuple[bytes, bytes]] = []
+    i, n = 0, len(pkts)
+    while i < n:
+        p = pkts[i]
+        info = _tcp_info(p) if i + 1 < n else None
+        if info is None or info[4] != 0x10:
+            out.append((HDR_DATA_VALID, p))
+            i += 1
+            continue
+        hl, key, seq, size, _fl = info
+        run = [p]
+        total = size
+        nxt = (seq + size) & 0xFFFFFFFF
+        last_flags = 0x10
+        j = i + 1
+        while j < n and len(run) < _MAX_MERGE and total + size <= 65000:
+            q = _tcp_info(pkts[j])
+            if q is None or q[1] != key or q[2] != nxt or q[3] > size or q[0] != hl:
+                break
+            run.append(pkts[j])
+            total += q[3]
+            nxt = (nxt + q[3]) & 0xFFFFFFFF
+            last_flags = q[4]
+            j += 1
+            if q[3] < size or q[4] != 0x10:
+                break
+        if len(run) == 1:
+            out.append((HDR_DATA_VALID, p))
+            i += 1
+            continue
+        h = bytearray(p[:hl])
+        v4 = h[0] == 0x45
+        ihl = 20 if v4 else 40
+        tlen = hl - ihl + total
+        h[ihl + 13] = last_flags
+        if v4:
+            _H.pack_into(h, 2, hl + total)
+            h[10:12] = b"\0\0"
+            _H.pack_into(h, 10, csum_finish(csum_add(h[:20])))
+            partial = csum_add(h[12:20]) + 6 + tlen
+        else:
+            _H.pack_into(h, 4, tlen)
+            partial = csum_add(h[8:40]) + 6 + tlen
+        partial %= 0xFFFF
+        _H.pack_into(h, ihl + 16, partial or 0xFFFF)
+        vh = VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4 if v4 else GSO_TCPV6, hl, size, ihl, 16)
+        out.append((vh, bytes(h) + b"".join(memoryview(x)[hl:] for x in run)))
+        i = j
+    return out
