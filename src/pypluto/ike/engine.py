@@ -451,7 +451,11 @@ class Engine:
         from pypluto.ike.exchanges import informational
         acts: list[Action] = []
         for ike in self._ikes_of(name):
-            acts += informational.delete_ike(self, ike, now)
+            # as pluto: send the Delete, then remove the state without waiting (§1.4.1)
+            if ike.established:
+                self.log(acts, "sent INFORMATIONAL request to delete IKE SA", ike)
+                acts += informational.send_delete_now(self, ike, now)
+            acts += self.drop_ike(ike, now, "terminated")
         for ike in list(self.by_serial.values()):  # children on another conn's IKE SA
             for c in list(ike.children):
                 if c.conn.name == name:

@@ -128,7 +128,7 @@ class AuthTask:
         from pypluto.ike.exchanges import ike_sa_init
         if self.child is not None:
             childmod.release(eng, self.child)
-        return ike_sa_init.fail(eng, ike, now, "no response to IKE_AUTH", retry=True)
+        return ike_sa_init.fail(eng, ike, now, "no response to IKE_AUTH (retransmit timeout)", retry=True)
 
     def on_response(self, eng: Engine, ike: IKESA, payloads: list, now: float
                     ) -> list[Action]:

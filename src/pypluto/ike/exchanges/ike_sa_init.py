@@ -39,7 +39,7 @@ class InitTask:
     exchange = EXCH_INIT
 
     def on_timeout(self, eng: Engine, ike: IKESA, now: float) -> list[Action]:
-        return fail(eng, ike, now, "no response to IKE_SA_INIT", retry=True)
+        return fail(eng, ike, now, "no response to IKE_SA_INIT (retransmit timeout)", retry=True)
 
 
 def _natd(eng: Engine, ike: IKESA, spi_r: bytes, fake: bool) -> list:
@@ -115,7 +115,8 @@ def fail(eng: Engine, ike: IKESA, now: float, why: str, retry: bool = False) -> 
     """The IKE SA could not be established: remove it; retry per keyingtries/auto=start."""
     acts: list[Action] = [Log(f"IKE SA establishment failed: {why}", level="warning",
                               conn=ike.conn.name, serial=ike.serial)]
-    acts += eng.drop_ike(ike, now, "", "failed")
+    acts += eng.drop_ike(ike, now, "", None)
+    acts.append(ConnectionEvent("failed", ike.conn.name, ike.serial, why))
     conn = ike.conn
     if retry and ike.initiator and conn.name in eng.connections and \
             (conn.keyingtries == 0 or ike.tries < conn.keyingtries) and \
@@ -400,5 +401,4 @@ def respond(eng: Engine, data: bytes, hdr: Any, local: Endpoint, remote: Endpoin
             f"{'-' + chosen.integ_name() if chosen.integ else ''}-{chosen.prf_name()}-"
             f"{chosen.ke_name()}{nat}", ike)
     acts += [SendPacket(p, local, remote) for p in out]
-    _ = ConnectionEvent
     return acts
