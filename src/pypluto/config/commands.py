@@ -138,7 +138,29 @@ _SIDE_ORDER = ("", "id", "nexthop", "subnet", "subnets", "sourceip", "protoport"
                "ckaid", "ca", "sendcert", "rsasigkey", "ecdsakey", "pubkey", "auth",
                "updown", "addresspool", "modecfgserver", "modecfgclient", "xauthserver",
                "xauthclient", "xauthusername", "ikeport", "vti", "interface-ip", "cat")
-_QUOTED = {"id", "sourceip"}
+_QUOTED = {"id"}
+_PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 51: "AH", 58: "IPV6-ICMP",
+                132: "SCTP"}
+
+
+def _end_value(conn: Connection, side: str, sub: str) -> str | None:
+    """The printed value of an end key: typed where Libreswan normalises it."""
+    end = conn.left if side == "left" else conn.right
+    raw = conn.raw.get(side + sub)
+    if sub == "nexthop":
+        return end.nexthop
+    if sub == "subnet":
+        if raw is None or not end.subnets:
+            return None  # host-to-host (subnet = the host) or IKEv1 vhost:/vnet:
+        return ",".join(str(n) for n in end.subnets[:1]) if "," not in raw else raw
+    if sub == "protoport":
+        if raw is None:
+            return None
+        proto, port = end.protoport
+        written = raw.partition("/")[2]
+        port_s = "%any" if written.lower() == "%any" else str(port)
+        return f"{_PROTO_NAMES.get(proto, str(proto))}/{port_s}"
+    return raw
 
 
 def _fmt(key: str, value: str, quote_ids: bool = False) -> str:
@@ -159,11 +181,15 @@ def dump_conn(conn: Connection, also: list[str] | None = None) -> list[str]:
         keys = [side + k for k in _SIDE_ORDER] + sorted(
             k for k in raw if k.startswith(side) and k[len(side):] not in _SIDE_ORDER)
         for key in keys:
-            if key in raw and raw[key] != "" and key not in done:
-                sub = key[len(side):]
-                lines.append("\t" + _fmt(key, raw[key], quote_ids=sub in _QUOTED))
-                done.add(key)
-    for key in raw:
+            if key in done:
+                continue
+            done.add(key)
+            sub = key[len(side):]
+            value = _end_value(conn, side, sub)
+            if value:
+                lines.append("\t" + _fmt(key, value, quote_ids=sub in _QUOTED))
+    first = [k for k in ("ike", "esp", "ah") if k in raw]
+    for key in first + [k for k in raw if k not in first]:
         if key in done or raw[key] == "" or key.startswith(("left", "right")):
             continue
         if key in ("auto", "type"):

@@ -584,6 +584,8 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
                 raise ConnError(side + "nexthop", f"{side}nexthop={nh} is not an address") \
                     from None
         end.nexthop = nh
+    elif end.host in ("%defaultroute", "%defaultroute6"):
+        end.nexthop = "%defaultroute"  # Libreswan: the route's gateway
     end.auth = (get("auth") or "").lower() or None
     end.cert = get("cert")
     end.ca = get("ca")
