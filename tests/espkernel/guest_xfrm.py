@@ -389,6 +389,210 @@ def scenario_expire(left: XfrmBackend, right: XfrmBackend) -> None:
     t.remove()
 
 
+# --- daemons -----------------------------------------------------------------------------
+PSK = "pypluto-espkernel-psk-0123456789abcdef"
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+def conf_text() -> str:
+    conns = ""
+    for name, algs in (
+        ("west-east", ""),
+        ("west-east-sha2", "\tike=aes256-sha2_256-modp2048\n\tesp=aes256-sha2_256\n"),
+    ):
+        conns += (
+            f"conn {name}\n\tauthby=secret\n\tleft={L4}\n\tleftid=@west.example\n"
+            f"\tleftsubnet={LNET4}\n\tleftsourceip={LIN4}\n\tright={R4}\n"
+            f"\trightid=@east.example\n\trightsubnet={RNET4}\n\trightsourceip={RIN4}\n"
+            f"{algs}\tauto=add\n\n"
+        )
+    return "config setup\n\tplutodebug=none\n\n" + conns
+
+
+class Daemon:
+    """One IKE daemon (ours or Libreswan's) in a namespace, logging to a file."""
+
+    def __init__(self, kind: str, ns: str, workdir: str, name: str) -> None:
+        self.kind, self.ns, self.name = kind, ns, name
+        self.dir = os.path.join(workdir, name)
+        self.run = os.path.join(self.dir, "run")
+        os.makedirs(self.run, exist_ok=True)
+        self.logpath = os.path.join(self.dir, "pluto.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+        with open(os.path.join(self.dir, "ipsec.conf"), "w") as f:
+            f.write(conf_text())
+        sec = os.path.join(self.dir, "ipsec.secrets")
+        with open(sec, "w") as f:
+            f.write(f'@west.example @east.example : PSK "{PSK}"\n')
+        os.chmod(sec, 0o600)
+
+    def start(self) -> None:
+        conf, sec = os.path.join(self.dir, "ipsec.conf"), os.path.join(self.dir, "ipsec.secrets")
+        env = dict(os.environ)
+        if self.kind == "pypluto":
+            argv, extra = [os.path.join(VENV_BIN, "pluto")], ["--use-xfrm"]
+            ready = "Pluto initialized"
+        else:
+            nss = os.path.join(self.dir, "nss")
+            os.makedirs(nss, exist_ok=True)
+            sh(["certutil", "-N", "-d", f"sql:{nss}", "--empty-password"])
+            # (config first: "config setup" would reset the directories given before it)
+            argv = ["/usr/libexec/ipsec/pluto"]
+            extra = ["--nssdir", nss, "--ipsecdir", self.dir, "--dumpdir", self.dir]
+            sbin = os.path.realpath(os.path.join(os.path.realpath("/usr/libexec/ipsec"),
+                                                 "..", "..", "sbin"))  # fmt: skip
+            env["PATH"] = f"{sbin}:{env.get('PATH', '/usr/sbin:/usr/bin')}"
+            ready = "loading secrets from"
+        argv += ["--config", conf, "--secretsfile", sec, "--rundir", self.run, *extra,
+                 "--nofork", "--stderrlog"]  # fmt: skip
+        with open(self.logpath, "wb") as log_f:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, *argv], stdin=subprocess.DEVNULL,
+                stdout=log_f, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )  # fmt: skip
+        CHILDREN.append(self.proc)
+        proc = self.proc
+        wait_for(lambda: ready in self.log() or proc.poll() is not None, 60, f"{self.name} ready")
+        if proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited during start ({proc.returncode})")
+
+    def log(self) -> str:
+        try:
+            with open(self.logpath, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def whack(self, *args: str, timeout: float = 60) -> str:
+        if self.kind == "pypluto":
+            argv = [os.path.join(VENV_BIN, "whack"), "--rundir", self.run, *args]
+        else:
+            argv = ["/usr/libexec/ipsec/whack", "--ctlsocket",
+                    os.path.join(self.run, "pluto.ctl"), *args]  # fmt: skip
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return "whack timed out"
+        return res.stdout + res.stderr
+
+    def stop(self) -> bool:
+        """Orderly shutdown (whack --shutdown); True if it exited by itself."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc is not None
+        self.whack("--shutdown", timeout=20)
+        try:
+            self.proc.wait(20)
+            return True
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return False
+
+    def tail(self, n: int = 25) -> str:
+        return "\n".join(self.log().splitlines()[-n:])
+
+
+def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def own_state_left(be: XfrmBackend) -> tuple[int, int]:
+    return len(be.list_sas()), len(be.list_policies())
+
+
+def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, tag: str) -> None:
+    """Initiate from ``west``; ping; counters; SHA2-256 conn; shutdown leaves nothing."""
+    daemons = (west, east)
+    theirs = east.kind != "pypluto"  # Libreswan's SAs do not carry our reqids
+
+    def east_sas() -> list:  # type: ignore[type-arg]
+        return right.list_sas(own_only=not theirs)
+
+    try:
+        for d in daemons:
+            d.start()
+        log(f"{tag}: daemons ready")
+        out = west.whack("--name", "west-east", "--initiate")
+        wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
+                 "SAs in both kernels")  # fmt: skip
+        check(f"{tag}-child-sa-installed", True, out.strip().splitlines()[-1] if out else "")
+        check(f"{tag}-ping", ping(LEFT, LIN4, RIN4))
+        spis = [sa.spi for sa in east_sas() if sa.dst == R4]
+        pk = max((ip_s_packets(RIGHT, s) for s in spis), default=-1)
+        check(f"{tag}-ip-s-xfrm-counters", pk >= 3, f"east inbound SA packets {pk}")
+        tr = west.whack("--trafficstatus")
+        nums = [int(x) for x in re.findall(r"(?:inBytes|outBytes)=(\d+)", tr)]
+        check(f"{tag}-trafficstatus", bool(nums) and min(nums) > 0, tr.strip()[:200])
+        west.whack("--name", "west-east", "--down")
+        wait_for(lambda: not left.list_sas() and not east_sas(), 30, "SAs gone after down")
+        out = west.whack("--name", "west-east-sha2", "--initiate")
+        wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30, "sha2 SAs")
+        sas = left.list_sas()
+        truncs = {sa.auth_trunc[0] + "/" + str(sa.auth_trunc[2]) for sa in sas if sa.auth_trunc}
+        check(f"{tag}-sha2_256-truncation-128", truncs == {"hmac(sha256)/128"}, f"{truncs}")
+        check(f"{tag}-ping-sha2_256", ping(LEFT, LIN4, RIN4))
+        if east.kind == "libreswan":
+            # Libreswan as the initiator, we respond.
+            west.whack("--name", "west-east-sha2", "--down")
+            wait_for(lambda: not left.list_sas() and not east_sas(), 30, "SAs gone")
+            out = east.whack("--name", "west-east", "--initiate")
+            ok = True
+            try:
+                wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
+                         "SAs for Libreswan's initiate")  # fmt: skip
+            except TimeoutError:
+                ok = False
+            check(f"{tag}-responder-child-sa", ok, out.strip()[-200:])
+            check(f"{tag}-responder-ping", ok and ping(RIGHT, RIN4, LIN4))
+        stopped = [d.stop() for d in daemons]
+        check(f"{tag}-orderly-shutdown", all(stopped))
+        left_rest, right_rest = own_state_left(left), own_state_left(right)
+        west_rest = left_rest if west.kind == "pypluto" else (0, 0)
+        check(f"{tag}-nothing-left-after-shutdown", west_rest == (0, 0)
+              and (east.kind != "pypluto" or right_rest == (0, 0)),
+              f"west {left_rest}, east {right_rest}")  # fmt: skip
+    except Exception:
+        for d in daemons:
+            log(f"--- {d.name} log tail:\n{d.tail()}")
+        raise
+    finally:
+        for d in daemons:
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait()
+        sh(["ip", "-n", LEFT, "xfrm", "state", "flush"], check_rc=False)
+        sh(["ip", "-n", RIGHT, "xfrm", "state", "flush"], check_rc=False)
+        sh(["ip", "-n", LEFT, "xfrm", "policy", "flush"], check_rc=False)
+        sh(["ip", "-n", RIGHT, "xfrm", "policy", "flush"], check_rc=False)
+
+
+def scenario_pypluto_pair(left: XfrmBackend, right: XfrmBackend) -> None:
+    """Two of our daemons with --use-xfrm bring up a tunnel and ping through it."""
+    work = tempfile.mkdtemp(prefix="ppxg-pair.")
+    try:
+        run_pair(left, right, Daemon("pypluto", LEFT, work, "west"),
+                 Daemon("pypluto", RIGHT, work, "east"), "pair")  # fmt: skip
+    finally:
+        subprocess.run(["rm", "-rf", work])
+
+
+def scenario_libreswan(left: XfrmBackend, right: XfrmBackend) -> None:
+    """Our daemon (west, --use-xfrm) against Libreswan 4.10 (east)."""
+    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
+        check("libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+        return
+    work = tempfile.mkdtemp(prefix="ppxg-lsw.")
+    try:
+        run_pair(left, right, Daemon("pypluto", LEFT, work, "west"),
+                 Daemon("libreswan", RIGHT, work, "east"), "libreswan")  # fmt: skip
+    finally:
+        subprocess.run(["rm", "-rf", work])
+
+
 def scenario_flush_and_crash(left: XfrmBackend) -> None:
     """flush_own removes ours only; a restarted backend removes a crashed run's leftovers."""
     # Foreign state: as Libreswan (reqid 16388) and a hand-made SA (reqid 0).
@@ -489,6 +693,8 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("expire", scenario_expire, 2),
     ("errors", scenario_errors, 1),
     ("flush_and_crash", scenario_flush_and_crash, 1),
+    ("pypluto_pair", scenario_pypluto_pair, 2),
+    ("libreswan", scenario_libreswan, 2),
 ]
 
 
