@@ -46,12 +46,18 @@ def pair(tmp_path, make_pluto, netns):
         secrets.write_text(SECRETS)
         secrets.chmod(0o600)
 
-        def start(side: str, ns: NetNS, auto: str, *extra: str) -> Pluto:
+        def start(side: str, ns: NetNS, auto: str, *extra: str, conf_text: str = CONF,
+                  psk: str | None = None) -> Pluto:
             conf = tmp_path / f"{side}.conf"
-            conf.write_text(CONF.format(auto=auto))
+            conf.write_text(conf_text.format(auto=auto))
+            sec = secrets
+            if psk is not None:
+                sec = tmp_path / f"{side}.secrets"
+                sec.write_text(f'@west @east : PSK "{psk}"\n')
+                sec.chmod(0o600)
             p = make_pluto(side, ns)
             p.start("--nofork", "--logfile", str(p.dir / "log"), "--config", str(conf),
-                    "--secretsfile", str(secrets), *extra)
+                    "--secretsfile", str(sec), *extra)
             p.wait_ready()
             return p
 
@@ -135,3 +141,28 @@ def test_userspace_plane_ping(pair):
     e = child_sas(east)[0]
     assert w["out_packets"] >= 3 and e["in_packets"] >= 3
     assert "using kernel interface: userspace" in west.whack("--status").stdout
+
+
+def test_initiate_failures_exit_codes(pair):
+    """PSK mismatch: rc 56 (negotiation failed); no peer: rc 51 (no retransmission)."""
+    start, _w, _e = pair
+    conf = CONF + """\tretransmit-timeout=3s
+
+conn west-nowhere
+\tauthby=secret
+\tleft=192.0.2.1
+\tleftid=@west
+\tright=192.0.2.3
+\trightid=@east
+\tretransmit-timeout=3s
+\tauto=add
+"""
+    start("east", _e, "add", "--use-none", conf_text=conf, psk="east-psk-0123456789abcdef0123456")
+    west = start("west", _w, "add", "--use-none", conf_text=conf,
+                 psk="west-psk-0123456789abcdef0123456")
+    r = west.whack("--name", "west-east", "--initiate")
+    assert r.returncode == 56, r.stdout
+    assert "AUTHENTICATION_FAILED" in r.stdout and "established" not in r.stdout
+    r = west.whack("--name", "west-nowhere", "--initiate")
+    assert r.returncode == 51, r.stdout
+    assert "retransmit" in r.stdout

@@ -134,6 +134,7 @@ class Waiter:
     emit: Callable[[str], None]
     future: asyncio.Future[int]
     want: set[str] = field(default_factory=lambda: {"child-established"})
+    seen: list[str] = field(default_factory=list)
 
 
 class Daemon:
@@ -597,6 +598,7 @@ class Daemon:
             line = PlutoLogger.prefix(a.conn, a.serial, None) + a.message
             for w in self._waiters:
                 if w.conn == a.conn and not w.future.done():
+                    w.seen.append(line)
                     w.emit(line)
 
     def _on_event(self, ev: ConnectionEvent) -> None:
@@ -617,7 +619,7 @@ class Daemon:
                 rc = kind_rc[ev.kind]
                 if "retransmi" in ev.detail or "timeout" in ev.detail:
                     rc = RC_NORETRANSMISSION
-                if ev.detail:
+                if ev.detail and not any(ev.detail in ln for ln in w.seen):
                     w.emit(f'"{ev.conn}" #{ev.serial}: {ev.detail}')
                 w.future.set_result(rc)
         if ev.kind in ("ike-established", "child-established", "ike-deleted", "child-deleted"):
