@@ -130,15 +130,26 @@ def compare_conn(cfg: ConfigFile, name: str, vals: dict[str, list[str]]) -> list
     return diffs
 
 
+_CACHE: dict[tuple[str, str], ConfigFile] = {}
+
+
+def load_cached(base: str, rel: str) -> ConfigFile:
+    """load_config of ``rel`` as Libreswan's harness ran it (cwd = base), memoised."""
+    key = (base, rel)
+    if key not in _CACHE:
+        cwd = os.getcwd()
+        os.chdir(base)
+        try:
+            _CACHE[key] = load_config(rel, root_dir=os.path.join(base, "rootdir"))
+        finally:
+            os.chdir(cwd)
+    return _CACHE[key]
+
+
 def compare_file(base: str, rel: str) -> list[str]:
     """Every difference for one config file (empty list = full agreement)."""
-    cwd = os.getcwd()
-    os.chdir(base)
-    try:
-        cfg = load_config(rel, root_dir=os.path.join(base, "rootdir"))
-        _status, conns, stderr = read_rwc(rel + ".readwriteconf.out")
-    finally:
-        os.chdir(cwd)
+    cfg = load_cached(base, rel)
+    _status, conns, stderr = read_rwc(os.path.join(base, rel + ".readwriteconf.out"))
     diffs: list[str] = []
     addconn_err = ""
     try:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 
-from cfg_agreement import compare_file
+from cfg_agreement import compare_file, load_cached
 from conftest import shared_path
-
-from pypluto.config.parser import load_config
 
 # file -> why our verdict differs from Libreswan 4.10 on purpose
 VERDICT_DIFFERENCES = {
@@ -65,7 +63,7 @@ def test_verdicts_agree_with_libreswan() -> None:
     try:
         for entry in results:
             rel = str(entry["file"])
-            cfg = load_config(rel, root_dir=os.path.join(base, "rootdir"))
+            cfg = load_cached(base, rel)
             libreswan_ok = entry["addconn_checkconfig_rc"] == 0
             if cfg.ok == libreswan_ok:
                 agree += 1
@@ -141,7 +139,7 @@ def test_readwriteconf_lines_match() -> None:
             rel = str(entry["file"])
             if entry["addconn_checkconfig_rc"] != 0:
                 continue
-            cfg = load_config(rel, root_dir=os.path.join(base, "rootdir"))
+            cfg = load_cached(base, rel)
             _rc, conns, _err = read_rwc(rel + ".readwriteconf.out")
             for name, vals in conns.items():
                 if name not in cfg.conns:
