@@ -185,3 +185,18 @@ def test_no_deprecation_warning_escapes() -> None:
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() in ("openssl", "python")
+
+
+@pytest.mark.parametrize("group", ALL_GROUPS)
+def test_registry_sizes_match_the_wire(group: int) -> None:
+    """registry ke_size / ke_data_size(responder=True) equal what dh produces."""
+    from pypluto.crypto import registry
+
+    if not dh.supported(group):
+        pytest.skip("not in this cryptography")
+    alg = registry.get(registry.TransformType.KE, group)
+    assert alg is not None
+    i = dh.initiator_ke(group)
+    r_data, _ = dh.responder_ke(group, i.public)
+    assert len(i.public) == alg.ke_data_size(responder=False) == alg.ke_size
+    assert len(r_data) == alg.ke_data_size(responder=True)

@@ -117,6 +117,7 @@ class Algorithm:
     hash_name: str = ""  # PRF/INTEG: hashlib / cryptography hash name
     ke_kind: str = ""  # KE: "modp", "ecp", "ecx", "kem"
     ke_size: int = 0  # KE: public value bytes in the KE payload (initiator side)
+    ke_response_size: int = 0  # KE: responder's KE data bytes when it differs (ML-KEM ciphertext)
     ike_ok: bool = True  # usable for the IKE SA (NULL encryption is ESP only)
     esp_ok: bool = True
     insecure: bool = False  # accepted only when explicitly configured
@@ -125,6 +126,10 @@ class Algorithm:
     @property
     def name(self) -> str:
         return self.names[0]
+
+    def ke_data_size(self, responder: bool) -> int:
+        """KE payload data bytes sent by the initiator or the responder (FIPS 203 for ML-KEM)."""
+        return (self.ke_response_size or self.ke_size) if responder else self.ke_size
 
     def key_material_bytes(self, key_bits: int | None = None) -> int:
         """Bytes of keying material to take from prf+ (RFC 7296 §2.13/2.17)."""
@@ -256,11 +261,11 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     _k(KE.CURVE448, "CURVE448", ("dh32", "curve448", "x448"), strongswan="x448",
        ke_kind="ecx", ke_size=56),
     _k(KE.ML_KEM_512, "ML_KEM_512", ("mlkem512", "ml_kem_512"), strongswan="mlkem512",
-       ke_kind="kem", ke_size=800),
+       ke_kind="kem", ke_size=800, ke_response_size=768),
     _k(KE.ML_KEM_768, "ML_KEM_768", ("mlkem768", "ml_kem_768"), strongswan="mlkem768",
-       ke_kind="kem", ke_size=1184),
+       ke_kind="kem", ke_size=1184, ke_response_size=1088),
     _k(KE.ML_KEM_1024, "ML_KEM_1024", ("mlkem1024", "ml_kem_1024"), strongswan="mlkem1024",
-       ke_kind="kem", ke_size=1568),
+       ke_kind="kem", ke_size=1568, ke_response_size=1568),
     # --- ESN ----------------------------------------------------------------
     Algorithm(TransformType.ESN, ESN.NO, "NO_ESN", ("noesn", "no"), strongswan="noesn"),
     Algorithm(TransformType.ESN, ESN.YES, "ESN", ("esn", "yes"), strongswan="esn"),
