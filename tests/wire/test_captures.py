@@ -20,7 +20,7 @@ import pathlib
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import shared_path
+from testsupport import shared_path
 
 from pypluto.wire import (
     NON_ESP_MARKER,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import shared_path
+from testsupport import shared_path
 
 from pypluto.wire import InvalidMajorVersion, WireError, parse_message
 

@@ -20,13 +20,15 @@ import ipaddress
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 from .constants import (
+    AuthMethod,
     CertEncoding,
     CFGType,
     CPAttr,
     IDType,
+    NotifyType,
     PayloadType,
     ProtocolID,
     TransformAttr,
@@ -494,8 +496,6 @@ class AuthPayload(Payload):
 
     @classmethod
     def parse(cls, body: bytes) -> AuthPayload:
-        from .constants import AuthMethod
-
         r = _Reader(body, "AUTH payload")
         method = r.u8("auth method")
         reserved = r.u24("reserved")
@@ -567,8 +567,6 @@ class NotifyPayload(Payload):
 
     @classmethod
     def parse(cls, body: bytes) -> NotifyPayload:
-        from .constants import NotifyType
-
         r = _Reader(body, "Notify payload")
         protocol = r.u8("protocol id")
         spi_size = r.u8("SPI size")
@@ -917,8 +915,6 @@ class UnknownPayload(Payload):
     def serialize(self) -> bytes:
         return _bytes(self.body, "body")
 
-
-P = TypeVar("P", bound=Payload)
 
 #: Payload classes by type; IDi/IDr and TSi/TSr share a class.
 PAYLOAD_CLASSES: dict[int, Callable[[bytes], Payload]] = {
