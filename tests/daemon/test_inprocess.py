@@ -343,3 +343,28 @@ def test_command_line_reaches_engine_settings(env: dict[str, Any]) -> None:
         peer.close()
 
     asyncio.run(body())
+
+
+def test_ipv6_datagrams(env: dict[str, Any]) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    env["opts"].listen = "::1"
+
+    async def body() -> None:
+        d, eng, peer4 = await start(env)
+        peer4.close()
+        assert [str(i.addr) for i in d.interfaces] == ["::1", "::1"]
+        o = env["opts"]
+        peer = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        peer.bind(("::1", 0))
+        peer.setblocking(False)
+        remote = Endpoint(ipaddress.ip_address("::1"), peer.getsockname()[1])
+        local = Endpoint(ipaddress.ip_address("::1"), o.natikeport)
+        eng.replies[b"V6"] = [SendPacket(b"V6-RESP", local, remote)]
+        peer.sendto(b"\0\0\0\0V6", ("::1", o.natikeport))
+        assert await recv(peer) == b"\0\0\0\0V6-RESP"
+        assert eng.received[-1] == (b"V6", local, remote)
+        await d.shutdown()
+        peer.close()
+
+    asyncio.run(body())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import os
+import signal
 import socket
 import sys
 
@@ -124,6 +125,12 @@ def run(o: PlutoOptions) -> int:
                        "warning")
     from pypluto.daemon.server import main_loop
 
+    def early_stop(signum: int, _frame: object) -> None:
+        # SIGTERM before the event loop took over the signals: exit, still cleaning up
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, early_stop)
+    rc = 1
     try:
         rc = main_loop(o, logger, ctl)
     finally:

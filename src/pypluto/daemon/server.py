@@ -442,12 +442,12 @@ class Daemon:
             self.log.log(f"backend could not prepare {iface.local}: {e}", "warning")
         if natt:
             local = (str(la.addr), port)
+
+            def deliver(data: bytes, remote: tuple[str, int]) -> None:
+                self._deliver_ike_threadsafe(data, local, remote)
+
             try:
-                iface.backend_reads = bool(
-                    self.backend.attach_nat_socket(
-                        s, local, lambda d, r, _l=local: self._deliver_ike_threadsafe(d, _l, r)
-                    )
-                )
+                iface.backend_reads = bool(self.backend.attach_nat_socket(s, local, deliver))
             except Exception as e:  # noqa: BLE001 - a backend failure must not kill us
                 self.log.log(f"backend could not attach {local}: {e}", "error")
         if not iface.backend_reads:
@@ -683,12 +683,14 @@ class Daemon:
             for spi, (dst, proto, _d) in list(self._sa_index.items()):
                 st = self._stats(dst, spi, proto)
                 if st is not None and (st.bytes or st.packets):
-                    self._run(lambda s=spi, b=st.bytes, p=st.packets:
-                              self.engine.sa_counters(s, b, p, self.now()))
+                    self._feed_counters(spi, st.bytes, st.packets)
             assert self.loop is not None
             self.loop.call_later(10.0, poll)
 
         self.loop.call_later(10.0, poll)
+
+    def _feed_counters(self, spi: int, nbytes: int, packets: int) -> None:
+        self._run(lambda: self.engine.sa_counters(spi, nbytes, packets, self.now()))
 
     def _on_expire_threadsafe(self, ev: Any) -> None:
         if self.loop is not None and not self.loop.is_closed():
