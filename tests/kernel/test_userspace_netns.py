@@ -158,3 +158,21 @@ def test_ipv6_inner_over_ipv4_outer(lab: Lab) -> None:
     west.close()
     east.close()
     assert lab.exec(lab.west, "ip", "-6", "route", "show", "table", "4500").stdout.strip() == ""
+
+
+def test_plain_esp_without_udp_encapsulation(lab: Lab) -> None:
+    """SAs without encap ports use IP protocol 50 on a raw socket (RFC 4303 §2)."""
+    west_cfg, east_cfg = esp_lab.handkeyed()
+    for cfg in (west_cfg, east_cfg):
+        for sa in cfg["sas"]:
+            sa["encap_sport"] = sa["encap_dport"] = None
+    west = lab.plane(lab.west, west_cfg)
+    east = lab.plane(lab.east, east_cfg)
+    ping = lab.exec(lab.west, "ping", "-c", "2", "-i", "0.2", "-W", "2", EAST_HOST, check=False)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    st = east.stats()
+    assert st["sas"][str(0x1001)]["packets"] >= 2
+    assert st["plane"]["udp_datagrams"] == 0  # nothing came over UDP
+    west.close()
+    east.close()
+    _no_leftovers(lab, lab.west, west_cfg["ifname"])

@@ -64,17 +64,23 @@ def segment_tcp(pkt: bytes, gso_size: int) -> list[bytes]:
     last segment only, CWR on the first only; IPv4 IDs count up; every IP and
     TCP checksum is computed afresh.
     """
+    if len(pkt) < 40 or gso_size <= 0:
+        return [pkt]
     v = pkt[0] >> 4
     if v == 4:
         ihl = (pkt[0] & 0x0F) * 4
         proto = pkt[9]
-    else:
+    elif v == 6:
         ihl = 40
         proto = pkt[6]
-    if proto != 6 or len(pkt) < ihl + 20 or gso_size <= 0:
+    else:
+        return [pkt]
+    if proto != 6 or ihl < 20 or len(pkt) < ihl + 20:
         return [pkt]
     thl = (pkt[ihl + 12] >> 4) * 4
     hl = ihl + thl
+    if thl < 20 or len(pkt) < hl:
+        return [pkt]
     payload = memoryview(pkt)[hl:]
     plen = len(payload)
     if plen <= gso_size:
@@ -122,9 +128,9 @@ def segment_tcp(pkt: bytes, gso_size: int) -> list[bytes]:
 def fix_checksums(pkt: bytes) -> bytes:
     """Recompute the TCP checksum of one (not super-) packet, IPv4 or IPv6."""
     b = bytearray(pkt)
-    v = b[0] >> 4
+    v = b[0] >> 4 if b else 0
     ihl = (b[0] & 0x0F) * 4 if v == 4 else 40
-    if len(b) < ihl + 20:
+    if v not in (4, 6) or ihl < 20 or len(b) < ihl + 20:
         return pkt
     b[ihl + 16:ihl + 18] = b"\0\0"
     addrs = b[12:20] if v == 4 else b[8:40]
@@ -158,10 +164,13 @@ def _tcp_info(p: bytes) -> tuple[int, bytes, int, int, int] | None:
     else:
         return None
     flags = p[ihl + 13]
-    if flags & 0xE7 != 0x10:  # only ACK, optionally PSH
+    if (flags | 0x08) != 0x18:  # only ACK, optionally PSH
         return None
-    hl = ihl + (p[ihl + 12] >> 4) * 4
+    thl = (p[ihl + 12] >> 4) * 4
+    hl = ihl + thl
     plen = n - hl
+    if thl < 20:
+        return None
     if plen <= 0:
         return None
     key = head + p[ihl:ihl + 4] + p[ihl + 8:ihl + 12] + p[ihl + 20:hl]
