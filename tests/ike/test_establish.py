@@ -154,3 +154,29 @@ def test_no_send_without_connection() -> None:
     net = Net()
     acts = net.west.engine.initiate("nope", net.now)
     assert not [a for a in acts if isinstance(a, SendPacket)]
+
+
+def test_second_connection_shares_the_ike_sa() -> None:
+    from .harness import make_conn
+    net = Net()
+    extra = {"leftsubnet": "198.51.100.0/25", "rightsubnet": "192.0.2.128/25"}
+    net.apply(net.west, net.west.engine.add_connection(
+        make_conn("west-east-2", local_left=True, **extra)))
+    net.apply(net.east, net.east.engine.add_connection(
+        make_conn("west-east-2", local_left=False, **extra)))
+    net.up()
+    net.apply(net.west, net.west.engine.initiate("west-east-2", net.now))
+    net.run()
+    assert len(net.established(net.west)) == 1 and len(net.established(net.east)) == 1
+    ch = net.children(net.east)
+    assert sorted(c.conn for c in ch) == ["west-east", "west-east-2"]
+    assert len({c.reqid for c in ch}) == 2
+    assert len(net.east.policies) == 6
+    check_pair(net)
+    # the responder picks the connection by traffic selectors in IKE_AUTH, too
+    net2 = Net()
+    net2.apply(net2.east, net2.east.engine.add_connection(
+        make_conn("west-east-2", local_left=False, **extra)))
+    net2.west.engine.connections["west-east"] = make_conn(local_left=True, **extra)
+    net2.up()
+    assert [c.conn for c in net2.children(net2.east)] == ["west-east-2"]

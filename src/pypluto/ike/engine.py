@@ -436,15 +436,38 @@ class Engine:
         if conn.remote.host_addr is None:
             return [Log("cannot initiate connection without knowing peer IP address "
                         "(remote=%any)", level="error", conn=name)]
+        for ike in self.by_serial.values():
+            for c in ike.children:
+                if c.conn.name == name and c.state == S.ESTABLISHED_CHILD and not c.replaced:
+                    return [Log("connection is already up", conn=name, serial=ike.serial)]
         for ike in self._ikes_of(name):
             if ike.established and not ike.replaced:
-                if any(c.state == S.ESTABLISHED_CHILD and not c.replaced for c in ike.children):
-                    return [Log("connection is already up", conn=name, serial=ike.serial)]
                 return self.queue(ike, create_child_sa.NewChildTask(conn), now)
             if ike.state in (S.PARENT_I1, S.PARENT_I2):
                 return [Log("IKE SA negotiation already in progress", conn=name,
                             serial=ike.serial)]
+        shared = self._shareable_ike(conn)
+        if shared is not None:  # same peers and IDs: a Child SA on that IKE SA, as pluto
+            return self.queue(shared, create_child_sa.NewChildTask(conn), now)
         return ike_sa_init.initiate(self, conn, now)
+
+    def _shareable_ike(self, conn: Connection) -> IKESA | None:
+        from pypluto.config import ids
+        from pypluto.ike.exchanges.ike_auth import _remote_pattern, local_identity
+        for ike in self.by_serial.values():
+            if not ike.established or ike.replaced or ike.rekeying:
+                continue
+            if ike.remote.addr != conn.remote.host_addr or \
+                    ike.local.addr != conn.local.host_addr:
+                continue
+            if not ids.id_matches(_remote_pattern(conn), ike.remote_id):
+                continue
+            lid = local_identity(ike, conn)
+            if ike.local_id is None or (lid.id_type, lid.data) != \
+                    (ike.local_id.id_type, ike.local_id.data):
+                continue
+            return ike
+        return None
 
     def terminate(self, name: str, now: float) -> list[Action]:
         """Delete the connection's IKE SAs, and with them their Child SAs (whack --down)."""

@@ -91,6 +91,40 @@ def has_notify(payloads: list, ntype: int) -> bool:
     return any(p.payload_type == PT.NOTIFY and p.notify_type == ntype for p in payloads)
 
 
+def ts_fits(ike: IKESA, conn: Connection, payloads: list) -> bool:
+    """Would ``conn``'s selectors answer this request (to pick among connections)?"""
+    tsi_p, tsr_p = _first(payloads, PT.TSi), _first(payloads, PT.TSr)
+    if tsi_p is None or tsr_p is None:
+        return True
+    tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
+    if not tsi or not tsr:
+        return False
+    lconf, rconf = configured_ts(ike, conn)
+    if not conn.remote.subnets and (ike.nat_remote or conn.remote.host_addr is None):
+        hint = [t for t in tsi if t.start == t.end]
+        if hint:
+            rconf = [hint[0]]
+    return tsmod.narrow(tsi, rconf, conn.narrowing) is not None and \
+        tsmod.narrow(tsr, lconf, conn.narrowing) is not None
+
+
+def other_connections(eng: Engine, ike: IKESA) -> list[Connection]:
+    """Connections that may share this IKE SA: same addresses, the peer's ID matches."""
+    from pypluto.config import ids
+    from pypluto.ike.exchanges.ike_auth import _remote_pattern
+    out = []
+    for conn in eng.connections.values():
+        if conn is ike.conn or conn.local_is_left is None:
+            continue
+        if conn.local.host_addr not in (None, ike.local.addr):
+            continue
+        if conn.remote.host_addr not in (None, ike.remote.addr):
+            continue
+        if ids.id_matches(_remote_pattern(conn), ike.remote_id):
+            out.append(conn)
+    return out
+
+
 def accept(eng: Engine, ike: IKESA, conn: Connection, payloads: list, ni: bytes, nr: bytes,
            ke_group: int | None, shared: bytes | None,
            old: ChildSA | None = None) -> tuple[ChildSA | None, list, str]:

@@ -238,8 +238,8 @@ def set_ike_timers(eng: Engine, ike: IKESA, now: float) -> None:
 
 
 # ---------------------------------------------------------------- responder
-def _pick_connection(eng: Engine, ike: IKESA, peer_id: Identity, idr: Identity | None
-                     ) -> Connection | None:
+def _pick_connection(eng: Engine, ike: IKESA, peer_id: Identity, idr: Identity | None,
+                     payloads: list) -> Connection | None:
     cands = ike.cands or [ike.conn]
     best: tuple[int, Connection] | None = None
     for conn in cands:
@@ -250,6 +250,8 @@ def _pick_connection(eng: Engine, ike: IKESA, peer_id: Identity, idr: Identity |
         score = ids.id_wildcards(_remote_pattern(conn))
         if idr is not None and not ids.id_matches(local_identity(ike, conn), idr):
             score += 100
+        if not childmod.ts_fits(ike, conn, payloads):
+            score += 50
         if best is None or score < best[0]:
             best = (score, conn)
     return best[1] if best else None
@@ -275,7 +277,7 @@ def respond(eng: Engine, ike: IKESA, msgid: int, payloads: list, local: Endpoint
         return reject("IDi or AUTH missing")
     peer_id = identity_from_wire(int(idi_p.id_type), bytes(idi_p.data))
     want = identity_from_wire(int(idr_p.id_type), bytes(idr_p.data)) if idr_p else None
-    conn = _pick_connection(eng, ike, peer_id, want)
+    conn = _pick_connection(eng, ike, peer_id, want, payloads)
     if conn is None:
         return reject(f"no connection matches peer {id_desc(peer_id)}")
     if conn.authby not in ("secret", "psk", "secret|rsasig", "rsasig|secret") and \
