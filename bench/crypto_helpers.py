@@ -145,9 +145,11 @@ def run() -> dict[str, Any]:
     out = []
     for r in rows:
         tag = f"{r['group']} {r['pool']}×{r['workers']}"
+        loop = ("inline: the event loop does the work" if r["workers"] == 0 else
+                f"event loop keeps {r['loop_pct']:.0f}% of its speed")
         out.append({"metric": f"{tag} throughput", "pypluto": r["jobs_per_s"], "unit": "jobs/s",
-                    "note": f"latency {r['latency_ms']:.3f} ms, event loop keeps "
-                            f"{r['loop_pct']:.0f}% of its speed"})
+                    "note": f"latency {r['latency_ms']:.3f} ms, daemon CPU "
+                            f"{r['daemon_cpu_us']:.0f} us/job, {loop}"})
     return {"name": "crypto_helpers", "rows": out,
             "command": ".venv/bin/python -m bench.crypto_helpers",
             "cpus": os.cpu_count()}
