@@ -192,3 +192,45 @@ def test_mutated_valid_messages(raw: bytes, other: bytes, ops: list) -> None:
 
 def test_example_budget() -> None:
     assert sum(BUDGET.values()) >= 10_000
+
+
+_CAPTURED: list[tuple[int | None, bytes]] = []
+
+
+def _captured_seeds() -> list[tuple[int | None, bytes]]:
+    """Real messages from ../shared captures: (None, message) and (first, decrypted inner)."""
+    if not _CAPTURED:
+        import json
+
+        from testsupport import shared_path
+
+        root = shared_path("vectors", "pcaps")
+        for exp in sorted(root.glob("**/*expected.json")):
+            for frame in json.loads(exp.read_text())["frames"]:
+                if "ike_hex" in frame:
+                    _CAPTURED.append((None, bytes.fromhex(frame["ike_hex"])))
+                skd = frame.get("sk_decryption")
+                if isinstance(skd, dict) and "inner_payloads_hex" in skd:
+                    _CAPTURED.append(
+                        (skd["inner_first_payload"], bytes.fromhex(skd["inner_payloads_hex"]))
+                    )
+    return _CAPTURED
+
+
+@settings(max_examples=1000, **SETTINGS)
+@given(st.data(), st.lists(mutation, min_size=1, max_size=3))
+def test_mutated_captured_messages(data: st.DataObject, ops: list) -> None:
+    """Extra (not counted in BUDGET): mutations of real Openswan/scapy/Wireshark messages."""
+    seeds = _captured_seeds()
+    first, raw = data.draw(st.sampled_from(seeds))
+    _, other = data.draw(st.sampled_from(seeds))
+    for op in ops:
+        raw = _mutate(raw, other, op)
+    if first is None:
+        _accepts_or_wire_error(raw)
+        return
+    try:
+        payloads = parse_payloads(first, raw)
+    except WireError:
+        return
+    assert serialize_payloads(payloads)[1] == raw
