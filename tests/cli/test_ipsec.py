@@ -40,7 +40,9 @@ def test_status_commands_map_to_whack(daemon):
 
 def test_add_delete_up_down(daemon):
     rd, conf = str(daemon.rundir), str(daemon.conf)
-    r = ipsec("add", "--rundir", rd, "--config", conf, "c-later")
+    r = ipsec("add", "--rundir", rd, "c-later")  # pluto's own --config
+    assert r.returncode == 0 and '"c-later": added IKEv2 connection' in r.stdout
+    r = ipsec("add", "--rundir", rd, "--config", conf, "c-later")  # replaces it
     assert r.returncode == 0 and '"c-later": added IKEv2 connection' in r.stdout
     assert '"c-later":' in ipsec("status", "--rundir", rd).stdout
     r = ipsec("add", "--rundir", rd, "--config", conf, "c-missing")

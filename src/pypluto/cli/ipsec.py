@@ -130,9 +130,11 @@ def cmd_add(opts: dict[str, str], names: list[str]) -> int:
         print("ipsec add: connection name required", file=sys.stderr)
         return RC_WHACK_PROBLEM
     path = ctl_path(opts.get("rundir"), opts.get("ctlsocket"))
-    conf = os.path.abspath(opts.get("config", DEFAULT_CONFIG))
+    args: dict[str, object] = {"names": names}
+    if "config" in opts:  # else pluto's own --config (or /etc/ipsec.conf)
+        args["config"] = os.path.abspath(opts["config"])
     try:
-        reply = call(path, "add", {"config": conf, "names": names},
+        reply = call(path, "add", args,
                      on_output=lambda s: print(s, flush=True))
     except ControlError as e:
         print(f"ipsec add: {e}", file=sys.stderr)
