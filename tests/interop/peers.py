@@ -22,6 +22,7 @@ Facts used here (from the peers' documentation and the interop README):
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -29,6 +30,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from lab import EAST_OUTER, EAST_SUBNET, WEST_OUTER, WEST_SUBNET, Lab, LabError, Spawned
 
@@ -492,6 +494,22 @@ class Pypluto:
 
     def trafficstatus(self) -> str:
         return self.whack("--trafficstatus").stdout
+
+    def sas(self) -> list[dict[str, Any]]:
+        """``whack --showstates --json``: the IKE SAs with their Child SAs."""
+        r = self.whack("--showstates", "--json")
+        try:
+            return list(json.loads(r.stdout).get("ike_sas", []))
+        except (ValueError, AttributeError):
+            return []
+
+    def child_spis(self) -> set[int]:
+        """Our inbound SPIs of the established Child SAs."""
+        return {c["spi_in"] for ike in self.sas() for c in ike.get("children", [])
+                if "ESTABLISHED" in c.get("state", "")}
+
+    def ike_spis(self) -> set[tuple[int, int]]:
+        return {(i["spi_i"], i["spi_r"]) for i in self.sas() if "ESTABLISHED" in i["state"]}
 
     def ike_established(self) -> bool:
         return "ESTABLISHED_IKE_SA" in self.showstates()

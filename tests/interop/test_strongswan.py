@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from lab import EAST_INNER, EAST_SUBNET, WEST_INNER, Lab, parse_ping, require
+from lab import EAST_INNER, EAST_SUBNET, WEST_INNER, WEST_SUBNET, Lab, parse_ping, require
 from peers import (
     PROPOSAL_IDS,
     PROPOSALS,
@@ -41,9 +41,16 @@ def _up(lab: Lab, proposal: Proposal, role: str, *, auto: str = "add", extra: st
     else:
         r = them.initiate(check=False)
         assert r.returncode == 0, f"swanctl --initiate failed: {r.stdout[-2000:]}"
-    lab.wait_for(lambda: them.established() and us.child_established(), 20,
-                 "IKE and Child SA on both ends")
+    lab.wait_for(lambda: them.established() and us.child_established()
+                 and us.routes_to(EAST_SUBNET) and _east_route(lab), 20,
+                 "IKE and Child SA, and the routes into the tunnel, on both ends")
     return us, them
+
+
+def _east_route(lab: Lab) -> bool:
+    """kernel-libipsec's route to our subnet (table 220) is installed after the SA."""
+    r = lab.run(lab.east, ["ip", "route", "show", "table", "220"], check=False)
+    return WEST_SUBNET in r.stdout
 
 
 def _child_spis(them: StrongSwan) -> set[str]:
