@@ -345,3 +345,13 @@ def test_sa_counters_by_outbound_spi() -> None:
     net.apply(net.west, net.west.engine.sa_counters(old.spi_out, 0, 90, net.now))
     net.run()
     assert net.children(net.west)[0].spi_in != old.spi_in
+
+
+def test_no_state_left_after_nat_delete() -> None:
+    net = Net(nat=True, east_kw={"left": "%any"})
+    net.up()
+    net.apply(net.west, net.west.engine.terminate("west-east", net.now))
+    net.run()
+    e = net.east.engine
+    assert not e.by_serial and not e.ike_sas and not e.halfopen and not e.children_in
+    assert not e.children_out and not e.by_reqid and not e.policy_owner and not e.by_conn

@@ -236,8 +236,8 @@ class Engine:
             d.pop(ike.serial, None)
             if not d:
                 del self.by_conn[ike.conn.name]
-        key = (ike.spi_i, ike.remote.addr, ike.remote.port)
-        if self.halfopen.get(key) is ike:
+        key = ike.halfopen_key
+        if key is not None and self.halfopen.get(key) is ike:
             del self.halfopen[key]
         if ike.halfopen_deadline is not None:
             ike.halfopen_deadline = None

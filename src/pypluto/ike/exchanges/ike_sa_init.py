@@ -391,6 +391,7 @@ def respond(eng: Engine, data: bytes, hdr: Any, local: Endpoint, remote: Endpoin
     ike.last_recv = now
     eng.register(ike)
     eng.halfopen[key] = ike
+    ike.halfopen_key = key
     ike.halfopen_deadline = now + eng.settings.half_open_timeout
     eng.n_halfopen += 1
     eng.schedule(ike)
