@@ -115,3 +115,12 @@ def test_id_strings(text: str) -> None:
                                   "version 3", "conn a\n\talso=a"])
 def test_edge_cases(text: str) -> None:
     _check_conf(text)
+
+
+@FAST
+@given(st.binary(max_size=80))
+def test_der_dn_decoder(blob: bytes) -> None:
+    from pypluto.config.ids import dn_attributes
+
+    out = dn_attributes(b"\x30" + bytes([len(blob)]) + blob if len(blob) < 128 else blob)
+    assert out is None or isinstance(out, list)

@@ -70,3 +70,26 @@ def test_matching() -> None:
     assert id_matches(parse_id("%fromcert"), parse_id("C=CH, CN=x"))
     assert id_matches(parse_id("%null"), parse_id("%null"))
     assert not id_matches(parse_id("%null"), parse_id("@a"))
+
+
+def test_dn_matches_whatever_string_type_the_cert_uses() -> None:
+    """A peer's DER DN (RFC 5280 Name) with PrintableString values matches the
+    configured DN that we encode as UTF8String (compare attributes, not bytes)."""
+    from cryptography.x509.name import _ASN1Type
+
+    from pypluto.config.ids import dn_attributes
+    from pypluto.config.model import Identity
+
+    peer = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "CH"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Test", _ASN1Type.PrintableString),
+        x509.NameAttribute(NameOID.COMMON_NAME, "Alice", _ASN1Type.PrintableString),
+    ]).public_bytes()
+    ours = parse_id("C=CH, O=Test, CN=alice")
+    assert ours.data != peer
+    assert dn_attributes(peer) == [("2.5.4.6", "CH"), ("2.5.4.10", "Test"), ("2.5.4.3", "Alice")]
+    sent = Identity(9, peer, "peer")
+    assert id_matches(ours, sent)
+    assert id_matches(parse_id("C=CH, O=Test, CN=*"), sent)
+    assert not id_matches(parse_id("C=CH, O=Test"), sent)
+    assert dn_attributes(b"\x30\x05garbage") is None and dn_attributes(b"") is None

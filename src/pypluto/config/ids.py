@@ -218,21 +218,70 @@ def id_from_address(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Iden
     return Identity(ID_IPV6_ADDR, addr.packed, str(addr))
 
 
-def _load_dn(der: bytes) -> x509.Name | None:
-    """The parsed Name for DER that we built from text (cryptography cannot decode a
-    bare Name), or None: then only byte equality can match."""
-    return _DER_CACHE.get(der)
+def _der_item(buf: bytes, pos: int) -> tuple[int, bytes, int]:
+    """(tag, contents, next position) of one DER TLV; ValueError when malformed."""
+    if pos + 2 > len(buf):
+        raise ValueError("truncated")
+    tag, length = buf[pos], buf[pos + 1]
+    pos += 2
+    if length & 0x80:
+        n = length & 0x7F
+        if n == 0 or n > 4 or pos + n > len(buf):
+            raise ValueError("bad length")
+        length = int.from_bytes(buf[pos:pos + n], "big")
+        pos += n
+    if pos + length > len(buf):
+        raise ValueError("truncated")
+    return tag, buf[pos:pos + length], pos + length
 
 
-_DER_CACHE: dict[bytes, x509.Name] = {}
+def _oid_text(body: bytes) -> str:
+    if not body:
+        raise ValueError("empty OID")
+    first = body[0]
+    parts = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
+    value = 0
+    for byte in body[1:]:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            parts.append(value)
+            value = 0
+    return ".".join(str(p) for p in parts)
 
 
-def _remember(ident: Identity) -> None:
-    if ident.id_type == ID_DER_ASN1_DN and ident.data and "=" in ident.text:
-        try:
-            _DER_CACHE.setdefault(ident.data, parse_dn(ident.text.strip('"')))
-        except IdError:
-            pass
+def dn_attributes(der: bytes) -> list[tuple[str, str]] | None:
+    """The (OID, value) pairs of a DER-encoded Name (RFC 5280 §4.1.2.4), in order.
+
+    Used to compare DNs independently of the string types the encoder chose
+    (PrintableString vs UTF8String).  None when ``der`` is not a Name.
+    """
+    try:
+        tag, body, end = _der_item(der, 0)
+        if tag != 0x30 or end != len(der):
+            return None
+        out: list[tuple[str, str]] = []
+        pos = 0
+        while pos < len(body):
+            stag, sbody, pos = _der_item(body, pos)
+            if stag != 0x31:
+                return None
+            spos = 0
+            while spos < len(sbody):
+                atag, abody, spos = _der_item(sbody, spos)
+                if atag != 0x30:
+                    return None
+                otag, obody, vpos = _der_item(abody, 0)
+                vtag, vbody, vend = _der_item(abody, vpos)
+                if otag != 0x06 or vend != len(abody):
+                    return None
+                if vtag == 0x1E:  # BMPString
+                    text = vbody.decode("utf-16-be", errors="replace")
+                else:
+                    text = vbody.decode("utf-8", errors="replace")
+                out.append((_oid_text(obody), text))
+        return out
+    except (ValueError, IndexError):
+        return None
 
 
 def id_matches(pattern: Identity | None, actual: Identity | None) -> bool:
@@ -257,14 +306,8 @@ def id_matches(pattern: Identity | None, actual: Identity | None) -> bool:
     if pattern.id_type == ID_DER_ASN1_DN:
         if pattern.data == actual.data:
             return True
-        _remember(pattern)
-        _remember(actual)
-        pn, an = _load_dn(pattern.data), _load_dn(actual.data)
-        if pn is None or an is None:
-            return False
-        pa = [(a.oid, str(a.value)) for rdn in pn.rdns for a in rdn]
-        aa = [(a.oid, str(a.value)) for rdn in an.rdns for a in rdn]
-        if len(pa) != len(aa):
+        pa, aa = dn_attributes(pattern.data), dn_attributes(actual.data)
+        if pa is None or aa is None or len(pa) != len(aa):
             return False
         return all(
             po == ao and (pv == "*" or pv.lower() == av.lower())

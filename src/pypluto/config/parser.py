@@ -812,7 +812,11 @@ def _finish(reader: _Reader, path: str) -> ConfigFile:
         origins = {k: o for k, (_v, o) in resolved.items()}
         try:
             conn = build_connection(name, keys, origins)
-        except (ValueError, IdError) as exc:
+        except (ValueError, IdError, TypeError, KeyError, AttributeError) as exc:
+            # TypeError & co. would be our bug; the user still gets file:line, not a
+            # traceback, and the other conns load
+            if not isinstance(exc, ValueError):
+                exc = ConnError(None, f"internal error ({type(exc).__name__}: {exc})")
             key = getattr(exc, "key", None)
             o = origins.get(key, origin) if key else origin
             if key and key not in origins:
