@@ -174,7 +174,7 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
     entries: list[tuple[int, list[str]]] = []
     for s in snap["engine"]["ike_sas"]:
         parts = [f'#{s["serial"]}: "{s["conn"]}":{_port(s["remote"])} '
-                 f'{short_state(s["state"])} ({story(s["state"])});']
+                 f'{s["state"]} ({story(s["state"])});']
         parts += _timers(now, s.get("rekey_at"), s.get("expire_at"))
         if newest_ike.get(s["conn"]) == s["serial"]:
             parts.append("newest;")
@@ -182,7 +182,7 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
         entries.append((s["serial"], [" ".join(parts)]))
         for ch in s["children"]:
             p = [f'#{ch["serial"]}: "{ch["conn"]}":{_port(s["remote"])} '
-                 f'{short_state(ch["state"])} ({story(ch["state"])});']
+                 f'{ch["state"]} ({story(ch["state"])});']
             p += _timers(now, ch.get("rekey_at"), ch.get("expire_at"))
             if newest_child.get(ch["conn"]) == ch["serial"]:
                 p.append("newest; eroute owner;")
