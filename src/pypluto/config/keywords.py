@@ -117,7 +117,7 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("perpeerlog", "obsolete"),
     ("perpeerlogdir", "obsolete"),
     ("plutorestartoncrash", "obsolete"),
-    ("curl-iface", "obsolete"),
+    ("curl-iface", "str"),
     ("curl_iface", "obsolete"),
     ("myid", "obsolete"),
     ("force-busy", "obsolete"),
