@@ -118,3 +118,19 @@ def test_bench_generator_config_resolves() -> None:
     assert [str(n) for n in peer.right.subnets] == ["172.23.0.0/24", "172.23.1.0/24"]
     assert peer.salifetime == 3600.0 and peer.auto == "add"
     assert cfg.conns["peer0"].auto == "start"
+
+
+def test_build_connection_aliases_and_both_sides() -> None:
+    conn = build_connection("w", {"left": "192.0.2.1", "right": "192.0.2.2", "keylife": "1h",
+                                  "protoport": "udp/1701", "dpdtimeout": "30s"})
+    assert conn.salifetime == 3600.0 and conn.dpdtimeout == 30.0
+    assert conn.left.protoport == (17, 1701) == conn.right.protoport
+    import pytest
+
+    from pypluto.config.parser import ConnError
+
+    with pytest.raises(ConnError) as exc:
+        build_connection("w", {"left": "192.0.2.1", "ike": "nonsense"})
+    assert exc.value.key == "ike"
+    with pytest.raises(ConnError):
+        build_connection("w", {"nosuch": "1"})

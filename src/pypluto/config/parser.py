@@ -626,6 +626,10 @@ def build_connection(name: str, keys: dict[str, str],
             _check_value(kd, k, v)
         except ValueError as exc:
             raise ConnError(ck, str(exc)) from None
+        if _side == "both":
+            canon.setdefault("left" + ck[4:], v)
+            canon.setdefault("right" + ck[4:], v)
+            continue
         canon[ck] = v
     keys = canon
     conn = Connection(name=name)
