@@ -78,6 +78,7 @@ class Engine:
         self.halfopen: dict[tuple[bytes, Any, int], IKESA] = {}  # (SPIi, addr, port)
         self.children_in: dict[int, ChildSA] = {}  # by inbound SPI
         self.by_conn: dict[str, dict[int, IKESA]] = {}  # conn name -> serial -> IKE SA
+        self.by_peer: dict[tuple, dict[int, IKESA]] = {}  # (conn, peer ID) -> IKE SAs
         self.children_out: dict[int, ChildSA] = {}  # by outbound SPI (for sa_counters)
         self.by_reqid: dict[int, list[ChildSA]] = {}  # installed Child SAs per reqid
         self.policy_owner: dict[int, ChildSA] = {}  # reqid -> the Child SA that owns policies
@@ -228,7 +229,24 @@ class Engine:
         ike.conn = conn
         self.by_conn.setdefault(conn.name, {})[ike.serial] = ike
 
+    @staticmethod
+    def peer_key(ike: IKESA) -> tuple:
+        rid = ike.remote_id
+        data = rid.data.lower() if rid is not None and rid.id_type in (2, 3) else \
+            (rid.data if rid is not None else b"")
+        return (ike.conn.name, rid.id_type if rid is not None else -1, data)
+
+    def index_peer(self, ike: IKESA) -> None:
+        self.by_peer.setdefault(self.peer_key(ike), {})[ike.serial] = ike
+
     def forget_ike(self, ike: IKESA) -> None:
+        if ike.remote_id is not None:
+            pk = self.peer_key(ike)
+            d = self.by_peer.get(pk)
+            if d is not None:
+                d.pop(ike.serial, None)
+                if not d:
+                    del self.by_peer[pk]
         self.ike_sas.pop(ike.local_spi, None)
         self.by_serial.pop(ike.serial, None)
         d = self.by_conn.get(ike.conn.name)

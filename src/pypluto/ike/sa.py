@@ -136,7 +136,6 @@ class IKESA:
     cookie_retried: bool = False
     halfopen_key: tuple | None = None  # responder: (SPIi, addr, port) of IKE_SA_INIT
     cands: list = field(default_factory=list)  # responder: connections matching the addresses
-    rekey_of: IKESA | None = None  # the IKE SA this one replaces (§2.18)
     peer_rekeys: list = field(default_factory=list)  # new IKE SAs the peer made from this one
     nonce_min: bytes = b""  # min(Ni, Nr) of the rekey exchange (§2.8.1 collisions)
     we_rekeyed: bool = False  # we initiated the exchange that created this SA

@@ -171,6 +171,7 @@ class _ChildTaskBase:
             return acts + informational.delete_spi_unknown(eng, ike, c, now)
         acts += eng.install_child(c, c.keys, now, replaces=old)
         c.keys = None
+        c.rekey_of = None  # no chains of references to old SAs
         if old is None:
             return acts
         old.rekeying = False
@@ -224,9 +225,9 @@ def _new_ike(eng: Engine, old: IKESA, initiator: bool, spi_i: bytes, spi_r: byte
     new.next_keepalive = old.next_keepalive
     new.established_at = now
     new.last_recv = now
-    new.rekey_of = old
     new.nonce_min = min(ni, nr)
     eng.register(new)
+    eng.index_peer(new)
     from pypluto.ike.exchanges.ike_auth import set_ike_timers
     set_ike_timers(eng, new, now)
     return new
@@ -393,6 +394,7 @@ def respond(eng: Engine, ike: IKESA, msgid: int, payloads: list, now: float) -> 
     out += cp[1:]
     acts += eng.install_child(c, c.keys, now, replaces=old)
     c.keys = None
+    c.rekey_of = None
     if old is not None:
         old.peer_rekeys.append(c)
         old.rekey_at = None  # the peer deletes it

@@ -206,6 +206,7 @@ def established(eng: Engine, ike: IKESA, now: float) -> list[Action]:
         ike.halfopen_deadline = None
         eng.n_halfopen -= 1
     set_ike_timers(eng, ike, now)
+    eng.index_peer(ike)
     c = ike.chosen
     assert c is not None and ike.remote_id is not None
     eng.log(acts, f"established IKE SA; authenticated peer using authby=secret and "
@@ -324,14 +325,14 @@ def _uniqueids(eng: Engine, ike: IKESA, now: float, initial_contact: bool) -> li
     uniq = ike.conn.uniqueids if ike.conn.uniqueids is not None else eng.settings.uniqueids
     if not (uniq or initial_contact):
         return acts
-    for other in eng.ike_of(ike.conn.name):
+    for other in list(eng.by_peer.get(eng.peer_key(ike), {}).values()):
         if other is ike or other.initiator and other.state in (S.PARENT_I1, S.PARENT_I2):
             continue
         if not other.established or other.remote_id is None:
             continue
         if other.conn.name != ike.conn.name or not ids.id_matches(other.remote_id, ike.remote_id):
             continue
-        if other.rekey_of is not None or other.peer_rekeys or ike.rekey_of is other:
+        if other.replaced or other.peer_rekeys:
             continue
         eng.log(acts, f"new IKE SA #{ike.serial} replaces this one "
                 f"({'INITIAL_CONTACT' if initial_contact else 'uniqueids'})", other)

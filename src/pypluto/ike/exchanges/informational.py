@@ -31,7 +31,7 @@ def peer_dead(eng: Engine, ike: IKESA, now: float, why: str) -> list[Action]:
     conn = ike.conn
     if conn.name in eng.connections and (conn.dpdaction == "restart" or
                                          conn.auto in ("start", "up")) \
-            and conn.remote.host_addr is not None and ike.rekey_of is None \
+            and conn.remote.host_addr is not None \
             and not eng.ike_of(conn.name):
         eng.log(acts, "restarting connection", ike)
         acts += ike_sa_init.initiate(eng, conn, now)
