@@ -355,3 +355,50 @@ def test_no_state_left_after_nat_delete() -> None:
     e = net.east.engine
     assert not e.by_serial and not e.ike_sas and not e.halfopen and not e.children_in
     assert not e.children_out and not e.by_reqid and not e.policy_owner and not e.by_conn
+
+
+def test_ipv6_with_nat_detection() -> None:
+    kw = {"left": "2001:db8::1", "right": "2001:db8::2", "leftsubnet": "2001:db8:1::/64",
+          "rightsubnet": "2001:db8:2::/64", "leftid": None, "rightid": None}
+    net = Net(west_kw=kw, east_kw=kw)
+    net.up()
+    w = net.established(net.west)
+    assert w and w[0].remote == "[2001:db8::2]:500" and not w[0].nat_detected_local
+    c = net.children(net.east)
+    assert c and c[0].local_ts == ["2001:db8:2::/64"]
+    assert net.established(net.east)[0].remote_id == "2001:db8::1"
+    check_pair(net)
+
+
+def test_liveness_from_responder_only() -> None:
+    net = Net(east_kw={"dpddelay": 5.0})
+    net.up()
+    net.advance(30)
+    assert net.established(net.west) and net.established(net.east)
+    assert net.established(net.east)[0].msgid_next_request >= 5  # probes were answered
+    net.cut = True
+    net.advance(90)
+    assert not net.east.engine.by_serial and "peer-dead" in [e.kind for e in net.east.events]
+    assert net.established(net.west)  # west has no liveness: it does not notice
+
+
+def test_child_expires_without_rekey() -> None:
+    kw = {"salifetime": 100.0, "rekey": False}
+    net = Net(west_kw=kw, east_kw=kw)
+    net.up()
+    net.advance(101)
+    assert not net.children(net.west) and not net.children(net.east)
+    assert net.established(net.west) and not net.west.kernel_sas and not net.west.policies
+
+
+def test_delete_child_only_from_peer() -> None:
+    net = Net()
+    net.up()
+    ike = next(iter(net.east.engine.by_serial.values()))
+    from pypluto.ike.exchanges import informational
+    net.apply(net.east, informational.delete_children(net.east.engine, ike, list(ike.children),
+                                                       net.now))
+    net.run()
+    assert not net.children(net.west) and not net.children(net.east)
+    assert net.established(net.west) and net.established(net.east)
+    assert not net.west.kernel_sas and not net.west.policies and not net.east.policies
