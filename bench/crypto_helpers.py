@@ -1,4 +1,7 @@
-"""Crypto helper offload (``--nhelpers``): thread pool or process pool?
+"""Crypto cost of an IKE SA, and helper offload (``--nhelpers``): threads or processes?
+
+First the CPU time of the crypto of one responder IKE SA (PSK), per proposal.
+Then, for the helper pool:
 
 For each key exchange the daemon off-loads (X25519, ECP-256, MODP-2048:
 keygen + derive against a peer value, i.e. one responder IKE_SA_INIT), and
@@ -112,6 +115,58 @@ def _measure(kind: str, workers: int, group: int, peer: bytes, njobs: int) -> di
             pool.shutdown(wait=True)
 
 
+def ike_sa_crypto(group: int, encr: int, bits: int | None, integ: int | None,
+                  prf: int) -> None:
+    """The crypto of one responder IKE SA with PSK: KE, SKEYSEED, keys, two SKProtectors,
+    IKE_AUTH decrypt + encrypt (~300-byte payloads), both AUTH values, Child SA keys."""
+    from pypluto.crypto import auth, keys
+    from pypluto.crypto.sk import SKProtector
+
+    peer, body, aad = _IKE_INPUT[(group, encr, integ)]
+    ni, nr = b"\x11" * 32, os.urandom(32)
+    _, shared = dh.responder_ke(group, peer)
+    seed = keys.skeyseed(prf, ni, nr, shared)
+    k = keys.derive_ike_keys(prf, encr, bits, integ, seed, ni, nr, b"i" * 8, b"r" * 8)
+    rx = SKProtector(encr, bits, integ, k.sk_ei, k.sk_ai)
+    tx = SKProtector(encr, bits, integ, k.sk_er, k.sk_ar)
+    try:
+        rx.decrypt(aad, body)
+    except Exception:  # noqa: BLE001 - random body: the failure path costs the same
+        pass
+    so_i = auth.signed_octets(prf, k.sk_pi, b"m" * 300, nr, b"\x02\0\0\0peer.example")
+    auth.psk_verify(prf, b"secret", so_i, b"\0" * 32)
+    so_r = auth.signed_octets(prf, k.sk_pr, b"m" * 300, ni, b"\x02\0\0\0self.example")
+    auth.psk_auth(prf, b"secret", so_r)
+    keys.derive_child_keys(prf, k.sk_d, ni, nr, encr, bits, integ)
+    tx.encrypt(aad, b"p" * 300)
+
+
+_IKE_INPUT: dict[tuple[int, int, int | None], tuple[bytes, bytes, bytes]] = {}
+
+IKE_CASES = [
+    ("x25519 aes_gcm256 sha256", KE.CURVE25519, 20, 256, None, 5),
+    ("x25519 aes256-sha256", KE.CURVE25519, 12, 256, 12, 5),
+    ("ecp256 aes_gcm256 sha256", KE.ECP256, 20, 256, None, 5),
+    ("modp2048 aes256-sha256", KE.MODP2048, 12, 256, 12, 5),
+]
+
+
+def measure_ike_sa(n: int = 300) -> list[tuple[str, float]]:
+    """CPU microseconds (process time, min of 3 runs) of ``ike_sa_crypto`` per IKE SA."""
+    out = []
+    for name, group, encr, bits, integ, prf in IKE_CASES:
+        _IKE_INPUT[(group, encr, integ)] = (dh.initiator_ke(group).public, os.urandom(340),
+                                            os.urandom(32))
+        best = float("inf")
+        for _ in range(3):
+            c0 = time.process_time()
+            for _ in range(n):
+                ike_sa_crypto(group, encr, bits, integ, prf)
+            best = min(best, (time.process_time() - c0) / n * 1e6)
+        out.append((name, best))
+    return out
+
+
 CONFIGS = [("inline", 0), ("threads", 1), ("threads", 2), ("processes", 1), ("processes", 2)]
 
 
@@ -140,9 +195,14 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def run() -> dict[str, Any]:
     """Entry point for ``bench.run``."""
+    ike = measure_ike_sa()
+    for name, us in ike:
+        print(f"IKE SA crypto, {name}: {us:.0f} us CPU")
     rows = measure_all()
     print(_table(rows))
-    out = []
+    out = [{"metric": f"IKE SA crypto CPU, {name}", "pypluto": us, "unit": "us",
+            "note": "responder, PSK: KE + keys + SK both ways + AUTH + child keys"}
+           for name, us in ike]
     for r in rows:
         tag = f"{r['group']} {r['pool']}×{r['workers']}"
         loop = ("inline: the event loop does the work" if r["workers"] == 0 else
@@ -157,6 +217,8 @@ def run() -> dict[str, Any]:
 
 if __name__ == "__main__":
     quick = "--quick" in sys.argv
+    for name, us in measure_ike_sa(100 if quick else 300):
+        print(f"IKE SA crypto, {name}: {us:.0f} us CPU")
     rows = measure_all({"x25519": 300, "ecp256": 200, "modp2048": 60} if quick else None)
     print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}")
     print(_table(rows))

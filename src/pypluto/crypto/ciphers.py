@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.cmac import CMAC
 
 from . import registry
 from .errors import CryptoError, IntegrityError, UnsupportedAlgorithm
-from .prf import XCBCMac
+from .prf import XCBCMac, hmac_new
 from .registry import Encr, TransformType
 from .registry import Integ as IntegId
 
@@ -271,7 +271,7 @@ class HmacInteg(_IntegBase):
     def __init__(self, integ_id: int, key: bytes, hash_name: str, icv: int) -> None:
         self.integ_id = int(integ_id)
         self.icv_size = icv
-        self._h = hmac.new(key, digestmod=hash_name)
+        self._h = hmac_new(key, b"", hash_name)
 
     def mac(self, data: bytes) -> bytes:
         h = self._h.copy()
