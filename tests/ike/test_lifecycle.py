@@ -402,3 +402,18 @@ def test_delete_child_only_from_peer() -> None:
     assert not net.children(net.west) and not net.children(net.east)
     assert net.established(net.west) and net.established(net.east)
     assert not net.west.kernel_sas and not net.west.policies and not net.east.policies
+
+
+def test_child_rekey_then_ike_rekey_queued() -> None:
+    """Work queued on an IKE SA that gets rekeyed continues on the new IKE SA."""
+    net = Net()
+    net.up()
+    old_spi = net.children(net.west)[0].spi_in
+    net.apply(net.west, net.west.engine.rekey_ike("west-east", net.now))
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.run()
+    net.advance(2)
+    w = net.established(net.west)
+    assert len(w) == 1 and len(w[0].children) == 1 and w[0].children[0].spi_in != old_spi
+    assert len(net.west.kernel_sas) == 2 and len(net.east.kernel_sas) == 2
+    check_pair(net)

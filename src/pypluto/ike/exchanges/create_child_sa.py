@@ -199,11 +199,22 @@ class RekeyChildTask(_ChildTaskBase):
 
 
 def move_children(src: IKESA, dst: IKESA) -> None:
+    """Children and their queued work go to the new IKE SA (§2.18)."""
     for c in src.children:
         c.parent = dst
         c.rekeying = False
     dst.children.extend(src.children)
     src.children = []
+    keep = []
+    for t in src.tasks:
+        if isinstance(t, (_ChildTaskBase, informational.DeleteChildTask)):
+            if isinstance(t, _ChildTaskBase) and t.old is not None:
+                t.old.rekeying = True
+            dst.tasks.append(t)
+        else:
+            keep.append(t)
+    src.tasks.clear()
+    src.tasks.extend(keep)
 
 
 def _new_ike(eng: Engine, old: IKESA, initiator: bool, spi_i: bytes, spi_r: bytes,
@@ -325,7 +336,8 @@ class RekeyIKETask:
         move_children(ike, new)
         ike.replaced = True
         ike.rekey_at = None
-        return acts + informational.delete_ike(eng, ike, now)
+        acts += informational.delete_ike(eng, ike, now)
+        return acts + eng.kick(new, now)
 
 
 # ---------------------------------------------------------------- responder
@@ -434,6 +446,7 @@ def _respond_ike_rekey(eng: Engine, ike: IKESA, msgid: int, sa_p: Any, ni: bytes
     ike.peer_rekeys.append(new)
     move_children(ike, new)
     ike.rekey_at = None
+    acts += eng.kick(new, now)
     eng.log(acts, f"IKE SA #{ike.serial} rekeyed by peer: established IKE SA "
             f"{chosen.encr_name()}-{chosen.prf_name()}-{chosen.ke_name()}", new)
     acts.append(ConnectionEvent("ike-established", new.conn.name, new.serial, "rekey"))
