@@ -417,3 +417,21 @@ def test_child_rekey_then_ike_rekey_queued() -> None:
     assert len(w) == 1 and len(w[0].children) == 1 and w[0].children[0].spi_in != old_spi
     assert len(net.west.kernel_sas) == 2 and len(net.east.kernel_sas) == 2
     check_pair(net)
+
+
+def test_host_to_host_behind_nat_and_virtual_private() -> None:
+    kw = {"leftsubnet": None, "rightsubnet": None}
+    east = dict(kw, left="%any", leftid="@west.example")
+    net = Net(nat=True, west_kw=kw, east_kw=east)
+    net.up()
+    c = net.children(net.east)
+    assert c and c[0].remote_ts == ["192.0.2.1/32"]  # west's inner address
+    # virtual-private excludes it: TS_UNACCEPTABLE
+    net2 = Net(nat=True, west_kw=kw, east_kw=east,
+               east_settings=EngineSettings(virtual_private="%v4:10.0.0.0/8"))
+    net2.up()
+    assert net2.established(net2.east) and not net2.children(net2.east)
+    net3 = Net(nat=True, west_kw=kw, east_kw=east,
+               east_settings=EngineSettings(virtual_private="%v4:192.0.2.0/24,%v4:!10.0.0.0/8"))
+    net3.up()
+    assert net3.children(net3.east)

@@ -8,6 +8,7 @@ installs.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from pypluto.config.model import Connection
@@ -91,7 +92,46 @@ def has_notify(payloads: list, ntype: int) -> bool:
     return any(p.payload_type == PT.NOTIFY and p.notify_type == ntype for p in payloads)
 
 
-def ts_fits(ike: IKESA, conn: Connection, payloads: list) -> bool:
+def _virtual_private(text: str | None) -> tuple[list, list]:
+    """``virtual-private=`` as (allowed, excluded) networks (``%v4:net``, ``%v4:!net``)."""
+    allow, deny = [], []
+    for item in (text or "").split(","):
+        item = item.strip()
+        for pre in ("%v4:", "%v6:"):
+            if item.startswith(pre):
+                item = item[len(pre):]
+        neg = item.startswith("!")
+        try:
+            net = ipaddress.ip_network(item.lstrip("!"), strict=False)
+        except ValueError:
+            continue
+        (deny if neg else allow).append(net)
+    return allow, deny
+
+
+def _nat_inner(eng: Engine, ike: IKESA, conn: Connection, tsi: list[TS], rconf: list[TS]
+               ) -> list[TS]:
+    """A host-to-host peer behind a NAT names its inner address in TSi (§2.23).
+
+    Accepted only when the peer really is behind a NAT and, if ``virtual-private=``
+    is set, the address lies in it (Libreswan's rule); otherwise our own view holds.
+    """
+    if conn.remote.subnets or not ike.nat_remote:
+        return rconf
+    hint = next((t for t in tsi if t.start == t.end), None)
+    if hint is None:
+        return rconf
+    vp = eng.settings.virtual_private
+    if vp:
+        allow, deny = _virtual_private(vp)
+        addr = hint.start_addr()
+        if any(addr in n for n in deny if n.version == addr.version) or not any(
+                addr in n for n in allow if n.version == addr.version):
+            return rconf
+    return [hint]
+
+
+def ts_fits(eng: Engine, ike: IKESA, conn: Connection, payloads: list) -> bool:
     """Would ``conn``'s selectors answer this request (to pick among connections)?"""
     tsi_p, tsr_p = _first(payloads, PT.TSi), _first(payloads, PT.TSr)
     if tsi_p is None or tsr_p is None:
@@ -100,10 +140,7 @@ def ts_fits(ike: IKESA, conn: Connection, payloads: list) -> bool:
     if not tsi or not tsr:
         return False
     lconf, rconf = configured_ts(ike, conn)
-    if not conn.remote.subnets and (ike.nat_remote or conn.remote.host_addr is None):
-        hint = [t for t in tsi if t.start == t.end]
-        if hint:
-            rconf = [hint[0]]
+    rconf = _nat_inner(eng, ike, conn, tsi, rconf)
     return tsmod.narrow(tsi, rconf, conn.narrowing) is not None and \
         tsmod.narrow(tsr, lconf, conn.narrowing) is not None
 
@@ -164,12 +201,8 @@ def accept(eng: Engine, ike: IKESA, conn: Connection, payloads: list, ni: bytes,
     lconf, rconf = configured_ts(ike, conn)
     if old is not None:
         lconf, rconf = old.local_ts, old.remote_ts
-    if not conn.remote.subnets and (ike.nat_remote or conn.remote.host_addr is None) \
-            and len(tsi) >= 1 and old is None:
-        # host-to-host behind a NAT: the peer names its own (inner) address (§2.23)
-        hint = [t for t in tsi if t.start == t.end]
-        if hint:
-            rconf = [hint[0]]
+    if old is None:
+        rconf = _nat_inner(eng, ike, conn, tsi, rconf)
     narrowing = conn.narrowing or old is not None
     ans_i = tsmod.narrow(tsi, rconf, narrowing)
     ans_r = tsmod.narrow(tsr, lconf, narrowing)

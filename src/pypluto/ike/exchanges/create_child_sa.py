@@ -389,9 +389,9 @@ def respond(eng: Engine, ike: IKESA, msgid: int, payloads: list, now: float) -> 
         except CryptoError:
             return answer([codec.notify(N.INVALID_SYNTAX)])
     c, cp, why = childmod.accept(eng, ike, conn, payloads, ni, nr, group, shared, old)
-    if c is None and old is None and not childmod.ts_fits(ike, conn, payloads):
+    if c is None and old is None and not childmod.ts_fits(eng, ike, conn, payloads):
         for other in childmod.other_connections(eng, ike):  # another conn, same peer
-            if childmod.ts_fits(ike, other, payloads):
+            if childmod.ts_fits(eng, ike, other, payloads):
                 c, cp, why = childmod.accept(eng, ike, other, payloads, ni, nr, group,
                                              shared, None)
                 break

@@ -251,7 +251,7 @@ def _pick_connection(eng: Engine, ike: IKESA, peer_id: Identity, idr: Identity |
         score = ids.id_wildcards(_remote_pattern(conn))
         if idr is not None and not ids.id_matches(local_identity(ike, conn), idr):
             score += 100
-        if not childmod.ts_fits(ike, conn, payloads):
+        if not childmod.ts_fits(eng, ike, conn, payloads):
             score += 50
         if best is None or score < best[0]:
             best = (score, conn)
