@@ -159,3 +159,29 @@ def test_readwriteconf_lines_match() -> None:
         os.chdir(cwd)
     assert compared > 50000
     assert unexpected == []
+
+
+def test_conns_libreswan_refuses_are_refused() -> None:
+    """Every conn that Libreswan 4.10 reports ``while loading 'NAME': ...`` for is one
+    that we drop too (a connection error; the file itself still loads)."""
+    import re
+
+    base = str(shared_path("vectors", "configs"))
+    checked, missed = 0, []
+    for entry in _results():
+        rel = str(entry["file"])
+        if entry["addconn_checkconfig_rc"] != 0:
+            continue
+        with open(os.path.join(base, rel + ".addconn.out"), encoding="utf-8",
+                  errors="replace") as fh:
+            names = set(re.findall(r"while loading '([^']+)'", fh.read()))
+        if not names:
+            continue
+        cfg = load_cached(base, rel)
+        assert cfg.ok
+        for name in names:
+            checked += 1
+            if name not in cfg.failed:
+                missed.append((rel, name))
+    assert missed == []
+    assert checked == 15

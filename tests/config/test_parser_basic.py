@@ -134,3 +134,17 @@ def test_build_connection_aliases_and_both_sides() -> None:
     assert exc.value.key == "ike"
     with pytest.raises(ConnError):
         build_connection("w", {"nosuch": "1"})
+
+
+def test_connection_errors_match_libreswan_messages() -> None:
+    base = "conn c\n\tleft=192.0.2.1\n\tright=192.0.2.2\n"
+    cfg = parse_config_text(base + "\tauthby=ecdsa-sha1\n", "f")
+    assert "authby=ecdsa cannot use sha1, only sha2" in str(cfg.failed["c"][0])
+    cfg = parse_config_text(base + "\trightrsasigkey=east\n", "f")
+    assert cfg.ok and "c" in cfg.failed and cfg.failed["c"][0].line == 4
+    cfg = parse_config_text(base + "\tkeyexchange=ikev1\n\tauthby=null\n", "f")
+    assert "ikev1 connection must use authby=" in str(cfg.failed["c"][0])
+    cfg = parse_config_text(base + "\tleftsubnet=vhost:%priv\n", "f")
+    assert "only valid for IKEv1" in str(cfg.failed["c"][0])
+    cfg = parse_config_text(base + "\tikev2=no\n\tleftsubnet=vhost:%priv\n", "f")
+    assert "c" in cfg.conns and cfg.conns["c"].keyexchange == "ikev1"

@@ -516,12 +516,21 @@ def parse_authby(value: str) -> list[str]:
     words = [w for w in re.split(r"[\s,]+", value.strip().lower()) if w]
     if not words:
         raise ConnError("authby", "connection authby= value is empty")
+    if "ecdsa-sha1" in words:
+        raise ConnError("authby", "authby=ecdsa cannot use sha1, only sha2")
     for w in words:
         if w not in _AUTHBY_WORDS:
             raise ConnError("authby", f"connection authby={value} value is unknown")
-    if any(w in ("ecdsa-sha1",) for w in words):
-        raise ConnError("authby", "authby=ecdsa cannot use sha1, only sha2")
     return words
+
+
+def _valid_pubkey(value: str) -> bool:
+    """A raw public key as ipsec.conf(5) writes it (RFC 3110 format in base64/hex)."""
+    low = value.lower()
+    if low in ("%cert", "%dns", "%dnsondemand", "%none"):
+        return True
+    # the key itself is decoded when it is used (Libreswan too only checks the form here)
+    return low.startswith(("0s", "0x")) and len(value) > 2
 
 
 def _end(keys: dict[str, str], side: str, conn: str) -> End:
@@ -601,6 +610,11 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
             setattr(end, flag, parse_bool(v, side + flag))
     end.xauthusername = get("username")
     end.addresspool = get("addresspool")
+    for keykey in ("rsasigkey", "ecdsakey", "pubkey"):
+        kv = get(keykey)
+        if kv is not None and not _valid_pubkey(kv):
+            raise ConnError(side + keykey, f"invalid {side}{keykey}={kv}: expected %cert, "
+                            "%dns, %dnsondemand, 0s<base64> or 0x<hex>")
     ckaid = get("ckaid")
     if ckaid is not None and not re.match(r"^[0-9a-fA-F]+$", ckaid):
         raise ConnError(side + "ckaid", f"invalid {side}ckaid: unknown character in input")
