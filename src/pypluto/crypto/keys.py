@@ -85,8 +85,18 @@ class ChildKeys:
         )
 
 
+_KEY_BYTES: dict[tuple[int, int | None], int] = {}
+
+
 def encr_key_bytes(encr_id: int, encr_key_bits: int | None) -> int:
     """Keying-material bytes for an ENCR transform, salt included (RFC 7296 §2.14; 5282 §7)."""
+    n = _KEY_BYTES.get((encr_id, encr_key_bits))
+    if n is None:
+        n = _KEY_BYTES[(encr_id, encr_key_bits)] = _encr_key_bytes(encr_id, encr_key_bits)
+    return n
+
+
+def _encr_key_bytes(encr_id: int, encr_key_bits: int | None) -> int:
     alg = registry.get(TransformType.ENCR, encr_id)
     if alg is None:
         raise UnsupportedAlgorithm(f"unknown ENCR transform {encr_id}")

@@ -285,7 +285,8 @@ def _base_type(ttype: int) -> int:
 
 def get(ttype: int, transform_id: int) -> Algorithm | None:
     """The algorithm for an IANA (transform type, transform ID), or None if unknown."""
-    return _BY_ID.get((_base_type(ttype), int(transform_id)))
+    # IntEnum members hash and compare as their ints: no conversion needed (hot path).
+    return _BY_ID.get((ttype if ttype < TransformType.ADDKE1 else 4, transform_id))
 
 
 def lookup(ttype: int, name: str) -> Algorithm | None:
