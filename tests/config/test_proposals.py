@@ -76,7 +76,7 @@ def test_lists_and_addke() -> None:
     ("IKE", "aes_999"), ("IKE", "aes-sha1;none"), ("IKE", "aes-sha1-sha1-sha1-dh14"),
     ("IKE", "null-sha1"), ("ESP", "aes-sha1-sha2-x"), ("ESP", "aes,,aes"),
     ("ESP", "aes_gcm-sha1"), ("ESP", "aes+aes_gcm"), ("AH", "none"), ("IKE", "aes;dh19;dh20"),
-    ("IKE", "aes;addke9=dh19"), ("ESP", "aes-sha1;"),
+    ("IKE", "aes;addke9=dh19"), ("ESP", "aes-sha1;"), ("ESP", "aes-none"),
 ])
 def test_errors(proto: str, text: str) -> None:
     with pytest.raises(ProposalError):

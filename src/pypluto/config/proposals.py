@@ -259,6 +259,9 @@ def _parse_one(text: str, proto: str) -> ProposalSpec:
             integ = ()
         elif not integ:
             integ = _DEFAULT_INTEG
+        elif 0 in integ:
+            raise ProposalError(f"{proto} proposal '{text}': non-AEAD encryption requires an "
+                                "integrity algorithm other than 'none' (RFC 8221 §2)")
         if ke == (0,):
             ke = ()
     addke_t: tuple[tuple[int, ...], ...] = ()
