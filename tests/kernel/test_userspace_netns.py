@@ -39,7 +39,8 @@ def _no_leftovers(lab: Lab, ns: str, ifname: str) -> None:
 
 RECEIVER = textwrap.dedent("""
     import hashlib, socket, sys
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+    s = socket.socket(fam); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((sys.argv[1], 5001)); s.listen(1); print("listening", flush=True)
     c, _ = s.accept(); h = hashlib.sha256(); n = 0
     while True:
@@ -48,6 +49,25 @@ RECEIVER = textwrap.dedent("""
         h.update(b); n += len(b)
     print(n, h.hexdigest(), flush=True)
 """)
+
+
+def _tcp_transfer(lab: Lab, host: str, size: int) -> None:
+    """``size`` random bytes from west to ``host`` in east over TCP, checked by SHA-256."""
+    recv = lab.spawn(lab.east, sys.executable, "-c", RECEIVER, host, stdout=subprocess.PIPE)
+    assert recv.stdout is not None and recv.stdout.readline().strip() == "listening"
+    data = os.urandom(size)
+    sender = textwrap.dedent(f"""
+        import socket, sys
+        data = sys.stdin.buffer.read()
+        s = socket.create_connection(("{host}", 5001), timeout=30)
+        s.sendall(data); s.close()
+    """)
+    r = subprocess.run(["ip", "netns", "exec", lab.west, sys.executable, "-c", sender],
+                       input=data, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    n, digest = recv.stdout.readline().split()
+    assert int(n) == len(data) and digest == hashlib.sha256(data).hexdigest()
+    recv.wait(timeout=10)
 
 
 @pytest.mark.parametrize(
@@ -66,21 +86,7 @@ def test_ping_and_tcp_through_the_tunnel(lab: Lab, alg: tuple[int, int, int, int
     ping = lab.exec(lab.west, "ping", "-c", "3", "-i", "0.2", "-W", "2", EAST_HOST, check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
-    recv = lab.spawn(lab.east, sys.executable, "-c", RECEIVER, EAST_HOST,
-                     stdout=subprocess.PIPE)
-    assert recv.stdout is not None and recv.stdout.readline().strip() == "listening"
-    data = os.urandom(1 << 20)
-    sender = textwrap.dedent(f"""
-        import socket, sys
-        data = sys.stdin.buffer.read()
-        s = socket.create_connection(("{EAST_HOST}", 5001), timeout=30)
-        s.sendall(data); s.close()
-    """)
-    r = subprocess.run(["ip", "netns", "exec", lab.west, sys.executable, "-c",
-                                      sender], input=data, capture_output=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    n, digest = recv.stdout.readline().split()
-    assert int(n) == len(data) and digest == hashlib.sha256(data).hexdigest()
+    _tcp_transfer(lab, EAST_HOST, 1 << 20)
 
     ws, es = west.stats(), east.stats()
     out_w, in_e = ws["sas"][str(0x1001)], es["sas"][str(0x1001)]
@@ -155,6 +161,7 @@ def test_ipv6_inner_over_ipv4_outer(lab: Lab) -> None:
     ping = lab.exec(lab.west, "ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", e6, check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr
     assert east.stats()["sas"][str(0x1001)]["packets"] >= 2
+    _tcp_transfer(lab, e6, 1 << 20)  # TCP segmentation / coalescing with IPv6 headers
     west.close()
     east.close()
     assert lab.exec(lab.west, "ip", "-6", "route", "show", "table", "4500").stdout.strip() == ""

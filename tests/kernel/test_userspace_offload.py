@@ -116,6 +116,18 @@ def test_complete_partial_checksum() -> None:
     o.complete_csum(bytearray(b"\x45" * 10), 20, 16)  # out of range: ignored
 
 
+def test_finish_partial_udp4_zero_and_tcp_summed() -> None:
+    udp = bytearray(tcp_packet(b"u" * 100))
+    udp[9] = 17
+    udp[26:28] = b"\x12\x34"
+    out = o.finish_partial(bytes(udp), 20, 6)
+    assert out[26:28] == b"\0\0" and out[:26] == bytes(udp[:26]) and out[28:] == udp[28:]
+    p = bytearray(tcp_packet(os.urandom(300)))
+    pseudo = o.csum_add(p[12:20]) + 6 + (len(p) - 20)
+    struct.pack_into("!H", p, 36, pseudo % 0xFFFF)
+    assert tcp_ok(o.finish_partial(bytes(p), 20, 16))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=200),
                  st.builds(lambda h, t: h + t, st.sampled_from([b"\x45\x00\x00\x60" + bytes(5)

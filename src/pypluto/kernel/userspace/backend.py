@@ -239,9 +239,7 @@ class UserspaceBackend(KernelBackend):
             if gso_type & 0x7F:
                 segs = offload.segment_tcp(pkt, gso_size)
             elif flags & offload.F_NEEDS_CSUM:
-                b = bytearray(pkt)
-                offload.complete_csum(b, cstart, coff)
-                segs = [bytes(b)]
+                segs = [offload.finish_partial(pkt, cstart, coff)]
             else:
                 segs = [pkt]
             c.tun_segments += len(segs)

@@ -57,6 +57,20 @@ def complete_csum(pkt: bytearray, start: int, offset: int) -> None:
     _H.pack_into(pkt, pos, csum_finish(csum_add(memoryview(pkt)[start:])))
 
 
+def finish_partial(pkt: bytes, start: int, offset: int) -> bytes:
+    """A packet whose checksum the kernel left to us (VIRTIO_NET_HDR_F_NEEDS_CSUM).
+
+    An IPv4 UDP checksum is set to zero, "no checksum" (RFC 768): the packet is
+    protected by ESP's ICV from here to the tunnel's end, and it saves summing
+    every byte.  Everything else (TCP, IPv6 UDP, RFC 8200 §8.1) is summed.
+    """
+    if pkt[0] == 0x45 and pkt[9] == 17 and start == 20 and offset == 6 and len(pkt) >= 28:
+        return pkt[:26] + b"\0\0" + pkt[28:]
+    b = bytearray(pkt)
+    complete_csum(b, start, offset)
+    return bytes(b)
+
+
 def segment_tcp(pkt: bytes, gso_size: int) -> list[bytes]:
     """Cut one TCP super-packet (IPv4 or IPv6, no IPv6 extension headers) into segments.
 
@@ -85,43 +99,55 @@ def segment_tcp(pkt: bytes, gso_size: int) -> list[bytes]:
     plen = len(payload)
     if plen <= gso_size:
         return [fix_checksums(pkt)]
-    iph = bytearray(pkt[:ihl])
-    tcph = bytearray(pkt[ihl:hl])
-    seq0 = _I.unpack_from(tcph, 4)[0]
-    flags0 = tcph[13]
-    tcph[16:18] = b"\0\0"
+    # Checksums by sums of parts (RFC 1071 §2(B), RFC 1624): the constant parts once,
+    # per segment only the fields that change and the payload.
+    h = bytearray(pkt[:hl])
+    seq0 = _I.unpack_from(h, ihl + 4)[0]
+    flags0 = h[ihl + 13]
+    h[ihl + 4:ihl + 8] = b"\0\0\0\0"
+    h[ihl + 13] = 0
+    h[ihl + 16:ihl + 18] = b"\0\0"
     if v == 4:
-        ip_id = _H.unpack_from(iph, 4)[0]
-        iph[10:12] = b"\0\0"
-        pseudo_addr = csum_add(iph[12:20]) + 6
+        ip_id = _H.unpack_from(h, 4)[0]
+        h[2:6] = b"\0\0\0\0"
+        h[10:12] = b"\0\0"
+        ip_base = csum_add(h[:ihl])
+        tcp_base = csum_add(h[12:20]) + 6 + csum_add(h[ihl:])
     else:
-        pseudo_addr = csum_add(iph[8:40]) + 6
+        ip_id = ip_base = 0
+        h[4:6] = b"\0\0"
+        tcp_base = csum_add(h[8:40]) + 6 + csum_add(h[ihl:])
     out = []
     nseg = (plen + gso_size - 1) // gso_size
+    pack = _H.pack_into
+    seq_pos, fl_pos, ck_pos = ihl + 4, ihl + 13, ihl + 16
+    mod = 0xFFFF
+    frombytes = int.from_bytes
     for i in range(nseg):
         off = i * gso_size
         chunk = payload[off:off + gso_size]
         n = len(chunk)
-        last = i == nseg - 1
         flags = flags0
-        if not last:
-            flags &= ~0x09  # FIN, PSH
+        if i != nseg - 1:
+            flags &= ~0x09  # FIN, PSH on the last segment only
         if i:
-            flags &= ~0x80  # CWR
-        tcph[13] = flags
-        _I.pack_into(tcph, 4, (seq0 + off) & 0xFFFFFFFF)
-        tcph[16:18] = b"\0\0"
+            flags &= ~0x80  # CWR on the first only
+        seq = (seq0 + off) & 0xFFFFFFFF
         tlen = thl + n
-        c = csum_finish(pseudo_addr + tlen + csum_add(tcph) + csum_add(chunk))
-        _H.pack_into(tcph, 16, c)
+        csum = (frombytes(chunk, "big") if not n & 1 else frombytes(bytes(chunk) + b"\0", "big"))
+        total = (tcp_base + tlen + (seq >> 16) + (seq & 0xFFFF) + flags + csum) % mod
+        _I.pack_into(h, seq_pos, seq)
+        h[fl_pos] = flags
+        pack(h, ck_pos, (~total) & 0xFFFF if total else 0xFFFF)
         if v == 4:
-            _H.pack_into(iph, 2, ihl + tlen)
-            _H.pack_into(iph, 4, (ip_id + i) & 0xFFFF)
-            iph[10:12] = b"\0\0"
-            _H.pack_into(iph, 10, csum_finish(csum_add(iph)))
+            ident = (ip_id + i) & 0xFFFF
+            pack(h, 2, ihl + tlen)
+            pack(h, 4, ident)
+            ipt = (ip_base + ihl + tlen + ident) % mod
+            pack(h, 10, (~ipt) & 0xFFFF if ipt else 0xFFFF)
         else:
-            _H.pack_into(iph, 4, tlen)
-        out.append(bytes(iph) + bytes(tcph) + chunk)
+            pack(h, 4, tlen)
+        out.append(bytes(h) + chunk)
     return out
 
 
