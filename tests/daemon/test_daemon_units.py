@@ -94,6 +94,7 @@ def test_options_merge_config_and_cli(tmp_path):
     assert (o.uniqueids, o.keep_alive, o.logfile, o.stderrlog, o.nhelpers) == \
         (True, 7, None, True, 0)
     assert o.debug == set() and o.pidfile == f"{tmp_path}/pluto.pid"
+    assert o.coredir == str(tmp_path)  # follows --rundir unless dumpdir= / --coredir
     assert o.ctlsocket == f"{tmp_path}/pluto.ctl"
     kind, o = parse_args(["--use-userspace", "--crlcheckinterval", "1h"])
     assert o.backend == "userspace" and o.crlcheckinterval == 3600.0

@@ -207,8 +207,9 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
         if not ns.rundir:
             raise OptionError("--rundir needs a directory")
         o.rundir = ns.rundir
-        if ns.coredir is None and setup is None:
-            o.coredir = ns.rundir
+        raw = getattr(setup, "raw", {}) or {}
+        if ns.coredir is None and "dumpdir" not in raw and "coredir" not in raw:
+            o.coredir = ns.rundir  # the default core dir is the run dir
     o.nofork = ns.nofork
     o.leak_detective = ns.leak_detective
     o.efence_protect = ns.efence_protect
