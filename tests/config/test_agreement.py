@@ -12,7 +12,7 @@ import json
 import os
 
 from cfg_agreement import compare_file, load_cached
-from conftest import shared_path
+from testsupport import shared_path  # = tests/conftest.py shared_path()
 
 # file -> why our verdict differs from Libreswan 4.10 on purpose
 VERDICT_DIFFERENCES = {
