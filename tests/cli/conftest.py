@@ -42,6 +42,16 @@ conn c-route
 conn c-later
 \tright=192.0.2.79
 \tauto=ignore
+
+conn c-anyone
+\tright=%any
+\tauto=add
+
+conn c-shunt
+\tright=192.0.2.80
+\ttype=passthrough
+\tauthby=never
+\tauto=add
 """
 
 SECRETS = '@west @east : PSK "cli-test-secret-psk-0123456789abcdef"\n'

@@ -37,7 +37,9 @@ from pypluto.control.protocol import (
     RC_BADWHACKMESSAGE,
     RC_DEAF,
     RC_FATAL,
+    RC_INITSHUNT,
     RC_INTERNAL_ERROR,
+    RC_NOPEERIP,
     RC_NORETRANSMISSION,
     RC_ROUTE,
     RC_SUCCESS,
@@ -933,6 +935,11 @@ class Daemon:
             return RC_DEAF, None, "need --listen before --initiate"
         assert self.loop is not None
         conn = self.conns[name]
+        if conn.type in ("passthrough", "drop", "reject") or conn.authby == "never":
+            return RC_INITSHUNT, None, f'"{name}": cannot initiate a shunt-only connection'
+        if conn.remote.host_addr is None:
+            return RC_NOPEERIP, None, (f'"{name}": cannot initiate connection without knowing '
+                                       "peer IP address")
         fut: asyncio.Future[int] = self.loop.create_future()
         want = {"child-established"}
         if getattr(conn, "childless", False):
