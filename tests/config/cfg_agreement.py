@@ -1,6 +1,6 @@
 """Compare our resolved connections with Libreswan 4.10's ``readwriteconf`` output.
 
-Used by ``test_agreement.py`` and ``test_differences.py``.  For each conn that Libreswan printed, the fields
+Used by ``test_cfg_agreement.py`` and ``test_cfg_differences.py``.  For each conn that Libreswan printed, the fields
 left/right, left/right subnet(s), left/right id, authby (as written), ike, esp,
 auto and type must agree with what our parser resolved.
 """

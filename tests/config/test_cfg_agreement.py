@@ -3,7 +3,7 @@
 Two measures (issue 3): the accept/reject verdict of ``addconn --checkconfig``, and
 for accepted files the resolved left/right/subnets/ids/authby/ike/esp/auto/type
 against ``readwriteconf``.  Every deliberate difference is listed here with its
-reason and pinned by its own test in ``test_differences.py``.
+reason and pinned by its own test in ``test_cfg_differences.py``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Each deliberate difference from Libreswan 4.10, pinned with its reason.
 
-The agreement test (``test_agreement.py``) lists the files; these tests show the
+The agreement test (``test_cfg_agreement.py``) lists the files; these tests show the
 behaviour on minimal input so that a change is noticed even without ../shared.
 """
 
