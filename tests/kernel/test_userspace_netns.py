@@ -183,3 +183,21 @@ def test_plain_esp_without_udp_encapsulation(lab: Lab) -> None:
     west.close()
     east.close()
     _no_leftovers(lab, lab.west, west_cfg["ifname"])
+
+
+def test_del_policy_and_del_sa_remove_routes_and_state(lab: Lab) -> None:
+    west_cfg, east_cfg = esp_lab.handkeyed()
+    west = lab.plane(lab.west, west_cfg)
+    east = lab.plane(lab.east, east_cfg)
+    assert lab.exec(lab.west, "ping", "-c", "1", "-W", "2", EAST_HOST, check=False).returncode == 0
+    assert east.ask("del-sas") == "ok"  # east forgets its SAs: west's ESP now has unknown SPIs
+    lab.exec(lab.west, "ping", "-c", "2", "-i", "0.2", "-W", "1", EAST_HOST, check=False)
+    assert esp_lab.wait_for(lambda: east.stats()["plane"]["unknown_spi"] >= 2)
+    assert east.stats()["sas"][str(0x1001)] is None
+    assert west.ask("del-policies") == "ok"
+    assert lab.exec(lab.west, "ip", "route", "show", "table", "4500").stdout.strip() == ""
+    assert west.stats()["sas"][str(0x1001)]["packets"] >= 3
+    west.close()
+    east.close()
+    _no_leftovers(lab, lab.west, west_cfg["ifname"])
+    _no_leftovers(lab, lab.east, east_cfg["ifname"])

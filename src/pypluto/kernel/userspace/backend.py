@@ -436,6 +436,7 @@ class UserspaceBackend(KernelBackend):
     def _resolve(self, pkt: bytes, key: bytes
                  ) -> _Flow | None:
         """Slow path: the outbound policy and SA for a packet (RFC 4301 §5.1 SPD lookup)."""
+        flow = self._flow  # a cache invalidated meanwhile must not receive this entry
         try:
             if pkt[0] >> 4 == 4:
                 src: IPAddress = ipaddress.IPv4Address(pkt[12:16])
@@ -468,9 +469,8 @@ class UserspaceBackend(KernelBackend):
             if ent is None:
                 return None
             if op.exact:
-                flow = self._flow
                 if len(flow) >= _FLOW_CACHE_MAX:
-                    self._flow = flow = {}
+                    flow.clear()
                 flow[key] = ent
             return ent
         return None

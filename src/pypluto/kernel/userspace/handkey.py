@@ -14,6 +14,7 @@ CONFIG (JSON)::
 
 It binds a UDP socket at local:port, prints ``ready`` and then answers lines
 on stdin: ``stats`` (one JSON line: SA counters and plane counters),
+``del-policies`` / ``del-sas`` (del_policy / del_sa for each configured one),
 ``flush`` (flush_own), ``close`` (close and exit).  Like manual keying with
 ``ip xfrm state``: no IKE, so no secrets are logged.
 """
@@ -93,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
                     st = be.get_sa_stats(ipaddress.ip_address(s["dst"]), s["spi"])
                     out["sas"][str(s["spi"])] = None if st is None else dataclasses.asdict(st)
                 print(json.dumps(out), flush=True)
+            elif cmd == "del-policies":
+                for p in cfg.get("policies", []):
+                    be.del_policy(policy_from(p))
+                print("ok", flush=True)
+            elif cmd == "del-sas":
+                for sa in cfg.get("sas", []):
+                    be.del_sa(ipaddress.ip_address(sa["dst"]), sa["spi"])
+                print("ok", flush=True)
             elif cmd == "flush":
                 be.flush_own()
                 print("ok", flush=True)
