@@ -139,6 +139,11 @@ def test_stderrlog_time_append_and_debug_lines(make_pluto):
                    "--debug", "whackwatch")
     p.wait_ready()
     p.whack("--status")
+    assert p.whack("--debug", "cpu-usage").returncode == 0
+    p.ns.run(PY, "-c", "import socket; socket.socket(2, 2).sendto(b'x' * 40, "
+             "('127.0.0.1', 500))")  # a junk datagram: one engine call
+    wait_for(lambda: "cpu-usage: packet from 127.0.0.1:" in p.err.read_text(), 20,
+             "cpu-usage debug line")
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     lines = p.err.read_text().splitlines()
@@ -147,6 +152,7 @@ def test_stderrlog_time_append_and_debug_lines(make_pluto):
     assert start.split(": ", 1)[1].startswith("Starting Pluto") and start[3] == " "
     debug = [ln.split(": ", 1)[1] for ln in lines if ": | " in ln]
     assert any("whack request status" in d for d in debug)
+    # --debug cpu-usage added at run time: CPU time of the engine calls
     assert all(d.startswith("| ") for d in debug)
 
 

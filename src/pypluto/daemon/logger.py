@@ -22,7 +22,7 @@ from typing import TextIO
 # Libreswan's debug classes (``--debug help``) and what they cover here.
 DEBUG_CLASSES: dict[str, str] = {
     "base": "general debugging: state machine, packets, timers",
-    "cpu-usage": "how long each exchange and helper job took",
+    "cpu-usage": "CPU time of every engine call (packet, timer, whack request)",
     "crypt": "cryptographic computations (never the keys unless 'private' too)",
     "tmi": "too much information: every timer and buffer",
     "private": "sensitive material (keys, nonces); never enabled by 'all'",

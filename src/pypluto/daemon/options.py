@@ -50,16 +50,44 @@ Usage: pluto [--help] [--version]
 """
 
 HELP_NOTES = """
-Notes (pypluto):
-  --crl-strict and --crlcheckinterval are parsed and kept (shown by whack
-  --status) but not yet enforced: they take effect with certificate support.
-  --efence-protect enables Python's fault handler and asyncio debug mode (the
-  nearest Python equivalent of guard pages); --leak-detective logs a
-  tracemalloc allocation report at shutdown.
-  With none of --use-xfrm/--use-userspace/--use-none the kernel is probed:
-  XFRM when it can carry ESP, else the userspace plane.
-  --ikeport/--natikeport change the IKE ports (default 500/4500; for tests).
-  --debug help lists the debug classes.
+Options (ipsec-pluto(8); the command line wins over "config setup" of --config):
+  --help, --version        this text; the version
+  --nofork                 no daemon fork; print "Pluto initialized" when ready
+  --rundir path            pluto.pid (lock) and pluto.ctl (whack socket); /run/pluto
+  --leak-detective         log a tracemalloc allocation report at shutdown
+  --efence-protect         Python's fault handler (into --coredir) and asyncio
+                           debug mode: the nearest Python equivalent of guard pages
+  --stderrlog | --logfile f   log to stderr / a file instead of syslog (authpriv)
+  --log-no-time, --log-no-append, --log-no-ip, --log-no-audit
+                           no timestamps; truncate the file; mask IP addresses;
+                           no audit records (AUDIT: lines and Linux audit)
+  --config f               load "config setup" and the conns (auto=add/start/...)
+  --secretsfile glob       PSKs (default /etc/ipsec.secrets; every match is read)
+  --ipsecdir d, --nssdir d kept and shown by whack --status; no NSS database is
+                           used (secrets come from ipsec.secrets)
+  --coredir d              crash reports of unhandled errors go here (default: rundir)
+  --vendorid VID           send VID as an extra Vendor ID payload
+  --uniqueids              a new IKE SA for a peer ID replaces the older ones
+  --virtual-private list   %v4:NET,%v6:NET,%v4:!NET - syntax checked at start and
+                           handed to the engine (which does not use it yet)
+  --keep-alive secs        NAT-T keepalive interval (default 20)
+  --force-busy             always demand COOKIEs (RFC 7296 section 2.6)
+  --crl-strict, --crlcheckinterval secs
+                           parsed and kept (shown by whack --status) but not yet
+                           enforced: they take effect with certificate support
+  --listen ipaddr          only this address (default: every local address)
+  --nhelpers n             crypto helper threads; -1 = CPUs-1, 0 = inline
+  --seedbits n             read n bits from /dev/random and mix them into the pool
+  --statsbin f             run f on every SA event (PLUTO_EVENT, PLUTO_CONNECTION)
+  --secctx-attr-type n     labeled IPsec attribute type (default 32001)
+  --use-xfrm | --use-userspace | --use-none
+                           kernel XFRM, our ESP-over-TUN plane, or nothing;
+                           without one the kernel is probed (XFRM if it carries
+                           ESP, else userspace); --use-bsdkame is BSD only
+  --debug class, --no-debug class
+                           debug classes ("--debug help" lists them); debug
+                           lines start with "| "
+  --ikeport p, --natikeport p   IKE ports (default 500/4500; for tests)
 """
 
 

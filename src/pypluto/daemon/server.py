@@ -364,14 +364,15 @@ class Daemon:
 
             return RC_ORIENT
         self.conns[conn.name] = conn
-        self._run(lambda: self.engine.add_connection(conn))
+        self._run(lambda: self.engine.add_connection(conn), where=f"adding {conn.name}")
         version = "IKEv1" if conn.keyexchange == "ikev1" else "IKEv2"
         if emit:  # the engine logs the same line itself
             emit(f'"{conn.name}": added {version} connection')
         return RC_SUCCESS
 
     def _delete_conn(self, name: str) -> None:
-        self._run(lambda: self.engine.delete_connection(name, self.now()))
+        self._run(lambda: self.engine.delete_connection(name, self.now()),
+                  where=f"deleting {name}")
         self.conns.pop(name, None)
         self.routed.discard(name)
 
@@ -381,7 +382,7 @@ class Daemon:
         if not self.listening:
             return RC_DEAF
         self.log.log("initiating connection", conn=name, debug_class="base", level="debug")
-        self._run(lambda: self.engine.initiate(name, self.now()))
+        self._run(lambda: self.engine.initiate(name, self.now()), where=f"initiating {name}")
         return RC_SUCCESS
 
     # ------------------------------------------------------------- interfaces
@@ -545,11 +546,16 @@ class Daemon:
     def _run(self, call: Callable[[], list[Any]], *, rate_limited: bool = False,
              where: str = "") -> None:
         """Call the engine, execute its actions, reschedule its timer."""
+        t0 = time.process_time()
         try:
             actions = call()
         except Exception as e:  # noqa: BLE001 - never let one packet kill the daemon
             self._internal_error(e, where or "engine call")
             actions = []
+        if self.log.debugging("cpu-usage"):
+            ms = (time.process_time() - t0) * 1000
+            self.log.log(f"cpu-usage: {where or 'engine call'} took {ms:.3f} ms", "debug",
+                         debug_class="cpu-usage")
         self._execute(actions or [], rate_limited=rate_limited)
         self._schedule_timer()
 
@@ -877,7 +883,7 @@ class Daemon:
                                             float(args.get("timeout") or 0))
         if cmd == "down":
             emit(f'"{name}": terminating SAs using this connection')
-            self._run(lambda: self.engine.terminate(name, self.now()))
+            self._run(lambda: self.engine.terminate(name, self.now()), where=f"down {name}")
             return RC_SUCCESS, None, None
         if cmd == "delete":
             emit(f'"{name}": terminating SAs using this connection')
@@ -885,10 +891,11 @@ class Daemon:
             self.log.log("deleted connection", conn=name)
             return RC_SUCCESS, None, None
         if cmd == "rekey-ike":
-            self._run(lambda: self.engine.rekey_ike(name, self.now()))
+            self._run(lambda: self.engine.rekey_ike(name, self.now()), where=f"rekey-ike {name}")
             return RC_SUCCESS, None, None
         if cmd == "rekey-child":
-            self._run(lambda: self.engine.rekey_child(name, self.now()))
+            self._run(lambda: self.engine.rekey_child(name, self.now()),
+                      where=f"rekey-child {name}")
             return RC_SUCCESS, None, None
         if cmd == "route":
             return RC_ROUTE, None, (f'"{name}": cannot route: on-demand trapping is not '
