@@ -605,9 +605,9 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
         end.ikeport = parse_int(ikeport, side + "ikeport", 1, 65535)
     end.vti_ip = get("vti")
     for flag in ("modecfgserver", "modecfgclient", "xauthserver", "xauthclient"):
-        v = get(flag)
-        if v is not None:
-            setattr(end, flag, parse_bool(v, side + flag))
+        fv = get(flag)
+        if fv is not None:
+            setattr(end, flag, parse_bool(fv, side + flag))
     end.xauthusername = get("username")
     end.addresspool = get("addresspool")
     for keykey in ("rsasigkey", "ecdsakey", "pubkey"):
@@ -685,12 +685,12 @@ def build_connection(name: str, keys: dict[str, str],
     typ = (get("type") or "tunnel").lower()
     conn.type = {"pass": "passthrough"}.get(typ, typ)  # type: ignore[assignment]
     for attr, proto in (("ike", "IKE"), ("esp", "ESP"), ("ah", "AH")):
-        v = get(attr)
-        if v is not None:
+        pv = get(attr)
+        if pv is not None:
             try:
-                setattr(conn, attr, parse_proposals(v, proto))
+                setattr(conn, attr, parse_proposals(pv, proto))
             except ProposalError as exc:
-                raise ConnError(attr, f"{attr}={v}: {exc}") from None
+                raise ConnError(attr, f"{attr}={pv}: {exc}") from None
     conn.phase2 = (get("phase2") or "esp").lower().replace("default", "esp")
     conn.pfs = b("pfs", True)
     conn.esn = (get("esn") or "either").lower()
