@@ -152,7 +152,7 @@ def _end_value(conn: Connection, side: str, sub: str) -> str | None:
     if sub == "subnet":
         if raw is None or not end.subnets:
             return None  # host-to-host (subnet = the host) or IKEv1 vhost:/vnet:
-        return ",".join(str(n) for n in end.subnets[:1]) if "," not in raw else raw
+        return raw if any(c in raw for c in ", {") else str(end.subnets[0])
     if sub == "protoport":
         if raw is None:
             return None

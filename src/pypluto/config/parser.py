@@ -561,7 +561,8 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
     subs = get("subnets")
     try:
         if sub is not None:
-            end.subnets.extend(parse_subnets(sub) if "," in sub else [parse_subnet(sub)])
+            multi = any(c in sub for c in ", {")
+            end.subnets.extend(parse_subnets(sub) if multi else [parse_subnet(sub)])
         if subs is not None:
             for n in parse_subnets(subs):
                 if n not in end.subnets:
