@@ -124,7 +124,7 @@ class Lab:
     """Two namespaces joined by a veth pair, plus the processes started in them."""
 
     prefix: str = "pp"
-    keep_workdir: bool = False
+    keep_workdir: bool = field(default_factory=lambda: os.environ.get("LAB_KEEP") == "1")
     west: str = ""
     east: str = ""
     workdir: pathlib.Path = field(default_factory=lambda: pathlib.Path())
