@@ -11,7 +11,8 @@ from pypluto.crypto.registry import Prf
 
 
 def test_signed_octets_layout() -> None:
-    msg, nonce, idb, sk_p = b"IKE_SA_INIT bytes", b"N" * 32, b"\x01\0\0\0\xc0\x00\x02\x01", b"p" * 32
+    msg, nonce, sk_p = b"IKE_SA_INIT bytes", b"N" * 32, b"p" * 32
+    idb = b"\x01\0\0\0\xc0\x00\x02\x01"  # ID_IPV4_ADDR 192.0.2.1
     out = auth.signed_octets(Prf.HMAC_SHA2_256, sk_p, msg, nonce, idb)
     mac = hmac.new(sk_p, idb, hashlib.sha256).digest()
     assert out == msg + nonce + mac
