@@ -131,7 +131,7 @@ class UserspaceBackend(KernelBackend):
     def __init__(self, ifname: str = DEFAULT_IFNAME, *, table: int = DEFAULT_TABLE,
                  rule_priority: int = DEFAULT_RULE_PRIORITY, mtu: int = DEFAULT_MTU,
                  manage_routes: bool = True, threads: str = "split",
-                 offload: bool = True) -> None:
+                 offload: bool = True, udp_gso: bool | None = None) -> None:
         self.table = table
         self.rule_priority = rule_priority
         self.manage_routes = manage_routes
@@ -155,7 +155,8 @@ class UserspaceBackend(KernelBackend):
         if manage_routes:
             self._remove_table()  # leftovers of an earlier, crashed run
         self._tun_fd, self.ifname, self.offload = open_tun(ifname, offload)
-        self._gso = offload  # UDP GSO/GRO on the ESP-in-UDP sockets along with TUN offload
+        # UDP GSO/GRO on the ESP-in-UDP sockets, by default along with TUN offload
+        self._gso = offload if udp_gso is None else udp_gso
         try:
             iproute.ip("link", "set", "dev", self.ifname, "mtu", str(mtu), "up")
         except BackendError:
@@ -805,6 +806,17 @@ def _selector_check(sa: SAParams) -> Callable[[bytes], bool] | None:
     return check
 
 
+def _set_thread_name(name: str) -> None:
+    """Name the OS thread (prctl PR_SET_NAME) so ``top -H`` shows which path is busy."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 class _Worker:
     """One packet thread: blocks in poll, then drains each ready descriptor in batches."""
 
@@ -854,6 +866,7 @@ class _Worker:
         return h
 
     def _run(self) -> None:
+        _set_thread_name(self._thread.name)
         pl = self.plane
         wake = self._wake_r
         while not pl._stop:

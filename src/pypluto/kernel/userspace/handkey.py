@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     be = UserspaceBackend(cfg.get("ifname", "pluto0"), table=cfg.get("table", 4500),
                           rule_priority=cfg.get("table", 4500),
                           threads=cfg.get("threads", "split"),
-                          offload=cfg.get("offload", True))
+                          offload=cfg.get("offload", True),
+                          udp_gso=cfg.get("udp_gso"))
     try:
         be.attach_nat_socket(sock, (local, cfg.get("port", 4500)),
                              lambda data, addr: ike.append(len(data)))
