@@ -148,3 +148,21 @@ def test_connection_errors_match_libreswan_messages() -> None:
     assert "only valid for IKEv1" in str(cfg.failed["c"][0])
     cfg = parse_config_text(base + "\tikev2=no\n\tleftsubnet=vhost:%priv\n", "f")
     assert "c" in cfg.conns and cfg.conns["c"].keyexchange == "ikev1"
+
+
+def test_include_fan_out_is_bounded(tmp_path: pathlib.Path) -> None:
+    for n in range(6):  # every file includes all six: 6^10 reads without a bound
+        (tmp_path / f"f{n}.conf").write_text("include *.conf\n")
+    cfg = load_config(str(tmp_path / "f0.conf"))
+    assert not cfg.ok
+    assert any("more than 1000 files" in d.message or "too deep" in d.message
+               for d in cfg.file_errors)
+
+
+def test_keys_after_include_do_not_join_the_included_section(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "inc.conf").write_text("conn inc\n\tleft=192.0.2.1\n\tright=%any\n")
+    (tmp_path / "main.conf").write_text("conn a\n\tleft=192.0.2.9\ninclude inc.conf\n"
+                                        "\tright=192.0.2.8\n")
+    cfg = load_config(str(tmp_path / "main.conf"))
+    assert not cfg.ok and cfg.file_errors[0].line == 4
+    assert cfg.conns["inc"].right.host == "%any"

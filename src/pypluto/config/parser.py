@@ -45,6 +45,7 @@ from pypluto.config.values import (
 )
 
 MAX_INCLUDE_DEPTH = 10
+MAX_INCLUDED_FILES = 1000  # a glob include of itself would otherwise fan out n^10 times
 MAX_ALSO_DEPTH = 32
 
 
@@ -123,6 +124,7 @@ class _Reader:
         self.diags: list[Diagnostic] = []
         self.sections: list[Section] = []
         self.current: Section | None = None
+        self.files_read = 0
 
     def sections_origin(self, name: str) -> Origin | None:
         for s in self.sections:
@@ -205,6 +207,7 @@ class _Reader:
                 self.err(filename, lineno, "syntax error: 'include' needs one file name")
                 return
             self._include(_unquote(words[1]), filename, lineno, depth, real_path)
+            self.current = None  # keys after an include do not continue the included section
         elif head == "version":
             self.current = None
             if len(words) != 2 or words[1] not in ("2", "2.0"):
@@ -231,6 +234,11 @@ class _Reader:
         for match in matches:
             if os.path.isdir(match):
                 continue
+            self.files_read += 1
+            if self.files_read > MAX_INCLUDED_FILES:
+                self.err(filename, lineno, f"include '{pattern}': more than "
+                         f"{MAX_INCLUDED_FILES} files included in total")
+                return
             shown = match
             if self.root_dir and os.path.isabs(pattern):
                 shown = "/" + os.path.relpath(match, self.root_dir)
