@@ -116,3 +116,13 @@ def test_glob_pattern(tmp_path: pathlib.Path) -> None:
         os.chmod(p, 0o600)
     store = load_secrets(str(tmp_path / "*.secrets"))
     assert len(store.files) == 2 and len(store.secrets) == 2
+
+
+def test_self_include_is_bounded(tmp_path: pathlib.Path) -> None:
+    for n in range(5):
+        p = tmp_path / f"s{n}.secrets"
+        p.write_text('include *.secrets\n@a @b : PSK "0123456789abcdef-x"\n')
+        os.chmod(p, 0o600)
+    store = load_secrets(str(tmp_path / "s0.secrets"))
+    assert not store.ok
+    assert store.psk_for(parse_id("@a"), parse_id("@b")) == b"0123456789abcdef-x"

@@ -31,6 +31,7 @@ from pypluto.config.parser import Diagnostic
 
 WEAK_PSK_BYTES = 14  # below 112 bits a PSK is weak (NIST SP 800-131A / Libreswan FIPS rule)
 MAX_DEPTH = 10
+MAX_FILES = 1000  # bound for include globs that fan out
 _KINDS = {"PSK", "XAUTH", "PPKS", "RSA", "ECDSA", "PIN", "PPKF", "EAP"}
 
 _MATCH_DEFAULT = 1
@@ -191,6 +192,7 @@ def _index(token: str) -> Identity:
 class _Loader:
     def __init__(self) -> None:
         self.store = SecretStore()
+        self.files_read = 0
 
     def diag(self, file: str, line: int, msg: str, sev: str = "error") -> None:
         self.store.diagnostics.append(Diagnostic(file, line, msg, sev))  # type: ignore[arg-type]
@@ -210,6 +212,10 @@ class _Loader:
         return True
 
     def load(self, path: str, depth: int) -> None:
+        self.files_read += 1
+        if self.files_read > MAX_FILES:
+            self.diag(path, 0, f"more than {MAX_FILES} secrets files included; skipped")
+            return
         if not self.check_perms(path):
             return
         try:
