@@ -120,3 +120,21 @@ def test_construction_errors() -> None:
         SKProtector(99, 128, Integ.HMAC_SHA1_96, bytes(16), bytes(20))
     sk, _ = _pair(Encr.AES_GCM_16, 128, None)
     assert "AES_GCM_16" in repr(sk) and bytes(range(16)).hex() not in repr(sk)
+
+
+def test_aead_ivs_unique_across_threads() -> None:
+    import threading
+
+    tx, _ = _pair(Encr.AES_GCM_16, 128, None)
+    ivs: list[bytes] = []
+
+    def work() -> None:
+        out = [tx.encrypt(b"a", b"x")[:8] for _ in range(300)]
+        ivs.extend(out)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ivs) == 1200 and len(set(ivs)) == 1200

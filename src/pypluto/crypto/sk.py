@@ -24,6 +24,7 @@ Every failure on receipt (short body, bad ICV, bad padding) raises the same
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from .keys import encr_key_bytes
 from .registry import TransformType
 
 _FAIL = "integrity check failed"
+_Q = struct.Struct(">Q")
 
 
 class SKProtector:
@@ -80,14 +82,15 @@ class SKProtector:
             self.icv_size = alg.icv_size
             # RFC 5282 §3.1: the IV must not repeat under one key; a counter
             # started at a random point guarantees that for 2^64 messages.
-            self._counter = int.from_bytes(rng(8), "big")
+            # itertools.count's next() is atomic, so threads may share a protector.
+            self._counter = itertools.count(int.from_bytes(rng(8), "big") + 1)
         else:
             if not integ_id:
                 raise CryptoError(f"{alg.iana_name} needs an INTEG transform")
             self._cipher = BlockCipher(encr_id, encr_key)
             self._integ = make_integ(integ_id, integ_key)
             self.icv_size = self._integ.icv_size
-            self._counter = 0
+            self._counter = itertools.count()
 
     def __repr__(self) -> str:
         return f"SKProtector({registry.transform_name(TransformType.ENCR, self.encr_id)})"
@@ -102,8 +105,7 @@ class SKProtector:
 
     def _next_iv(self) -> bytes:
         if self._aead is not None:
-            self._counter = (self._counter + 1) & 0xFFFFFFFFFFFFFFFF
-            return struct.pack(">Q", self._counter)
+            return _Q.pack(next(self._counter) & 0xFFFFFFFFFFFFFFFF)
         # RFC 7296 §3.14: CBC IVs must be unpredictable.
         return self._rng(self.iv_size)
 
