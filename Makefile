@@ -33,6 +33,7 @@ lint: install
 	@$(VENV)/bin/mypy src
 
 bench: install deps
+	@$(VPY) -c 'import vici' 2>/dev/null || $(VPY) -m pip install -q -e '.[bench]'
 	@$(VPY) -m bench.run $(BENCH)
 
 demo: install

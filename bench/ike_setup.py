@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import socket
 import statistics
 import sys
@@ -36,6 +37,7 @@ from peers import (  # noqa: E402
     Pypluto,
     have_libreswan,
     have_strongswan,
+    pypluto_bin,
 )
 
 PSK = "bench-psk-0123456789abcdefghijklmnopqrstuv"
@@ -124,7 +126,7 @@ secrets {{
 """
 
 
-def _swanctl_resp() -> str:
+def _swanctl_resp(dpddelay: int = 0) -> str:
     return f"""\
 connections {{
     resp {{
@@ -135,6 +137,7 @@ connections {{
         mobike = no
         unique = never
         rekey_time = 0
+        dpd_delay = {dpddelay}s
         local {{
             auth = psk
             id = {RESP_ID}
@@ -162,7 +165,9 @@ secrets {{
 """
 
 
-def _ipsec_conf_resp(extra_setup: str = "") -> str:
+def _ipsec_conf_resp(extra_setup: str = "", dpddelay: int = 0) -> str:
+    dpd = f"\tdpddelay={dpddelay}\n\tdpdtimeout={3 * dpddelay}\n\tdpdaction=clear\n" \
+        if dpddelay else ""
     return f"""\
 config setup
 \tuniqueids=no
@@ -179,7 +184,7 @@ conn resp
 \tesp=aes_gcm256
 \trekey=no
 \tauto=add
-"""
+{dpd}"""
 
 
 IPSEC_SECRETS = f'@{RESP_ID} @{GEN_ID} : PSK "{PSK}"\n'
@@ -294,98 +299,290 @@ def _load_swanctl(lab: Lab, d: pathlib.Path, conf: pathlib.Path, text: str) -> N
             env={"STRONGSWAN_CONF": str(conf)})
 
 
-def _start_responder(lab: Lab, kind: str, child: bool = False) -> int:
-    """Start the responder under test in the east namespace; return its PID."""
+
+@dataclass
+class Responder:
+    """The daemon under test in the east namespace."""
+
+    lab: Lab
+    kind: str
+    pid: int
+    ctl: Any = None  # Pypluto/Libreswan driver, or the strongSwan vici path
+    log: pathlib.Path | None = None
+
+    def count(self) -> int | None:
+        """Established IKE SAs as the responder itself counts them."""
+        if self.kind == "strongswan":
+            import vici
+
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(self.ctl))
+            try:
+                st = vici.Session(s).stats()
+                return int(st["ikesas"]["total"]) - int(st["ikesas"]["half-open"])
+            finally:
+                s.close()
+        r = self.ctl.whack("--briefstatus", timeout=120)
+        m = re.search(r"authenticated\((\d+)\)", r.stdout)
+        return int(m.group(1)) if m else None
+
+
+class _Pluto(Pypluto):
+    """The interop driver's Pypluto with extra pluto arguments (``--nhelpers``)."""
+
+    def __init__(self, lab: Lab, ns: str, name: str, extra: list[str]) -> None:
+        super().__init__(lab, ns, name)
+        self.extra = extra
+
+    def start(self, conf: str | None = None, secrets: str | None = None,
+              timeout: float = 60) -> Pypluto:
+        self.conf_text = conf or self.conf_text
+        self.secrets_text = secrets or self.secrets_text
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "ipsec.conf").write_text(self.conf_text)
+        (self.dir / "ipsec.secrets").write_text(self.secrets_text)
+        (self.dir / "ipsec.secrets").chmod(0o600)
+        argv = [pypluto_bin("pluto"), "--nofork", "--stderrlog", "--rundir", self.run_dir,
+                "--config", self.dir / "ipsec.conf", "--secretsfile",
+                self.dir / "ipsec.secrets", self.backend, *self.extra]
+        self.proc = self.lab.spawn(self.ns, argv, self.log, name=f"{self.name}-pluto")
+        self.lab.wait_for(lambda: self.ctl.exists()
+                          and self.whack("--status").returncode == 0, timeout,
+                          f"{self.name} control socket")
+        return self
+
+
+def start_responder(lab: Lab, kind: str, child: bool = False, dpddelay: int = 0,
+                    extra: list[str] | None = None) -> Responder:
+    """Start the responder under test in the east namespace."""
     if kind == "strongswan":
         d = lab.workdir / "resp-strongswan"
         d.mkdir(parents=True, exist_ok=True)
-        vici = d / "charon.vici"
+        vici_path = d / "charon.vici"
         conf = d / "strongswan.conf"
         conf.write_text(_GEN_CONF.format(ipsec_plugin="kernel-libipsec" if child else "",
-                                         log=d / "charon.log", vici=vici))
+                                         log=d / "charon.log", vici=vici_path))
         sp = lab.spawn(lab.east, [CHARON], d / "stdout.log", {"STRONGSWAN_CONF": str(conf)},
                        name="resp-strongswan")
-        lab.wait_for(vici.exists, 30, "responder vici socket")
-        _load_swanctl(lab, d, conf, _swanctl_resp())
-        return sp.pid
+        lab.wait_for(vici_path.exists, 30, "responder vici socket")
+        _load_swanctl(lab, d, conf, _swanctl_resp(dpddelay))
+        return Responder(lab, kind, sp.pid, vici_path, d / "charon.log")
     if kind == "libreswan":
         ls = Libreswan(lab, lab.east, name="resp-libreswan")
-        ls.start(_ipsec_conf_resp(), IPSEC_SECRETS)
+        ls.start(_ipsec_conf_resp(dpddelay=dpddelay), IPSEC_SECRETS)
         assert ls.proc is not None
-        return ls.proc.pid
+        return Responder(lab, kind, ls.proc.pid, ls, ls.log)
     if kind == "pypluto":
-        pp = Pypluto(lab, lab.east, name="resp-pypluto")
-        pp.start(_ipsec_conf_resp(), IPSEC_SECRETS)
+        pp = _Pluto(lab, lab.east, "resp-pypluto", extra or [])
+        pp.start(_ipsec_conf_resp(dpddelay=dpddelay), IPSEC_SECRETS)
         assert pp.proc is not None
-        return pp.proc.pid
+        return Responder(lab, kind, pp.proc.pid, pp, pp.log)
     raise ValueError(kind)
 
 
-def measure(kind: str, n: int, concurrency: int, child: bool = False) -> dict[str, Any]:
-    """One responder, one fresh lab: the generator establishes ``n`` IKE SAs."""
+def _batch(gen: Generator, resp: Responder, n: int, concurrency: int) -> dict[str, Any]:
+    """``n`` more SAs; the responder's CPU and RSS growth over them."""
+    cpu0, rss0 = proc_cpu(resp.pid), proc_rss_kib(resp.pid)
+    res = gen.run(n, concurrency, timeout=max(120.0, n / 5))
+    time.sleep(0.5)  # let the responder finish its last exchange before reading
+    cpu1, rss1 = proc_cpu(resp.pid), proc_rss_kib(resp.pid)
+    est = max(res["established"], 1)
+    res.update(cpu_ms_per_sa=(cpu1 - cpu0) * 1000 / est, rss_kib=rss1 - rss0,
+               rss_kib_per_sa=(rss1 - rss0) / est)
+    return res
+
+
+def series(kind: str, n: int, concurrency: int, *, child: bool = False, total: int = 0,
+           hold: float = 0, dpddelay: int = 0, extra: list[str] | None = None
+           ) -> dict[str, Any]:
+    """One responder in a fresh lab.
+
+    Warm up with 20 SAs, then ``n`` SAs measured for setup cost (rate, CPU,
+    latency) and memory; then, with ``total`` > ``n``, more up to ``total``
+    (memory per SA at that count); then, with ``hold``, keep them for ``hold``
+    seconds with liveness (``dpddelay``) on: responder CPU while idle, and how
+    many SAs the responder still counts at the end (spurious deaths).
+    """
     with Lab(prefix="bk") as lab:
-        pid = _start_responder(lab, kind, child)
+        resp = start_responder(lab, kind, child, dpddelay if hold else 0, extra)
         gen = Generator(lab, child=child)
         gen.start()
-        # warm up (first SA pays for imports, caches), then measure
-        gen.run(min(20, n), 4)
-        cpu0, rss0 = proc_cpu(pid), proc_rss_kib(pid)
-        res = gen.run(n, concurrency)
-        time.sleep(0.5)  # let the responder finish its last exchange before reading
-        cpu1, rss1 = proc_cpu(pid), proc_rss_kib(pid)
-        est = max(res["established"], 1)
-        res.update(
-            responder=kind,
-            child=child,
-            cpu_ms_per_sa=(cpu1 - cpu0) * 1000 / est,
-            rss_kib_per_sa=(rss1 - rss0) / est,
-        )
-        return res
+        gen.run(min(20, n), 4)  # first SAs pay for imports and caches
+        base_rss = proc_rss_kib(resp.pid)
+        out = _batch(gen, resp, n, concurrency)
+        out.update(responder=kind, child=child, n=n, concurrency=concurrency)
+        established = out["established"]
+        if total > n:
+            more = _batch(gen, resp, total - n, concurrency)
+            established += more["established"]
+            out["total"] = {
+                "established": established, "failures": out["failures"] + more["failures"],
+                "rate": more["rate"], "cpu_ms_per_sa": more["cpu_ms_per_sa"],
+                "rss_kib_per_sa": (proc_rss_kib(resp.pid) - base_rss) / max(established, 1),
+            }
+        if hold:
+            before = resp.count()
+            cpu0, t0 = proc_cpu(resp.pid), time.monotonic()
+            time.sleep(hold)
+            cpu1, t1 = proc_cpu(resp.pid), time.monotonic()
+            after = resp.count()
+            out["hold"] = {
+                "seconds": round(t1 - t0, 1), "dpddelay": dpddelay, "before": before,
+                "after": after,
+                "deaths": (before - after) if before is not None and after is not None
+                else None,
+                "idle_cpu_pct": (cpu1 - cpu0) * 100 / (t1 - t0),
+                "alive": bool(lab.procs) and all(p.alive() for p in lab.procs),
+            }
+        return out
 
 
-def run(n: int = 1000, concurrency: int = 16) -> dict[str, Any]:
+def measure(kind: str, n: int, concurrency: int, child: bool = False) -> dict[str, Any]:
+    """Setup cost only (kept for ``python -m bench.ike_setup``)."""
+    return series(kind, n, concurrency, child=child)
+
+
+def _try(label: str, fn: Any, *args: Any, **kw: Any) -> dict[str, Any]:
+    try:
+        r: dict[str, Any] = fn(*args, **kw)
+    except Exception as e:  # a responder that cannot take the load: say so in the table
+        r = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    print(label, {k: v for k, v in r.items()}, flush=True)
+    return r
+
+
+def env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def kinds_available() -> list[str]:
     kinds = []
     if have_strongswan():
         kinds.append("strongswan")
     if have_libreswan() and (LIBRESWAN_DIR / "pluto").exists():
         kinds.append("libreswan")
     kinds.append("pypluto")
+    return kinds
+
+
+def run(n: int | None = None, concurrency: int | None = None) -> dict[str, Any]:
+    """Setup cost, memory per SA, tunnels held, ``--nhelpers`` scaling.
+
+    Sizes from the environment: ``BENCH_N`` (setup batch, 1000), ``BENCH_C``
+    (in flight, 16), ``BENCH_TUNNELS`` (memory/held count, 10000),
+    ``BENCH_HOLD`` (seconds held, 60; issue 8 asks 300), ``BENCH_DPD`` (30 s),
+    ``BENCH_CHILD_TUNNELS`` (IKE+Child memory count, 10000).
+    """
+    n = n or env_int("BENCH_N", 1000)
+    c = concurrency or env_int("BENCH_C", 16)
+    total = env_int("BENCH_TUNNELS", 10000)
+    child_total = env_int("BENCH_CHILD_TUNNELS", 10000)
+    hold = env_int("BENCH_HOLD", 60)
+    dpd = env_int("BENCH_DPD", 30)
+    load = os.getloadavg()[0]
     results: dict[str, dict[str, Any]] = {}
-    for kind in kinds:
-        try:
-            results[kind] = measure(kind, n, concurrency)
-        except Exception as e:  # a responder that cannot take the load: say so
-            results[kind] = {"error": f"{type(e).__name__}: {e}"}
-        print(kind, results[kind], flush=True)
+    for kind in kinds_available():
+        results[kind] = _try(kind, series, kind, n, c, total=total, hold=hold, dpddelay=dpd)
     for kind in ("strongswan", "pypluto"):
-        try:
-            results[kind + "+child"] = measure(kind, max(n // 4, 50), concurrency, child=True)
-        except Exception as e:
-            results[kind + "+child"] = {"error": f"{type(e).__name__}: {e}"}
-        print(kind + "+child", results[kind + "+child"], flush=True)
+        if kind in results:
+            results[kind + "+child"] = _try(kind + "+child", series, kind, n, c, child=True,
+                                            total=child_total)
+    for nh in (0, 1, 2):
+        results[f"pypluto nhelpers={nh}"] = _try(f"nhelpers={nh}", series, "pypluto",
+                                                 max(n // 2, 50), c,
+                                                 extra=["--nhelpers", str(nh)])
+    return {"name": "ike_setup", "command": "make bench BENCH=ike_setup",
+            "loadavg_at_start": load, "sizes": {"n": n, "c": c, "tunnels": total,
+                                                "child_tunnels": child_total, "hold": hold,
+                                                "dpddelay": dpd},
+            "results": results, "rows": rows(results, n, c, total, child_total, hold, dpd)}
 
-    def g(k: str, m: str) -> Any:
-        return results.get(k, {}).get(m)
 
-    rows = []
-    for metric, unit in (("rate", "IKE SA/s"), ("cpu_ms_per_sa", "ms CPU/IKE SA"),
-                         ("p50_ms", "ms"), ("p99_ms", "ms"), ("failures", "count"),
-                         ("rss_kib_per_sa", "KiB/IKE SA")):
-        rows.append({"metric": f"childless {metric}", "pypluto": g("pypluto", metric),
-                     "strongswan": g("strongswan", metric),
-                     "libreswan": g("libreswan", metric), "unit": unit,
-                     "note": f"N={n} C={concurrency}"})
-    for metric, unit in (("rate", "IKE+Child/s"), ("cpu_ms_per_sa", "ms CPU/pair")):
-        rows.append({"metric": f"ike+child {metric}", "pypluto": g("pypluto+child", metric),
-                     "strongswan": g("strongswan+child", metric), "libreswan": None,
-                     "unit": unit, "note": "Libreswan cannot install Child SAs here"})
-    ratio = None
-    if g("pypluto", "rate") and g("strongswan", "rate"):
-        ratio = g("pypluto", "rate") / g("strongswan", "rate")
-    rows.append({"metric": "rate ratio pypluto/strongSwan", "pypluto": ratio, "unit": "",
-                 "note": "goal >= 1.0, same run"})
-    return {"name": "ike_setup", "command": "make bench BENCH=ike_setup", "results": results,
-            "rows": rows}
+def _r(v: Any, nd: int = 2) -> Any:
+    return round(v, nd) if isinstance(v, float) else v
+
+
+def rows(results: dict[str, dict[str, Any]], n: int, c: int, total: int, child_total: int,
+         hold: int, dpd: int) -> list[dict[str, Any]]:
+    def g(k: str, *path: str) -> Any:
+        v: Any = results.get(k, {})
+        for p in path:
+            v = v.get(p) if isinstance(v, dict) else None
+        return _r(v)
+
+    def err(*ks: str) -> str:
+        e = [f"{k}: {results[k]['error']}" for k in ks if "error" in results.get(k, {})]
+        return ("; " + "; ".join(e)) if e else ""
+
+    def ratio(a: Any, b: Any) -> Any:
+        return round(a / b, 2) if isinstance(a, int | float) and isinstance(b, int | float) \
+            and b else None
+
+    out: list[dict[str, Any]] = []
+    three = ("pypluto", "strongswan", "libreswan")
+    for metric, key, unit in (("setup rate, childless", "rate", "IKE SA/s"),
+                              ("responder CPU per IKE SA, childless", "cpu_ms_per_sa", "ms"),
+                              ("latency p50, childless", "p50_ms", "ms"),
+                              ("latency p99, childless", "p99_ms", "ms"),
+                              ("failures, childless", "failures", f"of {n}")):
+        row = {"metric": metric, **{k: g(k, key) for k in three}, "unit": unit,
+               "note": f"strongSwan vici generator, N={n} C={c}, "
+                       "aes256gcm16-prfsha256-x25519 PSK" + err(*three)}
+        out.append(row)
+    out[1]["note"] += (f"; ratio pypluto/strongSwan "
+                       f"{ratio(g('pypluto', 'cpu_ms_per_sa'), g('strongswan', 'cpu_ms_per_sa'))}"
+                       "; goal <= C daemons")
+    out.append({"metric": "setup rate ratio pypluto/strongSwan, childless",
+                "pypluto": ratio(g("pypluto", "rate"), g("strongswan", "rate")),
+                "unit": "x", "note": "same run; goal >= 1.0"})
+    two = ("pypluto+child", "strongswan+child")
+    for metric, key, unit in (("setup rate, IKE+Child", "rate", "pairs/s"),
+                              ("responder CPU per IKE+Child", "cpu_ms_per_sa", "ms"),
+                              ("latency p50, IKE+Child", "p50_ms", "ms"),
+                              ("latency p99, IKE+Child", "p99_ms", "ms"),
+                              ("failures, IKE+Child", "failures", f"of {n}")):
+        out.append({"metric": metric, "pypluto": g("pypluto+child", key),
+                    "strongswan": g("strongswan+child", key), "libreswan": None,
+                    "unit": unit, "note": "userspace planes (ours, kernel-libipsec); Libreswan "
+                    "cannot install Child SAs here" + err(*two)})
+    out.append({"metric": "setup rate ratio pypluto/strongSwan, IKE+Child",
+                "pypluto": ratio(g("pypluto+child", "rate"), g("strongswan+child", "rate")),
+                "unit": "x", "note": "same run; goal >= 1.0"})
+    out.append({"metric": f"RSS per IKE SA at {n}",
+                **{k: g(k, "rss_kib_per_sa") for k in three}, "unit": "KiB",
+                "note": "RSS growth / count; goal <= 10 KiB"})
+    out.append({"metric": f"RSS per IKE SA at {total}",
+                **{k: g(k, "total", "rss_kib_per_sa") for k in three}, "unit": "KiB",
+                "note": "RSS growth / count; goal <= 10 KiB"})
+    out.append({"metric": f"RSS per IKE+Child pair at {n}",
+                "pypluto": g("pypluto+child", "rss_kib_per_sa"),
+                "strongswan": g("strongswan+child", "rss_kib_per_sa"), "unit": "KiB",
+                "note": "goal <= 16 KiB"})
+    out.append({"metric": f"RSS per IKE+Child pair at {child_total}",
+                "pypluto": g("pypluto+child", "total", "rss_kib_per_sa"),
+                "strongswan": g("strongswan+child", "total", "rss_kib_per_sa"), "unit": "KiB",
+                "note": "goal <= 16 KiB"})
+    held = {k: g(k, "hold", "before") for k in three}
+    out.append({"metric": f"tunnels held {hold} s, dpddelay={dpd}: spurious deaths",
+                **{k: g(k, "hold", "deaths") for k in three},
+                "unit": "IKE SAs", "note": f"held (responder count at start): {held}; "
+                "issue 8 asks 300 s: BENCH_HOLD=300 make bench BENCH=ike_setup"})
+    out.append({"metric": f"idle responder CPU with {total} IKE SAs, liveness on",
+                **{k: g(k, "hold", "idle_cpu_pct") for k in three}, "unit": "% of a core",
+                "note": f"utime+stime over the hold, dpddelay={dpd}s"})
+    base = g("pypluto nhelpers=0", "cpu_ms_per_sa")
+    for nh in (0, 1, 2):
+        k = f"pypluto nhelpers={nh}"
+        out.append({"metric": f"pypluto --nhelpers {nh}: rate / CPU per IKE SA",
+                    "pypluto": g(k, "rate"), "strongswan": None, "libreswan": None,
+                    "unit": "IKE SA/s",
+                    "note": f"CPU {g(k, 'cpu_ms_per_sa')} ms/IKE SA "
+                            f"(x{ratio(g(k, 'cpu_ms_per_sa'), base)} of 0 helpers)"
+                            + err(k)})
+    return out
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ RESULTS = HERE / "results"
 # In the order they run; each must finish in a few minutes (make bench < 15 min).
 BENCHMARKS = [
     "bench.config_load",
+    "bench.config_start",
     "bench.engine_setup",
     "bench.crypto_helpers",
+    "bench.ike_setup",
+    "bench.loadtest_bench",
     "bench.esp_throughput",
 ]
 
