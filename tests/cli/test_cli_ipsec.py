@@ -52,6 +52,11 @@ def test_add_delete_up_down(daemon):
     assert '"c-later":' not in ipsec("status", "--rundir", rd).stdout
     r = ipsec("up", "--rundir", rd, "c-later")
     assert r.returncode == 21
+    r = ipsec("auto", "--rundir", rd, "--config", conf, "--add", "c-later")
+    assert r.returncode == 0 and '"c-later": added IKEv2 connection' in r.stdout
+    assert ipsec("auto", "--rundir", rd, "--delete", "c-later").returncode == 0
+    assert ipsec("auto", "--rundir", rd, "--up", "c-later").returncode == 21
+    assert ipsec("auto", "--rundir", rd, "c-later").returncode == 33
     r = ipsec("up", "--rundir", rd)
     assert r.returncode == 33
 

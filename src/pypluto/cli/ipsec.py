@@ -38,6 +38,7 @@ Usage: ipsec <command> [arguments]
   addconn [options]            Libreswan's addconn
   readwriteconf [options]      the resolved configuration, canonical form
   version                      show the version
+  auto --add|--delete|--up|--down|--status NAME   Libreswan 4 spelling of the above
 Common options (before the arguments): --rundir <dir>, --ctlsocket <file>,
   --config <file>
 """
@@ -201,6 +202,18 @@ def main(argv: list[str] | None = None) -> int:
             return RC_WHACK_PROBLEM
         action = {"delete": "--delete", "up": "--initiate", "down": "--down"}[cmd]
         return _whack(w + ["--name", rest[0], action])
+    if cmd == "auto":  # Libreswan 4's "ipsec auto --up NAME" spelling
+        mapping = {"--add": "add", "--delete": "delete", "--up": "up", "--down": "down",
+                   "--status": "status", "--rereadsecrets": "rereadsecrets",
+                   "--listen": "listen"}
+        ops = [a for a in rest if a in mapping]
+        names = [a for a in rest if a not in mapping]
+        if len(ops) != 1:
+            print("ipsec auto: exactly one of " + ", ".join(mapping) + " is required",
+                  file=sys.stderr)
+            return RC_WHACK_PROBLEM
+        extra = [f"--{k}={v}" for k, v in opts.items()]
+        return main([mapping[ops[0]], *extra, *names])
     print(f"ipsec: unknown command \"{cmd}\"; try 'ipsec --help'", file=sys.stderr)
     return 1
 
