@@ -129,10 +129,16 @@ def test_userspace_plane_ping(pair):
     start, w_ns, e_ns = pair
     for ns, addr in ((w_ns, "198.51.100.1/32"), (e_ns, "203.0.113.1/32")):
         ns.run("ip", "addr", "add", addr, "dev", "lo")
-    east = start("east", e_ns, "add", "--use-userspace")
-    west = start("west", w_ns, "add", "--use-userspace")
+    conf = CONF + "\tencapsulation=yes\n"  # ESP-in-UDP on the daemon's 4500 socket
+    east = start("east", e_ns, "add", "--use-userspace", conf_text=conf)
+    west = start("west", w_ns, "add", "--use-userspace", conf_text=conf)
     r = west.whack("--name", "west-east", "--initiate")
     assert r.returncode == 0, r.stdout + west.log()
+    # unlisten/listen keeps the backend's ESP-in-UDP socket alive
+    assert west.whack("--unlisten").returncode == 0
+    assert "interface " not in west.whack("--status").stdout
+    assert west.whack("--listen").returncode == 0
+    assert "192.0.2.1:4500" in west.whack("--status").stdout
     ping = w_ns.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", "198.51.100.1",
                     "203.0.113.1", check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr + west.log() + east.log()
@@ -141,6 +147,8 @@ def test_userspace_plane_ping(pair):
     e = child_sas(east)[0]
     assert w["out_packets"] >= 3 and e["in_packets"] >= 3
     assert "using kernel interface: userspace" in west.whack("--status").stdout
+    ike = json.loads(west.whack("--showstates", "--json").stdout)["ike_sas"][0]
+    assert ike["children"][0]["encapsulated"] and ike["local"].endswith(":4500")
 
 
 def test_initiate_failures_exit_codes(pair):

@@ -154,6 +154,7 @@ class Daemon:
         self.conns: dict[str, Connection] = {}
         self.routed: set[str] = set()
         self.interfaces: list[IKEInterface] = []
+        self._parked: dict[tuple[IPAddress, int], IKEInterface] = {}
         self.listening = False
         self.local_addrs: set[IPAddress] = set()
         self.helpers: HelperPool | None = None
@@ -424,6 +425,9 @@ class Daemon:
             self.log.log("listening for IKE messages")
 
     def _open_socket(self, la: LocalAddress, port: int, natt: bool) -> IKEInterface | None:
+        parked = self._parked.pop((la.addr, port), None)
+        if parked is not None:  # still read by the backend: take it back
+            return parked
         fam = socket.AF_INET if la.addr.version == 4 else socket.AF_INET6
         s = socket.socket(fam, socket.SOCK_DGRAM)
         try:
@@ -457,13 +461,18 @@ class Daemon:
             self.loop.add_reader(s.fileno(), self._readable, iface)
         return iface
 
-    def _close_iface(self, iface: IKEInterface) -> None:
+    def _close_iface(self, iface: IKEInterface, final: bool = False) -> None:
+        with contextlib.suppress(ValueError):
+            self.interfaces.remove(iface)
+        if iface.backend_reads and not final:
+            # The backend reads (and sends ESP on) this socket; closing it under its
+            # thread would break the data plane.  Park it: IKE from it is dropped.
+            self._parked[(iface.addr, iface.port)] = iface
+            return
         if self.loop is not None and not iface.backend_reads:
             with contextlib.suppress(Exception):
                 self.loop.remove_reader(iface.sock.fileno())
         iface.sock.close()
-        with contextlib.suppress(ValueError):
-            self.interfaces.remove(iface)
 
     def unlisten(self) -> None:
         for iface in list(self.interfaces):
@@ -513,7 +522,7 @@ class Daemon:
         self.loop.call_soon_threadsafe(self._ike_in, bytes(data), loc, rem)
 
     def _ike_in(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
-        if self._shutting_down:
+        if self._shutting_down or (local.addr, local.port) in self._parked:
             return
         self._run(lambda: self.engine.receive(data, local, remote, self.now()),
                   rate_limited=True, where=f"packet from {remote}")
@@ -766,8 +775,9 @@ class Daemon:
                     step()
                 except Exception as e:  # noqa: BLE001
                     self.log.log(f"kernel backend {step.__name__}: {e}", "error")
-        for iface in list(self.interfaces):
-            self._close_iface(iface)
+        for iface in list(self.interfaces) + list(self._parked.values()):
+            self._close_iface(iface, final=True)
+        self._parked.clear()
         if self.helpers is not None:
             self.helpers.close()
         if self._ctl_server is not None:
