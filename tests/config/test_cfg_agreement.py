@@ -185,3 +185,19 @@ def test_conns_libreswan_refuses_are_refused() -> None:
                 missed.append((rel, name))
     assert missed == []
     assert checked == 15
+
+
+def test_listall_order_agrees() -> None:
+    """``addconn --listall`` names every conn in Libreswan's order (210 / 210 files)."""
+    base = str(shared_path("vectors", "configs"))
+    same = 0
+    for entry in _results():
+        if entry["addconn_checkconfig_rc"] != 0:
+            continue
+        theirs: list[str] = []
+        for name in str(entry["listall"]).split():
+            if name not in theirs:
+                theirs.append(name)
+        assert load_cached(base, str(entry["file"])).conn_names == theirs, entry["file"]
+        same += 1
+    assert same == 210

@@ -110,7 +110,10 @@ def addconn_main(argv: list[str], out: TextIO | None = None, err: TextIO | None 
              "liststart": ("start", "up"), "listignore": ("ignore",)}
     for flag, autos in lists.items():
         if getattr(opts, flag):
-            names = [n for n, c in cfg.conns.items() if autos is None or c.auto in autos]
+            if autos is None:  # every conn section, even one that fails to load (Libreswan)
+                names = cfg.conn_names
+            else:
+                names = [n for n, c in cfg.conns.items() if c.auto in autos]
             print(" ".join(names), file=out)
             return 0
     if opts.autoall:
