@@ -8,8 +8,8 @@ AES-XCBC/CMAC PRFs key SKEYSEED with the first 64 bits of each nonce.
 from __future__ import annotations
 
 import pytest
-from conftest import shared_path
 from crypto_kat import count, h, load_vectors
+from testsupport import shared_path
 
 from pypluto.crypto import keys
 from pypluto.crypto.errors import CryptoError, UnsupportedAlgorithm

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import shared_path
 from crypto_kat import count, h
+from testsupport import shared_path
 
 from pypluto.crypto.errors import IntegrityError
 from pypluto.crypto.registry import Encr, Integ

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import shared_path
+from testsupport import shared_path
 
 from pypluto.crypto import ciphers, dh, registry
 from pypluto.crypto.keys import encr_key_bytes
