@@ -368,3 +368,50 @@ def test_ipv6_datagrams(env: dict[str, Any]) -> None:
         peer.close()
 
     asyncio.run(body())
+
+
+def test_control_socket_survives_garbage(env: dict[str, Any]) -> None:
+    """Random frames, wrong types and truncated requests get an answer or a close, never a
+    crash; pluto still answers afterwards."""
+    import json
+    import random
+    import struct
+
+    from pypluto.control.protocol import PROTOCOL_NAME, VERSION
+
+    rnd = random.Random(5)
+    base = {"proto": PROTOCOL_NAME, "version": VERSION, "type": "request"}
+    bodies: list[bytes] = [rnd.randbytes(rnd.randrange(0, 64)) for _ in range(20)]
+    for cmd in ("initiate", "debug", "add", "status", "down", "nonsense"):
+        for args in ({"name": 5}, {"name": ["x"]}, {"specs": "base"}, {"specs": [1]},
+                     {"config": 3, "names": "x"}, {"json": "yes"}, [], None, {"name": ""}):
+            bodies.append(json.dumps({**base, "command": cmd, "args": args}).encode())
+    bodies.append(json.dumps({**base, "type": "result"}).encode())
+
+    async def body() -> None:
+        d, eng, peer = await start(env)
+        peer.close()
+        path = str(env["tmp"] / "pluto.ctl")
+        for b in bodies:
+            r, w = await asyncio.open_unix_connection(path)
+            w.write(struct.pack("!I", len(b)) + b)
+            await w.drain()
+            data = await asyncio.wait_for(r.read(), 10)
+            kinds = []
+            while data:
+                (n,) = struct.unpack("!I", data[:4])
+                kinds.append(json.loads(data[4 : 4 + n])["type"])
+                data = data[4 + n :]
+            assert kinds == [] or kinds[-1] == "result"
+            w.close()
+        # truncated frame, then hang up
+        r, w = await asyncio.open_unix_connection(path)
+        w.write(struct.pack("!I", 100) + b"{")
+        w.close()
+        loop = asyncio.get_running_loop()
+        reply = await loop.run_in_executor(None, lambda: call(path, "ping", {}))
+        assert reply.rc == 0
+        assert not any(p.name.startswith("pluto-crash") for p in env["tmp"].iterdir())
+        await d.shutdown()
+
+    asyncio.run(body())

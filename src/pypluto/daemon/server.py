@@ -922,6 +922,9 @@ class Daemon:
 
         path = args.get("config") or self.opts.config or "/etc/ipsec.conf"
         names = args.get("names") or []
+        if not isinstance(path, str) or not isinstance(names, list) or \
+                not all(isinstance(n, str) for n in names):
+            return RC_BADWHACKMESSAGE, None, "add: config must be a path, names a list of names"
         auto = bool(args.get("autoall"))
         try:
             _setup, result = load_setup(str(path))
