@@ -31,6 +31,7 @@ _UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "secs": 1.0, "m": 60.0, "min": 60.0, "m
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_duration(text: str, key: str = "", bare_unit: float = 1.0) -> float:
     """A duration in seconds: ``90``, ``90s``, ``5m``, ``8h``, ``1d``, ``500ms``.
 
