@@ -40,6 +40,11 @@ conn c-route
 conn c-ignore
 \tright=192.0.2.79
 \tauto=ignore
+
+conn c-bad
+\tright=192.0.2.80
+\tike=frobnicate-sha2
+\tauto=add
 """
 
 SECRETS = '@west @east : PSK "a-very-secret-psk-value-0123456789"\n'
@@ -178,6 +183,8 @@ def test_config_setup_conns_secrets_and_cli_wins(make_pluto, tmp_path):
     assert "secctx-attr-type=32002" in out and "helpers=0 (inline)" in out
     text = log.read_text()
     assert "on-demand trapping is not implemented yet" in text
+    # a broken conn is reported with file:line and skipped; the others load
+    assert f"{conf}:25: while loading 'c-bad'" in text and '"c-bad"' not in out
     assert f'loading secrets from "{secrets}"' in text
     assert "a-very-secret-psk-value" not in text
     r = p.whack("--listpsks")

@@ -208,7 +208,7 @@ class Daemon:
         )
         self.backend = self._make_backend()
         with contextlib.suppress(Exception):
-            self.backend.set_expire_callback(self._on_expire_threadsafe)  # type: ignore[attr-defined]
+            self.backend.set_expire_callback(self._on_expire_threadsafe)
         with contextlib.suppress(Exception):
             self.backend.flush_own()  # leftovers of an earlier crashed run
         self.engine = self._make_engine()
