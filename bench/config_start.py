@@ -1,0 +1,153 @@
+"""Config load through the daemons: 1,000 conns at start, and ``ipsec add`` one by one.
+
+* start: pluto is spawned with an ``ipsec.conf`` of ``N`` conns (``%default``
+  and ``also=``, ``auto=add``); the time is from the spawn until the log says
+  the last conn was added (the same log line in pypluto and Libreswan).
+* one by one: the same file with ``auto=ignore``; a running daemon gets
+  ``ipsec add <conn>`` (our ``ipsec`` CLI; Libreswan's ``addconn``, which is
+  what its ``ipsec add`` runs), one process per conn, as an operator's script
+  would.  Each call parses the whole file, as Libreswan's does, so ``K`` adds
+  are timed and the figure is scaled to ``N``; the bulk form ``ipsec add c1 ...
+  cN`` (one call) is timed too.
+
+Run alone: ``.venv/bin/python -m bench.config_start [N] [K]``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench.ike_setup import (
+    EAST_OUTER,
+    IPSEC_SECRETS,
+    LIBRESWAN_DIR,
+    Lab,
+    Libreswan,
+    _Pluto,
+    _try,
+    env_int,
+    have_libreswan,
+    pypluto_bin,
+)
+
+GOAL_S = 2.0
+
+
+def make_config(n: int, auto: str = "add") -> str:
+    """``n`` conns on this host (192.0.2.2), peers in 198.51.100.0/24 (RFC 5737)."""
+    parts = [
+        "config setup\n\tuniqueids=no\n",
+        "conn %default\n\tikelifetime=8h\n\tipsec-lifetime=1h\n"
+        "\tauthby=secret\n\tdpddelay=30\n\trekey=no\n",
+        f"conn base\n\tleft={EAST_OUTER}\n\tleftid=@resp.example\n"
+        "\tleftsubnet=203.0.113.0/24\n\tike=aes_gcm256-sha2_256;dh19,aes256-sha2_256;dh14\n"
+        "\tesp=aes_gcm256\n",
+    ]
+    for site in range(10):
+        parts.append(f"conn site{site}\n\talso=base\n\trightsubnet=198.51.100.{site * 16}/28\n")
+    for i in range(n):
+        parts.append(f"conn peer{i}\n\talso=site{i % 10}\n\tright=198.51.100.{i % 250 + 1}\n"
+                     f"\trightid=@peer{i}.example\n\tauto={auto}\n")
+    return "\n".join(parts)
+
+
+def _wait_log(log: pathlib.Path, marker: str, timeout: float) -> float:
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        try:
+            if marker in log.read_text(errors="replace"):
+                return time.monotonic()
+        except FileNotFoundError:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(f"no {marker!r} in {log} after {timeout}s")
+
+
+def _timed(argvs: list[list[str]], ns: str) -> tuple[float, int]:
+    """Run each command in turn in ``ns``; (seconds, failures)."""
+    bad = 0
+    t0 = time.monotonic()
+    for argv in argvs:
+        r = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True,
+                           text=True, timeout=120)
+        bad += r.returncode != 0
+    return time.monotonic() - t0, bad
+
+
+def pypluto(n: int, k: int) -> dict[str, Any]:
+    with Lab(prefix="bc") as lab:
+        pp = _Pluto(lab, lab.east, "cfg-pypluto", [])
+        marker = f'"peer{n - 1}": added'
+        t0 = time.monotonic()
+        pp.start(make_config(n), IPSEC_SECRETS, timeout=120)
+        start_s = _wait_log(pp.log, marker, 120) - t0
+        pp.stop()
+        pp2 = _Pluto(lab, lab.east, "cfg-pypluto-add", [])
+        pp2.start(make_config(n, "ignore"), IPSEC_SECRETS, timeout=120)
+        ipsec = [pypluto_bin("ipsec"), "add", "--rundir", str(pp2.run_dir)]
+        one_s, bad = _timed([[*ipsec, f"peer{i}"] for i in range(k)], lab.east)
+        _wait_log(pp2.log, f'"peer{k - 1}": added', 30)
+        bulk_s, bad2 = _timed([[*ipsec, *[f"peer{i}" for i in range(k, n)]]], lab.east)
+        _wait_log(pp2.log, f'"peer{n - 1}": added', 30)
+        return {"start_s": start_s, "one_by_one_k": k, "one_by_one_k_s": one_s,
+                "one_by_one_n_s": one_s * n / k, "one_by_one_failures": bad,
+                "bulk_s": bulk_s, "bulk_n": n - k, "bulk_failures": bad2}
+
+
+def libreswan(n: int, k: int) -> dict[str, Any]:
+    with Lab(prefix="bc") as lab:
+        ls = Libreswan(lab, lab.east, name="cfg-libreswan")
+        t0 = time.monotonic()
+        ls.start(make_config(n), IPSEC_SECRETS, timeout=300)
+        start_s = _wait_log(ls.log, f'"peer{n - 1}": added', 300) - t0
+        ls.stop()
+        ls2 = Libreswan(lab, lab.east, name="cfg-libreswan-add")
+        ls2.start(make_config(n, "ignore"), IPSEC_SECRETS, timeout=300)
+        addconn = [str(LIBRESWAN_DIR / "addconn"), "--config", str(ls2.dir / "ipsec.conf"),
+                   "--ctlsocket", str(ls2.run_dir / "pluto.ctl")]
+        one_s, bad = _timed([[*addconn, f"peer{i}"] for i in range(k)], lab.east)
+        return {"start_s": start_s, "one_by_one_k": k, "one_by_one_k_s": one_s,
+                "one_by_one_n_s": one_s * n / k, "one_by_one_failures": bad}
+
+
+def run(n: int | None = None, k: int | None = None) -> dict[str, Any]:
+    n = n or env_int("BENCH_CONNS", 1000)
+    k = k or env_int("BENCH_ADDS", 20)
+    res = {"pypluto": _try("pypluto", pypluto, n, k)}
+    if have_libreswan():
+        res["libreswan"] = _try("libreswan", libreswan, n, k)
+
+    def g(kind: str, key: str) -> Any:
+        v = res.get(kind, {}).get(key)
+        return round(v, 2) if isinstance(v, float) else v
+
+    errs = "; ".join(f"{kd}: {r['error']}" for kd, r in res.items() if "error" in r)
+    errs = f"; {errs}" if errs else ""
+    rows = [
+        {"metric": f"daemon start with {n} conns (%default, also=) until the last is added",
+         "pypluto": g("pypluto", "start_s"), "strongswan": None,
+         "libreswan": g("libreswan", "start_s"), "unit": "s",
+         "note": f"goal < {GOAL_S:g} s" + errs},
+        {"metric": f"ipsec add one by one, {n} conns (one process each)",
+         "pypluto": g("pypluto", "one_by_one_n_s"), "strongswan": None,
+         "libreswan": g("libreswan", "one_by_one_n_s"), "unit": "s",
+         "note": f"{k} adds timed, scaled to {n} (each add parses the whole file); "
+                 f"Libreswan = addconn per conn; Libreswan 5.2 measured 22.5 s; "
+                 f"goal < {GOAL_S:g} s"},
+        {"metric": f"ipsec add with {n - k} names in one call",
+         "pypluto": g("pypluto", "bulk_s"), "strongswan": None, "libreswan": None,
+         "unit": "s", "note": "one CLI process, one parse"},
+    ]
+    return {"name": "config_start", "command": "make bench BENCH=config_start",
+            "results": res, "rows": rows}
+
+
+if __name__ == "__main__":
+    out = run(*[int(a) for a in sys.argv[1:3]])
+    print(out["results"])
+    for r in out["rows"]:
+        print(r)
