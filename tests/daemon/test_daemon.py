@@ -256,12 +256,20 @@ def test_listen_address_only_and_leak_detective(make_pluto, netns):
         (["--logfile"], "expected one argument"),
     ],
 )
-def test_bad_arguments_exit_1(args, needle):
-    r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--rundir", "/nonexistent/ppd", *args],
+def test_bad_arguments_exit_1(args, needle, capsys):
+    from pypluto.cli import pluto
+
+    assert pluto.main(["--rundir", "/nonexistent/ppd", *args]) == 1
+    err = capsys.readouterr().err
+    assert needle in err and err.startswith("pluto: ")
+
+
+def test_bad_argument_process_exit_status():
+    r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--keep-alive", "x"],
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1
-    assert needle in r.stderr and "Traceback" not in r.stderr
-    assert r.stderr.startswith("pluto: ")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == ['pluto: --keep-alive "x" is not a number',
+                                     "For usage information: pluto --help"]
 
 
 def test_bad_config_exit_1(tmp_path):
