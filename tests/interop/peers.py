@@ -188,6 +188,7 @@ class ChildInfo:
     spi_in: str
     spi_out: str
     algs: str
+    mode: str  # TUNNEL, TUNNEL-in-UDP (ESP in UDP, RFC 3948), TRANSPORT
     bytes_in: int
     bytes_out: int
 
@@ -203,8 +204,8 @@ class IkeInfo:
 
 
 _IKE_RE = re.compile(r"^(\S+): #(\d+), (\w+), IKEv2, ([0-9a-f]+)_i\*? ([0-9a-f]+)_r", re.M)
-_CHILD_RE = re.compile(r"^  (\S+): #\d+, reqid \d+, (\w+), [^\n]*?, (?:ESP:)?(\S+)\n(?P<rest>(?:    .*\n?)*)",
-                       re.M)
+_CHILD_RE = re.compile(
+    r"^  (\S+): #\d+, reqid \d+, (\w+), ([\w-]+), (?:ESP:)?(\S+)\n(?P<rest>(?:    .*\n?)*)", re.M)
 
 
 def parse_list_sas(text: str) -> list[IkeInfo]:
@@ -221,7 +222,7 @@ def parse_list_sas(text: str) -> list[IkeInfo]:
             mi = re.search(r"in\s+([0-9a-f]{8})[^,\n]*,\s+(\d+) bytes", rest)
             mo = re.search(r"out\s+([0-9a-f]{8})[^,\n]*,\s+(\d+) bytes", rest)
             children.append(ChildInfo(c.group(1), c.group(2), mi.group(1) if mi else "",
-                                      mo.group(1) if mo else "", c.group(3),
+                                      mo.group(1) if mo else "", c.group(4), c.group(3),
                                       int(mi.group(2)) if mi else 0,
                                       int(mo.group(2)) if mo else 0))
         out.append(IkeInfo(m.group(1), int(m.group(2)), m.group(3), m.group(4), m.group(5),

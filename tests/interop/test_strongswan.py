@@ -72,6 +72,7 @@ def test_traffic(lab: Lab, cell: Callable[..., None], proposal: Proposal, role: 
     child = them.installed_child()
     assert child is not None
     cell(note=f"ESP {child.algs}")
+    assert child.mode == "TUNNEL-in-UDP", child  # kernel-libipsec: always ESP in UDP/4500
     _ping_both(lab)
     sent, got, n = lab.transfer(lab.west, lab.east, EAST_INNER, src=WEST_INNER, port=5001)
     assert (got, n) == (sent, 1 << 20), "west -> east transfer"
