@@ -10,9 +10,9 @@ import os
 import struct
 
 import pytest
-from testsupport import shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from testsupport import shared_path
 
 from pypluto.crypto.registry import Encr, Integ
 from pypluto.kernel import esp

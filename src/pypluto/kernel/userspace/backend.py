@@ -40,6 +40,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import queue
 import select
 import socket
 import struct
@@ -47,6 +48,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from pypluto.kernel import esp
 from pypluto.kernel.base import (
@@ -150,7 +152,8 @@ class UserspaceBackend(KernelBackend):
     def __init__(self, ifname: str = DEFAULT_IFNAME, *, table: int = DEFAULT_TABLE,
                  rule_priority: int = DEFAULT_RULE_PRIORITY, mtu: int = DEFAULT_MTU,
                  manage_routes: bool = True, threads: str = "split",
-                 offload: bool = True, udp_gso: bool | None = None) -> None:
+                 offload: bool = True, udp_gso: bool | None = None,
+                 writer_threads: bool = True) -> None:
         self.table = table
         self.rule_priority = rule_priority
         self.manage_routes = manage_routes
@@ -189,6 +192,14 @@ class UserspaceBackend(KernelBackend):
         else:
             os.close(self._tun_fd)
             raise BackendError(f"threads must be 'single' or 'split', not {threads!r}")
+        # Writers: the batches of a super-packet leave through sendmsg / writev in threads
+        # of their own, so the kernel's share of the work (UDP GSO, the veth, TCP receive)
+        # runs without the GIL while the reading thread encrypts the next batch.
+        self._txq: _Writer | None = None
+        self._tunq: _Writer | None = None
+        if offload and writer_threads:
+            self._txq = _Writer(lambda item: self._send_many(*item), "esp-send")
+            self._tunq = _Writer(self._to_tun_many_now, "esp-tunw")
         for w in self._workers:
             w.start()
         log.info("userspace ESP plane on TUN device %s (table %d, %s threads)", self.ifname,
@@ -277,7 +288,7 @@ class UserspaceBackend(KernelBackend):
                         continue
                 if ent is not pend_ent or len(pend) >= _GSO_SEGS:
                     if pend_ent is not None:
-                        self._send_many(pend_ent, pend)
+                        self._queue_send(pend_ent, pend)
                     pend_ent, pend = ent, []
                 encap = ent[0].encap
                 for sg in segs:
@@ -286,7 +297,14 @@ class UserspaceBackend(KernelBackend):
                         pend.append(w)
         finally:
             if pend_ent is not None and pend:
-                self._send_many(pend_ent, pend)
+                self._queue_send(pend_ent, pend)
+
+    def _queue_send(self, ent: _Flow, wires: list[bytes]) -> None:
+        q = self._txq
+        if q is None:
+            self._send_many(ent, wires)
+        elif not q.put((ent, wires)):
+            self.counters.send_errors += len(wires)
 
     def _send_many(self, ent: _Flow, wires: list[bytes]) -> None:
         if ent[4] and len(wires) > 1:
@@ -379,7 +397,10 @@ class UserspaceBackend(KernelBackend):
             c.udp_datagrams += 1
             p = one(mv[:n], addr, deliver)
             if p is not None:
-                self._to_tun(p)
+                if self._tunq is None:
+                    self._to_tun(p)
+                else:
+                    self._to_tun_many([p])  # keeps the order of queued writes
 
     def _to_tun(self, inner: bytes) -> None:
         try:
@@ -391,6 +412,13 @@ class UserspaceBackend(KernelBackend):
             self.counters.tun_write_errors += 1
 
     def _to_tun_many(self, pkts: list[bytes]) -> None:
+        q = self._tunq
+        if q is None:
+            self._to_tun_many_now(pkts)
+        elif not q.put(pkts):
+            self.counters.tun_write_errors += len(pkts)
+
+    def _to_tun_many_now(self, pkts: list[bytes]) -> None:
         if not self.offload or len(pkts) < 2:
             for p in pkts:
                 self._to_tun(p)
@@ -791,6 +819,9 @@ class UserspaceBackend(KernelBackend):
         self._stop = True
         for w in self._workers:
             w.stop()
+        for q in (self._txq, self._tunq):
+            if q is not None:
+                q.stop()
         for s in self._raw.values():
             s.close()
         self._raw.clear()
@@ -829,6 +860,42 @@ def _selector_check(sa: SAParams) -> Callable[[bytes], bool] | None:
         return ok
 
     return check
+
+
+class _Writer:
+    """A thread that runs ``fn(item)`` for items put in order (bounded: put refuses when full)."""
+
+    LIMIT = 512  # batches; beyond that the consumer is hopelessly behind: drop
+
+    def __init__(self, fn: Callable[[Any], None], name: str) -> None:
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._fn = fn
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, item: Any) -> bool:
+        if self._q.qsize() >= self.LIMIT:
+            return False
+        self._q.put(item)
+        return True
+
+    def stop(self) -> None:
+        self._q.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        _set_thread_name(self._thread.name)
+        get = self._q.get
+        fn = self._fn
+        while True:
+            item = get()
+            if item is None:
+                return
+            try:
+                fn(item)
+            except Exception:  # noqa: BLE001 - never let a packet kill the plane
+                log.exception("userspace ESP writer")
 
 
 def _set_thread_name(name: str) -> None:

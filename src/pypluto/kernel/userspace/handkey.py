@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                           rule_priority=cfg.get("table", 4500),
                           threads=cfg.get("threads", "split"),
                           offload=cfg.get("offload", True),
-                          udp_gso=cfg.get("udp_gso"))
+                          udp_gso=cfg.get("udp_gso"),
+                          writer_threads=cfg.get("writer_threads", True))
     try:
         be.attach_nat_socket(sock, (local, cfg.get("port", 4500)),
                              lambda data, addr: ike.append(len(data)))
