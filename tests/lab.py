@@ -35,7 +35,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
-import importlib.util
 import itertools
 import os
 import pathlib
@@ -51,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
+from testsupport import require, shared_path  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
 
@@ -63,29 +63,6 @@ EAST_SUBNET = "203.0.113.0/24"
 
 _counter = itertools.count(1)
 _live_labs: list[Lab] = []
-
-
-def _tests_conftest() -> Any:
-    """tests/conftest.py, loaded by path: ``import conftest`` may find a sub-folder's."""
-    mod = sys.modules.get("_pypluto_tests_conftest")
-    if mod is None:
-        path = pathlib.Path(__file__).with_name("conftest.py")
-        spec = importlib.util.spec_from_file_location("_pypluto_tests_conftest", path)
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-    return mod
-
-
-def require(condition: bool, what: str) -> None:
-    """tests/conftest.py's ``require``: fail in CI, skip elsewhere."""
-    _tests_conftest().require(condition, what)
-
-
-def shared_path(*parts: str) -> pathlib.Path:
-    """tests/conftest.py's ``shared_path``."""
-    return _tests_conftest().shared_path(*parts)  # type: ignore[no-any-return]
 
 
 class LabError(RuntimeError):

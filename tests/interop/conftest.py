@@ -16,14 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from lab import _tests_conftest, lab, pytest_runtest_makereport  # noqa: F401  (fixture, hook)
+from lab import lab, pytest_runtest_makereport  # noqa: F401  (fixture, hook)
 
-# pytest replaces sys.modules["conftest"] with each conftest.py it imports, so
-# test modules collected after this one that do ``from conftest import ...``
-# get this module: re-export tests/conftest.py's helpers for them.
-_root = _tests_conftest()
-REPO, SHARED, IN_CI = _root.REPO, _root.SHARED, _root.IN_CI
-shared_path, require, is_root = _root.shared_path, _root.require, _root.is_root
+# pytest replaces sys.modules["conftest"] with each conftest.py it imports, so a
+# test module collected after this one that still does ``from conftest import``
+# gets this module: re-export the helpers (new code: ``from testsupport import``).
+from testsupport import IN_CI, REPO, SHARED, is_root, require, shared_path  # noqa: F401,E402
 
 MATRIX = pathlib.Path(__file__).resolve().parents[2] / "docs" / "interop-matrix.md"
 COLUMNS = ("peer", "case", "pypluto role", "proposal", "result", "detail")
