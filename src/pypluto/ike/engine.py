@@ -542,6 +542,7 @@ class Engine:
             self.cookie_secret = self.rng(32)
             self.cookie_version = (self.cookie_version + 1) & 0xFF
             self.cookie_rotate_at = None
+        touched: list[IKESA] = []
         while self._heap and self._heap[0][0] <= now:
             t, _, serial = heapq.heappop(self._heap)
             ike = self.by_serial.get(serial)
@@ -553,7 +554,10 @@ class Engine:
             except Exception as e:  # pragma: no cover - defensive
                 acts.append(Log(f"internal error in timer: {type(e).__name__}: {e}",
                                 level="error", conn=ike.conn.name, serial=ike.serial))
+            touched.append(ike)
+        for ike in touched:  # after the loop: a deadline left in the past cannot spin here
             if ike.serial in self.by_serial:
+                ike.heap_at = None
                 self.schedule(ike)
         return acts
 

@@ -37,6 +37,9 @@ def service(eng: Engine, ike: IKESA, now: float) -> list[Action]:
         acts.append(Log("half-open IKE SA expired", level="info", conn=conn.name,
                         serial=ike.serial))
         return acts + eng.drop_ike(ike, now, "", None)
+    if ike.next_keepalive is not None and now >= ike.next_keepalive:
+        ike.next_keepalive = now + max(eng.settings.keep_alive, 1.0)
+        acts.append(SendKeepalive(ike.local, ike.remote))
     if not ike.established:
         return acts
     if ike.expire_at is not None and now >= ike.expire_at:
@@ -67,7 +70,4 @@ def service(eng: Engine, ike: IKESA, now: float) -> list[Action]:
         ike.next_liveness = now + conn.dpddelay if conn.dpddelay > 0 else None
         if ike.outstanding is None and not ike.tasks and now - ike.last_recv >= conn.dpddelay:
             acts += eng.queue(ike, informational.LivenessTask(), now)
-    if ike.next_keepalive is not None and now >= ike.next_keepalive:
-        ike.next_keepalive = now + eng.settings.keep_alive
-        acts.append(SendKeepalive(ike.local, ike.remote))
     return acts
