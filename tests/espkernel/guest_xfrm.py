@@ -518,6 +518,9 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
     def east_sas() -> list:  # type: ignore[type-arg]
         return right.list_sas(own_only=not theirs)
 
+    # The daemons route the remote subnet themselves (leftsourceip): drop the lab's routes.
+    ip_batch(LEFT, [f"route del {RNET4}"])
+    ip_batch(RIGHT, [f"route del {LNET4}"])
     try:
         for d in daemons:
             d.start()
@@ -529,6 +532,9 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
         wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
                  "SAs in both kernels")  # fmt: skip
         check(f"{tag}-child-sa-installed", True, out.strip().splitlines()[-1] if out else "")
+        route = sh(["ip", "-n", LEFT, "route", "show", str(RNET4)]).strip()
+        check(f"{tag}-sourceip-route", re.search(rf"proto 80 .*src {LIN4}", route) is not None,
+              route)  # fmt: skip
         check(f"{tag}-ping", ping(LEFT, LIN4, RIN4))
         spis = [sa.spi for sa in east_sas() if sa.dst == R4]
         pk = max((ip_s_packets(RIGHT, s) for s in spis), default=-1)
@@ -572,9 +578,10 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
         check(f"{tag}-orderly-shutdown", all(stopped))
         left_rest, right_rest = own_state_left(left), own_state_left(right)
         west_rest = left_rest if west.kind == "pypluto" else (0, 0)
-        check(f"{tag}-nothing-left-after-shutdown", west_rest == (0, 0)
+        route = sh(["ip", "-n", LEFT, "route", "show", str(RNET4)]).strip()
+        check(f"{tag}-nothing-left-after-shutdown", west_rest == (0, 0) and not route
               and (east.kind != "pypluto" or right_rest == (0, 0)),
-              f"west {left_rest}, east {right_rest}")  # fmt: skip
+              f"west {left_rest}, east {right_rest}, route {route!r}")  # fmt: skip
     except Exception:
         for d in daemons:
             log(f"--- {d.name} log tail:\n{d.tail()}")
@@ -588,6 +595,8 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
         sh(["ip", "-n", RIGHT, "xfrm", "state", "flush"], check_rc=False)
         sh(["ip", "-n", LEFT, "xfrm", "policy", "flush"], check_rc=False)
         sh(["ip", "-n", RIGHT, "xfrm", "policy", "flush"], check_rc=False)
+        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
+        ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
 
 
 def scenario_pypluto_pair(left: XfrmBackend, right: XfrmBackend) -> None:

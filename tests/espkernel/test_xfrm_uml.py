@@ -62,6 +62,7 @@ EXPECTED = [
 PAIR = [
     "pair-child-sa-installed",
     "pair-ping",
+    "pair-sourceip-route",
     "pair-ip-s-xfrm-counters",
     "pair-trafficstatus",
     "pair-sha2_256-truncation-128",
@@ -77,6 +78,7 @@ PAIR = [
 LIBRESWAN = [
     "libreswan-child-sa-installed",
     "libreswan-ping",
+    "libreswan-sourceip-route",
     "libreswan-ip-s-xfrm-counters",
     "libreswan-trafficstatus",
     "libreswan-sha2_256-truncation-128",

@@ -200,3 +200,42 @@ def test_probe_agrees_with_iproute2_and_choose_backend(netns: str) -> None:
         choice.backend.close()
     with pytest.raises(BackendError, match="unknown kernel backend"):
         choose_backend("bogus")
+
+
+def test_source_ip_route_added_marked_and_removed(netns: str) -> None:
+    """An outbound tunnel policy with a source IP gets its route (like Libreswan's updown)."""
+    for cmd in (
+        ["link", "add", "pp0", "type", "veth", "peer", "name", "pp1"],
+        ["addr", "add", "192.0.2.1/24", "dev", "pp0"],
+        ["addr", "add", "198.51.100.1/32", "dev", "pp0"],
+        ["link", "set", "pp0", "up"],
+        ["route", "add", "198.51.100.128/25", "via", "192.0.2.2"],  # somebody else's
+    ):
+        if sh("ip", "-n", netns, *cmd, check=False).returncode != 0:
+            pytest.skip(f"cannot build the namespace: ip {' '.join(cmd)}")
+    b = XfrmBackend(netns=netns)
+    p = PolicyParams(
+        TrafficSelector(net("198.51.100.0/24")), TrafficSelector(net("203.0.113.0/24")), "out",
+        5, A, B, source_ip=ip("198.51.100.1"),
+    )  # fmt: skip
+    foreign = PolicyParams(
+        TrafficSelector(net("203.0.113.0/24")), TrafficSelector(net("198.51.100.128/25")), "out",
+        6, A, B, source_ip=ip("203.0.113.1"),
+    )  # fmt: skip
+    try:
+        b.add_policy(p)
+        b.add_policy(p)  # an update: still one route
+        b.add_policy(foreign)  # the route exists and is not ours: left as it is
+        routes = sh("ip", "-n", netns, "route").stdout
+        assert "203.0.113.0/24 dev pp0 proto 80 scope link src 198.51.100.1" in routes, routes
+        assert "198.51.100.128/25 via 192.0.2.2 dev pp0" in routes
+        b.del_policy(p)
+        assert "203.0.113.0/24" not in sh("ip", "-n", netns, "route").stdout
+        b.add_policy(p)
+        b.close()  # crash: the route stays
+        b = XfrmBackend(netns=netns)
+        b.flush_own()
+        routes = sh("ip", "-n", netns, "route").stdout
+        assert "203.0.113.0/24" not in routes and "198.51.100.128/25 via 192.0.2.2" in routes
+    finally:
+        b.close()

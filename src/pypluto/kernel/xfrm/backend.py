@@ -18,6 +18,7 @@ RFC 3948 (UDP encapsulation), RFC 4868 (HMAC-SHA2 truncation).
 from __future__ import annotations
 
 import errno
+import ipaddress
 import math
 import socket
 import threading
@@ -39,6 +40,7 @@ from ..base import (
 from . import structs as S
 from .algorithms import kernel_algorithms, kernel_auth
 from .netlink import XfrmError, XfrmSocket
+from .routes import RouteManager
 
 REQID_BASE = 0x50500000  # "PP"
 REQID_SPAN = 1 << 20
@@ -337,6 +339,8 @@ class XfrmBackend(KernelBackend):
         self._lock = threading.Lock()
         self._allocated: set[tuple[IPAddress, int, int]] = set()
         self._sas: set[tuple[IPAddress, int, int]] = set()
+        self._routes = RouteManager(netns, self._log)
+        self._routed: dict[tuple[str, str, str], ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
         self._events: XfrmSocket | None = None
         self._events_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -483,6 +487,18 @@ class XfrmBackend(KernelBackend):
                 ) from e
             self._nl.request(S.XFRM_MSG_UPDPOLICY, body, what=f"UPDPOLICY {what}")
         self._log(f"| xfrm: added {what} reqid {reqid:#x}")
+        key = _policy_key(policy)
+        if (
+            policy.direction == "out"
+            and policy.mode == "tunnel"
+            and policy.source_ip is not None
+            and key not in self._routed
+        ):
+            try:
+                if self._routes.add(policy.dst.network, policy.source_ip, policy.tmpl_dst):
+                    self._routed[key] = policy.dst.network
+            except BackendError as e:  # the SAs still work; say why the route is missing
+                self._log(f"xfrm: no route for {policy.dst} src {policy.source_ip}: {e}")
 
     def _get_policy(self, policy: PolicyParams) -> KernelPolicy | None:
         sel = policy_selector(policy.src, policy.dst)
@@ -503,6 +519,12 @@ class XfrmBackend(KernelBackend):
     def del_policy(self, policy: PolicyParams) -> None:
         if policy.direction not in S.POLICY_DIRS:
             raise BackendError(f"XFRM: unknown policy direction {policy.direction!r}")
+        dst = self._routed.pop(_policy_key(policy), None)
+        if dst is not None:
+            try:
+                self._routes.remove(dst)
+            except BackendError as e:
+                self._log(f"xfrm: cannot remove the route for {dst}: {e}")
         cur = self._get_policy(policy)
         if cur is None or not any(self.is_own_reqid(t.reqid) for t in cur.tmpls):
             return
@@ -543,8 +565,12 @@ class XfrmBackend(KernelBackend):
         with self._lock:
             self._sas.clear()
             self._allocated.clear()
-        if pols or sas:
-            self._log(f"xfrm: removed {len(sas)} SAs and {len(pols)} policies of ours")
+        routes = self._routes.flush_own()
+        self._routed.clear()
+        if pols or sas or routes:
+            self._log(
+                f"xfrm: removed {len(sas)} SAs, {len(pols)} policies and {routes} routes of ours"
+            )
 
     def prepare_ike_socket(self, sock: socket.socket) -> None:
         """Exempt an IKE socket from the SPD (per-socket bypass policies, both directions)."""
@@ -635,7 +661,12 @@ class XfrmBackend(KernelBackend):
         if self._events is not None:
             self._events.close()
             self._events = None
+        self._routes.close()
         self._nl.close()
+
+
+def _policy_key(p: PolicyParams) -> tuple[str, str, str]:
+    return str(p.src), str(p.dst), p.direction
 
 
 def decode_expire(body: bytes, is_own: Callable[[int], bool]) -> SAExpire | None:

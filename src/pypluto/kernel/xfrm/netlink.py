@@ -86,16 +86,25 @@ def run_in_netns(netns: str, fn: Callable[[], T]) -> T:
 
 
 class XfrmSocket:
-    """One NETLINK_XFRM socket (thread-safe: one request at a time)."""
+    """One netlink socket, NETLINK_XFRM by default (thread-safe: one request at a time)."""
 
-    def __init__(self, netns: str | None = None, timeout: float = 5.0, groups: int = 0) -> None:
+    def __init__(
+        self,
+        netns: str | None = None,
+        timeout: float = 5.0,
+        groups: int = 0,
+        protocol: int = S.NETLINK_XFRM,
+        label: str = "XFRM",
+    ) -> None:
+        self.label = label
+
         def make() -> socket.socket:
-            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, S.NETLINK_XFRM)
+            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
 
         try:
             self._sock = run_in_netns(netns, make) if netns else make()
         except OSError as e:
-            raise BackendError(f"cannot open NETLINK_XFRM socket: {e.strerror}") from e
+            raise BackendError(f"cannot open a {label} netlink socket: {e.strerror}") from e
         self._sock.settimeout(timeout)
         self._sock.bind((0, groups))
         self._cap_ack = False
@@ -154,7 +163,7 @@ class XfrmSocket:
                     if mtype == S.NLMSG_ERROR:
                         err, extack = self._error_of(mbody, mflags)
                         if err:
-                            raise XfrmError(f"XFRM {what}", err, extack)
+                            raise XfrmError(f"{self.label} {what}", err, extack)
                         return replies
                     if mtype == S.NLMSG_DONE:
                         return replies
@@ -176,7 +185,7 @@ class XfrmSocket:
                     if mtype == S.NLMSG_ERROR:
                         err, extack = self._error_of(mbody, mflags)
                         if err:
-                            raise XfrmError(f"XFRM {what}", err, extack)
+                            raise XfrmError(f"{self.label} {what}", err, extack)
                         return replies
                     replies.append((mtype, mbody))
 
@@ -200,16 +209,18 @@ class XfrmSocket:
         try:
             self._sock.send(data)
         except OSError as e:
-            raise XfrmError(f"XFRM {what}: send", e.errno or errno_mod.EIO) from e
+            raise XfrmError(f"{self.label} {what}: send", e.errno or errno_mod.EIO) from e
 
     def _recv(self, what: str) -> list[tuple[int, int, int, int, bytes]]:
         try:
             data = self._sock.recv(_RECV_SIZE)
         except TimeoutError as e:
-            raise XfrmError(f"XFRM {what}: no answer from the kernel", errno_mod.ETIMEDOUT) from e
+            raise XfrmError(
+                f"{self.label} {what}: no answer from the kernel", errno_mod.ETIMEDOUT
+            ) from e
         except OSError as e:
-            raise XfrmError(f"XFRM {what}: receive", e.errno or errno_mod.EIO) from e
+            raise XfrmError(f"{self.label} {what}: receive", e.errno or errno_mod.EIO) from e
         try:
             return S.split_messages(data)
         except S.XfrmDecodeError as e:
-            raise BackendError(f"XFRM {what}: malformed answer from the kernel: {e}") from e
+            raise BackendError(f"{self.label} {what}: malformed answer from the kernel: {e}") from e
