@@ -108,7 +108,8 @@ def build_connection(o: Options) -> Connection:
         right=End(host=str(remote), host_addr=remote, id=rid, subnets=[rsub],
                   ikeport=o.port if o.port != 500 else None),
         authby="secret", auto="add", local_is_left=True, ike=ike, esp=esp,
-        rekey=False, keyingtries=1, retransmit_timeout=o.retransmit_timeout)
+        rekey=False, keyingtries=1, retransmit_timeout=o.retransmit_timeout,
+        initial_contact=False)  # §2.4: INITIAL_CONTACT would make the peer drop the others
     conn.raw["childless"] = "no" if o.child else "yes"
     return conn
 
@@ -164,7 +165,13 @@ class LoadTest:
         self.arm_timer()
 
     def event(self, ev: ConnectionEvent) -> None:
-        t0 = self.started.pop(ev.serial, None)
+        serial = ev.serial
+        if ev.kind == "child-established":  # the event names the Child SA: find its IKE SA
+            serial = next((s for s in self.started
+                           if any(c.serial == ev.serial for c in
+                                  getattr(self.engine.by_serial.get(s), "children", ()))),
+                          ev.serial)
+        t0 = self.started.pop(serial, None)
         if t0 is None:
             return
         if ev.kind == self.want:
@@ -174,7 +181,7 @@ class LoadTest:
             key = ev.detail[:80] or ev.kind
             self.reasons[key] = self.reasons.get(key, 0) + 1
         else:  # e.g. ike-established while waiting for the Child SA
-            self.started[ev.serial] = t0
+            self.started[serial] = t0
             return
         self.next()
 
