@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from plutoproc import PY, NetNS, Pluto, alive, sh, wait_for
+from plutoproc import PY, NetNS, Pluto, alive, run_main, sh, wait_for
 
 pytestmark = pytest.mark.netns
 
 
 def ipsec(*args: str, ns: NetNS | None = None):
-    pre = ["ip", "netns", "exec", ns.name] if ns else []
-    return sh(*pre, PY, "-m", "pypluto.cli.ipsec", *args, check=False)
+    if ns is None:  # main() in this process: same code, no interpreter start-up
+        return run_main("pypluto.cli.ipsec", list(args))
+    return sh("ip", "netns", "exec", ns.name, PY, "-m", "pypluto.cli.ipsec", *args,
+              check=False)
 
 
 def test_version_help_unknown():
