@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from testsupport import shared_path
 
+from pypluto.crypto.ciphers import make_aead
 from pypluto.crypto.registry import Encr, Integ
 from pypluto.kernel import esp
 from pypluto.kernel.base import BackendError, SAExpire, SAParams, TrafficSelector
@@ -58,6 +59,11 @@ ALGS = [
     (Encr.AES_CTR, 16 + 4, Integ.HMAC_SHA2_256_128, 32),
     (Encr.AES_CTR, 32 + 4, Integ.HMAC_SHA1_96, 20),
     (Encr.NULL, 0, Integ.HMAC_SHA2_256_128, 32),
+    (Encr.AES_CCM_16, 16 + 3, 0, 0),
+    (Encr.AES_CCM_8, 32 + 3, 0, 0),
+    (Encr.NULL_AUTH_AES_GMAC, 16 + 4, 0, 0),
+    (Encr.AES_CBC, 16, Integ.AES_XCBC_96, 16),
+    (Encr.AES_CTR, 16 + 4, Integ.AES_CMAC_96, 16),
 ]
 ALG_IDS = [f"{Encr(e).name}-{k}-{Integ(i).name}" for e, k, i, _ in ALGS]
 
@@ -132,8 +138,9 @@ def test_rfc7634_appendix_a_esp_packet() -> None:
 def test_gcm_short_icv_known_answer(name: str) -> None:
     """RFC 4106 §6 truncated ICVs: the McGrew-Viega vectors with 8- and 12-byte tags."""
     v = vectors("aes_gcm_rfc4106_style.json")[name]
-    n = v["icv_len"]
-    t = esp._GCMShort(bytes.fromhex(v["key"]), bytes.fromhex(v["salt"]), int(n))  # type: ignore[arg-type]
+    t = esp._SharedAEAD(make_aead(int(v["alg"] == "ENCR_AES_GCM_ICV8" and Encr.AES_GCM_8
+                                      or Encr.AES_GCM_12), bytes.fromhex(v["key"] + v["salt"])))
+    assert t.icv_size == v["icv_len"]
     body = memoryview(bytes.fromhex(v["iv"] + v["cipher_and_icv"]))
     assert t.open(bytes.fromhex(v["aad"]), b"", body) == bytes.fromhex(v["plain"])
     sealed = t.seal(int(v["iv"], 16), bytes.fromhex(v["aad"]), b"", bytes.fromhex(v["plain"]))
@@ -353,7 +360,9 @@ def test_encap_refuses_non_ip() -> None:
         dict(encr_id=Encr.AES_CBC, encr_key=b"k" * 16, integ_id=0),
         dict(encr_id=Encr.AES_CBC, encr_key=b"k" * 16, integ_id=Integ.HMAC_SHA1_96,
              integ_key=b"short"),
-        dict(encr_id=Encr.AES_CCM_16, encr_key=b"k" * 19),
+        dict(encr_id=Encr.AES_CCM_16, encr_key=b"k" * 18),
+        dict(encr_id=Encr.AES_CBC, encr_key=b"k" * 16, integ_id=Integ.AES_XCBC_96,
+             integ_key=b"m" * 15),
         dict(encr_id=999, encr_key=b""),
         dict(encr_id=Encr.AES_GCM_16, encr_key=b"k" * 20, protocol="ah"),
         dict(encr_id=Encr.AES_GCM_16, encr_key=b"k" * 20, spi=5),

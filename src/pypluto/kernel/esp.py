@@ -11,15 +11,17 @@ the receiver rebuilds an IP header from the SA's addresses (no extension
 headers, no NAT checksum fix-up of RFC 3948 §3.1.2).
 
 Algorithms: AES-GCM with 8/12/16-byte ICV (RFC 4106), ChaCha20-Poly1305
-(RFC 7634), AES-CBC (RFC 3602), AES-CTR (RFC 3686), NULL encryption
-(RFC 2410), HMAC-SHA1-96 (RFC 2404) and HMAC-SHA2-256/384/512 (RFC 4868).
+(RFC 7634), AES-CCM (RFC 4309), AES-GMAC (RFC 4543), AES-CBC (RFC 3602),
+AES-CTR (RFC 3686), NULL encryption (RFC 2410) with HMAC-SHA1-96 (RFC 2404),
+HMAC-SHA2-256/384/512 (RFC 4868), AES-XCBC-96 (RFC 3566) or AES-CMAC-96
+(RFC 4494).  Whether a weak algorithm may be used is the configuration's
+decision; the plane carries what was negotiated.
 
 Bad input never raises: :meth:`InboundSA.decap` returns None and counts why.
 """
 
 from __future__ import annotations
 
-import hmac
 import os
 import struct
 import time
@@ -27,10 +29,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from pypluto.crypto import registry
+from pypluto.crypto import ciphers, registry
+from pypluto.crypto.errors import CryptoError
 from pypluto.crypto.registry import Encr, Integ
 from pypluto.kernel.base import BackendError, SAExpire, SAParams, SAStats
 
@@ -96,98 +98,75 @@ class _AEAD:
             return None
 
 
-class _GCMShort:
-    """AES-GCM with a truncated 8- or 12-byte ICV (RFC 4106 §6)."""
+class _SharedAEAD:
+    """Any other AEAD from :mod:`pypluto.crypto.ciphers`: AES-GCM with 8/12-byte ICV
+    (RFC 4106 §6), AES-CCM (RFC 4309), AES-GMAC (RFC 4543).  IV = sequence number."""
 
     iv_size = 8
     block = 4
 
-    def __init__(self, key: bytes, salt: bytes, icv: int) -> None:
-        self._alg = algorithms.AES(key)
-        self._salt = salt
-        self.icv_size = icv
+    def __init__(self, aead: ciphers.Aead) -> None:
+        self._aead = aead
+        self.icv_size = aead.icv_size
 
     def seal(self, seq: int, aad: bytes, icv_tail: bytes, payload: bytes) -> bytes:
         iv = _Q.pack(seq)
-        enc = Cipher(self._alg, modes.GCM(self._salt + iv)).encryptor()
-        enc.authenticate_additional_data(aad)
-        ct = enc.update(payload) + enc.finalize()
-        return iv + ct + enc.tag[: self.icv_size]
+        return iv + self._aead.seal(iv, payload, aad)
 
     def open(self, aad: bytes, icv_tail: bytes, body: memoryview) -> bytes | None:
-        n = self.icv_size
         try:
-            dec = Cipher(
-                self._alg,
-                modes.GCM(self._salt + bytes(body[:8]), bytes(body[-n:]), min_tag_length=n),
-            ).decryptor()
-            dec.authenticate_additional_data(aad)
-            return dec.update(body[8:-n]) + dec.finalize()
-        except (InvalidTag, ValueError):
+            return self._aead.open(bytes(body[:8]), bytes(body[8:]), aad)
+        except CryptoError:
             return None
 
 
 class _EncThenMAC:
-    """A cipher plus HMAC (RFC 4303 §3.3.2: ICV over SPI ‖ seq ‖ IV ‖ ciphertext).
+    """A cipher plus an integrity transform from :mod:`pypluto.crypto.ciphers`
+    (RFC 4303 §3.3.2: ICV over SPI ‖ seq ‖ IV ‖ ciphertext).
 
     With ESN the high 32 bits of the sequence number are appended to the
     authenticated data but not sent (RFC 4303 §2.2.1).
     """
 
-    def __init__(self, cipher: str, key: bytes, salt: bytes, integ_hash: str, integ_key: bytes,
-                 icv: int) -> None:
-        self._kind = cipher  # "cbc", "ctr", "null"
-        self._alg = algorithms.AES(key) if cipher != "null" else None
-        self._salt = salt
-        self._mac = hmac.new(integ_key, digestmod=integ_hash)
-        self.icv_size = icv
-        self.iv_size = {"cbc": 16, "ctr": 8, "null": 0}[cipher]
-        self.block = 16 if cipher == "cbc" else 4
-
-    def _crypt(self, iv: bytes, data: bytes | memoryview, encrypt: bool) -> bytes:
-        if self._kind == "null":
-            return bytes(data)
-        if self._kind == "ctr":  # RFC 3686 §4: nonce ‖ IV ‖ block counter starting at 1
-            c = Cipher(self._alg, modes.CTR(self._salt + iv + b"\x00\x00\x00\x01"))  # type: ignore[arg-type]
-        else:
-            c = Cipher(self._alg, modes.CBC(iv))  # type: ignore[arg-type]
-        ctx = c.encryptor() if encrypt else c.decryptor()
-        return ctx.update(data) + ctx.finalize()
+    def __init__(self, cipher: ciphers.BlockCipher, integ: ciphers.Integ) -> None:
+        self._c = cipher
+        self._integ = integ
+        self._cbc = cipher.iv_size == cipher.block_size and cipher.block_size > 1
+        self.icv_size = integ.icv_size
+        self.iv_size = cipher.iv_size
+        self.block = max(4, cipher.block_size)
 
     def seal(self, seq: int, aad: bytes, icv_tail: bytes, payload: bytes) -> bytes:
-        if self._kind == "cbc":
-            iv = os.urandom(16)  # RFC 3602 §2.3: unpredictable
-        elif self._kind == "ctr":
+        if self._cbc:
+            iv = os.urandom(self.iv_size)  # RFC 3602 §2.3: unpredictable
+        elif self.iv_size:
             iv = _Q.pack(seq)  # RFC 3686 §3.1: unique per key
         else:
             iv = b""
-        body = iv + self._crypt(iv, payload, True)
-        m = self._mac.copy()
-        m.update(aad)
-        m.update(body)
-        m.update(icv_tail)
-        return body + m.digest()[: self.icv_size]
+        body = iv + self._c.encrypt(iv, payload)
+        return body + self._integ.mac(aad + body + icv_tail)
 
     def open(self, aad: bytes, icv_tail: bytes, body: memoryview) -> bytes | None:
         n = self.icv_size
-        m = self._mac.copy()
-        m.update(aad)
-        m.update(body[:-n])
-        m.update(icv_tail)
-        if not hmac.compare_digest(m.digest()[:n], body[-n:]):
+        data = bytes(body)
+        if len(data) < n + self.iv_size:
+            return None
+        if not self._integ.verify(aad + data[:-n] + icv_tail, data[-n:]):
             return None
         ivn = self.iv_size
-        ct = body[ivn:-n]
-        if self._kind == "cbc" and len(ct) % 16:
-            return None
         try:
-            return self._crypt(bytes(body[:ivn]), ct, False)
-        except ValueError:
+            return self._c.decrypt(data[:ivn], data[ivn:-n])
+        except CryptoError:
             return None
 
 
 def _make_transform(sa: SAParams) -> _Transform:
-    """The transform for the SA's negotiated ENCR/INTEG IDs (registry.Encr / Integ)."""
+    """The transform for the SA's negotiated ENCR/INTEG IDs (registry.Encr / Integ).
+
+    AES-GCM-16 and ChaCha20-Poly1305 are bound to cryptography's AEAD objects
+    directly: they are the per-packet fast path.  Everything else comes from
+    :mod:`pypluto.crypto.ciphers`, shared with the IKE SK payload.
+    """
     enc = registry.get(registry.TransformType.ENCR, sa.encr_id)
     if enc is None:
         raise BackendError(f"unknown ESP encryption transform {sa.encr_id}")
@@ -200,28 +179,22 @@ def _make_transform(sa: SAParams) -> _Transform:
     elif len(key) != enc.key_size + salt_n:
         raise BackendError(f"{enc.iana_name}: bad key length {len(key)} bytes")
     k, salt = key[: len(key) - salt_n], key[len(key) - salt_n:]
-    if enc.aead:
-        if sa.integ_id not in (0,):
-            raise BackendError("an AEAD cipher takes no integrity transform")
-        if sa.encr_id == Encr.AES_GCM_16:
-            return _AEAD(AESGCM(k), salt)
-        if sa.encr_id in (Encr.AES_GCM_8, Encr.AES_GCM_12):
-            return _GCMShort(k, salt, enc.icv_size)
-        if sa.encr_id == Encr.CHACHA20_POLY1305:
-            return _AEAD(ChaCha20Poly1305(k), salt)
-        raise BackendError(f"{enc.iana_name} is not supported by the userspace ESP plane")
-    kinds = {Encr.AES_CBC: "cbc", Encr.AES_CTR: "ctr", Encr.NULL: "null"}
-    kind = kinds.get(Encr(sa.encr_id)) if sa.encr_id in Encr._value2member_map_ else None
-    if kind is None:
-        raise BackendError(f"{enc.iana_name} is not supported by the userspace ESP plane")
-    integ = registry.get(registry.TransformType.INTEG, sa.integ_id)
-    if integ is None or not integ.hash_name or sa.integ_id == Integ.NONE:
-        raise BackendError(f"ESP integrity transform {sa.integ_id} is not supported")
-    if integ.insecure:
-        raise BackendError(f"{integ.iana_name} is not supported by the userspace ESP plane")
-    if len(sa.integ_key) != integ.key_size:
-        raise BackendError(f"{integ.iana_name}: bad key length {len(sa.integ_key)} bytes")
-    return _EncThenMAC(kind, k, salt, integ.hash_name, sa.integ_key, integ.icv_size)
+    try:
+        if enc.aead:
+            if sa.integ_id not in (0,):
+                raise BackendError("an AEAD cipher takes no integrity transform")
+            if sa.encr_id == Encr.AES_GCM_16:
+                return _AEAD(AESGCM(k), salt)
+            if sa.encr_id == Encr.CHACHA20_POLY1305:
+                return _AEAD(ChaCha20Poly1305(k), salt)
+            return _SharedAEAD(ciphers.make_aead(sa.encr_id, key))
+        integ = registry.get(registry.TransformType.INTEG, sa.integ_id)
+        if integ is None or sa.integ_id == Integ.NONE:
+            raise BackendError(f"ESP integrity transform {sa.integ_id} is not supported")
+        return _EncThenMAC(ciphers.make_cipher(sa.encr_id, key),
+                           ciphers.make_integ(sa.integ_id, sa.integ_key))
+    except CryptoError as e:  # UnsupportedAlgorithm is a CryptoError too
+        raise BackendError(f"ESP transform: {e}") from None
 
 
 def _trailers(block: int) -> dict[int, list[bytes]]:
