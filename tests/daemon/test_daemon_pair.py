@@ -97,6 +97,20 @@ def test_psk_tunnel_initiate_status_down(pair):
     es = json.loads(east.whack("--showstates", "--json").stdout)["ike_sas"][0]["children"][0]
     assert ws["spi_in"] == es["spi_out"] and ws["spi_out"] == es["spi_in"]
     assert w["conn"] == e["conn"] == "west-east"
+    # --rekey-child / --rekey-ike: new SAs with new serials replace the old ones
+    first_child = w["serial"]
+    assert west.whack("--name", "west-east", "--rekey-child").returncode == 0
+    wait_for(lambda: [c["serial"] for c in child_sas(west)] not in ([], [first_child]), 20,
+             "a rekeyed Child SA")
+    wait_for(lambda: len(child_sas(west)) == 1, 20, "the old Child SA to go")
+    def ike_serials() -> set[int]:
+        data = json.loads(west.whack("--showstates", "--json").stdout)["ike_sas"]
+        return {i["serial"] for i in data if "ESTABLISHED" in i["state"]}
+
+    old_ike = ike_serials()
+    assert west.whack("--name", "west-east", "--rekey-ike").returncode == 0
+    wait_for(lambda: ike_serials() and ike_serials().isdisjoint(old_ike), 20,
+             "a rekeyed IKE SA to replace the old one")
     # --down deletes the SAs on both ends but keeps the connection
     assert west.whack("--name", "west-east", "--down").returncode == 0
     wait_for(lambda: not child_sas(east), 20, "east to see the delete")
