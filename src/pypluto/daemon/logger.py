@@ -16,7 +16,6 @@ import sys
 import syslog
 import threading
 import time
-from collections.abc import Callable
 from typing import TextIO
 
 # Libreswan's debug classes (``--debug help``) and what they cover here.
@@ -150,7 +149,6 @@ class PlutoLogger:
         self.audit = audit
         self.debug: set[str] = set(debug or ())
         self.limiter = RateLimiter(rate_limit)
-        self.listeners: list[Callable[[str], None]] = []
         self._lock = threading.Lock()
         self._stream: TextIO | None = None
         self._syslog = False
@@ -230,13 +228,6 @@ class PlutoLogger:
                         self._stream.flush()
                     except (OSError, ValueError):
                         pass
-            for cb in list(self.listeners):
-                for line in text.split("\n"):
-                    try:
-                        cb(line)
-                    except Exception:  # noqa: BLE001 - a dead whack must not stop logging
-                        self.listeners.remove(cb)
-                        break
 
     def audit_event(self, record: str) -> None:
         """A Linux-audit style record (``--log-no-audit`` turns these off).
