@@ -295,9 +295,9 @@ class OutboundSA(_SABase):
             self._salt = t._salt
             self._tr4 = self._tr[NH_IPV4]
             self._tr6 = self._tr[NH_IPV6]
-            self.encap = self._encap_aead  # type: ignore[method-assign]
+            self.encap = self._encap_aead  # type: ignore[method-assign,assignment]
 
-    def _encap_aead(self, packet: bytes | memoryview) -> bytes | None:
+    def _encap_aead(self, packet: bytes) -> bytes | None:
         """:meth:`encap` for AES-GCM-16 / ChaCha20-Poly1305, tunnel mode, 32-bit sequence."""
         seq = self.seq + 1
         if seq >= self.seq_soft or self.dead:

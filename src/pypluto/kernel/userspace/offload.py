@@ -28,7 +28,7 @@ _H = struct.Struct("!H")
 _I = struct.Struct("!I")
 
 
-def csum_add(data: bytes | memoryview) -> int:
+def csum_add(data: bytes | bytearray | memoryview) -> int:
     """The one's complement sum of ``data`` as 16-bit words, not folded to 16 bits (RFC 1071).
 
     ``int.from_bytes(...) % 0xFFFF`` is that sum, because 2**16 = 1 (mod 0xFFFF).
