@@ -161,7 +161,7 @@ class Engine:
     # ------------------------------------------------------------------ sending
     def queue(self, ike: IKESA, task: Any, now: float, front: bool = False) -> list[Action]:
         if front:
-            ike.tasks.appendleft(task)
+            ike.tasks.insert(0, task)
         else:
             ike.tasks.append(task)
         return self.kick(ike, now)
@@ -172,7 +172,7 @@ class Engine:
         while ike.outstanding is None and ike.tasks and ike.serial in self.by_serial:
             if not ike.established and ike.tasks[0].exchange != EXCH_AUTH:
                 break
-            task = ike.tasks.popleft()
+            task = ike.tasks.pop(0)
             payloads = task.build(self, ike, now, acts)
             if payloads is None:
                 continue

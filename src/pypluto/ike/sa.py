@@ -7,7 +7,6 @@ and, until IKE_AUTH completes, the IKE_SA_INIT messages that AUTH signs.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,7 +105,7 @@ class IKESA:
     outstanding: Outstanding | None = None
     next_in: int = 0
     last_response: tuple[int, list[bytes]] | None = None
-    tasks: deque = field(default_factory=deque)
+    tasks: list = field(default_factory=list)  # queued exchanges (a list: SAs are many)
     children: list[ChildSA] = field(default_factory=list)
     # NAT-T (§2.23)
     nat_local: bool = False
