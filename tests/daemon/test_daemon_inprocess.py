@@ -404,6 +404,16 @@ def test_control_socket_survives_garbage(env: dict[str, Any]) -> None:
                 data = data[4 + n :]
             assert kinds == [] or kinds[-1] == "result"
             w.close()
+        # a length beyond the limit: refused with rc 50 before reading the body
+        from pypluto.control.protocol import MAX_FRAME
+
+        r, w = await asyncio.open_unix_connection(path)
+        w.write(struct.pack("!I", MAX_FRAME + 1))
+        await w.drain()
+        data = await asyncio.wait_for(r.read(), 10)
+        reply = json.loads(data[4:])
+        assert reply["rc"] == 50 and "too large" in reply["error"]
+        w.close()
         # truncated frame, then hang up
         r, w = await asyncio.open_unix_connection(path)
         w.write(struct.pack("!I", 100) + b"{")

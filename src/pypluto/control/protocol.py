@@ -19,7 +19,7 @@ from typing import Any
 
 PROTOCOL_NAME = "pypluto-control"
 VERSION = 1
-MAX_FRAME = 4 * 1024 * 1024  # a whole status of many thousand SAs fits
+MAX_FRAME = 64 * 1024 * 1024  # the JSON status of tens of thousands of SAs fits
 
 # Return codes, shared with Libreswan's whack (its ``enum rc_type``): they become
 # whack's exit status.

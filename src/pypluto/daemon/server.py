@@ -679,12 +679,14 @@ class Daemon:
             when = None
         if self._timer is not None:
             if when is not None and abs(self._timer.when() - when) < 1e-6:
-                return
+                return  # already scheduled for that deadline
             self._timer.cancel()
             self._timer = None
         if when is not None:
-            # loop.time() is time.monotonic(), the engine's clock here
-            self._timer = self.loop.call_at(max(when, self.loop.time()), self._fire_timer)
+            # loop.time() is time.monotonic(), the engine's clock here; a deadline in
+            # the past fires at once, but never in a tight loop
+            self._timer = self.loop.call_at(max(when, self.loop.time() + 0.001),
+                                            self._fire_timer)
 
     def _fire_timer(self) -> None:
         self._timer = None
@@ -800,8 +802,14 @@ class Daemon:
     async def _handle_client(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
         def send(obj: dict[str, Any]) -> None:
-            if not writer.is_closing():
-                writer.write(encode_frame(obj))
+            if writer.is_closing():
+                return
+            try:
+                frame = encode_frame(obj)
+            except (ProtocolError, TypeError, ValueError) as e:  # too big / not JSON-able
+                frame = encode_frame(result_frame(RC_INTERNAL_ERROR,
+                                                  error=f"cannot send the answer: {e}"))
+            writer.write(frame)
 
         try:
             try:
@@ -831,6 +839,8 @@ class Daemon:
             send(result_frame(rc, data, err))
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
+        except Exception as e:  # noqa: BLE001 - one bad whack must not stop pluto
+            self._internal_error(e, "control connection")
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
