@@ -580,7 +580,7 @@ class StrongSwanStandIn:
             retransmit_tries = 3
             retransmit_timeout = 1.0
             retransmit_base = 1.4""").start()
-        action = keys.get("dpdaction", "clear")
+        action = keys.get("dpdaction", "restart" if auto == "start" else "clear")
         self.sw.load(swanctl_conf(
             conn="west-east", local=WEST_OUTER, remote=EAST_OUTER, local_id=WEST_ID,
             remote_id=EAST_ID, local_ts=WEST_SUBNET, remote_ts=EAST_SUBNET,
