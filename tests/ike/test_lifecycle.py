@@ -435,3 +435,15 @@ def test_host_to_host_behind_nat_and_virtual_private() -> None:
                east_settings=EngineSettings(virtual_private="%v4:192.0.2.0/24,%v4:!10.0.0.0/8"))
     net3.up()
     assert net3.children(net3.east)
+
+
+def test_ike_rekey_interrupted_by_delete_leaves_nothing() -> None:
+    net = Net()
+    net.up()
+    net.apply(net.west, net.west.engine.rekey_ike("west-east", net.now))
+    net.queue.clear()  # the rekey request is lost; east deletes everything meanwhile
+    net.apply(net.east, net.east.engine.terminate("west-east", net.now))
+    net.run()
+    assert not net.west.engine.by_serial and not net.west.engine.ike_sas
+    net.advance(70)
+    assert not net.west.engine.ike_sas and not net.east.engine.ike_sas

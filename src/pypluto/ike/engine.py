@@ -260,6 +260,10 @@ class Engine:
         if ike.halfopen_deadline is not None:
             ike.halfopen_deadline = None
             self.n_halfopen -= 1
+        o = ike.outstanding
+        spi = getattr(o.task, "spi", None) if o is not None else None
+        if spi and self.ike_sas.get(spi) is ike:  # an IKE SA rekey's reserved SPI
+            del self.ike_sas[spi]
         ike.outstanding = None
         ike.tasks.clear()
 
