@@ -409,6 +409,11 @@ def conf_text() -> str:
             f"\trightid=@east.example\n\trightsubnet={RNET4}\n\trightsourceip={RIN4}\n"
             f"\tike=aes_gcm256-sha2_256-dh19\n{algs}\tauto=add\n\n"
         )
+    conns += (
+        f"conn west-east-host\n\tauthby=secret\n\ttype=transport\n\tleft={L4}\n"
+        f"\tleftid=@west.example\n\tright={R4}\n\trightid=@east.example\n"
+        "\tike=aes_gcm256-sha2_256-dh19\n\tesp=aes128-sha1\n\tauto=add\n\n"
+    )
     return "config setup\n\tplutodebug=none\n\n" + conns
 
 
@@ -562,6 +567,24 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
         pk = max((ip_s_packets(RIGHT, s) for s in spis), default=-1)
         check(f"{tag}-natt-counters", pk >= 3, f"east inbound SA packets {pk}")
         west.whack("--name", "west-east-natt", "--down")
+        wait_for(lambda: not left.list_sas() and not east_sas(), 30, "natt SAs gone")
+        # Host to host, transport mode: the IKE sockets must bypass the policy that
+        # covers all traffic between the two hosts (per-socket bypass policies).
+        out = west.whack("--name", "west-east-host", "--initiate")
+        wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30, "host SAs")
+        modes = {sa.mode for sa in left.list_sas()}
+        check(f"{tag}-transport-mode", modes == {S.XFRM_MODE_TRANSPORT}, f"{modes}")
+        check(f"{tag}-ping-host-to-host", ping(LEFT, str(L4), str(R4)))
+        spis = [sa.spi for sa in east_sas() if sa.dst == R4]
+        pk = max((ip_s_packets(RIGHT, s) for s in spis), default=-1)
+        check(f"{tag}-host-counters", pk >= 3, f"east inbound SA packets {pk}")
+        down = west.whack("--name", "west-east-host", "--down")
+        gone = True
+        try:  # the Delete exchange itself runs between the two protected hosts
+            wait_for(lambda: not left.list_sas() and not east_sas(), 30, "host SAs gone")
+        except TimeoutError:
+            gone = False
+        check(f"{tag}-host-delete-exchange", gone, down.strip()[-200:])
         if east.kind == "libreswan":
             # Libreswan as the initiator, we respond.
             wait_for(lambda: not left.list_sas() and not east_sas(), 30, "SAs gone")

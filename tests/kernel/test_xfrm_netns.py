@@ -239,3 +239,46 @@ def test_source_ip_route_added_marked_and_removed(netns: str) -> None:
         assert "203.0.113.0/24" not in routes and "198.51.100.128/25 via 192.0.2.2" in routes
     finally:
         b.close()
+
+
+def test_ike_socket_bypasses_policies(netns: str, backend: XfrmBackend) -> None:
+    """prepare_ike_socket: IKE is sent in clear even where a policy demands ESP."""
+    peer = f"ppxu{os.getpid()}"
+    sh("ip", "netns", "add", peer)
+    try:
+        for ns, cmds in (
+            (None, [["link", "add", "ppa", "netns", netns, "type", "veth", "peer", "name", "ppb",
+                     "netns", peer]]),
+            (netns, [["addr", "add", "192.0.2.1/24", "dev", "ppa"], ["link", "set", "ppa", "up"]]),
+            (peer, [["addr", "add", "192.0.2.2/24", "dev", "ppb"], ["link", "set", "ppb", "up"]]),
+        ):  # fmt: skip
+            for cmd in cmds:
+                if sh("ip", *(["-n", ns] if ns else []), *cmd, check=False).returncode != 0:
+                    pytest.skip(f"cannot build the namespaces: ip {' '.join(cmd)}")
+        host = TrafficSelector(net("192.0.2.0/24"))
+        backend.add_policy(PolicyParams(host, host, "out", 1, A, B))
+
+        def sock(addr: str) -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((addr, 0))
+            s.settimeout(1.0)
+            return s
+
+        rx = run_in_netns(peer, lambda: sock("192.0.2.2"))
+        plain = run_in_netns(netns, lambda: sock("192.0.2.1"))
+        ike = run_in_netns(netns, lambda: sock("192.0.2.1"))
+        try:
+            backend.prepare_ike_socket(ike)
+            try:
+                plain.sendto(b"clear?", rx.getsockname())
+            except OSError:
+                pass  # the kernel may refuse at once (no SA for the policy)
+            with pytest.raises(TimeoutError):
+                rx.recv(100)  # the policy holds back the plain socket's datagram
+            ike.sendto(b"ike", rx.getsockname())
+            assert rx.recv(100) == b"ike"
+        finally:
+            for s in (rx, plain, ike):
+                s.close()
+    finally:
+        sh("ip", "netns", "del", peer, check=False)

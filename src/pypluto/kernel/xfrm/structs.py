@@ -13,6 +13,7 @@ and RFC 3948 (UDP encapsulation).
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import socket
 import struct
@@ -340,11 +341,11 @@ class LifetimeCur:
     add_time: int = 0
     use_time: int = 0
 
-    def pack(self) -> bytes:
+    def pack(self) -> builtins.bytes:
         return _LFT_CUR.pack(self.bytes, self.packets, self.add_time, self.use_time)
 
     @classmethod
-    def unpack(cls, data: bytes, offset: int = 0) -> LifetimeCur:
+    def unpack(cls, data: builtins.bytes, offset: int = 0) -> LifetimeCur:
         return cls(*_LFT_CUR.unpack_from(data, offset))
 
 
