@@ -399,3 +399,18 @@ def test_any_bit_flip_rejected(flip: int, bit: int) -> None:
     pos = flip % len(w)
     w[pos] ^= 1 << bit
     assert inb.decap(bytes(w)) is None
+
+
+@pytest.mark.parametrize("alg", [ALGS[0], ALGS[5]], ids=["fast", "generic"])
+def test_encap_batch_equals_encap(alg: tuple[int, int, int, int]) -> None:
+    out, inb = pair(*alg)
+    pkts = [ipv4_packet(os.urandom(n)) for n in (0, 1, 2, 3, 100, 1372)] + [b"", b"\x10" * 30]
+    wires = out.encap_batch(pkts)
+    assert len(wires) == 6 and out.malformed == 2 and out.seq == 6
+    assert [inb.decap(w) for w in wires] == pkts[:6]
+    assert out.stats.packets == 6 and out.stats.bytes == sum(len(p) for p in pkts[:6])
+    out.seq = out.seq_soft - 3  # near the soft limit: per-packet path, event fired once
+    events: list[SAExpire] = []
+    out.on_expire = events.append
+    assert len(out.encap_batch(pkts[:6])) == 6
+    assert [e.reason for e in events] == ["seq"]

@@ -290,11 +290,12 @@ class UserspaceBackend(KernelBackend):
                     if pend_ent is not None:
                         self._queue_send(pend_ent, pend)
                     pend_ent, pend = ent, []
-                encap = ent[0].encap
-                for sg in segs:
-                    w = encap(sg)
+                if len(segs) == 1:
+                    w = ent[0].encap(pkt)
                     if w is not None:
                         pend.append(w)
+                else:
+                    pend += ent[0].encap_batch(segs)
         finally:
             if pend_ent is not None and pend:
                 self._queue_send(pend_ent, pend)
