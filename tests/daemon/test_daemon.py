@@ -303,3 +303,23 @@ def test_unwritable_logfile_exit_1(tmp_path):
 def test_console_scripts_exist():
     assert sh(sys.executable, "-c", "import pypluto.cli.pluto, pypluto.cli.whack, "
               "pypluto.cli.ipsec").returncode == 0
+
+
+def test_unoriented_conn_oriented_by_listen(make_pluto, netns, tmp_path):
+    conf = tmp_path / "far.conf"
+    conf.write_text("conn far\n\tauthby=secret\n\tleft=192.0.2.50\n\tright=192.0.2.51\n"
+                    "\tauto=add\n")
+    p = make_pluto()
+    proc = p.start("--nofork", "--use-none", "--logfile", str(p.dir / "log"), "--config",
+                   str(conf))
+    p.wait_ready()
+    assert '"far": unoriented; neither end is a local address;' in p.whack("--status").stdout
+    r = p.whack("--name", "far", "--initiate")
+    assert r.returncode == 22 and "not oriented" in r.stdout
+    netns.run("ip", "addr", "add", "192.0.2.51/32", "dev", "lo")
+    assert p.whack("--listen").returncode == 0
+    st = p.whack("--status").stdout
+    assert "unoriented" not in st and '"far": 192.0.2.51...192.0.2.50;' in st
+    assert "interface lo 192.0.2.51:500" in st
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0

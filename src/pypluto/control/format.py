@@ -137,6 +137,8 @@ def _end(subnets: list[str], host: str, ident: str, local: bool) -> str:
 
 def connection_lines(snap: dict[str, Any]) -> list[str]:
     lines: list[str] = []
+    for name in snap["pluto"].get("unoriented", []):
+        lines.append(f'"{name}": unoriented; neither end is a local address;')
     for c in snap["engine"]["connections"]:
         n = f'"{c["name"]}"'
         left = _end(c["local_subnets"], c["local"], c["local_id"], True)

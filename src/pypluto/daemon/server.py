@@ -41,6 +41,7 @@ from pypluto.control.protocol import (
     RC_INTERNAL_ERROR,
     RC_NOPEERIP,
     RC_NORETRANSMISSION,
+    RC_ORIENT,
     RC_ROUTE,
     RC_SUCCESS,
     RC_UNKNOWN_NAME,
@@ -152,6 +153,7 @@ class Daemon:
         self.backend: KernelBackend | None = None
         self.secrets = SecretsProxy()
         self.conns: dict[str, Connection] = {}
+        self.unoriented: dict[str, Connection] = {}
         self.routed: set[str] = set()
         self.interfaces: list[IKEInterface] = []
         self._parked: dict[tuple[IPAddress, int], IKEInterface] = {}
@@ -351,19 +353,24 @@ class Daemon:
                 self.initiate(conn.name)
 
     def add_conn(self, conn: Connection, emit: Callable[[str], None] | None = None) -> int:
-        """Orient and load one connection; returns a whack rc."""
+        """Orient and load one connection; returns a whack rc.
+
+        A connection neither of whose ends is a local address is kept *unoriented*
+        (as pluto does) and loaded once ``--listen`` finds one of its addresses.
+        """
         if conn.name in self.conns:
             self._delete_conn(conn.name)
+        self.unoriented.pop(conn.name, None)
         if "uniqueids" not in conn.raw:  # a config setup value: the command line wins
             conn.uniqueids = self.opts.uniqueids
         if not conn.orient(self.local_addrs):
-            msg = "cannot load: neither end is a local address (connection is not oriented)"
+            self.unoriented[conn.name] = conn
+            msg = ("neither end is a local address: connection kept unoriented until "
+                   '"ipsec listen" finds one')
             self.log.log(msg, "warning", conn=conn.name)
             if emit:
                 emit(f'"{conn.name}": {msg}')
-            from pypluto.control.protocol import RC_ORIENT
-
-            return RC_ORIENT
+            return RC_SUCCESS
         self.conns[conn.name] = conn
         self._run(lambda: self.engine.add_connection(conn), where=f"adding {conn.name}")
         version = "IKEv1" if conn.keyexchange == "ikev1" else "IKEv2"
@@ -371,7 +378,18 @@ class Daemon:
             emit(f'"{conn.name}": added {version} connection')
         return RC_SUCCESS
 
+    def _orient_pending(self) -> None:
+        """After an interface rescan: load the unoriented conns that now orient."""
+        for name, conn in list(self.unoriented.items()):
+            if conn.orient(self.local_addrs):
+                self.log.log("connection oriented after --listen", conn=name)
+                self.add_conn(conn)
+                if conn.auto in ("start", "up"):
+                    self.initiate(name)
+
     def _delete_conn(self, name: str) -> None:
+        if self.unoriented.pop(name, None) is not None:
+            return
         self._run(lambda: self.engine.delete_connection(name, self.now()),
                   where=f"deleting {name}")
         self.conns.pop(name, None)
@@ -867,6 +885,7 @@ class Daemon:
         if cmd == "listen":
             self._scan_interfaces()
             self._load_secrets()
+            self._orient_pending()
             return RC_SUCCESS, None, None
         if cmd == "unlisten":
             self.unlisten()
@@ -896,8 +915,14 @@ class Daemon:
             return self._cmd_add(args, emit)
         if not isinstance(name, str) or not name:
             return RC_WHACK_PROBLEM, None, f"--{cmd} requires --name"
-        if name not in self.conns:
+        if name not in self.conns and name not in self.unoriented:
             return RC_UNKNOWN_NAME, None, f'no connection or alias named "{name}"'
+        if name in self.unoriented:
+            if cmd == "delete":
+                self._delete_conn(name)
+                return RC_SUCCESS, None, None
+            return RC_ORIENT, None, (f'"{name}": cannot {cmd}: connection is not oriented '
+                                     "(neither end is a local address)")
         if cmd == "initiate":
             return await self._cmd_initiate(name, bool(args.get("async")), emit,
                                             float(args.get("timeout") or 0))
@@ -1033,6 +1058,7 @@ class Daemon:
                     {"ifname": i.ifname, "addr": str(i.addr), "port": i.port, "natt": i.natt}
                     for i in self.interfaces
                 ],
+                "unoriented": sorted(self.unoriented),
             },
             "now": now,
             "wallclock": time.time(),
