@@ -7,6 +7,7 @@ Each daemon runs in its own network namespace (loopback only) with its own
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -321,5 +322,26 @@ def test_unoriented_conn_oriented_by_listen(make_pluto, netns, tmp_path):
     st = p.whack("--status").stdout
     assert "unoriented" not in st and '"far": 192.0.2.51...192.0.2.50;' in st
     assert "interface lo 192.0.2.51:500" in st
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+
+def test_packet_flood_is_rate_limited(make_pluto, netns):
+    p = make_pluto()
+    log = p.dir / "log"
+    proc = p.start("--nofork", "--use-none", "--logfile", str(log))
+    p.wait_ready()
+    before = len(log.read_text().splitlines())
+    # 2000 truncated IKE_SA_INIT requests (28-byte header, claims an SA payload)
+    netns.run(PY, "-c", "import os, socket\ns = socket.socket(2, 2)\nfor i in range(2000):\n"
+              "    s.sendto(os.urandom(8) + bytes(8) + bytes([33, 0x20, 34, 8]) + bytes(4)"
+              " + (28).to_bytes(4, 'big'), ('127.0.0.1', 500))\n")
+    wait_for(lambda: "rate limited log exceeded" in log.read_text(), 20, "the rate limiter")
+    # once the flood is over, the count of what was suppressed is logged
+    wait_for(lambda: re.search(r"rate limited log: \d+ messages suppressed", log.read_text()),
+             20, "the suppressed count")
+    assert p.whack("--briefstatus").returncode == 0  # still answering
+    lines = log.read_text().splitlines()[before:]
+    assert len(lines) < 400, len(lines)  # not one line per packet
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0

@@ -169,3 +169,21 @@ def test_syslog_default_authpriv(monkeypatch):
     assert ("log", syslog.LOG_WARNING, '"c" #1: hello') in calls
     assert ("log", syslog.LOG_ERR, "ERROR: bad") in calls
     assert not any("dbg" in str(c) for c in calls) and calls[-1] == ("close",)
+
+
+def test_flush_rate_limit_summary(tmp_path, monkeypatch):
+    import pypluto.daemon.logger as lg
+
+    now = [1000.0]
+    monkeypatch.setattr(lg.time, "monotonic", lambda: now[0])
+    log = PlutoLogger(logfile=str(tmp_path / "l"), logtime=False, rate_limit=2)
+    for i in range(6):
+        log.log(f"junk {i}", rate_limited=True)
+    assert log.flush_rate_limit()  # window not over yet: still suppressing
+    now[0] += 1.5
+    assert not log.flush_rate_limit()  # summary written, limiter reset
+    assert not log.flush_rate_limit()
+    log.close()
+    lines = (tmp_path / "l").read_text().splitlines()
+    assert lines[-1] == "rate limited log: 3 messages suppressed"
+    assert sum(ln.startswith("junk") for ln in lines) == 2

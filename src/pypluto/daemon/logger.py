@@ -128,6 +128,15 @@ class RateLimiter:
         return False, notice
 
 
+def _close_window(rl: RateLimiter, now: float) -> str | None:
+    """End the current window if it is over; the summary of what was suppressed."""
+    if now - rl.start < rl.window:
+        return None
+    notice = f"rate limited log: {rl.suppressed} messages suppressed" if rl.suppressed else None
+    rl.start, rl.count, rl.suppressed = now, 0, 0
+    return notice
+
+
 class PlutoLogger:
     """Where pluto's lines go, and in what shape."""
 
@@ -228,6 +237,16 @@ class PlutoLogger:
                         self._stream.flush()
                     except (OSError, ValueError):
                         pass
+
+    def flush_rate_limit(self) -> bool:
+        """Log how many lines were suppressed once the window is over.
+
+        Returns True while lines are still being suppressed (call again later).
+        """
+        notice = _close_window(self.limiter, time.monotonic())
+        if notice:
+            self._emit(notice, "warning")
+        return self.limiter.suppressed > 0 or self.limiter.count > self.limiter.limit
 
     def audit_event(self, record: str) -> None:
         """A Linux-audit style record (``--log-no-audit`` turns these off).

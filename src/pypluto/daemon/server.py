@@ -169,6 +169,7 @@ class Daemon:
         self._sa_index: dict[int, tuple[IPAddress, str, str]] = {}  # spi -> (dst, proto, dir)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._shutting_down = False
+        self._rl_flush = False
         self.crash_reports = 0
         self.exit_code = 0
 
@@ -585,6 +586,17 @@ class Daemon:
                          debug_class="cpu-usage")
         self._execute(actions or [], rate_limited=rate_limited)
         self._schedule_timer()
+        if rate_limited and not self._rl_flush and self.loop is not None and \
+                self.log.limiter.count > self.log.limiter.limit:
+            self._rl_flush = True
+            self.loop.call_later(self.log.limiter.window, self._flush_rate_limit)
+
+    def _flush_rate_limit(self) -> None:
+        """The summary line of a flood, even when the flood stopped."""
+        self._rl_flush = False
+        if self.log.flush_rate_limit() and self.loop is not None:
+            self._rl_flush = True
+            self.loop.call_later(self.log.limiter.window, self._flush_rate_limit)
 
     def _internal_error(self, e: BaseException, where: str) -> None:
         self.log.log(f"internal error in {where}: {type(e).__name__}: {e}", "error",
