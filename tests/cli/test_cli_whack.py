@@ -81,7 +81,10 @@ def test_listen_unlisten_initiate_deaf(daemon):
     assert "interface lo" not in r.stdout
     r = daemon.whack("--name", "c-add", "--initiate")
     assert r.returncode == 24 and "need --listen" in r.stdout
-    assert daemon.whack("--listen").returncode == 0
+    r = daemon.whack("--listen")
+    assert r.returncode == 0
+    assert "adding UDP interface lo 127.0.0.1:500" in r.stdout
+    assert "listening for IKE messages" in r.stdout and "loading secrets from" in r.stdout
     assert "interface lo 127.0.0.1:500" in daemon.whack("--status").stdout
 
 

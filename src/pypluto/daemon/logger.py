@@ -16,6 +16,7 @@ import sys
 import syslog
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 # Libreswan's debug classes (``--debug help``) and what they cover here.
@@ -158,6 +159,7 @@ class PlutoLogger:
         self.audit = audit
         self.debug: set[str] = set(debug or ())
         self.limiter = RateLimiter(rate_limit)
+        self.capture: Callable[[str], None] | None = None  # a whack that sees the lines
         self._lock = threading.Lock()
         self._stream: TextIO | None = None
         self._syslog = False
@@ -237,6 +239,8 @@ class PlutoLogger:
                         self._stream.flush()
                     except (OSError, ValueError):
                         pass
+                if self.capture is not None and level != "debug":
+                    self.capture(line)
 
     def flush_rate_limit(self) -> bool:
         """Log how many lines were suppressed once the window is over.

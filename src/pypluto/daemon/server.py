@@ -894,16 +894,19 @@ class Daemon:
             emit("shutting down")
             await self.shutdown(finish=False)
             return RC_SUCCESS, None, None
-        if cmd == "listen":
-            self._scan_interfaces()
-            self._load_secrets()
-            self._orient_pending()
-            return RC_SUCCESS, None, None
-        if cmd == "unlisten":
-            self.unlisten()
-            return RC_SUCCESS, None, None
-        if cmd == "rereadsecrets":
-            self._load_secrets()
+        if cmd in ("listen", "unlisten", "rereadsecrets"):
+            self.log.capture = emit  # whack sees what these do, as in Libreswan
+            try:
+                if cmd == "listen":
+                    self._scan_interfaces()
+                    self._load_secrets()
+                    self._orient_pending()
+                elif cmd == "unlisten":
+                    self.unlisten()
+                else:
+                    self._load_secrets()
+            finally:
+                self.log.capture = None
             return RC_SUCCESS, None, None
         if cmd == "listpsks":
             for line in fmt.render_psks(self.secrets.records(), self.secrets.files):
