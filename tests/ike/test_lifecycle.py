@@ -447,3 +447,17 @@ def test_ike_rekey_interrupted_by_delete_leaves_nothing() -> None:
     assert not net.west.engine.by_serial and not net.west.engine.ike_sas
     net.advance(70)
     assert not net.west.engine.ike_sas and not net.east.engine.ike_sas
+
+
+def test_rekey_responder_holds_outbound_until_old_deleted() -> None:
+    net = Net()
+    net.up()
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.step()  # rekey request reaches east
+    east_out = [s for s in net.east.kernel_sas.values() if s.direction == "out"]
+    assert len(east_out) == 1  # only the old outbound SA so far
+    assert len(net.east.kernel_sas) == 3  # old pair + new inbound
+    net.run()
+    east_out = [s for s in net.east.kernel_sas.values() if s.direction == "out"]
+    assert len(east_out) == 1 and len(net.east.kernel_sas) == 2
+    check_pair(net)

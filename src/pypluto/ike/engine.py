@@ -337,14 +337,23 @@ class Engine:
         return out
 
     def install_child(self, child: ChildSA, keys: Any, now: float,
-                      replaces: ChildSA | None = None) -> list[Action]:
-        """AddSA (inbound first), AddPolicy unless a predecessor already owns them."""
+                      replaces: ChildSA | None = None, defer_out: bool = False
+                      ) -> list[Action]:
+        """AddSA (inbound first), AddPolicy unless a predecessor already owns them.
+
+        ``defer_out`` (the responder of a Child SA rekey): the outbound SA is held back
+        until the old Child SA is deleted, so that nothing is sent on the new SA before
+        the initiator has installed its inbound half (RFC 7296 §2.8).
+        """
         acts: list[Action] = []
         ike = child.parent
         assert ike is not None
         sa_in, sa_out = self.child_sa_params(child, keys)
         acts.append(AddSA(sa_in))
-        acts.append(AddSA(sa_out))
+        if defer_out and replaces is not None and replaces.state == S.ESTABLISHED_CHILD:
+            child.pending_out = sa_out
+        else:
+            acts.append(AddSA(sa_out))
         self.children_in[child.spi_in] = child
         self.children_out[child.spi_out] = child
         self.by_reqid.setdefault(child.reqid, []).append(child)
@@ -391,9 +400,14 @@ class Engine:
     def remove_child(self, child: ChildSA, now: float) -> list[Action]:
         """DelSA both directions; DelPolicy unless a sibling takes them over."""
         acts: list[Action] = []
+        for succ in child.peer_rekeys:  # the successor now sends on its own SA
+            if succ.pending_out is not None:
+                acts.append(AddSA(succ.pending_out))
+                succ.pending_out = None
         ike = child.parent
         if ike is not None and child in ike.children:
             ike.children.remove(child)
+        child.pending_out = None
         if child.state != S.ESTABLISHED_CHILD and not child.owns_policy \
                 and self.children_in.get(child.spi_in) is not child:
             return acts

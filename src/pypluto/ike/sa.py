@@ -73,6 +73,7 @@ class ChildSA:
     peer_rekeys: list = field(default_factory=list)  # Child SAs the peer made to replace us
     nonce_min: bytes = b""  # min(Ni, Nr) of the creating exchange (§2.8.1 collisions)
     keys: Any = field(default=None, repr=False)  # ChildKeys until installed
+    pending_out: Any = field(default=None, repr=False)  # outbound SAParams held back (rekey)
 
 
 @dataclass(slots=True, eq=False)

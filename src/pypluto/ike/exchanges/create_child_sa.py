@@ -404,7 +404,7 @@ def respond(eng: Engine, ike: IKESA, msgid: int, payloads: list, now: float) -> 
     if ke_out is not None:
         out.append(codec.ke(group, ke_out))  # type: ignore[arg-type]
     out += cp[1:]
-    acts += eng.install_child(c, c.keys, now, replaces=old)
+    acts += eng.install_child(c, c.keys, now, replaces=old, defer_out=old is not None)
     c.keys = None
     c.rekey_of = None
     if old is not None:
