@@ -13,6 +13,7 @@ at the end; exit status 0 only if every check passed.  Started by
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -585,6 +586,25 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
         except TimeoutError:
             gone = False
         check(f"{tag}-host-delete-exchange", gone, down.strip()[-200:])
+        if east.kind == "pypluto":
+            # A crash (SIGKILL) leaves SAs, policies and the route; a restart removes them.
+            west.whack("--name", "west-east", "--initiate")
+            wait_for(lambda: len(left.list_sas()) >= 2, 30, "SAs before the crash")
+            assert west.proc is not None
+            west.proc.kill()
+            west.proc.wait()
+            before = own_state_left(left)
+            route_before = sh(["ip", "-n", LEFT, "route", "show", str(RNET4)]).strip()
+            for stale in ("pluto.pid", "pluto.ctl"):  # as Libreswan, a stale pid file blocks
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(west.run, stale))
+            west.start()
+            after = own_state_left(left)
+            route_after = sh(["ip", "-n", LEFT, "route", "show", str(RNET4)]).strip()
+            check(f"{tag}-restart-removes-crash-leftovers",
+                  before[0] >= 2 and before[1] >= 3 and route_before != ""
+                  and after == (0, 0) and route_after == "",
+                  f"after the crash {before} route {route_before!r}; after restart {after}")  # fmt: skip
         if east.kind == "libreswan":
             # Libreswan as the initiator, we respond.
             wait_for(lambda: not left.list_sas() and not east_sas(), 30, "SAs gone")

@@ -75,6 +75,7 @@ PAIR = [
     "pair-ping-host-to-host",
     "pair-host-counters",
     "pair-host-delete-exchange",
+    "pair-restart-removes-crash-leftovers",
     "pair-orderly-shutdown",
     "pair-nothing-left-after-shutdown",
 ]
