@@ -616,6 +616,11 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
             except TimeoutError:
                 ok = False
             check(f"{tag}-responder-child-sa", ok, out.strip()[-200:])
+            # Both kernels agree on ESN and the replay window for every SPI (RFC 4303 §2.2.1).
+            ours = {sa.spi: (bool(sa.flags & S.XFRM_STATE_ESN)) for sa in left.list_sas()}
+            theirs_esn = {sa.spi: bool(sa.flags & S.XFRM_STATE_ESN) for sa in east_sas()}
+            check(f"{tag}-esn-agrees", bool(ours) and ours == theirs_esn,
+                  f"ours {ours}, Libreswan's {theirs_esn}")  # fmt: skip
             check(f"{tag}-responder-ping", ok and ping(RIGHT, RIN4, LIN4))
         stopped = [d.stop() for d in daemons]
         check(f"{tag}-orderly-shutdown", all(stopped))

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from conftest import REPO, is_root, require
+from testsupport import REPO, is_root, require
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
 
@@ -96,6 +96,7 @@ LIBRESWAN = [
     "libreswan-host-counters",
     "libreswan-host-delete-exchange",
     "libreswan-responder-child-sa",
+    "libreswan-esn-agrees",
     "libreswan-responder-ping",
     "libreswan-orderly-shutdown",
     "libreswan-nothing-left-after-shutdown",
