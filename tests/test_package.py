@@ -43,3 +43,14 @@ def test_import_rules() -> None:
                     if target not in allowed and ".".join(node.module.split(".")[1:3]) not in allowed:
                         bad.append(f"{path.relative_to(SRC)} imports pypluto.{target}")
     assert not bad, bad
+
+
+def test_tests_do_not_import_conftest() -> None:
+    """Several conftest.py files exist; `from conftest import` picks whichever loaded first."""
+    tests = pathlib.Path(__file__).resolve().parent
+    offenders = [
+        str(p.relative_to(tests))
+        for p in tests.rglob("*.py")
+        if p.name != "conftest.py" and "from conftest import" in p.read_text()
+    ]
+    assert not offenders, f"use 'from testsupport import ...' in {offenders}"
