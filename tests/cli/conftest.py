@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import shutil
 import sys
@@ -13,13 +12,10 @@ import pytest
 _HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(_HERE.parent / "daemon"))
 
-_spec = importlib.util.spec_from_file_location("_pypluto_tests_conftest",
-                                               _HERE.parent / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
+from plutoproc import NetNS, Pluto, root_conftest  # noqa: E402
 
-from plutoproc import NetNS, Pluto  # noqa: E402
+_root = root_conftest()
+
 
 CONF = """\
 config setup

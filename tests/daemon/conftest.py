@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import shutil
 from collections.abc import Iterator
 
 import pytest
+from plutoproc import NetNS, Pluto, root_conftest
 
-_spec = importlib.util.spec_from_file_location(
-    "_pypluto_tests_conftest", pathlib.Path(__file__).parents[1] / "conftest.py"
-)
-assert _spec is not None and _spec.loader is not None
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-
-from plutoproc import NetNS, Pluto  # noqa: E402
+_root = root_conftest()
 
 
 @pytest.fixture

@@ -20,6 +20,21 @@ from pathlib import Path
 from pypluto.control.client import ControlError, call
 
 _seq = itertools.count(1)
+
+
+def root_conftest():  # type: ignore[no-untyped-def]
+    """tests/conftest.py (shared_path, require, is_root), loaded by path once."""
+    import importlib.util
+
+    mod = sys.modules.get("_pypluto_tests_conftest")
+    if mod is None:
+        path = Path(__file__).resolve().parents[1] / "conftest.py"
+        spec = importlib.util.spec_from_file_location("_pypluto_tests_conftest", path)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+    return mod
 PY = sys.executable
 
 
