@@ -102,6 +102,9 @@ def test_start_stop_restart(tmp_path):
         assert not p.pidfile.exists()
         r = ipsec("stop", "--rundir", rd)
         assert r.returncode == 0 and "not running" in r.stderr
+        # pluto refusing to start (no such config) makes ipsec start fail too
+        r = ipsec("start", "--rundir", rd, "--config", str(tmp_path / "missing.conf"), ns=ns)
+        assert r.returncode == 1 and "no such file" in r.stderr
     finally:
         p.stop()
         ns.delete()

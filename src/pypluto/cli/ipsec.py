@@ -104,10 +104,14 @@ def cmd_start(opts: dict[str, str], rest: list[str], *, wait: float = 30.0) -> i
     rc = subprocess.call(argv)
     if rc != 0:
         return rc
+    pidfile = os.path.join(opts.get("rundir", "/run/pluto"), "pluto.pid")
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if _running(path):
             return 0
+        if not os.path.exists(pidfile):  # the daemon gave up and removed its lock
+            print("pluto exited during start-up; see its log", file=sys.stderr)
+            return 1
         time.sleep(0.1)
     print(f"pluto did not answer on {path} within {wait:g}s", file=sys.stderr)
     return 1
