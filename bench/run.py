@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pathlib
 import sys
 import time
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     wanted = [b for b in BENCHMARKS if not argv or any(a in b for a in argv)]
     RESULTS.mkdir(exist_ok=True)
+    load0, t_all = os.getloadavg(), time.monotonic()
     lines = [
         "| benchmark | metric | pypluto | strongSwan | Libreswan | unit | note |",
         "|---|---|---|---|---|---|---|",
@@ -77,7 +79,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
     table = "\n".join(lines)
-    (RESULTS / "summary.md").write_text(table + "\n")
+    load1 = os.getloadavg()
+    head = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench` "
+            f"({' '.join(['BENCH=' + ' '.join(argv)] if argv else [])}) on "
+            f"{os.cpu_count()} CPUs in {time.monotonic() - t_all:.0f} s; load average "
+            f"{load0[0]:.1f} at start, {load1[0]:.1f} at end (other work on the machine makes "
+            "rates pessimistic; CPU per SA and RSS per SA are per-process and less "
+            "affected). Sizes: see each `bench/results/<name>.json`.\n\n")
+    (RESULTS / "summary.md").write_text(head + table + "\n")
     print()
     print(table)
     return 1 if failed else 0
