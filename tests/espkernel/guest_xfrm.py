@@ -545,6 +545,21 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
         spis = [sa.spi for sa in east_sas() if sa.dst == R4]
         pk = max((ip_s_packets(RIGHT, s) for s in spis), default=-1)
         check(f"{tag}-ip-s-xfrm-counters", pk >= 3, f"east inbound SA packets {pk}")
+        if east.kind == "pypluto":
+            # Child SA rekey (RFC 7296 §2.8): new SPIs, same policies, traffic still flows.
+            old_spis = {sa.spi for sa in left.list_sas()}
+            west.whack("--name", "west-east", "--rekey-child")
+            rekeyed = True
+            try:
+                wait_for(lambda: (cur := {sa.spi for sa in left.list_sas()}) != old_spis
+                         and len(cur) == 2 and not cur & old_spis, 30, "rekeyed SAs")  # fmt: skip
+            except TimeoutError:
+                rekeyed = False
+            now = {sa.spi for sa in left.list_sas()}
+            pols = len(left.list_policies())
+            check(f"{tag}-rekey-child", rekeyed and pols == 3,
+                  f"SPIs {sorted(map(hex, old_spis))} -> {sorted(map(hex, now))}, {pols} policies")  # fmt: skip
+            check(f"{tag}-ping-after-rekey", ping(LEFT, LIN4, RIN4))
         tr = west.whack("--trafficstatus")
         nums = [int(x) for x in re.findall(r"(?:inBytes|outBytes)=(\d+)", tr)]
         check(f"{tag}-trafficstatus", bool(nums) and min(nums) > 0, tr.strip()[:200])

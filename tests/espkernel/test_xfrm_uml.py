@@ -64,6 +64,8 @@ PAIR = [
     "pair-ping",
     "pair-sourceip-route",
     "pair-ip-s-xfrm-counters",
+    "pair-rekey-child",
+    "pair-ping-after-rekey",
     "pair-trafficstatus",
     "pair-sha2_256-truncation-128",
     "pair-ping-sha2_256",

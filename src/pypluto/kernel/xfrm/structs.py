@@ -19,6 +19,8 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+from ..base import BackendError
+
 # --- netlink (linux/netlink.h) ----------------------------------------------
 NETLINK_XFRM = 6
 SOL_NETLINK = 270
@@ -176,7 +178,7 @@ _U64 = struct.Struct("=Q")
 _U32 = struct.Struct("=I")
 
 
-class XfrmDecodeError(ValueError):
+class XfrmDecodeError(BackendError, ValueError):
     """A kernel message was shorter or stranger than its type says."""
 
 
