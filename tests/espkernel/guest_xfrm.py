@@ -415,6 +415,12 @@ def conf_text() -> str:
         f"\tleftid=@west.example\n\tright={R4}\n\trightid=@east.example\n"
         "\tike=aes_gcm256-sha2_256-dh19\n\tesp=aes128-sha1\n\tauto=add\n\n"
     )
+    conns += (
+        f"conn west-east-v6\n\tauthby=secret\n\tleft={L6}\n\tleftid=@west.example\n"
+        f"\tleftsubnet={LNET6}\n\tleftsourceip={LIN6}\n\tright={R6}\n"
+        f"\trightid=@east.example\n\trightsubnet={RNET6}\n\trightsourceip={RIN6}\n"
+        "\tike=aes_gcm256-sha2_256-dh19\n\tesp=chacha20_poly1305\n\tauto=add\n\n"
+    )
     return "config setup\n\tplutodebug=none\n\n" + conns
 
 
@@ -601,6 +607,18 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
         except TimeoutError:
             gone = False
         check(f"{tag}-host-delete-exchange", gone, down.strip()[-200:])
+        # IPv6 outside and inside, ChaCha20-Poly1305
+        out = west.whack("--name", "west-east-v6", "--initiate")
+        try:
+            wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30, "v6 SAs")
+        except TimeoutError:
+            log(f"v6 initiate: {out.strip()[-300:]}")
+        v6 = {(sa.info.family, sa.aead[0] if sa.aead else None) for sa in left.list_sas()}
+        check(f"{tag}-ipv6-chacha-sas", v6 == {(socket.AF_INET6, "rfc7539esp(chacha20,poly1305)")},
+              f"{v6}")  # fmt: skip
+        check(f"{tag}-ping-ipv6", ping(LEFT, LIN6, RIN6))
+        west.whack("--name", "west-east-v6", "--down")
+        wait_for(lambda: not left.list_sas() and not east_sas(), 30, "v6 SAs gone")
         if east.kind == "pypluto":
             # A crash (SIGKILL) leaves SAs, policies and the route; a restart removes them.
             west.whack("--name", "west-east", "--initiate")
