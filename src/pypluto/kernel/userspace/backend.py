@@ -24,8 +24,9 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   read; in-order TCP segments are merged again before the TUN write.  On
   the wire every datagram is an ordinary RFC 3948 ESP-in-UDP packet, so
   peers without any of this (strongSwan's kernel-libipsec) interoperate.
-  Together these took TCP through the plane from about 100 to 200-300 Mbit/s
-  on the shared machine.
+  Together these took TCP through the plane from about 100 to 270-450 Mbit/s
+  on the shared machine (strongSwan's kernel-libipsec in the same runs:
+  130-200 Mbit/s), at 28 us of plane CPU per packet against its 68 us.
 * Outbound flows are cached by address pair; inbound SAs are a dict by SPI;
   receive buffers are preallocated and read with ``recv*_into``.
 
