@@ -27,7 +27,9 @@ Use it as a context manager::
 
 or as the ``lab`` pytest fixture: ``from lab import lab`` in a test module (or,
 better, ``from lab import lab, pytest_runtest_makereport`` in a conftest.py,
-which also attaches the logs to failing reports).
+which also attaches the logs to failing reports).  Pass your own ``prefix``
+(``Lab(prefix="xf")``) so your namespaces and ``/tmp/lab-*`` workdirs are told
+apart from other suites'; ``LAB_KEEP=1`` keeps every workdir, not only failed ones.
 """
 
 from __future__ import annotations
