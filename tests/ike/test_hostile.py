@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import shared_path
+from testsupport import shared_path
 
 from pypluto.ike import codec
 from pypluto.ike.actions import Endpoint, SendPacket

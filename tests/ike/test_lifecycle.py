@@ -461,3 +461,18 @@ def test_rekey_responder_holds_outbound_until_old_deleted() -> None:
     east_out = [s for s in net.east.kernel_sas.values() if s.direction == "out"]
     assert len(east_out) == 1 and len(net.east.kernel_sas) == 2
     check_pair(net)
+
+
+def test_reauth_make_before_break() -> None:
+    kw = {"ikelifetime": 3600.0, "rekeymargin": 540.0, "rekeyfuzz": 0.0, "reauth": True}
+    net = Net(west_kw=kw, east_kw=kw)
+    net.up()
+    old_child = net.children(net.west)[0].spi_in
+    net.advance(3100)
+    w, e = net.established(net.west), net.established(net.east)
+    assert len(w) == 1 and len(e) == 1 and w[0].serial != 1
+    assert w[0].children and w[0].children[0].spi_in != old_child
+    assert len(net.west.kernel_sas) == 2 and len(net.east.kernel_sas) == 2
+    assert len(net.west.policies) == 3 and len(net.east.policies) == 3
+    assert any("reauth" in m for m in net.west.logs())
+    check_pair(net)

@@ -134,6 +134,7 @@ class IKESA:
     invalid_ke_retries: int = 0
     tries: int = 1
     cookie_retried: bool = False
+    reauth_of: IKESA | None = None  # reauth=yes: the IKE SA this one replaces
     halfopen_key: tuple | None = None  # responder: (SPIi, addr, port) of IKE_SA_INIT
     cands: list = field(default_factory=list)  # responder: connections matching the addresses
     peer_rekeys: list = field(default_factory=list)  # new IKE SAs the peer made from this one

@@ -113,7 +113,7 @@ class AuthTask:
         if remote_pat is not None and not remote_pat.any and remote_pat.data:
             payloads.append(codec.ident(PT.IDr, remote_pat))
         payloads.append(codec.auth(AUTH_PSK, _auth_data(ike, psk, codec.id_body(idi), True)))
-        if conn.initial_contact:
+        if conn.initial_contact and ike.reauth_of is None:
             payloads.append(codec.notify(N.INITIAL_CONTACT))
         childless = conn.raw.get("childless", "").lower() in ("yes", "require") or \
             conn.type in ("passthrough",)
@@ -165,6 +165,11 @@ class AuthTask:
                                            "(PSK mismatch?)")
         ike.remote_id = peer_id
         acts += established(eng, ike, now)
+        old = ike.reauth_of
+        ike.reauth_of = None
+        if old is not None and old.serial in eng.by_serial:  # make-before-break
+            from pypluto.ike.exchanges import informational
+            acts += informational.delete_ike(eng, old, now)
         if self.child is not None:
             err = [p.notify_type for p in payloads if p.payload_type == PT.NOTIFY
                    and p.notify_type < 16384]

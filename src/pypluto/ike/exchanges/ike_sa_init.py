@@ -64,7 +64,8 @@ def _capabilities(eng: Engine, conn: Connection, peer: dict | None = None) -> li
     return out
 
 
-def initiate(eng: Engine, conn: Connection, now: float, tries: int = 1) -> list[Action]:
+def initiate(eng: Engine, conn: Connection, now: float, tries: int = 1,
+             reauth_of: IKESA | None = None) -> list[Action]:
     acts: list[Action] = []
     assert conn.local.host_addr is not None and conn.remote.host_addr is not None
     port = conn.remote.ikeport or 500
@@ -73,12 +74,14 @@ def initiate(eng: Engine, conn: Connection, now: float, tries: int = 1) -> list[
                 spi_r=bytes(8), local=Endpoint(conn.local.host_addr, lport),
                 remote=Endpoint(conn.remote.host_addr, port), state=S.PARENT_I1, created=now)
     ike.tries = tries
+    ike.reauth_of = reauth_of
     specs = proposals.ike_specs(conn.ike)
     ike.ke_group = proposals.first_group(specs)
     ike.ni = eng.rng(NONCE_SIZE)
     eng.register(ike)
-    eng.log(acts, "initiating IKEv2 connection" + (f" (attempt {tries})" if tries > 1 else ""),
-            ike)
+    what = f"initiating IKEv2 connection to replace #{reauth_of.serial} (reauth)" \
+        if reauth_of is not None else "initiating IKEv2 connection"
+    eng.log(acts, what + (f" (attempt {tries})" if tries > 1 else ""), ike)
     acts += _send(eng, ike, now)
     return acts
 

@@ -52,7 +52,10 @@ def service(eng: Engine, ike: IKESA, now: float) -> list[Action]:
         return acts
     if ike.rekey_at is not None and now >= ike.rekey_at:
         ike.rekey_at = None
-        if not ike.rekeying and not ike.replaced and conn.rekey:
+        if conn.reauth and ike.initiator and not ike.replaced and conn.name in eng.connections:
+            ike.replaced = True  # a fresh IKE SA takes over, then this one is deleted
+            acts += ike_sa_init.initiate(eng, conn, now, reauth_of=ike)
+        elif not ike.rekeying and not ike.replaced and conn.rekey:
             ike.rekeying = True
             acts += eng.queue(ike, create_child_sa.RekeyIKETask(), now)
     for c in list(ike.children):
