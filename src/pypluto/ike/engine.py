@@ -389,7 +389,7 @@ class Engine:
         nat = ""
         if child.encap:
             nat = f" NATOA=none NATD={ike.remote}"
-        self.log(acts, f"{'negotiated connection' if False else 'established Child SA'}; IPsec "
+        self.log(acts, "established Child SA; IPsec "
                  f"{mode} [{tsmod.fmt(child.local_ts)}==={tsmod.fmt(child.remote_ts)}] "
                  f"{{{encap}=>0x{child.spi_out:08x} <0x{child.spi_in:08x} xfrm={alg}"
                  f"{nat} DPD={'active' if conn.dpddelay else 'passive'}}}", child)

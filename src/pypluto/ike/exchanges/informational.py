@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pypluto.ike import codec
 from pypluto.ike import sa as S
-from pypluto.ike.actions import Action, ConnectionEvent, Log, SendPacket
+from pypluto.ike.actions import Action, Log, SendPacket
 from pypluto.ike.sa import IKESA, ChildSA
 
 if TYPE_CHECKING:
@@ -185,5 +185,4 @@ def respond(eng: Engine, ike: IKESA, msgid: int, payloads: list, now: float) -> 
     if not deletes and not payloads:
         eng.log(acts, "answering liveness probe", ike, level="debug")
     acts += eng.send_response(ike, EXCH_INFO, msgid, out)
-    _ = ConnectionEvent
     return acts
