@@ -200,3 +200,32 @@ def test_del_policy_and_del_sa_remove_routes_and_state(lab: Lab) -> None:
     east.close()
     _no_leftovers(lab, lab.west, west_cfg["ifname"])
     _no_leftovers(lab, lab.east, east_cfg["ifname"])
+
+
+CLOSED_SOCKET = textwrap.dedent("""
+    import socket, sys, time
+    from pypluto.kernel.userspace import UserspaceBackend
+    be = UserspaceBackend(sys.argv[1], table=4501, rule_priority=4501)
+    got = []
+    socks = []
+    for port in (4500, 4501):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", port)); s.setblocking(False); socks.append(s)
+        be.attach_nat_socket(s, ("127.0.0.1", port), lambda d, a: got.append(d))
+    socks[0].close()                       # the daemon closes one without telling us
+    end = time.monotonic() + 10
+    while len(be._socks) != 1 and time.monotonic() < end:
+        time.sleep(0.05)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.sendto(b"\\0\\0\\0\\0ike", ("127.0.0.1", 4501))
+    while not got and time.monotonic() < end:
+        time.sleep(0.05)
+    print(len(be._socks), got)
+    be.flush_own(); be.close()
+""")
+
+
+def test_closed_daemon_socket_is_dropped(lab: Lab) -> None:
+    """A socket the daemon closes stops being polled; the others keep working."""
+    r = lab.exec(lab.west, sys.executable, "-c", CLOSED_SOCKET, f"ppc{os.getpid()}")
+    assert r.stdout.strip() == "1 [b'ike']", r.stdout + r.stderr

@@ -168,9 +168,8 @@ class UserspaceBackend(KernelBackend):
         self._policies: dict[tuple[str, str, str, int], PolicyParams] = {}
         self._out_pols: list[_OutPolicy] = []
         self._flow: dict[bytes, _Flow] = {}
-        self._socks: list[tuple[tuple[str, int], socket.socket]] = []
+        self._socks: list[tuple[tuple[str, int], socket.socket, Deliver]] = []
         self._raw: dict[int, socket.socket] = {}
-        self._deliver_for: dict[int, Deliver] = {}
         self._route_refs: dict[tuple[int, str], int] = {}
         self._throw_refs: dict[tuple[int, str], int] = {}
         self._addr_refs: dict[str, int] = {}
@@ -394,7 +393,11 @@ class UserspaceBackend(KernelBackend):
                 else:
                     n, addr = recvfrom(mv)
                     c.udp_reads += 1
+            except BlockingIOError:
+                return
             except OSError:
+                if sock.fileno() < 0:  # the daemon closed it: stop polling its old fd
+                    self.detach_nat_socket(sock)
                 return
             c.udp_datagrams += 1
             p = one(mv[:n], addr, deliver)
@@ -541,7 +544,7 @@ class UserspaceBackend(KernelBackend):
             return (osa, raw.sendto, (str(p.dst), 0), raw, False)
         fam = socket.AF_INET6 if p.dst.version == 6 else socket.AF_INET
         best = None
-        for local, sock in self._socks:
+        for local, sock, _deliver in self._socks:
             if sock.family != fam:
                 continue
             if p.encap_sport is not None and local[1] != p.encap_sport:
@@ -563,9 +566,8 @@ class UserspaceBackend(KernelBackend):
                           deliver_ike: Callable[[bytes, tuple[str, int]], None]) -> bool:
         """Own the reads of the daemon's UDP socket at ``local`` (RFC 3948)."""
         with self._lock:
-            self._socks.append(((local[0], local[1]), sock))
+            self._socks.append(((local[0], local[1]), sock, deliver_ike))
             self._invalidate()
-            self._deliver_for[sock.fileno()] = deliver_ike
             if self._gso:
                 try:  # datagrams of one flow arrive coalesced (split again in _drain_udp)
                     sock.setsockopt(SOL_UDP, UDP_GRO, 1)
@@ -579,6 +581,13 @@ class UserspaceBackend(KernelBackend):
                     continue
             self._kick()
         return True
+
+    def detach_nat_socket(self, sock: socket.socket) -> None:
+        """Stop reading ``sock`` (call before closing it; a closed one is noticed anyway)."""
+        with self._lock:
+            self._socks = [x for x in self._socks if x[1] is not sock]
+            self._invalidate()
+            self._kick()
 
     def handle_esp(self, data: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
         self._esp_in(data)
@@ -948,9 +957,10 @@ class _Worker:
         if self.tun:
             h[pl._tun_fd] = lambda: pl._drain_tun(batch)
         if self.net:
-            for _local, sock in pl._socks:
+            with pl._lock:  # forget sockets the daemon closed
+                pl._socks = [x for x in pl._socks if x[1].fileno() >= 0]
+            for _local, sock, deliver in pl._socks:
                 mv = memoryview(bytearray(65536))
-                deliver = pl._deliver_for.get(sock.fileno())
                 h[sock.fileno()] = (lambda s=sock, d=deliver, m=mv:  # type: ignore[misc]
                                     pl._drain_udp(s, d, m, batch))
             for version, raw in pl._raw.items():
@@ -975,7 +985,16 @@ class _Worker:
                     events = poller.poll()
                 except InterruptedError:
                     continue
-                for fd, _ev in events:
+                for fd, ev in events:
+                    if ev & select.POLLNVAL:  # a descriptor closed under us
+                        rebuild = True
+                        fn = handlers.get(fd)
+                        if fn is not None:
+                            try:
+                                fn()  # lets the drain notice and detach what was closed
+                            except Exception:  # noqa: BLE001
+                                log.exception("userspace ESP worker")
+                        continue
                     if fd == wake:
                         try:
                             os.read(wake, 512)
