@@ -83,16 +83,18 @@ def test_traffic(lab: Lab, cell: Callable[..., None], proposal: Proposal, role: 
     if proposal.pfs:
         # RFC 7296 §1.3.3: a Child SA rekey with PFS carries KE; strongSwan's
         # esp_proposals here all require the group, so a rekey without KE fails.
-        before = _child_spis(them)
-        us.rekey_child()
-        lab.wait_for(lambda: _child_spis(them) and not _child_spis(them) & before, 20,
-                     "Child SA rekeyed with PFS")
-        child = them.installed_child()
-        assert child is not None
-        algs = child.algs
-        assert "ECP_256" in algs, algs
-        _ping_both(lab)
-        cell(note=f"ESP {algs} after PFS rekey")
+        for who, rekey in (("pypluto", us.rekey_child),
+                           ("strongSwan", lambda: them.rekey(child="net"))):
+            before = _child_spis(them)
+            rekey()
+            lab.wait_for(lambda b=before: _child_spis(them) and not _child_spis(them) & b,
+                         20, f"Child SA rekeyed with PFS by {who}")
+            child = them.installed_child()
+            assert child is not None
+            algs = child.algs
+            assert "ECP_256" in algs, f"rekey by {who}: {algs}"
+            _ping_both(lab)
+        cell(note=f"ESP {algs} after PFS rekeys by both ends")
 
 
 # ------------------------------------------------------------------ case 2
