@@ -476,3 +476,20 @@ def test_reauth_make_before_break() -> None:
     assert len(net.west.policies) == 3 and len(net.east.policies) == 3
     assert any("reauth" in m for m in net.west.logs())
     check_pair(net)
+
+
+def test_kernel_expire_events() -> None:
+    from pypluto.kernel.base import SAExpire
+    net = Net()
+    net.up()
+    c = net.children(net.west)[0]
+    ev = SAExpire(dst=net.west.addr, spi=c.spi_in, protocol="esp", hard=False, reason="seq")
+    net.apply(net.west, net.west.engine.sa_expired(ev, net.now))
+    net.run()
+    c2 = net.children(net.west)[0]
+    assert c2.spi_in != c.spi_in
+    ev = SAExpire(dst=net.east.addr, spi=c2.spi_out, protocol="esp", hard=True, reason="bytes")
+    net.apply(net.west, net.west.engine.sa_expired(ev, net.now))
+    net.run()
+    assert not net.children(net.west) and not net.children(net.east)
+    assert net.established(net.west)

@@ -614,6 +614,26 @@ class Engine:
                 acts += self.queue(ike, create_child_sa.RekeyChildTask(c), now)
         return acts
 
+    def sa_expired(self, ev: Any, now: float) -> list[Action]:
+        """A kernel limit event (``kernel.base.SAExpire``): rekey on soft, delete on hard."""
+        from pypluto.ike.exchanges import create_child_sa, informational
+        spi = int(ev.spi)
+        c = self.children_in.get(spi) or self.children_out.get(spi)
+        acts: list[Action] = []
+        if c is None or c.parent is None or c.state != S.ESTABLISHED_CHILD:
+            return acts
+        ike = c.parent
+        if ev.hard:
+            self.log(acts, f"Child SA reached its hard {ev.reason} limit; deleting it", c)
+            if ike.established:
+                return acts + informational.delete_children(self, ike, [c], now)
+            return acts + self.remove_child(c, now)
+        if ike.established and not c.rekeying and not c.replaced:
+            c.rekeying = True
+            self.log(acts, f"Child SA reached its soft {ev.reason} limit; rekeying", c)
+            acts += self.queue(ike, create_child_sa.RekeyChildTask(c), now)
+        return acts
+
     def shutdown(self, now: float) -> list[Action]:
         """Send Delete for every IKE SA and remove all state (daemon exit)."""
         from pypluto.ike.exchanges import informational
