@@ -99,6 +99,8 @@ def segment_tcp(pkt: bytes, gso_size: int) -> list[bytes]:
     plen = len(payload)
     if plen <= gso_size:
         return [fix_checksums(pkt)]
+    if ihl == 20 or v == 6:
+        return _segment_common(pkt, v, thl, hl, payload, gso_size)
     # Checksums by sums of parts (RFC 1071 §2(B), RFC 1624): the constant parts once,
     # per segment only the fields that change and the payload.
     h = bytearray(pkt[:hl])
@@ -148,6 +150,62 @@ def segment_tcp(pkt: bytes, gso_size: int) -> list[bytes]:
         else:
             pack(h, 4, tlen)
         out.append(bytes(h) + chunk)
+    return out
+
+
+_HDR4 = struct.Struct("!BBHHHBBH4s4sHHIIBBHHH")  # IPv4 without options + TCP (20 bytes)
+_HDR6 = struct.Struct("!IHBB16s16sHHIIBBHHH")  # IPv6 + TCP
+
+
+def _segment_common(pkt: bytes, v: int, thl: int, hl: int, payload: memoryview,
+                    gso_size: int) -> list[bytes]:
+    """:func:`segment_tcp` for IPv4 without options and IPv6: one ``pack`` per header."""
+    if v == 4:
+        (b0, tos, _tot, ip_id, frag, ttl, proto, _ck, src, dst, sport, dport, seq0, ack, doff,
+         flags0, win, _tck, urg) = _HDR4.unpack_from(pkt)
+        # IPv4 header sum without total length, ID and checksum
+        ip_base = (((b0 << 8) | tos) + frag + ((ttl << 8) | proto) + csum_add(pkt[12:20]))
+        addr_sum = csum_add(pkt[12:20])
+    else:
+        (vtf, _plen, nh, hlim, src, dst, sport, dport, seq0, ack, doff, flags0, win, _tck,
+         urg) = _HDR6.unpack_from(pkt)
+        ip_base = 0
+        addr_sum = csum_add(pkt[8:40])
+    opts = pkt[hl - thl + 20:hl]
+    # TCP sum without sequence number, flags and checksum, plus the pseudo-header addresses
+    tcp_base = (addr_sum + 6 + sport + dport + (ack >> 16) + (ack & 0xFFFF) + (doff << 8)
+                + win + urg + csum_add(opts))
+    plen = len(payload)
+    nseg = (plen + gso_size - 1) // gso_size
+    out = []
+    mod = 0xFFFF
+    frombytes = int.from_bytes
+    last = nseg - 1
+    for i in range(nseg):
+        off = i * gso_size
+        chunk = payload[off:off + gso_size]
+        n = len(chunk)
+        flags = flags0
+        if i != last:
+            flags &= ~0x09  # FIN, PSH on the last segment only
+        if i:
+            flags &= ~0x80  # CWR on the first only
+        seq = (seq0 + off) & 0xFFFFFFFF
+        tlen = thl + n
+        data = frombytes(chunk, "big") if not n & 1 else frombytes(bytes(chunk) + b"\0", "big")
+        t = (tcp_base + tlen + (seq >> 16) + (seq & 0xFFFF) + flags + data) % mod
+        tck = (~t) & 0xFFFF if t else 0xFFFF
+        if v == 4:
+            ident = (ip_id + i) & 0xFFFF
+            total = 20 + tlen
+            ipt = (ip_base + total + ident) % mod
+            hdr = _HDR4.pack(b0, tos, total, ident, frag, ttl, proto,
+                             (~ipt) & 0xFFFF if ipt else 0xFFFF, src, dst, sport, dport, seq,
+                             ack, doff, flags, win, tck, urg)
+        else:
+            hdr = _HDR6.pack(vtf, tlen, nh, hlim, src, dst, sport, dport, seq, ack, doff, flags,
+                             win, tck, urg)
+        out.append(hdr + opts + chunk)
     return out
 
 
