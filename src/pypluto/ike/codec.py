@@ -143,8 +143,8 @@ def vendor(data: bytes) -> Any:
 # --- small helpers ---------------------------------------------------------------
 def natd_hash(spi_i: bytes, spi_r: bytes, addr: Any, port: int) -> bytes:
     """NAT_DETECTION_*_IP data: SHA-1(SPIi | SPIr | IP | Port) (RFC 7296 §2.23)."""
-    return hashlib.sha1(spi_i + spi_r + ipaddress.ip_address(addr).packed
-                        + port.to_bytes(2, "big")).digest()
+    packed = addr.packed if hasattr(addr, "packed") else ipaddress.ip_address(addr).packed
+    return hashlib.sha1(spi_i + spi_r + packed + port.to_bytes(2, "big")).digest()
 
 
 def cookie_value(secret: bytes, version: int, ni: bytes, addr: Any, spi_i: bytes) -> bytes:

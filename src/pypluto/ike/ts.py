@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from pypluto.kernel.base import TrafficSelector
 
+_ADDR = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 TS_IPV4_ADDR_RANGE = 7
 TS_IPV6_ADDR_RANGE = 8
 
@@ -36,6 +37,12 @@ class TS(NamedTuple):
             ipaddress.IPv6Address(self.end)
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        size = self.end - self.start + 1
+        if size & (size - 1) == 0 and self.start % size == 0:  # one CIDR block (common)
+            bits = 32 if self.version == 4 else 128
+            plen = bits - (size.bit_length() - 1)
+            cls = ipaddress.IPv4Network if self.version == 4 else ipaddress.IPv6Network
+            return [cls((self.start, plen))]
         return list(ipaddress.summarize_address_range(self.start_addr(), self.end_addr()))
 
     def __str__(self) -> str:
@@ -64,8 +71,8 @@ def from_range(ts_type: int, proto: int, sport: int, eport: int, start: object,
                end: object) -> TS | None:
     """A selector from wire values; None when it is malformed (start > end, bad type)."""
     try:
-        a = ipaddress.ip_address(start)  # type: ignore[arg-type]
-        b = ipaddress.ip_address(end)  # type: ignore[arg-type]
+        a = start if isinstance(start, _ADDR) else ipaddress.ip_address(start)  # type: ignore[arg-type]
+        b = end if isinstance(end, _ADDR) else ipaddress.ip_address(end)  # type: ignore[arg-type]
     except ValueError:
         return None
     version = {TS_IPV4_ADDR_RANGE: 4, TS_IPV6_ADDR_RANGE: 6}.get(ts_type)
