@@ -73,10 +73,10 @@ def ip_batch(ns: str | None, lines: list[str]) -> None:
     sh(argv, input_text="\n".join(lines) + "\n")
 
 
-def ping(ns: str, src: str, dst: str, count: int = 3) -> bool:
+def ping(ns: str, src: str, dst: str, count: int = 3, wait: int = 2) -> bool:
     v6 = ":" in dst
     argv = ["ip", "netns", "exec", ns, "ping"] + (["-6"] if v6 else [])
-    argv += ["-c", str(count), "-i", "0.2", "-W", "2", "-I", src, dst]
+    argv += ["-c", str(count), "-i", "0.2", "-W", str(wait), "-I", src, dst]
     res = subprocess.run(argv, capture_output=True, text=True)
     m = re.search(r"(\d+) received", res.stdout)
     return res.returncode == 0 and m is not None and int(m.group(1)) == count
@@ -243,7 +243,7 @@ def scenario_gcm_esn(left: XfrmBackend, right: XfrmBackend) -> None:
           f"{before} -> {after.packets if after else None}")  # fmt: skip
     # Without the SAs the policies must block the traffic (no leak in clear).
     left.del_sa(R4, spi_lr)
-    check("policy-blocks-without-sa", not ping(LEFT, LIN4, RIN4, count=1))
+    check("policy-blocks-without-sa", not ping(LEFT, LIN4, RIN4, count=1, wait=1))
     t.remove()
     check(
         "del_sa-del_policy",
@@ -379,7 +379,7 @@ def scenario_expire(left: XfrmBackend, right: XfrmBackend) -> None:
         spi_rl=0x6102, encr_id=20, encr_key_bits=128, soft_packets=3, hard_packets=6,
     )  # fmt: skip
     t.install(keys(20), keys(20))
-    ping(LEFT, LIN4, RIN4, count=8)
+    ping(LEFT, LIN4, RIN4, count=7, wait=1)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not any(e.hard for e in events if e.spi == 0x6101):
         time.sleep(0.1)
