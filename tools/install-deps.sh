@@ -44,3 +44,6 @@ bash "$(dirname "$0")/install-libreswan.sh"
 
 # A kernel with ESP for the XFRM backend tests (User-Mode Linux).
 apt_install user-mode-linux
+
+# Benchmarks: iperf3 drives the ESP throughput runs (bench/esp_throughput.py).
+apt_install iperf3
