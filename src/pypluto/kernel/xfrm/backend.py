@@ -140,25 +140,19 @@ def encode_sa(sa: SAParams, reqid: int) -> bytes:
         raise BackendError(f"XFRM: unknown IPsec protocol {sa.protocol!r}")
     if sa.src.version != sa.dst.version:
         raise BackendError(f"XFRM: SA {sa.src} -> {sa.dst} mixes IPv4 and IPv6")
-    if not 0 < sa.spi <= 0xFFFFFFFF or sa.spi < 256:
+    if not 256 <= sa.spi <= 0xFFFFFFFF:
         raise BackendError(f"XFRM: invalid SPI {sa.spi:#x} (RFC 4303 §2.1: 256 and above)")
     family = S.family_of(sa.dst)
     mode = S.XFRM_MODE_TUNNEL if sa.mode == "tunnel" else S.XFRM_MODE_TRANSPORT
     flags = 0
-    sel = S.Selector()
+    # The SA's own selector matches any traffic of its family: the policies decide
+    # what goes into the SA (a narrower SA selector would break NAT-T transport mode,
+    # where the peer's traffic selector is not the address its packets come from).
+    sel = S.Selector(family=family)
     inner = {ts.network.version for ts in (*sa.local_ts, *sa.remote_ts)}
-    if mode == S.XFRM_MODE_TUNNEL:
-        if inner and inner != {sa.dst.version}:
-            flags |= S.XFRM_STATE_AF_UNSPEC  # inner family differs: selector family 0
-        else:
-            sel.family = family
-    else:
-        sel.family = family
-        if len(sa.local_ts) == 1 and len(sa.remote_ts) == 1 and inner == {sa.dst.version}:
-            if sa.direction == "out":
-                sel = policy_selector(sa.local_ts[0], sa.remote_ts[0])
-            else:
-                sel = policy_selector(sa.remote_ts[0], sa.local_ts[0])
+    if mode == S.XFRM_MODE_TUNNEL and inner and inner != {sa.dst.version}:
+        sel.family = 0  # IPv4 in IPv6 or the reverse: selector family AF_UNSPEC
+        flags |= S.XFRM_STATE_AF_UNSPEC
     attrs: list[bytes] = []
     if sa.protocol == "ah":
         name, bits = kernel_auth(sa.integ_id, sa.integ_key)
