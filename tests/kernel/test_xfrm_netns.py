@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from conftest import is_root, require
+from testsupport import is_root, require
 
 from pypluto.kernel.base import BackendError, PolicyParams, SAParams, TrafficSelector
 from pypluto.kernel.probe import choose_backend, probe_kernel_esp
