@@ -113,6 +113,8 @@ def test_rekey_under_ping(lab: Lab, cell: Callable[..., None], role: str, by: st
     ike_before = them.established()
     assert ike_before is not None
     spis_before = _child_spis(them)
+    our_children_before, our_ike_before = us.child_spis(), us.ike_spis()
+    assert len(our_children_before) == 1 and len(our_ike_before) == 1, us.showstates()
     log = lab.workdir / "ping.log"
     ping = lab.spawn(lab.west, ["ping", "-n", "-i", "0.2", "-c", "30", "-W", "2",
                                 "-I", WEST_INNER, EAST_INNER], log, name="ping")
@@ -134,6 +136,13 @@ def test_rekey_under_ping(lab: Lab, cell: Callable[..., None], role: str, by: st
         return bool(spis) and not spis & spis_before
 
     lab.wait_for(rekeyed, 20, f"{what} SA rekeyed by {by}, old one deleted")
+    # our side too: exactly one IKE SA and one Child SA, the new ones (§2.8)
+    lab.wait_for(lambda: len(us.ike_spis()) == 1 and len(us.child_spis()) == 1, 20,
+                 f"the old {what} SA deleted on our side")
+    if what == "child":
+        assert not us.child_spis() & our_children_before
+    else:
+        assert not us.ike_spis() & our_ike_before
     ping.proc.wait(30)
     sent, received = parse_ping(log.read_text())
     assert sent == 30 and received == sent, log.read_text()[-800:]
