@@ -106,7 +106,11 @@ class XfrmSocket:
         except OSError as e:
             raise BackendError(f"cannot open a {label} netlink socket: {e.strerror}") from e
         self._sock.settimeout(timeout)
-        self._sock.bind((0, groups))
+        try:
+            self._sock.bind((0, groups))
+        except OSError as e:
+            self._sock.close()
+            raise BackendError(f"cannot bind the {label} netlink socket: {e.strerror}") from e
         self._cap_ack = False
         try:
             self._sock.setsockopt(S.SOL_NETLINK, S.NETLINK_EXT_ACK, 1)
