@@ -500,9 +500,12 @@ class Pypluto:
         """``whack --showstates --json``: the IKE SAs with their Child SAs."""
         r = self.whack("--showstates", "--json")
         try:
-            return list(json.loads(r.stdout).get("ike_sas", []))
-        except (ValueError, AttributeError):
-            return []
+            if r.returncode != 0:
+                raise ValueError(f"exit {r.returncode}")
+            return list(json.loads(r.stdout)["ike_sas"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise LabError(f"whack --showstates --json: {e}: {r.stdout[-500:]}"
+                           f"{r.stderr[-500:]}") from e
 
     def child_spis(self) -> set[int]:
         """Our inbound SPIs of the established Child SAs."""

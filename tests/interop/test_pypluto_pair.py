@@ -62,6 +62,8 @@ def test_rekey_under_ping(lab: Lab, cell: Callable[..., None], what: str) -> Non
         return len(children) == 1 and not children & child_before
 
     lab.wait_for(rekeyed, 20, f"{what} SA rekeyed and the old one deleted")
+    lab.wait_for(lambda: len(west.child_spis()) == 1 and len(west.ike_spis()) == 1, 20,
+                 "one IKE and one Child SA left on the rekey initiator")
     ping.proc.wait(30)
     sent, received = parse_ping(log.read_text())
     assert sent == 30 and received == sent, log.read_text()[-800:]
@@ -74,7 +76,8 @@ def test_delete(lab: Lab, cell: Callable[..., None], by: str) -> None:
     west, east = _pair(lab, PROPOSALS[0])
     r = (west if by == "initiator" else east).down()
     assert r.returncode == 0, r.stdout + r.stderr
-    lab.wait_for(lambda: "ESTABLISHED" not in west.showstates()
+    lab.wait_for(lambda: not west.sas() and not east.sas()
+                 and "ESTABLISHED" not in west.showstates()
                  and "ESTABLISHED" not in east.showstates()
                  and not west.routes_to("203.0.113.0/24")
                  and not east.routes_to("198.51.100.0/24"), 15, "nothing left on either end")

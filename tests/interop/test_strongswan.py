@@ -196,9 +196,9 @@ def test_delete_leaves_nothing(lab: Lab, cell: Callable[..., None], role: str, b
         them.terminate_ike("east-west")
 
     def clean() -> bool:
-        states = us.showstates()
-        return ("ESTABLISHED" not in states and not us.routes_to(EAST_SUBNET)
-                and "inBytes" not in us.trafficstatus() and not them.list_sas())
+        return (not us.sas() and "ESTABLISHED" not in us.showstates()
+                and not us.routes_to(EAST_SUBNET) and "inBytes" not in us.trafficstatus()
+                and not them.list_sas())
 
     lab.wait_for(clean, 15, "no SAs, routes or traffic entries left on either side")
     assert lab.ping(lab.west, EAST_INNER, count=1, timeout=1, src=WEST_INNER)[1] == 0
