@@ -329,3 +329,37 @@ def test_expire_events_decoded_for_our_sas_only() -> None:
     assert decode_expire(expire(16388, True, 6), own) is None
     with pytest.raises(S.XfrmDecodeError):
         decode_expire(bytes(100), own)
+
+
+@given(st.binary(max_size=600))
+def test_decoders_raise_only_decode_errors(data: bytes) -> None:
+    """Whatever the kernel (or a fuzzer) hands us: a result or XfrmDecodeError, never a crash."""
+    for decode in (S.split_messages, S.parse_attrs, KernelSA.decode, KernelPolicy.decode):
+        try:
+            decode(data)
+        except S.XfrmDecodeError:
+            pass
+    try:
+        decode_expire(data, lambda r: True)
+    except S.XfrmDecodeError:
+        pass
+
+
+@given(
+    attrs=st.lists(st.tuples(st.integers(0, 40), st.binary(max_size=90)), max_size=6),
+    policy=st.booleans(),
+)
+def test_decoders_survive_odd_attributes(attrs: list[tuple[int, bytes]], policy: bool) -> None:
+    """A valid fixed part followed by attributes of any type and any (short) length."""
+    head = S.UserPolicyInfo().pack() if policy else S.UserSAInfo().pack()
+    body = head + b"".join(S.nlattr(t, p) for t, p in attrs)
+    try:
+        (KernelPolicy if policy else KernelSA).decode(body)
+    except S.XfrmDecodeError:
+        pass
+
+
+def test_short_algorithm_attribute_is_a_decode_error() -> None:
+    body = S.UserSAInfo().pack() + S.nlattr(S.XFRMA_ALG_AEAD, b"rfc4106")
+    with pytest.raises(S.XfrmDecodeError, match="malformed SA"):
+        KernelSA.decode(body)

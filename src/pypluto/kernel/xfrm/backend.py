@@ -21,6 +21,7 @@ import errno
 import ipaddress
 import math
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -263,6 +264,16 @@ class KernelSA:
 
     @classmethod
     def decode(cls, body: bytes) -> KernelSA:
+        """An SA from a NEWSA body (dump or GETSA reply); XfrmDecodeError if malformed."""
+        try:
+            return cls._decode(body)
+        except (struct.error, UnicodeError, ValueError) as e:
+            if isinstance(e, S.XfrmDecodeError):
+                raise
+            raise S.XfrmDecodeError(f"malformed SA from the kernel: {e}") from e
+
+    @classmethod
+    def _decode(cls, body: bytes) -> KernelSA:
         info = S.UserSAInfo.unpack(body)
         attrs = S.parse_attrs(body, S.USERSA_INFO_SIZE)
         sa = cls(
@@ -295,6 +306,16 @@ class KernelPolicy:
 
     @classmethod
     def decode(cls, body: bytes) -> KernelPolicy:
+        """A policy from a NEWPOLICY body; XfrmDecodeError if malformed."""
+        try:
+            return cls._decode(body)
+        except (struct.error, ValueError) as e:
+            if isinstance(e, S.XfrmDecodeError):
+                raise
+            raise S.XfrmDecodeError(f"malformed policy from the kernel: {e}") from e
+
+    @classmethod
+    def _decode(cls, body: bytes) -> KernelPolicy:
         info = S.UserPolicyInfo.unpack(body)
         attrs = S.parse_attrs(body, S.USERPOLICY_INFO_SIZE)
         tmpls = [t for raw in attrs.get(S.XFRMA_TMPL, []) for t in S.unpack_tmpls(raw)]
@@ -669,7 +690,10 @@ def decode_expire(body: bytes, is_own: Callable[[int], bool]) -> SAExpire | None
     The reason is the limit the counters reached (bytes, then packets), else
     the add-time lifetime ("seconds").
     """
-    info, hard = S.unpack_user_expire(body)
+    try:
+        info, hard = S.unpack_user_expire(body)
+    except struct.error as e:
+        raise S.XfrmDecodeError(f"malformed expire message: {e}") from e
     if not is_own(info.reqid) or info.daddr is None:
         return None
     lft, cur = info.lft, info.curlft
