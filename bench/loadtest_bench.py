@@ -103,8 +103,10 @@ def run(n: int | None = None, c: int | None = None) -> dict[str, Any]:
                 sw = f"{sw} / {g(resp, 'strongswan_initiator', 'p99_ms')}"
             rows.append({"metric": f"initiator mode vs {resp} responder: {metric}",
                          "pypluto": pp, "strongswan": sw, "libreswan": None, "unit": unit,
-                         "note": f"columns = initiator (ipsec loadtest vs charon+vici); "
-                                 f"childless, N={n} C={c}" + (f"; error: {e}" if e else "")})
+                         "note": (f"columns = initiator (ipsec loadtest vs charon+vici); "
+                                  f"childless, N={n} C={c}; charon's CPU includes serving "
+                                  f"{c} blocking vici sessions" if metric == "rate" else "")
+                         + (f"; error: {e}" if e else "")})
     return {"name": "loadtest", "command": "make bench BENCH=loadtest_bench",
             "results": res, "rows": rows}
 
