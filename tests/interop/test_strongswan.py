@@ -167,7 +167,7 @@ def test_liveness(lab: Lab, cell: Callable[..., None], role: str) -> None:
     them.kill()
 
     def gone() -> bool:
-        return not us.child_established() and not us.routes_to(EAST_SUBNET)
+        return not us.child_spis() and not us.routes_to(EAST_SUBNET)
 
     lab.wait_for(gone, dpddelay + timeout + 5, "peer declared dead, SAs and routes removed")
     assert lab.ping(lab.west, EAST_INNER, count=1, timeout=1, src=WEST_INNER)[1] == 0
