@@ -180,11 +180,11 @@ class Lab:
 
     # -------------------------------------------------------------- commands
     @staticmethod
-    def _argv(ns: str | None, argv: Sequence[str]) -> list[str]:
-        argv = [str(a) for a in argv]
-        return ["ip", "netns", "exec", ns, *argv] if ns else argv
+    def _argv(ns: str | None, argv: Sequence[object]) -> list[str]:
+        words = [str(a) for a in argv]
+        return ["ip", "netns", "exec", ns, *words] if ns else words
 
-    def run(self, ns: str | None, argv: Sequence[str], *, check: bool = True,
+    def run(self, ns: str | None, argv: Sequence[object], *, check: bool = True,
             timeout: float = 60, env: Mapping[str, str] | None = None,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a command to completion in namespace ``ns`` (None: the current one)."""
@@ -201,7 +201,7 @@ class Lab:
                            f"stdout: {r.stdout.strip()}\nstderr: {r.stderr.strip()}")
         return r
 
-    def spawn(self, ns: str | None, argv: Sequence[str], logfile: str | os.PathLike[str],
+    def spawn(self, ns: str | None, argv: Sequence[object], logfile: str | os.PathLike[str],
               env: Mapping[str, str] | None = None, *, name: str | None = None,
               expect_alive: bool = True) -> Spawned:
         """Start a long-running process in ``ns``, stdout+stderr to ``logfile``.

@@ -41,14 +41,15 @@ def _pair(lab: Lab) -> tuple[StrongSwan, StrongSwan]:
 def test_strongswan_pair_traffic(lab: Lab) -> None:
     west, east = _pair(lab)
     west.initiate()
-    ike = lab.wait_for(east.established, 10, "east's IKE and Child SA")
-    assert ike.children[0].algs.startswith("AES_GCM_16-256")
+    lab.wait_for(east.established, 10, "east's IKE and Child SA")
+    child = east.installed_child()
+    assert child is not None and child.algs.startswith("AES_GCM_16-256")
     assert lab.ping(lab.west, EAST_INNER, count=3, src=WEST_INNER) == (3, 3)
     assert lab.ping(lab.east, WEST_INNER, count=3, src=EAST_INNER) == (3, 3)
     sent, got, n = lab.transfer(lab.east, lab.west, WEST_INNER, src=EAST_INNER)
     assert (got, n) == (sent, 1 << 20)
-    child = east.established().children[0]  # type: ignore[union-attr]
-    assert child.bytes_out > 1 << 20  # east sent the megabyte
+    child = east.installed_child()
+    assert child is not None and child.bytes_out > 1 << 20  # east sent the megabyte
     east.terminate_ike("east-west")
     lab.wait_for(lambda: not west.list_sas(), 10, "west's SAs gone after the Delete")
 

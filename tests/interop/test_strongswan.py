@@ -83,12 +83,18 @@ def test_traffic(lab: Lab, cell: Callable[..., None], proposal: Proposal, role: 
     if proposal.pfs:
         # RFC 7296 §1.3.3: a Child SA rekey with PFS carries KE; strongSwan's
         # esp_proposals here all require the group, so a rekey without KE fails.
-        for who, rekey in (("pypluto", us.rekey_child),
-                           ("strongSwan", lambda: them.rekey(child="net"))):
+        for who in ("pypluto", "strongSwan"):
             before = _child_spis(them)
-            rekey()
-            lab.wait_for(lambda b=before: _child_spis(them) and not _child_spis(them) & b,
-                         20, f"Child SA rekeyed with PFS by {who}")
+            if who == "pypluto":
+                us.rekey_child()
+            else:
+                them.rekey(child="net")
+
+            def replaced(before: set[str] = before) -> bool:
+                now = _child_spis(them)
+                return bool(now) and not now & before
+
+            lab.wait_for(replaced, 20, f"Child SA rekeyed with PFS by {who}")
             child = them.installed_child()
             assert child is not None
             algs = child.algs
