@@ -37,6 +37,10 @@ LIMITS = [
     "  detection; raw ESP arrived in 5.9.11), so plain ESP (protocol 50) and",
     "  `start_action = trap` cannot be exercised against it; host-to-host tunnels need",
     "  extra fwmark settings and are not run.",
+    "* pypluto against pypluto with `--use-xfrm` needs kernel ESP: it runs inside the",
+    "  User-Mode-Linux ESP kernel in `tests/espkernel/test_xfrm_uml.py`; `make demo`",
+    "  (tools/demo.py) picks `--use-xfrm` there and was run through",
+    "  `tools/run-in-esp-kernel.sh` as well.",
     "",
 ]
 _results: dict[tuple[str, str, str, str], tuple[str, str]] = {}

@@ -81,3 +81,19 @@ def test_delete(lab: Lab, cell: Callable[..., None], by: str) -> None:
                  and "ESTABLISHED" not in east.showstates()
                  and not west.routes_to("203.0.113.0/24")
                  and not east.routes_to("198.51.100.0/24"), 15, "nothing left on either end")
+
+
+def test_none_backend_negotiates(lab: Lab, cell: Callable[..., None]) -> None:
+    """``--use-none`` (no data plane): IKE and Child SAs still negotiate on both ends.
+
+    The XFRM backend pair runs inside the ESP kernel
+    (tests/espkernel/test_xfrm_uml.py::test_two_pypluto_daemons_with_xfrm)."""
+    cell(peer=PEER, case="negotiate (--use-none)", role="both", proposal="defaults")
+    conf = ipsec_conf(proposal=PROPOSALS[0])
+    west = Pypluto(lab, lab.west, "pypluto-west", "--use-none").start(conf)
+    east = Pypluto(lab, lab.east, "pypluto-east", "--use-none").start(conf)
+    out = west.initiate()
+    lab.wait_for(lambda: len(west.child_spis()) == 1 and len(east.child_spis()) == 1, 20,
+                 f"Child SA on both ends (whack --initiate said: {out[-300:]})")
+    assert west.child_spis() != east.child_spis()  # each end chose its own inbound SPI
+    assert not west.routes_to("203.0.113.0/24")  # no data plane, no routes
