@@ -354,7 +354,11 @@ class XfrmBackend(KernelBackend):
         self._lock = threading.Lock()
         self._allocated: set[tuple[IPAddress, int, int]] = set()
         self._sas: set[tuple[IPAddress, int, int]] = set()
-        self._routes = RouteManager(netns, self._log)
+        try:
+            self._routes = RouteManager(netns, self._log)
+        except BackendError:
+            self._nl.close()
+            raise
         self._routed: dict[tuple[str, str, str], ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
         self._events: XfrmSocket | None = None
         self._events_thread: threading.Thread | None = None
