@@ -390,6 +390,27 @@ def scenario_expire(left: XfrmBackend, right: XfrmBackend) -> None:
     t.remove()
 
 
+def scenario_acquire(left: XfrmBackend, right: XfrmBackend) -> None:
+    """A policy without SAs (auto=route): the first packet becomes an ACQUIRE for us."""
+    events = []
+    left.set_acquire_callback(events.append)
+    lts, rts = TrafficSelector(LNET4), TrafficSelector(RNET4)
+    left.add_policy(PolicyParams(lts, rts, "out", 8, L4, R4))
+    ping(LEFT, LIN4, RIN4, count=1, wait=1)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not events:
+        time.sleep(0.1)
+    ok = [
+        e for e in events
+        if e.reqid == 8 and e.remote == R4 and e.local == L4
+        and ipaddress.ip_address(RIN4) in e.dst.network
+    ]  # fmt: skip
+    check("acquire-event", bool(ok), f"{events}")
+    left.set_acquire_callback(None)
+    left.flush_own()
+    check("acquire-larval-state-flushed", not left.list_sas(own_only=False))
+
+
 # --- daemons -----------------------------------------------------------------------------
 PSK = "pypluto-espkernel-psk-0123456789abcdef"
 VENV_BIN = os.path.dirname(sys.executable)
@@ -801,6 +822,7 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("transport", scenario_transport, 2),
     ("natt", scenario_natt, 2),
     ("expire", scenario_expire, 2),
+    ("acquire", scenario_acquire, 2),
     ("errors", scenario_errors, 1),
     ("flush_and_crash", scenario_flush_and_crash, 1),
     ("pypluto_pair", scenario_pypluto_pair, 2),

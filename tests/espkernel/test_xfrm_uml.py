@@ -51,6 +51,8 @@ EXPECTED = [
     "natt-esp-consumed-by-kernel",
     "expire-events",
     "hard-expired-sa-gone",
+    "acquire-event",
+    "acquire-larval-state-flushed",
     "bad-sa-clear-errors",
     "add_sa-twice-updates",
     "crash-child-installed",
@@ -156,7 +158,7 @@ def test_xfrm_backend_in_esp_kernel(guest: GuestRun) -> None:
     print(f"UML run took {guest.seconds:.1f}s")
     print("\n".join(re.findall(r"scenario \S+ took [\d.]+s", guest.output)))
     scenarios = ("gcm_esn", "cbc_sha256", "chacha_ipv6", "ipv4_in_ipv6", "transport", "natt",
-                 "expire", "errors", "flush_and_crash")  # fmt: skip
+                 "expire", "acquire", "errors", "flush_and_crash")  # fmt: skip
     for sc in scenarios:
         guest.assert_checks(EXPECTED, sc)
 

@@ -22,6 +22,7 @@ from pypluto.kernel.xfrm.backend import (
     REQID_BASE,
     KernelPolicy,
     KernelSA,
+    decode_acquire,
     decode_expire,
     default_priority,
     encode_policy,
@@ -363,3 +364,28 @@ def test_short_algorithm_attribute_is_a_decode_error() -> None:
     body = S.UserSAInfo().pack() + S.nlattr(S.XFRMA_ALG_AEAD, b"rfc4106")
     with pytest.raises(S.XfrmDecodeError, match="malformed SA"):
         KernelSA.decode(body)
+
+
+def test_acquire_decoded_for_our_policies_only() -> None:
+    """XFRM_MSG_ACQUIRE (struct xfrm_user_acquire, 280 bytes): on-demand negotiation."""
+    sel = S.Selector(
+        family=socket.AF_INET, saddr=ip("198.51.100.1"), daddr=ip("203.0.113.1"),
+        prefixlen_s=32, prefixlen_d=32, proto=6, dport=443, dport_mask=0xFFFF,
+    )  # fmt: skip
+
+    def acquire(reqid: int) -> bytes:
+        tmpl = S.UserTmpl(daddr=B, family=socket.AF_INET, saddr=A, reqid=reqid)
+        head = S.pack_id(B, 0, 50) + S.pack_addr(A) + sel.pack() + S.UserPolicyInfo().pack()
+        return head + struct.pack("<IIII", 0, 0, 0, 77) + S.nlattr(S.XFRMA_TMPL, tmpl.pack())
+
+    assert S.USER_ACQUIRE_SIZE == 280 and len(acquire(0)) == 280 + 4 + 64
+    acq = decode_acquire(acquire(REQID_BASE + 8), REQID_BASE, REQID_BASE + (1 << 20))
+    assert acq is not None
+    assert (acq.reqid, acq.local, acq.remote) == (8, A, B)
+    assert str(acq.src) == "198.51.100.1/32/6/0-65535" or acq.src.network == net("198.51.100.1/32")
+    assert (acq.dst.network, acq.dst.protocol, acq.dst.port_start, acq.dst.port_end) == (
+        net("203.0.113.1/32"), 6, 443, 443,
+    )  # fmt: skip
+    assert decode_acquire(acquire(16388), REQID_BASE, REQID_BASE + (1 << 20)) is None
+    with pytest.raises(S.XfrmDecodeError):
+        decode_acquire(bytes(100), REQID_BASE, REQID_BASE + 1)

@@ -127,6 +127,22 @@ class SAExpire:
     reason: Literal["bytes", "packets", "seq", "seconds"]
 
 
+@dataclass(frozen=True)
+class SAAcquire:
+    """Traffic hit an installed policy that has no SA yet (auto=route / ondemand).
+
+    ``reqid`` is the engine's reqid of the policy; ``src``/``dst`` select the
+    packet that triggered it (RFC 7296 §2.9: the first traffic selector of
+    TSi/TSr may be this packet); ``local``/``remote`` are the outer addresses.
+    """
+
+    reqid: int
+    src: TrafficSelector
+    dst: TrafficSelector
+    local: IPAddress
+    remote: IPAddress
+
+
 class KernelBackend(abc.ABC):
     """What the daemon asks of a data plane.  All methods may raise BackendError."""
 
@@ -136,6 +152,12 @@ class KernelBackend(abc.ABC):
     def set_expire_callback(self, callback: Callable[[SAExpire], None] | None) -> None:
         """Have SA limit events delivered to ``callback`` (may be called from any thread)."""
         self.on_expire = callback
+
+    on_acquire: Callable[[SAAcquire], None] | None = None
+
+    def set_acquire_callback(self, callback: Callable[[SAAcquire], None] | None) -> None:
+        """Have on-demand requests delivered to ``callback`` (may be called from any thread)."""
+        self.on_acquire = callback
 
     @abc.abstractmethod
     def add_sa(self, sa: SAParams) -> None:

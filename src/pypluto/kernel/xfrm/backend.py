@@ -33,6 +33,7 @@ from ..base import (
     IPAddress,
     KernelBackend,
     PolicyParams,
+    SAAcquire,
     SAExpire,
     SAParams,
     SAStats,
@@ -401,6 +402,14 @@ class XfrmBackend(KernelBackend):
                 return spi
         raise BackendError("XFRM ALLOCSPI: the kernel returned no SA")
 
+    def _spi_for_larval(self, sa: KernelSA) -> int:
+        for mtype, body in self._nl.request(
+            S.XFRM_MSG_ALLOCSPI, S.pack_userspi_info(sa.info, 0x100, 0xFFFFFFFF)
+        ):
+            if mtype == S.XFRM_MSG_NEWSA:
+                return S.UserSAInfo.unpack(body).spi
+        raise BackendError("XFRM ALLOCSPI: the kernel returned no SA")
+
     def add_sa(self, sa: SAParams) -> None:
         reqid = self.kernel_reqid(sa.reqid)
         body = encode_sa(sa, reqid)
@@ -579,8 +588,18 @@ class XfrmBackend(KernelBackend):
             self._delete_policy(pol)
         sas = self.list_sas()
         for sa in sas:
-            if sa.dst is not None:
-                self._delete_sa(sa.dst, sa.spi, sa.proto)
+            if sa.dst is None:
+                continue
+            spi = sa.spi
+            if spi == 0:
+                # A larval SA the kernel made for an ACQUIRE has no SPI, and DELSA finds
+                # SAs by SPI: give it one first (ALLOCSPI finds it by its sequence number).
+                try:
+                    spi = self._spi_for_larval(sa)
+                except BackendError as e:
+                    self._log(f"xfrm: cannot remove the larval SA {sa}: {e}")
+                    continue
+            self._delete_sa(sa.dst, spi, sa.proto)
         with self._lock:
             self._sas.clear()
             self._allocated.clear()
@@ -632,16 +651,28 @@ class XfrmBackend(KernelBackend):
     def set_expire_callback(self, callback: Callable[[SAExpire], None] | None) -> None:
         """Deliver the kernel's soft/hard expire events of our SAs to ``callback``.
 
-        A thread listens on the XFRMNLGRP_EXPIRE multicast group; the callback
-        runs in that thread.  Hard expiry means the kernel already removed the SA.
+        A thread listens on the XFRM multicast groups; the callback runs in
+        that thread.  Hard expiry means the kernel already removed the SA.
         """
         self.on_expire = callback
-        if callback is not None and self._events_thread is None:
-            self._events = XfrmSocket(self.netns, groups=1 << (S.XFRMNLGRP_EXPIRE - 1))
-            self._events_thread = threading.Thread(
-                target=self._event_loop, name="xfrm-expire", daemon=True
-            )
-            self._events_thread.start()
+        if callback is not None:
+            self._start_events()
+
+    def set_acquire_callback(self, callback: Callable[[SAAcquire], None] | None) -> None:
+        """Deliver ACQUIREs (traffic hit one of our policies that has no SA) to ``callback``."""
+        self.on_acquire = callback
+        if callback is not None:
+            self._start_events()
+
+    def _start_events(self) -> None:
+        if self._events_thread is not None:
+            return
+        groups = (1 << (S.XFRMNLGRP_EXPIRE - 1)) | (1 << (S.XFRMNLGRP_ACQUIRE - 1))
+        self._events = XfrmSocket(self.netns, groups=groups)
+        self._events_thread = threading.Thread(
+            target=self._event_loop, name="xfrm-events", daemon=True
+        )
+        self._events_thread.start()
 
     def _event_loop(self) -> None:
         assert self._events is not None
@@ -651,18 +682,19 @@ class XfrmBackend(KernelBackend):
             except OSError:
                 return
             for mtype, body in events:
-                if mtype != S.XFRM_MSG_EXPIRE:
-                    continue
                 try:
-                    expire = self.decode_expire(body)
+                    if mtype == S.XFRM_MSG_EXPIRE and self.on_expire is not None:
+                        expire = self.decode_expire(body)
+                        if expire is not None:
+                            self.on_expire(expire)
+                    elif mtype == S.XFRM_MSG_ACQUIRE and self.on_acquire is not None:
+                        acquire = decode_acquire(body, self.reqid_lo, self.reqid_hi)
+                        if acquire is not None:
+                            self.on_acquire(acquire)
                 except S.XfrmDecodeError:
                     continue
-                cb = self.on_expire
-                if expire is not None and cb is not None:
-                    try:
-                        cb(expire)
-                    except Exception as e:  # the daemon's bug must not kill the listener
-                        self._log(f"xfrm: expire callback failed: {e!r}")
+                except Exception as e:  # the daemon's bug must not kill the listener
+                    self._log(f"xfrm: event callback failed: {e!r}")
 
     def decode_expire(self, body: bytes) -> SAExpire | None:
         """An XFRM_MSG_EXPIRE as an SAExpire, or None when the SA is not ours."""
@@ -712,6 +744,39 @@ def decode_expire(body: bytes, is_own: Callable[[int], bool]) -> SAExpire | None
         reason = "packets"
     proto = "ah" if info.proto == S.IPPROTO_AH else "esp"
     return SAExpire(info.daddr, info.spi, proto, hard, reason)
+
+
+def _ts(net_addr: IPAddress | None, plen: int, proto: int, port: int, mask: int) -> TrafficSelector:
+    assert net_addr is not None
+    network = ipaddress.ip_network(f"{net_addr}/{plen}", strict=False)
+    if not proto or not mask or proto in (1, 58):  # ICMP type/code: the protocol is enough
+        return TrafficSelector(network, proto)
+    return TrafficSelector(network, proto, port & mask, port | (~mask & 0xFFFF))
+
+
+def decode_acquire(body: bytes, reqid_lo: int, reqid_hi: int) -> SAAcquire | None:
+    """An XFRM_MSG_ACQUIRE as an SAAcquire for one of our policies, else None."""
+    try:
+        acq = S.UserAcquire.unpack(body)
+        attrs = S.parse_attrs(body, S.USER_ACQUIRE_SIZE)
+        tmpls = [t for raw in attrs.get(S.XFRMA_TMPL, []) for t in S.unpack_tmpls(raw)]
+    except struct.error as e:
+        raise S.XfrmDecodeError(f"malformed acquire message: {e}") from e
+    own = [t for t in tmpls if reqid_lo <= t.reqid < reqid_hi]
+    sel = acq.sel
+    if not own or sel.saddr is None or sel.daddr is None:
+        return None
+    t = own[0]
+    local, remote = t.saddr or acq.saddr, t.daddr or acq.daddr
+    if local is None or remote is None:
+        return None
+    return SAAcquire(
+        reqid=t.reqid - reqid_lo,
+        src=_ts(sel.saddr, sel.prefixlen_s, sel.proto, sel.sport, sel.sport_mask),
+        dst=_ts(sel.daddr, sel.prefixlen_d, sel.proto, sel.dport, sel.dport_mask),
+        local=local,
+        remote=remote,
+    )
 
 
 def _hint(e: XfrmError) -> str:

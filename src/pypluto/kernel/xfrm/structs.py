@@ -584,3 +584,34 @@ def unpack_user_expire(data: bytes) -> tuple[UserSAInfo, bool]:
     if len(data) < USERSA_INFO_SIZE + 1:
         raise XfrmDecodeError("short xfrm_user_expire")
     return UserSAInfo.unpack(data), bool(data[USERSA_INFO_SIZE])
+
+
+_ACQ_TAIL = struct.Struct("=IIII")  # aalgos ealgos calgos seq
+USER_ACQUIRE_SIZE = ID_SIZE + _ADDR + SELECTOR_SIZE + USERPOLICY_INFO_SIZE + _ACQ_TAIL.size  # 280
+
+
+@dataclass
+class UserAcquire:
+    """``struct xfrm_user_acquire`` (280 bytes): traffic for a policy without an SA."""
+
+    daddr: Address | None
+    spi: int
+    proto: int
+    saddr: Address | None
+    sel: Selector
+    policy: UserPolicyInfo
+    seq: int
+
+    @classmethod
+    def unpack(cls, data: bytes) -> UserAcquire:
+        if len(data) < USER_ACQUIRE_SIZE:
+            raise XfrmDecodeError(f"short xfrm_user_acquire ({len(data)} bytes)")
+        draw, spi, proto = _ID.unpack_from(data)
+        sraw = data[ID_SIZE : ID_SIZE + _ADDR]
+        sel = Selector.unpack(data, ID_SIZE + _ADDR)
+        pol = UserPolicyInfo.unpack(data, ID_SIZE + _ADDR + SELECTOR_SIZE)
+        seq = _ACQ_TAIL.unpack_from(data, USER_ACQUIRE_SIZE - _ACQ_TAIL.size)[3]
+        fam = sel.family or pol.sel.family
+        # the outer (template) family may differ from the packet's; the kernel
+        # sends the template addresses in the id/saddr with the template's family
+        return cls(unpack_addr(draw, fam), spi, proto, unpack_addr(sraw, fam), sel, pol, seq)
