@@ -328,6 +328,27 @@ def scenario_transport(left: XfrmBackend, right: XfrmBackend) -> None:
     t.remove()
 
 
+def scenario_ah(left: XfrmBackend, right: XfrmBackend) -> None:
+    """AH (RFC 4302) tunnel with HMAC-SHA2-256-128."""
+    lts, rts = TrafficSelector(LNET4), TrafficSelector(RNET4)
+    k_lr, k_rl = os.urandom(32), os.urandom(32)
+    for be in (left, right):
+        for src, dst, spi, key in ((L4, R4, 0x7101, k_lr), (R4, L4, 0x7102, k_rl)):
+            mine = (src == L4) == (be is left)
+            be.add_sa(SAParams(src, dst, spi, "out" if mine else "in", protocol="ah",
+                               reqid=12, integ_id=12, integ_key=key))  # fmt: skip
+    for be, me, peer, mine, theirs in ((left, L4, R4, lts, rts), (right, R4, L4, rts, lts)):
+        be.add_policy(PolicyParams(mine, theirs, "out", 12, me, peer, protocol="ah"))
+        for d in ("in", "fwd"):
+            be.add_policy(PolicyParams(theirs, mine, d, 12, peer, me, protocol="ah"))  # type: ignore[arg-type]
+    sa = right.get_sa(R4, 0x7101, "ah")
+    check("ah-kernel-view", sa is not None and sa.proto == S.IPPROTO_AH
+          and sa.auth_trunc == ("hmac(sha256)", 256, 128), f"{sa.auth_trunc if sa else None}")  # fmt: skip
+    check("ping-ipv4-ah-tunnel", ping(LEFT, LIN4, RIN4))
+    st = right.get_sa_stats(R4, 0x7101, "ah")
+    check("ah-counters", st is not None and st.packets >= 3, f"{st}")
+
+
 def scenario_natt(left: XfrmBackend, right: XfrmBackend) -> None:
     """ESP-in-UDP (RFC 3948): XFRMA_ENCAP on the SAs, UDP_ENCAP_ESPINUDP on each 4500 socket."""
     socks = []
@@ -820,6 +841,7 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("chacha_ipv6", scenario_chacha_ipv6, 2),
     ("ipv4_in_ipv6", scenario_ipv4_in_ipv6, 2),
     ("transport", scenario_transport, 2),
+    ("ah", scenario_ah, 2),
     ("natt", scenario_natt, 2),
     ("expire", scenario_expire, 2),
     ("acquire", scenario_acquire, 2),

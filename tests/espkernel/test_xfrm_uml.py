@@ -45,6 +45,9 @@ EXPECTED = [
     "transport-kernel-view",
     "ping-ipv4-transport",
     "transport-counters",
+    "ah-kernel-view",
+    "ping-ipv4-ah-tunnel",
+    "ah-counters",
     "natt-kernel-view",
     "ping-ipv4-esp-in-udp",
     "natt-counters",
@@ -157,7 +160,7 @@ def test_xfrm_backend_in_esp_kernel(guest: GuestRun) -> None:
     """Hand-keyed SAs and policies from our backend carry pings through kernel ESP."""
     print(f"UML run took {guest.seconds:.1f}s")
     print("\n".join(re.findall(r"scenario \S+ took [\d.]+s", guest.output)))
-    scenarios = ("gcm_esn", "cbc_sha256", "chacha_ipv6", "ipv4_in_ipv6", "transport", "natt",
+    scenarios = ("gcm_esn", "cbc_sha256", "chacha_ipv6", "ipv4_in_ipv6", "transport", "ah", "natt",
                  "expire", "acquire", "errors", "flush_and_crash")  # fmt: skip
     for sc in scenarios:
         guest.assert_checks(EXPECTED, sc)
