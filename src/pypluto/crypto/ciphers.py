@@ -123,6 +123,20 @@ class Aead:
     def __repr__(self) -> str:
         return f"Aead({registry.transform_name(TransformType.ENCR, self.encr_id)})"
 
+    @property
+    def salt(self) -> bytes:
+        """The implicit nonce part (RFC 4106 §4 salt / RFC 7634 §2 salt)."""
+        return self._salt
+
+    @property
+    def raw(self) -> tuple[Any, Any]:
+        """``(seal, open)`` taking the full nonce (salt‖IV): the ESP per-packet fast path.
+
+        ``open`` raises cryptography's ``InvalidTag`` (not IntegrityError) so the
+        ESP hot loop pays for no exception translation.
+        """
+        return self._seal, self._open
+
     def seal(self, iv8: bytes, plaintext: bytes, aad: bytes) -> bytes:
         if len(iv8) != self.iv_size:
             raise CryptoError("AEAD IV must be 8 bytes (RFC 5282 §3)")

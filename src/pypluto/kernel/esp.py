@@ -29,7 +29,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from pypluto.crypto import ciphers, registry
 from pypluto.crypto.errors import CryptoError
@@ -81,19 +80,21 @@ class _AEAD:
 
     iv_size = 8
 
-    def __init__(self, aead: AESGCM | ChaCha20Poly1305, salt: bytes, icv: int = 16) -> None:
-        self._aead = aead
-        self._salt = salt
-        self.icv_size = icv
+    def __init__(self, aead: ciphers.Aead) -> None:
+        # the same cipher object as the IKE SK payload's; ``raw`` binds
+        # cryptography's encrypt/decrypt directly for the per-packet path
+        self.encrypt, self.decrypt = aead.raw
+        self._salt = aead.salt
+        self.icv_size = aead.icv_size
         self.block = 4
 
     def seal(self, seq: int, aad: bytes, icv_tail: bytes, payload: bytes) -> bytes:
         iv = _Q.pack(seq)
-        return iv + self._aead.encrypt(self._salt + iv, payload, aad)
+        return iv + self.encrypt(self._salt + iv, payload, aad)
 
     def open(self, aad: bytes, icv_tail: bytes, body: memoryview) -> bytes | None:
         try:
-            return self._aead.decrypt(self._salt + body[:8], body[8:], aad)
+            return self.decrypt(self._salt + body[:8], body[8:], aad)
         except (InvalidTag, ValueError):
             return None
 
@@ -163,9 +164,9 @@ class _EncThenMAC:
 def _make_transform(sa: SAParams) -> _Transform:
     """The transform for the SA's negotiated ENCR/INTEG IDs (registry.Encr / Integ).
 
-    AES-GCM-16 and ChaCha20-Poly1305 are bound to cryptography's AEAD objects
-    directly: they are the per-packet fast path.  Everything else comes from
-    :mod:`pypluto.crypto.ciphers`, shared with the IKE SK payload.
+    Every transform comes from :mod:`pypluto.crypto.ciphers`, the objects that
+    also protect the IKE SK payload; for AES-GCM-16 and ChaCha20-Poly1305 the
+    per-packet fast path calls the cipher's bound ``raw`` seal/open directly.
     """
     enc = registry.get(registry.TransformType.ENCR, sa.encr_id)
     if enc is None:
@@ -178,15 +179,12 @@ def _make_transform(sa: SAParams) -> _Transform:
             raise BackendError(f"{enc.iana_name}: bad key length {len(key)} bytes")
     elif len(key) != enc.key_size + salt_n:
         raise BackendError(f"{enc.iana_name}: bad key length {len(key)} bytes")
-    k, salt = key[: len(key) - salt_n], key[len(key) - salt_n:]
     try:
         if enc.aead:
             if sa.integ_id not in (0,):
                 raise BackendError("an AEAD cipher takes no integrity transform")
-            if sa.encr_id == Encr.AES_GCM_16:
-                return _AEAD(AESGCM(k), salt)
-            if sa.encr_id == Encr.CHACHA20_POLY1305:
-                return _AEAD(ChaCha20Poly1305(k), salt)
+            if sa.encr_id in (Encr.AES_GCM_16, Encr.CHACHA20_POLY1305):
+                return _AEAD(ciphers.make_aead(sa.encr_id, key))
             return _SharedAEAD(ciphers.make_aead(sa.encr_id, key))
         integ = registry.get(registry.TransformType.INTEG, sa.integ_id)
         if integ is None or sa.integ_id == Integ.NONE:
@@ -292,7 +290,7 @@ class OutboundSA(_SABase):
         self._fast = False
         t = self.t
         if isinstance(t, _AEAD) and self.tunnel and not self.esn:
-            self._aead_encrypt = t._aead.encrypt
+            self._aead_encrypt = t.encrypt
             self._salt = t._salt
             self._tr4 = self._tr[NH_IPV4]
             self._tr6 = self._tr[NH_IPV6]
@@ -465,7 +463,7 @@ class InboundSA(_SABase):
         self._dst_b = dst.packed
         self.selector_check: Callable[[bytes], bool] | None = None
         if isinstance(t, _AEAD) and self.tunnel and not self.esn and self.window:
-            self._aead_decrypt = t._aead.decrypt
+            self._aead_decrypt = t.decrypt
             self._salt = t._salt
             self.decap = self._decap_aead  # type: ignore[method-assign]
 
