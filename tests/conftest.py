@@ -6,8 +6,8 @@ of its own, and in a full run the two would shadow each other.)
 
 from __future__ import annotations
 
-import sys
 import pathlib
+import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 

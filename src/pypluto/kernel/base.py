@@ -13,10 +13,10 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 Direction = Literal["in", "out", "fwd"]
 Mode = Literal["tunnel", "transport"]
@@ -203,6 +203,7 @@ class KernelBackend(abc.ABC):
 
     def handle_esp(self, data: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
         """One ESP-in-UDP datagram (no marker) that arrived on the socket at ``local``."""
+        return None
 
     def prepare_ike_socket(self, sock: socket.socket) -> None:
         """Called for every IKE socket (500, 4500) before use.
@@ -220,3 +221,4 @@ class KernelBackend(abc.ABC):
 
     def close(self) -> None:
         """Release sockets, devices, threads.  Called once at shutdown after flush_own."""
+        return None
