@@ -58,6 +58,7 @@ charon {{
     # DoS protections off: the generator is one IP with many half-open SAs
     block_threshold = 100000
     cookie_threshold = 100000
+    cookie_threshold_ip = 100000
     retransmit_tries = 3
     half_open_timeout = 60
     filelog {{
