@@ -620,7 +620,9 @@ def rows(results: dict[str, dict[str, Any]], n: int, c: int, total: int, child_t
                 f"{hold} s to stay within 15 minutes)"})
     out.append({"metric": "idle responder CPU with those IKE SAs, liveness on",
                 **{k: g(k, "hold", "idle_cpu_pct") for k in three}, "unit": "% of a core",
-                "note": f"utime+stime over the hold, dpddelay={dpd}s"})
+                "note": f"utime+stime over the hold, dpddelay={dpd}s (a probe per SA every "
+                        f"{dpd} s); Libreswan at 0: it sent no liveness probes for these "
+                        "childless IKE SAs"})
     sysms = {k: g(k, "sys_ms_per_sa") for k in three}
     out.append({"metric": "of the responder CPU per IKE SA: kernel time (stime)",
                 **sysms, "unit": "ms",
