@@ -264,6 +264,11 @@ class Engine:
         spi = getattr(o.task, "spi", None) if o is not None else None
         if spi and self.ike_sas.get(spi) is ike:  # an IKE SA rekey's reserved SPI
             del self.ike_sas[spi]
+        for t in ([o.task] if o is not None else []) + list(ike.tasks):
+            c = getattr(t, "child", None)  # a Child SA being negotiated: its reserved SPI
+            if c is not None and c.state != S.ESTABLISHED_CHILD and \
+                    self.children_in.get(c.spi_in) is c:
+                del self.children_in[c.spi_in]
         ike.outstanding = None
         ike.tasks.clear()
 
