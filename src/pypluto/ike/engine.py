@@ -143,15 +143,23 @@ class Engine:
 
     @staticmethod
     def _deadline(ike: IKESA) -> float | None:
+        """The earliest deadline ``timers.service`` acts on in the SA's current state."""
         ts = []
         o = ike.outstanding
         if o is not None:
             ts.append(min(o.next_retransmit, o.deadline))
-        for t in (ike.halfopen_deadline, ike.rekey_at, ike.expire_at, ike.next_liveness,
-                  ike.next_keepalive):
+        if ike.halfopen_deadline is not None:
+            ts.append(ike.halfopen_deadline)
+        if ike.next_keepalive is not None:
+            ts.append(ike.next_keepalive)
+        if not ike.established:
+            return min(ts) if ts else None
+        for t in (ike.rekey_at, ike.expire_at, ike.next_liveness):
             if t is not None:
                 ts.append(t)
         for c in ike.children:
+            if c.state != S.ESTABLISHED_CHILD:
+                continue
             if c.rekey_at is not None and not c.rekeying:
                 ts.append(c.rekey_at)
             if c.expire_at is not None:

@@ -64,6 +64,8 @@ def service(eng: Engine, ike: IKESA, now: float) -> list[Action]:
             eng.log(acts, "Child SA expired (salifetime)", c)
             acts += informational.delete_children(eng, ike, [c], now)
             continue
+        if c.state != S.ESTABLISHED_CHILD:
+            continue
         if c.rekey_at is not None and now >= c.rekey_at and not c.rekeying:
             c.rekey_at = None
             if not c.replaced and c.state == S.ESTABLISHED_CHILD:
