@@ -38,7 +38,7 @@ def _kernel_matches_status(net: Net) -> None:
             assert p.reqid in reqids, f"{side.name}: policy for dead reqid {p.reqid}"
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS, seed=st.integers(0, 1000))
 def test_chaos(ops: list, seed: int) -> None:
     net = Net(seed=seed, west_kw={"dpddelay": 15.0, "auto": "start"}, east_kw={"dpddelay": 20.0})
