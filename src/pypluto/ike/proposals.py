@@ -8,6 +8,7 @@ of each type, and answers with exactly that.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from pypluto.config.model import AlgSpec, ProposalSpec
@@ -161,6 +162,7 @@ class _NoAlg:
 _NOALG = _NoAlg()
 
 
+@functools.lru_cache(maxsize=256)
 def _accept_lists(spec: ProposalSpec, ike: bool, esn: str, pfs_group: int | None) -> dict:
     acc: dict[int, list] = {}
     acc[TransformType.ENCR] = [(int(e.id), b) for e in spec.encr for b in _encr_bits(e)]
