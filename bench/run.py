@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     table = "\n".join(lines)
     load1 = os.getloadavg()
-    head = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench` "
-            f"({' '.join(['BENCH=' + ' '.join(argv)] if argv else [])}) on "
+    cmd = "make bench" + (f" BENCH='{' '.join(argv)}'" if argv else "")
+    head = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{cmd}` on "
             f"{os.cpu_count()} CPUs in {time.monotonic() - t_all:.0f} s; load average "
             f"{load0[0]:.1f} at start, {load1[0]:.1f} at end (other work on the machine makes "
             "rates pessimistic; CPU per SA and RSS per SA are per-process and less "
