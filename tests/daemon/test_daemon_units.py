@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from pypluto.config.virtual_private import VirtualPrivate
 from pypluto.control import format as fmt
 from pypluto.control.protocol import (
     VERSION,
@@ -19,7 +20,6 @@ from pypluto.control.protocol import (
 from pypluto.daemon.helpers import HelperPool, helper_count
 from pypluto.daemon.logger import PlutoLogger, RateLimiter, mask_addresses, parse_debug_specs
 from pypluto.daemon.options import OptionError, parse_args
-from pypluto.daemon.virtual_private import VirtualPrivate
 
 
 def test_virtual_private_syntax_and_policy():

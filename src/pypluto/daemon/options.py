@@ -14,8 +14,8 @@ import sys
 from dataclasses import dataclass, field
 
 from pypluto import __version__ as PKG_VERSION
+from pypluto.config.virtual_private import VirtualPrivate
 from pypluto.daemon.logger import debug_help, parse_debug_specs
-from pypluto.daemon.virtual_private import VirtualPrivate
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -12,6 +12,7 @@ import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from pypluto.config.model import Connection
+from pypluto.config.virtual_private import VirtualPrivate
 from pypluto.crypto import keys
 from pypluto.crypto.errors import CryptoError
 from pypluto.ike import codec, proposals
@@ -92,23 +93,6 @@ def has_notify(payloads: list, ntype: int) -> bool:
     return any(p.payload_type == PT.NOTIFY and p.notify_type == ntype for p in payloads)
 
 
-def _virtual_private(text: str | None) -> tuple[list, list]:
-    """``virtual-private=`` as (allowed, excluded) networks (``%v4:net``, ``%v4:!net``)."""
-    allow, deny = [], []
-    for item in (text or "").split(","):
-        item = item.strip()
-        for pre in ("%v4:", "%v6:"):
-            if item.startswith(pre):
-                item = item[len(pre):]
-        neg = item.startswith("!")
-        try:
-            net = ipaddress.ip_network(item.lstrip("!"), strict=False)
-        except ValueError:
-            continue
-        (deny if neg else allow).append(net)
-    return allow, deny
-
-
 def _nat_inner(eng: Engine, ike: IKESA, conn: Connection, tsi: list[TS], rconf: list[TS]
                ) -> list[TS]:
     """A host-to-host peer behind a NAT names its inner address in TSi (§2.23).
@@ -121,12 +105,12 @@ def _nat_inner(eng: Engine, ike: IKESA, conn: Connection, tsi: list[TS], rconf: 
     hint = next((t for t in tsi if t.start == t.end), None)
     if hint is None:
         return rconf
-    vp = eng.settings.virtual_private
-    if vp:
-        allow, deny = _virtual_private(vp)
-        addr = hint.start_addr()
-        if any(addr in n for n in deny if n.version == addr.version) or not any(
-                addr in n for n in allow if n.version == addr.version):
+    if eng.settings.virtual_private:
+        try:
+            vp = VirtualPrivate.parse(eng.settings.virtual_private)
+        except ValueError:  # the daemon refuses a bad list at start; be safe anyway
+            return rconf
+        if not vp.allows(ipaddress.ip_network(hint.start_addr())):
             return rconf
     return [hint]
 
