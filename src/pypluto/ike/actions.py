@@ -7,6 +7,7 @@ list of these.  The daemon carries them out in order; tests inspect them.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pypluto.kernel.base import PolicyParams, SAParams
@@ -104,6 +105,22 @@ class ConnectionEvent:
     detail: str = ""
 
 
+@dataclass
+class Compute:
+    """Run ``job`` (an expensive key-exchange computation) and hand its result back.
+
+    Only emitted when ``EngineSettings.offload_crypto`` is set.  The daemon runs
+    ``job()`` wherever it likes (a helper thread or process) and then calls
+    ``Engine.resume(token, result, now)`` on its event loop, where ``result``
+    is the return value or, when the job raised, the exception instance.  A
+    result for an IKE SA that is gone by then is dropped by the engine.
+    """
+
+    job: Callable[[], object] = field(repr=False)
+    token: int
+
+
 Action = (
     SendPacket | SendKeepalive | AddSA | DelSA | AddPolicy | DelPolicy | Log | ConnectionEvent
+    | Compute
 )

@@ -29,6 +29,7 @@ from pypluto.ike.actions import (
     Action,
     AddPolicy,
     AddSA,
+    Compute,
     ConnectionEvent,
     DelPolicy,
     DelSA,
@@ -94,6 +95,10 @@ class Engine:
         self.cookie_version = 0
         self.cookie_rotate_at: float | None = None
         self.n_halfopen = 0
+        # offloaded key exchanges (settings.offload_crypto): token -> (IKE SA serial, then)
+        self.computing: dict[int, tuple[int, Callable[[object, float], list[Action]]]] = {}
+        self.computing_serials: dict[int, int] = {}  # IKE SA serial -> its token
+        self._next_token = 0
 
     # ------------------------------------------------------------------ helpers
     def new_serial(self) -> int:
@@ -165,6 +170,56 @@ class Engine:
             if c.expire_at is not None:
                 ts.append(c.expire_at)
         return min(ts) if ts else None
+
+    # ------------------------------------------------------------------ offloaded crypto
+    def compute(self, ike: IKESA, job: Callable[[], object],
+                then: Callable[[object, float], list[Action]], now: float) -> list[Action]:
+        """Run ``job`` then ``then(result, now)``: inline, or via a ``Compute`` action.
+
+        With ``settings.offload_crypto`` the IKE SA waits "computing" until
+        ``resume`` brings the result (an exception instance when the job raised);
+        otherwise ``job`` runs here and now, exactly as the inline code did.
+        """
+        if not self.settings.offload_crypto:
+            try:
+                result: object = job()
+            except Exception as e:  # delivered to ``then`` like an offloaded failure
+                result = e
+            return then(result, now)
+        self._next_token += 1
+        token = self._next_token
+        self.computing[token] = (ike.serial, then)
+        self.computing_serials[ike.serial] = token
+        return [Compute(job, token)]
+
+    def is_computing(self, ike: IKESA) -> bool:
+        """Is a key-exchange computation of this IKE SA out with the helpers?"""
+        return ike.serial in self.computing_serials
+
+    def resume(self, token: int, result: object, now: float) -> list[Action]:
+        """The result of a ``Compute`` job (an exception instance if it raised).  Never raises.
+
+        A result for an IKE SA that was deleted (or expired, or gave up) while the
+        job ran is dropped.
+        """
+        entry = self.computing.pop(token, None)
+        if entry is None:
+            return [Log(f"dropping the result of unknown crypto job {token}", level="debug")]
+        serial, then = entry
+        if self.computing_serials.get(serial) == token:
+            del self.computing_serials[serial]
+        ike = self.by_serial.get(serial)
+        if ike is None:
+            return [Log(f"dropping a late crypto result for IKE SA #{serial} (deleted)",
+                        level="debug", serial=serial)]
+        try:
+            acts = then(result, now)
+        except Exception as e:  # a bug must never kill the daemon
+            acts = [Log(f"internal error while resuming a crypto job: {type(e).__name__}: {e}",
+                        level="error", conn=ike.conn.name, serial=serial)]
+        if ike.serial in self.by_serial:
+            self.schedule(ike)
+        return acts
 
     # ------------------------------------------------------------------ sending
     def queue(self, ike: IKESA, task: Any, now: float, front: bool = False) -> list[Action]:
@@ -279,6 +334,9 @@ class Engine:
                 del self.children_in[c.spi_in]
         ike.outstanding = None
         ike.tasks.clear()
+        token = self.computing_serials.pop(ike.serial, None)
+        if token is not None:
+            self.computing.pop(token, None)
 
     def drop_ike(self, ike: IKESA, now: float, reason: str = "",
                  event: str | None = "ike-deleted") -> list[Action]:

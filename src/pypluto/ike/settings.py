@@ -30,6 +30,9 @@ class EngineSettings:
     cookie_secret_lifetime: float = 60.0  # rotate the cookie secret this often
     listen_port: int = 500
     natt_port: int = 4500
+    # hand key-exchange computations out as ``Compute`` actions (the daemon's --nhelpers);
+    # False: compute inline, as before
+    offload_crypto: bool = False
 
     @classmethod
     def from_setup(cls, setup: SetupConfig, **overrides: object) -> EngineSettings:

@@ -162,9 +162,10 @@ def _protectors(eng: Engine, ike: IKESA, k: Any) -> None:
 # ---------------------------------------------------------------- initiator: response
 def on_response(eng: Engine, ike: IKESA, data: bytes, hdr: Any, local: Endpoint,
                 remote: Endpoint, now: float) -> list[Action]:
-    from pypluto.ike.exchanges import ike_auth
-
     acts: list[Action] = []
+    if eng.is_computing(ike):
+        return [Log("ignoring IKE_SA_INIT response: the previous one is being computed",
+                    level="debug", conn=ike.conn.name, serial=ike.serial)]
     try:
         msg = codec.parse(data)
     except WireError as e:
@@ -207,12 +208,36 @@ def on_response(eng: Engine, ike: IKESA, data: bytes, hdr: Any, local: Endpoint,
     chosen = proposals.check_answer(codec.sa_tuples(sa_p), ike.pending_child, ike=True)
     if chosen is None or chosen.ke != ike.ke_group or ke_p.group != ike.ke_group:
         return acts + fail(eng, ike, now, "IKE_SA_INIT response has an unacceptable proposal")
+    if eng.settings.offload_crypto:
+        priv, peer_ke = ike.ke_priv, bytes(ke_p.data)
+
+        def then(result: object, t: float) -> list[Action]:
+            if ike.state != S.PARENT_I1 or ike.ke_priv is not priv:
+                return []  # the exchange moved on while the job ran
+            return _init_keyed(eng, ike, data, hdr, pl, ns, chosen, nr_p.data, result, t)
+
+        return acts + eng.compute(ike, lambda: priv.finish(peer_ke), then, now)
     try:
-        shared = ike.ke_priv.finish(ke_p.data)
+        shared: object = ike.ke_priv.finish(ke_p.data)
+    except CryptoError as e:
+        return acts + fail(eng, ike, now, f"key exchange failed: {e}")
+    return acts + _init_keyed(eng, ike, data, hdr, pl, ns, chosen, nr_p.data, shared, now)
+
+
+def _init_keyed(eng: Engine, ike: IKESA, data: bytes, hdr: Any, pl: list, ns: dict,
+                chosen: Any, nr: bytes, shared: object, now: float) -> list[Action]:
+    """Initiator: derive the IKE SA keys (§2.14) and send IKE_AUTH (§1.2)."""
+    from pypluto.ike.exchanges import ike_auth
+
+    acts: list[Action] = []
+    conn = ike.conn
+    if isinstance(shared, BaseException):
+        return fail(eng, ike, now, f"key exchange failed: {shared}")
+    try:
         ike.chosen = chosen
-        ike.nr = nr_p.data
+        ike.nr = nr
         ike.spi_r = hdr.spi_r
-        seed = keys.skeyseed(chosen.prf, ike.ni, ike.nr, shared)
+        seed = keys.skeyseed(chosen.prf, ike.ni, ike.nr, shared)  # type: ignore[arg-type]
         k = keys.derive_ike_keys(chosen.prf, chosen.encr, chosen.encr_bits, chosen.integ or None,
                                  seed, ike.ni, ike.nr, ike.spi_i, ike.spi_r)
         _protectors(eng, ike, k)
@@ -290,6 +315,10 @@ def respond(eng: Engine, data: bytes, hdr: Any, local: Endpoint, remote: Endpoin
         if old.init_request == data and old.last_response is not None \
                 and old.last_response[0] == 0:
             return [SendPacket(p, local, remote) for p in old.last_response[1]]
+        if old.init_request == data and eng.is_computing(old):
+            return [Log(f"ignoring retransmitted IKE_SA_INIT from {remote} (its key exchange "
+                        "is being computed)", level="debug", conn=old.conn.name,
+                        serial=old.serial)]
         return [Log(f"dropping IKE_SA_INIT for an IKE SA that exists (from {remote})",
                     level="debug")]
     if hdr.message_id != 0:
@@ -354,6 +383,9 @@ def respond(eng: Engine, data: bytes, hdr: Any, local: Endpoint, remote: Endpoin
         acts.append(Log(f"KE payload of {len(ke.data)} bytes for {chosen.ke_name()}; answering "
                         "INVALID_SYNTAX", level="warning", conn=conn.name))
         return acts + _stateless(eng, hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
+    if eng.settings.offload_crypto:
+        return acts + _respond_offloaded(eng, data, hdr, local, remote, now, conn, conns,
+                                         chosen, ni, ns, pl, key, bytes(ke.data))
     try:
         ke_data, shared = dh.responder_ke(chosen.ke, ke.data)
     except CryptoError as e:
@@ -361,6 +393,13 @@ def respond(eng: Engine, data: bytes, hdr: Any, local: Endpoint, remote: Endpoin
                         level="warning", conn=conn.name))
         return acts + _stateless(eng, hdr, local, remote, [codec.notify(
             N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))])
+    ike = _new_responder(eng, conn, chosen, hdr, local, remote, ni, now)
+    return acts + _respond_keyed(eng, ike, data, local, remote, now, conns, ns, pl, key,
+                                 ke_data, shared)
+
+
+def _new_responder(eng: Engine, conn: Connection, chosen: Any, hdr: Any, local: Endpoint,
+                   remote: Endpoint, ni: bytes, now: float) -> IKESA:
     ike = IKESA(serial=eng.new_serial(), conn=conn, initiator=False, spi_i=hdr.spi_i,
                 spi_r=eng.alloc_ike_spi(), local=local, remote=remote, state=S.PARENT_R1,
                 created=now)
@@ -368,13 +407,67 @@ def respond(eng: Engine, data: bytes, hdr: Any, local: Endpoint, remote: Endpoin
     ike.ke_group = chosen.ke
     ike.ni = ni
     ike.nr = eng.rng(NONCE_SIZE)
+    return ike
+
+
+def _register_halfopen(eng: Engine, ike: IKESA, key: tuple, now: float) -> None:
+    eng.register(ike)
+    eng.halfopen[key] = ike
+    ike.halfopen_key = key
+    ike.halfopen_deadline = now + eng.settings.half_open_timeout
+    eng.n_halfopen += 1
+
+
+def _respond_offloaded(eng: Engine, data: bytes, hdr: Any, local: Endpoint, remote: Endpoint,
+                       now: float, conn: Connection, conns: list, chosen: Any, ni: bytes,
+                       ns: dict, pl: list, key: tuple, peer_ke: bytes) -> list[Action]:
+    """The responder's KE computation goes to a helper; the half-open IKE SA waits for it.
+
+    The SA is registered at once so that a retransmitted request is recognised
+    (and ignored) while the job runs, and counts as half-open (RFC 7296 §2.6).
+    """
+    ike = _new_responder(eng, conn, chosen, hdr, local, remote, ni, now)
+    ike.init_request = data
+    _register_halfopen(eng, ike, key, now)
+    eng.schedule(ike)  # the half-open timeout runs while the job does
+    group = chosen.ke
+
+    def job() -> tuple[bytes, bytes]:
+        return dh.responder_ke(group, peer_ke)
+
+    def then(result: object, t: float) -> list[Action]:
+        if isinstance(result, BaseException):
+            what = "bad KE value" if isinstance(result, CryptoError) else \
+                f"key exchange failed ({type(result).__name__})"
+            acts: list[Action] = [Log(f"{what} from {remote}: {result}; answering "
+                                      "INVALID_KE_PAYLOAD", level="warning", conn=conn.name,
+                                      serial=ike.serial)]
+            acts += eng.drop_ike(ike, t, "", None)
+            return acts + _stateless(eng, hdr, local, remote, [codec.notify(
+                N.INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))])
+        ke_data, shared = result  # type: ignore[misc]
+        return _respond_keyed(eng, ike, data, local, remote, t, conns, ns, pl, key, ke_data,
+                              shared)
+
+    return eng.compute(ike, job, then, now)
+
+
+def _respond_keyed(eng: Engine, ike: IKESA, data: bytes, local: Endpoint, remote: Endpoint,
+                   now: float, conns: list, ns: dict, pl: list, key: tuple, ke_data: bytes,
+                   shared: bytes) -> list[Action]:
+    """Derive the keys (§2.14) and answer IKE_SA_INIT; register the half-open IKE SA."""
+    acts: list[Action] = []
+    conn = ike.conn
+    chosen = ike.chosen
+    assert chosen is not None
     try:
         seed = keys.skeyseed(chosen.prf, ike.ni, ike.nr, shared)
         k = keys.derive_ike_keys(chosen.prf, chosen.encr, chosen.encr_bits, chosen.integ or None,
                                  seed, ike.ni, ike.nr, ike.spi_i, ike.spi_r)
         _protectors(eng, ike, k)
     except CryptoError as e:
-        return [Log(f"key derivation failed: {e}", level="error", conn=conn.name)]
+        return [Log(f"key derivation failed: {e}", level="error", conn=conn.name)] + \
+            eng.drop_ike(ike, now, "", None)
     seen, nat_l, nat_r = _natd_check(pl, ike.spi_i, bytes(8), local, remote)
     ike.natd_seen, ike.nat_local, ike.nat_remote = seen, nat_l, nat_r
     ike.frag_ok = N.IKEV2_FRAGMENTATION_SUPPORTED in ns and conn.fragmentation != "no"
@@ -392,11 +485,8 @@ def respond(eng: Engine, data: bytes, hdr: Any, local: Endpoint, remote: Endpoin
     ike.last_response = (0, out)
     ike.next_in = 1
     ike.last_recv = now
-    eng.register(ike)
-    eng.halfopen[key] = ike
-    ike.halfopen_key = key
-    ike.halfopen_deadline = now + eng.settings.half_open_timeout
-    eng.n_halfopen += 1
+    if ike.serial not in eng.by_serial:
+        _register_halfopen(eng, ike, key, now)
     eng.schedule(ike)
     nat = ""
     if nat_l or nat_r:
