@@ -1,11 +1,33 @@
 """The crypto helper pool (``--nhelpers``), sd_notify, crash reports, leak detective.
 
-Helper pool: Libreswan off-loads DH and signatures to helper threads.  Here the
-pool is a ``ThreadPoolExecutor``: ``cryptography`` releases the GIL inside its
-EC/RSA/X25519 C calls, so threads overlap them with the event loop at no IPC
-cost, where a process pool pays pickling and a round trip per job (measured by
-``measure()``; the figures are in the daemon report).  ``-1`` is Libreswan's
-rule (CPUs - 1, at least 1), ``0`` runs every job inline.
+Helper pool: as Libreswan's pluto off-loads DH to helper threads, the engine
+(with ``EngineSettings.offload_crypto``, set when ``--nhelpers`` > 0) hands its
+key-exchange computations out as ``Compute`` actions (IKE_SA_INIT: the
+responder's keygen+derive, the initiator's derive); the daemon runs each job
+here and feeds the result back through ``Engine.resume`` on its event loop.
+``-1`` is Libreswan's rule (CPUs - 1, at least 1), ``0`` runs every job inline
+(and the engine does not offload at all).
+
+Threads or processes?  A ``ThreadPoolExecutor``, chosen by the numbers of
+``measure()`` and ``bench/crypto_helpers.py`` (2-CPU box shared with other
+work, so wall-clock figures are noisy; key exchanges per second, 2 workers)::
+
+                      inline   threads  processes
+    ECP-256 (19)       1,889     2,987      1,116
+    Curve25519 (31)    1,851     2,661      1,256
+    MODP-2048 (14)       357       412        358
+    ML-KEM-768 (36)    3,668     2,969      2,195
+
+and daemon CPU per job (bench/results/summary.md): X25519 113 us inline,
+156-173 us threads, 155-169 us processes; ECP-256 163 / 171-197 / 143-146 us;
+MODP-2048 837 / 941-1055 / 148-175 us.  ``cryptography`` releases the GIL in
+EC (keygen, ECDH) and RSA calls, not in X25519, FFDH or ML-KEM.  So: threads
+give real parallelism for ECP groups and cost ~50 us of handoff for X25519;
+processes lose throughput everywhere (pickling and a pipe round trip per job,
+0.4-0.5 ms latency) and win daemon CPU only for MODP groups, which are not in
+the default proposals; and a process cannot take the initiator's job at all
+(its private key object does not pickle).  End to end the responder's crypto
+is ~15% of its CPU per IKE SA (the codec dominates), which bounds any gain.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ One asyncio loop carries everything (DESIGN.md, layer ``daemon/``):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import glob
@@ -61,6 +62,7 @@ from pypluto.daemon.options import PlutoOptions
 from pypluto.ike.actions import (
     AddPolicy,
     AddSA,
+    Compute,
     ConnectionEvent,
     DelPolicy,
     DelSA,
@@ -271,6 +273,8 @@ class Daemon:
             "virtual_private": self.opts.virtual_private,
             "listen_port": self.opts.ikeport,
             "natt_port": self.opts.natikeport,
+            # --nhelpers > 0: the engine hands key exchanges out as Compute actions
+            "offload_crypto": self.helpers is not None and self.helpers.count > 0,
         }
         if setup is not None:
             settings = EngineSettings.from_setup(setup, **overrides)  # type: ignore[arg-type]
@@ -632,11 +636,47 @@ class Daemon:
                     self.backend.del_policy(a.policy)
                 elif isinstance(a, ConnectionEvent):
                     self._on_event(a)
+                elif isinstance(a, Compute):
+                    self._compute(a)
             except BackendError as e:
                 self.log.log(f"kernel: {type(a).__name__} failed: {e}", "error",
                              conn=getattr(getattr(a, "sa", None), "conn_name", None) or None)
             except Exception as e:  # noqa: BLE001
                 self._internal_error(e, f"executing {type(a).__name__}")
+
+    def _compute(self, a: Compute) -> None:
+        """Run an offloaded key exchange on the helper pool; resume the engine on the loop."""
+        if self.helpers is None or self.loop is None:
+            fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            try:
+                fut.set_result(a.job())
+            except Exception as e:  # noqa: BLE001 - handed to the engine as the result
+                fut.set_exception(e)
+            self._resume(a.token, fut)
+            return
+        loop = self.loop
+        fut = self.helpers.submit(a.job)
+
+        def done(f: concurrent.futures.Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: daemon exiting
+                loop.call_soon_threadsafe(self._resume, a.token, f)
+
+        fut.add_done_callback(done)
+
+    def _resume(self, token: int, fut: concurrent.futures.Future[Any]) -> None:
+        """A helper finished: feed its result (or its exception) to the engine."""
+        if self._shutting_down or self.engine is None or fut.cancelled():
+            return
+        exc = fut.exception()
+        result: object
+        if exc is not None:
+            self.log.log(f"crypto helper job failed: {type(exc).__name__}: {exc}", "warning",
+                         rate_limited=True)
+            result = exc
+        else:
+            result = fut.result()
+        self._run(lambda: self.engine.resume(token, result, self.now()),
+                  rate_limited=True, where="crypto helper result")
 
     def _on_log(self, a: Log, rate_limited: bool) -> None:
         self.log.log(a.message, a.level, conn=a.conn, serial=a.serial, remote=a.remote,

@@ -1,0 +1,172 @@
+"""--nhelpers: the daemon runs the engine's ``Compute`` jobs on its helper pool.
+
+A scripted engine returns ``Compute`` actions for incoming datagrams; the
+daemon must run each job on a helper thread, call ``Engine.resume`` on its
+event loop with the result (or the job's exception) and carry out what resume
+returns.  The real engine's offload is covered in tests/ike/test_offload.py and,
+end to end, by the daemon pair tests (their default --nhelpers is -1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pypluto.daemon.helpers import HelperPool, helper_count
+from pypluto.daemon.logger import PlutoLogger
+from pypluto.daemon.options import PlutoOptions
+from pypluto.daemon.server import Daemon
+from pypluto.ike.actions import Compute, Endpoint, Log, SendPacket
+from pypluto.ike.status import EngineStatus
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OffloadingEngine:
+    """Answers datagram ``X`` after a Compute job: ``job`` names the thread it ran on."""
+
+    def __init__(self, settings: Any, secrets: Any, *, local_addrs: Any = ()) -> None:
+        self.settings = settings
+        self.resumed: list[tuple[int, object, str]] = []
+        self.received: list[bytes] = []
+        self.peer: Endpoint | None = None
+        self.local: Endpoint | None = None
+
+    def add_connection(self, conn: Any) -> list[Any]:
+        return []
+
+    def receive(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> list[Any]:
+        self.received.append(data)
+        self.peer, self.local = remote, local
+        if data == b"FAIL":
+            def job() -> object:
+                raise RuntimeError("helper job exploded")
+            return [Compute(job, 2)]
+        if data == b"KE":
+            return [Compute(lambda: threading.current_thread().name, 1)]
+        return []
+
+    def resume(self, token: int, result: object, now: float) -> list[Any]:
+        self.resumed.append((token, result, threading.current_thread().name))
+        assert self.peer is not None and self.local is not None
+        return [SendPacket(f"RESUMED {token}".encode(), self.local, self.peer),
+                Log(f"resumed job {token}")]
+
+    def handle_timer(self, now: float) -> list[Any]:
+        return []
+
+    def next_timer(self) -> float | None:
+        return None
+
+    def status(self, now: float) -> EngineStatus:
+        return EngineStatus()
+
+    def shutdown(self, now: float) -> list[Any]:
+        return []
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, Any]:
+    ike, natt = free_port(), free_port()
+    while natt == ike:
+        natt = free_port()
+    opts = PlutoOptions(
+        rundir=str(tmp_path), coredir=str(tmp_path), secretsfile=str(tmp_path / "none"),
+        backend="none", listen="127.0.0.1", ikeport=ike, natikeport=natt, nhelpers=2,
+    )
+    log = PlutoLogger(logfile=str(tmp_path / "log"), logtime=False)
+    return {"opts": opts, "log": log, "tmp": tmp_path}
+
+
+async def start(env: dict[str, Any]) -> tuple[Daemon, OffloadingEngine, socket.socket]:
+    engines: list[OffloadingEngine] = []
+
+    def factory(*a: Any, **k: Any) -> OffloadingEngine:
+        engines.append(OffloadingEngine(*a, **k))
+        return engines[-1]
+
+    ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ctl.bind(str(env["tmp"] / "pluto.ctl"))
+    ctl.listen(8)
+    ctl.setblocking(False)
+    d = Daemon(env["opts"], env["log"], engine_factory=factory)
+    await d.start(ctl)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.setblocking(False)
+    return d, engines[0], peer
+
+
+async def recv(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    loop = asyncio.get_running_loop()
+    return await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout)
+
+
+def test_jobs_run_on_helpers_and_resume_on_the_loop(env: dict[str, Any]) -> None:
+    async def body() -> None:
+        d, eng, peer = await start(env)
+        assert eng.settings.offload_crypto is True
+        peer.sendto(b"KE", ("127.0.0.1", env["opts"].ikeport))
+        assert await recv(peer) == b"RESUMED 1"
+        ((token, result, thread),) = eng.resumed
+        assert token == 1 and str(result).startswith("pluto-helper")
+        assert thread == threading.current_thread().name  # the event loop's thread
+        snap = d.snapshot()["pluto"]
+        assert (snap["helpers"], snap["helper_kind"]) == (2, "threads")
+        await d.shutdown()
+        peer.close()
+
+    asyncio.run(body())
+
+
+def test_a_failing_job_is_logged_and_resumed_with_its_exception(env: dict[str, Any]) -> None:
+    async def body() -> None:
+        d, eng, peer = await start(env)
+        peer.sendto(b"FAIL", ("127.0.0.1", env["opts"].ikeport))
+        assert await recv(peer) == b"RESUMED 2"
+        ((token, result, _),) = eng.resumed
+        assert token == 2 and isinstance(result, RuntimeError)
+        # the daemon carries on
+        peer.sendto(b"KE", ("127.0.0.1", env["opts"].ikeport))
+        assert await recv(peer) == b"RESUMED 1"
+        await d.shutdown()
+        peer.close()
+        text = (env["tmp"] / "log").read_text()
+        assert "crypto helper job failed: RuntimeError: helper job exploded" in text
+        assert not any(p.name.startswith("pluto-crash-") for p in env["tmp"].iterdir())
+
+    asyncio.run(body())
+
+
+def test_no_helpers_means_inline(env: dict[str, Any]) -> None:
+    env["opts"].nhelpers = 0
+
+    async def body() -> None:
+        d, eng, peer = await start(env)
+        assert eng.settings.offload_crypto is False
+        assert d.snapshot()["pluto"]["helper_kind"] == "inline"
+        await d.shutdown()
+        peer.close()
+
+    asyncio.run(body())
+
+
+def test_pool_sizes() -> None:
+    assert helper_count(0) == 0 and helper_count(3) == 3 and helper_count(-1) >= 1
+    pool = HelperPool(1)
+    try:
+        assert pool.kind == "threads" and pool.submit(lambda x: x + 1, 1).result() == 2
+    finally:
+        pool.close()
+    inline = HelperPool(0)
+    fut = inline.submit(lambda: 1 / 0)
+    assert inline.kind == "inline" and isinstance(fut.exception(), ZeroDivisionError)
