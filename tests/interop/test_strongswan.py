@@ -58,6 +58,10 @@ def _child_spis(them: StrongSwan) -> set[str]:
 
 
 def _ping_both(lab: Lab) -> None:
+    # Our side reports ESTABLISHED when its SAs are in; strongSwan may still be
+    # adding its route via ipsec0 (table 220).  Wait for the first echo, then count.
+    lab.wait_for(lambda: lab.ping(lab.west, EAST_INNER, count=1, timeout=1,
+                                  src=WEST_INNER)[1] == 1, 10, "a first echo through the tunnel")
     assert lab.ping(lab.west, EAST_INNER, count=3, src=WEST_INNER) == (3, 3), "west -> east"
     assert lab.ping(lab.east, WEST_INNER, count=3, src=EAST_INNER) == (3, 3), "east -> west"
 
