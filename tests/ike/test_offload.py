@@ -190,3 +190,66 @@ def test_unknown_token_is_ignored() -> None:
     eng = Engine(EngineSettings(offload_crypto=True), Store(None), local_addrs=[EAST])
     acts = eng.resume(12345, b"", 1.0)
     assert all(isinstance(a, Log) for a in acts)
+
+
+PFS = {"esp": "aes_gcm256-dh19"}
+
+
+def test_immediate_jobs_rekey_child_with_pfs_and_ike() -> None:
+    net = OffloadNet(west_kw=PFS, east_kw=PFS)
+    net.up()
+    n = net.computes
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.run()
+    assert net.computes == n + 1  # east's PFS key exchange (west's side stays inline)
+    ch = net.children(net.east)
+    assert len(ch) == 1 and ch[0].ke == "ECP_256"
+    check_pair(net)
+    old = net.established(net.east)[0].serial
+    net.apply(net.west, net.west.engine.rekey_ike("west-east", net.now))
+    net.run()
+    assert net.computes == n + 2
+    (e,) = net.established(net.east)
+    assert e.serial != old and len(e.children) == 1
+    (w,) = net.established(net.west)
+    assert (w.spi_i, w.spi_r) == (e.spi_i, e.spi_r)
+
+
+def test_late_child_rekey_job_and_retransmits() -> None:
+    net = OffloadNet(west_kw=PFS, east_kw=PFS)
+    net.immediate = True
+    net.up()
+    net.immediate = False
+    before = net.children(net.west)[0].spi_in
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.run()
+    (job,) = net.pending(net.east)
+    sent = sum(isinstance(a, SendPacket) for a in net.east.actions)
+    net.advance(2.0)  # west retransmits; east drops the copies while computing
+    assert len(net.pending(net.east)) == 1
+    assert sum(isinstance(a, SendPacket) for a in net.east.actions) == sent
+    net.jobs.clear()
+    net.finish(net.east, job)
+    net.run()
+    net.advance(5.0)
+    w, e = net.children(net.west), net.children(net.east)
+    assert len(w) == 1 and len(e) == 1 and w[0].spi_in != before, net.west.logs()
+    assert w[0].spi_in == e[0].spi_out
+    check_pair(net)
+
+
+def test_late_ike_rekey_job_after_the_ike_sa_was_deleted() -> None:
+    net = OffloadNet()
+    net.immediate = True
+    net.up()
+    net.immediate = False
+    net.apply(net.west, net.west.engine.rekey_ike("west-east", net.now))
+    net.run()
+    (job,) = net.pending(net.east)
+    # west gives up and deletes everything; east processes the Delete meanwhile
+    net.apply(net.west, net.west.engine.terminate("west-east", net.now))
+    net.run()
+    assert not net.east.engine.by_serial
+    acts = net.finish(net.east, job)
+    assert not any(isinstance(a, SendPacket) for a in acts)
+    assert not net.east.engine.by_serial and not net.east.engine.ike_sas

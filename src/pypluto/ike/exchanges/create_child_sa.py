@@ -384,10 +384,52 @@ def respond(eng: Engine, ike: IKESA, msgid: int, payloads: list, now: float) -> 
         if group not in allowed:
             pick = next(iter(sorted(allowed)), ike.ke_group)
             return answer([codec.notify(N.INVALID_KE_PAYLOAD, pick.to_bytes(2, "big"))])
+        if eng.settings.offload_crypto:
+            return acts + _offload_child_ke(eng, ike, msgid, payloads, conn, old, ni, nr, group,
+                                            bytes(ke_p.data), now)
         try:
             ke_out, shared = dh.responder_ke(group, bytes(ke_p.data))
         except CryptoError:
             return answer([codec.notify(N.INVALID_SYNTAX)])
+    return acts + _respond_child_keyed(eng, ike, msgid, payloads, conn, old, ni, nr, group,
+                                       ke_out, shared, now)
+
+
+def _offload_child_ke(eng: Engine, ike: IKESA, msgid: int, payloads: list, conn: Connection,
+                      old: ChildSA | None, ni: bytes, nr: bytes, group: int, peer_ke: bytes,
+                      now: float) -> list[Action]:
+    """The PFS key exchange of a CREATE_CHILD_SA request goes to a helper (§1.3.1, §1.3.3).
+
+    ``next_in`` moves on at once, so a retransmit of the request while the job
+    runs is dropped rather than processed twice (§2.1); the peer's next
+    retransmit after the answer gets the cached response.
+    """
+    ike.next_in = msgid + 1
+
+    def then(result: object, t: float) -> list[Action]:
+        if isinstance(result, BaseException):
+            return eng.send_response(ike, EXCH_CHILD, msgid, [codec.notify(N.INVALID_SYNTAX)])
+        if ike.state == S.IKE_DELETING or (old is not None and (
+                old.state != S.ESTABLISHED_CHILD or old.replaced)):
+            return eng.send_response(ike, EXCH_CHILD, msgid,
+                                     [codec.notify(N.TEMPORARY_FAILURE)])
+        ke_out, shared = result  # type: ignore[misc]
+        return _respond_child_keyed(eng, ike, msgid, payloads, conn, old, ni, nr, group, ke_out,
+                                    shared, t)
+
+    return eng.compute(ike, lambda: dh.responder_ke(group, peer_ke), then, now)
+
+
+def _respond_child_keyed(eng: Engine, ike: IKESA, msgid: int, payloads: list, conn: Connection,
+                         old: ChildSA | None, ni: bytes, nr: bytes, group: int | None,
+                         ke_out: bytes | None, shared: bytes | None, now: float
+                         ) -> list[Action]:
+    """Accept (or refuse) the new Child SA and answer (§1.3.1, §2.17 keys)."""
+    acts: list[Action] = []
+
+    def answer(out: list) -> list[Action]:
+        return acts + eng.send_response(ike, EXCH_CHILD, msgid, out)
+
     c, cp, why = childmod.accept(eng, ike, conn, payloads, ni, nr, group, shared, old)
     if c is None and old is None and not childmod.ts_fits(eng, ike, conn, payloads):
         for other in childmod.other_connections(eng, ike):  # another conn, same peer
@@ -437,8 +479,40 @@ def _respond_ike_rekey(eng: Engine, ike: IKESA, msgid: int, sa_p: Any, ni: bytes
         return answer([codec.notify(N.INVALID_SYNTAX)])
     if ke_p.group != chosen.ke:
         return answer([codec.notify(N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))])
+    if eng.settings.offload_crypto:
+        ike.next_in = msgid + 1  # a retransmit while the job runs is dropped (§2.1)
+        group, peer_ke = chosen.ke, bytes(ke_p.data)
+
+        def then(result: object, t: float) -> list[Action]:
+            if isinstance(result, BaseException):
+                return eng.send_response(ike, EXCH_CHILD, msgid, [codec.notify(
+                    N.INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))])
+            o = ike.outstanding  # §2.25: our own Child SA exchange may have started meanwhile
+            if ike.replaced or ike.state == S.IKE_DELETING or \
+                    (o is not None and isinstance(o.task, _ChildTaskBase)):
+                return eng.send_response(ike, EXCH_CHILD, msgid,
+                                         [codec.notify(N.TEMPORARY_FAILURE)])
+            ke_out, shared = result  # type: ignore[misc]
+            return _respond_ike_rekey_keyed(eng, ike, msgid, chosen, ni, nr, ke_out, shared, t)
+
+        return acts + eng.compute(ike, lambda: dh.responder_ke(group, peer_ke), then, now)
     try:
         ke_out, shared = dh.responder_ke(chosen.ke, bytes(ke_p.data))
+    except CryptoError:
+        return answer([codec.notify(N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))])
+    return acts + _respond_ike_rekey_keyed(eng, ike, msgid, chosen, ni, nr, ke_out, shared, now)
+
+
+def _respond_ike_rekey_keyed(eng: Engine, ike: IKESA, msgid: int, chosen: Any, ni: bytes,
+                             nr: bytes, ke_out: bytes, shared: bytes, now: float
+                             ) -> list[Action]:
+    """The new IKE SA from the rekey's keys (§2.18); the children move over."""
+    acts: list[Action] = []
+
+    def answer(out: list) -> list[Action]:
+        return acts + eng.send_response(ike, EXCH_CHILD, msgid, out)
+
+    try:
         new = _new_ike(eng, ike, False, bytes(chosen.spi), eng.alloc_ike_spi(), chosen, ni, nr,
                        shared, now)
     except CryptoError:
