@@ -59,6 +59,14 @@ class OffloadNet(Net):
         raise AssertionError(f"no job pending on {side.name}")
 
 
+def initiate(net: OffloadNet) -> None:
+    """West initiates; its KE keygen job (held) runs, and IKE_SA_INIT reaches east."""
+    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
+    assert not net.queue  # nothing is sent before the KE value exists
+    net.finish(net.west, net.take(net.west))
+    net.run()
+
+
 def test_inline_by_default_emits_no_compute() -> None:
     net = Net()
     net.up()
@@ -74,13 +82,12 @@ def test_immediate_jobs_establish() -> None:
         assert len(net.children(side)) == 1, side.logs()
         assert not side.engine.computing and not side.engine.computing_serials
     check_pair(net)
-    assert net.computes == 2  # east's responder KE, west's finish of its KE
+    assert net.computes == 3  # west's keygen, east's responder KE, west's finish
 
 
 def test_late_jobs_and_retransmits_while_computing() -> None:
     net = OffloadNet(immediate=False)
-    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
-    net.run()
+    initiate(net)
     (east_job,) = net.pending(net.east)
     assert net.east.engine.n_halfopen == 1  # counted as half-open while computing
     assert not any(isinstance(a, SendPacket) for a in net.east.actions)
@@ -108,8 +115,7 @@ def test_out_of_order_results_reach_their_own_sa() -> None:
     west2 = Engine(EngineSettings(), Store(b"x" * 32), rng=random.Random(7).randbytes,
                    local_addrs=[WEST])
     west2.add_connection(make_conn(local_left=True))
-    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
-    net.run()
+    initiate(net)
     first = [a for a in west2.initiate("west-east", net.now) if isinstance(a, SendPacket)]
     net.apply(net.east, net.east.engine.receive(first[0].data, first[0].remote,
                                                 first[0].local, net.now))
@@ -139,8 +145,7 @@ def test_out_of_order_results_reach_their_own_sa() -> None:
 
 def test_result_after_halfopen_expiry_is_dropped() -> None:
     net = OffloadNet(immediate=False)
-    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
-    net.run()
+    initiate(net)
     job = net.take(net.east)
     net.cut = True
     net.advance(net.east.engine.settings.half_open_timeout + 1)
@@ -153,8 +158,7 @@ def test_result_after_halfopen_expiry_is_dropped() -> None:
 
 def test_result_after_terminate_is_dropped() -> None:
     net = OffloadNet(immediate=False)
-    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
-    net.run()
+    initiate(net)
     net.finish(net.east, net.take(net.east))
     net.run()
     job = net.take(net.west)
@@ -167,8 +171,7 @@ def test_result_after_terminate_is_dropped() -> None:
 
 def test_failing_job_is_a_clean_failure() -> None:
     net = OffloadNet(immediate=False)
-    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
-    net.run()
+    initiate(net)
     acts = net.finish(net.east, net.take(net.east), RuntimeError("helper died"))
     assert any("INVALID_KE_PAYLOAD" in a.message for a in acts if isinstance(a, Log))
     assert net.east.engine.n_halfopen == 0 and not net.east.engine.by_serial
@@ -176,8 +179,7 @@ def test_failing_job_is_a_clean_failure() -> None:
     net.jobs.clear()
     # the initiator's job failing too
     net2 = OffloadNet(immediate=False)
-    net2.apply(net2.west, net2.west.engine.initiate("west-east", net2.now))
-    net2.run()
+    initiate(net2)
     net2.finish(net2.east, net2.take(net2.east))
     net2.run()
     acts = net2.finish(net2.west, net2.take(net2.west), ValueError("boom"))
@@ -253,3 +255,16 @@ def test_late_ike_rekey_job_after_the_ike_sa_was_deleted() -> None:
     acts = net.finish(net.east, job)
     assert not any(isinstance(a, SendPacket) for a in acts)
     assert not net.east.engine.by_serial and not net.east.engine.ike_sas
+
+
+def test_initiator_keygen_job_failing_or_late() -> None:
+    net = OffloadNet(immediate=False)
+    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
+    acts = net.finish(net.west, net.take(net.west), ValueError("no entropy"))
+    assert any("cannot initiate: KE group" in a.message for a in acts if isinstance(a, Log))
+    assert [e.kind for e in net.west.events] == ["failed"] and not net.west.engine.by_serial
+    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
+    job = net.take(net.west)
+    net.apply(net.west, net.west.engine.terminate("west-east", net.now))
+    acts = net.finish(net.west, job)
+    assert not any(isinstance(a, SendPacket) for a in acts) and not net.queue

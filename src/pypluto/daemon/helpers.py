@@ -3,7 +3,8 @@
 Helper pool: as Libreswan's pluto off-loads DH to helper threads, the engine
 (with ``EngineSettings.offload_crypto``, set when ``--nhelpers`` > 0) hands its
 key-exchange computations out as ``Compute`` actions (IKE_SA_INIT: the
-responder's keygen+derive, the initiator's derive); the daemon runs each job
+responder's keygen+derive, the initiator's keygen and derive; the responder's
+CREATE_CHILD_SA PFS and IKE-rekey key exchange); the daemon runs each job
 here and feeds the result back through ``Engine.resume`` on its event loop.
 ``-1`` is Libreswan's rule (CPUs - 1, at least 1), ``0`` runs every job inline
 (and the engine does not offload at all).

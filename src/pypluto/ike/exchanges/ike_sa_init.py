@@ -87,14 +87,31 @@ def initiate(eng: Engine, conn: Connection, now: float, tries: int = 1,
 
 
 def _send(eng: Engine, ike: IKESA, now: float) -> list[Action]:
+    """Make our KE value (offloaded with ``offload_crypto``) and send IKE_SA_INIT."""
+    if eng.settings.offload_crypto:
+        group = ike.ke_group
+
+        def then(result: object, t: float) -> list[Action]:
+            if ike.state != S.PARENT_I1 or ike.outstanding is not None:
+                return []  # the IKE SA moved on while the job ran
+            return _send_with(eng, ike, result, t)
+
+        return eng.compute(ike, lambda: dh.initiator_ke(group), then, now)
+    try:
+        priv: object = dh.initiator_ke(ike.ke_group)
+    except CryptoError as e:
+        priv = e
+    return _send_with(eng, ike, priv, now)
+
+
+def _send_with(eng: Engine, ike: IKESA, priv: object, now: float) -> list[Action]:
     conn = ike.conn
     specs = proposals.ike_specs(conn.ike)
-    try:
-        ike.ke_priv = dh.initiator_ke(ike.ke_group)
-    except CryptoError as e:
-        acts: list[Action] = [Log(f"cannot initiate: KE group {ike.ke_group}: {e}",
+    if isinstance(priv, BaseException):
+        acts: list[Action] = [Log(f"cannot initiate: KE group {ike.ke_group}: {priv}",
                                   level="error", conn=conn.name, serial=ike.serial)]
         return acts + eng.drop_ike(ike, now, "", "failed")
+    ike.ke_priv = priv
     sent = proposals.build_proposals(specs, PROTO_IKE, b"", ike=True, ke_override=ike.ke_group)
     ike.pending_child = sent  # the proposals, to check the answer
     payloads = []
