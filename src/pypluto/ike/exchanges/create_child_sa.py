@@ -10,7 +10,7 @@ deleted, so no traffic is lost.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pypluto.crypto import dh, keys
 from pypluto.crypto.errors import CryptoError
@@ -413,7 +413,7 @@ def _offload_child_ke(eng: Engine, ike: IKESA, msgid: int, payloads: list, conn:
                 old.state != S.ESTABLISHED_CHILD or old.replaced)):
             return eng.send_response(ike, EXCH_CHILD, msgid,
                                      [codec.notify(N.TEMPORARY_FAILURE)])
-        ke_out, shared = result  # type: ignore[misc]
+        ke_out, shared = cast(tuple[bytes, bytes], result)
         return _respond_child_keyed(eng, ike, msgid, payloads, conn, old, ni, nr, group, ke_out,
                                     shared, t)
 
@@ -492,7 +492,7 @@ def _respond_ike_rekey(eng: Engine, ike: IKESA, msgid: int, sa_p: Any, ni: bytes
                     (o is not None and isinstance(o.task, _ChildTaskBase)):
                 return eng.send_response(ike, EXCH_CHILD, msgid,
                                          [codec.notify(N.TEMPORARY_FAILURE)])
-            ke_out, shared = result  # type: ignore[misc]
+            ke_out, shared = cast(tuple[bytes, bytes], result)
             return _respond_ike_rekey_keyed(eng, ike, msgid, chosen, ni, nr, ke_out, shared, t)
 
         return acts + eng.compute(ike, lambda: dh.responder_ke(group, peer_ke), then, now)

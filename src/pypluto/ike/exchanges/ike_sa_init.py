@@ -9,7 +9,7 @@ proposal, KE group), then creates a half-open IKE SA.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pypluto.crypto import dh, keys
 from pypluto.crypto.errors import CryptoError
@@ -462,7 +462,7 @@ def _respond_offloaded(eng: Engine, data: bytes, hdr: Any, local: Endpoint, remo
             acts += eng.drop_ike(ike, t, "", None)
             return acts + _stateless(eng, hdr, local, remote, [codec.notify(
                 N.INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))])
-        ke_data, shared = result  # type: ignore[misc]
+        ke_data, shared = cast(tuple[bytes, bytes], result)
         return _respond_keyed(eng, ike, data, local, remote, t, conns, ns, pl, key, ke_data,
                               shared)
 
