@@ -112,7 +112,7 @@ def auth(method: int, data: bytes) -> Any:
 
 
 def ts_payload(ptype: int, tss: list[TS]) -> Any:
-    sels = [wp.TrafficSelector(t.ts_type, t.proto, t.sport, t.eport, t.start_addr(),
+    sels: list[wp.TrafficSelector | wp.RawTrafficSelector] = [wp.TrafficSelector(t.ts_type, t.proto, t.sport, t.eport, t.start_addr(),
                                t.end_addr()) for t in tss]
     return wp.TSPayload(selectors=sels, payload_type=ptype)
 

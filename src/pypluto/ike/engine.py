@@ -328,10 +328,10 @@ class Engine:
         if spi and self.ike_sas.get(spi) is ike:  # an IKE SA rekey's reserved SPI
             del self.ike_sas[spi]
         for t in ([o.task] if o is not None else []) + list(ike.tasks):
-            c = getattr(t, "child", None)  # a Child SA being negotiated: its reserved SPI
-            if c is not None and c.state != S.ESTABLISHED_CHILD and \
-                    self.children_in.get(c.spi_in) is c:
-                del self.children_in[c.spi_in]
+            pending: ChildSA | None = getattr(t, "child", None)  # its reserved SPI
+            if pending is not None and pending.state != S.ESTABLISHED_CHILD and \
+                    self.children_in.get(pending.spi_in) is pending:
+                del self.children_in[pending.spi_in]
         ike.outstanding = None
         ike.tasks.clear()
         token = self.computing_serials.pop(ike.serial, None)
@@ -373,7 +373,8 @@ class Engine:
                       soft_bytes=hb * 8 // 10 if hb else None, hard_packets=hp,
                       soft_packets=hp * 8 // 10 if hp else None, conn_name=conn.name,
                       serial=child.serial)
-        enc_in = enc_out = (None, None)
+        enc_in: tuple[int | None, int | None] = (None, None)
+        enc_out: tuple[int | None, int | None] = (None, None)
         if child.encap is not None:
             lp, rp = child.encap
             enc_in, enc_out = (rp, lp), (lp, rp)
@@ -397,8 +398,9 @@ class Engine:
                     for rk in tsmod.to_kernel(rt):
                         base = dict(reqid=child.reqid, mode=child.mode, protocol=child.protocol,
                                     conn_name=conn.name)
+                        src_ip = conn.local.sourceip[0] if conn.local.sourceip else None
                         out.append(PolicyParams(lk, rk, "out", tmpl_src=la, tmpl_dst=ra,
-                                                source_ip=(conn.local.sourceip or [None])[0],
+                                                source_ip=src_ip,
                                                 **base))  # type: ignore[arg-type]
                         out.append(PolicyParams(rk, lk, "in", tmpl_src=ra, tmpl_dst=la,
                                                 **base))  # type: ignore[arg-type]

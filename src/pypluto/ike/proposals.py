@@ -9,6 +9,7 @@ of each type, and answers with exactly that.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pypluto.config.model import AlgSpec, ProposalSpec
@@ -65,13 +66,13 @@ class Chosen:
         return reg.transform_name(TransformType.KE, self.ke) if self.ke else ""
 
 
-def _encr_bits(spec: AlgSpec) -> list[int | None]:
+def _encr_bits(spec: AlgSpec) -> Sequence[int | None]:
     alg = reg.get(TransformType.ENCR, spec.id)
     if spec.key_bits:
         return [spec.key_bits]
     if alg is not None and alg.key_bits:
         # a bare "aes" stands for every strength, strongest first
-        return sorted((b for b in alg.key_bits if b != 192), reverse=True)
+        return [b for b in sorted(alg.key_bits, reverse=True) if b != 192]
     return [None]
 
 
