@@ -28,6 +28,13 @@ def test_version_help_unknown():
     assert r.returncode == 1 and 'unknown command "frobnicate"' in r.stderr
 
 
+def test_loadtest_is_an_ipsec_command():
+    """``ipsec loadtest`` reaches pypluto.loadtest (an unreadable PSK file is its error 2)."""
+    r = ipsec("loadtest", "--local", "192.0.2.1", "--remote", "192.0.2.2",
+              "--psk-file", "/nonexistent/psk", "-n", "1")
+    assert r.returncode == 2 and r.stderr.startswith("ipsec loadtest:"), r.stderr
+
+
 def test_status_commands_map_to_whack(daemon):
     rd = str(daemon.rundir)
     r = ipsec("status", "--rundir", rd)

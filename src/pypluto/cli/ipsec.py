@@ -38,6 +38,7 @@ Usage: ipsec <command> [arguments]
   addconn [options]            Libreswan's addconn
   readwriteconf [options]      the resolved configuration, canonical form
   version                      show the version
+  loadtest [options]           initiate many IKE SAs against a responder (--help)
   auto --add|--delete|--up|--down|--status NAME   Libreswan 4 spelling of the above
 Common options (before the arguments): --rundir <dir>, --ctlsocket <file>,
   --config <file>
@@ -178,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         return _config_tool("addconn", rest_args)
     if cmd == "readwriteconf":
         return _config_tool("readwriteconf", rest_args)
+    if cmd == "loadtest":
+        from pypluto import loadtest
+
+        return loadtest.main(rest_args)
     try:
         opts, rest = _common(rest_args)
     except ValueError as e:
