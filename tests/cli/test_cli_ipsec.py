@@ -64,6 +64,25 @@ def test_add_delete_up_down(daemon):
     r = ipsec("auto", "--rundir", rd, "--config", conf, "--add", "c-later")
     assert r.returncode == 0 and '"c-later": added IKEv2 connection' in r.stdout
     assert ipsec("auto", "--rundir", rd, "--delete", "c-later").returncode == 0
+
+
+def test_add_sees_an_edited_file(daemon, tmp_path):
+    """pluto reuses its parse for repeated adds, but never a stale one."""
+    rd = str(daemon.rundir)
+    conf = tmp_path / "more.conf"
+    conf.write_text("conn m1\n\tleft=127.0.0.1\n\tright=192.0.2.91\n\tauthby=secret\n")
+    r = ipsec("add", "--rundir", rd, "--config", str(conf), "m1")
+    assert r.returncode == 0 and '"m1": added IKEv2 connection' in r.stdout
+    assert ipsec("add", "--rundir", rd, "--config", str(conf), "m2").returncode == 21
+    with conf.open("a") as f:  # a conn added to the file after the first add
+        f.write("conn m2\n\tleft=127.0.0.1\n\tright=192.0.2.92\n\tauthby=secret\n")
+    r = ipsec("add", "--rundir", rd, "--config", str(conf), "m2")
+    assert r.returncode == 0 and '"m2": added IKEv2 connection' in r.stdout
+    for name in ("m1", "m2"):  # and the same name added twice is a fresh connection
+        assert ipsec("delete", "--rundir", rd, name).returncode == 0
+    r = ipsec("add", "--rundir", rd, "--config", str(conf), "m1")
+    assert r.returncode == 0 and '"m1": added IKEv2 connection' in r.stdout
+    assert ipsec("delete", "--rundir", rd, "m1").returncode == 0
     assert ipsec("auto", "--rundir", rd, "--up", "c-later").returncode == 21
     assert ipsec("auto", "--rundir", rd, "c-later").returncode == 33
     r = ipsec("up", "--rundir", rd)

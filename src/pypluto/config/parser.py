@@ -88,6 +88,8 @@ class ConfigFile:
     resolved: dict[str, dict[str, tuple[str, Origin]]] = field(default_factory=dict)
     also_chain: dict[str, list[str]] = field(default_factory=dict)
     failed: dict[str, list[Diagnostic]] = field(default_factory=dict)  # conns not loaded
+    # what was read: ("file", path) and ("glob", pattern) in order; see inputs_signature()
+    inputs: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -125,6 +127,7 @@ class _Reader:
         self.sections: list[Section] = []
         self.current: Section | None = None
         self.files_read = 0
+        self.inputs: list[tuple[str, str]] = []
 
     def sections_origin(self, name: str) -> Origin | None:
         for s in self.sections:
@@ -224,6 +227,7 @@ class _Reader:
                      f"include '{pattern}': nested too deep (more than {MAX_INCLUDE_DEPTH})")
             return
         target = self._resolve_include(pattern, real_path)
+        self.inputs.append(("glob", target))
         try:
             matches = sorted(glob.glob(target))
         except (OSError, ValueError, re.error):
@@ -242,6 +246,7 @@ class _Reader:
             shown = match
             if self.root_dir and os.path.isabs(pattern):
                 shown = "/" + os.path.relpath(match, self.root_dir)
+            self.inputs.append(("file", match))
             try:
                 self.read_file(match, depth + 1, shown)
             except OSError as exc:
@@ -823,7 +828,7 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
 
 
 def _finish(reader: _Reader, path: str) -> ConfigFile:
-    cfg = ConfigFile(path=path)
+    cfg = ConfigFile(path=path, inputs=list(reader.inputs))
     cfg.sections = reader.sections
     _validate_sections(reader)
     _resolve_conns(reader, cfg)
@@ -888,6 +893,7 @@ def load_config(path: str, *, root_dir: str | None = None) -> ConfigFile:
     for tests, like Libreswan's ``--rootdir``).
     """
     reader = _Reader(root_dir)
+    reader.inputs.append(("file", path))
     with open(path, "rb") as fh:
         data = fh.read()
     try:
@@ -895,3 +901,23 @@ def load_config(path: str, *, root_dir: str | None = None) -> ConfigFile:
     except RecursionError:
         reader.err(path, 0, "include nesting too deep")
     return _finish(reader, path)
+
+
+def inputs_signature(cfg: ConfigFile) -> tuple[object, ...]:
+    """What ``cfg`` was made of, as it is on disk now: every file's (mtime, size, inode)
+    and every include glob's matches.  Equal signatures mean that reading the file
+    again would give the same result (the daemon reuses a parse for ``ipsec add``)."""
+    sig: list[object] = []
+    for kind, name in cfg.inputs:
+        if kind == "glob":
+            try:
+                sig.append((name, tuple(sorted(glob.glob(name)))))
+            except (OSError, ValueError, re.error):
+                sig.append((name, None))
+            continue
+        try:
+            st = os.stat(name)
+            sig.append((name, st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            sig.append((name, None))
+    return tuple(sig)

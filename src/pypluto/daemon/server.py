@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import copy
 import dataclasses
 import glob
 import ipaddress
@@ -32,6 +33,7 @@ from typing import Any
 
 from pypluto import __version__
 from pypluto.config.model import Connection, IPAddress
+from pypluto.config.parser import ConfigFile, inputs_signature
 from pypluto.control import format as fmt
 from pypluto.control.protocol import (
     MAX_FRAME,
@@ -173,6 +175,7 @@ class Daemon:
         self._shutting_down = False
         self._rl_flush = False
         self.crash_reports = 0
+        self._add_cache: dict[str, tuple[tuple[object, ...], ConfigFile]] = {}  # ipsec add
         self.exit_code = 0
 
     # ------------------------------------------------------------------ clock
@@ -1016,10 +1019,19 @@ class Daemon:
                 not all(isinstance(n, str) for n in names):
             return RC_BADWHACKMESSAGE, None, "add: config must be a path, names a list of names"
         auto = bool(args.get("autoall"))
-        try:
-            _setup, result = load_setup(str(path))
-        except OptionError as e:
-            return RC_WHACK_PROBLEM, None, str(e)
+        # One parse serves every add until a file it read (or an include glob's
+        # matches) changes: 1,000 "ipsec add NAME" calls must not parse 1,000 times.
+        cached = self._add_cache.get(str(path))
+        result: object
+        if cached is not None and inputs_signature(cached[1]) == cached[0]:
+            result = cached[1]
+        else:
+            try:
+                _setup, result = load_setup(str(path))
+            except OptionError as e:
+                return RC_WHACK_PROBLEM, None, str(e)
+            if isinstance(result, ConfigFile):
+                self._add_cache = {str(path): (inputs_signature(result), result)}
         saved, self.opts.config_result = self.opts.config_result, result
         try:
             conns = {c.name: c for c in self._config_conns()}
@@ -1035,7 +1047,7 @@ class Daemon:
                 emit(f'conn "{n}" not found in "{path}"')
                 rc = RC_UNKNOWN_NAME
                 continue
-            r = self.add_conn(conn, emit)
+            r = self.add_conn(copy.deepcopy(conn), emit)  # the cached parse stays pristine
             rc = rc or r
         return rc, None, None
 
