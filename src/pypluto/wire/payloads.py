@@ -70,6 +70,12 @@ __all__ = [
 
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
+_TRANSFORM_HDR = struct.Struct("!BBHBBH")  # RFC 7296 §3.3.2
+_PROPOSAL_HDR = struct.Struct("!BBHBBBB")  # RFC 7296 §3.3.1
+_ATTR_HDR = struct.Struct("!HH")  # RFC 7296 §3.3.5
+_TTYPES: dict[int, int] = {int(m): m for m in TransformType}
+_PROTOCOLS: dict[int, int] = {int(m): m for m in ProtocolID}
+_KEY_LENGTH = int(TransformAttr.KEY_LENGTH)
 
 NONCE_MIN = 16  # RFC 7296 §3.9
 NONCE_MAX = 256
@@ -239,30 +245,59 @@ class Transform:
 
     @classmethod
     def parse_from(cls, r: _Reader, is_last: bool) -> Transform:
+        """Parse one transform at ``r.pos`` (RFC 7296 §3.3.2, attributes §3.3.5).
+
+        One precompiled ``struct`` call reads the fixed 8-byte header; the common
+        shapes (no attribute, one TV attribute) take no per-field reads.
+        """
+        data = r.data
         start = r.pos
+        end = r.end
+        if end - start < 8:
+            return cls._parse_from_slow(r, is_last)
+        last, res1, length, ttype, res2, tid = _TRANSFORM_HDR.unpack_from(data, start)
+        if last != (0 if is_last else 3):
+            raise InvalidSyntax(f"transform: last-substructure {last}")
+        if length < 8:
+            raise InvalidSyntax(f"transform: length {length} < 8")
+        tend = start + length
+        if tend > end:
+            raise InvalidSyntax(
+                f"transform: transform body needs {length - 4} bytes, {end - start - 4} left"
+            )
+        attrs: list[TransformAttribute] = []
+        pos = start + 8
+        while pos < tend:
+            if tend - pos < 4:
+                raise InvalidSyntax(f"transform: attribute needs 4 bytes, {tend - pos} left")
+            a, v = _ATTR_HDR.unpack_from(data, pos)
+            pos += 4
+            if a & 0x8000:
+                attrs.append(TransformAttribute(a & 0x7FFF, v))
+            else:
+                if v > tend - pos:
+                    raise InvalidSyntax(
+                        f"transform: attribute value needs {v} bytes, {tend - pos} left"
+                    )
+                if a == _KEY_LENGTH:
+                    raise InvalidSyntax(
+                        "transform: Key Length attribute must be TV (RFC 7296 §3.3.5)"
+                    )
+                attrs.append(TransformAttribute(a, data[pos : pos + v]))
+                pos += v
+        r.pos = tend
+        return cls(_TTYPES.get(ttype, ttype), tid, attrs, reserved=(res1 << 8) | res2)
+
+    @classmethod
+    def _parse_from_slow(cls, r: _Reader, is_last: bool) -> Transform:
+        """Field-by-field parse; used only near the end of the data for its errors."""
         last = r.u8("transform last")
         _check(last == (0 if is_last else 3), f"transform: last-substructure {last}")
-        res1 = r.u8("transform reserved")
+        r.u8("transform reserved")
         length = r.u16("transform length")
         _check(length >= 8, f"transform: length {length} < 8")
         r.need(length - 4, "transform body")
-        sub = _Reader(r.data, "transform", r.pos, start + length)
-        ttype = sub.u8("transform type")
-        res2 = sub.u8("transform reserved")
-        tid = sub.u16("transform id")
-        attrs: list[TransformAttribute] = []
-        while sub.remaining:
-            a = sub.u16("attribute type")
-            if a & 0x8000:
-                attrs.append(TransformAttribute(a & 0x7FFF, sub.u16("attribute value")))
-            else:
-                alen = sub.u16("attribute length")
-                attrs.append(TransformAttribute(a, sub.take(alen, "attribute value")))
-        for attr in attrs:
-            if attr.type == TransformAttr.KEY_LENGTH:
-                _check(attr.tv, "transform: Key Length attribute must be TV (RFC 7296 §3.3.5)")
-        r.pos = start + length
-        return cls(enum_or_int(TransformType, ttype), tid, attrs, reserved=(res1 << 8) | res2)
+        raise InvalidSyntax("transform: truncated")  # pragma: no cover - need() raised
 
     def serialize(self, is_last: bool) -> bytes:
         attrs = b"".join(a.serialize() for a in self.attributes)
@@ -304,24 +339,41 @@ class Proposal:
 
     @classmethod
     def parse_from(cls, r: _Reader, is_last: bool) -> Proposal:
+        """Parse one proposal at ``r.pos`` (RFC 7296 §3.3.1); one struct call for its header."""
+        data = r.data
         start = r.pos
-        last = r.u8("proposal last")
-        _check(last == (0 if is_last else 2), f"proposal: last-substructure {last}")
-        reserved = r.u8("proposal reserved")
-        length = r.u16("proposal length")
-        _check(length >= 8, f"proposal: length {length} < 8")
-        r.need(length - 4, "proposal body")
-        sub = _Reader(r.data, "proposal", r.pos, start + length)
-        number = sub.u8("proposal number")
-        protocol = sub.u8("protocol id")
-        spi_size = sub.u8("SPI size")
-        count = sub.u8("transform count")
+        end = r.end
+        if end - start < 8:
+            last = r.u8("proposal last")
+            _check(last == (0 if is_last else 2), f"proposal: last-substructure {last}")
+            r.u8("proposal reserved")
+            length = r.u16("proposal length")
+            _check(length >= 8, f"proposal: length {length} < 8")
+            r.need(length - 4, "proposal body")
+        last, reserved, length, number, protocol, spi_size, count = _PROPOSAL_HDR.unpack_from(
+            data, start
+        )
+        if last != (0 if is_last else 2):
+            raise InvalidSyntax(f"proposal: last-substructure {last}")
+        if length < 8:
+            raise InvalidSyntax(f"proposal: length {length} < 8")
+        pend = start + length
+        if pend > end:
+            raise InvalidSyntax(
+                f"proposal: proposal body needs {length - 4} bytes, {end - start - 4} left"
+            )
         _check_spi_size(protocol, spi_size, "proposal", allow_ike_empty=True)
-        spi = sub.take(spi_size, "SPI")
-        transforms = [Transform.parse_from(sub, i == count - 1) for i in range(count)]
-        sub.done()
-        r.pos = start + length
-        return cls(number, enum_or_int(ProtocolID, protocol), spi, transforms, reserved=reserved)
+        pos = start + 8
+        if spi_size > pend - pos:
+            raise InvalidSyntax(f"proposal: SPI needs {spi_size} bytes, {pend - pos} left")
+        spi = data[pos : pos + spi_size]
+        sub = _Reader(data, "proposal", pos + spi_size, pend)
+        parse = Transform.parse_from
+        transforms = [parse(sub, i == count - 1) for i in range(count)]
+        if sub.pos != pend:
+            raise InvalidSyntax(f"proposal: {pend - sub.pos} unexpected trailing bytes")
+        r.pos = pend
+        return cls(number, _PROTOCOLS.get(protocol, protocol), spi, transforms, reserved=reserved)
 
     def serialize(self, is_last: bool) -> bytes:
         spi = _bytes(self.spi, "proposal SPI")
