@@ -213,7 +213,9 @@ class TransformAttribute:
         if not 0 <= self.type <= 0x7FFF:
             raise EncodeError(f"attribute type {self.type} does not fit in 15 bits")
         if isinstance(self.value, int):
-            return _u16(0x8000 | self.type, "attribute type") + _u16(self.value, "attribute")
+            if not 0 <= self.value <= 0xFFFF:
+                raise EncodeError(f"attribute={self.value} does not fit in 16 bits")
+            return _ATTR_HDR.pack(0x8000 | self.type, self.value)
         value = _bytes(self.value, "attribute value")
         return _u16(self.type, "attribute type") + _u16(len(value), "attribute length") + value
 
@@ -300,17 +302,21 @@ class Transform:
         raise InvalidSyntax("transform: truncated")  # pragma: no cover - need() raised
 
     def serialize(self, is_last: bool) -> bytes:
-        attrs = b"".join(a.serialize() for a in self.attributes)
+        """The transform substructure (RFC 7296 §3.3.2): one struct call for its header."""
+        attrs = b"".join([a.serialize() for a in self.attributes]) if self.attributes else b""
         length = 8 + len(attrs)
-        return (
-            bytes((0 if is_last else 3,))
-            + _u8(self.reserved >> 8, "reserved")
-            + _u16(length, "transform length")
-            + _u8(self.type, "transform type")
-            + _u8(self.reserved & 0xFF, "reserved")
-            + _u16(self.id, "transform id")
-            + attrs
-        )
+        try:
+            head = _TRANSFORM_HDR.pack(
+                0 if is_last else 3,
+                self.reserved >> 8,
+                length,
+                self.type,
+                self.reserved & 0xFF,
+                self.id,
+            )
+        except struct.error as e:
+            raise EncodeError(f"transform field out of range: {e}") from None
+        return head + attrs if attrs else head
 
 
 def _check_spi_size(protocol_id: int, spi_size: int, what: str, allow_ike_empty: bool) -> None:
@@ -376,21 +382,20 @@ class Proposal:
         return cls(number, _PROTOCOLS.get(protocol, protocol), spi, transforms, reserved=reserved)
 
     def serialize(self, is_last: bool) -> bytes:
+        """The proposal substructure (RFC 7296 §3.3.1): one struct call for its header."""
         spi = _bytes(self.spi, "proposal SPI")
         n = len(self.transforms)
-        body = b"".join(t.serialize(i == n - 1) for i, t in enumerate(self.transforms))
+        last = n - 1
+        body = b"".join([t.serialize(i == last) for i, t in enumerate(self.transforms)])
         length = 8 + len(spi) + len(body)
-        return (
-            bytes((0 if is_last else 2,))
-            + _u8(self.reserved, "reserved")
-            + _u16(length, "proposal length")
-            + _u8(self.number, "proposal number")
-            + _u8(self.protocol_id, "protocol id")
-            + _u8(len(spi), "SPI size")
-            + _u8(n, "transform count")
-            + spi
-            + body
-        )
+        try:
+            head = _PROPOSAL_HDR.pack(
+                0 if is_last else 2, self.reserved, length, self.number, self.protocol_id,
+                len(spi), n,
+            )
+        except struct.error as e:
+            raise EncodeError(f"proposal field out of range: {e}") from None
+        return b"".join((head, spi, body))
 
 
 @dataclass
@@ -402,6 +407,29 @@ class SAPayload(Payload):
 
     @classmethod
     def parse(cls, body: bytes) -> SAPayload:
+        """Parse the proposals (RFC 7296 §3.3).
+
+        A peer sends the same SA payload for every IKE SA it sets up, so the decoded
+        content of recently seen valid bodies is memoised (bounded, immutable values);
+        a hit only builds fresh objects, it does not re-validate.
+        """
+        frozen = _SA_MEMO.get(body) if type(body) is bytes else None
+        if frozen is not None:
+            return cls(
+                [
+                    Proposal(
+                        n,
+                        pr,
+                        spi,
+                        [
+                            Transform(tt, ti, [TransformAttribute(a, v) for a, v in at], reserved=tr)
+                            for tt, ti, tr, at in ts
+                        ],
+                        reserved=res,
+                    )
+                    for n, pr, spi, res, ts in frozen
+                ]
+            )
         r = _Reader(body, "SA payload")
         proposals: list[Proposal] = []
         is_last = False
@@ -411,11 +439,32 @@ class SAPayload(Payload):
             is_last = body[r.pos] == 0
             proposals.append(Proposal.parse_from(r, is_last))
         r.done()
+        if len(body) <= _SA_MEMO_BODY_MAX:
+            if len(_SA_MEMO) >= _SA_MEMO_MAX:
+                _SA_MEMO.pop(next(iter(_SA_MEMO)))  # oldest first: a bounded FIFO
+            _SA_MEMO[bytes(body)] = tuple(
+                (
+                    p.number,
+                    p.protocol_id,
+                    p.spi,
+                    p.reserved,
+                    tuple(
+                        (t.type, t.id, t.reserved, tuple((a.type, a.value) for a in t.attributes))
+                        for t in p.transforms
+                    ),
+                )
+                for p in proposals
+            )
         return cls(proposals)
 
     def serialize(self) -> bytes:
         n = len(self.proposals)
         return b"".join(p.serialize(i == n - 1) for i, p in enumerate(self.proposals))
+
+
+_SA_MEMO_MAX = 256  # distinct SA payload bodies remembered by SAPayload.parse
+_SA_MEMO_BODY_MAX = 4096  # larger bodies are not memoised (bounds the memory: ~1 MB)
+_SA_MEMO: dict[bytes, tuple] = {}
 
 
 # --------------------------------------------------------------------------- KE / ID / CERT / AUTH
