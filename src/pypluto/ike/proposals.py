@@ -8,7 +8,6 @@ of each type, and answers with exactly that.
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -193,40 +192,7 @@ def choose(
     ``pfs_group`` (CREATE_CHILD_SA): None means the request carries no KE payload, so a
     KE transform must be absent or NONE; otherwise it is the IKE SA's group, used when
     ``esp=`` names none.  Unknown transform types or IDs never match.
-
-    The outcome depends only on the arguments, so it is memoised (bounded) keyed by a
-    frozen copy of them: peers re-send the same SA payload for every IKE SA.  A fresh
-    :class:`Chosen` is returned each time.
     """
-    try:
-        key = (tuple((n, pr, s, tuple(ts)) for n, pr, s, ts in peer), specs, protocol, ike,
-               esn, pfs_group)
-        hit = _CHOICES.get(key, _MISS)
-    except TypeError:  # unhashable input (never from the codec): no memo
-        return _choose(peer, specs, protocol, ike=ike, esn=esn, pfs_group=pfs_group)
-    if hit is _MISS:
-        hit = _choose(peer, specs, protocol, ike=ike, esn=esn, pfs_group=pfs_group)
-        if len(_CHOICES) >= _CHOICES_MAX:
-            _CHOICES.pop(next(iter(_CHOICES)))  # oldest first: a bounded FIFO
-        _CHOICES[key] = hit
-    return None if hit is None else copy.copy(hit)  # type: ignore[return-value]
-
-
-_MISS = object()
-_CHOICES_MAX = 512
-_CHOICES: dict[tuple, Chosen | None | object] = {}
-
-
-def _choose(
-    peer: list[tuple[int, int, bytes, list[tuple[int, int, int | None]]]],
-    specs: tuple[ProposalSpec, ...],
-    protocol: int,
-    *,
-    ike: bool,
-    esn: str = "either",
-    pfs_group: int | None = None,
-) -> Chosen | None:
-    """The uncached :func:`choose`."""
     for num, proto, spi, transforms in peer:
         if proto != protocol:
             continue

@@ -411,7 +411,8 @@ class SAPayload(Payload):
 
         A peer sends the same SA payload for every IKE SA it sets up, so the decoded
         content of recently seen valid bodies is memoised (bounded, immutable values);
-        a hit only builds fresh objects, it does not re-validate.
+        a hit only builds fresh objects, it does not re-validate.  Bodies carrying SPIs
+        (Child SAs, rekeys) differ every time and are not memoised.
         """
         frozen = _SA_MEMO.get(body) if type(body) is bytes else None
         if frozen is not None:
@@ -439,7 +440,7 @@ class SAPayload(Payload):
             is_last = body[r.pos] == 0
             proposals.append(Proposal.parse_from(r, is_last))
         r.done()
-        if len(body) <= _SA_MEMO_BODY_MAX:
+        if len(body) <= _SA_MEMO_BODY_MAX and not any(p.spi for p in proposals):
             if len(_SA_MEMO) >= _SA_MEMO_MAX:
                 _SA_MEMO.pop(next(iter(_SA_MEMO)))  # oldest first: a bounded FIFO
             _SA_MEMO[bytes(body)] = tuple(
