@@ -246,6 +246,13 @@ def _pack_header(h: IKEHeader) -> bytes:
 # --------------------------------------------------------------------------- chains
 
 
+_SK_TYPES = frozenset((int(PayloadType.SK), int(PayloadType.SKF)))
+# payload classes shared by two types: the generic header says which (RFC 7296 §3.5, §3.13)
+_TYPED_BY_HEADER = frozenset(
+    int(t) for t in (PayloadType.IDi, PayloadType.IDr, PayloadType.TSi, PayloadType.TSr)
+)
+
+
 def _parse_chain(
     data: bytes, pos: int, first: int, *, outer: bool, header: IKEHeader | None
 ) -> list[Payload]:
@@ -253,7 +260,8 @@ def _parse_chain(
     end = len(data)
     payloads: list[Payload] = []
     nxt = first
-    while nxt != PayloadType.NONE:
+    classes = PAYLOAD_CLASSES
+    while nxt:  # PayloadType.NONE == 0 ends the chain
         ptype = nxt
         if end - pos < GENERIC_HEADER_SIZE:
             raise InvalidSyntax(
@@ -266,13 +274,13 @@ def _parse_chain(
                 f"payload {ptype}: length {length} with {end - pos} bytes left", header=header
             )
         body = data[pos + GENERIC_HEADER_SIZE : pos + length]
-        parse = PAYLOAD_CLASSES.get(ptype)
+        parse = classes.get(ptype)
         if parse is None:
             if critical:
                 raise UnsupportedCriticalPayload(ptype, header=header)
             payload: Payload = UnknownPayload(ptype, body)
         else:
-            if ptype in (PayloadType.SK, PayloadType.SKF):
+            if ptype in _SK_TYPES:
                 if not outer:
                     raise InvalidSyntax("an SK/SKF payload inside an SK payload", header=header)
                 if pos + length != end:
@@ -286,9 +294,9 @@ def _parse_chain(
                 if e.header is None:
                     e.header = header
                 raise
-            if ptype in (PayloadType.IDi, PayloadType.IDr, PayloadType.TSi, PayloadType.TSr):
+            if ptype in _TYPED_BY_HEADER:
                 payload.payload_type = enum_or_int(PayloadType, ptype)  # type: ignore[misc]
-            if isinstance(payload, SKPayload | SKFPayload):
+            if ptype in _SK_TYPES and isinstance(payload, SKPayload | SKFPayload):
                 payload.first_inner = enum_or_int(PayloadType, nxt)
                 aad_end = pos + GENERIC_HEADER_SIZE + (4 if ptype == PayloadType.SKF else 0)
                 payload.aad = data[:aad_end]

@@ -76,6 +76,7 @@ _ATTR_HDR = struct.Struct("!HH")  # RFC 7296 §3.3.5
 _TTYPES: dict[int, int] = {int(m): m for m in TransformType}
 _PROTOCOLS: dict[int, int] = {int(m): m for m in ProtocolID}
 _KEY_LENGTH = int(TransformAttr.KEY_LENGTH)
+_NOTIFY_HDR = struct.Struct("!BBH")  # RFC 7296 §3.10
 
 NONCE_MIN = 16  # RFC 7296 §3.9
 NONCE_MAX = 256
@@ -669,6 +670,20 @@ class NotifyPayload(Payload):
 
     @classmethod
     def parse(cls, body: bytes) -> NotifyPayload:
+        """Parse a Notify body (RFC 7296 §3.10); one struct call for the fixed part."""
+        if len(body) >= 4:
+            protocol, spi_size, ntype = _NOTIFY_HDR.unpack_from(body, 0)
+            _check_notify_spi(protocol, spi_size)
+            if 4 + spi_size > len(body):
+                raise InvalidSyntax(
+                    f"Notify payload: SPI needs {spi_size} bytes, {len(body) - 4} left"
+                )
+            return cls(
+                _PROTOCOLS.get(protocol, protocol),
+                body[4 : 4 + spi_size],
+                enum_or_int(NotifyType, ntype),
+                body[4 + spi_size :],
+            )
         r = _Reader(body, "Notify payload")
         protocol = r.u8("protocol id")
         spi_size = r.u8("SPI size")
@@ -679,13 +694,11 @@ class NotifyPayload(Payload):
 
     def serialize(self) -> bytes:
         spi = _bytes(self.spi, "SPI")
-        return (
-            _u8(self.protocol_id, "protocol id")
-            + _u8(len(spi), "SPI size")
-            + _u16(self.notify_type, "notify type")
-            + spi
-            + _bytes(self.data, "data")
-        )
+        try:
+            head = _NOTIFY_HDR.pack(self.protocol_id, len(spi), self.notify_type)
+        except struct.error as e:
+            raise EncodeError(f"Notify field out of range: {e}") from None
+        return b"".join((head, spi, _bytes(self.data, "data")))
 
 
 @dataclass
@@ -744,6 +757,8 @@ class VendorIDPayload(Payload):
 
 
 _TS_ADDR_SIZE = {TSType.IPV4_ADDR_RANGE: 4, TSType.IPV6_ADDR_RANGE: 16}
+_TSTYPES = {int(m): m for m in TSType}
+_SELECTOR_HDR = struct.Struct("!BBHHH")  # RFC 7296 §3.13.1
 
 
 @dataclass
@@ -779,15 +794,13 @@ class TrafficSelector:
         a, b = self.start_addr.packed, self.end_addr.packed
         if len(a) != size or len(b) != size:
             raise EncodeError("TrafficSelector: address family does not match the type")
-        return (
-            _u8(self.ts_type, "TS type")
-            + _u8(self.ip_protocol, "IP protocol")
-            + _u16(8 + 2 * size, "selector length")
-            + _u16(self.start_port, "start port")
-            + _u16(self.end_port, "end port")
-            + a
-            + b
-        )
+        try:
+            head = _SELECTOR_HDR.pack(
+                self.ts_type, self.ip_protocol, 8 + 2 * size, self.start_port, self.end_port
+            )
+        except struct.error as e:
+            raise EncodeError(f"TrafficSelector field out of range: {e}") from None
+        return b"".join((head, a, b))
 
 
 @dataclass
@@ -813,6 +826,28 @@ class RawTrafficSelector:
 
 
 def _parse_selector(r: _Reader) -> TrafficSelector | RawTrafficSelector:
+    """One traffic selector (RFC 7296 §3.13.1); address ranges take one struct call."""
+    data = r.data
+    pos = r.pos
+    if r.end - pos >= 8:
+        ts_type, byte1, length, start_port, end_port = _SELECTOR_HDR.unpack_from(data, pos)
+        size = _TS_ADDR_SIZE.get(ts_type)  # type: ignore[call-overload]
+        if size is not None:
+            _check(length == 8 + 2 * size, f"TS: length {length} for selector type {ts_type}")
+            if pos + length > r.end:
+                raise InvalidSyntax(f"TS payload: selector needs {length} bytes")
+            a = data[pos + 8 : pos + 8 + size]
+            b = data[pos + 8 + size : pos + length]
+            r.pos = pos + length
+            if size == 4:
+                return TrafficSelector(
+                    _TSTYPES[ts_type], byte1, start_port, end_port,
+                    ipaddress.IPv4Address(a), ipaddress.IPv4Address(b),
+                )
+            return TrafficSelector(
+                _TSTYPES[ts_type], byte1, start_port, end_port,
+                ipaddress.IPv6Address(a), ipaddress.IPv6Address(b),
+            )
     ts_type = r.u8("TS type")
     byte1 = r.u8("IP protocol")
     length = r.u16("selector length")
