@@ -29,11 +29,11 @@ class TS(NamedTuple):
         return TS_IPV4_ADDR_RANGE if self.version == 4 else TS_IPV6_ADDR_RANGE
 
     def start_addr(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-        return ipaddress.ip_address(self.start) if self.version == 4 else \
+        return ipaddress.IPv4Address(self.start) if self.version == 4 else \
             ipaddress.IPv6Address(self.start)
 
     def end_addr(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-        return ipaddress.ip_address(self.end) if self.version == 4 else \
+        return ipaddress.IPv4Address(self.end) if self.version == 4 else \
             ipaddress.IPv6Address(self.end)
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -410,13 +410,15 @@ class SAPayload(Payload):
     def parse(cls, body: bytes) -> SAPayload:
         """Parse the proposals (RFC 7296 §3.3).
 
-        A peer sends the same SA payload for every IKE SA it sets up, so the decoded
-        content of recently seen valid bodies is memoised (bounded, immutable values);
-        a hit only builds fresh objects, it does not re-validate.  Bodies carrying SPIs
-        (Child SAs, rekeys) differ every time and are not memoised.
+        A peer sends the same SA payload for every SA it sets up, apart from the SPIs,
+        so the decoded content of recently seen valid bodies, SPIs left out, is memoised
+        (bounded, immutable values); a hit only builds fresh objects with this body's
+        SPIs.  The SPI bytes are never validated beyond their size, which the memo key
+        (the body without the SPI bytes, proposal headers included) holds.
         """
-        frozen = _SA_MEMO.get(body) if type(body) is bytes else None
-        if frozen is not None:
+        key, spis = _sa_memo_key(body) if type(body) is bytes else (None, None)
+        frozen = _SA_MEMO.get(key) if key is not None else None
+        if frozen is not None and spis is not None:
             return cls(
                 [
                     Proposal(
@@ -429,7 +431,7 @@ class SAPayload(Payload):
                         ],
                         reserved=res,
                     )
-                    for n, pr, spi, res, ts in frozen
+                    for (n, pr, res, ts), spi in zip(frozen, spis, strict=True)
                 ]
             )
         r = _Reader(body, "SA payload")
@@ -441,14 +443,13 @@ class SAPayload(Payload):
             is_last = body[r.pos] == 0
             proposals.append(Proposal.parse_from(r, is_last))
         r.done()
-        if len(body) <= _SA_MEMO_BODY_MAX and not any(p.spi for p in proposals):
+        if key is not None and len(body) <= _SA_MEMO_BODY_MAX:
             if len(_SA_MEMO) >= _SA_MEMO_MAX:
                 _SA_MEMO.pop(next(iter(_SA_MEMO)))  # oldest first: a bounded FIFO
-            _SA_MEMO[bytes(body)] = tuple(
+            _SA_MEMO[key] = tuple(
                 (
                     p.number,
                     p.protocol_id,
-                    p.spi,
                     p.reserved,
                     tuple(
                         (t.type, t.id, t.reserved, tuple((a.type, a.value) for a in t.attributes))
@@ -467,6 +468,31 @@ class SAPayload(Payload):
 _SA_MEMO_MAX = 256  # distinct SA payload bodies remembered by SAPayload.parse
 _SA_MEMO_BODY_MAX = 4096  # larger bodies are not memoised (bounds the memory: ~1 MB)
 _SA_MEMO: dict[bytes, tuple] = {}
+
+
+def _sa_memo_key(body: bytes) -> tuple[bytes | None, list[bytes] | None]:
+    """``body`` without its proposals' SPI bytes, and those SPIs; (None, None) when the
+    proposal headers do not even frame the body (RFC 7296 §3.3.1)."""
+    n = len(body)
+    if n > _SA_MEMO_BODY_MAX:
+        return None, None
+    pos = 0
+    parts: list[bytes] = []
+    spis: list[bytes] = []
+    last = 2
+    while last:
+        if n - pos < 8:
+            return None, None
+        last, _, length, _, _, spi_size, _ = _PROPOSAL_HDR.unpack_from(body, pos)
+        if length < 8 + spi_size or pos + length > n or len(spis) >= 256:
+            return None, None
+        parts.append(body[pos : pos + 8])
+        spis.append(body[pos + 8 : pos + 8 + spi_size])
+        parts.append(body[pos + 8 + spi_size : pos + length])
+        pos += length
+    if pos != n:
+        return None, None
+    return b"".join(parts), spis
 
 
 # --------------------------------------------------------------------------- KE / ID / CERT / AUTH
