@@ -246,6 +246,7 @@ def _pack_header(h: IKEHeader) -> bytes:
 # --------------------------------------------------------------------------- chains
 
 
+_SK_CLASSES = (SKPayload, SKFPayload)
 _SK_TYPES = frozenset((int(PayloadType.SK), int(PayloadType.SKF)))
 # payload classes shared by two types: the generic header says which (RFC 7296 §3.5, §3.13)
 _TYPED_BY_HEADER = frozenset(
@@ -328,7 +329,7 @@ def _serialize_payloads(payloads: Sequence[Payload]) -> tuple[int, bytes]:
     n = len(payloads)
     for i, p in enumerate(payloads):
         body = p.serialize()
-        if isinstance(p, SKPayload | SKFPayload):
+        if isinstance(p, _SK_CLASSES):
             if i != n - 1:
                 raise EncodeError("an SK/SKF payload must be the last payload")
             nxt = p.first_inner

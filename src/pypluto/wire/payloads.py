@@ -165,6 +165,8 @@ def _u24(v: int, name: str) -> bytes:
 
 
 def _bytes(v: object, name: str) -> bytes:
+    if type(v) is bytes:  # the common case: no copy, no further checks
+        return v
     if not isinstance(v, bytes | bytearray | memoryview):
         raise EncodeError(f"{name} must be bytes, not {type(v).__name__}")
     return bytes(v)
