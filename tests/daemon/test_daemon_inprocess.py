@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from inproc import make_env, recv
+from inproc import start as _start
 
 from pypluto.config.model import Connection, End
 from pypluto.control.client import call
 from pypluto.control.protocol import RC_DEAF, RC_SUCCESS, RC_UNKNOWN_NAME
-from pypluto.daemon.logger import PlutoLogger
-from pypluto.daemon.options import PlutoOptions
 from pypluto.daemon.server import Daemon
 from pypluto.ike.actions import (
     AddSA,
@@ -36,11 +36,6 @@ from pypluto.kernel.base import SAParams, SAStats
 
 LO = ipaddress.ip_address("127.0.0.1")
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ScriptedEngine:
@@ -104,15 +99,7 @@ class ScriptedEngine:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, Any]:
-    ike, natt = free_port(), free_port()
-    while natt == ike:
-        natt = free_port()
-    opts = PlutoOptions(
-        rundir=str(tmp_path), coredir=str(tmp_path), secretsfile=str(tmp_path / "none"),
-        backend="none", listen="127.0.0.1", ikeport=ike, natikeport=natt, nhelpers=0,
-    )
-    log = PlutoLogger(logfile=str(tmp_path / "log"), logtime=False)
-    return {"opts": opts, "log": log, "tmp": tmp_path}
+    return make_env(tmp_path, nhelpers=0)
 
 
 def conn(name: str = "c1") -> Connection:
@@ -123,27 +110,9 @@ def conn(name: str = "c1") -> Connection:
 
 
 async def start(env: dict[str, Any]) -> tuple[Daemon, ScriptedEngine, socket.socket]:
-    engines: list[ScriptedEngine] = []
-
-    def factory(*a: Any, **k: Any) -> ScriptedEngine:
-        engines.append(ScriptedEngine(*a, **k))
-        return engines[-1]
-
-    ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    ctl.bind(str(env["tmp"] / "pluto.ctl"))
-    ctl.listen(8)
-    ctl.setblocking(False)
-    d = Daemon(env["opts"], env["log"], engine_factory=factory)
-    await d.start(ctl)
-    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    peer.bind(("127.0.0.1", 0))
-    peer.setblocking(False)
-    return d, engines[0], peer
+    return await _start(env, ScriptedEngine)
 
 
-async def recv(sock: socket.socket, timeout: float = 5.0) -> bytes:
-    loop = asyncio.get_running_loop()
-    return await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout)
 
 
 async def until(pred: Any, timeout: float = 5.0) -> None:

@@ -16,19 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from inproc import make_env, recv
+from inproc import start as _start
 
 from pypluto.daemon.helpers import HelperPool, helper_count
-from pypluto.daemon.logger import PlutoLogger
-from pypluto.daemon.options import PlutoOptions
 from pypluto.daemon.server import Daemon
 from pypluto.ike.actions import Compute, Endpoint, Log, SendPacket
 from pypluto.ike.status import EngineStatus
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class OffloadingEngine:
@@ -76,39 +70,13 @@ class OffloadingEngine:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, Any]:
-    ike, natt = free_port(), free_port()
-    while natt == ike:
-        natt = free_port()
-    opts = PlutoOptions(
-        rundir=str(tmp_path), coredir=str(tmp_path), secretsfile=str(tmp_path / "none"),
-        backend="none", listen="127.0.0.1", ikeport=ike, natikeport=natt, nhelpers=2,
-    )
-    log = PlutoLogger(logfile=str(tmp_path / "log"), logtime=False)
-    return {"opts": opts, "log": log, "tmp": tmp_path}
+    return make_env(tmp_path, nhelpers=2)
 
 
 async def start(env: dict[str, Any]) -> tuple[Daemon, OffloadingEngine, socket.socket]:
-    engines: list[OffloadingEngine] = []
-
-    def factory(*a: Any, **k: Any) -> OffloadingEngine:
-        engines.append(OffloadingEngine(*a, **k))
-        return engines[-1]
-
-    ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    ctl.bind(str(env["tmp"] / "pluto.ctl"))
-    ctl.listen(8)
-    ctl.setblocking(False)
-    d = Daemon(env["opts"], env["log"], engine_factory=factory)
-    await d.start(ctl)
-    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    peer.bind(("127.0.0.1", 0))
-    peer.setblocking(False)
-    return d, engines[0], peer
+    return await _start(env, OffloadingEngine)
 
 
-async def recv(sock: socket.socket, timeout: float = 5.0) -> bytes:
-    loop = asyncio.get_running_loop()
-    return await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout)
 
 
 def test_jobs_run_on_helpers_and_resume_on_the_loop(env: dict[str, Any]) -> None:
