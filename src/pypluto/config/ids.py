@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from pypluto.config.model import Identity
+from pypluto.crypto.der import read_tlv
 
 ID_NONE = 0
 ID_IPV4_ADDR = 1
@@ -218,21 +219,6 @@ def id_from_address(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Iden
     return Identity(ID_IPV6_ADDR, addr.packed, str(addr))
 
 
-def _der_item(buf: bytes, pos: int) -> tuple[int, bytes, int]:
-    """(tag, contents, next position) of one DER TLV; ValueError when malformed."""
-    if pos + 2 > len(buf):
-        raise ValueError("truncated")
-    tag, length = buf[pos], buf[pos + 1]
-    pos += 2
-    if length & 0x80:
-        n = length & 0x7F
-        if n == 0 or n > 4 or pos + n > len(buf):
-            raise ValueError("bad length")
-        length = int.from_bytes(buf[pos:pos + n], "big")
-        pos += n
-    if pos + length > len(buf):
-        raise ValueError("truncated")
-    return tag, buf[pos:pos + length], pos + length
 
 
 def _oid_text(body: bytes) -> str:
@@ -256,22 +242,22 @@ def dn_attributes(der: bytes) -> list[tuple[str, str]] | None:
     (PrintableString vs UTF8String).  None when ``der`` is not a Name.
     """
     try:
-        tag, body, end = _der_item(der, 0)
+        tag, body, end = read_tlv(der, 0)
         if tag != 0x30 or end != len(der):
             return None
         out: list[tuple[str, str]] = []
         pos = 0
         while pos < len(body):
-            stag, sbody, pos = _der_item(body, pos)
+            stag, sbody, pos = read_tlv(body, pos)
             if stag != 0x31:
                 return None
             spos = 0
             while spos < len(sbody):
-                atag, abody, spos = _der_item(sbody, spos)
+                atag, abody, spos = read_tlv(sbody, spos)
                 if atag != 0x30:
                     return None
-                otag, obody, vpos = _der_item(abody, 0)
-                vtag, vbody, vend = _der_item(abody, vpos)
+                otag, obody, vpos = read_tlv(abody, 0)
+                vtag, vbody, vend = read_tlv(abody, vpos)
                 if otag != 0x06 or vend != len(abody):
                     return None
                 if vtag == 0x1E:  # BMPString

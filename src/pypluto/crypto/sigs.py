@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from .der import read_tlv
 from .errors import CryptoError
 
 AUTH_RSA = 1
@@ -82,21 +83,6 @@ def _algid(oid: str, params: bytes | None = None) -> bytes:
     return _der(0x30, _oid(oid) + (params or b""))
 
 
-def _read_tlv(data: bytes, off: int) -> tuple[int, bytes, int]:
-    """(tag, value, next offset); raises ValueError on malformed DER."""
-    if off + 2 > len(data):
-        raise ValueError("short DER")
-    tag, n = data[off], data[off + 1]
-    off += 2
-    if n & 0x80:
-        k = n & 0x7F
-        if k == 0 or k > 4 or off + k > len(data):
-            raise ValueError("bad DER length")
-        n = int.from_bytes(data[off : off + k], "big")
-        off += k
-    if off + n > len(data):
-        raise ValueError("DER value overruns")
-    return tag, data[off : off + n], off + n
 
 
 _OID_HASH = {
@@ -139,10 +125,10 @@ def _decode_oid(value: bytes) -> str:
 
 
 def _parse_algid(blob: bytes) -> tuple[str, bytes]:
-    tag, seq, end = _read_tlv(blob, 0)
+    tag, seq, end = read_tlv(blob, 0)
     if tag != 0x30 or end != len(blob):
         raise ValueError("AlgorithmIdentifier is not one SEQUENCE")
-    tag, oid, off = _read_tlv(seq, 0)
+    tag, oid, off = read_tlv(seq, 0)
     if tag != 0x06:
         raise ValueError("no OID")
     return _decode_oid(oid), seq[off:]
@@ -150,12 +136,12 @@ def _parse_algid(blob: bytes) -> tuple[str, bytes]:
 
 def _parse_pss_params(params: bytes) -> tuple[int, int, int]:
     """(hash id, MGF1 hash id, salt length) from RSASSA-PSS-params (defaults per RFC 4055)."""
-    tag, seq, end = _read_tlv(params, 0)
+    tag, seq, end = read_tlv(params, 0)
     if tag != 0x30 or end != len(params):
         raise ValueError("bad PSS params")
     h, mgf_h, salt, off = HASH_SHA1, HASH_SHA1, 20, 0
     while off < len(seq):
-        tag, val, off = _read_tlv(seq, off)
+        tag, val, off = read_tlv(seq, off)
         if tag == 0xA0:
             h = _OID_HASH[_parse_algid(val)[0]]
         elif tag == 0xA1:
@@ -164,7 +150,7 @@ def _parse_pss_params(params: bytes) -> tuple[int, int, int]:
                 raise ValueError("MGF is not MGF1")
             mgf_h = _OID_HASH[_parse_algid(rest)[0]]
         elif tag == 0xA2:
-            t2, ival, _ = _read_tlv(val, 0)
+            t2, ival, _ = read_tlv(val, 0)
             if t2 != 0x02:
                 raise ValueError("bad salt length")
             salt = int.from_bytes(ival, "big")
