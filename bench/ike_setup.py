@@ -648,10 +648,9 @@ def rows(results: dict[str, dict[str, Any]], n: int, c: int, total: int, child_t
                     "unit": "IKE SA/s",
                     "note": f"CPU {g(k, 'cpu_ms_per_sa')} ms/IKE SA "
                             f"(x{ratio(g(k, 'cpu_ms_per_sa'), base)} of 0 helpers)"
-                            + err(k) + ("" if nh else
-                                        "; the engine does its DH and PRF work inline: "
-                                        "EngineSettings has no helper-pool hook, so "
-                                        "--nhelpers only starts idle threads")})
+                            + err(k) + ("; 0 = key exchange inline" if not nh else
+                                        "; key exchange on helper threads (Compute/resume);"
+                                        " helper CPU counts as the daemon's")})
     return out
 
 
