@@ -611,6 +611,10 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
         tr = west.whack("--trafficstatus")
         nums = [int(x) for x in re.findall(r"(?:inBytes|outBytes)=(\d+)", tr)]
         check(f"{tag}-trafficstatus", bool(nums) and min(nums) > 0, tr.strip()[:200])
+        # ... and on the peer's side (Libreswan's own whack, or our second daemon)
+        tr = east.whack("--trafficstatus")
+        nums = [int(x) for x in re.findall(r"(?:inBytes|outBytes)=(\d+)", tr)]
+        check(f"{tag}-peer-trafficstatus", bool(nums) and min(nums) > 0, tr.strip()[:200])
         west.whack("--name", "west-east", "--down")
         wait_for(lambda: not left.list_sas() and not east_sas(), 30, "SAs gone after down")
         out = west.whack("--name", "west-east-sha2", "--initiate")
