@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from pypluto.kernel.base import PolicyParams, SAParams
 
@@ -91,18 +92,45 @@ class Log:
     debug_class: str = "base"
 
 
+class EventKind(StrEnum):
+    """What a ``ConnectionEvent`` reports (the values are the old strings)."""
+
+    IKE_ESTABLISHED = "ike-established"
+    CHILD_ESTABLISHED = "child-established"
+    IKE_DELETED = "ike-deleted"
+    CHILD_DELETED = "child-deleted"
+    FAILED = "failed"
+    PEER_DEAD = "peer-dead"
+    # an exception inside the engine: the SA was torn down, whack fails at once
+    INTERNAL_ERROR = "internal-error"
+
+
+class FailReason(StrEnum):
+    """Why a FAILED / PEER_DEAD / INTERNAL_ERROR event happened (whack's exit code)."""
+
+    NONE = ""
+    TIMEOUT = "timeout"  # retransmits exhausted: no answer (whack rc 30)
+    AUTHENTICATION = "authentication"
+    PROPOSAL = "proposal"
+    TRAFFIC_SELECTORS = "traffic-selectors"
+    PEER_NOTIFY = "peer-notify"  # the peer answered with an error notify
+    LOCAL = "local"  # our own configuration or secrets cannot do it
+    INTERNAL = "internal"
+
+
 @dataclass
 class ConnectionEvent:
     """A state change that the daemon may report (whack waits on these).
 
-    ``kind``: "ike-established", "child-established", "ike-deleted",
-    "child-deleted", "failed", "peer-dead".
+    ``kind`` is an ``EventKind``; ``reason`` says why a failure happened, so the
+    daemon never has to read ``detail`` (which is for humans).
     """
 
-    kind: str
+    kind: EventKind
     conn: str
     serial: int
     detail: str = ""
+    reason: FailReason = FailReason.NONE
 
 
 @dataclass
