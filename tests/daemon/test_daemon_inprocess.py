@@ -210,7 +210,7 @@ def test_whack_requests_in_process(env: dict[str, Any]) -> None:
         d, eng, peer = await start(env)
         loop = asyncio.get_running_loop()
         path = str(env["tmp"] / "pluto.ctl")
-        assert d.add_conn(conn("c1")) == RC_SUCCESS
+        assert d.registry.add(conn("c1")) == RC_SUCCESS
         assert eng.conns["c1"].local_is_left is True
 
         async def whack(cmd: str, **args: Any) -> Any:
@@ -226,7 +226,7 @@ def test_whack_requests_in_process(env: dict[str, Any]) -> None:
 
         async def finish_later() -> None:
             await asyncio.sleep(0.2)
-            d._execute([Log("established Child SA", conn="c1", serial=2),
+            d.driver.execute([Log("established Child SA", conn="c1", serial=2),
                         ConnectionEvent("child-established", "c1", 2)])
 
         t = asyncio.ensure_future(finish_later())
@@ -235,7 +235,7 @@ def test_whack_requests_in_process(env: dict[str, Any]) -> None:
         assert r.rc == RC_SUCCESS
         assert out == ['"c1" #1: initiating IKEv2 connection', '"c1" #2: established Child SA']
         # a failure ends the wait with a non-zero rc
-        loop.call_later(0.2, d._execute, [ConnectionEvent("failed", "c1", 3, "AUTHENTICATION_FAILED")])
+        loop.call_later(0.2, d.driver.execute, [ConnectionEvent("failed", "c1", 3, "AUTHENTICATION_FAILED")])
         r, out = await whack("initiate", name="c1")
         assert r.rc == 56 and any("AUTHENTICATION_FAILED" in x for x in out)
         # not listening: RC_DEAF, until --listen
@@ -255,7 +255,7 @@ def test_whack_requests_in_process(env: dict[str, Any]) -> None:
                                  children=[ChildSAStatus(2, "c1", "STATE_V2_ESTABLISHED_CHILD_SA",
                                                          1, 0x1234, 0xabcd)])])
         sa = SAParams(src=ipaddress.ip_address("192.0.2.9"), dst=LO, spi=0x1234, direction="in")
-        d._execute([AddSA(sa)])
+        d.driver.execute([AddSA(sa)])
         backend: Any = d.backend
         backend.stats[("127.0.0.1", 0x1234, "esp")] = SAStats(bytes=840, packets=10)
         r, out = await whack("trafficstatus")
@@ -307,7 +307,7 @@ def test_command_line_reaches_engine_settings(env: dict[str, Any]) -> None:
         assert s.uniqueids is False and s.virtual_private == "%v4:10.0.0.0/8"
         assert (s.listen_port, s.natt_port) == (o.ikeport, o.natikeport)
         c = conn("c2")
-        assert d.add_conn(c) == RC_SUCCESS and eng.conns["c2"].uniqueids is False
+        assert d.registry.add(c) == RC_SUCCESS and eng.conns["c2"].uniqueids is False
         await d.shutdown()
         peer.close()
 
