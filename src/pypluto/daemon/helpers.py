@@ -110,9 +110,12 @@ def measure(jobs: int = 200, workers: int = 2) -> dict[str, dict[str, float]]:
         for _ in range(n):
             _ke_job(group)
         row["inline"] = n / (time.perf_counter() - t)
-        for kind, cls in (("threads", concurrent.futures.ThreadPoolExecutor),
-                          ("processes", concurrent.futures.ProcessPoolExecutor)):
-            with cls(max_workers=workers) as ex:  # type: ignore[operator]
+        makers: dict[str, Callable[[], concurrent.futures.Executor]] = {
+            "threads": lambda: concurrent.futures.ThreadPoolExecutor(max_workers=workers),
+            "processes": lambda: concurrent.futures.ProcessPoolExecutor(max_workers=workers),
+        }
+        for kind, make in makers.items():
+            with make() as ex:
                 list(ex.map(_ke_job, [group] * workers))  # warm up
                 t = time.perf_counter()
                 list(ex.map(_ke_job, [group] * n))

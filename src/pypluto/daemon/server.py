@@ -28,7 +28,7 @@ import signal
 import socket
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, cast
 
 from pypluto import __version__
 from pypluto.control.protocol import RC_DEAF, RC_FATAL, RC_SUCCESS, RC_UNKNOWN_NAME
@@ -204,6 +204,7 @@ class Daemon:
         return backend
 
     def _make_engine(self) -> EngineAPI:
+        from pypluto.config.model import SetupConfig
         from pypluto.ike.engine import Engine
         from pypluto.ike.settings import EngineSettings
 
@@ -219,7 +220,7 @@ class Daemon:
             "offload_crypto": self.helpers is not None and self.helpers.count > 0,
         }
         if setup is not None:
-            settings = EngineSettings.from_setup(setup, **overrides)
+            settings = EngineSettings.from_setup(cast(SetupConfig, setup), **overrides)
         else:
             settings = EngineSettings(**overrides)
         if self.opts.vendorid:
