@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inproc import make_env, recv
+from inproc import ScriptedEngine, make_env, recv
 from inproc import start as _start
 
 from pypluto.config.model import Connection, End
@@ -25,7 +25,6 @@ from pypluto.daemon.server import Daemon
 from pypluto.ike.actions import (
     AddSA,
     ConnectionEvent,
-    DelSA,
     Endpoint,
     Log,
     SendKeepalive,
@@ -36,65 +35,6 @@ from pypluto.kernel.base import SAParams, SAStats
 
 LO = ipaddress.ip_address("127.0.0.1")
 
-
-
-class ScriptedEngine:
-    """Records every call; ``replies`` maps an incoming payload to the actions to return."""
-
-    def __init__(self, settings: Any, secrets: Any, *, local_addrs: Any = ()) -> None:
-        self.settings = settings
-        self.secrets = secrets
-        self.received: list[tuple[bytes, Endpoint, Endpoint]] = []
-        self.replies: dict[bytes, list[Any]] = {}
-        self.conns: dict[str, Connection] = {}
-        self.timer: float | None = None
-        self.timer_fired = 0
-        self.initiated: list[str] = []
-        self.on_initiate: list[Any] = []
-        self.shutdown_called = False
-        self.raise_on: bytes | None = None
-        self.status_obj = EngineStatus()
-
-    def add_connection(self, conn: Connection) -> list[Any]:
-        self.conns[conn.name] = conn
-        return []
-
-    def delete_connection(self, name: str, now: float) -> list[Any]:
-        self.conns.pop(name, None)
-        return []
-
-    def initiate(self, name: str, now: float) -> list[Any]:
-        self.initiated.append(name)
-        return list(self.on_initiate)
-
-    def terminate(self, name: str, now: float) -> list[Any]:
-        return []
-
-    rekey_ike = rekey_child = terminate
-
-    def receive(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> list[Any]:
-        if self.raise_on is not None and data == self.raise_on:
-            raise RuntimeError("scripted engine failure")
-        self.received.append((data, local, remote))
-        return list(self.replies.get(data, []))
-
-    def handle_timer(self, now: float) -> list[Any]:
-        self.timer_fired += 1
-        self.timer = None
-        return [Log("timer fired", conn="c1", serial=1)]
-
-    def next_timer(self) -> float | None:
-        return self.timer
-
-    def sa_counters(self, *a: Any) -> list[Any]:
-        return []
-
-    def status(self, now: float) -> EngineStatus:
-        return self.status_obj
-
-    def shutdown(self, now: float) -> list[Any]:
-        self.shutdown_called = True
-        return [DelSA(LO, 0x1234, conn_name="c1", serial=2)]
 
 
 @pytest.fixture

@@ -26,16 +26,35 @@ from pypluto.ike.status import EngineStatus
 
 
 class OffloadingEngine:
-    """Answers datagram ``X`` after a Compute job: ``job`` names the thread it ran on."""
+    """Answers datagram ``X`` after a Compute job: ``job`` names the thread it ran on.
+
+    Implements ``daemon.engine_api.EngineAPI`` (test_engine_api.py checks it).
+    """
 
     def __init__(self, settings: Any, secrets: Any, *, local_addrs: Any = ()) -> None:
         self.settings = settings
+        self.local_addrs: set[Any] = set(local_addrs)
         self.resumed: list[tuple[int, object, str]] = []
         self.received: list[bytes] = []
         self.peer: Endpoint | None = None
         self.local: Endpoint | None = None
 
     def add_connection(self, conn: Any) -> list[Any]:
+        return []
+
+    def delete_connection(self, name: str, now: float) -> list[Any]:
+        return []
+
+    def initiate(self, name: str, now: float) -> list[Any]:
+        return []
+
+    terminate = rekey_ike = rekey_child = initiate
+
+    def sa_counters(self, reqid_or_spi: int, bytes: int, packets: int, now: float
+                    ) -> list[Any]:
+        return []
+
+    def sa_expired(self, ev: Any, now: float) -> list[Any]:
         return []
 
     def receive(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> list[Any]:
