@@ -1,10 +1,11 @@
-"""An in-process Daemon on loopback with a stand-in engine (shared by the in-process tests)."""
+"""An in-process Daemon on loopback and the stand-in engines (EngineAPI) that drive it."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from pypluto.config.model import Connection
 from pypluto.daemon.logger import PlutoLogger
 from pypluto.daemon.options import PlutoOptions
 from pypluto.daemon.server import Daemon
-from pypluto.ike.actions import DelSA, Endpoint, Log
+from pypluto.ike.actions import Compute, DelSA, Endpoint, Log, SendPacket
 from pypluto.ike.status import EngineStatus
 from pypluto.kernel.base import SAExpire
 
@@ -94,6 +95,68 @@ class ScriptedEngine:
     def shutdown(self, now: float) -> list[Any]:
         self.shutdown_called = True
         return [DelSA(LO, 0x1234, conn_name="c1", serial=2)]
+
+
+class OffloadingEngine:
+    """Answers datagram ``X`` after a Compute job: ``job`` names the thread it ran on.
+
+    Implements ``daemon.engine_api.EngineAPI`` (test_engine_api.py checks it).
+    """
+
+    def __init__(self, settings: Any, secrets: Any, *, local_addrs: Any = ()) -> None:
+        self.settings = settings
+        self.local_addrs: set[Any] = set(local_addrs)
+        self.resumed: list[tuple[int, object, str]] = []
+        self.received: list[bytes] = []
+        self.peer: Endpoint | None = None
+        self.local: Endpoint | None = None
+
+    def add_connection(self, conn: Any) -> list[Any]:
+        return []
+
+    def delete_connection(self, name: str, now: float) -> list[Any]:
+        return []
+
+    def initiate(self, name: str, now: float) -> list[Any]:
+        return []
+
+    terminate = rekey_ike = rekey_child = initiate
+
+    def sa_counters(self, reqid_or_spi: int, bytes: int, packets: int, now: float
+                    ) -> list[Any]:
+        return []
+
+    def sa_expired(self, ev: Any, now: float) -> list[Any]:
+        return []
+
+    def receive(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> list[Any]:
+        self.received.append(data)
+        self.peer, self.local = remote, local
+        if data == b"FAIL":
+            def job() -> object:
+                raise RuntimeError("helper job exploded")
+            return [Compute(job, 2)]
+        if data == b"KE":
+            return [Compute(lambda: threading.current_thread().name, 1)]
+        return []
+
+    def resume(self, token: int, result: object, now: float) -> list[Any]:
+        self.resumed.append((token, result, threading.current_thread().name))
+        assert self.peer is not None and self.local is not None
+        return [SendPacket(f"RESUMED {token}".encode(), self.local, self.peer),
+                Log(f"resumed job {token}")]
+
+    def handle_timer(self, now: float) -> list[Any]:
+        return []
+
+    def next_timer(self) -> float | None:
+        return None
+
+    def status(self, now: float) -> EngineStatus:
+        return EngineStatus()
+
+    def shutdown(self, now: float) -> list[Any]:
+        return []
 
 
 def free_port() -> int:

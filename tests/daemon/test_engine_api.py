@@ -9,8 +9,7 @@ satisfies the signatures.
 
 from __future__ import annotations
 
-from inproc import ScriptedEngine
-from test_offload import OffloadingEngine
+from inproc import OffloadingEngine, ScriptedEngine
 
 from pypluto.daemon.engine_api import EngineAPI
 from pypluto.daemon.secrets import SecretsProxy
