@@ -34,9 +34,20 @@ commands:
   --debug <class> | --no-debug <class> | --debug help
   --shutdown
   --help | --version
-exit status: 0 success, 21 unknown connection, 24 pluto not listening,
-  25 cannot route, 33 whack problem (bad arguments, pluto not running),
-  50 bad request, 51 no answer from peer, 56 negotiation failed
+exit status (Libreswan's whack rc_type):
+   0 success
+  21 unknown connection name
+  22 cannot orient the connection: neither end is a local address
+  24 pluto is not listening (needs --listen before --initiate)
+  25 cannot route (on-demand routing is not implemented)
+  29 cannot initiate: the peer's IP address is unknown (right=%any)
+  30 cannot initiate a shunt-only connection (type=passthrough|drop|reject)
+  33 whack-detected problem (bad arguments, pluto not running)
+  50 pluto could not understand the request
+  51 no answer from the peer (retransmits exhausted)
+  52 internal error in pluto
+  56 negotiation failed (fatal error)
+ 141 stdout closed by its reader (as a C tool killed by SIGPIPE)
 """
 
 
@@ -154,4 +165,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pypluto.cli.entry import whack
+
+    whack()
