@@ -9,6 +9,7 @@ is ``0.0.0+g<commit>`` from ``git describe --always``, or ``0.0.0+unknown``.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from importlib import metadata
 
@@ -26,9 +27,10 @@ def _from_git(here: str) -> str | None:
     desc = out.stdout.strip()
     if out.returncode != 0 or not desc:
         return None
-    if "-" in desc or not desc[:1].isdigit():  # "abc1234" or "v1.2.3-4-gabc1234"
-        return "0.0.0+g" + desc.rsplit("-g", 1)[-1]
-    return desc.lstrip("v")
+    m = re.fullmatch(r"v?(\d+(?:\.\d+)*)(?:-\d+-g([0-9a-f]+))?", desc)
+    if m is None:  # no tag: describe --always printed the abbreviated commit
+        return "0.0.0+g" + desc
+    return m.group(1) + (f"+g{m.group(2)}" if m.group(2) else "")  # "1.2.3-4-gabc" -> 1.2.3+gabc
 
 
 def get_version() -> str:
