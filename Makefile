@@ -49,11 +49,12 @@ man: install
 BINDIR ?= $(CURDIR)/$(VENV)/bin
 IPSEC_CONF ?= /etc/ipsec.conf
 RUNDIR ?= /run/pluto
+WATCHDOGSEC ?= 200
 SERVICE_OUT ?= build/pluto.service
 service:
 	@mkdir -p $(dir $(SERVICE_OUT))
 	@sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@IPSEC_CONF@|$(IPSEC_CONF)|g' \
-	    -e 's|@RUNDIR@|$(RUNDIR)|g' contrib/pluto.service.in > $(SERVICE_OUT)
+	    -e 's|@RUNDIR@|$(RUNDIR)|g' -e 's|@WATCHDOGSEC@|$(WATCHDOGSEC)|g' contrib/pluto.service.in > $(SERVICE_OUT)
 	@echo "==> $(SERVICE_OUT) (pluto from $(BINDIR))"
 
 install-service: install service
