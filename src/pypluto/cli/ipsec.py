@@ -188,15 +188,16 @@ def cmd_stop(opts: dict[str, str]) -> int:
 
 
 def loaded_names(path: str) -> set[str]:
-    """The connections pluto has loaded (oriented or not); empty when it cannot say."""
+    """The oriented connections pluto has loaded (those that can have SAs); empty if unknown.
+
+    ``connectionstatus`` carries no SAs, so this stays cheap with many SAs up.
+    """
     try:
-        reply = call(path, "status", {"json": True}, timeout=10.0)
+        reply = call(path, "connectionstatus", {"json": True}, timeout=10.0)
     except ControlError:
         return set()
     data = reply.data if isinstance(reply.data, dict) else {}
-    names = {str(c.get("name")) for c in data.get("connections", []) if isinstance(c, dict)}
-    names.update(str(n) for n in data.get("pluto", {}).get("unoriented", []))
-    return names
+    return {str(c.get("name")) for c in data.get("connections", []) if isinstance(c, dict)}
 
 
 def cmd_add(opts: dict[str, str], names: list[str], verb: str = "add") -> int:
