@@ -11,12 +11,13 @@ from pypluto.crypto import registry
 SRC = pathlib.Path(pypluto.__file__).parent
 
 # layer -> layers it may import
+BOTTOM = {"iana", "params"}  # the bottom-layer modules every layer may import
 ALLOWED = {
-    "wire": {"wire", "crypto"},
-    "crypto": {"crypto"},
-    "config": {"config", "crypto", "wire"},
-    "ike": {"ike", "wire", "crypto", "config", "kernel.base"},
-    "kernel": {"kernel", "crypto"},
+    "wire": {"wire", "crypto"} | BOTTOM,
+    "crypto": {"crypto"} | BOTTOM,
+    "config": {"config", "crypto", "wire"} | BOTTOM,
+    "ike": {"ike", "wire", "crypto", "config", "kernel.base"} | BOTTOM,
+    "kernel": {"kernel", "crypto"} | BOTTOM,
 }
 
 
