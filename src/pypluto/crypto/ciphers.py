@@ -48,8 +48,10 @@ def _legacy_ciphers() -> tuple[_CipherFactory, _CipherFactory]:
 
 _Camellia, _TripleDES = _legacy_ciphers()
 
+# Data and AAD may be memoryviews (the userspace ESP path slices packets without copying).
+BytesLike = bytes | bytearray | memoryview
 # An AEAD operation: (full nonce, data, associated data) -> output (RFC 5116 §2).
-AeadFn = Callable[[bytes, bytes, bytes | None], bytes]
+AeadFn = Callable[[bytes, BytesLike, BytesLike | None], bytes]
 
 
 # --------------------------------------------------------------------------- AEAD
@@ -97,17 +99,18 @@ class Aead:
         elif encr_id in (Encr.AES_GCM_8, Encr.AES_GCM_12):
             aes = algorithms.AES(key)
 
-            def seal(nonce: bytes, data: bytes, aad: bytes | None) -> bytes:
+            def seal(nonce: bytes, data: BytesLike, aad: BytesLike | None) -> bytes:
                 enc = Cipher(aes, modes.GCM(nonce)).encryptor()
                 if aad:
                     enc.authenticate_additional_data(aad)
                 ct = enc.update(data) + enc.finalize()
                 return ct + enc.tag[:icv]
 
-            def open_(nonce: bytes, data: bytes, aad: bytes | None) -> bytes:
+            def open_(nonce: bytes, data: BytesLike, aad: BytesLike | None) -> bytes:
                 if len(data) < icv:
                     raise InvalidTag
-                dec = Cipher(aes, modes.GCM(nonce, data[-icv:], min_tag_length=icv)).decryptor()
+                tag = bytes(data[-icv:])
+                dec = Cipher(aes, modes.GCM(nonce, tag, min_tag_length=icv)).decryptor()
                 if aad:
                     dec.authenticate_additional_data(aad)
                 return dec.update(data[:-icv]) + dec.finalize()
@@ -118,14 +121,16 @@ class Aead:
             # RFC 4543 §3: the payload is authenticated, not encrypted.
             c4 = AESGCM(key)
 
-            def gseal(nonce: bytes, data: bytes, aad: bytes | None) -> bytes:
-                return data + c4.encrypt(nonce, b"", (aad or b"") + data)
+            def gseal(nonce: bytes, data: BytesLike, aad: BytesLike | None) -> bytes:
+                plain = bytes(data)
+                return plain + c4.encrypt(nonce, b"", bytes(aad or b"") + plain)
 
-            def gopen(nonce: bytes, data: bytes, aad: bytes | None) -> bytes:
+            def gopen(nonce: bytes, data: BytesLike, aad: BytesLike | None) -> bytes:
                 if len(data) < 16:
                     raise InvalidTag
-                c4.decrypt(nonce, data[-16:], (aad or b"") + data[:-16])
-                return data[:-16]
+                plain = bytes(data[:-16])
+                c4.decrypt(nonce, bytes(data[-16:]), bytes(aad or b"") + plain)
+                return plain
 
             self._seal = gseal
             self._open = gopen
