@@ -28,21 +28,24 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from pypluto.iana import AuthMethod, HashAlgorithm
+
 from .der import read_tlv
 from .errors import CryptoError
 
-AUTH_RSA = 1
-AUTH_ECDSA_256 = 9
-AUTH_ECDSA_384 = 10
-AUTH_ECDSA_521 = 11
-AUTH_DIGITAL_SIGNATURE = 14
+# Plain ints of pypluto.iana's AuthMethod / HashAlgorithm, under the names this module uses.
+AUTH_RSA = int(AuthMethod.RSA_SIG)
+AUTH_ECDSA_256 = int(AuthMethod.ECDSA_SHA256_P256)
+AUTH_ECDSA_384 = int(AuthMethod.ECDSA_SHA384_P384)
+AUTH_ECDSA_521 = int(AuthMethod.ECDSA_SHA512_P521)
+AUTH_DIGITAL_SIGNATURE = int(AuthMethod.DIGITAL_SIGNATURE)
 
 # RFC 7427 §4 / IANA "IKEv2 Hash Algorithms"
-HASH_SHA1 = 1
-HASH_SHA2_256 = 2
-HASH_SHA2_384 = 3
-HASH_SHA2_512 = 4
-HASH_IDENTITY = 5
+HASH_SHA1 = int(HashAlgorithm.SHA1)
+HASH_SHA2_256 = int(HashAlgorithm.SHA2_256)
+HASH_SHA2_384 = int(HashAlgorithm.SHA2_384)
+HASH_SHA2_512 = int(HashAlgorithm.SHA2_512)
+HASH_IDENTITY = int(HashAlgorithm.IDENTITY)
 
 _HASHES: dict[int, type[hashes.HashAlgorithm]] = {
     HASH_SHA1: hashes.SHA1,
