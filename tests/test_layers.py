@@ -45,14 +45,37 @@ def _resolve(name: str) -> str:
     return name
 
 
-def _targets(module: str, is_pkg: bool, source: str) -> Iterable[tuple[int, str]]:
-    """(line, imported pypluto module) for every import statement of one module's source."""
+def _is_main_guard(node: ast.stmt) -> bool:
+    """``if __name__ == "__main__":``"""
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    t = node.test
+    return (
+        isinstance(t.left, ast.Name) and t.left.id == "__name__"
+        and len(t.comparators) == 1 and isinstance(t.comparators[0], ast.Constant)
+        and t.comparators[0].value == "__main__"
+    )
+
+
+def _targets(module: str, is_pkg: bool, source: str) -> Iterable[tuple[int, str, bool]]:
+    """(line, imported pypluto module, script only) for every import of one module's source.
+
+    "script only": the import sits under a top-level ``if __name__ == "__main__":``.  It
+    runs when the file is executed as a script, in the ``__main__`` module (which nothing
+    imports), never when the module is imported: it counts for the layer rules but is no
+    edge of an import cycle.
+    """
     package = module if is_pkg else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(source, module)):
+    tree = ast.parse(source, module)
+    script_only = {
+        id(n) for top in tree.body if _is_main_guard(top) for n in ast.walk(top)
+    }
+    for node in ast.walk(tree):
+        script = id(node) in script_only
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name == ROOT or alias.name.startswith(ROOT + "."):
-                    yield node.lineno, _resolve(alias.name)
+                    yield node.lineno, _resolve(alias.name), script
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -67,16 +90,21 @@ def _targets(module: str, is_pkg: bool, source: str) -> Iterable[tuple[int, str]
             for alias in node.names:
                 sub = f"{absolute}.{alias.name}"
                 # ``from pkg import submodule`` depends on the submodule itself.
-                yield node.lineno, sub if sub in MODULES else _resolve(absolute)
+                yield node.lineno, sub if sub in MODULES else _resolve(absolute), script
 
 
-def _graph() -> dict[str, dict[str, list[int]]]:
-    """module -> {imported module -> [lines]} (self-imports of a package dropped)."""
-    graph: dict[str, dict[str, list[int]]] = {}
+Graph = dict[str, dict[str, list[int]]]
+
+
+def _graph(*, scripts: bool) -> Graph:
+    """module -> {imported module -> [lines]} (self-imports of a package dropped);
+    with ``scripts=False`` without the imports under ``if __name__ == "__main__":``."""
+    graph: Graph = {}
     for module, path in MODULES.items():
         edges: dict[str, list[int]] = {}
-        for line, target in _targets(module, path.name == "__init__.py", path.read_text()):
-            if target and target != module:
+        source = path.read_text()
+        for line, target, script in _targets(module, path.name == "__init__.py", source):
+            if target and target != module and (scripts or not script):
                 lines = edges.setdefault(target, [])
                 if line not in lines:
                     lines.append(line)
@@ -84,11 +112,18 @@ def _graph() -> dict[str, dict[str, list[int]]]:
     return graph
 
 
-GRAPH = _graph()
+GRAPH = _graph(scripts=True)  # every import: the layer rules
+IMPORT_GRAPH = _graph(scripts=False)  # what importing a module runs: the cycle check
 
 
 def _layer(module: str) -> str:
-    """``pypluto.ike.tasks.x`` -> ``ike``; ``pypluto.iana`` -> ``iana``; the root -> ``""``."""
+    """``pypluto.ike.tasks.x`` -> ``ike``; ``pypluto.iana`` -> ``iana``; the root -> ``""``.
+
+    ``pypluto.__main__`` (``python -m pypluto``) is a command-line entry point like the
+    console scripts of ``cli/``, so it belongs to the ``cli`` layer.
+    """
+    if module == f"{ROOT}.__main__":
+        return "cli"
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
 
@@ -128,24 +163,27 @@ if TYPE_CHECKING:
 def f() -> None:
     from pypluto import iana
     import pypluto.params as p
+if __name__ == "__main__":
+    from pypluto.cli import whack
 """
 
 
 def test_parser_sees_every_kind_of_import() -> None:
     """Absolute, relative, ``from pkg import submodule``, function-local and type-only
     imports are all found (else every rule below would pass vacuously)."""
-    found = {target: line for line, target in _targets("pypluto.wire.probe", False, _PROBE)}
+    found = {t: (line, script) for line, t, script in _targets("pypluto.wire.probe", False, _PROBE)}
     assert found == {
-        "pypluto.crypto.sk": 5,
-        "pypluto.wire.payloads": 6,
-        "pypluto.wire.constants": 7,
-        "pypluto.kernel.base": 8,
-        "pypluto.ike.engine": 10,
-        "pypluto.iana": 12,
-        "pypluto.params": 13,
+        "pypluto.crypto.sk": (5, False),
+        "pypluto.wire.payloads": (6, False),
+        "pypluto.wire.constants": (7, False),
+        "pypluto.kernel.base": (8, False),
+        "pypluto.ike.engine": (10, False),
+        "pypluto.iana": (12, False),
+        "pypluto.params": (13, False),
+        "pypluto.cli.whack": (15, True),
     }
     assert set(_targets("pypluto.wire", True, "from . import message\n")) == {
-        (1, "pypluto.wire.message")
+        (1, "pypluto.wire.message", False)
     }
 
 
@@ -158,7 +196,7 @@ def test_graph_sees_the_package() -> None:
     assert "pypluto.iana" in GRAPH["pypluto.wire.constants"]
 
 
-def _cycles(graph: dict[str, dict[str, list[int]]]) -> list[list[str]]:
+def _cycles(graph: Graph) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan, iterative)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
@@ -216,12 +254,12 @@ def test_cycle_finder_finds_a_cycle() -> None:
 def test_no_import_cycles() -> None:
     """No two modules of ``src/pypluto`` import each other, directly or around a loop."""
     report = []
-    for scc in _cycles(GRAPH):
+    for scc in _cycles(IMPORT_GRAPH):
         members = set(scc)
         edges = [
-            f"    {m} -> {t} (line {', '.join(map(str, GRAPH[m][t]))})"
+            f"    {m} -> {t} (line {', '.join(map(str, IMPORT_GRAPH[m][t]))})"
             for m in scc
-            for t in sorted(GRAPH[m])
+            for t in sorted(IMPORT_GRAPH[m])
             if t in members
         ]
         report.append(f"cycle among {len(scc)} modules:\n" + "\n".join(edges))
