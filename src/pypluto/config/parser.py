@@ -58,10 +58,16 @@ class Diagnostic:
     message: str
     severity: Literal["error", "warning"] = "error"
     conn: str | None = None  # set for connection-level problems (the conn is dropped)
+    # a key (or value) that Libreswan accepts and pypluto does not support: the conn
+    # is refused; in config setup pluto refuses to start (issue 12 item 7)
+    unsupported: bool = False
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
         prefix = "" if self.severity == "error" else "warning: "
+        if self.unsupported:
+            tail = f" (conn '{self.conn}' is not loaded)" if self.conn else ""
+            return f"{where}{self.message}{tail}"
         ctx = f"while loading '{self.conn}': " if self.conn else ""
         return f"{where}{prefix}{ctx}{self.message}"
 
@@ -105,6 +111,12 @@ class ConfigFile:
         return not self.file_errors
 
     @property
+    def unsupported(self) -> list[Diagnostic]:
+        """Keys or values that pypluto refuses as not supported (conns not loaded, or
+        ``config setup`` keys that stop pluto from starting)."""
+        return [d for d in self.diagnostics if d.unsupported]
+
+    @property
     def conn_names(self) -> list[str]:
         """Every conn section name (loaded or not), file order, without %default."""
         seen: list[str] = []
@@ -135,8 +147,8 @@ class _Reader:
                 return s.origin
         return None
 
-    def err(self, file: str, line: int, msg: str) -> None:
-        self.diags.append(Diagnostic(file, line, msg, "error"))
+    def err(self, file: str, line: int, msg: str, unsupported: bool = False) -> None:
+        self.diags.append(Diagnostic(file, line, msg, "error", unsupported=unsupported))
 
     def warn(self, file: str, line: int, msg: str) -> None:
         self.diags.append(Diagnostic(file, line, msg, "warning"))
@@ -346,33 +358,30 @@ def _validate_sections(reader: _Reader) -> None:
         for key, value, origin in sec.items:
             if sec.kind == "setup":
                 kd = keywords.lookup_setup(key)
-                if kd is None:
-                    reader.err(origin.file, origin.line,
-                               f"unexpected keyword '{key}' in section 'config setup'")
+                if kd is None:  # Libreswan 5.2's words: a fatal syntax error
+                    reader.err(origin.file, origin.line, f"unrecognized keyword '{key}'")
                     continue
                 canon = kd.alias or kd.name
             else:
                 found = keywords.lookup_conn(key)
                 if found is None:
-                    where = "conn %default" if sec.name == "%default" else f"conn {sec.name}"
-                    reader.err(origin.file, origin.line,
-                               f"unexpected keyword '{key}' in section '{where}'")
+                    reader.err(origin.file, origin.line, f"unrecognized keyword '{key}'")
                     continue
                 kd, _side, canon = found
-            if kd.kind == "obsolete":
+            if kd.support == "obsolete":
                 reader.warn(origin.file, origin.line,
-                            f"obsolete keyword ignored: {key}={value}")
+                            f"{key}={value}: obsolete keyword ignored: {kd.note}")
                 continue
-            if kd.kind == "cmdline":
-                reader.warn(origin.file, origin.line,
-                            f"'{key}' is only valid on the command line; ignored")
-                continue
-            if kd.alias and key.lower() != canon and sec.kind == "conn":
-                pass  # aliases are accepted silently, as Libreswan does
             try:
                 _check_value(kd, key, value)
             except ValueError as exc:
                 reader.err(origin.file, origin.line, str(exc))
+                continue
+            if sec.kind == "setup" and value != "":
+                why = keywords.unsupported_reason(kd, value)
+                if why is not None:
+                    reader.err(origin.file, origin.line,
+                               unsupported_message(key, value, kd, why), unsupported=True)
             if canon in seen and canon != "also":
                 prev = seen[canon]
                 reader.diags.append(Diagnostic(
@@ -388,12 +397,12 @@ def _canonical_items(sec: Section) -> list[tuple[str, str, Origin]]:
     for key, value, origin in sec.items:
         if sec.kind == "setup":
             kd = keywords.lookup_setup(key)
-            if kd is None or kd.kind in ("obsolete", "cmdline"):
+            if kd is None or kd.support == "obsolete":
                 continue
             out.append((kd.alias or kd.name, value, origin))
         else:
             found = keywords.lookup_conn(key)
-            if found is None or found[0].kind == "obsolete":
+            if found is None or found[0].support == "obsolete":
                 continue
             if found[1] == "both":
                 out.append(("left" + found[2][4:], value, origin))
@@ -513,9 +522,42 @@ class _AlsoError(Exception):
 class ConnError(ValueError):
     """A connection-level problem, with the key whose value caused it."""
 
-    def __init__(self, key: str | None, msg: str) -> None:
+    def __init__(self, key: str | None, msg: str, unsupported: bool = False) -> None:
         super().__init__(msg)
         self.key = key
+        self.unsupported = unsupported
+
+
+def unsupported_message(key: str, value: str, kd: KeyDef, why: str) -> str:
+    """``KEY is not supported by pypluto`` for a refused key, ``KEY=VALUE ...`` for a
+    value that a partial key does not support; ``why`` follows in parentheses."""
+    what = key if kd.support == "refused" else f"{key}={value}"
+    return f"{what} is not supported by pypluto ({why})"
+
+
+def _check_supported(keys: dict[str, str]) -> None:
+    """Refuse a conn that uses a key or value pypluto does not support (issue 12)."""
+    for key, value in keys.items():
+        found = keywords.lookup_conn(key)
+        if found is None or value == "":
+            continue
+        kd = found[0]
+        if kd.kind == "authby":
+            bad = [w for w in re.split(r"[\s,]+", value.strip().lower())
+                   if w and w not in kd.ok]
+            if bad:
+                raise ConnError(key, unsupported_message(key, value, kd, kd.note), True)
+            continue
+        why = keywords.unsupported_reason(kd, value)
+        if why is not None:
+            raise ConnError(key, unsupported_message(key, value, kd, why), True)
+    if not keys.get("authby"):
+        auths = {(keys.get("leftauth") or "").lower(), (keys.get("rightauth") or "").lower()}
+        if auths != {"secret"}:
+            raise ConnError("authby", "authby=rsasig is not supported by pypluto (authby= "
+                            "is unset: Libreswan's default is rsasig,ecdsa, which needs "
+                            "certificates or raw keys; pypluto has PSK only: set "
+                            "authby=secret)", True)
 
 
 _AUTHBY_WORDS = {
@@ -648,7 +690,7 @@ def build_connection(name: str, keys: dict[str, str],
         if found is None:
             raise ConnError(k, f"unknown key '{k}'")
         kd, _side, ck = found
-        if kd.kind in ("obsolete", "cmdline"):
+        if kd.support == "obsolete":
             continue
         try:
             _check_value(kd, k, v)
@@ -660,6 +702,7 @@ def build_connection(name: str, keys: dict[str, str],
             continue
         canon[ck] = v
     keys = canon
+    _check_supported(keys)
     conn = Connection(name=name)
     conn.raw = dict(keys)
     conn.origins = dict(origins or {})
@@ -744,6 +787,48 @@ def build_connection(name: str, keys: dict[str, str],
     conn.right = _end(keys, "right", name)
     _semantic_checks(conn)
     return conn
+
+
+def _subnet_pairs(name: str, keys: dict[str, str], origin: Origin,
+                  reader: _Reader) -> list[tuple[str, dict[str, str]]]:
+    """``leftsubnets=`` / ``rightsubnets=``: one conn per (left, right) subnet pair, as
+    Libreswan 5.2 adds them (``whack_add.c``, described in ipsec.conf(5)).
+
+    Each end's list is its ``subnet=`` (number 0) followed by its ``subnets=``
+    (numbered from 1); an end with neither uses its host (number 0).  The conns are
+    named ``NAME/LxR`` and made left-major (``/1x1``, ``/1x2``, ``/2x1``...); a pair of
+    different address families is skipped with a warning.  Each pair is a normal conn
+    whose ``connalias`` is NAME, so that ``ipsec up NAME`` can bring them all up.
+    Without any ``subnets=`` the conn is returned as it is.
+    """
+    if not keys.get("leftsubnets") and not keys.get("rightsubnets"):
+        return [(name, keys)]
+    ends: list[tuple[int, list[str]]] = []
+    for side in ("left", "right"):
+        sub = keys.get(side + "subnet") or ""
+        try:
+            many = [str(n) for n in parse_subnets(keys.get(side + "subnets") or "")] \
+                if keys.get(side + "subnets") else []
+        except ValueError as exc:
+            raise ConnError(side + "subnets", f"{side}subnets={keys[side + 'subnets']} "
+                            f"invalid, {exc}") from None
+        items = ([sub] if sub else []) + many
+        ends.append((0 if sub or not many else 1, items))
+    out: list[tuple[str, dict[str, str]]] = []
+    (lstart, lefts), (rstart, rights) = ends
+    for li, lnet in enumerate(lefts or [""]):
+        for ri, rnet in enumerate(rights or [""]):
+            pkeys = {k: v for k, v in keys.items() if k not in ("leftsubnets", "rightsubnets")}
+            for side, net in (("left", lnet), ("right", rnet)):
+                if net:
+                    pkeys[side + "subnet"] = net
+            if lnet and rnet and ipaddress.ip_network(lnet, strict=False).version != \
+                    ipaddress.ip_network(rnet, strict=False).version:
+                reader.warn(origin.file, origin.line, f'"{name}": warning: skipping '
+                            f"mismatched leftsubnets={lnet} rightsubnets={rnet}")
+                continue
+            out.append((f"{name}/{lstart + li}x{rstart + ri}", pkeys))
+    return out
 
 
 def _semantic_checks(conn: Connection) -> None:
@@ -843,7 +928,8 @@ def _finish(reader: _Reader, path: str) -> ConfigFile:
         keys = {k: v for k, (v, _o) in resolved.items()}
         origins = {k: o for k, (_v, o) in resolved.items()}
         try:
-            conn = build_connection(name, keys, origins)
+            built = [(pair, build_connection(pair, pkeys, origins))
+                     for pair, pkeys in _subnet_pairs(name, keys, origin, reader)]
         except (ValueError, IdError, TypeError, KeyError, AttributeError) as exc:
             # TypeError & co. would be our bug; the user still gets file:line, not a
             # traceback, and the other conns load
@@ -853,23 +939,28 @@ def _finish(reader: _Reader, path: str) -> ConfigFile:
             o = origins.get(key, origin) if key else origin
             if key and key not in origins:
                 o = next((origins[k] for k in origins if k.startswith(key)), origin)
-            diag = Diagnostic(o.file, o.line, str(exc), "error", conn=name)
+            diag = Diagnostic(o.file, o.line, str(exc), "error", conn=name,
+                              unsupported=bool(getattr(exc, "unsupported", False)))
             if not any(d.severity == "error" and (d.file, d.line) == (o.file, o.line)
                        for d in reader.diags):  # not already reported as a file error
                 reader.diags.append(diag)
             cfg.failed.setdefault(name, []).append(diag)
             continue
-        conn.origin = origin
-        conn.also = cfg.also_chain.get(name, [])
-        for side, end in (("left", conn.left), ("right", conn.right)):
-            if end.host and end.host.startswith("%") and not is_host_keyword(end.host):
-                o = origins.get(side, origin)
-                reader.diags.append(Diagnostic(o.file, o.line, f"{side}={end.host}: unknown "
-                                               "host keyword, treated as unresolved",
-                                               "warning", conn=name))
-        if conn.uniqueids is None:
-            conn.uniqueids = cfg.setup.uniqueids
-        cfg.conns[name] = conn
+        for pair, conn in built:
+            conn.origin = origin
+            conn.also = cfg.also_chain.get(name, [])
+            if pair != name:
+                conn.connalias = name
+            for side, end in (("left", conn.left), ("right", conn.right)):
+                if end.host and end.host.startswith("%") and not is_host_keyword(end.host):
+                    o = origins.get(side, origin)
+                    reader.diags.append(Diagnostic(o.file, o.line, f"{side}={end.host}: "
+                                                   "unknown host keyword, treated as "
+                                                   "unresolved", "warning", conn=name))
+                    break
+            if conn.uniqueids is None:
+                conn.uniqueids = cfg.setup.uniqueids
+            cfg.conns[pair] = conn
     cfg.diagnostics = reader.diags + cfg.diagnostics
     return cfg
 
