@@ -352,7 +352,7 @@ def _check_value(kd: KeyDef, key: str, value: str) -> None:
         parse_bignum(value, key)
 
 
-def _validate_sections(reader: _Reader) -> None:
+def _validate_sections(reader: _Reader, enforce: bool = True) -> None:
     for sec in reader.sections:
         seen: dict[str, Origin] = {}
         for key, value, origin in sec.items:
@@ -377,7 +377,7 @@ def _validate_sections(reader: _Reader) -> None:
             except ValueError as exc:
                 reader.err(origin.file, origin.line, str(exc))
                 continue
-            if sec.kind == "setup" and value != "":
+            if enforce and sec.kind == "setup" and value != "":
                 why = keywords.unsupported_reason(kd, value)
                 if why is not None:
                     reader.err(origin.file, origin.line,
@@ -678,10 +678,14 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
 
 
 def build_connection(name: str, keys: dict[str, str],
-                     origins: dict[str, Origin] | None = None) -> Connection:
+                     origins: dict[str, Origin] | None = None, *,
+                     enforce_support: bool = True) -> Connection:
     """Build a typed Connection from resolved keys (canonical names, as written values).
 
-    Raises ``ConnError`` (a ValueError) with ``.key`` set when a value is invalid.
+    Raises ``ConnError`` (a ValueError) with ``.key`` set when a value is invalid, and
+    with ``.unsupported`` set too when pypluto does not support a key or value
+    (``enforce_support=False`` skips that check: only the agreement tests, which
+    compare the parse with Libreswan's, use it).
     Used by the parser and by the daemon when ``whack`` adds a connection.
     """
     canon: dict[str, str] = {}
@@ -702,7 +706,8 @@ def build_connection(name: str, keys: dict[str, str],
             continue
         canon[ck] = v
     keys = canon
-    _check_supported(keys)
+    if enforce_support:
+        _check_supported(keys)
     conn = Connection(name=name)
     conn.raw = dict(keys)
     conn.origins = dict(origins or {})
@@ -912,10 +917,10 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
                                                 parse_int(v, "secctx-attr-type")))
 
 
-def _finish(reader: _Reader, path: str) -> ConfigFile:
+def _finish(reader: _Reader, path: str, enforce: bool = True) -> ConfigFile:
     cfg = ConfigFile(path=path, inputs=list(reader.inputs))
     cfg.sections = reader.sections
-    _validate_sections(reader)
+    _validate_sections(reader, enforce)
     _resolve_conns(reader, cfg)
     _build_setup(cfg, reader)
     bad_conns = {d.conn for d in reader.diags if d.conn}
@@ -928,7 +933,7 @@ def _finish(reader: _Reader, path: str) -> ConfigFile:
         keys = {k: v for k, (v, _o) in resolved.items()}
         origins = {k: o for k, (_v, o) in resolved.items()}
         try:
-            built = [(pair, build_connection(pair, pkeys, origins))
+            built = [(pair, build_connection(pair, pkeys, origins, enforce_support=enforce))
                      for pair, pkeys in _subnet_pairs(name, keys, origin, reader)]
         except (ValueError, IdError, TypeError, KeyError, AttributeError) as exc:
             # TypeError & co. would be our bug; the user still gets file:line, not a
@@ -966,22 +971,24 @@ def _finish(reader: _Reader, path: str) -> ConfigFile:
 
 
 def parse_config_text(text: str, filename: str = "<string>", *,
-                      root_dir: str | None = None) -> ConfigFile:
+                      root_dir: str | None = None, enforce_support: bool = True) -> ConfigFile:
     """Parse ipsec.conf text (includes are resolved relative to ``filename``)."""
     reader = _Reader(root_dir)
     try:
         reader.read_text(text, filename, 0)
     except RecursionError:
         reader.err(filename, 0, "include nesting too deep")
-    return _finish(reader, filename)
+    return _finish(reader, filename, enforce_support)
 
 
-def load_config(path: str, *, root_dir: str | None = None) -> ConfigFile:
+def load_config(path: str, *, root_dir: str | None = None,
+                enforce_support: bool = True) -> ConfigFile:
     """Read and resolve an ipsec.conf file.
 
     Raises OSError only when ``path`` itself cannot be read; every other problem
     is a ``Diagnostic``.  ``root_dir`` prefixes absolute include paths (a chroot
-    for tests, like Libreswan's ``--rootdir``).
+    for tests, like Libreswan's ``--rootdir``).  ``enforce_support=False`` loads conns
+    whose keys pypluto does not support (to compare the parse with Libreswan's).
     """
     reader = _Reader(root_dir)
     reader.inputs.append(("file", path))
@@ -991,7 +998,7 @@ def load_config(path: str, *, root_dir: str | None = None) -> ConfigFile:
         reader.read_text(data.decode("utf-8", errors="replace"), path, 0, path)
     except RecursionError:
         reader.err(path, 0, "include nesting too deep")
-    return _finish(reader, path)
+    return _finish(reader, path, enforce_support)
 
 
 def inputs_signature(cfg: ConfigFile) -> tuple[object, ...]:
