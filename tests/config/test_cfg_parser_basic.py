@@ -40,13 +40,17 @@ conn child
 def test_basic_file_resolves_default_and_also() -> None:
     cfg = parse_config_text(BASIC, "ipsec.conf")
     assert cfg.ok, [str(d) for d in cfg.diagnostics]
-    assert list(cfg.conns) == ["base", "child"]
-    c = cfg.conns["child"]
+    # leftsubnet= is pair number 0 and the two rightsubnets= are 1 and 2 (Libreswan)
+    assert list(cfg.conns) == ["base", "child/0x1", "child/0x2"]
+    assert cfg.conn_names == ["base", "child"]
+    c = cfg.conns["child/0x1"]
+    assert c.connalias == "child" and cfg.conns["base"].connalias is None
     assert c.left.host_addr == ipaddress.ip_address("192.0.2.1")
     assert str(c.left.id) == "@west" and c.right.id is not None
     assert c.right.id.data == b"east"
     assert c.left.subnets == [ipaddress.ip_network("198.51.100.0/24")]
-    assert len(c.right.subnets) == 2
+    assert c.right.subnets == [ipaddress.ip_network("203.0.113.0/25")]
+    assert cfg.conns["child/0x2"].right.subnets == [ipaddress.ip_network("203.0.113.128/25")]
     assert c.authby == "secret"
     assert c.ikelifetime == 3600.0
     assert c.salifetime == 7200.0  # keylife= is an alias of ipsec-lifetime=

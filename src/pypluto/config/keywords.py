@@ -368,8 +368,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("compress", "bool", P(_NO_VALUES, note="IPComp (RFC 3173) " + _NO)),
     ("metric", "int", P("1", note="route metrics " + _NO)),
     ("dpddelay", "time", W(T_LIFE + "test_dead_peer_detected_by_liveness")),
-    ("ikev1-dpdtimeout", "time", R(_IKEV1 + " (IKEv2 liveness gives up after "
-                                   "retransmit-timeout=)")),
+    ("ikev1-dpdtimeout", "time", O("IKEv2 ignores dpdtimeout= (Libreswan 5.2 warns the "
+                                   "same): use dpddelay= and retransmit-timeout=")),
     ("dpdtimeout", "time", "=ikev1-dpdtimeout"),
     ("dpdaction", "str", O("Libreswan 5.2 ignores dpdaction=: after a liveness failure "
                            "a conn with auto=start is restarted and the others are "

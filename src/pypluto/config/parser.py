@@ -706,8 +706,6 @@ def build_connection(name: str, keys: dict[str, str],
             continue
         canon[ck] = v
     keys = canon
-    if enforce_support:
-        _check_supported(keys)
     conn = Connection(name=name)
     conn.raw = dict(keys)
     conn.origins = dict(origins or {})
@@ -791,6 +789,8 @@ def build_connection(name: str, keys: dict[str, str],
     conn.left = _end(keys, "left", name)
     conn.right = _end(keys, "right", name)
     _semantic_checks(conn)
+    if enforce_support:  # after the syntax checks: a bad value is reported as such
+        _check_supported(keys)
     return conn
 
 
