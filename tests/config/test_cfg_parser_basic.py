@@ -77,7 +77,8 @@ def test_unindented_key_and_text_are_syntax_errors() -> None:
 
 
 def test_also_loop_drops_only_that_conn() -> None:
-    text = "conn a\n\talso=b\nconn b\n\talso=a\nconn c\n\tleft=192.0.2.1\n\tright=%any\n"
+    text = ("conn a\n\talso=b\nconn b\n\talso=a\nconn c\n\tleft=192.0.2.1\n\tright=%any\n"
+            "\tauthby=secret\n")
     cfg = parse_config_text(text, "f.conf")
     assert cfg.ok
     assert list(cfg.conns) == ["c"]
@@ -86,8 +87,10 @@ def test_also_loop_drops_only_that_conn() -> None:
 
 def test_include_relative_glob(tmp_path: pathlib.Path) -> None:
     (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "one.conf").write_text("conn one\n\tleft=192.0.2.1\n\tright=%any\n")
-    (tmp_path / "d" / "two.conf").write_text("conn two\n\tleft=192.0.2.1\n\tright=%any\n")
+    (tmp_path / "d" / "one.conf").write_text("conn one\n\tleft=192.0.2.1\n\tright=%any\n"
+                                            "\tauthby=secret\n")
+    (tmp_path / "d" / "two.conf").write_text("conn two\n\tleft=192.0.2.1\n\tright=%any\n"
+                                            "\tauthby=secret\n")
     main = tmp_path / "ipsec.conf"
     main.write_text("include d/*.conf\ninclude missing/*.conf\n")
     cfg = load_config(str(main))
@@ -126,8 +129,10 @@ def test_bench_generator_config_resolves() -> None:
 
 def test_build_connection_aliases_and_both_sides() -> None:
     conn = build_connection("w", {"left": "192.0.2.1", "right": "192.0.2.2", "keylife": "1h",
-                                  "protoport": "udp/1701", "dpdtimeout": "30s"})
-    assert conn.salifetime == 3600.0 and conn.dpdtimeout == 30.0
+                                  "protoport": "udp/1701", "dpdtimeout": "30s",
+                                  "authby": "secret"})
+    # dpdtimeout= is IKEv1's: IKEv2 ignores it (Libreswan 5.2 warns the same)
+    assert conn.salifetime == 3600.0 and conn.dpdtimeout == 0.0
     assert conn.left.protoport == (17, 1701) == conn.right.protoport
     import pytest
 
@@ -150,8 +155,12 @@ def test_connection_errors_match_libreswan_messages() -> None:
     assert "ikev1 connection must use authby=" in str(cfg.failed["c"][0])
     cfg = parse_config_text(base + "\tleftsubnet=vhost:%priv\n", "f")
     assert "only valid for IKEv1" in str(cfg.failed["c"][0])
-    cfg = parse_config_text(base + "\tikev2=no\n\tleftsubnet=vhost:%priv\n", "f")
+    cfg = parse_config_text(base + "\tikev2=no\n\tleftsubnet=vhost:%priv\n", "f",
+                            enforce_support=False)
     assert "c" in cfg.conns and cfg.conns["c"].keyexchange == "ikev1"
+    # ... which pluto refuses: IKEv1 is not supported
+    cfg = parse_config_text(base + "\tauthby=secret\n\tikev2=no\n", "f")
+    assert "c" not in cfg.conns and cfg.failed["c"][0].unsupported
 
 
 def test_include_fan_out_is_bounded(tmp_path: pathlib.Path) -> None:
@@ -164,7 +173,8 @@ def test_include_fan_out_is_bounded(tmp_path: pathlib.Path) -> None:
 
 
 def test_keys_after_include_do_not_join_the_included_section(tmp_path: pathlib.Path) -> None:
-    (tmp_path / "inc.conf").write_text("conn inc\n\tleft=192.0.2.1\n\tright=%any\n")
+    (tmp_path / "inc.conf").write_text("conn inc\n\tleft=192.0.2.1\n\tright=%any\n"
+                                        "\tauthby=secret\n")
     (tmp_path / "main.conf").write_text("conn a\n\tleft=192.0.2.9\ninclude inc.conf\n"
                                         "\tright=192.0.2.8\n")
     cfg = load_config(str(tmp_path / "main.conf"))
