@@ -119,12 +119,14 @@ def test_bench_generator_config_resolves() -> None:
 
     cfg = parse_config_text(make_config(30), "bench.conf")
     assert cfg.ok
-    peer = cfg.conns["peer7"]
-    assert peer.also == ["site7", "base"]
+    # rightsubnets= with a leftsubnet=: one conn per pair, peer7/0x1 and peer7/0x2
+    peer = cfg.conns["peer7/0x1"]
+    assert peer.also == ["site7", "base"] and peer.connalias == "peer7"
     assert str(peer.left.host_addr) == "192.0.2.1" and peer.authby == "secret"
-    assert [str(n) for n in peer.right.subnets] == ["172.23.0.0/24", "172.23.1.0/24"]
+    assert [str(n) for n in peer.right.subnets] == ["172.23.0.0/24"]
+    assert [str(n) for n in cfg.conns["peer7/0x2"].right.subnets] == ["172.23.1.0/24"]
     assert peer.salifetime == 3600.0 and peer.auto == "add"
-    assert cfg.conns["peer0"].auto == "start"
+    assert cfg.conns["peer0/0x1"].auto == "start"
 
 
 def test_build_connection_aliases_and_both_sides() -> None:
