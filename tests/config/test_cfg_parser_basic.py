@@ -132,7 +132,7 @@ def test_bench_generator_config_resolves() -> None:
 def test_build_connection_aliases_and_both_sides() -> None:
     conn = build_connection("w", {"left": "192.0.2.1", "right": "192.0.2.2", "keylife": "1h",
                                   "protoport": "udp/1701", "dpdtimeout": "30s",
-                                  "authby": "secret"})
+                                  "authby": "secret"}, enforce_support=False)
     # dpdtimeout= is IKEv1's: IKEv2 ignores it (Libreswan 5.2 warns the same)
     assert conn.salifetime == 3600.0 and conn.dpdtimeout == 0.0
     assert conn.left.protoport == (17, 1701) == conn.right.protoport
