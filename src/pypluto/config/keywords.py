@@ -99,6 +99,8 @@ T_ESP = "tests/kernel/test_esp.py::"
 # a partial key whose only working value is the default (what pypluto always does):
 # this test loads each such value and checks every other value refuses the conn
 T_DEFAULT_ONLY = T_REG + "test_partial_keys_accept_their_values_and_refuse_others"
+# config setup keys become pluto options (whose effects the daemon tests prove)
+T_SETUP = T_DA + "test_config_setup_keys_reach_the_options"
 
 _CERTS = "needs certificates / NSS, which pypluto does not have yet"
 _IKEV1 = "IKEv1 only; pypluto speaks IKEv2 only"
@@ -145,18 +147,18 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("myvendorid", "str", W(T_D + "test_config_setup_conns_secrets_and_cli_wins")),
     ("syslog", "str", O("Libreswan 5.2 accepts syslog= and never uses it (logging goes "
                         "to syslog unless logfile= is set)")),
-    ("plutodebug", "list", W(T_DU + "test_options_merge_config_and_cli")),
+    ("plutodebug", "list", W(T_SETUP)),
     ("debug", "list", "=plutodebug"),
     ("logfile", "str", W(T_DU + "test_logger_rate_limit_and_debug_prefix")),
     ("plutostderrlog", "str", "=logfile"),
     ("logtime", "bool", W(T_DU + "test_logger_rate_limit_and_debug_prefix")),
-    ("logappend", "bool", W(T_D + "test_stderrlog_time_append_and_debug_lines")),
-    ("logip", "bool", W(T_D + "test_sighup_hint_log_options_and_masking")),
-    ("audit-log", "bool", W(T_D + "test_sighup_hint_log_options_and_masking")),
+    ("logappend", "bool", W(T_SETUP)),
+    ("logip", "bool", W(T_SETUP)),
+    ("audit-log", "bool", W(T_SETUP)),
     ("dnssec-enable", "bool", P(_NO_VALUES, note="pypluto never resolves names in DNS")),
     ("dnssec-rootkey-file", "str", R("pypluto never resolves names in DNS")),
     ("dnssec-anchors", "str", R("pypluto never resolves names in DNS")),
-    ("dumpdir", "str", W(T_DU + "test_options_merge_config_and_cli")),
+    ("dumpdir", "str", W(T_SETUP)),
     ("ipsecdir", "str", P("/etc/ipsec.d", note="the ipsec.d policies/certificates "
                           + _CERTS)),
     ("nssdir", "str", P("/var/lib/ipsec/nss|/etc/ipsec.d", note="the NSS database " + _CERTS)),
@@ -191,13 +193,12 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("xfrmlifetime", "int", R(_ONDEMAND)),
     ("virtual-private", "str", W(T_LIFE + "test_host_to_host_behind_nat_and_virtual_private")),
     ("virtual_private", "str", "=virtual-private"),
-    ("seedbits", "int", W(T_DU + "test_options_merge_config_and_cli")),
+    ("seedbits", "int", W(T_SETUP)),
     ("keep-alive", "time", W(T_DIP + "test_command_line_reaches_engine_settings")),
     ("listen-tcp", "bool", P(_NO_VALUES, note="IKE over TCP (RFC 8229) " + _NO)),
     ("listen-udp", "bool", P(_YES_VALUES, note="IKE is always on UDP")),
     ("listen", "str", W(T_D + "test_listen_address_only_and_leak_detective")),
-    ("protostack", "str", P("xfrm|netkey|userspace|none", T_DU
-                            + "test_options_merge_config_and_cli",
+    ("protostack", "str", P("xfrm|netkey|userspace|none", T_SETUP,
                             "the BSD stacks are not available")),
     ("nhelpers", "bignum", W("tests/daemon/test_offload.py::test_no_helpers_means_inline")),
     ("drop-oppo-null", "bool", P(_NO_VALUES, note="opportunistic IPsec " + _NO)),
