@@ -216,7 +216,8 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
     ("", "addr", W(T_CFG + "test_basic_file_resolves_default_and_also")),
     ("subnet", "subnet", W(T_EST + "test_ts_unacceptable")),
     ("subnets", "subnets", W(T_REG + "test_subnets_expand_into_one_conn_per_pair")),
-    ("sourceip", "addrs", R("setting the source address of routes " + _NO)),
+    ("sourceip", "addrs", W("tests/kernel/test_xfrm_netns.py::"
+                            "test_source_ip_route_added_marked_and_removed")),
     ("ikeport", "int", W(T_DIP + "test_whack_requests_in_process")),
     ("interface-ip", "str", R(_XFRMI)),
     ("vti", "str", R(_XFRMI)),
