@@ -535,7 +535,7 @@ def unsupported_message(key: str, value: str, kd: KeyDef, why: str) -> str:
     return f"{what} is not supported by pypluto ({why})"
 
 
-def _check_supported(keys: dict[str, str]) -> None:
+def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> None:
     """Refuse a conn that uses a key or value pypluto does not support (issue 12)."""
     for key, value in keys.items():
         found = keywords.lookup_conn(key)
@@ -551,6 +551,13 @@ def _check_supported(keys: dict[str, str]) -> None:
         why = keywords.unsupported_reason(kd, value)
         if why is not None:
             raise ConnError(key, unsupported_message(key, value, kd, why), True)
+    for attr in ("ike", "esp"):
+        specs = getattr(conn, attr, None) if conn is not None else None
+        if specs and any(p.addke for p in specs):
+            raise ConnError(attr, f"{attr}={keys[attr]} is not supported by pypluto "
+                            "(additional key exchanges, addke1..7 (RFC 9370), need "
+                            "IKE_INTERMEDIATE (RFC 9242), which pypluto does not have yet)",
+                            True)
     if not keys.get("authby"):
         auths = {(keys.get("leftauth") or "").lower(), (keys.get("rightauth") or "").lower()}
         if auths != {"secret"}:
@@ -790,7 +797,7 @@ def build_connection(name: str, keys: dict[str, str],
     conn.right = _end(keys, "right", name)
     _semantic_checks(conn)
     if enforce_support:  # after the syntax checks: a bad value is reported as such
-        _check_supported(keys)
+        _check_supported(keys, conn)
     return conn
 
 
