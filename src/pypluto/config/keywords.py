@@ -98,6 +98,7 @@ T_DIP = "tests/daemon/test_daemon_inprocess.py::"
 T_ESP = "tests/kernel/test_esp.py::"
 # a partial key whose only working value is the default (what pypluto always does):
 # this test loads each such value and checks every other value refuses the conn
+T_EFF = "tests/config/test_cfg_effects.py::"
 T_DEFAULT_ONLY = T_REG + "test_partial_keys_accept_their_values_and_refuse_others"
 # config setup keys become pluto options (whose effects the daemon tests prove)
 T_SETUP = T_DA + "test_config_setup_keys_reach_the_options"
@@ -218,7 +219,7 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
     ("subnets", "subnets", W(T_REG + "test_subnets_expand_into_one_conn_per_pair")),
     ("sourceip", "addrs", W("tests/kernel/test_xfrm_netns.py::"
                             "test_source_ip_route_added_marked_and_removed")),
-    ("ikeport", "int", W(T_DIP + "test_whack_requests_in_process")),
+    ("ikeport", "int", W(T_EFF + "test_peer_ikeport_is_where_ike_goes")),
     ("interface-ip", "str", R(_XFRMI)),
     ("vti", "str", R(_XFRMI)),
     ("nexthop", "str", P("%defaultroute|%direct",
@@ -294,7 +295,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("session-resumption", "bool", P(_NO_VALUES, note="RFC 5723 " + _NO)),
     ("nat-keepalive", "bool", W("tests/daemon/test_daemon_nat.py::"
                                 "test_nat_traversal_and_keepalives")),
-    ("initial-contact", "bool", W(T_LIFE + "test_uniqueids_replaces_old_ike_sa")),
+    ("initial-contact", "bool", P(_YES_VALUES, note="not sending INITIAL_CONTACT is not "
+                                  "proven by a test yet")),
     ("cisco-unity", "bool", P(_NO_VALUES, note=_NO)),
     ("send-no-esp-tfc", "bool", P(_NO_VALUES, note=_NO)),
     ("iptfs", "bool", P(_NO_VALUES, note="IP-TFS (RFC 9347) " + _NO)),
@@ -313,14 +315,14 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     # Libreswan 5.2 spells this entry "dns-match-id," (a stray comma), so the
     # documented key is unusable there; pypluto accepts the documented spelling
     ("dns-match-id", "bool", P(_NO_VALUES, note="pypluto never resolves names in DNS")),
-    ("ipsec-max-bytes", "bignum", W(T_ESP + "test_byte_and_packet_limits")),
+    ("ipsec-max-bytes", "bignum", W(T_EFF + "test_ipsec_max_bytes_and_packets_are_the_hard_limits")),
     ("ipsec-lifetime", "time", W(T_LIFE + "test_rekey_child_by_lifetime")),
     ("keylife", "time", "=ipsec-lifetime"),
     ("lifetime", "time", "=ipsec-lifetime"),
     ("salifetime", "time", "=ipsec-lifetime"),
-    ("ipsec-max-packets", "bignum", W(T_ESP + "test_byte_and_packet_limits")),
-    ("retransmit-timeout", "time", W(T_LIFE + "test_peer_gone_initiator_gives_up")),
-    ("retransmit-interval", "ms", W(T_LIFE + "test_lost_first_packets_are_retransmitted")),
+    ("ipsec-max-packets", "bignum", W(T_EFF + "test_ipsec_max_bytes_and_packets_are_the_hard_limits")),
+    ("retransmit-timeout", "time", W(T_EFF + "test_retransmit_interval_and_timeout")),
+    ("retransmit-interval", "ms", W(T_EFF + "test_retransmit_interval_and_timeout")),
     ("ikepad", "enum", "yes|no|auto|true|false|on|off|y|n",
      P("yes|auto|true|on|y", note=_IKEV1)),
     ("nat-ikev1-method", "enum", "drafts|rfc|both|none", R(_IKEV1)),
@@ -354,7 +356,7 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("keyingtries", "str", O("Libreswan 5.2 warns 'keyingtries=N ignored': an up "
                              "connection tries until it is taken down "
                              "(keyingtries=%forever behaves the same)")),
-    ("replay-window", "bignum", W(T_ESP + "test_replay_window")),
+    ("replay-window", "bignum", W(T_EFF + "test_replay_window_reaches_the_sas")),
     ("ikelifetime", "time", W(T_LIFE + "test_rekey_ike_by_lifetime")),
     ("failureshunt", "enum", "none|passthrough|drop|hold|reject",
      P("none", note="shunts " + _ONDEMAND)),
@@ -382,8 +384,7 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("mtu", "int", R(_NO)),
     ("priority", "int", R("policy priorities " + _NO)),
     ("tfc", "int", R("TFC padding " + _NO)),
-    ("reqid", "int", W("tests/kernel/test_xfrm_encoding.py::"
-                       "test_reqid_range_marks_our_objects")),
+    ("reqid", "int", W(T_EFF + "test_reqid_is_the_child_sas_reqid")),
     ("nflog", "int", R("NFLOG " + _NO)),
     ("aggressive", "bool", P(_NO_VALUES, note=_IKEV1)),
     ("aggrmode", "bool", "=aggressive"),
