@@ -85,3 +85,17 @@ def test_retransmit_interval_and_timeout() -> None:
     assert [e.kind for e in net.west.events] == []
     net.advance(5)  # past 20 s
     assert [e.kind for e in net.west.events] == ["failed"]
+
+
+def test_nat_keepalive_yes_and_no() -> None:
+    """nat-keepalive=no: the host behind the NAT sends no keepalives (RFC 3948 §2.3);
+    the default sends them every keep-alive seconds."""
+    counts = {}
+    for text in ("yes", "no"):
+        kw = _fields(f"\tnat-keepalive={text}\n", "nat_keepalive")
+        net = Net(nat=True, west_kw=kw, east_kw={"left": "%any"})
+        net.up()
+        assert net.established(net.west)
+        net.advance(65)
+        counts[text] = net.west.keepalives
+    assert counts["yes"] >= 2 and counts["no"] == 0

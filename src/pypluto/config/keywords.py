@@ -293,8 +293,7 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("accept-redirect-to", "str", R("IKEv2 redirect (RFC 5685) " + _NO)),
     ("pfs", "bool", W(T_UNITS + "test_esp_esn_and_pfs")),
     ("session-resumption", "bool", P(_NO_VALUES, note="RFC 5723 " + _NO)),
-    ("nat-keepalive", "bool", W("tests/daemon/test_daemon_nat.py::"
-                                "test_nat_traversal_and_keepalives")),
+    ("nat-keepalive", "bool", W(T_EFF + "test_nat_keepalive_yes_and_no")),
     ("initial-contact", "bool", P(_YES_VALUES, note="not sending INITIAL_CONTACT is not "
                                   "proven by a test yet")),
     ("cisco-unity", "bool", P(_NO_VALUES, note=_NO)),
