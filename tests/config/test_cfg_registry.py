@@ -305,6 +305,8 @@ def test_subnets_expand_into_one_conn_per_pair() -> None:
                      ("10.2.0.0/16", "10.3.0.0/16"), ("10.2.0.0/16", "10.4.0.0/16")]
     assert all(c.connalias == "c" and c.auto == "add" and len(c.left.subnets) == 1
                for c in cfg.conns.values())
+    assert [c.name for c in cfg.conns_for("c")] == ["c/1x1", "c/1x2", "c/2x1", "c/2x2"]
+    assert [c.name for c in cfg.conns_for("c/1x2")] == ["c/1x2"] and cfg.conns_for("x") == []
     # one end only; the other end is its host (number 0)
     cfg = parse_config_text(BASE + "\trightsubnets=10.3.0.0/16,10.4.0.0/16\n", "f")
     assert list(cfg.conns) == ["c/0x1", "c/0x2"]

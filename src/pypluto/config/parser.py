@@ -116,6 +116,14 @@ class ConfigFile:
         ``config setup`` keys that stop pluto from starting)."""
         return [d for d in self.diagnostics if d.unsupported]
 
+    def conns_for(self, name: str) -> list[Connection]:
+        """The loaded conns that ``ipsec add/up/down NAME`` acts on: NAME itself, or
+        the ``NAME/LxR`` pairs that its leftsubnets=/rightsubnets= expanded into
+        (Libreswan looks NAME up as their connalias); empty when NAME is not loaded."""
+        if name in self.conns:
+            return [self.conns[name]]
+        return [c for c in self.conns.values() if c.connalias == name]
+
     @property
     def conn_names(self) -> list[str]:
         """Every conn section name (loaded or not), file order, without %default."""
