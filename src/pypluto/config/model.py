@@ -168,6 +168,9 @@ class Connection:
     reqid: int | None = None
     ppk: str = "no"
     also: list[str] = field(default_factory=list)
+    # the conn name written in ipsec.conf when this conn is one (left, right) pair of
+    # its leftsubnets=/rightsubnets= (named NAME/LxR); ``ipsec up NAME`` acts on all
+    connalias: str | None = None
 
     # --- orientation helpers -------------------------------------------------
     @property
