@@ -15,9 +15,9 @@ answered from the cached response.  The exchange logic lives in
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import os
 import random
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -34,6 +34,8 @@ from pypluto.ike.actions import (
     DelPolicy,
     DelSA,
     Endpoint,
+    EventKind,
+    FailReason,
     Log,
     SendPacket,
 )
@@ -212,11 +214,8 @@ class Engine:
         if ike is None:
             return [Log(f"dropping a late crypto result for IKE SA #{serial} (deleted)",
                         level="debug", serial=serial)]
-        try:
-            acts = then(result, now)
-        except Exception as e:  # a bug must never kill the daemon
-            acts = [Log(f"internal error while resuming a crypto job: {type(e).__name__}: {e}",
-                        level="error", conn=ike.conn.name, serial=serial)]
+        acts = self.guarded(ike, now, "while resuming a crypto job",
+                            lambda: then(result, now))
         if ike.serial in self.by_serial:
             self.schedule(ike)
         return acts
@@ -263,7 +262,7 @@ class Engine:
         timeout = conn.retransmit_timeout
         if getattr(task, "liveness", False) and conn.dpdtimeout > 0:
             timeout = min(timeout, conn.dpdtimeout)
-        ike.outstanding = Outstanding(msgid, packets, task, now, now + interval, interval,
+        ike.outstanding = Outstanding(msgid, packets, task, now + interval, interval,
                                       now + timeout)
         self.schedule(ike)
         return [SendPacket(p, ike.local, ike.remote) for p in packets]
@@ -339,7 +338,8 @@ class Engine:
             self.computing.pop(token, None)
 
     def drop_ike(self, ike: IKESA, now: float, reason: str = "",
-                 event: str | None = "ike-deleted") -> list[Action]:
+                 event: EventKind | None = EventKind.IKE_DELETED,
+                 why: FailReason = FailReason.NONE) -> list[Action]:
         """Remove an IKE SA and its Child SAs locally (no message is sent)."""
         acts: list[Action] = []
         if ike.serial not in self.by_serial:
@@ -351,8 +351,46 @@ class Engine:
         if ike.established_at is not None or reason:
             self.log(acts, f"deleting IKE SA{(' (' + reason + ')') if reason else ''}", ike)
         if event:
-            acts.append(ConnectionEvent(event, ike.conn.name, ike.serial, reason))
+            acts.append(ConnectionEvent(event, ike.conn.name, ike.serial, reason, why))
         return acts
+
+    def internal_error(self, ike: IKESA, exc: BaseException, now: float, where: str
+                       ) -> list[Action]:
+        """An unexpected exception while working on ``ike``: the one place that handles it.
+
+        The traceback goes to an error ``Log`` (the daemon's crash-report path), the IKE
+        SA is torn down locally with its Child SAs (their kernel SAs and policies are
+        deleted by the returned actions) and an ``INTERNAL_ERROR`` event lets a waiting
+        ``whack --initiate`` fail at once.
+        """
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        acts: list[Action] = [Log(f"internal error {where}: {type(exc).__name__}: {exc}\n{tb}",
+                                  level="error", conn=ike.conn.name, serial=ike.serial)]
+        if ike.serial in self.by_serial:
+            try:
+                acts += self.drop_ike(ike, now, "internal error", None)
+            except Exception as e:  # the state is too broken to tear down in order
+                acts.append(Log(f"internal error while tearing down: {type(e).__name__}: {e}",
+                                level="error", conn=ike.conn.name, serial=ike.serial))
+                self.by_serial.pop(ike.serial, None)
+                self.ike_sas.pop(ike.local_spi, None)
+        # SPIs reserved by the task that failed (it is no longer on the queue): rare, so a sweep
+        for spi in [s for s, c in self.children_in.items() if c.parent is ike]:
+            del self.children_in[spi]
+        for key in [k for k, i in self.ike_sas.items() if i is ike]:
+            del self.ike_sas[key]
+        acts.append(ConnectionEvent(EventKind.INTERNAL_ERROR, ike.conn.name, ike.serial,
+                                    f"internal error: {type(exc).__name__}",
+                                    FailReason.INTERNAL))
+        return acts
+
+    def guarded(self, ike: IKESA, now: float, where: str,
+                work: Callable[[], list[Action]]) -> list[Action]:
+        """Run ``work`` for ``ike``; an exception in it becomes ``internal_error``."""
+        try:
+            return work()
+        except Exception as e:
+            return self.internal_error(ike, e, now, where)
 
     # ------------------------------------------------------------------ Child SAs
     def child_sa_params(self, child: ChildSA, keys: Any) -> tuple[SAParams, SAParams]:
@@ -466,7 +504,7 @@ class Engine:
                  f"{mode} [{tsmod.fmt(child.local_ts)}==={tsmod.fmt(child.remote_ts)}] "
                  f"{{{encap}=>0x{child.spi_out:08x} <0x{child.spi_in:08x} xfrm={alg}"
                  f"{nat} DPD={'active' if conn.dpddelay else 'passive'}}}", child)
-        acts.append(ConnectionEvent("child-established", conn.name, child.serial))
+        acts.append(ConnectionEvent(EventKind.CHILD_ESTABLISHED, conn.name, child.serial))
         self.schedule(ike)
         return acts
 
@@ -510,7 +548,7 @@ class Engine:
         child.state = S.CHILD_DELETING
         self.log(acts, f"deleting Child SA; ESP SPIs 0x{child.spi_in:08x} "
                  f"0x{child.spi_out:08x}", child)
-        acts.append(ConnectionEvent("child-deleted", child.conn.name, child.serial))
+        acts.append(ConnectionEvent(EventKind.CHILD_DELETED, child.conn.name, child.serial))
         return acts
 
     def _ikes_of(self, name: str) -> list[IKESA]:
@@ -620,9 +658,10 @@ class Engine:
         from pypluto.ike.exchanges import dispatch
         try:
             return dispatch.receive(self, data, local, remote, now)
-        except Exception as e:  # a bug must never kill the daemon
+        except Exception as e:  # a bug outside any IKE SA must never kill the daemon
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
             return [Log(f"internal error while processing packet from {remote}: "
-                        f"{type(e).__name__}: {e}", level="error")]
+                        f"{type(e).__name__}: {e}\n{tb}", level="error")]
 
     def handle_timer(self, now: float) -> list[Action]:
         """Run every deadline that has passed: retransmits, DPD, rekeys, expiry."""
@@ -640,11 +679,8 @@ class Engine:
             if ike is None or ike.heap_at != t:
                 continue
             ike.heap_at = None
-            try:
-                acts += timers.service(self, ike, now)
-            except Exception as e:  # pragma: no cover - defensive
-                acts.append(Log(f"internal error in timer: {type(e).__name__}: {e}",
-                                level="error", conn=ike.conn.name, serial=ike.serial))
+            acts += self.guarded(ike, now, "in timer",
+                                 lambda ike=ike: timers.service(self, ike, now))  # type: ignore[misc]
             touched.append(ike)
         for ike in touched:  # after the loop: a deadline left in the past cannot spin here
             if ike.serial in self.by_serial:
@@ -780,6 +816,3 @@ class Engine:
     def ike_of(self, name: str) -> list[IKESA]:
         return self._ikes_of(name)
 
-    @staticmethod
-    def addr(a: Any) -> IPAddress:
-        return ipaddress.ip_address(a)

@@ -21,8 +21,6 @@ PARENT_I2 = "STATE_V2_PARENT_I2"  # IKE_AUTH sent
 PARENT_R1 = "STATE_V2_PARENT_R1"  # IKE_SA_INIT answered, waiting for IKE_AUTH
 ESTABLISHED_IKE = "STATE_V2_ESTABLISHED_IKE_SA"
 IKE_DELETING = "STATE_V2_IKE_SA_DELETE"
-REKEY_IKE_I1 = "STATE_V2_REKEY_IKE_I1"
-REKEY_IKE_R0 = "STATE_V2_REKEY_IKE_R0"
 ESTABLISHED_CHILD = "STATE_V2_ESTABLISHED_CHILD_SA"
 NEW_CHILD_I1 = "STATE_V2_NEW_CHILD_I1"
 REKEY_CHILD_I1 = "STATE_V2_REKEY_CHILD_I1"
@@ -37,7 +35,6 @@ class Outstanding:
     msgid: int
     packets: list[bytes]
     task: Any
-    first_sent: float
     next_retransmit: float
     interval: float
     deadline: float
@@ -67,7 +64,6 @@ class ChildSA:
     expire_at: float | None = None
     rekeying: bool = False  # a rekey of this Child SA is queued or in flight
     replaced: bool = False  # a new Child SA took over; only deletion remains
-    nonce: bytes = b""  # our nonce of the exchange that created it (collisions)
     owns_policy: bool = False
     rekey_of: ChildSA | None = None  # the Child SA this one replaces
     peer_rekeys: list = field(default_factory=list)  # Child SAs the peer made to replace us
@@ -111,14 +107,10 @@ class IKESA:
     # NAT-T (§2.23)
     nat_local: bool = False
     nat_remote: bool = False
-    natd_seen: bool = False
     # peer capabilities
     frag_ok: bool = False
-    childless_ok: bool = False
-    sighash_ok: bool = False
     fragments: dict | None = None
     # times
-    created: float = 0.0
     established_at: float | None = None
     rekey_at: float | None = None
     expire_at: float | None = None
@@ -139,7 +131,6 @@ class IKESA:
     cands: list = field(default_factory=list)  # responder: connections matching the addresses
     peer_rekeys: list = field(default_factory=list)  # new IKE SAs the peer made from this one
     nonce_min: bytes = b""  # min(Ni, Nr) of the rekey exchange (§2.8.1 collisions)
-    we_rekeyed: bool = False  # we initiated the exchange that created this SA
 
     @property
     def local_spi(self) -> bytes:

@@ -18,6 +18,7 @@ from pypluto.crypto.errors import CryptoError
 from pypluto.ike import codec, proposals
 from pypluto.ike import sa as S
 from pypluto.ike import ts as tsmod
+from pypluto.ike.actions import FailReason
 from pypluto.ike.sa import IKESA, ChildSA
 from pypluto.ike.ts import TS
 from pypluto.wire.constants import NotifyType as N
@@ -148,17 +149,17 @@ def other_connections(eng: Engine, ike: IKESA) -> list[Connection]:
 
 def accept(eng: Engine, ike: IKESA, conn: Connection, payloads: list, ni: bytes, nr: bytes,
            ke_group: int | None, shared: bytes | None,
-           old: ChildSA | None = None) -> tuple[ChildSA | None, list, str]:
-    """Responder: (Child SA or None, payloads for the answer, reason on failure)."""
+           old: ChildSA | None = None) -> tuple[ChildSA | None, list, str, FailReason]:
+    """Responder: (Child SA or None, payloads for the answer, why and reason on failure)."""
     sa_p = _first(payloads, PT.SA)
     tsi_p, tsr_p = _first(payloads, PT.TSi), _first(payloads, PT.TSr)
     if sa_p is None:
-        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "no SA payload"
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "no SA payload", FailReason.PROPOSAL
     if tsi_p is None or tsr_p is None:
-        return None, [codec.notify(N.TS_UNACCEPTABLE)], "no TS payloads"
+        return None, [codec.notify(N.TS_UNACCEPTABLE)], "no TS payloads", FailReason.TRAFFIC_SELECTORS
     tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
     if not tsi or not tsr:
-        return None, [codec.notify(N.TS_UNACCEPTABLE)], "malformed or empty traffic selectors"
+        return None, [codec.notify(N.TS_UNACCEPTABLE)], "malformed or empty traffic selectors", FailReason.TRAFFIC_SELECTORS
     specs = proposals.esp_specs(conn.esp)
     pfs = None
     if ke_group is not None:
@@ -173,15 +174,15 @@ def accept(eng: Engine, ike: IKESA, conn: Connection, payloads: list, ni: bytes,
             if chosen is not None:
                 break
     if chosen is None:
-        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "no acceptable ESP proposal"
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "no acceptable ESP proposal", FailReason.PROPOSAL
     if len(chosen.spi) != 4:
-        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "bad ESP SPI size"
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "bad ESP SPI size", FailReason.PROPOSAL
     if ke_group is not None and chosen.ke != ke_group:
         return None, [codec.notify(N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))], \
-            "KE group does not match the proposal"
+            "KE group does not match the proposal", FailReason.PROPOSAL
     want_transport = has_notify(payloads, N.USE_TRANSPORT_MODE)
     if conn.type == "transport" and not want_transport:
-        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "transport mode required"
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "transport mode required", FailReason.PROPOSAL
     lconf, rconf = configured_ts(ike, conn)
     if old is not None:
         lconf, rconf = old.local_ts, old.remote_ts
@@ -193,7 +194,7 @@ def accept(eng: Engine, ike: IKESA, conn: Connection, payloads: list, ni: bytes,
     if ans_i is None or ans_r is None:
         return None, [codec.notify(N.TS_UNACCEPTABLE)], (
             f"traffic selectors {tsmod.fmt(tsi)}==={tsmod.fmt(tsr)} do not match "
-            f"{tsmod.fmt(rconf)}==={tsmod.fmt(lconf)}")
+            f"{tsmod.fmt(rconf)}==={tsmod.fmt(lconf)}"), FailReason.TRAFFIC_SELECTORS
     c = new_child(eng, ike, conn, initiator=False)
     c.chosen = chosen
     c.spi_out = int.from_bytes(chosen.spi, "big")
@@ -206,40 +207,40 @@ def accept(eng: Engine, ike: IKESA, conn: Connection, payloads: list, ni: bytes,
                                         chosen.encr_bits, chosen.integ or None, shared)
     except CryptoError as e:
         release(eng, c)
-        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], f"key derivation failed: {e}"
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], f"key derivation failed: {e}", FailReason.LOCAL
     out = [codec.sa([proposals.chosen_proposal(chosen, PROTO_ESP, c.spi_in.to_bytes(4, "big"),
                                                ike=False)])]
     tail = [codec.ts_payload(PT.TSi, ans_i), codec.ts_payload(PT.TSr, ans_r)]
     if c.mode == "transport":
         tail.insert(0, codec.notify(N.USE_TRANSPORT_MODE))
-    return c, out + tail, ""
+    return c, out + tail, "", FailReason.NONE
 
 
 def finish(eng: Engine, ike: IKESA, c: ChildSA, sent: list, payloads: list, ni: bytes,
-           nr: bytes, shared: bytes | None, ke_group: int | None) -> str:
-    """Initiator: check the answer and derive keys; '' on success, else the reason."""
+           nr: bytes, shared: bytes | None, ke_group: int | None) -> tuple[str, FailReason]:
+    """Initiator: check the answer and derive keys: ("", NONE) on success, else why."""
     conn = c.conn
     sa_p = _first(payloads, PT.SA)
     tsi_p, tsr_p = _first(payloads, PT.TSi), _first(payloads, PT.TSr)
     if sa_p is None or tsi_p is None or tsr_p is None:
-        return "the answer lacks SA, TSi or TSr"
+        return "the answer lacks SA, TSi or TSr", FailReason.PROPOSAL
     chosen = proposals.check_answer(codec.sa_tuples(sa_p), sent, ike=False)
     if chosen is None or len(chosen.spi) != 4:
-        return "the answer is not one of our ESP proposals"
+        return "the answer is not one of our ESP proposals", FailReason.PROPOSAL
     if (ke_group or 0) != (chosen.ke or 0):
-        return "the answer's KE group does not match"
+        return "the answer's KE group does not match", FailReason.PROPOSAL
     tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
     if not tsi or not tsr:
-        return "malformed traffic selectors in the answer"
+        return "malformed traffic selectors in the answer", FailReason.TRAFFIC_SELECTORS
     narrowing = conn.narrowing or c.rekey_of is not None
     lconf, rconf = c.local_ts, c.remote_ts
     if not tsmod.answer_ok(tsi, lconf, lconf, narrowing) or \
             not tsmod.answer_ok(tsr, rconf, rconf, narrowing or (
                 not conn.remote.subnets and ike.nat_remote)):
-        return (f"traffic selectors {tsmod.fmt(tsi)}==={tsmod.fmt(tsr)} are not acceptable")
+        return (f"traffic selectors {tsmod.fmt(tsi)}==={tsmod.fmt(tsr)} are not acceptable", FailReason.TRAFFIC_SELECTORS)
     transport = has_notify(payloads, N.USE_TRANSPORT_MODE)
     if c.mode == "transport" and not transport:
-        return "peer refused transport mode"
+        return "peer refused transport mode", FailReason.PROPOSAL
     c.chosen = chosen
     c.spi_out = int.from_bytes(chosen.spi, "big")
     c.local_ts, c.remote_ts = tsi, tsr
@@ -250,5 +251,5 @@ def finish(eng: Engine, ike: IKESA, c: ChildSA, sent: list, payloads: list, ni: 
         c.keys = keys.derive_child_keys(ike.chosen.prf, ike.sk_d, ni, nr, chosen.encr,  # type: ignore[union-attr]
                                         chosen.encr_bits, chosen.integ or None, shared)
     except CryptoError as e:
-        return f"key derivation failed: {e}"
-    return ""
+        return f"key derivation failed: {e}", FailReason.LOCAL
+    return "", FailReason.NONE

@@ -16,9 +16,10 @@ from pypluto.crypto import dh, keys
 from pypluto.crypto.errors import CryptoError
 from pypluto.ike import codec, proposals
 from pypluto.ike import sa as S
-from pypluto.ike.actions import Action, ConnectionEvent, Log
+from pypluto.ike.actions import Action, ConnectionEvent, EventKind, Log
 from pypluto.ike.exchanges import child as childmod
 from pypluto.ike.exchanges import informational
+from pypluto.ike.exchanges.ike_sa_init import reason_for_notify
 from pypluto.ike.sa import IKESA, ChildSA
 from pypluto.wire.constants import NotifyType as N
 
@@ -144,7 +145,8 @@ class _ChildTaskBase:
                 return acts + eng.remove_child(old, now)
             eng.log(acts, f"CREATE_CHILD_SA failed: peer answered {_nname(t)}", c,
                     level="warning")
-            acts.append(ConnectionEvent("failed", c.conn.name, c.serial, _nname(t)))
+            acts.append(ConnectionEvent(EventKind.FAILED, c.conn.name, c.serial, _nname(t),
+                                        reason_for_notify(t)))
             return acts
         nr_p = _first(payloads, PT.NONCE)
         ke_p = _first(payloads, PT.KE)
@@ -163,8 +165,8 @@ class _ChildTaskBase:
                 except CryptoError as e:
                     why = f"bad KE: {e}"
         if not why:
-            why = childmod.finish(eng, ike, c, self.sent, payloads, self.ni, nr_p.data, shared,
-                                  self.group if self.ke else None)
+            why, _ = childmod.finish(eng, ike, c, self.sent, payloads, self.ni, nr_p.data,
+                                     shared, self.group if self.ke else None)
         if why:
             self._give_up(eng, ike, now)
             eng.log(acts, f"CREATE_CHILD_SA failed: {why}", c, level="warning")
@@ -221,7 +223,7 @@ def _new_ike(eng: Engine, old: IKESA, initiator: bool, spi_i: bytes, spi_r: byte
              chosen: Any, ni: bytes, nr: bytes, shared: bytes, now: float) -> IKESA:
     new = IKESA(serial=eng.new_serial(), conn=old.conn, initiator=initiator, spi_i=spi_i,
                 spi_r=spi_r, local=old.local, remote=old.remote, state=S.ESTABLISHED_IKE,
-                created=now)
+                )
     seed = keys.rekey_skeyseed(old.chosen.prf, old.sk_d, shared, ni, nr)  # type: ignore[union-attr]
     k = keys.derive_ike_keys(chosen.prf, chosen.encr, chosen.encr_bits, chosen.integ or None,
                              seed, ni, nr, spi_i, spi_r)
@@ -231,8 +233,8 @@ def _new_ike(eng: Engine, old: IKESA, initiator: bool, spi_i: bytes, spi_r: byte
     from pypluto.ike.exchanges.ike_sa_init import _protectors
     _protectors(eng, new, k)
     new.local_id, new.remote_id = old.local_id, old.remote_id
-    new.nat_local, new.nat_remote, new.natd_seen = old.nat_local, old.nat_remote, old.natd_seen
-    new.frag_ok, new.childless_ok, new.sighash_ok = old.frag_ok, old.childless_ok, old.sighash_ok
+    new.nat_local, new.nat_remote = old.nat_local, old.nat_remote
+    new.frag_ok = old.frag_ok
     new.next_keepalive = old.next_keepalive
     new.established_at = now
     new.last_recv = now
@@ -319,11 +321,10 @@ class RekeyIKETask:
             ike.rekeying = False
             eng.log(acts, f"IKE SA rekey failed: {e}", ike, level="warning")
             return acts
-        new.we_rekeyed = True
         ike.rekeying = False
         eng.log(acts, f"rekeyed IKE SA #{ike.serial}: established IKE SA "
                 f"{chosen.encr_name()}-{chosen.prf_name()}-{chosen.ke_name()}", new)
-        acts.append(ConnectionEvent("ike-established", new.conn.name, new.serial, "rekey"))
+        acts.append(ConnectionEvent(EventKind.IKE_ESTABLISHED, new.conn.name, new.serial, "rekey"))
         if ike.peer_rekeys:  # §2.8.2 collision
             other = ike.peer_rekeys[-1]
             if new.nonce_min < other.nonce_min:
@@ -384,21 +385,16 @@ def respond(eng: Engine, ike: IKESA, msgid: int, payloads: list, now: float) -> 
         if group not in allowed:
             pick = next(iter(sorted(allowed)), ike.ke_group)
             return answer([codec.notify(N.INVALID_KE_PAYLOAD, pick.to_bytes(2, "big"))])
-        if eng.settings.offload_crypto:
-            return acts + _offload_child_ke(eng, ike, msgid, payloads, conn, old, ni, nr, group,
-                                            bytes(ke_p.data), now)
-        try:
-            ke_out, shared = dh.responder_ke(group, bytes(ke_p.data))
-        except CryptoError:
-            return answer([codec.notify(N.INVALID_SYNTAX)])
+        return acts + _child_ke(eng, ike, msgid, payloads, conn, old, ni, nr, group,
+                                bytes(ke_p.data), now)
     return acts + _respond_child_keyed(eng, ike, msgid, payloads, conn, old, ni, nr, group,
                                        ke_out, shared, now)
 
 
-def _offload_child_ke(eng: Engine, ike: IKESA, msgid: int, payloads: list, conn: Connection,
+def _child_ke(eng: Engine, ike: IKESA, msgid: int, payloads: list, conn: Connection,
                       old: ChildSA | None, ni: bytes, nr: bytes, group: int, peer_ke: bytes,
                       now: float) -> list[Action]:
-    """The PFS key exchange of a CREATE_CHILD_SA request goes to a helper (§1.3.1, §1.3.3).
+    """The PFS key exchange of a CREATE_CHILD_SA request (``Engine.compute``; §1.3.1, §1.3.3).
 
     ``next_in`` moves on at once, so a retransmit of the request while the job
     runs is dropped rather than processed twice (§2.1); the peer's next
@@ -430,12 +426,12 @@ def _respond_child_keyed(eng: Engine, ike: IKESA, msgid: int, payloads: list, co
     def answer(out: list) -> list[Action]:
         return acts + eng.send_response(ike, EXCH_CHILD, msgid, out)
 
-    c, cp, why = childmod.accept(eng, ike, conn, payloads, ni, nr, group, shared, old)
+    c, cp, why, _ = childmod.accept(eng, ike, conn, payloads, ni, nr, group, shared, old)
     if c is None and old is None and not childmod.ts_fits(eng, ike, conn, payloads):
         for other in childmod.other_connections(eng, ike):  # another conn, same peer
             if childmod.ts_fits(eng, ike, other, payloads):
-                c, cp, why = childmod.accept(eng, ike, other, payloads, ni, nr, group,
-                                             shared, None)
+                c, cp, why, _ = childmod.accept(eng, ike, other, payloads, ni, nr, group,
+                                                shared, None)
                 break
     if c is None:
         acts.append(Log(f"CREATE_CHILD_SA refused: {why}", level="warning", conn=conn.name,
@@ -479,28 +475,22 @@ def _respond_ike_rekey(eng: Engine, ike: IKESA, msgid: int, sa_p: Any, ni: bytes
         return answer([codec.notify(N.INVALID_SYNTAX)])
     if ke_p.group != chosen.ke:
         return answer([codec.notify(N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))])
-    if eng.settings.offload_crypto:
-        ike.next_in = msgid + 1  # a retransmit while the job runs is dropped (§2.1)
-        group, peer_ke = chosen.ke, bytes(ke_p.data)
+    ike.next_in = msgid + 1  # a retransmit while the job runs is dropped (§2.1)
+    group, peer_ke = chosen.ke, bytes(ke_p.data)
 
-        def then(result: object, t: float) -> list[Action]:
-            if isinstance(result, BaseException):
-                return eng.send_response(ike, EXCH_CHILD, msgid, [codec.notify(
-                    N.INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))])
-            o = ike.outstanding  # §2.25: our own Child SA exchange may have started meanwhile
-            if ike.replaced or ike.state == S.IKE_DELETING or \
-                    (o is not None and isinstance(o.task, _ChildTaskBase)):
-                return eng.send_response(ike, EXCH_CHILD, msgid,
-                                         [codec.notify(N.TEMPORARY_FAILURE)])
-            ke_out, shared = cast(tuple[bytes, bytes], result)
-            return _respond_ike_rekey_keyed(eng, ike, msgid, chosen, ni, nr, ke_out, shared, t)
+    def then(result: object, t: float) -> list[Action]:
+        if isinstance(result, BaseException):
+            return eng.send_response(ike, EXCH_CHILD, msgid, [codec.notify(
+                N.INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))])
+        o = ike.outstanding  # §2.25: our own Child SA exchange may have started meanwhile
+        if ike.replaced or ike.state == S.IKE_DELETING or \
+                (o is not None and isinstance(o.task, _ChildTaskBase)):
+            return eng.send_response(ike, EXCH_CHILD, msgid,
+                                     [codec.notify(N.TEMPORARY_FAILURE)])
+        ke_out, shared = cast(tuple[bytes, bytes], result)
+        return _respond_ike_rekey_keyed(eng, ike, msgid, chosen, ni, nr, ke_out, shared, t)
 
-        return acts + eng.compute(ike, lambda: dh.responder_ke(group, peer_ke), then, now)
-    try:
-        ke_out, shared = dh.responder_ke(chosen.ke, bytes(ke_p.data))
-    except CryptoError:
-        return answer([codec.notify(N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))])
-    return acts + _respond_ike_rekey_keyed(eng, ike, msgid, chosen, ni, nr, ke_out, shared, now)
+    return acts + eng.compute(ike, lambda: dh.responder_ke(group, peer_ke), then, now)
 
 
 def _respond_ike_rekey_keyed(eng: Engine, ike: IKESA, msgid: int, chosen: Any, ni: bytes,
@@ -523,7 +513,7 @@ def _respond_ike_rekey_keyed(eng: Engine, ike: IKESA, msgid: int, chosen: Any, n
     acts += eng.kick(new, now)
     eng.log(acts, f"IKE SA #{ike.serial} rekeyed by peer: established IKE SA "
             f"{chosen.encr_name()}-{chosen.prf_name()}-{chosen.ke_name()}", new)
-    acts.append(ConnectionEvent("ike-established", new.conn.name, new.serial, "rekey"))
+    acts.append(ConnectionEvent(EventKind.IKE_ESTABLISHED, new.conn.name, new.serial, "rekey"))
     out = [codec.sa([proposals.chosen_proposal(chosen, PROTO_IKE, new.spi_r, ike=True)]),
            codec.nonce(nr), codec.ke(chosen.ke, ke_out)]
     return answer(out)

@@ -52,6 +52,15 @@ def receive(eng: Engine, data: bytes, local: Endpoint, remote: Endpoint, now: fl
                     f"IKE SA from {remote}", remote)
     if hdr.initiator == ike.initiator:
         return _dbg("dropping message with the wrong I flag", remote)
+    return eng.guarded(ike, now, f"while processing a message from {remote}",
+                       lambda: _on_sa(eng, ike, data, hdr, local, remote, now))
+
+
+def _on_sa(eng: Engine, ike: IKESA, data: bytes, hdr: Any, local: Endpoint, remote: Endpoint,
+           now: float) -> list[Action]:
+    """A message for one of our IKE SAs (message-ID window, decryption, then the task)."""
+    from pypluto.ike.exchanges import ike_sa_init
+
     if hdr.exchange == EXCH_INIT:
         if ike.state == S.PARENT_I1 and hdr.response and ike.outstanding is not None \
                 and hdr.message_id == 0:

@@ -18,7 +18,7 @@ from pypluto.config.model import Connection, Identity
 from pypluto.crypto import auth as cauth
 from pypluto.ike import codec
 from pypluto.ike import sa as S
-from pypluto.ike.actions import Action, ConnectionEvent, Endpoint, Log
+from pypluto.ike.actions import Action, ConnectionEvent, Endpoint, EventKind, FailReason, Log
 from pypluto.ike.exchanges import child as childmod
 from pypluto.ike.sa import IKESA
 from pypluto.wire.constants import NotifyType as N
@@ -128,7 +128,8 @@ class AuthTask:
         from pypluto.ike.exchanges import ike_sa_init
         if self.child is not None:
             childmod.release(eng, self.child)
-        return ike_sa_init.fail(eng, ike, now, "no response to IKE_AUTH (retransmit timeout)", retry=True)
+        return ike_sa_init.fail(eng, ike, now, "no response to IKE_AUTH (retransmit timeout)",
+                                FailReason.TIMEOUT, retry=True)
 
     def on_response(self, eng: Engine, ike: IKESA, payloads: list, now: float
                     ) -> list[Action]:
@@ -141,7 +142,8 @@ class AuthTask:
             acts.append(Log("IKE SA authentication request rejected by peer: "
                             "AUTHENTICATION_FAILED", level="warning", conn=conn.name,
                             serial=ike.serial))
-            return acts + ike_sa_init.fail(eng, ike, now, "AUTHENTICATION_FAILED")
+            return acts + ike_sa_init.fail(eng, ike, now, "AUTHENTICATION_FAILED",
+                                           FailReason.AUTHENTICATION)
         idr_p = next((p for p in payloads if p.payload_type == PT.IDr), None)
         auth_p = next((p for p in payloads if p.payload_type == PT.AUTH), None)
         if idr_p is None or auth_p is None:
@@ -149,12 +151,15 @@ class AuthTask:
                     and p.notify_type < 16384]
             why = f"peer answered {_nname(errs[0])}" if errs else "IKE_AUTH response lacks " \
                 "IDr or AUTH"
-            return acts + ike_sa_init.fail(eng, ike, now, why)
+            reason = ike_sa_init.reason_for_notify(errs[0]) if errs else \
+                FailReason.AUTHENTICATION
+            return acts + ike_sa_init.fail(eng, ike, now, why, reason)
         peer_id = identity_from_wire(int(idr_p.id_type), bytes(idr_p.data))
         pattern = _remote_pattern(conn)
         if not ids.id_matches(pattern, peer_id):
             return acts + ike_sa_init.fail(eng, ike, now, f"peer ID {id_desc(peer_id)} does "
-                                           f"not match the expected '{pattern}'")
+                                           f"not match the expected '{pattern}'",
+                                           FailReason.AUTHENTICATION)
         psk = _psk(eng, ike, ike.local_id, peer_id)  # type: ignore[arg-type]
         if psk is None or int(auth_p.method) != AUTH_PSK or not cauth.psk_verify(
                 ike.chosen.prf, psk,  # type: ignore[union-attr]
@@ -162,7 +167,7 @@ class AuthTask:
                                     ike.init_response, ike.ni, codec.id_body(idr_p)),
                 bytes(auth_p.data)):
             return acts + ike_sa_init.fail(eng, ike, now, "authentication of the peer failed "
-                                           "(PSK mismatch?)")
+                                           "(PSK mismatch?)", FailReason.AUTHENTICATION)
         ike.remote_id = peer_id
         acts += established(eng, ike, now)
         old = ike.reauth_of
@@ -176,14 +181,16 @@ class AuthTask:
             if err:
                 eng.log(acts, f"IKE SA established but the Child SA failed: peer answered "
                         f"{_nname(err[0])}", self.child, level="warning")
-                acts.append(ConnectionEvent("failed", conn.name, self.child.serial,
-                                            _nname(err[0])))
+                acts.append(ConnectionEvent(EventKind.FAILED, conn.name, self.child.serial,
+                                            _nname(err[0]),
+                                            ike_sa_init.reason_for_notify(err[0])))
                 return acts
-            why = childmod.finish(eng, ike, self.child, self.sent, payloads, ike.ni, ike.nr,
-                                  None, None)
+            why, reason = childmod.finish(eng, ike, self.child, self.sent, payloads, ike.ni,
+                                          ike.nr, None, None)
             if why:
                 eng.log(acts, f"Child SA failed: {why}", self.child, level="warning")
-                acts.append(ConnectionEvent("failed", conn.name, self.child.serial, why))
+                acts.append(ConnectionEvent(EventKind.FAILED, conn.name, self.child.serial, why,
+                                            reason))
                 from pypluto.ike.exchanges import informational
                 acts += informational.delete_spi_unknown(eng, ike, self.child, now)
                 return acts
@@ -218,7 +225,7 @@ def established(eng: Engine, ike: IKESA, now: float) -> list[Action]:
             f"{id_desc(ike.remote_id)}", ike)
     eng.log(acts, f"IKE SA {c.encr_name()}{'-' + c.integ_name() if c.integ else ''}-"
             f"{c.prf_name()}-{c.ke_name()} {ike.local}<=>{ike.remote}", ike, level="debug")
-    acts.append(ConnectionEvent("ike-established", conn.name, ike.serial))
+    acts.append(ConnectionEvent(EventKind.IKE_ESTABLISHED, conn.name, ike.serial))
     return acts
 
 
@@ -273,7 +280,7 @@ def respond(eng: Engine, ike: IKESA, msgid: int, payloads: list, local: Endpoint
                         serial=ike.serial))
         acts.extend(eng.send_response(ike, EXCH_AUTH, msgid,
                                       [codec.notify(N.AUTHENTICATION_FAILED)], local, remote))
-        acts.extend(eng.drop_ike(ike, now, "", "failed"))
+        acts.extend(eng.drop_ike(ike, now, "", EventKind.FAILED, FailReason.AUTHENTICATION))
         return acts
 
     idi_p = next((p for p in payloads if p.payload_type == PT.IDi), None)
@@ -309,12 +316,13 @@ def respond(eng: Engine, ike: IKESA, msgid: int, payloads: list, local: Endpoint
     child = None
     has_child = any(p.payload_type in (PT.SA, PT.TSi, PT.TSr) for p in payloads)
     if has_child:
-        child, cp, why = childmod.accept(eng, ike, conn, payloads, ike.ni, ike.nr, None, None)
+        child, cp, why, reason = childmod.accept(eng, ike, conn, payloads, ike.ni, ike.nr,
+                                                 None, None)
         out += cp
         if child is None:
             acts.append(Log(f"IKE SA established but the Child SA is refused: {why}",
                             level="warning", conn=conn.name, serial=ike.serial))
-            acts.append(ConnectionEvent("failed", conn.name, ike.serial, why))
+            acts.append(ConnectionEvent(EventKind.FAILED, conn.name, ike.serial, why, reason))
     else:
         eng.log(acts, "peer requested a childless IKE SA (RFC 6023)", ike)
     if child is not None:

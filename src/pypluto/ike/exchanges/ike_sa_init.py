@@ -16,7 +16,15 @@ from pypluto.crypto.errors import CryptoError
 from pypluto.crypto.sk import SKProtector
 from pypluto.ike import codec, proposals
 from pypluto.ike import sa as S
-from pypluto.ike.actions import Action, ConnectionEvent, Endpoint, Log, SendPacket
+from pypluto.ike.actions import (
+    Action,
+    ConnectionEvent,
+    Endpoint,
+    EventKind,
+    FailReason,
+    Log,
+    SendPacket,
+)
 from pypluto.ike.sa import IKESA, Outstanding
 from pypluto.wire.constants import NotifyType as N
 from pypluto.wire.errors import WireError
@@ -39,7 +47,8 @@ class InitTask:
     exchange = EXCH_INIT
 
     def on_timeout(self, eng: Engine, ike: IKESA, now: float) -> list[Action]:
-        return fail(eng, ike, now, "no response to IKE_SA_INIT (retransmit timeout)", retry=True)
+        return fail(eng, ike, now, "no response to IKE_SA_INIT (retransmit timeout)",
+                    FailReason.TIMEOUT, retry=True)
 
 
 def _natd(eng: Engine, ike: IKESA, spi_r: bytes, fake: bool) -> list:
@@ -72,7 +81,7 @@ def initiate(eng: Engine, conn: Connection, now: float, tries: int = 1,
     lport = 500 if port == 500 else 4500
     ike = IKESA(serial=eng.new_serial(), conn=conn, initiator=True, spi_i=eng.alloc_ike_spi(),
                 spi_r=bytes(8), local=Endpoint(conn.local.host_addr, lport),
-                remote=Endpoint(conn.remote.host_addr, port), state=S.PARENT_I1, created=now)
+                remote=Endpoint(conn.remote.host_addr, port), state=S.PARENT_I1)
     ike.tries = tries
     ike.reauth_of = reauth_of
     specs = proposals.ike_specs(conn.ike)
@@ -87,21 +96,15 @@ def initiate(eng: Engine, conn: Connection, now: float, tries: int = 1,
 
 
 def _send(eng: Engine, ike: IKESA, now: float) -> list[Action]:
-    """Make our KE value (offloaded with ``offload_crypto``) and send IKE_SA_INIT."""
-    if eng.settings.offload_crypto:
-        group = ike.ke_group
+    """Make our KE value (``Engine.compute``: inline or offloaded) and send IKE_SA_INIT."""
+    group = ike.ke_group
 
-        def then(result: object, t: float) -> list[Action]:
-            if ike.state != S.PARENT_I1 or ike.outstanding is not None:
-                return []  # the IKE SA moved on while the job ran
-            return _send_with(eng, ike, result, t)
+    def then(result: object, t: float) -> list[Action]:
+        if ike.state != S.PARENT_I1 or ike.outstanding is not None:
+            return []  # the IKE SA moved on while the job ran
+        return _send_with(eng, ike, result, t)
 
-        return eng.compute(ike, lambda: dh.initiator_ke(group), then, now)
-    try:
-        priv: object = dh.initiator_ke(ike.ke_group)
-    except CryptoError as e:
-        priv = e
-    return _send_with(eng, ike, priv, now)
+    return eng.compute(ike, lambda: dh.initiator_ke(group), then, now)
 
 
 def _send_with(eng: Engine, ike: IKESA, priv: object, now: float) -> list[Action]:
@@ -110,7 +113,7 @@ def _send_with(eng: Engine, ike: IKESA, priv: object, now: float) -> list[Action
     if isinstance(priv, BaseException):
         acts: list[Action] = [Log(f"cannot initiate: KE group {ike.ke_group}: {priv}",
                                   level="error", conn=conn.name, serial=ike.serial)]
-        return acts + eng.drop_ike(ike, now, "", "failed")
+        return acts + eng.drop_ike(ike, now, "", EventKind.FAILED, FailReason.LOCAL)
     ike.ke_priv = priv
     sent = proposals.build_proposals(specs, PROTO_IKE, b"", ike=True, ke_override=ike.ke_group)
     ike.pending_child = sent  # the proposals, to check the answer
@@ -124,25 +127,37 @@ def _send_with(eng: Engine, ike: IKESA, priv: object, now: float) -> list[Action
     data = codec.encode(ike.spi_i, ike.spi_r, EXCH_INIT, True, False, 0, payloads)[0]
     ike.init_request = data
     interval = max(conn.retransmit_interval, 0.01)
-    ike.outstanding = Outstanding(0, [data], InitTask(), now, now + interval, interval,
+    ike.outstanding = Outstanding(0, [data], InitTask(), now + interval, interval,
                                   now + conn.retransmit_timeout)
     ike.next_out = 1
     eng.schedule(ike)
     return [SendPacket(data, ike.local, ike.remote)]
 
 
-def fail(eng: Engine, ike: IKESA, now: float, why: str, retry: bool = False) -> list[Action]:
+def fail(eng: Engine, ike: IKESA, now: float, why: str, reason: FailReason,
+         retry: bool = False) -> list[Action]:
     """The IKE SA could not be established: remove it; retry per keyingtries/auto=start."""
     acts: list[Action] = [Log(f"IKE SA establishment failed: {why}", level="warning",
                               conn=ike.conn.name, serial=ike.serial)]
     acts += eng.drop_ike(ike, now, "", None)
-    acts.append(ConnectionEvent("failed", ike.conn.name, ike.serial, why))
+    acts.append(ConnectionEvent(EventKind.FAILED, ike.conn.name, ike.serial, why, reason))
     conn = ike.conn
     if retry and ike.initiator and conn.name in eng.connections and \
             (conn.keyingtries == 0 or ike.tries < conn.keyingtries) and \
             conn.auto in ("start", "up", "route", "ondemand"):
         acts += initiate(eng, conn, now, ike.tries + 1)
     return acts
+
+
+def reason_for_notify(ntype: int) -> FailReason:
+    """The ``FailReason`` of an error notify the peer answered with (RFC 7296 §3.10.1)."""
+    if ntype == N.AUTHENTICATION_FAILED:
+        return FailReason.AUTHENTICATION
+    if ntype in (N.NO_PROPOSAL_CHOSEN, N.INVALID_KE_PAYLOAD):
+        return FailReason.PROPOSAL
+    if ntype == N.TS_UNACCEPTABLE:
+        return FailReason.TRAFFIC_SELECTORS
+    return FailReason.PEER_NOTIFY
 
 
 def _notifies(payloads: list) -> dict[int, Any]:
@@ -212,33 +227,30 @@ def on_response(eng: Engine, ike: IKESA, data: bytes, hdr: Any, local: Endpoint,
             ike.outstanding = None
             return acts + _send(eng, ike, now)
         return acts + fail(eng, ike, now, f"INVALID_KE_PAYLOAD asks for unacceptable group "
-                           f"{group}")
+                           f"{group}", FailReason.PROPOSAL)
     errors = [t for t in ns if t < 16384]
     if errors:
         name = N(errors[0]).name if errors[0] in N._value2member_map_ else str(errors[0])
-        return acts + fail(eng, ike, now, f"peer answered {name}")
+        return acts + fail(eng, ike, now, f"peer answered {name}",
+                           reason_for_notify(errors[0]))
     sa_p = next((p for p in pl if p.payload_type == PT.SA), None)
     ke_p = next((p for p in pl if p.payload_type == PT.KE), None)
     nr_p = next((p for p in pl if p.payload_type == PT.NONCE), None)
     if sa_p is None or ke_p is None or nr_p is None or hdr.spi_r == bytes(8):
-        return acts + fail(eng, ike, now, "IKE_SA_INIT response lacks SA, KE or Nonce")
+        return acts + fail(eng, ike, now, "IKE_SA_INIT response lacks SA, KE or Nonce",
+                           FailReason.PROPOSAL)
     chosen = proposals.check_answer(codec.sa_tuples(sa_p), ike.pending_child, ike=True)
     if chosen is None or chosen.ke != ike.ke_group or ke_p.group != ike.ke_group:
-        return acts + fail(eng, ike, now, "IKE_SA_INIT response has an unacceptable proposal")
-    if eng.settings.offload_crypto:
-        priv, peer_ke = ike.ke_priv, bytes(ke_p.data)
+        return acts + fail(eng, ike, now, "IKE_SA_INIT response has an unacceptable proposal",
+                           FailReason.PROPOSAL)
+    priv, peer_ke = ike.ke_priv, bytes(ke_p.data)
 
-        def then(result: object, t: float) -> list[Action]:
-            if ike.state != S.PARENT_I1 or ike.ke_priv is not priv:
-                return []  # the exchange moved on while the job ran
-            return _init_keyed(eng, ike, data, hdr, pl, ns, chosen, nr_p.data, result, t)
+    def then(result: object, t: float) -> list[Action]:
+        if ike.state != S.PARENT_I1 or ike.ke_priv is not priv:
+            return []  # the exchange moved on while the job ran
+        return _init_keyed(eng, ike, data, hdr, pl, ns, chosen, nr_p.data, result, t)
 
-        return acts + eng.compute(ike, lambda: priv.finish(peer_ke), then, now)
-    try:
-        shared: object = ike.ke_priv.finish(ke_p.data)
-    except CryptoError as e:
-        return acts + fail(eng, ike, now, f"key exchange failed: {e}")
-    return acts + _init_keyed(eng, ike, data, hdr, pl, ns, chosen, nr_p.data, shared, now)
+    return acts + eng.compute(ike, lambda: priv.finish(peer_ke), then, now)
 
 
 def _init_keyed(eng: Engine, ike: IKESA, data: bytes, hdr: Any, pl: list, ns: dict,
@@ -249,7 +261,7 @@ def _init_keyed(eng: Engine, ike: IKESA, data: bytes, hdr: Any, pl: list, ns: di
     acts: list[Action] = []
     conn = ike.conn
     if isinstance(shared, BaseException):
-        return fail(eng, ike, now, f"key exchange failed: {shared}")
+        return fail(eng, ike, now, f"key exchange failed: {shared}", FailReason.PROPOSAL)
     try:
         ike.chosen = chosen
         ike.nr = nr
@@ -259,16 +271,14 @@ def _init_keyed(eng: Engine, ike: IKESA, data: bytes, hdr: Any, pl: list, ns: di
                                  seed, ike.ni, ike.nr, ike.spi_i, ike.spi_r)
         _protectors(eng, ike, k)
     except CryptoError as e:
-        return acts + fail(eng, ike, now, f"key exchange failed: {e}")
+        return acts + fail(eng, ike, now, f"key exchange failed: {e}", FailReason.PROPOSAL)
     ike.ke_priv = None
     ike.pending_child = None
     ike.init_response = data
     ike.outstanding = None
     seen, nat_l, nat_r = _natd_check(pl, ike.spi_i, ike.spi_r, ike.local, ike.remote)
-    ike.natd_seen, ike.nat_local, ike.nat_remote = seen, nat_l, nat_r
+    ike.nat_local, ike.nat_remote = nat_l, nat_r
     ike.frag_ok = N.IKEV2_FRAGMENTATION_SUPPORTED in ns and conn.fragmentation != "no"
-    ike.childless_ok = N.CHILDLESS_IKEV2_SUPPORTED in ns
-    ike.sighash_ok = N.SIGNATURE_HASH_ALGORITHMS in ns
     ike.last_recv = now
     if (seen and (nat_l or nat_r)) or conn.encapsulation == "yes":
         if nat_l or nat_r:
@@ -287,7 +297,7 @@ def _init_keyed(eng: Engine, ike: IKESA, data: bytes, hdr: Any, pl: list, ns: di
     task = ike_auth.AuthTask()
     payloads = task.build(eng, ike, now, acts)
     if payloads is None:
-        return acts + fail(eng, ike, now, "cannot build IKE_AUTH")
+        return acts + fail(eng, ike, now, "cannot build IKE_AUTH", FailReason.LOCAL)
     acts += eng.send_request(ike, task, task.exchange, payloads, now)
     return acts
 
@@ -400,26 +410,14 @@ def respond(eng: Engine, data: bytes, hdr: Any, local: Endpoint, remote: Endpoin
         acts.append(Log(f"KE payload of {len(ke.data)} bytes for {chosen.ke_name()}; answering "
                         "INVALID_SYNTAX", level="warning", conn=conn.name))
         return acts + _stateless(eng, hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
-    if eng.settings.offload_crypto:
-        return acts + _respond_offloaded(eng, data, hdr, local, remote, now, conn, conns,
-                                         chosen, ni, ns, pl, key, bytes(ke.data))
-    try:
-        ke_data, shared = dh.responder_ke(chosen.ke, ke.data)
-    except CryptoError as e:
-        acts.append(Log(f"bad KE value from {remote}: {e}; answering INVALID_KE_PAYLOAD",
-                        level="warning", conn=conn.name))
-        return acts + _stateless(eng, hdr, local, remote, [codec.notify(
-            N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))])
-    ike = _new_responder(eng, conn, chosen, hdr, local, remote, ni, now)
-    return acts + _respond_keyed(eng, ike, data, local, remote, now, conns, ns, pl, key,
-                                 ke_data, shared)
+    return acts + _respond_computing(eng, data, hdr, local, remote, now, conn, conns,
+                                     chosen, ni, ns, pl, key, bytes(ke.data))
 
 
 def _new_responder(eng: Engine, conn: Connection, chosen: Any, hdr: Any, local: Endpoint,
                    remote: Endpoint, ni: bytes, now: float) -> IKESA:
     ike = IKESA(serial=eng.new_serial(), conn=conn, initiator=False, spi_i=hdr.spi_i,
-                spi_r=eng.alloc_ike_spi(), local=local, remote=remote, state=S.PARENT_R1,
-                created=now)
+                spi_r=eng.alloc_ike_spi(), local=local, remote=remote, state=S.PARENT_R1)
     ike.chosen = chosen
     ike.ke_group = chosen.ke
     ike.ni = ni
@@ -435,10 +433,10 @@ def _register_halfopen(eng: Engine, ike: IKESA, key: tuple, now: float) -> None:
     eng.n_halfopen += 1
 
 
-def _respond_offloaded(eng: Engine, data: bytes, hdr: Any, local: Endpoint, remote: Endpoint,
+def _respond_computing(eng: Engine, data: bytes, hdr: Any, local: Endpoint, remote: Endpoint,
                        now: float, conn: Connection, conns: list, chosen: Any, ni: bytes,
                        ns: dict, pl: list, key: tuple, peer_ke: bytes) -> list[Action]:
-    """The responder's KE computation goes to a helper; the half-open IKE SA waits for it.
+    """The responder's KE computation (``Engine.compute``); the half-open IKE SA waits for it.
 
     The SA is registered at once so that a retransmitted request is recognised
     (and ignored) while the job runs, and counts as half-open (RFC 7296 §2.6).
@@ -486,10 +484,8 @@ def _respond_keyed(eng: Engine, ike: IKESA, data: bytes, local: Endpoint, remote
         return [Log(f"key derivation failed: {e}", level="error", conn=conn.name)] + \
             eng.drop_ike(ike, now, "", None)
     seen, nat_l, nat_r = _natd_check(pl, ike.spi_i, bytes(8), local, remote)
-    ike.natd_seen, ike.nat_local, ike.nat_remote = seen, nat_l, nat_r
+    ike.nat_local, ike.nat_remote = nat_l, nat_r
     ike.frag_ok = N.IKEV2_FRAGMENTATION_SUPPORTED in ns and conn.fragmentation != "no"
-    ike.childless_ok = N.CHILDLESS_IKEV2_SUPPORTED in ns
-    ike.sighash_ok = N.SIGNATURE_HASH_ALGORITHMS in ns
     ike.init_request = data
     ike.cands = conns
     payloads = [codec.sa([proposals.chosen_proposal(chosen, PROTO_IKE, b"", ike=True)]),
@@ -502,8 +498,6 @@ def _respond_keyed(eng: Engine, ike: IKESA, data: bytes, local: Endpoint, remote
     ike.last_response = (0, out)
     ike.next_in = 1
     ike.last_recv = now
-    if ike.serial not in eng.by_serial:
-        _register_halfopen(eng, ike, key, now)
     eng.schedule(ike)
     nat = ""
     if nat_l or nat_r:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pypluto.ike import codec
 from pypluto.ike import sa as S
-from pypluto.ike.actions import Action, Log, SendPacket
+from pypluto.ike.actions import Action, EventKind, FailReason, Log, SendPacket
 from pypluto.ike.sa import IKESA, ChildSA
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def peer_dead(eng: Engine, ike: IKESA, now: float, why: str) -> list[Action]:
     from pypluto.ike.exchanges import ike_sa_init
     acts: list[Action] = [Log(f"{why}; peer is not responding, declaring it dead",
                               level="warning", conn=ike.conn.name, serial=ike.serial)]
-    acts += eng.drop_ike(ike, now, "peer dead", "peer-dead")
+    acts += eng.drop_ike(ike, now, "peer dead", EventKind.PEER_DEAD, FailReason.TIMEOUT)
     conn = ike.conn
     if conn.name in eng.connections and (conn.dpdaction == "restart" or
                                          conn.auto in ("start", "up")) \
@@ -104,7 +104,7 @@ def delete_ike(eng: Engine, ike: IKESA, now: float) -> list[Action]:
     if ike.serial not in eng.by_serial:
         return []
     if not ike.established:
-        return eng.drop_ike(ike, now, "deleted", "ike-deleted")
+        return eng.drop_ike(ike, now, "deleted", EventKind.IKE_DELETED)
     if any(isinstance(t, DeleteIKETask) for t in ike.tasks) or \
             (ike.outstanding and isinstance(ike.outstanding.task, DeleteIKETask)):
         return []
