@@ -10,12 +10,12 @@ add fields freely, but do not rename or remove them without updating every user.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The one alias of each lives in the bottom-layer module; re-exported for old importers.
+from pypluto.params import IPAddress as IPAddress
+from pypluto.params import IPNetwork as IPNetwork
 
 
 @dataclass(frozen=True)

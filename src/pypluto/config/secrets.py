@@ -26,8 +26,9 @@ import stat
 from dataclasses import dataclass, field
 
 from pypluto.config.ids import IdError, id_from_address, id_matches, parse_id
-from pypluto.config.model import Identity, IPAddress, Origin, Secret
+from pypluto.config.model import Identity, Origin, Secret
 from pypluto.config.parser import Diagnostic
+from pypluto.params import IPAddress
 
 WEAK_PSK_BYTES = 14  # below 112 bits a PSK is weak (NIST SP 800-131A / Libreswan FIPS rule)
 MAX_DEPTH = 10

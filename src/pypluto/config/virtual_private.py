@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from pypluto.params import IPNetwork
 
 
 @dataclass

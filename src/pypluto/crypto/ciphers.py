@@ -24,11 +24,12 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.cmac import CMAC
 
+from pypluto.iana import Encr, TransformType
+from pypluto.iana import Integ as IntegId
+
 from . import registry
 from .errors import CryptoError, IntegrityError, UnsupportedAlgorithm
 from .prf import XCBCMac, hmac_new
-from .registry import Encr, TransformType
-from .registry import Integ as IntegId
 
 try:  # cryptography >= 43 moved the legacy ciphers to "decrepit"
     from cryptography.hazmat.decrepit.ciphers.algorithms import Camellia as _Camellia

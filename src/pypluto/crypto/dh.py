@@ -29,9 +29,10 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
 
+from pypluto.iana import KE, TransformType
+
 from . import registry
 from .errors import InvalidKeyExchange, UnsupportedAlgorithm
-from .registry import KE, TransformType
 
 try:
     from cryptography.hazmat.primitives.asymmetric import mlkem as _mlkem

@@ -20,9 +20,10 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 
+from pypluto.iana import Prf, TransformType
+
 from . import registry
 from .errors import CryptoError, UnsupportedAlgorithm
-from .registry import Prf, TransformType
 
 _c_hmac_new: Any
 try:  # CPython's C HMAC object (OpenSSL), without hmac.HMAC's Python wrapper

@@ -36,6 +36,7 @@ from .errors import (
     UnsupportedCriticalPayload,
     WireError,
 )
+from .header import IKEHeader
 from .payloads import (
     PAYLOAD_CLASSES,
     NotifyPayload,
@@ -78,33 +79,6 @@ class Protector(Protocol):
 
 class _Opener(Protocol):
     def decrypt(self, aad: bytes, body: bytes) -> bytes: ...
-
-
-@dataclass(frozen=True)
-class IKEHeader:
-    """The fixed IKE header (RFC 7296 §3.1)."""
-
-    spi_i: bytes
-    spi_r: bytes
-    next_payload: int
-    major_version: int
-    minor_version: int
-    exchange: int
-    flags: int
-    message_id: int
-    length: int
-
-    @property
-    def initiator(self) -> bool:
-        return bool(self.flags & HeaderFlag.INITIATOR)
-
-    @property
-    def response(self) -> bool:
-        return bool(self.flags & HeaderFlag.RESPONSE)
-
-    @property
-    def higher_version(self) -> bool:
-        return bool(self.flags & HeaderFlag.VERSION)
 
 
 def peek_header(data: bytes) -> IKEHeader:

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from pypluto.params import IPAddress
+
 from .constants import (
     AuthMethod,
     CertEncoding,
@@ -37,8 +39,6 @@ from .constants import (
     enum_or_int,
 )
 from .errors import EncodeError, InvalidSyntax
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 __all__ = [
     "IPAddress",

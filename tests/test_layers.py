@@ -1,0 +1,260 @@
+"""The import rules of DESIGN.md ("Import rules"), checked on the source with ``ast``.
+
+Every module of ``src/pypluto`` is parsed; every ``import`` / ``from ... import``
+counts, wherever it stands: at module level, inside a function, under
+``if TYPE_CHECKING:`` (a type-only import is still a dependency, and hiding a
+cycle behind it is what these rules forbid).  There is no table of exceptions:
+a rule either holds for every module or the test names the offending imports.
+
+Each rule is its own test function so that a failure says which rule broke.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+from collections.abc import Iterable
+
+import pypluto
+
+SRC = pathlib.Path(pypluto.__file__).resolve().parent
+ROOT = "pypluto"
+
+# The bottom-layer modules: only the standard library below them.
+BOTTOM = frozenset({"iana", "params"})
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, pathlib.Path]:
+    return {_module_name(p): p for p in sorted(SRC.rglob("*.py"))}
+
+
+MODULES = _modules()
+
+
+def _resolve(name: str) -> str:
+    """The module a dotted name refers to: itself, or the nearest enclosing module we have."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name
+
+
+def _targets(module: str, path: pathlib.Path) -> Iterable[tuple[int, str]]:
+    """(line, imported pypluto module) for every import statement in one file."""
+    is_pkg = path.name == "__init__.py"
+    package = module if is_pkg else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == ROOT or alias.name.startswith(ROOT + "."):
+                    yield node.lineno, _resolve(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                if node.level > 1:
+                    base = base[: len(base) - (node.level - 1)]
+                base_name = ".".join(base)
+                absolute = f"{base_name}.{node.module}" if node.module else base_name
+            else:
+                absolute = node.module or ""
+            if absolute != ROOT and not absolute.startswith(ROOT + "."):
+                continue
+            for alias in node.names:
+                sub = f"{absolute}.{alias.name}"
+                # ``from pkg import submodule`` depends on the submodule itself.
+                yield node.lineno, sub if sub in MODULES else _resolve(absolute)
+
+
+def _graph() -> dict[str, dict[str, list[int]]]:
+    """module -> {imported module -> [lines]} (self-imports of a package dropped)."""
+    graph: dict[str, dict[str, list[int]]] = {}
+    for module, path in MODULES.items():
+        edges: dict[str, list[int]] = {}
+        for line, target in _targets(module, path):
+            if target and target != module:
+                lines = edges.setdefault(target, [])
+                if line not in lines:
+                    lines.append(line)
+        graph[module] = edges
+    return graph
+
+
+GRAPH = _graph()
+
+
+def _layer(module: str) -> str:
+    """``pypluto.ike.tasks.x`` -> ``ike``; ``pypluto.iana`` -> ``iana``; the root -> ``""``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _violations(layers: set[str], allowed: Iterable[str]) -> list[str]:
+    """Imports from modules of ``layers`` into any layer not in ``allowed``."""
+    ok = set(allowed)
+    bad = []
+    for module, edges in sorted(GRAPH.items()):
+        if _layer(module) not in layers:
+            continue
+        for target, lines in sorted(edges.items()):
+            if _layer(target) not in ok:
+                where = MODULES[module].relative_to(SRC.parent)
+                bad.extend(f"{where}:{line} imports {target}" for line in lines)
+    return bad
+
+
+def _forbidden(layers: set[str], forbidden: Iterable[str]) -> list[str]:
+    every = {_layer(m) for m in MODULES}
+    return _violations(layers, every - set(forbidden))
+
+
+# --- the graph itself --------------------------------------------------------
+
+
+def test_graph_sees_the_package() -> None:
+    """The parser resolves relative and absolute imports (else every rule passes vacuously)."""
+    assert "pypluto.wire.message" in GRAPH
+    assert "pypluto.wire.payloads" in GRAPH["pypluto.wire.message"]  # ``from .payloads``
+    assert "pypluto.crypto.registry" in GRAPH["pypluto.crypto.sk"]  # ``from . import registry``
+    assert "pypluto.iana" in GRAPH["pypluto.wire.constants"]
+    assert "pypluto.daemon.server" in GRAPH["pypluto.cli.pluto"]  # function-local import
+    assert {_layer(m) for m in MODULES} >= {
+        "iana", "params", "wire", "crypto", "config", "ike", "kernel", "control", "daemon", "cli",
+    }
+
+
+def _cycles(graph: dict[str, dict[str, list[int]]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[list[str]] = []
+    counter = 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work: list[tuple[str, list[str]]] = [(root, sorted(graph[root]))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, todo = work[-1]
+            if todo:
+                nxt = todo.pop()
+                if nxt not in graph:
+                    continue
+                if nxt not in index:
+                    index[nxt] = low[nxt] = counter
+                    counter += 1
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, sorted(graph[nxt])))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                scc = []
+                while True:
+                    m = stack.pop()
+                    on_stack.discard(m)
+                    scc.append(m)
+                    if m == node:
+                        break
+                if len(scc) > 1:
+                    found.append(sorted(scc))
+    return found
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    """The cycle check can fail: a made-up three-module loop is reported, its tail is not."""
+    graph = {"a": {"b": [1]}, "b": {"c": [1]}, "c": {"a": [1]}, "d": {"a": [1]}, "e": {}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+    assert _cycles({"x": {"y": [1]}, "y": {}}) == []
+
+
+def test_no_import_cycles() -> None:
+    """No two modules of ``src/pypluto`` import each other, directly or around a loop."""
+    report = []
+    for scc in _cycles(GRAPH):
+        members = set(scc)
+        edges = [
+            f"    {m} -> {t} (line {', '.join(map(str, GRAPH[m][t]))})"
+            for m in scc
+            for t in sorted(GRAPH[m])
+            if t in members
+        ]
+        report.append(f"cycle among {len(scc)} modules:\n" + "\n".join(edges))
+    assert not report, "\n".join(report)
+
+
+# --- the layer rules (DESIGN.md "Import rules") -----------------------------
+
+
+def test_bottom_modules_import_only_the_standard_library() -> None:
+    """``iana`` and ``params`` are the bottom: they import nothing of ours."""
+    bad = _violations(set(BOTTOM), ())
+    assert not bad, "\n".join(bad)
+
+
+def test_wire_imports_only_the_bottom_modules() -> None:
+    """``wire/`` imports nothing of ours but ``pypluto.iana`` / ``pypluto.params``."""
+    bad = _violations({"wire"}, {"wire"} | BOTTOM)
+    assert not bad, "\n".join(bad)
+
+
+def test_crypto_knows_nothing_of_exchanges() -> None:
+    """``crypto/`` uses only the bottom modules: no wire, no engine, no config."""
+    bad = _violations({"crypto"}, {"crypto"} | BOTTOM)
+    assert not bad, "\n".join(bad)
+
+
+def test_config_has_no_engine_kernel_or_daemon() -> None:
+    """``config/`` reads files and returns objects: it never imports ike, kernel, daemon."""
+    bad = _forbidden({"config"}, {"ike", "kernel", "daemon", "control", "cli", "loadtest"})
+    assert not bad, "\n".join(bad)
+
+
+def test_ike_never_imports_the_edges() -> None:
+    """``ike/`` asks for SAs by returning actions: no daemon, kernel, control or cli."""
+    bad = _forbidden({"ike"}, {"daemon", "kernel", "control", "cli", "loadtest"})
+    assert not bad, "\n".join(bad)
+
+
+def test_kernel_never_imports_the_engine_or_daemon() -> None:
+    """``kernel/`` (the backends) consumes ``params`` objects; it never imports ike or daemon."""
+    bad = _forbidden({"kernel"}, {"ike", "daemon", "control", "cli", "loadtest"})
+    assert not bad, "\n".join(bad)
+
+
+def test_control_never_imports_the_daemon() -> None:
+    """``control/`` is shared by the whack client and the daemon's server side."""
+    bad = _forbidden({"control"}, {"daemon", "cli", "loadtest"})
+    assert not bad, "\n".join(bad)
+
+
+def test_only_cli_imports_cli() -> None:
+    """``cli/`` only parses arguments and calls into the rest; nothing calls back into it."""
+    every = {_layer(m) for m in MODULES}
+    bad = _violations(every - {"cli"}, every - {"cli"})
+    assert not bad, "\n".join(bad)
+
+
+def test_only_the_daemon_joins_engine_and_backend() -> None:
+    """``daemon/`` is the only place where the engine (ike/) and a backend (kernel/) meet."""
+    bad = []
+    for layer in sorted({_layer(m) for m in MODULES} - {"daemon", "cli"}):
+        targets = {_layer(t) for m in GRAPH if _layer(m) == layer for t in GRAPH[m]} - {layer}
+        if {"ike", "kernel"} <= targets:
+            bad.append(f"{layer or ROOT} imports both ike/ and kernel/")
+    assert not bad, "\n".join(bad)
