@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from pypluto.config.model import Connection, Identity, IPAddress
+from pypluto.config.model import Connection, Identity
 from pypluto.ike import codec
 from pypluto.ike import sa as S
 from pypluto.ike import ts as tsmod
@@ -42,7 +42,7 @@ from pypluto.ike.actions import (
 from pypluto.ike.sa import IKESA, ChildSA, Outstanding
 from pypluto.ike.settings import EngineSettings
 from pypluto.ike.status import ChildSAStatus, ConnectionStatus, EngineStatus, IKESAStatus
-from pypluto.kernel.base import PolicyParams, SAParams
+from pypluto.params import IPAddress, PolicyParams, SAParams
 
 PT = codec.PT
 EXCH_INIT, EXCH_AUTH, EXCH_CHILD, EXCH_INFO = 34, 35, 36, 37
@@ -724,7 +724,7 @@ class Engine:
         return acts
 
     def sa_expired(self, ev: Any, now: float) -> list[Action]:
-        """A kernel limit event (``kernel.base.SAExpire``): rekey on soft, delete on hard."""
+        """A kernel limit event (``params.SAExpire``): rekey on soft, delete on hard."""
         from pypluto.ike.exchanges import create_child_sa, informational
         spi = int(ev.spi)
         c = self.children_in.get(spi) or self.children_out.get(spi)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple
 
-from pypluto.kernel.base import TrafficSelector
+from pypluto.params import TrafficSelector
 
 _ADDR = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 TS_IPV4_ADDR_RANGE = 7
