@@ -28,8 +28,8 @@ def test_fault_in_responder_task_tears_down_ike_sa(monkeypatch: pytest.MonkeyPat
     net = Net()
     net.up()
     assert net.east.kernel_sas and net.east.policies
-    from pypluto.ike.exchanges import create_child_sa
-    monkeypatch.setattr(create_child_sa, "respond", _boom)
+    from pypluto.ike.tasks import child_rekey
+    monkeypatch.setattr(child_rekey.ChildRekey, "respond", classmethod(_boom))
     net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
     net.run()
     tbs = _tracebacks(net.east)
@@ -45,8 +45,8 @@ def test_fault_in_responder_task_tears_down_ike_sa(monkeypatch: pytest.MonkeyPat
 
 def test_fault_in_initiator_task_fails_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     net = Net()
-    from pypluto.ike.exchanges import ike_auth
-    monkeypatch.setattr(ike_auth.AuthTask, "on_response", _boom)
+    from pypluto.ike.tasks import ike_auth
+    monkeypatch.setattr(ike_auth.IKEAuth, "on_response", _boom)
     net.up()
     ev = _internal(net.west)
     assert len(ev) == 1 and ev[0].reason == FailReason.INTERNAL
