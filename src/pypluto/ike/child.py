@@ -58,12 +58,11 @@ def encap_for(ike: IKESA) -> tuple[int, int] | None:
 def new_child(ctx: IKEContext, ike: IKESA, conn: Connection, initiator: bool) -> ChildSA:
     """A Child SA with a reserved inbound SPI, not installed yet."""
     c = ChildSA(serial=ctx.new_serial(), conn=conn, parent=ike, state=ChildState.NEW_I,
-                initiator=initiator)
+                initiator=initiator, local_addr=ike.local.addr, remote_addr=ike.remote.addr)
     ctx.reserve_child_spi(c)
     c.reqid = ctx.reqid_for(conn, None if conn.remote.host_addr is not None
                             else ike.remote_id or ike.remote.addr)
     c.mode = "transport" if conn.type == "transport" else "tunnel"
-    c.local_addr, c.remote_addr = ike.local.addr, ike.remote.addr
     return c
 
 

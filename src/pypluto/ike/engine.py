@@ -19,6 +19,8 @@ import os
 import random
 import traceback
 from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Literal
 
 from pypluto.config import ids
 from pypluto.config.model import Connection
@@ -436,26 +438,28 @@ class Engine:
         lts = [k for t in child.local_ts for k in tsmod.to_kernel(t)]
         rts = [k for t in child.remote_ts for k in tsmod.to_kernel(t)]
         hb, hp = conn.ipsec_max_bytes, conn.ipsec_max_packets
-        common = dict(protocol=child.protocol, mode=child.mode, reqid=child.reqid,
-                      encr_id=c.encr, encr_key_bits=c.encr_bits, integ_id=c.integ, esn=c.esn,
-                      replay_window=conn.replay_window, hard_bytes=hb,
-                      soft_bytes=hb * 8 // 10 if hb else None, hard_packets=hp,
-                      soft_packets=hp * 8 // 10 if hp else None, conn_name=conn.name,
-                      serial=child.serial)
         enc_in: tuple[int | None, int | None] = (None, None)
         enc_out: tuple[int | None, int | None] = (None, None)
         if child.encap is not None:
             lp, rp = child.encap
             enc_in, enc_out = (rp, lp), (lp, rp)
-        sa_in = SAParams(src=child.remote_addr, dst=child.local_addr, spi=child.spi_in,
-                         direction="in", encr_key=ein, integ_key=iin, encap_sport=enc_in[0],
-                         encap_dport=enc_in[1], local_ts=lts, remote_ts=rts,
-                         **common)  # type: ignore[arg-type]
-        sa_out = SAParams(src=child.local_addr, dst=child.remote_addr, spi=child.spi_out,
-                          direction="out", encr_key=eout, integ_key=iout,
-                          encap_sport=enc_out[0], encap_dport=enc_out[1], local_ts=lts,
-                          remote_ts=rts, **common)  # type: ignore[arg-type]
-        return sa_in, sa_out
+
+        def one(src: IPAddress, dst: IPAddress, spi: int, direction: Literal["in", "out"],
+                encr_key: bytes, integ_key: bytes, encap: tuple[int | None, int | None]
+                ) -> SAParams:
+            return SAParams(src=src, dst=dst, spi=spi, direction=direction, encr_key=encr_key,
+                            integ_key=integ_key, encap_sport=encap[0], encap_dport=encap[1],
+                            local_ts=lts, remote_ts=rts, protocol=child.protocol,
+                            mode=child.mode, reqid=child.reqid, encr_id=c.encr,
+                            encr_key_bits=c.encr_bits, integ_id=c.integ, esn=c.esn,
+                            replay_window=conn.replay_window, hard_bytes=hb,
+                            soft_bytes=hb * 8 // 10 if hb else None, hard_packets=hp,
+                            soft_packets=hp * 8 // 10 if hp else None, conn_name=conn.name,
+                            serial=child.serial)
+
+        return (one(child.remote_addr, child.local_addr, child.spi_in, "in", ein, iin, enc_in),
+                one(child.local_addr, child.remote_addr, child.spi_out, "out", eout, iout,
+                    enc_out))
 
     def policies(self, child: ChildSA) -> list[PolicyParams]:
         out = []
@@ -465,17 +469,19 @@ class Engine:
             for rt in child.remote_ts:
                 for lk in tsmod.to_kernel(lt):
                     for rk in tsmod.to_kernel(rt):
-                        base = dict(reqid=child.reqid, mode=child.mode, protocol=child.protocol,
-                                    conn_name=conn.name)
                         src_ip = conn.local.sourceip[0] if conn.local.sourceip else None
                         out.append(PolicyParams(lk, rk, "out", tmpl_src=la, tmpl_dst=ra,
-                                                source_ip=src_ip,
-                                                **base))  # type: ignore[arg-type]
+                                                source_ip=src_ip, reqid=child.reqid,
+                                                mode=child.mode, protocol=child.protocol,
+                                                conn_name=conn.name))
                         out.append(PolicyParams(rk, lk, "in", tmpl_src=ra, tmpl_dst=la,
-                                                **base))  # type: ignore[arg-type]
+                                                reqid=child.reqid, mode=child.mode,
+                                                protocol=child.protocol, conn_name=conn.name))
                         if child.mode == "tunnel":
                             out.append(PolicyParams(rk, lk, "fwd", tmpl_src=ra, tmpl_dst=la,
-                                                    **base))  # type: ignore[arg-type]
+                                                    reqid=child.reqid, mode=child.mode,
+                                                    protocol=child.protocol,
+                                                    conn_name=conn.name))
         return out
 
     def install_child(self, child: ChildSA, keys: ChildKeys | None, now: float,
@@ -619,13 +625,13 @@ class Engine:
                     return [Log("connection is already up", conn=name, serial=ike.serial)]
         for ike in self._ikes_of(name):
             if ike.established and not ike.replaced:
-                return self._on(ike, now, lambda i=ike: self.queue(i, ChildCreate(conn), now))
+                return self._on(ike, now, partial(self.queue, ike, ChildCreate(conn), now))
             if ike.state in (IKEState.INIT_I, IKEState.AUTH_I):
                 return [Log("IKE SA negotiation already in progress",
                             conn=name, serial=ike.serial)]
         shared = self._shareable_ike(conn)
         if shared is not None:  # same peers and IDs: a Child SA on that IKE SA, as pluto
-            return self._on(shared, now, lambda: self.queue(shared, ChildCreate(conn), now))
+            return self._on(shared, now, partial(self.queue, shared, ChildCreate(conn), now))
         return self.initiate_ike(conn, now)
 
     def _on(self, ike: IKESA, now: float, work: Callable[[], list[Action]]) -> list[Action]:
@@ -660,16 +666,14 @@ class Engine:
         for ike in list(self.by_serial.values()):  # children on another conn's IKE SA
             for c in list(ike.children):
                 if c.conn.name == name:
-                    acts += self._on(ike, now, lambda i=ike, c=c: delete_children(  # type: ignore[misc]
-                        self, i, [c], now))
+                    acts += self._on(ike, now, partial(delete_children, self, ike, [c], now))
         return acts
 
     def rekey_ike(self, name: str, now: float) -> list[Action]:
         acts: list[Action] = []
         for ike in self._ikes_of(name):
             if ike.established and not ike.rekeying and not ike.replaced:
-                acts += self._on(ike, now, lambda i=ike: ike_rekey.start_rekey(  # type: ignore[misc]
-                    self, i, now))
+                acts += self._on(ike, now, partial(ike_rekey.start_rekey, self, ike, now))
         return acts
 
     def rekey_child(self, name: str, now: float) -> list[Action]:
@@ -678,8 +682,8 @@ class Engine:
             for c in list(ike.children):
                 if c.conn.name == name and c.state is ChildState.ESTABLISHED and \
                         not c.rekeying and not c.replaced and ike.established:
-                    acts += self._on(ike, now, lambda i=ike, c=c: child_rekey.start_rekey(  # type: ignore[misc]
-                        self, i, c, now))
+                    acts += self._on(ike, now, partial(child_rekey.start_rekey, self, ike, c,
+                                                       now))
         return acts
 
     def receive(self, data: bytes, local: Endpoint, remote: Endpoint, now: float
@@ -737,8 +741,7 @@ class Engine:
             if ike is None or ike.heap_at != t:
                 continue
             ike.heap_at = None
-            acts += self.guarded(ike, now, "in timer",
-                                 lambda i=ike: self._service(i, now))  # type: ignore[misc]
+            acts += self.guarded(ike, now, "in timer", partial(self._service, ike, now))
             touched.append(ike)
         for ike in touched:  # after the loop: a deadline left in the past cannot spin here
             if ike.serial in self.by_serial:
@@ -776,8 +779,7 @@ class Engine:
             if over and ike is not None and ike.established and not c.rekeying \
                     and not c.replaced and c.state is ChildState.ESTABLISHED:
                 self.log(acts, "Child SA reached its traffic limit; rekeying", c)
-                acts += self._on(ike, now, lambda i=ike, c=c: child_rekey.start_rekey(  # type: ignore[misc]
-                    self, i, c, now))
+                acts += self._on(ike, now, partial(child_rekey.start_rekey, self, ike, c, now))
         return acts
 
     def sa_expired(self, ev: SAExpire, now: float) -> list[Action]:
@@ -791,11 +793,11 @@ class Engine:
         if ev.hard:
             self.log(acts, f"Child SA reached its hard {ev.reason} limit; deleting it", c)
             if ike.established:
-                return acts + self._on(ike, now, lambda: delete_children(self, ike, [c], now))
+                return acts + self._on(ike, now, partial(delete_children, self, ike, [c], now))
             return acts + self.remove_child(c, now)
         if ike.established and not c.rekeying and not c.replaced:
             self.log(acts, f"Child SA reached its soft {ev.reason} limit; rekeying", c)
-            acts += self._on(ike, now, lambda: child_rekey.start_rekey(self, ike, c, now))
+            acts += self._on(ike, now, partial(child_rekey.start_rekey, self, ike, c, now))
         return acts
 
     def shutdown(self, now: float) -> list[Action]:

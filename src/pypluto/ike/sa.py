@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pypluto.config.model import Connection, Identity
 from pypluto.crypto.dh import KeyExchange
@@ -19,7 +19,7 @@ from pypluto.ike.actions import Endpoint
 from pypluto.ike.codec import Proposals
 from pypluto.ike.proposals import Chosen
 from pypluto.ike.ts import TS
-from pypluto.params import IPAddress, SAParams
+from pypluto.params import IPAddress, Mode, SAParams
 
 
 class QueuedTask(Protocol):
@@ -105,17 +105,17 @@ class ChildSA:
     parent: IKESA | None
     state: ChildState
     initiator: bool  # we initiated the exchange that created this Child SA
+    local_addr: IPAddress  # the SA's outer addresses
+    remote_addr: IPAddress
     spi_in: int = 0
     spi_out: int = 0
-    protocol: str = "esp"
-    mode: str = "tunnel"
+    protocol: Literal["esp", "ah"] = "esp"
+    mode: Mode = "tunnel"
     chosen: Chosen | None = None
     local_ts: list[TS] = field(default_factory=list)
     remote_ts: list[TS] = field(default_factory=list)
     reqid: int = 0
     encap: tuple[int, int] | None = None  # (local port, remote port) of ESP-in-UDP
-    local_addr: IPAddress | None = None
-    remote_addr: IPAddress | None = None
     established_at: float = 0.0
     rekey_at: float | None = None
     expire_at: float | None = None
