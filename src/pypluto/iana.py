@@ -32,6 +32,7 @@ __all__ = [
     "CFGType",
     "CPAttr",
     "CertEncoding",
+    "HashAlgorithm",
     "TransformAttr",
     "TransformType",
     "Encr",
@@ -293,6 +294,16 @@ class CertEncoding(IntEnum):
     HASH_URL_X509_BUNDLE = 13
     OCSP_CONTENT = 14  # RFC 4806
     RAW_PUBLIC_KEY = 15  # RFC 7670
+
+
+class HashAlgorithm(IntEnum):
+    """IKEv2 hash algorithms for SIGNATURE_HASH_ALGORITHMS (RFC 7427 §4; RFC 8420)."""
+
+    SHA1 = 1
+    SHA2_256 = 2
+    SHA2_384 = 3
+    SHA2_512 = 4
+    IDENTITY = 5  # RFC 8420 (EdDSA signs the message itself)
 
 
 class TransformAttr(IntEnum):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from pypluto import __version__
 from pypluto.control.client import ControlError, call, ctl_path
@@ -41,7 +41,7 @@ exit status: 0 success, 21 unknown connection, 24 pluto not listening,
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise ValueError(message)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from pypluto.config.model import Connection
 from pypluto.config.parser import ConfigFile, load_config
@@ -27,7 +27,7 @@ DEFAULT_CONFIG = "/etc/ipsec.conf"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise ValueError(message)
 
 

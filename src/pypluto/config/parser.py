@@ -22,13 +22,14 @@ import glob
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pypluto.config import keywords
 from pypluto.config.ids import IdError, parse_id
 from pypluto.config.keywords import KeyDef
-from pypluto.config.model import Connection, End, Origin, SetupConfig
+from pypluto.config.model import AutoMode, Connection, ConnType, End, Origin, SetupConfig
 from pypluto.config.proposals import ProposalError, parse_proposals
 from pypluto.config.values import (
     is_host_keyword,
@@ -518,6 +519,16 @@ class ConnError(ValueError):
         self.key = key
 
 
+# auto= / type= values (keywords.py checks the spelling) and what they mean here.
+_AUTO: dict[str, AutoMode] = {
+    "ignore": "ignore", "add": "add", "start": "start", "up": "start",
+    "route": "ondemand", "ondemand": "ondemand", "keep": "keep",
+}
+_CONN_TYPE: dict[str, ConnType] = {
+    "tunnel": "tunnel", "transport": "transport", "passthrough": "passthrough",
+    "pass": "passthrough", "drop": "drop", "reject": "reject",
+}
+
 _AUTHBY_WORDS = {
     "secret", "rsasig", "rsa", "ecdsa", "null", "never", "rsa-sha1", "rsa-sha2",
     "rsa-sha2_256", "rsa-sha2_384", "rsa-sha2_512", "ecdsa-sha2", "ecdsa-sha2_256",
@@ -695,9 +706,13 @@ def build_connection(name: str, keys: dict[str, str],
             raise ConnError("authby",
                             "ikev1 connection must use authby= of rsasig, secret or never")
     auto = (get("auto") or "ignore").lower()
-    conn.auto = {"route": "ondemand", "up": "start"}.get(auto, auto)  # type: ignore[assignment]
+    if auto not in _AUTO:  # pragma: no cover - keywords.py refuses other values first
+        raise ConnError("auto", f"auto={auto} is not supported")
+    conn.auto = _AUTO[auto]
     typ = (get("type") or "tunnel").lower()
-    conn.type = {"pass": "passthrough"}.get(typ, typ)  # type: ignore[assignment]
+    if typ not in _CONN_TYPE:  # pragma: no cover - keywords.py refuses other values first
+        raise ConnError("type", f"type={typ} is not supported")
+    conn.type = _CONN_TYPE[typ]
     for attr, proto in (("ike", "IKE"), ("esp", "ESP"), ("ah", "AH")):
         pv = get(attr)
         if pv is not None:
@@ -783,7 +798,7 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
         v = raw.get(k)
         return v if v not in (None, "") else None
 
-    def apply(k: str, fn) -> None:  # type: ignore[no-untyped-def]
+    def apply(k: str, fn: Callable[[str], object]) -> None:
         v = get(k)
         if v is None:
             return
@@ -814,8 +829,11 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
     sbool("crl_strict", "crl-strict")
     apply("crlcheckinterval", lambda v: setattr(setup, "crlcheckinterval",
                                                 parse_duration(v, "crlcheckinterval")))
+    def set_str(attr: str) -> Callable[[str], None]:
+        return lambda v: setattr(setup, attr, v)
+
     for attr in ("ipsecdir", "nssdir", "secretsfile", "dumpdir", "rundir", "statsbin"):
-        apply(attr, lambda v, a=attr: setattr(setup, a, v))
+        apply(attr, set_str(attr))
     apply("protostack", lambda v: setattr(setup, "protostack", v))
     apply("ddos-mode", lambda v: setattr(setup, "ddos_mode", v.lower()))
     apply("ddos-ike-threshold", lambda v: setattr(setup, "ddos_ike_threshold",

@@ -11,6 +11,7 @@ draft-ietf-ipsecme-ikev2-mlkem for ML-KEM).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from pypluto.iana import ESN, KE, Encr, Integ, Prf, TransformType
@@ -76,20 +77,11 @@ class Algorithm:
         return self.key_size
 
 
-def _e(id_: int, iana: str, names: tuple[str, ...], **kw: object) -> Algorithm:
-    return Algorithm(TransformType.ENCR, id_, iana, names, **kw)  # type: ignore[arg-type]
-
-
-def _p(id_: int, iana: str, names: tuple[str, ...], **kw: object) -> Algorithm:
-    return Algorithm(TransformType.PRF, id_, iana, names, **kw)  # type: ignore[arg-type]
-
-
-def _i(id_: int, iana: str, names: tuple[str, ...], **kw: object) -> Algorithm:
-    return Algorithm(TransformType.INTEG, id_, iana, names, **kw)  # type: ignore[arg-type]
-
-
-def _k(id_: int, iana: str, names: tuple[str, ...], **kw: object) -> Algorithm:
-    return Algorithm(TransformType.KE, id_, iana, names, **kw)  # type: ignore[arg-type]
+# Table-row builders: the transform type is fixed, every other field is checked by mypy.
+_e = functools.partial(Algorithm, TransformType.ENCR)
+_p = functools.partial(Algorithm, TransformType.PRF)
+_i = functools.partial(Algorithm, TransformType.INTEG)
+_k = functools.partial(Algorithm, TransformType.KE)
 
 
 _AES_BITS = (128, 192, 256)

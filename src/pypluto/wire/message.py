@@ -39,10 +39,12 @@ from .errors import (
 from .header import IKEHeader
 from .payloads import (
     PAYLOAD_CLASSES,
+    IDPayload,
     NotifyPayload,
     Payload,
     SKFPayload,
     SKPayload,
+    TSPayload,
     UnknownPayload,
 )
 
@@ -269,8 +271,8 @@ def _parse_chain(
                 if e.header is None:
                     e.header = header
                 raise
-            if ptype in _TYPED_BY_HEADER:
-                payload.payload_type = enum_or_int(PayloadType, ptype)  # type: ignore[misc]
+            if ptype in _TYPED_BY_HEADER and isinstance(payload, IDPayload | TSPayload):
+                payload.payload_type = enum_or_int(PayloadType, ptype)
             if ptype in _SK_TYPES and isinstance(payload, SKPayload | SKFPayload):
                 payload.first_inner = enum_or_int(PayloadType, nxt)
                 aad_end = pos + GENERIC_HEADER_SIZE + (4 if ptype == PayloadType.SKF else 0)
