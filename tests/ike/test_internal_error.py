@@ -68,3 +68,16 @@ def test_failure_events_carry_a_reason() -> None:
     net.advance(200)
     failed = [e for e in net.west.events if e.kind == EventKind.FAILED]
     assert failed and failed[0].reason == FailReason.TIMEOUT
+
+
+def test_fault_after_the_key_exchange_releases_the_half_open_sa(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    net = Net()
+    from pypluto.ike.tasks import ike_init
+    monkeypatch.setattr(ike_init, "_respond_keyed", _boom)
+    net.up()
+    ev = _internal(net.east)
+    assert len(ev) == 1 and ev[0].reason == FailReason.INTERNAL
+    eng = net.east.engine
+    assert eng.n_halfopen == 0 and not eng.by_serial and not eng.halfopen and not eng.ike_sas
+    assert not net.established(net.west)

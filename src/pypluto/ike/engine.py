@@ -219,7 +219,7 @@ class Engine:
                 result: object = job()
             except Exception as e:  # delivered to ``then`` like an offloaded failure
                 result = e
-            return then(result, now)
+            return self.guarded(ike, now, "after a key exchange", partial(then, result, now))
         self._next_token += 1
         token = self._next_token
         self.computing[token] = (ike.serial, then)
