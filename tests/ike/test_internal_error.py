@@ -20,8 +20,9 @@ def _internal(side: Side) -> list[ConnectionEvent]:
 
 
 def _tracebacks(side: Side) -> list[str]:
-    return [a.message for a in side.actions if isinstance(a, Log) and a.level == "error"
-            and "Traceback (most recent call last)" in a.message]
+    return [a.message + "\n" + a.traceback for a in side.actions
+            if isinstance(a, Log) and a.level == "error"
+            and "Traceback (most recent call last)" in a.traceback and "\n" not in a.message]
 
 
 def test_fault_in_responder_task_tears_down_ike_sa(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -87,6 +87,8 @@ class Log:
     serial: int | None = None
     remote: Endpoint | None = None
     debug_class: str = "base"
+    # an internal error's formatted traceback: for the crash report, not the log line
+    traceback: str = field(default="", repr=False)
 
 
 class EventKind(StrEnum):

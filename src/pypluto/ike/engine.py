@@ -394,8 +394,9 @@ class Engine:
         ``whack --initiate`` fail at once.
         """
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        acts: list[Action] = [Log(f"internal error {where}: {type(exc).__name__}: {exc}\n{tb}",
-                                  level="error", conn=ike.conn.name, serial=ike.serial)]
+        acts: list[Action] = [Log(f"internal error {where}: {type(exc).__name__}: {exc}",
+                                  level="error", conn=ike.conn.name, serial=ike.serial,
+                                  traceback=tb)]
         if ike.serial in self.by_serial:
             try:
                 for c in list(ike.children):
@@ -718,7 +719,7 @@ class Engine:
         except Exception as e:  # a bug outside any IKE SA must never kill the daemon
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
             return [Log(f"internal error while processing packet from {remote}: "
-                        f"{type(e).__name__}: {e}\n{tb}", level="error")]
+                        f"{type(e).__name__}: {e}", level="error", traceback=tb)]
 
     def _service(self, ike: IKESA, now: float) -> list[Action]:
         acts = self.tm.retransmit(ike, now)
