@@ -195,7 +195,7 @@ def run(n: int | None = None, k: int | None = None) -> dict[str, Any]:
         {"metric": f"daemon start with {big} conns until the last is added",
          "pypluto": g("pypluto_big", "start_s"), "strongswan": None,
          "libreswan": g("libreswan_big", "start_s"), "unit": "s",
-         "note": f"goal < 5 s: "
+         "note": "goal < 5 s: "
                  + ("not measured" if g("pypluto_big", "start_s") is None else
                     "met" if g("pypluto_big", "start_s") < 5 else "missed")
                  + f"; daemon CPU at that point {g('pypluto_big', 'cpu_s')} / "

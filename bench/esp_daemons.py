@@ -29,7 +29,6 @@ import json
 import pathlib
 import re
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
@@ -99,10 +98,10 @@ class Pair:
         else:
             self.west = StrongSwan(lab, lab.west, "esp-sw-west").start()
             self.east = StrongSwan(lab, lab.east, "esp-sw-east").start()
-            for me, peer, here, there, lts, rts, ns_id, peer_id in (
-                    (self.west, "east", WEST_OUTER, EAST_OUTER, WEST_SUBNET, EAST_SUBNET,
+            for me, here, there, lts, rts, ns_id, peer_id in (
+                    (self.west, WEST_OUTER, EAST_OUTER, WEST_SUBNET, EAST_SUBNET,
                      WEST_ID, EAST_ID),
-                    (self.east, "west", EAST_OUTER, WEST_OUTER, EAST_SUBNET, WEST_SUBNET,
+                    (self.east, EAST_OUTER, WEST_OUTER, EAST_SUBNET, WEST_SUBNET,
                      EAST_ID, WEST_ID)):
                 me.load(swanctl_conf(conn="bench", local=here, remote=there, local_id=ns_id,
                                      remote_id=peer_id, local_ts=lts, remote_ts=rts,

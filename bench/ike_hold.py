@@ -94,7 +94,7 @@ def run(n: int | None = None, seconds: int | None = None) -> dict[str, Any]:
                  + (f"; processes died: {dead}" if dead else "") + (f"; {errs}" if errs else "")},
         {"metric": f"idle responder CPU holding {n} IKE SAs, liveness on",
          **{k: g(k, "idle_cpu_pct") for k in three}, "unit": "% of a core",
-         "note": f"utime+stime over the hold / its length; goal < 25% at 100,000: "
+         "note": "utime+stime over the hold / its length; goal < 25% at 100,000: "
                  + ("met" if n >= 100000 and isinstance(g("pypluto", "idle_cpu_pct"), float)
                     and g("pypluto", "idle_cpu_pct") < 25 else "see size")},
         {"metric": f"RSS per IKE SA holding {n}",

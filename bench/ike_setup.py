@@ -612,12 +612,11 @@ def rows(results: dict[str, list[dict[str, Any]]], n: int, c: int) -> list[dict[
                                  "IKE SA"),
                                 ("IKE+Child", ("pypluto+child", "strongswan+child"),
                                  "IKE+Child")):
-        def col(key: str) -> dict[str, Any]:
-            d = {"pypluto": med(kinds[0], key), "strongswan": med(kinds[1], key),
-                 "libreswan": med(kinds[2], key) if len(kinds) > 2 else None}
-            return d
+        def col(key: str, kinds: tuple[str, ...] = kinds) -> dict[str, Any]:
+            return {"pypluto": med(kinds[0], key), "strongswan": med(kinds[1], key),
+                    "libreswan": med(kinds[2], key) if len(kinds) > 2 else None}
 
-        def sp(key: str, nd: int = 2) -> str:
+        def sp(key: str, nd: int = 2, kinds: tuple[str, ...] = kinds) -> str:
             return ", ".join(f"{k}: {spread(results.get(k, []), key, nd)}" for k in kinds)
 
         method = (f"median of {len(next(iter(results.values()), []))} alternating runs; "
