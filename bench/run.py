@@ -48,6 +48,7 @@ BENCHMARKS = [
     "bench.ike_hold",
     "bench.loadtest_bench",
     "bench.esp_daemons",
+    "bench.esp_throughput",
 ]
 
 
