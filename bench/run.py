@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         for p in RESULTS.iterdir():
             if p.is_file():
                 p.unlink()
-    cmd = "make bench" + (f" BENCH='{' '.join(argv)}'" if argv else "")
+    via_make = "MAKELEVEL" in os.environ
+    cmd = ("make bench" + (f" BENCH='{' '.join(argv)}'" if argv else "")) if via_make else \
+        " ".join([".venv/bin/python -m bench.run", *argv])
     env_sizes = {k: v for k, v in sorted(os.environ.items()) if k.startswith("BENCH_")}
     if env_sizes:
         cmd = " ".join(f"{k}={v}" for k, v in env_sizes.items()) + " " + cmd
