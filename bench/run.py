@@ -121,11 +121,16 @@ def floor_ratio(saved: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     def ratio(v: Any) -> Any:
         return round(v * 1000 / total_us, 2) if isinstance(v, int | float) else None
 
+    rate = next((r for r in ike.get("rows", [])
+                 if r.get("metric") == "setup rate, childless"), {})
+    short = "SHORT COUNTS: pypluto " in rate.get("note", "")
     return {"metric": "responder CPU per IKE SA / crypto floor, childless",
             "pypluto": ratio(cpu.get("pypluto")), "strongswan": ratio(cpu.get("strongswan")),
             "libreswan": ratio(cpu.get("libreswan")), "unit": "x",
             "note": f"floor {total_us:.0f} us (crypto_floor, Python calls on cryptography); "
-                    "C daemons call their crypto libraries directly"}
+                    "C daemons call their crypto libraries directly"
+                    + ("; pypluto's figure is over a SHORT log count (see setup rate)"
+                       if short else "")}
 
 
 def summary(commit: str, saved: dict[str, dict[str, Any]], head: str,
