@@ -195,8 +195,8 @@ def run(n: int | None = None, k: int | None = None) -> dict[str, Any]:
         {"metric": f"daemon start with {big} conns until the last is added",
          "pypluto": g("pypluto_big", "start_s"), "strongswan": None,
          "libreswan": g("libreswan_big", "start_s"), "unit": "s",
-         "note": "goal < 5 s: "
-                 + ("not measured" if g("pypluto_big", "start_s") is None else
+         "note": "goal < 5 s with 10,000: "
+                 + ("not measured" if g("pypluto_big", "start_s") is None or big < 10000 else
                     "met" if g("pypluto_big", "start_s") < 5 else "missed")
                  + f"; daemon CPU at that point {g('pypluto_big', 'cpu_s')} / "
                  f"{g('libreswan_big', 'cpu_s')} s, RSS {g('pypluto_big', 'rss_mib')} / "
