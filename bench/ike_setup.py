@@ -372,8 +372,9 @@ class Generator:
         finally:
             os.sched_setaffinity(0, old_aff)
         window = t_end - t0
-        out = {"requested": n, "established_generator": done, "failures": failures,
-               "wall_s": window, "generator_wall_s": t_gen - t0}
+        out: dict[str, Any] = {"requested": n, "established_generator": done,
+                               "failures": failures, "wall_s": window,
+                               "generator_wall_s": t_gen - t0}
         if counter is not None:
             out.update(established_logged=logged,
                        rate=logged / window if window > 0 else 0.0,

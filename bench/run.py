@@ -121,7 +121,7 @@ def floor_ratio(saved: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     def ratio(v: Any) -> Any:
         return round(v * 1000 / total_us, 2) if isinstance(v, int | float) else None
 
-    rate = next((r for r in ike.get("rows", [])
+    rate: dict[str, Any] = next((r for r in ike.get("rows", [])
                  if r.get("metric") == "setup rate, childless"), {})
     short = "SHORT COUNTS: pypluto " in rate.get("note", "")
     return {"metric": "responder CPU per IKE SA / crypto floor, childless",
