@@ -160,7 +160,9 @@ def summary(commit: str, saved: dict[str, dict[str, Any]], head: str,
     if commit.endswith("-dirty"):
         head_lines += [f"**DIRTY TREE: measured from uncommitted changes on top of "
                        f"{commit[:-6]}; not a result of any commit.**", ""]
-    head_lines.append(f"Commit `{commit}`; {os.cpu_count()} CPUs.")
+    took = sum(r.get("seconds", 0) for r in current)
+    head_lines.append(f"Commit `{commit}`; {os.cpu_count()} CPUs; the modules shown took "
+                      f"{took:.0f} s.")
     for cmd, started, l0, l1 in runs:
         head_lines.append(f"- `{cmd}` started {started}; load average {l0} at start, "
                           f"{l1} at end")
