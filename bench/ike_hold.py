@@ -10,6 +10,9 @@ responder answers for itself: its count of established IKE SAs (``whack
 spurious deaths; its utime+stime over the hold the idle CPU; its VmRSS the
 memory per IKE SA (growth from the empty daemon / count).
 
+Then, for memory at scale with a Child SA, ``BENCH_CHILD_N`` (10,000) IKE+Child
+pairs against pypluto and strongSwan (userspace planes), no hold.
+
 Defaults keep ``make bench`` short: ``BENCH_HOLD_N=10000``,
 ``BENCH_HOLD_SECONDS=60``.  The issue's run is
 ``BENCH_HOLD_N=100000 BENCH_HOLD_SECONDS=600 make bench BENCH=ike_hold``
@@ -39,11 +42,12 @@ from bench.ike_setup import (
 )
 
 
-def one(kind: str, n: int, seconds: int, dpd: int, concurrency: int) -> dict[str, Any]:
+def one(kind: str, n: int, seconds: int, dpd: int, concurrency: int,
+        child: bool = False) -> dict[str, Any]:
     with Lab(prefix="bh") as lab:
-        resp = start_responder(lab, kind, dpddelay=dpd)
+        resp = start_responder(lab, kind, child=child, dpddelay=dpd)
         rss_empty = proc_rss_kib(resp.pid)
-        gen = Generator(lab)
+        gen = Generator(lab, child=child)
         gen.start()
         counter = resp.counter()
         up = gen.run(n, concurrency, timeout=max(300.0, n / 20), counter=counter, pid=resp.pid)
@@ -51,7 +55,8 @@ def one(kind: str, n: int, seconds: int, dpd: int, concurrency: int) -> dict[str
         before = resp.count()
         rss = proc_rss_kib(resp.pid)
         cpu0, t0 = proc_cpu(resp.pid), time.monotonic()
-        time.sleep(seconds)
+        if seconds:
+            time.sleep(seconds)
         cpu1, t1 = proc_cpu(resp.pid), time.monotonic()
         after = resp.count()
         rss_end = proc_rss_kib(resp.pid)
@@ -62,7 +67,7 @@ def one(kind: str, n: int, seconds: int, dpd: int, concurrency: int) -> dict[str
             "before": before, "after": after,
             "deaths": before - after if before is not None and after is not None else None,
             "held_s": round(t1 - t0, 1), "dpddelay": dpd,
-            "idle_cpu_pct": (cpu1 - cpu0) * 100 / (t1 - t0),
+            "idle_cpu_pct": (cpu1 - cpu0) * 100 / (t1 - t0) if seconds else None,
             "rss_kib": rss, "rss_kib_end": rss_end, "rss_kib_empty": rss_empty,
             "rss_kib_per_sa": (rss - rss_empty) / before if before else None,
             "alive": all(p.alive() for p in lab.procs),
@@ -75,6 +80,10 @@ def run(n: int | None = None, seconds: int | None = None) -> dict[str, Any]:
     dpd = env_int("BENCH_DPD", 30)
     c = env_int("BENCH_C", 32)
     res = {k: _try(f"hold {k}", one, k, n, seconds, dpd, c) for k in kinds_available()}
+    # memory of IKE+Child pairs at scale (userspace planes; Libreswan cannot install them)
+    cn = env_int("BENCH_CHILD_N", 10000)
+    pairs = {k: _try(f"pairs {k}", one, k, cn, 0, 0, c, child=True)
+             for k in ("strongswan", "pypluto") if k in kinds_available()}
     three = ("pypluto", "strongswan", "libreswan")
 
     def g(k: str, key: str) -> Any:
@@ -107,10 +116,21 @@ def run(n: int | None = None, seconds: int | None = None) -> dict[str, Any]:
             for k in three}, "unit": "MiB",
          "note": "VmRSS after setup; at the end of the hold: "
                  + str({k: g(k, "rss_kib_end") for k in three if k in res}) + " KiB"},
+        {"metric": f"RSS per IKE+Child pair holding {cn}",
+         "pypluto": _r(pairs.get("pypluto", {}).get("rss_kib_per_sa")),
+         "strongswan": _r(pairs.get("strongswan", {}).get("rss_kib_per_sa")),
+         "libreswan": None, "unit": "KiB",
+         "note": "userspace planes (ours, kernel-libipsec), no liveness; (VmRSS after setup "
+                 "- empty daemon) / the responder's count "
+                 + str({k: r.get("before") for k, r in pairs.items()})
+                 + "; goal <= 12 KiB at 10,000: "
+                 + (goal(_r(pairs.get("pypluto", {}).get("rss_kib_per_sa")), 12)
+                    if cn >= 10000 else "not measured at that size")
+                 + "".join(f"; {k}: {r['error']}" for k, r in pairs.items() if "error" in r)},
     ]
     return {"name": "ike_hold", "command": "make bench BENCH=ike_hold",
-            "sizes": {"n": n, "seconds": seconds, "dpddelay": dpd, "c": c},
-            "results": res, "rows": rows}
+            "sizes": {"n": n, "seconds": seconds, "dpddelay": dpd, "c": c, "child_n": cn},
+            "results": res, "pairs": pairs, "rows": rows}
 
 
 if __name__ == "__main__":

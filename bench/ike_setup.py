@@ -650,7 +650,7 @@ def rows(results: dict[str, list[dict[str, Any]]], n: int, c: int) -> list[dict[
             f"RSS per IKE+Child pair at {n}"
         out.append({"metric": metric, **rss, "unit": "KiB",
                     "note": f"VmRSS growth over the {n} / logged count; goal <= {mlimit} KiB "
-                            "at 10,000 (ike_hold holds 10,000 childless): "
+                            "at 10,000 (ike_hold: 10,000 IKE SAs and 10,000 pairs): "
                             + verdict(rss["pypluto"], mlimit)})
     return out
 
