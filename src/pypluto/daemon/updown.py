@@ -23,15 +23,15 @@ may carry arguments.  ``%disabled`` (or an empty value) runs nothing.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
-import time
+import signal
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from pypluto.params import IPNetwork, UpdownChild
+
+__all__ = ["UpdownChild", "Verb", "run_updown", "updown_env", "verb_name"]
 
 DEFAULT_TIMEOUT = 30.0  # seconds; a script that takes longer is killed and fails
 MAX_OUTPUT_LINES = 200  # per run; the rest is counted, not logged
@@ -50,46 +50,6 @@ FATAL_VERBS = frozenset({Verb.PREPARE, Verb.ROUTE, Verb.UP})
 #: the order of the verbs when a Child SA comes up / goes down
 UP_VERBS = (Verb.PREPARE, Verb.ROUTE, Verb.UP)
 DOWN_VERBS = (Verb.DOWN, Verb.UNROUTE)
-
-
-@dataclass(frozen=True)
-class UpdownChild:
-    """The facts of one Child SA (one selector pair) that an updown script sees."""
-
-    conn: str
-    serial: int
-    me: IPAddress
-    peer: IPAddress
-    my_client: IPNetwork
-    peer_client: IPNetwork
-    my_id: str = ""
-    peer_id: str = ""
-    my_protocol: int = 0
-    my_port: int = 0
-    peer_protocol: int = 0
-    peer_port: int = 0
-    reqid: int = 0
-    sa_type: str = "ESP"  # ESP or AH
-    mode: str = "tunnel"  # tunnel or transport
-    spi_in: int = 0
-    spi_out: int = 0
-    interface: str = ""
-    nexthop: IPAddress | None = None
-    my_sourceip: IPAddress | None = None
-    peer_ca: str = ""
-    policy: str = ""  # Libreswan's policy string, e.g. PSK+ENCRYPT+TUNNEL+PFS+IKEV2_ALLOW
-    stack: str = "xfrm"  # the data plane: xfrm, userspace or none
-    add_time: float = field(default_factory=time.time)
-    inbytes: int = 0
-    outbytes: int = 0
-    mark_in: str = ""
-    mark_out: str = ""
-
-    @property
-    def is_host(self) -> bool:
-        """Our end of the SA is this host alone (the ``-host`` verbs)."""
-        n = self.my_client
-        return n.prefixlen == n.max_prefixlen and n.network_address == self.me
 
 
 def verb_name(verb: Verb, child: UpdownChild) -> str:
@@ -222,8 +182,6 @@ async def run_updown(
 
 
 def _kill_group(pid: int) -> None:
-    import signal
-
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
