@@ -81,6 +81,8 @@ def test_ike_sa(lab: Lab, cell: Callable[..., None], peer: PeerSpec, proposal: P
     # Libreswan's Child SA cannot be installed without kernel ESP; our IKE SA
     # must survive its TS_UNACCEPTABLE (4.10) / TEMPORARY_FAILURE (5.2) answer.
     answer = "TEMPORARY_FAILURE" if peer.modern else "TS_UNACCEPTABLE"
+    lab.wait_for(lambda: f"peer answered {answer}" in us.log.read_text(errors="replace"), 20,
+                 f"our log: the Child SA refused with {answer}")
     assert us.ike_established()
     cell(note=f"IKE SA only: Libreswan cannot install a Child SA without kernel ESP "
               f"(answers {answer})")
