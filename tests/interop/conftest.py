@@ -73,7 +73,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         elif report.skipped:
             _results[key] = ("skip", _reason(report))
         else:
-            _results[key] = ("FAIL", "; ".join(x for x in (_reason(report), note) if x))
+            _results[key] = ("FAIL", "; ".join(x for x in (note, _reason(report)) if x))
     elif report.when == "teardown" and report.failed:
         _results[key] = ("FAIL", f"teardown: {_reason(report)}")
 

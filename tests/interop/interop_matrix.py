@@ -113,7 +113,7 @@ def merge(old: dict[Key, Row], ran: dict[Key, tuple[str, str]], commit: str,
     return rows
 
 
-def _clean(s: str, limit: int = 160) -> str:
+def _clean(s: str, limit: int = 240) -> str:
     s = " ".join(s.replace("|", "/").split())
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
