@@ -16,6 +16,8 @@ Facts used here (from the peers' documentation and the interop README):
 * Libreswan 4.10 needs its own NSS db, rundir, ipsecdir and dumpdir, and runs
   /usr/libexec/ipsec/addconn at start; without kernel ESP its Child SA install
   fails, so only its IKE SA can be checked on these machines.
+* strongSwan 6.0.1 and Libreswan 5.2 (Debian 13 chroots) subclass these drivers
+  in ``trixie.py``, which also says which peers a host runs.
 * pypluto follows Libreswan's command line (``pluto --nofork --stderrlog
   --rundir D --config F --secretsfile S``, ``whack --rundir D ...``).
 """
