@@ -62,8 +62,8 @@ from pypluto.ike.actions import (
     Updown,
 )
 from pypluto.ike.status import ChildSAStatus
-from pypluto.params import UpdownChild
 from pypluto.kernel.base import BackendError, KernelBackend, SAExpire, SAStats
+from pypluto.params import UpdownChild
 
 Handler = Callable[["EngineDriver", Any, bool], None]
 """``(driver, action, rate_limited)``: carries out one action."""
