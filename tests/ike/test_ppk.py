@@ -195,3 +195,18 @@ def test_unusable_ppk_identity_falls_back_or_fails(monkeypatch: pytest.MonkeyPat
         net.step()
     assert any("unusable PPK_IDENTITY" in m for m in net.east.logs()), net.east.logs()
     assert net.established(net.west) and net.established(net.east)
+
+
+def test_rekeys_keep_working_with_the_mixed_sk_d() -> None:
+    """A rekeyed IKE SA derives from SK_d, which carries the PPK (RFC 8784 §3): the
+    IKE SA rekey and a Child SA rekey after it agree on both sides."""
+    net = ppk_net("insist", "insist")
+    net.apply(net.west, net.west.engine.rekey_ike("west-east", net.now))
+    net.run()
+    net.apply(net.east, net.east.engine.rekey_child("west-east", net.now))
+    net.run()
+    assert len(net.established(net.west)) == 1 and len(net.established(net.east)) == 1
+    assert len(net.children(net.west)) == 1 and len(net.children(net.east)) == 1
+    check_pair(net)
+    assert not any("AUTHENTICATION_FAILED" in m or "failed" in m.lower()
+                   for m in net.west.logs() + net.east.logs()), net.west.logs()

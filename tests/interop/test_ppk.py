@@ -246,3 +246,86 @@ def test_ppk_mismatch_libreswan(lab: Lab, cell: Callable[..., None], peer: PeerS
                      30, "our rejection line")
     assert not us.ike_established()
     them.stop()
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("peer", LIBRESWAN_PEERS, ids=LS_IDS)
+def test_ppk_permit_falls_back_libreswan(lab: Lab, cell: Callable[..., None],
+                                         peer: PeerSpec, role: str) -> None:
+    """The initiator's PPK_ID is unknown to the responder: NO_PPK_AUTH, normal keys."""
+    cell(peer=peer.label, case="ppk-fallback", role=role, proposal=DEFAULTS.name)
+    require(peer.available(), peer.install_hint)
+    # Libreswan holds a PPK under another PPK_ID; pypluto holds ours only
+    secrets = IPSEC_SECRETS + f'@{WEST_ID} @{EAST_ID} : PPKS "libreswan-ppk" "{OTHER}"\n'
+    them = peer.libreswan(lab, lab.east, "libreswan-east").start(
+        ipsec_conf(proposal=DEFAULTS, extra="ppk=propose"), secrets=secrets)
+    us = _pypluto(lab, "permit", PPK, ids=False)
+    if role == "initiator":
+        out = us.initiate()
+        lab.wait_for(us.ike_established, 20, f"our IKE SA (whack said: {out[-300:]})")
+        want = f"peer has no PPK '{PPK_ID}'; continuing without PPK (NO_PPK_AUTH)"
+    else:
+        them.whack("--name", "west-east", "--initiate", "--asynchronous", timeout=20)
+        lab.wait_for(us.ike_established, 20, "our IKE SA")
+        want = ("no PPK for PPK_ID 'libreswan-ppk' in ipsec.secrets; continuing without PPK "
+                "(NO_PPK_AUTH)")
+    assert want in _log(us), _log(us)[-3000:]
+    assert "IKE SA keys mixed with PPK" not in _log(us)
+    cell(note="IKE SA only (no kernel ESP for Libreswan); established without the PPK")
+    them.stop()
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("peer", LIBRESWAN_PEERS, ids=LS_IDS)
+def test_ppk_insist_vs_libreswan_without_ppk(lab: Lab, cell: Callable[..., None],
+                                             peer: PeerSpec, role: str) -> None:
+    """ppk=insist against Libreswan with ppk=no fails with a clear line.
+
+    Libreswan 4.10 answers USE_PPK whenever the initiator sent it (whatever its
+    ppk=), then verifies AUTH without the PPK: AUTHENTICATION_FAILED.  5.2 answers
+    no USE_PPK and we stop after IKE_SA_INIT."""
+    cell(peer=peer.label, case="ppk-insist-vs-none", role=role, proposal=DEFAULTS.name)
+    require(peer.available(), peer.install_hint)
+    them = peer.libreswan(lab, lab.east, "libreswan-east").start(
+        ipsec_conf(proposal=DEFAULTS, extra="ppk=no"))
+    us = _pypluto(lab, "insist", PPK)
+    _fail_attempt(lab, us, them, role)
+    if role == "responder":
+        want = ("rejected: connection has ppk=insist but the peer did not propose a PPK (no "
+                "USE_PPK); answering AUTHENTICATION_FAILED")
+    elif peer.modern:
+        want = "connection has ppk=insist but the peer does not support PPK"
+    else:
+        want = "AUTHENTICATION_FAILED"
+    lab.wait_for(lambda: want in _log(us), 30, f"our log line: {want}")
+    assert not us.ike_established()
+    them.stop()
+
+
+@pytest.mark.parametrize("peer", STRONGSWAN_PEERS[:1], ids=SS_IDS[:1])
+def test_ppk_bad_input_leaves_other_conns_alone(lab: Lab, cell: Callable[..., None],
+                                               peer: PeerSpec) -> None:
+    """A bad ppk-ids= refuses that conn (file:line), a missing PPK fails that conn with
+    one clear line; pluto keeps running and the good conn carries traffic."""
+    cell(peer=peer.label, case="ppk-bad-input", role="initiator", proposal=DEFAULTS.name)
+    them = _strongswan(lab, peer, ppk_id=PPK_ID, required=True, secret=(PPK_ID, PPK))
+    conf = ipsec_conf(proposal=DEFAULTS, extra=f"ppk=insist\nppk-ids={PPK_ID}")
+    for name, extra in (("bad-ids", 'ppk-ids=","'), ("no-ppk", "ppk-ids=not-in-secrets")):
+        conf += (f"\nconn {name}\n\tauthby=secret\n\tleft={WEST_OUTER}\n\tleftid=@{WEST_ID}\n"
+                 f"\tleftsubnet=198.51.100.0/24\n\tright={EAST_OUTER}\n\trightid=@{EAST_ID}\n"
+                 f"\trightsubnet={EAST_SUBNET}\n\tppk=insist\n\t{extra}\n\tauto=add\n")
+    secrets = IPSEC_SECRETS + f'@{WEST_ID} @{EAST_ID} : PPKS "{PPK_ID}" "{PPK}"\n'
+    us = Pypluto(lab, lab.west, "pypluto-west", "--use-userspace").start(conf, secrets=secrets)
+    lab.wait_for(lambda: "names no PPK_ID" in _log(us), 10, "the bad ppk-ids= line")
+    bad = [ln for ln in _log(us).splitlines() if "names no PPK_ID" in ln]
+    assert len(bad) == 1 and "ipsec.conf:" in bad[0], bad
+    r = us.whack("--name", "bad-ids", "--initiate", timeout=20)
+    assert r.returncode != 0
+    us.initiate("no-ppk", timeout=30)
+    want = "connection has ppk=insist but ipsec.secrets has no PPK for ppk-ids=not-in-secrets"
+    lab.wait_for(lambda: want in _log(us), 20, want)
+    assert sum(want in ln for ln in _log(us).splitlines()) == 1
+    assert us.proc is not None and us.proc.alive()
+    _bring_up(lab, us, them, "initiator")
+    assert "/PPK" in _ss_text(them)
+    _ping_both(lab)
