@@ -16,7 +16,9 @@ The exchange (RFC 8784 §3):
   it into SK_d, SK_pi and SK_pr (``crypto.keys.apply_ppk``: SK' = prf+(PPK, SK)),
   sends PPK_IDENTITY (type PPK_ID_FIXED, then the PPK_ID) and, unless it insists,
   NO_PPK_AUTH: the AUTH data computed with the unmixed SK_pi.
-- The responder looks the PPK_ID up (restricted to its ``ppk-ids=`` when set).
+- The responder looks the PPK_ID up, restricted to its ``ppk-ids=`` when set (a
+  conn gets exactly what it allows; Libreswan 5.2's responder takes any PPKS record
+  with that PPK_ID).
   Found: it mixes the PPK, verifies AUTH and answers PPK_IDENTITY (empty).  Not
   found: with ``ppk=insist`` AUTHENTICATION_FAILED, else it verifies NO_PPK_AUTH
   with the unmixed keys and answers without PPK_IDENTITY.
