@@ -96,6 +96,7 @@ T_D = "tests/daemon/test_daemon.py::"
 T_DA = "tests/daemon/test_daemon_args.py::"
 T_DIP = "tests/daemon/test_daemon_inprocess.py::"
 T_ESP = "tests/kernel/test_esp.py::"
+T_PPK = "tests/ike/test_ppk.py::"
 # a partial key whose only working value is the default (what pypluto always does):
 # this test loads each such value and checks every other value refuses the conn
 T_EFF = "tests/config/test_cfg_effects.py::"
@@ -278,8 +279,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
      P("propose|insist|yes|true|on|y|always", T_EST + "test_default_proposals_establish",
        _IKEV1)),
     ("ppk", "enum", "never|permit|propose|insist|yes|no|true|false|on|off|y|n|always",
-     P("never|no|false|off|n", note="PPK (RFC 8784) " + _NO)),
-    ("ppk-ids", "str", R("PPK (RFC 8784) " + _NO)),
+     W(T_PPK + "test_ppk_mode_pairs")),
+    ("ppk-ids", "str", W(T_PPK + "test_ppk_ids_pick_the_ppk")),
     ("intermediate", "bool", P(_NO_VALUES, note="IKE_INTERMEDIATE (RFC 9242) " + _NO)),
     ("esn", "enum", "yes|no|either|true|false|on|off|y|n",
      W(T_UNITS + "test_esp_esn_and_pfs")),
