@@ -79,6 +79,8 @@ class DaemonOps(Protocol):
 
     def reread_secrets(self) -> None: ...
 
+    def reopen_logs(self) -> str: ...
+
     def initiate(self, name: str) -> int: ...
 
 
@@ -207,6 +209,11 @@ class ControlServer:
     async def _rereadsecrets(self, args: dict[str, Any], emit: Emit) -> Result:
         return self._captured(emit, self.daemon.reread_secrets)
 
+    async def _reopenlogs(self, args: dict[str, Any], emit: Emit) -> Result:
+        """``whack --reopenlogs``: reopen ``--logfile`` by name (logrotate's postrotate)."""
+        emit(self.daemon.reopen_logs())
+        return RC_SUCCESS, None, None
+
     async def _listpsks(self, args: dict[str, Any], emit: Emit) -> Result:
         for line in fmt.render_psks(self.secrets.records(), self.secrets.files):
             emit(line)
@@ -333,6 +340,7 @@ GLOBAL_COMMANDS: dict[str, GlobalHandler] = {
     "unlisten": ControlServer._unlisten,
     "rereadsecrets": ControlServer._rereadsecrets,
     "listpsks": ControlServer._listpsks,
+    "reopenlogs": ControlServer._reopenlogs,
     "debug": ControlServer._debug,
     "add": ControlServer._add,
 }

@@ -285,8 +285,27 @@ class Daemon:
         self._spawn(self.shutdown())
 
     def _on_sighup(self) -> None:
+        """SIGHUP: reopen ``--logfile`` (logrotate's postrotate), then the man page's hint."""
+        self.reopen_logs()
         self.log.log('Pluto ignores SIGHUP -- perhaps you want "ipsec listen" '
                      '("whack --listen") to rescan the interfaces')
+
+    def reopen_logs(self) -> str:
+        """SIGHUP / ``whack --reopenlogs``: reopen the log file by name (for logrotate).
+
+        A failure to reopen keeps the old file open and is logged there.
+        """
+        try:
+            reopened = self.log.reopen()
+        except OSError as e:
+            msg = f'cannot reopen logfile "{self.log.destination}": {e.strerror}'
+            self.log.log(msg, "error")
+            return msg
+        if not reopened:
+            return f"logging to {self.log.destination}: nothing to reopen"
+        msg = f'reopened logfile "{self.log.destination}"'
+        self.log.log(msg)
+        return msg
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, ctx: dict[str, Any]) -> None:
         exc = ctx.get("exception")
