@@ -104,3 +104,80 @@ def test_reopenlogs_without_a_logfile_says_so(make_pluto):
     out: list[str] = []
     reply = call(p.ctl, "reopenlogs", {}, timeout=10, on_output=out.append)
     assert reply.rc == 0 and out == ["logging to stderr: nothing to reopen"]
+
+
+def _add(p, conf: str, name: str) -> tuple[int, list[str]]:
+    out: list[str] = []
+    reply = call(p.ctl, "add", {"config": conf, "names": [name]}, timeout=20,
+                 on_output=out.append)
+    return reply.rc, out
+
+
+def test_add_of_a_live_conn_says_it_replaces_it_and_its_sas(pair):  # noqa: F811
+    start, w_ns, e_ns = pair
+    east = start("east", e_ns, "add", "--use-none")
+    west = start("west", w_ns, "add", "--use-none")
+    conf = str(west.dir.parent / "west.conf")
+    rc, out = _add(west, conf, "west-east")  # loaded, no SAs: replaced, nothing else said
+    assert rc == 0 and out == ['"west-east": replacing connection',
+                               '"west-east": added IKEv2 connection'], out
+    r = west.whack("--name", "west-east", "--initiate")
+    assert r.returncode == 0, r.stdout + west.log()
+    ike = json.loads(west.whack("--showstates", "--json").stdout)["ike_sas"][0]
+    child = ike["children"][0]["serial"]
+    rc, out = _add(west, conf, "west-east")
+    assert rc == 0
+    assert out == ['"west-east": replacing connection',
+                   f'"west-east": deleting its SAs: IKE SA #{ike["serial"]}, Child SA #{child}'
+                   ' (the peer is told); "ipsec up" establishes new ones',
+                   '"west-east": added IKEv2 connection'], out
+    wait_for(lambda: not child_sas(east), 20, "east to see the deletes")
+    assert not child_sas(west)
+    assert '"west-east": replacing connection' in (west.dir / "log").read_text()
+
+
+DR_WEST = """\
+conn dr
+\tauthby=secret
+\tleft={left}
+\tleftid=@west
+\tright=192.0.2.2
+\trightid=@east
+\tauto=add
+{extra}"""
+DR_EAST = """\
+conn dr
+\tauthby=secret
+\tleft=192.0.2.1
+\tleftid=@west
+\tright=192.0.2.2
+\trightid=@east
+\tauto={auto}
+"""
+
+
+@pytest.mark.parametrize("left,extra", [
+    ("%defaultroute", ""),
+    ("%any", "\tleftnexthop=192.0.2.2\n"),
+])
+def test_defaultroute_orients_and_up_works(pair, left, extra):  # noqa: F811
+    start, w_ns, e_ns = pair
+    w_ns.run("ip", "route", "add", "default", "via", "192.0.2.2")
+    east = start("east", e_ns, "add", "--use-none", conf_text=DR_EAST)
+    west = start("west", w_ns, "add", "--use-none",
+                 conf_text=DR_WEST.format(left=left, extra=extra).replace("{", "{{")
+                 .replace("}", "}}") + "#{auto}\n")
+    st = west.whack("--status").stdout
+    assert '"dr": 192.0.2.1[@west]---192.0.2.2...192.0.2.2[@east]' in st, st
+    assert '"dr":   host: oriented; local: 192.0.2.1; remote: 192.0.2.2;' in st
+    r = west.whack("--name", "dr", "--initiate")
+    assert r.returncode == 0, r.stdout + west.log()
+    assert len(child_sas(west)) == 1 and len(child_sas(east)) == 1
+
+
+def test_defaultroute_without_a_default_route_stays_unoriented(pair):  # noqa: F811
+    start, w_ns, _e = pair
+    west = start("west", w_ns, "add", "--use-none",
+                 conf_text=DR_WEST.format(left="%defaultroute", extra="") + "#{auto}\n")
+    r = west.whack("--name", "dr", "--initiate")
+    assert r.returncode == 22, r.stdout

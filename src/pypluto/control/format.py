@@ -112,8 +112,7 @@ def _summary_lines(snap: dict[str, Any]) -> list[str]:
     c, i, p = s["connections"], s["ike_sas"], s["ipsec_sas"]
     cookies = "required" if s["ddos_cookies_required"] else "not required"
     return [
-        f"Total IPsec connections: loaded {c['loaded']}, routed {c['routed']}, "
-        f"active {c['active']}",
+        f"Total IPsec connections: loaded {c['loaded']}, active {c['active']}",
         "",
         f"State Information: DDoS cookies {cookies}, Accepting new IKE connections",
         f"IKE SAs: total({i['total']}), half-open({i['half_open']}), open({i['open']}), "
@@ -139,25 +138,144 @@ def connection_lines(snap: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for name in snap["pluto"].get("unoriented", []):
         lines.append(f'"{name}": unoriented; neither end is a local address;')
+    details = snap["pluto"].get("conn_details", {})
     for c in snap["engine"]["connections"]:
-        n = f'"{c["name"]}"'
+        d = details.get(c["name"])
+        if d is not None:
+            lines += libreswan_conn_lines(c, d)
+            continue
+        n = f'"{c["name"]}"'  # no configuration details: the short form
         left = _end(c["local_subnets"], c["local"], c["local_id"], True)
         right = _end(c["remote_subnets"], c["remote"] or "%any", c["remote_id"], False)
-        routing = "established" if c.get("child_serials") else (
-            "routed" if c.get("routed") else "unrouted")
-        lines.append(f"{n}: {left}...{right}; {routing}; my_ip=unset; their_ip=unset;")
+        lines.append(f"{n}: {left}...{right}; {_routing(c)}; my_ip=unset; their_ip=unset;")
         lines.append(f"{n}:   host: oriented; local: {c['local']}; remote: "
                      f"{c['remote'] or '%any'};")
-        lines.append(f"{n}:   auto: {c['auto']}; type: {c['type']}; authby: {c['authby']};")
-        lines.append(f"{n}:   IKE algorithms: {c.get('ike') or 'default'}")
-        lines.append(f"{n}:   ESP algorithms: {c.get('esp') or 'default'}")
-        auth = {"secret": "PSK", "psk": "PSK", "null": "AUTH_NULL", "rsasig": "RSASIG",
-                "ecdsa": "ECDSA"}.get(c["authby"], c["authby"].upper())
-        lines.append(f"{n}:   policy: IKEv2+{auth}+ENCRYPT+{c['type'].upper()};")
-        if c.get("ike_serials") or c.get("child_serials"):
-            ike = max(c["ike_serials"]) if c.get("ike_serials") else 0
-            ch = max(c["child_serials"]) if c.get("child_serials") else 0
-            lines.append(f"{n}:   newest IKE SA: #{ike}; newest IPsec SA: #{ch};")
+        lines.append(f"{n}:   policy: IKEv2+{_auth_policy(c['authby'])}+ENCRYPT+"
+                     f"{c['type'].upper()};")
+        lines += _newest_lines(n, c)
+    return lines
+
+
+def _routing(c: dict[str, Any]) -> str:
+    return "established" if c.get("child_serials") else (
+        "routed" if c.get("routed") else "unrouted")
+
+
+def _auth_policy(authby: str) -> str:
+    return {"secret": "PSK", "psk": "PSK", "null": "AUTH_NULL", "rsasig": "RSASIG",
+            "ecdsa": "ECDSA"}.get(authby, authby.upper())
+
+
+def _newest_lines(n: str, c: dict[str, Any]) -> list[str]:
+    if not (c.get("ike_serials") or c.get("child_serials")):
+        return []
+    ike = max(c["ike_serials"]) if c.get("ike_serials") else 0
+    ch = max(c["child_serials"]) if c.get("child_serials") else 0
+    return [f"{n}:   newest IKE SA: #{ike}; newest IPsec SA: #{ch};"]
+
+
+def _secs(v: float) -> str:
+    return f"{int(v)}s" if float(v).is_integer() else f"{int(v * 1000)}ms"
+
+
+def _ms_or_s(v: float) -> str:
+    """Libreswan prints retransmit-interval in ms."""
+    return f"{round(v * 1000)}ms"
+
+
+def _max(v: int | None, unit: str) -> str:
+    return f"2^63{unit}" if v is None or v >= 2**63 else f"{v}{unit}"
+
+
+def conn_policy(c: dict[str, Any], d: dict[str, Any]) -> str:
+    """Libreswan 5.2's policy string (``whack --status``) for what the conn has."""
+    bits = ["IKEv2", _auth_policy(c["authby"])]
+    if c["type"] in ("tunnel", "transport"):
+        bits.append("ENCRYPT")
+        bits.append(c["type"].upper())
+        if d["compress"]:
+            bits.append("COMPRESS")
+        if d["pfs"]:
+            bits.append("PFS")
+    else:
+        bits.append({"passthrough": "PASS", "drop": "DROP", "reject": "REJECT"}[c["type"]])
+    if not d["rekey"]:
+        bits.append("DONT_REKEY")
+    if d["reauth"]:
+        bits.append("REAUTH")
+    if d["up"]:
+        bits.append("UP")
+    frag = {"yes": "IKE_FRAG_ALLOW", "force": "IKE_FRAG_ALLOW+IKE_FRAG_FORCE"}.get(
+        d["fragmentation"])
+    if frag:
+        bits.append(frag)
+    if d["mobike"]:
+        bits.append("MOBIKE")
+    if d["esn"] in ("no", "either"):
+        bits.append("ESN_NO")
+    if d["esn"] in ("yes", "either"):
+        bits.append("ESN_YES")
+    return "+".join(bits)
+
+
+def libreswan_conn_lines(c: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    """One connection's block of ``whack --status`` in Libreswan 5.2's layout.
+
+    ``c`` is the engine's ``ConnectionStatus``, ``d`` the daemon's
+    ``conn_details`` (daemon/status.py).  Constant fields are those of features
+    we do not have (XAUTH, mode config, labels, IPTFS, TCP, VTI, NFLOG, offload):
+    Libreswan shows the same values for a conn that does not use them.
+    """
+    n = f'"{c["name"]}"'
+    left = _end(c["local_subnets"], c["local"], c["local_id"], True)
+    if d.get("nexthop"):
+        left += f"---{d['nexthop']}"
+    right = _end(c["remote_subnets"], c["remote"] or "%any", c["remote_id"], False)
+    yn = {True: "yes", False: "no"}
+    ka = f"{d['keep_alive']}s" if d["nat_keepalive"] else "no"
+    routing = "routed-tunnel" if c.get("child_serials") else (
+        "routed-ondemand" if c.get("routed") else "unrouted")
+    lines = [
+        f"{n}: {left}...{right}; {routing}; my_ip=unset; their_ip=unset;",
+        f"{n}:   host: oriented; local: {c['local']}; remote: {c['remote'] or '%any'};",
+        f"{n}:   my_updown={d['updown']};",
+        f"{n}:   xauth us:none, xauth them:none,  my_username=[any]; their_username=[any]",
+        f"{n}:   our auth:{d['our_auth']}, their auth:{d['their_auth']}, our autheap:none, "
+        "their autheap:none;",
+        f"{n}:   modecfg info: us:none, them:none, modecfg policy:push, dns:unset, "
+        "domains:unset, cat:unset;",
+        f"{n}:   sec_label:unset;",
+        f"{n}:   ike_life: {_secs(d['ike_life'])}; ipsec_life: {_secs(d['ipsec_life'])}; "
+        f"ipsec_max_bytes: {_max(d['ipsec_max_bytes'], 'B')}; "
+        f"ipsec_max_packets: {_max(d['ipsec_max_packets'], '')}; "
+        f"replay_window: {d['replay_window']}; rekey_margin: {_secs(d['rekey_margin'])}; "
+        f"rekey_fuzz: {d['rekey_fuzz']:g}%;",
+        f"{n}:   iptfs: no; fragmentation: {d['fragmentation']}; packet-size: 0; "
+        "max-queue-size: 0; drop-time: 0; init-delay: 0; reorder-window: 0;",
+        f"{n}:   retransmit-interval: {_ms_or_s(d['retransmit_interval'])}; "
+        f"retransmit-timeout: {_secs(d['retransmit_timeout'])}; iketcp:no; "
+        "iketcp-port:4500;",
+        f"{n}:   initial-contact:{yn[d['initial_contact']]}; cisco-unity:no; "
+        f"fake-strongswan:no; send-vendorid:{yn[d['send_vendorid']]}; send-no-esp-tfc:no;",
+        f"{n}:   policy: {conn_policy(c, d)};",
+        f"{n}:   v2-auth-hash-policy: none;",
+        f"{n}:   conn_prio: {','.join(str(x) for x in d['conn_prio'])}; interface: "
+        f"{d['interface'] or 'unset'}; metric: 0; mtu: unset; sa_prio:auto; sa_tfc:none;",
+        f"{n}:   nflog-group: unset; mark: {d['mark'] or 'unset'}; vti-iface:unset; "
+        "vti-routing:no; vti-shared:no; nic-offload:no;",
+        f"{n}:   our idtype: {d['our_idtype']}; our id={d['our_id']}; their idtype: "
+        f"{d['their_idtype']}; their id={d['their_id']}",
+        f"{n}:   liveness: {'active' if d['dpddelay'] > 0 else 'passive'}; "
+        f"dpddelay:{_secs(d['dpddelay'])}; retransmit-timeout:{_secs(d['retransmit_timeout'])}",
+        f"{n}:   nat-traversal: encapsulation:{d['encapsulation']}; keepalive:{ka}",
+        f"{n}:   routing: {routing};",
+    ]
+    lines += _newest_lines(n, c)
+    lines.append(f"{n}:   conn serial: ${d['serial']};")
+    if c.get("ike") and c["ike"] != "default":
+        lines.append(f"{n}:   IKE algorithms: {c['ike']}")
+    if c.get("esp") and c["esp"] != "default":
+        lines.append(f"{n}:   ESP algorithms: {c['esp']}")
     return lines
 
 
@@ -309,6 +427,11 @@ def header_lines(snap: dict[str, Any]) -> list[str]:
     return lines
 
 
+def shunt_lines(snap: dict[str, Any]) -> list[str]:
+    """Libreswan's "Bare Shunt list" (on-demand trapping is not implemented: none exist)."""
+    return ["", "Bare Shunt list:", ""]
+
+
 def render(cmd: str, snap: dict[str, Any]) -> list[str]:
     if cmd == "status":
         lines = header_lines(snap)
@@ -319,6 +442,7 @@ def render(cmd: str, snap: dict[str, Any]) -> list[str]:
         lines += _summary_lines(snap)
         lines.append("")
         lines += state_lines(snap)
+        lines += shunt_lines(snap)
         return lines
     if cmd == "connectionstatus":
         return connection_lines(snap) + [""] + _summary_lines(snap)[:1]

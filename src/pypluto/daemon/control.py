@@ -303,6 +303,7 @@ class ControlServer:
 
     async def _down(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
         emit(f'"{name}": terminating SAs using this connection')
+        self.registry.up.discard(name)
         now = self.driver.now()
         self.driver.run(lambda e: e.terminate(name, now), where=f"down {name}", conn=name)
         return RC_SUCCESS, None, None

@@ -260,6 +260,7 @@ class Daemon:
         if not self.sockets.listening:
             return RC_DEAF
         self.log.log("initiating connection", conn=name, debug_class="base", level="debug")
+        self.registry.up.add(name)  # Libreswan: the conn is "supposed to remain up" (+UP)
         now = self.now()
         self.driver.run(lambda e: e.initiate(name, now), where=f"initiating {name}", conn=name)
         return RC_SUCCESS
