@@ -250,7 +250,7 @@ def libreswan_conn_lines(c: dict[str, Any], d: dict[str, Any]) -> list[str]:
         f"ipsec_max_packets: {_max(d['ipsec_max_packets'], '')}; "
         f"replay_window: {d['replay_window']}; rekey_margin: {_secs(d['rekey_margin'])}; "
         f"rekey_fuzz: {d['rekey_fuzz']:g}%;",
-        f"{n}:   iptfs: no; fragmentation: {d['fragmentation']}; packet-size: 0; "
+        f"{n}:   iptfs: no; fragmentation: yes; packet-size: 0; "  # IPTFS's, not IKE's
         "max-queue-size: 0; drop-time: 0; init-delay: 0; reorder-window: 0;",
         f"{n}:   retransmit-interval: {_ms_or_s(d['retransmit_interval'])}; "
         f"retransmit-timeout: {_secs(d['retransmit_timeout'])}; iketcp:no; "

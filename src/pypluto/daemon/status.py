@@ -46,6 +46,8 @@ def _prefix(end: Any) -> int:
     if end.subnets:
         return min(n.prefixlen for n in end.subnets)
     addr = end.host_addr
+    if addr is None:  # %any: no selector yet
+        return 0
     return 128 if addr is not None and addr.version == 6 else 32
 
 
