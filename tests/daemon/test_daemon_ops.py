@@ -181,3 +181,46 @@ def test_defaultroute_without_a_default_route_stays_unoriented(pair):  # noqa: F
                  conf_text=DR_WEST.format(left="%defaultroute", extra="") + "#{auto}\n")
     r = west.whack("--name", "dr", "--initiate")
     assert r.returncode == 22, r.stdout
+
+
+NOWHERE = """\
+conn nowhere
+\tauthby=secret
+\tleft=192.0.2.1
+\tleftid=@west
+\tright=192.0.2.3
+\trightid=@east
+\tretransmit-timeout=3s
+\tauto={auto}
+"""
+
+
+def test_unreachable_peer_shows_retransmissions_in_up(pair):  # noqa: F811
+    """ipsec up toward nobody: each retransmission is a line, as Libreswan 5.2 prints it."""
+    start, w_ns, _e = pair
+    west = start("west", w_ns, "add", "--use-none", conf_text=NOWHERE)
+    r = west.whack("--name", "nowhere", "--initiate")
+    assert r.returncode == 51, r.stdout
+    lines = r.stdout.splitlines()
+    retrans = [ln for ln in lines if "retransmission" in ln]
+    assert retrans == [
+        '"nowhere" #1: IKE_SA_INIT_I: retransmission; will wait 1 seconds for response',
+        '"nowhere" #1: IKE_SA_INIT_I: retransmission; will wait 2 seconds for response',
+    ], lines
+    assert lines.index(retrans[0]) > 0  # after "initiating"
+    assert retrans[0].split('"nowhere" ')[1] in (west.dir / "log").read_text()
+    st = west.whack("--status").stdout
+    assert '"nowhere":   policy: IKEv2+PSK+ENCRYPT+TUNNEL+PFS+UP+IKE_FRAG_ALLOW+ESN_NO+ESN_YES;' \
+        in st
+
+
+def test_short_lifetime_is_logged_at_add(pair, tmp_path):  # noqa: F811
+    start, w_ns, _e = pair
+    conf = NOWHERE.replace("\tauto", "\tsalifetime=5m\n\tauto")
+    west = start("west", w_ns, "add", "--use-none", conf_text=conf)
+    line = ('"nowhere": ipsec-lifetime=300s must be greater than rekeymargin=540s + '
+            "rekeyfuzz=100%; reducing rekeymargin to 150 seconds (rekeying at half the "
+            "lifetime)")
+    assert line in (west.dir / "log").read_text()
+    rc, out = _add(west, str(tmp_path / "west.conf"), "nowhere")
+    assert rc == 0 and line in out, out

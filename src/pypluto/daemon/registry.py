@@ -186,6 +186,10 @@ class Registry:
         self.routed.discard(name)
         self.up.discard(name)
 
+    def retransmit_interval(self, name: str) -> float | None:
+        conn = self.conns.get(name)
+        return conn.retransmit_interval if conn is not None else None
+
     def conns_with_peer(self, addr: IPAddress) -> list[str]:
         """The loaded connections whose remote end is at ``addr``."""
         out = []

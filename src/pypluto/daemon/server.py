@@ -81,6 +81,7 @@ class Daemon:
         self.sockets.on_ike = self._ike_in
         self.driver.spawn = self._spawn
         self.driver.peer_conns = self.registry.conns_with_peer
+        self.driver.retransmit_interval = self.registry.retransmit_interval
         self.started_wall = time.time()
         self.started_mono = time.monotonic()
         self._stop: asyncio.Future[int] | None = None
