@@ -125,6 +125,12 @@ def test_add_of_a_live_conn_says_it_replaces_it_and_its_sas(pair):  # noqa: F811
     assert r.returncode == 0, r.stdout + west.log()
     ike = json.loads(west.whack("--showstates", "--json").stdout)["ike_sas"][0]
     child = ike["children"][0]["serial"]
+    g = west.whack("--globalstatus").stdout.splitlines()
+    for line in ("current.states.all=2", "current.states.ipsec=1", "current.states.ike=1",
+                 "current.states.enumerate.ESTABLISHED_IKE_SA=1",
+                 "current.states.enumerate.ESTABLISHED_CHILD_SA=1",
+                 "current.states.enumerate.IKE_SA_INIT_I=0"):
+        assert line in g, line
     rc, out = _add(west, conf, "west-east")
     assert rc == 0
     assert out == ['"west-east": replacing connection',

@@ -402,6 +402,71 @@ def global_values(snap: dict[str, Any]) -> dict[str, int]:
     return v
 
 
+LIBRESWAN_STATES = (
+    "STATE_MAIN_R0 STATE_MAIN_I1 STATE_MAIN_R1 STATE_MAIN_I2 STATE_MAIN_R2 STATE_MAIN_I3 "
+    "STATE_MAIN_R3 STATE_MAIN_I4 STATE_AGGR_R0 STATE_AGGR_I1 STATE_AGGR_R1 STATE_AGGR_I2 "
+    "STATE_AGGR_R2 STATE_QUICK_R0 STATE_QUICK_I1 STATE_QUICK_R1 STATE_QUICK_I2 "
+    "STATE_QUICK_R2 STATE_INFO STATE_INFO_PROTECTED STATE_XAUTH_R0 STATE_XAUTH_R1 "
+    "STATE_MODE_CFG_SERVER_WAITING_FOR_ACK STATE_MODE_CFG_CLIENT_RESPONDING "
+    "STATE_MODE_CFG_R0 STATE_MODE_CFG_R1 STATE_MODE_CFG_R2 STATE_MODE_CFG_I1 STATE_XAUTH_I0 "
+    "STATE_XAUTH_I1 UNSECURED_R IKE_SA_INIT_I0 IKE_SA_INIT_I IKE_SA_INIT_R IKE_SA_INIT_IR "
+    "IKE_INTERMEDIATE_I IKE_INTERMEDIATE_R IKE_INTERMEDIATE_IR IKE_SESSION_RESUME_I0 "
+    "IKE_SESSION_RESUME_I IKE_SESSION_RESUME_R0 IKE_SESSION_RESUME_R IKE_SESSION_RESUME_IR "
+    "IKE_AUTH_EAP_R IKE_AUTH_I NEW_CHILD_I0 NEW_CHILD_R0 NEW_CHILD_I1 REKEY_IKE_I0 "
+    "REKEY_IKE_I1 REKEY_CHILD_I0 REKEY_CHILD_I1 REKEY_IKE_R0 REKEY_CHILD_R0 "
+    "ESTABLISHED_IKE_SA ESTABLISHED_CHILD_SA ZOMBIE"
+).split()
+"""Libreswan 5.2's ``current.states.enumerate.*`` keys, in its order (IKEv1 ones stay 0)."""
+
+OUR_TO_LIBRESWAN_STATE = {
+    "STATE_V2_PARENT_I1": "IKE_SA_INIT_I",
+    "STATE_V2_PARENT_I2": "IKE_AUTH_I",
+    "STATE_V2_PARENT_R1": "IKE_SA_INIT_R",
+    "STATE_V2_ESTABLISHED_IKE_SA": "ESTABLISHED_IKE_SA",
+    "STATE_V2_IKE_SA_DELETE": "ZOMBIE",
+    "STATE_V2_REKEY_IKE_I1": "REKEY_IKE_I1",
+    "STATE_V2_REKEY_IKE_R0": "REKEY_IKE_R0",
+    "STATE_V2_ESTABLISHED_CHILD_SA": "ESTABLISHED_CHILD_SA",
+    "STATE_V2_NEW_CHILD_I1": "NEW_CHILD_I1",
+    "STATE_V2_REKEY_CHILD_I1": "REKEY_CHILD_I1",
+    "STATE_V2_CHILD_SA_DELETE": "ZOMBIE",
+    "STATE_V2_IKE_AUTH_CHILD_I0": "NEW_CHILD_I0",
+}
+"""Our engine's state names (``ike/sa.py``) as Libreswan 5.2 counts them."""
+
+
+def libreswan_global_lines(snap: dict[str, Any]) -> list[str]:
+    """``whack --globalstatus``: Libreswan 5.2's ``current.*`` lines first, in its order
+    and with its keys, then ours that it lacks (connections, traffic, uptime).
+
+    Libreswan's ``total.*`` counters (events since start) are not kept here.
+    """
+    s = summary(snap)
+    eng = snap["engine"]
+    n_ike = s["ike_sas"]["total"]
+    n_child = s["ipsec_sas"]["total"]
+    counts = dict.fromkeys(LIBRESWAN_STATES, 0)
+    for ike in eng["ike_sas"]:
+        for st in [ike["state"]] + [ch["state"] for ch in ike["children"]]:
+            key = OUR_TO_LIBRESWAN_STATE.get(st, st)
+            counts[key] = counts.get(key, 0) + 1
+    lines = [
+        f"current.states.all={n_ike + n_child}",
+        f"current.states.ipsec={n_child}",
+        f"current.states.ike={n_ike}",
+        "current.states.shunts=0",
+        f"current.states.iketype.anonymous={s['ike_sas']['anonymous']}",
+        f"current.states.iketype.authenticated={s['ike_sas']['authenticated']}",
+        f"current.states.iketype.halfopen={s['ike_sas']['half_open']}",
+        f"current.states.iketype.open={s['ike_sas']['open']}",
+    ]
+    lines += [f"current.states.enumerate.{k}={v}" for k, v in counts.items()]
+    shown = {ln.split("=", 1)[0] for ln in lines}
+    lines += [f"{k}={v}" for k, v in global_values(snap).items()
+              if k not in shown and not k.startswith("current.states.enumerate.")]
+    return lines
+
+
 def header_lines(snap: dict[str, Any]) -> list[str]:
     p = snap["pluto"]
     lines = [f"using kernel interface: {p['backend']}", ""]
@@ -453,7 +518,7 @@ def render(cmd: str, snap: dict[str, Any]) -> list[str]:
     if cmd == "trafficstatus":
         return traffic_lines(snap)
     if cmd == "globalstatus":
-        return [f"{k}={v}" for k, v in global_values(snap).items()]
+        return libreswan_global_lines(snap)
     raise ValueError(cmd)
 
 
