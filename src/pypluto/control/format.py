@@ -538,7 +538,8 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     elif cmd == "trafficstatus":
         out.update(child_sas=traffic_rows(snap))
     elif cmd == "globalstatus":
-        out.update(values=global_values(snap))
+        out.update(values={k: int(v) for k, v in
+                           (ln.split("=", 1) for ln in libreswan_global_lines(snap))})
     return out
 
 
