@@ -136,22 +136,27 @@ class Registry:
         return RC_SUCCESS
 
     def _replace(self, name: str, emit: Callable[[str], None] | None) -> None:
-        """``ipsec add`` of a loaded conn: say so, and what becomes of its SAs, then delete it.
+        """``ipsec add`` of a loaded conn: say so, delete it and its SAs, telling whack how.
 
-        As Libreswan's addconn, the old definition goes with its SAs (the peer is
-        told, RFC 7296 §1.4.1); the lines say which SAs those are.
+        As Libreswan 5.2's addconn: a conn with SAs prints ``terminating SAs using
+        this connection`` and the deletion of each (the peer is told, RFC 7296
+        §1.4.1) before ``added``; we also say ``replacing connection`` first.
         """
         ike, child = self.live_sas(name)
         lines = ["replacing connection"]
         if ike or child:
-            sas = [f"IKE SA #{s}" for s in ike] + [f"Child SA #{s}" for s in child]
-            lines.append(f"deleting its SAs: {', '.join(sas)} (the peer is told); "
-                         '"ipsec up" establishes new ones')
+            lines.append("terminating SAs using this connection")
         for line in lines:
             self.log.log(line, conn=name)
             if emit:
                 emit(f'"{name}": {line}')
-        self.delete(name)
+        saved = self.log.capture
+        if emit is not None and (ike or child):
+            self.log.capture = emit  # the engine's "deleting ..." lines reach whack
+        try:
+            self.delete(name)
+        finally:
+            self.log.capture = saved
 
     def live_sas(self, name: str) -> tuple[list[int], list[int]]:
         """The serials of the IKE and Child SAs of conn ``name`` (engine status)."""
