@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from pypluto import __version__
+from pypluto.config.model import Connection, End
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.helpers import HelperPool
 from pypluto.daemon.logger import PlutoLogger
@@ -26,7 +27,7 @@ ID_TYPES = {0: "ID_NONE", 1: "ID_IPV4_ADDR", 2: "ID_FQDN", 3: "ID_USER_FQDN",
 """RFC 7296 §3.5 ID Type numbers as Libreswan's status names them."""
 
 
-def _id(end: Any) -> tuple[str, str]:
+def _id(end: End) -> tuple[str, str]:
     """(idtype, id text) of one end; no ``id=`` means the end's address (ID_IPV4/6_ADDR)."""
     ident = end.id
     if ident is None:
@@ -41,7 +42,7 @@ def _id(end: Any) -> tuple[str, str]:
     return ID_TYPES.get(ident.id_type, f"ID_{ident.id_type}"), ident.text
 
 
-def _prefix(end: Any) -> int:
+def _prefix(end: End) -> int:
     """The selector's prefix length for ``conn_prio`` (the host itself: /32 or /128)."""
     if end.subnets:
         return min(n.prefixlen for n in end.subnets)
@@ -51,7 +52,7 @@ def _prefix(end: Any) -> int:
     return 128 if addr is not None and addr.version == 6 else 32
 
 
-def conn_details(conn: Any, registry: Registry, sockets: UDPSockets,
+def conn_details(conn: Connection, registry: Registry, sockets: UDPSockets,
                  opts: PlutoOptions) -> dict[str, Any]:
     """What Libreswan 5.2's ``--status`` shows per connection, from its configuration.
 
