@@ -138,21 +138,42 @@ def connection_lines(snap: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for name in snap["pluto"].get("unoriented", []):
         lines.append(f'"{name}": unoriented; neither end is a local address;')
-    details = snap["pluto"].get("conn_details", {})
+    for c in snap["engine"]["connections"]:
+        n = f'"{c["name"]}"'
+        left = _end(c["local_subnets"], c["local"], c["local_id"], True)
+        right = _end(c["remote_subnets"], c["remote"] or "%any", c["remote_id"], False)
+        routing = "established" if c.get("child_serials") else (
+            "routed" if c.get("routed") else "unrouted")
+        lines.append(f"{n}: {left}...{right}; {routing}; my_ip=unset; their_ip=unset;")
+        lines.append(f"{n}:   host: oriented; local: {c['local']}; remote: "
+                     f"{c['remote'] or '%any'};")
+        lines.append(f"{n}:   auto: {c['auto']}; type: {c['type']}; authby: {c['authby']};")
+        lines.append(f"{n}:   IKE algorithms: {c.get('ike') or 'default'}")
+        lines.append(f"{n}:   ESP algorithms: {c.get('esp') or 'default'}")
+        auth = {"secret": "PSK", "psk": "PSK", "null": "AUTH_NULL", "rsasig": "RSASIG",
+                "ecdsa": "ECDSA"}.get(c["authby"], c["authby"].upper())
+        lines.append(f"{n}:   policy: IKEv2+{auth}+ENCRYPT+{c['type'].upper()};")
+        if c.get("ike_serials") or c.get("child_serials"):
+            ike = max(c["ike_serials"]) if c.get("ike_serials") else 0
+            ch = max(c["child_serials"]) if c.get("child_serials") else 0
+            lines.append(f"{n}:   newest IKE SA: #{ike}; newest IPsec SA: #{ch};")
+    return lines
+
+
+def libreswan_connection_lines(snap: dict[str, Any]) -> list[str]:
+    """The "Connection list" of ``--status``: each conn in Libreswan 5.2's layout
+    (:func:`libreswan_conn_lines`) when the daemon gave its ``conn_details``, else
+    the short form of :func:`connection_lines`."""
+    details = snap["pluto"].get("conn_details")
+    if not details:
+        return connection_lines(snap)
+    lines = connection_lines({"pluto": snap["pluto"], "engine": {"connections": []}})
     for c in snap["engine"]["connections"]:
         d = details.get(c["name"])
         if d is not None:
             lines += libreswan_conn_lines(c, d)
-            continue
-        n = f'"{c["name"]}"'  # no configuration details: the short form
-        left = _end(c["local_subnets"], c["local"], c["local_id"], True)
-        right = _end(c["remote_subnets"], c["remote"] or "%any", c["remote_id"], False)
-        lines.append(f"{n}: {left}...{right}; {_routing(c)}; my_ip=unset; their_ip=unset;")
-        lines.append(f"{n}:   host: oriented; local: {c['local']}; remote: "
-                     f"{c['remote'] or '%any'};")
-        lines.append(f"{n}:   policy: IKEv2+{_auth_policy(c['authby'])}+ENCRYPT+"
-                     f"{c['type'].upper()};")
-        lines += _newest_lines(n, c)
+        else:
+            lines += connection_lines({"pluto": {}, "engine": {"connections": [c]}})
     return lines
 
 
@@ -502,7 +523,7 @@ def render(cmd: str, snap: dict[str, Any]) -> list[str]:
         lines = header_lines(snap)
         lines.append("Connection list:")
         lines.append("")
-        lines += connection_lines(snap)
+        lines += libreswan_connection_lines(snap)
         lines.append("")
         lines += _summary_lines(snap)
         lines.append("")
@@ -510,7 +531,7 @@ def render(cmd: str, snap: dict[str, Any]) -> list[str]:
         lines += shunt_lines(snap)
         return lines
     if cmd == "connectionstatus":
-        return connection_lines(snap) + [""] + _summary_lines(snap)[:1]
+        return libreswan_connection_lines(snap) + [""] + _summary_lines(snap)[:1]
     if cmd == "briefstatus":
         return _summary_lines(snap)
     if cmd == "showstates":
