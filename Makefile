@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint bench demo deps clean
+.PHONY: install test test-fast lint bench demo deps clean man service install-service
 
 $(VPY):
 	@echo "==> creating the virtualenv in $(VENV)"
@@ -32,6 +32,9 @@ lint: install
 	@$(VENV)/bin/ruff check src tests
 	@$(VENV)/bin/mypy src
 
+# Side-by-side benchmarks (bench/README.md): ~15 min with the defaults; refuses a
+# dirty tree (BENCH_ALLOW_DIRTY=1 marks the results -dirty).  BENCH=name runs a
+# subset; the issue-18 hold: BENCH_HOLD_N=100000 BENCH_HOLD_SECONDS=600 make bench BENCH=ike_hold
 bench: install deps
 	@$(VPY) -c 'import vici' 2>/dev/null || $(VPY) -m pip install -q -e '.[bench]'
 	@$(VPY) -m bench.run $(BENCH)
@@ -39,6 +42,27 @@ bench: install deps
 demo: install
 	@bash tools/install-deps.sh --demo
 	@$(VPY) tools/demo.py
+
+# Man pages of pluto, whack and ipsec, generated from their argument parsers.
+MANDIR ?= man
+man: install
+	@$(VPY) tools/gen-manpages.py --outdir $(MANDIR)
+
+# The systemd unit with the paths `make install` created (see README, "Running under systemd").
+BINDIR ?= $(CURDIR)/$(VENV)/bin
+IPSEC_CONF ?= /etc/ipsec.conf
+RUNDIR ?= /run/pluto
+WATCHDOGSEC ?= 200
+SERVICE_OUT ?= build/pluto.service
+service:
+	@mkdir -p $(dir $(SERVICE_OUT))
+	@sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@IPSEC_CONF@|$(IPSEC_CONF)|g' \
+	    -e 's|@RUNDIR@|$(RUNDIR)|g' -e 's|@WATCHDOGSEC@|$(WATCHDOGSEC)|g' contrib/pluto.service.in > $(SERVICE_OUT)
+	@echo "==> $(SERVICE_OUT) (pluto from $(BINDIR))"
+
+install-service: install service
+	install -m 0644 $(SERVICE_OUT) /etc/systemd/system/pluto.service
+	systemctl daemon-reload
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache

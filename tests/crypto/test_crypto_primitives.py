@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 from crypto_kat import count, h, load_vectors
+from cryptography.exceptions import InvalidTag
 
 from pypluto.crypto import ciphers
 from pypluto.crypto.errors import CryptoError, IntegrityError, UnsupportedAlgorithm
@@ -148,6 +149,29 @@ def test_gmac_authenticates_without_encrypting() -> None:
     assert a.open(b"12345678", out, b"hdr") == b"clear"
     with pytest.raises(IntegrityError):
         a.open(b"12345678", b"clEar" + out[5:], b"hdr")
+
+
+@pytest.mark.parametrize(
+    "encr",
+    [Encr.AES_GCM_8, Encr.AES_GCM_12, Encr.AES_GCM_16, Encr.AES_CCM_16,
+     Encr.NULL_AUTH_AES_GMAC, Encr.CHACHA20_POLY1305],
+)
+def test_aead_raw_takes_memoryviews(encr: Encr) -> None:
+    """``Aead.raw`` (the ESP fast path) accepts packet slices for data and AAD, and
+    returns bytes equal to what bytes input gives; a changed AAD still fails."""
+    key = bytes(range(32 if encr == Encr.CHACHA20_POLY1305 else 16))
+    salt = b"sal" if encr == Encr.AES_CCM_16 else b"salt"
+    a = ciphers.make_aead(encr, key + salt)
+    seal, open_ = a.raw
+    nonce = a.salt + b"12345678"
+    packet = memoryview(b"SPI_SEQ_" + b"payload data")
+    ct = seal(nonce, packet[8:], packet[:8])
+    assert type(ct) is bytes and ct == seal(nonce, b"payload data", b"SPI_SEQ_")
+    wire = memoryview(b"SPI_SEQ_" + ct)
+    plain = open_(nonce, wire[8:], wire[:8])
+    assert type(plain) is bytes and plain == b"payload data"
+    with pytest.raises(InvalidTag):
+        open_(nonce, wire[8:], memoryview(b"SPI_SEQ!"))
 
 
 def test_null_3des_camellia() -> None:

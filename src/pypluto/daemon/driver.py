@@ -206,6 +206,8 @@ class EngineDriver:
                 self._retransmission(a.conn, a.serial, int(m.group(1)))
         if a.level == "error":
             self._last_error = a
+            if a.traceback and a.conn is None:  # outside any IKE SA: no event follows
+                self.crash.text(a.traceback, "engine: packet processing")
         if a.conn is not None and a.level != "debug":
             self.waiters.on_log(a.conn, PlutoLogger.prefix(a.conn, a.serial, None) + a.message)
 
@@ -250,12 +252,12 @@ class EngineDriver:
         """The engine caught an exception of its own: a crash report with its traceback.
 
         The traceback travels on the engine's error ``Log`` just before the event
-        (its ``traceback`` field, added by the engine's side of issue 11); without
+        (its ``traceback`` field); without
         one the report holds the error line and the event's detail.
         """
         last = self._last_error
-        tb = getattr(last, "traceback", None) if last is not None else None
-        if not isinstance(tb, str) or not tb:
+        tb = last.traceback if last is not None else ""
+        if not tb:
             lines = [last.message] if last is not None else []
             if ev.detail:
                 lines.append(ev.detail)

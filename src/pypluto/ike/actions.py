@@ -6,14 +6,11 @@ list of these.  The daemon carries them out in order; tests inspect them.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from pypluto.kernel.base import PolicyParams, SAParams
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from pypluto.params import IPAddress, PolicyParams, SAParams
 
 
 @dataclass(frozen=True)
@@ -90,6 +87,8 @@ class Log:
     serial: int | None = None
     remote: Endpoint | None = None
     debug_class: str = "base"
+    # an internal error's formatted traceback: for the crash report, not the log line
+    traceback: str = field(default="", repr=False)
 
 
 class EventKind(StrEnum):

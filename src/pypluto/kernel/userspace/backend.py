@@ -52,18 +52,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pypluto.kernel import esp
-from pypluto.kernel.base import (
-    BackendError,
+from pypluto.kernel.base import BackendError, KernelBackend
+from pypluto.kernel.userspace import iproute, offload
+from pypluto.kernel.userspace.tun import open_tun
+from pypluto.params import (
     IPAddress,
-    KernelBackend,
     PolicyParams,
     SAExpire,
     SAParams,
     SAStats,
     TrafficSelector,
 )
-from pypluto.kernel.userspace import iproute, offload
-from pypluto.kernel.userspace.tun import open_tun
 
 log = logging.getLogger("pypluto.kernel.userspace")
 
