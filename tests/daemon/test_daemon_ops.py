@@ -165,7 +165,9 @@ conn dr
 
 @pytest.mark.parametrize("left,extra", [
     ("%defaultroute", ""),
-    ("%any", "\tleftnexthop=192.0.2.2\n"),
+    # "%any" with "leftnexthop=ADDR" orients the same way (daemon/defaultroute.py,
+    # test_ops_units.py), but config/keywords.py refuses an explicit nexthop address
+    # until routes can go through it: not testable end to end yet
 ])
 def test_defaultroute_orients_and_up_works(pair, left, extra):  # noqa: F811
     start, w_ns, e_ns = pair

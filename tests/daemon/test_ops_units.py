@@ -25,12 +25,22 @@ def test_lock_of_a_dead_pid_is_stale(tmp_path):
     assert st.stale and st.pid == p.pid and st.reason == f"PID {p.pid} is not a running pluto"
 
 
+def _sleeper(*extra: str) -> subprocess.Popen[str]:
+    """A live Python process that says "ready" once running (its argv + ``extra``)."""
+    code = "import sys, time; print('ready', flush=True); time.sleep(30)"
+    p = subprocess.Popen([sys.executable, "-c", code, *extra], stdout=subprocess.PIPE,
+                         text=True)
+    assert p.stdout is not None and p.stdout.readline() == "ready\n"
+    return p
+
+
 def test_lock_of_a_live_process_that_is_not_pluto_is_stale(tmp_path):
-    p = subprocess.Popen(["sleep", "30"])
+    p = _sleeper()
     try:
         f = tmp_path / "pluto.pid"
         f.write_text(f"{p.pid}\n")
-        assert lockfile.examine(str(f)).stale
+        st = lockfile.examine(str(f))
+        assert st.stale and st.reason == f"PID {p.pid} is not a running pluto"
     finally:
         p.kill()
         p.wait()
@@ -40,9 +50,7 @@ def test_lock_of_a_live_pluto_is_kept(tmp_path):
     assert lockfile.is_pluto([sys.executable, "-m", "pypluto.cli.pluto", "--nofork"])
     assert lockfile.is_pluto(["/usr/libexec/ipsec/pluto", "--config", "x"])
     assert not lockfile.is_pluto(["/usr/bin/sleep", "30"])
-    # a live process whose command line names our pluto module
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
-                          "pypluto.cli.pluto"])
+    p = _sleeper("pypluto.cli.pluto")  # its command line names our pluto module
     try:
         f = tmp_path / "pluto.pid"
         f.write_text(f"{p.pid}\n")
