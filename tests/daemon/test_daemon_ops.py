@@ -87,6 +87,10 @@ def test_reopenlogs_and_sighup_reopen_the_logfile(make_pluto):
     assert f'reopened logfile "{log}"' in log.read_text()
     assert "Pluto initialized" in (p.dir / "log.1").read_text()
     assert "reopened" not in (p.dir / "log.1").read_text()
+    os.rename(log, p.dir / "log.1b")
+    r = p.whack("--reopenlogs")  # the same through whack's command line
+    assert r.returncode == 0 and r.stdout == f'reopened logfile "{log}"\n'
+    wait_for(log.exists, 10, "the log file reopened by whack --reopenlogs")
     p.whack("--status")  # later lines go to the new file
     os.rename(log, p.dir / "log.2")
     proc.send_signal(signal.SIGHUP)
