@@ -237,3 +237,39 @@ def test_short_lifetime_is_logged_at_add(pair, tmp_path):  # noqa: F811
     assert line in (west.dir / "log").read_text()
     rc, out = _add(west, str(tmp_path / "west.conf"), "nowhere")
     assert rc == 0 and line in out, out
+
+
+@pytest.mark.parametrize("west_setting,east_ike_sas", [
+    ("", 2),  # the default, as Libreswan 4.10 and 5.2: no INITIAL_CONTACT
+    ("\tinitial-contact=yes\n", 1),
+])
+def test_initial_contact_default_is_no(pair, west_setting, east_ike_sas):  # noqa: F811
+    """A restarted west (kill -9) brings the conn up again.  East (uniqueids=no, so only
+    INITIAL_CONTACT could replace the old IKE SA, RFC 7296 §2.4) keeps the old IKE SA
+    unless west sends INITIAL_CONTACT, which by default it does not."""
+    start, w_ns, e_ns = pair
+    east = start("east", e_ns, "add", "--use-none",
+                 conf_text="config setup\n\tuniqueids=no\n\n" + CONF)
+    west_conf = CONF.replace("\tauto={auto}\n", west_setting + "\tauto={auto}\n")
+    west = start("west", w_ns, "add", "--use-none", conf_text=west_conf)
+    assert west.whack("--name", "west-east", "--initiate").returncode == 0
+    assert west.proc is not None
+    west.proc.send_signal(signal.SIGKILL)
+    west.proc.wait(30)
+    west.start("--nofork", "--logfile", str(west.dir / "log2"), "--config",
+               str(west.dir.parent / "west.conf"), "--secretsfile",
+               str(west.dir.parent / "ipsec.secrets"), "--use-none")
+    west.wait_ready()
+    r = west.whack("--name", "west-east", "--initiate")
+    assert r.returncode == 0, r.stdout
+
+    def established() -> int:
+        data = json.loads(east.whack("--showstates", "--json").stdout)["ike_sas"]
+        return sum(1 for i in data if "ESTABLISHED" in i["state"])
+
+    if east_ike_sas == 1:
+        wait_for(lambda: established() == 1, 20, "east to drop the old IKE SA")
+        assert "(INITIAL_CONTACT)" in (east.dir / "log").read_text()
+    else:
+        assert established() == 2
+        assert "INITIAL_CONTACT" not in (east.dir / "log").read_text()
