@@ -227,6 +227,11 @@ def _checksum(hdr: bytes) -> int:
 
 
 class _SABase:
+    @property
+    def policy_drops(self) -> int:
+        """Inner packets outside the SA's selectors (``stats.selector_drops``)."""
+        return self.stats.selector_drops
+
     def __init__(self, sa: SAParams, on_expire: Callable[[SAExpire], None] | None) -> None:
         self.params = sa
         self.spi = sa.spi
@@ -236,7 +241,6 @@ class _SABase:
         self.t = _make_transform(sa)
         self.stats = SAStats()
         self.malformed = 0  # short, bad padding, wrong inner protocol
-        self.policy_drops = 0  # inner packet outside the SA's traffic selectors
         self.on_expire = on_expire
         self.dead = False  # hard limit reached: the SA carries nothing more
         self.created = time.monotonic()
@@ -508,7 +512,7 @@ class InboundSA(_SABase):
         inner = plain[:end]
         chk = self.selector_check
         if chk is not None and not chk(inner):
-            self.policy_drops += 1
+            st.selector_drops += 1
             return None
         st.bytes += end
         st.packets += 1
@@ -541,7 +545,9 @@ class InboundSA(_SABase):
 
         Order of checks follows RFC 4303 §3.4: length, replay (§3.4.3),
         integrity (§3.4.4), then the window update, decryption, padding and
-        next header (§3.4.4.1), and the inner selectors (RFC 4301 §5.2 step 4).
+        next header (§3.4.4.1), and the inner selectors (RFC 4301 §5.2 step 4;
+        in transport mode on the rebuilt packet, so protocol and ports are checked
+        there too).
         """
         st = self.stats
         mv = memoryview(data)
@@ -608,12 +614,12 @@ class InboundSA(_SABase):
             if not inner or (inner[0] >> 4) != (4 if nh == NH_IPV4 else 6):
                 self.malformed += 1
                 return None
-            chk = self.selector_check
-            if chk is not None and not chk(inner):
-                self.policy_drops += 1
-                return None
         else:
             inner = self._rebuild(plain[:end], nh)
+        chk = self.selector_check
+        if chk is not None and not chk(inner):
+            st.selector_drops += 1
+            return None
         st.bytes += len(inner)
         st.packets += 1
         st.last_used = _now()
