@@ -14,7 +14,7 @@ from testsupport import REPO, is_root, require
 
 sys.path.insert(0, str(REPO))
 from bench import esp_lab  # noqa: E402
-from bench.esp_lab import EAST_HOST, EAST_OUTER, WEST_OUTER, Lab  # noqa: E402
+from bench.esp_lab import EAST_HOST, EAST_OUTER, WEST_HOST, WEST_OUTER, Lab  # noqa: E402
 from pypluto.crypto.registry import Encr, Integ  # noqa: E402
 
 pytestmark = pytest.mark.netns
@@ -232,3 +232,62 @@ def test_closed_daemon_socket_is_dropped(lab: Lab) -> None:
     """A socket the daemon closes stops being polled; the others keep working."""
     r = lab.exec(lab.west, sys.executable, "-c", CLOSED_SOCKET, f"ppc{os.getpid()}")
     assert r.stdout.strip() == "1 [b'ike']", r.stdout + r.stderr
+
+
+UDP_LISTEN = textwrap.dedent("""
+    import socket, sys
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind((sys.argv[1], int(sys.argv[2]))); u.settimeout(30)
+    print("ready", flush=True)
+    d, _ = u.recvfrom(4096)
+    print(d.decode(), flush=True)
+""")
+
+SEND_OTHERS = textwrap.dedent("""
+    import socket, sys
+    src, dst = sys.argv[1], sys.argv[2]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((src, 0))
+    u.sendto(b"to-9999", (dst, 9999)); u.sendto(b"to-9999", (dst, 9999))
+    t = socket.socket(); t.bind((src, 0)); t.settimeout(1)
+    try:
+        t.connect((dst, 22))
+        print("tcp-connected")
+    except OSError:
+        print("tcp-refused-or-timeout")
+    u.sendto(b"to-5353", (dst, 5353))
+""")
+
+
+def test_inbound_esp_outside_the_selectors_is_dropped_and_counted(lab: Lab) -> None:
+    """Issue 12 item 1, the port check with hand-keyed ESP: west's SA is for
+    198.51.100.0/24/udp/5353 (RFC 4301 §5.2 step 4).  East, a peer that encrypts
+    correctly whatever it likes, sends ICMP, TCP to port 22 and UDP to 9999: all
+    dropped by west and counted per SA; UDP to 5353 passes."""
+    west_cfg, east_cfg = esp_lab.handkeyed()
+    for sa in west_cfg["sas"]:  # west negotiated only udp/5353 on its side
+        sa["local_ts"] = ["198.51.100.0/24/udp/5353"]
+        sa["remote_ts"] = ["203.0.113.0/24/udp"]
+    west = lab.plane(lab.west, west_cfg)
+    east = lab.plane(lab.east, east_cfg)  # east's selectors: any protocol, any port
+    listener = lab.spawn(lab.west, sys.executable, "-c", UDP_LISTEN, WEST_HOST, "5353",
+                         stdout=subprocess.PIPE)
+    assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+
+    ping = lab.exec(lab.east, "ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", EAST_HOST,
+                    WEST_HOST, check=False)
+    assert ping.returncode != 0  # the echo requests never reach west's stack
+    r = lab.exec(lab.east, sys.executable, "-c", SEND_OTHERS, EAST_HOST, WEST_HOST)
+    assert "tcp-connected" not in r.stdout
+    assert listener.stdout.readline().strip() == "to-5353"
+    listener.wait(timeout=10)
+
+    sent = east.stats()["sas"][str(0x2002)]
+    got = west.stats()["sas"][str(0x2002)]
+    # 2 echo requests + 2 UDP to 9999 + at least one TCP SYN to 22, all authentic ESP
+    assert got["selector_drops"] >= 5
+    assert got["integrity_failures"] == 0 and got["replay_drops"] == 0
+    assert got["packets"] == 1  # the one datagram to 5353
+    assert sent["packets"] == got["packets"] + got["selector_drops"]
+    west.close()
+    east.close()
+    _no_leftovers(lab, lab.west, west_cfg["ifname"])
