@@ -1099,6 +1099,9 @@ class Daemon:
         for c in st.connections:
             c.routed = c.routed or c.name in self.routed
         eng = dataclasses.asdict(st)
+        for ike_d in eng.get("ike_sas", []):
+            for ch_d in ike_d.get("children", []):
+                self._drop_counters(ch_d)
         return {
             "pluto": {
                 "version": __version__,
@@ -1131,6 +1134,14 @@ class Daemon:
             "wallclock": time.time(),
             "engine": eng,
         }
+
+    def _drop_counters(self, ch: dict[str, Any]) -> None:
+        """The inbound SA's drops (replay, integrity, selector: RFC 4303 §3.4, RFC 4301 §5.2)."""
+        spi = ch.get("spi_in", 0)
+        meta = self._sa_index.get(spi)
+        stats = self._stats(meta[0], spi, meta[1]) if meta is not None else None
+        for k in ("replay_drops", "integrity_failures", "selector_drops"):
+            ch[k] = int(getattr(stats, k, 0) or 0)
 
     def _merge_counters(self, ch: Any) -> None:
         for spi, attr_b, attr_p in ((ch.spi_in, "in_bytes", "in_packets"),
