@@ -69,11 +69,13 @@ from pypluto.ike.actions import (
     DelPolicy,
     DelSA,
     Endpoint,
+    EventKind,
+    FailReason,
     Log,
     SendKeepalive,
     SendPacket,
 )
-from pypluto.kernel.base import BackendError, KernelBackend
+from pypluto.kernel.base import BackendError, KernelBackend, SAExpire
 
 NON_ESP_MARKER = b"\x00\x00\x00\x00"
 KEEPALIVE = b"\xff"
@@ -616,7 +618,22 @@ class Daemon:
 
     def _execute(self, actions: list[Any], rate_limited: bool = False) -> None:
         assert self.backend is not None
+        # a Child SA whose SA or policy the backend refused is not established: its
+        # "established" log line and event become a failure, and the engine deletes it
+        failed: dict[int, str] = {}  # serial -> the backend's reason
+        serial_of_reqid: dict[int, int] = {}
+        doomed: list[AddSA] = []
         for a in actions:
+            if isinstance(a, AddSA):
+                serial_of_reqid[a.sa.reqid] = a.sa.serial
+            if isinstance(a, Log) and a.serial in failed \
+                    and a.message.startswith("established Child SA"):
+                continue
+            if isinstance(a, ConnectionEvent) and a.serial in failed \
+                    and a.kind == EventKind.CHILD_ESTABLISHED:
+                a = ConnectionEvent(EventKind.FAILED, a.conn, a.serial,
+                                    f"Child SA not installed: {failed[a.serial]}",
+                                    FailReason.LOCAL)
             try:
                 if isinstance(a, SendPacket):
                     self._send(a.data, a.local, a.remote)
@@ -644,8 +661,19 @@ class Daemon:
             except BackendError as e:
                 self.log.log(f"kernel: {type(a).__name__} failed: {e}", "error",
                              conn=getattr(getattr(a, "sa", None), "conn_name", None) or None)
+                serial = a.sa.serial if isinstance(a, AddSA) else \
+                    serial_of_reqid.get(a.policy.reqid, 0) if isinstance(a, AddPolicy) else 0
+                if serial and serial not in failed:
+                    failed[serial] = str(e)
+                    doomed += [x for x in actions if isinstance(x, AddSA)
+                               and x.sa.serial == serial and x.sa.direction == "in"]
             except Exception as e:  # noqa: BLE001
                 self._internal_error(e, f"executing {type(a).__name__}")
+        for d in doomed:  # the engine deletes the Child SA (and tells the peer)
+            ev = SAExpire(d.sa.dst, d.sa.spi, d.sa.protocol, True,
+                          "install-failed")  # type: ignore[arg-type]
+            self._run(lambda ev=ev: self.engine.sa_expired(ev, self.now()),  # type: ignore[misc]
+                      where="deleting a Child SA the backend refused")
 
     def _compute(self, a: Compute) -> None:
         """Run an offloaded key exchange on the helper pool; resume the engine on the loop."""
