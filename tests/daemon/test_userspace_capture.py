@@ -133,9 +133,9 @@ def child_sas(p: Pluto) -> list[dict]:
 def _plane_leftovers(ns: NetNS) -> str:
     """Rules and tables of the plane still present (empty when it cleaned up)."""
     rules = [ln for ln in ns.run("ip", "rule").stdout.splitlines()
-             if "lookup 4500" in ln or "0x4500" in ln or "lookup 69036" in ln]
+             if "lookup 4500" in ln or "0x4500" in ln or "lookup 70036" in ln]
     routes = ns.run("ip", "route", "show", "table", "4500", check=False).stdout.strip()
-    sel = ns.run("ip", "route", "show", "table", "69036", check=False).stdout.strip()
+    sel = ns.run("ip", "route", "show", "table", "70036", check=False).stdout.strip()
     return "\n".join(rules + [routes, sel]).strip()
 
 
@@ -197,3 +197,29 @@ def test_traffic_is_encrypted_on_the_wire(pair, tmp_path: Path, kind: str) -> No
     west.stop()
     east.stop()
     assert _plane_leftovers(w_ns) == "" and _plane_leftovers(e_ns) == ""
+
+
+def test_a_policy_the_plane_cannot_install_fails_the_child_sa(pair) -> None:
+    """The plane refuses a policy (here its capture rule collides with one already
+    there): whack --initiate fails with the reason, no Child SA is reported
+    established, and the engine deletes it on both ends."""
+    start, _spawn, w_ns, e_ns, _vw = pair
+    conf = BASE + "\tleftprotoport=udp\n\trightprotoport=udp/5353\n"
+    east = start("east", e_ns, conf)
+    west = start("west", w_ns, conf)
+    # the very rule west's plane will want, put there by someone else
+    w_ns.run("ip", "rule", "add", "priority", "4499", "to", "192.0.2.2/32", "ipproto", "17",
+             "dport", "5353", "table", "70036")
+    try:
+        r = west.whack("--name", "west-east", "--initiate")
+        assert r.returncode != 0, r.stdout + w_ns.run("ip", "rule").stdout
+        assert "Child SA not installed" in r.stdout, r.stdout
+        assert "File exists" in r.stdout or "File exists" in west.log()
+        assert not re.search(r"established Child SA", r.stdout), r.stdout
+        wait_for(lambda: not child_sas(west) and not child_sas(east), 20,
+                 "the refused Child SA to be deleted on both ends")
+        assert "kernel: AddPolicy failed" in west.log()
+    finally:
+        w_ns.run("ip", "rule", "del", "priority", "4499", "table", "70036", check=False)
+    west.stop()
+    east.stop()

@@ -34,7 +34,7 @@ def _no_leftovers(lab: Lab, ns: str, ifname: str) -> None:
     assert lab.exec(ns, "ip", "route", "show", "table", "4500").stdout.strip() == ""
     rules = lab.exec(ns, "ip", "rule").stdout
     assert "lookup 4500" not in rules and "fwmark 0x4500" not in rules
-    assert "lookup 69036" not in rules
+    assert "lookup 70036" not in rules
     assert ifname not in lab.exec(ns, "ip", "route", "show", "table", "all").stdout
 
 

@@ -140,8 +140,19 @@ class Routes:
         if selective:
             key: _Rule = (v, str(net), sel_args)
             if self._rule_refs.get(key, 0) == 0:
-                iproute.ip(iproute.fam(v), "rule", "add", "priority", str(self.priority - 1),
-                           "to", str(net), *sel_args, "table", str(self.sel_table))
+                try:
+                    iproute.ip(iproute.fam(v), "rule", "add", "priority",
+                               str(self.priority - 1), "to", str(net), *sel_args, "table",
+                               str(self.sel_table))
+                except BackendError:  # undo the route: the policy is not installed
+                    self._route_refs[rkey] -= 1
+                    if self._route_refs[rkey] <= 0:
+                        del self._route_refs[rkey]
+                        iproute.ip(iproute.fam(v), "route", "del", str(net), "table",
+                                   str(table), check=False)
+                    if policy.source_ip is not None:
+                        self._del_addr(policy.source_ip)
+                    raise
             self._rule_refs[key] = self._rule_refs.get(key, 0) + 1
 
     def delete(self, policy: PolicyParams) -> None:
