@@ -291,3 +291,35 @@ def test_inbound_esp_outside_the_selectors_is_dropped_and_counted(lab: Lab) -> N
     west.close()
     east.close()
     _no_leftovers(lab, lab.west, west_cfg["ifname"])
+
+
+START_AND_CLOSE = textwrap.dedent("""
+    import sys
+    from pypluto.kernel.userspace import UserspaceBackend
+    be = UserspaceBackend(sys.argv[1])
+    print("started", flush=True)
+    be.flush_own(); be.close()
+""")
+
+
+def test_leftover_rules_and_routes_of_a_crashed_run_are_removed_at_start(lab: Lab) -> None:
+    """What a killed daemon left (the capture rules, the mark bypass, both tables) is gone
+    when the next plane starts; rules of others at the same priorities stay."""
+    ns = lab.west
+    for args in (("rule", "add", "priority", "4500", "table", "4500"),
+                 ("rule", "add", "priority", "4499", "to", "192.0.2.2", "ipproto", "17",
+                  "dport", "5353", "table", "70036"),
+                 ("rule", "add", "priority", "4498", "fwmark", "0x4500", "table", "main"),
+                 ("rule", "add", "priority", "4499", "to", "192.0.2.77", "table", "100"),
+                 ("route", "add", "203.0.113.0/24", "dev", "lo", "table", "4500"),
+                 ("route", "add", "192.0.2.2/32", "dev", "lo", "table", "70036")):
+        lab.exec(ns, "ip", *args)
+    r = lab.exec(ns, sys.executable, "-c", START_AND_CLOSE, f"ppl{os.getpid()}")
+    assert "started" in r.stdout, r.stderr
+    rules = lab.exec(ns, "ip", "rule").stdout
+    assert "lookup 4500" not in rules and "lookup 70036" not in rules
+    assert "fwmark 0x4500" not in rules
+    assert "to 192.0.2.77 lookup 100" in rules  # not ours: kept
+    for table in ("4500", "70036"):
+        assert lab.exec(ns, "ip", "route", "show", "table", table,
+                        check=False).stdout.strip() == ""

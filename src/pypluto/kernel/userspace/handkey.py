@@ -39,8 +39,8 @@ def _ts(s: str) -> TrafficSelector:
     net = "/".join(parts[:2]) if len(parts) >= 2 else parts[0]
     proto, lo, hi = 0, 0, 65535
     if len(parts) >= 3:
-        proto = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}.get(parts[2])
-        proto = int(parts[2]) if proto is None else proto
+        named = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}.get(parts[2])
+        proto = int(parts[2]) if named is None else named
     if len(parts) >= 4:
         a, _, b = parts[3].partition("-")
         lo, hi = int(a), int(b or a)
