@@ -29,8 +29,6 @@ everything at shutdown).  Control-plane only: nothing here is per packet.
 from __future__ import annotations
 
 import ipaddress
-import json
-import subprocess
 
 from pypluto.kernel.base import BackendError, IPAddress, PolicyParams, TrafficSelector
 from pypluto.kernel.userspace import iproute
@@ -233,7 +231,7 @@ class Routes:
 
     def _one_of_ours(self, version: int) -> tuple[str, ...] | None:
         """The ``ip rule del`` arguments of one rule of ours still installed, if any."""
-        for r in _rules(version):
+        for r in iproute.rules(version):
             prio = r.get("priority")
             table = str(r.get("table", ""))
             if prio == self.priority and table == str(self.table):
@@ -243,15 +241,6 @@ class Routes:
             if prio == self.priority - 2 and _mark_of(r) == self.mark:
                 return ("priority", str(prio), "fwmark", f"{self.mark:#x}")
         return None
-
-
-def _rules(version: int) -> list[dict[str, object]]:
-    try:
-        r = subprocess.run([iproute.IP, "-j", iproute.fam(version), "rule", "show"],
-                           capture_output=True, text=True, timeout=10)
-        return list(json.loads(r.stdout or "[]"))
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        return []
 
 
 def _mark_of(rule: dict[str, object]) -> int | None:
@@ -265,4 +254,4 @@ def _mark_of(rule: dict[str, object]) -> int | None:
 
 
 def _mark_rule_exists(version: int, priority: int, mark: int) -> bool:
-    return any(r.get("priority") == priority and _mark_of(r) == mark for r in _rules(version))
+    return any(r.get("priority") == priority and _mark_of(r) == mark for r in iproute.rules(version))
