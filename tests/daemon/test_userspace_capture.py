@@ -50,14 +50,17 @@ CONNS = {
     "host-to-host-tunnel": ("", "192.0.2.1", "192.0.2.2"),
     "host-to-host-tunnel-udp-encap": ("\tencapsulation=yes\n", "192.0.2.1", "192.0.2.2"),
     "transport": ("\ttype=transport\n", "192.0.2.1", "192.0.2.2"),
+    "host-to-host-tunnel-ipv6": ("", "2001:db8::1", "2001:db8::2"),
+    "transport-ipv6": ("\ttype=transport\n", "2001:db8::1", "2001:db8::2"),
 }
 
 SERVER = textwrap.dedent("""
     import socket, sys
     host = sys.argv[1]
-    t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    t = socket.socket(fam); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     t.bind((host, 7001)); t.listen(1)
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((host, 7002))
+    u = socket.socket(fam, socket.SOCK_DGRAM); u.bind((host, 7002))
     print("ready", flush=True)
     t.settimeout(30); u.settimeout(30)
     c, _ = t.accept(); data = b""
@@ -75,7 +78,8 @@ CLIENT = textwrap.dedent("""
     src, dst, marker = sys.argv[1], sys.argv[2], sys.argv[3].encode()
     s = socket.create_connection((dst, 7001), timeout=20, source_address=(src, 0))
     s.sendall(b"tcp:" + marker); s.close()
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((src, 0))
+    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    u = socket.socket(fam, socket.SOCK_DGRAM); u.bind((src, 0))
     for _ in range(3):  # the server reads the first; UDP may need a retry
         u.sendto(b"udp:" + marker, (dst, 7002)); time.sleep(0.3)
 """)
@@ -98,6 +102,8 @@ def pair(tmp_path: Path, make_pluto, netns: NetNS) -> Iterator:
         east_ns.run("ip", "link", "set", ve, "up")
         netns.run("ip", "addr", "add", "198.51.100.1/32", "dev", "lo")
         east_ns.run("ip", "addr", "add", "203.0.113.1/32", "dev", "lo")
+        netns.run("ip", "-6", "addr", "add", "2001:db8::1/64", "dev", vw, "nodad")
+        east_ns.run("ip", "-6", "addr", "add", "2001:db8::2/64", "dev", ve, "nodad")
         secrets = tmp_path / "ipsec.secrets"
         secrets.write_text(SECRETS)
         secrets.chmod(0o600)
@@ -144,6 +150,9 @@ def test_traffic_is_encrypted_on_the_wire(pair, tmp_path: Path, kind: str) -> No
     start, spawn, w_ns, e_ns, vw = pair
     extra, src, dst = CONNS[kind]
     conf = BASE + extra
+    if ":" in dst:
+        conf = conf.replace("left=192.0.2.1", "left=2001:db8::1").replace(
+            "right=192.0.2.2", "right=2001:db8::2")
     east = start("east", e_ns, conf)
     west = start("west", w_ns, conf)
     r = west.whack("--name", "west-east", "--initiate")
@@ -158,7 +167,7 @@ def test_traffic_is_encrypted_on_the_wire(pair, tmp_path: Path, kind: str) -> No
 
     server = spawn(e_ns, sys.executable, "-c", SERVER, dst)
     assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
-    ping = w_ns.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", src, "-p",
+    ping = w_ns.run("ping", *(["-6"] if ":" in dst else []), "-c", "3", "-i", "0.2", "-W", "2", "-I", src, "-p",
                     MARKER[:16].hex(), dst, check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr + west.log() + east.log()
     client = w_ns.run(sys.executable, "-c", CLIENT, src, dst, MARKER.decode(), check=False)
@@ -171,12 +180,14 @@ def test_traffic_is_encrypted_on_the_wire(pair, tmp_path: Path, kind: str) -> No
     raw = pcap.read_bytes()
     assert MARKER not in raw and MARKER[:16] not in raw, "cleartext marker on the wire"
     esp = subprocess.run(
-        ["tcpdump", "-r", str(pcap), "-n", "ip proto 50 or (udp port 4500 and udp[8:4] != 0)"],
+        ["tcpdump", "-r", str(pcap), "-n",
+         "ip proto 50 or ip6 proto 50 or (ip and udp port 4500 and udp[8:4] != 0)"],
         capture_output=True, text=True, check=True).stdout.splitlines()
     # 3 pings each way, the TCP handshake, payload and close, the UDP datagrams
     assert len(esp) >= 12, "\n".join(esp)
     clear = subprocess.run(
-        ["tcpdump", "-r", str(pcap), "-n", "icmp or (tcp port 7001) or (udp port 7002)"],
+        ["tcpdump", "-r", str(pcap), "-n",
+         "icmp or (icmp6 and (ip6[40] == 128 or ip6[40] == 129)) or (tcp port 7001) or (udp port 7002)"],
         capture_output=True, text=True, check=True).stdout.strip()
     assert clear == "", clear
     assert "is the peer itself" not in west.log() + east.log()
