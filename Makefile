@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint bench demo deps clean
+.PHONY: install test test-fast lint bench demo deps clean man service install-service
 
 $(VPY):
 	@echo "==> creating the virtualenv in $(VENV)"
@@ -39,6 +39,27 @@ bench: install deps
 demo: install
 	@bash tools/install-deps.sh --demo
 	@$(VPY) tools/demo.py
+
+# Man pages of pluto, whack and ipsec, generated from their argument parsers.
+MANDIR ?= man
+man: install
+	@$(VPY) tools/gen-manpages.py --outdir $(MANDIR)
+
+# The systemd unit with the paths `make install` created (see README, "Running under systemd").
+BINDIR ?= $(CURDIR)/$(VENV)/bin
+IPSEC_CONF ?= /etc/ipsec.conf
+RUNDIR ?= /run/pluto
+WATCHDOGSEC ?= 200
+SERVICE_OUT ?= build/pluto.service
+service:
+	@mkdir -p $(dir $(SERVICE_OUT))
+	@sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@IPSEC_CONF@|$(IPSEC_CONF)|g' \
+	    -e 's|@RUNDIR@|$(RUNDIR)|g' -e 's|@WATCHDOGSEC@|$(WATCHDOGSEC)|g' contrib/pluto.service.in > $(SERVICE_OUT)
+	@echo "==> $(SERVICE_OUT) (pluto from $(BINDIR))"
+
+install-service: install service
+	install -m 0644 $(SERVICE_OUT) /etc/systemd/system/pluto.service
+	systemctl daemon-reload
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -1,4 +1,7 @@
 """pypluto: Libreswan's IKE daemon, pluto, re-built in Python."""
 
-__version__ = "0.1.0"
+from pypluto._version import __version__
+
 VERSION_STRING = f"pypluto {__version__} (Libreswan-compatible pluto in Python)"
+
+__all__ = ["VERSION_STRING", "__version__"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inproc import make_env, recv
+from inproc import ScriptedEngine, make_env, recv
 from inproc import start as _start
 
 from pypluto.config.model import Connection, End
@@ -25,7 +25,6 @@ from pypluto.daemon.server import Daemon
 from pypluto.ike.actions import (
     AddSA,
     ConnectionEvent,
-    DelSA,
     Endpoint,
     Log,
     SendKeepalive,
@@ -36,65 +35,6 @@ from pypluto.kernel.base import SAParams, SAStats
 
 LO = ipaddress.ip_address("127.0.0.1")
 
-
-
-class ScriptedEngine:
-    """Records every call; ``replies`` maps an incoming payload to the actions to return."""
-
-    def __init__(self, settings: Any, secrets: Any, *, local_addrs: Any = ()) -> None:
-        self.settings = settings
-        self.secrets = secrets
-        self.received: list[tuple[bytes, Endpoint, Endpoint]] = []
-        self.replies: dict[bytes, list[Any]] = {}
-        self.conns: dict[str, Connection] = {}
-        self.timer: float | None = None
-        self.timer_fired = 0
-        self.initiated: list[str] = []
-        self.on_initiate: list[Any] = []
-        self.shutdown_called = False
-        self.raise_on: bytes | None = None
-        self.status_obj = EngineStatus()
-
-    def add_connection(self, conn: Connection) -> list[Any]:
-        self.conns[conn.name] = conn
-        return []
-
-    def delete_connection(self, name: str, now: float) -> list[Any]:
-        self.conns.pop(name, None)
-        return []
-
-    def initiate(self, name: str, now: float) -> list[Any]:
-        self.initiated.append(name)
-        return list(self.on_initiate)
-
-    def terminate(self, name: str, now: float) -> list[Any]:
-        return []
-
-    rekey_ike = rekey_child = terminate
-
-    def receive(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> list[Any]:
-        if self.raise_on is not None and data == self.raise_on:
-            raise RuntimeError("scripted engine failure")
-        self.received.append((data, local, remote))
-        return list(self.replies.get(data, []))
-
-    def handle_timer(self, now: float) -> list[Any]:
-        self.timer_fired += 1
-        self.timer = None
-        return [Log("timer fired", conn="c1", serial=1)]
-
-    def next_timer(self) -> float | None:
-        return self.timer
-
-    def sa_counters(self, *a: Any) -> list[Any]:
-        return []
-
-    def status(self, now: float) -> EngineStatus:
-        return self.status_obj
-
-    def shutdown(self, now: float) -> list[Any]:
-        self.shutdown_called = True
-        return [DelSA(LO, 0x1234, conn_name="c1", serial=2)]
 
 
 @pytest.fixture
@@ -210,7 +150,7 @@ def test_whack_requests_in_process(env: dict[str, Any]) -> None:
         d, eng, peer = await start(env)
         loop = asyncio.get_running_loop()
         path = str(env["tmp"] / "pluto.ctl")
-        assert d.add_conn(conn("c1")) == RC_SUCCESS
+        assert d.registry.add(conn("c1")) == RC_SUCCESS
         assert eng.conns["c1"].local_is_left is True
 
         async def whack(cmd: str, **args: Any) -> Any:
@@ -226,7 +166,7 @@ def test_whack_requests_in_process(env: dict[str, Any]) -> None:
 
         async def finish_later() -> None:
             await asyncio.sleep(0.2)
-            d._execute([Log("established Child SA", conn="c1", serial=2),
+            d.driver.execute([Log("established Child SA", conn="c1", serial=2),
                         ConnectionEvent("child-established", "c1", 2)])
 
         t = asyncio.ensure_future(finish_later())
@@ -235,7 +175,7 @@ def test_whack_requests_in_process(env: dict[str, Any]) -> None:
         assert r.rc == RC_SUCCESS
         assert out == ['"c1" #1: initiating IKEv2 connection', '"c1" #2: established Child SA']
         # a failure ends the wait with a non-zero rc
-        loop.call_later(0.2, d._execute, [ConnectionEvent("failed", "c1", 3, "AUTHENTICATION_FAILED")])
+        loop.call_later(0.2, d.driver.execute, [ConnectionEvent("failed", "c1", 3, "AUTHENTICATION_FAILED")])
         r, out = await whack("initiate", name="c1")
         assert r.rc == 56 and any("AUTHENTICATION_FAILED" in x for x in out)
         # not listening: RC_DEAF, until --listen
@@ -255,7 +195,7 @@ def test_whack_requests_in_process(env: dict[str, Any]) -> None:
                                  children=[ChildSAStatus(2, "c1", "STATE_V2_ESTABLISHED_CHILD_SA",
                                                          1, 0x1234, 0xabcd)])])
         sa = SAParams(src=ipaddress.ip_address("192.0.2.9"), dst=LO, spi=0x1234, direction="in")
-        d._execute([AddSA(sa)])
+        d.driver.execute([AddSA(sa)])
         backend: Any = d.backend
         backend.stats[("127.0.0.1", 0x1234, "esp")] = SAStats(bytes=840, packets=10)
         r, out = await whack("trafficstatus")
@@ -307,7 +247,7 @@ def test_command_line_reaches_engine_settings(env: dict[str, Any]) -> None:
         assert s.uniqueids is False and s.virtual_private == "%v4:10.0.0.0/8"
         assert (s.listen_port, s.natt_port) == (o.ikeport, o.natikeport)
         c = conn("c2")
-        assert d.add_conn(c) == RC_SUCCESS and eng.conns["c2"].uniqueids is False
+        assert d.registry.add(c) == RC_SUCCESS and eng.conns["c2"].uniqueids is False
         await d.shutdown()
         peer.close()
 

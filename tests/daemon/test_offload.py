@@ -16,56 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inproc import make_env, recv
+from inproc import OffloadingEngine, make_env, recv
 from inproc import start as _start
 
 from pypluto.daemon.helpers import HelperPool, helper_count
 from pypluto.daemon.server import Daemon
-from pypluto.ike.actions import Compute, Endpoint, Log, SendPacket
-from pypluto.ike.status import EngineStatus
-
-
-class OffloadingEngine:
-    """Answers datagram ``X`` after a Compute job: ``job`` names the thread it ran on."""
-
-    def __init__(self, settings: Any, secrets: Any, *, local_addrs: Any = ()) -> None:
-        self.settings = settings
-        self.resumed: list[tuple[int, object, str]] = []
-        self.received: list[bytes] = []
-        self.peer: Endpoint | None = None
-        self.local: Endpoint | None = None
-
-    def add_connection(self, conn: Any) -> list[Any]:
-        return []
-
-    def receive(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> list[Any]:
-        self.received.append(data)
-        self.peer, self.local = remote, local
-        if data == b"FAIL":
-            def job() -> object:
-                raise RuntimeError("helper job exploded")
-            return [Compute(job, 2)]
-        if data == b"KE":
-            return [Compute(lambda: threading.current_thread().name, 1)]
-        return []
-
-    def resume(self, token: int, result: object, now: float) -> list[Any]:
-        self.resumed.append((token, result, threading.current_thread().name))
-        assert self.peer is not None and self.local is not None
-        return [SendPacket(f"RESUMED {token}".encode(), self.local, self.peer),
-                Log(f"resumed job {token}")]
-
-    def handle_timer(self, now: float) -> list[Any]:
-        return []
-
-    def next_timer(self) -> float | None:
-        return None
-
-    def status(self, now: float) -> EngineStatus:
-        return EngineStatus()
-
-    def shutdown(self, now: float) -> list[Any]:
-        return []
 
 
 @pytest.fixture

@@ -4,6 +4,10 @@
 until it answers on its control socket; ``ipsec stop`` is ``whack --shutdown``;
 the connection and status sub-commands map onto whack; ``checkconfig``,
 ``addconn`` and ``readwriteconf`` are the config tools.
+
+The command names and aliases are Libreswan 5.2's (programs/ipsec/ipsec.in).
+A Libreswan command pypluto cannot do yet fails with "not supported by pypluto"
+and a non-zero status (``UNSUPPORTED``), never a silent no-op.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Callable
 
 from pypluto import __version__
 from pypluto.control.client import ControlError, call, ctl_path
-from pypluto.control.protocol import RC_SUCCESS, RC_WHACK_PROBLEM
+from pypluto.control.protocol import RC_ROUTE, RC_SUCCESS, RC_WHACK_PROBLEM
 
 DEFAULT_CONFIG = "/etc/ipsec.conf"
 
@@ -25,24 +29,76 @@ Usage: ipsec <command> [arguments]
   pluto [options]              run the IKE daemon (see pluto --help)
   whack [options]              talk to the running daemon (see whack --help)
   start [pluto options]        start pluto with --config /etc/ipsec.conf
+  start <conn>                 add the connection, then bring it up
   stop                         shut pluto down (deletes every SA)
   restart [pluto options]      stop, then start
-  add <conn>...                load connections from the config file
+  add <conn>...                load connections from the config file; a loaded
+                               connection of that name is replaced (its SAs deleted)
+  replace <conn>...            the same as add
   delete <conn>                delete a connection and its SAs
   up <conn>                    initiate a connection and wait for the result
   down <conn>                  delete a connection's SAs, keep the connection
-  status | briefstatus | trafficstatus | showstates | globalstatus  [--json]
+  status | briefstatus | trafficstatus | showstates | globalstatus
+         | connectionstatus  [--json]
   listen                       rescan interfaces and reload secrets
   rereadsecrets                reload the secrets file(s)
+  rereadall                    rereadsecrets (pypluto has no certificate store to reread)
   checkconfig                  check the config file (ipsec addconn --checkconfig)
   addconn [options]            Libreswan's addconn
   readwriteconf [options]      the resolved configuration, canonical form
   version                      show the version
   loadtest [options]           initiate many IKE SAs against a responder (--help)
-  auto --add|--delete|--up|--down|--status NAME   Libreswan 4 spelling of the above
+  auto --add|--replace|--delete|--up|--down|--route|--unroute|--status|
+       --rereadsecrets|--rereadall|--listen  NAME   Libreswan 4 spelling (deprecated)
+Not supported by pypluto (exit 25: on-demand routing is not implemented):
+  route, unroute, ondemand
+Not supported by pypluto (exit 33): rereadcerts, fetchcrls, listcerts, listcacerts,
+  listcrls, listpubkeys, listall, purgeocsp, checkpubkeys, shuntstatus,
+  briefconnectionstatus, fipsstatus, redirect, checknss, initnss, import, certutil,
+  crlutil, modutil, pk12util, vfychain, checknflog, stopnflog, reload
 Common options (before the arguments): --rundir <dir>, --ctlsocket <file>,
   --config <file>
 """
+
+# Libreswan 5.2's aliases (ipsec.in) -> our command name.
+ALIASES = {
+    "--add": "add", "--replace": "replace", "--delete": "delete", "--down": "down",
+    "terminate": "down", "--up": "up", "initiate": "up", "--initiate": "up",
+    "--status": "status", "--briefstatus": "briefstatus", "--globalstatus": "globalstatus",
+    "--connectionstatus": "connectionstatus", "--showstates": "showstates",
+    "--statestatus": "showstates", "--trafficstatus": "trafficstatus",
+    "traffic": "trafficstatus", "--listen": "listen", "--ready": "listen",
+    "--rereadsecrets": "rereadsecrets", "secrets": "rereadsecrets",
+    "--rereadall": "rereadall", "--route": "route", "--unroute": "unroute",
+    "--ondemand": "ondemand", "--start": "start", "--stop": "stop", "--restart": "restart",
+}
+
+# On-demand (trap) routing is not implemented yet: these fail with RC_ROUTE.  When
+# it lands, set this to True and they are passed to pluto as whack --route/--unroute.
+ON_DEMAND_SUPPORTED = False
+ON_DEMAND = ("route", "unroute", "ondemand")
+
+# Libreswan 5.2 commands pypluto cannot do: the reason printed with the error.
+UNSUPPORTED: dict[str, str] = {
+    **{c: "pypluto has no certificate store (certificate authentication is not "
+          "implemented)" for c in ("rereadcerts", "fetchcrls", "crls", "listcerts",
+                                   "listcacerts", "listcrls", "purgeocsp", "checknss",
+                                   "initnss", "import", "certutil", "crlutil", "modutil",
+                                   "pk12util", "vfychain")},
+    "listpubkeys": "raw public keys are listed by 'ipsec status' only",
+    "checkpubkeys": "raw public keys are listed by 'ipsec status' only",
+    "listall": "pypluto has no certificate store; use 'ipsec status'",
+    "shuntstatus": "bare shunts (on-demand routing) are not implemented",
+    "briefconnectionstatus": "use 'ipsec connectionstatus'",
+    "fipsstatus": "pypluto has no FIPS mode",
+    "fips": "pypluto has no FIPS mode",
+    "redirect": "IKEv2 redirect (RFC 5685) is not implemented",
+    "checknflog": "NFLOG groups are not implemented",
+    "stopnflog": "NFLOG groups are not implemented",
+    "reload": "Libreswan 5.2 has no 'ipsec reload'; use 'ipsec rereadall' for the secrets "
+              "and 'ipsec add NAME' (or 'ipsec replace NAME') for a changed connection",
+}
+UNSUPPORTED_RC = RC_WHACK_PROBLEM
 
 STATUS_CMDS = ("status", "briefstatus", "trafficstatus", "showstates", "globalstatus",
                "connectionstatus")
@@ -131,23 +187,63 @@ def cmd_stop(opts: dict[str, str]) -> int:
     return rc
 
 
-def cmd_add(opts: dict[str, str], names: list[str]) -> int:
+def loaded_names(path: str) -> set[str]:
+    """The oriented connections pluto has loaded (those that can have SAs); empty if unknown.
+
+    ``connectionstatus`` carries no SAs, so this stays cheap with many SAs up.
+    """
+    try:
+        reply = call(path, "connectionstatus", {"json": True}, timeout=10.0)
+    except ControlError:
+        return set()
+    data = reply.data if isinstance(reply.data, dict) else {}
+    return {str(c.get("name")) for c in data.get("connections", []) if isinstance(c, dict)}
+
+
+def cmd_add(opts: dict[str, str], names: list[str], verb: str = "add") -> int:
+    """``ipsec add`` / ``ipsec replace``: (re)load conns from the config file.
+
+    As Libreswan's addconn, a conn that is already loaded is replaced: its SAs
+    are deleted first.  pluto only replaces it once the new definition is found
+    and parsed, so a conn missing from the file leaves the loaded one alone; the
+    lines below say which conns were replaced.
+    """
     if not names:
-        print("ipsec add: connection name required", file=sys.stderr)
+        print(f"ipsec {verb}: connection name required", file=sys.stderr)
         return RC_WHACK_PROBLEM
     path = ctl_path(opts.get("rundir"), opts.get("ctlsocket"))
     args: dict[str, object] = {"names": names}
     if "config" in opts:  # else pluto's own --config (or /etc/ipsec.conf)
         args["config"] = os.path.abspath(opts["config"])
+    before = loaded_names(path) & set(names)
+
+    def out(line: str) -> None:
+        for n in before:  # pluto's "added" (or "kept unoriented") line for a replaced conn
+            if line.startswith(f'"{n}": '):
+                print(f'"{n}": replacing the loaded connection: its SAs were deleted',
+                      flush=True)
+                before.discard(n)
+                break
+        print(line, flush=True)
+
     try:
-        reply = call(path, "add", args,
-                     on_output=lambda s: print(s, flush=True))
+        reply = call(path, "add", args, on_output=out)
     except ControlError as e:
-        print(f"ipsec add: {e}", file=sys.stderr)
+        print(f"ipsec {verb}: {e}", file=sys.stderr)
         return e.rc
     if reply.error:
         print(reply.error)
     return reply.rc
+
+
+def cmd_unsupported(cmd: str) -> int:
+    if cmd in ON_DEMAND:
+        print(f"ipsec {cmd}: not supported by pypluto: on-demand (trap) routing is not "
+              "implemented yet; use 'ipsec up NAME' to bring a connection up",
+              file=sys.stderr)
+        return RC_ROUTE
+    print(f"ipsec {cmd}: not supported by pypluto: {UNSUPPORTED[cmd]}", file=sys.stderr)
+    return UNSUPPORTED_RC
 
 
 def _config_tool(name: str, argv: list[str]) -> int:
@@ -166,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0 if args else 1
     cmd, rest_args = args[0], args[1:]
+    cmd = ALIASES.get(cmd, cmd)
     if cmd in ("--version", "version"):
         print(f"Libreswan-compatible pypluto {__version__}")
         return 0
@@ -192,6 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "checkconfig":
         return _config_tool("addconn", ["--config", opts.get("config", DEFAULT_CONFIG),
                                         "--checkconfig", *rest])
+    if cmd in UNSUPPORTED or (cmd in ON_DEMAND and not ON_DEMAND_SUPPORTED):
+        return cmd_unsupported(cmd)
+    if cmd == "start" and rest and not rest[0].startswith("-"):
+        # Libreswan 5.2: "ipsec start NAME" is add + up
+        if len(rest) != 1:
+            print("ipsec start: exactly one connection name required", file=sys.stderr)
+            return RC_WHACK_PROBLEM
+        rc = cmd_add(opts, rest, "start")
+        return rc or _whack(w + ["--name", rest[0], "--initiate"])
     if cmd == "start":
         return cmd_start(opts, rest)
     if cmd == "stop":
@@ -203,24 +309,34 @@ def main(argv: list[str] | None = None) -> int:
         return _whack(w + [f"--{cmd}", *rest])
     if cmd in ("listen", "rereadsecrets"):
         return _whack(w + [f"--{cmd}"])
-    if cmd == "add":
-        return cmd_add(opts, rest)
-    if cmd in ("delete", "up", "down"):
+    if cmd == "rereadall":
+        # Libreswan: rereadsecrets + rereadcerts; pypluto has no certificates to reread
+        return _whack(w + ["--rereadsecrets"])
+    if cmd in ("add", "replace"):
+        return cmd_add(opts, rest, cmd)
+    if cmd in ("delete", "up", "down", "route", "unroute", "ondemand"):
         if len(rest) != 1:
             print(f"ipsec {cmd}: exactly one connection name required", file=sys.stderr)
             return RC_WHACK_PROBLEM
-        action = {"delete": "--delete", "up": "--initiate", "down": "--down"}[cmd]
+        if cmd == "ondemand":  # route, then initiate (Libreswan 5.2)
+            return (_whack(w + ["--name", rest[0], "--route"])
+                    or _whack(w + ["--name", rest[0], "--initiate"]))
+        action = {"delete": "--delete", "up": "--initiate", "down": "--down",
+                  "route": "--route", "unroute": "--unroute"}[cmd]
         return _whack(w + ["--name", rest[0], action])
-    if cmd == "auto":  # Libreswan 4's "ipsec auto --up NAME" spelling
-        mapping = {"--add": "add", "--delete": "delete", "--up": "up", "--down": "down",
-                   "--status": "status", "--rereadsecrets": "rereadsecrets",
-                   "--listen": "listen"}
+    if cmd == "auto":  # Libreswan 4's "ipsec auto --up NAME" spelling (deprecated in 5.0)
+        mapping = {"--add": "add", "--replace": "replace", "--delete": "delete",
+                   "--up": "up", "--down": "down", "--route": "route", "--unroute": "unroute",
+                   "--ondemand": "ondemand", "--status": "status",
+                   "--rereadsecrets": "rereadsecrets", "--rereadall": "rereadall",
+                   "--listen": "listen", "--ready": "listen"}
         ops = [a for a in rest if a in mapping]
         names = [a for a in rest if a not in mapping]
         if len(ops) != 1:
             print("ipsec auto: exactly one of " + ", ".join(mapping) + " is required",
                   file=sys.stderr)
             return RC_WHACK_PROBLEM
+        print("WARNING: ipsec auto has been deprecated", file=sys.stderr)
         extra = [f"--{k}={v}" for k, v in opts.items()]
         return main([mapping[ops[0]], *extra, *names])
     print(f"ipsec: unknown command \"{cmd}\"; try 'ipsec --help'", file=sys.stderr)
@@ -228,4 +344,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pypluto.cli.entry import ipsec
+
+    ipsec()

@@ -34,9 +34,20 @@ commands:
   --debug <class> | --no-debug <class> | --debug help
   --shutdown
   --help | --version
-exit status: 0 success, 21 unknown connection, 24 pluto not listening,
-  25 cannot route, 33 whack problem (bad arguments, pluto not running),
-  50 bad request, 51 no answer from peer, 56 negotiation failed
+exit status (Libreswan's whack rc_type):
+   0 success
+  21 unknown connection name
+  22 cannot orient the connection: neither end is a local address
+  24 pluto is not listening (needs --listen before --initiate)
+  25 cannot route (on-demand routing is not implemented)
+  29 cannot initiate: the peer's IP address is unknown (right=%any)
+  30 cannot initiate a shunt-only connection (type=passthrough|drop|reject)
+  33 whack-detected problem (bad arguments, pluto not running)
+  50 pluto could not understand the request
+  51 no answer from the peer (retransmits exhausted)
+  52 internal error in pluto
+  56 negotiation failed (fatal error)
+ 141 stdout closed by its reader (as a C tool killed by SIGPIPE)
 """
 
 
@@ -45,28 +56,51 @@ class _Parser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
+STATUS_HELP = {
+    "status": "the full status: interfaces, connections, SAs (Libreswan's layout)",
+    "globalstatus": "global counters as key=value lines",
+    "showstates": "one line per IKE and Child SA",
+    "trafficstatus": "bytes in/out of each established Child SA",
+    "briefstatus": "the totals: connections, IKE and IPsec SAs, DDoS mode",
+    "connectionstatus": "the connection list only",
+    "listen": "rescan the interfaces, reload the secrets, load conns that now orient",
+    "unlisten": "stop listening for IKE (existing SAs stay)",
+    "rereadsecrets": "reload the secrets file(s)",
+    "listpsks": "which IDs have a pre-shared key (never the key itself)",
+    "shutdown": "delete every SA (telling the peers) and stop pluto",
+}
+
+
 def build_parser() -> _Parser:
     p = _Parser(prog="whack", add_help=False, allow_abbrev=False)
     a = p.add_argument
-    a("--help", action="store_true")
-    a("--version", action="store_true")
-    a("--ctlsocket")
-    a("--rundir")
-    a("--name")
-    a("--json", action="store_true")
-    a("--asynchronous", action="store_true")
-    a("--timeout", type=float, default=0.0)
+    a("--help", action="store_true", help="this text, with the exit status list")
+    a("--version", action="store_true", help="the version")
+    a("--ctlsocket", metavar="file", help="pluto's control socket (default RUNDIR/pluto.ctl)")
+    a("--rundir", metavar="dir", help="pluto's run directory (default /run/pluto)")
+    a("--name", metavar="connection_name", help="the connection the action applies to")
+    a("--json", action="store_true",
+      help="print a status command's answer as one JSON object (docs/control-protocol.md)")
+    a("--asynchronous", action="store_true",
+      help="with --initiate: return once the exchange started, without waiting")
+    a("--timeout", type=float, default=0.0, metavar="seconds",
+      help="with --initiate: give up waiting after this long (default: retransmit-timeout + 5)")
     for c in STATUS + GLOBAL + ["shutdown"]:
-        a(f"--{c}", action="store_true")
-    a("--initiate", action="store_true")
-    a("--down", "--terminate", dest="down", action="store_true")
-    a("--delete", action="store_true")
-    a("--route", action="store_true")
-    a("--unroute", action="store_true")
-    a("--rekey-ike", action="store_true")
-    a("--rekey-child", "--rekey-ipsec", dest="rekey_child", action="store_true")
-    a("--debug", action="append", default=[])
-    a("--no-debug", action="append", default=[])
+        a(f"--{c}", action="store_true", help=STATUS_HELP[c])
+    a("--initiate", action="store_true",
+      help="bring the connection up and wait for the Child SA (or the failure)")
+    a("--down", "--terminate", dest="down", action="store_true",
+      help="delete the connection's SAs, keep the connection")
+    a("--delete", action="store_true", help="delete the connection and its SAs")
+    a("--route", action="store_true", help="on-demand routing (not implemented: exit 25)")
+    a("--unroute", action="store_true", help="undo --route")
+    a("--rekey-ike", action="store_true", help="rekey the connection's IKE SA now")
+    a("--rekey-child", "--rekey-ipsec", dest="rekey_child", action="store_true",
+      help="rekey the connection's Child SA now")
+    a("--debug", action="append", default=[], metavar="class",
+      help='enable a debug class ("--debug help" lists them)')
+    a("--no-debug", action="append", default=[], metavar="class",
+      help="disable a debug class")
     return p
 
 
@@ -154,4 +188,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pypluto.cli.entry import whack
+
+    whack()

@@ -110,9 +110,12 @@ def measure(jobs: int = 200, workers: int = 2) -> dict[str, dict[str, float]]:
         for _ in range(n):
             _ke_job(group)
         row["inline"] = n / (time.perf_counter() - t)
-        for kind, cls in (("threads", concurrent.futures.ThreadPoolExecutor),
-                          ("processes", concurrent.futures.ProcessPoolExecutor)):
-            with cls(max_workers=workers) as ex:  # type: ignore[operator]
+        makers: dict[str, Callable[[], concurrent.futures.Executor]] = {
+            "threads": lambda: concurrent.futures.ThreadPoolExecutor(max_workers=workers),
+            "processes": lambda: concurrent.futures.ProcessPoolExecutor(max_workers=workers),
+        }
+        for kind, make in makers.items():
+            with make() as ex:
                 list(ex.map(_ke_job, [group] * workers))  # warm up
                 t = time.perf_counter()
                 list(ex.map(_ke_job, [group] * n))
@@ -137,10 +140,23 @@ def sd_notify(state: str) -> bool:
 
 def write_crash_report(coredir: str, exc: BaseException, where: str = "") -> str | None:
     """Write a report of an unhandled error to ``coredir``; return its path."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return write_crash_text(coredir, text, where)
+
+
+def write_crash_text(coredir: str, text: str, where: str = "") -> str | None:
+    """Write a crash report whose body (a formatted traceback) is ``text``; return its path.
+
+    The file is created mode 0600 (it may name addresses and connection names).
+    """
     try:
         os.makedirs(coredir, exist_ok=True)
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
         path = os.path.join(coredir, f"pluto-crash-{os.getpid()}-{stamp}.txt")
+        n = 1
+        while os.path.exists(path):  # two reports within one second: keep both
+            n += 1
+            path = os.path.join(coredir, f"pluto-crash-{os.getpid()}-{stamp}-{n}.txt")
         with open(path, "w", encoding="utf-8") as f:
             os.fchmod(f.fileno(), 0o600)
             f.write(f"pypluto {__version__} crash report\n")
@@ -149,10 +165,42 @@ def write_crash_report(coredir: str, exc: BaseException, where: str = "") -> str
             if where:
                 f.write(f"where: {where}\n")
             f.write("\n")
-            f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+            f.write(text if text.endswith("\n") else text + "\n")
         return path
     except OSError:
         return None
+
+
+class CrashReports:
+    """Internal errors: one error line each, and a crash report for the first ``limit``.
+
+    ``log`` is the daemon's ``PlutoLogger.log``; the limit keeps a bug that fires
+    on every packet from filling ``--coredir``.
+    """
+
+    def __init__(self, coredir: str, log: Callable[..., None], limit: int = 10) -> None:
+        self.coredir = coredir
+        self._log = log
+        self.limit = limit
+        self.written = 0
+
+    def exception(self, e: BaseException, where: str) -> None:
+        """An exception caught in the daemon (or raised out of an engine call)."""
+        self._log(f"internal error in {where}: {type(e).__name__}: {e}", "error",
+                  rate_limited=True)
+        if self.written < self.limit:
+            self.written += 1
+            self._wrote(write_crash_report(self.coredir, e, where))
+
+    def text(self, text: str, where: str) -> None:
+        """An error the engine caught and reported with its traceback as text."""
+        if self.written < self.limit:
+            self.written += 1
+            self._wrote(write_crash_text(self.coredir, text, where))
+
+    def _wrote(self, path: str | None) -> None:
+        if path:
+            self._log(f"crash report written to {path}", "error", rate_limited=True)
 
 
 def leak_report(limit: int = 10) -> list[str]:

@@ -1,0 +1,350 @@
+"""The control socket's server side: framing, and a table from whack command to handler.
+
+The protocol itself (frames, requests, result codes) is ``control/protocol.py``
+(docs/control-protocol.md): a 4-byte length and a JSON body per frame; the
+server answers with zero or more ``output`` frames and exactly one ``result``.
+Commands that do not name a connection are in ``GLOBAL_COMMANDS``; those that
+do (``--name``) in ``CONN_COMMANDS``, reached only once the name is known and
+its connection oriented.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import os
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from pypluto import __version__
+from pypluto.config.parser import ConfigFile, inputs_signature
+from pypluto.control import format as fmt
+from pypluto.control.protocol import (
+    MAX_FRAME,
+    RC_BADWHACKMESSAGE,
+    RC_DEAF,
+    RC_INITSHUNT,
+    RC_INTERNAL_ERROR,
+    RC_NOPEERIP,
+    RC_NORETRANSMISSION,
+    RC_ORIENT,
+    RC_ROUTE,
+    RC_SUCCESS,
+    RC_UNKNOWN_NAME,
+    RC_WHACK_PROBLEM,
+    ProtocolError,
+    Request,
+    decode_body,
+    encode_frame,
+    output_frame,
+    parse_request,
+    result_frame,
+)
+from pypluto.daemon.driver import EngineDriver
+from pypluto.daemon.logger import PlutoLogger, debug_help, parse_debug_specs
+from pypluto.daemon.registry import LOADED_AUTO, Registry, config_conns
+from pypluto.daemon.secrets import SecretsProxy
+from pypluto.daemon.waiters import Waiter, Waiters
+
+Emit = Callable[[str], None]
+Result = tuple[int, Any, str | None]
+"""(rc, data for the result frame, error text)."""
+
+READ_TIMEOUT = 30.0  # seconds for a whack to send its request
+
+
+class DaemonOps(Protocol):
+    """What the command handlers ask of the composition root."""
+
+    @property
+    def listening(self) -> bool: ...
+
+    @property
+    def config_path(self) -> str | None: ...
+
+    @property
+    def shutting_down(self) -> bool: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    async def shutdown(self, finish: bool = True) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def listen(self) -> None: ...
+
+    def unlisten(self) -> None: ...
+
+    def reread_secrets(self) -> None: ...
+
+    def initiate(self, name: str) -> int: ...
+
+
+GlobalHandler = Callable[["ControlServer", dict[str, Any], Emit], Awaitable[Result]]
+ConnHandler = Callable[["ControlServer", str, dict[str, Any], Emit], Awaitable[Result]]
+
+
+class ControlServer:
+    """Answers whack on the control socket."""
+
+    def __init__(self, daemon: DaemonOps, log: PlutoLogger, registry: Registry,
+                 driver: EngineDriver, waiters: Waiters, secrets: SecretsProxy) -> None:
+        self.daemon = daemon
+        self.log = log
+        self.registry = registry
+        self.driver = driver
+        self.waiters = waiters
+        self.secrets = secrets
+        self._add_cache: dict[str, tuple[tuple[object, ...], ConfigFile]] = {}  # ipsec add
+
+    # ------------------------------------------------------------- framing
+    async def handle_client(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        """One whack connection: read one request, stream the output, send the result."""
+        def send(obj: dict[str, Any]) -> None:
+            if writer.is_closing():
+                return
+            try:
+                frame = encode_frame(obj)
+            except (ProtocolError, TypeError, ValueError) as e:  # too big / not JSON-able
+                frame = encode_frame(result_frame(RC_INTERNAL_ERROR,
+                                                  error=f"cannot send the answer: {e}"))
+            writer.write(frame)
+
+        try:
+            try:
+                hdr = await asyncio.wait_for(reader.readexactly(4), READ_TIMEOUT)
+                (n,) = struct.unpack("!I", hdr)
+                if n > MAX_FRAME:
+                    raise ProtocolError(f"request of {n} bytes is too large")
+                body = await asyncio.wait_for(reader.readexactly(n), READ_TIMEOUT)
+                req = parse_request(decode_body(body))
+            except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+                return
+            except ProtocolError as e:
+                self.log.log(f"whack: bad request: {e}", "warning")
+                send(result_frame(RC_BADWHACKMESSAGE, error=str(e)))
+                return
+            self.log.log(f"whack request {req.command} {req.args}", "debug",
+                         debug_class="whackwatch")
+
+            def emit(line: str) -> None:
+                send(output_frame(line))
+
+            try:
+                rc, data, err = await self.dispatch(req, emit)
+            except Exception as e:  # noqa: BLE001
+                self.driver.internal_error(e, f"whack {req.command}")
+                rc, data, err = RC_INTERNAL_ERROR, None, f"internal error: {e}"
+            send(result_frame(rc, data, err))
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        except Exception as e:  # noqa: BLE001 - one bad whack must not stop pluto
+            self.driver.internal_error(e, "control connection")
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+            if self.daemon.shutting_down:
+                self.daemon.finish()
+
+    async def dispatch(self, req: Request, emit: Emit) -> Result:
+        """Find the command's handler; conn commands first check ``--name``."""
+        cmd, args = req.command, req.args
+        if cmd in fmt.STATUS_COMMANDS:
+            return await self._status(cmd, args, emit)
+        handler = GLOBAL_COMMANDS.get(cmd)
+        if handler is not None:
+            return await handler(self, args, emit)
+        name = args.get("name")
+        if not isinstance(name, str) or not name:
+            return RC_WHACK_PROBLEM, None, f"--{cmd} requires --name"
+        if name not in self.registry:
+            return RC_UNKNOWN_NAME, None, f'no connection or alias named "{name}"'
+        if name in self.registry.unoriented:
+            if cmd == "delete":
+                self.registry.delete(name)
+                return RC_SUCCESS, None, None
+            return RC_ORIENT, None, (f'"{name}": cannot {cmd}: connection is not oriented '
+                                     "(neither end is a local address)")
+        conn_handler = CONN_COMMANDS.get(cmd)
+        if conn_handler is None:
+            return RC_BADWHACKMESSAGE, None, f"unknown command {cmd}"
+        return await conn_handler(self, name, args, emit)
+
+    # ------------------------------------------------------------- global commands
+    async def _status(self, cmd: str, args: dict[str, Any], emit: Emit) -> Result:
+        snap = self.daemon.snapshot()
+        if args.get("json"):
+            return RC_SUCCESS, fmt.json_view(cmd, snap), None
+        for line in fmt.render(cmd, snap):
+            emit(line)
+        return RC_SUCCESS, None, None
+
+    async def _ping(self, args: dict[str, Any], emit: Emit) -> Result:
+        return RC_SUCCESS, {"version": __version__, "pid": os.getpid()}, None
+
+    async def _shutdown(self, args: dict[str, Any], emit: Emit) -> Result:
+        emit("shutting down")
+        await self.daemon.shutdown(finish=False)
+        return RC_SUCCESS, None, None
+
+    def _captured(self, emit: Emit, step: Callable[[], None]) -> Result:
+        self.log.capture = emit  # whack sees what these do, as in Libreswan
+        try:
+            step()
+        finally:
+            self.log.capture = None
+        return RC_SUCCESS, None, None
+
+    async def _listen(self, args: dict[str, Any], emit: Emit) -> Result:
+        return self._captured(emit, self.daemon.listen)
+
+    async def _unlisten(self, args: dict[str, Any], emit: Emit) -> Result:
+        return self._captured(emit, self.daemon.unlisten)
+
+    async def _rereadsecrets(self, args: dict[str, Any], emit: Emit) -> Result:
+        return self._captured(emit, self.daemon.reread_secrets)
+
+    async def _listpsks(self, args: dict[str, Any], emit: Emit) -> Result:
+        for line in fmt.render_psks(self.secrets.records(), self.secrets.files):
+            emit(line)
+        return RC_SUCCESS, None, None
+
+    async def _debug(self, args: dict[str, Any], emit: Emit) -> Result:
+        specs = args.get("specs", [])
+        if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
+            return RC_BADWHACKMESSAGE, None, "debug specs must be strings"
+        if any(s == "help" for s in specs):
+            for line in debug_help().split("\n"):
+                emit(line)
+            return RC_SUCCESS, None, None
+        try:
+            self.log.debug = parse_debug_specs(specs, self.log.debug)
+        except ValueError as e:
+            return RC_WHACK_PROBLEM, None, str(e)
+        self.log.log(f"debugging: {','.join(sorted(self.log.debug)) or 'none'}")
+        return RC_SUCCESS, None, None
+
+    async def _add(self, args: dict[str, Any], emit: Emit) -> Result:
+        """Load conns from a config file (ipsec add / addconn): ``config`` + ``names``."""
+        from pypluto.daemon.options import OptionError, load_setup
+
+        path = args.get("config") or self.daemon.config_path or "/etc/ipsec.conf"
+        names = args.get("names") or []
+        if not isinstance(path, str) or not isinstance(names, list) or \
+                not all(isinstance(n, str) for n in names):
+            return RC_BADWHACKMESSAGE, None, "add: config must be a path, names a list of names"
+        auto = bool(args.get("autoall"))
+        # One parse serves every add until a file it read (or an include glob's
+        # matches) changes: 1,000 "ipsec add NAME" calls must not parse 1,000 times.
+        cached = self._add_cache.get(str(path))
+        result: object
+        if cached is not None and inputs_signature(cached[1]) == cached[0]:
+            result = cached[1]
+        else:
+            try:
+                _setup, result = load_setup(str(path))
+            except OptionError as e:
+                return RC_WHACK_PROBLEM, None, str(e)
+            if isinstance(result, ConfigFile):
+                self._add_cache = {str(path): (inputs_signature(result), result)}
+        conns = {c.name: c for c in config_conns(result)}
+        rc = RC_SUCCESS
+        if auto:
+            names = [n for n, c in conns.items() if c.auto in LOADED_AUTO]
+        for n in names:
+            conn = conns.get(n)
+            if conn is None:
+                emit(f'conn "{n}" not found in "{path}"')
+                rc = RC_UNKNOWN_NAME
+                continue
+            r = self.registry.add(copy.deepcopy(conn), emit)  # the cached parse stays pristine
+            rc = rc or r
+        return rc, None, None
+
+    # ------------------------------------------------------------- conn commands
+    async def _initiate(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
+        """--initiate: start it; unless --asynchronous, wait for the outcome (waiters.py)."""
+        if not self.daemon.listening:
+            return RC_DEAF, None, "need --listen before --initiate"
+        asynchronous = bool(args.get("async"))
+        timeout = float(args.get("timeout") or 0)
+        conn = self.registry.conns[name]
+        if conn.type in ("passthrough", "drop", "reject") or conn.authby == "never":
+            return RC_INITSHUNT, None, f'"{name}": cannot initiate a shunt-only connection'
+        if conn.remote.host_addr is None:
+            return RC_NOPEERIP, None, (f'"{name}": cannot initiate connection without knowing '
+                                       "peer IP address")
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        waiter = Waiter(name, emit, fut)
+        if not asynchronous:
+            self.waiters.add(waiter)
+        try:
+            rc = self.daemon.initiate(name)
+            if rc or asynchronous:
+                return rc, None, None
+            limit = timeout or max(30.0, conn.retransmit_timeout + 5.0)
+            try:
+                rc = await asyncio.wait_for(asyncio.shield(fut), limit)
+            except TimeoutError:
+                return RC_NORETRANSMISSION, None, f'"{name}": no outcome after {limit:g}s'
+            return rc, None, None
+        finally:
+            self.waiters.remove(waiter)
+
+    async def _down(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
+        emit(f'"{name}": terminating SAs using this connection')
+        now = self.driver.now()
+        self.driver.run(lambda e: e.terminate(name, now), where=f"down {name}", conn=name)
+        return RC_SUCCESS, None, None
+
+    async def _delete(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
+        emit(f'"{name}": terminating SAs using this connection')
+        self.registry.delete(name)
+        self.log.log("deleted connection", conn=name)
+        return RC_SUCCESS, None, None
+
+    async def _rekey_ike(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
+        now = self.driver.now()
+        self.driver.run(lambda e: e.rekey_ike(name, now), where=f"rekey-ike {name}", conn=name)
+        return RC_SUCCESS, None, None
+
+    async def _rekey_child(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
+        now = self.driver.now()
+        self.driver.run(lambda e: e.rekey_child(name, now), where=f"rekey-child {name}",
+                        conn=name)
+        return RC_SUCCESS, None, None
+
+    async def _route(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
+        return RC_ROUTE, None, (f'"{name}": cannot route: on-demand trapping is not '
+                                "implemented yet; use --initiate")
+
+    async def _unroute(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
+        self.registry.routed.discard(name)
+        return RC_SUCCESS, None, None
+
+
+GLOBAL_COMMANDS: dict[str, GlobalHandler] = {
+    "ping": ControlServer._ping,
+    "shutdown": ControlServer._shutdown,
+    "listen": ControlServer._listen,
+    "unlisten": ControlServer._unlisten,
+    "rereadsecrets": ControlServer._rereadsecrets,
+    "listpsks": ControlServer._listpsks,
+    "debug": ControlServer._debug,
+    "add": ControlServer._add,
+}
+"""Commands without ``--name`` (the ``--status`` family is ``fmt.STATUS_COMMANDS``)."""
+
+CONN_COMMANDS: dict[str, ConnHandler] = {
+    "initiate": ControlServer._initiate,
+    "down": ControlServer._down,
+    "delete": ControlServer._delete,
+    "rekey-ike": ControlServer._rekey_ike,
+    "rekey-child": ControlServer._rekey_child,
+    "route": ControlServer._route,
+    "unroute": ControlServer._unroute,
+}
+"""Commands on one connection, by name."""

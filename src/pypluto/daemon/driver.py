@@ -1,0 +1,418 @@
+"""The engine driver: calls into the sans-I/O engine and carries out the actions it returns.
+
+The engine (DESIGN.md rule 1) never touches a socket, a clock or the kernel;
+every call returns a list of actions (``ike.actions``).  This module is the
+other half, in the role of aioquic's ``asyncio/protocol.py``:
+
+* ``run`` makes one engine call with the current monotonic time, executes the
+  actions in order and reschedules the engine's one timer (``next_timer``) as a
+  ``loop.call_at`` handle;
+* ``HANDLERS`` is the table from action type to the method that carries it out
+  (send a datagram or a NAT-T keepalive, install or remove an SA or a policy
+  in the kernel backend, log, report a connection event, run an offloaded key
+  exchange on the helper pool and ``resume`` the engine with its result);
+* SA traffic counters and kernel expire events are fed back to the engine
+  (``ipsec-max-bytes`` / ``-packets``, RFC 7296 §2.8 rekeying).
+
+An exception out of an engine call or out of a handler is an internal error:
+logged with its traceback in a crash report (``--coredir``), and a whack waiting
+on the connection concerned is answered at once with ``RC_INTERNAL_ERROR``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from pypluto.config.model import IPAddress
+from pypluto.control.protocol import RC_INTERNAL_ERROR
+from pypluto.daemon.engine_api import EngineAPI
+from pypluto.daemon.helpers import CrashReports, HelperPool
+from pypluto.daemon.logger import PlutoLogger
+from pypluto.daemon.sockets import UDPSockets
+from pypluto.daemon.waiters import Waiters
+from pypluto.ike.actions import (
+    Action,
+    AddPolicy,
+    AddSA,
+    Compute,
+    ConnectionEvent,
+    DelPolicy,
+    DelSA,
+    Endpoint,
+    EventKind,
+    FailReason,
+    Log,
+    SendKeepalive,
+    SendPacket,
+)
+from pypluto.ike.status import ChildSAStatus
+from pypluto.kernel.base import BackendError, KernelBackend, SAExpire, SAParams, SAStats
+
+Handler = Callable[["EngineDriver", Any, bool], None]
+"""``(driver, action, rate_limited)``: carries out one action."""
+
+POLL_INTERVAL = 10.0  # seconds between SA counter polls
+
+
+class EngineDriver:
+    """Drives one engine: calls, actions, its timer, offloaded jobs, SA counters."""
+
+    def __init__(self, log: PlutoLogger, crash: CrashReports, waiters: Waiters,
+                 sockets: UDPSockets, statsbin: str | None = None) -> None:
+        self.log = log
+        self.crash = crash
+        self.waiters = waiters
+        self.sockets = sockets
+        self.statsbin = statsbin
+        self.engine: EngineAPI | None = None
+        self.backend: KernelBackend | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.helpers: HelperPool | None = None
+        self.spawn: Callable[[Coroutine[Any, Any, Any] | asyncio.Future[Any]], None] = \
+            lambda aw: None
+        # the connections whose peer is at an address (whacks to fail on a receive error)
+        self.peer_conns: Callable[[IPAddress], list[str]] = lambda addr: []
+        self.sa_index: dict[int, tuple[IPAddress, str, str]] = {}  # spi -> (dst, proto, dir)
+        self.stopped = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._rl_flush = False
+        self._last_error: Log | None = None  # the engine's latest error line in this batch
+
+    # ------------------------------------------------------------- clock
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    # ------------------------------------------------------------- engine calls
+    def run(self, call: Callable[[EngineAPI], list[Action]], *, rate_limited: bool = False,
+            where: str = "", conn: str | None = None, remote: Endpoint | None = None) -> None:
+        """Call the engine, execute its actions, reschedule its timer.
+
+        ``conn`` / ``remote`` name whom the call concerns: if it raises, the whacks
+        waiting on that connection (or on the connections with that peer) fail at once.
+        """
+        if self.engine is None:
+            return
+        t0 = time.process_time()
+        actions: list[Action]
+        try:
+            actions = call(self.engine)
+        except Exception as e:  # noqa: BLE001 - never let one packet kill the daemon
+            self.internal_error(e, where or "engine call", conn=conn, remote=remote)
+            actions = []
+        if self.log.debugging("cpu-usage"):
+            ms = (time.process_time() - t0) * 1000
+            self.log.log(f"cpu-usage: {where or 'engine call'} took {ms:.3f} ms", "debug",
+                         debug_class="cpu-usage")
+        self.execute(actions or [], rate_limited=rate_limited)
+        self.schedule_timer()
+        if rate_limited and not self._rl_flush and self.loop is not None and \
+                self.log.limiter.count > self.log.limiter.limit:
+            self._rl_flush = True
+            self.loop.call_later(self.log.limiter.window, self._flush_rate_limit)
+
+    def internal_error(self, e: BaseException, where: str, *, conn: str | None = None,
+                       remote: Endpoint | None = None) -> None:
+        """Log ``e`` with a crash report; answer the whacks it concerns with a failure."""
+        self.crash.exception(e, where)
+        names = [conn] if conn else (self.peer_conns(remote.addr) if remote else [])
+        if names:
+            self.waiters.fail(names, RC_INTERNAL_ERROR,
+                              f"internal error in {where}: {type(e).__name__}: {e}")
+
+    def _flush_rate_limit(self) -> None:
+        """The summary line of a flood, even when the flood stopped."""
+        self._rl_flush = False
+        if self.log.flush_rate_limit() and self.loop is not None:
+            self._rl_flush = True
+            self.loop.call_later(self.log.limiter.window, self._flush_rate_limit)
+
+    # ------------------------------------------------------------- actions
+    def execute(self, actions: list[Action], rate_limited: bool = False) -> None:
+        """Carry out ``actions`` in order; one failing action does not stop the rest."""
+        self._last_error = None
+        # a Child SA whose SA or policy the backend refused is not established: its
+        # "established" log line and event become a failure, and the engine deletes it
+        failed: dict[int, str] = {}  # serial -> the backend's reason
+        serial_of_reqid: dict[int, int] = {}
+        doomed: list[SAParams] = []
+        for a in actions:
+            if isinstance(a, AddSA):
+                serial_of_reqid[a.sa.reqid] = a.sa.serial
+            if isinstance(a, Log) and a.serial in failed \
+                    and a.message.startswith("established Child SA"):
+                continue
+            if isinstance(a, ConnectionEvent) and a.serial in failed \
+                    and a.kind == EventKind.CHILD_ESTABLISHED:
+                a = ConnectionEvent(EventKind.FAILED, a.conn, a.serial,
+                                    f"Child SA not installed: {failed[a.serial]}",
+                                    FailReason.LOCAL)
+            handler = HANDLERS.get(type(a))
+            if handler is None:
+                self.log.log(f"unknown engine action {type(a).__name__} ignored", "debug")
+                continue
+            try:
+                handler(self, a, rate_limited)
+            except BackendError as e:
+                sa = a.sa if isinstance(a, AddSA) else None
+                self.log.log(f"kernel: {type(a).__name__} failed: {e}", "error",
+                             conn=(sa.conn_name if sa is not None else None) or None)
+                serial = a.sa.serial if isinstance(a, AddSA) else \
+                    serial_of_reqid.get(a.policy.reqid, 0) if isinstance(a, AddPolicy) else 0
+                if serial and serial not in failed:
+                    failed[serial] = str(e)
+                    doomed += [x.sa for x in actions if isinstance(x, AddSA)
+                               and x.sa.serial == serial and x.sa.direction == "in"]
+            except Exception as e:  # noqa: BLE001
+                self.internal_error(e, f"executing {type(a).__name__}",
+                                    conn=_conn_of(a))
+        for sa_in in doomed:  # the engine deletes the Child SA (and tells the peer)
+            self._refused(sa_in)
+
+    def _refused(self, sa: SAParams) -> None:
+        """Have the engine delete a Child SA whose kernel install failed (as a hard expire)."""
+        ev = SAExpire(sa.dst, sa.spi, sa.protocol, True,
+                      "install-failed")  # type: ignore[arg-type]
+        self.run(lambda eng: eng.sa_expired(ev, self.now()),
+                 where="deleting a Child SA the backend refused", conn=sa.conn_name or None)
+
+    def _backend(self) -> KernelBackend:
+        assert self.backend is not None
+        return self.backend
+
+    def _send_packet(self, a: SendPacket, rate_limited: bool) -> None:
+        self.sockets.send(a.data, a.local, a.remote)
+
+    def _send_keepalive(self, a: SendKeepalive, rate_limited: bool) -> None:
+        self.sockets.send_keepalive(a.local, a.remote)
+
+    def _add_sa(self, a: AddSA, rate_limited: bool) -> None:
+        backend = self._backend()
+        self.sa_index[a.sa.spi] = (a.sa.dst, a.sa.protocol, a.sa.direction)
+        self.log.log(f"add_sa {a.sa.direction} {a.sa.protocol}.{a.sa.spi:08x}"
+                     f"@{a.sa.dst}", "debug", conn=a.sa.conn_name or None,
+                     serial=a.sa.serial, debug_class="routing")
+        backend.add_sa(a.sa)
+
+    def _del_sa(self, a: DelSA, rate_limited: bool) -> None:
+        backend = self._backend()
+        self.sa_index.pop(a.spi, None)
+        backend.del_sa(a.dst, a.spi, a.protocol)
+
+    def _add_policy(self, a: AddPolicy, rate_limited: bool) -> None:
+        self._backend().add_policy(a.policy)
+
+    def _del_policy(self, a: DelPolicy, rate_limited: bool) -> None:
+        self._backend().del_policy(a.policy)
+
+    def _log(self, a: Log, rate_limited: bool) -> None:
+        self.log.log(a.message, a.level, conn=a.conn, serial=a.serial, remote=a.remote,
+                     debug_class=a.debug_class, rate_limited=rate_limited)
+        if a.level == "error":
+            self._last_error = a
+        if a.conn is not None and a.level != "debug":
+            self.waiters.on_log(a.conn, PlutoLogger.prefix(a.conn, a.serial, None) + a.message)
+
+    def _event(self, ev: ConnectionEvent, rate_limited: bool) -> None:
+        self.waiters.on_event(ev)
+        if ev.kind == EventKind.INTERNAL_ERROR:
+            self._engine_crash(ev)
+        if ev.kind in (EventKind.IKE_ESTABLISHED, EventKind.CHILD_ESTABLISHED,
+                       EventKind.IKE_DELETED, EventKind.CHILD_DELETED):
+            op = "start" if ev.kind.endswith("established") else "destroy"
+            sa = "IKE_SA" if ev.kind.startswith("ike") else "IPSEC_SA"
+            self.log.audit_event(
+                f"op={op} type={sa} conn=\"{ev.conn}\" serial={ev.serial} res=success"
+            )
+        elif ev.kind in (EventKind.FAILED, EventKind.INTERNAL_ERROR):
+            self.log.audit_event(f"op=start conn=\"{ev.conn}\" serial={ev.serial} res=failed")
+        if self.statsbin:
+            self._run_statsbin(ev)
+
+    def _engine_crash(self, ev: ConnectionEvent) -> None:
+        """The engine caught an exception of its own: a crash report with its traceback.
+
+        The traceback travels on the engine's error ``Log`` just before the event
+        (its ``traceback`` field, added by the engine's side of issue 11); without
+        one the report holds the error line and the event's detail.
+        """
+        last = self._last_error
+        tb = getattr(last, "traceback", None) if last is not None else None
+        if not isinstance(tb, str) or not tb:
+            lines = [last.message] if last is not None else []
+            if ev.detail:
+                lines.append(ev.detail)
+            tb = "\n".join(lines) or "internal error (the engine gave no traceback)"
+        self.crash.text(tb, f'engine: "{ev.conn}" #{ev.serial}')
+
+    def _run_statsbin(self, ev: ConnectionEvent) -> None:
+        env = dict(os.environ, PLUTO_EVENT=str(ev.kind), PLUTO_CONNECTION=ev.conn,
+                   PLUTO_SERIAL=str(ev.serial))
+        try:
+            proc = subprocess.Popen([self.statsbin or ""], env=env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError as e:
+            self.log.log(f'statsbin "{self.statsbin}" failed: {e.strerror}', "warning")
+            return
+        assert self.loop is not None
+        self.spawn(self.loop.run_in_executor(None, proc.wait))
+
+    # ------------------------------------------------------------- offloaded jobs
+    def _compute(self, a: Compute, rate_limited: bool) -> None:
+        """Run an offloaded key exchange on the helper pool; resume the engine on the loop."""
+        if self.helpers is None or self.loop is None:
+            fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            try:
+                fut.set_result(a.job())
+            except Exception as e:  # noqa: BLE001 - handed to the engine as the result
+                fut.set_exception(e)
+            self._resume(a.token, fut)
+            return
+        loop = self.loop
+        fut = self.helpers.submit(a.job)
+
+        def done(f: concurrent.futures.Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: daemon exiting
+                loop.call_soon_threadsafe(self._resume, a.token, f)
+
+        fut.add_done_callback(done)
+
+    def _resume(self, token: int, fut: concurrent.futures.Future[Any]) -> None:
+        """A helper finished: feed its result (or its exception) to the engine."""
+        if self.stopped or self.engine is None or fut.cancelled():
+            return
+        exc = fut.exception()
+        result: object
+        if exc is not None:
+            self.log.log(f"crypto helper job failed: {type(exc).__name__}: {exc}", "warning",
+                         rate_limited=True)
+            result = exc
+        else:
+            result = fut.result()
+        now = self.now()
+        self.run(lambda e: e.resume(token, result, now), rate_limited=True,
+                 where="crypto helper result")
+
+    # ------------------------------------------------------------- timer
+    def schedule_timer(self) -> None:
+        """One ``call_at`` handle for the engine's next deadline."""
+        if self.loop is None or self.engine is None or self.stopped:
+            return
+        try:
+            when = self.engine.next_timer()
+        except Exception as e:  # noqa: BLE001
+            self.internal_error(e, "next_timer")
+            when = None
+        if self._timer is not None:
+            if when is not None and abs(self._timer.when() - when) < 1e-6:
+                return  # already scheduled for that deadline
+            self._timer.cancel()
+            self._timer = None
+        if when is not None:
+            # loop.time() is time.monotonic(), the engine's clock here; a deadline in
+            # the past fires at once, but never in a tight loop
+            self._timer = self.loop.call_at(max(when, self.loop.time() + 0.001),
+                                            self._fire_timer)
+
+    def _fire_timer(self) -> None:
+        self._timer = None
+        now = self.now()
+        self.run(lambda e: e.handle_timer(now), where="timer")
+
+    def stop(self) -> None:
+        """Shutdown begins: no more timers, helper results or polls."""
+        self.stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # ------------------------------------------------------------- SA counters
+    def start_polling(self) -> None:
+        """Every 10 s: feed SA counters to the engine (ipsec-max-bytes/-packets)."""
+        assert self.loop is not None
+
+        def poll() -> None:
+            if self.stopped:
+                return
+            for spi, (dst, proto, _d) in list(self.sa_index.items()):
+                st = self.stats(dst, spi, proto)
+                if st is not None and (st.bytes or st.packets):
+                    self._feed_counters(spi, st.bytes, st.packets)
+            assert self.loop is not None
+            self.loop.call_later(POLL_INTERVAL, poll)
+
+        self.loop.call_later(POLL_INTERVAL, poll)
+
+    def _feed_counters(self, spi: int, nbytes: int, packets: int) -> None:
+        now = self.now()
+        self.run(lambda e: e.sa_counters(spi, nbytes, packets, now))
+
+    def on_expire_threadsafe(self, ev: SAExpire) -> None:
+        """The backend's expire callback (may run on another thread)."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._on_expire, ev)
+
+    def _on_expire(self, ev: SAExpire) -> None:
+        now = self.now()
+        self.run(lambda e: e.sa_expired(ev, now))
+
+    def stats(self, dst: IPAddress, spi: int, proto: str) -> SAStats | None:
+        assert self.backend is not None
+        try:
+            return self.backend.get_sa_stats(dst, spi, proto)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def merge_counters(self, ch: ChildSAStatus) -> None:
+        """The backend's byte/packet counters into a Child SA's status (the larger wins)."""
+        for spi, attr_b, attr_p in ((ch.spi_in, "in_bytes", "in_packets"),
+                                    (ch.spi_out, "out_bytes", "out_packets")):
+            meta = self.sa_index.get(spi)
+            if meta is None:
+                continue
+            stats = self.stats(meta[0], spi, meta[1])
+            if stats is not None:
+                setattr(ch, attr_b, max(getattr(ch, attr_b), stats.bytes))
+                setattr(ch, attr_p, max(getattr(ch, attr_p), stats.packets))
+
+    def drop_counters(self, ch: dict[str, Any]) -> None:
+        """The inbound SA's drops (replay, integrity, selector: RFC 4303 §3.4, RFC 4301 §5.2)
+        into a Child SA's status dict."""
+        spi = int(ch.get("spi_in", 0))
+        meta = self.sa_index.get(spi)
+        stats = self.stats(meta[0], spi, meta[1]) if meta is not None else None
+        for k in ("replay_drops", "integrity_failures", "selector_drops"):
+            ch[k] = int(getattr(stats, k, 0) or 0)
+
+
+def _conn_of(a: Action) -> str | None:
+    """The connection an action belongs to, when it says."""
+    if isinstance(a, AddSA):
+        return a.sa.conn_name or None
+    if isinstance(a, DelSA):
+        return a.conn_name or None
+    if isinstance(a, (Log, ConnectionEvent)):
+        return a.conn
+    return None
+
+
+HANDLERS: dict[type[Any], Handler] = {
+    SendPacket: EngineDriver._send_packet,
+    SendKeepalive: EngineDriver._send_keepalive,
+    AddSA: EngineDriver._add_sa,
+    DelSA: EngineDriver._del_sa,
+    AddPolicy: EngineDriver._add_policy,
+    DelPolicy: EngineDriver._del_policy,
+    Log: EngineDriver._log,
+    ConnectionEvent: EngineDriver._event,
+    Compute: EngineDriver._compute,
+}
+"""Action type -> the driver method that carries it out."""

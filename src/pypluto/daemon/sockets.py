@@ -1,0 +1,250 @@
+"""The UDP sockets of IKE (port 500) and NAT-T (port 4500), and their framing.
+
+* One socket per local address and port: every local address that is not an
+  IPv6 link-local one, or only ``--listen`` (ipsec-pluto(8)); a rescan
+  (``whack --listen``) opens what is new and closes what is gone.
+* On the NAT-T port (RFC 3948 §2.2) an IKE message is preceded by the 4-byte
+  non-ESP marker: stripped on receive, added on send.  A lone 0xFF byte is a
+  NAT-keepalive (§2.3) and is dropped; anything else is ESP-in-UDP and goes to
+  the kernel backend.
+* A backend that reads a NAT-T socket itself (the userspace data plane) hands
+  IKE back through a thread-safe callback; such a socket is *parked*, not
+  closed, when its address goes away, so the backend's thread keeps a valid
+  socket, and IKE arriving on it is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pypluto.config.model import IPAddress
+from pypluto.daemon.interfaces import LocalAddress, local_addresses
+from pypluto.daemon.logger import PlutoLogger
+from pypluto.ike.actions import Endpoint
+from pypluto.kernel.base import KernelBackend
+
+NON_ESP_MARKER = b"\x00\x00\x00\x00"
+KEEPALIVE = b"\xff"
+
+IKEHandler = Callable[[bytes, Endpoint, Endpoint], None]
+"""Where an IKE message (marker already stripped) goes: ``(data, local, remote)``."""
+
+
+@dataclass
+class IKEInterface:
+    """One bound UDP socket: an (address, port) of ours."""
+
+    ifname: str
+    addr: IPAddress
+    port: int
+    sock: socket.socket
+    natt: bool
+    backend_reads: bool = False
+
+    @property
+    def local(self) -> Endpoint:
+        return Endpoint(self.addr, self.port)
+
+
+def _remote(addr: str, port: int) -> Endpoint:
+    return Endpoint(ipaddress.ip_address(addr.split("%")[0]), port)
+
+
+class UDPSockets:
+    """The IKE and NAT-T sockets of one daemon."""
+
+    def __init__(self, log: PlutoLogger, ikeport: int, natikeport: int,
+                 listen: str | None) -> None:
+        self.log = log
+        self.ikeport = ikeport
+        self.natikeport = natikeport
+        self.listen = listen
+        self.interfaces: list[IKEInterface] = []
+        self.parked: dict[tuple[IPAddress, int], IKEInterface] = {}
+        self.listening = False
+        self.local_addrs: set[IPAddress] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.backend: KernelBackend | None = None
+        self.on_ike: IKEHandler = lambda data, local, remote: None
+        self.closed = False  # shutting down: drop every IKE message
+
+    # ------------------------------------------------------------- interfaces
+    def scan(self) -> set[IPAddress]:
+        """(Re)open the sockets for the current local addresses; returns those addresses."""
+        try:
+            found = local_addresses()
+        except OSError as e:
+            self.log.log(f"cannot list local addresses: {e}", "error")
+            found = []
+        self.local_addrs = {a.addr for a in found}
+        wanted: list[LocalAddress] = []
+        if self.listen:
+            target = ipaddress.ip_address(self.listen)
+            wanted = [a for a in found if a.addr == target]
+            if not wanted:
+                self.log.log(f"--listen {target}: not a local address; not listening", "error")
+        else:
+            wanted = [a for a in found if not a.link_local]
+        have = {(i.addr, i.port) for i in self.interfaces}
+        want_keys: set[tuple[IPAddress, int]] = set()
+        for la in wanted:
+            for port, natt in ((self.ikeport, False), (self.natikeport, True)):
+                want_keys.add((la.addr, port))
+                if (la.addr, port) in have:
+                    continue
+                iface = self._open(la, port, natt)
+                if iface is not None:
+                    self.interfaces.append(iface)
+                    self.log.log(f"adding UDP interface {la.ifname} {Endpoint(la.addr, port)}")
+        for iface in list(self.interfaces):
+            if (iface.addr, iface.port) not in want_keys:
+                self.log.log(f"shutting down interface {iface.ifname} {iface.local}")
+                self.close(iface)
+        self.listening = bool(self.interfaces)
+        if self.listening:
+            self.log.log("listening for IKE messages")
+        return set(self.local_addrs)
+
+    def _open(self, la: LocalAddress, port: int, natt: bool) -> IKEInterface | None:
+        parked = self.parked.pop((la.addr, port), None)
+        if parked is not None:  # still read by the backend: take it back
+            return parked
+        fam = socket.AF_INET if la.addr.version == 4 else socket.AF_INET6
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if fam == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.setblocking(False)
+            s.bind((str(la.addr), port))
+        except OSError as e:
+            self.log.log(f"cannot bind UDP interface {la.ifname} {Endpoint(la.addr, port)}: "
+                         f"{e.strerror}", "error")
+            s.close()
+            return None
+        iface = IKEInterface(la.ifname, la.addr, port, s, natt)
+        assert self.loop is not None and self.backend is not None
+        try:
+            self.backend.prepare_ike_socket(s)
+        except Exception as e:  # noqa: BLE001
+            self.log.log(f"backend could not prepare {iface.local}: {e}", "warning")
+        if natt:
+            local = (str(la.addr), port)
+
+            def deliver(data: bytes, remote: tuple[str, int]) -> None:
+                self._deliver_threadsafe(data, local, remote)
+
+            try:
+                iface.backend_reads = bool(self.backend.attach_nat_socket(s, local, deliver))
+            except Exception as e:  # noqa: BLE001 - a backend failure must not kill us
+                self.log.log(f"backend could not attach {local}: {e}", "error")
+        if not iface.backend_reads:
+            self.loop.add_reader(s.fileno(), self._readable, iface)
+        return iface
+
+    def close(self, iface: IKEInterface, final: bool = False) -> None:
+        with contextlib.suppress(ValueError):
+            self.interfaces.remove(iface)
+        if iface.backend_reads and not final:
+            # The backend reads (and sends ESP on) this socket; closing it under its
+            # thread would break the data plane.  Park it: IKE from it is dropped.
+            self.parked[(iface.addr, iface.port)] = iface
+            return
+        if self.loop is not None and not iface.backend_reads:
+            with contextlib.suppress(Exception):
+                self.loop.remove_reader(iface.sock.fileno())
+        iface.sock.close()
+
+    def unlisten(self) -> None:
+        for iface in list(self.interfaces):
+            self.log.log(f"shutting down interface {iface.ifname} {iface.local}")
+            self.close(iface)
+        self.listening = False
+
+    def close_all(self) -> None:
+        """Daemon exit: close every socket, parked ones too."""
+        for iface in list(self.interfaces) + list(self.parked.values()):
+            self.close(iface, final=True)
+        self.parked.clear()
+
+    # ------------------------------------------------------------- receive
+    def _readable(self, iface: IKEInterface) -> None:
+        for _ in range(64):  # bounded batch per wake-up
+            try:
+                data, addr = iface.sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self.log.log(f"recvfrom on {iface.local} failed: {e.strerror}", "debug")
+                return
+            self.datagram(iface, data, addr[0], addr[1])
+
+    def datagram(self, iface: IKEInterface, data: bytes, host: str, port: int) -> None:
+        """One datagram on ``iface``: keepalive, runt, ESP or IKE (RFC 3948 §2.2, §2.3)."""
+        remote = _remote(host, port)
+        if iface.natt:
+            if data == KEEPALIVE:
+                self.log.log(f"NAT-T keepalive from {remote}", "debug", debug_class="tmi")
+                return
+            if len(data) < 4:
+                self.log.log(f"dropping {len(data)}-byte runt on {iface.local}", "debug",
+                             remote=remote)
+                return
+            if data[:4] != NON_ESP_MARKER:
+                assert self.backend is not None
+                try:
+                    self.backend.handle_esp(data, (str(iface.addr), iface.port),
+                                            (str(remote.addr), remote.port))
+                except Exception as e:  # noqa: BLE001
+                    self.log.log(f"ESP packet dropped: {e}", "debug", remote=remote)
+                return
+            data = data[4:]
+        self._ike_in(data, iface.local, remote)
+
+    def _deliver_threadsafe(self, data: bytes, local: tuple[str, int],
+                            remote: tuple[str, int]) -> None:
+        """IKE that a backend's reader thread found on a NAT-T socket (marker stripped)."""
+        if self.loop is None or self.loop.is_closed():
+            return
+        loc = Endpoint(ipaddress.ip_address(local[0]), local[1])
+        self.loop.call_soon_threadsafe(self._ike_in, bytes(data), loc,
+                                       _remote(remote[0], remote[1]))
+
+    def _ike_in(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        if self.closed or (local.addr, local.port) in self.parked:
+            return
+        self.on_ike(data, local, remote)
+
+    # ------------------------------------------------------------- send
+    def send(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        """Send an IKE message (or a keepalive) from ``local``; NAT-T adds the marker."""
+        natt = local.port != self.ikeport
+        iface = self._find(local, natt)
+        if iface is None:
+            self.log.log(f"no interface for {local} to send {len(data)} bytes to {remote}",
+                         "warning", remote=remote, rate_limited=True)
+            return
+        payload = (NON_ESP_MARKER + data) if natt and data != KEEPALIVE else data
+        try:
+            iface.sock.sendto(payload, (str(remote.addr), remote.port))
+        except OSError as e:
+            self.log.log(f"sendto {remote} failed: {e.strerror}", "warning",
+                         remote=remote, rate_limited=True)
+
+    def send_keepalive(self, local: Endpoint, remote: Endpoint) -> None:
+        self.send(KEEPALIVE, local, remote)
+
+    def _find(self, local: Endpoint, natt: bool) -> IKEInterface | None:
+        same_fam = None
+        for i in self.interfaces:
+            if i.addr == local.addr and i.port == local.port:
+                return i
+            if i.natt == natt and i.addr.version == local.addr.version and same_fam is None:
+                if not i.addr.is_loopback or local.addr.is_loopback:
+                    same_fam = i
+        return same_fam
