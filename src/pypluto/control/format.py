@@ -201,12 +201,12 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
                     f'{pre}in={humber(ch["in_bytes"])} {pre}out={humber(ch["out_bytes"])} '
                     f'{pre}max={MAX_BYTES_TEXT}'
                 )
-                block.append(
-                    f'#{ch["serial"]}: "{ch["conn"]}" dropped: '
-                    f'replay={ch.get("replay_drops", 0)} '
-                    f'integrity={ch.get("integrity_failures", 0)} '
-                    f'selector={ch.get("selector_drops", 0)}'
-                )
+                drops = " ".join(
+                    f"{label}={ch.get(key, 0)}" for key, label in (
+                        ("replay_drops", "replay"), ("integrity_failures", "integrity"),
+                        ("selector_drops", "selector"))
+                    if ch.get(key, 0) is not None)  # None: the backend does not count it
+                block.append(f'#{ch["serial"]}: "{ch["conn"]}" dropped: {drops}')
             entries.append((ch["serial"], block))
     for _serial, block in sorted(entries, key=lambda e: e[0]):
         lines.extend(block)

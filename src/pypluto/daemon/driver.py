@@ -390,7 +390,8 @@ class EngineDriver:
         meta = self.sa_index.get(spi)
         stats = self.stats(meta[0], spi, meta[1]) if meta is not None else None
         for k in ("replay_drops", "integrity_failures", "selector_drops"):
-            ch[k] = int(getattr(stats, k, 0) or 0)
+            v = getattr(stats, k, None) if stats is not None else 0
+            ch[k] = int(v) if isinstance(v, int) else None  # None: not counted per SA
 
 
 def _conn_of(a: Action) -> str | None:

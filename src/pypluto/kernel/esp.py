@@ -230,7 +230,7 @@ class _SABase:
     @property
     def policy_drops(self) -> int:
         """Inner packets outside the SA's selectors (``stats.selector_drops``)."""
-        return self.stats.selector_drops
+        return self.stats.selector_drops or 0
 
     def __init__(self, sa: SAParams, on_expire: Callable[[SAExpire], None] | None) -> None:
         self.params = sa
@@ -239,7 +239,7 @@ class _SABase:
         self.esn = sa.esn
         self.tunnel = sa.mode == "tunnel"
         self.t = _make_transform(sa)
-        self.stats = SAStats()
+        self.stats = SAStats(selector_drops=0)  # counted here (RFC 4301 §5.2 step 4)
         self.malformed = 0  # short, bad padding, wrong inner protocol
         self.on_expire = on_expire
         self.dead = False  # hard limit reached: the SA carries nothing more
@@ -512,7 +512,7 @@ class InboundSA(_SABase):
         inner = plain[:end]
         chk = self.selector_check
         if chk is not None and not chk(inner):
-            st.selector_drops += 1
+            st.selector_drops = (st.selector_drops or 0) + 1
             return None
         st.bytes += end
         st.packets += 1
@@ -618,7 +618,7 @@ class InboundSA(_SABase):
             inner = self._rebuild(plain[:end], nh)
         chk = self.selector_check
         if chk is not None and not chk(inner):
-            st.selector_drops += 1
+            st.selector_drops = (st.selector_drops or 0) + 1
             return None
         st.bytes += len(inner)
         st.packets += 1
