@@ -205,6 +205,10 @@ def test_traffic_is_encrypted_on_the_wire(pair, tmp_path: Path, kind: str) -> No
 
     # IKE itself still goes around the TUN device (the socket mark)
     assert west.whack("--name", "west-east", "--rekey-child").returncode == 0
+    # deleting the Child SA removes its rules and routes at once (not only at shutdown)
+    assert west.whack("--name", "west-east", "--down").returncode == 0
+    wait_for(lambda: not child_sas(west) and not child_sas(east), 20, "the SAs to go")
+    assert _plane_leftovers(w_ns) == "" and _plane_leftovers(e_ns) == ""
     west.stop()
     east.stop()
     assert _plane_leftovers(w_ns) == "" and _plane_leftovers(e_ns) == ""

@@ -198,6 +198,8 @@ def test_del_policy_and_del_sa_remove_routes_and_state(lab: Lab) -> None:
     assert east.stats()["sas"][str(0x1001)] is None
     assert west.ask("del-policies") == "ok"
     assert lab.exec(lab.west, "ip", "route", "show", "table", "4500").stdout.strip() == ""
+    rules = lab.exec(lab.west, "ip", "rule").stdout  # the last policy took its rules along
+    assert "lookup 4500" not in rules and "fwmark 0x4500" not in rules, rules
     assert west.stats()["sas"][str(0x1001)]["packets"] >= 3
     west.close()
     east.close()

@@ -118,7 +118,15 @@ class Routes:
         return None
 
     def add(self, policy: PolicyParams) -> None:
-        """Route what ``policy`` covers into the TUN device (raises BackendError)."""
+        """Route what ``policy`` covers into the TUN device (raises BackendError, and then
+        leaves nothing of this policy behind)."""
+        try:
+            self._add(policy)
+        except BackendError:
+            self._drop_base_if_unused(policy.dst.network.version)
+            raise
+
+    def _add(self, policy: PolicyParams) -> None:
         net = policy.dst.network
         v = net.version
         selective = not (is_any_proto_ports(policy.src) and is_any_proto_ports(policy.dst))
@@ -185,6 +193,21 @@ class Routes:
             break
         if policy.source_ip is not None:
             self._del_addr(policy.source_ip)
+        self._drop_base_if_unused(v)
+
+    def _drop_base_if_unused(self, version: int) -> None:
+        """The last policy of a family is gone: its generic and bypass rules go too."""
+        if version not in self._generic_rules:
+            return
+        if any(k[1] == version for k in self._route_refs) or \
+                any(k[0] == version for k in self._rule_refs):
+            return
+        fam = iproute.fam(version)
+        iproute.ip(fam, "rule", "del", "priority", str(self.priority), "table",
+                   str(self.table), check=False)
+        iproute.ip(fam, "rule", "del", "priority", str(self.priority - 2), "fwmark",
+                   f"{self.mark:#x}", check=False)
+        self._generic_rules.discard(version)
 
     # --- addresses on the TUN device (leftsourceip) -----------------------------------
 
