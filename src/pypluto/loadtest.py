@@ -82,6 +82,7 @@ class Options:
     port: int = 500
     timeout: float = 300.0
     retransmit_timeout: float = 20.0
+    json: bool = False  # print the result as JSON
 
 
 def build_connection(o: Options) -> Connection:
@@ -209,13 +210,11 @@ class LoadTest:
 
     def next(self) -> None:
         """Start one more IKE SA, or finish when all have an outcome."""
-        from pypluto.ike.exchanges import ike_sa_init
-
         if self.todo > 0:
             self.todo -= 1
             # a new IKE SA every time (Engine.initiate would add a Child SA to an
             # established IKE SA of the same connection)
-            acts = ike_sa_init.initiate(self.engine, self.conn, self.now())
+            acts = self.engine.initiate_ike(self.conn, self.now())
             serial = next((a.serial for a in acts if isinstance(a, Log)
                            and a.serial is not None), None)
             if serial is not None:
@@ -317,8 +316,8 @@ def parse_args(argv: list[str]) -> Options:
     o = Options(local=ns.local, remote=ns.remote, psk=psk_text.encode(), local_id=ns.local_id,
                 remote_id=ns.remote_id, count=ns.count, concurrency=ns.concurrency,
                 ike=ns.ike, esp=ns.esp, child=ns.child, local_subnet=ns.local_subnet,
-                remote_subnet=ns.remote_subnet, port=ns.port, timeout=ns.timeout)
-    o.json = ns.json  # type: ignore[attr-defined]
+                remote_subnet=ns.remote_subnet, port=ns.port, timeout=ns.timeout,
+                json=ns.json)
     return o
 
 
@@ -333,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    if getattr(o, "json", False):
+    if o.json:
         print(json.dumps(result))
     else:
         def f(v: Any) -> str:

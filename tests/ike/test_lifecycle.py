@@ -395,9 +395,8 @@ def test_delete_child_only_from_peer() -> None:
     net = Net()
     net.up()
     ike = next(iter(net.east.engine.by_serial.values()))
-    from pypluto.ike.exchanges import informational
-    net.apply(net.east, informational.delete_children(net.east.engine, ike, list(ike.children),
-                                                       net.now))
+    from pypluto.ike.tasks.child_delete import delete_children
+    net.apply(net.east, delete_children(net.east.engine, ike, list(ike.children), net.now))
     net.run()
     assert not net.children(net.west) and not net.children(net.east)
     assert net.established(net.west) and net.established(net.east)

@@ -27,15 +27,18 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from pypluto.config.model import Identity
 from pypluto.crypto.der import read_tlv
+from pypluto.iana import IDType
 
+# Plain ints of pypluto.iana's IDType (RFC 7296 §3.5), under the names this module uses;
+# 0 is no IANA type: "no ID given".
 ID_NONE = 0
-ID_IPV4_ADDR = 1
-ID_FQDN = 2
-ID_RFC822_ADDR = 3
-ID_IPV6_ADDR = 5
-ID_DER_ASN1_DN = 9
-ID_KEY_ID = 11
-ID_NULL = 13
+ID_IPV4_ADDR = int(IDType.ID_IPV4_ADDR)
+ID_FQDN = int(IDType.ID_FQDN)
+ID_RFC822_ADDR = int(IDType.ID_RFC822_ADDR)
+ID_IPV6_ADDR = int(IDType.ID_IPV6_ADDR)
+ID_DER_ASN1_DN = int(IDType.ID_DER_ASN1_DN)
+ID_KEY_ID = int(IDType.ID_KEY_ID)
+ID_NULL = int(IDType.ID_NULL)
 
 
 class IdError(ValueError):

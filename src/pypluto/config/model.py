@@ -10,12 +10,12 @@ add fields freely, but do not rename or remove them without updating every user.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The one alias of each lives in the bottom-layer module; re-exported for old importers.
+from pypluto.params import IPAddress as IPAddress
+from pypluto.params import IPNetwork as IPNetwork
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,9 @@ class Connection:
     reqid: int | None = None
     ppk: str = "no"
     also: list[str] = field(default_factory=list)
+    # the conn name written in ipsec.conf when this conn is one (left, right) pair of
+    # its leftsubnets=/rightsubnets= (named NAME/LxR); ``ipsec up NAME`` acts on all
+    connalias: str | None = None
 
     # --- orientation helpers -------------------------------------------------
     @property

@@ -24,7 +24,7 @@ import re
 
 from pypluto.config.model import AlgSpec, ProposalSpec
 from pypluto.crypto import registry
-from pypluto.crypto.registry import TransformType
+from pypluto.iana import TransformType
 
 
 class ProposalError(ValueError):

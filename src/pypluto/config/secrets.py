@@ -24,10 +24,12 @@ import ipaddress
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pypluto.config.ids import IdError, id_from_address, id_matches, parse_id
-from pypluto.config.model import Identity, IPAddress, Origin, Secret
+from pypluto.config.model import Identity, Origin, Secret
 from pypluto.config.parser import Diagnostic
+from pypluto.params import IPAddress
 
 WEAK_PSK_BYTES = 14  # below 112 bits a PSK is weak (NIST SP 800-131A / Libreswan FIPS rule)
 MAX_DEPTH = 10
@@ -194,8 +196,10 @@ class _Loader:
         self.store = SecretStore()
         self.files_read = 0
 
-    def diag(self, file: str, line: int, msg: str, sev: str = "error") -> None:
-        self.store.diagnostics.append(Diagnostic(file, line, msg, sev))  # type: ignore[arg-type]
+    def diag(
+        self, file: str, line: int, msg: str, sev: Literal["error", "warning"] = "error"
+    ) -> None:
+        self.store.diagnostics.append(Diagnostic(file, line, msg, sev))
 
     def check_perms(self, path: str) -> bool:
         try:
@@ -312,7 +316,9 @@ class _Loader:
             if len(value) < WEAK_PSK_BYTES:
                 self.diag(path, lineno, f"PSK is weak: {len(value)} bytes, fewer than "
                           f"{WEAK_PSK_BYTES}", "warning")
-        self.store.secrets.append(Secret(kind, indices, value, None, origin))  # type: ignore
+        # every other kind returned above
+        simple: Literal["PSK", "XAUTH"] = "PSK" if kind == "PSK" else "XAUTH"
+        self.store.secrets.append(Secret(simple, indices, value, None, origin))
 
 
 def _strip_comment(line: str) -> str:

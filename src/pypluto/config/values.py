@@ -10,7 +10,7 @@ import ipaddress
 import re
 import socket
 
-from pypluto.config.model import IPAddress, IPNetwork
+from pypluto.params import IPAddress, IPNetwork
 
 _TRUE = {"yes", "y", "true", "on", "1"}
 _FALSE = {"no", "n", "false", "off", "0"}

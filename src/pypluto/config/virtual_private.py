@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from pypluto.params import IPNetwork
 
 
 @dataclass
@@ -51,4 +51,6 @@ class VirtualPrivate:
         n = ipaddress.ip_network(net, strict=False) if isinstance(net, str) else net
         if any(n.version == x.version and n.overlaps(x) for x in self.exclude):
             return False
-        return any(n.version == i.version and n.subnet_of(i) for i in self.include)  # type: ignore[arg-type]
+        if isinstance(n, ipaddress.IPv4Network):
+            return any(isinstance(i, ipaddress.IPv4Network) and n.subnet_of(i) for i in self.include)
+        return any(isinstance(i, ipaddress.IPv6Network) and n.subnet_of(i) for i in self.include)

@@ -9,8 +9,8 @@ backend's traffic counters merged in).  ``render`` turns it into the lines of
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 STATUS_COMMANDS = frozenset(
     {"status", "globalstatus", "showstates", "trafficstatus", "briefstatus", "connectionstatus"}
@@ -363,17 +363,30 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render_psks(records: Iterable[Any], files: Iterable[str] = ()) -> list[str]:
+class SecretRecord(Protocol):
+    """What ``--listpsks`` reads of an ``ipsec.secrets`` record (``config.model.Secret``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def indices(self) -> Sequence[object]: ...
+
+    @property
+    def origin(self) -> object | None: ...
+
+
+def render_psks(records: Iterable[SecretRecord], files: Iterable[str] = ()) -> list[str]:
     """``--listpsks``: which IDs have a pre-shared key; never the key itself."""
     src = ", ".join(files)
     lines = [f"List of Pre-shared Keys{f' (from {src})' if src else ''}", ""]
     n = 0
     for r in records:
-        if getattr(r, "kind", None) != "PSK":
+        if r.kind != "PSK":
             continue
         n += 1
-        ids = " ".join(str(i) for i in getattr(r, "indices", [])) or "%any"
-        origin = getattr(r, "origin", None)
+        ids = " ".join(str(i) for i in r.indices) or "%any"
+        origin = r.origin
         where = f"  ({origin})" if origin else ""
         lines.append(f"{n:5d}: PSK {ids}{where}")
     if n == 0:

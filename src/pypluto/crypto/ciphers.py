@@ -17,27 +17,41 @@ from __future__ import annotations
 
 import hmac
 import warnings
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.cmac import CMAC
+
+from pypluto.iana import Encr, TransformType
+from pypluto.iana import Integ as IntegId
 
 from . import registry
 from .errors import CryptoError, IntegrityError, UnsupportedAlgorithm
 from .prf import XCBCMac, hmac_new
-from .registry import Encr, TransformType
-from .registry import Integ as IntegId
 
-try:  # cryptography >= 43 moved the legacy ciphers to "decrepit"
-    from cryptography.hazmat.decrepit.ciphers.algorithms import Camellia as _Camellia
-    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES as _TripleDES
-except ImportError:  # pragma: no cover - older cryptography
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _Camellia = algorithms.Camellia  # type: ignore[attr-defined,misc]
-        _TripleDES = algorithms.TripleDES  # type: ignore[attr-defined,misc]
+_CipherFactory = Callable[[bytes], CipherAlgorithm]
+
+
+def _legacy_ciphers() -> tuple[_CipherFactory, _CipherFactory]:
+    """(Camellia, TripleDES): cryptography >= 43 moved the legacy ciphers to "decrepit"."""
+    try:
+        from cryptography.hazmat.decrepit.ciphers.algorithms import Camellia, TripleDES
+    except ImportError:  # pragma: no cover - older cryptography
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return algorithms.Camellia, algorithms.TripleDES
+    return Camellia, TripleDES
+
+
+_Camellia, _TripleDES = _legacy_ciphers()
+
+# Data and AAD may be memoryviews (the userspace ESP path slices packets without copying).
+BytesLike = bytes | bytearray | memoryview
+# An AEAD operation: (full nonce, data, associated data) -> output (RFC 5116 §2).
+AeadFn = Callable[[bytes, BytesLike, BytesLike | None], bytes]
 
 
 # --------------------------------------------------------------------------- AEAD
@@ -67,8 +81,8 @@ class Aead:
         self.icv_size = alg.icv_size
         self.iv_size = alg.iv_size
         self._salt = key_with_salt[ks:]
-        self._seal: Any
-        self._open: Any
+        self._seal: AeadFn
+        self._open: AeadFn
         icv = alg.icv_size
         if encr_id == Encr.CHACHA20_POLY1305:
             c = ChaCha20Poly1305(key)
@@ -85,17 +99,18 @@ class Aead:
         elif encr_id in (Encr.AES_GCM_8, Encr.AES_GCM_12):
             aes = algorithms.AES(key)
 
-            def seal(nonce: bytes, data: bytes, aad: bytes | None) -> bytes:
+            def seal(nonce: bytes, data: BytesLike, aad: BytesLike | None) -> bytes:
                 enc = Cipher(aes, modes.GCM(nonce)).encryptor()
                 if aad:
                     enc.authenticate_additional_data(aad)
                 ct = enc.update(data) + enc.finalize()
                 return ct + enc.tag[:icv]
 
-            def open_(nonce: bytes, data: bytes, aad: bytes | None) -> bytes:
+            def open_(nonce: bytes, data: BytesLike, aad: BytesLike | None) -> bytes:
                 if len(data) < icv:
                     raise InvalidTag
-                dec = Cipher(aes, modes.GCM(nonce, data[-icv:], min_tag_length=icv)).decryptor()
+                tag = bytes(data[-icv:])
+                dec = Cipher(aes, modes.GCM(nonce, tag, min_tag_length=icv)).decryptor()
                 if aad:
                     dec.authenticate_additional_data(aad)
                 return dec.update(data[:-icv]) + dec.finalize()
@@ -106,14 +121,16 @@ class Aead:
             # RFC 4543 §3: the payload is authenticated, not encrypted.
             c4 = AESGCM(key)
 
-            def gseal(nonce: bytes, data: bytes, aad: bytes | None) -> bytes:
-                return data + c4.encrypt(nonce, b"", (aad or b"") + data)
+            def gseal(nonce: bytes, data: BytesLike, aad: BytesLike | None) -> bytes:
+                plain = bytes(data)
+                return plain + c4.encrypt(nonce, b"", bytes(aad or b"") + plain)
 
-            def gopen(nonce: bytes, data: bytes, aad: bytes | None) -> bytes:
+            def gopen(nonce: bytes, data: BytesLike, aad: BytesLike | None) -> bytes:
                 if len(data) < 16:
                     raise InvalidTag
-                c4.decrypt(nonce, data[-16:], (aad or b"") + data[:-16])
-                return data[:-16]
+                plain = bytes(data[:-16])
+                c4.decrypt(nonce, bytes(data[-16:]), bytes(aad or b"") + plain)
+                return plain
 
             self._seal = gseal
             self._open = gopen
@@ -129,7 +146,7 @@ class Aead:
         return self._salt
 
     @property
-    def raw(self) -> tuple[Any, Any]:
+    def raw(self) -> tuple[AeadFn, AeadFn]:
         """``(seal, open)`` taking the full nonce (salt‖IV): the ESP per-packet fast path.
 
         ``open`` raises cryptography's ``InvalidTag`` (not IntegrityError) so the
@@ -184,7 +201,7 @@ class BlockCipher:
             raise CryptoError(f"{alg.iana_name}: wrong key length")
         key = key_material[:ks]
         self._mode = "cbc"
-        self._alg: Any
+        self._alg: CipherAlgorithm | None
         if encr_id == Encr.AES_CBC:
             self._alg = algorithms.AES(key)
         elif encr_id == Encr.CAMELLIA_CBC:
@@ -204,13 +221,16 @@ class BlockCipher:
     def __repr__(self) -> str:
         return f"BlockCipher({registry.transform_name(TransformType.ENCR, self.encr_id)})"
 
-    def _cipher(self, iv: bytes) -> Cipher:
+    def _cipher(self, iv: bytes) -> Cipher[modes.CBC] | Cipher[modes.CTR]:
         if len(iv) != self.iv_size:
             raise CryptoError("wrong IV length")
+        alg = self._alg
+        if alg is None:  # pragma: no cover - NULL never gets here (encrypt/decrypt)
+            raise CryptoError("NULL encryption has no cipher")
         if self._mode == "cbc":
-            return Cipher(self._alg, modes.CBC(iv))
+            return Cipher(alg, modes.CBC(iv))
         # RFC 3686 §4: counter block = nonce ‖ IV ‖ block counter starting at 1.
-        return Cipher(self._alg, modes.CTR(self._nonce + iv + b"\x00\x00\x00\x01"))
+        return Cipher(alg, modes.CTR(self._nonce + iv + b"\x00\x00\x00\x01"))
 
     def encrypt(self, iv: bytes, data: bytes) -> bytes:
         if self._mode == "null":

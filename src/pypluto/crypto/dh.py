@@ -24,22 +24,42 @@ from __future__ import annotations
 
 import secrets
 import warnings
-from typing import Any, Protocol
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
 
+from pypluto.iana import KE, TransformType
+
 from . import registry
 from .errors import InvalidKeyExchange, UnsupportedAlgorithm
-from .registry import KE, TransformType
 
-try:
-    from cryptography.hazmat.primitives.asymmetric import mlkem as _mlkem
-except ImportError:  # pragma: no cover - cryptography < 47
-    _mlkem = None  # type: ignore[assignment]
+if TYPE_CHECKING:  # the FFDH module warns when its attributes are read: types only here
+    from cryptography.hazmat.primitives.asymmetric.dh import (
+        DHParameterNumbers,
+        DHPrivateKey,
+        DHPrivateNumbers,
+        DHPublicNumbers,
+    )
 
 
-def _load_openssl_dh() -> tuple[Any, Any, Any] | None:
+def _load_mlkem() -> ModuleType | None:
+    """cryptography's ML-KEM module (FIPS 203), or None before cryptography 47."""
+    try:
+        from cryptography.hazmat.primitives.asymmetric import mlkem
+    except ImportError:  # pragma: no cover - cryptography < 47
+        return None
+    return mlkem
+
+
+_mlkem = _load_mlkem()
+
+
+def _load_openssl_dh() -> (
+    tuple[type[DHParameterNumbers], type[DHPublicNumbers], type[DHPrivateNumbers]] | None
+):
     """cryptography's FFDH classes, fetched once with the deprecation warning silenced.
 
     cryptography 50 deprecates FFDH (``CryptographyDeprecationWarning`` on
@@ -93,7 +113,7 @@ def _pi_bits(bits: int) -> int:
 
 
 # RFC 2409 §6.1-6.2 and RFC 3526 §2-7: p = 2^n - 2^(n-64) - 1 + 2^64·(⌊2^(n-130)·π⌋ + k), g = 2.
-_OAKLEY_K = {
+_OAKLEY_K: dict[int, tuple[int, int]] = {
     KE.MODP768: (768, 149686),
     KE.MODP1024: (1024, 129093),
     KE.MODP1536: (1536, 741804),
@@ -182,7 +202,7 @@ class _ModpGroup:
     def __init__(self, group: int) -> None:
         self.group = group
         if group in _OAKLEY_K:
-            n, k = _OAKLEY_K[group]  # type: ignore[index]
+            n, k = _OAKLEY_K[group]
             self.p = 2**n - 2 ** (n - 64) - 1 + 2**64 * (_pi_bits(n - 130) + k)
             self.g = 2
             self.q = (self.p - 1) // 2
@@ -195,18 +215,19 @@ class _ModpGroup:
             self.safe_prime = False
             self.exp_bits = self.q.bit_length()
         self.size = (self.p.bit_length() + 7) // 8
-        self._pn: Any = None
+        self._pn: DHParameterNumbers | None = None
 
-    def openssl_params(self) -> Any:
+    def openssl_params(self) -> DHParameterNumbers:
         """Cached cryptography DHParameterNumbers (with q, so OpenSSL picks short exponents).
 
         OpenSSL 3+ refuses q for the 768/1024-bit Oakley groups, so those go without.
         """
-        if self._pn is None:
+        pn = self._pn
+        if pn is None:
             assert _OPENSSL_DH is not None
             q = None if (self.safe_prime and self.size <= 128) else self.q
-            self._pn = _OPENSSL_DH[0](self.p, self.g, q)
-        return self._pn
+            pn = self._pn = _OPENSSL_DH[0](self.p, self.g, q)
+        return pn
 
     def check_peer(self, data: bytes) -> int:
         """Validate a peer's g^y (RFC 7296 §3.4 length; RFC 6989 §2.1-2.2 range/subgroup)."""
@@ -251,6 +272,7 @@ class ModpKE:
         self.group = int(group)
         self._grp = grp = modp_group(group)
         self.backend = backend or MODP_BACKEND
+        self._key: DHPrivateKey | None
         if self.backend == "openssl":
             if _OPENSSL_DH is None:
                 raise UnsupportedAlgorithm("cryptography no longer provides finite-field DH")
@@ -314,7 +336,10 @@ class EcpKE:
     def __init__(self, group: int, *, private: int | None = None) -> None:
         self.group = int(group)
         self._curve = _CURVES[group]
-        self._size = registry.get(TransformType.KE, group).ke_size // 2  # type: ignore[union-attr]
+        alg = registry.get(TransformType.KE, group)
+        if alg is None:  # pragma: no cover - every _CURVES group is in the registry
+            raise UnsupportedAlgorithm(f"unknown KE transform {group}")
+        self._size = alg.ke_size // 2
         if private is None:
             self._key = ec.generate_private_key(self._curve)
         else:  # known-answer tests only
@@ -343,20 +368,25 @@ class EcpKE:
 class EcxKE:
     """Curve25519 / Curve448 (RFC 7748 §6; IKEv2 per RFC 8031 §3)."""
 
-    __slots__ = ("group", "public", "_key", "_pub_cls", "_size")
+    __slots__ = ("group", "public", "_exchange", "_size")
 
     def __init__(self, group: int, *, private: bytes | None = None) -> None:
         self.group = int(group)
+        self._exchange: Callable[[bytes], bytes]
         if group == KE.CURVE25519:
-            priv_cls: Any = x25519.X25519PrivateKey
-            self._pub_cls: Any = x25519.X25519PublicKey
+            k25 = (x25519.X25519PrivateKey.generate() if private is None
+                   else x25519.X25519PrivateKey.from_private_bytes(private))
+            self._exchange = lambda peer: k25.exchange(
+                x25519.X25519PublicKey.from_public_bytes(peer)
+            )
+            self.public = k25.public_key().public_bytes_raw()
             self._size = 32
         else:
-            priv_cls = x448.X448PrivateKey
-            self._pub_cls = x448.X448PublicKey
+            k448 = (x448.X448PrivateKey.generate() if private is None
+                    else x448.X448PrivateKey.from_private_bytes(private))
+            self._exchange = lambda peer: k448.exchange(x448.X448PublicKey.from_public_bytes(peer))
+            self.public = k448.public_key().public_bytes_raw()
             self._size = 56
-        self._key = priv_cls.generate() if private is None else priv_cls.from_private_bytes(private)
-        self.public = self._key.public_key().public_bytes_raw()
 
     def __repr__(self) -> str:
         return f"EcxKE(group={self.group})"
@@ -367,7 +397,7 @@ class EcxKE:
                 f"KE data for group {self.group} is {len(peer_data)} bytes, expected {self._size}"
             )
         try:
-            shared: bytes = self._key.exchange(self._pub_cls.from_public_bytes(peer_data))
+            shared = self._exchange(peer_data)
         except ValueError as e:
             # RFC 8031 §2.1 / RFC 7748 §6: an all-zero result must be rejected.
             raise InvalidKeyExchange(f"group {self.group}: low-order peer value") from e
@@ -386,7 +416,33 @@ _MLKEM: dict[int, tuple[str, int, int]] = {
 }
 
 
-def _mlkem_classes(group: int) -> tuple[Any, Any]:
+class _KemPublicKey(Protocol):
+    def public_bytes_raw(self) -> bytes: ...
+
+    def encapsulate(self) -> tuple[bytes, bytes]: ...
+
+
+class _KemPrivateKey(Protocol):
+    def public_key(self) -> _KemPublicKey: ...
+
+    def decapsulate(self, ciphertext: bytes, /) -> bytes: ...
+
+
+class _KemPrivateKeyClass(Protocol):
+    """cryptography's ``MLKEM*PrivateKey`` class object (its class methods)."""
+
+    def generate(self) -> _KemPrivateKey: ...
+
+    def from_seed_bytes(self, data: bytes, /) -> _KemPrivateKey: ...
+
+
+class _KemPublicKeyClass(Protocol):
+    """cryptography's ``MLKEM*PublicKey`` class object (its class methods)."""
+
+    def from_public_bytes(self, data: bytes, /) -> _KemPublicKey: ...
+
+
+def _mlkem_classes(group: int) -> tuple[_KemPrivateKeyClass, _KemPublicKeyClass]:
     name = _MLKEM[group][0]
     priv = getattr(_mlkem, name + "PrivateKey", None) if _mlkem is not None else None
     pub = getattr(_mlkem, name + "PublicKey", None) if _mlkem is not None else None

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pypluto.iana import TransformType
+
 from . import registry
 from .errors import UnsupportedAlgorithm
 from .prf import PRF, get_prf
-from .registry import TransformType
 
 
 def _prf(prf: PRF | int) -> PRF:

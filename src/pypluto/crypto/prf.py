@@ -15,23 +15,37 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from typing import Any
+from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 
+from pypluto.iana import Prf, TransformType
+
 from . import registry
 from .errors import CryptoError, UnsupportedAlgorithm
-from .registry import Prf, TransformType
 
-_c_hmac_new: Any
+
+class KeyedHash(Protocol):
+    """What both ``_hashlib.HMAC`` and ``hmac.HMAC`` offer (RFC 2104 state, keyed once)."""
+
+    def update(self, msg: bytes, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+    def copy(self) -> KeyedHash: ...
+
+
+_c_hmac_new: Callable[[bytes, bytes, str], KeyedHash] | None
 try:  # CPython's C HMAC object (OpenSSL), without hmac.HMAC's Python wrapper
-    from _hashlib import hmac_new as _c_hmac_new
+    from _hashlib import hmac_new as _hashlib_hmac_new
+
+    _c_hmac_new = _hashlib_hmac_new
 except ImportError:  # pragma: no cover - other interpreters
     _c_hmac_new = None
 
 
-def hmac_new(key: bytes, msg: bytes = b"", digestmod: str = "sha256") -> Any:
+def hmac_new(key: bytes, msg: bytes = b"", digestmod: str = "sha256") -> KeyedHash:
     """A keyed HMAC object with ``update``/``digest``/``copy``.
 
     Uses ``_hashlib.hmac_new`` directly when present: measured 1.5-2x faster

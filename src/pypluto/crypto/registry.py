@@ -11,89 +11,25 @@ draft-ietf-ipsecme-ikev2-mlkem for ML-KEM).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from enum import IntEnum
 
+from pypluto.iana import ESN, KE, Encr, Integ, Prf, TransformType
 
-class TransformType(IntEnum):
-    ENCR = 1
-    PRF = 2
-    INTEG = 3
-    KE = 4  # "D-H" in RFC 7296
-    ESN = 5
-    ADDKE1 = 6
-    ADDKE2 = 7
-    ADDKE3 = 8
-    ADDKE4 = 9
-    ADDKE5 = 10
-    ADDKE6 = 11
-    ADDKE7 = 12
-
-
-class Encr(IntEnum):
-    DES = 2
-    TRIPLE_DES = 3
-    NULL = 11
-    AES_CBC = 12
-    AES_CTR = 13
-    AES_CCM_8 = 14
-    AES_CCM_12 = 15
-    AES_CCM_16 = 16
-    AES_GCM_8 = 18
-    AES_GCM_12 = 19
-    AES_GCM_16 = 20
-    NULL_AUTH_AES_GMAC = 21
-    CAMELLIA_CBC = 23
-    CHACHA20_POLY1305 = 28
-
-
-class Prf(IntEnum):
-    HMAC_MD5 = 1
-    HMAC_SHA1 = 2
-    AES128_XCBC = 4
-    HMAC_SHA2_256 = 5
-    HMAC_SHA2_384 = 6
-    HMAC_SHA2_512 = 7
-    AES128_CMAC = 8
-
-
-class Integ(IntEnum):
-    NONE = 0
-    HMAC_MD5_96 = 1
-    HMAC_SHA1_96 = 2
-    AES_XCBC_96 = 5
-    AES_CMAC_96 = 8
-    HMAC_SHA2_256_128 = 12
-    HMAC_SHA2_384_192 = 13
-    HMAC_SHA2_512_256 = 14
-
-
-class KE(IntEnum):
-    NONE = 0
-    MODP768 = 1
-    MODP1024 = 2
-    MODP1536 = 5
-    MODP2048 = 14
-    MODP3072 = 15
-    MODP4096 = 16
-    MODP6144 = 17
-    MODP8192 = 18
-    ECP256 = 19
-    ECP384 = 20
-    ECP521 = 21
-    MODP1024_S160 = 22
-    MODP2048_S224 = 23
-    MODP2048_S256 = 24
-    CURVE25519 = 31
-    CURVE448 = 32
-    ML_KEM_512 = 35
-    ML_KEM_768 = 36
-    ML_KEM_1024 = 37
-
-
-class ESN(IntEnum):
-    NO = 0
-    YES = 1
+__all__ = [
+    "ALGORITHMS",
+    "ESN",
+    "KE",
+    "Algorithm",
+    "Encr",
+    "Integ",
+    "Prf",
+    "TransformType",
+    "algorithms",
+    "get",
+    "lookup",
+    "transform_name",
+]
 
 
 @dataclass(frozen=True)
@@ -141,20 +77,11 @@ class Algorithm:
         return self.key_size
 
 
-def _e(id_: int, iana: str, names: tuple[str, ...], **kw: object) -> Algorithm:
-    return Algorithm(TransformType.ENCR, id_, iana, names, **kw)  # type: ignore[arg-type]
-
-
-def _p(id_: int, iana: str, names: tuple[str, ...], **kw: object) -> Algorithm:
-    return Algorithm(TransformType.PRF, id_, iana, names, **kw)  # type: ignore[arg-type]
-
-
-def _i(id_: int, iana: str, names: tuple[str, ...], **kw: object) -> Algorithm:
-    return Algorithm(TransformType.INTEG, id_, iana, names, **kw)  # type: ignore[arg-type]
-
-
-def _k(id_: int, iana: str, names: tuple[str, ...], **kw: object) -> Algorithm:
-    return Algorithm(TransformType.KE, id_, iana, names, **kw)  # type: ignore[arg-type]
+# Table-row builders: the transform type is fixed, every other field is checked by mypy.
+_e = functools.partial(Algorithm, TransformType.ENCR)
+_p = functools.partial(Algorithm, TransformType.PRF)
+_i = functools.partial(Algorithm, TransformType.INTEG)
+_k = functools.partial(Algorithm, TransformType.KE)
 
 
 _AES_BITS = (128, 192, 256)

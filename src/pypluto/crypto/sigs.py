@@ -19,31 +19,33 @@ Keys are ``cryptography`` key objects (from certificates or files).
 
 from __future__ import annotations
 
-from typing import Any
-
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
 
+from pypluto.iana import AuthMethod, HashAlgorithm
+
 from .der import read_tlv
 from .errors import CryptoError
 
-AUTH_RSA = 1
-AUTH_ECDSA_256 = 9
-AUTH_ECDSA_384 = 10
-AUTH_ECDSA_521 = 11
-AUTH_DIGITAL_SIGNATURE = 14
+# Plain ints of pypluto.iana's AuthMethod / HashAlgorithm, under the names this module uses.
+AUTH_RSA = int(AuthMethod.RSA_SIG)
+AUTH_ECDSA_256 = int(AuthMethod.ECDSA_SHA256_P256)
+AUTH_ECDSA_384 = int(AuthMethod.ECDSA_SHA384_P384)
+AUTH_ECDSA_521 = int(AuthMethod.ECDSA_SHA512_P521)
+AUTH_DIGITAL_SIGNATURE = int(AuthMethod.DIGITAL_SIGNATURE)
 
 # RFC 7427 §4 / IANA "IKEv2 Hash Algorithms"
-HASH_SHA1 = 1
-HASH_SHA2_256 = 2
-HASH_SHA2_384 = 3
-HASH_SHA2_512 = 4
-HASH_IDENTITY = 5
+HASH_SHA1 = int(HashAlgorithm.SHA1)
+HASH_SHA2_256 = int(HashAlgorithm.SHA2_256)
+HASH_SHA2_384 = int(HashAlgorithm.SHA2_384)
+HASH_SHA2_512 = int(HashAlgorithm.SHA2_512)
+HASH_IDENTITY = int(HashAlgorithm.IDENTITY)
 
 _HASHES: dict[int, type[hashes.HashAlgorithm]] = {
     HASH_SHA1: hashes.SHA1,
@@ -168,7 +170,7 @@ _RFC4754 = {AUTH_ECDSA_256: (ec.SECP256R1, HASH_SHA2_256, 32),
             AUTH_ECDSA_521: (ec.SECP521R1, HASH_SHA2_512, 66)}
 
 
-def algorithm_identifier(key: Any, hash_id: int, *, pss: bool = False) -> bytes:
+def algorithm_identifier(key: PrivateKeyTypes | PublicKeyTypes, hash_id: int, *, pss: bool = False) -> bytes:
     """The DER AlgorithmIdentifier RFC 7427 sends for ``key`` and ``hash_id``."""
     if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
         return _pss_algid(hash_id) if pss else _algid(_RSA_PKCS1[hash_id], _NULL)
@@ -181,7 +183,7 @@ def algorithm_identifier(key: Any, hash_id: int, *, pss: bool = False) -> bytes:
     raise CryptoError(f"no RFC 7427 signature for {type(key).__name__}")
 
 
-def hashes_for(key: Any) -> list[int]:
+def hashes_for(key: PrivateKeyTypes | PublicKeyTypes) -> list[int]:
     """SIGNATURE_HASH_ALGORITHMS values usable with ``key`` (RFC 7427 §4, RFC 8420 §2)."""
     if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey,
                         ed448.Ed448PrivateKey, ed448.Ed448PublicKey)):
@@ -189,7 +191,7 @@ def hashes_for(key: Any) -> list[int]:
     return [HASH_SHA2_256, HASH_SHA2_384, HASH_SHA2_512]
 
 
-def sign(method: int, key: Any, octets: bytes, hash_id: int = HASH_SHA2_256, *,
+def sign(method: int, key: PrivateKeyTypes, octets: bytes, hash_id: int = HASH_SHA2_256, *,
          pss: bool = False) -> bytes:
     """AUTH payload data for ``octets`` (the signed octets of RFC 7296 §2.15)."""
     try:
@@ -236,7 +238,7 @@ def _verify_rsa(key: rsa.RSAPublicKey, sig: bytes, octets: bytes, oid: str, para
     raise ValueError("not an RSA signature algorithm")
 
 
-def verify(method: int, key: Any, octets: bytes, auth_data: bytes) -> bool:
+def verify(method: int, key: PublicKeyTypes, octets: bytes, auth_data: bytes) -> bool:
     """True when ``auth_data`` is a valid signature of ``octets`` by ``key``'s owner."""
     try:
         if method == AUTH_RSA:

@@ -29,11 +29,12 @@ import os
 import struct
 from collections.abc import Callable
 
+from pypluto.iana import TransformType
+
 from . import registry
 from .ciphers import Aead, BlockCipher, Integ, make_integ
 from .errors import CryptoError, IntegrityError, UnsupportedAlgorithm
 from .keys import encr_key_bytes
-from .registry import TransformType
 
 _FAIL = "integrity check failed"
 _Q = struct.Struct(">Q")

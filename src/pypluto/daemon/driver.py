@@ -10,7 +10,8 @@ other half, in the role of aioquic's ``asyncio/protocol.py``:
 * ``HANDLERS`` is the table from action type to the method that carries it out
   (send a datagram or a NAT-T keepalive, install or remove an SA or a policy
   in the kernel backend, log, report a connection event, run an offloaded key
-  exchange on the helper pool and ``resume`` the engine with its result);
+  exchange on the helper pool and ``resume`` the engine with its result, run
+  a conn's ``leftupdown=`` script);
 * SA traffic counters and kernel expire events are fed back to the engine
   (``ipsec-max-bytes`` / ``-packets``, RFC 7296 §2.8 rekeying).
 
@@ -28,6 +29,8 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from pypluto.config.model import IPAddress
@@ -36,6 +39,13 @@ from pypluto.daemon.engine_api import EngineAPI
 from pypluto.daemon.helpers import CrashReports, HelperPool
 from pypluto.daemon.logger import PlutoLogger
 from pypluto.daemon.sockets import UDPSockets
+from pypluto.daemon.updown import (
+    DOWN_VERBS,
+    FATAL_VERBS,
+    UP_VERBS,
+    log_result,
+    run_updown,
+)
 from pypluto.daemon.waiters import Waiters
 from pypluto.ike.actions import (
     Action,
@@ -47,13 +57,14 @@ from pypluto.ike.actions import (
     DelSA,
     Endpoint,
     EventKind,
-    FailReason,
     Log,
     SendKeepalive,
     SendPacket,
+    Updown,
 )
 from pypluto.ike.status import ChildSAStatus
-from pypluto.kernel.base import BackendError, KernelBackend, SAExpire, SAParams, SAStats
+from pypluto.kernel.base import BackendError, KernelBackend, SAExpire, SAStats
+from pypluto.params import UpdownChild
 
 Handler = Callable[["EngineDriver", Any, bool], None]
 """``(driver, action, rate_limited)``: carries out one action."""
@@ -84,6 +95,13 @@ class EngineDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._rl_flush = False
         self._last_error: Log | None = None  # the engine's latest error line in this batch
+        # updown: runs not yet finished per Child SA serial, the CHILD_ESTABLISHED
+        # events held back until they succeed, one lock per conn (runs in order)
+        self._updown_pending: dict[int, int] = {}
+        self._held_events: dict[int, ConnectionEvent] = {}
+        self._updown_locks: dict[str, asyncio.Lock] = {}
+        self._updown_failed: set[int] = set()  # never came up: no down/unroute for them
+        self.updown_timeout = 30.0
 
     # ------------------------------------------------------------- clock
     @staticmethod
@@ -138,22 +156,17 @@ class EngineDriver:
     def execute(self, actions: list[Action], rate_limited: bool = False) -> None:
         """Carry out ``actions`` in order; one failing action does not stop the rest."""
         self._last_error = None
-        # a Child SA whose SA or policy the backend refused is not established: its
-        # "established" log line and event become a failure, and the engine deletes it
+        # A Child SA whose SA or policy the backend refused is not established (issue 12:
+        # never report success for what is not protected): its "established" line, its
+        # updown "up" and its event are dropped, and Engine.fail_child deletes it and
+        # answers a waiting whack with the backend's reason.
         failed: dict[int, str] = {}  # serial -> the backend's reason
         serial_of_reqid: dict[int, int] = {}
-        doomed: list[SAParams] = []
         for a in actions:
             if isinstance(a, AddSA):
                 serial_of_reqid[a.sa.reqid] = a.sa.serial
-            if isinstance(a, Log) and a.serial in failed \
-                    and a.message.startswith("established Child SA"):
+            if failed and _belongs_to_failed(a, failed):
                 continue
-            if isinstance(a, ConnectionEvent) and a.serial in failed \
-                    and a.kind == EventKind.CHILD_ESTABLISHED:
-                a = ConnectionEvent(EventKind.FAILED, a.conn, a.serial,
-                                    f"Child SA not installed: {failed[a.serial]}",
-                                    FailReason.LOCAL)
             handler = HANDLERS.get(type(a))
             if handler is None:
                 self.log.log(f"unknown engine action {type(a).__name__} ignored", "debug")
@@ -166,22 +179,15 @@ class EngineDriver:
                              conn=(sa.conn_name if sa is not None else None) or None)
                 serial = a.sa.serial if isinstance(a, AddSA) else \
                     serial_of_reqid.get(a.policy.reqid, 0) if isinstance(a, AddPolicy) else 0
-                if serial and serial not in failed:
-                    failed[serial] = str(e)
-                    doomed += [x.sa for x in actions if isinstance(x, AddSA)
-                               and x.sa.serial == serial and x.sa.direction == "in"]
+                if serial:
+                    failed.setdefault(serial, str(e))
             except Exception as e:  # noqa: BLE001
                 self.internal_error(e, f"executing {type(a).__name__}",
                                     conn=_conn_of(a))
-        for sa_in in doomed:  # the engine deletes the Child SA (and tells the peer)
-            self._refused(sa_in)
-
-    def _refused(self, sa: SAParams) -> None:
-        """Have the engine delete a Child SA whose kernel install failed (as a hard expire)."""
-        ev = SAExpire(sa.dst, sa.spi, sa.protocol, True,
-                      "install-failed")  # type: ignore[arg-type]
-        self.run(lambda eng: eng.sa_expired(ev, self.now()),
-                 where="deleting a Child SA the backend refused", conn=sa.conn_name or None)
+        for serial, why in failed.items():
+            self.run(partial(_fail_child, serial=serial, why=f"Child SA not installed: {why}",
+                             now=self.now()),
+                     where="a Child SA the backend refused")
 
     def _backend(self) -> KernelBackend:
         assert self.backend is not None
@@ -217,10 +223,18 @@ class EngineDriver:
                      debug_class=a.debug_class, rate_limited=rate_limited)
         if a.level == "error":
             self._last_error = a
+            if a.traceback and a.conn is None:  # outside any IKE SA: no event follows
+                self.crash.text(a.traceback, "engine: packet processing")
         if a.conn is not None and a.level != "debug":
             self.waiters.on_log(a.conn, PlutoLogger.prefix(a.conn, a.serial, None) + a.message)
 
     def _event(self, ev: ConnectionEvent, rate_limited: bool) -> None:
+        if ev.kind == EventKind.CHILD_ESTABLISHED and ev.serial in self._updown_pending:
+            self._held_events[ev.serial] = ev  # reported once its updown script succeeded
+            return
+        self._report(ev)
+
+    def _report(self, ev: ConnectionEvent) -> None:
         self.waiters.on_event(ev)
         if ev.kind == EventKind.INTERNAL_ERROR:
             self._engine_crash(ev)
@@ -236,16 +250,66 @@ class EngineDriver:
         if self.statsbin:
             self._run_statsbin(ev)
 
+    def _updown(self, a: Updown, rate_limited: bool) -> None:
+        """Start the conn's updown script; the byte counts are read now, before DelSA."""
+        child = a.child
+        if not a.up and child.serial in self._updown_failed:
+            self._updown_failed.discard(child.serial)
+            return
+        stack = self.backend.name if self.backend is not None else ""
+        inb = outb = 0
+        if not a.up and self.backend is not None:
+            s_in = self.stats(child.me, child.spi_in, child.sa_type.lower())
+            s_out = self.stats(child.peer, child.spi_out, child.sa_type.lower())
+            inb = s_in.bytes if s_in is not None else 0
+            outb = s_out.bytes if s_out is not None else 0
+        child = replace(child, stack=stack, inbytes=inb, outbytes=outb)
+        if a.up:
+            self._updown_pending[child.serial] = self._updown_pending.get(child.serial, 0) + 1
+        self.spawn(self._run_updown(a.script, a.up, child))
+
+    async def _run_updown(self, script: str, up: bool, child: UpdownChild) -> None:
+        lock = self._updown_locks.setdefault(child.conn, asyncio.Lock())
+        failed = ""
+        async with lock:
+            for verb in UP_VERBS if up else DOWN_VERBS:
+                res = await run_updown(script, verb, child, timeout=self.updown_timeout)
+                log_result(res, lambda m, lvl: self.log.log(
+                    m, lvl, conn=child.conn, serial=child.serial))
+                if not res.ok and verb in FATAL_VERBS:
+                    failed = f"{res.verb} failed: {res.error}"
+                    break
+        if not up:
+            return
+        left = self._updown_pending.get(child.serial, 1) - 1
+        if failed:
+            self._updown_failed.add(child.serial)
+            self._updown_pending.pop(child.serial, None)
+            self._held_events.pop(child.serial, None)
+            now = self.now()
+            self.run(lambda e: e.fail_child(child.serial, failed, now), conn=child.conn,
+                     where="updown")
+            return
+        if child.serial not in self._updown_pending:
+            return  # another pair of this Child SA failed already
+        if left > 0:
+            self._updown_pending[child.serial] = left
+            return
+        del self._updown_pending[child.serial]
+        ev = self._held_events.pop(child.serial, None)
+        if ev is not None:
+            self._report(ev)
+
     def _engine_crash(self, ev: ConnectionEvent) -> None:
         """The engine caught an exception of its own: a crash report with its traceback.
 
         The traceback travels on the engine's error ``Log`` just before the event
-        (its ``traceback`` field, added by the engine's side of issue 11); without
+        (its ``traceback`` field); without
         one the report holds the error line and the event's detail.
         """
         last = self._last_error
-        tb = getattr(last, "traceback", None) if last is not None else None
-        if not isinstance(tb, str) or not tb:
+        tb = last.traceback if last is not None else ""
+        if not tb:
             lines = [last.message] if last is not None else []
             if ev.detail:
                 lines.append(ev.detail)
@@ -394,6 +458,21 @@ class EngineDriver:
             ch[k] = int(v) if isinstance(v, int) else None  # None: not counted per SA
 
 
+def _fail_child(engine: EngineAPI, *, serial: int, why: str, now: float) -> list[Action]:
+    return engine.fail_child(serial, why, now)
+
+
+def _belongs_to_failed(a: Action, failed: dict[int, str]) -> bool:
+    """An action reporting or continuing a Child SA whose kernel install failed."""
+    if isinstance(a, Log):
+        return a.serial in failed and a.message.startswith("established Child SA")
+    if isinstance(a, ConnectionEvent):
+        return a.serial in failed and a.kind == EventKind.CHILD_ESTABLISHED
+    if isinstance(a, Updown):
+        return a.up and a.child.serial in failed
+    return False
+
+
 def _conn_of(a: Action) -> str | None:
     """The connection an action belongs to, when it says."""
     if isinstance(a, AddSA):
@@ -415,5 +494,6 @@ HANDLERS: dict[type[Any], Handler] = {
     Log: EngineDriver._log,
     ConnectionEvent: EngineDriver._event,
     Compute: EngineDriver._compute,
+    Updown: EngineDriver._updown,
 }
 """Action type -> the driver method that carries it out."""

@@ -11,7 +11,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from pypluto.params import IPAddress
 
 RTM_GETADDR = 22
 RTM_NEWADDR = 20

@@ -32,8 +32,9 @@ from cryptography.exceptions import InvalidTag
 
 from pypluto.crypto import ciphers, registry
 from pypluto.crypto.errors import CryptoError
-from pypluto.crypto.registry import Encr, Integ
-from pypluto.kernel.base import BackendError, SAExpire, SAParams, SAStats
+from pypluto.iana import Encr, Integ
+from pypluto.kernel.base import BackendError
+from pypluto.params import SAExpire, SAParams, SAStats
 
 __all__ = [
     "InboundSA",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pypluto.kernel.base import IPAddress, KernelBackend, PolicyParams, SAParams, SAStats
+from pypluto.kernel.base import KernelBackend
+from pypluto.params import IPAddress, PolicyParams, SAParams, SAStats
 
 
 class NoneBackend(KernelBackend):

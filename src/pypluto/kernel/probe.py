@@ -28,7 +28,8 @@ libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 if libc.unshare(0x40000000) != 0:
     print("cannot unshare a network namespace: " + os.strerror(ctypes.get_errno()))
     sys.exit(2)
-from pypluto.kernel.base import SAParams, BackendError
+from pypluto.kernel.base import BackendError
+from pypluto.params import SAParams
 from pypluto.kernel.xfrm import structs as S
 from pypluto.kernel.xfrm.backend import encode_sa
 from pypluto.kernel.xfrm.netlink import XfrmSocket

@@ -6,12 +6,8 @@ type a responder would send (or, for messages that are not answered, log).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .constants import NotifyType
-
-if TYPE_CHECKING:
-    from .message import IKEHeader
+from .header import IKEHeader
 
 
 class WireError(Exception):

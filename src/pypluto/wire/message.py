@@ -36,12 +36,15 @@ from .errors import (
     UnsupportedCriticalPayload,
     WireError,
 )
+from .header import IKEHeader
 from .payloads import (
     PAYLOAD_CLASSES,
+    IDPayload,
     NotifyPayload,
     Payload,
     SKFPayload,
     SKPayload,
+    TSPayload,
     UnknownPayload,
 )
 
@@ -78,33 +81,6 @@ class Protector(Protocol):
 
 class _Opener(Protocol):
     def decrypt(self, aad: bytes, body: bytes) -> bytes: ...
-
-
-@dataclass(frozen=True)
-class IKEHeader:
-    """The fixed IKE header (RFC 7296 §3.1)."""
-
-    spi_i: bytes
-    spi_r: bytes
-    next_payload: int
-    major_version: int
-    minor_version: int
-    exchange: int
-    flags: int
-    message_id: int
-    length: int
-
-    @property
-    def initiator(self) -> bool:
-        return bool(self.flags & HeaderFlag.INITIATOR)
-
-    @property
-    def response(self) -> bool:
-        return bool(self.flags & HeaderFlag.RESPONSE)
-
-    @property
-    def higher_version(self) -> bool:
-        return bool(self.flags & HeaderFlag.VERSION)
 
 
 def peek_header(data: bytes) -> IKEHeader:
@@ -295,8 +271,8 @@ def _parse_chain(
                 if e.header is None:
                     e.header = header
                 raise
-            if ptype in _TYPED_BY_HEADER:
-                payload.payload_type = enum_or_int(PayloadType, ptype)  # type: ignore[misc]
+            if ptype in _TYPED_BY_HEADER and isinstance(payload, IDPayload | TSPayload):
+                payload.payload_type = enum_or_int(PayloadType, ptype)
             if ptype in _SK_TYPES and isinstance(payload, SKPayload | SKFPayload):
                 payload.first_inner = enum_or_int(PayloadType, nxt)
                 aad_end = pos + GENERIC_HEADER_SIZE + (4 if ptype == PayloadType.SKF else 0)

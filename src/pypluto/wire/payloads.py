@@ -20,7 +20,9 @@ import ipaddress
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+from pypluto.params import IPAddress
 
 from .constants import (
     AuthMethod,
@@ -37,8 +39,6 @@ from .constants import (
     enum_or_int,
 )
 from .errors import EncodeError, InvalidSyntax
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 __all__ = [
     "IPAddress",
@@ -115,7 +115,7 @@ class _Reader:
 
     def u16(self, field_name: str) -> int:
         self.need(2, field_name)
-        (v,) = _U16.unpack_from(self.data, self.pos)
+        v: int = _U16.unpack_from(self.data, self.pos)[0]
         self.pos += 2
         return v
 
@@ -127,7 +127,7 @@ class _Reader:
 
     def u32(self, field_name: str) -> int:
         self.need(4, field_name)
-        (v,) = _U32.unpack_from(self.data, self.pos)
+        v: int = _U32.unpack_from(self.data, self.pos)[0]
         self.pos += 4
         return v
 
@@ -183,7 +183,13 @@ def _hexrepr(b: bytes, limit: int = 16) -> str:
 class Payload:
     """Common fields: ``critical`` (RFC 7296 §3.2) and the generic header's reserved bits."""
 
-    payload_type: ClassVar[int]
+    if TYPE_CHECKING:
+        # The payload type number (RFC 7296 §3.2): a class attribute of most payloads, an
+        # instance field of IDPayload, TSPayload (IDi/IDr, TSi/TSr) and UnknownPayload.
+        # Declared (read-only) for type checkers only: no dataclass field of the base.
+        @property
+        def payload_type(self) -> int: ...
+
     critical: bool = field(default=False, kw_only=True)
     header_reserved: int = field(default=0, kw_only=True, compare=False, repr=False)
 
@@ -472,7 +478,11 @@ class SAPayload(Payload):
 # minimal transforms, the memo holds ~1.5 MB (measured with tracemalloc).
 _SA_MEMO_MAX = 64
 _SA_MEMO_BODY_MAX = 2048
-_SA_MEMO: dict[bytes, tuple] = {}
+# One memoised proposal: (number, protocol ID, reserved, transforms), each transform
+# (type, ID, reserved, attributes), each attribute (type, value).
+_FrozenTransform = tuple[int, int, int, tuple[tuple[int, int | bytes], ...]]
+_FrozenProposal = tuple[int, int, int, tuple[_FrozenTransform, ...]]
+_SA_MEMO: dict[bytes, tuple[_FrozenProposal, ...]] = {}
 
 
 def _sa_memo_key(body: bytes) -> tuple[bytes | None, list[bytes] | None]:
@@ -530,7 +540,7 @@ class KEPayload(Payload):
         return f"KEPayload(group={self.group}, data={_hexrepr(self.data)})"
 
 
-_ID_SIZES = {IDType.ID_IPV4_ADDR: 4, IDType.ID_IPV6_ADDR: 16}
+_ID_SIZES: dict[int, int] = {IDType.ID_IPV4_ADDR: 4, IDType.ID_IPV6_ADDR: 16}
 
 
 @dataclass
@@ -542,7 +552,7 @@ class IDPayload(Payload):
 
     id_type: int = IDType.ID_FQDN
     data: bytes = b""
-    payload_type: int = field(default=PayloadType.IDi, kw_only=True)  # type: ignore[misc]
+    payload_type: int = field(default=PayloadType.IDi, kw_only=True)
     reserved: int = field(default=0, kw_only=True, compare=False, repr=False)
 
     @classmethod
@@ -551,7 +561,7 @@ class IDPayload(Payload):
         id_type = r.u8("ID type")
         reserved = r.u24("reserved")
         data = r.rest()
-        size = _ID_SIZES.get(id_type)  # type: ignore[call-overload]
+        size = _ID_SIZES.get(id_type)
         if size is not None:
             _check(len(data) == size, f"ID payload: type {id_type} needs {size} bytes")
         elif id_type != IDType.ID_NULL:
@@ -787,7 +797,7 @@ class VendorIDPayload(Payload):
 # --------------------------------------------------------------------------- TS
 
 
-_TS_ADDR_SIZE = {TSType.IPV4_ADDR_RANGE: 4, TSType.IPV6_ADDR_RANGE: 16}
+_TS_ADDR_SIZE: dict[int, int] = {TSType.IPV4_ADDR_RANGE: 4, TSType.IPV6_ADDR_RANGE: 16}
 _TSTYPES = {int(m): m for m in TSType}
 _SELECTOR_HDR = struct.Struct("!BBHHH")  # RFC 7296 §3.13.1
 
@@ -819,7 +829,7 @@ class TrafficSelector:
         return cls(tstype, ip_protocol, start_port, end_port, a, b)
 
     def serialize(self) -> bytes:
-        size = _TS_ADDR_SIZE.get(self.ts_type)  # type: ignore[call-overload]
+        size = _TS_ADDR_SIZE.get(self.ts_type)
         if size is None:
             raise EncodeError(f"TrafficSelector: type {self.ts_type} is not an address range")
         a, b = self.start_addr.packed, self.end_addr.packed
@@ -862,7 +872,7 @@ def _parse_selector(r: _Reader) -> TrafficSelector | RawTrafficSelector:
     pos = r.pos
     if r.end - pos >= 8:
         ts_type, byte1, length, start_port, end_port = _SELECTOR_HDR.unpack_from(data, pos)
-        size = _TS_ADDR_SIZE.get(ts_type)  # type: ignore[call-overload]
+        size = _TS_ADDR_SIZE.get(ts_type)
         if size is not None:
             _check(length == 8 + 2 * size, f"TS: length {length} for selector type {ts_type}")
             if pos + length > r.end:
@@ -882,7 +892,7 @@ def _parse_selector(r: _Reader) -> TrafficSelector | RawTrafficSelector:
     ts_type = r.u8("TS type")
     byte1 = r.u8("IP protocol")
     length = r.u16("selector length")
-    size = _TS_ADDR_SIZE.get(ts_type)  # type: ignore[call-overload]
+    size = _TS_ADDR_SIZE.get(ts_type)
     if size is None:
         _check(length >= 4, f"TS: selector length {length} < 4")
         return RawTrafficSelector(
@@ -907,7 +917,7 @@ class TSPayload(Payload):
     """Traffic Selector payload, TSi or TSr (RFC 7296 §3.13); ``payload_type`` says which."""
 
     selectors: list[TrafficSelector | RawTrafficSelector] = field(default_factory=list)
-    payload_type: int = field(default=PayloadType.TSi, kw_only=True)  # type: ignore[misc]
+    payload_type: int = field(default=PayloadType.TSi, kw_only=True)
     reserved: int = field(default=0, kw_only=True, compare=False, repr=False)
 
     @classmethod
@@ -1073,7 +1083,7 @@ class EAPPayload(Payload):
 class UnknownPayload(Payload):
     """A payload type this codec does not implement, kept so it round-trips (RFC 7296 §3.2)."""
 
-    payload_type: int  # type: ignore[misc]
+    payload_type: int
     body: bytes = b""
 
     @classmethod

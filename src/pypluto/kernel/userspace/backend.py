@@ -52,21 +52,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pypluto.kernel import esp
-from pypluto.kernel.base import (
-    BackendError,
-    IPAddress,
-    KernelBackend,
-    PolicyParams,
-    SAExpire,
-    SAParams,
-    SAStats,
-)
+from pypluto.kernel.base import BackendError, KernelBackend
 from pypluto.kernel.userspace import iproute, offload
 from pypluto.kernel.userspace.routes import DEFAULT_MARK, SO_MARK, Routes
 from pypluto.kernel.userspace.sa_table import SATable
 from pypluto.kernel.userspace.selectors import OutboundPolicies, inbound_check
 from pypluto.kernel.userspace.tun import open_tun
 from pypluto.kernel.userspace.workers import Worker, Writer
+from pypluto.params import (
+    IPAddress,
+    PolicyParams,
+    SAExpire,
+    SAParams,
+    SAStats,
+)
 
 log = logging.getLogger("pypluto.kernel.userspace")
 

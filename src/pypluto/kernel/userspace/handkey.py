@@ -28,8 +28,8 @@ import socket
 import sys
 from typing import Any
 
-from pypluto.kernel.base import PolicyParams, SAParams, TrafficSelector
 from pypluto.kernel.userspace.backend import UserspaceBackend
+from pypluto.params import PolicyParams, SAParams, TrafficSelector
 
 
 def _ts(s: str) -> TrafficSelector:

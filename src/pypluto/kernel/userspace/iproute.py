@@ -12,7 +12,8 @@ import json
 import shutil
 import subprocess
 
-from pypluto.kernel.base import BackendError, IPAddress
+from pypluto.kernel.base import BackendError
+from pypluto.params import IPAddress
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
 

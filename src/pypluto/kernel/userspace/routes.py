@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from pypluto.kernel.base import BackendError, IPAddress, PolicyParams, TrafficSelector
+from pypluto.kernel.base import BackendError
 from pypluto.kernel.userspace import iproute
 from pypluto.kernel.userspace.selectors import is_any_ports, is_any_proto_ports
+from pypluto.params import IPAddress, PolicyParams, TrafficSelector
 
 SELECTIVE_TABLE_OFFSET = 0x10000
 DEFAULT_MARK = 0x4500

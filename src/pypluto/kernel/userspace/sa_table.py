@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pypluto.kernel import esp
-from pypluto.kernel.base import IPAddress, PolicyParams, SAExpire, SAParams, SAStats
+from pypluto.params import IPAddress, PolicyParams, SAExpire, SAParams, SAStats
 
 SAState = esp.InboundSA | esp.OutboundSA
 

@@ -23,7 +23,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pypluto.kernel.base import IPAddress, PolicyParams, SAParams, TrafficSelector
+from pypluto.params import IPAddress, PolicyParams, SAParams, TrafficSelector
 
 __all__ = [
     "Flow",

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pypluto.iana import Encr, Integ, TransformType
+
 from ...crypto import registry
-from ...crypto.registry import Encr, Integ, TransformType
 from ..base import BackendError
 
 # Encr ID -> (kernel AEAD name, ICV bits).  RFC 4106 (GCM), RFC 4309 (CCM),

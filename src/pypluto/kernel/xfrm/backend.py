@@ -28,10 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..base import (
-    BackendError,
+from pypluto.params import (
     IPAddress,
-    KernelBackend,
     PolicyParams,
     SAAcquire,
     SAExpire,
@@ -39,6 +37,8 @@ from ..base import (
     SAStats,
     TrafficSelector,
 )
+
+from ..base import BackendError, KernelBackend
 from . import structs as S
 from .algorithms import kernel_algorithms, kernel_auth
 from .netlink import XfrmError, XfrmSocket

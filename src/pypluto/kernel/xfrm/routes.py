@@ -21,7 +21,9 @@ import struct
 import threading
 from collections.abc import Callable
 
-from ..base import BackendError, IPAddress, IPNetwork
+from pypluto.params import IPAddress, IPNetwork
+
+from ..base import BackendError
 from . import structs as S
 from .netlink import XfrmError, XfrmSocket
 
