@@ -132,6 +132,13 @@ def pair(tmp_path: Path, make_pluto, netns: NetNS) -> Iterator:
         east_ns.delete()
 
 
+def _stop_capture(dump: subprocess.Popen[bytes], pcap: Path) -> None:
+    """Let tcpdump write what it has seen (-U: per packet), then stop it (SIGINT)."""
+    wait_for(lambda: pcap.exists() and pcap.stat().st_size > 1000, 10, "packets in the capture")
+    dump.send_signal(signal.SIGINT)
+    dump.wait(10)
+
+
 def child_sas(p: Pluto) -> list[dict]:
     return json.loads(p.whack("--trafficstatus", "--json").stdout)["child_sas"]
 
@@ -175,8 +182,7 @@ def test_traffic_is_encrypted_on_the_wire(pair, tmp_path: Path, kind: str) -> No
     out, _err = server.communicate(timeout=30)
     assert b"tcp tcp:" + MARKER in out and b"udp udp:" + MARKER in out, out
 
-    dump.send_signal(signal.SIGINT)
-    dump.wait(10)
+    _stop_capture(dump, pcap)
     raw = pcap.read_bytes()
     assert MARKER not in raw and MARKER[:16] not in raw, "cleartext marker on the wire"
     esp = subprocess.run(
@@ -238,3 +244,66 @@ def test_a_policy_the_plane_cannot_install_fails_the_child_sa(pair) -> None:
         w_ns.run("ip", "rule", "del", "priority", "4499", "table", "70036", check=False)
     west.stop()
     east.stop()
+
+
+UDP_ONLY_SERVER = textwrap.dedent("""
+    import socket, sys
+    host = sys.argv[1]
+    t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind((host, 7001)); t.listen(1)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((host, 5353))
+    print("ready", flush=True)
+    t.settimeout(30); u.settimeout(30)
+    c, _ = t.accept(); data = b""
+    while True:
+        b = c.recv(4096)
+        if not b: break
+        data += b
+    print("tcp", data.decode(errors="replace"), flush=True)
+    d, _ = u.recvfrom(4096)
+    print("udp", d.decode(errors="replace"), flush=True)
+""")
+
+UDP_ONLY_CLIENT = textwrap.dedent("""
+    import socket, sys, time
+    src, dst, marker = sys.argv[1], sys.argv[2], sys.argv[3]
+    s = socket.create_connection((dst, 7001), timeout=20, source_address=(src, 0))
+    s.sendall(b"tcp:clear-by-design"); s.close()
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((src, 0))
+    # once: a second datagram after the server closed would make east answer with an
+    # ICMP port unreachable, outside udp/5353 and so in clear, quoting the payload
+    u.sendto(b"udp:" + marker.encode(), (dst, 5353))
+""")
+
+
+def test_protoport_selects_what_is_encrypted(pair, tmp_path: Path) -> None:
+    """leftprotoport=udp / rightprotoport=udp/5353 host to host: UDP to 5353 goes in
+    ESP (the capture rule carries protocol and port), other traffic to the peer keeps
+    its usual path, as an XFRM policy for udp/5353 would leave it."""
+    start, spawn, w_ns, e_ns, vw = pair
+    conf = BASE + "\tleftprotoport=udp\n\trightprotoport=udp/5353\n"
+    east = start("east", e_ns, conf)
+    west = start("west", w_ns, conf)
+    r = west.whack("--name", "west-east", "--initiate")
+    assert r.returncode == 0, r.stdout + west.log()
+    assert "192.0.2.2/32/17/5353" in r.stdout
+    pcap = tmp_path / "west.pcap"
+    dump = spawn(w_ns, "tcpdump", "-i", vw, "-U", "-n", "-s", "0", "-w", str(pcap))
+    assert dump.stderr is not None and "listening on" in dump.stderr.readline().decode()
+    server = spawn(e_ns, sys.executable, "-c", UDP_ONLY_SERVER, "192.0.2.2")
+    assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
+    client = w_ns.run(sys.executable, "-c", UDP_ONLY_CLIENT, "192.0.2.1", "192.0.2.2",
+                      MARKER.decode(), check=False)
+    assert client.returncode == 0, client.stderr
+    out, _err = server.communicate(timeout=30)
+    assert b"udp udp:" + MARKER in out and b"tcp tcp:clear-by-design" in out, out
+    _stop_capture(dump, pcap)
+    raw = pcap.read_bytes()
+    assert MARKER not in raw  # the protected UDP never in clear
+    assert b"clear-by-design" in raw  # TCP is outside the selectors: not captured
+    wait_for(lambda: child_sas(west) and child_sas(west)[0]["out_packets"] >= 1, 10,
+             "west's out counter")
+    assert child_sas(east)[0]["in_packets"] >= 1
+    west.stop()
+    east.stop()
+    assert _plane_leftovers(w_ns) == "" and _plane_leftovers(e_ns) == ""
