@@ -96,6 +96,7 @@ T_D = "tests/daemon/test_daemon.py::"
 T_DA = "tests/daemon/test_daemon_args.py::"
 T_DIP = "tests/daemon/test_daemon_inprocess.py::"
 T_ESP = "tests/kernel/test_esp.py::"
+T_PPK = "tests/ike/test_ppk.py::"
 # a partial key whose only working value is the default (what pypluto always does):
 # this test loads each such value and checks every other value refuses the conn
 T_EFF = "tests/config/test_cfg_effects.py::"
@@ -139,6 +140,9 @@ _YN = "yes|no|true|false|on|off|y|n"
 _NO_VALUES = "no|false|off|n|0"
 _YES_VALUES = "yes|true|on|y|1"
 
+#: config setup keys that are pypluto's own (not in Libreswan 5.2's keywords.c)
+SETUP_ADDITIONS = frozenset({"metrics-listen"})
+
 SETUP_KEYS: dict[str, KeyDef] = _table([
     ("ikev1-policy", "enum", "accept|reject|drop",
      P("drop|reject", T_HOSTILE + "test_bad_major_version_and_ikev1",
@@ -164,6 +168,8 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
                           + _CERTS)),
     ("nssdir", "str", P("/var/lib/ipsec/nss|/etc/ipsec.d", note="the NSS database " + _CERTS)),
     ("secretsfile", "str", W(T_D + "test_config_setup_conns_secrets_and_cli_wins")),
+    ("metrics-listen", "str", W("tests/daemon/test_daemon_metrics.py::"
+                                "test_metrics_scrape_matches_trafficstatus")),
     ("statsbin", "str", W("tests/daemon/test_daemon_pair.py::"
                           "test_auto_start_statsbin_and_shutdown_deletes")),
     ("uniqueids", "bool", W(T_LIFE + "test_uniqueids_replaces_old_ike_sa")),
@@ -272,8 +278,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
      P("propose|insist|yes|true|on|y|always", T_EST + "test_default_proposals_establish",
        _IKEV1)),
     ("ppk", "enum", "never|permit|propose|insist|yes|no|true|false|on|off|y|n|always",
-     P("never|no|false|off|n", note="PPK (RFC 8784) " + _NO)),
-    ("ppk-ids", "str", R("PPK (RFC 8784) " + _NO)),
+     W(T_PPK + "test_ppk_mode_pairs")),
+    ("ppk-ids", "str", W(T_PPK + "test_ppk_ids_pick_the_ppk")),
     ("intermediate", "bool", P(_NO_VALUES, note="IKE_INTERMEDIATE (RFC 9242) " + _NO)),
     ("esn", "enum", "yes|no|either|true|false|on|off|y|n",
      W(T_UNITS + "test_esp_esn_and_pfs")),

@@ -815,7 +815,9 @@ def build_connection(name: str, keys: dict[str, str],
     conn.reqid = None if rq is None else parse_int(rq, "reqid", 1, 2**32 - 1)
     ppk = (get("ppk") or "no").lower()
     conn.ppk = {"never": "no", "permit": "permit", "propose": "propose", "yes": "propose",
-                "insist": "insist", "always": "insist"}.get(ppk, ppk)
+                "true": "propose", "on": "propose", "y": "propose", "false": "no", "off": "no",
+                "n": "no", "insist": "insist", "always": "insist"}.get(ppk, ppk)
+    conn.ppk_ids = _ppk_ids(get("ppk-ids"))
     conn.left = _end(keys, "left", name)
     conn.right = _end(keys, "right", name)
     _semantic_checks(conn)
@@ -863,6 +865,26 @@ def _subnet_pairs(name: str, keys: dict[str, str], origin: Origin,
                             f"mismatched leftsubnets={lnet} rightsubnets={rnet}")
                 continue
             out.append((f"{name}/{lstart + li}x{rstart + ri}", pkeys))
+    return out
+
+
+PPK_ID_MAXLEN = 64  # bytes; Libreswan's PPK_ID_MAXLEN (a longer PPK_ID is refused on the wire)
+
+
+def _ppk_ids(value: str | None) -> list[bytes]:
+    """``ppk-ids=``: PPK_IDs separated by commas or white space (ipsec.conf(5); RFC 8784 §3).
+
+    An empty list or a PPK_ID longer than 64 bytes refuses the conn.
+    """
+    if value is None:
+        return []
+    out = [w.encode() for w in re.split(r"[\s,]+", value.strip()) if w]
+    if not out:
+        raise ConnError("ppk-ids", f'ppk-ids="{value}" names no PPK_ID')
+    for w in out:
+        if len(w) > PPK_ID_MAXLEN:
+            raise ConnError("ppk-ids", f"ppk-ids= PPK_ID '{w[:16].decode(errors='replace')}...' "
+                            f"is longer than {PPK_ID_MAXLEN} bytes")
     return out
 
 
@@ -937,6 +959,7 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
     def set_str(attr: str) -> Callable[[str], None]:
         return lambda v: setattr(setup, attr, v)
 
+    apply("metrics-listen", lambda v: setattr(setup, "metrics_listen", v))
     for attr in ("ipsecdir", "nssdir", "secretsfile", "dumpdir", "rundir", "statsbin"):
         apply(attr, set_str(attr))
     apply("protostack", lambda v: setattr(setup, "protostack", v))

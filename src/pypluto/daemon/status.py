@@ -75,4 +75,5 @@ def snapshot(*, opts: PlutoOptions, log: PlutoLogger, driver: EngineDriver,
         "now": now,
         "wallclock": time.time(),
         "engine": engine,
+        "counters": driver.counters.as_dict(),
     }

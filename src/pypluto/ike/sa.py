@@ -136,6 +136,17 @@ class ChildSA:
         self.state = state
 
 
+@dataclass(slots=True)
+class PPKState:
+    """RFC 8784 bookkeeping of one IKE SA (``ike/ppk.py`` keeps it)."""
+
+    negotiated: bool = False  # USE_PPK went both ways in IKE_SA_INIT
+    used: bool = False  # SK_d, SK_pi and SK_pr are mixed with the PPK
+    ppk_id: bytes = b""
+    # initiator: SK_d, SK_pi, SK_pr without the PPK, for a peer that answers without it
+    no_ppk: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)
+
+
 @dataclass(slots=True, eq=False)
 class IKESA:
     serial: int
@@ -195,6 +206,7 @@ class IKESA:
     cands: list[Connection] = field(default_factory=list)  # responder: by address
     peer_rekeys: list[IKESA] = field(default_factory=list)  # the peer's new IKE SAs
     nonce_min: bytes = b""  # min(Ni, Nr) of the rekey exchange (§2.8.1 collisions)
+    ppk: PPKState = field(default_factory=PPKState)  # RFC 8784
 
     @property
     def local_spi(self) -> bytes:

@@ -19,7 +19,7 @@ from pypluto.iana import AuthMethod, ExchangeType
 from pypluto.iana import NotifyType as N
 from pypluto.iana import PayloadType as PT
 from pypluto.ike import child as childmod
-from pypluto.ike import codec
+from pypluto.ike import codec, ppk
 from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
 from pypluto.ike.codec import Payload, Proposals
 from pypluto.ike.context import IKEContext
@@ -78,7 +78,14 @@ class IKEAuth(Task):
         payloads: list[Payload] = [idi]
         if remote_pat is not None and not remote_pat.any and remote_pat.data:
             payloads.append(codec.ident(PT.IDr, remote_pat))
+        ppk_notes = ppk.initiator_mix(  # RFC 8784: before AUTH, which the PPK changes
+            ctx, ike, acts, local_id, remote_pat,
+            lambda: _auth_data(ike, psk, codec.id_body(idi), True))
+        if isinstance(ppk_notes, str):
+            acts += fail(ctx, ike, now, ppk_notes, FailReason.AUTHENTICATION)
+            return None
         payloads.append(codec.auth(AUTH_PSK, _auth_data(ike, psk, codec.id_body(idi), True)))
+        payloads += ppk_notes
         if conn.initial_contact and ike.reauth_of is None:
             payloads.append(codec.notify(N.INITIAL_CONTACT))
         childless = conn.raw.get("childless", "").lower() in ("yes", "require") or \
@@ -125,6 +132,9 @@ class IKEAuth(Task):
             return acts + fail(ctx, ike, now, f"peer ID {id_desc(peer_id)} does not match the "
                                f"expected '{pattern}'", FailReason.AUTHENTICATION)
         assert ike.local_id is not None and ike.chosen is not None
+        why_ppk = ppk.initiator_confirm(ctx, ike, acts, payloads)  # RFC 8784
+        if why_ppk is not None:
+            return acts + fail(ctx, ike, now, why_ppk, FailReason.AUTHENTICATION)
         psk = _psk(ctx, ike, ike.local_id, peer_id)
         prf = ike.chosen.prf
         if psk is None or int(auth_p.method) != AUTH_PSK or not cauth.psk_verify(
@@ -245,14 +255,19 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     if psk is None:
         return reject(f"no PSK for {local_id}/{peer_id}")  # CVE-2024-2357
     assert ike.chosen is not None
+    why_ppk, no_ppk_auth = ppk.responder_mix(ctx, ike, conn, acts, payloads)  # RFC 8784
+    if why_ppk is not None:
+        return reject(why_ppk)
     prf = ike.chosen.prf
     octets = cauth.signed_octets(prf, ike.sk_pi, ike.init_request, ike.nr, codec.id_body(idi_p))
-    if not cauth.psk_verify(prf, psk, octets, bytes(auth_p.data)):
-        return reject(f"PSK authentication of {id_desc(peer_id)} failed")
+    if not cauth.psk_verify(prf, psk, octets, no_ppk_auth or bytes(auth_p.data)):
+        return reject(f"PSK authentication of {id_desc(peer_id)} failed"
+                      + (" (PPK mismatch?)" if ike.ppk.used else ""))
     ike.local_id, ike.remote_id = local_id, peer_id
     idr = codec.ident(PT.IDr, local_id)
     out: list[Payload] = [idr, codec.auth(AUTH_PSK,
                                           _auth_data(ike, psk, codec.id_body(idr), False))]
+    out += ppk.responder_notifies(ike)  # RFC 8784 PPK_IDENTITY
     acts += established(ctx, ike, now)
     acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
     child = None
