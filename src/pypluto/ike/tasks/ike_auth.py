@@ -19,7 +19,7 @@ from pypluto.iana import AuthMethod, ExchangeType
 from pypluto.iana import NotifyType as N
 from pypluto.iana import PayloadType as PT
 from pypluto.ike import child as childmod
-from pypluto.ike import codec, ppk
+from pypluto.ike import auth_sig, codec, ppk
 from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
 from pypluto.ike.codec import Payload, Proposals
 from pypluto.ike.context import IKEContext
@@ -53,6 +53,15 @@ def _auth_data(ike: IKESA, psk: bytes, id_body: bytes, initiator_side: bool) -> 
     return cauth.psk_auth(prf, psk, octets)
 
 
+def _octets(ike: IKESA, id_body: bytes, initiator_side: bool) -> bytes:
+    """The signed octets of one side (§2.15), for a signature AUTH."""
+    assert ike.chosen is not None
+    prf = ike.chosen.prf
+    if initiator_side:
+        return cauth.signed_octets(prf, ike.sk_pi, ike.init_request, ike.nr, id_body)
+    return cauth.signed_octets(prf, ike.sk_pr, ike.init_response, ike.ni, id_body)
+
+
 class IKEAuth(Task):
     """IKE_AUTH (message ID 1): authentication and the first Child SA."""
 
@@ -65,10 +74,12 @@ class IKEAuth(Task):
     def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
               ) -> list[Payload] | None:
         conn = ike.conn
-        local_id = local_identity(ike, conn)
+        local_id = auth_sig.local_id(ctx, conn) or local_identity(ike, conn)
         ike.local_id = local_id
         remote_pat = conn.remote.id
-        psk = _psk(ctx, ike, local_id, remote_pat or remote_pattern(conn) or local_id)
+        sig = auth_sig.local_sig(conn)  # certificates: CERT + signature AUTH
+        psk = b"" if sig else _psk(ctx, ike, local_id,
+                                   remote_pat or remote_pattern(conn) or local_id)
         if psk is None:
             acts.append(Log("no PSK found for this connection; cannot authenticate",
                             level="error", conn=conn.name, serial=ike.serial))
@@ -76,6 +87,7 @@ class IKEAuth(Task):
             return None
         idi = codec.ident(PT.IDi, local_id)
         payloads: list[Payload] = [idi]
+        payloads += auth_sig.certreq(ctx, conn)
         if remote_pat is not None and not remote_pat.any and remote_pat.data:
             payloads.append(codec.ident(PT.IDr, remote_pat))
         ppk_notes = ppk.initiator_mix(  # RFC 8784: before AUTH, which the PPK changes
@@ -84,7 +96,18 @@ class IKEAuth(Task):
         if isinstance(ppk_notes, str):
             acts += fail(ctx, ike, now, ppk_notes, FailReason.AUTHENTICATION)
             return None
-        payloads.append(codec.auth(AUTH_PSK, _auth_data(ike, psk, codec.id_body(idi), True)))
+        if sig:
+            signed = auth_sig.sign(ctx, ike, conn, _octets(ike, codec.id_body(idi), True), [])
+            if isinstance(signed, str):
+                acts.append(Log(f"cannot authenticate: {signed}", level="error",
+                                conn=conn.name, serial=ike.serial))
+                acts += fail(ctx, ike, now, "cannot build IKE_AUTH", FailReason.LOCAL)
+                return None
+            payloads[1:1] = signed[:-1]  # CERT payloads right after IDi
+            payloads.append(signed[-1])
+        else:
+            payloads.append(codec.auth(AUTH_PSK,
+                                       _auth_data(ike, psk, codec.id_body(idi), True)))
         payloads += ppk_notes
         if conn.initial_contact and ike.reauth_of is None:
             payloads.append(codec.notify(N.INITIAL_CONTACT))
@@ -135,9 +158,21 @@ class IKEAuth(Task):
         why_ppk = ppk.initiator_confirm(ctx, ike, acts, payloads)  # RFC 8784
         if why_ppk is not None:
             return acts + fail(ctx, ike, now, why_ppk, FailReason.AUTHENTICATION)
-        psk = _psk(ctx, ike, ike.local_id, peer_id)
         prf = ike.chosen.prf
-        if psk is None or int(auth_p.method) != AUTH_PSK or not cauth.psk_verify(
+        if int(auth_p.method) in auth_sig.SIG_METHODS:
+            why_sig = auth_sig.verify(ctx, ike, conn, peer_id, payloads, int(auth_p.method),
+                                      bytes(auth_p.data),
+                                      _octets(ike, codec.id_body(idr_p), False), now)
+            if why_sig is not None:
+                acts.append(Log(f"authentication of the peer failed: {why_sig}",
+                                level="warning", conn=conn.name, serial=ike.serial))
+                return acts + fail(ctx, ike, now, why_sig, FailReason.AUTHENTICATION)
+            psk = b""
+        else:
+            psk = _psk(ctx, ike, ike.local_id, peer_id)
+        if psk == b"":
+            pass
+        elif psk is None or int(auth_p.method) != AUTH_PSK or not cauth.psk_verify(
                 prf, psk, cauth.signed_octets(prf, ike.sk_pr, ike.init_response, ike.ni,
                                               codec.id_body(idr_p)),
                 bytes(auth_p.data)):
@@ -243,15 +278,21 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     conn = _pick_connection(ctx, ike, peer_id, want, payloads)
     if conn is None:
         return reject(f"no connection matches peer {id_desc(peer_id)}")
-    if conn.authby not in ("secret", "psk", "secret|rsasig", "rsasig|secret") and \
+    peer_sig = int(auth_p.method) in auth_sig.SIG_METHODS
+    if peer_sig:
+        if not auth_sig.remote_sig(conn):
+            return reject(f"peer signed (AUTH method {int(auth_p.method)}) but the connection "
+                          f"requires authby={conn.remote.auth or conn.authby}")
+    elif conn.authby not in ("secret", "psk", "secret|rsasig", "rsasig|secret") and \
             (conn.remote.auth or conn.authby) not in ("secret", "psk"):
-        return reject(f"connection requires authby={conn.authby}; only PSK is supported")
-    if int(auth_p.method) != AUTH_PSK:
-        return reject(f"AUTH method {int(auth_p.method)} is not PSK")
+        return reject(f"connection requires authby={conn.authby}; the peer used PSK")
+    elif int(auth_p.method) != AUTH_PSK:
+        return reject(f"AUTH method {int(auth_p.method)} is not supported")
     if conn is not ike.conn:
         ctx.rebind(ike, conn)
-    local_id = local_identity(ike, conn)
-    psk = _psk(ctx, ike, local_id, peer_id)
+    local_id = auth_sig.local_id(ctx, conn) or local_identity(ike, conn)
+    sig = auth_sig.local_sig(conn)
+    psk = _psk(ctx, ike, local_id, peer_id) if not (sig and peer_sig) else b""
     if psk is None:
         return reject(f"no PSK for {local_id}/{peer_id}")  # CVE-2024-2357
     assert ike.chosen is not None
@@ -260,13 +301,25 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
         return reject(why_ppk)
     prf = ike.chosen.prf
     octets = cauth.signed_octets(prf, ike.sk_pi, ike.init_request, ike.nr, codec.id_body(idi_p))
-    if not cauth.psk_verify(prf, psk, octets, no_ppk_auth or bytes(auth_p.data)):
+    if peer_sig:
+        why_sig = auth_sig.verify(ctx, ike, conn, peer_id, payloads, int(auth_p.method),
+                                  no_ppk_auth or bytes(auth_p.data), octets, now)
+        if why_sig is not None:
+            return reject(why_sig)
+    elif not cauth.psk_verify(prf, psk, octets, no_ppk_auth or bytes(auth_p.data)):
         return reject(f"PSK authentication of {id_desc(peer_id)} failed"
                       + (" (PPK mismatch?)" if ike.ppk.used else ""))
     ike.local_id, ike.remote_id = local_id, peer_id
     idr = codec.ident(PT.IDr, local_id)
-    out: list[Payload] = [idr, codec.auth(AUTH_PSK,
-                                          _auth_data(ike, psk, codec.id_body(idr), False))]
+    out: list[Payload] = [idr]
+    if sig:
+        signed = auth_sig.sign(ctx, ike, conn, _octets(ike, codec.id_body(idr), False),
+                               payloads)
+        if isinstance(signed, str):
+            return reject(f"cannot authenticate ourselves: {signed}")
+        out += signed
+    else:
+        out.append(codec.auth(AUTH_PSK, _auth_data(ike, psk, codec.id_body(idr), False)))
     out += ppk.responder_notifies(ike)  # RFC 8784 PPK_IDENTITY
     acts += established(ctx, ike, now)
     acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
