@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509 import verification as xv
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
@@ -197,7 +197,7 @@ def revoked(chain: Sequence[x509.Certificate], crls: Iterable[x509.CertificateRe
     Each non-anchor certificate is looked up in the CRLs its issuer signed.
     """
     crl_list = list(crls)
-    for cert, issuer in zip(chain, chain[1:]):
+    for cert, issuer in zip(chain, chain[1:], strict=False):
         found = False
         for crl in crl_list:
             if crl.issuer != issuer.subject:

@@ -38,7 +38,6 @@ from pypluto.crypto import x509 as px
 from pypluto.crypto.errors import CryptoError
 from pypluto.iana import AuthMethod, CertEncoding
 from pypluto.iana import NotifyType as N
-from pypluto.iana import PayloadType as PT
 from pypluto.ike import codec
 from pypluto.ike.context import IKEContext
 from pypluto.ike.identity import id_desc
@@ -205,7 +204,7 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
                f"authby={conn.remote.auth or conn.authby}"
     certs = [bytes(p.data) for p in payloads
              if isinstance(p, wp.CertPayload) and int(p.encoding) == X509]
-    when = datetime.datetime.fromtimestamp(st.clock(), datetime.timezone.utc)  # validity
+    when = datetime.datetime.fromtimestamp(st.clock(), datetime.UTC)  # validity
     try:
         if certs:
             leaf = x509.load_der_x509_certificate(certs[0])

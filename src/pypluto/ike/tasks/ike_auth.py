@@ -18,8 +18,8 @@ from pypluto.crypto import auth as cauth
 from pypluto.iana import AuthMethod, ExchangeType
 from pypluto.iana import NotifyType as N
 from pypluto.iana import PayloadType as PT
-from pypluto.ike import child as childmod
 from pypluto.ike import auth_sig, codec, ppk
+from pypluto.ike import child as childmod
 from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
 from pypluto.ike.codec import Payload, Proposals
 from pypluto.ike.context import IKEContext
@@ -164,8 +164,6 @@ class IKEAuth(Task):
                                       bytes(auth_p.data),
                                       _octets(ike, codec.id_body(idr_p), False), now)
             if why_sig is not None:
-                acts.append(Log(f"authentication of the peer failed: {why_sig}",
-                                level="warning", conn=conn.name, serial=ike.serial))
                 return acts + fail(ctx, ike, now, why_sig, FailReason.AUTHENTICATION)
             psk = b""
         else:
