@@ -345,3 +345,18 @@ def test_no_fragments_of_other_exchanges_before_auth() -> None:
     net.apply(net.east, net.east.engine.receive(bytes(data), Endpoint(EAST, 500),
                                                 Endpoint(WEST, 500), net.now))
     assert ei.fragments is None and net.east.engine.tm.frag_bytes == 0
+
+
+def test_config_setup_reaches_the_guard() -> None:
+    """ddos-mode=, ddos-ike-threshold=, max-halfopen-ike= from ``config setup``."""
+    from pypluto.config.parser import parse_config_text
+
+    text = ("config setup\n\tddos-mode=unlimited\n\tddos-ike-threshold=100\n"
+            "\tmax-halfopen-ike=150\n")
+    setup = parse_config_text(text).setup
+    st = EngineSettings.from_setup(setup)
+    assert (st.ddos_mode, st.ddos_ike_threshold, st.max_halfopen_ike) == ("unlimited", 100, 150)
+    eng = Engine(st, Store(None))
+    dos = eng.status(0.0).dos
+    assert (dos.mode, dos.ddos_ike_threshold, dos.max_halfopen_ike, dos.busy) == \
+        ("unlimited", 100, 150, False)
