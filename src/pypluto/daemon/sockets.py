@@ -15,9 +15,11 @@
   (``SO_RCVBUFFORCE`` as root, else ``SO_RCVBUF`` up to ``rmem_max``); a wake-up
   drains up to ``BATCH`` datagrams at once, and messages for existing IKE SAs
   (IKE_AUTH, CREATE_CHILD_SA, INFORMATIONAL, responses) are handed to the engine
-  before new IKE_SA_INIT requests, which get at most ``INIT_BUDGET`` seconds per
+  before new IKE_SA_INIT requests (one that returns a COOKIE counts as existing),
+  which get at most ``INIT_BUDGET`` seconds per
   turn of the loop and wait, at most ``MAX_PENDING_INIT`` of them, for the next
-  turn.  An IKE_SA_INIT flood therefore never starves the SAs that exist.
+  turn, newest first (adaptive LIFO: under a flood a backlog of stale requests
+  never delays a peer's fresh retransmission; the oldest are dropped).  An IKE_SA_INIT flood therefore never starves the SAs that exist.
 """
 
 from __future__ import annotations
@@ -41,14 +43,21 @@ NON_ESP_MARKER = b"\x00\x00\x00\x00"
 KEEPALIVE = b"\xff"
 
 RCVBUF = 4 * 1024 * 1024  # bytes of receive buffer asked for each IKE socket
-BATCH = 256  # datagrams read from one socket per wake-up
+BATCH = 1024  # datagrams read from one socket per wake-up
 INIT_BUDGET = 0.02  # seconds of new IKE_SA_INIT processing per turn of the loop
-MAX_PENDING_INIT = 4096  # IKE_SA_INIT requests waiting for their turn; more are dropped
+MAX_PENDING_INIT = 2048  # IKE_SA_INIT requests waiting; over that the oldest is dropped
 _EXCH_INIT = 34
 _FLAG_R = 0x20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 Pending = tuple[bytes, Endpoint, Endpoint]
+
+def _cookie_first(data: bytes) -> bool:
+    """An IKE_SA_INIT whose first payload is N(COOKIE) (RFC 7296 §2.6): a peer that
+    answered our cookie goes with the existing SAs (its cookie is checked at once)."""
+    return len(data) >= 36 and data[16] == 41 and data[33] == 0 and \
+        data[34:36] == b"\x40\x06"
+
 
 IKEHandler = Callable[[bytes, Endpoint, Endpoint], None]
 """Where an IKE message (marker already stripped) goes: ``(data, local, remote)``."""
@@ -261,17 +270,18 @@ class UDPSockets:
     def _ike_in(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
         if self.closed or (local.addr, local.port) in self.parked:
             return
-        if len(data) >= 20 and data[18] == _EXCH_INIT and not data[19] & _FLAG_R:
+        if len(data) >= 20 and data[18] == _EXCH_INIT and not data[19] & _FLAG_R \
+                and not _cookie_first(data):
             if len(self._inits) >= MAX_PENDING_INIT:
+                self._inits.popleft()  # the oldest: its sender has retransmitted or gone
                 self.init_overflow += 1
-                return
             self._inits.append((data, local, remote))
         else:
             self._urgent.append((data, local, remote))
         if not self._reading:
             self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self) -> None:  # noqa: C901
         """Every message for an existing SA, then new IKE_SA_INITs for ``INIT_BUDGET``."""
         self._drain_scheduled = False
         urgent, inits = self._urgent, self._inits
@@ -279,13 +289,13 @@ class UDPSockets:
             self._deliver(*urgent.popleft())
         if not inits:
             return
-        if self.loop is None:  # no loop (unit tests): everything now
+        if self.loop is None:  # no loop (unit tests): everything now, in order
             while inits:
                 self._deliver(*inits.popleft())
             return
         end = time.monotonic() + INIT_BUDGET
         while inits and not urgent:
-            self._deliver(*inits.popleft())
+            self._deliver(*inits.pop())  # newest first: a backlog never delays a retry
             if time.monotonic() >= end:
                 break
         if (inits or urgent) and not self._drain_scheduled and not self.loop.is_closed():

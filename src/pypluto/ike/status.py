@@ -93,7 +93,7 @@ class DoSStatus:
     half_open: int = 0
     ddos_ike_threshold: int = 0
     max_halfopen_ike: int = 0
-    init_rate: float = 0.0  # new IKE_SA_INIT requests per second (weighted, 1 s)
+    init_rate: float = 0.0  # new IKE_SA_INIT requests per second (weighted, τ 0.25 s)
     init_rate_threshold: float = 0.0
     halfopen_per_addr: int = 0  # per source: cookies from here, drops at twice this
     sources_halfopen: int = 0  # source addresses (/64 for IPv6) with half-open SAs
