@@ -88,3 +88,35 @@ def test_pending_inits_are_bounded_oldest_dropped(rig, monkeypatch) -> None:  # 
 def test_receive_buffer_is_large(rig) -> None:  # noqa: ANN001
     us, iface, *_ = rig
     assert us.rcvbuf >= sk.RCVBUF  # Linux reports twice what was granted
+
+
+def test_busy_prefilter_answers_cookies_at_the_socket(rig) -> None:  # noqa: ANN001
+    """A busy engine's COOKIE answer goes out from the reader; nothing reaches the engine."""
+    import random
+
+    from pypluto.ike.cookies import DoSGuard, cookie_in
+    from pypluto.ike.settings import EngineSettings
+
+    us, iface, tx, got, loop = rig
+    guard = DoSGuard(EngineSettings(force_busy=True), random.Random(1).randbytes)
+    us.attach_guard(guard, lambda: 1.0)
+    tx.bind(("127.0.0.1", 0))
+    req = _msg(34, 7)
+    _send(tx, iface, req)
+    us._readable(iface)
+    assert got == [] and us.prefiltered == 1 and guard.counters.cookies_sent == 1
+    reply, _ = tx.recvfrom(2048)
+    cookie = reply[36:]
+    assert reply[:8] == req[:8] and reply[19] & 0x20 and len(cookie) == 17
+    # the peer comes back with the cookie first: the engine gets it
+    body = struct.pack("!BBHBBH", 33, 0, 8 + 17, 0, 0, 16390) + cookie
+    again = req[:16] + bytes([41]) + req[17:24] + (28 + len(body)).to_bytes(4, "big") + body
+    assert cookie_in(again) == cookie
+    _send(tx, iface, again)
+    us._readable(iface)
+    assert got == [again] and us.prefiltered == 1 and guard.counters.cookies_sent == 1
+    # not busy: everything goes to the engine
+    guard.settings.force_busy = False
+    _send(tx, iface, _msg(34, 8))
+    us._readable(iface)
+    assert len(got) == 2 and us.prefiltered == 1

@@ -19,7 +19,11 @@
   which get at most ``INIT_BUDGET`` seconds per
   turn of the loop and wait, at most ``MAX_PENDING_INIT`` of them, for the next
   turn, newest first (adaptive LIFO: under a flood a backlog of stale requests
-  never delays a peer's fresh retransmission; the oldest are dropped).  An IKE_SA_INIT flood therefore never starves the SAs that exist.
+  never delays a peer's fresh retransmission; the oldest are dropped).
+* When the engine is busy, a new IKE_SA_INIT without a valid COOKIE is answered
+  right here by the engine's ``DoSGuard.stateless_reply`` (``attach_guard``):
+  header and first payload only, one HMAC, nothing kept, so the socket is read
+  as fast as a flood arrives.  An IKE_SA_INIT flood therefore never starves the SAs that exist.
 """
 
 from __future__ import annotations
@@ -106,6 +110,21 @@ class UDPSockets:
         self._drain_scheduled = False
         self.init_overflow = 0  # IKE_SA_INIT requests dropped: MAX_PENDING_INIT waiting
         self.rcvbuf = 0  # the receive buffer the kernel granted (the last socket opened)
+        # the engine's busy-mode COOKIE answer, straight from a datagram (attach_guard)
+        self.prefilter: Callable[[bytes, bytes, int], bytes | None] | None = None
+        self.prefiltered = 0  # COOKIE answers sent by the pre-filter
+
+    def attach_guard(self, guard: object, clock: Callable[[], float]) -> None:
+        """Answer IKE_SA_INIT floods here when the engine is busy (``ike/cookies.py``).
+
+        ``guard`` is the engine's ``DoSGuard`` (``engine.dos``); without one, every
+        datagram goes to the engine as before.
+        """
+        reply = getattr(guard, "stateless_reply", None)
+        if reply is None:
+            self.prefilter = None
+            return
+        self.prefilter = lambda data, packed, port: reply(data, packed, port, clock())
 
     # ------------------------------------------------------------- interfaces
     def scan(self) -> set[IPAddress]:
@@ -231,10 +250,32 @@ class UDPSockets:
                 except OSError as e:
                     self.log.log(f"recvfrom on {iface.local} failed: {e.strerror}", "debug")
                     break
+                if self.prefilter is not None and self._prefiltered(iface, data, addr):
+                    continue
                 self.datagram(iface, data, addr[0], addr[1])
         finally:
             self._reading = False
         self._drain()
+
+    def _prefiltered(self, iface: IKEInterface, data: bytes, addr: tuple[str, int]) -> bool:
+        """Busy: a new IKE_SA_INIT without a valid COOKIE is answered here, nothing kept."""
+        off = 4 if iface.natt else 0
+        if len(data) < off + 28 or data[off + 18] != _EXCH_INIT or \
+                (off and data[:4] != NON_ESP_MARKER):
+            return False
+        host = addr[0].split("%")[0]
+        try:
+            packed = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        except OSError:
+            return False
+        assert self.prefilter is not None
+        reply = self.prefilter(data[off:] if off else data, packed, addr[1])
+        if reply is None:
+            return False
+        self.prefiltered += 1
+        with contextlib.suppress(OSError):
+            iface.sock.sendto(NON_ESP_MARKER + reply if off else reply, addr[:2])
+        return True
 
     def datagram(self, iface: IKEInterface, data: bytes, host: str, port: int) -> None:
         """One datagram on ``iface``: keepalive, runt, ESP or IKE (RFC 3948 §2.2, §2.3)."""

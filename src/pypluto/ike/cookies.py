@@ -160,18 +160,24 @@ class DoSGuard:
             self.per_addr.pop(k, None)
 
     # ------------------------------------------------------------------ cookies
-    def _mac(self, secret: bytes, version: int, spi_i: bytes, addr: IPAddress, port: int
-             ) -> bytes:
-        mac = hmac.digest(secret, spi_i + addr.packed + port.to_bytes(2, "big"), "sha256")
+    @staticmethod
+    def _mac(secret: bytes, version: int, spi_i: bytes, packed: bytes, port: int) -> bytes:
+        mac = hmac.digest(secret, spi_i + packed + port.to_bytes(2, "big"), "sha256")
         return bytes((version & 0xFF,)) + mac[:16]
 
     def make(self, spi_i: bytes, addr: IPAddress, port: int, now: float) -> bytes:
+        return self._make(spi_i, addr.packed, port, now)
+
+    def _make(self, spi_i: bytes, packed: bytes, port: int, now: float) -> bytes:
         if self.rotate_at is None:
             self.rotate_at = now + self.settings.cookie_secret_lifetime
-        return self._mac(self.secret, self.version, spi_i, addr, port)
+        return self._mac(self.secret, self.version, spi_i, packed, port)
 
     def check(self, cookie: bytes, spi_i: bytes, addr: IPAddress, port: int) -> bool:
         """Is ``cookie`` one we made (with the current or the previous secret)?"""
+        return self._check(cookie, spi_i, addr.packed, port)
+
+    def _check(self, cookie: bytes, spi_i: bytes, packed: bytes, port: int) -> bool:
         if len(cookie) != COOKIE_LEN:
             return False
         if cookie[0] == self.version & 0xFF:
@@ -180,7 +186,32 @@ class DoSGuard:
             secret, version = self.prev, self.version - 1
         else:
             return False
-        return hmac.compare_digest(cookie, self._mac(secret, version, spi_i, addr, port))
+        return hmac.compare_digest(cookie, self._mac(secret, version, spi_i, packed, port))
+
+    def stateless_reply(self, data: bytes, packed_addr: bytes, port: int, now: float
+                        ) -> bytes | None:
+        """The daemon's pre-filter when busy: the COOKIE answer to a new IKE_SA_INIT
+        without a valid cookie, straight from the datagram (§2.6), or None (the engine
+        handles it: not busy, not such a request, or a valid cookie).
+
+        Reads the header and the first payload only, keeps nothing, and counts the
+        request in the rate meter as the engine would.  A retransmission of a request
+        whose half-open SA exists gets a COOKIE too (its initiator starts over).
+        """
+        if len(data) < 28 or data[18] != ExchangeType.IKE_SA_INIT or data[19] & 0x20 or \
+                data[17] & 0xF0 != 0x20 or data[8:16] != bytes(8) or data[20:24] != bytes(4) \
+                or int.from_bytes(data[24:28], "big") != len(data) or not self.busy_now():
+            return None
+        spi_i = data[:8]
+        got = cookie_in(data)
+        if got is not None and self._check(got, spi_i, packed_addr, port):
+            return None
+        self.note_request(now)
+        c = self.counters
+        if got is not None:
+            c.cookies_rejected += 1
+        c.cookies_sent += 1
+        return cookie_reply(spi_i, self._make(spi_i, packed_addr, port, now))
 
     def rotate(self, now: float) -> None:
         """Timer: a new secret; the old one is honoured one more period."""
