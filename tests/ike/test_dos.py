@@ -113,9 +113,9 @@ def _advance(eng: Engine, now: float, seconds: float) -> list:
 def test_a_legitimate_peer_gets_in_during_a_flood() -> None:
     net = Net(east_settings=EngineSettings(ddos_init_rate=50.0))
     fl = Flood()
-    for i in range(200):
+    for i in range(200):  # east's conn names west's address: the flood claims it too
         net.now += 0.002
-        net.east.engine.receive(fl.request(net.now), LOCAL, fl.source(i), net.now)
+        net.east.engine.receive(fl.request(net.now), LOCAL, Endpoint(WEST, 2000 + i), net.now)
     assert net.east.engine.busy()
     net.up()
     assert net.established(net.west) and net.established(net.east)

@@ -94,7 +94,9 @@ class DoSGuard:
             self.level / RATE_TAU
 
     def note_request(self, now: float) -> None:
-        """A new IKE_SA_INIT request arrived (retransmits of known ones do not count)."""
+        """A new IKE_SA_INIT request that costs a key exchange, or would if not busy
+        (retransmits of known ones and requests refused before the key exchange do
+        not count: a flood of malformed requests costs nothing and is only logged)."""
         self.level = self.rate(now) * RATE_TAU + 1.0
         self.level_at = max(now, self.level_at)
 

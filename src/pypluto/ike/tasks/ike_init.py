@@ -283,7 +283,8 @@ def _dos_gate(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     """
     acts: list[Action] = []
     dos = ctx.dos
-    dos.note_request(now)
+    if dos.busy_now():  # counted here: none of them gets as far as a key exchange
+        dos.note_request(now)
     change = dos.update(ctx.n_halfopen, now)
     if change is not None:
         acts.append(Log(change, level="warning"))
@@ -374,6 +375,8 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
         acts.append(Log(f"KE payload of {len(ke.data)} bytes for {chosen.ke_name()}; answering "
                         "INVALID_SYNTAX", level="warning", conn=conn.name))
         return acts + _stateless(hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
+    if not ctx.dos.busy_now():  # the rate that matters: requests that cost a key exchange
+        ctx.dos.note_request(now)
     return acts + _respond_computing(ctx, data, hdr, local, remote, now, conn, conns, chosen,
                                      ni, ns, pl, key, bytes(ke.data))
 
