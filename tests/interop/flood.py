@@ -18,6 +18,9 @@ Topology (a :class:`lab.Lab`; RFC 5737 addresses only)::
   (``north``) connect.  Up-times: strongSwan's is the wall time of ``swanctl
   --initiate`` (so it includes swanctl itself); pypluto's is taken from the
   initiator's log (from "initiating" to "established IKE SA").
+* each run starts when the responder no longer demands cookies (the previous
+  flood's busy mode has ended by itself, ~5 s after it), so every run shows
+  cookies switching on;
 * the responder's RSS (``VmRSS``) is sampled every 20 ms during each flood; after
   the last run the test waits until no half-open SA is left (they expire after
   the engine's 30 s ``half_open_timeout``, which has no command-line setting, so
@@ -303,6 +306,8 @@ class FloodLab:
         assert self.east is not None and self.east.proc is not None
         assert self.north is not None and self.ss is not None
         pid = self.east.proc.pid
+        # every run starts cold: the previous flood's busy mode has ended (hysteresis)
+        lab.wait_for(lambda: not self.halfopen()[1], 60, "cookies off again")
         base = rss_kib(pid)
         if not fig.rss_base_kib:
             fig.rss_base_kib = base

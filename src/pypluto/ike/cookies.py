@@ -8,12 +8,14 @@ checks cookies without any state per request:
   - the half-open count reaches ``ddos-ike-threshold`` (Libreswan's rule, same
     default 25,000); it ends when the count falls under 3/4 of it; or
   - the *rate* of new IKE_SA_INIT requests reaches ``ddos_init_rate`` per second
-    (default 250: about 10 % of the ~2,400 key exchanges per second one core of
+    (default 100: about 4 % of the ~2,400 key exchanges per second one core of
     this machine does alone.  Under a flood the responder shares its two cores
-    with the kernel's packet work and processes only ~1,100 requests/s before
-    cookies are on (measured in ``tests/interop/flood.py``), so a threshold near
-    its capacity would never be crossed; at 250/s cookies are on after ~0.3 s
-    and a few hundred half-open SAs).  The rate is an exponentially weighted
+    with the sender and the kernel's packet work and processes only ~1,000
+    requests/s before cookies are on (measured in ``tests/interop/flood.py``),
+    so a threshold near its capacity would never be crossed; every half-open SA
+    made before cookies are on queues a key exchange in front of the legitimate
+    peers' ones.  With 100/s and τ = 0.25 s, cookies are on after ~25-100
+    requests).  The rate is an exponentially weighted
     count (time constant 0.25 s, so a flood is seen within ~0.1 s); busy ends when it falls under half the
     threshold and none was above it for ``ddos_hold`` seconds (hysteresis).
   ``ddos-mode=unlimited`` never demands cookies.

@@ -23,8 +23,8 @@ class EngineSettings:
     ddos_ike_threshold: int = 25000  # half-open IKE SAs before cookies are demanded
     max_halfopen_ike: int = 50000  # above this, new IKE_SA_INIT requests are dropped
     # auto mode also demands cookies above this many new IKE_SA_INIT/s (0: never by
-    # rate); ~10 % of the key exchanges one core does here (ike/cookies.py)
-    ddos_init_rate: float = 250.0
+    # rate); ~4 % of the key exchanges one core does here (ike/cookies.py)
+    ddos_init_rate: float = 100.0
     ddos_hold: float = 5.0  # seconds the rate must stay low before cookies stop
     halfopen_per_addr: int = 64  # half-open SAs of one source before it needs a cookie
     # RFC 7383 reassembly bounds (task_manager.py): one message, every SA together
