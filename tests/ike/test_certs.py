@@ -4,11 +4,11 @@ and each bad certificate answered with AUTHENTICATION_FAILED and one log line.""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography import x509 as cx
+from pki import CODE_SIGNING, DAY, NOW, PKI, Issued, make_crl
 
 from pypluto.config.certs import CertStore
 from pypluto.config.ids import parse_id
@@ -16,9 +16,6 @@ from pypluto.iana import PayloadType as PT
 from pypluto.wire import message as wm
 
 from .harness import Net, Store, check_pair
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pki import CODE_SIGNING, DAY, NOW, PKI, Issued, make_crl  # noqa: E402
 
 
 class CertSecrets(Store):
@@ -160,3 +157,45 @@ def test_id_fromcert_and_san(tmp_path: Path) -> None:
     net2.up()
     assert net2.established(net2.east)
     assert isinstance(west.cert, cx.Certificate)
+
+
+@pytest.mark.parametrize(("rightca", "up"), [
+    ("C=CH, O=pypluto test, CN=pypluto test intermediate", True),
+    ("%same", True),
+    ("C=CH, O=pypluto test, CN=some other CA", False),
+])
+def test_rightca_restricts_the_issuer(tmp_path: Path, rightca: str, up: bool) -> None:
+    pki = PKI.build()
+    net = cert_net(tmp_path, pki.ee("west"), pki.ee("east"), pki)
+    net.east.engine.connections["west-east"].remote.ca = rightca
+    net.up()
+    assert bool(net.established(net.east)) == up
+    if not up:
+        assert any("is not issued under rightca=" in m for m in net.east.logs())
+
+
+def test_rightca_file_is_the_trust_anchor(tmp_path: Path) -> None:
+    pki = PKI.build()
+    net = cert_net(tmp_path, pki.ee("west"), pki.ee("east"), pki)
+    st = net.east.engine.secrets.certs  # type: ignore[attr-defined]
+    st.extra_anchors.clear()  # no anchor in the store: only the file counts
+    (tmp_path / "root.pem").write_bytes(pki.root.cert_pem())
+    net.east.engine.connections["west-east"].remote.ca = str(tmp_path / "root.pem")
+    net.up()
+    assert net.established(net.east)
+
+
+@pytest.mark.parametrize("cert_side", ["west", "east"])
+def test_asymmetric_psk_one_way_cert_the_other(tmp_path: Path, cert_side: str) -> None:
+    """leftauth=rsasig / rightauth=secret: one end signs, the other uses the PSK."""
+    pki = PKI.build()
+    net = cert_net(tmp_path, pki.ee("west"), pki.ee("east"), pki, authby="")
+    for side in (net.west, net.east):
+        side.engine.secrets.psk = b"very secret shared key for tests"  # type: ignore[attr-defined]
+        conn = side.engine.connections["west-east"]
+        signer_is_local = side.name == cert_side
+        conn.local.auth = "rsasig" if signer_is_local else "secret"
+        conn.remote.auth = "secret" if signer_is_local else "rsasig"
+    net.up()
+    assert net.established(net.west) and net.established(net.east)
+    check_pair(net)

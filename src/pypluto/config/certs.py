@@ -118,6 +118,13 @@ class CertStore:
             raise CredentialError(f"certificate '{name}': {e}") from None
 
     # ------------------------------------------------------------------ trust
+    def ca_file(self, path: str) -> list[x509.Certificate]:
+        """The CA certificates of a PEM/DER file (``rightca=/path``, a pypluto addition)."""
+        try:
+            return px.load_certs(_read(path))
+        except (OSError, ValueError) as e:
+            raise CredentialError(f"cannot load CA file {path}: {e}") from None
+
     def anchors(self) -> list[x509.Certificate]:
         if self._anchors is None:
             res: list[x509.Certificate] = list(self.extra_anchors)

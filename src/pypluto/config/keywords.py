@@ -98,6 +98,8 @@ T_DA = "tests/daemon/test_daemon_args.py::"
 T_DIP = "tests/daemon/test_daemon_inprocess.py::"
 T_ESP = "tests/kernel/test_esp.py::"
 T_PPK = "tests/ike/test_ppk.py::"
+T_CERT = "tests/ike/test_certs.py::"
+T_NSS = "tests/config/test_nss.py::"
 # a partial key whose only working value is the default (what pypluto always does):
 # this test loads each such value and checks every other value refuses the conn
 T_EFF = "tests/config/test_cfg_effects.py::"
@@ -111,6 +113,8 @@ _V1_CP = "IKEv1 XAUTH / ModeConfig; pypluto has no XAUTH, ModeConfig or CP paylo
 _ONDEMAND = "needs on-demand (trap) policies, which pypluto does not have yet"
 _XFRMI = "needs XFRM interfaces (ipsec-interface / VTI), not implemented"
 _NO = "not implemented by pypluto"
+_SIGS = ("rsasig|rsa|ecdsa|rsa-sha1|rsa-sha2|rsa-sha2_256|rsa-sha2_384|rsa-sha2_512|"
+         "ecdsa-sha2|ecdsa-sha2_256|ecdsa-sha2_384|ecdsa-sha2_512|eddsa|ed25519|ed448")
 
 
 def _table(rows: list[tuple]) -> dict[str, KeyDef]:  # type: ignore[type-arg]
@@ -167,7 +171,7 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("dumpdir", "str", W(T_SETUP)),
     ("ipsecdir", "str", P("/etc/ipsec.d", note="the ipsec.d policies/certificates "
                           + _CERTS)),
-    ("nssdir", "str", P("/var/lib/ipsec/nss|/etc/ipsec.d", note="the NSS database " + _CERTS)),
+    ("nssdir", "str", W(T_NSS + "test_nss_database_credentials_and_trust")),
     ("secretsfile", "str", W(T_D + "test_config_setup_conns_secrets_and_cli_wins")),
     ("metrics-listen", "str", W("tests/daemon/test_daemon_metrics.py::"
                                 "test_metrics_scrape_matches_trafficstatus")),
@@ -177,7 +181,7 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("shuntlifetime", "time", R(_ONDEMAND)),
     ("global-redirect", "str", P("no", note="IKEv2 redirect (RFC 5685) " + _NO)),
     ("global-redirect-to", "str", R("IKEv2 redirect (RFC 5685) " + _NO)),
-    ("crl-strict", "bool", P(_NO_VALUES, note="CRLs " + _CERTS)),
+    ("crl-strict", "bool", W(T_CERT + "test_crl_strict_without_a_crl_refuses")),
     ("crlcheckinterval", "time", P("0|0s", note="CRLs " + _CERTS)),
     ("ocsp-strict", "bool", P(_NO_VALUES, note="OCSP " + _CERTS)),
     ("ocsp-enable", "bool", P(_NO_VALUES, note="OCSP " + _CERTS)),
@@ -235,10 +239,11 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
     ("rsasigkey", "str", R("raw RSA keys " + _CERTS)),
     ("ecdsakey", "str", R("raw ECDSA keys " + _CERTS)),
     ("pubkey", "str", R("raw public keys " + _CERTS)),
-    ("cert", "str", R(_CERTS)),
+    ("cert", "str", W(T_CERT + "test_certificates_through_an_intermediate")),
     ("ckaid", "str", R(_CERTS)),
-    ("sendcert", "enum", "never|sendifasked|alwayssend|always", R(_CERTS)),
-    ("ca", "str", R(_CERTS)),
+    ("sendcert", "enum", "never|sendifasked|alwayssend|always",
+     W(T_CERT + "test_sendcert_never_without_rightcert_fails")),
+    ("ca", "str", W(T_CERT + "test_rightca_restricts_the_issuer")),
     ("xauthserver", "bool", P(_NO_VALUES, note=_V1_CP)),
     ("xauthclient", "bool", P(_NO_VALUES, note=_V1_CP)),
     ("modecfgserver", "bool", P(_NO_VALUES, note=_V1_CP)),
@@ -247,8 +252,8 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
     ("xauthusername", "str", "=username"),
     ("addresspool", "str", R("address pools (CP payloads) " + _NO)),
     ("auth", "enum", "never|secret|rsasig|rsa|ecdsa|null|eaponly",
-     P("secret", T_EST + "test_psk_mismatch",
-       "only PSK authentication; the others " + _CERTS)),
+     P("secret|rsasig|rsa|ecdsa", T_CERT + "test_asymmetric_psk_one_way_cert_the_other",
+       "null/eaponly " + _NO)),
     ("cat", "bool", P(_NO_VALUES, note="client address translation " + _NO)),
     ("protoport", "protoport", W("tests/daemon/test_userspace_capture.py::"
                                  "test_protoport_selects_what_is_encrypted")),
@@ -270,8 +275,9 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("type", "enum", "tunnel|transport|passthrough|pass|drop|reject",
      P("tunnel|transport", T_EST + "test_transport_mode_host_to_host",
        "passthrough/drop/reject " + _ONDEMAND)),
-    ("authby", "authby", P("secret|psk", T_EST + "test_psk_mismatch",
-                           "only PSK authentication; the others " + _CERTS)),
+    ("authby", "authby", P("secret|psk|" + _SIGS, T_CERT +
+                           "test_certificates_through_an_intermediate",
+                           "null/never " + _NO)),
     ("keyexchange", "enum", "ike|ikev1|ikev2",
      P("ike|ikev2", T_EST + "test_default_proposals_establish", _IKEV1)),
     ("ikev2", "enum", "never|propose|permit|insist|yes|no|true|false|on|off|y|n|always",

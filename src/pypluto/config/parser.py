@@ -567,13 +567,6 @@ def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> No
                             "(additional key exchanges, addke1..7 (RFC 9370), need "
                             "IKE_INTERMEDIATE (RFC 9242), which pypluto does not have yet)",
                             True)
-    if not keys.get("authby"):
-        auths = {(keys.get("leftauth") or "").lower(), (keys.get("rightauth") or "").lower()}
-        if auths != {"secret"}:
-            raise ConnError("authby", "authby=rsasig is not supported by pypluto (authby= "
-                            "is unset: Libreswan's default is rsasig,ecdsa, which needs "
-                            "certificates or raw keys; pypluto has PSK only: set "
-                            "authby=secret)", True)
 
 
 # auto= / type= values (keywords.py checks the spelling) and what they mean here.

@@ -26,6 +26,7 @@ one, signature authentication fails with a clear reason.
 from __future__ import annotations
 
 import datetime
+import os
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
@@ -135,12 +136,27 @@ def certreq(ctx: IKEContext, conn: Connection) -> list[wp.Payload]:
     st = store(ctx)
     if st is None or not remote_sig(conn):
         return []
-    hashes = b"".join(px.spki_sha1(c) for c in st.anchors())
+    anchors = st.anchors()
+    if conn.remote.ca and os.path.sep in conn.remote.ca:
+        try:
+            anchors = st.ca_file(conn.remote.ca)
+        except CredentialError:
+            pass
+    hashes = b"".join(px.spki_sha1(c) for c in anchors)
     return [wp.CertReqPayload(X509, hashes)] if hashes else []
 
 
+_SUFFIX = {"_256": sigs.HASH_SHA2_256, "_384": sigs.HASH_SHA2_384, "_512": sigs.HASH_SHA2_512}
+
+
 def _method(key: object, words: list[str], hashes: set[int]) -> tuple[int, int, bool]:
-    """(AUTH method, RFC 7427 hash, PSS) for our key and the peer's hashes."""
+    """(AUTH method, RFC 7427 hash, PSS) for our key and the peer's hashes.
+
+    ``authby=rsa-sha2_384`` (and the other ``_NNN`` words) limit the hashes to those.
+    """
+    only = {h for w in words for sfx, h in _SUFFIX.items() if w.endswith(sfx)}
+    if only:
+        hashes = (hashes & only) | (hashes & {sigs.HASH_IDENTITY})
     rfc7427 = bool(hashes)
     if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
         if sigs.HASH_IDENTITY not in hashes:
@@ -191,6 +207,26 @@ def _peer_id_in_cert(cert: object, peer: Identity) -> bool:
     return px.san_has(cert, peer.id_type, peer.data)
 
 
+def _ca_names(ctx: IKEContext, conn: Connection, ca: str) -> list[object]:
+    """The CA subjects ``rightca=`` allows: a DN, ``%same`` (the issuers of our own
+    certificate), or a CA file."""
+    st = store(ctx)
+    if ca == "%same":
+        cred = credential(ctx, conn)
+        if isinstance(cred, str):
+            return []
+        return [cred.cert.issuer] + [c.subject for c in cred.chain]
+    if os.path.sep in ca and st is not None:
+        try:
+            return [c.subject for c in st.ca_file(ca)]
+        except CredentialError:
+            return []
+    try:
+        return [ids.parse_dn(ca)]
+    except ids.IdError:
+        return []
+
+
 def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
            payloads: Sequence[wp.Payload], method: int, auth_data: bytes, octets: bytes,
            now: float) -> str | None:
@@ -216,20 +252,25 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
     except (ValueError, CredentialError) as e:
         return f"bad certificate from the peer: {e}"
     who = f"'{ids.dn_text(leaf.subject)}'"
+    ca = conn.remote.ca
+    anchors = st.anchors()
+    if ca and os.path.sep in ca:  # rightca=/path/ca.pem: that file is the trust anchor
+        try:
+            anchors = st.ca_file(ca)
+        except CredentialError as e:
+            return str(e)
     try:
-        chain = px.verify_chain(leaf, inter + st.intermediates(), st.anchors(), when).chain
+        chain = px.verify_chain(leaf, inter + st.intermediates(), anchors, when).chain
     except px.CertError as e:
         return f"certificate {who} rejected: {e}"
     why = px.revoked(chain, st.crls(), when, st.crl_strict)
     if why:
         return f"certificate {who} rejected: {why}"
-    if conn.remote.ca and conn.remote.ca not in ("%same", "%any"):
-        try:
-            want = ids.parse_dn(conn.remote.ca)
-        except ids.IdError:
-            want = None
-        if want is None or not any(c.subject == want for c in chain[1:]):
-            return f"certificate {who} is not issued under rightca='{conn.remote.ca}'"
+    ca = conn.remote.ca
+    if ca and ca != "%any":
+        want = _ca_names(ctx, conn, ca)
+        if not any(c.subject in want for c in chain[1:]):
+            return f"certificate {who} is not issued under rightca='{ca}'"
     if not _peer_id_in_cert(leaf, peer):
         return f"peer ID {id_desc(peer)} is neither the subject nor a subjectAltName of " \
                f"certificate {who}"
