@@ -61,11 +61,13 @@ class CertStore:
         self._local: dict[str, LocalCred] = {}
         self._anchors: list[x509.Certificate] | None = None
         self._crls: list[x509.CertificateRevocationList] | None = None
+        self._inter: list[x509.Certificate] | None = None
 
     def reload(self) -> None:
         self._local.clear()
         self._anchors = None
         self._crls = None
+        self._inter = None
 
     # ------------------------------------------------------------------ ours
     def local(self, name: str) -> LocalCred:
@@ -139,6 +141,11 @@ class CertStore:
 
     def intermediates(self) -> list[x509.Certificate]:
         """Untrusted CA certificates that may complete a peer's chain (NSS ``,,``)."""
+        if self._inter is None:
+            self._inter = self._load_intermediates()
+        return self._inter
+
+    def _load_intermediates(self) -> list[x509.Certificate]:
         res: list[x509.Certificate] = []
         if self.nss is not None and self.nss.exists():
             try:

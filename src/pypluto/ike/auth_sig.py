@@ -104,6 +104,46 @@ def local_id(ctx: IKEContext, conn: Connection) -> Identity | None:
     return Identity(ids.ID_DER_ASN1_DN, px.subject_dn_der(cred.cert), ids.dn_text(subj))
 
 
+_ALGS = {"1.2.840.113549.1.1.10": "RSASSA-PSS", "1.2.840.113549.1.1.11": "RSA-SHA2_256",
+         "1.2.840.113549.1.1.12": "RSA-SHA2_384", "1.2.840.113549.1.1.13": "RSA-SHA2_512",
+         "1.2.840.10045.4.3.2": "ECDSA-SHA2_256", "1.2.840.10045.4.3.3": "ECDSA-SHA2_384",
+         "1.2.840.10045.4.3.4": "ECDSA-SHA2_512", "1.3.101.112": "Ed25519", "1.3.101.113": "Ed448"}
+
+
+def describe(method: int, auth_data: bytes) -> str:
+    """How the peer authenticated, for the "established IKE SA" line."""
+    if method == sigs.AUTH_RSA:
+        return "authby=rsasig (RSA PKCS#1 v1.5 SHA-1)"
+    if method in (sigs.AUTH_ECDSA_256, sigs.AUTH_ECDSA_384, sigs.AUTH_ECDSA_521):
+        return f"authby=ecdsa (RFC 4754 method {method})"
+    if method == sigs.AUTH_DIGITAL_SIGNATURE:
+        try:
+            n = auth_data[0]
+            oid = x509_oid(auth_data[1:1 + n])
+        except (IndexError, ValueError):
+            oid = ""
+        return f"digital signature {_ALGS.get(oid, oid or '?')} (RFC 7427)"
+    return "authby=secret"
+
+
+def x509_oid(algid: bytes) -> str:
+    """The OID of a DER AlgorithmIdentifier, dotted."""
+    from pypluto.crypto.der import read_tlv
+    tag, body, _ = read_tlv(algid, 0)
+    tag2, oid, _ = read_tlv(body, 0)
+    if tag != 0x30 or tag2 != 0x06:
+        raise ValueError("not an AlgorithmIdentifier")
+    first = oid[0]
+    parts = [first // 40, first % 40]
+    val = 0
+    for b in oid[1:]:
+        val = (val << 7) | (b & 0x7F)
+        if not b & 0x80:
+            parts.append(val)
+            val = 0
+    return ".".join(str(p) for p in parts)
+
+
 def _init_payloads(ike: IKESA, from_peer: bool) -> list[wp.Payload]:
     """The payloads of the peer's (or our) IKE_SA_INIT message, kept until AUTH."""
     raw = (ike.init_response if ike.initiator else ike.init_request) if from_peer else \
@@ -171,7 +211,12 @@ def _method(key: object, words: list[str], hashes: set[int]) -> tuple[int, int, 
         if key.curve.key_size not in m:
             raise CryptoError(f"no RFC 4754 method for {key.curve.name}")
         return m[key.curve.key_size], 0, False
-    for h in (sigs.HASH_SHA2_256, sigs.HASH_SHA2_384, sigs.HASH_SHA2_512):
+    order = [sigs.HASH_SHA2_256, sigs.HASH_SHA2_384, sigs.HASH_SHA2_512]
+    if isinstance(key, ec.EllipticCurvePrivateKey):  # the hash that matches the curve first
+        first = {384: sigs.HASH_SHA2_384, 521: sigs.HASH_SHA2_512}.get(key.curve.key_size)
+        if first is not None:
+            order = [first] + [h for h in order if h != first]
+    for h in order:
         if h in hashes:
             return sigs.AUTH_DIGITAL_SIGNATURE, h, isinstance(key, rsa.RSAPrivateKey)
     raise CryptoError("the peer offers no SHA-2 hash for RFC 7427 signatures")

@@ -177,7 +177,8 @@ class IKEAuth(Task):
             return acts + fail(ctx, ike, now, "authentication of the peer failed "
                                "(PSK mismatch?)", FailReason.AUTHENTICATION)
         ike.remote_id = peer_id
-        acts += established(ctx, ike, now)
+        acts += established(ctx, ike, now, auth_sig.describe(int(auth_p.method),
+                                                             bytes(auth_p.data)))
         old = ike.reauth_of
         ike.reauth_of = None
         if old is not None and ctx.is_live(old):  # make-before-break
@@ -211,7 +212,8 @@ class IKEAuth(Task):
         return _respond(ctx, ike, req, now)
 
 
-def established(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+def established(ctx: IKEContext, ike: IKESA, now: float, how: str = "authby=secret"
+                ) -> list[Action]:
     """Common end of IKE_AUTH for both roles: timers, logs, uniqueids."""
     acts: list[Action] = []
     conn = ike.conn
@@ -225,7 +227,7 @@ def established(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
     ctx.index_peer(ike)
     c = ike.chosen
     assert c is not None and ike.remote_id is not None
-    ctx.log(acts, f"established IKE SA; authenticated peer using authby=secret and "
+    ctx.log(acts, f"established IKE SA; authenticated peer using {how} and "
             f"{id_desc(ike.remote_id)}", ike)
     ctx.log(acts, f"IKE SA {c.encr_name()}{'-' + c.integ_name() if c.integ else ''}-"
             f"{c.prf_name()}-{c.ke_name()} {ike.local}<=>{ike.remote}", ike, level="debug")
@@ -319,7 +321,8 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     else:
         out.append(codec.auth(AUTH_PSK, _auth_data(ike, psk, codec.id_body(idr), False)))
     out += ppk.responder_notifies(ike)  # RFC 8784 PPK_IDENTITY
-    acts += established(ctx, ike, now)
+    acts += established(ctx, ike, now, auth_sig.describe(int(auth_p.method),
+                                                         no_ppk_auth or bytes(auth_p.data)))
     acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
     child = None
     has_child = any(p.payload_type in (PT.SA, PT.TSi, PT.TSr) for p in payloads)
