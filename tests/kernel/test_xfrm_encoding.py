@@ -14,6 +14,7 @@ import sys
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from testsupport import require
 
 from pypluto.kernel.base import BackendError, PolicyParams, SAParams, TrafficSelector
 from pypluto.kernel.xfrm import structs as S
@@ -32,10 +33,13 @@ from pypluto.kernel.xfrm.backend import (
 )
 from pypluto.kernel.xfrm.netlink import XfrmError, XfrmSocket
 
-pytestmark = pytest.mark.skipif(
-    sys.byteorder != "little" or struct.calcsize("P") != 8,
-    reason="layouts are checked for 64-bit little-endian machines",
-)
+
+@pytest.fixture(autouse=True, scope="module")
+def _little_endian_64_bit() -> None:
+    """The struct layouts are checked for 64-bit little-endian machines (fails in CI elsewhere)."""
+    require(sys.byteorder == "little" and struct.calcsize("P") == 8,
+            "a 64-bit little-endian machine (the XFRM layouts checked here)")
+
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network

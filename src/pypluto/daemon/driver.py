@@ -10,7 +10,8 @@ other half, in the role of aioquic's ``asyncio/protocol.py``:
 * ``HANDLERS`` is the table from action type to the method that carries it out
   (send a datagram or a NAT-T keepalive, install or remove an SA or a policy
   in the kernel backend, log, report a connection event, run an offloaded key
-  exchange on the helper pool and ``resume`` the engine with its result);
+  exchange on the helper pool and ``resume`` the engine with its result, run
+  a conn's ``leftupdown=`` script);
 * SA traffic counters and kernel expire events are fed back to the engine
   (``ipsec-max-bytes`` / ``-packets``, RFC 7296 §2.8 rekeying).
 
@@ -28,6 +29,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from pypluto.config.model import IPAddress
@@ -36,6 +38,13 @@ from pypluto.daemon.engine_api import EngineAPI
 from pypluto.daemon.helpers import CrashReports, HelperPool
 from pypluto.daemon.logger import PlutoLogger
 from pypluto.daemon.sockets import UDPSockets
+from pypluto.daemon.updown import (
+    DOWN_VERBS,
+    FATAL_VERBS,
+    UP_VERBS,
+    log_result,
+    run_updown,
+)
 from pypluto.daemon.waiters import Waiters
 from pypluto.ike.actions import (
     Action,
@@ -50,9 +59,11 @@ from pypluto.ike.actions import (
     Log,
     SendKeepalive,
     SendPacket,
+    Updown,
 )
 from pypluto.ike.status import ChildSAStatus
 from pypluto.kernel.base import BackendError, KernelBackend, SAExpire, SAStats
+from pypluto.params import UpdownChild
 
 Handler = Callable[["EngineDriver", Any, bool], None]
 """``(driver, action, rate_limited)``: carries out one action."""
@@ -83,6 +94,13 @@ class EngineDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._rl_flush = False
         self._last_error: Log | None = None  # the engine's latest error line in this batch
+        # updown: runs not yet finished per Child SA serial, the CHILD_ESTABLISHED
+        # events held back until they succeed, one lock per conn (runs in order)
+        self._updown_pending: dict[int, int] = {}
+        self._held_events: dict[int, ConnectionEvent] = {}
+        self._updown_locks: dict[str, asyncio.Lock] = {}
+        self._updown_failed: set[int] = set()  # never came up: no down/unroute for them
+        self.updown_timeout = 30.0
 
     # ------------------------------------------------------------- clock
     @staticmethod
@@ -192,6 +210,12 @@ class EngineDriver:
             self.waiters.on_log(a.conn, PlutoLogger.prefix(a.conn, a.serial, None) + a.message)
 
     def _event(self, ev: ConnectionEvent, rate_limited: bool) -> None:
+        if ev.kind == EventKind.CHILD_ESTABLISHED and ev.serial in self._updown_pending:
+            self._held_events[ev.serial] = ev  # reported once its updown script succeeded
+            return
+        self._report(ev)
+
+    def _report(self, ev: ConnectionEvent) -> None:
         self.waiters.on_event(ev)
         if ev.kind == EventKind.INTERNAL_ERROR:
             self._engine_crash(ev)
@@ -206,6 +230,56 @@ class EngineDriver:
             self.log.audit_event(f"op=start conn=\"{ev.conn}\" serial={ev.serial} res=failed")
         if self.statsbin:
             self._run_statsbin(ev)
+
+    def _updown(self, a: Updown, rate_limited: bool) -> None:
+        """Start the conn's updown script; the byte counts are read now, before DelSA."""
+        child = a.child
+        if not a.up and child.serial in self._updown_failed:
+            self._updown_failed.discard(child.serial)
+            return
+        stack = self.backend.name if self.backend is not None else ""
+        inb = outb = 0
+        if not a.up and self.backend is not None:
+            s_in = self.stats(child.me, child.spi_in, child.sa_type.lower())
+            s_out = self.stats(child.peer, child.spi_out, child.sa_type.lower())
+            inb = s_in.bytes if s_in is not None else 0
+            outb = s_out.bytes if s_out is not None else 0
+        child = replace(child, stack=stack, inbytes=inb, outbytes=outb)
+        if a.up:
+            self._updown_pending[child.serial] = self._updown_pending.get(child.serial, 0) + 1
+        self.spawn(self._run_updown(a.script, a.up, child))
+
+    async def _run_updown(self, script: str, up: bool, child: UpdownChild) -> None:
+        lock = self._updown_locks.setdefault(child.conn, asyncio.Lock())
+        failed = ""
+        async with lock:
+            for verb in UP_VERBS if up else DOWN_VERBS:
+                res = await run_updown(script, verb, child, timeout=self.updown_timeout)
+                log_result(res, lambda m, lvl: self.log.log(
+                    m, lvl, conn=child.conn, serial=child.serial))
+                if not res.ok and verb in FATAL_VERBS:
+                    failed = f"{res.verb} failed: {res.error}"
+                    break
+        if not up:
+            return
+        left = self._updown_pending.get(child.serial, 1) - 1
+        if failed:
+            self._updown_failed.add(child.serial)
+            self._updown_pending.pop(child.serial, None)
+            self._held_events.pop(child.serial, None)
+            now = self.now()
+            self.run(lambda e: e.fail_child(child.serial, failed, now), conn=child.conn,
+                     where="updown")
+            return
+        if child.serial not in self._updown_pending:
+            return  # another pair of this Child SA failed already
+        if left > 0:
+            self._updown_pending[child.serial] = left
+            return
+        del self._updown_pending[child.serial]
+        ev = self._held_events.pop(child.serial, None)
+        if ev is not None:
+            self._report(ev)
 
     def _engine_crash(self, ev: ConnectionEvent) -> None:
         """The engine caught an exception of its own: a crash report with its traceback.
@@ -376,5 +450,6 @@ HANDLERS: dict[type[Any], Handler] = {
     Log: EngineDriver._log,
     ConnectionEvent: EngineDriver._event,
     Compute: EngineDriver._compute,
+    Updown: EngineDriver._updown,
 }
 """Action type -> the driver method that carries it out."""

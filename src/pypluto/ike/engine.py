@@ -40,6 +40,7 @@ from pypluto.ike.actions import (
     EventKind,
     FailReason,
     Log,
+    Updown,
 )
 from pypluto.ike.codec import Payload
 from pypluto.ike.context import HalfOpenKey, IKEContext, SecretStore
@@ -52,7 +53,7 @@ from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey
 from pypluto.ike.tasks.child_create import ChildCreate
 from pypluto.ike.tasks.child_delete import delete_children
 from pypluto.ike.tasks.ike_delete import send_delete_now
-from pypluto.params import IPAddress, PolicyParams, SAExpire, SAParams
+from pypluto.params import IPAddress, PolicyParams, SAExpire, SAParams, UpdownChild
 from pypluto.wire.errors import WireError
 
 __all__ = ["Engine", "SecretStore"]
@@ -507,6 +508,7 @@ class Engine:
         self.children_out[child.spi_out] = child
         self.by_reqid.setdefault(child.reqid, []).append(child)
         owner = self.policy_owner.get(child.reqid)
+        fresh = owner is None
         if owner is not None:
             owner.owns_policy = False
         else:
@@ -542,6 +544,8 @@ class Engine:
                  f"{mode} [{tsmod.fmt(child.local_ts)}==={tsmod.fmt(child.remote_ts)}] "
                  f"{{{encap}=>0x{child.spi_out:08x} <0x{child.spi_in:08x} xfrm={alg}"
                  f"{nat} DPD={'active' if conn.dpddelay else 'passive'}}}", child)
+        if fresh:
+            acts += self._updown(child, up=True)
         acts.append(ConnectionEvent(EventKind.CHILD_ESTABLISHED, conn.name, child.serial))
         self.schedule(ike)
         return acts
@@ -565,6 +569,9 @@ class Engine:
             sibs.remove(child)
             if not sibs:
                 del self.by_reqid[child.reqid]
+        if child.owns_policy and not any(c.state is ChildState.ESTABLISHED and c is not child
+                                         for c in self.by_reqid.get(child.reqid, ())):
+            acts += self._updown(child, up=False)  # the last one: before its SAs go
         if self.children_out.get(child.spi_out) is child:
             del self.children_out[child.spi_out]
         if self.children_in.get(child.spi_in) is child:
@@ -588,6 +595,59 @@ class Engine:
                  f"0x{child.spi_out:08x}", child)
         acts.append(ConnectionEvent(EventKind.CHILD_DELETED, child.conn.name, child.serial))
         return acts
+
+    def _updown(self, child: ChildSA, up: bool) -> list[Action]:
+        """One ``Updown`` per selector pair when the conn has a ``leftupdown=`` command."""
+        conn = child.conn
+        script = conn.local.updown
+        if not script or script.strip().lower() == "%disabled":
+            return []
+        ike = child.parent
+        c = child.chosen
+        policy = "+".join(p for p in (
+            "PSK", "ENCRYPT" if child.protocol == "esp" else "AUTHENTICATE",
+            "TUNNEL" if child.mode == "tunnel" else "",
+            "PFS" if conn.pfs else "", "IKEV2_ALLOW") if p)
+        out: list[Action] = []
+        for lts in child.local_ts:
+            for rts in child.remote_ts:
+                if lts.version != rts.version:
+                    continue
+                facts = UpdownChild(
+                    conn=conn.name, serial=child.serial,
+                    me=child.local_addr, peer=child.remote_addr,
+                    my_client=lts.networks()[0], peer_client=rts.networks()[0],
+                    my_id=str(ike.local_id) if ike is not None and ike.local_id else "",
+                    peer_id=str(ike.remote_id) if ike is not None and ike.remote_id else "",
+                    my_protocol=lts.proto, my_port=lts.sport if lts.sport == lts.eport else 0,
+                    peer_protocol=rts.proto,
+                    peer_port=rts.sport if rts.sport == rts.eport else 0,
+                    reqid=child.reqid, sa_type="ESP" if child.protocol == "esp" else "AH",
+                    mode=child.mode, spi_in=child.spi_in, spi_out=child.spi_out,
+                    my_sourceip=conn.local.sourceip[0] if conn.local.sourceip else None,
+                    policy=policy if c is not None else "",
+                )
+                out.append(Updown(up, script, facts))
+        return out
+
+    def fail_child(self, serial: int, why: str, now: float) -> list[Action]:
+        """A Child SA that the daemon could not finish (its updown script failed).
+
+        As Libreswan undoes an install whose ``up`` step failed: the Child SA is
+        deleted (with a Delete to the peer when the IKE SA is up) and a FAILED event
+        with reason LOCAL answers a waiting ``whack --initiate``.
+        """
+        for ike in list(self.by_serial.values()):
+            for child in list(ike.children):
+                if child.serial != serial:
+                    continue
+                acts: list[Action] = []
+                self.log(acts, f"Child SA failed: {why}", child, level="error")
+                acts.append(ConnectionEvent(EventKind.FAILED, child.conn.name, serial, why,
+                                            FailReason.LOCAL))
+                return acts + self._on(ike, now, partial(delete_children, self, ike, [child],
+                                                         now))
+        return []
 
     def _ikes_of(self, name: str) -> list[IKESA]:
         return list(self.by_conn.get(name, {}).values())
