@@ -15,6 +15,8 @@ A ping every 0.2 s for 90 s must lose nothing, in both roles of the first IKE SA
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable
 
 import pytest
@@ -58,6 +60,7 @@ def test_pfs_mismatch_no_ping_lost(lab: Lab, cell: Callable[..., None], case: st
     log = lab.workdir / "ping.log"
     lab.wait_for(lambda: lab.ping(lab.west, EAST_INNER, count=1, timeout=1,
                                   src=WEST_INNER)[1] == 1, 15, "first ping through the tunnel")
+    ping_start = time.strftime("%H:%M:%S")
     ping = lab.spawn(lab.west, ["ping", "-n", "-i", str(INTERVAL), "-c", str(count), "-W", "2",
                                 "-I", WEST_INNER, EAST_INNER], log, name="ping",
                      expect_alive=False)
@@ -70,5 +73,8 @@ def test_pfs_mismatch_no_ping_lost(lab: Lab, cell: Callable[..., None], case: st
     assert "the peer refused to rekey Child SA" in text, text[-3000:]
     assert "NO_PROPOSAL_CHOSEN" in text
     assert "Child SA expired" not in text
-    assert sent == count and received == sent, log.read_text()[-800:]
+    seen = {int(m) for m in re.findall(r"icmp_seq=(\d+) ttl", log.read_text())}
+    lost = sorted(set(range(1, count + 1)) - seen)
+    assert sent == count and received == sent, f"lost icmp_seq {lost} of {sent}; " \
+        f"ping started at {ping_start}; pypluto log:\n{text[-4000:]}"
     assert us.child_established() and them.established()

@@ -156,8 +156,15 @@ class IKEAuth(Task):
         acts += established(ctx, ike, now)
         old = ike.reauth_of
         ike.reauth_of = None
-        if old is not None and ctx.is_live(old):  # make-before-break
+        acts += self._finish_child(ctx, ike, payloads, now)
+        if old is not None and ctx.is_live(old):  # make-before-break: new Child SA first
             acts += delete_ike(ctx, old, now)
+        return acts
+
+    def _finish_child(self, ctx: IKEContext, ike: IKESA, payloads: Sequence[Payload],
+                      now: float) -> list[Action]:
+        acts: list[Action] = []
+        conn = ike.conn
         child = self.child
         if child is not None:
             err = [p.notify_type for p in codec.errors(payloads)]
