@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pypluto.iana import Integ
 from pypluto.kernel import ah
 from pypluto.kernel.base import BackendError
-from pypluto.params import SAExpire, SAParams, TrafficSelector
+from pypluto.params import SAExpire, SAParams
 
 ip = ipaddress.ip_address
 A4, B4 = ip("192.0.2.1"), ip("192.0.2.2")
