@@ -97,7 +97,7 @@ class MalformedPacket(ValueError):
 
 def _checksum(hdr: bytes | bytearray) -> int:
     """The IPv4 header checksum (RFC 791)."""
-    s = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
+    s: int = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
     return ~s & 0xFFFF

@@ -157,6 +157,11 @@ def encode_sa(sa: SAParams, reqid: int) -> bytes:
         flags |= S.XFRM_STATE_AF_UNSPEC
     attrs: list[bytes] = []
     if sa.protocol == "ah":
+        # RFC 4302: integrity only, with the negotiated truncation (RFC 4868 §2.3)
+        if sa.encr_id or sa.encr_key:
+            raise BackendError("XFRM: AH takes no encryption transform (RFC 4302)")
+        if sa.encapsulated:
+            raise BackendError("XFRM: UDP encapsulation is for ESP only (RFC 3948)")
         name, bits = kernel_auth(sa.integ_id, sa.integ_key)
         attrs.append(S.nlattr(S.XFRMA_ALG_AUTH_TRUNC, S.pack_algo_trunc(name, sa.integ_key, bits)))
     else:
