@@ -93,3 +93,13 @@ def test_ah_policy_template_is_protocol_51() -> None:
                        "out", 4, A, B, protocol="ah")
     kp = KernelPolicy.decode(encode_policy(pol, 9))
     assert [t.proto for t in kp.tmpls] == [51]
+
+
+def test_ipv4_ah_asks_the_kernel_for_32_bit_alignment() -> None:
+    """RFC 4302 §3.3.3.2.1: Linux pads IPv4 AH to 64 bits unless XFRM_STATE_ALIGN4."""
+    v4 = KernelSA.decode(encode_sa(ah_sa(), 7))
+    v6 = KernelSA.decode(encode_sa(ah_sa(src=A6, dst=B6), 7))
+    esp = KernelSA.decode(encode_sa(ah_sa(protocol="esp", encr_id=12, encr_key_bits=128,
+                                          encr_key=bytes(16)), 7))
+    assert v4.flags & S.XFRM_STATE_ALIGN4
+    assert not v6.flags & S.XFRM_STATE_ALIGN4 and not esp.flags & S.XFRM_STATE_ALIGN4

@@ -16,7 +16,8 @@ is computed over
   For IPv6 the traffic class, flow label and hop limit, and the data of every
   hop-by-hop / destination option whose type has the "may change en route"
   bit (0x20) set;
-* the AH header with the ICV field zeroed (padding kept as sent, §3.3.3.2.1);
+* the AH header with the ICV field zeroed (padding kept as sent, §3.3.3.2.1:
+  Linux sends uninitialised padding and covers it as sent);
 * the payload;
 * with ESN, the high 32 bits of the sequence number appended at the end
   (§2.5.1, §3.3.3.3.1), never sent.
@@ -24,7 +25,8 @@ is computed over
 Tunnel mode (§3.1.2) builds a fresh outer header from the SA's addresses;
 transport mode (§3.1.1) inserts AH after the IPv4 header (with its options)
 or after the IPv6 base and hop-by-hop headers.  The AH header is padded to a
-multiple of 4 bytes for IPv4 and 8 for IPv6 (§2.6, §3.3.3.2.1).
+multiple of 4 bytes for IPv4 and 8 for IPv6 (§2.6, §3.3.3.2.1); on input an
+IPv4 AH padded to 8 bytes is accepted too (Linux without XFRM_STATE_ALIGN4).
 
 Packets are whole IP packets on both sides: :meth:`OutboundAH.encap` returns
 what a header-including raw socket (``IPPROTO_RAW``) sends, and
@@ -280,6 +282,9 @@ class _AHBase:
         self.icv_size = self.integ.icv_size
         align = 4 if self.v4 else 8  # RFC 4302 §2.6, §3.3.3.2.1
         self.ah_len = (12 + self.icv_size + align - 1) // align * align
+        # Accepted on input: also 64-bit alignment over IPv4, which Linux sends
+        # for an XFRM SA without XFRM_STATE_ALIGN4 (its default).
+        self.ah_lens = {self.ah_len, (12 + self.icv_size + 7) // 8 * 8}
         self.stats = SAStats()
         self.malformed = 0  # unparsable, wrong next header, outside what AH can carry
         self.policy_drops = 0  # inner packet outside the SA's traffic selectors
@@ -484,7 +489,7 @@ class InboundAH(_AHBase):
             ah_off, nh_at = _find_ah(packet)
             nh, plen, _res, spi, lo = _AH.unpack_from(packet, ah_off)
             ah_len = (plen + 2) * 4
-            if spi != self.spi or ah_len != self.ah_len or len(packet) < ah_off + ah_len:
+            if spi != self.spi or ah_len not in self.ah_lens or len(packet) < ah_off + ah_len:
                 raise MalformedPacket("AH length or SPI does not match the SA")
             if (packet[0] >> 4 == 4) != self.v4:
                 raise MalformedPacket("wrong IP version for the SA")
