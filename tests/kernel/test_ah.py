@@ -268,6 +268,14 @@ def test_anti_replay_window() -> None:
     assert inb.decap(wires[20] or b"") == INNER4  # a forgery does not consume the number
 
 
+def test_encap_batch_keeps_order_and_drops_junk() -> None:
+    out, inb = pair()
+    wires = out.encap_batch([INNER4, b"", INNER4])
+    assert len(wires) == 2 and out.malformed == 1
+    assert [struct.unpack_from("!I", w, 28)[0] for w in wires] == [1, 2]
+    assert all(inb.decap(w) == INNER4 for w in wires)
+
+
 def test_replay_window_off_accepts_duplicates() -> None:
     out, inb = pair(window=0)
     w = out.encap(INNER4) or b""

@@ -426,6 +426,11 @@ class OutboundAH(_AHBase):
         return bytes(whole)
 
 
+    def encap_batch(self, packets: list[bytes]) -> list[bytes]:
+        """:meth:`encap` for several packets (the segments of one TCP super-packet)."""
+        return [w for w in map(self.encap, packets) if w is not None]
+
+
 class InboundAH(_AHBase):
     """The receiving half of one AH SA with its anti-replay window (RFC 4302 §3.4)."""
 
