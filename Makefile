@@ -32,6 +32,9 @@ lint: install
 	@$(VENV)/bin/ruff check src tests
 	@$(VENV)/bin/mypy src
 
+# Side-by-side benchmarks (bench/README.md): ~15 min with the defaults; refuses a
+# dirty tree (BENCH_ALLOW_DIRTY=1 marks the results -dirty).  BENCH=name runs a
+# subset; the issue-18 hold: BENCH_HOLD_N=100000 BENCH_HOLD_SECONDS=600 make bench BENCH=ike_hold
 bench: install deps
 	@$(VPY) -c 'import vici' 2>/dev/null || $(VPY) -m pip install -q -e '.[bench]'
 	@$(VPY) -m bench.run $(BENCH)

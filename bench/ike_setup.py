@@ -1,14 +1,24 @@
-"""IKE SA setup cost on the responder: pypluto vs strongSwan vs Libreswan, one generator.
+"""IKE SA setup cost on the responder: pypluto vs strongSwan 5.9.8 vs Libreswan 4.10.
 
-The neutral load generator is a strongSwan charon (5.9.8) in the "west"
-namespace, driven over its vici socket with the ``vici`` package: ``C``
-worker threads, each with its own vici session, ask for new IKE SAs
-(``initiate`` with only ``ike=``, i.e. childless, RFC 6023) until ``N`` are
-established.  ``reuse_ikesa = no`` makes every request a new IKE SA.  The
-responder under test runs in the "east" namespace; we read its CPU time
-(utime+stime from /proc/PID/stat) and RSS before and after, so the figure
-that matters, **responder CPU ms per IKE SA**, does not depend on how fast
-the generator is.
+The neutral load generator (issue 18) is a strongSwan charon in the "west"
+namespace of a ``tests/lab.py`` lab, driven over its vici socket with
+*asynchronous* ``initiate`` requests (``timeout = -1``: charon answers at once
+and negotiates in the background), ``C`` (32) in flight: the driver keeps
+``issued - established`` at ``C``, reading the generator's own ``stats``.
+``reuse_ikesa = no`` makes every request a new IKE SA; ``childless = force``
+(RFC 6023) keeps the Child SA out.  PSK, ``aes256gcm16-prfsha256-x25519``
+(``aes_gcm256-sha2_256-dh31`` in ipsec.conf).
+
+The responder under test runs in the "east" namespace, pinned to CPU 1
+(``taskset -a -cp``); the generator charon and this driver are pinned to CPU 0.
+**Establishments are counted from the responder's own log** ("established IKE
+SA" for both plutos, "IKE_SA ... established between" for charon), and the
+responder's CPU is its utime+stime from ``/proc/PID/stat`` over the measured
+window: from the first request to the moment the log shows the ``N``-th
+establishment (or, when it never does, until the log has stopped growing for
+``SETTLE_S`` seconds: the row then says how many were logged).  Each responder
+runs twice, alternating (A B C A B C), each run in a fresh lab; the table gives
+the medians of the two runs and the JSON both.
 
 Run alone: ``.venv/bin/python -m bench.ike_setup [N] [C]``.
 """
@@ -20,8 +30,8 @@ import pathlib
 import re
 import socket
 import statistics
+import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,32 +50,46 @@ from peers import (  # noqa: E402
     pypluto_bin,
 )
 
+__all__ = ["EAST_OUTER", "WEST_OUTER", "Lab", "LIBRESWAN_DIR", "Libreswan", "have_libreswan",
+           "pypluto_bin"]
+
 PSK = "bench-psk-0123456789abcdefghijklmnopqrstuv"
 GEN_ID = "gen.example"
 RESP_ID = "resp.example"
 SS_PROPOSAL = "aes256gcm16-prfsha256-x25519"
 LS_PROPOSAL = "aes_gcm256-sha2_256-dh31"
 CLK = os.sysconf("SC_CLK_TCK")
+GEN_CPU, RESP_CPU = 0, 1
+SETTLE_S = 3.0
 
-_GEN_CONF = """\
+# What each responder logs once per established IKE SA (childless or not).
+ESTABLISHED = {
+    "pypluto": re.compile(rb"established IKE SA"),
+    "libreswan": re.compile(rb"established IKE SA"),
+    "strongswan": re.compile(rb"IKE_SA \S+ established between"),
+}
+
+_CHARON_CONF = """\
 charon {{
     load_modular = no
     load = random nonce openssl kdf hmac sha2 {ipsec_plugin} kernel-netlink socket-default vici
     reuse_ikesa = no
-    threads = 64
-    ikesa_table_size = 4096
+    threads = 16
+    ikesa_table_size = 65536
+    ikesa_table_segments = 16
     init_limit_half_open = 0
     # DoS protections off: the generator is one IP with many half-open SAs
-    block_threshold = 100000
-    cookie_threshold = 100000
-    cookie_threshold_ip = 100000
+    block_threshold = 1000000
+    cookie_threshold = 1000000
+    cookie_threshold_ip = 1000000
     retransmit_tries = 3
     half_open_timeout = 60
     filelog {{
         log {{
             path = {log}
-            default = 0
+            default = {level}
             append = no
+            flush_line = yes
         }}
     }}
     plugins {{
@@ -211,9 +235,56 @@ def proc_rss_kib(pid: int) -> int:
     return 0
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Every thread of ``pid`` onto ``cpu`` (threads made later inherit it)."""
+    if (os.cpu_count() or 1) <= cpu:
+        return
+    subprocess.run(["taskset", "-a", "-cp", str(cpu), str(pid)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+class LogCounter:
+    """Counts a responder's "established" lines, reading its log incrementally."""
+
+    def __init__(self, path: pathlib.Path, pattern: re.Pattern[bytes]) -> None:
+        self.path, self.pattern = path, pattern
+        self.offset = 0
+        self.count = 0
+        self._tail = b""
+
+    def poll(self) -> int:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return self.count
+        self.offset += len(data)
+        data = self._tail + data
+        cut = data.rfind(b"\n") + 1
+        self._tail = data[cut:]
+        self.count += len(self.pattern.findall(data, 0, cut))
+        return self.count
+
+
+def _vici(path: pathlib.Path) -> Any:
+    import vici
+
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(path))
+    return vici.Session(s)
+
+
+def _established_total(sess: Any) -> tuple[int, int]:
+    """(established, half-open) IKE SAs as a charon counts them (vici ``stats``)."""
+    st = sess.stats()
+    total, half = int(st["ikesas"]["total"]), int(st["ikesas"]["half-open"])
+    return total - half, half
+
+
 @dataclass
 class Generator:
-    """The strongSwan charon that initiates the load."""
+    """The strongSwan charon that initiates the load, driven asynchronously over vici."""
 
     lab: Lab
     child: bool = False
@@ -227,68 +298,92 @@ class Generator:
     def start(self) -> None:
         plugin = "kernel-libipsec" if self.child else ""
         conf = self.dir / "strongswan.conf"
-        conf.write_text(_GEN_CONF.format(ipsec_plugin=plugin, log=self.dir / "charon.log",
-                                         vici=self.vici))
+        # the generator logs nothing per SA: its CPU goes to the load
+        conf.write_text(_CHARON_CONF.format(ipsec_plugin=plugin, log=self.dir / "charon.log",
+                                            vici=self.vici, level=-1))
         self.proc = self.lab.spawn(self.lab.west, [CHARON], self.dir / "stdout.log",
                                    {"STRONGSWAN_CONF": str(conf)}, name="generator")
         self.lab.wait_for(self.vici.exists, 30, "generator vici socket")
         _load_swanctl(self.lab, self.dir, conf, _swanctl_gen(self.child))
+        pin(self.proc.pid, GEN_CPU)
+        self.sess = _vici(self.vici)
 
-    def session(self) -> Any:
-        import vici
+    def established(self) -> int:
+        return _established_total(self.sess)[0]
 
-        s = socket.socket(socket.AF_UNIX)
-        s.connect(str(self.vici))
-        return vici.Session(s)
+    def run(self, n: int, concurrency: int, timeout: float = 300,
+            counter: LogCounter | None = None, pid: int | None = None) -> dict[str, Any]:
+        """Initiate ``n`` more IKE SAs with ``concurrency`` requests in flight.
 
-    def run(self, n: int, concurrency: int, timeout: float = 300) -> dict[str, Any]:
-        """Initiate ``n`` IKE SAs with ``concurrency`` in flight; latencies in ms."""
-        lock = threading.Lock()
-        todo = [n]
-        lat: list[float] = []
-        failures = [0]
-        deadline = time.monotonic() + timeout
-
-        def worker() -> None:
-            sess = self.session()
-            req: dict[str, Any] = {"ike": "load", "timeout": 20000}
-            if self.child:
-                req = {"child": "net", "ike": "load", "timeout": 20000}
-            while time.monotonic() < deadline:
-                with lock:
-                    if todo[0] <= 0:
-                        return
-                    todo[0] -= 1
-                t0 = time.monotonic()
-                try:
-                    for _ in sess.initiate(req):
-                        pass
-                    ok = True
-                except Exception:
-                    ok = False
-                dt = (time.monotonic() - t0) * 1000
-                with lock:
-                    if ok:
-                        lat.append(dt)
-                    else:
-                        failures[0] += 1
-
-        t0 = time.monotonic()
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(max(1.0, deadline - time.monotonic()))
-        wall = time.monotonic() - t0
-        lat.sort()
-        return {
-            "established": len(lat),
-            "failures": failures[0],
-            "wall_s": wall,
-            "rate": len(lat) / wall if wall else 0.0,
-            "p50_ms": statistics.median(lat) if lat else None,
-            "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
-        }
+        Each ``initiate`` has ``timeout = -1``: charon queues the exchange and
+        answers at once.  In flight = requested - established (the generator's
+        own count).  With ``counter`` (the responder's log) and ``pid`` (the
+        responder), the window ends when the log shows ``n`` more
+        establishments, or ``SETTLE_S`` after the log stopped growing; the
+        responder's CPU over the window is returned as ``cpu_s``.
+        """
+        base, _ = _established_total(self.sess)
+        logged0 = counter.poll() if counter else 0
+        req: dict[str, Any] = {"ike": "load", "timeout": "-1"}
+        if self.child:
+            req["child"] = "net"
+        issued = failures = 0
+        old_aff = os.sched_getaffinity(0)
+        if (os.cpu_count() or 1) > GEN_CPU:
+            os.sched_setaffinity(0, {GEN_CPU})
+        try:
+            cpu0 = proc_cpu(pid) if pid else 0.0
+            t0 = time.monotonic()
+            deadline = t0 + timeout
+            done = 0
+            last_progress, last_done = t0, 0
+            while done < n and time.monotonic() < deadline:
+                done, half = _established_total(self.sess)
+                done -= base
+                want = min(n - issued, concurrency - (issued - done))
+                for _ in range(max(0, want)):
+                    r = self.sess.request("initiate", req)
+                    if r.get("success") != b"yes":
+                        failures += 1
+                    issued += 1
+                now = time.monotonic()
+                if done != last_done:
+                    last_progress, last_done = now, done
+                elif now - last_progress > 20 and issued > done:
+                    # requests lost (failed exchanges leave no SA): re-issue them
+                    failures += issued - done - half
+                    issued = done + half
+                    last_progress = now
+                if want <= 0:
+                    time.sleep(0.002)
+            t_gen = time.monotonic()
+            logged = 0
+            t_end, cpu1 = t_gen, (proc_cpu(pid) if pid else 0.0)
+            if counter is not None:
+                last, t_last = counter.poll() - logged0, time.monotonic()
+                t_end, cpu1 = t_last, proc_cpu(pid) if pid else 0.0
+                while last < n and time.monotonic() - t_last < SETTLE_S:
+                    time.sleep(0.02)
+                    now_count = counter.poll() - logged0
+                    if now_count != last:
+                        last, t_last = now_count, time.monotonic()
+                        t_end, cpu1 = t_last, proc_cpu(pid) if pid else 0.0
+                logged = last
+        finally:
+            os.sched_setaffinity(0, old_aff)
+        window = t_end - t0
+        out: dict[str, Any] = {"requested": n, "established_generator": done,
+                               "failures": failures, "wall_s": window,
+                               "generator_wall_s": t_gen - t0}
+        if counter is not None:
+            out.update(established_logged=logged,
+                       rate=logged / window if window > 0 else 0.0,
+                       cpu_s=cpu1 - cpu0,
+                       cpu_ms_per_sa=(cpu1 - cpu0) * 1000 / logged if logged else None)
+        else:
+            out["rate"] = done / (t_gen - t0) if t_gen > t0 else 0.0
+        out["established"] = out.get("established_logged", done)
+        return out
 
 
 def _load_swanctl(lab: Lab, d: pathlib.Path, conf: pathlib.Path, text: str) -> None:
@@ -302,7 +397,6 @@ def _load_swanctl(lab: Lab, d: pathlib.Path, conf: pathlib.Path, text: str) -> N
             env={"STRONGSWAN_CONF": str(conf)})
 
 
-
 @dataclass
 class Responder:
     """The daemon under test in the east namespace."""
@@ -313,28 +407,29 @@ class Responder:
     ctl: Any = None  # Pypluto/Libreswan driver, or the strongSwan vici path
     log: pathlib.Path | None = None
 
-    def count(self) -> int | None:
-        """Established IKE SAs as the responder itself counts them."""
-        if self.kind == "strongswan":
-            import vici
+    def counter(self) -> LogCounter:
+        assert self.log is not None
+        return LogCounter(self.log, ESTABLISHED[self.kind])
 
-            s = socket.socket(socket.AF_UNIX)
-            s.connect(str(self.ctl))
+    def count(self) -> int | None:
+        """Established IKE SAs as the responder itself counts them (status, not log)."""
+        if self.kind == "strongswan":
+            s = _vici(self.ctl)
             try:
-                st = vici.Session(s).stats()
-                return int(st["ikesas"]["total"]) - int(st["ikesas"]["half-open"])
+                return _established_total(s)[0]
             finally:
-                s.close()
-        r = self.ctl.whack("--briefstatus", timeout=120)
+                s.transport.socket.close()
+        r = self.ctl.whack("--briefstatus", timeout=300)
         m = re.search(r"authenticated\((\d+)\)", r.stdout)
         return int(m.group(1)) if m else None
 
 
 class _Pluto(Pypluto):
-    """The interop driver's Pypluto with extra pluto arguments (``--nhelpers``)."""
+    """The interop driver's Pypluto with extra pluto arguments."""
 
-    def __init__(self, lab: Lab, ns: str, name: str, extra: list[str]) -> None:
-        super().__init__(lab, ns, name)
+    def __init__(self, lab: Lab, ns: str, name: str, extra: list[str],
+                 backend: str = "--use-userspace") -> None:
+        super().__init__(lab, ns, name, backend)
         self.extra = extra
 
     def start(self, conf: str | None = None, secrets: str | None = None,
@@ -357,104 +452,70 @@ class _Pluto(Pypluto):
 
 def start_responder(lab: Lab, kind: str, child: bool = False, dpddelay: int = 0,
                     extra: list[str] | None = None) -> Responder:
-    """Start the responder under test in the east namespace."""
+    """Start the responder under test in the east namespace, pinned to ``RESP_CPU``."""
     if kind == "strongswan":
         d = lab.workdir / "resp-strongswan"
         d.mkdir(parents=True, exist_ok=True)
         vici_path = d / "charon.vici"
         conf = d / "strongswan.conf"
-        conf.write_text(_GEN_CONF.format(ipsec_plugin="kernel-libipsec" if child else "",
-                                         log=d / "charon.log", vici=vici_path))
+        conf.write_text(_CHARON_CONF.format(ipsec_plugin="kernel-libipsec" if child else "",
+                                            log=d / "charon.log", vici=vici_path, level=0))
         sp = lab.spawn(lab.east, [CHARON], d / "stdout.log", {"STRONGSWAN_CONF": str(conf)},
                        name="resp-strongswan")
         lab.wait_for(vici_path.exists, 30, "responder vici socket")
         _load_swanctl(lab, d, conf, _swanctl_resp(dpddelay))
+        pin(sp.pid, RESP_CPU)
         return Responder(lab, kind, sp.pid, vici_path, d / "charon.log")
     if kind == "libreswan":
         ls = Libreswan(lab, lab.east, name="resp-libreswan")
         ls.start(_ipsec_conf_resp(dpddelay=dpddelay), IPSEC_SECRETS)
         assert ls.proc is not None
+        pin(ls.proc.pid, RESP_CPU)
         return Responder(lab, kind, ls.proc.pid, ls, ls.log)
     if kind == "pypluto":
         pp = _Pluto(lab, lab.east, "resp-pypluto", extra or [])
         pp.start(_ipsec_conf_resp(dpddelay=dpddelay), IPSEC_SECRETS)
         assert pp.proc is not None
+        pin(pp.proc.pid, RESP_CPU)
         return Responder(lab, kind, pp.proc.pid, pp, pp.log)
     raise ValueError(kind)
 
 
-def _batch(gen: Generator, resp: Responder, n: int, concurrency: int) -> dict[str, Any]:
-    """``n`` more SAs; the responder's CPU and RSS growth over them."""
-    cpu0, rss0, sys0 = proc_cpu(resp.pid), proc_rss_kib(resp.pid), proc_sys_cpu(resp.pid)
-    res = gen.run(n, concurrency, timeout=max(120.0, n / 5))
-    time.sleep(0.5)  # let the responder finish its last exchange before reading
-    cpu1, rss1, sys1 = proc_cpu(resp.pid), proc_rss_kib(resp.pid), proc_sys_cpu(resp.pid)
-    est = max(res["established"], 1)
-    res.update(cpu_ms_per_sa=(cpu1 - cpu0) * 1000 / est, rss_kib=rss1 - rss0,
-               sys_ms_per_sa=(sys1 - sys0) * 1000 / est,
-               rss_kib_per_sa=(rss1 - rss0) / est)
-    return res
-
-
-def series(kind: str, n: int, concurrency: int, *, child: bool = False, total: int = 0,
-           hold: float = 0, dpddelay: int = 0, extra: list[str] | None = None,
-           scale_seconds: float = 0) -> dict[str, Any]:
-    """One responder in a fresh lab.
-
-    Warm up with 20 SAs, then ``n`` SAs measured for setup cost (rate, CPU,
-    latency) and memory; then, with ``total`` > ``n``, more up to ``total``
-    (memory per SA at that count); then, with ``hold``, keep them for ``hold``
-    seconds with liveness (``dpddelay``) on: responder CPU while idle, and how
-    many SAs the responder still counts at the end (spurious deaths).
-
-    With ``scale_seconds``, the step up to ``total`` is cut (to whole
-    thousands) so that it should take about that long at the rate of the first
-    batch: ``make bench`` stays within its time budget on a busy machine, and
-    the table says which count was reached.
-    """
+def one_run(kind: str, n: int, concurrency: int, child: bool = False) -> dict[str, Any]:
+    """One responder, one fresh lab: 20 warm-up SAs, then ``n`` measured."""
     with Lab(prefix="bk") as lab:
-        resp = start_responder(lab, kind, child, dpddelay if hold else 0, extra)
+        resp = start_responder(lab, kind, child)
         gen = Generator(lab, child=child)
         gen.start()
-        gen.run(min(20, n), 4)  # first SAs pay for imports and caches
-        base_rss = proc_rss_kib(resp.pid)
-        out = _batch(gen, resp, n, concurrency)
-        out.update(responder=kind, child=child, n=n, concurrency=concurrency)
-        established = out["established"]
-        if total > n and scale_seconds and out["rate"]:
-            fits = n + int(out["rate"] * scale_seconds)
-            if fits < total:
-                total = max(n, fits // 1000 * 1000)
-                out["scaled_down_to"] = total
-        if total > n:
-            more = _batch(gen, resp, total - n, concurrency)
-            established += more["established"]
-            out["total"] = {
-                "requested": total, "established": established,
-                "failures": out["failures"] + more["failures"],
-                "rate": more["rate"], "cpu_ms_per_sa": more["cpu_ms_per_sa"],
-                "rss_kib_per_sa": (proc_rss_kib(resp.pid) - base_rss) / max(established, 1),
-            }
-        if hold:
-            before = resp.count()
-            cpu0, t0 = proc_cpu(resp.pid), time.monotonic()
-            time.sleep(hold)
-            cpu1, t1 = proc_cpu(resp.pid), time.monotonic()
-            after = resp.count()
-            out["hold"] = {
-                "seconds": round(t1 - t0, 1), "dpddelay": dpddelay, "before": before,
-                "after": after,
-                "deaths": (before - after) if before is not None and after is not None
-                else None,
-                "idle_cpu_pct": (cpu1 - cpu0) * 100 / (t1 - t0),
-                "alive": bool(lab.procs) and all(p.alive() for p in lab.procs),
-            }
+        counter = resp.counter()
+        warm = gen.run(min(20, n), 4, counter=counter, pid=resp.pid)  # imports, caches
+        settle(counter, warm["established_generator"])
+        rss0 = proc_rss_kib(resp.pid)
+        sys0 = proc_sys_cpu(resp.pid)
+        out = gen.run(n, concurrency, timeout=max(120.0, n / 10), counter=counter,
+                      pid=resp.pid)
+        sys1, rss1 = proc_sys_cpu(resp.pid), proc_rss_kib(resp.pid)
+        logged = out["established_logged"]
+        # diagnostic only (JSON): CPU per SA the generator saw established; the table
+        # uses the responder's log count, as issue 18 prescribes
+        gen_est = out["established_generator"]
+        out.update(responder=kind, child=child, n=n, concurrency=concurrency,
+                   cpu_ms_per_generator_sa=out["cpu_s"] * 1000 / gen_est if gen_est else None,
+                   rss_kib_per_sa=(rss1 - rss0) / logged if logged else None,
+                   sys_ms_per_sa=(sys1 - sys0) * 1000 / logged if logged else None,
+                   log_short=logged < out["established_generator"])
         return out
 
 
-def measure(kind: str, n: int, concurrency: int, child: bool = False) -> dict[str, Any]:
-    """Setup cost only (kept for ``python -m bench.ike_setup``)."""
-    return series(kind, n, concurrency, child=child)
+def settle(counter: LogCounter, expected: int, quiet: float = SETTLE_S) -> int:
+    """Wait until the log shows ``expected`` lines or has not grown for ``quiet`` s."""
+    last, t_last = counter.poll(), time.monotonic()
+    while last < expected and time.monotonic() - t_last < quiet:
+        time.sleep(0.05)
+        now = counter.poll()
+        if now != last:
+            last, t_last = now, time.monotonic()
+    return last
 
 
 def _try(label: str, fn: Any, *args: Any, **kw: Any) -> dict[str, Any]:
@@ -462,7 +523,7 @@ def _try(label: str, fn: Any, *args: Any, **kw: Any) -> dict[str, Any]:
         r: dict[str, Any] = fn(*args, **kw)
     except Exception as e:  # a responder that cannot take the load: say so in the table
         r = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-    print(label, {k: v for k, v in r.items()}, flush=True)
+    print(label, r, flush=True)
     return r
 
 
@@ -483,41 +544,38 @@ def kinds_available() -> list[str]:
     return kinds
 
 
-def run(n: int | None = None, concurrency: int | None = None) -> dict[str, Any]:
-    """Setup cost, memory per SA, tunnels held, ``--nhelpers`` scaling.
+def median_of(runs: list[dict[str, Any]], key: str) -> Any:
+    vals = [r[key] for r in runs if isinstance(r.get(key), int | float)]
+    return statistics.median(vals) if vals else None
 
-    Sizes from the environment: ``BENCH_N`` (setup batch, 1000), ``BENCH_C``
-    (in flight, 16), ``BENCH_TUNNELS`` (memory/held count, 10000),
-    ``BENCH_HOLD`` (seconds held, 30; issue 8 asks 300), ``BENCH_DPD`` (30 s),
-    ``BENCH_CHILD_TUNNELS`` (IKE+Child memory count, 10000), ``BENCH_SCALE_S``
-    (seconds allowed for each step up to those counts, 60; 0 = no limit).
+
+def spread(runs: list[dict[str, Any]], key: str, nd: int = 2) -> str:
+    vals = [round(r[key], nd) for r in runs if isinstance(r.get(key), int | float)]
+    return "-".join(f"{v:g}" for v in sorted(vals)) if vals else "-"
+
+
+def run(n: int | None = None, concurrency: int | None = None) -> dict[str, Any]:
+    """Childless for the three responders, IKE+Child for the two that can install it.
+
+    ``BENCH_N`` (IKE SAs per run, 2000), ``BENCH_C`` (in flight, 32),
+    ``BENCH_RUNS`` (alternating runs per responder, 2).
     """
-    n = n or env_int("BENCH_N", 1000)
-    c = concurrency or env_int("BENCH_C", 16)
-    total = env_int("BENCH_TUNNELS", 10000)
-    child_total = env_int("BENCH_CHILD_TUNNELS", 10000)
-    hold = env_int("BENCH_HOLD", 30)
-    scale = env_int("BENCH_SCALE_S", 60)
-    dpd = env_int("BENCH_DPD", 30)
-    load = os.getloadavg()[0]
-    results: dict[str, dict[str, Any]] = {}
-    for kind in kinds_available():
-        results[kind] = _try(kind, series, kind, n, c, total=total, hold=hold, dpddelay=dpd,
-                             scale_seconds=scale)
-    for kind in ("strongswan", "pypluto"):
-        if kind in results:
-            results[kind + "+child"] = _try(kind + "+child", series, kind, n, c, child=True,
-                                            total=child_total, scale_seconds=scale)
-    for nh in (0, 1, 2):
-        results[f"pypluto nhelpers={nh}"] = _try(f"nhelpers={nh}", series, "pypluto",
-                                                 max(n // 2, 50), c,
-                                                 extra=["--nhelpers", str(nh)])
+    n = n or env_int("BENCH_N", 2000)
+    c = concurrency or env_int("BENCH_C", 32)
+    nruns = env_int("BENCH_RUNS", 2)
+    kinds = kinds_available()
+    results: dict[str, list[dict[str, Any]]] = {}
+    for i in range(nruns):
+        for kind in kinds:
+            results.setdefault(kind, []).append(_try(f"{kind} run {i + 1}", one_run, kind, n, c))
+        for kind in ("strongswan", "pypluto"):
+            if kind in kinds:
+                results.setdefault(kind + "+child", []).append(
+                    _try(f"{kind}+child run {i + 1}", one_run, kind, n, c, child=True))
     return {"name": "ike_setup", "command": "make bench BENCH=ike_setup",
-            "loadavg_at_start": load, "sizes": {"n": n, "c": c, "tunnels": total,
-                                                "child_tunnels": child_total, "hold": hold,
-                                                "scale_s": scale,
-                                                "dpddelay": dpd},
-            "results": results, "rows": rows(results, n, c, total, child_total, hold, dpd)}
+            "sizes": {"n": n, "c": c, "runs": nruns, "pinning": {"generator": GEN_CPU,
+                                                                 "responder": RESP_CPU}},
+            "results": results, "rows": rows(results, n, c)}
 
 
 def goal(value: Any, limit: Any) -> str:
@@ -531,131 +589,74 @@ def _r(v: Any, nd: int = 2) -> Any:
     return round(v, nd) if isinstance(v, float) else v
 
 
-def rows(results: dict[str, dict[str, Any]], n: int, c: int, total: int, child_total: int,
-         hold: int, dpd: int) -> list[dict[str, Any]]:
-    def g(k: str, *path: str) -> Any:
-        v: Any = results.get(k, {})
-        for p in path:
-            v = v.get(p) if isinstance(v, dict) else None
-        return _r(v)
+def rows(results: dict[str, list[dict[str, Any]]], n: int, c: int) -> list[dict[str, Any]]:
+    """The table rows: medians of the runs, the spread and any shortfall in the note."""
 
-    def err(*ks: str) -> str:
-        e = [f"{k}: {results[k]['error']}" for k in ks if "error" in results.get(k, {})]
-        return ("; " + "; ".join(e)) if e else ""
+    def med(k: str, key: str) -> Any:
+        return _r(median_of(results.get(k, []), key))
 
-    def ratio(a: Any, b: Any) -> Any:
-        return round(a / b, 2) if isinstance(a, int | float) and isinstance(b, int | float) \
-            and b else None
+    def errs(*ks: str) -> str:
+        e = [f"{k}: {r['error']}" for k in ks for r in results.get(k, []) if "error" in r]
+        return ("; errors: " + "; ".join(e)) if e else ""
+
+    def short(*ks: str) -> str:
+        s = []
+        for k in ks:
+            for r in results.get(k, []):
+                if "established_logged" in r and r["established_logged"] < n:
+                    s.append(f"{k} logged {r['established_logged']} of {n} "
+                             f"(generator saw {r['established_generator']})")
+        return ("; SHORT COUNTS: " + "; ".join(s)) if s else ""
 
     out: list[dict[str, Any]] = []
-    three = ("pypluto", "strongswan", "libreswan")
-    for metric, key, unit in (("setup rate, childless", "rate", "IKE SA/s"),
-                              ("responder CPU per IKE SA, childless", "cpu_ms_per_sa", "ms"),
-                              ("latency p50, childless", "p50_ms", "ms"),
-                              ("latency p99, childless", "p99_ms", "ms"),
-                              ("failures, childless", "failures", f"of {n}")):
-        row = {"metric": metric, **{k: g(k, key) for k in three}, "unit": unit,
-               "note": (f"strongSwan vici generator, N={n} C={c}, "
-                        "aes256gcm16-prfsha256-x25519 PSK" + err(*three)) if not out else ""}
-        out.append(row)
-    cpu_c = [v for v in (g("strongswan", "cpu_ms_per_sa"), g("libreswan", "cpu_ms_per_sa"))
-             if isinstance(v, int | float)]
-    out[1]["note"] += (f"ratio pypluto/strongSwan "
-                       f"{ratio(g('pypluto', 'cpu_ms_per_sa'), g('strongswan', 'cpu_ms_per_sa'))}"
-                       "; goal <= C daemons: "
-                       + goal(g("pypluto", "cpu_ms_per_sa"), min(cpu_c) if cpu_c else None))
-    rr = ratio(g("pypluto", "rate"), g("strongswan", "rate"))
-    out.append({"metric": "setup rate ratio pypluto/strongSwan, childless",
-                "pypluto": rr, "unit": "x",
-                "note": "same run; goal >= 1.0: " + goal(1.0, rr)})
-    two = ("pypluto+child", "strongswan+child")
-    for metric, key, unit in (("setup rate, IKE+Child", "rate", "pairs/s"),
-                              ("responder CPU per IKE+Child", "cpu_ms_per_sa", "ms"),
-                              ("latency p50, IKE+Child", "p50_ms", "ms"),
-                              ("latency p99, IKE+Child", "p99_ms", "ms"),
-                              ("failures, IKE+Child", "failures", f"of {n}")):
-        out.append({"metric": metric, "pypluto": g("pypluto+child", key),
-                    "strongswan": g("strongswan+child", key), "libreswan": None,
-                    "unit": unit, "note": "" if metric != "setup rate, IKE+Child" else
-                    "userspace planes (ours, kernel-libipsec); Libreswan "
-                    "cannot install Child SAs here" + err(*two)})
-    rc = ratio(g("pypluto+child", "rate"), g("strongswan+child", "rate"))
-    out.append({"metric": "setup rate ratio pypluto/strongSwan, IKE+Child",
-                "pypluto": rc, "unit": "x", "note": "same run; goal >= 1.0: " + goal(1.0, rc)})
-    out[-5]["note"] += "CPU ratio pypluto/strongSwan " + str(ratio(
-        g("pypluto+child", "cpu_ms_per_sa"), g("strongswan+child", "cpu_ms_per_sa"))) + (
-        "; profile: the Child SA adds ~45% to a childless setup: a quarter parsing the ESP "
-        "SA and TS payloads, a quarter child.accept (proposal/TS choice), half install_child "
-        "and the userspace backend's add_sa/add_policy")
-    out.append({"metric": f"RSS per IKE SA at {n}",
-                **{k: g(k, "rss_kib_per_sa") for k in three}, "unit": "KiB",
-                "note": "RSS growth / count; goal <= 10 KiB: "
-                        + goal(g("pypluto", "rss_kib_per_sa"), 10)
-                        + "; ~5 KiB of pypluto's figure is the two OpenSSL AEAD contexts "
-                        "of the SK payload protection"})
-    def counts(*ks: str) -> str:
-        got = {k: g(k, "total", "established") for k in ks}
-        short = [k for k in ks if "scaled_down_to" in results.get(k, {})]
-        return (f"counts reached: {got}" + (f"; cut to fit the time budget "
-                f"(BENCH_SCALE_S): {short}" if short else ""))
+    for suffix, kinds, unit in (("childless", ("pypluto", "strongswan", "libreswan"),
+                                 "IKE SA"),
+                                ("IKE+Child", ("pypluto+child", "strongswan+child"),
+                                 "IKE+Child")):
+        def col(key: str, kinds: tuple[str, ...] = kinds) -> dict[str, Any]:
+            return {"pypluto": med(kinds[0], key), "strongswan": med(kinds[1], key),
+                    "libreswan": med(kinds[2], key) if len(kinds) > 2 else None}
 
-    out.append({"metric": f"RSS per IKE SA at {total} (or as many as fitted)",
-                **{k: g(k, "total", "rss_kib_per_sa") for k in three}, "unit": "KiB",
-                "note": "RSS growth / count; goal <= 10 KiB: "
-                        + goal(g("pypluto", "total", "rss_kib_per_sa"), 10) + "; "
-                        + counts(*three)})
-    out.append({"metric": f"RSS per IKE+Child pair at {n}",
-                "pypluto": g("pypluto+child", "rss_kib_per_sa"),
-                "strongswan": g("strongswan+child", "rss_kib_per_sa"), "unit": "KiB",
-                "note": "goal <= 16 KiB: " + goal(g("pypluto+child", "rss_kib_per_sa"), 16)
-                + "; why: every AESGCM object of `cryptography` holds ~2.6 KiB of OpenSSL "
-                "context (measured), and a pair keeps 4 (the IKE SA's SK in/out, the ESP SA "
-                "in/out of the userspace plane); the engine's Python objects are ~11 KiB "
-                "(engine_setup). Building the AEAD objects on first use and dropping them "
-                "from idle SAs would save ~10 KiB per pair"})
-    out.append({"metric": f"RSS per IKE+Child pair at {child_total} (or as many as fitted)",
-                "pypluto": g("pypluto+child", "total", "rss_kib_per_sa"),
-                "strongswan": g("strongswan+child", "total", "rss_kib_per_sa"), "unit": "KiB",
-                "note": "goal <= 16 KiB: "
-                        + goal(g("pypluto+child", "total", "rss_kib_per_sa"), 16) + "; "
-                        + counts(*two)})
-    held = {k: g(k, "hold", "before") for k in three}
-    out.append({"metric": f"tunnels held {hold} s, dpddelay={dpd}: spurious deaths",
-                **{k: g(k, "hold", "deaths") for k in three},
-                "unit": "IKE SAs", "note": f"held (responder count at start): {held}; "
-                f"issue 8 asks 300 s: BENCH_HOLD=300 make bench BENCH=ike_setup (default "
-                f"{hold} s to stay within 15 minutes)"})
-    out.append({"metric": "idle responder CPU with those IKE SAs, liveness on",
-                **{k: g(k, "hold", "idle_cpu_pct") for k in three}, "unit": "% of a core",
-                "note": f"utime+stime over the hold, dpddelay={dpd}s (a probe per SA every "
-                        f"{dpd} s); Libreswan at 0: it sent no liveness probes for these "
-                        "childless IKE SAs"})
-    sysms = {k: g(k, "sys_ms_per_sa") for k in three}
-    out.append({"metric": "of the responder CPU per IKE SA: kernel time (stime)",
-                **sysms, "unit": "ms",
-                "note": "profile of pypluto's responder (cProfile with process time, 1,500 "
-                        "childless SAs, bench/README.md): IKE_SA_INIT 41%, IKE_AUTH 15%; wire "
-                        "parsing 18% (per-field reads of the peer's SA payload: 52k u8 calls "
-                        "per 1.5k SAs) and serialising 14%, crypto (X25519, prf+, AEAD) ~15%, "
-                        "logging 3%; removing it: parse fixed headers with one struct call "
-                        "per payload, memoise the parse of a peer's identical SA payload, "
-                        "pre-serialise the chosen proposal"})
-    base = g("pypluto nhelpers=0", "cpu_ms_per_sa")
-    for nh in (0, 1, 2):
-        k = f"pypluto nhelpers={nh}"
-        out.append({"metric": f"pypluto --nhelpers {nh}: rate / CPU per IKE SA",
-                    "pypluto": g(k, "rate"), "strongswan": None, "libreswan": None,
-                    "unit": "IKE SA/s",
-                    "note": f"CPU {g(k, 'cpu_ms_per_sa')} ms/IKE SA "
-                            f"(x{ratio(g(k, 'cpu_ms_per_sa'), base)} of 0 helpers)"
-                            + err(k) + ("; 0 = key exchange inline" if not nh else
-                                        "; key exchange on helper threads (Compute/resume);"
-                                        " helper CPU counts as the daemon's")})
+        def sp(key: str, nd: int = 2, kinds: tuple[str, ...] = kinds) -> str:
+            return ", ".join(f"{k}: {spread(results.get(k, []), key, nd)}" for k in kinds)
+
+        method = (f"median of {len(next(iter(results.values()), []))} alternating runs; "
+                  f"async vici generator N={n} C={c}, {SS_PROPOSAL} PSK, responder on CPU "
+                  f"{RESP_CPU}, generator on CPU {GEN_CPU}; counted from the responder's log")
+        if suffix == "IKE+Child":
+            method += "; userspace planes (ours, kernel-libipsec); Libreswan cannot install " \
+                      "Child SAs here (no kernel ESP)"
+        out.append({"metric": f"setup rate, {suffix}", **col("rate"), "unit": f"{unit}/s",
+                    "note": method + "; runs: " + sp("rate", 0) + short(*kinds) + errs(*kinds)})
+        pp_short = any(r.get("established_logged", n) < n for r in results.get(kinds[0], []))
+
+        def verdict(value: Any, limit: float, pp_short: bool = pp_short) -> str:
+            return ("not measured (pypluto's log count is short: SHORT COUNTS above)"
+                    if pp_short else goal(value, limit))
+
+        cpu = col("cpu_ms_per_sa")
+        limit = 0.40 if suffix == "childless" else 0.9
+        metric = "responder CPU per IKE SA, childless" if suffix == "childless" else \
+            "responder CPU per IKE+Child pair"
+        out.append({"metric": metric, **cpu, "unit": "ms",
+                    "note": f"utime+stime over the window / logged count; goal <= {limit} ms: "
+                            + verdict(cpu["pypluto"], limit) + "; runs: "
+                            + sp("cpu_ms_per_sa")})
+        out.append({"metric": f"of which kernel time (stime), {suffix}",
+                    **col("sys_ms_per_sa"), "unit": "ms", "note": ""})
+        rss = col("rss_kib_per_sa")
+        mlimit = 5 if suffix == "childless" else 12
+        metric = f"RSS per IKE SA at {n}, childless" if suffix == "childless" else \
+            f"RSS per IKE+Child pair at {n}"
+        out.append({"metric": metric, **rss, "unit": "KiB",
+                    "note": f"VmRSS growth over the {n} / logged count; goal <= {mlimit} KiB "
+                            "at 10,000 (ike_hold: 10,000 IKE SAs and 10,000 pairs): "
+                            + verdict(rss["pypluto"], mlimit)})
     return out
 
 
 if __name__ == "__main__":
     args = [int(a) for a in sys.argv[1:3]]
-    out = run(*args)
-    for r in out["rows"]:
+    result = run(*args)
+    for r in result["rows"]:
         print(r)

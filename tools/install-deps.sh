@@ -1,10 +1,24 @@
 #!/usr/bin/env bash
 # Install the system packages and peer daemons that pypluto's tests, demo and
-# benchmarks need, on Debian 12, as root.  Idempotent: a second run only checks.
+# benchmarks need, as root.  Idempotent: a second run only checks.
 #
 #   tools/install-deps.sh          everything the test suite needs
 #   tools/install-deps.sh --demo   only what `make demo` needs (iproute2, ping)
+#
+# Peers of the interop matrix (tests/interop/trixie.py picks them):
+#   Debian 12 (bookworm): strongSwan 5.9.8 (packages) and Libreswan 4.10
+#     (extracted, tools/install-libreswan.sh) on the host, plus strongSwan 6.0.1
+#     and Libreswan 5.2 as Debian 13 chroots made by
+#     ../shared/interop/trixie/install.sh (TRIXIE_ROOT, default /opt; about 95 s
+#     the first time, then a 0.05 s check).
+#   Debian 13 (trixie): strongSwan 6.0.1 and Libreswan 5.2 are the host's own
+#     packages (Libreswan extracted beside strongSwan, as on Debian 12); 5.9.8
+#     and 4.10 are not needed.  This branch is written from the package lists of
+#     the trixie chroots and has NOT been run on a Debian 13 host.
 set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+codename=$( (. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}") || true)
 
 want_demo_only=0
 [ "${1:-}" = "--demo" ] && want_demo_only=1
@@ -35,12 +49,34 @@ apt_install iproute2 iputils-ping procps
 [ $want_demo_only = 1 ] && exit 0
 apt_install tcpdump openssl kmod
 
-# strongSwan 5.9.8: charon-systemd with kernel-libipsec (in libcharon-extra-plugins).
+# strongSwan (5.9.8 on Debian 12, 6.0.1 on Debian 13): charon-systemd with
+# kernel-libipsec (in libcharon-extra-plugins).
 apt_install charon-systemd strongswan-swanctl strongswan-pki \
     libcharon-extra-plugins libstrongswan-standard-plugins
 
-# Libreswan 4.10: it conflicts with strongSwan's packages, so extract it.
-bash "$(dirname "$0")/install-libreswan.sh"
+if [ "$codename" = trixie ]; then
+    # Libreswan 5.2 conflicts with strongswan-libcharon too: extracted the same
+    # way, with Debian 13's library package names (libreswan 5.2's Depends).
+    LIBRESWAN_LIBS="libnss3-tools libnss3 libnspr4 libevent-core-2.1-7t64
+        libevent-pthreads-2.1-7t64 libldns3t64 libunbound8 libcap-ng0 libaudit1
+        libcurl3t64-gnutls libldap2 libpam0g libselinux1 dns-root-data iptables bind9-host" \
+        bash "$here/install-libreswan.sh"
+else
+    # Libreswan 4.10: it conflicts with strongSwan's packages, so extract it.
+    bash "$here/install-libreswan.sh"
+    # strongSwan 6.0.1 and Libreswan 5.2 from Debian 13 chroots (the CI clone has
+    # ../shared beside the repository).
+    trixie_install="$here/../../shared/interop/trixie/install.sh"
+    if [ -f "$trixie_install" ]; then
+        echo "==> Debian 13 peers (strongSwan 6.0.1, Libreswan 5.2): $trixie_install"
+        bash "$trixie_install"
+    elif [ "${CI:-}" = true ]; then
+        echo "install-deps: $trixie_install is missing (CI needs ../shared)" >&2; exit 1
+    else
+        echo "install-deps: no ../shared/interop/trixie/install.sh: the strongSwan 6.0.1" \
+             "and Libreswan 5.2 cells will be skipped" >&2
+    fi
+fi
 
 # A kernel with ESP for the XFRM backend tests (User-Mode Linux).
 apt_install user-mode-linux

@@ -9,8 +9,9 @@
 set -euo pipefail
 
 PREFIX=${PREFIX:-/opt/libreswan}
-LIBS="libnss3-tools libnss3 libnspr4 libevent-core-2.1-7 libevent-pthreads-2.1-7 libldns3
-      libunbound8 libcap-ng0 libaudit1 libcurl3-nss libldap-2.5-0 dns-root-data iptables"
+# Debian 12's names; tools/install-deps.sh passes Debian 13's in LIBRESWAN_LIBS.
+LIBS=${LIBRESWAN_LIBS:-"libnss3-tools libnss3 libnspr4 libevent-core-2.1-7 libevent-pthreads-2.1-7 libldns3
+      libunbound8 libcap-ng0 libaudit1 libcurl3-nss libldap-2.5-0 dns-root-data iptables"}
 
 [ "$(id -u)" = 0 ] || { echo "install-libreswan: must run as root" >&2; exit 1; }
 ok() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

@@ -210,13 +210,11 @@ class LoadTest:
 
     def next(self) -> None:
         """Start one more IKE SA, or finish when all have an outcome."""
-        from pypluto.ike.exchanges import ike_sa_init
-
         if self.todo > 0:
             self.todo -= 1
             # a new IKE SA every time (Engine.initiate would add a Child SA to an
             # established IKE SA of the same connection)
-            acts = ike_sa_init.initiate(self.engine, self.conn, self.now())
+            acts = self.engine.initiate_ike(self.conn, self.now())
             serial = next((a.serial for a in acts if isinstance(a, Log)
                            and a.serial is not None), None)
             if serial is not None:

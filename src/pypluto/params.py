@@ -9,12 +9,14 @@ along) can all import it without importing each other.
 - ``SAParams``: one direction of one Child SA (RFC 4301 §4.4.2.1 SAD fields).
 - ``PolicyParams``: one SPD entry (RFC 4301 §4.4.1).
 - ``SAStats``, ``SAExpire``, ``SAAcquire``: what a backend reports back.
+- ``UpdownChild``: the facts of a Child SA that a ``leftupdown=`` script sees.
 - ``IPAddress`` / ``IPNetwork``: the one alias of each for the whole package.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
@@ -29,6 +31,7 @@ __all__ = [
     "SAParams",
     "SAStats",
     "TrafficSelector",
+    "UpdownChild",
 ]
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -121,6 +124,9 @@ class SAStats:
     last_used: float | None = None  # backend's clock (time.monotonic) of the last packet
     replay_drops: int = 0
     integrity_failures: int = 0
+    # inbound: decrypted packets outside the SA's selectors (RFC 4301 §5.2 step 4);
+    # None: the backend does not count them per SA (XFRM counts them per namespace)
+    selector_drops: int | None = None
 
 
 @dataclass(frozen=True)
@@ -153,3 +159,43 @@ class SAAcquire:
     dst: TrafficSelector
     local: IPAddress
     remote: IPAddress
+
+
+@dataclass(frozen=True)
+class UpdownChild:
+    """The facts of one Child SA (one selector pair) that an updown script sees."""
+
+    conn: str
+    serial: int
+    me: IPAddress
+    peer: IPAddress
+    my_client: IPNetwork
+    peer_client: IPNetwork
+    my_id: str = ""
+    peer_id: str = ""
+    my_protocol: int = 0
+    my_port: int = 0
+    peer_protocol: int = 0
+    peer_port: int = 0
+    reqid: int = 0
+    sa_type: str = "ESP"  # ESP or AH
+    mode: str = "tunnel"  # tunnel or transport
+    spi_in: int = 0
+    spi_out: int = 0
+    interface: str = ""
+    nexthop: IPAddress | None = None
+    my_sourceip: IPAddress | None = None
+    peer_ca: str = ""
+    policy: str = ""  # Libreswan's policy string, e.g. PSK+ENCRYPT+TUNNEL+PFS+IKEV2_ALLOW
+    stack: str = "xfrm"  # the data plane: xfrm, userspace or none
+    add_time: float = field(default_factory=time.time)
+    inbytes: int = 0
+    outbytes: int = 0
+    mark_in: str = ""
+    mark_out: str = ""
+
+    @property
+    def is_host(self) -> bool:
+        """Our end of the SA is this host alone (the ``-host`` verbs)."""
+        n = self.my_client
+        return n.prefixlen == n.max_prefixlen and n.network_address == self.me

@@ -33,7 +33,7 @@ conn c-add
 
 conn c-route
 \tright=192.0.2.78
-\tauto=route
+\tauto=add
 
 conn c-later
 \tright=192.0.2.79
@@ -41,12 +41,6 @@ conn c-later
 
 conn c-anyone
 \tright=%any
-\tauto=add
-
-conn c-shunt
-\tright=192.0.2.80
-\ttype=passthrough
-\tauthby=never
 \tauto=add
 """
 

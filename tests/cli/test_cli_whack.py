@@ -23,10 +23,10 @@ def test_status_family(daemon):
     assert "interface lo 127.0.0.1:500" in lines and "interface lo 127.0.0.1:4500" in lines
     assert '"c-add": 127.0.0.1[@west]...192.0.2.77[@east]; unrouted; my_ip=unset; ' \
            "their_ip=unset;" in lines
-    assert "Total IPsec connections: loaded 4, routed 0, active 0" in lines
+    assert "Total IPsec connections: loaded 3, active 0" in lines
     r = daemon.whack("--briefstatus")
     assert r.returncode == 0 and r.stdout.splitlines() == [
-        "Total IPsec connections: loaded 4, routed 0, active 0",
+        "Total IPsec connections: loaded 3, active 0",
         "",
         "State Information: DDoS cookies not required, Accepting new IKE connections",
         "IKE SAs: total(0), half-open(0), open(0), authenticated(0), anonymous(0)",
@@ -34,7 +34,7 @@ def test_status_family(daemon):
     ]
     r = daemon.whack("--globalstatus")
     values = dict(ln.split("=", 1) for ln in r.stdout.splitlines())
-    assert values["current.states.all"] == "0" and values["current.connections.loaded"] == "4"
+    assert values["current.states.all"] == "0" and values["current.connections.loaded"] == "3"
     r = daemon.whack("--connectionstatus")
     assert r.returncode == 0 and '"c-route":' in r.stdout and "IKE SAs" not in r.stdout
     for cmd in ("--showstates", "--trafficstatus"):
@@ -65,8 +65,8 @@ def test_named_commands_and_exit_codes(daemon):
     assert r.returncode == 33 and "requires --name" in r.stderr
     r = daemon.whack("--name", "c-anyone", "--initiate")
     assert r.returncode == 29 and "without knowing peer IP address" in r.stdout
-    r = daemon.whack("--name", "c-shunt", "--initiate")
-    assert r.returncode == 30 and "shunt-only" in r.stdout
+    # type=passthrough and auto=route conns are refused at load until on-demand exists
+    # (issue 12); whack --route on an added conn still says it is not implemented
     r = daemon.whack("--name", "c-route", "--route")
     assert r.returncode == 25 and "not implemented yet" in r.stdout
     assert daemon.whack("--name", "c-route", "--unroute").returncode == 0

@@ -130,24 +130,46 @@ def compare_conn(cfg: ConfigFile, name: str, vals: dict[str, list[str]]) -> list
     return diffs
 
 
-_CACHE: dict[tuple[str, str], ConfigFile] = {}
+_CACHE: dict[tuple[str, str, bool], ConfigFile] = {}
 
 
-def load_cached(base: str, rel: str) -> ConfigFile:
-    """load_config of ``rel`` as Libreswan's harness ran it (cwd = base), memoised."""
-    key = (base, rel)
+def load_cached(base: str, rel: str, enforce: bool = False) -> ConfigFile:
+    """load_config of ``rel`` as Libreswan's harness ran it (cwd = base), memoised.
+
+    ``enforce=False`` (the default here) compares the parse: conns with keys that
+    pypluto does not support are loaded; ``enforce=True`` is what pluto and
+    ``addconn`` do (those conns are refused as not supported)."""
+    key = (base, rel, enforce)
     if key not in _CACHE:
         cwd = os.getcwd()
         os.chdir(base)
         try:
-            _CACHE[key] = load_config(rel, root_dir=os.path.join(base, "rootdir"))
+            _CACHE[key] = load_config(rel, root_dir=os.path.join(base, "rootdir"),
+                                      enforce_support=enforce)
         finally:
             os.chdir(cwd)
     return _CACHE[key]
 
 
-def compare_file(base: str, rel: str) -> list[str]:
-    """Every difference for one config file (empty list = full agreement)."""
+def parses(cfg: ConfigFile) -> bool:
+    """The file loads as far as Libreswan's parser is concerned: no file error other
+    than a ``config setup`` key that pypluto refuses as not supported."""
+    return not [d for d in cfg.file_errors if not d.unsupported]
+
+
+def refused_as_unsupported(cfg: ConfigFile, name: str) -> bool:
+    """The conn is not loaded only because pypluto does not support one of its keys."""
+    return name in cfg.failed and any(d.unsupported for d in cfg.failed[name])
+
+
+def compare_file(base: str, rel: str, stats: dict[str, int] | None = None) -> list[str]:
+    """Every difference for one config file (empty list = full agreement).
+
+    Conns that Libreswan loads and pypluto refuses as not supported (issue 12) are
+    not differences; they are counted in ``stats["unsupported"]``.  A conn with
+    ``leftsubnets=``/``rightsubnets=`` is loaded as its ``NAME/LxR`` pairs (counted in
+    ``stats["expanded"]``)."""
+    stats = stats if stats is not None else {}
     cfg = load_cached(base, rel)
     _status, conns, stderr = read_rwc(os.path.join(base, rel + ".readwriteconf.out"))
     diffs: list[str] = []
@@ -161,12 +183,16 @@ def compare_file(base: str, rel: str) -> list[str]:
     for name, vals in conns.items():
         if name in cfg.conns:
             diffs.extend(compare_conn(cfg, name, vals))
+        elif any(c.connalias == name for c in cfg.conns.values()):
+            stats["expanded"] = stats.get("expanded", 0) + 1
+        elif refused_as_unsupported(cfg, name):
+            stats["unsupported"] = stats.get("unsupported", 0) + 1
         elif name in cfg.failed:
             if f"while loading '{name}'" not in stderr + addconn_err:
                 diffs.append(f"{name}: we reject it ({cfg.failed[name][0]}), Libreswan loads it")
         else:
             diffs.append(f"{name}: missing from our result")
-    for name in cfg.conns:
-        if name not in conns:
+    for name, conn in cfg.conns.items():
+        if name not in conns and conn.connalias not in conns:
             diffs.append(f"{name}: we have it, Libreswan does not")
     return diffs

@@ -201,3 +201,51 @@ def test_listall_order_agrees() -> None:
         assert load_cached(base, str(entry["file"])).conn_names == theirs, entry["file"]
         same += 1
     assert same == 210
+
+
+# issue 12: Libreswan 4.10 accepts these, pypluto refuses them as not supported.  They
+# are counted, not disagreements; the figures fall as features land.
+SETUP_REFUSED_FILES = 11  # files whose config setup has a key pypluto refuses
+CONNS_REFUSED_AS_UNSUPPORTED = 4458  # conns (of the 210 files) refused as not supported
+CONNS_EXPANDED = 3  # conns with leftsubnets=/rightsubnets=, loaded as NAME/LxR pairs
+
+
+def test_refused_as_not_supported_is_told_apart_from_disagreement() -> None:
+    """With enforcement (what pluto and addconn do), every difference from the parse
+    above is a refusal *as not supported* (``file:line: KEY is not supported by
+    pypluto``): a conn that parses and is not loaded carries such a diagnostic, and so
+    does a file that parses and fails.  The counts are reported and pinned."""
+    from cfg_agreement import parses, refused_as_unsupported
+
+    base = str(shared_path("vectors", "configs"))
+    files = setup_files = conns_refused = expanded = 0
+    real: list[tuple[str, str]] = []
+    for entry in _results():
+        rel = str(entry["file"])
+        if entry["addconn_checkconfig_rc"] != 0:
+            continue
+        files += 1
+        parsed = load_cached(base, rel)
+        enforced = load_cached(base, rel, enforce=True)
+        assert parses(enforced) == parses(parsed), rel
+        if enforced.ok != parsed.ok:
+            setup_files += 1
+            assert [d for d in enforced.file_errors if not d.unsupported] == \
+                parsed.file_errors, rel
+        for name in parsed.conns:
+            if name in enforced.conns:
+                continue
+            alias = parsed.conns[name].connalias or name
+            if refused_as_unsupported(enforced, alias):
+                conns_refused += 1
+            else:
+                real.append((rel, name))
+        expanded += len({c.connalias for c in parsed.conns.values() if c.connalias})
+    print(f"\n{files} files Libreswan 4.10 accepts: {setup_files} have a config setup key "
+          f"pypluto refuses; {conns_refused} conns refused as not supported; "
+          f"{expanded} subnets= conns expanded; real disagreements: {len(real)}")
+    assert real == []
+    assert files == 210
+    assert setup_files == SETUP_REFUSED_FILES
+    assert conns_refused == CONNS_REFUSED_AS_UNSUPPORTED
+    assert expanded == CONNS_EXPANDED

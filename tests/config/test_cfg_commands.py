@@ -28,7 +28,7 @@ conn b
 
 conn c
 \talso=a
-\tauto=route
+\tauto=add
 
 conn d
 \talso=a
@@ -52,13 +52,13 @@ def test_checkconfig_ok_and_lists(tmp_path: pathlib.Path) -> None:
     f = _write(tmp_path, CONF)
     assert _run(addconn_main, ["--config", f, "--checkconfig"])[0] == 0
     assert _run(addconn_main, ["--config", f, "--listall"])[1].split() == ["a", "b", "c", "d"]
-    assert _run(addconn_main, ["--config", f, "--listadd"])[1].split() == ["a"]
+    assert _run(addconn_main, ["--config", f, "--listadd"])[1].split() == ["a", "c"]
     assert _run(addconn_main, ["--config", f, "--liststart"])[1].split() == ["b"]
-    assert _run(addconn_main, ["--config", f, "--listroute"])[1].split() == ["c"]
+    assert _run(addconn_main, ["--config", f, "--listroute"])[1].split() == []
     assert _run(addconn_main, ["--config", f, "--listignore"])[1].split() == ["d"]
     assert _run(addconn_main, ["--config", f, "--liststack"])[1].strip() == "netkey"
     rc, out, _ = _run(addconn_main, ["--config", f, "--autoall"])
-    assert rc == 0 and out.splitlines() == ["add a", "up b", "route c"]
+    assert rc == 0 and out.splitlines() == ["add a", "up b", "add c"]
     rc, out, _ = _run(addconn_main, ["--config", f, "--configsetup"])
     assert "export uniqueids='yes'" in out
 
@@ -68,8 +68,22 @@ def test_checkconfig_errors_name_file_and_line(tmp_path: pathlib.Path) -> None:
     rc, _out, err = _run(addconn_main, ["--config", f, "--checkconfig"])
     assert rc == 1
     lines = err.splitlines()
-    assert f"{f}:25: unexpected keyword 'nosuchkey' in section 'conn d'" in lines
+    assert f"{f}:25: unrecognized keyword 'nosuchkey'" in lines  # Libreswan 5.2's words
     assert any(line.startswith(f"{f}:26: ") and "auto" in line for line in lines)
+
+
+def test_checkconfig_fails_on_a_key_pypluto_does_not_support(tmp_path: pathlib.Path) -> None:
+    """Libreswan would load conn c; pypluto refuses it, names file:line, and
+    --checkconfig exits 1 (issue 12); the other conns still load."""
+    f = _write(tmp_path, CONF.replace("\tauto=add\n\nconn d", "\tauto=route\n\nconn d"))
+    rc, _out, err = _run(addconn_main, ["--config", f, "--checkconfig"])
+    assert rc == 1
+    assert f"{f}:20: auto=route is not supported by pypluto (route/ondemand/keep needs " \
+        "on-demand (trap) policies, which pypluto does not have yet) (conn 'c' is not " \
+        "loaded)" in err.splitlines()
+    assert _run(addconn_main, ["--config", f, "--listadd"])[1].split() == ["a"]
+    rc, out, _ = _run(addconn_main, ["--config", f, "--autoall"])
+    assert rc == 0 and out.splitlines() == ["add a", "up b"]
 
 
 def test_unreadable_file(tmp_path: pathlib.Path) -> None:

@@ -40,13 +40,17 @@ conn child
 def test_basic_file_resolves_default_and_also() -> None:
     cfg = parse_config_text(BASIC, "ipsec.conf")
     assert cfg.ok, [str(d) for d in cfg.diagnostics]
-    assert list(cfg.conns) == ["base", "child"]
-    c = cfg.conns["child"]
+    # leftsubnet= is pair number 0 and the two rightsubnets= are 1 and 2 (Libreswan)
+    assert list(cfg.conns) == ["base", "child/0x1", "child/0x2"]
+    assert cfg.conn_names == ["base", "child"]
+    c = cfg.conns["child/0x1"]
+    assert c.connalias == "child" and cfg.conns["base"].connalias is None
     assert c.left.host_addr == ipaddress.ip_address("192.0.2.1")
     assert str(c.left.id) == "@west" and c.right.id is not None
     assert c.right.id.data == b"east"
     assert c.left.subnets == [ipaddress.ip_network("198.51.100.0/24")]
-    assert len(c.right.subnets) == 2
+    assert c.right.subnets == [ipaddress.ip_network("203.0.113.0/25")]
+    assert cfg.conns["child/0x2"].right.subnets == [ipaddress.ip_network("203.0.113.128/25")]
     assert c.authby == "secret"
     assert c.ikelifetime == 3600.0
     assert c.salifetime == 7200.0  # keylife= is an alias of ipsec-lifetime=
@@ -73,7 +77,8 @@ def test_unindented_key_and_text_are_syntax_errors() -> None:
 
 
 def test_also_loop_drops_only_that_conn() -> None:
-    text = "conn a\n\talso=b\nconn b\n\talso=a\nconn c\n\tleft=192.0.2.1\n\tright=%any\n"
+    text = ("conn a\n\talso=b\nconn b\n\talso=a\nconn c\n\tleft=192.0.2.1\n\tright=%any\n"
+            "\tauthby=secret\n")
     cfg = parse_config_text(text, "f.conf")
     assert cfg.ok
     assert list(cfg.conns) == ["c"]
@@ -82,8 +87,10 @@ def test_also_loop_drops_only_that_conn() -> None:
 
 def test_include_relative_glob(tmp_path: pathlib.Path) -> None:
     (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "one.conf").write_text("conn one\n\tleft=192.0.2.1\n\tright=%any\n")
-    (tmp_path / "d" / "two.conf").write_text("conn two\n\tleft=192.0.2.1\n\tright=%any\n")
+    (tmp_path / "d" / "one.conf").write_text("conn one\n\tleft=192.0.2.1\n\tright=%any\n"
+                                            "\tauthby=secret\n")
+    (tmp_path / "d" / "two.conf").write_text("conn two\n\tleft=192.0.2.1\n\tright=%any\n"
+                                            "\tauthby=secret\n")
     main = tmp_path / "ipsec.conf"
     main.write_text("include d/*.conf\ninclude missing/*.conf\n")
     cfg = load_config(str(main))
@@ -112,18 +119,22 @@ def test_bench_generator_config_resolves() -> None:
 
     cfg = parse_config_text(make_config(30), "bench.conf")
     assert cfg.ok
-    peer = cfg.conns["peer7"]
-    assert peer.also == ["site7", "base"]
+    # rightsubnets= with a leftsubnet=: one conn per pair, peer7/0x1 and peer7/0x2
+    peer = cfg.conns["peer7/0x1"]
+    assert peer.also == ["site7", "base"] and peer.connalias == "peer7"
     assert str(peer.left.host_addr) == "192.0.2.1" and peer.authby == "secret"
-    assert [str(n) for n in peer.right.subnets] == ["172.23.0.0/24", "172.23.1.0/24"]
+    assert [str(n) for n in peer.right.subnets] == ["172.23.0.0/24"]
+    assert [str(n) for n in cfg.conns["peer7/0x2"].right.subnets] == ["172.23.1.0/24"]
     assert peer.salifetime == 3600.0 and peer.auto == "add"
-    assert cfg.conns["peer0"].auto == "start"
+    assert cfg.conns["peer0/0x1"].auto == "start"
 
 
 def test_build_connection_aliases_and_both_sides() -> None:
     conn = build_connection("w", {"left": "192.0.2.1", "right": "192.0.2.2", "keylife": "1h",
-                                  "protoport": "udp/1701", "dpdtimeout": "30s"})
-    assert conn.salifetime == 3600.0 and conn.dpdtimeout == 30.0
+                                  "protoport": "udp/1701", "dpdtimeout": "30s",
+                                  "authby": "secret"}, enforce_support=False)
+    # dpdtimeout= is IKEv1's: IKEv2 ignores it (Libreswan 5.2 warns the same)
+    assert conn.salifetime == 3600.0 and conn.dpdtimeout == 0.0
     assert conn.left.protoport == (17, 1701) == conn.right.protoport
     import pytest
 
@@ -146,8 +157,12 @@ def test_connection_errors_match_libreswan_messages() -> None:
     assert "ikev1 connection must use authby=" in str(cfg.failed["c"][0])
     cfg = parse_config_text(base + "\tleftsubnet=vhost:%priv\n", "f")
     assert "only valid for IKEv1" in str(cfg.failed["c"][0])
-    cfg = parse_config_text(base + "\tikev2=no\n\tleftsubnet=vhost:%priv\n", "f")
+    cfg = parse_config_text(base + "\tikev2=no\n\tleftsubnet=vhost:%priv\n", "f",
+                            enforce_support=False)
     assert "c" in cfg.conns and cfg.conns["c"].keyexchange == "ikev1"
+    # ... which pluto refuses: IKEv1 is not supported
+    cfg = parse_config_text(base + "\tauthby=secret\n\tikev2=no\n", "f")
+    assert "c" not in cfg.conns and cfg.failed["c"][0].unsupported
 
 
 def test_include_fan_out_is_bounded(tmp_path: pathlib.Path) -> None:
@@ -160,7 +175,8 @@ def test_include_fan_out_is_bounded(tmp_path: pathlib.Path) -> None:
 
 
 def test_keys_after_include_do_not_join_the_included_section(tmp_path: pathlib.Path) -> None:
-    (tmp_path / "inc.conf").write_text("conn inc\n\tleft=192.0.2.1\n\tright=%any\n")
+    (tmp_path / "inc.conf").write_text("conn inc\n\tleft=192.0.2.1\n\tright=%any\n"
+                                        "\tauthby=secret\n")
     (tmp_path / "main.conf").write_text("conn a\n\tleft=192.0.2.9\ninclude inc.conf\n"
                                         "\tright=192.0.2.8\n")
     cfg = load_config(str(tmp_path / "main.conf"))

@@ -1,8 +1,10 @@
 """Helpers for the crypto known-answer tests: vector loading and a KAT counter.
 
 A test that checks vectors takes the ``pytestconfig`` fixture and calls
-``count(pytestconfig, n, kind)``; the total is printed in pytest's terminal
-summary as ``crypto KAT vectors checked: N``.
+``count(pytestconfig, n, kind, expected=N)``: ``n`` must be exactly ``N``, the
+number of vectors the current data files give (a loose bound such as ``n > 100``
+would let a truncated file or a silently skipped group pass).  The total is
+printed in pytest's terminal summary as ``crypto KAT vectors checked: N``.
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ class _Reporter:
             terminalreporter.write_line(f"crypto KAT vectors checked: {total} ({detail})")
 
 
-def count(config: pytest.Config, n: int, kind: str) -> None:
-    """Record ``n`` checked known-answer vectors of ``kind`` (pass the ``pytestconfig`` fixture)."""
+def count(config: pytest.Config, n: int, kind: str, *, expected: int) -> None:
+    """Record ``n`` checked known-answer vectors of ``kind`` (pass the ``pytestconfig`` fixture).
+
+    Fails unless ``n == expected``: vector counts are pinned exactly.
+    """
+    assert n == expected, f"{kind}: {n} vectors checked, the data gives exactly {expected}"
     pm = config.pluginmanager
     if not pm.has_plugin("pypluto-crypto-kat"):
         pm.register(_Reporter(), "pypluto-crypto-kat")

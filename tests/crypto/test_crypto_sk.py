@@ -46,7 +46,7 @@ def test_rfc7634_appendix_b_ikev2_sk_payload(pytestconfig: pytest.Config) -> Non
     bad_aad[-1] ^= 1
     with pytest.raises(IntegrityError):
         sk.decrypt(bytes(bad_aad), body)
-    count(pytestconfig, 1, "rfc7634_sk_payload")
+    count(pytestconfig, 1, "rfc7634_sk_payload", expected=1)
 
 
 @pytest.mark.parametrize(("encr", "bits", "integ"), COMBOS)

@@ -92,6 +92,9 @@ class ScriptedEngine:
     def status(self, now: float) -> EngineStatus:
         return self.status_obj
 
+    def fail_child(self, serial: int, why: str, now: float) -> list[Any]:
+        return []
+
     def shutdown(self, now: float) -> list[Any]:
         self.shutdown_called = True
         return [DelSA(LO, 0x1234, conn_name="c1", serial=2)]
@@ -154,6 +157,9 @@ class OffloadingEngine:
 
     def status(self, now: float) -> EngineStatus:
         return EngineStatus()
+
+    def fail_child(self, serial: int, why: str, now: float) -> list[Any]:
+        return []
 
     def shutdown(self, now: float) -> list[Any]:
         return []

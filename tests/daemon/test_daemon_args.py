@@ -63,8 +63,8 @@ def test_help_version_debug_help():
     r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--help"], capture_output=True,
                        text=True, timeout=60)
     text = " ".join(r.stdout.split())
-    assert "--crl-strict, --crlcheckinterval secs parsed and kept" in text
-    assert "but not yet enforced" in text  # the crl options say what they do not do yet
+    assert "--crl-strict, --crlcheckinterval secs refused (0 accepted) until certificates" in text
+    assert "--nssdir d only the defaults" in text  # says what it does not do yet
 
 
 def test_unwritable_logfile_exit_1(tmp_path):
@@ -77,3 +77,100 @@ def test_unwritable_logfile_exit_1(tmp_path):
 def test_console_scripts_exist():
     assert sh(sys.executable, "-c", "import pypluto.cli.pluto, pypluto.cli.whack, "
               "pypluto.cli.ipsec").returncode == 0
+
+
+def _man_page_options() -> set[str]:
+    import re
+
+    from testsupport import shared_path
+
+    text = shared_path("spec", "ipsec-pluto.8.txt").read_text()
+    return set(re.findall(r"^\s+(--[a-z0-9-]+)", text, re.MULTILINE))
+
+
+def test_every_man_page_option_works_or_is_refused():
+    """Issue 12 item 7 for the command line: every option of ipsec-pluto(8) either
+    works (a named test proves it) or is refused clearly; none is kept and ignored."""
+    import pathlib
+    import re
+
+    from pypluto.daemon.options import OPTIONS
+
+    man = _man_page_options()
+    assert len(man) > 30 and man <= set(OPTIONS), sorted(man - set(OPTIONS))
+    root = pathlib.Path(__file__).resolve().parents[2]
+    missing = []
+    for opt, (support, what) in OPTIONS.items():
+        assert support in ("works", "default-only", "refused"), opt
+        if support == "works":
+            path, _, func = what.partition("::")
+            f = root / path
+            if not (f.is_file() and re.search(rf"^(async )?def {func}\(", f.read_text(),
+                                              re.MULTILINE)):
+                missing.append((opt, what))
+        else:
+            assert what, opt
+    assert missing == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--crl-strict"], "--crl-strict is not supported by pypluto (CRLs needs certificates"),
+    (["--crlcheckinterval", "5m"], "--crlcheckinterval 5m is not supported by pypluto (CRLs"),
+    (["--nssdir", "/tmp/nss"], "--nssdir /tmp/nss is not supported by pypluto (the NSS "
+                               "database needs certificates"),
+    (["--ipsecdir", "/tmp/ipsec.d"], "--ipsecdir /tmp/ipsec.d is not supported by pypluto"),
+    (["--secctx-attr-type", "32002"], "--secctx-attr-type 32002 is not supported by pypluto "
+                                      "(labeled IPsec"),
+    (["--use-bsdkame"], "--use-bsdkame is not supported by pypluto (the BSD KAME"),
+])
+def test_options_without_their_feature_are_refused(args, message, capsys):
+    from pypluto.cli import pluto
+
+    assert pluto.main(["--rundir", "/nonexistent/ppd", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"pluto: {message}"), err
+
+
+def test_default_values_of_refused_options_are_accepted():
+    from pypluto.daemon.options import parse_args
+
+    kind, o = parse_args(["--nssdir", "/var/lib/ipsec/nss", "--ipsecdir", "/etc/ipsec.d/",
+                          "--crlcheckinterval", "0", "--secctx-attr-type", "32001"])
+    assert kind == "run"
+    assert o.nssdir == "/var/lib/ipsec/nss" and o.crlcheckinterval == 0.0  # type: ignore[union-attr]
+
+
+def test_config_setup_key_pypluto_refuses_stops_pluto(tmp_path):
+    """A config setup key pypluto does not support: pluto does not start, and says
+    file:line and why (issue 12)."""
+    conf = tmp_path / "ipsec.conf"
+    conf.write_text("config setup\n\tuniqueids=yes\n\tocsp-enable=yes\n")
+    r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--config", str(conf)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"pluto: {conf}:3: ocsp-enable=yes is not supported by pypluto (OCSP needs " \
+        "certificates" in r.stderr
+
+
+def test_config_setup_keys_reach_the_options(tmp_path):
+    """Each config setup key that works becomes the pluto option whose effect the
+    daemon tests prove (config/keywords.py names this test for them)."""
+    from pypluto.daemon.options import parse_args
+
+    conf = tmp_path / "ipsec.conf"
+    conf.write_text(
+        "config setup\n\tlogfile=/tmp/l.log\n\tlogtime=no\n\tlogappend=no\n\tlogip=no\n"
+        "\taudit-log=no\n\tplutodebug=base\n\tdumpdir=/tmp/core\n\tsecretsfile=/tmp/s\n"
+        "\tstatsbin=/bin/true\n\tuniqueids=no\n\tmyvendorid=vid\n\tlisten=192.0.2.1\n"
+        "\tnhelpers=2\n\tseedbits=64\n\tkeep-alive=9\n\tvirtual-private=%v4:10.0.0.0/8\n"
+        "\tprotostack=netkey\n\tddos-mode=busy\n")
+    kind, o = parse_args(["--config", str(conf)])
+    assert kind == "run"
+    assert (o.logfile, o.logtime, o.logappend, o.logip, o.audit) == (  # type: ignore[union-attr]
+        "/tmp/l.log", False, False, False, False)
+    assert o.debug == {"base"} and o.coredir == "/tmp/core"  # type: ignore[union-attr]
+    assert (o.secretsfile, o.statsbin, o.uniqueids, o.vendorid, o.listen) == (  # type: ignore[union-attr]
+        "/tmp/s", "/bin/true", False, "vid", "192.0.2.1")
+    assert (o.nhelpers, o.seedbits, o.keep_alive) == (2, 64, 9)  # type: ignore[union-attr]
+    assert o.virtual_private == "%v4:10.0.0.0/8"  # type: ignore[union-attr]
+    assert o.backend == "xfrm" and o.force_busy  # type: ignore[union-attr]

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from inproc import ScriptedEngine, make_env, recv
 from inproc import start as _start
+from testsupport import require
 
 from pypluto.config.model import Connection, End
 from pypluto.control.client import call
@@ -255,8 +256,7 @@ def test_command_line_reaches_engine_settings(env: dict[str, Any]) -> None:
 
 
 def test_ipv6_datagrams(env: dict[str, Any]) -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
+    require(socket.has_ipv6, "IPv6 sockets (socket.has_ipv6)")
     env["opts"].listen = "::1"
 
     async def body() -> None:

@@ -96,8 +96,8 @@ def test_options_merge_config_and_cli(tmp_path):
     assert o.debug == set() and o.pidfile == f"{tmp_path}/pluto.pid"
     assert o.coredir == str(tmp_path)  # follows --rundir unless dumpdir= / --coredir
     assert o.ctlsocket == f"{tmp_path}/pluto.ctl"
-    kind, o = parse_args(["--use-userspace", "--crlcheckinterval", "1h"])
-    assert o.backend == "userspace" and o.crlcheckinterval == 3600.0
+    kind, o = parse_args(["--use-userspace", "--crlcheckinterval", "0"])
+    assert o.backend == "userspace" and o.crlcheckinterval == 0.0  # other values: refused
     with pytest.raises(OptionError, match="--ikeport and --natikeport must differ"):
         parse_args(["--ikeport", "4500"])
 

@@ -233,10 +233,8 @@ def test_skf_with_many_unknown_outer_payloads() -> None:
 
 def test_exceptions_never_escape(monkeypatch: pytest.MonkeyPatch) -> None:
     net = Net()
-    from pypluto.ike.exchanges import dispatch
-
     def boom(*a, **k):  # noqa: ANN002, ANN003, ANN202
         raise RuntimeError("bug")
-    monkeypatch.setattr(dispatch, "receive", boom)
+    monkeypatch.setattr(codec, "peek", boom)
     acts = net.east.engine.receive(b"x" * 40, E500, W500, net.now)
     assert "internal error" in acts[0].message

@@ -273,7 +273,9 @@ def test_uniqueids_replaces_old_ike_sa() -> None:
     from .harness import WEST, Store, make_conn
     net.west.engine = Engine(EngineSettings(), Store(b"very secret shared key for tests"),
                              rng=random.Random(7).randbytes, local_addrs=[WEST])
-    net.west.engine.add_connection(make_conn(local_left=True))
+    # the rebooted west says INITIAL_CONTACT (initial-contact=yes; the default is no,
+    # as Libreswan's): east drops the old IKE SA and its Child SA at once (RFC 7296 §2.4)
+    net.west.engine.add_connection(make_conn(local_left=True, initial_contact=True))
     net.up()
     e = net.established(net.east)
     assert len(e) == 1 and e[0].serial != first
@@ -395,9 +397,8 @@ def test_delete_child_only_from_peer() -> None:
     net = Net()
     net.up()
     ike = next(iter(net.east.engine.by_serial.values()))
-    from pypluto.ike.exchanges import informational
-    net.apply(net.east, informational.delete_children(net.east.engine, ike, list(ike.children),
-                                                       net.now))
+    from pypluto.ike.tasks.child_delete import delete_children
+    net.apply(net.east, delete_children(net.east.engine, ike, list(ike.children), net.now))
     net.run()
     assert not net.children(net.west) and not net.children(net.east)
     assert net.established(net.west) and net.established(net.east)

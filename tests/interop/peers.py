@@ -16,6 +16,8 @@ Facts used here (from the peers' documentation and the interop README):
 * Libreswan 4.10 needs its own NSS db, rundir, ipsecdir and dumpdir, and runs
   /usr/libexec/ipsec/addconn at start; without kernel ESP its Child SA install
   fails, so only its IKE SA can be checked on these machines.
+* strongSwan 6.0.1 and Libreswan 5.2 (Debian 13 chroots) subclass these drivers
+  in ``trixie.py``, which also says which peers a host runs.
 * pypluto follows Libreswan's command line (``pluto --nofork --stderrlog
   --rundir D --config F --secretsfile S``, ``whack --rundir D ...``).
 """
@@ -29,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +99,15 @@ PROPOSALS: list[Proposal] = [
              "aes256-sha256-ecp256", "aes256-sha256-ecp256", pfs=True),
 ]
 PROPOSAL_IDS = [p.name for p in PROPOSALS]
+
+# ML-KEM (FIPS 203; draft-ietf-ipsecme-ikev2-mlkem, RFC 9370): only strongSwan
+# 6.0.1 with the ml plugin that ../shared/interop/trixie/install.sh builds has it.
+MLKEM_PROPOSALS: list[Proposal] = [
+    Proposal("mlkem768", "aes_gcm256-sha2_384-mlkem768", "aes_gcm256",
+             "aes256gcm16-prfsha384-mlkem768", "aes256gcm16"),
+    Proposal("x25519+addke1=mlkem768", "aes_gcm256-sha2_384-dh31;addke1=mlkem768", "aes_gcm256",
+             "aes256gcm16-prfsha384-x25519-ke1_mlkem768", "aes256gcm16"),
+]
 
 
 # ------------------------------------------------------------- strongSwan
@@ -562,9 +574,13 @@ def west_pypluto(lab: Lab, proposal: Proposal | None, *, auto: str = "add", extr
 
 
 def east_strongswan(lab: Lab, proposal: Proposal, *, dpd_delay: int = 30,
-                    start_action: str = "none") -> StrongSwan:
-    """strongSwan (kernel-libipsec) in the east namespace with conn ``east-west``."""
-    east = StrongSwan(lab, lab.east, "strongswan-east").start()
+                    start_action: str = "none",
+                    make: Callable[[Lab, str, str], StrongSwan] = StrongSwan) -> StrongSwan:
+    """strongSwan (kernel-libipsec) in the east namespace with conn ``east-west``.
+
+    ``make(lab, ns, name)`` builds the driver (default: the host's charon-systemd;
+    ``trixie.PeerSpec.strongswan`` for the version under test)."""
+    east = make(lab, lab.east, "strongswan-east").start()
     east.load(swanctl_conf(conn="east-west", local=EAST_OUTER, remote=WEST_OUTER,
                            local_id=EAST_ID, remote_id=WEST_ID, local_ts=EAST_SUBNET,
                            remote_ts=WEST_SUBNET, proposal=proposal, dpd_delay=dpd_delay,

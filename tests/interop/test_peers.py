@@ -66,3 +66,23 @@ def test_libreswan_initiates_to_strongswan_ike_sa(lab: Lab) -> None:
     out = west.initiate(timeout=30)
     assert "established IKE SA" in out, out
     west.stop()  # it would keep reviving the connection (no kernel ESP)
+
+
+def test_libreswan52_initiates_to_strongswan601_ike_sa(lab: Lab) -> None:
+    """The Debian 13 chroots themselves (tests/interop/trixie.py): 5.2 reaches 6.0.1's IKE SA."""
+    from trixie import LS52, SS601
+
+    require(SS601.available(), SS601.install_hint)
+    require(LS52.available(), LS52.install_hint)
+    p = PROPOSALS[1]
+    east = SS601.strongswan(lab, lab.east, "east6")
+    east.start()
+    east.load(swanctl_conf(conn="east-west", local="192.0.2.2", remote="192.0.2.1",
+                           local_id=EAST_ID, remote_id=WEST_ID, local_ts=EAST_SUBNET,
+                           remote_ts=WEST_SUBNET, proposal=p))
+    west = LS52.libreswan(lab, lab.west, "west5").start(ipsec_conf(proposal=p))
+    r = west.whack("--name", "west-east", "--initiate", "--asynchronous", timeout=20)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lab.wait_for(lambda: any(i.state == "ESTABLISHED" for i in east.list_sas()), 20,
+                 "strongSwan 6.0.1's IKE SA from Libreswan 5.2")
+    west.stop()  # it would keep reviving the connection (no kernel ESP)

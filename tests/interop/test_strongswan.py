@@ -1,19 +1,23 @@
-"""pypluto (userspace ESP plane) against strongSwan 5.9.8 with kernel-libipsec.
+"""pypluto (userspace ESP plane) against strongSwan 5.9.8 and 6.0.1 with kernel-libipsec.
 
 strongSwan's kernel-libipsec forces ESP-in-UDP on port 4500 by faking NAT
 detection, so every case here also exercises NAT-T (RFC 7296 §2.23, RFC 3948).
 Cases (issue 7): 1 traffic with the proposal matrix, 2 rekey under traffic,
-3 liveness (RFC 7296 §2.4), 4 delete from either side (§1.4.1).
+3 liveness (RFC 7296 §2.4), 4 delete from either side (§1.4.1); each against
+every strongSwan of ``trixie.STRONGSWAN_PEERS`` (5.9.8 on the host, 6.0.1 from
+the Debian 13 chroot; on a Debian 13 host only the native 6.0.1).  6.0.1 also
+gets the ML-KEM proposals (issue 19) when its ml plugin is built.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
-from lab import EAST_INNER, EAST_SUBNET, WEST_INNER, WEST_SUBNET, Lab, parse_ping, require
+from lab import EAST_INNER, EAST_SUBNET, WEST_INNER, WEST_SUBNET, Lab, LabError, parse_ping, require
 from peers import (
-    PROPOSAL_IDS,
+    MLKEM_PROPOSALS,
     PROPOSALS,
     Proposal,
     Pypluto,
@@ -22,17 +26,28 @@ from peers import (
     have_strongswan,
     west_pypluto,
 )
+from trixie import ML_PLUGIN, STRONGSWAN_PEERS, PeerSpec
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.timeout(180)]
-PEER = "strongSwan 5.9.8"
 ROLES = ["initiator", "responder"]
+PEER_IDS = [p.label.replace(" ", "") for p in STRONGSWAN_PEERS]
+# (peer, proposal): the whole proposal set for every peer; ML-KEM only for the
+# chroot's 6.0.1, which has the ml plugin install.sh builds (Debian's own has none)
+TRAFFIC = [pytest.param(peer, prop, id=f"{peer.label.replace(' ', '')}-{prop.name}")
+           for peer in STRONGSWAN_PEERS
+           for prop in PROPOSALS + (MLKEM_PROPOSALS if peer.chroot else [])]
 
 
-def _up(lab: Lab, proposal: Proposal, role: str, *, auto: str = "add", extra: str = "",
-        dpd_delay: int = 30) -> tuple[Pypluto, StrongSwan]:
+def _up(lab: Lab, peer: PeerSpec, proposal: Proposal, role: str, *, auto: str = "add",
+        extra: str = "", dpd_delay: int = 30) -> tuple[Pypluto, StrongSwan]:
     """Start both daemons and bring the tunnel up with pypluto in ``role``."""
-    require(have_strongswan(), "strongSwan charon-systemd and swanctl (tools/install-deps.sh)")
-    them = east_strongswan(lab, proposal, dpd_delay=dpd_delay)
+    if peer.chroot:
+        require(peer.available(), peer.install_hint)
+    else:
+        require(have_strongswan() and peer.available(), peer.install_hint)
+    if proposal in MLKEM_PROPOSALS:
+        require(ML_PLUGIN.exists(), f"strongSwan's ml plugin {ML_PLUGIN} (install.sh builds it)")
+    them = east_strongswan(lab, proposal, dpd_delay=dpd_delay, make=peer.strongswan)
     us = west_pypluto(lab, proposal, auto=auto, extra=extra)
     if role == "initiator":
         if auto != "start":
@@ -68,14 +83,26 @@ def _ping_both(lab: Lab) -> None:
 
 # ------------------------------------------------------------------ case 1
 @pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("proposal", PROPOSALS, ids=PROPOSAL_IDS)
-def test_traffic(lab: Lab, cell: Callable[..., None], proposal: Proposal, role: str) -> None:
+@pytest.mark.parametrize(("peer", "proposal"), TRAFFIC)
+def test_traffic(lab: Lab, cell: Callable[..., None], peer: PeerSpec, proposal: Proposal,
+                 role: str) -> None:
     """Ping and 1 MiB TCP each way through the tunnel, checked by SHA-256."""
-    cell(peer=PEER, case="traffic", role=role, proposal=proposal.name)
-    us, them = _up(lab, proposal, role)
+    cell(peer=peer.label, case="traffic", role=role, proposal=proposal.name)
+    try:
+        us, them = _up(lab, peer, proposal, role)
+    except (AssertionError, LabError):
+        if "addke" in proposal.name:
+            cell(note=_addke_evidence(lab))
+        raise
     child = them.installed_child()
     assert child is not None
     cell(note=f"ESP {child.algs}")
+    if proposal in MLKEM_PROPOSALS:
+        ike = _ike_algs(them)
+        assert "ML_KEM_768" in ike, ike
+        if "addke" in proposal.name:  # RFC 9370: x25519 in IKE_SA_INIT, ML-KEM-768 after it
+            assert "CURVE_25519" in ike and "KE1_ML_KEM_768" in ike, ike
+        cell(note=f"IKE {ike}; ESP {child.algs}")
     assert child.mode == "TUNNEL-in-UDP", child  # kernel-libipsec: always ESP in UDP/4500
     _ping_both(lab)
     sent, got, n = lab.transfer(lab.west, lab.east, EAST_INNER, src=WEST_INNER, port=5001)
@@ -107,19 +134,43 @@ def test_traffic(lab: Lab, cell: Callable[..., None], proposal: Proposal, role: 
         cell(note=f"ESP {algs} after PFS rekeys by both ends")
 
 
+def _addke_evidence(lab: Lab) -> str:
+    """What strongSwan received, when an RFC 9370 (ADDKE) case fails: the proposals line."""
+    log = lab.workdir / "strongswan-east" / "charon.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    got = re.findall(r"received proposals: (\S+)", text)
+    if got and not any("KE1_" in g for g in got):
+        return (f"pypluto proposed no ADDKE1 transform (strongSwan received {got[0]}): "
+                "addke1= is parsed but not sent (no RFC 9370 in pypluto's IKE engine)")
+    ours = lab.workdir / "pypluto-west" / "pluto.log"
+    if "answering NO_PROPOSAL_CHOSEN" in (ours.read_text(errors="replace")
+                                          if ours.exists() else ""):
+        return ("pypluto answered NO_PROPOSAL_CHOSEN to strongSwan's KE1_ML_KEM_768 proposal "
+                "although its conn has addke1=mlkem768 (no RFC 9370 in pypluto's IKE engine)")
+    return "RFC 9370 additional key exchange (IKE_INTERMEDIATE) case"
+
+
+def _ike_algs(them: StrongSwan) -> str:
+    """The IKE SA's algorithms from ``swanctl --list-sas`` (the line after the SPIs)."""
+    text = them.swanctl("--list-sas", check=False).stdout
+    m = re.search(r"^\s+((?:AES|CHACHA|3DES|CAMELLIA)\S*/\S+)\s*$", text, re.M)
+    return m.group(1) if m else text[-400:]
+
+
 # ------------------------------------------------------------------ case 2
 @pytest.mark.parametrize("what", ["child", "ike"])
 @pytest.mark.parametrize("by", ["pypluto", "strongswan"])
 @pytest.mark.parametrize("role", ROLES)
-def test_rekey_under_ping(lab: Lab, cell: Callable[..., None], role: str, by: str,
-                          what: str) -> None:
+@pytest.mark.parametrize("peer", STRONGSWAN_PEERS, ids=PEER_IDS)
+def test_rekey_under_ping(lab: Lab, cell: Callable[..., None], peer: PeerSpec, role: str,
+                          by: str, what: str) -> None:
     """Rekey while a ping runs every 0.2 s: no packet may be lost (RFC 7296 §2.8).
 
     ``role`` is pypluto's role in the original IKE SA; ``by`` who starts the
     rekey (for an IKE rekey the new SA's initiator is ``by``, §2.18)."""
-    cell(peer=PEER, case=f"rekey-{what}-by-{by}", role=role, proposal="defaults")
+    cell(peer=peer.label, case=f"rekey-{what}-by-{by}", role=role, proposal="defaults")
     proposal = PROPOSALS[0]
-    us, them = _up(lab, proposal, role)
+    us, them = _up(lab, peer, proposal, role)
     ike_before = them.established()
     assert ike_before is not None
     spis_before = _child_spis(them)
@@ -161,10 +212,11 @@ def test_rekey_under_ping(lab: Lab, cell: Callable[..., None], role: str, by: st
 
 # ------------------------------------------------------------------ case 3
 @pytest.mark.parametrize("role", ROLES)
-def test_liveness(lab: Lab, cell: Callable[..., None], role: str) -> None:
+@pytest.mark.parametrize("peer", STRONGSWAN_PEERS, ids=PEER_IDS)
+def test_liveness(lab: Lab, cell: Callable[..., None], peer: PeerSpec, role: str) -> None:
     """Peer killed: declared dead within dpddelay + timeout, SAs and routes removed
     (RFC 7296 §2.4); with auto=start the tunnel comes back when the peer does."""
-    cell(peer=PEER, case="liveness", role=role, proposal="defaults")
+    cell(peer=peer.label, case="liveness", role=role, proposal="defaults")
     dpddelay, timeout = 2, 8
     restart = role == "initiator"
     # Libreswan 5 semantics (pypluto's): dpdaction= is obsolete; a dead peer's
@@ -172,7 +224,8 @@ def test_liveness(lab: Lab, cell: Callable[..., None], role: str) -> None:
     extra = f"""dpddelay={dpddelay}
                 dpdtimeout={timeout}
                 retransmit-timeout={timeout}"""
-    us, them = _up(lab, PROPOSALS[0], role, auto="start" if restart else "add", extra=extra)
+    us, them = _up(lab, peer, PROPOSALS[0], role, auto="start" if restart else "add",
+                   extra=extra)
     _ping_both(lab)
     them.kill()
 
@@ -194,10 +247,12 @@ def test_liveness(lab: Lab, cell: Callable[..., None], role: str) -> None:
 # ------------------------------------------------------------------ case 4
 @pytest.mark.parametrize("by", ["pypluto", "strongswan"])
 @pytest.mark.parametrize("role", ROLES)
-def test_delete_leaves_nothing(lab: Lab, cell: Callable[..., None], role: str, by: str) -> None:
+@pytest.mark.parametrize("peer", STRONGSWAN_PEERS, ids=PEER_IDS)
+def test_delete_leaves_nothing(lab: Lab, cell: Callable[..., None], peer: PeerSpec, role: str,
+                               by: str) -> None:
     """``whack --down`` or ``swanctl --terminate``: nothing left on our side (RFC 7296 §1.4.1)."""
-    cell(peer=PEER, case=f"delete-by-{by}", role=role, proposal="defaults")
-    us, them = _up(lab, PROPOSALS[0], role)
+    cell(peer=peer.label, case=f"delete-by-{by}", role=role, proposal="defaults")
+    us, them = _up(lab, peer, PROPOSALS[0], role)
     _ping_both(lab)
     if by == "pypluto":
         r = us.down()

@@ -212,7 +212,7 @@ def test_source_ip_route_added_marked_and_removed(netns: str) -> None:
         ["route", "add", "198.51.100.128/25", "via", "192.0.2.2"],  # somebody else's
     ):
         if sh("ip", "-n", netns, *cmd, check=False).returncode != 0:
-            pytest.skip(f"cannot build the namespace: ip {' '.join(cmd)}")
+            require(False, f"building the namespace: ip {' '.join(cmd)}")
     b = XfrmBackend(netns=netns)
     p = PolicyParams(
         TrafficSelector(net("198.51.100.0/24")), TrafficSelector(net("203.0.113.0/24")), "out",
@@ -254,7 +254,7 @@ def test_ike_socket_bypasses_policies(netns: str, backend: XfrmBackend) -> None:
         ):  # fmt: skip
             for cmd in cmds:
                 if sh("ip", *(["-n", ns] if ns else []), *cmd, check=False).returncode != 0:
-                    pytest.skip(f"cannot build the namespaces: ip {' '.join(cmd)}")
+                    require(False, f"building the namespaces: ip {' '.join(cmd)}")
         host = TrafficSelector(net("192.0.2.0/24"))
         backend.add_policy(PolicyParams(host, host, "out", 1, A, B))
 

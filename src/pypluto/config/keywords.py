@@ -1,25 +1,47 @@
-"""The keys of ``config setup`` and ``conn`` sections (Libreswan 5.x), with aliases.
+"""The keywords of ``ipsec.conf`` (Libreswan 5.2's set) and what pypluto does with each.
+
+Every keyword of Libreswan 5.2's ``config setup`` and ``conn`` sections (the table
+in its ``lib/libipsecconf/keywords.c``) is here, with its aliases, and nothing else:
+a key that Libreswan 5.2 does not know is a syntax error (``unrecognized keyword``),
+as it is there (``leftfirewall=`` for instance).
 
 Each key has a value kind that ``values.py`` validates:
 
-- ``str``: any text; ``bool``: yes/no (also true/false, on/off, 1/0);
-- ``int``: a decimal or 0x number; ``time``: a duration (bare = seconds, or with
-  ``s``/``m``/``h``/``d``; ``ms`` for the *-interval keys);
-- ``ms``: a duration whose bare number means milliseconds;
+- ``str``: any text; ``bool``: yes/no (also true/false, on/off, y/n, 1/0);
+- ``int``/``bignum``: a decimal or 0x number; ``time``: a duration (bare = seconds,
+  or with ``s``/``m``/``h``/``d``); ``ms``: a duration whose bare number means ms;
 - ``percent``: ``N%`` (or a bare number); ``enum``: one of ``values``;
 - ``list``: words separated by white space or commas (plutodebug=);
-- ``proposal:IKE|ESP|AH``; ``addr``: an end's host (``left=``);
-- ``subnet`` / ``subnets``; ``id``; ``protoport``; ``addrs`` (sourceip=);
-- ``obsolete``: accepted with a warning and ignored;
-- ``cmdline``: only valid on pluto's command line (warned about and ignored here).
+- ``proposal:IKE|ESP|AH``; ``addr``; ``subnet`` / ``subnets``; ``id``; ``protoport``;
+  ``addrs`` (sourceip=); ``authby``.
 
-``alias`` points at the canonical name, so the typed objects see one name only.
+and a *support* verdict (issue 12 item 7: enforce or refuse, never ignore):
+
+- ``works``: pypluto does what Libreswan's documentation says; ``test`` names the
+  test that proves the effect;
+- ``partial``: the values in ``ok`` work (proven by ``test``); any other value
+  refuses the conn (``file:line: KEY=VALUE is not supported by pypluto``);
+- ``obsolete``: Libreswan 5.2 itself warns and does not use the key; pypluto warns
+  the same way, and ``note`` says what Libreswan does instead (the behaviour that
+  pypluto has too);
+- ``refused``: any value refuses the conn (``file:line: KEY is not supported by
+  pypluto``); in ``config setup`` pluto refuses to start.
+
+``alias`` points at the canonical name, so the typed objects see one name only;
+an alias has the support of its canonical key.
+
+``python -m pypluto.config.keywords --markdown`` prints the table of
+``docs/config.md``.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass
+from typing import Literal
+
+Support = Literal["works", "partial", "obsolete", "refused"]
 
 
 @dataclass(frozen=True)
@@ -28,297 +50,350 @@ class KeyDef:
     kind: str
     values: tuple[str, ...] = ()
     alias: str | None = None  # canonical name when this is an alias
+    support: Support = "refused"
+    test: str = ""  # works / partial: the test that proves the effect
+    ok: tuple[str, ...] = ()  # partial: the values that work (lower case)
+    note: str = ""  # obsolete: what Libreswan does instead; refused: why
 
 
-_YN = ("yes", "no")
+@dataclass(frozen=True)
+class _S:
+    support: Support
+    test: str = ""
+    ok: tuple[str, ...] = ()
+    note: str = ""
 
 
-def _table(rows: list[tuple[str, ...]]) -> dict[str, KeyDef]:
+def W(test: str) -> _S:
+    """Works; ``test`` proves it."""
+    return _S("works", test)
+
+
+def P(ok: str, test: str = "", note: str = "") -> _S:
+    """Works for the values ``ok`` (``|``-separated); other values are refused."""
+    return _S("partial", test or T_DEFAULT_ONLY, tuple(ok.split("|")), note)
+
+
+def O(note: str) -> _S:  # noqa: E743 - the name reads as the table's column
+    """Obsolete in Libreswan 5.2: a warning saying what happens instead."""
+    return _S("obsolete", note=note)
+
+
+def R(note: str) -> _S:
+    """Not supported by pypluto: the conn (or pluto's start) is refused."""
+    return _S("refused", note=note)
+
+
+# tests that prove the effects
+T_EST = "tests/ike/test_establish.py::"
+T_LIFE = "tests/ike/test_lifecycle.py::"
+T_UNITS = "tests/ike/test_units.py::"
+T_HOSTILE = "tests/ike/test_hostile.py::"
+T_CFG = "tests/config/test_cfg_parser_basic.py::"
+T_REG = "tests/config/test_cfg_registry.py::"
+T_DU = "tests/daemon/test_daemon_units.py::"
+T_D = "tests/daemon/test_daemon.py::"
+T_DA = "tests/daemon/test_daemon_args.py::"
+T_DIP = "tests/daemon/test_daemon_inprocess.py::"
+T_ESP = "tests/kernel/test_esp.py::"
+T_PPK = "tests/ike/test_ppk.py::"
+# a partial key whose only working value is the default (what pypluto always does):
+# this test loads each such value and checks every other value refuses the conn
+T_EFF = "tests/config/test_cfg_effects.py::"
+T_DEFAULT_ONLY = T_REG + "test_partial_keys_accept_their_values_and_refuse_others"
+# config setup keys become pluto options (whose effects the daemon tests prove)
+T_SETUP = T_DA + "test_config_setup_keys_reach_the_options"
+
+_CERTS = "needs certificates / NSS, which pypluto does not have yet"
+_IKEV1 = "IKEv1 only; pypluto speaks IKEv2 only"
+_V1_CP = "IKEv1 XAUTH / ModeConfig; pypluto has no XAUTH, ModeConfig or CP payloads"
+_ONDEMAND = "needs on-demand (trap) policies, which pypluto does not have yet"
+_XFRMI = "needs XFRM interfaces (ipsec-interface / VTI), not implemented"
+_NO = "not implemented by pypluto"
+
+
+def _table(rows: list[tuple]) -> dict[str, KeyDef]:  # type: ignore[type-arg]
     out: dict[str, KeyDef] = {}
     for row in rows:
         name, kind = row[0], row[1]
         values: tuple[str, ...] = ()
         alias: str | None = None
+        sup = _S("refused", note=_NO)
         for extra in row[2:]:
-            if extra.startswith("="):
+            if isinstance(extra, _S):
+                sup = extra
+            elif extra.startswith("="):
                 alias = extra[1:]
             else:
                 values = tuple(extra.split("|"))
-        out[name] = KeyDef(name, kind, values, alias)
+        out[name] = KeyDef(name, kind, values, alias, sup.support, sup.test, sup.ok, sup.note)
+    # an alias has the support of its canonical key
+    for name, kd in list(out.items()):
+        if kd.alias:
+            c = out[kd.alias]
+            out[name] = KeyDef(name, kd.kind, kd.values, kd.alias, c.support, c.test, c.ok,
+                               c.note)
     return out
 
 
+_YN = "yes|no|true|false|on|off|y|n"
+_NO_VALUES = "no|false|off|n|0"
+_YES_VALUES = "yes|true|on|y|1"
+
+#: config setup keys that are pypluto's own (not in Libreswan 5.2's keywords.c)
+SETUP_ADDITIONS = frozenset({"metrics-listen"})
+
 SETUP_KEYS: dict[str, KeyDef] = _table([
-    ("logfile", "str"),
-    ("logtime", "bool"),
-    ("logappend", "bool"),
-    ("logip", "bool"),
-    ("audit-log", "bool"),
-    ("plutodebug", "list"),
-    ("dumpdir", "str"),
-    ("ipsecdir", "str"),
-    ("nssdir", "str"),
-    ("secretsfile", "str"),
-    ("statsbin", "str"),
-    ("uniqueids", "bool"),
-    ("shuntlifetime", "time"),
-    ("expire-shunt-interval", "time"),
-    ("crl-strict", "bool"),
-    ("crlcheckinterval", "time"),
-    ("ocsp-strict", "bool"),
-    ("ocsp-enable", "bool"),
-    ("ocsp-uri", "str"),
-    ("ocsp-timeout", "time"),
-    ("ocsp-trustname", "str"),
-    ("ocsp-cache-size", "int"),
-    ("ocsp-cache-min-age", "time"),
-    ("ocsp-cache-max-age", "time"),
-    ("ocsp-method", "enum", "get|post"),
-    ("crl-timeout", "time"),
-    ("curl-timeout", "time", "=crl-timeout"),
-    ("seccomp", "enum", "enabled|disabled|tolerant"),
-    ("expire-lifetime", "time"),
-    ("xfrmlifetime", "time", "=expire-lifetime"),
-    ("dns-resolver", "str"),
-    ("ddos-mode", "enum", "auto|busy|unlimited"),
-    ("ddos-ike-threshold", "int"),
-    ("max-halfopen-ike", "int"),
-    ("seedbits", "int"),
-    ("keep-alive", "time"),
-    ("listen", "str"),
-    ("listen-tcp", "bool"),
-    ("listen-udp", "bool"),
-    ("protostack", "enum", "xfrm|netkey|native|auto|bsd|kame|bsdkame|none|klips|mast"),
-    ("nhelpers", "bignum"),
-    ("drop-oppo-null", "bool"),
-    ("virtual-private", "str"),
-    ("myvendorid", "str"),
-    ("ipsec-interface-managed", "bool"),
-    ("global-redirect", "enum", "yes|no|auto"),
-    ("global-redirect-to", "str"),
-    ("ikev1-policy", "enum", "accept|reject|drop"),
-    ("dnssec-enable", "bool"),
-    ("dnssec-rootkey-file", "str"),
-    ("dnssec-anchors", "str"),
-    ("nflog-all", "int"),
-    ("ike-socket-bufsize", "int"),
-    ("ike-socket-errqueue", "bool"),
-    # obsolete: warn and ignore (Libreswan keeps them so old files still load)
-    ("interfaces", "obsolete"),
-    ("oe", "obsolete"),
-    ("nat_traversal", "obsolete"),
-    ("klipsdebug", "obsolete"),
-    ("plutofork", "obsolete"),
-    ("force_keepalive", "obsolete"),
-    ("disable_port_floating", "obsolete"),
-    ("hidetos", "obsolete"),
-    ("overridemtu", "obsolete"),
-    ("fragicmp", "obsolete"),
-    ("perpeerlog", "obsolete"),
-    ("perpeerlogdir", "obsolete"),
-    ("plutorestartoncrash", "obsolete"),
-    ("curl-iface", "str"),
-    ("curl_iface", "obsolete"),
-    ("myid", "obsolete"),
-    ("force-busy", "obsolete"),
-    ("force_busy", "obsolete"),
-    ("curl_timeout", "obsolete"),
-    # obsolete in 5.x (were keys or aliases in 4.x): warned about and ignored
-    ("syslog", "obsolete"),
-    ("plutostderrlog", "obsolete"),
-    ("plutostderrlogtime", "obsolete"),
-    ("virtual_private", "obsolete"),
-    ("ikev1-secctx-attr-type", "obsolete"),
-    ("secctx-attr-type", "obsolete"),
-    ("secctx_attr_type", "obsolete"),
-    ("crl_strict", "obsolete"),
-    ("strictcrlpolicy", "obsolete"),
-    ("ocsp_strict", "obsolete"),
-    ("ocsp_enable", "obsolete"),
-    ("ocsp_uri", "obsolete"),
-    ("ocsp_timeout", "obsolete"),
-    ("ocsp_trust_name", "obsolete"),
-    ("ddos-ike-treshold", "obsolete"),
-    ("ikeport", "obsolete"),
-    ("nat-ikeport", "obsolete"),
-    ("nat_ikeport", "obsolete"),
-    ("keep_alive", "obsolete"),
-    ("log-audit", "obsolete"),
-    ("nflog-all-obsolete", "obsolete"),
-    # only valid on pluto's command line
-    ("rundir", "cmdline"),
-    ("logstderr", "cmdline"),
+    ("ikev1-policy", "enum", "accept|reject|drop",
+     P("drop|reject", T_HOSTILE + "test_bad_major_version_and_ikev1",
+       "IKEv1 messages are never answered (drop); accept needs IKEv1")),
+    ("curl-iface", "str", R("CRL/OCSP fetching " + _CERTS)),
+    ("curl-timeout", "time", R("CRL/OCSP fetching " + _CERTS)),
+    ("myvendorid", "str", W(T_D + "test_config_setup_conns_secrets_and_cli_wins")),
+    ("syslog", "str", O("Libreswan 5.2 accepts syslog= and never uses it (logging goes "
+                        "to syslog unless logfile= is set)")),
+    ("plutodebug", "list", W(T_SETUP)),
+    ("debug", "list", "=plutodebug"),
+    ("logfile", "str", W(T_DU + "test_logger_rate_limit_and_debug_prefix")),
+    ("plutostderrlog", "str", "=logfile"),
+    ("logtime", "bool", W(T_DU + "test_logger_rate_limit_and_debug_prefix")),
+    ("logappend", "bool", W(T_SETUP)),
+    ("logip", "bool", W(T_SETUP)),
+    ("audit-log", "bool", W(T_SETUP)),
+    ("dnssec-enable", "bool", P(_NO_VALUES, note="pypluto never resolves names in DNS")),
+    ("dnssec-rootkey-file", "str", R("pypluto never resolves names in DNS")),
+    ("dnssec-anchors", "str", R("pypluto never resolves names in DNS")),
+    ("dumpdir", "str", W(T_SETUP)),
+    ("ipsecdir", "str", P("/etc/ipsec.d", note="the ipsec.d policies/certificates "
+                          + _CERTS)),
+    ("nssdir", "str", P("/var/lib/ipsec/nss|/etc/ipsec.d", note="the NSS database " + _CERTS)),
+    ("secretsfile", "str", W(T_D + "test_config_setup_conns_secrets_and_cli_wins")),
+    ("metrics-listen", "str", W("tests/daemon/test_daemon_metrics.py::"
+                                "test_metrics_scrape_matches_trafficstatus")),
+    ("statsbin", "str", W("tests/daemon/test_daemon_pair.py::"
+                          "test_auto_start_statsbin_and_shutdown_deletes")),
+    ("uniqueids", "bool", W(T_LIFE + "test_uniqueids_replaces_old_ike_sa")),
+    ("shuntlifetime", "time", R(_ONDEMAND)),
+    ("global-redirect", "str", P("no", note="IKEv2 redirect (RFC 5685) " + _NO)),
+    ("global-redirect-to", "str", R("IKEv2 redirect (RFC 5685) " + _NO)),
+    ("crl-strict", "bool", P(_NO_VALUES, note="CRLs " + _CERTS)),
+    ("crlcheckinterval", "time", P("0|0s", note="CRLs " + _CERTS)),
+    ("ocsp-strict", "bool", P(_NO_VALUES, note="OCSP " + _CERTS)),
+    ("ocsp-enable", "bool", P(_NO_VALUES, note="OCSP " + _CERTS)),
+    ("ocsp-uri", "str", R("OCSP " + _CERTS)),
+    ("ocsp-timeout", "time", R("OCSP " + _CERTS)),
+    ("ocsp-trustname", "str", R("OCSP " + _CERTS)),
+    ("ocsp-cache-size", "int", R("OCSP " + _CERTS)),
+    ("ocsp-cache-min-age", "time", R("OCSP " + _CERTS)),
+    ("ocsp-cache-max-age", "time", R("OCSP " + _CERTS)),
+    ("ocsp-method", "enum", "get|post", R("OCSP " + _CERTS)),
+    ("ddos-mode", "enum", "auto|busy|unlimited",
+     P("auto|busy", T_LIFE + "test_cookie_round_trip",
+       "busy = always demand COOKIEs; unlimited is not implemented")),
+    ("seccomp", "enum", "enabled|disabled|tolerant",
+     P("disabled", note="seccomp filtering " + _NO)),
+    ("ddos-ike-threshold", "int", P("25000", note="the COOKIE threshold is fixed")),
+    ("max-halfopen-ike", "int", P("50000", note="the half-open limit is fixed")),
+    ("ike-socket-bufsize", "int", R(_NO)),
+    ("ike-socket-errqueue", "bool", P(_YES_VALUES, note="the error queue is always read")),
+    ("nflog-all", "int", R("NFLOG " + _NO)),
+    ("xfrmlifetime", "int", R(_ONDEMAND)),
+    ("virtual-private", "str", W(T_LIFE + "test_host_to_host_behind_nat_and_virtual_private")),
+    ("virtual_private", "str", "=virtual-private"),
+    ("seedbits", "int", W(T_SETUP)),
+    ("keep-alive", "time", W(T_DIP + "test_command_line_reaches_engine_settings")),
+    ("listen-tcp", "bool", P(_NO_VALUES, note="IKE over TCP (RFC 8229) " + _NO)),
+    ("listen-udp", "bool", P(_YES_VALUES, note="IKE is always on UDP")),
+    ("listen", "str", W(T_D + "test_listen_address_only_and_leak_detective")),
+    ("protostack", "str", P("xfrm|netkey|userspace|none", T_SETUP,
+                            "the BSD stacks are not available")),
+    ("nhelpers", "bignum", W("tests/daemon/test_offload.py::test_no_helpers_means_inline")),
+    ("drop-oppo-null", "bool", P(_NO_VALUES, note="opportunistic IPsec " + _NO)),
+    ("interfaces", "str", O("Libreswan 5.2 ignores interfaces= and listens on every "
+                            "interface (use listen= to restrict)")),
+    ("ipsec-interface-managed", "bool", P(_YES_VALUES, note=_XFRMI)),
+    ("ikev1-secctx-attr-type", "str", O("Libreswan 5.2 ignores it (labeled IPsec is "
+                                        "IKEv2's sec-label=)")),
+    ("secctx-attr-type", "str", O("Libreswan 5.2 ignores it (labeled IPsec is IKEv2's "
+                                  "sec-label=)")),
 ])
 
 # keys written as left<KEY> / right<KEY>; "" is left= / right= itself
 SIDE_KEYS: dict[str, KeyDef] = _table([
-    ("", "addr"),
-    ("id", "id"),
-    ("cert", "str"),
-    ("ckaid", "str"),
-    ("ca", "str"),
-    ("sendcert", "enum", "never|sendifasked|alwayssend|always|ifasked|yes|no"),
-    ("subnet", "subnet"),
-    ("subnets", "subnets"),
-    ("sourceip", "addrs"),
-    ("nexthop", "str"),
-    ("updown", "str"),
-    ("protoport", "protoport"),
-    ("rsasigkey", "str"),
-    ("rsasigkey2", "obsolete"),
-    ("ecdsakey", "str"),
-    ("eddsakey", "str"),
-    ("pubkey", "str"),
-    ("auth", "enum", "psk|secret|rsasig|rsa|ecdsa|null|eaponly|never|eddsa"),
-    ("autheap", "enum", "none|tls"),
-    ("xauthserver", "bool"),
-    ("xauthclient", "bool"),
-    ("username", "str"),
+    ("", "addr", W(T_CFG + "test_basic_file_resolves_default_and_also")),
+    ("subnet", "subnet", W(T_EST + "test_ts_unacceptable")),
+    ("subnets", "subnets", W(T_REG + "test_subnets_expand_into_one_conn_per_pair")),
+    ("sourceip", "addrs", W("tests/kernel/test_xfrm_netns.py::"
+                            "test_source_ip_route_added_marked_and_removed")),
+    ("ikeport", "int", W(T_EFF + "test_peer_ikeport_is_where_ike_goes")),
+    ("interface-ip", "str", R(_XFRMI)),
+    ("vti", "str", R(_XFRMI)),
+    ("nexthop", "str", P("%defaultroute|%direct",
+                         note="routes go through the default route's gateway")),
+    ("updown", "str", W("tests/daemon/test_daemon_updown.py::test_updown_verbs_and_environment")),
+    ("id", "id", W(T_EST + "test_default_ids_are_addresses")),
+    ("rsasigkey", "str", R("raw RSA keys " + _CERTS)),
+    ("ecdsakey", "str", R("raw ECDSA keys " + _CERTS)),
+    ("pubkey", "str", R("raw public keys " + _CERTS)),
+    ("cert", "str", R(_CERTS)),
+    ("ckaid", "str", R(_CERTS)),
+    ("sendcert", "enum", "never|sendifasked|alwayssend|always", R(_CERTS)),
+    ("ca", "str", R(_CERTS)),
+    ("xauthserver", "bool", P(_NO_VALUES, note=_V1_CP)),
+    ("xauthclient", "bool", P(_NO_VALUES, note=_V1_CP)),
+    ("modecfgserver", "bool", P(_NO_VALUES, note=_V1_CP)),
+    ("modecfgclient", "bool", P(_NO_VALUES, note=_V1_CP)),
+    ("username", "str", R(_V1_CP)),
     ("xauthusername", "str", "=username"),
-    ("xauthname", "obsolete"),
-    ("modecfgserver", "bool"),
-    ("modecfgclient", "bool"),
-    ("addresspool", "str"),
-    ("ikeport", "int"),
-    ("vti", "str"),
-    ("interface-ip", "str"),
-    ("cat", "bool"),
-    ("groundhog", "bool"),
-    ("firewall", "obsolete"),
-    ("eddsakey", "obsolete"),
+    ("addresspool", "str", R("address pools (CP payloads) " + _NO)),
+    ("auth", "enum", "never|secret|rsasig|rsa|ecdsa|null|eaponly",
+     P("secret", T_EST + "test_psk_mismatch",
+       "only PSK authentication; the others " + _CERTS)),
+    ("cat", "bool", P(_NO_VALUES, note="client address translation " + _NO)),
+    ("protoport", "protoport", W("tests/daemon/test_userspace_capture.py::"
+                                 "test_protoport_selects_what_is_encrypted")),
+    ("autheap", "enum", "none|tls", P("none", note="EAP " + _NO)),
+    ("groundhog", "str", P(_NO_VALUES, note="a Libreswan test-suite knob")),
 ])
 
 CONN_KEYS: dict[str, KeyDef] = _table([
-    ("also", "str"),
-    ("auto", "enum", "ignore|add|start|up|route|ondemand|keep"),
-    ("type", "enum", "tunnel|transport|passthrough|pass|drop|reject"),
-    ("authby", "authby"),
-    ("keyexchange", "enum", "ike|ikev1|ikev2"),
-    ("ikev2", "enum", "yes|no|never|permit|propose|insist|always"),
-    ("ike", "proposal:IKE"),
-    ("esp", "proposal:ESP"),
-    ("ah", "proposal:AH"),
-    ("phase2alg", "proposal:ESP", "=esp"),
-    ("phase2", "enum", "esp|ah|ah+esp|default"),
-    ("pfs", "bool"),
-    ("pfsgroup", "obsolete"),
-    ("compress", "bool"),
-    ("ipsec-lifetime", "time"),
-    ("salifetime", "time", "=ipsec-lifetime"),
-    ("lifetime", "time", "=ipsec-lifetime"),
+    ("auto", "enum", "ignore|add|start|up|route|ondemand|keep",
+     P("ignore|add|start|up", "tests/daemon/test_daemon_pair.py::"
+       "test_auto_start_statsbin_and_shutdown_deletes",
+       "route/ondemand/keep " + _ONDEMAND)),
+    ("also", "str", W(T_CFG + "test_basic_file_resolves_default_and_also")),
+    ("ike", "proposal:IKE", W(T_EST + "test_configured_proposals")),
+    ("hostaddrfamily", "enum", "ipv4|ipv6|v4|inet|v6|inet6",
+     R("pypluto never resolves host names, so the family hint has no use")),
+    ("clientaddrfamily", "enum", "ipv4|ipv6|v4|inet|v6|inet6",
+     R("pypluto never resolves host names, so the family hint has no use")),
+    ("type", "enum", "tunnel|transport|passthrough|pass|drop|reject",
+     P("tunnel|transport", T_EST + "test_transport_mode_host_to_host",
+       "passthrough/drop/reject " + _ONDEMAND)),
+    ("authby", "authby", P("secret|psk", T_EST + "test_psk_mismatch",
+                           "only PSK authentication; the others " + _CERTS)),
+    ("keyexchange", "enum", "ike|ikev1|ikev2",
+     P("ike|ikev2", T_EST + "test_default_proposals_establish", _IKEV1)),
+    ("ikev2", "enum", "never|propose|permit|insist|yes|no|true|false|on|off|y|n|always",
+     P("propose|insist|yes|true|on|y|always", T_EST + "test_default_proposals_establish",
+       _IKEV1)),
+    ("ppk", "enum", "never|permit|propose|insist|yes|no|true|false|on|off|y|n|always",
+     W(T_PPK + "test_ppk_mode_pairs")),
+    ("ppk-ids", "str", W(T_PPK + "test_ppk_ids_pick_the_ppk")),
+    ("intermediate", "bool", P(_NO_VALUES, note="IKE_INTERMEDIATE (RFC 9242) " + _NO)),
+    ("esn", "enum", "yes|no|either|true|false|on|off|y|n",
+     W(T_UNITS + "test_esp_esn_and_pfs")),
+    ("decap-dscp", "bool", P(_NO_VALUES, note=_NO)),
+    ("encap-dscp", "bool", P(_NO_VALUES, note=_NO)),
+    ("nopmtudisc", "bool", P(_NO_VALUES, note=_NO)),
+    ("fragmentation", "enum", "yes|no|force|never|insist|true|false|on|off|y|n",
+     W(T_LIFE + "test_fragmentation_round_trip")),
+    ("mobike", "bool", P(_NO_VALUES, note="MOBIKE (RFC 4555) " + _NO)),
+    ("narrowing", "bool", W(T_EST + "test_narrowing")),
+    ("pam-authorize", "bool", P(_NO_VALUES, note=_NO)),
+    ("send-redirect", "enum", "yes|no|auto|true|false|on|off|y|n",
+     P("no|false|off|n", note="IKEv2 redirect (RFC 5685) " + _NO)),
+    ("redirect-to", "str", R("IKEv2 redirect (RFC 5685) " + _NO)),
+    ("accept-redirect", "bool", P(_NO_VALUES, note="IKEv2 redirect (RFC 5685) " + _NO)),
+    ("accept-redirect-to", "str", R("IKEv2 redirect (RFC 5685) " + _NO)),
+    ("pfs", "bool", W(T_UNITS + "test_esp_esn_and_pfs")),
+    ("session-resumption", "bool", P(_NO_VALUES, note="RFC 5723 " + _NO)),
+    ("nat-keepalive", "bool", W(T_EFF + "test_nat_keepalive_yes_and_no")),
+    ("initial-contact", "bool", W("tests/daemon/test_daemon_ops.py::"
+                                  "test_initial_contact_default_is_no")),
+    ("cisco-unity", "bool", P(_NO_VALUES, note=_NO)),
+    ("send-no-esp-tfc", "bool", P(_NO_VALUES, note=_NO)),
+    ("iptfs", "bool", P(_NO_VALUES, note="IP-TFS (RFC 9347) " + _NO)),
+    ("iptfs-fragmentation", "bool", R("IP-TFS (RFC 9347) " + _NO)),
+    ("iptfs-packet-size", "bignum", R("IP-TFS (RFC 9347) " + _NO)),
+    ("iptfs-max-queue-size", "bignum", R("IP-TFS (RFC 9347) " + _NO)),
+    ("iptfs-reorder-window", "bignum", R("IP-TFS (RFC 9347) " + _NO)),
+    ("iptfs-init-delay", "time", R("IP-TFS (RFC 9347) " + _NO)),
+    ("iptfs-drop-time", "time", R("IP-TFS (RFC 9347) " + _NO)),
+    ("fake-strongswan", "bool", P(_NO_VALUES, note=_NO)),
+    ("send-vendorid", "bool", P(_NO_VALUES, note=_NO)),
+    ("sha2-truncbug", "bool", P(_NO_VALUES, note=_NO)),
+    ("ms-dh-downgrade", "bool", P(_NO_VALUES, note=_NO)),
+    ("pfs-rekey-workaround", "bool", P(_NO_VALUES, note=_NO)),
+    ("require-id-on-certificate", "bool", P(_YES_VALUES, note=_CERTS)),
+    # Libreswan 5.2 spells this entry "dns-match-id," (a stray comma), so the
+    # documented key is unusable there; pypluto accepts the documented spelling
+    ("dns-match-id", "bool", P(_NO_VALUES, note="pypluto never resolves names in DNS")),
+    ("ipsec-max-bytes", "bignum", W(T_EFF + "test_ipsec_max_bytes_and_packets_are_the_hard_limits")),
+    ("ipsec-lifetime", "time", W(T_LIFE + "test_rekey_child_by_lifetime")),
     ("keylife", "time", "=ipsec-lifetime"),
-    ("ikelifetime", "time"),
-    ("rekeymargin", "time"),
-    ("rekeyfuzz", "percent"),
-    ("rekey", "bool"),
-    ("reauth", "bool"),
-    ("keyingtries", "obsolete"),
-    ("retransmit-interval", "ms"),
-    ("retransmit-timeout", "time"),
-    ("replay-window", "int"),
-    ("ipsec-max-bytes", "bignum"),
-    ("ipsec-max-packets", "bignum"),
-    ("dpddelay", "time"),
-    ("ikev1-dpdtimeout", "time"),
-    ("dpdtimeout", "time", "=ikev1-dpdtimeout"),
-    ("dpdaction", "obsolete"),
-    ("fragmentation", "enum", "yes|no|never|force|insist"),
-    ("ike_frag", "obsolete"),
-    ("mobike", "bool"),
-    ("narrowing", "bool"),
-    ("encapsulation", "enum", "auto|yes|no"),
-    ("forceencaps", "obsolete"),
-    ("nat-keepalive", "bool"),
-    ("initial-contact", "bool"),
-    ("send-vendorid", "bool"),
-    ("fake-strongswan", "bool"),
-    ("mark", "str"),
-    ("mark-in", "str"),
-    ("mark-out", "str"),
-    ("reqid", "int"),
-    ("ppk", "enum", "yes|no|never|permit|propose|insist|always"),
-    ("ppk-ids", "str"),
-    ("esn", "enum", "yes|no|either"),
-    ("nic-offload", "enum", "yes|no|auto|packet|crypto"),
-    ("sareftrack", "obsolete"),
-    ("decap-dscp", "bool"),
-    ("encap-dscp", "bool"),
-    ("nopmtudisc", "bool"),
-    ("ipsec-interface", "str"),
-    ("vti-interface", "str"),
-    ("vti-routing", "bool"),
-    ("vti-shared", "bool"),
-    ("ikepad", "enum", "yes|no|auto"),
-    ("aggressive", "bool"),
-    ("aggrmode", "bool", "=aggressive"),
-    ("xauthby", "enum", "file|pam|alwaysok"),
-    ("xauthfail", "enum", "hard|soft"),
-    ("modecfgpull", "bool"),
-    ("modecfgdns", "str"),
-    ("modecfgdns1", "obsolete"),
-    ("modecfgdns2", "obsolete"),
-    ("modecfgdomains", "str"),
-    ("modecfgdomain", "obsolete"),
-    ("modecfgbanner", "str"),
-    ("modecfgwins1", "obsolete"),
-    ("modecfgwins2", "obsolete"),
-    ("cisco-unity", "bool"),
-    ("cisco-split", "bool"),
-    ("remote-peer-type", "enum", "cisco|ietf"),
-    ("remote_peer_type", "enum", "cisco|ietf", "=remote-peer-type"),
-    ("nm-configured", "bool"),
-    ("nm_configured", "obsolete"),
-    ("sha2-truncbug", "bool"),
-    ("sha2_truncbug", "obsolete"),
-    ("ms-dh-downgrade", "bool"),
-    ("require-id-on-certificate", "bool"),
-    ("ignore-peer-dns", "bool"),
-    ("sec-label", "str"),
+    ("lifetime", "time", "=ipsec-lifetime"),
+    ("salifetime", "time", "=ipsec-lifetime"),
+    ("ipsec-max-packets", "bignum", W(T_EFF + "test_ipsec_max_bytes_and_packets_are_the_hard_limits")),
+    ("retransmit-timeout", "time", W(T_EFF + "test_retransmit_interval_and_timeout")),
+    ("retransmit-interval", "ms", W(T_EFF + "test_retransmit_interval_and_timeout")),
+    ("ikepad", "enum", "yes|no|auto|true|false|on|off|y|n",
+     P("yes|auto|true|on|y", note=_IKEV1)),
+    ("nat-ikev1-method", "enum", "drafts|rfc|both|none", R(_IKEV1)),
     ("policy-label", "str", "=sec-label"),
-    ("labeled-ipsec", "obsolete"),
-    ("metric", "int"),
-    ("mtu", "int"),
-    ("priority", "int"),
-    ("tfc", "int"),
-    ("iptfs", "bool"),
-    ("iptfs-fragmentation", "bool"),
-    ("iptfs-packet-size", "int"),
-    ("iptfs-max-queue-size", "int"),
-    ("iptfs-reorder-window", "int"),
-    ("iptfs-init-delay", "time"),
-    ("iptfs-drop-time", "time"),
-    ("nflog-group", "int"),
-    ("nflog", "int", "=nflog-group"),
-    ("overlapip", "bool"),
-    ("pam-authorize", "bool"),
-    ("accept-redirect", "enum", "yes|no"),
-    ("accept-redirect-to", "str"),
-    ("redirect-to", "str"),
-    ("send-redirect", "enum", "yes|no|auto"),
-    ("enable-tcp", "enum", "no|yes|fallback"),
-    ("tcp-remoteport", "int"),
-    ("reject-simultaneous-ike-auth", "bool"),
-    ("session-resumption", "bool"),
-    ("send-esp-tfc-padding-not-supported", "bool"),
-    ("send-no-esp-tfc", "bool", "=send-esp-tfc-padding-not-supported"),
-    ("connalias", "str"),
-    ("failureshunt", "enum", "none|passthrough|drop|hold|reject"),
-    ("negotiationshunt", "enum", "passthrough|drop|hold"),
-    ("hostaddrfamily", "enum", "ipv4|ipv6"),
-    ("clientaddrfamily", "obsolete"),
-    ("connaddrfamily", "obsolete"),
-    ("intermediate", "bool"),
-    ("ike-sa-init-full-transcript-auth", "bool"),
-    ("debug", "list"),
-    ("sendca", "enum", "none|issuer|all"),
-    ("nat-ikev1-method", "enum", "drafts|rfc|both|none"),
-    ("dns-match-id", "bool"),
-    ("retransmit", "obsolete"),
-    ("share-lease", "bool"),
-    ("pfs-rekey-workaround", "bool"),
-    ("postquantum-preshared-keys", "obsolete"),
-    ("salifetime-soft", "obsolete"),
-    ("ike-version", "obsolete"),
+    ("sec-label", "str", R("labeled IPsec " + _NO)),
+    ("remote-peer-type", "enum", "cisco", R(_V1_CP)),
+    ("remote_peer_type", "enum", "cisco", "=remote-peer-type"),
+    ("nm-configured", "bool", P(_NO_VALUES, note="NetworkManager integration " + _NO)),
+    ("xauthby", "enum", "file|pam|alwaysok", R(_V1_CP)),
+    ("xauthfail", "enum", "hard|soft", R(_V1_CP)),
+    ("modecfgpull", "bool", P(_NO_VALUES, note=_V1_CP)),
+    ("modecfgdns", "str", R(_V1_CP)),
+    ("modecfgdomains", "str", R(_V1_CP)),
+    ("modecfgbanner", "str", R(_V1_CP)),
+    ("ignore-peer-dns", "bool", P(_NO_VALUES, note=_V1_CP)),
+    ("mark", "str", R("XFRM marks " + _NO)),
+    ("mark-in", "str", R("XFRM marks " + _NO)),
+    ("mark-out", "str", R("XFRM marks " + _NO)),
+    ("vti-interface", "str", R(_XFRMI)),
+    ("vti-routing", "bool", P(_NO_VALUES, note=_XFRMI)),
+    ("vti-shared", "bool", P(_NO_VALUES, note=_XFRMI)),
+    ("ipsec-interface", "str", P(_NO_VALUES, note=_XFRMI)),
+    ("nic-offload", "enum", "yes|no|auto|packet|crypto", P("no", note="NIC offload " + _NO)),
+    ("encapsulation", "enum", "auto|yes|no|true|false|on|off|y|n",
+     W(T_LIFE + "test_encapsulation_yes_without_nat")),
+    ("overlapip", "bool", P(_NO_VALUES, note=_NO)),
+    ("reauth", "bool", W(T_LIFE + "test_reauth_make_before_break")),
+    ("rekey", "bool", W(T_LIFE + "test_child_expires_without_rekey")),
+    ("rekeymargin", "time", W(T_LIFE + "test_rekey_child_by_lifetime")),
+    ("rekeyfuzz", "percent", W(T_LIFE + "test_rekey_ike_by_lifetime")),
+    ("keyingtries", "str", O("Libreswan 5.2 warns 'keyingtries=N ignored': an up "
+                             "connection tries until it is taken down "
+                             "(keyingtries=%forever behaves the same)")),
+    ("replay-window", "bignum", W(T_EFF + "test_replay_window_reaches_the_sas")),
+    ("ikelifetime", "time", W(T_LIFE + "test_rekey_ike_by_lifetime")),
+    ("failureshunt", "enum", "none|passthrough|drop|hold|reject",
+     P("none", note="shunts " + _ONDEMAND)),
+    ("negotiationshunt", "enum", "passthrough|drop|hold",
+     P("hold|drop", note="shunts " + _ONDEMAND)),
+    ("enable-tcp", "enum", "no|yes|fallback", P("no", note="IKE over TCP (RFC 8229) " + _NO)),
+    ("tcp-remoteport", "int", R("IKE over TCP (RFC 8229) " + _NO)),
+    ("connalias", "str", R(_NO)),
+    ("esp", "proposal:ESP", W(T_EST + "test_configured_proposals")),
+    ("ah", "proposal:AH", R("AH (RFC 4302) " + _NO)),
+    ("phase2alg", "proposal:ESP", "=esp"),
+    ("phase2", "enum", "esp|ah|default",
+     P("esp|default", T_EST + "test_configured_proposals", "AH (RFC 4302) " + _NO)),
+    ("compress", "bool", P(_NO_VALUES, note="IPComp (RFC 3173) " + _NO)),
+    ("metric", "int", P("1", note="route metrics " + _NO)),
+    ("dpddelay", "time", W(T_LIFE + "test_dead_peer_detected_by_liveness")),
+    ("ikev1-dpdtimeout", "time", O("IKEv2 ignores dpdtimeout= (Libreswan 5.2 warns the "
+                                   "same): use dpddelay= and retransmit-timeout=")),
+    ("dpdtimeout", "time", "=ikev1-dpdtimeout"),
+    ("dpdaction", "str", O("Libreswan 5.2 ignores dpdaction=: after a liveness failure "
+                           "a conn with auto=start is restarted and the others are "
+                           "deleted (dpdaction=restart on an auto=add conn no longer "
+                           "restarts it)")),
+    ("sendca", "enum", "none|issuer|all", R(_CERTS)),
+    ("mtu", "int", R(_NO)),
+    ("priority", "int", R("policy priorities " + _NO)),
+    ("tfc", "int", R("TFC padding " + _NO)),
+    ("reqid", "int", W(T_EFF + "test_reqid_is_the_child_sas_reqid")),
+    ("nflog", "int", R("NFLOG " + _NO)),
+    ("aggressive", "bool", P(_NO_VALUES, note=_IKEV1)),
+    ("aggrmode", "bool", "=aggressive"),
+    ("debug", "list", P("none", note="per-connection debugging " + _NO)),
+    ("plutodebug", "list", "=debug"),
 ])
 
 
@@ -347,3 +422,96 @@ def lookup_conn(key: str) -> tuple[KeyDef, str | None, str] | None:
 
 # end keys that may be written without left/right: they set both ends
 BOTH_SIDES = {"protoport", "sendcert", "updown", "ikeport", "cat", "autheap"}
+
+
+def unsupported_reason(kd: KeyDef, value: str) -> str | None:
+    """Why ``KEY=value`` is refused (None when pypluto supports it).
+
+    The message names the key only for a refused key, and key=value for a value
+    that a partial key does not support (issue 12 item 7).
+    """
+    if kd.support == "refused":
+        return kd.note or _NO
+    if kd.support == "partial" and not _value_ok(kd, value):
+        return kd.note or _NO
+    return None
+
+
+def _value_ok(kd: KeyDef, value: str) -> bool:
+    from pypluto.config.values import parse_bool, parse_duration
+
+    low = value.strip().lower()
+    if low in kd.ok:
+        return True
+    try:
+        if kd.kind == "bool":
+            return parse_bool(low, kd.name) in {parse_bool(v) for v in kd.ok}
+        if kd.kind == "time":
+            return parse_duration(low, kd.name) in {parse_duration(v) for v in kd.ok}
+        if kd.kind in ("int", "bignum"):
+            return int(low, 0) in {int(v, 0) for v in kd.ok}
+    except ValueError:
+        return False
+    return False
+
+
+# --------------------------------------------------------------------------------------
+# the table of docs/config.md
+
+def _rows(title: str, table: dict[str, KeyDef], prefix: str = "") -> list[str]:
+    out = [f"### {title}", "", "| key | support | values that work | proof / note |",
+           "|---|---|---|---|"]
+    for name in sorted(table):
+        kd = table[name]
+        key = f"`{prefix}{name}`" if name or prefix else "`left` / `right`"
+        if kd.alias:
+            out.append(f"| {key} | alias of `{prefix}{kd.alias}` | | |")
+            continue
+        ok = ", ".join(f"`{v}`" for v in kd.ok) if kd.support == "partial" else (
+            "all" if kd.support == "works" else "")
+        if kd.support in ("works", "partial"):
+            what = f"`{kd.test}`" + (f"; other values: {kd.note}" if kd.note else "")
+        else:
+            what = kd.note
+        label = {"works": "works", "partial": "some values", "obsolete": "obsolete (warning)",
+                 "refused": "not supported"}[kd.support]
+        out.append(f"| {key} | {label} | {ok} | {what} |")
+    return out + [""]
+
+
+def markdown_table() -> str:
+    """The keyword table of docs/config.md (generated; a test compares the two)."""
+    lines = ["<!-- generated by: python -m pypluto.config.keywords --markdown -->", ""]
+    lines += _rows("config setup", SETUP_KEYS)
+    lines += _rows("conn", CONN_KEYS)
+    lines += _rows("conn: left / right end keys (shown as left; right is the same)",
+                   SIDE_KEYS, "left")
+    lines.append("<!-- end of generated table -->")
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(path: str) -> None:
+    """Replace the generated table in ``path`` (docs/config.md) with the current one."""
+    begin = "<!-- generated by: python -m pypluto.config.keywords --markdown -->"
+    end = "<!-- end of generated table -->\n"
+    with open(path, encoding="utf-8") as f:
+        doc = f.read()
+    i, j = doc.index(begin), doc.index(end) + len(end)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(doc[:i] + markdown_table() + doc[j:])
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--markdown"]:
+        sys.stdout.write(markdown_table())
+        return 0
+    if len(argv) == 2 and argv[0] == "--write":
+        write_docs(argv[1])
+        return 0
+    print("usage: python -m pypluto.config.keywords --markdown | --write docs/config.md",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -59,10 +59,16 @@ class Diagnostic:
     message: str
     severity: Literal["error", "warning"] = "error"
     conn: str | None = None  # set for connection-level problems (the conn is dropped)
+    # a key (or value) that Libreswan accepts and pypluto does not support: the conn
+    # is refused; in config setup pluto refuses to start (issue 12 item 7)
+    unsupported: bool = False
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
         prefix = "" if self.severity == "error" else "warning: "
+        if self.unsupported:
+            tail = f" (conn '{self.conn}' is not loaded)" if self.conn else ""
+            return f"{where}{self.message}{tail}"
         ctx = f"while loading '{self.conn}': " if self.conn else ""
         return f"{where}{prefix}{ctx}{self.message}"
 
@@ -106,6 +112,20 @@ class ConfigFile:
         return not self.file_errors
 
     @property
+    def unsupported(self) -> list[Diagnostic]:
+        """Keys or values that pypluto refuses as not supported (conns not loaded, or
+        ``config setup`` keys that stop pluto from starting)."""
+        return [d for d in self.diagnostics if d.unsupported]
+
+    def conns_for(self, name: str) -> list[Connection]:
+        """The loaded conns that ``ipsec add/up/down NAME`` acts on: NAME itself, or
+        the ``NAME/LxR`` pairs that its leftsubnets=/rightsubnets= expanded into
+        (Libreswan looks NAME up as their connalias); empty when NAME is not loaded."""
+        if name in self.conns:
+            return [self.conns[name]]
+        return [c for c in self.conns.values() if c.connalias == name]
+
+    @property
     def conn_names(self) -> list[str]:
         """Every conn section name (loaded or not), file order, without %default."""
         seen: list[str] = []
@@ -136,8 +156,8 @@ class _Reader:
                 return s.origin
         return None
 
-    def err(self, file: str, line: int, msg: str) -> None:
-        self.diags.append(Diagnostic(file, line, msg, "error"))
+    def err(self, file: str, line: int, msg: str, unsupported: bool = False) -> None:
+        self.diags.append(Diagnostic(file, line, msg, "error", unsupported=unsupported))
 
     def warn(self, file: str, line: int, msg: str) -> None:
         self.diags.append(Diagnostic(file, line, msg, "warning"))
@@ -341,39 +361,36 @@ def _check_value(kd: KeyDef, key: str, value: str) -> None:
         parse_bignum(value, key)
 
 
-def _validate_sections(reader: _Reader) -> None:
+def _validate_sections(reader: _Reader, enforce: bool = True) -> None:
     for sec in reader.sections:
         seen: dict[str, Origin] = {}
         for key, value, origin in sec.items:
             if sec.kind == "setup":
                 kd = keywords.lookup_setup(key)
-                if kd is None:
-                    reader.err(origin.file, origin.line,
-                               f"unexpected keyword '{key}' in section 'config setup'")
+                if kd is None:  # Libreswan 5.2's words: a fatal syntax error
+                    reader.err(origin.file, origin.line, f"unrecognized keyword '{key}'")
                     continue
                 canon = kd.alias or kd.name
             else:
                 found = keywords.lookup_conn(key)
                 if found is None:
-                    where = "conn %default" if sec.name == "%default" else f"conn {sec.name}"
-                    reader.err(origin.file, origin.line,
-                               f"unexpected keyword '{key}' in section '{where}'")
+                    reader.err(origin.file, origin.line, f"unrecognized keyword '{key}'")
                     continue
                 kd, _side, canon = found
-            if kd.kind == "obsolete":
+            if kd.support == "obsolete":
                 reader.warn(origin.file, origin.line,
-                            f"obsolete keyword ignored: {key}={value}")
+                            f"{key}={value}: obsolete keyword ignored: {kd.note}")
                 continue
-            if kd.kind == "cmdline":
-                reader.warn(origin.file, origin.line,
-                            f"'{key}' is only valid on the command line; ignored")
-                continue
-            if kd.alias and key.lower() != canon and sec.kind == "conn":
-                pass  # aliases are accepted silently, as Libreswan does
             try:
                 _check_value(kd, key, value)
             except ValueError as exc:
                 reader.err(origin.file, origin.line, str(exc))
+                continue
+            if enforce and sec.kind == "setup" and value != "":
+                why = keywords.unsupported_reason(kd, value)
+                if why is not None:
+                    reader.err(origin.file, origin.line,
+                               unsupported_message(key, value, kd, why), unsupported=True)
             if canon in seen and canon != "also":
                 prev = seen[canon]
                 reader.diags.append(Diagnostic(
@@ -389,12 +406,12 @@ def _canonical_items(sec: Section) -> list[tuple[str, str, Origin]]:
     for key, value, origin in sec.items:
         if sec.kind == "setup":
             kd = keywords.lookup_setup(key)
-            if kd is None or kd.kind in ("obsolete", "cmdline"):
+            if kd is None or kd.support == "obsolete":
                 continue
             out.append((kd.alias or kd.name, value, origin))
         else:
             found = keywords.lookup_conn(key)
-            if found is None or found[0].kind == "obsolete":
+            if found is None or found[0].support == "obsolete":
                 continue
             if found[1] == "both":
                 out.append(("left" + found[2][4:], value, origin))
@@ -514,9 +531,49 @@ class _AlsoError(Exception):
 class ConnError(ValueError):
     """A connection-level problem, with the key whose value caused it."""
 
-    def __init__(self, key: str | None, msg: str) -> None:
+    def __init__(self, key: str | None, msg: str, unsupported: bool = False) -> None:
         super().__init__(msg)
         self.key = key
+        self.unsupported = unsupported
+
+
+def unsupported_message(key: str, value: str, kd: KeyDef, why: str) -> str:
+    """``KEY is not supported by pypluto`` for a refused key, ``KEY=VALUE ...`` for a
+    value that a partial key does not support; ``why`` follows in parentheses."""
+    what = key if kd.support == "refused" else f"{key}={value}"
+    return f"{what} is not supported by pypluto ({why})"
+
+
+def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> None:
+    """Refuse a conn that uses a key or value pypluto does not support (issue 12)."""
+    for key, value in keys.items():
+        found = keywords.lookup_conn(key)
+        if found is None or value == "":
+            continue
+        kd = found[0]
+        if kd.kind == "authby":
+            bad = [w for w in re.split(r"[\s,]+", value.strip().lower())
+                   if w and w not in kd.ok]
+            if bad:
+                raise ConnError(key, unsupported_message(key, value, kd, kd.note), True)
+            continue
+        why = keywords.unsupported_reason(kd, value)
+        if why is not None:
+            raise ConnError(key, unsupported_message(key, value, kd, why), True)
+    for attr in ("ike", "esp"):
+        specs = getattr(conn, attr, None) if conn is not None else None
+        if specs and any(p.addke for p in specs):
+            raise ConnError(attr, f"{attr}={keys[attr]} is not supported by pypluto "
+                            "(additional key exchanges, addke1..7 (RFC 9370), need "
+                            "IKE_INTERMEDIATE (RFC 9242), which pypluto does not have yet)",
+                            True)
+    if not keys.get("authby"):
+        auths = {(keys.get("leftauth") or "").lower(), (keys.get("rightauth") or "").lower()}
+        if auths != {"secret"}:
+            raise ConnError("authby", "authby=rsasig is not supported by pypluto (authby= "
+                            "is unset: Libreswan's default is rsasig,ecdsa, which needs "
+                            "certificates or raw keys; pypluto has PSK only: set "
+                            "authby=secret)", True)
 
 
 # auto= / type= values (keywords.py checks the spelling) and what they mean here.
@@ -647,10 +704,14 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
 
 
 def build_connection(name: str, keys: dict[str, str],
-                     origins: dict[str, Origin] | None = None) -> Connection:
+                     origins: dict[str, Origin] | None = None, *,
+                     enforce_support: bool = True) -> Connection:
     """Build a typed Connection from resolved keys (canonical names, as written values).
 
-    Raises ``ConnError`` (a ValueError) with ``.key`` set when a value is invalid.
+    Raises ``ConnError`` (a ValueError) with ``.key`` set when a value is invalid, and
+    with ``.unsupported`` set too when pypluto does not support a key or value
+    (``enforce_support=False`` skips that check: only the agreement tests, which
+    compare the parse with Libreswan's, use it).
     Used by the parser and by the daemon when ``whack`` adds a connection.
     """
     canon: dict[str, str] = {}
@@ -659,7 +720,7 @@ def build_connection(name: str, keys: dict[str, str],
         if found is None:
             raise ConnError(k, f"unknown key '{k}'")
         kd, _side, ck = found
-        if kd.kind in ("obsolete", "cmdline"):
+        if kd.support == "obsolete":
             continue
         try:
             _check_value(kd, k, v)
@@ -747,18 +808,84 @@ def build_connection(name: str, keys: dict[str, str],
     conn.narrowing = b("narrowing", False)
     conn.encapsulation = (get("encapsulation") or "auto").lower()
     conn.nat_keepalive = b("nat-keepalive", True)
-    conn.initial_contact = b("initial-contact", True)
+    conn.initial_contact = b("initial-contact", False)  # Libreswan 5.2: no
     conn.send_vendorid = b("send-vendorid", False)
     conn.mark = get("mark")
     rq = get("reqid")
     conn.reqid = None if rq is None else parse_int(rq, "reqid", 1, 2**32 - 1)
     ppk = (get("ppk") or "no").lower()
     conn.ppk = {"never": "no", "permit": "permit", "propose": "propose", "yes": "propose",
-                "insist": "insist", "always": "insist"}.get(ppk, ppk)
+                "true": "propose", "on": "propose", "y": "propose", "false": "no", "off": "no",
+                "n": "no", "insist": "insist", "always": "insist"}.get(ppk, ppk)
+    conn.ppk_ids = _ppk_ids(get("ppk-ids"))
     conn.left = _end(keys, "left", name)
     conn.right = _end(keys, "right", name)
     _semantic_checks(conn)
+    if enforce_support:  # after the syntax checks: a bad value is reported as such
+        _check_supported(keys, conn)
     return conn
+
+
+def _subnet_pairs(name: str, keys: dict[str, str], origin: Origin,
+                  reader: _Reader) -> list[tuple[str, dict[str, str]]]:
+    """``leftsubnets=`` / ``rightsubnets=``: one conn per (left, right) subnet pair, as
+    Libreswan 5.2 adds them (``whack_add.c``, described in ipsec.conf(5)).
+
+    Each end's list is its ``subnet=`` (number 0) followed by its ``subnets=``
+    (numbered from 1); an end with neither uses its host (number 0).  The conns are
+    named ``NAME/LxR`` and made left-major (``/1x1``, ``/1x2``, ``/2x1``...); a pair of
+    different address families is skipped with a warning.  Each pair is a normal conn
+    whose ``connalias`` is NAME, so that ``ipsec up NAME`` can bring them all up.
+    Without any ``subnets=`` the conn is returned as it is.
+    """
+    if not keys.get("leftsubnets") and not keys.get("rightsubnets"):
+        return [(name, keys)]
+    ends: list[tuple[int, list[str]]] = []
+    for side in ("left", "right"):
+        sub = keys.get(side + "subnet") or ""
+        try:
+            many = [str(n) for n in parse_subnets(keys.get(side + "subnets") or "")] \
+                if keys.get(side + "subnets") else []
+        except ValueError as exc:
+            raise ConnError(side + "subnets", f"{side}subnets={keys[side + 'subnets']} "
+                            f"invalid, {exc}") from None
+        items = ([sub] if sub else []) + many
+        ends.append((0 if sub or not many else 1, items))
+    out: list[tuple[str, dict[str, str]]] = []
+    (lstart, lefts), (rstart, rights) = ends
+    for li, lnet in enumerate(lefts or [""]):
+        for ri, rnet in enumerate(rights or [""]):
+            pkeys = {k: v for k, v in keys.items() if k not in ("leftsubnets", "rightsubnets")}
+            for side, net in (("left", lnet), ("right", rnet)):
+                if net:
+                    pkeys[side + "subnet"] = net
+            if lnet and rnet and ipaddress.ip_network(lnet, strict=False).version != \
+                    ipaddress.ip_network(rnet, strict=False).version:
+                reader.warn(origin.file, origin.line, f'"{name}": warning: skipping '
+                            f"mismatched leftsubnets={lnet} rightsubnets={rnet}")
+                continue
+            out.append((f"{name}/{lstart + li}x{rstart + ri}", pkeys))
+    return out
+
+
+PPK_ID_MAXLEN = 64  # bytes; Libreswan's PPK_ID_MAXLEN (a longer PPK_ID is refused on the wire)
+
+
+def _ppk_ids(value: str | None) -> list[bytes]:
+    """``ppk-ids=``: PPK_IDs separated by commas or white space (ipsec.conf(5); RFC 8784 §3).
+
+    An empty list or a PPK_ID longer than 64 bytes refuses the conn.
+    """
+    if value is None:
+        return []
+    out = [w.encode() for w in re.split(r"[\s,]+", value.strip()) if w]
+    if not out:
+        raise ConnError("ppk-ids", f'ppk-ids="{value}" names no PPK_ID')
+    for w in out:
+        if len(w) > PPK_ID_MAXLEN:
+            raise ConnError("ppk-ids", f"ppk-ids= PPK_ID '{w[:16].decode(errors='replace')}...' "
+                            f"is longer than {PPK_ID_MAXLEN} bytes")
+    return out
 
 
 def _semantic_checks(conn: Connection) -> None:
@@ -832,6 +959,7 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
     def set_str(attr: str) -> Callable[[str], None]:
         return lambda v: setattr(setup, attr, v)
 
+    apply("metrics-listen", lambda v: setattr(setup, "metrics_listen", v))
     for attr in ("ipsecdir", "nssdir", "secretsfile", "dumpdir", "rundir", "statsbin"):
         apply(attr, set_str(attr))
     apply("protostack", lambda v: setattr(setup, "protostack", v))
@@ -845,10 +973,10 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
                                                 parse_int(v, "secctx-attr-type")))
 
 
-def _finish(reader: _Reader, path: str) -> ConfigFile:
+def _finish(reader: _Reader, path: str, enforce: bool = True) -> ConfigFile:
     cfg = ConfigFile(path=path, inputs=list(reader.inputs))
     cfg.sections = reader.sections
-    _validate_sections(reader)
+    _validate_sections(reader, enforce)
     _resolve_conns(reader, cfg)
     _build_setup(cfg, reader)
     bad_conns = {d.conn for d in reader.diags if d.conn}
@@ -861,7 +989,8 @@ def _finish(reader: _Reader, path: str) -> ConfigFile:
         keys = {k: v for k, (v, _o) in resolved.items()}
         origins = {k: o for k, (_v, o) in resolved.items()}
         try:
-            conn = build_connection(name, keys, origins)
+            built = [(pair, build_connection(pair, pkeys, origins, enforce_support=enforce))
+                     for pair, pkeys in _subnet_pairs(name, keys, origin, reader)]
         except (ValueError, IdError, TypeError, KeyError, AttributeError) as exc:
             # TypeError & co. would be our bug; the user still gets file:line, not a
             # traceback, and the other conns load
@@ -871,44 +1000,51 @@ def _finish(reader: _Reader, path: str) -> ConfigFile:
             o = origins.get(key, origin) if key else origin
             if key and key not in origins:
                 o = next((origins[k] for k in origins if k.startswith(key)), origin)
-            diag = Diagnostic(o.file, o.line, str(exc), "error", conn=name)
+            diag = Diagnostic(o.file, o.line, str(exc), "error", conn=name,
+                              unsupported=bool(getattr(exc, "unsupported", False)))
             if not any(d.severity == "error" and (d.file, d.line) == (o.file, o.line)
                        for d in reader.diags):  # not already reported as a file error
                 reader.diags.append(diag)
             cfg.failed.setdefault(name, []).append(diag)
             continue
-        conn.origin = origin
-        conn.also = cfg.also_chain.get(name, [])
-        for side, end in (("left", conn.left), ("right", conn.right)):
-            if end.host and end.host.startswith("%") and not is_host_keyword(end.host):
-                o = origins.get(side, origin)
-                reader.diags.append(Diagnostic(o.file, o.line, f"{side}={end.host}: unknown "
-                                               "host keyword, treated as unresolved",
-                                               "warning", conn=name))
-        if conn.uniqueids is None:
-            conn.uniqueids = cfg.setup.uniqueids
-        cfg.conns[name] = conn
+        for pair, conn in built:
+            conn.origin = origin
+            conn.also = cfg.also_chain.get(name, [])
+            if pair != name:
+                conn.connalias = name
+            for side, end in (("left", conn.left), ("right", conn.right)):
+                if end.host and end.host.startswith("%") and not is_host_keyword(end.host):
+                    o = origins.get(side, origin)
+                    reader.diags.append(Diagnostic(o.file, o.line, f"{side}={end.host}: "
+                                                   "unknown host keyword, treated as "
+                                                   "unresolved", "warning", conn=name))
+                    break
+            if conn.uniqueids is None:
+                conn.uniqueids = cfg.setup.uniqueids
+            cfg.conns[pair] = conn
     cfg.diagnostics = reader.diags + cfg.diagnostics
     return cfg
 
 
 def parse_config_text(text: str, filename: str = "<string>", *,
-                      root_dir: str | None = None) -> ConfigFile:
+                      root_dir: str | None = None, enforce_support: bool = True) -> ConfigFile:
     """Parse ipsec.conf text (includes are resolved relative to ``filename``)."""
     reader = _Reader(root_dir)
     try:
         reader.read_text(text, filename, 0)
     except RecursionError:
         reader.err(filename, 0, "include nesting too deep")
-    return _finish(reader, filename)
+    return _finish(reader, filename, enforce_support)
 
 
-def load_config(path: str, *, root_dir: str | None = None) -> ConfigFile:
+def load_config(path: str, *, root_dir: str | None = None,
+                enforce_support: bool = True) -> ConfigFile:
     """Read and resolve an ipsec.conf file.
 
     Raises OSError only when ``path`` itself cannot be read; every other problem
     is a ``Diagnostic``.  ``root_dir`` prefixes absolute include paths (a chroot
-    for tests, like Libreswan's ``--rootdir``).
+    for tests, like Libreswan's ``--rootdir``).  ``enforce_support=False`` loads conns
+    whose keys pypluto does not support (to compare the parse with Libreswan's).
     """
     reader = _Reader(root_dir)
     reader.inputs.append(("file", path))
@@ -918,7 +1054,7 @@ def load_config(path: str, *, root_dir: str | None = None) -> ConfigFile:
         reader.read_text(data.decode("utf-8", errors="replace"), path, 0, path)
     except RecursionError:
         reader.err(path, 0, "include nesting too deep")
-    return _finish(reader, path)
+    return _finish(reader, path, enforce_support)
 
 
 def inputs_signature(cfg: ConfigFile) -> tuple[object, ...]:

@@ -10,7 +10,8 @@ other half, in the role of aioquic's ``asyncio/protocol.py``:
 * ``HANDLERS`` is the table from action type to the method that carries it out
   (send a datagram or a NAT-T keepalive, install or remove an SA or a policy
   in the kernel backend, log, report a connection event, run an offloaded key
-  exchange on the helper pool and ``resume`` the engine with its result);
+  exchange on the helper pool and ``resume`` the engine with its result, run
+  a conn's ``leftupdown=`` script);
 * SA traffic counters and kernel expire events are fed back to the engine
   (``ipsec-max-bytes`` / ``-packets``, RFC 7296 §2.8 rekeying).
 
@@ -25,9 +26,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from pypluto.config.model import IPAddress
@@ -35,7 +39,15 @@ from pypluto.control.protocol import RC_INTERNAL_ERROR
 from pypluto.daemon.engine_api import EngineAPI
 from pypluto.daemon.helpers import CrashReports, HelperPool
 from pypluto.daemon.logger import PlutoLogger
+from pypluto.daemon.metrics import Counters
 from pypluto.daemon.sockets import UDPSockets
+from pypluto.daemon.updown import (
+    DOWN_VERBS,
+    FATAL_VERBS,
+    UP_VERBS,
+    log_result,
+    run_updown,
+)
 from pypluto.daemon.waiters import Waiters
 from pypluto.ike.actions import (
     Action,
@@ -50,12 +62,27 @@ from pypluto.ike.actions import (
     Log,
     SendKeepalive,
     SendPacket,
+    Updown,
 )
 from pypluto.ike.status import ChildSAStatus
 from pypluto.kernel.base import BackendError, KernelBackend, SAExpire, SAStats
+from pypluto.params import UpdownChild
 
 Handler = Callable[["EngineDriver", Any, bool], None]
 """``(driver, action, rate_limited)``: carries out one action."""
+
+_RETRANSMIT_RE = re.compile(r"retransmitting request \(message ID \d+, try (\d+)\)$")
+"""The engine's (debug) line for a retransmitted request (ike/exchanges/timers.py)."""
+
+V2_STATE_NAMES = {
+    "STATE_V2_PARENT_I1": "IKE_SA_INIT_I",
+    "STATE_V2_PARENT_I2": "IKE_AUTH_I",
+    "STATE_V2_REKEY_IKE_I1": "REKEY_IKE_I",
+    "STATE_V2_NEW_CHILD_I1": "NEW_CHILD_I",
+    "STATE_V2_REKEY_CHILD_I1": "REKEY_CHILD_I",
+    "STATE_V2_ESTABLISHED_IKE_SA": "ESTABLISHED_IKE_SA",
+}
+"""Libreswan 5.2's short state names in its retransmission lines."""
 
 POLL_INTERVAL = 10.0  # seconds between SA counter polls
 
@@ -78,11 +105,24 @@ class EngineDriver:
             lambda aw: None
         # the connections whose peer is at an address (whacks to fail on a receive error)
         self.peer_conns: Callable[[IPAddress], list[str]] = lambda addr: []
+        # a loaded connection's retransmit-interval (None: not loaded)
+        self.retransmit_interval: Callable[[str], float | None] = lambda name: None
         self.sa_index: dict[int, tuple[IPAddress, str, str]] = {}  # spi -> (dst, proto, dir)
         self.stopped = False
         self._timer: asyncio.TimerHandle | None = None
         self._rl_flush = False
         self._last_error: Log | None = None  # the engine's latest error line in this batch
+        # updown: runs not yet finished per Child SA serial, the CHILD_ESTABLISHED
+        # events held back until they succeed, one lock per conn (runs in order)
+        self._updown_pending: dict[int, int] = {}
+        self._held_events: dict[int, ConnectionEvent] = {}
+        self._updown_locks: dict[str, asyncio.Lock] = {}
+        self._updown_failed: set[int] = set()  # never came up: no down/unroute for them
+        self.updown_timeout = 30.0
+        self.updown_tasks: set[asyncio.Task[None]] = set()
+        # event counters (whack --status --json "counters", the metrics endpoint)
+        self.counters = Counters(sa_stats=self._stats_by_spi)
+        self.count_retransmits = False  # hashing every datagram: only for the endpoint
 
     # ------------------------------------------------------------- clock
     @staticmethod
@@ -137,7 +177,17 @@ class EngineDriver:
     def execute(self, actions: list[Action], rate_limited: bool = False) -> None:
         """Carry out ``actions`` in order; one failing action does not stop the rest."""
         self._last_error = None
+        # A Child SA whose SA or policy the backend refused is not established (issue 12:
+        # never report success for what is not protected): its "established" line, its
+        # updown "up" and its event are dropped, and Engine.fail_child deletes it and
+        # answers a waiting whack with the backend's reason.
+        failed: dict[int, str] = {}  # serial -> the backend's reason
+        serial_of_reqid: dict[int, int] = {}
         for a in actions:
+            if isinstance(a, AddSA):
+                serial_of_reqid[a.sa.reqid] = a.sa.serial
+            if failed and _belongs_to_failed(a, failed):
+                continue
             handler = HANDLERS.get(type(a))
             if handler is None:
                 self.log.log(f"unknown engine action {type(a).__name__} ignored", "debug")
@@ -148,9 +198,17 @@ class EngineDriver:
                 sa = a.sa if isinstance(a, AddSA) else None
                 self.log.log(f"kernel: {type(a).__name__} failed: {e}", "error",
                              conn=(sa.conn_name if sa is not None else None) or None)
+                serial = a.sa.serial if isinstance(a, AddSA) else \
+                    serial_of_reqid.get(a.policy.reqid, 0) if isinstance(a, AddPolicy) else 0
+                if serial:
+                    failed.setdefault(serial, str(e))
             except Exception as e:  # noqa: BLE001
                 self.internal_error(e, f"executing {type(a).__name__}",
                                     conn=_conn_of(a))
+        for serial, why in failed.items():
+            self.run(partial(_fail_child, serial=serial, why=f"Child SA not installed: {why}",
+                             now=self.now()),
+                     where="a Child SA the backend refused")
 
     def _backend(self) -> KernelBackend:
         assert self.backend is not None
@@ -158,6 +216,8 @@ class EngineDriver:
 
     def _send_packet(self, a: SendPacket, rate_limited: bool) -> None:
         self.sockets.send(a.data, a.local, a.remote)
+        if self.count_retransmits:
+            self.counters.record_send(a.data)
 
     def _send_keepalive(self, a: SendKeepalive, rate_limited: bool) -> None:
         self.sockets.send_keepalive(a.local, a.remote)
@@ -184,12 +244,46 @@ class EngineDriver:
     def _log(self, a: Log, rate_limited: bool) -> None:
         self.log.log(a.message, a.level, conn=a.conn, serial=a.serial, remote=a.remote,
                      debug_class=a.debug_class, rate_limited=rate_limited)
+        if a.level == "debug" and a.conn is not None:
+            m = _RETRANSMIT_RE.match(a.message)
+            if m is not None:
+                self._retransmission(a.conn, a.serial, int(m.group(1)))
         if a.level == "error":
             self._last_error = a
+            if a.traceback and a.conn is None:  # outside any IKE SA: no event follows
+                self.crash.text(a.traceback, "engine: packet processing")
         if a.conn is not None and a.level != "debug":
             self.waiters.on_log(a.conn, PlutoLogger.prefix(a.conn, a.serial, None) + a.message)
 
+    def _retransmission(self, conn: str, serial: int | None, tries: int) -> None:
+        """A request was sent again: say so, as Libreswan does, in the log and to ``ipsec up``.
+
+        The engine doubles the wait after each send (RFC 7296 §2.1); ``tries``
+        counts the sends, the first included: the next wait is
+        ``retransmit-interval * 2**(tries - 1)``.
+        """
+        base = self.retransmit_interval(conn)
+        if base is None:
+            return
+        state = "retransmission"
+        if self.engine is not None and serial is not None:
+            with contextlib.suppress(Exception):
+                for ike in self.engine.status(self.now()).ike_sas:
+                    if ike.serial == serial:
+                        state = f"{V2_STATE_NAMES.get(ike.state, ike.state)}: retransmission"
+                        break
+        msg = f"{state}; will wait {base * 2 ** max(tries - 1, 0):g} seconds for response"
+        self.log.log(msg, conn=conn, serial=serial)
+        self.waiters.on_log(conn, PlutoLogger.prefix(conn, serial, None) + msg)
+
     def _event(self, ev: ConnectionEvent, rate_limited: bool) -> None:
+        if ev.kind == EventKind.CHILD_ESTABLISHED and ev.serial in self._updown_pending:
+            self._held_events[ev.serial] = ev  # reported once its updown script succeeded
+            return
+        self._report(ev)
+
+    def _report(self, ev: ConnectionEvent) -> None:
+        self.counters.record_event(ev)
         self.waiters.on_event(ev)
         if ev.kind == EventKind.INTERNAL_ERROR:
             self._engine_crash(ev)
@@ -205,16 +299,70 @@ class EngineDriver:
         if self.statsbin:
             self._run_statsbin(ev)
 
+    def _updown(self, a: Updown, rate_limited: bool) -> None:
+        """Start the conn's updown script; the byte counts are read now, before DelSA."""
+        child = a.child
+        if not a.up and child.serial in self._updown_failed:
+            self._updown_failed.discard(child.serial)
+            return
+        stack = self.backend.name if self.backend is not None else ""
+        inb = outb = 0
+        if not a.up and self.backend is not None:
+            s_in = self.stats(child.me, child.spi_in, child.sa_type.lower())
+            s_out = self.stats(child.peer, child.spi_out, child.sa_type.lower())
+            inb = s_in.bytes if s_in is not None else 0
+            outb = s_out.bytes if s_out is not None else 0
+        child = replace(child, stack=stack, inbytes=inb, outbytes=outb)
+        if a.up:
+            self._updown_pending[child.serial] = self._updown_pending.get(child.serial, 0) + 1
+        if self.loop is None:
+            return
+        task = self.loop.create_task(self._run_updown(a.script, a.up, child))
+        self.updown_tasks.add(task)
+        task.add_done_callback(self.updown_tasks.discard)
+
+    async def _run_updown(self, script: str, up: bool, child: UpdownChild) -> None:
+        lock = self._updown_locks.setdefault(child.conn, asyncio.Lock())
+        failed = ""
+        async with lock:
+            for verb in UP_VERBS if up else DOWN_VERBS:
+                res = await run_updown(script, verb, child, timeout=self.updown_timeout)
+                log_result(res, lambda m, lvl: self.log.log(
+                    m, lvl, conn=child.conn, serial=child.serial))
+                if not res.ok and verb in FATAL_VERBS:
+                    failed = f"{res.verb} failed: {res.error}"
+                    break
+        if not up:
+            return
+        left = self._updown_pending.get(child.serial, 1) - 1
+        if failed:
+            self._updown_failed.add(child.serial)
+            self._updown_pending.pop(child.serial, None)
+            self._held_events.pop(child.serial, None)
+            now = self.now()
+            self.run(lambda e: e.fail_child(child.serial, failed, now), conn=child.conn,
+                     where="updown")
+            return
+        if child.serial not in self._updown_pending:
+            return  # another pair of this Child SA failed already
+        if left > 0:
+            self._updown_pending[child.serial] = left
+            return
+        del self._updown_pending[child.serial]
+        ev = self._held_events.pop(child.serial, None)
+        if ev is not None:
+            self._report(ev)
+
     def _engine_crash(self, ev: ConnectionEvent) -> None:
         """The engine caught an exception of its own: a crash report with its traceback.
 
         The traceback travels on the engine's error ``Log`` just before the event
-        (its ``traceback`` field, added by the engine's side of issue 11); without
+        (its ``traceback`` field); without
         one the report holds the error line and the event's detail.
         """
         last = self._last_error
-        tb = getattr(last, "traceback", None) if last is not None else None
-        if not isinstance(tb, str) or not tb:
+        tb = last.traceback if last is not None else ""
+        if not tb:
             lines = [last.message] if last is not None else []
             if ev.detail:
                 lines.append(ev.detail)
@@ -333,6 +481,10 @@ class EngineDriver:
         now = self.now()
         self.run(lambda e: e.sa_expired(ev, now))
 
+    def _stats_by_spi(self, spi: int) -> SAStats | None:
+        meta = self.sa_index.get(spi)
+        return self.stats(meta[0], spi, meta[1]) if meta is not None else None
+
     def stats(self, dst: IPAddress, spi: int, proto: str) -> SAStats | None:
         assert self.backend is not None
         try:
@@ -351,6 +503,31 @@ class EngineDriver:
             if stats is not None:
                 setattr(ch, attr_b, max(getattr(ch, attr_b), stats.bytes))
                 setattr(ch, attr_p, max(getattr(ch, attr_p), stats.packets))
+
+    def drop_counters(self, ch: dict[str, Any]) -> None:
+        """The inbound SA's drops (replay, integrity, selector: RFC 4303 §3.4, RFC 4301 §5.2)
+        into a Child SA's status dict."""
+        spi = int(ch.get("spi_in", 0))
+        meta = self.sa_index.get(spi)
+        stats = self.stats(meta[0], spi, meta[1]) if meta is not None else None
+        for k in ("replay_drops", "integrity_failures", "selector_drops"):
+            v = getattr(stats, k, None) if stats is not None else 0
+            ch[k] = int(v) if isinstance(v, int) else None  # None: not counted per SA
+
+
+def _fail_child(engine: EngineAPI, *, serial: int, why: str, now: float) -> list[Action]:
+    return engine.fail_child(serial, why, now)
+
+
+def _belongs_to_failed(a: Action, failed: dict[int, str]) -> bool:
+    """An action reporting or continuing a Child SA whose kernel install failed."""
+    if isinstance(a, Log):
+        return a.serial in failed and a.message.startswith("established Child SA")
+    if isinstance(a, ConnectionEvent):
+        return a.serial in failed and a.kind == EventKind.CHILD_ESTABLISHED
+    if isinstance(a, Updown):
+        return a.up and a.child.serial in failed
+    return False
 
 
 def _conn_of(a: Action) -> str | None:
@@ -374,5 +551,6 @@ HANDLERS: dict[type[Any], Handler] = {
     Log: EngineDriver._log,
     ConnectionEvent: EngineDriver._event,
     Compute: EngineDriver._compute,
+    Updown: EngineDriver._updown,
 }
 """Action type -> the driver method that carries it out."""

@@ -1,8 +1,10 @@
 """pluto's command line (the options of ipsec-pluto(8)), merged with ``config setup``.
 
-Every option of the man page is accepted; values given on the command line win
-over ``config setup`` of ``--config``.  A bad argument is a clear one-line
-error and exit status 1 (the man page's "something was wrong").
+Every option of the man page is in ``OPTIONS``: it works (the named test proves it),
+or it is refused with a clear error until pypluto has the feature (issue 12: never
+"kept and shown only").  Values given on the command line win over ``config setup``
+of ``--config``.  A bad argument is a clear one-line error and exit status 1 (the
+man page's "something was wrong").
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pypluto import __version__ as PKG_VERSION
 from pypluto.config.virtual_private import VirtualPrivate
 from pypluto.daemon.logger import debug_help, parse_debug_specs
+from pypluto.daemon.metrics import parse_listen
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -23,6 +26,56 @@ EXIT_LOCKED = 10
 
 DEFAULT_RUNDIR = "/run/pluto"
 DEFAULT_SECCTX_ATTR_TYPE = 32001  # Libreswan's default (a private-use value)
+DEFAULT_IPSECDIR = "/etc/ipsec.d"
+DEFAULT_NSSDIRS = ("/var/lib/ipsec/nss", "/etc/ipsec.d")  # 5.x default, and 3.x/4.x's
+
+_CERTS = "needs certificates / NSS, which pypluto does not have yet"
+_T_D = "tests/daemon/test_daemon.py::"
+_T_DU = "tests/daemon/test_daemon_units.py::"
+_T_DIP = "tests/daemon/test_daemon_inprocess.py::"
+
+# every option of ipsec-pluto(8): ("works", test that proves it) or
+# ("default-only", why other values are refused) or ("refused", why)
+OPTIONS: dict[str, tuple[str, str]] = {
+    "--help": ("works", "tests/daemon/test_daemon_args.py::test_help_version_debug_help"),
+    "--version": ("works", "tests/daemon/test_daemon_args.py::test_help_version_debug_help"),
+    "--nofork": ("works", _T_D + "test_nofork_lock_socket_and_sigterm"),
+    "--rundir": ("works", _T_D + "test_nofork_lock_socket_and_sigterm"),
+    "--leak-detective": ("works", _T_D + "test_listen_address_only_and_leak_detective"),
+    "--efence-protect": ("works", _T_D + "test_listen_address_only_and_leak_detective"),
+    "--stderrlog": ("works", _T_D + "test_stderrlog_time_append_and_debug_lines"),
+    "--logfile": ("works", _T_DU + "test_logger_rate_limit_and_debug_prefix"),
+    "--log-no-time": ("works", _T_D + "test_stderrlog_time_append_and_debug_lines"),
+    "--log-no-append": ("works", _T_D + "test_stderrlog_time_append_and_debug_lines"),
+    "--log-no-ip": ("works", _T_D + "test_sighup_hint_log_options_and_masking"),
+    "--log-no-audit": ("works", _T_D + "test_sighup_hint_log_options_and_masking"),
+    "--config": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
+    "--secretsfile": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
+    "--ipsecdir": ("default-only", "the ipsec.d policies and certificates " + _CERTS),
+    "--nssdir": ("default-only", "the NSS database " + _CERTS),
+    "--coredir": ("works", _T_DIP + "test_engine_exception_writes_crash_report_and_daemon_survives"),
+    "--vendorid": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
+    "--uniqueids": ("works", _T_DIP + "test_command_line_reaches_engine_settings"),
+    "--virtual-private": ("works", _T_DIP + "test_command_line_reaches_engine_settings"),
+    "--keep-alive": ("works", _T_DIP + "test_command_line_reaches_engine_settings"),
+    "--force-busy": ("works", "tests/ike/test_lifecycle.py::test_cookie_round_trip"),
+    "--crl-strict": ("refused", "CRLs " + _CERTS),
+    "--crlcheckinterval": ("default-only", "CRLs " + _CERTS),
+    "--listen": ("works", _T_D + "test_listen_address_only_and_leak_detective"),
+    "--nhelpers": ("works", "tests/daemon/test_offload.py::test_no_helpers_means_inline"),
+    "--seedbits": ("works", _T_D + "test_listen_address_only_and_leak_detective"),
+    "--statsbin": ("works", "tests/daemon/test_daemon_pair.py::"
+                   "test_auto_start_statsbin_and_shutdown_deletes"),
+    "--secctx-attr-type": ("default-only", "labeled IPsec is not implemented by pypluto"),
+    "--use-xfrm": ("works", _T_D + "test_use_xfrm"),
+    "--use-bsdkame": ("refused", "the BSD KAME IPsec stack is not available on Linux"),
+    "--debug": ("works", _T_D + "test_stderrlog_time_append_and_debug_lines"),
+}
+
+
+def _not_supported(option: str, value: str | None = None) -> OptionError:
+    what = option if value is None else f"{option} {value}"
+    return OptionError(f"{what} is not supported by pypluto ({OPTIONS[option][1]})")
 
 
 class OptionError(Exception):
@@ -63,8 +116,9 @@ Options (ipsec-pluto(8); the command line wins over "config setup" of --config):
                            no audit records (AUDIT: lines and Linux audit)
   --config f               load "config setup" and the conns (auto=add/start/...)
   --secretsfile glob       PSKs (default /etc/ipsec.secrets; every match is read)
-  --ipsecdir d, --nssdir d kept and shown by whack --status; no NSS database is
-                           used (secrets come from ipsec.secrets)
+  --ipsecdir d, --nssdir d only the defaults (/etc/ipsec.d, /var/lib/ipsec/nss):
+                           no NSS database or certificates yet (secrets come
+                           from ipsec.secrets); another directory is refused
   --coredir d              crash reports of unhandled errors go here (default: rundir)
   --vendorid VID           send VID as an extra Vendor ID payload
   --uniqueids              a new IKE SA for a peer ID replaces the older ones
@@ -73,13 +127,12 @@ Options (ipsec-pluto(8); the command line wins over "config setup" of --config):
   --keep-alive secs        NAT-T keepalive interval (default 20)
   --force-busy             always demand COOKIEs (RFC 7296 section 2.6)
   --crl-strict, --crlcheckinterval secs
-                           parsed and kept (shown by whack --status) but not yet
-                           enforced: they take effect with certificate support
+                           refused (0 accepted) until certificates exist
   --listen ipaddr          only this address (default: every local address)
   --nhelpers n             crypto helper threads; -1 = CPUs-1, 0 = inline
   --seedbits n             read n bits from /dev/random and mix them into the pool
   --statsbin f             run f on every SA event (PLUTO_EVENT, PLUTO_CONNECTION)
-  --secctx-attr-type n     labeled IPsec attribute type (default 32001)
+  --secctx-attr-type n     only the default 32001: labeled IPsec is not supported
   --use-xfrm | --use-userspace | --use-none
                            kernel XFRM, our ESP-over-TUN plane, or nothing;
                            without one the kernel is probed (XFRM if it carries
@@ -164,6 +217,7 @@ class PlutoOptions:
     nhelpers: int = -1
     seedbits: int = 0
     statsbin: str | None = None
+    metrics_listen: tuple[str, int] | None = None  # config setup metrics-listen= (addition)
     secctx_attr_type: int = DEFAULT_SECCTX_ATTR_TYPE
     backend: str | None = None  # xfrm | userspace | none | None = probe
     debug: set[str] = field(default_factory=set)
@@ -275,9 +329,11 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
     if ns.force_busy:
         o.force_busy = True
     if ns.crl_strict:
-        o.crl_strict = True
+        raise _not_supported("--crl-strict")
     if ns.crlcheckinterval is not None:
         o.crlcheckinterval = _duration("--crlcheckinterval", ns.crlcheckinterval)
+        if o.crlcheckinterval:
+            raise _not_supported("--crlcheckinterval", ns.crlcheckinterval)
     if ns.listen is not None:
         o.listen = ns.listen
     if o.listen is not None:
@@ -291,6 +347,12 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
         o.seedbits = _int("--seedbits", ns.seedbits, 0, 1 << 20)
     if ns.secctx_attr_type is not None:
         o.secctx_attr_type = _int("--secctx-attr-type", ns.secctx_attr_type, 1, 65535)
+        if o.secctx_attr_type != DEFAULT_SECCTX_ATTR_TYPE:
+            raise _not_supported("--secctx-attr-type", ns.secctx_attr_type)
+    if ns.ipsecdir is not None and os.path.normpath(ns.ipsecdir) != DEFAULT_IPSECDIR:
+        raise _not_supported("--ipsecdir", ns.ipsecdir)
+    if ns.nssdir is not None and os.path.normpath(ns.nssdir) not in DEFAULT_NSSDIRS:
+        raise _not_supported("--nssdir", ns.nssdir)
     if ns.ikeport is not None:
         o.ikeport = _int("--ikeport", ns.ikeport, 1, 65535)
     if ns.natikeport is not None:
@@ -303,8 +365,9 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
     if len(chosen) > 1:
         raise OptionError("only one of --use-xfrm, --use-userspace, --use-none, --use-bsdkame")
     if chosen == ["bsdkame"]:
-        raise OptionError("--use-bsdkame: the BSD KAME IPsec stack is not available on "
-                          f"{sys.platform}; use --use-xfrm or --use-userspace")
+        raise OptionError("--use-bsdkame is not supported by pypluto (the BSD KAME IPsec "
+                          f"stack is not available on {sys.platform}; use --use-xfrm or "
+                          "--use-userspace)")
     if chosen:
         o.backend = chosen[0]
 
@@ -362,6 +425,14 @@ def _apply_setup(o: PlutoOptions, s: object) -> None:
     o.nssdir = g(s, "nssdir", o.nssdir)
     o.secretsfile = g(s, "secretsfile", o.secretsfile)
     o.coredir = g(s, "dumpdir", o.coredir)
+    listen = g(s, "metrics_listen", None)
+    if listen:
+        try:
+            o.metrics_listen = parse_listen(listen)
+        except ValueError as e:
+            where = g(s, "origins", {}).get("metrics-listen")
+            raise OptionError(f"{where}: metrics-listen={listen}: {e}" if where
+                              else f"metrics-listen={listen}: {e}") from None
     o.rundir = g(s, "rundir", o.rundir)
     o.seedbits = g(s, "seedbits", 0)
     o.statsbin = g(s, "statsbin", None)

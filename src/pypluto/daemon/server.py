@@ -31,7 +31,9 @@ from collections.abc import Coroutine
 from typing import Any, cast
 
 from pypluto import __version__
+from pypluto.config.model import Connection
 from pypluto.control.protocol import RC_DEAF, RC_FATAL, RC_SUCCESS, RC_UNKNOWN_NAME
+from pypluto.daemon import sdnotify
 from pypluto.daemon.control import ControlServer
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.engine_api import EngineAPI, EngineFactory
@@ -44,8 +46,10 @@ from pypluto.daemon.helpers import (
 )
 from pypluto.daemon.interfaces import local_addresses
 from pypluto.daemon.logger import PlutoLogger
+from pypluto.daemon.metrics import MetricsServer
 from pypluto.daemon.options import PlutoOptions
-from pypluto.daemon.registry import Registry
+from pypluto.daemon.powerup import PowerUpSelfTest
+from pypluto.daemon.registry import Registry, config_conns
 from pypluto.daemon.secrets import SecretsProxy
 from pypluto.daemon.sockets import IKEInterface, UDPSockets
 from pypluto.daemon.status import snapshot
@@ -76,11 +80,15 @@ class Daemon:
         self.driver = EngineDriver(logger, self.crash, self.waiters, self.sockets,
                                    statsbin=opts.statsbin)
         self.registry = Registry(logger, self.driver, opts.uniqueids, self.initiate)
+        self.powerup = PowerUpSelfTest()
+        self.metrics: MetricsServer | None = None
+        self.registry.admit = self._admit
         self.control = ControlServer(self, logger, self.registry, self.driver, self.waiters,
                                      self.secrets)
         self.sockets.on_ike = self._ike_in
         self.driver.spawn = self._spawn
         self.driver.peer_conns = self.registry.conns_with_peer
+        self.driver.retransmit_interval = self.registry.retransmit_interval
         self.started_wall = time.time()
         self.started_mono = time.monotonic()
         self._stop: asyncio.Future[int] | None = None
@@ -140,6 +148,11 @@ class Daemon:
         self.driver.helpers = self.helpers
         self.driver.engine = self._make_engine()
         self.secrets.load(self.opts.secretsfile, self.log)
+        report = self.powerup.check(config_conns(self.opts.config_result), defaults=True)
+        for line in report.log_lines():
+            self.log.log(line, "info" if report.ok else "error")
+        if not report.ok:
+            raise StartupError("algorithm self-tests failed")
         self._scan_interfaces()
         self.registry.load(self.opts.config_result)
         self._ctl_server = await asyncio.start_unix_server(self.control.handle_client,
@@ -150,11 +163,31 @@ class Daemon:
             (signal.SIGHUP, self._on_sighup),
         ):
             self.loop.add_signal_handler(sig, handler)
+        if self.opts.metrics_listen is not None:
+            host, port = self.opts.metrics_listen
+            self.metrics = MetricsServer(lambda: (self.snapshot(), self.driver.counters),
+                                         host, port)
+            try:
+                host, port = await self.metrics.start()
+            except OSError as e:
+                raise StartupError(f"metrics-listen={host}:{port}: {e.strerror}") from None
+            self.driver.count_retransmits = True
+            self.log.log(f"metrics: serving http://{host}:{port}/metrics")
         self.driver.schedule_timer()
         self.driver.start_polling()
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=Pluto initialized")
+        self._spawn(sdnotify.watchdog_loop())
         self.log.log("Pluto initialized")
         self.registry.auto_start()
+
+    def _admit(self, conn: Connection) -> str | None:
+        """A conn added after start: self-test the algorithms it brings (fail closed)."""
+        report = self.powerup.check([conn])
+        if report.ok:
+            return None
+        for line in report.log_lines():
+            self.log.log(line, "error", conn=conn.name)
+        return "algorithm self-test failed: connection refused"
 
     def _log_settings(self) -> None:
         o = self.opts
@@ -260,6 +293,7 @@ class Daemon:
         if not self.sockets.listening:
             return RC_DEAF
         self.log.log("initiating connection", conn=name, debug_class="base", level="debug")
+        self.registry.up.add(name)  # Libreswan: the conn is "supposed to remain up" (+UP)
         now = self.now()
         self.driver.run(lambda e: e.initiate(name, now), where=f"initiating {name}", conn=name)
         return RC_SUCCESS
@@ -285,8 +319,27 @@ class Daemon:
         self._spawn(self.shutdown())
 
     def _on_sighup(self) -> None:
+        """SIGHUP: reopen ``--logfile`` (logrotate's postrotate), then the man page's hint."""
+        self.reopen_logs()
         self.log.log('Pluto ignores SIGHUP -- perhaps you want "ipsec listen" '
                      '("whack --listen") to rescan the interfaces')
+
+    def reopen_logs(self) -> str:
+        """SIGHUP / ``whack --reopenlogs``: reopen the log file by name (for logrotate).
+
+        A failure to reopen keeps the old file open and is logged there.
+        """
+        try:
+            reopened = self.log.reopen()
+        except OSError as e:
+            msg = f'cannot reopen logfile "{self.log.destination}": {e.strerror}'
+            self.log.log(msg, "error")
+            return msg
+        if not reopened:
+            return f"logging to {self.log.destination}: nothing to reopen"
+        msg = f'reopened logfile "{self.log.destination}"'
+        self.log.log(msg)
+        return msg
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, ctx: dict[str, Any]) -> None:
         exc = ctx.get("exception")
@@ -318,6 +371,11 @@ class Daemon:
                 self.driver.internal_error(e, "engine shutdown")
                 actions = []
             self.driver.execute(actions or [])
+        if self.driver.updown_tasks:  # down/unroute scripts run before we exit
+            await asyncio.wait(set(self.driver.updown_tasks),
+                               timeout=self.driver.updown_timeout + 5)
+        if self.metrics is not None:
+            await self.metrics.close()
         self.waiters.fail_all(RC_FATAL)
         if self.backend is not None:
             for step in (self.backend.flush_own, self.backend.close):

@@ -31,11 +31,6 @@ def failure_rc(ev: ConnectionEvent) -> int:
         return RC_INTERNAL_ERROR
     if ev.kind == EventKind.PEER_DEAD or ev.reason == FailReason.TIMEOUT:
         return RC_NORETRANSMISSION
-    # FALLBACK, remove once the engine sets ``reason`` on every failure (issue 11,
-    # branch ike-tasks): today a retransmit timeout arrives as FAILED with only
-    # the text saying so.
-    if ev.reason == FailReason.NONE and ("retransmi" in ev.detail or "timeout" in ev.detail):
-        return RC_NORETRANSMISSION
     return RC_FATAL
 
 

@@ -6,14 +6,11 @@ list of these.  The daemon carries them out in order; tests inspect them.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from pypluto.kernel.base import PolicyParams, SAParams
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from pypluto.params import IPAddress, PolicyParams, SAParams, UpdownChild
 
 
 @dataclass(frozen=True)
@@ -90,6 +87,8 @@ class Log:
     serial: int | None = None
     remote: Endpoint | None = None
     debug_class: str = "base"
+    # an internal error's formatted traceback: for the crash report, not the log line
+    traceback: str = field(default="", repr=False)
 
 
 class EventKind(StrEnum):
@@ -148,7 +147,24 @@ class Compute:
     token: int
 
 
+@dataclass
+class Updown:
+    """Run the conn's ``leftupdown=`` command for one selector pair of a Child SA.
+
+    ``up``: the verbs prepare, route, up, when the Child SA is the first to carry
+    the conn's traffic (a rekey does not run them again, as in Libreswan);
+    otherwise down, unroute, when the last Child SA of that traffic goes.  Emitted
+    before the CHILD_ESTABLISHED event (the daemon holds that event back until the
+    script succeeds) and before the DelSAs (so the byte counts can still be read).
+    When an ``up`` run fails the daemon calls ``Engine.fail_child``.
+    """
+
+    up: bool
+    script: str
+    child: UpdownChild
+
+
 Action = (
     SendPacket | SendKeepalive | AddSA | DelSA | AddPolicy | DelPolicy | Log | ConnectionEvent
-    | Compute
+    | Compute | Updown
 )

@@ -8,39 +8,66 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
-from typing import Any
+from collections.abc import Sequence
+from typing import TypeVar
 
 from pypluto.config.model import Identity
 from pypluto.crypto.errors import IntegrityError
+from pypluto.crypto.sk import SKProtector
+from pypluto.iana import PayloadType as PT
 from pypluto.ike import ts as tsmod
 from pypluto.ike.ts import TS
+from pypluto.params import IPAddress
 from pypluto.wire import message as wm
 from pypluto.wire import payloads as wp
-from pypluto.wire.constants import PayloadType as PT
 from pypluto.wire.errors import WireError
+from pypluto.wire.header import IKEHeader
+from pypluto.wire.payloads import Payload
 
-__all__ = ["PT", "WireError", "IntegrityError"]
+__all__ = ["PT", "WireError", "IntegrityError", "Payload", "IKEHeader"]
 
-Proposals = list[tuple[int, int, bytes, list[tuple[int, int, int | None]]]]
+Proposal = tuple[int, int, bytes, list[tuple[int, int, int | None]]]
+Proposals = list[Proposal]
+P = TypeVar("P", bound=Payload)
 
 
-def peek(data: bytes) -> Any:
+def peek(data: bytes) -> IKEHeader:
     return wm.peek_header(data)
 
 
-def parse(data: bytes) -> Any:
+def parse(data: bytes) -> wm.Message:
     return wm.parse_message(data)
+
+
+def first(payloads: Sequence[Payload], cls: type[P], ptype: int | None = None) -> P | None:
+    """The first payload of class ``cls`` (and of ``ptype``, for IDi/IDr and TSi/TSr)."""
+    for p in payloads:
+        if isinstance(p, cls) and (ptype is None or p.payload_type == ptype):
+            return p
+    return None
+
+
+def notifies(payloads: Sequence[Payload]) -> list[wp.NotifyPayload]:
+    return [p for p in payloads if isinstance(p, wp.NotifyPayload)]
+
+
+def errors(payloads: Sequence[Payload]) -> list[wp.NotifyPayload]:
+    """Error notifies (types below 16384, RFC 7296 §3.10.1)."""
+    return [p for p in payloads if isinstance(p, wp.NotifyPayload) and p.notify_type < 16384]
+
+
+def has_notify(payloads: Sequence[Payload], ntype: int) -> bool:
+    return any(isinstance(p, wp.NotifyPayload) and p.notify_type == ntype for p in payloads)
 
 
 def encode(
     spi_i: bytes, spi_r: bytes, exchange: int, initiator: bool, response: bool, msgid: int,
-    payloads: list, prot: Any = None, frag_size: int | None = None,
+    payloads: Sequence[Payload], prot: SKProtector | None = None, frag_size: int | None = None,
 ) -> list[bytes]:
     """Serialized message(s): plain, SK-protected, or SKF fragments (RFC 7383)."""
     if prot is None:
         msg = wm.Message(spi_i=spi_i, spi_r=spi_r, exchange=exchange, initiator=initiator,
-                         response=response, message_id=msgid, payloads=payloads)
+                         response=response, message_id=msgid, payloads=list(payloads))
         return [msg.serialize()]
     if frag_size:
         one = wm.encode_sk_message(spi_i=spi_i, spi_r=spi_r, exchange=exchange,
@@ -57,22 +84,22 @@ def encode(
                                  inner=payloads, protector=prot)]
 
 
-def decrypt(sk: Any, prot: Any) -> list:
+def decrypt(sk: wp.SKPayload, prot: SKProtector) -> list[Payload]:
     """The inner payloads of an SK payload; IntegrityError or WireError on failure."""
     plain = prot.decrypt(sk.aad, sk.body)
     return wm.parse_payloads(sk.first_inner, plain)
 
 
-def decrypt_fragment(skf: Any, prot: Any) -> bytes:
+def decrypt_fragment(skf: wp.SKFPayload, prot: SKProtector) -> bytes:
     return prot.decrypt(skf.aad, skf.body)
 
 
-def parse_inner(first: int, plain: bytes) -> list:
-    return wm.parse_payloads(first, plain)
+def parse_inner(first_type: int, plain: bytes) -> list[Payload]:
+    return wm.parse_payloads(first_type, plain)
 
 
 # --- payload makers ------------------------------------------------------------
-def sa(proposals: Proposals) -> Any:
+def sa(proposals: Proposals) -> wp.SAPayload:
     props = []
     for num, proto, spi, ts in proposals:
         props.append(wp.Proposal(number=num, protocol_id=proto, spi=spi,
@@ -80,7 +107,7 @@ def sa(proposals: Proposals) -> Any:
     return wp.SAPayload(proposals=props)
 
 
-def sa_tuples(p: Any) -> Proposals:
+def sa_tuples(p: wp.SAPayload) -> Proposals:
     """(number, protocol, SPI, [(type, id, key bits)]) per proposal (RFC 7296 §3.3)."""
     out: Proposals = []
     for pr in p.proposals:
@@ -99,38 +126,40 @@ def sa_tuples(p: Any) -> Proposals:
 _KEY_LENGTH = 14  # RFC 7296 §3.3.5 Key Length attribute
 
 
-def ke(group: int, data: bytes) -> Any:
+def ke(group: int, data: bytes) -> wp.KEPayload:
     return wp.KEPayload(group=group, data=data)
 
 
-def nonce(data: bytes) -> Any:
+def nonce(data: bytes) -> wp.NoncePayload:
     return wp.NoncePayload(data=data)
 
 
-def notify(ntype: int, data: bytes = b"", proto: int = 0, spi: bytes = b"") -> Any:
+def notify(ntype: int, data: bytes = b"", proto: int = 0, spi: bytes = b""
+           ) -> wp.NotifyPayload:
     return wp.NotifyPayload(protocol_id=proto, spi=spi, notify_type=ntype, data=data)
 
 
-def ident(ptype: int, ident: Identity) -> Any:
+def ident(ptype: int, ident: Identity) -> wp.IDPayload:
     return wp.IDPayload(id_type=ident.id_type, data=ident.data, payload_type=ptype)
 
 
-def id_body(p: Any) -> bytes:
+def id_body(p: wp.IDPayload) -> bytes:
     """The ID payload body (without generic header) that AUTH covers (§2.15)."""
     return p.serialize()
 
 
-def auth(method: int, data: bytes) -> Any:
+def auth(method: int, data: bytes) -> wp.AuthPayload:
     return wp.AuthPayload(method=method, data=data)
 
 
-def ts_payload(ptype: int, tss: list[TS]) -> Any:
-    sels: list[wp.TrafficSelector | wp.RawTrafficSelector] = [wp.TrafficSelector(t.ts_type, t.proto, t.sport, t.eport, t.start_addr(),
-                               t.end_addr()) for t in tss]
+def ts_payload(ptype: int, tss: list[TS]) -> wp.TSPayload:
+    sels: list[wp.TrafficSelector | wp.RawTrafficSelector] = [
+        wp.TrafficSelector(t.ts_type, t.proto, t.sport, t.eport, t.start_addr(), t.end_addr())
+        for t in tss]
     return wp.TSPayload(selectors=sels, payload_type=ptype)
 
 
-def ts_list(p: Any) -> list[TS] | None:
+def ts_list(p: wp.TSPayload) -> list[TS] | None:
     """Selectors of a TS payload; None if any is malformed or of an unknown type."""
     out = []
     for s in p.selectors:
@@ -144,23 +173,23 @@ def ts_list(p: Any) -> list[TS] | None:
     return out
 
 
-def delete(proto: int, spis: list[bytes]) -> Any:
+def delete(proto: int, spis: list[bytes]) -> wp.DeletePayload:
     size = 0 if proto == 1 else 4
     return wp.DeletePayload(protocol_id=proto, spi_size=size, spis=spis)
 
 
-def vendor(data: bytes) -> Any:
+def vendor(data: bytes) -> wp.VendorIDPayload:
     return wp.VendorIDPayload(data=data)
 
 
 # --- small helpers ---------------------------------------------------------------
-def natd_hash(spi_i: bytes, spi_r: bytes, addr: Any, port: int) -> bytes:
+def natd_hash(spi_i: bytes, spi_r: bytes, addr: IPAddress, port: int) -> bytes:
     """NAT_DETECTION_*_IP data: SHA-1(SPIi | SPIr | IP | Port) (RFC 7296 §2.23)."""
-    packed = addr.packed if hasattr(addr, "packed") else ipaddress.ip_address(addr).packed
-    return hashlib.sha1(spi_i + spi_r + packed + port.to_bytes(2, "big")).digest()
+    return hashlib.sha1(spi_i + spi_r + addr.packed + port.to_bytes(2, "big")).digest()
 
 
-def cookie_value(secret: bytes, version: int, ni: bytes, addr: Any, spi_i: bytes) -> bytes:
+def cookie_value(secret: bytes, version: int, ni: bytes, addr: IPAddress, spi_i: bytes
+                 ) -> bytes:
     """Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>) (RFC 7296 §2.6)."""
-    mac = hmac.new(secret, ni + ipaddress.ip_address(addr).packed + spi_i, hashlib.sha256)
+    mac = hmac.new(secret, ni + addr.packed + spi_i, hashlib.sha256)
     return bytes((version & 0xFF,)) + mac.digest()[:16]

@@ -1,29 +1,32 @@
 """The sans-I/O IKEv2 engine (DESIGN.md rule 1; RFC 7296).
 
-``Engine`` owns every IKE SA and Child SA of the daemon.  The daemon feeds it
-datagrams (``receive``), the clock (``handle_timer``) and whack commands
-(``initiate``, ``terminate``...), and carries out the actions it returns.
+``Engine`` owns every IKE SA and Child SA of the daemon (the SA tables), the timer
+heap and the public API.  The daemon feeds it datagrams (``receive``), the clock
+(``handle_timer``) and whack commands (``initiate``, ``terminate``...), and carries
+out the actions it returns.
 
-Per IKE SA the engine keeps a small task queue (strongSwan's task manager):
-one request in flight (window size 1, RFC 7296 §2.3), retransmitted with
-``retransmit-interval`` doubling until ``retransmit-timeout`` (§2.1); requests
-from the peer are processed in message-ID order and a retransmitted request is
-answered from the cached response.  The exchange logic lives in
-``ike/exchanges/`` with the initiator and responder halves side by side.
+The exchanges are tasks (``ike/tasks/``, one class per concern, both roles); the
+message window of each IKE SA is the task manager's (``ike/task_manager.py``).
+Tasks see the engine only through ``IKEContext`` (``ike/context.py``), which the
+engine implements.  An exception inside a task is caught in ``guarded``: the IKE
+SA is torn down and an ``INTERNAL_ERROR`` event emitted.
 """
 
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import os
 import random
+import traceback
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from functools import partial
+from typing import Literal
 
-from pypluto.config.model import Connection, Identity, IPAddress
-from pypluto.ike import codec
-from pypluto.ike import sa as S
+from pypluto.config import ids
+from pypluto.config.model import Connection
+from pypluto.crypto.keys import ChildKeys
+from pypluto.iana import ExchangeType
+from pypluto.ike import codec, timers
 from pypluto.ike import ts as tsmod
 from pypluto.ike.actions import (
     Action,
@@ -34,28 +37,29 @@ from pypluto.ike.actions import (
     DelPolicy,
     DelSA,
     Endpoint,
+    EventKind,
+    FailReason,
     Log,
-    SendPacket,
+    Updown,
 )
-from pypluto.ike.sa import IKESA, ChildSA, Outstanding
+from pypluto.ike.codec import Payload
+from pypluto.ike.context import HalfOpenKey, IKEContext, SecretStore
+from pypluto.ike.identity import local_identity, remote_pattern
+from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState, QueuedTask
 from pypluto.ike.settings import EngineSettings
 from pypluto.ike.status import ChildSAStatus, ConnectionStatus, EngineStatus, IKESAStatus
-from pypluto.kernel.base import PolicyParams, SAParams
+from pypluto.ike.task_manager import TaskManager
+from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey
+from pypluto.ike.tasks.child_create import ChildCreate
+from pypluto.ike.tasks.child_delete import delete_children
+from pypluto.ike.tasks.ike_delete import send_delete_now
+from pypluto.params import IPAddress, PolicyParams, SAExpire, SAParams, UpdownChild
+from pypluto.wire.errors import WireError
 
-PT = codec.PT
-EXCH_INIT, EXCH_AUTH, EXCH_CHILD, EXCH_INFO = 34, 35, 36, 37
+__all__ = ["Engine", "SecretStore"]
 
-
-class SecretStore(Protocol):
-    """What the engine needs of ``config.secrets.SecretStore``."""
-
-    def psk_for(
-        self,
-        local: Identity | None,
-        remote: Identity | None,
-        local_addr: IPAddress | None,
-        remote_addr: IPAddress | None,
-    ) -> bytes | None: ...
+EXCH_INIT = ExchangeType.IKE_SA_INIT
+PeerKey = tuple[str, int, bytes]  # (connection, ID type, ID data) for uniqueids
 
 
 class Engine:
@@ -73,13 +77,13 @@ class Engine:
         self.secrets = secrets
         self.rng = rng
         self.local_addrs = set(local_addrs)
-        self.connections: dict[str, Connection] = {}
-        self.ike_sas: dict[bytes, IKESA] = {}  # by our SPI
+        self._connections: dict[str, Connection] = {}
+        self.ike_sas: dict[bytes, IKESA] = {}  # by our SPI (and SPIs reserved by a rekey)
         self.by_serial: dict[int, IKESA] = {}
-        self.halfopen: dict[tuple[bytes, Any, int], IKESA] = {}  # (SPIi, addr, port)
-        self.children_in: dict[int, ChildSA] = {}  # by inbound SPI
+        self.halfopen: dict[HalfOpenKey, IKESA] = {}  # (SPIi, addr, port)
+        self.children_in: dict[int, ChildSA] = {}  # by inbound SPI (and reserved SPIs)
         self.by_conn: dict[str, dict[int, IKESA]] = {}  # conn name -> serial -> IKE SA
-        self.by_peer: dict[tuple, dict[int, IKESA]] = {}  # (conn, peer ID) -> IKE SAs
+        self.by_peer: dict[PeerKey, dict[int, IKESA]] = {}  # (conn, peer ID) -> IKE SAs
         self.children_out: dict[int, ChildSA] = {}  # by outbound SPI (for sa_counters)
         self.by_reqid: dict[int, list[ChildSA]] = {}  # installed Child SAs per reqid
         self.policy_owner: dict[int, ChildSA] = {}  # reqid -> the Child SA that owns policies
@@ -94,13 +98,24 @@ class Engine:
         self.cookie_prev = self.cookie_secret
         self.cookie_version = 0
         self.cookie_rotate_at: float | None = None
-        self.n_halfopen = 0
+        self._n_halfopen = 0
         # offloaded key exchanges (settings.offload_crypto): token -> (IKE SA serial, then)
         self.computing: dict[int, tuple[int, Callable[[object, float], list[Action]]]] = {}
         self.computing_serials: dict[int, int] = {}  # IKE SA serial -> its token
         self._next_token = 0
+        ctx: IKEContext = self  # mypy checks here that the engine is an IKEContext
+        self.tm = TaskManager(ctx)
 
-    # ------------------------------------------------------------------ helpers
+    @property
+    def connections(self) -> dict[str, Connection]:
+        return self._connections
+
+    @property
+    def n_halfopen(self) -> int:
+        """Responder IKE SAs between IKE_SA_INIT and IKE_AUTH (RFC 7296 §2.6)."""
+        return self._n_halfopen
+
+    # ------------------------------------------------------------------ allocation
     def new_serial(self) -> int:
         self._serial += 1
         return self._serial
@@ -122,20 +137,40 @@ class Engine:
             if spi != bytes(8) and spi not in self.ike_sas:
                 return spi
 
-    def alloc_child_spi(self) -> int:
+    def reserve_ike_spi(self, ike: IKESA) -> bytes:
+        """A fresh SPI for the new IKE SA of a rekey, mapped to ``ike`` until then."""
+        spi = self.alloc_ike_spi()
+        self.ike_sas[spi] = ike
+        return spi
+
+    def release_ike_spi(self, spi: bytes, ike: IKESA) -> None:
+        if self.ike_sas.get(spi) is ike and ike.local_spi != spi:
+            del self.ike_sas[spi]
+
+    def reserve_child_spi(self, child: ChildSA) -> None:
+        """Allocate and reserve the inbound SPI of a Child SA being negotiated."""
         while True:
             spi = int.from_bytes(self.rng(4), "big")
             if spi >= 256 and spi not in self.children_in:
-                return spi
+                break
+        child.spi_in = spi
+        self.children_in[spi] = child
+
+    def release_child(self, child: ChildSA) -> None:
+        """Forget a Child SA that never got installed."""
+        if self.children_in.get(child.spi_in) is child and \
+                child.state is not ChildState.ESTABLISHED:
+            del self.children_in[child.spi_in]
 
     @staticmethod
-    def log(acts: list[Action], msg: str, obj: Any = None, level: str = "info",
-            debug_class: str = "base") -> None:
+    def log(acts: list[Action], msg: str, obj: IKESA | ChildSA | None = None,
+            level: str = "info", debug_class: str = "base") -> None:
         conn = serial = None
         if obj is not None:
             conn, serial = obj.conn.name, obj.serial
         acts.append(Log(msg, level=level, conn=conn, serial=serial, debug_class=debug_class))
 
+    # ------------------------------------------------------------------ timer heap
     def schedule(self, ike: IKESA) -> None:
         """(Re)arm the heap entry of one IKE SA at its earliest deadline."""
         t = self._deadline(ike)
@@ -148,7 +183,7 @@ class Engine:
 
     @staticmethod
     def _deadline(ike: IKESA) -> float | None:
-        """The earliest deadline ``timers.service`` acts on in the SA's current state."""
+        """The earliest deadline ``handle_timer`` acts on in the SA's current state."""
         ts = []
         o = ike.outstanding
         if o is not None:
@@ -163,7 +198,7 @@ class Engine:
             if t is not None:
                 ts.append(t)
         for c in ike.children:
-            if c.state != S.ESTABLISHED_CHILD:
+            if c.state is not ChildState.ESTABLISHED:
                 continue
             if c.rekey_at is not None and not c.rekeying:
                 ts.append(c.rekey_at)
@@ -178,14 +213,14 @@ class Engine:
 
         With ``settings.offload_crypto`` the IKE SA waits "computing" until
         ``resume`` brings the result (an exception instance when the job raised);
-        otherwise ``job`` runs here and now, exactly as the inline code did.
+        otherwise ``job`` runs here and now.  The only key-exchange code path.
         """
         if not self.settings.offload_crypto:
             try:
                 result: object = job()
             except Exception as e:  # delivered to ``then`` like an offloaded failure
                 result = e
-            return then(result, now)
+            return self.guarded(ike, now, "after a key exchange", partial(then, result, now))
         self._next_token += 1
         token = self._next_token
         self.computing[token] = (ike.serial, then)
@@ -212,75 +247,46 @@ class Engine:
         if ike is None:
             return [Log(f"dropping a late crypto result for IKE SA #{serial} (deleted)",
                         level="debug", serial=serial)]
-        try:
-            acts = then(result, now)
-        except Exception as e:  # a bug must never kill the daemon
-            acts = [Log(f"internal error while resuming a crypto job: {type(e).__name__}: {e}",
-                        level="error", conn=ike.conn.name, serial=serial)]
+        acts = self.guarded(ike, now, "while resuming a crypto job", lambda: then(result, now))
         if ike.serial in self.by_serial:
             self.schedule(ike)
         return acts
 
-    # ------------------------------------------------------------------ sending
-    def queue(self, ike: IKESA, task: Any, now: float, front: bool = False) -> list[Action]:
-        if front:
-            ike.tasks.insert(0, task)
-        else:
-            ike.tasks.append(task)
-        return self.kick(ike, now)
+    # ------------------------------------------------------------------ the task manager
+    def queue(self, ike: IKESA, task: QueuedTask, now: float, front: bool = False) -> list[Action]:
+        return self.tm.queue(ike, task, now, front)
 
     def kick(self, ike: IKESA, now: float) -> list[Action]:
-        """Start the next queued exchange when the window is free (§2.3)."""
-        acts: list[Action] = []
-        while ike.outstanding is None and ike.tasks and ike.serial in self.by_serial:
-            if not ike.established and ike.tasks[0].exchange != EXCH_AUTH:
-                break
-            task = ike.tasks.pop(0)
-            payloads = task.build(self, ike, now, acts)
-            if payloads is None:
-                continue
-            acts += self.send_request(ike, task, task.exchange, payloads, now)
-        self.schedule(ike)
-        return acts
+        return self.tm.kick(ike, now)
 
     def encode(self, ike: IKESA, exchange: int, response: bool, msgid: int,
-               payloads: list) -> list[bytes]:
-        prot = ike.prot_out if exchange != EXCH_INIT else None
-        frag = None
-        if prot is not None and ike.frag_ok and ike.conn.fragmentation != "no":
-            frag = self.settings.fragment_size if ike.remote.addr.version == 4 else 1280
-        return codec.encode(ike.spi_i, ike.spi_r, exchange, ike.initiator, response, msgid,
-                            payloads, prot, frag)
+               payloads: list[Payload]) -> list[bytes]:
+        return self.tm.encode(ike, exchange, response, msgid, payloads)
 
-    def send_request(self, ike: IKESA, task: Any, exchange: int, payloads: list,
-                     now: float, msgid: int | None = None) -> list[Action]:
-        if msgid is None:
-            msgid = ike.next_out
-            ike.next_out += 1
-        packets = self.encode(ike, exchange, False, msgid, payloads)
-        conn = ike.conn
-        interval = max(conn.retransmit_interval, 0.01)
-        timeout = conn.retransmit_timeout
-        if getattr(task, "liveness", False) and conn.dpdtimeout > 0:
-            timeout = min(timeout, conn.dpdtimeout)
-        ike.outstanding = Outstanding(msgid, packets, task, now, now + interval, interval,
-                                      now + timeout)
-        self.schedule(ike)
-        return [SendPacket(p, ike.local, ike.remote) for p in packets]
-
-    def send_response(self, ike: IKESA, exchange: int, msgid: int, payloads: list,
+    def send_response(self, ike: IKESA, exchange: int, msgid: int, payloads: list[Payload],
                       local: Endpoint | None = None, remote: Endpoint | None = None
                       ) -> list[Action]:
-        packets = self.encode(ike, exchange, True, msgid, payloads)
-        ike.last_response = (msgid, packets)
-        ike.next_in = msgid + 1
-        return [SendPacket(p, local or ike.local, remote or ike.remote) for p in packets]
+        return self.tm.send_response(ike, exchange, msgid, payloads, local, remote)
+
+    def send_now(self, ike: IKESA, exchange: int, payloads: list[Payload]) -> list[Action]:
+        return self.tm.send_now(ike, exchange, payloads)
+
+    def restart_window(self, ike: IKESA) -> None:
+        self.tm.restart_window(ike)
+
+    def initiate_ike(self, conn: Connection, now: float, tries: int = 1,
+                     reauth_of: IKESA | None = None) -> list[Action]:
+        """A new IKE SA for ``conn`` (IKE_SA_INIT), whatever else exists."""
+        return ike_init.initiate(self, conn, now, tries, reauth_of)
 
     # ------------------------------------------------------------------ SA tables
     def register(self, ike: IKESA) -> None:
         self.ike_sas[ike.local_spi] = ike
         self.by_serial[ike.serial] = ike
         self.by_conn.setdefault(ike.conn.name, {})[ike.serial] = ike
+
+    def is_live(self, ike: IKESA) -> bool:
+        return ike.serial in self.by_serial
 
     def rebind(self, ike: IKESA, conn: Connection) -> None:
         """The responder picked another connection for this IKE SA (by peer ID)."""
@@ -293,7 +299,7 @@ class Engine:
         self.by_conn.setdefault(conn.name, {})[ike.serial] = ike
 
     @staticmethod
-    def peer_key(ike: IKESA) -> tuple:
+    def peer_key(ike: IKESA) -> PeerKey:
         rid = ike.remote_id
         data = rid.data.lower() if rid is not None and rid.id_type in (2, 3) else \
             (rid.data if rid is not None else b"")
@@ -301,6 +307,42 @@ class Engine:
 
     def index_peer(self, ike: IKESA) -> None:
         self.by_peer.setdefault(self.peer_key(ike), {})[ike.serial] = ike
+
+    def peers_of(self, ike: IKESA) -> list[IKESA]:
+        """The IKE SAs of the same connection and peer ID (uniqueids, §2.4)."""
+        return list(self.by_peer.get(self.peer_key(ike), {}).values())
+
+    def find_halfopen(self, key: HalfOpenKey) -> IKESA | None:
+        return self.halfopen.get(key)
+
+    def add_halfopen(self, ike: IKESA, key: HalfOpenKey, now: float) -> None:
+        """A responder IKE SA answered IKE_SA_INIT: half-open until IKE_AUTH (§2.6)."""
+        self.halfopen[key] = ike
+        ike.halfopen_key = key
+        ike.halfopen_deadline = now + self.settings.half_open_timeout
+        self._n_halfopen += 1
+
+    def end_halfopen(self, ike: IKESA) -> None:
+        """No longer half-open (established, or being removed)."""
+        if ike.halfopen_deadline is not None:
+            ike.halfopen_deadline = None
+            self._n_halfopen -= 1
+
+    def halfopen_full(self) -> bool:
+        return self._n_halfopen >= self.settings.max_halfopen_ike
+
+    def cookie_demand(self, got: bytes | None, ni: bytes, addr: IPAddress, spi_i: bytes,
+                      now: float) -> bytes | None:
+        """When busy, the COOKIE to demand unless ``got`` is a valid one (RFC 7296 §2.6)."""
+        if not self.busy():
+            return None
+        if self.cookie_rotate_at is None:
+            self.cookie_rotate_at = now + self.settings.cookie_secret_lifetime
+        mine = codec.cookie_value(self.cookie_secret, self.cookie_version, ni, addr, spi_i)
+        if got is not None and got in (mine, codec.cookie_value(
+                self.cookie_prev, (self.cookie_version - 1) & 0xFF, ni, addr, spi_i)):
+            return None
+        return mine
 
     def forget_ike(self, ike: IKESA) -> None:
         if ike.remote_id is not None:
@@ -312,34 +354,23 @@ class Engine:
                     del self.by_peer[pk]
         self.ike_sas.pop(ike.local_spi, None)
         self.by_serial.pop(ike.serial, None)
-        d = self.by_conn.get(ike.conn.name)
-        if d is not None:
-            d.pop(ike.serial, None)
-            if not d:
+        d2 = self.by_conn.get(ike.conn.name)
+        if d2 is not None:
+            d2.pop(ike.serial, None)
+            if not d2:
                 del self.by_conn[ike.conn.name]
         key = ike.halfopen_key
         if key is not None and self.halfopen.get(key) is ike:
             del self.halfopen[key]
-        if ike.halfopen_deadline is not None:
-            ike.halfopen_deadline = None
-            self.n_halfopen -= 1
-        o = ike.outstanding
-        spi = getattr(o.task, "spi", None) if o is not None else None
-        if spi and self.ike_sas.get(spi) is ike:  # an IKE SA rekey's reserved SPI
-            del self.ike_sas[spi]
-        for t in ([o.task] if o is not None else []) + list(ike.tasks):
-            pending: ChildSA | None = getattr(t, "child", None)  # its reserved SPI
-            if pending is not None and pending.state != S.ESTABLISHED_CHILD and \
-                    self.children_in.get(pending.spi_in) is pending:
-                del self.children_in[pending.spi_in]
-        ike.outstanding = None
-        ike.tasks.clear()
+        self.end_halfopen(ike)
+        self.tm.abandon(ike)  # the tasks release their reserved SPIs
         token = self.computing_serials.pop(ike.serial, None)
         if token is not None:
             self.computing.pop(token, None)
 
     def drop_ike(self, ike: IKESA, now: float, reason: str = "",
-                 event: str | None = "ike-deleted") -> list[Action]:
+                 event: EventKind | None = EventKind.IKE_DELETED,
+                 why: FailReason = FailReason.NONE) -> list[Action]:
         """Remove an IKE SA and its Child SAs locally (no message is sent)."""
         acts: list[Action] = []
         if ike.serial not in self.by_serial:
@@ -347,15 +378,57 @@ class Engine:
         for c in list(ike.children):
             acts += self.remove_child(c, now)
         self.forget_ike(ike)
-        ike.state = S.IKE_DELETING
+        ike.to(IKEState.DELETING)
         if ike.established_at is not None or reason:
             self.log(acts, f"deleting IKE SA{(' (' + reason + ')') if reason else ''}", ike)
         if event:
-            acts.append(ConnectionEvent(event, ike.conn.name, ike.serial, reason))
+            acts.append(ConnectionEvent(event, ike.conn.name, ike.serial, reason, why))
         return acts
 
+    def internal_error(self, ike: IKESA, exc: BaseException, now: float, where: str
+                       ) -> list[Action]:
+        """An unexpected exception while working on ``ike``: the one place that handles it.
+
+        The traceback goes to an error ``Log`` (the daemon's crash-report path), the IKE
+        SA is torn down locally with its Child SAs (their kernel SAs and policies are
+        deleted by the returned actions) and an ``INTERNAL_ERROR`` event lets a waiting
+        ``whack --initiate`` fail at once.
+        """
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        acts: list[Action] = [Log(f"internal error {where}: {type(exc).__name__}: {exc}",
+                                  level="error", conn=ike.conn.name, serial=ike.serial,
+                                  traceback=tb)]
+        if ike.serial in self.by_serial:
+            try:
+                for c in list(ike.children):
+                    acts += self.remove_child(c, now)
+                self.forget_ike(ike)
+            except Exception as e:  # the state is too broken to tear down in order
+                acts.append(Log(f"internal error while tearing down: {type(e).__name__}: {e}",
+                                level="error", conn=ike.conn.name, serial=ike.serial))
+                self.by_serial.pop(ike.serial, None)
+            ike.to(IKEState.DELETING)  # from any state
+            self.log(acts, "deleting IKE SA (internal error)", ike)
+        # SPIs reserved by the task that failed (it is no longer on the queue): rare, so a sweep
+        for spi in [s for s, c in self.children_in.items() if c.parent is ike]:
+            del self.children_in[spi]
+        for key in [k for k, i in self.ike_sas.items() if i is ike]:
+            del self.ike_sas[key]
+        acts.append(ConnectionEvent(EventKind.INTERNAL_ERROR, ike.conn.name, ike.serial,
+                                    f"internal error: {type(exc).__name__}",
+                                    FailReason.INTERNAL))
+        return acts
+
+    def guarded(self, ike: IKESA, now: float, where: str,
+                work: Callable[[], list[Action]]) -> list[Action]:
+        """Run ``work`` for ``ike``; an exception in it becomes ``internal_error``."""
+        try:
+            return work()
+        except Exception as e:
+            return self.internal_error(ike, e, now, where)
+
     # ------------------------------------------------------------------ Child SAs
-    def child_sa_params(self, child: ChildSA, keys: Any) -> tuple[SAParams, SAParams]:
+    def child_sa_params(self, child: ChildSA, keys: ChildKeys) -> tuple[SAParams, SAParams]:
         """The two kernel SAs of a Child SA (RFC 7296 §2.17 key order)."""
         c = child.chosen
         assert c is not None
@@ -367,26 +440,28 @@ class Engine:
         lts = [k for t in child.local_ts for k in tsmod.to_kernel(t)]
         rts = [k for t in child.remote_ts for k in tsmod.to_kernel(t)]
         hb, hp = conn.ipsec_max_bytes, conn.ipsec_max_packets
-        common = dict(protocol=child.protocol, mode=child.mode, reqid=child.reqid,
-                      encr_id=c.encr, encr_key_bits=c.encr_bits, integ_id=c.integ, esn=c.esn,
-                      replay_window=conn.replay_window, hard_bytes=hb,
-                      soft_bytes=hb * 8 // 10 if hb else None, hard_packets=hp,
-                      soft_packets=hp * 8 // 10 if hp else None, conn_name=conn.name,
-                      serial=child.serial)
         enc_in: tuple[int | None, int | None] = (None, None)
         enc_out: tuple[int | None, int | None] = (None, None)
         if child.encap is not None:
             lp, rp = child.encap
             enc_in, enc_out = (rp, lp), (lp, rp)
-        sa_in = SAParams(src=child.remote_addr, dst=child.local_addr, spi=child.spi_in,
-                         direction="in", encr_key=ein, integ_key=iin, encap_sport=enc_in[0],
-                         encap_dport=enc_in[1], local_ts=lts, remote_ts=rts,
-                         **common)  # type: ignore[arg-type]
-        sa_out = SAParams(src=child.local_addr, dst=child.remote_addr, spi=child.spi_out,
-                          direction="out", encr_key=eout, integ_key=iout,
-                          encap_sport=enc_out[0], encap_dport=enc_out[1], local_ts=lts,
-                          remote_ts=rts, **common)  # type: ignore[arg-type]
-        return sa_in, sa_out
+
+        def one(src: IPAddress, dst: IPAddress, spi: int, direction: Literal["in", "out"],
+                encr_key: bytes, integ_key: bytes, encap: tuple[int | None, int | None]
+                ) -> SAParams:
+            return SAParams(src=src, dst=dst, spi=spi, direction=direction, encr_key=encr_key,
+                            integ_key=integ_key, encap_sport=encap[0], encap_dport=encap[1],
+                            local_ts=lts, remote_ts=rts, protocol=child.protocol,
+                            mode=child.mode, reqid=child.reqid, encr_id=c.encr,
+                            encr_key_bits=c.encr_bits, integ_id=c.integ, esn=c.esn,
+                            replay_window=conn.replay_window, hard_bytes=hb,
+                            soft_bytes=hb * 8 // 10 if hb else None, hard_packets=hp,
+                            soft_packets=hp * 8 // 10 if hp else None, conn_name=conn.name,
+                            serial=child.serial)
+
+        return (one(child.remote_addr, child.local_addr, child.spi_in, "in", ein, iin, enc_in),
+                one(child.local_addr, child.remote_addr, child.spi_out, "out", eout, iout,
+                    enc_out))
 
     def policies(self, child: ChildSA) -> list[PolicyParams]:
         out = []
@@ -396,20 +471,22 @@ class Engine:
             for rt in child.remote_ts:
                 for lk in tsmod.to_kernel(lt):
                     for rk in tsmod.to_kernel(rt):
-                        base = dict(reqid=child.reqid, mode=child.mode, protocol=child.protocol,
-                                    conn_name=conn.name)
                         src_ip = conn.local.sourceip[0] if conn.local.sourceip else None
                         out.append(PolicyParams(lk, rk, "out", tmpl_src=la, tmpl_dst=ra,
-                                                source_ip=src_ip,
-                                                **base))  # type: ignore[arg-type]
+                                                source_ip=src_ip, reqid=child.reqid,
+                                                mode=child.mode, protocol=child.protocol,
+                                                conn_name=conn.name))
                         out.append(PolicyParams(rk, lk, "in", tmpl_src=ra, tmpl_dst=la,
-                                                **base))  # type: ignore[arg-type]
+                                                reqid=child.reqid, mode=child.mode,
+                                                protocol=child.protocol, conn_name=conn.name))
                         if child.mode == "tunnel":
                             out.append(PolicyParams(rk, lk, "fwd", tmpl_src=ra, tmpl_dst=la,
-                                                    **base))  # type: ignore[arg-type]
+                                                    reqid=child.reqid, mode=child.mode,
+                                                    protocol=child.protocol,
+                                                    conn_name=conn.name))
         return out
 
-    def install_child(self, child: ChildSA, keys: Any, now: float,
+    def install_child(self, child: ChildSA, keys: ChildKeys | None, now: float,
                       replaces: ChildSA | None = None, defer_out: bool = False
                       ) -> list[Action]:
         """AddSA (inbound first), AddPolicy unless a predecessor already owns them.
@@ -420,10 +497,10 @@ class Engine:
         """
         acts: list[Action] = []
         ike = child.parent
-        assert ike is not None
+        assert ike is not None and keys is not None
         sa_in, sa_out = self.child_sa_params(child, keys)
         acts.append(AddSA(sa_in))
-        if defer_out and replaces is not None and replaces.state == S.ESTABLISHED_CHILD:
+        if defer_out and replaces is not None and replaces.state is ChildState.ESTABLISHED:
             child.pending_out = sa_out
         else:
             acts.append(AddSA(sa_out))
@@ -431,13 +508,14 @@ class Engine:
         self.children_out[child.spi_out] = child
         self.by_reqid.setdefault(child.reqid, []).append(child)
         owner = self.policy_owner.get(child.reqid)
+        fresh = owner is None
         if owner is not None:
             owner.owns_policy = False
         else:
             acts += [AddPolicy(p) for p in self.policies(child)]
         child.owns_policy = True
         self.policy_owner[child.reqid] = child
-        child.state = S.ESTABLISHED_CHILD
+        child.to(ChildState.ESTABLISHED)
         child.established_at = now
         conn = child.conn
         life = conn.salifetime
@@ -466,7 +544,9 @@ class Engine:
                  f"{mode} [{tsmod.fmt(child.local_ts)}==={tsmod.fmt(child.remote_ts)}] "
                  f"{{{encap}=>0x{child.spi_out:08x} <0x{child.spi_in:08x} xfrm={alg}"
                  f"{nat} DPD={'active' if conn.dpddelay else 'passive'}}}", child)
-        acts.append(ConnectionEvent("child-established", conn.name, child.serial))
+        if fresh:
+            acts += self._updown(child, up=True)
+        acts.append(ConnectionEvent(EventKind.CHILD_ESTABLISHED, conn.name, child.serial))
         self.schedule(ike)
         return acts
 
@@ -481,7 +561,7 @@ class Engine:
         if ike is not None and child in ike.children:
             ike.children.remove(child)
         child.pending_out = None
-        if child.state != S.ESTABLISHED_CHILD and not child.owns_policy \
+        if child.state is not ChildState.ESTABLISHED and not child.owns_policy \
                 and self.children_in.get(child.spi_in) is not child:
             return acts
         sibs = self.by_reqid.get(child.reqid)
@@ -489,6 +569,9 @@ class Engine:
             sibs.remove(child)
             if not sibs:
                 del self.by_reqid[child.reqid]
+        if child.owns_policy and not any(c.state is ChildState.ESTABLISHED and c is not child
+                                         for c in self.by_reqid.get(child.reqid, ())):
+            acts += self._updown(child, up=False)  # the last one: before its SAs go
         if self.children_out.get(child.spi_out) is child:
             del self.children_out[child.spi_out]
         if self.children_in.get(child.spi_in) is child:
@@ -500,18 +583,71 @@ class Engine:
         if child.owns_policy:
             child.owns_policy = False
             heir = next((c for c in self.by_reqid.get(child.reqid, ())
-                         if c.state == S.ESTABLISHED_CHILD and c is not child), None)
+                         if c.state is ChildState.ESTABLISHED and c is not child), None)
             if heir is not None:
                 heir.owns_policy = True
                 self.policy_owner[child.reqid] = heir
             else:
                 self.policy_owner.pop(child.reqid, None)
                 acts += [DelPolicy(p) for p in self.policies(child)]
-        child.state = S.CHILD_DELETING
+        child.to(ChildState.DELETING)
         self.log(acts, f"deleting Child SA; ESP SPIs 0x{child.spi_in:08x} "
                  f"0x{child.spi_out:08x}", child)
-        acts.append(ConnectionEvent("child-deleted", child.conn.name, child.serial))
+        acts.append(ConnectionEvent(EventKind.CHILD_DELETED, child.conn.name, child.serial))
         return acts
+
+    def _updown(self, child: ChildSA, up: bool) -> list[Action]:
+        """One ``Updown`` per selector pair when the conn has a ``leftupdown=`` command."""
+        conn = child.conn
+        script = conn.local.updown
+        if not script or script.strip().lower() == "%disabled":
+            return []
+        ike = child.parent
+        c = child.chosen
+        policy = "+".join(p for p in (
+            "PSK", "ENCRYPT" if child.protocol == "esp" else "AUTHENTICATE",
+            "TUNNEL" if child.mode == "tunnel" else "",
+            "PFS" if conn.pfs else "", "IKEV2_ALLOW") if p)
+        out: list[Action] = []
+        for lts in child.local_ts:
+            for rts in child.remote_ts:
+                if lts.version != rts.version:
+                    continue
+                facts = UpdownChild(
+                    conn=conn.name, serial=child.serial,
+                    me=child.local_addr, peer=child.remote_addr,
+                    my_client=lts.networks()[0], peer_client=rts.networks()[0],
+                    my_id=str(ike.local_id) if ike is not None and ike.local_id else "",
+                    peer_id=str(ike.remote_id) if ike is not None and ike.remote_id else "",
+                    my_protocol=lts.proto, my_port=lts.sport if lts.sport == lts.eport else 0,
+                    peer_protocol=rts.proto,
+                    peer_port=rts.sport if rts.sport == rts.eport else 0,
+                    reqid=child.reqid, sa_type="ESP" if child.protocol == "esp" else "AH",
+                    mode=child.mode, spi_in=child.spi_in, spi_out=child.spi_out,
+                    my_sourceip=conn.local.sourceip[0] if conn.local.sourceip else None,
+                    policy=policy if c is not None else "",
+                )
+                out.append(Updown(up, script, facts))
+        return out
+
+    def fail_child(self, serial: int, why: str, now: float) -> list[Action]:
+        """A Child SA that the daemon could not finish (its updown script failed).
+
+        As Libreswan undoes an install whose ``up`` step failed: the Child SA is
+        deleted (with a Delete to the peer when the IKE SA is up) and a FAILED event
+        with reason LOCAL answers a waiting ``whack --initiate``.
+        """
+        for ike in list(self.by_serial.values()):
+            for child in list(ike.children):
+                if child.serial != serial:
+                    continue
+                acts: list[Action] = []
+                self.log(acts, f"Child SA failed: {why}", child, level="error")
+                acts.append(ConnectionEvent(EventKind.FAILED, child.conn.name, serial, why,
+                                            FailReason.LOCAL))
+                return acts + self._on(ike, now, partial(delete_children, self, ike, [child],
+                                                         now))
+        return []
 
     def _ikes_of(self, name: str) -> list[IKESA]:
         return list(self.by_conn.get(name, {}).values())
@@ -522,20 +658,19 @@ class Engine:
         acts: list[Action] = []
         if conn.local_is_left is None and self.local_addrs:
             conn.orient(self.local_addrs)
-        self.connections[conn.name] = conn
+        self._connections[conn.name] = conn
         acts.append(Log('added IKEv2 connection', conn=conn.name))
         return acts
 
     def delete_connection(self, name: str, now: float) -> list[Action]:
         acts = self.terminate(name, now)
-        if self.connections.pop(name, None) is not None:
+        if self._connections.pop(name, None) is not None:
             acts.append(Log("deleting connection", conn=name))
         return acts
 
     def initiate(self, name: str, now: float) -> list[Action]:
         """Start IKE_SA_INIT (or, with an IKE SA up, a new Child SA) (whack --up)."""
-        from pypluto.ike.exchanges import create_child_sa, ike_sa_init
-        conn = self.connections.get(name)
+        conn = self._connections.get(name)
         if conn is None:
             return [Log(f'no connection named "{name}"', level="error")]
         try:
@@ -547,29 +682,31 @@ class Engine:
                         "(remote=%any)", level="error", conn=name)]
         for ike in self.by_serial.values():
             for c in ike.children:
-                if c.conn.name == name and c.state == S.ESTABLISHED_CHILD and not c.replaced:
+                if c.conn.name == name and c.state is ChildState.ESTABLISHED and not c.replaced:
                     return [Log("connection is already up", conn=name, serial=ike.serial)]
         for ike in self._ikes_of(name):
             if ike.established and not ike.replaced:
-                return self.queue(ike, create_child_sa.NewChildTask(conn), now)
-            if ike.state in (S.PARENT_I1, S.PARENT_I2):
-                return [Log("IKE SA negotiation already in progress", conn=name,
-                            serial=ike.serial)]
+                return self._on(ike, now, partial(self.queue, ike, ChildCreate(conn), now))
+            if ike.state in (IKEState.INIT_I, IKEState.AUTH_I):
+                return [Log("IKE SA negotiation already in progress",
+                            conn=name, serial=ike.serial)]
         shared = self._shareable_ike(conn)
         if shared is not None:  # same peers and IDs: a Child SA on that IKE SA, as pluto
-            return self.queue(shared, create_child_sa.NewChildTask(conn), now)
-        return ike_sa_init.initiate(self, conn, now)
+            return self._on(shared, now, partial(self.queue, shared, ChildCreate(conn), now))
+        return self.initiate_ike(conn, now)
+
+    def _on(self, ike: IKESA, now: float, work: Callable[[], list[Action]]) -> list[Action]:
+        """A whack command's work on one IKE SA, with the internal-error guard."""
+        return self.guarded(ike, now, "while handling a command", work)
 
     def _shareable_ike(self, conn: Connection) -> IKESA | None:
-        from pypluto.config import ids
-        from pypluto.ike.exchanges.ike_auth import _remote_pattern, local_identity
         for ike in self.by_serial.values():
             if not ike.established or ike.replaced or ike.rekeying:
                 continue
             if ike.remote.addr != conn.remote.host_addr or \
                     ike.local.addr != conn.local.host_addr:
                 continue
-            if not ids.id_matches(_remote_pattern(conn), ike.remote_id):
+            if not ids.id_matches(remote_pattern(conn), ike.remote_id):
                 continue
             lid = local_identity(ike, conn)
             if ike.local_id is None or (lid.id_type, lid.data) != \
@@ -580,53 +717,78 @@ class Engine:
 
     def terminate(self, name: str, now: float) -> list[Action]:
         """Delete the connection's IKE SAs, and with them their Child SAs (whack --down)."""
-        from pypluto.ike.exchanges import informational
         acts: list[Action] = []
         for ike in self._ikes_of(name):
             # as pluto: send the Delete, then remove the state without waiting (§1.4.1)
             if ike.established:
                 self.log(acts, "sent INFORMATIONAL request to delete IKE SA", ike)
-                acts += informational.send_delete_now(self, ike, now)
+                acts += send_delete_now(self, ike)
             acts += self.drop_ike(ike, now, "terminated")
         for ike in list(self.by_serial.values()):  # children on another conn's IKE SA
             for c in list(ike.children):
                 if c.conn.name == name:
-                    acts += informational.delete_children(self, ike, [c], now)
+                    acts += self._on(ike, now, partial(delete_children, self, ike, [c], now))
         return acts
 
     def rekey_ike(self, name: str, now: float) -> list[Action]:
-        from pypluto.ike.exchanges import create_child_sa
         acts: list[Action] = []
         for ike in self._ikes_of(name):
             if ike.established and not ike.rekeying and not ike.replaced:
-                ike.rekeying = True
-                acts += self.queue(ike, create_child_sa.RekeyIKETask(), now)
+                acts += self._on(ike, now, partial(ike_rekey.start_rekey, self, ike, now))
         return acts
 
     def rekey_child(self, name: str, now: float) -> list[Action]:
-        from pypluto.ike.exchanges import create_child_sa
         acts: list[Action] = []
         for ike in list(self.by_serial.values()):
             for c in list(ike.children):
-                if c.conn.name == name and c.state == S.ESTABLISHED_CHILD and not c.rekeying \
-                        and not c.replaced and ike.established:
-                    c.rekeying = True
-                    acts += self.queue(ike, create_child_sa.RekeyChildTask(c), now)
+                if c.conn.name == name and c.state is ChildState.ESTABLISHED and \
+                        not c.rekeying and not c.replaced and ike.established:
+                    acts += self._on(ike, now, partial(child_rekey.start_rekey, self, ike, c,
+                                                       now))
         return acts
 
     def receive(self, data: bytes, local: Endpoint, remote: Endpoint, now: float
                 ) -> list[Action]:
-        """One IKE datagram (non-ESP marker already removed).  Never raises."""
-        from pypluto.ike.exchanges import dispatch
+        """One IKE datagram (non-ESP marker already removed).  Never raises.
+
+        Malformed or unexpected input is dropped (logged at debug level) unless RFC
+        7296 §2.21 asks for an answer; an SK payload whose ICV fails is dropped silently.
+        """
         try:
-            return dispatch.receive(self, data, local, remote, now)
-        except Exception as e:  # a bug must never kill the daemon
+            try:
+                hdr = codec.peek(data)
+            except WireError as e:
+                return _dbg(f"dropping malformed packet from {remote}: {e}", remote)
+            if hdr.major_version != 2:
+                return _dbg(f"dropping IKEv{hdr.major_version} packet from {remote}", remote)
+            if hdr.length != len(data):
+                return _dbg(f"dropping packet from {remote}: length {hdr.length} != "
+                            f"{len(data)}", remote)
+            if hdr.exchange == EXCH_INIT and not hdr.response:
+                if hdr.spi_r == bytes(8) and hdr.initiator:
+                    return ike_init.respond_new(self, data, hdr, local, remote, now)
+                return _dbg("dropping IKE_SA_INIT request with a responder SPI", remote)
+            ike = self.ike_sas.get(hdr.spi_r if hdr.initiator else hdr.spi_i)
+            if ike is None:
+                return _dbg(f"dropping {'response' if hdr.response else 'request'} for "
+                            f"unknown IKE SA from {remote}", remote)
+            if hdr.initiator == ike.initiator:
+                return _dbg("dropping message with the wrong I flag", remote)
+            return self.guarded(ike, now, f"while processing a message from {remote}",
+                                lambda: self.tm.on_message(ike, data, hdr, local, remote, now))
+        except Exception as e:  # a bug outside any IKE SA must never kill the daemon
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
             return [Log(f"internal error while processing packet from {remote}: "
-                        f"{type(e).__name__}: {e}", level="error")]
+                        f"{type(e).__name__}: {e}", level="error", traceback=tb)]
+
+    def _service(self, ike: IKESA, now: float) -> list[Action]:
+        acts = self.tm.retransmit(ike, now)
+        if ike.serial in self.by_serial:
+            acts += timers.service(self, ike, now)
+        return acts
 
     def handle_timer(self, now: float) -> list[Action]:
         """Run every deadline that has passed: retransmits, DPD, rekeys, expiry."""
-        from pypluto.ike.exchanges import timers
         acts: list[Action] = []
         if self.cookie_rotate_at is not None and now >= self.cookie_rotate_at:
             self.cookie_prev = self.cookie_secret
@@ -640,11 +802,7 @@ class Engine:
             if ike is None or ike.heap_at != t:
                 continue
             ike.heap_at = None
-            try:
-                acts += timers.service(self, ike, now)
-            except Exception as e:  # pragma: no cover - defensive
-                acts.append(Log(f"internal error in timer: {type(e).__name__}: {e}",
-                                level="error", conn=ike.conn.name, serial=ike.serial))
+            acts += self.guarded(ike, now, "in timer", partial(self._service, ike, now))
             touched.append(ike)
         for ike in touched:  # after the loop: a deadline left in the past cannot spin here
             if ike.serial in self.by_serial:
@@ -668,7 +826,6 @@ class Engine:
     def sa_counters(self, reqid_or_spi: int, bytes: int, packets: int, now: float
                     ) -> list[Action]:
         """Traffic counters from the backend: rekey a Child SA near its byte/packet limit."""
-        from pypluto.ike.exchanges import create_child_sa
         child = self.children_in.get(reqid_or_spi)
         if child is None:  # the SPI of an outbound SA
             child = self.children_out.get(reqid_or_spi)
@@ -681,39 +838,35 @@ class Engine:
                 packets >= (2**64 if c.chosen and c.chosen.esn else 2**32) - 2**16
             ike = c.parent
             if over and ike is not None and ike.established and not c.rekeying \
-                    and not c.replaced and c.state == S.ESTABLISHED_CHILD:
-                c.rekeying = True
+                    and not c.replaced and c.state is ChildState.ESTABLISHED:
                 self.log(acts, "Child SA reached its traffic limit; rekeying", c)
-                acts += self.queue(ike, create_child_sa.RekeyChildTask(c), now)
+                acts += self._on(ike, now, partial(child_rekey.start_rekey, self, ike, c, now))
         return acts
 
-    def sa_expired(self, ev: Any, now: float) -> list[Action]:
-        """A kernel limit event (``kernel.base.SAExpire``): rekey on soft, delete on hard."""
-        from pypluto.ike.exchanges import create_child_sa, informational
+    def sa_expired(self, ev: SAExpire, now: float) -> list[Action]:
+        """A kernel limit event (``params.SAExpire``): rekey on soft, delete on hard."""
         spi = int(ev.spi)
         c = self.children_in.get(spi) or self.children_out.get(spi)
         acts: list[Action] = []
-        if c is None or c.parent is None or c.state != S.ESTABLISHED_CHILD:
+        if c is None or c.parent is None or c.state is not ChildState.ESTABLISHED:
             return acts
         ike = c.parent
         if ev.hard:
             self.log(acts, f"Child SA reached its hard {ev.reason} limit; deleting it", c)
             if ike.established:
-                return acts + informational.delete_children(self, ike, [c], now)
+                return acts + self._on(ike, now, partial(delete_children, self, ike, [c], now))
             return acts + self.remove_child(c, now)
         if ike.established and not c.rekeying and not c.replaced:
-            c.rekeying = True
             self.log(acts, f"Child SA reached its soft {ev.reason} limit; rekeying", c)
-            acts += self.queue(ike, create_child_sa.RekeyChildTask(c), now)
+            acts += self._on(ike, now, partial(child_rekey.start_rekey, self, ike, c, now))
         return acts
 
     def shutdown(self, now: float) -> list[Action]:
         """Send Delete for every IKE SA and remove all state (daemon exit)."""
-        from pypluto.ike.exchanges import informational
         acts: list[Action] = []
         for ike in list(self.by_serial.values()):
             if ike.established:
-                acts += informational.send_delete_now(self, ike, now)
+                acts += send_delete_now(self, ike)
             acts += self.drop_ike(ike, now, "shutdown" if ike.established else "", None)
         self._heap.clear()
         return acts
@@ -776,10 +929,10 @@ class Engine:
             return False
         return self.n_halfopen >= st.ddos_ike_threshold
 
-    # used by tests and the exchanges
     def ike_of(self, name: str) -> list[IKESA]:
+        """The IKE SAs of a connection (tests and tasks)."""
         return self._ikes_of(name)
 
-    @staticmethod
-    def addr(a: Any) -> IPAddress:
-        return ipaddress.ip_address(a)
+
+def _dbg(msg: str, remote: Endpoint) -> list[Action]:
+    return [Log(msg, level="debug", remote=remote)]

@@ -164,9 +164,11 @@ _NOALG = _NoAlg()
 
 
 @functools.lru_cache(maxsize=256)
-def _accept_lists(spec: ProposalSpec, ike: bool, esn: str, pfs_group: int | None) -> dict:
-    acc: dict[int, list] = {}
-    acc[TransformType.ENCR] = [(int(e.id), b) for e in spec.encr for b in _encr_bits(e)]
+def _accept_lists(spec: ProposalSpec, ike: bool, esn: str, pfs_group: int | None
+                  ) -> tuple[list[tuple[int, int | None]], dict[int, list[int]]]:
+    """(ENCR (id, key bits) pairs, the accepted IDs of every other transform type)."""
+    encr = [(int(e.id), b) for e in spec.encr for b in _encr_bits(e)]
+    acc: dict[int, list[int]] = {}
     if ike:
         acc[TransformType.PRF] = [int(p) for p in spec.prf]
         acc[TransformType.KE] = [int(g) for g in spec.ke]
@@ -175,7 +177,7 @@ def _accept_lists(spec: ProposalSpec, ike: bool, esn: str, pfs_group: int | None
         if pfs_group is not None:
             acc[TransformType.KE] = [int(g) for g in spec.ke] or [pfs_group]
     acc[TransformType.INTEG] = [int(i) for i in spec.integ]
-    return acc
+    return encr, acc
 
 
 def choose(
@@ -214,9 +216,9 @@ def choose(
     return None
 
 
-def _match(by_type: dict, spec: ProposalSpec, ike: bool, esn: str,
-           pfs_group: int | None) -> Chosen | None:
-    acc = _accept_lists(spec, ike, esn, pfs_group)
+def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec, ike: bool,
+           esn: str, pfs_group: int | None) -> Chosen | None:
+    acc_encr, acc = _accept_lists(spec, ike, esn, pfs_group)
     c = Chosen()
     # ENCR: mandatory
     pick = None
@@ -228,7 +230,7 @@ def _match(by_type: dict, spec: ProposalSpec, ike: bool, esn: str,
             continue  # RFC 7296 §3.3.5: AES needs the Key Length attribute
         if not alg.key_bits and bits is not None:
             continue
-        for aid, abits in acc[TransformType.ENCR]:
+        for aid, abits in acc_encr:
             if aid == tid and (abits is None or abits == bits):
                 pick = (tid, bits)
                 break

@@ -8,26 +8,81 @@ and, until IKE_AUTH completes, the IKE_SA_INIT messages that AUTH signs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Literal, Protocol
 
 from pypluto.config.model import Connection, Identity
+from pypluto.crypto.dh import KeyExchange
+from pypluto.crypto.keys import ChildKeys
+from pypluto.crypto.sk import SKProtector
 from pypluto.ike.actions import Endpoint
+from pypluto.ike.codec import Proposals
 from pypluto.ike.proposals import Chosen
 from pypluto.ike.ts import TS
+from pypluto.params import IPAddress, Mode, SAParams
 
-# Libreswan state names
-PARENT_I1 = "STATE_V2_PARENT_I1"  # IKE_SA_INIT sent
-PARENT_I2 = "STATE_V2_PARENT_I2"  # IKE_AUTH sent
-PARENT_R1 = "STATE_V2_PARENT_R1"  # IKE_SA_INIT answered, waiting for IKE_AUTH
-ESTABLISHED_IKE = "STATE_V2_ESTABLISHED_IKE_SA"
-IKE_DELETING = "STATE_V2_IKE_SA_DELETE"
-REKEY_IKE_I1 = "STATE_V2_REKEY_IKE_I1"
-REKEY_IKE_R0 = "STATE_V2_REKEY_IKE_R0"
-ESTABLISHED_CHILD = "STATE_V2_ESTABLISHED_CHILD_SA"
-NEW_CHILD_I1 = "STATE_V2_NEW_CHILD_I1"
-REKEY_CHILD_I1 = "STATE_V2_REKEY_CHILD_I1"
-CHILD_DELETING = "STATE_V2_CHILD_SA_DELETE"
-IKE_AUTH_CHILD_I0 = "STATE_V2_IKE_AUTH_CHILD_I0"
+
+class QueuedTask(Protocol):
+    """A task as an IKE SA keeps it (queued or in flight); the interface that the task
+    manager drives is ``ike.tasks.base.Task`` (kept apart so that this module does not
+    depend on the tasks)."""
+
+    @property
+    def exchange(self) -> int: ...
+
+
+class InternalError(RuntimeError):
+    """A broken engine invariant (e.g. an illegal state transition): a bug, never input."""
+
+
+class IKEState(StrEnum):
+    """IKE SA states; the values are Libreswan's state names (``whack --status``)."""
+
+    INIT_I = "STATE_V2_PARENT_I1"  # IKE_SA_INIT sent
+    AUTH_I = "STATE_V2_PARENT_I2"  # IKE_AUTH sent
+    INIT_R = "STATE_V2_PARENT_R1"  # IKE_SA_INIT answered, waiting for IKE_AUTH
+    ESTABLISHED = "STATE_V2_ESTABLISHED_IKE_SA"
+    DELETING = "STATE_V2_IKE_SA_DELETE"
+
+
+class ChildState(StrEnum):
+    """Child SA states; the values are Libreswan's state names."""
+
+    AUTH_I = "STATE_V2_IKE_AUTH_CHILD_I0"  # offered in our IKE_AUTH request
+    NEW_I = "STATE_V2_NEW_CHILD_I1"  # reserved SPI: offered (or being accepted)
+    REKEY_I = "STATE_V2_REKEY_CHILD_I1"  # offered as the rekey of an existing Child SA
+    ESTABLISHED = "STATE_V2_ESTABLISHED_CHILD_SA"
+    DELETING = "STATE_V2_CHILD_SA_DELETE"
+
+
+# The allowed transitions, in one table each (h11's style).  Writing the current state
+# again is always allowed; anything else raises ``InternalError``.
+IKE_TRANSITIONS: dict[IKEState, frozenset[IKEState]] = {
+    IKEState.INIT_I: frozenset({IKEState.AUTH_I, IKEState.DELETING}),
+    IKEState.AUTH_I: frozenset({IKEState.ESTABLISHED, IKEState.DELETING}),
+    IKEState.INIT_R: frozenset({IKEState.ESTABLISHED, IKEState.DELETING}),
+    IKEState.ESTABLISHED: frozenset({IKEState.DELETING}),
+    IKEState.DELETING: frozenset(),
+}
+CHILD_TRANSITIONS: dict[ChildState, frozenset[ChildState]] = {
+    ChildState.NEW_I: frozenset({ChildState.AUTH_I, ChildState.REKEY_I, ChildState.ESTABLISHED,
+                                 ChildState.DELETING}),
+    ChildState.AUTH_I: frozenset({ChildState.ESTABLISHED, ChildState.DELETING}),
+    ChildState.REKEY_I: frozenset({ChildState.ESTABLISHED, ChildState.DELETING}),
+    ChildState.ESTABLISHED: frozenset({ChildState.DELETING}),
+    ChildState.DELETING: frozenset(),
+}
+
+
+@dataclass(slots=True)
+class Reassembly:
+    """SKF fragments of one message being collected (RFC 7383 §2.6)."""
+
+    msgid: int
+    response: bool
+    total: int
+    parts: dict[int, bytes] = field(default_factory=dict)
+    first: int = 0  # the first inner payload type (from fragment 1)
 
 
 @dataclass(slots=True)
@@ -36,8 +91,7 @@ class Outstanding:
 
     msgid: int
     packets: list[bytes]
-    task: Any
-    first_sent: float
+    task: QueuedTask
     next_retransmit: float
     interval: float
     deadline: float
@@ -49,31 +103,48 @@ class ChildSA:
     serial: int
     conn: Connection
     parent: IKESA | None
-    state: str
+    state: ChildState
     initiator: bool  # we initiated the exchange that created this Child SA
+    local_addr: IPAddress  # the SA's outer addresses
+    remote_addr: IPAddress
     spi_in: int = 0
     spi_out: int = 0
-    protocol: str = "esp"
-    mode: str = "tunnel"
+    protocol: Literal["esp", "ah"] = "esp"
+    mode: Mode = "tunnel"
     chosen: Chosen | None = None
     local_ts: list[TS] = field(default_factory=list)
     remote_ts: list[TS] = field(default_factory=list)
     reqid: int = 0
     encap: tuple[int, int] | None = None  # (local port, remote port) of ESP-in-UDP
-    local_addr: Any = None
-    remote_addr: Any = None
     established_at: float = 0.0
     rekey_at: float | None = None
     expire_at: float | None = None
     rekeying: bool = False  # a rekey of this Child SA is queued or in flight
     replaced: bool = False  # a new Child SA took over; only deletion remains
-    nonce: bytes = b""  # our nonce of the exchange that created it (collisions)
     owns_policy: bool = False
     rekey_of: ChildSA | None = None  # the Child SA this one replaces
-    peer_rekeys: list = field(default_factory=list)  # Child SAs the peer made to replace us
+    peer_rekeys: list[ChildSA] = field(default_factory=list)  # the peer's replacements
     nonce_min: bytes = b""  # min(Ni, Nr) of the creating exchange (§2.8.1 collisions)
-    keys: Any = field(default=None, repr=False)  # ChildKeys until installed
-    pending_out: Any = field(default=None, repr=False)  # outbound SAParams held back (rekey)
+    keys: ChildKeys | None = field(default=None, repr=False)  # until installed
+    pending_out: SAParams | None = field(default=None, repr=False)  # held back (rekey)
+
+    def to(self, state: ChildState) -> None:
+        """Change state along ``CHILD_TRANSITIONS`` (an illegal change is a bug)."""
+        if state is not self.state and state not in CHILD_TRANSITIONS[self.state]:
+            raise InternalError(f"Child SA #{self.serial}: illegal transition "
+                                f"{self.state.name} -> {state.name}")
+        self.state = state
+
+
+@dataclass(slots=True)
+class PPKState:
+    """RFC 8784 bookkeeping of one IKE SA (``ike/ppk.py`` keeps it)."""
+
+    negotiated: bool = False  # USE_PPK went both ways in IKE_SA_INIT
+    used: bool = False  # SK_d, SK_pi and SK_pr are mixed with the PPK
+    ppk_id: bytes = b""
+    # initiator: SK_d, SK_pi, SK_pr without the PPK, for a peer that answers without it
+    no_ppk: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True, eq=False)
@@ -85,17 +156,17 @@ class IKESA:
     spi_r: bytes
     local: Endpoint
     remote: Endpoint
-    state: str
+    state: IKEState
     chosen: Chosen | None = None
     ni: bytes = b""
     nr: bytes = b""
-    ke_priv: Any = None  # initiator's pending key exchange
+    ke_priv: KeyExchange | None = None  # initiator's pending key exchange
     ke_group: int = 0
     sk_d: bytes = b""
     sk_pi: bytes = b""
     sk_pr: bytes = b""
-    prot_out: Any = None
-    prot_in: Any = None
+    prot_out: SKProtector | None = None
+    prot_in: SKProtector | None = None
     init_request: bytes = b""  # IKE_SA_INIT messages, needed for AUTH (§2.15)
     init_response: bytes = b""
     cookie: bytes = b""
@@ -106,19 +177,15 @@ class IKESA:
     outstanding: Outstanding | None = None
     next_in: int = 0
     last_response: tuple[int, list[bytes]] | None = None
-    tasks: list = field(default_factory=list)  # queued exchanges (a list: SAs are many)
+    tasks: list[QueuedTask] = field(default_factory=list)  # queued exchanges
     children: list[ChildSA] = field(default_factory=list)
     # NAT-T (§2.23)
     nat_local: bool = False
     nat_remote: bool = False
-    natd_seen: bool = False
     # peer capabilities
     frag_ok: bool = False
-    childless_ok: bool = False
-    sighash_ok: bool = False
-    fragments: dict | None = None
+    fragments: Reassembly | None = None
     # times
-    created: float = 0.0
     established_at: float | None = None
     rekey_at: float | None = None
     expire_at: float | None = None
@@ -130,16 +197,16 @@ class IKESA:
     # rekey bookkeeping
     rekeying: bool = False
     replaced: bool = False
-    pending_child: Any = None  # the first Child SA's parameters during IKE_AUTH
+    sent_proposals: Proposals | None = None  # our IKE_SA_INIT offer, to check the answer
     invalid_ke_retries: int = 0
     tries: int = 1
     cookie_retried: bool = False
     reauth_of: IKESA | None = None  # reauth=yes: the IKE SA this one replaces
-    halfopen_key: tuple | None = None  # responder: (SPIi, addr, port) of IKE_SA_INIT
-    cands: list = field(default_factory=list)  # responder: connections matching the addresses
-    peer_rekeys: list = field(default_factory=list)  # new IKE SAs the peer made from this one
+    halfopen_key: tuple[bytes, IPAddress, int] | None = None  # responder: (SPIi, addr, port)
+    cands: list[Connection] = field(default_factory=list)  # responder: by address
+    peer_rekeys: list[IKESA] = field(default_factory=list)  # the peer's new IKE SAs
     nonce_min: bytes = b""  # min(Ni, Nr) of the rekey exchange (§2.8.1 collisions)
-    we_rekeyed: bool = False  # we initiated the exchange that created this SA
+    ppk: PPKState = field(default_factory=PPKState)  # RFC 8784
 
     @property
     def local_spi(self) -> bytes:
@@ -147,4 +214,11 @@ class IKESA:
 
     @property
     def established(self) -> bool:
-        return self.established_at is not None and self.state != IKE_DELETING
+        return self.established_at is not None and self.state is not IKEState.DELETING
+
+    def to(self, state: IKEState) -> None:
+        """Change state along ``IKE_TRANSITIONS`` (an illegal change is a bug)."""
+        if state is not self.state and state not in IKE_TRANSITIONS[self.state]:
+            raise InternalError(f"IKE SA #{self.serial}: illegal transition "
+                                f"{self.state.name} -> {state.name}")
+        self.state = state

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple
 
-from pypluto.kernel.base import TrafficSelector
+from pypluto.params import IPAddress, TrafficSelector
 
 _ADDR = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 TS_IPV4_ADDR_RANGE = 7
@@ -67,12 +67,13 @@ def from_addr(addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
     return from_network(ipaddress.ip_network(addr), protoport)
 
 
-def from_range(ts_type: int, proto: int, sport: int, eport: int, start: object,
-               end: object) -> TS | None:
+def from_range(ts_type: int, proto: int, sport: int, eport: int,
+               start: IPAddress | str | int | bytes, end: IPAddress | str | int | bytes
+               ) -> TS | None:
     """A selector from wire values; None when it is malformed (start > end, bad type)."""
     try:
-        a = start if isinstance(start, _ADDR) else ipaddress.ip_address(start)  # type: ignore[arg-type]
-        b = end if isinstance(end, _ADDR) else ipaddress.ip_address(end)  # type: ignore[arg-type]
+        a = start if isinstance(start, _ADDR) else ipaddress.ip_address(start)
+        b = end if isinstance(end, _ADDR) else ipaddress.ip_address(end)
     except ValueError:
         return None
     version = {TS_IPV4_ADDR_RANGE: 4, TS_IPV6_ADDR_RANGE: 6}.get(ts_type)

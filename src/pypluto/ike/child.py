@@ -9,24 +9,27 @@ installs.
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
+from pypluto.config import ids
 from pypluto.config.model import Connection
 from pypluto.config.virtual_private import VirtualPrivate
 from pypluto.crypto import keys
 from pypluto.crypto.errors import CryptoError
+from pypluto.iana import NotifyType as N
+from pypluto.iana import PayloadType as PT
+from pypluto.iana import ProtocolID
 from pypluto.ike import codec, proposals
-from pypluto.ike import sa as S
 from pypluto.ike import ts as tsmod
-from pypluto.ike.sa import IKESA, ChildSA
+from pypluto.ike.actions import FailReason
+from pypluto.ike.codec import Payload, Proposals
+from pypluto.ike.context import IKEContext
+from pypluto.ike.identity import remote_pattern
+from pypluto.ike.sa import IKESA, ChildSA, ChildState
 from pypluto.ike.ts import TS
-from pypluto.wire.constants import NotifyType as N
+from pypluto.wire import payloads as wp
 
-if TYPE_CHECKING:
-    from pypluto.ike.engine import Engine
-
-PT = codec.PT
-PROTO_ESP = 3
+PROTO_ESP = ProtocolID.ESP
 
 
 def configured_ts(ike: IKESA, conn: Connection) -> tuple[list[TS], list[TS]]:
@@ -52,26 +55,19 @@ def encap_for(ike: IKESA) -> tuple[int, int] | None:
     return None
 
 
-def new_child(eng: Engine, ike: IKESA, conn: Connection, initiator: bool) -> ChildSA:
-    c = ChildSA(serial=eng.new_serial(), conn=conn, parent=ike, state=S.NEW_CHILD_I1,
-                initiator=initiator)
-    c.spi_in = eng.alloc_child_spi()
-    c.reqid = eng.reqid_for(conn, None if conn.remote.host_addr is not None
+def new_child(ctx: IKEContext, ike: IKESA, conn: Connection, initiator: bool) -> ChildSA:
+    """A Child SA with a reserved inbound SPI, not installed yet."""
+    c = ChildSA(serial=ctx.new_serial(), conn=conn, parent=ike, state=ChildState.NEW_I,
+                initiator=initiator, local_addr=ike.local.addr, remote_addr=ike.remote.addr)
+    ctx.reserve_child_spi(c)
+    c.reqid = ctx.reqid_for(conn, None if conn.remote.host_addr is not None
                             else ike.remote_id or ike.remote.addr)
     c.mode = "transport" if conn.type == "transport" else "tunnel"
-    c.local_addr, c.remote_addr = ike.local.addr, ike.remote.addr
-    eng.children_in[c.spi_in] = c  # reserve the SPI
     return c
 
 
-def release(eng: Engine, c: ChildSA) -> None:
-    """Forget a Child SA that never got installed."""
-    if eng.children_in.get(c.spi_in) is c and c.state != S.ESTABLISHED_CHILD:
-        del eng.children_in[c.spi_in]
-
-
 def offer(ike: IKESA, c: ChildSA, pfs_group: int | None = None,
-          ts: tuple[list[TS], list[TS]] | None = None) -> tuple[list, list]:
+          ts: tuple[list[TS], list[TS]] | None = None) -> tuple[list[Payload], Proposals]:
     """(payloads SA, TSi, TSr [, USE_TRANSPORT_MODE], the proposals sent)."""
     conn = c.conn
     specs = proposals.esp_specs(conn.esp)
@@ -79,22 +75,20 @@ def offer(ike: IKESA, c: ChildSA, pfs_group: int | None = None,
                                      esn=conn.esn, pfs_group=pfs_group)
     lts, rts = ts if ts is not None else configured_ts(ike, conn)
     c.local_ts, c.remote_ts = lts, rts
-    out = [codec.sa(sent), codec.ts_payload(PT.TSi, lts), codec.ts_payload(PT.TSr, rts)]
+    out: list[Payload] = [codec.sa(sent), codec.ts_payload(PT.TSi, lts),
+                          codec.ts_payload(PT.TSr, rts)]
     if c.mode == "transport":
         out.insert(0, codec.notify(N.USE_TRANSPORT_MODE))
     return out, sent
 
 
-def _first(payloads: list, ptype: int) -> Any:
-    return next((p for p in payloads if p.payload_type == ptype), None)
+def _ts_pair(payloads: Sequence[Payload]) -> tuple[wp.TSPayload | None, wp.TSPayload | None]:
+    return (codec.first(payloads, wp.TSPayload, PT.TSi),
+            codec.first(payloads, wp.TSPayload, PT.TSr))
 
 
-def has_notify(payloads: list, ntype: int) -> bool:
-    return any(p.payload_type == PT.NOTIFY and p.notify_type == ntype for p in payloads)
-
-
-def _nat_inner(eng: Engine, ike: IKESA, conn: Connection, tsi: list[TS], rconf: list[TS]
-               ) -> list[TS]:
+def _nat_inner(ctx: IKEContext, ike: IKESA, conn: Connection, tsi: list[TS],
+               rconf: list[TS]) -> list[TS]:
     """A host-to-host peer behind a NAT names its inner address in TSi (§2.23).
 
     Accepted only when the peer really is behind a NAT and, if ``virtual-private=``
@@ -105,9 +99,9 @@ def _nat_inner(eng: Engine, ike: IKESA, conn: Connection, tsi: list[TS], rconf: 
     hint = next((t for t in tsi if t.start == t.end), None)
     if hint is None:
         return rconf
-    if eng.settings.virtual_private:
+    if ctx.settings.virtual_private:
         try:
-            vp = VirtualPrivate.parse(eng.settings.virtual_private)
+            vp = VirtualPrivate.parse(ctx.settings.virtual_private)
         except ValueError:  # the daemon refuses a bad list at start; be safe anyway
             return rconf
         if not vp.allows(ipaddress.ip_network(hint.start_addr())):
@@ -115,50 +109,50 @@ def _nat_inner(eng: Engine, ike: IKESA, conn: Connection, tsi: list[TS], rconf: 
     return [hint]
 
 
-def ts_fits(eng: Engine, ike: IKESA, conn: Connection, payloads: list) -> bool:
+def ts_fits(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Payload]
+            ) -> bool:
     """Would ``conn``'s selectors answer this request (to pick among connections)?"""
-    tsi_p, tsr_p = _first(payloads, PT.TSi), _first(payloads, PT.TSr)
+    tsi_p, tsr_p = _ts_pair(payloads)
     if tsi_p is None or tsr_p is None:
         return True
     tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
     if not tsi or not tsr:
         return False
     lconf, rconf = configured_ts(ike, conn)
-    rconf = _nat_inner(eng, ike, conn, tsi, rconf)
+    rconf = _nat_inner(ctx, ike, conn, tsi, rconf)
     return tsmod.narrow(tsi, rconf, conn.narrowing) is not None and \
         tsmod.narrow(tsr, lconf, conn.narrowing) is not None
 
 
-def other_connections(eng: Engine, ike: IKESA) -> list[Connection]:
+def other_connections(ctx: IKEContext, ike: IKESA) -> list[Connection]:
     """Connections that may share this IKE SA: same addresses, the peer's ID matches."""
-    from pypluto.config import ids
-    from pypluto.ike.exchanges.ike_auth import _remote_pattern
     out = []
-    for conn in eng.connections.values():
+    for conn in ctx.connections.values():
         if conn is ike.conn or conn.local_is_left is None:
             continue
         if conn.local.host_addr not in (None, ike.local.addr):
             continue
         if conn.remote.host_addr not in (None, ike.remote.addr):
             continue
-        if ids.id_matches(_remote_pattern(conn), ike.remote_id):
+        if ids.id_matches(remote_pattern(conn), ike.remote_id):
             out.append(conn)
     return out
 
 
-def accept(eng: Engine, ike: IKESA, conn: Connection, payloads: list, ni: bytes, nr: bytes,
-           ke_group: int | None, shared: bytes | None,
-           old: ChildSA | None = None) -> tuple[ChildSA | None, list, str]:
-    """Responder: (Child SA or None, payloads for the answer, reason on failure)."""
-    sa_p = _first(payloads, PT.SA)
-    tsi_p, tsr_p = _first(payloads, PT.TSi), _first(payloads, PT.TSr)
+def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Payload],
+           ni: bytes, nr: bytes, ke_group: int | None, shared: bytes | None,
+           old: ChildSA | None = None
+           ) -> tuple[ChildSA | None, list[Payload], str, FailReason]:
+    """Responder: (Child SA or None, payloads for the answer, why and reason on failure)."""
+    sa_p = codec.first(payloads, wp.SAPayload)
+    tsi_p, tsr_p = _ts_pair(payloads)
     if sa_p is None:
-        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "no SA payload"
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "no SA payload", FailReason.PROPOSAL
     if tsi_p is None or tsr_p is None:
-        return None, [codec.notify(N.TS_UNACCEPTABLE)], "no TS payloads"
+        return None, [codec.notify(N.TS_UNACCEPTABLE)], "no TS payloads", FailReason.TRAFFIC_SELECTORS
     tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
     if not tsi or not tsr:
-        return None, [codec.notify(N.TS_UNACCEPTABLE)], "malformed or empty traffic selectors"
+        return None, [codec.notify(N.TS_UNACCEPTABLE)], "malformed or empty traffic selectors", FailReason.TRAFFIC_SELECTORS
     specs = proposals.esp_specs(conn.esp)
     pfs = None
     if ke_group is not None:
@@ -173,82 +167,84 @@ def accept(eng: Engine, ike: IKESA, conn: Connection, payloads: list, ni: bytes,
             if chosen is not None:
                 break
     if chosen is None:
-        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "no acceptable ESP proposal"
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "no acceptable ESP proposal", FailReason.PROPOSAL
     if len(chosen.spi) != 4:
-        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "bad ESP SPI size"
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "bad ESP SPI size", FailReason.PROPOSAL
     if ke_group is not None and chosen.ke != ke_group:
         return None, [codec.notify(N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))], \
-            "KE group does not match the proposal"
-    want_transport = has_notify(payloads, N.USE_TRANSPORT_MODE)
+            "KE group does not match the proposal", FailReason.PROPOSAL
+    want_transport = codec.has_notify(payloads, N.USE_TRANSPORT_MODE)
     if conn.type == "transport" and not want_transport:
-        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "transport mode required"
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "transport mode required", FailReason.PROPOSAL
     lconf, rconf = configured_ts(ike, conn)
     if old is not None:
         lconf, rconf = old.local_ts, old.remote_ts
     if old is None:
-        rconf = _nat_inner(eng, ike, conn, tsi, rconf)
+        rconf = _nat_inner(ctx, ike, conn, tsi, rconf)
     narrowing = conn.narrowing or old is not None
     ans_i = tsmod.narrow(tsi, rconf, narrowing)
     ans_r = tsmod.narrow(tsr, lconf, narrowing)
     if ans_i is None or ans_r is None:
         return None, [codec.notify(N.TS_UNACCEPTABLE)], (
             f"traffic selectors {tsmod.fmt(tsi)}==={tsmod.fmt(tsr)} do not match "
-            f"{tsmod.fmt(rconf)}==={tsmod.fmt(lconf)}")
-    c = new_child(eng, ike, conn, initiator=False)
+            f"{tsmod.fmt(rconf)}==={tsmod.fmt(lconf)}"), FailReason.TRAFFIC_SELECTORS
+    c = new_child(ctx, ike, conn, initiator=False)
     c.chosen = chosen
     c.spi_out = int.from_bytes(chosen.spi, "big")
     c.local_ts, c.remote_ts = ans_r, ans_i
     c.mode = "transport" if (want_transport and conn.type == "transport") else "tunnel"
     c.encap = encap_for(ike)
     c.nonce_min = min(ni, nr)
+    assert ike.chosen is not None
     try:
-        c.keys = keys.derive_child_keys(ike.chosen.prf, ike.sk_d, ni, nr, chosen.encr,  # type: ignore[union-attr]
+        c.keys = keys.derive_child_keys(ike.chosen.prf, ike.sk_d, ni, nr, chosen.encr,
                                         chosen.encr_bits, chosen.integ or None, shared)
     except CryptoError as e:
-        release(eng, c)
-        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], f"key derivation failed: {e}"
-    out = [codec.sa([proposals.chosen_proposal(chosen, PROTO_ESP, c.spi_in.to_bytes(4, "big"),
-                                               ike=False)])]
-    tail = [codec.ts_payload(PT.TSi, ans_i), codec.ts_payload(PT.TSr, ans_r)]
+        ctx.release_child(c)
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], f"key derivation failed: {e}", FailReason.LOCAL
+    out: list[Payload] = [codec.sa([proposals.chosen_proposal(
+        chosen, PROTO_ESP, c.spi_in.to_bytes(4, "big"), ike=False)])]
+    tail: list[Payload] = [codec.ts_payload(PT.TSi, ans_i), codec.ts_payload(PT.TSr, ans_r)]
     if c.mode == "transport":
         tail.insert(0, codec.notify(N.USE_TRANSPORT_MODE))
-    return c, out + tail, ""
+    return c, out + tail, "", FailReason.NONE
 
 
-def finish(eng: Engine, ike: IKESA, c: ChildSA, sent: list, payloads: list, ni: bytes,
-           nr: bytes, shared: bytes | None, ke_group: int | None) -> str:
-    """Initiator: check the answer and derive keys; '' on success, else the reason."""
+def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload], ni: bytes,
+           nr: bytes, shared: bytes | None, ke_group: int | None) -> tuple[str, FailReason]:
+    """Initiator: check the answer and derive keys: ("", NONE) on success, else why."""
     conn = c.conn
-    sa_p = _first(payloads, PT.SA)
-    tsi_p, tsr_p = _first(payloads, PT.TSi), _first(payloads, PT.TSr)
+    sa_p = codec.first(payloads, wp.SAPayload)
+    tsi_p, tsr_p = _ts_pair(payloads)
     if sa_p is None or tsi_p is None or tsr_p is None:
-        return "the answer lacks SA, TSi or TSr"
+        return "the answer lacks SA, TSi or TSr", FailReason.PROPOSAL
     chosen = proposals.check_answer(codec.sa_tuples(sa_p), sent, ike=False)
     if chosen is None or len(chosen.spi) != 4:
-        return "the answer is not one of our ESP proposals"
+        return "the answer is not one of our ESP proposals", FailReason.PROPOSAL
     if (ke_group or 0) != (chosen.ke or 0):
-        return "the answer's KE group does not match"
+        return "the answer's KE group does not match", FailReason.PROPOSAL
     tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
     if not tsi or not tsr:
-        return "malformed traffic selectors in the answer"
+        return "malformed traffic selectors in the answer", FailReason.TRAFFIC_SELECTORS
     narrowing = conn.narrowing or c.rekey_of is not None
     lconf, rconf = c.local_ts, c.remote_ts
     if not tsmod.answer_ok(tsi, lconf, lconf, narrowing) or \
             not tsmod.answer_ok(tsr, rconf, rconf, narrowing or (
                 not conn.remote.subnets and ike.nat_remote)):
-        return (f"traffic selectors {tsmod.fmt(tsi)}==={tsmod.fmt(tsr)} are not acceptable")
-    transport = has_notify(payloads, N.USE_TRANSPORT_MODE)
+        return (f"traffic selectors {tsmod.fmt(tsi)}==={tsmod.fmt(tsr)} are not acceptable", FailReason.TRAFFIC_SELECTORS)
+    transport = codec.has_notify(payloads, N.USE_TRANSPORT_MODE)
     if c.mode == "transport" and not transport:
-        return "peer refused transport mode"
+        return "peer refused transport mode", FailReason.PROPOSAL
     c.chosen = chosen
     c.spi_out = int.from_bytes(chosen.spi, "big")
     c.local_ts, c.remote_ts = tsi, tsr
     c.encap = encap_for(ike)
     c.local_addr, c.remote_addr = ike.local.addr, ike.remote.addr
     c.nonce_min = min(ni, nr)
+    assert ike.chosen is not None
     try:
-        c.keys = keys.derive_child_keys(ike.chosen.prf, ike.sk_d, ni, nr, chosen.encr,  # type: ignore[union-attr]
+        c.keys = keys.derive_child_keys(ike.chosen.prf, ike.sk_d, ni, nr, chosen.encr,
                                         chosen.encr_bits, chosen.integ or None, shared)
     except CryptoError as e:
-        return f"key derivation failed: {e}"
-    return ""
+        return f"key derivation failed: {e}", FailReason.LOCAL
+    return "", FailReason.NONE

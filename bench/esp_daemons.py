@@ -1,0 +1,250 @@
+"""ESP daemon to daemon: ``pluto --use-userspace`` pairs vs strongSwan kernel-libipsec pairs.
+
+Two ``tests/lab.py`` labs side by side in the same run.  In one, two pypluto
+daemons (``--use-userspace``) negotiate a real tunnel (PSK, IKE
+``aes_gcm256-sha2_256-dh31``, ESP ``aes_gcm256``: the conn of
+``tests/interop/peers.py``); in the other, two strongSwan 5.9.8 charons with
+the kernel-libipsec plugin negotiate the same (``aes256gcm16``).  Nothing is
+hand-keyed.  Between the inner addresses (198.51.100.1 -> 203.0.113.1):
+
+* TCP: iperf3, 4 streams and 1 (received Mbit/s);
+* UDP: iperf3 ``-u -b 0`` with 1,400-byte and 64-byte datagrams: received
+  datagrams per second and loss;
+* ping latency under load: 0.01 s pings while a 1-stream TCP iperf3 runs
+  (average and maximum round trip);
+* CPU per packet: utime+stime of the daemons of both ends, with all their
+  threads and children, over the test / the packets carried (UDP: datagrams
+  received; TCP: received bytes / 1,448).
+
+The planes alternate (ours, theirs, theirs, ours, ...) for ``BENCH_ESP_RUNS``
+(2) runs of ``BENCH_ESP_SECONDS`` (5) each; the table gives the medians and
+the ratio pypluto/strongSwan (goal >= 2x on every row).
+
+Run alone: ``.venv/bin/python -m bench.esp_daemons [SECONDS] [RUNS]``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import statistics
+import sys
+import time
+from typing import Any
+
+from bench.ike_setup import CLK, Lab, _r, _try, env_int
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "interop")]
+
+from lab import EAST_INNER, EAST_OUTER, EAST_SUBNET, WEST_INNER, WEST_OUTER, WEST_SUBNET  # noqa: E402
+from peers import (  # noqa: E402
+    EAST_ID,
+    WEST_ID,
+    Proposal,
+    Pypluto,
+    StrongSwan,
+    ipsec_conf,
+    swanctl_conf,
+)
+
+PROPOSAL = Proposal("bench", "aes_gcm256-sha2_256-dh31", "aes_gcm256",
+                    "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+MSS_BYTES = 1448
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (children of every thread), from /proc."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in pathlib.Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return out
+
+
+def cpu_of(pids: list[int]) -> float:
+    """utime+stime (seconds) of the processes and their descendants, all threads."""
+    total = 0
+    for root in pids:
+        for p in _tree(root):
+            try:
+                f = pathlib.Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(f[11]) + int(f[12])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total / CLK
+
+
+class Pair:
+    """One tunnel between the two namespaces of ``lab``, up and carrying a ping."""
+
+    def __init__(self, lab: Lab, kind: str) -> None:
+        self.lab, self.kind = lab, kind
+        if kind == "pypluto":
+            conf = ipsec_conf(proposal=PROPOSAL)
+            self.west = Pypluto(lab, lab.west, "esp-west").start(conf)
+            self.east = Pypluto(lab, lab.east, "esp-east").start(conf)
+            out = self.west.initiate()
+            lab.wait_for(lambda: self.west.child_established() and
+                         self.east.child_established(), 30,
+                         f"Child SA on both ends ({out[-300:]})")
+            self.pids = [self.west.proc.pid, self.east.proc.pid]  # type: ignore[union-attr]
+        else:
+            self.west = StrongSwan(lab, lab.west, "esp-sw-west").start()
+            self.east = StrongSwan(lab, lab.east, "esp-sw-east").start()
+            for me, here, there, lts, rts, ns_id, peer_id in (
+                    (self.west, WEST_OUTER, EAST_OUTER, WEST_SUBNET, EAST_SUBNET,
+                     WEST_ID, EAST_ID),
+                    (self.east, EAST_OUTER, WEST_OUTER, EAST_SUBNET, WEST_SUBNET,
+                     EAST_ID, WEST_ID)):
+                me.load(swanctl_conf(conn="bench", local=here, remote=there, local_id=ns_id,
+                                     remote_id=peer_id, local_ts=lts, remote_ts=rts,
+                                     proposal=PROPOSAL, dpd_delay=0))
+            self.west.initiate()
+            self.pids = [self.west.proc.pid, self.east.proc.pid]  # type: ignore[union-attr]
+        lab.wait_for(lambda: lab.ping(lab.west, EAST_INNER, count=1, src=WEST_INNER)[1] == 1,
+                     30, f"{kind}: ping through the tunnel")
+
+
+def _iperf(pair: Pair, seconds: int, args: list[str]) -> dict[str, Any]:
+    lab = pair.lab
+    port = 5201
+    srv = lab.spawn(lab.east, ["iperf3", "-s", "-1", "-B", EAST_INNER, "-p", str(port)],
+                    lab.workdir / "iperf3-server.log", name="iperf3-s", expect_alive=False)
+    time.sleep(0.3)
+    try:
+        r = lab.run(lab.west, ["iperf3", "-c", EAST_INNER, "-B", WEST_INNER, "-p", str(port),
+                               "-t", str(seconds), "-J", *args], check=False,
+                    timeout=seconds + 60)
+    finally:
+        lab.stop(srv, timeout=5)
+    try:
+        return json.loads(r.stdout)["end"]
+    except (ValueError, KeyError):
+        raise RuntimeError(f"iperf3 {args}: {r.stdout[-300:]} {r.stderr[-300:]}") from None
+
+
+def tcp(pair: Pair, seconds: int, streams: int) -> dict[str, Any]:
+    c0 = cpu_of(pair.pids)
+    end = _iperf(pair, seconds, ["-P", str(streams)])
+    cpu = cpu_of(pair.pids) - c0
+    rcv = end["sum_received"]
+    packets = rcv["bytes"] / MSS_BYTES
+    return {"mbps": rcv["bits_per_second"] / 1e6, "packets": packets,
+            "cpu_us_per_packet": cpu * 1e6 / packets if packets else None}
+
+
+def udp(pair: Pair, seconds: int, size: int) -> dict[str, Any]:
+    c0 = cpu_of(pair.pids)
+    end = _iperf(pair, seconds, ["-u", "-b", "0", "-l", str(size)])
+    cpu = cpu_of(pair.pids) - c0
+    s = end["sum"]
+    got = s["packets"] - s["lost_packets"]
+    return {"pps": got / s["seconds"], "sent_pps": s["packets"] / s["seconds"],
+            "loss_pct": 100.0 * s["lost_packets"] / s["packets"] if s["packets"] else None,
+            "cpu_us_per_packet": cpu * 1e6 / got if got else None}
+
+
+def ping_under_load(pair: Pair, seconds: int) -> dict[str, Any]:
+    lab = pair.lab
+    log = lab.workdir / f"ping-{time.monotonic_ns()}.log"
+    count = int(seconds / 0.01)
+    ping = lab.spawn(lab.west, ["ping", "-n", "-q", "-i", "0.01", "-c", str(count), "-W", "2",
+                                "-I", WEST_INNER, EAST_INNER], log, name="ping",
+                     expect_alive=False)
+    tcp(pair, seconds, 1)
+    ping.proc.wait(seconds + 30)
+    text = log.read_text()
+    m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", text)
+    loss = re.search(r"([\d.]+)% packet loss", text)
+    return {"avg_ms": float(m.group(2)) if m else None,
+            "max_ms": float(m.group(3)) if m else None,
+            "loss_pct": float(loss.group(1)) if loss else None}
+
+
+TESTS: list[tuple[str, Any, Any]] = [
+    ("tcp4", tcp, 4), ("tcp1", tcp, 1), ("udp1400", udp, 1400), ("udp64", udp, 64),
+    ("ping", ping_under_load, None),
+]
+
+
+def measure(seconds: int, runs: int) -> dict[str, Any]:
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {"pypluto": {}, "strongswan": {}}
+    with Lab(prefix="bep") as lp, Lab(prefix="bes") as ls:
+        pairs = {"pypluto": Pair(lp, "pypluto"), "strongswan": Pair(ls, "strongswan")}
+        for i in range(runs):
+            order = ["pypluto", "strongswan"] if i % 2 == 0 else ["strongswan", "pypluto"]
+            for name, fn, arg in TESTS:
+                for kind in order:
+                    res = fn(pairs[kind], seconds) if arg is None else \
+                        fn(pairs[kind], seconds, arg)
+                    raw[kind].setdefault(name, []).append(res)
+                    print(f"  run {i + 1} {kind} {name} {res}", flush=True)
+    return raw
+
+
+def run(seconds: int | None = None, runs: int | None = None) -> dict[str, Any]:
+    seconds = seconds or env_int("BENCH_ESP_SECONDS", 5)
+    runs = runs or env_int("BENCH_ESP_RUNS", 2)
+    raw = _try("esp", measure, seconds, runs)
+    err = raw.get("error") if isinstance(raw.get("error"), str) else None
+
+    def med(kind: str, test: str, key: str) -> Any:
+        if err:
+            return None
+        vals = [r[key] for r in raw[kind].get(test, []) if isinstance(r.get(key), int | float)]
+        return _r(statistics.median(vals)) if vals else None
+
+    def ratio(a: Any, b: Any, lower_better: bool = False) -> str:
+        if not isinstance(a, int | float) or not isinstance(b, int | float) or not a or not b:
+            return "ratio -"
+        x = b / a if lower_better else a / b
+        return f"ratio {x:.2f}x; goal >= 2x: {'met' if x >= 2 else 'missed'}"
+
+    rows = []
+    method = (f"negotiated tunnels (PSK, aes_gcm256), median of {runs} alternating runs of "
+              f"{seconds} s; pypluto --use-userspace pair vs strongSwan kernel-libipsec pair")
+    for test, metric, key, unit, lower in (
+            ("tcp4", "TCP, 4 streams", "mbps", "Mbit/s", False),
+            ("tcp1", "TCP, 1 stream", "mbps", "Mbit/s", False),
+            ("udp1400", "UDP 1400-byte datagrams received", "pps", "packets/s", False),
+            ("udp64", "UDP 64-byte datagrams received", "pps", "packets/s", False),
+            ("ping", "ping latency under TCP load (avg)", "avg_ms", "ms", True)):
+        a, b = med("pypluto", test, key), med("strongswan", test, key)
+        note = ratio(a, b, lower)
+        if test.startswith("udp"):
+            note += (f"; loss pypluto {med('pypluto', test, 'loss_pct')}%, strongSwan "
+                     f"{med('strongswan', test, 'loss_pct')}%; sent "
+                     f"{med('pypluto', test, 'sent_pps')} / {med('strongswan', test, 'sent_pps')}"
+                     " packets/s (iperf3 -b 0)")
+        if test == "ping":
+            note += (f"; max {med('pypluto', test, 'max_ms')} / "
+                     f"{med('strongswan', test, 'max_ms')} ms, loss "
+                     f"{med('pypluto', test, 'loss_pct')}% / {med('strongswan', test, 'loss_pct')}%")
+        if test == "tcp4":
+            note = method + "; " + note + (f"; error: {err}" if err else "")
+        rows.append({"metric": f"ESP {metric}", "pypluto": a, "strongswan": b,
+                     "libreswan": None, "unit": unit, "note": note})
+    for test, what in (("tcp4", "TCP 4 streams"), ("udp1400", "UDP 1400"),
+                       ("udp64", "UDP 64")):
+        a, b = med("pypluto", test, "cpu_us_per_packet"), \
+            med("strongswan", test, "cpu_us_per_packet")
+        rows.append({"metric": f"ESP CPU per packet, {what} (both daemons)", "pypluto": a,
+                     "strongswan": b, "libreswan": None, "unit": "us",
+                     "note": "utime+stime of both daemons and their threads/children / "
+                             "packets (TCP: received bytes / 1448)"})
+    return {"name": "esp_daemons", "command": "make bench BENCH=esp_daemons",
+            "sizes": {"seconds": seconds, "runs": runs}, "results": raw, "rows": rows}
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:3]]
+    out = run(*args)
+    for r in out["rows"]:
+        print(r)

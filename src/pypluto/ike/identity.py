@@ -1,0 +1,53 @@
+"""IKE identities as the exchanges need them (RFC 7296 §3.5): ours, the expected peer
+pattern of a connection, and the peer's ID from the wire in Libreswan's text form."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pypluto.config import ids
+from pypluto.config.model import Connection, Identity
+from pypluto.ike.sa import IKESA
+
+_ID_NAMES = {1: "IPV4_ADDR", 2: "FQDN", 3: "USER_FQDN", 5: "IPV6_ADDR", 9: "DER_ASN1_DN",
+             11: "KEY_ID", 13: "NULL"}
+
+
+def identity_from_wire(id_type: int, data: bytes) -> Identity:
+    """An Identity for what the peer sent, with Libreswan's text form."""
+    text: str
+    try:
+        if id_type == 1 and len(data) == 4:
+            text = str(ipaddress.IPv4Address(data))
+        elif id_type == 5 and len(data) == 16:
+            text = str(ipaddress.IPv6Address(data))
+        elif id_type == 2:
+            text = "@" + data.decode("utf-8", "replace")
+        elif id_type == 3:
+            text = data.decode("utf-8", "replace")
+        elif id_type == 11:
+            text = "@#0x" + data.hex()
+        else:
+            text = f"@~{data.hex()}"
+    except ValueError:
+        text = data.hex()
+    return Identity(id_type, data, text, null=id_type == 13)
+
+
+def id_desc(i: Identity) -> str:
+    return f"{_ID_NAMES.get(i.id_type, str(i.id_type))} '{i.text}'"
+
+
+def local_identity(ike: IKESA, conn: Connection) -> Identity:
+    if conn.local.id is not None and not conn.local.id.any:
+        return conn.local.id
+    return ids.id_from_address(conn.local.host_addr or ike.local.addr)
+
+
+def remote_pattern(conn: Connection) -> Identity | None:
+    """The ID the peer must show (``rightid=``, else its address); None for %any."""
+    if conn.remote.id is not None:
+        return conn.remote.id
+    if conn.remote.host_addr is not None:
+        return ids.id_from_address(conn.remote.host_addr)
+    return None  # %any

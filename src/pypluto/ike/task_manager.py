@@ -1,0 +1,302 @@
+"""The task manager: the message window of each IKE SA in one place (RFC 7296 §2.1-2.3).
+
+Per IKE SA: one request in flight (window size 1, §2.3), retransmitted with
+``retransmit-interval`` doubling until ``retransmit-timeout`` (§2.1; a liveness
+check stops at ``dpdtimeout``); queued tasks start when the window is free; requests
+from the peer are processed in message-ID order, a retransmitted request is
+answered from the cached response, and SKF fragments are reassembled (RFC 7383).
+IKE_SA_INIT goes through here too (message ID 0, sent in the clear).
+
+The SA's window fields live on ``IKESA`` (``next_out``, ``outstanding``, ``next_in``,
+``last_response``, ``tasks``, ``fragments``); only this module writes them, besides
+``restart_window`` (COOKIE / INVALID_KE retries of IKE_SA_INIT) and a responder
+moving ``next_in`` on while its key exchange is computed.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from pypluto.crypto.errors import CryptoError
+from pypluto.iana import ExchangeType
+from pypluto.iana import PayloadType as PT
+from pypluto.ike import codec
+from pypluto.ike.actions import Action, Endpoint, Log, SendPacket
+from pypluto.ike.codec import IKEHeader, Payload
+from pypluto.ike.context import IKEContext
+from pypluto.ike.sa import IKESA, IKEState, Outstanding, QueuedTask, Reassembly
+from pypluto.ike.tasks import responder_for
+from pypluto.ike.tasks.base import Inbound, Request, Task
+from pypluto.wire import message as wm
+from pypluto.wire import payloads as wp
+from pypluto.wire.errors import UnsupportedCriticalPayload, WireError
+
+EXCH_INIT = ExchangeType.IKE_SA_INIT
+EXCH_AUTH = ExchangeType.IKE_AUTH
+MAX_FRAGMENTS = 64
+
+
+def _task(t: QueuedTask) -> Task:
+    """Only ``Task`` instances are ever queued (``IKESA`` types them loosely, to stay
+    independent of ``ike.tasks``)."""
+    return cast(Task, t)
+
+
+def _dbg(msg: str, remote: Endpoint) -> list[Action]:
+    return [Log(msg, level="debug", remote=remote)]
+
+
+class TaskManager:
+    """Queues, sends, retransmits and receives the messages of every IKE SA."""
+
+    def __init__(self, ctx: IKEContext) -> None:
+        self.ctx = ctx
+
+    # ------------------------------------------------------------------ sending
+    def queue(self, ike: IKESA, task: QueuedTask, now: float, front: bool = False) -> list[Action]:
+        if front:
+            ike.tasks.insert(0, task)
+        else:
+            ike.tasks.append(task)
+        return self.kick(ike, now)
+
+    def kick(self, ike: IKESA, now: float) -> list[Action]:
+        """Start the next queued exchange when the window is free (§2.3)."""
+        acts: list[Action] = []
+        ctx = self.ctx
+        while ike.outstanding is None and ike.tasks and ctx.is_live(ike):
+            if not ike.established and ike.tasks[0].exchange not in (EXCH_INIT, EXCH_AUTH):
+                break
+            task = _task(ike.tasks.pop(0))
+            payloads = task.build(ctx, ike, now, acts)
+            if payloads is None:
+                continue
+            acts += self.send_request(ike, task, payloads, now)
+        ctx.schedule(ike)
+        return acts
+
+    def encode(self, ike: IKESA, exchange: int, response: bool, msgid: int,
+               payloads: list[Payload]) -> list[bytes]:
+        prot = ike.prot_out if exchange != EXCH_INIT else None
+        frag = None
+        if prot is not None and ike.frag_ok and ike.conn.fragmentation != "no":
+            frag = self.ctx.settings.fragment_size if ike.remote.addr.version == 4 else 1280
+        return codec.encode(ike.spi_i, ike.spi_r, exchange, ike.initiator, response, msgid,
+                            payloads, prot, frag)
+
+    def send_request(self, ike: IKESA, task: Task, payloads: list[Payload], now: float
+                     ) -> list[Action]:
+        msgid = ike.next_out
+        ike.next_out += 1
+        packets = self.encode(ike, task.exchange, False, msgid, payloads)
+        if task.exchange == EXCH_INIT:
+            ike.init_request = packets[0]  # AUTH signs it (§2.15)
+        conn = ike.conn
+        interval = max(conn.retransmit_interval, 0.01)
+        timeout = conn.retransmit_timeout
+        if task.liveness and conn.dpdtimeout > 0:
+            timeout = min(timeout, conn.dpdtimeout)
+        ike.outstanding = Outstanding(msgid, packets, task, now + interval, interval,
+                                      now + timeout)
+        self.ctx.schedule(ike)
+        return [SendPacket(p, ike.local, ike.remote) for p in packets]
+
+    def send_response(self, ike: IKESA, exchange: int, msgid: int, payloads: list[Payload],
+                      local: Endpoint | None = None, remote: Endpoint | None = None
+                      ) -> list[Action]:
+        packets = self.encode(ike, exchange, True, msgid, payloads)
+        ike.last_response = (msgid, packets)
+        ike.next_in = msgid + 1
+        return [SendPacket(p, local or ike.local, remote or ike.remote) for p in packets]
+
+    def send_now(self, ike: IKESA, exchange: int, payloads: list[Payload]) -> list[Action]:
+        """A request outside the window, never retransmitted (Delete at shutdown)."""
+        try:
+            msgid = ike.next_out
+            ike.next_out += 1
+            packets = self.encode(ike, exchange, False, msgid, payloads)
+        except Exception:  # pragma: no cover - best effort at exit
+            return []
+        return [SendPacket(p, ike.local, ike.remote) for p in packets]
+
+    @staticmethod
+    def restart_window(ike: IKESA) -> None:
+        """IKE_SA_INIT is sent again from message ID 0 (COOKIE, INVALID_KE_PAYLOAD, §2.6)."""
+        ike.outstanding = None
+        ike.next_out = 0
+
+    def abandon(self, ike: IKESA) -> None:
+        """The IKE SA goes away: its tasks release what they reserved."""
+        o = ike.outstanding
+        if o is not None:
+            _task(o.task).abandon(self.ctx, ike)
+        for t in ike.tasks:
+            _task(t).abandon(self.ctx, ike)
+        ike.outstanding = None
+        ike.tasks.clear()
+
+    # ------------------------------------------------------------------ time
+    def retransmit(self, ike: IKESA, now: float) -> list[Action]:
+        """Resend the request in flight, or give up on it (§2.1)."""
+        o = ike.outstanding
+        if o is None:
+            return []
+        acts: list[Action] = []
+        if now >= o.deadline:
+            ike.outstanding = None
+            acts += _task(o.task).on_timeout(self.ctx, ike, now)
+            if self.ctx.is_live(ike):
+                acts += self.kick(ike, now)
+        elif now >= o.next_retransmit:
+            o.tries += 1
+            o.interval *= 2
+            o.next_retransmit = now + o.interval
+            acts.append(Log(f"retransmitting request (message ID {o.msgid}, try {o.tries})",
+                            level="debug", conn=ike.conn.name, serial=ike.serial))
+            acts += [SendPacket(p, ike.local, ike.remote) for p in o.packets]
+        return acts
+
+    # ------------------------------------------------------------------ receiving
+    def on_message(self, ike: IKESA, data: bytes, hdr: IKEHeader, local: Endpoint,
+                   remote: Endpoint, now: float) -> list[Action]:
+        """A message for ``ike``: window checks, decryption, then the task (§2.1-2.3)."""
+        ctx = self.ctx
+        if hdr.exchange == EXCH_INIT:
+            return self._init_response(ike, data, hdr, now)
+        if hdr.spi_i != ike.spi_i or hdr.spi_r != ike.spi_r:
+            return _dbg("dropping message with mismatched SPIs", remote)
+        if ike.prot_in is None:
+            return _dbg("dropping encrypted message: no keys yet", remote)  # CVE-2019-12312
+        if hdr.response:
+            o = ike.outstanding
+            if o is None or hdr.message_id != o.msgid:
+                return _dbg(f"dropping unexpected response, message ID {hdr.message_id}",
+                            remote)
+        else:
+            if ike.last_response is not None and hdr.message_id == ike.last_response[0]:
+                # §2.1: a retransmitted request is answered with the same response
+                if hdr.next_payload == PT.SKF and not _is_first_fragment(data):
+                    return []  # RFC 7383 §2.6.1: answer the first fragment only
+                return [SendPacket(p, local, remote) for p in ike.last_response[1]]
+            if hdr.message_id != ike.next_in:
+                return _dbg(f"dropping request with message ID {hdr.message_id}, expected "
+                            f"{ike.next_in}", remote)
+        try:
+            msg = codec.parse(data)
+        except WireError as e:
+            return _dbg(f"dropping malformed message from {remote}: {e}", remote)
+        sk = msg.sk
+        if sk is None or msg.payloads[-1] is not sk:
+            return _dbg("dropping message without SK payload", remote)
+        payloads: list[Payload] | None
+        try:
+            if isinstance(sk, wp.SKFPayload):
+                payloads = self._reassemble(ike, msg, sk)
+                if payloads is None:
+                    return []
+            else:
+                payloads = codec.decrypt(sk, ike.prot_in)
+        except CryptoError:
+            return _dbg(f"dropping message from {remote}: integrity check failed", remote)
+        except WireError as e:
+            # authenticated but malformed inner chain (§2.21.2)
+            acts: list[Action] = [Log(f"malformed encrypted payloads: {e}", level="warning",
+                                      conn=ike.conn.name, serial=ike.serial)]
+            if not hdr.response:
+                n = codec.notify(e.notify, int(e.payload_type).to_bytes(1, "big")
+                                 if isinstance(e, UnsupportedCriticalPayload) else b"")
+                acts += self.send_response(ike, hdr.exchange, hdr.message_id, [n], local,
+                                           remote)
+                if ike.state is IKEState.INIT_R:
+                    acts += ctx.drop_ike(ike, now, "", None)
+            return acts
+        ike.last_recv = now
+        if ike.established and ike.conn.dpddelay > 0:
+            ike.next_liveness = now + ike.conn.dpddelay
+        if hdr.response:
+            o = ike.outstanding
+            assert o is not None
+            if hdr.exchange != o.task.exchange:
+                return _dbg("dropping response of the wrong exchange type", remote)
+            ike.outstanding = None
+            acts = _task(o.task).on_response(ctx, ike, Inbound(payloads), now)
+            if ctx.is_live(ike):
+                acts += self.kick(ike, now)
+            return acts
+        # a request: answer where it came from (§2.23, §3.1)
+        if ike.remote != remote or ike.local != local:
+            if ike.nat_remote or ike.nat_local or local.port != 500:
+                ike.remote, ike.local = remote, local
+        return self._request(ike, hdr.exchange, hdr.message_id, payloads, local, remote, now)
+
+    def _init_response(self, ike: IKESA, data: bytes, hdr: IKEHeader, now: float
+                       ) -> list[Action]:
+        """The answer to our IKE_SA_INIT (in the clear, message ID 0)."""
+        o = ike.outstanding
+        if not hdr.response or o is None or o.task.exchange != EXCH_INIT or \
+                hdr.message_id != o.msgid:
+            return []
+        try:
+            msg = codec.parse(data)
+        except WireError as e:
+            return [Log(f"dropping malformed IKE_SA_INIT response: {e}", level="debug",
+                        conn=ike.conn.name, serial=ike.serial)]
+        ike.outstanding = None
+        acts = _task(o.task).on_response(self.ctx, ike, Inbound(msg.payloads, data, hdr.spi_r),
+                                         now)
+        if self.ctx.is_live(ike):
+            acts += self.kick(ike, now)
+        return acts
+
+    def _request(self, ike: IKESA, exchange: int, msgid: int, payloads: list[Payload],
+                 local: Endpoint, remote: Endpoint, now: float) -> list[Action]:
+        if exchange == EXCH_AUTH:
+            if ike.state is not IKEState.INIT_R:
+                return _dbg("dropping unexpected IKE_AUTH request", remote)
+        elif not ike.established:
+            # CVE-2014-2338 / -2019-12312: nothing but IKE_AUTH before authentication
+            return _dbg(f"dropping exchange {exchange} before IKE_AUTH completed", remote)
+        cls = responder_for(exchange, payloads)
+        if cls is None:
+            return _dbg(f"dropping request of unsupported exchange type {exchange}", remote)
+        acts = cls.respond(self.ctx, ike, Request(msgid, payloads, local, remote), now)
+        if self.ctx.is_live(ike):
+            acts += self.kick(ike, now)
+        return acts
+
+    def _reassemble(self, ike: IKESA, msg: wm.Message, skf: wp.SKFPayload
+                    ) -> list[Payload] | None:
+        """Collect SKF fragments (RFC 7383 §2.6); each is authenticated on its own."""
+        total = skf.total_fragments
+        if total > MAX_FRAGMENTS:
+            return None
+        st = ike.fragments
+        if st is None or st.msgid != msg.message_id or st.response != msg.response:
+            st = Reassembly(msg.message_id, msg.response, total)
+        if st.total != total:
+            if total > st.total:  # §2.6.2: a new set with more fragments replaces the old
+                st = Reassembly(msg.message_id, msg.response, total)
+            else:
+                return None
+        if not 1 <= skf.fragment_number <= total or skf.fragment_number in st.parts:
+            return None
+        assert ike.prot_in is not None
+        plain = codec.decrypt_fragment(skf, ike.prot_in)  # CryptoError propagates: dropped
+        ike.fragments = st
+        st.parts[skf.fragment_number] = plain
+        if skf.fragment_number == 1:
+            st.first = skf.first_inner
+        if len(st.parts) < total:
+            return None
+        data = b"".join(st.parts[i] for i in range(1, total + 1))
+        ike.fragments = None
+        return codec.parse_inner(st.first, data)
+
+
+def _is_first_fragment(data: bytes) -> bool:
+    try:
+        m = codec.parse(data)
+    except WireError:
+        return False
+    sk = m.sk
+    return isinstance(sk, wp.SKFPayload) and sk.fragment_number == 1

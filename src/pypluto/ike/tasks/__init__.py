@@ -1,0 +1,44 @@
+"""The exchanges of IKEv2, one task class per concern (``base.Task``), and their registry.
+
+``RESPONDERS`` lists, per exchange type, the task classes that answer requests, in
+the order they are asked (``matches``): the first that claims a request handles it.
+A new exchange is one module with a ``Task`` subclass, added here.  IKE_SA_INIT
+requests arrive before an IKE SA exists and go to ``ike_init.respond_new``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pypluto.ike.codec import Payload
+from pypluto.ike.tasks.base import Task
+from pypluto.ike.tasks.child_create import ChildCreate
+from pypluto.ike.tasks.child_delete import ChildDelete
+from pypluto.ike.tasks.child_rekey import ChildRekey
+from pypluto.ike.tasks.ike_auth import IKEAuth
+from pypluto.ike.tasks.ike_delete import IKEDelete
+from pypluto.ike.tasks.ike_init import IKEInit
+from pypluto.ike.tasks.ike_rekey import IKERekey
+from pypluto.ike.tasks.liveness import Liveness
+
+__all__ = ["Task", "IKEInit", "IKEAuth", "ChildCreate", "ChildRekey", "IKERekey",
+           "ChildDelete", "IKEDelete", "Liveness", "RESPONDERS", "responder_for"]
+
+# Responders in the order they are asked; the last of each exchange claims the rest.
+REGISTRY: tuple[type[Task], ...] = (
+    IKEAuth,
+    IKERekey, ChildRekey, ChildCreate,  # CREATE_CHILD_SA
+    IKEDelete, ChildDelete, Liveness,  # INFORMATIONAL
+)
+
+RESPONDERS: dict[int, tuple[type[Task], ...]] = {}
+for _cls in REGISTRY:
+    RESPONDERS[int(_cls.exchange)] = RESPONDERS.get(int(_cls.exchange), ()) + (_cls,)
+
+
+def responder_for(exchange: int, payloads: Sequence[Payload]) -> type[Task] | None:
+    """The task class that answers this request, or None (an unsupported exchange)."""
+    for cls in RESPONDERS.get(exchange, ()):
+        if cls.matches(payloads):
+            return cls
+    return None

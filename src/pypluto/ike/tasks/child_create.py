@@ -1,0 +1,295 @@
+"""CREATE_CHILD_SA for a new Child SA (RFC 7296 §1.3.1, §2.17; PFS §1.3.3).
+
+``ChildCreate`` is both roles; ``ChildRekey`` (``child_rekey.py``) extends it with
+the REKEY_SA notify.  The responder code here serves both: ``respond_child``
+accepts (or refuses) the Child SA, with the peer's KE computed by
+``IKEContext.compute``.  New inbound SAs are installed before old ones are
+deleted, so no traffic is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+from pypluto.config.model import Connection
+from pypluto.crypto import dh
+from pypluto.crypto.errors import CryptoError
+from pypluto.iana import ExchangeType, ProtocolID
+from pypluto.iana import NotifyType as N
+from pypluto.ike import child as childmod
+from pypluto.ike import codec, proposals
+from pypluto.ike.actions import Action, ConnectionEvent, EventKind, Log
+from pypluto.ike.codec import Payload, Proposals
+from pypluto.ike.context import IKEContext
+from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
+from pypluto.ike.tasks.base import Inbound, Request, Task
+from pypluto.ike.tasks.child_delete import delete_children, delete_spi_unknown
+from pypluto.ike.tasks.common import NONCE_SIZE, RETRY_DELAY, nname, reason_for_notify
+from pypluto.ike.tasks.liveness import peer_dead
+from pypluto.wire import payloads as wp
+
+EXCH_CHILD = ExchangeType.CREATE_CHILD_SA
+
+
+def _pfs_group(ike: IKESA, conn: Connection) -> int | None:
+    if not conn.pfs:
+        return None
+    for s in proposals.esp_specs(conn.esp):
+        if s.ke:
+            return int(s.ke[0])
+    return ike.ke_group
+
+
+class ChildCreate(Task):
+    """A new Child SA on an established IKE SA (``old`` is set by ``ChildRekey``)."""
+
+    exchange = EXCH_CHILD
+
+    def __init__(self, conn: Connection, old: ChildSA | None = None,
+                 group: int | None = None) -> None:
+        self.conn = conn
+        self.old = old
+        self.group = group
+        self.child: ChildSA | None = None
+        self.sent: Proposals = []
+        self.ni = b""
+        self.ke: dh.KeyExchange | None = None
+
+    def retry_with(self, group: int) -> ChildCreate:
+        """The same request with another KE group (after INVALID_KE_PAYLOAD, §1.3)."""
+        return ChildCreate(self.conn, None, group)
+
+    def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
+              ) -> list[Payload] | None:
+        old = self.old
+        if old is not None and (old not in ike.children or old.replaced or old.peer_rekeys
+                                or old.state is not ChildState.ESTABLISHED):
+            old.rekeying = False
+            return None
+        conn = self.conn
+        c = childmod.new_child(ctx, ike, conn, initiator=True)
+        c.to(ChildState.REKEY_I if old else ChildState.NEW_I)
+        c.rekey_of = old
+        self.child = c
+        self.ni = ctx.rng(NONCE_SIZE)
+        group = self.group if self.group is not None else _pfs_group(ike, conn)
+        self.group = group
+        ts = (old.local_ts, old.remote_ts) if old is not None else None
+        if old is not None:
+            c.mode = old.mode
+        cp, self.sent = childmod.offer(ike, c, group, ts)
+        payloads: list[Payload] = []
+        if old is not None:
+            payloads.append(codec.notify(N.REKEY_SA, b"", ProtocolID.ESP,
+                                         old.spi_in.to_bytes(4, "big")))
+        sa_p = cp[-3]
+        payloads += cp[:-3]  # USE_TRANSPORT_MODE
+        payloads += [sa_p, codec.nonce(self.ni)]
+        if group:
+            try:
+                self.ke = dh.initiator_ke(group)
+            except CryptoError as e:
+                acts.append(Log(f"cannot create KE for PFS group {group}: {e}", level="error",
+                                conn=conn.name, serial=ike.serial))
+                ctx.release_child(c)
+                return None
+            payloads.append(codec.ke(group, self.ke.public))
+        payloads += cp[-2:]
+        ctx.log(acts, f"initiating rekey of Child SA #{old.serial}" if old else
+                f"initiating Child SA using IKE SA #{ike.serial}", c)
+        return payloads
+
+    def abandon(self, ctx: IKEContext, ike: IKESA) -> None:
+        if self.child is not None:
+            ctx.release_child(self.child)
+        if self.old is not None:
+            self.old.rekeying = False
+
+    def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+        self.abandon(ctx, ike)
+        return peer_dead(ctx, ike, now, "no answer to CREATE_CHILD_SA")
+
+    def on_response(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
+                    ) -> list[Action]:
+        acts: list[Action] = []
+        payloads = msg.payloads
+        c, old = self.child, self.old
+        assert c is not None
+        errs = codec.errors(payloads)
+        if errs:
+            self.abandon(ctx, ike)
+            t = int(errs[0].notify_type)
+            if t == N.INVALID_KE_PAYLOAD and len(errs[0].data) >= 2:
+                g = int.from_bytes(errs[0].data[:2], "big")
+                if g != self.group and dh.supported(g):
+                    ctx.log(acts, f"peer asks for KE group {g}; retrying", c)
+                    if old is not None:
+                        old.rekeying = True
+                    return acts + ctx.queue(ike, self.retry_with(g), now, front=True)
+            if t == N.TEMPORARY_FAILURE and old is not None:
+                old.rekey_at = now + RETRY_DELAY
+                ctx.log(acts, "peer answered TEMPORARY_FAILURE; retrying rekey later", c)
+                return acts
+            if t == N.CHILD_SA_NOT_FOUND and old is not None:
+                ctx.log(acts, "peer no longer has the Child SA; removing it", old)
+                return acts + ctx.remove_child(old, now)
+            ctx.log(acts, f"CREATE_CHILD_SA failed: peer answered {nname(t)}", c,
+                    level="warning")
+            acts.append(ConnectionEvent(EventKind.FAILED, c.conn.name, c.serial, nname(t),
+                                        reason_for_notify(t)))
+            return acts
+        nr_p = codec.first(payloads, wp.NoncePayload)
+        ke_p = codec.first(payloads, wp.KEPayload)
+        shared = None
+        why = ""
+        if nr_p is None:
+            why = "no Nonce in the answer"
+        elif bool(ke_p) != bool(self.ke):
+            why = "KE payload missing or unexpected"
+        elif ke_p is not None and self.ke is not None:
+            if ke_p.group != self.group:
+                why = "KE group of the answer differs"
+            else:
+                try:
+                    shared = self.ke.finish(ke_p.data)
+                except CryptoError as e:
+                    why = f"bad KE: {e}"
+        if not why:
+            assert nr_p is not None
+            why, _ = childmod.finish(ike, c, self.sent, payloads, self.ni, bytes(nr_p.data),
+                                     shared, self.group if self.ke else None)
+        if why:
+            self.abandon(ctx, ike)
+            ctx.log(acts, f"CREATE_CHILD_SA failed: {why}", c, level="warning")
+            return acts + delete_spi_unknown(ctx, ike, c, now)
+        acts += ctx.install_child(c, c.keys, now, replaces=old)
+        c.keys = None
+        c.rekey_of = None  # no chains of references to old SAs
+        if old is None:
+            return acts
+        old.rekeying = False
+        old.rekey_at = None
+        if old.peer_rekeys:  # §2.8.1 collision
+            other = old.peer_rekeys[-1]
+            if c.nonce_min < other.nonce_min:
+                ctx.log(acts, f"rekey collision: Child SA #{c.serial} is redundant, "
+                        "deleting it", c)
+                c.rekey_at = None
+                return acts + delete_children(ctx, ike, [c], now)
+            ctx.log(acts, f"rekey collision: Child SA #{c.serial} wins over #{other.serial}",
+                    c)
+        old.replaced = True
+        return acts + delete_children(ctx, ike, [old], now)
+
+    @classmethod
+    def matches(cls, payloads: Sequence[Payload]) -> bool:
+        return True  # the last CREATE_CHILD_SA responder
+
+    @classmethod
+    def respond(cls, ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
+        return respond_child(ctx, ike, req, now)
+
+
+def precheck(ctx: IKEContext, ike: IKESA, req: Request
+             ) -> tuple[wp.SAPayload, bytes] | list[Action]:
+    """(SA payload, Ni) of a CREATE_CHILD_SA request, or the error answer already sent."""
+    sa_p = codec.first(req.payloads, wp.SAPayload)
+    ni_p = codec.first(req.payloads, wp.NoncePayload)
+    if sa_p is None or ni_p is None:
+        return ctx.send_response(ike, EXCH_CHILD, req.msgid, [codec.notify(N.INVALID_SYNTAX)])
+    if ike.state is IKEState.DELETING:
+        return ctx.send_response(ike, EXCH_CHILD, req.msgid,
+                                 [codec.notify(N.TEMPORARY_FAILURE)])
+    return sa_p, bytes(ni_p.data)
+
+
+def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
+    """A new Child SA, or the rekey of one (REKEY_SA, §1.3.3); TEMPORARY_FAILURE (§2.25)."""
+    checked = precheck(ctx, ike, req)
+    if isinstance(checked, list):
+        return checked
+    _, ni = checked
+    payloads, msgid = req.payloads, req.msgid
+
+    def answer(out: list[Payload]) -> list[Action]:
+        return ctx.send_response(ike, EXCH_CHILD, msgid, out)
+
+    ke_p = codec.first(payloads, wp.KEPayload)
+    nr = ctx.rng(NONCE_SIZE)
+    rekey = next((p for p in codec.notifies(payloads) if p.notify_type == N.REKEY_SA), None)
+    old = None
+    conn = ike.conn
+    if rekey is not None:
+        if rekey.protocol_id not in (ProtocolID.ESP, ProtocolID.AH) or len(rekey.spi) != 4:
+            return answer([codec.notify(N.CHILD_SA_NOT_FOUND)])  # CVE-2023-38710
+        val = int.from_bytes(rekey.spi, "big")
+        old = next((c for c in ike.children if c.spi_out == val), None)
+        if old is None or old.state is not ChildState.ESTABLISHED:
+            return answer([codec.notify(N.CHILD_SA_NOT_FOUND, b"", int(rekey.protocol_id),
+                                        bytes(rekey.spi))])
+        if old.replaced:
+            return answer([codec.notify(N.TEMPORARY_FAILURE)])
+        conn = old.conn
+    if ke_p is None:
+        return _respond_child_keyed(ctx, ike, msgid, payloads, conn, old, ni, nr, None, None,
+                                    None, now)
+    group = int(ke_p.group)
+    specs = proposals.esp_specs(conn.esp)
+    allowed = {int(g) for s in specs for g in s.ke} | {ike.ke_group}
+    if group not in allowed:
+        pick = next(iter(sorted(allowed)), ike.ke_group)
+        return answer([codec.notify(N.INVALID_KE_PAYLOAD, pick.to_bytes(2, "big"))])
+    # ``next_in`` moves on at once, so a retransmit of the request while an offloaded
+    # job runs is dropped rather than processed twice (§2.1); the peer's next
+    # retransmit after the answer gets the cached response.
+    ike.next_in = msgid + 1
+    peer_ke = bytes(ke_p.data)
+
+    def then(result: object, t: float) -> list[Action]:
+        if isinstance(result, BaseException):
+            return answer([codec.notify(N.INVALID_SYNTAX)])
+        if ike.state is IKEState.DELETING or (old is not None and (
+                old.state is not ChildState.ESTABLISHED or old.replaced)):
+            return answer([codec.notify(N.TEMPORARY_FAILURE)])
+        ke_out, shared = cast(tuple[bytes, bytes], result)
+        return _respond_child_keyed(ctx, ike, msgid, payloads, conn, old, ni, nr, group, ke_out,
+                                    shared, t)
+
+    return ctx.compute(ike, lambda: dh.responder_ke(group, peer_ke), then, now)
+
+
+def _respond_child_keyed(ctx: IKEContext, ike: IKESA, msgid: int, payloads: list[Payload],
+                         conn: Connection, old: ChildSA | None, ni: bytes, nr: bytes,
+                         group: int | None, ke_out: bytes | None, shared: bytes | None,
+                         now: float) -> list[Action]:
+    """Accept (or refuse) the new Child SA and answer (§1.3.1, §2.17 keys)."""
+    acts: list[Action] = []
+
+    def answer(out: list[Payload]) -> list[Action]:
+        return acts + ctx.send_response(ike, EXCH_CHILD, msgid, out)
+
+    c, cp, why, _ = childmod.accept(ctx, ike, conn, payloads, ni, nr, group, shared, old)
+    if c is None and old is None and not childmod.ts_fits(ctx, ike, conn, payloads):
+        for other in childmod.other_connections(ctx, ike):  # another conn, same peer
+            if childmod.ts_fits(ctx, ike, other, payloads):
+                c, cp, why, _ = childmod.accept(ctx, ike, other, payloads, ni, nr, group,
+                                                shared, None)
+                break
+    if c is None:
+        acts.append(Log(f"CREATE_CHILD_SA refused: {why}", level="warning", conn=conn.name,
+                        serial=ike.serial))
+        return answer(cp)
+    c.rekey_of = old
+    out: list[Payload] = [cp[0], codec.nonce(nr)]
+    if ke_out is not None and group is not None:
+        out.append(codec.ke(group, ke_out))
+    out += cp[1:]
+    acts += ctx.install_child(c, c.keys, now, replaces=old, defer_out=old is not None)
+    c.keys = None
+    c.rekey_of = None
+    if old is not None:
+        old.peer_rekeys.append(c)
+        old.rekey_at = None  # the peer deletes it
+        ctx.log(acts, f"Child SA #{old.serial} rekeyed by peer", c)
+    return answer(out)

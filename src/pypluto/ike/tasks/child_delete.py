@@ -1,0 +1,110 @@
+"""Deleting Child SAs: INFORMATIONAL with Delete payloads of inbound SPIs (RFC 7296 §1.4.1).
+
+The responder deletes the Child SAs whose outbound SPI is named and answers with the
+matching inbound SPIs; when our own Delete crossed the peer's, it names none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pypluto.iana import ExchangeType, ProtocolID
+from pypluto.ike import codec
+from pypluto.ike.actions import Action
+from pypluto.ike.context import IKEContext
+from pypluto.ike.sa import IKESA, ChildSA, ChildState
+from pypluto.ike.tasks.base import Inbound, Request, Task
+from pypluto.ike.tasks.liveness import peer_dead
+from pypluto.wire import payloads as wp
+from pypluto.wire.payloads import Payload
+
+
+class ChildDelete(Task):
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, children: list[ChildSA]) -> None:
+        self.children = children
+
+    def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
+              ) -> list[Payload] | None:
+        live = [c for c in self.children if c in ike.children]
+        if not live:
+            return None
+        self.children = live
+        for c in live:
+            c.to(ChildState.DELETING)
+        spis = [c.spi_in.to_bytes(4, "big") for c in live]
+        return [codec.delete(ProtocolID.ESP, spis)]
+
+    def on_response(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
+                    ) -> list[Action]:
+        acts: list[Action] = []
+        for c in self.children:
+            acts += ctx.remove_child(c, now)
+        return acts
+
+    def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+        return peer_dead(ctx, ike, now, "no answer to Delete of a Child SA")
+
+    @classmethod
+    def matches(cls, payloads: Sequence[Payload]) -> bool:
+        return any(isinstance(p, wp.DeletePayload) for p in payloads)
+
+    @classmethod
+    def respond(cls, ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
+        acts: list[Action] = []
+        out: list[Payload] = []
+        gone: list[ChildSA] = []
+        for d in req.payloads:
+            if not isinstance(d, wp.DeletePayload) or \
+                    d.protocol_id not in (ProtocolID.ESP, ProtocolID.AH):
+                continue
+            mine = []
+            for spi in d.spis:
+                if len(spi) != 4:
+                    continue
+                val = int.from_bytes(spi, "big")
+                c = next((c for c in ike.children if c.spi_out == val), None)
+                if c is None:
+                    continue
+                gone.append(c)
+                if c.state is not ChildState.DELETING:  # our Delete crossed theirs (§1.4.1)
+                    mine.append(c.spi_in.to_bytes(4, "big"))
+            if mine:
+                out.append(codec.delete(d.protocol_id, mine))
+        for c in gone:
+            ctx.log(acts, "received Delete SA payload: deleting Child SA", c)
+            acts += ctx.remove_child(c, now)
+            c.rekeying = True  # a queued rekey of it is pointless now
+        return acts + ctx.send_response(ike, cls.exchange, req.msgid, out)
+
+
+class UnknownChildDelete(ChildDelete):
+    """We refused the peer's answer for a Child SA it installed: tell it to delete (§1.4.1)."""
+
+    def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
+              ) -> list[Payload] | None:
+        return [codec.delete(ProtocolID.ESP, [c.spi_in.to_bytes(4, "big")
+                                              for c in self.children])]
+
+    def on_response(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
+                    ) -> list[Action]:
+        return []
+
+
+def delete_children(ctx: IKEContext, ike: IKESA, children: list[ChildSA], now: float
+                    ) -> list[Action]:
+    """Delete Child SAs: with a Delete request when the IKE SA is up, else locally."""
+    if not ike.established:
+        acts: list[Action] = []
+        for c in children:
+            acts += ctx.remove_child(c, now)
+        return acts
+    return ctx.queue(ike, ChildDelete(children), now)
+
+
+def delete_spi_unknown(ctx: IKEContext, ike: IKESA, c: ChildSA, now: float) -> list[Action]:
+    if not c.spi_out:
+        return []
+    c.to(ChildState.DELETING)
+    return ctx.queue(ike, UnknownChildDelete([c]), now)

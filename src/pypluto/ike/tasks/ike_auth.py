@@ -1,0 +1,314 @@
+"""IKE_AUTH with PSK and the first Child SA (RFC 7296 §1.2, §2.15, §2.16; RFC 6023).
+
+Initiator: ``IKEAuth.build`` sends IDi, AUTH, [IDr], [INITIAL_CONTACT] and the
+Child SA offer; ``on_response`` verifies the responder's AUTH.
+Responder: ``IKEAuth.respond`` picks the connection by the peer's ID, verifies AUTH
+with the PSK from the SecretStore, answers AUTHENTICATION_FAILED (and deletes the
+state, CVE-2024-2357) or IDr, AUTH and the Child SA (or an error notify for the
+Child SA only: NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pypluto.config import ids
+from pypluto.config.model import Connection, Identity
+from pypluto.crypto import auth as cauth
+from pypluto.iana import AuthMethod, ExchangeType
+from pypluto.iana import NotifyType as N
+from pypluto.iana import PayloadType as PT
+from pypluto.ike import child as childmod
+from pypluto.ike import codec, ppk
+from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
+from pypluto.ike.codec import Payload, Proposals
+from pypluto.ike.context import IKEContext
+from pypluto.ike.identity import id_desc, identity_from_wire, local_identity, remote_pattern
+from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
+from pypluto.ike.tasks.base import Inbound, Request, Task
+from pypluto.ike.tasks.child_delete import delete_spi_unknown
+from pypluto.ike.tasks.common import fail, nname, reason_for_notify, set_ike_timers
+from pypluto.ike.tasks.ike_delete import delete_ike
+from pypluto.wire import payloads as wp
+
+AUTH_PSK = AuthMethod.SHARED_KEY_MIC
+
+
+def _psk(ctx: IKEContext, ike: IKESA, local_id: Identity, remote_id: Identity
+         ) -> bytes | None:
+    try:
+        return ctx.secrets.psk_for(local_id, remote_id, ike.local.addr, ike.remote.addr)
+    except Exception:  # a broken store must not kill the exchange
+        return None
+
+
+def _auth_data(ike: IKESA, psk: bytes, id_body: bytes, initiator_side: bool) -> bytes:
+    """AUTH for one side (§2.15): prf(prf(PSK, pad), <SignedOctets>)."""
+    assert ike.chosen is not None
+    prf = ike.chosen.prf
+    if initiator_side:
+        octets = cauth.signed_octets(prf, ike.sk_pi, ike.init_request, ike.nr, id_body)
+    else:
+        octets = cauth.signed_octets(prf, ike.sk_pr, ike.init_response, ike.ni, id_body)
+    return cauth.psk_auth(prf, psk, octets)
+
+
+class IKEAuth(Task):
+    """IKE_AUTH (message ID 1): authentication and the first Child SA."""
+
+    exchange = ExchangeType.IKE_AUTH
+
+    def __init__(self) -> None:
+        self.child: ChildSA | None = None
+        self.sent: Proposals = []
+
+    def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
+              ) -> list[Payload] | None:
+        conn = ike.conn
+        local_id = local_identity(ike, conn)
+        ike.local_id = local_id
+        remote_pat = conn.remote.id
+        psk = _psk(ctx, ike, local_id, remote_pat or remote_pattern(conn) or local_id)
+        if psk is None:
+            acts.append(Log("no PSK found for this connection; cannot authenticate",
+                            level="error", conn=conn.name, serial=ike.serial))
+            acts += fail(ctx, ike, now, "cannot build IKE_AUTH", FailReason.LOCAL)
+            return None
+        idi = codec.ident(PT.IDi, local_id)
+        payloads: list[Payload] = [idi]
+        if remote_pat is not None and not remote_pat.any and remote_pat.data:
+            payloads.append(codec.ident(PT.IDr, remote_pat))
+        ppk_notes = ppk.initiator_mix(  # RFC 8784: before AUTH, which the PPK changes
+            ctx, ike, acts, local_id, remote_pat,
+            lambda: _auth_data(ike, psk, codec.id_body(idi), True))
+        if isinstance(ppk_notes, str):
+            acts += fail(ctx, ike, now, ppk_notes, FailReason.AUTHENTICATION)
+            return None
+        payloads.append(codec.auth(AUTH_PSK, _auth_data(ike, psk, codec.id_body(idi), True)))
+        payloads += ppk_notes
+        if conn.initial_contact and ike.reauth_of is None:
+            payloads.append(codec.notify(N.INITIAL_CONTACT))
+        childless = conn.raw.get("childless", "").lower() in ("yes", "require") or \
+            conn.type in ("passthrough",)
+        if not childless:
+            self.child = childmod.new_child(ctx, ike, conn, initiator=True)
+            self.child.to(ChildState.AUTH_I)
+            child_payloads, self.sent = childmod.offer(ike, self.child)
+            payloads += child_payloads
+        return payloads
+
+    def abandon(self, ctx: IKEContext, ike: IKESA) -> None:
+        if self.child is not None:
+            ctx.release_child(self.child)
+
+    def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+        self.abandon(ctx, ike)
+        return fail(ctx, ike, now, "no response to IKE_AUTH (retransmit timeout)",
+                    FailReason.TIMEOUT, retry=True)
+
+    def on_response(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
+                    ) -> list[Action]:
+        acts: list[Action] = []
+        payloads = msg.payloads
+        conn = ike.conn
+        self.abandon(ctx, ike)
+        if codec.has_notify(payloads, N.AUTHENTICATION_FAILED):
+            acts.append(Log("IKE SA authentication request rejected by peer: "
+                            "AUTHENTICATION_FAILED", level="warning", conn=conn.name,
+                            serial=ike.serial))
+            return acts + fail(ctx, ike, now, "AUTHENTICATION_FAILED",
+                               FailReason.AUTHENTICATION)
+        idr_p = codec.first(payloads, wp.IDPayload, PT.IDr)
+        auth_p = codec.first(payloads, wp.AuthPayload)
+        if idr_p is None or auth_p is None:
+            errs = [p.notify_type for p in codec.errors(payloads)]
+            why = f"peer answered {nname(errs[0])}" if errs else "IKE_AUTH response lacks " \
+                "IDr or AUTH"
+            reason = reason_for_notify(errs[0]) if errs else FailReason.AUTHENTICATION
+            return acts + fail(ctx, ike, now, why, reason)
+        peer_id = identity_from_wire(int(idr_p.id_type), bytes(idr_p.data))
+        pattern = remote_pattern(conn)
+        if not ids.id_matches(pattern, peer_id):
+            return acts + fail(ctx, ike, now, f"peer ID {id_desc(peer_id)} does not match the "
+                               f"expected '{pattern}'", FailReason.AUTHENTICATION)
+        assert ike.local_id is not None and ike.chosen is not None
+        why_ppk = ppk.initiator_confirm(ctx, ike, acts, payloads)  # RFC 8784
+        if why_ppk is not None:
+            return acts + fail(ctx, ike, now, why_ppk, FailReason.AUTHENTICATION)
+        psk = _psk(ctx, ike, ike.local_id, peer_id)
+        prf = ike.chosen.prf
+        if psk is None or int(auth_p.method) != AUTH_PSK or not cauth.psk_verify(
+                prf, psk, cauth.signed_octets(prf, ike.sk_pr, ike.init_response, ike.ni,
+                                              codec.id_body(idr_p)),
+                bytes(auth_p.data)):
+            return acts + fail(ctx, ike, now, "authentication of the peer failed "
+                               "(PSK mismatch?)", FailReason.AUTHENTICATION)
+        ike.remote_id = peer_id
+        acts += established(ctx, ike, now)
+        old = ike.reauth_of
+        ike.reauth_of = None
+        if old is not None and ctx.is_live(old):  # make-before-break
+            acts += delete_ike(ctx, old, now)
+        child = self.child
+        if child is not None:
+            err = [p.notify_type for p in codec.errors(payloads)]
+            if err:
+                ctx.log(acts, f"IKE SA established but the Child SA failed: peer answered "
+                        f"{nname(err[0])}", child, level="warning")
+                acts.append(ConnectionEvent(EventKind.FAILED, conn.name, child.serial,
+                                            nname(err[0]), reason_for_notify(err[0])))
+                return acts
+            why, reason = childmod.finish(ike, child, self.sent, payloads, ike.ni, ike.nr,
+                                          None, None)
+            if why:
+                ctx.log(acts, f"Child SA failed: {why}", child, level="warning")
+                acts.append(ConnectionEvent(EventKind.FAILED, conn.name, child.serial, why,
+                                            reason))
+                acts += delete_spi_unknown(ctx, ike, child, now)
+                return acts
+            acts += ctx.install_child(child, child.keys, now)
+        return acts
+
+    @classmethod
+    def matches(cls, payloads: Sequence[Payload]) -> bool:
+        return True
+
+    @classmethod
+    def respond(cls, ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
+        return _respond(ctx, ike, req, now)
+
+
+def established(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+    """Common end of IKE_AUTH for both roles: timers, logs, uniqueids."""
+    acts: list[Action] = []
+    conn = ike.conn
+    ike.to(IKEState.ESTABLISHED)
+    ike.established_at = now
+    ike.init_request = ike.init_response = b""
+    ike.sk_pi = ike.sk_pr = b""
+    ike.cands = []
+    ctx.end_halfopen(ike)
+    set_ike_timers(ctx, ike, now)
+    ctx.index_peer(ike)
+    c = ike.chosen
+    assert c is not None and ike.remote_id is not None
+    ctx.log(acts, f"established IKE SA; authenticated peer using authby=secret and "
+            f"{id_desc(ike.remote_id)}", ike)
+    ctx.log(acts, f"IKE SA {c.encr_name()}{'-' + c.integ_name() if c.integ else ''}-"
+            f"{c.prf_name()}-{c.ke_name()} {ike.local}<=>{ike.remote}", ike, level="debug")
+    acts.append(ConnectionEvent(EventKind.IKE_ESTABLISHED, conn.name, ike.serial))
+    return acts
+
+
+# ---------------------------------------------------------------- responder
+def _pick_connection(ctx: IKEContext, ike: IKESA, peer_id: Identity, idr: Identity | None,
+                     payloads: Sequence[Payload]) -> Connection | None:
+    cands = ike.cands or [ike.conn]
+    best: tuple[int, Connection] | None = None
+    for conn in cands:
+        if conn.name not in ctx.connections:
+            continue
+        if not ids.id_matches(remote_pattern(conn), peer_id):
+            continue
+        score = ids.id_wildcards(remote_pattern(conn))
+        if idr is not None and not ids.id_matches(local_identity(ike, conn), idr):
+            score += 100
+        if not childmod.ts_fits(ctx, ike, conn, payloads):
+            score += 50
+        if best is None or score < best[0]:
+            best = (score, conn)
+    return best[1] if best else None
+
+
+def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
+    acts: list[Action] = []
+    payloads, local, remote = req.payloads, req.local, req.remote
+
+    def reject(why: str) -> list[Action]:
+        acts.append(Log(f"IKE_AUTH from {remote} rejected: {why}; answering "
+                        "AUTHENTICATION_FAILED", level="warning", conn=ike.conn.name,
+                        serial=ike.serial))
+        acts.extend(ctx.send_response(ike, IKEAuth.exchange, req.msgid,
+                                      [codec.notify(N.AUTHENTICATION_FAILED)], local, remote))
+        acts.extend(ctx.drop_ike(ike, now, "", EventKind.FAILED, FailReason.AUTHENTICATION))
+        return acts
+
+    idi_p = codec.first(payloads, wp.IDPayload, PT.IDi)
+    auth_p = codec.first(payloads, wp.AuthPayload)
+    idr_p = codec.first(payloads, wp.IDPayload, PT.IDr)
+    if idi_p is None or auth_p is None:
+        return reject("IDi or AUTH missing")
+    peer_id = identity_from_wire(int(idi_p.id_type), bytes(idi_p.data))
+    want = identity_from_wire(int(idr_p.id_type), bytes(idr_p.data)) if idr_p else None
+    conn = _pick_connection(ctx, ike, peer_id, want, payloads)
+    if conn is None:
+        return reject(f"no connection matches peer {id_desc(peer_id)}")
+    if conn.authby not in ("secret", "psk", "secret|rsasig", "rsasig|secret") and \
+            (conn.remote.auth or conn.authby) not in ("secret", "psk"):
+        return reject(f"connection requires authby={conn.authby}; only PSK is supported")
+    if int(auth_p.method) != AUTH_PSK:
+        return reject(f"AUTH method {int(auth_p.method)} is not PSK")
+    if conn is not ike.conn:
+        ctx.rebind(ike, conn)
+    local_id = local_identity(ike, conn)
+    psk = _psk(ctx, ike, local_id, peer_id)
+    if psk is None:
+        return reject(f"no PSK for {local_id}/{peer_id}")  # CVE-2024-2357
+    assert ike.chosen is not None
+    why_ppk, no_ppk_auth = ppk.responder_mix(ctx, ike, conn, acts, payloads)  # RFC 8784
+    if why_ppk is not None:
+        return reject(why_ppk)
+    prf = ike.chosen.prf
+    octets = cauth.signed_octets(prf, ike.sk_pi, ike.init_request, ike.nr, codec.id_body(idi_p))
+    if not cauth.psk_verify(prf, psk, octets, no_ppk_auth or bytes(auth_p.data)):
+        return reject(f"PSK authentication of {id_desc(peer_id)} failed"
+                      + (" (PPK mismatch?)" if ike.ppk.used else ""))
+    ike.local_id, ike.remote_id = local_id, peer_id
+    idr = codec.ident(PT.IDr, local_id)
+    out: list[Payload] = [idr, codec.auth(AUTH_PSK,
+                                          _auth_data(ike, psk, codec.id_body(idr), False))]
+    out += ppk.responder_notifies(ike)  # RFC 8784 PPK_IDENTITY
+    acts += established(ctx, ike, now)
+    acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
+    child = None
+    has_child = any(p.payload_type in (PT.SA, PT.TSi, PT.TSr) for p in payloads)
+    if has_child:
+        child, cp, why, reason = childmod.accept(ctx, ike, conn, payloads, ike.ni, ike.nr,
+                                                 None, None)
+        out += cp
+        if child is None:
+            acts.append(Log(f"IKE SA established but the Child SA is refused: {why}",
+                            level="warning", conn=conn.name, serial=ike.serial))
+            acts.append(ConnectionEvent(EventKind.FAILED, conn.name, ike.serial, why, reason))
+    else:
+        ctx.log(acts, "peer requested a childless IKE SA (RFC 6023)", ike)
+    if child is not None:
+        acts += ctx.install_child(child, child.keys, now)
+    acts += ctx.send_response(ike, IKEAuth.exchange, req.msgid, out, local, remote)
+    return acts
+
+
+def _uniqueids(ctx: IKEContext, ike: IKESA, now: float, initial_contact: bool
+               ) -> list[Action]:
+    """uniqueids / INITIAL_CONTACT (§2.4): older IKE SAs of this peer ID go away."""
+    acts: list[Action] = []
+    uniq = ike.conn.uniqueids if ike.conn.uniqueids is not None else ctx.settings.uniqueids
+    if not (uniq or initial_contact):
+        return acts
+    for other in ctx.peers_of(ike):
+        if other is ike or other.initiator and other.state in (IKEState.INIT_I,
+                                                               IKEState.AUTH_I):
+            continue
+        if not other.established or other.remote_id is None:
+            continue
+        if other.conn.name != ike.conn.name or not ids.id_matches(other.remote_id, ike.remote_id):
+            continue
+        if other.replaced or other.peer_rekeys:
+            continue
+        ctx.log(acts, f"new IKE SA #{ike.serial} replaces this one "
+                f"({'INITIAL_CONTACT' if initial_contact else 'uniqueids'})", other)
+        if initial_contact:
+            acts += ctx.drop_ike(other, now, "replaced")
+        else:
+            acts += delete_ike(ctx, other, now)
+    return acts

@@ -1,0 +1,64 @@
+"""Deleting an IKE SA: INFORMATIONAL with a Delete payload for protocol IKE (RFC 7296 §1.4.1).
+
+Deleting the IKE SA deletes its Child SAs with it, on both ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pypluto.iana import ExchangeType, ProtocolID
+from pypluto.ike import codec
+from pypluto.ike.actions import Action, EventKind
+from pypluto.ike.context import IKEContext
+from pypluto.ike.sa import IKESA, IKEState
+from pypluto.ike.tasks.base import Inbound, Request, Task
+from pypluto.wire import payloads as wp
+from pypluto.wire.payloads import Payload
+
+
+class IKEDelete(Task):
+    exchange = ExchangeType.INFORMATIONAL
+
+    def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
+              ) -> list[Payload] | None:
+        ctx.log(acts, "sending Delete for the IKE SA", ike)
+        ike.to(IKEState.DELETING)
+        return [codec.delete(ProtocolID.IKE, [])]
+
+    def on_response(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
+                    ) -> list[Action]:
+        return ctx.drop_ike(ike, now, "deleted")
+
+    def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+        return ctx.drop_ike(ike, now, "no answer to Delete")
+
+    @classmethod
+    def matches(cls, payloads: Sequence[Payload]) -> bool:
+        return any(isinstance(p, wp.DeletePayload) and p.protocol_id == ProtocolID.IKE
+                   for p in payloads)
+
+    @classmethod
+    def respond(cls, ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
+        acts: list[Action] = []
+        ctx.log(acts, "received Delete SA payload: deleting IKE SA", ike)
+        acts += ctx.send_response(ike, cls.exchange, req.msgid, [])
+        return acts + ctx.drop_ike(ike, now, "deleted by peer")
+
+
+def delete_ike(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+    """Delete an IKE SA: with a Delete request when established, else locally."""
+    if not ctx.is_live(ike):
+        return []
+    if not ike.established:
+        return ctx.drop_ike(ike, now, "deleted", EventKind.IKE_DELETED)
+    if any(isinstance(t, IKEDelete) for t in ike.tasks) or \
+            (ike.outstanding and isinstance(ike.outstanding.task, IKEDelete)):
+        return []
+    ike.tasks.clear()  # nothing else matters now (queued tasks hold no reservations)
+    return ctx.queue(ike, IKEDelete(), now)
+
+
+def send_delete_now(ctx: IKEContext, ike: IKESA) -> list[Action]:
+    """Fire-and-forget Delete of the IKE SA (whack --down, shutdown), outside the window."""
+    return ctx.send_now(ike, ExchangeType.INFORMATIONAL, [codec.delete(ProtocolID.IKE, [])])

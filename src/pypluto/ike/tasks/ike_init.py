@@ -1,0 +1,429 @@
+"""IKE_SA_INIT (RFC 7296 §1.2, §2.6 cookies, §2.10 nonces, §2.23 NAT detection).
+
+Initiator: ``initiate`` makes the IKE SA and its KE value (``IKEContext.compute``),
+then queues ``IKEInit``, which the task manager sends as message 0.  Its
+``on_response`` handles COOKIE, INVALID_KE_PAYLOAD, errors, or derives the keys
+and queues ``IKEAuth`` (floating to port 4500 when a NAT was detected or
+``encapsulation=yes``).
+Responder: ``respond_new`` is stateless until the request is acceptable (cookies,
+proposal, KE group), then creates a half-open IKE SA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+from pypluto.config.model import Connection
+from pypluto.crypto import dh, keys
+from pypluto.crypto import registry as reg
+from pypluto.crypto.errors import CryptoError
+from pypluto.iana import ExchangeType, ProtocolID
+from pypluto.iana import NotifyType as N
+from pypluto.ike import codec, ppk, proposals
+from pypluto.ike.actions import Action, Endpoint, EventKind, FailReason, Log, SendPacket
+from pypluto.ike.codec import IKEHeader, Payload
+from pypluto.ike.context import HalfOpenKey, IKEContext
+from pypluto.ike.proposals import Chosen
+from pypluto.ike.sa import IKESA, IKEState
+from pypluto.ike.tasks.base import Inbound, Task
+from pypluto.ike.tasks.common import NONCE_SIZE, fail, install_keys, reason_for_notify
+from pypluto.ike.tasks.ike_auth import IKEAuth
+from pypluto.wire import payloads as wp
+from pypluto.wire.errors import WireError
+
+EXCH_INIT = ExchangeType.IKE_SA_INIT
+# RFC 7427 §4: SHA2-256, SHA2-384, SHA2-512, Identity
+SIGHASH_DATA = bytes.fromhex("0002000300040005")
+Notifies = dict[int, wp.NotifyPayload]
+
+
+class IKEInit(Task):
+    """The IKE_SA_INIT request (message ID 0, resent as is) and its answer."""
+
+    exchange = EXCH_INIT
+
+    def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
+              ) -> list[Payload] | None:
+        conn = ike.conn
+        assert ike.ke_priv is not None
+        sent = proposals.build_proposals(proposals.ike_specs(conn.ike), ProtocolID.IKE, b"",
+                                         ike=True, ke_override=ike.ke_group)
+        ike.sent_proposals = sent  # to check the answer
+        payloads: list[Payload] = []
+        if ike.cookie:
+            payloads.append(codec.notify(N.COOKIE, ike.cookie))
+        payloads += [codec.sa(sent), codec.ke(ike.ke_group, ike.ke_priv.public),
+                     codec.nonce(ike.ni)]
+        payloads += _natd(ike, bytes(8), conn.encapsulation == "yes")
+        payloads += _capabilities(ctx, conn)
+        payloads += ppk.init_request(conn)  # RFC 8784 USE_PPK
+        return payloads
+
+    def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+        return fail(ctx, ike, now, "no response to IKE_SA_INIT (retransmit timeout)",
+                    FailReason.TIMEOUT, retry=True)
+
+    def on_response(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
+                    ) -> list[Action]:
+        acts: list[Action] = []
+        if ctx.is_computing(ike):
+            return [Log("ignoring IKE_SA_INIT response: the previous one is being computed",
+                        level="debug", conn=ike.conn.name, serial=ike.serial)]
+        pl = msg.payloads
+        ns = _notifies(pl)
+        conn = ike.conn
+        if N.COOKIE in ns and not ike.cookie_retried:
+            cookie = ns[N.COOKIE].data
+            if not 1 <= len(cookie) <= 64:
+                return []
+            ike.cookie = cookie
+            ike.cookie_retried = True
+            ctx.log(acts, "received COOKIE; resending IKE_SA_INIT with the cookie", ike)
+            ctx.restart_window(ike)
+            return acts + _send(ctx, ike, now)
+        if N.INVALID_KE_PAYLOAD in ns:
+            d = ns[N.INVALID_KE_PAYLOAD].data
+            group = int.from_bytes(d[:2], "big") if len(d) >= 2 else 0
+            groups = {int(g) for s in proposals.ike_specs(conn.ike) for g in s.ke}
+            if group in groups and group != ike.ke_group and ike.invalid_ke_retries < 2:
+                ike.invalid_ke_retries += 1
+                ctx.log(acts, f"received INVALID_KE_PAYLOAD; retrying with "
+                        f"{reg.transform_name(reg.TransformType.KE, group)}", ike)
+                ike.ke_group = group
+                ctx.restart_window(ike)
+                return acts + _send(ctx, ike, now)
+            return acts + fail(ctx, ike, now, f"INVALID_KE_PAYLOAD asks for unacceptable "
+                               f"group {group}", FailReason.PROPOSAL)
+        errors = [t for t in ns if t < 16384]
+        if errors:
+            name = N(errors[0]).name if errors[0] in N._value2member_map_ else str(errors[0])
+            return acts + fail(ctx, ike, now, f"peer answered {name}",
+                               reason_for_notify(errors[0]))
+        sa_p = codec.first(pl, wp.SAPayload)
+        ke_p = codec.first(pl, wp.KEPayload)
+        nr_p = codec.first(pl, wp.NoncePayload)
+        if sa_p is None or ke_p is None or nr_p is None or msg.spi_r == bytes(8):
+            return acts + fail(ctx, ike, now, "IKE_SA_INIT response lacks SA, KE or Nonce",
+                               FailReason.PROPOSAL)
+        assert ike.sent_proposals is not None
+        chosen = proposals.check_answer(codec.sa_tuples(sa_p), ike.sent_proposals, ike=True)
+        if chosen is None or chosen.ke != ike.ke_group or ke_p.group != ike.ke_group:
+            return acts + fail(ctx, ike, now, "IKE_SA_INIT response has an unacceptable "
+                               "proposal", FailReason.PROPOSAL)
+        priv, peer_ke, nr = ike.ke_priv, bytes(ke_p.data), bytes(nr_p.data)
+        assert priv is not None
+
+        def then(result: object, t: float) -> list[Action]:
+            if ike.state is not IKEState.INIT_I or ike.ke_priv is not priv:
+                return []  # the exchange moved on while the job ran
+            return _init_keyed(ctx, ike, msg, ns, chosen, nr, result, t)
+
+        return acts + ctx.compute(ike, lambda: priv.finish(peer_ke), then, now)
+
+
+def _natd(ike: IKESA, spi_r: bytes, fake: bool) -> list[Payload]:
+    src = codec.natd_hash(ike.spi_i, spi_r, ike.local.addr, ike.local.port)
+    if fake:  # encapsulation=yes: make the peer see a NAT (as Libreswan does)
+        src = codec.natd_hash(ike.spi_i, spi_r, ike.local.addr, 0)
+    dst = codec.natd_hash(ike.spi_i, spi_r, ike.remote.addr, ike.remote.port)
+    return [codec.notify(N.NAT_DETECTION_SOURCE_IP, src),
+            codec.notify(N.NAT_DETECTION_DESTINATION_IP, dst)]
+
+
+def _capabilities(ctx: IKEContext, conn: Connection, peer: Notifies | None = None
+                  ) -> list[Payload]:
+    out: list[Payload] = []
+    if conn.fragmentation != "no" and (peer is None or N.IKEV2_FRAGMENTATION_SUPPORTED in peer):
+        out.append(codec.notify(N.IKEV2_FRAGMENTATION_SUPPORTED))
+    if peer is None or N.SIGNATURE_HASH_ALGORITHMS in peer:
+        out.append(codec.notify(N.SIGNATURE_HASH_ALGORITHMS, SIGHASH_DATA))
+    if peer is None or N.CHILDLESS_IKEV2_SUPPORTED in peer:
+        out.append(codec.notify(N.CHILDLESS_IKEV2_SUPPORTED))
+    for v in ctx.settings.vendorids:
+        out.append(codec.vendor(v))
+    return out
+
+
+def initiate(ctx: IKEContext, conn: Connection, now: float, tries: int = 1,
+             reauth_of: IKESA | None = None) -> list[Action]:
+    """A new IKE SA for ``conn``: make its KE value, then send IKE_SA_INIT."""
+    acts: list[Action] = []
+    assert conn.local.host_addr is not None and conn.remote.host_addr is not None
+    port = conn.remote.ikeport or 500
+    lport = 500 if port == 500 else 4500
+    ike = IKESA(serial=ctx.new_serial(), conn=conn, initiator=True, spi_i=ctx.alloc_ike_spi(),
+                spi_r=bytes(8), local=Endpoint(conn.local.host_addr, lport),
+                remote=Endpoint(conn.remote.host_addr, port), state=IKEState.INIT_I)
+    ike.tries = tries
+    ike.reauth_of = reauth_of
+    specs = proposals.ike_specs(conn.ike)
+    ike.ke_group = proposals.first_group(specs)
+    ike.ni = ctx.rng(NONCE_SIZE)
+    ctx.register(ike)
+    what = f"initiating IKEv2 connection to replace #{reauth_of.serial} (reauth)" \
+        if reauth_of is not None else "initiating IKEv2 connection"
+    ctx.log(acts, what + (f" (attempt {tries})" if tries > 1 else ""), ike)
+    acts += _send(ctx, ike, now)
+    return acts
+
+
+def _send(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+    """Make our KE value (``IKEContext.compute``: inline or offloaded), then send."""
+    group = ike.ke_group
+
+    def then(result: object, t: float) -> list[Action]:
+        if ike.state is not IKEState.INIT_I or ike.outstanding is not None:
+            return []  # the IKE SA moved on while the job ran
+        if isinstance(result, BaseException):
+            acts: list[Action] = [Log(f"cannot initiate: KE group {ike.ke_group}: {result}",
+                                      level="error", conn=ike.conn.name, serial=ike.serial)]
+            return acts + ctx.drop_ike(ike, t, "", EventKind.FAILED, FailReason.LOCAL)
+        ike.ke_priv = cast(dh.KeyExchange, result)
+        return ctx.queue(ike, IKEInit(), t, front=True)
+
+    return ctx.compute(ike, lambda: dh.initiator_ke(group), then, now)
+
+
+def _notifies(payloads: Sequence[Payload]) -> Notifies:
+    out: Notifies = {}
+    for p in codec.notifies(payloads):
+        out.setdefault(int(p.notify_type), p)
+    return out
+
+
+def _natd_check(payloads: Sequence[Payload], spi_i: bytes, spi_r: bytes, local: Endpoint,
+                remote: Endpoint) -> tuple[bool, bool, bool]:
+    """(seen, we are behind a NAT, the peer is behind a NAT) per §2.23."""
+    ns = codec.notifies(payloads)
+    srcs = [p.data for p in ns if p.notify_type == N.NAT_DETECTION_SOURCE_IP]
+    dsts = [p.data for p in ns if p.notify_type == N.NAT_DETECTION_DESTINATION_IP]
+    if not srcs or not dsts:
+        return False, False, False
+    mine = codec.natd_hash(spi_i, spi_r, local.addr, local.port)
+    theirs = codec.natd_hash(spi_i, spi_r, remote.addr, remote.port)
+    return True, mine not in dsts, theirs not in srcs
+
+
+def _init_keyed(ctx: IKEContext, ike: IKESA, msg: Inbound, ns: Notifies, chosen: Chosen,
+                nr: bytes, shared: object, now: float) -> list[Action]:
+    """Initiator: derive the IKE SA keys (§2.14) and queue IKE_AUTH (§1.2)."""
+    acts: list[Action] = []
+    conn = ike.conn
+    if isinstance(shared, BaseException):
+        return fail(ctx, ike, now, f"key exchange failed: {shared}", FailReason.PROPOSAL)
+    try:
+        ike.chosen = chosen
+        ike.nr = nr
+        ike.spi_r = msg.spi_r
+        seed = keys.skeyseed(chosen.prf, ike.ni, ike.nr, cast(bytes, shared))
+        k = keys.derive_ike_keys(chosen.prf, chosen.encr, chosen.encr_bits, chosen.integ or None,
+                                 seed, ike.ni, ike.nr, ike.spi_i, ike.spi_r)
+        install_keys(ctx, ike, k)
+    except CryptoError as e:
+        return acts + fail(ctx, ike, now, f"key exchange failed: {e}", FailReason.PROPOSAL)
+    ike.ke_priv = None
+    ike.sent_proposals = None
+    ike.init_response = msg.data
+    why = ppk.init_answer(ike, msg.payloads)  # RFC 8784 USE_PPK
+    if why is not None:
+        return acts + fail(ctx, ike, now, why, FailReason.AUTHENTICATION)
+    seen, nat_l, nat_r = _natd_check(msg.payloads, ike.spi_i, ike.spi_r, ike.local, ike.remote)
+    ike.nat_local, ike.nat_remote = nat_l, nat_r
+    ike.frag_ok = N.IKEV2_FRAGMENTATION_SUPPORTED in ns and conn.fragmentation != "no"
+    ike.last_recv = now
+    if (seen and (nat_l or nat_r)) or conn.encapsulation == "yes":
+        if nat_l or nat_r:
+            ctx.log(acts, "NAT detected: " + ("we are" if nat_l else "peer is")
+                    + " behind a NAT; switching to port 4500", ike, level="info")
+        if ike.local.port == 500:
+            ike.local = Endpoint(ike.local.addr, 4500)
+        if ike.remote.port == 500:
+            ike.remote = Endpoint(ike.remote.addr, 4500)
+    if nat_l and conn.nat_keepalive and ctx.settings.keep_alive > 0:
+        ike.next_keepalive = now + ctx.settings.keep_alive
+    ike.to(IKEState.AUTH_I)
+    ctx.log(acts, f"sent IKE_AUTH request to {ike.remote} (IKE SA "
+            f"{chosen.encr_name()}{'-' + chosen.integ_name() if chosen.integ else ''}-"
+            f"{chosen.prf_name()}-{chosen.ke_name()})", ike)
+    return acts + ctx.queue(ike, IKEAuth(), now, front=True)
+
+
+# ---------------------------------------------------------------- responder
+def find_connections(ctx: IKEContext, local: Endpoint, remote: Endpoint) -> list[Connection]:
+    """Candidate connections for a new IKE SA, exact remote address first."""
+    exact, wild = [], []
+    for conn in ctx.connections.values():
+        if conn.local_is_left is None or conn.keyexchange not in ("ikev2", "ike"):
+            continue
+        if conn.authby == "never" or conn.type in ("passthrough", "drop", "reject"):
+            continue
+        la = conn.local.host_addr
+        if la is not None and la != local.addr:
+            continue
+        ra = conn.remote.host_addr
+        if ra is not None and ra == remote.addr:
+            exact.append(conn)
+        elif ra is None and conn.remote.is_any:
+            wild.append(conn)
+    return exact + wild
+
+
+def _stateless(hdr: IKEHeader, local: Endpoint, remote: Endpoint, payloads: list[Payload]
+               ) -> list[Action]:
+    data = codec.encode(hdr.spi_i, bytes(8), EXCH_INIT, False, True, 0, payloads)[0]
+    return [SendPacket(data, local, remote)]
+
+
+def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
+                remote: Endpoint, now: float) -> list[Action]:
+    """An IKE_SA_INIT request: no state until it is acceptable (§2.6 cookies)."""
+    acts: list[Action] = []
+    key: HalfOpenKey = (hdr.spi_i, remote.addr, remote.port)
+    old = ctx.find_halfopen(key)
+    if old is not None:
+        if old.init_request == data and old.last_response is not None \
+                and old.last_response[0] == 0:
+            return [SendPacket(p, local, remote) for p in old.last_response[1]]
+        if old.init_request == data and ctx.is_computing(old):
+            return [Log(f"ignoring retransmitted IKE_SA_INIT from {remote} (its key exchange "
+                        "is being computed)", level="debug", conn=old.conn.name,
+                        serial=old.serial)]
+        return [Log(f"dropping IKE_SA_INIT for an IKE SA that exists (from {remote})",
+                    level="debug")]
+    if hdr.message_id != 0:
+        return [Log("dropping IKE_SA_INIT request with message ID != 0", level="debug")]
+    try:
+        msg = codec.parse(data)
+    except WireError as e:
+        acts.append(Log(f"malformed IKE_SA_INIT from {remote}: {e}", level="warning"))
+        return acts + _stateless(hdr, local, remote, [codec.notify(e.notify)])
+    pl = msg.payloads
+    ns = _notifies(pl)
+    conns = find_connections(ctx, local, remote)
+    if not conns:
+        return [Log(f"no connection found for IKE_SA_INIT from {remote} to {local}; "
+                    "dropping", level="warning")]
+    sa_p = [p for p in pl if isinstance(p, wp.SAPayload)]
+    ke_p = [p for p in pl if isinstance(p, wp.KEPayload)]
+    ni_p = [p for p in pl if isinstance(p, wp.NoncePayload)]
+    if len(sa_p) != 1 or len(ke_p) != 1 or len(ni_p) != 1:
+        acts.append(Log(f"IKE_SA_INIT from {remote} lacks SA, KE or Ni (or repeats one); "
+                        "answering INVALID_SYNTAX", level="warning"))
+        return acts + _stateless(hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
+    ni = bytes(ni_p[0].data)
+    got = ns.get(N.COOKIE)
+    demand = ctx.cookie_demand(got.data if got is not None else None, ni, remote.addr,
+                               hdr.spi_i, now)
+    if demand is not None:  # §2.6 cookies when busy
+        acts.append(Log(f"busy: demanding a COOKIE from {remote}", level="debug"))
+        return acts + _stateless(hdr, local, remote, [codec.notify(N.COOKIE, demand)])
+    if ctx.halfopen_full():
+        return [Log("too many half-open IKE SAs; dropping IKE_SA_INIT", level="warning")]
+    peer_props = codec.sa_tuples(sa_p[0])
+    chosen = None
+    conn = conns[0]
+    for c in conns:
+        chosen = proposals.choose(peer_props, proposals.ike_specs(c.ike), ProtocolID.IKE,
+                                  ike=True)
+        if chosen is not None:
+            conn = c
+            break
+    if chosen is None:
+        acts.append(Log(f"no proposal acceptable for IKE_SA_INIT from {remote}; answering "
+                        "NO_PROPOSAL_CHOSEN", level="warning", conn=conn.name))
+        return acts + _stateless(hdr, local, remote, [codec.notify(N.NO_PROPOSAL_CHOSEN)])
+    ke = ke_p[0]
+    if ke.group != chosen.ke:
+        acts.append(Log(f"KE payload group {ke.group} but {chosen.ke_name()} chosen; answering "
+                        "INVALID_KE_PAYLOAD", level="info", conn=conn.name))
+        return acts + _stateless(hdr, local, remote, [codec.notify(
+            N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))])
+    alg = reg.get(reg.TransformType.KE, chosen.ke)
+    if alg is not None and alg.ke_size and len(ke.data) != alg.ke_size:
+        acts.append(Log(f"KE payload of {len(ke.data)} bytes for {chosen.ke_name()}; answering "
+                        "INVALID_SYNTAX", level="warning", conn=conn.name))
+        return acts + _stateless(hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
+    return acts + _respond_computing(ctx, data, hdr, local, remote, now, conn, conns, chosen,
+                                     ni, ns, pl, key, bytes(ke.data))
+
+
+def _respond_computing(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
+                       remote: Endpoint, now: float, conn: Connection, conns: list[Connection],
+                       chosen: Chosen, ni: bytes, ns: Notifies, pl: list[Payload],
+                       key: HalfOpenKey, peer_ke: bytes) -> list[Action]:
+    """The responder's KE computation (``IKEContext.compute``); the half-open SA waits.
+
+    The SA is registered at once so that a retransmitted request is recognised
+    (and ignored) while the job runs, and counts as half-open (RFC 7296 §2.6).
+    """
+    ike = IKESA(serial=ctx.new_serial(), conn=conn, initiator=False, spi_i=hdr.spi_i,
+                spi_r=ctx.alloc_ike_spi(), local=local, remote=remote, state=IKEState.INIT_R)
+    ike.chosen = chosen
+    ike.ke_group = chosen.ke
+    ike.ni = ni
+    ike.nr = ctx.rng(NONCE_SIZE)
+    ike.init_request = data
+    ctx.register(ike)
+    ctx.add_halfopen(ike, key, now)
+    ctx.schedule(ike)  # the half-open timeout runs while the job does
+    group = chosen.ke
+
+    def job() -> tuple[bytes, bytes]:
+        return dh.responder_ke(group, peer_ke)
+
+    def then(result: object, t: float) -> list[Action]:
+        if isinstance(result, BaseException):
+            what = "bad KE value" if isinstance(result, CryptoError) else \
+                f"key exchange failed ({type(result).__name__})"
+            acts: list[Action] = [Log(f"{what} from {remote}: {result}; answering "
+                                      "INVALID_KE_PAYLOAD", level="warning", conn=conn.name,
+                                      serial=ike.serial)]
+            acts += ctx.drop_ike(ike, t, "", None)
+            return acts + _stateless(hdr, local, remote, [codec.notify(
+                N.INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))])
+        ke_data, shared = cast(tuple[bytes, bytes], result)
+        return _respond_keyed(ctx, ike, data, local, remote, t, conns, ns, pl, ke_data, shared)
+
+    return ctx.compute(ike, job, then, now)
+
+
+def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, remote: Endpoint,
+                   now: float, conns: list[Connection], ns: Notifies, pl: list[Payload],
+                   ke_data: bytes, shared: bytes) -> list[Action]:
+    """Derive the keys (§2.14) and answer IKE_SA_INIT (the response is cached, §2.1)."""
+    acts: list[Action] = []
+    conn = ike.conn
+    chosen = ike.chosen
+    assert chosen is not None
+    try:
+        seed = keys.skeyseed(chosen.prf, ike.ni, ike.nr, shared)
+        k = keys.derive_ike_keys(chosen.prf, chosen.encr, chosen.encr_bits, chosen.integ or None,
+                                 seed, ike.ni, ike.nr, ike.spi_i, ike.spi_r)
+        install_keys(ctx, ike, k)
+    except CryptoError as e:
+        return [Log(f"key derivation failed: {e}", level="error", conn=conn.name)] + \
+            ctx.drop_ike(ike, now, "", None)
+    seen, nat_l, nat_r = _natd_check(pl, ike.spi_i, bytes(8), local, remote)
+    ike.nat_local, ike.nat_remote = nat_l, nat_r
+    ike.frag_ok = N.IKEV2_FRAGMENTATION_SUPPORTED in ns and conn.fragmentation != "no"
+    ike.init_request = data
+    ike.cands = conns
+    payloads: list[Payload] = [
+        codec.sa([proposals.chosen_proposal(chosen, ProtocolID.IKE, b"", ike=True)]),
+        codec.ke(chosen.ke, ke_data), codec.nonce(ike.nr)]
+    if seen:
+        payloads += _natd(ike, ike.spi_r, conn.encapsulation == "yes")
+    payloads += _capabilities(ctx, conn, ns)
+    payloads += ppk.init_response(ike, conns, pl)  # RFC 8784 USE_PPK
+    acts_send = ctx.send_response(ike, EXCH_INIT, 0, payloads, local, remote)
+    ike.init_response = ike.last_response[1][0] if ike.last_response else b""
+    ike.last_recv = now
+    ctx.schedule(ike)
+    nat = ""
+    if nat_l or nat_r:
+        nat = "; NAT detected (" + ("local" if nat_l else "remote") + ")"
+    ctx.log(acts, f"responding to IKE_SA_INIT from {remote} with {chosen.encr_name()}"
+            f"{'-' + chosen.integ_name() if chosen.integ else ''}-{chosen.prf_name()}-"
+            f"{chosen.ke_name()}{nat}", ike)
+    return acts + acts_send
