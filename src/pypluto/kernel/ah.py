@@ -285,9 +285,8 @@ class _AHBase:
         # Accepted on input: also 64-bit alignment over IPv4, which Linux sends
         # for an XFRM SA without XFRM_STATE_ALIGN4 (its default).
         self.ah_lens = {self.ah_len, (12 + self.icv_size + 7) // 8 * 8}
-        self.stats = SAStats()
+        self.stats = SAStats(selector_drops=0)  # counted here (RFC 4301 §5.2 step 4)
         self.malformed = 0  # unparsable, wrong next header, outside what AH can carry
-        self.policy_drops = 0  # inner packet outside the SA's traffic selectors
         self.on_expire = on_expire
         self.dead = False
         self.created = time.monotonic()
@@ -297,6 +296,11 @@ class _AHBase:
         self._soft_p = sa.soft_packets or inf
         self._hard_p = sa.hard_packets or inf
         self._soft_fired = False
+
+    @property
+    def policy_drops(self) -> int:
+        """Inner packets outside the SA's selectors (``stats.selector_drops``)."""
+        return self.stats.selector_drops or 0
 
     def _fire(self, hard: bool, reason: str) -> None:
         if hard:
@@ -524,7 +528,7 @@ class InboundAH(_AHBase):
             inner = self._strip(packet, ah_off, nh_at, nh, body)
         chk = self.selector_check
         if chk is not None and not chk(inner):
-            self.policy_drops += 1
+            st.selector_drops = (st.selector_drops or 0) + 1
             return None
         self._count(len(inner))
         return inner
