@@ -70,13 +70,14 @@ FUZZ_SECONDS ?= 600
 FUZZ_TARGETS ?= wire ike_sk esp config
 FUZZ_DIR ?= /work/fuzz-runs
 fuzz: install
-	@$(VPY) -c 'import atheris' 2>/dev/null || $(VPY) -m pip install -q atheris
+	@$(VPY) -c 'import atheris, coverage' 2>/dev/null || $(VPY) -m pip install -q atheris coverage
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p $(FUZZ_DIR)/$$t; \
 		echo "==> fuzzing $$t for $(FUZZ_SECONDS) s (log: $(FUZZ_DIR)/$$t/log)"; \
 		$(VPY) -m fuzz.run $$t --seconds $(FUZZ_SECONDS) --workdir $(FUZZ_DIR)/$$t \
 			2>>$(FUZZ_DIR)/$$t/log || { echo "$$t: crash, reproducer in $(FUZZ_DIR)/$$t/crashes/"; exit 1; }; \
 		grep -E '^#[0-9]+ +DONE|^Done' $(FUZZ_DIR)/$$t/log | tail -2; \
+		$(VPY) -m fuzz.cover $$t --workdir $(FUZZ_DIR)/$$t || exit 1; \
 	done
 
 clean:

@@ -10,8 +10,10 @@ exchange handlers), delivers it, lets the pair answer each other, and checks:
 * no message storm.
 
 Input layout: byte 0 = mode (mod ``len(MODES)``), byte 1 = the chain's first
-payload type (the SK payload's Next Payload), the rest = the plaintext chain
-(padding is added by the protector).
+payload type (the SK payload's Next Payload); for fragment modes byte 2 says how
+the chain is cut into SKF fragments (RFC 7383: bits 0-1 = fragments sent - 1,
+bits 2-3 = extra fragments declared but never sent, bits 4-5 = order); the
+rest = the plaintext chain (padding is added by the protector).
 """
 
 from __future__ import annotations
@@ -26,23 +28,29 @@ from typing import Any
 from pypluto.ike.actions import Log
 from pypluto.ike.sa import ESTABLISHED_CHILD
 from pypluto.wire.message import Message, serialize_payloads
-from pypluto.wire.payloads import SKPayload
+from pypluto.wire.payloads import SKFPayload, SKPayload
 
 from . import Finding
 
 REPO = Path(__file__).resolve().parents[2]
 CONN = "west-east"
 
-# mode -> (template, sender, exchange, response)
-MODES: tuple[tuple[str, str, int, bool], ...] = (
-    ("r1", "west", 35, False),      # 0 IKE_AUTH request to the responder (state R1)
-    ("est", "west", 36, False),     # 1 CREATE_CHILD_SA request to the responder
-    ("est", "west", 37, False),     # 2 INFORMATIONAL request to the responder
-    ("rekey", "east", 36, True),    # 3 CREATE_CHILD_SA response to the initiator's rekey
-    ("r1", "east", 35, True),       # 4 IKE_AUTH response to the initiator
-    ("est", "east", 37, False),     # 5 INFORMATIONAL request from the original responder
-    ("est", "east", 36, False),     # 6 CREATE_CHILD_SA request from the original responder
+# mode -> (template, sender, exchange, response, in SKF fragments)
+MODES: tuple[tuple[str, str, int, bool, bool], ...] = (
+    ("r1", "west", 35, False, False),        # 0 IKE_AUTH request to the responder (R1)
+    ("est", "west", 36, False, False),       # 1 CREATE_CHILD_SA request to the responder
+    ("est", "west", 37, False, False),       # 2 INFORMATIONAL request to the responder
+    ("rekey", "east", 36, True, False),      # 3 CREATE_CHILD_SA response to a Child rekey
+    ("r1", "east", 35, True, False),         # 4 IKE_AUTH response to the initiator
+    ("est", "east", 37, False, False),       # 5 INFORMATIONAL request from the responder
+    ("est", "east", 36, False, False),       # 6 CREATE_CHILD_SA request from the responder
+    ("rekey_ike", "east", 36, True, False),  # 7 CREATE_CHILD_SA response to an IKE rekey
+    ("dpd", "east", 37, True, False),        # 8 INFORMATIONAL response to a liveness check
+    ("r1", "west", 35, False, True),         # 9 IKE_AUTH request in SKF fragments
+    ("est", "west", 37, False, True),        # 10 INFORMATIONAL request in SKF fragments
+    ("rekey", "east", 36, True, True),       # 11 CREATE_CHILD_SA response in fragments
 )
+FRAG_MODES = tuple(i for i, m in enumerate(MODES) if m[4])
 
 
 def _harness() -> Any:
@@ -79,11 +87,20 @@ def templates() -> dict[str, Any]:
     net.up()
     assert net.established(net.west) and net.established(net.east)
     _TEMPLATES["est"] = net
-    net = copy.deepcopy(net)
-    net.apply(net.west, net.west.engine.rekey_child(CONN, net.now))
-    net.queue.clear()  # west waits for the response to its CREATE_CHILD_SA request
+    net = h.Net(west_kw={"dpddelay": 5, "dpdtimeout": 60})
+    net.up()
+    net.cut = True  # the liveness probe stays in flight
+    net.advance(6)
+    net.cut = False
+    net.queue.clear()
     assert _ike(net.west).outstanding is not None
-    _TEMPLATES["rekey"] = net
+    _TEMPLATES["dpd"] = net
+    for name, call in (("rekey", "rekey_child"), ("rekey_ike", "rekey_ike")):
+        n = copy.deepcopy(_TEMPLATES["est"])
+        n.apply(n.west, getattr(n.west.engine, call)(CONN, n.now))
+        n.queue.clear()  # west waits for the response to its request
+        assert _ike(n.west).outstanding is not None, name
+        _TEMPLATES[name] = n
     return _TEMPLATES
 
 
@@ -97,6 +114,32 @@ def encrypt(ike: Any, exchange: int, response: bool, msgid: int, first: int,
     raw = msg.serialize()
     aad = raw[: len(raw) - body_len]
     return aad + prot.encrypt(aad, plaintext)
+
+
+def encrypt_fragments(ike: Any, exchange: int, response: bool, msgid: int, first: int,
+                      plaintext: bytes, how: int) -> list[bytes]:
+    """SKF fragments (RFC 7383 §2.5) of ``plaintext`` as ``how`` says (see the module doc)."""
+    sent = 1 + (how & 3)
+    total = sent + ((how >> 2) & 3)
+    step = max(1, -(-len(plaintext) // sent))
+    chunks = [plaintext[i * step:(i + 1) * step] for i in range(sent)]
+    prot = ike.prot_out
+    out = []
+    for i, chunk in enumerate(chunks, 1):
+        body_len = prot.body_length(len(chunk))
+        skf = SKFPayload(first if i == 1 else 0, i, total, bytes(body_len))
+        raw = Message(ike.spi_i, ike.spi_r, exchange, ike.initiator, response, msgid,
+                      [skf]).serialize()
+        aad = raw[: len(raw) - body_len]
+        out.append(aad + prot.encrypt(aad, chunk))
+    order = (how >> 4) & 3
+    if order == 1:
+        out.reverse()
+    elif order == 2 and len(out) > 1:
+        out = out[1:] + out[:1]
+    elif order == 3:
+        out = out + out[:1]  # a duplicate of the first fragment
+    return out
 
 
 def check_tables(eng: Any, where: str) -> None:
@@ -144,8 +187,13 @@ def one_input(data: bytes) -> None:
     """Deliver one encrypted payload chain and check the pair afterwards."""
     if len(data) < 2:
         return
-    tpl, sender, exchange, response = MODES[data[0] % len(MODES)]
+    tpl, sender, exchange, response, frag = MODES[data[0] % len(MODES)]
     first, plaintext = data[1], data[2:]
+    how = 0
+    if frag:
+        if len(data) < 3:
+            return
+        how, plaintext = data[2], data[3:]
     net = copy.deepcopy(templates()[tpl])
     frm = net.west if sender == "west" else net.east
     to = net.other(frm)
@@ -155,10 +203,13 @@ def one_input(data: bytes) -> None:
         msgid = o.msgid if o is not None else 0
     else:
         msgid = r_ike.next_in
-    pkt = encrypt(s_ike, exchange, response, msgid, first, plaintext)
+    if frag:
+        pkts = encrypt_fragments(s_ike, exchange, response, msgid, first, plaintext, how)
+    else:
+        pkts = [encrypt(s_ike, exchange, response, msgid, first, plaintext)]
     n0 = len(to.actions)
-    acts = to.engine.receive(pkt, r_ike.local, r_ike.remote, net.now)
-    net.apply(to, acts)
+    for pkt in pkts:
+        net.apply(to, to.engine.receive(pkt, r_ike.local, r_ike.remote, net.now))
     try:
         net.run(limit=60)
         net.advance(31)  # retransmits, half-open expiry, DPD
@@ -221,25 +272,27 @@ def harness_messages() -> Iterator[tuple[str, bytes]]:
         yield f"{name}-{i}", data
 
 
-def _template_auth() -> list[tuple[str, int, bool, int, bytes]]:
-    """The IKE_AUTH request and response of the "r1" template itself (their AUTH
-    payloads verify against that template's IKE_SA_INIT, so modes 0 and 4 get far)."""
+def _template_exchanges() -> list[tuple[str, int, bool, int, bytes]]:
+    """The request west has in flight in each template and east's answer to it,
+    decrypted: these match the templates' keys and nonces, so the response modes
+    get as far as a real answer does."""
     from pypluto.ike import codec
     from pypluto.wire.message import parse_message
-    net = copy.deepcopy(templates()["r1"])
-    w, e = _ike(net.west), _ike(net.east)
     out: list[tuple[str, int, bool, int, bytes]] = []
-    req = w.outstanding.packets[0]
-    sk = parse_message(req).sk
-    first, chain = serialize_payloads(codec.decrypt(sk, e.prot_in))
-    out.append(("west", 35, False, int(first), chain))
-    acts = net.east.engine.receive(req, e.local, e.remote, net.now)
-    for a in acts:
-        data = getattr(a, "data", None)
-        if isinstance(data, bytes):
-            sk = parse_message(data).sk
-            first, chain = serialize_payloads(codec.decrypt(sk, w.prot_in))
-            out.append(("east", 35, True, int(first), chain))
+    for name in ("r1", "rekey", "rekey_ike", "dpd"):
+        net = copy.deepcopy(templates()[name])
+        w, e = _ike(net.west), _ike(net.east)
+        req = w.outstanding.packets[0]
+        m = parse_message(req)
+        first, chain = serialize_payloads(codec.decrypt(m.sk, e.prot_in))
+        out.append(("west", m.exchange, False, int(first), chain))
+        acts = net.east.engine.receive(req, e.local, e.remote, net.now)
+        for a in acts:
+            data = getattr(a, "data", None)
+            if isinstance(data, bytes):
+                m = parse_message(data)
+                first, chain = serialize_payloads(codec.decrypt(m.sk, w.prot_in))
+                out.append(("east", m.exchange, True, int(first), chain))
     return out
 
 
@@ -247,18 +300,23 @@ def seeds() -> Iterator[bytes]:
     """Every recorded chain under every mode that matches its exchange and direction,
     plus the decrypted chains of the Openswan captures."""
     from .vectors import openswan_frames
-    chains = _template_auth() + harness_exchanges()
-    for mode, (_tpl, _sender, exchange, response) in enumerate(MODES):
+    chains = _template_exchanges() + harness_exchanges()
+    for mode, (_tpl, _sender, exchange, response, frag) in enumerate(MODES):
+        hows = [0x01, 0x13, 0x36] if frag else [None]
         for _name, ex, resp, first, chain in chains:
             if ex == exchange and resp == response:
-                yield bytes([mode, first]) + chain
-        yield bytes([mode, 0])  # empty chain (DPD / empty response)
+                for how in hows:
+                    head = bytes([mode, first] if how is None else [mode, first, how])
+                    yield head + chain
+        yield bytes([mode, 0] if not frag else [mode, 0, 0])  # empty chain
     for fr in openswan_frames():
         sk = fr.get("sk_decryption")
         sk = sk if isinstance(sk, dict) else {}
         if sk.get("inner_payloads_hex") is None or sk.get("inner_first_payload") is None:
             continue
-        for mode, (_t, _s, exchange, response) in enumerate(MODES):
+        for mode, (_t, _s, exchange, response, frag) in enumerate(MODES):
+            if frag:
+                continue
             if fr.get("exchange") == exchange and bool(fr.get("flags", 0) & 0x20) == response:
                 yield bytes([mode, sk["inner_first_payload"]]) + bytes.fromhex(
                     sk["inner_payloads_hex"])
