@@ -96,6 +96,9 @@ def test_rundir_checks(tmp_path: Path) -> None:
         assert f"chmod o-w {run}" in str(e.value)
     run.chmod(0o775)  # group-writable: root's group, allowed
     assert check_rundir(str(run)) == []
+    os.chown(run, NOBODY, NOBODY)
+    (w,) = check_rundir(str(run))
+    assert f"owned by uid {NOBODY}" in w and f"chown root:root {run}" in w
 
 
 def test_rundir_symlinks(tmp_path: Path) -> None:

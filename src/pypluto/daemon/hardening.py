@@ -9,7 +9,8 @@
   live): a refusal when it is a symbolic link not owned by root (its owner
   could point it anywhere), when it (or where it leads) is not a directory, or
   when others can write it (they could replace the control socket and
-  receive every whack command, or plant the lock file).
+  receive every whack command, or plant the lock file); a warning when the
+  directory is owned by someone else than root or pluto's own user.
 
 Every message names the file and the fix.  Nothing here changes a file.
 ``check_startup`` is what pluto calls before it reads secrets or creates the
@@ -79,7 +80,7 @@ def check_secrets_file(path: str, *, owner_uid: int = ROOT_UID) -> list[str]:
 
 
 def check_rundir(path: str, *, owner_uid: int = ROOT_UID) -> list[str]:
-    """Refuse an unsafe ``--rundir`` (raises :class:`HardeningError`); no warnings yet.
+    """Refuse an unsafe ``--rundir`` (raises :class:`HardeningError`); warnings otherwise.
 
     A rundir that does not exist yet is fine: pluto creates it (mode 0755).
     """
@@ -108,6 +109,9 @@ def check_rundir(path: str, *, owner_uid: int = ROOT_UID) -> list[str]:
             f'rundir "{path}" is writable by others (mode {_mode(st)}): they could replace '
             f"the control socket or the lock file; refusing to start. Fix: chmod o-w {path} "
             f"(pluto makes it 0755), or give --rundir a private directory")
+    if st.st_uid not in (owner_uid, os.geteuid()):
+        return [f'rundir "{path}" is owned by uid {st.st_uid}, who can replace the control '
+                f"socket. Fix: chown root:root {path}"]
     return []
 
 
