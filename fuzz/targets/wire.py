@@ -58,8 +58,11 @@ def _chain(data: bytes) -> None:
 
 
 def one_input(data: bytes) -> None:
-    """One fuzz input: a datagram and an inner chain."""
+    """One fuzz input: a datagram (as is, and with its header length made right so
+    mutations get past the length check of RFC 7296 §3.1) and an inner chain."""
     _message(data)
+    if len(data) >= 28 and int.from_bytes(data[24:28], "big") != len(data):
+        _message(data[:24] + len(data).to_bytes(4, "big") + data[28:])
     _chain(data)
 
 
