@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pypluto.ike.actions import Log
-from pypluto.ike.sa import ESTABLISHED_CHILD
+from pypluto.ike.actions import ConnectionEvent, Log
+from pypluto.ike.sa import ChildState
 from pypluto.wire.message import Message, serialize_payloads
 from pypluto.wire.payloads import SKFPayload, SKPayload
 
@@ -152,7 +152,7 @@ def check_tables(eng: Any, where: str) -> None:
         if eng.by_conn.get(ike.conn.name, {}).get(serial) is not ike:
             raise Finding(f"{where}: IKE SA #{serial} missing from by_conn[{ike.conn.name}]")
         for c in ike.children:
-            if c.state == ESTABLISHED_CHILD and eng.children_in.get(c.spi_in) is not c:
+            if c.state == ChildState.ESTABLISHED and eng.children_in.get(c.spi_in) is not c:
                 raise Finding(f"{where}: established Child SA #{c.serial} of #{serial} "
                               f"not indexed by its SPI {c.spi_in:#x}")
     live = {id(i) for i in eng.by_serial.values()}
@@ -180,7 +180,11 @@ def check_tables(eng: Any, where: str) -> None:
 
 
 def _errors(acts: list) -> list[str]:
-    return [a.message for a in acts if isinstance(a, Log) and "internal error" in a.message]
+    """Every sign of an exception the engine caught: its log line or INTERNAL_ERROR event."""
+    out = [a.message for a in acts if isinstance(a, Log) and "internal error" in a.message]
+    out += [f"INTERNAL_ERROR event: {a.detail}" for a in acts
+            if isinstance(a, ConnectionEvent) and a.kind == "internal-error"]
+    return out
 
 
 def one_input(data: bytes) -> None:
@@ -226,7 +230,7 @@ def one_input(data: bytes) -> None:
 def _recording(net: Any, out: list[tuple[str, int, bool, int, bytes]]) -> None:
     """Record every payload chain either engine encodes (exchange, response, first, chain)."""
     for side in (net.west, net.east):
-        eng = side.engine
+        eng = getattr(side.engine, "tm", side.engine)  # the task manager encodes, if any
         orig = eng.encode
 
         def rec(ike: Any, exchange: int, response: bool, msgid: int, payloads: list,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inproc import make_env
+from inproc import ScriptedEngine, make_env
 from inproc import start as _start
 from testsupport import REPO
 
@@ -31,14 +31,12 @@ LO = ipaddress.ip_address("127.0.0.1")
 N_SAS = 3000
 
 
-class FloodEngine:
+class FloodEngine(ScriptedEngine):
     """Each datagram: b"ok" = one established IKE SA, anything else = junk to drop."""
 
     def __init__(self, settings: Any, secrets: Any, *, local_addrs: Any = ()) -> None:
+        super().__init__(settings, secrets, local_addrs=local_addrs)
         self.n = 0
-
-    def add_connection(self, conn: Any) -> list:
-        return []
 
     def receive(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> list:
         if data != b"ok":
@@ -55,16 +53,6 @@ class FloodEngine:
 
     def handle_timer(self, now: float) -> list:
         return []
-
-    def next_timer(self) -> float | None:
-        return None
-
-    def shutdown(self, now: float) -> list:
-        return []
-
-    def status(self, now: float) -> Any:
-        from pypluto.ike.status import EngineStatus
-        return EngineStatus()
 
 
 @pytest.fixture

@@ -103,7 +103,7 @@ def test_hostile_ids_stay_on_one_escaped_line(env: dict[str, Any]) -> None:
     async def main() -> None:
         d, eng, _peer = await _start(env, Engine)
         try:
-            d.add_conn(_responder_conn())
+            d.registry.add(_responder_conn())
             peer = Engine(EngineSettings(), _Store(), local_addrs=[LO])
             relay = Relay(peer, env["opts"].ikeport, env["opts"].natikeport)
             relay.apply(peer.add_connection(_peer_conn()))
