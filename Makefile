@@ -76,7 +76,7 @@ fuzz: install
 		echo "==> fuzzing $$t for $(FUZZ_SECONDS) s (log: $(FUZZ_DIR)/$$t/log)"; \
 		$(VPY) -m fuzz.run $$t --seconds $(FUZZ_SECONDS) --workdir $(FUZZ_DIR)/$$t \
 			2>>$(FUZZ_DIR)/$$t/log || { echo "$$t: crash, reproducer in $(FUZZ_DIR)/$$t/crashes/"; exit 1; }; \
-		grep -E '^#[0-9]+ +DONE|^Done' $(FUZZ_DIR)/$$t/log | tail -2; \
+		grep -E '^Done' $(FUZZ_DIR)/$$t/log | tail -1; \
 		$(VPY) -m fuzz.cover $$t --workdir $(FUZZ_DIR)/$$t || exit 1; \
 	done
 
