@@ -10,6 +10,7 @@ Child SA only: NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from pypluto.config import ids
@@ -40,6 +41,27 @@ def _psk(ctx: IKEContext, ike: IKESA, local_id: Identity, remote_id: Identity
         return ctx.secrets.psk_for(local_id, remote_id, ike.local.addr, ike.remote.addr)
     except Exception:  # a broken store must not kill the exchange
         return None
+
+
+def auth_method(conn: Connection, local: bool) -> str:
+    """The method one side authenticates with: ``leftauth=``/``rightauth=``, else
+    ``authby=`` (Libreswan's asymmetric authentication): "sig" (certificates,
+    ``ike/auth_sig.py``), "secret", or "" when neither (the config layer refuses the
+    other methods at load)."""
+    end = conn.local if local else conn.remote
+    words = {w for w in re.split(r"[\s,|]+", (end.auth or conn.authby or "").lower()) if w}
+    if auth_sig.local_sig(conn) if local else auth_sig.remote_sig(conn):
+        return "sig"
+    return "secret" if words & {"secret", "psk"} else ""
+
+
+def _peer_may_use(conn: Connection, method: int) -> bool:
+    """The peer's AUTH method is one its end allows (``rightauth=``, else ``authby=``)."""
+    end = conn.remote
+    words = {w for w in re.split(r"[\s,|]+", (end.auth or conn.authby or "").lower()) if w}
+    if method in auth_sig.SIG_METHODS:
+        return auth_sig.remote_sig(conn)
+    return method == AUTH_PSK and bool(words & {"secret", "psk"})
 
 
 def _auth_data(ike: IKESA, psk: bytes, id_body: bytes, initiator_side: bool) -> bytes:
@@ -74,6 +96,11 @@ class IKEAuth(Task):
     def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
               ) -> list[Payload] | None:
         conn = ike.conn
+        if not auth_method(conn, local=True):
+            mine = conn.local.auth or conn.authby
+            acts += fail(ctx, ike, now, f"cannot authenticate with {mine}: not supported",
+                         FailReason.LOCAL)
+            return None
         local_id = auth_sig.local_id(ctx, conn) or local_identity(ike, conn)
         ike.local_id = local_id
         remote_pat = conn.remote.id
@@ -99,7 +126,8 @@ class IKEAuth(Task):
         if sig:
             signed = auth_sig.sign(ctx, ike, conn, _octets(ike, codec.id_body(idi), True), [])
             if isinstance(signed, str):
-                acts.append(Log(f"cannot authenticate: {signed}", level="error",
+                acts.append(Log(f"cannot authenticate with {conn.local.auth or conn.authby}: "
+                                f"{signed}", level="error",
                                 conn=conn.name, serial=ike.serial))
                 acts += fail(ctx, ike, now, "cannot build IKE_AUTH", FailReason.LOCAL)
                 return None
@@ -159,8 +187,13 @@ class IKEAuth(Task):
         if why_ppk is not None:
             return acts + fail(ctx, ike, now, why_ppk, FailReason.AUTHENTICATION)
         prf = ike.chosen.prf
-        if int(auth_p.method) in auth_sig.SIG_METHODS:
-            why_sig = auth_sig.verify(ctx, ike, conn, peer_id, payloads, int(auth_p.method),
+        method = int(auth_p.method)
+        if not _peer_may_use(conn, method):
+            return acts + fail(ctx, ike, now, f"the peer authenticated with AUTH method "
+                               f"{method}; the connection requires "
+                               f"{conn.remote.auth or conn.authby}", FailReason.AUTHENTICATION)
+        if method in auth_sig.SIG_METHODS:
+            why_sig = auth_sig.verify(ctx, ike, conn, peer_id, payloads, method,
                                       bytes(auth_p.data),
                                       _octets(ike, codec.id_body(idr_p), False), now)
             if why_sig is not None:
@@ -181,8 +214,15 @@ class IKEAuth(Task):
                                                              bytes(auth_p.data)))
         old = ike.reauth_of
         ike.reauth_of = None
-        if old is not None and ctx.is_live(old):  # make-before-break
+        acts += self._finish_child(ctx, ike, payloads, now)
+        if old is not None and ctx.is_live(old):  # make-before-break: new Child SA first
             acts += delete_ike(ctx, old, now)
+        return acts
+
+    def _finish_child(self, ctx: IKEContext, ike: IKESA, payloads: Sequence[Payload],
+                      now: float) -> list[Action]:
+        acts: list[Action] = []
+        conn = ike.conn
         child = self.child
         if child is not None:
             err = [p.notify_type for p in codec.errors(payloads)]
@@ -279,15 +319,9 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     if conn is None:
         return reject(f"no connection matches peer {id_desc(peer_id)}")
     peer_sig = int(auth_p.method) in auth_sig.SIG_METHODS
-    if peer_sig:
-        if not auth_sig.remote_sig(conn):
-            return reject(f"peer signed (AUTH method {int(auth_p.method)}) but the connection "
-                          f"requires authby={conn.remote.auth or conn.authby}")
-    elif conn.authby not in ("secret", "psk", "secret|rsasig", "rsasig|secret") and \
-            (conn.remote.auth or conn.authby) not in ("secret", "psk"):
-        return reject(f"connection requires authby={conn.authby}; the peer used PSK")
-    elif int(auth_p.method) != AUTH_PSK:
-        return reject(f"AUTH method {int(auth_p.method)} is not supported")
+    if not _peer_may_use(conn, int(auth_p.method)):
+        return reject(f"the peer used AUTH method {int(auth_p.method)}; the connection "
+                      f"requires {conn.remote.auth or conn.authby} from the peer")
     if conn is not ike.conn:
         ctx.rebind(ike, conn)
     local_id = auth_sig.local_id(ctx, conn) or local_identity(ike, conn)
