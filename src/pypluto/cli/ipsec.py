@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from pypluto import __version__
+from pypluto.cli import nsscmd
 from pypluto.control.client import ControlError, call, ctl_path
 from pypluto.control.protocol import RC_ROUTE, RC_SUCCESS, RC_WHACK_PROBLEM
 
@@ -80,14 +81,12 @@ ON_DEMAND = ("route", "unroute", "ondemand")
 
 # Libreswan 5.2 commands pypluto cannot do: the reason printed with the error.
 UNSUPPORTED: dict[str, str] = {
-    **{c: "pypluto has no certificate store (certificate authentication is not "
-          "implemented)" for c in ("rereadcerts", "fetchcrls", "crls", "listcerts",
-                                   "listcacerts", "listcrls", "purgeocsp", "checknss",
-                                   "initnss", "import", "certutil", "crlutil", "modutil",
-                                   "pk12util", "vfychain")},
+    **{c: "CRLs are not fetched and OCSP is not implemented"
+       for c in ("fetchcrls", "crls", "listcrls", "purgeocsp")},
+    **{c: "use NSS's own tool on the database" for c in ("modutil", "vfychain")},
     "listpubkeys": "raw public keys are listed by 'ipsec status' only",
     "checkpubkeys": "raw public keys are listed by 'ipsec status' only",
-    "listall": "pypluto has no certificate store; use 'ipsec status'",
+    "listall": "use 'ipsec listcerts' and 'ipsec listcacerts'",
     "shuntstatus": "bare shunts (on-demand routing) are not implemented",
     "briefconnectionstatus": "use 'ipsec connectionstatus'",
     "fipsstatus": "pypluto has no FIPS mode",
@@ -269,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "checkconfig":
         return _config_tool("addconn", ["--config", opts.get("config", DEFAULT_CONFIG),
                                         "--checkconfig", *rest])
+    if cmd in nsscmd.COMMANDS:  # the NSS database (issue 14)
+        return nsscmd.main(cmd, rest)
     if cmd in UNSUPPORTED or (cmd in ON_DEMAND and not ON_DEMAND_SUPPORTED):
         return cmd_unsupported(cmd)
     if cmd == "start" and rest and not rest[0].startswith("-"):
@@ -289,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         return _whack(w + [f"--{cmd}", *rest])
     if cmd in ("listen", "rereadsecrets"):
         return _whack(w + [f"--{cmd}"])
-    if cmd == "rereadall":
-        # Libreswan: rereadsecrets + rereadcerts; pypluto has no certificates to reread
+    if cmd in ("rereadall", "rereadcerts"):
+        # pluto's --rereadsecrets also drops its cached certificates and CRLs, which are
+        # read again from the NSS database on their next use
         return _whack(w + ["--rereadsecrets"])
     if cmd in ("add", "replace"):
         return cmd_add(opts, rest, cmd)
