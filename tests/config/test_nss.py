@@ -73,3 +73,32 @@ def test_pem_files_as_an_addition(tmp_path: Path) -> None:
         st.local(str(tmp_path / "lonely.crt"))
     with pytest.raises(CredentialError, match="no NSS database"):
         st.local("nickname")
+
+
+def test_crls_imported_with_crlutil_revoke(tmp_path: Path) -> None:
+    """A CRL put into the db with ``crlutil -I`` (NSS checks its signature) revokes;
+    under crl-strict a chain needs a current CRL from every issuer."""
+    from cryptography.hazmat.primitives import serialization
+    from pki import make_crl
+
+    pki = PKI.build()
+    me, bad = pki.ee("west"), pki.ee("mallory")
+    db = tmp_path / "nss"
+    make_nssdb(db, me, "westcert", pki)
+    inter = tmp_path / "inter.pem"
+    inter.write_bytes(pki.inter.cert_pem())
+    subprocess.run(["certutil", "-A", "-d", f"sql:{db}", "-n", "inter", "-t", ",,", "-i",
+                    str(inter)], check=True)
+    st = CertStore(str(db), crl_strict=True)
+    chain = px.verify_chain(bad.cert, [pki.inter.cert], st.anchors(), NOW).chain
+    assert "no current CRL" in (px.revoked(chain, st.crls(), NOW, True) or "")
+    for n, crl in enumerate((make_crl(pki.inter, [bad]), make_crl(pki.root, []))):
+        f = tmp_path / f"crl{n}.der"
+        f.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+        subprocess.run(["crlutil", "-I", "-d", f"sql:{db}", "-i", str(f)], check=True)
+    st.reload()
+    assert len(st.crls()) == 2
+    why = px.revoked(chain, st.crls(), NOW, True)
+    assert why is not None and "'CN=mallory,O=pypluto test,C=CH' is revoked" in why
+    good = px.verify_chain(me.cert, [pki.inter.cert], st.anchors(), NOW).chain
+    assert px.revoked(good, st.crls(), NOW, True) is None

@@ -60,7 +60,7 @@ class CertStore:
         self.extra_crls: list[x509.CertificateRevocationList] = []
         self._local: dict[str, LocalCred] = {}
         self._anchors: list[x509.Certificate] | None = None
-        self._crls: list[x509.CertificateRevocationList] | None = None
+        self._crls: list[x509.CertificateRevocationList | px.CheckedCRL] | None = None
         self._inter: list[x509.Certificate] | None = None
 
     def reload(self) -> None:
@@ -159,9 +159,12 @@ class CertStore:
                 pass
         return res
 
-    def crls(self) -> list[x509.CertificateRevocationList]:
+    def crls(self) -> list[x509.CertificateRevocationList | px.CheckedCRL]:
+        """CRLs: the NSS database's (``crlutil -I``), then ``<ipsecdir>/crls`` files."""
         if self._crls is None:
-            res = list(self.extra_crls)
+            res: list[x509.CertificateRevocationList | px.CheckedCRL] = list(self.extra_crls)
+            if self.nss is not None and self.nss.exists():
+                res += self.nss.crls()
             if self.ipsecdir:
                 d = os.path.join(self.ipsecdir, "crls")
                 for f in sorted(os.listdir(d)) if os.path.isdir(d) else []:

@@ -10,7 +10,9 @@ Passwords: the database is made by ``ipsec initnss`` without a password (``certu
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
+
+from pypluto.crypto import x509 as px
 
 
 class NSSError(Exception):
@@ -118,3 +122,44 @@ class NSSDB:
         if key is None or cert is None:
             raise NSSError(f"'{nickname}' has no private key in {self.directory}")
         return key, cert, list(extra)
+
+    def crls(self) -> list[px.CheckedCRL]:
+        """The CRLs ``crlutil -I`` imported (NSS verified their signatures then), read
+        from ``crlutil -L`` listings: issuer, next update and the revoked serials."""
+        try:
+            text = self._run(_tool("crlutil"), "-L", "-d", self.spec).decode("utf-8", "replace")
+        except NSSError:
+            return []
+        names = []
+        for line in text.splitlines():
+            m = re.match(r"^(.*\S)\s+CRL\s*$", line)
+            if m and not line.startswith("CRL names"):
+                names.append(m.group(1))
+        res = []
+        for name in names:
+            try:
+                out = self._run(_tool("crlutil"), "-L", "-d", self.spec, "-n", name)
+                res.append(parse_crl_listing(out.decode("utf-8", "replace")))
+            except (NSSError, ValueError):
+                continue
+        return res
+
+
+def _nss_time(text: str) -> datetime.datetime:
+    return datetime.datetime.strptime(text.strip(), "%a %b %d %H:%M:%S %Y").replace(
+        tzinfo=datetime.UTC)
+
+
+def parse_crl_listing(text: str) -> px.CheckedCRL:
+    """One ``crlutil -L -n NAME`` listing as a :class:`CheckedCRL`."""
+    m = re.search(r'^\s*Issuer: "(.*)"\s*$', text, re.MULTILINE)
+    if m is None:
+        raise ValueError("no Issuer in the crlutil listing")
+    issuer = x509.Name.from_rfc4514_string(m.group(1))
+    nxt = re.search(r"^\s*Next Update: (.*)$", text, re.MULTILINE)
+    serials: dict[int, datetime.datetime] = {}
+    for e in re.finditer(r"Serial Number:\s*\n((?:\s+[0-9a-fA-F:]+\n)+)\s*Revocation Date: (.*)",
+                         text):
+        hexs = re.sub(r"[^0-9a-fA-F]", "", e.group(1))
+        serials[int(hexs, 16)] = _nss_time(e.group(2))
+    return px.CheckedCRL(issuer, _nss_time(nxt.group(1)) if nxt else None, serials)

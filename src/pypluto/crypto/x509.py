@@ -190,7 +190,18 @@ def _verify_ca(ca: x509.Certificate, intermediates: Sequence[x509.Certificate],
         raise CertError(_reason(e, ca, now)) from None
 
 
-def revoked(chain: Sequence[x509.Certificate], crls: Iterable[x509.CertificateRevocationList],
+@dataclass
+class CheckedCRL:
+    """A CRL whose signature its store has already verified (NSS checks a CRL's
+    signature when ``crlutil -I`` imports it): issuer, next update, revoked serials."""
+
+    issuer: x509.Name
+    next_update: datetime.datetime | None
+    serials: dict[int, datetime.datetime]
+
+
+def revoked(chain: Sequence[x509.Certificate],
+            crls: Iterable[x509.CertificateRevocationList | CheckedCRL],
             now: datetime.datetime, strict: bool) -> str | None:
     """Why the validated ``chain`` is revoked (or, when ``strict``, lacks a current CRL).
 
@@ -199,7 +210,21 @@ def revoked(chain: Sequence[x509.Certificate], crls: Iterable[x509.CertificateRe
     crl_list = list(crls)
     for cert, issuer in zip(chain, chain[1:], strict=False):
         found = False
+        for checked in crl_list:
+            if not isinstance(checked, CheckedCRL):
+                continue
+            if checked.issuer != issuer.subject or (
+                    strict and checked.next_update is not None and checked.next_update < now):
+                continue
+            found = True
+            when = checked.serials.get(cert.serial_number)
+            if when is not None:
+                return (f"certificate serial {cert.serial_number:#x} "
+                        f"'{cert.subject.rfc4514_string()}' is revoked "
+                        f"(since {when:%Y-%m-%d %H:%M:%S} UTC)")
         for crl in crl_list:
+            if isinstance(crl, CheckedCRL):
+                continue
             if crl.issuer != issuer.subject:
                 continue
             try:
