@@ -22,6 +22,7 @@ from pypluto.wire.payloads import Payload
 
 if TYPE_CHECKING:
     from pypluto.crypto.keys import ChildKeys
+    from pypluto.ike.pool import LeaseTable
     from pypluto.ike.sa import IKESA, ChildSA, QueuedTask
 
 
@@ -47,6 +48,7 @@ class IKEContext(Protocol):
     secrets: SecretStore
     rng: Callable[[int], bytes]
     fuzz: random.Random  # rekey fuzz (not security relevant)
+    leases: LeaseTable  # address pools (ike/pool.py)
 
     @property
     def connections(self) -> Mapping[str, Connection]: ...

@@ -45,6 +45,7 @@ from pypluto.ike.actions import (
 from pypluto.ike.codec import Payload
 from pypluto.ike.context import HalfOpenKey, IKEContext, SecretStore
 from pypluto.ike.identity import local_identity, remote_pattern
+from pypluto.ike.pool import LeaseTable
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState, QueuedTask
 from pypluto.ike.settings import EngineSettings
 from pypluto.ike.status import ChildSAStatus, ConnectionStatus, EngineStatus, IKESAStatus
@@ -53,7 +54,14 @@ from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey
 from pypluto.ike.tasks.child_create import ChildCreate
 from pypluto.ike.tasks.child_delete import delete_children
 from pypluto.ike.tasks.ike_delete import send_delete_now
-from pypluto.params import IPAddress, PolicyParams, SAExpire, SAParams, UpdownChild
+from pypluto.params import (
+    IPAddress,
+    PolicyParams,
+    SAExpire,
+    SAParams,
+    TrafficSelector,
+    UpdownChild,
+)
 from pypluto.wire.errors import WireError
 
 __all__ = ["Engine", "SecretStore"]
@@ -99,6 +107,7 @@ class Engine:
         self.cookie_version = 0
         self.cookie_rotate_at: float | None = None
         self._n_halfopen = 0
+        self.leases = LeaseTable()  # address pools of road-warrior gateways
         # offloaded key exchanges (settings.offload_crypto): token -> (IKE SA serial, then)
         self.computing: dict[int, tuple[int, Callable[[object, float], list[Action]]]] = {}
         self.computing_serials: dict[int, int] = {}  # IKE SA serial -> its token
@@ -364,6 +373,9 @@ class Engine:
             del self.halfopen[key]
         self.end_halfopen(ike)
         self.tm.abandon(ike)  # the tasks release their reserved SPIs
+        for lease in ike.leases:  # Delete, liveness failure, replacement
+            self.leases.release(lease)
+        ike.leases = []
         token = self.computing_serials.pop(ike.serial, None)
         if token is not None:
             self.computing.pop(token, None)
@@ -472,6 +484,8 @@ class Engine:
                 for lk in tsmod.to_kernel(lt):
                     for rk in tsmod.to_kernel(rt):
                         src_ip = conn.local.sourceip[0] if conn.local.sourceip else None
+                        vip = _vip_in(child, lk)  # an address from the gateway's CP
+                        src_ip = vip or src_ip
                         out.append(PolicyParams(lk, rk, "out", tmpl_src=la, tmpl_dst=ra,
                                                 source_ip=src_ip, reqid=child.reqid,
                                                 mode=child.mode, protocol=child.protocol,
@@ -936,3 +950,12 @@ class Engine:
 
 def _dbg(msg: str, remote: Endpoint) -> list[Action]:
     return [Log(msg, level="debug", remote=remote)]
+
+
+def _vip_in(child: ChildSA, sel: TrafficSelector) -> IPAddress | None:
+    """The address the gateway gave us (RFC 7296 §3.15) inside our selector ``sel``."""
+    ike = child.parent
+    if ike is None:
+        return None
+    return next((a for a in ike.local_vips if a.version == sel.network.version
+                 and a in sel.network), None)

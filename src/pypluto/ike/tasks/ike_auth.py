@@ -25,6 +25,7 @@ from pypluto.ike.codec import Payload, Proposals
 from pypluto.ike.context import IKEContext
 from pypluto.ike.identity import id_desc, identity_from_wire, local_identity, remote_pattern
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
+from pypluto.ike.tasks import config_payload as cpmod
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.child_delete import delete_spi_unknown
 from pypluto.ike.tasks.common import fail, nname, reason_for_notify, set_ike_timers
@@ -93,7 +94,11 @@ class IKEAuth(Task):
         if not childless:
             self.child = childmod.new_child(ctx, ike, conn, initiator=True)
             self.child.to(ChildState.AUTH_I)
-            child_payloads, self.sent = childmod.offer(ike, self.child)
+            ts = None
+            if cpmod.is_client(conn):  # RFC 7296 §2.19: ask for an address
+                payloads.append(cpmod.request(ike, conn))
+                ts = (cpmod.any_ts(ike, conn), childmod.configured_ts(ike, conn)[1])
+            child_payloads, self.sent = childmod.offer(ike, self.child, ts=ts)
             payloads += child_payloads
         return payloads
 
@@ -157,6 +162,14 @@ class IKEAuth(Task):
                         f"{nname(err[0])}", child, level="warning")
                 acts.append(ConnectionEvent(EventKind.FAILED, conn.name, child.serial,
                                             nname(err[0]), reason_for_notify(err[0])))
+                return acts
+            no_cp = cpmod.take_reply(ctx, ike, payloads, acts) if cpmod.is_client(conn) \
+                else None
+            if no_cp:
+                ctx.log(acts, f"Child SA failed: {no_cp}", child, level="warning")
+                acts.append(ConnectionEvent(EventKind.FAILED, conn.name, child.serial, no_cp,
+                                            FailReason.PEER_NOTIFY))
+                acts += delete_spi_unknown(ctx, ike, child, now)
                 return acts
             why, reason = childmod.finish(ike, child, self.sent, payloads, ike.ni, ike.nr,
                                           None, None)
@@ -272,7 +285,15 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
     child = None
     has_child = any(p.payload_type in (PT.SA, PT.TSi, PT.TSr) for p in payloads)
-    if has_child:
+    cp_out, cp_ok = cpmod.respond(ctx, ike, conn, payloads, acts)  # RFC 7296 §3.15
+    out += cp_out
+    if has_child and not cp_ok:  # §3.15.4: the IKE SA stands, the Child SA does not
+        why = "no address left in the pool (INTERNAL_ADDRESS_FAILURE)"
+        acts.append(Log(f"IKE SA established but the Child SA is refused: {why}",
+                        level="warning", conn=conn.name, serial=ike.serial))
+        acts.append(ConnectionEvent(EventKind.FAILED, conn.name, ike.serial, why,
+                                    FailReason.LOCAL))
+    elif has_child:
         child, cp, why, reason = childmod.accept(ctx, ike, conn, payloads, ike.ni, ike.nr,
                                                  None, None)
         out += cp
