@@ -300,8 +300,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("pfs", "bool", W(T_UNITS + "test_esp_esn_and_pfs")),
     ("session-resumption", "bool", P(_NO_VALUES, note="RFC 5723 " + _NO)),
     ("nat-keepalive", "bool", W(T_EFF + "test_nat_keepalive_yes_and_no")),
-    ("initial-contact", "bool", P(_YES_VALUES, note="not sending INITIAL_CONTACT is not "
-                                  "proven by a test yet")),
+    ("initial-contact", "bool", W("tests/daemon/test_daemon_ops.py::"
+                                  "test_initial_contact_default_is_no")),
     ("cisco-unity", "bool", P(_NO_VALUES, note=_NO)),
     ("send-no-esp-tfc", "bool", P(_NO_VALUES, note=_NO)),
     ("iptfs", "bool", P(_NO_VALUES, note="IP-TFS (RFC 9347) " + _NO)),

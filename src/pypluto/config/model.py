@@ -161,7 +161,7 @@ class Connection:
     narrowing: bool = False
     encapsulation: str = "auto"  # auto | yes | no
     nat_keepalive: bool = True
-    initial_contact: bool = True
+    initial_contact: bool = False  # Libreswan 5.2 default: no
     send_vendorid: bool = False
     uniqueids: bool | None = None  # None = from config setup
     mark: str | None = None

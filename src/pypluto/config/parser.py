@@ -808,7 +808,7 @@ def build_connection(name: str, keys: dict[str, str],
     conn.narrowing = b("narrowing", False)
     conn.encapsulation = (get("encapsulation") or "auto").lower()
     conn.nat_keepalive = b("nat-keepalive", True)
-    conn.initial_contact = b("initial-contact", True)
+    conn.initial_contact = b("initial-contact", False)  # Libreswan 5.2: no
     conn.send_vendorid = b("send-vendorid", False)
     conn.mark = get("mark")
     rq = get("reqid")
