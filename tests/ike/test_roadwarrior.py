@@ -206,3 +206,27 @@ def test_pool_parser_and_lingering_order() -> None:
 
 def test_notify_constant() -> None:
     assert int(N.INTERNAL_ADDRESS_FAILURE) == 36
+
+
+def test_modecfgdomains_and_split_subnets_reach_the_cfg_reply(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    replies: list[wp.CPPayload] = []
+    real = cpmod.respond
+
+    def spy(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        out, ok = real(*a, **kw)
+        replies.extend(p for p in out if isinstance(p, wp.CPPayload))
+        return out, ok
+
+    monkeypatch.setattr(cpmod, "respond", spy)
+    net = rw_net(modecfgdns="192.0.2.53", modecfgdomains="corp.example, lab.example")
+    net.up()
+    (reply,) = replies
+    got = {(int(a.attr_type), bytes(a.value)) for a in reply.attributes}
+    assert (CPAttr.INTERNAL_IP4_ADDRESS, V4("198.51.100.10").packed) in got
+    assert (CPAttr.INTERNAL_IP4_DNS, V4("192.0.2.53").packed) in got
+    assert (CPAttr.INTERNAL_DNS_DOMAIN, b"corp.example") in got
+    assert (CPAttr.INTERNAL_DNS_DOMAIN, b"lab.example") in got
+    # split tunnel: rightsubnet= as INTERNAL_IP4_SUBNET (address and netmask)
+    assert (CPAttr.INTERNAL_IP4_SUBNET, V4("203.0.113.0").packed + V4("255.255.255.0").packed) \
+        in got

@@ -97,6 +97,8 @@ T_DA = "tests/daemon/test_daemon_args.py::"
 T_DIP = "tests/daemon/test_daemon_inprocess.py::"
 T_ESP = "tests/kernel/test_esp.py::"
 T_PPK = "tests/ike/test_ppk.py::"
+T_RW = "tests/ike/test_roadwarrior.py::"
+T_RWC = "tests/config/test_cfg_roadwarrior.py::"
 # a partial key whose only working value is the default (what pypluto always does):
 # this test loads each such value and checks every other value refuses the conn
 T_EFF = "tests/config/test_cfg_effects.py::"
@@ -241,11 +243,11 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
     ("ca", "str", R(_CERTS)),
     ("xauthserver", "bool", P(_NO_VALUES, note=_V1_CP)),
     ("xauthclient", "bool", P(_NO_VALUES, note=_V1_CP)),
-    ("modecfgserver", "bool", P(_NO_VALUES, note=_V1_CP)),
-    ("modecfgclient", "bool", P(_NO_VALUES, note=_V1_CP)),
+    ("modecfgserver", "bool", W(T_RW + "test_client_gets_an_address_dns_and_the_selectors_follow")),
+    ("modecfgclient", "bool", W(T_RW + "test_client_gets_an_address_dns_and_the_selectors_follow")),
     ("username", "str", R(_V1_CP)),
     ("xauthusername", "str", "=username"),
-    ("addresspool", "str", R("address pools (CP payloads) " + _NO)),
+    ("addresspool", "str", W(T_RW + "test_lease_kept_for_the_id_across_reconnects_and_freed_on_delete")),
     ("auth", "enum", "never|secret|rsasig|rsa|ecdsa|null|eaponly",
      P("secret", T_EST + "test_psk_mismatch",
        "only PSK authentication; the others " + _CERTS)),
@@ -339,9 +341,10 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("xauthby", "enum", "file|pam|alwaysok", R(_V1_CP)),
     ("xauthfail", "enum", "hard|soft", R(_V1_CP)),
     ("modecfgpull", "bool", P(_NO_VALUES, note=_V1_CP)),
-    ("modecfgdns", "str", R(_V1_CP)),
-    ("modecfgdomains", "str", R(_V1_CP)),
-    ("modecfgbanner", "str", R(_V1_CP)),
+    ("modecfgdns", "str", W(T_RW + "test_client_gets_an_address_dns_and_the_selectors_follow")),
+    ("modecfgdomains", "str", W(T_RW + "test_modecfgdomains_and_split_subnets_reach_the_cfg_reply")),
+    ("modecfgbanner", "str", R("IKEv2 has no banner attribute (RFC 7296 §3.15.1); the "
+                               "banner is IKEv1 ModeConfig, which pypluto does not speak")),
     ("ignore-peer-dns", "bool", P(_NO_VALUES, note=_V1_CP)),
     ("mark", "str", R("XFRM marks " + _NO)),
     ("mark-in", "str", R("XFRM marks " + _NO)),

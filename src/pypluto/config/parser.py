@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pypluto.config import keywords
+from pypluto.config.addresspool import parse_pool
 from pypluto.config.ids import IdError, parse_id
 from pypluto.config.keywords import KeyDef
 from pypluto.config.model import AutoMode, Connection, ConnType, End, Origin, SetupConfig
@@ -909,6 +910,25 @@ def _semantic_checks(conn: Connection) -> None:
             fams.add(end.host_addr.version)
     if len(fams) > 1:
         raise ConnError("left", "left= and right= are of different address families")
+    _roadwarrior_checks(conn)
+
+
+def _roadwarrior_checks(conn: Connection) -> None:
+    """addresspool= ranges and modecfgdns= addresses (RFC 7296 §3.15): bad ones refuse."""
+    for end, side in ((conn.left, "left"), (conn.right, "right")):
+        if end.addresspool is not None:
+            try:
+                parse_pool(end.addresspool)
+            except ValueError as exc:
+                raise ConnError(side + "addresspool",
+                                f"{side}addresspool={end.addresspool}: {exc}") from None
+    dns = conn.raw.get("modecfgdns", "")
+    for w in [w for w in re.split(r"[\s,]+", dns) if w]:
+        try:
+            ipaddress.ip_address(w)
+        except ValueError:
+            raise ConnError("modecfgdns", f"modecfgdns={dns}: {w!r} is not an IP address") \
+                from None
 
 
 def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
