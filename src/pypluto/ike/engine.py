@@ -48,7 +48,14 @@ from pypluto.ike.identity import local_identity, remote_pattern
 from pypluto.ike.pool import LeaseTable
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState, QueuedTask
 from pypluto.ike.settings import EngineSettings
-from pypluto.ike.status import ChildSAStatus, ConnectionStatus, EngineStatus, IKESAStatus
+from pypluto.ike.status import (
+    ChildSAStatus,
+    ConnectionStatus,
+    EngineStatus,
+    IKESAStatus,
+    LeaseStatus,
+    PoolStatus,
+)
 from pypluto.ike.task_manager import TaskManager
 from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey
 from pypluto.ike.tasks.child_create import ChildCreate
@@ -932,6 +939,10 @@ class Engine:
                     remote_ts=[str(t) for t in c.remote_ts], established_at=c.established_at,
                     rekey_at=c.rekey_at, expire_at=c.expire_at, reqid=c.reqid))
             st.ike_sas.append(s)
+            st.leases += [LeaseStatus(pool=le.pool, address=str(le.addr), client_id=le.owner,
+                                      conn=ike.conn.name, ike_serial=ike.serial)
+                          for le in ike.leases]
+        st.pools = [PoolStatus(*row) for row in self.leases.summary()]
         return st
 
     def busy(self) -> bool:
