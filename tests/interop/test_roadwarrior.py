@@ -139,7 +139,8 @@ def test_strongswan_client_gets_an_address_behind_nat(lab: Lab,
     r = sw.initiate(check=False)
     assert r.returncode == 0, r.stdout[-2000:]
     assert f"installing new virtual IP {FIRST}" in r.stdout, r.stdout[-2000:]
-    assert f"installing DNS server {DNS}" in r.stdout or DNS in sw.log.read_text()
+    # the DNS server reached strongSwan (which has no resolve plugin loaded to use it)
+    assert "processing INTERNAL_IP4_DNS attribute" in sw.log.read_text()
     lab.wait_for(lambda: gw.child_established(), 10, "the gateway's Child SA")
     (ike,) = gw.sas()
     assert ike["nat_detected_remote"] and ike["remote"].startswith(f"{NAT_OUT}:")
