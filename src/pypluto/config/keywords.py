@@ -252,9 +252,8 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
      P("secret", T_EST + "test_psk_mismatch",
        "only PSK authentication; the others " + _CERTS)),
     ("cat", "bool", P(_NO_VALUES, note="client address translation " + _NO)),
-    ("protoport", "protoport", R("protocol/port selectors are negotiated but inbound "
-                                 "packets are not yet checked against them on every "
-                                 "plane (issue 12 item 1)")),
+    ("protoport", "protoport", W("tests/daemon/test_userspace_capture.py::"
+                                 "test_protoport_selects_what_is_encrypted")),
     ("autheap", "enum", "none|tls", P("none", note="EAP " + _NO)),
     ("groundhog", "str", P(_NO_VALUES, note="a Libreswan test-suite knob")),
 ])

@@ -340,6 +340,12 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
                     f'{pre}in={humber(ch["in_bytes"])} {pre}out={humber(ch["out_bytes"])} '
                     f'{pre}max={MAX_BYTES_TEXT}'
                 )
+                drops = " ".join(
+                    f"{label}={ch.get(key, 0)}" for key, label in (
+                        ("replay_drops", "replay"), ("integrity_failures", "integrity"),
+                        ("selector_drops", "selector"))
+                    if ch.get(key, 0) is not None)  # None: the backend does not count it
+                block.append(f'#{ch["serial"]}: "{ch["conn"]}" dropped: {drops}')
             entries.append((ch["serial"], block))
     for _serial, block in sorted(entries, key=lambda e: e[0]):
         lines.extend(block)
@@ -373,6 +379,10 @@ def traffic_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
                 "out_bytes": ch["out_bytes"],
                 "in_packets": ch["in_packets"],
                 "out_packets": ch["out_packets"],
+                # inbound packets dropped: replay, integrity, outside the selectors
+                "replay_drops": ch.get("replay_drops", 0),
+                "integrity_failures": ch.get("integrity_failures", 0),
+                "selector_drops": ch.get("selector_drops", 0),
                 "max_bytes": None,
                 "remote_id": s.get("remote_id", ""),
                 "ike_serial": s["serial"],

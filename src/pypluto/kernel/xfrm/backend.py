@@ -136,6 +136,27 @@ def _lifetimes(sa: SAParams) -> S.LifetimeCfg:
     )
 
 
+def _narrow_inbound(sel: S.Selector, sa: SAParams) -> None:
+    """Protocol and ports of an inbound SA's one selector pair, on the SA itself.
+
+    After decryption the kernel matches every SA of the packet's path against its
+    selector (``LINUX_MIB_XFRMINSTATEMISMATCH``) before the inbound policy
+    check; a transport-mode packet that matches no inbound policy is otherwise
+    accepted, so without this a transport SA negotiated for ``udp/5353`` would
+    deliver TCP (RFC 4301 §5.2 step 4 asks for the drop).  Addresses stay
+    wildcards (NAT-T transport: the peer's selector is not its outer address).
+    """
+    if len(sa.local_ts) != 1 or len(sa.remote_ts) != 1:
+        return  # several pairs: one kernel selector cannot say it; the policies do
+    remote, local = sa.remote_ts[0], sa.local_ts[0]
+    if not (remote.protocol or local.protocol):
+        return
+    narrow = policy_selector(remote, local)
+    sel.proto = narrow.proto
+    sel.sport, sel.sport_mask = narrow.sport, narrow.sport_mask
+    sel.dport, sel.dport_mask = narrow.dport, narrow.dport_mask
+
+
 def encode_sa(sa: SAParams, reqid: int) -> bytes:
     """The body of an XFRM_MSG_NEWSA / UPDSA for ``sa`` with kernel reqid ``reqid``."""
     if sa.protocol not in S.PROTOCOLS:
@@ -155,6 +176,8 @@ def encode_sa(sa: SAParams, reqid: int) -> bytes:
     if mode == S.XFRM_MODE_TUNNEL and inner and inner != {sa.dst.version}:
         sel.family = 0  # IPv4 in IPv6 or the reverse: selector family AF_UNSPEC
         flags |= S.XFRM_STATE_AF_UNSPEC
+    elif sa.direction == "in":
+        _narrow_inbound(sel, sa)
     attrs: list[bytes] = []
     if sa.protocol == "ah":
         name, bits = kernel_auth(sa.integ_id, sa.integ_key)
