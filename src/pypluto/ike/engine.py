@@ -57,7 +57,7 @@ from pypluto.ike.status import (
     PoolStatus,
 )
 from pypluto.ike.task_manager import TaskManager
-from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey
+from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey, mobike
 from pypluto.ike.tasks.child_create import ChildCreate
 from pypluto.ike.tasks.child_delete import delete_children
 from pypluto.ike.tasks.ike_delete import send_delete_now
@@ -880,6 +880,19 @@ class Engine:
         if ike.established and not c.rekeying and not c.replaced:
             self.log(acts, f"Child SA reached its soft {ev.reason} limit; rekeying", c)
             acts += self._on(ike, now, partial(child_rekey.start_rekey, self, ike, c, now))
+        return acts
+
+    def local_address_changed(self, old: IPAddress, new: IPAddress, now: float
+                              ) -> list[Action]:
+        """MOBIKE (RFC 4555 §3.5): our address ``old`` is gone and ``new`` reaches the
+        peers: every IKE SA that we initiated from ``old`` with MOBIKE moves there."""
+        acts: list[Action] = []
+        self.local_addrs.discard(old)
+        self.local_addrs.add(new)
+        for ike in list(self.by_serial.values()):
+            if ike.local.addr == old and ike.mobike and ike.initiator and ike.established:
+                acts += self._on(ike, now, partial(mobike.start_update, self, ike,
+                                                   Endpoint(new, ike.local.port), now))
         return acts
 
     def shutdown(self, now: float) -> list[Action]:

@@ -214,6 +214,7 @@ class IKESA:
     remote_vips: list[IPAddress] = field(default_factory=list)
     local_vips: list[IPAddress] = field(default_factory=list)
     dns: list[IPAddress] = field(default_factory=list)
+    mobike: bool = False  # RFC 4555: both ends sent MOBIKE_SUPPORTED
 
     @property
     def local_spi(self) -> bytes:

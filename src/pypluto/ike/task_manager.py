@@ -224,7 +224,8 @@ class TaskManager:
                 acts += self.kick(ike, now)
             return acts
         # a request: answer where it came from (§2.23, §3.1)
-        if ike.remote != remote or ike.local != local:
+        if (ike.remote != remote or ike.local != local) and not ike.mobike:
+            # with MOBIKE only UPDATE_SA_ADDRESSES moves the IKE SA (RFC 4555 §3.8)
             if ike.nat_remote or ike.nat_local or local.port != 500:
                 ike.remote, ike.local = remote, local
         return self._request(ike, hdr.exchange, hdr.message_id, payloads, local, remote, now)

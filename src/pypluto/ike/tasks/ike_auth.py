@@ -26,6 +26,7 @@ from pypluto.ike.context import IKEContext
 from pypluto.ike.identity import id_desc, identity_from_wire, local_identity, remote_pattern
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
 from pypluto.ike.tasks import config_payload as cpmod
+from pypluto.ike.tasks import mobike
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.child_delete import delete_spi_unknown
 from pypluto.ike.tasks.common import fail, nname, reason_for_notify, set_ike_timers
@@ -89,6 +90,7 @@ class IKEAuth(Task):
         payloads += ppk_notes
         if conn.initial_contact and ike.reauth_of is None:
             payloads.append(codec.notify(N.INITIAL_CONTACT))
+        payloads += mobike.supported_notify(conn.mobike)  # RFC 4555 §3.1
         childless = conn.raw.get("childless", "").lower() in ("yes", "require") or \
             conn.type in ("passthrough",)
         if not childless:
@@ -149,6 +151,7 @@ class IKEAuth(Task):
             return acts + fail(ctx, ike, now, "authentication of the peer failed "
                                "(PSK mismatch?)", FailReason.AUTHENTICATION)
         ike.remote_id = peer_id
+        mobike.negotiated(ike, payloads)
         acts += established(ctx, ike, now)
         old = ike.reauth_of
         ike.reauth_of = None
@@ -281,6 +284,9 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     out: list[Payload] = [idr, codec.auth(AUTH_PSK,
                                           _auth_data(ike, psk, codec.id_body(idr), False))]
     out += ppk.responder_notifies(ike)  # RFC 8784 PPK_IDENTITY
+    mobike.negotiated(ike, payloads)  # RFC 4555 §3.1
+    if ike.mobike:
+        out += mobike.supported_notify(True)
     acts += established(ctx, ike, now)
     acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
     child = None
