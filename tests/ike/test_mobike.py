@@ -93,7 +93,7 @@ def test_update_from_an_address_failing_return_routability_moves_nothing() -> No
 
 def test_update_without_mobike_is_ignored() -> None:
     net = mobike_net(west=True, east=False)
-    wi, ei = _ike(net.west), _ike(net.east)
+    wi = _ike(net.west)
     wi.mobike = True  # a client that sends the update anyway
     net.apply(net.west, net.west.engine.local_address_changed(WEST, NEW_WEST, net.now))
     net.run()
