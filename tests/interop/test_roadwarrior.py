@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Callable
 
 import pytest
-from lab import EAST_INNER, EAST_OUTER, Lab, require
+from lab import EAST_INNER, EAST_OUTER, Lab, parse_ping, require
 from peers import (
     EAST_ID,
     PROPOSALS,
@@ -44,6 +44,8 @@ POOL = "198.51.100.200-198.51.100.210"
 FIRST = "198.51.100.200"
 GW_SUBNET = "203.0.113.0/24"
 DNS = "192.0.2.53"
+MOVED = "198.51.100.130"  # the client's second veth (MOBIKE)
+NAT_IN2 = "198.51.100.129"
 
 
 def _nat_client(lab: Lab) -> str:
@@ -256,3 +258,64 @@ def test_pypluto_client_gets_an_address_from_strongswan(lab: Lab,
     r = us.down("rw")
     assert r.returncode == 0, r.stdout + r.stderr
     lab.wait_for(lambda: not has_addr(), 10, "the leased address removed on down")
+
+
+def test_strongswan_client_moves_with_mobike(lab: Lab, cell: Callable[..., None]) -> None:
+    """MOBIKE (RFC 4555): strongSwan behind the NAT moves to another veth and address
+    in the middle of a ping; the pypluto gateway checks the new path (COOKIE2) and moves
+    its SAs: under 1 s of loss, and pypluto starts no new Child SA (strongSwan's
+    kernel-libipsec rekeys its own after the move, see below)."""
+    cell(peer=PEER, case="mobike", role="responder", proposal="defaults")
+    require(have_strongswan(), "strongSwan 5.9.8 (charon-systemd, swanctl)")
+    client = _nat_client(lab)
+    lab.run(None, ["ip", "link", "add", "lan2", "netns", client, "type", "veth", "peer",
+                   "name", "lan2", "netns", lab.west])
+    lab.run(client, ["ip", "addr", "add", f"{MOVED}/26", "dev", "lan2"])
+    lab.run(lab.west, ["ip", "addr", "add", f"{NAT_IN2}/26", "dev", "lan2"])
+    for ns in (client, lab.west):
+        lab.run(ns, ["ip", "link", "set", "lan2", "up"])
+    gw = Pypluto(lab, lab.east, "pypluto-gw").start(GATEWAY_CONF.replace(
+        "\tauto=add\n", "\tmobike=yes\n\tauto=add\n"))
+    sw = StrongSwan(lab, client, "strongswan-client").start()
+    sw.load(_client_swanctl())
+    r = sw.initiate(check=False)
+    assert r.returncode == 0 and f"installing new virtual IP {FIRST}" in r.stdout, \
+        r.stdout[-2000:]
+    lab.wait_for(lambda: gw.child_established(), 10, "the gateway's Child SA")
+    (ike,) = gw.sas()
+    remote_before = ike["remote"]
+    spis_before = gw.child_spis()
+    lab.wait_for(lambda: lab.ping(client, EAST_INNER, count=1, timeout=1, src=FIRST)[1] == 1,
+                 10, "a first echo through the tunnel")
+    log = lab.workdir / "ping.log"
+    ping = lab.spawn(client, ["ping", "-n", "-i", "0.1", "-c", "80", "-W", "1", "-I", FIRST,
+                              EAST_INNER], log, name="ping")
+    ping.expect_alive = False
+    lab.wait_for(lambda: log.read_text().count("bytes from") >= 10, 15, "pings flowing")
+    # the move: the old address goes away, the default route takes the other veth
+    lab.run(client, ["ip", "route", "replace", "default", "via", NAT_IN2, "dev", "lan2"])
+    lab.run(client, ["ip", "addr", "del", f"{CLIENT}/25", "dev", "lan"])
+    lab.wait_for(lambda: gw.sas() and gw.sas()[0]["remote"] != remote_before, 15,
+                 "the gateway moved the IKE SA to the client's new NAT mapping")
+    ping.proc.wait(30)
+    sent, received = parse_ping(log.read_text())
+    lost = sent - received
+    assert sent == 80 and lost < 10, log.read_text()[-1500:]  # 0.1 s apart: < 1 s lost
+    assert len(gw.sas()) == 1
+    text = gw.log.read_text()
+    assert "checking return routability" in text and "1 Child SA(s) moved" in text
+    assert lab.ping(client, EAST_INNER, count=3, src=FIRST) == (3, 3)
+    # pypluto moved its Child SA and started none.  strongSwan 5.9.8's kernel-libipsec
+    # cannot update an SA's addresses (its update returns NOT_SUPPORTED), so charon
+    # rekeys its own Child SA right after the MOBIKE exchange: a peer-side limit.
+    charon = sw.log.read_text()
+    tail = charon[charon.index("N(UPD_SA_ADDR)"):]
+    peer_rekeyed = "queueing CHILD_REKEY task" in tail
+    assert "rekeying Child SA" not in text[text.index("Child SA(s) moved"):]
+    if gw.child_spis() != spis_before:
+        assert peer_rekeyed, "a new Child SA that strongSwan did not ask for"
+    assert len(gw.child_spis()) == 1
+    cell(note=f"moved to another veth mid-ping: {lost} of 80 pings (0.1 s) lost; pypluto "
+              "moved its Child SA" + ("; strongSwan's kernel-libipsec then rekeyed it "
+                                     "(cannot update SA addresses)" if peer_rekeyed else
+                                     ", same Child SA"))

@@ -290,7 +290,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("nopmtudisc", "bool", P(_NO_VALUES, note=_NO)),
     ("fragmentation", "enum", "yes|no|force|never|insist|true|false|on|off|y|n",
      W(T_LIFE + "test_fragmentation_round_trip")),
-    ("mobike", "bool", P(_NO_VALUES, note="MOBIKE (RFC 4555) " + _NO)),
+    ("mobike", "bool", W("tests/ike/test_mobike.py::"
+                         "test_client_moves_sas_follow_without_a_new_child_sa")),
     ("narrowing", "bool", W(T_EST + "test_narrowing")),
     ("pam-authorize", "bool", P(_NO_VALUES, note=_NO)),
     ("send-redirect", "enum", "yes|no|auto|true|false|on|off|y|n",

@@ -215,6 +215,7 @@ class IKESA:
     local_vips: list[IPAddress] = field(default_factory=list)
     dns: list[IPAddress] = field(default_factory=list)
     mobike: bool = False  # RFC 4555: both ends sent MOBIKE_SUPPORTED
+    answer_to: tuple[Endpoint, Endpoint] | None = None  # MOBIKE: the request's endpoints
 
     @property
     def local_spi(self) -> bytes:

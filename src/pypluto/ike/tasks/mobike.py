@@ -65,6 +65,14 @@ def _nat_flags(ike: IKESA, payloads: Sequence[Payload], local: Endpoint, remote:
     return me not in dsts, peer not in srcs
 
 
+def _cookie2_echo(payloads: Sequence[Payload]) -> list[Payload]:
+    """A request's COOKIE2 goes back unchanged in the response (§3.6)."""
+    for p in codec.notifies(payloads):
+        if p.notify_type == N.COOKIE2:
+            return [codec.notify(N.COOKIE2, bytes(p.data))]
+    return []
+
+
 def move_sas(ctx: IKEContext, ike: IKESA, local: Endpoint, remote: Endpoint,
              nat: tuple[bool, bool] | None, acts: list[Action]) -> None:
     """The IKE SA and every Child SA go to the new addresses (no new Child SA, §3.5)."""
@@ -145,12 +153,8 @@ class ReturnRoutability(Task):
     @classmethod
     def respond(cls, ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
         """The peer checks us: echo its COOKIE2 (§3.6)."""
-        echo: list[Payload] = []
-        for p in codec.notifies(req.payloads):
-            if p.notify_type == N.COOKIE2:
-                echo.append(codec.notify(N.COOKIE2, bytes(p.data)))
-                break
-        return ctx.send_response(ike, INFO, req.msgid, echo, req.local, req.remote)
+        return ctx.send_response(ike, INFO, req.msgid, _cookie2_echo(req.payloads),
+                                 req.local, req.remote)
 
 
 class MobikeUpdate(Task):
@@ -212,8 +216,8 @@ class MobikeUpdate(Task):
                     level="warning")
             return acts + ctx.send_response(ike, INFO, req.msgid, [], req.local, req.remote)
         nat = _nat_flags(ike, req.payloads, req.local, req.remote)
-        acts += ctx.send_response(ike, INFO, req.msgid, _natd(ike, req.local, req.remote),
-                                  req.local, req.remote)
+        out = _natd(ike, req.local, req.remote) + _cookie2_echo(req.payloads)  # §3.5, §3.6
+        acts += ctx.send_response(ike, INFO, req.msgid, out, req.local, req.remote)
         if (req.local, req.remote) == (ike.local, ike.remote):
             if nat is not None:
                 ike.nat_local, ike.nat_remote = nat
