@@ -319,3 +319,51 @@ def test_strongswan_client_moves_with_mobike(lab: Lab, cell: Callable[..., None]
               "moved its Child SA" + ("; strongSwan's kernel-libipsec then rekeyed it "
                                      "(cannot update SA addresses)" if peer_rekeyed else
                                      ", same Child SA"))
+
+
+def test_pypluto_client_moves_with_mobike(lab: Lab, cell: Callable[..., None]) -> None:
+    """MOBIKE (RFC 4555) with pypluto as the moving client: its address goes away in the
+    middle of a ping, the daemon notices, sends UPDATE_SA_ADDRESSES from the new address
+    through the NAT and moves its SAs (no new Child SA of its own)."""
+    cell(peer=PEER, case="mobike", role="initiator", proposal="defaults")
+    require(have_strongswan(), "strongSwan 5.9.8 (charon-systemd, swanctl)")
+    client = _nat_client(lab)
+    lab.run(None, ["ip", "link", "add", "lan2", "netns", client, "type", "veth", "peer",
+                   "name", "lan2", "netns", lab.west])
+    lab.run(client, ["ip", "addr", "add", f"{MOVED}/26", "dev", "lan2"])
+    lab.run(lab.west, ["ip", "addr", "add", f"{NAT_IN2}/26", "dev", "lan2"])
+    for ns in (client, lab.west):
+        lab.run(ns, ["ip", "link", "set", "lan2", "up"])
+    sw = StrongSwan(lab, lab.east, "strongswan-gw").start()
+    sw.load(_gateway_swanctl())
+    us = Pypluto(lab, client, "pypluto-client").start(CLIENT_CONF.replace(
+        "\tauto=add\n", "\tmobike=yes\n\tauto=add\n"))
+    out = us.initiate("rw")
+    assert us.child_established(), out + us.log.read_text()[-3000:]
+    spis_before = us.child_spis()
+    lab.wait_for(lambda: lab.ping(client, EAST_INNER, count=1, timeout=1)[1] == 1, 10,
+                 "a first echo through the tunnel")
+    log = lab.workdir / "ping.log"
+    ping = lab.spawn(client, ["ping", "-n", "-i", "0.1", "-c", "80", "-W", "1", "-I", FIRST,
+                              EAST_INNER], log, name="ping")
+    ping.expect_alive = False
+    lab.wait_for(lambda: log.read_text().count("bytes from") >= 10, 15, "pings flowing")
+    lab.run(client, ["ip", "route", "replace", "default", "via", NAT_IN2, "dev", "lan2"])
+    lab.run(client, ["ip", "addr", "del", f"{CLIENT}/25", "dev", "lan"])
+    lab.wait_for(lambda: us.sas() and us.sas()[0]["local"].startswith(f"{MOVED}:"), 15,
+                 "our IKE SA moved to the new address")
+    ping.proc.wait(30)
+    sent, received = parse_ping(log.read_text())
+    lost = sent - received
+    text = us.log.read_text()
+    assert "sending UPDATE_SA_ADDRESSES" in text and "1 Child SA(s) moved" in text
+    assert sent == 80 and lost < 10, log.read_text()[-1500:]
+    assert lab.ping(client, EAST_INNER, count=3, src=FIRST) == (3, 3)
+    charon = sw.log.read_text()
+    peer_rekeyed = "queueing CHILD_REKEY task" in charon[charon.index("N(UPD_SA_ADDR)"):]
+    if us.child_spis() != spis_before:
+        assert peer_rekeyed, "a new Child SA that strongSwan did not ask for"
+    assert len(us.child_spis()) == 1
+    cell(note=f"address removed mid-ping: {lost} of 80 pings (0.1 s) lost; pypluto moved "
+              "its Child SA" + ("; strongSwan's kernel-libipsec then rekeyed it"
+                                if peer_rekeyed else ", same Child SA"))
