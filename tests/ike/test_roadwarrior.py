@@ -14,6 +14,7 @@ import pytest
 from pypluto.iana import CFGType, CPAttr
 from pypluto.iana import NotifyType as N
 from pypluto.ike import pool as poolmod
+from pypluto.ike import ts as tsmod
 from pypluto.ike.tasks import config_payload as cpmod
 from pypluto.wire import payloads as wp
 
@@ -230,3 +231,37 @@ def test_modecfgdomains_and_split_subnets_reach_the_cfg_reply(
     # split tunnel: rightsubnet= as INTERNAL_IP4_SUBNET (address and netmask)
     assert (CPAttr.INTERNAL_IP4_SUBNET, V4("203.0.113.0").packed + V4("255.255.255.0").packed) \
         in got
+
+
+def test_ipv4_and_ipv6_pools_answer_each_family(monkeypatch: pytest.MonkeyPatch) -> None:
+    replies: list[wp.CPPayload] = []
+    real = cpmod.respond
+
+    def spy(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        out, ok = real(*a, **kw)
+        replies.extend(p for p in out if isinstance(p, wp.CPPayload))
+        return out, ok
+
+    monkeypatch.setattr(cpmod, "respond", spy)
+    _client_sends(monkeypatch, [wp.CPAttribute(CPAttr.INTERNAL_IP4_ADDRESS),
+                                wp.CPAttribute(CPAttr.INTERNAL_IP6_ADDRESS),
+                                wp.CPAttribute(CPAttr.INTERNAL_IP6_DNS)])
+    # a dual-stack client offers both address spaces as TSi
+    monkeypatch.setattr(cpmod, "any_ts", lambda ike, conn: [
+        tsmod.from_network(ipaddress.ip_network("0.0.0.0/0")),
+        tsmod.from_network(ipaddress.ip_network("::/0"))])
+    net = rw_net(pool="198.51.100.10-198.51.100.12,2001:db8:0:1::/120",
+                 modecfgdns="192.0.2.53, 2001:db8::53")
+    net.up()
+    (reply,) = replies
+    got = {(int(a.attr_type), bytes(a.value)) for a in reply.attributes}
+    v6 = ipaddress.ip_address("2001:db8:0:1::1")
+    assert (CPAttr.INTERNAL_IP6_ADDRESS, v6.packed + bytes([128])) in got
+    assert (CPAttr.INTERNAL_IP4_ADDRESS, V4("198.51.100.10").packed) in got
+    assert (CPAttr.INTERNAL_IP6_DNS, ipaddress.ip_address("2001:db8::53").packed) in got
+    ike = next(iter(net.west.engine.by_serial.values()))
+    assert ike.local_vips == [V4("198.51.100.10"), v6]
+    assert {a for _, a, _ in net.east.engine.leases.in_use()} == {V4("198.51.100.10"), v6}
+    # the gateway's Child SA covers both leased addresses
+    (ec,) = net.children(net.east)
+    assert ec.remote_ts == ["198.51.100.10/32", "2001:db8:0:1::1/128"]
