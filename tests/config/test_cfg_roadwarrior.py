@@ -37,3 +37,17 @@ def test_banner_is_refused() -> None:
     cfg = parse_config_text(BASE + "\tmodecfgbanner=hello\n", "f")
     assert "rw" not in cfg.conns
     assert "modecfgbanner is not supported by pypluto" in str(cfg.failed["rw"][0])
+
+
+def test_global_redirect_to_must_be_addresses() -> None:
+    from pypluto.ike.settings import EngineSettings
+    cfg = parse_config_text("config setup\n\tglobal-redirect=yes\n"
+                            "\tglobal-redirect-to=vpn.example\n", "f")
+    (d,) = cfg.diagnostics
+    assert d.line == 3 and "not an IP address" in d.message
+    cfg = parse_config_text("config setup\n\tglobal-redirect=auto\n"
+                            "\tglobal-redirect-to=192.0.2.9,2001:db8::9\n", "f")
+    assert not cfg.diagnostics
+    s = EngineSettings.from_setup(cfg.setup)
+    assert s.global_redirect == "auto"
+    assert [str(a) for a in s.global_redirect_to] == ["192.0.2.9", "2001:db8::9"]

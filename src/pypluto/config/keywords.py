@@ -99,6 +99,7 @@ T_DIP = "tests/daemon/test_daemon_inprocess.py::"
 T_ESP = "tests/kernel/test_esp.py::"
 T_PPK = "tests/ike/test_ppk.py::"
 T_RW = "tests/ike/test_roadwarrior.py::"
+T_RED = "tests/ike/test_redirect.py::"
 T_RWC = "tests/config/test_cfg_roadwarrior.py::"
 # a partial key whose only working value is the default (what pypluto always does):
 # this test loads each such value and checks every other value refuses the conn
@@ -177,8 +178,9 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
                           "test_auto_start_statsbin_and_shutdown_deletes")),
     ("uniqueids", "bool", W(T_LIFE + "test_uniqueids_replaces_old_ike_sa")),
     ("shuntlifetime", "time", R(_ONDEMAND)),
-    ("global-redirect", "str", P("no", note="IKEv2 redirect (RFC 5685) " + _NO)),
-    ("global-redirect-to", "str", R("IKEv2 redirect (RFC 5685) " + _NO)),
+    ("global-redirect", "str", P("no|yes|auto", T_RED + "test_redirect_in_ike_sa_init_lands_on_gateway_b",
+                                 "redirect in IKE_SA_INIT (RFC 5685 §4)")),
+    ("global-redirect-to", "str", W(T_RED + "test_redirect_in_ike_sa_init_lands_on_gateway_b")),
     ("crl-strict", "bool", P(_NO_VALUES, note="CRLs " + _CERTS)),
     ("crlcheckinterval", "time", P("0|0s", note="CRLs " + _CERTS)),
     ("ocsp-strict", "bool", P(_NO_VALUES, note="OCSP " + _CERTS)),
@@ -296,9 +298,10 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("pam-authorize", "bool", P(_NO_VALUES, note=_NO)),
     ("send-redirect", "enum", "yes|no|auto|true|false|on|off|y|n",
      P("no|false|off|n", note="IKEv2 redirect (RFC 5685) " + _NO)),
-    ("redirect-to", "str", R("IKEv2 redirect (RFC 5685) " + _NO)),
-    ("accept-redirect", "bool", P(_NO_VALUES, note="IKEv2 redirect (RFC 5685) " + _NO)),
-    ("accept-redirect-to", "str", R("IKEv2 redirect (RFC 5685) " + _NO)),
+    ("redirect-to", "str", R("per-conn redirect in IKE_AUTH (RFC 5685 §6) " + _NO + "; "
+                             "global-redirect= and ipsec redirect work")),
+    ("accept-redirect", "bool", W(T_RED + "test_redirect_of_an_established_sa_lands_on_gateway_b")),
+    ("accept-redirect-to", "str", W(T_RED + "test_redirect_outside_accept_redirect_to_is_refused")),
     ("pfs", "bool", W(T_UNITS + "test_esp_esn_and_pfs")),
     ("session-resumption", "bool", P(_NO_VALUES, note="RFC 5723 " + _NO)),
     ("nat-keepalive", "bool", W(T_EFF + "test_nat_keepalive_yes_and_no")),

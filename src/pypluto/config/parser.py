@@ -984,6 +984,16 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
         apply(attr, set_str(attr))
     apply("protostack", lambda v: setattr(setup, "protostack", v))
     apply("ddos-mode", lambda v: setattr(setup, "ddos_mode", v.lower()))
+
+    def redirect_to(v: str) -> None:  # RFC 5685 gateway identities: addresses only
+        for w in v.replace(",", " ").split():
+            try:
+                ipaddress.ip_address(w)
+            except ValueError:
+                raise ValueError(f"global-redirect-to={v}: {w!r} is not an IP address "
+                                 "(pypluto redirects to addresses only)") from None
+
+    apply("global-redirect-to", redirect_to)
     apply("ddos-ike-threshold", lambda v: setattr(setup, "ddos_ike_threshold",
                                                   parse_int(v, "ddos-ike-threshold")))
     apply("max-halfopen-ike", lambda v: setattr(setup, "max_halfopen_ike",

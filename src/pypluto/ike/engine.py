@@ -58,7 +58,7 @@ from pypluto.ike.status import (
     PoolStatus,
 )
 from pypluto.ike.task_manager import TaskManager
-from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey, mobike
+from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey, mobike, redirect
 from pypluto.ike.tasks.child_create import ChildCreate
 from pypluto.ike.tasks.child_delete import delete_children
 from pypluto.ike.tasks.ike_delete import send_delete_now
@@ -882,6 +882,26 @@ class Engine:
             if ike.local.addr == old and ike.mobike and ike.initiator and ike.established:
                 acts += self._on(ike, now, partial(mobike.start_update, self, ike,
                                                    Endpoint(new, ike.local.port), now))
+        return acts
+
+    def redirect(self, to: IPAddress, now: float, name: str | None = None,
+                 peer: IPAddress | None = None) -> list[Action]:
+        """``ipsec redirect --name NAME | --peer-ip ADDR --to GW`` (RFC 5685 §6): send
+        REDIRECT to the established clients of ``name`` (or at ``peer``) that support it."""
+        acts: list[Action] = []
+        n = 0
+        for ike in list(self.by_serial.values()):
+            if not ike.established or ike.initiator or not ike.redirect_ok:
+                continue
+            if name is not None and ike.conn.name != name:
+                continue
+            if peer is not None and ike.remote.addr != peer:
+                continue
+            n += 1
+            acts += self._on(ike, now, partial(self.queue, ike, redirect.Redirected(to), now))
+        if not n:
+            acts.append(Log(f"redirect to {to}: no established IKE SA whose peer supports "
+                            "redirect matches", level="warning", conn=name))
         return acts
 
     def shutdown(self, now: float) -> list[Action]:

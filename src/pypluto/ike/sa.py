@@ -216,6 +216,7 @@ class IKESA:
     dns: list[IPAddress] = field(default_factory=list)
     mobike: bool = False  # RFC 4555: both ends sent MOBIKE_SUPPORTED
     answer_to: tuple[Endpoint, Endpoint] | None = None  # MOBIKE: the request's endpoints
+    redirect_ok: bool = False  # RFC 5685: the client sent REDIRECT_SUPPORTED
 
     @property
     def local_spi(self) -> bytes:
