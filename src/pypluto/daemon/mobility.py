@@ -74,7 +74,7 @@ class AddressWatcher:
         self.known = addrs
         self.rescan()
         engine = getattr(self.driver, "engine", None)
-        if engine is None or not gone:
+        if engine is None or not gone or not hasattr(engine, "local_address_changed"):
             return
         now = self.now()
         moves: dict[IPAddress, IPAddress] = {}
