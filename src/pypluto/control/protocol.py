@@ -61,6 +61,7 @@ COMMANDS = frozenset(
         "reopenlogs",
         "shutdown",
         "debug",
+        "redirect",
     }
 )
 
