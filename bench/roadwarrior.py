@@ -24,8 +24,6 @@ import sys
 import time
 from typing import Any
 
-from peers import Pypluto
-
 from bench.ike_setup import (
     EAST_OUTER,
     GEN_CPU,
@@ -41,6 +39,7 @@ from bench.ike_setup import (
     proc_cpu,
     proc_rss_kib,
 )
+from bench.ike_setup import Pypluto  # tests/interop/peers.py's driver (path set there)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PY = REPO / ".venv" / "bin" / "python"
