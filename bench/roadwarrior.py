@@ -33,13 +33,13 @@ from bench.ike_setup import (
     RESP_ID,
     WEST_OUTER,
     Lab,
+    Pypluto,  # tests/interop/peers.py's driver (path set there)
     _try,
     env_int,
     pin,
     proc_cpu,
     proc_rss_kib,
 )
-from bench.ike_setup import Pypluto  # tests/interop/peers.py's driver (path set there)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PY = REPO / ".venv" / "bin" / "python"
