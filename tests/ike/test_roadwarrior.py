@@ -265,3 +265,15 @@ def test_ipv4_and_ipv6_pools_answer_each_family(monkeypatch: pytest.MonkeyPatch)
     # the gateway's Child SA covers both leased addresses
     (ec,) = net.children(net.east)
     assert ec.remote_ts == ["198.51.100.10/32", "2001:db8:0:1::1/128"]
+
+
+def test_updown_sees_the_address_and_dns() -> None:
+    from pypluto.ike.actions import Updown
+    net = rw_net(modecfgdns="192.0.2.53")
+    wc = net.west.engine.connections["west-east"]
+    wc.left.updown = "/bin/true"
+    net.up()
+    ups = [a for a in net.west.actions if isinstance(a, Updown) and a.up]
+    assert ups, "no updown action"
+    facts = ups[0].child
+    assert facts.my_sourceip == V4("198.51.100.10") and facts.peer_dns == [V4("192.0.2.53")]

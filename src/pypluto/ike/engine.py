@@ -633,7 +633,10 @@ class Engine:
                     peer_port=rts.sport if rts.sport == rts.eport else 0,
                     reqid=child.reqid, sa_type="ESP" if child.protocol == "esp" else "AH",
                     mode=child.mode, spi_in=child.spi_in, spi_out=child.spi_out,
-                    my_sourceip=conn.local.sourceip[0] if conn.local.sourceip else None,
+                    my_sourceip=next((a for a in ike.local_vips if a.version == lts.version),
+                                     None) if ike is not None and ike.local_vips else
+                    conn.local.sourceip[0] if conn.local.sourceip else None,
+                    peer_dns=list(ike.dns) if ike is not None else [],
                     policy=policy if c is not None else "",
                 )
                 out.append(Updown(up, script, facts))
