@@ -189,14 +189,17 @@ class IKEAuth(Task):
             if err:
                 ctx.log(acts, f"IKE SA established but the Child SA failed: peer answered "
                         f"{nname(err[0])}", child, level="warning")
-                acts.append(ConnectionEvent(EventKind.FAILED, conn.name, child.serial,
+                # a road warrior without an address failed as a whole: name its IKE SA
+                acts.append(ConnectionEvent(EventKind.FAILED, conn.name, ike.serial
+                                            if cpmod.is_client(conn) else child.serial,
                                             nname(err[0]), reason_for_notify(err[0])))
                 return acts
             no_cp = cpmod.take_reply(ctx, ike, payloads, acts) if cpmod.is_client(conn) \
                 else None
             if no_cp:
                 ctx.log(acts, f"Child SA failed: {no_cp}", child, level="warning")
-                acts.append(ConnectionEvent(EventKind.FAILED, conn.name, child.serial, no_cp,
+                # the road warrior as a whole failed: the event names its IKE SA
+                acts.append(ConnectionEvent(EventKind.FAILED, conn.name, ike.serial, no_cp,
                                             FailReason.PEER_NOTIFY))
                 acts += delete_spi_unknown(ctx, ike, child, now)
                 return acts
