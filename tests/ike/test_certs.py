@@ -199,3 +199,27 @@ def test_asymmetric_psk_one_way_cert_the_other(tmp_path: Path, cert_side: str) -
     net.up()
     assert net.established(net.west) and net.established(net.east)
     check_pair(net)
+
+
+@pytest.mark.parametrize(("west_ppk", "east_ppk", "used"), [
+    ("propose", "permit", True), ("propose", "no", False)])
+def test_certificates_with_ppk(tmp_path: Path, west_ppk: str, east_ppk: str, used: bool
+                               ) -> None:
+    """RFC 8784 with signatures: the PPK mixes in, or the responder without one uses
+    NO_PPK_AUTH, a signature with the unmixed SK_pi."""
+    from pypluto.config.secrets import parse_secrets_text
+
+    pki = PKI.build()
+    net = cert_net(tmp_path, pki.ee("west"), pki.ee("east"), pki,
+                   west_kw={"ppk": west_ppk}, east_kw={"ppk": east_ppk})
+    ppks = parse_secrets_text('%any %any : PPKS "A" "narodnifrontlimannovisadsrbija-0123"\n')
+    for side in (net.west, net.east):
+        st = side.engine.secrets
+        st.ppk_for = ppks.ppk_for  # type: ignore[attr-defined]
+        st.ppk_for_ids = ppks.ppk_for_ids  # type: ignore[attr-defined]
+    net.up()
+    assert net.established(net.west) and net.established(net.east), \
+        net.west.logs() + net.east.logs()
+    check_pair(net)
+    for side in (net.west, net.east):
+        assert any("IKE SA keys mixed with PPK 'A'" in m for m in side.logs()) == used

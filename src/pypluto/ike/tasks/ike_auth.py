@@ -86,6 +86,20 @@ def _octets(ike: IKESA, id_body: bytes, initiator_side: bool) -> bytes:
     return cauth.signed_octets(prf, ike.sk_pr, ike.init_response, ike.ni, id_body)
 
 
+def _no_ppk_auth(ctx: IKEContext, ike: IKESA, conn: Connection, sig: bool, psk: bytes,
+                 id_body: bytes) -> bytes:
+    """NO_PPK_AUTH data (RFC 8784 §3): our AUTH data with the unmixed SK_pi, by the same
+    method as the AUTH payload (a signature with certificates)."""
+    if not sig:
+        return _auth_data(ike, psk, id_body, True)
+    signed = auth_sig.sign(ctx, ike, conn, _octets(ike, id_body, True), [])
+    if isinstance(signed, str):
+        return b""
+    auth = signed[-1]
+    assert isinstance(auth, wp.AuthPayload)
+    return bytes(auth.data)
+
+
 class IKEAuth(Task):
     """IKE_AUTH (message ID 1): authentication and the first Child SA."""
 
@@ -121,7 +135,7 @@ class IKEAuth(Task):
             payloads.append(codec.ident(PT.IDr, remote_pat))
         ppk_notes = ppk.initiator_mix(  # RFC 8784: before AUTH, which the PPK changes
             ctx, ike, acts, local_id, remote_pat,
-            lambda: _auth_data(ike, psk, codec.id_body(idi), True))
+            lambda: _no_ppk_auth(ctx, ike, conn, sig, psk, codec.id_body(idi)))
         if isinstance(ppk_notes, str):
             acts += fail(ctx, ike, now, ppk_notes, FailReason.AUTHENTICATION)
             return None
