@@ -44,3 +44,29 @@ def test_initnss_import_and_list(tmp_path: Path, capsys) -> None:  # noqa: ANN00
     out = capsys.readouterr().out
     assert "List of X.509 CA Certificates:" in out and "root [CT,,]" in out
     assert "CN=pypluto test root" in out and "west" not in out
+
+
+def test_newhostkey_and_showhostkey(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """A key-only NSS entry (certutil -G) and its RFC 3110 public key, whose CKAID is
+    what certutil -K shows (SHA-1 of the modulus, as NSS computes it)."""
+    import base64
+    import hashlib
+    import re
+
+    require(shutil.which("certutil") is not None, "libnss3-tools (certutil)")
+    nss = str(tmp_path / "nss")
+    assert ipsec.main(["newhostkey", "--nssdir", nss, "--bits", "2048"]) == 0
+    capsys.readouterr()
+    assert ipsec.main(["showhostkey", "--nssdir", nss, "--list"]) == 0
+    listing = capsys.readouterr().out
+    m = re.search(r"< 1> RSA keyid: (\S+) ckaid: ([0-9a-f]{40})", listing)
+    assert m, listing
+    assert ipsec.main(["showhostkey", "--nssdir", nss, "--left", "--ckaid", m.group(2)]) == 0
+    out = capsys.readouterr().out
+    blob = base64.b64decode(re.search(r"leftrsasigkey=0s(\S+)", out).group(1))  # type: ignore[union-attr]
+    elen = blob[0]
+    modulus = blob[1 + elen:]
+    assert int.from_bytes(blob[1:1 + elen], "big") == 65537 and len(modulus) == 256
+    assert hashlib.sha1(modulus).hexdigest() == m.group(2)  # noqa: S324 - NSS's CKAID
+    assert ipsec.main(["showhostkey", "--nssdir", nss, "--right"]) == 0  # the only key
+    assert "rightrsasigkey=0s" in capsys.readouterr().out

@@ -43,7 +43,14 @@ Usage: ipsec <command> [arguments]
          | connectionstatus  [--json]
   listen                       rescan interfaces and reload secrets
   rereadsecrets                reload the secrets file(s)
-  rereadall                    rereadsecrets (pypluto has no certificate store to reread)
+  rereadall | rereadcerts      reload the secrets; cached certificates and CRLs are
+                               read again from the NSS database on their next use
+  initnss | checknss [--nssdir D]   create the NSS database (certutil -N --empty-password)
+  import FILE.p12 [--nssdir D] a certificate with its key into the database (pk12util -i)
+  listcerts | listcacerts [--nssdir D] [--json]   our certificates / the trusted CAs
+  newhostkey [--keytype rsa|ecdsa] [--bits N]     a raw key in the database (certutil -G)
+  showhostkey --list | --left|--right [--ckaid X] its public key (leftrsasigkey=0s...)
+  certutil | pk12util | crlutil [args]            NSS's tool on --nssdir
   checkconfig                  check the config file (ipsec addconn --checkconfig)
   addconn [options]            Libreswan's addconn
   readwriteconf [options]      the resolved configuration, canonical form
@@ -53,10 +60,9 @@ Usage: ipsec <command> [arguments]
        --rereadsecrets|--rereadall|--listen  NAME   Libreswan 4 spelling (deprecated)
 Not supported by pypluto (exit 25: on-demand routing is not implemented):
   route, unroute, ondemand
-Not supported by pypluto (exit 33): rereadcerts, fetchcrls, listcerts, listcacerts,
-  listcrls, listpubkeys, listall, purgeocsp, checkpubkeys, shuntstatus,
-  briefconnectionstatus, fipsstatus, redirect, checknss, initnss, import, certutil,
-  crlutil, modutil, pk12util, vfychain, checknflog, stopnflog, reload
+Not supported by pypluto (exit 33): fetchcrls, crls, listcrls, listpubkeys, listall,
+  purgeocsp, checkpubkeys, shuntstatus, briefconnectionstatus, fipsstatus, redirect,
+  modutil, vfychain, checknflog, stopnflog, reload
 Common options (before the arguments): --rundir <dir>, --ctlsocket <file>,
   --config <file>
 """
