@@ -235,3 +235,49 @@ def test_cert_unknown_ca_is_refused_by_us(lab: Lab, cell: Callable[..., None], r
     text = us.log.read_text(errors="replace")
     assert len(re.findall(r"no path to a trusted CA", text)) == 1, text[-3000:]
     assert not us.child_established()
+
+
+@pytest.mark.parametrize("crls", ["none", "current", "revoked"])
+def test_cert_crl_strict_with_strongswan(lab: Lab, cell: Callable[..., None], crls: str
+                                         ) -> None:
+    """``--crl-strict`` with CRLs imported by ``crlutil -I`` into the NSS db: no CRL
+    refuses, current CRLs let strongSwan in, a CRL naming its certificate refuses."""
+    from pki import make_crl
+
+    cell(peer="strongSwan 5.9.8", case="certificates", role="initiator",
+         proposal=f"crl-strict-{crls}")
+    require(have_strongswan(), "strongSwan 5.9.8 (charon-systemd, swanctl)")
+    case = CASES[3]
+    pki = PKI.build(case.key)
+    west, east = pki.ee("west", case.key), pki.ee("east", case.key)
+    them = StrongSwan(lab, lab.east, "strongswan-east").start()
+    sdir = them.dir / "swanctl"
+    for sub in ("x509", "x509ca", "pkcs8"):
+        (sdir / sub).mkdir(parents=True, exist_ok=True)
+    (sdir / "x509" / "east.crt").write_bytes(east.cert_pem())
+    (sdir / "x509" / "inter.crt").write_bytes(_pem(pki.inter.cert))
+    (sdir / "x509ca" / "root.crt").write_bytes(pki.root.cert_pem())
+    (sdir / "pkcs8" / "east.key").write_bytes(east.key_pem())
+    them.load(_swanctl(case, east, west))
+    nss = lab.workdir / "pypluto-nss" / "nss"
+    _nssdb(lab, nss, west, pki)
+    if crls != "none":
+        for n, crl in enumerate((make_crl(pki.inter, [east] if crls == "revoked" else []),
+                                 make_crl(pki.root, []))):
+            f = nss.parent / f"crl{n}.der"
+            f.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+            subprocess.run(["crlutil", "-I", "-d", f"sql:{nss}", "-i", str(f)], check=True,
+                           capture_output=True, timeout=60)
+    us = Pypluto(lab, lab.west, "pypluto-west")
+    us.extra_args = ["--nssdir", str(nss), "--crl-strict"]
+    us.start(_ipsec_conf(case, west, east, "west"))
+    out = us.initiate()
+    if crls == "current":
+        assert us.child_established(), out
+        lab.wait_for(lambda: them.established(), 20, "strongSwan's IKE SA")
+        return
+    want = "no current CRL from" if crls == "none" else "is revoked"
+    lab.wait_for(lambda: want in us.log.read_text(errors="replace"), 20, "our refusal")
+    text = us.log.read_text(errors="replace")
+    assert len([ln for ln in text.splitlines() if want in ln]) == 1, text[-3000:]
+    assert not us.child_established()
