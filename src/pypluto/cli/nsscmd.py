@@ -181,11 +181,11 @@ def main(cmd: str, args: list[str]) -> int:
     try:
         entries = db.entries()
         rows = []
-        for e in entries:
-            if (cmd == "listcacerts") != e.is_ca or (cmd == "listcerts" and not e.has_key):
+        for ent in entries:
+            if (cmd == "listcacerts") != ent.is_ca or (cmd == "listcerts" and not ent.has_key):
                 continue
-            c = db.certificate(e.nickname)
-            rows.append({"nickname": e.nickname, "trust": e.trust,
+            c = db.certificate(ent.nickname)
+            rows.append({"nickname": ent.nickname, "trust": ent.trust,
                          "subject": c.subject.rfc4514_string(),
                          "issuer": c.issuer.rfc4514_string(),
                          "serial": f"{c.serial_number:x}",

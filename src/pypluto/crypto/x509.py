@@ -154,13 +154,18 @@ def _verify_eddsa_leaf(leaf: x509.Certificate, intermediates: Sequence[x509.Cert
     """
     if now < leaf.not_valid_before_utc or now > leaf.not_valid_after_utc:
         raise CertError(_reason(ValueError("validity"), leaf, now))
-    for ext_cls, check in ((x509.ExtendedKeyUsage, _eku_ok), (x509.KeyUsage, _ku_ok)):
+    try:
         try:
-            check(None, leaf, leaf.extensions.get_extension_for_class(ext_cls).value)
+            _eku_ok(None, leaf,
+                    leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
         except x509.ExtensionNotFound:
             pass
-        except ValueError as e:
-            raise CertError(f"certificate cannot be used for IKE: {e}") from None
+        try:
+            _ku_ok(None, leaf, leaf.extensions.get_extension_for_class(x509.KeyUsage).value)
+        except x509.ExtensionNotFound:
+            pass
+    except ValueError as e:
+        raise CertError(f"certificate cannot be used for IKE: {e}") from None
     pool = list(intermediates) + list(anchors)
     for issuer in pool:
         if issuer.subject != leaf.issuer:

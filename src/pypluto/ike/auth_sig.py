@@ -29,6 +29,7 @@ import datetime
 import os
 from collections.abc import Sequence
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from pypluto.config import ids
@@ -244,7 +245,6 @@ def sign(ctx: IKEContext, ike: IKESA, conn: Connection, octets: bytes,
 
 
 def _peer_id_in_cert(cert: object, peer: Identity) -> bool:
-    from cryptography import x509
     assert isinstance(cert, x509.Certificate)
     if peer.id_type == ids.ID_DER_ASN1_DN:
         subj = Identity(ids.ID_DER_ASN1_DN, px.subject_dn_der(cert), ids.dn_text(cert.subject))
@@ -252,7 +252,7 @@ def _peer_id_in_cert(cert: object, peer: Identity) -> bool:
     return px.san_has(cert, peer.id_type, peer.data)
 
 
-def _ca_names(ctx: IKEContext, conn: Connection, ca: str) -> list[object]:
+def _ca_names(ctx: IKEContext, conn: Connection, ca: str) -> list[x509.Name]:
     """The CA subjects ``rightca=`` allows: a DN, ``%same`` (the issuers of our own
     certificate), or a CA file."""
     st = store(ctx)
@@ -276,7 +276,6 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
            payloads: Sequence[wp.Payload], method: int, auth_data: bytes, octets: bytes,
            now: float) -> str | None:
     """Check the peer's certificate and signature; the reason of a failure, or None."""
-    from cryptography import x509
     st = store(ctx)
     if st is None:
         return "no certificate store to verify a signature"
@@ -319,6 +318,6 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
     if not _peer_id_in_cert(leaf, peer):
         return f"peer ID {id_desc(peer)} is neither the subject nor a subjectAltName of " \
                f"certificate {who}"
-    if not sigs.verify(method, leaf.public_key(), octets, auth_data):  # type: ignore[arg-type]
+    if not sigs.verify(method, leaf.public_key(), octets, auth_data):
         return f"signature (AUTH method {method}) of {who} does not verify"
     return None

@@ -219,7 +219,7 @@ class IKEAuth(Task):
                                       _octets(ike, codec.id_body(idr_p), False), now)
             if why_sig is not None:
                 return acts + fail(ctx, ike, now, why_sig, FailReason.AUTHENTICATION)
-            psk = b""
+            psk: bytes | None = b""
         else:
             psk = _psk(ctx, ike, ike.local_id, peer_id)
         if psk == b"":
