@@ -33,6 +33,7 @@ from lab import (
 )
 from peers import PROPOSALS, Pypluto, StrongSwan, have_strongswan
 from pki import PKI, Issued
+from trixie import STRONGSWAN_PEERS, PeerSpec
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.timeout(180)]
 ROLES = ["initiator", "responder"]
@@ -138,11 +139,21 @@ conn west-east
 """
 
 
-def _up(lab: Lab, case: CertCase, role: str) -> tuple[Pypluto, StrongSwan, PKI]:
-    require(have_strongswan(), "strongSwan 5.9.8 (charon-systemd, swanctl)")
+def _up(lab: Lab, case: CertCase, role: str, peer: PeerSpec
+        ) -> tuple[Pypluto, StrongSwan, PKI]:
+    if peer.chroot:
+        require(peer.available(), peer.install_hint)
+    else:
+        require(have_strongswan() and peer.available(), peer.install_hint)
     pki = PKI.build(case.key)
     west, east = pki.ee("west", case.key), pki.ee("east", case.key)
-    them = StrongSwan(lab, lab.east, "strongswan-east", charon_extra=case.charon_extra).start()
+    them = peer.strongswan(lab, lab.east, "strongswan-east")
+    them.charon_extra = case.charon_extra
+    if peer.chroot and case.charon_extra:  # the chroot's template has no charon_extra
+        render = them.render_conf  # type: ignore[attr-defined]
+        them.render_conf = lambda: render().replace(  # type: ignore[attr-defined]
+            "charon {", "charon {\n    " + case.charon_extra, 1)
+    them.start()
     sdir = them.dir / "swanctl"
     for sub in ("x509", "x509ca", "pkcs8"):
         (sdir / sub).mkdir(parents=True, exist_ok=True)
@@ -175,10 +186,12 @@ def _up(lab: Lab, case: CertCase, role: str) -> tuple[Pypluto, StrongSwan, PKI]:
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_cert_auth_with_strongswan(lab: Lab, cell: Callable[..., None], case: CertCase,
-                                   role: str) -> None:
-    cell(peer="strongSwan 5.9.8", case="certificates", role=role, proposal=case.name)
-    us, them, _ = _up(lab, case, role)
+@pytest.mark.parametrize("peer", STRONGSWAN_PEERS,
+                         ids=[p.label.replace(" ", "") for p in STRONGSWAN_PEERS])
+def test_cert_auth_with_strongswan(lab: Lab, cell: Callable[..., None], peer: PeerSpec,
+                                   case: CertCase, role: str) -> None:
+    cell(peer=peer.label, case="certificates", role=role, proposal=case.name)
+    us, them, _ = _up(lab, case, role, peer)
     log = (them.dir / "charon.log").read_text(errors="replace")
     # strongSwan checked our chain through the intermediate we sent, and we got its
     # certificate only because we asked for it (send_cert = ifasked)
