@@ -64,10 +64,10 @@ def ah_nat_refusal(ike: IKESA, conn: Connection) -> str:
     """Why an AH Child SA cannot be made on this IKE SA, or "" (RFC 3948 is ESP only)."""
     if conn.phase2 != "ah":
         return ""
+    if conn.encapsulation == "yes":  # (it also fakes NAT detection, RFC 7296 §2.23)
+        return "phase2=ah cannot be combined with encapsulation=yes (RFC 3948 is ESP only)"
     if ike.nat_local or ike.nat_remote:
         return "phase2=ah cannot traverse the NAT detected on this IKE SA (RFC 3948 is ESP only)"
-    if conn.encapsulation == "yes":
-        return "phase2=ah cannot be combined with encapsulation=yes (RFC 3948 is ESP only)"
     return ""
 
 
