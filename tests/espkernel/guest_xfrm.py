@@ -736,6 +736,75 @@ def scenario_pypluto_pair(left: XfrmBackend, right: XfrmBackend) -> None:
         subprocess.run(["rm", "-rf", work])
 
 
+def scenario_pypluto_ah(left: XfrmBackend, right: XfrmBackend) -> None:
+    """Two of our daemons (--use-xfrm) negotiate an AH Child SA (phase2=ah, issue 12)."""
+    work = tempfile.mkdtemp(prefix="ppxg-ah.")
+    west = Daemon("pypluto", LEFT, work, "west")
+    east = Daemon("pypluto", RIGHT, work, "east")
+    conf = (
+        f"config setup\n\tplutodebug=none\n\nconn west-east-ah\n\tauthby=secret\n"
+        f"\tleft={L4}\n\tleftid=@west.example\n\tleftsubnet={LNET4}\n"
+        f"\tleftsourceip={LIN4}\n\tright={R4}\n\trightid=@east.example\n"
+        f"\trightsubnet={RNET4}\n\trightsourceip={RIN4}\n\tike=aes_gcm256-sha2_256-dh19\n"
+        "\tphase2=ah\n\tah=sha2_256\n\tauto=add\n\n"
+    )
+    for d in (west, east):
+        with open(os.path.join(d.dir, "ipsec.conf"), "w") as f:
+            f.write(conf)
+    ip_batch(LEFT, [f"route del {RNET4}"])
+    ip_batch(RIGHT, [f"route del {LNET4}"])
+    try:
+        for d in (west, east):
+            d.start()
+        out = west.whack("--name", "west-east-ah", "--initiate")
+        wait_for(lambda: len(left.list_sas()) >= 2 and len(right.list_sas()) >= 2, 30,
+                 "AH SAs in both kernels")  # fmt: skip
+        sas = left.list_sas() + right.list_sas()
+        view = {(sa.proto, sa.auth_trunc, bool(sa.aead), bool(sa.crypt)) for sa in sas}
+        check("pair-ah-kernel-sas",
+              view == {(S.IPPROTO_AH, ("hmac(sha256)", 256, 128), False, False)}
+              and "{AH=>0x" in out, f"{view} {out.strip()[-200:]}")  # fmt: skip
+        pols = {t.proto for p in left.list_policies() for t in p.tmpls}
+        check("pair-ah-policies", pols == {S.IPPROTO_AH}, f"{pols}")
+        check("pair-ah-ping", ping(LEFT, LIN4, RIN4))
+        spis = [sa.spi for sa in right.list_sas() if sa.dst == R4]
+        st = [right.get_sa_stats(R4, s, "ah") for s in spis]
+        check("pair-ah-counters", any(x is not None and x.packets >= 3 for x in st), f"{st}")
+        old = {sa.spi for sa in left.list_sas()}
+        west.whack("--name", "west-east-ah", "--rekey-child")
+        rekeyed = True
+        try:
+            wait_for(lambda: (cur := {sa.spi for sa in left.list_sas()}) != old
+                     and len(cur) == 2 and not cur & old, 30, "rekeyed AH SAs")  # fmt: skip
+        except TimeoutError:
+            rekeyed = False
+        protos = {sa.proto for sa in left.list_sas()}
+        check("pair-ah-rekey", rekeyed and protos == {S.IPPROTO_AH}, f"{protos}")
+        check("pair-ah-ping-after-rekey", ping(LEFT, LIN4, RIN4))
+        tr = west.whack("--trafficstatus")
+        check("pair-ah-trafficstatus", "type=AH" in tr, tr.strip()[:200])
+        west.whack("--name", "west-east-ah", "--down")
+        gone = True
+        try:
+            wait_for(lambda: not left.list_sas() and not right.list_sas(), 30, "AH SAs gone")
+        except TimeoutError:
+            gone = False
+        check("pair-ah-delete", gone)
+    except Exception:
+        for d in (west, east):
+            log(f"--- {d.name} log tail:\n{d.tail()}")
+        raise
+    finally:
+        for d in (west, east):
+            d.stop()
+        for ns in (LEFT, RIGHT):
+            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
+            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
+        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
+        ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
+        subprocess.run(["rm", "-rf", work])
+
+
 def scenario_libreswan(left: XfrmBackend, right: XfrmBackend) -> None:
     """Our daemon (west, --use-xfrm) against Libreswan 4.10 (east)."""
     if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
@@ -921,6 +990,7 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("flush_and_crash", scenario_flush_and_crash, 1),
     ("selectors", scenario_selectors, 2),
     ("pypluto_pair", scenario_pypluto_pair, 2),
+    ("pypluto_ah", scenario_pypluto_ah, 2),
     ("libreswan", scenario_libreswan, 2),
 ]
 

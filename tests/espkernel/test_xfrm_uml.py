@@ -94,6 +94,17 @@ PAIR = [
     "pair-nothing-left-after-shutdown",
 ]
 
+PAIR_AH = [
+    "pair-ah-kernel-sas",
+    "pair-ah-policies",
+    "pair-ah-ping",
+    "pair-ah-counters",
+    "pair-ah-rekey",
+    "pair-ah-ping-after-rekey",
+    "pair-ah-trafficstatus",
+    "pair-ah-delete",
+]
+
 LIBRESWAN = [
     "libreswan-child-sa-installed",
     "libreswan-ping",
@@ -175,6 +186,13 @@ def test_xfrm_backend_in_esp_kernel(guest: GuestRun) -> None:
 def test_two_pypluto_daemons_with_xfrm(guest: GuestRun) -> None:
     """Two ``pluto --use-xfrm`` bring up a tunnel, ping through it, leave nothing behind."""
     guest.assert_checks(PAIR, "pypluto_pair")
+
+
+def test_two_pypluto_daemons_negotiate_ah_with_xfrm(guest: GuestRun) -> None:
+    """phase2=ah (issue 12): two ``pluto --use-xfrm`` negotiate an AH Child SA; the
+    kernels hold AH SAs (HMAC-SHA2-256-128, no cipher) and AH policies, ping passes,
+    the rekey and the delete keep it AH."""
+    guest.assert_checks(PAIR_AH, "pypluto_ah")
 
 
 def test_pypluto_against_libreswan_with_xfrm(guest: GuestRun) -> None:
