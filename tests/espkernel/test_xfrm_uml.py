@@ -105,6 +105,11 @@ PAIR_AH = [
     "pair-ah-delete",
 ]
 
+LIBRESWAN_AH = [c.replace("pair-", "libreswan-") for c in PAIR_AH] + [
+    "libreswan-ah-responder",
+    "libreswan-ah-responder-ping",
+]
+
 LIBRESWAN = [
     "libreswan-child-sa-installed",
     "libreswan-ping",
@@ -203,3 +208,14 @@ def test_pypluto_against_libreswan_with_xfrm(guest: GuestRun) -> None:
     )
     require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
     guest.assert_checks(LIBRESWAN, "libreswan")
+
+
+def test_pypluto_against_libreswan_ah_with_xfrm(guest: GuestRun) -> None:
+    """phase2=ah against Libreswan 4.10 (issue 12): AH Child SA both roles, AH SAs in
+    both kernels, ping each way, our rekey and delete."""
+    require(
+        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
+        "Libreswan 4.10 (tools/install-libreswan.sh)",
+    )
+    require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
+    guest.assert_checks(LIBRESWAN_AH, "libreswan_ah")
