@@ -16,7 +16,7 @@ from pypluto.crypto.registry import Integ
 from pypluto.iana import ProtocolID
 from pypluto.ike import child as childmod
 from pypluto.ike import codec, proposals
-from pypluto.ike.actions import Action, EventKind
+from pypluto.ike.actions import Action, EventKind, Updown
 from pypluto.ike.context import IKEContext
 from pypluto.ike.sa import IKESA, ChildSA
 from pypluto.ike.tasks.child_create import ChildCreate
@@ -237,3 +237,14 @@ def test_ah_new_child_refused_across_nat_initiator() -> None:
     net.run()
     assert len(net.sent) == n
     assert "Child SA failed: phase2=ah cannot traverse the NAT" in _logs(net.west)
+
+
+def test_ah_updown_says_ah() -> None:
+    """The updown facts of an AH Child SA: PLUTO_SA_TYPE=AH and an AUTHENTICATE policy."""
+    net = Net(west_kw=AH, east_kw=AH)
+    net.west.engine.connections["west-east"].local.updown = "/bin/true"
+    net.up()
+    ups = [a for a in net.west.actions if isinstance(a, Updown)]
+    assert ups and all(u.child.sa_type == "AH" for u in ups)
+    assert all("AUTHENTICATE" in u.child.policy and "ENCRYPT" not in u.child.policy
+               for u in ups)
