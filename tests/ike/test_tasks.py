@@ -19,6 +19,7 @@ from pypluto.ike.tasks import (
     ChildRekey,
     IKEAuth,
     IKEDelete,
+    IKEIntermediate,
     IKERekey,
     Liveness,
     responder_for,
@@ -41,7 +42,8 @@ def test_responder_registry() -> None:
     rekey = codec.notify(NotifyType.REKEY_SA, b"", ProtocolID.ESP, b"abcd")
     assert responder_for(CHILD, [rekey, esp_sa]) is ChildRekey
     assert responder_for(CHILD, [esp_sa]) is ChildCreate
-    assert responder_for(ExchangeType.IKE_INTERMEDIATE, []) is None
+    assert responder_for(ExchangeType.IKE_INTERMEDIATE, []) is IKEIntermediate
+    assert responder_for(ExchangeType.IKE_FOLLOWUP_KE, []) is None
 
 
 def test_state_tables_are_complete_and_deleting_is_terminal() -> None:

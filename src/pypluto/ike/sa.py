@@ -16,6 +16,7 @@ from pypluto.crypto.dh import KeyExchange
 from pypluto.crypto.keys import ChildKeys
 from pypluto.crypto.sk import SKProtector
 from pypluto.ike.actions import Endpoint
+from pypluto.ike.addke import IntState
 from pypluto.ike.codec import Proposals
 from pypluto.ike.proposals import Chosen
 from pypluto.ike.ts import TS
@@ -195,6 +196,7 @@ class IKESA:
     cands: list[Connection] = field(default_factory=list)  # responder: by address
     peer_rekeys: list[IKESA] = field(default_factory=list)  # the peer's new IKE SAs
     nonce_min: bytes = b""  # min(Ni, Nr) of the rekey exchange (§2.8.1 collisions)
+    intermediate: IntState | None = None  # RFC 9242/9370 until IKE_AUTH completes
 
     @property
     def local_spi(self) -> bytes:

@@ -33,6 +33,7 @@ from pypluto.wire.errors import UnsupportedCriticalPayload, WireError
 
 EXCH_INIT = ExchangeType.IKE_SA_INIT
 EXCH_AUTH = ExchangeType.IKE_AUTH
+EXCH_INT = ExchangeType.IKE_INTERMEDIATE  # RFC 9242: between IKE_SA_INIT and IKE_AUTH
 MAX_FRAGMENTS = 64
 
 
@@ -65,7 +66,7 @@ class TaskManager:
         acts: list[Action] = []
         ctx = self.ctx
         while ike.outstanding is None and ike.tasks and ctx.is_live(ike):
-            if not ike.established and ike.tasks[0].exchange not in (EXCH_INIT, EXCH_AUTH):
+            if not ike.established and ike.tasks[0].exchange not in (EXCH_INIT, EXCH_INT, EXCH_AUTH):
                 break
             task = _task(ike.tasks.pop(0))
             payloads = task.build(ctx, ike, now, acts)
@@ -250,9 +251,9 @@ class TaskManager:
 
     def _request(self, ike: IKESA, exchange: int, msgid: int, payloads: list[Payload],
                  local: Endpoint, remote: Endpoint, now: float) -> list[Action]:
-        if exchange == EXCH_AUTH:
+        if exchange in (EXCH_AUTH, EXCH_INT):
             if ike.state is not IKEState.INIT_R:
-                return _dbg("dropping unexpected IKE_AUTH request", remote)
+                return _dbg(f"dropping unexpected {ExchangeType(exchange).name} request", remote)
         elif not ike.established:
             # CVE-2014-2338 / -2019-12312: nothing but IKE_AUTH before authentication
             return _dbg(f"dropping exchange {exchange} before IKE_AUTH completed", remote)

@@ -18,15 +18,17 @@ from pypluto.ike.tasks.child_rekey import ChildRekey
 from pypluto.ike.tasks.ike_auth import IKEAuth
 from pypluto.ike.tasks.ike_delete import IKEDelete
 from pypluto.ike.tasks.ike_init import IKEInit
+from pypluto.ike.tasks.ike_intermediate import IKEIntermediate
 from pypluto.ike.tasks.ike_rekey import IKERekey
 from pypluto.ike.tasks.liveness import Liveness
 
 __all__ = ["Task", "IKEInit", "IKEAuth", "ChildCreate", "ChildRekey", "IKERekey",
-           "ChildDelete", "IKEDelete", "Liveness", "RESPONDERS", "responder_for"]
+           "ChildDelete", "IKEDelete", "Liveness", "IKEIntermediate", "RESPONDERS", "responder_for"]
 
 # Responders in the order they are asked; the last of each exchange claims the rest.
 REGISTRY: tuple[type[Task], ...] = (
     IKEAuth,
+    IKEIntermediate,  # RFC 9242
     IKERekey, ChildRekey, ChildCreate,  # CREATE_CHILD_SA
     IKEDelete, ChildDelete, Liveness,  # INFORMATIONAL
 )

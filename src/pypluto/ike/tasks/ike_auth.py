@@ -18,6 +18,7 @@ from pypluto.crypto import auth as cauth
 from pypluto.iana import AuthMethod, ExchangeType
 from pypluto.iana import NotifyType as N
 from pypluto.iana import PayloadType as PT
+from pypluto.ike import addke
 from pypluto.ike import child as childmod
 from pypluto.ike import codec
 from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
@@ -42,15 +43,22 @@ def _psk(ctx: IKEContext, ike: IKESA, local_id: Identity, remote_id: Identity
         return None
 
 
-def _auth_data(ike: IKESA, psk: bytes, id_body: bytes, initiator_side: bool) -> bytes:
-    """AUTH for one side (§2.15): prf(prf(PSK, pad), <SignedOctets>)."""
+def _octets(ike: IKESA, id_body: bytes, initiator_side: bool, msgid: int) -> bytes:
+    """<SignedOctets> of one side (§2.15), with RFC 9242 §3.3.2's IntAuth appended."""
     assert ike.chosen is not None
     prf = ike.chosen.prf
     if initiator_side:
         octets = cauth.signed_octets(prf, ike.sk_pi, ike.init_request, ike.nr, id_body)
     else:
         octets = cauth.signed_octets(prf, ike.sk_pr, ike.init_response, ike.ni, id_body)
-    return cauth.psk_auth(prf, psk, octets)
+    return octets + addke.auth_suffix(ike.intermediate, msgid)
+
+
+def _auth_data(ike: IKESA, psk: bytes, id_body: bytes, initiator_side: bool, msgid: int
+               ) -> bytes:
+    """AUTH for one side (§2.15): prf(prf(PSK, pad), <SignedOctets>)."""
+    assert ike.chosen is not None
+    return cauth.psk_auth(ike.chosen.prf, psk, _octets(ike, id_body, initiator_side, msgid))
 
 
 class IKEAuth(Task):
@@ -61,6 +69,7 @@ class IKEAuth(Task):
     def __init__(self) -> None:
         self.child: ChildSA | None = None
         self.sent: Proposals = []
+        self.msgid = 1  # IKE_AUTH_MID (RFC 9242 §3.3.2): set when built
 
     def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
               ) -> list[Payload] | None:
@@ -78,7 +87,9 @@ class IKEAuth(Task):
         payloads: list[Payload] = [idi]
         if remote_pat is not None and not remote_pat.any and remote_pat.data:
             payloads.append(codec.ident(PT.IDr, remote_pat))
-        payloads.append(codec.auth(AUTH_PSK, _auth_data(ike, psk, codec.id_body(idi), True)))
+        self.msgid = ike.next_out  # the task manager sends it with this message ID
+        payloads.append(codec.auth(AUTH_PSK, _auth_data(ike, psk, codec.id_body(idi), True,
+                                                        self.msgid)))
         if conn.initial_contact and ike.reauth_of is None:
             payloads.append(codec.notify(N.INITIAL_CONTACT))
         childless = conn.raw.get("childless", "").lower() in ("yes", "require") or \
@@ -128,8 +139,7 @@ class IKEAuth(Task):
         psk = _psk(ctx, ike, ike.local_id, peer_id)
         prf = ike.chosen.prf
         if psk is None or int(auth_p.method) != AUTH_PSK or not cauth.psk_verify(
-                prf, psk, cauth.signed_octets(prf, ike.sk_pr, ike.init_response, ike.ni,
-                                              codec.id_body(idr_p)),
+                prf, psk, _octets(ike, codec.id_body(idr_p), False, self.msgid),
                 bytes(auth_p.data)):
             return acts + fail(ctx, ike, now, "authentication of the peer failed "
                                "(PSK mismatch?)", FailReason.AUTHENTICATION)
@@ -176,6 +186,7 @@ def established(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
     ike.established_at = now
     ike.init_request = ike.init_response = b""
     ike.sk_pi = ike.sk_pr = b""
+    ike.intermediate = None
     ike.cands = []
     ctx.end_halfopen(ike)
     set_ike_timers(ctx, ike, now)
@@ -223,6 +234,14 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
         acts.extend(ctx.drop_ike(ike, now, "", EventKind.FAILED, FailReason.AUTHENTICATION))
         return acts
 
+    if ike.chosen is not None and addke.pending(ike.intermediate, ike.chosen.addke):
+        acts.append(Log(f"IKE_AUTH from {remote} rejected: the negotiated additional key "
+                        "exchanges (IKE_INTERMEDIATE, RFC 9370) were skipped; answering "
+                        "INVALID_SYNTAX", level="warning", conn=ike.conn.name,
+                        serial=ike.serial))
+        acts.extend(ctx.send_response(ike, IKEAuth.exchange, req.msgid,
+                                      [codec.notify(N.INVALID_SYNTAX)], local, remote))
+        return acts + ctx.drop_ike(ike, now, "", EventKind.FAILED, FailReason.PROPOSAL)
     idi_p = codec.first(payloads, wp.IDPayload, PT.IDi)
     auth_p = codec.first(payloads, wp.AuthPayload)
     idr_p = codec.first(payloads, wp.IDPayload, PT.IDr)
@@ -246,13 +265,14 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
         return reject(f"no PSK for {local_id}/{peer_id}")  # CVE-2024-2357
     assert ike.chosen is not None
     prf = ike.chosen.prf
-    octets = cauth.signed_octets(prf, ike.sk_pi, ike.init_request, ike.nr, codec.id_body(idi_p))
+    octets = _octets(ike, codec.id_body(idi_p), True, req.msgid)
     if not cauth.psk_verify(prf, psk, octets, bytes(auth_p.data)):
         return reject(f"PSK authentication of {id_desc(peer_id)} failed")
     ike.local_id, ike.remote_id = local_id, peer_id
     idr = codec.ident(PT.IDr, local_id)
     out: list[Payload] = [idr, codec.auth(AUTH_PSK,
-                                          _auth_data(ike, psk, codec.id_body(idr), False))]
+                                          _auth_data(ike, psk, codec.id_body(idr), False,
+                                                     req.msgid))]
     acts += established(ctx, ike, now)
     acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
     child = None
