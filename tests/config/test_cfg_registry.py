@@ -334,10 +334,19 @@ def test_docs_table_is_generated_from_the_registry() -> None:
 
 
 @pytest.mark.parametrize("key,value", [("ike", "aes128-sha2-dh31;addke1=ml_kem_768"),
-                                       ("esp", "aes_gcm128-none;addke2=dh19")])
+                                       ("ike", "aes_gcm256-sha2_384-x25519-ke1_mlkem768"),
+                                       ("ike", "aes_gcm256-sha2_384-dh20;addke1=mlkem1024")])
+def test_additional_key_exchanges_in_ike_are_accepted(key: str, value: str) -> None:
+    """ike=...;addkeN= (and strongSwan's keN_ spelling) works: IKE_INTERMEDIATE
+    (tests/ike/test_intermediate.py, tests/interop/test_strongswan.py -k addke)."""
+    cfg = parse_config_text(BASE + f"\t{key}={value}\n", "f")
+    assert "c" in cfg.conns, [str(d) for d in cfg.diagnostics]
+    assert cfg.conns["c"].ike and cfg.conns["c"].ike[0].addke
+
+
+@pytest.mark.parametrize("key,value", [("esp", "aes_gcm128-none;addke2=dh19")])
 def test_additional_key_exchanges_are_refused(key: str, value: str) -> None:
-    """addke1..7= in a proposal: refused until IKE_INTERMEDIATE exists (never parsed
-    and left out of the offer)."""
+    """esp=...;addkeN=: refused until IKE_FOLLOWUP_KE exists (CREATE_CHILD_SA)."""
     cfg = parse_config_text(BASE + f"\t{key}={value}\n", "f")
     if "c" in cfg.conns or not cfg.failed.get("c"):
         pytest.fail([str(d) for d in cfg.diagnostics])

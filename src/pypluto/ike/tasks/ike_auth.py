@@ -18,9 +18,8 @@ from pypluto.crypto import auth as cauth
 from pypluto.iana import AuthMethod, ExchangeType
 from pypluto.iana import NotifyType as N
 from pypluto.iana import PayloadType as PT
-from pypluto.ike import addke
+from pypluto.ike import addke, codec
 from pypluto.ike import child as childmod
-from pypluto.ike import codec
 from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
 from pypluto.ike.codec import Payload, Proposals
 from pypluto.ike.context import IKEContext

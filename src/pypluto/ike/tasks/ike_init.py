@@ -26,9 +26,9 @@ from pypluto.ike.codec import IKEHeader, Payload
 from pypluto.ike.context import HalfOpenKey, IKEContext
 from pypluto.ike.proposals import Chosen
 from pypluto.ike.sa import IKESA, IKEState
+from pypluto.ike.tasks import ike_intermediate
 from pypluto.ike.tasks.base import Inbound, Task
 from pypluto.ike.tasks.common import NONCE_SIZE, fail, install_keys, reason_for_notify
-from pypluto.ike.tasks import ike_intermediate
 from pypluto.wire import payloads as wp
 from pypluto.wire.errors import WireError
 
