@@ -81,7 +81,10 @@ class TaskManager:
         prot = ike.prot_out if exchange != EXCH_INIT else None
         frag = None
         if prot is not None and ike.frag_ok and ike.conn.fragmentation != "no":
-            frag = self.ctx.settings.fragment_size if ike.remote.addr.version == 4 else 1280
+            v4 = ike.remote.addr.version == 4
+            # RFC 7383 §2.5.1: the datagram (IP + UDP + non-ESP marker) must fit the path
+            frag = (self.ctx.settings.fragment_size if v4 else 1280) - (28 if v4 else 48) \
+                - (4 if ike.remote.port != 500 else 0)
         return codec.encode(ike.spi_i, ike.spi_r, exchange, ike.initiator, response, msgid,
                             payloads, prot, frag)
 

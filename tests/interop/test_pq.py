@@ -1,0 +1,94 @@
+"""Hybrid (post-quantum) IKE SAs against strongSwan 6.0.1 (issue 17): RFC 9242
+IKE_INTERMEDIATE carrying RFC 9370 additional key exchanges, with IKE
+fragmentation (RFC 7383) over a path MTU of 1,280 bytes, and traffic through
+the tunnel.  strongSwan 6.0.1 runs from the Debian 13 chroot (``trixie.py``);
+ML-KEM needs its ml plugin.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from lab import EAST_INNER, EAST_SUBNET, WEST_INNER, Lab, require
+from peers import Proposal, Pypluto, StrongSwan, east_strongswan, west_pypluto
+from trixie import ML_PLUGIN, STRONGSWAN_PEERS, PeerSpec
+
+pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.timeout(180)]
+PEERS = [p for p in STRONGSWAN_PEERS if p.chroot]  # 6.0.1: the one with ML-KEM
+MTU = 1280
+
+# (proposal, strongSwan's IKE algorithm line must contain these)
+HYBRID: list[tuple[Proposal, tuple[str, ...]]] = [
+    (Proposal("ecp384+addke1=mlkem1024", "aes_gcm256-sha2_384-dh20;addke1=mlkem1024",
+              "aes_gcm256", "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024", "aes256gcm16"),
+     ("ECP_384", "KE1_ML_KEM_1024")),
+    (Proposal("x25519+addke1=mlkem768+addke2=mlkem1024",
+              "aes_gcm256-sha2_384-dh31;addke1=mlkem768;addke2=ml_kem_1024", "aes_gcm256",
+              "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_mlkem1024", "aes256gcm16"),
+     ("CURVE_25519", "KE1_ML_KEM_768", "KE2_ML_KEM_1024")),
+    (Proposal("ss-spelling x25519-ke1_mlkem768-ke2_ecp384",
+              "aes_gcm256-sha2_384-x25519-ke1_mlkem768-ke2_ecp384", "aes_gcm256",
+              "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_ecp384", "aes256gcm16"),
+     ("CURVE_25519", "KE1_ML_KEM_768", "KE2_ECP_384")),
+]
+
+
+def _set_mtu(lab: Lab, mtu: int) -> None:
+    """The path MTU between the peers: both ends of the veth pair (tests/lab.py)."""
+    lab.run(lab.west, ["ip", "link", "set", "dev", "west", "mtu", str(mtu)])
+    lab.run(lab.east, ["ip", "link", "set", "dev", "east", "mtu", str(mtu)])
+
+
+def _ike_algs(them: StrongSwan) -> str:
+    text = them.swanctl("--list-sas", check=False).stdout
+    m = re.search(r"^\s+((?:AES|CHACHA|3DES|CAMELLIA)\S*/\S+)\s*$", text, re.M)
+    return m.group(1) if m else text[-400:]
+
+
+def _up(lab: Lab, peer: PeerSpec, proposal: Proposal, role: str) -> tuple[Pypluto, StrongSwan]:
+    require(peer.available(), peer.install_hint)
+    require(ML_PLUGIN.exists(), f"strongSwan's ml plugin {ML_PLUGIN} (install.sh builds it)")
+    _set_mtu(lab, MTU)
+    them = east_strongswan(lab, proposal, make=peer.strongswan)
+    us = west_pypluto(lab, proposal, extra="fragmentation=yes")
+    if role == "initiator":
+        out = us.initiate()
+        assert us.child_established(), f"whack --initiate: {out}"
+    else:
+        r = them.initiate(check=False)
+        assert r.returncode == 0, f"swanctl --initiate failed: {r.stdout[-2000:]}"
+    lab.wait_for(lambda: them.established() and us.child_established()
+                 and us.routes_to(EAST_SUBNET), 20, "IKE and Child SA on both ends")
+    return us, them
+
+
+def _ping(lab: Lab) -> None:
+    lab.wait_for(lambda: lab.ping(lab.west, EAST_INNER, count=1, timeout=1,
+                                  src=WEST_INNER)[1] == 1, 10, "a first echo through the tunnel")
+    assert lab.ping(lab.west, EAST_INNER, count=3, src=WEST_INNER) == (3, 3), "west -> east"
+    assert lab.ping(lab.east, WEST_INNER, count=3, src=EAST_INNER) == (3, 3), "east -> west"
+
+
+def _fragments(them: StrongSwan) -> int:
+    text = them.log.read_text(errors="replace") if them.log.exists() else ""
+    return len(re.findall(r"received fragment #\d+ of \d+|splitting IKE message", text))
+
+
+@pytest.mark.parametrize("role", ["initiator", "responder"])
+@pytest.mark.parametrize("proposal,expect", HYBRID, ids=[p.name for p, _ in HYBRID])
+@pytest.mark.parametrize("peer", PEERS, ids=[p.label.replace(" ", "") for p in PEERS])
+def test_hybrid_mlkem_traffic(lab: Lab, cell: Callable[..., None], peer: PeerSpec,
+                              proposal: Proposal, expect: tuple[str, ...], role: str) -> None:
+    """IKE_SA_INIT's (EC)DH plus ML-KEM (and more) in IKE_INTERMEDIATE, then ping."""
+    cell(peer=peer.label, case="hybrid-mtu1280", role=role, proposal=proposal.name)
+    us, them = _up(lab, peer, proposal, role)
+    ike = _ike_algs(them)
+    for e in expect:
+        assert e in ike, ike
+    _ping(lab)
+    frags = _fragments(them)
+    if "1024" in proposal.name:  # a 1,568-byte key or ciphertext cannot go whole
+        assert frags, "no RFC 7383 fragments in strongSwan's log"
+    cell(note=f"IKE {ike}; path MTU {MTU}; {frags} fragment log lines at strongSwan")
