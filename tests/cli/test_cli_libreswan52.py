@@ -62,10 +62,13 @@ def test_on_demand_commands_are_refused(daemon, cmd):
 
 def test_start_name_is_add_then_up(daemon):
     rd, conf = str(daemon.rundir), str(daemon.conf)
-    # c-shunt adds, then up fails as whack --initiate does for a shunt-only conn
-    r = ipsec("start", "--rundir", rd, "--config", conf, "c-shunt")
-    assert r.returncode == 30 and "shunt-only" in r.stdout
-    assert '"c-shunt":' in ipsec("status", "--rundir", rd).stdout
+    # c-anyone (right=%any) adds, then up fails as whack --initiate does for it
+    ipsec("delete", "--rundir", rd, "c-anyone")
+    assert '"c-anyone":' not in ipsec("status", "--rundir", rd).stdout
+    r = ipsec("start", "--rundir", rd, "--config", conf, "c-anyone")
+    up = ipsec("up", "--rundir", rd, "c-anyone")
+    assert r.returncode == up.returncode != 0, r.stdout + up.stdout
+    assert '"c-anyone":' in ipsec("status", "--rundir", rd).stdout
 
 
 @pytest.mark.parametrize("cmd", ["rereadcerts", "fetchcrls", "listcerts", "listall",

@@ -124,8 +124,6 @@ def test_exec_lines_as_written(tmp_path) -> None:
         ns.delete()
 
 
-@pytest.mark.xfail(strict=True, reason="integrator: start daemon/sdnotify.watchdog_loop() in "
-                   "Daemon.start after READY=1 (server.py is being split); then drop this mark")
 def test_exec_start_pings_the_watchdog(tmp_path) -> None:
     rundir = tmp_path / "run"
     rundir.mkdir()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from pypluto.config.model import Connection, IPAddress
-from pypluto.control.protocol import RC_SUCCESS
+from pypluto.control.protocol import RC_FATAL, RC_SUCCESS
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.logger import PlutoLogger
 
@@ -49,6 +49,8 @@ class Registry:
         self.unoriented: dict[str, Connection] = {}
         self.routed: set[str] = set()
         self.local_addrs: set[IPAddress] = set()
+        # a check every added conn must pass (the algorithm self-test): None, or why not
+        self.admit: Callable[[Connection], str | None] = lambda conn: None
 
     def __contains__(self, name: object) -> bool:
         return name in self.conns or name in self.unoriented
@@ -79,6 +81,12 @@ class Registry:
         A connection neither of whose ends is a local address is kept *unoriented*
         (as pluto does) and loaded once ``--listen`` finds one of its addresses.
         """
+        refused = self.admit(conn)
+        if refused:
+            self.log.log(refused, "error", conn=conn.name)
+            if emit:
+                emit(f'"{conn.name}": {refused}')
+            return RC_FATAL
         if conn.name in self.conns:
             self.delete(conn.name)
         self.unoriented.pop(conn.name, None)

@@ -31,7 +31,9 @@ from collections.abc import Coroutine
 from typing import Any, cast
 
 from pypluto import __version__
+from pypluto.config.model import Connection
 from pypluto.control.protocol import RC_DEAF, RC_FATAL, RC_SUCCESS, RC_UNKNOWN_NAME
+from pypluto.daemon import sdnotify
 from pypluto.daemon.control import ControlServer
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.engine_api import EngineAPI, EngineFactory
@@ -45,7 +47,8 @@ from pypluto.daemon.helpers import (
 from pypluto.daemon.interfaces import local_addresses
 from pypluto.daemon.logger import PlutoLogger
 from pypluto.daemon.options import PlutoOptions
-from pypluto.daemon.registry import Registry
+from pypluto.daemon.powerup import PowerUpSelfTest
+from pypluto.daemon.registry import Registry, config_conns
 from pypluto.daemon.secrets import SecretsProxy
 from pypluto.daemon.sockets import IKEInterface, UDPSockets
 from pypluto.daemon.status import snapshot
@@ -76,6 +79,8 @@ class Daemon:
         self.driver = EngineDriver(logger, self.crash, self.waiters, self.sockets,
                                    statsbin=opts.statsbin)
         self.registry = Registry(logger, self.driver, opts.uniqueids, self.initiate)
+        self.powerup = PowerUpSelfTest()
+        self.registry.admit = self._admit
         self.control = ControlServer(self, logger, self.registry, self.driver, self.waiters,
                                      self.secrets)
         self.sockets.on_ike = self._ike_in
@@ -140,6 +145,11 @@ class Daemon:
         self.driver.helpers = self.helpers
         self.driver.engine = self._make_engine()
         self.secrets.load(self.opts.secretsfile, self.log)
+        report = self.powerup.check(config_conns(self.opts.config_result), defaults=True)
+        for line in report.log_lines():
+            self.log.log(line, "info" if report.ok else "error")
+        if not report.ok:
+            raise StartupError("algorithm self-tests failed")
         self._scan_interfaces()
         self.registry.load(self.opts.config_result)
         self._ctl_server = await asyncio.start_unix_server(self.control.handle_client,
@@ -153,8 +163,18 @@ class Daemon:
         self.driver.schedule_timer()
         self.driver.start_polling()
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=Pluto initialized")
+        self._spawn(sdnotify.watchdog_loop())
         self.log.log("Pluto initialized")
         self.registry.auto_start()
+
+    def _admit(self, conn: Connection) -> str | None:
+        """A conn added after start: self-test the algorithms it brings (fail closed)."""
+        report = self.powerup.check([conn])
+        if report.ok:
+            return None
+        for line in report.log_lines():
+            self.log.log(line, "error", conn=conn.name)
+        return "algorithm self-test failed: connection refused"
 
     def _log_settings(self) -> None:
         o = self.opts
