@@ -79,3 +79,123 @@ def test_int_auth_chunk_lengths() -> None:
     assert c[28] == 34 and int.from_bytes(c[30:32], "big") == 4 + 8 + 1184
     empty = addke.int_auth_chunk(b"i" * 8, b"r" * 8, 43, False, True, 2, [])
     assert len(empty) == 32 and empty[19] == 0x20 and empty[28:32] == bytes([0, 0, 0, 4])
+
+
+# ------------------------------------------------------------------ bad input
+def _warnings(side) -> list[str]:  # noqa: ANN001
+    from pypluto.ike.actions import Log
+    return [a.message for a in side.actions if isinstance(a, Log) and a.level == "warning"]
+
+
+def _gone(net: Net) -> None:
+    for side in (net.west, net.east):
+        assert not net.established(side)
+        assert not side.engine.status(net.now).ike_sas, side.logs()
+        assert not side.kernel_sas
+
+
+def test_bad_mlkem_ciphertext_fails_initiator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The responder's ciphertext has the wrong length: the initiator gives up (one line)."""
+    from pypluto.ike.tasks import ike_intermediate as ii
+    real = ii.dh.responder_ke
+
+    def short(group: int, data: bytes) -> tuple[bytes, bytes]:
+        ct, shared = real(group, data)
+        return (ct[:-1] if group == 36 else ct), shared  # only ML-KEM-768
+
+    monkeypatch.setattr(ii.dh, "responder_ke", short)
+    net = Net(west_kw={"ike": HYBRID}, east_kw={"ike": HYBRID})
+    net.up()
+    assert not net.established(net.west)
+    w = _warnings(net.west)
+    assert len(w) == 1 and "bad ML_KEM_768 value in IKE_INTERMEDIATE response" in w[0], w
+    assert net.west.events[-1].reason == "proposal"
+    net.advance(60)  # the responder's half-open SA times out
+    _gone(net)
+
+
+def test_bad_mlkem_key_answers_invalid_syntax(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The initiator's encapsulation key is malformed: INVALID_SYNTAX, both SAs go."""
+    from pypluto.ike.tasks import ike_intermediate as ii
+    real = ii.dh.initiator_ke
+
+    class Bad:
+        def __init__(self, group: int) -> None:
+            self.inner = real(group)
+            self.public = self.inner.public[:100]
+
+        def finish(self, data: bytes) -> bytes:
+            return self.inner.finish(data)
+
+    monkeypatch.setattr(ii.dh, "initiator_ke", Bad)
+    net = Net(west_kw={"ike": HYBRID}, east_kw={"ike": HYBRID})
+    net.up()
+    e = _warnings(net.east)
+    assert len(e) == 1 and "answering INVALID_SYNTAX" in e[0] and "ML_KEM_768" in e[0], e
+    w = _warnings(net.west)
+    assert len(w) == 1 and "INVALID_SYNTAX" in w[0], w
+    _gone(net)
+
+
+def test_peer_skipping_intermediate_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """IKE_AUTH before the negotiated additional key exchange: INVALID_SYNTAX."""
+    from pypluto.ike.tasks import ike_intermediate as ii
+    monkeypatch.setattr(ii, "queue_next",
+                        lambda ctx, ike, now: ctx.queue(ike, ii.IKEAuth(), now, front=True))
+    net = Net(west_kw={"ike": HYBRID}, east_kw={"ike": HYBRID})
+    net.up()
+    e = _warnings(net.east)
+    assert len(e) == 1 and "were skipped; answering INVALID_SYNTAX" in e[0], e
+    assert any("peer answered INVALID_SYNTAX" in m for m in _warnings(net.west))
+    assert ExchangeType.IKE_INTERMEDIATE not in _exchanges(net, "west")
+    _gone(net)
+
+
+def test_missing_intermediate_answer_times_out() -> None:
+    """No answer to IKE_INTERMEDIATE: retransmits, then the IKE SA fails (one line)."""
+    net = Net(west_kw={"ike": HYBRID}, east_kw={"ike": HYBRID})
+    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
+    net.step()
+    net.step()  # IKE_SA_INIT there and back
+    net.cut = True
+    net.advance(300)
+    w = _warnings(net.west)
+    assert len(w) == 1 and "no response to IKE_INTERMEDIATE" in w[0], w
+    sent = [wm.peek_header(d) for who, d in net.sent if who == "west"]
+    assert sum(h.exchange == ExchangeType.IKE_INTERMEDIATE for h in sent) > 1  # retransmitted
+    _gone(net)
+
+
+def test_intermediate_answer_without_ke(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The responder answers IKE_INTERMEDIATE without its KE payload."""
+    from pypluto.ike.tasks import ike_intermediate as ii
+    real = ii.codec.ke
+
+    def ke(group: int, data: bytes):  # noqa: ANN202 - the ML-KEM-768 ciphertext goes
+        return ii.codec.notify(16384 + 1) if len(data) == 1088 else real(group, data)
+
+    monkeypatch.setattr(ii.codec, "ke", ke)
+    net = Net(west_kw={"ike": HYBRID}, east_kw={"ike": HYBRID})
+    net.up()
+    w = _warnings(net.west)
+    assert len(w) == 1 and "IKE_INTERMEDIATE response lacks the ML_KEM_768 KE payload" in w[0], w
+
+
+def test_int_auth_mismatch_fails_authentication(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The responder's IntAuth chain differs (RFC 9242 §3.3.2): AUTHENTICATION_FAILED."""
+    from pypluto.ike.tasks import ike_intermediate as ii
+    real = ii.IKEIntermediate.respond.__func__  # type: ignore[attr-defined]
+
+    def respond(cls, ctx, ike, req, now):  # noqa: ANN001, ANN202
+        acts = real(cls, ctx, ike, req, now)
+        st = ike.intermediate
+        st.int_auth_i = bytes(len(st.int_auth_i))
+        return acts
+
+    monkeypatch.setattr(ii.IKEIntermediate, "respond", classmethod(respond))
+    net = Net(west_kw={"ike": HYBRID}, east_kw={"ike": HYBRID})
+    net.up()
+    e = _warnings(net.east)
+    assert len(e) == 1 and "answering AUTHENTICATION_FAILED" in e[0], e
+    assert any("AUTHENTICATION_FAILED" in m for m in _warnings(net.west))
+    _gone(net)
