@@ -199,3 +199,50 @@ def test_int_auth_mismatch_fails_authentication(monkeypatch: pytest.MonkeyPatch)
     assert len(e) == 1 and "answering AUTHENTICATION_FAILED" in e[0], e
     assert any("AUTHENTICATION_FAILED" in m for m in _warnings(net.west))
     _gone(net)
+
+
+# ------------------------------------------------------------------ rekeys (RFC 9370 §2.2.3)
+@pytest.mark.parametrize("ike", [HYBRID,
+                                 "aes256-sha2_256-dh19;addke1=mlkem768;addke2=mlkem1024"])
+@pytest.mark.parametrize("by", ["west", "east"])
+def test_ike_rekey_with_followup_ke(ike: str, by: str) -> None:
+    kw = {"ike": ike, "fragmentation": "yes"}
+    net = Net(west_kw=kw, east_kw=kw)
+    net.up()
+    side = getattr(net, by)
+    before = {i.serial for i in net.established(net.west)}
+    net.sent.clear()
+    net.apply(side, side.engine.rekey_ike("west-east", net.now))
+    net.run()
+    for s in (net.west, net.east):
+        est = net.established(s)
+        assert len(est) == 1, s.logs()
+        assert len(net.children(s)) == 1
+    assert not {i.serial for i in net.established(net.west)} & before
+    n = ike.count("addke")
+    sender = by
+    exch = [wm.peek_header(d).exchange for w, d in net.sent if w == sender]
+    assert exch.count(ExchangeType.IKE_FOLLOWUP_KE) >= n
+    # the new IKE SA works: a Child rekey and a liveness probe go through it
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.run()
+    assert len(net.children(net.west)) == 1 and len(net.children(net.east)) == 1
+    check_pair(net)
+
+
+def test_followup_without_pending_is_state_not_found() -> None:
+    from pypluto.ike.tasks.ike_followup import FollowupKE
+
+    net = Net(west_kw={"ike": HYBRID}, east_kw={"ike": HYBRID})
+    net.up()
+    w = net.west.engine
+    ike = next(iter(w.by_serial.values()))
+    seen: list[str] = []
+    task = FollowupKE([36], b"12345678", [b"x"], lambda *a: [],
+                      lambda ctx, ike, why, now: seen.append(why) or [])
+    net.apply(net.west, w.tm.queue(ike, task, net.now) if hasattr(w, "tm") else
+              w.queue(ike, task, net.now))
+    net.run()
+    assert seen == ["peer answered IKE_FOLLOWUP_KE with STATE_NOT_FOUND"], seen
+    assert any("answering STATE_NOT_FOUND" in m for m in net.east.logs())
+    assert net.established(net.west) and net.established(net.east)

@@ -92,3 +92,52 @@ def test_hybrid_mlkem_traffic(lab: Lab, cell: Callable[..., None], peer: PeerSpe
     if "1024" in proposal.name:  # a 1,568-byte key or ciphertext cannot go whole
         assert frags, "no RFC 7383 fragments in strongSwan's log"
     cell(note=f"IKE {ike}; path MTU {MTU}; {frags} fragment log lines at strongSwan")
+
+
+# Child rekeys carry PFS (pypluto's pfs=yes default: the IKE SA's group), so
+# strongSwan's ESP proposal names it
+REKEY = [
+    Proposal("x25519+addke1=mlkem768+addke2=mlkem1024",
+             "aes_gcm256-sha2_384-dh31;addke1=mlkem768;addke2=ml_kem_1024", "aes_gcm256",
+             "aes256gcm16-prfsha384-x25519-ke1_mlkem768-ke2_mlkem1024", "aes256gcm16-x25519",
+             pfs=True),
+    Proposal("x25519+addke1=mlkem768", "aes_gcm256-sha2_384-dh31;addke1=mlkem768",
+             "aes_gcm256", "aes256gcm16-prfsha384-x25519-ke1_mlkem768", "aes256gcm16-x25519",
+             pfs=True),
+]
+
+
+@pytest.mark.parametrize("by", ["pypluto", "strongswan"])
+@pytest.mark.parametrize("proposal", REKEY, ids=[p.name for p in REKEY])
+@pytest.mark.parametrize("peer", PEERS, ids=[p.label.replace(" ", "") for p in PEERS])
+def test_ike_rekey_with_followup_ke(lab: Lab, cell: Callable[..., None], peer: PeerSpec,
+                                    proposal: Proposal, by: str) -> None:
+    """IKE SA rekey whose CREATE_CHILD_SA is followed by IKE_FOLLOWUP_KE (RFC 9370 §2.2.3)."""
+    cell(peer=peer.label, case=f"ike-rekey-addke-by-{by}", role="initiator",
+         proposal=proposal.name)
+    us, them = _up(lab, peer, proposal, "initiator")
+    before = them.established()
+    assert before is not None
+    if by == "pypluto":
+        us.rekey_ike()
+    else:
+        them.rekey(ike="east-west")
+
+    def rekeyed() -> bool:
+        ike = them.established()
+        return ike is not None and ike.uid != before.uid and len(them.list_sas()) == 1
+
+    lab.wait_for(rekeyed, 20, f"IKE SA rekeyed by {by}, old one deleted")
+    lab.wait_for(lambda: len(us.ike_spis()) == 1, 20, "the old IKE SA deleted on our side")
+    ike = _ike_algs(them)
+    assert "KE1_ML_KEM_768" in ike, ike
+    log = them.log.read_text(errors="replace")
+    assert "IKE_FOLLOWUP_KE" in log, log[-2000:]
+    _ping(lab)
+    # the new IKE SA carries a Child rekey
+    spis = {c.spi_in for s in them.list_sas() for c in s.children}
+    us.rekey_child()
+    lab.wait_for(lambda: {c.spi_in for s in them.list_sas() for c in s.children
+                          if c.state == "INSTALLED"} - spis != set(), 20, "Child SA rekeyed")
+    _ping(lab)
+    cell(note=f"IKE {ike} after the rekey by {by}")

@@ -17,7 +17,7 @@ Pure helpers, no I/O:
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pypluto.config.model import ProposalSpec
@@ -180,3 +180,28 @@ def update_keys(prf_id: int, encr: int, encr_bits: int | None, integ: int | None
 def pending(st: IntState | None, chosen_addke: Sequence[int]) -> bool:
     """Some negotiated additional key exchange has not taken place (IKE_AUTH too early)."""
     return len(groups(chosen_addke)) > (st.done if st is not None else 0)
+
+
+Finish = Callable[[object, object, list[bytes], float], list]
+
+
+@dataclass(slots=True)
+class Pending:
+    """Responder: a CREATE_CHILD_SA waiting for its IKE_FOLLOWUP_KE exchanges (RFC 9370 §2.2.3).
+
+    ``link`` is the ADDITIONAL_KEY_EXCHANGE data the next request must echo; ``todo``
+    the groups still to run; ``shared`` SK(0), SK(1)...; ``finish(ctx, ike, shared,
+    now)`` completes the CREATE_CHILD_SA once the last exchange is done.
+    """
+
+    link: bytes
+    todo: list[int]
+    shared: list[bytes]
+    finish: Finish = field(repr=False)
+    drop: Callable[[], None] = field(default=lambda: None, repr=False)
+
+
+def rekey_material(shared: Sequence[bytes], ni: bytes, nr: bytes) -> bytes:
+    """SK(0) | Ni | Nr | SK(1) | ... | SK(n): the input of a rekey's SKEYSEED (IKE SA) and
+    KEYMAT (Child SA) with additional key exchanges (RFC 9370 §2.2.4)."""
+    return shared[0] + ni + nr + b"".join(shared[1:])

@@ -16,7 +16,7 @@ from pypluto.crypto.dh import KeyExchange
 from pypluto.crypto.keys import ChildKeys
 from pypluto.crypto.sk import SKProtector
 from pypluto.ike.actions import Endpoint
-from pypluto.ike.addke import IntState
+from pypluto.ike.addke import IntState, Pending
 from pypluto.ike.codec import Proposals
 from pypluto.ike.proposals import Chosen
 from pypluto.ike.ts import TS
@@ -197,6 +197,7 @@ class IKESA:
     peer_rekeys: list[IKESA] = field(default_factory=list)  # the peer's new IKE SAs
     nonce_min: bytes = b""  # min(Ni, Nr) of the rekey exchange (§2.8.1 collisions)
     intermediate: IntState | None = None  # RFC 9242/9370 until IKE_AUTH completes
+    followup: Pending | None = None  # RFC 9370 IKE_FOLLOWUP_KE awaited (responder)
 
     @property
     def local_spi(self) -> bytes:

@@ -17,13 +17,15 @@ from pypluto.ike.tasks.child_delete import ChildDelete
 from pypluto.ike.tasks.child_rekey import ChildRekey
 from pypluto.ike.tasks.ike_auth import IKEAuth
 from pypluto.ike.tasks.ike_delete import IKEDelete
+from pypluto.ike.tasks.ike_followup import FollowupKE
 from pypluto.ike.tasks.ike_init import IKEInit
 from pypluto.ike.tasks.ike_intermediate import IKEIntermediate
 from pypluto.ike.tasks.ike_rekey import IKERekey
 from pypluto.ike.tasks.liveness import Liveness
 
 __all__ = ["Task", "IKEInit", "IKEAuth", "ChildCreate", "ChildRekey", "IKERekey",
-           "ChildDelete", "IKEDelete", "Liveness", "IKEIntermediate", "RESPONDERS", "responder_for"]
+           "ChildDelete", "IKEDelete", "Liveness", "IKEIntermediate",
+           "FollowupKE", "RESPONDERS", "responder_for"]
 
 # Responders in the order they are asked; the last of each exchange claims the rest.
 REGISTRY: tuple[type[Task], ...] = (
@@ -31,6 +33,7 @@ REGISTRY: tuple[type[Task], ...] = (
     IKEIntermediate,  # RFC 9242
     IKERekey, ChildRekey, ChildCreate,  # CREATE_CHILD_SA
     IKEDelete, ChildDelete, Liveness,  # INFORMATIONAL
+    FollowupKE,  # RFC 9370
 )
 
 RESPONDERS: dict[int, tuple[type[Task], ...]] = {}
