@@ -335,20 +335,14 @@ def test_docs_table_is_generated_from_the_registry() -> None:
 
 @pytest.mark.parametrize("key,value", [("ike", "aes128-sha2-dh31;addke1=ml_kem_768"),
                                        ("ike", "aes_gcm256-sha2_384-x25519-ke1_mlkem768"),
-                                       ("ike", "aes_gcm256-sha2_384-dh20;addke1=mlkem1024")])
-def test_additional_key_exchanges_in_ike_are_accepted(key: str, value: str) -> None:
-    """ike=...;addkeN= (and strongSwan's keN_ spelling) works: IKE_INTERMEDIATE
-    (tests/ike/test_intermediate.py, tests/interop/test_strongswan.py -k addke)."""
+                                       ("ike", "aes_gcm256-sha2_384-dh20;addke1=mlkem1024"),
+                                       ("esp", "aes_gcm128-none-dh19;addke2=mlkem768")])
+def test_additional_key_exchanges_are_accepted(key: str, value: str) -> None:
+    """ike=/esp=...;addkeN= (and strongSwan's keN_ spelling) work: IKE_INTERMEDIATE and
+    IKE_FOLLOWUP_KE (tests/ike/test_intermediate.py, tests/interop/test_pq.py)."""
     cfg = parse_config_text(BASE + f"\t{key}={value}\n", "f")
     assert "c" in cfg.conns, [str(d) for d in cfg.diagnostics]
-    assert cfg.conns["c"].ike and cfg.conns["c"].ike[0].addke
+    specs = getattr(cfg.conns["c"], key)
+    assert specs and specs[0].addke
 
 
-@pytest.mark.parametrize("key,value", [("esp", "aes_gcm128-none;addke2=dh19")])
-def test_additional_key_exchanges_are_refused(key: str, value: str) -> None:
-    """esp=...;addkeN=: refused until IKE_FOLLOWUP_KE exists (CREATE_CHILD_SA)."""
-    cfg = parse_config_text(BASE + f"\t{key}={value}\n", "f")
-    if "c" in cfg.conns or not cfg.failed.get("c"):
-        pytest.fail([str(d) for d in cfg.diagnostics])
-    assert str(cfg.failed["c"][0]).startswith(
-        f"f:5: {key}={value} is not supported by pypluto (additional key exchanges")

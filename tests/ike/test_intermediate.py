@@ -246,3 +246,55 @@ def test_followup_without_pending_is_state_not_found() -> None:
     assert seen == ["peer answered IKE_FOLLOWUP_KE with STATE_NOT_FOUND"], seen
     assert any("answering STATE_NOT_FOUND" in m for m in net.east.logs())
     assert net.established(net.west) and net.established(net.east)
+
+
+@pytest.mark.parametrize("esp", ["aes_gcm256-dh31;addke1=mlkem768",
+                                 "aes_gcm256-dh19;addke1=mlkem1024;addke2=dh31"])
+@pytest.mark.parametrize("by", ["west", "east"])
+def test_child_rekey_with_pfs_and_followup_ke(esp: str, by: str) -> None:
+    kw = {"ike": HYBRID, "esp": esp, "fragmentation": "yes"}
+    net = Net(west_kw=kw, east_kw=kw)
+    net.up()
+    before = {(s.dst, s.spi) for s in net.west.kernel_sas.values()}
+    net.sent.clear()
+    side = getattr(net, by)
+    net.apply(side, side.engine.rekey_child("west-east", net.now))
+    net.run()
+    for s in (net.west, net.east):
+        assert len(net.children(s)) == 1, s.logs()
+        assert len(s.kernel_sas) == 2, s.logs()
+    assert not {(s.dst, s.spi) for s in net.west.kernel_sas.values()} & before
+    check_pair(net)
+    hdrs = [wm.peek_header(d) for w, d in net.sent if w == by]
+    ids = {h.message_id for h in hdrs if h.exchange == ExchangeType.IKE_FOLLOWUP_KE}
+    assert len(ids) == esp.count("addke")
+    # both ends derived the same KEYMAT from SK(0) | Ni | Nr | SK(1).. (check_pair), and
+    # it differs from what SK(0) alone would give (the additional exchanges count)
+
+
+def test_child_rekey_followup_refused_releases_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad key in IKE_FOLLOWUP_KE: INVALID_SYNTAX, the old Child SA stays."""
+    from pypluto.ike.tasks import ike_followup as fu
+    real = fu.dh.initiator_ke
+
+    class Bad:
+        def __init__(self, group: int) -> None:
+            self.inner = real(group)
+            self.public = self.inner.public[:10] if group == 36 else self.inner.public
+
+        def finish(self, data: bytes) -> bytes:
+            return self.inner.finish(data)
+
+    kw = {"ike": HYBRID, "esp": "aes_gcm256-dh31;addke1=mlkem768"}
+    net = Net(west_kw=kw, east_kw=kw)
+    net.up()
+    before = set(net.west.kernel_sas)
+    monkeypatch.setattr(fu.dh, "initiator_ke", Bad)
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.run()
+    assert set(net.west.kernel_sas) == before and len(net.east.kernel_sas) == 2
+    e = _warnings(net.east)
+    assert len(e) == 1 and "IKE_FOLLOWUP_KE rejected" in e[0], e
+    w = _warnings(net.west)
+    assert len(w) == 1 and "INVALID_SYNTAX" in w[0], w
+    assert net.established(net.west) and net.established(net.east)

@@ -560,13 +560,6 @@ def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> No
         why = keywords.unsupported_reason(kd, value)
         if why is not None:
             raise ConnError(key, unsupported_message(key, value, kd, why), True)
-    for attr in ("esp",):  # ike=...;addkeN= works (IKE_INTERMEDIATE, RFC 9242)
-        specs = getattr(conn, attr, None) if conn is not None else None
-        if specs and any(p.addke for p in specs):
-            raise ConnError(attr, f"{attr}={keys[attr]} is not supported by pypluto "
-                            "(additional key exchanges in CREATE_CHILD_SA, addke1..7 "
-                            "(RFC 9370), need IKE_FOLLOWUP_KE, which pypluto does not "
-                            "have yet)", True)
     if not keys.get("authby"):
         auths = {(keys.get("leftauth") or "").lower(), (keys.get("rightauth") or "").lower()}
         if auths != {"secret"}:

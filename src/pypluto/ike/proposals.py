@@ -154,6 +154,7 @@ def build_proposals(
                 groups.insert(0, pfs_group)
                 for g in groups:
                     ts.append((TransformType.KE, int(g), None))
+                ts += _addke.transforms(spec)  # RFC 9370: IKE_FOLLOWUP_KE after the answer
             for e_id in _esn_ids(spec, esn):
                 ts.append((TransformType.ESN, int(e_id), None))
         out.append((num, protocol, spi, ts))
@@ -284,9 +285,10 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
             if got is None:
                 return None
             c.ke = got
-            # RFC 9370 ADDKE in CREATE_CHILD_SA needs IKE_FOLLOWUP_KE: only NONE for now
-            if _addke.match(by_type, spec) != ():
+            chosen_addke = _addke.match(by_type, spec)  # RFC 9370 §2.2.3
+            if chosen_addke is None:
                 return None
+            c.addke = chosen_addke
         esns = by_type.get(TransformType.ESN, [(0, None)])
         got = next((tid for tid, _ in esns if tid in acc[TransformType.ESN]), None)
         if got is None:

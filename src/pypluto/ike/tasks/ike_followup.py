@@ -15,8 +15,9 @@ belong to the CREATE_CHILD_SA task that queued it); the responder keeps an
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from pypluto.crypto import dh
+from pypluto.crypto import dh, keys
 from pypluto.crypto import registry as reg
 from pypluto.crypto.errors import CryptoError
 from pypluto.iana import ExchangeType
@@ -25,9 +26,9 @@ from pypluto.ike import addke, codec
 from pypluto.ike.actions import Action, Log
 from pypluto.ike.codec import Payload
 from pypluto.ike.context import IKEContext
-from pypluto.ike.sa import IKESA
+from pypluto.ike.sa import IKESA, ChildSA
 from pypluto.ike.tasks.base import Inbound, Request, Task
-from pypluto.ike.tasks.common import nname
+from pypluto.ike.tasks.common import RETRY_DELAY, nname
 from pypluto.wire import payloads as wp
 
 EXCH_FOLLOWUP = ExchangeType.IKE_FOLLOWUP_KE
@@ -151,3 +152,66 @@ class FollowupKE(Task):
         ike.followup = None
         acts = pend.finish(ctx, ike, pend.shared, now)
         return acts + answer(out)
+
+
+# ------------------------------------------------------------------ Child SAs
+def _child_keys(ike: IKESA, c: ChildSA, secrets: list[bytes], ni: bytes, nr: bytes) -> None:
+    """KEYMAT = prf+(SK_d, SK(0) | Ni | Nr | SK(1) | ... | SK(n)) (RFC 9370 §2.2.4)."""
+    assert ike.chosen is not None and c.chosen is not None
+    ch = c.chosen
+    c.keys = keys.derive_child_keys(ike.chosen.prf, ike.sk_d, b"", b"", ch.encr, ch.encr_bits,
+                                    ch.integ or None, addke.rekey_material(secrets, ni, nr))
+
+
+class _ChildTask(Protocol):
+    old: ChildSA | None
+
+    def complete(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]: ...
+
+    def abandon(self, ctx: IKEContext, ike: IKESA) -> None: ...
+
+
+def child_followup(ctx: IKEContext, ike: IKESA, task: _ChildTask, c: ChildSA, link: bytes,
+                   shared: bytes, ni: bytes, nr: bytes, now: float) -> list[Action]:
+    """Initiator of a CREATE_CHILD_SA that chose ADDKE: run IKE_FOLLOWUP_KE, then install."""
+    assert c.chosen is not None
+    todo = addke.groups(c.chosen.addke)
+
+    def done(ctx: IKEContext, ike: IKESA, secrets: list[bytes], t: float) -> list[Action]:
+        _child_keys(ike, c, secrets, ni, nr)
+        return task.complete(ctx, ike, t)
+
+    def failed(ctx: IKEContext, ike: IKESA, why: str, t: float) -> list[Action]:
+        task.abandon(ctx, ike)
+        acts: list[Action] = []
+        ctx.log(acts, f"CREATE_CHILD_SA failed: {why}", c, level="warning")
+        if task.old is not None:
+            task.old.rekey_at = t + RETRY_DELAY
+        return acts
+
+    return ctx.queue(ike, FollowupKE(todo, link, [shared], done, failed,
+                                     lambda: task.abandon(ctx, ike)), now, front=True)
+
+
+Install = Callable[[IKEContext, IKESA, ChildSA, "ChildSA | None", float], list[Action]]
+
+
+def hold_child(ctx: IKEContext, ike: IKESA, c: ChildSA, old: ChildSA | None, shared: bytes,
+               ni: bytes, nr: bytes, out: list[Payload], msgid: int, install: Install
+               ) -> list[Action]:
+    """Responder: answer with ADDITIONAL_KEY_EXCHANGE and install ``c`` only after the
+    last IKE_FOLLOWUP_KE (RFC 9370 §2.2.3)."""
+    assert c.chosen is not None
+    link = ctx.rng(LINK_SIZE)
+
+    def finish(ctx: IKEContext, ike: IKESA, secrets: list[bytes], t: float) -> list[Action]:
+        _child_keys(ike, c, secrets, ni, nr)
+        return install(ctx, ike, c, old, t)
+
+    if ike.followup is not None:
+        ike.followup.drop()
+    ike.followup = addke.Pending(link, addke.groups(c.chosen.addke), [shared],
+                                 finish,  # type: ignore[arg-type]
+                                 drop=lambda: ctx.release_child(c))
+    return ctx.send_response(ike, ExchangeType.CREATE_CHILD_SA, msgid,
+                             out + [codec.notify(ADD_KE, link)])
