@@ -141,3 +141,44 @@ def test_ike_rekey_with_followup_ke(lab: Lab, cell: Callable[..., None], peer: P
                           if c.state == "INSTALLED"} - spis != set(), 20, "Child SA rekeyed")
     _ping(lab)
     cell(note=f"IKE {ike} after the rekey by {by}")
+
+
+CHILD_PFS = [
+    Proposal("esp-pfs x25519+addke1=mlkem768",
+             "aes_gcm256-sha2_384-dh31;addke1=mlkem768", "aes_gcm256-dh31;addke1=mlkem768",
+             "aes256gcm16-prfsha384-x25519-ke1_mlkem768", "aes256gcm16-x25519-ke1_mlkem768",
+             pfs=True),
+    Proposal("esp-pfs ecp384+addke1=mlkem1024+addke2=x25519",
+             "aes_gcm256-sha2_384-dh20;addke1=mlkem1024",
+             "aes_gcm256-dh20;addke1=mlkem1024;addke2=dh31",
+             "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024",
+             "aes256gcm16-ecp384-ke1_mlkem1024-ke2_x25519", pfs=True),
+]
+
+
+@pytest.mark.parametrize("by", ["pypluto", "strongswan"])
+@pytest.mark.parametrize("proposal", CHILD_PFS, ids=[p.name for p in CHILD_PFS])
+@pytest.mark.parametrize("peer", PEERS, ids=[p.label.replace(" ", "") for p in PEERS])
+def test_child_rekey_pfs_with_followup_ke(lab: Lab, cell: Callable[..., None], peer: PeerSpec,
+                                          proposal: Proposal, by: str) -> None:
+    """Child SA rekey with PFS and additional key exchanges (RFC 9370 §2.2.3)."""
+    cell(peer=peer.label, case=f"child-rekey-pfs-addke-by-{by}", role="initiator",
+         proposal=proposal.name)
+    us, them = _up(lab, peer, proposal, "initiator")
+    spis = {c.spi_in for s in them.list_sas() for c in s.children}
+    if by == "pypluto":
+        us.rekey_child()
+    else:
+        them.rekey(child="net")
+
+    def replaced() -> bool:
+        now = {c.spi_in for s in them.list_sas() for c in s.children if c.state == "INSTALLED"}
+        return bool(now) and not now & spis
+
+    lab.wait_for(replaced, 20, f"Child SA rekeyed with PFS+ADDKE by {by}")
+    child = them.installed_child()
+    assert child is not None
+    assert "KE1_ML_KEM" in child.algs, child.algs
+    lab.wait_for(lambda: len(us.child_spis()) == 1, 20, "the old Child SA deleted on our side")
+    _ping(lab)
+    cell(note=f"ESP {child.algs} after the rekey by {by}")
