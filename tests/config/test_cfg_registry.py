@@ -221,13 +221,23 @@ def test_whack_add_is_refused_too() -> None:
 
 
 @pytest.mark.parametrize("value", ["rsasig", "rsa", "ecdsa", "rsa-sha2", "rsa-sha2_256",
-                                   "ecdsa-sha2_384", "eddsa", "null", "never",
+                                   "ecdsa-sha2_384", "eddsa", "never",
                                    "secret,rsasig", "rsasig,ecdsa"])
 def test_authby_that_needs_certificates_or_raw_keys_is_refused(value: str) -> None:
     cfg = parse_config_text(BASE.replace("authby=secret", f"authby={value}"), "f")
     assert "c" not in cfg.conns
     assert str(cfg.failed["c"][0]).startswith(
-        f"f:4: authby={value} is not supported by pypluto (only PSK authentication")
+        f"f:4: authby={value} is not supported by pypluto (only PSK and NULL authentication")
+
+
+def test_authby_null_needs_id_null() -> None:
+    """authby=null (RFC 7619) works with leftid/rightid %null or unset; others refused."""
+    text = BASE.replace("authby=secret", "authby=null")
+    cfg = parse_config_text(text, "f")
+    assert "c" in cfg.conns, [str(d) for d in cfg.diagnostics]
+    cfg = parse_config_text(text + "\tleftid=%null\n\trightid=@east\n", "f")
+    assert "c" not in cfg.conns
+    assert "rightid=@east is not supported by pypluto with authby=null" in str(cfg.failed["c"][0])
 
 
 def test_default_authby_and_end_auth() -> None:

@@ -265,8 +265,10 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("type", "enum", "tunnel|transport|passthrough|pass|drop|reject",
      P("tunnel|transport", T_EST + "test_transport_mode_host_to_host",
        "passthrough/drop/reject " + _ONDEMAND)),
-    ("authby", "authby", P("secret|psk", T_EST + "test_psk_mismatch",
-                           "only PSK authentication; the others " + _CERTS)),
+    ("authby", "authby", P("secret|psk|null", "tests/ike/test_null_auth.py::"
+                           "test_null_auth_establishes_without_secrets",
+                           "only PSK and NULL authentication (RFC 7619, with leftid/rightid "
+                           "%null or unset); the others " + _CERTS)),
     ("keyexchange", "enum", "ike|ikev1|ikev2",
      P("ike|ikev2", T_EST + "test_default_proposals_establish", _IKEV1)),
     ("ikev2", "enum", "never|propose|permit|insist|yes|no|true|false|on|off|y|n|always",

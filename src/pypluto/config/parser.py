@@ -544,6 +544,21 @@ def unsupported_message(key: str, value: str, kd: KeyDef, why: str) -> str:
     return f"{what} is not supported by pypluto ({why})"
 
 
+def _check_null_auth(keys: dict[str, str]) -> None:
+    """authby=null (RFC 7619) as Libreswan: both ends ID_NULL, no other authentication."""
+    for k in ("leftid", "rightid"):
+        v = (keys.get(k) or "").strip()
+        if v and v.lower() != "%null":
+            raise ConnError(k, f"{k}={v} is not supported by pypluto with authby=null (NULL "
+                            "authentication, RFC 7619, uses ID_NULL: leave it unset or write "
+                            "%null)", True)
+    for k in ("leftauth", "rightauth"):
+        v = (keys.get(k) or "").strip().lower()
+        if v and v != "null":
+            raise ConnError(k, f"{k}={v} is not supported by pypluto with authby=null "
+                            "(asymmetric NULL authentication)", True)
+
+
 def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> None:
     """Refuse a conn that uses a key or value pypluto does not support (issue 12)."""
     for key, value in keys.items():
@@ -560,6 +575,8 @@ def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> No
         why = keywords.unsupported_reason(kd, value)
         if why is not None:
             raise ConnError(key, unsupported_message(key, value, kd, why), True)
+    if (keys.get("authby") or "").strip().lower() == "null":
+        _check_null_auth(keys)
     if not keys.get("authby"):
         auths = {(keys.get("leftauth") or "").lower(), (keys.get("rightauth") or "").lower()}
         if auths != {"secret"}:

@@ -23,7 +23,13 @@ from pypluto.ike import child as childmod
 from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
 from pypluto.ike.codec import Payload, Proposals
 from pypluto.ike.context import IKEContext
-from pypluto.ike.identity import id_desc, identity_from_wire, local_identity, remote_pattern
+from pypluto.ike.identity import (
+    id_desc,
+    identity_from_wire,
+    is_null_auth,
+    local_identity,
+    remote_pattern,
+)
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.child_delete import delete_spi_unknown
@@ -32,6 +38,17 @@ from pypluto.ike.tasks.ike_delete import delete_ike
 from pypluto.wire import payloads as wp
 
 AUTH_PSK = AuthMethod.SHARED_KEY_MIC
+AUTH_NULL = AuthMethod.NULL_AUTH
+
+
+def _method(conn: Connection) -> int:
+    """The AUTH method of a conn: PSK, or NULL authentication (RFC 7619 §2.1)."""
+    return AUTH_NULL if is_null_auth(conn) else AUTH_PSK
+
+
+def _null_key(ike: IKESA, initiator_side: bool) -> bytes:
+    """RFC 7619 §2.1: NULL auth is the shared-key MIC keyed with the sender's SK_p."""
+    return ike.sk_pi if initiator_side else ike.sk_pr
 
 
 def _psk(ctx: IKEContext, ike: IKESA, local_id: Identity, remote_id: Identity
@@ -76,7 +93,8 @@ class IKEAuth(Task):
         local_id = local_identity(ike, conn)
         ike.local_id = local_id
         remote_pat = conn.remote.id
-        psk = _psk(ctx, ike, local_id, remote_pat or remote_pattern(conn) or local_id)
+        psk = _null_key(ike, True) if is_null_auth(conn) else \
+            _psk(ctx, ike, local_id, remote_pat or remote_pattern(conn) or local_id)
         if psk is None:
             acts.append(Log("no PSK found for this connection; cannot authenticate",
                             level="error", conn=conn.name, serial=ike.serial))
@@ -87,8 +105,8 @@ class IKEAuth(Task):
         if remote_pat is not None and not remote_pat.any and remote_pat.data:
             payloads.append(codec.ident(PT.IDr, remote_pat))
         self.msgid = ike.next_out  # the task manager sends it with this message ID
-        payloads.append(codec.auth(AUTH_PSK, _auth_data(ike, psk, codec.id_body(idi), True,
-                                                        self.msgid)))
+        payloads.append(codec.auth(_method(conn), _auth_data(ike, psk, codec.id_body(idi),
+                                                             True, self.msgid)))
         if conn.initial_contact and ike.reauth_of is None:
             payloads.append(codec.notify(N.INITIAL_CONTACT))
         childless = conn.raw.get("childless", "").lower() in ("yes", "require") or \
@@ -135,9 +153,10 @@ class IKEAuth(Task):
             return acts + fail(ctx, ike, now, f"peer ID {id_desc(peer_id)} does not match the "
                                f"expected '{pattern}'", FailReason.AUTHENTICATION)
         assert ike.local_id is not None and ike.chosen is not None
-        psk = _psk(ctx, ike, ike.local_id, peer_id)
+        psk = _null_key(ike, False) if is_null_auth(conn) else \
+            _psk(ctx, ike, ike.local_id, peer_id)
         prf = ike.chosen.prf
-        if psk is None or int(auth_p.method) != AUTH_PSK or not cauth.psk_verify(
+        if psk is None or int(auth_p.method) != _method(conn) or not cauth.psk_verify(
                 prf, psk, _octets(ike, codec.id_body(idr_p), False, self.msgid),
                 bytes(auth_p.data)):
             return acts + fail(ctx, ike, now, "authentication of the peer failed "
@@ -192,7 +211,8 @@ def established(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
     ctx.index_peer(ike)
     c = ike.chosen
     assert c is not None and ike.remote_id is not None
-    ctx.log(acts, f"established IKE SA; authenticated peer using authby=secret and "
+    how = "null" if is_null_auth(conn) else "secret"
+    ctx.log(acts, f"established IKE SA; authenticated peer using authby={how} and "
             f"{id_desc(ike.remote_id)}", ike)
     ctx.log(acts, f"IKE SA {c.encr_name()}{'-' + c.integ_name() if c.integ else ''}-"
             f"{c.prf_name()}-{c.ke_name()} {ike.local}<=>{ike.remote}", ike, level="debug")
@@ -251,15 +271,17 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     conn = _pick_connection(ctx, ike, peer_id, want, payloads)
     if conn is None:
         return reject(f"no connection matches peer {id_desc(peer_id)}")
-    if conn.authby not in ("secret", "psk", "secret|rsasig", "rsasig|secret") and \
+    if conn.authby not in ("secret", "psk", "secret|rsasig", "rsasig|secret", "null") and \
             (conn.remote.auth or conn.authby) not in ("secret", "psk"):
         return reject(f"connection requires authby={conn.authby}; only PSK is supported")
-    if int(auth_p.method) != AUTH_PSK:
-        return reject(f"AUTH method {int(auth_p.method)} is not PSK")
+    if int(auth_p.method) != _method(conn):
+        return reject(f"AUTH method {int(auth_p.method)} is not "
+                      f"{'NULL' if is_null_auth(conn) else 'PSK'}")
     if conn is not ike.conn:
         ctx.rebind(ike, conn)
     local_id = local_identity(ike, conn)
-    psk = _psk(ctx, ike, local_id, peer_id)
+    null = is_null_auth(conn)
+    psk = _null_key(ike, True) if null else _psk(ctx, ike, local_id, peer_id)
     if psk is None:
         return reject(f"no PSK for {local_id}/{peer_id}")  # CVE-2024-2357
     assert ike.chosen is not None
@@ -269,8 +291,9 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
         return reject(f"PSK authentication of {id_desc(peer_id)} failed")
     ike.local_id, ike.remote_id = local_id, peer_id
     idr = codec.ident(PT.IDr, local_id)
-    out: list[Payload] = [idr, codec.auth(AUTH_PSK,
-                                          _auth_data(ike, psk, codec.id_body(idr), False,
+    own = _null_key(ike, False) if null else psk
+    out: list[Payload] = [idr, codec.auth(_method(conn),
+                                          _auth_data(ike, own, codec.id_body(idr), False,
                                                      req.msgid))]
     acts += established(ctx, ike, now)
     acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
@@ -297,8 +320,8 @@ def _uniqueids(ctx: IKEContext, ike: IKESA, now: float, initial_contact: bool
     """uniqueids / INITIAL_CONTACT (§2.4): older IKE SAs of this peer ID go away."""
     acts: list[Action] = []
     uniq = ike.conn.uniqueids if ike.conn.uniqueids is not None else ctx.settings.uniqueids
-    if not (uniq or initial_contact):
-        return acts
+    if not (uniq or initial_contact) or ike.remote_id is None or ike.remote_id.null:
+        return acts  # ID_NULL says nothing about who the peer is (RFC 7619 §3)
     for other in ctx.peers_of(ike):
         if other is ike or other.initiator and other.state in (IKEState.INIT_I,
                                                                IKEState.AUTH_I):
