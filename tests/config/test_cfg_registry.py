@@ -74,7 +74,8 @@ def _canonical() -> list[tuple[str, str, K.KeyDef]]:
 
 
 def test_registry_is_libreswan_52s_keyword_set() -> None:
-    assert set(K.SETUP_KEYS) == LIBRESWAN_52_SETUP
+    assert set(K.SETUP_KEYS) == LIBRESWAN_52_SETUP | K.SETUP_ADDITIONS
+    assert not K.SETUP_ADDITIONS & LIBRESWAN_52_SETUP
     assert set(K.CONN_KEYS) == LIBRESWAN_52_CONN
     assert set(K.SIDE_KEYS) == LIBRESWAN_52_SIDE
 

@@ -139,6 +139,9 @@ _YN = "yes|no|true|false|on|off|y|n"
 _NO_VALUES = "no|false|off|n|0"
 _YES_VALUES = "yes|true|on|y|1"
 
+#: config setup keys that are pypluto's own (not in Libreswan 5.2's keywords.c)
+SETUP_ADDITIONS = frozenset({"metrics-listen"})
+
 SETUP_KEYS: dict[str, KeyDef] = _table([
     ("ikev1-policy", "enum", "accept|reject|drop",
      P("drop|reject", T_HOSTILE + "test_bad_major_version_and_ikev1",
@@ -164,6 +167,8 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
                           + _CERTS)),
     ("nssdir", "str", P("/var/lib/ipsec/nss|/etc/ipsec.d", note="the NSS database " + _CERTS)),
     ("secretsfile", "str", W(T_D + "test_config_setup_conns_secrets_and_cli_wins")),
+    ("metrics-listen", "str", W("tests/daemon/test_daemon_metrics.py::"
+                                "test_metrics_scrape_matches_trafficstatus")),
     ("statsbin", "str", W("tests/daemon/test_daemon_pair.py::"
                           "test_auto_start_statsbin_and_shutdown_deletes")),
     ("uniqueids", "bool", W(T_LIFE + "test_uniqueids_replaces_old_ike_sa")),

@@ -236,6 +236,7 @@ class SetupConfig:
     max_halfopen_ike: int = 50000
     seedbits: int = 0
     statsbin: str | None = None
+    metrics_listen: str | None = None  # pypluto addition: [ADDRESS:]PORT of /metrics
     secctx_attr_type: int | None = None
 
 

@@ -947,6 +947,7 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
     def set_str(attr: str) -> Callable[[str], None]:
         return lambda v: setattr(setup, attr, v)
 
+    apply("metrics-listen", lambda v: setattr(setup, "metrics_listen", v))
     for attr in ("ipsecdir", "nssdir", "secretsfile", "dumpdir", "rundir", "statsbin"):
         apply(attr, set_str(attr))
     apply("protostack", lambda v: setattr(setup, "protostack", v))

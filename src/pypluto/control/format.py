@@ -339,7 +339,8 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     eng = snap["engine"]
     if cmd == "status":
         out.update(pluto=snap["pluto"], now=snap["now"], connections=eng["connections"],
-                   ike_sas=eng["ike_sas"], summary=summary(snap))
+                   ike_sas=eng["ike_sas"], summary=summary(snap),
+                   counters=snap.get("counters", {}))
     elif cmd == "connectionstatus":
         out.update(connections=eng["connections"], summary=summary(snap))
     elif cmd == "briefstatus":
@@ -349,7 +350,7 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     elif cmd == "trafficstatus":
         out.update(child_sas=traffic_rows(snap))
     elif cmd == "globalstatus":
-        out.update(values=global_values(snap))
+        out.update(values=global_values(snap), counters=snap.get("counters", {}))
     return out
 
 

@@ -37,6 +37,7 @@ from pypluto.control.protocol import RC_INTERNAL_ERROR
 from pypluto.daemon.engine_api import EngineAPI
 from pypluto.daemon.helpers import CrashReports, HelperPool
 from pypluto.daemon.logger import PlutoLogger
+from pypluto.daemon.metrics import Counters
 from pypluto.daemon.sockets import UDPSockets
 from pypluto.daemon.updown import (
     DOWN_VERBS,
@@ -101,6 +102,10 @@ class EngineDriver:
         self._updown_locks: dict[str, asyncio.Lock] = {}
         self._updown_failed: set[int] = set()  # never came up: no down/unroute for them
         self.updown_timeout = 30.0
+        self.updown_tasks: set[asyncio.Task[None]] = set()
+        # event counters (whack --status --json "counters", the metrics endpoint)
+        self.counters = Counters(sa_stats=self._stats_by_spi)
+        self.count_retransmits = False  # hashing every datagram: only for the endpoint
 
     # ------------------------------------------------------------- clock
     @staticmethod
@@ -176,6 +181,8 @@ class EngineDriver:
 
     def _send_packet(self, a: SendPacket, rate_limited: bool) -> None:
         self.sockets.send(a.data, a.local, a.remote)
+        if self.count_retransmits:
+            self.counters.record_send(a.data)
 
     def _send_keepalive(self, a: SendKeepalive, rate_limited: bool) -> None:
         self.sockets.send_keepalive(a.local, a.remote)
@@ -216,6 +223,7 @@ class EngineDriver:
         self._report(ev)
 
     def _report(self, ev: ConnectionEvent) -> None:
+        self.counters.record_event(ev)
         self.waiters.on_event(ev)
         if ev.kind == EventKind.INTERNAL_ERROR:
             self._engine_crash(ev)
@@ -247,7 +255,11 @@ class EngineDriver:
         child = replace(child, stack=stack, inbytes=inb, outbytes=outb)
         if a.up:
             self._updown_pending[child.serial] = self._updown_pending.get(child.serial, 0) + 1
-        self.spawn(self._run_updown(a.script, a.up, child))
+        if self.loop is None:
+            return
+        task = self.loop.create_task(self._run_updown(a.script, a.up, child))
+        self.updown_tasks.add(task)
+        task.add_done_callback(self.updown_tasks.discard)
 
     async def _run_updown(self, script: str, up: bool, child: UpdownChild) -> None:
         lock = self._updown_locks.setdefault(child.conn, asyncio.Lock())
@@ -408,6 +420,10 @@ class EngineDriver:
     def _on_expire(self, ev: SAExpire) -> None:
         now = self.now()
         self.run(lambda e: e.sa_expired(ev, now))
+
+    def _stats_by_spi(self, spi: int) -> SAStats | None:
+        meta = self.sa_index.get(spi)
+        return self.stats(meta[0], spi, meta[1]) if meta is not None else None
 
     def stats(self, dst: IPAddress, spi: int, proto: str) -> SAStats | None:
         assert self.backend is not None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pypluto import __version__ as PKG_VERSION
 from pypluto.config.virtual_private import VirtualPrivate
 from pypluto.daemon.logger import debug_help, parse_debug_specs
+from pypluto.daemon.metrics import parse_listen
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -216,6 +217,7 @@ class PlutoOptions:
     nhelpers: int = -1
     seedbits: int = 0
     statsbin: str | None = None
+    metrics_listen: tuple[str, int] | None = None  # config setup metrics-listen= (addition)
     secctx_attr_type: int = DEFAULT_SECCTX_ATTR_TYPE
     backend: str | None = None  # xfrm | userspace | none | None = probe
     debug: set[str] = field(default_factory=set)
@@ -423,6 +425,14 @@ def _apply_setup(o: PlutoOptions, s: object) -> None:
     o.nssdir = g(s, "nssdir", o.nssdir)
     o.secretsfile = g(s, "secretsfile", o.secretsfile)
     o.coredir = g(s, "dumpdir", o.coredir)
+    listen = g(s, "metrics_listen", None)
+    if listen:
+        try:
+            o.metrics_listen = parse_listen(listen)
+        except ValueError as e:
+            where = g(s, "origins", {}).get("metrics-listen")
+            raise OptionError(f"{where}: metrics-listen={listen}: {e}" if where
+                              else f"metrics-listen={listen}: {e}") from None
     o.rundir = g(s, "rundir", o.rundir)
     o.seedbits = g(s, "seedbits", 0)
     o.statsbin = g(s, "statsbin", None)

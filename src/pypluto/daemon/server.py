@@ -46,6 +46,7 @@ from pypluto.daemon.helpers import (
 )
 from pypluto.daemon.interfaces import local_addresses
 from pypluto.daemon.logger import PlutoLogger
+from pypluto.daemon.metrics import MetricsServer
 from pypluto.daemon.options import PlutoOptions
 from pypluto.daemon.powerup import PowerUpSelfTest
 from pypluto.daemon.registry import Registry, config_conns
@@ -80,6 +81,7 @@ class Daemon:
                                    statsbin=opts.statsbin)
         self.registry = Registry(logger, self.driver, opts.uniqueids, self.initiate)
         self.powerup = PowerUpSelfTest()
+        self.metrics: MetricsServer | None = None
         self.registry.admit = self._admit
         self.control = ControlServer(self, logger, self.registry, self.driver, self.waiters,
                                      self.secrets)
@@ -160,6 +162,16 @@ class Daemon:
             (signal.SIGHUP, self._on_sighup),
         ):
             self.loop.add_signal_handler(sig, handler)
+        if self.opts.metrics_listen is not None:
+            host, port = self.opts.metrics_listen
+            self.metrics = MetricsServer(lambda: (self.snapshot(), self.driver.counters),
+                                         host, port)
+            try:
+                host, port = await self.metrics.start()
+            except OSError as e:
+                raise StartupError(f"metrics-listen={host}:{port}: {e.strerror}") from None
+            self.driver.count_retransmits = True
+            self.log.log(f"metrics: serving http://{host}:{port}/metrics")
         self.driver.schedule_timer()
         self.driver.start_polling()
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=Pluto initialized")
@@ -338,6 +350,11 @@ class Daemon:
                 self.driver.internal_error(e, "engine shutdown")
                 actions = []
             self.driver.execute(actions or [])
+        if self.driver.updown_tasks:  # down/unroute scripts run before we exit
+            await asyncio.wait(set(self.driver.updown_tasks),
+                               timeout=self.driver.updown_timeout + 5)
+        if self.metrics is not None:
+            await self.metrics.close()
         self.waiters.fail_all(RC_FATAL)
         if self.backend is not None:
             for step in (self.backend.flush_own, self.backend.close):

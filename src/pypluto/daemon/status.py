@@ -71,4 +71,5 @@ def snapshot(*, opts: PlutoOptions, log: PlutoLogger, driver: EngineDriver,
         "now": now,
         "wallclock": time.time(),
         "engine": dataclasses.asdict(st),
+        "counters": driver.counters.as_dict(),
     }
