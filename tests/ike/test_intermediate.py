@@ -298,3 +298,29 @@ def test_child_rekey_followup_refused_releases_child(monkeypatch: pytest.MonkeyP
     w = _warnings(net.west)
     assert len(w) == 1 and "INVALID_SYNTAX" in w[0], w
     assert net.established(net.west) and net.established(net.east)
+
+
+def test_intermediate_yes_runs_one_empty_exchange() -> None:
+    """intermediate=yes (Libreswan): IKE_INT_SUP and one empty IKE_INTERMEDIATE, whose
+    IntAuth still enters both AUTH payloads (RFC 9242 §3.3.2)."""
+    net = Net(west_kw={"raw": {"intermediate": "yes"}})
+    net.up()
+    assert net.established(net.west) and net.established(net.east), net.west.logs()
+    hdrs = [wm.peek_header(d) for w, d in net.sent if w == "west"]
+    assert [h.exchange for h in hdrs] == [ExchangeType.IKE_SA_INIT,
+                                          ExchangeType.IKE_INTERMEDIATE, ExchangeType.IKE_AUTH]
+    assert hdrs[-1].message_id == 2
+
+
+def test_intermediate_yes_without_peer_support_goes_straight_to_auth() -> None:
+    """The responder does not answer IKE_INT_SUP: no IKE_INTERMEDIATE (RFC 9242 §3.1)."""
+    from pypluto.ike.tasks import ike_intermediate as ii
+    net = Net(west_kw={"raw": {"intermediate": "yes"}})
+    orig = ii.answer_notify
+    ii.answer_notify = lambda ike, ns: []  # type: ignore[assignment]
+    try:
+        net.up()
+    finally:
+        ii.answer_notify = orig
+    assert net.established(net.west) and net.established(net.east)
+    assert ExchangeType.IKE_INTERMEDIATE not in _exchanges(net, "west")

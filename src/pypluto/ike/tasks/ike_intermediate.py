@@ -40,9 +40,17 @@ EXCH_INT = ExchangeType.IKE_INTERMEDIATE
 INT_SUP = N.INTERMEDIATE_EXCHANGE_SUPPORTED
 
 
+_YES = ("yes", "y", "true", "on", "1")
+
+
+def forced(conn: Connection) -> bool:
+    """``intermediate=yes`` (Libreswan): one IKE_INTERMEDIATE even without ADDKE."""
+    return conn.raw.get("intermediate", "").strip().lower() in _YES
+
+
 def wants_intermediate(conn: Connection) -> bool:
-    """The conn proposes additional key exchanges, so it needs IKE_INTERMEDIATE."""
-    return any(s.addke for s in ike_specs(conn.ike))
+    """The conn proposes additional key exchanges (or says intermediate=yes)."""
+    return forced(conn) or any(s.addke for s in ike_specs(conn.ike))
 
 
 def init_notify(conn: Connection) -> list[Payload]:
@@ -83,6 +91,8 @@ def queue_next(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
     done = st.done if st is not None else 0
     if done < len(todo):
         return ctx.queue(ike, IKEIntermediate(todo[done]), now, front=True)
+    if st is not None and st.exchanges == 0 and forced(ike.conn):  # an empty one
+        return ctx.queue(ike, IKEIntermediate(0), now, front=True)
     return ctx.queue(ike, IKEAuth(), now, front=True)
 
 
@@ -99,7 +109,8 @@ def _gname(group: int) -> str:
 
 
 class IKEIntermediate(Task):
-    """One IKE_INTERMEDIATE exchange with the key exchange of one ADDKE type."""
+    """One IKE_INTERMEDIATE exchange with the key exchange of one ADDKE type (group 0:
+    an empty exchange, for ``intermediate=yes``)."""
 
     exchange = EXCH_INT
 
@@ -113,19 +124,23 @@ class IKEIntermediate(Task):
               ) -> list[Payload] | None:
         st, c = ike.intermediate, ike.chosen
         assert st is not None and c is not None
-        try:
-            self.priv = dh.initiator_ke(self.group)
-        except CryptoError as e:
-            acts += fail(ctx, ike, now, f"cannot make a {_gname(self.group)} key: {e}",
-                         FailReason.LOCAL)
-            return None
-        payloads: list[Payload] = [codec.ke(self.group, self.priv.public)]
+        payloads: list[Payload] = []
+        if self.group:
+            try:
+                self.priv = dh.initiator_ke(self.group)
+            except CryptoError as e:
+                acts += fail(ctx, ike, now, f"cannot make a {_gname(self.group)} key: {e}",
+                             FailReason.LOCAL)
+                return None
+            payloads.append(codec.ke(self.group, self.priv.public))
         self.msgid = ike.next_out  # the task manager sends it with this message ID
         chunk = addke.int_auth_chunk(ike.spi_i, ike.spi_r, EXCH_INT, True, False, self.msgid,
                                      payloads)
         self.int_auth_i = addke.fold(c.prf, ike.sk_pi, st.int_auth_i, chunk)
         ctx.log(acts, f"sending IKE_INTERMEDIATE request with additional key exchange "
-                f"{st.done + 1} ({_gname(self.group)})", ike, level="debug")
+                f"{st.done + 1} ({_gname(self.group)})" if self.group else
+                "sending an empty IKE_INTERMEDIATE request (intermediate=yes)", ike,
+                level="debug")
         return payloads
 
     def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
@@ -135,17 +150,22 @@ class IKEIntermediate(Task):
     def on_response(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
                     ) -> list[Action]:
         st, c = ike.intermediate, ike.chosen
-        assert st is not None and c is not None and self.priv is not None
+        assert st is not None and c is not None
         errs = [p.notify_type for p in codec.errors(msg.payloads)]
         if errs:
             return fail(ctx, ike, now, f"peer answered IKE_INTERMEDIATE with {nname(errs[0])}",
                         reason_for_notify(errs[0]))
         kes = [p for p in msg.payloads if isinstance(p, wp.KEPayload)]
+        chunk = addke.int_auth_chunk(ike.spi_i, ike.spi_r, EXCH_INT, False, True, self.msgid,
+                                     msg.payloads)
+        if self.priv is None:  # the empty exchange of intermediate=yes
+            st.int_auth_r = addke.fold(c.prf, ike.sk_pr, st.int_auth_r, chunk)
+            st.int_auth_i = self.int_auth_i
+            st.exchanges += 1
+            return queue_next(ctx, ike, now)
         if len(kes) != 1 or kes[0].group != self.group:
             return fail(ctx, ike, now, f"IKE_INTERMEDIATE response lacks the "
                         f"{_gname(self.group)} KE payload", FailReason.PROPOSAL)
-        chunk = addke.int_auth_chunk(ike.spi_i, ike.spi_r, EXCH_INT, False, True, self.msgid,
-                                     msg.payloads)
         try:
             shared = self.priv.finish(bytes(kes[0].data))
         except CryptoError as e:
