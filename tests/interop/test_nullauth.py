@@ -1,5 +1,6 @@
 """NULL authentication (RFC 7619) against Libreswan 4.10 and 5.2: ``authby=null`` with
-``leftid=%null`` / ``rightid=%null`` on both ends, pypluto in both roles.
+``leftid=%null`` / ``rightid=%null`` on both ends, pypluto in both roles; and
+``intermediate=yes`` (an empty IKE_INTERMEDIATE, RFC 9242) with PSK.
 
 As in ``test_libreswan.py``, Libreswan's Child SA cannot be installed on these
 machines (no kernel ESP), so the IKE SA is what is asserted: IKE_SA_INIT, then
@@ -22,8 +23,8 @@ PROPOSAL = Proposal("aes_gcm256-sha2_512-dh31", "aes_gcm256-sha2_512-dh31", "aes
                     "aes256gcm16-prfsha512-x25519", "aes256gcm16")
 
 
-def _null_conf() -> str:
-    conf = ipsec_conf(proposal=PROPOSAL)
+def _null_conf(conf: str | None = None) -> str:
+    conf = conf or ipsec_conf(proposal=PROPOSAL)
     lines = []
     for ln in conf.splitlines():
         key = ln.strip().split("=", 1)[0]
@@ -40,13 +41,8 @@ def _established_in_log(them: Libreswan) -> bool:
     return any("established IKE SA" in ln for ln in text.splitlines() if "| " not in ln[:40])
 
 
-@pytest.mark.parametrize("role", ["initiator", "responder"])
-@pytest.mark.parametrize("peer", LIBRESWAN_PEERS, ids=PEER_IDS)
-def test_null_auth_ike_sa(lab: Lab, cell: Callable[..., None], peer: PeerSpec,
-                          role: str) -> None:
-    cell(peer=peer.label, case="null-auth-ike-sa", role=role, proposal=PROPOSAL.name)
+def _up(lab: Lab, peer: PeerSpec, role: str, conf: str) -> tuple[Libreswan, Pypluto]:
     require(peer.available(), peer.install_hint)
-    conf = _null_conf()
     them = peer.libreswan(lab, lab.east, "libreswan-east").start(conf)
     us = Pypluto(lab, lab.west, "pypluto-west", "--use-userspace").start(conf)
     if role == "initiator":
@@ -63,6 +59,15 @@ def test_null_auth_ike_sa(lab: Lab, cell: Callable[..., None], peer: PeerSpec,
             out = them.initiate()
             assert "established IKE SA" in out, out
         lab.wait_for(us.ike_established, 20, "our IKE SA")
+    return them, us
+
+
+@pytest.mark.parametrize("role", ["initiator", "responder"])
+@pytest.mark.parametrize("peer", LIBRESWAN_PEERS, ids=PEER_IDS)
+def test_null_auth_ike_sa(lab: Lab, cell: Callable[..., None], peer: PeerSpec,
+                          role: str) -> None:
+    cell(peer=peer.label, case="null-auth-ike-sa", role=role, proposal=PROPOSAL.name)
+    them, us = _up(lab, peer, role, _null_conf())
     ours = [ln for ln in us.log.read_text(errors="replace").splitlines()
             if "established IKE SA; authenticated peer" in ln]
     assert ours and "authby=null and NULL '%null'" in ours[0], ours
@@ -70,4 +75,17 @@ def test_null_auth_ike_sa(lab: Lab, cell: Callable[..., None], peer: PeerSpec,
               if "established IKE SA" in ln and "| " not in ln[:40]]
     assert theirs and ("NULL" in theirs[0] or "null" in theirs[0]), theirs
     cell(note=f"Libreswan: {theirs[0].split(': ', 1)[-1][:120]}")
+    them.stop()
+
+
+@pytest.mark.parametrize("role", ["initiator", "responder"])
+@pytest.mark.parametrize("peer", LIBRESWAN_PEERS, ids=PEER_IDS)
+def test_intermediate_yes_ike_sa(lab: Lab, cell: Callable[..., None], peer: PeerSpec,
+                                 role: str) -> None:
+    """``intermediate=yes`` on both ends: one empty IKE_INTERMEDIATE, IntAuth in AUTH."""
+    cell(peer=peer.label, case="intermediate-yes-ike-sa", role=role, proposal=PROPOSAL.name)
+    them, us = _up(lab, peer, role, ipsec_conf(proposal=PROPOSAL, extra="intermediate=yes"))
+    text = them.log.read_text(errors="replace")
+    assert "IKE_INTERMEDIATE" in text.replace("N(INTERMEDIATE_EXCHANGE", ""), text[-1500:]
+    cell(note="PSK IKE SA after one empty IKE_INTERMEDIATE")
     them.stop()
