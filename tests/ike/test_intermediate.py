@@ -324,3 +324,19 @@ def test_intermediate_yes_without_peer_support_goes_straight_to_auth() -> None:
         ii.answer_notify = orig
     assert net.established(net.west) and net.established(net.east)
     assert ExchangeType.IKE_INTERMEDIATE not in _exchanges(net, "west")
+
+
+def test_pending_followup_child_released_with_its_ike_sa() -> None:
+    """The responder holds the new Child SA's SPI until IKE_FOLLOWUP_KE; if the IKE SA
+    goes away first, the reservation goes with it."""
+    kw = {"ike": HYBRID, "esp": "aes_gcm256-dh31;addke1=mlkem768"}
+    net = Net(west_kw=kw, east_kw=kw)
+    net.up()
+    e = net.east.engine
+    reserved = set(e.children_in)
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.step()  # the CREATE_CHILD_SA request reaches east, which answers and waits
+    ike = next(iter(e.by_serial.values()))
+    assert ike.followup is not None and len(e.children_in) == len(reserved) + 1
+    net.apply(net.east, e.drop_ike(ike, net.now, "test"))
+    assert ike.followup is None and set(e.children_in) <= reserved
