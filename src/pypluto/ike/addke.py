@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pypluto.config.model import ProposalSpec
 from pypluto.crypto import keys
@@ -182,7 +183,8 @@ def pending(st: IntState | None, chosen_addke: Sequence[int]) -> bool:
     return len(groups(chosen_addke)) > (st.done if st is not None else 0)
 
 
-Finish = Callable[[object, object, list[bytes], float], list]
+# (ctx: IKEContext, ike: IKESA, shared, now) -> actions; typed loosely: sa.py imports this
+Finish = Callable[[Any, Any, list[bytes], float], list[Any]]
 
 
 @dataclass(slots=True)

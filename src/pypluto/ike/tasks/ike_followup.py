@@ -211,7 +211,7 @@ def hold_child(ctx: IKEContext, ike: IKESA, c: ChildSA, old: ChildSA | None, sha
     if ike.followup is not None:
         ike.followup.drop()
     ike.followup = addke.Pending(link, addke.groups(c.chosen.addke), [shared],
-                                 finish,  # type: ignore[arg-type]
+                                 finish,
                                  drop=lambda: ctx.release_child(c))
     return ctx.send_response(ike, ExchangeType.CREATE_CHILD_SA, msgid,
                              out + [codec.notify(ADD_KE, link)])

@@ -290,7 +290,7 @@ def _respond_followup(ctx: IKEContext, ike: IKESA, msgid: int, chosen: Chosen, n
         return _respond_keyed(ctx, ike, None, chosen, ni, nr, ke_out, secrets[0], t,
                               spi_r, secrets[1:])
 
-    ike.followup = addke.Pending(link, list(todo), [shared], finish)  # type: ignore[arg-type]
+    ike.followup = addke.Pending(link, list(todo), [shared], finish)
     acts: list[Action] = []
     ctx.log(acts, f"IKE SA rekey by peer: waiting for {len(todo)} IKE_FOLLOWUP_KE "
             "exchange(s) (RFC 9370)", ike, level="debug")
