@@ -23,10 +23,10 @@ def test_status_family(daemon):
     assert "interface lo 127.0.0.1:500" in lines and "interface lo 127.0.0.1:4500" in lines
     assert '"c-add": 127.0.0.1[@west]...192.0.2.77[@east]; unrouted; my_ip=unset; ' \
            "their_ip=unset;" in lines
-    assert "Total IPsec connections: loaded 3, routed 0, active 0" in lines
+    assert "Total IPsec connections: loaded 3, active 0" in lines
     r = daemon.whack("--briefstatus")
     assert r.returncode == 0 and r.stdout.splitlines() == [
-        "Total IPsec connections: loaded 3, routed 0, active 0",
+        "Total IPsec connections: loaded 3, active 0",
         "",
         "State Information: DDoS cookies not required, Accepting new IKE connections",
         "IKE SAs: total(0), half-open(0), open(0), authenticated(0), anonymous(0)",

@@ -108,14 +108,30 @@ def test_use_xfrm(make_pluto):
     assert proc.wait(timeout=30) == 0
 
 
-def test_leftover_lockfile_exit_10(make_pluto):
+def test_leftover_lockfile_of_a_dead_pid_is_removed(make_pluto):
+    """A lock file naming a PID that is no running pluto is stale: removed, pluto starts."""
     p = make_pluto()
     p.rundir.mkdir(parents=True)
-    p.pidfile.write_text("99999\n")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    p.pidfile.write_text(f"{dead.pid}\n")
+    (p.rundir / "pluto.ctl").write_text("stale")
+    proc = p.start("--nofork", "--use-none", "--stderrlog")
+    p.wait_ready()
+    assert int(p.pidfile.read_text()) == proc.pid
+    assert f"removed stale lock file \"{p.pidfile}\" (PID {dead.pid} is not a running " \
+        "pluto)" in p.err.read_text()
+
+
+def test_fresh_empty_lockfile_exit_10(make_pluto):
+    """An empty lock file just created: another pluto is starting; refuse with 10."""
+    p = make_pluto()
+    p.rundir.mkdir(parents=True)
+    p.pidfile.write_text("")
     proc = p.start("--nofork", "--use-none", "--stderrlog")
     assert proc.wait(timeout=60) == 10
-    assert "already exists" in p.err.read_text()
-    assert p.pidfile.read_text() == "99999\n"  # not ours to remove
+    assert "already exists: it is empty: another pluto is starting" in p.err.read_text()
+    assert p.pidfile.read_text() == ""  # not ours to remove
 
 
 def test_sighup_hint_log_options_and_masking(make_pluto):

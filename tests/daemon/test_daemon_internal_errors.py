@@ -195,7 +195,9 @@ def test_internal_error_event_without_traceback_reports_the_error_line(
     (EventKind.PEER_DEAD, FailReason.NONE, "", RC_NORETRANSMISSION),
     (EventKind.INTERNAL_ERROR, FailReason.NONE, "", RC_INTERNAL_ERROR),
     (EventKind.FAILED, FailReason.INTERNAL, "", RC_INTERNAL_ERROR),
-    # the fallback for events the engine does not give a reason yet
+    # no fallback on the text any more (every failure has a reason): a FAILED
+    # without one is a fatal negotiation failure whatever its text says
+    (EventKind.FAILED, FailReason.NONE, "retransmission limit reached", RC_FATAL),
     (EventKind.FAILED, FailReason.NONE, "NO_PROPOSAL_CHOSEN", RC_FATAL),
 ])
 def test_failure_rc_from_kind_and_reason(kind: EventKind, reason: FailReason, detail: str,

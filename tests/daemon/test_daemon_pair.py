@@ -87,7 +87,7 @@ def test_psk_tunnel_initiate_status_down(pair):
         st = p.whack("--status").stdout
         assert "ESTABLISHED_IKE_SA" in st and "ESTABLISHED_CHILD_SA" in st
         assert "IPsec SAs: total(1), authenticated(1), anonymous(0)" in st
-        assert re.search(r"Total IPsec connections: loaded 1, routed \d, active 1", st)
+        assert re.search(r"Total IPsec connections: loaded 1, active 1", st)
         tr = p.whack("--trafficstatus").stdout.splitlines()
         assert len(tr) == 1
         assert re.fullmatch(rf"#\d+: \"west-east\", type=ESP, add_time=\d+, inBytes=0, "

@@ -273,7 +273,9 @@ def test_uniqueids_replaces_old_ike_sa() -> None:
     from .harness import WEST, Store, make_conn
     net.west.engine = Engine(EngineSettings(), Store(b"very secret shared key for tests"),
                              rng=random.Random(7).randbytes, local_addrs=[WEST])
-    net.west.engine.add_connection(make_conn(local_left=True))
+    # the rebooted west says INITIAL_CONTACT (initial-contact=yes; the default is no,
+    # as Libreswan's): east drops the old IKE SA and its Child SA at once (RFC 7296 §2.4)
+    net.west.engine.add_connection(make_conn(local_left=True, initial_contact=True))
     net.up()
     e = net.established(net.east)
     assert len(e) == 1 and e[0].serial != first

@@ -187,26 +187,13 @@ def cmd_stop(opts: dict[str, str]) -> int:
     return rc
 
 
-def loaded_names(path: str) -> set[str]:
-    """The oriented connections pluto has loaded (those that can have SAs); empty if unknown.
-
-    ``connectionstatus`` carries no SAs, so this stays cheap with many SAs up.
-    """
-    try:
-        reply = call(path, "connectionstatus", {"json": True}, timeout=10.0)
-    except ControlError:
-        return set()
-    data = reply.data if isinstance(reply.data, dict) else {}
-    return {str(c.get("name")) for c in data.get("connections", []) if isinstance(c, dict)}
-
-
 def cmd_add(opts: dict[str, str], names: list[str], verb: str = "add") -> int:
     """``ipsec add`` / ``ipsec replace``: (re)load conns from the config file.
 
     As Libreswan's addconn, a conn that is already loaded is replaced: its SAs
     are deleted first.  pluto only replaces it once the new definition is found
-    and parsed, so a conn missing from the file leaves the loaded one alone; the
-    lines below say which conns were replaced.
+    and parsed, so a conn missing from the file leaves the loaded one alone;
+    pluto's lines say which conns were replaced and which SAs went.
     """
     if not names:
         print(f"ipsec {verb}: connection name required", file=sys.stderr)
@@ -215,15 +202,8 @@ def cmd_add(opts: dict[str, str], names: list[str], verb: str = "add") -> int:
     args: dict[str, object] = {"names": names}
     if "config" in opts:  # else pluto's own --config (or /etc/ipsec.conf)
         args["config"] = os.path.abspath(opts["config"])
-    before = loaded_names(path) & set(names)
 
-    def out(line: str) -> None:
-        for n in before:  # pluto's "added" (or "kept unoriented") line for a replaced conn
-            if line.startswith(f'"{n}": '):
-                print(f'"{n}": replacing the loaded connection: its SAs were deleted',
-                      flush=True)
-                before.discard(n)
-                break
+    def out(line: str) -> None:  # pluto says "replacing connection" itself (daemon/registry.py)
         print(line, flush=True)
 
     try:

@@ -48,6 +48,28 @@ def _open_ctl(path: str) -> socket.socket:
     return s
 
 
+def _create_lock(o: PlutoOptions, logger: PlutoLogger) -> int:
+    """Create the lock file; a stale one (its PID is no running pluto) is removed first.
+
+    Raises FileExistsError (its strerror says why) while another pluto holds it.
+    """
+    from pypluto.daemon.lockfile import remove_stale
+
+    for _ in range(2):
+        try:
+            return os.open(o.pidfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            state = remove_stale(o.pidfile, o.ctlsocket)
+            if not state.stale:
+                raise FileExistsError(17, state.reason) from None
+            logger.log(f'removed stale lock file "{o.pidfile}" ({state.reason}) '
+                       f'and control socket "{o.ctlsocket}"')
+            from pypluto.daemon.leftovers import remove_crash_leftovers
+
+            remove_crash_leftovers(logger.log)
+    raise FileExistsError(17, "another pluto keeps creating it")
+
+
 def _daemonize(pidfd: int, stderrlog: bool) -> bool:
     """The conventional daemon fork; returns True in the child."""
     sys.stdout.flush()
@@ -87,10 +109,10 @@ def run(o: PlutoOptions) -> int:
         _err(f'cannot create rundir "{o.rundir}": {e.strerror}')
         return EXIT_ERROR
     try:
-        pidfd = os.open(o.pidfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        msg = (f'lock file "{o.pidfile}" already exists; is another pluto running? '
-               "(remove a leftover lock file by hand)")
+        pidfd = _create_lock(o, logger)
+    except FileExistsError as e:
+        msg = (f'lock file "{o.pidfile}" already exists: {e.strerror}; '
+               "is another pluto running?")
         _err(msg)
         logger.log(f"FATAL ERROR: {msg}", "error")
         return EXIT_LOCKED

@@ -21,7 +21,7 @@ from pypluto.control.protocol import RC_SUCCESS, RC_WHACK_PROBLEM
 STATUS = ["status", "globalstatus", "showstates", "trafficstatus", "briefstatus",
           "connectionstatus"]
 NAMED = ["delete", "route", "unroute", "initiate", "down", "rekey-ike", "rekey-child"]
-GLOBAL = ["listen", "unlisten", "rereadsecrets", "listpsks"]
+GLOBAL = ["listen", "unlisten", "rereadsecrets", "listpsks", "reopenlogs"]
 
 USAGE = """\
 Usage: whack [--ctlsocket <file>] [--rundir <dir>] <command> [--json]
@@ -67,6 +67,7 @@ STATUS_HELP = {
     "unlisten": "stop listening for IKE (existing SAs stay)",
     "rereadsecrets": "reload the secrets file(s)",
     "listpsks": "which IDs have a pre-shared key (never the key itself)",
+    "reopenlogs": "reopen the --logfile by name (logrotate; SIGHUP does the same)",
     "shutdown": "delete every SA (telling the peers) and stop pluto",
 }
 

@@ -96,6 +96,7 @@ T_D = "tests/daemon/test_daemon.py::"
 T_DA = "tests/daemon/test_daemon_args.py::"
 T_DIP = "tests/daemon/test_daemon_inprocess.py::"
 T_ESP = "tests/kernel/test_esp.py::"
+T_PPK = "tests/ike/test_ppk.py::"
 # a partial key whose only working value is the default (what pypluto always does):
 # this test loads each such value and checks every other value refuses the conn
 T_EFF = "tests/config/test_cfg_effects.py::"
@@ -280,8 +281,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
      P("propose|insist|yes|true|on|y|always", T_EST + "test_default_proposals_establish",
        _IKEV1)),
     ("ppk", "enum", "never|permit|propose|insist|yes|no|true|false|on|off|y|n|always",
-     P("never|no|false|off|n", note="PPK (RFC 8784) " + _NO)),
-    ("ppk-ids", "str", R("PPK (RFC 8784) " + _NO)),
+     W(T_PPK + "test_ppk_mode_pairs")),
+    ("ppk-ids", "str", W(T_PPK + "test_ppk_ids_pick_the_ppk")),
     ("intermediate", "bool", W("tests/ike/test_intermediate.py::"
                                "test_intermediate_yes_runs_one_empty_exchange")),
     ("esn", "enum", "yes|no|either|true|false|on|off|y|n",
@@ -302,8 +303,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("pfs", "bool", W(T_UNITS + "test_esp_esn_and_pfs")),
     ("session-resumption", "bool", P(_NO_VALUES, note="RFC 5723 " + _NO)),
     ("nat-keepalive", "bool", W(T_EFF + "test_nat_keepalive_yes_and_no")),
-    ("initial-contact", "bool", P(_YES_VALUES, note="not sending INITIAL_CONTACT is not "
-                                  "proven by a test yet")),
+    ("initial-contact", "bool", W("tests/daemon/test_daemon_ops.py::"
+                                  "test_initial_contact_default_is_no")),
     ("cisco-unity", "bool", P(_NO_VALUES, note=_NO)),
     ("send-no-esp-tfc", "bool", P(_NO_VALUES, note=_NO)),
     ("iptfs", "bool", P(_NO_VALUES, note="IP-TFS (RFC 9347) " + _NO)),

@@ -161,12 +161,13 @@ class Connection:
     narrowing: bool = False
     encapsulation: str = "auto"  # auto | yes | no
     nat_keepalive: bool = True
-    initial_contact: bool = True
+    initial_contact: bool = False  # Libreswan 5.2 default: no
     send_vendorid: bool = False
     uniqueids: bool | None = None  # None = from config setup
     mark: str | None = None
     reqid: int | None = None
-    ppk: str = "no"
+    ppk: str = "no"  # no | permit | propose | insist (RFC 8784)
+    ppk_ids: list[bytes] = field(default_factory=list)  # ppk-ids=, in order
     also: list[str] = field(default_factory=list)
     # the conn name written in ipsec.conf when this conn is one (left, right) pair of
     # its leftsubnets=/rightsubnets= (named NAME/LxR); ``ipsec up NAME`` acts on all

@@ -818,14 +818,16 @@ def build_connection(name: str, keys: dict[str, str],
     conn.narrowing = b("narrowing", False)
     conn.encapsulation = (get("encapsulation") or "auto").lower()
     conn.nat_keepalive = b("nat-keepalive", True)
-    conn.initial_contact = b("initial-contact", True)
+    conn.initial_contact = b("initial-contact", False)  # Libreswan 5.2: no
     conn.send_vendorid = b("send-vendorid", False)
     conn.mark = get("mark")
     rq = get("reqid")
     conn.reqid = None if rq is None else parse_int(rq, "reqid", 1, 2**32 - 1)
     ppk = (get("ppk") or "no").lower()
     conn.ppk = {"never": "no", "permit": "permit", "propose": "propose", "yes": "propose",
-                "insist": "insist", "always": "insist"}.get(ppk, ppk)
+                "true": "propose", "on": "propose", "y": "propose", "false": "no", "off": "no",
+                "n": "no", "insist": "insist", "always": "insist"}.get(ppk, ppk)
+    conn.ppk_ids = _ppk_ids(get("ppk-ids"))
     conn.left = _end(keys, "left", name)
     conn.right = _end(keys, "right", name)
     _semantic_checks(conn)
@@ -873,6 +875,26 @@ def _subnet_pairs(name: str, keys: dict[str, str], origin: Origin,
                             f"mismatched leftsubnets={lnet} rightsubnets={rnet}")
                 continue
             out.append((f"{name}/{lstart + li}x{rstart + ri}", pkeys))
+    return out
+
+
+PPK_ID_MAXLEN = 64  # bytes; Libreswan's PPK_ID_MAXLEN (a longer PPK_ID is refused on the wire)
+
+
+def _ppk_ids(value: str | None) -> list[bytes]:
+    """``ppk-ids=``: PPK_IDs separated by commas or white space (ipsec.conf(5); RFC 8784 §3).
+
+    An empty list or a PPK_ID longer than 64 bytes refuses the conn.
+    """
+    if value is None:
+        return []
+    out = [w.encode() for w in re.split(r"[\s,]+", value.strip()) if w]
+    if not out:
+        raise ConnError("ppk-ids", f'ppk-ids="{value}" names no PPK_ID')
+    for w in out:
+        if len(w) > PPK_ID_MAXLEN:
+            raise ConnError("ppk-ids", f"ppk-ids= PPK_ID '{w[:16].decode(errors='replace')}...' "
+                            f"is longer than {PPK_ID_MAXLEN} bytes")
     return out
 
 

@@ -32,6 +32,7 @@ from pypluto.config.parser import Diagnostic
 from pypluto.params import IPAddress
 
 WEAK_PSK_BYTES = 14  # below 112 bits a PSK is weak (NIST SP 800-131A / Libreswan FIPS rule)
+WEAK_PPK_BYTES = 32  # RFC 8784 §6: a PPK should have at least 256 bits of entropy
 MAX_DEPTH = 10
 MAX_FILES = 1000  # bound for include globs that fan out
 _KINDS = {"PSK", "XAUTH", "PPKS", "RSA", "ECDSA", "PIN", "PPKF", "EAP"}
@@ -113,10 +114,20 @@ class SecretStore:
         return [(s.ppk_id or b"", s.value) for s in self.secrets if s.kind == "PPKS"]
 
     def ppk_for(self, ppk_id: bytes) -> bytes | None:
+        """The PPK whose PPK_ID is ``ppk_id`` (the first such record), or None."""
         for s in self.secrets:
             if s.kind == "PPKS" and s.ppk_id == ppk_id:
                 return s.value
         return None
+
+    def ppk_for_ids(self, local: Identity | None, remote: Identity | None
+                    ) -> tuple[bytes, bytes] | None:
+        """(PPK_ID, PPK) of the PPKS record that best matches this pair of IDs (the
+        most-specific rule of PSKs; a conn without ``ppk-ids=`` uses it), or None."""
+        sec = self._best("PPKS", local, remote)
+        if sec is None or sec.ppk_id is None:
+            return None
+        return sec.ppk_id, sec.value
 
     def list_psks(self) -> list[str]:
         """One line per PSK: its indices only (never the secret)."""
@@ -303,8 +314,17 @@ class _Loader:
         if kind == "PPKS":
             if len(rest) != 3:
                 raise ValueError('PPKS needs a PPK_ID and a key: PPKS "id" "key"')
-            ppk_id = decode_secret(rest[1])
+            if not (len(rest[1]) >= 2 and rest[1][0] == rest[1][-1] == '"'):
+                raise ValueError('PPKS: the PPK_ID must be in double quotes: PPKS "id" KEY')
+            ppk_id = rest[1][1:-1].encode()
+            if not ppk_id:
+                raise ValueError("PPKS: empty PPK_ID")
             value = decode_secret(rest[2])
+            if not value:
+                raise ValueError("PPKS: empty PPK")
+            if len(value) < WEAK_PPK_BYTES:
+                self.diag(path, lineno, f"PPK is weak: {len(value)} bytes, fewer than "
+                          f"{WEAK_PPK_BYTES} (RFC 8784 §6 asks for 256 bits)", "warning")
             self.store.secrets.append(Secret("PPKS", indices, value, ppk_id, origin))
             return
         if len(rest) != 2:

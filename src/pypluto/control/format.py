@@ -112,8 +112,7 @@ def _summary_lines(snap: dict[str, Any]) -> list[str]:
     c, i, p = s["connections"], s["ike_sas"], s["ipsec_sas"]
     cookies = "required" if s["ddos_cookies_required"] else "not required"
     return [
-        f"Total IPsec connections: loaded {c['loaded']}, routed {c['routed']}, "
-        f"active {c['active']}",
+        f"Total IPsec connections: loaded {c['loaded']}, active {c['active']}",
         "",
         f"State Information: DDoS cookies {cookies}, Accepting new IKE connections",
         f"IKE SAs: total({i['total']}), half-open({i['half_open']}), open({i['open']}), "
@@ -158,6 +157,146 @@ def connection_lines(snap: dict[str, Any]) -> list[str]:
             ike = max(c["ike_serials"]) if c.get("ike_serials") else 0
             ch = max(c["child_serials"]) if c.get("child_serials") else 0
             lines.append(f"{n}:   newest IKE SA: #{ike}; newest IPsec SA: #{ch};")
+    return lines
+
+
+def libreswan_connection_lines(snap: dict[str, Any]) -> list[str]:
+    """The "Connection list" of ``--status``: each conn in Libreswan 5.2's layout
+    (:func:`libreswan_conn_lines`) when the daemon gave its ``conn_details``, else
+    the short form of :func:`connection_lines`."""
+    details = snap["pluto"].get("conn_details")
+    if not details:
+        return connection_lines(snap)
+    lines = connection_lines({"pluto": snap["pluto"], "engine": {"connections": []}})
+    for c in snap["engine"]["connections"]:
+        d = details.get(c["name"])
+        if d is not None:
+            lines += libreswan_conn_lines(c, d)
+        else:
+            lines += connection_lines({"pluto": {}, "engine": {"connections": [c]}})
+    return lines
+
+
+def _routing(c: dict[str, Any]) -> str:
+    return "established" if c.get("child_serials") else (
+        "routed" if c.get("routed") else "unrouted")
+
+
+def _auth_policy(authby: str) -> str:
+    return {"secret": "PSK", "psk": "PSK", "null": "AUTH_NULL", "rsasig": "RSASIG",
+            "ecdsa": "ECDSA"}.get(authby, authby.upper())
+
+
+def _newest_lines(n: str, c: dict[str, Any]) -> list[str]:
+    if not (c.get("ike_serials") or c.get("child_serials")):
+        return []
+    ike = max(c["ike_serials"]) if c.get("ike_serials") else 0
+    ch = max(c["child_serials"]) if c.get("child_serials") else 0
+    return [f"{n}:   newest IKE SA: #{ike}; newest IPsec SA: #{ch};"]
+
+
+def _secs(v: float) -> str:
+    return f"{int(v)}s" if float(v).is_integer() else f"{int(v * 1000)}ms"
+
+
+def _ms_or_s(v: float) -> str:
+    """Libreswan prints retransmit-interval in ms."""
+    return f"{round(v * 1000)}ms"
+
+
+def _max(v: int | None, unit: str) -> str:
+    return f"2^63{unit}" if v is None or v >= 2**63 else f"{v}{unit}"
+
+
+def conn_policy(c: dict[str, Any], d: dict[str, Any]) -> str:
+    """Libreswan 5.2's policy string (``whack --status``) for what the conn has."""
+    bits = ["IKEv2", _auth_policy(c["authby"])]
+    if c["type"] in ("tunnel", "transport"):
+        bits.append("ENCRYPT")
+        bits.append(c["type"].upper())
+        if d["compress"]:
+            bits.append("COMPRESS")
+        if d["pfs"]:
+            bits.append("PFS")
+    else:
+        bits.append({"passthrough": "PASS", "drop": "DROP", "reject": "REJECT"}[c["type"]])
+    if not d["rekey"]:
+        bits.append("DONT_REKEY")
+    if d["reauth"]:
+        bits.append("REAUTH")
+    if d["up"]:
+        bits.append("UP")
+    frag = {"yes": "IKE_FRAG_ALLOW", "force": "IKE_FRAG_ALLOW+IKE_FRAG_FORCE"}.get(
+        d["fragmentation"])
+    if frag:
+        bits.append(frag)
+    if d["mobike"]:
+        bits.append("MOBIKE")
+    if d["esn"] in ("no", "either"):
+        bits.append("ESN_NO")
+    if d["esn"] in ("yes", "either"):
+        bits.append("ESN_YES")
+    return "+".join(bits)
+
+
+def libreswan_conn_lines(c: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    """One connection's block of ``whack --status`` in Libreswan 5.2's layout.
+
+    ``c`` is the engine's ``ConnectionStatus``, ``d`` the daemon's
+    ``conn_details`` (daemon/status.py).  Constant fields are those of features
+    we do not have (XAUTH, mode config, labels, IPTFS, TCP, VTI, NFLOG, offload):
+    Libreswan shows the same values for a conn that does not use them.
+    """
+    n = f'"{c["name"]}"'
+    left = _end(c["local_subnets"], c["local"], c["local_id"], True)
+    if d.get("nexthop"):
+        left += f"---{d['nexthop']}"
+    right = _end(c["remote_subnets"], c["remote"] or "%any", c["remote_id"], False)
+    yn = {True: "yes", False: "no"}
+    ka = f"{d['keep_alive']}s" if d["nat_keepalive"] else "no"
+    routing = "routed-tunnel" if c.get("child_serials") else (
+        "routed-ondemand" if c.get("routed") else "unrouted")
+    lines = [
+        f"{n}: {left}...{right}; {routing}; my_ip=unset; their_ip=unset;",
+        f"{n}:   host: oriented; local: {c['local']}; remote: {c['remote'] or '%any'};",
+        f"{n}:   my_updown={d['updown']};",
+        f"{n}:   xauth us:none, xauth them:none,  my_username=[any]; their_username=[any]",
+        f"{n}:   our auth:{d['our_auth']}, their auth:{d['their_auth']}, our autheap:none, "
+        "their autheap:none;",
+        f"{n}:   modecfg info: us:none, them:none, modecfg policy:push, dns:unset, "
+        "domains:unset, cat:unset;",
+        f"{n}:   sec_label:unset;",
+        f"{n}:   ike_life: {_secs(d['ike_life'])}; ipsec_life: {_secs(d['ipsec_life'])}; "
+        f"ipsec_max_bytes: {_max(d['ipsec_max_bytes'], 'B')}; "
+        f"ipsec_max_packets: {_max(d['ipsec_max_packets'], '')}; "
+        f"replay_window: {d['replay_window']}; rekey_margin: {_secs(d['rekey_margin'])}; "
+        f"rekey_fuzz: {d['rekey_fuzz']:g}%;",
+        f"{n}:   iptfs: no; fragmentation: yes; packet-size: 0; "  # IPTFS's, not IKE's
+        "max-queue-size: 0; drop-time: 0; init-delay: 0; reorder-window: 0;",
+        f"{n}:   retransmit-interval: {_ms_or_s(d['retransmit_interval'])}; "
+        f"retransmit-timeout: {_secs(d['retransmit_timeout'])}; iketcp:no; "
+        "iketcp-port:4500;",
+        f"{n}:   initial-contact:{yn[d['initial_contact']]}; cisco-unity:no; "
+        f"fake-strongswan:no; send-vendorid:{yn[d['send_vendorid']]}; send-no-esp-tfc:no;",
+        f"{n}:   policy: {conn_policy(c, d)};",
+        f"{n}:   v2-auth-hash-policy: none;",
+        f"{n}:   conn_prio: {','.join(str(x) for x in d['conn_prio'])}; interface: "
+        f"{d['interface'] or 'unset'}; metric: 0; mtu: unset; sa_prio:auto; sa_tfc:none;",
+        f"{n}:   nflog-group: unset; mark: {d['mark'] or 'unset'}; vti-iface:unset; "
+        "vti-routing:no; vti-shared:no; nic-offload:no;",
+        f"{n}:   our idtype: {d['our_idtype']}; our id={d['our_id']}; their idtype: "
+        f"{d['their_idtype']}; their id={d['their_id']}",
+        f"{n}:   liveness: {'active' if d['dpddelay'] > 0 else 'passive'}; "
+        f"dpddelay:{_secs(d['dpddelay'])}; retransmit-timeout:{_secs(d['retransmit_timeout'])}",
+        f"{n}:   nat-traversal: encapsulation:{d['encapsulation']}; keepalive:{ka}",
+        f"{n}:   routing: {routing};",
+    ]
+    lines += _newest_lines(n, c)
+    lines.append(f"{n}:   conn serial: ${d['serial']};")
+    if c.get("ike") and c["ike"] != "default":
+        lines.append(f"{n}:   IKE algorithms: {c['ike']}")
+    if c.get("esp") and c["esp"] != "default":
+        lines.append(f"{n}:   ESP algorithms: {c['esp']}")
     return lines
 
 
@@ -284,6 +423,71 @@ def global_values(snap: dict[str, Any]) -> dict[str, int]:
     return v
 
 
+LIBRESWAN_STATES = (
+    "STATE_MAIN_R0 STATE_MAIN_I1 STATE_MAIN_R1 STATE_MAIN_I2 STATE_MAIN_R2 STATE_MAIN_I3 "
+    "STATE_MAIN_R3 STATE_MAIN_I4 STATE_AGGR_R0 STATE_AGGR_I1 STATE_AGGR_R1 STATE_AGGR_I2 "
+    "STATE_AGGR_R2 STATE_QUICK_R0 STATE_QUICK_I1 STATE_QUICK_R1 STATE_QUICK_I2 "
+    "STATE_QUICK_R2 STATE_INFO STATE_INFO_PROTECTED STATE_XAUTH_R0 STATE_XAUTH_R1 "
+    "STATE_MODE_CFG_SERVER_WAITING_FOR_ACK STATE_MODE_CFG_CLIENT_RESPONDING "
+    "STATE_MODE_CFG_R0 STATE_MODE_CFG_R1 STATE_MODE_CFG_R2 STATE_MODE_CFG_I1 STATE_XAUTH_I0 "
+    "STATE_XAUTH_I1 UNSECURED_R IKE_SA_INIT_I0 IKE_SA_INIT_I IKE_SA_INIT_R IKE_SA_INIT_IR "
+    "IKE_INTERMEDIATE_I IKE_INTERMEDIATE_R IKE_INTERMEDIATE_IR IKE_SESSION_RESUME_I0 "
+    "IKE_SESSION_RESUME_I IKE_SESSION_RESUME_R0 IKE_SESSION_RESUME_R IKE_SESSION_RESUME_IR "
+    "IKE_AUTH_EAP_R IKE_AUTH_I NEW_CHILD_I0 NEW_CHILD_R0 NEW_CHILD_I1 REKEY_IKE_I0 "
+    "REKEY_IKE_I1 REKEY_CHILD_I0 REKEY_CHILD_I1 REKEY_IKE_R0 REKEY_CHILD_R0 "
+    "ESTABLISHED_IKE_SA ESTABLISHED_CHILD_SA ZOMBIE"
+).split()
+"""Libreswan 5.2's ``current.states.enumerate.*`` keys, in its order (IKEv1 ones stay 0)."""
+
+OUR_TO_LIBRESWAN_STATE = {
+    "STATE_V2_PARENT_I1": "IKE_SA_INIT_I",
+    "STATE_V2_PARENT_I2": "IKE_AUTH_I",
+    "STATE_V2_PARENT_R1": "IKE_SA_INIT_R",
+    "STATE_V2_ESTABLISHED_IKE_SA": "ESTABLISHED_IKE_SA",
+    "STATE_V2_IKE_SA_DELETE": "ZOMBIE",
+    "STATE_V2_REKEY_IKE_I1": "REKEY_IKE_I1",
+    "STATE_V2_REKEY_IKE_R0": "REKEY_IKE_R0",
+    "STATE_V2_ESTABLISHED_CHILD_SA": "ESTABLISHED_CHILD_SA",
+    "STATE_V2_NEW_CHILD_I1": "NEW_CHILD_I1",
+    "STATE_V2_REKEY_CHILD_I1": "REKEY_CHILD_I1",
+    "STATE_V2_CHILD_SA_DELETE": "ZOMBIE",
+    "STATE_V2_IKE_AUTH_CHILD_I0": "NEW_CHILD_I0",
+}
+"""Our engine's state names (``ike/sa.py``) as Libreswan 5.2 counts them."""
+
+
+def libreswan_global_lines(snap: dict[str, Any]) -> list[str]:
+    """``whack --globalstatus``: Libreswan 5.2's ``current.*`` lines first, in its order
+    and with its keys, then ours that it lacks (connections, traffic, uptime).
+
+    Libreswan's ``total.*`` counters (events since start) are not kept here.
+    """
+    s = summary(snap)
+    eng = snap["engine"]
+    n_ike = s["ike_sas"]["total"]
+    n_child = s["ipsec_sas"]["total"]
+    counts = dict.fromkeys(LIBRESWAN_STATES, 0)
+    for ike in eng["ike_sas"]:
+        for st in [ike["state"]] + [ch["state"] for ch in ike["children"]]:
+            key = OUR_TO_LIBRESWAN_STATE.get(st, st)
+            counts[key] = counts.get(key, 0) + 1
+    lines = [
+        f"current.states.all={n_ike + n_child}",
+        f"current.states.ipsec={n_child}",
+        f"current.states.ike={n_ike}",
+        "current.states.shunts=0",
+        f"current.states.iketype.anonymous={s['ike_sas']['anonymous']}",
+        f"current.states.iketype.authenticated={s['ike_sas']['authenticated']}",
+        f"current.states.iketype.halfopen={s['ike_sas']['half_open']}",
+        f"current.states.iketype.open={s['ike_sas']['open']}",
+    ]
+    lines += [f"current.states.enumerate.{k}={v}" for k, v in counts.items()]
+    shown = {ln.split("=", 1)[0] for ln in lines}
+    lines += [f"{k}={v}" for k, v in global_values(snap).items()
+              if k not in shown and not k.startswith("current.states.enumerate.")]
+    return lines
+
+
 def header_lines(snap: dict[str, Any]) -> list[str]:
     p = snap["pluto"]
     lines = [f"using kernel interface: {p['backend']}", ""]
@@ -309,19 +513,25 @@ def header_lines(snap: dict[str, Any]) -> list[str]:
     return lines
 
 
+def shunt_lines(snap: dict[str, Any]) -> list[str]:
+    """Libreswan's "Bare Shunt list" (on-demand trapping is not implemented: none exist)."""
+    return ["", "Bare Shunt list:", ""]
+
+
 def render(cmd: str, snap: dict[str, Any]) -> list[str]:
     if cmd == "status":
         lines = header_lines(snap)
         lines.append("Connection list:")
         lines.append("")
-        lines += connection_lines(snap)
+        lines += libreswan_connection_lines(snap)
         lines.append("")
         lines += _summary_lines(snap)
         lines.append("")
         lines += state_lines(snap)
+        lines += shunt_lines(snap)
         return lines
     if cmd == "connectionstatus":
-        return connection_lines(snap) + [""] + _summary_lines(snap)[:1]
+        return libreswan_connection_lines(snap) + [""] + _summary_lines(snap)[:1]
     if cmd == "briefstatus":
         return _summary_lines(snap)
     if cmd == "showstates":
@@ -329,7 +539,7 @@ def render(cmd: str, snap: dict[str, Any]) -> list[str]:
     if cmd == "trafficstatus":
         return traffic_lines(snap)
     if cmd == "globalstatus":
-        return [f"{k}={v}" for k, v in global_values(snap).items()]
+        return libreswan_global_lines(snap)
     raise ValueError(cmd)
 
 
@@ -350,7 +560,9 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     elif cmd == "trafficstatus":
         out.update(child_sas=traffic_rows(snap))
     elif cmd == "globalstatus":
-        out.update(values=global_values(snap), counters=snap.get("counters", {}))
+        out.update(values={k: int(v) for k, v in
+                           (ln.split("=", 1) for ln in libreswan_global_lines(snap))},
+                   counters=snap.get("counters", {}))
     return out
 
 

@@ -58,6 +58,7 @@ COMMANDS = frozenset(
         "unlisten",
         "rereadsecrets",
         "listpsks",
+        "reopenlogs",
         "shutdown",
         "debug",
     }

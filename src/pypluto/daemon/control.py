@@ -79,6 +79,8 @@ class DaemonOps(Protocol):
 
     def reread_secrets(self) -> None: ...
 
+    def reopen_logs(self) -> str: ...
+
     def initiate(self, name: str) -> int: ...
 
 
@@ -207,6 +209,11 @@ class ControlServer:
     async def _rereadsecrets(self, args: dict[str, Any], emit: Emit) -> Result:
         return self._captured(emit, self.daemon.reread_secrets)
 
+    async def _reopenlogs(self, args: dict[str, Any], emit: Emit) -> Result:
+        """``whack --reopenlogs``: reopen ``--logfile`` by name (logrotate's postrotate)."""
+        emit(self.daemon.reopen_logs())
+        return RC_SUCCESS, None, None
+
     async def _listpsks(self, args: dict[str, Any], emit: Emit) -> Result:
         for line in fmt.render_psks(self.secrets.records(), self.secrets.files):
             emit(line)
@@ -296,6 +303,7 @@ class ControlServer:
 
     async def _down(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
         emit(f'"{name}": terminating SAs using this connection')
+        self.registry.up.discard(name)
         now = self.driver.now()
         self.driver.run(lambda e: e.terminate(name, now), where=f"down {name}", conn=name)
         return RC_SUCCESS, None, None
@@ -333,6 +341,7 @@ GLOBAL_COMMANDS: dict[str, GlobalHandler] = {
     "unlisten": ControlServer._unlisten,
     "rereadsecrets": ControlServer._rereadsecrets,
     "listpsks": ControlServer._listpsks,
+    "reopenlogs": ControlServer._reopenlogs,
     "debug": ControlServer._debug,
     "add": ControlServer._add,
 }

@@ -26,6 +26,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Coroutine
@@ -69,6 +70,19 @@ from pypluto.params import UpdownChild
 Handler = Callable[["EngineDriver", Any, bool], None]
 """``(driver, action, rate_limited)``: carries out one action."""
 
+_RETRANSMIT_RE = re.compile(r"retransmitting request \(message ID \d+, try (\d+)\)$")
+"""The engine's (debug) line for a retransmitted request (ike/exchanges/timers.py)."""
+
+V2_STATE_NAMES = {
+    "STATE_V2_PARENT_I1": "IKE_SA_INIT_I",
+    "STATE_V2_PARENT_I2": "IKE_AUTH_I",
+    "STATE_V2_REKEY_IKE_I1": "REKEY_IKE_I",
+    "STATE_V2_NEW_CHILD_I1": "NEW_CHILD_I",
+    "STATE_V2_REKEY_CHILD_I1": "REKEY_CHILD_I",
+    "STATE_V2_ESTABLISHED_IKE_SA": "ESTABLISHED_IKE_SA",
+}
+"""Libreswan 5.2's short state names in its retransmission lines."""
+
 POLL_INTERVAL = 10.0  # seconds between SA counter polls
 
 
@@ -90,6 +104,8 @@ class EngineDriver:
             lambda aw: None
         # the connections whose peer is at an address (whacks to fail on a receive error)
         self.peer_conns: Callable[[IPAddress], list[str]] = lambda addr: []
+        # a loaded connection's retransmit-interval (None: not loaded)
+        self.retransmit_interval: Callable[[str], float | None] = lambda name: None
         self.sa_index: dict[int, tuple[IPAddress, str, str]] = {}  # spi -> (dst, proto, dir)
         self.stopped = False
         self._timer: asyncio.TimerHandle | None = None
@@ -209,12 +225,37 @@ class EngineDriver:
     def _log(self, a: Log, rate_limited: bool) -> None:
         self.log.log(a.message, a.level, conn=a.conn, serial=a.serial, remote=a.remote,
                      debug_class=a.debug_class, rate_limited=rate_limited)
+        if a.level == "debug" and a.conn is not None:
+            m = _RETRANSMIT_RE.match(a.message)
+            if m is not None:
+                self._retransmission(a.conn, a.serial, int(m.group(1)))
         if a.level == "error":
             self._last_error = a
             if a.traceback and a.conn is None:  # outside any IKE SA: no event follows
                 self.crash.text(a.traceback, "engine: packet processing")
         if a.conn is not None and a.level != "debug":
             self.waiters.on_log(a.conn, PlutoLogger.prefix(a.conn, a.serial, None) + a.message)
+
+    def _retransmission(self, conn: str, serial: int | None, tries: int) -> None:
+        """A request was sent again: say so, as Libreswan does, in the log and to ``ipsec up``.
+
+        The engine doubles the wait after each send (RFC 7296 §2.1); ``tries``
+        counts the sends, the first included: the next wait is
+        ``retransmit-interval * 2**(tries - 1)``.
+        """
+        base = self.retransmit_interval(conn)
+        if base is None:
+            return
+        state = "retransmission"
+        if self.engine is not None and serial is not None:
+            with contextlib.suppress(Exception):
+                for ike in self.engine.status(self.now()).ike_sas:
+                    if ike.serial == serial:
+                        state = f"{V2_STATE_NAMES.get(ike.state, ike.state)}: retransmission"
+                        break
+        msg = f"{state}; will wait {base * 2 ** max(tries - 1, 0):g} seconds for response"
+        self.log.log(msg, conn=conn, serial=serial)
+        self.waiters.on_log(conn, PlutoLogger.prefix(conn, serial, None) + msg)
 
     def _event(self, ev: ConnectionEvent, rate_limited: bool) -> None:
         if ev.kind == EventKind.CHILD_ESTABLISHED and ev.serial in self._updown_pending:

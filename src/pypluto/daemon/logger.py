@@ -263,6 +263,22 @@ class PlutoLogger:
         send_kernel_audit(record)
         self._emit("AUDIT: " + record, "info")
 
+    def reopen(self) -> bool:
+        """Reopen ``--logfile`` by name (logrotate moved it); False if it is not a file.
+
+        On failure the old stream stays in use and OSError propagates.
+        """
+        if self._stream is None or self._stream is sys.stderr or self.destination == "stderr":
+            return False
+        new = open(self.destination, "a", encoding="utf-8")  # noqa: SIM115
+        with self._lock:
+            old, self._stream = self._stream, new
+        try:
+            old.close()
+        except OSError:
+            pass
+        return True
+
     def close(self) -> None:
         with self._lock:
             if self._stream is not None and self._stream is not sys.stderr:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 
 from pypluto.config.model import Connection, IPAddress
 from pypluto.control.protocol import RC_FATAL, RC_SUCCESS
+from pypluto.daemon.defaultroute import needs_routes, resolve
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.logger import PlutoLogger
 
@@ -36,6 +37,28 @@ def config_conns(result: object) -> list[Connection]:
     return list(conns or [])
 
 
+def lifetime_notes(conn: Connection) -> list[str]:
+    """What the engine makes of a lifetime too short for rekeymargin + rekeyfuzz.
+
+    The engine rekeys at ``max(lifetime - margin, lifetime / 2)`` (margin with
+    its fuzz, ``ike/``): when the margin reaches half the lifetime it is in
+    effect shortened to half the lifetime.  Libreswan says so when the conn is
+    added (its wording: ``ipsec-lifetime=300 must be greater than rekeymargin=...``);
+    we state what we do instead.
+    """
+    if not conn.rekey and not conn.reauth:
+        return []
+    out = []
+    fuzzed = conn.rekeymargin * (1 + conn.rekeyfuzz / 100.0)
+    for key, life, applies in (("ikelifetime", conn.ikelifetime, True),
+                               ("ipsec-lifetime", conn.salifetime, conn.rekey)):
+        if applies and life > 0 and fuzzed > life / 2:
+            out.append(f"{key}={life:g}s must be greater than rekeymargin={conn.rekeymargin:g}s"
+                       f" + rekeyfuzz={conn.rekeyfuzz:g}%; reducing rekeymargin to "
+                       f"{life / 2:g} seconds (rekeying at half the lifetime)")
+    return out
+
+
 class Registry:
     """The daemon's connections, kept in step with the engine through the driver."""
 
@@ -51,6 +74,9 @@ class Registry:
         self.local_addrs: set[IPAddress] = set()
         # a check every added conn must pass (the algorithm self-test): None, or why not
         self.admit: Callable[[Connection], str | None] = lambda conn: None
+        self.serials: dict[str, int] = {}  # "conn serial: $N" of --status, in load order
+        self.up: set[str] = set()  # initiated (ipsec up, auto=start): "+UP" in the policy
+        self._next_serial = 1
 
     def __contains__(self, name: object) -> bool:
         return name in self.conns or name in self.unoriented
@@ -88,11 +114,15 @@ class Registry:
                 emit(f'"{conn.name}": {refused}')
             return RC_FATAL
         if conn.name in self.conns:
-            self.delete(conn.name)
+            self._replace(conn.name, emit)
         self.unoriented.pop(conn.name, None)
         if "uniqueids" not in conn.raw:  # a config setup value: the command line wins
             conn.uniqueids = self.uniqueids
-        if not conn.orient(self.local_addrs):
+        if not conn.orient(self.local_addrs) and needs_routes(conn):
+            for note in resolve(conn):  # %defaultroute, %any + nexthop (ipsec.conf(5))
+                self.log.log(note, conn=conn.name)
+            conn.orient(self.local_addrs)
+        if conn.local_is_left is None:
             self.unoriented[conn.name] = conn
             msg = ("neither end is a local address: connection kept unoriented until "
                    '"ipsec listen" finds one')
@@ -101,11 +131,54 @@ class Registry:
                 emit(f'"{conn.name}": {msg}')
             return RC_SUCCESS
         self.conns[conn.name] = conn
+        self.serials[conn.name] = self._next_serial
+        self._next_serial += 1
+        for line in lifetime_notes(conn):
+            self.log.log(line, conn=conn.name)
+            if emit:
+                emit(f'"{conn.name}": {line}')
         self.driver.run(lambda e: e.add_connection(conn), where=f"adding {conn.name}")
         version = "IKEv1" if conn.keyexchange == "ikev1" else "IKEv2"
         if emit:  # the engine logs the same line itself
             emit(f'"{conn.name}": added {version} connection')
         return RC_SUCCESS
+
+    def _replace(self, name: str, emit: Callable[[str], None] | None) -> None:
+        """``ipsec add`` of a loaded conn: say so, delete it and its SAs, telling whack how.
+
+        As Libreswan 5.2's addconn: a conn with SAs prints ``terminating SAs using
+        this connection`` and the deletion of each (the peer is told, RFC 7296
+        §1.4.1) before ``added``; we also say ``replacing connection`` first.
+        """
+        ike, child = self.live_sas(name)
+        lines = ["replacing connection"]
+        if ike or child:
+            lines.append("terminating SAs using this connection")
+        for line in lines:
+            self.log.log(line, conn=name)
+            if emit:
+                emit(f'"{name}": {line}')
+        saved = self.log.capture
+        if emit is not None and (ike or child):
+            self.log.capture = emit  # the engine's "deleting ..." lines reach whack
+        try:
+            self.delete(name)
+        finally:
+            self.log.capture = saved
+
+    def live_sas(self, name: str) -> tuple[list[int], list[int]]:
+        """The serials of the IKE and Child SAs of conn ``name`` (engine status)."""
+        engine = self.driver.engine
+        if engine is None:
+            return [], []
+        try:
+            st = engine.status(self.driver.now())
+        except Exception:  # noqa: BLE001 - the status is only for the message
+            return [], []
+        for c in st.connections:
+            if c.name == name:
+                return sorted(c.ike_serials), sorted(c.child_serials)
+        return [], []
 
     def orient_pending(self, local_addrs: Iterable[IPAddress]) -> None:
         """After an interface rescan: load the unoriented conns that now orient."""
@@ -124,6 +197,11 @@ class Registry:
         self.driver.run(lambda e: e.delete_connection(name, now), where=f"deleting {name}")
         self.conns.pop(name, None)
         self.routed.discard(name)
+        self.up.discard(name)
+
+    def retransmit_interval(self, name: str) -> float | None:
+        conn = self.conns.get(name)
+        return conn.retransmit_interval if conn is not None else None
 
     def conns_with_peer(self, addr: IPAddress) -> list[str]:
         """The loaded connections whose remote end is at ``addr``."""

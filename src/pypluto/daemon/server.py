@@ -88,6 +88,7 @@ class Daemon:
         self.sockets.on_ike = self._ike_in
         self.driver.spawn = self._spawn
         self.driver.peer_conns = self.registry.conns_with_peer
+        self.driver.retransmit_interval = self.registry.retransmit_interval
         self.started_wall = time.time()
         self.started_mono = time.monotonic()
         self._stop: asyncio.Future[int] | None = None
@@ -292,6 +293,7 @@ class Daemon:
         if not self.sockets.listening:
             return RC_DEAF
         self.log.log("initiating connection", conn=name, debug_class="base", level="debug")
+        self.registry.up.add(name)  # Libreswan: the conn is "supposed to remain up" (+UP)
         now = self.now()
         self.driver.run(lambda e: e.initiate(name, now), where=f"initiating {name}", conn=name)
         return RC_SUCCESS
@@ -317,8 +319,27 @@ class Daemon:
         self._spawn(self.shutdown())
 
     def _on_sighup(self) -> None:
+        """SIGHUP: reopen ``--logfile`` (logrotate's postrotate), then the man page's hint."""
+        self.reopen_logs()
         self.log.log('Pluto ignores SIGHUP -- perhaps you want "ipsec listen" '
                      '("whack --listen") to rescan the interfaces')
+
+    def reopen_logs(self) -> str:
+        """SIGHUP / ``whack --reopenlogs``: reopen the log file by name (for logrotate).
+
+        A failure to reopen keeps the old file open and is logged there.
+        """
+        try:
+            reopened = self.log.reopen()
+        except OSError as e:
+            msg = f'cannot reopen logfile "{self.log.destination}": {e.strerror}'
+            self.log.log(msg, "error")
+            return msg
+        if not reopened:
+            return f"logging to {self.log.destination}: nothing to reopen"
+        msg = f'reopened logfile "{self.log.destination}"'
+        self.log.log(msg)
+        return msg
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, ctx: dict[str, Any]) -> None:
         exc = ctx.get("exception")

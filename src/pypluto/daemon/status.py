@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from pypluto import __version__
+from pypluto.config.model import Connection, End
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.helpers import HelperPool
 from pypluto.daemon.logger import PlutoLogger
@@ -20,6 +21,85 @@ from pypluto.daemon.options import PlutoOptions
 from pypluto.daemon.registry import Registry
 from pypluto.daemon.sockets import UDPSockets
 from pypluto.ike.status import EngineStatus
+
+ID_TYPES = {0: "ID_NONE", 1: "ID_IPV4_ADDR", 2: "ID_FQDN", 3: "ID_USER_FQDN",
+            5: "ID_IPV6_ADDR", 9: "ID_DER_ASN1_DN", 11: "ID_KEY_ID", 13: "ID_NULL"}
+"""RFC 7296 §3.5 ID Type numbers as Libreswan's status names them."""
+
+
+def _id(end: End) -> tuple[str, str]:
+    """(idtype, id text) of one end; no ``id=`` means the end's address (ID_IPV4/6_ADDR)."""
+    ident = end.id
+    if ident is None:
+        addr = end.host_addr
+        if addr is None:
+            return "ID_NONE", "(none)"
+        return ("ID_IPV4_ADDR" if addr.version == 4 else "ID_IPV6_ADDR"), str(addr)
+    if ident.any:
+        return "ID_NONE", "(none)"
+    if ident.null:
+        return "ID_NULL", "ID_NULL"
+    return ID_TYPES.get(ident.id_type, f"ID_{ident.id_type}"), ident.text
+
+
+def _prefix(end: End) -> int:
+    """The selector's prefix length for ``conn_prio`` (the host itself: /32 or /128)."""
+    if end.subnets:
+        return min(n.prefixlen for n in end.subnets)
+    addr = end.host_addr
+    if addr is None:  # %any: no selector yet
+        return 0
+    return 128 if addr is not None and addr.version == 6 else 32
+
+
+def conn_details(conn: Connection, registry: Registry, sockets: UDPSockets,
+                 opts: PlutoOptions) -> dict[str, Any]:
+    """What Libreswan 5.2's ``--status`` shows per connection, from its configuration.
+
+    Only values that the connection really has (and the engine enforces) are
+    given; ``control/format.py`` renders them in Libreswan's layout.
+    """
+    local, remote = conn.local, conn.remote
+    ifname = next((i.ifname for i in sockets.interfaces if i.addr == local.host_addr), None)
+    lid, rid = _id(local), _id(remote)
+    return {
+        "serial": registry.serials.get(conn.name, 0),
+        "up": conn.name in registry.up,
+        "nexthop": local.nexthop if local.nexthop and not local.nexthop.startswith("%")
+        else None,
+        "updown": local.updown or "ipsec _updown",
+        "our_auth": local.auth or conn.authby,
+        "their_auth": remote.auth or conn.authby,
+        "ike_life": conn.ikelifetime,
+        "ipsec_life": conn.salifetime,
+        "ipsec_max_bytes": conn.ipsec_max_bytes,
+        "ipsec_max_packets": conn.ipsec_max_packets,
+        "replay_window": conn.replay_window,
+        "rekey_margin": conn.rekeymargin,
+        "rekey_fuzz": conn.rekeyfuzz,
+        "rekey": conn.rekey,
+        "reauth": conn.reauth,
+        "keyingtries": conn.keyingtries,
+        "fragmentation": conn.fragmentation,
+        "retransmit_interval": conn.retransmit_interval,
+        "retransmit_timeout": conn.retransmit_timeout,
+        "initial_contact": conn.initial_contact,
+        "send_vendorid": conn.send_vendorid,
+        "pfs": conn.pfs,
+        "esn": conn.esn,
+        "mobike": conn.mobike,
+        "compress": conn.compress,
+        "type": conn.type,
+        "conn_prio": [_prefix(local), _prefix(remote), 0],
+        "interface": ifname,
+        "mark": conn.mark,
+        "our_idtype": lid[0], "our_id": lid[1],
+        "their_idtype": rid[0], "their_id": rid[1],
+        "dpddelay": conn.dpddelay,
+        "encapsulation": conn.encapsulation,
+        "nat_keepalive": conn.nat_keepalive,
+        "keep_alive": opts.keep_alive,
+    }
 
 
 def snapshot(*, opts: PlutoOptions, log: PlutoLogger, driver: EngineDriver,
@@ -67,6 +147,8 @@ def snapshot(*, opts: PlutoOptions, log: PlutoLogger, driver: EngineDriver,
                 for i in sockets.interfaces
             ],
             "unoriented": sorted(registry.unoriented),
+            "conn_details": {name: conn_details(conn, registry, sockets, opts)
+                             for name, conn in registry.conns.items()},
         },
         "now": now,
         "wallclock": time.time(),

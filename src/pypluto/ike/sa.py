@@ -137,6 +137,17 @@ class ChildSA:
         self.state = state
 
 
+@dataclass(slots=True)
+class PPKState:
+    """RFC 8784 bookkeeping of one IKE SA (``ike/ppk.py`` keeps it)."""
+
+    negotiated: bool = False  # USE_PPK went both ways in IKE_SA_INIT
+    used: bool = False  # SK_d, SK_pi and SK_pr are mixed with the PPK
+    ppk_id: bytes = b""
+    # initiator: SK_d, SK_pi, SK_pr without the PPK, for a peer that answers without it
+    no_ppk: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)
+
+
 @dataclass(slots=True, eq=False)
 class IKESA:
     serial: int
@@ -198,6 +209,7 @@ class IKESA:
     nonce_min: bytes = b""  # min(Ni, Nr) of the rekey exchange (§2.8.1 collisions)
     intermediate: IntState | None = None  # RFC 9242/9370 until IKE_AUTH completes
     followup: Pending | None = None  # RFC 9370 IKE_FOLLOWUP_KE awaited (responder)
+    ppk: PPKState = field(default_factory=PPKState)  # RFC 8784
 
     @property
     def local_spi(self) -> bytes:

@@ -18,7 +18,7 @@ from pypluto.crypto import auth as cauth
 from pypluto.iana import AuthMethod, ExchangeType
 from pypluto.iana import NotifyType as N
 from pypluto.iana import PayloadType as PT
-from pypluto.ike import addke, codec
+from pypluto.ike import addke, codec, ppk
 from pypluto.ike import child as childmod
 from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
 from pypluto.ike.codec import Payload, Proposals
@@ -105,8 +105,16 @@ class IKEAuth(Task):
         if remote_pat is not None and not remote_pat.any and remote_pat.data:
             payloads.append(codec.ident(PT.IDr, remote_pat))
         self.msgid = ike.next_out  # the task manager sends it with this message ID
-        payloads.append(codec.auth(_method(conn), _auth_data(ike, psk, codec.id_body(idi),
+        ppk_notes = ppk.initiator_mix(  # RFC 8784: before AUTH, which the PPK changes
+            ctx, ike, acts, local_id, remote_pat,
+            lambda: _auth_data(ike, psk, codec.id_body(idi), True, self.msgid))
+        if isinstance(ppk_notes, str):
+            acts += fail(ctx, ike, now, ppk_notes, FailReason.AUTHENTICATION)
+            return None
+        key = _null_key(ike, True) if is_null_auth(conn) else psk  # after any PPK mix
+        payloads.append(codec.auth(_method(conn), _auth_data(ike, key, codec.id_body(idi),
                                                              True, self.msgid)))
+        payloads += ppk_notes
         if conn.initial_contact and ike.reauth_of is None:
             payloads.append(codec.notify(N.INITIAL_CONTACT))
         childless = conn.raw.get("childless", "").lower() in ("yes", "require") or \
@@ -153,6 +161,9 @@ class IKEAuth(Task):
             return acts + fail(ctx, ike, now, f"peer ID {id_desc(peer_id)} does not match the "
                                f"expected '{pattern}'", FailReason.AUTHENTICATION)
         assert ike.local_id is not None and ike.chosen is not None
+        why_ppk = ppk.initiator_confirm(ctx, ike, acts, payloads)  # RFC 8784
+        if why_ppk is not None:
+            return acts + fail(ctx, ike, now, why_ppk, FailReason.AUTHENTICATION)
         psk = _null_key(ike, False) if is_null_auth(conn) else \
             _psk(ctx, ike, ike.local_id, peer_id)
         prf = ike.chosen.prf
@@ -285,16 +296,23 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     if psk is None:
         return reject(f"no PSK for {local_id}/{peer_id}")  # CVE-2024-2357
     assert ike.chosen is not None
+    why_ppk, no_ppk_auth = ppk.responder_mix(ctx, ike, conn, acts, payloads)  # RFC 8784
+    if why_ppk is not None:
+        return reject(why_ppk)
     prf = ike.chosen.prf
+    if null:
+        psk = _null_key(ike, True)  # after any PPK mix (RFC 8784 changes SK_pi)
     octets = _octets(ike, codec.id_body(idi_p), True, req.msgid)
-    if not cauth.psk_verify(prf, psk, octets, bytes(auth_p.data)):
-        return reject(f"PSK authentication of {id_desc(peer_id)} failed")
+    if not cauth.psk_verify(prf, psk, octets, no_ppk_auth or bytes(auth_p.data)):
+        return reject(f"PSK authentication of {id_desc(peer_id)} failed"
+                      + (" (PPK mismatch?)" if ike.ppk.used else ""))
     ike.local_id, ike.remote_id = local_id, peer_id
     idr = codec.ident(PT.IDr, local_id)
     own = _null_key(ike, False) if null else psk
     out: list[Payload] = [idr, codec.auth(_method(conn),
                                           _auth_data(ike, own, codec.id_body(idr), False,
                                                      req.msgid))]
+    out += ppk.responder_notifies(ike)  # RFC 8784 PPK_IDENTITY
     acts += established(ctx, ike, now)
     acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
     child = None

@@ -20,7 +20,7 @@ from pypluto.crypto import registry as reg
 from pypluto.crypto.errors import CryptoError
 from pypluto.iana import ExchangeType, ProtocolID
 from pypluto.iana import NotifyType as N
-from pypluto.ike import codec, proposals
+from pypluto.ike import codec, ppk, proposals
 from pypluto.ike.actions import Action, Endpoint, EventKind, FailReason, Log, SendPacket
 from pypluto.ike.codec import IKEHeader, Payload
 from pypluto.ike.context import HalfOpenKey, IKEContext
@@ -58,6 +58,7 @@ class IKEInit(Task):
         payloads += _natd(ike, bytes(8), conn.encapsulation == "yes")
         payloads += _capabilities(ctx, conn)
         payloads += ike_intermediate.init_notify(conn)  # RFC 9242 IKE_INT_SUP
+        payloads += ppk.init_request(conn)  # RFC 8784 USE_PPK
         return payloads
 
     def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
@@ -225,6 +226,9 @@ def _init_keyed(ctx: IKEContext, ike: IKESA, msg: Inbound, ns: Notifies, chosen:
     ike.ke_priv = None
     ike.sent_proposals = None
     ike.init_response = msg.data
+    why = ppk.init_answer(ike, msg.payloads)  # RFC 8784 USE_PPK
+    if why is not None:
+        return acts + fail(ctx, ike, now, why, FailReason.AUTHENTICATION)
     seen, nat_l, nat_r = _natd_check(msg.payloads, ike.spi_i, ike.spi_r, ike.local, ike.remote)
     ike.nat_local, ike.nat_remote = nat_l, nat_r
     ike.frag_ok = N.IKEV2_FRAGMENTATION_SUPPORTED in ns and conn.fragmentation != "no"
@@ -417,6 +421,7 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
         payloads += _natd(ike, ike.spi_r, conn.encapsulation == "yes")
     payloads += _capabilities(ctx, conn, ns)
     payloads += ike_intermediate.answer_notify(ike, list(ns))  # RFC 9242 IKE_INT_SUP
+    payloads += ppk.init_response(ike, conns, pl)  # RFC 8784 USE_PPK
     acts_send = ctx.send_response(ike, EXCH_INIT, 0, payloads, local, remote)
     ike.init_response = ike.last_response[1][0] if ike.last_response else b""
     ike.last_recv = now

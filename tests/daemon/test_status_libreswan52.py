@@ -1,0 +1,187 @@
+"""``whack --status`` per connection and ``--globalstatus``'s ``current.*`` lines, line for
+line as Libreswan 5.2's (issue 19).
+
+Libreswan 5.2 (the Debian 13 chroot of ``../shared/interop/trixie``) and our
+pluto load the same PSK conns in two namespaces with the same addresses,
+interface names and default route; each conn's block of ``--status`` must be
+the same.  Normalised: only ``conn serial: $N`` (a counter of the instance).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from plutoproc import NetNS, Pluto, root_conftest
+from testsupport import require, shared_path
+
+pytestmark = pytest.mark.netns
+_root = root_conftest()
+
+CONF = """\
+conn psk-host
+\tauthby=secret
+\tleft=192.0.2.1
+\tleftid=@west
+\tright=192.0.2.2
+\trightid=@east
+\tauto=add
+
+conn psk-subnet
+\tauthby=secret
+\tleft=192.0.2.1
+\tleftid=@west
+\tleftsubnet=198.51.100.0/24
+\tright=192.0.2.2
+\trightid=@east
+\trightsubnet=203.0.113.0/24
+\tauto=add
+
+conn psk-ipid
+\tauthby=secret
+\tleft=192.0.2.1
+\tright=192.0.2.3
+\tauto=add
+
+conn psk-dr
+\tauthby=secret
+\tleft=%defaultroute
+\tleftid=@west
+\tright=192.0.2.9
+\trightid=@east
+\tauto=add
+
+conn psk-tuned
+\tauthby=secret
+\tleft=192.0.2.1
+\tleftid=@west
+\tright=192.0.2.4
+\trightid=@east
+\tikelifetime=2h
+\tsalifetime=1h
+\trekeymargin=3m
+\trekeyfuzz=50%
+\treplay-window=64
+\tretransmit-interval=1000ms
+\tretransmit-timeout=30s
+\tdpddelay=10s
+\tencapsulation=yes
+\tfragmentation=no
+\tpfs=no
+\tesn=yes
+\tinitial-contact=yes
+\tauto=add
+
+conn psk-transport
+\tauthby=secret
+\ttype=transport
+\tleft=192.0.2.1
+\tleftid=@west
+\tright=192.0.2.5
+\trightid=user@east.example
+\trekey=no
+\tnat-keepalive=no
+\tauto=add
+
+conn psk-anyremote
+\tauthby=secret
+\tleft=192.0.2.1
+\tleftid=@west
+\tright=%any
+\trightid=@road
+\tauto=add
+"""
+SECRETS = '@west @east : PSK "status-compare-psk-0123456789abcdef"\n' \
+    '192.0.2.1 192.0.2.3 : PSK "status-compare-psk-0123456789abcdef"\n' \
+    '@west @road : PSK "status-compare-psk-0123456789abcdef"\n' \
+    '@west user@east.example : PSK "status-compare-psk-0123456789abcdef"\n'
+NAMES = ["psk-anyremote", "psk-dr", "psk-host", "psk-ipid", "psk-subnet", "psk-transport",
+         "psk-tuned"]
+
+
+def _lab(ns: NetNS) -> None:
+    """The same host in both namespaces: interface "west", 192.0.2.1/24, a default route."""
+    ns.run("ip", "link", "add", "west", "type", "veth", "peer", "name", "westp")
+    ns.run("ip", "addr", "add", "192.0.2.1/24", "dev", "west")
+    ns.run("ip", "link", "set", "west", "up")
+    ns.run("ip", "link", "set", "westp", "up")
+    ns.run("ip", "route", "add", "default", "via", "192.0.2.254", "dev", "west")
+
+
+def conn_blocks(status: str) -> dict[str, list[str]]:
+    """Each conn's lines of the "Connection list" (``"name": ...``), normalised."""
+    blocks: dict[str, list[str]] = {}
+    section = status.split("Connection list:", 1)[1].split("Total IPsec connections", 1)[0]
+    for line in section.splitlines():
+        line = line.removeprefix("000 ")
+        m = re.match(r'"([^"]+)":', line)
+        if m:
+            line = re.sub(r"conn serial: \$\d+;", "conn serial: $N;", line)
+            blocks.setdefault(m.group(1), []).append(line)
+    return blocks
+
+
+def test_status_conn_blocks_match_libreswan_5_2(tmp_path: Path) -> None:
+    require(_root.is_root(), "root for network namespaces")
+    run = shared_path("interop", "trixie", "libreswan", "run.sh")
+    chroot = Path(os.environ.get("TRIXIE_LS_ROOT",
+                                 os.path.join(os.environ.get("TRIXIE_ROOT", "/opt"),
+                                              "trixie-ls")))
+    require((chroot / "usr/libexec/ipsec/pluto").exists(),
+            f"Libreswan 5.2 in {chroot} (../shared/interop/trixie/install.sh)")
+    conf, secrets = tmp_path / "ipsec.conf", tmp_path / "ipsec.secrets"
+    conf.write_text(CONF)
+    secrets.write_text(SECRETS)
+    secrets.chmod(0o600)
+    ls_ns, our_ns = NetNS(), NetNS()
+    work = tmp_path / "ls52"
+    started = False
+    ours: Pluto | None = None
+    try:
+        _lab(ls_ns)
+        _lab(our_ns)
+        r = subprocess.run([str(run), "start", ls_ns.name, str(work), str(conf), str(secrets)],
+                           capture_output=True, text=True, timeout=120, check=False)
+        started = (work / "pid").exists()
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = subprocess.run([str(run), "whack", str(work), "--status"], capture_output=True,
+                           text=True, timeout=60, check=False)
+        assert r.returncode == 0, r.stderr
+        theirs = conn_blocks(r.stdout)
+        r = subprocess.run([str(run), "whack", str(work), "--globalstatus"],
+                           capture_output=True, text=True, timeout=60, check=False)
+        assert r.returncode == 0, r.stderr
+        their_current = [ln for ln in r.stdout.splitlines() if ln.startswith("current.")]
+        assert len(their_current) > 60
+        ours = Pluto(our_ns, tmp_path, "ours")
+        ours.start("--nofork", "--use-none", "--logfile", str(ours.dir / "log"), "--config",
+                   str(conf), "--secretsfile", str(secrets))
+        ours.wait_ready()
+        st = ours.whack("--status")
+        assert st.returncode == 0
+        mine = conn_blocks(st.stdout)
+        assert sorted(theirs) == NAMES, sorted(theirs)
+        assert sorted(mine) == NAMES, sorted(mine)
+        for name in NAMES:
+            assert mine[name] == theirs[name], name
+        # --globalstatus: 5.2's current.* lines first, the same keys in the same order
+        g = ours.whack("--globalstatus").stdout.splitlines()
+        assert g[:len(their_current)] == their_current
+        # the lines monitoring tools parse
+        text = st.stdout
+        for key in ("ike_life: 7200s;", "rekey_margin: 180s;", "liveness: active;",
+                    "nat-traversal: encapsulation:yes;", "our idtype: ID_FQDN;",
+                    "their idtype: ID_USER_FQDN;", "policy: IKEv2+PSK+ENCRYPT+TUNNEL+PFS+",
+                    "Bare Shunt list:"):
+            assert key in text, key
+    finally:
+        if started:
+            subprocess.run([str(run), "stop", str(work)], capture_output=True, timeout=60,
+                           check=False)
+        if ours is not None:
+            ours.stop()
+        ls_ns.delete()
+        our_ns.delete()
