@@ -340,3 +340,34 @@ def test_pending_followup_child_released_with_its_ike_sa() -> None:
     assert ike.followup is not None and len(e.children_in) == len(reserved) + 1
     net.apply(net.east, e.drop_ike(ike, net.now, "test"))
     assert ike.followup is None and set(e.children_in) <= reserved
+
+
+# ------------------------------------------------------------------ offloaded (--nhelpers)
+def test_offloaded_responder_jobs_with_retransmits() -> None:
+    """The responder's ML-KEM encapsulations go through ``IKEContext.compute``: a
+    retransmit while the job is out is dropped, the answer comes once it returns."""
+    from .test_offload import OffloadNet
+
+    kw = {"ike": HYBRID, "esp": "aes_gcm256-dh31;addke1=mlkem768"}
+    net = OffloadNet(immediate=False, west_kw=kw, east_kw=kw)
+    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
+    for _ in range(40):  # run every job late, after delivering what is queued
+        net.run()
+        if not net.jobs:
+            break
+        side, job = net.jobs.pop(0)
+        if side is net.east and net.west.engine.next_timer() is not None:
+            net.advance(0.6)  # west retransmits while east's job is out
+        net.finish(side, job)
+    net.run()
+    assert net.established(net.west) and net.established(net.east), net.east.logs()
+    ints = {wm.peek_header(d).message_id for w, d in net.sent
+            if w == "east" and wm.peek_header(d).exchange == ExchangeType.IKE_INTERMEDIATE}
+    assert ints == {1}
+    # a Child rekey with PFS + ADDKE, jobs run at once
+    net.immediate = True
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.run()
+    assert len(net.children(net.west)) == 1 and len(net.children(net.east)) == 1
+    check_pair(net)
+    assert net.computes > 4

@@ -15,7 +15,7 @@ belong to the CREATE_CHILD_SA task that queued it); the responder keeps an
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 from pypluto.crypto import dh, keys
 from pypluto.crypto import registry as reg
@@ -138,10 +138,28 @@ class FollowupKE(Task):
 
         if len(kes) != 1 or kes[0].group != group:
             return refuse(f"additional key exchange needs {_gname(group)}")
-        try:
-            ct, shared = dh.responder_ke(group, bytes(kes[0].data))
-        except CryptoError as e:
-            return refuse(f"bad {_gname(group)} value: {e}")
+        peer_ke = bytes(kes[0].data)
+        ike.next_in = req.msgid + 1  # a retransmit while the job runs is dropped (§2.1)
+
+        def then(result: object, t: float) -> list[Action]:
+            if ike.followup is not pend or not ike.established:
+                return []
+            if isinstance(result, BaseException):
+                return refuse(f"bad {_gname(group)} value: {result}")
+            return cls._answered(ctx, ike, req, pend, group,
+                                 cast(tuple[bytes, bytes], result), t)
+
+        return ctx.compute(ike, lambda: dh.responder_ke(group, peer_ke), then, now)
+
+    @staticmethod
+    def _answered(ctx: IKEContext, ike: IKESA, req: Request, pend: addke.Pending, group: int,
+                  result: tuple[bytes, bytes], now: float) -> list[Action]:
+        """Responder: one more secret; answer, and complete after the last (§2.2.3)."""
+        ct, shared = result
+
+        def answer(out: list[Payload]) -> list[Action]:
+            return ctx.send_response(ike, EXCH_FOLLOWUP, req.msgid, out)
+
         pend.shared.append(shared)
         pend.todo = pend.todo[1:]
         out: list[Payload] = [codec.ke(group, ct)]

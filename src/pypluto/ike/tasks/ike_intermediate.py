@@ -18,6 +18,7 @@ answers and RFC 7383 fragmentation (an ML-KEM-1024 key is 1,568 bytes).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from pypluto.config.model import Connection
 from pypluto.crypto import dh
@@ -30,7 +31,7 @@ from pypluto.ike.actions import Action, EventKind, FailReason, Log
 from pypluto.ike.codec import Payload
 from pypluto.ike.context import IKEContext
 from pypluto.ike.proposals import Chosen, ike_specs
-from pypluto.ike.sa import IKESA
+from pypluto.ike.sa import IKESA, IKEState
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.common import fail, install_keys, nname, reason_for_notify
 from pypluto.ike.tasks.ike_auth import IKEAuth
@@ -203,32 +204,44 @@ class IKEIntermediate(Task):
             return refuse("IKE_INT_SUP was not negotiated (RFC 9242 §3.1)")
         todo = addke.groups(c.addke)
         kes = [p for p in req.payloads if isinstance(p, wp.KEPayload)]
-        out: list[Payload] = []
-        shared: bytes | None = None
-        if st.done < len(todo):
-            group = todo[st.done]
-            if len(kes) != 1 or kes[0].group != group:
-                got = f"group {kes[0].group}" if kes else "no KE payload"
-                return refuse(f"additional key exchange {st.done + 1} needs "
-                              f"{_gname(group)}, got {got}")
-            try:
-                ct, shared = dh.responder_ke(group, bytes(kes[0].data))
-            except CryptoError as e:
-                return refuse(f"bad {_gname(group)} value: {e}")
-            out.append(codec.ke(group, ct))
-        elif kes:
-            return refuse("KE payload after every additional key exchange was done")
-        chunk_i = addke.int_auth_chunk(ike.spi_i, ike.spi_r, EXCH_INT, True, False, req.msgid,
-                                       req.payloads)
-        chunk_r = addke.int_auth_chunk(ike.spi_i, ike.spi_r, EXCH_INT, False, True, req.msgid,
-                                       out)
-        st.int_auth_i = addke.fold(c.prf, ike.sk_pi, st.int_auth_i, chunk_i)
-        st.int_auth_r = addke.fold(c.prf, ike.sk_pr, st.int_auth_r, chunk_r)
-        acts = ctx.send_response(ike, EXCH_INT, req.msgid, out, req.local, req.remote)
-        st.exchanges += 1
-        if shared is not None:  # the answer went out with the old keys (RFC 9370 §2.2.2)
-            _update(ctx, ike, shared)
-            st.done += 1
-            ctx.log(acts, f"additional key exchange {st.done} ({_gname(todo[st.done - 1])}) "
-                    "done; IKE SA keys updated (RFC 9370)", ike, level="debug")
-        return acts
+        if st.done >= len(todo):
+            if kes:
+                return refuse("KE payload after every additional key exchange was done")
+            return _answer(ctx, ike, req, st, [], None)
+        group = todo[st.done]
+        if len(kes) != 1 or kes[0].group != group:
+            got = f"group {kes[0].group}" if kes else "no KE payload"
+            return refuse(f"additional key exchange {st.done + 1} needs "
+                          f"{_gname(group)}, got {got}")
+        peer_ke = bytes(kes[0].data)
+        ike.next_in = req.msgid + 1  # a retransmit while the job runs is dropped (§2.1)
+
+        def then(result: object, t: float) -> list[Action]:
+            if ike.state is not IKEState.INIT_R or ike.intermediate is not st:
+                return []
+            if isinstance(result, BaseException):
+                return refuse(f"bad {_gname(group)} value: {result}")
+            ct, shared = cast(tuple[bytes, bytes], result)
+            return _answer(ctx, ike, req, st, [codec.ke(group, ct)], shared)
+
+        return ctx.compute(ike, lambda: dh.responder_ke(group, peer_ke), then, now)
+
+
+def _answer(ctx: IKEContext, ike: IKESA, req: Request, st: addke.IntState, out: list[Payload],
+            shared: bytes | None) -> list[Action]:
+    """Responder: fold both messages into IntAuth, answer, then update the keys."""
+    c = ike.chosen
+    assert c is not None
+    chunk_i = addke.int_auth_chunk(ike.spi_i, ike.spi_r, EXCH_INT, True, False, req.msgid,
+                                   req.payloads)
+    chunk_r = addke.int_auth_chunk(ike.spi_i, ike.spi_r, EXCH_INT, False, True, req.msgid, out)
+    st.int_auth_i = addke.fold(c.prf, ike.sk_pi, st.int_auth_i, chunk_i)
+    st.int_auth_r = addke.fold(c.prf, ike.sk_pr, st.int_auth_r, chunk_r)
+    acts = ctx.send_response(ike, EXCH_INT, req.msgid, out, req.local, req.remote)
+    st.exchanges += 1
+    if shared is not None:  # the answer went out with the old keys (RFC 9370 §2.2.2)
+        _update(ctx, ike, shared)
+        st.done += 1
+        ctx.log(acts, f"additional key exchange {st.done} done; IKE SA keys updated "
+                "(RFC 9370)", ike, level="debug")
+    return acts
