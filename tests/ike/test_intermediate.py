@@ -371,3 +371,43 @@ def test_offloaded_responder_jobs_with_retransmits() -> None:
     assert len(net.children(net.west)) == 1 and len(net.children(net.east)) == 1
     check_pair(net)
     assert net.computes > 4
+
+
+# ------------------------------------------------------------------ proposal rules
+def _spec(*addke_alts: tuple[int, ...]):  # noqa: ANN202
+    from pypluto.config.model import ProposalSpec
+    return ProposalSpec(addke=tuple(addke_alts))
+
+
+@pytest.mark.parametrize("peer,ours,want", [
+    ({6: [36]}, [(36,)], (36,)),              # both require ML-KEM-768
+    ({6: [36, 0]}, [], ()),                   # peer's optional ADDKE1, we have none: NONE
+    ({6: [36]}, [], None),                    # peer requires what we do not do
+    ({}, [(36,)], None),                      # we require what the peer does not offer
+    ({}, [(36, 0)], ()),                      # ours optional, peer offers none
+    ({6: [37, 36]}, [(36, 37)], (37,)),       # the peer's order decides (RFC 7296 §2.7)
+    ({6: [36], 7: [0, 31]}, [(36,), (31,)], (36,)),  # ADDKE2: NONE first in peer's list
+    ({7: [36]}, [(0,), (36,)], (0, 36)),      # a gap: ADDKE1 NONE, ADDKE2 ML-KEM
+    ({6: [99]}, [(99,)], None),               # unknown method never matches
+])
+def test_addke_match(peer: dict, ours: list, want: tuple | None) -> None:
+    by_type = {t: [(i, None) for i in ids] for t, ids in peer.items()}
+    assert addke.match(by_type, _spec(*ours)) == want
+
+
+@pytest.mark.parametrize("answer,offered,want", [
+    ([(6, 36, None)], [(6, 36, None)], (36,)),
+    ([], [(6, 36, None)], None),                          # required, not answered
+    ([], [(6, 36, None), (6, 0, None)], ()),              # optional: absent is NONE
+    ([(6, 37, None)], [(6, 36, None)], None),             # not one we offered
+    ([(7, 36, None)], [(6, 36, None)], None),             # a type we never offered
+    ([(6, 36, None), (6, 36, None)], [(6, 36, None)], None),  # repeated type
+])
+def test_addke_check(answer: list, offered: list, want: tuple | None) -> None:
+    assert addke.check(answer, offered) == want
+
+
+def test_rekey_material_order() -> None:
+    """RFC 9370 §2.2.4: SK(0) | Ni | Nr | SK(1) | ... (checked against strongSwan 6.0.1 in
+    tests/interop/test_pq.py)."""
+    assert addke.rekey_material([b"A", b"B", b"C"], b"i", b"r") == b"AirBC"
