@@ -124,6 +124,9 @@ class SAStats:
     last_used: float | None = None  # backend's clock (time.monotonic) of the last packet
     replay_drops: int = 0
     integrity_failures: int = 0
+    # inbound: decrypted packets outside the SA's selectors (RFC 4301 §5.2 step 4);
+    # None: the backend does not count them per SA (XFRM counts them per namespace)
+    selector_drops: int | None = None
 
 
 @dataclass(frozen=True)

@@ -839,6 +839,74 @@ def scenario_errors(left: XfrmBackend) -> None:
     left.flush_own()
 
 
+
+SEL_SEND = """
+import socket, sys
+src, dst = sys.argv[1], sys.argv[2]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((src, 0))
+u.sendto(b"to-9999", (dst, 9999))
+t = socket.socket(); t.bind((src, 0)); t.settimeout(1)
+try:
+    t.connect((dst, 22)); print("tcp-connected")
+except OSError:
+    print("tcp-failed")
+u.sendto(b"to-5353", (dst, 5353))
+"""
+SEL_LISTEN = """
+import socket, sys
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((sys.argv[1], 5353))
+u.settimeout(20); print("ready", flush=True)
+print(u.recvfrom(100)[0].decode(), flush=True)
+"""
+
+
+def xfrm_in_drops(ns: str) -> int:
+    """Inbound policy/selector drops of a namespace (/proc/net/xfrm_stat)."""
+    text = sh(["ip", "netns", "exec", ns, "cat", "/proc/net/xfrm_stat"])
+    names = ("XfrmInNoPols", "XfrmInTmplMismatch", "XfrmInStateMismatch", "XfrmInPolBlock")
+    return sum(int(v) for k, v in re.findall(r"(\w+)\s+(\d+)", text) if k in names)
+
+
+def scenario_selectors(left: XfrmBackend, right: XfrmBackend) -> None:
+    """Issue 12 item 1: right's SA is for udp/5353 on its side; left (a peer that encrypts
+    whatever it likes) sends ICMP, TCP to 22 and UDP to 9999 through correct ESP: the
+    kernel drops them (our IN/FWD policies and the SA selector carry protocol and ports),
+    UDP to 5353 passes.  Tunnel and transport mode."""
+    for mode, lnet, rnet, lsrc, rdst, reqid, spi in (
+            ("tunnel", LNET4, RNET4, LIN4, RIN4, 11, 0x6101),
+            ("transport", net(f"{L4}/32"), net(f"{R4}/32"), str(L4), str(R4), 12, 0x6201)):
+        k = keys(36)
+        alg = dict(encr_id=20, encr_key_bits=256, reqid=reqid, mode=mode)
+        lany, rany = TrafficSelector(lnet), TrafficSelector(rnet)
+        l_udp, r_5353 = TrafficSelector(lnet, 17), TrafficSelector(rnet, 17, 5353, 5353)
+        left.add_sa(SAParams(src=L4, dst=R4, spi=spi, direction="out", local_ts=[lany],
+                             remote_ts=[rany], **k, **alg))  # type: ignore[arg-type]
+        left.add_policy(PolicyParams(lany, rany, "out", reqid, L4, R4, mode=mode))  # type: ignore[arg-type]
+        right.add_sa(SAParams(src=L4, dst=R4, spi=spi, direction="in", local_ts=[r_5353],
+                              remote_ts=[l_udp], **k, **alg))  # type: ignore[arg-type]
+        for d in ("in", "fwd") if mode == "tunnel" else ("in",):
+            right.add_policy(PolicyParams(l_udp, r_5353, d, reqid, L4, R4, mode=mode))  # type: ignore[arg-type]
+        listener = subprocess.Popen(["ip", "netns", "exec", RIGHT, sys.executable, "-c",
+                                     SEL_LISTEN, rdst], stdout=subprocess.PIPE, text=True)
+        CHILDREN.append(listener)  # type: ignore[arg-type]
+        assert listener.stdout is not None
+        ready = listener.stdout.readline().strip() == "ready"
+        before = xfrm_in_drops(RIGHT)
+        ping(LEFT, lsrc, rdst, count=2, wait=1)
+        out = sh(["ip", "netns", "exec", LEFT, sys.executable, "-c", SEL_SEND, lsrc, rdst])
+        got = listener.stdout.readline().strip()
+        listener.wait(10)
+        drops = xfrm_in_drops(RIGHT) - before
+        sent = left.get_sa_stats(R4, spi)
+        inn = right.get_sa_stats(R4, spi)
+        check(f"selectors-{mode}-udp-5353-passes", ready and got == "to-5353", got)
+        check(f"selectors-{mode}-others-dropped",
+              "tcp-connected" not in out and drops >= 4
+              and sent is not None and sent.packets >= 5,
+              f"kernel inbound drops {drops}, sent {sent}, right SA {inn}")
+        left.flush_own()
+        right.flush_own()
+
 SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("gcm_esn", scenario_gcm_esn, 2),
     ("cbc_sha256", scenario_cbc_sha256, 2),
@@ -851,6 +919,7 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("acquire", scenario_acquire, 2),
     ("errors", scenario_errors, 1),
     ("flush_and_crash", scenario_flush_and_crash, 1),
+    ("selectors", scenario_selectors, 2),
     ("pypluto_pair", scenario_pypluto_pair, 2),
     ("libreswan", scenario_libreswan, 2),
 ]

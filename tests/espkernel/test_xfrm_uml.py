@@ -61,6 +61,10 @@ EXPECTED = [
     "crash-child-installed",
     "crash-leftovers-found",
     "flush_own-leaves-foreign-only",
+    "selectors-tunnel-udp-5353-passes",
+    "selectors-tunnel-others-dropped",
+    "selectors-transport-udp-5353-passes",
+    "selectors-transport-others-dropped",
 ]
 
 
@@ -163,7 +167,7 @@ def test_xfrm_backend_in_esp_kernel(guest: GuestRun) -> None:
     print(f"UML run took {guest.seconds:.1f}s")
     print("\n".join(re.findall(r"scenario \S+ took [\d.]+s", guest.output)))
     scenarios = ("gcm_esn", "cbc_sha256", "chacha_ipv6", "ipv4_in_ipv6", "transport", "ah", "natt",
-                 "expire", "acquire", "errors", "flush_and_crash")  # fmt: skip
+                 "expire", "acquire", "errors", "flush_and_crash", "selectors")  # fmt: skip
     for sc in scenarios:
         guest.assert_checks(EXPECTED, sc)
 

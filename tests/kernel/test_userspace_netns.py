@@ -14,7 +14,7 @@ from testsupport import REPO, is_root, require
 
 sys.path.insert(0, str(REPO))
 from bench import esp_lab  # noqa: E402
-from bench.esp_lab import EAST_HOST, EAST_OUTER, WEST_OUTER, Lab  # noqa: E402
+from bench.esp_lab import EAST_HOST, EAST_OUTER, WEST_HOST, WEST_OUTER, Lab  # noqa: E402
 from pypluto.crypto.registry import Encr, Integ  # noqa: E402
 
 pytestmark = pytest.mark.netns
@@ -32,7 +32,9 @@ def _no_leftovers(lab: Lab, ns: str, ifname: str) -> None:
     links = lab.exec(ns, "ip", "-o", "link").stdout
     assert ifname not in links
     assert lab.exec(ns, "ip", "route", "show", "table", "4500").stdout.strip() == ""
-    assert "lookup 4500" not in lab.exec(ns, "ip", "rule").stdout
+    rules = lab.exec(ns, "ip", "rule").stdout
+    assert "lookup 4500" not in rules and "fwmark 0x4500" not in rules
+    assert "lookup 70036" not in rules
     assert ifname not in lab.exec(ns, "ip", "route", "show", "table", "all").stdout
 
 
@@ -80,7 +82,8 @@ def test_ping_and_tcp_through_the_tunnel(lab: Lab, alg: tuple[int, int, int, int
     east = lab.plane(lab.east, east_cfg)
     routes = lab.exec(lab.west, "ip", "route", "show", "table", "4500").stdout
     assert f"203.0.113.0/24 dev {west_cfg['ifname']}" in routes and "src 198.51.100.1" in routes
-    assert "throw 192.0.2.2" in routes
+    rules = lab.exec(lab.west, "ip", "rule").stdout
+    assert "fwmark 0x4500 lookup main" in rules  # our own IKE/ESP packets are never captured
 
     ping = lab.exec(lab.west, "ping", "-c", "3", "-i", "0.2", "-W", "2", EAST_HOST, check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr
@@ -195,6 +198,8 @@ def test_del_policy_and_del_sa_remove_routes_and_state(lab: Lab) -> None:
     assert east.stats()["sas"][str(0x1001)] is None
     assert west.ask("del-policies") == "ok"
     assert lab.exec(lab.west, "ip", "route", "show", "table", "4500").stdout.strip() == ""
+    rules = lab.exec(lab.west, "ip", "rule").stdout  # the last policy took its rules along
+    assert "lookup 4500" not in rules and "fwmark 0x4500" not in rules, rules
     assert west.stats()["sas"][str(0x1001)]["packets"] >= 3
     west.close()
     east.close()
@@ -214,13 +219,13 @@ CLOSED_SOCKET = textwrap.dedent("""
         be.attach_nat_socket(s, ("127.0.0.1", port), lambda d, a: got.append(d))
     socks[0].close()                       # the daemon closes one without telling us
     end = time.monotonic() + 10
-    while len(be._socks) != 1 and time.monotonic() < end:
+    while be.attached_sockets != 1 and time.monotonic() < end:
         time.sleep(0.05)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx.sendto(b"\\0\\0\\0\\0ike", ("127.0.0.1", 4501))
     while not got and time.monotonic() < end:
         time.sleep(0.05)
-    print(len(be._socks), got)
+    print(be.attached_sockets, got)
     be.flush_own(); be.close()
 """)
 
@@ -229,3 +234,94 @@ def test_closed_daemon_socket_is_dropped(lab: Lab) -> None:
     """A socket the daemon closes stops being polled; the others keep working."""
     r = lab.exec(lab.west, sys.executable, "-c", CLOSED_SOCKET, f"ppc{os.getpid()}")
     assert r.stdout.strip() == "1 [b'ike']", r.stdout + r.stderr
+
+
+UDP_LISTEN = textwrap.dedent("""
+    import socket, sys
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind((sys.argv[1], int(sys.argv[2]))); u.settimeout(30)
+    print("ready", flush=True)
+    d, _ = u.recvfrom(4096)
+    print(d.decode(), flush=True)
+""")
+
+SEND_OTHERS = textwrap.dedent("""
+    import socket, sys
+    src, dst = sys.argv[1], sys.argv[2]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((src, 0))
+    u.sendto(b"to-9999", (dst, 9999)); u.sendto(b"to-9999", (dst, 9999))
+    t = socket.socket(); t.bind((src, 0)); t.settimeout(1)
+    try:
+        t.connect((dst, 22))
+        print("tcp-connected")
+    except OSError:
+        print("tcp-refused-or-timeout")
+    u.sendto(b"to-5353", (dst, 5353))
+""")
+
+
+def test_inbound_esp_outside_the_selectors_is_dropped_and_counted(lab: Lab) -> None:
+    """Issue 12 item 1, the port check with hand-keyed ESP: west's SA is for
+    198.51.100.0/24/udp/5353 (RFC 4301 §5.2 step 4).  East, a peer that encrypts
+    correctly whatever it likes, sends ICMP, TCP to port 22 and UDP to 9999: all
+    dropped by west and counted per SA; UDP to 5353 passes."""
+    west_cfg, east_cfg = esp_lab.handkeyed()
+    for sa in west_cfg["sas"]:  # west negotiated only udp/5353 on its side
+        sa["local_ts"] = ["198.51.100.0/24/udp/5353"]
+        sa["remote_ts"] = ["203.0.113.0/24/udp"]
+    west = lab.plane(lab.west, west_cfg)
+    east = lab.plane(lab.east, east_cfg)  # east's selectors: any protocol, any port
+    listener = lab.spawn(lab.west, sys.executable, "-c", UDP_LISTEN, WEST_HOST, "5353",
+                         stdout=subprocess.PIPE)
+    assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+
+    ping = lab.exec(lab.east, "ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", EAST_HOST,
+                    WEST_HOST, check=False)
+    assert ping.returncode != 0  # the echo requests never reach west's stack
+    r = lab.exec(lab.east, sys.executable, "-c", SEND_OTHERS, EAST_HOST, WEST_HOST)
+    assert "tcp-connected" not in r.stdout
+    assert listener.stdout.readline().strip() == "to-5353"
+    listener.wait(timeout=10)
+
+    sent = east.stats()["sas"][str(0x2002)]
+    got = west.stats()["sas"][str(0x2002)]
+    # 2 echo requests + 2 UDP to 9999 + at least one TCP SYN to 22, all authentic ESP
+    assert got["selector_drops"] >= 5
+    assert got["integrity_failures"] == 0 and got["replay_drops"] == 0
+    assert got["packets"] == 1  # the one datagram to 5353
+    assert sent["packets"] == got["packets"] + got["selector_drops"]
+    west.close()
+    east.close()
+    _no_leftovers(lab, lab.west, west_cfg["ifname"])
+
+
+START_AND_CLOSE = textwrap.dedent("""
+    import sys
+    from pypluto.kernel.userspace import UserspaceBackend
+    be = UserspaceBackend(sys.argv[1])
+    print("started", flush=True)
+    be.flush_own(); be.close()
+""")
+
+
+def test_leftover_rules_and_routes_of_a_crashed_run_are_removed_at_start(lab: Lab) -> None:
+    """What a killed daemon left (the capture rules, the mark bypass, both tables) is gone
+    when the next plane starts; rules of others at the same priorities stay."""
+    ns = lab.west
+    for args in (("rule", "add", "priority", "4500", "table", "4500"),
+                 ("rule", "add", "priority", "4499", "to", "192.0.2.2", "ipproto", "17",
+                  "dport", "5353", "table", "70036"),
+                 ("rule", "add", "priority", "4498", "fwmark", "0x4500", "table", "main"),
+                 ("rule", "add", "priority", "4499", "to", "192.0.2.77", "table", "100"),
+                 ("route", "add", "203.0.113.0/24", "dev", "lo", "table", "4500"),
+                 ("route", "add", "192.0.2.2/32", "dev", "lo", "table", "70036")):
+        lab.exec(ns, "ip", *args)
+    r = lab.exec(ns, sys.executable, "-c", START_AND_CLOSE, f"ppl{os.getpid()}")
+    assert "started" in r.stdout, r.stderr
+    rules = lab.exec(ns, "ip", "rule").stdout
+    assert "lookup 4500" not in rules and "lookup 70036" not in rules
+    assert "fwmark 0x4500" not in rules
+    assert "to 192.0.2.77 lookup 100" in rules  # not ours: kept
+    for table in ("4500", "70036"):
+        assert lab.exec(ns, "ip", "route", "show", "table", table,
+                        check=False).stdout.strip() == ""

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pypluto.kernel.base import SAParams, TrafficSelector
 from pypluto.kernel.userspace import offload as o
-from pypluto.kernel.userspace.backend import _selector_check
+from pypluto.kernel.userspace.selectors import inbound_check as _selector_check
 
 A = ipaddress.ip_address
 

@@ -393,3 +393,41 @@ def test_acquire_decoded_for_our_policies_only() -> None:
     assert decode_acquire(acquire(16388), REQID_BASE, REQID_BASE + (1 << 20)) is None
     with pytest.raises(S.XfrmDecodeError):
         decode_acquire(bytes(100), REQID_BASE, REQID_BASE + 1)
+
+
+def test_inbound_policies_and_sa_carry_the_selector_protocol_and_ports() -> None:
+    """Issue 12 item 1 for XFRM: an SA negotiated for 198.51.100.0/24/udp/5353 (local)
+    with 203.0.113.0/24/udp (remote).  The IN and FWD policies (as the engine emits
+    them, and as Libreswan installs them) select UDP to port 5353 only, so the kernel
+    drops decrypted ICMP, TCP/22 or UDP/9999 (XfrmInNoPols / XfrmInTmplMismatch); the
+    inbound SA's own selector says the same, which also covers transport mode
+    (a transport packet that matches no IN policy is otherwise accepted)."""
+    local, remote = ts("198.51.100.0/24", 17, 5353, 5353), ts("203.0.113.0/24", 17)
+    for direction in ("in", "fwd"):
+        k = KernelPolicy.decode(encode_policy(
+            PolicyParams(remote, local, direction, 7, B, A), kernel_reqid(7)))  # type: ignore[arg-type]
+        sel = k.info.sel
+        assert k.direction == direction
+        assert (str(sel.src_net), str(sel.dst_net), sel.proto) == (
+            "203.0.113.0/24", "198.51.100.0/24", 17)
+        assert (sel.sport, sel.sport_mask) == (0, 0)  # any source port
+        assert (sel.dport, sel.dport_mask) == (5353, 0xFFFF)
+        assert (k.tmpls[0].saddr, k.tmpls[0].daddr, k.tmpls[0].reqid) == (
+            B, A, REQID_BASE + 7)
+    for mode in ("tunnel", "transport"):
+        sa = SAParams(src=B, dst=A, spi=0x1234, direction="in", mode=mode,  # type: ignore[arg-type]
+                      encr_id=20, encr_key_bits=256, encr_key=bytes(36), local_ts=[local], remote_ts=[remote])
+        ksel = KernelSA.decode(encode_sa(sa, kernel_reqid(7))).info.sel
+        assert (ksel.proto, ksel.dport, ksel.dport_mask, ksel.sport_mask) == (17, 5353, 0xFFFF, 0)
+        assert (ksel.prefixlen_s, ksel.prefixlen_d) == (0, 0)  # addresses: the policies
+    icmp = SAParams(src=B, dst=A, spi=0x1234, direction="in", mode="transport", encr_id=20,
+                    encr_key_bits=256,
+                    encr_key=bytes(36), local_ts=[ts("192.0.2.1/32", 1, 0x0800, 0x0800)],
+                    remote_ts=[ts("192.0.2.2/32", 1)])
+    ksel = KernelSA.decode(encode_sa(icmp, kernel_reqid(7))).info.sel
+    assert (ksel.proto, ksel.sport, ksel.sport_mask, ksel.dport, ksel.dport_mask) == (
+        1, 8, 0xFFFF, 0, 0xFFFF)  # echo request: type in sport, code in dport
+    # outbound SAs and any-protocol selectors keep the wildcard selector
+    out = SAParams(src=A, dst=B, spi=0x1235, direction="out", encr_id=20, encr_key_bits=256, encr_key=bytes(36),
+                   local_ts=[local], remote_ts=[remote])
+    assert KernelSA.decode(encode_sa(out, kernel_reqid(7))).info.sel.proto == 0

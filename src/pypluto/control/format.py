@@ -5,12 +5,21 @@ The daemon builds one *snapshot* (a JSON-able dict: ``pluto`` facts, ``now``,
 backend's traffic counters merged in).  ``render`` turns it into the lines of
 ``whack --status`` / ``--trafficstatus`` / ... ; ``json_view`` into the
 ``--json`` objects described in docs/control-protocol.md.
+
+Text output never carries a peer's bytes raw (issue 13): every field that a
+peer can choose (IDs, connection instance names) goes through
+:func:`pypluto.textsafe.escape`, and :func:`render` passes each line through
+:func:`pypluto.textsafe.guard`, which escapes a whole line should a raw control
+or bidi character still be in it.  JSON views keep the exact values (JSON
+escapes control characters itself).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
+
+from pypluto.textsafe import escape, guard
 
 STATUS_COMMANDS = frozenset(
     {"status", "globalstatus", "showstates", "trafficstatus", "briefstatus", "connectionstatus"}
@@ -111,10 +120,14 @@ def _summary_lines(snap: dict[str, Any]) -> list[str]:
     s = summary(snap)
     c, i, p = s["connections"], s["ike_sas"], s["ipsec_sas"]
     cookies = "required" if s["ddos_cookies_required"] else "not required"
+    dos = snap["engine"].get("dos") or {}
+    full = bool(dos.get("max_halfopen_ike")) and \
+        dos.get("half_open", 0) >= dos.get("max_halfopen_ike", 0)
+    accepting = "Not accepting" if full else "Accepting"
     return [
         f"Total IPsec connections: loaded {c['loaded']}, active {c['active']}",
         "",
-        f"State Information: DDoS cookies {cookies}, Accepting new IKE connections",
+        f"State Information: DDoS cookies {cookies}, {accepting} new IKE connections",
         f"IKE SAs: total({i['total']}), half-open({i['half_open']}), open({i['open']}), "
         f"authenticated({i['authenticated']}), anonymous({i['anonymous']})",
         f"IPsec SAs: total({p['total']}), authenticated({p['authenticated']}), "
@@ -126,6 +139,7 @@ def _summary_lines(snap: dict[str, Any]) -> list[str]:
 
 
 def _end(subnets: list[str], host: str, ident: str, local: bool) -> str:
+    ident = escape(ident)
     host_id = f"{host}[{ident}]" if ident and ident != host else host
     nets = [n for n in subnets if n.split("/")[0] != host]
     if not nets:
@@ -137,9 +151,9 @@ def _end(subnets: list[str], host: str, ident: str, local: bool) -> str:
 def connection_lines(snap: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for name in snap["pluto"].get("unoriented", []):
-        lines.append(f'"{name}": unoriented; neither end is a local address;')
+        lines.append(f'"{escape(name)}": unoriented; neither end is a local address;')
     for c in snap["engine"]["connections"]:
-        n = f'"{c["name"]}"'
+        n = f'"{escape(c["name"])}"'
         left = _end(c["local_subnets"], c["local"], c["local_id"], True)
         right = _end(c["remote_subnets"], c["remote"] or "%any", c["remote_id"], False)
         routing = "established" if c.get("child_serials") else (
@@ -314,7 +328,7 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
             newest_child[ch["conn"]] = max(newest_child.get(ch["conn"], 0), ch["serial"])
     entries: list[tuple[int, list[str]]] = []
     for s in snap["engine"]["ike_sas"]:
-        parts = [f'#{s["serial"]}: "{s["conn"]}":{_port(s["remote"])} '
+        parts = [f'#{s["serial"]}: "{escape(s["conn"])}":{_port(s["remote"])} '
                  f'{s["state"]} ({story(s["state"])});']
         parts += _timers(now, s.get("rekey_at"), s.get("expire_at"))
         if newest_ike.get(s["conn"]) == s["serial"]:
@@ -322,7 +336,7 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
         parts.append("idle;")
         entries.append((s["serial"], [" ".join(parts)]))
         for ch in s["children"]:
-            p = [f'#{ch["serial"]}: "{ch["conn"]}":{_port(s["remote"])} '
+            p = [f'#{ch["serial"]}: "{escape(ch["conn"])}":{_port(s["remote"])} '
                  f'{ch["state"]} ({story(ch["state"])});']
             p += _timers(now, ch.get("rekey_at"), ch.get("expire_at"))
             if newest_child.get(ch["conn"]) == ch["serial"]:
@@ -335,11 +349,17 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
                 mode = "tun" if ch.get("mode", "tunnel") == "tunnel" else "trans"
                 pre = proto.upper()
                 block.append(
-                    f'#{ch["serial"]}: "{ch["conn"]}" {proto}.{ch["spi_out"]:x}@{r} '
+                    f'#{ch["serial"]}: "{escape(ch["conn"])}" {proto}.{ch["spi_out"]:x}@{r} '
                     f'{proto}.{ch["spi_in"]:x}@{lo} {mode}.0@{r} {mode}.0@{lo} Traffic: '
                     f'{pre}in={humber(ch["in_bytes"])} {pre}out={humber(ch["out_bytes"])} '
                     f'{pre}max={MAX_BYTES_TEXT}'
                 )
+                drops = " ".join(
+                    f"{label}={ch.get(key, 0)}" for key, label in (
+                        ("replay_drops", "replay"), ("integrity_failures", "integrity"),
+                        ("selector_drops", "selector"))
+                    if ch.get(key, 0) is not None)  # None: the backend does not count it
+                block.append(f'#{ch["serial"]}: "{ch["conn"]}" dropped: {drops}')
             entries.append((ch["serial"], block))
     for _serial, block in sorted(entries, key=lambda e: e[0]):
         lines.extend(block)
@@ -373,6 +393,10 @@ def traffic_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
                 "out_bytes": ch["out_bytes"],
                 "in_packets": ch["in_packets"],
                 "out_packets": ch["out_packets"],
+                # inbound packets dropped: replay, integrity, outside the selectors
+                "replay_drops": ch.get("replay_drops", 0),
+                "integrity_failures": ch.get("integrity_failures", 0),
+                "selector_drops": ch.get("selector_drops", 0),
                 "max_bytes": None,
                 "remote_id": s.get("remote_id", ""),
                 "ike_serial": s["serial"],
@@ -383,9 +407,9 @@ def traffic_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
 
 def traffic_lines(snap: dict[str, Any]) -> list[str]:
     return [
-        f'#{r["serial"]}: "{r["conn"]}", type={r["type"]}, add_time={r["add_time"]}, '
+        f'#{r["serial"]}: "{escape(r["conn"])}", type={r["type"]}, add_time={r["add_time"]}, '
         f'inBytes={r["in_bytes"]}, outBytes={r["out_bytes"]}, maxBytes={MAX_BYTES_TEXT}, '
-        f"id='{r['remote_id']}'"
+        f"id='{escape(r['remote_id'])}'"
         for r in traffic_rows(snap)
     ]
 
@@ -408,6 +432,19 @@ def global_values(snap: dict[str, Any]) -> dict[str, int]:
         "current.connections.active": s["connections"]["active"],
         "current.ddos.busy": int(s["ddos_cookies_required"]),
     }
+    dos = eng.get("dos") or {}
+    for key, field in (("current.ddos.init_rate", "init_rate"),
+                       ("current.ddos.halfopen_threshold", "ddos_ike_threshold"),
+                       ("current.ddos.max_halfopen", "max_halfopen_ike"),
+                       ("total.ddos.cookies_sent", "cookies_sent"),
+                       ("total.ddos.cookies_accepted", "cookies_accepted"),
+                       ("total.ddos.cookies_rejected", "cookies_rejected"),
+                       ("total.ddos.dropped_halfopen_full", "dropped_halfopen_full"),
+                       ("total.ddos.dropped_per_addr", "dropped_per_addr"),
+                       ("current.ike.fragment_bytes", "fragment_bytes"),
+                       ("total.ike.fragments_dropped", "fragments_dropped")):
+        if field in dos:
+            v[key] = int(dos[field])
     counts: dict[str, int] = {}
     for ike in eng["ike_sas"]:
         counts[ike["state"]] = counts.get(ike["state"], 0) + 1
@@ -508,9 +545,29 @@ def header_lines(snap: dict[str, Any]) -> list[str]:
         f"crl-strict={'yes' if p['crl_strict'] else 'no'} (not enforced yet), "
         f"crlcheckinterval={p['crlcheckinterval']:g}s, secctx-attr-type="
         f"{p['secctx_attr_type']}, debug={','.join(p['debug']) or 'none'}",
+        *_ddos_lines(snap),
         "",
     ]
     return lines
+
+
+def _ddos_lines(snap: dict[str, Any]) -> list[str]:
+    """The DoS defence (ike/cookies.py): mode, pressure, thresholds, counters."""
+    d = snap["engine"].get("dos")
+    if not d:
+        return []
+    why = f" ({d['reason']})" if d.get("busy") and d.get("reason") else ""
+    return [
+        f"DDoS: mode={d['mode']}, cookies {'required' + why if d['busy'] else 'not required'}"
+        f"; half-open {d['half_open']} (threshold {d['ddos_ike_threshold']}, max "
+        f"{d['max_halfopen_ike']}), new IKE_SA_INIT {d['init_rate']:.0f}/s (threshold "
+        f"{d['init_rate_threshold']:.0f}/s), per source {d['halfopen_per_addr']}",
+        f"DDoS: cookies sent/accepted/rejected {d['cookies_sent']}/{d['cookies_accepted']}/"
+        f"{d['cookies_rejected']}; dropped: half-open full {d['dropped_halfopen_full']}, "
+        f"per source {d['dropped_per_addr']}; fragments buffered {d['fragment_bytes']} "
+        f"bytes, dropped {d['fragments_dropped']} (caps {d['max_reassembled']}/"
+        f"{d['max_fragment_buffer']})",
+    ]
 
 
 def shunt_lines(snap: dict[str, Any]) -> list[str]:
@@ -519,6 +576,12 @@ def shunt_lines(snap: dict[str, Any]) -> list[str]:
 
 
 def render(cmd: str, snap: dict[str, Any]) -> list[str]:
+    """The text lines of a status command; every line is safe to print (see the
+    module docstring)."""
+    return [guard(line) for line in _render(cmd, snap)]
+
+
+def _render(cmd: str, snap: dict[str, Any]) -> list[str]:
     if cmd == "status":
         lines = header_lines(snap)
         lines.append("Connection list:")
@@ -550,7 +613,7 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     if cmd == "status":
         out.update(pluto=snap["pluto"], now=snap["now"], connections=eng["connections"],
                    ike_sas=eng["ike_sas"], summary=summary(snap),
-                   counters=snap.get("counters", {}))
+                   counters=snap.get("counters", {}), dos=eng.get("dos"))
     elif cmd == "connectionstatus":
         out.update(connections=eng["connections"], summary=summary(snap))
     elif cmd == "briefstatus":
@@ -562,7 +625,7 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     elif cmd == "globalstatus":
         out.update(values={k: int(v) for k, v in
                            (ln.split("=", 1) for ln in libreswan_global_lines(snap))},
-                   counters=snap.get("counters", {}))
+                   counters=snap.get("counters", {}), dos=eng.get("dos"))
     return out
 
 
@@ -588,10 +651,10 @@ def render_psks(records: Iterable[SecretRecord], files: Iterable[str] = ()) -> l
         if r.kind != "PSK":
             continue
         n += 1
-        ids = " ".join(str(i) for i in r.indices) or "%any"
+        ids = " ".join(escape(str(i)) for i in r.indices) or "%any"
         origin = r.origin
         where = f"  ({origin})" if origin else ""
         lines.append(f"{n:5d}: PSK {ids}{where}")
     if n == 0:
         lines.append("    (none)")
-    return lines
+    return [guard(line) for line in lines]

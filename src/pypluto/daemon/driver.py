@@ -31,6 +31,7 @@ import subprocess
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from pypluto.config.model import IPAddress
@@ -176,7 +177,17 @@ class EngineDriver:
     def execute(self, actions: list[Action], rate_limited: bool = False) -> None:
         """Carry out ``actions`` in order; one failing action does not stop the rest."""
         self._last_error = None
+        # A Child SA whose SA or policy the backend refused is not established (issue 12:
+        # never report success for what is not protected): its "established" line, its
+        # updown "up" and its event are dropped, and Engine.fail_child deletes it and
+        # answers a waiting whack with the backend's reason.
+        failed: dict[int, str] = {}  # serial -> the backend's reason
+        serial_of_reqid: dict[int, int] = {}
         for a in actions:
+            if isinstance(a, AddSA):
+                serial_of_reqid[a.sa.reqid] = a.sa.serial
+            if failed and _belongs_to_failed(a, failed):
+                continue
             handler = HANDLERS.get(type(a))
             if handler is None:
                 self.log.log(f"unknown engine action {type(a).__name__} ignored", "debug")
@@ -187,9 +198,17 @@ class EngineDriver:
                 sa = a.sa if isinstance(a, AddSA) else None
                 self.log.log(f"kernel: {type(a).__name__} failed: {e}", "error",
                              conn=(sa.conn_name if sa is not None else None) or None)
+                serial = a.sa.serial if isinstance(a, AddSA) else \
+                    serial_of_reqid.get(a.policy.reqid, 0) if isinstance(a, AddPolicy) else 0
+                if serial:
+                    failed.setdefault(serial, str(e))
             except Exception as e:  # noqa: BLE001
                 self.internal_error(e, f"executing {type(a).__name__}",
                                     conn=_conn_of(a))
+        for serial, why in failed.items():
+            self.run(partial(_fail_child, serial=serial, why=f"Child SA not installed: {why}",
+                             now=self.now()),
+                     where="a Child SA the backend refused")
 
     def _backend(self) -> KernelBackend:
         assert self.backend is not None
@@ -484,6 +503,31 @@ class EngineDriver:
             if stats is not None:
                 setattr(ch, attr_b, max(getattr(ch, attr_b), stats.bytes))
                 setattr(ch, attr_p, max(getattr(ch, attr_p), stats.packets))
+
+    def drop_counters(self, ch: dict[str, Any]) -> None:
+        """The inbound SA's drops (replay, integrity, selector: RFC 4303 §3.4, RFC 4301 §5.2)
+        into a Child SA's status dict."""
+        spi = int(ch.get("spi_in", 0))
+        meta = self.sa_index.get(spi)
+        stats = self.stats(meta[0], spi, meta[1]) if meta is not None else None
+        for k in ("replay_drops", "integrity_failures", "selector_drops"):
+            v = getattr(stats, k, None) if stats is not None else 0
+            ch[k] = int(v) if isinstance(v, int) else None  # None: not counted per SA
+
+
+def _fail_child(engine: EngineAPI, *, serial: int, why: str, now: float) -> list[Action]:
+    return engine.fail_child(serial, why, now)
+
+
+def _belongs_to_failed(a: Action, failed: dict[int, str]) -> bool:
+    """An action reporting or continuing a Child SA whose kernel install failed."""
+    if isinstance(a, Log):
+        return a.serial in failed and a.message.startswith("established Child SA")
+    if isinstance(a, ConnectionEvent):
+        return a.serial in failed and a.kind == EventKind.CHILD_ESTABLISHED
+    if isinstance(a, Updown):
+        return a.up and a.child.serial in failed
+    return False
 
 
 def _conn_of(a: Action) -> str | None:

@@ -4,9 +4,9 @@ Called once the lock file was found stale (``daemon/lockfile.py``), before the
 new run picks its kernel backend, so the leftovers go whichever backend the
 new run uses:
 
-* the userspace plane's routing table (``DEFAULT_TABLE``, its routes and throw
-  routes) and the rule that looks it up (``4500: from all lookup 4500``), both
-  families (``kernel/userspace/iproute.py``);
+* the userspace plane's routing tables and rules (``kernel/userspace/routes.py``:
+  ``4500: lookup 4500``, the selective ``4499`` rules into table 70036, the
+  ``4498: fwmark 0x4500`` bypass of its own sockets), both families;
 * the XFRM states and policies whose reqid lies in our range (the XFRM
   backend's own ``flush_own``), when the kernel has XFRM;
 * the TUN device is not persistent (``kernel/userspace/tun.py``): the kernel
@@ -23,8 +23,10 @@ import subprocess
 from collections.abc import Callable
 
 from pypluto.kernel.userspace import iproute
+from pypluto.kernel.userspace.backend import DEFAULT_IFNAME
 from pypluto.kernel.userspace.backend import DEFAULT_RULE_PRIORITY as USERSPACE_RULE_PRIORITY
 from pypluto.kernel.userspace.backend import DEFAULT_TABLE as USERSPACE_TABLE
+from pypluto.kernel.userspace.routes import Routes
 
 
 def _rules(version: int) -> list[dict[str, object]]:
@@ -38,21 +40,25 @@ def _rules(version: int) -> list[dict[str, object]]:
 
 def remove_userspace_leftovers(table: int = USERSPACE_TABLE,
                                priority: int = USERSPACE_RULE_PRIORITY) -> list[str]:
-    """Flush our routing table and delete our lookup rules; returns what was removed."""
+    """Flush our routing tables and delete our rules; returns what was removed.
+
+    The plane's own ``Routes.remove_all`` knows every table and rule it may add
+    (the generic rule, the selective one for port-limited policies, the bypass
+    for its own marked sockets); this only counts what was there first.
+    """
+    routes = Routes(DEFAULT_IFNAME, table, priority)
     removed: list[str] = []
     for v in (4, 6):
-        fam = iproute.fam(v)
-        routes = iproute.routes_in_table(v, table)
-        if routes:
-            iproute.ip(fam, "route", "flush", "table", str(table), check=False)
-            removed.append(f"{len(routes)} IPv{v} route(s) in table {table}")
-        n = sum(1 for r in _rules(v)
-                if str(r.get("table")) == str(table) and r.get("priority") == priority)
-        for _ in range(n):
-            iproute.ip(fam, "rule", "del", "priority", str(priority), "table", str(table),
-                       check=False)
+        n = sum(len(iproute.routes_in_table(v, t)) for t in (table, routes.sel_table))
         if n:
-            removed.append(f"IPv{v} rule '{priority}: lookup {table}'")
+            removed.append(f"{n} IPv{v} route(s) in tables {table}/{routes.sel_table}")
+        rules = [r for r in _rules(v) if r.get("priority") in
+                 (priority, priority - 1, priority - 2)]
+        if rules:
+            removed.append(f"{len(rules)} IPv{v} rule(s) at priorities "
+                           f"{priority - 2}-{priority}")
+    if removed:
+        routes.remove_all()
     return removed
 
 

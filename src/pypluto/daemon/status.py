@@ -120,6 +120,10 @@ def snapshot(*, opts: PlutoOptions, log: PlutoLogger, driver: EngineDriver,
     for c in st.connections:
         c.routed = c.routed or c.name in registry.routed
     backend = driver.backend
+    engine = dataclasses.asdict(st)
+    for ike_d in engine.get("ike_sas", []):
+        for ch_d in ike_d.get("children", []):
+            driver.drop_counters(ch_d)
     return {
         "pluto": {
             "version": __version__,
@@ -152,6 +156,6 @@ def snapshot(*, opts: PlutoOptions, log: PlutoLogger, driver: EngineDriver,
         },
         "now": now,
         "wallclock": time.time(),
-        "engine": dataclasses.asdict(st),
+        "engine": engine,
         "counters": driver.counters.as_dict(),
     }

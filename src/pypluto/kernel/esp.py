@@ -228,6 +228,11 @@ def _checksum(hdr: bytes) -> int:
 
 
 class _SABase:
+    @property
+    def policy_drops(self) -> int:
+        """Inner packets outside the SA's selectors (``stats.selector_drops``)."""
+        return self.stats.selector_drops or 0
+
     def __init__(self, sa: SAParams, on_expire: Callable[[SAExpire], None] | None) -> None:
         self.params = sa
         self.spi = sa.spi
@@ -235,9 +240,8 @@ class _SABase:
         self.esn = sa.esn
         self.tunnel = sa.mode == "tunnel"
         self.t = _make_transform(sa)
-        self.stats = SAStats()
+        self.stats = SAStats(selector_drops=0)  # counted here (RFC 4301 §5.2 step 4)
         self.malformed = 0  # short, bad padding, wrong inner protocol
-        self.policy_drops = 0  # inner packet outside the SA's traffic selectors
         self.on_expire = on_expire
         self.dead = False  # hard limit reached: the SA carries nothing more
         self.created = time.monotonic()
@@ -509,7 +513,7 @@ class InboundSA(_SABase):
         inner = plain[:end]
         chk = self.selector_check
         if chk is not None and not chk(inner):
-            self.policy_drops += 1
+            st.selector_drops = (st.selector_drops or 0) + 1
             return None
         st.bytes += end
         st.packets += 1
@@ -542,7 +546,9 @@ class InboundSA(_SABase):
 
         Order of checks follows RFC 4303 §3.4: length, replay (§3.4.3),
         integrity (§3.4.4), then the window update, decryption, padding and
-        next header (§3.4.4.1), and the inner selectors (RFC 4301 §5.2 step 4).
+        next header (§3.4.4.1), and the inner selectors (RFC 4301 §5.2 step 4;
+        in transport mode on the rebuilt packet, so protocol and ports are checked
+        there too).
         """
         st = self.stats
         mv = memoryview(data)
@@ -609,12 +615,12 @@ class InboundSA(_SABase):
             if not inner or (inner[0] >> 4) != (4 if nh == NH_IPV4 else 6):
                 self.malformed += 1
                 return None
-            chk = self.selector_check
-            if chk is not None and not chk(inner):
-                self.policy_drops += 1
-                return None
         else:
             inner = self._rebuild(plain[:end], nh)
+        chk = self.selector_check
+        if chk is not None and not chk(inner):
+            st.selector_drops = (st.selector_drops or 0) + 1
+            return None
         st.bytes += len(inner)
         st.packets += 1
         st.last_used = _now()

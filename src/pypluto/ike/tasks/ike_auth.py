@@ -10,6 +10,7 @@ Child SA only: NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from pypluto.config import ids
@@ -59,6 +60,17 @@ def _psk(ctx: IKEContext, ike: IKESA, local_id: Identity, remote_id: Identity
         return None
 
 
+def auth_method(conn: Connection, local: bool) -> str:
+    """The method one side authenticates with: ``leftauth=``/``rightauth=``, else
+    ``authby=`` (Libreswan's asymmetric authentication); "" when it is neither PSK nor
+    NULL (RFC 7619), the methods pypluto has (the config layer refuses the others)."""
+    end = conn.local if local else conn.remote
+    words = {w for w in re.split(r"[\s,|]+", (end.auth or conn.authby or "").lower()) if w}
+    if words == {"null"}:
+        return "null"
+    return "secret" if words and words <= {"secret", "psk"} else ""
+
+
 def _octets(ike: IKESA, id_body: bytes, initiator_side: bool, msgid: int) -> bytes:
     """<SignedOctets> of one side (§2.15), with RFC 9242 §3.3.2's IntAuth appended."""
     assert ike.chosen is not None
@@ -90,6 +102,11 @@ class IKEAuth(Task):
     def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
               ) -> list[Payload] | None:
         conn = ike.conn
+        if not auth_method(conn, local=True):
+            mine = conn.local.auth or conn.authby
+            acts += fail(ctx, ike, now, f"cannot authenticate with {mine}: only PSK is "
+                         "supported", FailReason.LOCAL)
+            return None
         local_id = local_identity(ike, conn)
         ike.local_id = local_id
         remote_pat = conn.remote.id
@@ -167,6 +184,10 @@ class IKEAuth(Task):
         psk = _null_key(ike, False) if is_null_auth(conn) else \
             _psk(ctx, ike, ike.local_id, peer_id)
         prf = ike.chosen.prf
+        if not auth_method(conn, local=False):
+            return acts + fail(ctx, ike, now, f"the peer must authenticate with "
+                               f"{conn.remote.auth or conn.authby}, which is not supported",
+                               FailReason.AUTHENTICATION)
         if psk is None or int(auth_p.method) != _method(conn) or not cauth.psk_verify(
                 prf, psk, _octets(ike, codec.id_body(idr_p), False, self.msgid),
                 bytes(auth_p.data)):
@@ -176,8 +197,15 @@ class IKEAuth(Task):
         acts += established(ctx, ike, now)
         old = ike.reauth_of
         ike.reauth_of = None
-        if old is not None and ctx.is_live(old):  # make-before-break
+        acts += self._finish_child(ctx, ike, payloads, now)
+        if old is not None and ctx.is_live(old):  # make-before-break: new Child SA first
             acts += delete_ike(ctx, old, now)
+        return acts
+
+    def _finish_child(self, ctx: IKEContext, ike: IKESA, payloads: Sequence[Payload],
+                      now: float) -> list[Action]:
+        acts: list[Action] = []
+        conn = ike.conn
         child = self.child
         if child is not None:
             err = [p.notify_type for p in codec.errors(payloads)]
@@ -282,9 +310,9 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     conn = _pick_connection(ctx, ike, peer_id, want, payloads)
     if conn is None:
         return reject(f"no connection matches peer {id_desc(peer_id)}")
-    if conn.authby not in ("secret", "psk", "secret|rsasig", "rsasig|secret", "null") and \
-            (conn.remote.auth or conn.authby) not in ("secret", "psk"):
-        return reject(f"connection requires authby={conn.authby}; only PSK is supported")
+    if not auth_method(conn, local=False):
+        return reject(f"connection requires {conn.remote.auth or conn.authby} from the "
+                      "peer; only PSK and NULL are supported")
     if int(auth_p.method) != _method(conn):
         return reject(f"AUTH method {int(auth_p.method)} is not "
                       f"{'NULL' if is_null_auth(conn) else 'PSK'}")

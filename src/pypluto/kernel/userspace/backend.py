@@ -30,38 +30,42 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
 * Outbound flows are cached by address pair; inbound SAs are a dict by SPI;
   receive buffers are preallocated and read with ``recv*_into``.
 
-The control-plane methods (``add_sa`` ...) run in the daemon's thread; the
-packet threads only read dictionaries that those methods replace or update
-atomically.  Limits (SAExpire) are reported from the packet threads through
+The plane is four parts: the SA table (:mod:`.sa_table`), the policy lookup
+(:mod:`.selectors`, pure functions), the routes and rules that capture the
+protected traffic (:mod:`.routes`) and the packet threads (:mod:`.workers`);
+this module joins them and holds the per-packet paths.  The control-plane
+methods (``add_sa`` ...) run in the daemon's thread; the packet threads only
+read dictionaries that those methods replace or update atomically.  Limits (SAExpire) are reported from the packet threads through
 ``on_expire``.  Time-based lifetimes are left to the daemon's timers.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
-import queue
 import select
 import socket
 import struct
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
-from pypluto.kernel import esp
+from pypluto.kernel import ah, esp
+from pypluto.kernel.ah_sockets import AHSockets
 from pypluto.kernel.base import BackendError, KernelBackend
 from pypluto.kernel.userspace import iproute, offload
+from pypluto.kernel.userspace.routes import DEFAULT_MARK, SO_MARK, Routes
+from pypluto.kernel.userspace.sa_table import SATable
+from pypluto.kernel.userspace.selectors import OutboundPolicies, inbound_check
 from pypluto.kernel.userspace.tun import open_tun
+from pypluto.kernel.userspace.workers import Worker, Writer
 from pypluto.params import (
     IPAddress,
     PolicyParams,
     SAExpire,
     SAParams,
     SAStats,
-    TrafficSelector,
 )
 
 log = logging.getLogger("pypluto.kernel.userspace")
@@ -77,7 +81,7 @@ _SPI = struct.Struct("!I")
 Deliver = Callable[[bytes, tuple[str, int]], None]
 Sender = Callable[[bytes, tuple[str, int]], int]
 # outbound SA, its send function, the peer's (address, port), the socket, UDP GSO usable
-_Flow = tuple[esp.OutboundSA, Sender, tuple[str, int], socket.socket, bool]
+_Flow = tuple[esp.OutboundSA | ah.OutboundAH, Sender, tuple[str, int], socket.socket, bool]
 SOL_UDP = 17
 UDP_SEGMENT = 103  # UDP GSO: one sendmsg, many datagrams of one size (Linux 4.18)
 UDP_GRO = 104  # the reverse on receive (Linux 5.0)
@@ -104,46 +108,6 @@ class PlaneCounters:
     tun_writes: int = 0  # merged writes to the TUN device (TCP receive offload)
 
 
-@dataclass
-class _OutPolicy:
-    policy: PolicyParams
-    src: object  # ip_network
-    dst: object
-    exact: bool  # protocol/ports are "any": the flow may be cached by addresses
-
-
-def _ts_match(ts: TrafficSelector, pkt: bytes) -> bool:
-    """Protocol and port part of a selector (addresses are checked by the caller)."""
-    if ts.protocol == 0 and (ts.port_start, ts.port_end) == (0, 65535):
-        return True
-    v = pkt[0] >> 4
-    if v == 4:
-        proto, off = pkt[9], (pkt[0] & 0x0F) * 4
-    else:
-        proto, off = pkt[6], 40
-    if ts.protocol and proto != ts.protocol:
-        return False
-    if (ts.port_start, ts.port_end) == (0, 65535):
-        return True
-    if proto not in (6, 17, 132) or len(pkt) < off + 4:
-        return False
-    return True  # ports are checked by the caller, which knows the direction
-
-
-def _ports(pkt: bytes) -> tuple[int, int] | None:
-    v = pkt[0] >> 4
-    off = (pkt[0] & 0x0F) * 4 if v == 4 else 40
-    if len(pkt) < off + 4:
-        return None
-    sp, dp = struct.unpack_from("!HH", pkt, off)
-    return sp, dp
-
-
-def _addr_key(pkt: bytes) -> bytes:
-    """Source ‖ destination address of an IP packet (the flow-cache key)."""
-    return pkt[12:20] if pkt[0] >> 4 == 4 else pkt[8:40]
-
-
 class UserspaceBackend(KernelBackend):
     """ESP over TUN, like strongSwan's kernel-libipsec (``--use-userspace``)."""
 
@@ -153,29 +117,26 @@ class UserspaceBackend(KernelBackend):
                  rule_priority: int = DEFAULT_RULE_PRIORITY, mtu: int = DEFAULT_MTU,
                  manage_routes: bool = True, threads: str = "split",
                  offload: bool = True, udp_gso: bool | None = None,
-                 writer_threads: bool = True) -> None:
+                 writer_threads: bool = True, mark: int = DEFAULT_MARK) -> None:
         self.table = table
         self.rule_priority = rule_priority
         self.manage_routes = manage_routes
+        self.mark = mark
         self.counters = PlaneCounters()
         self._lock = threading.RLock()
         self._stop = False
-        self._sas: dict[tuple[str, int], esp.InboundSA | esp.OutboundSA] = {}
-        self._in: dict[int, esp.InboundSA] = {}
-        self._out_by_reqid: dict[int, esp.OutboundSA] = {}
-        self._out_by_peer: dict[str, esp.OutboundSA] = {}
+        self._sas = SATable()
         self._policies: dict[tuple[str, str, str, int], PolicyParams] = {}
-        self._out_pols: list[_OutPolicy] = []
+        self._out = OutboundPolicies()
         self._flow: dict[bytes, _Flow] = {}
         self._socks: list[tuple[tuple[str, int], socket.socket, Deliver]] = []
         self._raw: dict[int, socket.socket] = {}
-        self._route_refs: dict[tuple[int, str], int] = {}
-        self._throw_refs: dict[tuple[int, str], int] = {}
-        self._addr_refs: dict[str, int] = {}
-        self._rules: set[int] = set()
+        self._ah: dict[int, AHSockets] = {}  # AH (IP protocol 51) by IP version
+        self._routes = Routes(ifname, table, rule_priority, mark)
         if manage_routes:
-            self._remove_table()  # leftovers of an earlier, crashed run
+            self._routes.remove_all()  # leftovers of an earlier, crashed run
         self._tun_fd, self.ifname, self.offload = open_tun(ifname, offload)
+        self._routes.ifname = self.ifname
         # UDP GSO/GRO on the ESP-in-UDP sockets, by default along with TUN offload
         self._gso = offload if udp_gso is None else udp_gso
         try:
@@ -183,38 +144,61 @@ class UserspaceBackend(KernelBackend):
         except BackendError:
             os.close(self._tun_fd)
             raise
-        self._workers: list[_Worker] = []
+        _loose_rp_filter(self.ifname)
+        self._workers: list[Worker] = []
         if threads == "split":  # one thread per direction
-            self._workers = [_Worker(self, tun=True, net=False), _Worker(self, tun=False, net=True)]
+            self._workers = [Worker(self, tun=True, net=False), Worker(self, tun=False, net=True)]
         elif threads == "single":  # one thread for both: no GIL hand-offs between them
-            self._workers = [_Worker(self, tun=True, net=True)]
+            self._workers = [Worker(self, tun=True, net=True)]
         else:
             os.close(self._tun_fd)
             raise BackendError(f"threads must be 'single' or 'split', not {threads!r}")
         # Writers: the batches of a super-packet leave through sendmsg / writev in threads
         # of their own, so the kernel's share of the work (UDP GSO, the veth, TCP receive)
         # runs without the GIL while the reading thread encrypts the next batch.
-        self._txq: _Writer | None = None
-        self._tunq: _Writer | None = None
+        self._txq: Writer | None = None
+        self._tunq: Writer | None = None
         if offload and writer_threads:
-            self._txq = _Writer(lambda item: self._send_many(*item), "esp-send")
-            self._tunq = _Writer(self._to_tun_many_now, "esp-tunw")
+            self._txq = Writer(lambda item: self._send_many(*item), "esp-send")
+            self._tunq = Writer(self._to_tun_many_now, "esp-tunw")
         for w in self._workers:
             w.start()
         log.info("userspace ESP plane on TUN device %s (table %d, %s threads)", self.ifname,
                  table, threads)
 
+    # --- what the packet threads ask (workers.PacketSource) ----------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop
+
+    def poll_handlers(self, tun: bool, net: bool, batch: int
+                      ) -> dict[int, Callable[[], None]]:
+        """Descriptor -> drain function, for a worker's poll set."""
+        h: dict[int, Callable[[], None]] = {}
+        if tun:
+            h[self._tun_fd] = lambda: self._drain_tun(batch)
+        if net:
+            with self._lock:  # forget sockets the daemon closed
+                self._socks = [x for x in self._socks if x[1].fileno() >= 0]
+                socks = list(self._socks)
+                raws = list(self._raw.items())
+                ahs = list(self._ah.values())
+            for _local, sock, deliver in socks:
+                mv = memoryview(bytearray(65536))
+                h[sock.fileno()] = (lambda s=sock, d=deliver, m=mv:  # type: ignore[misc]
+                                    self._drain_udp(s, d, m, batch))
+            for version, raw in raws:
+                mv = memoryview(bytearray(65536))
+                h[raw.fileno()] = (lambda r=raw, v=version, m=mv:  # type: ignore[misc]
+                                   self._drain_raw(r, v, m, batch))
+            for ahs_ in ahs:
+                mv = memoryview(bytearray(65536 + 40))
+                h[ahs_.fileno()] = (lambda a=ahs_, m=mv:  # type: ignore[misc]
+                                    self._drain_ah(a, m, batch))
+        return h
+
     # --- packet paths ----------------------------------------------------------------
-
-    def _kick(self) -> None:
-        """Have every worker rebuild its poll set (sockets were added, or we stop)."""
-        for w in self._workers:
-            w.kick()
-
-    def _expire(self, ev: SAExpire) -> None:
-        cb = self.on_expire
-        if cb is not None:
-            cb(ev)
 
     def _drain_tun(self, batch: int) -> None:
         """Outbound: TUN -> policy -> ESP -> UDP (RFC 4303 §3.1, RFC 3948 §2.1)."""
@@ -454,7 +438,7 @@ class UserspaceBackend(KernelBackend):
             if deliver is not None:
                 self._deliver(deliver, bytes(d[4:n]), addr)
             return None
-        isa = self._in.get(spi)
+        isa = self._sas.by_spi.get(spi)
         if isa is None:
             c.unknown_spi += 1
             return None
@@ -481,7 +465,7 @@ class UserspaceBackend(KernelBackend):
         if len(data) < 8:
             self.counters.malformed += 1
             return
-        isa = self._in.get(_SPI.unpack_from(data, 0)[0])
+        isa = self._sas.by_spi.get(_SPI.unpack_from(data, 0)[0])
         if isa is None:
             self.counters.unknown_spi += 1
             return
@@ -489,53 +473,52 @@ class UserspaceBackend(KernelBackend):
         if inner is not None:
             self._to_tun(inner)
 
+    def _drain_ah(self, socks: AHSockets, mv: memoryview, batch: int) -> None:
+        """Inbound AH (IP protocol 51, RFC 4302 §3.4): whole IP packets, by SPI -> TUN."""
+        for _ in range(batch):
+            pkt = socks.recv_into(mv)
+            if pkt is None:
+                return
+            spi = ah.ah_spi(pkt)
+            isa = self._sas.ah_by_spi.get(spi) if spi is not None else None
+            if isa is None:
+                if spi is None:
+                    self.counters.malformed += 1
+                else:
+                    self.counters.unknown_spi += 1
+                continue
+            inner = isa.decap(pkt)
+            if inner is not None:
+                self._to_tun(inner)
+
     # --- outbound lookup -------------------------------------------------------------
 
-    def _resolve(self, pkt: bytes, key: bytes
-                 ) -> _Flow | None:
+    def _resolve(self, pkt: bytes, key: bytes) -> _Flow | None:
         """Slow path: the outbound policy and SA for a packet (RFC 4301 §5.1 SPD lookup)."""
         flow = self._flow  # a cache invalidated meanwhile must not receive this entry
-        try:
-            if pkt[0] >> 4 == 4:
-                src: IPAddress = ipaddress.IPv4Address(pkt[12:16])
-                dst: IPAddress = ipaddress.IPv4Address(pkt[16:20])
-            else:
-                src = ipaddress.IPv6Address(pkt[8:24])
-                dst = ipaddress.IPv6Address(pkt[24:40])
-        except (ValueError, IndexError):
+        found = self._out.lookup(pkt)
+        if found is None:
             return None
-        for op in self._out_pols:
-            if src not in op.src or dst not in op.dst:  # type: ignore[operator]
-                continue
-            pol = op.policy
-            if not op.exact:
-                if not (_ts_match(pol.src, pkt) and _ts_match(pol.dst, pkt)):
-                    continue
-                ports = _ports(pkt)
-                if (pol.src.port_start, pol.src.port_end) != (0, 65535) or (
-                        pol.dst.port_start, pol.dst.port_end) != (0, 65535):
-                    if ports is None or not (
-                            pol.src.port_start <= ports[0] <= pol.src.port_end
-                            and pol.dst.port_start <= ports[1] <= pol.dst.port_end):
-                        continue
-            osa = self._out_by_reqid.get(pol.reqid) if pol.reqid else None
-            if osa is None:
-                osa = self._out_by_peer.get(str(pol.tmpl_dst))
-            if osa is None:
-                return None
-            ent = self._sender_for(osa)
-            if ent is None:
-                return None
-            if op.exact:
-                if len(flow) >= _FLOW_CACHE_MAX:
-                    flow.clear()
-                flow[key] = ent
-            return ent
-        return None
+        pol, by_address = found
+        osa = self._sas.outbound_for(pol)
+        if osa is None:
+            return None
+        ent = self._sender_for(osa)
+        if ent is None:
+            return None
+        if by_address:
+            if len(flow) >= _FLOW_CACHE_MAX:
+                flow.clear()
+            flow[key] = ent
+        return ent
 
-    def _sender_for(self, osa: esp.OutboundSA
-                    ) -> _Flow | None:
+    def _sender_for(self, osa: esp.OutboundSA | ah.OutboundAH) -> _Flow | None:
         p = osa.params
+        if isinstance(osa, ah.OutboundAH):  # whole IP packets, header included
+            socks = self._ah.get(p.dst.version)
+            if socks is None:
+                return None
+            return (osa, socks.tx.sendto, (str(p.dst), 0), socks.tx, False)
         if p.encap_dport is None:
             raw = self._raw.get(p.dst.version)
             if raw is None:
@@ -559,11 +542,35 @@ class UserspaceBackend(KernelBackend):
     def _invalidate(self) -> None:
         self._flow = {}
 
+    def _kick(self) -> None:
+        """Have every worker rebuild its poll set (sockets were added, or we stop)."""
+        for w in self._workers:
+            w.kick()
+
+    def _expire(self, ev: SAExpire) -> None:
+        cb = self.on_expire
+        if cb is not None:
+            cb(ev)
+
     # --- KernelBackend -------------------------------------------------------------------
+
+    def _mark(self, sock: socket.socket) -> None:
+        """Our own IKE and ESP packets bypass the capture rules (see :mod:`.routes`)."""
+        if not self.manage_routes:
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, self.mark)
+        except OSError as e:
+            raise BackendError(f"cannot mark socket (SO_MARK): {e.strerror}") from None
+
+    def prepare_ike_socket(self, sock: socket.socket) -> None:
+        """IKE on this socket is never captured into the TUN device (the socket mark)."""
+        self._mark(sock)
 
     def attach_nat_socket(self, sock: socket.socket, local: tuple[str, int],
                           deliver_ike: Callable[[bytes, tuple[str, int]], None]) -> bool:
         """Own the reads of the daemon's UDP socket at ``local`` (RFC 3948)."""
+        self._mark(sock)
         with self._lock:
             self._socks.append(((local[0], local[1]), sock, deliver_ike))
             self._invalidate()
@@ -588,6 +595,11 @@ class UserspaceBackend(KernelBackend):
             self._invalidate()
             self._kick()
 
+    @property
+    def attached_sockets(self) -> int:
+        """How many daemon sockets the plane reads (for tests)."""
+        return len(self._socks)
+
     def handle_esp(self, data: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
         self._esp_in(data)
 
@@ -599,78 +611,67 @@ class UserspaceBackend(KernelBackend):
             s = socket.socket(fam, socket.SOCK_RAW, IPPROTO_ESP)
         except OSError as e:
             raise BackendError(f"cannot open a raw ESP socket: {e.strerror}") from None
+        try:
+            self._mark(s)
+        except BackendError:
+            s.close()
+            raise
         s.setblocking(False)
         self._raw[version] = s
         self._kick()
 
+    def _ensure_ah(self, version: int) -> None:
+        if version in self._ah:
+            return
+        self._ah[version] = AHSockets(version, self.mark if self.manage_routes else None)
+        self._kick()
+
     def add_sa(self, sa: SAParams) -> None:
         with self._lock:
-            state = esp.make_sa(sa, self._expire)
-            if sa.encap_dport is None and sa.direction == "out":
+            check_protectable(sa)
+            if sa.protocol == "ah":
+                self._ensure_ah(sa.dst.version)
+            elif sa.encap_dport is None and sa.direction == "out":
                 self._ensure_raw(sa.dst.version)
             elif sa.encap_dport is None:
                 self._ensure_raw(sa.src.version)
-            key = (str(sa.dst), sa.spi)
-            old = self._sas.get(key)
-            if isinstance(state, esp.InboundSA):
-                if isinstance(old, esp.InboundSA):  # update keeps the window and counters
-                    state.stats, state.top, state.bitmap = old.stats, old.top, old.bitmap
-                state.selector_check = _selector_check(sa)
-                self._sas[key] = state
-                self._in[sa.spi] = state
-            else:
-                if isinstance(old, esp.OutboundSA):
-                    state.stats, state.seq = old.stats, old.seq
-                self._sas[key] = state
-                if sa.reqid:
-                    self._out_by_reqid[sa.reqid] = state
-                self._out_by_peer[str(sa.dst)] = state
+            self._sas.add(sa, self._expire,
+                          inbound_check(sa) if sa.direction == "in" else None)
             self._invalidate()
             log.debug("| add %s SA %08x %s->%s", sa.direction, sa.spi, sa.src, sa.dst)
 
     def del_sa(self, dst: IPAddress, spi: int, protocol: str = "esp") -> None:
         with self._lock:
-            state = self._sas.pop((str(dst), spi), None)
-            if state is None:
-                return
-            if isinstance(state, esp.InboundSA):
-                if self._in.get(spi) is state:
-                    del self._in[spi]
-            else:
-                p = state.params
-                if self._out_by_reqid.get(p.reqid) is state:
-                    del self._out_by_reqid[p.reqid]
-                    for other in self._sas.values():  # an older SA of the pair still alive
-                        if isinstance(other, esp.OutboundSA) and other.params.reqid == p.reqid:
-                            self._out_by_reqid[p.reqid] = other
-                if self._out_by_peer.get(str(p.dst)) is state:
-                    del self._out_by_peer[str(p.dst)]
-                    for other in self._sas.values():
-                        if isinstance(other, esp.OutboundSA) and other.params.dst == p.dst:
-                            self._out_by_peer[str(p.dst)] = other
-            self._invalidate()
+            if self._sas.remove(dst, spi) is not None:
+                self._invalidate()
 
     def get_sa_stats(self, dst: IPAddress, spi: int, protocol: str = "esp") -> SAStats | None:
-        state = self._sas.get((str(dst), spi))
-        return None if state is None else replace(state.stats)
+        """Bytes, packets and the drop counters: replay, integrity, selector (RFC 4301 §5.2)."""
+        return self._sas.stats(dst, spi)
 
-    def sa_state(self, dst: IPAddress, spi: int) -> esp.InboundSA | esp.OutboundSA | None:
-        """The live ESP state of one SA (for status and tests)."""
-        return self._sas.get((str(dst), spi))
+    def sa_state(self, dst: IPAddress, spi: int
+                 ) -> esp.InboundSA | esp.OutboundSA | ah.InboundAH | ah.OutboundAH | None:
+        """The live ESP or AH state of one SA (for status and tests)."""
+        return self._sas.get(dst, spi)
 
     @staticmethod
     def _pkey(p: PolicyParams) -> tuple[str, str, str, int]:
         return (str(p.src), str(p.dst), p.direction, p.reqid)
 
     def add_policy(self, policy: PolicyParams) -> None:
+        """Install one policy; an outbound one also captures its traffic (:mod:`.routes`).
+
+        Raises BackendError when the traffic cannot be captured: the policy is
+        then not installed, so nothing is reported as protected that is not.
+        """
         with self._lock:
             key = self._pkey(policy)
             fresh = key not in self._policies
+            if policy.direction == "out" and fresh and self.manage_routes:
+                self._routes.add(policy)
             self._policies[key] = policy
             if policy.direction == "out":
-                self._rebuild_out()
-                if fresh and self.manage_routes:
-                    self._add_route(policy)
+                self._out = OutboundPolicies(self._policies.values())
             self._invalidate()
 
     def del_policy(self, policy: PolicyParams) -> None:
@@ -679,152 +680,26 @@ class UserspaceBackend(KernelBackend):
             if old is None:
                 return
             if old.direction == "out":
-                self._rebuild_out()
+                self._out = OutboundPolicies(self._policies.values())
                 if self.manage_routes:
-                    self._del_route(old)
+                    self._routes.delete(old)
             self._invalidate()
-
-    def _rebuild_out(self) -> None:
-        pols = []
-        for p in self._policies.values():
-            if p.direction != "out":
-                continue
-            exact = all(ts.protocol == 0 and (ts.port_start, ts.port_end) == (0, 65535)
-                        for ts in (p.src, p.dst))
-            pols.append(_OutPolicy(p, p.src.network, p.dst.network, exact))
-        # most specific first: longer destination, then source prefixes; then by priority
-        pols.sort(key=lambda o: (-o.policy.dst.network.prefixlen,
-                                 -o.policy.src.network.prefixlen, not o.exact,
-                                 o.policy.priority))
-        self._out_pols = pols
-
-    # --- routes ----------------------------------------------------------------------
-
-    def _ensure_rule(self, version: int) -> None:
-        if version in self._rules:
-            return
-        if not iproute.rule_exists(version, self.table, self.rule_priority):
-            iproute.ip(iproute.fam(version), "rule", "add", "priority", str(self.rule_priority),
-                       "table", str(self.table))
-        self._rules.add(version)
-
-    def _source_for(self, policy: PolicyParams) -> IPAddress | None:
-        """leftsourceip, else the first address of ours inside the local selector."""
-        if policy.source_ip is not None:
-            return policy.source_ip
-        net = policy.src.network
-        if net.prefixlen == 0:
-            return None
-        for a in iproute.local_addresses():
-            if a.version == net.version and a in net and not a.is_loopback \
-                    and not a.is_link_local:
-                return a
-        return None
-
-    def _add_route(self, policy: PolicyParams) -> None:
-        net = policy.dst.network
-        v = net.version
-        fam = iproute.fam(v)
-        peer = policy.tmpl_dst
-        peer_net = ipaddress.ip_network(peer)
-        if net == peer_net:
-            log.warning("remote selector %s is the peer itself: not routed through %s",
-                        net, self.ifname)
-            return
-        self._ensure_rule(v)
-        src = self._source_for(policy)
-        if src is not None and policy.source_ip is not None:
-            s = str(src)
-            if self._addr_refs.get(s, 0) == 0 and src not in iproute.local_addresses():
-                plen = "32" if src.version == 4 else "128"
-                iproute.ip(iproute.fam(src.version), "addr", "add", f"{s}/{plen}", "dev",
-                           self.ifname)
-                self._addr_refs[s] = 1
-            elif s in self._addr_refs:
-                self._addr_refs[s] += 1
-        rkey = (v, str(net))
-        args = ["route", "replace", str(net), "dev", self.ifname, "table", str(self.table)]
-        if src is not None and src.version == v:
-            args += ["src", str(src)]
-        iproute.ip(fam, *args)
-        self._route_refs[rkey] = self._route_refs.get(rkey, 0) + 1
-        tkey = (peer.version, str(peer_net))
-        if self._throw_refs.get(tkey, 0) == 0:
-            self._ensure_rule(peer.version)
-            iproute.ip(iproute.fam(peer.version), "route", "replace", "throw", str(peer_net),
-                       "table", str(self.table))
-        self._throw_refs[tkey] = self._throw_refs.get(tkey, 0) + 1
-
-    def _del_route(self, policy: PolicyParams) -> None:
-        net = policy.dst.network
-        v = net.version
-        peer_net = ipaddress.ip_network(policy.tmpl_dst)
-        if net == peer_net:
-            return
-        rkey = (v, str(net))
-        n = self._route_refs.get(rkey, 0) - 1
-        if n <= 0:
-            self._route_refs.pop(rkey, None)
-            iproute.ip(iproute.fam(v), "route", "del", str(net), "table", str(self.table),
-                       check=False)
-        else:
-            self._route_refs[rkey] = n
-        tkey = (policy.tmpl_dst.version, str(peer_net))
-        n = self._throw_refs.get(tkey, 0) - 1
-        if n <= 0:
-            self._throw_refs.pop(tkey, None)
-            iproute.ip(iproute.fam(tkey[0]), "route", "del", "throw", str(peer_net), "table",
-                       str(self.table), check=False)
-        else:
-            self._throw_refs[tkey] = n
-        if policy.source_ip is not None:
-            s = str(policy.source_ip)
-            if s in self._addr_refs:
-                self._addr_refs[s] -= 1
-                if self._addr_refs[s] <= 0:
-                    del self._addr_refs[s]
-                    plen = "32" if policy.source_ip.version == 4 else "128"
-                    iproute.ip(iproute.fam(policy.source_ip.version), "addr", "del",
-                               f"{s}/{plen}", "dev", self.ifname, check=False)
-
-    def _remove_table(self) -> None:
-        """Every route in our table and our rules, whoever made them (crash leftovers too)."""
-        for v in (4, 6):
-            fam = iproute.fam(v)
-            iproute.ip(fam, "route", "flush", "table", str(self.table), check=False)
-            for _ in range(16):
-                if not iproute.rule_exists(v, self.table, self.rule_priority):
-                    break
-                iproute.ip(fam, "rule", "del", "priority", str(self.rule_priority), "table",
-                           str(self.table), check=False)
-        self._rules.clear()
 
     def flush_own(self) -> None:
         """Remove every SA, policy, route, rule and address this plane installed."""
         with self._lock:
-            for s in list(self._addr_refs):
-                a = ipaddress.ip_address(s)
-                iproute.ip(iproute.fam(a.version), "addr", "del",
-                           f"{s}/{32 if a.version == 4 else 128}", "dev", self.ifname,
-                           check=False)
-            self._addr_refs.clear()
-            self._route_refs.clear()
-            self._throw_refs.clear()
             if self.manage_routes:
-                self._remove_table()
+                self._routes.remove_all()
             self._sas.clear()
-            self._in.clear()
-            self._out_by_reqid.clear()
-            self._out_by_peer.clear()
             self._policies.clear()
-            self._out_pols = []
+            self._out = OutboundPolicies()
             self._invalidate()
 
     def close(self) -> None:
         """Stop the packet threads and remove the TUN device (and anything still installed)."""
         if self._stop:
             return
-        if self._policies or self._addr_refs or self._rules:
+        if self._policies or self._routes.installed:
             self.flush_own()
         self._stop = True
         for w in self._workers:
@@ -835,175 +710,49 @@ class UserspaceBackend(KernelBackend):
         for s in self._raw.values():
             s.close()
         self._raw.clear()
+        for a in self._ah.values():
+            a.close()
+        self._ah.clear()
         os.close(self._tun_fd)
 
 
-def _selector_check(sa: SAParams) -> Callable[[bytes], bool] | None:
-    """Inbound: the inner packet must lie inside the SA's selectors (RFC 4301 §5.2 step 4).
+def check_protectable(sa: SAParams) -> None:
+    """Refuse (BackendError) an SA whose traffic this plane cannot protect as negotiated.
 
-    For an inbound SA the inner source is in the remote selectors and the inner
-    destination in the local ones.  Results are cached per address pair.
+    AH (RFC 4302) is carried on raw IP protocol 51 sockets; :func:`ah.make_sa`
+    refuses it with UDP encapsulation (RFC 3948 is ESP only).  Transport mode across a NAT would
+    need the checksum and address fix-ups of RFC 3948 §3.1.2 (the selectors
+    are then other addresses than the outer ones), which the plane does not
+    do: such an SA is refused rather than carried with packets the receiver
+    would drop or deliver with the wrong addresses.
     """
-    if not sa.remote_ts or not sa.local_ts:
-        return None
-    remote = list(sa.remote_ts)
-    local = list(sa.local_ts)
-    cache: dict[bytes, bool] = {}
-
-    def check(pkt: bytes) -> bool:
-        key = _addr_key(pkt)
-        ok = cache.get(key)
-        if ok is None:
-            try:
-                if pkt[0] >> 4 == 4:
-                    s: IPAddress = ipaddress.IPv4Address(pkt[12:16])
-                    d: IPAddress = ipaddress.IPv4Address(pkt[16:20])
-                else:
-                    s = ipaddress.IPv6Address(pkt[8:24])
-                    d = ipaddress.IPv6Address(pkt[24:40])
-            except (ValueError, IndexError):
-                return False
-            ok = any(s in ts.network for ts in remote) and any(d in ts.network for ts in local)
-            if len(cache) > 4096:
-                cache.clear()
-            cache[key] = ok
-        return ok
-
-    return check
+    if sa.mode != "transport":
+        return
+    me, peer = (sa.dst, sa.src) if sa.direction == "in" else (sa.src, sa.dst)
+    for ts in sa.local_ts:
+        if me not in ts.network:
+            raise BackendError(
+                f"userspace ESP plane: transport-mode selector {ts} does not hold our "
+                f"address {me} (transport mode through a NAT, RFC 3948 §3.1.2, is not "
+                "supported)")
+    for ts in sa.remote_ts:
+        if peer not in ts.network:
+            raise BackendError(
+                f"userspace ESP plane: transport-mode selector {ts} does not hold the "
+                f"peer's address {peer} (transport mode through a NAT, RFC 3948 §3.1.2, "
+                "is not supported)")
 
 
-class _Writer:
-    """A thread that runs ``fn(item)`` for items put in order (bounded: put refuses when full)."""
+def _loose_rp_filter(ifname: str) -> None:
+    """Decrypted packets from a peer routed elsewhere must pass reverse-path filtering.
 
-    LIMIT = 512  # batches; beyond that the consumer is hopelessly behind: drop
-
-    def __init__(self, fn: Callable[[Any], None], name: str) -> None:
-        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._fn = fn
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def put(self, item: Any) -> bool:
-        if self._q.qsize() >= self.LIMIT:
-            return False
-        self._q.put(item)
-        return True
-
-    def stop(self) -> None:
-        self._q.put(None)
-        if self._thread.is_alive():
-            self._thread.join(timeout=2)
-
-    def _run(self) -> None:
-        _set_thread_name(self._thread.name)
-        get = self._q.get
-        fn = self._fn
-        while True:
-            item = get()
-            if item is None:
-                return
-            try:
-                fn(item)
-            except Exception:  # noqa: BLE001 - never let a packet kill the plane
-                log.exception("userspace ESP writer")
-
-
-def _set_thread_name(name: str) -> None:
-    """Name the OS thread (prctl PR_SET_NAME) so ``top -H`` shows which path is busy."""
+    Host-to-host and transport-mode packets arrive on the TUN device from the
+    peer's own address, whose route (for ports the SA does not cover) is the
+    normal interface; loose mode (RFC 3704 §2.2, value 2) accepts them.
+    """
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.prctl(15, name.encode()[:15], 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-class _Worker:
-    """One packet thread: blocks in poll, then drains each ready descriptor in batches."""
-
-    BATCH = 64  # packets per descriptor before looking at the others again
-
-    def __init__(self, plane: UserspaceBackend, *, tun: bool, net: bool) -> None:
-        self.plane = plane
-        self.tun = tun
-        self.net = net
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._thread = threading.Thread(
-            target=self._run, name="esp-" + ("tun+net" if tun and net else "tun" if tun
-                                             else "net"), daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def kick(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
-
-    def stop(self) -> None:
-        self.kick()
-        if self._thread is not threading.current_thread() and self._thread.is_alive():
-            self._thread.join(timeout=2)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-
-    def _handlers(self) -> dict[int, Callable[[], None]]:
-        pl = self.plane
-        h: dict[int, Callable[[], None]] = {}
-        batch = self.BATCH
-        if self.tun:
-            h[pl._tun_fd] = lambda: pl._drain_tun(batch)
-        if self.net:
-            with pl._lock:  # forget sockets the daemon closed
-                pl._socks = [x for x in pl._socks if x[1].fileno() >= 0]
-            for _local, sock, deliver in pl._socks:
-                mv = memoryview(bytearray(65536))
-                h[sock.fileno()] = (lambda s=sock, d=deliver, m=mv:  # type: ignore[misc]
-                                    pl._drain_udp(s, d, m, batch))
-            for version, raw in pl._raw.items():
-                mv = memoryview(bytearray(65536))
-                h[raw.fileno()] = (lambda r=raw, v=version, m=mv:  # type: ignore[misc]
-                                   pl._drain_raw(r, v, m, batch))
-        return h
-
-    def _run(self) -> None:
-        _set_thread_name(self._thread.name)
-        pl = self.plane
-        wake = self._wake_r
-        while not pl._stop:
-            handlers = self._handlers()
-            poller = select.poll()
-            for fd in handlers:
-                poller.register(fd, select.POLLIN)
-            poller.register(wake, select.POLLIN)
-            rebuild = False
-            while not pl._stop and not rebuild:
-                try:
-                    events = poller.poll()
-                except InterruptedError:
-                    continue
-                for fd, ev in events:
-                    if ev & select.POLLNVAL:  # a descriptor closed under us
-                        rebuild = True
-                        fn = handlers.get(fd)
-                        if fn is not None:
-                            try:
-                                fn()  # lets the drain notice and detach what was closed
-                            except Exception:  # noqa: BLE001
-                                log.exception("userspace ESP worker")
-                        continue
-                    if fd == wake:
-                        try:
-                            os.read(wake, 512)
-                        except OSError:
-                            pass
-                        rebuild = True
-                        continue
-                    fn = handlers.get(fd)
-                    if fn is not None:
-                        try:
-                            fn()
-                        except Exception:  # noqa: BLE001 - never let a packet kill the plane
-                            log.exception("userspace ESP worker")
+        with open(f"/proc/sys/net/ipv4/conf/{ifname}/rp_filter", "w") as f:
+            f.write("2")
+    except OSError:
+        log.warning("cannot set rp_filter on %s; decrypted host-to-host packets may be "
+                    "dropped by reverse-path filtering", ifname)

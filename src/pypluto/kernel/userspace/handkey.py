@@ -8,7 +8,7 @@ CONFIG (JSON)::
      "sas": [{"src": .., "dst": .., "spi": 4096, "direction": "out", "encr_id": 20,
               "encr_key": "<hex>", "integ_id": 0, "integ_key": "", "mode": "tunnel",
               "esn": false, "replay_window": 128, "encap_sport": 4500, "encap_dport": 4500,
-              "reqid": 1, "local_ts": ["198.51.100.0/24"], "remote_ts": [...]}],
+              "reqid": 1, "local_ts": ["198.51.100.0/24/udp/5353"], "remote_ts": [...]}],
      "policies": [{"src": "198.51.100.0/24", "dst": "203.0.113.0/24", "direction": "out",
                    "reqid": 1, "tmpl_src": .., "tmpl_dst": .., "source_ip": null}]}
 
@@ -33,7 +33,18 @@ from pypluto.params import PolicyParams, SAParams, TrafficSelector
 
 
 def _ts(s: str) -> TrafficSelector:
-    return TrafficSelector(ipaddress.ip_network(s, strict=False))
+    """``NET``, ``NET/PROTO`` or ``NET/PROTO/PORT[-PORT]`` (as Libreswan's subnet/proto/port;
+    for ICMP the port is type << 8 | code, RFC 4301 §4.4.1.1)."""
+    parts = s.split("/")
+    net = "/".join(parts[:2]) if len(parts) >= 2 else parts[0]
+    proto, lo, hi = 0, 0, 65535
+    if len(parts) >= 3:
+        named = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}.get(parts[2])
+        proto = int(parts[2]) if named is None else named
+    if len(parts) >= 4:
+        a, _, b = parts[3].partition("-")
+        lo, hi = int(a), int(b or a)
+    return TrafficSelector(ipaddress.ip_network(net, strict=False), proto, lo, hi)
 
 
 def sa_from(d: dict[str, Any]) -> SAParams:

@@ -1,9 +1,7 @@
-"""Routes, rules and addresses for the userspace data plane, through iproute2's ``ip``.
+"""iproute2's ``ip`` for the userspace data plane: run it, read addresses and rules.
 
-The plane keeps every route in its own routing table, looked up by one rule
-per address family; "throw" routes in that table send the peers' own
-addresses back to the main table so IKE and ESP-in-UDP are never captured
-(the exclude routes of strongSwan's kernel-libipsec, done with policy routing).
+What the plane installs with it (its tables, capture rules and the socket-mark
+bypass for its own IKE/ESP packets) is described in :mod:`.routes`.
 Control-plane only: nothing here is on the per-packet path.
 """
 
@@ -57,15 +55,19 @@ def local_addresses() -> list[IPAddress]:
     return out
 
 
-def rule_exists(version: int, table: int, priority: int) -> bool:
+def rules(version: int) -> list[dict[str, object]]:
+    """``ip -j rule show`` for one family (empty if it cannot be read)."""
     try:
         r = subprocess.run([IP, "-j", fam(version), "rule", "show"], capture_output=True,
                            text=True, timeout=10)
-        rules = json.loads(r.stdout or "[]")
+        return list(json.loads(r.stdout or "[]"))
     except (OSError, subprocess.TimeoutExpired, ValueError):
-        return False
+        return []
+
+
+def rule_exists(version: int, table: int, priority: int) -> bool:
     return any(str(x.get("table")) == str(table) and x.get("priority") == priority
-               for x in rules)
+               for x in rules(version))
 
 
 def routes_in_table(version: int, table: int) -> list[dict[str, object]]:

@@ -136,6 +136,27 @@ def _lifetimes(sa: SAParams) -> S.LifetimeCfg:
     )
 
 
+def _narrow_inbound(sel: S.Selector, sa: SAParams) -> None:
+    """Protocol and ports of an inbound SA's one selector pair, on the SA itself.
+
+    After decryption the kernel matches every SA of the packet's path against its
+    selector (``LINUX_MIB_XFRMINSTATEMISMATCH``) before the inbound policy
+    check; a transport-mode packet that matches no inbound policy is otherwise
+    accepted, so without this a transport SA negotiated for ``udp/5353`` would
+    deliver TCP (RFC 4301 §5.2 step 4 asks for the drop).  Addresses stay
+    wildcards (NAT-T transport: the peer's selector is not its outer address).
+    """
+    if len(sa.local_ts) != 1 or len(sa.remote_ts) != 1:
+        return  # several pairs: one kernel selector cannot say it; the policies do
+    remote, local = sa.remote_ts[0], sa.local_ts[0]
+    if not (remote.protocol or local.protocol):
+        return
+    narrow = policy_selector(remote, local)
+    sel.proto = narrow.proto
+    sel.sport, sel.sport_mask = narrow.sport, narrow.sport_mask
+    sel.dport, sel.dport_mask = narrow.dport, narrow.dport_mask
+
+
 def encode_sa(sa: SAParams, reqid: int) -> bytes:
     """The body of an XFRM_MSG_NEWSA / UPDSA for ``sa`` with kernel reqid ``reqid``."""
     if sa.protocol not in S.PROTOCOLS:
@@ -155,10 +176,22 @@ def encode_sa(sa: SAParams, reqid: int) -> bytes:
     if mode == S.XFRM_MODE_TUNNEL and inner and inner != {sa.dst.version}:
         sel.family = 0  # IPv4 in IPv6 or the reverse: selector family AF_UNSPEC
         flags |= S.XFRM_STATE_AF_UNSPEC
+    elif sa.direction == "in":
+        _narrow_inbound(sel, sa)
     attrs: list[bytes] = []
     if sa.protocol == "ah":
+        # RFC 4302: integrity only, with the negotiated truncation (RFC 4868 §2.3)
+        if sa.encr_id or sa.encr_key:
+            raise BackendError("XFRM: AH takes no encryption transform (RFC 4302)")
+        if sa.encapsulated:
+            raise BackendError("XFRM: UDP encapsulation is for ESP only (RFC 3948)")
         name, bits = kernel_auth(sa.integ_id, sa.integ_key)
         attrs.append(S.nlattr(S.XFRMA_ALG_AUTH_TRUNC, S.pack_algo_trunc(name, sa.integ_key, bits)))
+        if family == socket.AF_INET:
+            # RFC 4302 §3.3.3.2.1: pad IPv4 AH to 32 bits; without this flag Linux
+            # pads to 64 (HMAC-SHA2-256-128 gets 4 bytes too many) and drops
+            # RFC-sized AH from peers that are not Linux.
+            flags |= S.XFRM_STATE_ALIGN4
     else:
         algs = kernel_algorithms(
             sa.encr_id, sa.encr_key_bits, sa.encr_key, sa.integ_id, sa.integ_key

@@ -1,0 +1,281 @@
+"""What the userspace plane asks the host's routing to send into its TUN device.
+
+Every outbound policy makes the traffic it covers take the TUN device, with
+policy routing (``ip rule``), and nothing else:
+
+* a policy for any protocol and port gets a route to its remote selector in
+  the plane's table ``T`` (one rule, priority ``P``, looks it up for every
+  packet); the route carries the preferred source address (``leftsourceip``,
+  else the first of our addresses inside the local selector);
+* a policy limited to a protocol or ports gets a rule at priority ``P-1``
+  with the selector's ``to``/``ipproto``/``sport``/``dport`` pointing at a
+  second table ``T+0x10000`` that holds its route, so other traffic to the
+  same addresses keeps its usual path (as with an XFRM policy that does not
+  match it).  ICMP type/code selectors are routed by protocol and the plane's
+  own lookup checks type and code (the kernel's rule ports do not carry them
+  for every kind of ICMP socket);
+* the plane's own packets (IKE on the daemon's sockets, ESP on UDP or raw
+  sockets) carry a socket mark, and a rule at priority ``P-2`` sends marked
+  packets to the main table.  So a selector may cover the peer's own address
+  (host-to-host tunnels, transport mode, 0.0.0.0/0) and everything to the
+  peer is encrypted except the IKE and ESP packets themselves (the role of
+  Libreswan's per-socket IPsec bypass policy with XFRM).
+
+Everything is reference-counted; :meth:`Routes.remove_all` deletes our rules
+and both tables whoever made them (leftovers of a crashed run at start, and
+everything at shutdown).  Control-plane only: nothing here is per packet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pypluto.kernel.base import BackendError
+from pypluto.kernel.userspace import iproute
+from pypluto.kernel.userspace.selectors import is_any_ports, is_any_proto_ports
+from pypluto.params import IPAddress, PolicyParams, TrafficSelector
+
+SELECTIVE_TABLE_OFFSET = 0x10000
+DEFAULT_MARK = 0x4500
+SO_MARK = 36  # socket.SO_MARK (Linux), absent from some Python builds
+
+_ICMP = (1, 58)
+_Rule = tuple[int, str, tuple[str, ...]]  # family, destination, selector arguments
+
+
+def rule_selector(policy: PolicyParams) -> tuple[str, ...]:
+    """``ip rule`` selector arguments for a protocol/port-limited outbound policy."""
+    src, dst = policy.src, policy.dst
+    if src.protocol and dst.protocol and src.protocol != dst.protocol:
+        raise BackendError(f"userspace: selector {src} -> {dst} has two protocols")
+    proto = dst.protocol or src.protocol
+    if not proto:  # ports without a protocol: no rule can say it
+        raise BackendError(f"userspace: selector {src} -> {dst} has ports but no protocol")
+    args = ["ipproto", str(proto)]
+    if proto not in _ICMP:
+        for ts, kw in ((src, "sport"), (dst, "dport")):
+            if not is_any_ports(ts):
+                args += [kw, _range(ts)]
+    return tuple(args)
+
+
+def _range(ts: TrafficSelector) -> str:
+    return str(ts.port_start) if ts.port_start == ts.port_end else \
+        f"{ts.port_start}-{ts.port_end}"
+
+
+def _plen(a: IPAddress) -> str:
+    return "32" if a.version == 4 else "128"
+
+
+class Routes:
+    """The rules, routes and TUN addresses of one userspace plane."""
+
+    def __init__(self, ifname: str, table: int, priority: int,
+                 mark: int = DEFAULT_MARK) -> None:
+        self.ifname = ifname
+        self.table = table
+        self.sel_table = table + SELECTIVE_TABLE_OFFSET
+        self.priority = priority
+        self.mark = mark
+        self._generic_rules: set[int] = set()  # families with the rule at P (and P-2)
+        self._route_refs: dict[tuple[int, int, str, str], int] = {}
+        self._rule_refs: dict[_Rule, int] = {}
+        self._addr_refs: dict[str, int] = {}
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._generic_rules or self._route_refs or self._rule_refs
+                    or self._addr_refs)
+
+    # --- rules ----------------------------------------------------------------------
+
+    def _ensure_base(self, version: int) -> None:
+        """The generic rule (priority P) and the bypass for our own marked packets (P-2)."""
+        if version in self._generic_rules:
+            return
+        fam = iproute.fam(version)
+        if not iproute.rule_exists(version, self.table, self.priority):
+            iproute.ip(fam, "rule", "add", "priority", str(self.priority), "table",
+                       str(self.table))
+        if not _mark_rule_exists(version, self.priority - 2, self.mark):
+            iproute.ip(fam, "rule", "add", "priority", str(self.priority - 2), "fwmark",
+                       f"{self.mark:#x}", "table", "main")
+        self._generic_rules.add(version)
+
+    # --- policies -------------------------------------------------------------------
+
+    def source_for(self, policy: PolicyParams) -> IPAddress | None:
+        """leftsourceip, else the first address of ours inside the local selector."""
+        if policy.source_ip is not None:
+            return policy.source_ip
+        net = policy.src.network
+        if net.prefixlen == 0:
+            return None
+        for a in iproute.local_addresses():
+            if a.version == net.version and a in net and not a.is_loopback \
+                    and not a.is_link_local:
+                return a
+        return None
+
+    def add(self, policy: PolicyParams) -> None:
+        """Route what ``policy`` covers into the TUN device (raises BackendError, and then
+        leaves nothing of this policy behind)."""
+        try:
+            self._add(policy)
+        except BackendError:
+            self._drop_base_if_unused(policy.dst.network.version)
+            raise
+
+    def _add(self, policy: PolicyParams) -> None:
+        net = policy.dst.network
+        v = net.version
+        selective = not (is_any_proto_ports(policy.src) and is_any_proto_ports(policy.dst))
+        sel_args = rule_selector(policy) if selective else ()
+        self._ensure_base(v)
+        src = self.source_for(policy)
+        if src is not None and policy.source_ip is not None:
+            self._add_addr(src)
+        table = self.sel_table if selective else self.table
+        rkey = (table, v, str(net), str(src) if src is not None and src.version == v else "")
+        if self._route_refs.get(rkey, 0) == 0:
+            args = ["route", "replace", str(net), "dev", self.ifname, "table", str(table)]
+            if rkey[3]:
+                args += ["src", rkey[3]]
+            iproute.ip(iproute.fam(v), *args)
+        self._route_refs[rkey] = self._route_refs.get(rkey, 0) + 1
+        if selective:
+            key: _Rule = (v, str(net), sel_args)
+            if self._rule_refs.get(key, 0) == 0:
+                try:
+                    iproute.ip(iproute.fam(v), "rule", "add", "priority",
+                               str(self.priority - 1), "to", str(net), *sel_args, "table",
+                               str(self.sel_table))
+                except BackendError:  # undo the route: the policy is not installed
+                    self._route_refs[rkey] -= 1
+                    if self._route_refs[rkey] <= 0:
+                        del self._route_refs[rkey]
+                        iproute.ip(iproute.fam(v), "route", "del", str(net), "table",
+                                   str(table), check=False)
+                    if policy.source_ip is not None:
+                        self._del_addr(policy.source_ip)
+                    raise
+            self._rule_refs[key] = self._rule_refs.get(key, 0) + 1
+
+    def delete(self, policy: PolicyParams) -> None:
+        """Undo :meth:`add` for ``policy`` (errors are ignored: it may be gone already)."""
+        net = policy.dst.network
+        v = net.version
+        selective = not (is_any_proto_ports(policy.src) and is_any_proto_ports(policy.dst))
+        if selective:
+            try:
+                sel_args = rule_selector(policy)
+            except BackendError:
+                return  # never added
+            key: _Rule = (v, str(net), sel_args)
+            n = self._rule_refs.get(key, 0) - 1
+            if n <= 0:
+                if self._rule_refs.pop(key, None) is not None:
+                    iproute.ip(iproute.fam(v), "rule", "del", "priority",
+                               str(self.priority - 1), "to", str(net), *sel_args, "table",
+                               str(self.sel_table), check=False)
+            else:
+                self._rule_refs[key] = n
+        table = self.sel_table if selective else self.table
+        for rkey in [k for k in self._route_refs if k[:3] == (table, v, str(net))]:
+            n = self._route_refs[rkey] - 1
+            if n <= 0:
+                del self._route_refs[rkey]
+                if not any(k[:3] == rkey[:3] for k in self._route_refs):
+                    iproute.ip(iproute.fam(v), "route", "del", str(net), "table", str(table),
+                               check=False)
+            else:
+                self._route_refs[rkey] = n
+            break
+        if policy.source_ip is not None:
+            self._del_addr(policy.source_ip)
+        self._drop_base_if_unused(v)
+
+    def _drop_base_if_unused(self, version: int) -> None:
+        """The last policy of a family is gone: its generic and bypass rules go too."""
+        if version not in self._generic_rules:
+            return
+        if any(k[1] == version for k in self._route_refs) or \
+                any(k[0] == version for k in self._rule_refs):
+            return
+        fam = iproute.fam(version)
+        iproute.ip(fam, "rule", "del", "priority", str(self.priority), "table",
+                   str(self.table), check=False)
+        iproute.ip(fam, "rule", "del", "priority", str(self.priority - 2), "fwmark",
+                   f"{self.mark:#x}", check=False)
+        self._generic_rules.discard(version)
+
+    # --- addresses on the TUN device (leftsourceip) -----------------------------------
+
+    def _add_addr(self, a: IPAddress) -> None:
+        s = str(a)
+        if self._addr_refs.get(s, 0) == 0 and a not in iproute.local_addresses():
+            iproute.ip(iproute.fam(a.version), "addr", "add", f"{s}/{_plen(a)}", "dev",
+                       self.ifname)
+            self._addr_refs[s] = 1
+        elif s in self._addr_refs:
+            self._addr_refs[s] += 1
+
+    def _del_addr(self, a: IPAddress) -> None:
+        s = str(a)
+        if s in self._addr_refs:
+            self._addr_refs[s] -= 1
+            if self._addr_refs[s] <= 0:
+                del self._addr_refs[s]
+                iproute.ip(iproute.fam(a.version), "addr", "del", f"{s}/{_plen(a)}", "dev",
+                           self.ifname, check=False)
+
+    # --- everything -----------------------------------------------------------------
+
+    def remove_all(self) -> None:
+        """Our addresses, both tables and every rule of ours (crash leftovers too)."""
+        for s in list(self._addr_refs):
+            a = ipaddress.ip_address(s)
+            iproute.ip(iproute.fam(a.version), "addr", "del", f"{s}/{_plen(a)}", "dev",
+                       self.ifname, check=False)
+        self._addr_refs.clear()
+        self._route_refs.clear()
+        self._rule_refs.clear()
+        self._generic_rules.clear()
+        for v in (4, 6):
+            fam = iproute.fam(v)
+            for t in (self.table, self.sel_table):
+                iproute.ip(fam, "route", "flush", "table", str(t), check=False)
+            for _ in range(4096):  # one rule per call
+                spec = self._one_of_ours(v)
+                if spec is None:
+                    break
+                if not iproute.ip(fam, "rule", "del", *spec, check=False):
+                    break
+
+    def _one_of_ours(self, version: int) -> tuple[str, ...] | None:
+        """The ``ip rule del`` arguments of one rule of ours still installed, if any."""
+        for r in iproute.rules(version):
+            prio = r.get("priority")
+            table = str(r.get("table", ""))
+            if prio == self.priority and table == str(self.table):
+                return ("priority", str(prio), "table", table)
+            if prio == self.priority - 1 and table == str(self.sel_table):
+                return ("priority", str(prio), "table", table)
+            if prio == self.priority - 2 and _mark_of(r) == self.mark:
+                return ("priority", str(prio), "fwmark", f"{self.mark:#x}")
+        return None
+
+
+def _mark_of(rule: dict[str, object]) -> int | None:
+    m = rule.get("fwmark")
+    if m is None:
+        return None
+    try:
+        return int(str(m).split("/")[0], 0)
+    except ValueError:
+        return None
+
+
+def _mark_rule_exists(version: int, priority: int, mark: int) -> bool:
+    return any(r.get("priority") == priority and _mark_of(r) == mark for r in iproute.rules(version))

@@ -1,0 +1,107 @@
+"""The SA table of the userspace plane: ESP/AH state by (destination, SPI), by SPI, by reqid.
+
+Written by the daemon's thread under the plane's lock; the packet threads
+only read ``by_spi`` and the ``outbound_for`` lookups, whose dictionaries are
+updated one key at a time (atomic under the GIL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pypluto.kernel import ah, esp
+from pypluto.params import IPAddress, PolicyParams, SAExpire, SAParams, SAStats
+
+SAState = esp.InboundSA | esp.OutboundSA | ah.InboundAH | ah.OutboundAH
+Inbound = (esp.InboundSA, ah.InboundAH)
+Outbound = (esp.OutboundSA, ah.OutboundAH)
+OutState = esp.OutboundSA | ah.OutboundAH
+
+
+class SATable:
+    """Every installed SA and the indexes the packet paths use (RFC 4301 §4.4.2 SAD)."""
+
+    def __init__(self) -> None:
+        self._sas: dict[tuple[str, int], SAState] = {}
+        self.by_spi: dict[int, esp.InboundSA] = {}  # inbound lookup (RFC 4303 §3.4.2)
+        self.ah_by_spi: dict[int, ah.InboundAH] = {}  # the same for AH (RFC 4302 §3.4.2)
+        self._out_by_reqid: dict[int, OutState] = {}
+        self._out_by_peer: dict[str, OutState] = {}
+
+    def __len__(self) -> int:
+        return len(self._sas)
+
+    def get(self, dst: IPAddress, spi: int) -> SAState | None:
+        return self._sas.get((str(dst), spi))
+
+    def stats(self, dst: IPAddress, spi: int) -> SAStats | None:
+        """A copy of one SA's counters (bytes, packets, replay/integrity/selector drops)."""
+        state = self.get(dst, spi)
+        if state is None:
+            return None
+        s = state.stats
+        return SAStats(bytes=s.bytes, packets=s.packets, last_used=s.last_used,
+                       replay_drops=s.replay_drops, integrity_failures=s.integrity_failures,
+                       selector_drops=s.selector_drops)
+
+    def add(self, sa: SAParams, on_expire: Callable[[SAExpire], None] | None,
+            selector_check: Callable[[bytes], bool] | None) -> SAState:
+        """Install (or update: the window, sequence number and counters carry over) one SA."""
+        state: SAState = (ah.make_sa(sa, on_expire) if sa.protocol == "ah"
+                          else esp.make_sa(sa, on_expire))
+        key = (str(sa.dst), sa.spi)
+        old = self._sas.get(key)
+        if isinstance(state, Inbound):
+            if type(old) is type(state):  # an update keeps the window and counters
+                state.stats, state.top, state.bitmap = old.stats, old.top, old.bitmap
+            state.selector_check = selector_check
+            self._sas[key] = state
+            if isinstance(state, ah.InboundAH):
+                self.ah_by_spi[sa.spi] = state
+            else:
+                self.by_spi[sa.spi] = state
+        else:
+            if type(old) is type(state):
+                state.stats, state.seq = old.stats, old.seq
+            self._sas[key] = state
+            if sa.reqid:
+                self._out_by_reqid[sa.reqid] = state
+            self._out_by_peer[str(sa.dst)] = state
+        return state
+
+    def remove(self, dst: IPAddress, spi: int) -> SAState | None:
+        """Forget one SA; an older outbound SA of the same pair takes over its indexes."""
+        state = self._sas.pop((str(dst), spi), None)
+        if state is None:
+            return None
+        if isinstance(state, Inbound):
+            for index in (self.by_spi, self.ah_by_spi):
+                if index.get(spi) is state:
+                    del index[spi]
+            return state
+        p = state.params
+        if self._out_by_reqid.get(p.reqid) is state:
+            del self._out_by_reqid[p.reqid]
+            for other in self._sas.values():
+                if isinstance(other, Outbound) and other.params.reqid == p.reqid:
+                    self._out_by_reqid[p.reqid] = other
+        if self._out_by_peer.get(str(p.dst)) is state:
+            del self._out_by_peer[str(p.dst)]
+            for other in self._sas.values():
+                if isinstance(other, Outbound) and other.params.dst == p.dst:
+                    self._out_by_peer[str(p.dst)] = other
+        return state
+
+    def outbound_for(self, policy: PolicyParams) -> OutState | None:
+        """The outbound SA of a policy: by reqid, else the newest SA to its tunnel end."""
+        osa = self._out_by_reqid.get(policy.reqid) if policy.reqid else None
+        if osa is None:
+            osa = self._out_by_peer.get(str(policy.tmpl_dst))
+        return osa
+
+    def clear(self) -> None:
+        self._sas.clear()
+        self.by_spi.clear()
+        self.ah_by_spi.clear()
+        self._out_by_reqid.clear()
+        self._out_by_peer.clear()

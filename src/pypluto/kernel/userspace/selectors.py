@@ -1,0 +1,224 @@
+"""Policy lookup for the userspace plane: pure functions on packets and selectors.
+
+Nothing here touches a device, a socket or a thread, so every rule is tested
+on byte strings (tests/kernel/test_userspace_selectors.py).
+
+* :func:`flow_of` reads the selector fields of an IP packet: addresses, the
+  upper-layer protocol and its "ports".  For ICMP and ICMPv6 the ports are the
+  message type (upper 8 bits) and code (lower 8 bits), as RFC 4301 §4.4.1.1
+  and RFC 7296 §3.13.1 encode them in a traffic selector; a packet whose ports
+  cannot be read (a non-first fragment, a truncated header) has OPAQUE ports
+  (RFC 4301 §4.4.1.1) and matches only selectors that allow any port.
+* :class:`OutboundPolicies` is the outbound SPD (RFC 4301 §5.1): the most
+  specific policy whose selectors hold the packet.
+* :func:`inbound_check` is the check of RFC 4301 §5.2 step 4: after
+  decryption, the inner packet must lie inside the SA's selectors
+  (addresses, protocol and ports), else it is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from pypluto.params import IPAddress, PolicyParams, SAParams, TrafficSelector
+
+__all__ = [
+    "Flow",
+    "OutboundPolicies",
+    "addr_key",
+    "flow_of",
+    "inbound_check",
+    "is_any_ports",
+    "is_any_proto_ports",
+    "ts_match",
+]
+
+IPPROTO_ICMP = 1
+IPPROTO_ICMPV6 = 58
+_PORTED = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite: source and destination port first
+_V6_EXT = (0, 43, 60)  # hop-by-hop, routing, destination options (RFC 8200 §4)
+_V6_FRAG = 44
+_HH = struct.Struct("!HH")
+
+
+@dataclass(frozen=True)
+class Flow:
+    """The selector fields of one packet; ``sport``/``dport`` None = OPAQUE."""
+
+    src: IPAddress
+    dst: IPAddress
+    proto: int
+    sport: int | None
+    dport: int | None
+
+
+def addr_key(pkt: bytes) -> bytes:
+    """Source ‖ destination address of an IP packet (the flow-cache key)."""
+    return pkt[12:20] if pkt[0] >> 4 == 4 else pkt[8:40]
+
+
+def _ports_at(pkt: bytes | memoryview, proto: int, off: int) -> tuple[int | None, int | None]:
+    if proto in _PORTED:
+        if len(pkt) < off + 4:
+            return None, None
+        sp, dp = _HH.unpack_from(pkt, off)
+        return sp, dp
+    if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+        if len(pkt) < off + 2:
+            return None, None
+        v = (pkt[off] << 8) | pkt[off + 1]  # type ‖ code (RFC 4301 §4.4.1.1)
+        return v, v
+    return 0, 0  # no ports: a protocol-only selector still matches (ports must be "any")
+
+
+def flow_of(pkt: bytes | memoryview) -> Flow | None:
+    """Addresses, protocol and ports of an IPv4/IPv6 packet, or None if it is not one."""
+    n = len(pkt)
+    if n < 20:
+        return None
+    v = pkt[0] >> 4
+    try:
+        if v == 4:
+            ihl = (pkt[0] & 0x0F) * 4
+            if ihl < 20 or n < ihl:
+                return None
+            src: IPAddress = ipaddress.IPv4Address(bytes(pkt[12:16]))
+            dst: IPAddress = ipaddress.IPv4Address(bytes(pkt[16:20]))
+            proto = pkt[9]
+            frag_off = ((pkt[6] << 8) | pkt[7]) & 0x1FFF
+            if frag_off:  # a non-first fragment carries no upper-layer header
+                return Flow(src, dst, proto, None, None)
+            sp, dp = _ports_at(pkt, proto, ihl)
+            return Flow(src, dst, proto, sp, dp)
+        if v == 6 and n >= 40:
+            src = ipaddress.IPv6Address(bytes(pkt[8:24]))
+            dst = ipaddress.IPv6Address(bytes(pkt[24:40]))
+            nh, off = pkt[6], 40
+            for _ in range(8):  # walk the extension headers to the upper layer
+                if nh in _V6_EXT:
+                    if n < off + 2:
+                        return Flow(src, dst, nh, None, None)
+                    nh, off = pkt[off], off + (pkt[off + 1] + 1) * 8
+                elif nh == _V6_FRAG:
+                    if n < off + 8:
+                        return Flow(src, dst, nh, None, None)
+                    first = ((pkt[off + 2] << 8) | pkt[off + 3]) & 0xFFF8 == 0
+                    nh, off = pkt[off], off + 8
+                    if not first:
+                        return Flow(src, dst, nh, None, None)
+                else:
+                    break
+            sp, dp = _ports_at(pkt, nh, off)
+            return Flow(src, dst, nh, sp, dp)
+    except (ValueError, IndexError):
+        return None
+    return None
+
+
+def is_any_ports(ts: TrafficSelector) -> bool:
+    return (ts.port_start, ts.port_end) == (0, 65535)
+
+
+def is_any_proto_ports(ts: TrafficSelector) -> bool:
+    return ts.protocol == 0 and is_any_ports(ts)
+
+
+def ts_match(ts: TrafficSelector, addr: IPAddress, proto: int, port: int | None) -> bool:
+    """One selector against one end of a packet (RFC 4301 §4.4.1.1).
+
+    ``port`` is the packet's port on that end (type ‖ code for ICMP), None when OPAQUE.
+    """
+    if addr.version != ts.network.version or addr not in ts.network:
+        return False
+    if ts.protocol and ts.protocol != proto:
+        return False
+    if is_any_ports(ts):
+        return True
+    return port is not None and ts.port_start <= port <= ts.port_end
+
+
+def _policy_match(pol: PolicyParams, f: Flow) -> bool:
+    """Outbound: the packet's source in ``pol.src``, its destination in ``pol.dst``."""
+    return (ts_match(pol.src, f.src, f.proto, f.sport)
+            and ts_match(pol.dst, f.dst, f.proto, f.dport))
+
+
+class OutboundPolicies:
+    """The outbound policies, most specific first (RFC 4301 §4.4.1: ordered SPD)."""
+
+    def __init__(self, policies: Iterable[PolicyParams] = ()) -> None:
+        pols = [p for p in policies if p.direction == "out"]
+        # longer destination, then source prefixes; protocol/port-specific before "any";
+        # then the engine's priority
+        pols.sort(key=lambda p: (-p.dst.network.prefixlen, -p.src.network.prefixlen,
+                                 is_any_proto_ports(p.src) and is_any_proto_ports(p.dst),
+                                 p.priority))
+        self.policies = pols
+
+    def lookup(self, pkt: bytes) -> tuple[PolicyParams, bool] | None:
+        """The policy for an outbound packet, and whether every packet between the same
+        two addresses gets it (so the flow may be cached by addresses); None = no policy."""
+        f = flow_of(pkt)
+        if f is None:
+            return None
+        for pol in self.policies:
+            if _policy_match(pol, f):
+                return pol, self._address_only(f)
+        return None
+
+    def _address_only(self, f: Flow) -> bool:
+        """No policy that could also hold these addresses depends on protocol or ports."""
+        for p in self.policies:
+            if is_any_proto_ports(p.src) and is_any_proto_ports(p.dst):
+                continue
+            if (f.src.version == p.src.network.version and f.src in p.src.network
+                    and f.dst in p.dst.network):
+                return False
+        return True
+
+
+def inbound_check(sa: SAParams) -> Callable[[bytes], bool] | None:
+    """The check of RFC 4301 §5.2 step 4 for an inbound SA (None: the SA has no selectors).
+
+    The inner source must match one of the SA's remote selectors and the inner
+    destination one of its local selectors, each with its protocol and ports
+    (source port against the remote selector, destination port against the
+    local one; ICMP type and code in both).  Results are cached per address
+    pair, protocol and ports.
+    """
+    if not sa.remote_ts or not sa.local_ts:
+        return None
+    remote = list(sa.remote_ts)
+    local = list(sa.local_ts)
+    any_pp = all(is_any_proto_ports(t) for t in remote + local)
+    cache: dict[bytes, bool] = {}
+
+    def _check(pkt: bytes) -> bool:
+        f = flow_of(pkt)
+        return f is not None and (
+            any(ts_match(t, f.src, f.proto, f.sport) for t in remote)
+            and any(ts_match(t, f.dst, f.proto, f.dport) for t in local))
+
+    def check(pkt: bytes) -> bool:
+        if len(pkt) < 20:
+            return False
+        key = addr_key(pkt)
+        if not any_pp:  # protocol and the first bytes after a 20/40-byte header
+            v4 = pkt[0] >> 4 == 4
+            nh = pkt[9] if v4 else pkt[6]
+            if not v4 and nh in _V6_EXT + (_V6_FRAG,):  # ports further on: no caching
+                return _check(pkt)
+            off = (pkt[0] & 0x0F) * 4 if v4 else 40
+            key += bytes((nh,)) + bytes(pkt[off:off + 4]) + (bytes(pkt[6:8]) if v4 else b"")
+        ok = cache.get(key)
+        if ok is None:
+            ok = _check(pkt)
+            if len(cache) > 4096:
+                cache.clear()
+            cache[key] = ok
+        return ok
+
+    return check
