@@ -274,8 +274,10 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("type", "enum", "tunnel|transport|passthrough|pass|drop|reject",
      P("tunnel|transport", T_EST + "test_transport_mode_host_to_host",
        "passthrough/drop/reject " + _ONDEMAND)),
-    ("authby", "authby", P("secret|psk", T_EST + "test_psk_mismatch",
-                           "only PSK authentication; the others " + _CERTS)),
+    ("authby", "authby", P("secret|psk|null", "tests/ike/test_null_auth.py::"
+                           "test_null_auth_establishes_without_secrets",
+                           "only PSK and NULL authentication (RFC 7619, with leftid/rightid "
+                           "%null or unset); the others " + _CERTS)),
     ("keyexchange", "enum", "ike|ikev1|ikev2",
      P("ike|ikev2", T_EST + "test_default_proposals_establish", _IKEV1)),
     ("ikev2", "enum", "never|propose|permit|insist|yes|no|true|false|on|off|y|n|always",
@@ -284,7 +286,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("ppk", "enum", "never|permit|propose|insist|yes|no|true|false|on|off|y|n|always",
      W(T_PPK + "test_ppk_mode_pairs")),
     ("ppk-ids", "str", W(T_PPK + "test_ppk_ids_pick_the_ppk")),
-    ("intermediate", "bool", P(_NO_VALUES, note="IKE_INTERMEDIATE (RFC 9242) " + _NO)),
+    ("intermediate", "bool", W("tests/ike/test_intermediate.py::"
+                               "test_intermediate_yes_runs_one_empty_exchange")),
     ("esn", "enum", "yes|no|either|true|false|on|off|y|n",
      W(T_UNITS + "test_esp_esn_and_pfs")),
     ("decap-dscp", "bool", P(_NO_VALUES, note=_NO)),

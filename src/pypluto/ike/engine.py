@@ -384,6 +384,9 @@ class Engine:
             return acts
         for c in list(ike.children):
             acts += self.remove_child(c, now)
+        if ike.followup is not None:  # RFC 9370: a Child SA held for IKE_FOLLOWUP_KE
+            ike.followup.drop()
+            ike.followup = None
         self.forget_ike(ike)
         ike.to(IKEState.DELETING)
         if ike.established_at is not None or reason:
