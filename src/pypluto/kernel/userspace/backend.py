@@ -351,37 +351,43 @@ class UserspaceBackend(KernelBackend):
         one = self._udp_datagram
         bufs = [mv]
         c = self.counters
-        for _ in range(batch):
-            try:
-                if recv is not None:
-                    n, anc, _fl, addr = recv(bufs, 64)
-                    c.udp_reads += 1
-                    seg = 0
-                    for level, typ, val in anc:
-                        if level == SOL_UDP and typ == UDP_GRO:
-                            seg = int.from_bytes(val[:4], sys.byteorder)
-                    if seg and n > seg:
-                        c.udp_datagrams += (n + seg - 1) // seg
-                        inner = [x for x in (one(mv[off:min(off + seg, n)], addr, deliver)
-                                             for off in range(0, n, seg)) if x is not None]
-                        self._to_tun_many(inner)
-                        continue
+        out: list[bytes] = []  # inner packets of this drain: to the TUN device together
+        try:
+            for _ in range(batch):
+                try:
+                    if recv is not None:
+                        n, anc, _fl, addr = recv(bufs, 64)
+                        c.udp_reads += 1
+                        seg = 0
+                        for level, typ, val in anc:
+                            if level == SOL_UDP and typ == UDP_GRO:
+                                seg = int.from_bytes(val[:4], sys.byteorder)
+                        if seg and n > seg:
+                            c.udp_datagrams += (n + seg - 1) // seg
+                            for off in range(0, n, seg):
+                                x = one(mv[off:min(off + seg, n)], addr, deliver)
+                                if x is not None:
+                                    out.append(x)
+                            continue
+                    else:
+                        n, addr = recvfrom(mv)
+                        c.udp_reads += 1
+                except BlockingIOError:
+                    return
+                except OSError:
+                    if sock.fileno() < 0:  # the daemon closed it: stop polling its old fd
+                        self.detach_nat_socket(sock)
+                    return
+                c.udp_datagrams += 1
+                p = one(mv[:n], addr, deliver)
+                if p is not None:
+                    out.append(p)
+        finally:
+            if out:
+                if self._tunq is None and len(out) == 1:
+                    self._to_tun(out[0])
                 else:
-                    n, addr = recvfrom(mv)
-                    c.udp_reads += 1
-            except BlockingIOError:
-                return
-            except OSError:
-                if sock.fileno() < 0:  # the daemon closed it: stop polling its old fd
-                    self.detach_nat_socket(sock)
-                return
-            c.udp_datagrams += 1
-            p = one(mv[:n], addr, deliver)
-            if p is not None:
-                if self._tunq is None:
-                    self._to_tun(p)
-                else:
-                    self._to_tun_many([p])  # keeps the order of queued writes
+                    self._to_tun_many(out)  # keeps the order of queued writes
 
     def _to_tun(self, inner: bytes) -> None:
         try:
@@ -445,14 +451,36 @@ class UserspaceBackend(KernelBackend):
             log.exception("deliver_ike failed")
 
     def _drain_raw(self, sock: socket.socket, version: int, mv: memoryview, batch: int) -> None:
-        """Inbound plain ESP (IP protocol 50); IPv4 raw sockets include the IP header."""
-        for _ in range(batch):
-            try:
-                n = sock.recv_into(mv)
-            except OSError:
-                return
-            off = (mv[0] & 0x0F) * 4 if version == 4 and n else 0
-            self._esp_in(mv[off:n])
+        """Inbound plain ESP (IP protocol 50); IPv4 raw sockets include the IP header.
+
+        The inner packets of one drain go to the TUN device together (the writer
+        thread, in-order TCP segments merged), as on the ESP-in-UDP path.
+        """
+        recv = sock.recv_into
+        by_spi = self._sas.by_spi
+        c = self.counters
+        unpack = _SPI.unpack_from
+        out: list[bytes] = []
+        try:
+            for _ in range(batch):
+                try:
+                    n = recv(mv)
+                except OSError:
+                    return
+                off = (mv[0] & 0x0F) * 4 if version == 4 and n else 0
+                if n - off < 8:
+                    c.malformed += 1
+                    continue
+                isa = by_spi.get(unpack(mv, off)[0])
+                if isa is None:
+                    c.unknown_spi += 1
+                    continue
+                inner = isa.decap(mv[off:n])
+                if inner is not None:
+                    out.append(inner)
+        finally:
+            if out:
+                self._to_tun_many(out)
 
     def _esp_in(self, data: memoryview | bytes) -> None:
         if len(data) < 8:
@@ -586,6 +614,7 @@ class UserspaceBackend(KernelBackend):
         except BackendError:
             s.close()
             raise
+        _grow_buffers(s)  # a burst of ESP must not overflow the default 208 KiB
         s.setblocking(False)
         self._raw[version] = s
         self._kick()
@@ -698,6 +727,18 @@ def check_protectable(sa: SAParams) -> None:
                 f"userspace ESP plane: transport-mode selector {ts} does not hold the "
                 f"peer's address {peer} (transport mode through a NAT, RFC 3948 §3.1.2, "
                 "is not supported)")
+
+
+def _grow_buffers(sock: socket.socket, size: int = 4 << 20) -> None:
+    """Receive and send buffers of ``size`` (the FORCE options pass rmem_max as root)."""
+    for level_opts in ((getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF),
+                       (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF)):
+        for opt in level_opts:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, size)
+                break
+            except OSError:
+                continue
 
 
 def _loose_rp_filter(ifname: str) -> None:
