@@ -87,6 +87,7 @@ UDP_GRO = 104  # the reverse on receive (Linux 5.0)
 _GSO_BYTES = 65000  # below the 65507-byte UDP limit
 _GSO_SEGS = 64
 _U16 = struct.Struct("=H")
+_INLINE_MAX = 2  # batches this small are written by the reading thread when its writer is idle
 
 
 @dataclass
@@ -280,7 +281,8 @@ class UserspaceBackend(KernelBackend):
         q = self._txq
         if q is None:
             self._send_many(ent, wires)
-        elif not q.put((ent, wires)):
+        elif not (q.run_or_put((ent, wires)) if len(wires) <= _INLINE_MAX
+                  else q.put((ent, wires))):
             self.counters.send_errors += len(wires)
 
     def _send_many(self, ent: _Flow, wires: list[bytes]) -> None:
@@ -402,7 +404,7 @@ class UserspaceBackend(KernelBackend):
         q = self._tunq
         if q is None:
             self._to_tun_many_now(pkts)
-        elif not q.put(pkts):
+        elif not (q.run_or_put(pkts) if len(pkts) <= _INLINE_MAX else q.put(pkts)):
             self.counters.tun_write_errors += len(pkts)
 
     def _to_tun_many_now(self, pkts: list[bytes]) -> None:

@@ -43,13 +43,33 @@ class Writer:
     def __init__(self, fn: Callable[[Any], None], name: str) -> None:
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._fn = fn
+        # items put (written by the producing thread only) and finished (by the writer
+        # only): equal when nothing is queued or in progress
+        self._put = 0
+        self._done = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def put(self, item: Any) -> bool:
-        if self._q.qsize() >= self.LIMIT:
+        if self._put - self._done >= self.LIMIT:
             return False
+        self._put += 1
         self._q.put(item)
+        return True
+
+    def run_or_put(self, item: Any) -> bool:
+        """Run ``fn(item)`` in the caller's thread when the writer is idle, else queue it.
+
+        For a small item the hand-off (a wake-up and a GIL switch per batch) costs
+        more than the system call it would move; running it here while nothing is
+        queued or in progress keeps the order.  One producing thread only.
+        """
+        if self._put != self._done:
+            return self.put(item)
+        try:
+            self._fn(item)
+        except Exception:  # noqa: BLE001 - never let a packet kill the plane
+            log.exception("userspace ESP writer")
         return True
 
     def stop(self) -> None:
@@ -69,6 +89,7 @@ class Writer:
                 fn(item)
             except Exception:  # noqa: BLE001 - never let a packet kill the plane
                 log.exception("userspace ESP writer")
+            self._done += 1
 
 
 def set_thread_name(name: str) -> None:
