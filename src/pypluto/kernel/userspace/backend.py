@@ -616,7 +616,6 @@ class UserspaceBackend(KernelBackend):
         except BackendError:
             s.close()
             raise
-        _grow_buffers(s)  # a burst of ESP must not overflow the default 208 KiB
         s.setblocking(False)
         self._raw[version] = s
         self._kick()
@@ -729,18 +728,6 @@ def check_protectable(sa: SAParams) -> None:
                 f"userspace ESP plane: transport-mode selector {ts} does not hold the "
                 f"peer's address {peer} (transport mode through a NAT, RFC 3948 §3.1.2, "
                 "is not supported)")
-
-
-def _grow_buffers(sock: socket.socket, size: int = 4 << 20) -> None:
-    """Receive and send buffers of ``size`` (the FORCE options pass rmem_max as root)."""
-    for level_opts in ((getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF),
-                       (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF)):
-        for opt in level_opts:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, size)
-                break
-            except OSError:
-                continue
 
 
 def _loose_rp_filter(ifname: str) -> None:
