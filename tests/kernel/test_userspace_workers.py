@@ -39,12 +39,18 @@ def test_run_or_put_runs_inline_when_idle_and_queues_behind_work_in_progress() -
         w.stop()
 
 
-def test_put_refuses_when_the_writer_is_hopelessly_behind() -> None:
+def test_put_waits_for_room_and_drops_when_the_writer_is_hopelessly_behind() -> None:
     release = threading.Event()
-    w = Writer(lambda item: release.wait(10), "test-writer-full")
+    done: list[int] = []
+    w = Writer(lambda item: (release.wait(10), done.append(item)), "test-writer-full")
+    w.WAIT = 0.05
     try:
-        accepted = sum(w.put(i) for i in range(Writer.LIMIT + 5))
-        assert accepted == Writer.LIMIT
+        accepted = [w.put(i) for i in range(Writer.LIMIT + 2)]
+        assert accepted == [True] * Writer.LIMIT + [False, False]  # the queue stays short
+        release.set()
+        assert w.put(99)  # room again: waits for it rather than dropping
+        w.stop()
+        assert done == [*range(Writer.LIMIT), 99]
     finally:
         release.set()
         w.stop()
