@@ -57,7 +57,7 @@ from pypluto.kernel.base import BackendError, KernelBackend
 from pypluto.kernel.userspace import iproute, offload
 from pypluto.kernel.userspace.routes import DEFAULT_MARK, SO_MARK, Routes
 from pypluto.kernel.userspace.sa_table import SATable
-from pypluto.kernel.userspace.selectors import OutboundPolicies, inbound_check
+from pypluto.kernel.userspace.selectors import OutboundPolicies, inbound_check, port_key
 from pypluto.kernel.userspace.tun import open_tun
 from pypluto.kernel.userspace.workers import Worker, Writer
 from pypluto.params import (
@@ -130,6 +130,7 @@ class UserspaceBackend(KernelBackend):
         self._policies: dict[tuple[str, str, str, int], PolicyParams] = {}
         self._out = OutboundPolicies()
         self._flow: dict[bytes, _Flow] = {}
+        self._pflow: dict[bytes, _Flow] = {}  # by addresses, protocol and ports (port_key)
         self._socks: list[tuple[tuple[str, int], socket.socket, Deliver]] = []
         self._raw: dict[int, socket.socket] = {}
         self._ah: dict[int, AHSockets] = {}  # AH (IP protocol 51) by IP version
@@ -526,6 +527,12 @@ class UserspaceBackend(KernelBackend):
     def _resolve(self, pkt: bytes, key: bytes) -> _Flow | None:
         """Slow path: the outbound policy and SA for a packet (RFC 4301 §5.1 SPD lookup)."""
         flow = self._flow  # a cache invalidated meanwhile must not receive this entry
+        pflow = self._pflow
+        pk = port_key(pkt)
+        if pk is not None:
+            hit = pflow.get(pk)
+            if hit is not None:
+                return hit
         found = self._out.lookup(pkt)
         if found is None:
             return None
@@ -540,6 +547,10 @@ class UserspaceBackend(KernelBackend):
             if len(flow) >= _FLOW_CACHE_MAX:
                 flow.clear()
             flow[key] = ent
+        elif pk is not None:  # a port-limited policy: cached per flow, not per address pair
+            if len(pflow) >= _FLOW_CACHE_MAX:
+                pflow.clear()
+            pflow[pk] = ent
         return ent
 
     def _sender_for(self, osa: esp.OutboundSA | ah.OutboundAH) -> _Flow | None:
@@ -571,6 +582,7 @@ class UserspaceBackend(KernelBackend):
 
     def _invalidate(self) -> None:
         self._flow = {}
+        self._pflow = {}
 
     def _kick(self) -> None:
         """Have every worker rebuild its poll set (sockets were added, or we stop)."""
