@@ -27,8 +27,15 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   Together these took TCP through the plane from about 100 to 270-450 Mbit/s
   on the shared machine (strongSwan's kernel-libipsec in the same runs:
   130-200 Mbit/s), at 28 us of plane CPU per packet against its 68 us.
-* Outbound flows are cached by address pair; inbound SAs are a dict by SPI;
+* Outbound flows are cached by address pair (by addresses, protocol and ports
+  for port-limited policies); inbound SAs are a dict by SPI;
   receive buffers are preallocated and read with ``recv*_into``.
+* Two pyplutos without a NAT negotiate plain ESP (IP protocol 50, raw socket,
+  no GSO/GRO) and ESN: the AES-GCM/ChaCha20 fast paths take ESN too, and the
+  inner packets of one raw-socket drain go to the TUN writer together (TCP
+  segments merged), which halved the CPU per TCP packet of a negotiated pair
+  (bench/esp_daemons.py).  The writer queues are short and block the reader
+  when full, so that packets wait in the kernel's queues, which TCP sees.
 
 The plane is four parts: the SA table (:mod:`.sa_table`), the policy lookup
 (:mod:`.selectors`, pure functions), the routes and rules that capture the
