@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pypluto.config import keywords
+from pypluto.config.addresspool import parse_pool
 from pypluto.config.ids import IdError, parse_id
 from pypluto.config.keywords import KeyDef
 from pypluto.config.model import AutoMode, Connection, ConnType, End, Origin, SetupConfig
@@ -544,6 +545,21 @@ def unsupported_message(key: str, value: str, kd: KeyDef, why: str) -> str:
     return f"{what} is not supported by pypluto ({why})"
 
 
+def _check_null_auth(keys: dict[str, str]) -> None:
+    """authby=null (RFC 7619) as Libreswan: both ends ID_NULL, no other authentication."""
+    for k in ("leftid", "rightid"):
+        v = (keys.get(k) or "").strip()
+        if v and v.lower() != "%null":
+            raise ConnError(k, f"{k}={v} is not supported by pypluto with authby=null (NULL "
+                            "authentication, RFC 7619, uses ID_NULL: leave it unset or write "
+                            "%null)", True)
+    for k in ("leftauth", "rightauth"):
+        v = (keys.get(k) or "").strip().lower()
+        if v and v != "null":
+            raise ConnError(k, f"{k}={v} is not supported by pypluto with authby=null "
+                            "(asymmetric NULL authentication)", True)
+
+
 def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> None:
     """Refuse a conn that uses a key or value pypluto does not support (issue 12)."""
     for key, value in keys.items():
@@ -560,13 +576,8 @@ def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> No
         why = keywords.unsupported_reason(kd, value)
         if why is not None:
             raise ConnError(key, unsupported_message(key, value, kd, why), True)
-    for attr in ("ike", "esp"):
-        specs = getattr(conn, attr, None) if conn is not None else None
-        if specs and any(p.addke for p in specs):
-            raise ConnError(attr, f"{attr}={keys[attr]} is not supported by pypluto "
-                            "(additional key exchanges, addke1..7 (RFC 9370), need "
-                            "IKE_INTERMEDIATE (RFC 9242), which pypluto does not have yet)",
-                            True)
+    if (keys.get("authby") or "").strip().lower() == "null":
+        _check_null_auth(keys)
     if not keys.get("authby"):
         auths = {(keys.get("leftauth") or "").lower(), (keys.get("rightauth") or "").lower()}
         if auths != {"secret"}:
@@ -909,6 +920,25 @@ def _semantic_checks(conn: Connection) -> None:
             fams.add(end.host_addr.version)
     if len(fams) > 1:
         raise ConnError("left", "left= and right= are of different address families")
+    _roadwarrior_checks(conn)
+
+
+def _roadwarrior_checks(conn: Connection) -> None:
+    """addresspool= ranges and modecfgdns= addresses (RFC 7296 §3.15): bad ones refuse."""
+    for end, side in ((conn.left, "left"), (conn.right, "right")):
+        if end.addresspool is not None:
+            try:
+                parse_pool(end.addresspool)
+            except ValueError as exc:
+                raise ConnError(side + "addresspool",
+                                f"{side}addresspool={end.addresspool}: {exc}") from None
+    dns = conn.raw.get("modecfgdns", "")
+    for w in [w for w in re.split(r"[\s,]+", dns) if w]:
+        try:
+            ipaddress.ip_address(w)
+        except ValueError:
+            raise ConnError("modecfgdns", f"modecfgdns={dns}: {w!r} is not an IP address") \
+                from None
 
 
 def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
@@ -964,6 +994,16 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
         apply(attr, set_str(attr))
     apply("protostack", lambda v: setattr(setup, "protostack", v))
     apply("ddos-mode", lambda v: setattr(setup, "ddos_mode", v.lower()))
+
+    def redirect_to(v: str) -> None:  # RFC 5685 gateway identities: addresses only
+        for w in v.replace(",", " ").split():
+            try:
+                ipaddress.ip_address(w)
+            except ValueError:
+                raise ValueError(f"global-redirect-to={v}: {w!r} is not an IP address "
+                                 "(pypluto redirects to addresses only)") from None
+
+    apply("global-redirect-to", redirect_to)
     apply("ddos-ike-threshold", lambda v: setattr(setup, "ddos_ike_threshold",
                                                   parse_int(v, "ddos-ike-threshold")))
     apply("max-halfopen-ike", lambda v: setattr(setup, "max_halfopen_ike",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import ipaddress
 import os
 import struct
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from pypluto.control.protocol import (
     MAX_FRAME,
     RC_BADWHACKMESSAGE,
     RC_DEAF,
+    RC_FATAL,
     RC_INITSHUNT,
     RC_INTERNAL_ERROR,
     RC_NOPEERIP,
@@ -163,7 +165,18 @@ class ControlServer:
         if not isinstance(name, str) or not name:
             return RC_WHACK_PROBLEM, None, f"--{cmd} requires --name"
         if name not in self.registry:
-            return RC_UNKNOWN_NAME, None, f'no connection or alias named "{name}"'
+            # Libreswan: NAME also names its alias, the NAME/LxR pairs of subnets=
+            pairs = sorted(n for n, c in self.registry.conns.items() if c.connalias == name)
+            pair_handler = CONN_COMMANDS.get(cmd)
+            if not pairs or pair_handler is None:
+                return RC_UNKNOWN_NAME, None, f'no connection or alias named "{name}"'
+            rc = RC_SUCCESS
+            for n in pairs:
+                r, _data, err = await pair_handler(self, n, args, emit)
+                if err:
+                    emit(err)
+                rc = rc or r
+            return rc, None, None
         if name in self.registry.unoriented:
             if cmd == "delete":
                 self.registry.delete(name)
@@ -205,6 +218,25 @@ class ControlServer:
 
     async def _unlisten(self, args: dict[str, Any], emit: Emit) -> Result:
         return self._captured(emit, self.daemon.unlisten)
+
+    async def _redirect(self, args: dict[str, Any], emit: Emit) -> Result:
+        """``whack --redirect-to GW --name N | --peer-ip A`` (RFC 5685 §6)."""
+        try:
+            to = ipaddress.ip_address(str(args.get("to", "")))
+            peer = ipaddress.ip_address(str(args["peer"])) if args.get("peer") else None
+        except ValueError as e:
+            return RC_WHACK_PROBLEM, None, f"redirect: {e}"
+        name = args.get("name") or None
+        if name is not None and name not in self.registry.conns:
+            return RC_UNKNOWN_NAME, None, f'redirect: no connection named "{name}"'
+        engine = self.driver.engine
+        if engine is None or not hasattr(engine, "redirect"):
+            return RC_WHACK_PROBLEM, None, "redirect: the engine cannot redirect"
+        now = self.driver.now()
+        self.driver.run(lambda e: e.redirect(to, now, name=name, peer=peer),  # type: ignore[attr-defined]
+                        where=f"redirect to {to}", conn=name)
+        emit(f"redirecting to {to}")
+        return RC_SUCCESS, None, None
 
     async def _rereadsecrets(self, args: dict[str, Any], emit: Emit) -> Result:
         return self._captured(emit, self.daemon.reread_secrets)
@@ -262,13 +294,22 @@ class ControlServer:
         if auto:
             names = [n for n, c in conns.items() if c.auto in LOADED_AUTO]
         for n in names:
-            conn = conns.get(n)
-            if conn is None:
-                emit(f'conn "{n}" not found in "{path}"')
-                rc = RC_UNKNOWN_NAME
+            # NAME, or the NAME/LxR pairs leftsubnets=/rightsubnets= expanded it into
+            found = [conns[n]] if n in conns else \
+                [c for c in conns.values() if c.connalias == n]
+            if not found:
+                refused = getattr(result, "failed", {}).get(n)
+                if refused:
+                    for d in refused:
+                        emit(str(d))
+                    rc = rc or RC_FATAL
+                else:
+                    emit(f'conn "{n}" not found in "{path}"')
+                    rc = RC_UNKNOWN_NAME
                 continue
-            r = self.registry.add(copy.deepcopy(conn), emit)  # the cached parse stays pristine
-            rc = rc or r
+            for conn in found:  # the cached parse stays pristine: add a copy
+                r = self.registry.add(copy.deepcopy(conn), emit)
+                rc = rc or r
         return rc, None, None
 
     # ------------------------------------------------------------- conn commands
@@ -340,6 +381,7 @@ GLOBAL_COMMANDS: dict[str, GlobalHandler] = {
     "listen": ControlServer._listen,
     "unlisten": ControlServer._unlisten,
     "rereadsecrets": ControlServer._rereadsecrets,
+    "redirect": ControlServer._redirect,
     "listpsks": ControlServer._listpsks,
     "reopenlogs": ControlServer._reopenlogs,
     "debug": ControlServer._debug,

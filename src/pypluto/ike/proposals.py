@@ -19,6 +19,7 @@ from pypluto.config.model import AlgSpec, ProposalSpec
 from pypluto.crypto import registry as reg
 from pypluto.crypto.registry import Encr, Integ, Prf, TransformType
 from pypluto.iana import ProtocolID
+from pypluto.ike import addke as _addke
 
 KE = reg.KE
 
@@ -56,6 +57,7 @@ class Chosen:
     esn: bool = False
     spi: bytes = b""  # the peer's SPI from the chosen proposal
     number: int = 1
+    addke: tuple[int, ...] = ()  # RFC 9370: the method of ADDKE1.. (0 = NONE)
 
     @property
     def aead(self) -> bool:
@@ -74,7 +76,8 @@ class Chosen:
         return reg.transform_name(TransformType.PRF, self.prf) if self.prf else ""
 
     def ke_name(self) -> str:
-        return reg.transform_name(TransformType.KE, self.ke) if self.ke else ""
+        return (reg.transform_name(TransformType.KE, self.ke) if self.ke else "") + \
+            _addke.names(self.addke)
 
 
 def _encr_bits(spec: AlgSpec) -> Sequence[int | None]:
@@ -172,6 +175,7 @@ def build_proposals(
                 groups.insert(0, ke_override)
             for g in groups:
                 ts.append((TransformType.KE, int(g), None))
+            ts += _addke.transforms(spec)  # RFC 9370 ADDKE1..7
         else:
             if pfs_group:
                 groups = [g for g in spec.ke] or [pfs_group]
@@ -180,6 +184,7 @@ def build_proposals(
                 groups.insert(0, pfs_group)
                 for g in groups:
                     ts.append((TransformType.KE, int(g), None))
+                ts += _addke.transforms(spec)  # RFC 9370: IKE_FOLLOWUP_KE after the answer
             for e_id in _esn_ids(spec, esn):
                 ts.append((TransformType.ESN, int(e_id), None))
         out.append((num, protocol, spi, ts))
@@ -231,8 +236,8 @@ def choose(
         by_type: dict[int, list[tuple[int, int | None]]] = {}
         unknown = False
         for ttype, tid, bits in transforms:
-            if ttype < 1 or ttype > 5:
-                unknown = True  # RFC 9370 additional KEs and beyond: not supported
+            if ttype < 1 or ttype > _addke.ADDKE7:
+                unknown = True  # beyond RFC 9370's ADDKE7: not supported
                 break
             by_type.setdefault(ttype, []).append((tid, bits))
         if unknown:
@@ -251,7 +256,7 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
     acc_encr, acc = _accept_lists(spec, ike, esn, pfs_group)
     c = Chosen()
     if ah:
-        return _match_ah(by_type, acc, c, pfs_group)
+        return _match_ah(by_type, spec, acc, c, pfs_group)
     # ENCR: mandatory
     pick = None
     for tid, bits in by_type.get(TransformType.ENCR, []):
@@ -299,6 +304,10 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
         c.ke = got
         if TransformType.ESN in by_type:
             return None
+        chosen_addke = _addke.match(by_type, spec)  # RFC 9370 §2.2.1
+        if chosen_addke is None:
+            return None
+        c.addke = chosen_addke
     else:
         kes = by_type.get(TransformType.KE, [])
         if pfs_group is None:
@@ -308,6 +317,10 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
             if got is None:
                 return None
             c.ke = got
+            chosen_addke = _addke.match(by_type, spec)  # RFC 9370 §2.2.3
+            if chosen_addke is None:
+                return None
+            c.addke = chosen_addke
         esns = by_type.get(TransformType.ESN, [(0, None)])
         got = next((tid for tid, _ in esns if tid in acc[TransformType.ESN]), None)
         if got is None:
@@ -316,8 +329,8 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
     return c
 
 
-def _match_ah(by_type: dict[int, list[tuple[int, int | None]]], acc: dict[int, list[int]],
-              c: Chosen, pfs_group: int | None) -> Chosen | None:
+def _match_ah(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
+              acc: dict[int, list[int]], c: Chosen, pfs_group: int | None) -> Chosen | None:
     """An AH proposal (RFC 7296 §3.3.3): no ENCR, INTEG required (not NONE), ESN, KE optional."""
     if TransformType.ENCR in by_type or TransformType.PRF in by_type:
         return None
@@ -333,6 +346,10 @@ def _match_ah(by_type: dict[int, list[tuple[int, int | None]]], acc: dict[int, l
         if got is None:
             return None
         c.ke = got
+        chosen_addke = _addke.match(by_type, spec)  # RFC 9370 §2.2.3, as for ESP
+        if chosen_addke is None:
+            return None
+        c.addke = chosen_addke
     esns = by_type.get(TransformType.ESN, [(0, None)])
     got = next((tid for tid, _ in esns if tid in acc[TransformType.ESN]), None)
     if got is None:
@@ -353,6 +370,7 @@ def chosen_proposal(c: Chosen, protocol: int, spi: bytes, *, ike: bool
         ts.append((TransformType.INTEG, c.integ, None))
     if c.ke:
         ts.append((TransformType.KE, c.ke, None))
+    ts += [(_addke.ADDKE1 + i, g, None) for i, g in enumerate(c.addke) if g]
     if not ike:
         ts.append((TransformType.ESN, int(c.esn), None))
     return (c.number, protocol, spi, ts)
@@ -374,7 +392,13 @@ def check_answer(
     offered = {(t, i, b) for t, i, b in mine[3]}
     seen: set[int] = set()
     c = Chosen(spi=spi, number=num)
+    chosen_addke = _addke.check(ts, mine[3])  # RFC 9370 §2.2.1
+    if chosen_addke is None:
+        return None
+    c.addke = chosen_addke
     for t, i, b in ts:
+        if _addke.is_addke(t):
+            continue
         if t in seen or (t, i, b) not in offered:
             if not (t == TransformType.INTEG and i == 0):
                 return None

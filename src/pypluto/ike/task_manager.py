@@ -33,6 +33,7 @@ from pypluto.wire.errors import UnsupportedCriticalPayload, WireError
 
 EXCH_INIT = ExchangeType.IKE_SA_INIT
 EXCH_AUTH = ExchangeType.IKE_AUTH
+EXCH_INT = ExchangeType.IKE_INTERMEDIATE  # RFC 9242: between IKE_SA_INIT and IKE_AUTH
 MAX_FRAGMENTS = 64
 
 
@@ -67,7 +68,7 @@ class TaskManager:
         acts: list[Action] = []
         ctx = self.ctx
         while ike.outstanding is None and ike.tasks and ctx.is_live(ike):
-            if not ike.established and ike.tasks[0].exchange not in (EXCH_INIT, EXCH_AUTH):
+            if not ike.established and ike.tasks[0].exchange not in (EXCH_INIT, EXCH_INT, EXCH_AUTH):
                 break
             task = _task(ike.tasks.pop(0))
             payloads = task.build(ctx, ike, now, acts)
@@ -82,7 +83,10 @@ class TaskManager:
         prot = ike.prot_out if exchange != EXCH_INIT else None
         frag = None
         if prot is not None and ike.frag_ok and ike.conn.fragmentation != "no":
-            frag = self.ctx.settings.fragment_size if ike.remote.addr.version == 4 else 1280
+            v4 = ike.remote.addr.version == 4
+            # RFC 7383 §2.5.1: the datagram (IP + UDP + non-ESP marker) must fit the path
+            frag = (self.ctx.settings.fragment_size if v4 else 1280) - (28 if v4 else 48) \
+                - (4 if ike.remote.port != 500 else 0)
         return codec.encode(ike.spi_i, ike.spi_r, exchange, ike.initiator, response, msgid,
                             payloads, prot, frag)
 
@@ -109,6 +113,8 @@ class TaskManager:
         packets = self.encode(ike, exchange, True, msgid, payloads)
         ike.last_response = (msgid, packets)
         ike.next_in = msgid + 1
+        if ike.answer_to is not None:  # MOBIKE: back where the request came from
+            local, remote = local or ike.answer_to[0], remote or ike.answer_to[1]
         return [SendPacket(p, local or ike.local, remote or ike.remote) for p in packets]
 
     def send_now(self, ike: IKESA, exchange: int, payloads: list[Payload]) -> list[Action]:
@@ -184,9 +190,10 @@ class TaskManager:
             if hdr.message_id != ike.next_in:
                 return _dbg(f"dropping request with message ID {hdr.message_id}, expected "
                             f"{ike.next_in}", remote)
-            if not ike.established and (hdr.exchange != EXCH_AUTH or
+            if not ike.established and (hdr.exchange not in (EXCH_AUTH, EXCH_INT) or
                                         ike.state is not IKEState.INIT_R):
-                # CVE-2014-2338: nothing but IKE_AUTH before authentication, and not
+                # CVE-2014-2338: nothing but IKE_AUTH (and IKE_INTERMEDIATE, RFC 9242,
+                # before it) before authentication, and not
                 # even its fragments are kept (RFC 7383 §2.6)
                 return _dbg(f"dropping exchange {hdr.exchange} before IKE_AUTH completed",
                             remote)
@@ -233,10 +240,17 @@ class TaskManager:
                 acts += self.kick(ike, now)
             return acts
         # a request: answer where it came from (§2.23, §3.1)
-        if ike.remote != remote or ike.local != local:
+        if (ike.remote != remote or ike.local != local) and not ike.mobike:
+            # with MOBIKE only UPDATE_SA_ADDRESSES moves the IKE SA (RFC 4555 §3.8)
             if ike.nat_remote or ike.nat_local or local.port != 500:
                 ike.remote, ike.local = remote, local
-        return self._request(ike, hdr.exchange, hdr.message_id, payloads, local, remote, now)
+        if not ike.mobike:
+            return self._request(ike, hdr.exchange, hdr.message_id, payloads, local, remote, now)
+        ike.answer_to = (local, remote)  # RFC 4555 §3.8: answer there, move nothing
+        try:
+            return self._request(ike, hdr.exchange, hdr.message_id, payloads, local, remote, now)
+        finally:
+            ike.answer_to = None
 
     def _init_response(self, ike: IKESA, data: bytes, hdr: IKEHeader, now: float
                        ) -> list[Action]:
@@ -259,9 +273,9 @@ class TaskManager:
 
     def _request(self, ike: IKESA, exchange: int, msgid: int, payloads: list[Payload],
                  local: Endpoint, remote: Endpoint, now: float) -> list[Action]:
-        if exchange == EXCH_AUTH:
+        if exchange in (EXCH_AUTH, EXCH_INT):
             if ike.state is not IKEState.INIT_R:
-                return _dbg("dropping unexpected IKE_AUTH request", remote)
+                return _dbg(f"dropping unexpected {ExchangeType(exchange).name} request", remote)
         elif not ike.established:
             # CVE-2014-2338 / -2019-12312: nothing but IKE_AUTH before authentication
             return _dbg(f"dropping exchange {exchange} before IKE_AUTH completed", remote)

@@ -17,8 +17,8 @@ from pypluto.crypto import dh
 from pypluto.crypto.errors import CryptoError
 from pypluto.iana import ExchangeType, ProtocolID
 from pypluto.iana import NotifyType as N
+from pypluto.ike import addke, codec, proposals
 from pypluto.ike import child as childmod
-from pypluto.ike import codec, proposals
 from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
 from pypluto.ike.codec import Payload, Proposals
 from pypluto.ike.context import IKEContext
@@ -26,6 +26,7 @@ from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.child_delete import delete_children, delete_spi_unknown
 from pypluto.ike.tasks.common import NONCE_SIZE, RETRY_DELAY, nname, reason_for_notify
+from pypluto.ike.tasks.ike_followup import child_followup, hold_child, link_of
 from pypluto.ike.tasks.liveness import peer_dead
 from pypluto.wire import payloads as wp
 
@@ -175,6 +176,14 @@ class ChildCreate(Task):
             assert nr_p is not None
             why, _ = childmod.finish(ike, c, self.sent, payloads, self.ni, bytes(nr_p.data),
                                      shared, self.group if self.ke else None)
+        if not why and c.chosen is not None and addke.groups(c.chosen.addke):
+            link = link_of(payloads)  # RFC 9370 §2.2.3: IKE_FOLLOWUP_KE before installing
+            if link is None:
+                why = "additional key exchanges chosen without ADDITIONAL_KEY_EXCHANGE"
+            else:
+                assert nr_p is not None and shared is not None
+                return acts + child_followup(ctx, ike, self, c, link, shared, self.ni,
+                                             bytes(nr_p.data), now)
         if why:
             self.abandon(ctx, ike)
             ctx.log(acts, f"CREATE_CHILD_SA failed: {why}", c, level="warning")
@@ -182,6 +191,13 @@ class ChildCreate(Task):
             if old is not None:
                 acts += replace_refused(ctx, ike, old, why, now)
             return acts
+        return acts + self.complete(ctx, ike, now)
+
+    def complete(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+        """Install the negotiated Child SA (after any IKE_FOLLOWUP_KE), retire the old one."""
+        acts: list[Action] = []
+        c, old = self.child, self.old
+        assert c is not None
         acts += ctx.install_child(c, c.keys, now, replaces=old)
         c.keys = None
         c.rekey_of = None  # no chains of references to old SAs
@@ -349,11 +365,22 @@ def _respond_child_keyed(ctx: IKEContext, ike: IKESA, msgid: int, payloads: list
     if ke_out is not None and group is not None:
         out.append(codec.ke(group, ke_out))
     out += cp[1:]
-    acts += ctx.install_child(c, c.keys, now, replaces=old, defer_out=old is not None)
+    if c.chosen is not None and addke.groups(c.chosen.addke):  # RFC 9370 §2.2.3
+        assert shared is not None
+        return acts + hold_child(ctx, ike, c, old, shared, ni, nr, out, msgid,
+                                 _install_answered)
+    acts += _install_answered(ctx, ike, c, old, now)
+    return answer(out)
+
+
+def _install_answered(ctx: IKEContext, ike: IKESA, c: ChildSA, old: ChildSA | None,
+                      now: float) -> list[Action]:
+    """Responder: install the accepted Child SA (after any IKE_FOLLOWUP_KE)."""
+    acts = ctx.install_child(c, c.keys, now, replaces=old, defer_out=old is not None)
     c.keys = None
     c.rekey_of = None
     if old is not None:
         old.peer_rekeys.append(c)
         old.rekey_at = None  # the peer deletes it
         ctx.log(acts, f"Child SA #{old.serial} rekeyed by peer", c)
-    return answer(out)
+    return acts

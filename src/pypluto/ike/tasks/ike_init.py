@@ -28,9 +28,9 @@ from pypluto.ike.context import HalfOpenKey, IKEContext
 from pypluto.ike.cookies import cookie_in, cookie_reply
 from pypluto.ike.proposals import Chosen
 from pypluto.ike.sa import IKESA, IKEState
+from pypluto.ike.tasks import ike_intermediate, redirect
 from pypluto.ike.tasks.base import Inbound, Task
 from pypluto.ike.tasks.common import NONCE_SIZE, fail, install_keys, reason_for_notify
-from pypluto.ike.tasks.ike_auth import IKEAuth
 from pypluto.wire import payloads as wp
 from pypluto.wire.errors import WireError
 
@@ -59,7 +59,9 @@ class IKEInit(Task):
                      codec.nonce(ike.ni)]
         payloads += _natd(ike, bytes(8), conn.encapsulation == "yes")
         payloads += _capabilities(ctx, conn)
+        payloads += ike_intermediate.init_notify(conn)  # RFC 9242 IKE_INT_SUP
         payloads += ppk.init_request(conn)  # RFC 8784 USE_PPK
+        payloads += redirect.init_notifies(conn)  # RFC 5685 REDIRECT_SUPPORTED
         return payloads
 
     def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
@@ -75,6 +77,10 @@ class IKEInit(Task):
         pl = msg.payloads
         ns = _notifies(pl)
         conn = ike.conn
+        if N.REDIRECT in ns and redirect.follow(ctx, ike, bytes(ns[N.REDIRECT].data), ike.ni,
+                                                now, acts):  # RFC 5685 §4
+            return acts + ctx.drop_ike(ike, now, "redirected", None) + \
+                redirect.restart(ctx, conn, now)
         if N.COOKIE in ns and not ike.cookie_retried:
             cookie = ns[N.COOKIE].data
             if not 1 <= len(cookie) <= 64:
@@ -244,11 +250,14 @@ def _init_keyed(ctx: IKEContext, ike: IKESA, msg: Inbound, ns: Notifies, chosen:
             ike.remote = Endpoint(ike.remote.addr, 4500)
     if nat_l and conn.nat_keepalive and ctx.settings.keep_alive > 0:
         ike.next_keepalive = now + ctx.settings.keep_alive
+    why = ike_intermediate.init_answered(ike, list(ns))  # RFC 9242 / RFC 9370
+    if why:
+        return acts + fail(ctx, ike, now, why, FailReason.PROPOSAL)
     ike.to(IKEState.AUTH_I)
     ctx.log(acts, f"sent IKE_AUTH request to {ike.remote} (IKE SA "
             f"{chosen.encr_name()}{'-' + chosen.integ_name() if chosen.integ else ''}-"
             f"{chosen.prf_name()}-{chosen.ke_name()})", ike)
-    return acts + ctx.queue(ike, IKEAuth(), now, front=True)
+    return acts + ike_intermediate.queue_next(ctx, ike, now)  # IKE_INTERMEDIATE, IKE_AUTH
 
 
 # ---------------------------------------------------------------- responder
@@ -355,12 +364,19 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
                         "answering INVALID_SYNTAX", level="warning"))
         return acts + _stateless(hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
     ni = bytes(ni_p[0].data)
+    to = redirect.init_target(ctx, pl, ctx.dos.busy_now())  # RFC 5685 §4
+    if to is not None:
+        acts.append(Log(f"redirecting IKE_SA_INIT from {remote} to {to} (global-redirect)",
+                        level="info"))
+        return acts + _stateless(hdr, local, remote, [codec.notify(
+            N.REDIRECT, redirect.encode_gw(to, ni))])
     peer_props = codec.sa_tuples(sa_p[0])
     chosen = None
     conn = conns[0]
     for c in conns:
         chosen = proposals.choose(peer_props, proposals.ike_specs(c.ike), ProtocolID.IKE,
                                   ike=True)
+        chosen = ike_intermediate.acceptable(chosen, list(ns))  # RFC 9370 needs IKE_INT_SUP
         if chosen is not None:
             conn = c
             break
@@ -446,12 +462,14 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
     ike.frag_ok = N.IKEV2_FRAGMENTATION_SUPPORTED in ns and conn.fragmentation != "no"
     ike.init_request = data
     ike.cands = conns
+    ike.redirect_ok = N.REDIRECT_SUPPORTED in ns  # RFC 5685 §6
     payloads: list[Payload] = [
         codec.sa([proposals.chosen_proposal(chosen, ProtocolID.IKE, b"", ike=True)]),
         codec.ke(chosen.ke, ke_data), codec.nonce(ike.nr)]
     if seen:
         payloads += _natd(ike, ike.spi_r, conn.encapsulation == "yes")
     payloads += _capabilities(ctx, conn, ns)
+    payloads += ike_intermediate.answer_notify(ike, list(ns))  # RFC 9242 IKE_INT_SUP
     payloads += ppk.init_response(ike, conns, pl)  # RFC 8784 USE_PPK
     acts_send = ctx.send_response(ike, EXCH_INIT, 0, payloads, local, remote)
     ike.init_response = ike.last_response[1][0] if ike.last_response else b""
