@@ -216,9 +216,13 @@ def test_whack_add_is_refused_too() -> None:
 
     with pytest.raises(ConnError) as exc:
         build_connection("w", {"left": "192.0.2.1", "right": "192.0.2.2",
-                               "authby": "secret", "phase2": "ah"})
-    assert exc.value.unsupported and exc.value.key == "phase2"
-    assert str(exc.value).startswith("phase2=ah is not supported by pypluto (")
+                               "authby": "secret", "compress": "yes"})
+    assert exc.value.unsupported and exc.value.key == "compress"
+    assert str(exc.value).startswith("compress=yes is not supported by pypluto (")
+    # phase2=ah (issue 12) loads now
+    conn = build_connection("w", {"left": "192.0.2.1", "right": "192.0.2.2",
+                                  "authby": "secret", "phase2": "ah", "ah": "sha2_256"})
+    assert conn.phase2 == "ah" and conn.ah and conn.ah[0].integ
 
 
 @pytest.mark.parametrize("value", ["rsasig", "rsa", "ecdsa", "rsa-sha2", "rsa-sha2_256",

@@ -98,6 +98,7 @@ T_DA = "tests/daemon/test_daemon_args.py::"
 T_DIP = "tests/daemon/test_daemon_inprocess.py::"
 T_ESP = "tests/kernel/test_esp.py::"
 T_PPK = "tests/ike/test_ppk.py::"
+T_AH = "tests/ike/test_ah.py::"
 T_RW = "tests/ike/test_roadwarrior.py::"
 T_RED = "tests/ike/test_redirect.py::"
 T_RWC = "tests/config/test_cfg_roadwarrior.py::"
@@ -380,10 +381,9 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("tcp-remoteport", "int", R("IKE over TCP (RFC 8229) " + _NO)),
     ("connalias", "str", R(_NO)),
     ("esp", "proposal:ESP", W(T_EST + "test_configured_proposals")),
-    ("ah", "proposal:AH", R("AH (RFC 4302) " + _NO)),
+    ("ah", "proposal:AH", W(T_AH + "test_ah_configured_integ")),
     ("phase2alg", "proposal:ESP", "=esp"),
-    ("phase2", "enum", "esp|ah|default",
-     P("esp|default", T_EST + "test_configured_proposals", "AH (RFC 4302) " + _NO)),
+    ("phase2", "enum", "esp|ah|default", W(T_AH + "test_ah_child_sa_in_ike_auth")),
     ("compress", "bool", P(_NO_VALUES, note="IPComp (RFC 3173) " + _NO)),
     ("metric", "int", P("1", note="route metrics " + _NO)),
     ("dpddelay", "time", W(T_LIFE + "test_dead_peer_detected_by_liveness")),

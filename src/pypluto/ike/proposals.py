@@ -4,6 +4,9 @@ The initiator turns its ``ike=`` / ``esp=`` list (or Libreswan's defaults) into
 SA payload proposals; the responder picks the first of the peer's proposals
 (in the peer's order, §2.7) that its own configuration accepts, one transform
 of each type, and answers with exactly that.
+
+A Child SA is ESP or, with ``phase2=ah``, AH (RFC 4302): an AH proposal carries
+INTEG and ESN (optionally KE) and never ENCR (RFC 7296 §3.3.3).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from pypluto.config.model import AlgSpec, ProposalSpec
 from pypluto.crypto import registry as reg
 from pypluto.crypto.registry import Encr, Integ, Prf, TransformType
+from pypluto.iana import ProtocolID
 from pypluto.ike import addke as _addke
 
 KE = reg.KE
@@ -33,6 +37,11 @@ DEFAULT_ESP: tuple[ProposalSpec, ...] = (
     ProposalSpec(encr=(AlgSpec(Encr.AES_GCM_16, 256), AlgSpec(Encr.AES_GCM_16, 128))),
     ProposalSpec(encr=(AlgSpec(Encr.AES_CBC, 256), AlgSpec(Encr.AES_CBC, 128)),
                  integ=(Integ.HMAC_SHA2_512_256, Integ.HMAC_SHA2_256_128)),
+)
+# Libreswan 5.2's ``ah=`` default (``algparse -v2 ah``): HMAC_SHA2_512_256, HMAC_SHA2_256_128
+DEFAULT_AH: tuple[ProposalSpec, ...] = (
+    ProposalSpec(encr=(), integ=(Integ.HMAC_SHA2_512_256,)),
+    ProposalSpec(encr=(), integ=(Integ.HMAC_SHA2_256_128,)),
 )
 
 
@@ -56,6 +65,8 @@ class Chosen:
         return bool(alg and alg.aead)
 
     def encr_name(self) -> str:
+        if not self.encr:
+            return ""  # AH: no encryption
         return reg.transform_name(TransformType.ENCR, self.encr, self.encr_bits)
 
     def integ_name(self) -> str:
@@ -90,6 +101,7 @@ try:  # Libreswan's defaults as the config layer knows them (single source of tr
 
     DEFAULT_IKE = tuple(_cfg_defaults.DEFAULT_IKE)
     DEFAULT_ESP = tuple(_cfg_defaults.DEFAULT_ESP)
+    DEFAULT_AH = tuple(_cfg_defaults.DEFAULT_AH)
 except Exception:  # pragma: no cover - keep the built-in table
     pass
 
@@ -100,6 +112,23 @@ def ike_specs(configured: list[ProposalSpec] | None) -> tuple[ProposalSpec, ...]
 
 def esp_specs(configured: list[ProposalSpec] | None) -> tuple[ProposalSpec, ...]:
     return tuple(configured) if configured else DEFAULT_ESP
+
+
+def ah_specs(configured: list[ProposalSpec] | None) -> tuple[ProposalSpec, ...]:
+    return tuple(configured) if configured else DEFAULT_AH
+
+
+def child_protocol(phase2: str) -> ProtocolID:
+    """The Child SA's IPsec protocol: AH for ``phase2=ah``, else ESP (RFC 7296 §3.3.1)."""
+    return ProtocolID.AH if phase2 == "ah" else ProtocolID.ESP
+
+
+def child_specs(esp: list[ProposalSpec] | None, ah: list[ProposalSpec] | None, phase2: str
+                ) -> tuple[tuple[ProposalSpec, ...], ProtocolID]:
+    """(the Child SA proposals a conn offers and accepts, their protocol)."""
+    if phase2 == "ah":
+        return ah_specs(ah), ProtocolID.AH
+    return esp_specs(esp), ProtocolID.ESP
 
 
 def first_group(specs: tuple[ProposalSpec, ...]) -> int:
@@ -134,7 +163,8 @@ def build_proposals(
         if ike:
             for p in spec.prf:
                 ts.append((TransformType.PRF, int(p), None))
-        aead = all((reg.get(TransformType.ENCR, e.id) or _NOALG).aead for e in spec.encr)
+        # all([]) is True: a proposal without ENCR (AH) is not AEAD and keeps its INTEG
+        aead = bool(spec.encr) and all((reg.get(TransformType.ENCR, e.id) or _NOALG).aead for e in spec.encr)
         if not aead:
             for i in spec.integ:
                 ts.append((TransformType.INTEG, int(i), None))
@@ -213,7 +243,7 @@ def choose(
         if unknown:
             continue
         for spec in specs:
-            c = _match(by_type, spec, ike, esn, pfs_group)
+            c = _match(by_type, spec, ike, esn, pfs_group, protocol == ProtocolID.AH)
             if c is not None:
                 c.spi = spi
                 c.number = num
@@ -222,9 +252,11 @@ def choose(
 
 
 def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec, ike: bool,
-           esn: str, pfs_group: int | None) -> Chosen | None:
+           esn: str, pfs_group: int | None, ah: bool = False) -> Chosen | None:
     acc_encr, acc = _accept_lists(spec, ike, esn, pfs_group)
     c = Chosen()
+    if ah:
+        return _match_ah(by_type, spec, acc, c, pfs_group)
     # ENCR: mandatory
     pick = None
     for tid, bits in by_type.get(TransformType.ENCR, []):
@@ -297,10 +329,41 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
     return c
 
 
+def _match_ah(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
+              acc: dict[int, list[int]], c: Chosen, pfs_group: int | None) -> Chosen | None:
+    """An AH proposal (RFC 7296 §3.3.3): no ENCR, INTEG required (not NONE), ESN, KE optional."""
+    if TransformType.ENCR in by_type or TransformType.PRF in by_type:
+        return None
+    got = next((tid for tid, _ in by_type.get(TransformType.INTEG, [])
+                if tid in acc[TransformType.INTEG] and tid != Integ.NONE
+                and reg.get(TransformType.INTEG, tid)), None)
+    if got is None:
+        return None
+    c.integ = got
+    if pfs_group is not None:
+        got = next((tid for tid, _ in by_type.get(TransformType.KE, [])
+                    if tid in acc[TransformType.KE]), None)
+        if got is None:
+            return None
+        c.ke = got
+        chosen_addke = _addke.match(by_type, spec)  # RFC 9370 §2.2.3, as for ESP
+        if chosen_addke is None:
+            return None
+        c.addke = chosen_addke
+    esns = by_type.get(TransformType.ESN, [(0, None)])
+    got = next((tid for tid, _ in esns if tid in acc[TransformType.ESN]), None)
+    if got is None:
+        return None
+    c.esn = bool(got)
+    return c
+
+
 def chosen_proposal(c: Chosen, protocol: int, spi: bytes, *, ike: bool
                     ) -> tuple[int, int, bytes, list[tuple[int, int, int | None]]]:
     """The responder's single-proposal answer (§3.3.6): number kept, one transform each."""
-    ts: list[tuple[int, int, int | None]] = [(TransformType.ENCR, c.encr, c.encr_bits)]
+    ts: list[tuple[int, int, int | None]] = []
+    if c.encr:  # AH has no ENCR transform (§3.3.3)
+        ts.append((TransformType.ENCR, c.encr, c.encr_bits))
     if ike:
         ts.append((TransformType.PRF, c.prf, None))
     if c.integ:
@@ -350,6 +413,8 @@ def check_answer(
             c.ke = i
         elif t == TransformType.ESN:
             c.esn = bool(i)
+    if proto == ProtocolID.AH and not ike:
+        return c if not c.encr and c.integ and not c.prf else None
     if not c.encr or (ike and not c.prf) or (not c.aead and not c.integ):
         return None
     if ike and not c.ke:

@@ -19,7 +19,7 @@ from pypluto.iana import ExchangeType, ProtocolID
 from pypluto.iana import NotifyType as N
 from pypluto.ike import addke, codec, proposals
 from pypluto.ike import child as childmod
-from pypluto.ike.actions import Action, ConnectionEvent, EventKind, Log
+from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
 from pypluto.ike.codec import Payload, Proposals
 from pypluto.ike.context import IKEContext
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
@@ -36,10 +36,15 @@ EXCH_CHILD = ExchangeType.CREATE_CHILD_SA
 def _pfs_group(ike: IKESA, conn: Connection) -> int | None:
     if not conn.pfs:
         return None
-    for s in proposals.esp_specs(conn.esp):
+    for s in proposals.child_specs(conn.esp, conn.ah, conn.phase2)[0]:
         if s.ke:
             return int(s.ke[0])
     return ike.ke_group
+
+
+def _proto_id(c: ChildSA) -> ProtocolID:
+    """The Protocol ID naming a Child SA in REKEY_SA and Delete (RFC 7296 §3.10, §3.11)."""
+    return ProtocolID.AH if c.protocol == "ah" else ProtocolID.ESP
 
 
 class ChildCreate(Task):
@@ -69,6 +74,15 @@ class ChildCreate(Task):
             old.rekeying = False
             return None
         conn = self.conn
+        ah_nat = childmod.ah_nat_refusal(ike, conn)
+        if ah_nat:  # AH cannot traverse a NAT (RFC 3948 is ESP only)
+            if old is not None:
+                old.rekeying = False
+            acts.append(Log(f"Child SA failed: {ah_nat}", level="warning", conn=conn.name,
+                            serial=ike.serial))
+            acts.append(ConnectionEvent(EventKind.FAILED, conn.name, ike.serial, ah_nat,
+                                        FailReason.PROPOSAL))
+            return None
         c = childmod.new_child(ctx, ike, conn, initiator=True)
         c.to(ChildState.REKEY_I if old else ChildState.NEW_I)
         c.rekey_of = old
@@ -82,7 +96,7 @@ class ChildCreate(Task):
         cp, self.sent = childmod.offer(ike, c, group, ts)
         payloads: list[Payload] = []
         if old is not None:
-            payloads.append(codec.notify(N.REKEY_SA, b"", ProtocolID.ESP,
+            payloads.append(codec.notify(N.REKEY_SA, b"", _proto_id(old),
                                          old.spi_in.to_bytes(4, "big")))
         sa_p = cp[-3]
         payloads += cp[:-3]  # USE_TRANSPORT_MODE
@@ -281,7 +295,8 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
         if rekey.protocol_id not in (ProtocolID.ESP, ProtocolID.AH) or len(rekey.spi) != 4:
             return answer([codec.notify(N.CHILD_SA_NOT_FOUND)])  # CVE-2023-38710
         val = int.from_bytes(rekey.spi, "big")
-        old = next((c for c in ike.children if c.spi_out == val), None)
+        old = next((c for c in ike.children if c.spi_out == val
+                    and _proto_id(c) == rekey.protocol_id), None)
         if old is None or old.state is not ChildState.ESTABLISHED:
             return answer([codec.notify(N.CHILD_SA_NOT_FOUND, b"", int(rekey.protocol_id),
                                         bytes(rekey.spi))])
@@ -299,7 +314,7 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
         return _respond_child_keyed(ctx, ike, msgid, payloads, conn, old, ni, nr, None, None,
                                     None, now)
     group = int(ke_p.group)
-    specs = proposals.esp_specs(conn.esp)
+    specs = proposals.child_specs(conn.esp, conn.ah, conn.phase2)[0]
     allowed = {int(g) for s in specs for g in s.ke} | {ike.ke_group}
     if group not in allowed:
         pick = next(iter(sorted(allowed)), ike.ke_group)

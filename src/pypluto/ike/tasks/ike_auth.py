@@ -140,6 +140,10 @@ class IKEAuth(Task):
         childless = conn.raw.get("childless", "").lower() in ("yes", "require") or \
             conn.type in ("passthrough",)
         if not childless:
+            ah_nat = childmod.ah_nat_refusal(ike, conn)
+            if ah_nat:  # AH cannot traverse a NAT: no Child SA to offer (RFC 3948)
+                acts += fail(ctx, ike, now, ah_nat, FailReason.PROPOSAL)
+                return None
             self.child = childmod.new_child(ctx, ike, conn, initiator=True)
             self.child.to(ChildState.AUTH_I)
             ts = None
