@@ -849,6 +849,91 @@ def scenario_libreswan(left: XfrmBackend, right: XfrmBackend) -> None:
         subprocess.run(["rm", "-rf", work])
 
 
+def scenario_libreswan_ppk(left: XfrmBackend, right: XfrmBackend) -> None:
+    """PPK (RFC 8784, ppk=insist) and leftupdown= against Libreswan 4.10, full tunnel in
+    the ESP kernel, both roles (issue 12): Libreswan logs the PPK, ping passes, our
+    updown script runs prepare/route/up and down/unroute with the Child SA's facts."""
+    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
+        check("libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+        return
+    work = tempfile.mkdtemp(prefix="ppxg-ppk.")
+    west = Daemon("pypluto", LEFT, work, "west")
+    east = Daemon("libreswan", RIGHT, work, "east")
+    calls = os.path.join(work, "updown.calls")
+    script = os.path.join(work, "updown.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\necho \"$PLUTO_VERB $PLUTO_PEER_CLIENT $PLUTO_SA_TYPE\" >> "
+                f"{calls}\n")
+    os.chmod(script, 0o755)
+
+    def conf(updown: str) -> str:
+        return (f"config setup\n\tplutodebug=none\n\nconn west-east-ppk\n\tauthby=secret\n"
+                f"\tleft={L4}\n\tleftid=@west.example\n\tleftsubnet={LNET4}\n"
+                f"\tleftsourceip={LIN4}\n\tright={R4}\n\trightid=@east.example\n"
+                f"\trightsubnet={RNET4}\n\trightsourceip={RIN4}\n"
+                f"\tike=aes_gcm256-sha2_256-dh19\n\tppk=insist\n{updown}\tauto=add\n\n")
+    ppk = '@west.example @east.example : PPKS "pypluto-uml" "ppk-0123456789abcdef0123456789abcdef"\n'
+    for d, text in ((west, conf(f"\tleftupdown={script}\n")), (east, conf(""))):
+        with open(os.path.join(d.dir, "ipsec.conf"), "w") as f:
+            f.write(text)
+        with open(os.path.join(d.dir, "ipsec.secrets"), "a") as f:
+            f.write(ppk)
+
+    def verbs() -> list[str]:
+        try:
+            with open(calls) as f:
+                return [ln.split()[0] for ln in f.read().splitlines() if ln.strip()]
+        except FileNotFoundError:
+            return []
+
+    ip_batch(LEFT, [f"route del {RNET4}"])
+    ip_batch(RIGHT, [f"route del {LNET4}"])
+    try:
+        for d in (west, east):
+            d.start()
+        for role, who in (("initiator", west), ("responder", east)):
+            out = who.whack("--name", "west-east-ppk", "--initiate")
+            ok = True
+            try:
+                wait_for(lambda: len(left.list_sas()) >= 2
+                         and len(right.list_sas(own_only=False)) >= 2, 30, "PPK SAs")
+            except TimeoutError:
+                ok = False
+            ppk_logged = "PPK" in east.log()
+            check(f"libreswan-ppk-{role}-child-sa", ok and ppk_logged,
+                  f"{out.strip()[-200:]}; Libreswan PPK line: {ppk_logged}")
+            check(f"libreswan-ppk-{role}-ping", ok and ping(LEFT, LIN4, RIN4))
+            wait_for(lambda: len(verbs()) >= 3, 15, "updown up verbs")
+            v = verbs()
+            check(f"libreswan-ppk-{role}-updown-up",
+                  v[-3:] == ["prepare-client", "route-client", "up-client"], f"{v}")
+            west.whack("--name", "west-east-ppk", "--down")
+            n_up = len(v)
+            try:
+                wait_for(lambda: not left.list_sas(), 30, "PPK SAs gone")
+                wait_for(lambda n=n_up: len(verbs()) >= n + 2, 15, "updown down verbs")
+            except TimeoutError:
+                pass
+            v2 = verbs()
+            check(f"libreswan-ppk-{role}-updown-down",
+                  v2[len(v):] == ["down-client", "unroute-client"], f"{v2}")
+            if role == "initiator":  # before Libreswan initiates the same conn itself
+                wait_for(lambda: not right.list_sas(own_only=False), 30, "Libreswan's SAs gone")
+    except Exception:
+        for d in (west, east):
+            log(f"--- {d.name} log tail:\n{d.tail()}")
+        raise
+    finally:
+        for d in (west, east):
+            d.stop()
+        for ns in (LEFT, RIGHT):
+            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
+            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
+        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
+        ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
+        subprocess.run(["rm", "-rf", work])
+
+
 def scenario_flush_and_crash(left: XfrmBackend) -> None:
     """flush_own removes ours only; a restarted backend removes a crashed run's leftovers."""
     # Foreign state: as Libreswan (reqid 16388) and a hand-made SA (reqid 0).
@@ -1024,6 +1109,7 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("pypluto_ah", scenario_pypluto_ah, 2),
     ("libreswan", scenario_libreswan, 2),
     ("libreswan_ah", scenario_libreswan_ah, 2),
+    ("libreswan_ppk", scenario_libreswan_ppk, 2),
 ]
 
 

@@ -110,6 +110,9 @@ LIBRESWAN_AH = [c.replace("pair-", "libreswan-") for c in PAIR_AH] + [
     "libreswan-ah-responder-ping",
 ]
 
+LIBRESWAN_PPK = [f"libreswan-ppk-{role}-{what}" for role in ("initiator", "responder")
+                 for what in ("child-sa", "ping", "updown-up", "updown-down")]
+
 LIBRESWAN = [
     "libreswan-child-sa-installed",
     "libreswan-ping",
@@ -219,3 +222,13 @@ def test_pypluto_against_libreswan_ah_with_xfrm(guest: GuestRun) -> None:
     )
     require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
     guest.assert_checks(LIBRESWAN_AH, "libreswan_ah")
+
+
+def test_pypluto_against_libreswan_ppk_and_updown_with_xfrm(guest: GuestRun) -> None:
+    """ppk=insist and leftupdown= against Libreswan 4.10 (issue 12), full tunnel in the
+    ESP kernel, both roles: Libreswan logs the PPK, ping passes, our updown script runs."""
+    require(
+        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
+        "Libreswan 4.10 (tools/install-libreswan.sh)",
+    )
+    guest.assert_checks(LIBRESWAN_PPK, "libreswan_ppk")
