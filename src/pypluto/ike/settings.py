@@ -37,6 +37,10 @@ class EngineSettings:
     fragment_size: int = 1280  # RFC 7383: fragment our messages above this (IPv4)
     cookie_secret_lifetime: float = 60.0  # rotate the cookie secret this often
     listen_port: int = 500
+    # multi-core (docs/multicore.md): this engine is worker ``index`` of ``count`` and
+    # allocates only IKE SPIs whose last octet is ``index`` modulo ``count``, the octet
+    # the socket-steering program reads; (0, 1) is the single-process daemon
+    spi_slice: tuple[int, int] = (0, 1)
     natt_port: int = 4500
     # hand key-exchange computations out as ``Compute`` actions (the daemon's --nhelpers);
     # False: compute inline, as before
