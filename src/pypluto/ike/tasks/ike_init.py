@@ -147,6 +147,45 @@ def _capabilities(ctx: IKEContext, conn: Connection, peer: Notifies | None = Non
     return out
 
 
+# Reply templates (issue 18): the parts of our IKE_SA_INIT answer that depend only on
+# the chosen transforms or on the connection and the peer's capabilities, serialized
+# once.  Both key spaces are small (transform combinations, capability sets); the caps
+# only guard against a pathological configuration.
+_TEMPLATE_CAP = 4096
+_SA_ANSWERS: dict[tuple[int, int | None, int, int, int, int], Payload] = {}
+_CAP_ANSWERS: dict[tuple[bool, bool, bool, bool, tuple[bytes, ...]], list[Payload]] = {}
+
+
+def _frozen(p: Payload) -> Payload:
+    """``p`` as pre-serialized bytes (the chain adds the generic header, §3.2)."""
+    return wp.UnknownPayload(p.payload_type, p.serialize())
+
+
+def _sa_answer(chosen: Chosen) -> Payload:
+    """Our single-proposal SA payload for ``chosen`` (§3.3.6), serialized once."""
+    key = (chosen.encr, chosen.encr_bits, chosen.prf, chosen.integ, chosen.ke, chosen.number)
+    p = _SA_ANSWERS.get(key)
+    if p is None:
+        p = _frozen(codec.sa([proposals.chosen_proposal(chosen, ProtocolID.IKE, b"",
+                                                        ike=True)]))
+        if len(_SA_ANSWERS) < _TEMPLATE_CAP:
+            _SA_ANSWERS[key] = p
+    return p
+
+
+def _capability_answer(ctx: IKEContext, conn: Connection, peer: Notifies) -> list[Payload]:
+    """``_capabilities`` of a response, from the template of its inputs."""
+    key = (conn.fragmentation != "no", N.IKEV2_FRAGMENTATION_SUPPORTED in peer,
+           N.SIGNATURE_HASH_ALGORITHMS in peer, N.CHILDLESS_IKEV2_SUPPORTED in peer,
+           tuple(ctx.settings.vendorids))
+    out = _CAP_ANSWERS.get(key)
+    if out is None:
+        out = [_frozen(p) for p in _capabilities(ctx, conn, peer)]
+        if len(_CAP_ANSWERS) < _TEMPLATE_CAP:
+            _CAP_ANSWERS[key] = out
+    return list(out)
+
+
 def initiate(ctx: IKEContext, conn: Connection, now: float, tries: int = 1,
              reauth_of: IKESA | None = None) -> list[Action]:
     """A new IKE SA for ``conn``: make its KE value, then send IKE_SA_INIT."""
@@ -446,12 +485,11 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
     ike.frag_ok = N.IKEV2_FRAGMENTATION_SUPPORTED in ns and conn.fragmentation != "no"
     ike.init_request = data
     ike.cands = conns
-    payloads: list[Payload] = [
-        codec.sa([proposals.chosen_proposal(chosen, ProtocolID.IKE, b"", ike=True)]),
-        codec.ke(chosen.ke, ke_data), codec.nonce(ike.nr)]
+    payloads: list[Payload] = [_sa_answer(chosen), codec.ke(chosen.ke, ke_data),
+                               codec.nonce(ike.nr)]
     if seen:
         payloads += _natd(ike, ike.spi_r, conn.encapsulation == "yes")
-    payloads += _capabilities(ctx, conn, ns)
+    payloads += _capability_answer(ctx, conn, ns)
     payloads += ppk.init_response(ike, conns, pl)  # RFC 8784 USE_PPK
     acts_send = ctx.send_response(ike, EXCH_INIT, 0, payloads, local, remote)
     ike.init_response = ike.last_response[1][0] if ike.last_response else b""
