@@ -60,6 +60,7 @@ from pypluto.ike.actions import (
     Endpoint,
     EventKind,
     Log,
+    MoveSA,
     SendKeepalive,
     SendPacket,
     Updown,
@@ -67,6 +68,7 @@ from pypluto.ike.actions import (
 from pypluto.ike.status import ChildSAStatus
 from pypluto.kernel.base import BackendError, KernelBackend, SAExpire, SAStats
 from pypluto.params import UpdownChild
+from pypluto.textsafe import LINE_LIMIT, escape
 
 Handler = Callable[["EngineDriver", Any, bool], None]
 """``(driver, action, rate_limited)``: carries out one action."""
@@ -235,6 +237,14 @@ class EngineDriver:
         self.sa_index.pop(a.spi, None)
         backend.del_sa(a.dst, a.spi, a.protocol)
 
+    def _move_sa(self, a: MoveSA, rate_limited: bool) -> None:
+        """MOBIKE (RFC 4555): the data plane moves one SA to new addresses."""
+        backend = self._backend()
+        old = self.sa_index.get(a.spi)
+        if old is not None:
+            self.sa_index[a.spi] = (a.new_dst, old[1], old[2])
+        backend.move_sa(a.dst, a.spi, a.new_src, a.new_dst, a.encap_sport, a.encap_dport)
+
     def _add_policy(self, a: AddPolicy, rate_limited: bool) -> None:
         self._backend().add_policy(a.policy)
 
@@ -253,7 +263,8 @@ class EngineDriver:
             if a.traceback and a.conn is None:  # outside any IKE SA: no event follows
                 self.crash.text(a.traceback, "engine: packet processing")
         if a.conn is not None and a.level != "debug":
-            self.waiters.on_log(a.conn, PlutoLogger.prefix(a.conn, a.serial, None) + a.message)
+            self.waiters.on_log(a.conn, escape(PlutoLogger.prefix(a.conn, a.serial, None)
+                                               + a.message, LINE_LIMIT))
 
     def _retransmission(self, conn: str, serial: int | None, tries: int) -> None:
         """A request was sent again: say so, as Libreswan does, in the log and to ``ipsec up``.
@@ -546,6 +557,7 @@ HANDLERS: dict[type[Any], Handler] = {
     SendKeepalive: EngineDriver._send_keepalive,
     AddSA: EngineDriver._add_sa,
     DelSA: EngineDriver._del_sa,
+    MoveSA: EngineDriver._move_sa,
     AddPolicy: EngineDriver._add_policy,
     DelPolicy: EngineDriver._del_policy,
     Log: EngineDriver._log,
