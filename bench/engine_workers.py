@@ -22,7 +22,9 @@ The initiators are G generator processes (one ``Engine`` each, with K
 connections, childless PSK IKE SAs with ``aes_gcm256-sha2_256-dh31`` unless
 ``--child``), keeping C exchanges in flight each.  Reported: SAs established,
 the wall time, each worker's CPU (``time.process_time``: user + system, socket
-calls included) per IKE SA, and the misrouted count.
+calls included) per IKE SA, the misrouted count, and the growth of the workers'
+resident set (VmRSS) per IKE SA held (``-n 10000 --workers 1``: the responder's
+RSS per childless IKE SA at 10,000, sockets and all, no daemon around it).
 
 ``python -m bench.engine_workers [--workers 1,2] [-n 2000] [--gens 1] [-c 16] [--child]``;
 ``run()`` is used by ``bench/run.py``-style drivers (it is not listed there yet).
@@ -117,7 +119,9 @@ def _end(addr: object, ident: str | None, subnet: str) -> End:
 
 def _worker(i: int, n: int, sock: socket.socket, child: bool, out: Any, stop: Any) -> None:
     settings = EngineSettings(ddos_mode="unlimited", ddos_ike_threshold=10**9,
-                              halfopen_per_addr=0, uniqueids=False, spi_slice=(i, n))
+                              halfopen_per_addr=0, uniqueids=False)
+    if n > 1:
+        settings.spi_slice = (i, n)
     eng = Engine(settings, _Store(), local_addrs=[LO])
     rc = Connection(name="c", left=_end(LO, None, "198.51.100.0/24"),
                     right=_end(LO, "@east", "203.0.113.0/24"), authby="secret", auto="add",
@@ -129,6 +133,7 @@ def _worker(i: int, n: int, sock: socket.socket, child: bool, out: Any, stop: An
     port = sock.getsockname()[1]
     local = Endpoint(LO, port)
     recv = misrouted = 0
+    rss0 = _rss()
     sock.setblocking(False)
     cpu0 = time.process_time()
     while not stop.is_set():
@@ -151,7 +156,16 @@ def _worker(i: int, n: int, sock: socket.socket, child: bool, out: Any, stop: An
     cpu = time.process_time() - cpu0
     est = sum(1 for s in eng.by_serial.values() if s.established)
     out.put({"worker": i, "cpu_s": cpu, "established": est, "received": recv,
-             "misrouted": misrouted})
+             "misrouted": misrouted, "rss_growth": _rss() - rss0})
+
+
+def _rss() -> int:
+    """This process's resident set (VmRSS), bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _generator(g: int, k: int, c: int, port: int, child: bool, out: Any) -> None:
@@ -233,6 +247,7 @@ def measure(workers: int, n: int = 2000, gens: int = 1, c: int = 16,
         "established": est, "generator_done": sum(r["done"] for r in gres),
         "wall_s": round(wall, 3), "rate_per_s": round(est / wall, 1) if wall else 0,
         "responder_cpu_ms_per_sa": round(cpu / est * 1000, 3) if est else None,
+        "rss_per_sa": round(sum(r["rss_growth"] for r in wres) / est) if est else None,
         "per_worker": [{"established": r["established"], "misrouted": r["misrouted"],
                         "cpu_ms_per_sa": round(r["cpu_s"] / r["established"] * 1000, 3)
                         if r["established"] else None} for r in wres],
