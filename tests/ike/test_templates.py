@@ -35,7 +35,9 @@ def test_capability_answer_matches_capabilities_for_every_input() -> None:
 
 def test_sa_answer_matches_the_proposal_it_stands_for() -> None:
     for c in (Chosen(encr=20, encr_bits=256, prf=5, ke=31, number=1),
-              Chosen(encr=12, encr_bits=128, prf=2, integ=12, ke=14, number=3)):
+              Chosen(encr=12, encr_bits=128, prf=2, integ=12, ke=14, number=3),
+              Chosen(encr=20, encr_bits=256, prf=5, ke=31, number=1, addke=(35,)),
+              Chosen(encr=20, encr_bits=256, prf=5, ke=31, number=1, addke=(0, 36))):
         want = _chain([ike_init.codec.sa([ike_init.proposals.chosen_proposal(
             c, ike_init.ProtocolID.IKE, b"", ike=True)])])
         assert _chain([ike_init._sa_answer(c)]) == want
