@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pypluto.iana import TransformType
 
 from . import registry
-from .ciphers import Aead, BlockCipher, Integ, make_integ
+from .ciphers import Aead, BlockCipher, make_integ
 from .errors import CryptoError, IntegrityError, UnsupportedAlgorithm
 from .keys import encr_key_bytes
 
@@ -46,11 +46,16 @@ class SKProtector:
     The engine makes one for each direction of an IKE SA from ``IKEKeys``
     (sk_ei/sk_ai for messages the initiator sends, sk_er/sk_ar otherwise).
     For AEAD transforms ``integ_id`` is None/0 and ``integ_key`` empty.
+
+    Only the keys and the IV counter are kept: the cipher contexts (an OpenSSL
+    context each, about 1 KiB with the Python wrappers) are made for each message
+    and dropped after it, so that an idle IKE SA holds none (issue 18).  An IKE SA
+    protects two messages while it is set up and one per liveness period after.
     """
 
     __slots__ = (
         "encr_id", "aead", "iv_size", "icv_size", "block_size",
-        "_aead", "_cipher", "_integ", "_counter", "_rng",
+        "_encr_key", "_integ_id", "_integ_key", "_counter", "_rng",
     )
 
     def __init__(
@@ -73,13 +78,12 @@ class SKProtector:
         self.iv_size = alg.iv_size
         self.block_size = alg.block_size if alg.iv_size == alg.block_size else 1
         self._rng = rng
-        self._aead: Aead | None = None
-        self._cipher: BlockCipher | None = None
-        self._integ: Integ | None = None
+        self._encr_key = encr_key
+        self._integ_key = integ_key
         if alg.aead:
             if integ_id:
                 raise CryptoError("an AEAD transform takes no INTEG transform (RFC 5282 §8)")
-            self._aead = Aead(encr_id, encr_key)
+            self._integ_id = 0
             self.icv_size = alg.icv_size
             # RFC 5282 §3.1: the IV must not repeat under one key; a counter
             # started at a random point guarantees that for 2^64 messages.
@@ -88,9 +92,8 @@ class SKProtector:
         else:
             if not integ_id:
                 raise CryptoError(f"{alg.iana_name} needs an INTEG transform")
-            self._cipher = BlockCipher(encr_id, encr_key)
-            self._integ = make_integ(integ_id, integ_key)
-            self.icv_size = self._integ.icv_size
+            self._integ_id = int(integ_id)
+            self.icv_size = make_integ(integ_id, integ_key).icv_size
             self._counter = itertools.count()
 
     def __repr__(self) -> str:
@@ -105,7 +108,7 @@ class SKProtector:
         return self.iv_size + self._padded(plaintext_len) + self.icv_size
 
     def _next_iv(self) -> bytes:
-        if self._aead is not None:
+        if self.aead:
             return _Q.pack(next(self._counter) & 0xFFFFFFFFFFFFFFFF)
         # RFC 7296 §3.14: CBC IVs must be unpredictable.
         return self._rng(self.iv_size)
@@ -123,11 +126,10 @@ class SKProtector:
             raise CryptoError("wrong IV length")
         padlen = self._padded(len(plaintext)) - len(plaintext) - 1
         data = plaintext + bytes(padlen) + bytes((padlen,))
-        if self._aead is not None:
-            return iv + self._aead.seal(iv, data, aad)
-        assert self._cipher is not None and self._integ is not None
-        ct = iv + self._cipher.encrypt(iv, data)
-        return ct + self._integ.mac(aad + ct)
+        if self.aead:
+            return iv + Aead(self.encr_id, self._encr_key).seal(iv, data, aad)
+        ct = iv + BlockCipher(self.encr_id, self._encr_key).encrypt(iv, data)
+        return ct + make_integ(self._integ_id, self._integ_key).mac(aad + ct)
 
     def decrypt(self, aad: bytes, body: bytes) -> bytes:
         """The inner payload chain of an SK body; :class:`IntegrityError` on any failure."""
@@ -135,17 +137,17 @@ class SKProtector:
         if len(body) < ivs + icvs + 1:
             raise IntegrityError(_FAIL)
         iv = body[:ivs]
-        if self._aead is not None:
-            data = self._aead.open(iv, body[ivs:], aad)
+        if self.aead:
+            data = Aead(self.encr_id, self._encr_key).open(iv, body[ivs:], aad)
         else:
-            assert self._cipher is not None and self._integ is not None
             ct = body[ivs : len(body) - icvs]
-            if not self._integ.verify(aad + body[: len(body) - icvs], body[len(body) - icvs :]):
+            integ = make_integ(self._integ_id, self._integ_key)
+            if not integ.verify(aad + body[: len(body) - icvs], body[len(body) - icvs :]):
                 raise IntegrityError(_FAIL)
             if not ct or len(ct) % self.block_size:
                 raise IntegrityError(_FAIL)
             try:
-                data = self._cipher.decrypt(iv, ct)
+                data = BlockCipher(self.encr_id, self._encr_key).decrypt(iv, ct)
             except (CryptoError, ValueError) as e:  # pragma: no cover - lengths checked
                 raise IntegrityError(_FAIL) from e
         if not data:

@@ -146,8 +146,17 @@ class Engine:
         return r
 
     def alloc_ike_spi(self) -> bytes:
+        """A fresh local IKE SPI (RFC 7296 §2.6), in this worker's slice: its last
+        octet is ``index`` modulo ``count`` of ``settings.spi_slice``, the octet by
+        which the socket-steering program picks the worker (docs/multicore.md)."""
+        index, count = self.settings.spi_slice
         while True:
             spi = self.rng(8)
+            if count > 1:
+                last = spi[7] - spi[7] % count + index
+                if last > 255:
+                    last -= count
+                spi = spi[:7] + bytes((last,))
             if spi != bytes(8) and spi not in self.ike_sas:
                 return spi
 

@@ -360,7 +360,10 @@ def _match_ah(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSp
 
 def chosen_proposal(c: Chosen, protocol: int, spi: bytes, *, ike: bool
                     ) -> tuple[int, int, bytes, list[tuple[int, int, int | None]]]:
-    """The responder's single-proposal answer (§3.3.6): number kept, one transform each."""
+    """The responder's single-proposal answer (§3.3.6): number kept, one transform each.
+
+    ``ike_init._sa_answer`` caches the IKE answer by the fields read here: a new
+    field read here joins its key."""
     ts: list[tuple[int, int, int | None]] = []
     if c.encr:  # AH has no ENCR transform (§3.3.3)
         ts.append((TransformType.ENCR, c.encr, c.encr_bits))

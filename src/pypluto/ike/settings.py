@@ -39,6 +39,10 @@ class EngineSettings:
     fragment_size: int = 1280  # RFC 7383: fragment our messages above this (IPv4)
     cookie_secret_lifetime: float = 60.0  # rotate the cookie secret this often
     listen_port: int = 500
+    # multi-core (docs/multicore.md): this engine is worker ``index`` of ``count`` and
+    # allocates only IKE SPIs whose last octet is ``index`` modulo ``count``, the octet
+    # the socket-steering program reads; (0, 1) is the single-process daemon
+    spi_slice: tuple[int, int] = (0, 1)
     natt_port: int = 4500
     # RFC 5685: config setup global-redirect= (no | yes | auto) and global-redirect-to=
     global_redirect: str = "no"

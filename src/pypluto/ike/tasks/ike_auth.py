@@ -262,6 +262,7 @@ class IKEAuth(Task):
         old = ike.reauth_of
         ike.reauth_of = None
         acts += self._finish_child(ctx, ike, payloads, now)
+        ike.ni = ike.nr = b""  # used: AUTH and the first Child SA's KEYMAT (issue 18)
         if old is not None and ctx.is_live(old):  # make-before-break: new Child SA first
             acts += delete_ike(ctx, old, now)
         return acts
@@ -458,6 +459,7 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     if child is not None:
         acts += ctx.install_child(child, child.keys, now)
     acts += ctx.send_response(ike, IKEAuth.exchange, req.msgid, out, local, remote)
+    ike.ni = ike.nr = b""  # used: AUTH and the first Child SA's KEYMAT (issue 18)
     return acts
 
 

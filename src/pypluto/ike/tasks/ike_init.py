@@ -141,6 +141,7 @@ def _natd(ike: IKESA, spi_r: bytes, fake: bool) -> list[Payload]:
 
 def _capabilities(ctx: IKEContext, conn: Connection, peer: Notifies | None = None
                   ) -> list[Payload]:
+    # every input read here is in the key of _capability_answer (the template cache)
     out: list[Payload] = []
     if conn.fragmentation != "no" and (peer is None or N.IKEV2_FRAGMENTATION_SUPPORTED in peer):
         out.append(codec.notify(N.IKEV2_FRAGMENTATION_SUPPORTED))
@@ -151,6 +152,47 @@ def _capabilities(ctx: IKEContext, conn: Connection, peer: Notifies | None = Non
     for v in ctx.settings.vendorids:
         out.append(codec.vendor(v))
     return out
+
+
+# Reply templates (issue 18): the parts of our IKE_SA_INIT answer that depend only on
+# the chosen transforms or on the connection and the peer's capabilities, serialized
+# once.  Both key spaces are small (transform combinations, capability sets); the caps
+# only guard against a pathological configuration.
+_TEMPLATE_CAP = 4096
+_SA_ANSWERS: dict[tuple[int, int | None, int, int, int, int, tuple[int, ...]], Payload] = {}
+_CAP_ANSWERS: dict[tuple[bool, bool, bool, bool, tuple[bytes, ...]], list[Payload]] = {}
+
+
+def _frozen(p: Payload) -> Payload:
+    """``p`` as pre-serialized bytes (the chain adds the generic header, §3.2)."""
+    return wp.UnknownPayload(p.payload_type, p.serialize())
+
+
+def _sa_answer(chosen: Chosen) -> Payload:
+    """Our single-proposal SA payload for ``chosen`` (§3.3.6), serialized once."""
+    # every field chosen_proposal reads (RFC 9370 ADDKE transforms included)
+    key = (chosen.encr, chosen.encr_bits, chosen.prf, chosen.integ, chosen.ke, chosen.number,
+           tuple(chosen.addke))
+    p = _SA_ANSWERS.get(key)
+    if p is None:
+        p = _frozen(codec.sa([proposals.chosen_proposal(chosen, ProtocolID.IKE, b"",
+                                                        ike=True)]))
+        if len(_SA_ANSWERS) < _TEMPLATE_CAP:
+            _SA_ANSWERS[key] = p
+    return p
+
+
+def _capability_answer(ctx: IKEContext, conn: Connection, peer: Notifies) -> list[Payload]:
+    """``_capabilities`` of a response, from the template of its inputs."""
+    key = (conn.fragmentation != "no", N.IKEV2_FRAGMENTATION_SUPPORTED in peer,
+           N.SIGNATURE_HASH_ALGORITHMS in peer, N.CHILDLESS_IKEV2_SUPPORTED in peer,
+           tuple(ctx.settings.vendorids))
+    out = _CAP_ANSWERS.get(key)
+    if out is None:
+        out = [_frozen(p) for p in _capabilities(ctx, conn, peer)]
+        if len(_CAP_ANSWERS) < _TEMPLATE_CAP:
+            _CAP_ANSWERS[key] = out
+    return list(out)
 
 
 def initiate(ctx: IKEContext, conn: Connection, now: float, tries: int = 1,
@@ -463,12 +505,11 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
     ike.init_request = data
     ike.cands = conns
     ike.redirect_ok = N.REDIRECT_SUPPORTED in ns  # RFC 5685 §6
-    payloads: list[Payload] = [
-        codec.sa([proposals.chosen_proposal(chosen, ProtocolID.IKE, b"", ike=True)]),
-        codec.ke(chosen.ke, ke_data), codec.nonce(ike.nr)]
+    payloads: list[Payload] = [_sa_answer(chosen), codec.ke(chosen.ke, ke_data),
+                               codec.nonce(ike.nr)]
     if seen:
         payloads += _natd(ike, ike.spi_r, conn.encapsulation == "yes")
-    payloads += _capabilities(ctx, conn, ns)
+    payloads += _capability_answer(ctx, conn, ns)
     payloads += auth_sig.certreq(ctx, conn)  # RFC 7296 §3.7: the CAs we trust
     payloads += ike_intermediate.answer_notify(ike, list(ns))  # RFC 9242 IKE_INT_SUP
     payloads += ppk.init_response(ike, conns, pl)  # RFC 8784 USE_PPK
