@@ -258,9 +258,9 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
 
 CONN_KEYS: dict[str, KeyDef] = _table([
     ("auto", "enum", "ignore|add|start|up|route|ondemand|keep",
-     P("ignore|add|start|up", "tests/daemon/test_daemon_pair.py::"
-       "test_auto_start_statsbin_and_shutdown_deletes",
-       "route/ondemand/keep " + _ONDEMAND)),
+     P("ignore|add|start|up|route|ondemand", "tests/daemon/test_ondemand.py::"
+       "test_route_first_ping_brings_it_up_without_loss",
+       "keep is not implemented")),
     ("also", "str", W(T_CFG + "test_basic_file_resolves_default_and_also")),
     ("ike", "proposal:IKE", W(T_EST + "test_configured_proposals")),
     ("hostaddrfamily", "enum", "ipv4|ipv6|v4|inet|v6|inet6",

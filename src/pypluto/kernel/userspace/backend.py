@@ -56,7 +56,8 @@ from pypluto.kernel.base import BackendError, KernelBackend
 from pypluto.kernel.userspace import iproute, offload
 from pypluto.kernel.userspace.routes import DEFAULT_MARK, SO_MARK, Routes
 from pypluto.kernel.userspace.sa_table import SATable
-from pypluto.kernel.userspace.selectors import OutboundPolicies, inbound_check
+from pypluto.kernel.userspace.selectors import OutboundPolicies, addr_key, inbound_check
+from pypluto.kernel.userspace.traps import HoldQueue
 from pypluto.kernel.userspace.tun import open_tun
 from pypluto.kernel.userspace.workers import Worker, Writer
 from pypluto.params import (
@@ -128,6 +129,7 @@ class UserspaceBackend(KernelBackend):
         self._policies: dict[tuple[str, str, str, int], PolicyParams] = {}
         self._out = OutboundPolicies()
         self._flow: dict[bytes, _Flow] = {}
+        self.holds = HoldQueue()  # packets caught by trap policies (auto=route)
         self._socks: list[tuple[tuple[str, int], socket.socket, Deliver]] = []
         self._raw: dict[int, socket.socket] = {}
         self._routes = Routes(ifname, table, rule_priority, mark)
@@ -477,6 +479,7 @@ class UserspaceBackend(KernelBackend):
         pol, by_address = found
         osa = self._sas.outbound_for(pol)
         if osa is None:
+            self._trapped(pkt, pol)
             return None
         ent = self._sender_for(osa)
         if ent is None:
@@ -486,6 +489,26 @@ class UserspaceBackend(KernelBackend):
                 flow.clear()
             flow[key] = ent
         return ent
+
+    def _trapped(self, pkt: bytes, pol: PolicyParams) -> None:
+        """A packet on a policy without an SA (a trap): hold it and raise an acquire."""
+        ev = self.holds.trap(bytes(pkt), pol)
+        cb = self.on_acquire
+        if ev is not None and cb is not None:
+            try:
+                cb(ev)
+            except Exception as e:  # noqa: BLE001 - the daemon's bug must not stop the plane
+                log.warning("acquire callback failed: %r", e)
+
+    def _release_held(self, reqid: int) -> None:
+        """The outbound SA of ``reqid`` is in: send what its trap held, in order."""
+        for pkt in self.holds.release(reqid):
+            ent = self._resolve(pkt, addr_key(pkt))
+            if ent is None:
+                continue
+            w = ent[0].encap(pkt)
+            if w is not None:
+                self._queue_send(ent, [w])
 
     def _sender_for(self, osa: esp.OutboundSA) -> _Flow | None:
         p = osa.params
@@ -601,6 +624,8 @@ class UserspaceBackend(KernelBackend):
                           inbound_check(sa) if sa.direction == "in" else None)
             self._invalidate()
             log.debug("| add %s SA %08x %s->%s", sa.direction, sa.spi, sa.src, sa.dst)
+            if sa.direction == "out" and len(self.holds):
+                self._release_held(sa.reqid)
 
     def del_sa(self, dst: IPAddress, spi: int, protocol: str = "esp") -> None:
         with self._lock:
@@ -644,6 +669,9 @@ class UserspaceBackend(KernelBackend):
                 self._out = OutboundPolicies(self._policies.values())
                 if self.manage_routes:
                     self._routes.delete(old)
+                if not any(p.reqid == old.reqid and p.direction == "out"
+                           for p in self._policies.values()):
+                    self.holds.forget(old.reqid)
             self._invalidate()
 
     def flush_own(self) -> None:
@@ -653,6 +681,7 @@ class UserspaceBackend(KernelBackend):
                 self._routes.remove_all()
             self._sas.clear()
             self._policies.clear()
+            self.holds.clear()
             self._out = OutboundPolicies()
             self._invalidate()
 
