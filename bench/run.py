@@ -49,6 +49,7 @@ BENCHMARKS = [
     "bench.loadtest_bench",
     "bench.esp_daemons",
     "bench.esp_throughput",
+    "bench.flood",
 ]
 
 

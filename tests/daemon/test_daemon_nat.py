@@ -17,7 +17,10 @@ pytestmark = pytest.mark.netns
 
 WEST = "conn rw\n\tauthby=secret\n\tleft=198.51.100.2\n\tleftid=@west\n\tright=192.0.2.2\n" \
        "\trightid=@east\n\tauto=add\n"
-EAST = "conn rw\n\tauthby=secret\n\tleft=%any\n\tleftid=@west\n\tright=192.0.2.2\n" \
+# east grants west's inner address (its TSi behind the NAT) only because
+# virtual-private= allows it (Libreswan's rule; without it: TS_UNACCEPTABLE, issue 12)
+EAST = "config setup\n\tvirtual-private=%v4:198.51.100.0/24\n\n" \
+       "conn rw\n\tauthby=secret\n\tleft=%any\n\tleftid=@west\n\tright=192.0.2.2\n" \
        "\trightid=@east\n\tauto=add\n"
 
 

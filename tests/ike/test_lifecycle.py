@@ -423,10 +423,15 @@ def test_child_rekey_then_ike_rekey_queued() -> None:
 def test_host_to_host_behind_nat_and_virtual_private() -> None:
     kw = {"leftsubnet": None, "rightsubnet": None}
     east = dict(kw, left="%any", leftid="@west.example")
+    # virtual-private unset: a claimed inner address is never granted (issue 12)
     net = Net(nat=True, west_kw=kw, east_kw=east)
     net.up()
-    c = net.children(net.east)
-    assert c and c[0].remote_ts == ["192.0.2.1/32"]  # west's inner address
+    assert net.established(net.east) and not net.children(net.east)
+    net1 = Net(nat=True, west_kw=kw, east_kw=east,
+               east_settings=EngineSettings(virtual_private="%v4:192.0.2.0/24"))
+    net1.up()
+    c = net1.children(net1.east)
+    assert c and c[0].remote_ts == ["192.0.2.1/32"]  # west's inner address, allowed
     # virtual-private excludes it: TS_UNACCEPTABLE
     net2 = Net(nat=True, west_kw=kw, east_kw=east,
                east_settings=EngineSettings(virtual_private="%v4:10.0.0.0/8"))

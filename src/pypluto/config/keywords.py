@@ -89,6 +89,7 @@ T_EST = "tests/ike/test_establish.py::"
 T_LIFE = "tests/ike/test_lifecycle.py::"
 T_UNITS = "tests/ike/test_units.py::"
 T_HOSTILE = "tests/ike/test_hostile.py::"
+T_DOS = "tests/ike/test_dos.py::"
 T_CFG = "tests/config/test_cfg_parser_basic.py::"
 T_REG = "tests/config/test_cfg_registry.py::"
 T_DU = "tests/daemon/test_daemon_units.py::"
@@ -187,13 +188,12 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("ocsp-cache-min-age", "time", R("OCSP " + _CERTS)),
     ("ocsp-cache-max-age", "time", R("OCSP " + _CERTS)),
     ("ocsp-method", "enum", "get|post", R("OCSP " + _CERTS)),
-    ("ddos-mode", "enum", "auto|busy|unlimited",
-     P("auto|busy", T_LIFE + "test_cookie_round_trip",
-       "busy = always demand COOKIEs; unlimited is not implemented")),
+    ("ddos-mode", "enum", "auto|busy|unlimited", W(T_DOS + "test_modes_busy_and_unlimited")),
     ("seccomp", "enum", "enabled|disabled|tolerant",
      P("disabled", note="seccomp filtering " + _NO)),
-    ("ddos-ike-threshold", "int", P("25000", note="the COOKIE threshold is fixed")),
-    ("max-halfopen-ike", "int", P("50000", note="the half-open limit is fixed")),
+    ("ddos-ike-threshold", "int",
+     W(T_DOS + "test_half_open_count_threshold_with_hysteresis")),
+    ("max-halfopen-ike", "int", W(T_DOS + "test_max_halfopen_ike_drops_new_requests")),
     ("ike-socket-bufsize", "int", R(_NO)),
     ("ike-socket-errqueue", "bool", P(_YES_VALUES, note="the error queue is always read")),
     ("nflog-all", "int", R("NFLOG " + _NO)),

@@ -111,10 +111,14 @@ def _summary_lines(snap: dict[str, Any]) -> list[str]:
     s = summary(snap)
     c, i, p = s["connections"], s["ike_sas"], s["ipsec_sas"]
     cookies = "required" if s["ddos_cookies_required"] else "not required"
+    dos = snap["engine"].get("dos") or {}
+    full = bool(dos.get("max_halfopen_ike")) and \
+        dos.get("half_open", 0) >= dos.get("max_halfopen_ike", 0)
+    accepting = "Not accepting" if full else "Accepting"
     return [
         f"Total IPsec connections: loaded {c['loaded']}, active {c['active']}",
         "",
-        f"State Information: DDoS cookies {cookies}, Accepting new IKE connections",
+        f"State Information: DDoS cookies {cookies}, {accepting} new IKE connections",
         f"IKE SAs: total({i['total']}), half-open({i['half_open']}), open({i['open']}), "
         f"authenticated({i['authenticated']}), anonymous({i['anonymous']})",
         f"IPsec SAs: total({p['total']}), authenticated({p['authenticated']}), "
@@ -418,6 +422,19 @@ def global_values(snap: dict[str, Any]) -> dict[str, int]:
         "current.connections.active": s["connections"]["active"],
         "current.ddos.busy": int(s["ddos_cookies_required"]),
     }
+    dos = eng.get("dos") or {}
+    for key, field in (("current.ddos.init_rate", "init_rate"),
+                       ("current.ddos.halfopen_threshold", "ddos_ike_threshold"),
+                       ("current.ddos.max_halfopen", "max_halfopen_ike"),
+                       ("total.ddos.cookies_sent", "cookies_sent"),
+                       ("total.ddos.cookies_accepted", "cookies_accepted"),
+                       ("total.ddos.cookies_rejected", "cookies_rejected"),
+                       ("total.ddos.dropped_halfopen_full", "dropped_halfopen_full"),
+                       ("total.ddos.dropped_per_addr", "dropped_per_addr"),
+                       ("current.ike.fragment_bytes", "fragment_bytes"),
+                       ("total.ike.fragments_dropped", "fragments_dropped")):
+        if field in dos:
+            v[key] = int(dos[field])
     counts: dict[str, int] = {}
     for ike in eng["ike_sas"]:
         counts[ike["state"]] = counts.get(ike["state"], 0) + 1
@@ -518,9 +535,29 @@ def header_lines(snap: dict[str, Any]) -> list[str]:
         f"crl-strict={'yes' if p['crl_strict'] else 'no'} (not enforced yet), "
         f"crlcheckinterval={p['crlcheckinterval']:g}s, secctx-attr-type="
         f"{p['secctx_attr_type']}, debug={','.join(p['debug']) or 'none'}",
+        *_ddos_lines(snap),
         "",
     ]
     return lines
+
+
+def _ddos_lines(snap: dict[str, Any]) -> list[str]:
+    """The DoS defence (ike/cookies.py): mode, pressure, thresholds, counters."""
+    d = snap["engine"].get("dos")
+    if not d:
+        return []
+    why = f" ({d['reason']})" if d.get("busy") and d.get("reason") else ""
+    return [
+        f"DDoS: mode={d['mode']}, cookies {'required' + why if d['busy'] else 'not required'}"
+        f"; half-open {d['half_open']} (threshold {d['ddos_ike_threshold']}, max "
+        f"{d['max_halfopen_ike']}), new IKE_SA_INIT {d['init_rate']:.0f}/s (threshold "
+        f"{d['init_rate_threshold']:.0f}/s), per source {d['halfopen_per_addr']}",
+        f"DDoS: cookies sent/accepted/rejected {d['cookies_sent']}/{d['cookies_accepted']}/"
+        f"{d['cookies_rejected']}; dropped: half-open full {d['dropped_halfopen_full']}, "
+        f"per source {d['dropped_per_addr']}; fragments buffered {d['fragment_bytes']} "
+        f"bytes, dropped {d['fragments_dropped']} (caps {d['max_reassembled']}/"
+        f"{d['max_fragment_buffer']})",
+    ]
 
 
 def shunt_lines(snap: dict[str, Any]) -> list[str]:
@@ -560,7 +597,7 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     if cmd == "status":
         out.update(pluto=snap["pluto"], now=snap["now"], connections=eng["connections"],
                    ike_sas=eng["ike_sas"], summary=summary(snap),
-                   counters=snap.get("counters", {}))
+                   counters=snap.get("counters", {}), dos=eng.get("dos"))
     elif cmd == "connectionstatus":
         out.update(connections=eng["connections"], summary=summary(snap))
     elif cmd == "briefstatus":
@@ -572,7 +609,7 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     elif cmd == "globalstatus":
         out.update(values={k: int(v) for k, v in
                            (ln.split("=", 1) for ln in libreswan_global_lines(snap))},
-                   counters=snap.get("counters", {}))
+                   counters=snap.get("counters", {}), dos=eng.get("dos"))
     return out
 
 

@@ -149,6 +149,8 @@ class Daemon:
         self.sockets.backend = self.driver.backend = self.backend
         self.driver.helpers = self.helpers
         self.driver.engine = self._make_engine()
+        # issue 13: busy-mode COOKIE answers straight from the socket reader
+        self.sockets.attach_guard(getattr(self.driver.engine, "dos", None), self.now)
         self.secrets.load(self.opts.secretsfile, self.log)
         report = self.powerup.check(config_conns(self.opts.config_result), defaults=True)
         for line in report.log_lines():

@@ -11,6 +11,19 @@
   IKE back through a thread-safe callback; such a socket is *parked*, not
   closed, when its address goes away, so the backend's thread keeps a valid
   socket, and IKE arriving on it is dropped.
+* Under a flood (issue 13): each socket gets a 4 MiB receive buffer
+  (``SO_RCVBUFFORCE`` as root, else ``SO_RCVBUF`` up to ``rmem_max``); a wake-up
+  drains up to ``BATCH`` datagrams at once, and messages for existing IKE SAs
+  (IKE_AUTH, CREATE_CHILD_SA, INFORMATIONAL, responses) are handed to the engine
+  before new IKE_SA_INIT requests (one that returns a COOKIE counts as existing),
+  which get at most ``INIT_BUDGET`` seconds per
+  turn of the loop and wait, at most ``MAX_PENDING_INIT`` of them, for the next
+  turn, newest first (adaptive LIFO: under a flood a backlog of stale requests
+  never delays a peer's fresh retransmission; the oldest are dropped).
+* When the engine is busy, a new IKE_SA_INIT without a valid COOKIE is answered
+  right here by the engine's ``DoSGuard.stateless_reply`` (``attach_guard``):
+  header and first payload only, one HMAC, nothing kept, so the socket is read
+  as fast as a flood arrives.  An IKE_SA_INIT flood therefore never starves the SAs that exist.
 """
 
 from __future__ import annotations
@@ -19,6 +32,8 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +45,23 @@ from pypluto.kernel.base import KernelBackend
 
 NON_ESP_MARKER = b"\x00\x00\x00\x00"
 KEEPALIVE = b"\xff"
+
+RCVBUF = 4 * 1024 * 1024  # bytes of receive buffer asked for each IKE socket
+BATCH = 1024  # datagrams read from one socket per wake-up
+INIT_BUDGET = 0.02  # seconds of new IKE_SA_INIT processing per turn of the loop
+MAX_PENDING_INIT = 2048  # IKE_SA_INIT requests waiting; over that the oldest is dropped
+_EXCH_INIT = 34
+_FLAG_R = 0x20
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+Pending = tuple[bytes, Endpoint, Endpoint]
+
+def _cookie_first(data: bytes) -> bool:
+    """An IKE_SA_INIT whose first payload is N(COOKIE) (RFC 7296 §2.6): a peer that
+    answered our cookie goes with the existing SAs (its cookie is checked at once)."""
+    return len(data) >= 36 and data[16] == 41 and data[33] == 0 and \
+        data[34:36] == b"\x40\x06"
+
 
 IKEHandler = Callable[[bytes, Endpoint, Endpoint], None]
 """Where an IKE message (marker already stripped) goes: ``(data, local, remote)``."""
@@ -72,6 +104,27 @@ class UDPSockets:
         self.backend: KernelBackend | None = None
         self.on_ike: IKEHandler = lambda data, local, remote: None
         self.closed = False  # shutting down: drop every IKE message
+        self._urgent: deque[Pending] = deque()  # messages for existing IKE SAs
+        self._inits: deque[Pending] = deque()  # new IKE_SA_INIT requests
+        self._reading = False  # inside a batch read: hand over at its end
+        self._drain_scheduled = False
+        self.init_overflow = 0  # IKE_SA_INIT requests dropped: MAX_PENDING_INIT waiting
+        self.rcvbuf = 0  # the receive buffer the kernel granted (the last socket opened)
+        # the engine's busy-mode COOKIE answer, straight from a datagram (attach_guard)
+        self.prefilter: Callable[[bytes, bytes, int], bytes | None] | None = None
+        self.prefiltered = 0  # COOKIE answers sent by the pre-filter
+
+    def attach_guard(self, guard: object, clock: Callable[[], float]) -> None:
+        """Answer IKE_SA_INIT floods here when the engine is busy (``ike/cookies.py``).
+
+        ``guard`` is the engine's ``DoSGuard`` (``engine.dos``); without one, every
+        datagram goes to the engine as before.
+        """
+        reply = getattr(guard, "stateless_reply", None)
+        if reply is None:
+            self.prefilter = None
+            return
+        self.prefilter = lambda data, packed, port: reply(data, packed, port, clock())
 
     # ------------------------------------------------------------- interfaces
     def scan(self) -> set[IPAddress]:
@@ -121,6 +174,7 @@ class UDPSockets:
             if fam == socket.AF_INET6:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             s.setblocking(False)
+            self._grow_rcvbuf(s)
             s.bind((str(la.addr), port))
         except OSError as e:
             self.log.log(f"cannot bind UDP interface {la.ifname} {Endpoint(la.addr, port)}: "
@@ -146,6 +200,17 @@ class UDPSockets:
         if not iface.backend_reads:
             self.loop.add_reader(s.fileno(), self._readable, iface)
         return iface
+
+    def _grow_rcvbuf(self, s: socket.socket) -> None:
+        """A receive buffer that holds a burst of IKE_SA_INIT (issue 13)."""
+        for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):  # FORCE passes rmem_max (root)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, opt, RCVBUF)
+                break
+            except OSError:
+                continue
+        with contextlib.suppress(OSError):
+            self.rcvbuf = s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
     def close(self, iface: IKEInterface, final: bool = False) -> None:
         with contextlib.suppress(ValueError):
@@ -174,15 +239,43 @@ class UDPSockets:
 
     # ------------------------------------------------------------- receive
     def _readable(self, iface: IKEInterface) -> None:
-        for _ in range(64):  # bounded batch per wake-up
-            try:
-                data, addr = iface.sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                self.log.log(f"recvfrom on {iface.local} failed: {e.strerror}", "debug")
-                return
-            self.datagram(iface, data, addr[0], addr[1])
+        """Drain a batch, then hand it over: existing SAs first (``_drain``)."""
+        self._reading = True
+        try:
+            for _ in range(BATCH):
+                try:
+                    data, addr = iface.sock.recvfrom(65535)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as e:
+                    self.log.log(f"recvfrom on {iface.local} failed: {e.strerror}", "debug")
+                    break
+                if self.prefilter is not None and self._prefiltered(iface, data, addr):
+                    continue
+                self.datagram(iface, data, addr[0], addr[1])
+        finally:
+            self._reading = False
+        self._drain()
+
+    def _prefiltered(self, iface: IKEInterface, data: bytes, addr: tuple[str, int]) -> bool:
+        """Busy: a new IKE_SA_INIT without a valid COOKIE is answered here, nothing kept."""
+        off = 4 if iface.natt else 0
+        if len(data) < off + 28 or data[off + 18] != _EXCH_INIT or \
+                (off and data[:4] != NON_ESP_MARKER):
+            return False
+        host = addr[0].split("%")[0]
+        try:
+            packed = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        except OSError:
+            return False
+        assert self.prefilter is not None
+        reply = self.prefilter(data[off:] if off else data, packed, addr[1])
+        if reply is None:
+            return False
+        self.prefiltered += 1
+        with contextlib.suppress(OSError):
+            iface.sock.sendto(NON_ESP_MARKER + reply if off else reply, addr[:2])
+        return True
 
     def datagram(self, iface: IKEInterface, data: bytes, host: str, port: int) -> None:
         """One datagram on ``iface``: keepalive, runt, ESP or IKE (RFC 3948 §2.2, §2.3)."""
@@ -217,6 +310,43 @@ class UDPSockets:
 
     def _ike_in(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
         if self.closed or (local.addr, local.port) in self.parked:
+            return
+        if len(data) >= 20 and data[18] == _EXCH_INIT and not data[19] & _FLAG_R \
+                and not _cookie_first(data):
+            if len(self._inits) >= MAX_PENDING_INIT:
+                self._inits.popleft()  # the oldest: its sender has retransmitted or gone
+                self.init_overflow += 1
+            self._inits.append((data, local, remote))
+        else:
+            self._urgent.append((data, local, remote))
+        if not self._reading:
+            self._drain()
+
+    def _drain(self) -> None:  # noqa: C901
+        """Every message for an existing SA, then new IKE_SA_INITs for ``INIT_BUDGET``."""
+        self._drain_scheduled = False
+        urgent, inits = self._urgent, self._inits
+        while urgent:
+            self._deliver(*urgent.popleft())
+        if not inits:
+            return
+        if self.loop is None:  # no loop (unit tests): everything now, in order
+            while inits:
+                self._deliver(*inits.popleft())
+            return
+        end = time.monotonic() + INIT_BUDGET
+        while inits and not urgent:
+            self._deliver(*inits.pop())  # newest first: a backlog never delays a retry
+            if time.monotonic() >= end:
+                break
+        if (inits or urgent) and not self._drain_scheduled and not self.loop.is_closed():
+            self._drain_scheduled = True  # after the readers have had their turn
+            self.loop.call_soon(self._drain)
+
+    def _deliver(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        if self.closed:
+            self._urgent.clear()
+            self._inits.clear()
             return
         self.on_ike(data, local, remote)
 

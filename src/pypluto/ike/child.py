@@ -89,24 +89,37 @@ def _ts_pair(payloads: Sequence[Payload]) -> tuple[wp.TSPayload | None, wp.TSPay
 
 def _nat_inner(ctx: IKEContext, ike: IKESA, conn: Connection, tsi: list[TS],
                rconf: list[TS]) -> list[TS]:
-    """A host-to-host peer behind a NAT names its inner address in TSi (§2.23).
+    """A host-to-host peer behind a NAT may name its inner address in TSi (§2.23).
 
-    Accepted only when the peer really is behind a NAT and, if ``virtual-private=``
-    is set, the address lies in it (Libreswan's rule); otherwise our own view holds.
+    A conn never grants a selector outside its own configuration: the claimed
+    inner address is accepted only when the peer is behind a NAT *and*
+    ``virtual-private=`` allows it (Libreswan's ``vhost:``/``vnet:`` rule).  With
+    ``virtual-private=`` unset, or the address outside it, our own view (the
+    peer's outer address) holds, so a faked NAT detection cannot claim someone
+    else's address (selector hijack, issue 12).
     """
-    if conn.remote.subnets or not ike.nat_remote:
+    if conn.remote.subnets or not ike.nat_remote or not ctx.settings.virtual_private:
         return rconf
     hint = next((t for t in tsi if t.start == t.end), None)
     if hint is None:
         return rconf
-    if ctx.settings.virtual_private:
-        try:
-            vp = VirtualPrivate.parse(ctx.settings.virtual_private)
-        except ValueError:  # the daemon refuses a bad list at start; be safe anyway
-            return rconf
-        if not vp.allows(ipaddress.ip_network(hint.start_addr())):
-            return rconf
+    try:
+        vp = VirtualPrivate.parse(ctx.settings.virtual_private)
+    except ValueError:  # the daemon refuses a bad list at start; be safe anyway
+        return rconf
+    if not vp.allows(ipaddress.ip_network(hint.start_addr())):
+        return rconf
     return [hint]
+
+
+def _nat_transport(ike: IKESA, conn: Connection, transport: bool) -> bool:
+    """Transport mode with the peer behind a NAT (RFC 7296 §2.23.1).
+
+    The selectors the peer sends name its inner address; the SA is installed for
+    its real (outer) address whatever TSi says.
+    """
+    return transport and conn.type == "transport" and ike.nat_remote and \
+        not conn.remote.subnets
 
 
 def ts_fits(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Payload]
@@ -119,6 +132,8 @@ def ts_fits(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pa
     if not tsi or not tsr:
         return False
     lconf, rconf = configured_ts(ike, conn)
+    if _nat_transport(ike, conn, codec.has_notify(payloads, N.USE_TRANSPORT_MODE)):
+        return tsmod.narrow(tsr, lconf, conn.narrowing) is not None
     rconf = _nat_inner(ctx, ike, conn, tsi, rconf)
     return tsmod.narrow(tsi, rconf, conn.narrowing) is not None and \
         tsmod.narrow(tsr, lconf, conn.narrowing) is not None
@@ -141,9 +156,15 @@ def other_connections(ctx: IKEContext, ike: IKESA) -> list[Connection]:
 
 def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Payload],
            ni: bytes, nr: bytes, ke_group: int | None, shared: bytes | None,
-           old: ChildSA | None = None
+           old: ChildSA | None = None, create_child: bool = False
            ) -> tuple[ChildSA | None, list[Payload], str, FailReason]:
-    """Responder: (Child SA or None, payloads for the answer, why and reason on failure)."""
+    """Responder: (Child SA or None, payloads for the answer, why and reason on failure).
+
+    ``create_child`` (CREATE_CHILD_SA, §1.3): ``pfs=`` is enforced both ways, as
+    Libreswan does: with ``pfs=yes`` a request without KE is refused, with
+    ``pfs=no`` a request with KE (a PFS we did not offer) is refused, both with
+    NO_PROPOSAL_CHOSEN.  IKE_AUTH has no KE (§1.2), so it is not checked there.
+    """
     sa_p = codec.first(payloads, wp.SAPayload)
     tsi_p, tsr_p = _ts_pair(payloads)
     if sa_p is None:
@@ -153,6 +174,12 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
     tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
     if not tsi or not tsr:
         return None, [codec.notify(N.TS_UNACCEPTABLE)], "malformed or empty traffic selectors", FailReason.TRAFFIC_SELECTORS
+    if create_child and conn.pfs and ke_group is None:
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], \
+            "pfs=yes and the request has no KE payload", FailReason.PROPOSAL
+    if create_child and not conn.pfs and ke_group is not None:
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], \
+            "pfs=no and the request carries a KE payload", FailReason.PROPOSAL
     specs = proposals.esp_specs(conn.esp)
     pfs = None
     if ke_group is not None:
@@ -179,19 +206,30 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
     lconf, rconf = configured_ts(ike, conn)
     if old is not None:
         lconf, rconf = old.local_ts, old.remote_ts
-    if old is None:
+    nat_transport = old is None and _nat_transport(ike, conn, want_transport)
+    if old is None and not nat_transport:
         rconf = _nat_inner(ctx, ike, conn, tsi, rconf)
     narrowing = conn.narrowing or old is not None
-    ans_i = tsmod.narrow(tsi, rconf, narrowing)
+    ans_i = installed_i = tsmod.narrow(tsi, rconf, narrowing)
+    if nat_transport:
+        # §2.23.1: the peer's TSi names its inner address; we answer with it (the
+        # peer checks its own selectors) but install the SA for its outer address
+        # only, and only with the protocol/ports our conn allows
+        r = rconf[0]
+        hint = next((t for t in tsi if t.start == t.end and t.version == r.version
+                     and tsmod.contains(t._replace(start=r.start, end=r.end), r)), None)
+        if hint is not None:
+            ans_i = [hint._replace(proto=r.proto, sport=r.sport, eport=r.eport)]
+            installed_i = list(rconf)
     ans_r = tsmod.narrow(tsr, lconf, narrowing)
-    if ans_i is None or ans_r is None:
+    if ans_i is None or ans_r is None or installed_i is None:
         return None, [codec.notify(N.TS_UNACCEPTABLE)], (
             f"traffic selectors {tsmod.fmt(tsi)}==={tsmod.fmt(tsr)} do not match "
             f"{tsmod.fmt(rconf)}==={tsmod.fmt(lconf)}"), FailReason.TRAFFIC_SELECTORS
     c = new_child(ctx, ike, conn, initiator=False)
     c.chosen = chosen
     c.spi_out = int.from_bytes(chosen.spi, "big")
-    c.local_ts, c.remote_ts = ans_r, ans_i
+    c.local_ts, c.remote_ts = ans_r, installed_i
     c.mode = "transport" if (want_transport and conn.type == "transport") else "tunnel"
     c.encap = encap_for(ike)
     c.nonce_min = min(ni, nr)
@@ -216,6 +254,12 @@ def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload],
     conn = c.conn
     sa_p = codec.first(payloads, wp.SAPayload)
     tsi_p, tsr_p = _ts_pair(payloads)
+    if sa_p is not None:
+        # the peer has installed the Child SA it answered with: remember its SPI so
+        # that a Child SA we refuse below is deleted on its side too (§1.3, §2.9)
+        answered = codec.sa_tuples(sa_p)
+        if len(answered) == 1 and len(answered[0][2]) == 4:
+            c.spi_out = int.from_bytes(answered[0][2], "big")
     if sa_p is None or tsi_p is None or tsr_p is None:
         return "the answer lacks SA, TSi or TSr", FailReason.PROPOSAL
     chosen = proposals.check_answer(codec.sa_tuples(sa_p), sent, ike=False)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pypluto.config.model import Connection, Identity
 from pypluto.ike.actions import Action, Endpoint, EventKind, FailReason
+from pypluto.ike.cookies import DoSGuard
 from pypluto.ike.settings import EngineSettings
 from pypluto.params import IPAddress
 from pypluto.wire.payloads import Payload
@@ -47,6 +48,7 @@ class IKEContext(Protocol):
     secrets: SecretStore
     rng: Callable[[int], bytes]
     fuzz: random.Random  # rekey fuzz (not security relevant)
+    dos: DoSGuard  # cookies and half-open limits (RFC 7296 §2.6, RFC 8019)
 
     @property
     def connections(self) -> Mapping[str, Connection]: ...
@@ -71,8 +73,8 @@ class IKEContext(Protocol):
     def add_halfopen(self, ike: IKESA, key: HalfOpenKey, now: float) -> None: ...
     def end_halfopen(self, ike: IKESA) -> None: ...
     def halfopen_full(self) -> bool: ...
-    def cookie_demand(self, got: bytes | None, ni: bytes, addr: IPAddress, spi_i: bytes,
-                      now: float) -> bytes | None: ...
+    @property
+    def n_halfopen(self) -> int: ...
     def drop_ike(self, ike: IKESA, now: float, reason: str = "",
                  event: EventKind | None = EventKind.IKE_DELETED,
                  why: FailReason = FailReason.NONE) -> list[Action]: ...

@@ -44,10 +44,16 @@ from pypluto.ike.actions import (
 )
 from pypluto.ike.codec import Payload
 from pypluto.ike.context import HalfOpenKey, IKEContext, SecretStore
+from pypluto.ike.cookies import DoSGuard, dos_status
 from pypluto.ike.identity import local_identity, remote_pattern
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState, QueuedTask
 from pypluto.ike.settings import EngineSettings
-from pypluto.ike.status import ChildSAStatus, ConnectionStatus, EngineStatus, IKESAStatus
+from pypluto.ike.status import (
+    ChildSAStatus,
+    ConnectionStatus,
+    EngineStatus,
+    IKESAStatus,
+)
 from pypluto.ike.task_manager import TaskManager
 from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey
 from pypluto.ike.tasks.child_create import ChildCreate
@@ -102,10 +108,7 @@ class Engine:
         self._tick = 0
         seed = int.from_bytes(rng(8), "big")
         self.fuzz = random.Random(seed)  # rekey fuzz (not security relevant)
-        self.cookie_secret = rng(32)
-        self.cookie_prev = self.cookie_secret
-        self.cookie_version = 0
-        self.cookie_rotate_at: float | None = None
+        self.dos = DoSGuard(settings, rng)  # cookies and half-open limits (RFC 8019)
         self._n_halfopen = 0
         # offloaded key exchanges (settings.offload_crypto): token -> (IKE SA serial, then)
         self.computing: dict[int, tuple[int, Callable[[object, float], list[Action]]]] = {}
@@ -330,28 +333,18 @@ class Engine:
         ike.halfopen_key = key
         ike.halfopen_deadline = now + self.settings.half_open_timeout
         self._n_halfopen += 1
+        self.dos.halfopen_added(key[1])
 
     def end_halfopen(self, ike: IKESA) -> None:
         """No longer half-open (established, or being removed)."""
         if ike.halfopen_deadline is not None:
             ike.halfopen_deadline = None
             self._n_halfopen -= 1
+            if ike.halfopen_key is not None:
+                self.dos.halfopen_ended(ike.halfopen_key[1])
 
     def halfopen_full(self) -> bool:
         return self._n_halfopen >= self.settings.max_halfopen_ike
-
-    def cookie_demand(self, got: bytes | None, ni: bytes, addr: IPAddress, spi_i: bytes,
-                      now: float) -> bytes | None:
-        """When busy, the COOKIE to demand unless ``got`` is a valid one (RFC 7296 §2.6)."""
-        if not self.busy():
-            return None
-        if self.cookie_rotate_at is None:
-            self.cookie_rotate_at = now + self.settings.cookie_secret_lifetime
-        mine = codec.cookie_value(self.cookie_secret, self.cookie_version, ni, addr, spi_i)
-        if got is not None and got in (mine, codec.cookie_value(
-                self.cookie_prev, (self.cookie_version - 1) & 0xFF, ni, addr, spi_i)):
-            return None
-        return mine
 
     def forget_ike(self, ike: IKESA) -> None:
         if ike.remote_id is not None:
@@ -850,11 +843,11 @@ class Engine:
     def handle_timer(self, now: float) -> list[Action]:
         """Run every deadline that has passed: retransmits, DPD, rekeys, expiry."""
         acts: list[Action] = []
-        if self.cookie_rotate_at is not None and now >= self.cookie_rotate_at:
-            self.cookie_prev = self.cookie_secret
-            self.cookie_secret = self.rng(32)
-            self.cookie_version = (self.cookie_version + 1) & 0xFF
-            self.cookie_rotate_at = None
+        self.dos.rotate(now)
+        if self.dos.check_at is not None and now >= self.dos.check_at:
+            change = self.dos.update(self.n_halfopen, now)  # pressure may have ended
+            if change is not None:
+                acts.append(Log(change, level="warning"))
         touched: list[IKESA] = []
         while self._heap and self._heap[0][0] <= now:
             t, _, serial = heapq.heappop(self._heap)
@@ -877,11 +870,12 @@ class Engine:
             if ike is None or ike.heap_at != t:
                 heapq.heappop(self._heap)
                 continue
-            nxt = t
-            if self.cookie_rotate_at is not None:
-                nxt = min(nxt, self.cookie_rotate_at)
-            return nxt
-        return self.cookie_rotate_at
+            return min([t] + self._dos_timers())
+        other = self._dos_timers()
+        return min(other) if other else None
+
+    def _dos_timers(self) -> list[float]:
+        return [t for t in (self.dos.rotate_at, self.dos.check_at) if t is not None]
 
     def sa_counters(self, reqid_or_spi: int, bytes: int, packets: int, now: float
                     ) -> list[Action]:
@@ -935,7 +929,8 @@ class Engine:
 
     # ------------------------------------------------------------------ status
     def status(self, now: float) -> EngineStatus:
-        st = EngineStatus(half_open=self.n_halfopen, busy=self.busy())
+        st = EngineStatus(half_open=self.n_halfopen, busy=self.busy(),
+                          dos=dos_status(self.dos, self.n_halfopen, self.tm, now))
         for conn in self.connections.values():
             try:
                 loc, rem = conn.local, conn.remote
@@ -983,13 +978,8 @@ class Engine:
         return st
 
     def busy(self) -> bool:
-        """Demand cookies (RFC 7296 §2.6)?"""
-        st = self.settings
-        if st.force_busy or st.ddos_mode == "busy":
-            return True
-        if st.ddos_mode == "unlimited":
-            return False
-        return self.n_halfopen >= st.ddos_ike_threshold
+        """Demand cookies from every new peer (RFC 7296 §2.6; ``ike/cookies.py``)?"""
+        return self.dos.busy_now()
 
     def ike_of(self, name: str) -> list[IKESA]:
         """The IKE SAs of a connection (tests and tasks)."""

@@ -22,6 +22,14 @@ class EngineSettings:
     ddos_mode: str = "auto"  # auto | busy | unlimited
     ddos_ike_threshold: int = 25000  # half-open IKE SAs before cookies are demanded
     max_halfopen_ike: int = 50000  # above this, new IKE_SA_INIT requests are dropped
+    # auto mode also demands cookies above this many new IKE_SA_INIT/s (0: never by
+    # rate); ~4 % of the key exchanges one core does here (ike/cookies.py)
+    ddos_init_rate: float = 100.0
+    ddos_hold: float = 5.0  # seconds the rate must stay low before cookies stop
+    halfopen_per_addr: int = 64  # half-open SAs of one source before it needs a cookie
+    # RFC 7383 reassembly bounds (task_manager.py): one message, every SA together
+    max_reassembled: int = 65536  # bytes of one reassembled message
+    max_fragment_buffer: int = 4 * 1024 * 1024  # bytes buffered over all IKE SAs
     keep_alive: float = 20.0  # NAT-T keepalive interval, seconds (RFC 3948 §2.3)
     vendorids: list[bytes] = field(default_factory=list)  # extra VID payloads we send
     virtual_private: str | None = None

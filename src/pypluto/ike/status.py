@@ -84,8 +84,35 @@ class ConnectionStatus:
 
 
 @dataclass
+class DoSStatus:
+    """The DoS defence (RFC 7296 §2.6, RFC 8019; ``ike/cookies.py``) and RFC 7383 bounds."""
+
+    mode: str = "auto"  # ddos-mode= (busy when --force-busy)
+    busy: bool = False  # COOKIEs demanded from every new peer
+    reason: str = ""  # "rate", "half-open", "rate,half-open", "forced" or ""
+    half_open: int = 0
+    ddos_ike_threshold: int = 0
+    max_halfopen_ike: int = 0
+    init_rate: float = 0.0  # new IKE_SA_INIT requests per second (weighted, τ 0.25 s)
+    init_rate_threshold: float = 0.0
+    halfopen_per_addr: int = 0  # per source: cookies from here, drops at twice this
+    sources_halfopen: int = 0  # source addresses (/64 for IPv6) with half-open SAs
+    cookies_sent: int = 0
+    cookies_accepted: int = 0
+    cookies_rejected: int = 0
+    dropped_halfopen_full: int = 0
+    dropped_per_addr: int = 0
+    busy_periods: int = 0
+    fragment_bytes: int = 0  # SKF plaintext buffered now, every IKE SA
+    fragments_dropped: int = 0  # over a reassembly cap
+    max_reassembled: int = 0
+    max_fragment_buffer: int = 0
+
+
+@dataclass
 class EngineStatus:
     connections: list[ConnectionStatus] = field(default_factory=list)
     ike_sas: list[IKESAStatus] = field(default_factory=list)
     half_open: int = 0
     busy: bool = False  # cookies demanded
+    dos: DoSStatus = field(default_factory=DoSStatus)

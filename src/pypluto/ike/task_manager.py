@@ -51,6 +51,8 @@ class TaskManager:
 
     def __init__(self, ctx: IKEContext) -> None:
         self.ctx = ctx
+        self.frag_bytes = 0  # SKF plaintext held now, every IKE SA together (RFC 7383)
+        self.frag_dropped = 0  # fragments dropped over a reassembly cap
 
     # ------------------------------------------------------------------ sending
     def queue(self, ike: IKESA, task: QueuedTask, now: float, front: bool = False) -> list[Action]:
@@ -134,6 +136,7 @@ class TaskManager:
             _task(t).abandon(self.ctx, ike)
         ike.outstanding = None
         ike.tasks.clear()
+        self._release(ike)
 
     # ------------------------------------------------------------------ time
     def retransmit(self, ike: IKESA, now: float) -> list[Action]:
@@ -181,6 +184,12 @@ class TaskManager:
             if hdr.message_id != ike.next_in:
                 return _dbg(f"dropping request with message ID {hdr.message_id}, expected "
                             f"{ike.next_in}", remote)
+            if not ike.established and (hdr.exchange != EXCH_AUTH or
+                                        ike.state is not IKEState.INIT_R):
+                # CVE-2014-2338: nothing but IKE_AUTH before authentication, and not
+                # even its fragments are kept (RFC 7383 §2.6)
+                return _dbg(f"dropping exchange {hdr.exchange} before IKE_AUTH completed",
+                            remote)
         try:
             msg = codec.parse(data)
         except WireError as e:
@@ -264,32 +273,59 @@ class TaskManager:
             acts += self.kick(ike, now)
         return acts
 
+    def _release(self, ike: IKESA) -> None:
+        """Forget the fragments buffered for ``ike`` (and their bytes in the global count)."""
+        st = ike.fragments
+        if st is not None:
+            self.frag_bytes -= sum(len(p) for p in st.parts.values())
+            ike.fragments = None
+
     def _reassemble(self, ike: IKESA, msg: wm.Message, skf: wp.SKFPayload
                     ) -> list[Payload] | None:
-        """Collect SKF fragments (RFC 7383 §2.6); each is authenticated on its own."""
+        """Collect SKF fragments (RFC 7383 §2.6); each is authenticated on its own.
+
+        Bounded: at most ``MAX_FRAGMENTS`` fragments, ``max_reassembled`` bytes for
+        one message (64 KiB by default, more than an IKE_AUTH with a 4096-bit RSA
+        certificate chain; strongSwan caps at 10,000) and ``max_fragment_buffer``
+        bytes over every IKE SA.  Only the message ID the window expects is ever
+        collected (checked before this is called), so an SA holds one set at most.
+        A fragment over a cap drops its whole set, and is counted.
+        """
+        settings = self.ctx.settings
         total = skf.total_fragments
-        if total > MAX_FRAGMENTS:
+        if not 1 <= total <= MAX_FRAGMENTS:
+            self.frag_dropped += 1
             return None
         st = ike.fragments
         if st is None or st.msgid != msg.message_id or st.response != msg.response:
+            self._release(ike)
             st = Reassembly(msg.message_id, msg.response, total)
         if st.total != total:
             if total > st.total:  # §2.6.2: a new set with more fragments replaces the old
+                self._release(ike)
                 st = Reassembly(msg.message_id, msg.response, total)
             else:
                 return None
         if not 1 <= skf.fragment_number <= total or skf.fragment_number in st.parts:
             return None
+        held = sum(len(p) for p in st.parts.values())
+        size = len(skf.body)  # the plaintext is shorter: checked before decrypting
+        if held + size > settings.max_reassembled or \
+                self.frag_bytes + size > settings.max_fragment_buffer:
+            self.frag_dropped += 1
+            self._release(ike)
+            return None
         assert ike.prot_in is not None
         plain = codec.decrypt_fragment(skf, ike.prot_in)  # CryptoError propagates: dropped
         ike.fragments = st
         st.parts[skf.fragment_number] = plain
+        self.frag_bytes += len(plain)
         if skf.fragment_number == 1:
             st.first = skf.first_inner
         if len(st.parts) < total:
             return None
         data = b"".join(st.parts[i] for i in range(1, total + 1))
-        ike.fragments = None
+        self._release(ike)
         return codec.parse_inner(st.first, data)
 
 

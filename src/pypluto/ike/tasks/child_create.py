@@ -138,6 +138,8 @@ class ChildCreate(Task):
                     level="warning")
             acts.append(ConnectionEvent(EventKind.FAILED, c.conn.name, c.serial, nname(t),
                                         reason_for_notify(t)))
+            if old is not None:
+                acts += replace_refused(ctx, ike, old, nname(t), now)
             return acts
         nr_p = codec.first(payloads, wp.NoncePayload)
         ke_p = codec.first(payloads, wp.KEPayload)
@@ -162,7 +164,10 @@ class ChildCreate(Task):
         if why:
             self.abandon(ctx, ike)
             ctx.log(acts, f"CREATE_CHILD_SA failed: {why}", c, level="warning")
-            return acts + delete_spi_unknown(ctx, ike, c, now)
+            acts += delete_spi_unknown(ctx, ike, c, now)
+            if old is not None:
+                acts += replace_refused(ctx, ike, old, why, now)
+            return acts
         acts += ctx.install_child(c, c.keys, now, replaces=old)
         c.keys = None
         c.rekey_of = None  # no chains of references to old SAs
@@ -189,6 +194,42 @@ class ChildCreate(Task):
     @classmethod
     def respond(cls, ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
         return respond_child(ctx, ike, req, now)
+
+
+def replace_refused(ctx: IKEContext, ike: IKESA, old: ChildSA, why: str, now: float
+                    ) -> list[Action]:
+    """The peer refused to rekey ``old``: never let it expire silently (issue 12).
+
+    A second identical CREATE_CHILD_SA would be refused again (typically ``pfs=yes``
+    offers KE and the peer's ESP proposals have none), so, as Libreswan replaces a
+    Child SA it cannot rekey, a fresh IKE SA is negotiated (RFC 7296 §2.8
+    re-authentication, make-before-break): its IKE_AUTH carries the Child SA, whose
+    keys come from the new IKE SA's fresh Diffie-Hellman, so PFS still holds; the
+    old IKE SA is deleted once the new one is up.
+    """
+    acts: list[Action] = []
+    conn = old.conn
+    old.rekey_at = None  # the same request would be refused again
+    if conn.name not in ctx.connections:
+        return acts
+    if conn.remote.host_addr is None:
+        ctx.log(acts, f"the peer refused to rekey Child SA #{old.serial} ({why}) and its "
+                "address is not configured (%any): the Child SA will expire at the end of "
+                "its lifetime unless the peer replaces it", old, level="error")
+        return acts
+    if ike.replaced:  # a replacement IKE SA is already on its way
+        return acts
+    if conn is ike.conn:
+        ctx.log(acts, f"the peer refused to rekey Child SA #{old.serial} ({why}): "
+                f"replacing IKE SA #{ike.serial} and its Child SA with a new IKE SA "
+                "(re-authentication, make-before-break) before it expires", old,
+                level="warning")
+        ike.replaced = True
+        ike.rekey_at = None
+        return acts + ctx.initiate_ike(conn, now, reauth_of=ike)
+    ctx.log(acts, f"the peer refused to rekey Child SA #{old.serial} ({why}): "
+            "negotiating a new IKE SA with a new Child SA for it", old, level="warning")
+    return acts + ctx.initiate_ike(conn, now)
 
 
 def precheck(ctx: IKEContext, ike: IKESA, req: Request
@@ -231,6 +272,13 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
         if old.replaced:
             return answer([codec.notify(N.TEMPORARY_FAILURE)])
         conn = old.conn
+    if (ke_p is None) == conn.pfs:  # pfs= enforced both ways, as Libreswan does
+        why = "pfs=yes and the request has no KE payload" if conn.pfs else \
+            "pfs=no and the request carries a KE payload"
+        refused: list[Action] = []
+        ctx.log(refused, f"CREATE_CHILD_SA {'rekey ' if old else ''}refused: {why}; "
+                "answering NO_PROPOSAL_CHOSEN", old or ike, level="warning")
+        return refused + answer([codec.notify(N.NO_PROPOSAL_CHOSEN)])
     if ke_p is None:
         return _respond_child_keyed(ctx, ike, msgid, payloads, conn, old, ni, nr, None, None,
                                     None, now)
@@ -269,12 +317,13 @@ def _respond_child_keyed(ctx: IKEContext, ike: IKESA, msgid: int, payloads: list
     def answer(out: list[Payload]) -> list[Action]:
         return acts + ctx.send_response(ike, EXCH_CHILD, msgid, out)
 
-    c, cp, why, _ = childmod.accept(ctx, ike, conn, payloads, ni, nr, group, shared, old)
+    c, cp, why, _ = childmod.accept(ctx, ike, conn, payloads, ni, nr, group, shared, old,
+                                    create_child=True)
     if c is None and old is None and not childmod.ts_fits(ctx, ike, conn, payloads):
         for other in childmod.other_connections(ctx, ike):  # another conn, same peer
             if childmod.ts_fits(ctx, ike, other, payloads):
                 c, cp, why, _ = childmod.accept(ctx, ike, other, payloads, ni, nr, group,
-                                                shared, None)
+                                                shared, None, create_child=True)
                 break
     if c is None:
         acts.append(Log(f"CREATE_CHILD_SA refused: {why}", level="warning", conn=conn.name,

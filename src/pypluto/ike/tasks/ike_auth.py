@@ -10,6 +10,7 @@ Child SA only: NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from pypluto.config import ids
@@ -42,6 +43,15 @@ def _psk(ctx: IKEContext, ike: IKESA, local_id: Identity, remote_id: Identity
         return None
 
 
+def auth_method(conn: Connection, local: bool) -> str:
+    """The method one side authenticates with: ``leftauth=``/``rightauth=``, else
+    ``authby=`` (Libreswan's asymmetric authentication); "" when it is not PSK,
+    the only method pypluto has (the config layer refuses the others at load)."""
+    end = conn.local if local else conn.remote
+    words = {w for w in re.split(r"[\s,|]+", (end.auth or conn.authby or "").lower()) if w}
+    return "secret" if words and words <= {"secret", "psk"} else ""
+
+
 def _auth_data(ike: IKESA, psk: bytes, id_body: bytes, initiator_side: bool) -> bytes:
     """AUTH for one side (§2.15): prf(prf(PSK, pad), <SignedOctets>)."""
     assert ike.chosen is not None
@@ -65,6 +75,11 @@ class IKEAuth(Task):
     def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
               ) -> list[Payload] | None:
         conn = ike.conn
+        if not auth_method(conn, local=True):
+            mine = conn.local.auth or conn.authby
+            acts += fail(ctx, ike, now, f"cannot authenticate with {mine}: only PSK is "
+                         "supported", FailReason.LOCAL)
+            return None
         local_id = local_identity(ike, conn)
         ike.local_id = local_id
         remote_pat = conn.remote.id
@@ -137,6 +152,10 @@ class IKEAuth(Task):
             return acts + fail(ctx, ike, now, why_ppk, FailReason.AUTHENTICATION)
         psk = _psk(ctx, ike, ike.local_id, peer_id)
         prf = ike.chosen.prf
+        if not auth_method(conn, local=False):
+            return acts + fail(ctx, ike, now, f"the peer must authenticate with "
+                               f"{conn.remote.auth or conn.authby}, which is not supported",
+                               FailReason.AUTHENTICATION)
         if psk is None or int(auth_p.method) != AUTH_PSK or not cauth.psk_verify(
                 prf, psk, cauth.signed_octets(prf, ike.sk_pr, ike.init_response, ike.ni,
                                               codec.id_body(idr_p)),
@@ -147,8 +166,15 @@ class IKEAuth(Task):
         acts += established(ctx, ike, now)
         old = ike.reauth_of
         ike.reauth_of = None
-        if old is not None and ctx.is_live(old):  # make-before-break
+        acts += self._finish_child(ctx, ike, payloads, now)
+        if old is not None and ctx.is_live(old):  # make-before-break: new Child SA first
             acts += delete_ike(ctx, old, now)
+        return acts
+
+    def _finish_child(self, ctx: IKEContext, ike: IKESA, payloads: Sequence[Payload],
+                      now: float) -> list[Action]:
+        acts: list[Action] = []
+        conn = ike.conn
         child = self.child
         if child is not None:
             err = [p.notify_type for p in codec.errors(payloads)]
@@ -243,9 +269,9 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     conn = _pick_connection(ctx, ike, peer_id, want, payloads)
     if conn is None:
         return reject(f"no connection matches peer {id_desc(peer_id)}")
-    if conn.authby not in ("secret", "psk", "secret|rsasig", "rsasig|secret") and \
-            (conn.remote.auth or conn.authby) not in ("secret", "psk"):
-        return reject(f"connection requires authby={conn.authby}; only PSK is supported")
+    if not auth_method(conn, local=False):
+        return reject(f"connection requires {conn.remote.auth or conn.authby} from the "
+                      "peer; only PSK is supported")
     if int(auth_p.method) != AUTH_PSK:
         return reject(f"AUTH method {int(auth_p.method)} is not PSK")
     if conn is not ike.conn:

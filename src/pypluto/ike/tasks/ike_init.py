@@ -5,8 +5,9 @@ then queues ``IKEInit``, which the task manager sends as message 0.  Its
 ``on_response`` handles COOKIE, INVALID_KE_PAYLOAD, errors, or derives the keys
 and queues ``IKEAuth`` (floating to port 4500 when a NAT was detected or
 ``encapsulation=yes``).
-Responder: ``respond_new`` is stateless until the request is acceptable (cookies,
-proposal, KE group), then creates a half-open IKE SA.
+Responder: ``respond_new`` is stateless until the request is acceptable (cookies and
+half-open limits first, from the header and first payload alone: ``ike/cookies.py``;
+then proposal, KE group), then creates a half-open IKE SA.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pypluto.ike import codec, ppk, proposals
 from pypluto.ike.actions import Action, Endpoint, EventKind, FailReason, Log, SendPacket
 from pypluto.ike.codec import IKEHeader, Payload
 from pypluto.ike.context import HalfOpenKey, IKEContext
+from pypluto.ike.cookies import cookie_in, cookie_reply
 from pypluto.ike.proposals import Chosen
 from pypluto.ike.sa import IKESA, IKEState
 from pypluto.ike.tasks.base import Inbound, Task
@@ -275,6 +277,44 @@ def _stateless(hdr: IKEHeader, local: Endpoint, remote: Endpoint, payloads: list
     return [SendPacket(data, local, remote)]
 
 
+def _dos_gate(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
+              remote: Endpoint, now: float) -> tuple[list[Action], bool]:
+    """Cookies and half-open limits before any parsing (RFC 7296 §2.6, RFC 8019 §4).
+
+    Looks at the IKE header and the first payload only; when a COOKIE is needed
+    and missing, the answer is built without parsing and nothing is kept.
+    Returns the actions so far and whether to go on with the request.
+    """
+    acts: list[Action] = []
+    dos = ctx.dos
+    if dos.busy_now():  # counted here: none of them gets as far as a key exchange
+        dos.note_request(now)
+    change = dos.update(ctx.n_halfopen, now)
+    if change is not None:
+        acts.append(Log(change, level="warning"))
+    per = ctx.settings.halfopen_per_addr
+    n_src = dos.addr_count(remote.addr) if per > 0 else 0
+    if per > 0 and n_src >= 2 * per:
+        dos.counters.dropped_per_addr += 1
+        return acts, False
+    if dos.busy_now() or (per > 0 and n_src >= per):
+        got = cookie_in(data)
+        if got is None or not dos.check(got, hdr.spi_i, remote.addr, remote.port):
+            if got is not None:
+                dos.counters.cookies_rejected += 1
+            dos.counters.cookies_sent += 1
+            cookie = dos.make(hdr.spi_i, remote.addr, remote.port, now)
+            return acts + [SendPacket(cookie_reply(hdr.spi_i, cookie), local, remote)], False
+        dos.counters.cookies_accepted += 1
+    if ctx.halfopen_full():
+        dos.counters.dropped_halfopen_full += 1
+        if dos.counters.dropped_halfopen_full == 1:
+            acts.append(Log(f"max-halfopen-ike ({ctx.settings.max_halfopen_ike}) reached; "
+                            "dropping new IKE_SA_INIT requests", level="warning"))
+        return acts, False
+    return acts, True
+
+
 def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
                 remote: Endpoint, now: float) -> list[Action]:
     """An IKE_SA_INIT request: no state until it is acceptable (§2.6 cookies)."""
@@ -293,6 +333,9 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
                     level="debug")]
     if hdr.message_id != 0:
         return [Log("dropping IKE_SA_INIT request with message ID != 0", level="debug")]
+    acts, go_on = _dos_gate(ctx, data, hdr, local, remote, now)
+    if not go_on:
+        return acts
     try:
         msg = codec.parse(data)
     except WireError as e:
@@ -312,14 +355,6 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
                         "answering INVALID_SYNTAX", level="warning"))
         return acts + _stateless(hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
     ni = bytes(ni_p[0].data)
-    got = ns.get(N.COOKIE)
-    demand = ctx.cookie_demand(got.data if got is not None else None, ni, remote.addr,
-                               hdr.spi_i, now)
-    if demand is not None:  # §2.6 cookies when busy
-        acts.append(Log(f"busy: demanding a COOKIE from {remote}", level="debug"))
-        return acts + _stateless(hdr, local, remote, [codec.notify(N.COOKIE, demand)])
-    if ctx.halfopen_full():
-        return [Log("too many half-open IKE SAs; dropping IKE_SA_INIT", level="warning")]
     peer_props = codec.sa_tuples(sa_p[0])
     chosen = None
     conn = conns[0]
@@ -344,6 +379,8 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
         acts.append(Log(f"KE payload of {len(ke.data)} bytes for {chosen.ke_name()}; answering "
                         "INVALID_SYNTAX", level="warning", conn=conn.name))
         return acts + _stateless(hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
+    if not ctx.dos.busy_now():  # the rate that matters: requests that cost a key exchange
+        ctx.dos.note_request(now)
     return acts + _respond_computing(ctx, data, hdr, local, remote, now, conn, conns, chosen,
                                      ni, ns, pl, key, bytes(ke.data))
 

@@ -51,7 +51,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pypluto.kernel import esp
+from pypluto.kernel import ah, esp
+from pypluto.kernel.ah_sockets import AHSockets
 from pypluto.kernel.base import BackendError, KernelBackend
 from pypluto.kernel.userspace import iproute, offload
 from pypluto.kernel.userspace.routes import DEFAULT_MARK, SO_MARK, Routes
@@ -81,7 +82,7 @@ _SPI = struct.Struct("!I")
 Deliver = Callable[[bytes, tuple[str, int]], None]
 Sender = Callable[[bytes, tuple[str, int]], int]
 # outbound SA, its send function, the peer's (address, port), the socket, UDP GSO usable
-_Flow = tuple[esp.OutboundSA, Sender, tuple[str, int], socket.socket, bool]
+_Flow = tuple[esp.OutboundSA | ah.OutboundAH, Sender, tuple[str, int], socket.socket, bool]
 SOL_UDP = 17
 UDP_SEGMENT = 103  # UDP GSO: one sendmsg, many datagrams of one size (Linux 4.18)
 UDP_GRO = 104  # the reverse on receive (Linux 5.0)
@@ -132,6 +133,7 @@ class UserspaceBackend(KernelBackend):
         self.holds = HoldQueue()  # packets caught by trap policies (auto=route)
         self._socks: list[tuple[tuple[str, int], socket.socket, Deliver]] = []
         self._raw: dict[int, socket.socket] = {}
+        self._ah: dict[int, AHSockets] = {}  # AH (IP protocol 51) by IP version
         self._routes = Routes(ifname, table, rule_priority, mark)
         if manage_routes:
             self._routes.remove_all()  # leftovers of an earlier, crashed run
@@ -183,6 +185,7 @@ class UserspaceBackend(KernelBackend):
                 self._socks = [x for x in self._socks if x[1].fileno() >= 0]
                 socks = list(self._socks)
                 raws = list(self._raw.items())
+                ahs = list(self._ah.values())
             for _local, sock, deliver in socks:
                 mv = memoryview(bytearray(65536))
                 h[sock.fileno()] = (lambda s=sock, d=deliver, m=mv:  # type: ignore[misc]
@@ -191,6 +194,10 @@ class UserspaceBackend(KernelBackend):
                 mv = memoryview(bytearray(65536))
                 h[raw.fileno()] = (lambda r=raw, v=version, m=mv:  # type: ignore[misc]
                                    self._drain_raw(r, v, m, batch))
+            for ahs_ in ahs:
+                mv = memoryview(bytearray(65536 + 40))
+                h[ahs_.fileno()] = (lambda a=ahs_, m=mv:  # type: ignore[misc]
+                                    self._drain_ah(a, m, batch))
         return h
 
     # --- packet paths ----------------------------------------------------------------
@@ -468,6 +475,24 @@ class UserspaceBackend(KernelBackend):
         if inner is not None:
             self._to_tun(inner)
 
+    def _drain_ah(self, socks: AHSockets, mv: memoryview, batch: int) -> None:
+        """Inbound AH (IP protocol 51, RFC 4302 §3.4): whole IP packets, by SPI -> TUN."""
+        for _ in range(batch):
+            pkt = socks.recv_into(mv)
+            if pkt is None:
+                return
+            spi = ah.ah_spi(pkt)
+            isa = self._sas.ah_by_spi.get(spi) if spi is not None else None
+            if isa is None:
+                if spi is None:
+                    self.counters.malformed += 1
+                else:
+                    self.counters.unknown_spi += 1
+                continue
+            inner = isa.decap(pkt)
+            if inner is not None:
+                self._to_tun(inner)
+
     # --- outbound lookup -------------------------------------------------------------
 
     def _resolve(self, pkt: bytes, key: bytes) -> _Flow | None:
@@ -510,8 +535,13 @@ class UserspaceBackend(KernelBackend):
             if w is not None:
                 self._queue_send(ent, [w])
 
-    def _sender_for(self, osa: esp.OutboundSA) -> _Flow | None:
+    def _sender_for(self, osa: esp.OutboundSA | ah.OutboundAH) -> _Flow | None:
         p = osa.params
+        if isinstance(osa, ah.OutboundAH):  # whole IP packets, header included
+            socks = self._ah.get(p.dst.version)
+            if socks is None:
+                return None
+            return (osa, socks.tx.sendto, (str(p.dst), 0), socks.tx, False)
         if p.encap_dport is None:
             raw = self._raw.get(p.dst.version)
             if raw is None:
@@ -613,10 +643,18 @@ class UserspaceBackend(KernelBackend):
         self._raw[version] = s
         self._kick()
 
+    def _ensure_ah(self, version: int) -> None:
+        if version in self._ah:
+            return
+        self._ah[version] = AHSockets(version, self.mark if self.manage_routes else None)
+        self._kick()
+
     def add_sa(self, sa: SAParams) -> None:
         with self._lock:
             check_protectable(sa)
-            if sa.encap_dport is None and sa.direction == "out":
+            if sa.protocol == "ah":
+                self._ensure_ah(sa.dst.version)
+            elif sa.encap_dport is None and sa.direction == "out":
                 self._ensure_raw(sa.dst.version)
             elif sa.encap_dport is None:
                 self._ensure_raw(sa.src.version)
@@ -636,8 +674,9 @@ class UserspaceBackend(KernelBackend):
         """Bytes, packets and the drop counters: replay, integrity, selector (RFC 4301 §5.2)."""
         return self._sas.stats(dst, spi)
 
-    def sa_state(self, dst: IPAddress, spi: int) -> esp.InboundSA | esp.OutboundSA | None:
-        """The live ESP state of one SA (for status and tests)."""
+    def sa_state(self, dst: IPAddress, spi: int
+                 ) -> esp.InboundSA | esp.OutboundSA | ah.InboundAH | ah.OutboundAH | None:
+        """The live ESP or AH state of one SA (for status and tests)."""
         return self._sas.get(dst, spi)
 
     @staticmethod
@@ -700,13 +739,17 @@ class UserspaceBackend(KernelBackend):
         for s in self._raw.values():
             s.close()
         self._raw.clear()
+        for a in self._ah.values():
+            a.close()
+        self._ah.clear()
         os.close(self._tun_fd)
 
 
 def check_protectable(sa: SAParams) -> None:
     """Refuse (BackendError) an SA whose traffic this plane cannot protect as negotiated.
 
-    AH is refused by :func:`esp.make_sa`.  Transport mode across a NAT would
+    AH (RFC 4302) is carried on raw IP protocol 51 sockets; :func:`ah.make_sa`
+    refuses it with UDP encapsulation (RFC 3948 is ESP only).  Transport mode across a NAT would
     need the checksum and address fix-ups of RFC 3948 §3.1.2 (the selectors
     are then other addresses than the outer ones), which the plane does not
     do: such an SA is refused rather than carried with packets the receiver

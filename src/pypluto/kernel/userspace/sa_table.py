@@ -1,4 +1,4 @@
-"""The SA table of the userspace plane: ESP state by (destination, SPI), by SPI, by reqid.
+"""The SA table of the userspace plane: ESP/AH state by (destination, SPI), by SPI, by reqid.
 
 Written by the daemon's thread under the plane's lock; the packet threads
 only read ``by_spi`` and the ``outbound_for`` lookups, whose dictionaries are
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pypluto.kernel import esp
+from pypluto.kernel import ah, esp
 from pypluto.params import IPAddress, PolicyParams, SAExpire, SAParams, SAStats
 
-SAState = esp.InboundSA | esp.OutboundSA
+SAState = esp.InboundSA | esp.OutboundSA | ah.InboundAH | ah.OutboundAH
+Inbound = (esp.InboundSA, ah.InboundAH)
+Outbound = (esp.OutboundSA, ah.OutboundAH)
+OutState = esp.OutboundSA | ah.OutboundAH
 
 
 class SATable:
@@ -21,8 +24,9 @@ class SATable:
     def __init__(self) -> None:
         self._sas: dict[tuple[str, int], SAState] = {}
         self.by_spi: dict[int, esp.InboundSA] = {}  # inbound lookup (RFC 4303 §3.4.2)
-        self._out_by_reqid: dict[int, esp.OutboundSA] = {}
-        self._out_by_peer: dict[str, esp.OutboundSA] = {}
+        self.ah_by_spi: dict[int, ah.InboundAH] = {}  # the same for AH (RFC 4302 §3.4.2)
+        self._out_by_reqid: dict[int, OutState] = {}
+        self._out_by_peer: dict[str, OutState] = {}
 
     def __len__(self) -> int:
         return len(self._sas)
@@ -43,17 +47,21 @@ class SATable:
     def add(self, sa: SAParams, on_expire: Callable[[SAExpire], None] | None,
             selector_check: Callable[[bytes], bool] | None) -> SAState:
         """Install (or update: the window, sequence number and counters carry over) one SA."""
-        state = esp.make_sa(sa, on_expire)
+        state: SAState = (ah.make_sa(sa, on_expire) if sa.protocol == "ah"
+                          else esp.make_sa(sa, on_expire))
         key = (str(sa.dst), sa.spi)
         old = self._sas.get(key)
-        if isinstance(state, esp.InboundSA):
-            if isinstance(old, esp.InboundSA):
+        if isinstance(state, Inbound):
+            if type(old) is type(state):  # an update keeps the window and counters
                 state.stats, state.top, state.bitmap = old.stats, old.top, old.bitmap
             state.selector_check = selector_check
             self._sas[key] = state
-            self.by_spi[sa.spi] = state
+            if isinstance(state, ah.InboundAH):
+                self.ah_by_spi[sa.spi] = state
+            else:
+                self.by_spi[sa.spi] = state
         else:
-            if isinstance(old, esp.OutboundSA):
+            if type(old) is type(state):
                 state.stats, state.seq = old.stats, old.seq
             self._sas[key] = state
             if sa.reqid:
@@ -66,24 +74,25 @@ class SATable:
         state = self._sas.pop((str(dst), spi), None)
         if state is None:
             return None
-        if isinstance(state, esp.InboundSA):
-            if self.by_spi.get(spi) is state:
-                del self.by_spi[spi]
+        if isinstance(state, Inbound):
+            for index in (self.by_spi, self.ah_by_spi):
+                if index.get(spi) is state:
+                    del index[spi]
             return state
         p = state.params
         if self._out_by_reqid.get(p.reqid) is state:
             del self._out_by_reqid[p.reqid]
             for other in self._sas.values():
-                if isinstance(other, esp.OutboundSA) and other.params.reqid == p.reqid:
+                if isinstance(other, Outbound) and other.params.reqid == p.reqid:
                     self._out_by_reqid[p.reqid] = other
         if self._out_by_peer.get(str(p.dst)) is state:
             del self._out_by_peer[str(p.dst)]
             for other in self._sas.values():
-                if isinstance(other, esp.OutboundSA) and other.params.dst == p.dst:
+                if isinstance(other, Outbound) and other.params.dst == p.dst:
                     self._out_by_peer[str(p.dst)] = other
         return state
 
-    def outbound_for(self, policy: PolicyParams) -> esp.OutboundSA | None:
+    def outbound_for(self, policy: PolicyParams) -> OutState | None:
         """The outbound SA of a policy: by reqid, else the newest SA to its tunnel end."""
         osa = self._out_by_reqid.get(policy.reqid) if policy.reqid else None
         if osa is None:
@@ -93,5 +102,6 @@ class SATable:
     def clear(self) -> None:
         self._sas.clear()
         self.by_spi.clear()
+        self.ah_by_spi.clear()
         self._out_by_reqid.clear()
         self._out_by_peer.clear()

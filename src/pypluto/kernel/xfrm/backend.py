@@ -180,8 +180,18 @@ def encode_sa(sa: SAParams, reqid: int) -> bytes:
         _narrow_inbound(sel, sa)
     attrs: list[bytes] = []
     if sa.protocol == "ah":
+        # RFC 4302: integrity only, with the negotiated truncation (RFC 4868 §2.3)
+        if sa.encr_id or sa.encr_key:
+            raise BackendError("XFRM: AH takes no encryption transform (RFC 4302)")
+        if sa.encapsulated:
+            raise BackendError("XFRM: UDP encapsulation is for ESP only (RFC 3948)")
         name, bits = kernel_auth(sa.integ_id, sa.integ_key)
         attrs.append(S.nlattr(S.XFRMA_ALG_AUTH_TRUNC, S.pack_algo_trunc(name, sa.integ_key, bits)))
+        if family == socket.AF_INET:
+            # RFC 4302 §3.3.3.2.1: pad IPv4 AH to 32 bits; without this flag Linux
+            # pads to 64 (HMAC-SHA2-256-128 gets 4 bytes too many) and drops
+            # RFC-sized AH from peers that are not Linux.
+            flags |= S.XFRM_STATE_ALIGN4
     else:
         algs = kernel_algorithms(
             sa.encr_id, sa.encr_key_bits, sa.encr_key, sa.integ_id, sa.integ_key
