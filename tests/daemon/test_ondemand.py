@@ -13,6 +13,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 
 import pytest
 from plutoproc import NetNS, Pluto, run_main, wait_for
@@ -123,3 +124,105 @@ def test_ipsec_ondemand_adds_and_routes_and_bad_routes_refused(pair):  # noqa: F
     assert ping(w_ns, 3)[1] == 3
     r = west.whack("--name", "anyone", "--route")
     assert r.returncode == 25 and "without a peer address" in r.stdout + r.stderr
+
+
+SHUNTS = """
+conn pass
+\tleft=192.0.2.1
+\tleftsubnet=198.51.100.0/24
+\tright=192.0.2.2
+\trightsubnet=203.0.113.5/32
+\ttype=passthrough
+\tauto=route
+
+conn block
+\tleft=192.0.2.1
+\tleftsubnet=198.51.100.0/24
+\tright=192.0.2.2
+\trightsubnet=203.0.113.6/32
+\ttype=drop
+\tauto=route
+
+conn rej
+\tleft=192.0.2.1
+\tleftsubnet=198.51.100.0/24
+\tright=192.0.2.2
+\trightsubnet=203.0.113.7/32
+\ttype=reject
+\tauto=route
+"""
+
+
+def _tcp(ns: NetNS, src: str, dst: str, port: int, server_ns: NetNS) -> bool:
+    """One TCP connection ``src`` -> ``dst``:``port`` with a line each way."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", server_ns.name, sys.executable, "-c",
+         "import socket,sys;s=socket.socket();s.setsockopt(1,2,1);"
+         f"s.bind(('{dst}',{port}));s.listen();print('ready',flush=True);"
+         "c,_=s.accept();c.sendall(c.recv(100)+b'!');c.close()"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        r = ns.run(sys.executable, "-c",
+                   "import socket;s=socket.create_connection("
+                   f"('{dst}',{port}),timeout=5,source_address=('{src}',0));"
+                   "s.sendall(b'hi');print(s.recv(100).decode())", check=False)
+        return r.returncode == 0 and r.stdout.strip() == "hi!"
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_shunts_inside_a_routed_subnet(pair):  # noqa: F811
+    """A passthrough /32 inside the tunnels' /24 goes in the clear both ways (ping and TCP);
+    a drop /32 is discarded, a reject /32 answered with ICMP unreachable; the rest of
+    the /24 still brings the tunnel up.  Shunts never negotiate anything."""
+    start, w_ns, e_ns = pair
+    _addrs(w_ns, e_ns)
+    for a in ("203.0.113.5", "203.0.113.6", "203.0.113.7"):
+        e_ns.run("ip", "addr", "add", f"{a}/32", "dev", "lo")
+    # the clear path (what passthrough traffic takes): plain routes via the veth
+    w_ns.run("ip", "route", "add", "203.0.113.0/24", "via", "192.0.2.2")
+    e_ns.run("ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.1")
+    conf = USERSPACE + SHUNTS
+    east = start("east", e_ns, "route", "--use-userspace", conf_text=conf)
+    west = start("west", w_ns, "route", "--use-userspace", conf_text=conf)
+    for p in (west, east):
+        st = p.whack("--status").stdout
+        assert '"pass":' in st and '"block":' in st and '"rej":' in st, st
+    # passthrough, west -> east and east -> west, ping and TCP: in the clear, no SA
+    sent, got = ping_from(w_ns, "198.51.100.1", "203.0.113.5")
+    assert got == sent == 3, west.log()
+    sent, got = ping_from(e_ns, "203.0.113.5", "198.51.100.1")
+    assert got == sent == 3, east.log()
+    assert _tcp(w_ns, "198.51.100.1", "203.0.113.5", 7001, e_ns)
+    assert _tcp(e_ns, "203.0.113.5", "198.51.100.1", 7002, w_ns)
+    assert not child_sas(west) and not child_sas(east)
+    # drop: nothing answers, nothing is negotiated
+    sent, got = ping_from(w_ns, "198.51.100.1", "203.0.113.6", count=2)
+    assert got == 0 and not child_sas(west)
+    # reject: ICMP administratively prohibited at once
+    r = w_ns.run("ping", "-c", "1", "-W", "2", "-I", "198.51.100.1", "203.0.113.7",
+                 check=False)
+    assert r.returncode != 0 and "Packet filtered" in r.stdout, r.stdout + r.stderr  # code 13
+    assert not child_sas(west)
+    # the rest of the /24 still traps and goes through the tunnel, none lost
+    sent, got, out = ping(w_ns)
+    assert (sent, got) == (5, 5), out + west.log()
+    assert len(child_sas(west)) == 1
+    # SIGTERM: no rule, no route left (shunts included)
+    for p in (west, east):
+        assert p.proc is not None
+        p.proc.send_signal(signal.SIGTERM)
+        assert p.proc.wait(30) == 0
+    for ns in (w_ns, e_ns):
+        rules = ns.run("ip", "rule", "show").stdout
+        assert not re.search(r"^449[89]:|^4500:", rules, re.M), rules
+        assert routes_in_plane(ns) == ""
+
+
+def ping_from(ns: NetNS, src: str, dst: str, count: int = 3) -> tuple[int, int]:
+    r = ns.run("ping", "-c", str(count), "-i", "0.2", "-W", "2", "-I", src, dst, check=False)
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", r.stdout)
+    assert m, r.stdout + r.stderr
+    return int(m.group(1)), int(m.group(2))

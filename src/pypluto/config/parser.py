@@ -567,7 +567,9 @@ def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> No
                             "(additional key exchanges, addke1..7 (RFC 9370), need "
                             "IKE_INTERMEDIATE (RFC 9242), which pypluto does not have yet)",
                             True)
-    if not keys.get("authby"):
+    shunt = (keys.get("type") or "").strip().lower() in ("passthrough", "pass", "drop",
+                                                          "reject")
+    if not keys.get("authby") and not shunt:  # a shunt never authenticates anything
         auths = {(keys.get("leftauth") or "").lower(), (keys.get("rightauth") or "").lower()}
         if auths != {"secret"}:
             raise ConnError("authby", "authby=rsasig is not supported by pypluto (authby= "

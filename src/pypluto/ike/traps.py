@@ -15,7 +15,9 @@ returns their actions.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pypluto.config.model import Connection
 from pypluto.ike import ts as tsmod
@@ -23,6 +25,8 @@ from pypluto.ike.actions import Action, AddPolicy, DelPolicy, Log
 from pypluto.params import PolicyParams, SAAcquire
 
 PolicyKey = tuple[str, str, str, int]
+SHUNT_ACTION: dict[str, Literal["pass", "drop", "reject"]] = {
+    "passthrough": "pass", "drop": "drop", "reject": "reject"}
 
 
 def policy_key(p: PolicyParams) -> PolicyKey:
@@ -33,6 +37,8 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
     """The outbound policies of ``conn`` as its Child SA would install them (no SA yet)."""
     loc, rem = conn.local, conn.remote
     la, ra = loc.host_addr, rem.host_addr
+    if is_shunt(conn) and la is not None and ra is None and rem.subnets:
+        ra = ipaddress.ip_address("::" if la.version == 6 else "0.0.0.0")  # no SA to reach
     if la is None or ra is None:
         return []
     if loc.subnets:
@@ -43,9 +49,11 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
         rts = [tsmod.from_network(n, rem.protoport) for n in rem.subnets]
     else:
         rts = [tsmod.from_addr(ra, rem.protoport)]
-    mode = "transport" if conn.type == "transport" else "tunnel"
-    proto = "ah" if getattr(conn, "phase2", "esp") == "ah" else "esp"
-    src_ip = loc.sourceip[0] if loc.sourceip else None
+    mode: Literal["tunnel", "transport"] = "transport" if conn.type == "transport" \
+        else "tunnel"
+    proto: Literal["esp", "ah"] = "ah" if getattr(conn, "phase2", "esp") == "ah" else "esp"
+    action = SHUNT_ACTION.get(conn.type, "ipsec")
+    src_ip = loc.sourceip[0] if loc.sourceip and action == "ipsec" else None
     out: list[PolicyParams] = []
     for lt in lts:
         for rt in rts:
@@ -55,8 +63,21 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
                 for rk in tsmod.to_kernel(rt):
                     out.append(PolicyParams(lk, rk, "out", reqid=reqid, tmpl_src=la,
                                             tmpl_dst=ra, mode=mode, protocol=proto,
-                                            source_ip=src_ip, conn_name=conn.name))
+                                            source_ip=src_ip, conn_name=conn.name,
+                                            action=action))
+                    if action == "ipsec":
+                        continue
+                    # a shunt holds both ways (RFC 4301 §4.4.1: BYPASS/DISCARD entries)
+                    for d in ("in", "fwd"):
+                        out.append(PolicyParams(rk, lk, d, reqid=reqid, tmpl_src=ra,
+                                                tmpl_dst=la, mode=mode, protocol=proto,
+                                                conn_name=conn.name, action=action))
     return out
+
+
+def is_shunt(conn: Connection) -> bool:
+    """type=passthrough|drop|reject (or authby=never): policies only, never negotiated."""
+    return conn.type in SHUNT_ACTION or getattr(conn, "authby", "") == "never"
 
 
 @dataclass
@@ -75,18 +96,20 @@ class Traps:
         """Install the trap policies of ``conn``: (actions, None) or ([], why not)."""
         if conn.name in self.routed:
             return [], None
-        if conn.remote.host_addr is None:
+        if conn.remote.host_addr is None and not (is_shunt(conn) and conn.remote.subnets):
             return [], "cannot route a connection without a peer address (right=%any)"
-        if conn.type not in ("tunnel", "transport"):
-            return [], f"cannot route a type={conn.type} connection"
         pols = trap_policies(conn, reqid)
         if not pols:
             return [], "no traffic selectors to route"
         self.routed[conn.name] = pols
-        self.by_reqid[reqid] = conn.name
         acts: list[Action] = [AddPolicy(p) for p in pols]
-        acts.append(Log(f"route: trap policies installed for {len(pols)} selector pair(s)",
-                        conn=conn.name))
+        if is_shunt(conn):
+            what = {"pass": "passthrough", "drop": "drop", "reject": "reject"}[pols[0].action]
+            acts.append(Log(f"route: {what} shunt policies installed", conn=conn.name))
+        else:
+            self.by_reqid[reqid] = conn.name
+            acts.append(Log(f"route: trap policies installed for {len(pols)} selector "
+                            "pair(s)", conn=conn.name))
         return acts, None
 
     def unroute(self, name: str, owned: set[PolicyKey]) -> list[Action]:

@@ -58,7 +58,7 @@ from pypluto.kernel.userspace import iproute, offload
 from pypluto.kernel.userspace.routes import DEFAULT_MARK, SO_MARK, Routes
 from pypluto.kernel.userspace.sa_table import SATable
 from pypluto.kernel.userspace.selectors import OutboundPolicies, addr_key, inbound_check
-from pypluto.kernel.userspace.traps import HoldQueue
+from pypluto.kernel.userspace.traps import HoldQueue, icmp_unreachable
 from pypluto.kernel.userspace.tun import open_tun
 from pypluto.kernel.userspace.workers import Worker, Writer
 from pypluto.params import (
@@ -96,6 +96,7 @@ class PlaneCounters:
     """Packets the plane dropped before any SA saw them, and other global events."""
 
     no_policy: int = 0  # TUN packet matching no outbound policy / no SA
+    shunted: int = 0  # TUN packets a drop/reject shunt discarded
     unknown_spi: int = 0  # ESP for an SPI we do not have (RFC 4303 §3.4.2)
     malformed: int = 0  # datagram too short to be ESP
     keepalives: int = 0  # NAT keepalives received (RFC 3948 §2.3)
@@ -502,6 +503,9 @@ class UserspaceBackend(KernelBackend):
         if found is None:
             return None
         pol, by_address = found
+        if pol.action != "ipsec":  # a drop/reject shunt (pass never reaches the TUN)
+            self._shunted(pkt, pol)
+            return None
         osa = self._sas.outbound_for(pol)
         if osa is None:
             self._trapped(pkt, pol)
@@ -524,6 +528,14 @@ class UserspaceBackend(KernelBackend):
                 cb(ev)
             except Exception as e:  # noqa: BLE001 - the daemon's bug must not stop the plane
                 log.warning("acquire callback failed: %r", e)
+
+    def _shunted(self, pkt: bytes, pol: PolicyParams) -> None:
+        """type=drop: discard; type=reject: discard and answer ICMP unreachable."""
+        self.counters.shunted += 1
+        if pol.action == "reject":
+            err = icmp_unreachable(bytes(pkt))
+            if err is not None:
+                self._to_tun(err)
 
     def _release_held(self, reqid: int) -> None:
         """The outbound SA of ``reqid`` is in: send what its trap held, in order."""

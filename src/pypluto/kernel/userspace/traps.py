@@ -9,11 +9,17 @@ selectors the initiator may propose), and, as with Libreswan's
 for at most ``HOLD_SECONDS``) until the outbound SA is installed, then leave in
 order.  Acquires are rate-limited per reqid so that a flood of packets costs the
 daemon one acquire per ``ACQUIRE_INTERVAL``.
+
+Shunts (``type=drop|reject`` conns) route their traffic into the TUN too and are
+discarded there; a reject shunt answers with ICMP "administratively prohibited".
+(A passthrough shunt never reaches the TUN: :mod:`.routes` gives it a ``throw``
+route, so the host routes it as if the plane were not there.)
 """
 
 from __future__ import annotations
 
 import ipaddress
+import struct
 import threading
 import time
 from collections import deque
@@ -111,3 +117,52 @@ class HoldQueue:
             self._held.clear()
             self._last_acquire.clear()
             self._total = 0
+
+
+# --- shunts (type=drop|reject conns) --------------------------------------------------
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def icmp_unreachable(pkt: bytes) -> bytes | None:
+    """The ICMP "administratively prohibited" error a reject shunt answers ``pkt`` with.
+
+    RFC 792 / RFC 1812 §5.2.7.1 (type 3 code 13) for IPv4, RFC 4443 §3.1 (type 1 code 1)
+    for IPv6: from the packet's destination back to its source, quoting as much of
+    the packet as RFC 1812 §4.3.2.3 / RFC 4443 §2.4 (c) allow.  None for packets that
+    must not get one (ICMP errors, fragments after the first, non-IP).
+    """
+    if len(pkt) < 20:
+        return None
+    v = pkt[0] >> 4
+    if v == 4:
+        ihl = (pkt[0] & 0xF) * 4
+        if len(pkt) < ihl or struct.unpack_from("!H", pkt, 6)[0] & 0x1FFF:
+            return None
+        if pkt[9] == 1 and len(pkt) > ihl and pkt[ihl] not in (0, 8, 13, 15, 17):
+            return None  # never answer an ICMP error
+        quote = pkt[:ihl + 8]
+        icmp = bytearray(struct.pack("!BBHI", 3, 13, 0, 0) + quote)
+        struct.pack_into("!H", icmp, 2, _csum(bytes(icmp)))
+        hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1,
+                                    0, pkt[16:20], pkt[12:16]))
+        struct.pack_into("!H", hdr, 10, _csum(bytes(hdr)))
+        return bytes(hdr) + bytes(icmp)
+    if v == 6 and len(pkt) >= 40:
+        if pkt[6] == 58 and len(pkt) > 40 and pkt[40] < 128:
+            return None
+        quote = pkt[:1232 - 48]
+        src, dst = pkt[24:40], pkt[8:24]
+        body = bytearray(struct.pack("!BBHI", 1, 1, 0, 0) + quote)
+        pseudo = src + dst + struct.pack("!I3xB", len(body), 58)
+        struct.pack_into("!H", body, 2, _csum(pseudo + bytes(body)))
+        hdr = struct.pack("!IHBB16s16s", 0x60000000, len(body), 58, 64, src, dst)
+        return hdr + bytes(body)
+    return None

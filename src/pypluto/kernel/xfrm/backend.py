@@ -245,6 +245,9 @@ def encode_sa(sa: SAParams, reqid: int) -> bytes:
 
 def encode_policy(pol: PolicyParams, reqid: int) -> bytes:
     """The body of an XFRM_MSG_NEWPOLICY / UPDPOLICY for ``pol`` (one ESP/AH template)."""
+    if pol.action != "ipsec":  # issue 16: shunt policies carry no template to own them by
+        raise BackendError(f"XFRM: {pol.action} shunt policies are not supported yet "
+                           "(use --use-userspace)")
     if pol.direction not in S.POLICY_DIRS:
         raise BackendError(f"XFRM: unknown policy direction {pol.direction!r}")
     if pol.protocol not in S.PROTOCOLS:
