@@ -95,6 +95,18 @@ class ScriptedEngine:
     def fail_child(self, serial: int, why: str, now: float) -> list[Any]:
         return []
 
+    def route(self, name: str, now: float) -> list[Any]:
+        return []
+
+    def unroute(self, name: str, now: float) -> list[Any]:
+        return []
+
+    def routed(self, name: str) -> bool:
+        return False
+
+    def acquire(self, ev: Any, now: float) -> list[Any]:
+        return []
+
     def shutdown(self, now: float) -> list[Any]:
         self.shutdown_called = True
         return [DelSA(LO, 0x1234, conn_name="c1", serial=2)]
@@ -159,6 +171,18 @@ class OffloadingEngine:
         return EngineStatus()
 
     def fail_child(self, serial: int, why: str, now: float) -> list[Any]:
+        return []
+
+    def route(self, name: str, now: float) -> list[Any]:
+        return []
+
+    def unroute(self, name: str, now: float) -> list[Any]:
+        return []
+
+    def routed(self, name: str) -> bool:
+        return False
+
+    def acquire(self, ev: Any, now: float) -> list[Any]:
         return []
 
     def shutdown(self, now: float) -> list[Any]:
