@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint bench demo deps clean man service install-service
+.PHONY: install test test-fast lint bench demo deps clean man service install-service fuzz
 
 $(VPY):
 	@echo "==> creating the virtualenv in $(VENV)"
@@ -63,6 +63,22 @@ service:
 install-service: install service
 	install -m 0644 $(SERVICE_OUT) /etc/systemd/system/pluto.service
 	systemctl daemon-reload
+
+# Coverage-guided fuzzing with atheris (issue 13): every target for FUZZ_SECONDS each,
+# corpus, crashes and libFuzzer's log under FUZZ_DIR/<target>/ (outside the repo).
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= wire ike_sk esp config
+FUZZ_DIR ?= /work/fuzz-runs
+fuzz: install
+	@$(VPY) -c 'import atheris, coverage' 2>/dev/null || $(VPY) -m pip install -q atheris coverage
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_DIR)/$$t; \
+		echo "==> fuzzing $$t for $(FUZZ_SECONDS) s (log: $(FUZZ_DIR)/$$t/log)"; \
+		$(VPY) -m fuzz.run $$t --seconds $(FUZZ_SECONDS) --workdir $(FUZZ_DIR)/$$t \
+			2>>$(FUZZ_DIR)/$$t/log || { echo "$$t: crash, reproducer in $(FUZZ_DIR)/$$t/crashes/"; exit 1; }; \
+		grep -E '^Done' $(FUZZ_DIR)/$$t/log | tail -1; \
+		$(VPY) -m fuzz.cover $$t --workdir $(FUZZ_DIR)/$$t || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache

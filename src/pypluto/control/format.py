@@ -5,12 +5,21 @@ The daemon builds one *snapshot* (a JSON-able dict: ``pluto`` facts, ``now``,
 backend's traffic counters merged in).  ``render`` turns it into the lines of
 ``whack --status`` / ``--trafficstatus`` / ... ; ``json_view`` into the
 ``--json`` objects described in docs/control-protocol.md.
+
+Text output never carries a peer's bytes raw (issue 13): every field that a
+peer can choose (IDs, connection instance names) goes through
+:func:`pypluto.textsafe.escape`, and :func:`render` passes each line through
+:func:`pypluto.textsafe.guard`, which escapes a whole line should a raw control
+or bidi character still be in it.  JSON views keep the exact values (JSON
+escapes control characters itself).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
+
+from pypluto.textsafe import escape, guard
 
 STATUS_COMMANDS = frozenset(
     {"status", "globalstatus", "showstates", "trafficstatus", "briefstatus", "connectionstatus"}
@@ -130,6 +139,7 @@ def _summary_lines(snap: dict[str, Any]) -> list[str]:
 
 
 def _end(subnets: list[str], host: str, ident: str, local: bool) -> str:
+    ident = escape(ident)
     host_id = f"{host}[{ident}]" if ident and ident != host else host
     nets = [n for n in subnets if n.split("/")[0] != host]
     if not nets:
@@ -141,9 +151,9 @@ def _end(subnets: list[str], host: str, ident: str, local: bool) -> str:
 def connection_lines(snap: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for name in snap["pluto"].get("unoriented", []):
-        lines.append(f'"{name}": unoriented; neither end is a local address;')
+        lines.append(f'"{escape(name)}": unoriented; neither end is a local address;')
     for c in snap["engine"]["connections"]:
-        n = f'"{c["name"]}"'
+        n = f'"{escape(c["name"])}"'
         left = _end(c["local_subnets"], c["local"], c["local_id"], True)
         right = _end(c["remote_subnets"], c["remote"] or "%any", c["remote_id"], False)
         routing = "established" if c.get("child_serials") else (
@@ -318,7 +328,7 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
             newest_child[ch["conn"]] = max(newest_child.get(ch["conn"], 0), ch["serial"])
     entries: list[tuple[int, list[str]]] = []
     for s in snap["engine"]["ike_sas"]:
-        parts = [f'#{s["serial"]}: "{s["conn"]}":{_port(s["remote"])} '
+        parts = [f'#{s["serial"]}: "{escape(s["conn"])}":{_port(s["remote"])} '
                  f'{s["state"]} ({story(s["state"])});']
         parts += _timers(now, s.get("rekey_at"), s.get("expire_at"))
         if newest_ike.get(s["conn"]) == s["serial"]:
@@ -326,7 +336,7 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
         parts.append("idle;")
         entries.append((s["serial"], [" ".join(parts)]))
         for ch in s["children"]:
-            p = [f'#{ch["serial"]}: "{ch["conn"]}":{_port(s["remote"])} '
+            p = [f'#{ch["serial"]}: "{escape(ch["conn"])}":{_port(s["remote"])} '
                  f'{ch["state"]} ({story(ch["state"])});']
             p += _timers(now, ch.get("rekey_at"), ch.get("expire_at"))
             if newest_child.get(ch["conn"]) == ch["serial"]:
@@ -339,7 +349,7 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
                 mode = "tun" if ch.get("mode", "tunnel") == "tunnel" else "trans"
                 pre = proto.upper()
                 block.append(
-                    f'#{ch["serial"]}: "{ch["conn"]}" {proto}.{ch["spi_out"]:x}@{r} '
+                    f'#{ch["serial"]}: "{escape(ch["conn"])}" {proto}.{ch["spi_out"]:x}@{r} '
                     f'{proto}.{ch["spi_in"]:x}@{lo} {mode}.0@{r} {mode}.0@{lo} Traffic: '
                     f'{pre}in={humber(ch["in_bytes"])} {pre}out={humber(ch["out_bytes"])} '
                     f'{pre}max={MAX_BYTES_TEXT}'
@@ -397,9 +407,9 @@ def traffic_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
 
 def traffic_lines(snap: dict[str, Any]) -> list[str]:
     return [
-        f'#{r["serial"]}: "{r["conn"]}", type={r["type"]}, add_time={r["add_time"]}, '
+        f'#{r["serial"]}: "{escape(r["conn"])}", type={r["type"]}, add_time={r["add_time"]}, '
         f'inBytes={r["in_bytes"]}, outBytes={r["out_bytes"]}, maxBytes={MAX_BYTES_TEXT}, '
-        f"id='{r['remote_id']}'"
+        f"id='{escape(r['remote_id'])}'"
         for r in traffic_rows(snap)
     ]
 
@@ -566,6 +576,12 @@ def shunt_lines(snap: dict[str, Any]) -> list[str]:
 
 
 def render(cmd: str, snap: dict[str, Any]) -> list[str]:
+    """The text lines of a status command; every line is safe to print (see the
+    module docstring)."""
+    return [guard(line) for line in _render(cmd, snap)]
+
+
+def _render(cmd: str, snap: dict[str, Any]) -> list[str]:
     if cmd == "status":
         lines = header_lines(snap)
         lines.append("Connection list:")
@@ -635,10 +651,10 @@ def render_psks(records: Iterable[SecretRecord], files: Iterable[str] = ()) -> l
         if r.kind != "PSK":
             continue
         n += 1
-        ids = " ".join(str(i) for i in r.indices) or "%any"
+        ids = " ".join(escape(str(i)) for i in r.indices) or "%any"
         origin = r.origin
         where = f"  ({origin})" if origin else ""
         lines.append(f"{n:5d}: PSK {ids}{where}")
     if n == 0:
         lines.append("    (none)")
-    return lines
+    return [guard(line) for line in lines]

@@ -5,6 +5,18 @@ for a connection, ``packet from 192.0.2.1:500: message`` for input without a
 state; debug lines start with ``| ``.  ``--log-no-ip`` masks every address,
 ``--log-no-time`` drops the timestamp of file/stderr lines, and floods of
 network-triggered messages are rate limited.
+
+Two guarantees hold at this sink whoever the caller is (issue 13):
+
+* **one event, one line**: every line is written through
+  :func:`pypluto.textsafe.escape`, so a peer's ID with a newline, ESC or NUL in it
+  shows up escaped (``\\n``, ``\\x1b``, ``\\x00``) and bounded, and can never
+  start a forged line;
+* **the audit trail is never dropped**: establishment, deletion,
+  authentication-failure and rekey lines (:func:`is_audit`) and Linux audit
+  records bypass the rate limiter even when the caller asks for rate limiting;
+  only the other lines of a rate-limited call (what unauthenticated input
+  provokes) and the lines of :func:`is_flood` are limited.
 """
 
 from __future__ import annotations
@@ -18,6 +30,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
+
+from pypluto.textsafe import LINE_LIMIT, escape
 
 # Libreswan's debug classes (``--debug help``) and what they cover here.
 DEBUG_CLASSES: dict[str, str] = {
@@ -98,6 +112,58 @@ def debug_help() -> str:
     lines.append("  none         no debugging")
     lines.append("prefix a class with 'no-' to disable it")
     return "\n".join(lines)
+
+
+# The audit trail (issue 13 item 4): lines that record who got in, who was refused,
+# what was rekeyed and what was deleted.  Matched at the start of the engine's
+# message (peer-supplied text never comes first), so they cannot be forged by a
+# peer's ID to escape the limiter.  Keep in step with the engine's messages:
+# tests/daemon/test_logging_audit.py drives the engine through every kind.
+_AUDIT_RE = re.compile(
+    "|".join((
+        # establishment (RFC 7296 §1.2, §1.3)
+        r"established (?:IKE|Child) SA",
+        r"IKE SA established but the Child SA",
+        r"rekeyed IKE SA #\d+: established",
+        r"(?:IKE|Child) SA #\d+ rekeyed by peer",
+        r"new IKE SA #\d+ replaces",
+        # authentication failure (RFC 7296 §2.15, §2.21.2)
+        r"IKE_AUTH from \S+ rejected: ",
+        r"IKE SA authentication request rejected by peer",
+        r"IKE SA establishment failed: ",
+        r"no PSK found for this connection",
+        r"Child SA failed: ",
+        # rekey (RFC 7296 §1.3.2, §1.3.3, §2.8)
+        r"initiating rekey of ",
+        r"rekey collision: ",
+        r"IKE SA rekey (?:refused|failed|answer|collision)",
+        r"CREATE_CHILD_SA (?:failed|refused): ",
+        r"Child SA reached its (?:soft|hard|traffic) ",
+        r"peer answered TEMPORARY_FAILURE; retrying rekey",
+        # deletion and expiry (RFC 7296 §1.4.1, §2.4)
+        r"deleting (?:IKE|Child) SA",
+        r"received Delete SA payload",
+        r"sending Delete for ",
+        r"sent INFORMATIONAL request to delete",
+        r"(?:IKE|Child) SA expired",
+        r"peer no longer has the Child SA",
+        r"restarting connection",
+        r"[^\n]{0,80}; peer is not responding, declaring it dead",
+    ))
+)
+# Lines that only unauthenticated input can cause in numbers: limited even when
+# the caller did not ask (the expiry of flooded half-open SAs runs from a timer).
+_FLOOD_RE = re.compile(r"half-open IKE SA expired")
+
+
+def is_audit(message: str) -> bool:
+    """Whether an engine message belongs to the audit trail (never rate limited)."""
+    return _AUDIT_RE.match(message) is not None
+
+
+def is_flood(message: str) -> bool:
+    """Whether a message is rate limited whatever the caller says."""
+    return _FLOOD_RE.match(message) is not None
 
 
 class RateLimiter:
@@ -202,9 +268,14 @@ class PlutoLogger:
         debug_class: str = "base",
         rate_limited: bool = False,
     ) -> None:
+        """One event: one line, escaped (:mod:`pypluto.textsafe`), unless suppressed.
+
+        ``rate_limited`` marks lines provoked by network input; audit lines
+        (:func:`is_audit`) are written anyway and do not count against the limit.
+        """
         if level == "debug" and not self.debugging(debug_class):
             return
-        if rate_limited:
+        if is_flood(message) or (rate_limited and (level == "debug" or not is_audit(message))):
             ok, notice = self.limiter.allow(time.monotonic())
             if notice:
                 self._emit(notice, "warning")
@@ -212,35 +283,36 @@ class PlutoLogger:
                 return
         text = self.prefix(conn, serial, remote) + message
         if level == "debug":
-            text = "\n".join("| " + ln for ln in text.split("\n"))
+            text = "| " + text
         elif level == "error":
             text = "ERROR: " + text if not text.startswith("ERROR") else text
         self._emit(text, level)
 
     def _emit(self, text: str, level: str) -> None:
+        """Write one line: escaped and bounded here, so no caller can bypass it."""
+        line = escape(text, LINE_LIMIT)
         if not self.logip:
-            text = mask_addresses(text)
+            line = mask_addresses(line)
         with self._lock:
-            for line in text.split("\n"):
-                if self._syslog:
-                    prio = {
-                        "debug": syslog.LOG_DEBUG,
-                        "error": syslog.LOG_ERR,
-                    }.get(level, syslog.LOG_WARNING)
-                    syslog.syslog(prio, line)
-                elif self._stream is not None:
-                    stamp = ""
-                    if self.logtime:
-                        t = time.time()
-                        stamp = time.strftime("%b %e %H:%M:%S", time.localtime(t))
-                        stamp += f".{int((t % 1) * 1e6):06d}: "
-                    try:
-                        self._stream.write(stamp + line + "\n")
-                        self._stream.flush()
-                    except (OSError, ValueError):
-                        pass
-                if self.capture is not None and level != "debug":
-                    self.capture(line)
+            if self._syslog:
+                prio = {
+                    "debug": syslog.LOG_DEBUG,
+                    "error": syslog.LOG_ERR,
+                }.get(level, syslog.LOG_WARNING)
+                syslog.syslog(prio, line)
+            elif self._stream is not None:
+                stamp = ""
+                if self.logtime:
+                    t = time.time()
+                    stamp = time.strftime("%b %e %H:%M:%S", time.localtime(t))
+                    stamp += f".{int((t % 1) * 1e6):06d}: "
+                try:
+                    self._stream.write(stamp + line + "\n")
+                    self._stream.flush()
+                except (OSError, ValueError):
+                    pass
+            if self.capture is not None and level != "debug":
+                self.capture(line)
 
     def flush_rate_limit(self) -> bool:
         """Log how many lines were suppressed once the window is over.
@@ -260,7 +332,7 @@ class PlutoLogger:
         """
         if not self.audit:
             return
-        send_kernel_audit(record)
+        send_kernel_audit(escape(record, LINE_LIMIT))  # never rate limited
         self._emit("AUDIT: " + record, "info")
 
     def reopen(self) -> bool:

@@ -1,0 +1,113 @@
+"""Make untrusted text safe for a log line or whack output (issue 13 item 3).
+
+One function, :func:`escape`, used at every sink (the daemon's logger, whack
+status output): whatever a peer put in an ID, a notify or a vendor ID, the
+result is one line of visible characters of bounded length.
+
+* ``\\`` becomes ``\\\\`` first, so an escape sequence in the input cannot pass
+  for one of ours;
+* newline, CR and tab become ``\\n``, ``\\r``, ``\\t``; every other C0 control
+  and DEL becomes ``\\xHH`` (NUL is ``\\x00``, ESC is ``\\x1b``);
+* C1 controls (U+0080-U+009F, NEL among them), Unicode format characters (bidi overrides and isolates U+202A-U+202E,
+  U+2066-U+2069, marks, zero-width characters), line and paragraph separators,
+  surrogates and private-use characters become ``\\uHHHH`` (``\\UHHHHHHHH``
+  above the BMP), so no "Trojan Source" reordering reaches a terminal;
+* bytes are decoded as UTF-8; a byte that is not valid UTF-8 becomes ``\\xHH``
+  (``HH`` >= 80, which no character produces: the escaping is injective);
+* the result is at most ``limit`` characters plus a visible
+  ``...[N chars]`` mark telling how long the (escaped) text was; an escape
+  sequence is never cut in half.
+
+This module is the bottom layer: it imports nothing of pypluto, so ``ike/``,
+``control/`` and ``daemon/`` may all use it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+__all__ = ["DEFAULT_LIMIT", "LINE_LIMIT", "escape", "guard", "is_clean"]
+
+DEFAULT_LIMIT = 256  # one peer-supplied field (an ID, a notify's data)
+LINE_LIMIT = 2048  # one whole log or whack line
+
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# categories escaped outside ASCII: controls, format (bidi, zero-width),
+# line/paragraph separators, surrogates (undecodable bytes), private use
+_UNSAFE_CATEGORIES = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs", "Co"))
+
+
+def _escape_char(ch: str, from_bytes: bool = False) -> str:
+    named = _NAMED.get(ch)
+    if named is not None:
+        return named
+    cp = ord(ch)
+    if cp < 0x20 or cp == 0x7F:
+        return f"\\x{cp:02x}"
+    if cp < 0x7F:
+        return ch
+    if from_bytes and 0xDC80 <= cp <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{cp - 0xDC00:02x}"
+    if cp <= 0x9F:  # C1 controls, U+0085 NEL among them
+        return f"\\u{cp:04x}"
+    if unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+        return f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}"
+    return ch
+
+
+def _is_plain(s: str) -> bool:
+    """Printable ASCII without backslash: nothing to escape."""
+    return s.isascii() and s.isprintable() and "\\" not in s
+
+
+def escape(value: str | bytes | bytearray | memoryview | object,
+           limit: int = DEFAULT_LIMIT) -> str:
+    """``value`` as one safe, visible, bounded line (see the module docstring).
+
+    Anything that is not text or bytes is converted with ``str()`` first.
+    ``limit`` bounds the escaped text (not counting the truncation mark);
+    ``limit <= 0`` means no bound.
+    """
+    from_bytes = isinstance(value, bytes | bytearray | memoryview)
+    if from_bytes:
+        s = bytes(value).decode("utf-8", errors="surrogateescape")  # type: ignore[arg-type]
+    elif isinstance(value, str):
+        s = value
+    else:
+        s = str(value)
+    if _is_plain(s):
+        if limit <= 0 or len(s) <= limit:
+            return s
+        return f"{s[:limit]}...[{len(s)} chars]"
+    parts: list[str] = []
+    n = 0
+    cut = False
+    for ch in s:
+        e = _escape_char(ch, from_bytes)
+        if not cut and limit > 0 and n + len(e) > limit:
+            cut = True
+        if not cut:
+            parts.append(e)
+        n += len(e)
+    out = "".join(parts)
+    return f"{out}...[{n} chars]" if cut else out
+
+
+def is_clean(s: str, limit: int = LINE_LIMIT) -> bool:
+    """True when ``s`` holds no character :func:`escape` would rewrite except
+    backslashes, and is within ``limit``: nothing in it can break or disguise a line."""
+    if limit > 0 and len(s) > limit:
+        return False
+    if s.isascii():
+        return s.isprintable()
+    return all(ch == "\\" or _escape_char(ch) == ch for ch in s)
+
+
+def guard(line: str, limit: int = LINE_LIMIT) -> str:
+    """A last line of defence for output assembled from already escaped fields:
+    ``line`` unchanged when :func:`is_clean`, else the whole line escaped.
+
+    Use :func:`escape` on each untrusted field; ``guard`` at the sink catches a
+    field someone forgot, without escaping the backslashes of escaped fields twice.
+    """
+    return line if is_clean(line, limit) else escape(line, limit)
