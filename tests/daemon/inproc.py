@@ -43,6 +43,7 @@ class ScriptedEngine:
         self.shutdown_called = False
         self.raise_on: bytes | None = None
         self.status_obj = EngineStatus()
+        self.acquired: list[Any] = []
 
     def add_connection(self, conn: Connection) -> list[Any]:
         self.conns[conn.name] = conn
@@ -105,6 +106,7 @@ class ScriptedEngine:
         return False
 
     def acquire(self, ev: Any, now: float) -> list[Any]:
+        self.acquired.append(ev)
         return []
 
     def shutdown(self, now: float) -> list[Any]:
