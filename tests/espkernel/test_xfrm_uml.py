@@ -119,6 +119,18 @@ LIBRESWAN = [
     "libreswan-nothing-left-after-shutdown",
 ]
 
+ONDEMAND = [
+    "ondemand-trap-policy",
+    "ondemand-trap-route",
+    "ondemand-our-acquire-initiates",
+    "ondemand-ping-after-acquire",
+    "ondemand-down-keeps-trap",
+    "ondemand-libreswan-acquire-initiates",
+    "ondemand-ping-after-libreswan-acquire",
+    "ondemand-nothing-left-after-unroute",
+    "ondemand-nothing-left-after-shutdown",
+]
+
 
 def uml_available() -> bool:
     return (
@@ -185,3 +197,15 @@ def test_pypluto_against_libreswan_with_xfrm(guest: GuestRun) -> None:
     )
     require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
     guest.assert_checks(LIBRESWAN, "libreswan")
+
+
+def test_xfrm_acquire_against_libreswan_both_ways(guest: GuestRun) -> None:
+    """auto=route on both ends (issue 16): our ACQUIRE makes us initiate, Libreswan's
+    makes it initiate and we respond; unroute and shutdown leave nothing of ours."""
+    require(
+        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
+        "Libreswan 4.10 (tools/install-libreswan.sh)",
+    )
+    require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
+    print("\n".join(re.findall(r"ondemand: .*", guest.output)))
+    guest.assert_checks(ONDEMAND, "ondemand")

@@ -108,7 +108,7 @@ T_SETUP = T_DA + "test_config_setup_keys_reach_the_options"
 _CERTS = "needs certificates / NSS, which pypluto does not have yet"
 _IKEV1 = "IKEv1 only; pypluto speaks IKEv2 only"
 _V1_CP = "IKEv1 XAUTH / ModeConfig; pypluto has no XAUTH, ModeConfig or CP payloads"
-_ONDEMAND = "needs on-demand (trap) policies, which pypluto does not have yet"
+_ONDEMAND = "needs bare (negotiation/failure) shunts, which pypluto does not have yet"
 _XFRMI = "needs XFRM interfaces (ipsec-interface / VTI), not implemented"
 _NO = "not implemented by pypluto"
 
@@ -362,9 +362,11 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("replay-window", "bignum", W(T_EFF + "test_replay_window_reaches_the_sas")),
     ("ikelifetime", "time", W(T_LIFE + "test_rekey_ike_by_lifetime")),
     ("failureshunt", "enum", "none|passthrough|drop|hold|reject",
-     P("none", note="shunts " + _ONDEMAND)),
+     P("none", note="failure shunts are not implemented (the trap stays)")),
     ("negotiationshunt", "enum", "passthrough|drop|hold",
-     P("hold|drop", note="shunts " + _ONDEMAND)),
+     P("hold", "tests/daemon/test_ondemand.py::test_route_first_ping_brings_it_up_without_loss",
+       "hold: the userspace plane holds a trap's packets (bounded) until the SA is in; "
+       "passthrough/drop are not implemented")),
     ("enable-tcp", "enum", "no|yes|fallback", P("no", note="IKE over TCP (RFC 8229) " + _NO)),
     ("tcp-remoteport", "int", R("IKE over TCP (RFC 8229) " + _NO)),
     ("connalias", "str", R(_NO)),
