@@ -21,7 +21,7 @@ SRC = pathlib.Path(pypluto.__file__).resolve().parent
 ROOT = "pypluto"
 
 # The bottom-layer modules: only the standard library below them.
-BOTTOM = frozenset({"iana", "params"})
+BOTTOM = frozenset({"iana", "params", "textsafe"})
 
 
 def _module_name(path: pathlib.Path) -> str:

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 
+from pypluto.daemon.hardening import HardeningError, check_startup
 from pypluto.daemon.logger import PlutoLogger
 from pypluto.daemon.options import (
     EXIT_ERROR,
@@ -102,6 +103,13 @@ def run(o: PlutoOptions) -> int:
         )
     except OSError as e:
         _err(f'cannot open logfile "{o.logfile}": {e.strerror}')
+        return EXIT_ERROR
+    try:  # issue 13: the secrets file and the rundir are ours alone
+        for warning in check_startup(o.secretsfile, o.rundir):
+            logger.log(warning, "warning")
+    except HardeningError as e:
+        _err(str(e))
+        logger.log(f"FATAL ERROR: {e}", "error")
         return EXIT_ERROR
     try:
         os.makedirs(o.rundir, mode=0o755, exist_ok=True)

@@ -17,6 +17,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from pypluto.textsafe import guard
+
 PROTOCOL_NAME = "pypluto-control"
 VERSION = 1
 MAX_FRAME = 64 * 1024 * 1024  # the JSON status of tens of thousands of SAs fits
@@ -126,7 +128,8 @@ def parse_request(obj: dict[str, Any]) -> Request:
 
 
 def output_frame(text: str) -> dict[str, Any]:
-    return {"proto": PROTOCOL_NAME, "version": VERSION, "type": "output", "text": text}
+    # a catch-all: any line a peer's text reached is escaped before whack prints it
+    return {"proto": PROTOCOL_NAME, "version": VERSION, "type": "output", "text": guard(text)}
 
 
 def result_frame(rc: int, data: Any = None, error: str | None = None) -> dict[str, Any]:

@@ -69,6 +69,7 @@ from pypluto.ike.actions import (
 from pypluto.ike.status import ChildSAStatus
 from pypluto.kernel.base import BackendError, KernelBackend, SAAcquire, SAExpire, SAStats
 from pypluto.params import UpdownChild
+from pypluto.textsafe import LINE_LIMIT, escape
 
 Handler = Callable[["EngineDriver", Any, bool], None]
 """``(driver, action, rate_limited)``: carries out one action."""
@@ -260,7 +261,8 @@ class EngineDriver:
             if a.traceback and a.conn is None:  # outside any IKE SA: no event follows
                 self.crash.text(a.traceback, "engine: packet processing")
         if a.conn is not None and a.level != "debug":
-            self.waiters.on_log(a.conn, PlutoLogger.prefix(a.conn, a.serial, None) + a.message)
+            self.waiters.on_log(a.conn, escape(PlutoLogger.prefix(a.conn, a.serial, None)
+                                               + a.message, LINE_LIMIT))
 
     def _retransmission(self, conn: str, serial: int | None, tries: int) -> None:
         """A request was sent again: say so, as Libreswan does, in the log and to ``ipsec up``.

@@ -21,6 +21,7 @@ from pypluto.control.protocol import (
     RC_SUCCESS,
 )
 from pypluto.ike.actions import ConnectionEvent, EventKind, FailReason
+from pypluto.textsafe import LINE_LIMIT, escape
 
 FAILURES = frozenset({EventKind.FAILED, EventKind.PEER_DEAD, EventKind.INTERNAL_ERROR})
 
@@ -84,7 +85,7 @@ class Waiters:
                 w.future.set_result(RC_SUCCESS)
             elif ev.kind in FAILURES:
                 if ev.detail and not any(ev.detail in ln for ln in w.seen):
-                    w.emit(f'"{ev.conn}" #{ev.serial}: {ev.detail}')
+                    w.emit(escape(f'"{ev.conn}" #{ev.serial}: {ev.detail}', LINE_LIMIT))
                 w.future.set_result(failure_rc(ev))
 
     def fail(self, conns: Iterable[str], rc: int, line: str) -> int:
