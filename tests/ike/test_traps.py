@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from pypluto.ike import traps as traps_mod
 from pypluto.ike.actions import AddPolicy, DelPolicy, Log, SendPacket
 from pypluto.ike.traps import PolicyKey, policy_key
 from pypluto.params import SAAcquire, TrafficSelector
@@ -57,6 +58,14 @@ def test_acquire_brings_it_up_and_a_storm_costs_nothing() -> None:
     assert storm == []
     net.run()
     assert len(net.children(net.west)) == 1
+    # RFC 7296 §2.9: the packet was offered first in TSi/TSr; the answer (east's
+    # configured subnets, no narrowing) is accepted and the Child SA covers the /24s
+    ike = net.west.engine.ike_of("west-east")[0]
+    assert ike.acquired_ts is not None
+    assert [str(t) for t in ike.acquired_ts] == [str(t) for t in traps_mod.packet_ts(
+        _acq(net, reqid), ike.conn) or ()]
+    child = ike.children[0]
+    assert [str(n) for t in child.local_ts for n in t.networks()] == ["198.51.100.0/24"]
     # and while it is up
     assert net.west.engine.acquire(_acq(net, reqid), net.now) == []
     # the Child SA goes: its policies go, the trap is (re)installed, nothing lost

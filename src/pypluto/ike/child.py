@@ -74,6 +74,11 @@ def offer(ike: IKESA, c: ChildSA, pfs_group: int | None = None,
     sent = proposals.build_proposals(specs, PROTO_ESP, c.spi_in.to_bytes(4, "big"), ike=False,
                                      esn=conn.esn, pfs_group=pfs_group)
     lts, rts = ts if ts is not None else configured_ts(ike, conn)
+    if ts is None and ike.acquired_ts is not None and conn is ike.conn:
+        # RFC 7296 §2.9: the packet that hit the trap goes first (ike/traps.py)
+        pi, pr = ike.acquired_ts
+        if (pi, pr) != (lts[0], rts[0]):
+            lts, rts = [pi, *lts], [pr, *rts]
     c.local_ts, c.remote_ts = lts, rts
     out: list[Payload] = [codec.sa(sent), codec.ts_payload(PT.TSi, lts),
                           codec.ts_payload(PT.TSr, rts)]
@@ -272,6 +277,9 @@ def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload],
         return "malformed traffic selectors in the answer", FailReason.TRAFFIC_SELECTORS
     narrowing = conn.narrowing or c.rekey_of is not None
     lconf, rconf = c.local_ts, c.remote_ts
+    if ike.acquired_ts is not None and len(lconf) > 1 and len(rconf) > 1 and \
+            (lconf[0], rconf[0]) == ike.acquired_ts:  # §2.9: the packet was only a hint
+        lconf, rconf = lconf[1:], rconf[1:]
     if not tsmod.answer_ok(tsi, lconf, lconf, narrowing) or \
             not tsmod.answer_ok(tsr, rconf, rconf, narrowing or (
                 not conn.remote.subnets and ike.nat_remote)):

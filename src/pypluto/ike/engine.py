@@ -746,7 +746,12 @@ class Engine:
                 return acts
         self.traps.pending[name] = now
         acts.append(Log(f"initiating on demand: acquire for {ev.src}->{ev.dst}", conn=name))
-        return acts + self.initiate(name, now)
+        acts += self.initiate(name, now)
+        packet = trapmod.packet_ts(ev, conn)
+        for ike in self._ikes_of(name):
+            if ike.state is IKEState.INIT_I and ike.acquired_ts is None:
+                ike.acquired_ts = packet
+        return acts
 
     def _on(self, ike: IKESA, now: float, work: Callable[[], list[Action]]) -> list[Action]:
         """A whack command's work on one IKE SA, with the internal-error guard."""

@@ -22,7 +22,7 @@ from typing import Literal
 from pypluto.config.model import Connection
 from pypluto.ike import ts as tsmod
 from pypluto.ike.actions import Action, AddPolicy, DelPolicy, Log
-from pypluto.params import PolicyParams, SAAcquire
+from pypluto.params import PolicyParams, SAAcquire, TrafficSelector
 
 PolicyKey = tuple[str, str, str, int]
 SHUNT_ACTION: dict[str, Literal["pass", "drop", "reject"]] = {
@@ -73,6 +73,27 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
                                                 tmpl_dst=la, mode=mode, protocol=proto,
                                                 conn_name=conn.name, action=action))
     return out
+
+
+def packet_ts(ev: SAAcquire, conn: Connection) -> tuple[tsmod.TS, tsmod.TS] | None:
+    """The acquire's packet as (TSi, TSr) (RFC 7296 §2.9), if the conn's selectors hold it.
+
+    None when the packet is not a single host pair inside the configured
+    selectors (then the configured ones alone are offered).
+    """
+    pols = trap_policies(conn, 0)
+    ok = any(p.src.network.version == ev.src.network.version
+             and ev.src.network.subnet_of(p.src.network)  # type: ignore[arg-type]
+             and ev.dst.network.subnet_of(p.dst.network)  # type: ignore[arg-type]
+             and p.src.protocol in (0, ev.src.protocol) for p in pols)
+    if not ok or ev.src.network.num_addresses != 1 or ev.dst.network.num_addresses != 1:
+        return None
+
+    def one(t: TrafficSelector) -> tsmod.TS:
+        ts = tsmod.from_network(t.network)
+        return tsmod.TS(ts.version, t.protocol, t.port_start, t.port_end, ts.start, ts.end)
+
+    return one(ev.src), one(ev.dst)
 
 
 def is_shunt(conn: Connection) -> bool:
