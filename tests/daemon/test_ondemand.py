@@ -226,3 +226,30 @@ def ping_from(ns: NetNS, src: str, dst: str, count: int = 3) -> tuple[int, int]:
     m = re.search(r"(\d+) packets transmitted, (\d+) received", r.stdout)
     assert m, r.stdout + r.stderr
     return int(m.group(1)), int(m.group(2))
+
+
+HOST = """\
+conn west-east
+\tauthby=secret
+\tleft=192.0.2.1
+\tleftid=@west
+\tright=192.0.2.2
+\trightid=@east
+\ttype=transport
+\tencapsulation=yes
+\tauto={auto}
+"""
+
+
+def test_transport_host_to_host_trap(pair):  # noqa: F811
+    """A host-to-host transport-mode trap: the first ping to the peer itself brings it up
+    (IKE and ESP bypass the trap on their marked sockets), none lost."""
+    start, w_ns, e_ns = pair
+    east = start("east", e_ns, "add", "--use-userspace", conf_text=HOST)
+    west = start("west", w_ns, "route", "--use-userspace", conf_text=HOST)
+    r = w_ns.run("ping", "-c", "5", "-i", "0.3", "-W", "5", "192.0.2.2", check=False)
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", r.stdout)
+    assert m and m.groups() == ("5", "5"), r.stdout + west.log() + east.log()
+    ws = json.loads(west.whack("--showstates", "--json").stdout)["ike_sas"][0]["children"]
+    assert len(ws) == 1 and ws[0]["mode"] == "transport", ws
+    assert child_sas(east)[0]["in_packets"] >= 5
