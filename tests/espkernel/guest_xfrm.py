@@ -432,6 +432,41 @@ def scenario_acquire(left: XfrmBackend, right: XfrmBackend) -> None:
     check("acquire-larval-state-flushed", not left.list_sas(own_only=False))
 
 
+def scenario_shunts(left: XfrmBackend, right: XfrmBackend) -> None:
+    """Shunt policies (type=passthrough|drop, issue 16) beside a trap for the /24.
+
+    The passthrough /32 inside the trapped /24 goes in the clear both ways (it is
+    more specific, and one better than a tunnel's priority); the drop /32 and the
+    rest of the /24 (a trap, no SA) pass nothing.  A second backend instance (a
+    restart after a crash) finds the shunts by their index and removes them.
+    """
+    pass5, drop6 = "203.0.113.5", "203.0.113.6"
+    ip_batch(RIGHT, [f"addr add {pass5}/32 dev inner0", f"addr add {drop6}/32 dev inner0"])
+    try:
+        lts, rts = TrafficSelector(LNET4), TrafficSelector(RNET4)
+        p5 = TrafficSelector(ipaddress.ip_network(f"{pass5}/32"))
+        d6 = TrafficSelector(ipaddress.ip_network(f"{drop6}/32"))
+        left.add_policy(PolicyParams(lts, rts, "out", 9, L4, R4))
+        for d, a, b in (("out", lts, p5), ("in", p5, lts), ("fwd", p5, lts)):
+            left.add_policy(PolicyParams(a, b, d, 9, L4, R4, action="pass"))  # type: ignore[arg-type]
+        left.add_policy(PolicyParams(lts, d6, "out", 9, L4, R4, action="drop"))
+        pols = left.list_policies()
+        check("shunt-policies-are-ours", len(pols) == 5, "; ".join(map(str, pols)))
+        check("shunt-passthrough-ping-both-ways",
+              ping(LEFT, LIN4, pass5) and ping(RIGHT, pass5, LIN4))
+        check("shunt-drop-blocks", not ping(LEFT, LIN4, drop6, count=1, wait=1))
+        check("shunt-trap-rest-of-24-blocked", not ping(LEFT, LIN4, RIN4, count=1, wait=1))
+        again = XfrmBackend(netns=LEFT, log=lambda m: None)
+        try:
+            again.flush_own()
+        finally:
+            again.close()
+        rest = left.list_policies(own_only=False)
+        check("shunt-restart-flush-removes-them", not rest, "; ".join(map(str, rest)))
+    finally:
+        ip_batch(RIGHT, [f"addr del {pass5}/32 dev inner0", f"addr del {drop6}/32 dev inner0"])
+
+
 # --- daemons -----------------------------------------------------------------------------
 PSK = "pypluto-espkernel-psk-0123456789abcdef"
 VENV_BIN = os.path.dirname(sys.executable)
@@ -1031,6 +1066,7 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("pypluto_pair", scenario_pypluto_pair, 2),
     ("libreswan", scenario_libreswan, 2),
     ("ondemand", scenario_ondemand, 2),
+    ("shunts", scenario_shunts, 2),
 ]
 
 

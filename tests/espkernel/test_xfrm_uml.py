@@ -65,6 +65,11 @@ EXPECTED = [
     "selectors-tunnel-others-dropped",
     "selectors-transport-udp-5353-passes",
     "selectors-transport-others-dropped",
+    "shunt-policies-are-ours",
+    "shunt-passthrough-ping-both-ways",
+    "shunt-drop-blocks",
+    "shunt-trap-rest-of-24-blocked",
+    "shunt-restart-flush-removes-them",
 ]
 
 
@@ -179,7 +184,8 @@ def test_xfrm_backend_in_esp_kernel(guest: GuestRun) -> None:
     print(f"UML run took {guest.seconds:.1f}s")
     print("\n".join(re.findall(r"scenario \S+ took [\d.]+s", guest.output)))
     scenarios = ("gcm_esn", "cbc_sha256", "chacha_ipv6", "ipv4_in_ipv6", "transport", "ah", "natt",
-                 "expire", "acquire", "errors", "flush_and_crash", "selectors")  # fmt: skip
+                 "expire", "acquire", "errors", "flush_and_crash", "selectors",
+                 "shunts")  # fmt: skip
     for sc in scenarios:
         guest.assert_checks(EXPECTED, sc)
 
