@@ -50,6 +50,7 @@ BENCHMARKS = [
     "bench.esp_daemons",
     "bench.esp_throughput",
     "bench.flood",
+    "bench.roadwarrior",
 ]
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import ipaddress
 import json
 import socket
@@ -83,6 +84,11 @@ class Options:
     timeout: float = 300.0
     retransmit_timeout: float = 20.0
     json: bool = False  # print the result as JSON
+    # road warriors (RFC 7296 §3.15): ask for an address in IKE_AUTH (implies a Child
+    # SA); ``{n}`` in local_id makes one ID (one conn) per IKE SA, as real clients have
+    modecfg: bool = False
+    down: bool = False  # delete every IKE SA at the end (the gateway frees the leases)
+    hold: float = 0.0  # seconds to keep the SAs up before --down
 
 
 def build_connection(o: Options) -> Connection:
@@ -111,8 +117,21 @@ def build_connection(o: Options) -> Connection:
         authby="secret", auto="add", local_is_left=True, ike=ike, esp=esp,
         rekey=False, keyingtries=1, retransmit_timeout=o.retransmit_timeout,
         initial_contact=False)  # §2.4: INITIAL_CONTACT would make the peer drop the others
-    conn.raw["childless"] = "no" if o.child else "yes"
+    conn.raw["childless"] = "no" if o.child or o.modecfg else "yes"
+    if o.modecfg:
+        conn.left.modecfgclient = True
+        conn.left.subnets = []
     return conn
+
+
+def _conn_for(base: Connection, o: Options, n: int) -> Connection:
+    """Road warrior ``n``'s own conn when ``--local-id`` has ``{n}``."""
+    if "{n}" not in o.local_id:
+        return base
+    c = copy.deepcopy(base)
+    c.name = f"loadtest-{n}"
+    c.left.id = parse_id(o.local_id.replace("{n}", str(n)))
+    return c
 
 
 class _Proto(asyncio.DatagramProtocol):
@@ -147,7 +166,9 @@ class LoadTest:
         self.done: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.want = "child-established" if o.child else "ike-established"
+        self.want = "child-established" if o.child or o.modecfg else "ike-established"
+        self.addresses: list[str] = []  # from the gateway's CFG_REPLY (--modecfg)
+        self.n = 0
 
     # ------------------------------------------------------------------ engine glue
     def now(self) -> float:
@@ -177,6 +198,9 @@ class LoadTest:
             return
         if ev.kind == self.want:
             self.latencies.append((self.now() - t0) * 1000)
+            ike = self.engine.by_serial.get(serial)
+            if ike is not None:
+                self.addresses += [str(a) for a in ike.local_vips]
         elif ev.kind in ("failed", "ike-deleted", "peer-dead"):
             self.failures += 1
             key = ev.detail[:80] or ev.kind
@@ -214,7 +238,11 @@ class LoadTest:
             self.todo -= 1
             # a new IKE SA every time (Engine.initiate would add a Child SA to an
             # established IKE SA of the same connection)
-            acts = self.engine.initiate_ike(self.conn, self.now())
+            self.n += 1
+            conn = _conn_for(self.conn, self.o, self.n)
+            if conn is not self.conn:
+                self.engine.add_connection(conn)
+            acts = self.engine.initiate_ike(conn, self.now())
             serial = next((a.serial for a in acts if isinstance(a, Log)
                            and a.serial is not None), None)
             if serial is not None:
@@ -254,6 +282,11 @@ class LoadTest:
                 pass
             wall = time.monotonic() - t0
             cpu = time.process_time() - cpu0
+            if self.o.hold > 0:
+                await asyncio.sleep(self.o.hold)
+            if self.o.down:  # Delete every IKE SA (RFC 7296 §1.4.1) and wait for answers
+                self.execute(self.engine.shutdown(self.now()))
+                await asyncio.sleep(min(2.0, 0.2 + self.o.count / 1000))
         finally:
             if self.timer is not None:
                 self.timer.cancel()
@@ -273,6 +306,8 @@ class LoadTest:
             "child": self.o.child,
             "reasons": self.reasons,
             "socket_errors": self.errors,
+            "addresses": len(self.addresses),
+            "unique_addresses": len(set(self.addresses)),
         }
 
 
@@ -297,6 +332,12 @@ def parse_args(argv: list[str]) -> Options:
     p.add_argument("--remote-subnet", default=Options.remote_subnet)
     p.add_argument("--timeout", type=float, default=300.0, help="give up after (s)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--modecfg", action="store_true",
+                   help="road warriors: ask for an address (CP) with the Child SA; "
+                        "use --local-id @rw-{n}.example for one ID each")
+    p.add_argument("--down", action="store_true", help="delete every IKE SA at the end")
+    p.add_argument("--hold", type=float, default=0.0,
+                   help="keep the SAs up this many seconds before --down")
     ns = p.parse_args(argv)
     import os
 
@@ -317,7 +358,8 @@ def parse_args(argv: list[str]) -> Options:
                 remote_id=ns.remote_id, count=ns.count, concurrency=ns.concurrency,
                 ike=ns.ike, esp=ns.esp, child=ns.child, local_subnet=ns.local_subnet,
                 remote_subnet=ns.remote_subnet, port=ns.port, timeout=ns.timeout,
-                json=ns.json)
+                json=ns.json, modecfg=ns.modecfg, down=ns.down,
+                hold=ns.hold)
     return o
 
 
@@ -342,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{f(result['rate'])}/s, CPU {f(result['cpu_ms_per_sa'])} ms/IKE SA, "
               f"p50 {f(result['p50_ms'])} ms, p99 {f(result['p99_ms'])} ms, "
               f"failures {result['failures']}, unfinished {result['unfinished']}")
+        if o.modecfg:
+            print(f"  addresses received {result['addresses']}, unique "
+                  f"{result['unique_addresses']}")
         for why, k in sorted(result["reasons"].items(), key=lambda x: -x[1])[:5]:
             print(f"  {k} x {why}")
     return 0 if result["established"] == o.count else 1

@@ -188,6 +188,7 @@ class UpdownChild:
     interface: str = ""
     nexthop: IPAddress | None = None
     my_sourceip: IPAddress | None = None
+    peer_dns: list[IPAddress] = field(default_factory=list)  # from the gateway's CFG_REPLY
     peer_ca: str = ""
     policy: str = ""  # Libreswan's policy string, e.g. PSK+ENCRYPT+TUNNEL+PFS+IKEV2_ALLOW
     stack: str = "xfrm"  # the data plane: xfrm, userspace or none

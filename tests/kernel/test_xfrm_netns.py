@@ -282,3 +282,31 @@ def test_ike_socket_bypasses_policies(netns: str, backend: XfrmBackend) -> None:
                 s.close()
     finally:
         sh("ip", "netns", "del", peer, check=False)
+
+
+def test_road_warrior_address_added_for_the_route_and_removed(netns: str) -> None:
+    """A source IP on no interface (the gateway's CFG_REPLY, RFC 7296 §3.15) is put on the
+    interface towards the peer while the route uses it, and removed with the route."""
+    for cmd in (
+        ["link", "add", "pp0", "type", "veth", "peer", "name", "pp1"],
+        ["addr", "add", "192.0.2.1/24", "dev", "pp0"],
+        ["link", "set", "pp0", "up"],
+    ):
+        if sh("ip", "-n", netns, *cmd, check=False).returncode != 0:
+            require(False, f"building the namespace: ip {' '.join(cmd)}")
+    b = XfrmBackend(netns=netns)
+    p = PolicyParams(
+        TrafficSelector(net("198.51.100.200/32")), TrafficSelector(net("203.0.113.0/24")),
+        "out", 5, A, B, source_ip=ip("198.51.100.200"),
+    )  # fmt: skip
+    try:
+        b.add_policy(p)
+        addrs = sh("ip", "-n", netns, "-o", "addr", "show", "dev", "pp0").stdout
+        assert "198.51.100.200/32" in addrs, addrs
+        routes = sh("ip", "-n", netns, "route").stdout
+        assert "203.0.113.0/24 dev pp0 proto 80 scope link src 198.51.100.200" in routes, routes
+        b.del_policy(p)
+        assert "198.51.100.200" not in sh("ip", "-n", netns, "-o", "addr").stdout
+        assert "203.0.113.0/24" not in sh("ip", "-n", netns, "route").stdout
+    finally:
+        b.close()

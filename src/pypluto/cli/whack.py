@@ -31,6 +31,8 @@ commands:
   --status | --globalstatus | --showstates | --trafficstatus | --briefstatus
   --connectionstatus        (add --json for a JSON object; see docs/control-protocol.md)
   --listen | --unlisten | --rereadsecrets | --listpsks (names only, never keys)
+  --redirect-to <gateway> --name <connection_name> | --peer-ip <address>
+                           (RFC 5685: send established clients to another gateway)
   --debug <class> | --no-debug <class> | --debug help
   --shutdown
   --help | --version
@@ -98,6 +100,9 @@ def build_parser() -> _Parser:
     a("--rekey-ike", action="store_true", help="rekey the connection's IKE SA now")
     a("--rekey-child", "--rekey-ipsec", dest="rekey_child", action="store_true",
       help="rekey the connection's Child SA now")
+    a("--redirect-to", metavar="gateway",
+      help="RFC 5685: redirect the established clients of --name or --peer-ip there")
+    a("--peer-ip", metavar="address", help="the client to redirect (with --redirect-to)")
     a("--debug", action="append", default=[], metavar="class",
       help='enable a debug class ("--debug help" lists them)')
     a("--no-debug", action="append", default=[], metavar="class",
@@ -150,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     status = [c for c in STATUS if getattr(ns, c)]
     glob = [c for c in GLOBAL if getattr(ns, c)]
     debug = list(ns.debug) + [f"no-{d}" for d in ns.no_debug]
+    if ns.redirect_to:
+        if not (ns.name or ns.peer_ip):
+            return _problem("--redirect-to requires --name or --peer-ip")
+        return send(path, "redirect", {"to": ns.redirect_to, "name": ns.name,
+                                       "peer": ns.peer_ip})
     if not (named or status or glob or debug or ns.shutdown):
         return _problem("no action specified; try --help")
     if named and not ns.name:

@@ -98,6 +98,9 @@ T_DA = "tests/daemon/test_daemon_args.py::"
 T_DIP = "tests/daemon/test_daemon_inprocess.py::"
 T_ESP = "tests/kernel/test_esp.py::"
 T_PPK = "tests/ike/test_ppk.py::"
+T_RW = "tests/ike/test_roadwarrior.py::"
+T_RED = "tests/ike/test_redirect.py::"
+T_RWC = "tests/config/test_cfg_roadwarrior.py::"
 # a partial key whose only working value is the default (what pypluto always does):
 # this test loads each such value and checks every other value refuses the conn
 T_EFF = "tests/config/test_cfg_effects.py::"
@@ -175,8 +178,9 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
                           "test_auto_start_statsbin_and_shutdown_deletes")),
     ("uniqueids", "bool", W(T_LIFE + "test_uniqueids_replaces_old_ike_sa")),
     ("shuntlifetime", "time", R(_ONDEMAND)),
-    ("global-redirect", "str", P("no", note="IKEv2 redirect (RFC 5685) " + _NO)),
-    ("global-redirect-to", "str", R("IKEv2 redirect (RFC 5685) " + _NO)),
+    ("global-redirect", "str", P("no|yes|auto", T_RED + "test_redirect_in_ike_sa_init_lands_on_gateway_b",
+                                 "redirect in IKE_SA_INIT (RFC 5685 §4)")),
+    ("global-redirect-to", "str", W(T_RED + "test_redirect_in_ike_sa_init_lands_on_gateway_b")),
     ("crl-strict", "bool", P(_NO_VALUES, note="CRLs " + _CERTS)),
     ("crlcheckinterval", "time", P("0|0s", note="CRLs " + _CERTS)),
     ("ocsp-strict", "bool", P(_NO_VALUES, note="OCSP " + _CERTS)),
@@ -241,11 +245,11 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
     ("ca", "str", R(_CERTS)),
     ("xauthserver", "bool", P(_NO_VALUES, note=_V1_CP)),
     ("xauthclient", "bool", P(_NO_VALUES, note=_V1_CP)),
-    ("modecfgserver", "bool", P(_NO_VALUES, note=_V1_CP)),
-    ("modecfgclient", "bool", P(_NO_VALUES, note=_V1_CP)),
+    ("modecfgserver", "bool", W(T_RW + "test_client_gets_an_address_dns_and_the_selectors_follow")),
+    ("modecfgclient", "bool", W(T_RW + "test_client_gets_an_address_dns_and_the_selectors_follow")),
     ("username", "str", R(_V1_CP)),
     ("xauthusername", "str", "=username"),
-    ("addresspool", "str", R("address pools (CP payloads) " + _NO)),
+    ("addresspool", "str", W(T_RW + "test_lease_kept_for_the_id_across_reconnects_and_freed_on_delete")),
     ("auth", "enum", "never|secret|rsasig|rsa|ecdsa|null|eaponly",
      P("secret", T_EST + "test_psk_mismatch",
        "only PSK authentication; the others " + _CERTS)),
@@ -287,14 +291,16 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("nopmtudisc", "bool", P(_NO_VALUES, note=_NO)),
     ("fragmentation", "enum", "yes|no|force|never|insist|true|false|on|off|y|n",
      W(T_LIFE + "test_fragmentation_round_trip")),
-    ("mobike", "bool", P(_NO_VALUES, note="MOBIKE (RFC 4555) " + _NO)),
+    ("mobike", "bool", W("tests/ike/test_mobike.py::"
+                         "test_client_moves_sas_follow_without_a_new_child_sa")),
     ("narrowing", "bool", W(T_EST + "test_narrowing")),
     ("pam-authorize", "bool", P(_NO_VALUES, note=_NO)),
     ("send-redirect", "enum", "yes|no|auto|true|false|on|off|y|n",
      P("no|false|off|n", note="IKEv2 redirect (RFC 5685) " + _NO)),
-    ("redirect-to", "str", R("IKEv2 redirect (RFC 5685) " + _NO)),
-    ("accept-redirect", "bool", P(_NO_VALUES, note="IKEv2 redirect (RFC 5685) " + _NO)),
-    ("accept-redirect-to", "str", R("IKEv2 redirect (RFC 5685) " + _NO)),
+    ("redirect-to", "str", R("per-conn redirect in IKE_AUTH (RFC 5685 §6) " + _NO + "; "
+                             "global-redirect= and ipsec redirect work")),
+    ("accept-redirect", "bool", W(T_RED + "test_redirect_of_an_established_sa_lands_on_gateway_b")),
+    ("accept-redirect-to", "str", W(T_RED + "test_redirect_outside_accept_redirect_to_is_refused")),
     ("pfs", "bool", W(T_UNITS + "test_esp_esn_and_pfs")),
     ("session-resumption", "bool", P(_NO_VALUES, note="RFC 5723 " + _NO)),
     ("nat-keepalive", "bool", W(T_EFF + "test_nat_keepalive_yes_and_no")),
@@ -337,9 +343,10 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("xauthby", "enum", "file|pam|alwaysok", R(_V1_CP)),
     ("xauthfail", "enum", "hard|soft", R(_V1_CP)),
     ("modecfgpull", "bool", P(_NO_VALUES, note=_V1_CP)),
-    ("modecfgdns", "str", R(_V1_CP)),
-    ("modecfgdomains", "str", R(_V1_CP)),
-    ("modecfgbanner", "str", R(_V1_CP)),
+    ("modecfgdns", "str", W(T_RW + "test_client_gets_an_address_dns_and_the_selectors_follow")),
+    ("modecfgdomains", "str", W(T_RW + "test_modecfgdomains_and_split_subnets_reach_the_cfg_reply")),
+    ("modecfgbanner", "str", R("IKEv2 has no banner attribute (RFC 7296 §3.15.1); the "
+                               "banner is IKEv1 ModeConfig, which pypluto does not speak")),
     ("ignore-peer-dns", "bool", P(_NO_VALUES, note=_V1_CP)),
     ("mark", "str", R("XFRM marks " + _NO)),
     ("mark-in", "str", R("XFRM marks " + _NO)),

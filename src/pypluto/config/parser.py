@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pypluto.config import keywords
+from pypluto.config.addresspool import parse_pool
 from pypluto.config.ids import IdError, parse_id
 from pypluto.config.keywords import KeyDef
 from pypluto.config.model import AutoMode, Connection, ConnType, End, Origin, SetupConfig
@@ -911,6 +912,25 @@ def _semantic_checks(conn: Connection) -> None:
             fams.add(end.host_addr.version)
     if len(fams) > 1:
         raise ConnError("left", "left= and right= are of different address families")
+    _roadwarrior_checks(conn)
+
+
+def _roadwarrior_checks(conn: Connection) -> None:
+    """addresspool= ranges and modecfgdns= addresses (RFC 7296 §3.15): bad ones refuse."""
+    for end, side in ((conn.left, "left"), (conn.right, "right")):
+        if end.addresspool is not None:
+            try:
+                parse_pool(end.addresspool)
+            except ValueError as exc:
+                raise ConnError(side + "addresspool",
+                                f"{side}addresspool={end.addresspool}: {exc}") from None
+    dns = conn.raw.get("modecfgdns", "")
+    for w in [w for w in re.split(r"[\s,]+", dns) if w]:
+        try:
+            ipaddress.ip_address(w)
+        except ValueError:
+            raise ConnError("modecfgdns", f"modecfgdns={dns}: {w!r} is not an IP address") \
+                from None
 
 
 def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
@@ -966,6 +986,16 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
         apply(attr, set_str(attr))
     apply("protostack", lambda v: setattr(setup, "protostack", v))
     apply("ddos-mode", lambda v: setattr(setup, "ddos_mode", v.lower()))
+
+    def redirect_to(v: str) -> None:  # RFC 5685 gateway identities: addresses only
+        for w in v.replace(",", " ").split():
+            try:
+                ipaddress.ip_address(w)
+            except ValueError:
+                raise ValueError(f"global-redirect-to={v}: {w!r} is not an IP address "
+                                 "(pypluto redirects to addresses only)") from None
+
+    apply("global-redirect-to", redirect_to)
     apply("ddos-ike-threshold", lambda v: setattr(setup, "ddos_ike_threshold",
                                                   parse_int(v, "ddos-ike-threshold")))
     apply("max-halfopen-ike", lambda v: setattr(setup, "max_halfopen_ike",

@@ -575,6 +575,22 @@ def shunt_lines(snap: dict[str, Any]) -> list[str]:
     return ["", "Bare Shunt list:", ""]
 
 
+def lease_lines(snap: dict[str, Any]) -> list[str]:
+    """Address pools and their leases (road-warrior gateways); nothing without pools."""
+    eng = snap["engine"]
+    pools, leases = eng.get("pools", []), eng.get("leases", [])
+    if not pools:
+        return []
+    lines = ["Address pool list:", ""]
+    for p in pools:
+        lines.append(f"pool {p['pool']}: {p['size']} addresses, {p['in_use']} in use, "
+                     f"{p['lingering']} lingering")
+    for le in leases:
+        lines.append(f"lease {le['address']} from {le['pool']} to {le['client_id']} "
+                     f"\"{le['conn']}\" #{le['ike_serial']}")
+    return lines + [""]
+
+
 def render(cmd: str, snap: dict[str, Any]) -> list[str]:
     """The text lines of a status command; every line is safe to print (see the
     module docstring)."""
@@ -592,6 +608,7 @@ def _render(cmd: str, snap: dict[str, Any]) -> list[str]:
         lines.append("")
         lines += state_lines(snap)
         lines += shunt_lines(snap)
+        lines += lease_lines(snap)
         return lines
     if cmd == "connectionstatus":
         return libreswan_connection_lines(snap) + [""] + _summary_lines(snap)[:1]
@@ -613,7 +630,8 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     if cmd == "status":
         out.update(pluto=snap["pluto"], now=snap["now"], connections=eng["connections"],
                    ike_sas=eng["ike_sas"], summary=summary(snap),
-                   counters=snap.get("counters", {}), dos=eng.get("dos"))
+                   counters=snap.get("counters", {}), dos=eng.get("dos"),
+                   leases=eng.get("leases", []), pools=eng.get("pools", []))
     elif cmd == "connectionstatus":
         out.update(connections=eng["connections"], summary=summary(snap))
     elif cmd == "briefstatus":

@@ -63,6 +63,7 @@ COMMANDS = frozenset(
         "reopenlogs",
         "shutdown",
         "debug",
+        "redirect",
     }
 )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import ipaddress
 import os
 import struct
 from collections.abc import Awaitable, Callable
@@ -206,6 +207,25 @@ class ControlServer:
     async def _unlisten(self, args: dict[str, Any], emit: Emit) -> Result:
         return self._captured(emit, self.daemon.unlisten)
 
+    async def _redirect(self, args: dict[str, Any], emit: Emit) -> Result:
+        """``whack --redirect-to GW --name N | --peer-ip A`` (RFC 5685 §6)."""
+        try:
+            to = ipaddress.ip_address(str(args.get("to", "")))
+            peer = ipaddress.ip_address(str(args["peer"])) if args.get("peer") else None
+        except ValueError as e:
+            return RC_WHACK_PROBLEM, None, f"redirect: {e}"
+        name = args.get("name") or None
+        if name is not None and name not in self.registry.conns:
+            return RC_UNKNOWN_NAME, None, f'redirect: no connection named "{name}"'
+        engine = self.driver.engine
+        if engine is None or not hasattr(engine, "redirect"):
+            return RC_WHACK_PROBLEM, None, "redirect: the engine cannot redirect"
+        now = self.driver.now()
+        self.driver.run(lambda e: e.redirect(to, now, name=name, peer=peer),  # type: ignore[attr-defined]
+                        where=f"redirect to {to}", conn=name)
+        emit(f"redirecting to {to}")
+        return RC_SUCCESS, None, None
+
     async def _rereadsecrets(self, args: dict[str, Any], emit: Emit) -> Result:
         return self._captured(emit, self.daemon.reread_secrets)
 
@@ -348,6 +368,7 @@ GLOBAL_COMMANDS: dict[str, GlobalHandler] = {
     "listen": ControlServer._listen,
     "unlisten": ControlServer._unlisten,
     "rereadsecrets": ControlServer._rereadsecrets,
+    "redirect": ControlServer._redirect,
     "listpsks": ControlServer._listpsks,
     "reopenlogs": ControlServer._reopenlogs,
     "debug": ControlServer._debug,

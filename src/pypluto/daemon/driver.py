@@ -62,6 +62,7 @@ from pypluto.ike.actions import (
     Endpoint,
     EventKind,
     Log,
+    MoveSA,
     SendKeepalive,
     SendPacket,
     Updown,
@@ -242,6 +243,14 @@ class EngineDriver:
         backend = self._backend()
         self.sa_index.pop(a.spi, None)
         backend.del_sa(a.dst, a.spi, a.protocol)
+
+    def _move_sa(self, a: MoveSA, rate_limited: bool) -> None:
+        """MOBIKE (RFC 4555): the data plane moves one SA to new addresses."""
+        backend = self._backend()
+        old = self.sa_index.get(a.spi)
+        if old is not None:
+            self.sa_index[a.spi] = (a.new_dst, old[1], old[2])
+        backend.move_sa(a.dst, a.spi, a.new_src, a.new_dst, a.encap_sport, a.encap_dport)
 
     def _add_policy(self, a: AddPolicy, rate_limited: bool) -> None:
         self._backend().add_policy(a.policy)
@@ -583,6 +592,7 @@ HANDLERS: dict[type[Any], Handler] = {
     SendKeepalive: EngineDriver._send_keepalive,
     AddSA: EngineDriver._add_sa,
     DelSA: EngineDriver._del_sa,
+    MoveSA: EngineDriver._move_sa,
     AddPolicy: EngineDriver._add_policy,
     DelPolicy: EngineDriver._del_policy,
     Log: EngineDriver._log,

@@ -47,6 +47,7 @@ from pypluto.daemon.helpers import (
 from pypluto.daemon.interfaces import local_addresses
 from pypluto.daemon.logger import PlutoLogger
 from pypluto.daemon.metrics import MetricsServer
+from pypluto.daemon.mobility import AddressWatcher
 from pypluto.daemon.options import PlutoOptions
 from pypluto.daemon.powerup import PowerUpSelfTest
 from pypluto.daemon.registry import Registry, config_conns
@@ -92,6 +93,7 @@ class Daemon:
         self.started_wall = time.time()
         self.started_mono = time.monotonic()
         self._stop: asyncio.Future[int] | None = None
+        self.mobility: AddressWatcher | None = None
         self._ctl_server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._shutting_down = False
@@ -179,6 +181,9 @@ class Daemon:
             self.log.log(f"metrics: serving http://{host}:{port}/metrics")
         self.driver.schedule_timer()
         self.driver.start_polling()
+        # MOBIKE (RFC 4555): a vanished local address moves its IKE SAs
+        self.mobility = AddressWatcher(self._scan_interfaces, self.driver, self.now)
+        self.mobility.start(self.loop)
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=Pluto initialized")
         self._spawn(sdnotify.watchdog_loop())
         self.log.log("Pluto initialized")
@@ -363,6 +368,8 @@ class Daemon:
         if self._shutting_down:
             return
         self._shutting_down = True
+        if self.mobility is not None:
+            self.mobility.stop()
         self.sockets.closed = True
         sd_notify("STOPPING=1")
         self.log.log("shutting down")

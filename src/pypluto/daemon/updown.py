@@ -104,6 +104,8 @@ def updown_env(verb: Verb, child: UpdownChild) -> dict[str, str]:
     }
     if child.my_sourceip is not None:
         env["PLUTO_MY_SOURCEIP"] = str(child.my_sourceip)
+    if child.peer_dns:  # a road warrior's DNS servers from the gateway (RFC 7296 §3.15)
+        env["PLUTO_PEER_DNS_INFO"] = " ".join(str(a) for a in child.peer_dns)
     if child.mark_in:
         env["PLUTO_MARK_IN"] = child.mark_in
     if child.mark_out:

@@ -63,6 +63,21 @@ class DelSA:
 
 
 @dataclass
+class MoveSA:
+    """MOBIKE (RFC 4555 §3.5): the SA (``dst``, ``spi``) now runs between new outer
+    addresses / ESP-in-UDP ports; keys, sequence numbers and replay window stay."""
+
+    dst: IPAddress
+    spi: int
+    new_src: IPAddress
+    new_dst: IPAddress
+    encap_sport: int | None = None
+    encap_dport: int | None = None
+    conn_name: str = ""
+    serial: int = 0
+
+
+@dataclass
 class AddPolicy:
     policy: PolicyParams
 
@@ -166,5 +181,5 @@ class Updown:
 
 Action = (
     SendPacket | SendKeepalive | AddSA | DelSA | AddPolicy | DelPolicy | Log | ConnectionEvent
-    | Compute | Updown
+    | Compute | Updown | MoveSA
 )

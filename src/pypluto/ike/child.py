@@ -39,7 +39,9 @@ def configured_ts(ike: IKESA, conn: Connection) -> tuple[list[TS], list[TS]]:
         lts = [tsmod.from_network(n, loc.protoport) for n in loc.subnets]
     else:
         lts = [tsmod.from_addr(loc.host_addr or ike.local.addr, loc.protoport)]
-    if rem.subnets:
+    if ike.remote_vips and not rem.subnets:  # a road warrior's leased address (§3.15)
+        rts = [tsmod.from_addr(a, rem.protoport) for a in ike.remote_vips]
+    elif rem.subnets:
         rts = [tsmod.from_network(n, rem.protoport) for n in rem.subnets]
     else:
         rts = [tsmod.from_addr(rem.host_addr or ike.remote.addr, rem.protoport)]
@@ -103,7 +105,8 @@ def _nat_inner(ctx: IKEContext, ike: IKESA, conn: Connection, tsi: list[TS],
     peer's outer address) holds, so a faked NAT detection cannot claim someone
     else's address (selector hijack, issue 12).
     """
-    if conn.remote.subnets or not ike.nat_remote or not ctx.settings.virtual_private:
+    if conn.remote.subnets or not ike.nat_remote or not ctx.settings.virtual_private \
+            or ike.remote_vips:
         return rconf
     hint = next((t for t in tsi if t.start == t.end), None)
     if hint is None:
@@ -280,6 +283,11 @@ def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload],
     if ike.acquired_ts is not None and len(lconf) > 1 and len(rconf) > 1 and \
             (lconf[0], rconf[0]) == ike.acquired_ts:  # §2.9: the packet was only a hint
         lconf, rconf = lconf[1:], rconf[1:]
+    if ike.local_vips:  # we offered the whole space; the gateway narrows to our address
+        narrowing = True
+        if not _inside_vips(ike, tsi):
+            return (f"traffic selector {tsmod.fmt(tsi)} is not our address "
+                    f"{', '.join(str(a) for a in ike.local_vips)}", FailReason.TRAFFIC_SELECTORS)
     if not tsmod.answer_ok(tsi, lconf, lconf, narrowing) or \
             not tsmod.answer_ok(tsr, rconf, rconf, narrowing or (
                 not conn.remote.subnets and ike.nat_remote)):
@@ -300,3 +308,10 @@ def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload],
     except CryptoError as e:
         return f"key derivation failed: {e}", FailReason.LOCAL
     return "", FailReason.NONE
+
+
+def _inside_vips(ike: IKESA, tsi: list[TS]) -> bool:
+    """Every selector of ours in the answer lies inside an address we were given."""
+    vips = [tsmod.from_addr(a) for a in ike.local_vips]
+    return all(any(v.version == t.version and v.start <= t.start and t.end <= v.end
+                   for v in vips) for t in tsi)

@@ -23,6 +23,7 @@ from pypluto.wire.payloads import Payload
 
 if TYPE_CHECKING:
     from pypluto.crypto.keys import ChildKeys
+    from pypluto.ike.pool import LeaseTable
     from pypluto.ike.sa import IKESA, ChildSA, QueuedTask
 
 
@@ -48,6 +49,7 @@ class IKEContext(Protocol):
     secrets: SecretStore
     rng: Callable[[int], bytes]
     fuzz: random.Random  # rekey fuzz (not security relevant)
+    leases: LeaseTable  # address pools (ike/pool.py)
     dos: DoSGuard  # cookies and half-open limits (RFC 7296 §2.6, RFC 8019)
 
     @property

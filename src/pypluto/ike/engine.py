@@ -46,6 +46,7 @@ from pypluto.ike.codec import Payload
 from pypluto.ike.context import HalfOpenKey, IKEContext, SecretStore
 from pypluto.ike.cookies import DoSGuard, dos_status
 from pypluto.ike.identity import local_identity, remote_pattern
+from pypluto.ike.pool import LeaseTable
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState, QueuedTask
 from pypluto.ike.settings import EngineSettings
 from pypluto.ike.status import (
@@ -53,9 +54,11 @@ from pypluto.ike.status import (
     ConnectionStatus,
     EngineStatus,
     IKESAStatus,
+    LeaseStatus,
+    PoolStatus,
 )
 from pypluto.ike.task_manager import TaskManager
-from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey
+from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey, mobike, redirect
 from pypluto.ike.tasks.child_create import ChildCreate
 from pypluto.ike.tasks.child_delete import delete_children
 from pypluto.ike.tasks.ike_delete import send_delete_now
@@ -66,6 +69,7 @@ from pypluto.params import (
     SAAcquire,
     SAExpire,
     SAParams,
+    TrafficSelector,
     UpdownChild,
 )
 from pypluto.wire.errors import WireError
@@ -110,6 +114,7 @@ class Engine:
         self.fuzz = random.Random(seed)  # rekey fuzz (not security relevant)
         self.dos = DoSGuard(settings, rng)  # cookies and half-open limits (RFC 8019)
         self._n_halfopen = 0
+        self.leases = LeaseTable()  # address pools of road-warrior gateways
         # offloaded key exchanges (settings.offload_crypto): token -> (IKE SA serial, then)
         self.computing: dict[int, tuple[int, Callable[[object, float], list[Action]]]] = {}
         self.computing_serials: dict[int, int] = {}  # IKE SA serial -> its token
@@ -366,6 +371,9 @@ class Engine:
             del self.halfopen[key]
         self.end_halfopen(ike)
         self.tm.abandon(ike)  # the tasks release their reserved SPIs
+        for lease in ike.leases:  # Delete, liveness failure, replacement
+            self.leases.release(lease)
+        ike.leases = []
         token = self.computing_serials.pop(ike.serial, None)
         if token is not None:
             self.computing.pop(token, None)
@@ -474,6 +482,8 @@ class Engine:
                 for lk in tsmod.to_kernel(lt):
                     for rk in tsmod.to_kernel(rt):
                         src_ip = conn.local.sourceip[0] if conn.local.sourceip else None
+                        vip = _vip_in(child, lk)  # an address from the gateway's CP
+                        src_ip = vip or src_ip
                         out.append(PolicyParams(lk, rk, "out", tmpl_src=la, tmpl_dst=ra,
                                                 source_ip=src_ip, reqid=child.reqid,
                                                 mode=child.mode, protocol=child.protocol,
@@ -626,7 +636,10 @@ class Engine:
                     peer_port=rts.sport if rts.sport == rts.eport else 0,
                     reqid=child.reqid, sa_type="ESP" if child.protocol == "esp" else "AH",
                     mode=child.mode, spi_in=child.spi_in, spi_out=child.spi_out,
-                    my_sourceip=conn.local.sourceip[0] if conn.local.sourceip else None,
+                    my_sourceip=next((a for a in ike.local_vips if a.version == lts.version),
+                                     None) if ike is not None and ike.local_vips else
+                    conn.local.sourceip[0] if conn.local.sourceip else None,
+                    peer_dns=list(ike.dns) if ike is not None else [],
                     policy=policy if c is not None else "",
                 )
                 out.append(Updown(up, script, facts))
@@ -920,6 +933,39 @@ class Engine:
             acts += self._on(ike, now, partial(child_rekey.start_rekey, self, ike, c, now))
         return acts
 
+    def local_address_changed(self, old: IPAddress, new: IPAddress, now: float
+                              ) -> list[Action]:
+        """MOBIKE (RFC 4555 §3.5): our address ``old`` is gone and ``new`` reaches the
+        peers: every IKE SA that we initiated from ``old`` with MOBIKE moves there."""
+        acts: list[Action] = []
+        self.local_addrs.discard(old)
+        self.local_addrs.add(new)
+        for ike in list(self.by_serial.values()):
+            if ike.local.addr == old and ike.mobike and ike.initiator and ike.established:
+                acts += self._on(ike, now, partial(mobike.start_update, self, ike,
+                                                   Endpoint(new, ike.local.port), now))
+        return acts
+
+    def redirect(self, to: IPAddress, now: float, name: str | None = None,
+                 peer: IPAddress | None = None) -> list[Action]:
+        """``ipsec redirect --name NAME | --peer-ip ADDR --to GW`` (RFC 5685 §6): send
+        REDIRECT to the established clients of ``name`` (or at ``peer``) that support it."""
+        acts: list[Action] = []
+        n = 0
+        for ike in list(self.by_serial.values()):
+            if not ike.established or ike.initiator or not ike.redirect_ok:
+                continue
+            if name is not None and ike.conn.name != name:
+                continue
+            if peer is not None and ike.remote.addr != peer:
+                continue
+            n += 1
+            acts += self._on(ike, now, partial(self.queue, ike, redirect.Redirected(to), now))
+        if not n:
+            acts.append(Log(f"redirect to {to}: no established IKE SA whose peer supports "
+                            "redirect matches", level="warning", conn=name))
+        return acts
+
     def shutdown(self, now: float) -> list[Action]:
         """Send Delete for every IKE SA and remove all state (daemon exit)."""
         acts: list[Action] = []
@@ -980,6 +1026,10 @@ class Engine:
                     remote_ts=[str(t) for t in c.remote_ts], established_at=c.established_at,
                     rekey_at=c.rekey_at, expire_at=c.expire_at, reqid=c.reqid))
             st.ike_sas.append(s)
+            st.leases += [LeaseStatus(pool=le.pool, address=str(le.addr), client_id=le.owner,
+                                      conn=ike.conn.name, ike_serial=ike.serial)
+                          for le in ike.leases]
+        st.pools = [PoolStatus(*row) for row in self.leases.summary()]
         return st
 
     def busy(self) -> bool:
@@ -993,3 +1043,12 @@ class Engine:
 
 def _dbg(msg: str, remote: Endpoint) -> list[Action]:
     return [Log(msg, level="debug", remote=remote)]
+
+
+def _vip_in(child: ChildSA, sel: TrafficSelector) -> IPAddress | None:
+    """The address the gateway gave us (RFC 7296 §3.15) inside our selector ``sel``."""
+    ike = child.parent
+    if ike is None:
+        return None
+    return next((a for a in ike.local_vips if a.version == sel.network.version
+                 and a in sel.network), None)

@@ -17,6 +17,7 @@ from pypluto.crypto.keys import ChildKeys
 from pypluto.crypto.sk import SKProtector
 from pypluto.ike.actions import Endpoint
 from pypluto.ike.codec import Proposals
+from pypluto.ike.pool import Lease
 from pypluto.ike.proposals import Chosen
 from pypluto.ike.ts import TS
 from pypluto.params import IPAddress, Mode, SAParams
@@ -209,6 +210,15 @@ class IKESA:
     peer_rekeys: list[IKESA] = field(default_factory=list)  # the peer's new IKE SAs
     nonce_min: bytes = b""  # min(Ni, Nr) of the rekey exchange (§2.8.1 collisions)
     ppk: PPKState = field(default_factory=PPKState)  # RFC 8784
+    # Configuration Payload (ike/tasks/config_payload.py): gateway's leases and the
+    # client's addresses; an IKE SA rekey moves them to the new IKE SA
+    leases: list[Lease] = field(default_factory=list)
+    remote_vips: list[IPAddress] = field(default_factory=list)
+    local_vips: list[IPAddress] = field(default_factory=list)
+    dns: list[IPAddress] = field(default_factory=list)
+    mobike: bool = False  # RFC 4555: both ends sent MOBIKE_SUPPORTED
+    answer_to: tuple[Endpoint, Endpoint] | None = None  # MOBIKE: the request's endpoints
+    redirect_ok: bool = False  # RFC 5685: the client sent REDIRECT_SUPPORTED
 
     @property
     def local_spi(self) -> bytes:

@@ -8,9 +8,11 @@ options (``--force-busy``, ``--keep-alive``, ``--vendorid`` ...) and hands it to
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from pypluto.config.model import SetupConfig
+from pypluto.params import IPAddress
 
 
 @dataclass
@@ -38,6 +40,9 @@ class EngineSettings:
     cookie_secret_lifetime: float = 60.0  # rotate the cookie secret this often
     listen_port: int = 500
     natt_port: int = 4500
+    # RFC 5685: config setup global-redirect= (no | yes | auto) and global-redirect-to=
+    global_redirect: str = "no"
+    global_redirect_to: list[IPAddress] = field(default_factory=list)
     # hand key-exchange computations out as ``Compute`` actions (the daemon's --nhelpers);
     # False: compute inline, as before
     offload_crypto: bool = False
@@ -53,6 +58,10 @@ class EngineSettings:
             keep_alive=float(setup.keep_alive),
             virtual_private=setup.virtual_private,
         )
+        gr = setup.raw.get("global-redirect", "no").lower()
+        s.global_redirect = {"true": "yes", "on": "yes", "y": "yes", "false": "no",
+                             "off": "no", "n": "no"}.get(gr, gr)
+        s.global_redirect_to = parse_redirect_to(setup.raw.get("global-redirect-to", ""))
         if setup.ddos_mode == "busy":
             s.force_busy = True
         if setup.myvendorid:
@@ -62,3 +71,8 @@ class EngineSettings:
                 raise TypeError(f"unknown engine setting {k!r}")
             setattr(s, k, v)
         return s
+
+
+def parse_redirect_to(value: str) -> list[IPAddress]:
+    """``global-redirect-to=``: addresses separated by commas or spaces (ValueError if bad)."""
+    return [ipaddress.ip_address(w) for w in value.replace(",", " ").split()]

@@ -84,6 +84,25 @@ class ConnectionStatus:
 
 
 @dataclass
+class LeaseStatus:
+    """One address of a pool held by a road warrior's IKE SA (RFC 7296 §3.15)."""
+
+    pool: str  # the addresspool= value
+    address: str
+    client_id: str
+    conn: str
+    ike_serial: int
+
+
+@dataclass
+class PoolStatus:
+    pool: str  # one family's range of an addresspool= value
+    size: int
+    in_use: int
+    lingering: int  # released, kept for their client ID until needed
+
+
+@dataclass
 class DoSStatus:
     """The DoS defence (RFC 7296 §2.6, RFC 8019; ``ike/cookies.py``) and RFC 7383 bounds."""
 
@@ -113,6 +132,8 @@ class DoSStatus:
 class EngineStatus:
     connections: list[ConnectionStatus] = field(default_factory=list)
     ike_sas: list[IKESAStatus] = field(default_factory=list)
+    leases: list[LeaseStatus] = field(default_factory=list)
+    pools: list[PoolStatus] = field(default_factory=list)
     half_open: int = 0
     busy: bool = False  # cookies demanded
     dos: DoSStatus = field(default_factory=DoSStatus)

@@ -109,6 +109,8 @@ class TaskManager:
         packets = self.encode(ike, exchange, True, msgid, payloads)
         ike.last_response = (msgid, packets)
         ike.next_in = msgid + 1
+        if ike.answer_to is not None:  # MOBIKE: back where the request came from
+            local, remote = local or ike.answer_to[0], remote or ike.answer_to[1]
         return [SendPacket(p, local or ike.local, remote or ike.remote) for p in packets]
 
     def send_now(self, ike: IKESA, exchange: int, payloads: list[Payload]) -> list[Action]:
@@ -233,10 +235,17 @@ class TaskManager:
                 acts += self.kick(ike, now)
             return acts
         # a request: answer where it came from (§2.23, §3.1)
-        if ike.remote != remote or ike.local != local:
+        if (ike.remote != remote or ike.local != local) and not ike.mobike:
+            # with MOBIKE only UPDATE_SA_ADDRESSES moves the IKE SA (RFC 4555 §3.8)
             if ike.nat_remote or ike.nat_local or local.port != 500:
                 ike.remote, ike.local = remote, local
-        return self._request(ike, hdr.exchange, hdr.message_id, payloads, local, remote, now)
+        if not ike.mobike:
+            return self._request(ike, hdr.exchange, hdr.message_id, payloads, local, remote, now)
+        ike.answer_to = (local, remote)  # RFC 4555 §3.8: answer there, move nothing
+        try:
+            return self._request(ike, hdr.exchange, hdr.message_id, payloads, local, remote, now)
+        finally:
+            ike.answer_to = None
 
     def _init_response(self, ike: IKESA, data: bytes, hdr: IKEHeader, now: float
                        ) -> list[Action]:

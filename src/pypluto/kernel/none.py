@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -48,6 +49,21 @@ class NoneBackend(KernelBackend):
             key = self._sa_key(dst, spi, protocol)
             self.sas.pop(key, None)
             self.stats.pop(key, None)
+
+    def move_sa(self, dst: IPAddress, spi: int, new_src: IPAddress, new_dst: IPAddress,
+                encap_sport: int | None, encap_dport: int | None) -> None:
+        with self._lock:
+            self.calls.append(("move_sa", (dst, spi, new_src, new_dst, encap_sport,
+                                           encap_dport)))
+            for key, sa in list(self.sas.items()):
+                if key[:2] == (str(dst), spi):
+                    moved = dataclasses.replace(sa, src=new_src, dst=new_dst,
+                                                encap_sport=encap_sport,
+                                                encap_dport=encap_dport)
+                    del self.sas[key]
+                    nkey = self._sa_key(new_dst, spi, sa.protocol)
+                    self.sas[nkey] = moved
+                    self.stats[nkey] = self.stats.pop(key, SAStats())
 
     def add_policy(self, policy: PolicyParams) -> None:
         with self._lock:

@@ -20,15 +20,18 @@ from pypluto.ike.tasks.ike_delete import IKEDelete
 from pypluto.ike.tasks.ike_init import IKEInit
 from pypluto.ike.tasks.ike_rekey import IKERekey
 from pypluto.ike.tasks.liveness import Liveness
+from pypluto.ike.tasks.mobike import MobikeUpdate, ReturnRoutability
+from pypluto.ike.tasks.redirect import Redirected
 
 __all__ = ["Task", "IKEInit", "IKEAuth", "ChildCreate", "ChildRekey", "IKERekey",
-           "ChildDelete", "IKEDelete", "Liveness", "RESPONDERS", "responder_for"]
+           "ChildDelete", "IKEDelete", "Liveness", "MobikeUpdate", "ReturnRoutability", "Redirected", "RESPONDERS", "responder_for"]
 
 # Responders in the order they are asked; the last of each exchange claims the rest.
 REGISTRY: tuple[type[Task], ...] = (
     IKEAuth,
     IKERekey, ChildRekey, ChildCreate,  # CREATE_CHILD_SA
-    IKEDelete, ChildDelete, Liveness,  # INFORMATIONAL
+    IKEDelete, ChildDelete, MobikeUpdate, ReturnRoutability, Redirected,
+    Liveness,  # INFORMATIONAL
 )
 
 RESPONDERS: dict[int, tuple[type[Task], ...]] = {}

@@ -26,6 +26,8 @@ from pypluto.ike.codec import Payload, Proposals
 from pypluto.ike.context import IKEContext
 from pypluto.ike.identity import id_desc, identity_from_wire, local_identity, remote_pattern
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
+from pypluto.ike.tasks import config_payload as cpmod
+from pypluto.ike.tasks import mobike
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.child_delete import delete_spi_unknown
 from pypluto.ike.tasks.common import fail, nname, reason_for_notify, set_ike_timers
@@ -103,12 +105,17 @@ class IKEAuth(Task):
         payloads += ppk_notes
         if conn.initial_contact and ike.reauth_of is None:
             payloads.append(codec.notify(N.INITIAL_CONTACT))
+        payloads += mobike.supported_notify(conn.mobike)  # RFC 4555 §3.1
         childless = conn.raw.get("childless", "").lower() in ("yes", "require") or \
             conn.type in ("passthrough",)
         if not childless:
             self.child = childmod.new_child(ctx, ike, conn, initiator=True)
             self.child.to(ChildState.AUTH_I)
-            child_payloads, self.sent = childmod.offer(ike, self.child)
+            ts = None
+            if cpmod.is_client(conn):  # RFC 7296 §2.19: ask for an address
+                payloads.append(cpmod.request(ike, conn))
+                ts = (cpmod.any_ts(ike, conn), childmod.configured_ts(ike, conn)[1])
+            child_payloads, self.sent = childmod.offer(ike, self.child, ts=ts)
             payloads += child_payloads
         return payloads
 
@@ -163,6 +170,7 @@ class IKEAuth(Task):
             return acts + fail(ctx, ike, now, "authentication of the peer failed "
                                "(PSK mismatch?)", FailReason.AUTHENTICATION)
         ike.remote_id = peer_id
+        mobike.negotiated(ike, payloads)
         acts += established(ctx, ike, now)
         old = ike.reauth_of
         ike.reauth_of = None
@@ -181,8 +189,19 @@ class IKEAuth(Task):
             if err:
                 ctx.log(acts, f"IKE SA established but the Child SA failed: peer answered "
                         f"{nname(err[0])}", child, level="warning")
-                acts.append(ConnectionEvent(EventKind.FAILED, conn.name, child.serial,
+                # a road warrior without an address failed as a whole: name its IKE SA
+                acts.append(ConnectionEvent(EventKind.FAILED, conn.name, ike.serial
+                                            if cpmod.is_client(conn) else child.serial,
                                             nname(err[0]), reason_for_notify(err[0])))
+                return acts
+            no_cp = cpmod.take_reply(ctx, ike, payloads, acts) if cpmod.is_client(conn) \
+                else None
+            if no_cp:
+                ctx.log(acts, f"Child SA failed: {no_cp}", child, level="warning")
+                # the road warrior as a whole failed: the event names its IKE SA
+                acts.append(ConnectionEvent(EventKind.FAILED, conn.name, ike.serial, no_cp,
+                                            FailReason.PEER_NOTIFY))
+                acts += delete_spi_unknown(ctx, ike, child, now)
                 return acts
             why, reason = childmod.finish(ike, child, self.sent, payloads, ike.ni, ike.nr,
                                           None, None)
@@ -294,11 +313,22 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     out: list[Payload] = [idr, codec.auth(AUTH_PSK,
                                           _auth_data(ike, psk, codec.id_body(idr), False))]
     out += ppk.responder_notifies(ike)  # RFC 8784 PPK_IDENTITY
+    mobike.negotiated(ike, payloads)  # RFC 4555 §3.1
+    if ike.mobike:
+        out += mobike.supported_notify(True)
     acts += established(ctx, ike, now)
     acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
     child = None
     has_child = any(p.payload_type in (PT.SA, PT.TSi, PT.TSr) for p in payloads)
-    if has_child:
+    cp_out, cp_ok = cpmod.respond(ctx, ike, conn, payloads, acts)  # RFC 7296 §3.15
+    out += cp_out
+    if has_child and not cp_ok:  # §3.15.4: the IKE SA stands, the Child SA does not
+        why = "no address left in the pool (INTERNAL_ADDRESS_FAILURE)"
+        acts.append(Log(f"IKE SA established but the Child SA is refused: {why}",
+                        level="warning", conn=conn.name, serial=ike.serial))
+        acts.append(ConnectionEvent(EventKind.FAILED, conn.name, ike.serial, why,
+                                    FailReason.LOCAL))
+    elif has_child:
         child, cp, why, reason = childmod.accept(ctx, ike, conn, payloads, ike.ni, ike.nr,
                                                  None, None)
         out += cp

@@ -28,6 +28,7 @@ from pypluto.ike.context import HalfOpenKey, IKEContext
 from pypluto.ike.cookies import cookie_in, cookie_reply
 from pypluto.ike.proposals import Chosen
 from pypluto.ike.sa import IKESA, IKEState
+from pypluto.ike.tasks import redirect
 from pypluto.ike.tasks.base import Inbound, Task
 from pypluto.ike.tasks.common import NONCE_SIZE, fail, install_keys, reason_for_notify
 from pypluto.ike.tasks.ike_auth import IKEAuth
@@ -60,6 +61,7 @@ class IKEInit(Task):
         payloads += _natd(ike, bytes(8), conn.encapsulation == "yes")
         payloads += _capabilities(ctx, conn)
         payloads += ppk.init_request(conn)  # RFC 8784 USE_PPK
+        payloads += redirect.init_notifies(conn)  # RFC 5685 REDIRECT_SUPPORTED
         return payloads
 
     def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
@@ -75,6 +77,10 @@ class IKEInit(Task):
         pl = msg.payloads
         ns = _notifies(pl)
         conn = ike.conn
+        if N.REDIRECT in ns and redirect.follow(ctx, ike, bytes(ns[N.REDIRECT].data), ike.ni,
+                                                now, acts):  # RFC 5685 §4
+            return acts + ctx.drop_ike(ike, now, "redirected", None) + \
+                redirect.restart(ctx, conn, now)
         if N.COOKIE in ns and not ike.cookie_retried:
             cookie = ns[N.COOKIE].data
             if not 1 <= len(cookie) <= 64:
@@ -355,6 +361,12 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
                         "answering INVALID_SYNTAX", level="warning"))
         return acts + _stateless(hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
     ni = bytes(ni_p[0].data)
+    to = redirect.init_target(ctx, pl, ctx.dos.busy_now())  # RFC 5685 §4
+    if to is not None:
+        acts.append(Log(f"redirecting IKE_SA_INIT from {remote} to {to} (global-redirect)",
+                        level="info"))
+        return acts + _stateless(hdr, local, remote, [codec.notify(
+            N.REDIRECT, redirect.encode_gw(to, ni))])
     peer_props = codec.sa_tuples(sa_p[0])
     chosen = None
     conn = conns[0]
@@ -446,6 +458,7 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
     ike.frag_ok = N.IKEV2_FRAGMENTATION_SUPPORTED in ns and conn.fragmentation != "no"
     ike.init_request = data
     ike.cands = conns
+    ike.redirect_ok = N.REDIRECT_SUPPORTED in ns  # RFC 5685 §6
     payloads: list[Payload] = [
         codec.sa([proposals.chosen_proposal(chosen, ProtocolID.IKE, b"", ike=True)]),
         codec.ke(chosen.ke, ke_data), codec.nonce(ike.nr)]

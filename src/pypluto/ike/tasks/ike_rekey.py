@@ -44,6 +44,11 @@ def move_children(src: IKESA, dst: IKESA) -> None:
         c.rekeying = False
     dst.children.extend(src.children)
     src.children = []
+    # the Configuration Payload's leases and addresses belong to the session (§2.18)
+    dst.leases += src.leases
+    src.leases = []
+    for a in ("remote_vips", "local_vips", "dns"):
+        setattr(dst, a, getattr(dst, a) or getattr(src, a))
     keep = []
     for t in src.tasks:
         if isinstance(t, (ChildCreate, ChildDelete)):

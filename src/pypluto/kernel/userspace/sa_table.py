@@ -7,6 +7,7 @@ updated one key at a time (atomic under the GIL).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from pypluto.kernel import ah, esp
@@ -68,6 +69,22 @@ class SATable:
                 self._out_by_reqid[sa.reqid] = state
             self._out_by_peer[str(sa.dst)] = state
         return state
+
+    def move(self, dst: IPAddress, spi: int, new_src: IPAddress, new_dst: IPAddress,
+             encap_sport: int | None, encap_dport: int | None) -> bool:
+        """MOBIKE: re-key one SA under its new destination; its ESP state is kept."""
+        state = self._sas.pop((str(dst), spi), None)
+        if state is None:
+            return False
+        old = state.params
+        state.params = dataclasses.replace(old, src=new_src, dst=new_dst,
+                                           encap_sport=encap_sport, encap_dport=encap_dport)
+        self._sas[(str(new_dst), spi)] = state
+        if isinstance(state, esp.OutboundSA):
+            if self._out_by_peer.get(str(old.dst)) is state:
+                del self._out_by_peer[str(old.dst)]
+            self._out_by_peer[str(new_dst)] = state
+        return True
 
     def remove(self, dst: IPAddress, spi: int) -> SAState | None:
         """Forget one SA; an older outbound SA of the same pair takes over its indexes."""

@@ -47,6 +47,12 @@ RT_SCOPE_NOWHERE = 255  # in a delete request: any scope
 RTN_UNICAST = 1
 RTPROT_PYPLUTO = 80  # our mark in the routing table (not one of the registered RTPROT_*)
 
+RTM_NEWADDR = 20
+RTM_DELADDR = 21
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
+IFADDRMSG = struct.Struct("=BBBBi")  # family prefixlen flags scope index
+
 RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table protocol scope type flags
 
 
@@ -80,6 +86,13 @@ def encode_route(
     return body
 
 
+def encode_addr(addr: IPAddress, index: int) -> bytes:
+    """The body of RTM_NEWADDR / RTM_DELADDR for a host address (/32 or /128)."""
+    family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
+    body = IFADDRMSG.pack(family, addr.max_prefixlen, 0, RT_SCOPE_UNIVERSE, index)
+    return body + S.nlattr(IFA_LOCAL, addr.packed) + S.nlattr(IFA_ADDRESS, addr.packed)
+
+
 def _addr(raw: bytes) -> IPAddress:
     return ipaddress.ip_address(raw)
 
@@ -92,6 +105,10 @@ class RouteManager:
         self._log = log or (lambda _m: None)
         self._lock = threading.Lock()
         self._refs: dict[IPNetwork, int] = {}
+        # a source address that was on no interface (a road warrior's address from the
+        # gateway's CFG_REPLY): we put it on the peer's interface while routes use it
+        self._route_src: dict[IPNetwork, IPAddress] = {}
+        self._own_addrs: dict[IPAddress, tuple[int, int]] = {}  # addr -> (ifindex, routes)
 
     def close(self) -> None:
         self._nl.close()
@@ -123,18 +140,21 @@ class RouteManager:
                 self._refs[dst] += 1
                 return True
         oif, gw = self.lookup(peer)
+        self._hold_address(source, oif)
         body = encode_route(dst, source, oif, gw)
         try:
             self._nl.request(
                 RTM_NEWROUTE, body, flags=NLM_F_CREATE | NLM_F_EXCL, what=f"add {dst} src {source}"
             )
         except XfrmError as e:
+            self._drop_address(source)
             if e.errno != errno.EEXIST:
                 raise
             self._log(f"route: {dst} already has a route that is not ours; left as it is")
             return False
         with self._lock:
             self._refs[dst] = self._refs.get(dst, 0) + 1
+            self._route_src[dst] = source
         self._log(f"| route: added {dst} via {gw or 'link'} src {source}")
         return True
 
@@ -148,7 +168,44 @@ class RouteManager:
             self._refs.pop(dst, None)
             if n == 0:
                 return
+            source = self._route_src.pop(dst, None)
         self._delete(dst)
+        if source is not None:
+            self._drop_address(source)
+
+    def _hold_address(self, addr: IPAddress, oif: int) -> None:
+        """Put ``addr`` on interface ``oif`` unless it is local already (then not ours)."""
+        with self._lock:
+            mine = self._own_addrs.get(addr)
+            if mine is not None:
+                self._own_addrs[addr] = (mine[0], mine[1] + 1)
+                return
+        try:
+            self._nl.request(RTM_NEWADDR, encode_addr(addr, oif),
+                             flags=NLM_F_CREATE | NLM_F_EXCL, what=f"add address {addr}")
+        except XfrmError as e:
+            if e.errno == errno.EEXIST:
+                return  # somebody's address already: used, never removed by us
+            raise BackendError(f"route: cannot add the address {addr}: {e}") from e
+        with self._lock:
+            self._own_addrs[addr] = (oif, 1)
+        self._log(f"| route: added address {addr}/{addr.max_prefixlen} (ifindex {oif})")
+
+    def _drop_address(self, addr: IPAddress) -> None:
+        with self._lock:
+            mine = self._own_addrs.get(addr)
+            if mine is None:
+                return
+            if mine[1] > 1:
+                self._own_addrs[addr] = (mine[0], mine[1] - 1)
+                return
+            del self._own_addrs[addr]
+        try:
+            self._nl.request(RTM_DELADDR, encode_addr(addr, mine[0]), what=f"del address {addr}")
+        except XfrmError as e:
+            if e.errno not in (errno.ESRCH, errno.ENOENT, errno.EADDRNOTAVAIL):
+                raise
+        self._log(f"| route: deleted address {addr}")
 
     def _delete(self, dst: IPNetwork) -> None:
         try:
@@ -186,4 +243,11 @@ class RouteManager:
             self._delete(dst)
         with self._lock:
             self._refs.clear()
+            addrs, self._own_addrs = self._own_addrs, {}
+            self._route_src.clear()
+        for addr, (oif, _n) in addrs.items():
+            try:
+                self._nl.request(RTM_DELADDR, encode_addr(addr, oif), what=f"del address {addr}")
+            except XfrmError:
+                pass
         return len(nets)

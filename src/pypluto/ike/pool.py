@@ -1,0 +1,150 @@
+"""Address pools and their leases (``rightaddresspool=``; RFC 7296 §3.15.4).
+
+A gateway hands each road warrior an inner address from the pool of its
+connection in the Configuration Payload.  As Libreswan does, an address stays
+bound to the client's ID after the client goes: when the same ID comes back it
+gets the same address, as long as nobody else needed it in between.  New
+clients get a never-used address first and, only when those run out, the
+address that was released longest ago ("lingering" leases).
+
+Nothing here knows about time or I/O: the engine acquires a ``Lease`` for an IKE
+SA and releases it when the IKE SA is forgotten (Delete, liveness failure,
+replacement); an IKE SA rekey hands the lease to the new IKE SA.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from pypluto.config.addresspool import parse_pool
+from pypluto.params import IPAddress
+
+__all__ = ["Lease", "LeaseTable", "parse_pool"]
+
+LeaseKey = tuple[object, ...]  # ("id", type, data) with uniqueids, else ("sa", serial)
+
+
+@dataclass(eq=False)
+class Lease:
+    """One address held by one IKE SA."""
+
+    pool: str  # the pool's spec
+    addr: IPAddress
+    key: LeaseKey
+    owner: str = ""  # the client's ID, for status
+    released: bool = False
+
+
+@dataclass
+class _Range:
+    lo: int
+    hi: int
+    version: int
+    cursor: int = 0  # next never-used offset
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo + 1
+
+
+@dataclass
+class AddressPool:
+    """One range of one family; leases by key, lingering addresses in release order."""
+
+    spec: str
+    rng: _Range
+    holders: dict[IPAddress, int] = field(default_factory=dict)  # address -> live leases
+    owner_of: dict[IPAddress, LeaseKey] = field(default_factory=dict)
+    by_key: dict[LeaseKey, IPAddress] = field(default_factory=dict)
+    owner_text: dict[IPAddress, str] = field(default_factory=dict)
+    lingering: OrderedDict[IPAddress, None] = field(default_factory=OrderedDict)
+
+    def _addr(self, off: int) -> IPAddress:
+        return ipaddress.ip_address(self.rng.lo + off)
+
+    def contains(self, addr: IPAddress) -> bool:
+        return addr.version == self.rng.version and self.rng.lo <= int(addr) <= self.rng.hi
+
+    def free(self) -> int:
+        return self.rng.size - len(self.holders)
+
+    def _bind(self, addr: IPAddress, key: LeaseKey, owner: str) -> Lease:
+        old = self.owner_of.get(addr)
+        if old is not None and old != key:
+            self.by_key.pop(old, None)
+        self.owner_of[addr] = key
+        self.by_key[key] = addr
+        self.owner_text[addr] = owner
+        self.lingering.pop(addr, None)
+        self.holders[addr] = self.holders.get(addr, 0) + 1
+        return Lease(self.spec, addr, key, owner)
+
+    def acquire(self, key: LeaseKey, owner: str, hint: IPAddress | None = None) -> Lease | None:
+        """An address for ``key``: its own again, else ``hint`` if free, else a new one."""
+        mine = self.by_key.get(key)
+        if mine is not None:
+            return self._bind(mine, key, owner)
+        if hint is not None and self.contains(hint) and hint not in self.holders and \
+                self.owner_of.get(hint) is None:
+            return self._bind(hint, key, owner)
+        while self.rng.cursor < self.rng.size:
+            a = self._addr(self.rng.cursor)
+            self.rng.cursor += 1
+            if a not in self.holders and a not in self.owner_of:
+                return self._bind(a, key, owner)
+        for a in self.lingering:  # the one released longest ago
+            return self._bind(a, key, owner)
+        return None
+
+    def release(self, lease: Lease) -> None:
+        n = self.holders.get(lease.addr, 0) - 1
+        if n > 0:
+            self.holders[lease.addr] = n
+            return
+        self.holders.pop(lease.addr, None)
+        self.lingering[lease.addr] = None
+
+
+class LeaseTable:
+    """Every pool of the daemon, keyed by its spec (conns naming the same range share it)."""
+
+    def __init__(self) -> None:
+        self.pools: dict[tuple[str, int], AddressPool] = {}
+
+    def pool(self, spec: str, version: int) -> AddressPool | None:
+        """The pool of ``spec`` for one address family, or None if it has no such range."""
+        p = self.pools.get((spec, version))
+        if p is None:
+            for lo, hi in parse_pool(spec):
+                if lo.version == version:
+                    p = AddressPool(spec, _Range(int(lo), int(hi), version))
+                    self.pools[(spec, version)] = p
+        return p
+
+    def acquire(self, spec: str, version: int, key: LeaseKey, owner: str,
+                hint: IPAddress | None = None) -> Lease | None:
+        p = self.pool(spec, version)
+        return p.acquire(key, owner, hint) if p is not None else None
+
+    def release(self, lease: Lease) -> None:
+        if lease.released:
+            return
+        lease.released = True
+        p = self.pools.get((lease.pool, lease.addr.version))
+        if p is not None:
+            p.release(lease)
+
+    def in_use(self) -> list[tuple[str, IPAddress, str]]:
+        """(pool, address, client ID) of every address held by a live IKE SA."""
+        out = []
+        for (spec, _v), p in sorted(self.pools.items()):
+            for a in sorted(p.holders, key=int):
+                out.append((spec, a, p.owner_text.get(a, "")))
+        return out
+
+    def summary(self) -> list[tuple[str, int, int, int]]:
+        """(pool, size, in use, lingering) per pool range."""
+        return [(spec, p.rng.size, len(p.holders), len(p.lingering))
+                for (spec, _v), p in sorted(self.pools.items())]

@@ -1,0 +1,202 @@
+"""The Configuration Payload in IKE_AUTH (RFC 7296 §2.19, §3.15; RFC 8598).
+
+Gateway (``rightaddresspool=``, ``leftmodecfgserver=yes``): ``respond`` reads the
+client's CFG_REQUEST, leases one address per requested family from the pool
+(``ike/pool.py``) and answers CFG_REPLY with INTERNAL_IP4/IP6_ADDRESS, the DNS
+servers of ``modecfgdns=``, the domains of ``modecfgdomains=``
+(INTERNAL_DNS_DOMAIN, RFC 8598) and the split-tunnel subnets of ``leftsubnet=``
+(INTERNAL_IP4/IP6_SUBNET).  The leased address becomes the Child SA's remote
+selector.  An exhausted pool gets INTERNAL_ADDRESS_FAILURE (§3.15.4): the IKE SA
+stands, the Child SA does not.
+
+Client (``leftmodecfgclient=yes``): ``request`` adds a CFG_REQUEST and offers the
+whole address space as TSi; ``take_reply`` reads the CFG_REPLY, whose address
+becomes our selector and the source address of the routes (``policies`` in the
+engine), which the kernel backend puts on the TUN (userspace plane) or the
+interface (XFRM) and removes when the Child SA goes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from pypluto.config.model import Connection
+from pypluto.iana import CFGType, CPAttr
+from pypluto.iana import NotifyType as N
+from pypluto.ike import codec
+from pypluto.ike import ts as tsmod
+from pypluto.ike.actions import Action
+from pypluto.ike.context import IKEContext
+from pypluto.ike.sa import IKESA
+from pypluto.ike.ts import TS
+from pypluto.params import IPAddress
+from pypluto.wire import payloads as wp
+
+_ADDR = {4: CPAttr.INTERNAL_IP4_ADDRESS, 6: CPAttr.INTERNAL_IP6_ADDRESS}
+_DNS = {4: CPAttr.INTERNAL_IP4_DNS, 6: CPAttr.INTERNAL_IP6_DNS}
+_SUBNET = {4: CPAttr.INTERNAL_IP4_SUBNET, 6: CPAttr.INTERNAL_IP6_SUBNET}
+
+
+# ------------------------------------------------------------------ helpers
+def is_server(conn: Connection) -> bool:
+    """Does this conn hand out addresses (a pool, or ``leftmodecfgserver=yes``)?"""
+    return bool(conn.remote.addresspool) or conn.local.modecfgserver
+
+
+def is_client(conn: Connection) -> bool:
+    """Does this conn ask for an address (``leftmodecfgclient=yes``)?"""
+    return conn.local.modecfgclient
+
+
+def _split(value: str) -> list[str]:
+    return [w for w in value.replace(",", " ").split() if w]
+
+
+def dns_servers(conn: Connection) -> list[IPAddress]:
+    """``modecfgdns=`` (addresses separated by commas or spaces); bad ones were refused."""
+    out: list[IPAddress] = []
+    for w in _split(conn.raw.get("modecfgdns", "")):
+        try:
+            out.append(ipaddress.ip_address(w))
+        except ValueError:
+            continue
+    return out
+
+
+def _addr_value(attr: wp.CPAttribute) -> IPAddress | None:
+    """The address in an INTERNAL_IP4/IP6_ADDRESS value, or None (empty or malformed)."""
+    v = bytes(attr.value)
+    if int(attr.attr_type) == CPAttr.INTERNAL_IP4_ADDRESS and len(v) == 4:
+        return ipaddress.IPv4Address(v)
+    if int(attr.attr_type) == CPAttr.INTERNAL_IP6_ADDRESS and len(v) == 17:
+        return ipaddress.IPv6Address(v[:16])
+    return None
+
+
+def _encode_addr(addr: IPAddress) -> bytes:
+    return addr.packed + (b"\x80" if addr.version == 6 else b"")
+
+
+def _encode_subnet(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bytes:
+    if net.version == 4:
+        return net.network_address.packed + net.netmask.packed
+    return net.network_address.packed + bytes([net.prefixlen])
+
+
+# ------------------------------------------------------------------ gateway
+def respond(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[wp.Payload],
+            acts: list[Action]) -> tuple[list[wp.Payload], bool]:
+    """(payloads for the IKE_AUTH answer, ok): a CFG_REPLY, or INTERNAL_ADDRESS_FAILURE.
+
+    ``ok`` is False when the client asked for an address that we could not give;
+    the caller then refuses the Child SA with the notify returned here.
+    """
+    cp = codec.first(payloads, wp.CPPayload)
+    if cp is None or not is_server(conn):
+        return [], True
+    if int(cp.cfg_type) != CFGType.CFG_REQUEST:
+        ctx.log(acts, f"ignoring a Configuration Payload of type {int(cp.cfg_type)} "
+                "(only CFG_REQUEST is answered)", ike, level="warning")
+        return [], True
+    wanted: dict[int, IPAddress | None] = {}
+    want_dns: set[int] = set()
+    other = 0
+    for a in cp.attributes:
+        t = int(a.attr_type)
+        if t in (CPAttr.INTERNAL_IP4_ADDRESS, CPAttr.INTERNAL_IP6_ADDRESS):
+            v = 4 if t == CPAttr.INTERNAL_IP4_ADDRESS else 6
+            if v not in wanted:
+                wanted[v] = _addr_value(a)
+        elif t in (CPAttr.INTERNAL_IP4_DNS, CPAttr.INTERNAL_IP6_DNS):
+            want_dns.add(4 if t == CPAttr.INTERNAL_IP4_DNS else 6)
+        else:
+            other += 1  # unknown or not ours to answer: ignored (§3.15.1)
+    if other:
+        ctx.log(acts, f"ignoring {other} Configuration Payload attribute(s) we do not "
+                "answer", ike, level="debug")
+    spec = conn.remote.addresspool
+    reply: list[wp.CPAttribute] = []
+    assert ike.remote_id is not None
+    owner = str(ike.remote_id)
+    uniq = conn.uniqueids if conn.uniqueids is not None else ctx.settings.uniqueids
+    key: tuple[object, ...] = (("id", conn.name, ike.remote_id.id_type, ike.remote_id.data)
+                               if uniq and not ike.remote_id.any and not ike.remote_id.null
+                               else ("sa", ike.serial))
+    for v, hint in sorted(wanted.items()):
+        if not spec or ctx.leases.pool(spec, v) is None:
+            continue  # no range of this family: the client gets none (§3.15.4)
+        lease = ctx.leases.acquire(spec, v, key, owner, hint)
+        if lease is None:
+            ctx.log(acts, f"address pool {spec} is exhausted: no IPv{v} address for "
+                    f"{owner}; answering INTERNAL_ADDRESS_FAILURE", ike, level="warning")
+            continue
+        if hint is not None and hint != lease.addr:
+            ctx.log(acts, f"{owner} asked for {hint}, which is "
+                    f"{'taken' if ctx.leases.pool(spec, v).contains(hint) else 'outside the pool'}"  # type: ignore[union-attr]
+                    f"; leasing {lease.addr} instead", ike)
+        ike.leases.append(lease)
+        ike.remote_vips.append(lease.addr)
+        reply.append(wp.CPAttribute(_ADDR[v], _encode_addr(lease.addr)))
+        ctx.log(acts, f"leased {lease.addr} from pool {spec} to {owner}", ike)
+    if wanted and not ike.remote_vips:
+        return [codec.notify(N.INTERNAL_ADDRESS_FAILURE)], False
+    fams = {a.version for a in ike.remote_vips} | want_dns
+    for d in dns_servers(conn):
+        if d.version in fams:
+            reply.append(wp.CPAttribute(_DNS[d.version], d.packed))
+    for dom in _split(conn.raw.get("modecfgdomains", "")):
+        reply.append(wp.CPAttribute(CPAttr.INTERNAL_DNS_DOMAIN, dom.encode()))
+    for net in conn.local.subnets:
+        if net.prefixlen and net.version in fams:
+            reply.append(wp.CPAttribute(_SUBNET[net.version], _encode_subnet(net)))
+    return [wp.CPPayload(CFGType.CFG_REPLY, reply)], True
+
+
+# ------------------------------------------------------------------ client
+def family(ike: IKESA, conn: Connection) -> int:
+    """The address family we ask for: the remote subnets', else the IKE peer's."""
+    if conn.remote.subnets:
+        return conn.remote.subnets[0].version
+    return ike.remote.addr.version
+
+
+def request(ike: IKESA, conn: Connection) -> wp.CPPayload:
+    """CFG_REQUEST for an address and DNS servers of one family (§3.15.4)."""
+    v = family(ike, conn)
+    return wp.CPPayload(CFGType.CFG_REQUEST, [wp.CPAttribute(_ADDR[v]),
+                                              wp.CPAttribute(_DNS[v])])
+
+
+def any_ts(ike: IKESA, conn: Connection) -> list[TS]:
+    """Our offer as a client: the whole address space; the gateway narrows it (§2.19)."""
+    v = family(ike, conn)
+    net = ipaddress.ip_network("0.0.0.0/0" if v == 4 else "::/0")
+    return [tsmod.from_network(net, conn.local.protoport)]
+
+
+def take_reply(ctx: IKEContext, ike: IKESA, payloads: Sequence[wp.Payload],
+               acts: list[Action]) -> str | None:
+    """Read the gateway's CFG_REPLY into ``ike.local_vips`` / ``ike.dns``; None if ok."""
+    cp = codec.first(payloads, wp.CPPayload)
+    if cp is None or int(cp.cfg_type) != CFGType.CFG_REPLY:
+        if codec.has_notify(payloads, N.INTERNAL_ADDRESS_FAILURE):
+            return "the gateway has no address for us (INTERNAL_ADDRESS_FAILURE)"
+        return "the gateway sent no address (no CFG_REPLY)"
+    for a in cp.attributes:
+        t = int(a.attr_type)
+        v = bytes(a.value)
+        if t in (CPAttr.INTERNAL_IP4_ADDRESS, CPAttr.INTERNAL_IP6_ADDRESS):
+            addr = _addr_value(a)
+            if addr is not None and addr not in ike.local_vips:
+                ike.local_vips.append(addr)
+        elif t == CPAttr.INTERNAL_IP4_DNS and len(v) == 4:
+            ike.dns.append(ipaddress.IPv4Address(v))
+        elif t == CPAttr.INTERNAL_IP6_DNS and len(v) == 16:
+            ike.dns.append(ipaddress.IPv6Address(v))
+    if not ike.local_vips:
+        return "the gateway's CFG_REPLY has no usable address"
+    ctx.log(acts, "received INTERNAL_IP_ADDRESS " + ", ".join(str(a) for a in ike.local_vips)
+            + (f" and DNS {', '.join(str(d) for d in ike.dns)}" if ike.dns else ""), ike)
+    return None
+

@@ -1,0 +1,235 @@
+"""MOBIKE (RFC 4555): a road warrior moves and its SAs follow, without a new Child SA.
+
+- IKE_AUTH: both ends send MOBIKE_SUPPORTED (§3.1) when ``mobike=yes``; ``ike.mobike``
+  is set when both did.  With MOBIKE the §2.23 "answer where the request came
+  from" rule of RFC 7296 no longer moves the IKE SA (§3.8): only
+  UPDATE_SA_ADDRESSES does.
+- Responder (``MobikeUpdate.respond``): an INFORMATIONAL with UPDATE_SA_ADDRESSES
+  is answered with fresh NAT_DETECTION_*_IP notifies (§3.5) from and to the
+  addresses it came from.  If they differ from the IKE SA's, a return
+  routability check (§3.5, §5.2.1) goes to the new address first: an
+  INFORMATIONAL with COOKIE2 (``ReturnRoutability``).  Only when the peer echoes
+  the COOKIE2 from there do the IKE SA and its Child SAs move (``MoveSA`` actions:
+  the data plane keeps keys, sequence numbers and replay windows).  A check that
+  fails (no answer, a wrong COOKIE2) leaves everything on the old addresses.
+- ``Cookie2Echo.respond``: the peer's own check of us: the COOKIE2 comes back (§3.6).
+- Initiator (the moving client): ``start_update`` after our address changed
+  (``Engine.local_address_changed``) sends UPDATE_SA_ADDRESSES from the new
+  address and moves the SAs when the answer arrives (§3.5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pypluto.iana import ExchangeType
+from pypluto.iana import NotifyType as N
+from pypluto.ike import codec
+from pypluto.ike.actions import Action, Endpoint, MoveSA
+from pypluto.ike.child import encap_for
+from pypluto.ike.context import IKEContext
+from pypluto.ike.sa import IKESA, ChildState
+from pypluto.ike.tasks.base import Inbound, Request, Task
+from pypluto.wire.payloads import Payload
+
+INFO = ExchangeType.INFORMATIONAL
+
+
+def supported_notify(conn_mobike: bool) -> list[Payload]:
+    """MOBIKE_SUPPORTED for IKE_AUTH (§3.1), when ``mobike=yes``."""
+    return [codec.notify(N.MOBIKE_SUPPORTED)] if conn_mobike else []
+
+
+def negotiated(ike: IKESA, payloads: Sequence[Payload]) -> None:
+    """Both ends said MOBIKE_SUPPORTED: the IKE SA uses MOBIKE."""
+    ike.mobike = ike.conn.mobike and codec.has_notify(payloads, N.MOBIKE_SUPPORTED)
+
+
+def _natd(ike: IKESA, local: Endpoint, remote: Endpoint) -> list[Payload]:
+    return [codec.notify(N.NAT_DETECTION_SOURCE_IP,
+                         codec.natd_hash(ike.spi_i, ike.spi_r, local.addr, local.port)),
+            codec.notify(N.NAT_DETECTION_DESTINATION_IP,
+                         codec.natd_hash(ike.spi_i, ike.spi_r, remote.addr, remote.port))]
+
+
+def _nat_flags(ike: IKESA, payloads: Sequence[Payload], local: Endpoint, remote: Endpoint
+               ) -> tuple[bool, bool] | None:
+    """(we are behind a NAT, the peer is) from the peer's NAT_DETECTION notifies."""
+    ns = codec.notifies(payloads)
+    srcs = [bytes(p.data) for p in ns if p.notify_type == N.NAT_DETECTION_SOURCE_IP]
+    dsts = [bytes(p.data) for p in ns if p.notify_type == N.NAT_DETECTION_DESTINATION_IP]
+    if not srcs or not dsts:
+        return None
+    peer = codec.natd_hash(ike.spi_i, ike.spi_r, remote.addr, remote.port)
+    me = codec.natd_hash(ike.spi_i, ike.spi_r, local.addr, local.port)
+    return me not in dsts, peer not in srcs
+
+
+def _cookie2_echo(payloads: Sequence[Payload]) -> list[Payload]:
+    """A request's COOKIE2 goes back unchanged in the response (§3.6)."""
+    for p in codec.notifies(payloads):
+        if p.notify_type == N.COOKIE2:
+            return [codec.notify(N.COOKIE2, bytes(p.data))]
+    return []
+
+
+def move_sas(ctx: IKEContext, ike: IKESA, local: Endpoint, remote: Endpoint,
+             nat: tuple[bool, bool] | None, acts: list[Action]) -> None:
+    """The IKE SA and every Child SA go to the new addresses (no new Child SA, §3.5)."""
+    old_l, old_r = ike.local, ike.remote
+    ike.local, ike.remote = local, remote
+    if nat is not None:
+        ike.nat_local, ike.nat_remote = nat
+    for c in ike.children:
+        if c.state is not ChildState.ESTABLISHED:
+            continue
+        was_l, was_r = c.local_addr, c.remote_addr
+        c.local_addr, c.remote_addr = local.addr, remote.addr
+        c.encap = encap_for(ike)
+        lp, rp = c.encap if c.encap is not None else (None, None)
+        acts.append(MoveSA(dst=was_l, spi=c.spi_in, new_src=remote.addr, new_dst=local.addr,
+                           encap_sport=rp, encap_dport=lp, serial=c.serial,
+                           conn_name=c.conn.name))
+        acts.append(MoveSA(dst=was_r, spi=c.spi_out, new_src=local.addr, new_dst=remote.addr,
+                           encap_sport=lp, encap_dport=rp, serial=c.serial,
+                           conn_name=c.conn.name))
+    ctx.log(acts, f"MOBIKE: IKE SA and {len(ike.children)} Child SA(s) moved from "
+            f"{old_l}<=>{old_r} to {local}<=>{remote}", ike)
+    ctx.schedule(ike)
+
+
+class ReturnRoutability(Task):
+    """INFORMATIONAL with COOKIE2 to the peer's new address (RFC 4555 §3.5, §3.6)."""
+
+    exchange = INFO
+
+    def __init__(self, local: Endpoint, remote: Endpoint, nat: tuple[bool, bool] | None
+                 ) -> None:
+        self.local, self.remote, self.nat = local, remote, nat
+        self.cookie = b""
+        self.old: tuple[Endpoint, Endpoint] | None = None
+
+    def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
+              ) -> list[Payload] | None:
+        self.cookie = ctx.rng(16)
+        self.old = (ike.local, ike.remote)
+        ike.local, ike.remote = self.local, self.remote  # the request goes there
+        ctx.log(acts, f"MOBIKE: checking return routability of {self.remote}", ike)
+        return [codec.notify(N.COOKIE2, self.cookie)]
+
+    def _revert(self, ike: IKESA) -> None:
+        if self.old is not None:
+            ike.local, ike.remote = self.old
+            self.old = None
+
+    def on_response(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
+                    ) -> list[Action]:
+        acts: list[Action] = []
+        echo = next((bytes(p.data) for p in codec.notifies(msg.payloads)
+                     if p.notify_type == N.COOKIE2), None)
+        self._revert(ike)
+        if echo != self.cookie:
+            ctx.log(acts, f"MOBIKE: {self.remote} failed the return routability check "
+                    "(COOKIE2 not echoed); staying on the old addresses", ike, level="warning")
+            return acts
+        move_sas(ctx, ike, self.local, self.remote, self.nat, acts)
+        return acts
+
+    def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+        acts: list[Action] = []
+        self._revert(ike)
+        ctx.log(acts, f"MOBIKE: {self.remote} failed the return routability check (no "
+                "answer); staying on the old addresses", ike, level="warning")
+        return acts
+
+    def abandon(self, ctx: IKEContext, ike: IKESA) -> None:
+        self._revert(ike)
+
+    @classmethod
+    def matches(cls, payloads: Sequence[Payload]) -> bool:
+        return codec.has_notify(payloads, N.COOKIE2) and not codec.has_notify(
+            payloads, N.UPDATE_SA_ADDRESSES)
+
+    @classmethod
+    def respond(cls, ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
+        """The peer checks us: echo its COOKIE2 (§3.6)."""
+        return ctx.send_response(ike, INFO, req.msgid, _cookie2_echo(req.payloads),
+                                 req.local, req.remote)
+
+
+class MobikeUpdate(Task):
+    """UPDATE_SA_ADDRESSES (§3.5): the initiator says where it is now; we answer NAT-D."""
+
+    exchange = INFO
+
+    def __init__(self, local: Endpoint | None = None) -> None:
+        self.local = local  # our new address (initiator)
+        self.old: tuple[Endpoint, Endpoint] | None = None
+
+    # ------------------------------------------------------------ initiator
+    def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
+              ) -> list[Payload] | None:
+        if self.local is None or not ike.mobike:
+            return None
+        self.old = (ike.local, ike.remote)
+        remote = Endpoint(ike.remote.addr, ike.remote.port)
+        ike.local = Endpoint(self.local.addr, self.local.port)
+        ctx.log(acts, f"MOBIKE: our address is now {ike.local.addr}; sending "
+                "UPDATE_SA_ADDRESSES", ike)
+        return [codec.notify(N.UPDATE_SA_ADDRESSES)] + _natd(ike, ike.local, remote)
+
+    def on_response(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
+                    ) -> list[Action]:
+        acts: list[Action] = []
+        local, remote = ike.local, ike.remote
+        if self.old is not None:
+            ike.local, ike.remote = self.old
+        errs = codec.errors(msg.payloads)
+        if errs:
+            ctx.log(acts, f"MOBIKE: the peer refused the update ({errs[0].notify_type})",
+                    ike, level="warning")
+            return acts
+        move_sas(ctx, ike, local, remote, _nat_flags(ike, msg.payloads, local, remote), acts)
+        return acts
+
+    def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+        from pypluto.ike.tasks.liveness import peer_dead
+        if self.old is not None:
+            ike.local, ike.remote = self.old
+        return peer_dead(ctx, ike, now, "no answer to UPDATE_SA_ADDRESSES")
+
+    # ------------------------------------------------------------ responder
+    @classmethod
+    def matches(cls, payloads: Sequence[Payload]) -> bool:
+        return codec.has_notify(payloads, N.UPDATE_SA_ADDRESSES)
+
+    @classmethod
+    def respond(cls, ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
+        acts: list[Action] = []
+        if not ike.mobike:
+            ctx.log(acts, "ignoring UPDATE_SA_ADDRESSES: MOBIKE was not negotiated", ike,
+                    level="warning")
+            return acts + ctx.send_response(ike, INFO, req.msgid, [], req.local, req.remote)
+        if ike.initiator:
+            # §3.5: only the original initiator moves the IKE SA; the responder answers
+            ctx.log(acts, "ignoring UPDATE_SA_ADDRESSES from the original responder", ike,
+                    level="warning")
+            return acts + ctx.send_response(ike, INFO, req.msgid, [], req.local, req.remote)
+        nat = _nat_flags(ike, req.payloads, req.local, req.remote)
+        out = _natd(ike, req.local, req.remote) + _cookie2_echo(req.payloads)  # §3.5, §3.6
+        acts += ctx.send_response(ike, INFO, req.msgid, out, req.local, req.remote)
+        if (req.local, req.remote) == (ike.local, ike.remote):
+            if nat is not None:
+                ike.nat_local, ike.nat_remote = nat
+            ctx.log(acts, "MOBIKE: UPDATE_SA_ADDRESSES from the current address", ike)
+            return acts
+        ctx.log(acts, f"MOBIKE: peer moved from {ike.remote} to {req.remote}", ike)
+        acts += ctx.queue(ike, ReturnRoutability(req.local, req.remote, nat), now, front=True)
+        return acts
+
+
+def start_update(ctx: IKEContext, ike: IKESA, local: Endpoint, now: float) -> list[Action]:
+    """Our address changed: tell the peer (§3.5), if MOBIKE was negotiated."""
+    if not ike.mobike or not ike.established:
+        return []
+    return ctx.queue(ike, MobikeUpdate(local), now, front=True)
