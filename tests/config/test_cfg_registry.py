@@ -216,19 +216,33 @@ def test_whack_add_is_refused_too() -> None:
 
     with pytest.raises(ConnError) as exc:
         build_connection("w", {"left": "192.0.2.1", "right": "192.0.2.2",
-                               "authby": "secret", "phase2": "ah"})
-    assert exc.value.unsupported and exc.value.key == "phase2"
-    assert str(exc.value).startswith("phase2=ah is not supported by pypluto (")
+                               "authby": "secret", "compress": "yes"})
+    assert exc.value.unsupported and exc.value.key == "compress"
+    assert str(exc.value).startswith("compress=yes is not supported by pypluto (")
+    # phase2=ah (issue 12) loads now
+    conn = build_connection("w", {"left": "192.0.2.1", "right": "192.0.2.2",
+                                  "authby": "secret", "phase2": "ah", "ah": "sha2_256"})
+    assert conn.phase2 == "ah" and conn.ah and conn.ah[0].integ
 
 
 @pytest.mark.parametrize("value", ["rsasig", "rsa", "ecdsa", "rsa-sha2", "rsa-sha2_256",
-                                   "ecdsa-sha2_384", "eddsa", "null", "never",
+                                   "ecdsa-sha2_384", "eddsa", "never",
                                    "secret,rsasig", "rsasig,ecdsa"])
 def test_authby_that_needs_certificates_or_raw_keys_is_refused(value: str) -> None:
     cfg = parse_config_text(BASE.replace("authby=secret", f"authby={value}"), "f")
     assert "c" not in cfg.conns
     assert str(cfg.failed["c"][0]).startswith(
-        f"f:4: authby={value} is not supported by pypluto (only PSK authentication")
+        f"f:4: authby={value} is not supported by pypluto (only PSK and NULL authentication")
+
+
+def test_authby_null_needs_id_null() -> None:
+    """authby=null (RFC 7619) works with leftid/rightid %null or unset; others refused."""
+    text = BASE.replace("authby=secret", "authby=null")
+    cfg = parse_config_text(text, "f")
+    assert "c" in cfg.conns, [str(d) for d in cfg.diagnostics]
+    cfg = parse_config_text(text + "\tleftid=%null\n\trightid=@east\n", "f")
+    assert "c" not in cfg.conns
+    assert "rightid=@east is not supported by pypluto with authby=null" in str(cfg.failed["c"][0])
 
 
 def test_default_authby_and_end_auth() -> None:
@@ -335,12 +349,15 @@ def test_docs_table_is_generated_from_the_registry() -> None:
 
 
 @pytest.mark.parametrize("key,value", [("ike", "aes128-sha2-dh31;addke1=ml_kem_768"),
-                                       ("esp", "aes_gcm128-none;addke2=dh19")])
-def test_additional_key_exchanges_are_refused(key: str, value: str) -> None:
-    """addke1..7= in a proposal: refused until IKE_INTERMEDIATE exists (never parsed
-    and left out of the offer)."""
+                                       ("ike", "aes_gcm256-sha2_384-x25519-ke1_mlkem768"),
+                                       ("ike", "aes_gcm256-sha2_384-dh20;addke1=mlkem1024"),
+                                       ("esp", "aes_gcm128-none-dh19;addke2=mlkem768")])
+def test_additional_key_exchanges_are_accepted(key: str, value: str) -> None:
+    """ike=/esp=...;addkeN= (and strongSwan's keN_ spelling) work: IKE_INTERMEDIATE and
+    IKE_FOLLOWUP_KE (tests/ike/test_intermediate.py, tests/interop/test_pq.py)."""
     cfg = parse_config_text(BASE + f"\t{key}={value}\n", "f")
-    if "c" in cfg.conns or not cfg.failed.get("c"):
-        pytest.fail([str(d) for d in cfg.diagnostics])
-    assert str(cfg.failed["c"][0]).startswith(
-        f"f:5: {key}={value} is not supported by pypluto (additional key exchanges")
+    assert "c" in cfg.conns, [str(d) for d in cfg.diagnostics]
+    specs = getattr(cfg.conns["c"], key)
+    assert specs and specs[0].addke
+
+

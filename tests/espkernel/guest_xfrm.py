@@ -772,6 +772,106 @@ def scenario_pypluto_pair(left: XfrmBackend, right: XfrmBackend) -> None:
         subprocess.run(["rm", "-rf", work])
 
 
+def run_ah(left: XfrmBackend, right: XfrmBackend, east_kind: str, tag: str) -> None:
+    """Our daemon (west, --use-xfrm) and ``east_kind`` negotiate an AH Child SA
+    (phase2=ah, issue 12): AH SAs and policies in both kernels, ping, rekey, delete."""
+    work = tempfile.mkdtemp(prefix="ppxg-ah.")
+    west = Daemon("pypluto", LEFT, work, "west")
+    east = Daemon(east_kind, RIGHT, work, "east")
+    theirs = east_kind != "pypluto"
+
+    def east_sas() -> list:  # type: ignore[type-arg]
+        return right.list_sas(own_only=not theirs)
+
+    conf = (
+        f"config setup\n\tplutodebug=none\n\nconn west-east-ah\n\tauthby=secret\n"
+        f"\tleft={L4}\n\tleftid=@west.example\n\tleftsubnet={LNET4}\n"
+        f"\tleftsourceip={LIN4}\n\tright={R4}\n\trightid=@east.example\n"
+        f"\trightsubnet={RNET4}\n\trightsourceip={RIN4}\n\tike=aes_gcm256-sha2_256-dh19\n"
+        "\tphase2=ah\n\tah=sha2_256\n\tauto=add\n\n"
+    )
+    for d in (west, east):
+        with open(os.path.join(d.dir, "ipsec.conf"), "w") as f:
+            f.write(conf)
+    ip_batch(LEFT, [f"route del {RNET4}"])
+    ip_batch(RIGHT, [f"route del {LNET4}"])
+    try:
+        for d in (west, east):
+            d.start()
+        out = west.whack("--name", "west-east-ah", "--initiate")
+        wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
+                 "AH SAs in both kernels")  # fmt: skip
+        sas = left.list_sas() + east_sas()
+        view = {(sa.proto, sa.auth_trunc, bool(sa.aead), bool(sa.crypt)) for sa in sas}
+        check(f"{tag}-ah-kernel-sas",
+              view == {(S.IPPROTO_AH, ("hmac(sha256)", 256, 128), False, False)}
+              and "{AH=>0x" in out, f"{view} {out.strip()[-200:]}")  # fmt: skip
+        pols = {t.proto for p in left.list_policies() for t in p.tmpls}
+        check(f"{tag}-ah-policies", pols == {S.IPPROTO_AH}, f"{pols}")
+        check(f"{tag}-ah-ping", ping(LEFT, LIN4, RIN4))
+        spis = [sa.spi for sa in east_sas() if sa.dst == R4]
+        st = [right.get_sa_stats(R4, s, "ah") for s in spis]
+        check(f"{tag}-ah-counters", any(x is not None and x.packets >= 3 for x in st), f"{st}")
+        old = {sa.spi for sa in left.list_sas()}
+        west.whack("--name", "west-east-ah", "--rekey-child")
+        rekeyed = True
+        try:
+            wait_for(lambda: (cur := {sa.spi for sa in left.list_sas()}) != old
+                     and len(cur) == 2 and not cur & old, 30, "rekeyed AH SAs")  # fmt: skip
+        except TimeoutError:
+            rekeyed = False
+        protos = {sa.proto for sa in left.list_sas()}
+        check(f"{tag}-ah-rekey", rekeyed and protos == {S.IPPROTO_AH}, f"{protos}")
+        check(f"{tag}-ah-ping-after-rekey", ping(LEFT, LIN4, RIN4))
+        tr = west.whack("--trafficstatus")
+        check(f"{tag}-ah-trafficstatus", "type=AH" in tr, tr.strip()[:200])
+        west.whack("--name", "west-east-ah", "--down")
+        gone = True
+        try:
+            wait_for(lambda: not left.list_sas() and not east_sas(), 30, "AH SAs gone")
+        except TimeoutError:
+            gone = False
+        check(f"{tag}-ah-delete", gone)
+        if theirs:  # the peer initiates, we respond
+            out = east.whack("--name", "west-east-ah", "--initiate")
+            ok = True
+            try:
+                wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
+                         "AH SAs for the peer's initiate")  # fmt: skip
+            except TimeoutError:
+                ok = False
+            protos = {sa.proto for sa in left.list_sas() + east_sas()}
+            check(f"{tag}-ah-responder", ok and protos == {S.IPPROTO_AH},
+                  f"{protos} {out.strip()[-200:]}")  # fmt: skip
+            check(f"{tag}-ah-responder-ping", ok and ping(RIGHT, RIN4, LIN4))
+    except Exception:
+        for d in (west, east):
+            log(f"--- {d.name} log tail:\n{d.tail()}")
+        raise
+    finally:
+        for d in (west, east):
+            d.stop()
+        for ns in (LEFT, RIGHT):
+            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
+            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
+        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
+        ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
+        subprocess.run(["rm", "-rf", work])
+
+
+def scenario_pypluto_ah(left: XfrmBackend, right: XfrmBackend) -> None:
+    """Two of our daemons (--use-xfrm) negotiate an AH Child SA."""
+    run_ah(left, right, "pypluto", "pair")
+
+
+def scenario_libreswan_ah(left: XfrmBackend, right: XfrmBackend) -> None:
+    """Our daemon (west, --use-xfrm) and Libreswan 4.10 negotiate an AH Child SA."""
+    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
+        check("libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+        return
+    run_ah(left, right, "libreswan", "libreswan")
+
+
 def scenario_libreswan(left: XfrmBackend, right: XfrmBackend) -> None:
     """Our daemon (west, --use-xfrm) against Libreswan 4.10 (east)."""
     if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
@@ -782,6 +882,91 @@ def scenario_libreswan(left: XfrmBackend, right: XfrmBackend) -> None:
         run_pair(left, right, Daemon("pypluto", LEFT, work, "west"),
                  Daemon("libreswan", RIGHT, work, "east"), "libreswan")  # fmt: skip
     finally:
+        subprocess.run(["rm", "-rf", work])
+
+
+def scenario_libreswan_ppk(left: XfrmBackend, right: XfrmBackend) -> None:
+    """PPK (RFC 8784, ppk=insist) and leftupdown= against Libreswan 4.10, full tunnel in
+    the ESP kernel, both roles (issue 12): Libreswan logs the PPK, ping passes, our
+    updown script runs prepare/route/up and down/unroute with the Child SA's facts."""
+    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
+        check("libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+        return
+    work = tempfile.mkdtemp(prefix="ppxg-ppk.")
+    west = Daemon("pypluto", LEFT, work, "west")
+    east = Daemon("libreswan", RIGHT, work, "east")
+    calls = os.path.join(work, "updown.calls")
+    script = os.path.join(work, "updown.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\necho \"$PLUTO_VERB $PLUTO_PEER_CLIENT $PLUTO_SA_TYPE\" >> "
+                f"{calls}\n")
+    os.chmod(script, 0o755)
+
+    def conf(updown: str) -> str:
+        return (f"config setup\n\tplutodebug=none\n\nconn west-east-ppk\n\tauthby=secret\n"
+                f"\tleft={L4}\n\tleftid=@west.example\n\tleftsubnet={LNET4}\n"
+                f"\tleftsourceip={LIN4}\n\tright={R4}\n\trightid=@east.example\n"
+                f"\trightsubnet={RNET4}\n\trightsourceip={RIN4}\n"
+                f"\tike=aes_gcm256-sha2_256-dh19\n\tppk=insist\n{updown}\tauto=add\n\n")
+    ppk = '@west.example @east.example : PPKS "pypluto-uml" "ppk-0123456789abcdef0123456789abcdef"\n'
+    for d, text in ((west, conf(f"\tleftupdown={script}\n")), (east, conf(""))):
+        with open(os.path.join(d.dir, "ipsec.conf"), "w") as f:
+            f.write(text)
+        with open(os.path.join(d.dir, "ipsec.secrets"), "a") as f:
+            f.write(ppk)
+
+    def verbs() -> list[str]:
+        try:
+            with open(calls) as f:
+                return [ln.split()[0] for ln in f.read().splitlines() if ln.strip()]
+        except FileNotFoundError:
+            return []
+
+    ip_batch(LEFT, [f"route del {RNET4}"])
+    ip_batch(RIGHT, [f"route del {LNET4}"])
+    try:
+        for d in (west, east):
+            d.start()
+        for role, who in (("initiator", west), ("responder", east)):
+            out = who.whack("--name", "west-east-ppk", "--initiate")
+            ok = True
+            try:
+                wait_for(lambda: len(left.list_sas()) >= 2
+                         and len(right.list_sas(own_only=False)) >= 2, 30, "PPK SAs")
+            except TimeoutError:
+                ok = False
+            ppk_logged = "PPK" in east.log()
+            check(f"libreswan-ppk-{role}-child-sa", ok and ppk_logged,
+                  f"{out.strip()[-200:]}; Libreswan PPK line: {ppk_logged}")
+            check(f"libreswan-ppk-{role}-ping", ok and ping(LEFT, LIN4, RIN4))
+            wait_for(lambda: len(verbs()) >= 3, 15, "updown up verbs")
+            v = verbs()
+            check(f"libreswan-ppk-{role}-updown-up",
+                  v[-3:] == ["prepare-client", "route-client", "up-client"], f"{v}")
+            west.whack("--name", "west-east-ppk", "--down")
+            n_up = len(v)
+            try:
+                wait_for(lambda: not left.list_sas(), 30, "PPK SAs gone")
+                wait_for(lambda n=n_up: len(verbs()) >= n + 2, 15, "updown down verbs")
+            except TimeoutError:
+                pass
+            v2 = verbs()
+            check(f"libreswan-ppk-{role}-updown-down",
+                  v2[len(v):] == ["down-client", "unroute-client"], f"{v2}")
+            if role == "initiator":  # before Libreswan initiates the same conn itself
+                wait_for(lambda: not right.list_sas(own_only=False), 30, "Libreswan's SAs gone")
+    except Exception:
+        for d in (west, east):
+            log(f"--- {d.name} log tail:\n{d.tail()}")
+        raise
+    finally:
+        for d in (west, east):
+            d.stop()
+        for ns in (LEFT, RIGHT):
+            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
+            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
+        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
+        ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
         subprocess.run(["rm", "-rf", work])
 
 
@@ -1064,7 +1249,10 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("flush_and_crash", scenario_flush_and_crash, 1),
     ("selectors", scenario_selectors, 2),
     ("pypluto_pair", scenario_pypluto_pair, 2),
+    ("pypluto_ah", scenario_pypluto_ah, 2),
     ("libreswan", scenario_libreswan, 2),
+    ("libreswan_ah", scenario_libreswan_ah, 2),
+    ("libreswan_ppk", scenario_libreswan_ppk, 2),
     ("ondemand", scenario_ondemand, 2),
     ("shunts", scenario_shunts, 2),
 ]

@@ -99,6 +99,25 @@ PAIR = [
     "pair-nothing-left-after-shutdown",
 ]
 
+PAIR_AH = [
+    "pair-ah-kernel-sas",
+    "pair-ah-policies",
+    "pair-ah-ping",
+    "pair-ah-counters",
+    "pair-ah-rekey",
+    "pair-ah-ping-after-rekey",
+    "pair-ah-trafficstatus",
+    "pair-ah-delete",
+]
+
+LIBRESWAN_AH = [c.replace("pair-", "libreswan-") for c in PAIR_AH] + [
+    "libreswan-ah-responder",
+    "libreswan-ah-responder-ping",
+]
+
+LIBRESWAN_PPK = [f"libreswan-ppk-{role}-{what}" for role in ("initiator", "responder")
+                 for what in ("child-sa", "ping", "updown-up", "updown-down")]
+
 LIBRESWAN = [
     "libreswan-child-sa-installed",
     "libreswan-ping",
@@ -195,6 +214,13 @@ def test_two_pypluto_daemons_with_xfrm(guest: GuestRun) -> None:
     guest.assert_checks(PAIR, "pypluto_pair")
 
 
+def test_two_pypluto_daemons_negotiate_ah_with_xfrm(guest: GuestRun) -> None:
+    """phase2=ah (issue 12): two ``pluto --use-xfrm`` negotiate an AH Child SA; the
+    kernels hold AH SAs (HMAC-SHA2-256-128, no cipher) and AH policies, ping passes,
+    the rekey and the delete keep it AH."""
+    guest.assert_checks(PAIR_AH, "pypluto_ah")
+
+
 def test_pypluto_against_libreswan_with_xfrm(guest: GuestRun) -> None:
     """Ours (--use-xfrm) against Libreswan 4.10, both roles, GCM and CBC+HMAC-SHA2-256-128."""
     require(
@@ -203,6 +229,27 @@ def test_pypluto_against_libreswan_with_xfrm(guest: GuestRun) -> None:
     )
     require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
     guest.assert_checks(LIBRESWAN, "libreswan")
+
+
+def test_pypluto_against_libreswan_ah_with_xfrm(guest: GuestRun) -> None:
+    """phase2=ah against Libreswan 4.10 (issue 12): AH Child SA both roles, AH SAs in
+    both kernels, ping each way, our rekey and delete."""
+    require(
+        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
+        "Libreswan 4.10 (tools/install-libreswan.sh)",
+    )
+    require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
+    guest.assert_checks(LIBRESWAN_AH, "libreswan_ah")
+
+
+def test_pypluto_against_libreswan_ppk_and_updown_with_xfrm(guest: GuestRun) -> None:
+    """ppk=insist and leftupdown= against Libreswan 4.10 (issue 12), full tunnel in the
+    ESP kernel, both roles: Libreswan logs the PPK, ping passes, our updown script runs."""
+    require(
+        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
+        "Libreswan 4.10 (tools/install-libreswan.sh)",
+    )
+    guest.assert_checks(LIBRESWAN_PPK, "libreswan_ppk")
 
 
 def test_xfrm_acquire_against_libreswan_both_ways(guest: GuestRun) -> None:

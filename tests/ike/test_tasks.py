@@ -17,8 +17,10 @@ from pypluto.ike.tasks import (
     ChildCreate,
     ChildDelete,
     ChildRekey,
+    FollowupKE,
     IKEAuth,
     IKEDelete,
+    IKEIntermediate,
     IKERekey,
     Liveness,
     responder_for,
@@ -41,7 +43,8 @@ def test_responder_registry() -> None:
     rekey = codec.notify(NotifyType.REKEY_SA, b"", ProtocolID.ESP, b"abcd")
     assert responder_for(CHILD, [rekey, esp_sa]) is ChildRekey
     assert responder_for(CHILD, [esp_sa]) is ChildCreate
-    assert responder_for(ExchangeType.IKE_INTERMEDIATE, []) is None
+    assert responder_for(ExchangeType.IKE_INTERMEDIATE, []) is IKEIntermediate
+    assert responder_for(ExchangeType.IKE_FOLLOWUP_KE, []) is FollowupKE
 
 
 def test_state_tables_are_complete_and_deleting_is_terminal() -> None:

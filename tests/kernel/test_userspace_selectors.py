@@ -10,7 +10,7 @@ import pytest
 from pypluto.kernel.base import BackendError, PolicyParams, SAParams, TrafficSelector
 from pypluto.kernel.userspace.backend import check_protectable
 from pypluto.kernel.userspace.routes import rule_selector
-from pypluto.kernel.userspace.selectors import OutboundPolicies, flow_of, inbound_check
+from pypluto.kernel.userspace.selectors import OutboundPolicies, flow_of, inbound_check, port_key
 
 A = ipaddress.ip_address
 N = ipaddress.ip_network
@@ -141,3 +141,34 @@ def test_transport_mode_through_nat_is_refused() -> None:
                       remote_ts=[ts("203.0.113.5/32")])
     with pytest.raises(BackendError, match="transport mode through a NAT"):
         check_protectable(natted)
+
+
+def test_port_key_is_a_sound_cache_key_for_port_limited_policies() -> None:
+    """Packets of one flow share a key; any selector field that differs gives another
+    key; packets whose ports are not right after the header get none (looked up each time)."""
+    a, b = "198.51.100.1", "203.0.113.1"
+    table = OutboundPolicies([
+        PolicyParams(ts("198.51.100.0/24"), ts("203.0.113.0/24", 17, 53, 53), "out", 2,
+                     tmpl_src=A(ME), tmpl_dst=A(PEER)),
+        PolicyParams(ts("198.51.100.0/24"), ts("203.0.113.0/24"), "out", 1,
+                     tmpl_src=A(ME), tmpl_dst=A(PEER))])
+    dns1, dns2 = v4(a, b, 17, udp(4000, 53, b"one")), v4(a, b, 17, udp(4000, 53, b"other"))
+    other = v4(a, b, 17, udp(4000, 54))
+    assert port_key(dns1) == port_key(dns2) is not None
+    keys = {port_key(p) for p in (dns1, other, v4(a, b, 6, tcp(4000, 53)),
+                                  v4(b, a, 17, udp(4000, 53)), v4(a, b, 17, udp(4001, 53)))}
+    assert len(keys) == 5
+    # whenever two packets share a key, the SPD gives them the same policy
+    for p, q in ((dns1, dns2),):
+        assert table.lookup(p) == table.lookup(q)
+    assert table.lookup(dns1)[0].reqid == 2 and table.lookup(other)[0].reqid == 1  # type: ignore[index]
+    # ICMP: type and code only (the checksum varies per packet)
+    echo = v4(a, b, 1, icmp(8, 0))
+    assert port_key(echo) == port_key(echo[:22] + b"\xff\xff" + echo[24:])
+    assert port_key(echo) != port_key(v4(a, b, 1, icmp(0, 0)))
+    assert port_key(v4(a, b, 17, udp(1, 53), frag=0x2000)) is None  # more fragments
+    assert port_key(v4(a, b, 17, udp(1, 53), frag=5)) is None  # not the first fragment
+    assert port_key(b"\x46" + dns1[1:]) is None  # IPv4 options
+    assert port_key(v6("2001:db8::1", "2001:db8::2", 44, bytes(8) + udp(1, 53))) is None
+    k6 = port_key(v6("2001:db8::1", "2001:db8::2", 17, udp(1, 53)))
+    assert k6 is not None and k6 != port_key(v6("2001:db8::1", "2001:db8::2", 17, udp(1, 54)))

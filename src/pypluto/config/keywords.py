@@ -98,6 +98,7 @@ T_DA = "tests/daemon/test_daemon_args.py::"
 T_DIP = "tests/daemon/test_daemon_inprocess.py::"
 T_ESP = "tests/kernel/test_esp.py::"
 T_PPK = "tests/ike/test_ppk.py::"
+T_AH = "tests/ike/test_ah.py::"
 T_RW = "tests/ike/test_roadwarrior.py::"
 T_RED = "tests/ike/test_redirect.py::"
 T_RWC = "tests/config/test_cfg_roadwarrior.py::"
@@ -273,8 +274,10 @@ CONN_KEYS: dict[str, KeyDef] = _table([
      R("pypluto never resolves host names, so the family hint has no use")),
     ("type", "enum", "tunnel|transport|passthrough|pass|drop|reject",
      W("tests/daemon/test_ondemand.py::test_shunts_inside_a_routed_subnet")),
-    ("authby", "authby", P("secret|psk", T_EST + "test_psk_mismatch",
-                           "only PSK authentication; the others " + _CERTS)),
+    ("authby", "authby", P("secret|psk|null", "tests/ike/test_null_auth.py::"
+                           "test_null_auth_establishes_without_secrets",
+                           "only PSK and NULL authentication (RFC 7619, with leftid/rightid "
+                           "%null or unset); the others " + _CERTS)),
     ("keyexchange", "enum", "ike|ikev1|ikev2",
      P("ike|ikev2", T_EST + "test_default_proposals_establish", _IKEV1)),
     ("ikev2", "enum", "never|propose|permit|insist|yes|no|true|false|on|off|y|n|always",
@@ -283,7 +286,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("ppk", "enum", "never|permit|propose|insist|yes|no|true|false|on|off|y|n|always",
      W(T_PPK + "test_ppk_mode_pairs")),
     ("ppk-ids", "str", W(T_PPK + "test_ppk_ids_pick_the_ppk")),
-    ("intermediate", "bool", P(_NO_VALUES, note="IKE_INTERMEDIATE (RFC 9242) " + _NO)),
+    ("intermediate", "bool", W("tests/ike/test_intermediate.py::"
+                               "test_intermediate_yes_runs_one_empty_exchange")),
     ("esn", "enum", "yes|no|either|true|false|on|off|y|n",
      W(T_UNITS + "test_esp_esn_and_pfs")),
     ("decap-dscp", "bool", P(_NO_VALUES, note=_NO)),
@@ -378,10 +382,9 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("tcp-remoteport", "int", R("IKE over TCP (RFC 8229) " + _NO)),
     ("connalias", "str", R(_NO)),
     ("esp", "proposal:ESP", W(T_EST + "test_configured_proposals")),
-    ("ah", "proposal:AH", R("AH (RFC 4302) " + _NO)),
+    ("ah", "proposal:AH", W(T_AH + "test_ah_configured_integ")),
     ("phase2alg", "proposal:ESP", "=esp"),
-    ("phase2", "enum", "esp|ah|default",
-     P("esp|default", T_EST + "test_configured_proposals", "AH (RFC 4302) " + _NO)),
+    ("phase2", "enum", "esp|ah|default", W(T_AH + "test_ah_child_sa_in_ike_auth")),
     ("compress", "bool", P(_NO_VALUES, note="IPComp (RFC 3173) " + _NO)),
     ("metric", "int", P("1", note="route metrics " + _NO)),
     ("dpddelay", "time", W(T_LIFE + "test_dead_peer_detected_by_liveness")),

@@ -545,6 +545,21 @@ def unsupported_message(key: str, value: str, kd: KeyDef, why: str) -> str:
     return f"{what} is not supported by pypluto ({why})"
 
 
+def _check_null_auth(keys: dict[str, str]) -> None:
+    """authby=null (RFC 7619) as Libreswan: both ends ID_NULL, no other authentication."""
+    for k in ("leftid", "rightid"):
+        v = (keys.get(k) or "").strip()
+        if v and v.lower() != "%null":
+            raise ConnError(k, f"{k}={v} is not supported by pypluto with authby=null (NULL "
+                            "authentication, RFC 7619, uses ID_NULL: leave it unset or write "
+                            "%null)", True)
+    for k in ("leftauth", "rightauth"):
+        v = (keys.get(k) or "").strip().lower()
+        if v and v != "null":
+            raise ConnError(k, f"{k}={v} is not supported by pypluto with authby=null "
+                            "(asymmetric NULL authentication)", True)
+
+
 def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> None:
     """Refuse a conn that uses a key or value pypluto does not support (issue 12)."""
     for key, value in keys.items():
@@ -561,13 +576,8 @@ def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> No
         why = keywords.unsupported_reason(kd, value)
         if why is not None:
             raise ConnError(key, unsupported_message(key, value, kd, why), True)
-    for attr in ("ike", "esp"):
-        specs = getattr(conn, attr, None) if conn is not None else None
-        if specs and any(p.addke for p in specs):
-            raise ConnError(attr, f"{attr}={keys[attr]} is not supported by pypluto "
-                            "(additional key exchanges, addke1..7 (RFC 9370), need "
-                            "IKE_INTERMEDIATE (RFC 9242), which pypluto does not have yet)",
-                            True)
+    if (keys.get("authby") or "").strip().lower() == "null":
+        _check_null_auth(keys)
     shunt = (keys.get("type") or "").strip().lower() in ("passthrough", "pass", "drop",
                                                           "reject")
     if not keys.get("authby") and not shunt:  # a shunt never authenticates anything

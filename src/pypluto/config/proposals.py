@@ -182,6 +182,7 @@ def _parse_one(text: str, proto: str) -> ProposalSpec:
     tokens = [t.strip() for t in head.split("-")]
     if any(not t for t in tokens):
         raise ProposalError(f"{proto} proposal '{text}' has an empty '-' field")
+    tokens = _strongswan_addke(tokens, addke, proto)
     encr: list[AlgSpec] = []
     integ: tuple[int, ...] = ()
     prf: tuple[int, ...] = ()
@@ -270,6 +271,26 @@ def _parse_one(text: str, proto: str) -> ProposalSpec:
         addke_t = tuple(addke.get(i, (0,)) for i in range(1, top + 1))
     return ProposalSpec(encr=tuple(encr), prf=prf if proto == "IKE" else (), integ=integ,
                         ke=ke, addke=addke_t)
+
+
+def _strongswan_addke(tokens: list[str], addke: dict[int, tuple[int, ...]], proto: str
+                      ) -> list[str]:
+    """strongSwan's ``keN_ALG`` tokens (``x25519-ke1_mlkem768``) as ``addkeN=ALG`` (RFC 9370).
+
+    Repeated tokens of one N are alternatives, in order (``ke1_mlkem768-ke1_none``).
+    """
+    rest: list[str] = []
+    for tok in tokens:
+        m = re.match(r"^ke(\d+)_(.+)$", tok, re.IGNORECASE)
+        if m is None:
+            rest.append(tok)
+            continue
+        n = int(m.group(1))
+        if not 1 <= n <= 7:
+            raise ProposalError(f"{proto} proposal: ke{n} is out of range 1..7")
+        ids = _ids(TransformType.KE, m.group(2), "additional key exchange", proto)
+        addke[n] = addke.get(n, ()) + tuple(i for i in ids if i not in addke.get(n, ()))
+    return rest
 
 
 def parse_proposals(text: str, proto: str) -> list[ProposalSpec]:

@@ -162,10 +162,11 @@ def derive_child_keys(
     g^ir (new) | SK(1) | ... | SK(n).
 
     Keys for initiator→responder come first; within a direction the
-    encryption key precedes the integrity key.
+    encryption key precedes the integrity key.  AH (``encr_id`` 0) takes only
+    the two integrity keys.
     """
     p = get_prf(prf_id)
-    ek = encr_key_bytes(encr_id, encr_key_bits)
+    ek = encr_key_bytes(encr_id, encr_key_bits) if encr_id else 0
     ak = integ_key_bytes(integ_id)
     seed = ni + nr if shared is None else shared + ni + nr
     km = p.plus(sk_d, seed, 2 * (ek + ak))

@@ -26,6 +26,7 @@ from pypluto.control.protocol import (
     MAX_FRAME,
     RC_BADWHACKMESSAGE,
     RC_DEAF,
+    RC_FATAL,
     RC_INITSHUNT,
     RC_INTERNAL_ERROR,
     RC_NOPEERIP,
@@ -164,7 +165,18 @@ class ControlServer:
         if not isinstance(name, str) or not name:
             return RC_WHACK_PROBLEM, None, f"--{cmd} requires --name"
         if name not in self.registry:
-            return RC_UNKNOWN_NAME, None, f'no connection or alias named "{name}"'
+            # Libreswan: NAME also names its alias, the NAME/LxR pairs of subnets=
+            pairs = sorted(n for n, c in self.registry.conns.items() if c.connalias == name)
+            pair_handler = CONN_COMMANDS.get(cmd)
+            if not pairs or pair_handler is None:
+                return RC_UNKNOWN_NAME, None, f'no connection or alias named "{name}"'
+            rc = RC_SUCCESS
+            for n in pairs:
+                r, _data, err = await pair_handler(self, n, args, emit)
+                if err:
+                    emit(err)
+                rc = rc or r
+            return rc, None, None
         if name in self.registry.unoriented:
             if cmd == "delete":
                 self.registry.delete(name)
@@ -282,13 +294,22 @@ class ControlServer:
         if auto:
             names = [n for n, c in conns.items() if c.auto in LOADED_AUTO]
         for n in names:
-            conn = conns.get(n)
-            if conn is None:
-                emit(f'conn "{n}" not found in "{path}"')
-                rc = RC_UNKNOWN_NAME
+            # NAME, or the NAME/LxR pairs leftsubnets=/rightsubnets= expanded it into
+            found = [conns[n]] if n in conns else \
+                [c for c in conns.values() if c.connalias == n]
+            if not found:
+                refused = getattr(result, "failed", {}).get(n)
+                if refused:
+                    for d in refused:
+                        emit(str(d))
+                    rc = rc or RC_FATAL
+                else:
+                    emit(f'conn "{n}" not found in "{path}"')
+                    rc = RC_UNKNOWN_NAME
                 continue
-            r = self.registry.add(copy.deepcopy(conn), emit)  # the cached parse stays pristine
-            rc = rc or r
+            for conn in found:  # the cached parse stays pristine: add a copy
+                r = self.registry.add(copy.deepcopy(conn), emit)
+                rc = rc or r
         return rc, None, None
 
     # ------------------------------------------------------------- conn commands

@@ -4,6 +4,11 @@
 responder's choice (proposal, selectors, mode) and ``finish`` the initiator's
 check of the answer.  Both end in a ``ChildSA`` and its keys, which the engine
 installs.
+
+With ``phase2=ah`` the Child SA is AH (RFC 4302): the SA payload carries AH
+proposals (no ENCR, §3.3.3) and the keys are the two integrity keys (§2.17).
+AH cannot traverse a NAT (RFC 3948 covers ESP only), so an AH Child SA is
+refused when a NAT is detected or ``encapsulation=yes``.
 """
 
 from __future__ import annotations
@@ -57,6 +62,21 @@ def encap_for(ike: IKESA) -> tuple[int, int] | None:
     return None
 
 
+def ah_nat_refusal(ike: IKESA, conn: Connection) -> str:
+    """Why an AH Child SA cannot be made on this IKE SA, or "" (RFC 3948 is ESP only)."""
+    if conn.phase2 != "ah":
+        return ""
+    if conn.encapsulation == "yes":  # (it also fakes NAT detection, RFC 7296 §2.23)
+        return "phase2=ah cannot be combined with encapsulation=yes (RFC 3948 is ESP only)"
+    if ike.nat_local or ike.nat_remote:
+        return "phase2=ah cannot traverse the NAT detected on this IKE SA (RFC 3948 is ESP only)"
+    return ""
+
+
+def _proto_name(protocol: int) -> str:
+    return "AH" if protocol == ProtocolID.AH else "ESP"
+
+
 def new_child(ctx: IKEContext, ike: IKESA, conn: Connection, initiator: bool) -> ChildSA:
     """A Child SA with a reserved inbound SPI, not installed yet."""
     c = ChildSA(serial=ctx.new_serial(), conn=conn, parent=ike, state=ChildState.NEW_I,
@@ -65,6 +85,7 @@ def new_child(ctx: IKEContext, ike: IKESA, conn: Connection, initiator: bool) ->
     c.reqid = ctx.reqid_for(conn, None if conn.remote.host_addr is not None
                             else ike.remote_id or ike.remote.addr)
     c.mode = "transport" if conn.type == "transport" else "tunnel"
+    c.protocol = "ah" if conn.phase2 == "ah" else "esp"
     return c
 
 
@@ -72,8 +93,8 @@ def offer(ike: IKESA, c: ChildSA, pfs_group: int | None = None,
           ts: tuple[list[TS], list[TS]] | None = None) -> tuple[list[Payload], Proposals]:
     """(payloads SA, TSi, TSr [, USE_TRANSPORT_MODE], the proposals sent)."""
     conn = c.conn
-    specs = proposals.esp_specs(conn.esp)
-    sent = proposals.build_proposals(specs, PROTO_ESP, c.spi_in.to_bytes(4, "big"), ike=False,
+    specs, proto = proposals.child_specs(conn.esp, conn.ah, conn.phase2)
+    sent = proposals.build_proposals(specs, proto, c.spi_in.to_bytes(4, "big"), ike=False,
                                      esn=conn.esn, pfs_group=pfs_group)
     lts, rts = ts if ts is not None else configured_ts(ike, conn)
     if ts is None and ike.acquired_ts is not None and conn is ike.conn:
@@ -188,23 +209,27 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
     if create_child and not conn.pfs and ke_group is not None:
         return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], \
             "pfs=no and the request carries a KE payload", FailReason.PROPOSAL
-    specs = proposals.esp_specs(conn.esp)
+    specs, proto = proposals.child_specs(conn.esp, conn.ah, conn.phase2)
+    pname = _proto_name(proto)
+    nat_refused = ah_nat_refusal(ike, conn)
+    if nat_refused:
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], nat_refused, FailReason.PROPOSAL
     pfs = None
     if ke_group is not None:
         pfs = ike.ke_group
-    chosen = proposals.choose(codec.sa_tuples(sa_p), specs, PROTO_ESP, ike=False,
+    chosen = proposals.choose(codec.sa_tuples(sa_p), specs, proto, ike=False,
                               esn=conn.esn, pfs_group=pfs)
     if chosen is None and ke_group is not None:
         # the peer may offer several groups: accept any of ours
         for g in {int(g) for s in specs for g in s.ke} | {ike.ke_group}:
-            chosen = proposals.choose(codec.sa_tuples(sa_p), specs, PROTO_ESP, ike=False,
+            chosen = proposals.choose(codec.sa_tuples(sa_p), specs, proto, ike=False,
                                       esn=conn.esn, pfs_group=g)
             if chosen is not None:
                 break
     if chosen is None:
-        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "no acceptable ESP proposal", FailReason.PROPOSAL
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], f"no acceptable {pname} proposal", FailReason.PROPOSAL
     if len(chosen.spi) != 4:
-        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "bad ESP SPI size", FailReason.PROPOSAL
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], f"bad {pname} SPI size", FailReason.PROPOSAL
     if ke_group is not None and chosen.ke != ke_group:
         return None, [codec.notify(N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))], \
             "KE group does not match the proposal", FailReason.PROPOSAL
@@ -249,7 +274,7 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
         ctx.release_child(c)
         return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], f"key derivation failed: {e}", FailReason.LOCAL
     out: list[Payload] = [codec.sa([proposals.chosen_proposal(
-        chosen, PROTO_ESP, c.spi_in.to_bytes(4, "big"), ike=False)])]
+        chosen, proto, c.spi_in.to_bytes(4, "big"), ike=False)])]
     tail: list[Payload] = [codec.ts_payload(PT.TSi, ans_i), codec.ts_payload(PT.TSr, ans_r)]
     if c.mode == "transport":
         tail.insert(0, codec.notify(N.USE_TRANSPORT_MODE))
@@ -272,7 +297,8 @@ def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload],
         return "the answer lacks SA, TSi or TSr", FailReason.PROPOSAL
     chosen = proposals.check_answer(codec.sa_tuples(sa_p), sent, ike=False)
     if chosen is None or len(chosen.spi) != 4:
-        return "the answer is not one of our ESP proposals", FailReason.PROPOSAL
+        pname = _proto_name(sent[0][1]) if sent else "ESP"
+        return f"the answer is not one of our {pname} proposals", FailReason.PROPOSAL
     if (ke_group or 0) != (chosen.ke or 0):
         return "the answer's KE group does not match", FailReason.PROPOSAL
     tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)

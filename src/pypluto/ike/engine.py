@@ -387,6 +387,9 @@ class Engine:
             return acts
         for c in list(ike.children):
             acts += self.remove_child(c, now)
+        if ike.followup is not None:  # RFC 9370: a Child SA held for IKE_FOLLOWUP_KE
+            ike.followup.drop()
+            ike.followup = None
         self.forget_ike(ike)
         ike.to(IKEState.DELETING)
         if ike.established_at is not None or reason:
@@ -545,8 +548,8 @@ class Engine:
         c = child.chosen
         assert c is not None
         mode = "tunnel" if child.mode == "tunnel" else "transport"
-        encap = "ESPinUDP" if child.encap else "ESP"
-        alg = c.encr_name() + (("-" + c.integ_name()) if c.integ else "")
+        encap = "ESPinUDP" if child.encap else child.protocol.upper()
+        alg = "-".join(n for n in (c.encr_name(), c.integ_name()) if n)
         if c.ke:
             alg += "-" + c.ke_name()
         nat = ""
@@ -603,7 +606,7 @@ class Engine:
                 self.policy_owner.pop(child.reqid, None)
                 acts += self.traps.on_child_gone(child.conn.name, self.policies(child))
         child.to(ChildState.DELETING)
-        self.log(acts, f"deleting Child SA; ESP SPIs 0x{child.spi_in:08x} "
+        self.log(acts, f"deleting Child SA; {child.protocol.upper()} SPIs 0x{child.spi_in:08x} "
                  f"0x{child.spi_out:08x}", child)
         acts.append(ConnectionEvent(EventKind.CHILD_DELETED, child.conn.name, child.serial))
         return acts

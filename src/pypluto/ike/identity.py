@@ -27,6 +27,8 @@ def identity_from_wire(id_type: int, data: bytes) -> Identity:
             text = data.decode("utf-8", "replace")
         elif id_type == 11:
             text = "@#0x" + data.hex()
+        elif id_type == 13:
+            text = "%null"  # RFC 7619 §2.2: the data, if any, is ignored
         else:
             text = f"@~{data.hex()}"
     except ValueError:
@@ -38,7 +40,17 @@ def id_desc(i: Identity) -> str:
     return f"{_ID_NAMES.get(i.id_type, str(i.id_type))} '{i.text}'"
 
 
+NULL_ID = Identity(13, b"", "%null", null=True)  # RFC 7619 §2.2 ID_NULL
+
+
+def is_null_auth(conn: Connection) -> bool:
+    """authby=null: NULL authentication (RFC 7619), both ends ID_NULL."""
+    return conn.authby == "null"
+
+
 def local_identity(ike: IKESA, conn: Connection) -> Identity:
+    if is_null_auth(conn):
+        return NULL_ID
     if conn.local.id is not None and not conn.local.id.any:
         return conn.local.id
     return ids.id_from_address(conn.local.host_addr or ike.local.addr)
@@ -46,6 +58,8 @@ def local_identity(ike: IKESA, conn: Connection) -> Identity:
 
 def remote_pattern(conn: Connection) -> Identity | None:
     """The ID the peer must show (``rightid=``, else its address); None for %any."""
+    if is_null_auth(conn):
+        return NULL_ID
     if conn.remote.id is not None:
         return conn.remote.id
     if conn.remote.host_addr is not None:

@@ -4,6 +4,9 @@ The initiator turns its ``ike=`` / ``esp=`` list (or Libreswan's defaults) into
 SA payload proposals; the responder picks the first of the peer's proposals
 (in the peer's order, §2.7) that its own configuration accepts, one transform
 of each type, and answers with exactly that.
+
+A Child SA is ESP or, with ``phase2=ah``, AH (RFC 4302): an AH proposal carries
+INTEG and ESN (optionally KE) and never ENCR (RFC 7296 §3.3.3).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 from pypluto.config.model import AlgSpec, ProposalSpec
 from pypluto.crypto import registry as reg
 from pypluto.crypto.registry import Encr, Integ, Prf, TransformType
+from pypluto.iana import ProtocolID
+from pypluto.ike import addke as _addke
 
 KE = reg.KE
 
@@ -33,6 +38,11 @@ DEFAULT_ESP: tuple[ProposalSpec, ...] = (
     ProposalSpec(encr=(AlgSpec(Encr.AES_CBC, 256), AlgSpec(Encr.AES_CBC, 128)),
                  integ=(Integ.HMAC_SHA2_512_256, Integ.HMAC_SHA2_256_128)),
 )
+# Libreswan 5.2's ``ah=`` default (``algparse -v2 ah``): HMAC_SHA2_512_256, HMAC_SHA2_256_128
+DEFAULT_AH: tuple[ProposalSpec, ...] = (
+    ProposalSpec(encr=(), integ=(Integ.HMAC_SHA2_512_256,)),
+    ProposalSpec(encr=(), integ=(Integ.HMAC_SHA2_256_128,)),
+)
 
 
 @dataclass(slots=True)
@@ -47,6 +57,7 @@ class Chosen:
     esn: bool = False
     spi: bytes = b""  # the peer's SPI from the chosen proposal
     number: int = 1
+    addke: tuple[int, ...] = ()  # RFC 9370: the method of ADDKE1.. (0 = NONE)
 
     @property
     def aead(self) -> bool:
@@ -54,6 +65,8 @@ class Chosen:
         return bool(alg and alg.aead)
 
     def encr_name(self) -> str:
+        if not self.encr:
+            return ""  # AH: no encryption
         return reg.transform_name(TransformType.ENCR, self.encr, self.encr_bits)
 
     def integ_name(self) -> str:
@@ -63,7 +76,8 @@ class Chosen:
         return reg.transform_name(TransformType.PRF, self.prf) if self.prf else ""
 
     def ke_name(self) -> str:
-        return reg.transform_name(TransformType.KE, self.ke) if self.ke else ""
+        return (reg.transform_name(TransformType.KE, self.ke) if self.ke else "") + \
+            _addke.names(self.addke)
 
 
 def _encr_bits(spec: AlgSpec) -> Sequence[int | None]:
@@ -87,6 +101,7 @@ try:  # Libreswan's defaults as the config layer knows them (single source of tr
 
     DEFAULT_IKE = tuple(_cfg_defaults.DEFAULT_IKE)
     DEFAULT_ESP = tuple(_cfg_defaults.DEFAULT_ESP)
+    DEFAULT_AH = tuple(_cfg_defaults.DEFAULT_AH)
 except Exception:  # pragma: no cover - keep the built-in table
     pass
 
@@ -97,6 +112,23 @@ def ike_specs(configured: list[ProposalSpec] | None) -> tuple[ProposalSpec, ...]
 
 def esp_specs(configured: list[ProposalSpec] | None) -> tuple[ProposalSpec, ...]:
     return tuple(configured) if configured else DEFAULT_ESP
+
+
+def ah_specs(configured: list[ProposalSpec] | None) -> tuple[ProposalSpec, ...]:
+    return tuple(configured) if configured else DEFAULT_AH
+
+
+def child_protocol(phase2: str) -> ProtocolID:
+    """The Child SA's IPsec protocol: AH for ``phase2=ah``, else ESP (RFC 7296 §3.3.1)."""
+    return ProtocolID.AH if phase2 == "ah" else ProtocolID.ESP
+
+
+def child_specs(esp: list[ProposalSpec] | None, ah: list[ProposalSpec] | None, phase2: str
+                ) -> tuple[tuple[ProposalSpec, ...], ProtocolID]:
+    """(the Child SA proposals a conn offers and accepts, their protocol)."""
+    if phase2 == "ah":
+        return ah_specs(ah), ProtocolID.AH
+    return esp_specs(esp), ProtocolID.ESP
 
 
 def first_group(specs: tuple[ProposalSpec, ...]) -> int:
@@ -131,7 +163,8 @@ def build_proposals(
         if ike:
             for p in spec.prf:
                 ts.append((TransformType.PRF, int(p), None))
-        aead = all((reg.get(TransformType.ENCR, e.id) or _NOALG).aead for e in spec.encr)
+        # all([]) is True: a proposal without ENCR (AH) is not AEAD and keeps its INTEG
+        aead = bool(spec.encr) and all((reg.get(TransformType.ENCR, e.id) or _NOALG).aead for e in spec.encr)
         if not aead:
             for i in spec.integ:
                 ts.append((TransformType.INTEG, int(i), None))
@@ -142,6 +175,7 @@ def build_proposals(
                 groups.insert(0, ke_override)
             for g in groups:
                 ts.append((TransformType.KE, int(g), None))
+            ts += _addke.transforms(spec)  # RFC 9370 ADDKE1..7
         else:
             if pfs_group:
                 groups = [g for g in spec.ke] or [pfs_group]
@@ -150,6 +184,7 @@ def build_proposals(
                 groups.insert(0, pfs_group)
                 for g in groups:
                     ts.append((TransformType.KE, int(g), None))
+                ts += _addke.transforms(spec)  # RFC 9370: IKE_FOLLOWUP_KE after the answer
             for e_id in _esn_ids(spec, esn):
                 ts.append((TransformType.ESN, int(e_id), None))
         out.append((num, protocol, spi, ts))
@@ -201,14 +236,14 @@ def choose(
         by_type: dict[int, list[tuple[int, int | None]]] = {}
         unknown = False
         for ttype, tid, bits in transforms:
-            if ttype < 1 or ttype > 5:
-                unknown = True  # RFC 9370 additional KEs and beyond: not supported
+            if ttype < 1 or ttype > _addke.ADDKE7:
+                unknown = True  # beyond RFC 9370's ADDKE7: not supported
                 break
             by_type.setdefault(ttype, []).append((tid, bits))
         if unknown:
             continue
         for spec in specs:
-            c = _match(by_type, spec, ike, esn, pfs_group)
+            c = _match(by_type, spec, ike, esn, pfs_group, protocol == ProtocolID.AH)
             if c is not None:
                 c.spi = spi
                 c.number = num
@@ -217,9 +252,11 @@ def choose(
 
 
 def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec, ike: bool,
-           esn: str, pfs_group: int | None) -> Chosen | None:
+           esn: str, pfs_group: int | None, ah: bool = False) -> Chosen | None:
     acc_encr, acc = _accept_lists(spec, ike, esn, pfs_group)
     c = Chosen()
+    if ah:
+        return _match_ah(by_type, spec, acc, c, pfs_group)
     # ENCR: mandatory
     pick = None
     for tid, bits in by_type.get(TransformType.ENCR, []):
@@ -267,6 +304,10 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
         c.ke = got
         if TransformType.ESN in by_type:
             return None
+        chosen_addke = _addke.match(by_type, spec)  # RFC 9370 §2.2.1
+        if chosen_addke is None:
+            return None
+        c.addke = chosen_addke
     else:
         kes = by_type.get(TransformType.KE, [])
         if pfs_group is None:
@@ -276,6 +317,10 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
             if got is None:
                 return None
             c.ke = got
+            chosen_addke = _addke.match(by_type, spec)  # RFC 9370 §2.2.3
+            if chosen_addke is None:
+                return None
+            c.addke = chosen_addke
         esns = by_type.get(TransformType.ESN, [(0, None)])
         got = next((tid for tid, _ in esns if tid in acc[TransformType.ESN]), None)
         if got is None:
@@ -284,16 +329,48 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
     return c
 
 
+def _match_ah(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
+              acc: dict[int, list[int]], c: Chosen, pfs_group: int | None) -> Chosen | None:
+    """An AH proposal (RFC 7296 §3.3.3): no ENCR, INTEG required (not NONE), ESN, KE optional."""
+    if TransformType.ENCR in by_type or TransformType.PRF in by_type:
+        return None
+    got = next((tid for tid, _ in by_type.get(TransformType.INTEG, [])
+                if tid in acc[TransformType.INTEG] and tid != Integ.NONE
+                and reg.get(TransformType.INTEG, tid)), None)
+    if got is None:
+        return None
+    c.integ = got
+    if pfs_group is not None:
+        got = next((tid for tid, _ in by_type.get(TransformType.KE, [])
+                    if tid in acc[TransformType.KE]), None)
+        if got is None:
+            return None
+        c.ke = got
+        chosen_addke = _addke.match(by_type, spec)  # RFC 9370 §2.2.3, as for ESP
+        if chosen_addke is None:
+            return None
+        c.addke = chosen_addke
+    esns = by_type.get(TransformType.ESN, [(0, None)])
+    got = next((tid for tid, _ in esns if tid in acc[TransformType.ESN]), None)
+    if got is None:
+        return None
+    c.esn = bool(got)
+    return c
+
+
 def chosen_proposal(c: Chosen, protocol: int, spi: bytes, *, ike: bool
                     ) -> tuple[int, int, bytes, list[tuple[int, int, int | None]]]:
     """The responder's single-proposal answer (§3.3.6): number kept, one transform each."""
-    ts: list[tuple[int, int, int | None]] = [(TransformType.ENCR, c.encr, c.encr_bits)]
+    ts: list[tuple[int, int, int | None]] = []
+    if c.encr:  # AH has no ENCR transform (§3.3.3)
+        ts.append((TransformType.ENCR, c.encr, c.encr_bits))
     if ike:
         ts.append((TransformType.PRF, c.prf, None))
     if c.integ:
         ts.append((TransformType.INTEG, c.integ, None))
     if c.ke:
         ts.append((TransformType.KE, c.ke, None))
+    ts += [(_addke.ADDKE1 + i, g, None) for i, g in enumerate(c.addke) if g]
     if not ike:
         ts.append((TransformType.ESN, int(c.esn), None))
     return (c.number, protocol, spi, ts)
@@ -315,7 +392,13 @@ def check_answer(
     offered = {(t, i, b) for t, i, b in mine[3]}
     seen: set[int] = set()
     c = Chosen(spi=spi, number=num)
+    chosen_addke = _addke.check(ts, mine[3])  # RFC 9370 §2.2.1
+    if chosen_addke is None:
+        return None
+    c.addke = chosen_addke
     for t, i, b in ts:
+        if _addke.is_addke(t):
+            continue
         if t in seen or (t, i, b) not in offered:
             if not (t == TransformType.INTEG and i == 0):
                 return None
@@ -330,6 +413,8 @@ def check_answer(
             c.ke = i
         elif t == TransformType.ESN:
             c.esn = bool(i)
+    if proto == ProtocolID.AH and not ike:
+        return c if not c.encr and c.integ and not c.prf else None
     if not c.encr or (ike and not c.prf) or (not c.aead and not c.integ):
         return None
     if ike and not c.ke:

@@ -16,6 +16,7 @@ from pypluto.crypto.dh import KeyExchange
 from pypluto.crypto.keys import ChildKeys
 from pypluto.crypto.sk import SKProtector
 from pypluto.ike.actions import Endpoint
+from pypluto.ike.addke import IntState, Pending
 from pypluto.ike.codec import Proposals
 from pypluto.ike.pool import Lease
 from pypluto.ike.proposals import Chosen
@@ -209,6 +210,8 @@ class IKESA:
     cands: list[Connection] = field(default_factory=list)  # responder: by address
     peer_rekeys: list[IKESA] = field(default_factory=list)  # the peer's new IKE SAs
     nonce_min: bytes = b""  # min(Ni, Nr) of the rekey exchange (§2.8.1 collisions)
+    intermediate: IntState | None = None  # RFC 9242/9370 until IKE_AUTH completes
+    followup: Pending | None = None  # RFC 9370 IKE_FOLLOWUP_KE awaited (responder)
     ppk: PPKState = field(default_factory=PPKState)  # RFC 8784
     # Configuration Payload (ike/tasks/config_payload.py): gateway's leases and the
     # client's addresses; an IKE SA rekey moves them to the new IKE SA

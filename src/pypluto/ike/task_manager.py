@@ -33,6 +33,7 @@ from pypluto.wire.errors import UnsupportedCriticalPayload, WireError
 
 EXCH_INIT = ExchangeType.IKE_SA_INIT
 EXCH_AUTH = ExchangeType.IKE_AUTH
+EXCH_INT = ExchangeType.IKE_INTERMEDIATE  # RFC 9242: between IKE_SA_INIT and IKE_AUTH
 MAX_FRAGMENTS = 64
 
 
@@ -67,7 +68,7 @@ class TaskManager:
         acts: list[Action] = []
         ctx = self.ctx
         while ike.outstanding is None and ike.tasks and ctx.is_live(ike):
-            if not ike.established and ike.tasks[0].exchange not in (EXCH_INIT, EXCH_AUTH):
+            if not ike.established and ike.tasks[0].exchange not in (EXCH_INIT, EXCH_INT, EXCH_AUTH):
                 break
             task = _task(ike.tasks.pop(0))
             payloads = task.build(ctx, ike, now, acts)
@@ -82,7 +83,10 @@ class TaskManager:
         prot = ike.prot_out if exchange != EXCH_INIT else None
         frag = None
         if prot is not None and ike.frag_ok and ike.conn.fragmentation != "no":
-            frag = self.ctx.settings.fragment_size if ike.remote.addr.version == 4 else 1280
+            v4 = ike.remote.addr.version == 4
+            # RFC 7383 §2.5.1: the datagram (IP + UDP + non-ESP marker) must fit the path
+            frag = (self.ctx.settings.fragment_size if v4 else 1280) - (28 if v4 else 48) \
+                - (4 if ike.remote.port != 500 else 0)
         return codec.encode(ike.spi_i, ike.spi_r, exchange, ike.initiator, response, msgid,
                             payloads, prot, frag)
 
@@ -186,9 +190,10 @@ class TaskManager:
             if hdr.message_id != ike.next_in:
                 return _dbg(f"dropping request with message ID {hdr.message_id}, expected "
                             f"{ike.next_in}", remote)
-            if not ike.established and (hdr.exchange != EXCH_AUTH or
+            if not ike.established and (hdr.exchange not in (EXCH_AUTH, EXCH_INT) or
                                         ike.state is not IKEState.INIT_R):
-                # CVE-2014-2338: nothing but IKE_AUTH before authentication, and not
+                # CVE-2014-2338: nothing but IKE_AUTH (and IKE_INTERMEDIATE, RFC 9242,
+                # before it) before authentication, and not
                 # even its fragments are kept (RFC 7383 §2.6)
                 return _dbg(f"dropping exchange {hdr.exchange} before IKE_AUTH completed",
                             remote)
@@ -268,9 +273,9 @@ class TaskManager:
 
     def _request(self, ike: IKESA, exchange: int, msgid: int, payloads: list[Payload],
                  local: Endpoint, remote: Endpoint, now: float) -> list[Action]:
-        if exchange == EXCH_AUTH:
+        if exchange in (EXCH_AUTH, EXCH_INT):
             if ike.state is not IKEState.INIT_R:
-                return _dbg("dropping unexpected IKE_AUTH request", remote)
+                return _dbg(f"dropping unexpected {ExchangeType(exchange).name} request", remote)
         elif not ike.established:
             # CVE-2014-2338 / -2019-12312: nothing but IKE_AUTH before authentication
             return _dbg(f"dropping exchange {exchange} before IKE_AUTH completed", remote)

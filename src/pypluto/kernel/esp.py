@@ -51,6 +51,7 @@ NH_NONE = 59  # "no next header": a dummy packet (RFC 4303 §2.6), dropped
 SEQ_SOFT_FRACTION = 15 / 16  # signal "rekey soon" when this much of the space is used
 
 _HDR = struct.Struct("!II")  # SPI, low 32 bits of the sequence number (RFC 4303 §2.1, §2.2)
+_ESN_AAD = struct.Struct("!III")  # SPI, high and low 32 bits (RFC 4106 §5, RFC 7634 §2.1)
 _Q = struct.Struct("!Q")
 _now = time.monotonic
 _I = struct.Struct("!I")
@@ -294,7 +295,7 @@ class OutboundSA(_SABase):
         self._mask = blk - 1  # blocks are powers of two
         self._fast = False
         t = self.t
-        if isinstance(t, _AEAD) and self.tunnel and not self.esn:
+        if isinstance(t, _AEAD) and self.tunnel:  # 32-bit or extended sequence numbers
             self._aead_encrypt = t.encrypt
             self._salt = t._salt
             self._tr4 = self._tr[NH_IPV4]
@@ -303,7 +304,10 @@ class OutboundSA(_SABase):
             self._fast = True
 
     def _encap_aead(self, packet: bytes) -> bytes | None:
-        """:meth:`encap` for AES-GCM-16 / ChaCha20-Poly1305, tunnel mode, 32-bit sequence."""
+        """:meth:`encap` for AES-GCM-16 / ChaCha20-Poly1305, tunnel mode.
+
+        With ESN the AAD is SPI ‖ high ‖ low 32 bits of the sequence number, of
+        which only SPI ‖ low go on the wire (RFC 4106 §5, RFC 7634 §2.1)."""
         seq = self.seq + 1
         if seq >= self.seq_soft or self.dead:
             return self._encap(packet)
@@ -320,9 +324,13 @@ class OutboundSA(_SABase):
             self.malformed += 1
             return None
         self.seq = seq
-        hdr = _HDR.pack(self.spi, seq)
+        if self.esn:
+            hdr = _HDR.pack(self.spi, seq & 0xFFFFFFFF)
+            aad = _ESN_AAD.pack(self.spi, seq >> 32, seq & 0xFFFFFFFF)
+        else:
+            hdr = aad = _HDR.pack(self.spi, seq)
         iv = _Q.pack(seq)
-        body = self._aead_encrypt(self._salt + iv, packet + tr[(-(n + 2)) & 3], hdr)
+        body = self._aead_encrypt(self._salt + iv, packet + tr[(-(n + 2)) & 3], aad)
         st = self.stats
         st.bytes += n
         st.packets += 1
@@ -352,6 +360,8 @@ class OutboundSA(_SABase):
         tr4, tr6 = self._tr4, self._tr6
         out = []
         nbytes = 0
+        if self.esn:
+            return self._encap_batch_esn(packets)
         for p in packets:
             ln = len(p)
             v = p[0] >> 4 if ln else 0
@@ -366,6 +376,41 @@ class OutboundSA(_SABase):
             hdr = hpack(spi, seq)
             iv = qpack(seq)
             out.append(hdr + iv + enc(salt + iv, p + tr[(-(ln + 2)) & 3], hdr))
+            nbytes += ln
+        self.seq = seq
+        st.bytes += nbytes
+        st.packets += len(out)
+        st.last_used = _now()
+        return out
+
+    def _encap_batch_esn(self, packets: list[bytes]) -> list[bytes]:
+        """:meth:`encap_batch` with extended sequence numbers (RFC 4303 §2.2.1)."""
+        st = self.stats
+        seq = self.seq
+        spi = self.spi
+        hpack = _HDR.pack
+        apack = _ESN_AAD.pack
+        qpack = _Q.pack
+        enc = self._aead_encrypt
+        salt = self._salt
+        tr4, tr6 = self._tr4, self._tr6
+        out = []
+        nbytes = 0
+        for p in packets:
+            ln = len(p)
+            v = p[0] >> 4 if ln else 0
+            if v == 4:
+                tr = tr4
+            elif v == 6:
+                tr = tr6
+            else:
+                self.malformed += 1
+                continue
+            seq += 1
+            lo = seq & 0xFFFFFFFF
+            iv = qpack(seq)
+            out.append(hpack(spi, lo) + iv
+                       + enc(salt + iv, p + tr[(-(ln + 2)) & 3], apack(spi, seq >> 32, lo)))
             nbytes += ln
         self.seq = seq
         st.bytes += nbytes
@@ -467,18 +512,26 @@ class InboundSA(_SABase):
         self._src_b = src.packed
         self._dst_b = dst.packed
         self.selector_check: Callable[[bytes], bool] | None = None
-        if isinstance(t, _AEAD) and self.tunnel and not self.esn and self.window:
+        if isinstance(t, _AEAD) and self.tunnel and self.window:  # with or without ESN
             self._aead_decrypt = t.decrypt
             self._salt = t._salt
             self.decap = self._decap_aead  # type: ignore[method-assign]
 
     def _decap_aead(self, data: bytes | memoryview) -> bytes | None:
-        """:meth:`decap` for AES-GCM-16 / ChaCha20-Poly1305, tunnel mode, 32-bit sequence."""
+        """:meth:`decap` for AES-GCM-16 / ChaCha20-Poly1305, tunnel mode, with a replay
+        window; with ESN the high bits are inferred (RFC 4303 Appendix A2.2) and
+        authenticated as SPI ‖ high ‖ low (RFC 4106 §5)."""
         mv = memoryview(data)
         n = len(mv)
         if n < self._min_len or self.dead:
             return self._decap(data)
-        seq = _I.unpack_from(mv, 4)[0]
+        lo = _I.unpack_from(mv, 4)[0]
+        if self.esn:
+            seq = self._infer(lo)
+            aad: bytes | memoryview = _ESN_AAD.pack(self.spi, seq >> 32, lo)
+        else:
+            seq = lo
+            aad = mv[:8]
         top = self.top
         st = self.stats
         if seq <= top:
@@ -487,7 +540,7 @@ class InboundSA(_SABase):
                 st.replay_drops += 1
                 return None
         try:
-            plain = self._aead_decrypt(self._salt + mv[8:16], mv[16:], mv[:8])
+            plain = self._aead_decrypt(self._salt + mv[8:16], mv[16:], aad)
         except (InvalidTag, ValueError):
             st.integrity_failures += 1
             return None

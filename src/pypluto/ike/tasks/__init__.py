@@ -17,21 +17,26 @@ from pypluto.ike.tasks.child_delete import ChildDelete
 from pypluto.ike.tasks.child_rekey import ChildRekey
 from pypluto.ike.tasks.ike_auth import IKEAuth
 from pypluto.ike.tasks.ike_delete import IKEDelete
+from pypluto.ike.tasks.ike_followup import FollowupKE
 from pypluto.ike.tasks.ike_init import IKEInit
+from pypluto.ike.tasks.ike_intermediate import IKEIntermediate
 from pypluto.ike.tasks.ike_rekey import IKERekey
 from pypluto.ike.tasks.liveness import Liveness
 from pypluto.ike.tasks.mobike import MobikeUpdate, ReturnRoutability
 from pypluto.ike.tasks.redirect import Redirected
 
 __all__ = ["Task", "IKEInit", "IKEAuth", "ChildCreate", "ChildRekey", "IKERekey",
-           "ChildDelete", "IKEDelete", "Liveness", "MobikeUpdate", "ReturnRoutability", "Redirected", "RESPONDERS", "responder_for"]
+           "ChildDelete", "IKEDelete", "Liveness", "MobikeUpdate", "ReturnRoutability",
+           "Redirected", "IKEIntermediate", "FollowupKE", "RESPONDERS", "responder_for"]
 
 # Responders in the order they are asked; the last of each exchange claims the rest.
 REGISTRY: tuple[type[Task], ...] = (
     IKEAuth,
+    IKEIntermediate,  # RFC 9242
     IKERekey, ChildRekey, ChildCreate,  # CREATE_CHILD_SA
     IKEDelete, ChildDelete, MobikeUpdate, ReturnRoutability, Redirected,
     Liveness,  # INFORMATIONAL
+    FollowupKE,  # RFC 9370
 )
 
 RESPONDERS: dict[int, tuple[type[Task], ...]] = {}

@@ -17,15 +17,16 @@ from pypluto.crypto import dh
 from pypluto.crypto.errors import CryptoError
 from pypluto.iana import ExchangeType, ProtocolID
 from pypluto.iana import NotifyType as N
+from pypluto.ike import addke, codec, proposals
 from pypluto.ike import child as childmod
-from pypluto.ike import codec, proposals
-from pypluto.ike.actions import Action, ConnectionEvent, EventKind, Log
+from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
 from pypluto.ike.codec import Payload, Proposals
 from pypluto.ike.context import IKEContext
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.child_delete import delete_children, delete_spi_unknown
 from pypluto.ike.tasks.common import NONCE_SIZE, RETRY_DELAY, nname, reason_for_notify
+from pypluto.ike.tasks.ike_followup import child_followup, hold_child, link_of
 from pypluto.ike.tasks.liveness import peer_dead
 from pypluto.wire import payloads as wp
 
@@ -35,10 +36,15 @@ EXCH_CHILD = ExchangeType.CREATE_CHILD_SA
 def _pfs_group(ike: IKESA, conn: Connection) -> int | None:
     if not conn.pfs:
         return None
-    for s in proposals.esp_specs(conn.esp):
+    for s in proposals.child_specs(conn.esp, conn.ah, conn.phase2)[0]:
         if s.ke:
             return int(s.ke[0])
     return ike.ke_group
+
+
+def _proto_id(c: ChildSA) -> ProtocolID:
+    """The Protocol ID naming a Child SA in REKEY_SA and Delete (RFC 7296 §3.10, §3.11)."""
+    return ProtocolID.AH if c.protocol == "ah" else ProtocolID.ESP
 
 
 class ChildCreate(Task):
@@ -68,6 +74,15 @@ class ChildCreate(Task):
             old.rekeying = False
             return None
         conn = self.conn
+        ah_nat = childmod.ah_nat_refusal(ike, conn)
+        if ah_nat:  # AH cannot traverse a NAT (RFC 3948 is ESP only)
+            if old is not None:
+                old.rekeying = False
+            acts.append(Log(f"Child SA failed: {ah_nat}", level="warning", conn=conn.name,
+                            serial=ike.serial))
+            acts.append(ConnectionEvent(EventKind.FAILED, conn.name, ike.serial, ah_nat,
+                                        FailReason.PROPOSAL))
+            return None
         c = childmod.new_child(ctx, ike, conn, initiator=True)
         c.to(ChildState.REKEY_I if old else ChildState.NEW_I)
         c.rekey_of = old
@@ -81,7 +96,7 @@ class ChildCreate(Task):
         cp, self.sent = childmod.offer(ike, c, group, ts)
         payloads: list[Payload] = []
         if old is not None:
-            payloads.append(codec.notify(N.REKEY_SA, b"", ProtocolID.ESP,
+            payloads.append(codec.notify(N.REKEY_SA, b"", _proto_id(old),
                                          old.spi_in.to_bytes(4, "big")))
         sa_p = cp[-3]
         payloads += cp[:-3]  # USE_TRANSPORT_MODE
@@ -161,6 +176,14 @@ class ChildCreate(Task):
             assert nr_p is not None
             why, _ = childmod.finish(ike, c, self.sent, payloads, self.ni, bytes(nr_p.data),
                                      shared, self.group if self.ke else None)
+        if not why and c.chosen is not None and addke.groups(c.chosen.addke):
+            link = link_of(payloads)  # RFC 9370 §2.2.3: IKE_FOLLOWUP_KE before installing
+            if link is None:
+                why = "additional key exchanges chosen without ADDITIONAL_KEY_EXCHANGE"
+            else:
+                assert nr_p is not None and shared is not None
+                return acts + child_followup(ctx, ike, self, c, link, shared, self.ni,
+                                             bytes(nr_p.data), now)
         if why:
             self.abandon(ctx, ike)
             ctx.log(acts, f"CREATE_CHILD_SA failed: {why}", c, level="warning")
@@ -168,6 +191,13 @@ class ChildCreate(Task):
             if old is not None:
                 acts += replace_refused(ctx, ike, old, why, now)
             return acts
+        return acts + self.complete(ctx, ike, now)
+
+    def complete(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+        """Install the negotiated Child SA (after any IKE_FOLLOWUP_KE), retire the old one."""
+        acts: list[Action] = []
+        c, old = self.child, self.old
+        assert c is not None
         acts += ctx.install_child(c, c.keys, now, replaces=old)
         c.keys = None
         c.rekey_of = None  # no chains of references to old SAs
@@ -265,7 +295,8 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
         if rekey.protocol_id not in (ProtocolID.ESP, ProtocolID.AH) or len(rekey.spi) != 4:
             return answer([codec.notify(N.CHILD_SA_NOT_FOUND)])  # CVE-2023-38710
         val = int.from_bytes(rekey.spi, "big")
-        old = next((c for c in ike.children if c.spi_out == val), None)
+        old = next((c for c in ike.children if c.spi_out == val
+                    and _proto_id(c) == rekey.protocol_id), None)
         if old is None or old.state is not ChildState.ESTABLISHED:
             return answer([codec.notify(N.CHILD_SA_NOT_FOUND, b"", int(rekey.protocol_id),
                                         bytes(rekey.spi))])
@@ -283,7 +314,7 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
         return _respond_child_keyed(ctx, ike, msgid, payloads, conn, old, ni, nr, None, None,
                                     None, now)
     group = int(ke_p.group)
-    specs = proposals.esp_specs(conn.esp)
+    specs = proposals.child_specs(conn.esp, conn.ah, conn.phase2)[0]
     allowed = {int(g) for s in specs for g in s.ke} | {ike.ke_group}
     if group not in allowed:
         pick = next(iter(sorted(allowed)), ike.ke_group)
@@ -334,11 +365,22 @@ def _respond_child_keyed(ctx: IKEContext, ike: IKESA, msgid: int, payloads: list
     if ke_out is not None and group is not None:
         out.append(codec.ke(group, ke_out))
     out += cp[1:]
-    acts += ctx.install_child(c, c.keys, now, replaces=old, defer_out=old is not None)
+    if c.chosen is not None and addke.groups(c.chosen.addke):  # RFC 9370 §2.2.3
+        assert shared is not None
+        return acts + hold_child(ctx, ike, c, old, shared, ni, nr, out, msgid,
+                                 _install_answered)
+    acts += _install_answered(ctx, ike, c, old, now)
+    return answer(out)
+
+
+def _install_answered(ctx: IKEContext, ike: IKESA, c: ChildSA, old: ChildSA | None,
+                      now: float) -> list[Action]:
+    """Responder: install the accepted Child SA (after any IKE_FOLLOWUP_KE)."""
+    acts = ctx.install_child(c, c.keys, now, replaces=old, defer_out=old is not None)
     c.keys = None
     c.rekey_of = None
     if old is not None:
         old.peer_rekeys.append(c)
         old.rekey_at = None  # the peer deletes it
         ctx.log(acts, f"Child SA #{old.serial} rekeyed by peer", c)
-    return answer(out)
+    return acts

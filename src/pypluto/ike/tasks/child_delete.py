@@ -19,6 +19,20 @@ from pypluto.wire import payloads as wp
 from pypluto.wire.payloads import Payload
 
 
+def _proto_id(c: ChildSA) -> ProtocolID:
+    return ProtocolID.AH if c.protocol == "ah" else ProtocolID.ESP
+
+
+def _deletes(children: list[ChildSA]) -> list[Payload]:
+    """One Delete payload per protocol, naming our inbound SPIs (RFC 7296 §3.11)."""
+    out: list[Payload] = []
+    for proto in (ProtocolID.ESP, ProtocolID.AH):
+        spis = [c.spi_in.to_bytes(4, "big") for c in children if _proto_id(c) == proto]
+        if spis:
+            out.append(codec.delete(proto, spis))
+    return out
+
+
 class ChildDelete(Task):
     exchange = ExchangeType.INFORMATIONAL
 
@@ -33,8 +47,7 @@ class ChildDelete(Task):
         self.children = live
         for c in live:
             c.to(ChildState.DELETING)
-        spis = [c.spi_in.to_bytes(4, "big") for c in live]
-        return [codec.delete(ProtocolID.ESP, spis)]
+        return _deletes(live)
 
     def on_response(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
                     ) -> list[Action]:
@@ -64,7 +77,8 @@ class ChildDelete(Task):
                 if len(spi) != 4:
                     continue
                 val = int.from_bytes(spi, "big")
-                c = next((c for c in ike.children if c.spi_out == val), None)
+                c = next((c for c in ike.children if c.spi_out == val
+                          and _proto_id(c) == d.protocol_id), None)
                 if c is None:
                     continue
                 gone.append(c)
@@ -84,8 +98,7 @@ class UnknownChildDelete(ChildDelete):
 
     def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
               ) -> list[Payload] | None:
-        return [codec.delete(ProtocolID.ESP, [c.spi_in.to_bytes(4, "big")
-                                              for c in self.children])]
+        return _deletes(self.children)
 
     def on_response(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
                     ) -> list[Action]:

@@ -19,12 +19,18 @@ from pypluto.crypto import auth as cauth
 from pypluto.iana import AuthMethod, ExchangeType
 from pypluto.iana import NotifyType as N
 from pypluto.iana import PayloadType as PT
+from pypluto.ike import addke, codec, ppk
 from pypluto.ike import child as childmod
-from pypluto.ike import codec, ppk
 from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
 from pypluto.ike.codec import Payload, Proposals
 from pypluto.ike.context import IKEContext
-from pypluto.ike.identity import id_desc, identity_from_wire, local_identity, remote_pattern
+from pypluto.ike.identity import (
+    id_desc,
+    identity_from_wire,
+    is_null_auth,
+    local_identity,
+    remote_pattern,
+)
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
 from pypluto.ike.tasks import config_payload as cpmod
 from pypluto.ike.tasks import mobike
@@ -35,6 +41,17 @@ from pypluto.ike.tasks.ike_delete import delete_ike
 from pypluto.wire import payloads as wp
 
 AUTH_PSK = AuthMethod.SHARED_KEY_MIC
+AUTH_NULL = AuthMethod.NULL_AUTH
+
+
+def _method(conn: Connection) -> int:
+    """The AUTH method of a conn: PSK, or NULL authentication (RFC 7619 §2.1)."""
+    return AUTH_NULL if is_null_auth(conn) else AUTH_PSK
+
+
+def _null_key(ike: IKESA, initiator_side: bool) -> bytes:
+    """RFC 7619 §2.1: NULL auth is the shared-key MIC keyed with the sender's SK_p."""
+    return ike.sk_pi if initiator_side else ike.sk_pr
 
 
 def _psk(ctx: IKEContext, ike: IKESA, local_id: Identity, remote_id: Identity
@@ -47,22 +64,31 @@ def _psk(ctx: IKEContext, ike: IKESA, local_id: Identity, remote_id: Identity
 
 def auth_method(conn: Connection, local: bool) -> str:
     """The method one side authenticates with: ``leftauth=``/``rightauth=``, else
-    ``authby=`` (Libreswan's asymmetric authentication); "" when it is not PSK,
-    the only method pypluto has (the config layer refuses the others at load)."""
+    ``authby=`` (Libreswan's asymmetric authentication); "" when it is neither PSK nor
+    NULL (RFC 7619), the methods pypluto has (the config layer refuses the others)."""
     end = conn.local if local else conn.remote
     words = {w for w in re.split(r"[\s,|]+", (end.auth or conn.authby or "").lower()) if w}
+    if words == {"null"}:
+        return "null"
     return "secret" if words and words <= {"secret", "psk"} else ""
 
 
-def _auth_data(ike: IKESA, psk: bytes, id_body: bytes, initiator_side: bool) -> bytes:
-    """AUTH for one side (§2.15): prf(prf(PSK, pad), <SignedOctets>)."""
+def _octets(ike: IKESA, id_body: bytes, initiator_side: bool, msgid: int) -> bytes:
+    """<SignedOctets> of one side (§2.15), with RFC 9242 §3.3.2's IntAuth appended."""
     assert ike.chosen is not None
     prf = ike.chosen.prf
     if initiator_side:
         octets = cauth.signed_octets(prf, ike.sk_pi, ike.init_request, ike.nr, id_body)
     else:
         octets = cauth.signed_octets(prf, ike.sk_pr, ike.init_response, ike.ni, id_body)
-    return cauth.psk_auth(prf, psk, octets)
+    return octets + addke.auth_suffix(ike.intermediate, msgid)
+
+
+def _auth_data(ike: IKESA, psk: bytes, id_body: bytes, initiator_side: bool, msgid: int
+               ) -> bytes:
+    """AUTH for one side (§2.15): prf(prf(PSK, pad), <SignedOctets>)."""
+    assert ike.chosen is not None
+    return cauth.psk_auth(ike.chosen.prf, psk, _octets(ike, id_body, initiator_side, msgid))
 
 
 class IKEAuth(Task):
@@ -73,6 +99,7 @@ class IKEAuth(Task):
     def __init__(self) -> None:
         self.child: ChildSA | None = None
         self.sent: Proposals = []
+        self.msgid = 1  # IKE_AUTH_MID (RFC 9242 §3.3.2): set when built
 
     def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
               ) -> list[Payload] | None:
@@ -85,7 +112,8 @@ class IKEAuth(Task):
         local_id = local_identity(ike, conn)
         ike.local_id = local_id
         remote_pat = conn.remote.id
-        psk = _psk(ctx, ike, local_id, remote_pat or remote_pattern(conn) or local_id)
+        psk = _null_key(ike, True) if is_null_auth(conn) else \
+            _psk(ctx, ike, local_id, remote_pat or remote_pattern(conn) or local_id)
         if psk is None:
             acts.append(Log("no PSK found for this connection; cannot authenticate",
                             level="error", conn=conn.name, serial=ike.serial))
@@ -95,13 +123,16 @@ class IKEAuth(Task):
         payloads: list[Payload] = [idi]
         if remote_pat is not None and not remote_pat.any and remote_pat.data:
             payloads.append(codec.ident(PT.IDr, remote_pat))
+        self.msgid = ike.next_out  # the task manager sends it with this message ID
         ppk_notes = ppk.initiator_mix(  # RFC 8784: before AUTH, which the PPK changes
             ctx, ike, acts, local_id, remote_pat,
-            lambda: _auth_data(ike, psk, codec.id_body(idi), True))
+            lambda: _auth_data(ike, psk, codec.id_body(idi), True, self.msgid))
         if isinstance(ppk_notes, str):
             acts += fail(ctx, ike, now, ppk_notes, FailReason.AUTHENTICATION)
             return None
-        payloads.append(codec.auth(AUTH_PSK, _auth_data(ike, psk, codec.id_body(idi), True)))
+        key = _null_key(ike, True) if is_null_auth(conn) else psk  # after any PPK mix
+        payloads.append(codec.auth(_method(conn), _auth_data(ike, key, codec.id_body(idi),
+                                                             True, self.msgid)))
         payloads += ppk_notes
         if conn.initial_contact and ike.reauth_of is None:
             payloads.append(codec.notify(N.INITIAL_CONTACT))
@@ -109,6 +140,10 @@ class IKEAuth(Task):
         childless = conn.raw.get("childless", "").lower() in ("yes", "require") or \
             conn.type in ("passthrough",)
         if not childless:
+            ah_nat = childmod.ah_nat_refusal(ike, conn)
+            if ah_nat:  # AH cannot traverse a NAT: no Child SA to offer (RFC 3948)
+                acts += fail(ctx, ike, now, ah_nat, FailReason.PROPOSAL)
+                return None
             self.child = childmod.new_child(ctx, ike, conn, initiator=True)
             self.child.to(ChildState.AUTH_I)
             ts = None
@@ -157,15 +192,15 @@ class IKEAuth(Task):
         why_ppk = ppk.initiator_confirm(ctx, ike, acts, payloads)  # RFC 8784
         if why_ppk is not None:
             return acts + fail(ctx, ike, now, why_ppk, FailReason.AUTHENTICATION)
-        psk = _psk(ctx, ike, ike.local_id, peer_id)
+        psk = _null_key(ike, False) if is_null_auth(conn) else \
+            _psk(ctx, ike, ike.local_id, peer_id)
         prf = ike.chosen.prf
         if not auth_method(conn, local=False):
             return acts + fail(ctx, ike, now, f"the peer must authenticate with "
                                f"{conn.remote.auth or conn.authby}, which is not supported",
                                FailReason.AUTHENTICATION)
-        if psk is None or int(auth_p.method) != AUTH_PSK or not cauth.psk_verify(
-                prf, psk, cauth.signed_octets(prf, ike.sk_pr, ike.init_response, ike.ni,
-                                              codec.id_body(idr_p)),
+        if psk is None or int(auth_p.method) != _method(conn) or not cauth.psk_verify(
+                prf, psk, _octets(ike, codec.id_body(idr_p), False, self.msgid),
                 bytes(auth_p.data)):
             return acts + fail(ctx, ike, now, "authentication of the peer failed "
                                "(PSK mismatch?)", FailReason.AUTHENTICATION)
@@ -231,13 +266,15 @@ def established(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
     ike.established_at = now
     ike.init_request = ike.init_response = b""
     ike.sk_pi = ike.sk_pr = b""
+    ike.intermediate = None
     ike.cands = []
     ctx.end_halfopen(ike)
     set_ike_timers(ctx, ike, now)
     ctx.index_peer(ike)
     c = ike.chosen
     assert c is not None and ike.remote_id is not None
-    ctx.log(acts, f"established IKE SA; authenticated peer using authby=secret and "
+    how = "null" if is_null_auth(conn) else "secret"
+    ctx.log(acts, f"established IKE SA; authenticated peer using authby={how} and "
             f"{id_desc(ike.remote_id)}", ike)
     ctx.log(acts, f"IKE SA {c.encr_name()}{'-' + c.integ_name() if c.integ else ''}-"
             f"{c.prf_name()}-{c.ke_name()} {ike.local}<=>{ike.remote}", ike, level="debug")
@@ -278,6 +315,14 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
         acts.extend(ctx.drop_ike(ike, now, "", EventKind.FAILED, FailReason.AUTHENTICATION))
         return acts
 
+    if ike.chosen is not None and addke.pending(ike.intermediate, ike.chosen.addke):
+        acts.append(Log(f"IKE_AUTH from {remote} rejected: the negotiated additional key "
+                        "exchanges (IKE_INTERMEDIATE, RFC 9370) were skipped; answering "
+                        "INVALID_SYNTAX", level="warning", conn=ike.conn.name,
+                        serial=ike.serial))
+        acts.extend(ctx.send_response(ike, IKEAuth.exchange, req.msgid,
+                                      [codec.notify(N.INVALID_SYNTAX)], local, remote))
+        return acts + ctx.drop_ike(ike, now, "", EventKind.FAILED, FailReason.PROPOSAL)
     idi_p = codec.first(payloads, wp.IDPayload, PT.IDi)
     auth_p = codec.first(payloads, wp.AuthPayload)
     idr_p = codec.first(payloads, wp.IDPayload, PT.IDr)
@@ -290,13 +335,15 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
         return reject(f"no connection matches peer {id_desc(peer_id)}")
     if not auth_method(conn, local=False):
         return reject(f"connection requires {conn.remote.auth or conn.authby} from the "
-                      "peer; only PSK is supported")
-    if int(auth_p.method) != AUTH_PSK:
-        return reject(f"AUTH method {int(auth_p.method)} is not PSK")
+                      "peer; only PSK and NULL are supported")
+    if int(auth_p.method) != _method(conn):
+        return reject(f"AUTH method {int(auth_p.method)} is not "
+                      f"{'NULL' if is_null_auth(conn) else 'PSK'}")
     if conn is not ike.conn:
         ctx.rebind(ike, conn)
     local_id = local_identity(ike, conn)
-    psk = _psk(ctx, ike, local_id, peer_id)
+    null = is_null_auth(conn)
+    psk = _null_key(ike, True) if null else _psk(ctx, ike, local_id, peer_id)
     if psk is None:
         return reject(f"no PSK for {local_id}/{peer_id}")  # CVE-2024-2357
     assert ike.chosen is not None
@@ -304,14 +351,18 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     if why_ppk is not None:
         return reject(why_ppk)
     prf = ike.chosen.prf
-    octets = cauth.signed_octets(prf, ike.sk_pi, ike.init_request, ike.nr, codec.id_body(idi_p))
+    if null:
+        psk = _null_key(ike, True)  # after any PPK mix (RFC 8784 changes SK_pi)
+    octets = _octets(ike, codec.id_body(idi_p), True, req.msgid)
     if not cauth.psk_verify(prf, psk, octets, no_ppk_auth or bytes(auth_p.data)):
         return reject(f"PSK authentication of {id_desc(peer_id)} failed"
                       + (" (PPK mismatch?)" if ike.ppk.used else ""))
     ike.local_id, ike.remote_id = local_id, peer_id
     idr = codec.ident(PT.IDr, local_id)
-    out: list[Payload] = [idr, codec.auth(AUTH_PSK,
-                                          _auth_data(ike, psk, codec.id_body(idr), False))]
+    own = _null_key(ike, False) if null else psk
+    out: list[Payload] = [idr, codec.auth(_method(conn),
+                                          _auth_data(ike, own, codec.id_body(idr), False,
+                                                     req.msgid))]
     out += ppk.responder_notifies(ike)  # RFC 8784 PPK_IDENTITY
     mobike.negotiated(ike, payloads)  # RFC 4555 §3.1
     if ike.mobike:
@@ -349,8 +400,8 @@ def _uniqueids(ctx: IKEContext, ike: IKESA, now: float, initial_contact: bool
     """uniqueids / INITIAL_CONTACT (§2.4): older IKE SAs of this peer ID go away."""
     acts: list[Action] = []
     uniq = ike.conn.uniqueids if ike.conn.uniqueids is not None else ctx.settings.uniqueids
-    if not (uniq or initial_contact):
-        return acts
+    if not (uniq or initial_contact) or ike.remote_id is None or ike.remote_id.null:
+        return acts  # ID_NULL says nothing about who the peer is (RFC 7619 §3)
     for other in ctx.peers_of(ike):
         if other is ike or other.initiator and other.state in (IKEState.INIT_I,
                                                                IKEState.AUTH_I):

@@ -28,10 +28,9 @@ from pypluto.ike.context import HalfOpenKey, IKEContext
 from pypluto.ike.cookies import cookie_in, cookie_reply
 from pypluto.ike.proposals import Chosen
 from pypluto.ike.sa import IKESA, IKEState
-from pypluto.ike.tasks import redirect
+from pypluto.ike.tasks import ike_intermediate, redirect
 from pypluto.ike.tasks.base import Inbound, Task
 from pypluto.ike.tasks.common import NONCE_SIZE, fail, install_keys, reason_for_notify
-from pypluto.ike.tasks.ike_auth import IKEAuth
 from pypluto.wire import payloads as wp
 from pypluto.wire.errors import WireError
 
@@ -60,6 +59,7 @@ class IKEInit(Task):
                      codec.nonce(ike.ni)]
         payloads += _natd(ike, bytes(8), conn.encapsulation == "yes")
         payloads += _capabilities(ctx, conn)
+        payloads += ike_intermediate.init_notify(conn)  # RFC 9242 IKE_INT_SUP
         payloads += ppk.init_request(conn)  # RFC 8784 USE_PPK
         payloads += redirect.init_notifies(conn)  # RFC 5685 REDIRECT_SUPPORTED
         return payloads
@@ -250,11 +250,14 @@ def _init_keyed(ctx: IKEContext, ike: IKESA, msg: Inbound, ns: Notifies, chosen:
             ike.remote = Endpoint(ike.remote.addr, 4500)
     if nat_l and conn.nat_keepalive and ctx.settings.keep_alive > 0:
         ike.next_keepalive = now + ctx.settings.keep_alive
+    why = ike_intermediate.init_answered(ike, list(ns))  # RFC 9242 / RFC 9370
+    if why:
+        return acts + fail(ctx, ike, now, why, FailReason.PROPOSAL)
     ike.to(IKEState.AUTH_I)
     ctx.log(acts, f"sent IKE_AUTH request to {ike.remote} (IKE SA "
             f"{chosen.encr_name()}{'-' + chosen.integ_name() if chosen.integ else ''}-"
             f"{chosen.prf_name()}-{chosen.ke_name()})", ike)
-    return acts + ctx.queue(ike, IKEAuth(), now, front=True)
+    return acts + ike_intermediate.queue_next(ctx, ike, now)  # IKE_INTERMEDIATE, IKE_AUTH
 
 
 # ---------------------------------------------------------------- responder
@@ -373,6 +376,7 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     for c in conns:
         chosen = proposals.choose(peer_props, proposals.ike_specs(c.ike), ProtocolID.IKE,
                                   ike=True)
+        chosen = ike_intermediate.acceptable(chosen, list(ns))  # RFC 9370 needs IKE_INT_SUP
         if chosen is not None:
             conn = c
             break
@@ -465,6 +469,7 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
     if seen:
         payloads += _natd(ike, ike.spi_r, conn.encapsulation == "yes")
     payloads += _capabilities(ctx, conn, ns)
+    payloads += ike_intermediate.answer_notify(ike, list(ns))  # RFC 9242 IKE_INT_SUP
     payloads += ppk.init_response(ike, conns, pl)  # RFC 8784 USE_PPK
     acts_send = ctx.send_response(ike, EXCH_INIT, 0, payloads, local, remote)
     ike.init_response = ike.last_response[1][0] if ike.last_response else b""

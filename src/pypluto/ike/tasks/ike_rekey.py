@@ -14,7 +14,7 @@ from pypluto.crypto import dh, keys
 from pypluto.crypto.errors import CryptoError
 from pypluto.iana import ExchangeType, ProtocolID
 from pypluto.iana import NotifyType as N
-from pypluto.ike import codec, proposals
+from pypluto.ike import addke, codec, proposals
 from pypluto.ike.actions import Action, ConnectionEvent, EventKind
 from pypluto.ike.codec import Payload, Proposals
 from pypluto.ike.context import IKEContext
@@ -31,6 +31,7 @@ from pypluto.ike.tasks.common import (
     set_ike_timers,
 )
 from pypluto.ike.tasks.ike_delete import delete_ike
+from pypluto.ike.tasks.ike_followup import ADD_KE, LINK_SIZE, FollowupKE, link_of
 from pypluto.ike.tasks.liveness import peer_dead
 from pypluto.wire import payloads as wp
 
@@ -62,11 +63,17 @@ def move_children(src: IKESA, dst: IKESA) -> None:
 
 
 def _new_ike(ctx: IKEContext, old: IKESA, initiator: bool, spi_i: bytes, spi_r: bytes,
-             chosen: Chosen, ni: bytes, nr: bytes, shared: bytes, now: float) -> IKESA:
+             chosen: Chosen, ni: bytes, nr: bytes, shared: bytes, now: float,
+             more: Sequence[bytes] = ()) -> IKESA:
+    """The new IKE SA; ``more`` are the secrets of RFC 9370's IKE_FOLLOWUP_KE exchanges."""
     assert old.chosen is not None
     new = IKESA(serial=ctx.new_serial(), conn=old.conn, initiator=initiator, spi_i=spi_i,
                 spi_r=spi_r, local=old.local, remote=old.remote, state=IKEState.ESTABLISHED)
-    seed = keys.rekey_skeyseed(old.chosen.prf, old.sk_d, shared, ni, nr)
+    if more:  # RFC 9370 §2.2.4: prf(SK_d, SK(0) | Ni | Nr | SK(1) | ... | SK(n))
+        seed = keys.rekey_skeyseed(old.chosen.prf, old.sk_d, b"", b"",
+                                   addke.rekey_material([shared, *more], ni, nr))
+    else:
+        seed = keys.rekey_skeyseed(old.chosen.prf, old.sk_d, shared, ni, nr)
     k = keys.derive_ike_keys(chosen.prf, chosen.encr, chosen.encr_bits, chosen.integ or None,
                              seed, ni, nr, spi_i, spi_r)
     new.chosen = chosen
@@ -161,8 +168,46 @@ class IKERekey(Task):
             return acts
         try:
             shared = self.ke.finish(ke_p.data)
-            new = _new_ike(ctx, ike, True, self.spi, chosen.spi, chosen, self.ni,
-                           bytes(nr_p.data), shared, now)
+        except CryptoError as e:
+            ike.rekeying = False
+            ctx.log(acts, f"IKE SA rekey failed: {e}", ike, level="warning")
+            return acts
+        nr = bytes(nr_p.data)
+        todo = addke.groups(chosen.addke)
+        if todo:  # RFC 9370 §2.2.3: IKE_FOLLOWUP_KE exchanges before the new IKE SA
+            link = link_of(payloads)
+            if link is None:
+                ike.rekeying = False
+                ike.rekey_at = now + RETRY_DELAY
+                ctx.log(acts, "IKE SA rekey answer chose additional key exchanges but lacks "
+                        "ADDITIONAL_KEY_EXCHANGE", ike, level="warning")
+                return acts
+            spi, spi_r, ni = self.spi, chosen.spi, self.ni
+
+            def done(ctx: IKEContext, ike: IKESA, secrets: list[bytes], t: float
+                     ) -> list[Action]:
+                return self._complete(ctx, ike, spi, spi_r, chosen, ni, nr, secrets[0],
+                                      secrets[1:], t)
+
+            def failed(ctx: IKEContext, ike: IKESA, why: str, t: float) -> list[Action]:
+                out: list[Action] = []
+                ike.rekeying = False
+                ike.rekey_at = t + RETRY_DELAY
+                ctx.log(out, f"IKE SA rekey failed: {why}", ike, level="warning")
+                return out
+
+            return acts + ctx.queue(ike, FollowupKE(todo, link, [shared], done, failed), now,
+                                    front=True)
+        return acts + self._complete(ctx, ike, self.spi, chosen.spi, chosen, self.ni, nr,
+                                     shared, [], now)
+
+    def _complete(self, ctx: IKEContext, ike: IKESA, spi: bytes, spi_r: bytes, chosen: Chosen,
+                  ni: bytes, nr: bytes, shared: bytes, more: Sequence[bytes], now: float
+                  ) -> list[Action]:
+        """The new IKE SA takes over (§2.18), after any IKE_FOLLOWUP_KE (RFC 9370)."""
+        acts: list[Action] = []
+        try:
+            new = _new_ike(ctx, ike, True, spi, spi_r, chosen, ni, nr, shared, now, more)
         except CryptoError as e:
             ike.rekeying = False
             ctx.log(acts, f"IKE SA rekey failed: {e}", ike, level="warning")
@@ -229,22 +274,55 @@ class IKERekey(Task):
                     (o is not None and isinstance(o.task, ChildCreate)):
                 return answer([codec.notify(N.TEMPORARY_FAILURE)])
             ke_out, shared = cast(tuple[bytes, bytes], result)
+            todo = addke.groups(chosen.addke)
+            if todo:  # RFC 9370 §2.2.3: wait for IKE_FOLLOWUP_KE
+                return _respond_followup(ctx, ike, msgid, chosen, ni, nr, ke_out, shared,
+                                         todo)
             return _respond_keyed(ctx, ike, msgid, chosen, ni, nr, ke_out, shared, t)
 
         return ctx.compute(ike, lambda: dh.responder_ke(group, peer_ke), then, now)
 
 
-def _respond_keyed(ctx: IKEContext, ike: IKESA, msgid: int, chosen: Chosen, ni: bytes,
-                   nr: bytes, ke_out: bytes, shared: bytes, now: float) -> list[Action]:
-    """The new IKE SA from the rekey's keys (§2.18); the children move over."""
+def _respond_followup(ctx: IKEContext, ike: IKESA, msgid: int, chosen: Chosen, ni: bytes,
+                      nr: bytes, ke_out: bytes, shared: bytes, todo: list[int]
+                      ) -> list[Action]:
+    """Answer with ADDITIONAL_KEY_EXCHANGE; the new IKE SA is made after the last
+    IKE_FOLLOWUP_KE (RFC 9370 §2.2.3)."""
+    spi_r = ctx.alloc_ike_spi()
+    link = ctx.rng(LINK_SIZE)
+
+    def finish(ctx: IKEContext, ike: IKESA, secrets: list[bytes], t: float) -> list[Action]:
+        return _respond_keyed(ctx, ike, None, chosen, ni, nr, ke_out, secrets[0], t,
+                              spi_r, secrets[1:])
+
+    ike.followup = addke.Pending(link, list(todo), [shared], finish)
+    acts: list[Action] = []
+    ctx.log(acts, f"IKE SA rekey by peer: waiting for {len(todo)} IKE_FOLLOWUP_KE "
+            "exchange(s) (RFC 9370)", ike, level="debug")
+    out: list[Payload] = [
+        codec.sa([proposals.chosen_proposal(chosen, ProtocolID.IKE, spi_r, ike=True)]),
+        codec.nonce(nr), codec.ke(chosen.ke, ke_out), codec.notify(ADD_KE, link)]
+    return acts + ctx.send_response(ike, EXCH_CHILD, msgid, out)
+
+
+def _respond_keyed(ctx: IKEContext, ike: IKESA, msgid: int | None, chosen: Chosen, ni: bytes,
+                   nr: bytes, ke_out: bytes, shared: bytes, now: float,
+                   spi_r: bytes | None = None, more: Sequence[bytes] = ()) -> list[Action]:
+    """The new IKE SA from the rekey's keys (§2.18); the children move over.
+
+    ``msgid`` None: the CREATE_CHILD_SA was answered already and this completes it
+    after the IKE_FOLLOWUP_KE exchanges (``spi_r``, ``more``; RFC 9370 §2.2.3).
+    """
     acts: list[Action] = []
 
     def answer(out: list[Payload]) -> list[Action]:
+        if msgid is None:
+            return acts
         return acts + ctx.send_response(ike, EXCH_CHILD, msgid, out)
 
     try:
-        new = _new_ike(ctx, ike, False, bytes(chosen.spi), ctx.alloc_ike_spi(), chosen, ni, nr,
-                       shared, now)
+        new = _new_ike(ctx, ike, False, bytes(chosen.spi), spi_r or ctx.alloc_ike_spi(),
+                       chosen, ni, nr, shared, now, more)
     except CryptoError:
         return answer([codec.notify(N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))])
     ike.peer_rekeys.append(new)

@@ -27,8 +27,15 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   Together these took TCP through the plane from about 100 to 270-450 Mbit/s
   on the shared machine (strongSwan's kernel-libipsec in the same runs:
   130-200 Mbit/s), at 28 us of plane CPU per packet against its 68 us.
-* Outbound flows are cached by address pair; inbound SAs are a dict by SPI;
+* Outbound flows are cached by address pair (by addresses, protocol and ports
+  for port-limited policies); inbound SAs are a dict by SPI;
   receive buffers are preallocated and read with ``recv*_into``.
+* Two pyplutos without a NAT negotiate plain ESP (IP protocol 50, raw socket,
+  no GSO/GRO) and ESN: the AES-GCM/ChaCha20 fast paths take ESN too, and the
+  inner packets of one raw-socket drain go to the TUN writer together (TCP
+  segments merged), which halved the CPU per TCP packet of a negotiated pair
+  (bench/esp_daemons.py).  The writer queues are short and block the reader
+  when full, so that packets wait in the kernel's queues, which TCP sees.
 
 The plane is four parts: the SA table (:mod:`.sa_table`), the policy lookup
 (:mod:`.selectors`, pure functions), the routes and rules that capture the
@@ -57,7 +64,12 @@ from pypluto.kernel.base import BackendError, KernelBackend
 from pypluto.kernel.userspace import iproute, offload
 from pypluto.kernel.userspace.routes import DEFAULT_MARK, SO_MARK, Routes
 from pypluto.kernel.userspace.sa_table import SATable
-from pypluto.kernel.userspace.selectors import OutboundPolicies, addr_key, inbound_check
+from pypluto.kernel.userspace.selectors import (
+    OutboundPolicies,
+    addr_key,
+    inbound_check,
+    port_key,
+)
 from pypluto.kernel.userspace.traps import HoldQueue, icmp_unreachable
 from pypluto.kernel.userspace.tun import open_tun
 from pypluto.kernel.userspace.workers import Worker, Writer
@@ -89,6 +101,7 @@ UDP_GRO = 104  # the reverse on receive (Linux 5.0)
 _GSO_BYTES = 65000  # below the 65507-byte UDP limit
 _GSO_SEGS = 64
 _U16 = struct.Struct("=H")
+_INLINE_MAX = 2  # batches this small are written by the reading thread when its writer is idle
 
 
 @dataclass
@@ -132,6 +145,7 @@ class UserspaceBackend(KernelBackend):
         self._out = OutboundPolicies()
         self._flow: dict[bytes, _Flow] = {}
         self.holds = HoldQueue()  # packets caught by trap policies (auto=route)
+        self._pflow: dict[bytes, _Flow] = {}  # by addresses, protocol and ports (port_key)
         self._socks: list[tuple[tuple[str, int], socket.socket, Deliver]] = []
         self._raw: dict[int, socket.socket] = {}
         self._ah: dict[int, AHSockets] = {}  # AH (IP protocol 51) by IP version
@@ -290,7 +304,8 @@ class UserspaceBackend(KernelBackend):
         q = self._txq
         if q is None:
             self._send_many(ent, wires)
-        elif not q.put((ent, wires)):
+        elif not (q.run_or_put((ent, wires)) if len(wires) <= _INLINE_MAX
+                  else q.put((ent, wires))):
             self.counters.send_errors += len(wires)
 
     def _send_many(self, ent: _Flow, wires: list[bytes]) -> None:
@@ -361,37 +376,43 @@ class UserspaceBackend(KernelBackend):
         one = self._udp_datagram
         bufs = [mv]
         c = self.counters
-        for _ in range(batch):
-            try:
-                if recv is not None:
-                    n, anc, _fl, addr = recv(bufs, 64)
-                    c.udp_reads += 1
-                    seg = 0
-                    for level, typ, val in anc:
-                        if level == SOL_UDP and typ == UDP_GRO:
-                            seg = int.from_bytes(val[:4], sys.byteorder)
-                    if seg and n > seg:
-                        c.udp_datagrams += (n + seg - 1) // seg
-                        inner = [x for x in (one(mv[off:min(off + seg, n)], addr, deliver)
-                                             for off in range(0, n, seg)) if x is not None]
-                        self._to_tun_many(inner)
-                        continue
+        out: list[bytes] = []  # inner packets of this drain: to the TUN device together
+        try:
+            for _ in range(batch):
+                try:
+                    if recv is not None:
+                        n, anc, _fl, addr = recv(bufs, 64)
+                        c.udp_reads += 1
+                        seg = 0
+                        for level, typ, val in anc:
+                            if level == SOL_UDP and typ == UDP_GRO:
+                                seg = int.from_bytes(val[:4], sys.byteorder)
+                        if seg and n > seg:
+                            c.udp_datagrams += (n + seg - 1) // seg
+                            for off in range(0, n, seg):
+                                x = one(mv[off:min(off + seg, n)], addr, deliver)
+                                if x is not None:
+                                    out.append(x)
+                            continue
+                    else:
+                        n, addr = recvfrom(mv)
+                        c.udp_reads += 1
+                except BlockingIOError:
+                    return
+                except OSError:
+                    if sock.fileno() < 0:  # the daemon closed it: stop polling its old fd
+                        self.detach_nat_socket(sock)
+                    return
+                c.udp_datagrams += 1
+                p = one(mv[:n], addr, deliver)
+                if p is not None:
+                    out.append(p)
+        finally:
+            if out:
+                if self._tunq is None and len(out) == 1:
+                    self._to_tun(out[0])
                 else:
-                    n, addr = recvfrom(mv)
-                    c.udp_reads += 1
-            except BlockingIOError:
-                return
-            except OSError:
-                if sock.fileno() < 0:  # the daemon closed it: stop polling its old fd
-                    self.detach_nat_socket(sock)
-                return
-            c.udp_datagrams += 1
-            p = one(mv[:n], addr, deliver)
-            if p is not None:
-                if self._tunq is None:
-                    self._to_tun(p)
-                else:
-                    self._to_tun_many([p])  # keeps the order of queued writes
+                    self._to_tun_many(out)  # keeps the order of queued writes
 
     def _to_tun(self, inner: bytes) -> None:
         try:
@@ -406,7 +427,7 @@ class UserspaceBackend(KernelBackend):
         q = self._tunq
         if q is None:
             self._to_tun_many_now(pkts)
-        elif not q.put(pkts):
+        elif not (q.run_or_put(pkts) if len(pkts) <= _INLINE_MAX else q.put(pkts)):
             self.counters.tun_write_errors += len(pkts)
 
     def _to_tun_many_now(self, pkts: list[bytes]) -> None:
@@ -455,14 +476,36 @@ class UserspaceBackend(KernelBackend):
             log.exception("deliver_ike failed")
 
     def _drain_raw(self, sock: socket.socket, version: int, mv: memoryview, batch: int) -> None:
-        """Inbound plain ESP (IP protocol 50); IPv4 raw sockets include the IP header."""
-        for _ in range(batch):
-            try:
-                n = sock.recv_into(mv)
-            except OSError:
-                return
-            off = (mv[0] & 0x0F) * 4 if version == 4 and n else 0
-            self._esp_in(mv[off:n])
+        """Inbound plain ESP (IP protocol 50); IPv4 raw sockets include the IP header.
+
+        The inner packets of one drain go to the TUN device together (the writer
+        thread, in-order TCP segments merged), as on the ESP-in-UDP path.
+        """
+        recv = sock.recv_into
+        by_spi = self._sas.by_spi
+        c = self.counters
+        unpack = _SPI.unpack_from
+        out: list[bytes] = []
+        try:
+            for _ in range(batch):
+                try:
+                    n = recv(mv)
+                except OSError:
+                    return
+                off = (mv[0] & 0x0F) * 4 if version == 4 and n else 0
+                if n - off < 8:
+                    c.malformed += 1
+                    continue
+                isa = by_spi.get(unpack(mv, off)[0])
+                if isa is None:
+                    c.unknown_spi += 1
+                    continue
+                inner = isa.decap(mv[off:n])
+                if inner is not None:
+                    out.append(inner)
+        finally:
+            if out:
+                self._to_tun_many(out)
 
     def _esp_in(self, data: memoryview | bytes) -> None:
         if len(data) < 8:
@@ -499,6 +542,12 @@ class UserspaceBackend(KernelBackend):
     def _resolve(self, pkt: bytes, key: bytes) -> _Flow | None:
         """Slow path: the outbound policy and SA for a packet (RFC 4301 §5.1 SPD lookup)."""
         flow = self._flow  # a cache invalidated meanwhile must not receive this entry
+        pflow = self._pflow
+        pk = port_key(pkt)
+        if pk is not None:
+            hit = pflow.get(pk)
+            if hit is not None:
+                return hit
         found = self._out.lookup(pkt)
         if found is None:
             return None
@@ -517,6 +566,10 @@ class UserspaceBackend(KernelBackend):
             if len(flow) >= _FLOW_CACHE_MAX:
                 flow.clear()
             flow[key] = ent
+        elif pk is not None:  # a port-limited policy: cached per flow, not per address pair
+            if len(pflow) >= _FLOW_CACHE_MAX:
+                pflow.clear()
+            pflow[pk] = ent
         return ent
 
     def _trapped(self, pkt: bytes, pol: PolicyParams) -> None:
@@ -576,6 +629,7 @@ class UserspaceBackend(KernelBackend):
 
     def _invalidate(self) -> None:
         self._flow = {}
+        self._pflow = {}
 
     def _kick(self) -> None:
         """Have every worker rebuild its poll set (sockets were added, or we stop)."""

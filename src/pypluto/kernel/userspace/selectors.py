@@ -33,6 +33,7 @@ __all__ = [
     "inbound_check",
     "is_any_ports",
     "is_any_proto_ports",
+    "port_key",
     "ts_match",
 ]
 
@@ -58,6 +59,31 @@ class Flow:
 def addr_key(pkt: bytes) -> bytes:
     """Source ‖ destination address of an IP packet (the flow-cache key)."""
     return pkt[12:20] if pkt[0] >> 4 == 4 else pkt[8:40]
+
+
+def port_key(pkt: bytes) -> bytes | None:
+    """Addresses ‖ protocol ‖ ports (ICMP: type ‖ code) of a packet whose ports sit right
+    after a 20-byte IPv4 or 40-byte IPv6 header: the flow-cache key for packets of
+    port-limited policies (RFC 4301 §4.4.1.1 selector fields).  None when the ports
+    are elsewhere or absent (IPv4 options, fragments, IPv6 extension headers): such
+    a packet is looked up every time.
+    """
+    if len(pkt) < 20:
+        return None
+    b0 = pkt[0]
+    if b0 == 0x45:
+        if pkt[6] & 0x3F or pkt[7]:  # MF or a fragment offset
+            return None
+        proto = pkt[9]
+        end = 22 if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) else 24
+        return pkt[12:20] + pkt[9:10] + pkt[20:end]
+    if b0 >> 4 == 6 and len(pkt) >= 40:
+        nh = pkt[6]
+        if nh in _V6_EXT or nh == _V6_FRAG:
+            return None
+        end = 42 if nh in (IPPROTO_ICMP, IPPROTO_ICMPV6) else 44
+        return pkt[8:40] + pkt[6:7] + pkt[40:end]
+    return None
 
 
 def _ports_at(pkt: bytes | memoryview, proto: int, off: int) -> tuple[int | None, int | None]:

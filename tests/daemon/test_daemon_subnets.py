@@ -1,0 +1,29 @@
+"""leftsubnets=: Libreswan's NAME/LxR pairs, and whack commands on NAME act on all of them."""
+
+from __future__ import annotations
+
+import pytest
+from test_daemon_pair import CONF, child_sas, pair  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.netns
+
+SUBNETS = CONF.replace("\tleftsubnet=198.51.100.0/24\n",
+                       "\tleftsubnets={{198.51.100.0/25 198.51.100.128/25}}\n")
+
+
+def test_whack_on_the_name_acts_on_every_subnet_pair(pair):  # noqa: F811
+    start, _w, _e = pair
+    east = start("east", _e, "add", "--use-none", conf_text=SUBNETS)
+    west = start("west", _w, "add", "--use-none", conf_text=SUBNETS)
+    status = west.whack("--status").stdout
+    assert '"west-east/1x0"' in status and '"west-east/2x0"' in status, status
+    r = west.whack("--name", "west-east", "--initiate")
+    assert r.returncode == 0, r.stdout + west.log()
+    got = sorted((c["conn"]) for c in child_sas(west))
+    assert got == ["west-east/1x0", "west-east/2x0"], got
+    assert len(child_sas(east)) == 2
+    r = west.whack("--name", "west-east", "--terminate")
+    assert r.returncode == 0, r.stdout
+    assert child_sas(west) == []
+    r = west.whack("--name", "no-such", "--initiate")
+    assert r.returncode != 0 and 'no connection or alias named "no-such"' in r.stdout + r.stderr
