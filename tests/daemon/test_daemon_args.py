@@ -63,8 +63,9 @@ def test_help_version_debug_help():
     r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--help"], capture_output=True,
                        text=True, timeout=60)
     text = " ".join(r.stdout.split())
-    assert "--crl-strict, --crlcheckinterval secs refused (0 accepted) until certificates" in text
-    assert "--nssdir d only the defaults" in text  # says what it does not do yet
+    assert "--crl-strict a peer certificate needs a current CRL from its issuer" in text
+    assert "--crlcheckinterval secs refused (0 accepted): CRLs are not fetched yet" in text
+    assert "--nssdir d the NSS database of certificates, CAs and keys" in text
 
 
 def test_unwritable_logfile_exit_1(tmp_path):
@@ -114,10 +115,7 @@ def test_every_man_page_option_works_or_is_refused():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--crl-strict"], "--crl-strict is not supported by pypluto (CRLs needs certificates"),
     (["--crlcheckinterval", "5m"], "--crlcheckinterval 5m is not supported by pypluto (CRLs"),
-    (["--nssdir", "/tmp/nss"], "--nssdir /tmp/nss is not supported by pypluto (the NSS "
-                               "database needs certificates"),
     (["--ipsecdir", "/tmp/ipsec.d"], "--ipsecdir /tmp/ipsec.d is not supported by pypluto"),
     (["--secctx-attr-type", "32002"], "--secctx-attr-type 32002 is not supported by pypluto "
                                       "(labeled IPsec"),
@@ -138,6 +136,8 @@ def test_default_values_of_refused_options_are_accepted():
                           "--crlcheckinterval", "0", "--secctx-attr-type", "32001"])
     assert kind == "run"
     assert o.nssdir == "/var/lib/ipsec/nss" and o.crlcheckinterval == 0.0  # type: ignore[union-attr]
+    kind, o = parse_args(["--nssdir", "/tmp/nss/", "--crl-strict"])  # issue 14: both work
+    assert o.nssdir == "/tmp/nss" and o.crl_strict  # type: ignore[union-attr]
 
 
 def test_config_setup_key_pypluto_refuses_stops_pluto(tmp_path):

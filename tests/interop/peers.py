@@ -450,6 +450,7 @@ class Pypluto:
         self.proc: Spawned | None = None
         self.conf_text = ""
         self.secrets_text = IPSEC_SECRETS
+        self.extra_args: list[str] = []  # e.g. --nssdir DIR (issue 14)
 
     @property
     def ctl(self) -> pathlib.Path:
@@ -471,6 +472,7 @@ class Pypluto:
                 self.dir / "ipsec.secrets"]
         if self.backend:
             argv.append(self.backend)
+        argv += self.extra_args
         self.proc = self.lab.spawn(self.ns, argv, self.log, name=f"{self.name}-pluto")
         self.lab.wait_for(lambda: self.ctl.exists()
                           and self.whack("--status").returncode == 0, timeout,

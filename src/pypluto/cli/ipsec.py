@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from pypluto import __version__
+from pypluto.cli import nsscmd
 from pypluto.control.client import ControlError, call, ctl_path
 from pypluto.control.protocol import RC_ROUTE, RC_SUCCESS, RC_WHACK_PROBLEM
 
@@ -42,7 +43,14 @@ Usage: ipsec <command> [arguments]
          | connectionstatus  [--json]
   listen                       rescan interfaces and reload secrets
   rereadsecrets                reload the secrets file(s)
-  rereadall                    rereadsecrets (pypluto has no certificate store to reread)
+  rereadall | rereadcerts      reload the secrets; cached certificates and CRLs are
+                               read again from the NSS database on their next use
+  initnss | checknss [--nssdir D]   create the NSS database (certutil -N --empty-password)
+  import FILE.p12 [--nssdir D] a certificate with its key into the database (pk12util -i)
+  listcerts | listcacerts [--nssdir D] [--json]   our certificates / the trusted CAs
+  newhostkey [--keytype rsa|ecdsa] [--bits N]     a raw key in the database (certutil -G)
+  showhostkey --list | --left|--right [--ckaid X] its public key (leftrsasigkey=0s...)
+  certutil | pk12util | crlutil [args]            NSS's tool on --nssdir
   checkconfig                  check the config file (ipsec addconn --checkconfig)
   addconn [options]            Libreswan's addconn
   readwriteconf [options]      the resolved configuration, canonical form
@@ -53,10 +61,9 @@ Usage: ipsec <command> [arguments]
   route NAME                   install the trap policies (traffic brings it up)
   unroute NAME                 remove the trap policies
   ondemand NAME                add (from the config file) and route
-Not supported by pypluto (exit 33): rereadcerts, fetchcrls, listcerts, listcacerts,
-  listcrls, listpubkeys, listall, purgeocsp, checkpubkeys, shuntstatus,
-  briefconnectionstatus, fipsstatus, redirect, checknss, initnss, import, certutil,
-  crlutil, modutil, pk12util, vfychain, checknflog, stopnflog, reload
+Not supported by pypluto (exit 33): fetchcrls, crls, listcrls, listpubkeys, listall,
+  purgeocsp, checkpubkeys, shuntstatus, briefconnectionstatus, fipsstatus, redirect,
+  modutil, vfychain, checknflog, stopnflog, reload
 Common options (before the arguments): --rundir <dir>, --ctlsocket <file>,
   --config <file>
 """
@@ -80,14 +87,12 @@ ON_DEMAND = ("route", "unroute", "ondemand")
 
 # Libreswan 5.2 commands pypluto cannot do: the reason printed with the error.
 UNSUPPORTED: dict[str, str] = {
-    **{c: "pypluto has no certificate store (certificate authentication is not "
-          "implemented)" for c in ("rereadcerts", "fetchcrls", "crls", "listcerts",
-                                   "listcacerts", "listcrls", "purgeocsp", "checknss",
-                                   "initnss", "import", "certutil", "crlutil", "modutil",
-                                   "pk12util", "vfychain")},
+    **{c: "CRLs are not fetched and OCSP is not implemented"
+       for c in ("fetchcrls", "crls", "listcrls", "purgeocsp")},
+    **{c: "use NSS's own tool on the database" for c in ("modutil", "vfychain")},
     "listpubkeys": "raw public keys are listed by 'ipsec status' only",
     "checkpubkeys": "raw public keys are listed by 'ipsec status' only",
-    "listall": "pypluto has no certificate store; use 'ipsec status'",
+    "listall": "use 'ipsec listcerts' and 'ipsec listcacerts'",
     "shuntstatus": "bare shunts (on-demand routing) are not implemented",
     "briefconnectionstatus": "use 'ipsec connectionstatus'",
     "fipsstatus": "pypluto has no FIPS mode",
@@ -269,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "checkconfig":
         return _config_tool("addconn", ["--config", opts.get("config", DEFAULT_CONFIG),
                                         "--checkconfig", *rest])
+    if cmd in nsscmd.COMMANDS:  # the NSS database (issue 14)
+        return nsscmd.main(cmd, rest)
     if cmd in UNSUPPORTED or (cmd in ON_DEMAND and not ON_DEMAND_SUPPORTED):
         return cmd_unsupported(cmd)
     if cmd == "start" and rest and not rest[0].startswith("-"):
@@ -289,8 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         return _whack(w + [f"--{cmd}", *rest])
     if cmd in ("listen", "rereadsecrets"):
         return _whack(w + [f"--{cmd}"])
-    if cmd == "rereadall":
-        # Libreswan: rereadsecrets + rereadcerts; pypluto has no certificates to reread
+    if cmd in ("rereadall", "rereadcerts"):
+        # pluto's --rereadsecrets also drops its cached certificates and CRLs, which are
+        # read again from the NSS database on their next use
         return _whack(w + ["--rereadsecrets"])
     if cmd in ("add", "replace"):
         return cmd_add(opts, rest, cmd)

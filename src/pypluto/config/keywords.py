@@ -98,6 +98,8 @@ T_DA = "tests/daemon/test_daemon_args.py::"
 T_DIP = "tests/daemon/test_daemon_inprocess.py::"
 T_ESP = "tests/kernel/test_esp.py::"
 T_PPK = "tests/ike/test_ppk.py::"
+T_CERT = "tests/ike/test_certs.py::"
+T_NSS = "tests/config/test_nss.py::"
 T_AH = "tests/ike/test_ah.py::"
 T_RW = "tests/ike/test_roadwarrior.py::"
 T_RED = "tests/ike/test_redirect.py::"
@@ -115,6 +117,8 @@ _V1_CP = "IKEv1 XAUTH / ModeConfig; pypluto has no XAUTH, ModeConfig or CP paylo
 _ONDEMAND = "needs bare (negotiation/failure) shunts, which pypluto does not have yet"
 _XFRMI = "needs XFRM interfaces (ipsec-interface / VTI), not implemented"
 _NO = "not implemented by pypluto"
+_SIGS = ("rsasig|rsa|ecdsa|rsa-sha1|rsa-sha2|rsa-sha2_256|rsa-sha2_384|rsa-sha2_512|"
+         "ecdsa-sha2|ecdsa-sha2_256|ecdsa-sha2_384|ecdsa-sha2_512|eddsa|ed25519|ed448")
 
 
 def _table(rows: list[tuple]) -> dict[str, KeyDef]:  # type: ignore[type-arg]
@@ -171,7 +175,7 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("dumpdir", "str", W(T_SETUP)),
     ("ipsecdir", "str", P("/etc/ipsec.d", note="the ipsec.d policies/certificates "
                           + _CERTS)),
-    ("nssdir", "str", P("/var/lib/ipsec/nss|/etc/ipsec.d", note="the NSS database " + _CERTS)),
+    ("nssdir", "str", W(T_NSS + "test_nss_database_credentials_and_trust")),
     ("secretsfile", "str", W(T_D + "test_config_setup_conns_secrets_and_cli_wins")),
     ("metrics-listen", "str", W("tests/daemon/test_daemon_metrics.py::"
                                 "test_metrics_scrape_matches_trafficstatus")),
@@ -182,7 +186,7 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("global-redirect", "str", P("no|yes|auto", T_RED + "test_redirect_in_ike_sa_init_lands_on_gateway_b",
                                  "redirect in IKE_SA_INIT (RFC 5685 §4)")),
     ("global-redirect-to", "str", W(T_RED + "test_redirect_in_ike_sa_init_lands_on_gateway_b")),
-    ("crl-strict", "bool", P(_NO_VALUES, note="CRLs " + _CERTS)),
+    ("crl-strict", "bool", W(T_CERT + "test_crl_strict_without_a_crl_refuses")),
     ("crlcheckinterval", "time", P("0|0s", note="CRLs " + _CERTS)),
     ("ocsp-strict", "bool", P(_NO_VALUES, note="OCSP " + _CERTS)),
     ("ocsp-enable", "bool", P(_NO_VALUES, note="OCSP " + _CERTS)),
@@ -240,10 +244,11 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
     ("rsasigkey", "str", R("raw RSA keys " + _CERTS)),
     ("ecdsakey", "str", R("raw ECDSA keys " + _CERTS)),
     ("pubkey", "str", R("raw public keys " + _CERTS)),
-    ("cert", "str", R(_CERTS)),
+    ("cert", "str", W(T_CERT + "test_certificates_through_an_intermediate")),
     ("ckaid", "str", R(_CERTS)),
-    ("sendcert", "enum", "never|sendifasked|alwayssend|always", R(_CERTS)),
-    ("ca", "str", R(_CERTS)),
+    ("sendcert", "enum", "never|sendifasked|alwayssend|always",
+     W(T_CERT + "test_sendcert_never_without_rightcert_fails")),
+    ("ca", "str", W(T_CERT + "test_rightca_restricts_the_issuer")),
     ("xauthserver", "bool", P(_NO_VALUES, note=_V1_CP)),
     ("xauthclient", "bool", P(_NO_VALUES, note=_V1_CP)),
     ("modecfgserver", "bool", W(T_RW + "test_client_gets_an_address_dns_and_the_selectors_follow")),
@@ -252,8 +257,8 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
     ("xauthusername", "str", "=username"),
     ("addresspool", "str", W(T_RW + "test_lease_kept_for_the_id_across_reconnects_and_freed_on_delete")),
     ("auth", "enum", "never|secret|rsasig|rsa|ecdsa|null|eaponly",
-     P("secret", T_EST + "test_psk_mismatch",
-       "only PSK authentication; the others " + _CERTS)),
+     P("secret|rsasig|rsa|ecdsa", T_CERT + "test_asymmetric_psk_one_way_cert_the_other",
+       "null/eaponly " + _NO)),
     ("cat", "bool", P(_NO_VALUES, note="client address translation " + _NO)),
     ("protoport", "protoport", W("tests/daemon/test_userspace_capture.py::"
                                  "test_protoport_selects_what_is_encrypted")),
@@ -274,10 +279,9 @@ CONN_KEYS: dict[str, KeyDef] = _table([
      R("pypluto never resolves host names, so the family hint has no use")),
     ("type", "enum", "tunnel|transport|passthrough|pass|drop|reject",
      W("tests/daemon/test_ondemand.py::test_shunts_inside_a_routed_subnet")),
-    ("authby", "authby", P("secret|psk|null", "tests/ike/test_null_auth.py::"
-                           "test_null_auth_establishes_without_secrets",
-                           "only PSK and NULL authentication (RFC 7619, with leftid/rightid "
-                           "%null or unset); the others " + _CERTS)),
+    ("authby", "authby", P("secret|psk|null|" + _SIGS, T_CERT +
+                           "test_certificates_through_an_intermediate",
+                           "never " + _NO)),
     ("keyexchange", "enum", "ike|ikev1|ikev2",
      P("ike|ikev2", T_EST + "test_default_proposals_establish", _IKEV1)),
     ("ikev2", "enum", "never|propose|permit|insist|yes|no|true|false|on|off|y|n|always",

@@ -578,15 +578,6 @@ def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> No
             raise ConnError(key, unsupported_message(key, value, kd, why), True)
     if (keys.get("authby") or "").strip().lower() == "null":
         _check_null_auth(keys)
-    shunt = (keys.get("type") or "").strip().lower() in ("passthrough", "pass", "drop",
-                                                          "reject")
-    if not keys.get("authby") and not shunt:  # a shunt never authenticates anything
-        auths = {(keys.get("leftauth") or "").lower(), (keys.get("rightauth") or "").lower()}
-        if auths != {"secret"}:
-            raise ConnError("authby", "authby=rsasig is not supported by pypluto (authby= "
-                            "is unset: Libreswan's default is rsasig,ecdsa, which needs "
-                            "certificates or raw keys; pypluto has PSK only: set "
-                            "authby=secret)", True)
 
 
 # auto= / type= values (keywords.py checks the spelling) and what they mean here.

@@ -52,14 +52,14 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--config": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
     "--secretsfile": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
     "--ipsecdir": ("default-only", "the ipsec.d policies and certificates " + _CERTS),
-    "--nssdir": ("default-only", "the NSS database " + _CERTS),
+    "--nssdir": ("works", "tests/config/test_nss.py::test_nss_database_credentials_and_trust"),
     "--coredir": ("works", _T_DIP + "test_engine_exception_writes_crash_report_and_daemon_survives"),
     "--vendorid": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
     "--uniqueids": ("works", _T_DIP + "test_command_line_reaches_engine_settings"),
     "--virtual-private": ("works", _T_DIP + "test_command_line_reaches_engine_settings"),
     "--keep-alive": ("works", _T_DIP + "test_command_line_reaches_engine_settings"),
     "--force-busy": ("works", "tests/ike/test_lifecycle.py::test_cookie_round_trip"),
-    "--crl-strict": ("refused", "CRLs " + _CERTS),
+    "--crl-strict": ("works", "tests/ike/test_certs.py::test_crl_strict_without_a_crl_refuses"),
     "--crlcheckinterval": ("default-only", "CRLs " + _CERTS),
     "--listen": ("works", _T_D + "test_listen_address_only_and_leak_detective"),
     "--nhelpers": ("works", "tests/daemon/test_offload.py::test_no_helpers_means_inline"),
@@ -116,9 +116,10 @@ Options (ipsec-pluto(8); the command line wins over "config setup" of --config):
                            no audit records (AUDIT: lines and Linux audit)
   --config f               load "config setup" and the conns (auto=add/start/...)
   --secretsfile glob       PSKs (default /etc/ipsec.secrets; every match is read)
-  --ipsecdir d, --nssdir d only the defaults (/etc/ipsec.d, /var/lib/ipsec/nss):
-                           no NSS database or certificates yet (secrets come
-                           from ipsec.secrets); another directory is refused
+  --ipsecdir d             only the default (/etc/ipsec.d); its cacerts/ and crls/
+                           hold extra PEM/DER CAs and CRLs
+  --nssdir d               the NSS database of certificates, CAs and keys
+                           (default /var/lib/ipsec/nss), read with certutil/pk12util
   --coredir d              crash reports of unhandled errors go here (default: rundir)
   --vendorid VID           send VID as an extra Vendor ID payload
   --uniqueids              a new IKE SA for a peer ID replaces the older ones
@@ -126,8 +127,8 @@ Options (ipsec-pluto(8); the command line wins over "config setup" of --config):
                            handed to the engine (which does not use it yet)
   --keep-alive secs        NAT-T keepalive interval (default 20)
   --force-busy             always demand COOKIEs (RFC 7296 section 2.6)
-  --crl-strict, --crlcheckinterval secs
-                           refused (0 accepted) until certificates exist
+  --crl-strict             a peer certificate needs a current CRL from its issuer
+  --crlcheckinterval secs  refused (0 accepted): CRLs are not fetched yet
   --listen ipaddr          only this address (default: every local address)
   --nhelpers n             crypto helper threads; -1 = CPUs-1, 0 = inline
   --seedbits n             read n bits from /dev/random and mix them into the pool
@@ -329,7 +330,7 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
     if ns.force_busy:
         o.force_busy = True
     if ns.crl_strict:
-        raise _not_supported("--crl-strict")
+        o.crl_strict = True
     if ns.crlcheckinterval is not None:
         o.crlcheckinterval = _duration("--crlcheckinterval", ns.crlcheckinterval)
         if o.crlcheckinterval:
@@ -351,8 +352,8 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
             raise _not_supported("--secctx-attr-type", ns.secctx_attr_type)
     if ns.ipsecdir is not None and os.path.normpath(ns.ipsecdir) != DEFAULT_IPSECDIR:
         raise _not_supported("--ipsecdir", ns.ipsecdir)
-    if ns.nssdir is not None and os.path.normpath(ns.nssdir) not in DEFAULT_NSSDIRS:
-        raise _not_supported("--nssdir", ns.nssdir)
+    if ns.nssdir is not None:
+        o.nssdir = os.path.normpath(ns.nssdir)
     if ns.ikeport is not None:
         o.ikeport = _int("--ikeport", ns.ikeport, 1, 65535)
     if ns.natikeport is not None:

@@ -29,6 +29,7 @@ class SecretsProxy:
 
     def __init__(self) -> None:
         self.store: Any = EmptySecrets()
+        self.certs: Any = None  # config.certs.CertStore, set by the server (issue 14)
         self.files: list[str] = []
 
     def psk_for(self, local: Any, remote: Any, local_addr: Any, remote_addr: Any) -> bytes | None:

@@ -31,6 +31,7 @@ from collections.abc import Coroutine
 from typing import Any, cast
 
 from pypluto import __version__
+from pypluto.config.certs import CertStore
 from pypluto.config.model import Connection
 from pypluto.control.protocol import RC_DEAF, RC_FATAL, RC_SUCCESS, RC_UNKNOWN_NAME
 from pypluto.daemon import sdnotify
@@ -75,6 +76,8 @@ class Daemon:
         self.backend: KernelBackend | None = None
         self.helpers: HelperPool | None = None
         self.secrets = SecretsProxy()
+        self.secrets.certs = CertStore(opts.nssdir, opts.ipsecdir,  # issue 14
+                                       crl_strict=opts.crl_strict)
         self.crash = CrashReports(opts.coredir, logger.log)
         self.waiters = Waiters()
         self.sockets = UDPSockets(logger, opts.ikeport, opts.natikeport, opts.listen)
@@ -210,12 +213,8 @@ class Daemon:
             self.log.log("leak-detective enabled")
         if o.efence_protect:
             self.log.log("efence-protect enabled (fault handler and asyncio debug mode)")
-        if o.crl_strict or o.crlcheckinterval:
-            self.log.log(
-                f"crl-strict={'yes' if o.crl_strict else 'no'}, "
-                f"crlcheckinterval={o.crlcheckinterval:g}s: kept, enforced once "
-                "certificate authentication exists"
-            )
+        if o.crl_strict:
+            self.log.log("crl-strict=yes: a peer certificate needs a current CRL")
 
     def _seed(self, bits: int) -> None:
         """--seedbits: read bits from /dev/random and mix them into the kernel pool."""
@@ -295,6 +294,7 @@ class Daemon:
 
     def reread_secrets(self) -> None:
         self.secrets.load(self.opts.secretsfile, self.log)
+        self.secrets.certs.reload()  # certificates and CRLs are read again on use
 
     def initiate(self, name: str) -> int:
         if name not in self.registry.conns:

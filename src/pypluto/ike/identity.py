@@ -12,6 +12,9 @@ from pypluto.ike.sa import IKESA
 _ID_NAMES = {1: "IPV4_ADDR", 2: "FQDN", 3: "USER_FQDN", 5: "IPV6_ADDR", 9: "DER_ASN1_DN",
              11: "KEY_ID", 13: "NULL"}
 
+_DN_SHORT = {"2.5.4.6": "C", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.3": "CN", "2.5.4.7": "L",
+             "2.5.4.8": "ST", "2.5.4.5": "SN", "1.2.840.113549.1.9.1": "E"}
+
 
 def identity_from_wire(id_type: int, data: bytes) -> Identity:
     """An Identity for what the peer sent, with Libreswan's text form."""
@@ -25,6 +28,8 @@ def identity_from_wire(id_type: int, data: bytes) -> Identity:
             text = "@" + data.decode("utf-8", "replace")
         elif id_type == 3:
             text = data.decode("utf-8", "replace")
+        elif id_type == 9 and (attrs := ids.dn_attributes(data)) is not None:
+            text = ", ".join(f"{_DN_SHORT.get(o, o)}={v}" for o, v in attrs)
         elif id_type == 11:
             text = "@#0x" + data.hex()
         elif id_type == 13:

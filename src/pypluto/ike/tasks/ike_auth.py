@@ -19,7 +19,7 @@ from pypluto.crypto import auth as cauth
 from pypluto.iana import AuthMethod, ExchangeType
 from pypluto.iana import NotifyType as N
 from pypluto.iana import PayloadType as PT
-from pypluto.ike import addke, codec, ppk
+from pypluto.ike import addke, auth_sig, codec, ppk
 from pypluto.ike import child as childmod
 from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
 from pypluto.ike.codec import Payload, Proposals
@@ -70,7 +70,34 @@ def auth_method(conn: Connection, local: bool) -> str:
     words = {w for w in re.split(r"[\s,|]+", (end.auth or conn.authby or "").lower()) if w}
     if words == {"null"}:
         return "null"
-    return "secret" if words and words <= {"secret", "psk"} else ""
+    if auth_sig.local_sig(conn) if local else auth_sig.remote_sig(conn):
+        return "sig"  # certificates (ike/auth_sig.py)
+    return "secret" if words & {"secret", "psk"} else ""
+
+
+def _peer_may_use(conn: Connection, method: int) -> bool:
+    """The peer's AUTH method is one its end allows (``rightauth=``, else ``authby=``)."""
+    end = conn.remote
+    words = {w for w in re.split(r"[\s,|]+", (end.auth or conn.authby or "").lower()) if w}
+    if method in auth_sig.SIG_METHODS:
+        return auth_sig.remote_sig(conn)
+    if is_null_auth(conn):
+        return method == AUTH_NULL
+    return method == AUTH_PSK and bool(words & {"secret", "psk"})
+
+
+def _no_ppk_auth(ctx: IKEContext, ike: IKESA, conn: Connection, sig: bool, psk: bytes,
+                 id_body: bytes, msgid: int) -> bytes:
+    """NO_PPK_AUTH data (RFC 8784 §3): our AUTH data with the unmixed SK_pi, by the same
+    method as the AUTH payload (a signature with certificates)."""
+    if not sig:
+        return _auth_data(ike, psk, id_body, True, msgid)
+    signed = auth_sig.sign(ctx, ike, conn, _octets(ike, id_body, True, msgid), [])
+    if isinstance(signed, str):
+        return b""
+    auth = signed[-1]
+    assert isinstance(auth, wp.AuthPayload)
+    return bytes(auth.data)
 
 
 def _octets(ike: IKESA, id_body: bytes, initiator_side: bool, msgid: int) -> bytes:
@@ -106,13 +133,14 @@ class IKEAuth(Task):
         conn = ike.conn
         if not auth_method(conn, local=True):
             mine = conn.local.auth or conn.authby
-            acts += fail(ctx, ike, now, f"cannot authenticate with {mine}: only PSK is "
-                         "supported", FailReason.LOCAL)
+            acts += fail(ctx, ike, now, f"cannot authenticate with {mine}: not supported",
+                         FailReason.LOCAL)
             return None
-        local_id = local_identity(ike, conn)
+        local_id = auth_sig.local_id(ctx, conn) or local_identity(ike, conn)
         ike.local_id = local_id
         remote_pat = conn.remote.id
-        psk = _null_key(ike, True) if is_null_auth(conn) else \
+        sig = auth_sig.local_sig(conn)  # certificates: CERT + signature AUTH
+        psk = b"" if sig else _null_key(ike, True) if is_null_auth(conn) else \
             _psk(ctx, ike, local_id, remote_pat or remote_pattern(conn) or local_id)
         if psk is None:
             acts.append(Log("no PSK found for this connection; cannot authenticate",
@@ -121,18 +149,30 @@ class IKEAuth(Task):
             return None
         idi = codec.ident(PT.IDi, local_id)
         payloads: list[Payload] = [idi]
+        payloads += auth_sig.certreq(ctx, conn)
         if remote_pat is not None and not remote_pat.any and remote_pat.data:
             payloads.append(codec.ident(PT.IDr, remote_pat))
         self.msgid = ike.next_out  # the task manager sends it with this message ID
         ppk_notes = ppk.initiator_mix(  # RFC 8784: before AUTH, which the PPK changes
             ctx, ike, acts, local_id, remote_pat,
-            lambda: _auth_data(ike, psk, codec.id_body(idi), True, self.msgid))
+            lambda: _no_ppk_auth(ctx, ike, conn, sig, psk, codec.id_body(idi), self.msgid))
         if isinstance(ppk_notes, str):
             acts += fail(ctx, ike, now, ppk_notes, FailReason.AUTHENTICATION)
             return None
-        key = _null_key(ike, True) if is_null_auth(conn) else psk  # after any PPK mix
-        payloads.append(codec.auth(_method(conn), _auth_data(ike, key, codec.id_body(idi),
-                                                             True, self.msgid)))
+        if sig:
+            signed = auth_sig.sign(ctx, ike, conn,
+                                   _octets(ike, codec.id_body(idi), True, self.msgid), [])
+            if isinstance(signed, str):
+                acts.append(Log(f"cannot authenticate with {conn.local.auth or conn.authby}: "
+                                f"{signed}", level="error", conn=conn.name, serial=ike.serial))
+                acts += fail(ctx, ike, now, "cannot build IKE_AUTH", FailReason.LOCAL)
+                return None
+            payloads[1:1] = signed[:-1]  # CERT payloads right after IDi
+            payloads.append(signed[-1])
+        else:
+            key = _null_key(ike, True) if is_null_auth(conn) else psk  # after any PPK mix
+            payloads.append(codec.auth(_method(conn), _auth_data(
+                ike, key, codec.id_body(idi), True, self.msgid)))
         payloads += ppk_notes
         if conn.initial_contact and ike.reauth_of is None:
             payloads.append(codec.notify(N.INITIAL_CONTACT))
@@ -192,21 +232,33 @@ class IKEAuth(Task):
         why_ppk = ppk.initiator_confirm(ctx, ike, acts, payloads)  # RFC 8784
         if why_ppk is not None:
             return acts + fail(ctx, ike, now, why_ppk, FailReason.AUTHENTICATION)
-        psk = _null_key(ike, False) if is_null_auth(conn) else \
-            _psk(ctx, ike, ike.local_id, peer_id)
         prf = ike.chosen.prf
-        if not auth_method(conn, local=False):
-            return acts + fail(ctx, ike, now, f"the peer must authenticate with "
-                               f"{conn.remote.auth or conn.authby}, which is not supported",
-                               FailReason.AUTHENTICATION)
-        if psk is None or int(auth_p.method) != _method(conn) or not cauth.psk_verify(
+        method = int(auth_p.method)
+        if not auth_method(conn, local=False) or not _peer_may_use(conn, method):
+            return acts + fail(ctx, ike, now, f"the peer authenticated with AUTH method "
+                               f"{method}; the connection requires "
+                               f"{conn.remote.auth or conn.authby}", FailReason.AUTHENTICATION)
+        psk: bytes | None = b""
+        if method in auth_sig.SIG_METHODS:
+            why_sig = auth_sig.verify(ctx, ike, conn, peer_id, payloads, method,
+                                      bytes(auth_p.data),
+                                      _octets(ike, codec.id_body(idr_p), False, self.msgid),
+                                      now)
+            if why_sig is not None:
+                return acts + fail(ctx, ike, now, why_sig, FailReason.AUTHENTICATION)
+        else:
+            psk = _null_key(ike, False) if is_null_auth(conn) else \
+                _psk(ctx, ike, ike.local_id, peer_id)
+        if psk == b"":
+            pass
+        elif psk is None or int(auth_p.method) != _method(conn) or not cauth.psk_verify(
                 prf, psk, _octets(ike, codec.id_body(idr_p), False, self.msgid),
                 bytes(auth_p.data)):
             return acts + fail(ctx, ike, now, "authentication of the peer failed "
                                "(PSK mismatch?)", FailReason.AUTHENTICATION)
         ike.remote_id = peer_id
         mobike.negotiated(ike, payloads)
-        acts += established(ctx, ike, now)
+        acts += established(ctx, ike, now, auth_sig.describe(method, bytes(auth_p.data)))
         old = ike.reauth_of
         ike.reauth_of = None
         acts += self._finish_child(ctx, ike, payloads, now)
@@ -258,7 +310,7 @@ class IKEAuth(Task):
         return _respond(ctx, ike, req, now)
 
 
-def established(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+def established(ctx: IKEContext, ike: IKESA, now: float, how: str = "") -> list[Action]:
     """Common end of IKE_AUTH for both roles: timers, logs, uniqueids."""
     acts: list[Action] = []
     conn = ike.conn
@@ -273,8 +325,9 @@ def established(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
     ctx.index_peer(ike)
     c = ike.chosen
     assert c is not None and ike.remote_id is not None
-    how = "null" if is_null_auth(conn) else "secret"
-    ctx.log(acts, f"established IKE SA; authenticated peer using authby={how} and "
+    if not how or how == "authby=secret":
+        how = "authby=" + ("null" if is_null_auth(conn) else "secret")
+    ctx.log(acts, f"established IKE SA; authenticated peer using {how} and "
             f"{id_desc(ike.remote_id)}", ike)
     ctx.log(acts, f"IKE SA {c.encr_name()}{'-' + c.integ_name() if c.integ else ''}-"
             f"{c.prf_name()}-{c.ke_name()} {ike.local}<=>{ike.remote}", ike, level="debug")
@@ -333,17 +386,17 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     conn = _pick_connection(ctx, ike, peer_id, want, payloads)
     if conn is None:
         return reject(f"no connection matches peer {id_desc(peer_id)}")
-    if not auth_method(conn, local=False):
-        return reject(f"connection requires {conn.remote.auth or conn.authby} from the "
-                      "peer; only PSK and NULL are supported")
-    if int(auth_p.method) != _method(conn):
-        return reject(f"AUTH method {int(auth_p.method)} is not "
-                      f"{'NULL' if is_null_auth(conn) else 'PSK'}")
+    peer_sig = int(auth_p.method) in auth_sig.SIG_METHODS
+    if not auth_method(conn, local=False) or not _peer_may_use(conn, int(auth_p.method)):
+        return reject(f"the peer used AUTH method {int(auth_p.method)}; the connection "
+                      f"requires {conn.remote.auth or conn.authby} from the peer")
     if conn is not ike.conn:
         ctx.rebind(ike, conn)
-    local_id = local_identity(ike, conn)
+    local_id = auth_sig.local_id(ctx, conn) or local_identity(ike, conn)
     null = is_null_auth(conn)
-    psk = _null_key(ike, True) if null else _psk(ctx, ike, local_id, peer_id)
+    sig = auth_sig.local_sig(conn)
+    psk = _null_key(ike, True) if null else b"" if (sig and peer_sig) else \
+        _psk(ctx, ike, local_id, peer_id)
     if psk is None:
         return reject(f"no PSK for {local_id}/{peer_id}")  # CVE-2024-2357
     assert ike.chosen is not None
@@ -354,20 +407,33 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     if null:
         psk = _null_key(ike, True)  # after any PPK mix (RFC 8784 changes SK_pi)
     octets = _octets(ike, codec.id_body(idi_p), True, req.msgid)
-    if not cauth.psk_verify(prf, psk, octets, no_ppk_auth or bytes(auth_p.data)):
+    if peer_sig:
+        why_sig = auth_sig.verify(ctx, ike, conn, peer_id, payloads, int(auth_p.method),
+                                  no_ppk_auth or bytes(auth_p.data), octets, now)
+        if why_sig is not None:
+            return reject(why_sig)
+    elif not cauth.psk_verify(prf, psk, octets, no_ppk_auth or bytes(auth_p.data)):
         return reject(f"PSK authentication of {id_desc(peer_id)} failed"
                       + (" (PPK mismatch?)" if ike.ppk.used else ""))
     ike.local_id, ike.remote_id = local_id, peer_id
     idr = codec.ident(PT.IDr, local_id)
-    own = _null_key(ike, False) if null else psk
-    out: list[Payload] = [idr, codec.auth(_method(conn),
-                                          _auth_data(ike, own, codec.id_body(idr), False,
-                                                     req.msgid))]
+    out: list[Payload] = [idr]
+    if sig:
+        signed = auth_sig.sign(ctx, ike, conn,
+                               _octets(ike, codec.id_body(idr), False, req.msgid), payloads)
+        if isinstance(signed, str):
+            return reject(f"cannot authenticate ourselves: {signed}")
+        out += signed
+    else:
+        own = _null_key(ike, False) if null else psk
+        out.append(codec.auth(_method(conn), _auth_data(ike, own, codec.id_body(idr), False,
+                                                         req.msgid)))
     out += ppk.responder_notifies(ike)  # RFC 8784 PPK_IDENTITY
     mobike.negotiated(ike, payloads)  # RFC 4555 §3.1
     if ike.mobike:
         out += mobike.supported_notify(True)
-    acts += established(ctx, ike, now)
+    acts += established(ctx, ike, now, auth_sig.describe(int(auth_p.method),
+                                                         no_ppk_auth or bytes(auth_p.data)))
     acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
     child = None
     has_child = any(p.payload_type in (PT.SA, PT.TSi, PT.TSr) for p in payloads)

@@ -21,7 +21,7 @@ from pypluto.crypto import registry as reg
 from pypluto.crypto.errors import CryptoError
 from pypluto.iana import ExchangeType, ProtocolID
 from pypluto.iana import NotifyType as N
-from pypluto.ike import codec, ppk, proposals
+from pypluto.ike import auth_sig, codec, ppk, proposals
 from pypluto.ike.actions import Action, Endpoint, EventKind, FailReason, Log, SendPacket
 from pypluto.ike.codec import IKEHeader, Payload
 from pypluto.ike.context import HalfOpenKey, IKEContext
@@ -469,6 +469,7 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
     if seen:
         payloads += _natd(ike, ike.spi_r, conn.encapsulation == "yes")
     payloads += _capabilities(ctx, conn, ns)
+    payloads += auth_sig.certreq(ctx, conn)  # RFC 7296 §3.7: the CAs we trust
     payloads += ike_intermediate.answer_notify(ike, list(ns))  # RFC 9242 IKE_INT_SUP
     payloads += ppk.init_response(ike, conns, pl)  # RFC 8784 USE_PPK
     acts_send = ctx.send_response(ike, EXCH_INIT, 0, payloads, local, remote)

@@ -1,0 +1,323 @@
+"""Signature authentication in IKE_AUTH: CERT, CERTREQ and signature AUTH payloads
+(RFC 7296 §2.15, §3.6-§3.8; RFC 4754; RFC 7427; RFC 8420; RFC 4945 §3).
+
+``ike_auth`` calls these hooks where it builds and checks AUTH:
+
+* :func:`local_sig` / :func:`remote_sig`: whether an end authenticates with a
+  signature (``leftauth=``, else ``authby=``);
+* :func:`local_id`: ``leftid=`` unset or ``%fromcert`` with ``leftcert=`` is the
+  certificate's subject DN;
+* :func:`sign`: the CERT payloads to send (``leftsendcert=``: ``always``, or
+  ``sendifasked`` when the peer sent a CERTREQ) and the AUTH payload, with the
+  RFC 7427 method when the peer sent SIGNATURE_HASH_ALGORITHMS (RSASSA-PSS for
+  ``authby=rsasig``/``rsa-sha2``, PKCS#1 v1.5/SHA-1 method 1 for ``rsa-sha1`` or a
+  peer without RFC 7427), else RFC 4754 ECDSA;
+* :func:`verify`: the peer's certificate (its CERT payloads, else ``rightcert=``)
+  validated to a trusted CA (``crypto.x509.verify_chain``), checked against the CRLs,
+  its subject or subjectAltName equal to the peer's ID, then the AUTH signature;
+  returns the reason of a failure, for one log line;
+* :func:`certreq`: the CERTREQ payload naming our trust anchors (SHA-1 of their
+  public keys, §3.7).
+
+The certificate store is ``ctx.secrets.certs`` (``config.certs.CertStore``); without
+one, signature authentication fails with a clear reason.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+from pypluto.config import ids
+from pypluto.config.certs import CertStore, CredentialError, LocalCred
+from pypluto.config.model import Connection, End, Identity
+from pypluto.crypto import sigs
+from pypluto.crypto import x509 as px
+from pypluto.crypto.errors import CryptoError
+from pypluto.iana import AuthMethod, CertEncoding
+from pypluto.iana import NotifyType as N
+from pypluto.ike import codec
+from pypluto.ike.context import IKEContext
+from pypluto.ike.identity import id_desc
+from pypluto.ike.sa import IKESA
+from pypluto.wire import payloads as wp
+from pypluto.wire.errors import WireError
+
+SIG_METHODS = {int(AuthMethod.RSA_SIG), int(AuthMethod.ECDSA_SHA256_P256),
+               int(AuthMethod.ECDSA_SHA384_P384), int(AuthMethod.ECDSA_SHA512_P521),
+               int(AuthMethod.DIGITAL_SIGNATURE)}
+_SIG_WORDS = {"rsasig", "rsa", "ecdsa", "rsa-sha1", "rsa-sha2", "rsa-sha2_256", "rsa-sha2_384",
+              "rsa-sha2_512", "ecdsa-sha2", "ecdsa-sha2_256", "ecdsa-sha2_384",
+              "ecdsa-sha2_512", "eddsa", "pubkey"}
+X509 = int(CertEncoding.X509_SIGNATURE)
+
+
+def _words(conn: Connection, end: End) -> list[str]:
+    text = end.auth or conn.authby or ""
+    return [w.strip().lower() for w in text.replace("|", ",").split(",") if w.strip()]
+
+
+def local_sig(conn: Connection) -> bool:
+    """We sign: our end's auth (``leftauth=``, else ``authby=``) is a signature method and,
+    when PSK is also allowed, a certificate is configured."""
+    w = _words(conn, conn.local)
+    if not any(x in _SIG_WORDS for x in w):
+        return False
+    return not any(x in ("secret", "psk") for x in w) or conn.local.cert is not None
+
+
+def remote_sig(conn: Connection) -> bool:
+    """The peer may sign."""
+    return any(x in _SIG_WORDS for x in _words(conn, conn.remote))
+
+
+def store(ctx: IKEContext) -> CertStore | None:
+    s = getattr(ctx.secrets, "certs", None)
+    return s if isinstance(s, CertStore) else None
+
+
+def credential(ctx: IKEContext, conn: Connection) -> LocalCred | str:
+    """Our certificate and key (``leftcert=``), or why there is none."""
+    st = store(ctx)
+    if conn.local.cert is None:
+        return "no leftcert= for signature authentication"
+    if st is None:
+        return "no certificate store"
+    try:
+        return st.local(conn.local.cert)
+    except CredentialError as e:
+        return str(e)
+
+
+def local_id(ctx: IKEContext, conn: Connection) -> Identity | None:
+    """The certificate's subject DN when ``leftid=`` is unset or ``%fromcert``."""
+    lid = conn.local.id
+    if conn.local.cert is None or (lid is not None and not lid.fromcert):
+        return None
+    cred = credential(ctx, conn)
+    if isinstance(cred, str):
+        return None
+    subj = cred.cert.subject
+    return Identity(ids.ID_DER_ASN1_DN, px.subject_dn_der(cred.cert), ids.dn_text(subj))
+
+
+_ALGS = {"1.2.840.113549.1.1.10": "RSASSA-PSS", "1.2.840.113549.1.1.11": "RSA-SHA2_256",
+         "1.2.840.113549.1.1.12": "RSA-SHA2_384", "1.2.840.113549.1.1.13": "RSA-SHA2_512",
+         "1.2.840.10045.4.3.2": "ECDSA-SHA2_256", "1.2.840.10045.4.3.3": "ECDSA-SHA2_384",
+         "1.2.840.10045.4.3.4": "ECDSA-SHA2_512", "1.3.101.112": "Ed25519", "1.3.101.113": "Ed448"}
+
+
+def describe(method: int, auth_data: bytes) -> str:
+    """How the peer authenticated, for the "established IKE SA" line."""
+    if method == sigs.AUTH_RSA:
+        return "authby=rsasig (RSA PKCS#1 v1.5 SHA-1)"
+    if method in (sigs.AUTH_ECDSA_256, sigs.AUTH_ECDSA_384, sigs.AUTH_ECDSA_521):
+        return f"authby=ecdsa (RFC 4754 method {method})"
+    if method == sigs.AUTH_DIGITAL_SIGNATURE:
+        try:
+            n = auth_data[0]
+            oid = x509_oid(auth_data[1:1 + n])
+        except (IndexError, ValueError):
+            oid = ""
+        return f"digital signature {_ALGS.get(oid, oid or '?')} (RFC 7427)"
+    return "authby=secret"
+
+
+def x509_oid(algid: bytes) -> str:
+    """The OID of a DER AlgorithmIdentifier, dotted."""
+    from pypluto.crypto.der import read_tlv
+    tag, body, _ = read_tlv(algid, 0)
+    tag2, oid, _ = read_tlv(body, 0)
+    if tag != 0x30 or tag2 != 0x06:
+        raise ValueError("not an AlgorithmIdentifier")
+    first = oid[0]
+    parts = [first // 40, first % 40]
+    val = 0
+    for b in oid[1:]:
+        val = (val << 7) | (b & 0x7F)
+        if not b & 0x80:
+            parts.append(val)
+            val = 0
+    return ".".join(str(p) for p in parts)
+
+
+def _init_payloads(ike: IKESA, from_peer: bool) -> list[wp.Payload]:
+    """The payloads of the peer's (or our) IKE_SA_INIT message, kept until AUTH."""
+    raw = (ike.init_response if ike.initiator else ike.init_request) if from_peer else \
+        (ike.init_request if ike.initiator else ike.init_response)
+    if not raw:
+        return []
+    try:
+        return list(codec.parse(raw).payloads)
+    except WireError:
+        return []
+
+
+def peer_hashes(ike: IKESA) -> set[int]:
+    """The peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427 §4), empty when not sent."""
+    for p in _init_payloads(ike, True):
+        if isinstance(p, wp.NotifyPayload) and p.notify_type == N.SIGNATURE_HASH_ALGORITHMS:
+            d = bytes(p.data)
+            return {int.from_bytes(d[i:i + 2], "big") for i in range(0, len(d) - 1, 2)}
+    return set()
+
+
+def peer_asked(ike: IKESA, payloads: Sequence[wp.Payload]) -> bool:
+    """The peer sent a CERTREQ (in its IKE_SA_INIT or this IKE_AUTH message)."""
+    allp = list(_init_payloads(ike, True)) + list(payloads)
+    return any(isinstance(p, wp.CertReqPayload) for p in allp)
+
+
+def certreq(ctx: IKEContext, conn: Connection) -> list[wp.Payload]:
+    """CERTREQ naming our trust anchors (§3.7), when the peer may sign."""
+    st = store(ctx)
+    if st is None or not remote_sig(conn):
+        return []
+    anchors = st.anchors()
+    if conn.remote.ca and os.path.sep in conn.remote.ca:
+        try:
+            anchors = st.ca_file(conn.remote.ca)
+        except CredentialError:
+            pass
+    hashes = b"".join(px.spki_sha1(c) for c in anchors)
+    return [wp.CertReqPayload(X509, hashes)] if hashes else []
+
+
+_SUFFIX = {"_256": sigs.HASH_SHA2_256, "_384": sigs.HASH_SHA2_384, "_512": sigs.HASH_SHA2_512}
+
+
+def _method(key: object, words: list[str], hashes: set[int]) -> tuple[int, int, bool]:
+    """(AUTH method, RFC 7427 hash, PSS) for our key and the peer's hashes.
+
+    ``authby=rsa-sha2_384`` (and the other ``_NNN`` words) limit the hashes to those.
+    """
+    only = {h for w in words for sfx, h in _SUFFIX.items() if w.endswith(sfx)}
+    if only:
+        hashes = (hashes & only) | (hashes & {sigs.HASH_IDENTITY})
+    rfc7427 = bool(hashes)
+    if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
+        if sigs.HASH_IDENTITY not in hashes:
+            raise CryptoError("EdDSA needs RFC 7427 with the Identity hash, not offered by "
+                              "the peer")
+        return sigs.AUTH_DIGITAL_SIGNATURE, sigs.HASH_IDENTITY, False
+    if isinstance(key, rsa.RSAPrivateKey):
+        if not rfc7427 or (words and all(w == "rsa-sha1" for w in words)):
+            return sigs.AUTH_RSA, sigs.HASH_SHA1, False
+    elif isinstance(key, ec.EllipticCurvePrivateKey) and not rfc7427:
+        m = {256: sigs.AUTH_ECDSA_256, 384: sigs.AUTH_ECDSA_384, 521: sigs.AUTH_ECDSA_521}
+        if key.curve.key_size not in m:
+            raise CryptoError(f"no RFC 4754 method for {key.curve.name}")
+        return m[key.curve.key_size], 0, False
+    order = [sigs.HASH_SHA2_256, sigs.HASH_SHA2_384, sigs.HASH_SHA2_512]
+    if isinstance(key, ec.EllipticCurvePrivateKey):  # the hash that matches the curve first
+        first = {384: sigs.HASH_SHA2_384, 521: sigs.HASH_SHA2_512}.get(key.curve.key_size)
+        if first is not None:
+            order = [first] + [h for h in order if h != first]
+    for h in order:
+        if h in hashes:
+            return sigs.AUTH_DIGITAL_SIGNATURE, h, isinstance(key, rsa.RSAPrivateKey)
+    raise CryptoError("the peer offers no SHA-2 hash for RFC 7427 signatures")
+
+
+def sign(ctx: IKEContext, ike: IKESA, conn: Connection, octets: bytes,
+         peer_payloads: Sequence[wp.Payload]) -> list[wp.Payload] | str:
+    """[CERT...] and AUTH for our side, or why we cannot sign."""
+    cred = credential(ctx, conn)
+    if isinstance(cred, str):
+        return cred
+    try:
+        method, h, pss = _method(cred.key, _words(conn, conn.local), peer_hashes(ike))
+        data = sigs.sign(method, cred.key, octets, h or sigs.HASH_SHA2_256, pss=pss)
+    except CryptoError as e:
+        return f"cannot sign with '{cred.name}': {e}"
+    out: list[wp.Payload] = []
+    send = (conn.local.sendcert or "sendifasked").lower()
+    if send in ("always", "alwayssend", "yes") or (
+            send in ("sendifasked", "ifasked") and peer_asked(ike, peer_payloads)):
+        out.append(wp.CertPayload(X509, px.der(cred.cert)))
+        out += [wp.CertPayload(X509, px.der(c)) for c in cred.chain]
+    out.append(codec.auth(method, data))
+    return out
+
+
+def _peer_id_in_cert(cert: object, peer: Identity) -> bool:
+    assert isinstance(cert, x509.Certificate)
+    if peer.id_type == ids.ID_DER_ASN1_DN:
+        subj = Identity(ids.ID_DER_ASN1_DN, px.subject_dn_der(cert), ids.dn_text(cert.subject))
+        return ids.id_matches(peer, subj) and ids.id_matches(subj, peer)
+    return px.san_has(cert, peer.id_type, peer.data)
+
+
+def _ca_names(ctx: IKEContext, conn: Connection, ca: str) -> list[x509.Name]:
+    """The CA subjects ``rightca=`` allows: a DN, ``%same`` (the issuers of our own
+    certificate), or a CA file."""
+    st = store(ctx)
+    if ca == "%same":
+        cred = credential(ctx, conn)
+        if isinstance(cred, str):
+            return []
+        return [cred.cert.issuer] + [c.subject for c in cred.chain]
+    if os.path.sep in ca and st is not None:
+        try:
+            return [c.subject for c in st.ca_file(ca)]
+        except CredentialError:
+            return []
+    try:
+        return [ids.parse_dn(ca)]
+    except ids.IdError:
+        return []
+
+
+def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
+           payloads: Sequence[wp.Payload], method: int, auth_data: bytes, octets: bytes,
+           now: float) -> str | None:
+    """Check the peer's certificate and signature; the reason of a failure, or None."""
+    st = store(ctx)
+    if st is None:
+        return "no certificate store to verify a signature"
+    if not remote_sig(conn):
+        return f"peer signed (AUTH method {method}) but the connection expects " \
+               f"authby={conn.remote.auth or conn.authby}"
+    certs = [bytes(p.data) for p in payloads
+             if isinstance(p, wp.CertPayload) and int(p.encoding) == X509]
+    when = datetime.datetime.fromtimestamp(st.clock(), datetime.UTC)  # validity
+    try:
+        if certs:
+            leaf = x509.load_der_x509_certificate(certs[0])
+            inter = [x509.load_der_x509_certificate(c) for c in certs[1:]]
+        elif conn.remote.cert:
+            leaf, inter = st.peer_cert(conn.remote.cert), []
+        else:
+            return "peer sent no certificate and no rightcert= is configured"
+    except (ValueError, CredentialError) as e:
+        return f"bad certificate from the peer: {e}"
+    who = f"'{ids.dn_text(leaf.subject)}'"
+    ca = conn.remote.ca
+    anchors = st.anchors()
+    if ca and os.path.sep in ca:  # rightca=/path/ca.pem: that file is the trust anchor
+        try:
+            anchors = st.ca_file(ca)
+        except CredentialError as e:
+            return str(e)
+    try:
+        chain = px.verify_chain(leaf, inter + st.intermediates(), anchors, when).chain
+    except px.CertError as e:
+        return f"certificate {who} rejected: {e}"
+    why = px.revoked(chain, st.crls(), when, st.crl_strict)
+    if why:
+        return f"certificate {who} rejected: {why}"
+    ca = conn.remote.ca
+    if ca and ca != "%any":
+        want = _ca_names(ctx, conn, ca)
+        if not any(c.subject in want for c in chain[1:]):
+            return f"certificate {who} is not issued under rightca='{ca}'"
+    if not _peer_id_in_cert(leaf, peer):
+        return f"peer ID {id_desc(peer)} is neither the subject nor a subjectAltName of " \
+               f"certificate {who}"
+    if not sigs.verify(method, leaf.public_key(), octets, auth_data):
+        return f"signature (AUTH method {method}) of {who} does not verify"
+    return None
