@@ -113,6 +113,9 @@ class PolicyParams:
     priority: int = 0  # 0 = backend default
     source_ip: IPAddress | None = None  # preferred source for the route (leftsourceip)
     conn_name: str = ""
+    # "ipsec": use the SA (the template); a shunt (type=passthrough|drop|reject conns):
+    # "pass" bypasses IPsec, "drop" discards, "reject" discards with ICMP unreachable
+    action: Literal["ipsec", "pass", "drop", "reject"] = "ipsec"
 
 
 @dataclass

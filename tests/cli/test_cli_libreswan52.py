@@ -51,13 +51,25 @@ def test_rereads_and_aliases(daemon):
     assert ipsec("initiate", "--rundir", rd, "nosuch").returncode == 21
 
 
-@pytest.mark.parametrize("cmd", ["route", "unroute", "ondemand"])
-def test_on_demand_commands_are_refused(daemon, cmd):
-    r = ipsec(cmd, "--rundir", str(daemon.rundir), "c-route")
-    assert r.returncode == 25
-    assert f"ipsec {cmd}: not supported by pypluto: on-demand" in r.stderr
-    r = ipsec("auto", "--rundir", str(daemon.rundir), f"--{cmd}", "c-route")
-    assert r.returncode == 25 and "not supported by pypluto" in r.stderr
+def test_on_demand_commands_route_and_unroute(daemon):
+    """route / unroute / ondemand reach pluto (issue 16; the traffic side is in
+    tests/daemon/test_ondemand.py); ``auto --route`` is the Libreswan 4 spelling."""
+    rd, conf = str(daemon.rundir), str(daemon.conf)
+    r = ipsec("route", "--rundir", rd, "c-route")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert '"c-route"' in ipsec("status", "--rundir", rd).stdout
+    assert "routed-ondemand" in ipsec("status", "--rundir", rd).stdout
+    r = ipsec("unroute", "--rundir", rd, "c-route")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "routed-ondemand" not in ipsec("status", "--rundir", rd).stdout
+    r = ipsec("auto", "--rundir", rd, "--route", "c-route")
+    assert r.returncode == 0 and "routed-ondemand" in ipsec("status", "--rundir", rd).stdout
+    r = ipsec("ondemand", "--rundir", rd, "--config", conf, "c-route")  # add + route
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "routed-ondemand" in ipsec("status", "--rundir", rd).stdout
+    assert ipsec("unroute", "--rundir", rd, "c-route").returncode == 0
+    r = ipsec("route", "--rundir", rd, "c-anyone")  # right=%any: nothing to trap
+    assert r.returncode == 25 and "without a peer address" in r.stdout + r.stderr
 
 
 def test_start_name_is_add_then_up(daemon):

@@ -65,11 +65,13 @@ def test_named_commands_and_exit_codes(daemon):
     assert r.returncode == 33 and "requires --name" in r.stderr
     r = daemon.whack("--name", "c-anyone", "--initiate")
     assert r.returncode == 29 and "without knowing peer IP address" in r.stdout
-    # type=passthrough and auto=route conns are refused at load until on-demand exists
-    # (issue 12); whack --route on an added conn still says it is not implemented
-    r = daemon.whack("--name", "c-route", "--route")
-    assert r.returncode == 25 and "not implemented yet" in r.stdout
+    # --route installs the trap (issue 16), --unroute removes it; a %any peer cannot be routed
+    assert daemon.whack("--name", "c-route", "--route").returncode == 0
+    assert "routed-ondemand" in daemon.whack("--status").stdout
     assert daemon.whack("--name", "c-route", "--unroute").returncode == 0
+    assert "routed-ondemand" not in daemon.whack("--status").stdout
+    r = daemon.whack("--name", "c-anyone", "--route")
+    assert r.returncode == 25 and "without a peer address" in r.stdout
     assert daemon.whack("--name", "c-add", "--down").returncode == 0
     assert daemon.whack("--name", "c-add", "--rekey-ike").returncode == 0
     assert daemon.whack("--name", "c-add", "--rekey-ipsec").returncode == 0

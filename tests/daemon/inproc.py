@@ -43,6 +43,7 @@ class ScriptedEngine:
         self.shutdown_called = False
         self.raise_on: bytes | None = None
         self.status_obj = EngineStatus()
+        self.acquired: list[Any] = []
 
     def add_connection(self, conn: Connection) -> list[Any]:
         self.conns[conn.name] = conn
@@ -93,6 +94,19 @@ class ScriptedEngine:
         return self.status_obj
 
     def fail_child(self, serial: int, why: str, now: float) -> list[Any]:
+        return []
+
+    def route(self, name: str, now: float) -> list[Any]:
+        return []
+
+    def unroute(self, name: str, now: float) -> list[Any]:
+        return []
+
+    def routed(self, name: str) -> bool:
+        return False
+
+    def acquire(self, ev: Any, now: float) -> list[Any]:
+        self.acquired.append(ev)
         return []
 
     def shutdown(self, now: float) -> list[Any]:
@@ -159,6 +173,18 @@ class OffloadingEngine:
         return EngineStatus()
 
     def fail_child(self, serial: int, why: str, now: float) -> list[Any]:
+        return []
+
+    def route(self, name: str, now: float) -> list[Any]:
+        return []
+
+    def unroute(self, name: str, now: float) -> list[Any]:
+        return []
+
+    def routed(self, name: str) -> bool:
+        return False
+
+    def acquire(self, ev: Any, now: float) -> list[Any]:
         return []
 
     def shutdown(self, now: float) -> list[Any]:

@@ -191,14 +191,16 @@ def test_config_setup_conns_secrets_and_cli_wins(make_pluto, tmp_path):
     assert r.returncode == 0
     out = r.stdout
     assert '"c-add": 127.0.0.1[@west]...192.0.2.77[@east]' in out
-    # auto=route is refused at load until on-demand exists (issue 12)
-    assert '"c-route"' not in out and '"c-ignore"' not in out
+    # auto=route loads and routes (issue 16); auto=ignore does not load
+    assert '"c-route": 127.0.0.1[@west]...192.0.2.78; routed-ondemand' in out
+    assert '"c-ignore"' not in out
     # command line wins over config setup (keep-alive=33, uniqueids=no in the file)
     assert "uniqueids=yes" in out and "keep-alive=44s" in out and "force-busy=yes" in out
     assert "virtual-private=%v4:10.0.0.0/8,%v4:!10.1.0.0/16" in out
     assert "secctx-attr-type=32001" in out and "helpers=0 (inline)" in out
     text = log.read_text()
-    assert f"{conf}:17: auto=route is not supported by pypluto" in text
+    assert "auto=route is not supported" not in text
+    assert "\"c-route\": route: trap policies installed" in text
     # a broken conn is reported with file:line and skipped; the others load
     assert f"{conf}:25: while loading 'c-bad'" in text and '"c-bad"' not in out
     assert f'loading secrets from "{secrets}"' in text
@@ -212,7 +214,7 @@ def test_config_setup_conns_secrets_and_cli_wins(make_pluto, tmp_path):
     data = json.loads(r.stdout)
     assert data["schema"] == "pypluto-status/1"
     assert data["pluto"]["vendorid"] == "pypluto-test-vid"
-    assert {c["name"] for c in data["connections"]} == {"c-add"}
+    assert {c["name"] for c in data["connections"]} == {"c-add", "c-route"}
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
 

@@ -432,6 +432,41 @@ def scenario_acquire(left: XfrmBackend, right: XfrmBackend) -> None:
     check("acquire-larval-state-flushed", not left.list_sas(own_only=False))
 
 
+def scenario_shunts(left: XfrmBackend, right: XfrmBackend) -> None:
+    """Shunt policies (type=passthrough|drop, issue 16) beside a trap for the /24.
+
+    The passthrough /32 inside the trapped /24 goes in the clear both ways (it is
+    more specific, and one better than a tunnel's priority); the drop /32 and the
+    rest of the /24 (a trap, no SA) pass nothing.  A second backend instance (a
+    restart after a crash) finds the shunts by their index and removes them.
+    """
+    pass5, drop6 = "203.0.113.5", "203.0.113.6"
+    ip_batch(RIGHT, [f"addr add {pass5}/32 dev inner0", f"addr add {drop6}/32 dev inner0"])
+    try:
+        lts, rts = TrafficSelector(LNET4), TrafficSelector(RNET4)
+        p5 = TrafficSelector(ipaddress.ip_network(f"{pass5}/32"))
+        d6 = TrafficSelector(ipaddress.ip_network(f"{drop6}/32"))
+        left.add_policy(PolicyParams(lts, rts, "out", 9, L4, R4))
+        for d, a, b in (("out", lts, p5), ("in", p5, lts), ("fwd", p5, lts)):
+            left.add_policy(PolicyParams(a, b, d, 9, L4, R4, action="pass"))  # type: ignore[arg-type]
+        left.add_policy(PolicyParams(lts, d6, "out", 9, L4, R4, action="drop"))
+        pols = left.list_policies()
+        check("shunt-policies-are-ours", len(pols) == 5, "; ".join(map(str, pols)))
+        check("shunt-passthrough-ping-both-ways",
+              ping(LEFT, LIN4, pass5) and ping(RIGHT, pass5, LIN4))
+        check("shunt-drop-blocks", not ping(LEFT, LIN4, drop6, count=1, wait=1))
+        check("shunt-trap-rest-of-24-blocked", not ping(LEFT, LIN4, RIN4, count=1, wait=1))
+        again = XfrmBackend(netns=LEFT, log=lambda m: None)
+        try:
+            again.flush_own()
+        finally:
+            again.close()
+        rest = left.list_policies(own_only=False)
+        check("shunt-restart-flush-removes-them", not rest, "; ".join(map(str, rest)))
+    finally:
+        ip_batch(RIGHT, [f"addr del {pass5}/32 dev inner0", f"addr del {drop6}/32 dev inner0"])
+
+
 # --- daemons -----------------------------------------------------------------------------
 PSK = "pypluto-espkernel-psk-0123456789abcdef"
 VENV_BIN = os.path.dirname(sys.executable)
@@ -470,7 +505,8 @@ class Daemon:
     """One IKE daemon (ours or Libreswan's) in a namespace, logging to a file."""
 
     def __init__(
-        self, kind: str, ns: str, workdir: str, name: str, backend: str | None = "--use-xfrm"
+        self, kind: str, ns: str, workdir: str, name: str, backend: str | None = "--use-xfrm",
+        conf: str | None = None,
     ) -> None:
         self.kind, self.ns, self.name, self.backend = kind, ns, name, backend
         self.dir = os.path.join(workdir, name)
@@ -479,7 +515,7 @@ class Daemon:
         self.logpath = os.path.join(self.dir, "pluto.log")
         self.proc: subprocess.Popen[bytes] | None = None
         with open(os.path.join(self.dir, "ipsec.conf"), "w") as f:
-            f.write(conf_text())
+            f.write(conf if conf is not None else conf_text())
         sec = os.path.join(self.dir, "ipsec.secrets")
         with open(sec, "w") as f:
             f.write(f'@west.example @east.example : PSK "{PSK}"\n')
@@ -934,6 +970,113 @@ def scenario_libreswan_ppk(left: XfrmBackend, right: XfrmBackend) -> None:
         subprocess.run(["rm", "-rf", work])
 
 
+def ondemand_conf() -> str:
+    """auto=route on both ends (issue 16): whoever sends first negotiates."""
+    return (
+        "config setup\n\tplutodebug=none\n\n"
+        f"conn od\n\tauthby=secret\n\tleft={L4}\n\tleftid=@west.example\n"
+        f"\tleftsubnet={LNET4}\n\tleftsourceip={LIN4}\n\tright={R4}\n"
+        f"\trightid=@east.example\n\trightsubnet={RNET4}\n\trightsourceip={RIN4}\n"
+        "\tike=aes_gcm256-sha2_256-dh19\n\tauto=route\n\n"
+    )
+
+
+def pings_answered(ns: str, src: str, dst: str, count: int) -> int:
+    res = subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", str(count), "-i", "0.3",
+                          "-W", "3", "-I", src, dst], capture_output=True, text=True)
+    m = re.search(r"(\d+) received", res.stdout)
+    return int(m.group(1)) if m else -1
+
+
+def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
+    """XFRM ACQUIRE both ways against Libreswan 4.10, both ends auto=route (issue 16).
+
+    West (ours) pings: the trap policy's ACQUIRE makes us initiate.  Down: the traps
+    stay on both ends.  East (Libreswan) pings: its ACQUIRE makes it initiate, we
+    respond.  unroute + shutdown leave no policy, state or route of ours.
+    """
+    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
+        check("ondemand-libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+        return
+    work = tempfile.mkdtemp(prefix="ppxg-od.")
+    west = Daemon("pypluto", LEFT, work, "west", conf=ondemand_conf())
+    east = Daemon("libreswan", RIGHT, work, "east", conf=ondemand_conf())
+    ip_batch(LEFT, [f"route del {RNET4}"])
+    ip_batch(RIGHT, [f"route del {LNET4}"])
+    try:
+        west.start()
+        east.start()
+        wait_for(lambda: "routed-ondemand" in west.whack("--status")
+                 and "trap" in sh(["ip", "-n", RIGHT, "xfrm", "policy"]) + "trap"
+                 and len(left.list_policies()) >= 1, 30, "traps on both ends")
+        pols = left.list_policies()
+        check("ondemand-trap-policy", len(pols) == 1 and not left.list_sas(),
+              "; ".join(map(str, pols)))
+        route = sh(["ip", "-n", LEFT, "route", "show", str(RNET4)]).strip()
+        check("ondemand-trap-route", f"src {LIN4}" in route, route)
+        log(f"ondemand: pinging at {time.strftime('%H:%M:%S')}")
+        got = pings_answered(LEFT, LIN4, RIN4, 5)
+        up = True
+        try:
+            wait_for(lambda: len(left.list_sas()) >= 2, 20, "SAs after our ACQUIRE")
+        except TimeoutError:
+            up = False
+        check("ondemand-our-acquire-initiates",
+              up and "initiating on demand: acquire for" in west.log(),
+              f"{got}/5 pings answered during/after the negotiation")
+        log(f"ondemand: our trap, {got}/5 first pings answered (XFRM larval state drops "
+            "until the SA is in)")
+        log("\n".join(ln for ln in west.log().splitlines()
+                      if "acquire" in ln or "established" in ln or "Pluto initialized" in ln))
+        check("ondemand-ping-after-acquire", ping(LEFT, LIN4, RIN4))
+        west.whack("--name", "od", "--down")
+        wait_for(lambda: not left.list_sas(), 30, "SAs gone after down")
+        pols = left.list_policies()
+        check("ondemand-down-keeps-trap", len(pols) == 1, "; ".join(map(str, pols)))
+        # Libreswan's own trap: its ACQUIRE, it initiates, we respond
+        wait_for(lambda: not right.list_sas(own_only=False), 30, "Libreswan's SAs gone")
+        got = pings_answered(RIGHT, RIN4, LIN4, 5)
+        up = True
+        try:
+            wait_for(lambda: len(left.list_sas()) >= 2, 20, "SAs after Libreswan's ACQUIRE")
+        except TimeoutError:
+            up = False
+        check("ondemand-libreswan-acquire-initiates", up,
+              f"{got}/5 pings answered; east: {east.tail(5)}")
+        log(f"ondemand: Libreswan's trap, {got}/5 first pings answered")
+        check("ondemand-ping-after-libreswan-acquire", ping(RIGHT, RIN4, LIN4))
+        # unroute: our trap goes (the SA stays until down); then nothing of ours is left
+        west.whack("--name", "od", "--unroute")
+        west.whack("--name", "od", "--down")
+        wait_for(lambda: not left.list_sas(), 30, "SAs gone after unroute + down")
+        rest = own_state_left(left)
+        route = sh(["ip", "-n", LEFT, "route", "show", str(RNET4)]).strip()
+        check("ondemand-nothing-left-after-unroute", rest == (0, 0) and not route,
+              f"{rest}, route {route!r}")
+        west.whack("--name", "od", "--route")
+        wait_for(lambda: len(left.list_policies()) == 1, 10, "the trap back")
+        stopped = west.stop()
+        rest = own_state_left(left)
+        route = sh(["ip", "-n", LEFT, "route", "show", str(RNET4)]).strip()
+        check("ondemand-nothing-left-after-shutdown", stopped and rest == (0, 0) and not route,
+              f"{rest}, route {route!r}")
+    except Exception:
+        for d in (west, east):
+            log(f"--- {d.name} log tail:\n{d.tail()}")
+        raise
+    finally:
+        for d in (west, east):
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait()
+        for ns in (LEFT, RIGHT):
+            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
+            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
+        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
+        ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
+        subprocess.run(["rm", "-rf", work])
+
+
 def scenario_flush_and_crash(left: XfrmBackend) -> None:
     """flush_own removes ours only; a restarted backend removes a crashed run's leftovers."""
     # Foreign state: as Libreswan (reqid 16388) and a hand-made SA (reqid 0).
@@ -1110,6 +1253,8 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("libreswan", scenario_libreswan, 2),
     ("libreswan_ah", scenario_libreswan_ah, 2),
     ("libreswan_ppk", scenario_libreswan_ppk, 2),
+    ("ondemand", scenario_ondemand, 2),
+    ("shunts", scenario_shunts, 2),
 ]
 
 

@@ -65,6 +65,11 @@ EXPECTED = [
     "selectors-tunnel-others-dropped",
     "selectors-transport-udp-5353-passes",
     "selectors-transport-others-dropped",
+    "shunt-policies-are-ours",
+    "shunt-passthrough-ping-both-ways",
+    "shunt-drop-blocks",
+    "shunt-trap-rest-of-24-blocked",
+    "shunt-restart-flush-removes-them",
 ]
 
 
@@ -138,6 +143,18 @@ LIBRESWAN = [
     "libreswan-nothing-left-after-shutdown",
 ]
 
+ONDEMAND = [
+    "ondemand-trap-policy",
+    "ondemand-trap-route",
+    "ondemand-our-acquire-initiates",
+    "ondemand-ping-after-acquire",
+    "ondemand-down-keeps-trap",
+    "ondemand-libreswan-acquire-initiates",
+    "ondemand-ping-after-libreswan-acquire",
+    "ondemand-nothing-left-after-unroute",
+    "ondemand-nothing-left-after-shutdown",
+]
+
 
 def uml_available() -> bool:
     return (
@@ -186,7 +203,8 @@ def test_xfrm_backend_in_esp_kernel(guest: GuestRun) -> None:
     print(f"UML run took {guest.seconds:.1f}s")
     print("\n".join(re.findall(r"scenario \S+ took [\d.]+s", guest.output)))
     scenarios = ("gcm_esn", "cbc_sha256", "chacha_ipv6", "ipv4_in_ipv6", "transport", "ah", "natt",
-                 "expire", "acquire", "errors", "flush_and_crash", "selectors")  # fmt: skip
+                 "expire", "acquire", "errors", "flush_and_crash", "selectors",
+                 "shunts")  # fmt: skip
     for sc in scenarios:
         guest.assert_checks(EXPECTED, sc)
 
@@ -232,3 +250,15 @@ def test_pypluto_against_libreswan_ppk_and_updown_with_xfrm(guest: GuestRun) -> 
         "Libreswan 4.10 (tools/install-libreswan.sh)",
     )
     guest.assert_checks(LIBRESWAN_PPK, "libreswan_ppk")
+
+
+def test_xfrm_acquire_against_libreswan_both_ways(guest: GuestRun) -> None:
+    """auto=route on both ends (issue 16): our ACQUIRE makes us initiate, Libreswan's
+    makes it initiate and we respond; unroute and shutdown leave nothing of ours."""
+    require(
+        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
+        "Libreswan 4.10 (tools/install-libreswan.sh)",
+    )
+    require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
+    print("\n".join(re.findall(r"ondemand: .*", guest.output)))
+    guest.assert_checks(ONDEMAND, "ondemand")

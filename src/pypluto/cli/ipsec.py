@@ -58,8 +58,9 @@ Usage: ipsec <command> [arguments]
   loadtest [options]           initiate many IKE SAs against a responder (--help)
   auto --add|--replace|--delete|--up|--down|--route|--unroute|--status|
        --rereadsecrets|--rereadall|--listen  NAME   Libreswan 4 spelling (deprecated)
-Not supported by pypluto (exit 25: on-demand routing is not implemented):
-  route, unroute, ondemand
+  route NAME                   install the trap policies (traffic brings it up)
+  unroute NAME                 remove the trap policies
+  ondemand NAME                add (from the config file) and route
 Not supported by pypluto (exit 33): fetchcrls, crls, listcrls, listpubkeys, listall,
   purgeocsp, checkpubkeys, shuntstatus, briefconnectionstatus, fipsstatus, redirect,
   modutil, vfychain, checknflog, stopnflog, reload
@@ -80,9 +81,8 @@ ALIASES = {
     "--ondemand": "ondemand", "--start": "start", "--stop": "stop", "--restart": "restart",
 }
 
-# On-demand (trap) routing is not implemented yet: these fail with RC_ROUTE.  When
-# it lands, set this to True and they are passed to pluto as whack --route/--unroute.
-ON_DEMAND_SUPPORTED = False
+# On-demand (trap) routing: passed to pluto as whack --route/--unroute (ike/traps.py).
+ON_DEMAND_SUPPORTED = True
 ON_DEMAND = ("route", "unroute", "ondemand")
 
 # Libreswan 5.2 commands pypluto cannot do: the reason printed with the error.
@@ -306,9 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(rest) != 1:
             print(f"ipsec {cmd}: exactly one connection name required", file=sys.stderr)
             return RC_WHACK_PROBLEM
-        if cmd == "ondemand":  # route, then initiate (Libreswan 5.2)
-            return (_whack(w + ["--name", rest[0], "--route"])
-                    or _whack(w + ["--name", rest[0], "--initiate"]))
+        if cmd == "ondemand":  # add, then route (Libreswan 5.2 ipsec-ondemand(8))
+            return (cmd_add(opts, rest, "ondemand")
+                    or _whack(w + ["--name", rest[0], "--route"]))
         action = {"delete": "--delete", "up": "--initiate", "down": "--down",
                   "route": "--route", "unroute": "--unroute"}[cmd]
         return _whack(w + ["--name", rest[0], action])

@@ -114,7 +114,7 @@ T_SETUP = T_DA + "test_config_setup_keys_reach_the_options"
 _CERTS = "needs certificates / NSS, which pypluto does not have yet"
 _IKEV1 = "IKEv1 only; pypluto speaks IKEv2 only"
 _V1_CP = "IKEv1 XAUTH / ModeConfig; pypluto has no XAUTH, ModeConfig or CP payloads"
-_ONDEMAND = "needs on-demand (trap) policies, which pypluto does not have yet"
+_ONDEMAND = "needs bare (negotiation/failure) shunts, which pypluto does not have yet"
 _XFRMI = "needs XFRM interfaces (ipsec-interface / VTI), not implemented"
 _NO = "not implemented by pypluto"
 _SIGS = ("rsasig|rsa|ecdsa|rsa-sha1|rsa-sha2|rsa-sha2_256|rsa-sha2_384|rsa-sha2_512|"
@@ -268,9 +268,9 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
 
 CONN_KEYS: dict[str, KeyDef] = _table([
     ("auto", "enum", "ignore|add|start|up|route|ondemand|keep",
-     P("ignore|add|start|up", "tests/daemon/test_daemon_pair.py::"
-       "test_auto_start_statsbin_and_shutdown_deletes",
-       "route/ondemand/keep " + _ONDEMAND)),
+     P("ignore|add|start|up|route|ondemand", "tests/daemon/test_ondemand.py::"
+       "test_route_first_ping_brings_it_up_without_loss",
+       "keep is not implemented")),
     ("also", "str", W(T_CFG + "test_basic_file_resolves_default_and_also")),
     ("ike", "proposal:IKE", W(T_EST + "test_configured_proposals")),
     ("hostaddrfamily", "enum", "ipv4|ipv6|v4|inet|v6|inet6",
@@ -278,8 +278,7 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("clientaddrfamily", "enum", "ipv4|ipv6|v4|inet|v6|inet6",
      R("pypluto never resolves host names, so the family hint has no use")),
     ("type", "enum", "tunnel|transport|passthrough|pass|drop|reject",
-     P("tunnel|transport", T_EST + "test_transport_mode_host_to_host",
-       "passthrough/drop/reject " + _ONDEMAND)),
+     W("tests/daemon/test_ondemand.py::test_shunts_inside_a_routed_subnet")),
     ("authby", "authby", P("secret|psk|null|" + _SIGS, T_CERT +
                            "test_certificates_through_an_intermediate",
                            "never " + _NO)),
@@ -378,9 +377,11 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("replay-window", "bignum", W(T_EFF + "test_replay_window_reaches_the_sas")),
     ("ikelifetime", "time", W(T_LIFE + "test_rekey_ike_by_lifetime")),
     ("failureshunt", "enum", "none|passthrough|drop|hold|reject",
-     P("none", note="shunts " + _ONDEMAND)),
+     P("none", note="failure shunts are not implemented (the trap stays)")),
     ("negotiationshunt", "enum", "passthrough|drop|hold",
-     P("hold|drop", note="shunts " + _ONDEMAND)),
+     P("hold", "tests/daemon/test_ondemand.py::test_route_first_ping_brings_it_up_without_loss",
+       "hold: the userspace plane holds a trap's packets (bounded) until the SA is in; "
+       "passthrough/drop are not implemented")),
     ("enable-tcp", "enum", "no|yes|fallback", P("no", note="IKE over TCP (RFC 8229) " + _NO)),
     ("tcp-remoteport", "int", R("IKE over TCP (RFC 8229) " + _NO)),
     ("connalias", "str", R(_NO)),

@@ -367,11 +367,19 @@ class ControlServer:
         return RC_SUCCESS, None, None
 
     async def _route(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
-        return RC_ROUTE, None, (f'"{name}": cannot route: on-demand trapping is not '
-                                "implemented yet; use --initiate")
+        """``whack --route``: trap policies; the first matching packet negotiates."""
+        conn = self.registry.conns[name]
+        shunt = conn.type in ("passthrough", "drop", "reject") or conn.authby == "never"
+        if conn.remote.host_addr is None and not (shunt and conn.remote.subnets):
+            return RC_ROUTE, None, (f'"{name}": cannot route a connection without a peer '
+                                    "address")
+        if not self.registry.route(name):
+            return RC_ROUTE, None, f'"{name}": could not install the trap policies'
+        return RC_SUCCESS, None, None
 
     async def _unroute(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
-        self.registry.routed.discard(name)
+        """``whack --unroute``: remove the trap policies (established SAs stay up)."""
+        self.registry.unroute(name)
         return RC_SUCCESS, None, None
 
 

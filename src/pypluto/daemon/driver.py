@@ -28,7 +28,9 @@ import contextlib
 import os
 import re
 import subprocess
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from functools import partial
@@ -66,7 +68,7 @@ from pypluto.ike.actions import (
     Updown,
 )
 from pypluto.ike.status import ChildSAStatus
-from pypluto.kernel.base import BackendError, KernelBackend, SAExpire, SAStats
+from pypluto.kernel.base import BackendError, KernelBackend, SAAcquire, SAExpire, SAStats
 from pypluto.params import UpdownChild
 from pypluto.textsafe import LINE_LIMIT, escape
 
@@ -87,6 +89,7 @@ V2_STATE_NAMES = {
 """Libreswan 5.2's short state names in its retransmission lines."""
 
 POLL_INTERVAL = 10.0  # seconds between SA counter polls
+ACQUIRE_QUEUE = 256  # acquires waiting for the loop; more are dropped (and counted)
 
 
 class EngineDriver:
@@ -121,6 +124,10 @@ class EngineDriver:
         self._updown_locks: dict[str, asyncio.Lock] = {}
         self._updown_failed: set[int] = set()  # never came up: no down/unroute for them
         self.updown_timeout = 30.0
+        self._acq: deque[SAAcquire] = deque()
+        self._acq_lock = threading.Lock()
+        self._acq_scheduled = False
+        self.acquires_dropped = 0
         self.updown_tasks: set[asyncio.Task[None]] = set()
         # event counters (whack --status --json "counters", the metrics endpoint)
         self.counters = Counters(sa_stats=self._stats_by_spi)
@@ -487,6 +494,34 @@ class EngineDriver:
         """The backend's expire callback (may run on another thread)."""
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self._on_expire, ev)
+
+    def on_acquire_threadsafe(self, ev: SAAcquire) -> None:
+        """The backend's acquire callback (any thread): bounded hand-off to the loop.
+
+        At most ``ACQUIRE_QUEUE`` acquires wait for the loop; more are dropped and
+        counted (an ACQUIRE storm costs bounded work, the daemon stays responsive).
+        One drain is scheduled at a time.
+        """
+        with self._acq_lock:
+            if len(self._acq) >= ACQUIRE_QUEUE:
+                self.acquires_dropped += 1
+                return
+            self._acq.append(ev)
+            if self._acq_scheduled:
+                return
+            self._acq_scheduled = True
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._drain_acquires)
+
+    def _drain_acquires(self) -> None:
+        with self._acq_lock:
+            evs = list(self._acq)
+            self._acq.clear()
+            self._acq_scheduled = False
+        now = self.now()
+        for ev in evs:
+            self.run(lambda e, ev=ev: e.acquire(ev, now), where="acquire",  # type: ignore[misc]
+                     rate_limited=True)
 
     def _on_expire(self, ev: SAExpire) -> None:
         now = self.now()

@@ -17,7 +17,7 @@ from pypluto.config.model import Connection, IPAddress
 from pypluto.ike.actions import Action, Endpoint
 from pypluto.ike.settings import EngineSettings
 from pypluto.ike.status import EngineStatus
-from pypluto.kernel.base import SAExpire
+from pypluto.kernel.base import SAAcquire, SAExpire
 
 
 class SecretsLookup(Protocol):
@@ -62,6 +62,14 @@ class EngineAPI(Protocol):
     def shutdown(self, now: float) -> list[Action]: ...
 
     def fail_child(self, serial: int, why: str, now: float) -> list[Action]: ...
+
+    def route(self, name: str, now: float) -> list[Action]: ...
+
+    def unroute(self, name: str, now: float) -> list[Action]: ...
+
+    def routed(self, name: str) -> bool: ...
+
+    def acquire(self, ev: SAAcquire, now: float) -> list[Action]: ...
 
     def status(self, now: float) -> EngineStatus: ...
 

@@ -89,12 +89,8 @@ class Registry:
         for conn in config_conns(result):
             if conn.auto in LOADED_AUTO:
                 self.add(conn)
-                if conn.auto in ("route", "ondemand"):
-                    self.log.log(
-                        f"auto={conn.auto}: loaded; on-demand trapping is not implemented "
-                        "yet, initiate it with whack --initiate",
-                        conn=conn.name,
-                    )
+                if conn.auto in ("route", "ondemand") and conn.name in self.conns:
+                    self.route(conn.name)
 
     def auto_start(self) -> None:
         for conn in list(self.conns.values()):
@@ -189,6 +185,23 @@ class Registry:
                 self.add(conn)
                 if conn.auto in STARTED_AUTO:
                     self.initiate(name)
+                elif conn.auto in ("route", "ondemand"):
+                    self.route(name)
+
+    def route(self, name: str) -> bool:
+        """Install the trap policies of a loaded conn (auto=route, ``whack --route``)."""
+        now = self.driver.now()
+        self.driver.run(lambda e: e.route(name, now), where=f"routing {name}", conn=name)
+        engine = self.driver.engine
+        ok = engine is not None and engine.routed(name)
+        if ok:
+            self.routed.add(name)
+        return ok
+
+    def unroute(self, name: str) -> None:
+        now = self.driver.now()
+        self.driver.run(lambda e: e.unroute(name, now), where=f"unrouting {name}", conn=name)
+        self.routed.discard(name)
 
     def delete(self, name: str) -> None:
         if self.unoriented.pop(name, None) is not None:

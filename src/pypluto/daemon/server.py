@@ -147,6 +147,8 @@ class Daemon:
         with contextlib.suppress(Exception):
             self.backend.set_expire_callback(self.driver.on_expire_threadsafe)
         with contextlib.suppress(Exception):
+            self.backend.set_acquire_callback(self.driver.on_acquire_threadsafe)
+        with contextlib.suppress(Exception):
             self.backend.flush_own()  # leftovers of an earlier crashed run
         self.sockets.loop = self.driver.loop = self.loop
         self.sockets.backend = self.driver.backend = self.backend

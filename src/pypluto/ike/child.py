@@ -97,6 +97,11 @@ def offer(ike: IKESA, c: ChildSA, pfs_group: int | None = None,
     sent = proposals.build_proposals(specs, proto, c.spi_in.to_bytes(4, "big"), ike=False,
                                      esn=conn.esn, pfs_group=pfs_group)
     lts, rts = ts if ts is not None else configured_ts(ike, conn)
+    if ts is None and ike.acquired_ts is not None and conn is ike.conn:
+        # RFC 7296 §2.9: the packet that hit the trap goes first (ike/traps.py)
+        pi, pr = ike.acquired_ts
+        if (pi, pr) != (lts[0], rts[0]):
+            lts, rts = [pi, *lts], [pr, *rts]
     c.local_ts, c.remote_ts = lts, rts
     out: list[Payload] = [codec.sa(sent), codec.ts_payload(PT.TSi, lts),
                           codec.ts_payload(PT.TSr, rts)]
@@ -301,6 +306,9 @@ def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload],
         return "malformed traffic selectors in the answer", FailReason.TRAFFIC_SELECTORS
     narrowing = conn.narrowing or c.rekey_of is not None
     lconf, rconf = c.local_ts, c.remote_ts
+    if ike.acquired_ts is not None and len(lconf) > 1 and len(rconf) > 1 and \
+            (lconf[0], rconf[0]) == ike.acquired_ts:  # §2.9: the packet was only a hint
+        lconf, rconf = lconf[1:], rconf[1:]
     if ike.local_vips:  # we offered the whole space; the gateway narrows to our address
         narrowing = True
         if not _inside_vips(ike, tsi):

@@ -27,6 +27,7 @@ from pypluto.config.model import Connection
 from pypluto.crypto.keys import ChildKeys
 from pypluto.iana import ExchangeType
 from pypluto.ike import codec, timers
+from pypluto.ike import traps as trapmod
 from pypluto.ike import ts as tsmod
 from pypluto.ike.actions import (
     Action,
@@ -34,7 +35,6 @@ from pypluto.ike.actions import (
     AddSA,
     Compute,
     ConnectionEvent,
-    DelPolicy,
     DelSA,
     Endpoint,
     EventKind,
@@ -62,9 +62,11 @@ from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey, mobike, redirect
 from pypluto.ike.tasks.child_create import ChildCreate
 from pypluto.ike.tasks.child_delete import delete_children
 from pypluto.ike.tasks.ike_delete import send_delete_now
+from pypluto.ike.traps import Traps
 from pypluto.params import (
     IPAddress,
     PolicyParams,
+    SAAcquire,
     SAExpire,
     SAParams,
     TrafficSelector,
@@ -119,6 +121,7 @@ class Engine:
         self._next_token = 0
         ctx: IKEContext = self  # mypy checks here that the engine is an IKEContext
         self.tm = TaskManager(ctx)
+        self.traps = Traps()  # auto=route / ondemand (ike/traps.py)
 
     @property
     def connections(self) -> dict[str, Connection]:
@@ -610,7 +613,7 @@ class Engine:
                 self.policy_owner[child.reqid] = heir
             else:
                 self.policy_owner.pop(child.reqid, None)
-                acts += [DelPolicy(p) for p in self.policies(child)]
+                acts += self.traps.on_child_gone(child.conn.name, self.policies(child))
         child.to(ChildState.DELETING)
         self.log(acts, f"deleting Child SA; {child.protocol.upper()} SPIs 0x{child.spi_in:08x} "
                  f"0x{child.spi_out:08x}", child)
@@ -687,7 +690,8 @@ class Engine:
         return acts
 
     def delete_connection(self, name: str, now: float) -> list[Action]:
-        acts = self.terminate(name, now)
+        acts = self.unroute(name, now)
+        acts += self.terminate(name, now)
         if self._connections.pop(name, None) is not None:
             acts.append(Log("deleting connection", conn=name))
         return acts
@@ -718,6 +722,61 @@ class Engine:
         if shared is not None:  # same peers and IDs: a Child SA on that IKE SA, as pluto
             return self._on(shared, now, partial(self.queue, shared, ChildCreate(conn), now))
         return self.initiate_ike(conn, now)
+
+    # ------------------------------------------------------------------ on demand
+    def route(self, name: str, now: float) -> list[Action]:
+        """Install the conn's trap policies (``whack --route``, ``auto=route``)."""
+        conn = self._connections.get(name)
+        if conn is None:
+            return [Log(f'no connection named "{name}"', level="error")]
+        try:
+            conn.local  # noqa: B018
+        except ValueError:
+            return [Log("cannot route: connection is not oriented", level="error", conn=name)]
+        acts, why = self.traps.route(conn, self.reqid_for(conn))
+        if why is not None:
+            return [Log(why, level="error", conn=name)]
+        return acts
+
+    def unroute(self, name: str, now: float) -> list[Action]:
+        """Remove the conn's trap policies (``whack --unroute``); up SAs keep theirs."""
+        owned = {trapmod.policy_key(p) for c in self.policy_owner.values()
+                 for p in self.policies(c)}
+        return self.traps.unroute(name, owned)
+
+    def routed(self, name: str) -> bool:
+        return name in self.traps.routed
+
+    def acquire(self, ev: SAAcquire, now: float) -> list[Action]:
+        """Traffic hit a trap policy: negotiate its conn unless it is up or on its way.
+
+        Bounded: one lookup per acquire while the conn is up or negotiating (an
+        acquire storm costs no exchange); acquires no routed conn covers are
+        counted and logged at most once a second.
+        """
+        name, acts = self.traps.lookup(ev, now)
+        if name is None:
+            return acts
+        conn = self._connections.get(name)
+        if conn is None:
+            return acts
+        if any(c.state is ChildState.ESTABLISHED and not c.replaced
+               for c in self.by_reqid.get(ev.reqid, ())):
+            return acts
+        patience = conn.retransmit_timeout + 1.0
+        if self.traps.busy(name, now, patience):
+            return acts
+        for ike in self._ikes_of(name):
+            if ike.state in (IKEState.INIT_I, IKEState.AUTH_I):
+                return acts
+        self.traps.pending[name] = now
+        acts.append(Log(f"initiating on demand: acquire for {ev.src}->{ev.dst}", conn=name))
+        acts += self.initiate(name, now)
+        packet = trapmod.packet_ts(ev, conn)
+        for ike in self._ikes_of(name):
+            if ike.state is IKEState.INIT_I and ike.acquired_ts is None:
+                ike.acquired_ts = packet
+        return acts
 
     def _on(self, ike: IKESA, now: float, work: Callable[[], list[Action]]) -> list[Action]:
         """A whack command's work on one IKE SA, with the internal-error guard."""
@@ -922,6 +981,8 @@ class Engine:
     def shutdown(self, now: float) -> list[Action]:
         """Send Delete for every IKE SA and remove all state (daemon exit)."""
         acts: list[Action] = []
+        for name in list(self.traps.routed):
+            acts += self.unroute(name, now)
         for ike in list(self.by_serial.values()):
             if ike.established:
                 acts += send_delete_now(self, ike)

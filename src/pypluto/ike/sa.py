@@ -198,6 +198,8 @@ class IKESA:
     heap_at: float | None = None
     # rekey bookkeeping
     rekeying: bool = False
+    # RFC 7296 §2.9: the packet an acquire reported, offered first in TSi/TSr (traps)
+    acquired_ts: tuple[TS, TS] | None = None
     replaced: bool = False
     sent_proposals: Proposals | None = None  # our IKE_SA_INIT offer, to check the answer
     invalid_ke_retries: int = 0

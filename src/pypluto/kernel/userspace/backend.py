@@ -64,7 +64,13 @@ from pypluto.kernel.base import BackendError, KernelBackend
 from pypluto.kernel.userspace import iproute, offload
 from pypluto.kernel.userspace.routes import DEFAULT_MARK, SO_MARK, Routes
 from pypluto.kernel.userspace.sa_table import SATable
-from pypluto.kernel.userspace.selectors import OutboundPolicies, inbound_check, port_key
+from pypluto.kernel.userspace.selectors import (
+    OutboundPolicies,
+    addr_key,
+    inbound_check,
+    port_key,
+)
+from pypluto.kernel.userspace.traps import HoldQueue, icmp_unreachable
 from pypluto.kernel.userspace.tun import open_tun
 from pypluto.kernel.userspace.workers import Worker, Writer
 from pypluto.params import (
@@ -103,6 +109,7 @@ class PlaneCounters:
     """Packets the plane dropped before any SA saw them, and other global events."""
 
     no_policy: int = 0  # TUN packet matching no outbound policy / no SA
+    shunted: int = 0  # TUN packets a drop/reject shunt discarded
     unknown_spi: int = 0  # ESP for an SPI we do not have (RFC 4303 §3.4.2)
     malformed: int = 0  # datagram too short to be ESP
     keepalives: int = 0  # NAT keepalives received (RFC 3948 §2.3)
@@ -137,6 +144,7 @@ class UserspaceBackend(KernelBackend):
         self._policies: dict[tuple[str, str, str, int], PolicyParams] = {}
         self._out = OutboundPolicies()
         self._flow: dict[bytes, _Flow] = {}
+        self.holds = HoldQueue()  # packets caught by trap policies (auto=route)
         self._pflow: dict[bytes, _Flow] = {}  # by addresses, protocol and ports (port_key)
         self._socks: list[tuple[tuple[str, int], socket.socket, Deliver]] = []
         self._raw: dict[int, socket.socket] = {}
@@ -544,8 +552,12 @@ class UserspaceBackend(KernelBackend):
         if found is None:
             return None
         pol, by_address = found
+        if pol.action != "ipsec":  # a drop/reject shunt (pass never reaches the TUN)
+            self._shunted(pkt, pol)
+            return None
         osa = self._sas.outbound_for(pol)
         if osa is None:
+            self._trapped(pkt, pol)
             return None
         ent = self._sender_for(osa)
         if ent is None:
@@ -559,6 +571,34 @@ class UserspaceBackend(KernelBackend):
                 pflow.clear()
             pflow[pk] = ent
         return ent
+
+    def _trapped(self, pkt: bytes, pol: PolicyParams) -> None:
+        """A packet on a policy without an SA (a trap): hold it and raise an acquire."""
+        ev = self.holds.trap(bytes(pkt), pol)
+        cb = self.on_acquire
+        if ev is not None and cb is not None:
+            try:
+                cb(ev)
+            except Exception as e:  # noqa: BLE001 - the daemon's bug must not stop the plane
+                log.warning("acquire callback failed: %r", e)
+
+    def _shunted(self, pkt: bytes, pol: PolicyParams) -> None:
+        """type=drop: discard; type=reject: discard and answer ICMP unreachable."""
+        self.counters.shunted += 1
+        if pol.action == "reject":
+            err = icmp_unreachable(bytes(pkt))
+            if err is not None:
+                self._to_tun(err)
+
+    def _release_held(self, reqid: int) -> None:
+        """The outbound SA of ``reqid`` is in: send what its trap held, in order."""
+        for pkt in self.holds.release(reqid):
+            ent = self._resolve(pkt, addr_key(pkt))
+            if ent is None:
+                continue
+            w = ent[0].encap(pkt)
+            if w is not None:
+                self._queue_send(ent, [w])
 
     def _sender_for(self, osa: esp.OutboundSA | ah.OutboundAH) -> _Flow | None:
         p = osa.params
@@ -688,6 +728,8 @@ class UserspaceBackend(KernelBackend):
                           inbound_check(sa) if sa.direction == "in" else None)
             self._invalidate()
             log.debug("| add %s SA %08x %s->%s", sa.direction, sa.spi, sa.src, sa.dst)
+            if sa.direction == "out" and len(self.holds):
+                self._release_held(sa.reqid)
 
     def move_sa(self, dst: IPAddress, spi: int, new_src: IPAddress, new_dst: IPAddress,
                 encap_sport: int | None, encap_dport: int | None) -> None:
@@ -744,6 +786,9 @@ class UserspaceBackend(KernelBackend):
                 self._out = OutboundPolicies(self._policies.values())
                 if self.manage_routes:
                     self._routes.delete(old)
+                if not any(p.reqid == old.reqid and p.direction == "out"
+                           for p in self._policies.values()):
+                    self.holds.forget(old.reqid)
             self._invalidate()
 
     def flush_own(self) -> None:
@@ -753,6 +798,7 @@ class UserspaceBackend(KernelBackend):
                 self._routes.remove_all()
             self._sas.clear()
             self._policies.clear()
+            self.holds.clear()
             self._out = OutboundPolicies()
             self._invalidate()
 

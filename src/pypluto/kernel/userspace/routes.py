@@ -14,6 +14,10 @@ policy routing (``ip rule``), and nothing else:
   match it).  ICMP type/code selectors are routed by protocol and the plane's
   own lookup checks type and code (the kernel's rule ports do not carry them
   for every kind of ICMP socket);
+* a passthrough shunt (``type=passthrough``) gets a rule at ``P-2`` with its
+  source, destination (and protocol/ports) pointing at the main table: its
+  traffic takes the host's usual path even inside a tunnel's wider selectors
+  (the rule comes before the tunnels' rules, as Libreswan gives a shunt priority);
 * the plane's own packets (IKE on the daemon's sockets, ESP on UDP or raw
   sockets) carry a socket mark, and a rule at priority ``P-2`` sends marked
   packets to the main table.  So a selector may cover the peer's own address
@@ -81,12 +85,13 @@ class Routes:
         self._generic_rules: set[int] = set()  # families with the rule at P (and P-2)
         self._route_refs: dict[tuple[int, int, str, str], int] = {}
         self._rule_refs: dict[_Rule, int] = {}
+        self._pass_refs: dict[_Rule, int] = {}  # passthrough shunts' rules (priority P-2)
         self._addr_refs: dict[str, int] = {}
 
     @property
     def installed(self) -> bool:
         return bool(self._generic_rules or self._route_refs or self._rule_refs
-                    or self._addr_refs)
+                    or self._pass_refs or self._addr_refs)
 
     # --- rules ----------------------------------------------------------------------
 
@@ -130,6 +135,9 @@ class Routes:
     def _add(self, policy: PolicyParams) -> None:
         net = policy.dst.network
         v = net.version
+        if policy.action == "pass":
+            self._add_pass(policy)
+            return
         selective = not (is_any_proto_ports(policy.src) and is_any_proto_ports(policy.dst))
         sel_args = rule_selector(policy) if selective else ()
         self._ensure_base(v)
@@ -162,10 +170,42 @@ class Routes:
                     raise
             self._rule_refs[key] = self._rule_refs.get(key, 0) + 1
 
+    def _pass_rule(self, policy: PolicyParams) -> _Rule:
+        src, dst = policy.src, policy.dst
+        args: tuple[str, ...] = ()
+        if src.network.prefixlen:
+            args += ("from", str(src.network))
+        if not (is_any_proto_ports(src) and is_any_proto_ports(dst)):
+            args += rule_selector(policy)
+        return (dst.network.version, str(dst.network), args)
+
+    def _add_pass(self, policy: PolicyParams) -> None:
+        """A passthrough shunt: a rule at ``P-2`` sends what it covers to the main table,
+        ahead of the tunnels' rules, so it takes the host's usual path both ways."""
+        key = self._pass_rule(policy)
+        v, dst, args = key
+        self._ensure_base(v)
+        if self._pass_refs.get(key, 0) == 0:
+            iproute.ip(iproute.fam(v), "rule", "add", "priority", str(self.priority - 2),
+                       *args, "to", dst, "table", "main")
+        self._pass_refs[key] = self._pass_refs.get(key, 0) + 1
+
     def delete(self, policy: PolicyParams) -> None:
         """Undo :meth:`add` for ``policy`` (errors are ignored: it may be gone already)."""
         net = policy.dst.network
         v = net.version
+        if policy.action == "pass":
+            key = self._pass_rule(policy)
+            n = self._pass_refs.get(key, 0) - 1
+            if n <= 0:
+                if self._pass_refs.pop(key, None) is not None:
+                    iproute.ip(iproute.fam(v), "rule", "del", "priority",
+                               str(self.priority - 2), *key[2], "to", key[1], "table",
+                               "main", check=False)
+            else:
+                self._pass_refs[key] = n
+            self._drop_base_if_unused(v)
+            return
         selective = not (is_any_proto_ports(policy.src) and is_any_proto_ports(policy.dst))
         if selective:
             try:
@@ -201,7 +241,8 @@ class Routes:
         if version not in self._generic_rules:
             return
         if any(k[1] == version for k in self._route_refs) or \
-                any(k[0] == version for k in self._rule_refs):
+                any(k[0] == version for k in self._rule_refs) or \
+                any(k[0] == version for k in self._pass_refs):
             return
         fam = iproute.fam(version)
         iproute.ip(fam, "rule", "del", "priority", str(self.priority), "table",
@@ -241,6 +282,7 @@ class Routes:
         self._addr_refs.clear()
         self._route_refs.clear()
         self._rule_refs.clear()
+        self._pass_refs.clear()
         self._generic_rules.clear()
         for v in (4, 6):
             fam = iproute.fam(v)
@@ -264,6 +306,8 @@ class Routes:
                 return ("priority", str(prio), "table", table)
             if prio == self.priority - 2 and _mark_of(r) == self.mark:
                 return ("priority", str(prio), "fwmark", f"{self.mark:#x}")
+            if prio == self.priority - 2 and table == "main" and r.get("fwmark") is None:
+                return ("priority", str(prio), "table", "main")  # a passthrough shunt's
         return None
 
 

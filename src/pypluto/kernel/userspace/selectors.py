@@ -178,10 +178,11 @@ class OutboundPolicies:
     def __init__(self, policies: Iterable[PolicyParams] = ()) -> None:
         pols = [p for p in policies if p.direction == "out"]
         # longer destination, then source prefixes; protocol/port-specific before "any";
+        # a shunt before a tunnel with the same selectors (as Libreswan's priorities);
         # then the engine's priority
         pols.sort(key=lambda p: (-p.dst.network.prefixlen, -p.src.network.prefixlen,
                                  is_any_proto_ports(p.src) and is_any_proto_ports(p.dst),
-                                 p.priority))
+                                 p.action == "ipsec", p.priority))
         self.policies = pols
 
     def lookup(self, pkt: bytes) -> tuple[PolicyParams, bool] | None:

@@ -243,8 +243,26 @@ def encode_sa(sa: SAParams, reqid: int) -> bytes:
     return info.pack() + b"".join(attrs)
 
 
+def encode_shunt(pol: PolicyParams, index: int) -> bytes:
+    """A shunt (type=passthrough|drop|reject): no template; ALLOW, or BLOCK (XFRM has no
+    reject: the packet is dropped, as Libreswan's %reject).  One better than a tunnel's
+    priority for the same selectors; ``index`` marks it as ours (see ``shunt_index``)."""
+    if pol.direction not in S.POLICY_DIRS:
+        raise BackendError(f"XFRM: unknown policy direction {pol.direction!r}")
+    sel = policy_selector(pol.src, pol.dst)
+    return S.UserPolicyInfo(
+        sel=sel,
+        priority=pol.priority or default_priority(sel) - 1,
+        index=index,
+        dir=S.POLICY_DIRS[pol.direction],
+        action=S.XFRM_POLICY_ALLOW if pol.action == "pass" else S.XFRM_POLICY_BLOCK,
+    ).pack()
+
+
 def encode_policy(pol: PolicyParams, reqid: int) -> bytes:
     """The body of an XFRM_MSG_NEWPOLICY / UPDPOLICY for ``pol`` (one ESP/AH template)."""
+    if pol.action != "ipsec":
+        raise BackendError(f"XFRM: a {pol.action} shunt has no template (encode_shunt)")
     if pol.direction not in S.POLICY_DIRS:
         raise BackendError(f"XFRM: unknown policy direction {pol.direction!r}")
     if pol.protocol not in S.PROTOCOLS:
@@ -394,6 +412,8 @@ class XfrmBackend(KernelBackend):
             self._nl.close()
             raise
         self._routed: dict[tuple[str, str, str], ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
+        self._shunt_index: dict[tuple[str, str, str], int] = {}  # shunt policies' indexes
+        self._shunt_n = 0
         self._events: XfrmSocket | None = None
         self._events_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -532,7 +552,40 @@ class XfrmBackend(KernelBackend):
         return out
 
     # --- policies --------------------------------------------------------------
+    def is_own_policy(self, pol: KernelPolicy) -> bool:
+        """Ours: a template with our reqid, or a shunt (no template) with our index."""
+        if pol.tmpls:
+            return any(self.is_own_reqid(t.reqid) for t in pol.tmpls)
+        return self.reqid_lo <= pol.info.index < self.reqid_hi
+
+    def _add_shunt(self, policy: PolicyParams) -> None:
+        """A shunt policy; its index (chosen here, ``index & 3 == dir`` as the kernel
+        wants) is in this daemon's reqid range, so ``flush_own`` finds it after a crash."""
+        key = _policy_key(policy)
+        index = self._shunt_index.get(key)
+        if index is None:
+            self._shunt_n += 1
+            index = self.reqid_lo + (self._shunt_n << 3) + S.POLICY_DIRS[policy.direction]
+            self._shunt_index[key] = index
+        body = encode_shunt(policy, index)
+        what = f"{policy.action} shunt {policy.src} -> {policy.dst} {policy.direction}"
+        try:
+            self._nl.request(S.XFRM_MSG_NEWPOLICY, body, what=f"NEWPOLICY {what}")
+        except XfrmError as e:
+            if e.errno != errno.EEXIST:
+                raise
+            cur = self._get_policy(policy)
+            if cur is not None and not self.is_own_policy(cur):
+                raise BackendError(
+                    f"XFRM: {what} is already installed by someone else ({cur})"
+                ) from e
+            self._nl.request(S.XFRM_MSG_UPDPOLICY, body, what=f"UPDPOLICY {what}")
+        self._log(f"| xfrm: added {what} index {index:#x}")
+
     def add_policy(self, policy: PolicyParams) -> None:
+        if policy.action != "ipsec":
+            self._add_shunt(policy)
+            return
         reqid = self.kernel_reqid(policy.reqid)
         body = encode_policy(policy, reqid)
         what = f"policy {policy.src} -> {policy.dst} {policy.direction}"
@@ -587,8 +640,11 @@ class XfrmBackend(KernelBackend):
             except BackendError as e:
                 self._log(f"xfrm: cannot remove the route for {dst}: {e}")
         cur = self._get_policy(policy)
-        if cur is None or not any(self.is_own_reqid(t.reqid) for t in cur.tmpls):
+        if cur is None or not self.is_own_policy(cur):
             return
+        if policy.action != "ipsec" and cur.tmpls:
+            return  # a tunnel's policy took the shunt's selectors meanwhile
+        self._shunt_index.pop(_policy_key(policy), None)
         self._delete_policy(cur)
 
     def _delete_policy(self, pol: KernelPolicy) -> None:
@@ -609,7 +665,7 @@ class XfrmBackend(KernelBackend):
             if mtype != S.XFRM_MSG_NEWPOLICY:
                 continue
             pol = KernelPolicy.decode(body)
-            if not own_only or any(self.is_own_reqid(t.reqid) for t in pol.tmpls):
+            if not own_only or self.is_own_policy(pol):
                 out.append(pol)
         return out
 
@@ -638,6 +694,7 @@ class XfrmBackend(KernelBackend):
             self._allocated.clear()
         routes = self._routes.flush_own()
         self._routed.clear()
+        self._shunt_index.clear()
         if pols or sas or routes:
             self._log(
                 f"xfrm: removed {len(sas)} SAs, {len(pols)} policies and {routes} routes of ours"
