@@ -52,7 +52,7 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
     mode: Literal["tunnel", "transport"] = "transport" if conn.type == "transport" \
         else "tunnel"
     proto: Literal["esp", "ah"] = "ah" if getattr(conn, "phase2", "esp") == "ah" else "esp"
-    action = SHUNT_ACTION.get(conn.type, "ipsec")
+    action: Literal["ipsec", "pass", "drop", "reject"] = SHUNT_ACTION.get(conn.type, "ipsec")
     src_ip = loc.sourceip[0] if loc.sourceip and action == "ipsec" else None
     out: list[PolicyParams] = []
     for lt in lts:

@@ -212,15 +212,15 @@ class Routes:
                 sel_args = rule_selector(policy)
             except BackendError:
                 return  # never added
-            key: _Rule = (v, str(net), sel_args)
-            n = self._rule_refs.get(key, 0) - 1
+            sel_key: _Rule = (v, str(net), sel_args)
+            n = self._rule_refs.get(sel_key, 0) - 1
             if n <= 0:
-                if self._rule_refs.pop(key, None) is not None:
+                if self._rule_refs.pop(sel_key, None) is not None:
                     iproute.ip(iproute.fam(v), "rule", "del", "priority",
                                str(self.priority - 1), "to", str(net), *sel_args, "table",
                                str(self.sel_table), check=False)
             else:
-                self._rule_refs[key] = n
+                self._rule_refs[sel_key] = n
         table = self.sel_table if selective else self.table
         for rkey in [k for k in self._route_refs if k[:3] == (table, v, str(net))]:
             n = self._route_refs[rkey] - 1

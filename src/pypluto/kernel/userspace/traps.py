@@ -158,11 +158,11 @@ def icmp_unreachable(pkt: bytes) -> bytes | None:
     if v == 6 and len(pkt) >= 40:
         if pkt[6] == 58 and len(pkt) > 40 and pkt[40] < 128:
             return None
-        quote = pkt[:1232 - 48]
+        quote6 = bytes(pkt[:1232 - 48])
         src, dst = pkt[24:40], pkt[8:24]
-        body = bytearray(struct.pack("!BBHI", 1, 1, 0, 0) + quote)
+        body = bytearray(struct.pack("!BBHI", 1, 1, 0, 0) + quote6)
         pseudo = src + dst + struct.pack("!I3xB", len(body), 58)
         struct.pack_into("!H", body, 2, _csum(pseudo + bytes(body)))
-        hdr = struct.pack("!IHBB16s16s", 0x60000000, len(body), 58, 64, src, dst)
-        return hdr + bytes(body)
+        hdr6 = struct.pack("!IHBB16s16s", 0x60000000, len(body), 58, 64, src, dst)
+        return hdr6 + bytes(body)
     return None
