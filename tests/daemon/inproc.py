@@ -125,6 +125,7 @@ class OffloadingEngine:
     def __init__(self, settings: Any, secrets: Any, *, local_addrs: Any = ()) -> None:
         self.settings = settings
         self.local_addrs: set[Any] = set(local_addrs)
+        self.stats = EngineStats()
         self.resumed: list[tuple[int, object, str]] = []
         self.received: list[bytes] = []
         self.peer: Endpoint | None = None
