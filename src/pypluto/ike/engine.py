@@ -195,10 +195,13 @@ class Engine:
     @staticmethod
     def log(acts: list[Action], msg: str, obj: IKESA | ChildSA | None = None,
             level: str = "info", debug_class: str = "base") -> None:
-        conn = serial = None
+        conn = serial = remote = None
         if obj is not None:
             conn, serial = obj.conn.name, obj.serial
-        acts.append(Log(msg, level=level, conn=conn, serial=serial, debug_class=debug_class))
+            ike = obj if isinstance(obj, IKESA) else obj.parent
+            remote = ike.remote if ike is not None else None  # PLUTO_PEER (daemon/journal.py)
+        acts.append(Log(msg, level=level, conn=conn, serial=serial, remote=remote,
+                        debug_class=debug_class))
 
     # ------------------------------------------------------------------ timer heap
     def schedule(self, ike: IKESA) -> None:
