@@ -225,6 +225,7 @@ class EngineDriver:
 
     def _send_packet(self, a: SendPacket, rate_limited: bool) -> None:
         self.sockets.send(a.data, a.local, a.remote)
+        self.counters.ike_bytes_out += len(a.data)
         if self.count_retransmits:
             self.counters.record_send(a.data)
 
@@ -241,7 +242,11 @@ class EngineDriver:
 
     def _del_sa(self, a: DelSA, rate_limited: bool) -> None:
         backend = self._backend()
-        self.sa_index.pop(a.spi, None)
+        meta = self.sa_index.pop(a.spi, None)
+        if meta is not None:  # its bytes stay in total.ipsec.*.traffic.*
+            st = self.stats(a.dst, a.spi, a.protocol)
+            if st is not None:
+                self.counters.ipsec_bytes_gone[f"{a.protocol}.{meta[2]}"] += st.bytes
         backend.del_sa(a.dst, a.spi, a.protocol)
 
     def _move_sa(self, a: MoveSA, rate_limited: bool) -> None:

@@ -314,6 +314,7 @@ class Daemon:
 
     def _ike_in(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
         now = self.now()
+        self.driver.counters.ike_bytes_in += len(data)
         self.driver.run(lambda e: e.receive(data, local, remote, now), rate_limited=True,
                         where=f"packet from {remote}", remote=remote)
 

@@ -158,4 +158,5 @@ def snapshot(*, opts: PlutoOptions, log: PlutoLogger, driver: EngineDriver,
         "wallclock": time.time(),
         "engine": engine,
         "counters": driver.counters.as_dict(),
+        "totals": driver.engine.stats.as_dict() if driver.engine is not None else {},
     }

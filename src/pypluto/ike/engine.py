@@ -49,6 +49,7 @@ from pypluto.ike.identity import local_identity, remote_pattern
 from pypluto.ike.pool import LeaseTable
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState, QueuedTask
 from pypluto.ike.settings import EngineSettings
+from pypluto.ike.stats import EngineStats
 from pypluto.ike.status import (
     ChildSAStatus,
     ConnectionStatus,
@@ -115,6 +116,7 @@ class Engine:
         self.dos = DoSGuard(settings, rng)  # cookies and half-open limits (RFC 8019)
         self._n_halfopen = 0
         self.leases = LeaseTable()  # address pools of road-warrior gateways
+        self.stats = EngineStats()  # total.* counters of --globalstatus (ike/stats.py)
         # offloaded key exchanges (settings.offload_crypto): token -> (IKE SA serial, then)
         self.computing: dict[int, tuple[int, Callable[[object, float], list[Action]]]] = {}
         self.computing_serials: dict[int, int] = {}  # IKE SA serial -> its token
@@ -181,20 +183,25 @@ class Engine:
                 break
         child.spi_in = spi
         self.children_in[spi] = child
+        self.stats.events["child.started"] += 1
 
     def release_child(self, child: ChildSA) -> None:
         """Forget a Child SA that never got installed."""
         if self.children_in.get(child.spi_in) is child and \
                 child.state is not ChildState.ESTABLISHED:
             del self.children_in[child.spi_in]
+            self.stats.events["child.failed"] += 1
 
     @staticmethod
     def log(acts: list[Action], msg: str, obj: IKESA | ChildSA | None = None,
             level: str = "info", debug_class: str = "base") -> None:
-        conn = serial = None
+        conn = serial = remote = None
         if obj is not None:
             conn, serial = obj.conn.name, obj.serial
-        acts.append(Log(msg, level=level, conn=conn, serial=serial, debug_class=debug_class))
+            ike = obj if isinstance(obj, IKESA) else obj.parent
+            remote = ike.remote if ike is not None else None  # PLUTO_PEER (daemon/journal.py)
+        acts.append(Log(msg, level=level, conn=conn, serial=serial, remote=remote,
+                        debug_class=debug_class))
 
     # ------------------------------------------------------------------ timer heap
     def schedule(self, ike: IKESA) -> None:
@@ -310,6 +317,7 @@ class Engine:
         self.ike_sas[ike.local_spi] = ike
         self.by_serial[ike.serial] = ike
         self.by_conn.setdefault(ike.conn.name, {})[ike.serial] = ike
+        self.stats.events["ike.started"] += 1
 
     def is_live(self, ike: IKESA) -> bool:
         return ike.serial in self.by_serial
@@ -361,6 +369,9 @@ class Engine:
         return self._n_halfopen >= self.settings.max_halfopen_ike
 
     def forget_ike(self, ike: IKESA) -> None:
+        if self.by_serial.get(ike.serial) is ike:  # once per IKE SA
+            self.stats.events["ike.finished" if ike.established_at is not None
+                              else "ike.failed"] += 1
         if ike.remote_id is not None:
             pk = self.peer_key(ike)
             d = self.by_peer.get(pk)
@@ -556,6 +567,8 @@ class Engine:
         ike.children.append(child)
         c = child.chosen
         assert c is not None
+        self.stats.child_established(child.protocol, c.encr, c.integ, c.esn,
+                                     child.encap is not None)
         mode = "tunnel" if child.mode == "tunnel" else "transport"
         encap = "ESPinUDP" if child.encap else child.protocol.upper()
         alg = "-".join(n for n in (c.encr_name(), c.integ_name()) if n)
@@ -600,6 +613,8 @@ class Engine:
             del self.children_out[child.spi_out]
         if self.children_in.get(child.spi_in) is child:
             del self.children_in[child.spi_in]
+            self.stats.events["child.finished" if child.state is ChildState.ESTABLISHED
+                              else "child.failed"] += 1
             acts.append(DelSA(child.local_addr, child.spi_in, child.protocol, child.conn.name,
                               child.serial))
             acts.append(DelSA(child.remote_addr, child.spi_out, child.protocol,

@@ -332,6 +332,7 @@ def established(ctx: IKEContext, ike: IKESA, now: float, how: str = "") -> list[
             f"{id_desc(ike.remote_id)}", ike)
     ctx.log(acts, f"IKE SA {c.encr_name()}{'-' + c.integ_name() if c.integ else ''}-"
             f"{c.prf_name()}-{c.ke_name()} {ike.local}<=>{ike.remote}", ike, level="debug")
+    ctx.stats.ike_established(c.encr, c.integ, c.ke)
     acts.append(ConnectionEvent(EventKind.IKE_ESTABLISHED, conn.name, ike.serial))
     return acts
 

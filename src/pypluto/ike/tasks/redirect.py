@@ -91,6 +91,13 @@ def init_notifies(conn: Connection) -> list[Payload]:
 def follow(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: float,
            acts: list[Action]) -> bool:
     """The peer redirects us: go to the new gateway if we may (True: handled)."""
+    ok = _follow(ctx, ike, data, nonce, now, acts)
+    ctx.stats.event("redirect.completed" if ok else "redirect.failed")
+    return ok
+
+
+def _follow(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: float,
+            acts: list[Action]) -> bool:
     conn = ike.conn
     got = decode_gw(data)
     if got is None:
