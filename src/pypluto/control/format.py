@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from pypluto.control.libreswan_header import header_lines as libreswan_header_lines
 from pypluto.control.libreswan_totals import total_lines
 from pypluto.textsafe import escape, guard
 
@@ -531,23 +532,16 @@ def libreswan_global_lines(snap: dict[str, Any]) -> list[str]:
 
 
 def header_lines(snap: dict[str, Any]) -> list[str]:
+    """Libreswan 5.2's head of ``--status`` (control/libreswan_header.py), then ours."""
     p = snap["pluto"]
-    lines = [f"using kernel interface: {p['backend']}", ""]
-    for i in sorted(p["interfaces"], key=lambda x: (x["ifname"], x["addr"], x["port"])):
-        a = f"[{i['addr']}]" if ":" in i["addr"] else i["addr"]
-        lines.append(f"interface {i['ifname']} {a}:{i['port']}")
-    if not p["interfaces"]:
-        lines.append("not listening for IKE messages (use --listen)")
+    lines = libreswan_header_lines(snap)
     lines += [
-        "",
-        "fips mode=disabled;",
-        "",
         f"pluto version={p['version']}, pid={p['pid']}, uptime={int(p['uptime'])}s, "
         f"helpers={p['helpers']} ({p['helper_kind']})",
         f"uniqueids={'yes' if p['uniqueids'] else 'no'}, force-busy="
         f"{'yes' if p['force_busy'] else 'no'}, keep-alive={p['keep_alive']}s, "
         f"virtual-private={p['virtual_private'] or '<none>'}",
-        f"crl-strict={'yes' if p['crl_strict'] else 'no'} (not enforced yet), "
+        f"crl-strict={'yes' if p['crl_strict'] else 'no'}, "
         f"crlcheckinterval={p['crlcheckinterval']:g}s, secctx-attr-type="
         f"{p['secctx_attr_type']}, debug={','.join(p['debug']) or 'none'}",
         *_ddos_lines(snap),
