@@ -25,6 +25,7 @@ one, signature authentication fails with a clear reason.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from collections.abc import Callable, Sequence
@@ -332,11 +333,15 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
     return None
 
 
-def revocation_jobs(ctx: IKEContext, payloads: Sequence[wp.Payload]
-                    ) -> tuple[Revocation, list[Job]] | None:
+def revocation_jobs(ctx: IKEContext, payloads: Sequence[wp.Payload],
+                    conns: Sequence[Connection] = ()) -> tuple[Revocation, list[Job]] | None:
     """Before IKE_AUTH is judged: the CRL / OCSP fetches the peer's chain needs
     (``config.revocation``), or None.  The caller hands them to the daemon as an
-    ``io`` Compute job and judges the message again when they are done."""
+    ``io`` Compute job and judges the message again when they are done.
+
+    Only a chain that validates to a trust anchor (the store's, or a ``rightca=``
+    file of one of ``conns``) is fetched for: an unauthenticated peer cannot make us
+    fetch URLs of its choosing."""
     st = store(ctx)
     if st is None:
         return None
@@ -352,7 +357,12 @@ def revocation_jobs(ctx: IKEContext, payloads: Sequence[wp.Payload]
     try:
         leaf = x509.load_der_x509_certificate(certs[0])
         inter = [x509.load_der_x509_certificate(c) for c in certs[1:]]
-        chain = px.verify_chain(leaf, inter + st.intermediates(), st.anchors(), when).chain
+        anchors = list(st.anchors())
+        for c in conns:
+            if c.remote.ca and os.path.sep in c.remote.ca:
+                with contextlib.suppress(CredentialError):
+                    anchors += st.ca_file(c.remote.ca)
+        chain = px.verify_chain(leaf, inter + st.intermediates(), anchors, when).chain
     except (ValueError, px.CertError):
         return None  # judged (and refused) by verify
     jobs = rev.plan(chain, lambda n: st.has_current_crl(n, now), now, ctx.rng)

@@ -212,7 +212,7 @@ class IKEAuth(Task):
         auth_first = codec.first(payloads, wp.AuthPayload)
         if not self.fetched and auth_first is not None and \
                 int(auth_first.method) in auth_sig.SIG_METHODS:
-            need = auth_sig.revocation_jobs(ctx, payloads)  # CRL / OCSP fetches first
+            need = auth_sig.revocation_jobs(ctx, payloads, [conn])  # CRL / OCSP first
             if need is not None:
                 self.fetched = True
                 return auth_sig.fetch_then(ctx, ike, need[0], need[1],
@@ -399,8 +399,8 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
     if idi_p is None or auth_p is None:
         return reject("IDi or AUTH missing")
     if not fetched and int(auth_p.method) in auth_sig.SIG_METHODS:
-        need = auth_sig.revocation_jobs(ctx, payloads)  # CRL / OCSP fetches first
-        if need is not None:
+        need = auth_sig.revocation_jobs(ctx, payloads, ike.cands or [ike.conn])
+        if need is not None:  # CRL / OCSP fetches first
             ike.next_in = req.msgid + 1  # a retransmit while fetching is dropped (§2.1)
             return auth_sig.fetch_then(ctx, ike, need[0], need[1],
                                        lambda t: _respond(ctx, ike, req, t, fetched=True), now)
