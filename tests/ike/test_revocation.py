@@ -6,6 +6,7 @@ them on a thread."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from pki import PKI, Issued, make_crl, make_ee
 from revocation_server import requests, serve
 
 from pypluto.daemon.fetch import http_fetch
-from pypluto.ike.actions import Action, Compute
+from pypluto.ike.actions import Action, Compute, Log
 
 from .harness import Net, Side
 from .test_certs import cert_net
@@ -75,6 +76,11 @@ def _net(tmp: Path, pki: PKI, west: Issued, east: Issued | None = None) -> Fetch
     return net  # type: ignore[return-value]
 
 
+def said(side: Side) -> list[str]:
+    """What the side logged outside debug (what an admin sees without plutodebug)."""
+    return [a.message for a in side.actions if isinstance(a, Log) and a.level != "debug"]
+
+
 def _rev(side: Side):  # noqa: ANN202
     return side.engine.secrets.certs.revocation  # type: ignore[attr-defined]
 
@@ -101,10 +107,10 @@ def test_revoked_by_a_fetched_crl(tmp_path: Path, server: tuple[Path, int]) -> N
     net.up()
     assert not net.established(net.east) and not net.established(net.west)
     assert requests(d, "crl") == 1
-    lines = [m for m in net.east.logs() if "is revoked" in m]
-    assert len(lines) == 1, net.east.logs()
+    lines = [m for m in said(net.east) if "is revoked" in m]
+    assert len(lines) == 1, said(net.east)
     assert "AUTHENTICATION_FAILED" in lines[0] and "west" in lines[0]
-    assert any(m.startswith("fetched CRL from http://127.0.0.1") for m in net.east.logs())
+    assert any(m.startswith("fetched CRL from http://127.0.0.1") for m in said(net.east))
 
 
 def test_fetched_crl_not_listing_the_peer_lets_it_in_and_is_reused(
@@ -120,7 +126,7 @@ def test_fetched_crl_not_listing_the_peer_lets_it_in_and_is_reused(
     store.crl_strict = True  # the fetched CRL is the intermediate's current CRL
     store.extra_crls.append(make_crl(pki.root, []))
     net.up()
-    assert net.established(net.east), net.east.logs()
+    assert net.established(net.east), said(net.east)
     # a second IKE SA: the fetched CRL is current, nothing is fetched again
     net2 = _net(tmp_path, pki, west)
     net2.east.engine.secrets.certs = net.east.engine.secrets.certs  # type: ignore[attr-defined]
@@ -149,7 +155,7 @@ def test_crlcheckinterval_zero_fetches_nothing(tmp_path: Path, server: tuple[Pat
     net2.east.engine.secrets.certs = net.east.engine.secrets.certs  # type: ignore[attr-defined]
     net2.up()
     assert not net2.established(net2.east)
-    assert any("is revoked" in m for m in net2.east.logs())
+    assert any("is revoked" in m for m in said(net2.east))
 
 
 def test_crl_strict_with_an_unreachable_cdp_fails_closed(tmp_path: Path) -> None:
@@ -161,8 +167,8 @@ def test_crl_strict_with_an_unreachable_cdp_fails_closed(tmp_path: Path) -> None
     net.east.engine.secrets.certs.crl_strict = True  # type: ignore[attr-defined]
     net.up()
     assert not net.established(net.east)
-    lines = [m for m in net.east.logs() if "no current CRL" in m]
-    assert len(lines) == 1 and "fetching the CRL failed" in lines[0], net.east.logs()
+    lines = [m for m in said(net.east) if "no current CRL" in m]
+    assert len(lines) == 1 and "fetching the CRL failed" in lines[0], said(net.east)
 
 
 # ------------------------------------------------------------------ OCSP
@@ -183,9 +189,9 @@ def test_ocsp_good_is_up(tmp_path: Path, server: tuple[Path, int], method: str) 
     net, _, _ = _ocsp_net(tmp_path, d, port, "good", strict=True)
     _rev(net.east).policy.ocsp_method = method
     net.up()
-    assert net.established(net.east), net.east.logs()
+    assert net.established(net.east), said(net.east)
     assert requests(d, "ocsp") == 1
-    assert any("is good" in m for m in net.east.logs())
+    assert any("is good" in m for m in said(net.east))
 
 
 def test_ocsp_revoked_is_refused(tmp_path: Path, server: tuple[Path, int]) -> None:
@@ -193,8 +199,8 @@ def test_ocsp_revoked_is_refused(tmp_path: Path, server: tuple[Path, int]) -> No
     net, _, _ = _ocsp_net(tmp_path, d, port, "revoked")
     net.up()
     assert not net.established(net.east)
-    lines = [m for m in net.east.logs() if "is revoked (OCSP" in m]
-    assert len(lines) == 1 and "AUTHENTICATION_FAILED" in lines[0], net.east.logs()
+    lines = [m for m in said(net.east) if "is revoked (OCSP" in m]
+    assert len(lines) == 1 and "AUTHENTICATION_FAILED" in lines[0], said(net.east)
     assert "key_compromise" in lines[0]
 
 
@@ -208,7 +214,7 @@ def test_ocsp_initiator_checks_the_responder(tmp_path: Path, server: tuple[Path,
     _rev(net.west).policy.ocsp_enable = True
     net.up()
     assert not net.established(net.west)
-    assert sum("is revoked (OCSP" in m for m in net.west.logs()) == 1, net.west.logs()
+    assert sum("is revoked (OCSP" in m for m in said(net.west)) == 1, said(net.west)
 
 
 @pytest.mark.parametrize("strict", [True, False])
@@ -217,9 +223,9 @@ def test_ocsp_unreachable_responder(tmp_path: Path, server: tuple[Path, int], st
     d, port = server
     net, _, _ = _ocsp_net(tmp_path, d, port, "good", strict=strict, reachable=False)
     net.up()
-    assert bool(net.established(net.east)) is not strict, net.east.logs()
+    assert bool(net.established(net.east)) is not strict, said(net.east)
     if strict:
-        lines = [m for m in net.east.logs() if "ocsp-strict=yes" in m]
+        lines = [m for m in said(net.east) if "ocsp-strict=yes" in m]
         assert len(lines) == 1 and "OCSP request to" in lines[0]
 
 
@@ -228,7 +234,7 @@ def test_ocsp_unknown_fails_only_when_strict(tmp_path: Path, server: tuple[Path,
     net, _, _ = _ocsp_net(tmp_path, d, port, "unknown", strict=True)
     net.up()
     assert not net.established(net.east)
-    assert any("does not know" in m for m in net.east.logs())
+    assert any("does not know" in m for m in said(net.east))
 
 
 def test_ocsp_cache_hit_and_purge(tmp_path: Path, server: tuple[Path, int]) -> None:
@@ -265,7 +271,7 @@ def test_ocsp_uri_overrides_the_aia_and_a_delegated_responder_signs(
     p.ocsp_enable, p.ocsp_uri = True, f"http://127.0.0.1:{port}/ocsp"
     net.up()
     assert not net.established(net.east)
-    assert any("is revoked (OCSP" in m for m in net.east.logs()), net.east.logs()
+    assert any("is revoked (OCSP" in m for m in said(net.east)), said(net.east)
 
 
 def test_ocsp_responder_without_ocspsigning_is_not_believed(
@@ -281,4 +287,79 @@ def test_ocsp_responder_without_ocspsigning_is_not_believed(
     net.up()
     assert not net.established(net.east)
     assert any("signed neither by the issuing CA nor by an authorized responder" in m
-               for m in net.east.logs()), net.east.logs()
+               for m in said(net.east)), said(net.east)
+
+
+def test_ocsp_trustname_signs_for_the_default_responder(
+        tmp_path: Path, server: tuple[Path, int]) -> None:
+    """A responder outside the CA's hierarchy (NSS's default responder) is believed
+    only when ocsp-trustname= names its certificate (the daemon loads it by path or
+    NSS nickname)."""
+    from pypluto.daemon.crlfetch import CRLFetcher
+
+    d, port = server
+    pki, other = PKI.build(), PKI.build()
+    west = pki.ee("west")
+    responder = other.ee("default responder")
+    responder.write(d, "responder")
+    _publish(d, pki, [], {str(west.cert.serial_number): "revoked"})
+    for trusted in (False, True):
+        net = _net(tmp_path, pki, west)
+        store = net.east.engine.secrets.certs  # type: ignore[attr-defined]
+        p = store.revocation.policy
+        p.ocsp_enable = p.ocsp_strict = True
+        p.ocsp_uri = f"http://127.0.0.1:{port}/ocsp"
+        if trusted:
+            p.ocsp_trustname = str(d / "responder.crt")
+            CRLFetcher(store, p, lambda *a, **k: None)
+            store.revocation.fetcher = http_fetch
+        net.up()
+        assert not net.established(net.east)
+        want = "is revoked (OCSP" if trusted else "nor by an authorized responder"
+        assert sum(want in m for m in said(net.east)) == 1, said(net.east)
+
+
+def test_ocsp_cache_size_and_ages(tmp_path: Path, server: tuple[Path, int]) -> None:
+    """ocsp-cache-size bounds the cache (least recently used out first); an answer is
+    kept for its nextUpdate (1 h here) clamped to [min-age, max-age]."""
+    from pypluto.config.revocation import Revocation, RevocationPolicy
+
+    d, port = server
+    pki = PKI.build()
+    certs = [pki.ee(f"peer{i}", extensions=exts(port, crl=False)) for i in range(3)]
+    _publish(d, pki, [], {})
+    now = time.time()  # the answers' times are real
+    for min_age, max_age, want in ((60, 86400, 3600), (7200, 86400, 7200), (60, 600, 600)):
+        rev = Revocation(RevocationPolicy(ocsp_enable=True, ocsp_cache_size=2,
+                                          ocsp_cache_min_age=min_age,
+                                          ocsp_cache_max_age=max_age), http_fetch)
+        for c in certs:
+            chain = [c.cert, pki.inter.cert, pki.root.cert]
+            rev.apply(rev.run(rev.plan(chain, lambda _n: True, now)), now)
+        assert len(rev.ocsp_cache) == 2  # peer0 evicted
+        assert rev.plan([certs[0].cert, pki.inter.cert], lambda _n: True, now)  # refetch
+        assert not rev.plan([certs[2].cert, pki.inter.cert], lambda _n: True, now)
+        e = next(reversed(rev.ocsp_cache.values()))
+        assert abs(e.expires - now - want) < 90, (min_age, max_age, e.expires - now)
+
+
+def test_config_setup_reaches_the_policy(tmp_path: Path) -> None:
+    """The config setup keys (parsed by config/parser.py) become the daemon's policy."""
+    from pypluto.config.parser import load_config
+    from pypluto.daemon.crlfetch import policy_from
+    from pypluto.daemon.options import PlutoOptions, _apply_setup
+
+    conf = tmp_path / "ipsec.conf"
+    conf.write_text("config setup\n\tcrlcheckinterval=1h\n\tcurl-timeout=7\n"
+                    "\tocsp-enable=yes\n\tocsp-strict=yes\n\tocsp-uri=http://192.0.2.9/ocsp\n"
+                    "\tocsp-timeout=4\n\tocsp-cache-size=10\n\tocsp-cache-min-age=1m\n"
+                    "\tocsp-cache-max-age=2h\n\tocsp-method=post\n")
+    cfg = load_config(str(conf))
+    assert not cfg.diagnostics, cfg.diagnostics
+    o = PlutoOptions()
+    _apply_setup(o, cfg.setup)
+    p = policy_from(o.crlcheckinterval, o.revocation)
+    assert (p.crlcheckinterval, p.crl_timeout, p.ocsp_enable, p.ocsp_strict, p.ocsp_uri,
+            p.ocsp_timeout, p.ocsp_cache_size, p.ocsp_cache_min_age, p.ocsp_cache_max_age,
+            p.ocsp_method) == (3600, 7, True, True, "http://192.0.2.9/ocsp", 4, 10, 60, 7200,
+                               "post")

@@ -222,9 +222,13 @@ class Revocation:
             return Result(j, None, j.url, _text(e))
 
     # ------------------------------------------------------------------ results (loop)
-    def apply(self, results: Sequence[Result], now: float) -> list[str]:
-        """Store fetched results; the log lines to write."""
-        logs: list[str] = []
+    def apply(self, results: Sequence[Result], now: float, crl_strict: bool = False
+              ) -> list[tuple[str, str]]:
+        """Store fetched results; the (level, line) to log.  A failure that will refuse
+        the peer (strict) is logged at debug level: the refusal's one line names it."""
+        logs: list[tuple[str, str]] = []
+        crl_bad = "debug" if crl_strict else "warning"
+        ocsp_bad = "debug" if self.policy.ocsp_strict else "warning"
         when = datetime.datetime.fromtimestamp(now, datetime.UTC)
         for r in results:
             if isinstance(r.job, CRLJob):
@@ -235,32 +239,32 @@ class Revocation:
                         continue
                     if r.data is None:
                         f.error = f"fetching the CRL failed: {r.error}"
-                        logs.append(f"CRL distribution point {u}: {f.error}")
+                        logs.append((crl_bad, f"CRL distribution point {u}: {f.error}"))
                         continue
                     try:
                         f.crl = rv.crl_for(r.data, r.job.issuer)
                         f.error = ""
                         f.fetched_at = now
                         n = len(list(f.crl))
-                        logs.append(f"fetched CRL from {u}: issuer "
-                                    f"'{f.crl.issuer.rfc4514_string()}', {n} revoked")
+                        logs.append(("info", f"fetched CRL from {u}: issuer "
+                                     f"'{f.crl.issuer.rfc4514_string()}', {n} revoked"))
                     except ValueError as e:
                         f.error = str(e)
-                        logs.append(f"CRL from {u} rejected: {e}")
+                        logs.append((crl_bad, f"CRL from {u} rejected: {e}"))
             else:
                 self.requests += 1
                 j = r.job
                 if r.data is None:
                     self._put(j.key, OCSPEntry("error", now, f"OCSP request to {r.url} "
                                                f"failed: {r.error}", r.url, now))
-                    logs.append(f"OCSP request to {r.url} failed: {r.error}")
+                    logs.append((ocsp_bad, f"OCSP request to {r.url} failed: {r.error}"))
                     continue
                 try:
                     ans = rv.ocsp_check(r.data, j.cert, j.issuer, when,
                                         self.trusted, j.nonce)
                 except rv.OCSPError as e:
                     self._put(j.key, OCSPEntry("error", now, f"{e} ({r.url})", r.url, now))
-                    logs.append(f"OCSP response from {r.url} rejected: {e}")
+                    logs.append((ocsp_bad, f"OCSP response from {r.url} rejected: {e}"))
                     continue
                 p = self.policy
                 nxt = ans.next_update.timestamp() if ans.next_update else now
@@ -270,8 +274,8 @@ class Revocation:
                     detail = f"since {ans.revoked_at:%Y-%m-%d %H:%M:%S} UTC" + \
                         (f", {ans.reason}" if ans.reason else "")
                 self._put(j.key, OCSPEntry(ans.status, expires, detail, r.url, now))
-                logs.append(f"OCSP: certificate serial {j.cert.serial_number:#x} is "
-                            f"{ans.status} (responder {r.url})")
+                logs.append(("info", f"OCSP: certificate serial {j.cert.serial_number:#x} is "
+                             f"{ans.status} (responder {r.url})"))
         return logs
 
     def _put(self, key: CertID, e: OCSPEntry) -> None:

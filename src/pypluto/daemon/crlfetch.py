@@ -79,10 +79,10 @@ class CRLFetcher:
         rev = self.store.revocation
         loop = asyncio.get_running_loop()
         results = await loop.run_in_executor(None, rev.run, list(jobs))
-        lines = rev.apply(results, self.store.clock())
-        for line in lines:
-            self.log(line)
-        return lines
+        logged = rev.apply(results, self.store.clock(), self.store.crl_strict)
+        for level, line in logged:
+            self.log(line, level)
+        return [line for _, line in logged]
 
     async def fetch_all(self) -> list[str]:
         """``ipsec fetchcrls``: every distribution point seen, now."""

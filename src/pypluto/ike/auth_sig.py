@@ -378,13 +378,15 @@ def fetch_then(ctx: IKEContext, ike: IKESA, rev: Revocation, jobs: list[Job],
     """Run the fetches as an ``io`` job; then store their results and call ``again``."""
     st = store(ctx)
     clock = st.clock if st is not None else None
+    strict = bool(st is not None and st.crl_strict)
 
     def then(result: object, t: float) -> list[Action]:
         acts: list[Action] = []
         if isinstance(result, list):
             wall = clock() if clock is not None else t
-            for line in rev.apply(result, wall):
-                acts.append(Log(line, conn=ike.conn.name, serial=ike.serial))
+            for level, line in rev.apply(result, wall, strict):
+                acts.append(Log(line, level=level,
+                                conn=ike.conn.name, serial=ike.serial))
         return acts + again(t)
 
     return ctx.compute(ike, lambda: rev.run(jobs), then, now, io=True)
