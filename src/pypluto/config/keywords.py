@@ -158,7 +158,8 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("ikev1-policy", "enum", "accept|reject|drop",
      P("drop|reject", T_HOSTILE + "test_bad_major_version_and_ikev1",
        "IKEv1 messages are never answered (drop); accept needs IKEv1")),
-    ("curl-iface", "str", R("CRL/OCSP fetching " + _CERTS)),
+    ("curl-iface", "str", R("binding the CRL/OCSP fetches to an interface is not "
+                            "implemented")),
     ("curl-timeout", "time", W(T_REV + "test_crl_strict_with_an_unreachable_cdp_fails_closed")),
     ("myvendorid", "str", W(T_D + "test_config_setup_conns_secrets_and_cli_wins")),
     ("syslog", "str", O("Libreswan 5.2 accepts syslog= and never uses it (logging goes "

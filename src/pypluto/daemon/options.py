@@ -60,7 +60,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--keep-alive": ("works", _T_DIP + "test_command_line_reaches_engine_settings"),
     "--force-busy": ("works", "tests/ike/test_lifecycle.py::test_cookie_round_trip"),
     "--crl-strict": ("works", "tests/ike/test_certs.py::test_crl_strict_without_a_crl_refuses"),
-    "--crlcheckinterval": ("works", "tests/daemon/test_revocation_daemon.py::"
+    "--crlcheckinterval": ("works", "tests/interop/test_revocation_lab.py::"
                            "test_crlcheckinterval_refetches_and_fetchcrls"),
     "--listen": ("works", _T_D + "test_listen_address_only_and_leak_detective"),
     "--nhelpers": ("works", "tests/daemon/test_offload.py::test_no_helpers_means_inline"),
