@@ -542,7 +542,7 @@ def header_lines(snap: dict[str, Any]) -> list[str]:
         f"uniqueids={'yes' if p['uniqueids'] else 'no'}, force-busy="
         f"{'yes' if p['force_busy'] else 'no'}, keep-alive={p['keep_alive']}s, "
         f"virtual-private={p['virtual_private'] or '<none>'}",
-        f"crl-strict={'yes' if p['crl_strict'] else 'no'} (not enforced yet), "
+        f"crl-strict={'yes' if p['crl_strict'] else 'no'}, "
         f"crlcheckinterval={p['crlcheckinterval']:g}s, secctx-attr-type="
         f"{p['secctx_attr_type']}, debug={','.join(p['debug']) or 'none'}",
         *_ddos_lines(snap),
