@@ -61,8 +61,10 @@ Usage: ipsec <command> [arguments]
   route NAME                   install the trap policies (traffic brings it up)
   unroute NAME                 remove the trap policies
   ondemand NAME                add (from the config file) and route
-Not supported by pypluto (exit 33): fetchcrls, crls, listcrls, listpubkeys, listall,
-  purgeocsp, checkpubkeys, shuntstatus, briefconnectionstatus, fipsstatus, redirect,
+  fetchcrls | crls             fetch the CRLs of the distribution points seen now
+  listcrls [--json]            the CRLs: NSS db, <ipsecdir>/crls and fetched
+  purgeocsp                    empty the OCSP cache
+Not supported by pypluto (exit 33): listpubkeys, listall, checkpubkeys, shuntstatus, briefconnectionstatus, fipsstatus, redirect,
   modutil, vfychain, checknflog, stopnflog, reload
 Common options (before the arguments): --rundir <dir>, --ctlsocket <file>,
   --config <file>
@@ -87,8 +89,6 @@ ON_DEMAND = ("route", "unroute", "ondemand")
 
 # Libreswan 5.2 commands pypluto cannot do: the reason printed with the error.
 UNSUPPORTED: dict[str, str] = {
-    **{c: "CRLs are not fetched and OCSP is not implemented"
-       for c in ("fetchcrls", "crls", "listcrls", "purgeocsp")},
     **{c: "use NSS's own tool on the database" for c in ("modutil", "vfychain")},
     "listpubkeys": "raw public keys are listed by 'ipsec status' only",
     "checkpubkeys": "raw public keys are listed by 'ipsec status' only",
@@ -296,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         return _whack(w + [f"--{cmd}", *rest])
     if cmd in ("listen", "rereadsecrets"):
         return _whack(w + [f"--{cmd}"])
+    if cmd in ("fetchcrls", "crls", "purgeocsp"):  # revocation (issue 14)
+        return _whack(w + ["--purgeocsp" if cmd == "purgeocsp" else "--fetchcrls"])
+    if cmd == "listcrls":
+        return _whack(w + ["--listcrls", *[a for a in rest if a == "--json"]])
     if cmd in ("rereadall", "rereadcerts"):
         # pluto's --rereadsecrets also drops its cached certificates and CRLs, which are
         # read again from the NSS database on their next use

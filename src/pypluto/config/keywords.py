@@ -100,6 +100,8 @@ T_ESP = "tests/kernel/test_esp.py::"
 T_PPK = "tests/ike/test_ppk.py::"
 T_CERT = "tests/ike/test_certs.py::"
 T_NSS = "tests/config/test_nss.py::"
+T_REV = "tests/ike/test_revocation.py::"  # CRL fetching, OCSP (issue 14)
+T_REVLAB = "tests/interop/test_revocation_lab.py::"
 T_AH = "tests/ike/test_ah.py::"
 T_RW = "tests/ike/test_roadwarrior.py::"
 T_RED = "tests/ike/test_redirect.py::"
@@ -156,8 +158,9 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("ikev1-policy", "enum", "accept|reject|drop",
      P("drop|reject", T_HOSTILE + "test_bad_major_version_and_ikev1",
        "IKEv1 messages are never answered (drop); accept needs IKEv1")),
-    ("curl-iface", "str", R("CRL/OCSP fetching " + _CERTS)),
-    ("curl-timeout", "time", R("CRL/OCSP fetching " + _CERTS)),
+    ("curl-iface", "str", R("binding the CRL/OCSP fetches to an interface is not "
+                            "implemented")),
+    ("curl-timeout", "time", W(T_REV + "test_crl_strict_with_an_unreachable_cdp_fails_closed")),
     ("myvendorid", "str", W(T_D + "test_config_setup_conns_secrets_and_cli_wins")),
     ("syslog", "str", O("Libreswan 5.2 accepts syslog= and never uses it (logging goes "
                         "to syslog unless logfile= is set)")),
@@ -187,16 +190,16 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
                                  "redirect in IKE_SA_INIT (RFC 5685 §4)")),
     ("global-redirect-to", "str", W(T_RED + "test_redirect_in_ike_sa_init_lands_on_gateway_b")),
     ("crl-strict", "bool", W(T_CERT + "test_crl_strict_without_a_crl_refuses")),
-    ("crlcheckinterval", "time", P("0|0s", note="CRLs " + _CERTS)),
-    ("ocsp-strict", "bool", P(_NO_VALUES, note="OCSP " + _CERTS)),
-    ("ocsp-enable", "bool", P(_NO_VALUES, note="OCSP " + _CERTS)),
-    ("ocsp-uri", "str", R("OCSP " + _CERTS)),
-    ("ocsp-timeout", "time", R("OCSP " + _CERTS)),
-    ("ocsp-trustname", "str", R("OCSP " + _CERTS)),
-    ("ocsp-cache-size", "int", R("OCSP " + _CERTS)),
-    ("ocsp-cache-min-age", "time", R("OCSP " + _CERTS)),
-    ("ocsp-cache-max-age", "time", R("OCSP " + _CERTS)),
-    ("ocsp-method", "enum", "get|post", R("OCSP " + _CERTS)),
+    ("crlcheckinterval", "time", W(T_REVLAB + "test_crlcheckinterval_refetches_and_fetchcrls")),
+    ("ocsp-strict", "bool", W(T_REVLAB + "test_ocsp_between_pypluto_daemons")),
+    ("ocsp-enable", "bool", W(T_REVLAB + "test_ocsp_between_pypluto_daemons")),
+    ("ocsp-uri", "str", W(T_REV + "test_ocsp_uri_overrides_the_aia_and_a_delegated_responder_signs")),
+    ("ocsp-timeout", "time", W(T_REV + "test_ocsp_unreachable_responder")),
+    ("ocsp-trustname", "str", W(T_REV + "test_ocsp_trustname_signs_for_the_default_responder")),
+    ("ocsp-cache-size", "int", W(T_REV + "test_ocsp_cache_size_and_ages")),
+    ("ocsp-cache-min-age", "time", W(T_REV + "test_ocsp_cache_size_and_ages")),
+    ("ocsp-cache-max-age", "time", W(T_REV + "test_ocsp_cache_size_and_ages")),
+    ("ocsp-method", "enum", "get|post", W(T_REV + "test_ocsp_good_is_up")),
     ("ddos-mode", "enum", "auto|busy|unlimited", W(T_DOS + "test_modes_busy_and_unlimited")),
     ("seccomp", "enum", "enabled|disabled|tolerant",
      P("disabled", note="seccomp filtering " + _NO)),

@@ -226,6 +226,16 @@ class SetupConfig:
     myvendorid: str | None = None
     crl_strict: bool = False
     crlcheckinterval: float = 0.0
+    curl_timeout: float = 5.0  # revocation fetching (config/revocation.py, issue 14)
+    ocsp_enable: bool = False
+    ocsp_strict: bool = False
+    ocsp_uri: str = ""
+    ocsp_timeout: float = 2.0
+    ocsp_trustname: str = ""
+    ocsp_cache_size: int = 1000
+    ocsp_cache_min_age: float = 3600.0
+    ocsp_cache_max_age: float = 86400.0
+    ocsp_method: str = "get"
     ipsecdir: str = "/etc/ipsec.d"
     nssdir: str = "/var/lib/ipsec/nss"
     secretsfile: str = "/etc/ipsec.secrets"

@@ -979,6 +979,19 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
     sbool("crl_strict", "crl-strict")
     apply("crlcheckinterval", lambda v: setattr(setup, "crlcheckinterval",
                                                 parse_duration(v, "crlcheckinterval")))
+    # revocation (config/revocation.py, issue 14)
+    sbool("ocsp_enable", "ocsp-enable")
+    sbool("ocsp_strict", "ocsp-strict")
+    def sdur(key: str) -> None:
+        apply(key, lambda v: setattr(setup, key.replace("-", "_"), parse_duration(v, key)))
+
+    for rkey in ("curl-timeout", "ocsp-timeout", "ocsp-cache-min-age", "ocsp-cache-max-age"):
+        sdur(rkey)
+    apply("ocsp-cache-size", lambda v: setattr(setup, "ocsp_cache_size",
+                                               parse_bignum(v, "ocsp-cache-size")))
+    apply("ocsp-uri", lambda v: setattr(setup, "ocsp_uri", v))
+    apply("ocsp-trustname", lambda v: setattr(setup, "ocsp_trustname", v))
+    apply("ocsp-method", lambda v: setattr(setup, "ocsp_method", v.lower()))
     def set_str(attr: str) -> Callable[[str], None]:
         return lambda v: setattr(setup, attr, v)
 

@@ -407,7 +407,15 @@ class EngineDriver:
 
     # ------------------------------------------------------------- offloaded jobs
     def _compute(self, a: Compute, rate_limited: bool) -> None:
-        """Run an offloaded key exchange on the helper pool; resume the engine on the loop."""
+        """Run an offloaded key exchange on the helper pool; resume the engine on the loop.
+
+        An ``io`` job (a CRL / OCSP fetch) runs on the loop's default thread pool, even
+        without helpers: it blocks on the network and must never run on the loop."""
+        if a.io and self.loop is not None:
+            loop = self.loop
+            fio = loop.run_in_executor(None, a.job)
+            fio.add_done_callback(lambda f: self._resume_io(a.token, f))
+            return
         if self.helpers is None or self.loop is None:
             fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
             try:
@@ -424,6 +432,16 @@ class EngineDriver:
                 loop.call_soon_threadsafe(self._resume, a.token, f)
 
         fut.add_done_callback(done)
+
+    def _resume_io(self, token: int, fut: asyncio.Future[Any]) -> None:
+        """A fetch job finished (on the loop: an asyncio future's callback)."""
+        if self.stopped or self.engine is None or fut.cancelled():
+            return
+        exc = fut.exception()
+        result: object = exc if exc is not None else fut.result()
+        now = self.now()
+        self.run(lambda e: e.resume(token, result, now), rate_limited=True,
+                 where="fetch result")
 
     def _resume(self, token: int, fut: concurrent.futures.Future[Any]) -> None:
         """A helper finished: feed its result (or its exception) to the engine."""

@@ -36,6 +36,7 @@ from pypluto.config.model import Connection
 from pypluto.control.protocol import RC_DEAF, RC_FATAL, RC_SUCCESS, RC_UNKNOWN_NAME
 from pypluto.daemon import sdnotify
 from pypluto.daemon.control import ControlServer
+from pypluto.daemon.crlfetch import CRLFetcher, policy_from
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.engine_api import EngineAPI, EngineFactory
 from pypluto.daemon.helpers import (
@@ -78,6 +79,9 @@ class Daemon:
         self.secrets = SecretsProxy()
         self.secrets.certs = CertStore(opts.nssdir, opts.ipsecdir,  # issue 14
                                        crl_strict=opts.crl_strict)
+        self.crlfetch = CRLFetcher(self.secrets.certs,  # CRL fetching, OCSP (issue 14)
+                                   policy_from(opts.crlcheckinterval, opts.revocation),
+                                   logger.log)
         self.crash = CrashReports(opts.coredir, logger.log)
         self.waiters = Waiters()
         self.sockets = UDPSockets(logger, opts.ikeport, opts.natikeport, opts.listen)
@@ -184,6 +188,7 @@ class Daemon:
             self.log.log(f"metrics: serving http://{host}:{port}/metrics")
         self.driver.schedule_timer()
         self.driver.start_polling()
+        self.crlfetch.start(self.loop)
         # MOBIKE (RFC 4555): a vanished local address moves its IKE SAs
         self.mobility = AddressWatcher(self._scan_interfaces, self.driver, self.now)
         self.mobility.start(self.loop)
@@ -371,6 +376,7 @@ class Daemon:
         self._shutting_down = True
         if self.mobility is not None:
             self.mobility.stop()
+        self.crlfetch.stop()
         self.sockets.closed = True
         sd_notify("STOPPING=1")
         self.log.log("shutting down")

@@ -241,14 +241,16 @@ class Engine:
 
     # ------------------------------------------------------------------ offloaded crypto
     def compute(self, ike: IKESA, job: Callable[[], object],
-                then: Callable[[object, float], list[Action]], now: float) -> list[Action]:
+                then: Callable[[object, float], list[Action]], now: float,
+                io: bool = False) -> list[Action]:
         """Run ``job`` then ``then(result, now)``: inline, or via a ``Compute`` action.
 
         With ``settings.offload_crypto`` the IKE SA waits "computing" until
         ``resume`` brings the result (an exception instance when the job raised);
         otherwise ``job`` runs here and now.  The only key-exchange code path.
+        ``io``: a blocking fetch (revocation data), always handed out.
         """
-        if not self.settings.offload_crypto:
+        if not self.settings.offload_crypto and not io:
             try:
                 result: object = job()
             except Exception as e:  # delivered to ``then`` like an offloaded failure
@@ -258,7 +260,7 @@ class Engine:
         token = self._next_token
         self.computing[token] = (ike.serial, then)
         self.computing_serials[ike.serial] = token
-        return [Compute(job, token)]
+        return [Compute(job, token, io)]
 
     def is_computing(self, ike: IKESA) -> bool:
         """Is a key-exchange computation of this IKE SA out with the helpers?"""

@@ -127,6 +127,7 @@ class IKEAuth(Task):
         self.child: ChildSA | None = None
         self.sent: Proposals = []
         self.msgid = 1  # IKE_AUTH_MID (RFC 9242 §3.3.2): set when built
+        self.fetched = False  # revocation data fetched for the response (issue 14)
 
     def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
               ) -> list[Payload] | None:
@@ -208,6 +209,14 @@ class IKEAuth(Task):
         acts: list[Action] = []
         payloads = msg.payloads
         conn = ike.conn
+        auth_first = codec.first(payloads, wp.AuthPayload)
+        if not self.fetched and auth_first is not None and \
+                int(auth_first.method) in auth_sig.SIG_METHODS:
+            need = auth_sig.revocation_jobs(ctx, payloads, [conn])  # CRL / OCSP first
+            if need is not None:
+                self.fetched = True
+                return auth_sig.fetch_then(ctx, ike, need[0], need[1],
+                                           lambda t: self._resumed(ctx, ike, msg, t), now)
         self.abandon(ctx, ike)
         if codec.has_notify(payloads, N.AUTHENTICATION_FAILED):
             acts.append(Log("IKE SA authentication request rejected by peer: "
@@ -266,6 +275,12 @@ class IKEAuth(Task):
         if old is not None and ctx.is_live(old):  # make-before-break: new Child SA first
             acts += delete_ike(ctx, old, now)
         return acts
+
+    def _resumed(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
+                 ) -> list[Action]:
+        """``on_response`` again once the revocation data is in; then the next task."""
+        acts = self.on_response(ctx, ike, msg, now)
+        return acts + ctx.kick(ike, now) if ctx.is_live(ike) else acts
 
     def _finish_child(self, ctx: IKEContext, ike: IKESA, payloads: Sequence[Payload],
                       now: float) -> list[Action]:
@@ -357,7 +372,8 @@ def _pick_connection(ctx: IKEContext, ike: IKESA, peer_id: Identity, idr: Identi
     return best[1] if best else None
 
 
-def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
+def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
+             fetched: bool = False) -> list[Action]:
     acts: list[Action] = []
     payloads, local, remote = req.payloads, req.local, req.remote
 
@@ -383,6 +399,12 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     idr_p = codec.first(payloads, wp.IDPayload, PT.IDr)
     if idi_p is None or auth_p is None:
         return reject("IDi or AUTH missing")
+    if not fetched and int(auth_p.method) in auth_sig.SIG_METHODS:
+        need = auth_sig.revocation_jobs(ctx, payloads, ike.cands or [ike.conn])
+        if need is not None:  # CRL / OCSP fetches first
+            ike.next_in = req.msgid + 1  # a retransmit while fetching is dropped (§2.1)
+            return auth_sig.fetch_then(ctx, ike, need[0], need[1],
+                                       lambda t: _respond(ctx, ike, req, t, fetched=True), now)
     peer_id = identity_from_wire(int(idi_p.id_type), bytes(idi_p.data))
     want = identity_from_wire(int(idr_p.id_type), bytes(idr_p.data)) if idr_p else None
     conn = _pick_connection(ctx, ike, peer_id, want, payloads)
