@@ -151,3 +151,20 @@ def test_redirect_settings_do_not_leak_between_engines() -> None:
     net = Net3(a_settings=EngineSettings())
     net.up()
     assert net.established(net.east) and not net.established(net.b)
+
+
+def test_redirect_loop_between_two_gateways_stops() -> None:
+    """A sends the client to B and B back to A, in IKE_AUTH: the client follows
+    ``MAX_REDIRECTS`` redirects, then stays (RFC 5685 §7) instead of looping forever."""
+    net = Net3()
+    _gateway_a(net)
+    bc = net.b.engine.connections["west-east"]
+    bc.raw["send-redirect"] = "yes"
+    bc.raw["redirect-to"] = "192.0.2.2"
+    net.up()
+    west = net.west.logs()
+    followed = [m for m in west if "redirected by" in m]
+    assert len(followed) == redmod.MAX_REDIRECTS, followed
+    assert any("redirect loop (5 redirects within 300 s" in m for m in west)
+    # the client kept the last IKE SA (authenticated, no Child SA) and sent nothing more
+    assert len(net.established(net.west)) == 1 and not net.children(net.west)

@@ -25,6 +25,7 @@ The gateway identity is an IPv4 or IPv6 address (GW Ident Type 1 or 2); an FQDN
 from __future__ import annotations
 
 import ipaddress
+import weakref
 from collections.abc import Sequence
 
 from pypluto.config.model import Connection
@@ -44,6 +45,13 @@ GW_IPV4, GW_IPV6, GW_FQDN = 1, 2, 3
 # seconds a gateway keeps an IKE SA it redirected in IKE_AUTH, waiting for the client's
 # Delete (§6 leaves the deletion to the client)
 AUTH_REDIRECT_GRACE = 10.0
+
+# RFC 5685 §7 (redirect loops), as Libreswan: at most this many redirects of one
+# connection within LOOP_PERIOD seconds are followed
+MAX_REDIRECTS = 5
+LOOP_PERIOD = 300.0
+# conn id -> (the conn, when it was redirected); the weak reference tells a reused id
+_HISTORY: dict[int, tuple[weakref.ref[Connection], list[float]]] = {}
 
 # conn id -> the gateway that redirected us, for the next IKE_SA_INIT (REDIRECTED_FROM)
 _FROM: dict[int, IPAddress] = {}
@@ -124,11 +132,30 @@ def follow(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: f
         ctx.log(acts, f"ignoring a REDIRECT to {target}: not in accept-redirect-to=", ike,
                 level="warning")
         return False
+    if _loop(conn, now):
+        ctx.log(acts, f"ignoring a REDIRECT to {target}: redirect loop ({MAX_REDIRECTS} "
+                f"redirects within {LOOP_PERIOD:.0f} s, RFC 5685 §7)", ike, level="warning")
+        return False
     old = ike.remote.addr
     ctx.log(acts, f"redirected by {old} to new gateway {target}", ike)
     conn.remote.host_addr = target  # as Libreswan: the connection now points there
     _FROM[id(conn)] = old
     return True
+
+
+def _loop(conn: Connection, now: float) -> bool:
+    """Record a redirect of ``conn``; True when it is one too many (§7)."""
+    ref, times = _HISTORY.get(id(conn), (None, []))
+    if ref is None or ref() is not conn:
+        times = []
+        _HISTORY[id(conn)] = (weakref.ref(conn), times)
+    times[:] = [t for t in times if now - t < LOOP_PERIOD]
+    if len(times) >= MAX_REDIRECTS:
+        return True
+    times.append(now)
+    for k in [k for k, (r, _) in _HISTORY.items() if r() is None]:
+        del _HISTORY[k]  # conns gone
+    return False
 
 
 def restart(ctx: IKEContext, conn: Connection, now: float) -> list[Action]:
