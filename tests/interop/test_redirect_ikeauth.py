@@ -82,6 +82,9 @@ def test_redirect_in_ike_auth_lands_on_gateway_b(lab: Lab, cell: Callable[..., N
     cell(peer=peer, case="redirect-ike-auth", role="responder", proposal="defaults")
     if isinstance(client, PeerSpec):
         require(client.available(), client.install_hint)
+        if client == SS598:
+            cell(note="strongSwan 5.9.8 follows the redirect, then crashes (double free): "
+                      "its bug, fixed in 5.9.12 (595fa077b6)")
     lab.run(lab.east, ["ip", "addr", "add", f"{GW_B}/24", "dev", "east"])
     a = Pypluto(lab, lab.east, "pypluto-gw-a", "--use-none").start(
         _gateway(EAST_OUTER, f"\tsend-redirect=yes\n\tredirect-to={GW_B}\n"))
