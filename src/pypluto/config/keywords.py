@@ -105,6 +105,7 @@ T_REVLAB = "tests/interop/test_revocation_lab.py::"
 T_AH = "tests/ike/test_ah.py::"
 T_RW = "tests/ike/test_roadwarrior.py::"
 T_RED = "tests/ike/test_redirect.py::"
+T_REDA = "tests/ike/test_redirect_ikeauth.py::"
 T_RWC = "tests/config/test_cfg_roadwarrior.py::"
 # a partial key whose only working value is the default (what pypluto always does):
 # this test loads each such value and checks every other value refuses the conn
@@ -307,9 +308,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("narrowing", "bool", W(T_EST + "test_narrowing")),
     ("pam-authorize", "bool", P(_NO_VALUES, note=_NO)),
     ("send-redirect", "enum", "yes|no|auto|true|false|on|off|y|n",
-     P("no|false|off|n", note="IKEv2 redirect (RFC 5685) " + _NO)),
-    ("redirect-to", "str", R("per-conn redirect in IKE_AUTH (RFC 5685 §6) " + _NO + "; "
-                             "global-redirect= and ipsec redirect work")),
+     W(T_REDA + "test_redirect_in_ike_auth_lands_on_gateway_b")),
+    ("redirect-to", "str", W(T_REDA + "test_redirect_in_ike_auth_lands_on_gateway_b")),
     ("accept-redirect", "bool", W(T_RED + "test_redirect_of_an_established_sa_lands_on_gateway_b")),
     ("accept-redirect-to", "str", W(T_RED + "test_redirect_outside_accept_redirect_to_is_refused")),
     ("pfs", "bool", W(T_UNITS + "test_esp_esn_and_pfs")),

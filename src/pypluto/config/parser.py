@@ -932,6 +932,16 @@ def _roadwarrior_checks(conn: Connection) -> None:
         except ValueError:
             raise ConnError("modecfgdns", f"modecfgdns={dns}: {w!r} is not an IP address") \
                 from None
+    red = conn.raw.get("redirect-to", "")  # RFC 5685 gateway identities: addresses only
+    for w in [w for w in re.split(r"[\s,]+", red) if w]:
+        try:
+            ipaddress.ip_address(w)
+        except ValueError:
+            raise ConnError("redirect-to", f"redirect-to={red}: {w!r} is not an IP address "
+                            "(pypluto redirects to addresses only)") from None
+    send = conn.raw.get("send-redirect", "no").lower()
+    if send in ("yes", "true", "on", "y", "auto") and not red.strip():
+        raise ConnError("send-redirect", f"send-redirect={send} requires redirect-to=")
 
 
 def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:

@@ -129,6 +129,10 @@ def setup_values(opts: PlutoOptions, log: PlutoLogger) -> dict[str, Any]:
                             "n": "no"}.get(raw.get("global-redirect", "no"),
                                            raw.get("global-redirect", "no")),
         "global_redirect_to": raw.get("global-redirect-to"),
+        **{k: getattr(setup, k) for k in (
+            "ocsp_enable", "ocsp_strict", "ocsp_uri", "ocsp_timeout", "ocsp_cache_size",
+            "ocsp_cache_min_age", "ocsp_cache_max_age", "ocsp_method") if hasattr(setup, k)},
+        "ocsp_trust_name": getattr(setup, "ocsp_trustname", None),
     }
 
 

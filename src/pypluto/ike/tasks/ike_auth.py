@@ -33,11 +33,12 @@ from pypluto.ike.identity import (
 )
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
 from pypluto.ike.tasks import config_payload as cpmod
-from pypluto.ike.tasks import mobike
+from pypluto.ike.tasks import mobike, redirect
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.child_delete import delete_spi_unknown
 from pypluto.ike.tasks.common import fail, nname, reason_for_notify, set_ike_timers
 from pypluto.ike.tasks.ike_delete import delete_ike
+from pypluto.params import IPAddress
 from pypluto.wire import payloads as wp
 
 AUTH_PSK = AuthMethod.SHARED_KEY_MIC
@@ -268,6 +269,13 @@ class IKEAuth(Task):
         ike.remote_id = peer_id
         mobike.negotiated(ike, payloads)
         acts += established(ctx, ike, now, auth_sig.describe(method, bytes(auth_p.data)))
+        red = next((bytes(p.data) for p in codec.notifies(payloads)
+                    if p.notify_type == N.REDIRECT), None)
+        if red is not None and redirect.follow(ctx, ike, red, None, now, acts):
+            # RFC 5685 §6: the gateway is authenticated; delete this IKE SA, go there
+            ike.reauth_of = None
+            ike.ni = ike.nr = b""
+            return acts + delete_ike(ctx, ike, now) + redirect.restart(ctx, conn, now)
         old = ike.reauth_of
         ike.reauth_of = None
         acts += self._finish_child(ctx, ike, payloads, now)
@@ -458,6 +466,9 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
         out += mobike.supported_notify(True)
     acts += established(ctx, ike, now, auth_sig.describe(int(auth_p.method),
                                                          no_ppk_auth or bytes(auth_p.data)))
+    to = redirect.auth_target(ike, conn, ctx.dos.busy_now())  # RFC 5685 §6
+    if to is not None:
+        return acts + _redirect_in_auth(ctx, ike, req, out, to, now)
     acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
     child = None
     has_child = any(p.payload_type in (PT.SA, PT.TSi, PT.TSr) for p in payloads)
@@ -483,6 +494,24 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
         acts += ctx.install_child(child, child.keys, now)
     acts += ctx.send_response(ike, IKEAuth.exchange, req.msgid, out, local, remote)
     ike.ni = ike.nr = b""  # used: AUTH and the first Child SA's KEYMAT (issue 18)
+    return acts
+
+
+def _redirect_in_auth(ctx: IKEContext, ike: IKESA, req: Request, out: list[Payload],
+                      to: IPAddress, now: float) -> list[Action]:
+    """RFC 5685 §6: answer the authenticated client with IDr, AUTH and REDIRECT only (no
+    Child SA, no lease, no uniqueids); the client deletes the IKE SA, or it goes after
+    ``AUTH_REDIRECT_GRACE`` seconds."""
+    acts: list[Action] = []
+    assert ike.remote_id is not None
+    ctx.log(acts, f"redirecting {id_desc(ike.remote_id)} at {req.remote} to {to} in "
+            f"IKE_AUTH (send-redirect={redirect.send_mode(ike.conn)})", ike)
+    out = [codec.notify(N.REDIRECT, redirect.encode_gw(to))] + out
+    acts += ctx.send_response(ike, IKEAuth.exchange, req.msgid, out, req.local, req.remote)
+    ike.ni = ike.nr = b""
+    ike.rekey_at = ike.next_liveness = None
+    ike.expire_at = now + redirect.AUTH_REDIRECT_GRACE
+    ctx.schedule(ike)
     return acts
 
 
