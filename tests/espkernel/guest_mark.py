@@ -166,6 +166,37 @@ def run(left: XfrmBackend, right: XfrmBackend, east_kind: str, tag: str) -> None
         G.check(f"{tag}-unmarked-traffic-takes-neither-sa", c3 == c2 and -1 not in c3.values(),
                 f"{c2} -> {c3}")
 
+        tr = west.whack("--trafficstatus")
+        nums = {n: [int(x) for x in re.findall(r"(?:inBytes|outBytes)=(\d+)", line)]
+                for line in tr.splitlines() for n in ("mark-a", "mark-b") if f'"{n}"' in line}
+        G.check(f"{tag}-trafficstatus-counts-marked-sas",
+                set(nums) == {"mark-a", "mark-b"} and all(v and min(v) > 0
+                                                          for v in nums.values()),
+                tr.strip()[:400])
+        # rekey B: new SAs with B's marks, the old ones deleted (DELSA names the mark)
+        old_b = {b_out.spi, b_in.spi}
+        west.whack("--name", "mark-b", "--rekey-child")
+        rekeyed = True
+        try:
+            G.wait_for(lambda: len(left.list_sas()) == 4
+                       and not {sa.spi for sa in left.list_sas()} & old_b, 30, "B rekeyed")
+        except TimeoutError:
+            rekeyed = False
+        now = left.list_sas()
+        G.check(f"{tag}-rekey-keeps-marks-and-deletes-old-sas",
+                rekeyed and {sa.mark for sa in now} == want,
+                f"{[(hex(sa.spi), sa.mark) for sa in now]} (old B {sorted(map(hex, old_b))})")
+        b_out = next(sa for sa in now if sa.mark == (0x21, FULL))
+        b_in = next(sa for sa in now if sa.mark == (0x22, FULL))
+        mark_esp(G.LEFT, b_in.spi, (0x22, FULL))
+        mark_esp(G.RIGHT, b_out.spi, (2, FULL))
+        c6 = counts()
+        pb3 = ping_marked(G.LEFT, G.LIN4, G.RIN4, 0x21)
+        c7 = counts()
+        G.check(f"{tag}-mark-0x21-traffic-after-rekey",
+                pb3 and c7["b_out"] - c6["b_out"] >= 3 and c7["b_in"] - c6["b_in"] >= 3
+                and c7["a_out"] == c6["a_out"], f"{c6} -> {c7}")
+
         west.whack("--name", "mark-a", "--down")
         gone = True
         try:

@@ -32,6 +32,9 @@ CHECKS = [
     "mark-1-traffic-through-conn-a",
     "mark-0x21-traffic-through-conn-b",
     "unmarked-traffic-takes-neither-sa",
+    "trafficstatus-counts-marked-sas",
+    "rekey-keeps-marks-and-deletes-old-sas",
+    "mark-0x21-traffic-after-rekey",
     "down-a-leaves-b",
     "conn-b-still-carries-its-traffic",
     "nothing-left-after-shutdown",
@@ -78,8 +81,9 @@ def test_marked_conns_coexist_and_carry_their_traffic(guest: GuestRun) -> None:
     """Two of our daemons (--use-xfrm): conn A (mark=1) and conn B (mark-in=0x22,
     mark-out=0x21) with the same selectors are both up; the kernel holds both SA pairs
     and policy sets with their marks; ``ping -m 1`` counts on A's SAs only, ``ping -m
-    0x21`` on B's only, unmarked traffic on neither; A's down leaves B working; the
-    shutdown leaves no SA, policy or mark."""
+    0x21`` on B's only, unmarked traffic on neither; ``--trafficstatus`` counts both;
+    B's rekey keeps its marks and deletes the old (marked) SAs; A's down leaves B
+    working; the shutdown leaves no SA, policy or mark."""
     print(f"UML run took {guest.seconds:.1f}s")
     guest.assert_checks("mark-pair")
 
