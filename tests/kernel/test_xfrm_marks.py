@@ -25,7 +25,7 @@ from testsupport import is_root, require
 
 from pypluto.config.parser import ConnError, build_connection
 from pypluto.config.values import UNIQUE_MARK, parse_mark
-from pypluto.ike.actions import AddPolicy
+from pypluto.ike.actions import AddPolicy, Updown
 from pypluto.kernel.base import BackendError, KernelBackend, refuse_marks
 from pypluto.kernel.xfrm import structs as S
 from pypluto.kernel.xfrm.backend import (
@@ -153,6 +153,14 @@ def test_engine_unique_mark_per_instance_and_stable_across_rekey() -> None:
     conn = eng.connections["west-east"]
     assert eng.xfrm_marks(conn, ip("192.0.2.99")) == ((1002, FULL), (1002, FULL))
     assert eng.xfrm_marks(conn, n.east.addr) == ((1001, FULL), (1001, FULL))  # type: ignore[arg-type]
+
+
+def test_updown_sees_the_installed_marks() -> None:
+    n = Net(west_kw={"mark_in": (UNIQUE_MARK, FULL), "mark_out": (0x21, 0xFF)})
+    n.west.engine.connections["west-east"].local.updown = "/bin/true"
+    n.up()
+    ups = [a.child for a in n.west.actions if isinstance(a, Updown) and a.up]
+    assert ups and {(c.mark_in, c.mark_out) for c in ups} == {("1001/0xffffffff", "33/0x0000ff")}
 
 
 def test_trap_policies_carry_the_marks_of_the_child() -> None:

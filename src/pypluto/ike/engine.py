@@ -669,6 +669,7 @@ class Engine:
             "TUNNEL" if child.mode == "tunnel" else "",
             "PFS" if conn.pfs else "", "IKEV2_ALLOW") if p)
         out: list[Action] = []
+        mi, mo = self.xfrm_marks(conn, child.remote_addr)
         for lts in child.local_ts:
             for rts in child.remote_ts:
                 if lts.version != rts.version:
@@ -689,6 +690,9 @@ class Engine:
                     conn.local.sourceip[0] if conn.local.sourceip else None,
                     peer_dns=list(ike.dns) if ike is not None else [],
                     policy=policy if c is not None else "",
+                    # PLUTO_MARK_IN / PLUTO_MARK_OUT: value/mask of the installed marks
+                    mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",
+                    mark_out=f"{mo[0]}/{mo[1]:#08x}" if mo else "",
                 )
                 out.append(Updown(up, script, facts))
         return out
