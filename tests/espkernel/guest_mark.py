@@ -39,7 +39,7 @@ PSK_B = "pypluto-mark-b-psk-0123456789abcdef0123"
 IPT = "iptables-legacy"  # the UML kernel has xtables, not nf_tables for IPv4
 
 
-def conf(side: str) -> str:
+def conf(side: str, auto_a: str = "add") -> str:
     """west and east: both conns; west marks B's directions differently."""
     # (Libreswan 4.10's addconn wants the mask spelled out: "Invalid mark value" for a
     # bare 1; its documentation and pypluto default the mask to 0xffffffff)
@@ -50,7 +50,7 @@ def conf(side: str) -> str:
         out += (f"conn {name}\n\tauthby=secret\n\tleft={G.L4}\n\tleftid=@west-{tag}\n"
                 f"\tleftsubnet={G.LNET4}\n\tright={G.R4}\n\trightid=@east-{tag}\n"
                 f"\trightsubnet={G.RNET4}\n\tike=aes_gcm256-sha2_256-dh19\n"
-                f"\tesp=aes_gcm256\n{marks}\tauto=add\n\n")
+                f"\tesp=aes_gcm256\n{marks}\tauto={auto_a if tag == 'a' else 'add'}\n\n")
     return out
 
 
@@ -234,7 +234,73 @@ def run(left: XfrmBackend, right: XfrmBackend, east_kind: str, tag: str) -> None
         subprocess.run(["rm", "-rf", work])
 
 
-SCENARIOS = [("pair", "pypluto"), ("libreswan", "libreswan")]
+def run_route(left: XfrmBackend, right: XfrmBackend) -> None:
+    """auto=route with mark=1 (issue 16): the trap policy carries the mark, so only
+    marked traffic raises the ACQUIRE; the Child SA it brings up is marked too."""
+    tag = "mark-route"
+    work = tempfile.mkdtemp(prefix="ppxg-mark-route.")
+    west = G.Daemon("pypluto", G.LEFT, work, "west", conf=conf("west", auto_a="route"))
+    east = G.Daemon("pypluto", G.RIGHT, work, "east", conf=conf("east"))
+    for d in (west, east):
+        with open(os.path.join(d.dir, "ipsec.secrets"), "w") as f:
+            f.write(secrets())
+    G.sh(["ip", "netns", "exec", G.RIGHT, "sysctl", "-qw", "net.ipv4.fwmark_reflect=1"])
+    try:
+        for d in (west, east):
+            d.start()
+        G.wait_for(lambda: len(left.list_policies()) >= 1, 30, "the trap policy")
+        pols = [(p.direction, p.mark, bool(p.tmpls)) for p in left.list_policies()]
+        G.check(f"{tag}-trap-policy-is-marked",
+                pols == [("out", (1, FULL), True)] and not left.list_sas(), f"{pols}")
+        ping_marked(G.LEFT, G.LIN4, G.RIN4, None, count=2)  # matches no (marked) trap
+        time.sleep(1)
+        G.check(f"{tag}-unmarked-traffic-raises-no-acquire",
+                not left.list_sas() and "initiating on demand" not in west.log(),
+                west.tail(5))
+        ping_marked(G.LEFT, G.LIN4, G.RIN4, 1, count=1)  # the trap's ACQUIRE
+        up = True
+        try:
+            G.wait_for(lambda: len(left.list_sas()) >= 2, 30, "SAs after the marked ACQUIRE")
+        except TimeoutError:
+            up = False
+        sas = left.list_sas()
+        G.check(f"{tag}-marked-traffic-acquires-a-marked-child",
+                up and {sa.mark for sa in sas} == {(1, FULL)}
+                and "initiating on demand" in west.log(), f"{[(hex(s.spi), s.mark) for s in sas]}")
+        out_sa = next(sa for sa in sas if sa.dst == G.R4)
+        in_sa = next(sa for sa in sas if sa.dst == G.L4)
+        mark_esp(G.LEFT, in_sa.spi, (1, FULL))
+        mark_esp(G.RIGHT, out_sa.spi, (1, FULL))
+        before = packets(left, out_sa)
+        ok = ping_marked(G.LEFT, G.LIN4, G.RIN4, 1)
+        G.check(f"{tag}-ping-after-acquire", ok and packets(left, out_sa) - before >= 3,
+                f"{before} -> {packets(left, out_sa)}")
+        west.whack("--name", "mark-a", "--down")
+        try:
+            G.wait_for(lambda: not left.list_sas(), 30, "SAs gone after down")
+        except TimeoutError:
+            pass
+        pols = [(p.direction, p.mark, bool(p.tmpls)) for p in left.list_policies()]
+        G.check(f"{tag}-down-keeps-the-marked-trap",
+                not left.list_sas() and pols == [("out", (1, FULL), True)], f"{pols}")
+        stopped = west.stop()
+        G.check(f"{tag}-nothing-left-after-shutdown",
+                stopped and (left.list_sas(), left.list_policies()) == ([], []))
+    except Exception:
+        for d in (west, east):
+            G.log(f"--- {d.name} log tail:\n{d.tail(40)}")
+        raise
+    finally:
+        for d in (west, east):
+            d.stop()
+        for ns in (G.LEFT, G.RIGHT):
+            G.sh(["ip", "netns", "exec", ns, IPT, "-t", "mangle", "-F"], check_rc=False)
+            G.sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
+            G.sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
+        subprocess.run(["rm", "-rf", work])
+
+
+SCENARIOS = [("pair", "pypluto"), ("libreswan", "libreswan"), ("route", "pypluto")]
 
 
 def main() -> int:
@@ -253,7 +319,10 @@ def main() -> int:
                 continue
             t = time.monotonic()
             try:
-                run(left, right, kind, f"mark-{tag}")
+                if tag == "route":
+                    run_route(left, right)
+                else:
+                    run(left, right, kind, f"mark-{tag}")
             except Exception:
                 G.FAILED.append(f"mark-{tag}")
                 G.log(f"CHECK mark-{tag}: FAILED with an exception\n{traceback.format_exc()}")

@@ -2,7 +2,8 @@
 
 One UML boot (``tools/run-in-esp-kernel.sh``) runs ``guest_mark.py``: two conns with
 the same selectors and different marks, between two of our daemons and between
-ours and Libreswan 4.10 (issue 12 item 6; issue 16 "mark= conns coexist").  Missing
+ours and Libreswan 4.10 (issue 12 item 6; issue 16 "mark= conns coexist"), and a
+marked auto=route trap.  Missing
 UML or kmod fails in CI (``require``) and skips elsewhere.
 """
 
@@ -40,6 +41,15 @@ CHECKS = [
     "nothing-left-after-shutdown",
 ]
 
+ROUTE = [
+    "trap-policy-is-marked",
+    "unmarked-traffic-raises-no-acquire",
+    "marked-traffic-acquires-a-marked-child",
+    "ping-after-acquire",
+    "down-keeps-the-marked-trap",
+    "nothing-left-after-shutdown",
+]
+
 
 @dataclass
 class GuestRun:
@@ -47,9 +57,9 @@ class GuestRun:
     output: str
     seconds: float
 
-    def assert_checks(self, tag: str) -> None:
+    def assert_checks(self, tag: str, checks: list[str] = CHECKS) -> None:
         assert self.rc != 125, f"the ESP kernel did not run the guest:\n{self.output[-3000:]}"
-        expected = [f"{tag}-{c}" for c in CHECKS]
+        expected = [f"{tag}-{c}" for c in checks]
         passed = set(re.findall(r"CHECK (\S+): OK", self.output))
         failed = [f for f in re.findall(r"CHECK (\S+): FAILED", self.output)
                   if f in expected or f == tag]
@@ -65,7 +75,7 @@ def uml_available() -> bool:
 
 @pytest.fixture(scope="module")
 def guest() -> GuestRun:
-    """One UML boot for both peers (process creation is slow in UML)."""
+    """One UML boot for every scenario (process creation is slow in UML)."""
     require(is_root(), "root (the UML guest runs as root on the host's files)")
     require(uml_available(), "user-mode-linux and kmod (apt-get install user-mode-linux kmod)")
     require(shutil.which("iptables-legacy") is not None,
@@ -95,3 +105,10 @@ def test_marked_conns_against_libreswan(guest: GuestRun) -> None:
             "Libreswan 4.10 (tools/install-libreswan.sh)")
     require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
     guest.assert_checks("mark-libreswan")
+
+
+def test_marked_trap_acquires_only_for_marked_traffic(guest: GuestRun) -> None:
+    """auto=route with mark=1 (issue 16): the trap policy is marked, an unmarked ping
+    raises no ACQUIRE, a ``ping -m 1`` does and brings up a marked Child SA that then
+    carries marked traffic; down keeps the marked trap; shutdown leaves nothing."""
+    guest.assert_checks("mark-route", ROUTE)
