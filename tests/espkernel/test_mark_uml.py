@@ -3,8 +3,8 @@
 One UML boot (``tools/run-in-esp-kernel.sh``) runs ``guest_mark.py``: two conns with
 the same selectors and different marks, between two of our daemons and between
 ours and Libreswan 4.10 (issue 12 item 6; issue 16 "mark= conns coexist"), and a
-marked auto=route trap.  Missing
-UML or kmod fails in CI (``require``) and skips elsewhere.
+marked auto=route trap.  Missing UML or kmod fails in CI (``require``) and skips
+elsewhere.
 """
 
 from __future__ import annotations
