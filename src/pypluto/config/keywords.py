@@ -107,6 +107,9 @@ T_RW = "tests/ike/test_roadwarrior.py::"
 T_RED = "tests/ike/test_redirect.py::"
 T_REDA = "tests/ike/test_redirect_ikeauth.py::"
 T_RWC = "tests/config/test_cfg_roadwarrior.py::"
+# mark= / mark-in= / mark-out=: two conns with the same selectors and different marks
+# coexist in the ESP kernel and marked traffic takes its own SA
+T_MARK = "tests/espkernel/test_mark_uml.py::test_marked_conns_coexist_and_carry_their_traffic"
 # a partial key whose only working value is the default (what pypluto always does):
 # this test loads each such value and checks every other value refuses the conn
 T_EFF = "tests/config/test_cfg_effects.py::"
@@ -118,7 +121,8 @@ _CERTS = "needs certificates / NSS, which pypluto does not have yet"
 _IKEV1 = "IKEv1 only; pypluto speaks IKEv2 only"
 _V1_CP = "IKEv1 XAUTH / ModeConfig; pypluto has no XAUTH, ModeConfig or CP payloads"
 _ONDEMAND = "needs bare (negotiation/failure) shunts, which pypluto does not have yet"
-_XFRMI = "needs XFRM interfaces (ipsec-interface / VTI), not implemented"
+_XFRMI = ("needs XFRM interfaces (ipsec-interface / VTI), which pypluto does not manage "
+          "(and the ESP test kernel has no CONFIG_XFRM_INTERFACE to prove them)")
 _NO = "not implemented by pypluto"
 _SIGS = ("rsasig|rsa|ecdsa|rsa-sha1|rsa-sha2|rsa-sha2_256|rsa-sha2_384|rsa-sha2_512|"
          "ecdsa-sha2|ecdsa-sha2_256|ecdsa-sha2_384|ecdsa-sha2_512|eddsa|ed25519|ed448")
@@ -359,9 +363,10 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("modecfgbanner", "str", R("IKEv2 has no banner attribute (RFC 7296 §3.15.1); the "
                                "banner is IKEv1 ModeConfig, which pypluto does not speak")),
     ("ignore-peer-dns", "bool", P(_NO_VALUES, note=_V1_CP)),
-    ("mark", "str", R("XFRM marks " + _NO)),
-    ("mark-in", "str", R("XFRM marks " + _NO)),
-    ("mark-out", "str", R("XFRM marks " + _NO)),
+    # XFRMA_MARK on the SAs and policies (--use-xfrm); other planes refuse the conn
+    ("mark", "str", W(T_MARK)),
+    ("mark-in", "str", W(T_MARK)),
+    ("mark-out", "str", W(T_MARK)),
     ("vti-interface", "str", R(_XFRMI)),
     ("vti-routing", "bool", P(_NO_VALUES, note=_XFRMI)),
     ("vti-shared", "bool", P(_NO_VALUES, note=_XFRMI)),

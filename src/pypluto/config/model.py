@@ -164,7 +164,11 @@ class Connection:
     initial_contact: bool = False  # Libreswan 5.2 default: no
     send_vendorid: bool = False
     uniqueids: bool | None = None  # None = from config setup
-    mark: str | None = None
+    mark: str | None = None  # mark= as written (status); the effect is mark_in/mark_out
+    # mark= / mark-in= / mark-out=: (value, mask) of the inbound / outbound SA and
+    # policies; value -1 (config.values.UNIQUE_MARK) = a unique mark per instance
+    mark_in: tuple[int, int] | None = None
+    mark_out: tuple[int, int] | None = None
     reqid: int | None = None
     ppk: str = "no"  # no | permit | propose | insist (RFC 8784)
     ppk_ids: list[bytes] = field(default_factory=list)  # ppk-ids=, in order

@@ -40,6 +40,7 @@ from pypluto.config.values import (
     parse_duration,
     parse_host,
     parse_int,
+    parse_mark,
     parse_percent,
     parse_protoport,
     parse_subnet,
@@ -815,6 +816,18 @@ def build_connection(name: str, keys: dict[str, str],
     conn.initial_contact = b("initial-contact", False)  # Libreswan 5.2: no
     conn.send_vendorid = b("send-vendorid", False)
     conn.mark = get("mark")
+    # mark-in= / mark-out= override mark= for their direction (ipsec.conf(5))
+    mi, mo = get("mark-in"), get("mark-out")
+    marks: dict[str, tuple[int, int] | None] = {}
+    for mkey, mval in (("mark", conn.mark), ("mark-in", mi), ("mark-out", mo)):
+        try:
+            marks[mkey] = None if mval is None else parse_mark(mval, mkey)
+        except ValueError as exc:
+            raise ConnError(mkey, str(exc)) from None
+    conn.mark_in = marks["mark"] if mi is None else marks["mark-in"]
+    conn.mark_out = marks["mark"] if mo is None else marks["mark-out"]
+    if conn.mark is None and (mi or mo):
+        conn.mark = f"{mi or 'unset'}, {mo or 'unset'}"
     rq = get("reqid")
     conn.reqid = None if rq is None else parse_int(rq, "reqid", 1, 2**32 - 1)
     ppk = (get("ppk") or "no").lower()

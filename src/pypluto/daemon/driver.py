@@ -68,7 +68,14 @@ from pypluto.ike.actions import (
     Updown,
 )
 from pypluto.ike.status import ChildSAStatus
-from pypluto.kernel.base import BackendError, KernelBackend, SAAcquire, SAExpire, SAStats
+from pypluto.kernel.base import (
+    BackendError,
+    KernelBackend,
+    SAAcquire,
+    SAExpire,
+    SAStats,
+    refuse_marks,
+)
 from pypluto.params import UpdownChild
 from pypluto.textsafe import LINE_LIMIT, escape
 
@@ -238,6 +245,7 @@ class EngineDriver:
         self.log.log(f"add_sa {a.sa.direction} {a.sa.protocol}.{a.sa.spi:08x}"
                      f"@{a.sa.dst}", "debug", conn=a.sa.conn_name or None,
                      serial=a.sa.serial, debug_class="routing")
+        refuse_marks(backend, a.sa.mark, "the SA")  # enforce or refuse (issue 12)
         backend.add_sa(a.sa)
 
     def _del_sa(self, a: DelSA, rate_limited: bool) -> None:
@@ -258,6 +266,7 @@ class EngineDriver:
         backend.move_sa(a.dst, a.spi, a.new_src, a.new_dst, a.encap_sport, a.encap_dport)
 
     def _add_policy(self, a: AddPolicy, rate_limited: bool) -> None:
+        refuse_marks(self._backend(), a.policy.mark, "the policy")
         self._backend().add_policy(a.policy)
 
     def _del_policy(self, a: DelPolicy, rate_limited: bool) -> None:

@@ -198,7 +198,12 @@ class Daemon:
         self.registry.auto_start()
 
     def _admit(self, conn: Connection) -> str | None:
-        """A conn added after start: self-test the algorithms it brings (fail closed)."""
+        """A conn added after start: self-test the algorithms it brings (fail closed);
+        a marked conn (mark= / mark-in= / mark-out=) needs a plane that marks."""
+        if (conn.mark_in or conn.mark_out) and self.backend is not None \
+                and not self.backend.supports_marks:
+            return (f"mark= / mark-in= / mark-out= need the XFRM data plane (--use-xfrm); "
+                    f"the {self.backend.name} data plane cannot mark SAs: connection refused")
         report = self.powerup.check([conn])
         if report.ok:
             return None

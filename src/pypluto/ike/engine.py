@@ -24,6 +24,7 @@ from typing import Literal
 
 from pypluto.config import ids
 from pypluto.config.model import Connection
+from pypluto.config.values import UNIQUE_MARK
 from pypluto.crypto.keys import ChildKeys
 from pypluto.iana import ExchangeType
 from pypluto.ike import codec, timers
@@ -78,6 +79,7 @@ from pypluto.wire.errors import WireError
 __all__ = ["Engine", "SecretStore"]
 
 EXCH_INIT = ExchangeType.IKE_SA_INIT
+FIRST_UNIQUE_MARK = 1001  # mark=-1: "Global marks start at 1001" (ipsec.conf(5))
 PeerKey = tuple[str, int, bytes]  # (connection, ID type, ID data) for uniqueids
 
 
@@ -124,6 +126,9 @@ class Engine:
         ctx: IKEContext = self  # mypy checks here that the engine is an IKEContext
         self.tm = TaskManager(ctx)
         self.traps = Traps()  # auto=route / ondemand (ike/traps.py)
+        # mark=-1: one unique mark per instance (conn, peer), from 1001 as Libreswan
+        self.unique_marks: dict[tuple[str, str], int] = {}
+        self._next_mark = FIRST_UNIQUE_MARK
 
     @property
     def connections(self) -> dict[str, Connection]:
@@ -463,6 +468,34 @@ class Engine:
             return self.internal_error(ike, e, now, where)
 
     # ------------------------------------------------------------------ Child SAs
+    def xfrm_marks(self, conn: Connection, remote: IPAddress | None
+                   ) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+        """(inbound, outbound) XFRM marks of ``conn`` with the peer ``remote``
+        (``mark=``, ``mark-in=``, ``mark-out=`` of ipsec.conf(5)).
+
+        A value of -1 becomes a unique mark for this instance (the conn and its
+        peer), the same one for both directions and for every rekey.
+        """
+        mi, mo = conn.mark_in, conn.mark_out
+        if (mi is not None and mi[0] == UNIQUE_MARK) or (mo is not None and mo[0] == UNIQUE_MARK):
+            key = (conn.name, str(remote))
+            n = self.unique_marks.get(key)
+            if n is None:
+                n = self.unique_marks[key] = self._next_mark
+                self._next_mark += 1
+            if mi is not None and mi[0] == UNIQUE_MARK:
+                mi = (n, mi[1])
+            if mo is not None and mo[0] == UNIQUE_MARK:
+                mo = (n, mo[1])
+        return mi, mo
+
+    def mark_policy(self, policy: PolicyParams, conn: Connection,
+                    remote: IPAddress | None) -> PolicyParams:
+        """``policy`` with the conn's mark for its direction (out: mark-out, else mark-in)."""
+        mi, mo = self.xfrm_marks(conn, remote)
+        policy.mark = mo if policy.direction == "out" else mi
+        return policy
+
     def child_sa_params(self, child: ChildSA, keys: ChildKeys) -> tuple[SAParams, SAParams]:
         """The two kernel SAs of a Child SA (RFC 7296 §2.17 key order)."""
         c = child.chosen
@@ -480,6 +513,7 @@ class Engine:
         if child.encap is not None:
             lp, rp = child.encap
             enc_in, enc_out = (rp, lp), (lp, rp)
+        mark_in, mark_out = self.xfrm_marks(conn, child.remote_addr)
 
         def one(src: IPAddress, dst: IPAddress, spi: int, direction: Literal["in", "out"],
                 encr_key: bytes, integ_key: bytes, encap: tuple[int | None, int | None]
@@ -492,7 +526,7 @@ class Engine:
                             replay_window=conn.replay_window, hard_bytes=hb,
                             soft_bytes=hb * 8 // 10 if hb else None, hard_packets=hp,
                             soft_packets=hp * 8 // 10 if hp else None, conn_name=conn.name,
-                            serial=child.serial)
+                            serial=child.serial, mark=mark_in if direction == "in" else mark_out)
 
         return (one(child.remote_addr, child.local_addr, child.spi_in, "in", ein, iin, enc_in),
                 one(child.local_addr, child.remote_addr, child.spi_out, "out", eout, iout,
@@ -521,6 +555,8 @@ class Engine:
                                                     reqid=child.reqid, mode=child.mode,
                                                     protocol=child.protocol,
                                                     conn_name=conn.name))
+        for p in out:
+            self.mark_policy(p, conn, ra)
         return out
 
     def install_child(self, child: ChildSA, keys: ChildKeys | None, now: float,
@@ -650,6 +686,7 @@ class Engine:
             "TUNNEL" if child.mode == "tunnel" else "",
             "PFS" if conn.pfs else "", "IKEV2_ALLOW") if p)
         out: list[Action] = []
+        mi, mo = self.xfrm_marks(conn, child.remote_addr)
         for lts in child.local_ts:
             for rts in child.remote_ts:
                 if lts.version != rts.version:
@@ -670,6 +707,9 @@ class Engine:
                     conn.local.sourceip[0] if conn.local.sourceip else None,
                     peer_dns=list(ike.dns) if ike is not None else [],
                     policy=policy if c is not None else "",
+                    # PLUTO_MARK_IN / PLUTO_MARK_OUT: value/mask of the installed marks
+                    mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",
+                    mark_out=f"{mo[0]}/{mo[1]:#08x}" if mo else "",
                 )
                 out.append(Updown(up, script, facts))
         return out
@@ -753,6 +793,9 @@ class Engine:
         acts, why = self.traps.route(conn, self.reqid_for(conn))
         if why is not None:
             return [Log(why, level="error", conn=name)]
+        for a in acts:  # the trap holds the marks the Child SA's policies will have
+            if isinstance(a, AddPolicy):
+                self.mark_policy(a.policy, conn, conn.remote.host_addr)
         return acts
 
     def unroute(self, name: str, now: float) -> list[Action]:
