@@ -202,6 +202,11 @@ class UpdownChild:
     outbytes: int = 0
     mark_in: str = ""
     mark_out: str = ""
+    # vti-interface= (daemon/vti.py makes the device; VTI_* of Libreswan's updown)
+    vti_iface: str = ""
+    vti_routing: bool = True
+    vti_shared: bool = False
+    vti_ip: str = ""  # leftvti=
 
     @property
     def is_host(self) -> bool:

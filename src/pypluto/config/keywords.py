@@ -110,6 +110,8 @@ T_RWC = "tests/config/test_cfg_roadwarrior.py::"
 # mark= / mark-in= / mark-out=: two conns with the same selectors and different marks
 # coexist in the ESP kernel and marked traffic takes its own SA
 T_MARK = "tests/espkernel/test_mark_uml.py::test_marked_conns_coexist_and_carry_their_traffic"
+# vti-interface= and friends: a VTI device between two daemons in the ESP kernel
+T_VTI = "tests/espkernel/test_vti_uml.py::"
 # a partial key whose only working value is the default (what pypluto always does):
 # this test loads each such value and checks every other value refuses the conn
 T_EFF = "tests/config/test_cfg_effects.py::"
@@ -121,8 +123,9 @@ _CERTS = "needs certificates / NSS, which pypluto does not have yet"
 _IKEV1 = "IKEv1 only; pypluto speaks IKEv2 only"
 _V1_CP = "IKEv1 XAUTH / ModeConfig; pypluto has no XAUTH, ModeConfig or CP payloads"
 _ONDEMAND = "needs bare (negotiation/failure) shunts, which pypluto does not have yet"
-_XFRMI = ("needs XFRM interfaces (ipsec-interface / VTI), which pypluto does not manage "
-          "(and the ESP test kernel has no CONFIG_XFRM_INTERFACE to prove them)")
+_XFRMI = ("needs XFRM interfaces (ipsec-interface=), which pypluto does not manage "
+          "(the ESP test kernel has no CONFIG_XFRM_INTERFACE to prove them); route-based "
+          "VPNs work with vti-interface=")
 _NO = "not implemented by pypluto"
 _SIGS = ("rsasig|rsa|ecdsa|rsa-sha1|rsa-sha2|rsa-sha2_256|rsa-sha2_384|rsa-sha2_512|"
          "ecdsa-sha2|ecdsa-sha2_256|ecdsa-sha2_384|ecdsa-sha2_512|eddsa|ed25519|ed448")
@@ -244,7 +247,7 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
                             "test_source_ip_route_added_marked_and_removed")),
     ("ikeport", "int", W(T_EFF + "test_peer_ikeport_is_where_ike_goes")),
     ("interface-ip", "str", R(_XFRMI)),
-    ("vti", "str", R(_XFRMI)),
+    ("vti", "str", W(T_VTI + "test_vti_pair_routes_traffic_through_the_device")),
     ("nexthop", "str", P("%defaultroute|%direct",
                          note="routes go through the default route's gateway")),
     ("updown", "str", W("tests/daemon/test_daemon_updown.py::test_updown_verbs_and_environment")),
@@ -367,9 +370,10 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("mark", "str", W(T_MARK)),
     ("mark-in", "str", W(T_MARK)),
     ("mark-out", "str", W(T_MARK)),
-    ("vti-interface", "str", R(_XFRMI)),
-    ("vti-routing", "bool", P(_NO_VALUES, note=_XFRMI)),
-    ("vti-shared", "bool", P(_NO_VALUES, note=_XFRMI)),
+    # a VTI device (ip_vti / ip6_vti) keyed by the marks (--use-xfrm; daemon/vti.py)
+    ("vti-interface", "str", W(T_VTI + "test_vti_pair_routes_traffic_through_the_device")),
+    ("vti-routing", "bool", W(T_VTI + "test_vti_routing_no_adds_no_route")),
+    ("vti-shared", "bool", W(T_VTI + "test_vti_shared_device_outlives_one_conn")),
     ("ipsec-interface", "str", P(_NO_VALUES, note=_XFRMI)),
     ("nic-offload", "enum", "yes|no|auto|packet|crypto", P("no", note="NIC offload " + _NO)),
     ("encapsulation", "enum", "auto|yes|no|true|false|on|off|y|n",

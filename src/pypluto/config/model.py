@@ -169,6 +169,11 @@ class Connection:
     # policies; value -1 (config.values.UNIQUE_MARK) = a unique mark per instance
     mark_in: tuple[int, int] | None = None
     mark_out: tuple[int, int] | None = None
+    # vti-interface= / vti-routing= / vti-shared= (route-based VPN on a VTI device,
+    # XFRM only; daemon/vti.py): the device's ikey/okey are the mark-in/mark-out values
+    vti_interface: str | None = None
+    vti_routing: bool = True  # Libreswan's default: route the remote subnet via the VTI
+    vti_shared: bool = False  # several conns share the device (its remote is any)
     reqid: int | None = None
     ppk: str = "no"  # no | permit | propose | insist (RFC 8784)
     ppk_ids: list[bytes] = field(default_factory=list)  # ppk-ids=, in order

@@ -674,11 +674,14 @@ class Engine:
         return acts
 
     def _updown(self, child: ChildSA, up: bool) -> list[Action]:
-        """One ``Updown`` per selector pair when the conn has a ``leftupdown=`` command."""
+        """One ``Updown`` per selector pair when the conn has a ``leftupdown=`` command
+        or a ``vti-interface=`` (then the daemon makes the device; script may be "")."""
         conn = child.conn
         script = conn.local.updown
         if not script or script.strip().lower() == "%disabled":
-            return []
+            if not conn.vti_interface:
+                return []
+            script = ""
         ike = child.parent
         c = child.chosen
         policy = "+".join(p for p in (
@@ -710,6 +713,8 @@ class Engine:
                     # PLUTO_MARK_IN / PLUTO_MARK_OUT: value/mask of the installed marks
                     mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",
                     mark_out=f"{mo[0]}/{mo[1]:#08x}" if mo else "",
+                    vti_iface=conn.vti_interface or "", vti_routing=conn.vti_routing,
+                    vti_shared=conn.vti_shared, vti_ip=(conn.local.vti_ip or "").strip(),
                 )
                 out.append(Updown(up, script, facts))
         return out
