@@ -24,7 +24,7 @@ from pypluto.daemon.vti import (
     create_commands,
     route_command,
     spec_for,
-    sysctl_paths,
+    sysctl_settings,
 )
 from pypluto.ike.actions import Updown
 from pypluto.params import UpdownChild
@@ -85,7 +85,9 @@ def test_create_commands_v4_with_address() -> None:
         ["ip", "addr", "add", "10.9.9.1/30", "dev", "vti5"],
         ["ip", "link", "set", "vti5", "up"],
     ]
-    assert sysctl_paths(dev) == ["/proc/sys/net/ipv4/conf/vti5/disable_policy"]
+    base = "/proc/sys/net/ipv4/conf/vti5/"
+    assert sysctl_settings(dev) == [(base + "disable_policy", "1"), (base + "rp_filter", "0"),
+                                    (base + "forwarding", "1")]
 
 
 def test_create_commands_shared_v6_without_address() -> None:
@@ -97,7 +99,8 @@ def test_create_commands_shared_v6_without_address() -> None:
          "ikey", "33", "okey", "33"],
         ["ip", "link", "set", "vti5", "up"],
     ]
-    assert sysctl_paths(dev) == ["/proc/sys/net/ipv6/conf/vti5/disable_policy"]
+    base = "/proc/sys/net/ipv6/conf/vti5/"
+    assert sysctl_settings(dev) == [(base + "disable_policy", "1"), (base + "forwarding", "1")]
 
 
 def test_route_command() -> None:
@@ -121,7 +124,7 @@ class FakeIp:
         self.cmds: list[list[str]] = []
         self.existing = existing or set()
         self.fail = fail
-        self.sysctls: list[str] = []
+        self.sysctls: list[tuple[str, str]] = []
 
     async def __call__(self, argv: list[str]) -> tuple[int, str]:
         self.cmds.append(argv)
@@ -134,7 +137,7 @@ class FakeIp:
 
 
 def _mgr(fake: FakeIp) -> VtiManager:
-    return VtiManager(run=fake, sysctl=fake.sysctls.append)
+    return VtiManager(run=fake, sysctl=lambda p, v: fake.sysctls.append((p, v)))
 
 
 def test_manager_creates_routes_and_removes_everything() -> None:
@@ -146,7 +149,7 @@ def test_manager_creates_routes_and_removes_everything() -> None:
                     "ip link add vti5 type vti local 192.0.2.1 remote 192.0.2.2 ikey 5 okey 6",
                     "ip addr add 10.9.9.1/30 dev vti5", "ip link set vti5 up",
                     "ip route add 203.0.113.0/24 dev vti5"]
-    assert fake.sysctls == ["/proc/sys/net/ipv4/conf/vti5/disable_policy"]
+    assert ("/proc/sys/net/ipv4/conf/vti5/disable_policy", "1") in fake.sysctls
     fake.cmds.clear()
     asyncio.run(m.down(_child()))
     assert [" ".join(c) for c in fake.cmds] == ["ip route del 203.0.113.0/24 dev vti5",

@@ -110,11 +110,17 @@ def route_command(add: bool, dst: IPNetwork, name: str,
     return cmd
 
 
-def sysctl_paths(dev: VtiDevice) -> list[str]:
-    """The per-device switches set to 1: no second policy check on the device
-    (the VTI checked the packet against the marked policy already)."""
-    fam = "ipv6" if dev.local.version == 6 else "ipv4"
-    return [f"/proc/sys/net/{fam}/conf/{dev.name}/disable_policy"]
+def sysctl_settings(dev: VtiDevice) -> list[tuple[str, str]]:
+    """The per-device switches, as Libreswan sets them for a VTI: no second policy
+    check on the device (the VTI checked the packet against the marked policy
+    already), no reverse-path filter (the peer's subnets arrive there, while the
+    route back may differ), forwarding on (a gateway forwards what it decrypts)."""
+    if dev.local.version == 6:
+        base = f"/proc/sys/net/ipv6/conf/{dev.name}/"
+        return [(base + "disable_policy", "1"), (base + "forwarding", "1")]
+    base = f"/proc/sys/net/ipv4/conf/{dev.name}/"
+    return [(base + "disable_policy", "1"), (base + "rp_filter", "0"),
+            (base + "forwarding", "1")]
 
 
 async def run_ip(argv: list[str]) -> tuple[int, str]:
@@ -129,10 +135,10 @@ async def run_ip(argv: list[str]) -> tuple[int, str]:
     return proc.returncode or 0, out.decode(errors="replace").strip()
 
 
-def write_one(path: str) -> None:
+def write_sysctl(path: str, value: str) -> None:
     try:
         with open(path, "w") as f:
-            f.write("1\n")
+            f.write(value + "\n")
     except OSError:
         pass  # an older kernel without this switch for vti6: the device still works
 
@@ -148,7 +154,8 @@ class VtiManager:
     """The VTI devices and routes the daemon made, with who uses them."""
 
     def __init__(self, log: Callable[[str, str], None] | None = None,
-                 run: Runner = run_ip, sysctl: Callable[[str], None] = write_one) -> None:
+                 run: Runner = run_ip,
+                 sysctl: Callable[[str, str], None] = write_sysctl) -> None:
         self._log = log or (lambda msg, level: None)
         self._run = run
         self._sysctl = sysctl
@@ -184,8 +191,8 @@ class VtiManager:
                                 await self._run(delete_command(dev.name))
                             return f"vti: {' '.join(cmd)} failed: {out}"
                         if cmd[1] == "link" and cmd[2] == "add":
-                            for path in sysctl_paths(dev):
-                                self._sysctl(path)
+                            for path, value in sysctl_settings(dev):
+                                self._sysctl(path, value)
                     self._log(f"vti: created {dev.kind} device {dev.name} local {dev.local} "
                               f"remote {dev.remote or 'any'} ikey {dev.ikey} okey {dev.okey}",
                               "info")
