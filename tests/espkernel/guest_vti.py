@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -180,6 +181,23 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, east_kind: str = "pypluto") 
         G.check(f"{tag}-ping-through-the-device",
                 pinged and c1[0][0] - c0[0][0] >= 4 and c1[0][1] - c0[0][1] >= 4
                 and c1[1] - c0[1] >= 4 and c1[2] - c0[2] >= 4, f"{c0} -> {c1}")
+        # a rekey keeps the device (no updown run) and its traffic
+        old = {out_sa.spi, in_sa.spi}
+        index = dev_text(G.LEFT, "vti5").split(":")[0]
+        west.whack("--name", "vti", "--rekey-child")
+        rekeyed = True
+        try:
+            G.wait_for(lambda: len(left.list_sas()) == 2
+                       and not {sa.spi for sa in left.list_sas()} & old, 30, "rekeyed")
+        except TimeoutError:
+            rekeyed = False
+        c2 = dev_counts(G.LEFT, "vti5")
+        p2 = G.ping(G.LEFT, G.LIN4, G.RIN4, count=2)
+        c3 = dev_counts(G.LEFT, "vti5")
+        G.check(f"{tag}-rekey-keeps-the-device-and-traffic",
+                rekeyed and p2 and dev_text(G.LEFT, "vti5").split(":")[0] == index
+                and c3[0] - c2[0] >= 2 and {sa.mark for sa in left.list_sas()} == {(5, FULL)},
+                f"{index} {c2} -> {c3}")
         # down: the route and the device go on both ends (east by the peer's delete;
         # Libreswan 4.10's _updown keeps its device: "we can't delete vti interface")
         west.whack("--name", "vti", "--down")
@@ -204,7 +222,16 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, east_kind: str = "pypluto") 
             G.sh(["ip", "-n", G.RIGHT, "route", "add", str(G.LNET4), "dev", "vti5"])
         G.check(f"{tag}-up-again-passes-traffic",
                 again and G.ping(G.LEFT, G.LIN4, G.RIN4, count=2), west.tail(5))
-        stopped = west.stop()
+        if theirs:
+            stopped = west.stop()  # whack --shutdown
+        else:  # SIGTERM (pluto is the process: ip netns exec execs it)
+            assert west.proc is not None
+            west.proc.send_signal(signal.SIGTERM)
+            try:
+                west.proc.wait(30)
+                stopped = True
+            except subprocess.TimeoutExpired:
+                stopped = False
         G.check(f"{tag}-nothing-left-after-shutdown",
                 stopped and not has_dev(G.LEFT, "vti5") and not routes(G.LEFT, G.RNET4)
                 and (left.list_sas(), left.list_policies()) == ([], []),
@@ -262,13 +289,14 @@ def run_shared(left: XfrmBackend, right: XfrmBackend) -> None:
         G.check(f"{tag}-device-outlives-the-first-conn",
                 has_dev(G.LEFT, "vti7") and len(left.list_sas()) == 2
                 and G.ping(G.LEFT, G.LIN6, G.RIN6), west.tail(5))
-        west.whack("--name", "vti-b", "--down")
+        west.whack("--name", "vti-b", "--delete")  # ipsec delete: as a down, and unloads
         gone = True
         try:
             G.wait_for(lambda: not has_dev(G.LEFT, "vti7"), 30, "the shared device gone")
         except TimeoutError:
             gone = False
-        G.check(f"{tag}-last-conn-down-removes-the-device", gone and not left.list_sas())
+        G.check(f"{tag}-last-conn-delete-removes-the-device",
+                gone and not left.list_sas() and '"vti-b"' not in west.whack("--status"))
     except Exception:
         for dd in (west, east):
             G.log(f"--- {dd.name} log tail:\n{dd.tail(40)}")

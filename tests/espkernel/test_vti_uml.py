@@ -31,6 +31,7 @@ PAIR = [
     "peer-device-has-its-own-end-address",
     "sas-and-policies-carry-the-mark",
     "ping-through-the-device",
+    "rekey-keeps-the-device-and-traffic",
     "down-removes-device-and-route",
     "up-again-passes-traffic",
     "nothing-left-after-shutdown",
@@ -41,7 +42,7 @@ SHARED = [
     "vti-routing-no-adds-no-route",
     "both-conns-carry-traffic-on-one-device",
     "device-outlives-the-first-conn",
-    "last-conn-down-removes-the-device",
+    "last-conn-delete-removes-the-device",
 ]
 
 
@@ -88,9 +89,9 @@ def test_vti_pair_routes_traffic_through_the_device(guest: GuestRun) -> None:
     ``leftvti=``/``rightvti=``: each makes ``vti5`` (local/remote = the IKE
     addresses, ikey/okey 5) with its own end's address and routes the peer's subnet
     onto it; the SAs and policies carry mark 5; a plain ping (no firewall mark) is
-    counted on the device and on both SAs; ``--down`` removes device and route on
-    both ends; after a new ``--initiate``, the shutdown leaves no device, route, SA
-    or policy."""
+    counted on the device and on both SAs; a rekey keeps the device and its
+    traffic; ``--down`` removes device and route on both ends; after a new
+    ``--initiate``, SIGTERM leaves no device, route, SA or policy."""
     print(f"UML run took {guest.seconds:.1f}s")
     guest.assert_checks("vti-pair", PAIR)
 
@@ -104,14 +105,15 @@ def test_vti_routing_no_adds_no_route(guest: GuestRun) -> None:
 def test_vti_shared_device_outlives_one_conn(guest: GuestRun) -> None:
     """``vti-shared=yes``: two conns (IPv4 and IPv6 subnets over IPv4) share one
     device whose remote is any; the first conn's down leaves it working for the
-    other; the last conn's down removes it."""
+    other; deleting the last conn (``--delete``) removes it."""
     guest.assert_checks("vti-shared", SHARED)
 
 
 def test_vti_against_libreswan(guest: GuestRun) -> None:
     """The pair test against Libreswan 4.10, whose _updown makes east's device (its
     route is added by the test: 4.10's _updown misreads this iproute2's ``ip tun
-    show`` and adds none, so east uses vti-routing=no, vti-shared=yes)."""
+    show`` and adds none, so east uses vti-routing=no, vti-shared=yes); here the
+    shutdown is ``whack --shutdown``."""
     require(os.access("/usr/libexec/ipsec/pluto", os.X_OK),
             "Libreswan 4.10 (tools/install-libreswan.sh)")
     require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")

@@ -714,7 +714,8 @@ class Engine:
                     mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",
                     mark_out=f"{mo[0]}/{mo[1]:#08x}" if mo else "",
                     vti_iface=conn.vti_interface or "", vti_routing=conn.vti_routing,
-                    vti_shared=conn.vti_shared, vti_ip=(conn.local.vti_ip or "").strip(),
+                    # a template's instances (right=%any) share the device, as in Libreswan
+                    vti_shared=conn.vti_shared or conn.remote.is_any, vti_ip=(conn.local.vti_ip or "").strip(),
                 )
                 out.append(Updown(up, script, facts))
         return out
