@@ -13,18 +13,23 @@ Topology (a :class:`lab.Lab`; RFC 5737 addresses only)::
   floods; a ping every 50 ms runs through it during each flood.
 * each run: 20,000 spoofed IKE_SA_INIT (valid proposals, random SPIs and
   sources, the ``road`` %any conn matches them, so each would cost a key
-  exchange) sent by ``flood_sender.py`` as fast as one process can, and while it
-  runs strongSwan (``probe``, a childless IKE SA) and the pypluto initiator
-  (``north``) connect.  Up-times: strongSwan's is the wall time of ``swanctl
-  --initiate`` (so it includes swanctl itself); pypluto's is taken from the
-  initiator's log (from "initiating" to "established IKE SA").
+  exchange) sent by ``flood_sender.py`` as fast as one process can.  The sender
+  builds its datagrams first, says ``ready`` and waits for the go; strongSwan
+  (``probe``, a childless IKE SA) and the pypluto initiator (``north``) are
+  started at the moment the flood is, however slow the machine, so they always
+  connect under it (``peers_started_after_flood_start`` says when; each one's
+  log says whether it was asked for a COOKIE).  Up-times: strongSwan's is the
+  wall time of ``swanctl --initiate`` (so it includes swanctl itself);
+  pypluto's is taken from the initiator's log (from "initiating" to
+  "established IKE SA").
 * each run starts when the responder no longer demands cookies (the previous
   flood's busy mode has ended by itself, ~5 s after it), so every run shows
-  cookies switching on;
+  cookies switching on; the COOKIEs it sent are read from ``whack
+  --globalstatus`` (``total.ddos.cookies_sent``) before and after;
 * the responder's RSS (``VmRSS``) is sampled every 20 ms during each flood; after
-  the last run the test waits until no half-open SA is left (they expire after
-  the engine's 30 s ``half_open_timeout``, which has no command-line setting, so
-  the wait is that long, not 60 s) and reads the RSS again.
+  the last run the scenario waits until no half-open SA is left (they expire
+  after the engine's 30 s ``half_open_timeout``) and until 60 s have passed
+  since the end of the last flood, and reads the RSS again.
 
 The strongSwan initiator retransmits after 0.5 s (``retransmit_timeout``, as
 Libreswan's ``retransmit-interval``) instead of its default 4 s: a datagram
