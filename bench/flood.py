@@ -78,8 +78,8 @@ def run(n: int | None = None, runs: int | None = None) -> dict[str, Any]:
 
     how = (f"{n} spoofed IKE_SA_INIT per run from one raw socket at "
            f"{med('flood_rate')} datagrams/s (median), {runs} runs in one lab; the initiators "
-           f"start with the flood ({runs_of('peers_started_after_flood_start')} s after its "
-           f"first datagram)")
+           f"start once 5 % of the flood is out ({runs_of('peers_started_after_flood_start')}"
+           f" s after its first datagram; it lasted {runs_of('flood_seconds')} s)")
     if err:
         how += f"; error: {err}"
     rows = [

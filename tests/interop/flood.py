@@ -16,8 +16,8 @@ Topology (a :class:`lab.Lab`; RFC 5737 addresses only)::
   exchange) sent by ``flood_sender.py`` as fast as one process can.  The sender
   builds its datagrams first, says ``ready`` and waits for the go; strongSwan
   (``probe``, a childless IKE SA) and the pypluto initiator (``north``) are
-  started at the moment the flood is, however slow the machine, so they always
-  connect under it (``peers_started_after_flood_start`` says when; each one's
+  started once it says that 5 % of the flood has been sent, however slow the
+  machine, so they always connect under it (``peers_started_after_flood_start`` says when; each one's
   log says whether it was asked for a COOKIE).  Up-times: strongSwan's is the
   wall time of ``swanctl --initiate`` (so it includes swanctl itself);
   pypluto's is taken from the initiator's log (from "initiating" to
@@ -372,9 +372,11 @@ class FloodLab:
                                  str(count), "-i", "0.05", "-W", "1", "-I", WEST_INNER,
                                  EAST_INNER], stdout=subprocess.PIPE, text=True)
         time.sleep(0.2)  # a few echoes before the flood
-        # go: the flood and the two legitimate initiators start together
+        # go: the flood starts; the legitimate initiators once 5 % of it has been sent
         sender.stdin.write("go\n")
         sender.stdin.flush()
+        flooding = sender.stdout.readline().strip()
+        assert flooding == "flooding", f"flood_sender.py: {flooding!r}"
         t0 = time.monotonic()
         ss = subprocess.Popen(["ip", "netns", "exec", lab.west, SWANCTL, "--initiate",
                                "--ike", "probe", "--timeout", "10"],

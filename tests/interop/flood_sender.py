@@ -6,9 +6,10 @@ source address in 198.51.100.128/26 or 203.0.113.128/26 (RFC 5737 blocks, away
 from the lab's tunnels) and a random port, then sends them over one raw socket
 (``IPPROTO_RAW``: the IP header is ours) as fast as this one process can.
 
-Once the datagrams are built it prints ``ready`` and waits for a line on stdin,
-so that the driver starts the legitimate initiators at the moment the flood
-starts, however long the building took on a busy machine.  Then it prints one
+Once the datagrams are built it prints ``ready`` and waits for a line on stdin;
+after the first 5 % of them (at most 1,000) it prints ``flooding``, so that the
+driver starts the legitimate initiators while the flood is under way, however
+long the building took on a busy machine.  Then it prints one
 JSON line: ``{"sent": N, "seconds": T, "t_start": T0, "t_end": T1}`` (``T0``,
 ``T1``: ``time.monotonic()``, the same clock in every process of the machine).
 """
@@ -50,7 +51,10 @@ def main(argv: list[str]) -> int:
     print("ready", flush=True)
     sys.stdin.readline()
     t0 = time.monotonic()
+    lead = min(1000, n // 20)  # then the driver starts the legitimate initiators
     for p in pkts:
+        if sent == lead:
+            print("flooding", flush=True)
         while True:
             try:
                 s.sendto(p, target)

@@ -3,9 +3,9 @@
 20,000 spoofed IKE_SA_INIT (as fast as one process sends over a raw socket) while
 strongSwan 5.9.8 and a pypluto initiator connect to the pypluto responder,
 5 runs.  The scenario is ``flood.py``; ``bench/flood.py`` reports the same
-figures with the times.  The initiators start at the moment the flood does
-(``flood_sender.py`` builds its datagrams first and waits for the go), so what is
-asserted does not depend on how busy the machine is:
+figures with the times.  The initiators start once 5 % of the flood has been
+sent (``flood_sender.py`` builds its datagrams first, waits for the go and says
+when), so what is asserted does not depend on how busy the machine is:
 
 * the responder demanded COOKIEs in every run (its defence switched on by itself,
   RFC 7296 §2.6), and the legitimate initiators went through that COOKIE round
