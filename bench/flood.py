@@ -63,10 +63,10 @@ def run(n: int | None = None, runs: int | None = None) -> dict[str, Any]:
         return round(statistics.median(v), 3) if v else None
 
     def all_true(key: str) -> bool:
-        v = res.get(key)
+        v = res.get(key) or []
         return bool(v) and all(v)
 
-    def runs_of(key: str, nd: int = 3) -> str:
+    def runs_of(key: str) -> str:
         return ", ".join(f"{x:g}" if isinstance(x, int | float) else str(x)
                          for x in (res.get(key) or [])) or "-"
 

@@ -333,6 +333,18 @@ class FloodLab:
         return (self.ss.dir / "charon.log").read_text(errors="replace")
 
     def one_run(self, fig: Figures, seed: int, n: int = FLOOD_N) -> None:
+        """One flood and the two legitimate initiators; the processes it started are
+        killed (by their Popen) if it fails half-way."""
+        self._procs: list[subprocess.Popen[str]] = []
+        try:
+            self._one_run(fig, seed, n)
+        finally:
+            for pr in self._procs:
+                if pr.poll() is None:
+                    pr.kill()
+                    pr.wait(10)
+
+    def _one_run(self, fig: Figures, seed: int, n: int) -> None:
         lab = self.lab
         assert self.east is not None and self.east.proc is not None
         assert self.north is not None and self.ss is not None
@@ -361,6 +373,7 @@ class FloodLab:
                                    str(HERE / "flood_sender.py"), str(n), EAST_OUTER,
                                    template.hex(), str(seed)], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
+        self._procs.append(sender)
         assert sender.stdout is not None and sender.stdin is not None
         # the sender builds its datagrams (0.2 s idle, longer on a busy machine) first
         ready = sender.stdout.readline().strip()
@@ -371,6 +384,7 @@ class FloodLab:
         ping = subprocess.Popen(["ip", "netns", "exec", lab.west, "ping", "-n", "-q", "-c",
                                  str(count), "-i", "0.05", "-W", "1", "-I", WEST_INNER,
                                  EAST_INNER], stdout=subprocess.PIPE, text=True)
+        self._procs.append(ping)
         time.sleep(0.2)  # a few echoes before the flood
         # go: the flood starts; the legitimate initiators once 5 % of it has been sent
         sender.stdin.write("go\n")
@@ -385,6 +399,7 @@ class FloodLab:
         north = subprocess.Popen(["ip", "netns", "exec", self.north_ns, *self._whack_argv(
             "--name", "north", "--initiate")], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
+        self._procs += [ss, north]
         ss.communicate(timeout=60)
         ss_t = time.monotonic() - t0
         north.communicate(timeout=60)
