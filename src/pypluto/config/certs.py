@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from pypluto.config.hostkeys import HostKeys
 from pypluto.config.nss import NSSDB, NSSError
 from pypluto.crypto import x509 as px
 
@@ -52,6 +53,7 @@ class CertStore:
     def __init__(self, nssdir: str | None = None, ipsecdir: str | None = None,
                  password: str = "", crl_strict: bool = False) -> None:
         self.nss = NSSDB(nssdir, password) if nssdir else None
+        self.hostkeys = HostKeys(nssdir, password or None)  # raw keys by CKAID
         self.ipsecdir = ipsecdir
         self.crl_strict = crl_strict
         # certificate validity is wall-clock time, which the engine's clock is not
@@ -65,6 +67,7 @@ class CertStore:
 
     def reload(self) -> None:
         self._local.clear()
+        self.hostkeys.reload()
         self._anchors = None
         self._crls = None
         self._inter = None
