@@ -100,6 +100,7 @@ T_ESP = "tests/kernel/test_esp.py::"
 T_PPK = "tests/ike/test_ppk.py::"
 T_CERT = "tests/ike/test_certs.py::"
 T_NSS = "tests/config/test_nss.py::"
+T_RAW = "tests/ike/test_rawkeys.py::"
 T_AH = "tests/ike/test_ah.py::"
 T_RW = "tests/ike/test_roadwarrior.py::"
 T_RED = "tests/ike/test_redirect.py::"
@@ -241,11 +242,13 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
                          note="routes go through the default route's gateway")),
     ("updown", "str", W("tests/daemon/test_daemon_updown.py::test_updown_verbs_and_environment")),
     ("id", "id", W(T_EST + "test_default_ids_are_addresses")),
-    ("rsasigkey", "str", R("raw RSA keys " + _CERTS)),
+    ("rsasigkey", "str", P("%cert|0s*|0x*", T_RAW + "test_raw_rsa_keys_from_nss_both_roles",
+                           "keys from DNS (%dns, %dnsondemand) " + _NO)),
     ("ecdsakey", "str", R("raw ECDSA keys " + _CERTS)),
-    ("pubkey", "str", R("raw public keys " + _CERTS)),
+    ("pubkey", "str", P("%cert|0s*|0x*", T_RAW + "test_raw_rsa_keys_from_nss_both_roles",
+                        "keys from DNS (%dns, %dnsondemand) " + _NO)),
     ("cert", "str", W(T_CERT + "test_certificates_through_an_intermediate")),
-    ("ckaid", "str", R(_CERTS)),
+    ("ckaid", "str", W(T_RAW + "test_raw_rsa_keys_from_nss_both_roles")),
     ("sendcert", "enum", "never|sendifasked|alwayssend|always",
      W(T_CERT + "test_sendcert_never_without_rightcert_fails")),
     ("ca", "str", W(T_CERT + "test_rightca_restricts_the_issuer")),
@@ -457,6 +460,8 @@ def _value_ok(kd: KeyDef, value: str) -> bool:
 
     low = value.strip().lower()
     if low in kd.ok:
+        return True
+    if any(v.endswith("*") and low.startswith(v[:-1]) for v in kd.ok):  # prefixes: 0s*
         return True
     try:
         if kd.kind == "bool":
