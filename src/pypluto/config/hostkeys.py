@@ -13,12 +13,16 @@
 
 from __future__ import annotations
 
+import datetime
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
+from pypluto.config import expiry
+from pypluto.config.model import Connection
 from pypluto.config.pkcs11 import PKCS11Error, Token, TokenKey, token_name
 from pypluto.crypto import rawkey
 
@@ -128,10 +132,99 @@ class HostKeys:
                     pub = _public(k)
                     if pub is None and k.kind == "ec":
                         try:
-                            pub = tok.export_key(k.ckaid).public_key()  # type: ignore[union-attr]
+                            pub = tok.export_key(k.ckaid).public_key()
                         except PKCS11Error:
                             pub = None
                     res.append(PublicHostKey(k.ckaid, k.kind, pub))
                 return res
         except PKCS11Error as e:
             raise HostKeyError(str(e)) from None
+
+
+def check_database(nssdir: str | None, password: str | None) -> str | None:
+    """Why the NSS database cannot be opened with ``password`` (a missing or wrong
+    password), or None (it opens, or there is no database)."""
+    if not nssdir or not os.path.exists(os.path.join(nssdir, "key4.db")):
+        return None
+    try:
+        with Token(nssdir, password):
+            return None
+    except PKCS11Error as e:
+        return str(e)
+
+
+# ------------------------------------------------------------------ listpubkeys
+_ID_NAMES = {1: "IPV4_ADDR", 2: "FQDN", 3: "USER_FQDN", 5: "IPV6_ADDR", 9: "DER_ASN1_DN",
+             11: "KEY_ID", 13: "NULL"}
+
+
+def _when(t: datetime.datetime | None) -> str:
+    return t.strftime("%b %d %H:%M:%S %Y") if t is not None else "--- -- --:--:-- ----"
+
+
+def pubkey_rows(conns: Iterable[Connection], keys: HostKeys, certs: object,
+                now: float) -> list[dict[str, object]]:
+    """``whack --listpubkeys``: the public keys the loaded conns use, ours and the peers':
+    raw keys (``rsasigkey=``/``pubkey=``) and our certificates' (``leftcert=``), each with
+    its ID, key ID, CKAID, whether the NSS database holds its private key, and its expiry
+    (Libreswan's 14-day warning)."""
+    try:
+        held = {k.ckaid for k in keys.public_keys()} if keys.nssdir else set()
+    except HostKeyError:
+        held = set()
+    rows: list[dict[str, object]] = []
+    seen: set[tuple[str, str]] = set()
+    for conn in conns:
+        for end, side in ((conn.local, "local"), (conn.remote, "remote")):
+            until: datetime.datetime | None = None
+            issuer = ""
+            try:
+                pub: PublicKeyTypes | None = rawkey.end_public_key(end.raw)
+            except rawkey.RawKeyError:
+                continue
+            if pub is None and end.cert and side == "local" and hasattr(certs, "local"):
+                try:
+                    cred = certs.local(end.cert)
+                except Exception:  # noqa: BLE001 - a bad cert is reported where it is used
+                    continue
+                pub, until = cred.cert.public_key(), cred.cert.not_valid_after_utc
+                issuer = cred.cert.issuer.rfc4514_string()
+            if pub is None:
+                continue
+            ident = end.id
+            if ident is not None:
+                idtype, idtext = _ID_NAMES.get(ident.id_type, str(ident.id_type)), str(ident)
+            else:
+                addr = end.host_addr
+                idtype = "IPV6_ADDR" if addr is not None and addr.version == 6 else "IPV4_ADDR"
+                idtext = str(addr) if addr is not None else "%any"
+            ck = rawkey.ckaid(pub) if isinstance(pub, (rsa.RSAPublicKey,
+                                                      ec.EllipticCurvePublicKey)) else ""
+            if (ck, idtext) in seen:
+                continue
+            seen.add((ck, idtext))
+            kind = "RSA" if isinstance(pub, rsa.RSAPublicKey) else "ECDSA"
+            bits = pub.key_size if isinstance(pub, rsa.RSAPublicKey) else \
+                pub.curve.key_size if isinstance(pub, ec.EllipticCurvePublicKey) else 0
+            rows.append({"conn": conn.name, "end": side, "id_type": idtype, "id": idtext,
+                         "type": kind, "bits": bits, "keyid": rawkey.keyid(pub), "ckaid": ck,
+                         "private_key": ck in held,
+                         "until": until.isoformat() if until else None,
+                         "expiry": expiry.check_expiry(until, now), "issuer": issuer})
+    return rows
+
+
+def render_pubkeys(rows: list[dict[str, object]], now: float) -> list[str]:
+    """Libreswan's ``List of Public Keys:`` lines for :func:`pubkey_rows`."""
+    out = ["", "List of Public Keys:", ""]
+    stamp = _when(datetime.datetime.fromtimestamp(now, datetime.UTC))
+    for r in rows:
+        until = r["until"]
+        t = datetime.datetime.fromisoformat(until) if isinstance(until, str) else None
+        out.append(f"{stamp}, {r['bits']:4d} {r['type']} Key {r['keyid']} "
+                   f"({'has' if r['private_key'] else 'no'} private key), until {_when(t)} "
+                   f"{r['expiry'] or 'ok'}")
+        out.append(f"       {r['id_type']} '{r['id']}'")
+        if r["issuer"]:
+            out.append(f"       Issuer '{r['issuer']}'")
+    return out

@@ -174,8 +174,8 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("dnssec-rootkey-file", "str", R("pypluto never resolves names in DNS")),
     ("dnssec-anchors", "str", R("pypluto never resolves names in DNS")),
     ("dumpdir", "str", W(T_SETUP)),
-    ("ipsecdir", "str", P("/etc/ipsec.d", note="the ipsec.d policies/certificates "
-                          + _CERTS)),
+    ("ipsecdir", "str", W("tests/daemon/test_nss_password.py::"
+                          "test_nsspassword_file_in_ipsecdir_opens_the_database")),
     ("nssdir", "str", W(T_NSS + "test_nss_database_credentials_and_trust")),
     ("secretsfile", "str", W(T_D + "test_config_setup_conns_secrets_and_cli_wins")),
     ("metrics-listen", "str", W("tests/daemon/test_daemon_metrics.py::"

@@ -107,9 +107,13 @@ class _Mechanism(ctypes.Structure):
 class _TokenInfo(ctypes.Structure):
     _fields_ = [("label", ctypes.c_char * 32), ("manufacturerID", ctypes.c_char * 32),
                 ("model", ctypes.c_char * 16), ("serialNumber", ctypes.c_char * 16),
-                ("flags", CK_ULONG)] + [(n, CK_ULONG) for n in (
-                    "a", "b", "c", "d", "e", "f", "g", "h", "i", "j")] + [
-                ("hw", _Version), ("fw", _Version), ("utcTime", ctypes.c_char * 16)]
+                ("flags", CK_ULONG), ("ulMaxSessionCount", CK_ULONG),
+                ("ulSessionCount", CK_ULONG), ("ulMaxRwSessionCount", CK_ULONG),
+                ("ulRwSessionCount", CK_ULONG), ("ulMaxPinLen", CK_ULONG),
+                ("ulMinPinLen", CK_ULONG), ("ulTotalPublicMemory", CK_ULONG),
+                ("ulFreePublicMemory", CK_ULONG), ("ulTotalPrivateMemory", CK_ULONG),
+                ("ulFreePrivateMemory", CK_ULONG), ("hardwareVersion", _Version),
+                ("firmwareVersion", _Version), ("utcTime", ctypes.c_char * 16)]
 
 
 @dataclass(frozen=True)

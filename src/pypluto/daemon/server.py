@@ -32,6 +32,7 @@ from typing import Any, cast
 
 from pypluto import __version__
 from pypluto.config.certs import CertStore
+from pypluto.config.hostkeys import check_database, nss_password
 from pypluto.config.model import Connection
 from pypluto.control.protocol import RC_DEAF, RC_FATAL, RC_SUCCESS, RC_UNKNOWN_NAME
 from pypluto.daemon import sdnotify
@@ -76,7 +77,9 @@ class Daemon:
         self.backend: KernelBackend | None = None
         self.helpers: HelperPool | None = None
         self.secrets = SecretsProxy()
-        self.secrets.certs = CertStore(opts.nssdir, opts.ipsecdir,  # issue 14
+        # issue 14: a password-protected NSS database: <ipsecdir>/nsspassword, as Libreswan
+        nsspw, self._nsspw_line = nss_password(opts.ipsecdir)
+        self.secrets.certs = CertStore(opts.nssdir, opts.ipsecdir, password=nsspw or "",
                                        crl_strict=opts.crl_strict)
         self.crash = CrashReports(opts.coredir, logger.log)
         self.waiters = Waiters()
@@ -215,6 +218,12 @@ class Daemon:
             self.log.log("efence-protect enabled (fault handler and asyncio debug mode)")
         if o.crl_strict:
             self.log.log("crl-strict=yes: a peer certificate needs a current CRL")
+        pw = self.secrets.certs.hostkeys.password
+        if pw is not None or "does not contain" in self._nsspw_line:
+            self.log.log(self._nsspw_line)  # the password's length only
+        why = check_database(o.nssdir, pw)
+        if why:
+            self.log.log(f"NSS: {why}", "error")
 
     def _seed(self, bits: int) -> None:
         """--seedbits: read bits from /dev/random and mix them into the kernel pool."""

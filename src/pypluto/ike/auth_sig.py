@@ -114,7 +114,7 @@ def _raw_sign_key(ctx: IKEContext, conn: Connection) -> object:
     except HostKeyError as e:
         return str(e)
     if want is not None and rawkey.spki_der(want) != rawkey.spki_der(
-            key.public_key()):  # type: ignore[union-attr]
+            key.public_key()):
         return f"the private key with CKAID {ck} does not belong to our raw public key"
     return key
 
