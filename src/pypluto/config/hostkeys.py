@@ -169,9 +169,10 @@ def pubkey_rows(conns: Iterable[Connection], keys: HostKeys, certs: object,
     its ID, key ID, CKAID, whether the NSS database holds its private key, and its expiry
     (Libreswan's 14-day warning)."""
     try:
-        held = {k.ckaid for k in keys.public_keys()} if keys.nssdir else set()
+        dbkeys = {k.ckaid: k.public for k in keys.public_keys()} if keys.nssdir else {}
     except HostKeyError:
-        held = set()
+        dbkeys = {}
+    held = set(dbkeys)
     rows: list[dict[str, object]] = []
     seen: set[tuple[str, str]] = set()
     for conn in conns:
@@ -182,6 +183,11 @@ def pubkey_rows(conns: Iterable[Connection], keys: HostKeys, certs: object,
                 pub: PublicKeyTypes | None = rawkey.end_public_key(end.raw)
             except rawkey.RawKeyError:
                 continue
+            ck_cfg = (end.raw.get("ckaid") or "").strip().lower()
+            if pub is None and ck_cfg and not end.cert:  # leftckaid=: the key in the db
+                pub = next((v for k, v in dbkeys.items() if k.startswith(ck_cfg)), None)
+                if pub is None:
+                    continue
             if pub is None and end.cert and side == "local" and hasattr(certs, "local"):
                 try:
                     cred = certs.local(end.cert)

@@ -16,6 +16,7 @@ import copy
 import ipaddress
 import os
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -251,6 +252,18 @@ class ControlServer:
             emit(line)
         return RC_SUCCESS, None, None
 
+    async def _listpubkeys(self, args: dict[str, Any], emit: Emit) -> Result:
+        """``whack --listpubkeys [--json]``: the loaded conns' public keys (issue 14)."""
+        from pypluto.config.hostkeys import pubkey_rows, render_pubkeys
+        store = self.secrets.certs
+        now = time.time()
+        rows = pubkey_rows(self.registry.conns.values(), store.hostkeys, store, now)
+        if args.get("json"):
+            return RC_SUCCESS, {"command": "listpubkeys", "pubkeys": rows}, None
+        for line in render_pubkeys(rows, now):
+            emit(line)
+        return RC_SUCCESS, None, None
+
     async def _debug(self, args: dict[str, Any], emit: Emit) -> Result:
         specs = args.get("specs", [])
         if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
@@ -391,6 +404,7 @@ GLOBAL_COMMANDS: dict[str, GlobalHandler] = {
     "rereadsecrets": ControlServer._rereadsecrets,
     "redirect": ControlServer._redirect,
     "listpsks": ControlServer._listpsks,
+    "listpubkeys": ControlServer._listpubkeys,
     "reopenlogs": ControlServer._reopenlogs,
     "debug": ControlServer._debug,
     "add": ControlServer._add,
