@@ -110,3 +110,40 @@ def test_wrong_or_missing_password_is_one_clear_error(make_pluto, tmp_path, file
     r = p.whack("--listpubkeys", "--json")
     rows = json.loads(r.stdout)["pubkeys"]
     assert not any(x["private_key"] for x in rows)  # the key cannot be read
+
+
+def test_expired_own_certificate_refuses_the_conn_at_load(make_pluto, tmp_path):
+    """Libreswan's check when a conn loads: an expired leftcert= refuses it with one line;
+    one expiring within 14 days loads with a warning."""
+    import datetime
+
+    from pki import DAY, NOW, PKI
+
+    pki = PKI.build()
+    pki.ee("west", not_before=NOW - 30 * DAY, not_after=NOW - DAY).write(tmp_path, "old")
+    pki.ee("west", not_after=NOW + 4 * DAY + datetime.timedelta(hours=1)).write(tmp_path,
+                                                                              "soon")
+    conf = tmp_path / "ipsec.conf"
+    conf.write_text("".join(f"""
+conn {name}
+\tauthby=rsasig
+\tleft=127.0.0.1
+\tleftcert={tmp_path / stem}.crt
+\tright=192.0.2.{n}
+\trightid=@east
+\tauto=add
+""" for name, stem, n in (("expired", "old", 77), ("expiring", "soon", 78))))
+    sec = tmp_path / "ipsec.secrets"
+    sec.write_text("")
+    sec.chmod(0o600)
+    p = make_pluto()
+    p.start("--nofork", "--use-none", "--logfile", str(tmp_path / "log"), "--config",
+            str(conf), "--secretsfile", str(sec), "--ipsecdir", str(tmp_path))
+    p.wait_ready()
+    status = p.whack("--status").stdout
+    assert '"expiring":' in status and '"expired":' not in status
+    log = (tmp_path / "log").read_text()
+    lines = [ln for ln in log.splitlines() if '"expired"' in ln]
+    assert len(lines) == 1 and f"left certificate '{tmp_path}/old.crt' has expired" in lines[0]
+    assert any('"expiring"' in ln and "warning (expires in 4 days)" in ln
+               for ln in log.splitlines()), log

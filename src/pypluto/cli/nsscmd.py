@@ -20,11 +20,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from pypluto.config.expiry import CA_CERT_WARNING_INTERVAL, PUBKEY_WARNING_INTERVAL, check_expiry
 from pypluto.config.nss import NSSDB, NSSError
 
 DEFAULT_NSSDIR = "/var/lib/ipsec/nss"
@@ -191,7 +193,11 @@ def main(cmd: str, args: list[str]) -> int:
                          "serial": f"{c.serial_number:x}",
                          "not_before": c.not_valid_before_utc.isoformat(),
                          "not_after": c.not_valid_after_utc.isoformat(),
-                         "key": type(c.public_key()).__name__.replace("_", "")})
+                         "key": type(c.public_key()).__name__.replace("_", ""),
+                         # Libreswan's windows: 14 days for ours, 30 for a CA (issue 14)
+                         "expiry": check_expiry(c.not_valid_after_utc, time.time(),
+                                                CA_CERT_WARNING_INTERVAL if ent.is_ca
+                                                else PUBKEY_WARNING_INTERVAL)})
     except (NSSError, ValueError) as e:
         print(f"ipsec {cmd}: {e}", file=sys.stderr)
         return 1
@@ -208,4 +214,6 @@ def main(cmd: str, args: list[str]) -> int:
         print(f"       issuer:  '{r['issuer']}'")
         print(f"       serial:  {r['serial']}")
         print(f"       validity: not before {r['not_before']} not after {r['not_after']}")
+        if r["expiry"]:
+            print(f"       {r['expiry']}")
     return 0

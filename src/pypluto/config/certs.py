@@ -61,12 +61,14 @@ class CertStore:
         self.extra_anchors: list[x509.Certificate] = []
         self.extra_crls: list[x509.CertificateRevocationList] = []
         self._local: dict[str, LocalCred] = {}
+        self._peer: dict[str, x509.Certificate] = {}
         self._anchors: list[x509.Certificate] | None = None
         self._crls: list[x509.CertificateRevocationList | px.CheckedCRL] | None = None
         self._inter: list[x509.Certificate] | None = None
 
     def reload(self) -> None:
         self._local.clear()
+        self._peer.clear()
         self.hostkeys.reload()
         self._anchors = None
         self._crls = None
@@ -109,7 +111,12 @@ class CertStore:
         return LocalCred(name, cert, key, [c for c in extra if not _is_self_signed(c)])
 
     def peer_cert(self, name: str) -> x509.Certificate:
-        """``rightcert=``: the peer's certificate, preloaded (nickname or file)."""
+        """``rightcert=``: the peer's certificate, preloaded (nickname or file); cached."""
+        if name not in self._peer:
+            self._peer[name] = self._load_peer_cert(name)
+        return self._peer[name]
+
+    def _load_peer_cert(self, name: str) -> x509.Certificate:
         if os.path.sep in name or os.path.exists(name):
             try:
                 return px.load_certs(_read(name))[0]

@@ -11,6 +11,11 @@ An expired own certificate refuses the conn (``left certificate 'X' has expired`
 from __future__ import annotations
 
 import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pypluto.config.certs import CertStore
+    from pypluto.config.model import Connection
 
 DAY = 86400
 PUBKEY_WARNING_INTERVAL = 14 * DAY
@@ -37,3 +42,44 @@ def check_expiry(not_after: datetime.datetime | None, now: float,
 
 def is_warning(msg: str | None) -> bool:
     return bool(msg) and msg is not None and not msg.startswith("ok")
+
+
+def conn_cert_check(conn: Connection, store: CertStore, now: float
+                    ) -> tuple[str | None, list[str]]:
+    """(why the conn is refused, warnings) for its ``leftcert=``/``rightcert=``.
+
+    As Libreswan when it loads a conn: an expired or not yet valid certificate refuses
+    the conn (``left certificate 'X' has expired``); one that expires within 14 days is
+    warned about.  A certificate that cannot be read is left to the first use, which
+    names the reason.
+    """
+    warnings: list[str] = []
+    for side, end in (("left", conn.left), ("right", conn.right)):
+        if not end.cert:
+            continue
+        try:
+            cert = store.peer_cert(end.cert)
+        except Exception:  # noqa: BLE001 - reported where the certificate is used
+            continue
+        if cert.not_valid_before_utc.timestamp() > now:
+            return f"{side} certificate '{end.cert}' is not yet valid", warnings
+        msg = check_expiry(cert.not_valid_after_utc, now)
+        if msg == "fatal (expired)":
+            return f"{side} certificate '{end.cert}' has expired", warnings
+        if msg:
+            warnings.append(f"{side} certificate '{end.cert}' {msg}")
+    return None, warnings
+
+
+def anchor_warnings(store: CertStore, now: float) -> list[str]:
+    """Warnings for trust anchors that expire within 30 days, or have expired."""
+    out: list[str] = []
+    try:
+        anchors = store.anchors()
+    except Exception:  # noqa: BLE001 - an unreadable database is reported elsewhere
+        return out
+    for ca in anchors:
+        msg = check_expiry(ca.not_valid_after_utc, now, CA_CERT_WARNING_INTERVAL)
+        if msg:
+            out.append(f"CA certificate '{ca.subject.rfc4514_string()}' {msg}")
+    return out

@@ -32,6 +32,7 @@ from typing import Any, cast
 
 from pypluto import __version__
 from pypluto.config.certs import CertStore
+from pypluto.config.expiry import anchor_warnings, conn_cert_check
 from pypluto.config.hostkeys import check_database, nss_password
 from pypluto.config.model import Connection
 from pypluto.control.protocol import RC_DEAF, RC_FATAL, RC_SUCCESS, RC_UNKNOWN_NAME
@@ -196,7 +197,13 @@ class Daemon:
         self.registry.auto_start()
 
     def _admit(self, conn: Connection) -> str | None:
-        """A conn added after start: self-test the algorithms it brings (fail closed)."""
+        """A conn added after start: self-test the algorithms it brings (fail closed);
+        an expired certificate refuses it, one expiring soon is warned about (issue 14)."""
+        refused, warnings = conn_cert_check(conn, self.secrets.certs, time.time())
+        for line in warnings:
+            self.log.log(line, "warning", conn=conn.name)
+        if refused:
+            return refused
         report = self.powerup.check([conn])
         if report.ok:
             return None
@@ -224,6 +231,8 @@ class Daemon:
         why = check_database(o.nssdir, pw)
         if why:
             self.log.log(f"NSS: {why}", "error")
+        for line in anchor_warnings(self.secrets.certs, time.time()):
+            self.log.log(line, "warning")
 
     def _seed(self, bits: int) -> None:
         """--seedbits: read bits from /dev/random and mix them into the kernel pool."""
