@@ -25,7 +25,7 @@ HAVE_CERTUTIL = subprocess.run(["sh", "-c", "command -v certutil"],
                                capture_output=True).returncode == 0
 
 
-def new_db(d: Path, password: str | None = None, bits: int = 2048) -> str:
+def new_db(d: Path, password: str | None = None, bits: int = 2048, kind: str = "rsa") -> str:
     """An NSS database with one RSA key (``certutil -N``, ``certutil -G``); its CKAID."""
     require(HAVE_CERTUTIL, "certutil (libnss3-tools)")
     d.mkdir(parents=True, exist_ok=True)
@@ -37,7 +37,8 @@ def new_db(d: Path, password: str | None = None, bits: int = 2048) -> str:
         pw = ["-f", str(d / "pwfile")]
     subprocess.run(["certutil", "-N", "-d", f"sql:{d}", *pw], check=True,
                    capture_output=True)
-    subprocess.run(["certutil", "-G", "-d", f"sql:{d}", "-k", "rsa", "-g", str(bits), "-z",
+    gen = ["-k", "rsa", "-g", str(bits)] if kind == "rsa" else ["-k", "ec", "-q", "nistp256"]
+    subprocess.run(["certutil", "-G", "-d", f"sql:{d}", *gen, "-z",
                     str(noise), *(pw if password is not None else [])], check=True,
                    capture_output=True)
     keys = HostKeys(str(d), password).public_keys()
@@ -60,11 +61,11 @@ def spki(pub: rawkey.RawPublicKey) -> str:
 
 
 def raw_net(tmp: Path, *, authby: str = "rsasig", form: str = "rsasigkey",
-            wrong: str | None = None) -> Net:
+            wrong: str | None = None, kind: str = "rsa") -> Net:
     """west and east with their own NSS database; ``form``: how each names keys.
     ``wrong``: the side whose idea of the peer's key is someone else's key."""
     dbs = {s: tmp / s / "nss" for s in ("west", "east")}
-    cks = {s: new_db(d) for s, d in dbs.items()}
+    cks = {s: new_db(d, kind=kind) for s, d in dbs.items()}
     pubs = {s: pubkey_of(d) for s, d in dbs.items()}
     if wrong:
         cks["mallory"] = new_db(tmp / "mallory" / "nss")
@@ -113,6 +114,17 @@ def _types(data: bytes) -> set[int]:
     except Exception:  # noqa: BLE001 - encrypted payloads are opaque here
         return set()
     return {int(p.payload_type) for p in m.payloads}
+
+
+@pytest.mark.parametrize("authby", ["ecdsa", "rsasig,ecdsa"])
+def test_raw_ecdsa_keys_as_pubkey(tmp_path: Path, authby: str) -> None:
+    """``leftpubkey=``/``rightpubkey=`` with P-256 keys made by ``certutil -G -k ec``."""
+    net = raw_net(tmp_path, authby=authby, form="pubkey", kind="ec")
+    net.up()
+    assert net.established(net.west) and net.established(net.east), \
+        net.west.logs() + net.east.logs()
+    for s in (net.west, net.east):
+        assert any("ECDSA-SHA2_256" in m for m in s.logs()), s.logs()
 
 
 @pytest.mark.parametrize("wrong", ["west", "east"])
