@@ -11,11 +11,19 @@ An expired own certificate refuses the conn (``left certificate 'X' has expired`
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from pypluto.config.certs import CertStore
-    from pypluto.config.model import Connection
+from cryptography import x509
+
+from pypluto.config.model import Connection
+
+
+class CertSource(Protocol):
+    """What the checks read of ``config.certs.CertStore``."""
+
+    def peer_cert(self, name: str) -> x509.Certificate: ...
+
+    def anchors(self) -> list[x509.Certificate]: ...
 
 DAY = 86400
 PUBKEY_WARNING_INTERVAL = 14 * DAY
@@ -44,7 +52,7 @@ def is_warning(msg: str | None) -> bool:
     return bool(msg) and msg is not None and not msg.startswith("ok")
 
 
-def conn_cert_check(conn: Connection, store: CertStore, now: float
+def conn_cert_check(conn: Connection, store: CertSource, now: float
                     ) -> tuple[str | None, list[str]]:
     """(why the conn is refused, warnings) for its ``leftcert=``/``rightcert=``.
 
@@ -71,7 +79,7 @@ def conn_cert_check(conn: Connection, store: CertStore, now: float
     return None, warnings
 
 
-def anchor_warnings(store: CertStore, now: float) -> list[str]:
+def anchor_warnings(store: CertSource, now: float) -> list[str]:
     """Warnings for trust anchors that expire within 30 days, or have expired."""
     out: list[str] = []
     try:
