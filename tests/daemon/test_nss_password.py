@@ -147,3 +147,34 @@ conn {name}
     assert len(lines) == 1 and f"left certificate '{tmp_path}/old.crt' has expired" in lines[0]
     assert any('"expiring"' in ln and "warning (expires in 4 days)" in ln
                for ln in log.splitlines()), log
+
+
+def test_certificate_key_from_a_password_database(tmp_path):
+    """leftcert= from a database with a password: pk12util gets it (-k), a wrong one
+    is one clear error naming the certificate."""
+    import shutil
+
+    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
+    from pki import PKI
+    from testsupport import require
+
+    from pypluto.config.certs import CertStore, CredentialError
+
+    require(shutil.which("pk12util") is not None, "libnss3-tools (pk12util)")
+    d = tmp_path / "nss"
+    d.mkdir()
+    (tmp_path / "pw").write_text(PW + "\n")
+    subprocess.run(["certutil", "-N", "-d", f"sql:{d}", "-f", str(tmp_path / "pw")],
+                   check=True, capture_output=True)
+    me = PKI.build().ee("west")
+    (tmp_path / "w.p12").write_bytes(pkcs12.serialize_key_and_certificates(
+        b"west", me.key, me.cert, me.chain, BestAvailableEncryption(b"p12")))
+    subprocess.run(["pk12util", "-i", str(tmp_path / "w.p12"), "-d", f"sql:{d}", "-W", "p12",
+                    "-k", str(tmp_path / "pw")], check=True, capture_output=True)
+    cred = CertStore(str(d), password=PW).local("west")
+    assert cred.cert == me.cert
+    with pytest.raises(CredentialError) as e:
+        CertStore(str(d), password="not-it").local("west")
+    msg = str(e.value)
+    assert "certificate 'west' from NSS database" in msg and "not-it" not in msg
+    assert "wrong password for the NSS database" in msg, msg

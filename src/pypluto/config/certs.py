@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from pypluto.config.hostkeys import HostKeys
+from pypluto.config.hostkeys import HostKeys, check_database
 from pypluto.config.nss import NSSDB, NSSError
 from pypluto.crypto import x509 as px
 
@@ -106,8 +106,10 @@ class CertStore:
         try:
             key, cert, extra = self.nss.key_and_chain(name)
         except NSSError as e:
+            # pk12util says "bad database" for a wrong password: name the real cause
+            why = check_database(self.nss.directory, self.nss.password or None) or str(e)
             raise CredentialError(f"certificate '{name}' from NSS database "
-                                  f"{self.nss.directory}: {e}") from None
+                                  f"{self.nss.directory}: {why}") from None
         return LocalCred(name, cert, key, [c for c in extra if not _is_self_signed(c)])
 
     def peer_cert(self, name: str) -> x509.Certificate:

@@ -259,7 +259,8 @@ class ControlServer:
         now = time.time()
         rows = pubkey_rows(self.registry.conns.values(), store.hostkeys, store, now)
         if args.get("json"):
-            return RC_SUCCESS, {"command": "listpubkeys", "pubkeys": rows}, None
+            return RC_SUCCESS, {"schema": fmt.JSON_SCHEMA, "command": "listpubkeys",
+                                "pubkeys": rows}, None
         for line in render_pubkeys(rows, now):
             emit(line)
         return RC_SUCCESS, None, None

@@ -313,6 +313,10 @@ class Daemon:
     def reread_secrets(self) -> None:
         self.secrets.load(self.opts.secretsfile, self.log)
         self.secrets.certs.reload()  # certificates and CRLs are read again on use
+        pw, _line = nss_password(self.opts.ipsecdir)  # nsspassword may have changed
+        self.secrets.certs.hostkeys.password = pw
+        if self.secrets.certs.nss is not None:
+            self.secrets.certs.nss.password = pw or ""
 
     def initiate(self, name: str) -> int:
         if name not in self.registry.conns:
