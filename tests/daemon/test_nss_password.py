@@ -147,6 +147,12 @@ conn {name}
     assert len(lines) == 1 and f"left certificate '{tmp_path}/old.crt' has expired" in lines[0]
     assert any('"expiring"' in ln and "warning (expires in 4 days)" in ln
                for ln in log.splitlines()), log
+    # whack --listpubkeys / --checkpubkeys show our certificate's key with the warning
+    out = p.whack("--checkpubkeys").stdout
+    assert "(has private key), until" in out and "warning (expires in 4 days)" in out, out
+    rows = json.loads(p.whack("--checkpubkeys", "--json").stdout)["pubkeys"]
+    assert [(r["conn"], r["expiry"]) for r in rows] == [("expiring",
+                                                         "warning (expires in 4 days)")]
 
 
 def test_certificate_key_from_a_password_database(tmp_path):

@@ -51,6 +51,7 @@ Usage: ipsec <command> [arguments]
   newhostkey [--keytype rsa|ecdsa] [--bits N]     a raw key in the database (certutil -G)
   showhostkey --list | --left|--right [--ckaid X] its public key (leftrsasigkey=0s...)
   listpubkeys [--json]         the public keys pluto's conns use (whack --listpubkeys)
+  checkpubkeys [--json]        only those that expire soon or have (whack --checkpubkeys)
   certutil | pk12util | crlutil [args]            NSS's tool on --nssdir
   checkconfig                  check the config file (ipsec addconn --checkconfig)
   addconn [options]            Libreswan's addconn
@@ -63,7 +64,7 @@ Usage: ipsec <command> [arguments]
   unroute NAME                 remove the trap policies
   ondemand NAME                add (from the config file) and route
 Not supported by pypluto (exit 33): fetchcrls, crls, listcrls, listall,
-  purgeocsp, checkpubkeys, shuntstatus, briefconnectionstatus, fipsstatus, redirect,
+  purgeocsp, shuntstatus, briefconnectionstatus, fipsstatus, redirect,
   modutil, vfychain, checknflog, stopnflog, reload
 Common options (before the arguments): --rundir <dir>, --ctlsocket <file>,
   --config <file>
@@ -91,7 +92,6 @@ UNSUPPORTED: dict[str, str] = {
     **{c: "CRLs are not fetched and OCSP is not implemented"
        for c in ("fetchcrls", "crls", "listcrls", "purgeocsp")},
     **{c: "use NSS's own tool on the database" for c in ("modutil", "vfychain")},
-    "checkpubkeys": "raw public keys are listed by 'ipsec status' only",
     "listall": "use 'ipsec listcerts' and 'ipsec listcacerts'",
     "shuntstatus": "bare shunts (on-demand routing) are not implemented",
     "briefconnectionstatus": "use 'ipsec connectionstatus'",
@@ -296,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         return _whack(w + [f"--{cmd}", *rest])
     if cmd in ("listen", "rereadsecrets"):
         return _whack(w + [f"--{cmd}"])
-    if cmd == "listpubkeys":  # issue 14
-        return _whack(w + ["--listpubkeys", *[a for a in rest if a == "--json"]])
+    if cmd in ("listpubkeys", "checkpubkeys"):  # issue 14
+        return _whack(w + [f"--{cmd}", *[a for a in rest if a == "--json"]])
     if cmd in ("rereadall", "rereadcerts"):
         # pluto's --rereadsecrets also drops its cached certificates and CRLs, which are
         # read again from the NSS database on their next use

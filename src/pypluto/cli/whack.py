@@ -21,7 +21,8 @@ from pypluto.control.protocol import RC_SUCCESS, RC_WHACK_PROBLEM
 STATUS = ["status", "globalstatus", "showstates", "trafficstatus", "briefstatus",
           "connectionstatus"]
 NAMED = ["delete", "route", "unroute", "initiate", "down", "rekey-ike", "rekey-child"]
-GLOBAL = ["listen", "unlisten", "rereadsecrets", "listpsks", "listpubkeys", "reopenlogs"]
+GLOBAL = ["listen", "unlisten", "rereadsecrets", "listpsks", "listpubkeys", "checkpubkeys",
+          "reopenlogs"]
 
 USAGE = """\
 Usage: whack [--ctlsocket <file>] [--rundir <dir>] <command> [--json]
@@ -32,6 +33,7 @@ commands:
   --connectionstatus        (add --json for a JSON object; see docs/control-protocol.md)
   --listen | --unlisten | --rereadsecrets | --listpsks (names only, never keys)
   --listpubkeys [--json]   the public keys the conns use (raw keys, our certificates)
+  --checkpubkeys [--json]  only those that expire within 14 days or have expired
   --redirect-to <gateway> --name <connection_name> | --peer-ip <address>
                            (RFC 5685: send established clients to another gateway)
   --debug <class> | --no-debug <class> | --debug help
@@ -71,6 +73,7 @@ STATUS_HELP = {
     "rereadsecrets": "reload the secrets file(s)",
     "listpsks": "which IDs have a pre-shared key (never the key itself)",
     "listpubkeys": "the public keys the conns use (raw keys, our certificates); --json",
+    "checkpubkeys": "those of them that expire within 14 days or have expired; --json",
     "reopenlogs": "reopen the --logfile by name (logrotate; SIGHUP does the same)",
     "shutdown": "delete every SA (telling the peers) and stop pluto",
 }
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         return _problem("no action specified; try --help")
     if named and not ns.name:
         return _problem(f"--{named[0]} requires --name <connection_name>")
-    if ns.json and not status and glob != ["listpubkeys"]:
+    if ns.json and not status and glob not in (["listpubkeys"], ["checkpubkeys"]):
         return _problem("--json only applies to the status commands and --listpubkeys")
     if ns.json and len(status) > 1:
         return _problem("--json takes exactly one status command")
@@ -183,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         note(send(path, "debug", {"specs": debug}))
     for c in glob:
-        if c == "listpubkeys":
-            note(send(path, c, {"json": ns.json}, as_json=ns.json))
+        if c in ("listpubkeys", "checkpubkeys"):
+            note(send(path, "listpubkeys", {"json": ns.json, "expiring": c == "checkpubkeys"},
+                      as_json=ns.json))
             continue
         note(send(path, c, {}))
     order = ["delete", "unroute", "route", "down", "initiate", "rekey-ike", "rekey-child"]

@@ -179,6 +179,7 @@ def pubkey_rows(conns: Iterable[Connection], keys: HostKeys, certs: object,
         for end, side in ((conn.local, "local"), (conn.remote, "remote")):
             until: datetime.datetime | None = None
             issuer = ""
+            from_cert = False
             try:
                 pub: PublicKeyTypes | None = rawkey.end_public_key(end.raw)
             except rawkey.RawKeyError:
@@ -194,6 +195,7 @@ def pubkey_rows(conns: Iterable[Connection], keys: HostKeys, certs: object,
                 except Exception:  # noqa: BLE001 - a bad cert is reported where it is used
                     continue
                 pub, until = cred.cert.public_key(), cred.cert.not_valid_after_utc
+                from_cert = True  # loaded with its private key
                 issuer = cred.cert.issuer.rfc4514_string()
             if pub is None:
                 continue
@@ -214,7 +216,7 @@ def pubkey_rows(conns: Iterable[Connection], keys: HostKeys, certs: object,
                 pub.curve.key_size if isinstance(pub, ec.EllipticCurvePublicKey) else 0
             rows.append({"conn": conn.name, "end": side, "id_type": idtype, "id": idtext,
                          "type": kind, "bits": bits, "keyid": rawkey.keyid(pub), "ckaid": ck,
-                         "private_key": ck in held,
+                         "private_key": ck in held or from_cert,
                          "until": until.isoformat() if until else None,
                          "expiry": expiry.check_expiry(until, now), "issuer": issuer})
     return rows

@@ -253,11 +253,14 @@ class ControlServer:
         return RC_SUCCESS, None, None
 
     async def _listpubkeys(self, args: dict[str, Any], emit: Emit) -> Result:
-        """``whack --listpubkeys [--json]``: the loaded conns' public keys (issue 14)."""
+        """``whack --listpubkeys [--json]``: the loaded conns' public keys (issue 14);
+        ``expiring`` (``--checkpubkeys``): only those with an expiry warning."""
         from pypluto.config.hostkeys import pubkey_rows, render_pubkeys
         store = self.secrets.certs
         now = time.time()
         rows = pubkey_rows(self.registry.conns.values(), store.hostkeys, store, now)
+        if args.get("expiring"):  # --checkpubkeys: Libreswan's SHOW_EXPIRED_KEYS
+            rows = [r for r in rows if r["expiry"] and not str(r["expiry"]).startswith("ok")]
         if args.get("json"):
             return RC_SUCCESS, {"schema": fmt.JSON_SCHEMA, "command": "listpubkeys",
                                 "pubkeys": rows}, None
