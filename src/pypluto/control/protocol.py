@@ -65,6 +65,9 @@ COMMANDS = frozenset(
         "shutdown",
         "debug",
         "redirect",
+        "fetchcrls",
+        "listcrls",
+        "purgeocsp",
     }
 )
 
