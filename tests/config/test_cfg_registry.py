@@ -125,7 +125,7 @@ def _candidates(kd: K.KeyDef) -> list[str]:
     if kd.kind == "time":
         return ["0", "30s"]
     return ["yes", "no", "somewhere", "/elsewhere", "192.0.2.254", "0s1234", "@x", "1",
-            "sha2_256"]
+            "sha2_256", "%dns"]
 
 
 def _conn_text(name: str, where: str, value: str) -> str:

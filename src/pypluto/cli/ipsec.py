@@ -50,6 +50,8 @@ Usage: ipsec <command> [arguments]
   listcerts | listcacerts [--nssdir D] [--json]   our certificates / the trusted CAs
   newhostkey [--keytype rsa|ecdsa] [--bits N]     a raw key in the database (certutil -G)
   showhostkey --list | --left|--right [--ckaid X] its public key (leftrsasigkey=0s...)
+  listpubkeys [--json]         the public keys pluto's conns use (whack --listpubkeys)
+  checkpubkeys [--json]        only those that expire soon or have (whack --checkpubkeys)
   certutil | pk12util | crlutil [args]            NSS's tool on --nssdir
   checkconfig                  check the config file (ipsec addconn --checkconfig)
   addconn [options]            Libreswan's addconn
@@ -66,9 +68,8 @@ Usage: ipsec <command> [arguments]
   purgeocsp                    empty the OCSP cache
   redirect NAME|--peer-ip A --redirect-to GW [--dry-run]
                                RFC 5685: send established clients to gateway GW
-Not supported by pypluto (exit 33): listpubkeys, listall, checkpubkeys, shuntstatus,
-  briefconnectionstatus, fipsstatus,
-  modutil, vfychain, checknflog, stopnflog, reload
+Not supported by pypluto (exit 33): listall, shuntstatus, briefconnectionstatus,
+  fipsstatus, modutil, vfychain, checknflog, stopnflog, reload
 Common options (before the arguments): --rundir <dir>, --ctlsocket <file>,
   --config <file>
 """
@@ -93,8 +94,6 @@ ON_DEMAND = ("route", "unroute", "ondemand")
 # Libreswan 5.2 commands pypluto cannot do: the reason printed with the error.
 UNSUPPORTED: dict[str, str] = {
     **{c: "use NSS's own tool on the database" for c in ("modutil", "vfychain")},
-    "listpubkeys": "raw public keys are listed by 'ipsec status' only",
-    "checkpubkeys": "raw public keys are listed by 'ipsec status' only",
     "listall": "use 'ipsec listcerts' and 'ipsec listcacerts'",
     "shuntstatus": "bare shunts (on-demand routing) are not implemented",
     "briefconnectionstatus": "use 'ipsec connectionstatus'",
@@ -350,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         return _whack(w + [f"--{cmd}", *rest])
     if cmd in ("listen", "rereadsecrets"):
         return _whack(w + [f"--{cmd}"])
+    if cmd in ("listpubkeys", "checkpubkeys"):  # issue 14
+        return _whack(w + [f"--{cmd}", *[a for a in rest if a == "--json"]])
     if cmd in ("fetchcrls", "crls", "purgeocsp"):  # revocation (issue 14)
         return _whack(w + ["--purgeocsp" if cmd == "purgeocsp" else "--fetchcrls"])
     if cmd == "listcrls":

@@ -60,6 +60,7 @@ COMMANDS = frozenset(
         "unlisten",
         "rereadsecrets",
         "listpsks",
+        "listpubkeys",
         "reopenlogs",
         "shutdown",
         "debug",
