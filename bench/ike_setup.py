@@ -487,11 +487,16 @@ def start_responder(lab: Lab, kind: str, child: bool = False, dpddelay: int = 0,
     raise ValueError(kind)
 
 
-def one_run(kind: str, n: int, concurrency: int, child: bool = False) -> dict[str, Any]:
-    """One responder, one fresh lab: 20 warm-up SAs, then ``n`` measured."""
+def one_run(kind: str, n: int, concurrency: int, child: bool = False,
+            responder: Any = None, generator: Any = None) -> dict[str, Any]:
+    """One responder, one fresh lab: 20 warm-up SAs, then ``n`` measured.
+
+    ``responder(lab) -> Responder`` and ``generator(lab) -> Generator`` replace
+    ``start_responder`` and ``Generator`` (``bench.pq_setup``: other peers, proposals).
+    """
     with Lab(prefix="bk") as lab:
-        resp = start_responder(lab, kind, child)
-        gen = Generator(lab, child=child)
+        resp = responder(lab) if responder else start_responder(lab, kind, child)
+        gen = generator(lab) if generator else Generator(lab, child=child)
         gen.start()
         counter = resp.counter()
         warm = gen.run(min(20, n), 4, counter=counter, pid=resp.pid)  # imports, caches
