@@ -286,3 +286,32 @@ def test_followup_with_wrong_link_is_state_not_found(monkeypatch: pytest.MonkeyP
     net.advance(3 * fu.wait_for(_ike(net.east)))
     _settled(net)
     assert not _logs(net.east, "no IKE_FOLLOWUP_KE")
+
+
+# ------------------------------------------------------------------ offloaded (--nhelpers)
+@pytest.mark.parametrize("what", ["ike", "child"])
+@pytest.mark.parametrize("order", [0, -1])
+def test_simultaneous_rekey_with_offloaded_jobs(what: str, order: int) -> None:
+    """Both rekey at once while every responder job runs late: an answer can reach its
+    initiator before that end's own responder job has made its pending state, so no
+    collision is seen there and its IKE_FOLLOWUP_KE starts; the late job then finds it
+    running and answers TEMPORARY_FAILURE (§2.2.2).  Either way one SA survives."""
+    from .test_offload import OffloadNet
+
+    net = OffloadNet(immediate=False, west_kw=KW, east_kw=KW)
+    net.immediate = True
+    net.up()
+    net.immediate = False
+    _start(net, net.west, what)
+    _start(net, net.east, what)
+    for _ in range(60):
+        net.run()
+        if not net.jobs:
+            break
+        side, job = net.jobs.pop(order)
+        net.finish(side, job)
+    net.run()
+    net.immediate = True
+    net.advance(RETRY_DELAY + 1)
+    _settled(net)
+    assert not _warnings(net.west) and not _warnings(net.east)
