@@ -2,7 +2,7 @@
 
 The same measurement as ``bench.ike_setup`` (its generator method, log counting,
 CPU from ``/proc/PID/stat``, responder pinned to CPU 1, generator to CPU 0,
-alternating runs in fresh labs; its ``one_run`` does the work) with the proposal
+alternating runs in fresh labs; its ``measure`` does the work) with the proposal
 ``aes256gcm16-prfsha256-x25519-ke1_mlkem768``: X25519 in IKE_SA_INIT and ML-KEM-768
 in one IKE_INTERMEDIATE exchange (RFC 9242, RFC 9370).  pypluto's conn says
 ``ike=aes_gcm256-sha2_256-dh31;addke1=mlkem768``.
@@ -23,7 +23,6 @@ Run alone: ``.venv/bin/python -m bench.pq_setup [N] [C]``.
 from __future__ import annotations
 
 import sys
-from functools import partial
 from typing import Any
 
 from bench import ike_setup as base
@@ -62,7 +61,7 @@ def available() -> str | None:
 
 
 class Generator6(base.Generator):
-    """``ike_setup.Generator`` with a 6.0.1 charon and the hybrid proposal."""
+    """``ike_setup.Generator`` with a 6.0.1 charon (``swanctl_text``: the hybrid proposal)."""
 
     def start(self) -> None:
         why = available()
@@ -71,7 +70,8 @@ class Generator6(base.Generator):
         sw = Charon6(self.lab, self.lab.west, self.dir.name, level=-1)
         assert sw.vici == self.vici
         sw.start()
-        sw.load(base._swanctl_gen(False).replace(base.SS_PROPOSAL, SS_PQ))
+        assert self.swanctl_text is not None
+        sw.load(self.swanctl_text)
         assert sw.proc is not None
         self.proc = sw.proc
         base.pin(sw.proc.pid, base.GEN_CPU)
@@ -103,8 +103,13 @@ def start_responder(lab: Lab, kind: str) -> Responder:
 
 
 def one_run(kind: str, n: int, c: int) -> dict[str, Any]:
-    return base.one_run(kind, n, c, responder=partial(start_responder, kind=kind),
-                        generator=Generator6)
+    """One responder, one fresh lab: ``ike_setup.measure`` (20 warm-up SAs, ``n`` measured)."""
+    with Lab(prefix="bq") as lab:
+        resp = start_responder(lab, kind)
+        gen = Generator6(lab, swanctl_text=base._swanctl_gen(False).replace(base.SS_PROPOSAL,
+                                                                           SS_PQ))
+        gen.start()
+        return base.measure(resp, gen, n, c)
 
 
 def run(n: int | None = None, concurrency: int | None = None) -> dict[str, Any]:
