@@ -46,6 +46,7 @@ BENCHMARKS = [
     "bench.crypto_floor",
     "bench.crypto_helpers",
     "bench.ike_setup",
+    "bench.pq_setup",
     "bench.cert_setup",
     "bench.ike_hold",
     "bench.loadtest_bench",

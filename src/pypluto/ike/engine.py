@@ -235,6 +235,8 @@ class Engine:
         for t in (ike.rekey_at, ike.expire_at, ike.next_liveness):
             if t is not None:
                 ts.append(t)
+        if ike.followup is not None and ike.followup.expires is not None:
+            ts.append(ike.followup.expires)  # RFC 9370 §2.2.3 (ike_followup.expire)
         for c in ike.children:
             if c.state is not ChildState.ESTABLISHED:
                 continue
