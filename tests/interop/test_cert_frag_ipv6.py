@@ -20,7 +20,8 @@ The lab first shows that a 1281-byte datagram with "do not fragment" does not
 cross while a 1280-byte one does, then captures both router links with tcpdump
 during the exchange: every IPv6 packet is at most 1280 bytes, none carries a
 Fragment header, no Packet Too Big is sent, and IKE_AUTH comes as at least two
-SKF fragments each way.  Peers: strongSwan 5.9.8 (both roles) and pypluto.
+SKF fragments each way.  Peers: strongSwan 5.9.8 and 6.0.1 (the trixie chroot, when
+the host has it; ``trixie.STRONGSWAN_PEERS``) in both roles, and pypluto.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 from lab import Lab, Spawned, require
-from peers import PROPOSALS, Pypluto, StrongSwan, have_strongswan
+from peers import PROPOSALS, Pypluto, have_strongswan
 from pki import PKI, Issued
+from trixie import STRONGSWAN_PEERS, PeerSpec
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.timeout(240)]
 
@@ -278,15 +280,22 @@ def _ping6_through(lab: Lab) -> None:
 
 
 @pytest.mark.parametrize("role", ["initiator", "responder"])
+@pytest.mark.parametrize("peer", STRONGSWAN_PEERS,
+                         ids=[p.label.replace(" ", "") for p in STRONGSWAN_PEERS])
 def test_rsa4096_fragments_ipv6_mtu1280_strongswan(lab: Lab, path6: Path6,
-                                                  cell: Callable[..., None], role: str) -> None:
-    cell(peer="strongSwan 5.9.8", case="certificates", role=role,
+                                                  cell: Callable[..., None], peer: PeerSpec,
+                                                  role: str) -> None:
+    cell(peer=peer.label, case="certificates", role=role,
          proposal="rsa4096-fragments-ipv6-mtu1280")
-    require(have_strongswan(), "strongSwan 5.9.8 (charon-systemd, swanctl)")
+    if peer.chroot:
+        require(peer.available(), peer.install_hint)
+    else:
+        require(have_strongswan() and peer.available(), peer.install_hint)
     _check_path_mtu(lab)
     pki = PKI.build(KEY)
     west, east = pki.ee("west", KEY), pki.ee("east", KEY)
-    them = StrongSwan(lab, lab.east, "strongswan-east").start()
+    them = peer.strongswan(lab, lab.east, "strongswan-east")
+    them.start()
     sdir = them.dir / "swanctl"
     for sub in ("x509", "x509ca", "pkcs8"):
         (sdir / sub).mkdir(parents=True, exist_ok=True)
