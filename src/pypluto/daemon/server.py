@@ -95,6 +95,7 @@ class Daemon:
         self.powerup = PowerUpSelfTest()
         self.metrics: MetricsServer | None = None
         self.registry.admit = self._admit
+        self.registry.loaded = self._load_own_cert
         self.control = ControlServer(self, logger, self.registry, self.driver, self.waiters,
                                      self.secrets)
         self.sockets.on_ike = self._ike_in
@@ -220,6 +221,17 @@ class Daemon:
         for line in report.log_lines():
             self.log.log(line, "error", conn=conn.name)
         return "algorithm self-test failed: connection refused"
+
+    def _load_own_cert(self, conn: Connection) -> None:
+        """Read our ``leftcert=`` and its key now, as Libreswan does when it adds the conn,
+        not inside the first IKE_AUTH: an NSS export takes about a second, and the
+        engine's retransmit timer would count it (the request was resent at once)."""
+        if conn.local_is_left is None or not conn.local.cert:
+            return
+        try:
+            self.secrets.certs.local(conn.local.cert)
+        except Exception:  # noqa: BLE001 - the first IKE_AUTH logs the reason
+            pass
 
     def _log_settings(self) -> None:
         o = self.opts
