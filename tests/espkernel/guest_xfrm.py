@@ -988,10 +988,18 @@ def pings_answered(ns: str, src: str, dst: str, count: int) -> int:
     return int(m.group(1)) if m else -1
 
 
+def larval_drop(ns: str) -> str:
+    """net.core.xfrm_larval_drop of a namespace (1: a trap drops, 0: the kernel queues)."""
+    return sh(["ip", "netns", "exec", ns, "cat", "/proc/sys/net/core/xfrm_larval_drop"]).strip()
+
+
 def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
     """XFRM ACQUIRE both ways against Libreswan 4.10, both ends auto=route (issue 16).
 
-    West (ours) pings: the trap policy's ACQUIRE makes us initiate.  Down: the traps
+    West (ours) pings: the trap policy's ACQUIRE makes us initiate, and none of the
+    first pings is lost (negotiationshunt=hold: we set xfrm_larval_drop=0, the kernel
+    queues them on the policy; Libreswan 4.10 leaves it at 1 and loses its first
+    ones, logged for comparison).  Down: the traps
     stay on both ends.  East (Libreswan) pings: its ACQUIRE makes it initiate, we
     respond.  unroute + shutdown leave no policy, state or route of ours.
     """
@@ -1024,8 +1032,11 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
         check("ondemand-our-acquire-initiates",
               up and "initiating on demand: acquire for" in west.log(),
               f"{got}/5 pings answered during/after the negotiation")
-        log(f"ondemand: our trap, {got}/5 first pings answered (XFRM larval state drops "
-            "until the SA is in)")
+        log(f"ondemand: our trap, {got}/5 first pings answered, {5 - got} lost "
+            "(negotiationshunt=hold: the kernel queues them, xfrm_larval_drop=0)")
+        check("ondemand-hold-no-ping-lost", got == 5,
+              f"{5 - got} of the first 5 pings lost; larval_drop "
+              f"{larval_drop(LEFT)!r} on our side")
         log("\n".join(ln for ln in west.log().splitlines()
                       if "acquire" in ln or "established" in ln or "Pluto initialized" in ln))
         check("ondemand-ping-after-acquire", ping(LEFT, LIN4, RIN4))
@@ -1060,6 +1071,7 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
         route = sh(["ip", "-n", LEFT, "route", "show", str(RNET4)]).strip()
         check("ondemand-nothing-left-after-shutdown", stopped and rest == (0, 0) and not route,
               f"{rest}, route {route!r}")
+        check("ondemand-larval-drop-restored", larval_drop(LEFT) == "1", larval_drop(LEFT))
     except Exception:
         for d in (west, east):
             log(f"--- {d.name} log tail:\n{d.tail()}")

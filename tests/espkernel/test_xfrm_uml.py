@@ -147,12 +147,14 @@ ONDEMAND = [
     "ondemand-trap-policy",
     "ondemand-trap-route",
     "ondemand-our-acquire-initiates",
+    "ondemand-hold-no-ping-lost",
     "ondemand-ping-after-acquire",
     "ondemand-down-keeps-trap",
     "ondemand-libreswan-acquire-initiates",
     "ondemand-ping-after-libreswan-acquire",
     "ondemand-nothing-left-after-unroute",
     "ondemand-nothing-left-after-shutdown",
+    "ondemand-larval-drop-restored",
 ]
 
 
