@@ -40,7 +40,7 @@ Usage: ipsec <command> [arguments]
   up <conn>                    initiate a connection and wait for the result
   down <conn>                  delete a connection's SAs, keep the connection
   status | briefstatus | trafficstatus | showstates | globalstatus
-         | connectionstatus  [--json]
+         | connectionstatus | shuntstatus  [--json]
   listen                       rescan interfaces and reload secrets
   rereadsecrets                reload the secrets file(s)
   rereadall | rereadcerts      reload the secrets; cached certificates and CRLs are
@@ -62,7 +62,7 @@ Usage: ipsec <command> [arguments]
   unroute NAME                 remove the trap policies
   ondemand NAME                add (from the config file) and route
 Not supported by pypluto (exit 33): fetchcrls, crls, listcrls, listpubkeys, listall,
-  purgeocsp, checkpubkeys, shuntstatus, briefconnectionstatus, fipsstatus, redirect,
+  purgeocsp, checkpubkeys, briefconnectionstatus, fipsstatus, redirect,
   modutil, vfychain, checknflog, stopnflog, reload
 Common options (before the arguments): --rundir <dir>, --ctlsocket <file>,
   --config <file>
@@ -93,7 +93,6 @@ UNSUPPORTED: dict[str, str] = {
     "listpubkeys": "raw public keys are listed by 'ipsec status' only",
     "checkpubkeys": "raw public keys are listed by 'ipsec status' only",
     "listall": "use 'ipsec listcerts' and 'ipsec listcacerts'",
-    "shuntstatus": "bare shunts (on-demand routing) are not implemented",
     "briefconnectionstatus": "use 'ipsec connectionstatus'",
     "fipsstatus": "pypluto has no FIPS mode",
     "fips": "pypluto has no FIPS mode",
@@ -106,7 +105,7 @@ UNSUPPORTED: dict[str, str] = {
 UNSUPPORTED_RC = RC_WHACK_PROBLEM
 
 STATUS_CMDS = ("status", "briefstatus", "trafficstatus", "showstates", "globalstatus",
-               "connectionstatus")
+               "connectionstatus", "shuntstatus")
 
 
 def _common(args: list[str]) -> tuple[dict[str, str], list[str]]:

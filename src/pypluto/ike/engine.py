@@ -1015,7 +1015,8 @@ class Engine:
     # ------------------------------------------------------------------ status
     def status(self, now: float) -> EngineStatus:
         st = EngineStatus(half_open=self.n_halfopen, busy=self.busy(),
-                          dos=dos_status(self.dos, self.n_halfopen, self.tm, now))
+                          dos=dos_status(self.dos, self.n_halfopen, self.tm, now),
+                          shunts=self.traps.shunt_status(now))
         for conn in self.connections.values():
             try:
                 loc, rem = conn.local, conn.remote

@@ -23,6 +23,7 @@ from typing import Literal
 from pypluto.config.model import Connection
 from pypluto.ike import ts as tsmod
 from pypluto.ike.actions import Action, AddPolicy, DelPolicy, Log
+from pypluto.ike.status import ShuntStatus
 from pypluto.params import PolicyParams, SAAcquire, TrafficSelector
 
 PolicyKey = tuple[str, str, str, int]
@@ -246,6 +247,14 @@ class Traps:
                         f"{ev.src} -> {ev.dst} for {lifetime:g}s (failureshunt="
                         f"{conn.failureshunt})", conn=conn.name))
         return acts
+
+    def shunt_status(self, now: float) -> list[ShuntStatus]:
+        """The bare shunts for ``whack --shuntstatus``, oldest first."""
+        return [ShuntStatus(conn=b.conn, src=str(b.src.network), dst=str(b.dst.network),
+                            protocol=b.src.protocol, action=b.action, why=b.why,
+                            expires_in=None if b.expires is None
+                            else max(0.0, round(b.expires - now, 1)))
+                for b in self.bare.values()]
 
     def next_deadline(self) -> float | None:
         ts = [b.expires for b in self.bare.values() if b.expires is not None]
