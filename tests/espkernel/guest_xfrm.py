@@ -1011,6 +1011,8 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
     east = Daemon("libreswan", RIGHT, work, "east", conf=ondemand_conf())
     ip_batch(LEFT, [f"route del {RNET4}"])
     ip_batch(RIGHT, [f"route del {LNET4}"])
+    # the kernel's default (our test backends may have set 0 in an earlier scenario)
+    sh(["ip", "netns", "exec", LEFT, "sysctl", "-qw", "net.core.xfrm_larval_drop=1"])
     try:
         west.start()
         east.start()
@@ -1086,6 +1088,72 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
             sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
         ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
         ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
+        subprocess.run(["rm", "-rf", work])
+
+
+def xfrm_shunts(be: XfrmBackend) -> list[str]:
+    """Our shunt policies (no template) in the kernel: "SRC -> DST dir action"."""
+    return [f"{p.info.sel.src_net} -> {p.info.sel.dst_net} {p.direction} "
+            f"{'allow' if p.info.action == S.XFRM_POLICY_ALLOW else 'block'}"
+            for p in be.list_policies() if not p.tmpls]
+
+
+def scenario_ondemand_shunts(left: XfrmBackend, right: XfrmBackend) -> None:
+    """negotiationshunt=passthrough, failureshunt=drop on the XFRM plane (issue 16).
+
+    East runs no IKE daemon (the peer never answers) and answers pings in the clear.
+    While west negotiates, the pinged flow passes (an ALLOW policy for the packet's
+    own addresses, above the trap); when the retransmits run out (3 s) a BLOCK policy
+    drops it for shuntlifetime= (6 s), whack --shuntstatus lists it; then the trap
+    alone again, and shutdown leaves nothing.
+    """
+    work = tempfile.mkdtemp(prefix="ppxg-ods.")
+    conf = ondemand_conf().replace("config setup\n", "config setup\n\tshuntlifetime=6s\n")
+    conf += "\tnegotiationshunt=passthrough\n\tfailureshunt=drop\n\tretransmit-timeout=3s\n"
+    west = Daemon("pypluto", LEFT, work, "west", conf=conf)
+    ip_batch(LEFT, [f"route del {RNET4}"])
+
+    def shunts() -> list[dict]:  # type: ignore[type-arg]
+        import json
+        return json.loads(west.whack("--shuntstatus", "--json"))["shunts"]  # type: ignore[no-any-return]
+
+    try:
+        west.start()
+        wait_for(lambda: len(left.list_policies()) >= 1, 30, "the trap")
+        got = pings_answered(LEFT, LIN4, RIN4, 4)
+        pol = xfrm_shunts(left)
+        bare = shunts()
+        check("ondemand-xfrm-negotiationshunt-pass",
+              got == 4 and pol == [f"{LIN4}/32 -> {RIN4}/32 out allow"]
+              and [(x["action"], x["why"]) for x in bare] == [("pass", "negotiationshunt")],
+              f"{got}/4 pings answered in the clear while negotiating; kernel {pol}; {bare}")
+        wait_for(lambda: any(x["why"] == "failureshunt" for x in shunts()), 20,
+                 "the failure shunt")
+        got = pings_answered(LEFT, LIN4, RIN4, 2)
+        pol = xfrm_shunts(left)
+        text = west.whack("--shuntstatus")
+        check("ondemand-xfrm-failureshunt-drop",
+              got == 0 and pol == [f"{LIN4}/32 -> {RIN4}/32 out block"]
+              and "=> %drop 0" in text and not [x for x in left.list_sas() if x.spi],
+              f"{got}/2 answered; kernel {pol}; {text!r}")
+        wait_for(lambda: not shunts(), 20, "the failure shunt to expire")
+        pols = left.list_policies()
+        check("ondemand-xfrm-shunt-expires-trap-back",
+              not xfrm_shunts(left) and len(pols) == 1 and bool(pols[0].tmpls)
+              and "expired; the trap is back" in west.log(), "; ".join(map(str, pols)))
+        stopped = west.stop()
+        rest = own_state_left(left)
+        check("ondemand-xfrm-shunts-nothing-left", stopped and rest == (0, 0), f"{rest}")
+    except Exception:
+        log(f"--- west log tail:\n{west.tail()}")
+        raise
+    finally:
+        if west.proc is not None and west.proc.poll() is None:
+            west.proc.kill()
+            west.proc.wait()
+        sh(["ip", "-n", LEFT, "xfrm", "state", "flush"], check_rc=False)
+        sh(["ip", "-n", LEFT, "xfrm", "policy", "flush"], check_rc=False)
+        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
         subprocess.run(["rm", "-rf", work])
 
 
@@ -1266,6 +1334,7 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("libreswan_ah", scenario_libreswan_ah, 2),
     ("libreswan_ppk", scenario_libreswan_ppk, 2),
     ("ondemand", scenario_ondemand, 2),
+    ("ondemand_shunts", scenario_ondemand_shunts, 2),
     ("shunts", scenario_shunts, 2),
 ]
 

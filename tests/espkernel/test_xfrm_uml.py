@@ -157,6 +157,13 @@ ONDEMAND = [
     "ondemand-larval-drop-restored",
 ]
 
+ONDEMAND_SHUNTS = [
+    "ondemand-xfrm-negotiationshunt-pass",
+    "ondemand-xfrm-failureshunt-drop",
+    "ondemand-xfrm-shunt-expires-trap-back",
+    "ondemand-xfrm-shunts-nothing-left",
+]
+
 
 def uml_available() -> bool:
     return (
@@ -264,3 +271,10 @@ def test_xfrm_acquire_against_libreswan_both_ways(guest: GuestRun) -> None:
     require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
     print("\n".join(re.findall(r"ondemand: .*", guest.output)))
     guest.assert_checks(ONDEMAND, "ondemand")
+
+
+def test_xfrm_negotiation_and_failure_shunts(guest: GuestRun) -> None:
+    """negotiationshunt=passthrough and failureshunt=drop in the kernel (issue 16): an
+    ALLOW policy for the pinged flow while negotiating with a peer that never answers,
+    a BLOCK policy for shuntlifetime= after, then the trap alone; nothing left."""
+    guest.assert_checks(ONDEMAND_SHUNTS, "ondemand_shunts")
