@@ -96,6 +96,10 @@ def test_failureshunt_none_gives_the_flow_back_to_the_trap() -> None:
     net.advance(120)
     assert _shunts(net) == [] and kernel(net.west) == traps
     assert any("failureshunt=none" in m for m in net.west.logs())
+    # keyingtries (ignored by Libreswan 5.2): an on-demand conn does not retry by itself
+    sent = len(net.sent)
+    net.advance(600)
+    assert len(net.sent) == sent and not net.west.engine.ike_of("west-east")
     # the next acquire negotiates at once
     assert any(isinstance(a, SendPacket)
                for a in net.west.engine.acquire(_acq(net, reqid), net.now))

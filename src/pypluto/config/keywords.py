@@ -374,8 +374,11 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("rekeymargin", "time", W(T_LIFE + "test_rekey_child_by_lifetime")),
     ("rekeyfuzz", "percent", W(T_LIFE + "test_rekey_ike_by_lifetime")),
     ("keyingtries", "str", O("Libreswan 5.2 warns 'keyingtries=N ignored': an up "
-                             "connection tries until it is taken down "
-                             "(keyingtries=%forever behaves the same)")),
+                             "connection (auto=start|up) tries until it is taken down "
+                             "(keyingtries=%forever behaves the same); an on-demand one "
+                             "(auto=route|ondemand) does not retry: it goes back to its "
+                             "trap (with failureshunt= on the flow for shuntlifetime=) and "
+                             "the next packet tries again")),
     ("replay-window", "bignum", W(T_EFF + "test_replay_window_reaches_the_sas")),
     ("ikelifetime", "time", W(T_LIFE + "test_rekey_ike_by_lifetime")),
     ("failureshunt", "enum", "none|passthrough|drop|hold|reject",
