@@ -513,7 +513,7 @@ def libreswan_global_lines(snap: dict[str, Any]) -> list[str]:
         f"current.states.all={n_ike + n_child}",
         f"current.states.ipsec={n_child}",
         f"current.states.ike={n_ike}",
-        "current.states.shunts=0",
+        f"current.states.shunts={len(eng.get('shunts', []))}",
         f"current.states.iketype.anonymous={s['ike_sas']['anonymous']}",
         f"current.states.iketype.authenticated={s['ike_sas']['authenticated']}",
         f"current.states.iketype.halfopen={s['ike_sas']['half_open']}",
