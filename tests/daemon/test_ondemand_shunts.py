@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -97,3 +99,50 @@ def test_shunts_of_a_trap_whose_peer_never_answers(pair):  # noqa: F811
     assert routes_in_plane(w_ns) == ""
     rules = w_ns.run("ip", "rule", "show").stdout
     assert not re.search(r"^449[89]:", rules, re.M), rules
+
+
+STORM = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.1", 0))
+t0 = time.monotonic()
+for i in range(10_000):  # 10,000 distinct flows at the trap (254 hosts x ports)
+    s.sendto(b"x", (f"203.0.113.{1 + i % 254}", 1024 + i // 254))
+print(f"{time.monotonic() - t0:.2f}", flush=True)
+"""
+
+
+def test_packet_storm_at_a_trap_is_bounded_and_pluto_answers(pair):  # noqa: F811
+    """Bad input (issue 16): 10,000 packets of distinct flows hit a trap whose peer never
+    answers.  The plane raises at most one acquire per trap per second and holds at
+    most 64 packets; the engine starts one negotiation; whack answers meanwhile."""
+    start, w_ns, _e_ns = pair
+    w_ns.run("ip", "addr", "add", "198.51.100.1/32", "dev", "lo")
+    west = start("west", w_ns, "route", "--use-userspace", conf_text=CONF)
+    storm = subprocess.Popen(["ip", "netns", "exec", w_ns.name, sys.executable, "-c", STORM],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        answers = 0
+        while storm.poll() is None:
+            r = west.whack("--status")
+            assert r.returncode == 0 and '"west-east"' in r.stdout, r.stdout + r.stderr
+            answers += 1
+        took = float(storm.stdout.read().strip()) if storm.stdout else -1.0
+    finally:
+        if storm.poll() is None:
+            storm.kill()
+        storm.wait()
+    assert storm.returncode == 0
+    assert answers >= 1
+    print(f"storm: 10,000 packets in {took}s, whack answered {answers} times meanwhile")
+    r = west.whack("--globalstatus")
+    assert r.returncode == 0
+    log = west.log()
+    n = log.count("initiating on demand")
+    # one per second of storm at most (the plane's rate limit), and one negotiation
+    assert 1 <= n <= int(took) + 2, (n, took)
+    print(f"storm: {n} acquire(s) reached the engine, 1 IKE_SA_INIT")
+    assert log.count("initiating IKEv2 connection") == 1, log[-3000:]
+    assert "Traceback" not in log and "internal error" not in log
+    sh = shunts(west)
+    assert len(sh) == 1 and sh[0]["why"] == "negotiationshunt", sh
