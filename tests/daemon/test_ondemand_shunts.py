@@ -7,7 +7,7 @@ in the clear, so what the shunts do is visible:
 * ``negotiationshunt=passthrough``: while west negotiates, the pinged flow goes in
   the clear (the first packet, caught by the trap before the shunt was there, waits
   in the hold queue);
-* ``failureshunt=drop`` after the retransmits run out (``retransmit-timeout=3s``):
+* ``failureshunt=drop`` after the retransmits run out (``retransmit-timeout=10s``):
   the flow is dropped for ``shuntlifetime=`` (config setup), and nothing is
   retried meanwhile (Libreswan 5.2 revives only auto=start|up conns);
 * then the trap takes the flow back: the next ping negotiates again;
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.netns
 
 LIFETIME = 8  # shuntlifetime=, seconds
 CONF = f"config setup\n\tshuntlifetime={LIFETIME}s\n\n" + USERSPACE + (
-    "\tnegotiationshunt=passthrough\n\tfailureshunt=drop\n\tretransmit-timeout=3s\n")
+    "\tnegotiationshunt=passthrough\n\tfailureshunt=drop\n\tretransmit-timeout=10s\n")
 
 
 def pings(ns: NetNS, count: int) -> int:
@@ -72,7 +72,7 @@ def test_shunts_of_a_trap_whose_peer_never_answers(pair):  # noqa: F811
     assert line == ('198.51.100.1/32 -1-> 203.0.113.1/32 => %pass 0    "west-east" '
                     "negotiationshunt"), line
     # the retransmits run out: the failure shunt drops the flow, no retry
-    wait_for(lambda: any(s["why"] == "failureshunt" for s in shunts(west)), 20,
+    wait_for(lambda: any(s["why"] == "failureshunt" for s in shunts(west)), 30,
              "the failure shunt")
     failed_at = time.monotonic()
     sh = shunts(west)

@@ -1103,13 +1103,13 @@ def scenario_ondemand_shunts(left: XfrmBackend, right: XfrmBackend) -> None:
 
     East runs no IKE daemon (the peer never answers) and answers pings in the clear.
     While west negotiates, the pinged flow passes (an ALLOW policy for the packet's
-    own addresses, above the trap); when the retransmits run out (3 s) a BLOCK policy
-    drops it for shuntlifetime= (6 s), whack --shuntstatus lists it; then the trap
+    own addresses, above the trap); when the retransmits run out (10 s) a BLOCK policy
+    drops it for shuntlifetime= (20 s), whack --shuntstatus lists it; then the trap
     alone again, and shutdown leaves nothing.
     """
     work = tempfile.mkdtemp(prefix="ppxg-ods.")
-    conf = ondemand_conf().replace("config setup\n", "config setup\n\tshuntlifetime=6s\n")
-    conf += "\tnegotiationshunt=passthrough\n\tfailureshunt=drop\n\tretransmit-timeout=3s\n"
+    conf = ondemand_conf().replace("config setup\n", "config setup\n\tshuntlifetime=20s\n")
+    conf += "\tnegotiationshunt=passthrough\n\tfailureshunt=drop\n\tretransmit-timeout=10s\n"
     west = Daemon("pypluto", LEFT, work, "west", conf=conf)
     ip_batch(LEFT, [f"route del {RNET4}"])
 
@@ -1127,16 +1127,16 @@ def scenario_ondemand_shunts(left: XfrmBackend, right: XfrmBackend) -> None:
               got == 4 and pol == [f"{LIN4}/32 -> {RIN4}/32 out allow"]
               and [(x["action"], x["why"]) for x in bare] == [("pass", "negotiationshunt")],
               f"{got}/4 pings answered in the clear while negotiating; kernel {pol}; {bare}")
-        wait_for(lambda: any(x["why"] == "failureshunt" for x in shunts()), 20,
+        wait_for(lambda: any(x["why"] == "failureshunt" for x in shunts()), 30,
                  "the failure shunt")
-        got = pings_answered(LEFT, LIN4, RIN4, 2)
         pol = xfrm_shunts(left)
         text = west.whack("--shuntstatus")
+        got = pings_answered(LEFT, LIN4, RIN4, 2)
         check("ondemand-xfrm-failureshunt-drop",
               got == 0 and pol == [f"{LIN4}/32 -> {RIN4}/32 out block"]
               and "=> %drop 0" in text and not [x for x in left.list_sas() if x.spi],
               f"{got}/2 answered; kernel {pol}; {text!r}")
-        wait_for(lambda: not shunts(), 20, "the failure shunt to expire")
+        wait_for(lambda: not shunts(), 40, "the failure shunt to expire")
         pols = left.list_policies()
         check("ondemand-xfrm-shunt-expires-trap-back",
               not xfrm_shunts(left) and len(pols) == 1 and bool(pols[0].tmpls)
