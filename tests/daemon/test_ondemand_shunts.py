@@ -24,7 +24,7 @@ import time
 
 import pytest
 from plutoproc import NetNS, wait_for
-from test_daemon_pair import pair  # noqa: F401 - the fixture
+from test_daemon_pair import child_sas, pair  # noqa: F401 - the fixture
 from test_ondemand import USERSPACE, ipsec, routes_in_plane
 
 pytestmark = pytest.mark.netns
@@ -146,3 +146,42 @@ def test_packet_storm_at_a_trap_is_bounded_and_pluto_answers(pair):  # noqa: F81
     assert "Traceback" not in log and "internal error" not in log
     sh = shunts(west)
     assert len(sh) == 1 and sh[0]["why"] == "negotiationshunt", sh
+
+
+TEMPLATE = """\
+conn west-east
+\tauthby=secret
+\tleft=192.0.2.1
+\tleftid=@west
+\tleftsubnet=198.51.100.0/24
+\tright=%any
+\trightid=@east
+\trightsubnet=203.0.113.0/24
+\tencapsulation=yes
+\tauto={auto}
+"""
+
+
+def test_routed_any_template_keeps_the_subnet_until_its_peer_connects(pair):  # noqa: F811
+    """right=%any with rightsubnet= and auto=route (issue 16 item 5, as far as Libreswan
+    goes: it routes such a template, and initiates for opportunistic ones only): the
+    trap keeps the subnet's traffic from leaking in the clear (a clear route exists),
+    an acquire is logged (nobody to initiate to); when east connects its Child SA
+    replaces the trap and pings pass; when east goes, the trap is back."""
+    start, w_ns, e_ns = pair
+    w_ns.run("ip", "addr", "add", "198.51.100.1/32", "dev", "lo")
+    e_ns.run("ip", "addr", "add", "203.0.113.1/32", "dev", "lo")
+    w_ns.run("ip", "route", "add", "203.0.113.0/24", "via", "192.0.2.2")
+    e_ns.run("ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.1")
+    west = start("west", w_ns, "route", "--use-userspace", conf_text=TEMPLATE)
+    assert "routed-ondemand" in west.whack("--status").stdout
+    assert pings(w_ns, 2) == 0  # held by the trap, never in the clear
+    wait_for(lambda: "template is unknown" in west.log(), 10, "the acquire's log line")
+    east = start("east", e_ns, "start", "--use-userspace", conf_text=USERSPACE)
+    wait_for(lambda: len(child_sas(west)) == 1, 30, "east's tunnel")
+    assert pings(w_ns, 3) == 3, west.log() + east.log()
+    assert child_sas(west)[0]["out_packets"] >= 3
+    assert east.whack("--name", "west-east", "--down").returncode == 0
+    wait_for(lambda: not child_sas(west), 20, "west to see the delete")
+    assert "routed-ondemand" in west.whack("--status").stdout
+    assert pings(w_ns, 2) == 0  # the trap again, no leak

@@ -148,3 +148,37 @@ def test_bare_shunts_are_bounded() -> None:
     assert traps.bare == {} and len([a for a in acts if isinstance(a, DelPolicy)]) == \
         MAX_BARE_SHUNTS
     assert sum(isinstance(a, Log) for a in acts) == MAX_BARE_SHUNTS
+
+
+def test_any_template_with_a_subnet_routes_and_its_peer_replaces_the_trap() -> None:
+    """right=%any with rightsubnet= (Libreswan routes such a template; without the
+    subnet it is refused): the trap keeps the subnet's traffic, an acquire cannot
+    initiate (logged once a second), the peer that connects gets the trap's reqid and
+    its policies replace the trap; when its Child SA goes, the trap is back."""
+    net = Net(west_kw={"right": "%any", "auto": "route"})
+    acts = net.west.engine.route("west-east", net.now)
+    net.apply(net.west, acts)
+    pols = [a.policy for a in acts if isinstance(a, AddPolicy)]
+    assert len(pols) == 1 and str(pols[0].tmpl_dst) == "0.0.0.0" and pols[0].source_ip is None
+    traps = kernel(net.west)
+    reqid = pols[0].reqid
+    logs = [a for i in range(100)
+            for a in net.west.engine.acquire(_acq(net, reqid), net.now + i / 100)]
+    assert len(logs) == 1 and isinstance(logs[0], Log) and "template is unknown" in \
+        logs[0].message
+    net.apply(net.east, net.east.engine.initiate("west-east", net.now))
+    net.run()
+    kids = net.children(net.west)
+    assert len(kids) == 1 and kids[0].reqid == reqid
+    held = kernel(net.west)
+    assert traps <= held and len(held) == 3  # the trap's key is the Child SA's out policy
+    net.apply(net.east, net.east.engine.terminate("west-east", net.now))
+    net.run()
+    assert not net.children(net.west) and kernel(net.west) == traps
+
+
+def test_any_template_without_a_subnet_is_not_routed() -> None:
+    net = Net(west_kw={"right": "%any", "rightsubnet": None, "auto": "route"})
+    acts = net.west.engine.route("west-east", net.now)
+    assert not [a for a in acts if isinstance(a, AddPolicy)]
+    assert any("without a peer address" in a.message for a in acts if isinstance(a, Log))

@@ -781,6 +781,8 @@ class Engine:
         if any(c.state is ChildState.ESTABLISHED and not c.replaced
                for c in self.by_reqid.get(ev.reqid, ())):
             return acts
+        if conn.remote.host_addr is None:  # a %any template: the peer must connect
+            return acts + self.traps.unknown_peer(name, ev, now)
         patience = conn.retransmit_timeout + 1.0
         if self.traps.busy(name, now, patience):
             return acts

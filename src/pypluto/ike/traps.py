@@ -66,8 +66,9 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
     """The outbound policies of ``conn`` as its Child SA would install them (no SA yet)."""
     loc, rem = conn.local, conn.remote
     la, ra = loc.host_addr, rem.host_addr
-    if is_shunt(conn) and la is not None and ra is None and rem.subnets:
-        ra = ipaddress.ip_address("::" if la.version == 6 else "0.0.0.0")  # no SA to reach
+    template = la is not None and ra is None and bool(rem.subnets)
+    if la is not None and template:  # a shunt, or a %any template with rightsubnet=
+        ra = ipaddress.ip_address("::" if la.version == 6 else "0.0.0.0")  # peer unknown
     if la is None or ra is None:
         return []
     if loc.subnets:
@@ -82,7 +83,7 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
         else "tunnel"
     proto: Literal["esp", "ah"] = "ah" if getattr(conn, "phase2", "esp") == "ah" else "esp"
     action: Literal["ipsec", "pass", "drop", "reject"] = SHUNT_ACTION.get(conn.type, "ipsec")
-    src_ip = loc.sourceip[0] if loc.sourceip and action == "ipsec" else None
+    src_ip = loc.sourceip[0] if loc.sourceip and action == "ipsec" and not template else None
     out: list[PolicyParams] = []
     for lt in lts:
         for rt in rts:
@@ -141,6 +142,7 @@ class Traps:
     flows: dict[str, SAAcquire] = field(default_factory=dict)  # conn -> acquire negotiating
     bare: dict[tuple[str, str], BareShunt] = field(default_factory=dict)
     shunts_refused: int = 0  # bare shunts not installed (MAX_BARE_SHUNTS reached)
+    _template_log: dict[str, float] = field(default_factory=dict)
     _ignored_logged: int = 0
     _last_log: float = float("-inf")
     acquires: int = 0
@@ -149,7 +151,9 @@ class Traps:
         """Install the trap policies of ``conn``: (actions, None) or ([], why not)."""
         if conn.name in self.routed:
             return [], None
-        if conn.remote.host_addr is None and not (is_shunt(conn) and conn.remote.subnets):
+        if conn.remote.host_addr is None and not conn.remote.subnets:
+            # Libreswan routes a %any template only with the peer's subnet (or
+            # opportunistic, which pypluto does not have)
             return [], "cannot route a connection without a peer address (right=%any)"
         pols = trap_policies(conn, reqid)
         if not pols:
@@ -279,6 +283,16 @@ class Traps:
         acts: list[Action] = [AddPolicy(p) for p in pols]  # replaces the SA's own policy
         acts += [DelPolicy(p) for p in dels if policy_key(p) not in keep]
         return acts
+
+    def unknown_peer(self, name: str, ev: SAAcquire, now: float) -> list[Action]:
+        """An acquire on the trap of a %any template: nobody to initiate to; the trap
+        keeps the traffic until the peer connects (logged at most once a second)."""
+        if now - self._template_log.get(name, float("-inf")) < 1.0:
+            return []
+        self._template_log[name] = now
+        return [Log(f"acquire for {ev.src}->{ev.dst}: cannot initiate, the peer of this "
+                    "%any template is unknown; the trap holds the traffic until it connects",
+                    conn=name)]
 
     def lookup(self, ev: SAAcquire, now: float) -> tuple[str | None, list[Action]]:
         """The routed conn an acquire is for, or (None, a rate-limited log line)."""
