@@ -1157,6 +1157,62 @@ def scenario_ondemand_shunts(left: XfrmBackend, right: XfrmBackend) -> None:
         subprocess.run(["rm", "-rf", work])
 
 
+def scenario_ondemand_template(left: XfrmBackend, right: XfrmBackend) -> None:
+    """A routed right=%any template with rightsubnet= (issue 16) against Libreswan 4.10.
+
+    Our trap (wildcard peer in the template) keeps 203.0.113.0/24 from leaving in the
+    clear although a clear route exists; Libreswan (auto=start) connects, its Child
+    SA replaces the trap and pings pass; Libreswan takes it down: the trap is back.
+    """
+    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
+        check("ondemand-template-libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+        return
+    work = tempfile.mkdtemp(prefix="ppxg-odt.")
+    conf = (f"config setup\n\tplutodebug=none\n\nconn od\n\tauthby=secret\n\tleft={L4}\n"
+            f"\tleftid=@west.example\n\tleftsubnet={LNET4}\n\tright=%any\n"
+            f"\trightid=@east.example\n\trightsubnet={RNET4}\n"
+            "\tike=aes_gcm256-sha2_256-dh19\n\tauto=route\n\n")
+    west = Daemon("pypluto", LEFT, work, "west", conf=conf)
+    east = Daemon("libreswan", RIGHT, work, "east",
+                  conf=ondemand_conf().replace("auto=route", "auto=start"))
+    try:
+        west.start()
+        wait_for(lambda: len(left.list_policies()) >= 1, 30, "the template's trap")
+        pols = left.list_policies()
+        wild = len(pols) == 1 and str(pols[0].tmpls[0].daddr) == "0.0.0.0"
+        got = pings_answered(LEFT, LIN4, RIN4, 2)
+        check("ondemand-template-trap-no-leak",
+              wild and got == 0 and "template is unknown" in west.log(),
+              f"{got}/2 answered; {'; '.join(map(str, pols))}")
+        east.start()
+        wait_for(lambda: len(left.list_sas()) >= 2, 30, "Libreswan's Child SA")
+        check("ondemand-template-peer-connects-ping", ping(LEFT, LIN4, RIN4),
+              "; ".join(map(str, left.list_policies())))
+        east.whack("--name", "od", "--terminate")
+        wait_for(lambda: not [x for x in left.list_sas() if x.spi], 30, "our SAs gone")
+        pols = left.list_policies()
+        got = pings_answered(LEFT, LIN4, RIN4, 2)
+        check("ondemand-template-trap-back",
+              got == 0 and len(pols) == 1 and str(pols[0].tmpls[0].daddr) == "0.0.0.0",
+              f"{got}/2 answered; {'; '.join(map(str, pols))}")
+        stopped = west.stop()
+        rest = own_state_left(left)
+        check("ondemand-template-nothing-left", stopped and rest == (0, 0), f"{rest}")
+    except Exception:
+        for d in (west, east):
+            log(f"--- {d.name} log tail:\n{d.tail()}")
+        raise
+    finally:
+        for d in (west, east):
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait()
+        for ns in (LEFT, RIGHT):
+            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
+            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
+        subprocess.run(["rm", "-rf", work])
+
+
 def scenario_flush_and_crash(left: XfrmBackend) -> None:
     """flush_own removes ours only; a restarted backend removes a crashed run's leftovers."""
     # Foreign state: as Libreswan (reqid 16388) and a hand-made SA (reqid 0).
@@ -1335,6 +1391,7 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("libreswan_ppk", scenario_libreswan_ppk, 2),
     ("ondemand", scenario_ondemand, 2),
     ("ondemand_shunts", scenario_ondemand_shunts, 2),
+    ("ondemand_template", scenario_ondemand_template, 2),
     ("shunts", scenario_shunts, 2),
 ]
 

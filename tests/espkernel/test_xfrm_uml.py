@@ -164,6 +164,13 @@ ONDEMAND_SHUNTS = [
     "ondemand-xfrm-shunts-nothing-left",
 ]
 
+ONDEMAND_TEMPLATE = [
+    "ondemand-template-trap-no-leak",
+    "ondemand-template-peer-connects-ping",
+    "ondemand-template-trap-back",
+    "ondemand-template-nothing-left",
+]
+
 
 def uml_available() -> bool:
     return (
@@ -278,3 +285,15 @@ def test_xfrm_negotiation_and_failure_shunts(guest: GuestRun) -> None:
     ALLOW policy for the pinged flow while negotiating with a peer that never answers,
     a BLOCK policy for shuntlifetime= after, then the trap alone; nothing left."""
     guest.assert_checks(ONDEMAND_SHUNTS, "ondemand_shunts")
+
+
+def test_xfrm_routed_any_template_against_libreswan(guest: GuestRun) -> None:
+    """A routed right=%any template with rightsubnet= (issue 16): the trap keeps the
+    subnet from leaking until Libreswan 4.10 connects; its Child SA replaces the trap,
+    which comes back when Libreswan takes it down; nothing left after shutdown."""
+    require(
+        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
+        "Libreswan 4.10 (tools/install-libreswan.sh)",
+    )
+    require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
+    guest.assert_checks(ONDEMAND_TEMPLATE, "ondemand_template")
