@@ -21,7 +21,8 @@ from pypluto.control.protocol import RC_SUCCESS, RC_WHACK_PROBLEM
 STATUS = ["status", "globalstatus", "showstates", "trafficstatus", "briefstatus",
           "connectionstatus", "shuntstatus"]
 NAMED = ["delete", "route", "unroute", "initiate", "down", "rekey-ike", "rekey-child"]
-GLOBAL = ["listen", "unlisten", "rereadsecrets", "listpsks", "reopenlogs"]
+GLOBAL = ["listen", "unlisten", "rereadsecrets", "listpsks", "listpubkeys", "checkpubkeys",
+          "reopenlogs", "fetchcrls", "listcrls", "purgeocsp"]
 
 USAGE = """\
 Usage: whack [--ctlsocket <file>] [--rundir <dir>] <command> [--json]
@@ -32,6 +33,9 @@ commands:
   --connectionstatus | --shuntstatus
                            (add --json for a JSON object; see docs/control-protocol.md)
   --listen | --unlisten | --rereadsecrets | --listpsks (names only, never keys)
+  --listpubkeys [--json]   the public keys the conns use (raw keys, our certificates)
+  --checkpubkeys [--json]  only those that expire within 14 days or have expired
+  --fetchcrls | --listcrls [--json] | --purgeocsp   (CRLs fetched, OCSP cache)
   --redirect-to <gateway> --name <connection_name> | --peer-ip <address>
                            (RFC 5685: send established clients to another gateway)
   --debug <class> | --no-debug <class> | --debug help
@@ -71,7 +75,12 @@ STATUS_HELP = {
     "unlisten": "stop listening for IKE (existing SAs stay)",
     "rereadsecrets": "reload the secrets file(s)",
     "listpsks": "which IDs have a pre-shared key (never the key itself)",
+    "listpubkeys": "the public keys the conns use (raw keys, our certificates); --json",
+    "checkpubkeys": "those of them that expire within 14 days or have expired; --json",
     "reopenlogs": "reopen the --logfile by name (logrotate; SIGHUP does the same)",
+    "fetchcrls": "fetch the CRLs of every known distribution point now",
+    "listcrls": "the CRLs: NSS db, <ipsecdir>/crls, fetched (with --json: one object)",
+    "purgeocsp": "empty the OCSP cache",
     "shutdown": "delete every SA (telling the peers) and stop pluto",
 }
 
@@ -166,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         return _problem("no action specified; try --help")
     if named and not ns.name:
         return _problem(f"--{named[0]} requires --name <connection_name>")
-    if ns.json and not status:
-        return _problem("--json only applies to the status commands")
-    if ns.json and len(status) > 1:
+    json_globals = [c for c in glob if c in ("listcrls", "listpubkeys", "checkpubkeys")]
+    if ns.json and not status and not json_globals:
+        return _problem("--json only applies to the status commands, --listcrls and "
+                        "--listpubkeys")
+    if ns.json and len(status) + len(json_globals) > 1:
         return _problem("--json takes exactly one status command")
     if "initiate" in named and "down" in named:
         return _problem("--initiate and --down conflict")
@@ -183,7 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         note(send(path, "debug", {"specs": debug}))
     for c in glob:
-        note(send(path, c, {}))
+        if c in ("listpubkeys", "checkpubkeys"):
+            note(send(path, "listpubkeys", {"json": ns.json, "expiring": c == "checkpubkeys"},
+                      as_json=ns.json))
+        elif c == "listcrls":
+            note(send(path, c, {"json": ns.json}, as_json=ns.json))
+        else:
+            note(send(path, c, {}))
     order = ["delete", "unroute", "route", "down", "initiate", "rekey-ike", "rekey-child"]
     for c in order:
         if c in named:

@@ -61,10 +61,14 @@ COMMANDS = frozenset(
         "unlisten",
         "rereadsecrets",
         "listpsks",
+        "listpubkeys",
         "reopenlogs",
         "shutdown",
         "debug",
         "redirect",
+        "fetchcrls",
+        "listcrls",
+        "purgeocsp",
     }
 )
 

@@ -16,6 +16,7 @@ import copy
 import ipaddress
 import os
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -44,6 +45,7 @@ from pypluto.control.protocol import (
     parse_request,
     result_frame,
 )
+from pypluto.daemon.crlfetch import CRLFetcher, render_crls
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.logger import PlutoLogger, debug_help, parse_debug_specs
 from pypluto.daemon.registry import LOADED_AUTO, Registry, config_conns
@@ -84,6 +86,9 @@ class DaemonOps(Protocol):
     def reopen_logs(self) -> str: ...
 
     def initiate(self, name: str) -> int: ...
+
+    @property
+    def crlfetch(self) -> CRLFetcher: ...
 
 
 GlobalHandler = Callable[["ControlServer", dict[str, Any], Emit], Awaitable[Result]]
@@ -251,6 +256,44 @@ class ControlServer:
             emit(line)
         return RC_SUCCESS, None, None
 
+    async def _listpubkeys(self, args: dict[str, Any], emit: Emit) -> Result:
+        """``whack --listpubkeys [--json]``: the loaded conns' public keys (issue 14);
+        ``expiring`` (``--checkpubkeys``): only those with an expiry warning."""
+        from pypluto.config.hostkeys import pubkey_rows, render_pubkeys
+        store = self.secrets.certs
+        now = time.time()
+        rows = pubkey_rows(self.registry.conns.values(), store.hostkeys, store, now)
+        if args.get("expiring"):  # --checkpubkeys: Libreswan's SHOW_EXPIRED_KEYS
+            rows = [r for r in rows if r["expiry"] and not str(r["expiry"]).startswith("ok")]
+        if args.get("json"):
+            return RC_SUCCESS, {"schema": fmt.JSON_SCHEMA, "command": "listpubkeys",
+                                "pubkeys": rows}, None
+        for line in render_pubkeys(rows, now):
+            emit(line)
+        return RC_SUCCESS, None, None
+
+    # ------------------------------------------------------------- revocation (issue 14)
+    async def _fetchcrls(self, args: dict[str, Any], emit: Emit) -> Result:
+        """``whack --fetchcrls``: fetch every known CRL distribution point now."""
+        for line in await self.daemon.crlfetch.fetch_all():
+            emit(line)
+        return RC_SUCCESS, None, None
+
+    async def _listcrls(self, args: dict[str, Any], emit: Emit) -> Result:
+        """``whack --listcrls`` (``--json``): CRLs of the db, files and fetched."""
+        rows = self.daemon.crlfetch.listing()
+        if args.get("json"):
+            return RC_SUCCESS, {"crls": rows}, None
+        for line in render_crls(rows):
+            emit(line)
+        return RC_SUCCESS, None, None
+
+    async def _purgeocsp(self, args: dict[str, Any], emit: Emit) -> Result:
+        """``whack --purgeocsp``: empty the OCSP cache."""
+        n = self.daemon.crlfetch.store.revocation.purge_ocsp()
+        emit(f"purged {n} OCSP cache entr{'y' if n == 1 else 'ies'}")
+        return RC_SUCCESS, None, None
+
     async def _debug(self, args: dict[str, Any], emit: Emit) -> Result:
         specs = args.get("specs", [])
         if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
@@ -390,9 +433,13 @@ GLOBAL_COMMANDS: dict[str, GlobalHandler] = {
     "rereadsecrets": ControlServer._rereadsecrets,
     "redirect": ControlServer._redirect,
     "listpsks": ControlServer._listpsks,
+    "listpubkeys": ControlServer._listpubkeys,
     "reopenlogs": ControlServer._reopenlogs,
     "debug": ControlServer._debug,
     "add": ControlServer._add,
+    "fetchcrls": ControlServer._fetchcrls,
+    "listcrls": ControlServer._listcrls,
+    "purgeocsp": ControlServer._purgeocsp,
 }
 """Commands without ``--name`` (the ``--status`` family is ``fmt.STATUS_COMMANDS``)."""
 

@@ -51,7 +51,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--log-no-audit": ("works", _T_D + "test_sighup_hint_log_options_and_masking"),
     "--config": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
     "--secretsfile": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
-    "--ipsecdir": ("default-only", "the ipsec.d policies and certificates " + _CERTS),
+    "--ipsecdir": ("works", "tests/daemon/test_nss_password.py::"
+                   "test_nsspassword_file_in_ipsecdir_opens_the_database"),
     "--nssdir": ("works", "tests/config/test_nss.py::test_nss_database_credentials_and_trust"),
     "--coredir": ("works", _T_DIP + "test_engine_exception_writes_crash_report_and_daemon_survives"),
     "--vendorid": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
@@ -60,7 +61,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--keep-alive": ("works", _T_DIP + "test_command_line_reaches_engine_settings"),
     "--force-busy": ("works", "tests/ike/test_lifecycle.py::test_cookie_round_trip"),
     "--crl-strict": ("works", "tests/ike/test_certs.py::test_crl_strict_without_a_crl_refuses"),
-    "--crlcheckinterval": ("default-only", "CRLs " + _CERTS),
+    "--crlcheckinterval": ("works", "tests/interop/test_revocation_lab.py::"
+                           "test_crlcheckinterval_refetches_and_fetchcrls"),
     "--listen": ("works", _T_D + "test_listen_address_only_and_leak_detective"),
     "--nhelpers": ("works", "tests/daemon/test_offload.py::test_no_helpers_means_inline"),
     "--seedbits": ("works", _T_D + "test_listen_address_only_and_leak_detective"),
@@ -116,8 +118,8 @@ Options (ipsec-pluto(8); the command line wins over "config setup" of --config):
                            no audit records (AUDIT: lines and Linux audit)
   --config f               load "config setup" and the conns (auto=add/start/...)
   --secretsfile glob       PSKs (default /etc/ipsec.secrets; every match is read)
-  --ipsecdir d             only the default (/etc/ipsec.d); its cacerts/ and crls/
-                           hold extra PEM/DER CAs and CRLs
+  --ipsecdir d             default /etc/ipsec.d: nsspassword (the NSS database's
+                           password), cacerts/ and crls/ (extra PEM/DER CAs, CRLs)
   --nssdir d               the NSS database of certificates, CAs and keys
                            (default /var/lib/ipsec/nss), read with certutil/pk12util
   --coredir d              crash reports of unhandled errors go here (default: rundir)
@@ -128,7 +130,8 @@ Options (ipsec-pluto(8); the command line wins over "config setup" of --config):
   --keep-alive secs        NAT-T keepalive interval (default 20)
   --force-busy             always demand COOKIEs (RFC 7296 section 2.6)
   --crl-strict             a peer certificate needs a current CRL from its issuer
-  --crlcheckinterval secs  refused (0 accepted): CRLs are not fetched yet
+  --crlcheckinterval secs  fetch CRLs from distribution points, refresh them
+                           every secs (0, the default: no fetching)
   --listen ipaddr          only this address (default: every local address)
   --nhelpers n             crypto helper threads; -1 = CPUs-1, 0 = inline
   --seedbits n             read n bits from /dev/random and mix them into the pool
@@ -214,6 +217,8 @@ class PlutoOptions:
     force_busy: bool = False
     crl_strict: bool = False
     crlcheckinterval: float = 0.0
+    # config setup curl-timeout= and ocsp-*= (config/revocation.py's RevocationPolicy)
+    revocation: dict[str, object] = field(default_factory=dict)
     listen: str | None = None
     nhelpers: int = -1
     seedbits: int = 0
@@ -333,8 +338,6 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
         o.crl_strict = True
     if ns.crlcheckinterval is not None:
         o.crlcheckinterval = _duration("--crlcheckinterval", ns.crlcheckinterval)
-        if o.crlcheckinterval:
-            raise _not_supported("--crlcheckinterval", ns.crlcheckinterval)
     if ns.listen is not None:
         o.listen = ns.listen
     if o.listen is not None:
@@ -350,8 +353,8 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
         o.secctx_attr_type = _int("--secctx-attr-type", ns.secctx_attr_type, 1, 65535)
         if o.secctx_attr_type != DEFAULT_SECCTX_ATTR_TYPE:
             raise _not_supported("--secctx-attr-type", ns.secctx_attr_type)
-    if ns.ipsecdir is not None and os.path.normpath(ns.ipsecdir) != DEFAULT_IPSECDIR:
-        raise _not_supported("--ipsecdir", ns.ipsecdir)
+    if ns.ipsecdir is not None:
+        o.ipsecdir = os.path.normpath(ns.ipsecdir)  # nsspassword, cacerts/, crls/
     if ns.nssdir is not None:
         o.nssdir = os.path.normpath(ns.nssdir)
     if ns.ikeport is not None:
@@ -405,6 +408,11 @@ def load_setup(path: str) -> tuple[object, object]:
     return setup, result
 
 
+_REVOCATION_KEYS = ("curl_timeout", "ocsp_enable", "ocsp_strict", "ocsp_uri", "ocsp_timeout",
+                    "ocsp_trustname", "ocsp_cache_size", "ocsp_cache_min_age",
+                    "ocsp_cache_max_age", "ocsp_method")
+
+
 def _apply_setup(o: PlutoOptions, s: object) -> None:
     """Copy ``config setup`` values into the options (the command line is applied after)."""
     g = getattr
@@ -422,6 +430,7 @@ def _apply_setup(o: PlutoOptions, s: object) -> None:
     o.vendorid = g(s, "myvendorid", None)
     o.crl_strict = g(s, "crl_strict", False)
     o.crlcheckinterval = float(g(s, "crlcheckinterval", 0.0))
+    o.revocation = {k: g(s, k) for k in _REVOCATION_KEYS if hasattr(s, k)}
     o.ipsecdir = g(s, "ipsecdir", o.ipsecdir)
     o.nssdir = g(s, "nssdir", o.nssdir)
     o.secretsfile = g(s, "secretsfile", o.secretsfile)

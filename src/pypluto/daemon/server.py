@@ -32,10 +32,13 @@ from typing import Any, cast
 
 from pypluto import __version__
 from pypluto.config.certs import CertStore
+from pypluto.config.expiry import anchor_warnings, conn_cert_check
+from pypluto.config.hostkeys import check_database, nss_password
 from pypluto.config.model import Connection
 from pypluto.control.protocol import RC_DEAF, RC_FATAL, RC_SUCCESS, RC_UNKNOWN_NAME
 from pypluto.daemon import sdnotify
 from pypluto.daemon.control import ControlServer
+from pypluto.daemon.crlfetch import CRLFetcher, policy_from
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.engine_api import EngineAPI, EngineFactory
 from pypluto.daemon.helpers import (
@@ -76,8 +79,13 @@ class Daemon:
         self.backend: KernelBackend | None = None
         self.helpers: HelperPool | None = None
         self.secrets = SecretsProxy()
-        self.secrets.certs = CertStore(opts.nssdir, opts.ipsecdir,  # issue 14
+        # issue 14: a password-protected NSS database: <ipsecdir>/nsspassword, as Libreswan
+        nsspw, self._nsspw_line = nss_password(opts.ipsecdir)
+        self.secrets.certs = CertStore(opts.nssdir, opts.ipsecdir, password=nsspw or "",
                                        crl_strict=opts.crl_strict)
+        self.crlfetch = CRLFetcher(self.secrets.certs,  # CRL fetching, OCSP (issue 14)
+                                   policy_from(opts.crlcheckinterval, opts.revocation),
+                                   logger.log)
         self.crash = CrashReports(opts.coredir, logger.log)
         self.waiters = Waiters()
         self.sockets = UDPSockets(logger, opts.ikeport, opts.natikeport, opts.listen)
@@ -184,6 +192,7 @@ class Daemon:
             self.log.log(f"metrics: serving http://{host}:{port}/metrics")
         self.driver.schedule_timer()
         self.driver.start_polling()
+        self.crlfetch.start(self.loop)
         # MOBIKE (RFC 4555): a vanished local address moves its IKE SAs
         self.mobility = AddressWatcher(self._scan_interfaces, self.driver, self.now)
         self.mobility.start(self.loop)
@@ -193,7 +202,18 @@ class Daemon:
         self.registry.auto_start()
 
     def _admit(self, conn: Connection) -> str | None:
-        """A conn added after start: self-test the algorithms it brings (fail closed)."""
+        """A conn added after start: self-test the algorithms it brings (fail closed);
+        a marked conn (mark= / mark-in= / mark-out=) needs a plane that marks; an expired
+        certificate refuses it, one expiring soon is warned about (issue 14)."""
+        refused, warnings = conn_cert_check(conn, self.secrets.certs, time.time())
+        for line in warnings:
+            self.log.log(line, "warning", conn=conn.name)
+        if refused:
+            return refused
+        if (conn.mark_in or conn.mark_out) and self.backend is not None \
+                and not self.backend.supports_marks:
+            return (f"mark= / mark-in= / mark-out= need the XFRM data plane (--use-xfrm); "
+                    f"the {self.backend.name} data plane cannot mark SAs: connection refused")
         report = self.powerup.check([conn])
         if report.ok:
             return None
@@ -215,6 +235,14 @@ class Daemon:
             self.log.log("efence-protect enabled (fault handler and asyncio debug mode)")
         if o.crl_strict:
             self.log.log("crl-strict=yes: a peer certificate needs a current CRL")
+        pw = self.secrets.certs.hostkeys.password
+        if pw is not None or "does not contain" in self._nsspw_line:
+            self.log.log(self._nsspw_line)  # the password's length only
+        why = check_database(o.nssdir, pw)
+        if why:
+            self.log.log(f"NSS: {why}", "error")
+        for line in anchor_warnings(self.secrets.certs, time.time()):
+            self.log.log(line, "warning")
 
     def _seed(self, bits: int) -> None:
         """--seedbits: read bits from /dev/random and mix them into the kernel pool."""
@@ -295,6 +323,10 @@ class Daemon:
     def reread_secrets(self) -> None:
         self.secrets.load(self.opts.secretsfile, self.log)
         self.secrets.certs.reload()  # certificates and CRLs are read again on use
+        pw, _line = nss_password(self.opts.ipsecdir)  # nsspassword may have changed
+        self.secrets.certs.hostkeys.password = pw
+        if self.secrets.certs.nss is not None:
+            self.secrets.certs.nss.password = pw or ""
 
     def initiate(self, name: str) -> int:
         if name not in self.registry.conns:
@@ -314,6 +346,7 @@ class Daemon:
 
     def _ike_in(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
         now = self.now()
+        self.driver.counters.ike_bytes_in += len(data)
         self.driver.run(lambda e: e.receive(data, local, remote, now), rate_limited=True,
                         where=f"packet from {remote}", remote=remote)
 
@@ -370,6 +403,7 @@ class Daemon:
         self._shutting_down = True
         if self.mobility is not None:
             self.mobility.stop()
+        self.crlfetch.stop()
         self.sockets.closed = True
         sd_notify("STOPPING=1")
         self.log.log("shutting down")

@@ -19,28 +19,38 @@
 * :func:`certreq`: the CERTREQ payload naming our trust anchors (SHA-1 of their
   public keys, §3.7).
 
+Raw keys (no certificates): our private key comes from the NSS database by CKAID
+(``leftckaid=``, else the CKAID of ``leftrsasigkey=``/``leftpubkey=``) and no CERT is
+sent; the peer's AUTH is verified with ``rightrsasigkey=`` (RFC 3110) or ``rightpubkey=``
+(SubjectPublicKeyInfo), the key that belongs to ``rightid=``: AUTH method 1 (RSA
+PKCS#1 v1.5 SHA-1) or RFC 7427 digital signatures, as with certificates.
+
 The certificate store is ``ctx.secrets.certs`` (``config.certs.CertStore``); without
 one, signature authentication fails with a clear reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from pypluto.config import ids
 from pypluto.config.certs import CertStore, CredentialError, LocalCred
+from pypluto.config.hostkeys import HostKeyError
 from pypluto.config.model import Connection, End, Identity
-from pypluto.crypto import sigs
+from pypluto.config.revocation import Job, Revocation
+from pypluto.crypto import rawkey, sigs
 from pypluto.crypto import x509 as px
 from pypluto.crypto.errors import CryptoError
 from pypluto.iana import AuthMethod, CertEncoding
 from pypluto.iana import NotifyType as N
 from pypluto.ike import codec
+from pypluto.ike.actions import Action, Log
 from pypluto.ike.context import IKEContext
 from pypluto.ike.identity import id_desc
 from pypluto.ike.sa import IKESA
@@ -67,7 +77,49 @@ def local_sig(conn: Connection) -> bool:
     w = _words(conn, conn.local)
     if not any(x in _SIG_WORDS for x in w):
         return False
-    return not any(x in ("secret", "psk") for x in w) or conn.local.cert is not None
+    return not any(x in ("secret", "psk") for x in w) or conn.local.cert is not None or \
+        local_raw(conn)
+
+
+def local_raw(conn: Connection) -> bool:
+    """We sign with a raw key: no ``leftcert=``, and ``leftckaid=``, ``leftrsasigkey=`` or
+    ``leftpubkey=`` (not ``%cert``) names it."""
+    if conn.local.cert is not None:
+        return False
+    raw = conn.local.raw
+    return bool((raw.get("ckaid") or "").strip()) or any(
+        (raw.get(k) or "").strip()[:2].lower() in ("0s", "0x") for k in ("rsasigkey", "pubkey"))
+
+
+def remote_raw(conn: Connection) -> rawkey.RawPublicKey | str | None:
+    """The peer's raw public key (``rightrsasigkey=``/``rightpubkey=``), the reason it
+    cannot be decoded, or None (certificates, ``%cert``)."""
+    try:
+        return rawkey.end_public_key(conn.remote.raw)
+    except rawkey.RawKeyError as e:
+        return f"the peer's raw key right{e}"
+
+
+def _raw_sign_key(ctx: IKEContext, conn: Connection) -> object:
+    """Our private key for raw-key authentication, or why there is none."""
+    try:
+        ck = rawkey.end_ckaid(conn.local.raw)
+        want = rawkey.end_public_key(conn.local.raw)
+    except rawkey.RawKeyError as e:
+        return f"our raw key {e}"
+    st = store(ctx)
+    if ck is None:
+        return "no leftckaid=, leftrsasigkey= or leftpubkey= for raw-key authentication"
+    if st is None:
+        return "no NSS database for the raw key"
+    try:
+        key = st.hostkeys.private_key(ck)
+    except HostKeyError as e:
+        return str(e)
+    if want is not None and rawkey.spki_der(want) != rawkey.spki_der(
+            key.public_key()):
+        return f"the private key with CKAID {ck} does not belong to our raw public key"
+    return key
 
 
 def remote_sig(conn: Connection) -> bool:
@@ -226,6 +278,17 @@ def _method(key: object, words: list[str], hashes: set[int]) -> tuple[int, int, 
 def sign(ctx: IKEContext, ike: IKESA, conn: Connection, octets: bytes,
          peer_payloads: Sequence[wp.Payload]) -> list[wp.Payload] | str:
     """[CERT...] and AUTH for our side, or why we cannot sign."""
+    if local_raw(conn):  # a raw key from the NSS database: no CERT
+        key = _raw_sign_key(ctx, conn)
+        if isinstance(key, str):
+            return key
+        try:
+            method, h, pss = _method(key, _words(conn, conn.local), peer_hashes(ike))
+            data = sigs.sign(method, key, octets, h or sigs.HASH_SHA2_256,  # type: ignore[arg-type]
+                             pss=pss)
+        except CryptoError as e:
+            return f"cannot sign with our raw key: {e}"
+        return [codec.auth(method, data)]
     cred = credential(ctx, conn)
     if isinstance(cred, str):
         return cred
@@ -276,6 +339,11 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
            payloads: Sequence[wp.Payload], method: int, auth_data: bytes, octets: bytes,
            now: float) -> str | None:
     """Check the peer's certificate and signature; the reason of a failure, or None."""
+    raw = remote_raw(conn)
+    if isinstance(raw, str):
+        return raw
+    if raw is not None:
+        return _verify_raw(conn, peer, method, raw, octets, auth_data)
     st = store(ctx)
     if st is None:
         return "no certificate store to verify a signature"
@@ -307,7 +375,14 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
         chain = px.verify_chain(leaf, inter + st.intermediates(), anchors, when).chain
     except px.CertError as e:
         return f"certificate {who} rejected: {e}"
-    why = px.revoked(chain, st.crls(), when, st.crl_strict)
+    rev = st.revocation
+    rev.note(chain)  # its CDPs, for ipsec fetchcrls
+    why = px.revoked(chain, [*st.crls(), *rev.crls()], when, st.crl_strict)
+    if why and "no current CRL" in why:
+        err = next((x for c in chain[1:] if (x := rev.crl_error(c.subject))), "")
+        if err:
+            why += f"; {err}"
+    why = why or rev.ocsp_status(chain, when.timestamp())
     if why:
         return f"certificate {who} rejected: {why}"
     ca = conn.remote.ca
@@ -321,3 +396,75 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
     if not sigs.verify(method, leaf.public_key(), octets, auth_data):
         return f"signature (AUTH method {method}) of {who} does not verify"
     return None
+
+
+def _verify_raw(conn: Connection, peer: Identity, method: int, key: rawkey.RawPublicKey,
+                octets: bytes, auth_data: bytes) -> str | None:
+    """The peer's AUTH checked with its configured raw key, which belongs to its ID."""
+    if not remote_sig(conn):
+        return f"peer signed (AUTH method {method}) but the connection expects " \
+               f"authby={conn.remote.auth or conn.authby}"
+    if conn.remote.id is not None and not ids.id_matches(conn.remote.id, peer):
+        return f"peer ID {id_desc(peer)} is not the ID its raw key belongs to " \
+               f"({id_desc(conn.remote.id)})"
+    if not sigs.verify(method, key, octets, auth_data):
+        return f"signature (AUTH method {method}) of {id_desc(peer)} does not verify with " \
+               f"its raw key (keyid {rawkey.keyid(key)}): wrong raw key?"
+    return None
+def revocation_jobs(ctx: IKEContext, payloads: Sequence[wp.Payload],
+                    conns: Sequence[Connection] = ()) -> tuple[Revocation, list[Job]] | None:
+    """Before IKE_AUTH is judged: the CRL / OCSP fetches the peer's chain needs
+    (``config.revocation``), or None.  The caller hands them to the daemon as an
+    ``io`` Compute job and judges the message again when they are done.
+
+    Only a chain that validates to a trust anchor (the store's, or a ``rightca=``
+    file of one of ``conns``) is fetched for: an unauthenticated peer cannot make us
+    fetch URLs of its choosing."""
+    st = store(ctx)
+    if st is None:
+        return None
+    rev = st.revocation
+    if rev.policy.crlcheckinterval <= 0 and not rev.policy.ocsp_enable:
+        return None
+    certs = [bytes(p.data) for p in payloads
+             if isinstance(p, wp.CertPayload) and int(p.encoding) == X509]
+    if not certs:
+        return None
+    now = st.clock()
+    when = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    try:
+        leaf = x509.load_der_x509_certificate(certs[0])
+        inter = [x509.load_der_x509_certificate(c) for c in certs[1:]]
+        anchors = list(st.anchors())
+        for c in conns:
+            if c.remote.ca and os.path.sep in c.remote.ca:
+                with contextlib.suppress(CredentialError):
+                    anchors += st.ca_file(c.remote.ca)
+        chain = px.verify_chain(leaf, inter + st.intermediates(), anchors, when).chain
+    except (ValueError, px.CertError):
+        return None  # judged (and refused) by verify
+    jobs = rev.plan(chain, lambda n: st.has_current_crl(n, now), now, ctx.rng)
+    if not jobs:
+        if rev.policy.ocsp_enable:
+            rev.hit(chain, now)
+        return None
+    return rev, jobs
+
+
+def fetch_then(ctx: IKEContext, ike: IKESA, rev: Revocation, jobs: list[Job],
+               again: Callable[[float], list[Action]], now: float) -> list[Action]:
+    """Run the fetches as an ``io`` job; then store their results and call ``again``."""
+    st = store(ctx)
+    clock = st.clock if st is not None else None
+    strict = bool(st is not None and st.crl_strict)
+
+    def then(result: object, t: float) -> list[Action]:
+        acts: list[Action] = []
+        if isinstance(result, list):
+            wall = clock() if clock is not None else t
+            for level, line in rev.apply(result, wall, strict):
+                acts.append(Log(line, level=level,
+                                conn=ike.conn.name, serial=ike.serial))
+        return acts + again(t)
+
+    return ctx.compute(ike, lambda: rev.run(jobs), then, now, io=True)
