@@ -1037,10 +1037,18 @@ def pings_answered(ns: str, src: str, dst: str, count: int) -> int:
     return int(m.group(1)) if m else -1
 
 
+def larval_drop(ns: str) -> str:
+    """net.core.xfrm_larval_drop of a namespace (1: a trap drops, 0: the kernel queues)."""
+    return sh(["ip", "netns", "exec", ns, "cat", "/proc/sys/net/core/xfrm_larval_drop"]).strip()
+
+
 def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
     """XFRM ACQUIRE both ways against Libreswan 4.10, both ends auto=route (issue 16).
 
-    West (ours) pings: the trap policy's ACQUIRE makes us initiate.  Down: the traps
+    West (ours) pings: the trap policy's ACQUIRE makes us initiate, and none of the
+    first pings is lost (negotiationshunt=hold: we set xfrm_larval_drop=0, the kernel
+    queues them on the policy; Libreswan 4.10 leaves it at 1 and loses its first
+    ones, logged for comparison).  Down: the traps
     stay on both ends.  East (Libreswan) pings: its ACQUIRE makes it initiate, we
     respond.  unroute + shutdown leave no policy, state or route of ours.
     """
@@ -1052,6 +1060,10 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
     east = Daemon("libreswan", RIGHT, work, "east", conf=ondemand_conf())
     ip_batch(LEFT, [f"route del {RNET4}"])
     ip_batch(RIGHT, [f"route del {LNET4}"])
+    # the kernel's default (our test backends may have set 0 in an earlier scenario);
+    # Libreswan 4.10 leaves it at 1 on its side
+    for ns in (LEFT, RIGHT):
+        sh(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.core.xfrm_larval_drop=1"])
     try:
         west.start()
         east.start()
@@ -1073,8 +1085,11 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
         check("ondemand-our-acquire-initiates",
               up and "initiating on demand: acquire for" in west.log(),
               f"{got}/5 pings answered during/after the negotiation")
-        log(f"ondemand: our trap, {got}/5 first pings answered (XFRM larval state drops "
-            "until the SA is in)")
+        log(f"ondemand: our trap, {got}/5 first pings answered, {5 - got} lost "
+            "(negotiationshunt=hold: the kernel queues them, xfrm_larval_drop=0)")
+        check("ondemand-hold-no-ping-lost", got == 5,
+              f"{5 - got} of the first 5 pings lost; larval_drop "
+              f"{larval_drop(LEFT)!r} on our side")
         log("\n".join(ln for ln in west.log().splitlines()
                       if "acquire" in ln or "established" in ln or "Pluto initialized" in ln))
         check("ondemand-ping-after-acquire", ping(LEFT, LIN4, RIN4))
@@ -1092,7 +1107,8 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
             up = False
         check("ondemand-libreswan-acquire-initiates", up,
               f"{got}/5 pings answered; east: {east.tail(5)}")
-        log(f"ondemand: Libreswan's trap, {got}/5 first pings answered")
+        log(f"ondemand: Libreswan's trap, {got}/5 first pings answered, {5 - got} lost "
+            f"(larval_drop {larval_drop(RIGHT)!r} on its side)")
         check("ondemand-ping-after-libreswan-acquire", ping(RIGHT, RIN4, LIN4))
         # unroute: our trap goes (the SA stays until down); then nothing of ours is left
         west.whack("--name", "od", "--unroute")
@@ -1109,6 +1125,7 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
         route = sh(["ip", "-n", LEFT, "route", "show", str(RNET4)]).strip()
         check("ondemand-nothing-left-after-shutdown", stopped and rest == (0, 0) and not route,
               f"{rest}, route {route!r}")
+        check("ondemand-larval-drop-restored", larval_drop(LEFT) == "1", larval_drop(LEFT))
     except Exception:
         for d in (west, east):
             log(f"--- {d.name} log tail:\n{d.tail()}")
@@ -1123,6 +1140,128 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
             sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
         ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
         ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
+        subprocess.run(["rm", "-rf", work])
+
+
+def xfrm_shunts(be: XfrmBackend) -> list[str]:
+    """Our shunt policies (no template) in the kernel: "SRC -> DST dir action"."""
+    return [f"{p.info.sel.src_net} -> {p.info.sel.dst_net} {p.direction} "
+            f"{'allow' if p.info.action == S.XFRM_POLICY_ALLOW else 'block'}"
+            for p in be.list_policies() if not p.tmpls]
+
+
+def scenario_ondemand_shunts(left: XfrmBackend, right: XfrmBackend) -> None:
+    """negotiationshunt=passthrough, failureshunt=drop on the XFRM plane (issue 16).
+
+    East runs no IKE daemon (the peer never answers) and answers pings in the clear.
+    While west negotiates, the pinged flow passes (an ALLOW policy for the packet's
+    own addresses, above the trap); when the retransmits run out (10 s) a BLOCK policy
+    drops it for shuntlifetime= (20 s), whack --shuntstatus lists it; then the trap
+    alone again, and shutdown leaves nothing.
+    """
+    work = tempfile.mkdtemp(prefix="ppxg-ods.")
+    conf = ondemand_conf().replace("config setup\n", "config setup\n\tshuntlifetime=20s\n")
+    conf += "\tnegotiationshunt=passthrough\n\tfailureshunt=drop\n\tretransmit-timeout=10s\n"
+    west = Daemon("pypluto", LEFT, work, "west", conf=conf)
+    ip_batch(LEFT, [f"route del {RNET4}"])
+
+    def shunts() -> list[dict]:  # type: ignore[type-arg]
+        import json
+        return json.loads(west.whack("--shuntstatus", "--json"))["shunts"]  # type: ignore[no-any-return]
+
+    try:
+        west.start()
+        wait_for(lambda: len(left.list_policies()) >= 1, 30, "the trap")
+        got = pings_answered(LEFT, LIN4, RIN4, 4)
+        pol = xfrm_shunts(left)
+        bare = shunts()
+        check("ondemand-xfrm-negotiationshunt-pass",
+              got == 4 and pol == [f"{LIN4}/32 -> {RIN4}/32 out allow"]
+              and [(x["action"], x["why"]) for x in bare] == [("pass", "negotiationshunt")],
+              f"{got}/4 pings answered in the clear while negotiating; kernel {pol}; {bare}")
+        wait_for(lambda: any(x["why"] == "failureshunt" for x in shunts()), 30,
+                 "the failure shunt")
+        pol = xfrm_shunts(left)
+        text = west.whack("--shuntstatus")
+        got = pings_answered(LEFT, LIN4, RIN4, 2)
+        check("ondemand-xfrm-failureshunt-drop",
+              got == 0 and pol == [f"{LIN4}/32 -> {RIN4}/32 out block"]
+              and "=> %drop 0" in text and not [x for x in left.list_sas() if x.spi],
+              f"{got}/2 answered; kernel {pol}; {text!r}")
+        wait_for(lambda: not shunts(), 40, "the failure shunt to expire")
+        pols = left.list_policies()
+        check("ondemand-xfrm-shunt-expires-trap-back",
+              not xfrm_shunts(left) and len(pols) == 1 and bool(pols[0].tmpls)
+              and "expired; the trap is back" in west.log(), "; ".join(map(str, pols)))
+        stopped = west.stop()
+        rest = own_state_left(left)
+        check("ondemand-xfrm-shunts-nothing-left", stopped and rest == (0, 0), f"{rest}")
+    except Exception:
+        log(f"--- west log tail:\n{west.tail()}")
+        raise
+    finally:
+        if west.proc is not None and west.proc.poll() is None:
+            west.proc.kill()
+            west.proc.wait()
+        sh(["ip", "-n", LEFT, "xfrm", "state", "flush"], check_rc=False)
+        sh(["ip", "-n", LEFT, "xfrm", "policy", "flush"], check_rc=False)
+        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
+        subprocess.run(["rm", "-rf", work])
+
+
+def scenario_ondemand_template(left: XfrmBackend, right: XfrmBackend) -> None:
+    """A routed right=%any template with rightsubnet= (issue 16) against Libreswan 4.10.
+
+    Our trap (wildcard peer in the template) keeps 203.0.113.0/24 from leaving in the
+    clear although a clear route exists; Libreswan (auto=start) connects, its Child
+    SA replaces the trap and pings pass; Libreswan takes it down: the trap is back.
+    """
+    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
+        check("ondemand-template-libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+        return
+    work = tempfile.mkdtemp(prefix="ppxg-odt.")
+    conf = (f"config setup\n\tplutodebug=none\n\nconn od\n\tauthby=secret\n\tleft={L4}\n"
+            f"\tleftid=@west.example\n\tleftsubnet={LNET4}\n\tright=%any\n"
+            f"\trightid=@east.example\n\trightsubnet={RNET4}\n"
+            "\tike=aes_gcm256-sha2_256-dh19\n\tauto=route\n\n")
+    west = Daemon("pypluto", LEFT, work, "west", conf=conf)
+    east = Daemon("libreswan", RIGHT, work, "east",
+                  conf=ondemand_conf().replace("auto=route", "auto=start"))
+    try:
+        west.start()
+        wait_for(lambda: len(left.list_policies()) >= 1, 30, "the template's trap")
+        pols = left.list_policies()
+        wild = len(pols) == 1 and str(pols[0].tmpls[0].daddr) == "0.0.0.0"
+        got = pings_answered(LEFT, LIN4, RIN4, 2)
+        check("ondemand-template-trap-no-leak",
+              wild and got == 0 and "template is unknown" in west.log(),
+              f"{got}/2 answered; {'; '.join(map(str, pols))}")
+        east.start()
+        wait_for(lambda: len(left.list_sas()) >= 2, 30, "Libreswan's Child SA")
+        check("ondemand-template-peer-connects-ping", ping(LEFT, LIN4, RIN4),
+              "; ".join(map(str, left.list_policies())))
+        east.whack("--name", "od", "--terminate")
+        wait_for(lambda: not [x for x in left.list_sas() if x.spi], 30, "our SAs gone")
+        pols = left.list_policies()
+        got = pings_answered(LEFT, LIN4, RIN4, 2)
+        check("ondemand-template-trap-back",
+              got == 0 and len(pols) == 1 and str(pols[0].tmpls[0].daddr) == "0.0.0.0",
+              f"{got}/2 answered; {'; '.join(map(str, pols))}")
+        stopped = west.stop()
+        rest = own_state_left(left)
+        check("ondemand-template-nothing-left", stopped and rest == (0, 0), f"{rest}")
+    except Exception:
+        for d in (west, east):
+            log(f"--- {d.name} log tail:\n{d.tail()}")
+        raise
+    finally:
+        for d in (west, east):
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait()
+        for ns in (LEFT, RIGHT):
+            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
+            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
         subprocess.run(["rm", "-rf", work])
 
 
@@ -1304,6 +1443,8 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("libreswan_ppk", scenario_libreswan_ppk, 2),
     ("libreswan52", scenario_libreswan52, 2),
     ("ondemand", scenario_ondemand, 2),
+    ("ondemand_shunts", scenario_ondemand_shunts, 2),
+    ("ondemand_template", scenario_ondemand_template, 2),
     ("shunts", scenario_shunts, 2),
 ]
 

@@ -147,12 +147,28 @@ ONDEMAND = [
     "ondemand-trap-policy",
     "ondemand-trap-route",
     "ondemand-our-acquire-initiates",
+    "ondemand-hold-no-ping-lost",
     "ondemand-ping-after-acquire",
     "ondemand-down-keeps-trap",
     "ondemand-libreswan-acquire-initiates",
     "ondemand-ping-after-libreswan-acquire",
     "ondemand-nothing-left-after-unroute",
     "ondemand-nothing-left-after-shutdown",
+    "ondemand-larval-drop-restored",
+]
+
+ONDEMAND_SHUNTS = [
+    "ondemand-xfrm-negotiationshunt-pass",
+    "ondemand-xfrm-failureshunt-drop",
+    "ondemand-xfrm-shunt-expires-trap-back",
+    "ondemand-xfrm-shunts-nothing-left",
+]
+
+ONDEMAND_TEMPLATE = [
+    "ondemand-template-trap-no-leak",
+    "ondemand-template-peer-connects-ping",
+    "ondemand-template-trap-back",
+    "ondemand-template-nothing-left",
 ]
 
 
@@ -265,6 +281,25 @@ def test_xfrm_acquire_against_libreswan_both_ways(guest: GuestRun) -> None:
     require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
     print("\n".join(re.findall(r"ondemand: .*", guest.output)))
     guest.assert_checks(ONDEMAND, "ondemand")
+
+
+def test_xfrm_negotiation_and_failure_shunts(guest: GuestRun) -> None:
+    """negotiationshunt=passthrough and failureshunt=drop in the kernel (issue 16): an
+    ALLOW policy for the pinged flow while negotiating with a peer that never answers,
+    a BLOCK policy for shuntlifetime= after, then the trap alone; nothing left."""
+    guest.assert_checks(ONDEMAND_SHUNTS, "ondemand_shunts")
+
+
+def test_xfrm_routed_any_template_against_libreswan(guest: GuestRun) -> None:
+    """A routed right=%any template with rightsubnet= (issue 16): the trap keeps the
+    subnet from leaking until Libreswan 4.10 connects; its Child SA replaces the trap,
+    which comes back when Libreswan takes it down; nothing left after shutdown."""
+    require(
+        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
+        "Libreswan 4.10 (tools/install-libreswan.sh)",
+    )
+    require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
+    guest.assert_checks(ONDEMAND_TEMPLATE, "ondemand_template")
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ Usage: ipsec <command> [arguments]
   up <conn>                    initiate a connection and wait for the result
   down <conn>                  delete a connection's SAs, keep the connection
   status | briefstatus | trafficstatus | showstates | globalstatus
-         | connectionstatus  [--json]
+         | connectionstatus | shuntstatus  [--json]
   listen                       rescan interfaces and reload secrets
   rereadsecrets                reload the secrets file(s)
   rereadall | rereadcerts      reload the secrets; cached certificates and CRLs are
@@ -68,7 +68,7 @@ Usage: ipsec <command> [arguments]
   purgeocsp                    empty the OCSP cache
   redirect NAME|--peer-ip A --redirect-to GW [--dry-run]
                                RFC 5685: send established clients to gateway GW
-Not supported by pypluto (exit 33): listall, shuntstatus, briefconnectionstatus,
+Not supported by pypluto (exit 33): listall, briefconnectionstatus,
   fipsstatus, modutil, vfychain, checknflog, stopnflog, reload
 Common options (before the arguments): --rundir <dir>, --ctlsocket <file>,
   --config <file>
@@ -95,7 +95,6 @@ ON_DEMAND = ("route", "unroute", "ondemand")
 UNSUPPORTED: dict[str, str] = {
     **{c: "use NSS's own tool on the database" for c in ("modutil", "vfychain")},
     "listall": "use 'ipsec listcerts' and 'ipsec listcacerts'",
-    "shuntstatus": "bare shunts (on-demand routing) are not implemented",
     "briefconnectionstatus": "use 'ipsec connectionstatus'",
     "fipsstatus": "pypluto has no FIPS mode",
     "fips": "pypluto has no FIPS mode",
@@ -107,7 +106,7 @@ UNSUPPORTED: dict[str, str] = {
 UNSUPPORTED_RC = RC_WHACK_PROBLEM
 
 STATUS_CMDS = ("status", "briefstatus", "trafficstatus", "showstates", "globalstatus",
-               "connectionstatus")
+               "connectionstatus", "shuntstatus")
 
 
 def _common(args: list[str]) -> tuple[dict[str, str], list[str]]:

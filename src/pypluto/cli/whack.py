@@ -19,7 +19,7 @@ from pypluto.control.client import ControlError, call, ctl_path
 from pypluto.control.protocol import RC_SUCCESS, RC_WHACK_PROBLEM
 
 STATUS = ["status", "globalstatus", "showstates", "trafficstatus", "briefstatus",
-          "connectionstatus"]
+          "connectionstatus", "shuntstatus"]
 NAMED = ["delete", "route", "unroute", "initiate", "down", "rekey-ike", "rekey-child"]
 GLOBAL = ["listen", "unlisten", "rereadsecrets", "listpsks", "listpubkeys", "checkpubkeys",
           "reopenlogs", "fetchcrls", "listcrls", "purgeocsp"]
@@ -30,7 +30,8 @@ commands:
   --name <connection_name> --initiate [--asynchronous] | --down | --delete
                            | --route | --unroute | --rekey-ike | --rekey-child
   --status | --globalstatus | --showstates | --trafficstatus | --briefstatus
-  --connectionstatus        (add --json for a JSON object; see docs/control-protocol.md)
+  --connectionstatus | --shuntstatus
+                           (add --json for a JSON object; see docs/control-protocol.md)
   --listen | --unlisten | --rereadsecrets | --listpsks (names only, never keys)
   --listpubkeys [--json]   the public keys the conns use (raw keys, our certificates)
   --checkpubkeys [--json]  only those that expire within 14 days or have expired
@@ -45,7 +46,7 @@ exit status (Libreswan's whack rc_type):
   21 unknown connection name
   22 cannot orient the connection: neither end is a local address
   24 pluto is not listening (needs --listen before --initiate)
-  25 cannot route (on-demand routing is not implemented)
+  25 cannot route (no peer address, or the trap policies could not go in)
   29 cannot initiate: the peer's IP address is unknown (right=%any)
   30 cannot initiate a shunt-only connection (type=passthrough|drop|reject)
   33 whack-detected problem (bad arguments, pluto not running)
@@ -69,6 +70,7 @@ STATUS_HELP = {
     "trafficstatus": "bytes in/out of each established Child SA",
     "briefstatus": "the totals: connections, IKE and IPsec SAs, DDoS mode",
     "connectionstatus": "the connection list only",
+    "shuntstatus": "the bare shunts (on-demand negotiation and failure shunts)",
     "listen": "rescan the interfaces, reload the secrets, load conns that now orient",
     "unlisten": "stop listening for IKE (existing SAs stay)",
     "rereadsecrets": "reload the secrets file(s)",

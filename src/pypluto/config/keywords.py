@@ -108,6 +108,7 @@ T_RW = "tests/ike/test_roadwarrior.py::"
 T_RED = "tests/ike/test_redirect.py::"
 T_REDA = "tests/ike/test_redirect_ikeauth.py::"
 T_RWC = "tests/config/test_cfg_roadwarrior.py::"
+T_ODS = "tests/daemon/test_ondemand_shunts.py::"
 # mark= / mark-in= / mark-out=: two conns with the same selectors and different marks
 # coexist in the ESP kernel and marked traffic takes its own SA
 T_MARK = "tests/espkernel/test_mark_uml.py::test_marked_conns_coexist_and_carry_their_traffic"
@@ -121,7 +122,8 @@ T_SETUP = T_DA + "test_config_setup_keys_reach_the_options"
 _CERTS = "needs certificates / NSS, which pypluto does not have yet"
 _IKEV1 = "IKEv1 only; pypluto speaks IKEv2 only"
 _V1_CP = "IKEv1 XAUTH / ModeConfig; pypluto has no XAUTH, ModeConfig or CP payloads"
-_ONDEMAND = "needs bare (negotiation/failure) shunts, which pypluto does not have yet"
+_ONDEMAND = ("the lifetime of the kernel's acquire (larval) states, net.core.xfrm_acq_expires; "
+             "pypluto leaves the kernel's value")
 _XFRMI = ("needs XFRM interfaces (ipsec-interface / VTI), which pypluto does not manage "
           "(and the ESP test kernel has no CONFIG_XFRM_INTERFACE to prove them)")
 _NO = "not implemented by pypluto"
@@ -191,7 +193,7 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("statsbin", "str", W("tests/daemon/test_daemon_pair.py::"
                           "test_auto_start_statsbin_and_shutdown_deletes")),
     ("uniqueids", "bool", W(T_LIFE + "test_uniqueids_replaces_old_ike_sa")),
-    ("shuntlifetime", "time", R(_ONDEMAND)),
+    ("shuntlifetime", "time", W(T_ODS + "test_shunts_of_a_trap_whose_peer_never_answers")),
     ("global-redirect", "str", P("no|yes|auto", T_RED + "test_redirect_in_ike_sa_init_lands_on_gateway_b",
                                  "redirect in IKE_SA_INIT (RFC 5685 §4)")),
     ("global-redirect-to", "str", W(T_RED + "test_redirect_in_ike_sa_init_lands_on_gateway_b")),
@@ -383,16 +385,19 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("rekeymargin", "time", W(T_LIFE + "test_rekey_child_by_lifetime")),
     ("rekeyfuzz", "percent", W(T_LIFE + "test_rekey_ike_by_lifetime")),
     ("keyingtries", "str", O("Libreswan 5.2 warns 'keyingtries=N ignored': an up "
-                             "connection tries until it is taken down "
-                             "(keyingtries=%forever behaves the same)")),
+                             "connection (auto=start|up) tries until it is taken down "
+                             "(keyingtries=%forever behaves the same); an on-demand one "
+                             "(auto=route|ondemand) does not retry: it goes back to its "
+                             "trap (with failureshunt= on the flow for shuntlifetime=) and "
+                             "the next packet tries again")),
     ("replay-window", "bignum", W(T_EFF + "test_replay_window_reaches_the_sas")),
     ("ikelifetime", "time", W(T_LIFE + "test_rekey_ike_by_lifetime")),
     ("failureshunt", "enum", "none|passthrough|drop|hold|reject",
-     P("none", note="failure shunts are not implemented (the trap stays)")),
+     P("none|passthrough|drop|reject", T_ODS + "test_shunts_of_a_trap_whose_peer_never_answers",
+       "a bare shunt on the acquire's flow for shuntlifetime=, both planes; hold is "
+       "refused (XFRM has no hold action)")),
     ("negotiationshunt", "enum", "passthrough|drop|hold",
-     P("hold", "tests/daemon/test_ondemand.py::test_route_first_ping_brings_it_up_without_loss",
-       "hold: the userspace plane holds a trap's packets (bounded) until the SA is in; "
-       "passthrough/drop are not implemented")),
+     W(T_ODS + "test_shunts_of_a_trap_whose_peer_never_answers")),
     ("enable-tcp", "enum", "no|yes|fallback", P("no", note="IKE over TCP (RFC 8229) " + _NO)),
     ("tcp-remoteport", "int", R("IKE over TCP (RFC 8229) " + _NO)),
     ("connalias", "str", R(_NO)),

@@ -146,6 +146,10 @@ class Connection:
     rekey: bool = True
     reauth: bool = False
     keyingtries: int = 0  # 0 = forever
+    # on-demand (auto=route|ondemand, ike/traps.py): what the packets of a trap get while
+    # it negotiates, and after a failed negotiation (for shuntlifetime=)
+    negotiationshunt: str = "hold"  # hold | passthrough | drop
+    failureshunt: str = "none"  # none | passthrough | drop | reject
     retransmit_interval: float = 0.5  # seconds
     retransmit_timeout: float = 60.0  # seconds
     replay_window: int = 128

@@ -799,6 +799,8 @@ def build_connection(name: str, keys: dict[str, str],
     conn.reauth = b("reauth", False)
     conn.retransmit_interval = t("retransmit-interval", 0.5, bare=0.001)
     conn.retransmit_timeout = t("retransmit-timeout", 60.0)
+    conn.negotiationshunt = (get("negotiationshunt") or "hold").lower()
+    conn.failureshunt = (get("failureshunt") or "none").lower()
     rw = get("replay-window")
     conn.replay_window = 128 if rw is None else parse_int(rw, "replay-window", 0, 2**32 - 1)
     mb = get("ipsec-max-bytes")

@@ -48,6 +48,7 @@ COMMANDS = frozenset(
         "trafficstatus",
         "briefstatus",
         "connectionstatus",
+        "shuntstatus",
         "initiate",
         "down",
         "delete",

@@ -412,8 +412,7 @@ class ControlServer:
     async def _route(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
         """``whack --route``: trap policies; the first matching packet negotiates."""
         conn = self.registry.conns[name]
-        shunt = conn.type in ("passthrough", "drop", "reject") or conn.authby == "never"
-        if conn.remote.host_addr is None and not (shunt and conn.remote.subnets):
+        if conn.remote.host_addr is None and not conn.remote.subnets:
             return RC_ROUTE, None, (f'"{name}": cannot route a connection without a peer '
                                     "address")
         if not self.registry.route(name):

@@ -465,9 +465,25 @@ class Engine:
                 work: Callable[[], list[Action]]) -> list[Action]:
         """Run ``work`` for ``ike``; an exception in it becomes ``internal_error``."""
         try:
-            return work()
+            acts = work()
         except Exception as e:
-            return self.internal_error(ike, e, now, where)
+            acts = self.internal_error(ike, e, now, where)
+        if self.traps.flows:
+            acts += self._trap_outcomes(acts, now)
+        return acts
+
+    def _trap_outcomes(self, acts: list[Action], now: float) -> list[Action]:
+        """A negotiation an acquire started failed: its failureshunt (ike/traps.py)."""
+        out: list[Action] = []
+        for a in list(acts):
+            if isinstance(a, ConnectionEvent) and a.kind is EventKind.FAILED and \
+                    a.conn in self.traps.flows:
+                conn = self._connections.get(a.conn)
+                if conn is not None and not any(
+                        c.state is ChildState.ESTABLISHED
+                        for c in self.by_reqid.get(self.traps.flows[a.conn].reqid, ())):
+                    out += self.traps.failed(conn, now, self.settings.shunt_lifetime)
+        return out
 
     # ------------------------------------------------------------------ Child SAs
     def xfrm_marks(self, conn: Connection, remote: IPAddress | None
@@ -588,6 +604,8 @@ class Engine:
             owner.owns_policy = False
         else:
             acts += [AddPolicy(p) for p in self.policies(child)]
+        if child.conn.name in self.traps.flows:  # an acquire's negotiation is done
+            acts += self.traps.established(child.conn.name)
         child.owns_policy = True
         self.policy_owner[child.reqid] = child
         child.to(ChildState.ESTABLISHED)
@@ -825,20 +843,22 @@ class Engine:
         if any(c.state is ChildState.ESTABLISHED and not c.replaced
                for c in self.by_reqid.get(ev.reqid, ())):
             return acts
+        if conn.remote.host_addr is None:  # a %any template: the peer must connect
+            return acts + self.traps.unknown_peer(name, ev, now)
         patience = conn.retransmit_timeout + 1.0
         if self.traps.busy(name, now, patience):
             return acts
         for ike in self._ikes_of(name):
             if ike.state in (IKEState.INIT_I, IKEState.AUTH_I):
                 return acts
-        self.traps.pending[name] = now
+        acts += self.traps.negotiating(conn, ev, now)
         acts.append(Log(f"initiating on demand: acquire for {ev.src}->{ev.dst}", conn=name))
         acts += self.initiate(name, now)
         packet = trapmod.packet_ts(ev, conn)
         for ike in self._ikes_of(name):
             if ike.state is IKEState.INIT_I and ike.acquired_ts is None:
                 ike.acquired_ts = packet
-        return acts
+        return acts + self._trap_outcomes(acts, now)
 
     def _on(self, ike: IKESA, now: float, work: Callable[[], list[Action]]) -> list[Action]:
         """A whack command's work on one IKE SA, with the internal-error guard."""
@@ -940,6 +960,9 @@ class Engine:
             change = self.dos.update(self.n_halfopen, now)  # pressure may have ended
             if change is not None:
                 acts.append(Log(change, level="warning"))
+        shunts_due = self.traps.next_deadline()
+        if shunts_due is not None and shunts_due <= now:
+            acts += self.traps.expire(now)
         touched: list[IKESA] = []
         while self._heap and self._heap[0][0] <= now:
             t, _, serial = heapq.heappop(self._heap)
@@ -967,7 +990,8 @@ class Engine:
         return min(other) if other else None
 
     def _dos_timers(self) -> list[float]:
-        return [t for t in (self.dos.rotate_at, self.dos.check_at) if t is not None]
+        return [t for t in (self.dos.rotate_at, self.dos.check_at,
+                            self.traps.next_deadline()) if t is not None]
 
     def sa_counters(self, reqid_or_spi: int, bytes: int, packets: int, now: float
                     ) -> list[Action]:
@@ -1055,7 +1079,8 @@ class Engine:
     # ------------------------------------------------------------------ status
     def status(self, now: float) -> EngineStatus:
         st = EngineStatus(half_open=self.n_halfopen, busy=self.busy(),
-                          dos=dos_status(self.dos, self.n_halfopen, self.tm, now))
+                          dos=dos_status(self.dos, self.n_halfopen, self.tm, now),
+                          shunts=self.traps.shunt_status(now))
         for conn in self.connections.values():
             try:
                 loc, rem = conn.local, conn.remote

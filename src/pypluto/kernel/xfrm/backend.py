@@ -41,6 +41,7 @@ from pypluto.params import (
 from ..base import BackendError, KernelBackend
 from . import structs as S
 from .algorithms import kernel_algorithms, kernel_auth
+from .hold import set_larval_drop
 from .netlink import XfrmError, XfrmSocket
 from .routes import RouteManager
 
@@ -442,6 +443,7 @@ class XfrmBackend(KernelBackend):
         # shunt policies' indexes
         self._shunt_index: dict[tuple[str, str, str, tuple[int, int] | None], int] = {}
         self._shunt_n = 0
+        self._larval_drop_was: str | None = None  # net.core.xfrm_larval_drop before us
         self._events: XfrmSocket | None = None
         self._events_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -648,6 +650,8 @@ class XfrmBackend(KernelBackend):
                 ) from e
             self._nl.request(S.XFRM_MSG_UPDPOLICY, body, what=f"UPDPOLICY {what}")
         self._log(f"| xfrm: added {what} reqid {reqid:#x}")
+        if policy.direction == "out":
+            self._hold_while_negotiating()
         key = _policy_key(policy)
         if (
             policy.direction == "out"
@@ -660,6 +664,19 @@ class XfrmBackend(KernelBackend):
                     self._routed[key] = policy.dst.network
             except BackendError as e:  # the SAs still work; say why the route is missing
                 self._log(f"xfrm: no route for {policy.dst} src {policy.source_ip}: {e}")
+
+    def _hold_while_negotiating(self) -> None:
+        """negotiationshunt=hold: packets on a trap wait in the kernel (see ``hold``)."""
+        if self._larval_drop_was is not None:
+            return
+        old = set_larval_drop(self.netns, "0")
+        self._larval_drop_was = old if old is not None else ""
+        if old is None:
+            self._log("xfrm: cannot set net.core.xfrm_larval_drop=0: packets that hit a trap "
+                      "are dropped until its SA is in")
+        elif old != "0":
+            self._log("xfrm: net.core.xfrm_larval_drop=0: packets that hit a trap are held "
+                      "until its SA is in (negotiationshunt=hold)")
 
     def _get_policy(self, policy: PolicyParams) -> KernelPolicy | None:
         sel = policy_selector(policy.src, policy.dst)
@@ -852,6 +869,12 @@ class XfrmBackend(KernelBackend):
         if self._events is not None:
             self._events.close()
             self._events = None
+        if self._larval_drop_was not in (None, "", "0"):
+            try:
+                set_larval_drop(self.netns, self._larval_drop_was or "1")
+            except BackendError as e:  # the namespace is gone: nothing to restore
+                self._log(f"xfrm: cannot restore net.core.xfrm_larval_drop: {e}")
+        self._larval_drop_was = None
         self._routes.close()
         self._nl.close()
 
