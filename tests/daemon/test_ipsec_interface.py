@@ -50,6 +50,8 @@ conn %default
 conn a
 \tleftsubnet=198.51.100.0/25
 \trightsubnet=203.0.113.0/25
+\tleftsourceip=198.51.100.77
+\trightsourceip=203.0.113.77
 
 conn b
 \tleftsubnet=198.51.100.128/25
@@ -83,10 +85,13 @@ def test_route_based_pair_shares_ipsec1_and_cleans_up(pair, tmp_path: Path) -> N
     for conn in ("a", "b"):
         r = west.whack("--name", conn, "--initiate")
         assert r.returncode == 0, r.stdout + west.log()
-    # ipsec1 on both ends, up, with the local end's interface-ip
-    for ns, ip in ((w_ns, "198.51.100.9/32"), (e_ns, "203.0.113.9/32")):
+    # ipsec1 on both ends, up, with the local end's interface-ip (and sourceip: no
+    # route of ours carries it, so the device does)
+    for ns, ips in ((w_ns, ("198.51.100.9/32", "198.51.100.77/32")),
+                    (e_ns, ("203.0.113.9/32", "203.0.113.77/32"))):
         assert has_link(ns, "ipsec1")
-        assert f" {ip} " in ns.run("ip", "-o", "addr", "show", "dev", "ipsec1").stdout
+        addrs = ns.run("ip", "-o", "addr", "show", "dev", "ipsec1").stdout
+        assert all(f" {ip} " in addrs for ip in ips), addrs
     # route-based: pypluto routes nothing (no table 4500, no rule, no route to the peers)
     assert _plane_leftovers(w_ns) == "" and _plane_leftovers(e_ns) == ""
     for ns, far in ((w_ns, "203.0.113.1"), (e_ns, "198.51.100.1")):
@@ -108,7 +113,7 @@ def test_route_based_pair_shares_ipsec1_and_cleans_up(pair, tmp_path: Path) -> N
     server = spawn(e_ns, sys.executable, "-c", SERVER, "203.0.113.1")
     assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
     for src, dst in (("198.51.100.1", "203.0.113.1"), ("198.51.100.129", "203.0.113.129"),
-                     ("198.51.100.9", "203.0.113.9")):
+                     ("198.51.100.9", "203.0.113.9"), ("198.51.100.77", "203.0.113.77")):
         ping = _ping(w_ns, src, dst)
         assert ping.returncode == 0, ping.stdout + ping.stderr + west.log() + east.log()
     client = w_ns.run(sys.executable, "-c", CLIENT, "198.51.100.1", "203.0.113.1",

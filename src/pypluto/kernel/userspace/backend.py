@@ -604,10 +604,13 @@ class UserspaceBackend(KernelBackend):
                 c.send_errors += 1
 
     def _xif_add(self, if_id: int | None, if_ip: str | None, user: object,
-                 what: str) -> IpsecInterface | None:
+                 what: str, source_ip: IPAddress | None = None) -> IpsecInterface | None:
         if if_id is None:
             return None
-        x, created = self._xifs.acquire(if_id, if_ip, user)
+        source = None
+        if source_ip is not None and source_ip not in iproute.local_addresses():
+            source = f"{source_ip}/{source_ip.max_prefixlen}"
+        x, created = self._xifs.acquire(if_id, [a for a in (if_ip, source) if a], user)
         if created:
             self._kick()
         log.debug("| %s holds %s", what, x.name)
@@ -893,7 +896,8 @@ class UserspaceBackend(KernelBackend):
             key = self._pkey(policy)
             fresh = key not in self._policies
             if policy.if_id is not None:  # route-based: the operator routes onto ipsecN
-                self._xif_add(policy.if_id, policy.if_ip, ("pol", key), "policy")
+                self._xif_add(policy.if_id, policy.if_ip, ("pol", key), "policy",
+                              policy.source_ip if policy.direction == "out" else None)
             elif policy.direction == "out" and fresh and self.manage_routes:
                 self._routes.add(policy)
             self._policies[key] = policy

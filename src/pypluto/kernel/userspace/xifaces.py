@@ -10,7 +10,9 @@ same with one TUN device per N, shared by every conn with that N:
   opened when the first comes, at route time for a trap, and closed when the
   last goes); a TUN device that is not persistent vanishes with its descriptor,
   so a crashed daemon leaves none behind;
-* ``interface-ip=ADDR/PREFIX`` (the local end's) is put on it;
+* ``interface-ip=ADDR/PREFIX`` (the local end's) is put on it, and so is
+  ``leftsourceip=`` (as a host address) unless the host already has it: with no
+  route of ours to carry it as a preferred source, the device holds it;
 * with ``ipsec-interface-managed=no`` the operator creates the device (a
   persistent TUN device, ``ip tuntap add dev ipsecN mode tun``): the plane
   attaches to it, refuses when it does not exist, and leaves it (minus any
@@ -70,16 +72,21 @@ class IpsecInterfaces:
         self.mtu = mtu
         self.by_id: dict[int, IpsecInterface] = {}
 
-    def acquire(self, if_id: int, if_ip: str | None, user: object) -> tuple[IpsecInterface, bool]:
-        """The device of ``if_id`` (opened if new), held by ``user``; (device, created)."""
+    def acquire(self, if_id: int, addrs: list[str], user: object
+                ) -> tuple[IpsecInterface, bool]:
+        """The device of ``if_id`` (opened if new) with ``addrs`` (ADDR/PREFIX: the
+        interface-ip=, a leftsourceip= as a host address), held by ``user``;
+        returns (device, created).  The addresses stay until the device goes."""
         x = self.by_id.get(if_id)
         created = x is None
         if x is None:
             x = self._open(if_id)
             self.by_id[if_id] = x
-        if if_ip and if_ip not in x.addrs:
+        for a in addrs:
+            if a in x.addrs:
+                continue
             try:
-                self._add_addr(x, if_ip)
+                self._add_addr(x, a)
             except BackendError:
                 if created and not x.users:
                     self._close(x)
