@@ -209,6 +209,7 @@ class UpdownChild:
     inbytes: int = 0
     outbytes: int = 0
     mark_in: str = ""
+    virt_interface: str = ""  # ipsec-interface=N: "ipsecN" (PLUTO_VIRT_INTERFACE)
     mark_out: str = ""
 
     @property

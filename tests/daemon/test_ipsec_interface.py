@@ -167,13 +167,21 @@ def test_route_based_pair_shares_ipsec1_and_cleans_up(pair, tmp_path: Path) -> N
     east.stop()
 
 
-def test_unmanaged_ipsec_interface_is_the_operators_device(pair) -> None:  # noqa: F811
+def test_unmanaged_ipsec_interface_is_the_operators_device(pair, tmp_path: Path  # noqa: F811
+                                                           ) -> None:
     """ipsec-interface-managed=no: pypluto attaches to the operator's (persistent) TUN
     device ipsec1 and leaves it there, without the address it added; with no device
-    the Child SA is refused with the reason."""
+    the Child SA is refused with the reason.  The updown script is told the device
+    (PLUTO_VIRT_INTERFACE, PLUTO_XFRMI_ROUTE=yes, as Libreswan's)."""
     start, _spawn, w_ns, e_ns, _vw = pair
-    unmanaged = "config setup\n\tipsec-interface-managed=no\n\n" + CONF
-    east = start("east", e_ns, CONF)
+    events = tmp_path / "updown.log"
+    script = tmp_path / "updown.sh"
+    script.write_text("#!/bin/sh\necho \"$PLUTO_VERB $PLUTO_CONNECTION $PLUTO_VIRT_INTERFACE "
+                      f"$PLUTO_XFRMI_ROUTE\" >> {events}\n")
+    script.chmod(0o755)
+    conf = CONF.replace("\tipsec-interface=yes\n", f"\tipsec-interface=yes\n\tupdown={script}\n")
+    unmanaged = "config setup\n\tipsec-interface-managed=no\n\n" + conf
+    east = start("east", e_ns, conf)
     west = start("west", w_ns, unmanaged)
     r = west.whack("--name", "a", "--initiate")
     assert r.returncode != 0, r.stdout
@@ -188,6 +196,8 @@ def test_unmanaged_ipsec_interface_is_the_operators_device(pair) -> None:  # noq
     w_ns.run("ip", "route", "add", "203.0.113.0/25", "dev", "ipsec1")
     e_ns.run("ip", "route", "add", "198.51.100.0/25", "dev", "ipsec1")
     assert _ping(w_ns, "198.51.100.1", "203.0.113.1").returncode == 0, west.log()
+    wait_for(lambda: events.exists() and "up-client a ipsec1 yes" in events.read_text(), 10,
+             "updown to see ipsec1")
     assert west.whack("--name", "a", "--down").returncode == 0
     wait_for(lambda: not child_sas(east), 20, "east to see the delete")
     assert has_link(w_ns, "ipsec1"), "the operator's device must stay"

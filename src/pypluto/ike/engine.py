@@ -712,6 +712,8 @@ class Engine:
                     # PLUTO_MARK_IN / PLUTO_MARK_OUT: value/mask of the installed marks
                     mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",
                     mark_out=f"{mo[0]}/{mo[1]:#08x}" if mo else "",
+                    virt_interface=(f"ipsec{conn.ipsec_interface}"
+                                    if conn.ipsec_interface is not None else ""),
                 )
                 out.append(Updown(up, script, facts))
         return out
