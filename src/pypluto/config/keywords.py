@@ -112,6 +112,11 @@ T_ODS = "tests/daemon/test_ondemand_shunts.py::"
 # mark= / mark-in= / mark-out=: two conns with the same selectors and different marks
 # coexist in the ESP kernel and marked traffic takes its own SA
 T_MARK = "tests/espkernel/test_mark_uml.py::test_marked_conns_coexist_and_carry_their_traffic"
+# ipsec-interface= / interface-ip= / ipsec-interface-managed=: a TUN device ipsecN per
+# number on the userspace plane (--use-userspace); --use-xfrm / --use-none refuse the
+# conn (pypluto manages no XFRM interfaces and the ESP test kernel lacks them)
+T_XIF = "tests/daemon/test_ipsec_interface.py::"
+T_XIF_PAIR = T_XIF + "test_route_based_pair_shares_ipsec1_and_cleans_up"
 # a partial key whose only working value is the default (what pypluto always does):
 # this test loads each such value and checks every other value refuses the conn
 T_EFF = "tests/config/test_cfg_effects.py::"
@@ -231,7 +236,8 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("drop-oppo-null", "bool", P(_NO_VALUES, note="opportunistic IPsec " + _NO)),
     ("interfaces", "str", O("Libreswan 5.2 ignores interfaces= and listens on every "
                             "interface (use listen= to restrict)")),
-    ("ipsec-interface-managed", "bool", P(_YES_VALUES, note=_XFRMI)),
+    ("ipsec-interface-managed", "bool",
+     W(T_XIF + "test_unmanaged_ipsec_interface_is_the_operators_device")),
     ("ikev1-secctx-attr-type", "str", O("Libreswan 5.2 ignores it (labeled IPsec is "
                                         "IKEv2's sec-label=)")),
     ("secctx-attr-type", "str", O("Libreswan 5.2 ignores it (labeled IPsec is IKEv2's "
@@ -246,7 +252,7 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
     ("sourceip", "addrs", W("tests/kernel/test_xfrm_netns.py::"
                             "test_source_ip_route_added_marked_and_removed")),
     ("ikeport", "int", W(T_EFF + "test_peer_ikeport_is_where_ike_goes")),
-    ("interface-ip", "str", R(_XFRMI)),
+    ("interface-ip", "str", W(T_XIF_PAIR)),
     ("vti", "str", R(_XFRMI)),
     ("nexthop", "str", P("%defaultroute|%direct",
                          note="routes go through the default route's gateway")),
@@ -375,7 +381,7 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("vti-interface", "str", R(_XFRMI)),
     ("vti-routing", "bool", P(_NO_VALUES, note=_XFRMI)),
     ("vti-shared", "bool", P(_NO_VALUES, note=_XFRMI)),
-    ("ipsec-interface", "str", P(_NO_VALUES, note=_XFRMI)),
+    ("ipsec-interface", "str", W(T_XIF_PAIR)),
     ("nic-offload", "enum", "yes|no|auto|packet|crypto", P("no", note="NIC offload " + _NO)),
     ("encapsulation", "enum", "auto|yes|no|true|false|on|off|y|n",
      W(T_LIFE + "test_encapsulation_yes_without_nat")),

@@ -96,6 +96,7 @@ class End:
     updown: str | None = None
     ikeport: int | None = None
     vti_ip: str | None = None
+    interface_ip: str | None = None  # leftinterface-ip= ADDR/PREFIX (ipsec-interface=)
     modecfgserver: bool = False
     modecfgclient: bool = False
     xauthserver: bool = False
@@ -173,6 +174,8 @@ class Connection:
     # policies; value -1 (config.values.UNIQUE_MARK) = a unique mark per instance
     mark_in: tuple[int, int] | None = None
     mark_out: tuple[int, int] | None = None
+    # ipsec-interface=N (yes = 1): route-based VPN on the device ipsecN; None = no
+    ipsec_interface: int | None = None
     reqid: int | None = None
     ppk: str = "no"  # no | permit | propose | insist (RFC 8784)
     ppk_ids: list[bytes] = field(default_factory=list)  # ppk-ids=, in order
@@ -257,6 +260,7 @@ class SetupConfig:
     statsbin: str | None = None
     metrics_listen: str | None = None  # pypluto addition: [ADDRESS:]PORT of /metrics
     secctx_attr_type: int | None = None
+    ipsec_interface_managed: bool = True  # pluto creates / deletes the ipsecN devices
 
 
 @dataclass

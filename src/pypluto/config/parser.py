@@ -40,6 +40,8 @@ from pypluto.config.values import (
     parse_duration,
     parse_host,
     parse_int,
+    parse_interface_ip,
+    parse_ipsec_interface,
     parse_mark,
     parse_percent,
     parse_protoport,
@@ -691,6 +693,12 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
     if ikeport is not None:
         end.ikeport = parse_int(ikeport, side + "ikeport", 1, 65535)
     end.vti_ip = get("vti")
+    ifip = get("interface-ip")
+    if ifip is not None:
+        try:
+            end.interface_ip = parse_interface_ip(ifip, side + "interface-ip")
+        except ValueError as exc:
+            raise ConnError(side + "interface-ip", str(exc)) from None
     for flag in ("modecfgserver", "modecfgclient", "xauthserver", "xauthclient"):
         fv = get(flag)
         if fv is not None:
@@ -830,6 +838,14 @@ def build_connection(name: str, keys: dict[str, str],
     conn.mark_out = marks["mark"] if mo is None else marks["mark-out"]
     if conn.mark is None and (mi or mo):
         conn.mark = f"{mi or 'unset'}, {mo or 'unset'}"
+    try:
+        conn.ipsec_interface = parse_ipsec_interface(get("ipsec-interface"))
+    except ValueError as exc:
+        raise ConnError("ipsec-interface", str(exc)) from None
+    for side in ("left", "right"):
+        if get(side + "interface-ip") is not None and conn.ipsec_interface is None:
+            raise ConnError(side + "interface-ip", f"{side}interface-ip= needs "
+                            "ipsec-interface= (the address goes on the ipsecN device)")
     rq = get("reqid")
     conn.reqid = None if rq is None else parse_int(rq, "reqid", 1, 2**32 - 1)
     ppk = (get("ppk") or "no").lower()
@@ -1024,6 +1040,7 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
     for attr in ("ipsecdir", "nssdir", "secretsfile", "dumpdir", "rundir", "statsbin"):
         apply(attr, set_str(attr))
     apply("protostack", lambda v: setattr(setup, "protostack", v))
+    sbool("ipsec_interface_managed", "ipsec-interface-managed")
     apply("ddos-mode", lambda v: setattr(setup, "ddos_mode", v.lower()))
 
     def redirect_to(v: str) -> None:  # RFC 5685 gateway identities: addresses only

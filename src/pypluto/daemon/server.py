@@ -153,6 +153,10 @@ class Daemon:
             "will be done inline"
         )
         self.backend = self._make_backend()
+        if self.opts.setup is not None and hasattr(self.backend, "managed_interfaces"):
+            # config setup ipsec-interface-managed=no: the operator makes the ipsecN devices
+            self.backend.managed_interfaces = bool(
+                getattr(self.opts.setup, "ipsec_interface_managed", True))
         with contextlib.suppress(Exception):
             self.backend.set_expire_callback(self.driver.on_expire_threadsafe)
         with contextlib.suppress(Exception):
@@ -215,6 +219,12 @@ class Daemon:
                 and not self.backend.supports_marks:
             return (f"mark= / mark-in= / mark-out= need the XFRM data plane (--use-xfrm); "
                     f"the {self.backend.name} data plane cannot mark SAs: connection refused")
+        if conn.ipsec_interface is not None and self.backend is not None \
+                and not self.backend.supports_ipsec_interface:
+            return (f"ipsec-interface= needs the userspace data plane (--use-userspace), "
+                    f"which gives each ipsecN its own TUN device; the {self.backend.name} "
+                    "data plane has no XFRM interface support in pypluto (the ESP test "
+                    "kernel has no CONFIG_XFRM_INTERFACE to prove it): connection refused")
         report = self.powerup.check([conn])
         if report.ok:
             return None

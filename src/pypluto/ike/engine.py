@@ -512,6 +512,7 @@ class Engine:
         """``policy`` with the conn's mark for its direction (out: mark-out, else mark-in)."""
         mi, mo = self.xfrm_marks(conn, remote)
         policy.mark = mo if policy.direction == "out" else mi
+        policy.if_id, policy.if_ip = conn.ipsec_interface, conn.local.interface_ip
         return policy
 
     def child_sa_params(self, child: ChildSA, keys: ChildKeys) -> tuple[SAParams, SAParams]:
@@ -544,7 +545,8 @@ class Engine:
                             replay_window=conn.replay_window, hard_bytes=hb,
                             soft_bytes=hb * 8 // 10 if hb else None, hard_packets=hp,
                             soft_packets=hp * 8 // 10 if hp else None, conn_name=conn.name,
-                            serial=child.serial, mark=mark_in if direction == "in" else mark_out)
+                            serial=child.serial, mark=mark_in if direction == "in" else mark_out,
+                            if_id=conn.ipsec_interface, if_ip=conn.local.interface_ip)
 
         return (one(child.remote_addr, child.local_addr, child.spi_in, "in", ein, iin, enc_in),
                 one(child.local_addr, child.remote_addr, child.spi_out, "out", eout, iout,
@@ -730,6 +732,8 @@ class Engine:
                     # PLUTO_MARK_IN / PLUTO_MARK_OUT: value/mask of the installed marks
                     mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",
                     mark_out=f"{mo[0]}/{mo[1]:#08x}" if mo else "",
+                    virt_interface=(f"ipsec{conn.ipsec_interface}"
+                                    if conn.ipsec_interface is not None else ""),
                 )
                 out.append(Updown(up, script, facts))
         return out

@@ -63,6 +63,9 @@ class KernelBackend(abc.ABC):
     #: the plane installs mark= / mark-in= / mark-out= (XFRMA_MARK); a plane that
     #: cannot must never be handed a marked SA or policy (the daemon refuses it)
     supports_marks: bool = False
+    #: the plane gives ipsec-interface= conns their own ipsecN device (route-based
+    #: VPNs); a plane that cannot must never be handed such a conn (the daemon refuses it)
+    supports_ipsec_interface: bool = False
     on_expire: Callable[[SAExpire], None] | None = None
 
     def set_expire_callback(self, callback: Callable[[SAExpire], None] | None) -> None:
