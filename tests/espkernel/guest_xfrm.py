@@ -509,6 +509,7 @@ class Daemon:
         conf: str | None = None,
     ) -> None:
         self.kind, self.ns, self.name, self.backend = kind, ns, name, backend
+        self.extra: list[str] = []  # more pluto arguments (e.g. --nssdir)
         self.dir = os.path.join(workdir, name)
         self.run = os.path.join(self.dir, "run")
         os.makedirs(self.run, exist_ok=True)
@@ -526,12 +527,13 @@ class Daemon:
         env = dict(os.environ)
         if self.kind == "pypluto":
             argv = [os.path.join(VENV_BIN, "pluto")]
-            extra = [self.backend] if self.backend else []
+            extra = ([self.backend] if self.backend else []) + self.extra
             ready = ": Pluto initialized"  # the log line, not the early stdout line
         else:
             nss = os.path.join(self.dir, "nss")
             os.makedirs(nss, exist_ok=True)
-            sh(["certutil", "-N", "-d", f"sql:{nss}", "--empty-password"])
+            if not os.path.exists(os.path.join(nss, "cert9.db")):
+                sh(["certutil", "-N", "-d", f"sql:{nss}", "--empty-password"])
             # (config first: "config setup" would reset the directories given before it)
             argv = ["/usr/libexec/ipsec/pluto"]
             extra = ["--nssdir", nss, "--ipsecdir", self.dir, "--dumpdir", self.dir]
@@ -931,6 +933,102 @@ def scenario_libreswan52(left: XfrmBackend, right: XfrmBackend) -> None:
         run_pair(left, right, Daemon("pypluto", LEFT, work, "west"), east, "libreswan52")
     finally:
         east.stop()
+        subprocess.run(["rm", "-rf", work])
+
+
+def _cert_nssdb(d: str, me: object, nick: str, peer: object, peer_nick: str, pki: object
+                ) -> None:
+    """An NSS db in Libreswan's layout: our PKCS#12, the root CA (CT,,), the peer's cert."""
+    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
+
+    os.makedirs(d, exist_ok=True)
+    sh(["certutil", "-N", "-d", f"sql:{d}", "--empty-password"])
+    p12 = os.path.join(os.path.dirname(d), f"{nick}.p12")
+    with open(p12, "wb") as f:
+        f.write(pkcs12.serialize_key_and_certificates(
+            nick.encode(), me.key, me.cert, me.chain,  # type: ignore[attr-defined]
+            BestAvailableEncryption(b"pw")))
+    sh(["pk12util", "-i", p12, "-d", f"sql:{d}", "-W", "pw"])
+    for name, pem, trust in (("labroot", pki.root.cert_pem(), "CT,,"),  # type: ignore[attr-defined]
+                             (peer_nick, peer.cert_pem(), ",,")):  # type: ignore[attr-defined]
+        path = os.path.join(os.path.dirname(d), f"{name}.pem")
+        with open(path, "wb") as f:
+            f.write(pem)
+        sh(["certutil", "-A", "-d", f"sql:{d}", "-n", name, "-t", trust, "-i", path])
+
+
+def scenario_libreswan_cert(left: XfrmBackend, right: XfrmBackend) -> None:
+    """Certificates against Libreswan 4.10, full tunnel in the ESP kernel, both roles
+    (issue 14): RSA-2048 end entities through an intermediate CA, each daemon with its
+    own NSS db in Libreswan's layout (certutil/pk12util), the IDs are the DNs."""
+    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
+        check("libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+        return
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from pki import PKI  # tests/pki.py
+
+    pki = PKI.build("rsa2048")
+    wc, ec_ = pki.ee("west", "rsa2048"), pki.ee("east", "rsa2048")
+    conf = (f"config setup\n\tplutodebug=none\n\nconn west-east-cert\n\tauthby=rsasig\n"
+            f"\tleft={L4}\n\tleftid=\"{wc.dn}\"\n\tleftcert=west\n\tleftsubnet={LNET4}\n"
+            f"\tleftsourceip={LIN4}\n\tright={R4}\n\trightid=\"{ec_.dn}\"\n"
+            f"\trightcert=east\n\trightsubnet={RNET4}\n\trightsourceip={RIN4}\n"
+            f"\tike=aes_gcm256-sha2_256-dh19\n\tauto=add\n\n")
+    work = tempfile.mkdtemp(prefix="ppxg-cert.")
+    west = Daemon("pypluto", LEFT, work, "west", conf=conf)
+    east = Daemon("libreswan", RIGHT, work, "east", conf=conf)
+    _cert_nssdb(os.path.join(west.dir, "nss"), wc, "west", ec_, "east", pki)
+    _cert_nssdb(os.path.join(east.dir, "nss"), ec_, "east", wc, "west", pki)
+    west.extra = ["--nssdir", os.path.join(west.dir, "nss")]
+    ip_batch(LEFT, [f"route del {RNET4}"])
+    ip_batch(RIGHT, [f"route del {LNET4}"])
+
+    def east_sas() -> list:  # type: ignore[type-arg]
+        return right.list_sas(own_only=False)
+
+    try:
+        for d in (west, east):
+            d.start()
+        def established() -> tuple[list[str], int]:  # Libreswan's lines, our count
+            return ([ln for ln in east.log().splitlines() if "established IKE SA" in ln],
+                    west.log().count("authenticated peer using digital signature"))
+
+        for role, who in (("initiator", west), ("responder", east)):
+            before, ours_before = established()
+            out = who.whack("--name", "west-east-cert", "--initiate")
+            ok = True
+            try:
+                wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
+                         "certificate SAs")
+            except TimeoutError:
+                ok = False
+            after, ours_after = established()
+            theirs = after[len(before):]  # this role's IKE SA only
+            check(f"libreswan-cert-{role}-child-sa",
+                  ok and ours_after > ours_before and any("CN=west" in ln for ln in theirs),
+                  f"{out.strip()[-160:]}; Libreswan: {theirs[-1][-160:] if theirs else None}")
+            check(f"libreswan-cert-{role}-ping", ok and ping(LEFT, LIN4, RIN4))
+            west.whack("--name", "west-east-cert", "--down")
+            east.whack("--name", "west-east-cert", "--down")
+            try:
+                wait_for(lambda: not left.list_sas(), 30, "certificate SAs gone")
+            except TimeoutError:
+                pass
+        check("libreswan-cert-orderly-shutdown", all([d.stop() for d in (west, east)]))
+    except Exception:
+        for d in (west, east):
+            log(f"--- {d.name} log tail:\n{d.tail()}")
+        raise
+    finally:
+        for d in (west, east):
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait()
+        for ns in (LEFT, RIGHT):
+            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
+            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
+        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
+        ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
         subprocess.run(["rm", "-rf", work])
 
 
@@ -1443,6 +1541,7 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("libreswan", scenario_libreswan, 2),
     ("libreswan_ah", scenario_libreswan_ah, 2),
     ("libreswan_ppk", scenario_libreswan_ppk, 2),
+    ("libreswan_cert", scenario_libreswan_cert, 2),
     ("libreswan52", scenario_libreswan52, 2),
     ("ondemand", scenario_ondemand, 2),
     ("ondemand_shunts", scenario_ondemand_shunts, 2),

@@ -173,6 +173,8 @@ ONDEMAND_TEMPLATE = [
 
 
 LIBRESWAN52 = [c.replace("libreswan-", "libreswan52-") for c in LIBRESWAN]
+LIBRESWAN_CERT = [f"libreswan-cert-{role}-{what}" for role in ("initiator", "responder")
+                  for what in ("child-sa", "ping")] + ["libreswan-cert-orderly-shutdown"]
 
 
 def uml_available() -> bool:
@@ -269,6 +271,17 @@ def test_pypluto_against_libreswan_ppk_and_updown_with_xfrm(guest: GuestRun) -> 
         "Libreswan 4.10 (tools/install-libreswan.sh)",
     )
     guest.assert_checks(LIBRESWAN_PPK, "libreswan_ppk")
+
+
+def test_pypluto_against_libreswan_certificates_with_xfrm(guest: GuestRun) -> None:
+    """Certificates against Libreswan 4.10 with traffic in the ESP kernel (issue 14): RSA-2048
+    through an intermediate CA, NSS dbs in Libreswan's layout, both roles, ping."""
+    require(
+        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
+        "Libreswan 4.10 (tools/install-libreswan.sh)",
+    )
+    require(shutil.which("pk12util") is not None, "pk12util (libnss3-tools)")
+    guest.assert_checks(LIBRESWAN_CERT, "libreswan_cert")
 
 
 def test_xfrm_acquire_against_libreswan_both_ways(guest: GuestRun) -> None:
