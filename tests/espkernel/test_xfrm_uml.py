@@ -155,6 +155,23 @@ ONDEMAND = [
     "ondemand-nothing-left-after-shutdown",
 ]
 
+MOBIKE = [
+    "mobike-move-ping-before",
+    "mobike-move-old-path-broken",
+    "mobike-move-same-spis-new-addresses",
+    "mobike-move-policy-templates",
+    "mobike-move-ping-after",
+    "mobike-move-sequence-numbers-go-on",
+    "mobike-pair-child-sa",
+    "mobike-pair-ping-before",
+    "mobike-pair-update-and-check",
+    "mobike-pair-same-spis",
+    "mobike-pair-sas-on-new-address",
+    "mobike-pair-policy-templates",
+    "mobike-pair-ping-after-move",
+    "mobike-pair-no-new-child-sa",
+]
+
 
 def uml_available() -> bool:
     return (
@@ -262,3 +279,13 @@ def test_xfrm_acquire_against_libreswan_both_ways(guest: GuestRun) -> None:
     require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
     print("\n".join(re.findall(r"ondemand: .*", guest.output)))
     guest.assert_checks(ONDEMAND, "ondemand")
+
+
+def test_mobike_moves_xfrm_sas_and_policies(guest: GuestRun) -> None:
+    """MOBIKE on the XFRM plane (RFC 4555 §3.5, issue 15): ``move_sa`` by hand (same
+    SPIs, the ESN sequence numbers go on), then two ``pluto --use-xfrm`` with mobike=yes:
+    the initiator's address changes, both kernels' SAs and policy templates follow, the
+    same Child SA carries the ping again."""
+    print("\n".join(re.findall(r"mobike: .*", guest.output)))
+    guest.assert_checks(MOBIKE, "mobike_move")
+    guest.assert_checks(MOBIKE, "mobike_pair")
