@@ -1307,20 +1307,76 @@ def scenario_mobike_move(left: XfrmBackend, right: XfrmBackend) -> None:
 
 
 def mobike_conf() -> str:
-    return (
-        "config setup\n\tplutodebug=none\n\n"
-        f"conn west-east\n\tauthby=secret\n\tleft={L4}\n\tleftid=@west.example\n"
-        f"\tleftsubnet={LNET4}\n\tleftsourceip={LIN4}\n\tright={R4}\n"
-        f"\trightid=@east.example\n\trightsubnet={RNET4}\n\trightsourceip={RIN4}\n"
-        "\tike=aes_gcm256-sha2_256-dh19\n\tmobike=yes\n\tauto=add\n\n"
-    )
+    conns = ""
+    for name, extra in (("west-east", ""), ("west-east-natt", "\tencapsulation=yes\n")):
+        conns += (
+            f"conn {name}\n\tauthby=secret\n\tleft={L4}\n\tleftid=@west.example\n"
+            f"\tleftsubnet={LNET4}\n\tleftsourceip={LIN4}\n\tright={R4}\n"
+            f"\trightid=@east.example\n\trightsubnet={RNET4}\n\trightsourceip={RIN4}\n"
+            f"\tike=aes_gcm256-sha2_256-dh19\n\tmobike=yes\n{extra}\tauto=add\n\n"
+        )
+    return "config setup\n\tplutodebug=none\n\n" + conns
+
+
+def _mobike_case(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon,
+                 conn: str, tag: str) -> None:
+    """Up ``conn`` from ``west``, move west's address, check that both kernels followed."""
+    daemons = (west, east)
+    marks = [d.log().count("Child SA(s) moved") for d in daemons]
+    childs = [d.log().count("established Child SA") for d in daemons]
+    out = west.whack("--name", conn, "--initiate")
+    wait_for(lambda: len(left.list_sas()) >= 2 and len(right.list_sas()) >= 2, 30,
+             "SAs in both kernels")  # fmt: skip
+    check(f"{tag}-child-sa", True, out.strip().splitlines()[-1] if out else "")
+    check(f"{tag}-ping-before", ping(LEFT, LIN4, RIN4))
+    spis_l = {sa.spi for sa in left.list_sas()}
+    spis_r = {sa.spi for sa in right.list_sas()}
+    encap_before = {sa.encap for sa in left.list_sas()}
+    t0 = time.monotonic()
+    _move_left_address(True)
+
+    def moved() -> bool:
+        return all(d.log().count("Child SA(s) moved") > m for d, m in zip(daemons, marks, strict=True))
+
+    with contextlib.suppress(TimeoutError):
+        wait_for(moved, 30, "both daemons moved their SAs")
+    took = time.monotonic() - t0
+    check(f"{tag}-update-and-check", moved()
+          and "sending UPDATE_SA_ADDRESSES" in west.log()
+          and "checking return routability" in east.log(),
+          f"after {took:.1f}s")  # fmt: skip
+    lsas = {(str(sa.src), str(sa.dst), sa.spi) for sa in left.list_sas()}
+    rsas = {(str(sa.src), str(sa.dst), sa.spi) for sa in right.list_sas()}
+    check(f"{tag}-same-spis", {s for _, _, s in lsas} == spis_l
+          and {s for _, _, s in rsas} == spis_r and len(lsas) == 2 and lsas == rsas,
+          f"left {sorted(lsas)}, right {sorted(rsas)}")  # fmt: skip
+    addrs = {a for src, dst, _ in lsas for a in (src, dst)}
+    encap = {sa.encap for sa in left.list_sas()} | {sa.encap for sa in right.list_sas()}
+    check(f"{tag}-sas-on-new-address", addrs == {str(L4_MOVED), str(R4)}
+          and encap == encap_before, f"{addrs}, encap {encap}")  # fmt: skip
+    tmpls = {(str(tp.saddr), str(tp.daddr)) for be in (left, right)
+             for pol in be.list_policies() for tp in pol.tmpls}  # fmt: skip
+    check(f"{tag}-policy-templates", tmpls == {(str(L4_MOVED), str(R4)),
+                                               (str(R4), str(L4_MOVED))}, f"{tmpls}")
+    check(f"{tag}-ping-after-move", ping(LEFT, LIN4, RIN4))
+    # (the responder may file the Child SA under the other conn: same IDs and subnets)
+    n_child = [d.log().count("established Child SA") - n for d, n in zip(daemons, childs,
+                                                                          strict=True)]
+    failed = [ln for d in daemons for ln in d.log().splitlines() if "MoveSA failed" in ln]
+    check(f"{tag}-no-new-child-sa", n_child == [1, 1] and not failed,
+          f"established Child SA lines {n_child}; {failed[:2]}")  # fmt: skip
+    log(f"mobike: {conn} moved in {took:.1f}s (address watcher poll included), "
+        f"encapsulation {sorted(map(str, encap))}")
+    west.whack("--name", conn, "--down")
+    wait_for(lambda: not left.list_sas() and not right.list_sas(), 30, "SAs gone after down")
+    _move_left_address(False)
 
 
 def scenario_mobike_pair(left: XfrmBackend, right: XfrmBackend) -> None:
     """Two of our daemons (--use-xfrm), mobike=yes: the initiator's address changes while
     the tunnel is up; it sends UPDATE_SA_ADDRESSES, the responder checks the new address
     (COOKIE2), both move their kernel SAs and policies: same SPIs, no new Child SA, and
-    traffic passes again."""
+    traffic passes again.  Plain ESP, then ESP in UDP (encapsulation=yes)."""
     work = tempfile.mkdtemp(prefix="ppxg-mobike.")
     west = Daemon("pypluto", LEFT, work, "west", conf=mobike_conf())
     east = Daemon("pypluto", RIGHT, work, "east", conf=mobike_conf())
@@ -1330,45 +1386,8 @@ def scenario_mobike_pair(left: XfrmBackend, right: XfrmBackend) -> None:
     try:
         for d in daemons:
             d.start()
-        out = west.whack("--name", "west-east", "--initiate")
-        wait_for(lambda: len(left.list_sas()) >= 2 and len(right.list_sas()) >= 2, 30,
-                 "SAs in both kernels")  # fmt: skip
-        check("mobike-pair-child-sa", True, out.strip().splitlines()[-1] if out else "")
-        check("mobike-pair-ping-before", ping(LEFT, LIN4, RIN4))
-        spis_l = {sa.spi for sa in left.list_sas()}
-        spis_r = {sa.spi for sa in right.list_sas()}
-        t0 = time.monotonic()
-        _move_left_address(True)
-
-        def moved() -> bool:
-            return "Child SA(s) moved" in west.log() and "Child SA(s) moved" in east.log()
-
-        try:
-            wait_for(moved, 30, "both daemons moved their SAs")
-        except TimeoutError:
-            pass
-        took = time.monotonic() - t0
-        check("mobike-pair-update-and-check", moved()
-              and "sending UPDATE_SA_ADDRESSES" in west.log()
-              and "checking return routability" in east.log(),
-              f"after {took:.1f}s")  # fmt: skip
-        lsas = {(str(sa.src), str(sa.dst), sa.spi) for sa in left.list_sas()}
-        rsas = {(str(sa.src), str(sa.dst), sa.spi) for sa in right.list_sas()}
-        check("mobike-pair-same-spis", {s for _, _, s in lsas} == spis_l
-              and {s for _, _, s in rsas} == spis_r and len(lsas) == 2 and lsas == rsas,
-              f"left {sorted(lsas)}, right {sorted(rsas)}")  # fmt: skip
-        addrs = {a for src, dst, _ in lsas for a in (src, dst)}
-        check("mobike-pair-sas-on-new-address", addrs == {str(L4_MOVED), str(R4)}, f"{addrs}")
-        tmpls = {(str(tp.saddr), str(tp.daddr)) for be in (left, right)
-                 for pol in be.list_policies() for tp in pol.tmpls}  # fmt: skip
-        check("mobike-pair-policy-templates", tmpls == {(str(L4_MOVED), str(R4)),
-                                                        (str(R4), str(L4_MOVED))}, f"{tmpls}")
-        check("mobike-pair-ping-after-move", ping(LEFT, LIN4, RIN4))
-        n_child = [d.log().count("established Child SA") for d in daemons]
-        failed = [ln for d in daemons for ln in d.log().splitlines() if "MoveSA failed" in ln]
-        check("mobike-pair-no-new-child-sa", n_child == [1, 1] and not failed,
-              f"established Child SA lines {n_child}; {failed[:2]}")  # fmt: skip
-        log(f"mobike: moved in {took:.1f}s (address watcher poll included)")
+        _mobike_case(left, right, west, east, "west-east", "mobike-pair")
+        _mobike_case(left, right, west, east, "west-east-natt", "mobike-natt")
     except Exception:
         for d in daemons:
             log(f"--- {d.name} log tail:\n{d.tail(40)}")
@@ -1389,7 +1408,6 @@ def scenario_mobike_pair(left: XfrmBackend, right: XfrmBackend) -> None:
         ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
         ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
         subprocess.run(["rm", "-rf", work])
-
 
 SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("gcm_esn", scenario_gcm_esn, 2),

@@ -170,7 +170,9 @@ MOBIKE = [
     "mobike-pair-policy-templates",
     "mobike-pair-ping-after-move",
     "mobike-pair-no-new-child-sa",
-]
+] + [f"mobike-natt-{c}" for c in ("child-sa", "ping-before", "update-and-check", "same-spis",
+                                  "sas-on-new-address", "policy-templates", "ping-after-move",
+                                  "no-new-child-sa")]
 
 
 def uml_available() -> bool:

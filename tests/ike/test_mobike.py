@@ -238,3 +238,24 @@ def test_failed_check_takes_a_child_sa_made_meanwhile_back() -> None:
         assert (c.remote_addr, c.encap) == (before.addr, (ei.local.port, before.port))
     outs = [sa for sa in sas.values() if sa.direction == "out"]
     assert outs and all(sa.encap_dport == before.port for sa in outs)
+
+
+def test_encapsulation_yes_keeps_esp_in_udp_after_the_move() -> None:
+    """No NAT, but the client has encapsulation=yes: its NAT_DETECTION in the update is
+    made not to match (as in IKE_SA_INIT), so the gateway keeps ESP in UDP (found in the
+    ESP kernel: the gateway went back to plain ESP, the client kept UDP)."""
+    net = Net(nat=False, west_kw={"mobike": True, "encapsulation": "yes"},
+              east_kw={"mobike": True, "left": "%any"})
+    net.up()
+    ei = _ike(net.east)
+    (c,) = ei.children
+    assert c.encap is not None
+    net.apply(net.west, net.west.engine.local_address_changed(WEST, NEW_WEST, net.now))
+    net.run()
+    (c,) = ei.children
+    assert ei.remote.addr == NEW_WEST and c.remote_addr == NEW_WEST
+    assert ei.nat_remote and c.encap == (ei.local.port, ei.remote.port)
+    (wc,) = _ike(net.west).children
+    assert wc.encap == (c.encap[1], c.encap[0])
+    sas, errors = _data_plane(net.east)
+    assert errors == [] and all(sa.encap_dport is not None for sa in sas.values())

@@ -47,8 +47,12 @@ def negotiated(ike: IKESA, payloads: Sequence[Payload]) -> None:
 
 
 def _natd(ike: IKESA, local: Endpoint, remote: Endpoint) -> list[Payload]:
+    """NAT_DETECTION_*_IP for the addresses in use now (§3.5).  With
+    ``encapsulation=yes`` the source hash is made not to match, as in IKE_SA_INIT, so
+    that the peer keeps ESP in UDP after the move (it would drop it on seeing no NAT)."""
+    port = 0 if ike.conn.encapsulation == "yes" else local.port
     return [codec.notify(N.NAT_DETECTION_SOURCE_IP,
-                         codec.natd_hash(ike.spi_i, ike.spi_r, local.addr, local.port)),
+                         codec.natd_hash(ike.spi_i, ike.spi_r, local.addr, port)),
             codec.notify(N.NAT_DETECTION_DESTINATION_IP,
                          codec.natd_hash(ike.spi_i, ike.spi_r, remote.addr, remote.port))]
 
