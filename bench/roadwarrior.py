@@ -1,41 +1,60 @@
 """Road warriors (issue 15): ``N`` clients from ``ipsec loadtest --modecfg`` on one
-address pool of a pypluto gateway.
+address pool of a pypluto gateway, and the same ``N`` clients from the same generator
+on one pool of a strongSwan 5.9.8 gateway, in the same run.
 
-One lab: the gateway (pypluto, ``--use-none``: the figures are about IKE and the
-Configuration Payload, RFC 7296 §3.15) in the east namespace, pinned to CPU 1,
-with ``right=%any``, ``rightid=%any`` and ``rightaddresspool=`` an IPv6 range
+One lab per gateway: the gateway in the east namespace, pinned to CPU 1, the load
+tester (pypluto's ``ipsec loadtest``, the same for both) in the west namespace on
+CPU 0, one ID per client (``--local-id @rw-{n}.example``), each asking for an
+address with its Child SA (RFC 7296 §3.15); the pool is an IPv6 range
 (2001:db8:1::/116, 4094 addresses: the IPv4 test ranges are too small for 1,000
-clients); the load tester in the west namespace on CPU 0, one ID per client
-(``--local-id @rw-{n}.example``), each asking for an address with its Child SA.
+clients).
+
+- pypluto: ``right=%any``, ``rightid=%any``, ``rightaddresspool=``, ``--use-none``
+  (the figures are about IKE and the Configuration Payload), ``ddos-mode=unlimited``
+  (no COOKIEs, as ``bench/ike_setup.py``'s responders);
+- strongSwan 5.9.8: charon with ``pools`` (the same range), remote ``id = %any``,
+  DoS thresholds raised as in ``bench/ike_setup.py``; it installs each Child SA in
+  kernel-libipsec (in user space: charon fails a Child SA it cannot install, and
+  this host's kernel has no XFRM ESP), which pypluto's ``--use-none`` does not do,
+  so its memory and rate include a data plane that pypluto's do not.
 
 Measured: the setup rate (IKE SA + Child SA + CP), the gateway's RSS growth per
-client, that every lease is unique (the client side's addresses and the
-gateway's ``whack --status --json`` leases), and that all are freed after the
-clients delete their IKE SAs (``--down``).
+client, that every lease is unique (the client side's addresses and the gateway's
+own list: pypluto's ``whack --status --json`` leases, strongSwan's ``swanctl
+--list-pools --leases``), and that none is in use after the clients delete their
+IKE SAs (``--down``).
 
-Run alone: ``.venv/bin/python -m bench.roadwarrior [N] [C]``.
+Run alone: ``.venv/bin/python -m bench.roadwarrior [N] [C]`` (or ``BENCH_RW_N``,
+``BENCH_C``).
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import re
 import sys
 import time
 from typing import Any
 
 from bench.ike_setup import (
+    _CHARON_CONF,
+    CHARON,
     EAST_OUTER,
     GEN_CPU,
     LS_PROPOSAL,
     PSK,
     RESP_CPU,
     RESP_ID,
+    SS_PROPOSAL,
+    UNLIMITED,
     WEST_OUTER,
     Lab,
     Pypluto,  # tests/interop/peers.py's driver (path set there)
+    _load_swanctl,
     _try,
     env_int,
+    have_strongswan,
     pin,
     proc_cpu,
     proc_rss_kib,
@@ -45,11 +64,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 PY = REPO / ".venv" / "bin" / "python"
 POOL = "2001:db8:1::/116"
 SUBNET = "2001:db8:2::/64"
+SUBNET_ADDR = "2001:db8:2::1/128"  # the strongSwan gateway's address inside SUBNET
 
 GATEWAY = f"""\
 config setup
 \tuniqueids=yes
-
+{UNLIMITED}
 conn rw
 \tauthby=secret
 \tleft={EAST_OUTER}
@@ -75,34 +95,136 @@ def loadtest_argv(psk_file: pathlib.Path, n: int, c: int, *, down: bool) -> list
         (["--down"] if down else [])
 
 
-def _status(gw: Pypluto) -> dict[str, Any]:
-    r = gw.whack("--status", "--json")
-    return dict(json.loads(r.stdout))
+SS_GATEWAY = f"""\
+connections {{
+    rw {{
+        version = 2
+        local_addrs = {EAST_OUTER}
+        pools = rwpool
+        proposals = {SS_PROPOSAL}
+        mobike = no
+        unique = no
+        rekey_time = 0
+        local {{
+            auth = psk
+            id = {RESP_ID}
+        }}
+        remote {{
+            auth = psk
+            id = %any
+        }}
+        children {{
+            net {{
+                local_ts = {SUBNET}
+                esp_proposals = aes256gcm16
+                rekey_time = 0
+            }}
+        }}
+    }}
+}}
+pools {{
+    rwpool {{
+        addrs = {POOL}
+    }}
+}}
+secrets {{
+    ike-rw {{
+        secret = "{PSK}"
+    }}
+}}
+"""
 
 
-def one(n: int, c: int) -> dict[str, Any]:
+class _PyplutoGateway:
+    """pypluto as the gateway: leases from ``whack --status --json``."""
+
+    kind = "pypluto"
+
+    def __init__(self, lab: Lab) -> None:
+        self.gw = Pypluto(lab, lab.east, "gw-pypluto", "--use-none")
+        self.gw.start(GATEWAY, f': PSK "{PSK}"\n')
+        assert self.gw.proc is not None
+        self.pid = self.gw.proc.pid
+
+    def _status(self) -> dict[str, Any]:
+        r = self.gw.whack("--status", "--json", timeout=300)
+        return dict(json.loads(r.stdout))
+
+    def leases(self) -> list[str]:
+        """The addresses in use (online)."""
+        return [le["address"] for le in self._status().get("leases", [])]
+
+    def in_use_and_lingering(self) -> tuple[int, int]:
+        pools = self._status().get("pools", [])
+        return sum(pl["in_use"] for pl in pools), sum(pl["lingering"] for pl in pools)
+
+
+class _StrongSwanGateway:
+    """strongSwan 5.9.8's charon with ``pools``: leases from ``swanctl --list-pools``."""
+
+    kind = "strongswan"
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.dir = lab.workdir / "gw-strongswan"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.vici = self.dir / "charon.vici"
+        self.conf = self.dir / "strongswan.conf"
+        # kernel-libipsec routes the clients' addresses through its TUN with a source
+        # address of ours inside local_ts; without one it fails every Child SA
+        lab.run(lab.east, ["ip", "addr", "add", SUBNET_ADDR, "dev", "lo"])
+        self.conf.write_text(_CHARON_CONF.format(ipsec_plugin="kernel-libipsec",
+                                                 log=self.dir / "charon.log", vici=self.vici,
+                                                 level=0))
+        sp = lab.spawn(lab.east, [CHARON], self.dir / "stdout.log",
+                       {"STRONGSWAN_CONF": str(self.conf)}, name="gw-strongswan")
+        lab.wait_for(self.vici.exists, 30, "the strongSwan gateway's vici socket")
+        _load_swanctl(lab, self.dir, self.conf, SS_GATEWAY)
+        self.pid = sp.pid
+
+    def _pools(self) -> str:
+        r = self.lab.run(None, ["swanctl", "--list-pools", "--leases", "--uri",
+                                f"unix://{self.vici}"],
+                         env={"STRONGSWAN_CONF": str(self.conf)}, check=False, timeout=300)
+        return r.stdout
+
+    def leases(self) -> list[str]:
+        """The addresses in use: lease lines ``ADDRESS online 'ID'``."""
+        return re.findall(r"^\s+(\S+)\s+online\s", self._pools(), re.M)
+
+    def in_use_and_lingering(self) -> tuple[int, int]:
+        """(online, offline) from the pool line ``rwpool BASE ONLINE / OFFLINE / SIZE``;
+        strongSwan keeps a left client's address as an offline lease for its ID, as
+        pypluto keeps it lingering."""
+        m = re.search(r"^rwpool\s+\S+\s+(\d+)\s*/\s*(\d+)\s*/\s*(\d+)", self._pools(),
+                      re.M)
+        if m is None:
+            raise RuntimeError(f"swanctl --list-pools: {self._pools()[-300:]}")
+        return int(m.group(1)), int(m.group(2))
+
+
+def one(n: int, c: int, kind: str = "pypluto") -> dict[str, Any]:
     with Lab(prefix="rw") as lab:
-        gw = Pypluto(lab, lab.east, "gw-pypluto", "--use-none")
-        gw.start(GATEWAY, f': PSK "{PSK}"\n')
-        assert gw.proc is not None
-        pin(gw.proc.pid, RESP_CPU)
+        gw = _StrongSwanGateway(lab) if kind == "strongswan" else _PyplutoGateway(lab)
+        pin(gw.pid, RESP_CPU)
         psk = lab.workdir / "loadtest.psk"
         psk.write_text(PSK + "\n")
         psk.chmod(0o600)
         # warm-up (imports, caches): 20 clients that leave again
         lab.run(lab.west, loadtest_argv(psk, 20, 4, down=True), check=False, timeout=120)
+        lab.wait_for(lambda: not gw.leases(), 60, "the warm-up clients gone")
         time.sleep(0.5)
-        rss0, cpu0 = proc_rss_kib(gw.proc.pid), proc_cpu(gw.proc.pid)
+        rss0, cpu0 = proc_rss_kib(gw.pid), proc_cpu(gw.pid)
         log = lab.workdir / "loadtest.json"
         hold = 30.0
         sp = lab.spawn(lab.west, loadtest_argv(psk, n, c, down=True) + ["--hold", str(hold)],
                        log, name="loadtest")
         sp.expect_alive = False
         # connected: every client holds an address
-        lab.wait_for(lambda: len(_status(gw).get("leases", [])) >= n or not sp.alive(),
+        lab.wait_for(lambda: len(gw.leases()) >= n or not sp.alive(),
                      max(300, n / 2), "every client connected")
-        rss1, cpu1 = proc_rss_kib(gw.proc.pid), proc_cpu(gw.proc.pid)
-        leases = [le["address"] for le in _status(gw).get("leases", [])]
+        rss1, cpu1 = proc_rss_kib(gw.pid), proc_cpu(gw.pid)
+        leases = gw.leases()
         sp.proc.wait(max(300, n / 2) + hold)
         try:
             res = json.loads(log.read_text().strip().splitlines()[-1])
@@ -110,7 +232,8 @@ def one(n: int, c: int) -> dict[str, Any]:
             raise RuntimeError(f"loadtest: {log.read_text()[-500:]}") from None
         est = max(res["established"], 1)
         out = {
-            "clients": n, "concurrency": c, "established": res["established"],
+            "gateway": kind, "clients": n, "concurrency": c,
+            "established": res["established"],
             "rate": res["rate"], "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"],
             "client_addresses": res["addresses"],
             "client_unique_addresses": res["unique_addresses"],
@@ -118,39 +241,54 @@ def one(n: int, c: int) -> dict[str, Any]:
             "gateway_rss_kib_per_client": (rss1 - rss0) / est,
             "gateway_cpu_ms_per_client": (cpu1 - cpu0) * 1000 / est,
         }
-        # the clients left (--down): every lease is freed
-        lab.wait_for(lambda: not _status(gw).get("leases"), 60, "every lease freed")
-        pools = _status(gw).get("pools", [])
-        out["leases_after_down"] = sum(pl["in_use"] for pl in pools)
-        out["lingering_after_down"] = sum(pl["lingering"] for pl in pools)
+        # the clients left (--down): no lease is in use any more
+        lab.wait_for(lambda: not gw.leases(), 60, "every lease freed")
+        out["leases_after_down"], out["lingering_after_down"] = gw.in_use_and_lingering()
         return out
 
 
 def run(n: int | None = None, c: int | None = None) -> dict[str, Any]:
     n = n or env_int("BENCH_RW_N", 1000)
     c = c or env_int("BENCH_C", 32)
-    res = _try("road warriors on a pypluto gateway", one, n, c)
-    e = res.get("error", "")
+    res: dict[str, dict[str, Any]] = {
+        "pypluto": _try("road warriors on a pypluto gateway", one, n, c, "pypluto")}
+    if have_strongswan():
+        res["strongswan"] = _try("road warriors on a strongSwan gateway", one, n, c,
+                                 "strongswan")
+    else:
+        res["strongswan"] = {"error": "strongSwan 5.9.8 (charon-systemd, swanctl) not found"}
 
-    def v(key: str) -> Any:
-        x = res.get(key)
+    def v(kind: str, key: str) -> Any:
+        x = res[kind].get(key)
         return round(x, 2) if isinstance(x, float) else x
 
+    def both(key: str) -> dict[str, Any]:
+        return {"pypluto": v("pypluto", key), "strongswan": v("strongswan", key)}
+
+    def pair(kind: str) -> str | None:
+        if "error" in res[kind]:
+            return None
+        return f"{v(kind, 'gateway_unique_leases')} / {v(kind, 'client_unique_addresses')}"
+
+    errs = "; ".join(f"{k} error: {r['error']}" for k, r in res.items() if "error" in r)
     note = (f"ipsec loadtest --modecfg, N={n} C={c}, one ID each, IPv6 pool {POOL}; "
-            "gateway --use-none on CPU 1; strongSwan as the gateway: not run (see issue 15)"
-            + (f"; error: {e}" if e else ""))
+            "gateway on CPU 1; pypluto --use-none, strongSwan 5.9.8 with kernel-libipsec "
+            "(installs every Child SA in user space)" + (f"; {errs}" if errs else ""))
     rows = [
-        {"metric": "road warriors: setup rate (IKE+Child SA+CP)", "pypluto": v("rate"),
-         "strongswan": None, "libreswan": None, "unit": "clients/s", "note": note},
+        {"metric": "road warriors: setup rate (IKE+Child SA+CP)", **both("rate"),
+         "libreswan": None, "unit": "clients/s", "note": note},
         {"metric": "road warriors: gateway memory per client",
-         "pypluto": v("gateway_rss_kib_per_client"), "strongswan": None, "libreswan": None,
-         "unit": "KiB", "note": ""},
+         **both("gateway_rss_kib_per_client"), "libreswan": None, "unit": "KiB",
+         "note": "RSS growth of the gateway process while N clients are up"},
+        {"metric": "road warriors: gateway CPU per client",
+         **both("gateway_cpu_ms_per_client"), "libreswan": None, "unit": "ms", "note": ""},
         {"metric": "road warriors: unique leases (gateway / clients)",
-         "pypluto": f"{v('gateway_unique_leases')} / {v('client_unique_addresses')}",
-         "strongswan": None, "libreswan": None, "unit": f"of {n}", "note": ""},
+         "pypluto": pair("pypluto"), "strongswan": pair("strongswan"),
+         "libreswan": None, "unit": f"of {n}", "note": ""},
         {"metric": "road warriors: leases in use after they disconnect",
-         "pypluto": v("leases_after_down"), "strongswan": None, "libreswan": None,
-         "unit": "addresses", "note": ""},
+         **both("leases_after_down"), "libreswan": None, "unit": "addresses",
+         "note": "pypluto keeps each address lingering for its ID, strongSwan as an "
+                 "offline lease"},
     ]
     return {"name": "roadwarrior", "command": "python -m bench.roadwarrior",
             "results": res, "rows": rows}

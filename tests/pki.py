@@ -93,7 +93,8 @@ def make_ee(cn: str, issuer: Issued, key: str = "p256", *, san: str | None = Non
             not_before: datetime.datetime = NOW - DAY,
             not_after: datetime.datetime = NOW + 90 * DAY,
             eku: list[x509.ObjectIdentifier] | None = None,
-            digital_signature: bool = True) -> Issued:
+            digital_signature: bool = True,
+            extensions: list[x509.ExtensionType] | None = None) -> Issued:
     k = new_key(key)
     b = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(issuer.cert.subject)
          .public_key(k.public_key()).serial_number(x509.random_serial_number())
@@ -108,6 +109,8 @@ def make_ee(cn: str, issuer: Issued, key: str = "p256", *, san: str | None = Non
         b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False)
     if eku is not None:
         b = b.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    for ext in extensions or []:  # e.g. CRL distribution points, OCSP AIA (revocation)
+        b = b.add_extension(ext, critical=False)
     cert = b.sign(issuer.key, _sign_hash(issuer.key))  # type: ignore[arg-type]
     chain = [issuer.cert] + issuer.chain if issuer.cert.issuer != issuer.cert.subject else []
     return Issued(cn, k, cert, chain)

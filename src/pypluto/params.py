@@ -92,6 +92,8 @@ class SAParams:
     hard_seconds: float | None = None
     conn_name: str = ""  # for logs only
     serial: int = 0  # the Child SA's serial number (#N), for logs only
+    # mark=/mark-in=/mark-out= (XFRMA_MARK): (value, mask) of this direction, or None
+    mark: tuple[int, int] | None = None
 
     @property
     def encapsulated(self) -> bool:
@@ -116,6 +118,9 @@ class PolicyParams:
     # "ipsec": use the SA (the template); a shunt (type=passthrough|drop|reject conns):
     # "pass" bypasses IPsec, "drop" discards, "reject" discards with ICMP unreachable
     action: Literal["ipsec", "pass", "drop", "reject"] = "ipsec"
+    # mark=/mark-in=/mark-out= (XFRMA_MARK): (value, mask); "out" policies carry the
+    # outbound mark, "in"/"fwd" the inbound one; None = no mark
+    mark: tuple[int, int] | None = None
 
 
 @dataclass

@@ -20,7 +20,8 @@ def test_status_family(daemon):
     assert r.returncode == 0
     lines = r.stdout.splitlines()
     assert lines[0] == "using kernel interface: none"
-    assert "interface lo 127.0.0.1:500" in lines and "interface lo 127.0.0.1:4500" in lines
+    assert "interface lo 127.0.0.1:UDP/500" in lines and \
+        "interface lo 127.0.0.1:UDP/4500 (NAT)" in lines
     assert '"c-add": 127.0.0.1[@west]...192.0.2.77[@east]; unrouted; my_ip=unset; ' \
            "their_ip=unset;" in lines
     assert "Total IPsec connections: loaded 3, active 0" in lines
@@ -87,7 +88,7 @@ def test_listen_unlisten_initiate_deaf(daemon):
     assert r.returncode == 0
     assert "adding UDP interface lo 127.0.0.1:500" in r.stdout
     assert "listening for IKE messages" in r.stdout and "loading secrets from" in r.stdout
-    assert "interface lo 127.0.0.1:500" in daemon.whack("--status").stdout
+    assert "interface lo 127.0.0.1:UDP/500" in daemon.whack("--status").stdout
 
 
 def test_secrets_commands(daemon):

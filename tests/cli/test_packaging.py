@@ -65,7 +65,7 @@ def test_man_pages_list_every_parser_option(tmp_path) -> None:
             for opt in act.option_strings:
                 assert "\\fB" + opt.replace("-", "\\-") + "\\fR" in text, (page, opt)
     ipsec = (tmp_path / "ipsec.8").read_text()
-    assert "rereadall | rereadcerts" in ipsec and "\\fBfetchcrls\\fR" in ipsec
+    assert "rereadall | rereadcerts" in ipsec and "fetchcrls | crls" in ipsec
     if shutil.which("groff"):
         for page in ("pluto.8", "whack.8", "ipsec.8"):
             g = run("groff", "-man", "-Tutf8", "-ww", "-z", str(tmp_path / page))

@@ -14,6 +14,7 @@ from pypluto.daemon.logger import PlutoLogger
 from pypluto.daemon.options import PlutoOptions
 from pypluto.daemon.server import Daemon
 from pypluto.ike.actions import Compute, DelSA, Endpoint, Log, SendPacket
+from pypluto.ike.stats import EngineStats
 from pypluto.ike.status import EngineStatus
 from pypluto.kernel.base import SAExpire
 
@@ -30,6 +31,7 @@ class ScriptedEngine:
         self.settings = settings
         self.secrets = secrets
         self.local_addrs: set[Any] = set(local_addrs)
+        self.stats = EngineStats()
         self.raise_on_initiate: BaseException | None = None
         self.resumed: list[tuple[int, object]] = []
         self.expired: list[SAExpire] = []
@@ -123,6 +125,7 @@ class OffloadingEngine:
     def __init__(self, settings: Any, secrets: Any, *, local_addrs: Any = ()) -> None:
         self.settings = settings
         self.local_addrs: set[Any] = set(local_addrs)
+        self.stats = EngineStats()
         self.resumed: list[tuple[int, object, str]] = []
         self.received: list[bytes] = []
         self.peer: Endpoint | None = None

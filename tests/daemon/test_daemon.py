@@ -247,7 +247,7 @@ def test_listen_address_only_and_leak_detective(make_pluto, netns):
     p.wait_ready()
     r = p.whack("--status")
     ifaces = [ln for ln in r.stdout.splitlines() if ln.startswith("interface ")]
-    assert ifaces == ["interface lo 192.0.2.10:500", "interface lo 192.0.2.10:4500"]
+    assert ifaces == ["interface lo 192.0.2.10:UDP/4500 (NAT)", "interface lo 192.0.2.10:UDP/500"]
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     text = log.read_text()
@@ -270,8 +270,9 @@ def test_unoriented_conn_oriented_by_listen(make_pluto, netns, tmp_path):
     netns.run("ip", "addr", "add", "192.0.2.51/32", "dev", "lo")
     assert p.whack("--listen").returncode == 0
     st = p.whack("--status").stdout
-    assert "unoriented" not in st and '"far": 192.0.2.51...192.0.2.50;' in st
-    assert "interface lo 192.0.2.51:500" in st
+    conn_lines = st.split("Connection list:", 1)[1]  # (the header shows the config path)
+    assert "unoriented" not in conn_lines and '"far": 192.0.2.51...192.0.2.50;' in st
+    assert "interface lo 192.0.2.51:UDP/500" in st
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
 

@@ -64,7 +64,8 @@ def test_help_version_debug_help():
                        text=True, timeout=60)
     text = " ".join(r.stdout.split())
     assert "--crl-strict a peer certificate needs a current CRL from its issuer" in text
-    assert "--crlcheckinterval secs refused (0 accepted): CRLs are not fetched yet" in text
+    assert "--crlcheckinterval secs fetch CRLs from distribution points, refresh them every " \
+        "secs (0, the default: no fetching)" in text
     assert "--nssdir d the NSS database of certificates, CAs and keys" in text
 
 
@@ -115,7 +116,6 @@ def test_every_man_page_option_works_or_is_refused():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--crlcheckinterval", "5m"], "--crlcheckinterval 5m is not supported by pypluto (CRLs"),
     (["--ipsecdir", "/tmp/ipsec.d"], "--ipsecdir /tmp/ipsec.d is not supported by pypluto"),
     (["--secctx-attr-type", "32002"], "--secctx-attr-type 32002 is not supported by pypluto "
                                       "(labeled IPsec"),
@@ -138,18 +138,20 @@ def test_default_values_of_refused_options_are_accepted():
     assert o.nssdir == "/var/lib/ipsec/nss" and o.crlcheckinterval == 0.0  # type: ignore[union-attr]
     kind, o = parse_args(["--nssdir", "/tmp/nss/", "--crl-strict"])  # issue 14: both work
     assert o.nssdir == "/tmp/nss" and o.crl_strict  # type: ignore[union-attr]
+    kind, o = parse_args(["--crlcheckinterval", "5m"])  # issue 14: CRLs are fetched
+    assert o.crlcheckinterval == 300.0  # type: ignore[union-attr]
 
 
 def test_config_setup_key_pypluto_refuses_stops_pluto(tmp_path):
     """A config setup key pypluto does not support: pluto does not start, and says
     file:line and why (issue 12)."""
     conf = tmp_path / "ipsec.conf"
-    conf.write_text("config setup\n\tuniqueids=yes\n\tocsp-enable=yes\n")
+    conf.write_text("config setup\n\tuniqueids=yes\n\tcurl-iface=eth0\n")
     r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--config", str(conf)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert f"pluto: {conf}:3: ocsp-enable=yes is not supported by pypluto (OCSP needs " \
-        "certificates" in r.stderr
+    assert f"pluto: {conf}:3: curl-iface is not supported by pypluto (binding the CRL/OCSP " \
+        "fetches" in r.stderr
 
 
 def test_config_setup_keys_reach_the_options(tmp_path):

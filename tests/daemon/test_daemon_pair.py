@@ -152,7 +152,7 @@ def test_userspace_plane_ping(pair):
     assert west.whack("--unlisten").returncode == 0
     assert "interface " not in west.whack("--status").stdout
     assert west.whack("--listen").returncode == 0
-    assert "192.0.2.1:4500" in west.whack("--status").stdout
+    assert "192.0.2.1:UDP/4500 (NAT)" in west.whack("--status").stdout
     ping = w_ns.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", "198.51.100.1",
                     "203.0.113.1", check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr + west.log() + east.log()

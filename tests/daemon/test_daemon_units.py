@@ -97,7 +97,7 @@ def test_options_merge_config_and_cli(tmp_path):
     assert o.coredir == str(tmp_path)  # follows --rundir unless dumpdir= / --coredir
     assert o.ctlsocket == f"{tmp_path}/pluto.ctl"
     kind, o = parse_args(["--use-userspace", "--crlcheckinterval", "0"])
-    assert o.backend == "userspace" and o.crlcheckinterval == 0.0  # other values: refused
+    assert o.backend == "userspace" and o.crlcheckinterval == 0.0  # 0: no CRL fetching
     with pytest.raises(OptionError, match="--ikeport and --natikeport must differ"):
         parse_args(["--ikeport", "4500"])
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from testsupport import REPO, is_root, require
+from testsupport import REPO, is_root, require, shared_path
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
 
@@ -175,6 +175,9 @@ MOBIKE = [
                                   "no-new-child-sa")]
 
 
+LIBRESWAN52 = [c.replace("libreswan-", "libreswan52-") for c in LIBRESWAN]
+
+
 def uml_available() -> bool:
     return (
         os.path.exists("/usr/bin/linux.uml")
@@ -206,7 +209,7 @@ def guest() -> GuestRun:
     require(uml_available(), "user-mode-linux and kmod (apt-get install user-mode-linux kmod)")
     started = time.monotonic()
     res = subprocess.run(
-        [str(RUNNER), sys.executable, str(GUEST)],
+        [str(RUNNER), sys.executable, str(GUEST), "-libreswan52"],  # its own boot below
         capture_output=True,
         text=True,
         timeout=480,
@@ -283,11 +286,40 @@ def test_xfrm_acquire_against_libreswan_both_ways(guest: GuestRun) -> None:
     guest.assert_checks(ONDEMAND, "ondemand")
 
 
+@pytest.fixture(scope="module")
+def guest52() -> GuestRun:
+    """Libreswan 5.2 from the Debian 13 chroot, in a boot of its own (about 60 s)."""
+    require(is_root(), "root (the UML guest runs as root on the host's files)")
+    require(uml_available(), "user-mode-linux and kmod (apt-get install user-mode-linux kmod)")
+    run_sh = shared_path("interop", "trixie", "libreswan", "run.sh")
+    chroot = os.environ.get("TRIXIE_LS_ROOT",
+                            os.path.join(os.environ.get("TRIXIE_ROOT", "/opt"), "trixie-ls"))
+    require(os.access(os.path.join(chroot, "usr/libexec/ipsec/pluto"), os.X_OK),
+            f"Libreswan 5.2 in {chroot} (../shared/interop/trixie/install.sh)")
+    started = time.monotonic()
+    res = subprocess.run(
+        [str(RUNNER), sys.executable, str(GUEST), "libreswan52"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={**os.environ, "PPESPK_TIMEOUT": "280", "PPESPK_LS52_RUN": str(run_sh)},
+    )
+    return GuestRun(res.returncode, res.stdout + res.stderr, time.monotonic() - started)
+
+
+def test_pypluto_against_libreswan52_with_xfrm(guest52: GuestRun) -> None:
+    """Ours (--use-xfrm) against Libreswan 5.2 with traffic in the ESP kernel (issue 19):
+    both roles, GCM, CBC+HMAC-SHA2-256-128, ESP in UDP, transport, IPv6 ChaCha20."""
+    print(f"UML run took {guest52.seconds:.1f}s")
+    guest52.assert_checks(LIBRESWAN52, "libreswan52")
+
+
 def test_mobike_moves_xfrm_sas_and_policies(guest: GuestRun) -> None:
     """MOBIKE on the XFRM plane (RFC 4555 §3.5, issue 15): ``move_sa`` by hand (same
     SPIs, the ESN sequence numbers go on), then two ``pluto --use-xfrm`` with mobike=yes:
     the initiator's address changes, both kernels' SAs and policy templates follow, the
-    same Child SA carries the ping again."""
+    same Child SA carries the ping again; plain ESP and ESP in UDP."""
     print("\n".join(re.findall(r"mobike: .*", guest.output)))
     guest.assert_checks(MOBIKE, "mobike_move")
     guest.assert_checks(MOBIKE, "mobike_pair")

@@ -61,8 +61,13 @@ Usage: ipsec <command> [arguments]
   route NAME                   install the trap policies (traffic brings it up)
   unroute NAME                 remove the trap policies
   ondemand NAME                add (from the config file) and route
-Not supported by pypluto (exit 33): fetchcrls, crls, listcrls, listpubkeys, listall,
-  purgeocsp, checkpubkeys, shuntstatus, briefconnectionstatus, fipsstatus, redirect,
+  fetchcrls | crls             fetch the CRLs of the distribution points seen now
+  listcrls [--json]            the CRLs: NSS db, <ipsecdir>/crls and fetched
+  purgeocsp                    empty the OCSP cache
+  redirect NAME|--peer-ip A --redirect-to GW [--dry-run]
+                               RFC 5685: send established clients to gateway GW
+Not supported by pypluto (exit 33): listpubkeys, listall, checkpubkeys, shuntstatus,
+  briefconnectionstatus, fipsstatus,
   modutil, vfychain, checknflog, stopnflog, reload
 Common options (before the arguments): --rundir <dir>, --ctlsocket <file>,
   --config <file>
@@ -87,8 +92,6 @@ ON_DEMAND = ("route", "unroute", "ondemand")
 
 # Libreswan 5.2 commands pypluto cannot do: the reason printed with the error.
 UNSUPPORTED: dict[str, str] = {
-    **{c: "CRLs are not fetched and OCSP is not implemented"
-       for c in ("fetchcrls", "crls", "listcrls", "purgeocsp")},
     **{c: "use NSS's own tool on the database" for c in ("modutil", "vfychain")},
     "listpubkeys": "raw public keys are listed by 'ipsec status' only",
     "checkpubkeys": "raw public keys are listed by 'ipsec status' only",
@@ -97,7 +100,6 @@ UNSUPPORTED: dict[str, str] = {
     "briefconnectionstatus": "use 'ipsec connectionstatus'",
     "fipsstatus": "pypluto has no FIPS mode",
     "fips": "pypluto has no FIPS mode",
-    "redirect": "IKEv2 redirect (RFC 5685) is not implemented",
     "checknflog": "NFLOG groups are not implemented",
     "stopnflog": "NFLOG groups are not implemented",
     "reload": "Libreswan 5.2 has no 'ipsec reload'; use 'ipsec rereadall' for the secrets "
@@ -221,6 +223,58 @@ def cmd_add(opts: dict[str, str], names: list[str], verb: str = "add") -> int:
     return reply.rc
 
 
+def cmd_redirect(w: list[str], rest: list[str]) -> int:
+    """Libreswan 5.2's ``ipsec redirect [NAME] --redirect-to ADDR [--peer-ip ADDR]
+    [--dry-run]`` (ipsec-redirect(8)): ``whack --redirect-to``, which sends RFC 5685
+    REDIRECT to the established clients of NAME (or at ``--peer-ip``)."""
+    names: list[str] = []
+    opts: dict[str, str] = {}
+    dry = False
+    i = 0
+    while i < len(rest):
+        a = rest[i]
+        key = a[2:].split("=", 1)[0] if a.startswith("--") else ""
+        if key in ("redirect-to", "to", "peer-ip"):
+            if "=" in a:
+                opts[key] = a.split("=", 1)[1]
+            elif i + 1 < len(rest):
+                opts[key] = rest[i + 1]
+                i += 1
+            else:
+                print(f"ipsec redirect: {a} needs a value", file=sys.stderr)
+                return RC_WHACK_PROBLEM
+        elif key == "dry-run":
+            dry = True
+        elif key:
+            print(f"ipsec redirect: unknown option {a}", file=sys.stderr)
+            return RC_WHACK_PROBLEM
+        else:
+            names.append(a)
+        i += 1
+    to = opts.get("redirect-to") or opts.get("to")
+    if not to:
+        print("ipsec redirect: --redirect-to ADDRESS is required", file=sys.stderr)
+        return RC_WHACK_PROBLEM
+    targets = [t for t in to.replace(",", " ").split() if t]
+    if len(targets) != 1:
+        print("ipsec redirect: pypluto redirects to one gateway address at a time "
+              f"(--redirect-to {to})", file=sys.stderr)
+        return RC_WHACK_PROBLEM
+    if len(names) > 1 or not (names or "peer-ip" in opts):
+        print("ipsec redirect: one connection name or --peer-ip ADDRESS is required",
+              file=sys.stderr)
+        return RC_WHACK_PROBLEM
+    argv = w + ["--redirect-to", targets[0]]
+    if names:
+        argv += ["--name", names[0]]
+    if "peer-ip" in opts:
+        argv += ["--peer-ip", opts["peer-ip"]]
+    if dry:
+        print("ipsec whack " + " ".join(argv))
+        return 0
+    return _whack(argv)
+
+
 def cmd_unsupported(cmd: str) -> int:
     if cmd in ON_DEMAND:
         print(f"ipsec {cmd}: not supported by pypluto: on-demand (trap) routing is not "
@@ -296,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         return _whack(w + [f"--{cmd}", *rest])
     if cmd in ("listen", "rereadsecrets"):
         return _whack(w + [f"--{cmd}"])
+    if cmd in ("fetchcrls", "crls", "purgeocsp"):  # revocation (issue 14)
+        return _whack(w + ["--purgeocsp" if cmd == "purgeocsp" else "--fetchcrls"])
+    if cmd == "listcrls":
+        return _whack(w + ["--listcrls", *[a for a in rest if a == "--json"]])
     if cmd in ("rereadall", "rereadcerts"):
         # pluto's --rereadsecrets also drops its cached certificates and CRLs, which are
         # read again from the NSS database on their next use
@@ -312,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         action = {"delete": "--delete", "up": "--initiate", "down": "--down",
                   "route": "--route", "unroute": "--unroute"}[cmd]
         return _whack(w + ["--name", rest[0], action])
+    if cmd == "redirect":
+        return cmd_redirect(w, rest)
     if cmd == "auto":  # Libreswan 4's "ipsec auto --up NAME" spelling (deprecated in 5.0)
         mapping = {"--add": "add", "--replace": "replace", "--delete": "delete",
                    "--up": "up", "--down": "down", "--route": "route", "--unroute": "unroute",

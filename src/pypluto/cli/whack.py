@@ -21,7 +21,8 @@ from pypluto.control.protocol import RC_SUCCESS, RC_WHACK_PROBLEM
 STATUS = ["status", "globalstatus", "showstates", "trafficstatus", "briefstatus",
           "connectionstatus"]
 NAMED = ["delete", "route", "unroute", "initiate", "down", "rekey-ike", "rekey-child"]
-GLOBAL = ["listen", "unlisten", "rereadsecrets", "listpsks", "reopenlogs"]
+GLOBAL = ["listen", "unlisten", "rereadsecrets", "listpsks", "reopenlogs",
+          "fetchcrls", "listcrls", "purgeocsp"]
 
 USAGE = """\
 Usage: whack [--ctlsocket <file>] [--rundir <dir>] <command> [--json]
@@ -31,6 +32,7 @@ commands:
   --status | --globalstatus | --showstates | --trafficstatus | --briefstatus
   --connectionstatus        (add --json for a JSON object; see docs/control-protocol.md)
   --listen | --unlisten | --rereadsecrets | --listpsks (names only, never keys)
+  --fetchcrls | --listcrls [--json] | --purgeocsp   (CRLs fetched, OCSP cache)
   --redirect-to <gateway> --name <connection_name> | --peer-ip <address>
                            (RFC 5685: send established clients to another gateway)
   --debug <class> | --no-debug <class> | --debug help
@@ -70,6 +72,9 @@ STATUS_HELP = {
     "rereadsecrets": "reload the secrets file(s)",
     "listpsks": "which IDs have a pre-shared key (never the key itself)",
     "reopenlogs": "reopen the --logfile by name (logrotate; SIGHUP does the same)",
+    "fetchcrls": "fetch the CRLs of every known distribution point now",
+    "listcrls": "the CRLs: NSS db, <ipsecdir>/crls, fetched (with --json: one object)",
+    "purgeocsp": "empty the OCSP cache",
     "shutdown": "delete every SA (telling the peers) and stop pluto",
 }
 
@@ -164,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         return _problem("no action specified; try --help")
     if named and not ns.name:
         return _problem(f"--{named[0]} requires --name <connection_name>")
-    if ns.json and not status:
-        return _problem("--json only applies to the status commands")
-    if ns.json and len(status) > 1:
+    if ns.json and not status and not ns.listcrls:
+        return _problem("--json only applies to the status commands and --listcrls")
+    if ns.json and len(status) + ns.listcrls > 1:
         return _problem("--json takes exactly one status command")
     if "initiate" in named and "down" in named:
         return _problem("--initiate and --down conflict")
@@ -181,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         note(send(path, "debug", {"specs": debug}))
     for c in glob:
-        note(send(path, c, {}))
+        if c == "listcrls":
+            note(send(path, c, {"json": ns.json}, as_json=ns.json))
+        else:
+            note(send(path, c, {}))
     order = ["delete", "unroute", "route", "down", "initiate", "rekey-ike", "rekey-child"]
     for c in order:
         if c in named:

@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from pypluto.config.nss import NSSDB, NSSError
+from pypluto.config.revocation import Revocation
 from pypluto.crypto import x509 as px
 
 
@@ -62,6 +63,7 @@ class CertStore:
         self._anchors: list[x509.Certificate] | None = None
         self._crls: list[x509.CertificateRevocationList | px.CheckedCRL] | None = None
         self._inter: list[x509.Certificate] | None = None
+        self.revocation = Revocation()  # fetched CRLs, OCSP (config/revocation.py)
 
     def reload(self) -> None:
         self._local.clear()
@@ -174,6 +176,14 @@ class CertStore:
                         continue
             self._crls = res
         return self._crls
+
+    def has_current_crl(self, issuer: x509.Name, now: float) -> bool:
+        """A CRL of ``issuer`` from the db or a file whose nextUpdate has not passed."""
+        for c in self.crls():
+            nxt = c.next_update if isinstance(c, px.CheckedCRL) else c.next_update_utc
+            if c.issuer == issuer and (nxt is None or nxt.timestamp() >= now):
+                return True
+        return False
 
     def _dir_certs(self, sub: str) -> list[x509.Certificate]:
         if not self.ipsecdir:

@@ -164,7 +164,11 @@ class Connection:
     initial_contact: bool = False  # Libreswan 5.2 default: no
     send_vendorid: bool = False
     uniqueids: bool | None = None  # None = from config setup
-    mark: str | None = None
+    mark: str | None = None  # mark= as written (status); the effect is mark_in/mark_out
+    # mark= / mark-in= / mark-out=: (value, mask) of the inbound / outbound SA and
+    # policies; value -1 (config.values.UNIQUE_MARK) = a unique mark per instance
+    mark_in: tuple[int, int] | None = None
+    mark_out: tuple[int, int] | None = None
     reqid: int | None = None
     ppk: str = "no"  # no | permit | propose | insist (RFC 8784)
     ppk_ids: list[bytes] = field(default_factory=list)  # ppk-ids=, in order
@@ -226,6 +230,16 @@ class SetupConfig:
     myvendorid: str | None = None
     crl_strict: bool = False
     crlcheckinterval: float = 0.0
+    curl_timeout: float = 5.0  # revocation fetching (config/revocation.py, issue 14)
+    ocsp_enable: bool = False
+    ocsp_strict: bool = False
+    ocsp_uri: str = ""
+    ocsp_timeout: float = 2.0
+    ocsp_trustname: str = ""
+    ocsp_cache_size: int = 1000
+    ocsp_cache_min_age: float = 3600.0
+    ocsp_cache_max_age: float = 86400.0
+    ocsp_method: str = "get"
     ipsecdir: str = "/etc/ipsec.d"
     nssdir: str = "/var/lib/ipsec/nss"
     secretsfile: str = "/etc/ipsec.secrets"

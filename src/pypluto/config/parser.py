@@ -40,6 +40,7 @@ from pypluto.config.values import (
     parse_duration,
     parse_host,
     parse_int,
+    parse_mark,
     parse_percent,
     parse_protoport,
     parse_subnet,
@@ -815,6 +816,18 @@ def build_connection(name: str, keys: dict[str, str],
     conn.initial_contact = b("initial-contact", False)  # Libreswan 5.2: no
     conn.send_vendorid = b("send-vendorid", False)
     conn.mark = get("mark")
+    # mark-in= / mark-out= override mark= for their direction (ipsec.conf(5))
+    mi, mo = get("mark-in"), get("mark-out")
+    marks: dict[str, tuple[int, int] | None] = {}
+    for mkey, mval in (("mark", conn.mark), ("mark-in", mi), ("mark-out", mo)):
+        try:
+            marks[mkey] = None if mval is None else parse_mark(mval, mkey)
+        except ValueError as exc:
+            raise ConnError(mkey, str(exc)) from None
+    conn.mark_in = marks["mark"] if mi is None else marks["mark-in"]
+    conn.mark_out = marks["mark"] if mo is None else marks["mark-out"]
+    if conn.mark is None and (mi or mo):
+        conn.mark = f"{mi or 'unset'}, {mo or 'unset'}"
     rq = get("reqid")
     conn.reqid = None if rq is None else parse_int(rq, "reqid", 1, 2**32 - 1)
     ppk = (get("ppk") or "no").lower()
@@ -932,6 +945,16 @@ def _roadwarrior_checks(conn: Connection) -> None:
         except ValueError:
             raise ConnError("modecfgdns", f"modecfgdns={dns}: {w!r} is not an IP address") \
                 from None
+    red = conn.raw.get("redirect-to", "")  # RFC 5685 gateway identities: addresses only
+    for w in [w for w in re.split(r"[\s,]+", red) if w]:
+        try:
+            ipaddress.ip_address(w)
+        except ValueError:
+            raise ConnError("redirect-to", f"redirect-to={red}: {w!r} is not an IP address "
+                            "(pypluto redirects to addresses only)") from None
+    send = conn.raw.get("send-redirect", "no").lower()
+    if send in ("yes", "true", "on", "y", "auto") and not red.strip():
+        raise ConnError("send-redirect", f"send-redirect={send} requires redirect-to=")
 
 
 def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
@@ -979,6 +1002,19 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
     sbool("crl_strict", "crl-strict")
     apply("crlcheckinterval", lambda v: setattr(setup, "crlcheckinterval",
                                                 parse_duration(v, "crlcheckinterval")))
+    # revocation (config/revocation.py, issue 14)
+    sbool("ocsp_enable", "ocsp-enable")
+    sbool("ocsp_strict", "ocsp-strict")
+    def sdur(key: str) -> None:
+        apply(key, lambda v: setattr(setup, key.replace("-", "_"), parse_duration(v, key)))
+
+    for rkey in ("curl-timeout", "ocsp-timeout", "ocsp-cache-min-age", "ocsp-cache-max-age"):
+        sdur(rkey)
+    apply("ocsp-cache-size", lambda v: setattr(setup, "ocsp_cache_size",
+                                               parse_bignum(v, "ocsp-cache-size")))
+    apply("ocsp-uri", lambda v: setattr(setup, "ocsp_uri", v))
+    apply("ocsp-trustname", lambda v: setattr(setup, "ocsp_trustname", v))
+    apply("ocsp-method", lambda v: setattr(setup, "ocsp_method", v.lower()))
     def set_str(attr: str) -> Callable[[str], None]:
         return lambda v: setattr(setup, attr, v)
 

@@ -73,6 +73,35 @@ _BINARY = {"": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib":
            "eib": 2**60}
 
 
+#: mark=-1 (Libreswan): a unique mark per instance, taken from a global counter
+UNIQUE_MARK = -1
+
+
+def parse_mark(text: str, key: str = "mark") -> tuple[int, int] | None:
+    """``mark=VALUE[/MASK]`` (ipsec.conf(5)): the XFRM mark of an SA and its policies.
+
+    VALUE and MASK are decimal or 0x numbers of 32 bits; the mask defaults to
+    0xffffffff.  VALUE ``-1`` asks for a unique mark per instance
+    (``UNIQUE_MARK``, resolved when the Child SA is installed).  A mark of 0 marks
+    nothing (as Libreswan: no XFRMA_MARK is installed), so it is returned as None.
+    """
+    t = text.strip()
+    value_text, _, mask_text = t.partition("/")
+    if value_text.strip() == "-1":
+        value = UNIQUE_MARK
+    else:
+        value = parse_int(value_text, key, 0, 0xFFFFFFFF)
+    mask = 0xFFFFFFFF if not mask_text.strip() else parse_int(mask_text, key, 0, 0xFFFFFFFF)
+    if "/" in t and not mask_text.strip():
+        raise ValueError(f"{key}={text}: missing mask after '/'")
+    if value != UNIQUE_MARK and value & ~mask:
+        raise ValueError(f"{key}={text}: the value has bits outside the mask, "
+                         "so no packet could ever match it")
+    if value == 0 or mask == 0:
+        return None
+    return value, mask
+
+
 def parse_bignum(text: str, key: str = "") -> int:
     """A 64-bit count, optionally with a binary suffix: ``2KiB``, ``1MiB``, ``0x10``."""
     m = re.match(r"^\s*(0x[0-9a-f]+|\d+)\s*([a-z]*)\s*$", text, re.IGNORECASE)

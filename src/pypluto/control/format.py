@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from pypluto.control.libreswan_header import header_lines as libreswan_header_lines
+from pypluto.control.libreswan_totals import total_lines
 from pypluto.textsafe import escape, guard
 
 STATUS_COMMANDS = frozenset(
@@ -494,10 +496,10 @@ OUR_TO_LIBRESWAN_STATE = {
 
 
 def libreswan_global_lines(snap: dict[str, Any]) -> list[str]:
-    """``whack --globalstatus``: Libreswan 5.2's ``current.*`` lines first, in its order
-    and with its keys, then ours that it lacks (connections, traffic, uptime).
-
-    Libreswan's ``total.*`` counters (events since start) are not kept here.
+    """``whack --globalstatus``: Libreswan 5.2's lines first, in its order and with its
+    keys (``config.setup.*``, ``current.*``, then the ``total.*`` counters of
+    ``control/libreswan_totals.py``), then ours that it lacks (connections, DoS
+    defence, traffic, uptime).
     """
     s = summary(snap)
     eng = snap["engine"]
@@ -508,7 +510,10 @@ def libreswan_global_lines(snap: dict[str, Any]) -> list[str]:
         for st in [ike["state"]] + [ch["state"] for ch in ike["children"]]:
             key = OUR_TO_LIBRESWAN_STATE.get(st, st)
             counts[key] = counts.get(key, 0) + 1
+    dos = eng.get("dos") or {}
     lines = [
+        f"config.setup.ike.ddos_threshold={dos.get('ddos_ike_threshold', 0)}",
+        f"config.setup.ike.max_halfopen={dos.get('max_halfopen_ike', 0)}",
         f"current.states.all={n_ike + n_child}",
         f"current.states.ipsec={n_child}",
         f"current.states.ike={n_ike}",
@@ -519,6 +524,7 @@ def libreswan_global_lines(snap: dict[str, Any]) -> list[str]:
         f"current.states.iketype.open={s['ike_sas']['open']}",
     ]
     lines += [f"current.states.enumerate.{k}={v}" for k, v in counts.items()]
+    lines += total_lines(snap)
     shown = {ln.split("=", 1)[0] for ln in lines}
     lines += [f"{k}={v}" for k, v in global_values(snap).items()
               if k not in shown and not k.startswith("current.states.enumerate.")]
@@ -526,23 +532,16 @@ def libreswan_global_lines(snap: dict[str, Any]) -> list[str]:
 
 
 def header_lines(snap: dict[str, Any]) -> list[str]:
+    """Libreswan 5.2's head of ``--status`` (control/libreswan_header.py), then ours."""
     p = snap["pluto"]
-    lines = [f"using kernel interface: {p['backend']}", ""]
-    for i in sorted(p["interfaces"], key=lambda x: (x["ifname"], x["addr"], x["port"])):
-        a = f"[{i['addr']}]" if ":" in i["addr"] else i["addr"]
-        lines.append(f"interface {i['ifname']} {a}:{i['port']}")
-    if not p["interfaces"]:
-        lines.append("not listening for IKE messages (use --listen)")
+    lines = libreswan_header_lines(snap)
     lines += [
-        "",
-        "fips mode=disabled;",
-        "",
         f"pluto version={p['version']}, pid={p['pid']}, uptime={int(p['uptime'])}s, "
         f"helpers={p['helpers']} ({p['helper_kind']})",
         f"uniqueids={'yes' if p['uniqueids'] else 'no'}, force-busy="
         f"{'yes' if p['force_busy'] else 'no'}, keep-alive={p['keep_alive']}s, "
         f"virtual-private={p['virtual_private'] or '<none>'}",
-        f"crl-strict={'yes' if p['crl_strict'] else 'no'} (not enforced yet), "
+        f"crl-strict={'yes' if p['crl_strict'] else 'no'}, "
         f"crlcheckinterval={p['crlcheckinterval']:g}s, secctx-attr-type="
         f"{p['secctx_attr_type']}, debug={','.join(p['debug']) or 'none'}",
         *_ddos_lines(snap),

@@ -64,6 +64,9 @@ COMMANDS = frozenset(
         "shutdown",
         "debug",
         "redirect",
+        "fetchcrls",
+        "listcrls",
+        "purgeocsp",
     }
 )
 

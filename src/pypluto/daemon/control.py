@@ -44,6 +44,7 @@ from pypluto.control.protocol import (
     parse_request,
     result_frame,
 )
+from pypluto.daemon.crlfetch import CRLFetcher, render_crls
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.logger import PlutoLogger, debug_help, parse_debug_specs
 from pypluto.daemon.registry import LOADED_AUTO, Registry, config_conns
@@ -84,6 +85,9 @@ class DaemonOps(Protocol):
     def reopen_logs(self) -> str: ...
 
     def initiate(self, name: str) -> int: ...
+
+    @property
+    def crlfetch(self) -> CRLFetcher: ...
 
 
 GlobalHandler = Callable[["ControlServer", dict[str, Any], Emit], Awaitable[Result]]
@@ -251,6 +255,28 @@ class ControlServer:
             emit(line)
         return RC_SUCCESS, None, None
 
+    # ------------------------------------------------------------- revocation (issue 14)
+    async def _fetchcrls(self, args: dict[str, Any], emit: Emit) -> Result:
+        """``whack --fetchcrls``: fetch every known CRL distribution point now."""
+        for line in await self.daemon.crlfetch.fetch_all():
+            emit(line)
+        return RC_SUCCESS, None, None
+
+    async def _listcrls(self, args: dict[str, Any], emit: Emit) -> Result:
+        """``whack --listcrls`` (``--json``): CRLs of the db, files and fetched."""
+        rows = self.daemon.crlfetch.listing()
+        if args.get("json"):
+            return RC_SUCCESS, {"crls": rows}, None
+        for line in render_crls(rows):
+            emit(line)
+        return RC_SUCCESS, None, None
+
+    async def _purgeocsp(self, args: dict[str, Any], emit: Emit) -> Result:
+        """``whack --purgeocsp``: empty the OCSP cache."""
+        n = self.daemon.crlfetch.store.revocation.purge_ocsp()
+        emit(f"purged {n} OCSP cache entr{'y' if n == 1 else 'ies'}")
+        return RC_SUCCESS, None, None
+
     async def _debug(self, args: dict[str, Any], emit: Emit) -> Result:
         specs = args.get("specs", [])
         if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
@@ -394,6 +420,9 @@ GLOBAL_COMMANDS: dict[str, GlobalHandler] = {
     "reopenlogs": ControlServer._reopenlogs,
     "debug": ControlServer._debug,
     "add": ControlServer._add,
+    "fetchcrls": ControlServer._fetchcrls,
+    "listcrls": ControlServer._listcrls,
+    "purgeocsp": ControlServer._purgeocsp,
 }
 """Commands without ``--name`` (the ``--status`` family is ``fmt.STATUS_COMMANDS``)."""
 

@@ -68,7 +68,14 @@ from pypluto.ike.actions import (
     Updown,
 )
 from pypluto.ike.status import ChildSAStatus
-from pypluto.kernel.base import BackendError, KernelBackend, SAAcquire, SAExpire, SAStats
+from pypluto.kernel.base import (
+    BackendError,
+    KernelBackend,
+    SAAcquire,
+    SAExpire,
+    SAStats,
+    refuse_marks,
+)
 from pypluto.params import UpdownChild
 from pypluto.textsafe import LINE_LIMIT, escape
 
@@ -225,6 +232,7 @@ class EngineDriver:
 
     def _send_packet(self, a: SendPacket, rate_limited: bool) -> None:
         self.sockets.send(a.data, a.local, a.remote)
+        self.counters.ike_bytes_out += len(a.data)
         if self.count_retransmits:
             self.counters.record_send(a.data)
 
@@ -237,11 +245,16 @@ class EngineDriver:
         self.log.log(f"add_sa {a.sa.direction} {a.sa.protocol}.{a.sa.spi:08x}"
                      f"@{a.sa.dst}", "debug", conn=a.sa.conn_name or None,
                      serial=a.sa.serial, debug_class="routing")
+        refuse_marks(backend, a.sa.mark, "the SA")  # enforce or refuse (issue 12)
         backend.add_sa(a.sa)
 
     def _del_sa(self, a: DelSA, rate_limited: bool) -> None:
         backend = self._backend()
-        self.sa_index.pop(a.spi, None)
+        meta = self.sa_index.pop(a.spi, None)
+        if meta is not None:  # its bytes stay in total.ipsec.*.traffic.*
+            st = self.stats(a.dst, a.spi, a.protocol)
+            if st is not None:
+                self.counters.ipsec_bytes_gone[f"{a.protocol}.{meta[2]}"] += st.bytes
         backend.del_sa(a.dst, a.spi, a.protocol)
 
     def _move_sa(self, a: MoveSA, rate_limited: bool) -> None:
@@ -254,6 +267,7 @@ class EngineDriver:
                         a.protocol)
 
     def _add_policy(self, a: AddPolicy, rate_limited: bool) -> None:
+        refuse_marks(self._backend(), a.policy.mark, "the policy")
         self._backend().add_policy(a.policy)
 
     def _del_policy(self, a: DelPolicy, rate_limited: bool) -> None:
@@ -403,7 +417,15 @@ class EngineDriver:
 
     # ------------------------------------------------------------- offloaded jobs
     def _compute(self, a: Compute, rate_limited: bool) -> None:
-        """Run an offloaded key exchange on the helper pool; resume the engine on the loop."""
+        """Run an offloaded key exchange on the helper pool; resume the engine on the loop.
+
+        An ``io`` job (a CRL / OCSP fetch) runs on the loop's default thread pool, even
+        without helpers: it blocks on the network and must never run on the loop."""
+        if a.io and self.loop is not None:
+            loop = self.loop
+            fio = loop.run_in_executor(None, a.job)
+            fio.add_done_callback(lambda f: self._resume_io(a.token, f))
+            return
         if self.helpers is None or self.loop is None:
             fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
             try:
@@ -420,6 +442,16 @@ class EngineDriver:
                 loop.call_soon_threadsafe(self._resume, a.token, f)
 
         fut.add_done_callback(done)
+
+    def _resume_io(self, token: int, fut: asyncio.Future[Any]) -> None:
+        """A fetch job finished (on the loop: an asyncio future's callback)."""
+        if self.stopped or self.engine is None or fut.cancelled():
+            return
+        exc = fut.exception()
+        result: object = exc if exc is not None else fut.result()
+        now = self.now()
+        self.run(lambda e: e.resume(token, result, now), rate_limited=True,
+                 where="fetch result")
 
     def _resume(self, token: int, fut: concurrent.futures.Future[Any]) -> None:
         """A helper finished: feed its result (or its exception) to the engine."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from pypluto.config.model import Connection, IPAddress
 from pypluto.ike.actions import Action, Endpoint
 from pypluto.ike.settings import EngineSettings
+from pypluto.ike.stats import EngineStats
 from pypluto.ike.status import EngineStatus
 from pypluto.kernel.base import SAAcquire, SAExpire
 
@@ -32,6 +33,7 @@ class EngineAPI(Protocol):
     """Exactly the engine members the daemon uses; each call returns the actions to carry out."""
 
     local_addrs: set[IPAddress]  # rewritten after every interface scan
+    stats: EngineStats  # total.* counters (ike/stats.py), read by the status snapshot
 
     def add_connection(self, conn: Connection) -> list[Action]: ...
 

@@ -1,5 +1,9 @@
 """pluto's logging: syslog (facility authpriv), stderr or a file, in pluto's line style.
 
+Under systemd the syslog lines go to journald's native socket instead, each
+with ``PLUTO_CONN`` / ``PLUTO_SERIAL`` / ``PLUTO_PEER`` fields
+(:mod:`pypluto.daemon.journal`); the text is the same.
+
 Lines look like pluto's: ``"conn" #3: message`` for a state, ``"conn": message``
 for a connection, ``packet from 192.0.2.1:500: message`` for input without a
 state; debug lines start with ``| ``.  ``--log-no-ip`` masks every address,
@@ -31,6 +35,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from pypluto.daemon.journal import JOURNAL_SOCKET, Journal
 from pypluto.textsafe import LINE_LIMIT, escape
 
 # Libreswan's debug classes (``--debug help``) and what they cover here.
@@ -219,6 +224,7 @@ class PlutoLogger:
         debug: set[str] | None = None,
         rate_limit: int = 100,
         ident: str = "pluto",
+        journal_socket: str = JOURNAL_SOCKET,
     ) -> None:
         self.logtime = logtime
         self.logip = logip
@@ -229,6 +235,7 @@ class PlutoLogger:
         self._lock = threading.Lock()
         self._stream: TextIO | None = None
         self._syslog = False
+        self._journal: Journal | None = None
         self.destination = "syslog"
         if logfile:
             # Opening may raise OSError; the caller reports it and exits 1.
@@ -240,6 +247,10 @@ class PlutoLogger:
         else:
             syslog.openlog(ident, syslog.LOG_PID, syslog.LOG_AUTHPRIV)
             self._syslog = True
+            # under systemd: the same lines, with fields (daemon/journal.py)
+            self._journal = Journal.open(ident, journal_socket)
+            if self._journal is not None:
+                self.destination = "journal"
 
     # --- formatting -----------------------------------------------------------
     @staticmethod
@@ -286,9 +297,18 @@ class PlutoLogger:
             text = "| " + text
         elif level == "error":
             text = "ERROR: " + text if not text.startswith("ERROR") else text
-        self._emit(text, level)
+        fields: dict[str, str] | None = None
+        if self._journal is not None:
+            fields = {}
+            if conn is not None:
+                fields["PLUTO_CONN"] = escape(conn, LINE_LIMIT)
+            if serial:
+                fields["PLUTO_SERIAL"] = str(serial)
+            if remote is not None and self.logip:
+                fields["PLUTO_PEER"] = escape(str(remote), LINE_LIMIT)
+        self._emit(text, level, fields)
 
-    def _emit(self, text: str, level: str) -> None:
+    def _emit(self, text: str, level: str, fields: dict[str, str] | None = None) -> None:
         """Write one line: escaped and bounded here, so no caller can bypass it."""
         line = escape(text, LINE_LIMIT)
         if not self.logip:
@@ -299,7 +319,8 @@ class PlutoLogger:
                     "debug": syslog.LOG_DEBUG,
                     "error": syslog.LOG_ERR,
                 }.get(level, syslog.LOG_WARNING)
-                syslog.syslog(prio, line)
+                if self._journal is None or not self._journal.send(line, prio, fields or {}):
+                    syslog.syslog(prio, line)
             elif self._stream is not None:
                 stamp = ""
                 if self.logtime:
@@ -362,6 +383,9 @@ class PlutoLogger:
             if self._syslog:
                 syslog.closelog()
                 self._syslog = False
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
 
 
 AUDIT_CRYPTO_IKE_SA = 2408

@@ -61,6 +61,11 @@ class Counters:
     ike_rekeys: int = 0
     child_rekeys: int = 0
     retransmits: int = 0
+    ike_bytes_in: int = 0  # IKE datagrams received / sent (total.ike.traffic.*)
+    ike_bytes_out: int = 0
+    # bytes of Child SAs already deleted, by "esp.in", "ah.out", ... (the live ones are
+    # in the snapshot); total.ipsec.*.traffic.* adds both
+    ipsec_bytes_gone: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
     sa_stats: Callable[[int], Any] | None = None
     recent_sends: int = 4096  # how many datagram digests to remember
@@ -119,6 +124,9 @@ class Counters:
             "ike_rekeys": self.ike_rekeys,
             "child_rekeys": self.child_rekeys,
             "retransmits": self.retransmits,
+            "ike_bytes_in": self.ike_bytes_in,
+            "ike_bytes_out": self.ike_bytes_out,
+            "ipsec_bytes_gone": dict(self.ipsec_bytes_gone),
             "failures": {r: self.failures.get(r, 0) for r in (*FAIL_REASONS, *sorted(
                 set(self.failures) - set(FAIL_REASONS)))},
         }

@@ -60,7 +60,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--keep-alive": ("works", _T_DIP + "test_command_line_reaches_engine_settings"),
     "--force-busy": ("works", "tests/ike/test_lifecycle.py::test_cookie_round_trip"),
     "--crl-strict": ("works", "tests/ike/test_certs.py::test_crl_strict_without_a_crl_refuses"),
-    "--crlcheckinterval": ("default-only", "CRLs " + _CERTS),
+    "--crlcheckinterval": ("works", "tests/interop/test_revocation_lab.py::"
+                           "test_crlcheckinterval_refetches_and_fetchcrls"),
     "--listen": ("works", _T_D + "test_listen_address_only_and_leak_detective"),
     "--nhelpers": ("works", "tests/daemon/test_offload.py::test_no_helpers_means_inline"),
     "--seedbits": ("works", _T_D + "test_listen_address_only_and_leak_detective"),
@@ -128,7 +129,8 @@ Options (ipsec-pluto(8); the command line wins over "config setup" of --config):
   --keep-alive secs        NAT-T keepalive interval (default 20)
   --force-busy             always demand COOKIEs (RFC 7296 section 2.6)
   --crl-strict             a peer certificate needs a current CRL from its issuer
-  --crlcheckinterval secs  refused (0 accepted): CRLs are not fetched yet
+  --crlcheckinterval secs  fetch CRLs from distribution points, refresh them
+                           every secs (0, the default: no fetching)
   --listen ipaddr          only this address (default: every local address)
   --nhelpers n             crypto helper threads; -1 = CPUs-1, 0 = inline
   --seedbits n             read n bits from /dev/random and mix them into the pool
@@ -214,6 +216,8 @@ class PlutoOptions:
     force_busy: bool = False
     crl_strict: bool = False
     crlcheckinterval: float = 0.0
+    # config setup curl-timeout= and ocsp-*= (config/revocation.py's RevocationPolicy)
+    revocation: dict[str, object] = field(default_factory=dict)
     listen: str | None = None
     nhelpers: int = -1
     seedbits: int = 0
@@ -333,8 +337,6 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
         o.crl_strict = True
     if ns.crlcheckinterval is not None:
         o.crlcheckinterval = _duration("--crlcheckinterval", ns.crlcheckinterval)
-        if o.crlcheckinterval:
-            raise _not_supported("--crlcheckinterval", ns.crlcheckinterval)
     if ns.listen is not None:
         o.listen = ns.listen
     if o.listen is not None:
@@ -405,6 +407,11 @@ def load_setup(path: str) -> tuple[object, object]:
     return setup, result
 
 
+_REVOCATION_KEYS = ("curl_timeout", "ocsp_enable", "ocsp_strict", "ocsp_uri", "ocsp_timeout",
+                    "ocsp_trustname", "ocsp_cache_size", "ocsp_cache_min_age",
+                    "ocsp_cache_max_age", "ocsp_method")
+
+
 def _apply_setup(o: PlutoOptions, s: object) -> None:
     """Copy ``config setup`` values into the options (the command line is applied after)."""
     g = getattr
@@ -422,6 +429,7 @@ def _apply_setup(o: PlutoOptions, s: object) -> None:
     o.vendorid = g(s, "myvendorid", None)
     o.crl_strict = g(s, "crl_strict", False)
     o.crlcheckinterval = float(g(s, "crlcheckinterval", 0.0))
+    o.revocation = {k: g(s, k) for k in _REVOCATION_KEYS if hasattr(s, k)}
     o.ipsecdir = g(s, "ipsecdir", o.ipsecdir)
     o.nssdir = g(s, "nssdir", o.nssdir)
     o.secretsfile = g(s, "secretsfile", o.secretsfile)

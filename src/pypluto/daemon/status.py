@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from typing import Any
 
 from pypluto import __version__
 from pypluto.config.model import Connection, End
+from pypluto.crypto import registry
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.helpers import HelperPool
 from pypluto.daemon.logger import PlutoLogger
 from pypluto.daemon.options import PlutoOptions
 from pypluto.daemon.registry import Registry
 from pypluto.daemon.sockets import UDPSockets
+from pypluto.iana import TransformType
 from pypluto.ike.status import EngineStatus
+from pypluto.kernel.xfrm import algorithms as xfrm_algs
 
 ID_TYPES = {0: "ID_NONE", 1: "ID_IPV4_ADDR", 2: "ID_FQDN", 3: "ID_USER_FQDN",
             5: "ID_IPV6_ADDR", 9: "ID_DER_ASN1_DN", 11: "ID_KEY_ID", 13: "ID_NULL"}
@@ -102,6 +106,47 @@ def conn_details(conn: Connection, registry: Registry, sockets: UDPSockets,
     }
 
 
+def setup_values(opts: PlutoOptions, log: PlutoLogger) -> dict[str, Any]:
+    """What the Libreswan-style head of ``--status`` shows of the options (format.py)."""
+    bindir = os.path.dirname(sys.executable)  # where the console scripts are
+    setup = opts.setup
+    dest = {"stderr": "<stderr>", "syslog": "<syslog>", "journal": "<journal>"}
+    raw: dict[str, str] = getattr(setup, "raw", None) or {}
+    return {
+        "configfile": opts.config,
+        "dumpdir": opts.coredir,
+        "statsbin": opts.statsbin,
+        "sbindir": bindir,
+        "libexecdir": bindir,
+        "nhelpers": opts.nhelpers,
+        "logfile": dest.get(log.destination, log.destination),
+        "logappend": opts.logappend,
+        "logip": opts.logip,
+        "audit": opts.audit,
+        "listen": opts.listen,
+        "natikeport": opts.natikeport,
+        "global_redirect": {"true": "yes", "on": "yes", "y": "yes", "false": "no", "off": "no",
+                            "n": "no"}.get(raw.get("global-redirect", "no"),
+                                           raw.get("global-redirect", "no")),
+        "global_redirect_to": raw.get("global-redirect-to"),
+        **{k: getattr(setup, k) for k in (
+            "ocsp_enable", "ocsp_strict", "ocsp_uri", "ocsp_timeout", "ocsp_cache_size",
+            "ocsp_cache_min_age", "ocsp_cache_max_age", "ocsp_method") if hasattr(setup, k)},
+        "ocsp_trust_name": getattr(setup, "ocsp_trustname", None),
+    }
+
+
+def kernel_algorithm_ids(backend: str) -> tuple[list[int], list[int]]:
+    """(ESP encryption IDs, integrity IDs) the running backend can install."""
+    if backend == "xfrm":
+        encr = [*xfrm_algs.AEAD_NAMES, *xfrm_algs.CRYPT_NAMES]
+        return [int(i) for i in encr], [0, *(int(i) for i in xfrm_algs.AUTH_NAMES)]
+    if backend == "userspace":
+        return ([a.id for a in registry.algorithms(TransformType.ENCR) if a.esp_ok],
+                [a.id for a in registry.algorithms(TransformType.INTEG) if a.esp_ok])
+    return [], []
+
+
 def snapshot(*, opts: PlutoOptions, log: PlutoLogger, driver: EngineDriver,
              sockets: UDPSockets, registry: Registry, helpers: HelperPool | None,
              started_wall: float, started_mono: float) -> dict[str, Any]:
@@ -150,6 +195,8 @@ def snapshot(*, opts: PlutoOptions, log: PlutoLogger, driver: EngineDriver,
                 {"ifname": i.ifname, "addr": str(i.addr), "port": i.port, "natt": i.natt}
                 for i in sockets.interfaces
             ],
+            "setup": setup_values(opts, log),
+            "kernel_algorithms": kernel_algorithm_ids(backend.name if backend else "none"),
             "unoriented": sorted(registry.unoriented),
             "conn_details": {name: conn_details(conn, registry, sockets, opts)
                              for name, conn in registry.conns.items()},
@@ -158,4 +205,5 @@ def snapshot(*, opts: PlutoOptions, log: PlutoLogger, driver: EngineDriver,
         "wallclock": time.time(),
         "engine": engine,
         "counters": driver.counters.as_dict(),
+        "totals": driver.engine.stats.as_dict() if driver.engine is not None else {},
     }

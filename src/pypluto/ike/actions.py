@@ -161,6 +161,9 @@ class Compute:
 
     job: Callable[[], object] = field(repr=False)
     token: int
+    # a blocking fetch (CRL / OCSP over HTTP, issue 14): always run on a thread, even
+    # with --nhelpers=0, never on the event loop; emitted whatever offload_crypto says
+    io: bool = False
 
 
 @dataclass

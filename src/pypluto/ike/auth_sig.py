@@ -25,9 +25,10 @@ one, signature authentication fails with a clear reason.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
@@ -35,12 +36,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from pypluto.config import ids
 from pypluto.config.certs import CertStore, CredentialError, LocalCred
 from pypluto.config.model import Connection, End, Identity
+from pypluto.config.revocation import Job, Revocation
 from pypluto.crypto import sigs
 from pypluto.crypto import x509 as px
 from pypluto.crypto.errors import CryptoError
 from pypluto.iana import AuthMethod, CertEncoding
 from pypluto.iana import NotifyType as N
 from pypluto.ike import codec
+from pypluto.ike.actions import Action, Log
 from pypluto.ike.context import IKEContext
 from pypluto.ike.identity import id_desc
 from pypluto.ike.sa import IKESA
@@ -307,7 +310,14 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
         chain = px.verify_chain(leaf, inter + st.intermediates(), anchors, when).chain
     except px.CertError as e:
         return f"certificate {who} rejected: {e}"
-    why = px.revoked(chain, st.crls(), when, st.crl_strict)
+    rev = st.revocation
+    rev.note(chain)  # its CDPs, for ipsec fetchcrls
+    why = px.revoked(chain, [*st.crls(), *rev.crls()], when, st.crl_strict)
+    if why and "no current CRL" in why:
+        err = next((x for c in chain[1:] if (x := rev.crl_error(c.subject))), "")
+        if err:
+            why += f"; {err}"
+    why = why or rev.ocsp_status(chain, when.timestamp())
     if why:
         return f"certificate {who} rejected: {why}"
     ca = conn.remote.ca
@@ -321,3 +331,62 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
     if not sigs.verify(method, leaf.public_key(), octets, auth_data):
         return f"signature (AUTH method {method}) of {who} does not verify"
     return None
+
+
+def revocation_jobs(ctx: IKEContext, payloads: Sequence[wp.Payload],
+                    conns: Sequence[Connection] = ()) -> tuple[Revocation, list[Job]] | None:
+    """Before IKE_AUTH is judged: the CRL / OCSP fetches the peer's chain needs
+    (``config.revocation``), or None.  The caller hands them to the daemon as an
+    ``io`` Compute job and judges the message again when they are done.
+
+    Only a chain that validates to a trust anchor (the store's, or a ``rightca=``
+    file of one of ``conns``) is fetched for: an unauthenticated peer cannot make us
+    fetch URLs of its choosing."""
+    st = store(ctx)
+    if st is None:
+        return None
+    rev = st.revocation
+    if rev.policy.crlcheckinterval <= 0 and not rev.policy.ocsp_enable:
+        return None
+    certs = [bytes(p.data) for p in payloads
+             if isinstance(p, wp.CertPayload) and int(p.encoding) == X509]
+    if not certs:
+        return None
+    now = st.clock()
+    when = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    try:
+        leaf = x509.load_der_x509_certificate(certs[0])
+        inter = [x509.load_der_x509_certificate(c) for c in certs[1:]]
+        anchors = list(st.anchors())
+        for c in conns:
+            if c.remote.ca and os.path.sep in c.remote.ca:
+                with contextlib.suppress(CredentialError):
+                    anchors += st.ca_file(c.remote.ca)
+        chain = px.verify_chain(leaf, inter + st.intermediates(), anchors, when).chain
+    except (ValueError, px.CertError):
+        return None  # judged (and refused) by verify
+    jobs = rev.plan(chain, lambda n: st.has_current_crl(n, now), now, ctx.rng)
+    if not jobs:
+        if rev.policy.ocsp_enable:
+            rev.hit(chain, now)
+        return None
+    return rev, jobs
+
+
+def fetch_then(ctx: IKEContext, ike: IKESA, rev: Revocation, jobs: list[Job],
+               again: Callable[[float], list[Action]], now: float) -> list[Action]:
+    """Run the fetches as an ``io`` job; then store their results and call ``again``."""
+    st = store(ctx)
+    clock = st.clock if st is not None else None
+    strict = bool(st is not None and st.crl_strict)
+
+    def then(result: object, t: float) -> list[Action]:
+        acts: list[Action] = []
+        if isinstance(result, list):
+            wall = clock() if clock is not None else t
+            for level, line in rev.apply(result, wall, strict):
+                acts.append(Log(line, level=level,
+                                conn=ike.conn.name, serial=ike.serial))
+        return acts + again(t)
+
+    return ctx.compute(ike, lambda: rev.run(jobs), then, now, io=True)

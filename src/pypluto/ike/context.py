@@ -18,6 +18,7 @@ from pypluto.config.model import Connection, Identity
 from pypluto.ike.actions import Action, Endpoint, EventKind, FailReason
 from pypluto.ike.cookies import DoSGuard
 from pypluto.ike.settings import EngineSettings
+from pypluto.ike.stats import EngineStats
 from pypluto.params import IPAddress, PolicyParams
 from pypluto.wire.payloads import Payload
 
@@ -51,6 +52,7 @@ class IKEContext(Protocol):
     fuzz: random.Random  # rekey fuzz (not security relevant)
     leases: LeaseTable  # address pools (ike/pool.py)
     dos: DoSGuard  # cookies and half-open limits (RFC 7296 §2.6, RFC 8019)
+    stats: EngineStats  # total.* counters (ike/stats.py)
 
     @property
     def connections(self) -> Mapping[str, Connection]: ...
@@ -89,7 +91,8 @@ class IKEContext(Protocol):
     # --- time and work ----------------------------------------------------------------
     def schedule(self, ike: IKESA) -> None: ...
     def compute(self, ike: IKESA, job: Callable[[], object],
-                then: Callable[[object, float], list[Action]], now: float) -> list[Action]: ...
+                then: Callable[[object, float], list[Action]], now: float,
+                io: bool = False) -> list[Action]: ...
     def is_computing(self, ike: IKESA) -> bool: ...
     def initiate_ike(self, conn: Connection, now: float, tries: int = 1,
                      reauth_of: IKESA | None = None) -> list[Action]: ...

@@ -24,6 +24,7 @@ from typing import Literal
 
 from pypluto.config import ids
 from pypluto.config.model import Connection
+from pypluto.config.values import UNIQUE_MARK
 from pypluto.crypto.keys import ChildKeys
 from pypluto.iana import ExchangeType
 from pypluto.ike import codec, timers
@@ -49,6 +50,7 @@ from pypluto.ike.identity import local_identity, remote_pattern
 from pypluto.ike.pool import LeaseTable
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState, QueuedTask
 from pypluto.ike.settings import EngineSettings
+from pypluto.ike.stats import EngineStats
 from pypluto.ike.status import (
     ChildSAStatus,
     ConnectionStatus,
@@ -77,6 +79,7 @@ from pypluto.wire.errors import WireError
 __all__ = ["Engine", "SecretStore"]
 
 EXCH_INIT = ExchangeType.IKE_SA_INIT
+FIRST_UNIQUE_MARK = 1001  # mark=-1: "Global marks start at 1001" (ipsec.conf(5))
 PeerKey = tuple[str, int, bytes]  # (connection, ID type, ID data) for uniqueids
 
 
@@ -115,6 +118,7 @@ class Engine:
         self.dos = DoSGuard(settings, rng)  # cookies and half-open limits (RFC 8019)
         self._n_halfopen = 0
         self.leases = LeaseTable()  # address pools of road-warrior gateways
+        self.stats = EngineStats()  # total.* counters of --globalstatus (ike/stats.py)
         # offloaded key exchanges (settings.offload_crypto): token -> (IKE SA serial, then)
         self.computing: dict[int, tuple[int, Callable[[object, float], list[Action]]]] = {}
         self.computing_serials: dict[int, int] = {}  # IKE SA serial -> its token
@@ -122,6 +126,9 @@ class Engine:
         ctx: IKEContext = self  # mypy checks here that the engine is an IKEContext
         self.tm = TaskManager(ctx)
         self.traps = Traps()  # auto=route / ondemand (ike/traps.py)
+        # mark=-1: one unique mark per instance (conn, peer), from 1001 as Libreswan
+        self.unique_marks: dict[tuple[str, str], int] = {}
+        self._next_mark = FIRST_UNIQUE_MARK
 
     @property
     def connections(self) -> dict[str, Connection]:
@@ -181,20 +188,25 @@ class Engine:
                 break
         child.spi_in = spi
         self.children_in[spi] = child
+        self.stats.events["child.started"] += 1
 
     def release_child(self, child: ChildSA) -> None:
         """Forget a Child SA that never got installed."""
         if self.children_in.get(child.spi_in) is child and \
                 child.state is not ChildState.ESTABLISHED:
             del self.children_in[child.spi_in]
+            self.stats.events["child.failed"] += 1
 
     @staticmethod
     def log(acts: list[Action], msg: str, obj: IKESA | ChildSA | None = None,
             level: str = "info", debug_class: str = "base") -> None:
-        conn = serial = None
+        conn = serial = remote = None
         if obj is not None:
             conn, serial = obj.conn.name, obj.serial
-        acts.append(Log(msg, level=level, conn=conn, serial=serial, debug_class=debug_class))
+            ike = obj if isinstance(obj, IKESA) else obj.parent
+            remote = ike.remote if ike is not None else None  # PLUTO_PEER (daemon/journal.py)
+        acts.append(Log(msg, level=level, conn=conn, serial=serial, remote=remote,
+                        debug_class=debug_class))
 
     # ------------------------------------------------------------------ timer heap
     def schedule(self, ike: IKESA) -> None:
@@ -234,14 +246,16 @@ class Engine:
 
     # ------------------------------------------------------------------ offloaded crypto
     def compute(self, ike: IKESA, job: Callable[[], object],
-                then: Callable[[object, float], list[Action]], now: float) -> list[Action]:
+                then: Callable[[object, float], list[Action]], now: float,
+                io: bool = False) -> list[Action]:
         """Run ``job`` then ``then(result, now)``: inline, or via a ``Compute`` action.
 
         With ``settings.offload_crypto`` the IKE SA waits "computing" until
         ``resume`` brings the result (an exception instance when the job raised);
         otherwise ``job`` runs here and now.  The only key-exchange code path.
+        ``io``: a blocking fetch (revocation data), always handed out.
         """
-        if not self.settings.offload_crypto:
+        if not self.settings.offload_crypto and not io:
             try:
                 result: object = job()
             except Exception as e:  # delivered to ``then`` like an offloaded failure
@@ -251,7 +265,7 @@ class Engine:
         token = self._next_token
         self.computing[token] = (ike.serial, then)
         self.computing_serials[ike.serial] = token
-        return [Compute(job, token)]
+        return [Compute(job, token, io)]
 
     def is_computing(self, ike: IKESA) -> bool:
         """Is a key-exchange computation of this IKE SA out with the helpers?"""
@@ -310,6 +324,7 @@ class Engine:
         self.ike_sas[ike.local_spi] = ike
         self.by_serial[ike.serial] = ike
         self.by_conn.setdefault(ike.conn.name, {})[ike.serial] = ike
+        self.stats.events["ike.started"] += 1
 
     def is_live(self, ike: IKESA) -> bool:
         return ike.serial in self.by_serial
@@ -361,6 +376,9 @@ class Engine:
         return self._n_halfopen >= self.settings.max_halfopen_ike
 
     def forget_ike(self, ike: IKESA) -> None:
+        if self.by_serial.get(ike.serial) is ike:  # once per IKE SA
+            self.stats.events["ike.finished" if ike.established_at is not None
+                              else "ike.failed"] += 1
         if ike.remote_id is not None:
             pk = self.peer_key(ike)
             d = self.by_peer.get(pk)
@@ -450,6 +468,34 @@ class Engine:
             return self.internal_error(ike, e, now, where)
 
     # ------------------------------------------------------------------ Child SAs
+    def xfrm_marks(self, conn: Connection, remote: IPAddress | None
+                   ) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+        """(inbound, outbound) XFRM marks of ``conn`` with the peer ``remote``
+        (``mark=``, ``mark-in=``, ``mark-out=`` of ipsec.conf(5)).
+
+        A value of -1 becomes a unique mark for this instance (the conn and its
+        peer), the same one for both directions and for every rekey.
+        """
+        mi, mo = conn.mark_in, conn.mark_out
+        if (mi is not None and mi[0] == UNIQUE_MARK) or (mo is not None and mo[0] == UNIQUE_MARK):
+            key = (conn.name, str(remote))
+            n = self.unique_marks.get(key)
+            if n is None:
+                n = self.unique_marks[key] = self._next_mark
+                self._next_mark += 1
+            if mi is not None and mi[0] == UNIQUE_MARK:
+                mi = (n, mi[1])
+            if mo is not None and mo[0] == UNIQUE_MARK:
+                mo = (n, mo[1])
+        return mi, mo
+
+    def mark_policy(self, policy: PolicyParams, conn: Connection,
+                    remote: IPAddress | None) -> PolicyParams:
+        """``policy`` with the conn's mark for its direction (out: mark-out, else mark-in)."""
+        mi, mo = self.xfrm_marks(conn, remote)
+        policy.mark = mo if policy.direction == "out" else mi
+        return policy
+
     def child_sa_params(self, child: ChildSA, keys: ChildKeys) -> tuple[SAParams, SAParams]:
         """The two kernel SAs of a Child SA (RFC 7296 §2.17 key order)."""
         c = child.chosen
@@ -467,6 +513,7 @@ class Engine:
         if child.encap is not None:
             lp, rp = child.encap
             enc_in, enc_out = (rp, lp), (lp, rp)
+        mark_in, mark_out = self.xfrm_marks(conn, child.remote_addr)
 
         def one(src: IPAddress, dst: IPAddress, spi: int, direction: Literal["in", "out"],
                 encr_key: bytes, integ_key: bytes, encap: tuple[int | None, int | None]
@@ -479,7 +526,7 @@ class Engine:
                             replay_window=conn.replay_window, hard_bytes=hb,
                             soft_bytes=hb * 8 // 10 if hb else None, hard_packets=hp,
                             soft_packets=hp * 8 // 10 if hp else None, conn_name=conn.name,
-                            serial=child.serial)
+                            serial=child.serial, mark=mark_in if direction == "in" else mark_out)
 
         return (one(child.remote_addr, child.local_addr, child.spi_in, "in", ein, iin, enc_in),
                 one(child.local_addr, child.remote_addr, child.spi_out, "out", eout, iout,
@@ -508,6 +555,8 @@ class Engine:
                                                     reqid=child.reqid, mode=child.mode,
                                                     protocol=child.protocol,
                                                     conn_name=conn.name))
+        for p in out:
+            self.mark_policy(p, conn, ra)
         return out
 
     def install_child(self, child: ChildSA, keys: ChildKeys | None, now: float,
@@ -556,6 +605,8 @@ class Engine:
         ike.children.append(child)
         c = child.chosen
         assert c is not None
+        self.stats.child_established(child.protocol, c.encr, c.integ, c.esn,
+                                     child.encap is not None)
         mode = "tunnel" if child.mode == "tunnel" else "transport"
         encap = "ESPinUDP" if child.encap else child.protocol.upper()
         alg = "-".join(n for n in (c.encr_name(), c.integ_name()) if n)
@@ -600,6 +651,8 @@ class Engine:
             del self.children_out[child.spi_out]
         if self.children_in.get(child.spi_in) is child:
             del self.children_in[child.spi_in]
+            self.stats.events["child.finished" if child.state is ChildState.ESTABLISHED
+                              else "child.failed"] += 1
             acts.append(DelSA(child.local_addr, child.spi_in, child.protocol, child.conn.name,
                               child.serial))
             acts.append(DelSA(child.remote_addr, child.spi_out, child.protocol,
@@ -633,6 +686,7 @@ class Engine:
             "TUNNEL" if child.mode == "tunnel" else "",
             "PFS" if conn.pfs else "", "IKEV2_ALLOW") if p)
         out: list[Action] = []
+        mi, mo = self.xfrm_marks(conn, child.remote_addr)
         for lts in child.local_ts:
             for rts in child.remote_ts:
                 if lts.version != rts.version:
@@ -653,6 +707,9 @@ class Engine:
                     conn.local.sourceip[0] if conn.local.sourceip else None,
                     peer_dns=list(ike.dns) if ike is not None else [],
                     policy=policy if c is not None else "",
+                    # PLUTO_MARK_IN / PLUTO_MARK_OUT: value/mask of the installed marks
+                    mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",
+                    mark_out=f"{mo[0]}/{mo[1]:#08x}" if mo else "",
                 )
                 out.append(Updown(up, script, facts))
         return out
@@ -736,6 +793,9 @@ class Engine:
         acts, why = self.traps.route(conn, self.reqid_for(conn))
         if why is not None:
             return [Log(why, level="error", conn=name)]
+        for a in acts:  # the trap holds the marks the Child SA's policies will have
+            if isinstance(a, AddPolicy):
+                self.mark_policy(a.policy, conn, conn.remote.host_addr)
         return acts
 
     def unroute(self, name: str, now: float) -> list[Action]:

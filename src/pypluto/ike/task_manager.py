@@ -87,6 +87,7 @@ class TaskManager:
             # RFC 7383 §2.5.1: the datagram (IP + UDP + non-ESP marker) must fit the path
             frag = (self.ctx.settings.fragment_size if v4 else 1280) - (28 if v4 else 48) \
                 - (4 if ike.remote.port != 500 else 0)
+        self.ctx.stats.sent(payloads)
         return codec.encode(ike.spi_i, ike.spi_r, exchange, ike.initiator, response, msgid,
                             payloads, prot, frag)
 
@@ -226,6 +227,7 @@ class TaskManager:
                 if ike.state is IKEState.INIT_R:
                     acts += ctx.drop_ike(ike, now, "", None)
             return acts
+        ctx.stats.received(payloads)
         ike.last_recv = now
         if ike.established and ike.conn.dpddelay > 0:
             ike.next_liveness = now + ike.conn.dpddelay
@@ -264,6 +266,7 @@ class TaskManager:
         except WireError as e:
             return [Log(f"dropping malformed IKE_SA_INIT response: {e}", level="debug",
                         conn=ike.conn.name, serial=ike.serial)]
+        self.ctx.stats.received(msg.payloads)
         ike.outstanding = None
         acts = _task(o.task).on_response(self.ctx, ike, Inbound(msg.payloads, data, hdr.spi_r),
                                          now)

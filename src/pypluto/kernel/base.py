@@ -40,6 +40,7 @@ __all__ = [
     "SAParams",
     "SAStats",
     "TrafficSelector",
+    "refuse_marks",
 ]
 
 
@@ -47,10 +48,21 @@ class BackendError(Exception):
     """A backend could not do what was asked; the message says why."""
 
 
+def refuse_marks(backend: KernelBackend, mark: tuple[int, int] | None, what: str) -> None:
+    """BackendError when ``backend`` cannot apply the XFRM ``mark`` of ``what``."""
+    if mark is not None and not backend.supports_marks:
+        raise BackendError(
+            f"the {backend.name} data plane cannot apply mark= / mark-in= / mark-out= "
+            f"({what} has mark {mark[0]:#x}/{mark[1]:#x}); use --use-xfrm")
+
+
 class KernelBackend(abc.ABC):
     """What the daemon asks of a data plane.  All methods may raise BackendError."""
 
     name: str = "none"
+    #: the plane installs mark= / mark-in= / mark-out= (XFRMA_MARK); a plane that
+    #: cannot must never be handed a marked SA or policy (the daemon refuses it)
+    supports_marks: bool = False
     on_expire: Callable[[SAExpire], None] | None = None
 
     def set_expire_callback(self, callback: Callable[[SAExpire], None] | None) -> None:

@@ -33,11 +33,12 @@ from pypluto.ike.identity import (
 )
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
 from pypluto.ike.tasks import config_payload as cpmod
-from pypluto.ike.tasks import mobike
+from pypluto.ike.tasks import mobike, redirect
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.child_delete import delete_spi_unknown
 from pypluto.ike.tasks.common import fail, nname, reason_for_notify, set_ike_timers
 from pypluto.ike.tasks.ike_delete import delete_ike
+from pypluto.params import IPAddress
 from pypluto.wire import payloads as wp
 
 AUTH_PSK = AuthMethod.SHARED_KEY_MIC
@@ -127,6 +128,7 @@ class IKEAuth(Task):
         self.child: ChildSA | None = None
         self.sent: Proposals = []
         self.msgid = 1  # IKE_AUTH_MID (RFC 9242 §3.3.2): set when built
+        self.fetched = False  # revocation data fetched for the response (issue 14)
 
     def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
               ) -> list[Payload] | None:
@@ -208,6 +210,14 @@ class IKEAuth(Task):
         acts: list[Action] = []
         payloads = msg.payloads
         conn = ike.conn
+        auth_first = codec.first(payloads, wp.AuthPayload)
+        if not self.fetched and auth_first is not None and \
+                int(auth_first.method) in auth_sig.SIG_METHODS:
+            need = auth_sig.revocation_jobs(ctx, payloads, [conn])  # CRL / OCSP first
+            if need is not None:
+                self.fetched = True
+                return auth_sig.fetch_then(ctx, ike, need[0], need[1],
+                                           lambda t: self._resumed(ctx, ike, msg, t), now)
         self.abandon(ctx, ike)
         if codec.has_notify(payloads, N.AUTHENTICATION_FAILED):
             acts.append(Log("IKE SA authentication request rejected by peer: "
@@ -259,6 +269,13 @@ class IKEAuth(Task):
         ike.remote_id = peer_id
         mobike.negotiated(ike, payloads)
         acts += established(ctx, ike, now, auth_sig.describe(method, bytes(auth_p.data)))
+        red = next((bytes(p.data) for p in codec.notifies(payloads)
+                    if p.notify_type == N.REDIRECT), None)
+        if red is not None and redirect.follow(ctx, ike, red, None, now, acts):
+            # RFC 5685 §6: the gateway is authenticated; delete this IKE SA, go there
+            ike.reauth_of = None
+            ike.ni = ike.nr = b""
+            return acts + delete_ike(ctx, ike, now) + redirect.restart(ctx, conn, now)
         old = ike.reauth_of
         ike.reauth_of = None
         acts += self._finish_child(ctx, ike, payloads, now)
@@ -266,6 +283,12 @@ class IKEAuth(Task):
         if old is not None and ctx.is_live(old):  # make-before-break: new Child SA first
             acts += delete_ike(ctx, old, now)
         return acts
+
+    def _resumed(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
+                 ) -> list[Action]:
+        """``on_response`` again once the revocation data is in; then the next task."""
+        acts = self.on_response(ctx, ike, msg, now)
+        return acts + ctx.kick(ike, now) if ctx.is_live(ike) else acts
 
     def _finish_child(self, ctx: IKEContext, ike: IKESA, payloads: Sequence[Payload],
                       now: float) -> list[Action]:
@@ -332,6 +355,7 @@ def established(ctx: IKEContext, ike: IKESA, now: float, how: str = "") -> list[
             f"{id_desc(ike.remote_id)}", ike)
     ctx.log(acts, f"IKE SA {c.encr_name()}{'-' + c.integ_name() if c.integ else ''}-"
             f"{c.prf_name()}-{c.ke_name()} {ike.local}<=>{ike.remote}", ike, level="debug")
+    ctx.stats.ike_established(c.encr, c.integ, c.ke)
     acts.append(ConnectionEvent(EventKind.IKE_ESTABLISHED, conn.name, ike.serial))
     return acts
 
@@ -356,7 +380,8 @@ def _pick_connection(ctx: IKEContext, ike: IKESA, peer_id: Identity, idr: Identi
     return best[1] if best else None
 
 
-def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
+def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
+             fetched: bool = False) -> list[Action]:
     acts: list[Action] = []
     payloads, local, remote = req.payloads, req.local, req.remote
 
@@ -382,6 +407,12 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
     idr_p = codec.first(payloads, wp.IDPayload, PT.IDr)
     if idi_p is None or auth_p is None:
         return reject("IDi or AUTH missing")
+    if not fetched and int(auth_p.method) in auth_sig.SIG_METHODS:
+        need = auth_sig.revocation_jobs(ctx, payloads, ike.cands or [ike.conn])
+        if need is not None:  # CRL / OCSP fetches first
+            ike.next_in = req.msgid + 1  # a retransmit while fetching is dropped (§2.1)
+            return auth_sig.fetch_then(ctx, ike, need[0], need[1],
+                                       lambda t: _respond(ctx, ike, req, t, fetched=True), now)
     peer_id = identity_from_wire(int(idi_p.id_type), bytes(idi_p.data))
     want = identity_from_wire(int(idr_p.id_type), bytes(idr_p.data)) if idr_p else None
     conn = _pick_connection(ctx, ike, peer_id, want, payloads)
@@ -435,6 +466,9 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
         out += mobike.supported_notify(True)
     acts += established(ctx, ike, now, auth_sig.describe(int(auth_p.method),
                                                          no_ppk_auth or bytes(auth_p.data)))
+    to = redirect.auth_target(ike, conn, ctx.dos.busy_now())  # RFC 5685 §6
+    if to is not None:
+        return acts + _redirect_in_auth(ctx, ike, req, out, to, now)
     acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
     child = None
     has_child = any(p.payload_type in (PT.SA, PT.TSi, PT.TSr) for p in payloads)
@@ -460,6 +494,24 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Acti
         acts += ctx.install_child(child, child.keys, now)
     acts += ctx.send_response(ike, IKEAuth.exchange, req.msgid, out, local, remote)
     ike.ni = ike.nr = b""  # used: AUTH and the first Child SA's KEYMAT (issue 18)
+    return acts
+
+
+def _redirect_in_auth(ctx: IKEContext, ike: IKESA, req: Request, out: list[Payload],
+                      to: IPAddress, now: float) -> list[Action]:
+    """RFC 5685 §6: answer the authenticated client with IDr, AUTH and REDIRECT only (no
+    Child SA, no lease, no uniqueids); the client deletes the IKE SA, or it goes after
+    ``AUTH_REDIRECT_GRACE`` seconds."""
+    acts: list[Action] = []
+    assert ike.remote_id is not None
+    ctx.log(acts, f"redirecting {id_desc(ike.remote_id)} at {req.remote} to {to} in "
+            f"IKE_AUTH (send-redirect={redirect.send_mode(ike.conn)})", ike)
+    out = [codec.notify(N.REDIRECT, redirect.encode_gw(to))] + out
+    acts += ctx.send_response(ike, IKEAuth.exchange, req.msgid, out, req.local, req.remote)
+    ike.ni = ike.nr = b""
+    ike.rekey_at = ike.next_liveness = None
+    ike.expire_at = now + redirect.AUTH_REDIRECT_GRACE
+    ctx.schedule(ike)
     return acts
 
 

@@ -93,6 +93,7 @@ class IKEInit(Task):
         if N.INVALID_KE_PAYLOAD in ns:
             d = ns[N.INVALID_KE_PAYLOAD].data
             group = int.from_bytes(d[:2], "big") if len(d) >= 2 else 0
+            ctx.stats.invalid_ke_payload("recv", ike.ke_group, group)
             groups = {int(g) for s in proposals.ike_specs(conn.ike) for g in s.ke}
             if group in groups and group != ike.ke_group and ike.invalid_ke_retries < 2:
                 ike.invalid_ke_retries += 1
@@ -322,8 +323,9 @@ def find_connections(ctx: IKEContext, local: Endpoint, remote: Endpoint) -> list
     return exact + wild
 
 
-def _stateless(hdr: IKEHeader, local: Endpoint, remote: Endpoint, payloads: list[Payload]
-               ) -> list[Action]:
+def _stateless(ctx: IKEContext, hdr: IKEHeader, local: Endpoint, remote: Endpoint,
+               payloads: list[Payload]) -> list[Action]:
+    ctx.stats.sent(payloads)
     data = codec.encode(hdr.spi_i, bytes(8), EXCH_INIT, False, True, 0, payloads)[0]
     return [SendPacket(data, local, remote)]
 
@@ -391,8 +393,9 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
         msg = codec.parse(data)
     except WireError as e:
         acts.append(Log(f"malformed IKE_SA_INIT from {remote}: {e}", level="warning"))
-        return acts + _stateless(hdr, local, remote, [codec.notify(e.notify)])
+        return acts + _stateless(ctx, hdr, local, remote, [codec.notify(e.notify)])
     pl = msg.payloads
+    ctx.stats.received(pl)
     ns = _notifies(pl)
     conns = find_connections(ctx, local, remote)
     if not conns:
@@ -404,13 +407,13 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     if len(sa_p) != 1 or len(ke_p) != 1 or len(ni_p) != 1:
         acts.append(Log(f"IKE_SA_INIT from {remote} lacks SA, KE or Ni (or repeats one); "
                         "answering INVALID_SYNTAX", level="warning"))
-        return acts + _stateless(hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
+        return acts + _stateless(ctx, hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
     ni = bytes(ni_p[0].data)
     to = redirect.init_target(ctx, pl, ctx.dos.busy_now())  # RFC 5685 §4
     if to is not None:
         acts.append(Log(f"redirecting IKE_SA_INIT from {remote} to {to} (global-redirect)",
                         level="info"))
-        return acts + _stateless(hdr, local, remote, [codec.notify(
+        return acts + _stateless(ctx, hdr, local, remote, [codec.notify(
             N.REDIRECT, redirect.encode_gw(to, ni))])
     peer_props = codec.sa_tuples(sa_p[0])
     chosen = None
@@ -425,18 +428,19 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     if chosen is None:
         acts.append(Log(f"no proposal acceptable for IKE_SA_INIT from {remote}; answering "
                         "NO_PROPOSAL_CHOSEN", level="warning", conn=conn.name))
-        return acts + _stateless(hdr, local, remote, [codec.notify(N.NO_PROPOSAL_CHOSEN)])
+        return acts + _stateless(ctx, hdr, local, remote, [codec.notify(N.NO_PROPOSAL_CHOSEN)])
     ke = ke_p[0]
     if ke.group != chosen.ke:
         acts.append(Log(f"KE payload group {ke.group} but {chosen.ke_name()} chosen; answering "
                         "INVALID_KE_PAYLOAD", level="info", conn=conn.name))
-        return acts + _stateless(hdr, local, remote, [codec.notify(
+        ctx.stats.invalid_ke_payload("sent", ke.group, chosen.ke)
+        return acts + _stateless(ctx, hdr, local, remote, [codec.notify(
             N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))])
     alg = reg.get(reg.TransformType.KE, chosen.ke)
     if alg is not None and alg.ke_size and len(ke.data) != alg.ke_size:
         acts.append(Log(f"KE payload of {len(ke.data)} bytes for {chosen.ke_name()}; answering "
                         "INVALID_SYNTAX", level="warning", conn=conn.name))
-        return acts + _stateless(hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
+        return acts + _stateless(ctx, hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
     if not ctx.dos.busy_now():  # the rate that matters: requests that cost a key exchange
         ctx.dos.note_request(now)
     return acts + _respond_computing(ctx, data, hdr, local, remote, now, conn, conns, chosen,
@@ -475,7 +479,8 @@ def _respond_computing(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endp
                                       "INVALID_KE_PAYLOAD", level="warning", conn=conn.name,
                                       serial=ike.serial)]
             acts += ctx.drop_ike(ike, t, "", None)
-            return acts + _stateless(hdr, local, remote, [codec.notify(
+            ctx.stats.invalid_ke_payload("sent", group, group)
+            return acts + _stateless(ctx, hdr, local, remote, [codec.notify(
                 N.INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))])
         ke_data, shared = cast(tuple[bytes, bytes], result)
         return _respond_keyed(ctx, ike, data, local, remote, t, conns, ns, pl, ke_data, shared)

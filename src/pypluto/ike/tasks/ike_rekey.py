@@ -215,6 +215,7 @@ class IKERekey(Task):
         ike.rekeying = False
         ctx.log(acts, f"rekeyed IKE SA #{ike.serial}: established IKE SA "
                 f"{chosen.encr_name()}-{chosen.prf_name()}-{chosen.ke_name()}", new)
+        ctx.stats.ike_established(chosen.encr, chosen.integ, chosen.ke)
         acts.append(ConnectionEvent(EventKind.IKE_ESTABLISHED, new.conn.name, new.serial,
                                     "rekey"))
         if ike.peer_rekeys:  # §2.8.2 collision
@@ -331,6 +332,7 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, msgid: int | None, chosen: Chose
     acts += ctx.kick(new, now)
     ctx.log(acts, f"IKE SA #{ike.serial} rekeyed by peer: established IKE SA "
             f"{chosen.encr_name()}-{chosen.prf_name()}-{chosen.ke_name()}", new)
+    ctx.stats.ike_established(chosen.encr, chosen.integ, chosen.ke)
     acts.append(ConnectionEvent(EventKind.IKE_ESTABLISHED, new.conn.name, new.serial, "rekey"))
     out: list[Payload] = [
         codec.sa([proposals.chosen_proposal(chosen, ProtocolID.IKE, new.spi_r, ike=True)]),

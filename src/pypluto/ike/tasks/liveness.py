@@ -39,10 +39,12 @@ class Liveness(Task):
     def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
               ) -> list[Payload] | None:
         ctx.log(acts, "sending liveness probe", ike, level="debug")
+        ctx.stats.events["dpd.sent"] += 1
         return []
 
     def on_response(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
                     ) -> list[Action]:
+        ctx.stats.events["dpd.recv"] += 1
         return []
 
     def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
@@ -57,4 +59,5 @@ class Liveness(Task):
         acts: list[Action] = []
         if not req.payloads:
             ctx.log(acts, "answering liveness probe", ike, level="debug")
+            ctx.stats.events["dpd.replied"] += 1
         return acts + ctx.send_response(ike, cls.exchange, req.msgid, [])

@@ -2,14 +2,21 @@
 
 - Client (``accept-redirect=yes``): REDIRECT_SUPPORTED in IKE_SA_INIT (§4); a REDIRECT
   in the IKE_SA_INIT answer (whose nonce data must be our Ni, §4) or in an
-  INFORMATIONAL of an established IKE SA (§6) sends it to the new gateway, if
+  INFORMATIONAL of an established IKE SA (§5) sends it to the new gateway, if
   ``accept-redirect-to=`` (when set) lists it; the new IKE_SA_INIT carries
   REDIRECTED_FROM (§5).  A redirect to anywhere else is refused with a log line.
 - Gateway: ``global-redirect=yes`` (or ``auto`` while the DoS defence is busy)
   with ``global-redirect-to=`` answers IKE_SA_INIT requests that carry
   REDIRECT_SUPPORTED with REDIRECT only (no state, §4);
   ``Engine.redirect`` (``ipsec redirect --name/--peer-ip --to``) sends REDIRECT
-  to established clients that said they support it (§6).
+  to established clients that said they support it (§5).
+- Redirect during IKE_AUTH (§6), Libreswan's per-conn ``send-redirect=yes`` (or
+  ``auto``: while the DoS defence is busy) with ``redirect-to=``: once the client is
+  authenticated (so a redirect can be decided by its ID, the conn it matched), the
+  gateway answers IDr, AUTH and REDIRECT, with no Child SA and no lease; the client
+  verifies AUTH first, then deletes the IKE SA (INFORMATIONAL DELETE) and starts
+  again at the new gateway.  A client that never deletes it is dropped by the
+  gateway after ``AUTH_REDIRECT_GRACE`` seconds.
 
 The gateway identity is an IPv4 or IPv6 address (GW Ident Type 1 or 2); an FQDN
 (type 3) is refused by the client, which never resolves names (sans-I/O).
@@ -18,6 +25,7 @@ The gateway identity is an IPv4 or IPv6 address (GW Ident Type 1 or 2); an FQDN
 from __future__ import annotations
 
 import ipaddress
+import weakref
 from collections.abc import Sequence
 
 from pypluto.config.model import Connection
@@ -33,6 +41,17 @@ from pypluto.wire.payloads import Payload
 
 INFO = ExchangeType.INFORMATIONAL
 GW_IPV4, GW_IPV6, GW_FQDN = 1, 2, 3
+
+# seconds a gateway keeps an IKE SA it redirected in IKE_AUTH, waiting for the client's
+# Delete (§6 leaves the deletion to the client)
+AUTH_REDIRECT_GRACE = 10.0
+
+# RFC 5685 §7 (redirect loops), as Libreswan: at most this many redirects of one
+# connection within LOOP_PERIOD seconds are followed
+MAX_REDIRECTS = 5
+LOOP_PERIOD = 300.0
+# conn id -> (the conn, when it was redirected); the weak reference tells a reused id
+_HISTORY: dict[int, tuple[weakref.ref[Connection], list[float]]] = {}
 
 # conn id -> the gateway that redirected us, for the next IKE_SA_INIT (REDIRECTED_FROM)
 _FROM: dict[int, IPAddress] = {}
@@ -91,6 +110,13 @@ def init_notifies(conn: Connection) -> list[Payload]:
 def follow(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: float,
            acts: list[Action]) -> bool:
     """The peer redirects us: go to the new gateway if we may (True: handled)."""
+    ok = _follow(ctx, ike, data, nonce, now, acts)
+    ctx.stats.event("redirect.completed" if ok else "redirect.failed")
+    return ok
+
+
+def _follow(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: float,
+            acts: list[Action]) -> bool:
     conn = ike.conn
     got = decode_gw(data)
     if got is None:
@@ -113,6 +139,10 @@ def follow(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: f
         ctx.log(acts, f"ignoring a REDIRECT to {target}: not in accept-redirect-to=", ike,
                 level="warning")
         return False
+    if _loop(conn, now):
+        ctx.log(acts, f"ignoring a REDIRECT to {target}: redirect loop ({MAX_REDIRECTS} "
+                f"redirects within {LOOP_PERIOD:.0f} s, RFC 5685 §7)", ike, level="warning")
+        return False
     old = ike.remote.addr
     ctx.log(acts, f"redirected by {old} to new gateway {target}", ike)
     conn.remote.host_addr = target  # as Libreswan: the connection now points there
@@ -120,12 +150,27 @@ def follow(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: f
     return True
 
 
+def _loop(conn: Connection, now: float) -> bool:
+    """Record a redirect of ``conn``; True when it is one too many (§7)."""
+    ref, times = _HISTORY.get(id(conn), (None, []))
+    if ref is None or ref() is not conn:
+        times = []
+        _HISTORY[id(conn)] = (weakref.ref(conn), times)
+    times[:] = [t for t in times if now - t < LOOP_PERIOD]
+    if len(times) >= MAX_REDIRECTS:
+        return True
+    times.append(now)
+    for k in [k for k, (r, _) in _HISTORY.items() if r() is None]:
+        del _HISTORY[k]  # conns gone
+    return False
+
+
 def restart(ctx: IKEContext, conn: Connection, now: float) -> list[Action]:
     return ctx.initiate_ike(conn, now)
 
 
 class Redirected(Task):
-    """An established IKE SA receives REDIRECT in an INFORMATIONAL (§6)."""
+    """An established IKE SA receives REDIRECT in an INFORMATIONAL (§5)."""
 
     exchange = INFO
 
@@ -162,7 +207,7 @@ class Redirected(Task):
         acts += ctx.send_response(ike, INFO, req.msgid, [], req.local, req.remote)
         if not ike.initiator or not follow(ctx, ike, data, None, now, acts):
             return acts
-        acts += delete_ike(ctx, ike, now)  # §6: delete the old IKE SA, then go
+        acts += delete_ike(ctx, ike, now)  # §5: delete the old IKE SA, then go
         acts += restart(ctx, ike.conn, now)
         return acts
 
@@ -178,6 +223,37 @@ def init_target(ctx: IKEContext, payloads: Sequence[Payload], busy: bool) -> IPA
     if not codec.has_notify(payloads, N.REDIRECT_SUPPORTED):
         return None
     return ctx.settings.global_redirect_to[0]
+
+
+def send_mode(conn: Connection) -> str:
+    """``send-redirect=``: "yes", "auto" or "no" (Libreswan's spellings of yes/no too)."""
+    v = conn.raw.get("send-redirect", "no").lower()
+    return {"true": "yes", "on": "yes", "y": "yes", "1": "yes", "false": "no", "off": "no",
+            "n": "no", "0": "no"}.get(v, v)
+
+
+def conn_targets(conn: Connection) -> list[IPAddress]:
+    """``redirect-to=`` as addresses (the config layer refuses anything else)."""
+    out: list[IPAddress] = []
+    for w in conn.raw.get("redirect-to", "").replace(",", " ").split():
+        try:
+            out.append(ipaddress.ip_address(w))
+        except ValueError:
+            continue
+    return out
+
+
+def auth_target(ike: IKESA, conn: Connection, busy: bool) -> IPAddress | None:
+    """Where ``send-redirect=``/``redirect-to=`` of the authenticated peer's conn sends it
+    in IKE_AUTH (§6), or None: only a client that sent REDIRECT_SUPPORTED is redirected,
+    and ``auto`` redirects only while the DoS defence is busy (as Libreswan)."""
+    mode = send_mode(conn)
+    if mode == "no" or (mode == "auto" and not busy) or not ike.redirect_ok:
+        return None
+    targets = conn_targets(conn)
+    if not targets:
+        return None
+    return targets[ike.serial % len(targets)]  # several: spread the clients evenly
 
 
 def supports(payloads: Sequence[Payload]) -> bool:

@@ -136,6 +136,16 @@ def _lifetimes(sa: SAParams) -> S.LifetimeCfg:
     )
 
 
+def check_mark(mark: tuple[int, int] | None, what: str) -> None:
+    """A mark the kernel can match: 32-bit value and mask, no value bit outside the mask."""
+    if mark is None:
+        return
+    v, m = mark
+    if not (0 <= v <= 0xFFFFFFFF and 0 <= m <= 0xFFFFFFFF) or v & ~m:
+        raise BackendError(f"XFRM: {what} mark {v:#x}/{m:#x} is not a 32-bit value "
+                           "inside its mask")
+
+
 def _narrow_inbound(sel: S.Selector, sa: SAParams) -> None:
     """Protocol and ports of an inbound SA's one selector pair, on the SA itself.
 
@@ -227,6 +237,8 @@ def encode_sa(sa: SAParams, reqid: int) -> bytes:
         attrs.append(
             S.nlattr(S.XFRMA_ENCAP, S.pack_encap(sa.encap_sport or 4500, sa.encap_dport or 4500))
         )
+    check_mark(sa.mark, "SA")
+    attrs.append(S.mark_attr(sa.mark))  # mark= / mark-in= / mark-out= (ipsec.conf(5))
     info = S.UserSAInfo(
         sel=sel,
         daddr=sa.dst,
@@ -250,13 +262,14 @@ def encode_shunt(pol: PolicyParams, index: int) -> bytes:
     if pol.direction not in S.POLICY_DIRS:
         raise BackendError(f"XFRM: unknown policy direction {pol.direction!r}")
     sel = policy_selector(pol.src, pol.dst)
+    check_mark(pol.mark, "policy")
     return S.UserPolicyInfo(
         sel=sel,
         priority=pol.priority or default_priority(sel) - 1,
         index=index,
         dir=S.POLICY_DIRS[pol.direction],
         action=S.XFRM_POLICY_ALLOW if pol.action == "pass" else S.XFRM_POLICY_BLOCK,
-    ).pack()
+    ).pack() + S.mark_attr(pol.mark)
 
 
 def encode_policy(pol: PolicyParams, reqid: int) -> bytes:
@@ -284,7 +297,10 @@ def encode_policy(pol: PolicyParams, reqid: int) -> bytes:
         reqid=reqid,
         mode=S.XFRM_MODE_TUNNEL if pol.mode == "tunnel" else S.XFRM_MODE_TRANSPORT,
     )
-    return info.pack() + S.nlattr(S.XFRMA_TMPL, tmpl.pack())
+    check_mark(pol.mark, "policy")
+    # the policy matches only packets whose skb->mark fits (out: mark-out, in/fwd:
+    # mark-in); its template then finds the SA with the same mark
+    return info.pack() + S.nlattr(S.XFRMA_TMPL, tmpl.pack()) + S.mark_attr(pol.mark)
 
 
 def bypass_policy(family: int, direction: int) -> bytes:
@@ -358,6 +374,7 @@ class KernelSA:
     encap: tuple[int, int, int] | None = None
     replay_esn: tuple[int, int, int, int, int, int] | None = None
     lastused: int | None = None
+    mark: tuple[int, int] | None = None
 
     @classmethod
     def decode(cls, body: bytes) -> KernelSA:
@@ -388,6 +405,8 @@ class KernelSA:
             sa.replay_esn = S.unpack_replay_esn(attrs[S.XFRMA_REPLAY_ESN_VAL][0])
         if S.XFRMA_LASTUSED in attrs:
             sa.lastused = S.unpack_u64(attrs[S.XFRMA_LASTUSED][0])
+        if S.XFRMA_MARK in attrs:
+            sa.mark = S.unpack_mark(attrs[S.XFRMA_MARK][0])
         return sa
 
     def __str__(self) -> str:
@@ -400,6 +419,7 @@ class KernelSA:
 class KernelPolicy:
     info: S.UserPolicyInfo
     tmpls: list[S.UserTmpl] = field(default_factory=list)
+    mark: tuple[int, int] | None = None  # XFRMA_MARK: lookups and deletes must name it
 
     @classmethod
     def decode(cls, body: bytes) -> KernelPolicy:
@@ -416,7 +436,8 @@ class KernelPolicy:
         info = S.UserPolicyInfo.unpack(body)
         attrs = S.parse_attrs(body, S.USERPOLICY_INFO_SIZE)
         tmpls = [t for raw in attrs.get(S.XFRMA_TMPL, []) for t in S.unpack_tmpls(raw)]
-        return cls(info, tmpls)
+        mark = S.unpack_mark(attrs[S.XFRMA_MARK][0]) if S.XFRMA_MARK in attrs else None
+        return cls(info, tmpls, mark)
 
     @property
     def direction(self) -> str:
@@ -425,13 +446,15 @@ class KernelPolicy:
     def __str__(self) -> str:
         sel = self.info.sel
         reqids = ",".join(f"{t.reqid:#x}" for t in self.tmpls)
-        return f"{sel.src_net} -> {sel.dst_net} {self.direction} reqid {reqids or '-'}"
+        mark = f" mark {self.mark[0]:#x}/{self.mark[1]:#x}" if self.mark else ""
+        return f"{sel.src_net} -> {sel.dst_net} {self.direction} reqid {reqids or '-'}{mark}"
 
 
 class XfrmBackend(KernelBackend):
     """Kernel IPsec via NETLINK_XFRM; see the module docstring for the reqid marking."""
 
     name = "xfrm"
+    supports_marks = True  # XFRMA_MARK on SAs and policies
 
     def __init__(
         self,
@@ -451,13 +474,18 @@ class XfrmBackend(KernelBackend):
         self._lock = threading.Lock()
         self._allocated: set[tuple[IPAddress, int, int]] = set()
         self._sas: set[tuple[IPAddress, int, int]] = set()
+        # the XFRMA_MARK of each SA we installed: GETSA / DELSA find a marked SA only
+        # when they name its mark
+        self._sa_marks: dict[tuple[IPAddress, int, int], tuple[int, int]] = {}
         try:
             self._routes = RouteManager(netns, self._log)
         except BackendError:
             self._nl.close()
             raise
-        self._routed: dict[tuple[str, str, str], ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
-        self._shunt_index: dict[tuple[str, str, str], int] = {}  # shunt policies' indexes
+        self._routed: dict[tuple[str, str, str, tuple[int, int] | None],
+                           ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
+        # shunt policies' indexes
+        self._shunt_index: dict[tuple[str, str, str, tuple[int, int] | None], int] = {}
         self._shunt_n = 0
         self._events: XfrmSocket | None = None
         self._events_thread: threading.Thread | None = None
@@ -530,13 +558,28 @@ class XfrmBackend(KernelBackend):
         with self._lock:
             self._allocated.discard(key)
             self._sas.add(key)
-        self._log(f"| xfrm: added {what} reqid {reqid:#x}")
+            if sa.mark is not None:
+                self._sa_marks[key] = sa.mark
+            else:
+                self._sa_marks.pop(key, None)
+        mark = f" mark {sa.mark[0]:#x}/{sa.mark[1]:#x}" if sa.mark else ""
+        self._log(f"| xfrm: added {what} reqid {reqid:#x}{mark}")
 
-    def get_sa(self, dst: IPAddress, spi: int, protocol: str = "esp") -> KernelSA | None:
-        """The kernel's view of one SA (XFRM_MSG_GETSA), or None if there is none."""
+    def _mark_of(self, dst: IPAddress, spi: int, proto: int) -> tuple[int, int] | None:
+        with self._lock:
+            return self._sa_marks.get((dst, spi, proto))
+
+    def get_sa(self, dst: IPAddress, spi: int, protocol: str = "esp",
+               mark: tuple[int, int] | None = None) -> KernelSA | None:
+        """The kernel's view of one SA (XFRM_MSG_GETSA), or None if there is none.
+
+        ``mark``: the SA's XFRMA_MARK; by default the one we installed it with."""
+        proto = S.PROTOCOLS[protocol]
+        if mark is None:
+            mark = self._mark_of(dst, spi, proto)
         try:
             replies = self._nl.request(
-                S.XFRM_MSG_GETSA, S.pack_usersa_id(dst, spi, S.PROTOCOLS[protocol])
+                S.XFRM_MSG_GETSA, S.pack_usersa_id(dst, spi, proto) + S.mark_attr(mark)
             )
         except XfrmError as e:
             if e.errno in _GONE:
@@ -555,18 +598,22 @@ class XfrmBackend(KernelBackend):
         if cur is None or not self.is_own_reqid(cur.reqid):
             with self._lock:
                 self._sas.discard((dst, spi, proto))
+                self._sa_marks.pop((dst, spi, proto), None)
             return  # unknown, or not ours: leave it alone
-        self._delete_sa(dst, spi, proto)
+        self._delete_sa(dst, spi, proto, cur.mark)
 
-    def _delete_sa(self, dst: IPAddress, spi: int, proto: int) -> None:
+    def _delete_sa(self, dst: IPAddress, spi: int, proto: int,
+                   mark: tuple[int, int] | None = None) -> None:
         try:
-            self._nl.request(S.XFRM_MSG_DELSA, S.pack_usersa_id(dst, spi, proto))
+            self._nl.request(S.XFRM_MSG_DELSA,
+                             S.pack_usersa_id(dst, spi, proto) + S.mark_attr(mark))
         except XfrmError as e:
             if e.errno not in _GONE:
                 raise
         with self._lock:
             self._sas.discard((dst, spi, proto))
             self._allocated.discard((dst, spi, proto))
+            self._sa_marks.pop((dst, spi, proto), None)
         self._log(f"| xfrm: deleted SA {dst} spi {spi:#010x} proto {proto}")
 
     def get_sa_stats(self, dst: IPAddress, spi: int, protocol: str = "esp") -> SAStats | None:
@@ -622,8 +669,10 @@ class XfrmBackend(KernelBackend):
         if proto is None:
             raise BackendError(f"XFRM: unknown IPsec protocol {protocol!r}")
         body = None
+        mark = self._mark_of(dst, spi, proto)  # a marked SA is found only by its mark
+        sa_id = S.pack_usersa_id(dst, spi, proto) + S.mark_attr(mark)
         try:
-            for mtype, reply in self._nl.request(S.XFRM_MSG_GETSA, S.pack_usersa_id(dst, spi, proto)):
+            for mtype, reply in self._nl.request(S.XFRM_MSG_GETSA, sa_id):
                 if mtype == S.XFRM_MSG_NEWSA:
                     body = reply
         except XfrmError as e:
@@ -640,7 +689,7 @@ class XfrmBackend(KernelBackend):
         old_key, new_key = (dst, spi, proto), (new_dst, spi, proto)
         try:
             if new_dst == dst:
-                self._nl.request(S.XFRM_MSG_DELSA, S.pack_usersa_id(dst, spi, proto))
+                self._nl.request(S.XFRM_MSG_DELSA, sa_id)
                 try:
                     self._nl.request(S.XFRM_MSG_NEWSA, new, what=f"NEWSA {what}")
                 except XfrmError:  # put the SA back where it was: nothing is lost
@@ -651,12 +700,15 @@ class XfrmBackend(KernelBackend):
                     raise
             else:
                 self._nl.request(S.XFRM_MSG_NEWSA, new, what=f"NEWSA {what}")
-                self._nl.request(S.XFRM_MSG_DELSA, S.pack_usersa_id(dst, spi, proto))
+                self._nl.request(S.XFRM_MSG_DELSA, sa_id)
         except XfrmError as e:
             raise XfrmError(e.what, e.errno, e.extack, _hint(e)) from e
         with self._lock:
             self._sas.discard(old_key)
             self._sas.add(new_key)
+            if mark is not None:
+                self._sa_marks.pop(old_key, None)
+                self._sa_marks[new_key] = mark
         self._log(f"| xfrm: moved SA {spi:#010x} from {cur.saddr}->{dst} to {what}")
 
     # --- policies --------------------------------------------------------------
@@ -727,7 +779,8 @@ class XfrmBackend(KernelBackend):
         try:
             replies = self._nl.request(
                 S.XFRM_MSG_GETPOLICY,
-                S.pack_userpolicy_id(sel, S.POLICY_DIRS[policy.direction]),
+                S.pack_userpolicy_id(sel, S.POLICY_DIRS[policy.direction])
+                + S.mark_attr(policy.mark),
             )
         except XfrmError as e:
             if e.errno in _GONE:
@@ -759,7 +812,8 @@ class XfrmBackend(KernelBackend):
         try:
             self._nl.request(
                 S.XFRM_MSG_DELPOLICY,
-                S.pack_userpolicy_id(S.Selector(), pol.info.dir, pol.info.index),
+                S.pack_userpolicy_id(S.Selector(), pol.info.dir, pol.info.index)
+                + S.mark_attr(pol.mark),
             )
         except XfrmError as e:
             if e.errno not in _GONE:
@@ -796,10 +850,11 @@ class XfrmBackend(KernelBackend):
                 except BackendError as e:
                     self._log(f"xfrm: cannot remove the larval SA {sa}: {e}")
                     continue
-            self._delete_sa(sa.dst, spi, sa.proto)
+            self._delete_sa(sa.dst, spi, sa.proto, sa.mark)
         with self._lock:
             self._sas.clear()
             self._allocated.clear()
+            self._sa_marks.clear()
         routes = self._routes.flush_own()
         self._routed.clear()
         self._shunt_index.clear()
@@ -914,8 +969,9 @@ class XfrmBackend(KernelBackend):
         self._nl.close()
 
 
-def _policy_key(p: PolicyParams) -> tuple[str, str, str]:
-    return str(p.src), str(p.dst), p.direction
+def _policy_key(p: PolicyParams) -> tuple[str, str, str, tuple[int, int] | None]:
+    """Policies with the same selectors and different marks are different policies."""
+    return str(p.src), str(p.dst), p.direction, p.mark
 
 
 def decode_expire(body: bytes, is_own: Callable[[int], bool]) -> SAExpire | None:

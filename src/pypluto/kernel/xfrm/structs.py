@@ -478,7 +478,19 @@ def unpack_replay_esn(data: bytes) -> tuple[int, int, int, int, int, int]:
 
 
 def pack_mark(value: int, mask: int) -> bytes:
+    """``struct xfrm_mark`` (XFRMA_MARK): a packet matches when ``skb->mark & m == v``."""
     return _MARK.pack(value, mask)
+
+
+def unpack_mark(data: bytes) -> tuple[int, int]:
+    """(value, mask) of an XFRMA_MARK."""
+    v, m = _MARK.unpack_from(data)
+    return v, m
+
+
+def mark_attr(mark: tuple[int, int] | None) -> bytes:
+    """The XFRMA_MARK attribute for ``mark``, or nothing when there is no mark."""
+    return b"" if mark is None else nlattr(XFRMA_MARK, pack_mark(*mark))
 
 
 def unpack_u64(data: bytes) -> int:
