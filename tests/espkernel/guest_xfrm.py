@@ -1523,6 +1523,180 @@ def scenario_selectors(left: XfrmBackend, right: XfrmBackend) -> None:
         left.flush_own()
         right.flush_own()
 
+# --- MOBIKE (RFC 4555 §3.5, issue 15): SAs and policies follow a new address ----------------
+L4_MOVED = ip("192.0.2.11")  # the left end's second address on the same veth
+
+
+def _move_left_address(to_moved: bool) -> None:
+    """The left end gets its other address; the old one goes away."""
+    new, old = (L4_MOVED, L4) if to_moved else (L4, L4_MOVED)
+    # the new address comes as a secondary of the same /24: promoted when the old one
+    # goes, instead of being deleted with it (and the routes through the veth with them)
+    sh(["ip", "netns", "exec", LEFT, "sysctl", "-qw", "net.ipv4.conf.all.promote_secondaries=1"])
+    ip_batch(LEFT, [f"addr add {new}/24 dev vl{PID}", f"addr del {old}/24 dev vl{PID}"])
+
+
+def _esn_oseq(be: XfrmBackend, dst: ipaddress.IPv4Address, spi: int) -> int:
+    sa = be.get_sa(dst, spi)
+    return sa.replay_esn[1] if sa is not None and sa.replay_esn is not None else -1
+
+
+def scenario_mobike_move(left: XfrmBackend, right: XfrmBackend) -> None:
+    """``move_sa`` by hand: the left end changes its address; both ends move their two SAs
+    (same SPIs, keys, ESN sequence numbers, counters) and install their policies again
+    with the new template addresses; the tunnel carries traffic again."""
+    t = Tunnel(
+        left, right, reqid=12, lo=L4, ro=R4, lnet=LNET4, rnet=RNET4, spi_lr=0xC001,
+        spi_rl=0xC002, encr_id=20, encr_key_bits=128, esn=True, replay_window=128,
+    )  # fmt: skip
+    moved = Tunnel(
+        left, right, reqid=12, lo=L4_MOVED, ro=R4, lnet=LNET4, rnet=RNET4, spi_lr=0xC001,
+        spi_rl=0xC002, encr_id=20, encr_key_bits=128, esn=True, replay_window=128,
+    )  # fmt: skip
+    t.install(keys(20), keys(20))
+    try:
+        check("mobike-move-ping-before", ping(LEFT, LIN4, RIN4))
+        oseq = _esn_oseq(left, R4, 0xC001)
+        _move_left_address(True)
+        check("mobike-move-old-path-broken", not ping(LEFT, LIN4, RIN4, count=1, wait=1))
+        left.move_sa(R4, 0xC001, L4_MOVED, R4, None, None)  # same name, new source
+        left.move_sa(L4, 0xC002, R4, L4_MOVED, None, None)  # new destination
+        right.move_sa(R4, 0xC001, L4_MOVED, R4, None, None)
+        right.move_sa(L4, 0xC002, R4, L4_MOVED, None, None)
+        for p in moved.policies("left"):
+            left.add_policy(p)
+        for p in moved.policies("right"):
+            right.add_policy(p)
+        lsas = {(str(sa.src), str(sa.dst), sa.spi) for sa in left.list_sas()}
+        rsas = {(str(sa.src), str(sa.dst), sa.spi) for sa in right.list_sas()}
+        want = {(str(L4_MOVED), str(R4), 0xC001), (str(R4), str(L4_MOVED), 0xC002)}
+        check("mobike-move-same-spis-new-addresses", lsas == want and rsas == want,
+              f"left {sorted(lsas)}, right {sorted(rsas)}")  # fmt: skip
+        tmpls = {(str(tp.saddr), str(tp.daddr)) for pol in left.list_policies() for tp in pol.tmpls}
+        check("mobike-move-policy-templates", tmpls == {(str(L4_MOVED), str(R4)),
+                                                        (str(R4), str(L4_MOVED))}, f"{tmpls}")
+        check("mobike-move-ping-after", ping(LEFT, LIN4, RIN4))
+        after = _esn_oseq(left, R4, 0xC001)
+        inn = right.get_sa_stats(R4, 0xC001)
+        check("mobike-move-sequence-numbers-go-on", oseq >= 3 and after >= oseq + 3
+              and inn is not None and inn.packets >= after - 1,
+              f"left out oseq {oseq} -> {after}, right in {inn}")  # fmt: skip
+    finally:
+        for be, sas in ((left, ((R4, 0xC001), (L4_MOVED, 0xC002), (L4, 0xC002))),
+                        (right, ((R4, 0xC001), (L4_MOVED, 0xC002), (L4, 0xC002)))):
+            for dst, spi in sas:
+                be.del_sa(dst, spi)
+        for tun in (t, moved):
+            for side, be in (("left", left), ("right", right)):
+                for p in tun.policies(side):
+                    be.del_policy(p)
+        with contextlib.suppress(RuntimeError):
+            _move_left_address(False)
+
+
+def mobike_conf() -> str:
+    conns = ""
+    for name, extra in (("west-east", ""), ("west-east-natt", "\tencapsulation=yes\n")):
+        conns += (
+            f"conn {name}\n\tauthby=secret\n\tleft={L4}\n\tleftid=@west.example\n"
+            f"\tleftsubnet={LNET4}\n\tleftsourceip={LIN4}\n\tright={R4}\n"
+            f"\trightid=@east.example\n\trightsubnet={RNET4}\n\trightsourceip={RIN4}\n"
+            f"\tike=aes_gcm256-sha2_256-dh19\n\tmobike=yes\n{extra}\tauto=add\n\n"
+        )
+    return "config setup\n\tplutodebug=none\n\n" + conns
+
+
+def _mobike_case(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon,
+                 conn: str, tag: str) -> None:
+    """Up ``conn`` from ``west``, move west's address, check that both kernels followed."""
+    daemons = (west, east)
+    marks = [d.log().count("Child SA(s) moved") for d in daemons]
+    childs = [d.log().count("established Child SA") for d in daemons]
+    out = west.whack("--name", conn, "--initiate")
+    wait_for(lambda: len(left.list_sas()) >= 2 and len(right.list_sas()) >= 2, 30,
+             "SAs in both kernels")  # fmt: skip
+    check(f"{tag}-child-sa", True, out.strip().splitlines()[-1] if out else "")
+    check(f"{tag}-ping-before", ping(LEFT, LIN4, RIN4))
+    spis_l = {sa.spi for sa in left.list_sas()}
+    spis_r = {sa.spi for sa in right.list_sas()}
+    encap_before = {sa.encap for sa in left.list_sas()}
+    t0 = time.monotonic()
+    _move_left_address(True)
+
+    def moved() -> bool:
+        return all(d.log().count("Child SA(s) moved") > m for d, m in zip(daemons, marks, strict=True))
+
+    with contextlib.suppress(TimeoutError):
+        wait_for(moved, 30, "both daemons moved their SAs")
+    took = time.monotonic() - t0
+    check(f"{tag}-update-and-check", moved()
+          and "sending UPDATE_SA_ADDRESSES" in west.log()
+          and "checking return routability" in east.log(),
+          f"after {took:.1f}s")  # fmt: skip
+    lsas = {(str(sa.src), str(sa.dst), sa.spi) for sa in left.list_sas()}
+    rsas = {(str(sa.src), str(sa.dst), sa.spi) for sa in right.list_sas()}
+    check(f"{tag}-same-spis", {s for _, _, s in lsas} == spis_l
+          and {s for _, _, s in rsas} == spis_r and len(lsas) == 2 and lsas == rsas,
+          f"left {sorted(lsas)}, right {sorted(rsas)}")  # fmt: skip
+    addrs = {a for src, dst, _ in lsas for a in (src, dst)}
+    encap = {sa.encap for sa in left.list_sas()} | {sa.encap for sa in right.list_sas()}
+    check(f"{tag}-sas-on-new-address", addrs == {str(L4_MOVED), str(R4)}
+          and encap == encap_before, f"{addrs}, encap {encap}")  # fmt: skip
+    tmpls = {(str(tp.saddr), str(tp.daddr)) for be in (left, right)
+             for pol in be.list_policies() for tp in pol.tmpls}  # fmt: skip
+    check(f"{tag}-policy-templates", tmpls == {(str(L4_MOVED), str(R4)),
+                                               (str(R4), str(L4_MOVED))}, f"{tmpls}")
+    check(f"{tag}-ping-after-move", ping(LEFT, LIN4, RIN4))
+    # (the responder may file the Child SA under the other conn: same IDs and subnets)
+    n_child = [d.log().count("established Child SA") - n for d, n in zip(daemons, childs,
+                                                                          strict=True)]
+    failed = [ln for d in daemons for ln in d.log().splitlines() if "MoveSA failed" in ln]
+    check(f"{tag}-no-new-child-sa", n_child == [1, 1] and not failed,
+          f"established Child SA lines {n_child}; {failed[:2]}")  # fmt: skip
+    log(f"mobike: {conn} moved in {took:.1f}s (address watcher poll included), "
+        f"encapsulation {sorted(map(str, encap))}")
+    west.whack("--name", conn, "--down")
+    wait_for(lambda: not left.list_sas() and not right.list_sas(), 30, "SAs gone after down")
+    _move_left_address(False)
+
+
+def scenario_mobike_pair(left: XfrmBackend, right: XfrmBackend) -> None:
+    """Two of our daemons (--use-xfrm), mobike=yes: the initiator's address changes while
+    the tunnel is up; it sends UPDATE_SA_ADDRESSES, the responder checks the new address
+    (COOKIE2), both move their kernel SAs and policies: same SPIs, no new Child SA, and
+    traffic passes again.  Plain ESP, then ESP in UDP (encapsulation=yes)."""
+    work = tempfile.mkdtemp(prefix="ppxg-mobike.")
+    west = Daemon("pypluto", LEFT, work, "west", conf=mobike_conf())
+    east = Daemon("pypluto", RIGHT, work, "east", conf=mobike_conf())
+    daemons = (west, east)
+    ip_batch(LEFT, [f"route del {RNET4}"])
+    ip_batch(RIGHT, [f"route del {LNET4}"])
+    try:
+        for d in daemons:
+            d.start()
+        _mobike_case(left, right, west, east, "west-east", "mobike-pair")
+        _mobike_case(left, right, west, east, "west-east-natt", "mobike-natt")
+    except Exception:
+        for d in daemons:
+            log(f"--- {d.name} log tail:\n{d.tail(40)}")
+        raise
+    finally:
+        for d in daemons:
+            if d.proc is not None and d.proc.poll() is None:
+                d.stop()
+        for d in daemons:
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait()
+        for ns in (LEFT, RIGHT):
+            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
+            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
+        with contextlib.suppress(RuntimeError):
+            _move_left_address(False)
+        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
+        ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
+        subprocess.run(["rm", "-rf", work])
+
 SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("gcm_esn", scenario_gcm_esn, 2),
     ("cbc_sha256", scenario_cbc_sha256, 2),
@@ -1547,6 +1721,8 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("ondemand_shunts", scenario_ondemand_shunts, 2),
     ("ondemand_template", scenario_ondemand_template, 2),
     ("shunts", scenario_shunts, 2),
+    ("mobike_move", scenario_mobike_move, 2),
+    ("mobike_pair", scenario_mobike_pair, 2),
 ]
 
 

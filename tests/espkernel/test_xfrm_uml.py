@@ -171,6 +171,25 @@ ONDEMAND_TEMPLATE = [
     "ondemand-template-nothing-left",
 ]
 
+MOBIKE = [
+    "mobike-move-ping-before",
+    "mobike-move-old-path-broken",
+    "mobike-move-same-spis-new-addresses",
+    "mobike-move-policy-templates",
+    "mobike-move-ping-after",
+    "mobike-move-sequence-numbers-go-on",
+    "mobike-pair-child-sa",
+    "mobike-pair-ping-before",
+    "mobike-pair-update-and-check",
+    "mobike-pair-same-spis",
+    "mobike-pair-sas-on-new-address",
+    "mobike-pair-policy-templates",
+    "mobike-pair-ping-after-move",
+    "mobike-pair-no-new-child-sa",
+] + [f"mobike-natt-{c}" for c in ("child-sa", "ping-before", "update-and-check", "same-spis",
+                                  "sas-on-new-address", "policy-templates", "ping-after-move",
+                                  "no-new-child-sa")]
+
 
 LIBRESWAN52 = [c.replace("libreswan-", "libreswan52-") for c in LIBRESWAN]
 LIBRESWAN_CERT = [f"libreswan-cert-{role}-{what}" for role in ("initiator", "responder")
@@ -342,3 +361,13 @@ def test_pypluto_against_libreswan52_with_xfrm(guest52: GuestRun) -> None:
     both roles, GCM, CBC+HMAC-SHA2-256-128, ESP in UDP, transport, IPv6 ChaCha20."""
     print(f"UML run took {guest52.seconds:.1f}s")
     guest52.assert_checks(LIBRESWAN52, "libreswan52")
+
+
+def test_mobike_moves_xfrm_sas_and_policies(guest: GuestRun) -> None:
+    """MOBIKE on the XFRM plane (RFC 4555 §3.5, issue 15): ``move_sa`` by hand (same
+    SPIs, the ESN sequence numbers go on), then two ``pluto --use-xfrm`` with mobike=yes:
+    the initiator's address changes, both kernels' SAs and policy templates follow, the
+    same Child SA carries the ping again; plain ESP and ESP in UDP."""
+    print("\n".join(re.findall(r"mobike: .*", guest.output)))
+    guest.assert_checks(MOBIKE, "mobike_move")
+    guest.assert_checks(MOBIKE, "mobike_pair")

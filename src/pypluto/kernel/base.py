@@ -87,7 +87,8 @@ class KernelBackend(abc.ABC):
         """Remove one SA; unknown SAs are ignored."""
 
     def move_sa(self, dst: IPAddress, spi: int, new_src: IPAddress, new_dst: IPAddress,
-                encap_sport: int | None, encap_dport: int | None) -> None:
+                encap_sport: int | None, encap_dport: int | None,
+                protocol: str = "esp") -> None:
         """MOBIKE (RFC 4555 §3.5): the SA keeps its keys and counters at new outer
         addresses / ESP-in-UDP ports.  Planes that cannot do it raise BackendError."""
         raise BackendError(f"the {self.name} data plane cannot move SAs (MOBIKE)")

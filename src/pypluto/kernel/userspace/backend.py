@@ -854,13 +854,16 @@ class UserspaceBackend(KernelBackend):
                 self._release_held(sa.reqid)
 
     def move_sa(self, dst: IPAddress, spi: int, new_src: IPAddress, new_dst: IPAddress,
-                encap_sport: int | None, encap_dport: int | None) -> None:
+                encap_sport: int | None, encap_dport: int | None,
+                protocol: str = "esp") -> None:
         """MOBIKE (RFC 4555): same keys, sequence number and replay window, new outer
         addresses and ports; the flow cache is dropped so packets take the new way."""
         with self._lock:
             if not self._sas.move(dst, spi, new_src, new_dst, encap_sport, encap_dport):
                 raise BackendError(f"move_sa: no SA {spi:08x}@{dst}")
-            if encap_dport is None:
+            if protocol == "ah":
+                self._ensure_ah(new_dst.version)
+            elif encap_dport is None:
                 self._ensure_raw(new_dst.version)
             self._invalidate()
             log.debug("| move SA %08x to %s->%s", spi, new_src, new_dst)
