@@ -94,6 +94,10 @@ class SAParams:
     serial: int = 0  # the Child SA's serial number (#N), for logs only
     # mark=/mark-in=/mark-out= (XFRMA_MARK): (value, mask) of this direction, or None
     mark: tuple[int, int] | None = None
+    # ipsec-interface=N (route-based VPN): the SA's traffic enters and leaves the
+    # device ipsecN; if_ip is the conn's interface-ip= (ADDR/PREFIX) for that device
+    if_id: int | None = None
+    if_ip: str | None = None
 
     @property
     def encapsulated(self) -> bool:
@@ -121,6 +125,10 @@ class PolicyParams:
     # mark=/mark-in=/mark-out= (XFRMA_MARK): (value, mask); "out" policies carry the
     # outbound mark, "in"/"fwd" the inbound one; None = no mark
     mark: tuple[int, int] | None = None
+    # ipsec-interface=N: the policy belongs to the device ipsecN (route-based: the
+    # operator routes onto it, the plane installs no route); if_ip as in SAParams
+    if_id: int | None = None
+    if_ip: str | None = None
 
 
 @dataclass
@@ -201,6 +209,7 @@ class UpdownChild:
     inbytes: int = 0
     outbytes: int = 0
     mark_in: str = ""
+    virt_interface: str = ""  # ipsec-interface=N: "ipsecN" (PLUTO_VIRT_INTERFACE)
     mark_out: str = ""
     # vti-interface= (daemon/vti.py makes the device; VTI_* of Libreswan's updown)
     vti_iface: str = ""

@@ -84,7 +84,7 @@ def test_start_name_is_add_then_up(daemon):
 
 
 @pytest.mark.parametrize("cmd", ["listall",
-                                 "shuntstatus", "fipsstatus",
+                                 "fipsstatus",
                                  "reload", "briefconnectionstatus", "checknflog"])
 def test_unsupported_libreswan_commands_fail_clearly(cmd):
     r = ipsec(cmd)

@@ -116,7 +116,6 @@ def test_every_man_page_option_works_or_is_refused():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--ipsecdir", "/tmp/ipsec.d"], "--ipsecdir /tmp/ipsec.d is not supported by pypluto"),
     (["--secctx-attr-type", "32002"], "--secctx-attr-type 32002 is not supported by pypluto "
                                       "(labeled IPsec"),
     (["--use-bsdkame"], "--use-bsdkame is not supported by pypluto (the BSD KAME"),
@@ -138,6 +137,8 @@ def test_default_values_of_refused_options_are_accepted():
     assert o.nssdir == "/var/lib/ipsec/nss" and o.crlcheckinterval == 0.0  # type: ignore[union-attr]
     kind, o = parse_args(["--nssdir", "/tmp/nss/", "--crl-strict"])  # issue 14: both work
     assert o.nssdir == "/tmp/nss" and o.crl_strict  # type: ignore[union-attr]
+    kind, o = parse_args(["--ipsecdir", "/tmp/ipsec.d/"])  # issue 14: nsspassword lives there
+    assert o.ipsecdir == "/tmp/ipsec.d"  # type: ignore[union-attr]
     kind, o = parse_args(["--crlcheckinterval", "5m"])  # issue 14: CRLs are fetched
     assert o.crlcheckinterval == 300.0  # type: ignore[union-attr]
 

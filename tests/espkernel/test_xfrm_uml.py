@@ -147,16 +147,53 @@ ONDEMAND = [
     "ondemand-trap-policy",
     "ondemand-trap-route",
     "ondemand-our-acquire-initiates",
+    "ondemand-hold-no-ping-lost",
     "ondemand-ping-after-acquire",
     "ondemand-down-keeps-trap",
     "ondemand-libreswan-acquire-initiates",
     "ondemand-ping-after-libreswan-acquire",
     "ondemand-nothing-left-after-unroute",
     "ondemand-nothing-left-after-shutdown",
+    "ondemand-larval-drop-restored",
 ]
+
+ONDEMAND_SHUNTS = [
+    "ondemand-xfrm-negotiationshunt-pass",
+    "ondemand-xfrm-failureshunt-drop",
+    "ondemand-xfrm-shunt-expires-trap-back",
+    "ondemand-xfrm-shunts-nothing-left",
+]
+
+ONDEMAND_TEMPLATE = [
+    "ondemand-template-trap-no-leak",
+    "ondemand-template-peer-connects-ping",
+    "ondemand-template-trap-back",
+    "ondemand-template-nothing-left",
+]
+
+MOBIKE = [
+    "mobike-move-ping-before",
+    "mobike-move-old-path-broken",
+    "mobike-move-same-spis-new-addresses",
+    "mobike-move-policy-templates",
+    "mobike-move-ping-after",
+    "mobike-move-sequence-numbers-go-on",
+    "mobike-pair-child-sa",
+    "mobike-pair-ping-before",
+    "mobike-pair-update-and-check",
+    "mobike-pair-same-spis",
+    "mobike-pair-sas-on-new-address",
+    "mobike-pair-policy-templates",
+    "mobike-pair-ping-after-move",
+    "mobike-pair-no-new-child-sa",
+] + [f"mobike-natt-{c}" for c in ("child-sa", "ping-before", "update-and-check", "same-spis",
+                                  "sas-on-new-address", "policy-templates", "ping-after-move",
+                                  "no-new-child-sa")]
 
 
 LIBRESWAN52 = [c.replace("libreswan-", "libreswan52-") for c in LIBRESWAN]
+LIBRESWAN_CERT = [f"libreswan-cert-{role}-{what}" for role in ("initiator", "responder")
+                  for what in ("child-sa", "ping")] + ["libreswan-cert-orderly-shutdown"]
 
 
 def uml_available() -> bool:
@@ -255,6 +292,17 @@ def test_pypluto_against_libreswan_ppk_and_updown_with_xfrm(guest: GuestRun) -> 
     guest.assert_checks(LIBRESWAN_PPK, "libreswan_ppk")
 
 
+def test_pypluto_against_libreswan_certificates_with_xfrm(guest: GuestRun) -> None:
+    """Certificates against Libreswan 4.10 with traffic in the ESP kernel (issue 14): RSA-2048
+    through an intermediate CA, NSS dbs in Libreswan's layout, both roles, ping."""
+    require(
+        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
+        "Libreswan 4.10 (tools/install-libreswan.sh)",
+    )
+    require(shutil.which("pk12util") is not None, "pk12util (libnss3-tools)")
+    guest.assert_checks(LIBRESWAN_CERT, "libreswan_cert")
+
+
 def test_xfrm_acquire_against_libreswan_both_ways(guest: GuestRun) -> None:
     """auto=route on both ends (issue 16): our ACQUIRE makes us initiate, Libreswan's
     makes it initiate and we respond; unroute and shutdown leave nothing of ours."""
@@ -265,6 +313,25 @@ def test_xfrm_acquire_against_libreswan_both_ways(guest: GuestRun) -> None:
     require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
     print("\n".join(re.findall(r"ondemand: .*", guest.output)))
     guest.assert_checks(ONDEMAND, "ondemand")
+
+
+def test_xfrm_negotiation_and_failure_shunts(guest: GuestRun) -> None:
+    """negotiationshunt=passthrough and failureshunt=drop in the kernel (issue 16): an
+    ALLOW policy for the pinged flow while negotiating with a peer that never answers,
+    a BLOCK policy for shuntlifetime= after, then the trap alone; nothing left."""
+    guest.assert_checks(ONDEMAND_SHUNTS, "ondemand_shunts")
+
+
+def test_xfrm_routed_any_template_against_libreswan(guest: GuestRun) -> None:
+    """A routed right=%any template with rightsubnet= (issue 16): the trap keeps the
+    subnet from leaking until Libreswan 4.10 connects; its Child SA replaces the trap,
+    which comes back when Libreswan takes it down; nothing left after shutdown."""
+    require(
+        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
+        "Libreswan 4.10 (tools/install-libreswan.sh)",
+    )
+    require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
+    guest.assert_checks(ONDEMAND_TEMPLATE, "ondemand_template")
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +361,13 @@ def test_pypluto_against_libreswan52_with_xfrm(guest52: GuestRun) -> None:
     both roles, GCM, CBC+HMAC-SHA2-256-128, ESP in UDP, transport, IPv6 ChaCha20."""
     print(f"UML run took {guest52.seconds:.1f}s")
     guest52.assert_checks(LIBRESWAN52, "libreswan52")
+
+
+def test_mobike_moves_xfrm_sas_and_policies(guest: GuestRun) -> None:
+    """MOBIKE on the XFRM plane (RFC 4555 §3.5, issue 15): ``move_sa`` by hand (same
+    SPIs, the ESN sequence numbers go on), then two ``pluto --use-xfrm`` with mobike=yes:
+    the initiator's address changes, both kernels' SAs and policy templates follow, the
+    same Child SA carries the ping again; plain ESP and ESP in UDP."""
+    print("\n".join(re.findall(r"mobike: .*", guest.output)))
+    guest.assert_checks(MOBIKE, "mobike_move")
+    guest.assert_checks(MOBIKE, "mobike_pair")

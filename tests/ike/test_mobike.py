@@ -4,11 +4,13 @@ the IKE SA and the Child SAs (MoveSA, no new Child SA)."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 from pypluto.iana import NotifyType as N
-from pypluto.ike.actions import Endpoint, MoveSA
+from pypluto.ike.actions import AddSA, DelSA, Endpoint, MoveSA
 from pypluto.ike.tasks import mobike as mobmod
+from pypluto.ike.tasks.liveness import Liveness
 
 from .harness import NAT_PUBLIC, WEST, Net
 
@@ -110,3 +112,150 @@ def test_cookie2_is_echoed() -> None:
     net.run()
     assert any("MOBIKE: IKE SA and 1 Child SA(s) moved" in m for m in net.east.logs())
     assert int(N.COOKIE2) == 16401
+
+
+# --- issue 15: the peer rekeys its Child SA while the gateway moves (strongSwan's
+# kernel-libipsec cannot update SA addresses, so it rekeys right after its update)
+
+def _data_plane(side) -> tuple[dict, list[str]]:  # noqa: ANN001
+    """``side``'s SA table as the daemon builds it from AddSA, DelSA and MoveSA, in
+    order; a MoveSA for an SA that is not installed is what the backends refuse
+    ("move_sa: no SA ...")."""
+    sas: dict = {}
+    errors: list[str] = []
+    for a in side.actions:
+        if isinstance(a, AddSA):
+            sas[(str(a.sa.dst), a.sa.spi)] = a.sa
+        elif isinstance(a, DelSA):
+            sas.pop((str(a.dst), a.spi), None)
+        elif isinstance(a, MoveSA):
+            sa = sas.pop((str(a.dst), a.spi), None)
+            if sa is None:
+                errors.append(f"no SA {a.spi:08x}@{a.dst}")
+                continue
+            sas[(str(a.new_dst), a.spi)] = dataclasses.replace(
+                sa, src=a.new_src, dst=a.new_dst, encap_sport=a.encap_sport,
+                encap_dport=a.encap_dport)
+    return sas, errors
+
+
+def _check_gateway_plane(net: Net) -> None:
+    """One Child SA left on the gateway; both its SAs installed on the client's new NAT
+    mapping (address and port), nothing else in the table, no failed move."""
+    ei = _ike(net.east)
+    sas, errors = _data_plane(net.east)
+    assert errors == []
+    (c,) = ei.children
+    assert ei.remote.addr == NAT_PUBLIC and (c.remote_addr, c.encap) == (
+        NAT_PUBLIC, (ei.local.port, ei.remote.port))
+    out = sas.pop((str(NAT_PUBLIC), c.spi_out))
+    inb = sas.pop((str(ei.local.addr), c.spi_in))
+    assert not sas
+    assert (out.src, out.encap_sport, out.encap_dport) == (ei.local.addr, ei.local.port,
+                                                           ei.remote.port)
+    assert (inb.src, inb.encap_sport, inb.encap_dport) == (NAT_PUBLIC, ei.remote.port,
+                                                           ei.local.port)
+
+
+def test_peer_rekey_while_the_return_routability_check_is_in_flight() -> None:
+    """The rekey reaches the gateway after its COOKIE2 check went out, before the echo:
+    the new Child SA is installed on the addresses being checked with its outbound SA
+    held back until the old one is deleted (RFC 7296 §2.8).  The move must not look
+    for that outbound SA in the data plane (it used to: "MoveSA failed: no SA")."""
+    net = mobike_net()
+    ei = _ike(net.east)
+    net.apply(net.west, net.west.engine.local_address_changed(WEST, NEW_WEST, net.now))
+    assert net.step()  # UPDATE_SA_ADDRESSES: the answer and the COOKIE2 check go out
+    assert len(net.queue) == 2
+    net.step()
+    net.step()  # the client takes the answer (it moves) and echoes the COOKIE2
+    (echo,) = net.queue
+    net.queue.clear()
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    assert net.step()  # CREATE_CHILD_SA reaches the gateway first
+    assert len(ei.children) == 2
+    fresh = ei.children[-1]
+    assert fresh.pending_out is not None
+    net.queue.insert(0, echo)
+    net.run()
+    assert any("Child SA(s) moved" in m for m in net.east.logs())
+    _check_gateway_plane(net)
+    assert not _data_plane(net.west)[1]
+
+
+def test_peer_rekey_before_the_return_routability_check_is_sent() -> None:
+    """The gateway has a request of its own outstanding, so its COOKIE2 check waits;
+    the peer's rekey is answered first, on the old NAT mapping, its outbound SA held
+    back.  The move rewrites the held SA: it is installed on the new mapping when the
+    old Child SA is deleted, not on the old port (the tunnel would be one-way)."""
+    net = mobike_net()
+    ei = _ike(net.east)
+    net.apply(net.east, net.east.engine.queue(ei, Liveness(), net.now))
+    (dpd,) = net.queue  # the gateway's DPD is in flight
+    net.queue.clear()
+    net.apply(net.west, net.west.engine.local_address_changed(WEST, NEW_WEST, net.now))
+    net.step()  # UPDATE_SA_ADDRESSES: answered; the check waits for the DPD
+    net.step()  # the client moves
+    assert not net.queue
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.step()  # CREATE_CHILD_SA: the gateway installs the new Child SA on the old mapping
+    fresh = ei.children[-1]
+    old_port = ei.remote.port
+    assert fresh.pending_out is not None and fresh.pending_out.encap_dport == old_port
+    (answer,) = net.queue  # the client has not seen the rekey's answer yet ...
+    net.queue[:] = [dpd]
+    net.run()  # ... when the DPD, the COOKIE2 check and the move are done
+    assert ei.remote.port != old_port and fresh.pending_out is not None
+    net.queue.append(answer)
+    net.run()  # the client deletes the old Child SA: the held outbound SA goes in
+    assert fresh.pending_out is None
+    assert any("checking return routability" in m for m in net.east.logs())
+    _check_gateway_plane(net)
+
+
+def test_failed_check_takes_a_child_sa_made_meanwhile_back() -> None:
+    """A Child SA created while the check was in flight (on the addresses being checked)
+    goes back with the IKE SA when the check fails."""
+    net = mobike_net()
+    ei = _ike(net.east)
+    before = ei.remote
+    net.apply(net.west, net.west.engine.local_address_changed(WEST, NEW_WEST, net.now))
+    net.step()
+    net.step()
+    net.step()
+    net.queue.clear()  # the echo is lost
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.step()  # the rekey arrives from the address being checked
+    net.queue.clear()
+    net.cut = True
+    net.advance(120)
+    assert any("failed the return routability check (no answer)" in m
+               for m in net.east.logs())
+    assert ei.remote == before
+    sas, errors = _data_plane(net.east)
+    assert errors == []
+    for c in ei.children:
+        assert (c.remote_addr, c.encap) == (before.addr, (ei.local.port, before.port))
+    outs = [sa for sa in sas.values() if sa.direction == "out"]
+    assert outs and all(sa.encap_dport == before.port for sa in outs)
+
+
+def test_encapsulation_yes_keeps_esp_in_udp_after_the_move() -> None:
+    """No NAT, but the client has encapsulation=yes: its NAT_DETECTION in the update is
+    made not to match (as in IKE_SA_INIT), so the gateway keeps ESP in UDP (found in the
+    ESP kernel: the gateway went back to plain ESP, the client kept UDP)."""
+    net = Net(nat=False, west_kw={"mobike": True, "encapsulation": "yes"},
+              east_kw={"mobike": True, "left": "%any"})
+    net.up()
+    ei = _ike(net.east)
+    (c,) = ei.children
+    assert c.encap is not None
+    net.apply(net.west, net.west.engine.local_address_changed(WEST, NEW_WEST, net.now))
+    net.run()
+    (c,) = ei.children
+    assert ei.remote.addr == NEW_WEST and c.remote_addr == NEW_WEST
+    assert ei.nat_remote and c.encap == (ei.local.port, ei.remote.port)
+    (wc,) = _ike(net.west).children
+    assert wc.encap == (c.encap[1], c.encap[0])
+    sas, errors = _data_plane(net.east)
+    assert errors == [] and all(sa.encap_dport is not None for sa in sas.values())

@@ -13,18 +13,23 @@ Topology (a :class:`lab.Lab`; RFC 5737 addresses only)::
   floods; a ping every 50 ms runs through it during each flood.
 * each run: 20,000 spoofed IKE_SA_INIT (valid proposals, random SPIs and
   sources, the ``road`` %any conn matches them, so each would cost a key
-  exchange) sent by ``flood_sender.py`` as fast as one process can, and while it
-  runs strongSwan (``probe``, a childless IKE SA) and the pypluto initiator
-  (``north``) connect.  Up-times: strongSwan's is the wall time of ``swanctl
-  --initiate`` (so it includes swanctl itself); pypluto's is taken from the
-  initiator's log (from "initiating" to "established IKE SA").
+  exchange) sent by ``flood_sender.py`` as fast as one process can.  The sender
+  builds its datagrams first, says ``ready`` and waits for the go; strongSwan
+  (``probe``, a childless IKE SA) and the pypluto initiator (``north``) are
+  started once it says that 5 % of the flood has been sent, however slow the
+  machine, so they always connect under it (``peers_started_after_flood_start`` says when; each one's
+  log says whether it was asked for a COOKIE).  Up-times: strongSwan's is the
+  wall time of ``swanctl --initiate`` (so it includes swanctl itself);
+  pypluto's is taken from the initiator's log (from "initiating" to
+  "established IKE SA").
 * each run starts when the responder no longer demands cookies (the previous
   flood's busy mode has ended by itself, ~5 s after it), so every run shows
-  cookies switching on;
+  cookies switching on; the COOKIEs it sent are read from ``whack
+  --globalstatus`` (``total.ddos.cookies_sent``) before and after;
 * the responder's RSS (``VmRSS``) is sampled every 20 ms during each flood; after
-  the last run the test waits until no half-open SA is left (they expire after
-  the engine's 30 s ``half_open_timeout``, which has no command-line setting, so
-  the wait is that long, not 60 s) and reads the RSS again.
+  the last run the scenario waits until no half-open SA is left (they expire
+  after the engine's 30 s ``half_open_timeout``) and until 60 s have passed
+  since the end of the last flood, and reads the RSS again.
 
 The strongSwan initiator retransmits after 0.5 s (``retransmit_timeout``, as
 Libreswan's ``retransmit-interval``) instead of its default 4 s: a datagram
@@ -52,6 +57,7 @@ NORTH = "198.51.100.226"  # the pypluto initiator, in a third namespace
 NORTH_PEER = "198.51.100.225"  # the responder's address on that link
 PSK = "flood-lab-psk-0123456789abcdefghijklmnop"
 FLOOD_N = 20000
+AFTER_S = 60.0  # issue 13: the RSS "back within 5 MiB 60 s after" the flood
 
 EAST_CONF = f"""\
 config setup
@@ -201,6 +207,12 @@ class Figures:
     expiry_wait: float = 0.0
     rss_samples: int = 0
     busy_seen: list[bool] = field(default_factory=list)  # cookies demanded during the flood
+    cookies_sent: list[int] = field(default_factory=list)  # COOKIE answers, each run
+    strongswan_cookied: list[bool] = field(default_factory=list)  # asked for a COOKIE
+    pypluto_cookied: list[bool] = field(default_factory=list)
+    peers_started_after_flood_start: list[float] = field(default_factory=list)  # s
+    rss_expired_kib: int = 0  # once no half-open SA is left
+    after_seconds: float = 0.0  # from the end of the last flood to rss_after_kib
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -214,6 +226,7 @@ class FloodLab:
         self.east: Pypluto | None = None
         self.north: Pypluto | None = None
         self.ss: StrongSwan | None = None
+        self.t_last_flood_end = time.monotonic()
 
     def start(self) -> None:
         lab = self.lab
@@ -301,22 +314,52 @@ class FloodLab:
                 break
         return None if t0 is None or t1 is None else round(t1 - t0, 4)
 
+    def globalstatus(self) -> dict[str, int]:
+        """``whack --globalstatus`` as numbers (``total.ddos.cookies_sent`` etc.)."""
+        assert self.east is not None
+        out: dict[str, int] = {}
+        for ln in self.east.whack("--globalstatus").stdout.splitlines():
+            k, eq, v = ln.strip().partition("=")
+            if eq and v.strip().lstrip("-").isdigit():
+                out[k.strip()] = int(v)
+        return out
+
+    def _ss_log_lines(self) -> int:
+        assert self.ss is not None
+        return len(self._ss_log().splitlines())
+
+    def _ss_log(self) -> str:
+        assert self.ss is not None
+        return (self.ss.dir / "charon.log").read_text(errors="replace")
+
     def one_run(self, fig: Figures, seed: int, n: int = FLOOD_N) -> None:
+        """One flood and the two legitimate initiators; the processes it started are
+        killed (by their Popen) if it fails half-way."""
+        self._procs: list[subprocess.Popen[str]] = []
+        try:
+            self._one_run(fig, seed, n)
+        finally:
+            for pr in self._procs:
+                if pr.poll() is None:
+                    pr.kill()
+                    pr.wait(10)
+
+    def _one_run(self, fig: Figures, seed: int, n: int) -> None:
         lab = self.lab
         assert self.east is not None and self.east.proc is not None
         assert self.north is not None and self.ss is not None
         pid = self.east.proc.pid
         # every run starts cold: the previous flood's busy mode has ended (hysteresis)
         lab.wait_for(lambda: not self.halfopen()[1], 60, "cookies off again")
+        cookies0 = self.globalstatus().get("total.ddos.cookies_sent", 0)
         base = rss_kib(pid)
         if not fig.rss_base_kib:
             fig.rss_base_kib = base
         template = init_template()
         north_lines = len(self.north.log.read_text(errors="replace").splitlines())
+        ss_lines = self._ss_log_lines()
         peak = [base]
         samples: list[int] = []
-        half = [0]
-        busy = [False]
         stop = threading.Event()
 
         def sample() -> None:  # /proc only: a whack per sample would steal a core
@@ -326,17 +369,28 @@ class FloodLab:
                 samples.append(r)
                 time.sleep(0.02)
 
+        sender = subprocess.Popen(["ip", "netns", "exec", lab.west, sys.executable,
+                                   str(HERE / "flood_sender.py"), str(n), EAST_OUTER,
+                                   template.hex(), str(seed)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self._procs.append(sender)
+        assert sender.stdout is not None and sender.stdin is not None
+        # the sender builds its datagrams (0.2 s idle, longer on a busy machine) first
+        ready = sender.stdout.readline().strip()
+        assert ready == "ready", f"flood_sender.py: {ready!r}"
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        count = int(2.0 / 0.05) + 20
+        count = int(3.0 / 0.05)  # 3 s of pings around the flood
         ping = subprocess.Popen(["ip", "netns", "exec", lab.west, "ping", "-n", "-q", "-c",
                                  str(count), "-i", "0.05", "-W", "1", "-I", WEST_INNER,
                                  EAST_INNER], stdout=subprocess.PIPE, text=True)
-        sender = subprocess.Popen(["ip", "netns", "exec", lab.west, sys.executable,
-                                   str(HERE / "flood_sender.py"), str(n), EAST_OUTER,
-                                   template.hex(), str(seed)], stdout=subprocess.PIPE,
-                                  text=True)
-        time.sleep(0.3)  # the sender builds its packets (~0.2 s), then floods
+        self._procs.append(ping)
+        time.sleep(0.2)  # a few echoes before the flood
+        # go: the flood starts; the legitimate initiators once 5 % of it has been sent
+        sender.stdin.write("go\n")
+        sender.stdin.flush()
+        flooding = sender.stdout.readline().strip()
+        assert flooding == "flooding", f"flood_sender.py: {flooding!r}"
         t0 = time.monotonic()
         ss = subprocess.Popen(["ip", "netns", "exec", lab.west, SWANCTL, "--initiate",
                                "--ike", "probe", "--timeout", "10"],
@@ -345,32 +399,51 @@ class FloodLab:
         north = subprocess.Popen(["ip", "netns", "exec", self.north_ns, *self._whack_argv(
             "--name", "north", "--initiate")], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
-        ss_out, _ = ss.communicate(timeout=30)
+        self._procs += [ss, north]
+        ss.communicate(timeout=60)
         ss_t = time.monotonic() - t0
         north.communicate(timeout=60)
         out, _ = sender.communicate(timeout=120)
-        # half-open SAs live 30 s and busy mode holds 5 s: both still show after the flood
-        half[0], busy[0] = self.halfopen()
+        # half-open SAs live 30 s and busy mode holds 5 s: the peak shows after the flood
+        half, _busy = self.halfopen()
+        # the initiator's log line may follow whack's return: wait for it (or give up)
+        try:
+            lab.wait_for(lambda: self._north_up_time(north_lines) is not None, 30,
+                         "the pypluto initiator's 'established IKE SA' line")
+        except Exception:  # noqa: BLE001 - recorded as not up (inf) below
+            pass
         ping_out, _ = ping.communicate(timeout=60)
-        time.sleep(1.0)
         stop.set()
         sampler.join()
         res = json.loads(out.strip().splitlines()[-1])
         fig.flood_seconds.append(res["seconds"])
         fig.flood_rate.append(round(res["sent"] / max(res["seconds"], 1e-6)))
+        # when the initiators were started, from the first flood datagram sent (s)
+        fig.peers_started_after_flood_start.append(round(t0 - res["t_start"], 4))
         fig.strongswan_up.append(round(ss_t, 4) if ss.returncode == 0 else float("inf"))
         up = self._north_up_time(north_lines)
         fig.pypluto_up.append(up if up is not None else float("inf"))
         fig.rss_peak_growth_kib.append(peak[0] - base)
         fig.rss_samples = len(samples)
-        fig.halfopen_peak.append(half[0])
-        fig.busy_seen.append(busy[0])
+        fig.halfopen_peak.append(half)
+        fig.cookies_sent.append(self.globalstatus().get("total.ddos.cookies_sent", 0)
+                                - cookies0)
+        fig.busy_seen.append(fig.cookies_sent[-1] > 0)
+        # the legitimate peers were themselves asked for a COOKIE: they connected while
+        # the responder was defending itself against this flood
+        north_text = "\n".join(self.north.log.read_text(errors="replace")
+                               .splitlines()[north_lines:])
+        fig.pypluto_cookied.append("received COOKIE" in north_text)
+        ss_text = "\n".join(self._ss_log().splitlines()[ss_lines:])
+        fig.strongswan_cookied.append(bool(re.search(r"IKE_SA_INIT response 0 \[ N\(COOKIE\)",
+                                                     ss_text)))
         m = re.search(r"(\d+) packets transmitted, (\d+) received", ping_out)
         if m:
             fig.pings_sent += int(m[1])
             fig.pings_lost += int(m[1]) - int(m[2])
         else:
             fig.pings_lost += count
+        self.t_last_flood_end = res["t_end"]
         self.ss.swanctl("--terminate", "--ike", "probe", "--timeout", "10", check=False)
         self.north.whack("--name", "north", "--down")
 
@@ -379,14 +452,17 @@ class FloodLab:
         assert self.north is not None
         return [pypluto_bin("whack"), "--rundir", str(self.north.run_dir), *args]
 
-    def finish(self, fig: Figures, wait_max: float = 45.0) -> None:
-        """Wait for every half-open SA to expire, then the RSS against the first baseline."""
+    def finish(self, fig: Figures, wait_max: float = 45.0, after: float = AFTER_S) -> None:
+        """Wait for every half-open SA to expire and for ``after`` seconds from the end
+        of the last flood, then the RSS against the first baseline."""
         assert self.east is not None and self.east.proc is not None
         t0 = time.monotonic()
         self.lab.wait_for(lambda: self.halfopen()[0] == 0, wait_max,
                           "half-open SAs expired")
-        time.sleep(1.0)
         fig.expiry_wait = round(time.monotonic() - t0, 1)
+        fig.rss_expired_kib = rss_kib(self.east.proc.pid)
+        time.sleep(max(1.0, self.t_last_flood_end + after - time.monotonic()))
+        fig.after_seconds = round(time.monotonic() - self.t_last_flood_end, 1)
         fig.rss_after_kib = rss_kib(self.east.proc.pid)
         # (the line may be held back by the log's rate limiter for packet-caused lines)
         fig.cookie_lines = self.east.log.read_text(errors="replace").count(

@@ -4,8 +4,14 @@
 to DST:500, each the template IKE_SA_INIT with a random SPIi, from a random
 source address in 198.51.100.128/26 or 203.0.113.128/26 (RFC 5737 blocks, away
 from the lab's tunnels) and a random port, then sends them over one raw socket
-(``IPPROTO_RAW``: the IP header is ours) as fast as this one process can.  Prints
-one JSON line: ``{"sent": N, "seconds": T}``.
+(``IPPROTO_RAW``: the IP header is ours) as fast as this one process can.
+
+Once the datagrams are built it prints ``ready`` and waits for a line on stdin;
+after the first 5 % of them (at most 1,000) it prints ``flooding``, so that the
+driver starts the legitimate initiators while the flood is under way, however
+long the building took on a busy machine.  Then it prints one
+JSON line: ``{"sent": N, "seconds": T, "t_start": T0, "t_end": T1}`` (``T0``,
+``T1``: ``time.monotonic()``, the same clock in every process of the machine).
 """
 
 from __future__ import annotations
@@ -42,8 +48,13 @@ def main(argv: list[str]) -> int:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     target = (dst, 0)
     sent = 0
+    print("ready", flush=True)
+    sys.stdin.readline()
     t0 = time.monotonic()
+    lead = min(1000, n // 20)  # then the driver starts the legitimate initiators
     for p in pkts:
+        if sent == lead:
+            print("flooding", flush=True)
         while True:
             try:
                 s.sendto(p, target)
@@ -53,7 +64,9 @@ def main(argv: list[str]) -> int:
                 continue
             except OSError:  # e.g. ENOBUFS: the veth queue is full; try again
                 time.sleep(0)
-    print(json.dumps({"sent": sent, "seconds": round(time.monotonic() - t0, 4)}))
+    t1 = time.monotonic()
+    print(json.dumps({"sent": sent, "seconds": round(t1 - t0, 4), "t_start": t0,
+                      "t_end": t1}))
     return 0
 
 

@@ -21,6 +21,9 @@ MTU = 1280
 
 # (proposal, strongSwan's IKE algorithm line must contain these)
 HYBRID: list[tuple[Proposal, tuple[str, ...]]] = [
+    (Proposal("x25519+addke1=mlkem768", "aes_gcm256-sha2_384-dh31;addke1=mlkem768",
+              "aes_gcm256", "aes256gcm16-prfsha384-x25519-ke1_mlkem768", "aes256gcm16"),
+     ("CURVE_25519", "KE1_ML_KEM_768")),
     (Proposal("ecp384+addke1=mlkem1024", "aes_gcm256-sha2_384-dh20;addke1=mlkem1024",
               "aes_gcm256", "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024", "aes256gcm16"),
      ("ECP_384", "KE1_ML_KEM_1024")),

@@ -40,7 +40,7 @@ Usage: ipsec <command> [arguments]
   up <conn>                    initiate a connection and wait for the result
   down <conn>                  delete a connection's SAs, keep the connection
   status | briefstatus | trafficstatus | showstates | globalstatus
-         | connectionstatus  [--json]
+         | connectionstatus | shuntstatus  [--json]
   listen                       rescan interfaces and reload secrets
   rereadsecrets                reload the secrets file(s)
   rereadall | rereadcerts      reload the secrets; cached certificates and CRLs are
@@ -50,6 +50,8 @@ Usage: ipsec <command> [arguments]
   listcerts | listcacerts [--nssdir D] [--json]   our certificates / the trusted CAs
   newhostkey [--keytype rsa|ecdsa] [--bits N]     a raw key in the database (certutil -G)
   showhostkey --list | --left|--right [--ckaid X] its public key (leftrsasigkey=0s...)
+  listpubkeys [--json]         the public keys pluto's conns use (whack --listpubkeys)
+  checkpubkeys [--json]        only those that expire soon or have (whack --checkpubkeys)
   certutil | pk12util | crlutil [args]            NSS's tool on --nssdir
   checkconfig                  check the config file (ipsec addconn --checkconfig)
   addconn [options]            Libreswan's addconn
@@ -66,9 +68,8 @@ Usage: ipsec <command> [arguments]
   purgeocsp                    empty the OCSP cache
   redirect NAME|--peer-ip A --redirect-to GW [--dry-run]
                                RFC 5685: send established clients to gateway GW
-Not supported by pypluto (exit 33): listpubkeys, listall, checkpubkeys, shuntstatus,
-  briefconnectionstatus, fipsstatus,
-  modutil, vfychain, checknflog, stopnflog, reload
+Not supported by pypluto (exit 33): listall, briefconnectionstatus,
+  fipsstatus, modutil, vfychain, checknflog, stopnflog, reload
 Common options (before the arguments): --rundir <dir>, --ctlsocket <file>,
   --config <file>
 """
@@ -93,10 +94,7 @@ ON_DEMAND = ("route", "unroute", "ondemand")
 # Libreswan 5.2 commands pypluto cannot do: the reason printed with the error.
 UNSUPPORTED: dict[str, str] = {
     **{c: "use NSS's own tool on the database" for c in ("modutil", "vfychain")},
-    "listpubkeys": "raw public keys are listed by 'ipsec status' only",
-    "checkpubkeys": "raw public keys are listed by 'ipsec status' only",
     "listall": "use 'ipsec listcerts' and 'ipsec listcacerts'",
-    "shuntstatus": "bare shunts (on-demand routing) are not implemented",
     "briefconnectionstatus": "use 'ipsec connectionstatus'",
     "fipsstatus": "pypluto has no FIPS mode",
     "fips": "pypluto has no FIPS mode",
@@ -108,7 +106,7 @@ UNSUPPORTED: dict[str, str] = {
 UNSUPPORTED_RC = RC_WHACK_PROBLEM
 
 STATUS_CMDS = ("status", "briefstatus", "trafficstatus", "showstates", "globalstatus",
-               "connectionstatus")
+               "connectionstatus", "shuntstatus")
 
 
 def _common(args: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -350,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         return _whack(w + [f"--{cmd}", *rest])
     if cmd in ("listen", "rereadsecrets"):
         return _whack(w + [f"--{cmd}"])
+    if cmd in ("listpubkeys", "checkpubkeys"):  # issue 14
+        return _whack(w + [f"--{cmd}", *[a for a in rest if a == "--json"]])
     if cmd in ("fetchcrls", "crls", "purgeocsp"):  # revocation (issue 14)
         return _whack(w + ["--purgeocsp" if cmd == "purgeocsp" else "--fetchcrls"])
     if cmd == "listcrls":

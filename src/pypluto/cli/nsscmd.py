@@ -6,8 +6,10 @@ Libreswan's ``ipsec`` script does them: through NSS's own tools (``libnss3-tools
 certificates from it on use, so the database is what pluto will use); ``--json``
 prints the same as a JSON list.  ``newhostkey`` makes a key-only entry (``certutil
 -G``); ``showhostkey`` prints its public key as ``leftrsasigkey=0s...`` (RFC 3110) or
-``leftpubkey=0s...`` (DER SubjectPublicKeyInfo), read from a certificate request NSS
-signs with the key (``certutil -R -k CKAID``): NSS's tools cannot print a bare public key.
+``leftpubkey=0s...`` (DER SubjectPublicKeyInfo, also with ``--pubkey``), read through NSS's
+soft token (``config.pkcs11``); ``--ckaid`` takes a prefix.  A database with a password
+takes ``--nsspw PW`` (or ``--password``), else the ``nsspassword`` file of
+``$IPSEC_CONFDDIR`` (default /etc/ipsec.d), as Libreswan's tools.
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from pypluto.config.expiry import CA_CERT_WARNING_INTERVAL, PUBKEY_WARNING_INTERVAL, check_expiry
+from pypluto.config.hostkeys import HostKeyError, HostKeys, nss_password
 from pypluto.config.nss import NSSDB, NSSError
 
 DEFAULT_NSSDIR = "/var/lib/ipsec/nss"
@@ -40,29 +43,27 @@ def rfc3110(key: rsa.RSAPublicKey) -> bytes:
     return head + e + n.n.to_bytes((n.n.bit_length() + 7) // 8, "big")
 
 
-def _keys(db: NSSDB) -> list[tuple[str, str]]:
-    """(key type, CKAID) of every private key (``certutil -K``)."""
-    text = db._run(_tool("certutil") or "certutil", "-K", "-d", db.spec).decode(
-        "utf-8", "replace")
-    return [(m.group(1), m.group(2)) for m in
-            re.finditer(r"^<\s*\d+>\s+(\w+)\s+([0-9a-fA-F]{40})", text, re.MULTILINE)]
-
-
-def _public_key(db: NSSDB, ckaid: str) -> object:
-    """The public key of a key-only entry: from a CSR NSS signs with it (certutil -R)."""
-    with tempfile.TemporaryDirectory(prefix="pypluto-nss-") as tmp:
-        noise = os.path.join(tmp, "noise")
-        with open(noise, "wb") as f:
-            f.write(os.urandom(64))
-        out = os.path.join(tmp, "req.pem")
-        db._run(_tool("certutil") or "certutil", "-R", "-d", db.spec, "-k", ckaid, "-s",
-                "CN=showhostkey", "-a", "-z", noise, "-o", out)
-        with open(out, "rb") as f:
-            data = f.read()
-    return x509.load_pem_x509_csr(data[data.index(b"-----BEGIN"):]).public_key()
+def _password(rest: list[str]) -> tuple[str | None, list[str]]:
+    """``--nsspw PW`` / ``--password PW`` (Libreswan's tools), else the ``nsspassword``
+    file of ``$IPSEC_CONFDDIR`` (default /etc/ipsec.d) as pluto reads it."""
+    out, pw = [], None
+    i = 0
+    while i < len(rest):
+        if rest[i] in ("--nsspw", "--password") and i + 1 < len(rest):
+            pw = rest[i + 1]
+            i += 2
+            continue
+        out.append(rest[i])
+        i += 1
+    if pw is None:
+        pw, _line = nss_password(os.environ.get("IPSEC_CONFDDIR", "/etc/ipsec.d"))
+    return pw, out
 
 
 def _hostkey(cmd: str, db: NSSDB, rest: list[str]) -> int:
+    """``newhostkey`` (``certutil -G``) and ``showhostkey`` (the key's public half read
+    through NSS's soft token, ``config.hostkeys``), in Libreswan's output format."""
+    password, rest = _password(rest)
     if cmd == "newhostkey":
         kind, bits = "rsa", "3072"
         for i, a in enumerate(rest):
@@ -76,39 +77,52 @@ def _hostkey(cmd: str, db: NSSDB, rest: list[str]) -> int:
             noise = os.path.join(tmp, "noise")
             with open(noise, "wb") as f:
                 f.write(os.urandom(64))
+            pwargs: list[str] = []
+            if password:
+                pwfile = os.path.join(tmp, "pw")
+                fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT, 0o600)
+                os.write(fd, password.encode() + b"\n")
+                os.close(fd)
+                pwargs = ["-f", pwfile]
             args = ["-k", "rsa", "-g", bits] if kind == "rsa" else \
                 ["-k", "ec", "-q", {"256": "nistp256", "384": "nistp384"}.get(bits, "nistp256")]
             print(f"Generated {kind} key in the NSS database {db.directory}")
-            db._run(_tool("certutil") or "certutil", "-G", "-d", db.spec, *args, "-z", noise)
+            db._run(_tool("certutil") or "certutil", "-G", "-d", db.spec, *args, "-z", noise,
+                    *pwargs)
         return 0
-    keys = _keys(db)
+    try:
+        keys = HostKeys(db.directory, password).public_keys()
+    except HostKeyError as e:
+        print(f"ipsec showhostkey: {e}", file=sys.stderr)
+        return 1
     if "--list" in rest:
-        for i, (kind, ck) in enumerate(keys, 1):
-            pub = _public_key(db, ck)
-            kid = base64.b64encode(rfc3110(pub))[:9].decode() if isinstance(
-                pub, rsa.RSAPublicKey) else ""
-            print(f"< {i}> {kind.upper()} keyid: {kid} ckaid: {ck}")
+        for i, k in enumerate(keys, 1):
+            kid = k.keyid or "<missing-pubkey>"
+            print(f"<{i:2d}> {k.kind.upper() if k.kind == 'rsa' else 'ECDSA'} keyid: {kid} "
+                  f"ckaid: {k.ckaid}")
         return 0
     side = "left" if "--left" in rest else "right" if "--right" in rest else ""
     if not side:
-        print("usage: ipsec showhostkey [--nssdir DIR] --list | --left|--right --ckaid CKAID",
-              file=sys.stderr)
+        print("usage: ipsec showhostkey [--nssdir DIR] [--nsspw PW] --list | "
+              "--left|--right [--pubkey] [--ckaid CKAID]", file=sys.stderr)
         return 1
     want = rest[rest.index("--ckaid") + 1].lower() if "--ckaid" in rest and \
-        rest.index("--ckaid") + 1 < len(rest) else (keys[0][1] if len(keys) == 1 else "")
-    if not any(ck == want for _k, ck in keys):
-        print("ipsec showhostkey: no (or more than one) key; name it with --ckaid",
-              file=sys.stderr)
+        rest.index("--ckaid") + 1 < len(rest) else ""
+    match = [k for k in keys if k.ckaid.startswith(want)]  # a prefix, as Libreswan
+    if len(match) != 1 or match[0].public is None:
+        print("ipsec showhostkey: " + ("no key" if not match else "more than one key" if
+              len(match) > 1 else "no public key") + (f" with CKAID {want}" if want else
+              "; name it with --ckaid"), file=sys.stderr)
         return 1
-    pub = _public_key(db, want)
-    if isinstance(pub, rsa.RSAPublicKey):
+    pub = match[0].public
+    if isinstance(pub, rsa.RSAPublicKey) and "--pubkey" not in rest:
         blob = base64.b64encode(rfc3110(pub)).decode()
         print(f"\t# rsakey {blob[:9]}")
         print(f"\t{side}rsasigkey=0s{blob}")
     else:
-        der = pub.public_bytes(serialization.Encoding.DER,  # type: ignore[attr-defined]
+        der = pub.public_bytes(serialization.Encoding.DER,
                                serialization.PublicFormat.SubjectPublicKeyInfo)
-        print(f"\t# ecdsakey ckaid {want}")
+        print(f"\t# {side} keyid: {match[0].keyid}")
         print(f"\t{side}pubkey=0s{base64.b64encode(der).decode()}")
     return 0
 
@@ -191,7 +205,11 @@ def main(cmd: str, args: list[str]) -> int:
                          "serial": f"{c.serial_number:x}",
                          "not_before": c.not_valid_before_utc.isoformat(),
                          "not_after": c.not_valid_after_utc.isoformat(),
-                         "key": type(c.public_key()).__name__.replace("_", "")})
+                         "key": type(c.public_key()).__name__.replace("_", ""),
+                         # Libreswan's windows: 14 days for ours, 30 for a CA (issue 14)
+                         "expiry": check_expiry(c.not_valid_after_utc, time.time(),
+                                                CA_CERT_WARNING_INTERVAL if ent.is_ca
+                                                else PUBKEY_WARNING_INTERVAL)})
     except (NSSError, ValueError) as e:
         print(f"ipsec {cmd}: {e}", file=sys.stderr)
         return 1
@@ -208,4 +226,6 @@ def main(cmd: str, args: list[str]) -> int:
         print(f"       issuer:  '{r['issuer']}'")
         print(f"       serial:  {r['serial']}")
         print(f"       validity: not before {r['not_before']} not after {r['not_after']}")
+        if r["expiry"]:
+            print(f"       {r['expiry']}")
     return 0

@@ -19,10 +19,10 @@ from pypluto.control.client import ControlError, call, ctl_path
 from pypluto.control.protocol import RC_SUCCESS, RC_WHACK_PROBLEM
 
 STATUS = ["status", "globalstatus", "showstates", "trafficstatus", "briefstatus",
-          "connectionstatus"]
+          "connectionstatus", "shuntstatus"]
 NAMED = ["delete", "route", "unroute", "initiate", "down", "rekey-ike", "rekey-child"]
-GLOBAL = ["listen", "unlisten", "rereadsecrets", "listpsks", "reopenlogs",
-          "fetchcrls", "listcrls", "purgeocsp"]
+GLOBAL = ["listen", "unlisten", "rereadsecrets", "listpsks", "listpubkeys", "checkpubkeys",
+          "reopenlogs", "fetchcrls", "listcrls", "purgeocsp"]
 
 USAGE = """\
 Usage: whack [--ctlsocket <file>] [--rundir <dir>] <command> [--json]
@@ -30,8 +30,11 @@ commands:
   --name <connection_name> --initiate [--asynchronous] | --down | --delete
                            | --route | --unroute | --rekey-ike | --rekey-child
   --status | --globalstatus | --showstates | --trafficstatus | --briefstatus
-  --connectionstatus        (add --json for a JSON object; see docs/control-protocol.md)
+  --connectionstatus | --shuntstatus
+                           (add --json for a JSON object; see docs/control-protocol.md)
   --listen | --unlisten | --rereadsecrets | --listpsks (names only, never keys)
+  --listpubkeys [--json]   the public keys the conns use (raw keys, our certificates)
+  --checkpubkeys [--json]  only those that expire within 14 days or have expired
   --fetchcrls | --listcrls [--json] | --purgeocsp   (CRLs fetched, OCSP cache)
   --redirect-to <gateway> --name <connection_name> | --peer-ip <address>
                            (RFC 5685: send established clients to another gateway)
@@ -43,7 +46,7 @@ exit status (Libreswan's whack rc_type):
   21 unknown connection name
   22 cannot orient the connection: neither end is a local address
   24 pluto is not listening (needs --listen before --initiate)
-  25 cannot route (on-demand routing is not implemented)
+  25 cannot route (no peer address, or the trap policies could not go in)
   29 cannot initiate: the peer's IP address is unknown (right=%any)
   30 cannot initiate a shunt-only connection (type=passthrough|drop|reject)
   33 whack-detected problem (bad arguments, pluto not running)
@@ -67,10 +70,13 @@ STATUS_HELP = {
     "trafficstatus": "bytes in/out of each established Child SA",
     "briefstatus": "the totals: connections, IKE and IPsec SAs, DDoS mode",
     "connectionstatus": "the connection list only",
+    "shuntstatus": "the bare shunts (on-demand negotiation and failure shunts)",
     "listen": "rescan the interfaces, reload the secrets, load conns that now orient",
     "unlisten": "stop listening for IKE (existing SAs stay)",
     "rereadsecrets": "reload the secrets file(s)",
     "listpsks": "which IDs have a pre-shared key (never the key itself)",
+    "listpubkeys": "the public keys the conns use (raw keys, our certificates); --json",
+    "checkpubkeys": "those of them that expire within 14 days or have expired; --json",
     "reopenlogs": "reopen the --logfile by name (logrotate; SIGHUP does the same)",
     "fetchcrls": "fetch the CRLs of every known distribution point now",
     "listcrls": "the CRLs: NSS db, <ipsecdir>/crls, fetched (with --json: one object)",
@@ -169,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         return _problem("no action specified; try --help")
     if named and not ns.name:
         return _problem(f"--{named[0]} requires --name <connection_name>")
-    if ns.json and not status and not ns.listcrls:
-        return _problem("--json only applies to the status commands and --listcrls")
-    if ns.json and len(status) + ns.listcrls > 1:
+    json_globals = [c for c in glob if c in ("listcrls", "listpubkeys", "checkpubkeys")]
+    if ns.json and not status and not json_globals:
+        return _problem("--json only applies to the status commands, --listcrls and "
+                        "--listpubkeys")
+    if ns.json and len(status) + len(json_globals) > 1:
         return _problem("--json takes exactly one status command")
     if "initiate" in named and "down" in named:
         return _problem("--initiate and --down conflict")
@@ -186,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         note(send(path, "debug", {"specs": debug}))
     for c in glob:
-        if c == "listcrls":
+        if c in ("listpubkeys", "checkpubkeys"):
+            note(send(path, "listpubkeys", {"json": ns.json, "expiring": c == "checkpubkeys"},
+                      as_json=ns.json))
+        elif c == "listcrls":
             note(send(path, c, {"json": ns.json}, as_json=ns.json))
         else:
             note(send(path, c, {}))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from pypluto.config.hostkeys import HostKeys, check_database
 from pypluto.config.nss import NSSDB, NSSError
 from pypluto.config.revocation import Revocation
 from pypluto.crypto import x509 as px
@@ -53,6 +54,7 @@ class CertStore:
     def __init__(self, nssdir: str | None = None, ipsecdir: str | None = None,
                  password: str = "", crl_strict: bool = False) -> None:
         self.nss = NSSDB(nssdir, password) if nssdir else None
+        self.hostkeys = HostKeys(nssdir, password or None)  # raw keys by CKAID
         self.ipsecdir = ipsecdir
         self.crl_strict = crl_strict
         # certificate validity is wall-clock time, which the engine's clock is not
@@ -60,6 +62,7 @@ class CertStore:
         self.extra_anchors: list[x509.Certificate] = []
         self.extra_crls: list[x509.CertificateRevocationList] = []
         self._local: dict[str, LocalCred] = {}
+        self._peer: dict[str, x509.Certificate] = {}
         self._anchors: list[x509.Certificate] | None = None
         self._crls: list[x509.CertificateRevocationList | px.CheckedCRL] | None = None
         self._inter: list[x509.Certificate] | None = None
@@ -67,6 +70,8 @@ class CertStore:
 
     def reload(self) -> None:
         self._local.clear()
+        self._peer.clear()
+        self.hostkeys.reload()
         self._anchors = None
         self._crls = None
         self._inter = None
@@ -103,12 +108,19 @@ class CertStore:
         try:
             key, cert, extra = self.nss.key_and_chain(name)
         except NSSError as e:
+            # pk12util says "bad database" for a wrong password: name the real cause
+            why = check_database(self.nss.directory, self.nss.password or None) or str(e)
             raise CredentialError(f"certificate '{name}' from NSS database "
-                                  f"{self.nss.directory}: {e}") from None
+                                  f"{self.nss.directory}: {why}") from None
         return LocalCred(name, cert, key, [c for c in extra if not _is_self_signed(c)])
 
     def peer_cert(self, name: str) -> x509.Certificate:
-        """``rightcert=``: the peer's certificate, preloaded (nickname or file)."""
+        """``rightcert=``: the peer's certificate, preloaded (nickname or file); cached."""
+        if name not in self._peer:
+            self._peer[name] = self._load_peer_cert(name)
+        return self._peer[name]
+
+    def _load_peer_cert(self, name: str) -> x509.Certificate:
         if os.path.sep in name or os.path.exists(name):
             try:
                 return px.load_certs(_read(name))[0]

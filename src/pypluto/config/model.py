@@ -96,6 +96,7 @@ class End:
     updown: str | None = None
     ikeport: int | None = None
     vti_ip: str | None = None
+    interface_ip: str | None = None  # leftinterface-ip= ADDR/PREFIX (ipsec-interface=)
     modecfgserver: bool = False
     modecfgclient: bool = False
     xauthserver: bool = False
@@ -146,6 +147,10 @@ class Connection:
     rekey: bool = True
     reauth: bool = False
     keyingtries: int = 0  # 0 = forever
+    # on-demand (auto=route|ondemand, ike/traps.py): what the packets of a trap get while
+    # it negotiates, and after a failed negotiation (for shuntlifetime=)
+    negotiationshunt: str = "hold"  # hold | passthrough | drop
+    failureshunt: str = "none"  # none | passthrough | drop | reject
     retransmit_interval: float = 0.5  # seconds
     retransmit_timeout: float = 60.0  # seconds
     replay_window: int = 128
@@ -174,6 +179,8 @@ class Connection:
     vti_interface: str | None = None
     vti_routing: bool = True  # Libreswan's default: route the remote subnet via the VTI
     vti_shared: bool = False  # several conns share the device (its remote is any)
+    # ipsec-interface=N (yes = 1): route-based VPN on the device ipsecN; None = no
+    ipsec_interface: int | None = None
     reqid: int | None = None
     ppk: str = "no"  # no | permit | propose | insist (RFC 8784)
     ppk_ids: list[bytes] = field(default_factory=list)  # ppk-ids=, in order
@@ -258,6 +265,7 @@ class SetupConfig:
     statsbin: str | None = None
     metrics_listen: str | None = None  # pypluto addition: [ADDRESS:]PORT of /metrics
     secctx_attr_type: int | None = None
+    ipsec_interface_managed: bool = True  # pluto creates / deletes the ipsecN devices
 
 
 @dataclass

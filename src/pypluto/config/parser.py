@@ -41,6 +41,8 @@ from pypluto.config.values import (
     parse_duration,
     parse_host,
     parse_int,
+    parse_interface_ip,
+    parse_ipsec_interface,
     parse_mark,
     parse_percent,
     parse_protoport,
@@ -731,6 +733,12 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
     if ikeport is not None:
         end.ikeport = parse_int(ikeport, side + "ikeport", 1, 65535)
     end.vti_ip = get("vti")
+    ifip = get("interface-ip")
+    if ifip is not None:
+        try:
+            end.interface_ip = parse_interface_ip(ifip, side + "interface-ip")
+        except ValueError as exc:
+            raise ConnError(side + "interface-ip", str(exc)) from None
     for flag in ("modecfgserver", "modecfgclient", "xauthserver", "xauthclient"):
         fv = get(flag)
         if fv is not None:
@@ -839,6 +847,8 @@ def build_connection(name: str, keys: dict[str, str],
     conn.reauth = b("reauth", False)
     conn.retransmit_interval = t("retransmit-interval", 0.5, bare=0.001)
     conn.retransmit_timeout = t("retransmit-timeout", 60.0)
+    conn.negotiationshunt = (get("negotiationshunt") or "hold").lower()
+    conn.failureshunt = (get("failureshunt") or "none").lower()
     rw = get("replay-window")
     conn.replay_window = 128 if rw is None else parse_int(rw, "replay-window", 0, 2**32 - 1)
     mb = get("ipsec-max-bytes")
@@ -868,6 +878,14 @@ def build_connection(name: str, keys: dict[str, str],
     conn.mark_out = marks["mark"] if mo is None else marks["mark-out"]
     if conn.mark is None and (mi or mo):
         conn.mark = f"{mi or 'unset'}, {mo or 'unset'}"
+    try:
+        conn.ipsec_interface = parse_ipsec_interface(get("ipsec-interface"))
+    except ValueError as exc:
+        raise ConnError("ipsec-interface", str(exc)) from None
+    for side in ("left", "right"):
+        if get(side + "interface-ip") is not None and conn.ipsec_interface is None:
+            raise ConnError(side + "interface-ip", f"{side}interface-ip= needs "
+                            "ipsec-interface= (the address goes on the ipsecN device)")
     rq = get("reqid")
     conn.reqid = None if rq is None else parse_int(rq, "reqid", 1, 2**32 - 1)
     ppk = (get("ppk") or "no").lower()
@@ -1063,6 +1081,7 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
     for attr in ("ipsecdir", "nssdir", "secretsfile", "dumpdir", "rundir", "statsbin"):
         apply(attr, set_str(attr))
     apply("protostack", lambda v: setattr(setup, "protostack", v))
+    sbool("ipsec_interface_managed", "ipsec-interface-managed")
     apply("ddos-mode", lambda v: setattr(setup, "ddos_mode", v.lower()))
 
     def redirect_to(v: str) -> None:  # RFC 5685 gateway identities: addresses only

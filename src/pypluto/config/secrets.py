@@ -307,6 +307,11 @@ class _Loader:
                 except ValueError:
                     raise ValueError(f"bad index '{t}'") from None
             indices.append(_index(t))
+        if kind == "PIN":  # Libreswan 4+ ignores it too; the db password has its own file
+            self.diag(path, lineno, "PIN secret ignored: the NSS database password goes in "
+                      "<ipsecdir>/nsspassword as 'NSS Certificate DB:PASSWORD', as Libreswan",
+                      "warning")
+            return
         if kind in ("RSA", "ECDSA", "PIN", "PPKF", "EAP"):
             self.diag(path, lineno, f"{kind} secret ignored (keys and tokens come from NSS)",
                       "warning")

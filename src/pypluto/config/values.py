@@ -102,6 +102,36 @@ def parse_mark(text: str, key: str = "mark") -> tuple[int, int] | None:
     return value, mask
 
 
+def parse_ipsec_interface(text: str | None) -> int | None:
+    """``ipsec-interface=`` (Libreswan): ``no`` = none, ``yes`` = 1, else a number N >= 1;
+    the device is ``ipsecN`` (the number is also the XFRM if_id, 32 bits).  ``0`` is
+    refused: pypluto numbers its devices from 1 (ipsec0 would read as "no")."""
+    if text is None:
+        return None
+    low = text.strip().lower()
+    if low in _FALSE and not low.isdigit():
+        return None
+    if low in _TRUE and not low.isdigit():
+        return 1
+    if not low.isdigit():
+        raise ValueError(f"ipsec-interface={text}: expected yes, no or a number from 1")
+    n = int(low)
+    if not 1 <= n <= 0xFFFFFFFF:
+        raise ValueError(f"ipsec-interface={text}: the number must be from 1 to 4294967295")
+    return n
+
+
+def parse_interface_ip(text: str, key: str = "interface-ip") -> str:
+    """``interface-ip=ADDR/PREFIX``: the address (with its prefix) put on the ipsecN device."""
+    t = text.strip()
+    if "/" not in t:
+        raise ValueError(f"{key}={text}: expected ADDRESS/PREFIX")
+    try:
+        return str(ipaddress.ip_interface(t))
+    except ValueError:
+        raise ValueError(f"{key}={text}: expected ADDRESS/PREFIX") from None
+
+
 def parse_bignum(text: str, key: str = "") -> int:
     """A 64-bit count, optionally with a binary suffix: ``2KiB``, ``1MiB``, ``0x10``."""
     m = re.match(r"^\s*(0x[0-9a-f]+|\d+)\s*([a-z]*)\s*$", text, re.IGNORECASE)

@@ -24,7 +24,8 @@ from pypluto.control.libreswan_totals import total_lines
 from pypluto.textsafe import escape, guard
 
 STATUS_COMMANDS = frozenset(
-    {"status", "globalstatus", "showstates", "trafficstatus", "briefstatus", "connectionstatus"}
+    {"status", "globalstatus", "showstates", "trafficstatus", "briefstatus", "connectionstatus",
+     "shuntstatus"}
 )
 JSON_SCHEMA = "pypluto-status/1"
 MAX_BYTES_TEXT = "2^63B"
@@ -517,7 +518,7 @@ def libreswan_global_lines(snap: dict[str, Any]) -> list[str]:
         f"current.states.all={n_ike + n_child}",
         f"current.states.ipsec={n_child}",
         f"current.states.ike={n_ike}",
-        "current.states.shunts=0",
+        f"current.states.shunts={len(eng.get('shunts', []))}",
         f"current.states.iketype.anonymous={s['ike_sas']['anonymous']}",
         f"current.states.iketype.authenticated={s['ike_sas']['authenticated']}",
         f"current.states.iketype.halfopen={s['ike_sas']['half_open']}",
@@ -570,8 +571,18 @@ def _ddos_lines(snap: dict[str, Any]) -> list[str]:
 
 
 def shunt_lines(snap: dict[str, Any]) -> list[str]:
-    """Libreswan's "Bare Shunt list" (on-demand trapping is not implemented: none exist)."""
-    return ["", "Bare Shunt list:", ""]
+    """Libreswan's "Bare Shunt list": one line per negotiation or failure shunt.
+
+    ``SRC -PROTO-> DST => %ACTION 0    WHY`` as Libreswan 5.2 prints it (the 0 is
+    the policy priority Libreswan shows; ours are the kernel's defaults); WHY is the
+    conn's name and which shunt it is.
+    """
+    lines = ["", "Bare Shunt list:", ""]
+    for b in snap["engine"].get("shunts", []):
+        left = f" (expires in {b['expires_in']:g}s)" if b.get("expires_in") is not None else ""
+        lines.append(guard(f"{b['src']} -{b['protocol']}-> {b['dst']} => %{b['action']} 0"
+                           f"    \"{escape(b['conn'])}\" {b['why']}{left}"))
+    return lines
 
 
 def lease_lines(snap: dict[str, Any]) -> list[str]:
@@ -619,6 +630,8 @@ def _render(cmd: str, snap: dict[str, Any]) -> list[str]:
         return traffic_lines(snap)
     if cmd == "globalstatus":
         return libreswan_global_lines(snap)
+    if cmd == "shuntstatus":
+        return shunt_lines(snap)
     raise ValueError(cmd)
 
 
@@ -639,6 +652,8 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
         out.update(ike_sas=eng["ike_sas"])
     elif cmd == "trafficstatus":
         out.update(child_sas=traffic_rows(snap))
+    elif cmd == "shuntstatus":
+        out.update(shunts=eng.get("shunts", []))
     elif cmd == "globalstatus":
         out.update(values={k: int(v) for k, v in
                            (ln.split("=", 1) for ln in libreswan_global_lines(snap))},

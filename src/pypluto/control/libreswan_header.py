@@ -15,7 +15,7 @@ compares them with 5.2's own output).  The values are pypluto's own:
 
 Left out: Libreswan's ``stats db_ops`` line (its internal allocator) and the
 keys of features pypluto refuses at load (``xfrmlifetime``, ``ikebuf``,
-``nflog-all``, ``shuntlifetime`` until on-demand shunts have one): a refused key has no value to show.  pypluto's own lines (pid,
+``nflog-all``): a refused key has no value to show.  pypluto's own lines (pid,
 uptime, helpers, the DoS defence) follow the Libreswan block.
 """
 

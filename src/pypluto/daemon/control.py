@@ -16,6 +16,7 @@ import copy
 import ipaddress
 import os
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -255,6 +256,22 @@ class ControlServer:
             emit(line)
         return RC_SUCCESS, None, None
 
+    async def _listpubkeys(self, args: dict[str, Any], emit: Emit) -> Result:
+        """``whack --listpubkeys [--json]``: the loaded conns' public keys (issue 14);
+        ``expiring`` (``--checkpubkeys``): only those with an expiry warning."""
+        from pypluto.config.hostkeys import pubkey_rows, render_pubkeys
+        store = self.secrets.certs
+        now = time.time()
+        rows = pubkey_rows(self.registry.conns.values(), store.hostkeys, store, now)
+        if args.get("expiring"):  # --checkpubkeys: Libreswan's SHOW_EXPIRED_KEYS
+            rows = [r for r in rows if r["expiry"] and not str(r["expiry"]).startswith("ok")]
+        if args.get("json"):
+            return RC_SUCCESS, {"schema": fmt.JSON_SCHEMA, "command": "listpubkeys",
+                                "pubkeys": rows}, None
+        for line in render_pubkeys(rows, now):
+            emit(line)
+        return RC_SUCCESS, None, None
+
     # ------------------------------------------------------------- revocation (issue 14)
     async def _fetchcrls(self, args: dict[str, Any], emit: Emit) -> Result:
         """``whack --fetchcrls``: fetch every known CRL distribution point now."""
@@ -395,8 +412,7 @@ class ControlServer:
     async def _route(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
         """``whack --route``: trap policies; the first matching packet negotiates."""
         conn = self.registry.conns[name]
-        shunt = conn.type in ("passthrough", "drop", "reject") or conn.authby == "never"
-        if conn.remote.host_addr is None and not (shunt and conn.remote.subnets):
+        if conn.remote.host_addr is None and not conn.remote.subnets:
             return RC_ROUTE, None, (f'"{name}": cannot route a connection without a peer '
                                     "address")
         if not self.registry.route(name):
@@ -417,6 +433,7 @@ GLOBAL_COMMANDS: dict[str, GlobalHandler] = {
     "rereadsecrets": ControlServer._rereadsecrets,
     "redirect": ControlServer._redirect,
     "listpsks": ControlServer._listpsks,
+    "listpubkeys": ControlServer._listpubkeys,
     "reopenlogs": ControlServer._reopenlogs,
     "debug": ControlServer._debug,
     "add": ControlServer._add,

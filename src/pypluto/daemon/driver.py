@@ -266,7 +266,8 @@ class EngineDriver:
         old = self.sa_index.get(a.spi)
         if old is not None:
             self.sa_index[a.spi] = (a.new_dst, old[1], old[2])
-        backend.move_sa(a.dst, a.spi, a.new_src, a.new_dst, a.encap_sport, a.encap_dport)
+        backend.move_sa(a.dst, a.spi, a.new_src, a.new_dst, a.encap_sport, a.encap_dport,
+                        a.protocol)
 
     def _add_policy(self, a: AddPolicy, rate_limited: bool) -> None:
         refuse_marks(self._backend(), a.policy.mark, "the policy")

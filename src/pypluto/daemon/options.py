@@ -51,7 +51,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--log-no-audit": ("works", _T_D + "test_sighup_hint_log_options_and_masking"),
     "--config": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
     "--secretsfile": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
-    "--ipsecdir": ("default-only", "the ipsec.d policies and certificates " + _CERTS),
+    "--ipsecdir": ("works", "tests/daemon/test_nss_password.py::"
+                   "test_nsspassword_file_in_ipsecdir_opens_the_database"),
     "--nssdir": ("works", "tests/config/test_nss.py::test_nss_database_credentials_and_trust"),
     "--coredir": ("works", _T_DIP + "test_engine_exception_writes_crash_report_and_daemon_survives"),
     "--vendorid": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
@@ -117,8 +118,8 @@ Options (ipsec-pluto(8); the command line wins over "config setup" of --config):
                            no audit records (AUDIT: lines and Linux audit)
   --config f               load "config setup" and the conns (auto=add/start/...)
   --secretsfile glob       PSKs (default /etc/ipsec.secrets; every match is read)
-  --ipsecdir d             only the default (/etc/ipsec.d); its cacerts/ and crls/
-                           hold extra PEM/DER CAs and CRLs
+  --ipsecdir d             default /etc/ipsec.d: nsspassword (the NSS database's
+                           password), cacerts/ and crls/ (extra PEM/DER CAs, CRLs)
   --nssdir d               the NSS database of certificates, CAs and keys
                            (default /var/lib/ipsec/nss), read with certutil/pk12util
   --coredir d              crash reports of unhandled errors go here (default: rundir)
@@ -352,8 +353,8 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
         o.secctx_attr_type = _int("--secctx-attr-type", ns.secctx_attr_type, 1, 65535)
         if o.secctx_attr_type != DEFAULT_SECCTX_ATTR_TYPE:
             raise _not_supported("--secctx-attr-type", ns.secctx_attr_type)
-    if ns.ipsecdir is not None and os.path.normpath(ns.ipsecdir) != DEFAULT_IPSECDIR:
-        raise _not_supported("--ipsecdir", ns.ipsecdir)
+    if ns.ipsecdir is not None:
+        o.ipsecdir = os.path.normpath(ns.ipsecdir)  # nsspassword, cacerts/, crls/
     if ns.nssdir is not None:
         o.nssdir = os.path.normpath(ns.nssdir)
     if ns.ikeport is not None:

@@ -74,6 +74,7 @@ class Registry:
         self.local_addrs: set[IPAddress] = set()
         # a check every added conn must pass (the algorithm self-test): None, or why not
         self.admit: Callable[[Connection], str | None] = lambda conn: None
+        self.loaded: Callable[[Connection], None] = lambda conn: None  # oriented, about to load
         self.serials: dict[str, int] = {}  # "conn serial: $N" of --status, in load order
         self.up: set[str] = set()  # initiated (ipsec up, auto=start): "+UP" in the policy
         self._next_serial = 1
@@ -133,6 +134,7 @@ class Registry:
             self.log.log(line, conn=conn.name)
             if emit:
                 emit(f'"{conn.name}": {line}')
+        self.loaded(conn)
         self.driver.run(lambda e: e.add_connection(conn), where=f"adding {conn.name}")
         version = "IKEv1" if conn.keyexchange == "ikev1" else "IKEv2"
         if emit:  # the engine logs the same line itself

@@ -32,6 +32,8 @@ from typing import Any, cast
 
 from pypluto import __version__
 from pypluto.config.certs import CertStore
+from pypluto.config.expiry import anchor_warnings, conn_cert_check
+from pypluto.config.hostkeys import check_database, nss_password
 from pypluto.config.model import Connection
 from pypluto.control.protocol import RC_DEAF, RC_FATAL, RC_SUCCESS, RC_UNKNOWN_NAME
 from pypluto.daemon import sdnotify
@@ -77,7 +79,9 @@ class Daemon:
         self.backend: KernelBackend | None = None
         self.helpers: HelperPool | None = None
         self.secrets = SecretsProxy()
-        self.secrets.certs = CertStore(opts.nssdir, opts.ipsecdir,  # issue 14
+        # issue 14: a password-protected NSS database: <ipsecdir>/nsspassword, as Libreswan
+        nsspw, self._nsspw_line = nss_password(opts.ipsecdir)
+        self.secrets.certs = CertStore(opts.nssdir, opts.ipsecdir, password=nsspw or "",
                                        crl_strict=opts.crl_strict)
         self.crlfetch = CRLFetcher(self.secrets.certs,  # CRL fetching, OCSP (issue 14)
                                    policy_from(opts.crlcheckinterval, opts.revocation),
@@ -91,6 +95,7 @@ class Daemon:
         self.powerup = PowerUpSelfTest()
         self.metrics: MetricsServer | None = None
         self.registry.admit = self._admit
+        self.registry.loaded = self._load_own_cert
         self.control = ControlServer(self, logger, self.registry, self.driver, self.waiters,
                                      self.secrets)
         self.sockets.on_ike = self._ike_in
@@ -148,6 +153,10 @@ class Daemon:
             "will be done inline"
         )
         self.backend = self._make_backend()
+        if self.opts.setup is not None and hasattr(self.backend, "managed_interfaces"):
+            # config setup ipsec-interface-managed=no: the operator makes the ipsecN devices
+            self.backend.managed_interfaces = bool(
+                getattr(self.opts.setup, "ipsec_interface_managed", True))
         with contextlib.suppress(Exception):
             self.backend.set_expire_callback(self.driver.on_expire_threadsafe)
         with contextlib.suppress(Exception):
@@ -199,22 +208,45 @@ class Daemon:
 
     def _admit(self, conn: Connection) -> str | None:
         """A conn added after start: self-test the algorithms it brings (fail closed);
-        a marked conn (mark= / mark-in= / mark-out=) needs a plane that marks, a
-        vti-interface= conn the XFRM plane (a VTI device keys XFRM lookups)."""
+        a marked conn (mark= / mark-in= / mark-out=) needs a plane that marks; an expired
+        certificate refuses it, one expiring soon is warned about (issue 14); a
+        vti-interface= conn needs the XFRM plane (a VTI device keys XFRM lookups)."""
         if conn.vti_interface and self.backend is not None and self.backend.name != "xfrm":
             return (f"vti-interface={conn.vti_interface} needs the XFRM data plane "
                     f"(--use-xfrm); the {self.backend.name} data plane has no VTI devices: "
                     "connection refused")
+        refused, warnings = conn_cert_check(conn, self.secrets.certs, time.time())
+        for line in warnings:
+            self.log.log(line, "warning", conn=conn.name)
+        if refused:
+            return refused
         if (conn.mark_in or conn.mark_out) and self.backend is not None \
                 and not self.backend.supports_marks:
             return (f"mark= / mark-in= / mark-out= need the XFRM data plane (--use-xfrm); "
                     f"the {self.backend.name} data plane cannot mark SAs: connection refused")
+        if conn.ipsec_interface is not None and self.backend is not None \
+                and not self.backend.supports_ipsec_interface:
+            return (f"ipsec-interface= needs the userspace data plane (--use-userspace), "
+                    f"which gives each ipsecN its own TUN device; the {self.backend.name} "
+                    "data plane has no XFRM interface support in pypluto (the ESP test "
+                    "kernel has no CONFIG_XFRM_INTERFACE to prove it): connection refused")
         report = self.powerup.check([conn])
         if report.ok:
             return None
         for line in report.log_lines():
             self.log.log(line, "error", conn=conn.name)
         return "algorithm self-test failed: connection refused"
+
+    def _load_own_cert(self, conn: Connection) -> None:
+        """Read our ``leftcert=`` and its key now, as Libreswan does when it adds the conn,
+        not inside the first IKE_AUTH: an NSS export takes about a second, and the
+        engine's retransmit timer would count it (the request was resent at once)."""
+        if conn.local_is_left is None or not conn.local.cert:
+            return
+        try:
+            self.secrets.certs.local(conn.local.cert)
+        except Exception:  # noqa: BLE001 - the first IKE_AUTH logs the reason
+            pass
 
     def _log_settings(self) -> None:
         o = self.opts
@@ -230,6 +262,14 @@ class Daemon:
             self.log.log("efence-protect enabled (fault handler and asyncio debug mode)")
         if o.crl_strict:
             self.log.log("crl-strict=yes: a peer certificate needs a current CRL")
+        pw = self.secrets.certs.hostkeys.password
+        if pw is not None or "does not contain" in self._nsspw_line:
+            self.log.log(self._nsspw_line)  # the password's length only
+        why = check_database(o.nssdir, pw)
+        if why:
+            self.log.log(f"NSS: {why}", "error")
+        for line in anchor_warnings(self.secrets.certs, time.time()):
+            self.log.log(line, "warning")
 
     def _seed(self, bits: int) -> None:
         """--seedbits: read bits from /dev/random and mix them into the kernel pool."""
@@ -310,6 +350,10 @@ class Daemon:
     def reread_secrets(self) -> None:
         self.secrets.load(self.opts.secretsfile, self.log)
         self.secrets.certs.reload()  # certificates and CRLs are read again on use
+        pw, _line = nss_password(self.opts.ipsecdir)  # nsspassword may have changed
+        self.secrets.certs.hostkeys.password = pw
+        if self.secrets.certs.nss is not None:
+            self.secrets.certs.nss.password = pw or ""
 
     def initiate(self, name: str) -> int:
         if name not in self.registry.conns:

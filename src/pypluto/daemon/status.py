@@ -15,6 +15,7 @@ from typing import Any
 
 from pypluto import __version__
 from pypluto.config.model import Connection, End
+from pypluto.config.values import parse_duration
 from pypluto.crypto import registry
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.helpers import HelperPool
@@ -133,7 +134,17 @@ def setup_values(opts: PlutoOptions, log: PlutoLogger) -> dict[str, Any]:
             "ocsp_enable", "ocsp_strict", "ocsp_uri", "ocsp_timeout", "ocsp_cache_size",
             "ocsp_cache_min_age", "ocsp_cache_max_age", "ocsp_method") if hasattr(setup, k)},
         "ocsp_trust_name": getattr(setup, "ocsp_trustname", None),
+        "shuntlifetime": _shuntlifetime(raw),
     }
+
+
+def _shuntlifetime(raw: dict[str, str]) -> float:
+    """config setup shuntlifetime= as the engine reads it (ike/settings.py), default 900 s."""
+    try:
+        return parse_duration(raw["shuntlifetime"], "shuntlifetime") \
+            if raw.get("shuntlifetime") else 900.0
+    except ValueError:  # a bad value refused the config already
+        return 900.0
 
 
 def kernel_algorithm_ids(backend: str) -> tuple[list[int], list[int]]:

@@ -106,6 +106,10 @@ def updown_env(verb: Verb, child: UpdownChild) -> dict[str, str]:
         env["PLUTO_MY_SOURCEIP"] = str(child.my_sourceip)
     if child.peer_dns:  # a road warrior's DNS servers from the gateway (RFC 7296 §3.15)
         env["PLUTO_PEER_DNS_INFO"] = " ".join(str(a) for a in child.peer_dns)
+    # ipsec-interface=N (route-based): the device, and "yes" as Libreswan says for an
+    # XFRM interface with an if_id; NULL / empty otherwise, as Libreswan
+    env["PLUTO_VIRT_INTERFACE"] = child.virt_interface or "NULL"
+    env["PLUTO_XFRMI_ROUTE"] = "yes" if child.virt_interface else ""
     if child.mark_in:
         env["PLUTO_MARK_IN"] = child.mark_in
     if child.mark_out:

@@ -75,6 +75,7 @@ class MoveSA:
     encap_dport: int | None = None
     conn_name: str = ""
     serial: int = 0
+    protocol: str = "esp"
 
 
 @dataclass

@@ -193,7 +193,13 @@ class Pending:
 
     ``link`` is the ADDITIONAL_KEY_EXCHANGE data the next request must echo; ``todo``
     the groups still to run; ``shared`` SK(0), SK(1)...; ``finish(ctx, ike, shared,
-    now)`` completes the CREATE_CHILD_SA once the last exchange is done.
+    now)`` completes the CREATE_CHILD_SA once the last exchange is done; ``drop()``
+    releases what it holds (the new Child SA's reserved SPI).
+
+    For rekey collisions (RFC 9370 §2.2.2, RFC 7296 §2.8.1/§2.8.2): ``target`` is the
+    SA the peer is rekeying (the old ``ChildSA``, or the ``IKESA`` itself; None for a
+    new Child SA) and ``nonce_min`` min(Ni, Nr) of the peer's CREATE_CHILD_SA.
+    ``expires``: the state is kept only until then (§2.2.3); ``what`` names it in logs.
     """
 
     link: bytes
@@ -201,6 +207,10 @@ class Pending:
     shared: list[bytes]
     finish: Finish = field(repr=False)
     drop: Callable[[], None] = field(default=lambda: None, repr=False)
+    target: Any = field(default=None, repr=False)
+    nonce_min: bytes = field(default=b"", repr=False)
+    expires: float | None = None
+    what: str = "CREATE_CHILD_SA"
 
 
 def rekey_material(shared: Sequence[bytes], ni: bytes, nr: bytes) -> bytes:

@@ -19,6 +19,12 @@
 * :func:`certreq`: the CERTREQ payload naming our trust anchors (SHA-1 of their
   public keys, §3.7).
 
+Raw keys (no certificates): our private key comes from the NSS database by CKAID
+(``leftckaid=``, else the CKAID of ``leftrsasigkey=``/``leftpubkey=``) and no CERT is
+sent; the peer's AUTH is verified with ``rightrsasigkey=`` (RFC 3110) or ``rightpubkey=``
+(SubjectPublicKeyInfo), the key that belongs to ``rightid=``: AUTH method 1 (RSA
+PKCS#1 v1.5 SHA-1) or RFC 7427 digital signatures, as with certificates.
+
 The certificate store is ``ctx.secrets.certs`` (``config.certs.CertStore``); without
 one, signature authentication fails with a clear reason.
 """
@@ -35,9 +41,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from pypluto.config import ids
 from pypluto.config.certs import CertStore, CredentialError, LocalCred
+from pypluto.config.hostkeys import HostKeyError
 from pypluto.config.model import Connection, End, Identity
 from pypluto.config.revocation import Job, Revocation
-from pypluto.crypto import sigs
+from pypluto.crypto import rawkey, sigs
 from pypluto.crypto import x509 as px
 from pypluto.crypto.errors import CryptoError
 from pypluto.iana import AuthMethod, CertEncoding
@@ -70,7 +77,49 @@ def local_sig(conn: Connection) -> bool:
     w = _words(conn, conn.local)
     if not any(x in _SIG_WORDS for x in w):
         return False
-    return not any(x in ("secret", "psk") for x in w) or conn.local.cert is not None
+    return not any(x in ("secret", "psk") for x in w) or conn.local.cert is not None or \
+        local_raw(conn)
+
+
+def local_raw(conn: Connection) -> bool:
+    """We sign with a raw key: no ``leftcert=``, and ``leftckaid=``, ``leftrsasigkey=`` or
+    ``leftpubkey=`` (not ``%cert``) names it."""
+    if conn.local.cert is not None:
+        return False
+    raw = conn.local.raw
+    return bool((raw.get("ckaid") or "").strip()) or any(
+        (raw.get(k) or "").strip()[:2].lower() in ("0s", "0x") for k in ("rsasigkey", "pubkey"))
+
+
+def remote_raw(conn: Connection) -> rawkey.RawPublicKey | str | None:
+    """The peer's raw public key (``rightrsasigkey=``/``rightpubkey=``), the reason it
+    cannot be decoded, or None (certificates, ``%cert``)."""
+    try:
+        return rawkey.end_public_key(conn.remote.raw)
+    except rawkey.RawKeyError as e:
+        return f"the peer's raw key right{e}"
+
+
+def _raw_sign_key(ctx: IKEContext, conn: Connection) -> object:
+    """Our private key for raw-key authentication, or why there is none."""
+    try:
+        ck = rawkey.end_ckaid(conn.local.raw)
+        want = rawkey.end_public_key(conn.local.raw)
+    except rawkey.RawKeyError as e:
+        return f"our raw key {e}"
+    st = store(ctx)
+    if ck is None:
+        return "no leftckaid=, leftrsasigkey= or leftpubkey= for raw-key authentication"
+    if st is None:
+        return "no NSS database for the raw key"
+    try:
+        key = st.hostkeys.private_key(ck)
+    except HostKeyError as e:
+        return str(e)
+    if want is not None and rawkey.spki_der(want) != rawkey.spki_der(
+            key.public_key()):
+        return f"the private key with CKAID {ck} does not belong to our raw public key"
+    return key
 
 
 def remote_sig(conn: Connection) -> bool:
@@ -229,6 +278,17 @@ def _method(key: object, words: list[str], hashes: set[int]) -> tuple[int, int, 
 def sign(ctx: IKEContext, ike: IKESA, conn: Connection, octets: bytes,
          peer_payloads: Sequence[wp.Payload]) -> list[wp.Payload] | str:
     """[CERT...] and AUTH for our side, or why we cannot sign."""
+    if local_raw(conn):  # a raw key from the NSS database: no CERT
+        key = _raw_sign_key(ctx, conn)
+        if isinstance(key, str):
+            return key
+        try:
+            method, h, pss = _method(key, _words(conn, conn.local), peer_hashes(ike))
+            data = sigs.sign(method, key, octets, h or sigs.HASH_SHA2_256,  # type: ignore[arg-type]
+                             pss=pss)
+        except CryptoError as e:
+            return f"cannot sign with our raw key: {e}"
+        return [codec.auth(method, data)]
     cred = credential(ctx, conn)
     if isinstance(cred, str):
         return cred
@@ -279,6 +339,11 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
            payloads: Sequence[wp.Payload], method: int, auth_data: bytes, octets: bytes,
            now: float) -> str | None:
     """Check the peer's certificate and signature; the reason of a failure, or None."""
+    raw = remote_raw(conn)
+    if isinstance(raw, str):
+        return raw
+    if raw is not None:
+        return _verify_raw(conn, peer, method, raw, octets, auth_data)
     st = store(ctx)
     if st is None:
         return "no certificate store to verify a signature"
@@ -333,6 +398,19 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
     return None
 
 
+def _verify_raw(conn: Connection, peer: Identity, method: int, key: rawkey.RawPublicKey,
+                octets: bytes, auth_data: bytes) -> str | None:
+    """The peer's AUTH checked with its configured raw key, which belongs to its ID."""
+    if not remote_sig(conn):
+        return f"peer signed (AUTH method {method}) but the connection expects " \
+               f"authby={conn.remote.auth or conn.authby}"
+    if conn.remote.id is not None and not ids.id_matches(conn.remote.id, peer):
+        return f"peer ID {id_desc(peer)} is not the ID its raw key belongs to " \
+               f"({id_desc(conn.remote.id)})"
+    if not sigs.verify(method, key, octets, auth_data):
+        return f"signature (AUTH method {method}) of {id_desc(peer)} does not verify with " \
+               f"its raw key (keyid {rawkey.keyid(key)}): wrong raw key?"
+    return None
 def revocation_jobs(ctx: IKEContext, payloads: Sequence[wp.Payload],
                     conns: Sequence[Connection] = ()) -> tuple[Revocation, list[Job]] | None:
     """Before IKE_AUTH is judged: the CRL / OCSP fetches the peer's chain needs

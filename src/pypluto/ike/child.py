@@ -82,8 +82,10 @@ def new_child(ctx: IKEContext, ike: IKESA, conn: Connection, initiator: bool) ->
     c = ChildSA(serial=ctx.new_serial(), conn=conn, parent=ike, state=ChildState.NEW_I,
                 initiator=initiator, local_addr=ike.local.addr, remote_addr=ike.remote.addr)
     ctx.reserve_child_spi(c)
+    # one reqid per peer of a %any template, unless the template fixes the peer's subnet
+    # (only one peer can own it: its policies replace the template's trap, ike/traps.py)
     c.reqid = ctx.reqid_for(conn, None if conn.remote.host_addr is not None
-                            else ike.remote_id or ike.remote.addr)
+                            or conn.remote.subnets else ike.remote_id or ike.remote.addr)
     c.mode = "transport" if conn.type == "transport" else "tunnel"
     c.protocol = "ah" if conn.phase2 == "ah" else "esp"
     return c

@@ -19,7 +19,7 @@ from pypluto.ike.actions import Action, Endpoint, EventKind, FailReason
 from pypluto.ike.cookies import DoSGuard
 from pypluto.ike.settings import EngineSettings
 from pypluto.ike.stats import EngineStats
-from pypluto.params import IPAddress
+from pypluto.params import IPAddress, PolicyParams
 from pypluto.wire.payloads import Payload
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class IKEContext(Protocol):
                       replaces: ChildSA | None = None, defer_out: bool = False
                       ) -> list[Action]: ...
     def remove_child(self, child: ChildSA, now: float) -> list[Action]: ...
+    def policies(self, child: ChildSA) -> list[PolicyParams]: ...
 
     # --- time and work ----------------------------------------------------------------
     def schedule(self, ike: IKESA) -> None: ...

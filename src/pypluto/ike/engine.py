@@ -235,6 +235,8 @@ class Engine:
         for t in (ike.rekey_at, ike.expire_at, ike.next_liveness):
             if t is not None:
                 ts.append(t)
+        if ike.followup is not None and ike.followup.expires is not None:
+            ts.append(ike.followup.expires)  # RFC 9370 §2.2.3 (ike_followup.expire)
         for c in ike.children:
             if c.state is not ChildState.ESTABLISHED:
                 continue
@@ -463,9 +465,25 @@ class Engine:
                 work: Callable[[], list[Action]]) -> list[Action]:
         """Run ``work`` for ``ike``; an exception in it becomes ``internal_error``."""
         try:
-            return work()
+            acts = work()
         except Exception as e:
-            return self.internal_error(ike, e, now, where)
+            acts = self.internal_error(ike, e, now, where)
+        if self.traps.flows:
+            acts += self._trap_outcomes(acts, now)
+        return acts
+
+    def _trap_outcomes(self, acts: list[Action], now: float) -> list[Action]:
+        """A negotiation an acquire started failed: its failureshunt (ike/traps.py)."""
+        out: list[Action] = []
+        for a in list(acts):
+            if isinstance(a, ConnectionEvent) and a.kind is EventKind.FAILED and \
+                    a.conn in self.traps.flows:
+                conn = self._connections.get(a.conn)
+                if conn is not None and not any(
+                        c.state is ChildState.ESTABLISHED
+                        for c in self.by_reqid.get(self.traps.flows[a.conn].reqid, ())):
+                    out += self.traps.failed(conn, now, self.settings.shunt_lifetime)
+        return out
 
     # ------------------------------------------------------------------ Child SAs
     def xfrm_marks(self, conn: Connection, remote: IPAddress | None
@@ -494,6 +512,7 @@ class Engine:
         """``policy`` with the conn's mark for its direction (out: mark-out, else mark-in)."""
         mi, mo = self.xfrm_marks(conn, remote)
         policy.mark = mo if policy.direction == "out" else mi
+        policy.if_id, policy.if_ip = conn.ipsec_interface, conn.local.interface_ip
         return policy
 
     def child_sa_params(self, child: ChildSA, keys: ChildKeys) -> tuple[SAParams, SAParams]:
@@ -526,7 +545,8 @@ class Engine:
                             replay_window=conn.replay_window, hard_bytes=hb,
                             soft_bytes=hb * 8 // 10 if hb else None, hard_packets=hp,
                             soft_packets=hp * 8 // 10 if hp else None, conn_name=conn.name,
-                            serial=child.serial, mark=mark_in if direction == "in" else mark_out)
+                            serial=child.serial, mark=mark_in if direction == "in" else mark_out,
+                            if_id=conn.ipsec_interface, if_ip=conn.local.interface_ip)
 
         return (one(child.remote_addr, child.local_addr, child.spi_in, "in", ein, iin, enc_in),
                 one(child.local_addr, child.remote_addr, child.spi_out, "out", eout, iout,
@@ -586,6 +606,8 @@ class Engine:
             owner.owns_policy = False
         else:
             acts += [AddPolicy(p) for p in self.policies(child)]
+        if child.conn.name in self.traps.flows:  # an acquire's negotiation is done
+            acts += self.traps.established(child.conn.name)
         child.owns_policy = True
         self.policy_owner[child.reqid] = child
         child.to(ChildState.ESTABLISHED)
@@ -713,9 +735,12 @@ class Engine:
                     # PLUTO_MARK_IN / PLUTO_MARK_OUT: value/mask of the installed marks
                     mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",
                     mark_out=f"{mo[0]}/{mo[1]:#08x}" if mo else "",
+                    virt_interface=(f"ipsec{conn.ipsec_interface}"
+                                    if conn.ipsec_interface is not None else ""),
                     vti_iface=conn.vti_interface or "", vti_routing=conn.vti_routing,
                     # a template's instances (right=%any) share the device, as in Libreswan
-                    vti_shared=conn.vti_shared or conn.remote.is_any, vti_ip=(conn.local.vti_ip or "").strip(),
+                    vti_shared=conn.vti_shared or conn.remote.is_any,
+                    vti_ip=(conn.local.vti_ip or "").strip(),
                 )
                 out.append(Updown(up, script, facts))
         return out
@@ -829,20 +854,22 @@ class Engine:
         if any(c.state is ChildState.ESTABLISHED and not c.replaced
                for c in self.by_reqid.get(ev.reqid, ())):
             return acts
+        if conn.remote.host_addr is None:  # a %any template: the peer must connect
+            return acts + self.traps.unknown_peer(name, ev, now)
         patience = conn.retransmit_timeout + 1.0
         if self.traps.busy(name, now, patience):
             return acts
         for ike in self._ikes_of(name):
             if ike.state in (IKEState.INIT_I, IKEState.AUTH_I):
                 return acts
-        self.traps.pending[name] = now
+        acts += self.traps.negotiating(conn, ev, now)
         acts.append(Log(f"initiating on demand: acquire for {ev.src}->{ev.dst}", conn=name))
         acts += self.initiate(name, now)
         packet = trapmod.packet_ts(ev, conn)
         for ike in self._ikes_of(name):
             if ike.state is IKEState.INIT_I and ike.acquired_ts is None:
                 ike.acquired_ts = packet
-        return acts
+        return acts + self._trap_outcomes(acts, now)
 
     def _on(self, ike: IKESA, now: float, work: Callable[[], list[Action]]) -> list[Action]:
         """A whack command's work on one IKE SA, with the internal-error guard."""
@@ -944,6 +971,9 @@ class Engine:
             change = self.dos.update(self.n_halfopen, now)  # pressure may have ended
             if change is not None:
                 acts.append(Log(change, level="warning"))
+        shunts_due = self.traps.next_deadline()
+        if shunts_due is not None and shunts_due <= now:
+            acts += self.traps.expire(now)
         touched: list[IKESA] = []
         while self._heap and self._heap[0][0] <= now:
             t, _, serial = heapq.heappop(self._heap)
@@ -971,7 +1001,8 @@ class Engine:
         return min(other) if other else None
 
     def _dos_timers(self) -> list[float]:
-        return [t for t in (self.dos.rotate_at, self.dos.check_at) if t is not None]
+        return [t for t in (self.dos.rotate_at, self.dos.check_at,
+                            self.traps.next_deadline()) if t is not None]
 
     def sa_counters(self, reqid_or_spi: int, bytes: int, packets: int, now: float
                     ) -> list[Action]:
@@ -1059,7 +1090,8 @@ class Engine:
     # ------------------------------------------------------------------ status
     def status(self, now: float) -> EngineStatus:
         st = EngineStatus(half_open=self.n_halfopen, busy=self.busy(),
-                          dos=dos_status(self.dos, self.n_halfopen, self.tm, now))
+                          dos=dos_status(self.dos, self.n_halfopen, self.tm, now),
+                          shunts=self.traps.shunt_status(now))
         for conn in self.connections.values():
             try:
                 loc, rem = conn.local, conn.remote

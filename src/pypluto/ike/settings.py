@@ -12,6 +12,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from pypluto.config.model import SetupConfig
+from pypluto.config.values import parse_duration
 from pypluto.params import IPAddress
 
 
@@ -50,6 +51,8 @@ class EngineSettings:
     # hand key-exchange computations out as ``Compute`` actions (the daemon's --nhelpers);
     # False: compute inline, as before
     offload_crypto: bool = False
+    # config setup shuntlifetime=: how long a failure shunt (failureshunt=) stays
+    shunt_lifetime: float = 900.0
 
     @classmethod
     def from_setup(cls, setup: SetupConfig, **overrides: object) -> EngineSettings:
@@ -62,6 +65,9 @@ class EngineSettings:
             keep_alive=float(setup.keep_alive),
             virtual_private=setup.virtual_private,
         )
+        sl = setup.raw.get("shuntlifetime")
+        if sl:
+            s.shunt_lifetime = parse_duration(sl, "shuntlifetime")
         gr = setup.raw.get("global-redirect", "no").lower()
         s.global_redirect = {"true": "yes", "on": "yes", "y": "yes", "false": "no",
                              "off": "no", "n": "no"}.get(gr, gr)

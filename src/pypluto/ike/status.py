@@ -129,8 +129,22 @@ class DoSStatus:
 
 
 @dataclass
+class ShuntStatus:
+    """A bare shunt (ike/traps.py): one flow's negotiation or failure shunt."""
+
+    conn: str
+    src: str  # the flow's traffic selectors (host addresses of the acquire's packet)
+    dst: str
+    protocol: int
+    action: str  # pass | drop | reject
+    why: str  # negotiationshunt | failureshunt
+    expires_in: float | None = None  # seconds (failure shunts)
+
+
+@dataclass
 class EngineStatus:
     connections: list[ConnectionStatus] = field(default_factory=list)
+    shunts: list[ShuntStatus] = field(default_factory=list)
     ike_sas: list[IKESAStatus] = field(default_factory=list)
     leases: list[LeaseStatus] = field(default_factory=list)
     pools: list[PoolStatus] = field(default_factory=list)

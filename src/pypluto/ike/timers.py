@@ -7,7 +7,7 @@ from __future__ import annotations
 from pypluto.ike.actions import Action, Log, SendKeepalive
 from pypluto.ike.context import IKEContext
 from pypluto.ike.sa import IKESA, ChildState
-from pypluto.ike.tasks import child_rekey, ike_rekey
+from pypluto.ike.tasks import child_rekey, ike_followup, ike_rekey
 from pypluto.ike.tasks.child_delete import delete_children
 from pypluto.ike.tasks.ike_delete import delete_ike
 from pypluto.ike.tasks.liveness import Liveness
@@ -25,6 +25,7 @@ def service(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
         acts.append(SendKeepalive(ike.local, ike.remote))
     if not ike.established:
         return acts
+    acts += ike_followup.expire(ctx, ike, now)  # RFC 9370 §2.2.3
     if ike.expire_at is not None and now >= ike.expire_at:
         ike.expire_at = None
         ctx.log(acts, "IKE SA expired (ikelifetime)", ike)

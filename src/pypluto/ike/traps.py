@@ -16,17 +16,46 @@ returns their actions.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pypluto.config.model import Connection
 from pypluto.ike import ts as tsmod
 from pypluto.ike.actions import Action, AddPolicy, DelPolicy, Log
+from pypluto.ike.status import ShuntStatus
 from pypluto.params import PolicyParams, SAAcquire, TrafficSelector
 
 PolicyKey = tuple[str, str, str, int]
-SHUNT_ACTION: dict[str, Literal["pass", "drop", "reject"]] = {
+ShuntAction = Literal["pass", "drop", "reject"]
+SHUNT_ACTION: dict[str, ShuntAction] = {
     "passthrough": "pass", "drop": "drop", "reject": "reject"}
+SHUNT_NAMES: dict[str, str] = {"pass": "%pass", "drop": "%drop", "reject": "%reject"}
+MAX_BARE_SHUNTS = 4096  # bare shunts over all conns; more acquires are not shunted
+
+
+@dataclass
+class BareShunt:
+    """A shunt for one packet flow, not a conn's (Libreswan's "bare shunt").
+
+    ``negotiationshunt=passthrough|drop`` puts one on the acquire's flow while its conn
+    negotiates (``hold`` needs none: the data plane holds the packets); a failed
+    negotiation replaces it with ``failureshunt=`` for ``shuntlifetime`` (then the
+    trap catches the flow again).  Its policy is more specific than the trap's
+    (the packet's own addresses), so it wins on both planes.
+    """
+
+    conn: str
+    src: TrafficSelector
+    dst: TrafficSelector
+    action: ShuntAction
+    why: Literal["negotiationshunt", "failureshunt"]
+    policies: list[PolicyParams]
+    expires: float | None = None  # failure shunts: when the trap takes the flow back
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return str(self.src), str(self.dst)
 
 
 def policy_key(p: PolicyParams) -> PolicyKey:
@@ -37,8 +66,9 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
     """The outbound policies of ``conn`` as its Child SA would install them (no SA yet)."""
     loc, rem = conn.local, conn.remote
     la, ra = loc.host_addr, rem.host_addr
-    if is_shunt(conn) and la is not None and ra is None and rem.subnets:
-        ra = ipaddress.ip_address("::" if la.version == 6 else "0.0.0.0")  # no SA to reach
+    template = la is not None and ra is None and bool(rem.subnets)
+    if la is not None and template:  # a shunt, or a %any template with rightsubnet=
+        ra = ipaddress.ip_address("::" if la.version == 6 else "0.0.0.0")  # peer unknown
     if la is None or ra is None:
         return []
     if loc.subnets:
@@ -53,7 +83,7 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
         else "tunnel"
     proto: Literal["esp", "ah"] = "ah" if getattr(conn, "phase2", "esp") == "ah" else "esp"
     action: Literal["ipsec", "pass", "drop", "reject"] = SHUNT_ACTION.get(conn.type, "ipsec")
-    src_ip = loc.sourceip[0] if loc.sourceip and action == "ipsec" else None
+    src_ip = loc.sourceip[0] if loc.sourceip and action == "ipsec" and not template else None
     out: list[PolicyParams] = []
     for lt in lts:
         for rt in rts:
@@ -109,6 +139,10 @@ class Traps:
     by_reqid: dict[int, str] = field(default_factory=dict)
     pending: dict[str, float] = field(default_factory=dict)  # conn -> when we initiated
     ignored: int = 0  # acquires no routed conn covers (counted)
+    flows: dict[str, SAAcquire] = field(default_factory=dict)  # conn -> acquire negotiating
+    bare: dict[tuple[str, str], BareShunt] = field(default_factory=dict)
+    shunts_refused: int = 0  # bare shunts not installed (MAX_BARE_SHUNTS reached)
+    _template_log: dict[str, float] = field(default_factory=dict)
     _ignored_logged: int = 0
     _last_log: float = float("-inf")
     acquires: int = 0
@@ -117,7 +151,9 @@ class Traps:
         """Install the trap policies of ``conn``: (actions, None) or ([], why not)."""
         if conn.name in self.routed:
             return [], None
-        if conn.remote.host_addr is None and not (is_shunt(conn) and conn.remote.subnets):
+        if conn.remote.host_addr is None and not conn.remote.subnets:
+            # Libreswan routes a %any template only with the peer's subnet (or
+            # opportunistic, which pypluto does not have)
             return [], "cannot route a connection without a peer address (right=%any)"
         pols = trap_policies(conn, reqid)
         if not pols:
@@ -137,13 +173,104 @@ class Traps:
         """Remove the trap policies of ``name`` except those an up Child SA now owns."""
         pols = self.routed.pop(name, None)
         self.pending.pop(name, None)
+        self.flows.pop(name, None)
         if pols is None:
             return []
+        shunts = self._remove_bare(lambda b: b.conn == name)
         for r, n in list(self.by_reqid.items()):
             if n == name:
                 del self.by_reqid[r]
-        acts: list[Action] = [DelPolicy(p) for p in pols if policy_key(p) not in owned]
+        acts: list[Action] = shunts + [DelPolicy(p) for p in pols if policy_key(p) not in owned]
         acts.append(Log("unroute: trap policies removed", conn=name))
+        return acts
+
+    # --- bare shunts (negotiationshunt=, failureshunt=) -------------------------------
+    def _add_bare(self, conn: Connection, ev: SAAcquire, action: ShuntAction,
+                  why: Literal["negotiationshunt", "failureshunt"],
+                  expires: float | None) -> list[Action]:
+        """A shunt for the acquire's flow (replacing one that is there), out only: the
+        trap is an outbound policy, inbound cleartext was never refused by it."""
+        key = (str(ev.src), str(ev.dst))
+        old = self.bare.pop(key, None)
+        acts: list[Action] = [DelPolicy(p) for p in old.policies] if old else []
+        if len(self.bare) >= MAX_BARE_SHUNTS:
+            self.shunts_refused += 1
+            return acts
+        pol = PolicyParams(ev.src, ev.dst, "out", reqid=ev.reqid, tmpl_src=ev.local,
+                           tmpl_dst=ev.remote, conn_name=conn.name, action=action)
+        self.bare[key] = BareShunt(conn.name, ev.src, ev.dst, action, why, [pol], expires)
+        acts.append(AddPolicy(pol))
+        return acts
+
+    def _remove_bare(self, which: Callable[[BareShunt], bool]) -> list[Action]:
+        acts: list[Action] = []
+        for key, b in list(self.bare.items()):
+            if which(b):
+                del self.bare[key]
+                acts += [DelPolicy(p) for p in b.policies]
+        return acts
+
+    def _end_negotiation_shunt(self, ev: SAAcquire) -> list[Action]:
+        key = (str(ev.src), str(ev.dst))
+        b = self.bare.get(key)
+        if b is None or b.why != "negotiationshunt":
+            return []
+        del self.bare[key]
+        return [DelPolicy(p) for p in b.policies]
+
+    def negotiating(self, conn: Connection, ev: SAAcquire, now: float) -> list[Action]:
+        """An acquire starts a negotiation of ``conn``: its negotiationshunt on the flow."""
+        self.pending[conn.name] = now
+        self.flows[conn.name] = ev
+        action = SHUNT_ACTION.get(conn.negotiationshunt)
+        if action is None:  # hold: the data plane holds the packets (no policy)
+            return []
+        return self._add_bare(conn, ev, action, "negotiationshunt", None)
+
+    def established(self, name: str) -> list[Action]:
+        """The conn's Child SA is in: its negotiation shunt goes (the SA's policy wins)."""
+        self.pending.pop(name, None)
+        ev = self.flows.pop(name, None)
+        return [] if ev is None else self._end_negotiation_shunt(ev)
+
+    def failed(self, conn: Connection, now: float, lifetime: float) -> list[Action]:
+        """A negotiation started by an acquire failed: the failureshunt goes on the flow
+        for ``lifetime`` seconds (failureshunt=none: the trap takes it back at once)."""
+        self.pending.pop(conn.name, None)
+        ev = self.flows.pop(conn.name, None)
+        if ev is None or conn.name not in self.routed:
+            return []
+        acts = self._end_negotiation_shunt(ev)
+        action = SHUNT_ACTION.get(conn.failureshunt)
+        if action is None:
+            acts.append(Log("on-demand negotiation failed; the trap is back (failureshunt=none)",
+                            conn=conn.name))
+            return acts
+        acts += self._add_bare(conn, ev, action, "failureshunt", now + lifetime)
+        acts.append(Log(f"on-demand negotiation failed; {SHUNT_NAMES[action]} for "
+                        f"{ev.src} -> {ev.dst} for {lifetime:g}s (failureshunt="
+                        f"{conn.failureshunt})", conn=conn.name))
+        return acts
+
+    def shunt_status(self, now: float) -> list[ShuntStatus]:
+        """The bare shunts for ``whack --shuntstatus``, oldest first."""
+        return [ShuntStatus(conn=b.conn, src=str(b.src.network), dst=str(b.dst.network),
+                            protocol=b.src.protocol, action=b.action, why=b.why,
+                            expires_in=None if b.expires is None
+                            else max(0.0, round(b.expires - now, 1)))
+                for b in self.bare.values()]
+
+    def next_deadline(self) -> float | None:
+        ts = [b.expires for b in self.bare.values() if b.expires is not None]
+        return min(ts) if ts else None
+
+    def expire(self, now: float) -> list[Action]:
+        """Failure shunts whose shuntlifetime is over: the traps take their flows back."""
+        gone = [b for b in self.bare.values() if b.expires is not None and b.expires <= now]
+        acts = self._remove_bare(lambda b: b.expires is not None and b.expires <= now)
+        for b in gone:
+            acts.append(Log(f"failure shunt {SHUNT_NAMES[b.action]} for {b.src} -> {b.dst} "
+                            "expired; the trap is back", conn=b.conn))
         return acts
 
     def on_child_gone(self, name: str, dels: list[PolicyParams]) -> list[Action]:
@@ -156,6 +283,16 @@ class Traps:
         acts: list[Action] = [AddPolicy(p) for p in pols]  # replaces the SA's own policy
         acts += [DelPolicy(p) for p in dels if policy_key(p) not in keep]
         return acts
+
+    def unknown_peer(self, name: str, ev: SAAcquire, now: float) -> list[Action]:
+        """An acquire on the trap of a %any template: nobody to initiate to; the trap
+        keeps the traffic until the peer connects (logged at most once a second)."""
+        if now - self._template_log.get(name, float("-inf")) < 1.0:
+            return []
+        self._template_log[name] = now
+        return [Log(f"acquire for {ev.src}->{ev.dst}: cannot initiate, the peer of this "
+                    "%any template is unknown; the trap holds the traffic until it connects",
+                    conn=name)]
 
     def lookup(self, ev: SAAcquire, now: float) -> tuple[str | None, list[Action]]:
         """The routed conn an acquire is for, or (None, a rate-limited log line)."""

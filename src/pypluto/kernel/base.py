@@ -63,6 +63,9 @@ class KernelBackend(abc.ABC):
     #: the plane installs mark= / mark-in= / mark-out= (XFRMA_MARK); a plane that
     #: cannot must never be handed a marked SA or policy (the daemon refuses it)
     supports_marks: bool = False
+    #: the plane gives ipsec-interface= conns their own ipsecN device (route-based
+    #: VPNs); a plane that cannot must never be handed such a conn (the daemon refuses it)
+    supports_ipsec_interface: bool = False
     on_expire: Callable[[SAExpire], None] | None = None
 
     def set_expire_callback(self, callback: Callable[[SAExpire], None] | None) -> None:
@@ -84,7 +87,8 @@ class KernelBackend(abc.ABC):
         """Remove one SA; unknown SAs are ignored."""
 
     def move_sa(self, dst: IPAddress, spi: int, new_src: IPAddress, new_dst: IPAddress,
-                encap_sport: int | None, encap_dport: int | None) -> None:
+                encap_sport: int | None, encap_dport: int | None,
+                protocol: str = "esp") -> None:
         """MOBIKE (RFC 4555 §3.5): the SA keeps its keys and counters at new outer
         addresses / ESP-in-UDP ports.  Planes that cannot do it raise BackendError."""
         raise BackendError(f"the {self.name} data plane cannot move SAs (MOBIKE)")

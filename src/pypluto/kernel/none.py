@@ -51,7 +51,8 @@ class NoneBackend(KernelBackend):
             self.stats.pop(key, None)
 
     def move_sa(self, dst: IPAddress, spi: int, new_src: IPAddress, new_dst: IPAddress,
-                encap_sport: int | None, encap_dport: int | None) -> None:
+                encap_sport: int | None, encap_dport: int | None,
+                protocol: str = "esp") -> None:
         with self._lock:
             self.calls.append(("move_sa", (dst, spi, new_src, new_dst, encap_sport,
                                            encap_dport)))

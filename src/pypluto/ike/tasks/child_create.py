@@ -9,7 +9,7 @@ deleted, so no traffic is lost.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from pypluto.config.model import Connection
@@ -26,6 +26,7 @@ from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.child_delete import delete_children, delete_spi_unknown
 from pypluto.ike.tasks.common import NONCE_SIZE, RETRY_DELAY, nname, reason_for_notify
+from pypluto.ike.tasks.ike_followup import busy as followup_busy
 from pypluto.ike.tasks.ike_followup import child_followup, hold_child, link_of
 from pypluto.ike.tasks.liveness import peer_dead
 from pypluto.wire import payloads as wp
@@ -303,6 +304,9 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
         if old.replaced:
             return answer([codec.notify(N.TEMPORARY_FAILURE)])
         conn = old.conn
+    why_busy = followup_busy(ike, old)
+    if why_busy:  # RFC 9370 §2.2.2, RFC 7296 §2.25
+        return _temporary_failure(ctx, ike, old, why_busy, answer)
     if (ke_p is None) == conn.pfs:  # pfs= enforced both ways, as Libreswan does
         why = "pfs=yes and the request has no KE payload" if conn.pfs else \
             "pfs=no and the request carries a KE payload"
@@ -331,11 +335,22 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
         if ike.state is IKEState.DELETING or (old is not None and (
                 old.state is not ChildState.ESTABLISHED or old.replaced)):
             return answer([codec.notify(N.TEMPORARY_FAILURE)])
+        why_busy = followup_busy(ike, old)  # ours may have started meanwhile
+        if why_busy:
+            return _temporary_failure(ctx, ike, old, why_busy, answer)
         ke_out, shared = cast(tuple[bytes, bytes], result)
         return _respond_child_keyed(ctx, ike, msgid, payloads, conn, old, ni, nr, group, ke_out,
                                     shared, t)
 
     return ctx.compute(ike, lambda: dh.responder_ke(group, peer_ke), then, now)
+
+
+def _temporary_failure(ctx: IKEContext, ike: IKESA, old: ChildSA | None, why: str,
+                       answer: Callable[[list[Payload]], list[Action]]) -> list[Action]:
+    acts: list[Action] = []
+    ctx.log(acts, f"CREATE_CHILD_SA {'rekey ' if old else ''}deferred: {why}; answering "
+            "TEMPORARY_FAILURE", old or ike)
+    return acts + answer([codec.notify(N.TEMPORARY_FAILURE)])
 
 
 def _respond_child_keyed(ctx: IKEContext, ike: IKESA, msgid: int, payloads: list[Payload],
@@ -368,7 +383,7 @@ def _respond_child_keyed(ctx: IKEContext, ike: IKESA, msgid: int, payloads: list
     if c.chosen is not None and addke.groups(c.chosen.addke):  # RFC 9370 §2.2.3
         assert shared is not None
         return acts + hold_child(ctx, ike, c, old, shared, ni, nr, out, msgid,
-                                 _install_answered)
+                                 _install_answered, now)
     acts += _install_answered(ctx, ike, c, old, now)
     return answer(out)
 

@@ -35,7 +35,13 @@ def reason_for_notify(ntype: int) -> FailReason:
 
 def fail(ctx: IKEContext, ike: IKESA, now: float, why: str, reason: FailReason,
          retry: bool = False) -> list[Action]:
-    """The IKE SA could not be established: remove it; retry per keyingtries/auto=start."""
+    """The IKE SA could not be established: remove it; retry per keyingtries/auto=start.
+
+    As Libreswan 5.2 (which ignores keyingtries=): only a conn that is meant to be up
+    (auto=start|up) tries again; an on-demand conn (auto=route|ondemand) goes back to
+    its trap, with its failureshunt= on the packet's flow (ike/traps.py), and the next
+    acquire tries again.
+    """
     acts: list[Action] = [Log(f"IKE SA establishment failed: {why}", level="warning",
                               conn=ike.conn.name, serial=ike.serial)]
     acts += ctx.drop_ike(ike, now, "", None)
@@ -43,7 +49,7 @@ def fail(ctx: IKEContext, ike: IKESA, now: float, why: str, reason: FailReason,
     conn = ike.conn
     if retry and ike.initiator and conn.name in ctx.connections and \
             (conn.keyingtries == 0 or ike.tries < conn.keyingtries) and \
-            conn.auto in ("start", "up", "route", "ondemand"):
+            conn.auto in ("start", "up"):
         acts += ctx.initiate_ike(conn, now, ike.tries + 1)
     return acts
 

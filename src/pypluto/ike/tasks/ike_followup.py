@@ -9,7 +9,16 @@ from SK(0) | Ni | Nr | SK(1) | ... (``addke.rekey_material``).
 
 ``FollowupKE`` is the initiator's task (its ``done`` / ``failed`` callbacks
 belong to the CREATE_CHILD_SA task that queued it); the responder keeps an
-``addke.Pending`` on the IKE SA, answered by ``FollowupKE.respond``.
+``addke.Pending`` on the IKE SA, answered by ``FollowupKE.respond``, for a bounded
+time only (``wait_for``, ``expire``; §2.2.3).
+
+Rekey collisions (RFC 9370 §2.2.2 with RFC 7296 §2.8.1, §2.8.2, §2.25): the SA is
+made only after the last IKE_FOLLOWUP_KE, so a collision is settled when a
+CREATE_CHILD_SA answer arrives (``collision``): the exchange with the lowest of the
+four nonces loses; its initiator stops before any IKE_FOLLOWUP_KE (its SA is never
+made), the winner drops the state it held for the peer's exchange and carries on.
+Once our IKE_FOLLOWUP_KE exchanges have started, a colliding request is answered
+TEMPORARY_FAILURE (``busy``).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from pypluto.ike import addke, codec
 from pypluto.ike.actions import Action, Log
 from pypluto.ike.codec import Payload
 from pypluto.ike.context import IKEContext
-from pypluto.ike.sa import IKESA, ChildSA
+from pypluto.ike.sa import IKESA, ChildSA, ChildState
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.common import RETRY_DELAY, nname
 from pypluto.wire import payloads as wp
@@ -51,15 +60,30 @@ def _gname(group: int) -> str:
     return reg.transform_name(reg.TransformType.KE, group)
 
 
+def wait_for(ike: IKESA) -> float:
+    """How long a responder keeps a CREATE_CHILD_SA waiting for IKE_FOLLOWUP_KE (§2.2.3).
+
+    Twice ``retransmit-timeout``: the peer may need all its retransmits to get our
+    answer, then all of them again for its IKE_FOLLOWUP_KE request.
+    """
+    return 2 * max(ike.conn.retransmit_timeout, 1.0)
+
+
 class FollowupKE(Task):
-    """One IKE_FOLLOWUP_KE exchange (initiator); the responder side answers them."""
+    """One IKE_FOLLOWUP_KE exchange (initiator); the responder side answers them.
+
+    ``target`` is what the exchanges rekey: the IKE SA itself, the old Child SA, or
+    None for a new Child SA (collision checks, ``busy``).
+    """
 
     exchange = EXCH_FOLLOWUP
 
     def __init__(self, todo: list[int], link: bytes, shared: list[bytes], done: Done,
-                 failed: Failed, release: Callable[[], None] = lambda: None) -> None:
+                 failed: Failed, release: Callable[[], None] = lambda: None,
+                 target: IKESA | ChildSA | None = None) -> None:
         self.todo, self.link, self.shared = todo, link, shared
         self.done, self.failed, self.release = done, failed, release
+        self.target = target
         self.priv: dh.KeyExchange | None = None
 
     def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
@@ -106,7 +130,7 @@ class FollowupKE(Task):
             return self.failed(ctx, ike, "IKE_FOLLOWUP_KE answer lacks "
                                "ADDITIONAL_KEY_EXCHANGE although more exchanges follow", now)
         return ctx.queue(ike, FollowupKE(rest, link, self.shared, self.done, self.failed,
-                                         self.release), now, front=True)
+                                         self.release, self.target), now, front=True)
 
     @classmethod
     def matches(cls, payloads: Sequence[Payload]) -> bool:
@@ -122,8 +146,11 @@ class FollowupKE(Task):
             return ctx.send_response(ike, EXCH_FOLLOWUP, req.msgid, out)
 
         if pend is None or link is None or link != pend.link:
-            acts: list[Action] = [Log("IKE_FOLLOWUP_KE for no pending exchange; answering "
-                                      "STATE_NOT_FOUND", level="warning", conn=ike.conn.name,
+            # §2.2.3: unknown (or expired) link data; a pending exchange, if any, stays
+            why = "for no pending exchange" if pend is None else \
+                "with unknown ADDITIONAL_KEY_EXCHANGE data"
+            acts: list[Action] = [Log(f"IKE_FOLLOWUP_KE {why}; answering STATE_NOT_FOUND",
+                                      level="warning", conn=ike.conn.name,
                                       serial=ike.serial)]
             return acts + answer([codec.notify(N.STATE_NOT_FOUND)])
         group = pend.todo[0]
@@ -165,11 +192,92 @@ class FollowupKE(Task):
         out: list[Payload] = [codec.ke(group, ct)]
         if pend.todo:
             pend.link = ctx.rng(LINK_SIZE)
+            pend.expires = now + wait_for(ike)
             out.append(codec.notify(ADD_KE, pend.link))
             return answer(out)
         ike.followup = None
         acts = pend.finish(ctx, ike, pend.shared, now)
         return acts + answer(out)
+
+
+# ------------------------------------------------------------------ collisions, expiry
+def in_progress(ike: IKESA) -> FollowupKE | None:
+    """Our IKE_FOLLOWUP_KE exchange in flight or queued, if any."""
+    o = ike.outstanding
+    if o is not None and isinstance(o.task, FollowupKE):
+        return o.task
+    return next((t for t in ike.tasks if isinstance(t, FollowupKE)), None)
+
+
+def busy(ike: IKESA, old: ChildSA | None, ike_rekey: bool = False) -> str | None:
+    """Why a CREATE_CHILD_SA request must be answered TEMPORARY_FAILURE, if it must.
+
+    The request rekeys the IKE SA (``ike_rekey``), rekeys the Child SA ``old``, or
+    makes a new Child SA.  Our IKE_FOLLOWUP_KE exchanges have started: for the same SA
+    (RFC 9370 §2.2.2: the collision was not seen while CREATE_CHILD_SA ran, ours
+    completes and the peer retries), for the IKE SA while a Child SA request comes, or
+    for any Child SA while the IKE SA rekey comes (RFC 7296 §2.25.2).
+    """
+    f = in_progress(ike)
+    if f is None:
+        return None
+    if f.target is ike:
+        return "our rekey of the IKE SA is doing IKE_FOLLOWUP_KE exchanges"
+    if ike_rekey:
+        return "our Child SA exchange is doing IKE_FOLLOWUP_KE exchanges"
+    if old is not None and f.target is old:
+        return "our rekey of this Child SA is doing IKE_FOLLOWUP_KE exchanges"
+    return None
+
+
+def collision(ctx: IKEContext, ike: IKESA, target: IKESA | ChildSA, mine: bytes,
+              completed: Sequence[IKESA] | Sequence[ChildSA], obj: IKESA | ChildSA,
+              acts: list[Action]) -> bool:
+    """Settle a rekey collision when our CREATE_CHILD_SA answer chose additional key
+    exchanges (RFC 9370 §2.2.2, RFC 7296 §2.8.1/§2.8.2); True when we lost.
+
+    ``mine`` is min(Ni, Nr) of our exchange.  The peer's rekey of ``target`` is either
+    waiting for its IKE_FOLLOWUP_KE (``ike.followup``) or complete (``completed``, a
+    single-exchange rekey).  The exchange holding the lowest nonce loses: if it is ours
+    we stop (our SA is never made; the peer's replaces ``target``); if it is the
+    peer's, the state held for it goes now: the peer stops before any IKE_FOLLOWUP_KE.
+    """
+    pend = ike.followup
+    if pend is not None and pend.target is target:
+        if mine < pend.nonce_min:
+            ctx.log(acts, "rekey collision lost: aborting our rekey before IKE_FOLLOWUP_KE; "
+                    "the peer's replaces it (RFC 9370 §2.2.2)", obj)
+            return True
+        ike.followup = None
+        pend.drop()
+        ctx.log(acts, "rekey collision won: continuing with IKE_FOLLOWUP_KE; dropped the "
+                "peer's incomplete rekey (RFC 9370 §2.2.2)", obj)
+        return False
+    if completed and mine < completed[-1].nonce_min:
+        ctx.log(acts, "rekey collision lost: aborting our rekey before IKE_FOLLOWUP_KE; "
+                f"the peer's #{completed[-1].serial} replaces it (RFC 7296 §2.8)", obj)
+        return True
+    return False
+
+
+def expire(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
+    """Drop a responder's pending CREATE_CHILD_SA whose IKE_FOLLOWUP_KE did not come
+    (RFC 9370 §2.2.3: the state is kept for a limited time only); one log line."""
+    pend = ike.followup
+    if pend is None or pend.expires is None or now < pend.expires:
+        return []
+    ike.followup = None
+    pend.drop()
+    acts: list[Action] = []
+    ctx.log(acts, f"no IKE_FOLLOWUP_KE within {wait_for(ike):g}s: dropping the pending "
+            f"{pend.what} (RFC 9370 §2.2.3)", ike, level="warning")
+    return acts
+
+
+def lost_retry(ike: IKESA, now: float) -> float:
+    """When the loser of a collision rekeys again should the winner's exchanges never
+    complete (they clear it when they do)."""
+    return now + wait_for(ike) + RETRY_DELAY
 
 
 # ------------------------------------------------------------------ Child SAs
@@ -194,6 +302,16 @@ def child_followup(ctx: IKEContext, ike: IKESA, task: _ChildTask, c: ChildSA, li
     """Initiator of a CREATE_CHILD_SA that chose ADDKE: run IKE_FOLLOWUP_KE, then install."""
     assert c.chosen is not None
     todo = addke.groups(c.chosen.addke)
+    old = task.old
+    if old is not None:
+        acts: list[Action] = []
+        if collision(ctx, ike, old, min(ni, nr), old.peer_rekeys, c, acts):
+            task.abandon(ctx, ike)  # our new Child SA is never made
+            if old.state is ChildState.ESTABLISHED and not old.replaced:
+                old.rekey_at = lost_retry(ike, now)
+            return acts
+    else:
+        acts = []
 
     def done(ctx: IKEContext, ike: IKESA, secrets: list[bytes], t: float) -> list[Action]:
         _child_keys(ike, c, secrets, ni, nr)
@@ -207,16 +325,17 @@ def child_followup(ctx: IKEContext, ike: IKESA, task: _ChildTask, c: ChildSA, li
             task.old.rekey_at = t + RETRY_DELAY
         return acts
 
-    return ctx.queue(ike, FollowupKE(todo, link, [shared], done, failed,
-                                     lambda: task.abandon(ctx, ike)), now, front=True)
+    return acts + ctx.queue(ike, FollowupKE(todo, link, [shared], done, failed,
+                                            lambda: task.abandon(ctx, ike), old), now,
+                            front=True)
 
 
 Install = Callable[[IKEContext, IKESA, ChildSA, "ChildSA | None", float], list[Action]]
 
 
 def hold_child(ctx: IKEContext, ike: IKESA, c: ChildSA, old: ChildSA | None, shared: bytes,
-               ni: bytes, nr: bytes, out: list[Payload], msgid: int, install: Install
-               ) -> list[Action]:
+               ni: bytes, nr: bytes, out: list[Payload], msgid: int, install: Install,
+               now: float) -> list[Action]:
     """Responder: answer with ADDITIONAL_KEY_EXCHANGE and install ``c`` only after the
     last IKE_FOLLOWUP_KE (RFC 9370 §2.2.3)."""
     assert c.chosen is not None
@@ -229,7 +348,8 @@ def hold_child(ctx: IKEContext, ike: IKESA, c: ChildSA, old: ChildSA | None, sha
     if ike.followup is not None:
         ike.followup.drop()
     ike.followup = addke.Pending(link, addke.groups(c.chosen.addke), [shared],
-                                 finish,
-                                 drop=lambda: ctx.release_child(c))
+                                 finish, drop=lambda: ctx.release_child(c), target=old,
+                                 nonce_min=min(ni, nr), expires=now + wait_for(ike),
+                                 what="Child SA rekey" if old is not None else "Child SA")
     return ctx.send_response(ike, ExchangeType.CREATE_CHILD_SA, msgid,
                              out + [codec.notify(ADD_KE, link)])

@@ -7,7 +7,7 @@ both ends rekeyed, the new IKE SA made with the lowest nonce is redundant.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from pypluto.crypto import dh, keys
@@ -31,7 +31,16 @@ from pypluto.ike.tasks.common import (
     set_ike_timers,
 )
 from pypluto.ike.tasks.ike_delete import delete_ike
-from pypluto.ike.tasks.ike_followup import ADD_KE, LINK_SIZE, FollowupKE, link_of
+from pypluto.ike.tasks.ike_followup import (
+    ADD_KE,
+    LINK_SIZE,
+    FollowupKE,
+    collision,
+    link_of,
+    lost_retry,
+    wait_for,
+)
+from pypluto.ike.tasks.ike_followup import busy as followup_busy
 from pypluto.ike.tasks.liveness import peer_dead
 from pypluto.wire import payloads as wp
 
@@ -182,6 +191,20 @@ class IKERekey(Task):
                 ctx.log(acts, "IKE SA rekey answer chose additional key exchanges but lacks "
                         "ADDITIONAL_KEY_EXCHANGE", ike, level="warning")
                 return acts
+            pend = ike.followup
+            if pend is not None and pend.target is not ike:
+                # §2.25.2: the peer's Child SA exchange waits for its IKE_FOLLOWUP_KE on
+                # this IKE SA; ours would move the children from under it
+                ike.rekeying = False
+                ike.rekey_at = now + RETRY_DELAY
+                ctx.log(acts, "IKE SA rekey abandoned: the peer's Child SA exchange is "
+                        "doing IKE_FOLLOWUP_KE exchanges; retrying later", ike)
+                return acts
+            if collision(ctx, ike, ike, min(self.ni, nr), ike.peer_rekeys, ike, acts):
+                ike.rekeying = False  # RFC 9370 §2.2.2: the peer's new IKE SA takes over
+                if not ike.replaced:
+                    ike.rekey_at = lost_retry(ike, now)
+                return acts
             spi, spi_r, ni = self.spi, chosen.spi, self.ni
 
             def done(ctx: IKEContext, ike: IKESA, secrets: list[bytes], t: float
@@ -196,8 +219,8 @@ class IKERekey(Task):
                 ctx.log(out, f"IKE SA rekey failed: {why}", ike, level="warning")
                 return out
 
-            return acts + ctx.queue(ike, FollowupKE(todo, link, [shared], done, failed), now,
-                                    front=True)
+            return acts + ctx.queue(ike, FollowupKE(todo, link, [shared], done, failed,
+                                                    target=ike), now, front=True)
         return acts + self._complete(ctx, ike, self.spi, chosen.spi, chosen, self.ni, nr,
                                      shared, [], now)
 
@@ -252,6 +275,9 @@ class IKERekey(Task):
 
         if ike.replaced:
             return answer([codec.notify(N.TEMPORARY_FAILURE)])
+        why_busy = followup_busy(ike, None, ike_rekey=True)
+        if why_busy:  # RFC 9370 §2.2.2, RFC 7296 §2.25.2
+            return _busy(ctx, ike, why_busy, answer)
         o = ike.outstanding
         if o is not None and isinstance(o.task, ChildCreate):
             # §2.25: finish our exchange first (e.g. a Child rekey) before moving children
@@ -274,18 +300,28 @@ class IKERekey(Task):
             if ike.replaced or ike.state is IKEState.DELETING or \
                     (o is not None and isinstance(o.task, ChildCreate)):
                 return answer([codec.notify(N.TEMPORARY_FAILURE)])
+            why_busy = followup_busy(ike, None, ike_rekey=True)
+            if why_busy:
+                return _busy(ctx, ike, why_busy, answer)
             ke_out, shared = cast(tuple[bytes, bytes], result)
             todo = addke.groups(chosen.addke)
             if todo:  # RFC 9370 §2.2.3: wait for IKE_FOLLOWUP_KE
                 return _respond_followup(ctx, ike, msgid, chosen, ni, nr, ke_out, shared,
-                                         todo)
+                                         todo, t)
             return _respond_keyed(ctx, ike, msgid, chosen, ni, nr, ke_out, shared, t)
 
         return ctx.compute(ike, lambda: dh.responder_ke(group, peer_ke), then, now)
 
 
+def _busy(ctx: IKEContext, ike: IKESA, why: str,
+          answer: Callable[[list[Payload]], list[Action]]) -> list[Action]:
+    acts: list[Action] = []
+    ctx.log(acts, f"IKE SA rekey by peer deferred: {why}; answering TEMPORARY_FAILURE", ike)
+    return acts + answer([codec.notify(N.TEMPORARY_FAILURE)])
+
+
 def _respond_followup(ctx: IKEContext, ike: IKESA, msgid: int, chosen: Chosen, ni: bytes,
-                      nr: bytes, ke_out: bytes, shared: bytes, todo: list[int]
+                      nr: bytes, ke_out: bytes, shared: bytes, todo: list[int], now: float
                       ) -> list[Action]:
     """Answer with ADDITIONAL_KEY_EXCHANGE; the new IKE SA is made after the last
     IKE_FOLLOWUP_KE (RFC 9370 §2.2.3)."""
@@ -296,7 +332,11 @@ def _respond_followup(ctx: IKEContext, ike: IKESA, msgid: int, chosen: Chosen, n
         return _respond_keyed(ctx, ike, None, chosen, ni, nr, ke_out, secrets[0], t,
                               spi_r, secrets[1:])
 
-    ike.followup = addke.Pending(link, list(todo), [shared], finish)
+    if ike.followup is not None:  # the peer abandoned an earlier one
+        ike.followup.drop()
+    ike.followup = addke.Pending(link, list(todo), [shared], finish, target=ike,
+                                 nonce_min=min(ni, nr), expires=now + wait_for(ike),
+                                 what="IKE SA rekey")
     acts: list[Action] = []
     ctx.log(acts, f"IKE SA rekey by peer: waiting for {len(todo)} IKE_FOLLOWUP_KE "
             "exchange(s) (RFC 9370)", ike, level="debug")

@@ -20,12 +20,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from pypluto.iana import ExchangeType
 from pypluto.iana import NotifyType as N
 from pypluto.ike import codec
-from pypluto.ike.actions import Action, Endpoint, MoveSA
+from pypluto.ike.actions import Action, AddPolicy, Endpoint, MoveSA
 from pypluto.ike.child import encap_for
 from pypluto.ike.context import IKEContext
 from pypluto.ike.sa import IKESA, ChildState
@@ -46,8 +47,12 @@ def negotiated(ike: IKESA, payloads: Sequence[Payload]) -> None:
 
 
 def _natd(ike: IKESA, local: Endpoint, remote: Endpoint) -> list[Payload]:
+    """NAT_DETECTION_*_IP for the addresses in use now (§3.5).  With
+    ``encapsulation=yes`` the source hash is made not to match, as in IKE_SA_INIT, so
+    that the peer keeps ESP in UDP after the move (it would drop it on seeing no NAT)."""
+    port = 0 if ike.conn.encapsulation == "yes" else local.port
     return [codec.notify(N.NAT_DETECTION_SOURCE_IP,
-                         codec.natd_hash(ike.spi_i, ike.spi_r, local.addr, local.port)),
+                         codec.natd_hash(ike.spi_i, ike.spi_r, local.addr, port)),
             codec.notify(N.NAT_DETECTION_DESTINATION_IP,
                          codec.natd_hash(ike.spi_i, ike.spi_r, remote.addr, remote.port))]
 
@@ -73,6 +78,48 @@ def _cookie2_echo(payloads: Sequence[Payload]) -> list[Payload]:
     return []
 
 
+def follow(ctx: IKEContext, ike: IKESA, acts: list[Action]) -> int:
+    """Bring every installed Child SA of ``ike`` to the IKE SA's current endpoints.
+
+    RFC 4555 §3.5: the Child SAs move with the IKE SA, keeping keys, sequence
+    numbers and replay windows.  Each SA is named by the addresses it is installed
+    under *now* (``c.local_addr`` / ``c.remote_addr``, kept in step with every move),
+    which may already be the new ones: a Child SA created (e.g. the peer's rekey)
+    while the return routability check was in flight was installed on the
+    addresses being checked.  An outbound SA still held back (``pending_out``: the
+    responder of a Child SA rekey waits for the old SA's Delete, RFC 7296 §2.8) is
+    not in the data plane yet; its parameters are rewritten, so that it is
+    installed on the new addresses instead of being moved.  The policies of the
+    Child SAs that own them are installed again with the new template addresses.
+    Returns how many Child SAs changed.
+    """
+    local, remote = ike.local, ike.remote
+    encap = encap_for(ike)
+    lp, rp = encap if encap is not None else (None, None)
+    moved = 0
+    for c in ike.children:
+        if c.state is not ChildState.ESTABLISHED:
+            continue
+        if (c.local_addr, c.remote_addr, c.encap) == (local.addr, remote.addr, encap):
+            continue
+        moved += 1
+        was_l, was_r = c.local_addr, c.remote_addr
+        c.local_addr, c.remote_addr, c.encap = local.addr, remote.addr, encap
+        acts.append(MoveSA(dst=was_l, spi=c.spi_in, new_src=remote.addr, new_dst=local.addr,
+                           encap_sport=rp, encap_dport=lp, serial=c.serial,
+                           conn_name=c.conn.name, protocol=c.protocol))
+        if c.pending_out is not None:
+            c.pending_out = dataclasses.replace(c.pending_out, src=local.addr, dst=remote.addr,
+                                                encap_sport=lp, encap_dport=rp)
+        else:
+            acts.append(MoveSA(dst=was_r, spi=c.spi_out, new_src=local.addr,
+                               new_dst=remote.addr, encap_sport=lp, encap_dport=rp,
+                               serial=c.serial, conn_name=c.conn.name, protocol=c.protocol))
+        if c.owns_policy and (was_l, was_r) != (local.addr, remote.addr):
+            acts += [AddPolicy(p) for p in ctx.policies(c)]  # new template addresses
+    return moved
+
+
 def move_sas(ctx: IKEContext, ike: IKESA, local: Endpoint, remote: Endpoint,
              nat: tuple[bool, bool] | None, acts: list[Action]) -> None:
     """The IKE SA and every Child SA go to the new addresses (no new Child SA, §3.5)."""
@@ -80,20 +127,9 @@ def move_sas(ctx: IKEContext, ike: IKESA, local: Endpoint, remote: Endpoint,
     ike.local, ike.remote = local, remote
     if nat is not None:
         ike.nat_local, ike.nat_remote = nat
-    for c in ike.children:
-        if c.state is not ChildState.ESTABLISHED:
-            continue
-        was_l, was_r = c.local_addr, c.remote_addr
-        c.local_addr, c.remote_addr = local.addr, remote.addr
-        c.encap = encap_for(ike)
-        lp, rp = c.encap if c.encap is not None else (None, None)
-        acts.append(MoveSA(dst=was_l, spi=c.spi_in, new_src=remote.addr, new_dst=local.addr,
-                           encap_sport=rp, encap_dport=lp, serial=c.serial,
-                           conn_name=c.conn.name))
-        acts.append(MoveSA(dst=was_r, spi=c.spi_out, new_src=local.addr, new_dst=remote.addr,
-                           encap_sport=lp, encap_dport=rp, serial=c.serial,
-                           conn_name=c.conn.name))
-    ctx.log(acts, f"MOBIKE: IKE SA and {len(ike.children)} Child SA(s) moved from "
+    follow(ctx, ike, acts)
+    n = sum(1 for c in ike.children if c.state is ChildState.ESTABLISHED)
+    ctx.log(acts, f"MOBIKE: IKE SA and {n} Child SA(s) moved from "
             f"{old_l}<=>{old_r} to {local}<=>{remote}", ike)
     ctx.schedule(ike)
 
@@ -117,33 +153,42 @@ class ReturnRoutability(Task):
         ctx.log(acts, f"MOBIKE: checking return routability of {self.remote}", ike)
         return [codec.notify(N.COOKIE2, self.cookie)]
 
-    def _revert(self, ike: IKESA) -> None:
+    def _revert(self, ctx: IKEContext, ike: IKESA, acts: list[Action]) -> None:
+        """Back to the addresses in use before the check.  A Child SA created while the
+        check was in flight (a rekey by the peer) was installed on the addresses being
+        checked: it follows the IKE SA back."""
         if self.old is not None:
             ike.local, ike.remote = self.old
             self.old = None
+            follow(ctx, ike, acts)
 
     def on_response(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
                     ) -> list[Action]:
         acts: list[Action] = []
         echo = next((bytes(p.data) for p in codec.notifies(msg.payloads)
                      if p.notify_type == N.COOKIE2), None)
-        self._revert(ike)
         if echo != self.cookie:
+            self._revert(ctx, ike, acts)
             ctx.log(acts, f"MOBIKE: {self.remote} failed the return routability check "
                     "(COOKIE2 not echoed); staying on the old addresses", ike, level="warning")
             return acts
+        if self.old is not None:
+            ike.local, ike.remote = self.old
+            self.old = None
         move_sas(ctx, ike, self.local, self.remote, self.nat, acts)
         return acts
 
     def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
         acts: list[Action] = []
-        self._revert(ike)
+        self._revert(ctx, ike, acts)
         ctx.log(acts, f"MOBIKE: {self.remote} failed the return routability check (no "
                 "answer); staying on the old addresses", ike, level="warning")
         return acts
 
     def abandon(self, ctx: IKEContext, ike: IKESA) -> None:
-        self._revert(ike)
+        if self.old is not None:  # the IKE SA is going away: its Child SAs with it
+            ike.local, ike.remote = self.old
+            self.old = None
 
     @classmethod
     def matches(cls, payloads: Sequence[Payload]) -> bool:
@@ -188,6 +233,7 @@ class MobikeUpdate(Task):
         if errs:
             ctx.log(acts, f"MOBIKE: the peer refused the update ({errs[0].notify_type})",
                     ike, level="warning")
+            follow(ctx, ike, acts)  # a Child SA made meanwhile goes back with the IKE SA
             return acts
         move_sas(ctx, ike, local, remote, _nat_flags(ike, msg.payloads, local, remote), acts)
         return acts

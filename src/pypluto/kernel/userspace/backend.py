@@ -73,6 +73,7 @@ from pypluto.kernel.userspace.selectors import (
 from pypluto.kernel.userspace.traps import HoldQueue, icmp_unreachable
 from pypluto.kernel.userspace.tun import open_tun
 from pypluto.kernel.userspace.workers import Worker, Writer
+from pypluto.kernel.userspace.xifaces import IpsecInterface, IpsecInterfaces
 from pypluto.params import (
     IPAddress,
     PolicyParams,
@@ -127,6 +128,7 @@ class UserspaceBackend(KernelBackend):
     """ESP over TUN, like strongSwan's kernel-libipsec (``--use-userspace``)."""
 
     name = "userspace"
+    supports_ipsec_interface = True  # ipsec-interface=N: a TUN device ipsecN (.xifaces)
 
     def __init__(self, ifname: str = DEFAULT_IFNAME, *, table: int = DEFAULT_TABLE,
                  rule_priority: int = DEFAULT_RULE_PRIORITY, mtu: int = DEFAULT_MTU,
@@ -150,6 +152,10 @@ class UserspaceBackend(KernelBackend):
         self._raw: dict[int, socket.socket] = {}
         self._ah: dict[int, AHSockets] = {}  # AH (IP protocol 51) by IP version
         self._routes = Routes(ifname, table, rule_priority, mark)
+        # ipsec-interface=N conns: their own TUN device ipsecN each (.xifaces); inbound
+        # SPIs of their SAs -> the device their decrypted packets come out of
+        self._xifs = IpsecInterfaces(mtu=mtu)
+        self._xin: dict[int, IpsecInterface] = {}
         if manage_routes:
             self._routes.remove_all()  # leftovers of an earlier, crashed run
         self._tun_fd, self.ifname, self.offload = open_tun(ifname, offload)
@@ -195,6 +201,10 @@ class UserspaceBackend(KernelBackend):
         h: dict[int, Callable[[], None]] = {}
         if tun:
             h[self._tun_fd] = lambda: self._drain_tun(batch)
+            with self._lock:
+                xifs = list(self._xifs.by_id.values())
+            for x in xifs:
+                h[x.fd] = lambda x=x: self._drain_xif(x, batch)  # type: ignore[misc]
         if net:
             with self._lock:  # forget sockets the daemon closed
                 self._socks = [x for x in self._socks if x[1].fileno() >= 0]
@@ -466,6 +476,9 @@ class UserspaceBackend(KernelBackend):
         if isa is None:
             c.unknown_spi += 1
             return None
+        if self._xin and spi in self._xin:  # an ipsec-interface SA: out of its ipsecN
+            self._to_xif(spi, isa.decap(d))
+            return None
         return isa.decap(d)
 
     def _deliver(self, deliver: Deliver, data: bytes, addr: tuple[str, int]) -> None:
@@ -496,13 +509,17 @@ class UserspaceBackend(KernelBackend):
                 if n - off < 8:
                     c.malformed += 1
                     continue
-                isa = by_spi.get(unpack(mv, off)[0])
+                spi = unpack(mv, off)[0]
+                isa = by_spi.get(spi)
                 if isa is None:
                     c.unknown_spi += 1
                     continue
                 inner = isa.decap(mv[off:n])
                 if inner is not None:
-                    out.append(inner)
+                    if self._xin and spi in self._xin:
+                        self._to_xif(spi, inner)
+                    else:
+                        out.append(inner)
         finally:
             if out:
                 self._to_tun_many(out)
@@ -511,13 +528,17 @@ class UserspaceBackend(KernelBackend):
         if len(data) < 8:
             self.counters.malformed += 1
             return
-        isa = self._sas.by_spi.get(_SPI.unpack_from(data, 0)[0])
+        spi = _SPI.unpack_from(data, 0)[0]
+        isa = self._sas.by_spi.get(spi)
         if isa is None:
             self.counters.unknown_spi += 1
             return
         inner = isa.decap(data)
         if inner is not None:
-            self._to_tun(inner)
+            if self._xin and spi in self._xin:
+                self._to_xif(spi, inner)
+            else:
+                self._to_tun(inner)
 
     def _drain_ah(self, socks: AHSockets, mv: memoryview, batch: int) -> None:
         """Inbound AH (IP protocol 51, RFC 4302 §3.4): whole IP packets, by SPI -> TUN."""
@@ -535,20 +556,110 @@ class UserspaceBackend(KernelBackend):
                 continue
             inner = isa.decap(pkt)
             if inner is not None:
-                self._to_tun(inner)
+                if self._xin and spi in self._xin:
+                    self._to_xif(spi, inner)
+                else:
+                    self._to_tun(inner)
+
+    # --- ipsec-interface devices (route-based conns, .xifaces) -------------------------
+
+    def _to_xif(self, spi: int, inner: bytes | None) -> None:
+        """A decrypted packet of an ipsec-interface SA: out of its ipsecN device."""
+        x = self._xin.get(spi)
+        if inner is None or x is None or x.closed:
+            return
+        try:
+            os.write(x.fd, inner)
+        except OSError:
+            self.counters.tun_write_errors += 1
+
+    def _drain_xif(self, x: IpsecInterface, batch: int) -> None:
+        """Outbound on ipsecN: only the policies of that ipsec-interface encrypt
+        (RFC 4301 §5.1 with the device as part of the lookup); the rest is dropped."""
+        c = self.counters
+        for _ in range(batch):
+            if x.closed:
+                return
+            try:
+                pkt = os.read(x.fd, 65536)
+            except OSError:
+                return
+            if len(pkt) < 20:
+                continue
+            key = addr_key(pkt)
+            ent = x.flow.get(key)
+            if ent is None:
+                ent = self._resolve(pkt, key, x)
+                if ent is None:
+                    c.no_policy += 1
+                    continue
+            wire = ent[0].encap(pkt)  # type: ignore[index]
+            if wire is None:
+                continue
+            try:
+                ent[1](wire, ent[2])  # type: ignore[index]
+            except BlockingIOError:
+                self._send_slow(ent[1], wire, ent[2])  # type: ignore[index]
+            except OSError:
+                c.send_errors += 1
+
+    def _xif_add(self, if_id: int | None, if_ip: str | None, user: object,
+                 what: str, source_ip: IPAddress | None = None) -> IpsecInterface | None:
+        if if_id is None:
+            return None
+        source = None
+        if source_ip is not None and source_ip not in iproute.local_addresses():
+            source = f"{source_ip}/{source_ip.max_prefixlen}"
+        x, created = self._xifs.acquire(if_id, [a for a in (if_ip, source) if a], user)
+        if created:
+            self._kick()
+        log.debug("| %s holds %s", what, x.name)
+        return x
+
+    def _xif_release(self, user: object) -> None:
+        gone = self._xifs.release(user)
+        if gone is not None:
+            self._xin = {k: v for k, v in self._xin.items() if v is not gone}
+            self._kick()
+
+    def _xif_policies(self) -> None:
+        """Rebuild the outbound lookup of each ipsecN from its policies."""
+        for x in self._xifs.by_id.values():
+            x.out = OutboundPolicies(p for p in self._policies.values() if p.if_id == x.if_id)
+            x.flow, x.pflow = {}, {}
+
+    @property
+    def managed_interfaces(self) -> bool:
+        """config setup ipsec-interface-managed= (no: the operator makes the devices)."""
+        return self._xifs.managed
+
+    @managed_interfaces.setter
+    def managed_interfaces(self, value: bool) -> None:
+        self._xifs.managed = value
+
+    @property
+    def ipsec_interfaces(self) -> list[str]:
+        """The ipsecN devices in use (for status and tests)."""
+        return sorted(x.name for x in self._xifs.by_id.values())
 
     # --- outbound lookup -------------------------------------------------------------
 
-    def _resolve(self, pkt: bytes, key: bytes) -> _Flow | None:
-        """Slow path: the outbound policy and SA for a packet (RFC 4301 §5.1 SPD lookup)."""
-        flow = self._flow  # a cache invalidated meanwhile must not receive this entry
-        pflow = self._pflow
+    def _resolve(self, pkt: bytes, key: bytes, x: IpsecInterface | None = None
+                 ) -> _Flow | None:
+        """Slow path: the outbound policy and SA for a packet (RFC 4301 §5.1 SPD lookup);
+        ``x``: the packet came in on that ipsecN device, whose policies alone apply."""
+        if x is None:
+            flow = self._flow  # a cache invalidated meanwhile must not receive this entry
+            pflow = self._pflow
+            out = self._out
+        else:
+            flow, pflow, out = x.flow, x.pflow, x.out  # type: ignore[assignment]
         pk = port_key(pkt)
         if pk is not None:
             hit = pflow.get(pk)
             if hit is not None:
                 return hit
-        found = self._out.lookup(pkt)
+        found = out.lookup(pkt)
         if found is None:
             return None
         pol, by_address = found
@@ -592,8 +703,10 @@ class UserspaceBackend(KernelBackend):
 
     def _release_held(self, reqid: int) -> None:
         """The outbound SA of ``reqid`` is in: send what its trap held, in order."""
+        x = next((self._xifs.by_id.get(p.if_id) for p in self._policies.values()
+                  if p.reqid == reqid and p.direction == "out" and p.if_id is not None), None)
         for pkt in self.holds.release(reqid):
-            ent = self._resolve(pkt, addr_key(pkt))
+            ent = self._resolve(pkt, addr_key(pkt), x)
             if ent is None:
                 continue
             w = ent[0].encap(pkt)
@@ -630,6 +743,8 @@ class UserspaceBackend(KernelBackend):
     def _invalidate(self) -> None:
         self._flow = {}
         self._pflow = {}
+        for x in self._xifs.by_id.values():
+            x.flow, x.pflow = {}, {}
 
     def _kick(self) -> None:
         """Have every worker rebuild its poll set (sockets were added, or we stop)."""
@@ -718,6 +833,13 @@ class UserspaceBackend(KernelBackend):
     def add_sa(self, sa: SAParams) -> None:
         with self._lock:
             check_protectable(sa)
+            if sa.if_id is not None and sa.mode != "tunnel":
+                raise BackendError(f"ipsec-interface={sa.if_id}: the userspace plane carries "
+                                   "tunnel-mode SAs only on an ipsecN device")
+            x = self._xif_add(sa.if_id, sa.if_ip, ("sa", str(sa.dst), sa.spi),
+                              f"SA {sa.spi:08x}")
+            if x is not None and sa.direction == "in":
+                self._xin = {**self._xin, sa.spi: x}
             if sa.protocol == "ah":
                 self._ensure_ah(sa.dst.version)
             elif sa.encap_dport is None and sa.direction == "out":
@@ -732,13 +854,16 @@ class UserspaceBackend(KernelBackend):
                 self._release_held(sa.reqid)
 
     def move_sa(self, dst: IPAddress, spi: int, new_src: IPAddress, new_dst: IPAddress,
-                encap_sport: int | None, encap_dport: int | None) -> None:
+                encap_sport: int | None, encap_dport: int | None,
+                protocol: str = "esp") -> None:
         """MOBIKE (RFC 4555): same keys, sequence number and replay window, new outer
         addresses and ports; the flow cache is dropped so packets take the new way."""
         with self._lock:
             if not self._sas.move(dst, spi, new_src, new_dst, encap_sport, encap_dport):
                 raise BackendError(f"move_sa: no SA {spi:08x}@{dst}")
-            if encap_dport is None:
+            if protocol == "ah":
+                self._ensure_ah(new_dst.version)
+            elif encap_dport is None:
                 self._ensure_raw(new_dst.version)
             self._invalidate()
             log.debug("| move SA %08x to %s->%s", spi, new_src, new_dst)
@@ -747,6 +872,9 @@ class UserspaceBackend(KernelBackend):
         with self._lock:
             if self._sas.remove(dst, spi) is not None:
                 self._invalidate()
+            if spi in self._xin:
+                self._xin = {k: v for k, v in self._xin.items() if k != spi}
+            self._xif_release(("sa", str(dst), spi))
 
     def get_sa_stats(self, dst: IPAddress, spi: int, protocol: str = "esp") -> SAStats | None:
         """Bytes, packets and the drop counters: replay, integrity, selector (RFC 4301 §5.2)."""
@@ -770,11 +898,16 @@ class UserspaceBackend(KernelBackend):
         with self._lock:
             key = self._pkey(policy)
             fresh = key not in self._policies
-            if policy.direction == "out" and fresh and self.manage_routes:
+            if policy.if_id is not None:  # route-based: the operator routes onto ipsecN
+                self._xif_add(policy.if_id, policy.if_ip, ("pol", key), "policy",
+                              policy.source_ip if policy.direction == "out" else None)
+            elif policy.direction == "out" and fresh and self.manage_routes:
                 self._routes.add(policy)
             self._policies[key] = policy
             if policy.direction == "out":
-                self._out = OutboundPolicies(self._policies.values())
+                self._out = OutboundPolicies(p for p in self._policies.values()
+                                             if p.if_id is None)
+                self._xif_policies()
             self._invalidate()
 
     def del_policy(self, policy: PolicyParams) -> None:
@@ -782,9 +915,13 @@ class UserspaceBackend(KernelBackend):
             old = self._policies.pop(self._pkey(policy), None)
             if old is None:
                 return
+            if old.if_id is not None:
+                self._xif_release(("pol", self._pkey(old)))
             if old.direction == "out":
-                self._out = OutboundPolicies(self._policies.values())
-                if self.manage_routes:
+                self._out = OutboundPolicies(p for p in self._policies.values()
+                                             if p.if_id is None)
+                self._xif_policies()
+                if self.manage_routes and old.if_id is None:
                     self._routes.delete(old)
                 if not any(p.reqid == old.reqid and p.direction == "out"
                            for p in self._policies.values()):
@@ -800,13 +937,16 @@ class UserspaceBackend(KernelBackend):
             self._policies.clear()
             self.holds.clear()
             self._out = OutboundPolicies()
+            self._xin = {}
+            if self._xifs.close_all():
+                self._kick()
             self._invalidate()
 
     def close(self) -> None:
         """Stop the packet threads and remove the TUN device (and anything still installed)."""
         if self._stop:
             return
-        if self._policies or self._routes.installed:
+        if self._policies or self._routes.installed or self._xifs.by_id:
             self.flush_own()
         self._stop = True
         for w in self._workers:

@@ -72,17 +72,31 @@ class SATable:
 
     def move(self, dst: IPAddress, spi: int, new_src: IPAddress, new_dst: IPAddress,
              encap_sport: int | None, encap_dport: int | None) -> bool:
-        """MOBIKE: re-key one SA under its new destination; its ESP state is kept."""
-        state = self._sas.pop((str(dst), spi), None)
+        """MOBIKE (RFC 4555 §3.5): re-key one SA under its new destination; its state
+        (keys, sequence number, replay window, counters) is the same object.
+
+        ``dst`` is where the SA is installed now (after an earlier move: where that
+        move put it).  Moving an SA to where it already is only changes its ports.
+        False when there is no SA (``dst``, ``spi``).
+        """
+        key = (str(dst), spi)
+        state = self._sas.get(key)
         if state is None:
             return False
         old = state.params
         state.params = dataclasses.replace(old, src=new_src, dst=new_dst,
                                            encap_sport=encap_sport, encap_dport=encap_dport)
-        self._sas[(str(new_dst), spi)] = state
-        if isinstance(state, esp.OutboundSA):
+        new_key = (str(new_dst), spi)
+        if new_key != key:
+            del self._sas[key]
+            self._sas[new_key] = state
+        if isinstance(state, Outbound):
             if self._out_by_peer.get(str(old.dst)) is state:
                 del self._out_by_peer[str(old.dst)]
+                for other in self._sas.values():  # another SA to the old address, if any
+                    if other is not state and isinstance(other, Outbound) and \
+                            other.params.dst == old.dst:
+                        self._out_by_peer[str(old.dst)] = other
             self._out_by_peer[str(new_dst)] = state
         return True
 

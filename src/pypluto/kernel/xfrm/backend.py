@@ -41,6 +41,7 @@ from pypluto.params import (
 from ..base import BackendError, KernelBackend
 from . import structs as S
 from .algorithms import kernel_algorithms, kernel_auth
+from .hold import set_larval_drop
 from .netlink import XfrmError, XfrmSocket
 from .routes import RouteManager
 
@@ -310,6 +311,51 @@ def bypass_policy(family: int, direction: int) -> bytes:
     ).pack()
 
 
+# --- MOBIKE: an SA re-added under new addresses (RFC 4555 §3.5) ---------------------------
+_XFRMA_TFCPAD, _XFRMA_SET_MARK, _XFRMA_SET_MARK_MASK = 22, 32, 33
+# What a GETSA reply carries that NEWSA takes back unchanged: the keys, the replay state
+# (sequence numbers and window), flags, marks.  XFRMA_ALG_AUTH (the untruncated copy of
+# the integrity algorithm) only when there is no AUTH_TRUNC; the encapsulation is new;
+# LASTUSED, offload, care-of address and security context are not carried over.
+_MOVE_KEEP = (
+    S.XFRMA_ALG_AEAD, S.XFRMA_ALG_CRYPT, S.XFRMA_ALG_AUTH_TRUNC, S.XFRMA_ALG_COMP,
+    S.XFRMA_REPLAY_VAL, S.XFRMA_REPLAY_ESN_VAL, S.XFRMA_SA_EXTRA_FLAGS, S.XFRMA_MARK,
+    S.XFRMA_IF_ID, _XFRMA_TFCPAD, _XFRMA_SET_MARK, _XFRMA_SET_MARK_MASK,
+)  # fmt: skip
+
+
+def moved_sa_body(
+    body: bytes, new_src: IPAddress, new_dst: IPAddress, encap: tuple[int, int] | None
+) -> bytes:
+    """The NEWSA body of the SA in ``body`` (a GETSA reply) at new outer addresses and
+    ESP-in-UDP ports (``encap``: source, destination; None for plain ESP).
+
+    Keys, replay state (RFC 4303 §3.3.3: the sender's sequence number must go on, the
+    receiver's window too), flags, marks and lifetimes (limits, and the current bytes,
+    packets and add time through XFRMA_LTIME_VAL) stay those of the kernel's SA.
+    """
+    info = S.UserSAInfo.unpack(body)
+    if new_src.version != new_dst.version or S.family_of(new_dst) != info.family:
+        raise BackendError(
+            f"XFRM: cannot move SA {info.spi:#010x} to {new_src} -> {new_dst} "
+            "(the address family of an SA cannot change)"
+        )
+    if encap is not None and info.proto != S.PROTOCOLS["esp"]:
+        raise BackendError("XFRM: UDP encapsulation is for ESP only (RFC 3948)")
+    attrs = S.parse_attrs(body, S.USERSA_INFO_SIZE)
+    info.saddr, info.daddr = new_src, new_dst
+    if S.XFRMA_REPLAY_ESN_VAL in attrs:
+        info.replay_window = 0  # the window is in the attribute (as add_sa sends it)
+    keep = list(_MOVE_KEEP)
+    if S.XFRMA_ALG_AUTH_TRUNC not in attrs:
+        keep.append(S.XFRMA_ALG_AUTH)
+    out = [S.nlattr(t, v) for t in keep for v in attrs.get(t, [])]
+    out.append(S.nlattr(S.XFRMA_LTIME_VAL, info.curlft.pack()))
+    if encap is not None:
+        out.append(S.nlattr(S.XFRMA_ENCAP, S.pack_encap(*encap)))
+    return info.pack() + b"".join(out)
+
+
 # --- decoded kernel objects ------------------------------------------------------------
 @dataclass
 class KernelSA:
@@ -442,6 +488,7 @@ class XfrmBackend(KernelBackend):
         # shunt policies' indexes
         self._shunt_index: dict[tuple[str, str, str, tuple[int, int] | None], int] = {}
         self._shunt_n = 0
+        self._larval_drop_was: str | None = None  # net.core.xfrm_larval_drop before us
         self._events: XfrmSocket | None = None
         self._events_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -598,6 +645,74 @@ class XfrmBackend(KernelBackend):
                 out.append(sa)
         return out
 
+    def move_sa(
+        self,
+        dst: IPAddress,
+        spi: int,
+        new_src: IPAddress,
+        new_dst: IPAddress,
+        encap_sport: int | None,
+        encap_dport: int | None,
+        protocol: str = "esp",
+    ) -> None:
+        """MOBIKE (RFC 4555 §3.5): the SA (``dst``, ``spi``) at new outer addresses and
+        ESP-in-UDP ports, with its keys, sequence numbers and replay window.
+
+        The kernel names an SA by (destination, SPI, protocol), and XFRM_MSG_UPDSA
+        changes only an SA's encapsulation and lifetimes, not its addresses (and
+        XFRM_MSG_MIGRATE needs CONFIG_XFRM_MIGRATE).  So the kernel's own copy of the
+        SA (GETSA) is added again at the new addresses (NEWSA, ``moved_sa_body``) and
+        the old one deleted: new first when the destination changes (no gap), old
+        first when only the source or the ports change (same name: a gap of one
+        netlink round trip).  The policies' templates are the engine's to update
+        (``AddPolicy`` again: UPDPOLICY).
+        """
+        proto = S.PROTOCOLS.get(protocol)
+        if proto is None:
+            raise BackendError(f"XFRM: unknown IPsec protocol {protocol!r}")
+        body = None
+        mark = self._mark_of(dst, spi, proto)  # a marked SA is found only by its mark
+        sa_id = S.pack_usersa_id(dst, spi, proto) + S.mark_attr(mark)
+        try:
+            for mtype, reply in self._nl.request(S.XFRM_MSG_GETSA, sa_id):
+                if mtype == S.XFRM_MSG_NEWSA:
+                    body = reply
+        except XfrmError as e:
+            if e.errno not in _GONE:
+                raise
+        if body is None:
+            raise BackendError(f"move_sa: no SA {spi:08x}@{dst}")
+        cur = S.UserSAInfo.unpack(body)
+        if not self.is_own_reqid(cur.reqid):
+            raise BackendError(f"move_sa: SA {spi:08x}@{dst} is not ours (reqid {cur.reqid:#x})")
+        encap = (encap_sport or 4500, encap_dport) if encap_dport is not None else None
+        new = moved_sa_body(body, new_src, new_dst, encap)
+        what = f"{protocol.upper()} SA {new_src}->{new_dst} spi {spi:#010x}"
+        old_key, new_key = (dst, spi, proto), (new_dst, spi, proto)
+        try:
+            if new_dst == dst:
+                self._nl.request(S.XFRM_MSG_DELSA, sa_id)
+                try:
+                    self._nl.request(S.XFRM_MSG_NEWSA, new, what=f"NEWSA {what}")
+                except XfrmError:  # put the SA back where it was: nothing is lost
+                    info = KernelSA.decode(body)
+                    was = (info.encap[1], info.encap[2]) if info.encap else None
+                    self._nl.request(S.XFRM_MSG_NEWSA, moved_sa_body(body, cur.saddr or dst,
+                                                                     dst, was))
+                    raise
+            else:
+                self._nl.request(S.XFRM_MSG_NEWSA, new, what=f"NEWSA {what}")
+                self._nl.request(S.XFRM_MSG_DELSA, sa_id)
+        except XfrmError as e:
+            raise XfrmError(e.what, e.errno, e.extack, _hint(e)) from e
+        with self._lock:
+            self._sas.discard(old_key)
+            self._sas.add(new_key)
+            if mark is not None:
+                self._sa_marks.pop(old_key, None)
+                self._sa_marks[new_key] = mark
+        self._log(f"| xfrm: moved SA {spi:#010x} from {cur.saddr}->{dst} to {what}")
+
     # --- policies --------------------------------------------------------------
     def is_own_policy(self, pol: KernelPolicy) -> bool:
         """Ours: a template with our reqid, or a shunt (no template) with our index."""
@@ -648,6 +763,8 @@ class XfrmBackend(KernelBackend):
                 ) from e
             self._nl.request(S.XFRM_MSG_UPDPOLICY, body, what=f"UPDPOLICY {what}")
         self._log(f"| xfrm: added {what} reqid {reqid:#x}")
+        if policy.direction == "out":
+            self._hold_while_negotiating()
         key = _policy_key(policy)
         if (
             policy.direction == "out"
@@ -660,6 +777,19 @@ class XfrmBackend(KernelBackend):
                     self._routed[key] = policy.dst.network
             except BackendError as e:  # the SAs still work; say why the route is missing
                 self._log(f"xfrm: no route for {policy.dst} src {policy.source_ip}: {e}")
+
+    def _hold_while_negotiating(self) -> None:
+        """negotiationshunt=hold: packets on a trap wait in the kernel (see ``hold``)."""
+        if self._larval_drop_was is not None:
+            return
+        old = set_larval_drop(self.netns, "0")
+        self._larval_drop_was = old if old is not None else ""
+        if old is None:
+            self._log("xfrm: cannot set net.core.xfrm_larval_drop=0: packets that hit a trap "
+                      "are dropped until its SA is in")
+        elif old != "0":
+            self._log("xfrm: net.core.xfrm_larval_drop=0: packets that hit a trap are held "
+                      "until its SA is in (negotiationshunt=hold)")
 
     def _get_policy(self, policy: PolicyParams) -> KernelPolicy | None:
         sel = policy_selector(policy.src, policy.dst)
@@ -852,6 +982,12 @@ class XfrmBackend(KernelBackend):
         if self._events is not None:
             self._events.close()
             self._events = None
+        if self._larval_drop_was not in (None, "", "0"):
+            try:
+                set_larval_drop(self.netns, self._larval_drop_was or "1")
+            except BackendError as e:  # the namespace is gone: nothing to restore
+                self._log(f"xfrm: cannot restore net.core.xfrm_larval_drop: {e}")
+        self._larval_drop_was = None
         self._routes.close()
         self._nl.close()
 

@@ -1,0 +1,134 @@
+"""Raw RSA keys against Libreswan (issue 14): the IKE SA (the kernel here has no ESP,
+see test_libreswan.py), both roles, with ``leftrsasigkey=``/``rightrsasigkey=`` in
+RFC 3110 form in one ipsec.conf both daemons read.  Each side's private key is a
+key-only entry of its own NSS database made by ``certutil -G`` (what ``ipsec
+newhostkey`` does); Libreswan finds its key by the CKAID of its ``leftrsasigkey=``, and
+so do we.  Our database has a password, given in ``<ipsecdir>/nsspassword`` as
+Libreswan reads it.  A wrong ``rightrsasigkey=`` on our side gives
+AUTHENTICATION_FAILED with one log line."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from lab import EAST_OUTER, EAST_SUBNET, WEST_OUTER, WEST_SUBNET, Lab, require
+from peers import Libreswan, Pypluto, have_libreswan
+from trixie import LIBRESWAN_PEERS, PeerSpec
+
+from pypluto.config.hostkeys import HostKeys
+from pypluto.crypto import rawkey
+
+pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.timeout(120)]
+
+PW = "west-db-Secret"
+
+
+def _keydb(d: Path, password: str | None = None) -> str:
+    """A database with one RSA-2048 key; the key as ``0s<RFC 3110 base64>``."""
+    d.mkdir(parents=True, exist_ok=True)
+    pwa = ["--empty-password"]
+    if password is not None:
+        (d.parent / "pwfile").write_text(password + "\n")
+        pwa = ["-f", str(d.parent / "pwfile")]
+    noise = d.parent / "noise"
+    noise.write_bytes(os.urandom(64))
+    if not (d / "cert9.db").exists():
+        subprocess.run(["certutil", "-N", "-d", f"sql:{d}", *pwa], check=True,
+                       capture_output=True, timeout=60)
+    gen = [] if password is None else pwa
+    subprocess.run(["certutil", "-G", "-d", f"sql:{d}", "-k", "rsa", "-g", "2048", "-z",
+                    str(noise), *gen], check=True, capture_output=True, timeout=60)
+    pub = HostKeys(str(d), password).public_keys()[0].public
+    return "0s" + base64.b64encode(rawkey.rfc3110_encode(pub)).decode()  # type: ignore[arg-type]
+
+
+def _conf(west_key: str, east_key: str) -> str:
+    return f"""\
+config setup
+\tplutodebug=none
+
+conn west-east
+\tauthby=rsasig
+\tleft={WEST_OUTER}
+\tleftid=@west
+\tleftrsasigkey={west_key}
+\tleftsubnet={WEST_SUBNET}
+\tright={EAST_OUTER}
+\trightid=@east
+\trightrsasigkey={east_key}
+\trightsubnet={EAST_SUBNET}
+\tauto=add
+"""
+
+
+def _established_in_log(them: Libreswan) -> bool:
+    text = them.log.read_text(errors="replace")
+    return any("established IKE SA" in ln for ln in text.splitlines() if "| " not in ln[:40])
+
+
+def _pair(lab: Lab, peer: PeerSpec, *, wrong: bool = False) -> tuple[Pypluto, Libreswan]:
+    them = peer.libreswan(lab, lab.east, "libreswan-east")
+    east_key = _keydb(them.dir / "nss")
+    ours = lab.workdir / "pypluto-raw" / "nss"
+    west_key = _keydb(ours, PW)
+    ipsecdir = lab.workdir / "pypluto-raw" / "ipsec.d"
+    ipsecdir.mkdir(parents=True, exist_ok=True)
+    (ipsecdir / "nsspassword").write_text(f"NSS Certificate DB:{PW}\n")
+    them.start(_conf(west_key, east_key))
+    us = Pypluto(lab, lab.west, "pypluto-west")
+    us.extra_args = ["--nssdir", str(ours), "--ipsecdir", str(ipsecdir)]
+    mallory = _keydb(lab.workdir / "mallory" / "nss") if wrong else east_key
+    us.start(_conf(west_key, mallory))
+    return us, them
+
+
+@pytest.mark.parametrize("role", ["initiator", "responder"])
+@pytest.mark.parametrize("peer", LIBRESWAN_PEERS,
+                         ids=[p.label.replace(" ", "") for p in LIBRESWAN_PEERS])
+def test_raw_rsa_keys_with_libreswan(lab: Lab, cell: Callable[..., None], peer: PeerSpec,
+                                     role: str) -> None:
+    cell(peer=peer.label, case="raw RSA keys", role=role, proposal="rsasigkey-rsasig")
+    require(have_libreswan() or peer.chroot, "certutil (libnss3-tools)")
+    require(peer.available(), peer.install_hint)
+    us, them = _pair(lab, peer)
+    if role == "initiator":
+        us.initiate()
+    elif peer.modern:  # 5.x: never the synchronous initiate
+        them.whack("--name", "west-east", "--initiate", "--asynchronous", timeout=20)
+    else:
+        them.initiate()
+    lab.wait_for(us.ike_established, 20, "our IKE SA")
+    lab.wait_for(lambda: _established_in_log(them), 20, "Libreswan's IKE SA")
+    text = them.log.read_text(errors="replace")
+    line = next(ln for ln in text.splitlines() if "established IKE SA" in ln)
+    ours_text = us.log.read_text(errors="replace")
+    assert "authenticated peer using digital signature RSASSA-PSS" in ours_text, \
+        ours_text[-2000:]
+    assert PW not in ours_text
+    cell(note=line.split("established IKE SA;")[-1].strip()[:160])
+    them.stop()
+
+
+def test_wrong_raw_key_from_libreswan_fails_with_one_line(lab: Lab,
+                                                           cell: Callable[..., None]) -> None:
+    peer = LIBRESWAN_PEERS[0]
+    cell(peer=peer.label, case="raw RSA keys", role="responder", proposal="wrong-rsasigkey")
+    require(have_libreswan() or peer.chroot, "certutil (libnss3-tools)")
+    require(peer.available(), peer.install_hint)
+    us, them = _pair(lab, peer, wrong=True)
+    them.whack("--name", "west-east", "--initiate", "--asynchronous", timeout=20)
+    lab.wait_for(lambda: "wrong raw key?" in us.log.read_text(errors="replace"), 20,
+                 "our AUTHENTICATION_FAILED")
+    text = us.log.read_text(errors="replace")
+    lines = [ln for ln in text.splitlines() if "wrong raw key?" in ln]
+    first = [ln for ln in text.splitlines() if '"west-east" #1:' in ln and "rejected" in ln]
+    # one line per attempt (Libreswan tries again with a new IKE SA)
+    assert len(first) == 1 and "AUTHENTICATION_FAILED" in first[0], lines
+    assert not us.ike_established()
+    cell(note=lines[0][-160:])
+    them.stop()
