@@ -211,6 +211,11 @@ class UpdownChild:
     mark_in: str = ""
     virt_interface: str = ""  # ipsec-interface=N: "ipsecN" (PLUTO_VIRT_INTERFACE)
     mark_out: str = ""
+    # vti-interface= (daemon/vti.py makes the device; VTI_* of Libreswan's updown)
+    vti_iface: str = ""
+    vti_routing: bool = True
+    vti_shared: bool = False
+    vti_ip: str = ""  # leftvti=
 
     @property
     def is_host(self) -> bool:

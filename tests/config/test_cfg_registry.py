@@ -199,12 +199,12 @@ def test_refused_keys_refuse_the_conn_or_pluto(where: str, name: str, kd: K.KeyD
 
 def test_refusal_makes_checkconfig_fail(tmp_path: pathlib.Path) -> None:
     f = tmp_path / "ipsec.conf"
-    f.write_text(BASE + "\tvti-interface=vti1\nconn ok\n\tleft=192.0.2.1\n"
+    f.write_text(BASE + "\tmodecfgbanner=hello\nconn ok\n\tleft=192.0.2.1\n"
                  "\tright=192.0.2.3\n\tauthby=secret\n")
     err = io.StringIO()
     assert addconn_main(["--config", str(f), "--checkconfig"], out=io.StringIO(),
                         err=err) == 1
-    assert f"{f}:5: vti-interface is not supported by pypluto" in err.getvalue()
+    assert f"{f}:5: modecfgbanner is not supported by pypluto" in err.getvalue()
     f.write_text(BASE)
     assert addconn_main(["--config", str(f), "--checkconfig"], out=io.StringIO(),
                         err=io.StringIO()) == 0

@@ -112,6 +112,8 @@ T_ODS = "tests/daemon/test_ondemand_shunts.py::"
 # mark= / mark-in= / mark-out=: two conns with the same selectors and different marks
 # coexist in the ESP kernel and marked traffic takes its own SA
 T_MARK = "tests/espkernel/test_mark_uml.py::test_marked_conns_coexist_and_carry_their_traffic"
+# vti-interface= and friends: a VTI device between two daemons in the ESP kernel
+T_VTI = "tests/espkernel/test_vti_uml.py::"
 # ipsec-interface= / interface-ip= / ipsec-interface-managed=: a TUN device ipsecN per
 # number on the userspace plane (--use-userspace); --use-xfrm / --use-none refuse the
 # conn (pypluto manages no XFRM interfaces and the ESP test kernel lacks them)
@@ -129,8 +131,6 @@ _IKEV1 = "IKEv1 only; pypluto speaks IKEv2 only"
 _V1_CP = "IKEv1 XAUTH / ModeConfig; pypluto has no XAUTH, ModeConfig or CP payloads"
 _ONDEMAND = ("the lifetime of the kernel's acquire (larval) states, net.core.xfrm_acq_expires; "
              "pypluto leaves the kernel's value")
-_XFRMI = ("needs XFRM interfaces (ipsec-interface / VTI), which pypluto does not manage "
-          "(and the ESP test kernel has no CONFIG_XFRM_INTERFACE to prove them)")
 _NO = "not implemented by pypluto"
 _SIGS = ("rsasig|rsa|ecdsa|rsa-sha1|rsa-sha2|rsa-sha2_256|rsa-sha2_384|rsa-sha2_512|"
          "ecdsa-sha2|ecdsa-sha2_256|ecdsa-sha2_384|ecdsa-sha2_512|eddsa|ed25519|ed448")
@@ -253,7 +253,7 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
                             "test_source_ip_route_added_marked_and_removed")),
     ("ikeport", "int", W(T_EFF + "test_peer_ikeport_is_where_ike_goes")),
     ("interface-ip", "str", W(T_XIF_PAIR)),
-    ("vti", "str", R(_XFRMI)),
+    ("vti", "str", W(T_VTI + "test_vti_pair_routes_traffic_through_the_device")),
     ("nexthop", "str", P("%defaultroute|%direct",
                          note="routes go through the default route's gateway")),
     ("updown", "str", W("tests/daemon/test_daemon_updown.py::test_updown_verbs_and_environment")),
@@ -378,9 +378,10 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("mark", "str", W(T_MARK)),
     ("mark-in", "str", W(T_MARK)),
     ("mark-out", "str", W(T_MARK)),
-    ("vti-interface", "str", R(_XFRMI)),
-    ("vti-routing", "bool", P(_NO_VALUES, note=_XFRMI)),
-    ("vti-shared", "bool", P(_NO_VALUES, note=_XFRMI)),
+    # a VTI device (ip_vti / ip6_vti) keyed by the marks (--use-xfrm; daemon/vti.py)
+    ("vti-interface", "str", W(T_VTI + "test_vti_pair_routes_traffic_through_the_device")),
+    ("vti-routing", "bool", W(T_VTI + "test_vti_routing_no_adds_no_route")),
+    ("vti-shared", "bool", W(T_VTI + "test_vti_shared_device_outlives_one_conn")),
     ("ipsec-interface", "str", W(T_XIF_PAIR)),
     ("nic-offload", "enum", "yes|no|auto|packet|crypto", P("no", note="NIC offload " + _NO)),
     ("encapsulation", "enum", "auto|yes|no|true|false|on|off|y|n",

@@ -174,6 +174,11 @@ class Connection:
     # policies; value -1 (config.values.UNIQUE_MARK) = a unique mark per instance
     mark_in: tuple[int, int] | None = None
     mark_out: tuple[int, int] | None = None
+    # vti-interface= / vti-routing= / vti-shared= (route-based VPN on a VTI device,
+    # XFRM only; daemon/vti.py): the device's ikey/okey are the mark-in/mark-out values
+    vti_interface: str | None = None
+    vti_routing: bool = True  # Libreswan's default: route the remote subnet via the VTI
+    vti_shared: bool = False  # several conns share the device (its remote is any)
     # ipsec-interface=N (yes = 1): route-based VPN on the device ipsecN; None = no
     ipsec_interface: int | None = None
     reqid: int | None = None

@@ -33,6 +33,7 @@ from pypluto.config.keywords import KeyDef
 from pypluto.config.model import AutoMode, Connection, ConnType, End, Origin, SetupConfig
 from pypluto.config.proposals import ProposalError, parse_proposals
 from pypluto.config.values import (
+    UNIQUE_MARK,
     is_host_keyword,
     parse_addresses,
     parse_bignum,
@@ -532,6 +533,45 @@ class _AlsoError(Exception):
 # --------------------------------------------------------------------------------------
 # typed objects
 
+VTI_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # IFNAMSIZ - 1, no '/' or spaces
+
+
+def _vti_keys(conn: Connection, get: Callable[[str], str | None],
+              b: Callable[[str, bool], bool]) -> None:
+    """``vti-interface=``, ``vti-routing=``, ``vti-shared=`` and ``leftvti=`` (ipsec.conf(5)).
+
+    A VTI device takes its input and output keys from the conn's marks, so the conn
+    needs ``mark=`` (or both ``mark-in=`` and ``mark-out=``) with a fixed value: the
+    kernel looks the SAs and policies up with the device's key as the packet mark.
+    """
+    name = get("vti-interface")
+    conn.vti_routing = b("vti-routing", True)
+    conn.vti_shared = b("vti-shared", False)
+    for end, side in ((conn.left, "leftvti"), (conn.right, "rightvti")):
+        if end.vti_ip is not None:
+            try:
+                ipaddress.ip_interface(end.vti_ip.strip())
+            except ValueError:
+                raise ConnError(side, f"{side}={end.vti_ip}: not an ADDRESS/PREFIX") from None
+    if name is None:
+        for end, side in ((conn.left, "leftvti"), (conn.right, "rightvti")):
+            if end.vti_ip is not None:
+                raise ConnError(side, f"{side}= needs vti-interface=")
+        return
+    name = name.strip()
+    if not VTI_NAME.match(name):
+        raise ConnError("vti-interface", f"vti-interface={name}: not a network device name "
+                        "(1 to 15 letters, digits, '_', '.', '-')")
+    for key, mark in (("mark-in", conn.mark_in), ("mark-out", conn.mark_out)):
+        if mark is None:
+            raise ConnError("vti-interface", f"vti-interface={name} needs mark= (the VTI "
+                            f"device's keys are the marks; {key} is unset)")
+        if mark[0] == UNIQUE_MARK:
+            raise ConnError("vti-interface", f"vti-interface={name} needs a fixed mark: "
+                            f"{key}=-1 (a unique mark per instance) cannot be a device key")
+    conn.vti_interface = name
+
+
 class ConnError(ValueError):
     """A connection-level problem, with the key whose value caused it."""
 
@@ -855,6 +895,7 @@ def build_connection(name: str, keys: dict[str, str],
     conn.ppk_ids = _ppk_ids(get("ppk-ids"))
     conn.left = _end(keys, "left", name)
     conn.right = _end(keys, "right", name)
+    _vti_keys(conn, get, b)
     _semantic_checks(conn)
     if enforce_support:  # after the syntax checks: a bad value is reported as such
         _check_supported(keys, conn)

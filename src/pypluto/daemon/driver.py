@@ -50,6 +50,7 @@ from pypluto.daemon.updown import (
     log_result,
     run_updown,
 )
+from pypluto.daemon.vti import VtiManager
 from pypluto.daemon.waiters import Waiters
 from pypluto.ike.actions import (
     Action,
@@ -136,6 +137,8 @@ class EngineDriver:
         self._acq_scheduled = False
         self.acquires_dropped = 0
         self.updown_tasks: set[asyncio.Task[None]] = set()
+        # vti-interface= devices and their routes (route-based VPNs, XFRM only)
+        self.vti = VtiManager(lambda m, lvl: self.log.log(m, lvl))
         # event counters (whack --status --json "counters", the metrics endpoint)
         self.counters = Counters(sa_stats=self._stats_by_spi)
         self.count_retransmits = False  # hashing every datagram: only for the endpoint
@@ -358,13 +361,17 @@ class EngineDriver:
         lock = self._updown_locks.setdefault(child.conn, asyncio.Lock())
         failed = ""
         async with lock:
-            for verb in UP_VERBS if up else DOWN_VERBS:
+            if up and child.vti_iface:  # the VTI device first (daemon/vti.py)
+                failed = await self.vti.up(child) or ""
+            for verb in (UP_VERBS if up else DOWN_VERBS) if script and not failed else ():
                 res = await run_updown(script, verb, child, timeout=self.updown_timeout)
                 log_result(res, lambda m, lvl: self.log.log(
                     m, lvl, conn=child.conn, serial=child.serial))
                 if not res.ok and verb in FATAL_VERBS:
                     failed = f"{res.verb} failed: {res.error}"
                     break
+            if child.vti_iface and (not up or failed):
+                await self.vti.down(child)
         if not up:
             return
         left = self._updown_pending.get(child.serial, 1) - 1

@@ -209,7 +209,12 @@ class Daemon:
     def _admit(self, conn: Connection) -> str | None:
         """A conn added after start: self-test the algorithms it brings (fail closed);
         a marked conn (mark= / mark-in= / mark-out=) needs a plane that marks; an expired
-        certificate refuses it, one expiring soon is warned about (issue 14)."""
+        certificate refuses it, one expiring soon is warned about (issue 14); a
+        vti-interface= conn needs the XFRM plane (a VTI device keys XFRM lookups)."""
+        if conn.vti_interface and self.backend is not None and self.backend.name != "xfrm":
+            return (f"vti-interface={conn.vti_interface} needs the XFRM data plane "
+                    f"(--use-xfrm); the {self.backend.name} data plane has no VTI devices: "
+                    "connection refused")
         refused, warnings = conn_cert_check(conn, self.secrets.certs, time.time())
         for line in warnings:
             self.log.log(line, "warning", conn=conn.name)
@@ -441,6 +446,7 @@ class Daemon:
         if self.driver.updown_tasks:  # down/unroute scripts run before we exit
             await asyncio.wait(set(self.driver.updown_tasks),
                                timeout=self.driver.updown_timeout + 5)
+        await self.driver.vti.close()  # VTI devices and routes the down runs left
         if self.metrics is not None:
             await self.metrics.close()
         self.waiters.fail_all(RC_FATAL)

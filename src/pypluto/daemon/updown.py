@@ -114,6 +114,12 @@ def updown_env(verb: Verb, child: UpdownChild) -> dict[str, str]:
         env["PLUTO_MARK_IN"] = child.mark_in
     if child.mark_out:
         env["PLUTO_MARK_OUT"] = child.mark_out
+    if child.vti_iface:  # the device exists already (daemon/vti.py made it)
+        env["VTI_IFACE"] = child.vti_iface
+        env["VTI_ROUTING"] = "yes" if child.vti_routing else "no"
+        env["VTI_SHARED"] = "yes" if child.vti_shared else "no"
+        if child.vti_ip:
+            env["VTI_IP"] = child.vti_ip
     return env
 
 

@@ -696,11 +696,14 @@ class Engine:
         return acts
 
     def _updown(self, child: ChildSA, up: bool) -> list[Action]:
-        """One ``Updown`` per selector pair when the conn has a ``leftupdown=`` command."""
+        """One ``Updown`` per selector pair when the conn has a ``leftupdown=`` command
+        or a ``vti-interface=`` (then the daemon makes the device; script may be "")."""
         conn = child.conn
         script = conn.local.updown
         if not script or script.strip().lower() == "%disabled":
-            return []
+            if not conn.vti_interface:
+                return []
+            script = ""
         ike = child.parent
         c = child.chosen
         policy = "+".join(p for p in (
@@ -734,6 +737,10 @@ class Engine:
                     mark_out=f"{mo[0]}/{mo[1]:#08x}" if mo else "",
                     virt_interface=(f"ipsec{conn.ipsec_interface}"
                                     if conn.ipsec_interface is not None else ""),
+                    vti_iface=conn.vti_interface or "", vti_routing=conn.vti_routing,
+                    # a template's instances (right=%any) share the device, as in Libreswan
+                    vti_shared=conn.vti_shared or conn.remote.is_any,
+                    vti_ip=(conn.local.vti_ip or "").strip(),
                 )
                 out.append(Updown(up, script, facts))
         return out
