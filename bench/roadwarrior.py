@@ -241,8 +241,13 @@ def one(n: int, c: int, kind: str = "pypluto") -> dict[str, Any]:
             "gateway_rss_kib_per_client": (rss1 - rss0) / est,
             "gateway_cpu_ms_per_client": (cpu1 - cpu0) * 1000 / est,
         }
-        # the clients left (--down): no lease is in use any more
-        lab.wait_for(lambda: not gw.leases(), 60, "every lease freed")
+        # the clients left (--down): no lease is in use any more.  A gateway that still
+        # holds some after 60 s (a Delete lost under load, no liveness) is measured as it
+        # is: the row shows how many, instead of the whole result being dropped.
+        try:
+            lab.wait_for(lambda: not gw.leases(), 60, "every lease freed")
+        except RuntimeError:  # lab.LabError: timed out
+            out["leases_still_online_after_60s"] = len(gw.leases())
         out["leases_after_down"], out["lingering_after_down"] = gw.in_use_and_lingering()
         return out
 
@@ -287,8 +292,12 @@ def run(n: int | None = None, c: int | None = None) -> dict[str, Any]:
          "libreswan": None, "unit": f"of {n}", "note": ""},
         {"metric": "road warriors: leases in use after they disconnect",
          **both("leases_after_down"), "libreswan": None, "unit": "addresses",
-         "note": "pypluto keeps each address lingering for its ID, strongSwan as an "
-                 "offline lease"},
+         "note": "read 60 s after the clients sent their Deletes (or as soon as none is "
+                 "left); pypluto keeps each address lingering for its ID, strongSwan as an "
+                 "offline lease" + "".join(
+                     f"; {k}: still online after 60 s: {res[k]['leases_still_online_after_60s']}"
+                     for k in ("pypluto", "strongswan")
+                     if "leases_still_online_after_60s" in res[k])},
     ]
     return {"name": "roadwarrior", "command": "python -m bench.roadwarrior",
             "results": res, "rows": rows}
