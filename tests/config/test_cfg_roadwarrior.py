@@ -39,12 +39,16 @@ def test_banner_is_refused() -> None:
     assert "modecfgbanner is not supported by pypluto" in str(cfg.failed["rw"][0])
 
 
-def test_global_redirect_to_must_be_addresses() -> None:
+def test_global_redirect_to_takes_addresses_and_host_names() -> None:
     from pypluto.ike.settings import EngineSettings
     cfg = parse_config_text("config setup\n\tglobal-redirect=yes\n"
-                            "\tglobal-redirect-to=vpn.example\n", "f")
+                            "\tglobal-redirect-to=vpn_b.example\n", "f")
     (d,) = cfg.diagnostics
-    assert d.line == 3 and "not an IP address" in d.message
+    assert d.line == 3 and "neither an IP address nor a host name" in d.message
+    cfg = parse_config_text("config setup\n\tglobal-redirect=yes\n"
+                            "\tglobal-redirect-to=gw-b.example\n", "f")
+    assert not cfg.diagnostics
+    assert EngineSettings.from_setup(cfg.setup).global_redirect_to == ["gw-b.example"]
     cfg = parse_config_text("config setup\n\tglobal-redirect=auto\n"
                             "\tglobal-redirect-to=192.0.2.9,2001:db8::9\n", "f")
     assert not cfg.diagnostics

@@ -110,7 +110,10 @@ def test_cookie2_is_echoed() -> None:
     net.apply(net.east, net.east.engine.queue(ei, mobmod.ReturnRoutability(
         ei.local, ei.remote, None), net.now))
     net.run()
-    assert any("MOBIKE: IKE SA and 1 Child SA(s) moved" in m for m in net.east.logs())
+    # a check of the addresses in use: nothing to move, the Child SA is there already
+    assert any("MOBIKE: IKE SA and 0 Child SA(s) moved" in m and
+               "(1 already on the new addresses)" in m for m in net.east.logs())
+    assert not _moves(net.east)
     assert int(N.COOKIE2) == 16401
 
 
@@ -259,3 +262,38 @@ def test_encapsulation_yes_keeps_esp_in_udp_after_the_move() -> None:
     assert wc.encap == (c.encap[1], c.encap[0])
     sas, errors = _data_plane(net.east)
     assert errors == [] and all(sa.encap_dport is not None for sa in sas.values())
+
+
+def test_client_counts_only_the_child_sas_it_moved() -> None:
+    """Issue 15, the interop flake: strongSwan as the gateway sends its CREATE_CHILD_SA
+    rekey before its answer to our UPDATE_SA_ADDRESSES (kernel-libipsec cannot update
+    SA addresses).  The client installs that Child SA on its new address at once; when
+    the answer comes only the old Child SA moves, and the log says so.  It used to
+    count every established Child SA ("2 Child SA(s) moved"), which the interop test,
+    reading "1 Child SA(s) moved", took for a client that never moved."""
+    net = mobike_net()
+    wi, ei = _ike(net.west), _ike(net.east)
+    (old,) = wi.children
+    net.apply(net.west, net.west.engine.local_address_changed(WEST, NEW_WEST, net.now))
+    assert net.step()  # UPDATE_SA_ADDRESSES: the gateway answers and checks (COOKIE2)
+    (answer, check) = net.queue
+    net.queue[:] = [check]
+    net.run()  # the client echoes the COOKIE2 (its update still in flight); the gateway moves
+    assert ei.remote.addr == NAT_PUBLIC
+    net.apply(net.east, net.east.engine.rekey_child("west-east", net.now))
+    assert net.step()  # the gateway's rekey reaches the client before the answer
+    fresh = [c for c in wi.children if c is not old]
+    assert len(fresh) == 1 and fresh[0].local_addr == NEW_WEST
+    net.queue.insert(0, answer)
+    net.run()
+    logs = net.west.logs()
+    assert any("MOBIKE: IKE SA and 1 Child SA(s) moved" in m and
+               "(1 already on the new addresses)" in m for m in logs), logs
+    assert not any("2 Child SA(s) moved" in m for m in logs)
+    wmoves = _moves(net.west)
+    assert {m.spi for m in wmoves} == {old.spi_in, old.spi_out}
+    sas, errors = _data_plane(net.west)
+    assert errors == []
+    (c,) = wi.children  # the rekey finished: the old Child SA is gone
+    assert c is fresh[0] and c.local_addr == NEW_WEST
+    assert {sa.spi for sa in sas.values()} == {c.spi_in, c.spi_out}

@@ -7,6 +7,7 @@ import ipaddress
 import random
 
 from pypluto.iana import NotifyType as N
+from pypluto.ike.actions import Action, Compute
 from pypluto.ike.engine import Engine
 from pypluto.ike.settings import EngineSettings
 from pypluto.ike.tasks import redirect as redmod
@@ -19,8 +20,10 @@ GW_B = ipaddress.ip_address("192.0.2.3")
 
 class Net3(Net):
     def __init__(self, *, a_settings: EngineSettings | None = None,
-                 accept: str = "yes", accept_to: str = "") -> None:
-        super().__init__(east_settings=a_settings)
+                 accept: str = "yes", accept_to: str = "",
+                 client_settings: EngineSettings | None = None) -> None:
+        self.jobs: list[Compute] = []  # the Compute jobs run (the daemon: on a thread)
+        super().__init__(east_settings=a_settings, west_settings=client_settings)
         wc = self.west.engine.connections["west-east"]
         wc.raw["accept-redirect"] = accept
         if accept_to:
@@ -30,6 +33,20 @@ class Net3(Net):
         self.apply(self.b, self.b.engine.add_connection(
             make_conn(local_left=False, right=GW_B)))
         self.by_addr = {WEST: self.west, EAST: self.east, GW_B: self.b}
+
+    def apply(self, side: Side, acts: list[Action]) -> None:
+        """As the daemon's driver: a Compute job runs and its result goes back to the
+        engine (an exception instance when the job raised)."""
+        super().apply(side, [a for a in acts if not isinstance(a, Compute)])
+        for a in acts:
+            if isinstance(a, Compute):
+                self.jobs.append(a)
+                side.actions.append(a)
+                try:
+                    result: object = a.job()
+                except Exception as e:  # noqa: BLE001 - handed over like the daemon does
+                    result = e
+                self.apply(side, side.engine.resume(a.token, result, self.now))
 
     def step(self) -> bool:
         if not self.queue:

@@ -131,7 +131,10 @@ conn rw
 
 @pytest.mark.parametrize("extra, err", [
     ("\tsend-redirect=yes\n", "send-redirect=yes requires redirect-to="),
-    ("\tsend-redirect=yes\n\tredirect-to=vpn.example\n", "is not an IP address"),
+    ("\tsend-redirect=yes\n\tredirect-to=vpn_b.example\n",
+     "'vpn_b.example' is neither an IP address nor a host name"),
+    ("\tsend-redirect=yes\n\tredirect-to=192.0.2.3,-b.example\n",
+     "'-b.example' is neither an IP address nor a host name"),
 ])
 def test_bad_redirect_config_refuses_the_conn_with_file_and_line(extra: str, err: str
                                                                  ) -> None:
@@ -145,6 +148,10 @@ def test_good_redirect_config_loads() -> None:
     cfg = parse_config_text(CONN + "\tsend-redirect=yes\n\tredirect-to=192.0.2.3\n", "f")
     assert redmod.send_mode(cfg.conns["rw"]) == "yes"
     assert redmod.conn_targets(cfg.conns["rw"]) == [GW_B]
+    # RFC 5685 §10: a gateway may be named (sent as an FQDN, GW Ident Type 3)
+    cfg = parse_config_text(CONN + "\tsend-redirect=yes\n"
+                            "\tredirect-to=gw-b.example.,192.0.2.3\n", "f")
+    assert redmod.conn_targets(cfg.conns["rw"]) == ["gw-b.example", GW_B]
 
 
 def test_redirect_settings_do_not_leak_between_engines() -> None:

@@ -28,6 +28,7 @@ from typing import Literal
 
 from pypluto.config import keywords
 from pypluto.config.addresspool import parse_pool
+from pypluto.config.gateways import parse_gateways
 from pypluto.config.ids import IdError, parse_id
 from pypluto.config.keywords import KeyDef
 from pypluto.config.model import AutoMode, Connection, ConnType, End, Origin, SetupConfig
@@ -1004,13 +1005,11 @@ def _roadwarrior_checks(conn: Connection) -> None:
         except ValueError:
             raise ConnError("modecfgdns", f"modecfgdns={dns}: {w!r} is not an IP address") \
                 from None
-    red = conn.raw.get("redirect-to", "")  # RFC 5685 gateway identities: addresses only
-    for w in [w for w in re.split(r"[\s,]+", red) if w]:
-        try:
-            ipaddress.ip_address(w)
-        except ValueError:
-            raise ConnError("redirect-to", f"redirect-to={red}: {w!r} is not an IP address "
-                            "(pypluto redirects to addresses only)") from None
+    red = conn.raw.get("redirect-to", "")  # RFC 5685 §10 gateway identities
+    try:
+        parse_gateways(red)
+    except ValueError as e:
+        raise ConnError("redirect-to", f"redirect-to={red}: {e}") from None
     send = conn.raw.get("send-redirect", "no").lower()
     if send in ("yes", "true", "on", "y", "auto") and not red.strip():
         raise ConnError("send-redirect", f"send-redirect={send} requires redirect-to=")
@@ -1084,13 +1083,11 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
     sbool("ipsec_interface_managed", "ipsec-interface-managed")
     apply("ddos-mode", lambda v: setattr(setup, "ddos_mode", v.lower()))
 
-    def redirect_to(v: str) -> None:  # RFC 5685 gateway identities: addresses only
-        for w in v.replace(",", " ").split():
-            try:
-                ipaddress.ip_address(w)
-            except ValueError:
-                raise ValueError(f"global-redirect-to={v}: {w!r} is not an IP address "
-                                 "(pypluto redirects to addresses only)") from None
+    def redirect_to(v: str) -> None:  # RFC 5685 §10 gateway identities
+        try:
+            parse_gateways(v)
+        except ValueError as e:
+            raise ValueError(f"global-redirect-to={v}: {e}") from None
 
     apply("global-redirect-to", redirect_to)
     apply("ddos-ike-threshold", lambda v: setattr(setup, "ddos_ike_threshold",

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from pypluto import __version__
+from pypluto.config.gateways import parse_gateway
 from pypluto.config.parser import ConfigFile, inputs_signature
 from pypluto.control import format as fmt
 from pypluto.control.protocol import (
@@ -227,7 +228,7 @@ class ControlServer:
     async def _redirect(self, args: dict[str, Any], emit: Emit) -> Result:
         """``whack --redirect-to GW --name N | --peer-ip A`` (RFC 5685 §6)."""
         try:
-            to = ipaddress.ip_address(str(args.get("to", "")))
+            to = parse_gateway(str(args.get("to", "")))  # an address or a name (§10)
             peer = ipaddress.ip_address(str(args["peer"])) if args.get("peer") else None
         except ValueError as e:
             return RC_WHACK_PROBLEM, None, f"redirect: {e}"

@@ -51,6 +51,7 @@ class AddressWatcher:
         self.interval = interval
         self.known: set[IPAddress] = {a.addr for a in local_addresses()}
         self._task: asyncio.Task[None] | None = None
+        self._error = ""  # the last failed poll's error, logged once
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._task = loop.create_task(self._run())
@@ -63,16 +64,36 @@ class AddressWatcher:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            with contextlib.suppress(Exception):  # a failed poll must not stop the daemon
+            try:
                 self.check()
+                self._error = ""
+            except Exception as e:  # noqa: BLE001 - a failed poll must not stop the daemon
+                self._report(f"{type(e).__name__}: {e}")
+
+    def _report(self, error: str) -> None:
+        """Log a failed poll once (the next polls try again, silently while it lasts)."""
+        if error == self._error:
+            return
+        self._error = error
+        log = getattr(self.driver, "log", None)
+        with contextlib.suppress(Exception):
+            if log is not None:
+                log.log(f"MOBIKE: local address check failed ({error}); trying again",
+                        "warning")
 
     def check(self) -> None:
+        """One poll.  The new address set is remembered only once the rescan and the
+        moves were handed on: a poll that fails half-way is done again whole by the
+        next one, instead of forgetting the address that went away."""
         addrs = {a.addr for a in local_addresses()}
         if addrs == self.known:
             return
         gone = self.known - addrs
-        self.known = addrs
         self.rescan()
+        self._move(gone)
+        self.known = addrs
+
+    def _move(self, gone: set[IPAddress]) -> None:
         engine = getattr(self.driver, "engine", None)
         if engine is None or not gone or not hasattr(engine, "local_address_changed"):
             return

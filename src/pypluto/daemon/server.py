@@ -55,6 +55,7 @@ from pypluto.daemon.mobility import AddressWatcher
 from pypluto.daemon.options import PlutoOptions
 from pypluto.daemon.powerup import PowerUpSelfTest
 from pypluto.daemon.registry import Registry, config_conns
+from pypluto.daemon.resolver import resolve_host
 from pypluto.daemon.secrets import SecretsProxy
 from pypluto.daemon.sockets import IKEInterface, UDPSockets
 from pypluto.daemon.status import snapshot
@@ -314,6 +315,7 @@ class Daemon:
             "natt_port": self.opts.natikeport,
             # --nhelpers > 0: the engine hands key exchanges out as Compute actions
             "offload_crypto": self.helpers is not None and self.helpers.count > 0,
+            "resolver": resolve_host,  # RFC 5685: a redirect to a gateway's name
         }
         if setup is not None:
             settings = EngineSettings.from_setup(cast(SetupConfig, setup), **overrides)

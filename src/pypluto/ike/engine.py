@@ -1055,7 +1055,7 @@ class Engine:
                                                    Endpoint(new, ike.local.port), now))
         return acts
 
-    def redirect(self, to: IPAddress, now: float, name: str | None = None,
+    def redirect(self, to: IPAddress | str, now: float, name: str | None = None,
                  peer: IPAddress | None = None) -> list[Action]:
         """``ipsec redirect --name NAME | --peer-ip ADDR --to GW`` (RFC 5685 §6): send
         REDIRECT to the established clients of ``name`` (or at ``peer``) that support it."""

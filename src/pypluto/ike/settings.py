@@ -8,9 +8,10 @@ options (``--force-busy``, ``--keep-alive``, ``--vendorid`` ...) and hands it to
 
 from __future__ import annotations
 
-import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pypluto.config.gateways import Gateway, parse_gateways
 from pypluto.config.model import SetupConfig
 from pypluto.config.values import parse_duration
 from pypluto.params import IPAddress
@@ -47,7 +48,10 @@ class EngineSettings:
     natt_port: int = 4500
     # RFC 5685: config setup global-redirect= (no | yes | auto) and global-redirect-to=
     global_redirect: str = "no"
-    global_redirect_to: list[IPAddress] = field(default_factory=list)
+    global_redirect_to: list[Gateway] = field(default_factory=list)
+    # RFC 5685 §10: a client resolves a gateway named by FQDN with this (run by the
+    # daemon off the event loop, as a Compute(io=True) job); None: names not followed
+    resolver: Callable[[str], list[IPAddress]] | None = None
     # hand key-exchange computations out as ``Compute`` actions (the daemon's --nhelpers);
     # False: compute inline, as before
     offload_crypto: bool = False
@@ -83,6 +87,7 @@ class EngineSettings:
         return s
 
 
-def parse_redirect_to(value: str) -> list[IPAddress]:
-    """``global-redirect-to=``: addresses separated by commas or spaces (ValueError if bad)."""
-    return [ipaddress.ip_address(w) for w in value.replace(",", " ").split()]
+def parse_redirect_to(value: str) -> list[Gateway]:
+    """``global-redirect-to=``: addresses or host names separated by commas or spaces
+    (ValueError if bad)."""
+    return parse_gateways(value)

@@ -271,11 +271,18 @@ class IKEAuth(Task):
         acts += established(ctx, ike, now, auth_sig.describe(method, bytes(auth_p.data)))
         red = next((bytes(p.data) for p in codec.notifies(payloads)
                     if p.notify_type == N.REDIRECT), None)
-        if red is not None and redirect.follow(ctx, ike, red, None, now, acts):
-            # RFC 5685 §6: the gateway is authenticated; delete this IKE SA, go there
-            ike.reauth_of = None
-            ike.ni = ike.nr = b""
-            return acts + delete_ike(ctx, ike, now) + redirect.restart(ctx, conn, now)
+        if red is not None:
+            # RFC 5685 §6: the gateway is authenticated; delete this IKE SA, go there (a
+            # redirect that fails once the name is resolved deletes it too: no Child SA)
+            def go(t: float, restart: bool = True) -> list[Action]:
+                ike.reauth_of = None
+                ike.ni = ike.nr = b""
+                return delete_ike(ctx, ike, t) + (redirect.restart(ctx, conn, t)
+                                                  if restart else [])
+
+            if redirect.follow(ctx, ike, red, None, now, acts, go,
+                               lambda t: go(t, restart=False)):
+                return acts
         old = ike.reauth_of
         ike.reauth_of = None
         acts += self._finish_child(ctx, ike, payloads, now)
@@ -498,7 +505,7 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
 
 
 def _redirect_in_auth(ctx: IKEContext, ike: IKESA, req: Request, out: list[Payload],
-                      to: IPAddress, now: float) -> list[Action]:
+                      to: IPAddress | str, now: float) -> list[Action]:
     """RFC 5685 §6: answer the authenticated client with IDr, AUTH and REDIRECT only (no
     Child SA, no lease, no uniqueids); the client deletes the IKE SA, or it goes after
     ``AUTH_REDIRECT_GRACE`` seconds."""

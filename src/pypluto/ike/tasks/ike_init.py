@@ -77,10 +77,12 @@ class IKEInit(Task):
         pl = msg.payloads
         ns = _notifies(pl)
         conn = ike.conn
-        if N.REDIRECT in ns and redirect.follow(ctx, ike, bytes(ns[N.REDIRECT].data), ike.ni,
-                                                now, acts):  # RFC 5685 §4
-            return acts + ctx.drop_ike(ike, now, "redirected", None) + \
-                redirect.restart(ctx, conn, now)
+        if N.REDIRECT in ns and redirect.follow(  # RFC 5685 §4
+                ctx, ike, bytes(ns[N.REDIRECT].data), ike.ni, now, acts,
+                lambda t: ctx.drop_ike(ike, t, "redirected", None) +
+                redirect.restart(ctx, conn, t),
+                lambda t: fail(ctx, ike, t, "redirect not followed", FailReason.PEER_NOTIFY)):
+            return acts
         if N.COOKIE in ns and not ike.cookie_retried:
             cookie = ns[N.COOKIE].data
             if not 1 <= len(cookie) <= 64:

@@ -127,10 +127,13 @@ def move_sas(ctx: IKEContext, ike: IKESA, local: Endpoint, remote: Endpoint,
     ike.local, ike.remote = local, remote
     if nat is not None:
         ike.nat_local, ike.nat_remote = nat
-    follow(ctx, ike, acts)
+    moved = follow(ctx, ike, acts)
     n = sum(1 for c in ike.children if c.state is ChildState.ESTABLISHED)
-    ctx.log(acts, f"MOBIKE: IKE SA and {n} Child SA(s) moved from "
-            f"{old_l}<=>{old_r} to {local}<=>{remote}", ike)
+    # a Child SA the peer created while the update (or the check) was in flight was
+    # installed on the new addresses already: it is counted apart, not as moved
+    there = f" ({n - moved} already on the new addresses)" if n > moved else ""
+    ctx.log(acts, f"MOBIKE: IKE SA and {moved} Child SA(s) moved from "
+            f"{old_l}<=>{old_r} to {local}<=>{remote}{there}", ike)
     ctx.schedule(ike)
 
 

@@ -18,16 +18,26 @@
   again at the new gateway.  A client that never deletes it is dropped by the
   gateway after ``AUTH_REDIRECT_GRACE`` seconds.
 
-The gateway identity is an IPv4 or IPv6 address (GW Ident Type 1 or 2); an FQDN
-(type 3) is refused by the client, which never resolves names (sans-I/O).
+The gateway identity (§10) is an IPv4 or IPv6 address (GW Ident Type 1 or 2) or an
+FQDN (type 3).  A gateway sends a name as it was configured (``redirect-to=``,
+``global-redirect-to=``, ``ipsec redirect --to``), as Libreswan does.  A client
+resolves a received name off the event loop: a ``Compute(io=True)`` job calling
+``EngineSettings.resolver`` (the daemon's ``getaddrinfo``; sans-I/O, the engine
+never resolves), then follows the redirect to the first address of the current
+peer's family (else the first one), after the same ``accept-redirect-to=`` and
+loop checks as an address.  A name that does not resolve (or no resolver) fails
+the redirect with a log line; the client then acts as on any refused redirect.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
+from ipaddress import IPv4Address, IPv6Address
 
+from pypluto.config.gateways import Gateway, parse_gateway
 from pypluto.config.model import Connection
 from pypluto.iana import ExchangeType
 from pypluto.iana import NotifyType as N
@@ -57,13 +67,16 @@ _HISTORY: dict[int, tuple[weakref.ref[Connection], list[float]]] = {}
 _FROM: dict[int, IPAddress] = {}
 
 
-def encode_gw(addr: IPAddress, nonce: bytes = b"") -> bytes:
-    """GW Ident Type, length, identity, [nonce data] (§8, §9)."""
-    t = GW_IPV4 if addr.version == 4 else GW_IPV6
-    return bytes([t, len(addr.packed)]) + addr.packed + nonce
+def encode_gw(gw: Gateway, nonce: bytes = b"") -> bytes:
+    """GW Ident Type, length, identity, [nonce data] (§8, §9, §10)."""
+    if isinstance(gw, str):
+        raw = gw.encode("ascii")
+        return bytes([GW_FQDN, len(raw)]) + raw + nonce
+    t = GW_IPV4 if gw.version == 4 else GW_IPV6
+    return bytes([t, len(gw.packed)]) + gw.packed + nonce
 
 
-def decode_gw(data: bytes) -> tuple[IPAddress | str, bytes] | None:
+def decode_gw(data: bytes) -> tuple[Gateway, bytes] | None:
     """(gateway address, or an FQDN as text; nonce data), or None if malformed."""
     if len(data) < 2 or len(data) < 2 + data[1]:
         return None
@@ -74,7 +87,11 @@ def decode_gw(data: bytes) -> tuple[IPAddress | str, bytes] | None:
     if t == GW_IPV6 and n == 16:
         return ipaddress.IPv6Address(ident), rest
     if t == GW_FQDN and n:
-        return ident.decode("ascii", "replace"), rest
+        try:
+            name = parse_gateway(ident.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        return (name, rest) if isinstance(name, str) else None  # an address as text: no
     return None
 
 
@@ -82,11 +99,15 @@ def _accepts(conn: Connection) -> bool:
     return conn.raw.get("accept-redirect", "no").lower() in ("yes", "true", "on", "y", "1")
 
 
-def _allowed(conn: Connection, target: IPAddress) -> bool:
+def _allowed(conn: Connection, target: IPAddress, name: str | None = None) -> bool:
+    """``accept-redirect-to=`` (addresses, networks or names) lets us go to ``target``
+    (the address ``name`` resolved to, when the gateway named itself)."""
     allowed = conn.raw.get("accept-redirect-to", "").replace(",", " ").split()
     if not allowed:
         return True
     for a in allowed:
+        if name is not None and a.rstrip(".").lower() == name.lower():
+            return True
         try:
             if target in ipaddress.ip_network(a, strict=False):
                 return True
@@ -107,47 +128,99 @@ def init_notifies(conn: Connection) -> list[Payload]:
     return out
 
 
+# what the caller does once the redirect is followed / when it fails after all
+Then = Callable[[float], list[Action]]
+
+
 def follow(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: float,
-           acts: list[Action]) -> bool:
-    """The peer redirects us: go to the new gateway if we may (True: handled)."""
-    ok = _follow(ctx, ike, data, nonce, now, acts)
-    ctx.stats.event("redirect.completed" if ok else "redirect.failed")
-    return ok
+           acts: list[Action], go: Then, refused: Then | None = None) -> bool:
+    """The peer redirects us: go to the new gateway if we may.
+
+    False: the REDIRECT is not followed (logged); the caller goes on as without it.
+    True: handled.  To an address, ``go(now)`` has run (its actions are in ``acts``).
+    To a name, a ``Compute(io=True)`` resolving it is in ``acts``; when the address
+    comes back, and passes ``accept-redirect-to=``, ``go`` runs, else (no address,
+    not allowed) ``refused`` does (a failed redirect is logged either way).
+    """
+    target = _check(ctx, ike, data, nonce, now, acts)
+    if target is None:
+        ctx.stats.event("redirect.failed")
+        return False
+    if not isinstance(target, str):
+        _going(ctx, ike, target, None, acts)
+        acts += go(now)
+        return True
+    resolver = getattr(ctx.settings, "resolver", None)
+    if resolver is None:
+        ctx.log(acts, f"ignoring a REDIRECT to the name {target!r}: no resolver to look "
+                "it up", ike, level="warning")
+        ctx.stats.event("redirect.failed")
+        return False
+    ctx.log(acts, f"redirected to new gateway {target}: resolving the name", ike)
+    family = ike.remote.addr.version
+
+    def resolved(result: object, t: float) -> list[Action]:
+        out: list[Action] = []
+        addrs = [a for a in result if isinstance(a, IPv4Address | IPv6Address)] \
+            if isinstance(result, list | tuple) else []
+        if not addrs:
+            why = f"{type(result).__name__}: {result}" if isinstance(result, BaseException) \
+                else "no address"
+            ctx.log(out, f"redirect to {target} failed: the name does not resolve ({why})",
+                    ike, level="warning")
+            ctx.stats.event("redirect.failed")
+            return out + (refused(t) if refused is not None else [])
+        addr = next((a for a in addrs if a.version == family), addrs[0])
+        if not _allowed(ike.conn, addr, target):
+            ctx.log(out, f"redirect to {target} ({addr}) failed: not in "
+                    "accept-redirect-to=", ike, level="warning")
+            ctx.stats.event("redirect.failed")
+            return out + (refused(t) if refused is not None else [])
+        _going(ctx, ike, addr, target, out)
+        return out + go(t)
+
+    acts += ctx.compute(ike, partial(resolver, target), resolved, now, io=True)
+    return True
 
 
-def _follow(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: float,
-            acts: list[Action]) -> bool:
+def _check(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: float,
+           acts: list[Action]) -> Gateway | None:
+    """The REDIRECT's gateway, if we may follow it (names: before resolving)."""
     conn = ike.conn
     got = decode_gw(data)
     if got is None:
         ctx.log(acts, "ignoring a malformed REDIRECT", ike, level="warning")
-        return False
+        return None
     target, rest = got
     if nonce is not None and rest != nonce:
         ctx.log(acts, "ignoring a REDIRECT whose nonce data is not our Ni", ike,
                 level="warning")
-        return False
+        return None
     if not _accepts(conn):
         ctx.log(acts, f"ignoring a REDIRECT to {target}: accept-redirect=no", ike,
                 level="warning")
-        return False
-    if isinstance(target, str):
-        ctx.log(acts, f"ignoring a REDIRECT to the name {target!r} (only addresses are "
-                "followed)", ike, level="warning")
-        return False
-    if not _allowed(conn, target):
+        return None
+    if not isinstance(target, str) and not _allowed(conn, target):
         ctx.log(acts, f"ignoring a REDIRECT to {target}: not in accept-redirect-to=", ike,
                 level="warning")
-        return False
+        return None
     if _loop(conn, now):
         ctx.log(acts, f"ignoring a REDIRECT to {target}: redirect loop ({MAX_REDIRECTS} "
                 f"redirects within {LOOP_PERIOD:.0f} s, RFC 5685 §7)", ike, level="warning")
-        return False
+        return None
+    return target
+
+
+def _going(ctx: IKEContext, ike: IKESA, addr: IPAddress, name: str | None,
+           acts: list[Action]) -> None:
+    """Point the connection at the new gateway (as Libreswan), remember where from."""
+    conn = ike.conn
     old = ike.remote.addr
-    ctx.log(acts, f"redirected by {old} to new gateway {target}", ike)
-    conn.remote.host_addr = target  # as Libreswan: the connection now points there
+    shown = f"{name} ({addr})" if name is not None else str(addr)
+    ctx.log(acts, f"redirected by {old} to new gateway {shown}", ike)
+    conn.remote.host_addr = addr
     _FROM[id(conn)] = old
-    return True
+    ctx.stats.event("redirect.completed")
 
 
 def _loop(conn: Connection, now: float) -> bool:
@@ -174,7 +247,7 @@ class Redirected(Task):
 
     exchange = INFO
 
-    def __init__(self, to: IPAddress | None = None) -> None:
+    def __init__(self, to: Gateway | None = None) -> None:
         self.to = to
 
     # gateway: send it
@@ -205,15 +278,18 @@ class Redirected(Task):
         data = next(bytes(p.data) for p in codec.notifies(req.payloads)
                     if p.notify_type == N.REDIRECT)
         acts += ctx.send_response(ike, INFO, req.msgid, [], req.local, req.remote)
-        if not ike.initiator or not follow(ctx, ike, data, None, now, acts):
+        if not ike.initiator:
             return acts
-        acts += delete_ike(ctx, ike, now)  # §5: delete the old IKE SA, then go
-        acts += restart(ctx, ike.conn, now)
+
+        def go(t: float) -> list[Action]:  # §5: delete the old IKE SA, then go
+            return delete_ike(ctx, ike, t) + restart(ctx, ike.conn, t)
+
+        follow(ctx, ike, data, None, now, acts, go)  # a failure: we stay where we are
         return acts
 
 
 # ------------------------------------------------------------------ gateway
-def init_target(ctx: IKEContext, payloads: Sequence[Payload], busy: bool) -> IPAddress | None:
+def init_target(ctx: IKEContext, payloads: Sequence[Payload], busy: bool) -> Gateway | None:
     """Where ``global-redirect=`` sends a new client in IKE_SA_INIT (§4), or None."""
     mode = ctx.settings.global_redirect
     if mode == "no" or not ctx.settings.global_redirect_to:
@@ -232,18 +308,18 @@ def send_mode(conn: Connection) -> str:
             "n": "no", "0": "no"}.get(v, v)
 
 
-def conn_targets(conn: Connection) -> list[IPAddress]:
-    """``redirect-to=`` as addresses (the config layer refuses anything else)."""
-    out: list[IPAddress] = []
+def conn_targets(conn: Connection) -> list[Gateway]:
+    """``redirect-to=`` as addresses and names (the config layer refuses anything else)."""
+    out: list[Gateway] = []
     for w in conn.raw.get("redirect-to", "").replace(",", " ").split():
         try:
-            out.append(ipaddress.ip_address(w))
+            out.append(parse_gateway(w))
         except ValueError:
             continue
     return out
 
 
-def auth_target(ike: IKESA, conn: Connection, busy: bool) -> IPAddress | None:
+def auth_target(ike: IKESA, conn: Connection, busy: bool) -> Gateway | None:
     """Where ``send-redirect=``/``redirect-to=`` of the authenticated peer's conn sends it
     in IKE_AUTH (§6), or None: only a client that sent REDIRECT_SUPPORTED is redirected,
     and ``auto`` redirects only while the DoS defence is busy (as Libreswan)."""
