@@ -613,6 +613,8 @@ def _support_refusal(key: str, value: str) -> str | None:
         return None
     kd = found[0]
     if kd.support == "works" and kd.kind != "authby":
+        if len(_SUPPORTED_KEYS) < _MEMO_MAX:
+            _SUPPORTED_KEYS.add(key)
         return None
     memo_key = (key, value)
     if memo_key in _SUPPORT_MEMO:
@@ -628,9 +630,14 @@ def _support_refusal(key: str, value: str) -> str | None:
     return why
 
 
+_SUPPORTED_KEYS: set[str] = set()  # keys whose every value is supported (memo)
+
+
 def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> None:
     """Refuse a conn that uses a key or value pypluto does not support (issue 12)."""
     for key, value in keys.items():
+        if key in _SUPPORTED_KEYS:
+            continue
         why = _support_refusal(key, value)
         if why is not None:
             raise ConnError(key, why, True)
@@ -873,7 +880,9 @@ def build_connection(name: str, keys: dict[str, str],
         v = get(k)
         return default if v is None else parse_bool(v, k)
 
-    _vti_keys(conn, get, b)
+    if conn.left.vti_ip is not None or conn.right.vti_ip is not None or \
+            "vti-interface" in keys or "vti-routing" in keys or "vti-shared" in keys:
+        _vti_keys(conn, get, b)  # without them the class defaults stand
     _semantic_checks(conn)
     if enforce_support:  # after the syntax checks: a bad value is reported as such
         _check_supported(keys, conn)
@@ -1146,14 +1155,14 @@ def _roadwarrior_checks(conn: Connection) -> None:
                 raise ConnError(side + "addresspool",
                                 f"{side}addresspool={end.addresspool}: {exc}") from None
     dns = conn.raw.get("modecfgdns", "")
-    for w in [w for w in re.split(r"[\s,]+", dns) if w]:
+    for w in [w for w in re.split(r"[\s,]+", dns) if w] if dns else ():
         try:
             ipaddress.ip_address(w)
         except ValueError:
             raise ConnError("modecfgdns", f"modecfgdns={dns}: {w!r} is not an IP address") \
                 from None
     red = conn.raw.get("redirect-to", "")  # RFC 5685 gateway identities: addresses only
-    for w in [w for w in re.split(r"[\s,]+", red) if w]:
+    for w in [w for w in re.split(r"[\s,]+", red) if w] if red else ():
         try:
             ipaddress.ip_address(w)
         except ValueError:
