@@ -1122,25 +1122,25 @@ def _ppk_ids(value: str | None) -> list[bytes]:
 
 
 def _semantic_checks(conn: Connection) -> None:
+    transport = conn.type == "transport"
+    sha1 = "sha1" in conn.authby
     for end, side in ((conn.left, "left"), (conn.right, "right")):
-        if end.host_addr is not None:
+        if transport and end.host_addr is not None:
+            version = end.host_addr.version
             for net in end.subnets:
-                if net.version != end.host_addr.version and conn.type == "transport":
+                if net.version != version:
                     raise ConnError(side + "subnet",
                                     f"{side}subnet family does not match {side}= in transport")
-        if end.auth == "ecdsa" and "sha1" in conn.authby:
+        if sha1 and end.auth == "ecdsa":
             raise ConnError(side + "auth", "authby=ecdsa cannot use sha1, only sha2")
     if conn.keyexchange == "ikev2":
         for end in (conn.left, conn.right):
             raw_sub = end.raw.get("subnet", "")
-            if raw_sub.lower().startswith(("vhost:", "vnet:")):
+            if raw_sub[:1] in ("v", "V") and raw_sub.lower().startswith(("vhost:", "vnet:")):
                 raise ConnError("subnet", "The vnet: and vhost: keywords are only valid for "
                                 "IKEv1 connections")
-    fams = set()
-    for end in (conn.left, conn.right):
-        if end.host_addr is not None:
-            fams.add(end.host_addr.version)
-    if len(fams) > 1:
+    left, right = conn.left.host_addr, conn.right.host_addr
+    if left is not None and right is not None and left.version != right.version:
         raise ConnError("left", "left= and right= are of different address families")
     _roadwarrior_checks(conn)
 
