@@ -13,13 +13,25 @@
 * start at scale: the same start with ``BENCH_START_CONNS`` (10,000) conns
   (issue 18: under 5 s), pypluto and Libreswan.
 
-Run alone: ``.venv/bin/python -m bench.config_start [N] [K]``.
+* byte code: pypluto's modules are byte-compiled before the daemons are timed, as a
+  ``pip install`` of the package does; with ``PYTHONDONTWRITEBYTECODE=1`` (set in the
+  environments that run ``make bench``) an editable tree would otherwise be compiled
+  again at every start (0.25-0.3 s of CPU for 10,000 conns on the bench machine, issue 18).
+
+Run alone: ``.venv/bin/python -m bench.config_start [N] [K]``;
+``BENCH_START_ONLY=1`` runs only the start at scale (``BENCH_START_CONNS`` conns),
+``BENCH_START_KINDS=pypluto`` (or ``libreswan``, default both) picks the daemons,
+``BENCH_START_RUNS`` (default 3) how many starts each, the row showing the median.
 """
 
 from __future__ import annotations
 
+import compileall
+import functools
+import os
 import pathlib
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -61,6 +73,14 @@ def make_config(n: int, auto: str = "add") -> str:
     return "\n".join(parts)
 
 
+@functools.cache
+def byte_compile() -> bool:
+    """Compile pypluto's modules once (``__pycache__``), as installing the package does."""
+    import pypluto
+
+    return bool(compileall.compile_dir(os.path.dirname(pypluto.__file__), quiet=1))
+
+
 def _wait_log(log: pathlib.Path, marker: str, timeout: float) -> float:
     t_end = time.monotonic() + timeout
     while time.monotonic() < t_end:
@@ -98,6 +118,7 @@ def _timed(argvs: list[list[str]], ns: str) -> tuple[float, int]:
 
 
 def pypluto(n: int, k: int) -> dict[str, Any]:
+    byte_compile()
     with Lab(prefix="bc") as lab:
         pp = _Pluto(lab, lab.east, "cfg-pypluto", [])
         marker = f'"peer{n - 1}": added'
@@ -148,6 +169,8 @@ def libreswan(n: int, k: int) -> dict[str, Any]:
 
 def startup(kind: str, n: int) -> dict[str, Any]:
     """Spawn to the log line of the last of ``n`` conns added; the daemon's CPU and RSS."""
+    if kind == "pypluto":
+        byte_compile()
     with Lab(prefix="bc") as lab:
         marker = f'"peer{n - 1}": added'
         t0 = time.monotonic()
@@ -163,16 +186,30 @@ def startup(kind: str, n: int) -> dict[str, Any]:
         return out
 
 
+def startups(kind: str, n: int, runs: int) -> dict[str, Any]:
+    """``runs`` starts of ``n`` conns: the median of each figure, and every run."""
+    each = [startup(kind, n) for _ in range(runs)]
+    out: dict[str, Any] = {key: statistics.median(r[key] for r in each) for key in each[0]}
+    out["runs"] = each
+    return out
+
+
 def run(n: int | None = None, k: int | None = None) -> dict[str, Any]:
     n = n or env_int("BENCH_CONNS", 1000)
     k = k or env_int("BENCH_ADDS", 20)
-    res = {"pypluto": _try("pypluto", pypluto, n, k)}
-    if have_libreswan():
-        res["libreswan"] = _try("libreswan", libreswan, n, k)
+    only_big = bool(os.environ.get("BENCH_START_ONLY"))
+    kinds = os.environ.get("BENCH_START_KINDS", "pypluto,libreswan").split(",")
+    runs = env_int("BENCH_START_RUNS", 3)
+    res: dict[str, Any] = {}
+    if not only_big:
+        res["pypluto"] = _try("pypluto", pypluto, n, k)
+        if have_libreswan():
+            res["libreswan"] = _try("libreswan", libreswan, n, k)
     big = env_int("BENCH_START_CONNS", 10000)
-    res["pypluto_big"] = _try("pypluto start", startup, "pypluto", big)
-    if have_libreswan():
-        res["libreswan_big"] = _try("libreswan start", startup, "libreswan", big)
+    if "pypluto" in kinds:
+        res["pypluto_big"] = _try("pypluto start", startups, "pypluto", big, runs)
+    if have_libreswan() and "libreswan" in kinds:
+        res["libreswan_big"] = _try("libreswan start", startups, "libreswan", big, runs)
 
     def g(kind: str, key: str) -> Any:
         v = res.get(kind, {}).get(key)
@@ -192,7 +229,8 @@ def run(n: int | None = None, k: int | None = None) -> dict[str, Any]:
                  f"{g('pypluto', 'logged_start_to_last_add_s')} s of it from the log's "
                  "'Starting Pluto' to the last conn added, the rest is interpreter start, "
                  "imports and the config parse before logging starts" + errs},
-        {"metric": f"daemon start with {big} conns until the last is added",
+        {"metric": f"daemon start with {big} conns until the last is added "
+                   f"(median of {runs})",
          "pypluto": g("pypluto_big", "start_s"), "strongswan": None,
          "libreswan": g("libreswan_big", "start_s"), "unit": "s",
          "note": "goal < 5 s with 10,000: "
