@@ -282,6 +282,11 @@ class _Reader:
                 self.err(filename, lineno, f"include '{pattern}': nested too deep")
 
     def _key_line(self, stripped: str, filename: str, lineno: int) -> None:
+        hit = _LINE_MEMO.get(stripped)  # "also=site3", "auto=add": written 1,000s of times
+        if hit is not None:
+            assert self.current is not None
+            self.current.items.append((hit[0], hit[1], Origin(filename, lineno)))
+            return
         m = _KEY_RE.match(stripped)
         if not m:
             self.err(filename, lineno, f"syntax error [{_first_word(stripped)}]: "
@@ -297,7 +302,11 @@ class _Reader:
                      f"unexpected text after {key}={value}")
             return
         assert self.current is not None
+        _memo_put(_LINE_MEMO, stripped, (key, value))
         self.current.items.append((key, value, Origin(filename, lineno)))
+
+
+_LINE_MEMO: dict[str, tuple[str, str]] = {}  # a well-formed key line -> (key, value)
 
 
 def _first_word(text: str) -> str:
