@@ -75,8 +75,12 @@ def make_config(n: int, auto: str = "add") -> str:
 
 @functools.cache
 def byte_compile() -> bool:
-    """Compile pypluto's modules once (``__pycache__``), as installing the package does."""
+    """Compile pypluto's modules once (``__pycache__``), as installing the package does
+    (``BENCH_BYTE_COMPILE=0``: not, to time a tree as it is)."""
     import pypluto
+
+    if os.environ.get("BENCH_BYTE_COMPILE") == "0":
+        return False
 
     return bool(compileall.compile_dir(os.path.dirname(pypluto.__file__), quiet=1))
 
