@@ -872,7 +872,8 @@ def build_connection(name: str, keys: dict[str, str],
     d.update(fields)
     for attr, copy in mutable:
         d[attr] = copy(d[attr])
-    d.update(name=name, origin=None, origins=dict(origins or {}), raw=dict(keys), also=[],
+    # raw is the canonical dict built above (not the caller's): no copy needed
+    d.update(name=name, origin=None, origins=dict(origins or {}), raw=keys, also=[],
              connalias=None, local_is_left=None, uniqueids=None)
     for side, end_keys in (("left", left), ("right", right)):
         if end_keys.get("interface-ip") and conn.ipsec_interface is None:
