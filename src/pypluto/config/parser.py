@@ -283,6 +283,11 @@ class _Reader:
                 self.err(filename, lineno, f"include '{pattern}': nested too deep")
 
     def _key_line(self, stripped: str, filename: str, lineno: int) -> None:
+        hit = _LINE_MEMO.get(stripped)  # "also=site3", "auto=add": written 1,000s of times
+        if hit is not None:
+            assert self.current is not None
+            self.current.items.append((hit[0], hit[1], Origin(filename, lineno)))
+            return
         m = _KEY_RE.match(stripped)
         if not m:
             self.err(filename, lineno, f"syntax error [{_first_word(stripped)}]: "
@@ -298,7 +303,11 @@ class _Reader:
                      f"unexpected text after {key}={value}")
             return
         assert self.current is not None
+        _memo_put(_LINE_MEMO, stripped, (key, value))
         self.current.items.append((key, value, Origin(filename, lineno)))
+
+
+_LINE_MEMO: dict[str, tuple[str, str]] = {}  # a well-formed key line -> (key, value)
 
 
 def _first_word(text: str) -> str:
@@ -604,22 +613,44 @@ def _check_null_auth(keys: dict[str, str]) -> None:
                             "(asymmetric NULL authentication)", True)
 
 
+_SUPPORT_MEMO: dict[tuple[str, str], str | None] = {}
+
+
+def _support_refusal(key: str, value: str) -> str | None:
+    """The refusal of ``key=value`` (``unsupported_message``), None when supported."""
+    found = keywords.lookup_conn(key)
+    if found is None or value == "":
+        return None
+    kd = found[0]
+    if kd.support == "works" and kd.kind != "authby":
+        if len(_SUPPORTED_KEYS) < _MEMO_MAX:
+            _SUPPORTED_KEYS.add(key)
+        return None
+    memo_key = (key, value)
+    if memo_key in _SUPPORT_MEMO:
+        return _SUPPORT_MEMO[memo_key]
+    why: str | None
+    if kd.kind == "authby":
+        bad = [w for w in re.split(r"[\s,]+", value.strip().lower()) if w and w not in kd.ok]
+        why = unsupported_message(key, value, kd, kd.note) if bad else None
+    else:
+        reason = keywords.unsupported_reason(kd, value)
+        why = None if reason is None else unsupported_message(key, value, kd, reason)
+    _memo_put(_SUPPORT_MEMO, memo_key, why)
+    return why
+
+
+_SUPPORTED_KEYS: set[str] = set()  # keys whose every value is supported (memo)
+
+
 def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> None:
     """Refuse a conn that uses a key or value pypluto does not support (issue 12)."""
     for key, value in keys.items():
-        found = keywords.lookup_conn(key)
-        if found is None or value == "":
+        if key in _SUPPORTED_KEYS:
             continue
-        kd = found[0]
-        if kd.kind == "authby":
-            bad = [w for w in re.split(r"[\s,]+", value.strip().lower())
-                   if w and w not in kd.ok]
-            if bad:
-                raise ConnError(key, unsupported_message(key, value, kd, kd.note), True)
-            continue
-        why = keywords.unsupported_reason(kd, value)
+        why = _support_refusal(key, value)
         if why is not None:
-            raise ConnError(key, unsupported_message(key, value, kd, why), True)
+            raise ConnError(key, why, True)
     if (keys.get("authby") or "").strip().lower() == "null":
         _check_null_auth(keys)
 
@@ -662,15 +693,57 @@ def _valid_pubkey(value: str) -> bool:
     return low.startswith(("0s", "0x")) and len(value) > 2
 
 
-def _end(keys: dict[str, str], side: str, conn: str) -> End:
-    end = End()
-    for k, v in keys.items():
-        if k.startswith(side):
-            end.raw[k[len(side):]] = v
+_MEMO_MAX = 4096
+"""Entries per parse memo below; a full memo is emptied (a start-up with 10,000 conns
+repeats the same few key=value pairs and end definitions, issue 18)."""
 
-    def get(name: str) -> str | None:
-        v = keys.get(side + name)
-        return v if v not in (None, "") else None
+_END_MEMO: dict[tuple[str, tuple[tuple[str, str], ...]], End] = {}
+
+
+def _memo_put(memo: dict, key: object, value: object) -> None:  # type: ignore[type-arg]
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[key] = value
+
+
+def _copy_end(tmpl: End) -> End:
+    """A fresh End equal to ``tmpl``: its lists and dict are new, the immutable values
+    (addresses, networks, identities, strings) are shared."""
+    end = End.__new__(End)
+    d = end.__dict__
+    d.update(tmpl.__dict__)
+    d["subnets"] = list(tmpl.subnets)
+    d["sourceip"] = list(tmpl.sourceip)
+    d["raw"] = dict(tmpl.raw)
+    return end
+
+
+def _end(raw: dict[str, str], side: str) -> End:
+    """The ``left*`` or ``right*`` end of a conn from its keys without the side prefix.
+
+    Ends written the same way (a ``left=`` shared through ``also=`` by thousands of
+    conns) are parsed once: a parsed end is kept as a template and copied.
+    """
+    memo_key = (side, tuple(raw.items()))
+    tmpl = _END_MEMO.get(memo_key)
+    if tmpl is None:
+        tmpl = _parse_end(raw, side)
+        _memo_put(_END_MEMO, memo_key, tmpl)  # errors raise above: never kept
+    return _copy_end(tmpl)
+
+
+_END_STRINGS = (("cert", "cert"), ("ca", "ca"), ("sendcert", "sendcert"),
+                ("updown", "updown"), ("vti", "vti_ip"), ("username", "xauthusername"),
+                ("addresspool", "addresspool"))
+"""End keys kept as written: (key without the side, End attribute)."""
+
+
+def _parse_end(raw: dict[str, str], side: str) -> End:
+    end = End()
+    end.raw = dict(raw)
+    # only the keys that are set (and not empty) are looked at: an end usually has 2-4
+    present = {k: v for k, v in raw.items() if v != ""}
+    get = present.get
 
     host = get("")
     if host is not None:
@@ -690,7 +763,7 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
     subs = get("subnets")
     try:
         if sub is not None:
-            multi = any(c in sub for c in ", {")
+            multi = "," in sub or " " in sub or "{" in sub
             end.subnets.extend(parse_subnets(sub) if multi else [parse_subnet(sub)])
         if subs is not None:
             for n in parse_subnets(subs):
@@ -702,6 +775,10 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
         only = end.subnets[0]
         if only.num_addresses == 1 and only.network_address == end.host_addr:
             end.subnets = []  # subnet = the host itself: host-to-host, as Libreswan
+    if len(present) <= 3 and all(k in ("", "id", "subnet") for k in present):
+        if end.host in ("%defaultroute", "%defaultroute6"):
+            end.nexthop = "%defaultroute"  # Libreswan: the route's gateway
+        return end  # the usual end: nothing else is set
     pp = get("protoport")
     if pp is not None:
         try:
@@ -726,14 +803,13 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
     elif end.host in ("%defaultroute", "%defaultroute6"):
         end.nexthop = "%defaultroute"  # Libreswan: the route's gateway
     end.auth = (get("auth") or "").lower() or None
-    end.cert = get("cert")
-    end.ca = get("ca")
-    end.sendcert = get("sendcert")
-    end.updown = get("updown")
+    for key, attr in _END_STRINGS:
+        value = get(key)
+        if value is not None:
+            setattr(end, attr, value)
     ikeport = get("ikeport")
     if ikeport is not None:
         end.ikeport = parse_int(ikeport, side + "ikeport", 1, 65535)
-    end.vti_ip = get("vti")
     ifip = get("interface-ip")
     if ifip is not None:
         try:
@@ -744,8 +820,6 @@ def _end(keys: dict[str, str], side: str, conn: str) -> End:
         fv = get(flag)
         if fv is not None:
             setattr(end, flag, parse_bool(fv, side + flag))
-    end.xauthusername = get("username")
-    end.addresspool = get("addresspool")
     for keykey in ("rsasigkey", "ecdsakey", "pubkey"):
         kv = get(keykey)
         if kv is not None and not _valid_pubkey(kv):
@@ -768,27 +842,128 @@ def build_connection(name: str, keys: dict[str, str],
     compare the parse with Libreswan's, use it).
     Used by the parser and by the daemon when ``whack`` adds a connection.
     """
+    # one pass: the canonical keys, and the same split into conn-wide keys and each end's
     canon: dict[str, str] = {}
+    parts: tuple[dict[str, str], dict[str, str], dict[str, str]] = ({}, {}, {})
+    key_info = _KEY_INFO.get
     for k, v in keys.items():
+        info = key_info(k) or _key_info(k)
+        if info[1] is not None and v != "" and (k, v) not in _CANON_MEMO:
+            _check_kv(k, v, info)
+        targets = info[0]
+        if len(targets) == 1:
+            ck, part, sub = targets[0]
+            canon[ck] = v
+            parts[part][sub] = v
+        else:  # () for an obsolete key; left and right for an end key without a side
+            for ck, part, sub in targets:
+                if ck not in canon:
+                    canon[ck] = v
+                    parts[part][sub] = v
+    keys = canon
+    general, left, right = parts
+    memo_key = tuple(general.items())
+    memo = _CONN_MEMO.get(memo_key)
+    if memo is None:
+        memo = _conn_fields(general)
+        _memo_put(_CONN_MEMO, memo_key, memo)  # errors raise above: never kept
+    fields, mutable = memo
+    conn = Connection.__new__(Connection)  # the fields of __init__, without its cost
+    d = conn.__dict__
+    d.update(fields)
+    for attr, copy in mutable:
+        d[attr] = copy(d[attr])
+    # raw is the canonical dict built above (not the caller's): no copy needed
+    d.update(name=name, origin=None, origins=dict(origins or {}), raw=keys, also=[],
+             connalias=None, local_is_left=None, uniqueids=None)
+    for side, end_keys in (("left", left), ("right", right)):
+        if end_keys.get("interface-ip") and conn.ipsec_interface is None:
+            raise ConnError(side + "interface-ip", f"{side}interface-ip= needs "
+                            "ipsec-interface= (the address goes on the ipsecN device)")
+    conn.left = _end(left, "left")
+    conn.right = _end(right, "right")
+
+    def get(k: str) -> str | None:
+        v = keys.get(k)
+        return v if v not in (None, "") else None
+
+    def b(k: str, default: bool) -> bool:
+        v = get(k)
+        return default if v is None else parse_bool(v, k)
+
+    if conn.left.vti_ip is not None or conn.right.vti_ip is not None or \
+            "vti-interface" in keys or "vti-routing" in keys or "vti-shared" in keys:
+        _vti_keys(conn, get, b)  # without them the class defaults stand
+    _semantic_checks(conn)
+    if enforce_support:  # after the syntax checks: a bad value is reported as such
+        _check_supported(keys, conn)
+    return conn
+
+
+_CONN_MEMO: dict[tuple[tuple[str, str], ...],
+                 tuple[dict[str, object], tuple[tuple[str, type], ...]]] = {}
+_KV_CHECKED = ("bool", "enum", "time", "ms", "percent", "int", "bignum")  # _check_value
+_CANON_MEMO: dict[tuple[str, str], bool] = {}  # values that passed _check_value
+_Target = tuple[str, int, str]  # canonical key; 0 conn-wide, 1 left, 2 right; key in its part
+_KEY_INFO: dict[str, tuple[tuple[_Target, ...], KeyDef | None, str]] = {}
+
+
+def _target(ck: str) -> _Target:
+    if ck.startswith("left"):
+        return ck, 1, ck[4:]
+    if ck.startswith("right"):
+        return ck, 2, ck[5:]
+    return ck, 0, ck
+
+
+def _key_info(k: str) -> tuple[tuple[_Target, ...], KeyDef | None, str]:
+    """(where the value goes, the definition when the value needs ``_check_value``, the
+    canonical key) of key ``k`` as written; no targets for an obsolete key, left and
+    right for an end key written without a side.  Raises ``ConnError`` for an unknown
+    key."""
+    info = _KEY_INFO.get(k)
+    if info is None:
         found = keywords.lookup_conn(k)
         if found is None:
             raise ConnError(k, f"unknown key '{k}'")
-        kd, _side, ck = found
+        kd, side, ck = found
         if kd.support == "obsolete":
-            continue
-        try:
-            _check_value(kd, k, v)
-        except ValueError as exc:
-            raise ConnError(ck, str(exc)) from None
-        if _side == "both":
-            canon.setdefault("left" + ck[4:], v)
-            canon.setdefault("right" + ck[4:], v)
-            continue
-        canon[ck] = v
-    keys = canon
-    conn = Connection(name=name)
-    conn.raw = dict(keys)
-    conn.origins = dict(origins or {})
+            info = ((), None, ck)
+        else:
+            cks = ("left" + ck[4:], "right" + ck[4:]) if side == "both" else (ck,)
+            info = (tuple(_target(c) for c in cks),
+                    kd if kd.kind in _KV_CHECKED else None, ck)
+        _memo_put(_KEY_INFO, k, info)
+    return info
+
+
+def _check_kv(k: str, v: str, info: tuple[tuple[_Target, ...], KeyDef | None, str]) -> None:
+    """``_check_value`` of ``k=v``, remembered when it passes; raises ``ConnError``."""
+    kd = info[1]
+    assert kd is not None
+    try:
+        _check_value(kd, k, v)
+    except ValueError as exc:
+        raise ConnError(info[2], str(exc)) from None
+    _memo_put(_CANON_MEMO, (k, v), True)
+
+
+_SKIPPED_FIELDS = ("name", "left", "right", "origin", "origins", "raw", "also", "connalias",
+                   "local_is_left", "uniqueids")
+"""Connection fields that ``_conn_fields`` does not set (the rest it takes from the keys
+or from the class's defaults)."""
+
+
+def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[str, type], ...]]:
+    """The Connection fields set by the conn-wide keys (every key but ``left*`` /
+    ``right*``): every field but ``_SKIPPED_FIELDS`` (from the keys or the class's
+    defaults), and which of them are lists or dicts (copied for each conn).  Raises
+    ``ConnError``.
+
+    ``build_connection`` keeps one per distinct set of conn-wide keys: thousands of conns
+    inheriting the same ``ike=``, lifetimes and ``auto=`` share the parse.
+    """
+    conn = Connection(name="")
 
     def get(k: str) -> str | None:
         v = keys.get(k)
@@ -883,10 +1058,6 @@ def build_connection(name: str, keys: dict[str, str],
         conn.ipsec_interface = parse_ipsec_interface(get("ipsec-interface"))
     except ValueError as exc:
         raise ConnError("ipsec-interface", str(exc)) from None
-    for side in ("left", "right"):
-        if get(side + "interface-ip") is not None and conn.ipsec_interface is None:
-            raise ConnError(side + "interface-ip", f"{side}interface-ip= needs "
-                            "ipsec-interface= (the address goes on the ipsecN device)")
     rq = get("reqid")
     conn.reqid = None if rq is None else parse_int(rq, "reqid", 1, 2**32 - 1)
     ppk = (get("ppk") or "no").lower()
@@ -894,13 +1065,9 @@ def build_connection(name: str, keys: dict[str, str],
                 "true": "propose", "on": "propose", "y": "propose", "false": "no", "off": "no",
                 "n": "no", "insist": "insist", "always": "insist"}.get(ppk, ppk)
     conn.ppk_ids = _ppk_ids(get("ppk-ids"))
-    conn.left = _end(keys, "left", name)
-    conn.right = _end(keys, "right", name)
-    _vti_keys(conn, get, b)
-    _semantic_checks(conn)
-    if enforce_support:  # after the syntax checks: a bad value is reported as such
-        _check_supported(keys, conn)
-    return conn
+    fields = {k: v for k, v in conn.__dict__.items() if k not in _SKIPPED_FIELDS}
+    mutable = tuple((k, type(v)) for k, v in fields.items() if isinstance(v, (list, dict, set)))
+    return fields, mutable
 
 
 def _subnet_pairs(name: str, keys: dict[str, str], origin: Origin,
@@ -966,25 +1133,25 @@ def _ppk_ids(value: str | None) -> list[bytes]:
 
 
 def _semantic_checks(conn: Connection) -> None:
+    transport = conn.type == "transport"
+    sha1 = "sha1" in conn.authby
     for end, side in ((conn.left, "left"), (conn.right, "right")):
-        if end.host_addr is not None:
+        if transport and end.host_addr is not None:
+            version = end.host_addr.version
             for net in end.subnets:
-                if net.version != end.host_addr.version and conn.type == "transport":
+                if net.version != version:
                     raise ConnError(side + "subnet",
                                     f"{side}subnet family does not match {side}= in transport")
-        if end.auth == "ecdsa" and "sha1" in conn.authby:
+        if sha1 and end.auth == "ecdsa":
             raise ConnError(side + "auth", "authby=ecdsa cannot use sha1, only sha2")
     if conn.keyexchange == "ikev2":
         for end in (conn.left, conn.right):
             raw_sub = end.raw.get("subnet", "")
-            if raw_sub.lower().startswith(("vhost:", "vnet:")):
+            if raw_sub[:1] in ("v", "V") and raw_sub.lower().startswith(("vhost:", "vnet:")):
                 raise ConnError("subnet", "The vnet: and vhost: keywords are only valid for "
                                 "IKEv1 connections")
-    fams = set()
-    for end in (conn.left, conn.right):
-        if end.host_addr is not None:
-            fams.add(end.host_addr.version)
-    if len(fams) > 1:
+    left, right = conn.left.host_addr, conn.right.host_addr
+    if left is not None and right is not None and left.version != right.version:
         raise ConnError("left", "left= and right= are of different address families")
     _roadwarrior_checks(conn)
 
@@ -999,17 +1166,18 @@ def _roadwarrior_checks(conn: Connection) -> None:
                 raise ConnError(side + "addresspool",
                                 f"{side}addresspool={end.addresspool}: {exc}") from None
     dns = conn.raw.get("modecfgdns", "")
-    for w in [w for w in re.split(r"[\s,]+", dns) if w]:
+    for w in [w for w in re.split(r"[\s,]+", dns) if w] if dns else ():
         try:
             ipaddress.ip_address(w)
         except ValueError:
             raise ConnError("modecfgdns", f"modecfgdns={dns}: {w!r} is not an IP address") \
                 from None
     red = conn.raw.get("redirect-to", "")  # RFC 5685 §10 gateway identities
-    try:
-        parse_gateways(red)
-    except ValueError as e:
-        raise ConnError("redirect-to", f"redirect-to={red}: {e}") from None
+    if red:
+        try:
+            parse_gateways(red)
+        except ValueError as e:
+            raise ConnError("redirect-to", f"redirect-to={red}: {e}") from None
     send = conn.raw.get("send-redirect", "no").lower()
     if send in ("yes", "true", "on", "y", "auto") and not red.strip():
         raise ConnError("send-redirect", f"send-redirect={send} requires redirect-to=")
