@@ -15,6 +15,9 @@ $(VPY):
 install: $(VPY)
 	@echo "==> installing pypluto (editable) with its test dependencies"
 	@$(VPY) -m pip install -q -e '.[test]'
+	@# byte code once, as a non-editable install does (PYTHONDONTWRITEBYTECODE
+	@# would otherwise make every pluto/whack start recompile the tree)
+	@$(VPY) -m compileall -q src
 
 # System packages and peer daemons the tests need (idempotent; as root).
 deps:
