@@ -71,8 +71,8 @@ from pypluto.kernel.userspace.selectors import (
     port_key,
 )
 from pypluto.kernel.userspace.traps import HoldQueue, icmp_unreachable
-from pypluto.kernel.userspace.tun import open_tun
-from pypluto.kernel.userspace.workers import Worker, Writer
+from pypluto.kernel.userspace.tun import attach_queue, is_sparse, open_tun
+from pypluto.kernel.userspace.workers import RAW_RCVBUF, Worker, Writer, grow_rcvbuf
 from pypluto.kernel.userspace.xifaces import IpsecInterface, IpsecInterfaces
 from pypluto.params import (
     IPAddress,
@@ -158,14 +158,17 @@ class UserspaceBackend(KernelBackend):
         self._xin: dict[int, IpsecInterface] = {}
         if manage_routes:
             self._routes.remove_all()  # leftovers of an earlier, crashed run
-        self._tun_fd, self.ifname, self.offload = open_tun(ifname, offload)
+        self._tun_fd, self.ifname, self.offload = open_tun(ifname, offload, multi_queue=True)
+        # a second queue for sparse traffic (ping, DNS): see tun.attach_queue
+        prio = attach_queue(self.ifname, self.offload)
+        self._tun_prio = self._tun_fd if prio is None else prio
         self._routes.ifname = self.ifname
         # UDP GSO/GRO on the ESP-in-UDP sockets, by default along with TUN offload
         self._gso = offload if udp_gso is None else udp_gso
         try:
             iproute.ip("link", "set", "dev", self.ifname, "mtu", str(mtu), "up")
         except BackendError:
-            os.close(self._tun_fd)
+            self._close_tun()
             raise
         _loose_rp_filter(self.ifname)
         self._workers: list[Worker] = []
@@ -174,7 +177,7 @@ class UserspaceBackend(KernelBackend):
         elif threads == "single":  # one thread for both: no GIL hand-offs between them
             self._workers = [Worker(self, tun=True, net=True)]
         else:
-            os.close(self._tun_fd)
+            self._close_tun()
             raise BackendError(f"threads must be 'single' or 'split', not {threads!r}")
         # Writers: the batches of a super-packet leave through sendmsg / writev in threads
         # of their own, so the kernel's share of the work (UDP GSO, the veth, TCP receive)
@@ -201,6 +204,8 @@ class UserspaceBackend(KernelBackend):
         h: dict[int, Callable[[], None]] = {}
         if tun:
             h[self._tun_fd] = lambda: self._drain_tun(batch)
+            if self._tun_prio != self._tun_fd:
+                h[self._tun_prio] = lambda: self._drain_tun(batch, True)
             with self._lock:
                 xifs = list(self._xifs.by_id.values())
             for x in xifs:
@@ -227,12 +232,15 @@ class UserspaceBackend(KernelBackend):
 
     # --- packet paths ----------------------------------------------------------------
 
-    def _drain_tun(self, batch: int) -> None:
-        """Outbound: TUN -> policy -> ESP -> UDP (RFC 4303 §3.1, RFC 3948 §2.1)."""
+    def _drain_tun(self, batch: int, prio: bool = False) -> None:
+        """Outbound: TUN -> policy -> ESP -> UDP (RFC 4303 §3.1, RFC 3948 §2.1).
+
+        ``prio``: the sparse-traffic queue (tun.attach_queue), whose packets are
+        sent by this thread at once instead of queueing behind bulk batches."""
+        fd = self._tun_prio if prio else self._tun_fd
         if self.offload:
-            self._drain_tun_offload(batch)
+            self._drain_tun_offload(batch, fd, prio)
             return
-        fd = self._tun_fd
         read = os.read
         c = self.counters
         for _ in range(batch):
@@ -259,14 +267,14 @@ class UserspaceBackend(KernelBackend):
             except OSError:
                 c.send_errors += 1
 
-    def _drain_tun_offload(self, batch: int) -> None:
+    def _drain_tun_offload(self, batch: int, fd: int, prio: bool) -> None:
         """The same with a virtio_net_hdr on each read: TCP super-packets are segmented
         here, and the ESP packets for one peer leave together in UDP GSO sends (those
         of one super-packet, and single packets read back to back)."""
-        fd = self._tun_fd
         read = os.read
         c = self.counters
         hlen = offload.VNET_HDR_LEN
+        send = self._send_many if prio else self._queue_send
         unpack = offload.VNET_HDR.unpack_from
         pend: list[bytes] = []
         pend_ent: _Flow | None = None
@@ -298,7 +306,7 @@ class UserspaceBackend(KernelBackend):
                         continue
                 if ent is not pend_ent or len(pend) >= _GSO_SEGS:
                     if pend_ent is not None:
-                        self._queue_send(pend_ent, pend)
+                        send(pend_ent, pend)
                     pend_ent, pend = ent, []
                 if len(segs) == 1:
                     w = ent[0].encap(pkt)
@@ -308,7 +316,7 @@ class UserspaceBackend(KernelBackend):
                     pend += ent[0].encap_batch(segs)
         finally:
             if pend_ent is not None and pend:
-                self._queue_send(pend_ent, pend)
+                send(pend_ent, pend)
 
     def _queue_send(self, ent: _Flow, wires: list[bytes]) -> None:
         q = self._txq
@@ -425,11 +433,12 @@ class UserspaceBackend(KernelBackend):
                     self._to_tun_many(out)  # keeps the order of queued writes
 
     def _to_tun(self, inner: bytes) -> None:
+        fd = self._tun_prio if is_sparse(inner) else self._tun_fd
         try:
             if self.offload:
-                os.writev(self._tun_fd, (offload.HDR_DATA_VALID, inner))
+                os.writev(fd, (offload.HDR_DATA_VALID, inner))
             else:
-                os.write(self._tun_fd, inner)
+                os.write(fd, inner)
         except OSError:
             self.counters.tun_write_errors += 1
 
@@ -445,11 +454,11 @@ class UserspaceBackend(KernelBackend):
             for p in pkts:
                 self._to_tun(p)
             return
-        fd = self._tun_fd
+        fd, fd_prio = self._tun_fd, self._tun_prio
         writev = os.writev
         for vh, p in offload.coalesce_tcp(pkts):
             try:
-                writev(fd, (vh, p))
+                writev(fd_prio if is_sparse(p) else fd, (vh, p))
                 self.counters.tun_writes += 1
             except OSError:
                 self.counters.tun_write_errors += 1
@@ -821,6 +830,7 @@ class UserspaceBackend(KernelBackend):
             s.close()
             raise
         s.setblocking(False)
+        grow_rcvbuf(s, RAW_RCVBUF)
         self._raw[version] = s
         self._kick()
 
@@ -960,6 +970,11 @@ class UserspaceBackend(KernelBackend):
         for a in self._ah.values():
             a.close()
         self._ah.clear()
+        self._close_tun()
+
+    def _close_tun(self) -> None:
+        if self._tun_prio != self._tun_fd:
+            os.close(self._tun_prio)
         os.close(self._tun_fd)
 
 
