@@ -55,13 +55,13 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pypluto.kernel import ah, esp
 from pypluto.kernel.ah_sockets import AHSockets
 from pypluto.kernel.base import BackendError, KernelBackend
-from pypluto.kernel.userspace import iproute, offload
+from pypluto.kernel.userspace import iproute, mmsg, offload
 from pypluto.kernel.userspace.routes import DEFAULT_MARK, SO_MARK, Routes
 from pypluto.kernel.userspace.sa_table import SATable
 from pypluto.kernel.userspace.selectors import (
@@ -330,6 +330,9 @@ class UserspaceBackend(KernelBackend):
         if ent[4] and len(wires) > 1:
             self._send_gso(ent, wires)
             return
+        if len(wires) > 1 and mmsg.AVAILABLE:
+            self._send_mmsg(ent, wires)
+            return
         for w in wires:
             try:
                 ent[1](w, ent[2])
@@ -369,6 +372,29 @@ class UserspaceBackend(KernelBackend):
                     except OSError:
                         self.counters.send_errors += 1
             i = j
+
+    def _send_mmsg(self, ent: _Flow, wires: list[bytes]) -> None:
+        """Several datagrams per sendmmsg (plain ESP on the raw socket has no UDP GSO)."""
+        b = mmsg.batch()
+        fd = ent[3].fileno()
+        name = mmsg.sockaddr(ent[2])
+        i, n = 0, len(wires)
+        while i < n:
+            chunk = wires[i:i + mmsg.SLOTS]
+            if max(map(len, chunk)) > mmsg.SLOT:
+                k = 0
+            else:
+                try:
+                    k = b.send(fd, name, chunk)
+                except BlockingIOError:
+                    k = 0
+                except OSError:
+                    self.counters.send_errors += len(chunk)
+                    k = len(chunk)
+            if k <= 0:  # the socket buffer is full, or a packet too big for a slot
+                self._send_slow(ent[1], wires[i], ent[2])
+                k = 1
+            i += k
 
     def _send_slow(self, send: Sender, wire: bytes, addr: tuple[str, int]) -> None:
         """The socket buffer is full: wait briefly for room, then try once more."""
@@ -503,27 +529,23 @@ class UserspaceBackend(KernelBackend):
         The inner packets of one drain go to the TUN device together (the writer
         thread, in-order TCP segments merged), as on the ESP-in-UDP path.
         """
-        recv = sock.recv_into
         by_spi = self._sas.by_spi
         c = self.counters
         unpack = _SPI.unpack_from
         out: list[bytes] = []
         try:
-            for _ in range(batch):
-                try:
-                    n = recv(mv)
-                except OSError:
-                    return
-                off = (mv[0] & 0x0F) * 4 if version == 4 and n else 0
+            for d in self._raw_datagrams(sock, mv, batch):
+                n = len(d)
+                off = (d[0] & 0x0F) * 4 if version == 4 and n else 0
                 if n - off < 8:
                     c.malformed += 1
                     continue
-                spi = unpack(mv, off)[0]
+                spi = unpack(d, off)[0]
                 isa = by_spi.get(spi)
                 if isa is None:
                     c.unknown_spi += 1
                     continue
-                inner = isa.decap(mv[off:n])
+                inner = isa.decap(d[off:n])
                 if inner is not None:
                     if self._xin and spi in self._xin:
                         self._to_xif(spi, inner)
@@ -532,6 +554,22 @@ class UserspaceBackend(KernelBackend):
         finally:
             if out:
                 self._to_tun_many(out)
+
+    @staticmethod
+    def _raw_datagrams(sock: socket.socket, mv: memoryview, batch: int
+                       ) -> Iterator[memoryview]:
+        """Up to ``batch`` datagrams waiting on ``sock``: by recvmmsg where the C
+        library has it (one call for all), else one recv each into ``mv``."""
+        if mmsg.AVAILABLE:
+            yield from mmsg.batch().recv(sock.fileno(), batch)
+            return
+        recv = sock.recv_into
+        for _ in range(batch):
+            try:
+                n = recv(mv)
+            except OSError:
+                return
+            yield mv[:n]
 
     def _esp_in(self, data: memoryview | bytes) -> None:
         if len(data) < 8:
