@@ -17,9 +17,9 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   cryptography's AEAD calls hold the GIL (two threads sealing 1400-byte
   packets reach 569k/s together, one alone 583k/s), so more threads would not
   add crypto throughput; ``threads="single"`` serves both directions from one.
-* TUN offload (IFF_VNET_HDR + TUNSETOFFLOAD TSO4/TSO6/CSUM): one read returns
-  a TCP super-packet of up to 64 KiB, cut into MSS-sized segments here
-  (:mod:`.offload`).  Its ESP packets leave in one ``sendmsg`` with
+* TUN offload (IFF_VNET_HDR; no TSO since the kernel segments and sums in C
+  for less CPU than :mod:`.offload` in Python, see :func:`.tun.open_tun`):
+  MSS-sized packets read back to back for one peer leave in one ``sendmsg`` with
   UDP_SEGMENT (UDP GSO); UDP_GRO on the socket returns many ESP datagrams per
   read; in-order TCP segments are merged again before the TUN write.  On
   the wire every datagram is an ordinary RFC 3948 ESP-in-UDP packet, so
@@ -36,6 +36,11 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   segments merged), which halved the CPU per TCP packet of a negotiated pair
   (bench/esp_daemons.py).  The writer queues are short and block the reader
   when full, so that packets wait in the kernel's queues, which TCP sees.
+* Plain ESP has no GSO/GRO: the raw socket sends and receives batches with
+  ``sendmmsg``/``recvmmsg`` (:mod:`.mmsg`), and its receive buffer is 1 MiB.
+* The TUN device has a second queue for sparse traffic (ICMP, small UDP;
+  :func:`.tun.attach_queue`), read beside the bulk queue and sent at once, so
+  a ping does not wait behind a TCP flow's queue in the device.
 
 The plane is four parts: the SA table (:mod:`.sa_table`), the policy lookup
 (:mod:`.selectors`, pure functions), the routes and rules that capture the
