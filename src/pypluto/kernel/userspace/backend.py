@@ -37,7 +37,9 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   (bench/esp_daemons.py).  The writer queues are short and block the reader
   when full, so that packets wait in the kernel's queues, which TCP sees.
 * Plain ESP has no GSO/GRO: the raw socket sends and receives batches with
-  ``sendmmsg``/``recvmmsg`` (:mod:`.mmsg`), and its receive buffer is 1 MiB.
+  ``sendmmsg``/``recvmmsg`` (:mod:`.mmsg`).  Its receive buffer stays at the
+  system default: 512 KiB or 1 MiB lost fewer packets of a TCP flow but added
+  4-6 ms to a ping under load (the raw socket's queue is one FIFO).
 * The TUN device has a second queue for sparse traffic (ICMP, small UDP;
   :func:`.tun.attach_queue`), read beside the bulk queue and sent at once, so
   a ping does not wait behind a TCP flow's queue in the device.
@@ -77,7 +79,7 @@ from pypluto.kernel.userspace.selectors import (
 )
 from pypluto.kernel.userspace.traps import HoldQueue, icmp_unreachable
 from pypluto.kernel.userspace.tun import attach_queue, is_sparse, open_tun
-from pypluto.kernel.userspace.workers import RAW_RCVBUF, Worker, Writer, grow_rcvbuf
+from pypluto.kernel.userspace.workers import Worker, Writer
 from pypluto.kernel.userspace.xifaces import IpsecInterface, IpsecInterfaces
 from pypluto.params import (
     IPAddress,
@@ -873,7 +875,6 @@ class UserspaceBackend(KernelBackend):
             s.close()
             raise
         s.setblocking(False)
-        grow_rcvbuf(s, RAW_RCVBUF)
         self._raw[version] = s
         self._kick()
 

@@ -14,16 +14,11 @@ import logging
 import os
 import queue
 import select
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
 log = logging.getLogger("pypluto.kernel.userspace")
-
-# the raw ESP socket's receive buffer: the default (212,992 bytes) dropped 14% of a TCP
-# flow's ESP packets on a loaded 2-core machine (and 8-13% of pings under load)
-RAW_RCVBUF = 1 << 20
 
 
 class PacketSource(Protocol):
@@ -107,25 +102,6 @@ class Writer:
                 log.exception("userspace ESP writer")
             self._done += 1
             self._room.release()
-
-
-def grow_rcvbuf(sock: socket.socket, size: int) -> int:
-    """Raise the receive buffer of ``sock`` to ``size`` bytes (past rmem_max when we may).
-
-    A raw ESP socket has the system default (212,992 bytes: about 90 full-sized
-    packets by their kernel truesize); a burst of a TCP flow overflows it and every
-    packet dropped there is lost in the tunnel.  Returns the size the kernel set.
-    """
-    for opt in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, opt, size)
-            break
-        except OSError:
-            continue
-    try:
-        return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-    except OSError:
-        return 0
 
 
 def set_thread_name(name: str) -> None:
