@@ -20,7 +20,11 @@ The planes alternate (ours, theirs, theirs, ours, ...) for ``BENCH_ESP_RUNS``
 (2) runs of ``BENCH_ESP_SECONDS`` (5) each; the table gives the medians and
 the ratio pypluto/strongSwan (goal >= 2x on every row).
 
-Run alone: ``.venv/bin/python -m bench.esp_daemons [SECONDS] [RUNS]``.
+Run alone: ``.venv/bin/python -m bench.esp_daemons [SECONDS] [RUNS]``.  For A/B work:
+``BENCH_ESP_PLANES=pypluto`` (one plane), ``BENCH_ESP_TESTS=tcp1,ping`` (some rows),
+``BENCH_ESP_CONN_EXTRA="encapsulation=yes"`` (extra lines for the pypluto conn; with
+it the pair runs ESP-in-UDP with UDP GSO/GRO like the hand-keyed plane, about half
+the CPU per TCP packet of plain ESP on the raw socket).
 """
 
 from __future__ import annotations
