@@ -20,12 +20,17 @@ The planes alternate (ours, theirs, theirs, ours, ...) for ``BENCH_ESP_RUNS``
 (2) runs of ``BENCH_ESP_SECONDS`` (5) each; the table gives the medians and
 the ratio pypluto/strongSwan (goal >= 2x on every row).
 
-Run alone: ``.venv/bin/python -m bench.esp_daemons [SECONDS] [RUNS]``.
+Run alone: ``.venv/bin/python -m bench.esp_daemons [SECONDS] [RUNS]``.  For A/B work:
+``BENCH_ESP_PLANES=pypluto`` (one plane), ``BENCH_ESP_TESTS=tcp1,ping`` (some rows),
+``BENCH_ESP_CONN_EXTRA="encapsulation=yes"`` (extra lines for the pypluto conn; with
+it the pair runs ESP-in-UDP with UDP GSO/GRO like the hand-keyed plane, about half
+the CPU per TCP packet of plain ESP on the raw socket).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import statistics
@@ -87,7 +92,7 @@ class Pair:
     def __init__(self, lab: Lab, kind: str) -> None:
         self.lab, self.kind = lab, kind
         if kind == "pypluto":
-            conf = ipsec_conf(proposal=PROPOSAL)
+            conf = ipsec_conf(proposal=PROPOSAL, extra=os.environ.get("BENCH_ESP_CONN_EXTRA", ""))
             self.west = Pypluto(lab, lab.west, "esp-west").start(conf)
             self.east = Pypluto(lab, lab.east, "esp-east").start(conf)
             out = self.west.initiate()
@@ -176,12 +181,17 @@ TESTS: list[tuple[str, Any, Any]] = [
 
 def measure(seconds: int, runs: int) -> dict[str, Any]:
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {"pypluto": {}, "strongswan": {}}
+    planes = os.environ.get("BENCH_ESP_PLANES", "pypluto,strongswan").split(",")
+    only = os.environ.get("BENCH_ESP_TESTS", "").split(",")
     with Lab(prefix="bep") as lp, Lab(prefix="bes") as ls:
-        pairs = {"pypluto": Pair(lp, "pypluto"), "strongswan": Pair(ls, "strongswan")}
+        pairs = {k: Pair(lab, k) for k, lab in (("pypluto", lp), ("strongswan", ls))
+                 if k in planes}
         for i in range(runs):
             order = ["pypluto", "strongswan"] if i % 2 == 0 else ["strongswan", "pypluto"]
             for name, fn, arg in TESTS:
-                for kind in order:
+                if only != [""] and name not in only:
+                    continue
+                for kind in [k for k in order if k in pairs]:
                     res = fn(pairs[kind], seconds) if arg is None else \
                         fn(pairs[kind], seconds, arg)
                     raw[kind].setdefault(name, []).append(res)

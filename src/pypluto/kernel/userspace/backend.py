@@ -17,9 +17,9 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   cryptography's AEAD calls hold the GIL (two threads sealing 1400-byte
   packets reach 569k/s together, one alone 583k/s), so more threads would not
   add crypto throughput; ``threads="single"`` serves both directions from one.
-* TUN offload (IFF_VNET_HDR + TUNSETOFFLOAD TSO4/TSO6/CSUM): one read returns
-  a TCP super-packet of up to 64 KiB, cut into MSS-sized segments here
-  (:mod:`.offload`).  Its ESP packets leave in one ``sendmsg`` with
+* TUN offload (IFF_VNET_HDR; no TSO since the kernel segments and sums in C
+  for less CPU than :mod:`.offload` in Python, see :func:`.tun.open_tun`):
+  MSS-sized packets read back to back for one peer leave in one ``sendmsg`` with
   UDP_SEGMENT (UDP GSO); UDP_GRO on the socket returns many ESP datagrams per
   read; in-order TCP segments are merged again before the TUN write.  On
   the wire every datagram is an ordinary RFC 3948 ESP-in-UDP packet, so
@@ -36,6 +36,13 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   segments merged), which halved the CPU per TCP packet of a negotiated pair
   (bench/esp_daemons.py).  The writer queues are short and block the reader
   when full, so that packets wait in the kernel's queues, which TCP sees.
+* Plain ESP has no GSO/GRO: the raw socket sends and receives batches with
+  ``sendmmsg``/``recvmmsg`` (:mod:`.mmsg`).  Its receive buffer stays at the
+  system default: 512 KiB or 1 MiB lost fewer packets of a TCP flow but added
+  4-6 ms to a ping under load (the raw socket's queue is one FIFO).
+* The TUN device has a second queue for sparse traffic (ICMP, small UDP;
+  :func:`.tun.attach_queue`), read beside the bulk queue and sent at once, so
+  a ping does not wait behind a TCP flow's queue in the device.
 
 The plane is four parts: the SA table (:mod:`.sa_table`), the policy lookup
 (:mod:`.selectors`, pure functions), the routes and rules that capture the
@@ -55,13 +62,13 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pypluto.kernel import ah, esp
 from pypluto.kernel.ah_sockets import AHSockets
 from pypluto.kernel.base import BackendError, KernelBackend
-from pypluto.kernel.userspace import iproute, offload
+from pypluto.kernel.userspace import iproute, mmsg, offload
 from pypluto.kernel.userspace.routes import DEFAULT_MARK, SO_MARK, Routes
 from pypluto.kernel.userspace.sa_table import SATable
 from pypluto.kernel.userspace.selectors import (
@@ -71,7 +78,7 @@ from pypluto.kernel.userspace.selectors import (
     port_key,
 )
 from pypluto.kernel.userspace.traps import HoldQueue, icmp_unreachable
-from pypluto.kernel.userspace.tun import open_tun
+from pypluto.kernel.userspace.tun import attach_queue, is_sparse, open_tun
 from pypluto.kernel.userspace.workers import Worker, Writer
 from pypluto.kernel.userspace.xifaces import IpsecInterface, IpsecInterfaces
 from pypluto.params import (
@@ -158,14 +165,17 @@ class UserspaceBackend(KernelBackend):
         self._xin: dict[int, IpsecInterface] = {}
         if manage_routes:
             self._routes.remove_all()  # leftovers of an earlier, crashed run
-        self._tun_fd, self.ifname, self.offload = open_tun(ifname, offload)
+        self._tun_fd, self.ifname, self.offload = open_tun(ifname, offload, multi_queue=True)
+        # a second queue for sparse traffic (ping, DNS): see tun.attach_queue
+        prio = attach_queue(self.ifname, self.offload)
+        self._tun_prio = self._tun_fd if prio is None else prio
         self._routes.ifname = self.ifname
         # UDP GSO/GRO on the ESP-in-UDP sockets, by default along with TUN offload
         self._gso = offload if udp_gso is None else udp_gso
         try:
             iproute.ip("link", "set", "dev", self.ifname, "mtu", str(mtu), "up")
         except BackendError:
-            os.close(self._tun_fd)
+            self._close_tun()
             raise
         _loose_rp_filter(self.ifname)
         self._workers: list[Worker] = []
@@ -174,7 +184,7 @@ class UserspaceBackend(KernelBackend):
         elif threads == "single":  # one thread for both: no GIL hand-offs between them
             self._workers = [Worker(self, tun=True, net=True)]
         else:
-            os.close(self._tun_fd)
+            self._close_tun()
             raise BackendError(f"threads must be 'single' or 'split', not {threads!r}")
         # Writers: the batches of a super-packet leave through sendmsg / writev in threads
         # of their own, so the kernel's share of the work (UDP GSO, the veth, TCP receive)
@@ -201,6 +211,8 @@ class UserspaceBackend(KernelBackend):
         h: dict[int, Callable[[], None]] = {}
         if tun:
             h[self._tun_fd] = lambda: self._drain_tun(batch)
+            if self._tun_prio != self._tun_fd:
+                h[self._tun_prio] = lambda: self._drain_tun(batch, True)
             with self._lock:
                 xifs = list(self._xifs.by_id.values())
             for x in xifs:
@@ -227,12 +239,15 @@ class UserspaceBackend(KernelBackend):
 
     # --- packet paths ----------------------------------------------------------------
 
-    def _drain_tun(self, batch: int) -> None:
-        """Outbound: TUN -> policy -> ESP -> UDP (RFC 4303 §3.1, RFC 3948 §2.1)."""
+    def _drain_tun(self, batch: int, prio: bool = False) -> None:
+        """Outbound: TUN -> policy -> ESP -> UDP (RFC 4303 §3.1, RFC 3948 §2.1).
+
+        ``prio``: the sparse-traffic queue (tun.attach_queue), whose packets are
+        sent by this thread at once instead of queueing behind bulk batches."""
+        fd = self._tun_prio if prio else self._tun_fd
         if self.offload:
-            self._drain_tun_offload(batch)
+            self._drain_tun_offload(batch, fd, prio)
             return
-        fd = self._tun_fd
         read = os.read
         c = self.counters
         for _ in range(batch):
@@ -259,14 +274,14 @@ class UserspaceBackend(KernelBackend):
             except OSError:
                 c.send_errors += 1
 
-    def _drain_tun_offload(self, batch: int) -> None:
+    def _drain_tun_offload(self, batch: int, fd: int, prio: bool) -> None:
         """The same with a virtio_net_hdr on each read: TCP super-packets are segmented
         here, and the ESP packets for one peer leave together in UDP GSO sends (those
         of one super-packet, and single packets read back to back)."""
-        fd = self._tun_fd
         read = os.read
         c = self.counters
         hlen = offload.VNET_HDR_LEN
+        send = self._send_many if prio else self._queue_send
         unpack = offload.VNET_HDR.unpack_from
         pend: list[bytes] = []
         pend_ent: _Flow | None = None
@@ -298,7 +313,7 @@ class UserspaceBackend(KernelBackend):
                         continue
                 if ent is not pend_ent or len(pend) >= _GSO_SEGS:
                     if pend_ent is not None:
-                        self._queue_send(pend_ent, pend)
+                        send(pend_ent, pend)
                     pend_ent, pend = ent, []
                 if len(segs) == 1:
                     w = ent[0].encap(pkt)
@@ -308,7 +323,7 @@ class UserspaceBackend(KernelBackend):
                     pend += ent[0].encap_batch(segs)
         finally:
             if pend_ent is not None and pend:
-                self._queue_send(pend_ent, pend)
+                send(pend_ent, pend)
 
     def _queue_send(self, ent: _Flow, wires: list[bytes]) -> None:
         q = self._txq
@@ -321,6 +336,9 @@ class UserspaceBackend(KernelBackend):
     def _send_many(self, ent: _Flow, wires: list[bytes]) -> None:
         if ent[4] and len(wires) > 1:
             self._send_gso(ent, wires)
+            return
+        if len(wires) > 1 and mmsg.AVAILABLE:
+            self._send_mmsg(ent, wires)
             return
         for w in wires:
             try:
@@ -361,6 +379,29 @@ class UserspaceBackend(KernelBackend):
                     except OSError:
                         self.counters.send_errors += 1
             i = j
+
+    def _send_mmsg(self, ent: _Flow, wires: list[bytes]) -> None:
+        """Several datagrams per sendmmsg (plain ESP on the raw socket has no UDP GSO)."""
+        b = mmsg.batch()
+        fd = ent[3].fileno()
+        name = mmsg.sockaddr(ent[2])
+        i, n = 0, len(wires)
+        while i < n:
+            chunk = wires[i:i + mmsg.SLOTS]
+            if max(map(len, chunk)) > mmsg.SLOT:
+                k = 0
+            else:
+                try:
+                    k = b.send(fd, name, chunk)
+                except BlockingIOError:
+                    k = 0
+                except OSError:
+                    self.counters.send_errors += len(chunk)
+                    k = len(chunk)
+            if k <= 0:  # the socket buffer is full, or a packet too big for a slot
+                self._send_slow(ent[1], wires[i], ent[2])
+                k = 1
+            i += k
 
     def _send_slow(self, send: Sender, wire: bytes, addr: tuple[str, int]) -> None:
         """The socket buffer is full: wait briefly for room, then try once more."""
@@ -425,11 +466,12 @@ class UserspaceBackend(KernelBackend):
                     self._to_tun_many(out)  # keeps the order of queued writes
 
     def _to_tun(self, inner: bytes) -> None:
+        fd = self._tun_prio if is_sparse(inner) else self._tun_fd
         try:
             if self.offload:
-                os.writev(self._tun_fd, (offload.HDR_DATA_VALID, inner))
+                os.writev(fd, (offload.HDR_DATA_VALID, inner))
             else:
-                os.write(self._tun_fd, inner)
+                os.write(fd, inner)
         except OSError:
             self.counters.tun_write_errors += 1
 
@@ -445,11 +487,11 @@ class UserspaceBackend(KernelBackend):
             for p in pkts:
                 self._to_tun(p)
             return
-        fd = self._tun_fd
+        fd, fd_prio = self._tun_fd, self._tun_prio
         writev = os.writev
         for vh, p in offload.coalesce_tcp(pkts):
             try:
-                writev(fd, (vh, p))
+                writev(fd_prio if is_sparse(p) else fd, (vh, p))
                 self.counters.tun_writes += 1
             except OSError:
                 self.counters.tun_write_errors += 1
@@ -494,27 +536,23 @@ class UserspaceBackend(KernelBackend):
         The inner packets of one drain go to the TUN device together (the writer
         thread, in-order TCP segments merged), as on the ESP-in-UDP path.
         """
-        recv = sock.recv_into
         by_spi = self._sas.by_spi
         c = self.counters
         unpack = _SPI.unpack_from
         out: list[bytes] = []
         try:
-            for _ in range(batch):
-                try:
-                    n = recv(mv)
-                except OSError:
-                    return
-                off = (mv[0] & 0x0F) * 4 if version == 4 and n else 0
+            for d in self._raw_datagrams(sock, mv, batch):
+                n = len(d)
+                off = (d[0] & 0x0F) * 4 if version == 4 and n else 0
                 if n - off < 8:
                     c.malformed += 1
                     continue
-                spi = unpack(mv, off)[0]
+                spi = unpack(d, off)[0]
                 isa = by_spi.get(spi)
                 if isa is None:
                     c.unknown_spi += 1
                     continue
-                inner = isa.decap(mv[off:n])
+                inner = isa.decap(d[off:n])
                 if inner is not None:
                     if self._xin and spi in self._xin:
                         self._to_xif(spi, inner)
@@ -523,6 +561,22 @@ class UserspaceBackend(KernelBackend):
         finally:
             if out:
                 self._to_tun_many(out)
+
+    @staticmethod
+    def _raw_datagrams(sock: socket.socket, mv: memoryview, batch: int
+                       ) -> Iterator[memoryview]:
+        """Up to ``batch`` datagrams waiting on ``sock``: by recvmmsg where the C
+        library has it (one call for all), else one recv each into ``mv``."""
+        if mmsg.AVAILABLE:
+            yield from mmsg.batch().recv(sock.fileno(), batch)
+            return
+        recv = sock.recv_into
+        for _ in range(batch):
+            try:
+                n = recv(mv)
+            except OSError:
+                return
+            yield mv[:n]
 
     def _esp_in(self, data: memoryview | bytes) -> None:
         if len(data) < 8:
@@ -960,6 +1014,11 @@ class UserspaceBackend(KernelBackend):
         for a in self._ah.values():
             a.close()
         self._ah.clear()
+        self._close_tun()
+
+    def _close_tun(self) -> None:
+        if self._tun_prio != self._tun_fd:
+            os.close(self._tun_prio)
         os.close(self._tun_fd)
 
 

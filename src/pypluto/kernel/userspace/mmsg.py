@@ -1,0 +1,154 @@
+"""Several datagrams per system call on one socket: Linux ``sendmmsg(2)`` / ``recvmmsg(2)``.
+
+Python's socket module has neither, and no maintained binding exists, so the
+C library is called through :mod:`ctypes` (which releases the GIL for the
+call).  Plain ESP (IP protocol 50, RFC 4303) travels on a raw socket, which has
+no UDP GSO/GRO: without these calls every packet costs one system call, one
+Python call with its address parsing, and one release and re-acquisition of
+the GIL, which another packet thread then takes.
+
+Each thread uses its own :class:`Batch` (buffers are reused, never shared).
+Packets are copied into fixed slots of one preallocated buffer; anything
+larger than a slot is left to the caller's per-packet path on sending; on
+receiving, a datagram larger than a slot is cut (its ICV check then fails).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+import socket
+import struct
+import threading
+from typing import Any
+
+SLOTS = 64
+SLOT = 9216  # bytes per packet slot: an ESP packet of a jumbo-frame link with its IP header
+
+
+class _IOVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+
+
+class _MMsgHdr(ctypes.Structure):
+    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
+
+
+def _libc() -> tuple[Any, Any]:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        send, recv = libc.sendmmsg, libc.recvmmsg
+    except (OSError, AttributeError):
+        return None, None
+    send.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+    send.restype = ctypes.c_int
+    recv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
+                     ctypes.c_void_p]
+    recv.restype = ctypes.c_int
+    return send, recv
+
+
+_SENDMMSG, _RECVMMSG = _libc()
+AVAILABLE = _SENDMMSG is not None and _RECVMMSG is not None
+MSG_DONTWAIT = 0x40
+_U32 = struct.Struct("=I")
+
+
+@functools.lru_cache(maxsize=1024)
+def sockaddr(addr: tuple[str, int]) -> bytes:
+    """The C ``sockaddr_in`` / ``sockaddr_in6`` for (address, port)."""
+    host, port = addr[0], addr[1]
+    if ":" in host:
+        return struct.pack("=H", socket.AF_INET6) + struct.pack(
+            "!HI16sI", port, 0, socket.inet_pton(socket.AF_INET6, host), 0)
+    return (struct.pack("=H", socket.AF_INET) + struct.pack("!H", port)
+            + socket.inet_aton(host) + bytes(8))
+
+
+class Batch:
+    """The buffers of one thread for :meth:`send` and :meth:`recv`."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(SLOTS * SLOT)
+        self.view = memoryview(self.buf)
+        base = ctypes.addressof((ctypes.c_char * len(self.buf)).from_buffer(self.buf))
+        self.iov = (_IOVec * SLOTS)()
+        self.hdrs = (_MMsgHdr * SLOTS)()
+        self._hdrs_addr = ctypes.addressof(self.hdrs)
+        self.names = (ctypes.c_char * (SLOTS * 28))()  # recv: the senders' addresses
+        for i in range(SLOTS):
+            self.iov[i].base = base + i * SLOT
+            self.iov[i].len = SLOT
+            h = self.hdrs[i].hdr
+            h.iov = ctypes.addressof(self.iov[i])
+            h.iovlen = 1
+        self._name = ctypes.create_string_buffer(28)
+        self._name_key = b""
+        self._mode = ""
+
+    def send(self, fd: int, name: bytes, wires: list[bytes]) -> int:
+        """Send ``wires`` (each at most SLOT bytes) to ``name`` (:func:`sockaddr`) in
+        one call; returns how many the kernel took (raises OSError when none)."""
+        n = min(len(wires), SLOTS)
+        if self._mode != "send" or name != self._name_key:
+            self._name.raw = name
+            self._name_key = name
+            self._mode = "send"
+            addr = ctypes.addressof(self._name)
+            for i in range(SLOTS):
+                h = self.hdrs[i].hdr
+                h.name = addr
+                h.namelen = len(name)
+        buf = self.buf
+        iov = self.iov
+        off = 0
+        for i in range(n):
+            w = wires[i]
+            ln = len(w)
+            buf[off:off + ln] = w
+            iov[i].len = ln
+            off += SLOT
+        sent = _SENDMMSG(fd, self._hdrs_addr, n, MSG_DONTWAIT)
+        if sent < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return int(sent)
+
+    def recv(self, fd: int, count: int = SLOTS) -> list[memoryview]:
+        """Up to ``count`` datagrams in one call (an empty list when none is waiting).
+
+        The views point into this batch's buffer: use them before the next call."""
+        count = min(count, SLOTS)
+        if self._mode != "recv":
+            self._mode = "recv"
+            for i in range(SLOTS):
+                h = self.hdrs[i].hdr
+                h.name = None
+                h.namelen = 0
+                self.iov[i].len = SLOT
+        got = _RECVMMSG(fd, self._hdrs_addr, count, MSG_DONTWAIT, None)
+        if got <= 0:
+            return []
+        view = self.view
+        hdrs = self.hdrs
+        return [view[i * SLOT:i * SLOT + hdrs[i].len] for i in range(got)]
+
+
+_local = threading.local()
+
+
+def batch() -> Batch:
+    """This thread's :class:`Batch`."""
+    b: Batch | None = getattr(_local, "batch", None)
+    if b is None:
+        b = _local.batch = Batch()
+    return b

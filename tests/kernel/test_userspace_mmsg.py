@@ -1,0 +1,101 @@
+"""sendmmsg/recvmmsg batches (kernel/userspace/mmsg.py) and the sparse-traffic test of tun.py."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+import pytest
+
+from pypluto.kernel.userspace import mmsg
+from pypluto.kernel.userspace.tun import is_sparse
+
+
+def test_the_c_library_has_both_calls() -> None:
+    assert mmsg.AVAILABLE  # glibc and musl on Linux do; without them the plane sends one by one
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    return tx, rx
+
+
+def test_one_sendmmsg_delivers_every_datagram_in_order_and_recvmmsg_returns_them() -> None:
+    tx, rx = _pair()
+    try:
+        wires = [bytes([i]) * (100 + i) for i in range(40)]
+        assert mmsg.Batch().send(tx.fileno(), mmsg.sockaddr(rx.getsockname()), wires) == 40
+        got = [bytes(v) for v in mmsg.Batch().recv(rx.fileno(), 64)]
+        assert got == wires
+        assert mmsg.Batch().recv(rx.fileno(), 64) == []  # nothing left: no block, no error
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_recv_takes_at_most_count_and_leaves_the_rest() -> None:
+    tx, rx = _pair()
+    try:
+        b = mmsg.Batch()
+        assert b.send(tx.fileno(), mmsg.sockaddr(rx.getsockname()),
+                      [b"a", b"bb", b"ccc"]) == 3
+        assert [bytes(v) for v in b.recv(rx.fileno(), 2)] == [b"a", b"bb"]
+        assert [bytes(v) for v in b.recv(rx.fileno(), 2)] == [b"ccc"]
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_a_batch_is_per_thread_and_reused_within_one() -> None:
+    mine = mmsg.batch()
+    assert mmsg.batch() is mine
+    other: list[mmsg.Batch] = []
+    t = threading.Thread(target=lambda: other.append(mmsg.batch()))
+    t.start()
+    t.join()
+    assert other and other[0] is not mine
+
+
+def test_send_on_a_closed_descriptor_raises_oserror() -> None:
+    tx, rx = _pair()
+    name = mmsg.sockaddr(rx.getsockname())
+    fd = tx.fileno()
+    tx.close()
+    rx.close()
+    with pytest.raises(OSError):
+        mmsg.Batch().send(fd, name, [b"x"])
+
+
+def test_sockaddr_layouts() -> None:
+    v4 = mmsg.sockaddr(("192.0.2.7", 4500))
+    assert len(v4) == 16
+    assert struct.unpack_from("=H", v4)[0] == socket.AF_INET
+    assert v4[2:8] == struct.pack("!H", 4500) + bytes([192, 0, 2, 7])
+    v6 = mmsg.sockaddr(("2001:db8::1", 0))
+    assert len(v6) == 28
+    assert struct.unpack_from("=H", v6)[0] == socket.AF_INET6
+    assert v6[8:24] == socket.inet_pton(socket.AF_INET6, "2001:db8::1")
+
+
+def _ip4(proto: int, size: int) -> bytes:
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, 0, 0, 64, proto, 0,
+                       bytes(4), bytes(4)) + bytes(size - 20)
+
+
+def _ip6(nh: int, size: int) -> bytes:
+    return struct.pack("!IHBB16s16s", 6 << 28, size - 40, nh, 64, bytes(16),
+                       bytes(16)) + bytes(size - 40)
+
+
+def test_sparse_traffic_is_icmp_and_small_udp_only() -> None:
+    assert is_sparse(_ip4(1, 84))  # ping
+    assert is_sparse(_ip6(58, 104))  # ping6
+    assert is_sparse(_ip4(17, 76))  # a DNS query
+    assert not is_sparse(_ip4(17, 1400))  # bulk UDP
+    assert not is_sparse(_ip4(6, 52))  # a TCP ACK stays with its flow's data
+    assert not is_sparse(_ip6(6, 1400))
+    assert not is_sparse(b"\x45" + bytes(10))  # too short to tell
