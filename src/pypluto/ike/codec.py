@@ -35,8 +35,9 @@ def peek(data: bytes) -> IKEHeader:
     return wm.peek_header(data)
 
 
-def parse(data: bytes) -> wm.Message:
-    return wm.parse_message(data)
+def parse(data: bytes, hdr: IKEHeader | None = None) -> wm.Message:
+    """The message; ``hdr`` is what ``peek`` returned for the same bytes, if known."""
+    return wm.parse_message(data, hdr)
 
 
 def first(payloads: Sequence[Payload], cls: type[P], ptype: int | None = None) -> P | None:

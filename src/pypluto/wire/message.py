@@ -65,6 +65,9 @@ __all__ = [
 _HEADER = struct.Struct("!8s8sBBBBII")
 _GENERIC = struct.Struct("!BBH")
 _FLAG_BITS = HeaderFlag.RESPONSE | HeaderFlag.VERSION | HeaderFlag.INITIATOR
+# the members by value, for the hot paths (what enum_or_int returns, without its call)
+_PAYLOAD_TYPES: dict[int, int] = {m.value: m for m in PayloadType}
+_EXCHANGES: dict[int, int] = {m.value: m for m in ExchangeType}
 
 # Errors of the standard library that malformed input could provoke; the codec
 # is written not to rely on them, and turns any that slip through into InvalidSyntax.
@@ -91,10 +94,10 @@ def peek_header(data: bytes) -> IKEHeader:
     return IKEHeader(
         spi_i,
         spi_r,
-        enum_or_int(PayloadType, nxt),
+        _PAYLOAD_TYPES.get(nxt, nxt),
         ver >> 4,
         ver & 0x0F,
-        enum_or_int(ExchangeType, exch),
+        _EXCHANGES.get(exch, exch),
         flags,
         msgid,
         length,
@@ -272,9 +275,9 @@ def _parse_chain(
                     e.header = header
                 raise
             if ptype in _TYPED_BY_HEADER and isinstance(payload, IDPayload | TSPayload):
-                payload.payload_type = enum_or_int(PayloadType, ptype)
+                payload.payload_type = _PAYLOAD_TYPES.get(ptype, ptype)
             if ptype in _SK_TYPES and isinstance(payload, SKPayload | SKFPayload):
-                payload.first_inner = enum_or_int(PayloadType, nxt)
+                payload.first_inner = _PAYLOAD_TYPES.get(nxt, nxt)
                 aad_end = pos + GENERIC_HEADER_SIZE + (4 if ptype == PayloadType.SKF else 0)
                 payload.aad = data[:aad_end]
                 nxt = PayloadType.NONE
@@ -335,16 +338,20 @@ def parse_payloads(first: int, data: bytes) -> list[Payload]:
         raise InvalidSyntax(f"malformed payload chain: {e}") from None
 
 
-def parse_message(data: bytes) -> Message:
+def parse_message(data: bytes, header: IKEHeader | None = None) -> Message:
     """Parse an IKE message: header plus unencrypted chain (RFC 7296 §3.1, §3.2).
 
+    ``header``: what :func:`peek_header` returned for these very bytes, when the
+    caller has it (the header is then not read twice).
     Raises :class:`InvalidMajorVersion`, :class:`UnsupportedCriticalPayload` or
     :class:`InvalidSyntax`; nothing else.
     """
-    header: IKEHeader | None = None
     try:
-        data = bytes(data)
-        header = peek_header(data)
+        if type(data) is not bytes:
+            data = bytes(data)
+            header = None
+        if header is None:
+            header = peek_header(data)
         if header.major_version != IKE_MAJOR_VERSION:
             raise InvalidMajorVersion(header.major_version, header=header)
         if header.length != len(data):

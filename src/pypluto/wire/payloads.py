@@ -70,6 +70,7 @@ __all__ = [
 
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
+_U16X2 = struct.Struct("!HH")
 _TRANSFORM_HDR = struct.Struct("!BBHBBH")  # RFC 7296 §3.3.2
 _PROPOSAL_HDR = struct.Struct("!BBHBBBB")  # RFC 7296 §3.3.1
 _ATTR_HDR = struct.Struct("!HH")  # RFC 7296 §3.3.5
@@ -77,6 +78,10 @@ _TTYPES: dict[int, int] = {int(m): m for m in TransformType}
 _PROTOCOLS: dict[int, int] = {int(m): m for m in ProtocolID}
 _KEY_LENGTH = int(TransformAttr.KEY_LENGTH)
 _NOTIFY_HDR = struct.Struct("!BBH")  # RFC 7296 §3.10
+# members by value for the hot parsers (enum_or_int's answer without its call)
+_NOTIFY_TYPES: dict[int, int] = {m.value: m for m in NotifyType}
+_ID_TYPES: dict[int, int] = {m.value: m for m in IDType}
+_AUTH_METHODS: dict[int, int] = {m.value: m for m in AuthMethod}
 
 NONCE_MIN = 16  # RFC 7296 §3.9
 NONCE_MAX = 256
@@ -524,6 +529,9 @@ class KEPayload(Payload):
 
     @classmethod
     def parse(cls, body: bytes) -> KEPayload:
+        if len(body) > 4:  # the common case: one struct call, no reader
+            group, reserved = _U16X2.unpack_from(body, 0)
+            return cls(group, body[4:], reserved=reserved)
         r = _Reader(body, "KE payload")
         group = r.u16("DH group")
         reserved = r.u16("reserved")
@@ -557,6 +565,14 @@ class IDPayload(Payload):
 
     @classmethod
     def parse(cls, body: bytes) -> IDPayload:
+        if len(body) > 4:  # the common case: one struct call, no reader
+            word = _U32.unpack_from(body, 0)[0]
+            id_type = word >> 24
+            data = body[4:]
+            size = _ID_SIZES.get(id_type)
+            if size is not None and len(data) != size:
+                raise InvalidSyntax(f"ID payload: type {id_type} needs {size} bytes")
+            return cls(_ID_TYPES.get(id_type, id_type), data, reserved=word & 0xFFFFFF)
         r = _Reader(body, "ID payload")
         id_type = r.u8("ID type")
         reserved = r.u24("reserved")
@@ -566,7 +582,7 @@ class IDPayload(Payload):
             _check(len(data) == size, f"ID payload: type {id_type} needs {size} bytes")
         elif id_type != IDType.ID_NULL:
             _check(len(data) > 0, f"ID payload: type {id_type} with empty data")
-        return cls(enum_or_int(IDType, id_type), data, reserved=reserved)
+        return cls(_ID_TYPES.get(id_type, id_type), data, reserved=reserved)
 
     def serialize(self) -> bytes:
         return (
@@ -640,12 +656,16 @@ class AuthPayload(Payload):
 
     @classmethod
     def parse(cls, body: bytes) -> AuthPayload:
+        if len(body) > 4:  # the common case: one struct call, no reader
+            word = _U32.unpack_from(body, 0)[0]
+            method = word >> 24
+            return cls(_AUTH_METHODS.get(method, method), body[4:], reserved=word & 0xFFFFFF)
         r = _Reader(body, "AUTH payload")
         method = r.u8("auth method")
         reserved = r.u24("reserved")
         data = r.rest()
         _check(len(data) > 0, "AUTH payload: empty authentication data")
-        return cls(enum_or_int(AuthMethod, method), data, reserved=reserved)
+        return cls(_AUTH_METHODS.get(method, method), data, reserved=reserved)
 
     def serialize(self) -> bytes:
         return (
@@ -722,7 +742,7 @@ class NotifyPayload(Payload):
             return cls(
                 _PROTOCOLS.get(protocol, protocol),
                 body[4 : 4 + spi_size],
-                enum_or_int(NotifyType, ntype),
+                _NOTIFY_TYPES.get(ntype, ntype),
                 body[4 + spi_size :],
             )
         r = _Reader(body, "Notify payload")

@@ -390,7 +390,7 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     if not go_on:
         return acts
     try:
-        msg = codec.parse(data)
+        msg = codec.parse(data, hdr)
     except WireError as e:
         acts.append(Log(f"malformed IKE_SA_INIT from {remote}: {e}", level="warning"))
         return acts + _stateless(ctx, hdr, local, remote, [codec.notify(e.notify)])
