@@ -198,15 +198,19 @@ class Engine:
             self.stats.events["child.failed"] += 1
 
     @staticmethod
-    def log(acts: list[Action], msg: str, obj: IKESA | ChildSA | None = None,
-            level: str = "info", debug_class: str = "base") -> None:
+    def log(acts: list[Action], msg: str | Callable[[], str],
+            obj: IKESA | ChildSA | None = None, level: str = "info",
+            debug_class: str = "base") -> None:
+        """Append a Log; ``msg`` may be a callable that formats the text when it is read."""
         conn = serial = remote = None
         if obj is not None:
             conn, serial = obj.conn.name, obj.serial
             ike = obj if isinstance(obj, IKESA) else obj.parent
             remote = ike.remote if ike is not None else None  # PLUTO_PEER (daemon/journal.py)
-        acts.append(Log(msg, level=level, conn=conn, serial=serial, remote=remote,
-                        debug_class=debug_class))
+        if isinstance(msg, str):
+            acts.append(Log(msg, level, conn, serial, remote, debug_class))
+        else:
+            acts.append(Log.lazy(msg, level, conn, serial, remote, debug_class))
 
     # ------------------------------------------------------------------ timer heap
     def schedule(self, ike: IKESA) -> None:
@@ -950,8 +954,15 @@ class Engine:
                             f"unknown IKE SA from {remote}", remote)
             if hdr.initiator == ike.initiator:
                 return _dbg("dropping message with the wrong I flag", remote)
-            return self.guarded(ike, now, f"while processing a message from {remote}",
-                                lambda: self.tm.on_message(ike, data, hdr, local, remote, now))
+            # guarded(), inlined: the hot path formats no "where" text it does not need
+            try:
+                acts = self.tm.on_message(ike, data, hdr, local, remote, now)
+            except Exception as e:
+                acts = self.internal_error(ike, e, now,
+                                           f"while processing a message from {remote}")
+            if self.traps.flows:
+                acts += self._trap_outcomes(acts, now)
+            return acts
         except Exception as e:  # a bug outside any IKE SA must never kill the daemon
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
             return [Log(f"internal error while processing packet from {remote}: "

@@ -351,10 +351,12 @@ def established(ctx: IKEContext, ike: IKESA, now: float, how: str = "") -> list[
     assert c is not None and ike.remote_id is not None
     if not how or how == "authby=secret":
         how = "authby=" + ("null" if is_null_auth(conn) else "secret")
-    ctx.log(acts, f"established IKE SA; authenticated peer using {how} and "
-            f"{id_desc(ike.remote_id)}", ike)
-    ctx.log(acts, f"IKE SA {c.encr_name()}{'-' + c.integ_name() if c.integ else ''}-"
-            f"{c.prf_name()}-{c.ke_name()} {ike.local}<=>{ike.remote}", ike, level="debug")
+    # formatted when read (issue 18): only values that no longer change are captured
+    peer, local, remote = ike.remote_id, ike.local, ike.remote
+    ctx.log(acts, lambda: f"established IKE SA; authenticated peer using {how} and "
+            f"{id_desc(peer)}", ike)
+    ctx.log(acts, lambda: f"IKE SA {c.encr_name()}{'-' + c.integ_name() if c.integ else ''}-"
+            f"{c.prf_name()}-{c.ke_name()} {local}<=>{remote}", ike, level="debug")
     ctx.stats.ike_established(c.encr, c.integ, c.ke)
     acts.append(ConnectionEvent(EventKind.IKE_ESTABLISHED, conn.name, ike.serial))
     return acts

@@ -525,7 +525,7 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
     nat = ""
     if nat_l or nat_r:
         nat = "; NAT detected (" + ("local" if nat_l else "remote") + ")"
-    ctx.log(acts, f"responding to IKE_SA_INIT from {remote} with {chosen.encr_name()}"
+    ctx.log(acts, lambda: f"responding to IKE_SA_INIT from {remote} with {chosen.encr_name()}"
             f"{'-' + chosen.integ_name() if chosen.integ else ''}-{chosen.prf_name()}-"
-            f"{chosen.ke_name()}{nat}", ike)
+            f"{chosen.ke_name()}{nat}", ike)  # formatted when read (issue 18)
     return acts + acts_send
