@@ -10,6 +10,7 @@ Child SA only: NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -63,12 +64,18 @@ def _psk(ctx: IKEContext, ike: IKESA, local_id: Identity, remote_id: Identity
         return None
 
 
+@functools.lru_cache(maxsize=256)
+def _auth_words(value: str) -> frozenset[str]:
+    """The words of an ``authby=`` / ``leftauth=`` value (a few distinct strings)."""
+    return frozenset(w for w in re.split(r"[\s,|]+", value.lower()) if w)
+
+
 def auth_method(conn: Connection, local: bool) -> str:
     """The method one side authenticates with: ``leftauth=``/``rightauth=``, else
     ``authby=`` (Libreswan's asymmetric authentication); "" when it is neither PSK nor
     NULL (RFC 7619), the methods pypluto has (the config layer refuses the others)."""
     end = conn.local if local else conn.remote
-    words = {w for w in re.split(r"[\s,|]+", (end.auth or conn.authby or "").lower()) if w}
+    words = _auth_words(end.auth or conn.authby or "")
     if words == {"null"}:
         return "null"
     if auth_sig.local_sig(conn) if local else auth_sig.remote_sig(conn):
@@ -79,7 +86,7 @@ def auth_method(conn: Connection, local: bool) -> str:
 def _peer_may_use(conn: Connection, method: int) -> bool:
     """The peer's AUTH method is one its end allows (``rightauth=``, else ``authby=``)."""
     end = conn.remote
-    words = {w for w in re.split(r"[\s,|]+", (end.auth or conn.authby or "").lower()) if w}
+    words = _auth_words(end.auth or conn.authby or "")
     if method in auth_sig.SIG_METHODS:
         return auth_sig.remote_sig(conn)
     if is_null_auth(conn):
