@@ -110,21 +110,7 @@ def sa(proposals: Proposals) -> wp.SAPayload:
 
 def sa_tuples(p: wp.SAPayload) -> Proposals:
     """(number, protocol, SPI, [(type, id, key bits)]) per proposal (RFC 7296 §3.3)."""
-    out: Proposals = []
-    for pr in p.proposals:
-        ts: list[tuple[int, int, int | None]] = []
-        for t in pr.transforms:
-            bits = None
-            for a in t.attributes:  # Transform.key_length, inlined (hot path)
-                if a.type == _KEY_LENGTH and isinstance(a.value, int):
-                    bits = a.value
-                    break
-            ts.append((int(t.type), int(t.id), bits))
-        out.append((pr.number, int(pr.protocol_id), bytes(pr.spi), ts))
-    return out
-
-
-_KEY_LENGTH = 14  # RFC 7296 §3.3.5 Key Length attribute
+    return p.proposal_tuples()
 
 
 def ke(group: int, data: bytes) -> wp.KEPayload:
