@@ -147,7 +147,23 @@ def ts_payload(ptype: int, tss: list[TS]) -> wp.TSPayload:
 
 
 def ts_list(p: wp.TSPayload) -> list[TS] | None:
-    """Selectors of a TS payload; None if any is malformed or of an unknown type."""
+    """Selectors of a TS payload; None if any is malformed or of an unknown type.
+
+    The answer is kept on the payload for the next call (the responder reads the
+    same TS payloads to pick a connection and then to answer; issue 18), as long as
+    its selector list is the same list of the same length.
+    """
+    sels = p.selectors
+    memo = p.__dict__.get("_ts_list")
+    if memo is not None and memo[0] is sels and memo[1] == len(sels):
+        got = memo[2]
+        return None if got is None else list(got)
+    got = _ts_list(p)
+    p.__dict__["_ts_list"] = (sels, len(sels), None if got is None else tuple(got))
+    return got
+
+
+def _ts_list(p: wp.TSPayload) -> list[TS] | None:
     out = []
     for s in p.selectors:
         if not isinstance(s, wp.TrafficSelector):
