@@ -635,16 +635,22 @@ class Engine:
                                      child.encap is not None)
         mode = "tunnel" if child.mode == "tunnel" else "transport"
         encap = "ESPinUDP" if child.encap else child.protocol.upper()
-        alg = "-".join(n for n in (c.encr_name(), c.integ_name()) if n)
-        if c.ke:
-            alg += "-" + c.ke_name()
-        nat = ""
-        if child.encap:
-            nat = f" NATOA=none NATD={ike.remote}"
-        self.log(acts, "established Child SA; IPsec "
-                 f"{mode} [{tsmod.fmt(child.local_ts)}==={tsmod.fmt(child.remote_ts)}] "
-                 f"{{{encap}=>0x{child.spi_out:08x} <0x{child.spi_in:08x} xfrm={alg}"
-                 f"{nat} DPD={'active' if conn.dpddelay else 'passive'}}}", child)
+        # the text is formatted when read (issue 18), from the values of now
+        lts, rts, spi_out, spi_in = child.local_ts, child.remote_ts, child.spi_out, child.spi_in
+        natd = ike.remote if child.encap else None
+        dpd = "active" if conn.dpddelay else "passive"
+
+        def text() -> str:
+            alg = "-".join(n for n in (c.encr_name(), c.integ_name()) if n)
+            if c.ke:
+                alg += "-" + c.ke_name()
+            nat = f" NATOA=none NATD={natd}" if natd is not None else ""
+            return ("established Child SA; IPsec "
+                    f"{mode} [{tsmod.fmt(lts)}==={tsmod.fmt(rts)}] "
+                    f"{{{encap}=>0x{spi_out:08x} <0x{spi_in:08x} xfrm={alg}"
+                    f"{nat} DPD={dpd}}}")
+
+        self.log(acts, text, child)
         if fresh:
             acts += self._updown(child, up=True)
         acts.append(ConnectionEvent(EventKind.CHILD_ESTABLISHED, conn.name, child.serial))
