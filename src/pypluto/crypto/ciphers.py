@@ -168,6 +168,26 @@ class Aead:
             raise IntegrityError("integrity check failed") from e
 
 
+# cryptography's AEAD classes that take the whole nonce (salt‖IV) and append the full
+# ICV themselves: what ``Aead`` wraps for these transforms, with nothing in between.
+_FAST_AEADS: dict[int, type[AESGCM] | type[ChaCha20Poly1305]] = {
+    Encr.AES_GCM_16: AESGCM,
+    Encr.CHACHA20_POLY1305: ChaCha20Poly1305,
+}
+
+
+def fast_aead(encr_id: int, key_size: int
+              ) -> tuple[type[AESGCM] | type[ChaCha20Poly1305], int] | None:
+    """(cryptography class, key bytes before the salt) of an AEAD ENCR transform that
+    needs no wrapper (AES-GCM with a 16-octet ICV, ChaCha20-Poly1305), else None.
+
+    ``cls(key).encrypt(salt + iv8, plaintext, aad)`` is then ``Aead.seal``;
+    ``decrypt`` raises cryptography's ``InvalidTag`` for a bad ICV.
+    """
+    cls = _FAST_AEADS.get(encr_id)
+    return None if cls is None else (cls, key_size)
+
+
 def make_aead(encr_id: int, key_with_salt: bytes) -> Aead:
     """An :class:`Aead` for an AEAD ENCR transform; key material is key‖salt."""
     return Aead(encr_id, key_with_salt)

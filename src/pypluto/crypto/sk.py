@@ -29,10 +29,12 @@ import os
 import struct
 from collections.abc import Callable
 
+from cryptography.exceptions import InvalidTag
+
 from pypluto.iana import TransformType
 
 from . import registry
-from .ciphers import Aead, BlockCipher, make_integ
+from .ciphers import Aead, BlockCipher, fast_aead, make_integ
 from .errors import CryptoError, IntegrityError, UnsupportedAlgorithm
 from .keys import encr_key_bytes
 
@@ -55,7 +57,7 @@ class SKProtector:
 
     __slots__ = (
         "encr_id", "aead", "iv_size", "icv_size", "block_size",
-        "_encr_key", "_integ_id", "_integ_key", "_counter", "_rng",
+        "_encr_key", "_integ_id", "_integ_key", "_counter", "_rng", "_fast",
     )
 
     def __init__(
@@ -85,6 +87,9 @@ class SKProtector:
                 raise CryptoError("an AEAD transform takes no INTEG transform (RFC 5282 §8)")
             self._integ_id = 0
             self.icv_size = alg.icv_size
+            # the cryptography class itself for the common AEADs: per message it is
+            # built straight from the key, without Aead's lookups and checks (issue 18)
+            self._fast = fast_aead(self.encr_id, len(encr_key) - alg.salt_size)
             # RFC 5282 §3.1: the IV must not repeat under one key; a counter
             # started at a random point guarantees that for 2^64 messages.
             # itertools.count's next() is atomic, so threads may share a protector.
@@ -92,6 +97,7 @@ class SKProtector:
         else:
             if not integ_id:
                 raise CryptoError(f"{alg.iana_name} needs an INTEG transform")
+            self._fast = None
             self._integ_id = int(integ_id)
             self.icv_size = make_integ(integ_id, integ_key).icv_size
             self._counter = itertools.count()
@@ -126,6 +132,11 @@ class SKProtector:
             raise CryptoError("wrong IV length")
         padlen = self._padded(len(plaintext)) - len(plaintext) - 1
         data = plaintext + bytes(padlen) + bytes((padlen,))
+        fast = self._fast
+        if fast is not None:
+            ks = fast[1]
+            key = self._encr_key
+            return iv + fast[0](key[:ks]).encrypt(key[ks:] + iv, data, aad)
         if self.aead:
             return iv + Aead(self.encr_id, self._encr_key).seal(iv, data, aad)
         ct = iv + BlockCipher(self.encr_id, self._encr_key).encrypt(iv, data)
@@ -137,7 +148,15 @@ class SKProtector:
         if len(body) < ivs + icvs + 1:
             raise IntegrityError(_FAIL)
         iv = body[:ivs]
-        if self.aead:
+        fast = self._fast
+        if fast is not None:
+            ks = fast[1]
+            key = self._encr_key
+            try:
+                data = fast[0](key[:ks]).decrypt(key[ks:] + iv, body[ivs:], aad)
+            except (InvalidTag, ValueError) as e:
+                raise IntegrityError(_FAIL) from e
+        elif self.aead:
             data = Aead(self.encr_id, self._encr_key).open(iv, body[ivs:], aad)
         else:
             ct = body[ivs : len(body) - icvs]

@@ -88,23 +88,77 @@ class DelPolicy:
     policy: PolicyParams
 
 
-@dataclass
 class Log:
     """One log line in pluto's style.
 
     ``level`` is "info", "warning", "error" or "debug" (debug lines get the
     ``| `` prefix from the daemon's logger); ``conn`` and ``serial`` produce the
     ``"conn" #N: `` prefix; ``debug_class`` names the ``--debug`` class.
+
+    ``message`` is either given as a string or made on first reading from a
+    zero-argument callable (``Log.lazy``): the engine then formats no text that
+    nobody reads (a debug line with debugging off, a line the limiter drops;
+    issue 18).  The attributes, constructor, equality and ``repr`` are those the
+    dataclass this was had.
     """
 
-    message: str
-    level: str = "info"
-    conn: str | None = None
-    serial: int | None = None
-    remote: Endpoint | None = None
-    debug_class: str = "base"
-    # an internal error's formatted traceback: for the crash report, not the log line
-    traceback: str = field(default="", repr=False)
+    __slots__ = ("_message", "_make", "level", "conn", "serial", "remote", "debug_class",
+                 "traceback")
+    __match_args__ = ("message", "level", "conn", "serial", "remote", "debug_class", "traceback")
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __init__(self, message: str, level: str = "info", conn: str | None = None,
+                 serial: int | None = None, remote: Endpoint | None = None,
+                 debug_class: str = "base", traceback: str = "") -> None:
+        self._message: str | None = message
+        self._make: Callable[[], str] | None = None
+        self.level = level
+        self.conn = conn
+        self.serial = serial
+        self.remote = remote
+        self.debug_class = debug_class
+        # an internal error's formatted traceback: for the crash report, not the log line
+        self.traceback = traceback
+
+    @classmethod
+    def lazy(cls, make: Callable[[], str], level: str = "info", conn: str | None = None,
+             serial: int | None = None, remote: Endpoint | None = None,
+             debug_class: str = "base") -> Log:
+        """A line whose text ``make()`` formats when ``message`` is first read."""
+        log = cls("", level, conn, serial, remote, debug_class)
+        log._message = None
+        log._make = make
+        return log
+
+    @property
+    def message(self) -> str:
+        m = self._message
+        if m is None:
+            make = self._make
+            assert make is not None
+            m = self._message = make()
+            self._make = None
+        return m
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self._message = value
+        self._make = None
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.message, self.level, self.conn, self.serial, self.remote,
+                self.debug_class, self.traceback)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Log)
+        return self._key() == other._key()
+
+    def __repr__(self) -> str:
+        return (f"Log(message={self.message!r}, level={self.level!r}, conn={self.conn!r}, "
+                f"serial={self.serial!r}, remote={self.remote!r}, "
+                f"debug_class={self.debug_class!r})")
 
 
 class EventKind(StrEnum):

@@ -35,8 +35,9 @@ def peek(data: bytes) -> IKEHeader:
     return wm.peek_header(data)
 
 
-def parse(data: bytes) -> wm.Message:
-    return wm.parse_message(data)
+def parse(data: bytes, hdr: IKEHeader | None = None) -> wm.Message:
+    """The message; ``hdr`` is what ``peek`` returned for the same bytes, if known."""
+    return wm.parse_message(data, hdr)
 
 
 def first(payloads: Sequence[Payload], cls: type[P], ptype: int | None = None) -> P | None:
@@ -109,21 +110,7 @@ def sa(proposals: Proposals) -> wp.SAPayload:
 
 def sa_tuples(p: wp.SAPayload) -> Proposals:
     """(number, protocol, SPI, [(type, id, key bits)]) per proposal (RFC 7296 §3.3)."""
-    out: Proposals = []
-    for pr in p.proposals:
-        ts: list[tuple[int, int, int | None]] = []
-        for t in pr.transforms:
-            bits = None
-            for a in t.attributes:  # Transform.key_length, inlined (hot path)
-                if a.type == _KEY_LENGTH and isinstance(a.value, int):
-                    bits = a.value
-                    break
-            ts.append((int(t.type), int(t.id), bits))
-        out.append((pr.number, int(pr.protocol_id), bytes(pr.spi), ts))
-    return out
-
-
-_KEY_LENGTH = 14  # RFC 7296 §3.3.5 Key Length attribute
+    return p.proposal_tuples()
 
 
 def ke(group: int, data: bytes) -> wp.KEPayload:
@@ -160,7 +147,23 @@ def ts_payload(ptype: int, tss: list[TS]) -> wp.TSPayload:
 
 
 def ts_list(p: wp.TSPayload) -> list[TS] | None:
-    """Selectors of a TS payload; None if any is malformed or of an unknown type."""
+    """Selectors of a TS payload; None if any is malformed or of an unknown type.
+
+    The answer is kept on the payload for the next call (the responder reads the
+    same TS payloads to pick a connection and then to answer; issue 18), as long as
+    its selector list is the same list of the same length.
+    """
+    sels = p.selectors
+    memo = p.__dict__.get("_ts_list")
+    if memo is not None and memo[0] is sels and memo[1] == len(sels):
+        got = memo[2]
+        return None if got is None else list(got)
+    got = _ts_list(p)
+    p.__dict__["_ts_list"] = (sels, len(sels), None if got is None else tuple(got))
+    return got
+
+
+def _ts_list(p: wp.TSPayload) -> list[TS] | None:
     out = []
     for s in p.selectors:
         if not isinstance(s, wp.TrafficSelector):

@@ -198,15 +198,19 @@ class Engine:
             self.stats.events["child.failed"] += 1
 
     @staticmethod
-    def log(acts: list[Action], msg: str, obj: IKESA | ChildSA | None = None,
-            level: str = "info", debug_class: str = "base") -> None:
+    def log(acts: list[Action], msg: str | Callable[[], str],
+            obj: IKESA | ChildSA | None = None, level: str = "info",
+            debug_class: str = "base") -> None:
+        """Append a Log; ``msg`` may be a callable that formats the text when it is read."""
         conn = serial = remote = None
         if obj is not None:
             conn, serial = obj.conn.name, obj.serial
             ike = obj if isinstance(obj, IKESA) else obj.parent
             remote = ike.remote if ike is not None else None  # PLUTO_PEER (daemon/journal.py)
-        acts.append(Log(msg, level=level, conn=conn, serial=serial, remote=remote,
-                        debug_class=debug_class))
+        if isinstance(msg, str):
+            acts.append(Log(msg, level, conn, serial, remote, debug_class))
+        else:
+            acts.append(Log.lazy(msg, level, conn, serial, remote, debug_class))
 
     # ------------------------------------------------------------------ timer heap
     def schedule(self, ike: IKESA) -> None:
@@ -631,16 +635,22 @@ class Engine:
                                      child.encap is not None)
         mode = "tunnel" if child.mode == "tunnel" else "transport"
         encap = "ESPinUDP" if child.encap else child.protocol.upper()
-        alg = "-".join(n for n in (c.encr_name(), c.integ_name()) if n)
-        if c.ke:
-            alg += "-" + c.ke_name()
-        nat = ""
-        if child.encap:
-            nat = f" NATOA=none NATD={ike.remote}"
-        self.log(acts, "established Child SA; IPsec "
-                 f"{mode} [{tsmod.fmt(child.local_ts)}==={tsmod.fmt(child.remote_ts)}] "
-                 f"{{{encap}=>0x{child.spi_out:08x} <0x{child.spi_in:08x} xfrm={alg}"
-                 f"{nat} DPD={'active' if conn.dpddelay else 'passive'}}}", child)
+        # the text is formatted when read (issue 18), from the values of now
+        lts, rts, spi_out, spi_in = child.local_ts, child.remote_ts, child.spi_out, child.spi_in
+        natd = ike.remote if child.encap else None
+        dpd = "active" if conn.dpddelay else "passive"
+
+        def text() -> str:
+            alg = "-".join(n for n in (c.encr_name(), c.integ_name()) if n)
+            if c.ke:
+                alg += "-" + c.ke_name()
+            nat = f" NATOA=none NATD={natd}" if natd is not None else ""
+            return ("established Child SA; IPsec "
+                    f"{mode} [{tsmod.fmt(lts)}==={tsmod.fmt(rts)}] "
+                    f"{{{encap}=>0x{spi_out:08x} <0x{spi_in:08x} xfrm={alg}"
+                    f"{nat} DPD={dpd}}}")
+
+        self.log(acts, text, child)
         if fresh:
             acts += self._updown(child, up=True)
         acts.append(ConnectionEvent(EventKind.CHILD_ESTABLISHED, conn.name, child.serial))
@@ -950,8 +960,15 @@ class Engine:
                             f"unknown IKE SA from {remote}", remote)
             if hdr.initiator == ike.initiator:
                 return _dbg("dropping message with the wrong I flag", remote)
-            return self.guarded(ike, now, f"while processing a message from {remote}",
-                                lambda: self.tm.on_message(ike, data, hdr, local, remote, now))
+            # guarded(), inlined: the hot path formats no "where" text it does not need
+            try:
+                acts = self.tm.on_message(ike, data, hdr, local, remote, now)
+            except Exception as e:
+                acts = self.internal_error(ike, e, now,
+                                           f"while processing a message from {remote}")
+            if self.traps.flows:
+                acts += self._trap_outcomes(acts, now)
+            return acts
         except Exception as e:  # a bug outside any IKE SA must never kill the daemon
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
             return [Log(f"internal error while processing packet from {remote}: "

@@ -215,8 +215,19 @@ def _accept_lists(spec: ProposalSpec, ike: bool, esn: str, pfs_group: int | None
     return encr, acc
 
 
+# choose() is a pure function of the peer's proposals (SPIs aside) and our specs: its
+# answers for recent inputs are kept (issue 18), as (the specs they were for, the index
+# of the chosen peer proposal and the Chosen without SPI and number) or None.  The key
+# holds the specs by identity (a tuple of frozen specs hashes slowly); a hit is used only
+# when the stored specs are equal (identical, in practice) to the caller's.
+_CHOICES_MAX = 1024
+_Peer = list[tuple[int, int, bytes, list[tuple[int, int, int | None]]]]
+_CHOICES: dict[tuple[object, ...],
+               tuple[tuple[ProposalSpec, ...], tuple[int, Chosen] | None]] = {}
+
+
 def choose(
-    peer: list[tuple[int, int, bytes, list[tuple[int, int, int | None]]]],
+    peer: _Peer,
     specs: tuple[ProposalSpec, ...],
     protocol: int,
     *,
@@ -230,7 +241,26 @@ def choose(
     KE transform must be absent or NONE; otherwise it is the IKE SA's group, used when
     ``esp=`` names none.  Unknown transform types or IDs never match.
     """
-    for num, proto, spi, transforms in peer:
+    key = (tuple([(num, proto, len(spi), tuple(ts)) for num, proto, spi, ts in peer]),
+           tuple([id(sp) for sp in specs]), protocol, ike, esn, pfs_group)
+    hit = _CHOICES.get(key)
+    if hit is None or hit[0] != specs:
+        hit = (specs, _choose(peer, specs, protocol, ike=ike, esn=esn, pfs_group=pfs_group))
+        if len(_CHOICES) >= _CHOICES_MAX:
+            _CHOICES.pop(next(iter(_CHOICES)))  # oldest first: a bounded FIFO
+        _CHOICES[key] = hit
+    found = hit[1]
+    if found is None:
+        return None
+    i, t = found
+    num, _, spi, _ = peer[i]
+    return Chosen(t.encr, t.encr_bits, t.prf, t.integ, t.ke, t.esn, spi, num, t.addke)
+
+
+def _choose(peer: _Peer, specs: tuple[ProposalSpec, ...], protocol: int, *, ike: bool,
+            esn: str, pfs_group: int | None) -> tuple[int, Chosen] | None:
+    """``choose``, computed: (index of the peer proposal, Chosen without SPI and number)."""
+    for i, (_num, proto, _spi, transforms) in enumerate(peer):
         if proto != protocol:
             continue
         by_type: dict[int, list[tuple[int, int | None]]] = {}
@@ -245,9 +275,7 @@ def choose(
         for spec in specs:
             c = _match(by_type, spec, ike, esn, pfs_group, protocol == ProtocolID.AH)
             if c is not None:
-                c.spi = spi
-                c.number = num
-                return c
+                return i, c
     return None
 
 

@@ -199,7 +199,7 @@ class TaskManager:
                 return _dbg(f"dropping exchange {hdr.exchange} before IKE_AUTH completed",
                             remote)
         try:
-            msg = codec.parse(data)
+            msg = codec.parse(data, hdr)
         except WireError as e:
             return _dbg(f"dropping malformed message from {remote}: {e}", remote)
         sk = msg.sk
@@ -262,7 +262,7 @@ class TaskManager:
                 hdr.message_id != o.msgid:
             return []
         try:
-            msg = codec.parse(data)
+            msg = codec.parse(data, hdr)
         except WireError as e:
             return [Log(f"dropping malformed IKE_SA_INIT response: {e}", level="debug",
                         conn=ike.conn.name, serial=ike.serial)]

@@ -65,6 +65,9 @@ __all__ = [
 _HEADER = struct.Struct("!8s8sBBBBII")
 _GENERIC = struct.Struct("!BBH")
 _FLAG_BITS = HeaderFlag.RESPONSE | HeaderFlag.VERSION | HeaderFlag.INITIATOR
+# the members by value, for the hot paths (what enum_or_int returns, without its call)
+_PAYLOAD_TYPES: dict[int, int] = {m.value: m for m in PayloadType}
+_EXCHANGES: dict[int, int] = {m.value: m for m in ExchangeType}
 
 # Errors of the standard library that malformed input could provoke; the codec
 # is written not to rely on them, and turns any that slip through into InvalidSyntax.
@@ -91,10 +94,10 @@ def peek_header(data: bytes) -> IKEHeader:
     return IKEHeader(
         spi_i,
         spi_r,
-        enum_or_int(PayloadType, nxt),
+        _PAYLOAD_TYPES.get(nxt, nxt),
         ver >> 4,
         ver & 0x0F,
-        enum_or_int(ExchangeType, exch),
+        _EXCHANGES.get(exch, exch),
         flags,
         msgid,
         length,
@@ -198,25 +201,38 @@ class Message:
     def serialize(self) -> bytes:
         """The message bytes (RFC 7296 §3.1); the length field is computed."""
         first, chain = serialize_payloads(self.payloads)
-        return _pack_header(self._header(first, IKE_HEADER_SIZE + len(chain))) + chain
+        return _pack_fields(self.spi_i, self.spi_r, first, self.minor_version, self.exchange,
+                            self.flags, self.message_id, IKE_HEADER_SIZE + len(chain)) + chain
 
 
 def _pack_header(h: IKEHeader) -> bytes:
-    if len(h.spi_i) != 8 or len(h.spi_r) != 8:
+    if h.major_version != IKE_MAJOR_VERSION:
+        try:
+            return _HEADER.pack(h.spi_i, h.spi_r, h.next_payload,
+                                (h.major_version << 4) | h.minor_version, h.exchange, h.flags,
+                                h.message_id, h.length)
+        except struct.error as e:
+            raise EncodeError(f"IKE header field out of range: {e}") from None
+    return _pack_fields(h.spi_i, h.spi_r, h.next_payload, h.minor_version, h.exchange, h.flags,
+                        h.message_id, h.length)
+
+
+def _pack_fields(spi_i: bytes, spi_r: bytes, next_payload: int, minor_version: int,
+                 exchange: int, flags: int, message_id: int, length: int) -> bytes:
+    """An IKEv2 header (RFC 7296 §3.1) from its fields, without an IKEHeader object."""
+    if len(spi_i) != 8 or len(spi_r) != 8:
         raise EncodeError("IKE SPIs must be 8 bytes")
     try:
-        return _HEADER.pack(
-            h.spi_i,
-            h.spi_r,
-            h.next_payload,
-            (h.major_version << 4) | h.minor_version,
-            h.exchange,
-            h.flags,
-            h.message_id,
-            h.length,
-        )
+        return _HEADER.pack(spi_i, spi_r, next_payload, (IKE_MAJOR_VERSION << 4) | minor_version,
+                            exchange, flags, message_id, length)
     except struct.error as e:
         raise EncodeError(f"IKE header field out of range: {e}") from None
+
+
+def _flags(initiator: bool, response: bool, higher_version: bool) -> int:
+    """The header flags of a message we build (RFC 7296 §3.1), as ``Message.flags``."""
+    return ((HeaderFlag.RESPONSE if response else 0) | (HeaderFlag.VERSION if higher_version
+            else 0) | (HeaderFlag.INITIATOR if initiator else 0))
 
 
 # --------------------------------------------------------------------------- chains
@@ -272,9 +288,9 @@ def _parse_chain(
                     e.header = header
                 raise
             if ptype in _TYPED_BY_HEADER and isinstance(payload, IDPayload | TSPayload):
-                payload.payload_type = enum_or_int(PayloadType, ptype)
+                payload.payload_type = _PAYLOAD_TYPES.get(ptype, ptype)
             if ptype in _SK_TYPES and isinstance(payload, SKPayload | SKFPayload):
-                payload.first_inner = enum_or_int(PayloadType, nxt)
+                payload.first_inner = _PAYLOAD_TYPES.get(nxt, nxt)
                 aad_end = pos + GENERIC_HEADER_SIZE + (4 if ptype == PayloadType.SKF else 0)
                 payload.aad = data[:aad_end]
                 nxt = PayloadType.NONE
@@ -301,15 +317,19 @@ def serialize_payloads(payloads: Sequence[Payload]) -> tuple[int, bytes]:
 
 
 def _serialize_payloads(payloads: Sequence[Payload]) -> tuple[int, bytes]:
-    parts: list[bytes] = []
     n = len(payloads)
+    if not n:
+        return PayloadType.NONE, b""
+    parts: list[bytes] = []
+    pack = _GENERIC.pack
+    last = n - 1
     for i, p in enumerate(payloads):
         body = p.serialize()
         if isinstance(p, _SK_CLASSES):
-            if i != n - 1:
+            if i != last:
                 raise EncodeError("an SK/SKF payload must be the last payload")
             nxt = p.first_inner
-        elif i + 1 < n:
+        elif i < last:
             nxt = payloads[i + 1].payload_type
         else:
             nxt = PayloadType.NONE
@@ -318,11 +338,9 @@ def _serialize_payloads(payloads: Sequence[Payload]) -> tuple[int, bytes]:
             raise EncodeError(f"payload {p.payload_type} of {length} bytes is too long")
         if not 0 <= nxt <= 0xFF:
             raise EncodeError(f"payload type {nxt} out of range")
-        flags = (0x80 if p.critical else 0) | (p.header_reserved & 0x7F)
-        parts.append(_GENERIC.pack(nxt, flags, length))
+        parts.append(pack(nxt, (0x80 if p.critical else 0) | (p.header_reserved & 0x7F), length))
         parts.append(body)
-    first = payloads[0].payload_type if payloads else PayloadType.NONE
-    return first, b"".join(parts)
+    return payloads[0].payload_type, b"".join(parts)
 
 
 def parse_payloads(first: int, data: bytes) -> list[Payload]:
@@ -335,16 +353,20 @@ def parse_payloads(first: int, data: bytes) -> list[Payload]:
         raise InvalidSyntax(f"malformed payload chain: {e}") from None
 
 
-def parse_message(data: bytes) -> Message:
+def parse_message(data: bytes, header: IKEHeader | None = None) -> Message:
     """Parse an IKE message: header plus unencrypted chain (RFC 7296 §3.1, §3.2).
 
+    ``header``: what :func:`peek_header` returned for these very bytes, when the
+    caller has it (the header is then not read twice).
     Raises :class:`InvalidMajorVersion`, :class:`UnsupportedCriticalPayload` or
     :class:`InvalidSyntax`; nothing else.
     """
-    header: IKEHeader | None = None
     try:
-        data = bytes(data)
-        header = peek_header(data)
+        if type(data) is not bytes:
+            data = bytes(data)
+            header = None
+        if header is None:
+            header = peek_header(data)
         if header.major_version != IKE_MAJOR_VERSION:
             raise InvalidMajorVersion(header.major_version, header=header)
         if header.length != len(data):
@@ -397,6 +419,22 @@ def encode_sk_message(
     first, plaintext = serialize_payloads(inner)
     body_len = protector.body_length(len(plaintext))
     outer_list = list(outer)
+    if not outer_list:
+        # the usual message: header and SK generic header packed here, nothing serialized
+        # twice (what Message.serialize of [SKPayload(first, <body_len bytes>)] gives)
+        sk_len = GENERIC_HEADER_SIZE + body_len
+        if sk_len > 0xFFFF:
+            raise EncodeError(f"payload {PayloadType.SK} of {sk_len} bytes is too long")
+        if not 0 <= first <= 0xFF:
+            raise EncodeError(f"payload type {first} out of range")
+        aad = _pack_fields(
+            spi_i, spi_r, PayloadType.SK, 0, exchange,
+            _flags(initiator, response, higher_version), message_id, IKE_HEADER_SIZE + sk_len,
+        ) + _GENERIC.pack(first, 0, sk_len)
+        body = protector.encrypt(aad, plaintext)
+        if len(body) != body_len:
+            raise EncodeError(f"protector returned {len(body)} bytes, announced {body_len}")
+        return aad + body
     msg = Message(
         spi_i,
         spi_r,

@@ -70,6 +70,7 @@ __all__ = [
 
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
+_U16X2 = struct.Struct("!HH")
 _TRANSFORM_HDR = struct.Struct("!BBHBBH")  # RFC 7296 §3.3.2
 _PROPOSAL_HDR = struct.Struct("!BBHBBBB")  # RFC 7296 §3.3.1
 _ATTR_HDR = struct.Struct("!HH")  # RFC 7296 §3.3.5
@@ -77,6 +78,10 @@ _TTYPES: dict[int, int] = {int(m): m for m in TransformType}
 _PROTOCOLS: dict[int, int] = {int(m): m for m in ProtocolID}
 _KEY_LENGTH = int(TransformAttr.KEY_LENGTH)
 _NOTIFY_HDR = struct.Struct("!BBH")  # RFC 7296 §3.10
+# members by value for the hot parsers (enum_or_int's answer without its call)
+_NOTIFY_TYPES: dict[int, int] = {m.value: m for m in NotifyType}
+_ID_TYPES: dict[int, int] = {m.value: m for m in IDType}
+_AUTH_METHODS: dict[int, int] = {m.value: m for m in AuthMethod}
 
 NONCE_MIN = 16  # RFC 7296 §3.9
 NONCE_MAX = 256
@@ -425,23 +430,15 @@ class SAPayload(Payload):
         (the body without the SPI bytes, proposal headers included) holds.
         """
         key, spis = _sa_memo_key(body) if type(body) is bytes else (None, None)
-        frozen = _SA_MEMO.get(key) if key is not None else None
-        if frozen is not None and spis is not None:
-            return cls(
-                [
-                    Proposal(
-                        n,
-                        pr,
-                        spi,
-                        [
-                            Transform(tt, ti, [TransformAttribute(a, v) for a, v in at], reserved=tr)
-                            for tt, ti, tr, at in ts
-                        ],
-                        reserved=res,
-                    )
-                    for (n, pr, res, ts), spi in zip(frozen, spis, strict=True)
-                ]
-            )
+        memo = _SA_MEMO.get(key) if key is not None else None
+        if memo is not None and spis is not None:
+            # the objects are built only if ``proposals`` is read (__getattr__); the
+            # engine reads ``proposal_tuples()`` instead (issue 18)
+            sa = cls.__new__(cls)
+            sa.critical = False
+            sa.header_reserved = 0
+            sa.__dict__["_memo"] = (memo, spis)
+            return sa
         r = _Reader(body, "SA payload")
         proposals: list[Proposal] = []
         is_last = False
@@ -454,7 +451,7 @@ class SAPayload(Payload):
         if key is not None and len(body) <= _SA_MEMO_BODY_MAX:
             if len(_SA_MEMO) >= _SA_MEMO_MAX:
                 _SA_MEMO.pop(next(iter(_SA_MEMO)))  # oldest first: a bounded FIFO
-            _SA_MEMO[key] = tuple(
+            frozen = tuple(
                 (
                     p.number,
                     p.protocol_id,
@@ -466,7 +463,45 @@ class SAPayload(Payload):
                 )
                 for p in proposals
             )
+            _SA_MEMO[key] = (frozen, _tuples_of(frozen))
         return cls(proposals)
+
+    def __getattr__(self, name: str) -> object:
+        """``proposals`` of a payload parsed from the memo, built on first reading."""
+        memo = self.__dict__.get("_memo") if name == "proposals" else None
+        if memo is None:
+            raise AttributeError(name)
+        (frozen, _), spis = memo
+        proposals = [
+            Proposal(
+                n,
+                pr,
+                spi,
+                [
+                    Transform(tt, ti, [TransformAttribute(a, v) for a, v in at], reserved=tr)
+                    for tt, ti, tr, at in ts
+                ],
+                reserved=res,
+            )
+            for (n, pr, res, ts), spi in zip(frozen, spis, strict=True)
+        ]
+        self.proposals = proposals
+        del self.__dict__["_memo"]
+        return proposals
+
+    def proposal_tuples(self) -> list[tuple[int, int, bytes, list[tuple[int, int, int | None]]]]:
+        """(number, protocol, SPI, [(type, ID, Key Length bits or None)]) per proposal:
+        what the engine matches (``ike/codec.sa_tuples``), without payload objects when
+        the body came from the memo."""
+        memo = self.__dict__.get("_memo")
+        if memo is not None:
+            (_, tuples), spis = memo
+            return [(n, pr, spi, list(ts)) for (n, pr, ts), spi in zip(tuples, spis, strict=True)]
+        return [
+            (pr.number, int(pr.protocol_id), bytes(pr.spi),
+             [(int(t.type), int(t.id), _key_bits(t)) for t in pr.transforms])
+            for pr in self.proposals
+        ]
 
     def serialize(self) -> bytes:
         n = len(self.proposals)
@@ -482,7 +517,28 @@ _SA_MEMO_BODY_MAX = 2048
 # (type, ID, reserved, attributes), each attribute (type, value).
 _FrozenTransform = tuple[int, int, int, tuple[tuple[int, int | bytes], ...]]
 _FrozenProposal = tuple[int, int, int, tuple[_FrozenTransform, ...]]
-_SA_MEMO: dict[bytes, tuple[_FrozenProposal, ...]] = {}
+# (number, protocol, ((type, ID, Key Length bits or None), ...)) per proposal
+_TupleProposal = tuple[int, int, tuple[tuple[int, int, int | None], ...]]
+_SA_MEMO: dict[bytes, tuple[tuple[_FrozenProposal, ...], tuple[_TupleProposal, ...]]] = {}
+
+
+def _key_bits(t: Transform) -> int | None:
+    """The first TV Key Length attribute (RFC 7296 §3.3.5) of a transform, or None."""
+    for a in t.attributes:
+        if a.type == _KEY_LENGTH and isinstance(a.value, int):
+            return a.value
+    return None
+
+
+def _tuples_of(frozen: tuple[_FrozenProposal, ...]) -> tuple[_TupleProposal, ...]:
+    out = []
+    for n, pr, _res, ts in frozen:
+        tl = []
+        for tt, ti, _tr, at in ts:
+            bits = next((v for a, v in at if a == _KEY_LENGTH and isinstance(v, int)), None)
+            tl.append((int(tt), int(ti), bits))
+        out.append((n, int(pr), tuple(tl)))
+    return tuple(out)
 
 
 def _sa_memo_key(body: bytes) -> tuple[bytes | None, list[bytes] | None]:
@@ -524,6 +580,9 @@ class KEPayload(Payload):
 
     @classmethod
     def parse(cls, body: bytes) -> KEPayload:
+        if len(body) > 4:  # the common case: one struct call, no reader
+            group, reserved = _U16X2.unpack_from(body, 0)
+            return cls(group, body[4:], reserved=reserved)
         r = _Reader(body, "KE payload")
         group = r.u16("DH group")
         reserved = r.u16("reserved")
@@ -557,6 +616,14 @@ class IDPayload(Payload):
 
     @classmethod
     def parse(cls, body: bytes) -> IDPayload:
+        if len(body) > 4:  # the common case: one struct call, no reader
+            word = _U32.unpack_from(body, 0)[0]
+            id_type = word >> 24
+            data = body[4:]
+            size = _ID_SIZES.get(id_type)
+            if size is not None and len(data) != size:
+                raise InvalidSyntax(f"ID payload: type {id_type} needs {size} bytes")
+            return cls(_ID_TYPES.get(id_type, id_type), data, reserved=word & 0xFFFFFF)
         r = _Reader(body, "ID payload")
         id_type = r.u8("ID type")
         reserved = r.u24("reserved")
@@ -566,7 +633,7 @@ class IDPayload(Payload):
             _check(len(data) == size, f"ID payload: type {id_type} needs {size} bytes")
         elif id_type != IDType.ID_NULL:
             _check(len(data) > 0, f"ID payload: type {id_type} with empty data")
-        return cls(enum_or_int(IDType, id_type), data, reserved=reserved)
+        return cls(_ID_TYPES.get(id_type, id_type), data, reserved=reserved)
 
     def serialize(self) -> bytes:
         return (
@@ -640,12 +707,16 @@ class AuthPayload(Payload):
 
     @classmethod
     def parse(cls, body: bytes) -> AuthPayload:
+        if len(body) > 4:  # the common case: one struct call, no reader
+            word = _U32.unpack_from(body, 0)[0]
+            method = word >> 24
+            return cls(_AUTH_METHODS.get(method, method), body[4:], reserved=word & 0xFFFFFF)
         r = _Reader(body, "AUTH payload")
         method = r.u8("auth method")
         reserved = r.u24("reserved")
         data = r.rest()
         _check(len(data) > 0, "AUTH payload: empty authentication data")
-        return cls(enum_or_int(AuthMethod, method), data, reserved=reserved)
+        return cls(_AUTH_METHODS.get(method, method), data, reserved=reserved)
 
     def serialize(self) -> bytes:
         return (
@@ -722,7 +793,7 @@ class NotifyPayload(Payload):
             return cls(
                 _PROTOCOLS.get(protocol, protocol),
                 body[4 : 4 + spi_size],
-                enum_or_int(NotifyType, ntype),
+                _NOTIFY_TYPES.get(ntype, ntype),
                 body[4 + spi_size :],
             )
         r = _Reader(body, "Notify payload")

@@ -10,6 +10,7 @@ Child SA only: NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -63,12 +64,18 @@ def _psk(ctx: IKEContext, ike: IKESA, local_id: Identity, remote_id: Identity
         return None
 
 
+@functools.lru_cache(maxsize=256)
+def _auth_words(value: str) -> frozenset[str]:
+    """The words of an ``authby=`` / ``leftauth=`` value (a few distinct strings)."""
+    return frozenset(w for w in re.split(r"[\s,|]+", value.lower()) if w)
+
+
 def auth_method(conn: Connection, local: bool) -> str:
     """The method one side authenticates with: ``leftauth=``/``rightauth=``, else
     ``authby=`` (Libreswan's asymmetric authentication); "" when it is neither PSK nor
     NULL (RFC 7619), the methods pypluto has (the config layer refuses the others)."""
     end = conn.local if local else conn.remote
-    words = {w for w in re.split(r"[\s,|]+", (end.auth or conn.authby or "").lower()) if w}
+    words = _auth_words(end.auth or conn.authby or "")
     if words == {"null"}:
         return "null"
     if auth_sig.local_sig(conn) if local else auth_sig.remote_sig(conn):
@@ -79,7 +86,7 @@ def auth_method(conn: Connection, local: bool) -> str:
 def _peer_may_use(conn: Connection, method: int) -> bool:
     """The peer's AUTH method is one its end allows (``rightauth=``, else ``authby=``)."""
     end = conn.remote
-    words = {w for w in re.split(r"[\s,|]+", (end.auth or conn.authby or "").lower()) if w}
+    words = _auth_words(end.auth or conn.authby or "")
     if method in auth_sig.SIG_METHODS:
         return auth_sig.remote_sig(conn)
     if is_null_auth(conn):
@@ -358,10 +365,12 @@ def established(ctx: IKEContext, ike: IKESA, now: float, how: str = "") -> list[
     assert c is not None and ike.remote_id is not None
     if not how or how == "authby=secret":
         how = "authby=" + ("null" if is_null_auth(conn) else "secret")
-    ctx.log(acts, f"established IKE SA; authenticated peer using {how} and "
-            f"{id_desc(ike.remote_id)}", ike)
-    ctx.log(acts, f"IKE SA {c.encr_name()}{'-' + c.integ_name() if c.integ else ''}-"
-            f"{c.prf_name()}-{c.ke_name()} {ike.local}<=>{ike.remote}", ike, level="debug")
+    # formatted when read (issue 18): only values that no longer change are captured
+    peer, local, remote = ike.remote_id, ike.local, ike.remote
+    ctx.log(acts, lambda: f"established IKE SA; authenticated peer using {how} and "
+            f"{id_desc(peer)}", ike)
+    ctx.log(acts, lambda: f"IKE SA {c.encr_name()}{'-' + c.integ_name() if c.integ else ''}-"
+            f"{c.prf_name()}-{c.ke_name()} {local}<=>{remote}", ike, level="debug")
     ctx.stats.ike_established(c.encr, c.integ, c.ke)
     acts.append(ConnectionEvent(EventKind.IKE_ESTABLISHED, conn.name, ike.serial))
     return acts

@@ -392,7 +392,7 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     if not go_on:
         return acts
     try:
-        msg = codec.parse(data)
+        msg = codec.parse(data, hdr)
     except WireError as e:
         acts.append(Log(f"malformed IKE_SA_INIT from {remote}: {e}", level="warning"))
         return acts + _stateless(ctx, hdr, local, remote, [codec.notify(e.notify)])
@@ -527,7 +527,7 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
     nat = ""
     if nat_l or nat_r:
         nat = "; NAT detected (" + ("local" if nat_l else "remote") + ")"
-    ctx.log(acts, f"responding to IKE_SA_INIT from {remote} with {chosen.encr_name()}"
+    ctx.log(acts, lambda: f"responding to IKE_SA_INIT from {remote} with {chosen.encr_name()}"
             f"{'-' + chosen.integ_name() if chosen.integ else ''}-{chosen.prf_name()}-"
-            f"{chosen.ke_name()}{nat}", ike)
+            f"{chosen.ke_name()}{nat}", ike)  # formatted when read (issue 18)
     return acts + acts_send
