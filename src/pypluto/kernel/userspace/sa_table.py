@@ -19,6 +19,15 @@ Outbound = (esp.OutboundSA, ah.OutboundAH)
 OutState = esp.OutboundSA | ah.OutboundAH
 
 
+def _same_kind(old: SAState | None, new: SAState) -> bool:
+    """Both ESP or both AH, same direction (the ESP classes of the AEAD fast paths are
+    subclasses of InboundSA / OutboundSA)."""
+    for cls in (esp.InboundSA, esp.OutboundSA, ah.InboundAH, ah.OutboundAH):
+        if isinstance(new, cls):
+            return isinstance(old, cls)
+    return False
+
+
 class SATable:
     """Every installed SA and the indexes the packet paths use (RFC 4301 §4.4.2 SAD)."""
 
@@ -53,7 +62,8 @@ class SATable:
         key = (str(sa.dst), sa.spi)
         old = self._sas.get(key)
         if isinstance(state, Inbound):
-            if type(old) is type(state):  # an update keeps the window and counters
+            if _same_kind(old, state):  # an update keeps the window and counters
+                assert isinstance(old, Inbound)
                 state.stats, state.top, state.bitmap = old.stats, old.top, old.bitmap
             state.selector_check = selector_check
             self._sas[key] = state
@@ -62,7 +72,8 @@ class SATable:
             else:
                 self.by_spi[sa.spi] = state
         else:
-            if type(old) is type(state):
+            if _same_kind(old, state):
+                assert isinstance(old, Outbound)
                 state.stats, state.seq = old.stats, old.seq
             self._sas[key] = state
             if sa.reqid:
