@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 
 from pypluto.kernel import ah, esp
+from pypluto.kernel.userspace.selectors import shared_ts
 from pypluto.params import IPAddress, PolicyParams, SAExpire, SAParams, SAStats
 
 SAState = esp.InboundSA | esp.OutboundSA | ah.InboundAH | ah.OutboundAH
@@ -56,7 +57,13 @@ class SATable:
 
     def add(self, sa: SAParams, on_expire: Callable[[SAExpire], None] | None,
             selector_check: Callable[[bytes], bool] | None) -> SAState:
-        """Install (or update: the window, sequence number and counters carry over) one SA."""
+        """Install (or update: the window, sequence number and counters carry over) one SA.
+
+        The SA's selector lists are replaced by the shared ones of every SA with the
+        same selectors (:func:`.selectors.shared_ts`), so that the engine's copies go.
+        """
+        sa.local_ts = shared_ts(sa.local_ts)
+        sa.remote_ts = shared_ts(sa.remote_ts)
         state: SAState = (ah.make_sa(sa, on_expire) if sa.protocol == "ah"
                           else esp.make_sa(sa, on_expire))
         key = (str(sa.dst), sa.spi)
