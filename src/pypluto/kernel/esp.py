@@ -126,6 +126,7 @@ class _SharedAEAD:
     """Any other AEAD from :mod:`pypluto.crypto.ciphers`: AES-GCM with 8/12-byte ICV
     (RFC 4106 §6), AES-CCM (RFC 4309), AES-GMAC (RFC 4543).  IV = sequence number."""
 
+    __slots__ = ("_aead", "icv_size")
     iv_size = 8
     block = 4
 
@@ -151,6 +152,8 @@ class _EncThenMAC:
     With ESN the high 32 bits of the sequence number are appended to the
     authenticated data but not sent (RFC 4303 §2.2.1).
     """
+
+    __slots__ = ("_c", "_integ", "_cbc", "icv_size", "iv_size", "block")
 
     def __init__(self, cipher: ciphers.BlockCipher, integ: ciphers.Integ) -> None:
         self._c = cipher
