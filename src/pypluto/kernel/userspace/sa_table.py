@@ -3,6 +3,12 @@
 Written by the daemon's thread under the plane's lock; the packet threads
 only read ``by_spi`` and the ``outbound_for`` lookups, whose dictionaries are
 updated one key at a time (atomic under the GIL).
+
+Memory (issue 18: 10,000 IKE+Child pairs): the SA states have slots, an
+AES-GCM-16/ChaCha20 SA builds its cipher (about 2.5 KB of OpenSSL contexts)
+only with its first packet, and SAs with equal selectors share one selector
+list and one inbound check.  ``python -m bench.sa_memory`` measures it: about
+1 KB of RSS per installed pair, against 11 KB before.
 """
 
 from __future__ import annotations
