@@ -18,11 +18,15 @@ Defaults keep ``make bench`` short: ``BENCH_HOLD_N=10000``,
 ``BENCH_HOLD_N=100000 BENCH_HOLD_SECONDS=600 make bench BENCH=ike_hold``
 (about 6 GiB of RSS for Libreswan at 63 KiB per IKE SA).
 
-Run alone: ``.venv/bin/python -m bench.ike_hold [N] [SECONDS]``.
+Run alone: ``.venv/bin/python -m bench.ike_hold [N] [SECONDS]``.  Filters for a
+quick look: ``BENCH_KINDS=pypluto`` (comma-separated responders) and
+``BENCH_PARTS=pairs`` (``hold``, ``pairs`` or both), e.g.
+``BENCH_KINDS=pypluto BENCH_PARTS=pairs BENCH_CHILD_N=10000 .venv/bin/python -m bench.ike_hold``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -79,11 +83,15 @@ def run(n: int | None = None, seconds: int | None = None) -> dict[str, Any]:
     seconds = seconds or env_int("BENCH_HOLD_SECONDS", 60)
     dpd = env_int("BENCH_DPD", 30)
     c = env_int("BENCH_C", 32)
-    res = {k: _try(f"hold {k}", one, k, n, seconds, dpd, c) for k in kinds_available()}
+    want = {k for k in os.environ.get("BENCH_KINDS", "").split(",") if k}
+    kinds = [k for k in kinds_available() if not want or k in want]
+    parts = {p for p in os.environ.get("BENCH_PARTS", "hold,pairs").split(",") if p}
+    res = {k: _try(f"hold {k}", one, k, n, seconds, dpd, c) for k in kinds} \
+        if "hold" in parts else {}
     # memory of IKE+Child pairs at scale (userspace planes; Libreswan cannot install them)
     cn = env_int("BENCH_CHILD_N", 10000)
     pairs = {k: _try(f"pairs {k}", one, k, cn, 0, 0, c, child=True)
-             for k in ("strongswan", "pypluto") if k in kinds_available()}
+             for k in ("strongswan", "pypluto") if k in kinds and "pairs" in parts}
     three = ("pypluto", "strongswan", "libreswan")
 
     def g(k: str, key: str) -> Any:

@@ -131,7 +131,7 @@ class PolicyParams:
     if_ip: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)  # one per installed SA (issue 18)
 class SAStats:
     """Counters of one SA (as in ``ip -s xfrm state``)."""
 

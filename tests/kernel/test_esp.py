@@ -196,6 +196,28 @@ def test_wrong_key_fails_integrity() -> None:
     assert inb.stats.integrity_failures == 1 and inb.stats.packets == 0
 
 
+# --- memory: an idle SA holds no cipher (issue 18) ---------------------------
+
+
+@pytest.mark.parametrize("encr", [Encr.AES_GCM_16, Encr.CHACHA20_POLY1305])
+@pytest.mark.parametrize("batch", [False, True])
+def test_idle_sa_builds_its_cipher_on_the_first_packet(encr: int, batch: bool) -> None:
+    out, inb = pair(encr)
+    assert isinstance(out.t, esp._AEAD) and isinstance(inb.t, esp._AEAD)
+    assert out.t._raw is None and inb.t._raw is None  # nothing built while idle
+    assert not hasattr(out, "__dict__") and not hasattr(inb, "__dict__")  # slots
+    pkts = [ipv4_packet(bytes([i]) * 40) for i in range(3)]
+    wires = out.encap_batch(pkts) if batch else [out.encap(p) for p in pkts]
+    assert out.t._raw is not None and inb.t._raw is None
+    assert [inb.decap(w or b"") for w in wires] == pkts
+    assert inb.t._raw is not None and inb.stats.packets == 3 and out.stats.packets == 3
+
+
+def test_idle_sa_refuses_a_bad_key_at_install() -> None:
+    with pytest.raises(BackendError):
+        pair(Encr.AES_GCM_16, 33)
+
+
 # --- anti-replay (RFC 4303 §3.4.3) -----------------------------------------
 
 

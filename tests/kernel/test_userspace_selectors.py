@@ -172,3 +172,30 @@ def test_port_key_is_a_sound_cache_key_for_port_limited_policies() -> None:
     assert port_key(v6("2001:db8::1", "2001:db8::2", 44, bytes(8) + udp(1, 53))) is None
     k6 = port_key(v6("2001:db8::1", "2001:db8::2", 17, udp(1, 53)))
     assert k6 is not None and k6 != port_key(v6("2001:db8::1", "2001:db8::2", 17, udp(1, 54)))
+
+
+def test_equal_selectors_share_one_check_and_one_list() -> None:
+    """10,000 Child SAs of one conn hold one selector list and one check (issue 18)."""
+    from pypluto.kernel.userspace.sa_table import SATable
+
+    def fresh(spi: int, local: str = "203.0.113.0/24") -> SAParams:
+        sa = sa_in([ts(local, 17, 5353, 5353)], [ts("198.51.100.0/24")])
+        sa.spi, sa.encr_id, sa.encr_key = spi, 20, bytes(20)  # AES-GCM-16 128
+        return sa
+
+    a, b, c = fresh(0x1000), fresh(0x1001), fresh(0x1002, "203.0.113.0/25")
+    assert a.local_ts is not b.local_ts
+    assert inbound_check(a) is inbound_check(b) is not inbound_check(c)
+    table = SATable()
+    for sa in (a, b, c):
+        table.add(sa, None, inbound_check(sa))
+    assert a.local_ts is b.local_ts and a.remote_ts is b.remote_ts is c.remote_ts
+    assert a.local_ts is not c.local_ts and a.local_ts == [ts("203.0.113.0/24", 17, 5353, 5353)]
+    # the shared check still enforces each SA's own selectors
+    good = v4("198.51.100.7", "203.0.113.1", 17, udp(1234, 5353))
+    far = v4("198.51.100.7", "203.0.113.200", 17, udp(1234, 5353))
+    sb, sc = table.get(A(ME), 0x1001), table.get(A(ME), 0x1002)
+    assert sb is not None and sc is not None
+    assert sb.selector_check is not None and sc.selector_check is not None
+    assert sb.selector_check(good) and sb.selector_check(far)
+    assert sc.selector_check(good) and not sc.selector_check(far)

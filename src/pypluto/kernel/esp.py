@@ -78,25 +78,46 @@ class _AEAD:
     Nonce = 4-byte salt ‖ 8-byte IV; the IV is the 64-bit sequence number,
     unique per key as RFC 4106 §3.1 and RFC 7634 §2 require.  AAD is SPI ‖
     sequence number, 32 or 64 bits (RFC 4106 §5, RFC 7634 §2.1).
+
+    The cipher object (the same kind as the IKE SK payload's; its OpenSSL
+    contexts take about 2.5 KB) is built on the first packet, so an idle SA
+    holds only its key (the SAParams' own bytes, not a copy).
     """
 
+    __slots__ = ("_encr_id", "_key", "_salt", "icv_size", "_raw")
     iv_size = 8
+    block = 4
 
-    def __init__(self, aead: ciphers.Aead) -> None:
-        # the same cipher object as the IKE SK payload's; ``raw`` binds
-        # cryptography's encrypt/decrypt directly for the per-packet path
-        self.encrypt, self.decrypt = aead.raw
-        self._salt = aead.salt
-        self.icv_size = aead.icv_size
-        self.block = 4
+    def __init__(self, encr_id: int, key_with_salt: bytes, icv_size: int,
+                 salt_size: int = 4) -> None:
+        self._encr_id = encr_id
+        self._key = key_with_salt
+        self._salt = key_with_salt[len(key_with_salt) - salt_size:]
+        self.icv_size = icv_size
+        self._raw: tuple[ciphers.AeadFn, ciphers.AeadFn] | None = None
+
+    def raw(self) -> tuple[ciphers.AeadFn, ciphers.AeadFn]:
+        """cryptography's bound (encrypt, decrypt) taking the full nonce, built on first use."""
+        r = self._raw
+        if r is None:
+            r = self._raw = ciphers.make_aead(self._encr_id, self._key).raw
+        return r
+
+    @property
+    def encrypt(self) -> ciphers.AeadFn:
+        return self.raw()[0]
+
+    @property
+    def decrypt(self) -> ciphers.AeadFn:
+        return self.raw()[1]
 
     def seal(self, seq: int, aad: bytes, icv_tail: bytes, payload: bytes) -> bytes:
         iv = _Q.pack(seq)
-        return iv + self.encrypt(self._salt + iv, payload, aad)
+        return iv + (self._raw or self.raw())[0](self._salt + iv, payload, aad)
 
     def open(self, aad: bytes, icv_tail: bytes, body: memoryview) -> bytes | None:
         try:
-            return self.decrypt(self._salt + body[:8], body[8:], aad)
+            return (self._raw or self.raw())[1](self._salt + body[:8], body[8:], aad)
         except (InvalidTag, ValueError):
             return None
 
@@ -105,6 +126,7 @@ class _SharedAEAD:
     """Any other AEAD from :mod:`pypluto.crypto.ciphers`: AES-GCM with 8/12-byte ICV
     (RFC 4106 §6), AES-CCM (RFC 4309), AES-GMAC (RFC 4543).  IV = sequence number."""
 
+    __slots__ = ("_aead", "icv_size")
     iv_size = 8
     block = 4
 
@@ -130,6 +152,8 @@ class _EncThenMAC:
     With ESN the high 32 bits of the sequence number are appended to the
     authenticated data but not sent (RFC 4303 §2.2.1).
     """
+
+    __slots__ = ("_c", "_integ", "_cbc", "icv_size", "iv_size", "block")
 
     def __init__(self, cipher: ciphers.BlockCipher, integ: ciphers.Integ) -> None:
         self._c = cipher
@@ -186,7 +210,10 @@ def _make_transform(sa: SAParams) -> _Transform:
             if sa.integ_id not in (0,):
                 raise BackendError("an AEAD cipher takes no integrity transform")
             if sa.encr_id in (Encr.AES_GCM_16, Encr.CHACHA20_POLY1305):
-                return _AEAD(ciphers.make_aead(sa.encr_id, key))
+                # built once to refuse what cryptography cannot do now, not on the
+                # first packet; then dropped until that packet (see _AEAD)
+                ciphers.make_aead(sa.encr_id, key)
+                return _AEAD(sa.encr_id, key, enc.icv_size, salt_n)
             return _SharedAEAD(ciphers.make_aead(sa.encr_id, key))
         integ = registry.get(registry.TransformType.INTEG, sa.integ_id)
         if integ is None or sa.integ_id == Integ.NONE:
@@ -228,7 +255,17 @@ def _checksum(hdr: bytes) -> int:
     return ~s & 0xFFFF
 
 
+_INF = 1 << 62  # "no limit" (one shared int, not one per SA)
+_SEQ_MAX = {False: (1 << 32) - 1, True: (1 << 64) - 1}  # by ESN (RFC 4303 §2.2.1)
+_SEQ_SOFT = {esn: int(m * SEQ_SOFT_FRACTION) for esn, m in _SEQ_MAX.items()}
+
+
 class _SABase:
+    # slots, not a dict: 10,000 IKE+Child pairs hold 20,000 of these (issue 18)
+    __slots__ = ("params", "spi", "spi_bytes", "esn", "tunnel", "t", "stats", "malformed",
+                 "on_expire", "dead", "created", "_soft_b", "_hard_b", "_soft_p", "_hard_p",
+                 "_soft_fired", "_lim_b", "_lim_p", "_salt")
+
     @property
     def policy_drops(self) -> int:
         """Inner packets outside the SA's selectors (``stats.selector_drops``)."""
@@ -246,7 +283,7 @@ class _SABase:
         self.on_expire = on_expire
         self.dead = False  # hard limit reached: the SA carries nothing more
         self.created = time.monotonic()
-        inf = 1 << 62
+        inf = _INF
         self._soft_b = sa.soft_bytes or inf
         self._hard_b = sa.hard_bytes or inf
         self._soft_p = sa.soft_packets or inf
@@ -271,7 +308,7 @@ class _SABase:
         if s.bytes >= self._hard_b or s.packets >= self._hard_p:
             if not self.dead:
                 self._fire(True, "bytes" if s.bytes >= self._hard_b else "packets")
-            self._lim_b = self._lim_p = 1 << 62
+            self._lim_b = self._lim_p = _INF
             return
         if not self._soft_fired:
             self._soft_fired = True
@@ -282,11 +319,14 @@ class _SABase:
 class OutboundSA(_SABase):
     """The sending half of one ESP SA (RFC 4303 §3.1-3.3)."""
 
+    __slots__ = ("seq", "seq_max", "seq_soft", "seq_exhausted", "_tr", "_mask", "_fast",
+                 "_aead_encrypt", "_tr4", "_tr6")
+
     def __init__(self, sa: SAParams, on_expire: Callable[[SAExpire], None] | None = None) -> None:
         super().__init__(sa, on_expire)
         self.seq = 0  # last sequence number sent; the first packet carries 1 (§3.3.3)
-        self.seq_max = (1 << 64) - 1 if sa.esn else (1 << 32) - 1
-        self.seq_soft = int(self.seq_max * SEQ_SOFT_FRACTION)
+        self.seq_max = _SEQ_MAX[bool(sa.esn)]
+        self.seq_soft = _SEQ_SOFT[bool(sa.esn)]
         self.seq_exhausted = 0  # packets refused because the counter would cycle
         blk = self.t.block
         if blk not in _TRAILERS:
@@ -296,12 +336,19 @@ class OutboundSA(_SABase):
         self._fast = False
         t = self.t
         if isinstance(t, _AEAD) and self.tunnel:  # 32-bit or extended sequence numbers
-            self._aead_encrypt = t.encrypt
+            self._aead_encrypt = self._first_encrypt  # the cipher comes with the first packet
             self._salt = t._salt
             self._tr4 = self._tr[NH_IPV4]
             self._tr6 = self._tr[NH_IPV6]
-            self.encap = self._encap_aead  # type: ignore[method-assign,assignment]
+            self.__class__ = _AeadOutboundSA  # encap = _encap_aead
             self._fast = True
+
+    def _first_encrypt(self, nonce: bytes, data: ciphers.BytesLike,
+                       aad: ciphers.BytesLike | None) -> bytes:
+        """The fast path's first packet: build the cipher (see :class:`_AEAD`), keep its
+        bound encrypt for the next ones."""
+        enc = self._aead_encrypt = self.t.encrypt  # type: ignore[attr-defined]
+        return enc(nonce, data, aad)
 
     def _encap_aead(self, packet: bytes) -> bytes | None:
         """:meth:`encap` for AES-GCM-16 / ChaCha20-Poly1305, tunnel mode.
@@ -497,6 +544,9 @@ def _strip_ip(packet: bytes | memoryview) -> tuple[bytes | memoryview, int]:
 class InboundSA(_SABase):
     """The receiving half of one ESP SA with its anti-replay window (RFC 4303 §3.4)."""
 
+    __slots__ = ("window", "top", "bitmap", "_wmask", "_infer_w", "_min_len", "_v4",
+                 "_src_b", "_dst_b", "selector_check", "_aead_decrypt")
+
     def __init__(self, sa: SAParams, on_expire: Callable[[SAExpire], None] | None = None) -> None:
         super().__init__(sa, on_expire)
         self.window = max(0, sa.replay_window)
@@ -513,9 +563,16 @@ class InboundSA(_SABase):
         self._dst_b = dst.packed
         self.selector_check: Callable[[bytes], bool] | None = None
         if isinstance(t, _AEAD) and self.tunnel and self.window:  # with or without ESN
-            self._aead_decrypt = t.decrypt
+            self._aead_decrypt = self._first_decrypt  # the cipher comes with the first packet
             self._salt = t._salt
-            self.decap = self._decap_aead  # type: ignore[method-assign]
+            self.__class__ = _AeadInboundSA  # decap = _decap_aead
+
+    def _first_decrypt(self, nonce: bytes | memoryview, data: ciphers.BytesLike,
+                       aad: ciphers.BytesLike | None) -> bytes:
+        """The fast path's first packet: build the cipher (see :class:`_AEAD`), keep its
+        bound decrypt for the next ones."""
+        dec = self._aead_decrypt = self.t.decrypt  # type: ignore[attr-defined]
+        return dec(nonce, data, aad)  # type: ignore[arg-type]
 
     def _decap_aead(self, data: bytes | memoryview) -> bytes | None:
         """:meth:`decap` for AES-GCM-16 / ChaCha20-Poly1305, tunnel mode, with a replay
@@ -690,6 +747,20 @@ class InboundSA(_SABase):
             return h[:10] + struct.pack("!H", _checksum(h)) + h[12:] + payload
         h6 = struct.pack("!IHBB16s16s", 6 << 28, n, nh, 64, self._src_b, self._dst_b)
         return h6 + payload
+
+
+class _AeadOutboundSA(OutboundSA):
+    """An OutboundSA on the AES-GCM-16 / ChaCha20-Poly1305 tunnel fast path."""
+
+    __slots__ = ()
+    encap = OutboundSA._encap_aead  # type: ignore[assignment]
+
+
+class _AeadInboundSA(InboundSA):
+    """An InboundSA on the AES-GCM-16 / ChaCha20-Poly1305 tunnel fast path."""
+
+    __slots__ = ()
+    decap = InboundSA._decap_aead
 
 
 def make_sa(sa: SAParams, on_expire: Callable[[SAExpire], None] | None = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ __all__ = [
     "is_any_ports",
     "is_any_proto_ports",
     "port_key",
+    "shared_ts",
     "ts_match",
 ]
 
@@ -207,6 +209,33 @@ class OutboundPolicies:
         return True
 
 
+class _TSList(list[TrafficSelector]):
+    """A selector list that every SA with the same selectors shares (see :func:`shared_ts`)."""
+
+    __slots__ = ("__weakref__",)
+
+
+_TS_LISTS: weakref.WeakValueDictionary[tuple[TrafficSelector, ...], _TSList] = \
+    weakref.WeakValueDictionary()
+_CHECKS: weakref.WeakValueDictionary[
+    tuple[tuple[TrafficSelector, ...], tuple[TrafficSelector, ...]], Callable[[bytes], bool]
+] = weakref.WeakValueDictionary()
+
+
+def shared_ts(ts: list[TrafficSelector]) -> list[TrafficSelector]:
+    """One list object for equal selector lists (10,000 Child SAs of one conn have the
+    same selectors: one list, not 10,000).  It lives as long as an SA holds it; it must
+    not be changed in place (nothing here does)."""
+    if isinstance(ts, _TSList):
+        return ts
+    key = tuple(ts)
+    got = _TS_LISTS.get(key)
+    if got is None:
+        got = _TSList(key)
+        _TS_LISTS[key] = got
+    return got
+
+
 def inbound_check(sa: SAParams) -> Callable[[bytes], bool] | None:
     """The check of RFC 4301 §5.2 step 4 for an inbound SA (None: the SA has no selectors).
 
@@ -214,12 +243,21 @@ def inbound_check(sa: SAParams) -> Callable[[bytes], bool] | None:
     destination one of its local selectors, each with its protocol and ports
     (source port against the remote selector, destination port against the
     local one; ICMP type and code in both).  Results are cached per address
-    pair, protocol and ports.
+    pair, protocol and ports.  SAs with the same selectors share one check
+    (and its cache) while any of them holds it.
     """
     if not sa.remote_ts or not sa.local_ts:
         return None
-    remote = list(sa.remote_ts)
-    local = list(sa.local_ts)
+    key = (tuple(sa.remote_ts), tuple(sa.local_ts))
+    got = _CHECKS.get(key)
+    if got is None:
+        got = _make_check(list(key[0]), list(key[1]))
+        _CHECKS[key] = got
+    return got
+
+
+def _make_check(remote: list[TrafficSelector], local: list[TrafficSelector]
+                ) -> Callable[[bytes], bool]:
     any_pp = all(is_any_proto_ports(t) for t in remote + local)
     cache: dict[bytes, bool] = {}
 
