@@ -98,6 +98,7 @@ V2_STATE_NAMES = {
 
 POLL_INTERVAL = 10.0  # seconds between SA counter polls
 ACQUIRE_QUEUE = 256  # acquires waiting for the loop; more are dropped (and counted)
+CPU_CHECK_INTERVAL = 1.0  # seconds between looks at the CPUs we may run on (helpers)
 
 
 class EngineDriver:
@@ -156,20 +157,23 @@ class EngineDriver:
         ``conn`` / ``remote`` name whom the call concerns: if it raises, the whacks
         waiting on that connection (or on the connections with that peer) fail at once.
         """
-        if self.engine is None:
+        engine = self.engine
+        if engine is None:
             return
-        t0 = time.process_time()
+        timed = bool(self.log.debug) and self.log.debugging("cpu-usage")
+        t0 = time.process_time() if timed else 0.0
         actions: list[Action]
         try:
-            actions = call(self.engine)
+            actions = call(engine)
         except Exception as e:  # noqa: BLE001 - never let one packet kill the daemon
-            self.internal_error(e, where or "engine call", conn=conn, remote=remote)
+            self.internal_error(e, _where(where, remote), conn=conn, remote=remote)
             actions = []
-        if self.log.debugging("cpu-usage"):
+        if timed:
             ms = (time.process_time() - t0) * 1000
-            self.log.log(f"cpu-usage: {where or 'engine call'} took {ms:.3f} ms", "debug",
+            self.log.log(f"cpu-usage: {_where(where, remote)} took {ms:.3f} ms", "debug",
                          debug_class="cpu-usage")
-        self.execute(actions or [], rate_limited=rate_limited)
+        if actions:
+            self.execute(actions, rate_limited=rate_limited)
         self.schedule_timer()
         if rate_limited and not self._rl_flush and self.loop is not None and \
                 self.log.limiter.count > self.log.limiter.limit:
@@ -287,7 +291,7 @@ class EngineDriver:
             self._last_error = a
             if a.traceback and a.conn is None:  # outside any IKE SA: no event follows
                 self.crash.text(a.traceback, "engine: packet processing")
-        if a.conn is not None and a.level != "debug":
+        if a.conn is not None and a.level != "debug" and len(self.waiters):
             self.waiters.on_log(a.conn, escape(PlutoLogger.prefix(a.conn, a.serial, None)
                                                + a.message, LINE_LIMIT))
 
@@ -509,10 +513,26 @@ class EngineDriver:
             self._timer.cancel()
             self._timer = None
 
+    # ------------------------------------------------------------- CPUs
+    def _watch_cpus(self) -> None:
+        """Every second, with ``--nhelpers=-1``: offload key exchanges to the helper
+        threads only while the daemon may run on more than one CPU
+        (``HelperPool.one_cpu``); the engine reads the setting at each exchange."""
+        if self.stopped or self.loop is None or self.helpers is None:
+            return
+        settings = getattr(self.engine, "settings", None)
+        if settings is not None and hasattr(settings, "offload_crypto"):
+            with contextlib.suppress(Exception):  # a scripted engine's frozen settings
+                settings.offload_crypto = not self.helpers.one_cpu()
+        self.loop.call_later(CPU_CHECK_INTERVAL, self._watch_cpus)
+
     # ------------------------------------------------------------- SA counters
     def start_polling(self) -> None:
-        """Every 10 s: feed SA counters to the engine (ipsec-max-bytes/-packets)."""
+        """Every 10 s: feed SA counters to the engine (ipsec-max-bytes/-packets); every
+        second, with ``--nhelpers=-1`` and helpers, the CPUs the daemon may run on."""
         assert self.loop is not None
+        if self.helpers is not None and self.helpers.auto and self.helpers.count > 0:
+            self._watch_cpus()
 
         def poll() -> None:
             if self.stopped:
@@ -599,6 +619,14 @@ class EngineDriver:
         for k in ("replay_drops", "integrity_failures", "selector_drops"):
             v = getattr(stats, k, None) if stats is not None else 0
             ch[k] = int(v) if isinstance(v, int) else None  # None: not counted per SA
+
+
+def _where(where: str, remote: Endpoint | None) -> str:
+    """What an engine call was about, for its error and cpu-usage lines (formatted only
+    when one is written: a datagram's call names its sender)."""
+    if where:
+        return where
+    return f"packet from {remote}" if remote is not None else "engine call"
 
 
 def _fail_child(engine: EngineAPI, *, serial: int, why: str, now: float) -> list[Action]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import socket
 import time
@@ -78,13 +79,40 @@ class IKEInterface:
     natt: bool
     backend_reads: bool = False
 
-    @property
+    @functools.cached_property
     def local(self) -> Endpoint:
         return Endpoint(self.addr, self.port)
 
 
+_REMOTES: dict[tuple[str, int], Endpoint] = {}
+REMOTE_CACHE = 4096  # peers' endpoints kept parsed; more and the cache starts over
+
+
 def _remote(addr: str, port: int) -> Endpoint:
-    return Endpoint(ipaddress.ip_address(addr.split("%")[0]), port)
+    """The peer's ``Endpoint`` of a datagram: parsed once per (address, port), not per
+    datagram (``ipaddress`` parsing costs more than the rest of the receive path)."""
+    key = (addr, port)
+    ep = _REMOTES.get(key)
+    if ep is None:
+        ep = Endpoint(ipaddress.ip_address(addr.split("%")[0]), port)
+        if len(_REMOTES) >= REMOTE_CACHE:  # a spoofed flood must not grow it
+            _REMOTES.clear()
+        _REMOTES[key] = ep
+    return ep
+
+
+_ADDR_TEXT: dict[IPAddress, str] = {}
+
+
+def _addr_text(addr: IPAddress) -> str:
+    """``str(addr)`` for ``sendto``, kept (the same few peers get every reply)."""
+    text = _ADDR_TEXT.get(addr)
+    if text is None:
+        text = str(addr)
+        if len(_ADDR_TEXT) >= REMOTE_CACHE:
+            _ADDR_TEXT.clear()
+        _ADDR_TEXT[addr] = text
+    return text
 
 
 class UDPSockets:
@@ -361,7 +389,7 @@ class UDPSockets:
             return
         payload = (NON_ESP_MARKER + data) if natt and data != KEEPALIVE else data
         try:
-            iface.sock.sendto(payload, (str(remote.addr), remote.port))
+            iface.sock.sendto(payload, (_addr_text(remote.addr), remote.port))
         except OSError as e:
             self.log.log(f"sendto {remote} failed: {e.strerror}", "warning",
                          remote=remote, rate_limited=True)
@@ -370,6 +398,9 @@ class UDPSockets:
         self.send(KEEPALIVE, local, remote)
 
     def _find(self, local: Endpoint, natt: bool) -> IKEInterface | None:
+        for i in self.interfaces:  # the usual case: the address the request came to
+            if i.port == local.port and i.addr == local.addr:
+                return i
         same_fam = None
         for i in self.interfaces:
             if i.addr == local.addr and i.port == local.port:
