@@ -124,6 +124,7 @@ class EngineDriver:
         self.sa_index: dict[int, tuple[IPAddress, str, str]] = {}  # spi -> (dst, proto, dir)
         self.stopped = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_for = 0.0  # the engine deadline ``_timer`` was armed for
         self._rl_flush = False
         self._last_error: Log | None = None  # the engine's latest error line in this batch
         # updown: runs not yet finished per Child SA serial, the CHILD_ESTABLISHED
@@ -491,18 +492,32 @@ class EngineDriver:
             self.internal_error(e, "next_timer")
             when = None
         if self._timer is not None:
-            if when is not None and abs(self._timer.when() - when) < 1e-6:
-                return  # already scheduled for that deadline
+            if when is not None and self._timer_for <= when + 1e-6 and \
+                    self._timer.when() <= when + 1e-6:
+                # armed for this deadline or an earlier one (the oldest half-open SA
+                # finished): kept, and ``_fire_timer`` re-arms if the deadline moved on;
+                # no cancel and new handle per engine call
+                return
             self._timer.cancel()
             self._timer = None
         if when is not None:
             # loop.time() is time.monotonic(), the engine's clock here; a deadline in
             # the past fires at once, but never in a tight loop
+            self._timer_for = when
             self._timer = self.loop.call_at(max(when, self.loop.time() + 0.001),
                                             self._fire_timer)
 
     def _fire_timer(self) -> None:
         self._timer = None
+        engine = self.engine
+        if engine is not None and not self.stopped:
+            try:
+                when = engine.next_timer()
+            except Exception:  # noqa: BLE001 - handle_timer below reports the engine's state
+                when = self._timer_for
+            if when is None or when > self._timer_for + 1e-6:
+                self.schedule_timer()  # the deadline went away or moved later: not due
+                return
         now = self.now()
         self.run(lambda e: e.handle_timer(now), where="timer")
 

@@ -161,7 +161,6 @@ _AUDIT_RE = re.compile(
 )
 # Lines that only unauthenticated input can cause in numbers: limited even when
 # the caller did not ask (the expiry of flooded half-open SAs runs from a timer).
-_FLOOD_RE = re.compile(r"half-open IKE SA expired")
 
 
 def is_audit(message: str) -> bool:
@@ -169,9 +168,12 @@ def is_audit(message: str) -> bool:
     return _AUDIT_RE.match(message) is not None
 
 
+_FLOOD_PREFIX = "half-open IKE SA expired"  # _FLOOD_RE's text, for a cheap test per line
+
+
 def is_flood(message: str) -> bool:
     """Whether a message is rate limited whatever the caller says."""
-    return _FLOOD_RE.match(message) is not None
+    return message.startswith(_FLOOD_PREFIX)
 
 
 class RateLimiter:

@@ -101,19 +101,6 @@ def _remote(addr: str, port: int) -> Endpoint:
     return ep
 
 
-_ADDR_TEXT: dict[IPAddress, str] = {}
-
-
-def _addr_text(addr: IPAddress) -> str:
-    """``str(addr)`` for ``sendto``, kept (the same few peers get every reply)."""
-    text = _ADDR_TEXT.get(addr)
-    if text is None:
-        text = str(addr)
-        if len(_ADDR_TEXT) >= REMOTE_CACHE:
-            _ADDR_TEXT.clear()
-        _ADDR_TEXT[addr] = text
-    return text
-
 
 class UDPSockets:
     """The IKE and NAT-T sockets of one daemon."""
@@ -141,6 +128,10 @@ class UDPSockets:
         # the engine's busy-mode COOKIE answer, straight from a datagram (attach_guard)
         self.prefilter: Callable[[bytes, bytes, int], bytes | None] | None = None
         self.prefiltered = 0  # COOKIE answers sent by the pre-filter
+        # (id(local), id(remote)) -> (local, remote, interface, sockaddr, natt) of
+        # ``send``; emptied whenever an interface opens or closes
+        self._routes: dict[tuple[int, int], tuple[Endpoint, Endpoint, IKEInterface,
+                                                  tuple[str, int], bool]] = {}
 
     def attach_guard(self, guard: object, clock: Callable[[], float]) -> None:
         """Answer IKE_SA_INIT floods here when the engine is busy (``ike/cookies.py``).
@@ -181,6 +172,7 @@ class UDPSockets:
                 iface = self._open(la, port, natt)
                 if iface is not None:
                     self.interfaces.append(iface)
+                    self._routes.clear()  # a better match for some sends may be here now
                     self.log.log(f"adding UDP interface {la.ifname} {Endpoint(la.addr, port)}")
         for iface in list(self.interfaces):
             if (iface.addr, iface.port) not in want_keys:
@@ -241,6 +233,7 @@ class UDPSockets:
             self.rcvbuf = s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
     def close(self, iface: IKEInterface, final: bool = False) -> None:
+        self._routes.clear()
         with contextlib.suppress(ValueError):
             self.interfaces.remove(iface)
         if iface.backend_reads and not final:
@@ -381,15 +374,26 @@ class UDPSockets:
     # ------------------------------------------------------------- send
     def send(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
         """Send an IKE message (or a keepalive) from ``local``; NAT-T adds the marker."""
-        natt = local.port != self.ikeport
-        iface = self._find(local, natt)
-        if iface is None:
-            self.log.log(f"no interface for {local} to send {len(data)} bytes to {remote}",
-                         "warning", remote=remote, rate_limited=True)
-            return
+        # the engine answers with the Endpoint objects a request came with: their
+        # socket and sockaddr are looked up once per pair, not per datagram
+        key = (id(local), id(remote))
+        route = self._routes.get(key)
+        if route is not None and route[0] is local and route[1] is remote:
+            iface, sockaddr, natt = route[2], route[3], route[4]
+        else:
+            natt = local.port != self.ikeport
+            found = self._find(local, natt)
+            if found is None:
+                self.log.log(f"no interface for {local} to send {len(data)} bytes to "
+                             f"{remote}", "warning", remote=remote, rate_limited=True)
+                return
+            iface, sockaddr = found, (str(remote.addr), remote.port)
+            if len(self._routes) >= REMOTE_CACHE:
+                self._routes.clear()
+            self._routes[key] = (local, remote, iface, sockaddr, natt)
         payload = (NON_ESP_MARKER + data) if natt and data != KEEPALIVE else data
         try:
-            iface.sock.sendto(payload, (_addr_text(remote.addr), remote.port))
+            iface.sock.sendto(payload, sockaddr)
         except OSError as e:
             self.log.log(f"sendto {remote} failed: {e.strerror}", "warning",
                          remote=remote, rate_limited=True)
