@@ -250,9 +250,10 @@ class EngineDriver:
     def _add_sa(self, a: AddSA, rate_limited: bool) -> None:
         backend = self._backend()
         self.sa_index[a.sa.spi] = (a.sa.dst, a.sa.protocol, a.sa.direction)
-        self.log.log(f"add_sa {a.sa.direction} {a.sa.protocol}.{a.sa.spi:08x}"
-                     f"@{a.sa.dst}", "debug", conn=a.sa.conn_name or None,
-                     serial=a.sa.serial, debug_class="routing")
+        if self.log.debug:  # formatted only for a debug log that may want it
+            self.log.log(f"add_sa {a.sa.direction} {a.sa.protocol}.{a.sa.spi:08x}"
+                         f"@{a.sa.dst}", "debug", conn=a.sa.conn_name or None,
+                         serial=a.sa.serial, debug_class="routing")
         refuse_marks(backend, a.sa.mark, "the SA")  # enforce or refuse (issue 12)
         backend.add_sa(a.sa)
 

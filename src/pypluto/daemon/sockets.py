@@ -303,7 +303,8 @@ class UDPSockets:
         remote = _remote(host, port)
         if iface.natt:
             if data == KEEPALIVE:
-                self.log.log(f"NAT-T keepalive from {remote}", "debug", debug_class="tmi")
+                if self.log.debug:
+                    self.log.log(f"NAT-T keepalive from {remote}", "debug", debug_class="tmi")
                 return
             if len(data) < 4:
                 self.log.log(f"dropping {len(data)}-byte runt on {iface.local}", "debug",
@@ -330,7 +331,7 @@ class UDPSockets:
                                        _remote(remote[0], remote[1]))
 
     def _ike_in(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
-        if self.closed or (local.addr, local.port) in self.parked:
+        if self.closed or (self.parked and (local.addr, local.port) in self.parked):
             return
         if len(data) >= 20 and data[18] == _EXCH_INIT and not data[19] & _FLAG_R \
                 and not _cookie_first(data):
