@@ -326,7 +326,8 @@ class EngineDriver:
 
     def _report(self, ev: ConnectionEvent) -> None:
         self.counters.record_event(ev)
-        self.waiters.on_event(ev)
+        if len(self.waiters):
+            self.waiters.on_event(ev)
         if ev.kind == EventKind.INTERNAL_ERROR:
             self._engine_crash(ev)
         if ev.kind in (EventKind.IKE_ESTABLISHED, EventKind.CHILD_ESTABLISHED,
