@@ -33,6 +33,7 @@ import contextlib
 import functools
 import ipaddress
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -128,6 +129,11 @@ class UDPSockets:
         # the engine's busy-mode COOKIE answer, straight from a datagram (attach_guard)
         self.prefilter: Callable[[bytes, bytes, int], bytes | None] | None = None
         self.prefiltered = 0  # COOKIE answers sent by the pre-filter
+        # IKE datagrams a backend's reader thread handed over, waiting for the loop
+        self._handed: deque[tuple[bytes, tuple[str, int], tuple[str, int]]] = deque()
+        self._handed_lock = threading.Lock()
+        self._handed_scheduled = False
+        self._handed_local: dict[tuple[str, int], Endpoint] = {}
         # (id(local), id(remote)) -> (local, remote, interface, sockaddr, natt) of
         # ``send``; emptied whenever an interface opens or closes
         self._routes: dict[tuple[int, int], tuple[Endpoint, Endpoint, IKEInterface,
@@ -323,12 +329,40 @@ class UDPSockets:
 
     def _deliver_threadsafe(self, data: bytes, local: tuple[str, int],
                             remote: tuple[str, int]) -> None:
-        """IKE that a backend's reader thread found on a NAT-T socket (marker stripped)."""
-        if self.loop is None or self.loop.is_closed():
+        """IKE that a backend's reader thread found on a NAT-T socket (marker stripped).
+
+        Queued for the loop, which takes every datagram queued so far in one turn
+        (``_take_handed``): one wake-up of the loop per burst, not per datagram."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
             return
-        loc = Endpoint(ipaddress.ip_address(local[0]), local[1])
-        self.loop.call_soon_threadsafe(self._ike_in, bytes(data), loc,
-                                       _remote(remote[0], remote[1]))
+        with self._handed_lock:
+            self._handed.append((bytes(data), local, remote))
+            if self._handed_scheduled:
+                return
+            self._handed_scheduled = True
+        try:
+            loop.call_soon_threadsafe(self._take_handed)
+        except RuntimeError:  # the loop closed meanwhile: the daemon is exiting
+            pass
+
+    def _take_handed(self) -> None:
+        """The backend's datagrams, as a batch of our own socket's: existing SAs first."""
+        with self._handed_lock:
+            batch = list(self._handed)
+            self._handed.clear()
+            self._handed_scheduled = False
+        self._reading = True
+        try:
+            for data, local, remote in batch:
+                loc = self._handed_local.get(local)
+                if loc is None:
+                    loc = self._handed_local[local] = Endpoint(
+                        ipaddress.ip_address(local[0]), local[1])
+                self._ike_in(data, loc, _remote(remote[0], remote[1]))
+        finally:
+            self._reading = False
+        self._drain()
 
     def _ike_in(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
         if self.closed or (self.parked and (local.addr, local.port) in self.parked):
