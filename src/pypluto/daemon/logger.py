@@ -10,6 +10,12 @@ state; debug lines start with ``| ``.  ``--log-no-ip`` masks every address,
 ``--log-no-time`` drops the timestamp of file/stderr lines, and floods of
 network-triggered messages are rate limited.
 
+File and stderr lines logged on the event loop's thread are written together
+at the end of the loop's turn (``defer_writes``: one write and flush per turn,
+not per line); other threads, and everything once the loop is gone, write at
+once.  Nothing is dropped by it: a line waits at most for the turn it was
+logged in.  Audit records go to the kernel through one kept NETLINK_AUDIT socket.
+
 Two guarantees hold at this sink whoever the caller is (issue 13):
 
 * **one event, one line**: every line is written through

@@ -8,7 +8,8 @@
   NAT-keepalive (§2.3) and is dropped; anything else is ESP-in-UDP and goes to
   the kernel backend.
 * A backend that reads a NAT-T socket itself (the userspace data plane) hands
-  IKE back through a thread-safe callback; such a socket is *parked*, not
+  IKE back through a thread-safe callback (queued; the loop takes each burst in
+  one turn, like a batch of its own sockets); such a socket is *parked*, not
   closed, when its address goes away, so the backend's thread keeps a valid
   socket, and IKE arriving on it is dropped.
 * Under a flood (issue 13): each socket gets a 4 MiB receive buffer
