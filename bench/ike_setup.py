@@ -560,13 +560,16 @@ def env_int(name: str, default: int) -> int:
 
 
 def kinds_available() -> list[str]:
+    """The responders installed here, narrowed by ``BENCH_KINDS`` (comma-separated,
+    e.g. ``pypluto``) when it is set; unset: every one available."""
     kinds = []
     if have_strongswan():
         kinds.append("strongswan")
     if have_libreswan() and (LIBRESWAN_DIR / "pluto").exists():
         kinds.append("libreswan")
     kinds.append("pypluto")
-    return kinds
+    wanted = {k.strip() for k in os.environ.get("BENCH_KINDS", "").split(",") if k.strip()}
+    return [k for k in kinds if k in wanted] if wanted else kinds
 
 
 def median_of(runs: list[dict[str, Any]], key: str) -> Any:

@@ -98,6 +98,7 @@ V2_STATE_NAMES = {
 
 POLL_INTERVAL = 10.0  # seconds between SA counter polls
 ACQUIRE_QUEUE = 256  # acquires waiting for the loop; more are dropped (and counted)
+CPU_CHECK_INTERVAL = 1.0  # seconds between looks at the CPUs we may run on (helpers)
 
 
 class EngineDriver:
@@ -123,6 +124,7 @@ class EngineDriver:
         self.sa_index: dict[int, tuple[IPAddress, str, str]] = {}  # spi -> (dst, proto, dir)
         self.stopped = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_for = 0.0  # the engine deadline ``_timer`` was armed for
         self._rl_flush = False
         self._last_error: Log | None = None  # the engine's latest error line in this batch
         # updown: runs not yet finished per Child SA serial, the CHILD_ESTABLISHED
@@ -156,20 +158,23 @@ class EngineDriver:
         ``conn`` / ``remote`` name whom the call concerns: if it raises, the whacks
         waiting on that connection (or on the connections with that peer) fail at once.
         """
-        if self.engine is None:
+        engine = self.engine
+        if engine is None:
             return
-        t0 = time.process_time()
+        timed = bool(self.log.debug) and self.log.debugging("cpu-usage")
+        t0 = time.process_time() if timed else 0.0
         actions: list[Action]
         try:
-            actions = call(self.engine)
+            actions = call(engine)
         except Exception as e:  # noqa: BLE001 - never let one packet kill the daemon
-            self.internal_error(e, where or "engine call", conn=conn, remote=remote)
+            self.internal_error(e, _where(where, remote), conn=conn, remote=remote)
             actions = []
-        if self.log.debugging("cpu-usage"):
+        if timed:
             ms = (time.process_time() - t0) * 1000
-            self.log.log(f"cpu-usage: {where or 'engine call'} took {ms:.3f} ms", "debug",
+            self.log.log(f"cpu-usage: {_where(where, remote)} took {ms:.3f} ms", "debug",
                          debug_class="cpu-usage")
-        self.execute(actions or [], rate_limited=rate_limited)
+        if actions:
+            self.execute(actions, rate_limited=rate_limited)
         self.schedule_timer()
         if rate_limited and not self._rl_flush and self.loop is not None and \
                 self.log.limiter.count > self.log.limiter.limit:
@@ -245,9 +250,10 @@ class EngineDriver:
     def _add_sa(self, a: AddSA, rate_limited: bool) -> None:
         backend = self._backend()
         self.sa_index[a.sa.spi] = (a.sa.dst, a.sa.protocol, a.sa.direction)
-        self.log.log(f"add_sa {a.sa.direction} {a.sa.protocol}.{a.sa.spi:08x}"
-                     f"@{a.sa.dst}", "debug", conn=a.sa.conn_name or None,
-                     serial=a.sa.serial, debug_class="routing")
+        if self.log.debug:  # formatted only for a debug log that may want it
+            self.log.log(f"add_sa {a.sa.direction} {a.sa.protocol}.{a.sa.spi:08x}"
+                         f"@{a.sa.dst}", "debug", conn=a.sa.conn_name or None,
+                         serial=a.sa.serial, debug_class="routing")
         refuse_marks(backend, a.sa.mark, "the SA")  # enforce or refuse (issue 12)
         backend.add_sa(a.sa)
 
@@ -287,7 +293,7 @@ class EngineDriver:
             self._last_error = a
             if a.traceback and a.conn is None:  # outside any IKE SA: no event follows
                 self.crash.text(a.traceback, "engine: packet processing")
-        if a.conn is not None and a.level != "debug":
+        if a.conn is not None and a.level != "debug" and len(self.waiters):
             self.waiters.on_log(a.conn, escape(PlutoLogger.prefix(a.conn, a.serial, None)
                                                + a.message, LINE_LIMIT))
 
@@ -320,7 +326,8 @@ class EngineDriver:
 
     def _report(self, ev: ConnectionEvent) -> None:
         self.counters.record_event(ev)
-        self.waiters.on_event(ev)
+        if len(self.waiters):
+            self.waiters.on_event(ev)
         if ev.kind == EventKind.INTERNAL_ERROR:
             self._engine_crash(ev)
         if ev.kind in (EventKind.IKE_ESTABLISHED, EventKind.CHILD_ESTABLISHED,
@@ -487,18 +494,32 @@ class EngineDriver:
             self.internal_error(e, "next_timer")
             when = None
         if self._timer is not None:
-            if when is not None and abs(self._timer.when() - when) < 1e-6:
-                return  # already scheduled for that deadline
+            if when is not None and self._timer_for <= when + 1e-6 and \
+                    self._timer.when() <= when + 1e-6:
+                # armed for this deadline or an earlier one (the oldest half-open SA
+                # finished): kept, and ``_fire_timer`` re-arms if the deadline moved on;
+                # no cancel and new handle per engine call
+                return
             self._timer.cancel()
             self._timer = None
         if when is not None:
             # loop.time() is time.monotonic(), the engine's clock here; a deadline in
             # the past fires at once, but never in a tight loop
+            self._timer_for = when
             self._timer = self.loop.call_at(max(when, self.loop.time() + 0.001),
                                             self._fire_timer)
 
     def _fire_timer(self) -> None:
         self._timer = None
+        engine = self.engine
+        if engine is not None and not self.stopped:
+            try:
+                when = engine.next_timer()
+            except Exception:  # noqa: BLE001 - handle_timer below reports the engine's state
+                when = self._timer_for
+            if when is None or when > self._timer_for + 1e-6:
+                self.schedule_timer()  # the deadline went away or moved later: not due
+                return
         now = self.now()
         self.run(lambda e: e.handle_timer(now), where="timer")
 
@@ -509,10 +530,26 @@ class EngineDriver:
             self._timer.cancel()
             self._timer = None
 
+    # ------------------------------------------------------------- CPUs
+    def _watch_cpus(self) -> None:
+        """Every second, with ``--nhelpers=-1``: offload key exchanges to the helper
+        threads only while the daemon may run on more than one CPU
+        (``HelperPool.one_cpu``); the engine reads the setting at each exchange."""
+        if self.stopped or self.loop is None or self.helpers is None:
+            return
+        settings = getattr(self.engine, "settings", None)
+        if settings is not None and hasattr(settings, "offload_crypto"):
+            with contextlib.suppress(Exception):  # a scripted engine's frozen settings
+                settings.offload_crypto = not self.helpers.one_cpu()
+        self.loop.call_later(CPU_CHECK_INTERVAL, self._watch_cpus)
+
     # ------------------------------------------------------------- SA counters
     def start_polling(self) -> None:
-        """Every 10 s: feed SA counters to the engine (ipsec-max-bytes/-packets)."""
+        """Every 10 s: feed SA counters to the engine (ipsec-max-bytes/-packets); every
+        second, with ``--nhelpers=-1`` and helpers, the CPUs the daemon may run on."""
         assert self.loop is not None
+        if self.helpers is not None and self.helpers.auto and self.helpers.count > 0:
+            self._watch_cpus()
 
         def poll() -> None:
             if self.stopped:
@@ -599,6 +636,14 @@ class EngineDriver:
         for k in ("replay_drops", "integrity_failures", "selector_drops"):
             v = getattr(stats, k, None) if stats is not None else 0
             ch[k] = int(v) if isinstance(v, int) else None  # None: not counted per SA
+
+
+def _where(where: str, remote: Endpoint | None) -> str:
+    """What an engine call was about, for its error and cpu-usage lines (formatted only
+    when one is written: a datagram's call names its sender)."""
+    if where:
+        return where
+    return f"packet from {remote}" if remote is not None else "engine call"
 
 
 def _fail_child(engine: EngineAPI, *, serial: int, why: str, now: float) -> list[Action]:

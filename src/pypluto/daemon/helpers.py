@@ -58,6 +58,7 @@ class HelperPool:
 
     def __init__(self, nhelpers: int) -> None:
         self.count = helper_count(nhelpers)
+        self.auto = nhelpers < 0  # Libreswan's -1: sized by the CPUs (see one_cpu)
         self.jobs = 0
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         if self.count > 0:
@@ -79,6 +80,18 @@ class HelperPool:
         except BaseException as e:  # noqa: BLE001 - delivered through the future
             fut.set_exception(e)
         return fut
+
+    def one_cpu(self) -> bool:
+        """``-1`` (CPUs - 1) while this process may run on one CPU only (``taskset``,
+        a cpuset): a helper thread then gives no parallelism, only a hand-off per job
+        (~50 us for X25519, above), so the daemon has the engine compute inline.  An
+        explicit ``--nhelpers N`` is obeyed as given."""
+        if not self.auto or self._pool is None:
+            return False
+        try:
+            return len(os.sched_getaffinity(0)) <= 1
+        except (AttributeError, OSError):
+            return False
 
     def close(self) -> None:
         if self._pool is not None:

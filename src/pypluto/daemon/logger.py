@@ -10,6 +10,12 @@ state; debug lines start with ``| ``.  ``--log-no-ip`` masks every address,
 ``--log-no-time`` drops the timestamp of file/stderr lines, and floods of
 network-triggered messages are rate limited.
 
+File and stderr lines logged on the event loop's thread are written together
+at the end of the loop's turn (``defer_writes``: one write and flush per turn,
+not per line); other threads, and everything once the loop is gone, write at
+once.  Nothing is dropped by it: a line waits at most for the turn it was
+logged in.  Audit records go to the kernel through one kept NETLINK_AUDIT socket.
+
 Two guarantees hold at this sink whoever the caller is (issue 13):
 
 * **one event, one line**: every line is written through
@@ -25,9 +31,12 @@ Two guarantees hold at this sink whoever the caller is (issue 13):
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
+import socket
+import struct
 import sys
 import syslog
 import threading
@@ -153,22 +162,28 @@ _AUDIT_RE = re.compile(
         r"(?:IKE|Child) SA expired",
         r"peer no longer has the Child SA",
         r"restarting connection",
-        r"[^\n]{0,80}; peer is not responding, declaring it dead",
     ))
 )
+# the one audit line whose telling words are not at its start: tried only when they
+# are in the line (a backtracking scan of 80 characters for every other line)
+_DEAD_WORDS = "; peer is not responding, declaring it dead"
+_DEAD_RE = re.compile(r"[^\n]{0,80}" + re.escape(_DEAD_WORDS))
 # Lines that only unauthenticated input can cause in numbers: limited even when
 # the caller did not ask (the expiry of flooded half-open SAs runs from a timer).
-_FLOOD_RE = re.compile(r"half-open IKE SA expired")
 
 
 def is_audit(message: str) -> bool:
     """Whether an engine message belongs to the audit trail (never rate limited)."""
-    return _AUDIT_RE.match(message) is not None
+    return _AUDIT_RE.match(message) is not None or (
+        _DEAD_WORDS in message and _DEAD_RE.match(message) is not None)
+
+
+_FLOOD_PREFIX = "half-open IKE SA expired"  # _FLOOD_RE's text, for a cheap test per line
 
 
 def is_flood(message: str) -> bool:
     """Whether a message is rate limited whatever the caller says."""
-    return _FLOOD_RE.match(message) is not None
+    return message.startswith(_FLOOD_PREFIX)
 
 
 class RateLimiter:
@@ -232,8 +247,16 @@ class PlutoLogger:
         self.debug: set[str] = set(debug or ())
         self.limiter = RateLimiter(rate_limit)
         self.capture: Callable[[str], None] | None = None  # a whack that sees the lines
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._stream: TextIO | None = None
+        # file/stderr lines written by the event loop's thread wait in ``_buf`` for the
+        # end of the loop's turn (``defer_writes``): one write and one flush per turn
+        self._buf: list[str] = []
+        self._defer: Callable[[Callable[[], None]], object] | None = None
+        self._defer_thread: int | None = None
+        self._flush_pending = False
+        self._stamp_sec = -1  # the second of the cached "%b %e %H:%M:%S" stamp
+        self._stamp_head = ""
         self._syslog = False
         self._journal: Journal | None = None
         self.destination = "syslog"
@@ -325,15 +348,56 @@ class PlutoLogger:
                 stamp = ""
                 if self.logtime:
                     t = time.time()
-                    stamp = time.strftime("%b %e %H:%M:%S", time.localtime(t))
-                    stamp += f".{int((t % 1) * 1e6):06d}: "
-                try:
-                    self._stream.write(stamp + line + "\n")
-                    self._stream.flush()
-                except (OSError, ValueError):
-                    pass
+                    sec = int(t)
+                    if sec != self._stamp_sec:  # strftime once a second, not per line
+                        self._stamp_head = time.strftime("%b %e %H:%M:%S", time.localtime(t))
+                        self._stamp_sec = sec
+                    stamp = f"{self._stamp_head}.{int((t % 1) * 1e6):06d}: "
+                if self._defer is not None and threading.get_ident() == self._defer_thread:
+                    self._buf.append(stamp + line + "\n")
+                    if not self._flush_pending:
+                        self._flush_pending = True
+                        try:
+                            self._defer(self.flush)
+                        except RuntimeError:  # the loop is closed: write through again
+                            self._defer = None
+                            self._write_buffered()
+                else:
+                    self._buf.append(stamp + line + "\n")
+                    self._write_buffered()
             if self.capture is not None and level != "debug":
                 self.capture(line)
+
+    # --- buffered writes (file / stderr) -----------------------------------------
+    def defer_writes(self, call_soon: Callable[[Callable[[], None]], object] | None) -> None:
+        """Buffer the lines the calling thread (the event loop's) writes to a file or
+        stderr until ``call_soon(flush)`` runs: one write per turn of the loop instead
+        of one per line.  Lines stay in order; every line is written, and none waits
+        longer than the turn of the loop it was logged in.  ``None``: write each line
+        at once again (what is buffered is written now)."""
+        with self._lock:
+            self._write_buffered()
+            self._defer = call_soon
+            self._defer_thread = threading.get_ident() if call_soon is not None else None
+
+    def flush(self) -> None:
+        """Write the buffered lines (the end of a turn of the event loop)."""
+        with self._lock:
+            self._write_buffered()
+
+    def _write_buffered(self) -> None:
+        self._flush_pending = False
+        if not self._buf:
+            return
+        data = "".join(self._buf)
+        self._buf.clear()
+        if self._stream is None:
+            return
+        try:
+            self._stream.write(data)
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
 
     def flush_rate_limit(self) -> bool:
         """Log how many lines were suppressed once the window is over.
@@ -365,6 +429,7 @@ class PlutoLogger:
             return False
         new = open(self.destination, "a", encoding="utf-8")  # noqa: SIM115
         with self._lock:
+            self._write_buffered()  # what was logged before goes to the old file
             old, self._stream = self._stream, new
         try:
             old.close()
@@ -374,6 +439,8 @@ class PlutoLogger:
 
     def close(self) -> None:
         with self._lock:
+            self._write_buffered()
+            self._defer = None
             if self._stream is not None and self._stream is not sys.stderr:
                 try:
                     self._stream.close()
@@ -393,21 +460,49 @@ AUDIT_CRYPTO_IPSEC_SA = 2409
 NETLINK_AUDIT = 9
 
 
+_AUDIT_RETRY = 10.0  # seconds before opening the audit socket again after a failure
+
+
+class _AuditSocket:
+    """One NETLINK_AUDIT socket kept open (opening and closing one per record cost
+    more than the record itself); opened again at most every ``_AUDIT_RETRY``
+    seconds after opening failed."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sock: socket.socket | None = None
+        self.failed_at: float | None = None
+
+    def send(self, data: bytes) -> bool:
+        with self.lock:
+            if self.sock is None:
+                now = time.monotonic()
+                if self.failed_at is not None and now - self.failed_at < _AUDIT_RETRY:
+                    return False
+                try:
+                    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_AUDIT)
+                except OSError:
+                    self.failed_at = now
+                    return False
+                self.failed_at = None
+                # the kernel may answer a refused record with an error message: never
+                # read, so keep the queue small and never block on it
+                s.setblocking(False)
+                with contextlib.suppress(OSError):
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                self.sock = s
+            try:
+                self.sock.sendto(data, (0, 0))
+            except OSError:  # refused (no CAP_AUDIT_WRITE, ...): best effort, as before
+                return False
+            return True
+
+
+_AUDIT = _AuditSocket()
+
+
 def send_kernel_audit(record: str, msg_type: int = AUDIT_CRYPTO_IKE_SA) -> bool:
     """Best effort: hand one user record to the Linux audit subsystem."""
-    import socket
-    import struct
-
-    try:
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_AUDIT)
-    except OSError:
-        return False
-    try:
-        payload = record.encode()[:8000] + b"\0"
-        hdr = struct.pack("=IHHII", 16 + len(payload), msg_type, 0x1, 1, os.getpid())
-        s.sendto(hdr + payload, (0, 0))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
+    payload = record.encode()[:8000] + b"\0"
+    hdr = struct.pack("=IHHII", 16 + len(payload), msg_type, 0x1, 1, os.getpid())
+    return _AUDIT.send(hdr + payload)

@@ -141,6 +141,8 @@ class Daemon:
         self.loop = asyncio.get_running_loop()
         self._stop = self.loop.create_future()
         self.loop.set_exception_handler(self._loop_exception)
+        # file/stderr log lines: one write per turn of the loop (daemon/logger.py)
+        self.log.defer_writes(self.loop.call_soon)
         if self.opts.efence_protect:
             self.loop.set_debug(True)
         self._log_settings()
@@ -376,8 +378,9 @@ class Daemon:
     def _ike_in(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
         now = self.now()
         self.driver.counters.ike_bytes_in += len(data)
+        # no ``where``: the driver names the packet's sender only if it logs the call
         self.driver.run(lambda e: e.receive(data, local, remote, now), rate_limited=True,
-                        where=f"packet from {remote}", remote=remote)
+                        remote=remote)
 
     def _spawn(self, aw: Coroutine[Any, Any, Any] | asyncio.Future[Any]) -> None:
         t = asyncio.ensure_future(aw)
@@ -466,6 +469,7 @@ class Daemon:
         if self.opts.leak_detective:
             for line in leak_report():
                 self.log.log(line)
+        self.log.defer_writes(None)  # what remains is written at once
         if finish:
             self.finish()
 
@@ -489,8 +493,12 @@ def main_loop(opts: PlutoOptions, logger: PlutoLogger, ctl_sock: socket.socket) 
             logger.log(str(e), "error")
             await d.shutdown()
             return 1
-        return await d.wait() or d.exit_code
+        try:
+            return await d.wait() or d.exit_code
+        finally:
+            logger.defer_writes(None)
 
+    profile = _profiler()
     try:
         return asyncio.run(run())
     except Exception as e:  # noqa: BLE001 - last resort: report and exit 1
@@ -499,6 +507,26 @@ def main_loop(opts: PlutoOptions, logger: PlutoLogger, ctl_sock: socket.socket) 
         if path:
             logger.log(f"crash report written to {path}", "error")
         return 1
+    finally:
+        if profile is not None:
+            profile.disable()
+            with contextlib.suppress(OSError):
+                profile.dump_stats(os.environ[PROFILE_ENV])
+
+
+PROFILE_ENV = "PYPLUTO_PROFILE"
+"""Benchmarks only (bench/README.md): a path; the event loop's thread runs under
+``cProfile`` (thread CPU time) and its statistics are written there at exit."""
+
+
+def _profiler() -> Any:
+    if not os.environ.get(PROFILE_ENV):
+        return None
+    import cProfile
+
+    prof = cProfile.Profile(time.thread_time)
+    prof.enable()
+    return prof
 
 
 __all__ = ["Daemon", "StartupError", "main_loop"]

@@ -8,7 +8,8 @@
   NAT-keepalive (§2.3) and is dropped; anything else is ESP-in-UDP and goes to
   the kernel backend.
 * A backend that reads a NAT-T socket itself (the userspace data plane) hands
-  IKE back through a thread-safe callback; such a socket is *parked*, not
+  IKE back through a thread-safe callback (queued; the loop takes each burst in
+  one turn, like a batch of its own sockets); such a socket is *parked*, not
   closed, when its address goes away, so the backend's thread keeps a valid
   socket, and IKE arriving on it is dropped.
 * Under a flood (issue 13): each socket gets a 4 MiB receive buffer
@@ -30,8 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -78,13 +81,27 @@ class IKEInterface:
     natt: bool
     backend_reads: bool = False
 
-    @property
+    @functools.cached_property
     def local(self) -> Endpoint:
         return Endpoint(self.addr, self.port)
 
 
+_REMOTES: dict[tuple[str, int], Endpoint] = {}
+REMOTE_CACHE = 4096  # peers' endpoints kept parsed; more and the cache starts over
+
+
 def _remote(addr: str, port: int) -> Endpoint:
-    return Endpoint(ipaddress.ip_address(addr.split("%")[0]), port)
+    """The peer's ``Endpoint`` of a datagram: parsed once per (address, port), not per
+    datagram (``ipaddress`` parsing costs more than the rest of the receive path)."""
+    key = (addr, port)
+    ep = _REMOTES.get(key)
+    if ep is None:
+        ep = Endpoint(ipaddress.ip_address(addr.split("%")[0]), port)
+        if len(_REMOTES) >= REMOTE_CACHE:  # a spoofed flood must not grow it
+            _REMOTES.clear()
+        _REMOTES[key] = ep
+    return ep
+
 
 
 class UDPSockets:
@@ -113,6 +130,15 @@ class UDPSockets:
         # the engine's busy-mode COOKIE answer, straight from a datagram (attach_guard)
         self.prefilter: Callable[[bytes, bytes, int], bytes | None] | None = None
         self.prefiltered = 0  # COOKIE answers sent by the pre-filter
+        # IKE datagrams a backend's reader thread handed over, waiting for the loop
+        self._handed: deque[tuple[bytes, tuple[str, int], tuple[str, int]]] = deque()
+        self._handed_lock = threading.Lock()
+        self._handed_scheduled = False
+        self._handed_local: dict[tuple[str, int], Endpoint] = {}
+        # (id(local), id(remote)) -> (local, remote, interface, sockaddr, natt) of
+        # ``send``; emptied whenever an interface opens or closes
+        self._routes: dict[tuple[int, int], tuple[Endpoint, Endpoint, IKEInterface,
+                                                  tuple[str, int], bool]] = {}
 
     def attach_guard(self, guard: object, clock: Callable[[], float]) -> None:
         """Answer IKE_SA_INIT floods here when the engine is busy (``ike/cookies.py``).
@@ -153,6 +179,7 @@ class UDPSockets:
                 iface = self._open(la, port, natt)
                 if iface is not None:
                     self.interfaces.append(iface)
+                    self._routes.clear()  # a better match for some sends may be here now
                     self.log.log(f"adding UDP interface {la.ifname} {Endpoint(la.addr, port)}")
         for iface in list(self.interfaces):
             if (iface.addr, iface.port) not in want_keys:
@@ -213,6 +240,7 @@ class UDPSockets:
             self.rcvbuf = s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
     def close(self, iface: IKEInterface, final: bool = False) -> None:
+        self._routes.clear()
         with contextlib.suppress(ValueError):
             self.interfaces.remove(iface)
         if iface.backend_reads and not final:
@@ -282,7 +310,8 @@ class UDPSockets:
         remote = _remote(host, port)
         if iface.natt:
             if data == KEEPALIVE:
-                self.log.log(f"NAT-T keepalive from {remote}", "debug", debug_class="tmi")
+                if self.log.debug:
+                    self.log.log(f"NAT-T keepalive from {remote}", "debug", debug_class="tmi")
                 return
             if len(data) < 4:
                 self.log.log(f"dropping {len(data)}-byte runt on {iface.local}", "debug",
@@ -301,15 +330,43 @@ class UDPSockets:
 
     def _deliver_threadsafe(self, data: bytes, local: tuple[str, int],
                             remote: tuple[str, int]) -> None:
-        """IKE that a backend's reader thread found on a NAT-T socket (marker stripped)."""
-        if self.loop is None or self.loop.is_closed():
+        """IKE that a backend's reader thread found on a NAT-T socket (marker stripped).
+
+        Queued for the loop, which takes every datagram queued so far in one turn
+        (``_take_handed``): one wake-up of the loop per burst, not per datagram."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
             return
-        loc = Endpoint(ipaddress.ip_address(local[0]), local[1])
-        self.loop.call_soon_threadsafe(self._ike_in, bytes(data), loc,
-                                       _remote(remote[0], remote[1]))
+        with self._handed_lock:
+            self._handed.append((bytes(data), local, remote))
+            if self._handed_scheduled:
+                return
+            self._handed_scheduled = True
+        try:
+            loop.call_soon_threadsafe(self._take_handed)
+        except RuntimeError:  # the loop closed meanwhile: the daemon is exiting
+            pass
+
+    def _take_handed(self) -> None:
+        """The backend's datagrams, as a batch of our own socket's: existing SAs first."""
+        with self._handed_lock:
+            batch = list(self._handed)
+            self._handed.clear()
+            self._handed_scheduled = False
+        self._reading = True
+        try:
+            for data, local, remote in batch:
+                loc = self._handed_local.get(local)
+                if loc is None:
+                    loc = self._handed_local[local] = Endpoint(
+                        ipaddress.ip_address(local[0]), local[1])
+                self._ike_in(data, loc, _remote(remote[0], remote[1]))
+        finally:
+            self._reading = False
+        self._drain()
 
     def _ike_in(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
-        if self.closed or (local.addr, local.port) in self.parked:
+        if self.closed or (self.parked and (local.addr, local.port) in self.parked):
             return
         if len(data) >= 20 and data[18] == _EXCH_INIT and not data[19] & _FLAG_R \
                 and not _cookie_first(data):
@@ -353,15 +410,26 @@ class UDPSockets:
     # ------------------------------------------------------------- send
     def send(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
         """Send an IKE message (or a keepalive) from ``local``; NAT-T adds the marker."""
-        natt = local.port != self.ikeport
-        iface = self._find(local, natt)
-        if iface is None:
-            self.log.log(f"no interface for {local} to send {len(data)} bytes to {remote}",
-                         "warning", remote=remote, rate_limited=True)
-            return
+        # the engine answers with the Endpoint objects a request came with: their
+        # socket and sockaddr are looked up once per pair, not per datagram
+        key = (id(local), id(remote))
+        route = self._routes.get(key)
+        if route is not None and route[0] is local and route[1] is remote:
+            iface, sockaddr, natt = route[2], route[3], route[4]
+        else:
+            natt = local.port != self.ikeport
+            found = self._find(local, natt)
+            if found is None:
+                self.log.log(f"no interface for {local} to send {len(data)} bytes to "
+                             f"{remote}", "warning", remote=remote, rate_limited=True)
+                return
+            iface, sockaddr = found, (str(remote.addr), remote.port)
+            if len(self._routes) >= REMOTE_CACHE:
+                self._routes.clear()
+            self._routes[key] = (local, remote, iface, sockaddr, natt)
         payload = (NON_ESP_MARKER + data) if natt and data != KEEPALIVE else data
         try:
-            iface.sock.sendto(payload, (str(remote.addr), remote.port))
+            iface.sock.sendto(payload, sockaddr)
         except OSError as e:
             self.log.log(f"sendto {remote} failed: {e.strerror}", "warning",
                          remote=remote, rate_limited=True)
@@ -370,6 +438,9 @@ class UDPSockets:
         self.send(KEEPALIVE, local, remote)
 
     def _find(self, local: Endpoint, natt: bool) -> IKEInterface | None:
+        for i in self.interfaces:  # the usual case: the address the request came to
+            if i.port == local.port and i.addr == local.addr:
+                return i
         same_fam = None
         for i in self.interfaces:
             if i.addr == local.addr and i.port == local.port:
