@@ -43,6 +43,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench.ike_setup import (
@@ -79,11 +80,15 @@ class Held:
         self.gen: Generator | None = None
         self.out: dict[str, Any] = {}
 
-    def setup(self, n: int, dpd: int, concurrency: int, child: bool = False) -> dict[str, Any]:
+    def setup(self, n: int, dpd: int, concurrency: int, child: bool = False,
+              unpin: bool = False) -> dict[str, Any]:
         self.resp = resp = start_responder(self.lab, self.kind, child=child, dpddelay=dpd)
         rss_empty = proc_rss_kib(resp.pid)
         self.gen = gen = Generator(self.lab, child=child)
         gen.start()
+        if unpin:  # set up side by side: each process where the scheduler finds room
+            _unpin(resp.pid)
+            _unpin(gen.proc.pid)
         counter = resp.counter()
         t0 = time.monotonic()
         up = gen.run(n, concurrency, timeout=max(300.0, n / 20), counter=counter,
@@ -129,20 +134,19 @@ class Held:
 
 def hold_all(kinds: list[str], n: int, seconds: int, dpd: int, concurrency: int
              ) -> dict[str, dict[str, Any]]:
-    """Set up each responder in turn, then hold them all in one window of ``seconds``."""
+    """Set up every responder at once (one thread each, no core pinned), then hold
+    them all in one window of ``seconds``."""
     res: dict[str, dict[str, Any]] = {}
     with contextlib.ExitStack() as stack:
-        held: list[Held] = []
-        for k in kinds:
-            inner = contextlib.ExitStack()
-            h = Held(k, inner)
-            r = _try(f"hold {k} setup", h.setup, n, dpd, concurrency)
-            res[k] = r
-            if "error" in r:
-                inner.close()  # its lab goes now; the others still hold
-            else:
-                stack.push(inner.pop_all())
-                held.append(h)
+        held = [Held(k, stack) for k in kinds]
+
+        def setup(h: Held) -> dict[str, Any]:
+            return _try(f"hold {h.kind} setup", h.setup, n, dpd, concurrency, unpin=True)
+
+        with ThreadPoolExecutor(max_workers=len(held) or 1) as pool:
+            for h, r in zip(held, pool.map(setup, held), strict=True):
+                res[h.kind] = r
+        held = [h for h in held if "error" not in res[h.kind]]
         for h in held:
             h.start_window()
         t0 = time.monotonic()
