@@ -42,8 +42,8 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench.ike_setup import (
@@ -140,12 +140,18 @@ def hold_all(kinds: list[str], n: int, seconds: int, dpd: int, concurrency: int
     with contextlib.ExitStack() as stack:
         held = [Held(k, stack) for k in kinds]
 
-        def setup(h: Held) -> dict[str, Any]:
-            return _try(f"hold {h.kind} setup", h.setup, n, dpd, concurrency, unpin=True)
+        def setup(h: Held) -> None:
+            res[h.kind] = _try(f"hold {h.kind} setup", h.setup, n, dpd, concurrency,
+                               unpin=True)
 
-        with ThreadPoolExecutor(max_workers=len(held) or 1) as pool:
-            for h, r in zip(held, pool.map(setup, held), strict=True):
-                res[h.kind] = r
+        # daemon threads: an interrupt here still tears the labs down (the ExitStack),
+        # which ends a thread blocked on its generator
+        threads = [threading.Thread(target=setup, args=(h,), daemon=True) for h in held]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(1.0)
         held = [h for h in held if "error" not in res[h.kind]]
         for h in held:
             h.start_window()
