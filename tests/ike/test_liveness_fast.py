@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pypluto.ike import codec
 from pypluto.ike.tasks import liveness
 
@@ -44,14 +46,21 @@ def test_probes_only_when_nothing_heard() -> None:
     assert net.established(net.west) and net.established(net.east)
 
 
-def test_fast_path_taken_and_window_moves() -> None:
-    """Probe and answer take the fast path (no generic task): message IDs advance on
-    both sides, the answer is cached for a retransmitted probe (§2.1)."""
+def test_fast_path_taken_and_window_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe and answer take the fast path (the codec is never called): message IDs
+    advance on both sides, the answer is cached for a retransmitted probe (§2.1)."""
     net = Net(east_kw={"dpddelay": 5.0})
     net.up()
     east, west = _ike(net.east), _ike(net.west)
     out0, in0 = east.next_out, west.next_in
+
+    def no_codec(*a: object, **k: object) -> None:
+        raise AssertionError("the generic codec was used")
+
+    for name in ("parse", "decrypt", "encode"):
+        monkeypatch.setattr(codec, name, no_codec)
     net.advance(5.5)  # the timer fires, the probe is answered
+    monkeypatch.undo()
     assert east.next_out == out0 + 1 and west.next_in == in0 + 1
     assert east.outstanding is None
     assert west.last_response is not None and west.last_response[0] == out0
