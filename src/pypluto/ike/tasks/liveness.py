@@ -39,9 +39,10 @@ from pypluto.wire.payloads import Payload
 # deadlines of liveness checks are rounded up to a multiple of this (seconds, a power
 # of two so that the rounding is exact): 100,000 SAs at dpddelay=30 make ~26 probes
 # per slot, one timer call each 7.8 ms instead of one per SA.  Not coarser: a slot's
-# probes leave back to back, and a burst of ~100 small datagrams already overflows a
-# peer's default UDP receive buffer (212,992 bytes; seen with 1/32 s: drops at the
-# generator, then retransmits of whole slots)
+# probes leave back to back, and ~100 small datagrams at once can fill a peer's
+# default UDP receive buffer (212,992 bytes).  (On the loaded build machine the
+# bench generator dropped probes with 1/32 s and with 1/128 s slots alike: its
+# receiving thread did not get the CPU; see bench/README.md.)
 SLOT = 1 / 128
 
 _INFO = int(ExchangeType.INFORMATIONAL)
