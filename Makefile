@@ -35,9 +35,10 @@ lint: install
 	@$(VENV)/bin/ruff check src tests
 	@$(VENV)/bin/mypy src
 
-# Side-by-side benchmarks (bench/README.md): 15-25 min with the defaults (bench/README.md times each module); refuses a
-# dirty tree (BENCH_ALLOW_DIRTY=1 marks the results -dirty).  BENCH=name runs a
-# subset; the issue-18 hold: BENCH_HOLD_N=100000 BENCH_HOLD_SECONDS=600 make bench BENCH=ike_hold
+# Side-by-side benchmarks (bench/README.md times each module): about 15 min on a
+# quiet machine; refuses a dirty tree (BENCH_ALLOW_DIRTY=1 marks the results
+# -dirty).  BENCH=name runs a subset; the issue-18 hold of 100,000 IKE SAs for
+# 600 s: BENCH_HOLD_N=100000 BENCH_HOLD_SECONDS=600 make bench BENCH=ike_hold
 bench: install deps
 	@$(VPY) -c 'import vici' 2>/dev/null || $(VPY) -m pip install -q -e '.[bench]'
 	@$(VPY) -m bench.run $(BENCH)

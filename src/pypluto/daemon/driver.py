@@ -310,10 +310,10 @@ class EngineDriver:
         state = "retransmission"
         if self.engine is not None and serial is not None:
             with contextlib.suppress(Exception):
-                for ike in self.engine.status(self.now()).ike_sas:
-                    if ike.serial == serial:
-                        state = f"{V2_STATE_NAMES.get(ike.state, ike.state)}: retransmission"
-                        break
+                # the one SA, not status() of every SA: O(1) per retransmit (issue 18)
+                ike = getattr(self.engine, "by_serial", {}).get(serial)
+                if ike is not None:
+                    state = f"{V2_STATE_NAMES.get(ike.state, ike.state)}: retransmission"
         msg = f"{state}; will wait {base * 2 ** max(tries - 1, 0):g} seconds for response"
         self.log.log(msg, conn=conn, serial=serial)
         self.waiters.on_log(conn, PlutoLogger.prefix(conn, serial, None) + msg)

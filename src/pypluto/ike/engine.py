@@ -60,7 +60,7 @@ from pypluto.ike.status import (
     PoolStatus,
 )
 from pypluto.ike.task_manager import TaskManager
-from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey, mobike, redirect
+from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey, liveness, mobike, redirect
 from pypluto.ike.tasks.child_create import ChildCreate
 from pypluto.ike.tasks.child_delete import delete_children
 from pypluto.ike.tasks.ike_delete import send_delete_now
@@ -960,6 +960,10 @@ class Engine:
                             f"unknown IKE SA from {remote}", remote)
             if hdr.initiator == ike.initiator:
                 return _dbg("dropping message with the wrong I flag", remote)
+            if hdr.exchange == ExchangeType.INFORMATIONAL:  # liveness fast path (issue 18)
+                fast = liveness.fast_receive(self, ike, data, hdr, local, remote, now)
+                if fast is not None:
+                    return fast
             # guarded(), inlined: the hot path formats no "where" text it does not need
             try:
                 acts = self.tm.on_message(ike, data, hdr, local, remote, now)
