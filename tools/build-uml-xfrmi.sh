@@ -39,6 +39,10 @@ shipped_magic=$(modinfo -F vermagic "$moddir/kernel/net/xfrm/xfrm_user.ko" 2>/de
 
 is_good() { [ -s "$ko" ] && [ "$(modinfo -F vermagic "$ko" 2>/dev/null)" = "$shipped_magic" ]; }
 
+# A UML package that ships the module already (a later Debian's): nothing to build.
+shipped=$(find "$moddir" -name xfrm_interface.ko 2>/dev/null | head -n1)
+if [ -n "$shipped" ]; then echo "$shipped"; exit 0; fi
+
 if [ "${1:-}" = "--check" ]; then
     is_good && { echo "$ko"; exit 0; }
     exit 1
@@ -69,26 +73,27 @@ built_using=$(dpkg-query -W -f='${Built-Using}' user-mode-linux 2>/dev/null || t
 src_ver=$(sed -n 's/.*linux (= \([^)]*\)).*/\1/p' <<<"$built_using")
 [ -n "$src_ver" ] || die "user-mode-linux does not say which linux source it was built from (Built-Using: '$built_using')"
 [ "${src_ver%%-*}" = "$kver" ] || die "Built-Using says linux $src_ver but the modules are for $kver"
+series=$(cut -d. -f1,2 <<<"$src_ver")  # 6.1: package linux-source-6.1
+src_pkg=linux-source-$series
 
 work=$(mktemp -d "$out_dir/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-echo "build-uml-xfrmi: apt-get download linux-source-6.1=$src_ver" >&2
-if ! apt-get download "linux-source-6.1=$src_ver" >apt.log 2>&1; then
+echo "build-uml-xfrmi: apt-get download $src_pkg=$src_ver" >&2
+if ! apt-get download "$src_pkg=$src_ver" >apt.log 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
-    apt-get download "linux-source-6.1=$src_ver" >apt.log 2>&1 \
-        || die "apt-get download linux-source-6.1=$src_ver failed (no other version will do): $(tail -n2 apt.log)"
+    apt-get download "$src_pkg=$src_ver" >apt.log 2>&1 \
+        || die "apt-get download $src_pkg=$src_ver failed (no other version will do): $(tail -n2 apt.log)"
 fi
-deb=$(ls linux-source-6.1_*_all.deb)
+deb=$(ls "${src_pkg}"_*_all.deb)
 echo "build-uml-xfrmi: extracting the build system, headers and net/xfrm" >&2
-dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/src/linux-source-6.1.tar.xz | xz -dc | tar -x --wildcards \
-    'linux-source-6.1/Makefile' '*/Kconfig*' '*Makefile*' '*/Kbuild*' \
-    'linux-source-6.1/scripts' 'linux-source-6.1/include' 'linux-source-6.1/arch/um' \
-    'linux-source-6.1/arch/x86' 'linux-source-6.1/net/xfrm' 'linux-source-6.1/kernel/bounds.c' \
-    'linux-source-6.1/kernel/time/timeconst.bc' 'linux-source-6.1/tools' \
-    'linux-source-6.1/security/selinux/include'
+t=$src_pkg
+dpkg-deb --fsys-tarfile "$deb" | tar -xO "./usr/src/$t.tar.xz" | xz -dc | tar -x --wildcards \
+    "$t/Makefile" '*/Kconfig*' '*Makefile*' '*/Kbuild*' "$t/scripts" "$t/include" \
+    "$t/arch/um" "$t/arch/x86" "$t/net/xfrm" "$t/kernel/bounds.c" \
+    "$t/kernel/time/timeconst.bc" "$t/tools" "$t/security/selinux/include"
 rm -f "$deb"
-src=$work/linux-source-6.1
+src=$work/$t
 grep -q "^SUBLEVEL = ${kver##*.}\$" "$src/Makefile" || die "the source's SUBLEVEL is not ${kver##*.}"
 
 cd "$src"
