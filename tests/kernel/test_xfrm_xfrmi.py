@@ -176,3 +176,12 @@ def test_flush_own_removes_only_devices_with_our_alias() -> None:
     fake = FakeIp(links={"ipsec1", "ipsec2", "ipsec3"}, listing=listing)
     assert XfrmInterfaces(None, 1, run=fake).flush_own() == 1
     assert fake.links == {"ipsec2", "ipsec3"}
+
+
+def test_a_moved_sa_keeps_holding_its_device() -> None:
+    fake = FakeIp()
+    xs = XfrmInterfaces(None, 0, run=fake)
+    xs.acquire(1, ("sa", "old"), local=L)
+    xs.rename(("sa", "old"), ("sa", "new"))
+    assert xs.release(("sa", "old")) is None and "ipsec1" in fake.links
+    assert xs.release(("sa", "new")) is not None and "ipsec1" not in fake.links

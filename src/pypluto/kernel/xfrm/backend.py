@@ -768,6 +768,7 @@ class XfrmBackend(KernelBackend):
             if mark is not None:
                 self._sa_marks.pop(old_key, None)
                 self._sa_marks[new_key] = mark
+        self._xfrmi.rename(("sa", old_key), ("sa", new_key))  # its ipsecN (XFRMA_IF_ID kept)
         self._log(f"| xfrm: moved SA {spi:#010x} from {cur.saddr}->{dst} to {what}")
 
     # --- policies --------------------------------------------------------------

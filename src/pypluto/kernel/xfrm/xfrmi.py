@@ -219,6 +219,14 @@ class XfrmInterfaces:
                 return dev
         return None
 
+    def rename(self, old: object, new: object) -> None:
+        """A holder got a new key (an SA moved by MOBIKE): it holds the same device."""
+        with self._lock:
+            for dev in self.by_id.values():
+                if old in dev.users:
+                    dev.users.discard(old)
+                    dev.users.add(new)
+
     def _close(self, dev: XfrmDevice) -> None:
         if dev.created:
             rc, out = self._run(ip_argv(self.netns, "link", "del", dev.name))
