@@ -82,6 +82,10 @@ fi
 
 # A kernel with ESP for the XFRM backend tests (User-Mode Linux).
 apt_install user-mode-linux
+# ...and the xfrm_interface module it lacks (ipsec-interface= on XFRM), built once and
+# cached (tools/build-uml-xfrmi.sh; tests/espkernel/test_xfrmi_uml.py builds it too).
+bash "$here/build-uml-xfrmi.sh" >/dev/null \
+    || echo "install-deps: xfrm_interface.ko for UML not built: test_xfrmi_uml.py will say why" >&2
 
 # Benchmarks: iperf3 drives the ESP throughput runs (bench/esp_throughput.py).
 apt_install iperf3

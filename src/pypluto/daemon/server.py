@@ -229,10 +229,14 @@ class Daemon:
                     f"the {self.backend.name} data plane cannot mark SAs: connection refused")
         if conn.ipsec_interface is not None and self.backend is not None \
                 and not self.backend.supports_ipsec_interface:
+            why = getattr(self.backend, "ipsec_interface_refusal", "")
+            if why:  # the XFRM plane on a kernel without xfrm_interface (probed)
+                return (f"ipsec-interface={conn.ipsec_interface}: {why}; use the userspace "
+                        "data plane (--use-userspace): connection refused")
             return (f"ipsec-interface= needs the userspace data plane (--use-userspace), "
                     f"which gives each ipsecN its own TUN device; the {self.backend.name} "
-                    "data plane has no XFRM interface support in pypluto (the ESP test "
-                    "kernel has no CONFIG_XFRM_INTERFACE to prove it): connection refused")
+                    "data plane has no XFRM interface support in pypluto (the XFRM plane "
+                    "makes ipsecN where the kernel has xfrm_interface): connection refused")
         report = self.powerup.check([conn])
         if report.ok:
             return None

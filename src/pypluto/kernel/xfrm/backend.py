@@ -44,6 +44,7 @@ from .algorithms import kernel_algorithms, kernel_auth
 from .hold import set_larval_drop
 from .netlink import XfrmError, XfrmSocket
 from .routes import RouteManager
+from .xfrmi import XfrmInterfaces
 
 REQID_BASE = 0x50500000  # "PP"
 REQID_SPAN = 1 << 20
@@ -240,6 +241,7 @@ def encode_sa(sa: SAParams, reqid: int) -> bytes:
         )
     check_mark(sa.mark, "SA")
     attrs.append(S.mark_attr(sa.mark))  # mark= / mark-in= / mark-out= (ipsec.conf(5))
+    attrs.append(_if_id_attr(sa.if_id))  # ipsec-interface=N: the SA of device ipsecN
     info = S.UserSAInfo(
         sel=sel,
         daddr=sa.dst,
@@ -301,7 +303,15 @@ def encode_policy(pol: PolicyParams, reqid: int) -> bytes:
     check_mark(pol.mark, "policy")
     # the policy matches only packets whose skb->mark fits (out: mark-out, in/fwd:
     # mark-in); its template then finds the SA with the same mark
-    return info.pack() + S.nlattr(S.XFRMA_TMPL, tmpl.pack()) + S.mark_attr(pol.mark)
+    return (info.pack() + S.nlattr(S.XFRMA_TMPL, tmpl.pack()) + S.mark_attr(pol.mark)
+            + _if_id_attr(pol.if_id))  # ipsec-interface=N: matched on device ipsecN only
+
+
+def _if_id_attr(if_id: int | None) -> bytes:
+    try:
+        return S.if_id_attr(if_id)
+    except ValueError as e:
+        raise BackendError(f"XFRM: ipsec-interface: {e}") from None
 
 
 def bypass_policy(family: int, direction: int) -> bytes:
@@ -421,6 +431,7 @@ class KernelPolicy:
     info: S.UserPolicyInfo
     tmpls: list[S.UserTmpl] = field(default_factory=list)
     mark: tuple[int, int] | None = None  # XFRMA_MARK: lookups and deletes must name it
+    if_id: int | None = None  # XFRMA_IF_ID: lookups and deletes must name it too
 
     @classmethod
     def decode(cls, body: bytes) -> KernelPolicy:
@@ -438,7 +449,8 @@ class KernelPolicy:
         attrs = S.parse_attrs(body, S.USERPOLICY_INFO_SIZE)
         tmpls = [t for raw in attrs.get(S.XFRMA_TMPL, []) for t in S.unpack_tmpls(raw)]
         mark = S.unpack_mark(attrs[S.XFRMA_MARK][0]) if S.XFRMA_MARK in attrs else None
-        return cls(info, tmpls, mark)
+        if_id = S.unpack_if_id(attrs[S.XFRMA_IF_ID][0]) if S.XFRMA_IF_ID in attrs else None
+        return cls(info, tmpls, mark, if_id or None)
 
     @property
     def direction(self) -> str:
@@ -448,6 +460,8 @@ class KernelPolicy:
         sel = self.info.sel
         reqids = ",".join(f"{t.reqid:#x}" for t in self.tmpls)
         mark = f" mark {self.mark[0]:#x}/{self.mark[1]:#x}" if self.mark else ""
+        if self.if_id:
+            mark += f" if_id {self.if_id:#x}"
         return f"{sel.src_net} -> {sel.dst_net} {self.direction} reqid {reqids or '-'}{mark}"
 
 
@@ -492,6 +506,33 @@ class XfrmBackend(KernelBackend):
         self._events: XfrmSocket | None = None
         self._events_thread: threading.Thread | None = None
         self._stop = threading.Event()
+        # ipsec-interface=N: the XFRM interfaces ipsecN (xfrmi.py), held by SA / policy keys
+        self._xfrmi = XfrmInterfaces(netns, instance, self._log)
+
+    # --- ipsec-interface (XFRM interfaces) -----------------------------------------
+    @property
+    def supports_ipsec_interface(self) -> bool:  # type: ignore[override]
+        """The kernel makes XFRM interfaces (probed once: ``ip link add type xfrm``)."""
+        return not self._xfrmi.unsupported_reason()
+
+    @property
+    def ipsec_interface_refusal(self) -> str:
+        """Why ipsec-interface= conns are refused on this kernel ("" = they are not)."""
+        return self._xfrmi.unsupported_reason()
+
+    @property
+    def managed_interfaces(self) -> bool:
+        """config setup ipsec-interface-managed= (no: the operator makes the devices)."""
+        return self._xfrmi.managed
+
+    @managed_interfaces.setter
+    def managed_interfaces(self, value: bool) -> None:
+        self._xfrmi.managed = value
+
+    @property
+    def ipsec_interfaces(self) -> list[str]:
+        """The ipsecN devices in use (for status and tests)."""
+        return sorted(d.name for d in self._xfrmi.by_id.values())
 
     # --- marking --------------------------------------------------------------
     def kernel_reqid(self, reqid: int) -> int:
@@ -542,6 +583,18 @@ class XfrmBackend(KernelBackend):
         reqid = self.kernel_reqid(sa.reqid)
         body = encode_sa(sa, reqid)
         key = (sa.dst, sa.spi, S.PROTOCOLS[sa.protocol])
+        if sa.if_id is not None:  # its device first: traffic of the SA lands there
+            self._xfrmi.acquire(sa.if_id, ("sa", key), local=sa.src if sa.direction == "out"
+                                else sa.dst, if_ip=sa.if_ip)
+        try:
+            self._add_sa(sa, reqid, body, key)
+        except BaseException:
+            if sa.if_id is not None:
+                self._xfrmi.release(("sa", key))
+            raise
+
+    def _add_sa(self, sa: SAParams, reqid: int, body: bytes,
+                key: tuple[IPAddress, int, int]) -> None:
         with self._lock:
             update = key in self._allocated or key in self._sas
         what = f"{sa.protocol.upper()} SA {sa.src}->{sa.dst} spi {sa.spi:#010x}"
@@ -565,6 +618,8 @@ class XfrmBackend(KernelBackend):
             else:
                 self._sa_marks.pop(key, None)
         mark = f" mark {sa.mark[0]:#x}/{sa.mark[1]:#x}" if sa.mark else ""
+        if sa.if_id is not None:
+            mark += f" if_id {sa.if_id}"
         self._log(f"| xfrm: added {what} reqid {reqid:#x}{mark}")
 
     def _mark_of(self, dst: IPAddress, spi: int, proto: int) -> tuple[int, int] | None:
@@ -596,6 +651,7 @@ class XfrmBackend(KernelBackend):
         proto = S.PROTOCOLS.get(protocol)
         if proto is None:
             raise BackendError(f"XFRM: unknown IPsec protocol {protocol!r}")
+        self._xfrmi.release(("sa", (dst, spi, proto)))  # its ipsecN, if it has one
         cur = self.get_sa(dst, spi, protocol)
         if cur is None or not self.is_own_reqid(cur.reqid):
             with self._lock:
@@ -616,6 +672,7 @@ class XfrmBackend(KernelBackend):
             self._sas.discard((dst, spi, proto))
             self._allocated.discard((dst, spi, proto))
             self._sa_marks.pop((dst, spi, proto), None)
+        self._xfrmi.release(("sa", (dst, spi, proto)))
         self._log(f"| xfrm: deleted SA {dst} spi {spi:#010x} proto {proto}")
 
     def get_sa_stats(self, dst: IPAddress, spi: int, protocol: str = "esp") -> SAStats | None:
@@ -711,6 +768,7 @@ class XfrmBackend(KernelBackend):
             if mark is not None:
                 self._sa_marks.pop(old_key, None)
                 self._sa_marks[new_key] = mark
+        self._xfrmi.rename(("sa", old_key), ("sa", new_key))  # its ipsecN (XFRMA_IF_ID kept)
         self._log(f"| xfrm: moved SA {spi:#010x} from {cur.saddr}->{dst} to {what}")
 
     # --- policies --------------------------------------------------------------
@@ -751,20 +809,18 @@ class XfrmBackend(KernelBackend):
         reqid = self.kernel_reqid(policy.reqid)
         body = encode_policy(policy, reqid)
         what = f"policy {policy.src} -> {policy.dst} {policy.direction}"
-        try:
-            self._nl.request(S.XFRM_MSG_NEWPOLICY, body, what=f"NEWPOLICY {what}")
-        except XfrmError as e:
-            if e.errno != errno.EEXIST:
+        if policy.if_id is not None:  # route-based: the device, no route (the operator's)
+            xkey = ("pol", _xfrmi_policy_key(policy))
+            self._xfrmi.acquire(policy.if_id, xkey, local=policy.tmpl_src
+                                if policy.direction == "out" else policy.tmpl_dst,
+                                if_ip=policy.if_ip, source_ip=policy.source_ip)
+            try:
+                self._add_ipsec_policy(policy, body, what, reqid)
+            except BaseException:
+                self._xfrmi.release(xkey)
                 raise
-            cur = self._get_policy(policy)
-            if cur is not None and not any(self.is_own_reqid(t.reqid) for t in cur.tmpls):
-                raise BackendError(
-                    f"XFRM: {what} is already installed by someone else ({cur})"
-                ) from e
-            self._nl.request(S.XFRM_MSG_UPDPOLICY, body, what=f"UPDPOLICY {what}")
-        self._log(f"| xfrm: added {what} reqid {reqid:#x}")
-        if policy.direction == "out":
-            self._hold_while_negotiating()
+            return
+        self._add_ipsec_policy(policy, body, what, reqid)
         key = _policy_key(policy)
         if (
             policy.direction == "out"
@@ -777,6 +833,24 @@ class XfrmBackend(KernelBackend):
                     self._routed[key] = policy.dst.network
             except BackendError as e:  # the SAs still work; say why the route is missing
                 self._log(f"xfrm: no route for {policy.dst} src {policy.source_ip}: {e}")
+
+    def _add_ipsec_policy(self, policy: PolicyParams, body: bytes, what: str,
+                          reqid: int) -> None:
+        try:
+            self._nl.request(S.XFRM_MSG_NEWPOLICY, body, what=f"NEWPOLICY {what}")
+        except XfrmError as e:
+            if e.errno != errno.EEXIST:
+                raise
+            cur = self._get_policy(policy)
+            if cur is not None and not any(self.is_own_reqid(t.reqid) for t in cur.tmpls):
+                raise BackendError(
+                    f"XFRM: {what} is already installed by someone else ({cur})"
+                ) from e
+            self._nl.request(S.XFRM_MSG_UPDPOLICY, body, what=f"UPDPOLICY {what}")
+        if_id = f" if_id {policy.if_id}" if policy.if_id is not None else ""
+        self._log(f"| xfrm: added {what} reqid {reqid:#x}{if_id}")
+        if policy.direction == "out":
+            self._hold_while_negotiating()
 
     def _hold_while_negotiating(self) -> None:
         """negotiationshunt=hold: packets on a trap wait in the kernel (see ``hold``)."""
@@ -797,7 +871,7 @@ class XfrmBackend(KernelBackend):
             replies = self._nl.request(
                 S.XFRM_MSG_GETPOLICY,
                 S.pack_userpolicy_id(sel, S.POLICY_DIRS[policy.direction])
-                + S.mark_attr(policy.mark),
+                + S.mark_attr(policy.mark) + _if_id_attr(policy.if_id),
             )
         except XfrmError as e:
             if e.errno in _GONE:
@@ -811,6 +885,8 @@ class XfrmBackend(KernelBackend):
     def del_policy(self, policy: PolicyParams) -> None:
         if policy.direction not in S.POLICY_DIRS:
             raise BackendError(f"XFRM: unknown policy direction {policy.direction!r}")
+        if policy.if_id is not None:
+            self._xfrmi.release(("pol", _xfrmi_policy_key(policy)))
         dst = self._routed.pop(_policy_key(policy), None)
         if dst is not None:
             try:
@@ -830,7 +906,7 @@ class XfrmBackend(KernelBackend):
             self._nl.request(
                 S.XFRM_MSG_DELPOLICY,
                 S.pack_userpolicy_id(S.Selector(), pol.info.dir, pol.info.index)
-                + S.mark_attr(pol.mark),
+                + S.mark_attr(pol.mark) + S.if_id_attr(pol.if_id),
             )
         except XfrmError as e:
             if e.errno not in _GONE:
@@ -875,10 +951,13 @@ class XfrmBackend(KernelBackend):
         routes = self._routes.flush_own()
         self._routed.clear()
         self._shunt_index.clear()
+        devices = self._xfrmi.flush_own()
         if pols or sas or routes:
             self._log(
                 f"xfrm: removed {len(sas)} SAs, {len(pols)} policies and {routes} routes of ours"
             )
+        if devices:
+            self._log(f"xfrm: removed {devices} XFRM interfaces of ours")
 
     def prepare_ike_socket(self, sock: socket.socket) -> None:
         """Exempt an IKE socket from the SPD (per-socket bypass policies, both directions)."""
@@ -970,8 +1049,10 @@ class XfrmBackend(KernelBackend):
         """An XFRM_MSG_EXPIRE as an SAExpire, or None when the SA is not ours."""
         expire = decode_expire(body, self.is_own_reqid)
         if expire is not None and expire.hard:
+            key = (expire.dst, expire.spi, S.PROTOCOLS[expire.protocol])
             with self._lock:
-                self._sas.discard((expire.dst, expire.spi, S.PROTOCOLS[expire.protocol]))
+                self._sas.discard(key)
+            self._xfrmi.release(("sa", key))
         return expire
 
     def close(self) -> None:
@@ -988,6 +1069,7 @@ class XfrmBackend(KernelBackend):
             except BackendError as e:  # the namespace is gone: nothing to restore
                 self._log(f"xfrm: cannot restore net.core.xfrm_larval_drop: {e}")
         self._larval_drop_was = None
+        self._xfrmi.close_all()
         self._routes.close()
         self._nl.close()
 
@@ -995,6 +1077,11 @@ class XfrmBackend(KernelBackend):
 def _policy_key(p: PolicyParams) -> tuple[str, str, str, tuple[int, int] | None]:
     """Policies with the same selectors and different marks are different policies."""
     return str(p.src), str(p.dst), p.direction, p.mark
+
+
+def _xfrmi_policy_key(p: PolicyParams) -> tuple[object, ...]:
+    """A policy as a holder of its ipsecN device (the if_id makes it another policy)."""
+    return (*_policy_key(p), p.if_id)
 
 
 def decode_expire(body: bytes, is_own: Callable[[int], bool]) -> SAExpire | None:

@@ -627,3 +627,18 @@ class UserAcquire:
         # the outer (template) family may differ from the packet's; the kernel
         # sends the template addresses in the id/saddr with the template's family
         return cls(unpack_addr(draw, fam), spi, proto, unpack_addr(sraw, fam), sel, pol, seq)
+
+
+def if_id_attr(if_id: int | None) -> bytes:
+    """The XFRMA_IF_ID attribute (u32, ipsec-interface=N: the XFRM interface whose SAs
+    and policies these are), or nothing when there is none."""
+    if if_id is None:
+        return b""
+    if not 0 < if_id <= 0xFFFFFFFF:
+        raise ValueError(f"if_id {if_id} outside 1..4294967295")
+    return nlattr(XFRMA_IF_ID, struct.pack("=I", if_id))
+
+
+def unpack_if_id(data: bytes) -> int:
+    """The u32 of an XFRMA_IF_ID."""
+    return int(struct.unpack_from("=I", data)[0])
