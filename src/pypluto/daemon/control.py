@@ -148,6 +148,8 @@ class ControlServer:
             except Exception as e:  # noqa: BLE001
                 self.driver.internal_error(e, f"whack {req.command}")
                 rc, data, err = RC_INTERNAL_ERROR, None, f"internal error: {e}"
+            if hasattr(self.log, "flush"):
+                self.log.flush()  # what the command logged is in the file before its answer
             send(result_frame(rc, data, err))
             with contextlib.suppress(ConnectionError):
                 await writer.drain()

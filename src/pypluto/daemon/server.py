@@ -417,6 +417,7 @@ class Daemon:
             return f"logging to {self.log.destination}: nothing to reopen"
         msg = f'reopened logfile "{self.log.destination}"'
         self.log.log(msg)
+        self.log.flush()  # the new file holds this line before whack hears of it
         return msg
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, ctx: dict[str, Any]) -> None:
