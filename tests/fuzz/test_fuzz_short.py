@@ -109,11 +109,14 @@ def test_ike_sk_seeds_reach_the_exchange_handlers() -> None:
 
 def test_ike_sk_detects_an_escaping_exception(monkeypatch: pytest.MonkeyPatch) -> None:
     from fuzz.targets import ike_sk
+    from pypluto.ike.tasks import liveness
     from pypluto.ike.tasks.liveness import Liveness
 
     def boom(*a: object, **k: object) -> None:
         raise KeyError("planted")
 
+    # an empty INFORMATIONAL takes the liveness fast path; anything else the task
+    monkeypatch.setattr(liveness, "fast_receive", boom)
     monkeypatch.setattr(Liveness, "respond", classmethod(boom))
     with pytest.raises(Finding, match="internal error"):
         ike_sk.one_input(bytes([2, 0]))  # an empty INFORMATIONAL request: a liveness check

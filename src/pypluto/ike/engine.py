@@ -960,12 +960,12 @@ class Engine:
                             f"unknown IKE SA from {remote}", remote)
             if hdr.initiator == ike.initiator:
                 return _dbg("dropping message with the wrong I flag", remote)
-            if hdr.exchange == ExchangeType.INFORMATIONAL:  # liveness fast path (issue 18)
-                fast = liveness.fast_receive(self, ike, data, hdr, local, remote, now)
-                if fast is not None:
-                    return fast
             # guarded(), inlined: the hot path formats no "where" text it does not need
             try:
+                if hdr.exchange == ExchangeType.INFORMATIONAL:  # liveness fast path (issue 18)
+                    fast = liveness.fast_receive(self, ike, data, hdr, local, remote, now)
+                    if fast is not None:
+                        return fast
                 acts = self.tm.on_message(ike, data, hdr, local, remote, now)
             except Exception as e:
                 acts = self.internal_error(ike, e, now,
