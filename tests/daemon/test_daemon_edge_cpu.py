@@ -180,3 +180,30 @@ def test_send_forgets_a_closed_interface(tmp_path: Path) -> None:
     log.close()
     assert "no interface for" in (tmp_path / "log").read_text()
     peer.close()
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_debug_line_is_formatted_only_when_logged(tmp_path: Path, debug: bool) -> None:
+    """Issue 18: a lazy debug line nobody logs is never formatted; the retransmission
+    line (eager) still gives Libreswan's "will wait" message either way."""
+    path = tmp_path / "log"
+    log = PlutoLogger(logfile=str(path), logtime=False, debug={"base"} if debug else None)
+    d = EngineDriver(log, CrashReports(str(tmp_path), log.log), Waiters(),
+                     UDPSockets(log, 500, 4500, None))
+    d.retransmit_interval = lambda name: 0.5
+    made: list[int] = []
+
+    def make() -> str:
+        made.append(1)
+        return "IKE SA details"
+
+    d.execute([Log.lazy(make, level="debug", conn="c", serial=1),
+               Log("retransmitting request (message ID 1, try 2)", level="debug",
+                   conn="c", serial=1),
+               Log("established IKE SA", conn="c", serial=1)])
+    log.close()
+    text = path.read_text()
+    assert made == ([1] if debug else [])
+    assert ('| "c" #1: IKE SA details' in text) == debug
+    assert '"c" #1: retransmission; will wait 1 seconds for response' in text
+    assert '"c" #1: established IKE SA' in text

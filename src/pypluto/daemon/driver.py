@@ -283,12 +283,21 @@ class EngineDriver:
         self._backend().del_policy(a.policy)
 
     def _log(self, a: Log, rate_limited: bool) -> None:
+        if a.level == "debug":
+            # a debug line nobody logs is never formatted (issue 18: Log.lazy)
+            if self.log.debugging(a.debug_class):
+                self.log.log(a.message, "debug", conn=a.conn, serial=a.serial,
+                             remote=a.remote, debug_class=a.debug_class,
+                             rate_limited=rate_limited)
+            if a.conn is not None:
+                # the retransmission line is built eagerly (task_manager): made() has it
+                text = a.made()
+                m = _RETRANSMIT_RE.match(text) if text is not None else None
+                if m is not None:
+                    self._retransmission(a.conn, a.serial, int(m.group(1)))
+            return
         self.log.log(a.message, a.level, conn=a.conn, serial=a.serial, remote=a.remote,
                      debug_class=a.debug_class, rate_limited=rate_limited)
-        if a.level == "debug" and a.conn is not None:
-            m = _RETRANSMIT_RE.match(a.message)
-            if m is not None:
-                self._retransmission(a.conn, a.serial, int(m.group(1)))
         if a.level == "error":
             self._last_error = a
             if a.traceback and a.conn is None:  # outside any IKE SA: no event follows

@@ -130,6 +130,12 @@ class Log:
         log._make = make
         return log
 
+    def made(self) -> str | None:
+        """The text if it is already there (given, or made by an earlier read), else
+        None: a reader that only looks for eagerly built lines (the retransmission
+        line) formats nothing by asking."""
+        return self._message
+
     @property
     def message(self) -> str:
         m = self._message

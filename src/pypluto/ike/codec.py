@@ -58,7 +58,13 @@ def errors(payloads: Sequence[Payload]) -> list[wp.NotifyPayload]:
 
 
 def has_notify(payloads: Sequence[Payload], ntype: int) -> bool:
-    return any(isinstance(p, wp.NotifyPayload) and p.notify_type == ntype for p in payloads)
+    """Whether a notify of ``ntype`` is among ``payloads`` (a plain loop: no generator
+    per call on the per-message path, issue 18)."""
+    notify = wp.NotifyPayload
+    for p in payloads:
+        if isinstance(p, notify) and p.notify_type == ntype:
+            return True
+    return False
 
 
 def encode(

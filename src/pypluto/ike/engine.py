@@ -1011,19 +1011,24 @@ class Engine:
         return acts
 
     def next_timer(self) -> float | None:
-        while self._heap:
-            t, _, serial = self._heap[0]
-            ike = self.by_serial.get(serial)
-            if ike is None or ike.heap_at != t:
-                heapq.heappop(self._heap)
-                continue
-            return min([t] + self._dos_timers())
-        other = self._dos_timers()
-        return min(other) if other else None
+        """The earliest deadline: the heap's live top, the DoS clocks, failure shunts.
 
-    def _dos_timers(self) -> list[float]:
-        return [t for t in (self.dos.rotate_at, self.dos.check_at,
-                            self.traps.next_deadline()) if t is not None]
+        Called after every engine call (issue 18): no list is built for the minimum.
+        """
+        heap, by_serial = self._heap, self.by_serial
+        best: float | None = None
+        while heap:
+            t, _, serial = heap[0]
+            ike = by_serial.get(serial)
+            if ike is None or ike.heap_at != t:
+                heapq.heappop(heap)
+                continue
+            best = t
+            break
+        for d in (self.dos.rotate_at, self.dos.check_at, self.traps.next_deadline()):
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
 
     def sa_counters(self, reqid_or_spi: int, bytes: int, packets: int, now: float
                     ) -> list[Action]:

@@ -161,6 +161,7 @@ class TaskManager:
             o.tries += 1
             o.interval *= 2
             o.next_retransmit = now + o.interval
+            # built eagerly, never Log.lazy: the daemon reads it with Log.made()
             acts.append(Log(f"retransmitting request (message ID {o.msgid}, try {o.tries})",
                             level="debug", conn=ike.conn.name, serial=ike.serial))
             acts += [SendPacket(p, ike.local, ike.remote) for p in o.packets]

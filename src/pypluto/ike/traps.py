@@ -261,6 +261,8 @@ class Traps:
                 for b in self.bare.values()]
 
     def next_deadline(self) -> float | None:
+        if not self.bare:  # the common case: no failure shunt held
+            return None
         ts = [b.expires for b in self.bare.values() if b.expires is not None]
         return min(ts) if ts else None
 
