@@ -140,12 +140,14 @@ def run(tag: str, east_kind: str) -> None:
                 len(lspis) == 2 and lspis == rspis and states.count("mode transport") == 4
                 and "mode tunnel" not in states and "encap" not in states,
                 f"west {lspis} east {rspis}; {states.count('mode transport')} x mode transport")
-        # out, in (and fwd) on each end, each with a transport-mode template
+        # transport mode host to host: one out and one in policy on each end (no fwd),
+        # each with a transport-mode ESP template
         lpols = [p for p in spd_policies(G.LEFT) if " tmpl " in p]
         rpols = [p for p in spd_policies(G.RIGHT) if " tmpl " in p]
         G.check(f"{tag}-policies-transport-templates",
-                len(lpols) >= 2 and len(rpols) >= 2
-                and all("mode transport" in p for p in lpols + rpols),
+                all(sorted(re.findall(r" dir (\w+) ", " ".join(ps))) == ["in", "out"]
+                    for ps in (lpols, rpols))
+                and all("proto esp" in p and "mode transport" in p for p in lpols + rpols),
                 f"west {len(lpols)}, east {len(rpols)} policies with a template: "
                 + " | ".join(lpols + rpols))
         later = G.ping(G.LEFT, src, dst, count=5)
