@@ -106,7 +106,7 @@ def build_parser() -> _Parser:
     a("--down", "--terminate", dest="down", action="store_true",
       help="delete the connection's SAs, keep the connection")
     a("--delete", action="store_true", help="delete the connection and its SAs")
-    a("--route", action="store_true", help="on-demand routing (not implemented: exit 25)")
+    a("--route", action="store_true", help="install the connection's trap policies (auto=route): the first packet starts it")
     a("--unroute", action="store_true", help="undo --route")
     a("--rekey-ike", action="store_true", help="rekey the connection's IKE SA now")
     a("--rekey-child", "--rekey-ipsec", dest="rekey_child", action="store_true",
