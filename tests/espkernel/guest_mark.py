@@ -105,12 +105,8 @@ def run(left: XfrmBackend, right: XfrmBackend, east_kind: str, tag: str) -> None
             d.start()
         out = west.whack("--name", "mark-a", "--initiate")
         out += west.whack("--name", "mark-b", "--initiate")
-        ok = True
-        try:
-            G.wait_for(lambda: len(left.list_sas()) >= 4 and len(east_sas()) >= 4, 60,
-                       "two marked Child SAs in both kernels")
-        except TimeoutError:
-            ok = False
+        ok = G.waited(lambda: len(left.list_sas()) >= 4 and len(east_sas()) >= 4, 60,
+                      "two marked Child SAs in both kernels")
         wsas = left.list_sas()
         by_mark = {sa.mark: sa for sa in wsas}
         want = {(1, FULL), (0x21, FULL), (0x22, FULL)}
@@ -180,12 +176,8 @@ def run(left: XfrmBackend, right: XfrmBackend, east_kind: str, tag: str) -> None
         # rekey B: new SAs with B's marks, the old ones deleted (DELSA names the mark)
         old_b = {b_out.spi, b_in.spi}
         west.whack("--name", "mark-b", "--rekey-child")
-        rekeyed = True
-        try:
-            G.wait_for(lambda: len(left.list_sas()) == 4
-                       and not {sa.spi for sa in left.list_sas()} & old_b, 30, "B rekeyed")
-        except TimeoutError:
-            rekeyed = False
+        rekeyed = G.waited(lambda: len(left.list_sas()) == 4
+                           and not {sa.spi for sa in left.list_sas()} & old_b, 30, "B rekeyed")
         now = left.list_sas()
         G.check(f"{tag}-rekey-keeps-marks-and-deletes-old-sas",
                 rekeyed and {sa.mark for sa in now} == want,
@@ -202,13 +194,9 @@ def run(left: XfrmBackend, right: XfrmBackend, east_kind: str, tag: str) -> None
                 and c7["a_out"] == c6["a_out"], f"{c6} -> {c7}")
 
         west.whack("--name", "mark-a", "--down")
-        gone = True
-        try:
-            G.wait_for(lambda: {sa.mark for sa in left.list_sas()} == {(0x21, FULL),
-                                                                      (0x22, FULL)},
-                       30, "conn A's SAs gone")
-        except TimeoutError:
-            gone = False
+        gone = G.waited(lambda: {sa.mark for sa in left.list_sas()} == {(0x21, FULL),
+                                                                       (0x22, FULL)},
+                        30, "conn A's SAs gone")
         pols = {(p.direction, p.mark) for p in left.list_policies()}
         G.check(f"{tag}-down-a-leaves-b", gone and pols == {
             ("out", (0x21, FULL)), ("in", (0x22, FULL)), ("fwd", (0x22, FULL))}, f"{pols}")
@@ -246,11 +234,7 @@ def run_route(left: XfrmBackend, right: XfrmBackend) -> None:
                 not left.list_sas() and "initiating on demand" not in west.log(),
                 west.tail(5))
         ping_marked(G.LEFT, G.LIN4, G.RIN4, 1, count=1)  # the trap's ACQUIRE
-        up = True
-        try:
-            G.wait_for(lambda: len(left.list_sas()) >= 2, 30, "SAs after the marked ACQUIRE")
-        except TimeoutError:
-            up = False
+        up = G.waited(lambda: len(left.list_sas()) >= 2, 30, "SAs after the marked ACQUIRE")
         sas = left.list_sas()
         G.check(f"{tag}-marked-traffic-acquires-a-marked-child",
                 up and {sa.mark for sa in sas} == {(1, FULL)}

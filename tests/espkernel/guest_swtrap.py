@@ -126,12 +126,8 @@ def run(tag: str, ss_action: str, pp_auto: str) -> None:
         larval = G.larval_drop(trapper)
         got, seqs = G.first_pings(pinger, src, dst)
         lost = G.FIRST - got
-        up = True
-        try:
-            G.wait_for(lambda: len(G.esp_spis(G.LEFT)) >= 2 and len(G.esp_spis(G.RIGHT)) >= 2, 30,
-                       "ESP SAs on both ends")
-        except TimeoutError:
-            up = False
+        up = G.waited(lambda: len(G.esp_spis(G.LEFT)) >= 2 and len(G.esp_spis(G.RIGHT)) >= 2, 30,
+                      "ESP SAs on both ends")
         if ss_traps:
             acq = "received a XFRM_MSG_ACQUIRE" in east.text()
             initiated = "initiating IKE_SA trap" in east.text()

@@ -77,12 +77,8 @@ def run(tag: str, east_kind: str) -> None:
         larval = G.larval_drop(G.LEFT)
         got, seqs = G.first_pings(G.LEFT, src, dst)
         lost = G.FIRST - got
-        up = True
-        try:
-            G.wait_for(lambda: len(G.esp_spis(G.LEFT)) >= 2 and len(G.esp_spis(G.RIGHT)) >= 2,
-                       30, "ESP SAs on both ends")
-        except TimeoutError:
-            up = False
+        up = G.waited(lambda: len(G.esp_spis(G.LEFT)) >= 2 and len(G.esp_spis(G.RIGHT)) >= 2,
+                      30, "ESP SAs on both ends")
         acq = "initiating on demand: acquire for" in west.log()
         G.check(f"{tag}-first-ping-acquire-brings-tunnel-up", up and acq,
                 f"{got}/{G.FIRST} first pings answered; acquire {acq}")

@@ -31,22 +31,6 @@ FULL = 0xFFFFFFFF
 PSK = "pypluto-vti-psk-0123456789abcdef0123456789"
 
 
-def conn(name: str, tag: str, side: str, extra: str, lnet: object = None,
-         rnet: object = None) -> str:
-    """One conn as ``side`` writes it (both ends write left=west: pypluto orients)."""
-    del side
-    lnet = lnet or G.LNET4
-    rnet = rnet or G.RNET4
-    return (f"conn {name}\n\tauthby=secret\n\tleft={G.L4}\n\tleftid=@west-{tag}\n"
-            f"\tleftsubnet={lnet}\n\tright={G.R4}\n\trightid=@east-{tag}\n"
-            f"\trightsubnet={rnet}\n\tike=aes_gcm256-sha2_256-dh19\n\tesp=aes_gcm256\n"
-            f"{extra}\tauto=add\n\n")
-
-
-def secrets(tags: list[str]) -> str:
-    return "".join(f'@west-{t} @east-{t} : PSK "{PSK}"\n' for t in tags)
-
-
 def packets(be: XfrmBackend, sa: KernelSA) -> int:
     assert sa.dst is not None
     cur = be.get_sa(sa.dst, sa.spi, "esp", mark=sa.mark)
@@ -61,8 +45,8 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, east_kind: str = "pypluto") 
     tag = "vti-libreswan" if theirs else "vti-pair"
     work = tempfile.mkdtemp(prefix="ppxg-vti.")
     # (Libreswan 4.10's addconn wants the mark's mask spelled out)
-    text = "config setup\n\tplutodebug=none\n\n" + conn(
-        "vti", "a", "west", "\tmark=5/0xffffffff\n\tvti-interface=vti5\n"
+    text = "config setup\n\tplutodebug=none\n\n" + G.tagged_conn(
+        "vti", "a", "\tmark=5/0xffffffff\n\tvti-interface=vti5\n"
         "\tleftvti=10.9.9.1/30\n\trightvti=10.9.9.2/30\n")
     # Libreswan 4.10's _updown makes the device in up-client, then checks it again in
     # prepare-client by comparing `ip tun show` with a string of its own whose
@@ -72,18 +56,14 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, east_kind: str = "pypluto") 
     etext = text.replace("\tvti-interface=",
                          "\tvti-shared=yes\n\tvti-routing=no\n\tvti-interface=") \
         if theirs else text
-    west, east = G.start_pair(work, text, etext, secrets(["a"]), east_kind)
+    west, east = G.start_pair(work, text, etext, G.tagged_secrets(["a"], PSK), east_kind)
     with G.cleaned_up((west, east), work, orderly=True, devices=["vti5"], tail=40):
         G.check(f"{tag}-no-device-before-up", not has_dev(G.LEFT, "vti5"))
         out = west.whack("--name", "vti", "--initiate")
-        ok = True
-        try:
-            G.wait_for(lambda: len(left.list_sas()) >= 2 and has_dev(G.LEFT, "vti5")
-                       and has_dev(G.RIGHT, "vti5") and "vti5" in routes(G.LEFT, G.RNET4)
-                       and (theirs or "vti5" in routes(G.RIGHT, G.LNET4)), 90,
-                       "the VTI conn up")
-        except TimeoutError:
-            ok = False
+        ok = G.waited(lambda: len(left.list_sas()) >= 2 and has_dev(G.LEFT, "vti5")
+                      and has_dev(G.RIGHT, "vti5") and "vti5" in routes(G.LEFT, G.RNET4)
+                      and (theirs or "vti5" in routes(G.RIGHT, G.LNET4)), 90,
+                      "the VTI conn up")
         if theirs and ok:
             G.sh(["ip", "-n", G.RIGHT, "route", "add", str(G.LNET4), "dev", "vti5"])
         if not ok:
@@ -119,12 +99,8 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, east_kind: str = "pypluto") 
         old = {out_sa.spi, in_sa.spi}
         index = dev_text(G.LEFT, "vti5").split(":")[0]
         west.whack("--name", "vti", "--rekey-child")
-        rekeyed = True
-        try:
-            G.wait_for(lambda: len(left.list_sas()) == 2
-                       and not {sa.spi for sa in left.list_sas()} & old, 30, "rekeyed")
-        except TimeoutError:
-            rekeyed = False
+        rekeyed = G.waited(lambda: len(left.list_sas()) == 2
+                           and not {sa.spi for sa in left.list_sas()} & old, 30, "rekeyed")
         c2 = dev_counts(G.LEFT, "vti5")
         p2 = G.ping(G.LEFT, G.LIN4, G.RIN4, count=2)
         c3 = dev_counts(G.LEFT, "vti5")
@@ -135,23 +111,15 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, east_kind: str = "pypluto") 
         # down: the route and the device go on both ends (east by the peer's delete;
         # Libreswan 4.10's _updown keeps its device: "we can't delete vti interface")
         west.whack("--name", "vti", "--down")
-        gone = True
-        try:
-            G.wait_for(lambda: not has_dev(G.LEFT, "vti5") and not left.list_sas()
-                       and (theirs or not has_dev(G.RIGHT, "vti5")), 30,
-                       "the VTI devices gone after down")
-        except TimeoutError:
-            gone = False
+        gone = G.waited(lambda: not has_dev(G.LEFT, "vti5") and not left.list_sas()
+                        and (theirs or not has_dev(G.RIGHT, "vti5")), 30,
+                        "the VTI devices gone after down")
         G.check(f"{tag}-down-removes-device-and-route",
                 gone and "vti5" not in routes(G.LEFT, G.RNET4), routes(G.LEFT, G.RNET4))
         # up again, then SIGTERM-like shutdown (whack --shutdown) removes everything
         west.whack("--name", "vti", "--initiate")
-        again = True
-        try:
-            G.wait_for(lambda: has_dev(G.LEFT, "vti5") and len(left.list_sas()) >= 2, 60,
-                       "the VTI conn up again")
-        except TimeoutError:
-            again = False
+        again = G.waited(lambda: has_dev(G.LEFT, "vti5") and len(left.list_sas()) >= 2, 60,
+                         "the VTI conn up again")
         if theirs and again and "vti5" not in routes(G.RIGHT, G.LNET4):
             G.sh(["ip", "-n", G.RIGHT, "route", "add", str(G.LNET4), "dev", "vti5"])
         G.check(f"{tag}-up-again-passes-traffic",
@@ -170,20 +138,16 @@ def run_shared(left: XfrmBackend, right: XfrmBackend) -> None:
     wextra = "\tmark=7/0xffffffff\n\tvti-interface=vti7\n\tvti-shared=yes\n\tvti-routing=no\n"
     eextra = "\tmark=7/0xffffffff\n\tvti-interface=vti7\n\tvti-shared=yes\n"
     head = "config setup\n\tplutodebug=none\n\n"
-    wconf = head + conn("vti-a", "a", "west", wextra) + conn(
-        "vti-b", "b", "west", wextra, G.LNET6, G.RNET6)
-    econf = head + conn("vti-a", "a", "east", eextra) + conn(
-        "vti-b", "b", "east", eextra, G.LNET6, G.RNET6)
-    west, east = G.start_pair(work, wconf, econf, secrets(["a", "b"]))
+    wconf = head + G.tagged_conn("vti-a", "a", wextra) + G.tagged_conn(
+        "vti-b", "b", wextra, G.LNET6, G.RNET6)
+    econf = head + G.tagged_conn("vti-a", "a", eextra) + G.tagged_conn(
+        "vti-b", "b", eextra, G.LNET6, G.RNET6)
+    west, east = G.start_pair(work, wconf, econf, G.tagged_secrets(["a", "b"], PSK))
     with G.cleaned_up((west, east), work, orderly=True, devices=["vti7"], tail=40):
         out = west.whack("--name", "vti-a", "--initiate")
         out += west.whack("--name", "vti-b", "--initiate")
-        ok = True
-        try:
-            G.wait_for(lambda: len(left.list_sas()) >= 4 and has_dev(G.LEFT, "vti7"), 60,
-                       "both shared-VTI conns up")
-        except TimeoutError:
-            ok = False
+        ok = G.waited(lambda: len(left.list_sas()) >= 4 and has_dev(G.LEFT, "vti7"), 60,
+                      "both shared-VTI conns up")
         d = dev_text(G.LEFT, "vti7")
         G.check(f"{tag}-one-device-remote-any",
                 ok and "remote any local 192.0.2.1" in d and "ikey 0.0.0.7" in d,
@@ -208,11 +172,7 @@ def run_shared(left: XfrmBackend, right: XfrmBackend) -> None:
                 has_dev(G.LEFT, "vti7") and len(left.list_sas()) == 2
                 and G.ping(G.LEFT, G.LIN6, G.RIN6), west.tail(5))
         west.whack("--name", "vti-b", "--delete")  # ipsec delete: as a down, and unloads
-        gone = True
-        try:
-            G.wait_for(lambda: not has_dev(G.LEFT, "vti7"), 30, "the shared device gone")
-        except TimeoutError:
-            gone = False
+        gone = G.waited(lambda: not has_dev(G.LEFT, "vti7"), 30, "the shared device gone")
         G.check(f"{tag}-last-conn-delete-removes-the-device",
                 gone and not left.list_sas() and '"vti-b"' not in west.whack("--status"))
 

@@ -56,6 +56,7 @@ from guestlib import (  # the lab, the report, the daemons, the clean-up
     run_guest,
     sh,
     wait_for,
+    waited,
 )
 from guestlib import Daemon as _Daemon
 
@@ -505,12 +506,8 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
             # Child SA rekey (RFC 7296 §2.8): new SPIs, same policies, traffic still flows.
             old_spis = {sa.spi for sa in left.list_sas()}
             west.whack("--name", "west-east", "--rekey-child")
-            rekeyed = True
-            try:
-                wait_for(lambda: (cur := {sa.spi for sa in left.list_sas()}) != old_spis
-                         and len(cur) == 2 and not cur & old_spis, 30, "rekeyed SAs")  # fmt: skip
-            except TimeoutError:
-                rekeyed = False
+            rekeyed = waited(lambda: (cur := {sa.spi for sa in left.list_sas()}) != old_spis
+                             and len(cur) == 2 and not cur & old_spis, 30, "rekeyed SAs")  # fmt: skip
             now = {sa.spi for sa in left.list_sas()}
             pols = len(left.list_policies())
             check(f"{tag}-rekey-child", rekeyed and pols == 3,
@@ -594,12 +591,8 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
             # Libreswan as the initiator, we respond.
             wait_for(lambda: not left.list_sas() and not east_sas(), 30, "SAs gone")
             out = east.whack("--name", "west-east", "--initiate")
-            ok = True
-            try:
-                wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
-                         "SAs for Libreswan's initiate")  # fmt: skip
-            except TimeoutError:
-                ok = False
+            ok = waited(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
+                        "SAs for Libreswan's initiate")  # fmt: skip
             check(f"{tag}-responder-child-sa", ok, out.strip()[-200:])
             # Both kernels agree on ESN and the replay window for every SPI (RFC 4303 §2.2.1).
             ours = {sa.spi: (bool(sa.flags & S.XFRM_STATE_ESN)) for sa in left.list_sas()}
@@ -665,32 +658,20 @@ def run_ah(left: XfrmBackend, right: XfrmBackend, east_kind: str, tag: str) -> N
         check(f"{tag}-ah-counters", any(x is not None and x.packets >= 3 for x in st), f"{st}")
         old = {sa.spi for sa in left.list_sas()}
         west.whack("--name", "west-east-ah", "--rekey-child")
-        rekeyed = True
-        try:
-            wait_for(lambda: (cur := {sa.spi for sa in left.list_sas()}) != old
-                     and len(cur) == 2 and not cur & old, 30, "rekeyed AH SAs")  # fmt: skip
-        except TimeoutError:
-            rekeyed = False
+        rekeyed = waited(lambda: (cur := {sa.spi for sa in left.list_sas()}) != old
+                         and len(cur) == 2 and not cur & old, 30, "rekeyed AH SAs")  # fmt: skip
         protos = {sa.proto for sa in left.list_sas()}
         check(f"{tag}-ah-rekey", rekeyed and protos == {S.IPPROTO_AH}, f"{protos}")
         check(f"{tag}-ah-ping-after-rekey", ping(LEFT, LIN4, RIN4))
         tr = west.whack("--trafficstatus")
         check(f"{tag}-ah-trafficstatus", "type=AH" in tr, tr.strip()[:200])
         west.whack("--name", "west-east-ah", "--down")
-        gone = True
-        try:
-            wait_for(lambda: not left.list_sas() and not east_sas(), 30, "AH SAs gone")
-        except TimeoutError:
-            gone = False
+        gone = waited(lambda: not left.list_sas() and not east_sas(), 30, "AH SAs gone")
         check(f"{tag}-ah-delete", gone)
         if theirs:  # the peer initiates, we respond
             out = east.whack("--name", "west-east-ah", "--initiate")
-            ok = True
-            try:
-                wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
-                         "AH SAs for the peer's initiate")  # fmt: skip
-            except TimeoutError:
-                ok = False
+            ok = waited(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
+                        "AH SAs for the peer's initiate")  # fmt: skip
             protos = {sa.proto for sa in left.list_sas() + east_sas()}
             check(f"{tag}-ah-responder", ok and protos == {S.IPPROTO_AH},
                   f"{protos} {out.strip()[-200:]}")  # fmt: skip
@@ -797,12 +778,8 @@ def scenario_libreswan_cert(left: XfrmBackend, right: XfrmBackend) -> None:
         for role, who in (("initiator", west), ("responder", east)):
             before, ours_before = established()
             out = who.whack("--name", "west-east-cert", "--initiate")
-            ok = True
-            try:
-                wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
-                         "certificate SAs")
-            except TimeoutError:
-                ok = False
+            ok = waited(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
+                        "certificate SAs")
             after, ours_after = established()
             theirs = after[len(before):]  # this role's IKE SA only
             check(f"libreswan-cert-{role}-child-sa",
@@ -861,12 +838,8 @@ def scenario_libreswan_ppk(left: XfrmBackend, right: XfrmBackend) -> None:
             d.start()
         for role, who in (("initiator", west), ("responder", east)):
             out = who.whack("--name", "west-east-ppk", "--initiate")
-            ok = True
-            try:
-                wait_for(lambda: len(left.list_sas()) >= 2
-                         and len(right.list_sas(own_only=False)) >= 2, 30, "PPK SAs")
-            except TimeoutError:
-                ok = False
+            ok = waited(lambda: len(left.list_sas()) >= 2
+                        and len(right.list_sas(own_only=False)) >= 2, 30, "PPK SAs")
             ppk_logged = "PPK" in east.log()
             check(f"libreswan-ppk-{role}-child-sa", ok and ppk_logged,
                   f"{out.strip()[-200:]}; Libreswan PPK line: {ppk_logged}")
@@ -943,11 +916,7 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
         check("ondemand-trap-route", f"src {LIN4}" in route, route)
         log(f"ondemand: pinging at {time.strftime('%H:%M:%S')}")
         got = pings_answered(LEFT, LIN4, RIN4, 5)
-        up = True
-        try:
-            wait_for(lambda: len(left.list_sas()) >= 2, 20, "SAs after our ACQUIRE")
-        except TimeoutError:
-            up = False
+        up = waited(lambda: len(left.list_sas()) >= 2, 20, "SAs after our ACQUIRE")
         check("ondemand-our-acquire-initiates",
               up and "initiating on demand: acquire for" in west.log(),
               f"{got}/5 pings answered during/after the negotiation")
@@ -966,11 +935,7 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
         # Libreswan's own trap: its ACQUIRE, it initiates, we respond
         wait_for(lambda: not right.list_sas(own_only=False), 30, "Libreswan's SAs gone")
         got = pings_answered(RIGHT, RIN4, LIN4, 5)
-        up = True
-        try:
-            wait_for(lambda: len(left.list_sas()) >= 2, 20, "SAs after Libreswan's ACQUIRE")
-        except TimeoutError:
-            up = False
+        up = waited(lambda: len(left.list_sas()) >= 2, 20, "SAs after Libreswan's ACQUIRE")
         check("ondemand-libreswan-acquire-initiates", up,
               f"{got}/5 pings answered; east: {east.tail(5)}")
         log(f"ondemand: Libreswan's trap, {got}/5 first pings answered, {5 - got} lost "

@@ -47,16 +47,6 @@ def load_module(ko: str) -> None:
         raise SystemExit(1)
 
 
-def conn(name: str, tag: str, extra: str, lnet: object = None, rnet: object = None) -> str:
-    """One conn (both ends write left=west: the daemons orient by address)."""
-    lnet = lnet or G.LNET4
-    rnet = rnet or G.RNET4
-    return (f"conn {name}\n\tauthby=secret\n\tleft={G.L4}\n\tleftid=@west-{tag}\n"
-            f"\tleftsubnet={lnet}\n\tright={G.R4}\n\trightid=@east-{tag}\n"
-            f"\trightsubnet={rnet}\n\tike=aes_gcm256-sha2_256-dh19\n\tesp=aes_gcm256\n"
-            f"{extra}\tauto=add\n\n")
-
-
 def xfrm_text(ns: str, what: str) -> str:
     return G.sh(["ip", "-n", ns, "xfrm", what], check_rc=False)
 
@@ -74,8 +64,17 @@ def operator_routes(ns: str, peer4: object, peer6: object | None = None) -> None
         G.sh(["ip", "-n", ns, "-6", "route", "replace", str(peer6), "dev", DEV])
 
 
-def secrets(tags: list[str]) -> str:
-    return "".join(f'@west-{t} @east-{t} : PSK "{PSK}"\n' for t in tags)
+def up_again(tag: str, west: G.Daemon, left: XfrmBackend, peer_device: bool) -> None:
+    """Conn xa (still loaded) up again, ipsec1 on our end (and the peer's if
+    ``peer_device``), the operator's routes onto it: a ping passes."""
+    west.whack("--name", "xa", "--initiate")
+    again = G.waited(lambda: G.has_dev(G.LEFT, DEV) and len(left.list_sas()) >= 2
+                     and (not peer_device or G.has_dev(G.RIGHT, DEV)), 60, "conn xa up again")
+    if again:
+        operator_routes(G.LEFT, G.RNET4)
+        operator_routes(G.RIGHT, G.LNET4)
+    G.check(f"{tag}-up-again-passes-traffic",
+            again and G.ping(G.LEFT, G.LIN4, G.RIN4, count=2), west.tail(5))
 
 
 def run_pair(left: XfrmBackend, right: XfrmBackend) -> None:
@@ -85,9 +84,9 @@ def run_pair(left: XfrmBackend, right: XfrmBackend) -> None:
     work = tempfile.mkdtemp(prefix="ppxg-xfrmi.")
     extra = "\tipsec-interface=1\n\tleftinterface-ip=10.9.9.1/30\n" \
             "\trightinterface-ip=10.9.9.2/30\n"
-    text = "config setup\n\tplutodebug=none\n\n" + conn("xa", "a", extra) + conn(
-        "xb", "b", extra, G.LNET6, G.RNET6)
-    west, east = G.start_pair(work, text, text, secrets(["a", "b"]))
+    text = ("config setup\n\tplutodebug=none\n\n" + G.tagged_conn("xa", "a", extra)
+            + G.tagged_conn("xb", "b", extra, G.LNET6, G.RNET6))
+    west, east = G.start_pair(work, text, text, G.tagged_secrets(["a", "b"], PSK))
     with G.cleaned_up((west, east), work, orderly=True, devices=[DEV], tail=40):
         G.check(f"{tag}-no-device-before-up", not G.has_dev(G.LEFT, DEV) and not G.has_dev(G.RIGHT, DEV))
         out = west.whack("--name", "xa", "--initiate")
@@ -148,14 +147,7 @@ def run_pair(left: XfrmBackend, right: XfrmBackend) -> None:
                 and '"xb"' not in west.whack("--status"),
                 f"west {G.has_dev(G.LEFT, DEV)} east {G.has_dev(G.RIGHT, DEV)}")
         # up again (xa is still loaded), then SIGTERM: nothing left
-        west.whack("--name", "xa", "--initiate")
-        again = G.waited(lambda: G.has_dev(G.LEFT, DEV) and G.has_dev(G.RIGHT, DEV)
-                     and len(left.list_sas()) >= 2, 60, "conn xa up again")
-        if again:
-            operator_routes(G.LEFT, G.RNET4)
-            operator_routes(G.RIGHT, G.LNET4)
-        G.check(f"{tag}-up-again-passes-traffic",
-                again and G.ping(G.LEFT, G.LIN4, G.RIN4, count=2), west.tail(5))
+        up_again(tag, west, left, peer_device=True)
         stopped = west.sigterm()
         rest = G.leftovers(left, devices=[DEV], words=["if_id"])
         G.check(f"{tag}-nothing-left-after-sigterm", stopped and not rest,
@@ -185,11 +177,12 @@ def run_libreswan(left: XfrmBackend, right: XfrmBackend) -> None:
     work = tempfile.mkdtemp(prefix="ppxg-xfrmi-ls.")
     extra = "\tipsec-interface=1\n\tleftinterface-ip=10.9.9.1/30\n" \
             "\trightinterface-ip=10.9.9.2/30\n"
-    text = "config setup\n\tplutodebug=none\n\n" + conn("xa", "a", extra)
+    text = "config setup\n\tplutodebug=none\n\n" + G.tagged_conn("xa", "a", extra)
     # Libreswan 4.10 has no interface-ip= ("syntax error [leftinterface-ip]"): its ipsec1
     # carries no address, which the routed traffic does not need
-    etext = "config setup\n\tplutodebug=none\n\n" + conn("xa", "a", "\tipsec-interface=1\n")
-    west, east = G.start_pair(work, text, etext, secrets(["a"]), "libreswan")
+    etext = ("config setup\n\tplutodebug=none\n\n"
+             + G.tagged_conn("xa", "a", "\tipsec-interface=1\n"))
+    west, east = G.start_pair(work, text, etext, G.tagged_secrets(["a"], PSK), "libreswan")
     with G.cleaned_up((west, east), work, orderly=True, devices=[DEV], tail=40):
         out = west.whack("--name", "xa", "--initiate")
         ok = G.waited(lambda: len(left.list_sas()) >= 2 and G.has_dev(G.LEFT, DEV) and G.has_dev(G.RIGHT, DEV),
@@ -212,13 +205,7 @@ def run_libreswan(left: XfrmBackend, right: XfrmBackend) -> None:
         west.whack("--name", "xa", "--down")
         gone = G.waited(lambda: not G.has_dev(G.LEFT, DEV) and not left.list_sas(), 30, "down")
         G.check(f"{tag}-down-removes-our-device", gone, west.tail(5))
-        west.whack("--name", "xa", "--initiate")
-        again = G.waited(lambda: G.has_dev(G.LEFT, DEV) and len(left.list_sas()) >= 2, 60, "up again")
-        if again:
-            operator_routes(G.LEFT, G.RNET4)
-            operator_routes(G.RIGHT, G.LNET4)
-        G.check(f"{tag}-up-again-passes-traffic",
-                again and G.ping(G.LEFT, G.LIN4, G.RIN4, count=2), west.tail(5))
+        up_again(tag, west, left, peer_device=False)
         stopped = west.sigterm()
         rest = G.leftovers(left, devices=[DEV])
         G.check(f"{tag}-nothing-left-after-sigterm", stopped and not rest,

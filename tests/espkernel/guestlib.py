@@ -382,20 +382,20 @@ class Daemon:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc is not None
         self.whack("--shutdown", timeout=20)
-        try:
-            self.proc.wait(20)
-            return True
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return False
+        return self._exits(20)
 
     def sigterm(self) -> bool:
         """SIGTERM to the daemon's own PID (``ip netns exec`` execs it); True if it exited."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
+        return self._exits(30)
+
+    def _exits(self, timeout: float) -> bool:
+        """True if the process exits within ``timeout`` s; else it is killed: False."""
+        assert self.proc is not None
         try:
-            self.proc.wait(30)
+            self.proc.wait(timeout)
             return True
         except subprocess.TimeoutExpired:
             self.kill()
@@ -409,6 +409,22 @@ class Daemon:
 
     def tail(self, n: int = 25) -> str:
         return "\n".join(self.log().splitlines()[-n:])
+
+
+def tagged_conn(name: str, tag: str, extra: str, lnet: object = None,
+                rnet: object = None) -> str:
+    """One PSK conn between the lab's subnets (others with ``lnet``/``rnet``) whose IDs
+    carry ``tag`` (``@west-TAG``/``@east-TAG``); both ends write the same (left=west:
+    the daemons orient themselves by address)."""
+    return (f"conn {name}\n\tauthby=secret\n\tleft={L4}\n\tleftid=@west-{tag}\n"
+            f"\tleftsubnet={lnet or LNET4}\n\tright={R4}\n\trightid=@east-{tag}\n"
+            f"\trightsubnet={rnet or RNET4}\n\tike=aes_gcm256-sha2_256-dh19\n"
+            f"\tesp=aes_gcm256\n{extra}\tauto=add\n\n")
+
+
+def tagged_secrets(tags: Sequence[str], psk: str) -> str:
+    """The ipsec.secrets for :func:`tagged_conn`'s conns with these tags."""
+    return "".join(f'@west-{t} @east-{t} : PSK "{psk}"\n' for t in tags)
 
 
 def start_pair(work: str, wconf: str, econf: str, secrets: str,
