@@ -21,6 +21,7 @@ Started by ``tests/espkernel/test_ah_uml.py`` through ``tools/run-in-esp-kernel.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -32,19 +33,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import guestlib as G  # the lab, check(), the scenario loop (also puts src/ on sys.path)
+from guestlib import check, ping, sh
 
-import guest_xfrm as G  # noqa: E402  (also puts src/ on sys.path)
-from guest_xfrm import check, log, ping, sh  # noqa: E402
-
-from pypluto.iana import Integ  # noqa: E402
-from pypluto.kernel import ah  # noqa: E402
-from pypluto.kernel.base import PolicyParams, SAParams, TrafficSelector  # noqa: E402
-from pypluto.kernel.xfrm import XfrmBackend  # noqa: E402
-from pypluto.kernel.xfrm.netlink import run_in_netns  # noqa: E402
+from pypluto.iana import Integ
+from pypluto.kernel import ah
+from pypluto.kernel.base import PolicyParams, SAParams, TrafficSelector
+from pypluto.kernel.xfrm import XfrmBackend
+from pypluto.kernel.xfrm.netlink import run_in_netns
 
 KEYLEN = {Integ.HMAC_SHA1_96: 20, Integ.HMAC_SHA2_256_128: 32, Integ.HMAC_SHA2_384_192: 48,
           Integ.HMAC_SHA2_512_256: 64, Integ.AES_XCBC_96: 16, Integ.AES_CMAC_96: 16}
@@ -365,8 +363,7 @@ def run_case(left: XfrmBackend, right: XfrmBackend, c: Case, n: int, tmp: str) -
     finally:
         cap.stop()
         if c.via_ip:
-            for ns in (G.LEFT, G.RIGHT):
-                G.ip_batch(ns, ["xfrm state flush", "xfrm policy flush"])
+            G.flush_xfrm()
 
 
 def _fresh_in(p: Pair) -> ah.InboundAH:
@@ -390,36 +387,12 @@ def _is_reply(inb: ah.InboundAH, q: bytes) -> bool:
 
 def main() -> int:
     only = set(sys.argv[1:])
-    log(f"kernel {os.uname().release}; python {sys.version.split()[0]}")
     tmp = tempfile.mkdtemp(prefix="ppah-")
-    G.setup_lab()
-    left = right = None
     try:
-        left = XfrmBackend(netns=G.LEFT, log=lambda m: None)
-        right = XfrmBackend(netns=G.RIGHT, log=lambda m: None)
-        for n, c in enumerate(CASES):
-            if only and c.name not in only:
-                continue
-            t = time.monotonic()
-            try:
-                run_case(left, right, c, n, tmp)
-            except Exception:
-                G.FAILED.append(c.name)
-                log(f"CHECK ah-{c.name}: FAILED with an exception\n{traceback.format_exc()}")
-            log(f"scenario {c.name} took {time.monotonic() - t:.1f}s")
-            left.flush_own()
-            right.flush_own()
+        return G.run_guest("AH", [(f"ah-{c.name}", functools.partial(run_case, c=c, n=n, tmp=tmp))
+                                  for n, c in enumerate(CASES) if not only or c.name in only])
     finally:
-        for b in (left, right):
-            if b is not None:
-                b.close()
-        G.teardown_lab()
         shutil.rmtree(tmp, ignore_errors=True)
-    if G.FAILED:
-        log(f"FAILED: {', '.join(G.FAILED)}")
-        return 1
-    log("ALL AH GUEST CHECKS PASSED")
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,20 +18,17 @@ Started by ``tests/espkernel/test_mark_uml.py`` through ``tools/run-in-esp-kerne
 
 from __future__ import annotations
 
-import os
+import functools
 import re
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import guestlib as G  # the lab, the daemons, check(), the clean-up
 
-import guest_xfrm as G  # noqa: E402  (the lab, the daemons, check())
-
-from pypluto.kernel.xfrm import XfrmBackend  # noqa: E402
-from pypluto.kernel.xfrm.backend import KernelSA  # noqa: E402
+from pypluto.kernel.xfrm import XfrmBackend
+from pypluto.kernel.xfrm.backend import KernelSA
 
 FULL = 0xFFFFFFFF
 PSK_A = "pypluto-mark-a-psk-0123456789abcdef0123"
@@ -83,30 +80,33 @@ def packets(be: XfrmBackend, sa: KernelSA) -> int:
     return -1 if cur is None else cur.info.curlft.packets
 
 
+def flush_marks() -> None:
+    """The inbound ESP marks (:func:`mark_esp`) gone from both namespaces."""
+    for ns in (G.LEFT, G.RIGHT):
+        G.sh(["ip", "netns", "exec", ns, IPT, "-t", "mangle", "-F"], check_rc=False)
+
+
 def run(left: XfrmBackend, right: XfrmBackend, east_kind: str, tag: str) -> None:
+    if east_kind == "libreswan" and not G.have_libreswan("mark-libreswan-present"):
+        return
     work = tempfile.mkdtemp(prefix="ppxg-mark.")
     west = G.Daemon("pypluto", G.LEFT, work, "west", conf=conf("west"))
     east = G.Daemon(east_kind, G.RIGHT, work, "east", conf=conf("east"))
     theirs = east_kind != "pypluto"
     for d in (west, east):
-        with open(os.path.join(d.dir, "ipsec.secrets"), "w") as f:
-            f.write(secrets())
+        d.write_secrets(secrets())
     G.sh(["ip", "netns", "exec", G.RIGHT, "sysctl", "-qw", "net.ipv4.fwmark_reflect=1"])
 
     def east_sas() -> list:  # type: ignore[type-arg]
         return right.list_sas(own_only=not theirs)
 
-    try:
+    with G.cleaned_up((west, east), work, orderly=True, tail=40, then=[flush_marks]):
         for d in (west, east):
             d.start()
         out = west.whack("--name", "mark-a", "--initiate")
         out += west.whack("--name", "mark-b", "--initiate")
-        ok = True
-        try:
-            G.wait_for(lambda: len(left.list_sas()) >= 4 and len(east_sas()) >= 4, 60,
-                       "two marked Child SAs in both kernels")
-        except TimeoutError:
-            ok = False
+        ok = G.waited(lambda: len(left.list_sas()) >= 4 and len(east_sas()) >= 4, 60,
+                      "two marked Child SAs in both kernels")
         wsas = left.list_sas()
         by_mark = {sa.mark: sa for sa in wsas}
         want = {(1, FULL), (0x21, FULL), (0x22, FULL)}
@@ -176,12 +176,8 @@ def run(left: XfrmBackend, right: XfrmBackend, east_kind: str, tag: str) -> None
         # rekey B: new SAs with B's marks, the old ones deleted (DELSA names the mark)
         old_b = {b_out.spi, b_in.spi}
         west.whack("--name", "mark-b", "--rekey-child")
-        rekeyed = True
-        try:
-            G.wait_for(lambda: len(left.list_sas()) == 4
-                       and not {sa.spi for sa in left.list_sas()} & old_b, 30, "B rekeyed")
-        except TimeoutError:
-            rekeyed = False
+        rekeyed = G.waited(lambda: len(left.list_sas()) == 4
+                           and not {sa.spi for sa in left.list_sas()} & old_b, 30, "B rekeyed")
         now = left.list_sas()
         G.check(f"{tag}-rekey-keeps-marks-and-deletes-old-sas",
                 rekeyed and {sa.mark for sa in now} == want,
@@ -198,13 +194,9 @@ def run(left: XfrmBackend, right: XfrmBackend, east_kind: str, tag: str) -> None
                 and c7["a_out"] == c6["a_out"], f"{c6} -> {c7}")
 
         west.whack("--name", "mark-a", "--down")
-        gone = True
-        try:
-            G.wait_for(lambda: {sa.mark for sa in left.list_sas()} == {(0x21, FULL),
-                                                                      (0x22, FULL)},
-                       30, "conn A's SAs gone")
-        except TimeoutError:
-            gone = False
+        gone = G.waited(lambda: {sa.mark for sa in left.list_sas()} == {(0x21, FULL),
+                                                                       (0x22, FULL)},
+                        30, "conn A's SAs gone")
         pols = {(p.direction, p.mark) for p in left.list_policies()}
         G.check(f"{tag}-down-a-leaves-b", gone and pols == {
             ("out", (0x21, FULL)), ("in", (0x22, FULL)), ("fwd", (0x22, FULL))}, f"{pols}")
@@ -214,24 +206,9 @@ def run(left: XfrmBackend, right: XfrmBackend, east_kind: str, tag: str) -> None
         G.check(f"{tag}-conn-b-still-carries-its-traffic",
                 pb2 and c5["b_out"] - c4["b_out"] >= 3, f"{c4} -> {c5}")
         stopped = west.stop()
-        left_over = (left.list_sas(), left.list_policies())
-        text = G.sh(["ip", "-n", G.LEFT, "xfrm", "policy"]) + G.sh(
-            ["ip", "-n", G.LEFT, "xfrm", "state"])
-        G.check(f"{tag}-nothing-left-after-shutdown",
-                stopped and left_over == ([], []) and "mark" not in text,
-                f"{left_over} {re.findall(r'mark [0-9a-fx/]+', text)}")
-    except Exception:
-        for d in (west, east):
-            G.log(f"--- {d.name} log tail:\n{d.tail(40)}")
-        raise
-    finally:
-        for d in (west, east):
-            d.stop()
-        for ns in (G.LEFT, G.RIGHT):
-            G.sh(["ip", "netns", "exec", ns, IPT, "-t", "mangle", "-F"], check_rc=False)
-            G.sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
-            G.sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
-        subprocess.run(["rm", "-rf", work])
+        rest = G.leftovers(left, words=["mark"])
+        G.check(f"{tag}-nothing-left-after-shutdown", stopped and not rest,
+                f"stopped {stopped}; {'; '.join(rest)}")
 
 
 def run_route(left: XfrmBackend, right: XfrmBackend) -> None:
@@ -242,10 +219,9 @@ def run_route(left: XfrmBackend, right: XfrmBackend) -> None:
     west = G.Daemon("pypluto", G.LEFT, work, "west", conf=conf("west", auto_a="route"))
     east = G.Daemon("pypluto", G.RIGHT, work, "east", conf=conf("east"))
     for d in (west, east):
-        with open(os.path.join(d.dir, "ipsec.secrets"), "w") as f:
-            f.write(secrets())
+        d.write_secrets(secrets())
     G.sh(["ip", "netns", "exec", G.RIGHT, "sysctl", "-qw", "net.ipv4.fwmark_reflect=1"])
-    try:
+    with G.cleaned_up((west, east), work, orderly=True, tail=40, then=[flush_marks]):
         for d in (west, east):
             d.start()
         G.wait_for(lambda: len(left.list_policies()) >= 1, 30, "the trap policy")
@@ -258,11 +234,7 @@ def run_route(left: XfrmBackend, right: XfrmBackend) -> None:
                 not left.list_sas() and "initiating on demand" not in west.log(),
                 west.tail(5))
         ping_marked(G.LEFT, G.LIN4, G.RIN4, 1, count=1)  # the trap's ACQUIRE
-        up = True
-        try:
-            G.wait_for(lambda: len(left.list_sas()) >= 2, 30, "SAs after the marked ACQUIRE")
-        except TimeoutError:
-            up = False
+        up = G.waited(lambda: len(left.list_sas()) >= 2, 30, "SAs after the marked ACQUIRE")
         sas = left.list_sas()
         G.check(f"{tag}-marked-traffic-acquires-a-marked-child",
                 up and {sa.mark for sa in sas} == {(1, FULL)}
@@ -284,61 +256,22 @@ def run_route(left: XfrmBackend, right: XfrmBackend) -> None:
         G.check(f"{tag}-down-keeps-the-marked-trap",
                 not left.list_sas() and pols == [("out", (1, FULL), True)], f"{pols}")
         stopped = west.stop()
-        G.check(f"{tag}-nothing-left-after-shutdown",
-                stopped and (left.list_sas(), left.list_policies()) == ([], []))
-    except Exception:
-        for d in (west, east):
-            G.log(f"--- {d.name} log tail:\n{d.tail(40)}")
-        raise
-    finally:
-        for d in (west, east):
-            d.stop()
-        for ns in (G.LEFT, G.RIGHT):
-            G.sh(["ip", "netns", "exec", ns, IPT, "-t", "mangle", "-F"], check_rc=False)
-            G.sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
-            G.sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
-        subprocess.run(["rm", "-rf", work])
+        rest = G.leftovers(left)
+        G.check(f"{tag}-nothing-left-after-shutdown", stopped and not rest,
+                f"stopped {stopped}; {'; '.join(rest)}")
 
 
-SCENARIOS = [("pair", "pypluto"), ("libreswan", "libreswan"), ("route", "pypluto")]
+SCENARIOS = [
+    ("pair", functools.partial(run, east_kind="pypluto", tag="mark-pair")),
+    ("libreswan", functools.partial(run, east_kind="libreswan", tag="mark-libreswan")),
+    ("route", run_route),
+]
 
 
 def main() -> int:
     only = set(sys.argv[1:])
-    G.log(f"kernel {os.uname().release}; python {sys.version.split()[0]}")
-    G.setup_lab()
-    left = right = None
-    try:
-        left = XfrmBackend(netns=G.LEFT, log=lambda m: None)
-        right = XfrmBackend(netns=G.RIGHT, log=lambda m: None)
-        for tag, kind in SCENARIOS:
-            if only and tag not in only:
-                continue
-            if kind == "libreswan" and not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
-                G.check("mark-libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
-                continue
-            t = time.monotonic()
-            try:
-                if tag == "route":
-                    run_route(left, right)
-                else:
-                    run(left, right, kind, f"mark-{tag}")
-            except Exception:
-                G.FAILED.append(f"mark-{tag}")
-                G.log(f"CHECK mark-{tag}: FAILED with an exception\n{traceback.format_exc()}")
-            G.log(f"scenario mark-{tag} took {time.monotonic() - t:.1f}s")
-            left.flush_own()
-            right.flush_own()
-    finally:
-        for b in (left, right):
-            if b is not None:
-                b.close()
-        G.teardown_lab()
-    if G.FAILED:
-        G.log(f"FAILED: {', '.join(G.FAILED)}")
-        return 1
-    G.log("ALL MARK GUEST CHECKS PASSED")
-    return 0
+    return G.run_guest("MARK", [(f"mark-{tag}", fn) for tag, fn in SCENARIOS
+                                if not only or tag in only])
 
 
 if __name__ == "__main__":

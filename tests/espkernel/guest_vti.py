@@ -18,105 +18,23 @@ Started by ``tests/espkernel/test_vti_uml.py`` through ``tools/run-in-esp-kernel
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
-import time
-import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import guestlib as G  # the lab, the daemons, check(), devices and routes, the clean-up
+from guestlib import dev_counts, dev_text, has_dev, routes
 
-import guest_xfrm as G  # noqa: E402  (the lab, the daemons, check())
-
-from pypluto.kernel.xfrm import XfrmBackend  # noqa: E402
-from pypluto.kernel.xfrm.backend import KernelSA  # noqa: E402
+from pypluto.kernel.xfrm import XfrmBackend
+from pypluto.kernel.xfrm.backend import KernelSA
 
 FULL = 0xFFFFFFFF
 PSK = "pypluto-vti-psk-0123456789abcdef0123456789"
-
-
-def conn(name: str, tag: str, side: str, extra: str, lnet: object = None,
-         rnet: object = None) -> str:
-    """One conn as ``side`` writes it (both ends write left=west: pypluto orients)."""
-    del side
-    lnet = lnet or G.LNET4
-    rnet = rnet or G.RNET4
-    return (f"conn {name}\n\tauthby=secret\n\tleft={G.L4}\n\tleftid=@west-{tag}\n"
-            f"\tleftsubnet={lnet}\n\tright={G.R4}\n\trightid=@east-{tag}\n"
-            f"\trightsubnet={rnet}\n\tike=aes_gcm256-sha2_256-dh19\n\tesp=aes_gcm256\n"
-            f"{extra}\tauto=add\n\n")
-
-
-def secrets(tags: list[str]) -> str:
-    return "".join(f'@west-{t} @east-{t} : PSK "{PSK}"\n' for t in tags)
-
-
-def dev_text(ns: str, name: str) -> str:
-    return G.sh(["ip", "-n", ns, "-d", "addr", "show", "dev", name], check_rc=False)
-
-
-def has_dev(ns: str, name: str) -> bool:
-    return subprocess.run(["ip", "-n", ns, "link", "show", "dev", name],
-                          capture_output=True).returncode == 0
-
-
-def dev_counts(ns: str, name: str) -> tuple[int, int]:
-    """(tx, rx) packets of a device in a namespace."""
-    out = G.sh(["ip", "-n", ns, "-s", "link", "show", "dev", name], check_rc=False)
-    nums = re.findall(r"^\s+(\d+)\s+(\d+)\s+\d+\s+\d+", out, re.MULTILINE)
-    if len(nums) < 2:
-        return -1, -1
-    rx, tx = int(nums[0][1]), int(nums[1][1])
-    return tx, rx
-
-
-def routes(ns: str, dst: object, v6: bool = False) -> str:
-    return G.sh(["ip", "-n", ns] + (["-6"] if v6 else []) + ["route", "show", str(dst)],
-                check_rc=False).strip()
 
 
 def packets(be: XfrmBackend, sa: KernelSA) -> int:
     assert sa.dst is not None
     cur = be.get_sa(sa.dst, sa.spi, "esp", mark=sa.mark)
     return -1 if cur is None else cur.info.curlft.packets
-
-
-def lab_routes(add: bool) -> None:
-    """The lab's plain routes to the other side's subnets (out while VTIs route)."""
-    verb = "add" if add else "del"
-    for ns, peer4, peer6, via4, via6, in4, in6 in (
-            (G.LEFT, G.RNET4, G.RNET6, G.R4, G.R6, G.LIN4, G.LIN6),
-            (G.RIGHT, G.LNET4, G.LNET6, G.L4, G.L6, G.RIN4, G.RIN6)):
-        G.sh(["ip", "-n", ns, "route", verb, str(peer4), "via", str(via4), "src", in4],
-             check_rc=False)
-        G.sh(["ip", "-n", ns, "-6", "route", verb, str(peer6), "via", str(via6), "src", in6],
-             check_rc=False)
-
-
-def start_pair(work: str, wconf: str, econf: str, tags: list[str],
-               east_kind: str = "pypluto") -> tuple[G.Daemon, G.Daemon]:
-    west = G.Daemon("pypluto", G.LEFT, work, "west", conf=wconf)
-    east = G.Daemon(east_kind, G.RIGHT, work, "east", conf=econf)
-    for d in (west, east):
-        with open(os.path.join(d.dir, "ipsec.secrets"), "w") as f:
-            f.write(secrets(tags))
-    for d in (west, east):
-        d.start()
-    return west, east
-
-
-def cleanup(west: G.Daemon, east: G.Daemon, work: str, devs: list[str]) -> None:
-    for d in (west, east):
-        d.stop()
-    for ns in (G.LEFT, G.RIGHT):
-        for dev in devs:
-            G.sh(["ip", "-n", ns, "link", "del", dev], check_rc=False)
-        G.sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
-        G.sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
-    subprocess.run(["rm", "-rf", work])
 
 
 def run_pair(left: XfrmBackend, right: XfrmBackend, east_kind: str = "pypluto") -> None:
@@ -127,8 +45,8 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, east_kind: str = "pypluto") 
     tag = "vti-libreswan" if theirs else "vti-pair"
     work = tempfile.mkdtemp(prefix="ppxg-vti.")
     # (Libreswan 4.10's addconn wants the mark's mask spelled out)
-    text = "config setup\n\tplutodebug=none\n\n" + conn(
-        "vti", "a", "west", "\tmark=5/0xffffffff\n\tvti-interface=vti5\n"
+    text = "config setup\n\tplutodebug=none\n\n" + G.tagged_conn(
+        "vti", "a", "\tmark=5/0xffffffff\n\tvti-interface=vti5\n"
         "\tleftvti=10.9.9.1/30\n\trightvti=10.9.9.2/30\n")
     # Libreswan 4.10's _updown makes the device in up-client, then checks it again in
     # prepare-client by comparing `ip tun show` with a string of its own whose
@@ -138,18 +56,14 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, east_kind: str = "pypluto") 
     etext = text.replace("\tvti-interface=",
                          "\tvti-shared=yes\n\tvti-routing=no\n\tvti-interface=") \
         if theirs else text
-    west, east = start_pair(work, text, etext, ["a"], east_kind)
-    try:
+    west, east = G.start_pair(work, text, etext, G.tagged_secrets(["a"], PSK), east_kind)
+    with G.cleaned_up((west, east), work, orderly=True, devices=["vti5"], tail=40):
         G.check(f"{tag}-no-device-before-up", not has_dev(G.LEFT, "vti5"))
         out = west.whack("--name", "vti", "--initiate")
-        ok = True
-        try:
-            G.wait_for(lambda: len(left.list_sas()) >= 2 and has_dev(G.LEFT, "vti5")
-                       and has_dev(G.RIGHT, "vti5") and "vti5" in routes(G.LEFT, G.RNET4)
-                       and (theirs or "vti5" in routes(G.RIGHT, G.LNET4)), 90,
-                       "the VTI conn up")
-        except TimeoutError:
-            ok = False
+        ok = G.waited(lambda: len(left.list_sas()) >= 2 and has_dev(G.LEFT, "vti5")
+                      and has_dev(G.RIGHT, "vti5") and "vti5" in routes(G.LEFT, G.RNET4)
+                      and (theirs or "vti5" in routes(G.RIGHT, G.LNET4)), 90,
+                      "the VTI conn up")
         if theirs and ok:
             G.sh(["ip", "-n", G.RIGHT, "route", "add", str(G.LNET4), "dev", "vti5"])
         if not ok:
@@ -185,12 +99,8 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, east_kind: str = "pypluto") 
         old = {out_sa.spi, in_sa.spi}
         index = dev_text(G.LEFT, "vti5").split(":")[0]
         west.whack("--name", "vti", "--rekey-child")
-        rekeyed = True
-        try:
-            G.wait_for(lambda: len(left.list_sas()) == 2
-                       and not {sa.spi for sa in left.list_sas()} & old, 30, "rekeyed")
-        except TimeoutError:
-            rekeyed = False
+        rekeyed = G.waited(lambda: len(left.list_sas()) == 2
+                           and not {sa.spi for sa in left.list_sas()} & old, 30, "rekeyed")
         c2 = dev_counts(G.LEFT, "vti5")
         p2 = G.ping(G.LEFT, G.LIN4, G.RIN4, count=2)
         c3 = dev_counts(G.LEFT, "vti5")
@@ -201,47 +111,23 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, east_kind: str = "pypluto") 
         # down: the route and the device go on both ends (east by the peer's delete;
         # Libreswan 4.10's _updown keeps its device: "we can't delete vti interface")
         west.whack("--name", "vti", "--down")
-        gone = True
-        try:
-            G.wait_for(lambda: not has_dev(G.LEFT, "vti5") and not left.list_sas()
-                       and (theirs or not has_dev(G.RIGHT, "vti5")), 30,
-                       "the VTI devices gone after down")
-        except TimeoutError:
-            gone = False
+        gone = G.waited(lambda: not has_dev(G.LEFT, "vti5") and not left.list_sas()
+                        and (theirs or not has_dev(G.RIGHT, "vti5")), 30,
+                        "the VTI devices gone after down")
         G.check(f"{tag}-down-removes-device-and-route",
                 gone and "vti5" not in routes(G.LEFT, G.RNET4), routes(G.LEFT, G.RNET4))
         # up again, then SIGTERM-like shutdown (whack --shutdown) removes everything
         west.whack("--name", "vti", "--initiate")
-        again = True
-        try:
-            G.wait_for(lambda: has_dev(G.LEFT, "vti5") and len(left.list_sas()) >= 2, 60,
-                       "the VTI conn up again")
-        except TimeoutError:
-            again = False
+        again = G.waited(lambda: has_dev(G.LEFT, "vti5") and len(left.list_sas()) >= 2, 60,
+                         "the VTI conn up again")
         if theirs and again and "vti5" not in routes(G.RIGHT, G.LNET4):
             G.sh(["ip", "-n", G.RIGHT, "route", "add", str(G.LNET4), "dev", "vti5"])
         G.check(f"{tag}-up-again-passes-traffic",
                 again and G.ping(G.LEFT, G.LIN4, G.RIN4, count=2), west.tail(5))
-        if theirs:
-            stopped = west.stop()  # whack --shutdown
-        else:  # SIGTERM (pluto is the process: ip netns exec execs it)
-            assert west.proc is not None
-            west.proc.send_signal(signal.SIGTERM)
-            try:
-                west.proc.wait(30)
-                stopped = True
-            except subprocess.TimeoutExpired:
-                stopped = False
-        G.check(f"{tag}-nothing-left-after-shutdown",
-                stopped and not has_dev(G.LEFT, "vti5") and not routes(G.LEFT, G.RNET4)
-                and (left.list_sas(), left.list_policies()) == ([], []),
-                f"{routes(G.LEFT, G.RNET4)!r} {dev_text(G.LEFT, 'vti5')[:200]}")
-    except Exception:
-        for dd in (west, east):
-            G.log(f"--- {dd.name} log tail:\n{dd.tail(40)}")
-        raise
-    finally:
-        cleanup(west, east, work, ["vti5"])
+        stopped = west.stop() if theirs else west.sigterm()  # whack --shutdown, or SIGTERM
+        rest = G.leftovers(left, devices=["vti5"], to=[G.RNET4])
+        G.check(f"{tag}-nothing-left-after-shutdown", stopped and not rest,
+                f"stopped {stopped}; {'; '.join(rest)}")
 
 
 def run_shared(left: XfrmBackend, right: XfrmBackend) -> None:
@@ -252,20 +138,16 @@ def run_shared(left: XfrmBackend, right: XfrmBackend) -> None:
     wextra = "\tmark=7/0xffffffff\n\tvti-interface=vti7\n\tvti-shared=yes\n\tvti-routing=no\n"
     eextra = "\tmark=7/0xffffffff\n\tvti-interface=vti7\n\tvti-shared=yes\n"
     head = "config setup\n\tplutodebug=none\n\n"
-    wconf = head + conn("vti-a", "a", "west", wextra) + conn(
-        "vti-b", "b", "west", wextra, G.LNET6, G.RNET6)
-    econf = head + conn("vti-a", "a", "east", eextra) + conn(
-        "vti-b", "b", "east", eextra, G.LNET6, G.RNET6)
-    west, east = start_pair(work, wconf, econf, ["a", "b"])
-    try:
+    wconf = head + G.tagged_conn("vti-a", "a", wextra) + G.tagged_conn(
+        "vti-b", "b", wextra, G.LNET6, G.RNET6)
+    econf = head + G.tagged_conn("vti-a", "a", eextra) + G.tagged_conn(
+        "vti-b", "b", eextra, G.LNET6, G.RNET6)
+    west, east = G.start_pair(work, wconf, econf, G.tagged_secrets(["a", "b"], PSK))
+    with G.cleaned_up((west, east), work, orderly=True, devices=["vti7"], tail=40):
         out = west.whack("--name", "vti-a", "--initiate")
         out += west.whack("--name", "vti-b", "--initiate")
-        ok = True
-        try:
-            G.wait_for(lambda: len(left.list_sas()) >= 4 and has_dev(G.LEFT, "vti7"), 60,
-                       "both shared-VTI conns up")
-        except TimeoutError:
-            ok = False
+        ok = G.waited(lambda: len(left.list_sas()) >= 4 and has_dev(G.LEFT, "vti7"), 60,
+                      "both shared-VTI conns up")
         d = dev_text(G.LEFT, "vti7")
         G.check(f"{tag}-one-device-remote-any",
                 ok and "remote any local 192.0.2.1" in d and "ikey 0.0.0.7" in d,
@@ -290,24 +172,13 @@ def run_shared(left: XfrmBackend, right: XfrmBackend) -> None:
                 has_dev(G.LEFT, "vti7") and len(left.list_sas()) == 2
                 and G.ping(G.LEFT, G.LIN6, G.RIN6), west.tail(5))
         west.whack("--name", "vti-b", "--delete")  # ipsec delete: as a down, and unloads
-        gone = True
-        try:
-            G.wait_for(lambda: not has_dev(G.LEFT, "vti7"), 30, "the shared device gone")
-        except TimeoutError:
-            gone = False
+        gone = G.waited(lambda: not has_dev(G.LEFT, "vti7"), 30, "the shared device gone")
         G.check(f"{tag}-last-conn-delete-removes-the-device",
                 gone and not left.list_sas() and '"vti-b"' not in west.whack("--status"))
-    except Exception:
-        for dd in (west, east):
-            G.log(f"--- {dd.name} log tail:\n{dd.tail(40)}")
-        raise
-    finally:
-        cleanup(west, east, work, ["vti7"])
 
 
 def run_libreswan(left: XfrmBackend, right: XfrmBackend) -> None:
-    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
-        G.check("vti-libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+    if not G.have_libreswan("vti-libreswan-present"):
         return
     run_pair(left, right, "libreswan")
 
@@ -317,35 +188,9 @@ SCENARIOS = [("pair", run_pair), ("shared", run_shared), ("libreswan", run_libre
 
 def main() -> int:
     only = set(sys.argv[1:])
-    G.log(f"kernel {os.uname().release}; python {sys.version.split()[0]}")
-    G.setup_lab()
-    left = right = None
-    try:
-        left = XfrmBackend(netns=G.LEFT, log=lambda m: None)
-        right = XfrmBackend(netns=G.RIGHT, log=lambda m: None)
-        lab_routes(add=False)
-        for tag, fn in SCENARIOS:
-            if only and tag not in only:
-                continue
-            t = time.monotonic()
-            try:
-                fn(left, right)
-            except Exception:
-                G.FAILED.append(f"vti-{tag}")
-                G.log(f"CHECK vti-{tag}: FAILED with an exception\n{traceback.format_exc()}")
-            G.log(f"scenario vti-{tag} took {time.monotonic() - t:.1f}s")
-            left.flush_own()
-            right.flush_own()
-    finally:
-        for b in (left, right):
-            if b is not None:
-                b.close()
-        G.teardown_lab()
-    if G.FAILED:
-        G.log(f"FAILED: {', '.join(G.FAILED)}")
-        return 1
-    G.log("ALL VTI GUEST CHECKS PASSED")
-    return 0
+    return G.run_guest("VTI", [(f"vti-{tag}", fn) for tag, fn in SCENARIOS
+                               if not only or tag in only],
+                       prepare=lambda: G.lab_routes(add=False))
 
 
 if __name__ == "__main__":

@@ -23,104 +23,47 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src"))
+from guestlib import (  # the lab, the report, the daemons, the clean-up
+    CHILDREN,
+    L4,
+    L6,
+    LEFT,
+    LIN4,
+    LIN6,
+    LNET4,
+    LNET6,
+    PID,
+    R4,
+    R6,
+    RIGHT,
+    RIN4,
+    RIN6,
+    RNET4,
+    RNET6,
+    check,
+    cleaned_up,
+    have_libreswan,
+    ip,
+    ip_batch,
+    ip_s_packets,
+    larval_drop,
+    leftovers,
+    log,
+    net,
+    ping,
+    run_guest,
+    sh,
+    wait_for,
+    waited,
+)
+from guestlib import Daemon as _Daemon
 
-from pypluto.kernel.base import PolicyParams, SAParams, TrafficSelector  # noqa: E402
-from pypluto.kernel.xfrm import XfrmBackend, XfrmError  # noqa: E402
-from pypluto.kernel.xfrm import structs as S  # noqa: E402
-from pypluto.kernel.xfrm.netlink import run_in_netns  # noqa: E402
-
-ip = ipaddress.ip_address
-net = ipaddress.ip_network
-
-T0 = time.monotonic()
-PID = os.getpid()
-LEFT, RIGHT = f"ppxl{PID}", f"ppxr{PID}"
-L4, R4 = ip("192.0.2.1"), ip("192.0.2.2")
-L6, R6 = ip("2001:db8::1"), ip("2001:db8::2")
-LNET4, RNET4 = net("198.51.100.0/24"), net("203.0.113.0/24")
-LIN4, RIN4 = "198.51.100.1", "203.0.113.1"
-LNET6, RNET6 = net("2001:db8:1::/64"), net("2001:db8:2::/64")
-LIN6, RIN6 = "2001:db8:1::1", "2001:db8:2::1"
-
-FAILED: list[str] = []
-CHILDREN: list[subprocess.Popen[bytes]] = []
-
-
-def log(msg: str) -> None:
-    print(f"[{time.monotonic() - T0:6.2f}s] {msg}", flush=True)
-
-
-def check(name: str, ok: bool, detail: str = "") -> None:
-    log(f"CHECK {name}: {'OK' if ok else 'FAILED'}{' (' + detail + ')' if detail else ''}")
-    if not ok:
-        FAILED.append(name)
-
-
-def sh(argv: list[str], check_rc: bool = True, input_text: str | None = None) -> str:
-    res = subprocess.run(argv, capture_output=True, text=True, input=input_text)
-    if check_rc and res.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({res.returncode}): {res.stderr.strip()}")
-    return res.stdout + res.stderr
-
-
-def ip_batch(ns: str | None, lines: list[str]) -> None:
-    """Many ``ip`` commands in one process (``ip -batch``)."""
-    argv = ["ip"] + (["-n", ns] if ns else []) + ["-batch", "-"]
-    sh(argv, input_text="\n".join(lines) + "\n")
-
-
-def ping(ns: str, src: str, dst: str, count: int = 3, wait: int = 2) -> bool:
-    v6 = ":" in dst
-    argv = ["ip", "netns", "exec", ns, "ping"] + (["-6"] if v6 else [])
-    argv += ["-c", str(count), "-i", "0.2", "-W", str(wait), "-I", src, dst]
-    res = subprocess.run(argv, capture_output=True, text=True)
-    m = re.search(r"(\d+) received", res.stdout)
-    return res.returncode == 0 and m is not None and int(m.group(1)) == count
-
-
-def setup_lab() -> None:
-    ip_batch(
-        None,
-        [
-            f"netns add {LEFT}",
-            f"netns add {RIGHT}",
-            f"link add vl{PID} type veth peer name vr{PID}",
-            f"link set vl{PID} netns {LEFT}",
-            f"link set vr{PID} netns {RIGHT}",
-        ],
-    )
-    for ns, dev, outer4, outer6, inner4, inner6, peer_net4, peer_net6, via4, via6 in (
-        (LEFT, f"vl{PID}", L4, L6, LIN4, LIN6, RNET4, RNET6, R4, R6),
-        (RIGHT, f"vr{PID}", R4, R6, RIN4, RIN6, LNET4, LNET6, L4, L6),
-    ):
-        ip_batch(
-            ns,
-            [
-                "link set lo up",
-                f"addr add {outer4}/24 dev {dev}",
-                f"addr add {outer6}/64 dev {dev} nodad",
-                f"link set {dev} up",
-                "link add inner0 type dummy",
-                f"addr add {inner4}/24 dev inner0",
-                f"addr add {inner6}/64 dev inner0 nodad",
-                "link set inner0 up",
-                f"route add {peer_net4} via {via4} src {inner4}",
-                f"route add {peer_net6} via {via6} src {inner6}",
-            ],
-        )
-
-
-def teardown_lab() -> None:
-    for p in CHILDREN:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    for ns in (LEFT, RIGHT):
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+from pypluto.kernel.base import PolicyParams, SAParams, TrafficSelector
+from pypluto.kernel.xfrm import XfrmBackend, XfrmError
+from pypluto.kernel.xfrm import structs as S
+from pypluto.kernel.xfrm.netlink import run_in_netns
 
 
 # --- SA/policy helpers ---------------------------------------------------------------
@@ -187,18 +130,6 @@ class Tunnel:
 
 def keys(encr_len: int, integ_len: int = 0) -> dict[str, bytes]:
     return {"encr_key": os.urandom(encr_len), "integ_key": os.urandom(integ_len)}
-
-
-def ip_s_packets(ns: str, spi: int) -> int:
-    """Packets of one SA as ``ip -s xfrm state`` prints them."""
-    text = sh(["ip", "-n", ns, "-s", "xfrm", "state"])
-    blocks = re.split(r"\n(?=src )", text)
-    for b in blocks:
-        if f"spi {spi:#010x}" in b:
-            m = re.search(r"lifetime current:\s*\n\s*(\d+)\(bytes\), (\d+)\(packets\)", b)
-            if m:
-                return int(m.group(2))
-    return -1
 
 
 # --- scenarios ---------------------------------------------------------------------------
@@ -468,10 +399,6 @@ def scenario_shunts(left: XfrmBackend, right: XfrmBackend) -> None:
 
 
 # --- daemons -----------------------------------------------------------------------------
-PSK = "pypluto-espkernel-psk-0123456789abcdef"
-VENV_BIN = os.path.dirname(sys.executable)
-
-
 def conf_text() -> str:
     conns = ""
     for name, algs in (
@@ -501,93 +428,13 @@ def conf_text() -> str:
     return "config setup\n\tplutodebug=none\n\n" + conns
 
 
-class Daemon:
-    """One IKE daemon (ours or Libreswan's) in a namespace, logging to a file."""
+class Daemon(_Daemon):
+    """guestlib's daemon, by default with this guest's conns (:func:`conf_text`)."""
 
-    def __init__(
-        self, kind: str, ns: str, workdir: str, name: str, backend: str | None = "--use-xfrm",
-        conf: str | None = None,
-    ) -> None:
-        self.kind, self.ns, self.name, self.backend = kind, ns, name, backend
-        self.extra: list[str] = []  # more pluto arguments (e.g. --nssdir)
-        self.dir = os.path.join(workdir, name)
-        self.run = os.path.join(self.dir, "run")
-        os.makedirs(self.run, exist_ok=True)
-        self.logpath = os.path.join(self.dir, "pluto.log")
-        self.proc: subprocess.Popen[bytes] | None = None
-        with open(os.path.join(self.dir, "ipsec.conf"), "w") as f:
-            f.write(conf if conf is not None else conf_text())
-        sec = os.path.join(self.dir, "ipsec.secrets")
-        with open(sec, "w") as f:
-            f.write(f'@west.example @east.example : PSK "{PSK}"\n')
-        os.chmod(sec, 0o600)
-
-    def start(self) -> None:
-        conf, sec = os.path.join(self.dir, "ipsec.conf"), os.path.join(self.dir, "ipsec.secrets")
-        env = dict(os.environ)
-        if self.kind == "pypluto":
-            argv = [os.path.join(VENV_BIN, "pluto")]
-            extra = ([self.backend] if self.backend else []) + self.extra
-            ready = ": Pluto initialized"  # the log line, not the early stdout line
-        else:
-            nss = os.path.join(self.dir, "nss")
-            os.makedirs(nss, exist_ok=True)
-            if not os.path.exists(os.path.join(nss, "cert9.db")):
-                sh(["certutil", "-N", "-d", f"sql:{nss}", "--empty-password"])
-            # (config first: "config setup" would reset the directories given before it)
-            argv = ["/usr/libexec/ipsec/pluto"]
-            extra = ["--nssdir", nss, "--ipsecdir", self.dir, "--dumpdir", self.dir]
-            sbin = os.path.realpath(os.path.join(os.path.realpath("/usr/libexec/ipsec"),
-                                                 "..", "..", "sbin"))  # fmt: skip
-            env["PATH"] = f"{sbin}:{env.get('PATH', '/usr/sbin:/usr/bin')}"
-            ready = "loading secrets from"
-        argv += ["--config", conf, "--secretsfile", sec, "--rundir", self.run, *extra,
-                 "--nofork", "--stderrlog"]  # fmt: skip
-        with open(self.logpath, "wb") as log_f:
-            self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns, *argv], stdin=subprocess.DEVNULL,
-                stdout=log_f, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )  # fmt: skip
-        CHILDREN.append(self.proc)
-        proc = self.proc
-        wait_for(lambda: ready in self.log() or proc.poll() is not None, 60, f"{self.name} ready")
-        if proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited during start ({proc.returncode})")
-
-    def log(self) -> str:
-        try:
-            with open(self.logpath, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def whack(self, *args: str, timeout: float = 60) -> str:
-        if self.kind == "pypluto":
-            argv = [os.path.join(VENV_BIN, "whack"), "--rundir", self.run, *args]
-        else:
-            argv = ["/usr/libexec/ipsec/whack", "--ctlsocket",
-                    os.path.join(self.run, "pluto.ctl"), *args]  # fmt: skip
-        try:
-            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return "whack timed out"
-        return res.stdout + res.stderr
-
-    def stop(self) -> bool:
-        """Orderly shutdown (whack --shutdown); True if it exited by itself."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc is not None
-        self.whack("--shutdown", timeout=20)
-        try:
-            self.proc.wait(20)
-            return True
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return False
-
-    def tail(self, n: int = 25) -> str:
-        return "\n".join(self.log().splitlines()[-n:])
+    def __init__(self, kind: str, ns: str, workdir: str, name: str,
+                 backend: str | None = "--use-xfrm", conf: str | None = None) -> None:
+        super().__init__(kind, ns, workdir, name, backend,
+                         conf=conf if conf is not None else conf_text())
 
 
 class Libreswan52(Daemon):
@@ -622,14 +469,6 @@ class Libreswan52(Daemon):
         return res.returncode == 0 and not os.path.exists(pid_file)
 
 
-def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def own_state_left(be: XfrmBackend) -> tuple[int, int]:
     return len(be.list_sas()), len(be.list_policies())
 
@@ -645,7 +484,7 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
     # The daemons route the remote subnet themselves (leftsourceip): drop the lab's routes.
     ip_batch(LEFT, [f"route del {RNET4}"])
     ip_batch(RIGHT, [f"route del {LNET4}"])
-    try:
+    with cleaned_up(daemons, lab_routes_back=True):
         for d in daemons:
             d.start()
         log(f"{tag}: daemons ready")
@@ -667,12 +506,8 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
             # Child SA rekey (RFC 7296 §2.8): new SPIs, same policies, traffic still flows.
             old_spis = {sa.spi for sa in left.list_sas()}
             west.whack("--name", "west-east", "--rekey-child")
-            rekeyed = True
-            try:
-                wait_for(lambda: (cur := {sa.spi for sa in left.list_sas()}) != old_spis
-                         and len(cur) == 2 and not cur & old_spis, 30, "rekeyed SAs")  # fmt: skip
-            except TimeoutError:
-                rekeyed = False
+            rekeyed = waited(lambda: (cur := {sa.spi for sa in left.list_sas()}) != old_spis
+                             and len(cur) == 2 and not cur & old_spis, 30, "rekeyed SAs")  # fmt: skip
             now = {sa.spi for sa in left.list_sas()}
             pols = len(left.list_policies())
             check(f"{tag}-rekey-child", rekeyed and pols == 3,
@@ -739,9 +574,7 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
             # A crash (SIGKILL) leaves SAs, policies and the route; a restart removes them.
             west.whack("--name", "west-east", "--initiate")
             wait_for(lambda: len(left.list_sas()) >= 2, 30, "SAs before the crash")
-            assert west.proc is not None
-            west.proc.kill()
-            west.proc.wait()
+            west.kill()
             before = own_state_left(left)
             route_before = sh(["ip", "-n", LEFT, "route", "show", str(RNET4)]).strip()
             for stale in ("pluto.pid", "pluto.ctl"):  # as Libreswan, a stale pid file blocks
@@ -758,12 +591,8 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
             # Libreswan as the initiator, we respond.
             wait_for(lambda: not left.list_sas() and not east_sas(), 30, "SAs gone")
             out = east.whack("--name", "west-east", "--initiate")
-            ok = True
-            try:
-                wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
-                         "SAs for Libreswan's initiate")  # fmt: skip
-            except TimeoutError:
-                ok = False
+            ok = waited(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
+                        "SAs for Libreswan's initiate")  # fmt: skip
             check(f"{tag}-responder-child-sa", ok, out.strip()[-200:])
             # Both kernels agree on ESN and the replay window for every SPI (RFC 4303 §2.2.1).
             ours = {sa.spi: (bool(sa.flags & S.XFRM_STATE_ESN)) for sa in left.list_sas()}
@@ -773,27 +602,8 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, west: Daemon, east: Daemon, 
             check(f"{tag}-responder-ping", ok and ping(RIGHT, RIN4, LIN4))
         stopped = [d.stop() for d in daemons]
         check(f"{tag}-orderly-shutdown", all(stopped))
-        left_rest, right_rest = own_state_left(left), own_state_left(right)
-        west_rest = left_rest if west.kind == "pypluto" else (0, 0)
-        route = sh(["ip", "-n", LEFT, "route", "show", str(RNET4)]).strip()
-        check(f"{tag}-nothing-left-after-shutdown", west_rest == (0, 0) and not route
-              and (east.kind != "pypluto" or right_rest == (0, 0)),
-              f"west {left_rest}, east {right_rest}, route {route!r}")  # fmt: skip
-    except Exception:
-        for d in daemons:
-            log(f"--- {d.name} log tail:\n{d.tail()}")
-        raise
-    finally:
-        for d in daemons:
-            if d.proc is not None and d.proc.poll() is None:
-                d.proc.kill()
-                d.proc.wait()
-        sh(["ip", "-n", LEFT, "xfrm", "state", "flush"], check_rc=False)
-        sh(["ip", "-n", RIGHT, "xfrm", "state", "flush"], check_rc=False)
-        sh(["ip", "-n", LEFT, "xfrm", "policy", "flush"], check_rc=False)
-        sh(["ip", "-n", RIGHT, "xfrm", "policy", "flush"], check_rc=False)
-        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
-        ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
+        rest = leftovers(left, to=[RNET4]) + (leftovers(right) if not theirs else [])
+        check(f"{tag}-nothing-left-after-shutdown", not rest, "; ".join(rest))
 
 
 def scenario_pypluto_pair(left: XfrmBackend, right: XfrmBackend) -> None:
@@ -829,7 +639,7 @@ def run_ah(left: XfrmBackend, right: XfrmBackend, east_kind: str, tag: str) -> N
             f.write(conf)
     ip_batch(LEFT, [f"route del {RNET4}"])
     ip_batch(RIGHT, [f"route del {LNET4}"])
-    try:
+    with cleaned_up((west, east), work, orderly=True, lab_routes_back=True):
         for d in (west, east):
             d.start()
         out = west.whack("--name", "west-east-ah", "--initiate")
@@ -848,49 +658,24 @@ def run_ah(left: XfrmBackend, right: XfrmBackend, east_kind: str, tag: str) -> N
         check(f"{tag}-ah-counters", any(x is not None and x.packets >= 3 for x in st), f"{st}")
         old = {sa.spi for sa in left.list_sas()}
         west.whack("--name", "west-east-ah", "--rekey-child")
-        rekeyed = True
-        try:
-            wait_for(lambda: (cur := {sa.spi for sa in left.list_sas()}) != old
-                     and len(cur) == 2 and not cur & old, 30, "rekeyed AH SAs")  # fmt: skip
-        except TimeoutError:
-            rekeyed = False
+        rekeyed = waited(lambda: (cur := {sa.spi for sa in left.list_sas()}) != old
+                         and len(cur) == 2 and not cur & old, 30, "rekeyed AH SAs")  # fmt: skip
         protos = {sa.proto for sa in left.list_sas()}
         check(f"{tag}-ah-rekey", rekeyed and protos == {S.IPPROTO_AH}, f"{protos}")
         check(f"{tag}-ah-ping-after-rekey", ping(LEFT, LIN4, RIN4))
         tr = west.whack("--trafficstatus")
         check(f"{tag}-ah-trafficstatus", "type=AH" in tr, tr.strip()[:200])
         west.whack("--name", "west-east-ah", "--down")
-        gone = True
-        try:
-            wait_for(lambda: not left.list_sas() and not east_sas(), 30, "AH SAs gone")
-        except TimeoutError:
-            gone = False
+        gone = waited(lambda: not left.list_sas() and not east_sas(), 30, "AH SAs gone")
         check(f"{tag}-ah-delete", gone)
         if theirs:  # the peer initiates, we respond
             out = east.whack("--name", "west-east-ah", "--initiate")
-            ok = True
-            try:
-                wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
-                         "AH SAs for the peer's initiate")  # fmt: skip
-            except TimeoutError:
-                ok = False
+            ok = waited(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
+                        "AH SAs for the peer's initiate")  # fmt: skip
             protos = {sa.proto for sa in left.list_sas() + east_sas()}
             check(f"{tag}-ah-responder", ok and protos == {S.IPPROTO_AH},
                   f"{protos} {out.strip()[-200:]}")  # fmt: skip
             check(f"{tag}-ah-responder-ping", ok and ping(RIGHT, RIN4, LIN4))
-    except Exception:
-        for d in (west, east):
-            log(f"--- {d.name} log tail:\n{d.tail()}")
-        raise
-    finally:
-        for d in (west, east):
-            d.stop()
-        for ns in (LEFT, RIGHT):
-            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
-            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
-        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
-        ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
-        subprocess.run(["rm", "-rf", work])
 
 
 def scenario_pypluto_ah(left: XfrmBackend, right: XfrmBackend) -> None:
@@ -900,16 +685,14 @@ def scenario_pypluto_ah(left: XfrmBackend, right: XfrmBackend) -> None:
 
 def scenario_libreswan_ah(left: XfrmBackend, right: XfrmBackend) -> None:
     """Our daemon (west, --use-xfrm) and Libreswan 4.10 negotiate an AH Child SA."""
-    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
-        check("libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+    if not have_libreswan("libreswan-present"):
         return
     run_ah(left, right, "libreswan", "libreswan")
 
 
 def scenario_libreswan(left: XfrmBackend, right: XfrmBackend) -> None:
     """Our daemon (west, --use-xfrm) against Libreswan 4.10 (east)."""
-    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
-        check("libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+    if not have_libreswan("libreswan-present"):
         return
     work = tempfile.mkdtemp(prefix="ppxg-lsw.")
     try:
@@ -961,8 +744,7 @@ def scenario_libreswan_cert(left: XfrmBackend, right: XfrmBackend) -> None:
     """Certificates against Libreswan 4.10, full tunnel in the ESP kernel, both roles
     (issue 14): RSA-2048 end entities through an intermediate CA, each daemon with its
     own NSS db in Libreswan's layout (certutil/pk12util), the IDs are the DNs."""
-    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
-        check("libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+    if not have_libreswan("libreswan-present"):
         return
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from pki import PKI  # tests/pki.py
@@ -986,7 +768,7 @@ def scenario_libreswan_cert(left: XfrmBackend, right: XfrmBackend) -> None:
     def east_sas() -> list:  # type: ignore[type-arg]
         return right.list_sas(own_only=False)
 
-    try:
+    with cleaned_up((west, east), work, lab_routes_back=True):
         for d in (west, east):
             d.start()
         def established() -> tuple[list[str], int]:  # Libreswan's lines, our count
@@ -996,12 +778,8 @@ def scenario_libreswan_cert(left: XfrmBackend, right: XfrmBackend) -> None:
         for role, who in (("initiator", west), ("responder", east)):
             before, ours_before = established()
             out = who.whack("--name", "west-east-cert", "--initiate")
-            ok = True
-            try:
-                wait_for(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
-                         "certificate SAs")
-            except TimeoutError:
-                ok = False
+            ok = waited(lambda: len(left.list_sas()) >= 2 and len(east_sas()) >= 2, 30,
+                        "certificate SAs")
             after, ours_after = established()
             theirs = after[len(before):]  # this role's IKE SA only
             check(f"libreswan-cert-{role}-child-sa",
@@ -1015,29 +793,13 @@ def scenario_libreswan_cert(left: XfrmBackend, right: XfrmBackend) -> None:
             except TimeoutError:
                 pass
         check("libreswan-cert-orderly-shutdown", all([d.stop() for d in (west, east)]))
-    except Exception:
-        for d in (west, east):
-            log(f"--- {d.name} log tail:\n{d.tail()}")
-        raise
-    finally:
-        for d in (west, east):
-            if d.proc is not None and d.proc.poll() is None:
-                d.proc.kill()
-                d.proc.wait()
-        for ns in (LEFT, RIGHT):
-            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
-            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
-        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
-        ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
-        subprocess.run(["rm", "-rf", work])
 
 
 def scenario_libreswan_ppk(left: XfrmBackend, right: XfrmBackend) -> None:
     """PPK (RFC 8784, ppk=insist) and leftupdown= against Libreswan 4.10, full tunnel in
     the ESP kernel, both roles (issue 12): Libreswan logs the PPK, ping passes, our
     updown script runs prepare/route/up and down/unroute with the Child SA's facts."""
-    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
-        check("libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+    if not have_libreswan("libreswan-present"):
         return
     work = tempfile.mkdtemp(prefix="ppxg-ppk.")
     west = Daemon("pypluto", LEFT, work, "west")
@@ -1071,17 +833,13 @@ def scenario_libreswan_ppk(left: XfrmBackend, right: XfrmBackend) -> None:
 
     ip_batch(LEFT, [f"route del {RNET4}"])
     ip_batch(RIGHT, [f"route del {LNET4}"])
-    try:
+    with cleaned_up((west, east), work, orderly=True, lab_routes_back=True):
         for d in (west, east):
             d.start()
         for role, who in (("initiator", west), ("responder", east)):
             out = who.whack("--name", "west-east-ppk", "--initiate")
-            ok = True
-            try:
-                wait_for(lambda: len(left.list_sas()) >= 2
-                         and len(right.list_sas(own_only=False)) >= 2, 30, "PPK SAs")
-            except TimeoutError:
-                ok = False
+            ok = waited(lambda: len(left.list_sas()) >= 2
+                        and len(right.list_sas(own_only=False)) >= 2, 30, "PPK SAs")
             ppk_logged = "PPK" in east.log()
             check(f"libreswan-ppk-{role}-child-sa", ok and ppk_logged,
                   f"{out.strip()[-200:]}; Libreswan PPK line: {ppk_logged}")
@@ -1104,19 +862,6 @@ def scenario_libreswan_ppk(left: XfrmBackend, right: XfrmBackend) -> None:
                   v2[len(v):len(v) + 2] == ["down-client", "unroute-client"], f"{v2}")
             if role == "initiator":  # before Libreswan initiates the same conn itself
                 wait_for(lambda: not right.list_sas(own_only=False), 30, "Libreswan's SAs gone")
-    except Exception:
-        for d in (west, east):
-            log(f"--- {d.name} log tail:\n{d.tail()}")
-        raise
-    finally:
-        for d in (west, east):
-            d.stop()
-        for ns in (LEFT, RIGHT):
-            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
-            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
-        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
-        ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
-        subprocess.run(["rm", "-rf", work])
 
 
 def ondemand_conf() -> str:
@@ -1137,11 +882,6 @@ def pings_answered(ns: str, src: str, dst: str, count: int) -> int:
     return int(m.group(1)) if m else -1
 
 
-def larval_drop(ns: str) -> str:
-    """net.core.xfrm_larval_drop of a namespace (1: a trap drops, 0: the kernel queues)."""
-    return sh(["ip", "netns", "exec", ns, "cat", "/proc/sys/net/core/xfrm_larval_drop"]).strip()
-
-
 def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
     """XFRM ACQUIRE both ways against Libreswan 4.10, both ends auto=route (issue 16).
 
@@ -1152,8 +892,7 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
     stay on both ends.  East (Libreswan) pings: its ACQUIRE makes it initiate, we
     respond.  unroute + shutdown leave no policy, state or route of ours.
     """
-    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
-        check("ondemand-libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+    if not have_libreswan("ondemand-libreswan-present"):
         return
     work = tempfile.mkdtemp(prefix="ppxg-od.")
     west = Daemon("pypluto", LEFT, work, "west", conf=ondemand_conf())
@@ -1164,7 +903,7 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
     # Libreswan 4.10 leaves it at 1 on its side
     for ns in (LEFT, RIGHT):
         sh(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.core.xfrm_larval_drop=1"])
-    try:
+    with cleaned_up((west, east), work, lab_routes_back=True):
         west.start()
         east.start()
         wait_for(lambda: "routed-ondemand" in west.whack("--status")
@@ -1177,11 +916,7 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
         check("ondemand-trap-route", f"src {LIN4}" in route, route)
         log(f"ondemand: pinging at {time.strftime('%H:%M:%S')}")
         got = pings_answered(LEFT, LIN4, RIN4, 5)
-        up = True
-        try:
-            wait_for(lambda: len(left.list_sas()) >= 2, 20, "SAs after our ACQUIRE")
-        except TimeoutError:
-            up = False
+        up = waited(lambda: len(left.list_sas()) >= 2, 20, "SAs after our ACQUIRE")
         check("ondemand-our-acquire-initiates",
               up and "initiating on demand: acquire for" in west.log(),
               f"{got}/5 pings answered during/after the negotiation")
@@ -1200,11 +935,7 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
         # Libreswan's own trap: its ACQUIRE, it initiates, we respond
         wait_for(lambda: not right.list_sas(own_only=False), 30, "Libreswan's SAs gone")
         got = pings_answered(RIGHT, RIN4, LIN4, 5)
-        up = True
-        try:
-            wait_for(lambda: len(left.list_sas()) >= 2, 20, "SAs after Libreswan's ACQUIRE")
-        except TimeoutError:
-            up = False
+        up = waited(lambda: len(left.list_sas()) >= 2, 20, "SAs after Libreswan's ACQUIRE")
         check("ondemand-libreswan-acquire-initiates", up,
               f"{got}/5 pings answered; east: {east.tail(5)}")
         log(f"ondemand: Libreswan's trap, {got}/5 first pings answered, {5 - got} lost "
@@ -1214,33 +945,15 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
         west.whack("--name", "od", "--unroute")
         west.whack("--name", "od", "--down")
         wait_for(lambda: not left.list_sas(), 30, "SAs gone after unroute + down")
-        rest = own_state_left(left)
-        route = sh(["ip", "-n", LEFT, "route", "show", str(RNET4)]).strip()
-        check("ondemand-nothing-left-after-unroute", rest == (0, 0) and not route,
-              f"{rest}, route {route!r}")
+        rest = leftovers(left, to=[RNET4])
+        check("ondemand-nothing-left-after-unroute", not rest, "; ".join(rest))
         west.whack("--name", "od", "--route")
         wait_for(lambda: len(left.list_policies()) == 1, 10, "the trap back")
         stopped = west.stop()
-        rest = own_state_left(left)
-        route = sh(["ip", "-n", LEFT, "route", "show", str(RNET4)]).strip()
-        check("ondemand-nothing-left-after-shutdown", stopped and rest == (0, 0) and not route,
-              f"{rest}, route {route!r}")
+        rest = leftovers(left, to=[RNET4])
+        check("ondemand-nothing-left-after-shutdown", stopped and not rest,
+              f"stopped {stopped}; {'; '.join(rest)}")
         check("ondemand-larval-drop-restored", larval_drop(LEFT) == "1", larval_drop(LEFT))
-    except Exception:
-        for d in (west, east):
-            log(f"--- {d.name} log tail:\n{d.tail()}")
-        raise
-    finally:
-        for d in (west, east):
-            if d.proc is not None and d.proc.poll() is None:
-                d.proc.kill()
-                d.proc.wait()
-        for ns in (LEFT, RIGHT):
-            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
-            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
-        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
-        ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
-        subprocess.run(["rm", "-rf", work])
 
 
 def xfrm_shunts(be: XfrmBackend) -> list[str]:
@@ -1269,7 +982,7 @@ def scenario_ondemand_shunts(left: XfrmBackend, right: XfrmBackend) -> None:
         import json
         return json.loads(west.whack("--shuntstatus", "--json"))["shunts"]  # type: ignore[no-any-return]
 
-    try:
+    with cleaned_up((west,), work, namespaces=(LEFT,), lab_routes_back=True):
         west.start()
         wait_for(lambda: len(left.list_policies()) >= 1, 30, "the trap")
         got = pings_answered(LEFT, LIN4, RIN4, 4)
@@ -1294,19 +1007,9 @@ def scenario_ondemand_shunts(left: XfrmBackend, right: XfrmBackend) -> None:
               not xfrm_shunts(left) and len(pols) == 1 and bool(pols[0].tmpls)
               and "expired; the trap is back" in west.log(), "; ".join(map(str, pols)))
         stopped = west.stop()
-        rest = own_state_left(left)
-        check("ondemand-xfrm-shunts-nothing-left", stopped and rest == (0, 0), f"{rest}")
-    except Exception:
-        log(f"--- west log tail:\n{west.tail()}")
-        raise
-    finally:
-        if west.proc is not None and west.proc.poll() is None:
-            west.proc.kill()
-            west.proc.wait()
-        sh(["ip", "-n", LEFT, "xfrm", "state", "flush"], check_rc=False)
-        sh(["ip", "-n", LEFT, "xfrm", "policy", "flush"], check_rc=False)
-        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
-        subprocess.run(["rm", "-rf", work])
+        rest = leftovers(left)
+        check("ondemand-xfrm-shunts-nothing-left", stopped and not rest,
+              f"stopped {stopped}; {'; '.join(rest)}")
 
 
 def scenario_ondemand_template(left: XfrmBackend, right: XfrmBackend) -> None:
@@ -1316,8 +1019,7 @@ def scenario_ondemand_template(left: XfrmBackend, right: XfrmBackend) -> None:
     clear although a clear route exists; Libreswan (auto=start) connects, its Child
     SA replaces the trap and pings pass; Libreswan takes it down: the trap is back.
     """
-    if not os.access("/usr/libexec/ipsec/pluto", os.X_OK):
-        check("ondemand-template-libreswan-present", False, "/usr/libexec/ipsec/pluto missing")
+    if not have_libreswan("ondemand-template-libreswan-present"):
         return
     work = tempfile.mkdtemp(prefix="ppxg-odt.")
     conf = (f"config setup\n\tplutodebug=none\n\nconn od\n\tauthby=secret\n\tleft={L4}\n"
@@ -1327,7 +1029,7 @@ def scenario_ondemand_template(left: XfrmBackend, right: XfrmBackend) -> None:
     west = Daemon("pypluto", LEFT, work, "west", conf=conf)
     east = Daemon("libreswan", RIGHT, work, "east",
                   conf=ondemand_conf().replace("auto=route", "auto=start"))
-    try:
+    with cleaned_up((west, east), work):
         west.start()
         wait_for(lambda: len(left.list_policies()) >= 1, 30, "the template's trap")
         pols = left.list_policies()
@@ -1348,21 +1050,9 @@ def scenario_ondemand_template(left: XfrmBackend, right: XfrmBackend) -> None:
               got == 0 and len(pols) == 1 and str(pols[0].tmpls[0].daddr) == "0.0.0.0",
               f"{got}/2 answered; {'; '.join(map(str, pols))}")
         stopped = west.stop()
-        rest = own_state_left(left)
-        check("ondemand-template-nothing-left", stopped and rest == (0, 0), f"{rest}")
-    except Exception:
-        for d in (west, east):
-            log(f"--- {d.name} log tail:\n{d.tail()}")
-        raise
-    finally:
-        for d in (west, east):
-            if d.proc is not None and d.proc.poll() is None:
-                d.proc.kill()
-                d.proc.wait()
-        for ns in (LEFT, RIGHT):
-            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
-            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
-        subprocess.run(["rm", "-rf", work])
+        rest = leftovers(left)
+        check("ondemand-template-nothing-left", stopped and not rest,
+              f"stopped {stopped}; {'; '.join(rest)}")
 
 
 def scenario_flush_and_crash(left: XfrmBackend) -> None:
@@ -1455,7 +1145,6 @@ def scenario_errors(left: XfrmBackend) -> None:
     left.flush_own()
 
 
-
 SEL_SEND = """
 import socket, sys
 src, dst = sys.argv[1], sys.argv[2]
@@ -1536,6 +1225,12 @@ def _move_left_address(to_moved: bool) -> None:
     ip_batch(LEFT, [f"addr add {new}/24 dev vl{PID}", f"addr del {old}/24 dev vl{PID}"])
 
 
+def _move_left_back() -> None:
+    """The left end's own address back, if it was moved."""
+    with contextlib.suppress(RuntimeError):
+        _move_left_address(False)
+
+
 def _esn_oseq(be: XfrmBackend, dst: ipaddress.IPv4Address, spi: int) -> int:
     sa = be.get_sa(dst, spi)
     return sa.replay_esn[1] if sa is not None and sa.replay_esn is not None else -1
@@ -1590,8 +1285,7 @@ def scenario_mobike_move(left: XfrmBackend, right: XfrmBackend) -> None:
             for side, be in (("left", left), ("right", right)):
                 for p in tun.policies(side):
                     be.del_policy(p)
-        with contextlib.suppress(RuntimeError):
-            _move_left_address(False)
+        _move_left_back()
 
 
 def mobike_conf() -> str:
@@ -1671,31 +1365,12 @@ def scenario_mobike_pair(left: XfrmBackend, right: XfrmBackend) -> None:
     daemons = (west, east)
     ip_batch(LEFT, [f"route del {RNET4}"])
     ip_batch(RIGHT, [f"route del {LNET4}"])
-    try:
+    with cleaned_up(daemons, work, orderly=True, tail=40, then=(_move_left_back,), lab_routes_back=True):
         for d in daemons:
             d.start()
         _mobike_case(left, right, west, east, "west-east", "mobike-pair")
         _mobike_case(left, right, west, east, "west-east-natt", "mobike-natt")
-    except Exception:
-        for d in daemons:
-            log(f"--- {d.name} log tail:\n{d.tail(40)}")
-        raise
-    finally:
-        for d in daemons:
-            if d.proc is not None and d.proc.poll() is None:
-                d.stop()
-        for d in daemons:
-            if d.proc is not None and d.proc.poll() is None:
-                d.proc.kill()
-                d.proc.wait()
-        for ns in (LEFT, RIGHT):
-            sh(["ip", "-n", ns, "xfrm", "state", "flush"], check_rc=False)
-            sh(["ip", "-n", ns, "xfrm", "policy", "flush"], check_rc=False)
-        with contextlib.suppress(RuntimeError):
-            _move_left_address(False)
-        ip_batch(LEFT, [f"route replace {RNET4} via {R4} src {LIN4}"])
-        ip_batch(RIGHT, [f"route replace {LNET4} via {L4} src {RIN4}"])
-        subprocess.run(["rm", "-rf", work])
+
 
 SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("gcm_esn", scenario_gcm_esn, 2),
@@ -1729,37 +1404,11 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
 def main() -> int:
     only = {a for a in sys.argv[1:] if not a.startswith("-")}
     skip = {a[1:] for a in sys.argv[1:] if a.startswith("-")}  # "-name": not this one
-    log(f"kernel {os.uname().release}; python {sys.version.split()[0]}")
-    if tempfile.gettempdir() and not os.path.exists("/proc/net/xfrm_stat"):
+    if not os.path.exists("/proc/net/xfrm_stat"):
         log("note: no /proc/net/xfrm_stat")
-    setup_lab()
-    log("lab ready")
-    left = right = None
-    try:
-        left = XfrmBackend(netns=LEFT, log=lambda m: None)
-        right = XfrmBackend(netns=RIGHT, log=lambda m: None)
-        for name, fn, nargs in SCENARIOS:
-            if (only and name not in only) or name in skip:
-                continue
-            t = time.monotonic()
-            try:
-                fn(left, right) if nargs == 2 else fn(left)
-            except Exception:
-                FAILED.append(name)
-                log(f"CHECK {name}: FAILED with an exception\n{traceback.format_exc()}")
-            log(f"scenario {name} took {time.monotonic() - t:.1f}s")
-            left.flush_own()
-            right.flush_own()
-    finally:
-        for b in (left, right):
-            if b is not None:
-                b.close()
-        teardown_lab()
-    if FAILED:
-        log(f"FAILED: {', '.join(FAILED)}")
-        return 1
-    log("ALL XFRM GUEST CHECKS PASSED")
-    return 0
+    return run_guest("XFRM", [(name, fn if nargs == 2 else lambda left, right, fn=fn: fn(left))
+                              for name, fn, nargs in SCENARIOS
+                              if not (only and name not in only) and name not in skip])
 
 
 if __name__ == "__main__":

@@ -11,17 +11,11 @@ protocol 51, the kernel's AH packets verified by our code and ours accepted
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-import time
 
 import pytest
-from test_xfrm_uml import RUNNER, GuestRun, uml_available
-from testsupport import REPO, is_root, require
+from umlboot import GuestRun, boot
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
-
-GUEST = REPO / "tests" / "espkernel" / "guest_ah.py"
 
 CASES = [
     ("v4-tunnel-sha1", True),
@@ -53,12 +47,7 @@ def expected() -> list[str]:
 
 @pytest.fixture(scope="module")
 def ah_guest() -> GuestRun:
-    require(is_root(), "root (the UML guest runs as root on the host's files)")
-    require(uml_available(), "user-mode-linux and kmod (apt-get install user-mode-linux kmod)")
-    started = time.monotonic()
-    res = subprocess.run([str(RUNNER), sys.executable, str(GUEST)], capture_output=True,
-                         text=True, timeout=480, cwd=REPO)
-    return GuestRun(res.returncode, res.stdout + res.stderr, time.monotonic() - started)
+    return boot("guest_ah.py", timeout=300)  # (the runner's default)
 
 
 def test_ah_kernel_and_pypluto_agree(ah_guest: GuestRun) -> None:

@@ -9,21 +9,13 @@ elsewhere.
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 
 import pytest
-from testsupport import REPO, is_root, require
+from testsupport import require
+from umlboot import GuestRun, boot, require_libreswan, tagged
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
-
-RUNNER = REPO / "tools" / "run-in-esp-kernel.sh"
-GUEST = REPO / "tests" / "espkernel" / "guest_mark.py"
 
 CHECKS = [
     "both-child-sas-installed",
@@ -51,40 +43,12 @@ ROUTE = [
 ]
 
 
-@dataclass
-class GuestRun:
-    rc: int
-    output: str
-    seconds: float
-
-    def assert_checks(self, tag: str, checks: list[str] = CHECKS) -> None:
-        assert self.rc != 125, f"the ESP kernel did not run the guest:\n{self.output[-3000:]}"
-        expected = [f"{tag}-{c}" for c in checks]
-        passed = set(re.findall(r"CHECK (\S+): OK", self.output))
-        failed = [f for f in re.findall(r"CHECK (\S+): FAILED", self.output)
-                  if f in expected or f == tag]
-        assert not failed, f"failed in the ESP kernel: {failed}\n{self.output[-5000:]}"
-        missing = [c for c in expected if c not in passed]
-        assert not missing, f"checks that did not run: {missing}\n{self.output[-5000:]}"
-
-
-def uml_available() -> bool:
-    return (os.path.exists("/usr/bin/linux.uml") and os.path.isdir("/usr/lib/uml/modules")
-            and (shutil.which("modprobe") is not None or os.path.exists("/usr/sbin/modprobe")))
-
-
 @pytest.fixture(scope="module")
 def guest() -> GuestRun:
     """One UML boot for every scenario (process creation is slow in UML)."""
-    require(is_root(), "root (the UML guest runs as root on the host's files)")
-    require(uml_available(), "user-mode-linux and kmod (apt-get install user-mode-linux kmod)")
     require(shutil.which("iptables-legacy") is not None,
             "iptables-legacy (package iptables): marks inbound ESP in the guest")
-    started = time.monotonic()
-    res = subprocess.run([str(RUNNER), sys.executable, str(GUEST)], capture_output=True,
-                         text=True, timeout=400, cwd=REPO,
-                         env={**os.environ, "PPESPK_TIMEOUT": "380"})
-    return GuestRun(res.returncode, res.stdout + res.stderr, time.monotonic() - started)
+    return boot("guest_mark.py", timeout=380)
 
 
 def test_marked_conns_coexist_and_carry_their_traffic(guest: GuestRun) -> None:
@@ -95,20 +59,18 @@ def test_marked_conns_coexist_and_carry_their_traffic(guest: GuestRun) -> None:
     B's rekey keeps its marks and deletes the old (marked) SAs; A's down leaves B
     working; the shutdown leaves no SA, policy or mark."""
     print(f"UML run took {guest.seconds:.1f}s")
-    guest.assert_checks("mark-pair")
+    guest.assert_checks(tagged("mark-pair", CHECKS), "mark-pair")
 
 
 def test_marked_conns_against_libreswan(guest: GuestRun) -> None:
     """The same against Libreswan 4.10 (``mark=1/0xffffffff``, ``mark=2/0xffffffff``):
     both Child SAs, marked traffic through the SA of its mark, both ways."""
-    require(os.access("/usr/libexec/ipsec/pluto", os.X_OK),
-            "Libreswan 4.10 (tools/install-libreswan.sh)")
-    require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
-    guest.assert_checks("mark-libreswan")
+    require_libreswan("certutil")
+    guest.assert_checks(tagged("mark-libreswan", CHECKS), "mark-libreswan")
 
 
 def test_marked_trap_acquires_only_for_marked_traffic(guest: GuestRun) -> None:
     """auto=route with mark=1 (issue 16): the trap policy is marked, an unmarked ping
     raises no ACQUIRE, a ``ping -m 1`` does and brings up a marked Child SA that then
     carries marked traffic; down keeps the marked trap; shutdown leaves nothing."""
-    guest.assert_checks("mark-route", ROUTE)
+    guest.assert_checks(tagged("mark-route", ROUTE), "mark-route")

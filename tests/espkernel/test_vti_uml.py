@@ -8,21 +8,10 @@ route-based VPNs).  Missing UML or kmod fails in CI (``require``) and skips else
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
-
 import pytest
-from testsupport import REPO, is_root, require
+from umlboot import GuestRun, boot, require_libreswan, tagged
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
-
-RUNNER = REPO / "tools" / "run-in-esp-kernel.sh"
-GUEST = REPO / "tests" / "espkernel" / "guest_vti.py"
 
 PAIR = [
     "no-device-before-up",
@@ -46,42 +35,10 @@ SHARED = [
 ]
 
 
-@dataclass
-class GuestRun:
-    rc: int
-    output: str
-    seconds: float
-
-    def assert_checks(self, tag: str, checks: list[str]) -> None:
-        assert self.rc != 125, f"the ESP kernel did not run the guest:\n{self.output[-3000:]}"
-        expected = [f"{tag}-{c}" for c in checks]
-        passed = set(re.findall(r"CHECK (\S+): OK", self.output))
-        failed = [f for f in re.findall(r"CHECK (\S+): FAILED", self.output)
-                  if f in expected or f == tag]
-        assert not failed, f"failed in the ESP kernel: {failed}\n{self.output[-5000:]}"
-        missing = [c for c in expected if c not in passed]
-        assert not missing, f"checks that did not run: {missing}\n{self.output[-5000:]}"
-
-
-def uml_has_vti() -> bool:
-    return (os.path.exists("/usr/bin/linux.uml") and os.path.isdir("/usr/lib/uml/modules")
-            and (shutil.which("modprobe") is not None or os.path.exists("/usr/sbin/modprobe"))
-            and any(f == "ip_vti.ko" for _, _, files in os.walk("/usr/lib/uml/modules")
-                    for f in files))
-
-
 @pytest.fixture(scope="module")
 def guest() -> GuestRun:
     """One UML boot for every scenario (process creation is slow in UML)."""
-    require(is_root(), "root (the UML guest runs as root on the host's files)")
-    require(uml_has_vti(), "user-mode-linux with ip_vti.ko, and kmod "
-            "(apt-get install user-mode-linux kmod)")
-    started = time.monotonic()
-    res = subprocess.run([str(RUNNER), sys.executable, str(GUEST)], capture_output=True,
-                         text=True, timeout=500, cwd=REPO,
-                         env={**os.environ, "PPESPK_TIMEOUT": "480",
-                              "PPESPK_MODULES": "ip_vti ip6_vti"})
-    return GuestRun(res.returncode, res.stdout + res.stderr, time.monotonic() - started)
+    return boot("guest_vti.py", timeout=480, modules="ip_vti ip6_vti")
 
 
 def test_vti_pair_routes_traffic_through_the_device(guest: GuestRun) -> None:
@@ -93,20 +50,20 @@ def test_vti_pair_routes_traffic_through_the_device(guest: GuestRun) -> None:
     traffic; ``--down`` removes device and route on both ends; after a new
     ``--initiate``, SIGTERM leaves no device, route, SA or policy."""
     print(f"UML run took {guest.seconds:.1f}s")
-    guest.assert_checks("vti-pair", PAIR)
+    guest.assert_checks(tagged("vti-pair", PAIR), "vti-pair")
 
 
 def test_vti_routing_no_adds_no_route(guest: GuestRun) -> None:
     """``vti-routing=no``: the device is made and carries traffic once the operator
     routes onto it, but the daemon adds no route (IPv4 and IPv6 subnets)."""
-    guest.assert_checks("vti-shared", SHARED[:3])
+    guest.assert_checks(tagged("vti-shared", SHARED[:3]), "vti-shared")
 
 
 def test_vti_shared_device_outlives_one_conn(guest: GuestRun) -> None:
     """``vti-shared=yes``: two conns (IPv4 and IPv6 subnets over IPv4) share one
     device whose remote is any; the first conn's down leaves it working for the
     other; deleting the last conn (``--delete``) removes it."""
-    guest.assert_checks("vti-shared", SHARED)
+    guest.assert_checks(tagged("vti-shared", SHARED), "vti-shared")
 
 
 def test_vti_against_libreswan(guest: GuestRun) -> None:
@@ -114,7 +71,5 @@ def test_vti_against_libreswan(guest: GuestRun) -> None:
     route is added by the test: 4.10's _updown misreads this iproute2's ``ip tun
     show`` and adds none, so east uses vti-routing=no, vti-shared=yes); here the
     shutdown is ``whack --shutdown``."""
-    require(os.access("/usr/libexec/ipsec/pluto", os.X_OK),
-            "Libreswan 4.10 (tools/install-libreswan.sh)")
-    require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
-    guest.assert_checks("vti-libreswan", PAIR)
+    require_libreswan("certutil")
+    guest.assert_checks(tagged("vti-libreswan", PAIR), "vti-libreswan")

@@ -11,19 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 
 import pytest
-from testsupport import REPO, is_root, require, shared_path
+from testsupport import require, shared_path
+from umlboot import GuestRun, boot, require_libreswan, require_uml
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
-
-RUNNER = REPO / "tools" / "run-in-esp-kernel.sh"
-GUEST = REPO / "tests" / "espkernel" / "guest_xfrm.py"
 
 EXPECTED = [
     "allocspi",
@@ -196,46 +189,10 @@ LIBRESWAN_CERT = [f"libreswan-cert-{role}-{what}" for role in ("initiator", "res
                   for what in ("child-sa", "ping")] + ["libreswan-cert-orderly-shutdown"]
 
 
-def uml_available() -> bool:
-    return (
-        os.path.exists("/usr/bin/linux.uml")
-        and os.path.isdir("/usr/lib/uml/modules")
-        and (shutil.which("modprobe") is not None or os.path.exists("/usr/sbin/modprobe"))
-    )
-
-
-@dataclass
-class GuestRun:
-    rc: int
-    output: str
-    seconds: float
-
-    def assert_checks(self, expected: list[str], scenario: str) -> None:
-        assert self.rc != 125, f"the ESP kernel did not run the guest:\n{self.output[-3000:]}"
-        passed = set(re.findall(r"CHECK (\S+): OK", self.output))
-        failed = re.findall(r"CHECK (\S+): FAILED", self.output)
-        mine = [f for f in failed if f in expected or f == scenario]
-        assert not mine, f"failed in the ESP kernel: {mine}\n{self.output[-5000:]}"
-        missing = [c for c in expected if c not in passed]
-        assert not missing, f"checks that did not run: {missing}\n{self.output[-5000:]}"
-
-
 @pytest.fixture(scope="module")
 def guest() -> GuestRun:
     """One UML boot running every guest scenario (process creation is slow in UML)."""
-    require(is_root(), "root (the UML guest runs as root on the host's files)")
-    require(uml_available(), "user-mode-linux and kmod (apt-get install user-mode-linux kmod)")
-    started = time.monotonic()
-    res = subprocess.run(
-        [str(RUNNER), sys.executable, str(GUEST), "-libreswan52"],  # its own boot below
-        capture_output=True,
-        text=True,
-        timeout=480,
-        cwd=REPO,
-        env={**os.environ, "PPESPK_TIMEOUT": "450"},
-    )
-    took = time.monotonic() - started
-    return GuestRun(res.returncode, res.stdout + res.stderr, took)
+    return boot("guest_xfrm.py", "-libreswan52", timeout=450)  # libreswan52: its own boot
 
 
 def test_xfrm_backend_in_esp_kernel(guest: GuestRun) -> None:
@@ -263,54 +220,35 @@ def test_two_pypluto_daemons_negotiate_ah_with_xfrm(guest: GuestRun) -> None:
 
 def test_pypluto_against_libreswan_with_xfrm(guest: GuestRun) -> None:
     """Ours (--use-xfrm) against Libreswan 4.10, both roles, GCM and CBC+HMAC-SHA2-256-128."""
-    require(
-        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
-        "Libreswan 4.10 (tools/install-libreswan.sh)",
-    )
-    require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
+    require_libreswan("certutil")
     guest.assert_checks(LIBRESWAN, "libreswan")
 
 
 def test_pypluto_against_libreswan_ah_with_xfrm(guest: GuestRun) -> None:
     """phase2=ah against Libreswan 4.10 (issue 12): AH Child SA both roles, AH SAs in
     both kernels, ping each way, our rekey and delete."""
-    require(
-        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
-        "Libreswan 4.10 (tools/install-libreswan.sh)",
-    )
-    require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
+    require_libreswan("certutil")
     guest.assert_checks(LIBRESWAN_AH, "libreswan_ah")
 
 
 def test_pypluto_against_libreswan_ppk_and_updown_with_xfrm(guest: GuestRun) -> None:
     """ppk=insist and leftupdown= against Libreswan 4.10 (issue 12), full tunnel in the
     ESP kernel, both roles: Libreswan logs the PPK, ping passes, our updown script runs."""
-    require(
-        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
-        "Libreswan 4.10 (tools/install-libreswan.sh)",
-    )
+    require_libreswan()
     guest.assert_checks(LIBRESWAN_PPK, "libreswan_ppk")
 
 
 def test_pypluto_against_libreswan_certificates_with_xfrm(guest: GuestRun) -> None:
     """Certificates against Libreswan 4.10 with traffic in the ESP kernel (issue 14): RSA-2048
     through an intermediate CA, NSS dbs in Libreswan's layout, both roles, ping."""
-    require(
-        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
-        "Libreswan 4.10 (tools/install-libreswan.sh)",
-    )
-    require(shutil.which("pk12util") is not None, "pk12util (libnss3-tools)")
+    require_libreswan("pk12util")
     guest.assert_checks(LIBRESWAN_CERT, "libreswan_cert")
 
 
 def test_xfrm_acquire_against_libreswan_both_ways(guest: GuestRun) -> None:
     """auto=route on both ends (issue 16): our ACQUIRE makes us initiate, Libreswan's
     makes it initiate and we respond; unroute and shutdown leave nothing of ours."""
-    require(
-        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
-        "Libreswan 4.10 (tools/install-libreswan.sh)",
-    )
-    require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
+    require_libreswan("certutil")
     print("\n".join(re.findall(r"ondemand: .*", guest.output)))
     guest.assert_checks(ONDEMAND, "ondemand")
 
@@ -326,34 +264,20 @@ def test_xfrm_routed_any_template_against_libreswan(guest: GuestRun) -> None:
     """A routed right=%any template with rightsubnet= (issue 16): the trap keeps the
     subnet from leaking until Libreswan 4.10 connects; its Child SA replaces the trap,
     which comes back when Libreswan takes it down; nothing left after shutdown."""
-    require(
-        os.access("/usr/libexec/ipsec/pluto", os.X_OK),
-        "Libreswan 4.10 (tools/install-libreswan.sh)",
-    )
-    require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
+    require_libreswan("certutil")
     guest.assert_checks(ONDEMAND_TEMPLATE, "ondemand_template")
 
 
 @pytest.fixture(scope="module")
 def guest52() -> GuestRun:
     """Libreswan 5.2 from the Debian 13 chroot, in a boot of its own (about 60 s)."""
-    require(is_root(), "root (the UML guest runs as root on the host's files)")
-    require(uml_available(), "user-mode-linux and kmod (apt-get install user-mode-linux kmod)")
+    require_uml()
     run_sh = shared_path("interop", "trixie", "libreswan", "run.sh")
     chroot = os.environ.get("TRIXIE_LS_ROOT",
                             os.path.join(os.environ.get("TRIXIE_ROOT", "/opt"), "trixie-ls"))
     require(os.access(os.path.join(chroot, "usr/libexec/ipsec/pluto"), os.X_OK),
             f"Libreswan 5.2 in {chroot} (../shared/interop/trixie/install.sh)")
-    started = time.monotonic()
-    res = subprocess.run(
-        [str(RUNNER), sys.executable, str(GUEST), "libreswan52"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        env={**os.environ, "PPESPK_TIMEOUT": "280", "PPESPK_LS52_RUN": str(run_sh)},
-    )
-    return GuestRun(res.returncode, res.stdout + res.stderr, time.monotonic() - started)
+    return boot("guest_xfrm.py", "libreswan52", timeout=280, env={"PPESPK_LS52_RUN": str(run_sh)})
 
 
 def test_pypluto_against_libreswan52_with_xfrm(guest52: GuestRun) -> None:

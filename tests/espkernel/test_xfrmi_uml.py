@@ -13,21 +13,15 @@ skips elsewhere.
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import subprocess
-import sys
-import time
-from dataclasses import dataclass
 
 import pytest
-from testsupport import REPO, is_root, require
+from testsupport import REPO, require
+from umlboot import GuestRun, boot, require_libreswan, require_uml, tagged
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
 
-RUNNER = REPO / "tools" / "run-in-esp-kernel.sh"
 BUILD = REPO / "tools" / "build-uml-xfrmi.sh"
-GUEST = REPO / "tests" / "espkernel" / "guest_xfrmi.py"
 
 PAIR = [
     "no-device-before-up",
@@ -45,6 +39,7 @@ PAIR = [
     "peer-clean-after-sigterm",
     "restart-after-crash-removes-the-device",
 ]
+MODULE = ["xfrmi-module-loads"]  # the guest loaded xfrm_interface.ko
 
 LIBRESWAN = [
     "both-ends-have-ipsec1",
@@ -53,28 +48,6 @@ LIBRESWAN = [
     "up-again-passes-traffic",
     "nothing-left-after-sigterm",
 ]
-
-
-@dataclass
-class GuestRun:
-    rc: int
-    output: str
-    seconds: float
-
-    def assert_checks(self, tag: str, checks: list[str]) -> None:
-        assert self.rc != 125, f"the ESP kernel did not run the guest:\n{self.output[-3000:]}"
-        expected = [f"{tag}-{c}" for c in checks]
-        passed = set(re.findall(r"CHECK (\S+): OK", self.output))
-        failed = [f for f in re.findall(r"CHECK (\S+): FAILED", self.output)
-                  if f in expected or f in (tag, "xfrmi-module-loads")]
-        assert not failed, f"failed in the ESP kernel: {failed}\n{self.output[-5000:]}"
-        missing = [c for c in expected if c not in passed]
-        assert not missing, f"checks that did not run: {missing}\n{self.output[-5000:]}"
-
-
-def uml_available() -> bool:
-    return (os.path.exists("/usr/bin/linux.uml") and os.path.isdir("/usr/lib/uml/modules")
-            and (shutil.which("modprobe") is not None or os.path.exists("/usr/sbin/modprobe")))
 
 
 def build_module() -> tuple[str | None, str]:
@@ -88,17 +61,12 @@ def build_module() -> tuple[str | None, str]:
 @pytest.fixture(scope="module")
 def guest() -> GuestRun:
     """Build (first use) and load the module, then one UML boot for every scenario."""
-    require(is_root(), "root (the UML guest runs as root on the host's files)")
-    require(uml_available(), "user-mode-linux and kmod (apt-get install user-mode-linux kmod)")
+    require_uml()  # before the build
     ko, out = build_module()
     require(ko is not None, f"xfrm_interface.ko for the UML kernel "
             f"(tools/build-uml-xfrmi.sh failed: {out.strip()[-800:]})")
     assert ko is not None
-    started = time.monotonic()
-    res = subprocess.run([str(RUNNER), sys.executable, str(GUEST), ko], capture_output=True,
-                         text=True, timeout=500, cwd=REPO,
-                         env={**os.environ, "PPESPK_TIMEOUT": "480"})
-    return GuestRun(res.returncode, res.stdout + res.stderr, time.monotonic() - started)
+    return boot("guest_xfrmi.py", ko, timeout=480)
 
 
 def test_ipsec_interface_pair_routes_traffic_onto_ipsec1(guest: GuestRun) -> None:
@@ -112,7 +80,7 @@ def test_ipsec_interface_pair_routes_traffic_onto_ipsec1(guest: GuestRun) -> Non
     ends) with ``xb``'s delete; up again, SIGTERM leaves no device, SA or policy;
     after a SIGKILL the device is left, and the next start removes it."""
     print(f"UML run took {guest.seconds:.1f}s")
-    guest.assert_checks("xfrmi-pair", PAIR)
+    guest.assert_checks(tagged("xfrmi-pair", PAIR), "xfrmi-pair", MODULE)
 
 
 def test_ipsec_interface_against_libreswan(guest: GuestRun) -> None:
@@ -120,7 +88,5 @@ def test_ipsec_interface_against_libreswan(guest: GuestRun) -> None:
     Libreswan makes its own ``ipsec1``): a ping routed onto ``ipsec1`` is counted on
     both devices; ``--down`` removes our device; up again passes traffic; SIGTERM
     leaves nothing of ours."""
-    require(os.access("/usr/libexec/ipsec/pluto", os.X_OK),
-            "Libreswan 4.10 (tools/install-libreswan.sh)")
-    require(shutil.which("certutil") is not None, "certutil (libnss3-tools)")
-    guest.assert_checks("xfrmi-libreswan", LIBRESWAN)
+    require_libreswan("certutil")
+    guest.assert_checks(tagged("xfrmi-libreswan", LIBRESWAN), "xfrmi-libreswan", MODULE)
