@@ -2,8 +2,11 @@
 
 * log lines written once per turn of the event loop: every line, in order, none
   held past the turn it was logged in, other threads and shutdown write at once;
+* the lines a socket's batch of datagrams logs are written when the batch ends,
+  with no turn of the loop scheduled for them;
 * the engine's one timer kept while armed for an earlier deadline, and a fire
-  before the (moved) deadline calls nothing in the engine;
+  before the (moved) deadline calls nothing in the engine; deadlines served on
+  the ``TIMER_GRAIN`` grid, never early, those of one step in one engine call;
 * ``--nhelpers=-1`` on one CPU: key exchanges inline; an explicit count obeyed;
 * ``send``'s cached socket lookup forgotten when an interface closes.
 """
@@ -20,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from pypluto.daemon.driver import EngineDriver
+from pypluto.daemon.driver import TIMER_GRAIN, EngineDriver
 from pypluto.daemon.helpers import CrashReports, HelperPool
 from pypluto.daemon.logger import PlutoLogger
 from pypluto.daemon.sockets import IKEInterface, UDPSockets
@@ -122,11 +125,12 @@ def test_timer_kept_for_a_later_deadline_and_no_early_engine_call(tmp_path: Path
         d._fire_timer()  # the kept handle fires at now + 50
         assert eng.fired == 0  # not due: the engine is not called
         assert d._timer is not None and d._timer is not first
-        assert abs(d._timer.when() - (now + 150)) < 1e-6  # re-armed for the real deadline
+        # re-armed for the real deadline (on the grid: never early, at most a step late)
+        assert now + 150 <= d._timer.when() <= now + 150 + TIMER_GRAIN
         eng.deadline = now + 20  # an earlier deadline: re-armed for it at once
         later = d._timer
         d.schedule_timer()
-        assert later.cancelled() and abs(d._timer.when() - (now + 20)) < 1e-6
+        assert later.cancelled() and now + 20 <= d._timer.when() <= now + 20 + TIMER_GRAIN
         d._timer = None
         d._fire_timer()  # due: handle_timer runs
         assert eng.fired == 1 and eng.deadline is None and d._timer is None
@@ -135,6 +139,88 @@ def test_timer_kept_for_a_later_deadline_and_no_early_engine_call(tmp_path: Path
         loop.close()
     log.close()
     assert (tmp_path / "log").read_text().count("timer fired") == 1
+
+
+class _Deadlines:
+    """Scripted: several deadlines; handle_timer serves every one that is due."""
+
+    def __init__(self, deadlines: list[float]) -> None:
+        self.deadlines = sorted(deadlines)
+        self.calls: list[tuple[float, int]] = []  # (now, deadlines served)
+
+    def next_timer(self) -> float | None:
+        return self.deadlines[0] if self.deadlines else None
+
+    def handle_timer(self, now: float) -> list[Any]:
+        due = [t for t in self.deadlines if t <= now]
+        self.deadlines = [t for t in self.deadlines if t > now]
+        self.calls.append((now, len(due)))
+        return []
+
+
+def test_deadlines_of_one_grid_step_share_one_wake_up(tmp_path: Path) -> None:
+    d, _eng, log = _driver(tmp_path)
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        d.loop = loop
+        step = _grid_start(loop.time() + 0.05)  # a grid point: two deadlines before it
+        eng = _Deadlines([step - TIMER_GRAIN * 0.8, step - TIMER_GRAIN * 0.3])
+        d.engine = eng  # type: ignore[assignment]
+        d.schedule_timer()
+        while eng.deadlines:
+            await asyncio.sleep(0.005)
+        # one engine call served both, never before the later one was due
+        assert len(eng.calls) == 1 and eng.calls[0][1] == 2
+        assert eng.calls[0][0] >= step - TIMER_GRAIN * 0.3
+        d.stop()
+
+    asyncio.run(body())
+    log.close()
+
+
+def _grid_start(t: float) -> float:
+    """A time on the grid, a little after ``t``."""
+    return (int(t / TIMER_GRAIN) + 2) * TIMER_GRAIN
+
+
+def test_a_socket_batch_writes_its_lines_at_its_end(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    log = PlutoLogger(logfile=str(path), logtime=False)
+    scheduled: list[Any] = []
+    log.defer_writes(scheduled.append)  # what would be a turn of the loop
+    s = UDPSockets(log, 0, 0, None)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    iface = IKEInterface("lo", ipaddress.ip_address("127.0.0.1"), rx.getsockname()[1], rx,
+                         False)
+    seen: list[str] = []
+
+    def on_ike(data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        log.log(f"established IKE SA; {data.decode()}", conn="c", serial=len(seen) + 1)
+        seen.append(path.read_text())  # nothing written while the batch runs
+
+    s.on_ike = on_ike
+    try:
+        for i in range(3):
+            tx.sendto(b"m%d" % i + bytes(30), ("127.0.0.1", iface.port))
+        s._readable(iface)
+        assert seen == ["", "", ""]
+        lines = path.read_text().splitlines()
+        assert [ln.split(";")[0] for ln in lines] == \
+            ['"c" #1: established IKE SA', '"c" #2: established IKE SA',
+             '"c" #3: established IKE SA']
+        assert scheduled == []  # written at the batch's end: no flush left for the loop
+        log.log("outside a batch")  # the usual way again: at the end of the loop's turn
+        assert len(scheduled) == 1 and path.read_text().count("\n") == 3
+        scheduled.pop()()
+        assert path.read_text().endswith("outside a batch\n")
+    finally:
+        rx.close()
+        tx.close()
+        log.close()
 
 
 def test_auto_helpers_compute_inline_on_one_cpu() -> None:
