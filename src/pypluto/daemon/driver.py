@@ -6,7 +6,7 @@ other half, in the role of aioquic's ``asyncio/protocol.py``:
 
 * ``run`` makes one engine call with the current monotonic time, executes the
   actions in order and reschedules the engine's one timer (``next_timer``) as a
-  ``loop.call_at`` handle, on a 10 ms grid (``TIMER_GRAIN``);
+  ``loop.call_at`` handle;
 * ``HANDLERS`` is the table from action type to the method that carries it out
   (send a datagram or a NAT-T keepalive, install or remove an SA or a policy
   in the kernel backend, log, report a connection event, run an offloaded key
@@ -516,8 +516,7 @@ class EngineDriver:
 
     # ------------------------------------------------------------- timer
     def schedule_timer(self) -> None:
-        """One ``call_at`` handle for the engine's next deadline, served on the
-        ``TIMER_GRAIN`` grid (``_grid``)."""
+        """One ``call_at`` handle for the engine's next deadline."""
         if self.loop is None or self.engine is None or self.stopped:
             return
         try:
@@ -525,10 +524,9 @@ class EngineDriver:
         except Exception as e:  # noqa: BLE001
             self.internal_error(e, "next_timer")
             when = None
-        at = _grid(when) if when is not None else 0.0
         if self._timer is not None:
             if when is not None and self._timer_for <= when + 1e-6 and \
-                    self._timer.when() <= at + 1e-6:
+                    self._timer.when() <= when + 1e-6:
                 # armed for this deadline or an earlier one (the oldest half-open SA
                 # finished): kept, and ``_fire_timer`` re-arms if the deadline moved on;
                 # no cancel and new handle per engine call
@@ -539,21 +537,21 @@ class EngineDriver:
             # loop.time() is time.monotonic(), the engine's clock here; a deadline in
             # the past fires at once, but never in a tight loop
             self._timer_for = when
-            self._timer = self.loop.call_at(max(at, self.loop.time() + 0.001),
+            self._timer = self.loop.call_at(max(when, self.loop.time() + 0.001),
                                             self._fire_timer)
 
     def _fire_timer(self) -> None:
         self._timer = None
         engine = self.engine
-        now = self.now()
         if engine is not None and not self.stopped:
             try:
                 when = engine.next_timer()
             except Exception:  # noqa: BLE001 - handle_timer below reports the engine's state
                 when = self._timer_for
-            if when is None or (when > self._timer_for + 1e-6 and when > now):
+            if when is None or when > self._timer_for + 1e-6:
                 self.schedule_timer()  # the deadline went away or moved later: not due
                 return
+        now = self.now()
         self.run(lambda e: e.handle_timer(now), where="timer")
 
     def stop(self) -> None:
@@ -678,19 +676,6 @@ _AUDIT_HEAD: dict[str, str] = {
     EventKind.CHILD_DELETED: "op=destroy type=IPSEC_SA ",
 }
 """The audit record's start for the events of a successful start or end of an SA."""
-
-
-TIMER_GRAIN = 0.01
-"""Seconds: the engine's deadlines are served on a grid of this step (``_grid``).  A
-deadline waits at most this long, and the deadlines of one step are served in one
-wake-up of the loop and one ``handle_timer`` call: holding many IKE SAs with
-liveness (issue 18: 100,000 with dpddelay=30 is ~3,300 probes a second), their
-probes, and so their answers, come in batches rather than one wake-up each."""
-
-
-def _grid(t: float) -> float:
-    """``t`` rounded up to the ``TIMER_GRAIN`` grid."""
-    return t + (-t % TIMER_GRAIN)
 
 
 def _where(where: str, remote: Endpoint | None) -> str:
