@@ -2,6 +2,8 @@
 
 * log lines written once per turn of the event loop: every line, in order, none
   held past the turn it was logged in, other threads and shutdown write at once;
+* the lines a socket's batch of datagrams logs are written when the batch ends,
+  with no turn of the loop scheduled for them;
 * the engine's one timer kept while armed for an earlier deadline, and a fire
   before the (moved) deadline calls nothing in the engine;
 * ``--nhelpers=-1`` on one CPU: key exchanges inline; an explicit count obeyed;
@@ -135,6 +137,45 @@ def test_timer_kept_for_a_later_deadline_and_no_early_engine_call(tmp_path: Path
         loop.close()
     log.close()
     assert (tmp_path / "log").read_text().count("timer fired") == 1
+
+
+def test_a_socket_batch_writes_its_lines_at_its_end(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    log = PlutoLogger(logfile=str(path), logtime=False)
+    scheduled: list[Any] = []
+    log.defer_writes(scheduled.append)  # what would be a turn of the loop
+    s = UDPSockets(log, 0, 0, None)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    iface = IKEInterface("lo", ipaddress.ip_address("127.0.0.1"), rx.getsockname()[1], rx,
+                         False)
+    seen: list[str] = []
+
+    def on_ike(data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        log.log(f"established IKE SA; {data.decode()}", conn="c", serial=len(seen) + 1)
+        seen.append(path.read_text())  # nothing written while the batch runs
+
+    s.on_ike = on_ike
+    try:
+        for i in range(3):
+            tx.sendto(b"m%d" % i + bytes(30), ("127.0.0.1", iface.port))
+        s._readable(iface)
+        assert seen == ["", "", ""]
+        lines = path.read_text().splitlines()
+        assert [ln.split(";")[0] for ln in lines] == \
+            ['"c" #1: established IKE SA', '"c" #2: established IKE SA',
+             '"c" #3: established IKE SA']
+        assert scheduled == []  # written at the batch's end: no flush left for the loop
+        log.log("outside a batch")  # the usual way again: at the end of the loop's turn
+        assert len(scheduled) == 1 and path.read_text().count("\n") == 3
+        scheduled.pop()()
+        assert path.read_text().endswith("outside a batch\n")
+    finally:
+        rx.close()
+        tx.close()
+        log.close()
 
 
 def test_auto_helpers_compute_inline_on_one_cpu() -> None:

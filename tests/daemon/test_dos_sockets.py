@@ -22,6 +22,12 @@ class _Log:
     def log(self, *a: object, **k: object) -> None:
         pass
 
+    def hold(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
 
 def _msg(exchange: int, tag: int, response: bool = False, cookie: bool = False) -> bytes:
     first = 41 if cookie else 33

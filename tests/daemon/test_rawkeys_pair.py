@@ -6,10 +6,12 @@ own NSS database with a key made by ``certutil -G`` (west's with a password in
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import subprocess
 
 import pytest
+from plutoproc import wait_for
 from test_daemon_pair import pair  # noqa: F401 - the two-namespace fixture
 
 from pypluto.config.hostkeys import HostKeys
@@ -64,6 +66,11 @@ def test_raw_keys_between_two_daemons(pair, tmp_path, initiator):  # noqa: F811
     r = first.whack("--name", "west-east", "--initiate")
     assert r.returncode == 0, r.stdout + first.log()
     for p, peer in ((west, "@east"), (east, "@west")):
+        # the responder writes its lines after it sent its IKE_AUTH answer: the
+        # initiator's whack can return first (a loaded machine), so wait for them
+        with contextlib.suppress(AssertionError):  # then the assertion below says what is missing
+            wait_for(lambda p=p: "authenticated peer using digital signature" in p.log(),
+                     30, "the established line")
         log = p.log()
         assert "authenticated peer using digital signature RSASSA-PSS" in log, log[-2000:]
         assert "west-pw" not in log

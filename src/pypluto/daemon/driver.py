@@ -181,6 +181,30 @@ class EngineDriver:
             self._rl_flush = True
             self.loop.call_later(self.log.limiter.window, self._flush_rate_limit)
 
+    def receive(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> None:
+        """One IKE datagram: ``run(lambda e: e.receive(...), rate_limited=True,
+        remote=remote)`` without the closure and its extra calls (issue 18: the path of
+        every datagram)."""
+        engine = self.engine
+        if engine is None:
+            return
+        if self.log.debug and self.log.debugging("cpu-usage"):
+            self.run(lambda e: e.receive(data, local, remote, now), rate_limited=True,
+                     remote=remote)
+            return
+        try:
+            actions = engine.receive(data, local, remote, now)
+        except Exception as e:  # noqa: BLE001 - never let one packet kill the daemon
+            self.internal_error(e, _where("", remote), remote=remote)
+            actions = []
+        if actions:
+            self.execute(actions, rate_limited=True)
+        self.schedule_timer()
+        limiter = self.log.limiter
+        if limiter.count > limiter.limit and not self._rl_flush and self.loop is not None:
+            self._rl_flush = True
+            self.loop.call_later(limiter.window, self._flush_rate_limit)
+
     def internal_error(self, e: BaseException, where: str, *, conn: str | None = None,
                        remote: Endpoint | None = None) -> None:
         """Log ``e`` with a crash report; answer the whacks it concerns with a failure."""
@@ -208,11 +232,12 @@ class EngineDriver:
         failed: dict[int, str] = {}  # serial -> the backend's reason
         serial_of_reqid: dict[int, int] = {}
         for a in actions:
-            if isinstance(a, AddSA):
+            kind = type(a)
+            if kind is AddSA:
                 serial_of_reqid[a.sa.reqid] = a.sa.serial
             if failed and _belongs_to_failed(a, failed):
                 continue
-            handler = HANDLERS.get(type(a))
+            handler = HANDLERS.get(kind)
             if handler is None:
                 self.log.log(f"unknown engine action {type(a).__name__} ignored", "debug")
                 continue
@@ -296,13 +321,14 @@ class EngineDriver:
                 if m is not None:
                     self._retransmission(a.conn, a.serial, int(m.group(1)))
             return
-        self.log.log(a.message, a.level, conn=a.conn, serial=a.serial, remote=a.remote,
+        level = a.level
+        self.log.log(a.message, level, conn=a.conn, serial=a.serial, remote=a.remote,
                      debug_class=a.debug_class, rate_limited=rate_limited)
-        if a.level == "error":
+        if level == "error":
             self._last_error = a
             if a.traceback and a.conn is None:  # outside any IKE SA: no event follows
                 self.crash.text(a.traceback, "engine: packet processing")
-        if a.conn is not None and a.level != "debug" and len(self.waiters):
+        if a.conn is not None and self.waiters.waiting:
             self.waiters.on_log(a.conn, escape(PlutoLogger.prefix(a.conn, a.serial, None)
                                                + a.message, LINE_LIMIT))
 
@@ -335,17 +361,13 @@ class EngineDriver:
 
     def _report(self, ev: ConnectionEvent) -> None:
         self.counters.record_event(ev)
-        if len(self.waiters):
+        if self.waiters.waiting:
             self.waiters.on_event(ev)
         if ev.kind == EventKind.INTERNAL_ERROR:
             self._engine_crash(ev)
-        if ev.kind in (EventKind.IKE_ESTABLISHED, EventKind.CHILD_ESTABLISHED,
-                       EventKind.IKE_DELETED, EventKind.CHILD_DELETED):
-            op = "start" if ev.kind.endswith("established") else "destroy"
-            sa = "IKE_SA" if ev.kind.startswith("ike") else "IPSEC_SA"
-            self.log.audit_event(
-                f"op={op} type={sa} conn=\"{ev.conn}\" serial={ev.serial} res=success"
-            )
+        head = _AUDIT_HEAD.get(ev.kind)
+        if head is not None:
+            self.log.audit_event(f'{head}conn="{ev.conn}" serial={ev.serial} res=success')
         elif ev.kind in (EventKind.FAILED, EventKind.INTERNAL_ERROR):
             self.log.audit_event(f"op=start conn=\"{ev.conn}\" serial={ev.serial} res=failed")
         if self.statsbin:
@@ -645,6 +667,15 @@ class EngineDriver:
         for k in ("replay_drops", "integrity_failures", "selector_drops"):
             v = getattr(stats, k, None) if stats is not None else 0
             ch[k] = int(v) if isinstance(v, int) else None  # None: not counted per SA
+
+
+_AUDIT_HEAD: dict[str, str] = {
+    EventKind.IKE_ESTABLISHED: "op=start type=IKE_SA ",
+    EventKind.CHILD_ESTABLISHED: "op=start type=IPSEC_SA ",
+    EventKind.IKE_DELETED: "op=destroy type=IKE_SA ",
+    EventKind.CHILD_DELETED: "op=destroy type=IPSEC_SA ",
+}
+"""The audit record's start for the events of a successful start or end of an SA."""
 
 
 def _where(where: str, remote: Endpoint | None) -> str:

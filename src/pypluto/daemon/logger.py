@@ -178,6 +178,7 @@ def is_audit(message: str) -> bool:
         _DEAD_WORDS in message and _DEAD_RE.match(message) is not None)
 
 
+_AUDIT_TAG = "AUDIT: "
 _FLOOD_PREFIX = "half-open IKE SA expired"  # _FLOOD_RE's text, for a cheap test per line
 
 
@@ -255,6 +256,7 @@ class PlutoLogger:
         self._defer: Callable[[Callable[[], None]], object] | None = None
         self._defer_thread: int | None = None
         self._flush_pending = False
+        self._held = 0  # inside ``held()`` (the loop's thread): written at its end
         self._stamp_sec = -1  # the second of the cached "%b %e %H:%M:%S" stamp
         self._stamp_head = ""
         self._syslog = False
@@ -309,13 +311,23 @@ class PlutoLogger:
         """
         if level == "debug" and not self.debugging(debug_class):
             return
-        if is_flood(message) or (rate_limited and (level == "debug" or not is_audit(message))):
+        # is_flood / is_audit inline (issue 18: every line of every IKE SA comes here)
+        if message.startswith(_FLOOD_PREFIX) or (
+                rate_limited and (level == "debug" or not is_audit(message))):
             ok, notice = self.limiter.allow(time.monotonic())
             if notice:
                 self._emit(notice, "warning")
             if not ok:
                 return
-        text = self.prefix(conn, serial, remote) + message
+        # the prefix (``prefix``) inline
+        if conn is not None:
+            text = f'"{conn}" #{serial}: {message}' if serial else f'"{conn}": {message}'
+        elif serial:
+            text = f"#{serial}: {message}"
+        elif remote is not None:
+            text = f"packet from {remote}: {message}"
+        else:
+            text = message
         if level == "debug":
             text = "| " + text
         elif level == "error":
@@ -333,7 +345,10 @@ class PlutoLogger:
 
     def _emit(self, text: str, level: str, fields: dict[str, str] | None = None) -> None:
         """Write one line: escaped and bounded here, so no caller can bypass it."""
-        line = escape(text, LINE_LIMIT)
+        self._write_line(escape(text, LINE_LIMIT), level, fields)
+
+    def _write_line(self, line: str, level: str, fields: dict[str, str] | None = None) -> None:
+        """Write one line that ``escape`` already made safe (``_emit``, ``audit_event``)."""
         if not self.logip:
             line = mask_addresses(line)
         with self._lock:
@@ -345,26 +360,25 @@ class PlutoLogger:
                 if self._journal is None or not self._journal.send(line, prio, fields or {}):
                     syslog.syslog(prio, line)
             elif self._stream is not None:
-                stamp = ""
                 if self.logtime:
                     t = time.time()
                     sec = int(t)
                     if sec != self._stamp_sec:  # strftime once a second, not per line
                         self._stamp_head = time.strftime("%b %e %H:%M:%S", time.localtime(t))
                         self._stamp_sec = sec
-                    stamp = f"{self._stamp_head}.{int((t % 1) * 1e6):06d}: "
-                if self._defer is not None and threading.get_ident() == self._defer_thread:
-                    self._buf.append(stamp + line + "\n")
-                    if not self._flush_pending:
-                        self._flush_pending = True
-                        try:
-                            self._defer(self.flush)
-                        except RuntimeError:  # the loop is closed: write through again
-                            self._defer = None
-                            self._write_buffered()
+                    out = f"{self._stamp_head}.{int((t % 1) * 1e6):06d}: {line}\n"
                 else:
-                    self._buf.append(stamp + line + "\n")
+                    out = line + "\n"
+                self._buf.append(out)
+                if self._defer is None or threading.get_ident() != self._defer_thread:
                     self._write_buffered()
+                elif not self._flush_pending and not self._held:
+                    self._flush_pending = True
+                    try:
+                        self._defer(self.flush)
+                    except RuntimeError:  # the loop is closed: write through again
+                        self._defer = None
+                        self._write_buffered()
             if self.capture is not None and level != "debug":
                 self.capture(line)
 
@@ -379,6 +393,19 @@ class PlutoLogger:
             self._write_buffered()
             self._defer = call_soon
             self._defer_thread = threading.get_ident() if call_soon is not None else None
+
+    def hold(self) -> None:
+        """A batch of work on the loop's thread begins (a socket's datagrams, issue 18):
+        its lines are written together when it ends (``release``), with no extra turn
+        of the loop for ``flush``.  Pairs with ``release`` in a ``finally``."""
+        self._held += 1
+
+    def release(self) -> None:
+        """The batch ends: what it logged is written now (one write, as per turn)."""
+        self._held -= 1
+        if not self._held and self._buf:
+            with self._lock:
+                self._write_buffered()
 
     def flush(self) -> None:
         """Write the buffered lines (the end of a turn of the event loop)."""
@@ -417,8 +444,14 @@ class PlutoLogger:
         """
         if not self.audit:
             return
-        send_kernel_audit(escape(record, LINE_LIMIT))  # never rate limited
-        self._emit("AUDIT: " + record, "info")
+        safe = escape(record, LINE_LIMIT)
+        send_kernel_audit(safe)  # never rate limited
+        if safe is record and len(record) <= LINE_LIMIT - len(_AUDIT_TAG):
+            # plain text (escape gave it back as it was): "AUDIT: " + it is plain too,
+            # so it is not escaped a second time (issue 18)
+            self._write_line(_AUDIT_TAG + record, "info")
+        else:
+            self._emit(_AUDIT_TAG + record, "info")
 
     def reopen(self) -> bool:
         """Reopen ``--logfile`` by name (logrotate moved it); False if it is not a file.
@@ -501,8 +534,13 @@ class _AuditSocket:
 _AUDIT = _AuditSocket()
 
 
+_NLMSG_HDR = struct.Struct("=IHHII")
+_PID = [os.getpid()]  # the netlink header's pid: one getpid(2) per process, not per record
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
 def send_kernel_audit(record: str, msg_type: int = AUDIT_CRYPTO_IKE_SA) -> bool:
     """Best effort: hand one user record to the Linux audit subsystem."""
     payload = record.encode()[:8000] + b"\0"
-    hdr = struct.pack("=IHHII", 16 + len(payload), msg_type, 0x1, 1, os.getpid())
+    hdr = _NLMSG_HDR.pack(16 + len(payload), msg_type, 0x1, 1, _PID[0])
     return _AUDIT.send(hdr + payload)

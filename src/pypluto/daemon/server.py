@@ -380,11 +380,9 @@ class Daemon:
                         started_wall=self.started_wall, started_mono=self.started_mono)
 
     def _ike_in(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
-        now = self.now()
-        self.driver.counters.ike_bytes_in += len(data)
-        # no ``where``: the driver names the packet's sender only if it logs the call
-        self.driver.run(lambda e: e.receive(data, local, remote, now), rate_limited=True,
-                        remote=remote)
+        driver = self.driver
+        driver.counters.ike_bytes_in += len(data)
+        driver.receive(data, local, remote, driver.now())
 
     def _spawn(self, aw: Coroutine[Any, Any, Any] | asyncio.Future[Any]) -> None:
         t = asyncio.ensure_future(aw)

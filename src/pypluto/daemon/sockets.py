@@ -59,6 +59,10 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 Pending = tuple[bytes, Endpoint, Endpoint]
 
+def _always() -> bool:
+    return True
+
+
 def _cookie_first(data: bytes) -> bool:
     """An IKE_SA_INIT whose first payload is N(COOKIE) (RFC 7296 §2.6): a peer that
     answered our cookie goes with the existing SAs (its cookie is checked at once)."""
@@ -130,6 +134,7 @@ class UDPSockets:
         self.rcvbuf = 0  # the receive buffer the kernel granted (the last socket opened)
         # the engine's busy-mode COOKIE answer, straight from a datagram (attach_guard)
         self.prefilter: Callable[[bytes, bytes, int], bytes | None] | None = None
+        self._busy: Callable[[], bool] = _always  # the guard's busy_now (attach_guard)
         self.prefiltered = 0  # COOKIE answers sent by the pre-filter
         # IKE datagrams a backend's reader thread handed over, waiting for the loop
         self._handed: deque[tuple[bytes, tuple[str, int], tuple[str, int]]] = deque()
@@ -150,8 +155,13 @@ class UDPSockets:
         reply = getattr(guard, "stateless_reply", None)
         if reply is None:
             self.prefilter = None
+            self._busy = _always
             return
         self.prefilter = lambda data, packed, port: reply(data, packed, port, clock())
+        # the guard answers nothing unless busy: asked first, before the sender's
+        # address is packed for it (issue 18: every IKE_SA_INIT passes here)
+        busy = getattr(guard, "busy_now", None)
+        self._busy = busy if callable(busy) else _always
 
     # ------------------------------------------------------------- interfaces
     def scan(self) -> set[IPAddress]:
@@ -268,23 +278,38 @@ class UDPSockets:
 
     # ------------------------------------------------------------- receive
     def _readable(self, iface: IKEInterface) -> None:
-        """Drain a batch, then hand it over: existing SAs first (``_drain``)."""
+        """Drain a batch, then hand it over: existing SAs first (``_drain``).
+
+        The lines the batch logs are written at its end (``PlutoLogger.hold``)."""
         self._reading = True
+        recvfrom = iface.sock.recvfrom
+        natt = iface.natt
+        off = 4 if natt else 0
+        log = self.log
+        log.hold()
         try:
-            for _ in range(BATCH):
-                try:
-                    data, addr = iface.sock.recvfrom(65535)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as e:
-                    self.log.log(f"recvfrom on {iface.local} failed: {e.strerror}", "debug")
-                    break
-                if self.prefilter is not None and self._prefiltered(iface, data, addr):
-                    continue
-                self.datagram(iface, data, addr[0], addr[1])
+            try:
+                for _ in range(BATCH):
+                    try:
+                        data, addr = recvfrom(65535)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError as e:
+                        self.log.log(f"recvfrom on {iface.local} failed: {e.strerror}", "debug")
+                        break
+                    if self.prefilter is not None and len(data) >= off + 28 and \
+                            data[off + 18] == _EXCH_INIT and self._busy() and \
+                            self._prefiltered(iface, data, addr):
+                        continue
+                    if natt:
+                        self.datagram(iface, data, addr[0], addr[1])
+                    else:  # ``datagram`` of the IKE port, one call less per datagram
+                        self._ike_in(data, iface.local, _remote(addr[0], addr[1]))
+            finally:
+                self._reading = False
+            self._drain()
         finally:
-            self._reading = False
-        self._drain()
+            log.release()
 
     def _prefiltered(self, iface: IKEInterface, data: bytes, addr: tuple[str, int]) -> bool:
         """Busy: a new IKE_SA_INIT without a valid COOKIE is answered here, nothing kept."""
@@ -355,16 +380,21 @@ class UDPSockets:
             self._handed.clear()
             self._handed_scheduled = False
         self._reading = True
+        log = self.log
+        log.hold()  # the batch's lines are written at its end (as in ``_readable``)
         try:
-            for data, local, remote in batch:
-                loc = self._handed_local.get(local)
-                if loc is None:
-                    loc = self._handed_local[local] = Endpoint(
-                        ipaddress.ip_address(local[0]), local[1])
-                self._ike_in(data, loc, _remote(remote[0], remote[1]))
+            try:
+                for data, local, remote in batch:
+                    loc = self._handed_local.get(local)
+                    if loc is None:
+                        loc = self._handed_local[local] = Endpoint(
+                            ipaddress.ip_address(local[0]), local[1])
+                    self._ike_in(data, loc, _remote(remote[0], remote[1]))
+            finally:
+                self._reading = False
+            self._drain()
         finally:
-            self._reading = False
-        self._drain()
+            log.release()
 
     def _ike_in(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
         if self.closed or (self.parked and (local.addr, local.port) in self.parked):
@@ -385,7 +415,12 @@ class UDPSockets:
         self._drain_scheduled = False
         urgent, inits = self._urgent, self._inits
         while urgent:
-            self._deliver(*urgent.popleft())
+            data, local, remote = urgent.popleft()
+            if self.closed:
+                urgent.clear()
+                inits.clear()
+                return
+            self.on_ike(data, local, remote)  # ``_deliver`` inline: one call less
         if not inits:
             return
         if self.loop is None:  # no loop (unit tests): everything now, in order

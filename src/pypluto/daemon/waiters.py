@@ -55,6 +55,9 @@ class Waiters:
 
     def __init__(self) -> None:
         self._list: list[Waiter] = []
+        # the same list, read by the driver for every log line and event: "is anyone
+        # waiting?" without a call of ``__len__`` (issue 18); never reassigned
+        self.waiting = self._list
 
     def __iter__(self) -> Iterator[Waiter]:
         return iter(list(self._list))
