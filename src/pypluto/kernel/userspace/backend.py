@@ -172,6 +172,8 @@ class UserspaceBackend(KernelBackend):
         self._routes.ifname = self.ifname
         # UDP GSO/GRO on the ESP-in-UDP sockets, by default along with TUN offload
         self._gso = offload if udp_gso is None else udp_gso
+        # decrypted UDP datagrams of one flow go to the TUN device merged (offload.coalesce)
+        self._uso = offload
         try:
             iproute.ip("link", "set", "dev", self.ifname, "mtu", str(mtu), "up")
         except BackendError:
@@ -489,12 +491,23 @@ class UserspaceBackend(KernelBackend):
             return
         fd, fd_prio = self._tun_fd, self._tun_prio
         writev = os.writev
-        for vh, p in offload.coalesce_tcp(pkts):
+        c = self.counters
+        for vh, p in offload.coalesce(pkts, self._uso):
+            uso = vh[1] == offload.GSO_UDP_L4
+            # a merged UDP run goes where its datagrams would (small ones: the sparse queue)
+            sparse = (offload.VNET_HDR.unpack(vh)[3] <= 228) if uso else is_sparse(p)
             try:
-                writev(fd_prio if is_sparse(p) else fd, (vh, p))
-                self.counters.tun_writes += 1
+                writev(fd_prio if sparse else fd, (vh, p))
+                c.tun_writes += 1
             except OSError:
-                self.counters.tun_write_errors += 1
+                if not uso:
+                    c.tun_write_errors += 1
+                    continue
+                # a kernel without UDP segmentation on TUN writes: datagram by datagram
+                log.info("TUN device %s refuses UDP GSO writes; merging UDP is off",
+                         self.ifname)
+                self._uso = False
+                self._to_tun_many_now(offload.split_udp(vh, p))
 
     def _udp_datagram(self, d: memoryview, addr: tuple[str, int],
                       deliver: Deliver | None) -> bytes | None:
