@@ -109,6 +109,7 @@ UDP_GRO = 104  # the reverse on receive (Linux 5.0)
 _GSO_BYTES = 65000  # below the 65507-byte UDP limit
 _GSO_SEGS = 64
 _U16 = struct.Struct("=H")
+_INLINE_RAW = os.environ.get("PYPLUTO_ESP_INLINE") == "1"
 _INLINE_MAX = 2  # batches this small are written by the reading thread when its writer is idle
 
 
@@ -279,53 +280,63 @@ class UserspaceBackend(KernelBackend):
     def _drain_tun_offload(self, batch: int, fd: int, prio: bool) -> None:
         """The same with a virtio_net_hdr on each read: TCP super-packets are segmented
         here, and the ESP packets for one peer leave together in UDP GSO sends (those
-        of one super-packet, and single packets read back to back)."""
+        of one super-packet, and single packets read back to back).
+
+        The inner packets of a run for one flow entry are encrypted together
+        (:meth:`esp.OutboundSA.encap_batch`: the SA's counters once per run)."""
         read = os.read
         c = self.counters
         hlen = offload.VNET_HDR_LEN
-        send = self._send_many if prio else self._queue_send
+        size = 65536 + hlen
+        send = self._send_many if prio or _INLINE_RAW else self._queue_send
         unpack = offload.VNET_HDR.unpack_from
         pend: list[bytes] = []
         pend_ent: _Flow | None = None
+        reads = segments = 0
         try:
             for _ in range(batch):
                 try:
-                    data = read(fd, 65536 + hlen)
+                    data = read(fd, size)
                 except OSError:
                     return
                 if len(data) < hlen + 20:
                     continue
-                c.tun_reads += 1
-                flags, gso_type, _hl, gso_size, cstart, coff = unpack(data)
-                pkt = data[hlen:]
-                if gso_type & 0x7F:
-                    segs = offload.segment_tcp(pkt, gso_size)
-                elif flags & offload.F_NEEDS_CSUM:
-                    segs = [offload.finish_partial(pkt, cstart, coff)]
+                reads += 1
+                if data[1] & 0x7F or data[0] & offload.F_NEEDS_CSUM:
+                    flags, gso_type, _hl, gso_size, cstart, coff = unpack(data)
+                    if gso_type & 0x7F:
+                        segs = offload.segment_tcp(data[hlen:], gso_size)
+                    else:
+                        segs = [offload.finish_partial(data[hlen:], cstart, coff)]
+                    if not segs:
+                        continue
+                    pkt = segs[0]
                 else:
-                    segs = [pkt]
-                c.tun_segments += len(segs)
-                pkt = segs[0]
+                    pkt = data[hlen:]
+                    segs = None
+                segments += 1 if segs is None else len(segs)
                 key = pkt[12:20] if pkt[0] >> 4 == 4 else pkt[8:40]
                 ent = self._flow.get(key)
                 if ent is None:
                     ent = self._resolve(pkt, key)
                     if ent is None:
-                        c.no_policy += len(segs)
+                        c.no_policy += 1 if segs is None else len(segs)
                         continue
                 if ent is not pend_ent or len(pend) >= _GSO_SEGS:
                     if pend_ent is not None:
-                        send(pend_ent, pend)
+                        send(pend_ent, pend_ent[0].encap_batch(pend))
                     pend_ent, pend = ent, []
-                if len(segs) == 1:
-                    w = ent[0].encap(pkt)
-                    if w is not None:
-                        pend.append(w)
+                if segs is None:
+                    pend.append(pkt)
                 else:
-                    pend += ent[0].encap_batch(segs)
+                    pend += segs
         finally:
+            c.tun_reads += reads
+            c.tun_segments += segments
             if pend_ent is not None and pend:
-                send(pend_ent, pend)
+                wires = pend_ent[0].encap_batch(pend)
+                if wires:
+                    send(pend_ent, wires)
 
     def _queue_send(self, ent: _Flow, wires: list[bytes]) -> None:
         q = self._txq
@@ -546,13 +557,19 @@ class UserspaceBackend(KernelBackend):
     def _drain_raw(self, sock: socket.socket, version: int, mv: memoryview, batch: int) -> None:
         """Inbound plain ESP (IP protocol 50); IPv4 raw sockets include the IP header.
 
-        The inner packets of one drain go to the TUN device together (the writer
-        thread, in-order TCP segments merged), as on the ESP-in-UDP path.
+        Runs of datagrams for one SPI are decrypted together
+        (:meth:`esp.InboundSA.decap_batch`: the replay window and counters in locals);
+        the inner packets of one drain go to the TUN device together (the writer
+        thread, in-order TCP segments and UDP datagrams merged), as on the
+        ESP-in-UDP path.
         """
         by_spi = self._sas.by_spi
         c = self.counters
         unpack = _SPI.unpack_from
         out: list[bytes] = []
+        run: list[memoryview] = []
+        run_spi = -1
+        run_sa = None
         try:
             for d in self._raw_datagrams(sock, mv, batch):
                 n = len(d)
@@ -561,19 +578,36 @@ class UserspaceBackend(KernelBackend):
                     c.malformed += 1
                     continue
                 spi = unpack(d, off)[0]
-                isa = by_spi.get(spi)
-                if isa is None:
+                if spi != run_spi:
+                    if run:
+                        self._decap_run(run_sa, run_spi, run, out)
+                        run = []
+                    run_sa = by_spi.get(spi)
+                    run_spi = spi
+                if run_sa is None:
                     c.unknown_spi += 1
                     continue
-                inner = isa.decap(d[off:n])
-                if inner is not None:
-                    if self._xin and spi in self._xin:
-                        self._to_xif(spi, inner)
-                    else:
-                        out.append(inner)
+                run.append(d[off:n])
+            if run:
+                self._decap_run(run_sa, run_spi, run, out)
         finally:
             if out:
-                self._to_tun_many(out)
+                if _INLINE_RAW:
+                    self._to_tun_many_now(out)
+                else:
+                    self._to_tun_many(out)
+
+    def _decap_run(self, isa: esp.InboundSA | None, spi: int, run: list[memoryview],
+                   out: list[bytes]) -> None:
+        """Decrypt ``run`` (ESP packets for ``spi``) into ``out``, or out of its ipsecN."""
+        if isa is None:
+            return
+        inner = isa.decap_batch(run)
+        if self._xin and spi in self._xin:
+            for p in inner:
+                self._to_xif(spi, p)
+        else:
+            out += inner
 
     @staticmethod
     def _raw_datagrams(sock: socket.socket, mv: memoryview, batch: int
