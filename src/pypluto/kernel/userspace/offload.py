@@ -375,10 +375,11 @@ def _merge_udp(run: list[bytes], hl: int, size: int, total: int) -> tuple[bytes,
 def coalesce(pkts: list[bytes], udp: bool = True) -> list[tuple[bytes, bytes]]:
     """:func:`coalesce_tcp`, and with ``udp`` runs of UDP datagrams of one flow too.
 
-    A UDP run has identical addresses, ports, TOS, TTL and DF, every datagram but
-    the last of one payload size (as Linux UDP GRO merges them); it is written as
-    one GSO_UDP_L4 super-packet, which the kernel splits into the same datagrams
-    for the receiving socket (IP IDs renumbered from the first), so one write carries
+    A UDP run has identical addresses, ports, TOS, TTL and DF (IPv4), or the same
+    first word, hop limit, addresses and ports (IPv6), and every datagram but the
+    last of one payload size (as Linux UDP GRO merges them); it is written as one
+    GSO_UDP_L4 super-packet, which the kernel splits into the same datagrams for
+    the receiving socket (IP IDs renumbered from the first), so one write carries
     up to 64 datagrams.
     """
     if not udp:
@@ -389,23 +390,37 @@ def coalesce(pkts: list[bytes], udp: bool = True) -> list[tuple[bytes, bytes]]:
     while i < n:
         p = pkts[i]
         info = _udp_info(p) if i + 1 < n else None
-        if info is None:
+        if info is None or info[2] == 0:
             tcp.append(p)
             i += 1
             continue
         hl, key, size = info
         j = i + 1
         total = size
-        while j < n and j - i < _MAX_MERGE and total + size <= _UDP_MERGE_BYTES:
-            q = pkts[j]
-            m = len(q) - hl
-            if m > size or m <= 0 or q[:1] != p[:1] or _udp_key(q, hl) != key:
-                break
-            total += m
-            j += 1
-            if m < size:
-                break
-        if j - i < 2 or size == 0:
+        limit = min(n, i + _MAX_MERGE, i + _UDP_MERGE_BYTES // size)
+        if hl == 28:  # IPv4: the bytes of the key compared in place, no slices built
+            b1, b6, b8, addrs = p[1], p[6], p[8], p[12:24]
+            while j < limit:
+                q = pkts[j]
+                m = len(q) - 28
+                if (m > size or m <= 0 or q[0] != 0x45 or q[9] != 17 or q[7]
+                        or q[6] != b6 or q[8] != b8 or q[1] != b1 or q[12:24] != addrs):
+                    break
+                total += m
+                j += 1
+                if m < size:
+                    break
+        else:
+            while j < limit:
+                q = pkts[j]
+                m = len(q) - hl
+                if m > size or m <= 0 or _udp_key(q, hl) != key:
+                    break
+                total += m
+                j += 1
+                if m < size:
+                    break
+        if j - i < 2:
             tcp.append(p)
             i += 1
             continue
