@@ -109,7 +109,6 @@ UDP_GRO = 104  # the reverse on receive (Linux 5.0)
 _GSO_BYTES = 65000  # below the 65507-byte UDP limit
 _GSO_SEGS = 64
 _U16 = struct.Struct("=H")
-_INLINE_RAW = os.environ.get("PYPLUTO_ESP_INLINE") == "1"
 _INLINE_MAX = 2  # batches this small are written by the reading thread when its writer is idle
 
 
@@ -288,7 +287,7 @@ class UserspaceBackend(KernelBackend):
         c = self.counters
         hlen = offload.VNET_HDR_LEN
         size = 65536 + hlen
-        send = self._send_many if prio or _INLINE_RAW else self._queue_send
+        send = self._send_many if prio else self._queue_send
         unpack = offload.VNET_HDR.unpack_from
         pend: list[bytes] = []
         pend_ent: _Flow | None = None
@@ -592,10 +591,7 @@ class UserspaceBackend(KernelBackend):
                 self._decap_run(run_sa, run_spi, run, out)
         finally:
             if out:
-                if _INLINE_RAW:
-                    self._to_tun_many_now(out)
-                else:
-                    self._to_tun_many(out)
+                self._to_tun_many(out)
 
     def _decap_run(self, isa: esp.InboundSA | None, spi: int, run: list[memoryview],
                    out: list[bytes]) -> None:
