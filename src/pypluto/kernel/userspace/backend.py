@@ -40,6 +40,16 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   ``sendmmsg``/``recvmmsg`` (:mod:`.mmsg`).  Its receive buffer stays at the
   system default: 512 KiB or 1 MiB lost fewer packets of a TCP flow but added
   4-6 ms to a ping under load (the raw socket's queue is one FIFO).
+* Decrypted UDP datagrams of one flow (same addresses, ports, TOS, TTL, one
+  payload size) go to the TUN device as one GSO_UDP_L4 super-packet
+  (:func:`.offload.coalesce`); the kernel cuts it again into the same datagrams
+  for the receiving socket, so one write carries up to 64 of them where each
+  cost a write before (a kernel that refuses such writes gets them one by one).
+* Runs of packets for one SA are encrypted and decrypted per batch
+  (``encap_batch`` on a TUN drain, ``decap_batch`` on a receive batch: the
+  replay window and the counters in locals, every RFC 4303 §3.4 check per
+  packet).  On the UDP 64-byte row of bench/esp_daemons.py these took the CPU
+  per packet of both daemons from about 28 to about 24 us on the shared machine.
 * The TUN device has a second queue for sparse traffic (ICMP, small UDP;
   :func:`.tun.attach_queue`), read beside the bulk queue and sent at once, so
   a ping does not wait behind a TCP flow's queue in the device.

@@ -10,7 +10,8 @@ fills in the checksums the kernel left partial (RFC 1071).
 The plane's own TUN device no longer asks for TSO (:func:`.tun.open_tun`:
 cutting and summing in Python cost 5 us per segment, more than the kernel's
 C path plus one read per packet); :func:`segment_tcp` serves any GSO packet
-that still arrives.  :func:`coalesce_tcp` (receive side) is in use.
+that still arrives.  :func:`coalesce` (receive side: TCP segments, and UDP
+datagrams as GSO_UDP_L4 super-packets) is in use.
 """
 
 from __future__ import annotations
