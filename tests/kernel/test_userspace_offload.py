@@ -218,3 +218,38 @@ def test_udp_merge_keeps_flows_fragments_and_sizes_apart() -> None:
 def test_udp_coalesce_garbage_never_raises(pkts: list[bytes]) -> None:
     out = o.coalesce(pkts)
     assert all(len(vh) == o.VNET_HDR_LEN for vh, _ in out) and len(out) <= len(pkts)
+
+
+def fragments(payload: bytes, cut: int, ident: int = 9, df_first: bool = False) -> list[bytes]:
+    """``payload`` (a UDP header and data) as two IPv4 fragments, the first ``cut`` bytes."""
+    out = []
+    for off, part, mf in ((0, payload[:cut], True), (cut, payload[cut:], False)):
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(part), ident,
+                         (0x2000 if mf else 0) | off // 8, 64, 17, 0,
+                         A("198.51.100.1").packed, A("203.0.113.1").packed)
+        out.append(ip[:10] + struct.pack("!H", ref_checksum(ip)) + ip[12:] + part)
+    return out
+
+
+def test_adjacent_complete_fragments_are_joined_and_merged() -> None:
+    """Two fragments of each datagram (1400-byte UDP over a 1400-byte MTU) are joined
+    (RFC 791 §3.2 key: ID, protocol, addresses), then the datagrams merged as UDP."""
+    dgrams = [udp_packet(os.urandom(1400), ident=50 + i) for i in range(5)]
+    pkts = [f for i, d in enumerate(dgrams) for f in fragments(d[20:], 1376, ident=50 + i)]
+    joined = o.reassemble(pkts)
+    assert [p[20:] for p in joined] == [d[20:] for d in dgrams]
+    assert all(ref_checksum(p[:20]) == 0 and p[6:8] == b"\0\0" for p in joined)
+    out = o.coalesce(pkts)
+    assert len(out) == 1 and out[0][0][1] == o.GSO_UDP_L4
+    assert [p[20:] for p in o.split_udp(*out[0])] == [d[20:] for d in dgrams]
+
+
+def test_fragments_out_of_order_gapped_or_mixed_are_left_alone() -> None:
+    body = udp_packet(os.urandom(1400))[20:]
+    a, b = fragments(body, 1376)
+    other = fragments(body, 1376, ident=10)
+    gap = fragments(body, 1368)[1]  # starts 8 bytes early: an overlap
+    for pkts in ([b, a], [a], [a, other[1]], [a, gap], [a, udp_packet(b"x"), b]):
+        assert o.reassemble(pkts) == pkts
+    plain = [udp_packet(b"y" * 10)] * 3
+    assert o.reassemble(plain) is plain  # no fragment: nothing looked at further

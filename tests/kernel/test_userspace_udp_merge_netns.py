@@ -1,4 +1,5 @@
-"""Decrypted UDP datagrams written to the TUN device as one GSO_UDP_L4 super-packet
+"""Decrypted UDP datagrams (and the IPv4 fragments of one, joined) written to the TUN
+device as one GSO_UDP_L4 super-packet
 (kernel/userspace/offload.coalesce): the receiving socket gets the same datagrams,
 one by one, with valid checksums.  Checked in a namespace of its own with a real
 TUN device (IFF_VNET_HDR), as the plane writes them.
@@ -23,7 +24,7 @@ PROBE = textwrap.dedent("""
 
     fd, name, vnet = open_tun("ppu0", True)
     assert vnet
-    for args in (["link", "set", "lo", "up"], ["link", "set", name, "up"],
+    for args in (["link", "set", "lo", "up"], ["link", "set", name, "mtu", "1400", "up"],
                  ["addr", "add", "198.51.100.1/24", "dev", name]):
         subprocess.run(["ip", *args], check=True)
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -38,10 +39,10 @@ PROBE = textwrap.dedent("""
             s = (s >> 16) + (s & 0xFFFF)
         return ~s & 0xFFFF
 
-    def udp(payload, ident):
+    def udp(payload, ident, frag=0x4000):
         ulen = 8 + len(payload)
         src, dst = socket.inet_aton("198.51.100.2"), socket.inet_aton("198.51.100.1")
-        h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + ulen, ident, 0x4000, 64, 17, 0,
+        h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + ulen, ident, frag, 64, 17, 0,
                         src, dst)
         h = h[:10] + struct.pack("!H", csum(h)) + h[12:]
         u = struct.pack("!HHHH", 4000, 5201, ulen, 0)
@@ -60,6 +61,29 @@ PROBE = textwrap.dedent("""
         except BlockingIOError:
             break
     assert got == sent, got
+
+    # 1400-byte datagrams cut in two by a 1400-byte MTU: joined, merged, one write
+    big = [bytes([i]) * 1400 for i in range(4)]
+    frags = []
+    for i, payload in enumerate(big):
+        d = udp(payload, 300 + i, 0)
+        for off, part, mf in ((0, d[20:1396], 0x2000), (1376, d[1396:], 0)):
+            h = bytearray(d[:20])
+            h[2:4] = struct.pack("!H", 20 + len(part))
+            h[6:8] = struct.pack("!H", mf | off // 8)
+            h[10:12] = b"\\0\\0"
+            h[10:12] = struct.pack("!H", csum(bytes(h)))
+            frags.append(bytes(h) + part)
+    out = offload.coalesce(frags)
+    assert len(out) == 1 and out[0][0][1] == offload.GSO_UDP_L4, out
+    os.writev(fd, out[0])
+    got = []
+    while True:
+        try:
+            got.append(rx.recv(2000))
+        except BlockingIOError:
+            break
+    assert got == big, [len(g) for g in got]
     print("ok")
 """)
 

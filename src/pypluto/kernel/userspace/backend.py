@@ -45,6 +45,9 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   (:func:`.offload.coalesce`); the kernel cuts it again into the same datagrams
   for the receiving socket, so one write carries up to 64 of them where each
   cost a write before (a kernel that refuses such writes gets them one by one).
+  IPv4 fragments of one datagram that arrive next to each other, complete and
+  in order (a 1,400-byte UDP datagram over the 1,400-byte MTU is two), are
+  joined first (:func:`.offload.reassemble`, RFC 791 §3.2), so those merge too.
 * Runs of packets for one SA are encrypted and decrypted per batch
   (``encap_batch`` on a TUN drain, ``decap_batch`` on a receive batch: the
   replay window and the counters in locals, every RFC 4303 §3.4 check per

@@ -385,6 +385,7 @@ def coalesce(pkts: list[bytes], udp: bool = True) -> list[tuple[bytes, bytes]]:
     """
     if not udp:
         return coalesce_tcp(pkts)
+    pkts = reassemble(pkts)
     out: list[tuple[bytes, bytes]] = []
     tcp: list[bytes] = []
     i, n = 0, len(pkts)
@@ -471,4 +472,67 @@ def split_udp(vh: bytes, pkt: bytes) -> list[bytes]:
         s = csum_add(addrs) + 17 + ulen + csum_add(h[ihl:ihl + 8]) + csum_add(body)
         _H.pack_into(h, ihl + 6, csum_finish(s))
         out.append(bytes(h) + body)
+    return out
+
+
+def _frag_info(p: bytes) -> tuple[int, int, bool] | None:
+    """(offset in bytes, payload length, more fragments) of an IPv4 fragment without
+    options, or None (RFC 791 §3.1: flags and fragment offset in bytes 6-7)."""
+    if len(p) < 21 or p[0] != 0x45:
+        return None
+    ff = (p[6] << 8) | p[7]
+    if not ff & 0x3FFF:  # neither MF nor an offset: not a fragment
+        return None
+    tlen = (p[2] << 8) | p[3]
+    if tlen != len(p):
+        return None
+    return (ff & 0x1FFF) * 8, tlen - 20, bool(ff & 0x2000)
+
+
+def reassemble(pkts: list[bytes]) -> list[bytes]:
+    """Join the IPv4 fragments of a datagram that lie next to each other in ``pkts``,
+    complete and in order (first at offset 0, each next one starting where the
+    previous ended, the last without MF; same source, destination, protocol and
+    identification: the reassembly key of RFC 791 §3.2), into the datagram they
+    carry.  Anything else (a gap, an overlap, a missing last fragment, another
+    datagram between them) is left as it is, for the kernel's own reassembly.
+    No state is kept across calls.
+    """
+    if not any(len(p) > 7 and (p[6] & 0x3F or p[7]) for p in pkts):
+        return pkts
+    out: list[bytes] = []
+    i, n = 0, len(pkts)
+    while i < n:
+        p = pkts[i]
+        f = _frag_info(p) if i + 1 < n else None
+        if f is None or f[0] != 0 or not f[2]:
+            out.append(p)
+            i += 1
+            continue
+        key = p[4:6] + p[9:10] + p[12:20]  # identification, protocol, addresses
+        end = f[1]
+        j = i + 1
+        done = False
+        while j < n:
+            q = pkts[j]
+            g = _frag_info(q)
+            if g is None or g[0] != end or q[4:6] + q[9:10] + q[12:20] != key:
+                break
+            end += g[1]
+            j += 1
+            if not g[2]:
+                done = True
+                break
+        if not done or 20 + end > 65535:
+            out.append(p)
+            i += 1
+            continue
+        h = bytearray(p[:20])
+        _H.pack_into(h, 2, 20 + end)
+        h[6] = p[6] & 0x40  # DF as the first fragment had it (RFC 791: not on fragments)
+        h[7] = 0
+        h[10:12] = b"\0\0"
+        _H.pack_into(h, 10, csum_finish(csum_add(h)))
+        out.append(bytes(h) + b"".join([memoryview(x)[20:] for x in pkts[i:j]]))
+        i = j
     return out
