@@ -156,3 +156,100 @@ def test_inbound_selector_check() -> None:
     assert not check(tcp_packet(b"x"))  # source 198.51.100.1 is not in the remote selector
     assert _selector_check(SAParams(src=A("192.0.2.2"), dst=A("192.0.2.1"), spi=0x1000,
                                     direction="in")) is None
+
+
+def udp_packet(payload: bytes, v6: bool = False, sport: int = 4000, ident: int = 7,
+               frag: int = 0x4000, ttl: int = 64) -> bytes:
+    ulen = 8 + len(payload)
+    if v6:
+        src, dst = A("2001:db8:1::1").packed, A("2001:db8:2::1").packed
+        ip = struct.pack("!IHBB16s16s", 6 << 28, ulen, 17, ttl, src, dst)
+        pseudo = src + dst + struct.pack("!IxxxB", ulen, 17)
+    else:
+        src, dst = A("198.51.100.1").packed, A("203.0.113.1").packed
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + ulen, ident, frag, ttl, 17, 0, src, dst)
+        ip = ip[:10] + struct.pack("!H", ref_checksum(ip)) + ip[12:]
+        pseudo = src + dst + struct.pack("!BBH", 0, 17, ulen)
+    u = struct.pack("!HHHH", sport, 5201, ulen, 0)
+    c = ref_checksum(pseudo + u + payload) or 0xFFFF
+    return ip + u[:6] + struct.pack("!H", c) + payload
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+@pytest.mark.parametrize("size", [1, 36, 1372])
+def test_udp_runs_merge_and_split_back(v6: bool, size: int) -> None:
+    """A run of one UDP flow becomes one GSO_UDP_L4 super-packet (partial checksum over
+    the pseudo-header, RFC 768) that the kernel's cutting (split_udp) turns back into
+    the same datagrams, IPv4 IDs numbered from the first."""
+    n = min(64, 65000 // size)
+    pkts = [udp_packet(os.urandom(size), v6, ident=100 + i) for i in range(n)]
+    pkts.append(udp_packet(b"z", v6, ident=100 + n))  # a shorter last one ends the run
+    out = o.coalesce(pkts)
+    merged = [x for x in out if x[0][1] == o.GSO_UDP_L4]
+    assert len(merged) == 1
+    flags, gso, hl, gso_size, cstart, coff = o.VNET_HDR.unpack(merged[0][0])
+    assert (flags, hl, gso_size, cstart, coff) == (o.F_NEEDS_CSUM, 48 if v6 else 28, size,
+                                                   40 if v6 else 20, 6)
+    rest = [p for vh, p in out if vh == o.HDR_DATA_VALID]
+    assert o.split_udp(*merged[0]) + rest == pkts
+
+
+def test_udp_merge_keeps_flows_fragments_and_sizes_apart() -> None:
+    a = [udp_packet(b"a" * 50, ident=i) for i in range(3)]
+    other_port = udp_packet(b"b" * 50, sport=4001)
+    bigger = udp_packet(b"c" * 60)
+    fragment = udp_packet(b"d" * 50, frag=0x2000)  # MF set: never merged
+    empty = udp_packet(b"")
+    ttl = udp_packet(b"e" * 50, ttl=63)
+    pkts = [*a, other_port, *a, bigger, fragment, fragment, empty, empty, *a[:2], ttl]
+    out = o.coalesce(pkts)
+    sizes = [(vh[1], len(p)) for vh, p in out]
+    assert sizes == [(o.GSO_UDP_L4, 28 + 150), (0, 78), (o.GSO_UDP_L4, 28 + 150), (0, 88),
+                     (0, 78), (0, 78), (0, 28), (0, 28), (o.GSO_UDP_L4, 28 + 100), (0, 78)]
+    flat: list[bytes] = []
+    for vh, p in out:
+        flat += o.split_udp(vh, p) if vh[1] == o.GSO_UDP_L4 else [p]
+    assert [p[20:] for p in flat] == [p[20:] for p in pkts]  # IP IDs renumbered only
+    assert o.coalesce(pkts, udp=False) == o.coalesce_tcp(pkts)
+
+
+@given(st.lists(st.binary(max_size=80), max_size=6))
+@settings(max_examples=200)
+def test_udp_coalesce_garbage_never_raises(pkts: list[bytes]) -> None:
+    out = o.coalesce(pkts)
+    assert all(len(vh) == o.VNET_HDR_LEN for vh, _ in out) and len(out) <= len(pkts)
+
+
+def fragments(payload: bytes, cut: int, ident: int = 9, df_first: bool = False) -> list[bytes]:
+    """``payload`` (a UDP header and data) as two IPv4 fragments, the first ``cut`` bytes."""
+    out = []
+    for off, part, mf in ((0, payload[:cut], True), (cut, payload[cut:], False)):
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(part), ident,
+                         (0x2000 if mf else 0) | off // 8, 64, 17, 0,
+                         A("198.51.100.1").packed, A("203.0.113.1").packed)
+        out.append(ip[:10] + struct.pack("!H", ref_checksum(ip)) + ip[12:] + part)
+    return out
+
+
+def test_adjacent_complete_fragments_are_joined_and_merged() -> None:
+    """Two fragments of each datagram (1400-byte UDP over a 1400-byte MTU) are joined
+    (RFC 791 §3.2 key: ID, protocol, addresses), then the datagrams merged as UDP."""
+    dgrams = [udp_packet(os.urandom(1400), ident=50 + i) for i in range(5)]
+    pkts = [f for i, d in enumerate(dgrams) for f in fragments(d[20:], 1376, ident=50 + i)]
+    joined = o.reassemble(pkts)
+    assert [p[20:] for p in joined] == [d[20:] for d in dgrams]
+    assert all(ref_checksum(p[:20]) == 0 and p[6:8] == b"\0\0" for p in joined)
+    out = o.coalesce(pkts)
+    assert len(out) == 1 and out[0][0][1] == o.GSO_UDP_L4
+    assert [p[20:] for p in o.split_udp(*out[0])] == [d[20:] for d in dgrams]
+
+
+def test_fragments_out_of_order_gapped_or_mixed_are_left_alone() -> None:
+    body = udp_packet(os.urandom(1400))[20:]
+    a, b = fragments(body, 1376)
+    other = fragments(body, 1376, ident=10)
+    gap = fragments(body, 1368)[1]  # starts 8 bytes early: an overlap
+    for pkts in ([b, a], [a], [a, other[1]], [a, gap], [a, udp_packet(b"x"), b]):
+        assert o.reassemble(pkts) == pkts
+    plain = [udp_packet(b"y" * 10)] * 3
+    assert o.reassemble(plain) is plain  # no fragment: nothing looked at further

@@ -91,6 +91,10 @@ class Batch:
             h = self.hdrs[i].hdr
             h.iov = ctypes.addressof(self.iov[i])
             h.iovlen = 1
+        # the iov_len and msg_len fields as plain integer views (faster than ctypes fields)
+        self._iov_len = memoryview(self.iov).cast("B").cast("N")[1::2]
+        self._msg_len = memoryview(self.hdrs).cast("B").cast("I")[
+            _MMsgHdr.len.offset // 4::ctypes.sizeof(_MMsgHdr) // 4]
         self._name = ctypes.create_string_buffer(28)
         self._name_key = b""
         self._mode = ""
@@ -109,13 +113,13 @@ class Batch:
                 h.name = addr
                 h.namelen = len(name)
         buf = self.buf
-        iov = self.iov
+        lens = self._iov_len
         off = 0
         for i in range(n):
             w = wires[i]
             ln = len(w)
             buf[off:off + ln] = w
-            iov[i].len = ln
+            lens[i] = ln
             off += SLOT
         sent = _SENDMMSG(fd, self._hdrs_addr, n, MSG_DONTWAIT)
         if sent < 0:
@@ -139,8 +143,8 @@ class Batch:
         if got <= 0:
             return []
         view = self.view
-        hdrs = self.hdrs
-        return [view[i * SLOT:i * SLOT + hdrs[i].len] for i in range(got)]
+        lens = self._msg_len
+        return [view[i * SLOT:i * SLOT + lens[i]] for i in range(got)]
 
 
 _local = threading.local()

@@ -10,7 +10,8 @@ fills in the checksums the kernel left partial (RFC 1071).
 The plane's own TUN device no longer asks for TSO (:func:`.tun.open_tun`:
 cutting and summing in Python cost 5 us per segment, more than the kernel's
 C path plus one read per packet); :func:`segment_tcp` serves any GSO packet
-that still arrives.  :func:`coalesce_tcp` (receive side) is in use.
+that still arrives.  :func:`coalesce` (receive side: TCP segments, and UDP
+datagrams as GSO_UDP_L4 super-packets) is in use.
 """
 
 from __future__ import annotations
@@ -322,5 +323,216 @@ def coalesce_tcp(pkts: list[bytes]) -> list[tuple[bytes, bytes]]:
         _H.pack_into(h, ihl + 16, partial or 0xFFFF)
         vh = VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4 if v4 else GSO_TCPV6, hl, size, ihl, 16)
         out.append((vh, bytes(h) + b"".join(memoryview(x)[hl:] for x in run)))
+        i = j
+    return out
+
+
+GSO_UDP_L4 = 5  # VIRTIO_NET_HDR_GSO_UDP_L4: UDP segmentation offload (Linux 4.18 / virtio 1.2)
+_UDP_MERGE_BYTES = 65000  # payload bytes of one merged UDP super-packet (below 65,507)
+
+
+def _udp_info(p: bytes) -> tuple[int, bytes, int] | None:
+    """(header length, flow key, payload length) of a UDP datagram that may be merged
+    with its neighbours, or None: IPv4 without options or fragments, IPv6 without
+    extension headers (RFC 768 header after RFC 791 / RFC 8200 ones)."""
+    n = len(p)
+    b0 = p[0] if n else 0
+    if b0 == 0x45:
+        if n < 29 or p[9] != 17 or p[6] & 0x3F or p[7]:  # not UDP, or a fragment
+            return None
+        # tos, DF, ttl, addresses, ports: the IP ID and the lengths may differ
+        return 28, p[1:2] + p[6:7] + p[8:9] + p[12:24], n - 28
+    if b0 >> 4 == 6:
+        if n < 49 or p[6] != 17:
+            return None
+        return 48, p[0:4] + p[7:44], n - 48
+    return None
+
+
+def _merge_udp(run: list[bytes], hl: int, size: int, total: int) -> tuple[bytes, bytes]:
+    """One UDP super-packet (virtio_net_hdr GSO_UDP_L4, partial checksum) for ``run``:
+    the kernel cuts it again into datagrams of ``size`` payload bytes (the last may be
+    shorter) before any socket without UDP_GRO sees them, with fresh checksums."""
+    p = run[0]
+    h = bytearray(p[:hl])
+    v4 = hl == 28
+    ihl = hl - 8
+    ulen = 8 + total
+    if v4:
+        _H.pack_into(h, 2, 20 + ulen)
+        h[10:12] = b"\0\0"
+        _H.pack_into(h, 10, csum_finish(csum_add(h[:20])))
+        partial = csum_add(h[12:20]) + 17 + ulen
+    else:
+        _H.pack_into(h, 4, ulen)
+        partial = csum_add(h[8:40]) + 17 + ulen
+    _H.pack_into(h, ihl + 4, ulen)
+    partial %= 0xFFFF
+    _H.pack_into(h, ihl + 6, partial or 0xFFFF)
+    vh = VNET_HDR.pack(F_NEEDS_CSUM, GSO_UDP_L4, hl, size, ihl, 6)
+    return vh, bytes(h) + b"".join([memoryview(x)[hl:] for x in run])
+
+
+def coalesce(pkts: list[bytes], udp: bool = True) -> list[tuple[bytes, bytes]]:
+    """:func:`coalesce_tcp`, and with ``udp`` runs of UDP datagrams of one flow too.
+
+    A UDP run has identical addresses, ports, TOS, TTL and DF (IPv4), or the same
+    first word, hop limit, addresses and ports (IPv6), and every datagram but the
+    last of one payload size (as Linux UDP GRO merges them); it is written as one
+    GSO_UDP_L4 super-packet, which the kernel splits into the same datagrams for
+    the receiving socket (IP IDs renumbered from the first), so one write carries
+    up to 64 datagrams.
+    """
+    if not udp:
+        return coalesce_tcp(pkts)
+    pkts = reassemble(pkts)
+    out: list[tuple[bytes, bytes]] = []
+    tcp: list[bytes] = []
+    i, n = 0, len(pkts)
+    while i < n:
+        p = pkts[i]
+        info = _udp_info(p) if i + 1 < n else None
+        if info is None or info[2] == 0:
+            tcp.append(p)
+            i += 1
+            continue
+        hl, key, size = info
+        j = i + 1
+        total = size
+        limit = min(n, i + _MAX_MERGE, i + _UDP_MERGE_BYTES // size)
+        if hl == 28:  # IPv4: the bytes of the key compared in place, no slices built
+            b1, b6, b8, addrs = p[1], p[6], p[8], p[12:24]
+            while j < limit:
+                q = pkts[j]
+                m = len(q) - 28
+                if (m > size or m <= 0 or q[0] != 0x45 or q[9] != 17 or q[7]
+                        or q[6] != b6 or q[8] != b8 or q[1] != b1 or q[12:24] != addrs):
+                    break
+                total += m
+                j += 1
+                if m < size:
+                    break
+        else:
+            while j < limit:
+                q = pkts[j]
+                m = len(q) - hl
+                if m > size or m <= 0 or _udp_key(q, hl) != key:
+                    break
+                total += m
+                j += 1
+                if m < size:
+                    break
+        if j - i < 2:
+            tcp.append(p)
+            i += 1
+            continue
+        if tcp:
+            out += coalesce_tcp(tcp)
+            tcp = []
+        out.append(_merge_udp(pkts[i:j], hl, size, total))
+        i = j
+    if tcp:
+        out += coalesce_tcp(tcp)
+    return out
+
+
+def _udp_key(q: bytes, hl: int) -> bytes | None:
+    """The flow key of :func:`_udp_info` for ``q`` if it is UDP of the same header length."""
+    info = _udp_info(q)
+    if info is None or info[0] != hl:
+        return None
+    return info[1]
+
+
+def split_udp(vh: bytes, pkt: bytes) -> list[bytes]:
+    """The datagrams of a super-packet of :func:`_merge_udp` again (IP IDs renumbered
+    as the kernel would, checksums summed), for a device that refused it."""
+    size = VNET_HDR.unpack(vh)[3]
+    hl = VNET_HDR.unpack(vh)[2]
+    v4 = hl == 28
+    ihl = hl - 8
+    h0 = bytearray(pkt[:hl])
+    ident = _H.unpack_from(h0, 4)[0] if v4 else 0
+    out = []
+    for k, off in enumerate(range(hl, len(pkt), size)):
+        body = pkt[off:off + size]
+        h = bytearray(h0)
+        ulen = 8 + len(body)
+        if v4:
+            _H.pack_into(h, 2, 20 + ulen)
+            _H.pack_into(h, 4, (ident + k) & 0xFFFF)
+            h[10:12] = b"\0\0"
+            _H.pack_into(h, 10, csum_finish(csum_add(h[:20])))
+            addrs = h[12:20]
+        else:
+            _H.pack_into(h, 4, ulen)
+            addrs = h[8:40]
+        _H.pack_into(h, ihl + 4, ulen)
+        h[ihl + 6:ihl + 8] = b"\0\0"
+        s = csum_add(addrs) + 17 + ulen + csum_add(h[ihl:ihl + 8]) + csum_add(body)
+        _H.pack_into(h, ihl + 6, csum_finish(s))
+        out.append(bytes(h) + body)
+    return out
+
+
+def _frag_info(p: bytes) -> tuple[int, int, bool] | None:
+    """(offset in bytes, payload length, more fragments) of an IPv4 fragment without
+    options, or None (RFC 791 §3.1: flags and fragment offset in bytes 6-7)."""
+    if len(p) < 21 or p[0] != 0x45:
+        return None
+    ff = (p[6] << 8) | p[7]
+    if not ff & 0x3FFF:  # neither MF nor an offset: not a fragment
+        return None
+    tlen = (p[2] << 8) | p[3]
+    if tlen != len(p):
+        return None
+    return (ff & 0x1FFF) * 8, tlen - 20, bool(ff & 0x2000)
+
+
+def reassemble(pkts: list[bytes]) -> list[bytes]:
+    """Join the IPv4 fragments of a datagram that lie next to each other in ``pkts``,
+    complete and in order (first at offset 0, each next one starting where the
+    previous ended, the last without MF; same source, destination, protocol and
+    identification: the reassembly key of RFC 791 §3.2), into the datagram they
+    carry.  Anything else (a gap, an overlap, a missing last fragment, another
+    datagram between them) is left as it is, for the kernel's own reassembly.
+    No state is kept across calls.
+    """
+    if not any(len(p) > 7 and (p[6] & 0x3F or p[7]) for p in pkts):
+        return pkts
+    out: list[bytes] = []
+    i, n = 0, len(pkts)
+    while i < n:
+        p = pkts[i]
+        f = _frag_info(p) if i + 1 < n else None
+        if f is None or f[0] != 0 or not f[2]:
+            out.append(p)
+            i += 1
+            continue
+        key = p[4:6] + p[9:10] + p[12:20]  # identification, protocol, addresses
+        end = f[1]
+        j = i + 1
+        done = False
+        while j < n:
+            q = pkts[j]
+            g = _frag_info(q)
+            if g is None or g[0] != end or q[4:6] + q[9:10] + q[12:20] != key:
+                break
+            end += g[1]
+            j += 1
+            if not g[2]:
+                done = True
+                break
+        if not done or 20 + end > 65535:
+            out.append(p)
+            i += 1
+            continue
+        h = bytearray(p[:20])
+        _H.pack_into(h, 2, 20 + end)
+        h[6] = p[6] & 0x40  # DF as the first fragment had it (RFC 791: not on fragments)
+        h[7] = 0
+        h[10:12] = b"\0\0"
+        _H.pack_into(h, 10, csum_finish(csum_add(h)))
+        out.append(bytes(h) + b"".join([memoryview(x)[20:] for x in pkts[i:j]]))
         i = j
     return out
