@@ -178,7 +178,10 @@ def test_routed_any_template_keeps_the_subnet_until_its_peer_connects(pair):  # 
     assert pings(w_ns, 2) == 0  # held by the trap, never in the clear
     wait_for(lambda: "template is unknown" in west.log(), 10, "the acquire's log line")
     east = start("east", e_ns, "start", "--use-userspace", conf_text=USERSPACE)
-    wait_for(lambda: len(child_sas(west)) == 1, 30, "east's tunnel")
+    # both ends: west (the responder) lists its Child SA when it answers, east installs
+    # its own only when that answer arrives, so a ping sent in between was lost
+    wait_for(lambda: len(child_sas(west)) == 1 and len(child_sas(east)) == 1, 30,
+             "east's tunnel at both ends")
     assert pings(w_ns, 3) == 3, west.log() + east.log()
     assert child_sas(west)[0]["out_packets"] >= 3
     assert east.whack("--name", "west-east", "--down").returncode == 0
