@@ -377,9 +377,33 @@ def established(ctx: IKEContext, ike: IKESA, now: float, how: str = "") -> list[
 
 
 # ---------------------------------------------------------------- responder
+# Our IDr payload bodies (§3.5), serialized once per local identity (issue 18); a
+# handful of identities, the cap only guards against a pathological configuration.
+_IDR_CAP = 256
+_IDR_BODIES: dict[tuple[int, bytes], bytes] = {}
+
+
+def _idr_body(local_id: Identity) -> bytes:
+    """The body of our IDr payload: what ``codec.id_body`` of ``codec.ident`` gives."""
+    key = (local_id.id_type, local_id.data)
+    body = _IDR_BODIES.get(key)
+    if body is None:
+        body = codec.id_body(codec.ident(PT.IDr, local_id))
+        if len(_IDR_BODIES) < _IDR_CAP:
+            _IDR_BODIES[key] = body
+    return body
+
+
 def _pick_connection(ctx: IKEContext, ike: IKESA, peer_id: Identity, idr: Identity | None,
                      payloads: Sequence[Payload]) -> Connection | None:
     cands = ike.cands or [ike.conn]
+    if len(cands) == 1:
+        # one candidate: no other can score better, so its score is not computed (the
+        # selector fit was 1/10 of a Child SA's IKE_AUTH, issue 18)
+        conn = cands[0]
+        if conn.name in ctx.connections and ids.id_matches(remote_pattern(conn), peer_id):
+            return conn
+        return None
     best: tuple[int, Connection] | None = None
     for conn in cands:
         if conn.name not in ctx.connections:
@@ -464,17 +488,17 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
         return reject(f"PSK authentication of {id_desc(peer_id)} failed"
                       + (" (PPK mismatch?)" if ike.ppk.used else ""))
     ike.local_id, ike.remote_id = local_id, peer_id
-    idr = codec.ident(PT.IDr, local_id)
-    out: list[Payload] = [idr]
+    idr_body = _idr_body(local_id)
+    out: list[Payload] = [wp.UnknownPayload(PT.IDr, idr_body)]
     if sig:
-        signed = auth_sig.sign(ctx, ike, conn,
-                               _octets(ike, codec.id_body(idr), False, req.msgid), payloads)
+        signed = auth_sig.sign(ctx, ike, conn, _octets(ike, idr_body, False, req.msgid),
+                               payloads)
         if isinstance(signed, str):
             return reject(f"cannot authenticate ourselves: {signed}")
         out += signed
     else:
         own = _null_key(ike, False) if null else psk
-        out.append(codec.auth(_method(conn), _auth_data(ike, own, codec.id_body(idr), False,
+        out.append(codec.auth(_method(conn), _auth_data(ike, own, idr_body, False,
                                                          req.msgid)))
     out += ppk.responder_notifies(ike)  # RFC 8784 PPK_IDENTITY
     mobike.negotiated(ike, payloads)  # RFC 4555 §3.1
