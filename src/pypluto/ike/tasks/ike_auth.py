@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 
 from pypluto.config import ids
-from pypluto.config.model import Connection, Identity
+from pypluto.config.model import Connection, End, Identity
 from pypluto.crypto import auth as cauth
 from pypluto.iana import AuthMethod, ExchangeType
 from pypluto.iana import NotifyType as N
@@ -43,6 +43,7 @@ from pypluto.params import IPAddress
 from pypluto.wire import payloads as wp
 
 AUTH_PSK = AuthMethod.SHARED_KEY_MIC
+_CHILD_TYPES = frozenset((int(PT.SA), int(PT.TSi), int(PT.TSr)))  # a Child SA is asked for
 AUTH_NULL = AuthMethod.NULL_AUTH
 
 
@@ -74,7 +75,28 @@ def auth_method(conn: Connection, local: bool) -> str:
     """The method one side authenticates with: ``leftauth=``/``rightauth=``, else
     ``authby=`` (Libreswan's asymmetric authentication); "" when it is neither PSK nor
     NULL (RFC 7619), the methods pypluto has (the config layer refuses the others)."""
-    end = conn.local if local else conn.remote
+    if not local:
+        # the peer's side reads only rightauth= and authby=: answered once per pair of
+        # values (issue 18); ours also depends on the certificate and key settings
+        end = conn.remote
+        key = (end.auth, conn.authby)
+        got = _REMOTE_METHODS.get(key)
+        if got is None:
+            got = _auth_method(conn, end, False)
+            if len(_REMOTE_METHODS) < _AUTH_MEMO_CAP:
+                _REMOTE_METHODS[key] = got
+        return got
+    return _auth_method(conn, conn.local, True)
+
+
+# answers of auth_method(conn, local=False) and _peer_may_use by (rightauth=, authby=
+# [, AUTH method]): a few distinct configurations; the cap guards against a pathological one
+_AUTH_MEMO_CAP = 256
+_REMOTE_METHODS: dict[tuple[str | None, str | None], str] = {}
+_PEER_MAY_USE: dict[tuple[str | None, str | None, int], bool] = {}
+
+
+def _auth_method(conn: Connection, end: End, local: bool) -> str:
     words = _auth_words(end.auth or conn.authby or "")
     if words == {"null"}:
         return "null"
@@ -84,7 +106,19 @@ def auth_method(conn: Connection, local: bool) -> str:
 
 
 def _peer_may_use(conn: Connection, method: int) -> bool:
-    """The peer's AUTH method is one its end allows (``rightauth=``, else ``authby=``)."""
+    """The peer's AUTH method is one its end allows (``rightauth=``, else ``authby=``);
+    it reads only those two values and ``method``: answered once per triple (issue 18)."""
+    end = conn.remote
+    key = (end.auth, conn.authby, method)
+    got = _PEER_MAY_USE.get(key)
+    if got is None:
+        got = _peer_may_use_uncached(conn, method)
+        if len(_PEER_MAY_USE) < _AUTH_MEMO_CAP:
+            _PEER_MAY_USE[key] = got
+    return got
+
+
+def _peer_may_use_uncached(conn: Connection, method: int) -> bool:
     end = conn.remote
     words = _auth_words(end.auth or conn.authby or "")
     if method in auth_sig.SIG_METHODS:
@@ -511,7 +545,11 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
         return acts + _redirect_in_auth(ctx, ike, req, out, to, now)
     acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
     child = None
-    has_child = any(p.payload_type in (PT.SA, PT.TSi, PT.TSr) for p in payloads)
+    has_child = False
+    for p in payloads:
+        if p.payload_type in _CHILD_TYPES:
+            has_child = True
+            break
     cp_out, cp_ok = cpmod.respond(ctx, ike, conn, payloads, acts)  # RFC 7296 §3.15
     out += cp_out
     if has_child and not cp_ok:  # §3.15.4: the IKE SA stands, the Child SA does not
