@@ -27,6 +27,9 @@ from typing import Any
 from pypluto.wire.payloads import NotifyPayload, Payload
 
 
+_PROTO_EVENTS = {"esp": "ipsec.esp", "ah": "ipsec.ah"}  # no string built per Child SA
+
+
 class EngineStats:
     """Monotonic counters; :meth:`as_dict` is their ``--json`` / snapshot form."""
 
@@ -66,7 +69,7 @@ class EngineStats:
                           encap: bool) -> None:
         ev = self.events
         ev["child.established"] += 1
-        ev[f"ipsec.{protocol}"] += 1
+        ev[_PROTO_EVENTS.get(protocol) or f"ipsec.{protocol}"] += 1
         if esn:
             ev["ipsec.esn"] += 1
         ev["ipsec.encap" if encap else "ipsec.non_encap"] += 1
