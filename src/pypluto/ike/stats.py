@@ -26,7 +26,6 @@ from typing import Any
 
 from pypluto.wire.payloads import NotifyPayload, Payload
 
-
 _PROTO_EVENTS = {"esp": "ipsec.esp", "ah": "ipsec.ah"}  # no string built per Child SA
 
 

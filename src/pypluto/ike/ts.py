@@ -98,9 +98,10 @@ def from_range(ts_type: int, proto: int, sport: int, eport: int,
     version = _VERSIONS.get(ts_type)
     if version is None or a.version != version or b.version != version:
         return None
-    if int(a) > int(b) or sport > eport:
+    lo, hi = int(a), int(b)
+    if lo > hi or sport > eport:
         return None
-    return TS(version, proto, sport, eport, int(a), int(b))
+    return TS(version, proto, sport, eport, lo, hi)
 
 
 def intersect(a: TS, b: TS) -> TS | None:

@@ -476,9 +476,19 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
         acts.extend(ctx.send_response(ike, IKEAuth.exchange, req.msgid,
                                       [codec.notify(N.INVALID_SYNTAX)], local, remote))
         return acts + ctx.drop_ike(ike, now, "", EventKind.FAILED, FailReason.PROPOSAL)
-    idi_p = codec.first(payloads, wp.IDPayload, PT.IDi)
-    auth_p = codec.first(payloads, wp.AuthPayload)
-    idr_p = codec.first(payloads, wp.IDPayload, PT.IDr)
+    # the first IDi, IDr and AUTH (what codec.first gives for each), in one pass
+    idi_p: wp.IDPayload | None = None
+    idr_p: wp.IDPayload | None = None
+    auth_p: wp.AuthPayload | None = None
+    for p in payloads:
+        if isinstance(p, wp.IDPayload):
+            if p.payload_type == PT.IDi:
+                if idi_p is None:
+                    idi_p = p
+            elif p.payload_type == PT.IDr and idr_p is None:
+                idr_p = p
+        elif auth_p is None and isinstance(p, wp.AuthPayload):
+            auth_p = p
     if idi_p is None or auth_p is None:
         return reject("IDi or AUTH missing")
     if not fetched and int(auth_p.method) in auth_sig.SIG_METHODS:
