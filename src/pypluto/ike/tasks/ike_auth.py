@@ -153,11 +153,13 @@ def _octets(ike: IKESA, id_body: bytes, initiator_side: bool, msgid: int) -> byt
     return octets + addke.auth_suffix(ike.intermediate, msgid)
 
 
-def _auth_data(ike: IKESA, psk: bytes, id_body: bytes, initiator_side: bool, msgid: int
-               ) -> bytes:
-    """AUTH for one side (§2.15): prf(prf(PSK, pad), <SignedOctets>)."""
+def _auth_data(ike: IKESA, psk: bytes, id_body: bytes, initiator_side: bool, msgid: int,
+               padded: bytes | None = None) -> bytes:
+    """AUTH for one side (§2.15): prf(prf(PSK, pad), <SignedOctets>); ``padded`` is
+    prf(PSK, pad) when the caller has it."""
     assert ike.chosen is not None
-    return cauth.psk_auth(ike.chosen.prf, psk, _octets(ike, id_body, initiator_side, msgid))
+    return cauth.psk_auth(ike.chosen.prf, psk, _octets(ike, id_body, initiator_side, msgid),
+                          padded)
 
 
 class IKEAuth(Task):
@@ -523,12 +525,14 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
     if null:
         psk = _null_key(ike, True)  # after any PPK mix (RFC 8784 changes SK_pi)
     octets = _octets(ike, codec.id_body(idi_p), True, req.msgid)
+    # the PSK keys both MICs (the peer's and ours): its padded key is computed once
+    padded = cauth.psk_pad(prf, psk) if not (null or peer_sig or sig) else None
     if peer_sig:
         why_sig = auth_sig.verify(ctx, ike, conn, peer_id, payloads, int(auth_p.method),
                                   no_ppk_auth or bytes(auth_p.data), octets, now)
         if why_sig is not None:
             return reject(why_sig)
-    elif not cauth.psk_verify(prf, psk, octets, no_ppk_auth or bytes(auth_p.data)):
+    elif not cauth.psk_verify(prf, psk, octets, no_ppk_auth or bytes(auth_p.data), padded):
         return reject(f"PSK authentication of {id_desc(peer_id)} failed"
                       + (" (PPK mismatch?)" if ike.ppk.used else ""))
     ike.local_id, ike.remote_id = local_id, peer_id
@@ -543,7 +547,7 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
     else:
         own = _null_key(ike, False) if null else psk
         out.append(codec.auth(_method(conn), _auth_data(ike, own, idr_body, False,
-                                                         req.msgid)))
+                                                         req.msgid, padded)))
     out += ppk.responder_notifies(ike)  # RFC 8784 PPK_IDENTITY
     mobike.negotiated(ike, payloads)  # RFC 4555 §3.1
     if ike.mobike:
