@@ -346,6 +346,7 @@ class Generator:
             os.sched_setaffinity(0, {GEN_CPU})
         try:
             cpu0 = proc_cpu(pid) if pid else 0.0
+            gen0, drv0 = proc_cpu(self.proc.pid), time.process_time()
             t0 = time.monotonic()
             deadline = t0 + timeout
             done = 0
@@ -370,6 +371,7 @@ class Generator:
                 if want <= 0:
                     time.sleep(0.002)
             t_gen = time.monotonic()
+            gen1, drv1 = proc_cpu(self.proc.pid), time.process_time()
             logged = 0
             t_end, cpu1 = t_gen, (proc_cpu(pid) if pid else 0.0)
             if counter is not None:
@@ -388,6 +390,13 @@ class Generator:
         out: dict[str, Any] = {"requested": n, "established_generator": done,
                                "failures": failures, "wall_s": window,
                                "generator_wall_s": t_gen - t0}
+        # the generator's own core (charon + this driver, both pinned to GEN_CPU) while
+        # it issued the load: near 1.0 means the generator, not the responder, set the rate
+        if done:
+            out.update(generator_cpu_ms_per_sa=(gen1 - gen0) * 1000 / done,
+                       driver_cpu_ms_per_sa=(drv1 - drv0) * 1000 / done,
+                       generator_core_busy=((gen1 - gen0) + (drv1 - drv0)) / (t_gen - t0)
+                       if t_gen > t0 else None)
         if counter is not None:
             out.update(established_logged=logged,
                        rate=logged / window if window > 0 else 0.0,
@@ -687,6 +696,21 @@ def rows(results: dict[str, list[dict[str, Any]]], n: int, c: int) -> list[dict[
 AUDIT_RATE = 1500  # issue 13: "at 1,500 IKE SAs/s ... one 'established IKE SA' line for every SA"
 
 
+def generator_cap(results: dict[str, list[dict[str, Any]]], kinds: tuple[str, ...]) -> str:
+    """What the generator's core allowed: its busy fraction and CPU per SA over every
+    run, and the rate one core could give at that cost (1 / CPU per SA)."""
+    rs = [r for k in kinds for r in results.get(k, [])
+          if r.get("generator_cpu_ms_per_sa") and r.get("generator_core_busy")]
+    if not rs:
+        return ""
+    per_sa = [r["generator_cpu_ms_per_sa"] + r["driver_cpu_ms_per_sa"] for r in rs]
+    busy = [r["generator_core_busy"] for r in rs]
+    best = min(per_sa)
+    return (f"the generator's core (charon + vici driver) was {min(busy):.0%}-{max(busy):.0%} "
+            f"busy at {best:.2f}-{max(per_sa):.2f} ms per SA, so one core of this machine "
+            f"generates at most ~{1000 / best:.0f} IKE SAs/s this way")
+
+
 def audit_row(results: dict[str, list[dict[str, Any]]], kinds: tuple[str, ...],
               suffix: str) -> dict[str, Any]:
     """Issue 13's audit trail: establishment lines in the responder's log against the
@@ -706,6 +730,7 @@ def audit_row(results: dict[str, list[dict[str, Any]]], kinds: tuple[str, ...],
                 per_run.append(f"{k} {r['established_logged']}/{r['established_generator']} "
                                f"at {r['rate']:.0f}/s")
     pp = [r for r in results.get(kinds[0], []) if "established_logged" in r]
+    cap = generator_cap(results, kinds)
     if not pp:
         verdict = "not measured"
     elif any(r["established_logged"] < r["established_generator"] for r in pp):
@@ -716,6 +741,8 @@ def audit_row(results: dict[str, list[dict[str, Any]]], kinds: tuple[str, ...],
         verdict = (f"every SA logged, but pypluto ran at {min(r['rate'] for r in pp):.0f}/s "
                    f"in its slowest run, below the issue's {AUDIT_RATE:,}/s: not proven at "
                    "that rate")
+    if cap:
+        verdict += "; " + cap
     return {"metric": f"'established' log lines / generator's establishments, {suffix}",
             "pypluto": tally(kinds[0]), "strongswan": tally(kinds[1]),
             "libreswan": tally(kinds[2]) if len(kinds) > 2 else None, "unit": "lines",

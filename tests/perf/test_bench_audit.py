@@ -35,6 +35,19 @@ def test_audit_row_met_only_when_every_sa_is_logged_at_the_rate() -> None:
     assert "400/s" in note and "not proven" in note and "met (" not in note
 
 
+def test_audit_row_names_the_generators_own_limit() -> None:
+    busy = {"generator_cpu_ms_per_sa": 0.72, "driver_cpu_ms_per_sa": 0.08,
+            "generator_core_busy": 0.99}
+    res = {"pypluto": [_r(2000, 2000, 1240.0) | busy],
+           "strongswan": [_r(2000, 2000, 1250.0) | busy | {"generator_core_busy": 0.97}]}
+    note = ike_setup.audit_row(res, KINDS, "childless")["note"]
+    assert "not proven" in note
+    assert "97%-99% busy at 0.80-0.80 ms per SA" in note and "at most ~1250 IKE SAs/s" in note
+    # runs without the generator's figures (older results) add nothing
+    assert "generator's core" not in ike_setup.audit_row(
+        {"pypluto": [_r(2000, 2000, 1240.0)]}, KINDS, "childless")["note"]
+
+
 def test_ike_setup_rows_carry_the_audit_row() -> None:
     res = {"pypluto": [_r(100, 100, 900.0) | {"cpu_ms_per_sa": 1.0}]}
     metrics = [r["metric"] for r in ike_setup.rows(res, 100, 32)]
