@@ -98,3 +98,18 @@ def test_deleted_child_bytes_stay_in_the_totals() -> None:
     v = _values(net.west.engine, counters)
     assert v["total.ipsec.esp.traffic.in"] == 1000 and v["total.ipsec.traffic.out"] == 2000
     assert v["total.ike.traffic.in"] == 7 and v["total.ike.traffic.out"] == 9
+
+
+def test_every_notify_sent_is_counted_as_the_peer_receives_it() -> None:
+    """The responder's IKE_SA_INIT capability notifies are written from a serialized
+    template (issue 18): they are counted as sent all the same, each as the initiator
+    counts it received (IKEV2_FRAGMENTATION_SUPPORTED, SIGNATURE_HASH_ALGORITHMS, ...)."""
+    net = Net()
+    net.up()
+    assert net.established(net.west)
+    sent, recv = net.east.engine.stats.notify_sent, net.west.engine.stats.notify_recv
+    for ntype in (N.IKEV2_FRAGMENTATION_SUPPORTED, N.SIGNATURE_HASH_ALGORITHMS,
+                  N.NAT_DETECTION_SOURCE_IP):
+        assert recv[int(ntype)] >= 1
+    assert dict(sent) == dict(recv)
+    assert dict(net.west.engine.stats.notify_sent) == dict(net.east.engine.stats.notify_recv)

@@ -37,15 +37,23 @@ def signed_octets(
     return real_message + peer_nonce + get_prf(prf_id).compute(sk_p, id_payload_body) + int_auth
 
 
-def psk_auth(prf_id: int, psk: bytes, signed: bytes) -> bytes:
-    """AUTH data for method 2, Shared Key Message Integrity Code (RFC 7296 §2.15)."""
+def psk_pad(prf_id: int, psk: bytes) -> bytes:
+    """prf(Shared Secret, "Key Pad for IKEv2") (RFC 7296 §2.15): the key of both AUTH
+    MICs of one exchange, which a responder computes once for both (issue 18)."""
+    return get_prf(prf_id).compute(psk, KEY_PAD)
+
+
+def psk_auth(prf_id: int, psk: bytes, signed: bytes, padded: bytes | None = None) -> bytes:
+    """AUTH data for method 2, Shared Key Message Integrity Code (RFC 7296 §2.15);
+    ``padded`` is ``psk_pad(prf_id, psk)`` when the caller has it."""
     p = get_prf(prf_id)
-    return p.compute(p.compute(psk, KEY_PAD), signed)
+    return p.compute(p.compute(psk, KEY_PAD) if padded is None else padded, signed)
 
 
-def psk_verify(prf_id: int, psk: bytes, signed: bytes, auth_data: bytes) -> bool:
+def psk_verify(prf_id: int, psk: bytes, signed: bytes, auth_data: bytes,
+               padded: bytes | None = None) -> bool:
     """Constant-time check of a peer's PSK AUTH payload data."""
-    return hmac.compare_digest(psk_auth(prf_id, psk, signed), auth_data)
+    return hmac.compare_digest(psk_auth(prf_id, psk, signed, padded), auth_data)
 
 
 def null_auth(prf_id: int, sk_p: bytes, signed: bytes) -> bytes:

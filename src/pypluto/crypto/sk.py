@@ -130,8 +130,11 @@ class SKProtector:
             iv = self._next_iv()
         elif len(iv) != self.iv_size:
             raise CryptoError("wrong IV length")
-        padlen = self._padded(len(plaintext)) - len(plaintext) - 1
-        data = plaintext + bytes(padlen) + bytes((padlen,))
+        if self.block_size == 1:  # AEAD and counter modes: only the Pad Length octet, 0
+            data = plaintext + b"\x00"
+        else:
+            padlen = self._padded(len(plaintext)) - len(plaintext) - 1
+            data = plaintext + bytes(padlen) + bytes((padlen,))
         fast = self._fast
         if fast is not None:
             ks = fast[1]

@@ -275,12 +275,47 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
     except CryptoError as e:
         ctx.release_child(c)
         return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], f"key derivation failed: {e}", FailReason.LOCAL
-    out: list[Payload] = [codec.sa([proposals.chosen_proposal(
-        chosen, proto, c.spi_in.to_bytes(4, "big"), ike=False)])]
-    tail: list[Payload] = [codec.ts_payload(PT.TSi, ans_i), codec.ts_payload(PT.TSr, ans_r)]
+    out: list[Payload] = [_sa_answer(chosen, proto, c.spi_in.to_bytes(4, "big"))]
+    tail: list[Payload] = [_ts_answer(PT.TSi, ans_i), _ts_answer(PT.TSr, ans_r)]
     if c.mode == "transport":
         tail.insert(0, codec.notify(N.USE_TRANSPORT_MODE))
     return c, out + tail, "", FailReason.NONE
+
+
+# Answer templates (issue 18): a connection answers every peer with the same proposal
+# and, mostly, the same selectors; those payload bodies are serialized once.  The key
+# spaces are small (transform combinations, configured selectors); the cap only
+# guards against a road-warrior gateway with a selector per peer.
+_TEMPLATE_CAP = 256
+_SA_ANSWERS: dict[tuple[int, int | None, int, int, bool, int, tuple[int, ...], int], bytes] = {}
+_TS_ANSWERS: dict[tuple[int, tuple[TS, ...]], Payload] = {}
+
+
+def _sa_answer(chosen: proposals.Chosen, proto: int, spi: bytes) -> Payload:
+    """Our single-proposal SA payload (§3.3.6) with our 4-byte SPI ``spi``: the body
+    is the template of ``chosen`` with the SPI written in (proposal header, SPI, §3.3.1)."""
+    # every field chosen_proposal reads for a Child SA (RFC 9370 ADDKE included)
+    key = (chosen.encr, chosen.encr_bits, chosen.integ, chosen.ke, chosen.esn, chosen.number,
+           tuple(chosen.addke), int(proto))
+    body = _SA_ANSWERS.get(key)
+    if body is None:
+        body = codec.sa([proposals.chosen_proposal(chosen, proto, bytes(4), ike=False)]
+                        ).serialize()
+        if len(_SA_ANSWERS) < _TEMPLATE_CAP:
+            _SA_ANSWERS[key] = body
+    return wp.UnknownPayload(PT.SA, body[:8] + spi + body[12:])
+
+
+def _ts_answer(ptype: int, tss: list[TS]) -> Payload:
+    """A TSi/TSr payload of ``tss`` (§3.13), serialized once per selector list; the
+    payload is shared, and only ever serialized."""
+    key = (ptype, tuple(tss))
+    p = _TS_ANSWERS.get(key)
+    if p is None:
+        p = wp.UnknownPayload(ptype, codec.ts_payload(ptype, tss).serialize())
+        if len(_TS_ANSWERS) < _TEMPLATE_CAP:
+            _TS_ANSWERS[key] = p
+    return p
 
 
 def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload], ni: bytes,

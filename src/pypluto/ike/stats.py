@@ -24,7 +24,11 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from pypluto.wire.payloads import NotifyPayload, Payload
+from pypluto.iana import PayloadType
+from pypluto.wire.payloads import NotifyPayload, Payload, UnknownPayload
+
+_NOTIFY = int(PayloadType.NOTIFY)
+_PROTO_EVENTS = {"esp": "ipsec.esp", "ah": "ipsec.ah"}  # no string built per Child SA
 
 
 class EngineStats:
@@ -66,7 +70,7 @@ class EngineStats:
                           encap: bool) -> None:
         ev = self.events
         ev["child.established"] += 1
-        ev[f"ipsec.{protocol}"] += 1
+        ev[_PROTO_EVENTS.get(protocol) or f"ipsec.{protocol}"] += 1
         if esn:
             ev["ipsec.esn"] += 1
         ev["ipsec.encap" if encap else "ipsec.non_encap"] += 1
@@ -97,3 +101,7 @@ def _notifies(counter: Counter[int], payloads: Iterable[Payload]) -> None:
     for p in payloads:
         if type(p) is NotifyPayload:
             counter[int(p.notify_type)] += 1
+        elif type(p) is UnknownPayload and p.payload_type == _NOTIFY and len(p.body) >= 4:
+            # a notify of ours serialized once (the IKE_SA_INIT answer templates): its
+            # type is octets 2-3 of the body (RFC 7296 §3.10)
+            counter[int.from_bytes(p.body[2:4], "big")] += 1

@@ -6,6 +6,7 @@ with integer addresses, so intersection is plain arithmetic.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import NamedTuple
 
@@ -14,6 +15,7 @@ from pypluto.params import IPAddress, TrafficSelector
 _ADDR = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 TS_IPV4_ADDR_RANGE = 7
 TS_IPV6_ADDR_RANGE = 8
+_VERSIONS = {TS_IPV4_ADDR_RANGE: 4, TS_IPV6_ADDR_RANGE: 6}
 
 
 class TS(NamedTuple):
@@ -37,13 +39,7 @@ class TS(NamedTuple):
             ipaddress.IPv6Address(self.end)
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        size = self.end - self.start + 1
-        if size & (size - 1) == 0 and self.start % size == 0:  # one CIDR block (common)
-            bits = 32 if self.version == 4 else 128
-            plen = bits - (size.bit_length() - 1)
-            cls = ipaddress.IPv4Network if self.version == 4 else ipaddress.IPv6Network
-            return [cls((self.start, plen))]
-        return list(ipaddress.summarize_address_range(self.start_addr(), self.end_addr()))
+        return list(_networks(self))
 
     def __str__(self) -> str:
         nets = self.networks()
@@ -52,6 +48,29 @@ class TS(NamedTuple):
             ports = str(self.sport) if self.sport == self.eport else f"{self.sport}-{self.eport}"
             s += f"/{self.proto}/{ports}"
         return s
+
+
+# Selectors recur (every SA of a connection has the same ones): their networks and
+# kernel selectors are made once each (issue 18).  The values are immutable; a few
+# hundred distinct selectors are kept.
+_MEMO_SIZE = 256
+
+
+@functools.lru_cache(maxsize=_MEMO_SIZE)
+def _networks(ts: TS) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The CIDR blocks that make up the range of ``ts``."""
+    size = ts.end - ts.start + 1
+    if size & (size - 1) == 0 and ts.start % size == 0:  # one CIDR block (common)
+        bits = 32 if ts.version == 4 else 128
+        plen = bits - (size.bit_length() - 1)
+        cls = ipaddress.IPv4Network if ts.version == 4 else ipaddress.IPv6Network
+        return (cls((ts.start, plen)),)
+    return tuple(ipaddress.summarize_address_range(ts.start_addr(), ts.end_addr()))
+
+
+@functools.lru_cache(maxsize=_MEMO_SIZE)
+def _kernel(ts: TS) -> tuple[TrafficSelector, ...]:
+    return tuple(TrafficSelector(n, ts.proto, ts.sport, ts.eport) for n in _networks(ts))
 
 
 def from_network(net: ipaddress.IPv4Network | ipaddress.IPv6Network,
@@ -76,12 +95,13 @@ def from_range(ts_type: int, proto: int, sport: int, eport: int,
         b = end if isinstance(end, _ADDR) else ipaddress.ip_address(end)
     except ValueError:
         return None
-    version = {TS_IPV4_ADDR_RANGE: 4, TS_IPV6_ADDR_RANGE: 6}.get(ts_type)
+    version = _VERSIONS.get(ts_type)
     if version is None or a.version != version or b.version != version:
         return None
-    if int(a) > int(b) or sport > eport:
+    lo, hi = int(a), int(b)
+    if lo > hi or sport > eport:
         return None
-    return TS(version, proto, sport, eport, int(a), int(b))
+    return TS(version, proto, sport, eport, lo, hi)
 
 
 def intersect(a: TS, b: TS) -> TS | None:
@@ -140,7 +160,7 @@ def answer_ok(answer: list[TS], proposed: list[TS], configured: list[TS],
 
 
 def to_kernel(ts: TS) -> list[TrafficSelector]:
-    return [TrafficSelector(n, ts.proto, ts.sport, ts.eport) for n in ts.networks()]
+    return list(_kernel(ts))
 
 
 def fmt(tss: list[TS]) -> str:

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 
 from pypluto.config import ids
-from pypluto.config.model import Connection, Identity
+from pypluto.config.model import Connection, End, Identity
 from pypluto.crypto import auth as cauth
 from pypluto.iana import AuthMethod, ExchangeType
 from pypluto.iana import NotifyType as N
@@ -43,6 +43,7 @@ from pypluto.params import IPAddress
 from pypluto.wire import payloads as wp
 
 AUTH_PSK = AuthMethod.SHARED_KEY_MIC
+_CHILD_TYPES = frozenset((int(PT.SA), int(PT.TSi), int(PT.TSr)))  # a Child SA is asked for
 AUTH_NULL = AuthMethod.NULL_AUTH
 
 
@@ -74,7 +75,28 @@ def auth_method(conn: Connection, local: bool) -> str:
     """The method one side authenticates with: ``leftauth=``/``rightauth=``, else
     ``authby=`` (Libreswan's asymmetric authentication); "" when it is neither PSK nor
     NULL (RFC 7619), the methods pypluto has (the config layer refuses the others)."""
-    end = conn.local if local else conn.remote
+    if not local:
+        # the peer's side reads only rightauth= and authby=: answered once per pair of
+        # values (issue 18); ours also depends on the certificate and key settings
+        end = conn.remote
+        key = (end.auth, conn.authby)
+        got = _REMOTE_METHODS.get(key)
+        if got is None:
+            got = _auth_method(conn, end, False)
+            if len(_REMOTE_METHODS) < _AUTH_MEMO_CAP:
+                _REMOTE_METHODS[key] = got
+        return got
+    return _auth_method(conn, conn.local, True)
+
+
+# answers of auth_method(conn, local=False) and _peer_may_use by (rightauth=, authby=
+# [, AUTH method]): a few distinct configurations; the cap guards against a pathological one
+_AUTH_MEMO_CAP = 256
+_REMOTE_METHODS: dict[tuple[str | None, str | None], str] = {}
+_PEER_MAY_USE: dict[tuple[str | None, str | None, int], bool] = {}
+
+
+def _auth_method(conn: Connection, end: End, local: bool) -> str:
     words = _auth_words(end.auth or conn.authby or "")
     if words == {"null"}:
         return "null"
@@ -84,7 +106,19 @@ def auth_method(conn: Connection, local: bool) -> str:
 
 
 def _peer_may_use(conn: Connection, method: int) -> bool:
-    """The peer's AUTH method is one its end allows (``rightauth=``, else ``authby=``)."""
+    """The peer's AUTH method is one its end allows (``rightauth=``, else ``authby=``);
+    it reads only those two values and ``method``: answered once per triple (issue 18)."""
+    end = conn.remote
+    key = (end.auth, conn.authby, method)
+    got = _PEER_MAY_USE.get(key)
+    if got is None:
+        got = _peer_may_use_uncached(conn, method)
+        if len(_PEER_MAY_USE) < _AUTH_MEMO_CAP:
+            _PEER_MAY_USE[key] = got
+    return got
+
+
+def _peer_may_use_uncached(conn: Connection, method: int) -> bool:
     end = conn.remote
     words = _auth_words(end.auth or conn.authby or "")
     if method in auth_sig.SIG_METHODS:
@@ -119,11 +153,13 @@ def _octets(ike: IKESA, id_body: bytes, initiator_side: bool, msgid: int) -> byt
     return octets + addke.auth_suffix(ike.intermediate, msgid)
 
 
-def _auth_data(ike: IKESA, psk: bytes, id_body: bytes, initiator_side: bool, msgid: int
-               ) -> bytes:
-    """AUTH for one side (§2.15): prf(prf(PSK, pad), <SignedOctets>)."""
+def _auth_data(ike: IKESA, psk: bytes, id_body: bytes, initiator_side: bool, msgid: int,
+               padded: bytes | None = None) -> bytes:
+    """AUTH for one side (§2.15): prf(prf(PSK, pad), <SignedOctets>); ``padded`` is
+    prf(PSK, pad) when the caller has it."""
     assert ike.chosen is not None
-    return cauth.psk_auth(ike.chosen.prf, psk, _octets(ike, id_body, initiator_side, msgid))
+    return cauth.psk_auth(ike.chosen.prf, psk, _octets(ike, id_body, initiator_side, msgid),
+                          padded)
 
 
 class IKEAuth(Task):
@@ -377,9 +413,33 @@ def established(ctx: IKEContext, ike: IKESA, now: float, how: str = "") -> list[
 
 
 # ---------------------------------------------------------------- responder
+# Our IDr payload bodies (§3.5), serialized once per local identity (issue 18); a
+# handful of identities, the cap only guards against a pathological configuration.
+_IDR_CAP = 256
+_IDR_BODIES: dict[tuple[int, bytes], bytes] = {}
+
+
+def _idr_body(local_id: Identity) -> bytes:
+    """The body of our IDr payload: what ``codec.id_body`` of ``codec.ident`` gives."""
+    key = (local_id.id_type, local_id.data)
+    body = _IDR_BODIES.get(key)
+    if body is None:
+        body = codec.id_body(codec.ident(PT.IDr, local_id))
+        if len(_IDR_BODIES) < _IDR_CAP:
+            _IDR_BODIES[key] = body
+    return body
+
+
 def _pick_connection(ctx: IKEContext, ike: IKESA, peer_id: Identity, idr: Identity | None,
                      payloads: Sequence[Payload]) -> Connection | None:
     cands = ike.cands or [ike.conn]
+    if len(cands) == 1:
+        # one candidate: no other can score better, so its score is not computed (the
+        # selector fit was 1/10 of a Child SA's IKE_AUTH, issue 18)
+        conn = cands[0]
+        if conn.name in ctx.connections and ids.id_matches(remote_pattern(conn), peer_id):
+            return conn
+        return None
     best: tuple[int, Connection] | None = None
     for conn in cands:
         if conn.name not in ctx.connections:
@@ -418,9 +478,19 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
         acts.extend(ctx.send_response(ike, IKEAuth.exchange, req.msgid,
                                       [codec.notify(N.INVALID_SYNTAX)], local, remote))
         return acts + ctx.drop_ike(ike, now, "", EventKind.FAILED, FailReason.PROPOSAL)
-    idi_p = codec.first(payloads, wp.IDPayload, PT.IDi)
-    auth_p = codec.first(payloads, wp.AuthPayload)
-    idr_p = codec.first(payloads, wp.IDPayload, PT.IDr)
+    # the first IDi, IDr and AUTH (what codec.first gives for each), in one pass
+    idi_p: wp.IDPayload | None = None
+    idr_p: wp.IDPayload | None = None
+    auth_p: wp.AuthPayload | None = None
+    for p in payloads:
+        if isinstance(p, wp.IDPayload):
+            if p.payload_type == PT.IDi:
+                if idi_p is None:
+                    idi_p = p
+            elif p.payload_type == PT.IDr and idr_p is None:
+                idr_p = p
+        elif auth_p is None and isinstance(p, wp.AuthPayload):
+            auth_p = p
     if idi_p is None or auth_p is None:
         return reject("IDi or AUTH missing")
     if not fetched and int(auth_p.method) in auth_sig.SIG_METHODS:
@@ -455,27 +525,29 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
     if null:
         psk = _null_key(ike, True)  # after any PPK mix (RFC 8784 changes SK_pi)
     octets = _octets(ike, codec.id_body(idi_p), True, req.msgid)
+    # the PSK keys both MICs (the peer's and ours): its padded key is computed once
+    padded = cauth.psk_pad(prf, psk) if not (null or peer_sig or sig) else None
     if peer_sig:
         why_sig = auth_sig.verify(ctx, ike, conn, peer_id, payloads, int(auth_p.method),
                                   no_ppk_auth or bytes(auth_p.data), octets, now)
         if why_sig is not None:
             return reject(why_sig)
-    elif not cauth.psk_verify(prf, psk, octets, no_ppk_auth or bytes(auth_p.data)):
+    elif not cauth.psk_verify(prf, psk, octets, no_ppk_auth or bytes(auth_p.data), padded):
         return reject(f"PSK authentication of {id_desc(peer_id)} failed"
                       + (" (PPK mismatch?)" if ike.ppk.used else ""))
     ike.local_id, ike.remote_id = local_id, peer_id
-    idr = codec.ident(PT.IDr, local_id)
-    out: list[Payload] = [idr]
+    idr_body = _idr_body(local_id)
+    out: list[Payload] = [wp.UnknownPayload(PT.IDr, idr_body)]
     if sig:
-        signed = auth_sig.sign(ctx, ike, conn,
-                               _octets(ike, codec.id_body(idr), False, req.msgid), payloads)
+        signed = auth_sig.sign(ctx, ike, conn, _octets(ike, idr_body, False, req.msgid),
+                               payloads)
         if isinstance(signed, str):
             return reject(f"cannot authenticate ourselves: {signed}")
         out += signed
     else:
         own = _null_key(ike, False) if null else psk
-        out.append(codec.auth(_method(conn), _auth_data(ike, own, codec.id_body(idr), False,
-                                                         req.msgid)))
+        out.append(codec.auth(_method(conn), _auth_data(ike, own, idr_body, False,
+                                                         req.msgid, padded)))
     out += ppk.responder_notifies(ike)  # RFC 8784 PPK_IDENTITY
     mobike.negotiated(ike, payloads)  # RFC 4555 §3.1
     if ike.mobike:
@@ -487,7 +559,11 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
         return acts + _redirect_in_auth(ctx, ike, req, out, to, now)
     acts += _uniqueids(ctx, ike, now, codec.has_notify(payloads, N.INITIAL_CONTACT))
     child = None
-    has_child = any(p.payload_type in (PT.SA, PT.TSi, PT.TSr) for p in payloads)
+    has_child = False
+    for p in payloads:
+        if p.payload_type in _CHILD_TYPES:
+            has_child = True
+            break
     cp_out, cp_ok = cpmod.respond(ctx, ike, conn, payloads, acts)  # RFC 7296 §3.15
     out += cp_out
     if has_child and not cp_ok:  # §3.15.4: the IKE SA stands, the Child SA does not
