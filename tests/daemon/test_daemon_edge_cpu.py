@@ -248,3 +248,20 @@ def test_a_debug_line_is_formatted_only_when_logged(tmp_path: Path, debug: bool)
     assert ('| "c" #1: IKE SA details' in text) == debug
     assert '"c" #1: retransmission; will wait 1 seconds for response' in text
     assert '"c" #1: established IKE SA' in text
+
+
+def test_tune_gc_freezes_startup_objects_and_raises_the_young_threshold() -> None:
+    import gc
+
+    from pypluto.daemon import server
+
+    before = gc.get_threshold()
+    try:
+        kept = [object() for _ in range(10)]  # noqa: F841 (alive across the freeze)
+        server.tune_gc()
+        assert gc.get_threshold()[0] == server.GC_GEN0_THRESHOLD
+        assert gc.get_threshold()[1:] == before[1:]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
