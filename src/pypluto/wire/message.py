@@ -244,59 +244,70 @@ _SK_TYPES = frozenset((int(PayloadType.SK), int(PayloadType.SKF)))
 _TYPED_BY_HEADER = frozenset(
     int(t) for t in (PayloadType.IDi, PayloadType.IDr, PayloadType.TSi, PayloadType.TSr)
 )
+# the types _parse_chain looks at twice (SK/SKF framing, the payload type of ID/TS)
+_SPECIAL_TYPES = _SK_TYPES | _TYPED_BY_HEADER
 
 
 def _parse_chain(
     data: bytes, pos: int, first: int, *, outer: bool, header: IKEHeader | None
 ) -> list[Payload]:
-    """Walk a payload chain from ``pos`` to the end of ``data`` (RFC 7296 §3.2)."""
+    """Walk a payload chain from ``pos`` to the end of ``data`` (RFC 7296 §3.2).
+
+    Every datagram goes through here (issue 18): the usual payload (a known type whose
+    class has one payload type, flags 0) costs one header unpack, one slice and its
+    parser; the SK/SKF, ID/TS and unknown types take the branch that handles them.
+    """
     end = len(data)
     payloads: list[Payload] = []
+    append = payloads.append
+    unpack = _GENERIC.unpack_from
     nxt = first
     classes = PAYLOAD_CLASSES
+    special = _SPECIAL_TYPES
     while nxt:  # PayloadType.NONE == 0 ends the chain
         ptype = nxt
-        if end - pos < GENERIC_HEADER_SIZE:
+        left = end - pos
+        if left < GENERIC_HEADER_SIZE:
             raise InvalidSyntax(
-                f"payload {ptype}: {end - pos} bytes left, no room for its header", header=header
+                f"payload {ptype}: {left} bytes left, no room for its header", header=header
             )
-        nxt, flags, length = _GENERIC.unpack_from(data, pos)
-        critical = bool(flags & 0x80)
-        if length < GENERIC_HEADER_SIZE or length > end - pos:
+        nxt, flags, length = unpack(data, pos)
+        if length < GENERIC_HEADER_SIZE or length > left:
             raise InvalidSyntax(
-                f"payload {ptype}: length {length} with {end - pos} bytes left", header=header
+                f"payload {ptype}: length {length} with {left} bytes left", header=header
             )
-        body = data[pos + GENERIC_HEADER_SIZE : pos + length]
         parse = classes.get(ptype)
         if parse is None:
-            if critical:
+            if flags & 0x80:
                 raise UnsupportedCriticalPayload(ptype, header=header)
-            payload: Payload = UnknownPayload(ptype, body)
+            payload: Payload = UnknownPayload(ptype, data[pos + GENERIC_HEADER_SIZE : pos + length])
         else:
-            if ptype in _SK_TYPES:
+            if ptype in special and ptype in _SK_TYPES:
                 if not outer:
                     raise InvalidSyntax("an SK/SKF payload inside an SK payload", header=header)
-                if pos + length != end:
+                if length != left:
                     raise InvalidSyntax(
                         "the SK/SKF payload must be the last payload (RFC 7296 §3.14)",
                         header=header,
                     )
             try:
-                payload = parse(body)
+                payload = parse(data[pos + GENERIC_HEADER_SIZE : pos + length])
             except InvalidSyntax as e:
                 if e.header is None:
                     e.header = header
                 raise
-            if ptype in _TYPED_BY_HEADER and isinstance(payload, IDPayload | TSPayload):
-                payload.payload_type = _PAYLOAD_TYPES.get(ptype, ptype)
-            if ptype in _SK_TYPES and isinstance(payload, SKPayload | SKFPayload):
-                payload.first_inner = _PAYLOAD_TYPES.get(nxt, nxt)
-                aad_end = pos + GENERIC_HEADER_SIZE + (4 if ptype == PayloadType.SKF else 0)
-                payload.aad = data[:aad_end]
-                nxt = PayloadType.NONE
-        payload.critical = critical
-        payload.header_reserved = flags & 0x7F
-        payloads.append(payload)
+            if ptype in special:
+                if ptype in _TYPED_BY_HEADER and isinstance(payload, IDPayload | TSPayload):
+                    payload.payload_type = _PAYLOAD_TYPES.get(ptype, ptype)
+                elif isinstance(payload, SKPayload | SKFPayload):
+                    payload.first_inner = _PAYLOAD_TYPES.get(nxt, nxt)
+                    aad_end = pos + GENERIC_HEADER_SIZE + (4 if ptype == PayloadType.SKF else 0)
+                    payload.aad = data[:aad_end]
+                    nxt = PayloadType.NONE
+        if flags:  # a fresh payload has critical=False and header_reserved=0 already
+            payload.critical = bool(flags & 0x80)
+            payload.header_reserved = flags & 0x7F
+        append(payload)
         pos += length
     if pos != end:
         raise InvalidSyntax(f"{end - pos} bytes after the last payload", header=header)
