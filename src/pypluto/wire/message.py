@@ -42,6 +42,7 @@ from .payloads import (
     IDPayload,
     NotifyPayload,
     Payload,
+    SerializedRun,
     SKFPayload,
     SKPayload,
     TSPayload,
@@ -56,6 +57,7 @@ __all__ = [
     "parse_message",
     "parse_payloads",
     "serialize_payloads",
+    "encode_plain",
     "encode_sk_message",
     "encode_skf_messages",
     "open_sk",
@@ -332,26 +334,39 @@ def _serialize_payloads(payloads: Sequence[Payload]) -> tuple[int, bytes]:
     if not n:
         return PayloadType.NONE, b""
     parts: list[bytes] = []
+    append = parts.append
     pack = _GENERIC.pack
     last = n - 1
     for i, p in enumerate(payloads):
-        body = p.serialize()
-        if isinstance(p, _SK_CLASSES):
-            if i != last:
+        if i < last:
+            if isinstance(p, _SK_CLASSES):
                 raise EncodeError("an SK/SKF payload must be the last payload")
-            nxt = p.first_inner
-        elif i < last:
             nxt = payloads[i + 1].payload_type
+        elif isinstance(p, _SK_CLASSES):
+            nxt = p.first_inner
         else:
             nxt = PayloadType.NONE
+        if type(p) is SerializedRun:  # generic headers included (issue 18)
+            append(p.with_next(nxt))
+            continue
+        body = p.serialize()
         length = GENERIC_HEADER_SIZE + len(body)
         if length > 0xFFFF:
             raise EncodeError(f"payload {p.payload_type} of {length} bytes is too long")
         if not 0 <= nxt <= 0xFF:
             raise EncodeError(f"payload type {nxt} out of range")
-        parts.append(pack(nxt, (0x80 if p.critical else 0) | (p.header_reserved & 0x7F), length))
-        parts.append(body)
+        append(pack(nxt, (0x80 if p.critical else 0) | (p.header_reserved & 0x7F), length))
+        append(body)
     return payloads[0].payload_type, b"".join(parts)
+
+
+def encode_plain(spi_i: bytes, spi_r: bytes, exchange: int, *, initiator: bool,
+                 response: bool, message_id: int, payloads: Sequence[Payload]) -> bytes:
+    """An unprotected message we build (RFC 7296 §3.1): ``Message(...).serialize()``
+    for minor version 0, no V flag and no reserved flags, without the Message object."""
+    first, chain = serialize_payloads(payloads)
+    return _pack_fields(spi_i, spi_r, first, 0, exchange, _flags(initiator, response, False),
+                        message_id, IKE_HEADER_SIZE + len(chain)) + chain
 
 
 def parse_payloads(first: int, data: bytes) -> list[Payload]:
