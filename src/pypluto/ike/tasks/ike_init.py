@@ -255,9 +255,14 @@ def _send(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
 
 
 def _notifies(payloads: Sequence[Payload]) -> Notifies:
+    """The first Notify payload of each type, by type (a plain loop, issue 18)."""
     out: Notifies = {}
-    for p in codec.notifies(payloads):
-        out.setdefault(int(p.notify_type), p)
+    notify = wp.NotifyPayload
+    for p in payloads:
+        if isinstance(p, notify):
+            t = p.notify_type
+            if t not in out:
+                out[int(t)] = p
     return out
 
 
@@ -434,9 +439,16 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     if not conns:
         return [Log(f"no connection found for IKE_SA_INIT from {remote} to {local}; "
                     "dropping", level="warning")]
-    sa_p = [p for p in pl if isinstance(p, wp.SAPayload)]
-    ke_p = [p for p in pl if isinstance(p, wp.KEPayload)]
-    ni_p = [p for p in pl if isinstance(p, wp.NoncePayload)]
+    sa_p: list[wp.SAPayload] = []
+    ke_p: list[wp.KEPayload] = []
+    ni_p: list[wp.NoncePayload] = []
+    for p in pl:  # one pass over the payloads (issue 18)
+        if isinstance(p, wp.SAPayload):
+            sa_p.append(p)
+        elif isinstance(p, wp.KEPayload):
+            ke_p.append(p)
+        elif isinstance(p, wp.NoncePayload):
+            ni_p.append(p)
     if len(sa_p) != 1 or len(ke_p) != 1 or len(ni_p) != 1:
         acts.append(Log(f"IKE_SA_INIT from {remote} lacks SA, KE or Ni (or repeats one); "
                         "answering INVALID_SYNTAX", level="warning"))
