@@ -200,15 +200,18 @@ def _sa_answer(chosen: Chosen) -> Payload:
 
 
 def _capability_answer(ctx: IKEContext, conn: Connection, peer: Notifies) -> list[Payload]:
-    """``_capabilities`` of a response, from the template of its inputs: one run of
-    pre-serialized payloads (or none)."""
+    """``_capabilities`` of a response, from the template of its inputs.
+
+    Each notify stays a payload of its own (``UnknownPayload`` holding the serialized
+    body), not one ``SerializedRun``: the engine's sent-notify counters read them.
+    """
     key = (conn.fragmentation != "no", N.IKEV2_FRAGMENTATION_SUPPORTED in peer,
            N.SIGNATURE_HASH_ALGORITHMS in peer, N.CHILDLESS_IKEV2_SUPPORTED in peer,
            tuple(ctx.settings.vendorids))
     out = _CAP_ANSWERS.get(key)
     if out is None:
-        parts = [(p.payload_type, p.serialize()) for p in _capabilities(ctx, conn, peer)]
-        out = [wp.SerializedRun.of(parts)] if parts else []
+        out = [wp.UnknownPayload(p.payload_type, p.serialize())
+               for p in _capabilities(ctx, conn, peer)]
         if len(_CAP_ANSWERS) < _TEMPLATE_CAP:
             _CAP_ANSWERS[key] = out
     return list(out)
