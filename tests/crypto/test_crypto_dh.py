@@ -197,3 +197,16 @@ def test_registry_sizes_match_the_wire(group: int) -> None:
     r_data, _ = dh.responder_ke(group, i.public)
     assert len(i.public) == alg.ke_data_size(responder=False) == alg.ke_size
     assert len(r_data) == alg.ke_data_size(responder=True)
+
+
+def test_x25519_responder_checks_as_the_key_object_does() -> None:
+    """responder_ke's X25519 path (issue 18) raises what EcxKE.finish raises."""
+    for data in (bytes(32), (1).to_bytes(32, "little"), b"\x01" * 31, b"", b"\x01" * 33):
+        with pytest.raises(InvalidKeyExchange) as fast:
+            dh.responder_ke(KE.CURVE25519, data)
+        with pytest.raises(InvalidKeyExchange) as slow:
+            dh.EcxKE(KE.CURVE25519).finish(data)
+        assert str(fast.value) == str(slow.value)
+    i = dh.initiator_ke(KE.CURVE25519)
+    r_data, r_shared = dh.responder_ke(KE.CURVE25519, i.public)
+    assert len(r_data) == 32 and i.finish(r_data) == r_shared

@@ -45,3 +45,26 @@ def test_sa_answer_matches_the_proposal_it_stands_for() -> None:
         parsed = wm.parse_payloads(33, want)  # parses back
         assert isinstance(parsed[0], wp.SAPayload)
         assert parsed[0].proposals[0].number == c.number
+
+
+def test_answer_head_is_what_sa_ke_and_nonce_serialize_to() -> None:
+    from pypluto.ike import codec
+    for c, ke_len in ((Chosen(encr=20, encr_bits=256, prf=5, ke=31, number=1), 32),
+                      (Chosen(encr=12, encr_bits=128, prf=2, integ=12, ke=14, number=2), 256)):
+        ke_data, nonce = bytes(range(256))[:ke_len], b"n" * 32
+        sa = codec.sa([ike_init.proposals.chosen_proposal(c, ike_init.ProtocolID.IKE, b"",
+                                                          ike=True)])
+        for tail in ([], [codec.notify(N.NAT_DETECTION_SOURCE_IP, b"s" * 20)]):
+            want = _chain([sa, codec.ke(c.ke, ke_data), codec.nonce(nonce), *tail])
+            head = codec.init_answer_head(ike_init._sa_template(c)[1], c.ke, ke_data, nonce)
+            assert _chain([head, *tail]) == want
+
+
+def test_natd_of_is_natd_hash() -> None:
+    import ipaddress
+
+    from pypluto.ike import codec
+    for addr in (ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("2001:db8::1")):
+        for port in (500, 4500, 0):
+            assert codec.natd_of(b"i" * 8, b"r" * 8, codec.endpoint_bytes(addr, port)) == \
+                codec.natd_hash(b"i" * 8, b"r" * 8, addr, port)

@@ -522,10 +522,31 @@ def responder_ke(group: int, initiator_data: bytes) -> tuple[bytes, bytes]:
     For ML-KEM the responder data is the ciphertext (encapsulation).
     Raises :class:`InvalidKeyExchange` for bad peer data.
     """
+    if group == KE.CURVE25519:  # the usual group: no key object kept (issue 18)
+        return _x25519_respond(initiator_data)
     if _kind(group) == "kem":
         return _kem_respond(group, initiator_data)
     ke = initiator_ke(group)
     return ke.public, ke.finish(initiator_data)
+
+
+def _x25519_respond(peer_data: bytes) -> tuple[bytes, bytes]:
+    """``EcxKE(CURVE25519)`` then ``finish``: the same checks and errors (RFC 8031 §2.1),
+    the length checked before a key is made."""
+    if len(peer_data) != 32:
+        raise InvalidKeyExchange(
+            f"KE data for group {int(KE.CURVE25519)} is {len(peer_data)} bytes, expected 32"
+        )
+    k = x25519.X25519PrivateKey.generate()
+    public = k.public_key().public_bytes_raw()
+    try:
+        shared = k.exchange(x25519.X25519PublicKey.from_public_bytes(peer_data))
+    except ValueError as e:
+        # RFC 8031 §2.1 / RFC 7748 §6: an all-zero result must be rejected.
+        raise InvalidKeyExchange(f"group {int(KE.CURVE25519)}: low-order peer value") from e
+    if not any(shared):  # pragma: no cover - cryptography already refuses it
+        raise InvalidKeyExchange(f"group {int(KE.CURVE25519)}: all-zero shared secret")
+    return public, shared
 
 
 def supported(group: int) -> bool:

@@ -134,16 +134,31 @@ def derive_ike_keys(
     are the encryption key plus salt.
     """
     p = get_prf(prf_id)
+    layout = _IKE_LAYOUTS.get((prf_id, encr_id, encr_key_bits, integ_id))
+    if layout is None:
+        layout = _ike_layout(p, encr_id, encr_key_bits, integ_id)
+        if len(_IKE_LAYOUTS) < 256:
+            _IKE_LAYOUTS[(prf_id, encr_id, encr_key_bits, integ_id)] = layout
+    d, ai, ar, ei, er, pi, total = layout
+    km = p.plus(skeyseed, b"".join((ni, nr, spi_i, spi_r)), total)
+    return IKEKeys(km[:d], km[d:ai], km[ai:ar], km[ar:ei], km[ei:er], km[er:pi], km[pi:total])
+
+
+# (PRF, ENCR, key bits, INTEG) -> the end offset of each IKE SA key in the prf+ output
+_IKE_LAYOUTS: dict[tuple[int, int, int | None, int | None], tuple[int, ...]] = {}
+
+
+def _ike_layout(p: PRF, encr_id: int, encr_key_bits: int | None, integ_id: int | None
+                ) -> tuple[int, ...]:
     dk = p.key_size
     ak = integ_key_bytes(integ_id)
     ek = encr_key_bytes(encr_id, encr_key_bits)
-    km = p.plus(skeyseed, ni + nr + spi_i + spi_r, 3 * dk + 2 * ak + 2 * ek)
+    ends = []
     o = 0
-    parts = []
     for n in (dk, ak, ak, ek, ek, dk, dk):
-        parts.append(km[o : o + n])
         o += n
-    return IKEKeys(*parts)
+        ends.append(o)
+    return tuple(ends)
 
 
 def derive_child_keys(

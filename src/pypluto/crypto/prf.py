@@ -134,9 +134,16 @@ class PRF:
 
     ``compute(key, data)`` is prf(K, S); ``plus(key, seed, length)`` is prf+.
     Objects are stateless and may be shared between threads.
+
+    ``compute`` is the PRF's function itself, an attribute (one call per PRF
+    invocation, no method in between; issue 18).  ``is_aes``: AES-XCBC/CMAC, whose
+    SKEYSEED key is truncated (RFC 7296 §2.14).
     """
 
-    __slots__ = ("id", "alg", "key_size", "output_size", "_fn", "_hash")
+    __slots__ = ("id", "alg", "key_size", "output_size", "compute", "is_aes", "_fn", "_hash")
+
+    compute: Callable[[bytes, bytes], bytes]
+    is_aes: bool
 
     def __init__(self, prf_id: int) -> None:
         alg = registry.get(TransformType.PRF, prf_id)
@@ -162,18 +169,11 @@ class PRF:
             self._fn = lambda key, data: cmac(cmac_prf_key(key), data)
         else:  # pragma: no cover - registry and this module disagree
             raise UnsupportedAlgorithm(f"PRF {alg.iana_name} is not implemented")
+        self.compute = self._fn  # prf(key, data)
+        self.is_aes = self.id in (Prf.AES128_XCBC, Prf.AES128_CMAC)
 
     def __repr__(self) -> str:
         return f"PRF({self.alg.iana_name})"
-
-    @property
-    def is_aes(self) -> bool:
-        """True for AES-XCBC/CMAC, whose SKEYSEED key is truncated (RFC 7296 §2.14)."""
-        return self.id in (Prf.AES128_XCBC, Prf.AES128_CMAC)
-
-    def compute(self, key: bytes, data: bytes) -> bytes:
-        """prf(key, data)."""
-        return self._fn(key, data)
 
     def plus(self, key: bytes, seed: bytes, length: int) -> bytes:
         """prf+(key, seed) truncated to ``length`` bytes (RFC 7296 §2.13).
@@ -182,16 +182,23 @@ class PRF:
         """
         if length < 0 or length > 255 * self.output_size:
             raise CryptoError(f"prf+ cannot produce {length} bytes (RFC 7296 §2.13)")
-        fn = self._fn
-        if self._hash:  # key the HMAC once; copy the keyed state per block
-            base = hmac_new(key, b"", self._hash)
-
-            def fn(_k: bytes, d: bytes) -> bytes:
+        name = self._hash
+        if name:  # key the HMAC once; copy the keyed state per block (issue 18)
+            base = hmac_new(key, b"", name)
+            blocks: list[bytes] = []
+            t = b""
+            n = 0
+            i = 1
+            while n < length:
                 h = base.copy()
-                h.update(d)
-                return h.digest()
-
-        elif self.is_aes:  # reduce the key once, not per block
+                h.update(t + seed + _COUNTERS[i])
+                t = h.digest()
+                blocks.append(t)
+                n += len(t)
+                i += 1
+            return b"".join(blocks)[:length]
+        fn = self._fn
+        if self.is_aes:  # reduce the key once, not per block
             if self.id == Prf.AES128_XCBC:
                 m = XCBCMac(xcbc_prf_key(key))
                 fn = lambda _k, d: m.mac(d)  # noqa: E731
@@ -206,6 +213,10 @@ class PRF:
             out += t
             i += 1
         return bytes(out[:length])
+
+
+# prf+'s block counter octets 0x01..0xff (RFC 7296 §2.13), made once
+_COUNTERS = [bytes((i,)) for i in range(256)]
 
 
 _PRFS: dict[int, PRF] = {}

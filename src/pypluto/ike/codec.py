@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -20,7 +21,7 @@ from pypluto.ike.ts import TS
 from pypluto.params import IPAddress
 from pypluto.wire import message as wm
 from pypluto.wire import payloads as wp
-from pypluto.wire.errors import WireError
+from pypluto.wire.errors import EncodeError, WireError
 from pypluto.wire.header import IKEHeader
 from pypluto.wire.payloads import Payload
 
@@ -72,10 +73,9 @@ def encode(
     payloads: Sequence[Payload], prot: SKProtector | None = None, frag_size: int | None = None,
 ) -> list[bytes]:
     """Serialized message(s): plain, SK-protected, or SKF fragments (RFC 7383)."""
-    if prot is None:
-        msg = wm.Message(spi_i=spi_i, spi_r=spi_r, exchange=exchange, initiator=initiator,
-                         response=response, message_id=msgid, payloads=list(payloads))
-        return [msg.serialize()]
+    if prot is None:  # what Message(...).serialize() gives, without the Message object
+        return [wm.encode_plain(spi_i, spi_r, exchange, initiator=initiator, response=response,
+                                message_id=msgid, payloads=payloads)]
     if frag_size:
         one = wm.encode_sk_message(spi_i=spi_i, spi_r=spi_r, exchange=exchange,
                                    initiator=initiator, response=response, message_id=msgid,
@@ -112,6 +112,30 @@ def sa(proposals: Proposals) -> wp.SAPayload:
         props.append(wp.Proposal(number=num, protocol_id=proto, spi=spi,
                                  transforms=[wp.Transform.make(t, i, b) for t, i, b in ts]))
     return wp.SAPayload(proposals=props)
+
+
+_GENERIC = struct.Struct("!BBH")  # RFC 7296 §3.2
+_KE_HEAD = struct.Struct("!BBHHH")  # generic header, DH group, reserved (§3.4)
+
+
+def init_answer_head(sa_head: bytes, group: int, ke_data: bytes, nonce: bytes
+                     ) -> wp.SerializedRun:
+    """The SA, KE and Nonce payloads of an IKE_SA_INIT answer as one run (RFC 7296 §1.2):
+    the bytes ``sa(...)``, ``ke(group, ke_data)`` and ``nonce(nonce)`` serialize to.
+
+    ``sa_head`` is the SA payload already serialized, generic header included, naming
+    KE as its next payload.
+    """
+    ke_len = 8 + len(ke_data)
+    n_len = 4 + len(nonce)
+    if ke_len > 0xFFFF or n_len > 0xFFFF:
+        raise EncodeError("KE or Nonce payload too long")
+    try:
+        chain = b"".join((sa_head, _KE_HEAD.pack(PT.NONCE, 0, ke_len, group, 0), ke_data,
+                          _GENERIC.pack(PT.NONE, 0, n_len), nonce))
+    except struct.error as e:
+        raise EncodeError(f"KE field out of range: {e}") from None
+    return wp.SerializedRun(PT.SA, chain, len(sa_head) + ke_len)
 
 
 def sa_tuples(p: wp.SAPayload) -> Proposals:
@@ -194,7 +218,20 @@ def vendor(data: bytes) -> wp.VendorIDPayload:
 # --- small helpers ---------------------------------------------------------------
 def natd_hash(spi_i: bytes, spi_r: bytes, addr: IPAddress, port: int) -> bytes:
     """NAT_DETECTION_*_IP data: SHA-1(SPIi | SPIr | IP | Port) (RFC 7296 §2.23)."""
-    return hashlib.sha1(spi_i + spi_r + addr.packed + port.to_bytes(2, "big")).digest()
+    return _sha1(spi_i + spi_r + addr.packed + port.to_bytes(2, "big")).digest()
+
+
+def endpoint_bytes(addr: IPAddress, port: int) -> bytes:
+    """IP | Port as NAT detection hashes them (RFC 7296 §2.23)."""
+    return addr.packed + port.to_bytes(2, "big")
+
+
+def natd_of(spi_i: bytes, spi_r: bytes, endpoint: bytes) -> bytes:
+    """``natd_hash`` given ``endpoint_bytes`` of the address and port."""
+    return _sha1(spi_i + spi_r + endpoint).digest()
+
+
+_sha1 = hashlib.sha1
 
 
 def cookie_value(secret: bytes, version: int, ni: bytes, addr: IPAddress, spi_i: bytes

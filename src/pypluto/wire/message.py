@@ -42,6 +42,7 @@ from .payloads import (
     IDPayload,
     NotifyPayload,
     Payload,
+    SerializedRun,
     SKFPayload,
     SKPayload,
     TSPayload,
@@ -56,6 +57,7 @@ __all__ = [
     "parse_message",
     "parse_payloads",
     "serialize_payloads",
+    "encode_plain",
     "encode_sk_message",
     "encode_skf_messages",
     "open_sk",
@@ -244,59 +246,70 @@ _SK_TYPES = frozenset((int(PayloadType.SK), int(PayloadType.SKF)))
 _TYPED_BY_HEADER = frozenset(
     int(t) for t in (PayloadType.IDi, PayloadType.IDr, PayloadType.TSi, PayloadType.TSr)
 )
+# the types _parse_chain looks at twice (SK/SKF framing, the payload type of ID/TS)
+_SPECIAL_TYPES = _SK_TYPES | _TYPED_BY_HEADER
 
 
 def _parse_chain(
     data: bytes, pos: int, first: int, *, outer: bool, header: IKEHeader | None
 ) -> list[Payload]:
-    """Walk a payload chain from ``pos`` to the end of ``data`` (RFC 7296 §3.2)."""
+    """Walk a payload chain from ``pos`` to the end of ``data`` (RFC 7296 §3.2).
+
+    Every datagram goes through here (issue 18): the usual payload (a known type whose
+    class has one payload type, flags 0) costs one header unpack, one slice and its
+    parser; the SK/SKF, ID/TS and unknown types take the branch that handles them.
+    """
     end = len(data)
     payloads: list[Payload] = []
+    append = payloads.append
+    unpack = _GENERIC.unpack_from
     nxt = first
     classes = PAYLOAD_CLASSES
+    special = _SPECIAL_TYPES
     while nxt:  # PayloadType.NONE == 0 ends the chain
         ptype = nxt
-        if end - pos < GENERIC_HEADER_SIZE:
+        left = end - pos
+        if left < GENERIC_HEADER_SIZE:
             raise InvalidSyntax(
-                f"payload {ptype}: {end - pos} bytes left, no room for its header", header=header
+                f"payload {ptype}: {left} bytes left, no room for its header", header=header
             )
-        nxt, flags, length = _GENERIC.unpack_from(data, pos)
-        critical = bool(flags & 0x80)
-        if length < GENERIC_HEADER_SIZE or length > end - pos:
+        nxt, flags, length = unpack(data, pos)
+        if length < GENERIC_HEADER_SIZE or length > left:
             raise InvalidSyntax(
-                f"payload {ptype}: length {length} with {end - pos} bytes left", header=header
+                f"payload {ptype}: length {length} with {left} bytes left", header=header
             )
-        body = data[pos + GENERIC_HEADER_SIZE : pos + length]
         parse = classes.get(ptype)
         if parse is None:
-            if critical:
+            if flags & 0x80:
                 raise UnsupportedCriticalPayload(ptype, header=header)
-            payload: Payload = UnknownPayload(ptype, body)
+            payload: Payload = UnknownPayload(ptype, data[pos + GENERIC_HEADER_SIZE : pos + length])
         else:
-            if ptype in _SK_TYPES:
+            if ptype in special and ptype in _SK_TYPES:
                 if not outer:
                     raise InvalidSyntax("an SK/SKF payload inside an SK payload", header=header)
-                if pos + length != end:
+                if length != left:
                     raise InvalidSyntax(
                         "the SK/SKF payload must be the last payload (RFC 7296 §3.14)",
                         header=header,
                     )
             try:
-                payload = parse(body)
+                payload = parse(data[pos + GENERIC_HEADER_SIZE : pos + length])
             except InvalidSyntax as e:
                 if e.header is None:
                     e.header = header
                 raise
-            if ptype in _TYPED_BY_HEADER and isinstance(payload, IDPayload | TSPayload):
-                payload.payload_type = _PAYLOAD_TYPES.get(ptype, ptype)
-            if ptype in _SK_TYPES and isinstance(payload, SKPayload | SKFPayload):
-                payload.first_inner = _PAYLOAD_TYPES.get(nxt, nxt)
-                aad_end = pos + GENERIC_HEADER_SIZE + (4 if ptype == PayloadType.SKF else 0)
-                payload.aad = data[:aad_end]
-                nxt = PayloadType.NONE
-        payload.critical = critical
-        payload.header_reserved = flags & 0x7F
-        payloads.append(payload)
+            if ptype in special:
+                if ptype in _TYPED_BY_HEADER and isinstance(payload, IDPayload | TSPayload):
+                    payload.payload_type = _PAYLOAD_TYPES.get(ptype, ptype)
+                elif isinstance(payload, SKPayload | SKFPayload):
+                    payload.first_inner = _PAYLOAD_TYPES.get(nxt, nxt)
+                    aad_end = pos + GENERIC_HEADER_SIZE + (4 if ptype == PayloadType.SKF else 0)
+                    payload.aad = data[:aad_end]
+                    nxt = PayloadType.NONE
+        if flags:  # a fresh payload has critical=False and header_reserved=0 already
+            payload.critical = bool(flags & 0x80)
+            payload.header_reserved = flags & 0x7F
+        append(payload)
         pos += length
     if pos != end:
         raise InvalidSyntax(f"{end - pos} bytes after the last payload", header=header)
@@ -321,26 +334,39 @@ def _serialize_payloads(payloads: Sequence[Payload]) -> tuple[int, bytes]:
     if not n:
         return PayloadType.NONE, b""
     parts: list[bytes] = []
+    append = parts.append
     pack = _GENERIC.pack
     last = n - 1
     for i, p in enumerate(payloads):
-        body = p.serialize()
-        if isinstance(p, _SK_CLASSES):
-            if i != last:
+        if i < last:
+            if isinstance(p, _SK_CLASSES):
                 raise EncodeError("an SK/SKF payload must be the last payload")
-            nxt = p.first_inner
-        elif i < last:
             nxt = payloads[i + 1].payload_type
+        elif isinstance(p, _SK_CLASSES):
+            nxt = p.first_inner
         else:
             nxt = PayloadType.NONE
+        if type(p) is SerializedRun:  # generic headers included (issue 18)
+            append(p.with_next(nxt))
+            continue
+        body = p.serialize()
         length = GENERIC_HEADER_SIZE + len(body)
         if length > 0xFFFF:
             raise EncodeError(f"payload {p.payload_type} of {length} bytes is too long")
         if not 0 <= nxt <= 0xFF:
             raise EncodeError(f"payload type {nxt} out of range")
-        parts.append(pack(nxt, (0x80 if p.critical else 0) | (p.header_reserved & 0x7F), length))
-        parts.append(body)
+        append(pack(nxt, (0x80 if p.critical else 0) | (p.header_reserved & 0x7F), length))
+        append(body)
     return payloads[0].payload_type, b"".join(parts)
+
+
+def encode_plain(spi_i: bytes, spi_r: bytes, exchange: int, *, initiator: bool,
+                 response: bool, message_id: int, payloads: Sequence[Payload]) -> bytes:
+    """An unprotected message we build (RFC 7296 §3.1): ``Message(...).serialize()``
+    for minor version 0, no V flag and no reserved flags, without the Message object."""
+    first, chain = serialize_payloads(payloads)
+    return _pack_fields(spi_i, spi_r, first, 0, exchange, _flags(initiator, response, False),
+                        message_id, IKE_HEADER_SIZE + len(chain)) + chain
 
 
 def parse_payloads(first: int, data: bytes) -> list[Payload]:

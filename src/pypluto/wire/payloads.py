@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -65,10 +65,12 @@ __all__ = [
     "CPPayload",
     "EAPPayload",
     "UnknownPayload",
+    "SerializedRun",
     "PAYLOAD_CLASSES",
 ]
 
 _U16 = struct.Struct("!H")
+_GENERIC_HDR = struct.Struct("!BBH")  # RFC 7296 §3.2
 _U32 = struct.Struct("!I")
 _U16X2 = struct.Struct("!HH")
 _TRANSFORM_HDR = struct.Struct("!BBHBBH")  # RFC 7296 §3.3.2
@@ -1163,6 +1165,77 @@ class UnknownPayload(Payload):
 
     def serialize(self) -> bytes:
         return _bytes(self.body, "body")
+
+
+@dataclass
+class SerializedRun(Payload):
+    """Consecutive payloads already serialized with their generic headers (RFC 7296 §3.2).
+
+    For the parts of our own messages that do not change between SAs (issue 18: the
+    IKE_SA_INIT answer's SA payload and capability notifies are made once per chosen
+    transforms or capability set).  ``payload_type`` is the first payload's type, which
+    the payload before the run names as its Next Payload; the message layer writes the
+    Next Payload of the run's last generic header (at offset ``last``) when it
+    serializes the chain.  Made with :meth:`of`; never produced by parsing.
+    """
+
+    payload_type: int
+    chain: bytes = b""
+    last: int = 0
+
+    @classmethod
+    def of(cls, parts: Sequence[tuple[int, bytes]] | Sequence[tuple[int, bytes, int]]
+           ) -> SerializedRun:
+        """A run of (payload type, body[, generic header flags]) in order; the bodies are
+        what each payload's ``serialize()`` returns."""
+        if not parts:
+            raise EncodeError("an empty run of payloads")
+        out: list[bytes] = []
+        pos = 0
+        last = 0
+        n = len(parts)
+        for i, part in enumerate(parts):
+            body = _bytes(part[1], "payload body")
+            flags = part[2] if len(part) > 2 else 0  # type: ignore[misc]
+            length = 4 + len(body)
+            if length > 0xFFFF:
+                raise EncodeError(f"payload {part[0]} of {length} bytes is too long")
+            nxt = parts[i + 1][0] if i + 1 < n else 0
+            if not 0 <= nxt <= 0xFF or not 0 <= part[0] <= 0xFF:
+                raise EncodeError(f"payload type {nxt if i + 1 < n else part[0]} out of range")
+            if not 0 <= flags <= 0xFF:
+                raise EncodeError(f"generic header flags {flags} out of range")
+            last = pos
+            out.append(_GENERIC_HDR.pack(nxt, flags, length))
+            out.append(body)
+            pos += length
+        return cls(parts[0][0], b"".join(out), last)
+
+    def with_next(self, nxt: int) -> bytes:
+        """The run's bytes with ``nxt`` as the Next Payload of its last generic header."""
+        if not 0 <= nxt <= 0xFF:
+            raise EncodeError(f"payload type {nxt} out of range")
+        chain = self.chain
+        last = self.last
+        return b"".join((chain[:last], bytes((nxt,)), chain[last + 1 :]))
+
+    @property
+    def payload_types(self) -> list[int]:
+        """The type of every payload in the run, in order."""
+        types = [self.payload_type]
+        chain = self.chain
+        pos = 0
+        while pos < self.last:
+            nxt, _, length = _GENERIC_HDR.unpack_from(chain, pos)
+            types.append(nxt)
+            pos += length
+        return types
+
+    def serialize(self) -> bytes:
+        raise EncodeError("a SerializedRun is written by the message layer, not alone")
+
+    def __repr__(self) -> str:
+        return f"SerializedRun(payload_types={self.payload_types!r}, chain=<{len(self.chain)} bytes>)"
 
 
 #: Payload classes by type; IDi/IDr and TSi/TSr share a class.

@@ -35,6 +35,7 @@ from pypluto.wire import payloads as wp
 from pypluto.wire.errors import WireError
 
 EXCH_INIT = ExchangeType.IKE_SA_INIT
+_NO_SPI = bytes(8)  # the responder SPI of an IKE_SA_INIT request (§3.1)
 # RFC 7427 §4: SHA2-256, SHA2-384, SHA2-512, Identity
 SIGHASH_DATA = bytes.fromhex("0002000300040005")
 Notifies = dict[int, wp.NotifyPayload]
@@ -133,11 +134,20 @@ class IKEInit(Task):
         return acts + ctx.compute(ike, lambda: priv.finish(peer_ke), then, now)
 
 
-def _natd(ike: IKESA, spi_r: bytes, fake: bool) -> list[Payload]:
-    src = codec.natd_hash(ike.spi_i, spi_r, ike.local.addr, ike.local.port)
+def _natd(ike: IKESA, spi_r: bytes, fake: bool, local_b: bytes | None = None,
+          remote_b: bytes | None = None) -> list[Payload]:
+    """NAT_DETECTION_SOURCE_IP and _DESTINATION_IP (§2.23) for ``ike.local`` and
+    ``ike.remote``; ``local_b``/``remote_b``: their ``codec.endpoint_bytes`` if known."""
+    spi_i = ike.spi_i
     if fake:  # encapsulation=yes: make the peer see a NAT (as Libreswan does)
-        src = codec.natd_hash(ike.spi_i, spi_r, ike.local.addr, 0)
-    dst = codec.natd_hash(ike.spi_i, spi_r, ike.remote.addr, ike.remote.port)
+        src = codec.natd_hash(spi_i, spi_r, ike.local.addr, 0)
+    else:
+        if local_b is None:
+            local_b = codec.endpoint_bytes(ike.local.addr, ike.local.port)
+        src = codec.natd_of(spi_i, spi_r, local_b)
+    if remote_b is None:
+        remote_b = codec.endpoint_bytes(ike.remote.addr, ike.remote.port)
+    dst = codec.natd_of(spi_i, spi_r, remote_b)
     return [codec.notify(N.NAT_DETECTION_SOURCE_IP, src),
             codec.notify(N.NAT_DETECTION_DESTINATION_IP, dst)]
 
@@ -162,37 +172,46 @@ def _capabilities(ctx: IKEContext, conn: Connection, peer: Notifies | None = Non
 # once.  Both key spaces are small (transform combinations, capability sets); the caps
 # only guard against a pathological configuration.
 _TEMPLATE_CAP = 4096
-_SA_ANSWERS: dict[tuple[int, int | None, int, int, int, int, tuple[int, ...]], Payload] = {}
+# the SA payload as a run of its own, and with its generic header naming KE next
+_SA_ANSWERS: dict[tuple[int, int | None, int, int, int, int, tuple[int, ...]],
+                  tuple[wp.SerializedRun, bytes]] = {}
 _CAP_ANSWERS: dict[tuple[bool, bool, bool, bool, tuple[bytes, ...]], list[Payload]] = {}
 
 
-def _frozen(p: Payload) -> Payload:
-    """``p`` as pre-serialized bytes (the chain adds the generic header, §3.2)."""
-    return wp.UnknownPayload(p.payload_type, p.serialize())
+def _sa_template(chosen: Chosen) -> tuple[wp.SerializedRun, bytes]:
+    """Our single-proposal SA payload for ``chosen`` (§3.3.6), serialized once: as a
+    run, and as the head of the answer (generic header naming KE next, §3.2)."""
+    # every field chosen_proposal reads (RFC 9370 ADDKE transforms included)
+    key = (chosen.encr, chosen.encr_bits, chosen.prf, chosen.integ, chosen.ke, chosen.number,
+           tuple(chosen.addke))
+    t = _SA_ANSWERS.get(key)
+    if t is None:
+        sa = codec.sa([proposals.chosen_proposal(chosen, ProtocolID.IKE, b"", ike=True)])
+        run = wp.SerializedRun.of([(sa.payload_type, sa.serialize())])
+        t = (run, run.with_next(codec.PT.KE))
+        if len(_SA_ANSWERS) < _TEMPLATE_CAP:
+            _SA_ANSWERS[key] = t
+    return t
 
 
 def _sa_answer(chosen: Chosen) -> Payload:
     """Our single-proposal SA payload for ``chosen`` (§3.3.6), serialized once."""
-    # every field chosen_proposal reads (RFC 9370 ADDKE transforms included)
-    key = (chosen.encr, chosen.encr_bits, chosen.prf, chosen.integ, chosen.ke, chosen.number,
-           tuple(chosen.addke))
-    p = _SA_ANSWERS.get(key)
-    if p is None:
-        p = _frozen(codec.sa([proposals.chosen_proposal(chosen, ProtocolID.IKE, b"",
-                                                        ike=True)]))
-        if len(_SA_ANSWERS) < _TEMPLATE_CAP:
-            _SA_ANSWERS[key] = p
-    return p
+    return _sa_template(chosen)[0]
 
 
 def _capability_answer(ctx: IKEContext, conn: Connection, peer: Notifies) -> list[Payload]:
-    """``_capabilities`` of a response, from the template of its inputs."""
+    """``_capabilities`` of a response, from the template of its inputs.
+
+    Each notify stays a payload of its own (``UnknownPayload`` holding the serialized
+    body), not one ``SerializedRun``: the engine's sent-notify counters read them.
+    """
     key = (conn.fragmentation != "no", N.IKEV2_FRAGMENTATION_SUPPORTED in peer,
            N.SIGNATURE_HASH_ALGORITHMS in peer, N.CHILDLESS_IKEV2_SUPPORTED in peer,
            tuple(ctx.settings.vendorids))
     out = _CAP_ANSWERS.get(key)
     if out is None:
-        out = [_frozen(p) for p in _capabilities(ctx, conn, peer)]
+        out = [wp.UnknownPayload(p.payload_type, p.serialize())
+               for p in _capabilities(ctx, conn, peer)]
         if len(_CAP_ANSWERS) < _TEMPLATE_CAP:
             _CAP_ANSWERS[key] = out
     return list(out)
@@ -239,22 +258,42 @@ def _send(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
 
 
 def _notifies(payloads: Sequence[Payload]) -> Notifies:
+    """The first Notify payload of each type, by type (a plain loop, issue 18)."""
     out: Notifies = {}
-    for p in codec.notifies(payloads):
-        out.setdefault(int(p.notify_type), p)
+    notify = wp.NotifyPayload
+    for p in payloads:
+        if isinstance(p, notify):
+            t = p.notify_type
+            if t not in out:
+                out[int(t)] = p
     return out
 
 
 def _natd_check(payloads: Sequence[Payload], spi_i: bytes, spi_r: bytes, local: Endpoint,
-                remote: Endpoint) -> tuple[bool, bool, bool]:
-    """(seen, we are behind a NAT, the peer is behind a NAT) per §2.23."""
-    ns = codec.notifies(payloads)
-    srcs = [p.data for p in ns if p.notify_type == N.NAT_DETECTION_SOURCE_IP]
-    dsts = [p.data for p in ns if p.notify_type == N.NAT_DETECTION_DESTINATION_IP]
+                remote: Endpoint, local_b: bytes | None = None, remote_b: bytes | None = None
+                ) -> tuple[bool, bool, bool]:
+    """(seen, we are behind a NAT, the peer is behind a NAT) per §2.23.
+
+    ``local_b``/``remote_b``: ``codec.endpoint_bytes`` of ``local``/``remote`` if known.
+    """
+    srcs: list[bytes] = []
+    dsts: list[bytes] = []
+    notify = wp.NotifyPayload
+    for p in payloads:
+        if isinstance(p, notify):
+            t = p.notify_type
+            if t == N.NAT_DETECTION_SOURCE_IP:
+                srcs.append(p.data)
+            elif t == N.NAT_DETECTION_DESTINATION_IP:
+                dsts.append(p.data)
     if not srcs or not dsts:
         return False, False, False
-    mine = codec.natd_hash(spi_i, spi_r, local.addr, local.port)
-    theirs = codec.natd_hash(spi_i, spi_r, remote.addr, remote.port)
+    if local_b is None:
+        local_b = codec.endpoint_bytes(local.addr, local.port)
+    if remote_b is None:
+        remote_b = codec.endpoint_bytes(remote.addr, remote.port)
+    mine = codec.natd_of(spi_i, spi_r, local_b)
+    theirs = codec.natd_of(spi_i, spi_r, remote_b)
     return True, mine not in dsts, theirs not in srcs
 
 
@@ -403,9 +442,16 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     if not conns:
         return [Log(f"no connection found for IKE_SA_INIT from {remote} to {local}; "
                     "dropping", level="warning")]
-    sa_p = [p for p in pl if isinstance(p, wp.SAPayload)]
-    ke_p = [p for p in pl if isinstance(p, wp.KEPayload)]
-    ni_p = [p for p in pl if isinstance(p, wp.NoncePayload)]
+    sa_p: list[wp.SAPayload] = []
+    ke_p: list[wp.KEPayload] = []
+    ni_p: list[wp.NoncePayload] = []
+    for p in pl:  # one pass over the payloads (issue 18)
+        if isinstance(p, wp.SAPayload):
+            sa_p.append(p)
+        elif isinstance(p, wp.KEPayload):
+            ke_p.append(p)
+        elif isinstance(p, wp.NoncePayload):
+            ni_p.append(p)
     if len(sa_p) != 1 or len(ke_p) != 1 or len(ni_p) != 1:
         acts.append(Log(f"IKE_SA_INIT from {remote} lacks SA, KE or Ni (or repeats one); "
                         "answering INVALID_SYNTAX", level="warning"))
@@ -506,16 +552,21 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
     except CryptoError as e:
         return [Log(f"key derivation failed: {e}", level="error", conn=conn.name)] + \
             ctx.drop_ike(ike, now, "", None)
-    seen, nat_l, nat_r = _natd_check(pl, ike.spi_i, bytes(8), local, remote)
+    local_b = codec.endpoint_bytes(local.addr, local.port)
+    remote_b = codec.endpoint_bytes(remote.addr, remote.port)
+    seen, nat_l, nat_r = _natd_check(pl, ike.spi_i, _NO_SPI, local, remote, local_b, remote_b)
     ike.nat_local, ike.nat_remote = nat_l, nat_r
     ike.frag_ok = N.IKEV2_FRAGMENTATION_SUPPORTED in ns and conn.fragmentation != "no"
     ike.init_request = data
     ike.cands = conns
     ike.redirect_ok = N.REDIRECT_SUPPORTED in ns  # RFC 5685 §6
-    payloads: list[Payload] = [_sa_answer(chosen), codec.ke(chosen.ke, ke_data),
-                               codec.nonce(ike.nr)]
+    # SA (the template), KE and Nr written as bytes at once (issue 18)
+    payloads: list[Payload] = [codec.init_answer_head(_sa_template(chosen)[1], chosen.ke,
+                                                      ke_data, ike.nr)]
     if seen:
-        payloads += _natd(ike, ike.spi_r, conn.encapsulation == "yes")
+        payloads += _natd(ike, ike.spi_r, conn.encapsulation == "yes",
+                          local_b if ike.local == local else None,
+                          remote_b if ike.remote == remote else None)
     payloads += _capability_answer(ctx, conn, ns)
     payloads += auth_sig.certreq(ctx, conn)  # RFC 7296 §3.7: the CAs we trust
     payloads += ike_intermediate.answer_notify(ike, list(ns))  # RFC 9242 IKE_INT_SUP
