@@ -35,3 +35,22 @@ def require(condition: bool, what: str) -> None:
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+def probe_in_netns(prefix: str, probe: str, timeout: float = 60) -> None:
+    """Run the Python script ``probe`` in a fresh network namespace (named ``prefix``
+    and our pid, removed afterwards even on failure); it must exit 0 and print "ok"
+    last.  Needs root and /dev/net/tun, which the caller's test requires."""
+    import subprocess
+    import sys
+
+    require(is_root(), "root (network namespaces)")
+    require(os.path.exists("/dev/net/tun"), "/dev/net/tun")
+    ns = f"{prefix}{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe],
+                           capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

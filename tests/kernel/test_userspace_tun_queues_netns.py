@@ -8,13 +8,10 @@ of its own with a real multi-queue TUN device.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
-from testsupport import is_root, require
+from testsupport import probe_in_netns
 
 pytestmark = pytest.mark.netns
 
@@ -78,13 +75,4 @@ PROBE = textwrap.dedent("""
 
 
 def test_a_flow_written_through_the_sparse_queue_leaves_by_it() -> None:
-    require(is_root(), "root (network namespaces)")
-    require(os.path.exists("/dev/net/tun"), "/dev/net/tun")
-    ns = f"ppq{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", PROBE],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+    probe_in_netns("ppq", PROBE)

@@ -7,13 +7,10 @@ TUN device (IFF_VNET_HDR), as the plane writes them.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
-from testsupport import is_root, require
+from testsupport import probe_in_netns
 
 pytestmark = pytest.mark.netns
 
@@ -49,17 +46,20 @@ PROBE = textwrap.dedent("""
         c = csum(src + dst + struct.pack("!BBH", 0, 17, ulen) + u + payload) or 0xFFFF
         return h + u[:6] + struct.pack("!H", c) + payload
 
+    def write_and_read(iov):
+        os.writev(fd, iov)
+        got = []
+        while True:
+            try:
+                got.append(rx.recv(2000))
+            except BlockingIOError:
+                return got
+
     sent = [bytes([i]) * 100 for i in range(20)] + [b"last"]
     pkts = [udp(p, 100 + i) for i, p in enumerate(sent)]
     out = offload.coalesce(pkts)
     assert len(out) == 1 and out[0][0][1] == offload.GSO_UDP_L4, out
-    os.writev(fd, out[0])
-    got = []
-    while True:
-        try:
-            got.append(rx.recv(2000))
-        except BlockingIOError:
-            break
+    got = write_and_read(out[0])
     assert got == sent, got
 
     # 1400-byte datagrams cut in two by a 1400-byte MTU: joined, merged, one write
@@ -76,26 +76,11 @@ PROBE = textwrap.dedent("""
             frags.append(bytes(h) + part)
     out = offload.coalesce(frags)
     assert len(out) == 1 and out[0][0][1] == offload.GSO_UDP_L4, out
-    os.writev(fd, out[0])
-    got = []
-    while True:
-        try:
-            got.append(rx.recv(2000))
-        except BlockingIOError:
-            break
+    got = write_and_read(out[0])
     assert got == big, [len(g) for g in got]
     print("ok")
 """)
 
 
 def test_merged_udp_datagrams_reach_the_socket_one_by_one() -> None:
-    require(is_root(), "root (network namespaces)")
-    require(os.path.exists("/dev/net/tun"), "/dev/net/tun")
-    ns = f"ppu{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", PROBE],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+    probe_in_netns("ppu", PROBE)
