@@ -57,6 +57,7 @@ from pypluto.crypto import ciphers
 from pypluto.crypto.errors import CryptoError
 from pypluto.iana import Integ
 from pypluto.kernel.base import BackendError
+from pypluto.kernel.seqnum import infer_seq
 from pypluto.params import IPAddress, SAExpire, SAParams, SAStats
 
 __all__ = [
@@ -449,16 +450,7 @@ class InboundAH(_AHBase):
 
     def _infer(self, lo: int) -> int:
         """The full sequence number for the low 32 bits received (RFC 4303 Appendix A2.2)."""
-        top = self.top
-        th, hi = top & 0xFFFFFFFF, top >> 32
-        w = self._infer_w
-        tl = (th - w + 1) & 0xFFFFFFFF
-        if th >= w - 1:
-            if lo < tl:
-                hi += 1
-        elif lo >= tl and hi > 0:
-            hi -= 1
-        return (hi << 32) | lo
+        return infer_seq(self.top, self._infer_w, lo)
 
     def _replayed(self, seq: int) -> bool:
         w = self.window

@@ -34,6 +34,7 @@ from pypluto.crypto import ciphers, registry
 from pypluto.crypto.errors import CryptoError
 from pypluto.iana import Encr, Integ
 from pypluto.kernel.base import BackendError
+from pypluto.kernel.seqnum import infer_seq
 from pypluto.params import SAExpire, SAParams, SAStats
 
 __all__ = [
@@ -622,6 +623,7 @@ class InboundSA(_SABase):
         append = out.append
         unpack = _I.unpack_from
         apack = _ESN_AAD.pack
+        infer = infer_seq
         dec = self._aead_decrypt
         salt = self._salt
         spi = self.spi
@@ -638,17 +640,9 @@ class InboundSA(_SABase):
                 malformed += 1
                 continue
             lo = unpack(mv, 4)[0]
-            if esn:  # RFC 4303 Appendix A2.2 (see _infer), the window in locals
-                th = top & 0xFFFFFFFF
-                hi = top >> 32
-                tl = (th - w + 1) & 0xFFFFFFFF
-                if th >= w - 1:
-                    if lo < tl:
-                        hi += 1
-                elif lo >= tl and hi > 0:
-                    hi -= 1
-                seq = (hi << 32) | lo
-                aad: bytes | memoryview = apack(spi, hi, lo)
+            if esn:  # RFC 4303 Appendix A2.2, from the window in locals
+                seq = infer(top, w, lo)
+                aad: bytes | memoryview = apack(spi, seq >> 32, lo)
             else:
                 seq = lo
                 aad = mv[:8]
@@ -704,18 +698,7 @@ class InboundSA(_SABase):
 
     def _infer(self, lo: int) -> int:
         """The full sequence number for the low 32 bits received (RFC 4303 Appendix A2.2)."""
-        top = self.top
-        th = top & 0xFFFFFFFF
-        hi = top >> 32
-        w = self._infer_w
-        tl = (th - w + 1) & 0xFFFFFFFF
-        if th >= w - 1:  # Case A: window within one sequence number subspace
-            if lo < tl:
-                hi += 1
-        else:  # Case B: window spans two subspaces
-            if lo >= tl and hi > 0:
-                hi -= 1
-        return (hi << 32) | lo
+        return infer_seq(self.top, self._infer_w, lo)
 
     def decap(self, data: bytes | memoryview) -> bytes | None:
         """The inner IP packet of one ESP packet (SPI first), or None when dropped."""
