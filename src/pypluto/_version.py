@@ -19,7 +19,7 @@ DIST_NAME = "pypluto"
 def _from_git(here: str) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "-C", here, "describe", "--tags", "--always"],
+            ["git", "-C", here, "describe", "--tags", "--long", "--always"],
             capture_output=True, text=True, timeout=5, check=False,
         )
     except (OSError, subprocess.SubprocessError):
@@ -27,10 +27,19 @@ def _from_git(here: str) -> str | None:
     desc = out.stdout.strip()
     if out.returncode != 0 or not desc:
         return None
-    m = re.fullmatch(r"v?(\d+(?:\.\d+)*)(?:-\d+-g([0-9a-f]+))?", desc)
+    return from_describe(desc)
+
+
+def from_describe(desc: str) -> str:
+    """The version for ``git describe --tags --long --always`` output.
+
+    With a tag it is ``TAG-N-gHASH`` (``--long``: also when N is 0), so a commit
+    whose abbreviated hash is all digits is never taken for a version number.
+    """
+    m = re.fullmatch(r"v?(\d+(?:\.\d+)*)-(\d+)-g([0-9a-f]+)", desc)
     if m is None:  # no tag: describe --always printed the abbreviated commit
         return "0.0.0+g" + desc
-    return m.group(1) + (f"+g{m.group(2)}" if m.group(2) else "")  # "1.2.3-4-gabc" -> 1.2.3+gabc
+    return m.group(1) + (f"+g{m.group(3)}" if m.group(2) != "0" else "")
 
 
 def get_version() -> str:

@@ -46,6 +46,15 @@ def test_git_describe_fallback(monkeypatch) -> None:
         assert v == "0.0.0+unknown"
 
 
+def test_describe_output_to_version() -> None:
+    from pypluto._version import from_describe
+
+    assert from_describe("0771457") == "0.0.0+g0771457"  # a hash of digits is no version
+    assert from_describe("e899232") == "0.0.0+ge899232"
+    assert from_describe("v1.2.3-0-gabc1234") == "1.2.3"
+    assert from_describe("1.2-4-gabc1234") == "1.2+gabc1234"
+
+
 def test_man_pages_are_current() -> None:
     r = run(sys.executable, str(REPO / "tools" / "gen-manpages.py"), "--check", "--outdir",
             str(REPO / "man"))
