@@ -35,10 +35,10 @@ lint: install
 	@$(VENV)/bin/ruff check src tests
 	@$(VENV)/bin/mypy src
 
-# Side-by-side benchmarks (bench/README.md times each module): about 15 min on a
-# quiet machine; refuses a dirty tree (BENCH_ALLOW_DIRTY=1 marks the results
-# -dirty).  BENCH=name runs a subset; the issue-18 hold of 100,000 IKE SAs for
-# 600 s: BENCH_HOLD_N=100000 BENCH_HOLD_SECONDS=600 make bench BENCH=ike_hold
+# Side-by-side benchmarks (bench/README.md times each module): about 30 min on a
+# quiet machine, of which the last ~15 are the issue-18 hold of 100,000 IKE SAs
+# for 600 s (bench/scale_hold.py); refuses a dirty tree (BENCH_ALLOW_DIRTY=1 marks
+# the results -dirty).  BENCH=name runs a subset (BENCH=scale_hold: that hold alone)
 bench: install deps
 	@$(VPY) -c 'import vici' 2>/dev/null || $(VPY) -m pip install -q -e '.[bench]'
 	@$(VPY) -m bench.run $(BENCH)

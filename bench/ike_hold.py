@@ -176,13 +176,18 @@ def pair_memory(kind: str, n: int, concurrency: int) -> dict[str, Any]:
         return h.setup(n, 0, concurrency, child=True)
 
 
-def run(n: int | None = None, seconds: int | None = None) -> dict[str, Any]:
+def run(n: int | None = None, seconds: int | None = None, kinds: list[str] | None = None,
+        parts: set[str] | None = None) -> dict[str, Any]:
+    """The module's rows; ``kinds`` and ``parts`` (default: ``BENCH_KINDS`` and
+    ``BENCH_PARTS``) let :mod:`bench.scale_hold` run the hold alone at scale."""
     n = n or env_int("BENCH_HOLD_N", 10000)
     seconds = seconds or env_int("BENCH_HOLD_SECONDS", 60)
     dpd = env_int("BENCH_DPD", 30)
     c = env_int("BENCH_C", 32)
-    parts = {p for p in os.environ.get("BENCH_PARTS", "hold,pairs").split(",") if p}
-    kinds = kinds_available()  # BENCH_KINDS filters it
+    if parts is None:
+        parts = {p for p in os.environ.get("BENCH_PARTS", "hold,pairs").split(",") if p}
+    if kinds is None:
+        kinds = kinds_available()  # BENCH_KINDS filters it
     t_start = time.monotonic()
     res = hold_all(kinds, n, seconds, dpd, c) if "hold" in parts else {}
     t_hold = time.monotonic() - t_start
