@@ -61,6 +61,7 @@ LS_PROPOSAL = "aes_gcm256-sha2_256-dh31"
 CLK = os.sysconf("SC_CLK_TCK")
 GEN_CPU, RESP_CPU = 0, 1
 SETTLE_S = 3.0
+PIN_SETTLE_S = 1.5  # > pluto's CPU_CHECK_INTERVAL (1 s): see start_responder
 
 # What each responder logs once per established IKE SA (childless or not).
 ESTABLISHED = {
@@ -502,6 +503,11 @@ def start_responder(lab: Lab, kind: str, child: bool = False, dpddelay: int = 0,
         pp.start(_ipsec_conf_resp(UNLIMITED, dpddelay=dpddelay), IPSEC_SECRETS)
         assert pp.proc is not None
         pin(pp.proc.pid, RESP_CPU)
+        # pluto looks at the CPUs it may use once a second (--nhelpers=-1, driver.py
+        # CPU_CHECK_INTERVAL): pinned, it stops handing key exchanges to its helper
+        # thread.  The run starts after that look, not in the second before it, where
+        # the first ~200 SAs paid a thread hand-off each (the steady state is measured)
+        time.sleep(PIN_SETTLE_S)
         return Responder(lab, kind, pp.proc.pid, pp, pp.log)
     raise ValueError(kind)
 

@@ -495,3 +495,34 @@ def test_decap_batch_equals_decap(alg: tuple[int, int, int, int], esn: bool,
     # with ESN a packet below the window is taken for the next 2**32 and fails its ICV
     drops = (2, 3) if esn else (4, 1)
     assert (b.stats.replay_drops, b.stats.integrity_failures, b.malformed) == (*drops, 1)
+
+
+def test_install_test_builds_one_aead_per_transform_and_key_length(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether cryptography can build an AES-GCM-16 / ChaCha20 cipher depends on the
+    transform and the key length, not on the key: the install-time check builds one per
+    kind, not one per SA (issue 18); a kind it refused is refused again."""
+    built: list[tuple[int, int]] = []
+    real = esp.ciphers.make_aead
+
+    def counting(encr_id: int, key: bytes) -> object:
+        built.append((encr_id, len(key)))
+        return real(encr_id, key)
+
+    monkeypatch.setattr(esp, "_AEAD_BUILDABLE", set())
+    monkeypatch.setattr(esp.ciphers, "make_aead", counting)
+    for _ in range(3):
+        pair(Encr.AES_GCM_16, 36)
+    assert built == [(Encr.AES_GCM_16, 36)]
+    pair(Encr.AES_GCM_16, 20)  # AES-128: another kind, checked once too
+    pair(Encr.CHACHA20_POLY1305, 36)
+    assert built[1:] == [(Encr.AES_GCM_16, 20), (Encr.CHACHA20_POLY1305, 36)]
+
+    def refusing(encr_id: int, key: bytes) -> object:
+        raise esp.CryptoError("not here")
+
+    monkeypatch.setattr(esp, "_AEAD_BUILDABLE", set())
+    monkeypatch.setattr(esp.ciphers, "make_aead", refusing)
+    for _ in range(2):
+        with pytest.raises(BackendError):
+            pair(Encr.AES_GCM_16, 36)

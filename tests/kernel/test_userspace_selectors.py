@@ -199,3 +199,24 @@ def test_equal_selectors_share_one_check_and_one_list() -> None:
     assert sb.selector_check is not None and sc.selector_check is not None
     assert sb.selector_check(good) and sb.selector_check(far)
     assert sc.selector_check(good) and not sc.selector_check(far)
+
+
+def test_shared_lists_and_checks_by_selector_identity() -> None:
+    """The engine hands the same (memoised) selector objects to every Child SA of a conn:
+    the shared list and check are found by their identity (issue 18), and selectors that
+    are only equal, or different, still get what their content says."""
+    from pypluto.kernel.userspace.selectors import shared_ts
+
+    local, remote = ts("203.0.113.0/24"), ts("198.51.100.0/24")
+    first = sa_in([local], [remote])
+    again = sa_in([local], [remote])  # new lists, the same selector objects
+    equal = sa_in([ts("203.0.113.0/24")], [ts("198.51.100.0/24")])  # equal, other objects
+    other = sa_in([ts("203.0.113.0/25")], [remote])
+    assert shared_ts(first.local_ts) is shared_ts(again.local_ts) is shared_ts(equal.local_ts)
+    assert shared_ts(other.local_ts) is not shared_ts(first.local_ts)
+    assert shared_ts(other.local_ts) == [ts("203.0.113.0/25")]
+    assert inbound_check(first) is inbound_check(again) is inbound_check(equal)
+    check, narrow = inbound_check(first), inbound_check(other)
+    assert check is not None and narrow is not None and check is not narrow
+    far = v4("198.51.100.7", "203.0.113.200", 6, tcp(1, 2))
+    assert check(far) and not narrow(far)

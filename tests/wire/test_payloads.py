@@ -417,3 +417,38 @@ def test_encode_errors_are_wire_errors() -> None:
         NotifyPayload(notify_type=-1).serialize()
     with pytest.raises(EncodeError):
         TransformAttribute(14, 1 << 16).serialize()
+
+
+def test_ts_payload_one_ipv4_range_fast_path_equals_general_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TS payload of one IPv4 range takes one struct call (issue 18): the same payload,
+    or the same error, as the general parser for it and for every 1-2 byte mutation."""
+    import random
+    import struct
+
+    from pypluto.wire import payloads as wp
+
+    fast = wp._TS_ONE_V4
+
+    def parsed(st: struct.Struct, body: bytes) -> object:
+        monkeypatch.setattr(wp, "_TS_ONE_V4", st)
+        try:
+            p = wp.TSPayload.parse(body)
+        except Exception as e:  # noqa: BLE001 - compared, not swallowed
+            return (type(e).__name__, str(e))
+        return (p, p.reserved, [tuple(map(type, vars(s).values())) for s in p.selectors])
+
+    base = bytes.fromhex("01000000" "07000010" "0000ffff" "c6336400" "c63364ff")
+    rnd = random.Random(18)
+    bodies = [base]
+    for _ in range(3000):
+        b = bytearray(base)
+        for _ in range(rnd.randint(1, 2)):
+            b[rnd.randrange(len(b))] = rnd.choice([0, 1, 2, 6, 7, 8, 16, 255, rnd.randrange(256)])
+        bodies.append(bytes(b))
+    ok = 0
+    for body in bodies:
+        got = parsed(fast, body)
+        assert got == parsed(struct.Struct("!Q"), body), body.hex()  # another size: general
+        ok += not isinstance(got[0], str)
+    assert ok > 1000  # most mutations still parse: the fast path was taken

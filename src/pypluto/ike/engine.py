@@ -78,6 +78,12 @@ from pypluto.wire.errors import WireError
 
 __all__ = ["Engine", "SecretStore"]
 
+# The "established Child SA" line's selector and transform parts, by value (bounded:
+# a road-warrior gateway has a selector pair per peer)
+_CHILD_TEXT_CAP = 1024
+_CHILD_TS_TEXT: dict[tuple[tuple[tsmod.TS, ...], tuple[tsmod.TS, ...]], str] = {}
+_CHILD_ALG_TEXT: dict[tuple[int, int | None, int, int, tuple[int, ...]], str] = {}
+
 EXCH_INIT = ExchangeType.IKE_SA_INIT
 FIRST_UNIQUE_MARK = 1001  # mark=-1: "Global marks start at 1001" (ipsec.conf(5))
 PeerKey = tuple[str, int, bytes]  # (connection, ID type, ID data) for uniqueids
@@ -653,12 +659,25 @@ class Engine:
         dpd = "active" if conn.dpddelay else "passive"
 
         def text() -> str:
-            alg = "-".join(n for n in (c.encr_name(), c.integ_name()) if n)
-            if c.ke:
-                alg += "-" + c.ke_name()
+            # the selectors' and transforms' text recur for every Child SA of a conn:
+            # made once each (issue 18)
+            tkey = (tuple(lts), tuple(rts))
+            sel = _CHILD_TS_TEXT.get(tkey)
+            if sel is None:
+                sel = f"{tsmod.fmt(lts)}==={tsmod.fmt(rts)}"
+                if len(_CHILD_TS_TEXT) < _CHILD_TEXT_CAP:
+                    _CHILD_TS_TEXT[tkey] = sel
+            akey = (c.encr, c.encr_bits, c.integ, c.ke, tuple(c.addke))
+            alg = _CHILD_ALG_TEXT.get(akey)
+            if alg is None:
+                alg = "-".join(n for n in (c.encr_name(), c.integ_name()) if n)
+                if c.ke:
+                    alg += "-" + c.ke_name()
+                if len(_CHILD_ALG_TEXT) < _CHILD_TEXT_CAP:
+                    _CHILD_ALG_TEXT[akey] = alg
             nat = f" NATOA=none NATD={natd}" if natd is not None else ""
             return ("established Child SA; IPsec "
-                    f"{mode} [{tsmod.fmt(lts)}==={tsmod.fmt(rts)}] "
+                    f"{mode} [{sel}] "
                     f"{{{encap}=>0x{spi_out:08x} <0x{spi_in:08x} xfrm={alg}"
                     f"{nat} DPD={dpd}}}")
 

@@ -188,6 +188,10 @@ class _EncThenMAC:
             return None
 
 
+_AEAD_BUILDABLE: set[tuple[int, int]] = set()
+"""(ENCR ID, key‖salt length) of the fast-path AEADs that cryptography has built here."""
+
+
 def _make_transform(sa: SAParams) -> _Transform:
     """The transform for the SA's negotiated ENCR/INTEG IDs (registry.Encr / Integ).
 
@@ -211,9 +215,15 @@ def _make_transform(sa: SAParams) -> _Transform:
             if sa.integ_id not in (0,):
                 raise BackendError("an AEAD cipher takes no integrity transform")
             if sa.encr_id in (Encr.AES_GCM_16, Encr.CHACHA20_POLY1305):
-                # built once to refuse what cryptography cannot do now, not on the
-                # first packet; then dropped until that packet (see _AEAD)
-                ciphers.make_aead(sa.encr_id, key)
+                # built once per (transform, key length) to refuse what cryptography
+                # cannot do, not on the first packet; then dropped until that packet
+                # (see _AEAD).  Whether it can depends on the transform and the key's
+                # length, never on the key's bytes: a second SA of the same kind does
+                # not build (and free) the OpenSSL context again (issue 18)
+                kind = (sa.encr_id, len(key))
+                if kind not in _AEAD_BUILDABLE:
+                    ciphers.make_aead(sa.encr_id, key)
+                    _AEAD_BUILDABLE.add(kind)
                 return _AEAD(sa.encr_id, key, enc.icv_size, salt_n)
             return _SharedAEAD(ciphers.make_aead(sa.encr_id, key))
         integ = registry.get(registry.TransformType.INTEG, sa.integ_id)

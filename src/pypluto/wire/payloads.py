@@ -985,6 +985,10 @@ def _parse_selector(r: _Reader) -> TrafficSelector | RawTrafficSelector:
     return TrafficSelector(TSType(ts_type), byte1, start_port, end_port, sa, ea)
 
 
+# selector count, reserved (3 bytes), then one IPv4 address-range selector (§3.13.1)
+_TS_ONE_V4 = struct.Struct("!IBBHHH4s4s")
+
+
 @dataclass
 class TSPayload(Payload):
     """Traffic Selector payload, TSi or TSr (RFC 7296 §3.13); ``payload_type`` says which."""
@@ -995,6 +999,13 @@ class TSPayload(Payload):
 
     @classmethod
     def parse(cls, body: bytes) -> TSPayload:
+        if len(body) == _TS_ONE_V4.size:  # one IPv4 range, the usual payload: one struct call
+            head, ts_type, byte1, length, start_port, end_port, a, b = _TS_ONE_V4.unpack(body)
+            if head >> 24 == 1 and ts_type == 7 and length == 16:  # TS_IPV4_ADDR_RANGE
+                return cls([TrafficSelector(_TSTYPES[7], byte1, start_port, end_port,
+                                            ipaddress.IPv4Address(a),
+                                            ipaddress.IPv4Address(b))],
+                           reserved=head & 0xFFFFFF)
         r = _Reader(body, "TS payload")
         count = r.u8("selector count")
         reserved = r.u24("reserved")

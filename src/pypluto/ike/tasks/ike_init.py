@@ -409,6 +409,24 @@ def _dos_gate(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     return acts, True
 
 
+_ALG_NAMES: dict[tuple[int, int | None, int, int, int, tuple[int, ...]], str] = {}
+
+
+def _alg_names(chosen: Chosen) -> str:
+    """``ENCR[-INTEG]-PRF-KE`` of the IKE SA's log line, e.g.
+    ``AES_GCM_16_256-PRF_HMAC_SHA2_256-CURVE25519``: built once per transform set (the
+    registry's names do not change), not per IKE SA (issue 18)."""
+    key = (chosen.encr, chosen.encr_bits, chosen.integ, chosen.prf, chosen.ke,
+           tuple(chosen.addke))
+    text = _ALG_NAMES.get(key)
+    if text is None:
+        text = (f"{chosen.encr_name()}{'-' + chosen.integ_name() if chosen.integ else ''}-"
+                f"{chosen.prf_name()}-{chosen.ke_name()}")
+        if len(_ALG_NAMES) < _TEMPLATE_CAP:
+            _ALG_NAMES[key] = text
+    return text
+
+
 def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
                 remote: Endpoint, now: float) -> list[Action]:
     """An IKE_SA_INIT request: no state until it is acceptable (§2.6 cookies)."""
@@ -578,7 +596,6 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
     nat = ""
     if nat_l or nat_r:
         nat = "; NAT detected (" + ("local" if nat_l else "remote") + ")"
-    ctx.log(acts, lambda: f"responding to IKE_SA_INIT from {remote} with {chosen.encr_name()}"
-            f"{'-' + chosen.integ_name() if chosen.integ else ''}-{chosen.prf_name()}-"
-            f"{chosen.ke_name()}{nat}", ike)  # formatted when read (issue 18)
+    ctx.log(acts, lambda: f"responding to IKE_SA_INIT from {remote} with "
+            f"{_alg_names(chosen)}{nat}", ike)  # formatted when read (issue 18)
     return acts + acts_send

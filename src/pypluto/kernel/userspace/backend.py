@@ -946,10 +946,11 @@ class UserspaceBackend(KernelBackend):
             if sa.if_id is not None and sa.mode != "tunnel":
                 raise BackendError(f"ipsec-interface={sa.if_id}: the userspace plane carries "
                                    "tunnel-mode SAs only on an ipsecN device")
-            x = self._xif_add(sa.if_id, sa.if_ip, ("sa", str(sa.dst), sa.spi),
-                              f"SA {sa.spi:08x}")
-            if x is not None and sa.direction == "in":
-                self._xin = {**self._xin, sa.spi: x}
+            if sa.if_id is not None:  # an ipsecN SA (its key and name built only then)
+                x = self._xif_add(sa.if_id, sa.if_ip, ("sa", str(sa.dst), sa.spi),
+                                  f"SA {sa.spi:08x}")
+                if x is not None and sa.direction == "in":
+                    self._xin = {**self._xin, sa.spi: x}
             if sa.protocol == "ah":
                 self._ensure_ah(sa.dst.version)
             elif sa.encap_dport is None and sa.direction == "out":

@@ -72,10 +72,11 @@ class SATable:
         sa.remote_ts = shared_ts(sa.remote_ts)
         state: SAState = (ah.make_sa(sa, on_expire) if sa.protocol == "ah"
                           else esp.make_sa(sa, on_expire))
-        key = (str(sa.dst), sa.spi)
-        old = self._sas.get(key)
+        dst = str(sa.dst)  # formatted once (issue 18)
+        key = (dst, sa.spi)
+        old = self._sas.get(key)  # None for a new SA: nothing carries over
         if isinstance(state, Inbound):
-            if _same_kind(old, state):  # an update keeps the window and counters
+            if old is not None and _same_kind(old, state):  # an update keeps the window
                 assert isinstance(old, Inbound)
                 state.stats, state.top, state.bitmap = old.stats, old.top, old.bitmap
             state.selector_check = selector_check
@@ -85,13 +86,13 @@ class SATable:
             else:
                 self.by_spi[sa.spi] = state
         else:
-            if _same_kind(old, state):
+            if old is not None and _same_kind(old, state):
                 assert isinstance(old, Outbound)
                 state.stats, state.seq = old.stats, old.seq
             self._sas[key] = state
             if sa.reqid:
                 self._out_by_reqid[sa.reqid] = state
-            self._out_by_peer[str(sa.dst)] = state
+            self._out_by_peer[dst] = state
         return state
 
     def move(self, dst: IPAddress, spi: int, new_src: IPAddress, new_dst: IPAddress,

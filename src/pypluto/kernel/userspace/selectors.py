@@ -222,17 +222,40 @@ _CHECKS: weakref.WeakValueDictionary[
 ] = weakref.WeakValueDictionary()
 
 
+_RECENT_MAX = 64
+_RECENT_TS: dict[tuple[int, ...], tuple[tuple[TrafficSelector, ...], _TSList]] = {}
+_RECENT_CHECKS: dict[tuple[tuple[int, ...], tuple[int, ...]],
+                     tuple[tuple[TrafficSelector, ...], Callable[[bytes], bool]]] = {}
+
+
+def _recent_put(memo: dict, key: object, value: object) -> None:  # type: ignore[type-arg]
+    if len(memo) >= _RECENT_MAX:
+        memo.pop(next(iter(memo)))  # oldest first: a bounded FIFO
+    memo[key] = value
+
+
 def shared_ts(ts: list[TrafficSelector]) -> list[TrafficSelector]:
     """One list object for equal selector lists (10,000 Child SAs of one conn have the
     same selectors: one list, not 10,000).  It lives as long as an SA holds it; it must
-    not be changed in place (nothing here does)."""
+    not be changed in place (nothing here does).
+
+    The engine hands over the same (frozen) selector objects for every Child SA of a
+    conn (:func:`pypluto.ike.ts.to_kernel` is memoised), so the lists seen last are
+    found by the identity of their selectors first, without hashing and comparing
+    networks (issue 18); the memo holds those selectors, so their ids stay theirs.
+    """
     if isinstance(ts, _TSList):
         return ts
+    ids = tuple(map(id, ts))
+    hit = _RECENT_TS.get(ids)
+    if hit is not None:
+        return hit[1]
     key = tuple(ts)
     got = _TS_LISTS.get(key)
     if got is None:
         got = _TSList(key)
         _TS_LISTS[key] = got
+    _recent_put(_RECENT_TS, ids, (key, got))
     return got
 
 
@@ -248,11 +271,16 @@ def inbound_check(sa: SAParams) -> Callable[[bytes], bool] | None:
     """
     if not sa.remote_ts or not sa.local_ts:
         return None
+    ids = (tuple(map(id, sa.remote_ts)), tuple(map(id, sa.local_ts)))
+    hit = _RECENT_CHECKS.get(ids)  # the same selector objects as lately (see shared_ts)
+    if hit is not None:
+        return hit[1]
     key = (tuple(sa.remote_ts), tuple(sa.local_ts))
     got = _CHECKS.get(key)
     if got is None:
         got = _make_check(list(key[0]), list(key[1]))
         _CHECKS[key] = got
+    _recent_put(_RECENT_CHECKS, ids, (key[0] + key[1], got))
     return got
 
 
