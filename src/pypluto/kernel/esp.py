@@ -421,7 +421,7 @@ class OutboundSA(_SABase):
         salt = self._salt
         tr4, tr6 = self._tr4, self._tr6
         esn = self.esn
-        out = []
+        out: list[bytes] = []
         append = out.append
         nbytes = 0
         for p in packets:

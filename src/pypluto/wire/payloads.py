@@ -20,7 +20,7 @@ import ipaddress
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from pypluto.params import IPAddress
 
@@ -1205,22 +1205,24 @@ class SerializedRun(Payload):
         pos = 0
         last = 0
         n = len(parts)
+        types = [part[0] for part in parts]
         for i, part in enumerate(parts):
+            ptype = types[i]
             body = _bytes(part[1], "payload body")
-            flags = part[2] if len(part) > 2 else 0  # type: ignore[misc]
+            flags = cast(int, part[2]) if len(part) > 2 else 0
             length = 4 + len(body)
             if length > 0xFFFF:
-                raise EncodeError(f"payload {part[0]} of {length} bytes is too long")
-            nxt = parts[i + 1][0] if i + 1 < n else 0
-            if not 0 <= nxt <= 0xFF or not 0 <= part[0] <= 0xFF:
-                raise EncodeError(f"payload type {nxt if i + 1 < n else part[0]} out of range")
+                raise EncodeError(f"payload {ptype} of {length} bytes is too long")
+            nxt = types[i + 1] if i + 1 < n else 0
+            if not 0 <= nxt <= 0xFF or not 0 <= ptype <= 0xFF:
+                raise EncodeError(f"payload type {nxt if i + 1 < n else ptype} out of range")
             if not 0 <= flags <= 0xFF:
                 raise EncodeError(f"generic header flags {flags} out of range")
             last = pos
             out.append(_GENERIC_HDR.pack(nxt, flags, length))
             out.append(body)
             pos += length
-        return cls(parts[0][0], b"".join(out), last)
+        return cls(types[0], b"".join(out), last)
 
     def with_next(self, nxt: int) -> bytes:
         """The run's bytes with ``nxt`` as the Next Payload of its last generic header."""
