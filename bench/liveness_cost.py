@@ -32,6 +32,18 @@ from pypluto.ike.settings import EngineSettings
 DPD = 30.0
 
 
+_EPS: dict[tuple[object, int], Endpoint] = {}
+
+
+def _ep(addr: object, port: int) -> Endpoint:
+    """One Endpoint object per address and port, as the daemon's sockets hand them over
+    (``daemon/sockets.py``: ``_remote`` and ``IKEInterface.local`` are cached)."""
+    ep = _EPS.get((addr, port))
+    if ep is None:
+        ep = _EPS[(addr, port)] = Endpoint(addr, port)  # type: ignore[arg-type]
+    return ep
+
+
 def setup(n: int) -> tuple[Engine, dict[object, tuple[Engine, object]], float]:
     """``n`` childless IKE SAs, the responder with liveness; (east, peers by address, now)."""
     settings = EngineSettings(ddos_mode="unlimited", ddos_ike_threshold=10**9,
@@ -56,8 +68,8 @@ def setup(n: int) -> tuple[Engine, dict[object, tuple[Engine, object]], float]:
         while pending:
             nxt = []
             for p in pending:
-                for a in east.receive(p.data, Endpoint(EAST, p.remote.port),
-                                      Endpoint(addr, p.local.port), now):
+                for a in east.receive(p.data, _ep(EAST, p.remote.port),
+                                      _ep(addr, p.local.port), now):
                     if isinstance(a, SendPacket):
                         nxt += [b for b in w.receive(a.data, Endpoint(addr, a.remote.port),
                                                      Endpoint(EAST, a.local.port), now)
@@ -99,8 +111,8 @@ def hold(east: Engine, peers: dict[object, tuple[Engine, object]], start: float,
                     t0 = pt()
                     if prof:
                         prof.enable()
-                    east.receive(b.data, Endpoint(EAST, b.remote.port),
-                                 Endpoint(addr, b.local.port), when)
+                    east.receive(b.data, _ep(EAST, b.remote.port),
+                                 _ep(addr, b.local.port), when)
                     east.next_timer()  # the daemon re-reads its deadline after each call
                     if prof:
                         prof.disable()
