@@ -25,6 +25,7 @@ import time
 
 from bench.engine_setup import EAST, _conn, _Store
 from pypluto.config.ids import parse_id
+from pypluto.config.model import IPAddress
 from pypluto.ike.actions import Endpoint, SendPacket
 from pypluto.ike.engine import Engine
 from pypluto.ike.settings import EngineSettings
@@ -32,19 +33,19 @@ from pypluto.ike.settings import EngineSettings
 DPD = 30.0
 
 
-_EPS: dict[tuple[object, int], Endpoint] = {}
+_EPS: dict[tuple[IPAddress, int], Endpoint] = {}
 
 
-def _ep(addr: object, port: int) -> Endpoint:
+def _ep(addr: IPAddress, port: int) -> Endpoint:
     """One Endpoint object per address and port, as the daemon's sockets hand them over
     (``daemon/sockets.py``: ``_remote`` and ``IKEInterface.local`` are cached)."""
     ep = _EPS.get((addr, port))
     if ep is None:
-        ep = _EPS[(addr, port)] = Endpoint(addr, port)  # type: ignore[arg-type]
+        ep = _EPS[(addr, port)] = Endpoint(addr, port)
     return ep
 
 
-def setup(n: int) -> tuple[Engine, dict[object, tuple[Engine, object]], float]:
+def setup(n: int) -> tuple[Engine, dict[IPAddress, tuple[Engine, IPAddress]], float]:
     """``n`` childless IKE SAs, the responder with liveness; (east, peers by address, now)."""
     settings = EngineSettings(ddos_mode="unlimited", ddos_ike_threshold=10**9,
                               uniqueids=False)
@@ -55,7 +56,7 @@ def setup(n: int) -> tuple[Engine, dict[object, tuple[Engine, object]], float]:
     rc.left.id = None
     rc.dpddelay, rc.dpdtimeout, rc.dpdaction = DPD, 3 * DPD, "clear"
     east.add_connection(rc)
-    peers: dict[object, tuple[Engine, object]] = {}
+    peers: dict[IPAddress, tuple[Engine, IPAddress]] = {}
     now = 1000.0
     for i in range(n):
         addr = ipaddress.ip_address(f"10.{i // 250}.{i % 250}.1")
@@ -81,7 +82,7 @@ def setup(n: int) -> tuple[Engine, dict[object, tuple[Engine, object]], float]:
     return east, peers, now
 
 
-def hold(east: Engine, peers: dict[object, tuple[Engine, object]], start: float,
+def hold(east: Engine, peers: dict[IPAddress, tuple[Engine, IPAddress]], start: float,
          rounds: int, prof: cProfile.Profile | None = None) -> dict[str, float]:
     """Run the responder's timer for ``rounds`` liveness periods; CPU per probe."""
     end = start + rounds * DPD + DPD
@@ -105,8 +106,8 @@ def hold(east: Engine, peers: dict[object, tuple[Engine, object]], start: float,
                 continue
             probes += 1
             w, addr = peers[a.remote.addr]
-            for b in w.receive(a.data, Endpoint(addr, a.remote.port),
-                               Endpoint(EAST, a.local.port), when):
+            for b in w.receive(a.data, _ep(addr, a.remote.port), _ep(EAST, a.local.port),
+                               when):
                 if type(b) is SendPacket:
                     t0 = pt()
                     if prof:
