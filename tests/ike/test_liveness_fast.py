@@ -96,3 +96,106 @@ def test_slot_rounds_up() -> None:
     for t in (0.0, 1000.01, 1234.5678):
         s = liveness.slot(t)
         assert t <= s < t + liveness.SLOT
+
+
+# ---------------------------------------------------------------- hostile answers
+# East probes (dpddelay 5) while the network is cut; each test then hands east an
+# answer crafted with west's keys and checks that only the exact answer to the probe
+# in flight is taken, by the fast path or the general one, and everything else is not.
+
+
+def _probe_in_flight(net: Net):  # noqa: ANN202
+    east, west = _ike(net.east), _ike(net.west)
+    net.cut = True
+    net.advance(5.5)  # the probe leaves into the void
+    o = east.outstanding
+    assert o is not None and o.task is liveness._PROBE
+    assert net.east.engine.stats.events["dpd.sent"] == 1
+    return east, west, o
+
+
+def _feed(net: Net, data: bytes) -> list:
+    east = _ike(net.east)
+    return net.east.engine.receive(data, east.local, east.remote, net.now)
+
+
+def _not_taken(net: Net, o: object) -> None:
+    east = _ike(net.east)
+    assert east.outstanding is o  # still waiting for the answer
+    assert net.east.engine.stats.events["dpd.recv"] == 0
+    assert east.heap_at is not None  # the retransmit / dpdtimeout still scheduled
+
+
+def test_answer_with_the_probe_msgid_is_taken() -> None:
+    net = Net(east_kw={"dpddelay": 5.0})
+    net.up()
+    east, west, o = _probe_in_flight(net)
+    acts = _feed(net, liveness.empty_informational(west, True, o.msgid))
+    assert acts == [] and east.outstanding is None
+    assert net.east.engine.stats.events["dpd.recv"] == 1
+    assert east.next_liveness == liveness.slot(net.now + 5.0)
+    assert east.heap_at == east.next_liveness
+    # replayed: nothing outstanding any more, the general path drops it
+    assert not [a for a in _feed(net, liveness.empty_informational(west, True, o.msgid))
+                if hasattr(a, "data")]
+    assert net.east.engine.stats.events["dpd.recv"] == 1
+
+
+@pytest.mark.parametrize("delta", [1, -1, 1000])
+def test_answer_with_another_msgid_is_ignored(delta: int) -> None:
+    net = Net(east_kw={"dpddelay": 5.0})
+    net.up()
+    east, west, o = _probe_in_flight(net)
+    _feed(net, liveness.empty_informational(west, True, (o.msgid + delta) & 0xFFFFFFFF))
+    _not_taken(net, o)
+
+
+def test_answer_with_a_bad_icv_is_dropped() -> None:
+    net = Net(east_kw={"dpddelay": 5.0})
+    net.up()
+    east, west, o = _probe_in_flight(net)
+    for i in (-1, 40, 29):  # ICV, ciphertext, SK header (flags octet)
+        data = bytearray(liveness.empty_informational(west, True, o.msgid))
+        data[i] ^= 1
+        _feed(net, bytes(data))
+        _not_taken(net, o)
+    # the genuine answer is still taken afterwards
+    _feed(net, liveness.empty_informational(west, True, o.msgid))
+    assert east.outstanding is None
+
+
+def test_answer_without_the_response_flag_is_not_an_answer() -> None:
+    """A "request" with the probe's message ID: not the answer; the peer's next
+    request ID is another one, so nothing is answered either."""
+    net = Net(east_kw={"dpddelay": 5.0})
+    net.up()
+    east, west, o = _probe_in_flight(net)
+    assert east.next_in != o.msgid
+    acts = _feed(net, liveness.empty_informational(west, False, o.msgid))
+    assert not [a for a in acts if hasattr(a, "data")]
+    _not_taken(net, o)
+
+
+def test_answer_with_payloads_goes_the_general_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-empty SK (here a status notify) is no empty answer: the task manager
+    reads it with the codec, and takes it as the probe's answer as before."""
+    from pypluto.wire import payloads as wp
+
+    net = Net(east_kw={"dpddelay": 5.0})
+    net.up()
+    east, west, o = _probe_in_flight(net)
+    (data,) = codec.encode(west.spi_i, west.spi_r, INFO, west.initiator, True, o.msgid,
+                           [wp.NotifyPayload(protocol_id=0, notify_type=16393, spi=b"",
+                                             data=b"")], west.prot_out)
+    parsed: list[bytes] = []
+    real = codec.parse
+
+    def spy(d: bytes, *a: object, **k: object):  # noqa: ANN202
+        parsed.append(d)
+        return real(d, *a, **k)
+
+    monkeypatch.setattr(codec, "parse", spy)
+    _feed(net, data)
+    assert parsed == [data]
+    assert east.outstanding is None
+    assert net.east.engine.stats.events["dpd.recv"] == 1

@@ -117,8 +117,10 @@ class Engine:
         self._serial = 0
         self._reqids: dict[str, int] = {}
         self._next_reqid = 16388
-        self._heap: list[tuple[float, int, int]] = []
-        self._tick = 0
+        # the timer: distinct deadlines in a heap, the IKE SAs due at each in a bucket
+        # (``schedule``); an SA whose ``heap_at`` differs from a bucket's time is stale there
+        self._heap: list[float] = []
+        self._due: dict[float, list[int]] = {}
         seed = int.from_bytes(rng(8), "big")
         self.fuzz = random.Random(seed)  # rekey fuzz (not security relevant)
         self.dos = DoSGuard(settings, rng)  # cookies and half-open limits (RFC 8019)
@@ -220,12 +222,23 @@ class Engine:
 
     # ------------------------------------------------------------------ timer heap
     def schedule(self, ike: IKESA) -> None:
-        """(Re)arm the heap entry of one IKE SA at its earliest deadline."""
+        """(Re)arm the timer of one IKE SA at its earliest deadline.
+
+        SAs due at the same time share one bucket and one heap entry (issue 18: the
+        liveness deadlines are rounded to ``liveness.SLOT``, and the retransmit
+        deadlines of the probes of one timer call are equal), so a liveness exchange
+        costs no heap operation of its own; within a bucket the order is the order
+        of scheduling, as with one heap entry per SA.
+        """
         t = self._deadline(ike)
         if t is not None and t != ike.heap_at:
             ike.heap_at = t
-            self._tick += 1
-            heapq.heappush(self._heap, (t, self._tick, ike.serial))
+            b = self._due.get(t)
+            if b is None:
+                self._due[t] = [ike.serial]
+                heapq.heappush(self._heap, t)
+            else:
+                b.append(ike.serial)
         elif t is None:
             ike.heap_at = None
 
@@ -1027,14 +1040,25 @@ class Engine:
         if shunts_due is not None and shunts_due <= now:
             acts += self.traps.expire(now)
         touched: list[IKESA] = []
-        while self._heap and self._heap[0][0] <= now:
-            t, _, serial = heapq.heappop(self._heap)
-            ike = self.by_serial.get(serial)
-            if ike is None or ike.heap_at != t:
-                continue
-            ike.heap_at = None
-            acts += self.guarded(ike, now, "in timer", partial(self._service, ike, now))
-            touched.append(ike)
+        heap, due, by_serial = self._heap, self._due, self.by_serial
+        while heap and heap[0] <= now:
+            t = heapq.heappop(heap)
+            # taken out before it runs: an SA scheduled at ``t`` meanwhile gets a new
+            # bucket, run by this loop as a new heap entry was before
+            for serial in due.pop(t):
+                ike = by_serial.get(serial)
+                if ike is None or ike.heap_at != t:
+                    continue
+                ike.heap_at = None
+                # guarded(), inlined: one call less per SA due (issue 18)
+                try:
+                    done = self._service(ike, now)
+                except Exception as e:
+                    done = self.internal_error(ike, e, now, "in timer")
+                if self.traps.flows:
+                    done += self._trap_outcomes(done, now)
+                acts += done
+                touched.append(ike)
         for ike in touched:  # after the loop: a deadline left in the past cannot spin here
             if ike.serial in self.by_serial:
                 ike.heap_at = None
@@ -1046,14 +1070,23 @@ class Engine:
 
         Called after every engine call (issue 18): no list is built for the minimum.
         """
-        heap, by_serial = self._heap, self.by_serial
+        heap, due, by_serial = self._heap, self._due, self.by_serial
         best: float | None = None
         while heap:
-            t, _, serial = heap[0]
-            ike = by_serial.get(serial)
-            if ike is None or ike.heap_at != t:
+            t = heap[0]
+            b = due[t]
+            stale = 0
+            for serial in b:
+                ike = by_serial.get(serial)
+                if ike is not None and ike.heap_at == t:
+                    break
+                stale += 1
+            if stale == len(b):  # nobody is due then any more
                 heapq.heappop(heap)
+                del due[t]
                 continue
+            if stale:
+                del b[:stale]
             best = t
             break
         for d in (self.dos.rotate_at, self.dos.check_at, self.traps.next_deadline()):
@@ -1142,6 +1175,7 @@ class Engine:
                 acts += send_delete_now(self, ike)
             acts += self.drop_ike(ike, now, "shutdown" if ike.established else "", None)
         self._heap.clear()
+        self._due.clear()
         return acts
 
     # ------------------------------------------------------------------ status

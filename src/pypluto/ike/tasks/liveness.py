@@ -157,7 +157,8 @@ def fast_receive(ctx: IKEContext, ike: IKESA, data: bytes, hdr: IKEHeader,
             hdr.spi_i != ike.spi_i or hdr.spi_r != ike.spi_r or data[28] != 0 or \
             len(data) != 32 + prot.iv_size + prot.block_size + prot.icv_size or \
             int.from_bytes(data[30:32], "big") != len(data) - 28 or \
-            remote != ike.remote or local != ike.local:
+            (remote is not ike.remote and remote != ike.remote) or \
+            (local is not ike.local and local != ike.local):
         return None
     msgid = hdr.message_id
     if hdr.response:
@@ -179,7 +180,10 @@ def fast_receive(ctx: IKEContext, ike: IKESA, data: bytes, hdr: IKEHeader,
         ctx.stats.events["dpd.recv"] += 1
         if dpd > 0:
             ike.next_liveness = slot(now + dpd)
-        return ctx.kick(ike, now)  # queued work starts; the SA is rescheduled
+        if ike.tasks:
+            return ctx.kick(ike, now)  # queued work starts; the SA is rescheduled
+        ctx.schedule(ike)  # what kick does with nothing queued
+        return []
     # the peer's probe: §2.4 counts it as news from the peer (timers.service)
     acts = []
     ctx.log(acts, "answering liveness probe", ike, level="debug")
