@@ -233,8 +233,8 @@ class EngineDriver:
         serial_of_reqid: dict[int, int] = {}
         for a in actions:
             kind = type(a)
-            if kind is AddSA:
-                serial_of_reqid[a.sa.reqid] = a.sa.serial
+            if kind is AddSA:  # type() is, not isinstance: mypy does not narrow it
+                serial_of_reqid[a.sa.reqid] = a.sa.serial  # type: ignore[union-attr]
             if failed and _belongs_to_failed(a, failed):
                 continue
             handler = HANDLERS.get(kind)
