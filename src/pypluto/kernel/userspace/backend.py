@@ -43,9 +43,10 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   per call, and a default-sized queue (about 90 full-sized packets) dropped
   half of a UDP flood and one TCP segment in seven while the receiving thread
   waited for a CPU; with the room, UDP 1,400-byte datagrams received rose by
-  about 60% and TCP by about 30% (bench/esp_daemons.py, medians of alternating
-  runs on the loaded 2-core machine), at the cost of a longer ping under TCP
-  load (about 3.6 to 6.3 ms there; ping loss fell from about 5% to 2%).
+  60-80% and TCP by 30-50%, CPU per TCP packet fell by a third
+  (bench/esp_daemons.py, medians of alternating runs on the loaded 2-core
+  machine), at the cost of a longer ping under TCP load (median 4.1 to 5.9 ms
+  there; ping loss fell from about 5% to 1.5%).
 * Decrypted UDP datagrams of one flow (same addresses, ports, TOS, TTL, one
   payload size) go to the TUN device as one GSO_UDP_L4 super-packet
   (:func:`.offload.coalesce`); the kernel cuts it again into the same datagrams
@@ -1084,6 +1085,7 @@ class UserspaceBackend(KernelBackend):
         for s in self._raw.values():
             s.close()
         self._raw.clear()
+        self._rxq.clear()
         for a in self._ah.values():
             a.close()
         self._ah.clear()
