@@ -45,8 +45,8 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   waited for a CPU; with the room, UDP 1,400-byte datagrams received rose by
   60-80% and TCP by 30-50%, CPU per TCP packet fell by a third
   (bench/esp_daemons.py, medians of alternating runs on the loaded 2-core
-  machine), at the cost of a longer ping under TCP load (median 4.1 to 5.9 ms
-  there; ping loss fell from about 5% to 1.5%).
+  machine), at the cost of a longer ping under TCP load (medians 4.1 to 5.9 ms
+  and 4.0 to 7.2 ms in two sets of runs; ping loss fell from about 5% to 1.5%).
 * Decrypted UDP datagrams of one flow (same addresses, ports, TOS, TTL, one
   payload size) go to the TUN device as one GSO_UDP_L4 super-packet
   (:func:`.offload.coalesce`); the kernel cuts it again into the same datagrams
