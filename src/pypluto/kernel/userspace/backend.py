@@ -38,9 +38,7 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   when full, so that packets wait in the kernel's queues, which TCP sees.
 * Plain ESP has no GSO/GRO: the raw socket sends and receives batches with
   ``sendmmsg``/``recvmmsg`` (:mod:`.mmsg`).  Its receive queue has room for
-  bursts and is kept from standing (:mod:`.rxqueue`: four times the system
-  default; CoDel-style head drop, RFC 8289, when more than a quarter of the
-  default stays queued after every drain for 10 ms; back to the default limit
+  bursts (:mod:`.rxqueue`: four times the system default, back to the default
   when more than that stays queued for 20 ms).  The peer sends up to 64 packets
   per call, and a default-sized queue (about 90 full-sized packets) dropped
   half of a UDP flood and one TCP segment in seven while the receiving thread
@@ -49,11 +47,6 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   (bench/esp_daemons.py, medians of alternating runs on the loaded 2-core
   machine), at the cost of a longer ping under TCP load (medians 4.1 to 5.9 ms
   and 4.0 to 7.2 ms in two sets of runs; ping loss fell from about 5% to 1.5%).
-  The head drop took most of that back: in one set of alternating runs the
-  ping's median was 2.9 ms with the default queue, 5.1 ms with the room alone
-  and 3.8 ms with the room and the head drop (strongSwan's pair: 8.5-9.1 ms),
-  ping loss 2.8%, 1.2% and 0.8%, with CPU per packet and UDP received as with
-  the room alone (TCP throughput moved within the runs' spread in that set).
 * Decrypted UDP datagrams of one flow (same addresses, ports, TOS, TTL, one
   payload size) go to the TUN device as one GSO_UDP_L4 super-packet
   (:func:`.offload.coalesce`); the kernel cuts it again into the same datagrams

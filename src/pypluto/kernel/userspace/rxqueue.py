@@ -22,24 +22,17 @@ packet (a ping behind a TCP flow), and is cut.
   time, which a raw socket does not report without per-packet timestamps):
   after each drain that did not empty the queue the plane reads the bytes
   still queued (``SO_MEMINFO``).  When more than ``low // TARGET_DIV`` bytes
-  (23 full-sized packets at 2,304 bytes of true size each, about half a
-  millisecond of the plane's work) have stayed queued after every drain for
-  ``INTERVAL`` seconds, the queue enters
+  (about 20 full-sized packets, under a millisecond of the plane's work) have
+  stayed queued after every drain for ``INTERVAL`` seconds, the queue enters
   the dropping state: the next drain discards the datagram at the head of the
   queue, and further heads follow at ``INTERVAL / sqrt(count)`` (the control
   law of RFC 8289 §4.3, which signals a TCP sender once per round trip and
   faster while the queue persists), until a drain finds the queue at or below
   the target.  A dropped head is loss, no more: the plane discards it before
   it reads even its SPI, so it touches no SA, no replay window and no counter
-  of an SA, and every packet that is processed gets every RFC 4303 §3.4
+  of an SA, and every packet that is processed gets every RFC 4303 §3.4.3
   check, in order.  Dropping at the head rather than the tail tells TCP of the
   congestion a queue's length sooner (RFC 8289 §5.1; RFC 7567 §4.2.1).
-  Under one TCP flow the queue mostly drains after a burst of one to three
-  drains (kept), but in episodes of 10-30 ms it grows to 300-850 KB (3-9 ms of
-  work, which every ping behind it waits); about 150 heads were dropped in 10 s
-  of such a flow, and the ping's median under it went from 5.1 to 3.8 ms
-  (bench/esp_daemons.py; 2.9 ms with the default limit, whose tail drops
-  lose bursts instead).
 * Backstop: when more than the default limit stays queued for ``CLAMP_AFTER``
   seconds (a sender that does not slow down), the limit drops back to the
   default (the kernel drops arrivals at the tail, as with a default-sized
