@@ -1,16 +1,11 @@
-"""The receive-queue management of the raw ESP sockets (kernel/userspace/rxqueue.py).
+"""The receive-queue limit of the raw ESP sockets (kernel/userspace/rxqueue.py).
 
 A UDP socket on the loopback stands in for the raw ESP socket: the queue limit
-(SO_RCVBUF) and the memory counters (SO_MEMINFO) are the same for both.  The
-policy: burst room (four times the default limit); a queue that stays above
-its target for an interval loses its head datagram, then more heads at the
-RFC 8289 control law's rate, until it drains to the target; a queue that stays
-above the default limit for longer gets the default limit back.
+(SO_RCVBUF) and the memory counters (SO_MEMINFO) are the same for both.
 """
 
 from __future__ import annotations
 
-import math
 import socket
 
 import pytest
@@ -74,29 +69,29 @@ def test_the_limit_is_raised_for_bursts(pair) -> None:  # type: ignore[no-untype
     assert q.queued() == 0
 
 
-def test_a_burst_shorter_than_the_clamp_interval_keeps_the_room(pair) -> None:  # type: ignore[no-untyped-def]
+def test_a_burst_shorter_than_the_interval_is_kept(pair) -> None:  # type: ignore[no-untyped-def]
     tx, rx = pair
     clock = Clock()
     q = RxQueue(rx, clock)
     _fill(tx, rx, q, q.low)
     q.drained(False)  # above the default limit: the clock starts
-    clock.t += RxQueue.CLAMP_AFTER / 2
+    clock.t += RxQueue.INTERVAL / 2
     q.drained(False)
     assert not q.clamped and _limit(rx) == q.high
     _empty(rx)
     q.drained(True)  # emptied: the burst is over, whatever the clock says
-    clock.t += RxQueue.CLAMP_AFTER * 10
+    clock.t += RxQueue.INTERVAL * 10
     q.drained(False)  # nothing queued: not above the default limit
     assert not q.clamped and q.clamps == 0
 
 
-def test_a_queue_above_the_default_limit_is_cut_back_then_the_room_returns(pair) -> None:  # type: ignore[no-untyped-def]
+def test_a_standing_queue_is_cut_back_then_the_room_returns(pair) -> None:  # type: ignore[no-untyped-def]
     tx, rx = pair
     clock = Clock()
     q = RxQueue(rx, clock)
     _fill(tx, rx, q, q.low)
     q.drained(False)
-    clock.t += RxQueue.CLAMP_AFTER * 1.5
+    clock.t += RxQueue.INTERVAL * 1.5
     q.drained(False)
     assert q.clamped and q.clamps == 1 and _limit(rx) == q.low
     # clamped: the kernel takes no more while the queue is above the default limit
@@ -109,7 +104,7 @@ def test_a_queue_above_the_default_limit_is_cut_back_then_the_room_returns(pair)
     _empty(rx)
     q.drained(False)
     assert not q.clamped and _limit(rx) == q.high
-    clock.t += RxQueue.CLAMP_AFTER * 10
+    clock.t += RxQueue.INTERVAL * 10
     q.drained(True)
     assert not q.clamped and q.clamps == 1  # the old start time was forgotten
 
@@ -141,9 +136,6 @@ class _Recorder:
     def __init__(self) -> None:
         self.calls: list[bool] = []
 
-    def take_drops(self) -> int:
-        return 0
-
     def drained(self, emptied: bool) -> None:
         self.calls.append(emptied)
 
@@ -166,81 +158,3 @@ def test_a_raw_drain_tells_the_queue_whether_it_emptied_it(pair) -> None:  # typ
     assert rec.calls == [False] and plane.counters.unknown_spi == 64
     plane._drain_raw(rx, 6, mv, 64, rec)  # type: ignore[arg-type]
     assert rec.calls == [False, True] and plane.counters.unknown_spi == 70
-
-
-class _Queued(RxQueue):
-    """An RxQueue whose queued bytes the test sets (the control law, without a flood)."""
-
-    q = 0
-
-    def queued(self) -> int | None:
-        return self.q
-
-
-def test_a_burst_above_the_target_that_drains_is_not_dropped(pair) -> None:  # type: ignore[no-untyped-def]
-    _tx, rx = pair
-    clock = Clock()
-    q = _Queued(rx, clock)
-    q.q = q.target + 1
-    q.drained(False)  # above the target: the interval starts
-    clock.t += RxQueue.INTERVAL * 0.9
-    q.drained(False)
-    q.q = q.target  # drained to the target before the interval ended
-    q.drained(False)
-    q.q = q.target + 1
-    clock.t += RxQueue.INTERVAL * 0.9
-    q.drained(False)  # above again: a new interval, not the old one
-    assert not q.dropping and q.take_drops() == 0
-
-
-def test_a_standing_queue_loses_heads_at_the_control_law_rate(pair) -> None:  # type: ignore[no-untyped-def]
-    _tx, rx = pair
-    clock = Clock()
-    q = _Queued(rx, clock)
-    q.q = q.target + 1  # above the target but below the default limit: no clamp
-    q.drained(False)
-    clock.t += RxQueue.INTERVAL
-    q.drained(False)
-    assert q.dropping and q.take_drops() == 1 and q.take_drops() == 0
-    drops = [clock.t]
-    for _ in range(4000):  # drains every 50 us while the queue stands
-        clock.t += 0.00005
-        q.drained(False)
-        if q.take_drops():
-            drops.append(clock.t)
-    gaps = [b - a for a, b in zip(drops, drops[1:], strict=False)]
-    for n, gap in enumerate(gaps, start=1):  # RFC 8289 §4.3: interval / sqrt(count)
-        assert gap == pytest.approx(RxQueue.INTERVAL / math.sqrt(n), abs=0.0001)
-    assert len(drops) > 5 and not q.clamped
-    q.q = q.target  # the queue drained to its target: the dropping state ends
-    q.drained(False)
-    clock.t += RxQueue.INTERVAL * 10
-    q.drained(True)
-    assert not q.dropping and q.take_drops() == 0
-
-
-def test_a_head_drop_discards_the_oldest_datagram_unread(pair) -> None:  # type: ignore[no-untyped-def]
-    from pypluto.kernel.userspace.backend import PlaneCounters, UserspaceBackend
-    from pypluto.kernel.userspace.sa_table import SATable
-
-    tx, rx = pair
-    plane = object.__new__(UserspaceBackend)
-    plane._sas = SATable()
-    plane.counters = PlaneCounters()
-    plane._xin = {}
-    q = RxQueue(rx, Clock())
-    # the head is too short for an ESP header: had the plane read it, it would
-    # count as malformed; the rest are ESP for an SPI the plane does not have
-    tx.sendto(b"\x01", rx.getsockname())
-    for i in range(9):
-        tx.sendto((0x2000 + i).to_bytes(4, "big") + bytes(12), rx.getsockname())
-    q.due = 1  # as after an interval above the target
-    mv = memoryview(bytearray(65536))
-    plane._drain_raw(rx, 6, mv, 64, q)
-    assert q.dropped == 1 and q.due == 0
-    assert plane.counters.malformed == 0 and plane.counters.unknown_spi == 9
-    # nothing else is dropped without a new decision
-    for i in range(3):
-        tx.sendto((0x3000 + i).to_bytes(4, "big") + bytes(12), rx.getsockname())
-    plane._drain_raw(rx, 6, mv, 64, q)
-    assert q.dropped == 1 and plane.counters.unknown_spi == 12

@@ -587,9 +587,7 @@ class UserspaceBackend(KernelBackend):
         the inner packets of one drain go to the TUN device together (the writer
         thread, in-order TCP segments and UDP datagrams merged), as on the
         ESP-in-UDP path.  ``rq`` learns after the drain whether the queue was emptied
-        and may ask for datagrams at the head of the queue to be discarded unread
-        (:mod:`.rxqueue`: burst room without a standing queue; a discarded datagram
-        is loss before any ESP processing, RFC 8289 head drop, and touches no SA).
+        (:mod:`.rxqueue`: burst room without a standing queue).
         """
         by_spi = self._sas.by_spi
         c = self.counters
@@ -599,14 +597,9 @@ class UserspaceBackend(KernelBackend):
         run_spi = -1
         run_sa = None
         got = 0
-        skip = rq.take_drops() if rq is not None else 0
         try:
             for d in self._raw_datagrams(sock, mv, batch):
                 got += 1
-                if skip:  # head drop: before the SPI is even read
-                    skip -= 1
-                    rq.discarded(1)  # type: ignore[union-attr]
-                    continue
                 n = len(d)
                 off = (d[0] & 0x0F) * 4 if version == 4 and n else 0
                 if n - off < 8:
