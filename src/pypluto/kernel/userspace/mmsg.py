@@ -92,7 +92,7 @@ class Batch:
             h.iov = ctypes.addressof(self.iov[i])
             h.iovlen = 1
         # the iov_len and msg_len fields as plain integer views (faster than ctypes fields)
-        self._iov_len = memoryview(self.iov).cast("B").cast("N")[1::2]
+        self._iov_len = memoryview(self.iov).cast("B").cast("N")[1::2]  # type: ignore[call-overload]
         self._msg_len = memoryview(self.hdrs).cast("B").cast("I")[
             _MMsgHdr.len.offset // 4::ctypes.sizeof(_MMsgHdr) // 4]
         self._name = ctypes.create_string_buffer(28)
