@@ -35,8 +35,8 @@ lint: install
 	@$(VENV)/bin/ruff check src tests
 	@$(VENV)/bin/mypy src
 
-# Side-by-side benchmarks (bench/README.md times each module): about 30 min on a
-# quiet machine, of which the last ~15 are the issue-18 hold of 100,000 IKE SAs
+# Side-by-side benchmarks (bench/README.md times each module): about 40 min on a
+# quiet machine, of which the last ~25 are the issue-18 hold of 100,000 IKE SAs
 # for 600 s (bench/scale_hold.py); refuses a dirty tree (BENCH_ALLOW_DIRTY=1 marks
 # the results -dirty).  BENCH=name runs a subset (BENCH=scale_hold: that hold alone)
 bench: install deps

@@ -37,8 +37,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
 
-# In the order they run; each finishes in a few minutes but the last, scale_hold (~15
-# min: 100,000 IKE SAs held 600 s), so make bench takes ~30 min (the
+# In the order they run; each finishes in a few minutes but the last, scale_hold (~25
+# min: 100,000 IKE SAs held 600 s), so make bench takes ~40 min (the
 # module timings are in bench/README.md, "Sizes (environment) and time").
 BENCHMARKS = [
     "bench.config_load",

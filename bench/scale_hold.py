@@ -15,7 +15,7 @@ then drops datagrams and the setup stalls (bench/README.md, "Holding 100,000 IKE
 SAs").  ``BENCH_SCALE_KINDS=pypluto,strongswan`` adds responders for a machine that
 has the cores.  The three-daemon comparison is ``ike_hold``'s, at 10,000.
 
-It runs last in ``make bench`` (about 15 minutes: setup, 600 s, teardown) and needs a
+It runs last in ``make bench`` (about 25 minutes: setup, 600 s, teardown) and needs a
 quiet machine.  Alone: ``make bench BENCH=scale_hold`` or
 ``.venv/bin/python -m bench.scale_hold [N] [SECONDS]``.
 """
