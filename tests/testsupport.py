@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import socket
 
 import pytest
 
@@ -54,3 +55,13 @@ def probe_in_netns(prefix: str, probe: str, timeout: float = 60) -> None:
         assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def udp_pair() -> tuple[socket.socket, socket.socket]:
+    """(sender, non-blocking receiver bound to 127.0.0.1): two UDP sockets for the
+    plane's socket-level tests (mmsg, rxqueue)."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    return tx, rx

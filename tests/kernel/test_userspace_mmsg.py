@@ -7,6 +7,7 @@ import struct
 import threading
 
 import pytest
+from testsupport import udp_pair
 
 from pypluto.kernel.userspace import mmsg
 from pypluto.kernel.userspace.tun import is_sparse
@@ -16,16 +17,8 @@ def test_the_c_library_has_both_calls() -> None:
     assert mmsg.AVAILABLE  # glibc and musl on Linux do; without them the plane sends one by one
 
 
-def _pair() -> tuple[socket.socket, socket.socket]:
-    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rx.bind(("127.0.0.1", 0))
-    rx.setblocking(False)
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    return tx, rx
-
-
 def test_one_sendmmsg_delivers_every_datagram_in_order_and_recvmmsg_returns_them() -> None:
-    tx, rx = _pair()
+    tx, rx = udp_pair()
     try:
         wires = [bytes([i]) * (100 + i) for i in range(40)]
         assert mmsg.Batch().send(tx.fileno(), mmsg.sockaddr(rx.getsockname()), wires) == 40
@@ -38,7 +31,7 @@ def test_one_sendmmsg_delivers_every_datagram_in_order_and_recvmmsg_returns_them
 
 
 def test_recv_takes_at_most_count_and_leaves_the_rest() -> None:
-    tx, rx = _pair()
+    tx, rx = udp_pair()
     try:
         b = mmsg.Batch()
         assert b.send(tx.fileno(), mmsg.sockaddr(rx.getsockname()),
@@ -61,7 +54,7 @@ def test_a_batch_is_per_thread_and_reused_within_one() -> None:
 
 
 def test_send_on_a_closed_descriptor_raises_oserror() -> None:
-    tx, rx = _pair()
+    tx, rx = udp_pair()
     name = mmsg.sockaddr(rx.getsockname())
     fd = tx.fileno()
     tx.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+from testsupport import udp_pair
 
 from pypluto.kernel.userspace.rxqueue import RxQueue
 
@@ -19,14 +20,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-def _pair() -> tuple[socket.socket, socket.socket]:
-    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rx.bind(("127.0.0.1", 0))
-    rx.setblocking(False)
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    return tx, rx
 
 
 def _limit(s: socket.socket) -> int:
@@ -54,7 +47,7 @@ def _empty(rx: socket.socket) -> None:
 
 @pytest.fixture
 def pair():  # type: ignore[no-untyped-def]
-    tx, rx = _pair()
+    tx, rx = udp_pair()
     yield tx, rx
     tx.close()
     rx.close()
