@@ -82,6 +82,7 @@ def test_create_commands_v4_with_address() -> None:
     assert create_commands(dev) == [
         ["ip", "link", "add", "vti5", "type", "vti", "local", "192.0.2.1",
          "remote", "192.0.2.2", "ikey", "5", "okey", "6"],
+        ["ip", "link", "set", "vti5", "alias", "pypluto-vti"],
         ["ip", "addr", "add", "10.9.9.1/30", "dev", "vti5"],
         ["ip", "link", "set", "vti5", "up"],
     ]
@@ -97,6 +98,7 @@ def test_create_commands_shared_v6_without_address() -> None:
     assert create_commands(dev) == [
         ["ip", "link", "add", "vti5", "type", "vti6", "local", "2001:db8::1",
          "ikey", "33", "okey", "33"],
+        ["ip", "link", "set", "vti5", "alias", "pypluto-vti"],
         ["ip", "link", "set", "vti5", "up"],
     ]
     base = "/proc/sys/net/ipv6/conf/vti5/"
@@ -118,19 +120,28 @@ def test_no_vti_no_device() -> None:
 
 # --- the manager ---------------------------------------------------------------------------
 class FakeIp:
-    """Records commands; ``ip link show`` fails unless the device 'exists'."""
+    """Records commands; ``ip -o link show`` fails unless the device 'exists'; a
+    device in ``leftover`` exists with our alias (an earlier run's)."""
 
-    def __init__(self, existing: set[str] | None = None, fail: str = "") -> None:
+    def __init__(self, existing: set[str] | None = None, fail: str = "",
+                 leftover: set[str] | None = None) -> None:
         self.cmds: list[list[str]] = []
         self.existing = existing or set()
+        self.leftover = leftover or set()
         self.fail = fail
         self.sysctls: list[tuple[str, str]] = []
 
     async def __call__(self, argv: list[str]) -> tuple[int, str]:
         self.cmds.append(argv)
         line = " ".join(argv)
-        if argv[1:3] == ["link", "show"]:
-            return (0, "") if argv[-1] in self.existing else (1, "does not exist")
+        if argv[1:4] == ["-o", "link", "show"]:
+            name = argv[-1]
+            head = f"7: {name}@NONE: <POINTOPOINT,NOARP,UP> mtu 1480 state UNKNOWN"
+            if name in self.leftover:
+                return 0, head + "\\    link/ipip 192.0.2.1 peer 192.0.2.9\\    alias pypluto-vti"
+            if name in self.existing:
+                return 0, head + "\\    link/ipip 192.0.2.1 peer 192.0.2.2\\    alias uplink"
+            return 1, f'Device "{name}" does not exist.'
         if self.fail and self.fail in line:
             return 2, "RTNETLINK answers: File exists" if "route" in line else "boom"
         return 0, ""
@@ -145,8 +156,9 @@ def test_manager_creates_routes_and_removes_everything() -> None:
     m = _mgr(fake)
     assert asyncio.run(m.up(_child())) is None
     made = [" ".join(c) for c in fake.cmds]
-    assert made == ["ip link show dev vti5",
+    assert made == ["ip -o link show dev vti5",
                     "ip link add vti5 type vti local 192.0.2.1 remote 192.0.2.2 ikey 5 okey 6",
+                    "ip link set vti5 alias pypluto-vti",
                     "ip addr add 10.9.9.1/30 dev vti5", "ip link set vti5 up",
                     "ip route add 203.0.113.0/24 dev vti5"]
     assert ("/proc/sys/net/ipv4/conf/vti5/disable_policy", "1") in fake.sysctls
@@ -202,6 +214,22 @@ def test_manager_leaves_an_existing_device_and_route_alone() -> None:
     asyncio.run(m.down(_child()))
     asyncio.run(m.close())
     assert fake.cmds == []
+
+
+def test_manager_replaces_the_device_a_dead_daemon_left() -> None:
+    """A device with our alias was made by an earlier run that did not clean up (a
+    crash, SIGKILL): it is removed and made anew with this conn's keys, and removed
+    again with the conn, instead of passing for an operator's device for ever."""
+    fake = FakeIp(leftover={"vti5"})
+    m = _mgr(fake)
+    assert asyncio.run(m.up(_child())) is None
+    made = [" ".join(c) for c in fake.cmds]
+    assert made[:3] == ["ip -o link show dev vti5", "ip link del vti5",
+                        "ip link add vti5 type vti local 192.0.2.1 remote 192.0.2.2 ikey 5 okey 6"]
+    assert m.devices["vti5"].created
+    fake.cmds.clear()
+    asyncio.run(m.down(_child()))
+    assert fake.cmds[-1] == ["ip", "link", "del", "vti5"]
 
 
 def test_manager_undoes_a_half_made_device() -> None:

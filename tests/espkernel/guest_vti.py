@@ -124,6 +124,24 @@ def run_pair(left: XfrmBackend, right: XfrmBackend, east_kind: str = "pypluto") 
             G.sh(["ip", "-n", G.RIGHT, "route", "add", str(G.LNET4), "dev", "vti5"])
         G.check(f"{tag}-up-again-passes-traffic",
                 again and G.ping(G.LEFT, G.LIN4, G.RIN4, count=2), west.tail(5))
+        if not theirs:
+            # a crash (SIGKILL) cleans nothing up: the device stays, with our alias; the
+            # next daemon recognises it as ours, makes it anew when the conn comes up,
+            # and removes it at shutdown (an operator's device would stay)
+            west.kill()
+            d = dev_text(G.LEFT, "vti5")
+            G.check(f"{tag}-crash-leaves-the-device-marked-ours",
+                    "alias pypluto-vti" in d, d.strip()[-300:])
+            G.flush_xfrm([G.LEFT])  # what `ipsec start` does before pluto runs
+            west.start()
+            west.whack("--name", "vti", "--initiate")
+            back = G.waited(lambda: len(left.list_sas()) >= 2 and has_dev(G.LEFT, "vti5")
+                            and "vti5" in routes(G.LEFT, G.RNET4), 60,
+                            "the VTI conn up after the restart")
+            G.check(f"{tag}-restart-replaces-the-leftover-device",
+                    back and "removing device vti5 left by an earlier run" in west.log()
+                    and "created vti device vti5" in west.log()
+                    and G.ping(G.LEFT, G.LIN4, G.RIN4, count=2), west.tail(8))
         stopped = west.stop() if theirs else west.sigterm()  # whack --shutdown, or SIGTERM
         rest = G.leftovers(left, devices=["vti5"], to=[G.RNET4])
         G.check(f"{tag}-nothing-left-after-shutdown", stopped and not rest,

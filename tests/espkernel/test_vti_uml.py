@@ -26,6 +26,11 @@ PAIR = [
     "nothing-left-after-shutdown",
 ]
 
+CRASH = [
+    "crash-leaves-the-device-marked-ours",
+    "restart-replaces-the-leftover-device",
+]
+
 SHARED = [
     "one-device-remote-any",
     "vti-routing-no-adds-no-route",
@@ -51,6 +56,13 @@ def test_vti_pair_routes_traffic_through_the_device(guest: GuestRun) -> None:
     ``--initiate``, SIGTERM leaves no device, route, SA or policy."""
     print(f"UML run took {guest.seconds:.1f}s")
     guest.assert_checks(tagged("vti-pair", PAIR), "vti-pair")
+
+
+def test_vti_device_left_by_a_crash_is_replaced(guest: GuestRun) -> None:
+    """SIGKILL of west leaves ``vti5`` with our alias (``pypluto-vti``); a new west
+    removes and remakes it when the conn comes up (its log says so), traffic flows,
+    and its SIGTERM then leaves nothing (the pair's last check)."""
+    guest.assert_checks(tagged("vti-pair", CRASH), "vti-pair")
 
 
 def test_vti_routing_no_adds_no_route(guest: GuestRun) -> None:

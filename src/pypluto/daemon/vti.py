@@ -25,6 +25,13 @@ What this module does, as Libreswan's updown script does for VTI conns:
   existed before (an operator's) is used and never removed; a route that existed
   before is never removed either.
 
+A device we create carries the interface alias ``pypluto-vti`` (``ip link set NAME
+alias``), which lives in the kernel, not in the daemon.  So a device left behind
+by a daemon that crashed or was killed is recognised as ours when a conn asks for
+it again: it is removed and made anew with this conn's keys and addresses, and it
+goes with the conn as usual.  Without the marker it would pass for an
+operator's device and stay for ever, with whatever keys the dead daemon gave it.
+
 The commands are argv lists (``ip`` from iproute2), built by pure functions so
 the unit tests can check them; ``VtiManager`` runs them.
 """
@@ -49,6 +56,7 @@ __all__ = [
 ]
 
 IP = "ip"
+OWNER_ALIAS = "pypluto-vti"  # ifalias of the devices we make (see the module docstring)
 Runner = Callable[[list[str]], Awaitable[tuple[int, str]]]
 
 
@@ -90,7 +98,7 @@ def create_commands(dev: VtiDevice) -> list[list[str]]:
     if dev.remote is not None:
         add += ["remote", str(dev.remote)]
     add += ["ikey", str(dev.ikey), "okey", str(dev.okey)]
-    cmds = [add]
+    cmds = [add, [IP, "link", "set", dev.name, "alias", OWNER_ALIAS]]
     if dev.address is not None:
         cmds.append([IP, "addr", "add", str(dev.address), "dev", dev.name])
     cmds.append([IP, "link", "set", dev.name, "up"])
@@ -163,9 +171,15 @@ class VtiManager:
         self.routes: dict[tuple[str, str], set[tuple[str, str, str]]] = {}  # ours only
         self._lock = asyncio.Lock()
 
-    async def _exists(self, name: str) -> bool:
-        rc, _ = await self._run([IP, "link", "show", "dev", name])
-        return rc == 0
+    async def _probe(self, name: str) -> str | None:
+        """None: no such device; ``"ours"``: one we made (an earlier run's leftover);
+        ``"theirs"``: an operator's."""
+        rc, out = await self._run([IP, "-o", "link", "show", "dev", name])
+        if rc != 0:
+            return None
+        # one line, its parts joined by "\"; the alias is "alias TEXT" at the end
+        ours = any(part.strip() == f"alias {OWNER_ALIAS}" for part in out.split("\\"))
+        return "ours" if ours else "theirs"
 
     async def up(self, child: UpdownChild) -> str | None:
         """Device (and route) for a Child SA that comes up; an error text, or None."""
@@ -179,7 +193,14 @@ class VtiManager:
         async with self._lock:
             own = self.devices.get(dev.name)
             if own is None:
-                if await self._exists(dev.name):
+                found = await self._probe(dev.name)
+                if found == "ours":
+                    self._log(f"vti: removing device {dev.name} left by an earlier run",
+                              "info")
+                    rc, out = await self._run(delete_command(dev.name))
+                    if rc != 0:
+                        return f"vti: cannot remove the stale device {dev.name}: {out}"
+                if found == "theirs":
                     self._log(f"vti: using the existing device {dev.name} (not ours: it "
                               "stays after the conn)", "info")
                     own = _Owned(dev, created=False)
