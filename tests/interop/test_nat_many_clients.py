@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import pytest
 from lab import EAST_INNER, EAST_OUTER, Lab, Spawned, parse_ping, require
-from peers import EAST_ID, PROPOSALS, PSK, Pypluto, StrongSwan, have_strongswan
+from peers import EAST_ID, PSK, Pypluto, StrongSwan, have_strongswan
+from rwconf import psk_rw_swanctl
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.timeout(240)]
 
@@ -97,41 +98,6 @@ def _nat_with_clients(lab: Lab, kinds: list[str]) -> list[Client]:
     return out
 
 
-def _swanctl(ident: str) -> str:
-    p = PROPOSALS[0]
-    return f"""\
-connections {{
-    rw {{
-        version = 2
-        remote_addrs = {EAST_OUTER}
-        vips = 0.0.0.0
-        proposals = {p.ss_ike}
-        local {{
-            auth = psk
-            id = {ident}
-        }}
-        remote {{
-            auth = psk
-            id = {EAST_ID}
-        }}
-        children {{
-            net {{
-                remote_ts = {GW_SUBNET}
-                esp_proposals = {p.ss_esp}
-            }}
-        }}
-    }}
-}}
-secrets {{
-    ike-rw {{
-        id-a = {ident}
-        id-b = {EAST_ID}
-        secret = "{PSK}"
-    }}
-}}
-"""
-
-
 def _pypluto_conf(ident: str) -> str:
     return f"""\
 config setup
@@ -154,7 +120,8 @@ def _connect(lab: Lab, c: Client) -> None:
         sw = StrongSwan(lab, c.ns, f"strongswan-{c.ident.split('.')[0]}",
                         charon_extra=f"keep_alive = {KEEPALIVE}s").start()
         c.daemon = sw
-        sw.load(_swanctl(c.ident))
+        sw.load(psk_rw_swanctl(client_id=c.ident, gateway=EAST_OUTER, subnet=GW_SUBNET,
+                                   role="client"))
         r = sw.initiate(check=False)
         assert r.returncode == 0 and "installing new virtual IP" in r.stdout, r.stdout[-2000:]
     else:

@@ -27,13 +27,12 @@ import pytest
 from lab import EAST_INNER, EAST_OUTER, Lab, parse_ping, require
 from peers import (
     EAST_ID,
-    PROPOSALS,
-    PSK,
     WEST_ID,
     Pypluto,
     StrongSwan,
     have_strongswan,
 )
+from rwconf import psk_rw_swanctl
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.timeout(180)]
 
@@ -93,41 +92,6 @@ conn rw
 """
 
 
-def _client_swanctl() -> str:
-    p = PROPOSALS[0]
-    return f"""\
-connections {{
-    rw {{
-        version = 2
-        remote_addrs = {EAST_OUTER}
-        vips = 0.0.0.0
-        proposals = {p.ss_ike}
-        local {{
-            auth = psk
-            id = {WEST_ID}
-        }}
-        remote {{
-            auth = psk
-            id = {EAST_ID}
-        }}
-        children {{
-            net {{
-                remote_ts = {GW_SUBNET}
-                esp_proposals = {p.ss_esp}
-            }}
-        }}
-    }}
-}}
-secrets {{
-    ike-rw {{
-        id-a = {WEST_ID}
-        id-b = {EAST_ID}
-        secret = "{PSK}"
-    }}
-}}
-"""
-
-
 def test_strongswan_client_gets_an_address_behind_nat(lab: Lab,
                                                       cell: Callable[..., None]) -> None:
     """strongSwan (``vips = 0.0.0.0``) behind MASQUERADE gets the pool's first address
@@ -138,7 +102,8 @@ def test_strongswan_client_gets_an_address_behind_nat(lab: Lab,
     client = _nat_client(lab)
     gw = Pypluto(lab, lab.east, "pypluto-gw").start(GATEWAY_CONF)
     sw = StrongSwan(lab, client, "strongswan-client").start()
-    sw.load(_client_swanctl())
+    sw.load(psk_rw_swanctl(client_id=WEST_ID, gateway=EAST_OUTER, subnet=GW_SUBNET,
+                               role="client"))
     r = sw.initiate(check=False)
     assert r.returncode == 0, r.stdout[-2000:]
     assert f"installing new virtual IP {FIRST}" in r.stdout, r.stdout[-2000:]
@@ -173,47 +138,6 @@ def test_strongswan_client_gets_an_address_behind_nat(lab: Lab,
         r.stdout[-2000:]
 
 
-def _gateway_swanctl() -> str:
-    p = PROPOSALS[0]
-    return f"""\
-connections {{
-    rw {{
-        version = 2
-        local_addrs = {EAST_OUTER}
-        pools = rwpool
-        proposals = {p.ss_ike}
-        local {{
-            auth = psk
-            id = {EAST_ID}
-        }}
-        remote {{
-            auth = psk
-            id = {WEST_ID}
-        }}
-        children {{
-            net {{
-                local_ts = {GW_SUBNET}
-                esp_proposals = {p.ss_esp}
-            }}
-        }}
-    }}
-}}
-pools {{
-    rwpool {{
-        addrs = {POOL}
-        dns = {DNS}
-    }}
-}}
-secrets {{
-    ike-rw {{
-        id-a = {WEST_ID}
-        id-b = {EAST_ID}
-        secret = "{PSK}"
-    }}
-}}
-"""
-
-
 CLIENT_CONF = f"""\
 conn rw
 \tauthby=secret
@@ -236,7 +160,8 @@ def test_pypluto_client_gets_an_address_from_strongswan(lab: Lab,
     require(have_strongswan(), "strongSwan 5.9.8 (charon-systemd, swanctl)")
     client = _nat_client(lab)
     sw = StrongSwan(lab, lab.east, "strongswan-gw").start()
-    sw.load(_gateway_swanctl())
+    sw.load(psk_rw_swanctl(client_id=WEST_ID, gateway=EAST_OUTER, subnet=GW_SUBNET,
+                               role="gateway", pool=POOL, dns=DNS))
     us = Pypluto(lab, client, "pypluto-client").start(CLIENT_CONF)
     out = us.initiate("rw")
     assert us.child_established(), out + us.log.read_text()[-3000:]
@@ -278,7 +203,8 @@ def test_strongswan_client_moves_with_mobike(lab: Lab, cell: Callable[..., None]
     gw = Pypluto(lab, lab.east, "pypluto-gw").start(GATEWAY_CONF.replace(
         "\tauto=add\n", "\tmobike=yes\n\tauto=add\n"))
     sw = StrongSwan(lab, client, "strongswan-client").start()
-    sw.load(_client_swanctl())
+    sw.load(psk_rw_swanctl(client_id=WEST_ID, gateway=EAST_OUTER, subnet=GW_SUBNET,
+                               role="client"))
     r = sw.initiate(check=False)
     assert r.returncode == 0 and f"installing new virtual IP {FIRST}" in r.stdout, \
         r.stdout[-2000:]
@@ -348,7 +274,8 @@ def test_pypluto_client_moves_with_mobike(lab: Lab, cell: Callable[..., None],
     for ns in (client, lab.west):
         lab.run(ns, ["ip", "link", "set", "lan2", "up"])
     sw = StrongSwan(lab, lab.east, "strongswan-gw").start()
-    sw.load(_gateway_swanctl())
+    sw.load(psk_rw_swanctl(client_id=WEST_ID, gateway=EAST_OUTER, subnet=GW_SUBNET,
+                               role="gateway", pool=POOL, dns=DNS))
     us = Pypluto(lab, client, "pypluto-client")
     if helpers == "inline":
         us.extra_args = ["--nhelpers", "0"]
