@@ -211,7 +211,8 @@ def run(n: int | None = None, seconds: int | None = None, kinds: list[str] | Non
          "note": f"responder's own count (before, after): {counts}; all responders held "
                  f"in one common window; goal 0 at 100,000 for 600 s: "
                  + (("met" if g("pypluto", "deaths") == 0 else "NOT met") if big else
-                    "not measured at that size (BENCH_HOLD_N=100000 BENCH_HOLD_SECONDS=600)")
+                    "not measured at this size here: the scale_hold rows (pypluto alone, "
+                    "100,000 for 600 s) are")
                  + (f"; processes died: {dead}" if dead else "") + (f"; {errs}" if errs else "")},
         {"metric": f"idle responder CPU holding {n} IKE SAs, liveness on",
          **{k: g(k, "idle_cpu_pct") for k in three}, "unit": "% of a core",
@@ -220,7 +221,7 @@ def run(n: int | None = None, seconds: int | None = None, kinds: list[str] | Non
                  + str({k: g(k, "generator_cpu_pct") for k in three if k in res})
                  + "; goal < 25% at 100,000: "
                  + (("met" if isinstance(pp_cpu, float) and pp_cpu < 25 else "NOT met")
-                    if big else "see size")},
+                    if big else "see the scale_hold rows")},
         {"metric": f"RSS per IKE SA holding {n}",
          **{k: g(k, "rss_kib_per_sa") for k in three}, "unit": "KiB",
          "note": "(VmRSS after setup - VmRSS of the empty daemon) / count; goal <= 5 KiB "
