@@ -133,6 +133,32 @@ _U16 = struct.Struct("=H")
 _INLINE_MAX = 2  # batches this small are written by the reading thread when its writer is idle
 
 
+ICMP_FIRST = os.environ.get("PYPLUTO_ICMP_FIRST", "1") == "1"
+
+
+def icmp_first(pkts: list[bytes], write: Callable[[bytes], None]) -> list[bytes]:
+    """Write the ICMP and ICMPv6 packets of ``pkts`` (decrypted inner packets) with
+    ``write`` now; return the others, in their order, for the writer thread.
+
+    A ping (or an ICMP error) that arrives in one receive batch with bulk TCP
+    segments would otherwise wait behind up to ``Writer.LIMIT`` queued batches of
+    merged TCP writes.  The packets were decrypted and passed every RFC 4303 §3.4
+    check (replay window included) in their arrival order; only their hand-off to
+    the TUN device changes, and an ICMP message is a flow of its own, so no flow
+    sees its packets reordered (an ICMP error about a TCP flow overtaking that
+    flow's segments is harmless: RFC 1122 §4.2.3.9 makes such errors advisory).
+    """
+    pri = [p for p in pkts if len(p) > 9 and p[9 if p[0] < 0x60 else 6] in _ICMP_PROTOS]
+    if not pri:
+        return pkts
+    for p in pri:
+        write(p)
+    return [p for p in pkts if not (len(p) > 9 and p[9 if p[0] < 0x60 else 6] in _ICMP_PROTOS)]
+
+
+_ICMP_PROTOS = frozenset((1, 58))
+
+
 @dataclass
 class PlaneCounters:
     """Packets the plane dropped before any SA saw them, and other global events."""
@@ -513,10 +539,17 @@ class UserspaceBackend(KernelBackend):
             self.counters.tun_write_errors += 1
 
     def _to_tun_many(self, pkts: list[bytes]) -> None:
+        """The inner packets of one receive drain to the TUN device, in order, through the
+        writer thread; ICMP/ICMPv6 among them first, by this thread (see :func:`icmp_first`)."""
         q = self._tunq
         if q is None:
             self._to_tun_many_now(pkts)
-        elif not (q.run_or_put(pkts) if len(pkts) <= _INLINE_MAX else q.put(pkts)):
+            return
+        if ICMP_FIRST:
+            pkts = icmp_first(pkts, self._to_tun)
+            if not pkts:
+                return
+        if not (q.run_or_put(pkts) if len(pkts) <= _INLINE_MAX else q.put(pkts)):
             self.counters.tun_write_errors += len(pkts)
 
     def _to_tun_many_now(self, pkts: list[bytes]) -> None:
