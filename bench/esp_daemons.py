@@ -11,7 +11,9 @@ hand-keyed.  Between the inner addresses (198.51.100.1 -> 203.0.113.1):
 * UDP: iperf3 ``-u -b 0`` with 1,400-byte and 64-byte datagrams: received
   datagrams per second and loss;
 * ping latency under load: 0.01 s pings while a 1-stream TCP iperf3 runs
-  (average and maximum round trip);
+  (average and maximum round trip; for pypluto also the ESP packets both ends
+  dropped meanwhile for replay or a failed ICV, which must stay 0: a ping sent
+  ahead of queued TCP segments once pushed them out of the peer's window);
 * CPU per packet: utime+stime of the daemons of both ends, with all their
   threads and children, over the test / the packets carried (UDP: datagrams
   received; TCP: received bytes / 1,448).
@@ -117,6 +119,20 @@ class Pair:
                      30, f"{kind}: ping through the tunnel")
 
 
+def esp_drops(pair: Pair) -> int | None:
+    """Inbound ESP packets both pypluto ends dropped so far for replay or a failed ICV
+    (RFC 4303 §3.4.3-3.4.4; with ESN a packet pushed out of the window fails the ICV);
+    None for strongSwan's pair."""
+    if pair.kind != "pypluto":
+        return None
+    total = 0
+    for end in (pair.west, pair.east):
+        for ike in end.sas():  # type: ignore[union-attr]
+            for ch in ike.get("children", []):
+                total += ch.get("replay_drops", 0) + ch.get("integrity_failures", 0)
+    return total
+
+
 def _iperf(pair: Pair, seconds: int, args: list[str]) -> dict[str, Any]:
     lab = pair.lab
     port = 5201
@@ -163,14 +179,17 @@ def ping_under_load(pair: Pair, seconds: int) -> dict[str, Any]:
     ping = lab.spawn(lab.west, ["ping", "-n", "-q", "-i", "0.01", "-c", str(count), "-W", "2",
                                 "-I", WEST_INNER, EAST_INNER], log, name="ping",
                      expect_alive=False)
+    d0 = esp_drops(pair)
     tcp(pair, seconds, 1)
     ping.proc.wait(seconds + 30)
+    d1 = esp_drops(pair)
     text = log.read_text()
     m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", text)
     loss = re.search(r"([\d.]+)% packet loss", text)
     return {"avg_ms": float(m.group(2)) if m else None,
             "max_ms": float(m.group(3)) if m else None,
-            "loss_pct": float(loss.group(1)) if loss else None}
+            "loss_pct": float(loss.group(1)) if loss else None,
+            "esp_drops": None if d0 is None or d1 is None else d1 - d0}
 
 
 TESTS: list[tuple[str, Any, Any]] = [
@@ -236,7 +255,9 @@ def run(seconds: int | None = None, runs: int | None = None) -> dict[str, Any]:
         if test == "ping":
             note += (f"; max {med('pypluto', test, 'max_ms')} / "
                      f"{med('strongswan', test, 'max_ms')} ms, loss "
-                     f"{med('pypluto', test, 'loss_pct')}% / {med('strongswan', test, 'loss_pct')}%")
+                     f"{med('pypluto', test, 'loss_pct')}% / {med('strongswan', test, 'loss_pct')}%"
+                     f"; ESP packets pypluto dropped for replay or ICV during it "
+                     f"{med('pypluto', test, 'esp_drops')}")
         if test == "tcp4":
             note = method + "; " + note + (f"; error: {err}" if err else "")
         rows.append({"metric": f"ESP {metric}", "pypluto": a, "strongswan": b,

@@ -46,29 +46,42 @@ class Writer:
     consumer is hopelessly behind and the item is dropped.
     """
 
-    LIMIT = 8  # batches queued or in progress (up to 64 packets each)
+    LIMIT = 8  # batches queued or in progress (up to 64 packets each); ``limit`` overrides
     WAIT = 0.5  # seconds put waits for room before it drops the item
 
-    def __init__(self, fn: Callable[[Any], None], name: str) -> None:
+    def __init__(self, fn: Callable[[Any], None], name: str, limit: int = LIMIT) -> None:
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._fn = fn
         # items put (written by the producing thread only) and finished (by the writer
         # only): equal when nothing is queued or in progress
         self._put = 0
         self._done = 0
-        self._room = threading.Semaphore(self.LIMIT)
+        # the same in weights (packets): put_w by the producer, done_w by the writer
+        self._put_w = 0
+        self._done_w = 0
+        self._room = threading.Semaphore(limit)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def put(self, item: Any) -> bool:
-        """Queue ``item``, waiting while ``LIMIT`` are ahead of it; False: dropped."""
+    @property
+    def backlog(self) -> int:
+        """The weight (packets) of the items queued or in progress; 0 when idle.
+
+        Read by the producing thread: the count may fall while it looks, never rise."""
+        return self._put_w - self._done_w
+
+    def put(self, item: Any, weight: int = 1) -> bool:
+        """Queue ``item``, waiting while ``limit`` are ahead of it; False: dropped.
+
+        ``weight``: how many packets the item carries (see :attr:`backlog`)."""
         if not self._room.acquire(timeout=self.WAIT):
             return False
         self._put += 1
-        self._q.put(item)
+        self._put_w += weight
+        self._q.put((item, weight))
         return True
 
-    def run_or_put(self, item: Any) -> bool:
+    def run_or_put(self, item: Any, weight: int = 1) -> bool:
         """Run ``fn(item)`` in the caller's thread when the writer is idle, else queue it.
 
         For a small item the hand-off (a wake-up and a GIL switch per batch) costs
@@ -76,7 +89,7 @@ class Writer:
         queued or in progress keeps the order.  One producing thread only.
         """
         if self._put != self._done:
-            return self.put(item)
+            return self.put(item, weight)
         try:
             self._fn(item)
         except Exception:  # noqa: BLE001 - never let a packet kill the plane
@@ -93,13 +106,15 @@ class Writer:
         get = self._q.get
         fn = self._fn
         while True:
-            item = get()
-            if item is None:
+            entry = get()
+            if entry is None:
                 return
+            item, weight = entry
             try:
                 fn(item)
             except Exception:  # noqa: BLE001 - never let a packet kill the plane
                 log.exception("userspace ESP writer")
+            self._done_w += weight
             self._done += 1
             self._room.release()
 
