@@ -7,11 +7,16 @@
   non-ESP marker: stripped on receive, added on send.  A lone 0xFF byte is a
   NAT-keepalive (§2.3) and is dropped; anything else is ESP-in-UDP and goes to
   the kernel backend.
-* A backend that reads a NAT-T socket itself (the userspace data plane) hands
-  IKE back through a thread-safe callback (queued; the loop takes each burst in
-  one turn, like a batch of its own sockets); such a socket is *parked*, not
-  closed, when its address goes away, so the backend's thread keeps a valid
-  socket, and IKE arriving on it is dropped.
+* A backend that reads a NAT-T socket itself (the userspace data plane): a
+  second socket of the loop joins it on the same address and port, and the
+  kernel steers each datagram by its marker (:mod:`.steer`: IKE to the loop's
+  socket, ESP and keepalives to the backend's), so that IKE never waits for a
+  hand-off from the backend's thread (issue 18).  Without steering, and for IKE
+  that still reaches the backend's socket, the backend hands IKE back through a
+  thread-safe callback (queued; the loop takes each burst in one turn, like a
+  batch of its own sockets).  Such a socket is *parked*, not closed, when its
+  address goes away, so the backend's thread keeps a valid socket, and IKE
+  arriving on it is dropped.
 * Under a flood (issue 13): each socket gets a 4 MiB receive buffer
   (``SO_RCVBUFFORCE`` as root, else ``SO_RCVBUF`` up to ``rmem_max``); a wake-up
   drains up to ``BATCH`` datagrams at once, and messages for existing IKE SAs
