@@ -7,11 +7,16 @@
   non-ESP marker: stripped on receive, added on send.  A lone 0xFF byte is a
   NAT-keepalive (§2.3) and is dropped; anything else is ESP-in-UDP and goes to
   the kernel backend.
-* A backend that reads a NAT-T socket itself (the userspace data plane) hands
-  IKE back through a thread-safe callback (queued; the loop takes each burst in
-  one turn, like a batch of its own sockets); such a socket is *parked*, not
-  closed, when its address goes away, so the backend's thread keeps a valid
-  socket, and IKE arriving on it is dropped.
+* A backend that reads a NAT-T socket itself (the userspace data plane): a
+  second socket of the loop joins it on the same address and port, and the
+  kernel steers each datagram by its marker (:mod:`.steer`: IKE to the loop's
+  socket, ESP and keepalives to the backend's), so that IKE never waits for a
+  hand-off from the backend's thread (issue 18).  Without steering, and for IKE
+  that still reaches the backend's socket, the backend hands IKE back through a
+  thread-safe callback (queued; the loop takes each burst in one turn, like a
+  batch of its own sockets).  Such a socket is *parked*, not closed, when its
+  address goes away, so the backend's thread keeps a valid socket, and IKE
+  arriving on it is dropped.
 * Under a flood (issue 13): each socket gets a 4 MiB receive buffer
   (``SO_RCVBUFFORCE`` as root, else ``SO_RCVBUF`` up to ``rmem_max``); a wake-up
   drains up to ``BATCH`` datagrams at once, and messages for existing IKE SAs
@@ -41,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pypluto.config.model import IPAddress
+from pypluto.daemon import steer
 from pypluto.daemon.interfaces import LocalAddress, local_addresses
 from pypluto.daemon.logger import PlutoLogger
 from pypluto.ike.actions import Endpoint
@@ -84,6 +90,9 @@ class IKEInterface:
     sock: socket.socket
     natt: bool
     backend_reads: bool = False
+    # the backend reads ``sock``; IKE to it is steered to this socket (daemon/steer.py)
+    ike_sock: socket.socket | None = None
+    ike_gro: bool = False  # ``ike_sock`` receives UDP GRO batches
 
     @functools.cached_property
     def local(self) -> Endpoint:
@@ -136,6 +145,8 @@ class UDPSockets:
         self.prefilter: Callable[[bytes, bytes, int], bytes | None] | None = None
         self._busy: Callable[[], bool] = _always  # the guard's busy_now (attach_guard)
         self.prefiltered = 0  # COOKIE answers sent by the pre-filter
+        # ESP merged (UDP GRO) behind an IKE message onto the steered IKE socket: dropped
+        self.steered_dropped = 0
         # IKE datagrams a backend's reader thread handed over, waiting for the loop
         self._handed: deque[tuple[bytes, tuple[str, int], tuple[str, int]]] = deque()
         self._handed_lock = threading.Lock()
@@ -237,7 +248,23 @@ class UDPSockets:
                 self.log.log(f"backend could not attach {local}: {e}", "error")
         if not iface.backend_reads:
             self.loop.add_reader(s.fileno(), self._readable, iface)
+        else:
+            self._steer(iface)
         return iface
+
+    def _steer(self, iface: IKEInterface) -> None:
+        """IKE to a socket the backend reads comes to a socket of the loop instead
+        (no hop from the backend's thread, issue 18); without it, as before."""
+        assert self.loop is not None
+        try:
+            s = steer.open_ike_socket(iface.sock, str(iface.addr), iface.port)
+        except OSError as e:
+            self.log.log(f"IKE on {iface.local} goes through the ESP thread: "
+                         f"no reuseport steering ({e.strerror})", "debug")
+            return
+        self._grow_rcvbuf(s)
+        iface.ike_sock, iface.ike_gro = s, steer.gro_enabled(s)
+        self.loop.add_reader(s.fileno(), self._readable_ike, iface, s)
 
     def _grow_rcvbuf(self, s: socket.socket) -> None:
         """A receive buffer that holds a burst of IKE_SA_INIT (issue 13)."""
@@ -262,6 +289,12 @@ class UDPSockets:
         if self.loop is not None and not iface.backend_reads:
             with contextlib.suppress(Exception):
                 self.loop.remove_reader(iface.sock.fileno())
+        if iface.ike_sock is not None:
+            if self.loop is not None:
+                with contextlib.suppress(Exception):
+                    self.loop.remove_reader(iface.ike_sock.fileno())
+            iface.ike_sock.close()
+            iface.ike_sock = None
         iface.sock.close()
 
     def unlisten(self) -> None:
@@ -305,6 +338,48 @@ class UDPSockets:
                         self.datagram(iface, data, addr[0], addr[1])
                     else:  # ``datagram`` of the IKE port, one call less per datagram
                         self._ike_in(data, iface.local, _remote(addr[0], addr[1]))
+            finally:
+                self._reading = False
+            self._drain()
+        finally:
+            log.release()
+
+    def _readable_ike(self, iface: IKEInterface, sock: socket.socket) -> None:
+        """``_readable`` of the socket that IKE to an interface the backend reads is
+        steered to (daemon/steer.py): only datagrams with the non-ESP marker come
+        here (RFC 3948 §2.2).  With UDP GRO a merged batch comes here by its first
+        datagram: the others that are not IKE (ESP of the same flow and size,
+        whose SA state the backend's thread owns) are dropped and counted."""
+        self._reading = True
+        gro = iface.ike_gro
+        recvmsg, recvfrom = sock.recvmsg, sock.recvfrom
+        log = self.log
+        log.hold()
+        try:
+            try:
+                for _ in range(BATCH):
+                    anc: list[tuple[int, int, bytes]] | None = None
+                    try:
+                        if gro:
+                            data, anc, _fl, addr = recvmsg(65535, steer.GRO_CMSG)
+                        else:
+                            data, addr = recvfrom(65535)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError as e:
+                        log.log(f"recvfrom on {iface.local} failed: {e.strerror}", "debug")
+                        break
+                    segs = steer.gro_segments(data, anc) if anc else (data,)
+                    merged = len(segs) > 1
+                    for d in segs:
+                        if merged and d[:4] != NON_ESP_MARKER:
+                            self.steered_dropped += 1
+                            continue
+                        if self.prefilter is not None and len(d) >= 32 and \
+                                d[22] == _EXCH_INIT and self._busy() and \
+                                self._prefiltered(iface, d, addr):
+                            continue
+                        self.datagram(iface, d, addr[0], addr[1])
             finally:
                 self._reading = False
             self._drain()
