@@ -112,7 +112,10 @@ class Engine:
         self.by_conn: dict[str, dict[int, IKESA]] = {}  # conn name -> serial -> IKE SA
         self.by_peer: dict[PeerKey, dict[int, IKESA]] = {}  # (conn, peer ID) -> IKE SAs
         self.children_out: dict[int, ChildSA] = {}  # by outbound SPI (for sa_counters)
-        self.by_reqid: dict[int, list[ChildSA]] = {}  # installed Child SAs per reqid
+        # installed Child SAs per reqid, in install order (a dict as an ordered set: a
+        # template with fixed subnets shares one reqid among all its peers, and a list's
+        # remove made tearing down n of them O(n^2))
+        self.by_reqid: dict[int, dict[ChildSA, None]] = {}
         self.policy_owner: dict[int, ChildSA] = {}  # reqid -> the Child SA that owns policies
         self._serial = 0
         self._reqids: dict[str, int] = {}
@@ -634,7 +637,7 @@ class Engine:
             acts.append(AddSA(sa_out))
         self.children_in[child.spi_in] = child
         self.children_out[child.spi_out] = child
-        self.by_reqid.setdefault(child.reqid, []).append(child)
+        self.by_reqid.setdefault(child.reqid, {})[child] = None
         owner = self.policy_owner.get(child.reqid)
         fresh = owner is None
         if owner is not None:
@@ -717,7 +720,7 @@ class Engine:
             return acts
         sibs = self.by_reqid.get(child.reqid)
         if sibs is not None and child in sibs:
-            sibs.remove(child)
+            del sibs[child]
             if not sibs:
                 del self.by_reqid[child.reqid]
         if child.owns_policy and not any(c.state is ChildState.ESTABLISHED and c is not child
