@@ -65,3 +65,17 @@ def udp_pair() -> tuple[socket.socket, socket.socket]:
     rx.setblocking(False)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     return tx, rx
+
+
+class NullLog:
+    """A stand-in for the daemon's PlutoLogger where a test reads no log lines
+    (``log``, and the ``hold``/``release`` pair that batches a read's lines)."""
+
+    def log(self, *a: object, **k: object) -> None:
+        pass
+
+    def hold(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass

@@ -13,20 +13,10 @@ import socket
 import struct
 
 import pytest
+from testsupport import NullLog
 
 from pypluto.daemon import sockets as sk
 from pypluto.ike.actions import Endpoint
-
-
-class _Log:
-    def log(self, *a: object, **k: object) -> None:
-        pass
-
-    def hold(self) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
 
 
 def _msg(exchange: int, tag: int, response: bool = False, cookie: bool = False) -> bytes:
@@ -40,7 +30,7 @@ def _msg(exchange: int, tag: int, response: bool = False, cookie: bool = False) 
 @pytest.fixture
 def rig():  # noqa: ANN201
     loop = asyncio.new_event_loop()
-    us = sk.UDPSockets(_Log(), 500, 4500, None)  # type: ignore[arg-type]
+    us = sk.UDPSockets(NullLog(), 500, 4500, None)  # type: ignore[arg-type]
     us.loop = loop
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     us._grow_rcvbuf(rx)

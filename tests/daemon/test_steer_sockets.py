@@ -11,23 +11,13 @@ import struct
 from typing import Any
 
 import pytest
+from testsupport import NullLog
 
 from pypluto.daemon import sockets as sk
 from pypluto.daemon import steer
 from pypluto.daemon.interfaces import LocalAddress
 
 UDP_SEGMENT = 103
-
-
-class _Log:
-    def log(self, *a: object, **k: object) -> None:
-        pass
-
-    def hold(self) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
 
 
 class _Plane:
@@ -69,7 +59,7 @@ def _rig(gro: bool) -> tuple[sk.UDPSockets, sk.IKEInterface, _Plane, list[bytes]
                              asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
     port = _free_port()
-    us = sk.UDPSockets(_Log(), 0, port, None)  # type: ignore[arg-type]
+    us = sk.UDPSockets(NullLog(), 0, port, None)  # type: ignore[arg-type]
     us.loop = loop
     plane = _Plane(gro)
     us.backend = plane  # type: ignore[assignment]

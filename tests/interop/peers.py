@@ -150,6 +150,20 @@ swanctl {{
 """
 
 
+def psk_ends(local_id: str, remote_id: str) -> str:
+    """The ``local`` and ``remote`` sections of a swanctl.conf PSK connection
+    (indented for a connection's body; no newline at the end)."""
+    return f"""\
+        local {{
+            auth = psk
+            id = {local_id}
+        }}
+        remote {{
+            auth = psk
+            id = {remote_id}
+        }}"""
+
+
 def swanctl_conf(*, conn: str, local: str, remote: str, local_id: str, remote_id: str,
                  local_ts: str, remote_ts: str, proposal: Proposal, dpd_delay: int = 30,
                  start_action: str = "none", dpd_action: str = "clear",
@@ -164,14 +178,7 @@ connections {{
         remote_addrs = {remote}
         proposals = {proposal.ss_ike}
         dpd_delay = {dpd_delay}s
-        local {{
-            auth = psk
-            id = {local_id}
-        }}
-        remote {{
-            auth = psk
-            id = {remote_id}
-        }}
+{psk_ends(local_id, remote_id)}
         children {{
             net {{
                 local_ts = {local_ts}

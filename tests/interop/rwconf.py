@@ -8,7 +8,7 @@ address pool, so one function writes both.
 
 from __future__ import annotations
 
-from peers import EAST_ID, PROPOSALS, PSK
+from peers import EAST_ID, PROPOSALS, PSK, psk_ends
 
 
 def psk_rw_swanctl(*, client_id: str, gateway: str, subnet: str, role: str,
@@ -35,14 +35,7 @@ connections {{
         version = 2
         {where}
         proposals = {p.ss_ike}
-        local {{
-            auth = psk
-            id = {local_id}
-        }}
-        remote {{
-            auth = psk
-            id = {remote_id}
-        }}
+{psk_ends(local_id, remote_id)}
         children {{
             net {{
                 {ts}
