@@ -24,12 +24,11 @@ from __future__ import annotations
 import ctypes
 import socket
 import struct
-import sys
+
+from pypluto.kernel.userspace.offload import SOL_UDP, UDP_GRO, gro_size
 
 SO_ATTACH_REUSEPORT_CBPF = 51
 GRO_CMSG = socket.CMSG_SPACE(4)  # room for the UDP_GRO control message (an int)
-SOL_UDP = 17
-UDP_GRO = 104
 
 # struct sock_filter {u16 code; u8 jt; u8 jf; u32 k}
 _PROGRAM = (
@@ -88,10 +87,7 @@ def open_ike_socket(plane_sock: socket.socket, addr: str, port: int) -> socket.s
 def gro_segments(data: bytes, anc: list[tuple[int, int, bytes]]) -> list[bytes]:
     """The datagrams of one read of a ``UDP_GRO`` socket (the control message
     gives the segment size of a merged batch; the last one may be shorter)."""
-    seg = 0
-    for level, typ, val in anc:
-        if level == SOL_UDP and typ == UDP_GRO:
-            seg = int.from_bytes(val[:4], sys.byteorder)
+    seg = gro_size(anc)
     if not seg or len(data) <= seg:
         return [data]
     return [data[i:i + seg] for i in range(0, len(data), seg)]

@@ -88,7 +88,6 @@ import os
 import select
 import socket
 import struct
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -97,6 +96,7 @@ from pypluto.kernel import ah, esp
 from pypluto.kernel.ah_sockets import AHSockets
 from pypluto.kernel.base import BackendError, KernelBackend
 from pypluto.kernel.userspace import iproute, mmsg, offload
+from pypluto.kernel.userspace.offload import SOL_UDP, UDP_GRO
 from pypluto.kernel.userspace.routes import DEFAULT_MARK, SO_MARK, Routes
 from pypluto.kernel.userspace.rxqueue import RxQueue
 from pypluto.kernel.userspace.sa_table import SATable
@@ -132,9 +132,7 @@ Deliver = Callable[[bytes, tuple[str, int]], None]
 Sender = Callable[[bytes, tuple[str, int]], int]
 # outbound SA, its send function, the peer's (address, port), the socket, UDP GSO usable
 _Flow = tuple[esp.OutboundSA | ah.OutboundAH, Sender, tuple[str, int], socket.socket, bool]
-SOL_UDP = 17
 UDP_SEGMENT = 103  # UDP GSO: one sendmsg, many datagrams of one size (Linux 4.18)
-UDP_GRO = 104  # the reverse on receive (Linux 5.0)
 _GSO_BYTES = 65000  # below the 65507-byte UDP limit
 _GSO_SEGS = 64
 _U16 = struct.Struct("=H")
@@ -149,6 +147,9 @@ _SEND_LIMIT = 1
 _INLINE_MAX = 2  # batches this small are written by the reading thread when its writer is idle
 
 
+_ICMP_PROTOS = frozenset((1, 58))
+
+
 def icmp_first(pkts: list[bytes], write: Callable[[bytes], None]) -> list[bytes]:
     """Write the ICMP and ICMPv6 packets of ``pkts`` (decrypted inner packets) with
     ``write`` now; return the others, in their order, for the writer thread.
@@ -161,15 +162,16 @@ def icmp_first(pkts: list[bytes], write: Callable[[bytes], None]) -> list[bytes]
     sees its packets reordered (an ICMP error about a TCP flow overtaking that
     flow's segments is harmless: RFC 1122 §4.2.3.9 makes such errors advisory).
     """
-    pri = [p for p in pkts if len(p) > 9 and p[9 if p[0] < 0x60 else 6] in _ICMP_PROTOS]
-    if not pri:
+    icmp = [len(p) > 9 and p[9 if p[0] < 0x60 else 6] in _ICMP_PROTOS for p in pkts]
+    if not any(icmp):
         return pkts
-    for p in pri:
-        write(p)
-    return [p for p in pkts if not (len(p) > 9 and p[9 if p[0] < 0x60 else 6] in _ICMP_PROTOS)]
-
-
-_ICMP_PROTOS = frozenset((1, 58))
+    rest = []
+    for p, first in zip(pkts, icmp, strict=True):
+        if first:
+            write(p)
+        else:
+            rest.append(p)
+    return rest
 
 
 @dataclass
@@ -532,10 +534,7 @@ class UserspaceBackend(KernelBackend):
                     if recv is not None:
                         n, anc, _fl, addr = recv(bufs, 64)
                         c.udp_reads += 1
-                        seg = 0
-                        for level, typ, val in anc:
-                            if level == SOL_UDP and typ == UDP_GRO:
-                                seg = int.from_bytes(val[:4], sys.byteorder)
+                        seg = offload.gro_size(anc)
                         if seg and n > seg:
                             c.udp_datagrams += (n + seg - 1) // seg
                             for off in range(0, n, seg):

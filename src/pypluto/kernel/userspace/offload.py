@@ -17,6 +17,7 @@ datagrams as GSO_UDP_L4 super-packets) is in use.
 from __future__ import annotations
 
 import struct
+import sys
 
 VNET_HDR = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 VNET_HDR_LEN = VNET_HDR.size  # 10
@@ -32,6 +33,18 @@ HDR_DATA_VALID = VNET_HDR.pack(F_DATA_VALID, GSO_NONE, 0, 0, 0, 0)
 
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
+
+SOL_UDP = 17
+UDP_GRO = 104  # on a UDP socket: one read returns datagrams of one size merged (Linux 5.0)
+
+
+def gro_size(anc: list[tuple[int, int, bytes]]) -> int:
+    """The segment size of a ``UDP_GRO`` read from its control messages (every
+    datagram of the read but the last has it); 0: not a merged read."""
+    for level, typ, val in anc:
+        if level == SOL_UDP and typ == UDP_GRO:
+            return int.from_bytes(val[:4], sys.byteorder)
+    return 0
 
 
 def csum_add(data: bytes | bytearray | memoryview) -> int:

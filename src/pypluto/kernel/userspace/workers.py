@@ -52,11 +52,8 @@ class Writer:
     def __init__(self, fn: Callable[[Any], None], name: str, limit: int = LIMIT) -> None:
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._fn = fn
-        # items put (written by the producing thread only) and finished (by the writer
-        # only): equal when nothing is queued or in progress
-        self._put = 0
-        self._done = 0
-        # the same in weights (packets): put_w by the producer, done_w by the writer
+        # weight (packets, >= 1 per item) put, written by the producing thread only, and
+        # finished, by the writer only: equal when nothing is queued or in progress
         self._put_w = 0
         self._done_w = 0
         self._room = threading.Semaphore(limit)
@@ -73,10 +70,9 @@ class Writer:
     def put(self, item: Any, weight: int = 1) -> bool:
         """Queue ``item``, waiting while ``limit`` are ahead of it; False: dropped.
 
-        ``weight``: how many packets the item carries (see :attr:`backlog`)."""
+        ``weight``: how many packets the item carries, at least 1 (see :attr:`backlog`)."""
         if not self._room.acquire(timeout=self.WAIT):
             return False
-        self._put += 1
         self._put_w += weight
         self._q.put((item, weight))
         return True
@@ -88,7 +84,7 @@ class Writer:
         more than the system call it would move; running it here while nothing is
         queued or in progress keeps the order.  One producing thread only.
         """
-        if self._put != self._done:
+        if self._put_w != self._done_w:
             return self.put(item, weight)
         try:
             self._fn(item)
@@ -115,7 +111,6 @@ class Writer:
             except Exception:  # noqa: BLE001 - never let a packet kill the plane
                 log.exception("userspace ESP writer")
             self._done_w += weight
-            self._done += 1
             self._room.release()
 
 
