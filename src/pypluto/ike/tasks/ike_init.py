@@ -475,7 +475,8 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
                         "answering INVALID_SYNTAX", level="warning"))
         return acts + _stateless(ctx, hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
     ni = bytes(ni_p[0].data)
-    to = redirect.init_target(ctx, pl, ctx.dos.busy_now())  # RFC 5685 §4
+    busy = ctx.dos.busy_now()  # nothing below changes it before note_request
+    to = redirect.init_target(ctx, pl, busy)  # RFC 5685 §4
     if to is not None:
         acts.append(Log(f"redirecting IKE_SA_INIT from {remote} to {to} (global-redirect)",
                         level="info"))
@@ -487,7 +488,7 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     for c in conns:
         chosen = proposals.choose(peer_props, proposals.ike_specs(c.ike), ProtocolID.IKE,
                                   ike=True)
-        chosen = ike_intermediate.acceptable(chosen, list(ns))  # RFC 9370 needs IKE_INT_SUP
+        chosen = ike_intermediate.acceptable(chosen, ns)  # RFC 9370 needs IKE_INT_SUP
         if chosen is not None:
             conn = c
             break
@@ -507,7 +508,7 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
         acts.append(Log(f"KE payload of {len(ke.data)} bytes for {chosen.ke_name()}; answering "
                         "INVALID_SYNTAX", level="warning", conn=conn.name))
         return acts + _stateless(ctx, hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
-    if not ctx.dos.busy_now():  # the rate that matters: requests that cost a key exchange
+    if not busy:  # the rate that matters: requests that cost a key exchange
         ctx.dos.note_request(now)
     return acts + _respond_computing(ctx, data, hdr, local, remote, now, conn, conns, chosen,
                                      ni, ns, pl, key, bytes(ke.data))
@@ -583,11 +584,11 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
                                                       ke_data, ike.nr)]
     if seen:
         payloads += _natd(ike, ike.spi_r, conn.encapsulation == "yes",
-                          local_b if ike.local == local else None,
-                          remote_b if ike.remote == remote else None)
+                          local_b if ike.local is local or ike.local == local else None,
+                          remote_b if ike.remote is remote or ike.remote == remote else None)
     payloads += _capability_answer(ctx, conn, ns)
     payloads += auth_sig.certreq(ctx, conn)  # RFC 7296 §3.7: the CAs we trust
-    payloads += ike_intermediate.answer_notify(ike, list(ns))  # RFC 9242 IKE_INT_SUP
+    payloads += ike_intermediate.answer_notify(ike, ns)  # RFC 9242 IKE_INT_SUP
     payloads += ppk.init_response(ike, conns, pl)  # RFC 8784 USE_PPK
     acts_send = ctx.send_response(ike, EXCH_INIT, 0, payloads, local, remote)
     ike.init_response = ike.last_response[1][0] if ike.last_response else b""
