@@ -30,6 +30,7 @@ import struct
 from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from pypluto.iana import TransformType
 
@@ -46,7 +47,9 @@ _Q = struct.Struct(">Q")
 # kept once they passed: two protectors per IKE SA skip the registry and the key-size
 # lookups (issue 18).  A handful of entries; the cap guards a pathological caller.
 _SPEC_CAP = 64
-_AEAD_SPECS: dict[tuple[int, int | None, int], tuple[int, int, int, object]] = {}
+_AEAD_SPECS: dict[tuple[int, int | None, int],
+                  tuple[int, int, int, tuple[type[AESGCM] | type[ChaCha20Poly1305], int] | None]
+                  ] = {}
 
 
 class SKProtector:
