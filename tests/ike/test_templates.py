@@ -111,3 +111,17 @@ def test_whole_init_answer_run_is_what_its_payloads_serialize_to() -> None:
                 _notifies(got_n, [run])
                 assert got_n == want_n
                 assert all(type(k) is int for k in got_n)
+
+
+def test_idr_auth_run_is_what_the_two_payloads_serialize_to() -> None:
+    from pypluto.iana import PayloadType as PT
+    from pypluto.ike import codec
+    for body in (b"\x02\x00\x00\x00east", b"\x01\x00\x00\x00\xc0\x00\x02\x02"):
+        for method, data in ((2, b"m" * 32), (13, b"n" * 64), (2, b"x")):
+            want = [wp.UnknownPayload(PT.IDr, body), codec.auth(method, data)]
+            run = codec.idr_auth(body, method, data)
+            assert _chain([run]) == _chain(want)
+            tail = [codec.notify(N.MOBIKE_SUPPORTED)]  # what may follow it
+            assert _chain([run, *tail]) == _chain(want + tail)
+            parsed = wm.parse_payloads(PT.IDr, _chain([run]))
+            assert [type(p) for p in parsed] == [wp.IDPayload, wp.AuthPayload]

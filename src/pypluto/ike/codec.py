@@ -173,6 +173,24 @@ def init_answer(sa_head: bytes, group: int, ke_data: bytes, nonce: bytes, tail: 
     return wp.SerializedRun(PT.SA, chain, last, notifies)
 
 
+_AUTH_HEAD = struct.Struct("!BBHI")  # generic header, method and 3 reserved octets (§3.8)
+
+
+def idr_auth(idr_body: bytes, method: int, auth_data: bytes) -> wp.SerializedRun:
+    """Our IDr and AUTH payloads as one run (RFC 7296 §3.5, §3.8): the bytes of
+    ``UnknownPayload(IDr, idr_body)`` then ``auth(method, auth_data)``."""
+    id_len = 4 + len(idr_body)
+    auth_len = 8 + len(auth_data)
+    if id_len > 0xFFFF or auth_len > 0xFFFF:
+        raise EncodeError("IDr or AUTH payload too long")
+    try:
+        chain = b"".join((_GENERIC.pack(PT.AUTH, 0, id_len), idr_body,
+                          _AUTH_HEAD.pack(PT.NONE, 0, auth_len, method << 24), auth_data))
+    except struct.error as e:
+        raise EncodeError(f"AUTH field out of range: {e}") from None
+    return wp.SerializedRun(PT.IDr, chain, id_len)
+
+
 def sa_tuples(p: wp.SAPayload) -> Proposals:
     """(number, protocol, SPI, [(type, id, key bits)]) per proposal (RFC 7296 §3.3)."""
     return p.proposal_tuples()
