@@ -68,3 +68,60 @@ def test_natd_of_is_natd_hash() -> None:
         for port in (500, 4500, 0):
             assert codec.natd_of(b"i" * 8, b"r" * 8, codec.endpoint_bytes(addr, port)) == \
                 codec.natd_hash(b"i" * 8, b"r" * 8, addr, port)
+
+
+def test_whole_init_answer_run_is_what_its_payloads_serialize_to() -> None:
+    """``_init_answer`` (one run) gives the bytes, and the sent-notify counts, of
+    [SA, KE, Nr, N(NAT-D source), N(NAT-D destination), capability notifies] built as
+    payloads, for every capability input, with and without the NAT-D pair."""
+    from collections import Counter
+
+    from pypluto.ike import codec
+    from pypluto.ike.stats import _notifies
+    caps = (N.IKEV2_FRAGMENTATION_SUPPORTED, N.SIGNATURE_HASH_ALGORITHMS,
+            N.CHILDLESS_IKEV2_SUPPORTED)
+    c = Chosen(encr=20, encr_bits=256, prf=5, ke=31, number=1)
+    ke_data, nonce = bytes(range(32)), b"n" * 32
+    natd = (b"s" * 20, b"d" * 20)
+    for frag, vids in itertools.product(("yes", "no"), ([], [b"vid-one"], [b"a", b"b"])):
+        ctx = SimpleNamespace(settings=EngineSettings(vendorids=list(vids)))
+        conn = Connection(name="t", fragmentation=frag)
+        for mask in range(8):
+            peer = {int(t): wp.NotifyPayload(0, b"", t, b"") for i, t in enumerate(caps)
+                    if mask & (1 << i)}
+            for nd in (None, natd):
+                want_p: list[wp.Payload] = [
+                    codec.sa([ike_init.proposals.chosen_proposal(
+                        c, ike_init.ProtocolID.IKE, b"", ike=True)]),
+                    codec.ke(c.ke, ke_data), codec.nonce(nonce)]
+                if nd is not None:
+                    want_p += [codec.notify(N.NAT_DETECTION_SOURCE_IP, nd[0]),
+                               codec.notify(N.NAT_DETECTION_DESTINATION_IP, nd[1])]
+                want_p += ike_init._capabilities(ctx, conn, peer)  # type: ignore[arg-type]
+                run = ike_init._init_answer(
+                    ike_init._sa_template(c)[1], c.ke, ke_data, nonce, nd,
+                    ike_init._capability_run(ctx, conn, peer))  # type: ignore[arg-type]
+                assert _chain([run]) == _chain(want_p)
+                # and with something after it (the run's last Next Payload is patched)
+                tail = [codec.notify(N.USE_PPK)]
+                assert _chain([run, *tail]) == _chain(want_p + tail)
+                want_n: Counter[int] = Counter()
+                got_n: Counter[int] = Counter()
+                _notifies(want_n, want_p)
+                _notifies(got_n, [run])
+                assert got_n == want_n
+                assert all(type(k) is int for k in got_n)
+
+
+def test_idr_auth_run_is_what_the_two_payloads_serialize_to() -> None:
+    from pypluto.iana import PayloadType as PT
+    from pypluto.ike import codec
+    for body in (b"\x02\x00\x00\x00east", b"\x01\x00\x00\x00\xc0\x00\x02\x02"):
+        for method, data in ((2, b"m" * 32), (13, b"n" * 64), (2, b"x")):
+            want = [wp.UnknownPayload(PT.IDr, body), codec.auth(method, data)]
+            run = codec.idr_auth(body, method, data)
+            assert _chain([run]) == _chain(want)
+            tail = [codec.notify(N.MOBIKE_SUPPORTED)]  # what may follow it
+            assert _chain([run, *tail]) == _chain(want + tail)
+            parsed = wm.parse_payloads(PT.IDr, _chain([run]))
+            assert [type(p) for p in parsed] == [wp.IDPayload, wp.AuthPayload]

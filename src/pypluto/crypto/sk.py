@@ -30,6 +30,7 @@ import struct
 from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from pypluto.iana import TransformType
 
@@ -40,6 +41,15 @@ from .keys import encr_key_bytes
 
 _FAIL = "integrity check failed"
 _Q = struct.Struct(">Q")
+
+
+# What the checks of an AEAD protector derive from (ENCR ID, key bits, key length) alone,
+# kept once they passed: two protectors per IKE SA skip the registry and the key-size
+# lookups (issue 18).  A handful of entries; the cap guards a pathological caller.
+_SPEC_CAP = 64
+_AEAD_SPECS: dict[tuple[int, int | None, int],
+                  tuple[int, int, int, tuple[type[AESGCM] | type[ChaCha20Poly1305], int] | None]
+                  ] = {}
 
 
 class SKProtector:
@@ -70,6 +80,18 @@ class SKProtector:
         *,
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
+        if not integ_id:
+            spec = _AEAD_SPECS.get((encr_id, encr_key_bits, len(encr_key)))
+            if spec is not None:  # an AEAD whose checks this very key shape passed
+                self.encr_id, self.iv_size, self.icv_size, self._fast = spec
+                self.aead = True
+                self.block_size = 1
+                self._rng = rng
+                self._encr_key = encr_key
+                self._integ_key = integ_key
+                self._integ_id = 0
+                self._counter = itertools.count(int.from_bytes(rng(8), "big") + 1)
+                return
         alg = registry.get(TransformType.ENCR, encr_id)
         if alg is None:
             raise UnsupportedAlgorithm(f"unknown ENCR transform {encr_id}")
@@ -94,6 +116,9 @@ class SKProtector:
             # started at a random point guarantees that for 2^64 messages.
             # itertools.count's next() is atomic, so threads may share a protector.
             self._counter = itertools.count(int.from_bytes(rng(8), "big") + 1)
+            if self.block_size == 1 and len(_AEAD_SPECS) < _SPEC_CAP:
+                _AEAD_SPECS[(encr_id, encr_key_bits, len(encr_key))] = (
+                    self.encr_id, self.iv_size, self.icv_size, self._fast)
         else:
             if not integ_id:
                 raise CryptoError(f"{alg.iana_name} needs an INTEG transform")

@@ -138,6 +138,59 @@ def init_answer_head(sa_head: bytes, group: int, ke_data: bytes, nonce: bytes
     return wp.SerializedRun(PT.SA, chain, len(sa_head) + ke_len)
 
 
+_NOTIFY_HEAD = struct.Struct("!BBHBBH")  # generic header, protocol, SPI size, type (§3.10)
+
+
+def notify_bytes(nxt: int, ntype: int, data: bytes) -> bytes:
+    """A Notify payload without SPI, generic header (naming ``nxt``) included: the bytes
+    the message layer writes for ``notify(ntype, data)`` followed by ``nxt`` (§3.10)."""
+    try:
+        return _NOTIFY_HEAD.pack(nxt, 0, 8 + len(data), 0, 0, ntype) + data
+    except struct.error as e:
+        raise EncodeError(f"Notify field out of range: {e}") from None
+
+
+def init_answer(sa_head: bytes, group: int, ke_data: bytes, nonce: bytes, tail: bytes,
+                tail_first: int, tail_last: int, notifies: tuple[int, ...]
+                ) -> wp.SerializedRun:
+    """The whole IKE_SA_INIT answer as one run (RFC 7296 §1.2): SA, KE and Nonce as
+    :func:`init_answer_head` writes them, then ``tail``, payloads already serialized
+    whose first type is ``tail_first`` and whose last generic header is at offset
+    ``tail_last`` of ``tail`` (``tail`` empty: the Nonce ends the chain).  ``notifies``:
+    the Notify types in ``tail``, for the sent-notify counters."""
+    ke_len = 8 + len(ke_data)
+    n_len = 4 + len(nonce)
+    if ke_len > 0xFFFF or n_len > 0xFFFF:
+        raise EncodeError("KE or Nonce payload too long")
+    try:
+        chain = b"".join((sa_head, _KE_HEAD.pack(PT.NONCE, 0, ke_len, group, 0), ke_data,
+                          _GENERIC.pack(tail_first if tail else PT.NONE, 0, n_len), nonce,
+                          tail))
+    except struct.error as e:
+        raise EncodeError(f"KE field out of range: {e}") from None
+    nonce_at = len(sa_head) + ke_len
+    last = nonce_at + n_len + tail_last if tail else nonce_at
+    return wp.SerializedRun(PT.SA, chain, last, notifies)
+
+
+_AUTH_HEAD = struct.Struct("!BBHI")  # generic header, method and 3 reserved octets (§3.8)
+
+
+def idr_auth(idr_body: bytes, method: int, auth_data: bytes) -> wp.SerializedRun:
+    """Our IDr and AUTH payloads as one run (RFC 7296 §3.5, §3.8): the bytes of
+    ``UnknownPayload(IDr, idr_body)`` then ``auth(method, auth_data)``."""
+    id_len = 4 + len(idr_body)
+    auth_len = 8 + len(auth_data)
+    if id_len > 0xFFFF or auth_len > 0xFFFF:
+        raise EncodeError("IDr or AUTH payload too long")
+    try:
+        chain = b"".join((_GENERIC.pack(PT.AUTH, 0, id_len), idr_body,
+                          _AUTH_HEAD.pack(PT.NONE, 0, auth_len, method << 24), auth_data))
+    except struct.error as e:
+        raise EncodeError(f"AUTH field out of range: {e}") from None
+    return wp.SerializedRun(PT.IDr, chain, id_len)
+
+
 def sa_tuples(p: wp.SAPayload) -> Proposals:
     """(number, protocol, SPI, [(type, id, key bits)]) per proposal (RFC 7296 §3.3)."""
     return p.proposal_tuples()

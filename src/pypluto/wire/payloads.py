@@ -1193,6 +1193,9 @@ class SerializedRun(Payload):
     payload_type: int
     chain: bytes = b""
     last: int = 0
+    #: the Notify types of the run's Notify payloads, in order, for the engine's
+    #: sent-notify counters (``ike/stats.py``); the bytes are not read again for them
+    notifies: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, parts: Sequence[tuple[int, bytes]] | Sequence[tuple[int, bytes, int]]

@@ -537,8 +537,9 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
                       + (" (PPK mismatch?)" if ike.ppk.used else ""))
     ike.local_id, ike.remote_id = local_id, peer_id
     idr_body = _idr_body(local_id)
-    out: list[Payload] = [wp.UnknownPayload(PT.IDr, idr_body)]
+    out: list[Payload]
     if sig:
+        out = [wp.UnknownPayload(PT.IDr, idr_body)]
         signed = auth_sig.sign(ctx, ike, conn, _octets(ike, idr_body, False, req.msgid),
                                payloads)
         if isinstance(signed, str):
@@ -546,8 +547,10 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
         out += signed
     else:
         own = _null_key(ike, False) if null else psk
-        out.append(codec.auth(_method(conn), _auth_data(ike, own, idr_body, False,
-                                                         req.msgid, padded)))
+        # IDr and AUTH written as one run of bytes (issue 18): what
+        # [UnknownPayload(IDr, idr_body), codec.auth(...)] serialize to
+        out = [codec.idr_auth(idr_body, _method(conn), _auth_data(ike, own, idr_body, False,
+                                                                  req.msgid, padded))]
     out += ppk.responder_notifies(ike)  # RFC 8784 PPK_IDENTITY
     mobike.negotiated(ike, payloads)  # RFC 4555 §3.1
     if ike.mobike:

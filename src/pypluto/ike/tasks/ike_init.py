@@ -138,6 +138,14 @@ def _natd(ike: IKESA, spi_r: bytes, fake: bool, local_b: bytes | None = None,
           remote_b: bytes | None = None) -> list[Payload]:
     """NAT_DETECTION_SOURCE_IP and _DESTINATION_IP (§2.23) for ``ike.local`` and
     ``ike.remote``; ``local_b``/``remote_b``: their ``codec.endpoint_bytes`` if known."""
+    src, dst = _natd_hashes(ike, spi_r, fake, local_b, remote_b)
+    return [codec.notify(N.NAT_DETECTION_SOURCE_IP, src),
+            codec.notify(N.NAT_DETECTION_DESTINATION_IP, dst)]
+
+
+def _natd_hashes(ike: IKESA, spi_r: bytes, fake: bool, local_b: bytes | None = None,
+                 remote_b: bytes | None = None) -> tuple[bytes, bytes]:
+    """The data of ``_natd``'s two notifies (source, destination)."""
     spi_i = ike.spi_i
     if fake:  # encapsulation=yes: make the peer see a NAT (as Libreswan does)
         src = codec.natd_hash(spi_i, spi_r, ike.local.addr, 0)
@@ -148,8 +156,7 @@ def _natd(ike: IKESA, spi_r: bytes, fake: bool, local_b: bytes | None = None,
     if remote_b is None:
         remote_b = codec.endpoint_bytes(ike.remote.addr, ike.remote.port)
     dst = codec.natd_of(spi_i, spi_r, remote_b)
-    return [codec.notify(N.NAT_DETECTION_SOURCE_IP, src),
-            codec.notify(N.NAT_DETECTION_DESTINATION_IP, dst)]
+    return src, dst
 
 
 def _capabilities(ctx: IKEContext, conn: Connection, peer: Notifies | None = None
@@ -175,7 +182,8 @@ _TEMPLATE_CAP = 4096
 # the SA payload as a run of its own, and with its generic header naming KE next
 _SA_ANSWERS: dict[tuple[int, int | None, int, int, int, int, tuple[int, ...]],
                   tuple[wp.SerializedRun, bytes]] = {}
-_CAP_ANSWERS: dict[tuple[bool, bool, bool, bool, tuple[bytes, ...]], list[Payload]] = {}
+_CAP_ANSWERS: dict[tuple[bool, bool, bool, bool, tuple[bytes, ...]],
+                   tuple[list[Payload], wp.SerializedRun | None]] = {}
 
 
 def _sa_template(chosen: Chosen) -> tuple[wp.SerializedRun, bytes]:
@@ -203,18 +211,36 @@ def _capability_answer(ctx: IKEContext, conn: Connection, peer: Notifies) -> lis
     """``_capabilities`` of a response, from the template of its inputs.
 
     Each notify stays a payload of its own (``UnknownPayload`` holding the serialized
-    body), not one ``SerializedRun``: the engine's sent-notify counters read them.
+    body); ``_capability_run`` gives them as one run that lists its notify types.
     """
+    return list(_capability_template(ctx, conn, peer)[0])
+
+
+def _capability_run(ctx: IKEContext, conn: Connection, peer: Notifies
+                    ) -> wp.SerializedRun | None:
+    """``_capability_answer`` as one ``SerializedRun`` (None when it is empty), its
+    last Next Payload 0 and ``notifies`` the types of its notifies."""
+    return _capability_template(ctx, conn, peer)[1]
+
+
+def _capability_template(ctx: IKEContext, conn: Connection, peer: Notifies
+                         ) -> tuple[list[Payload], wp.SerializedRun | None]:
     key = (conn.fragmentation != "no", N.IKEV2_FRAGMENTATION_SUPPORTED in peer,
            N.SIGNATURE_HASH_ALGORITHMS in peer, N.CHILDLESS_IKEV2_SUPPORTED in peer,
            tuple(ctx.settings.vendorids))
-    out = _CAP_ANSWERS.get(key)
-    if out is None:
-        out = [wp.UnknownPayload(p.payload_type, p.serialize())
-               for p in _capabilities(ctx, conn, peer)]
+    t = _CAP_ANSWERS.get(key)
+    if t is None:
+        caps = _capabilities(ctx, conn, peer)
+        out: list[Payload] = [wp.UnknownPayload(p.payload_type, p.serialize()) for p in caps]
+        run = None
+        if out:
+            run = wp.SerializedRun.of([(p.payload_type, p.serialize()) for p in caps])
+            run.notifies = tuple(int(p.notify_type) for p in caps
+                                 if isinstance(p, wp.NotifyPayload))
+        t = (out, run)
         if len(_CAP_ANSWERS) < _TEMPLATE_CAP:
-            _CAP_ANSWERS[key] = out
-    return list(out)
+            _CAP_ANSWERS[key] = t
+    return t
 
 
 def initiate(ctx: IKEContext, conn: Connection, now: float, tries: int = 1,
@@ -475,7 +501,8 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
                         "answering INVALID_SYNTAX", level="warning"))
         return acts + _stateless(ctx, hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
     ni = bytes(ni_p[0].data)
-    to = redirect.init_target(ctx, pl, ctx.dos.busy_now())  # RFC 5685 §4
+    busy = ctx.dos.busy_now()  # nothing below changes it before note_request
+    to = redirect.init_target(ctx, pl, busy)  # RFC 5685 §4
     if to is not None:
         acts.append(Log(f"redirecting IKE_SA_INIT from {remote} to {to} (global-redirect)",
                         level="info"))
@@ -487,7 +514,7 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     for c in conns:
         chosen = proposals.choose(peer_props, proposals.ike_specs(c.ike), ProtocolID.IKE,
                                   ike=True)
-        chosen = ike_intermediate.acceptable(chosen, list(ns))  # RFC 9370 needs IKE_INT_SUP
+        chosen = ike_intermediate.acceptable(chosen, ns)  # RFC 9370 needs IKE_INT_SUP
         if chosen is not None:
             conn = c
             break
@@ -507,7 +534,7 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
         acts.append(Log(f"KE payload of {len(ke.data)} bytes for {chosen.ke_name()}; answering "
                         "INVALID_SYNTAX", level="warning", conn=conn.name))
         return acts + _stateless(ctx, hdr, local, remote, [codec.notify(N.INVALID_SYNTAX)])
-    if not ctx.dos.busy_now():  # the rate that matters: requests that cost a key exchange
+    if not busy:  # the rate that matters: requests that cost a key exchange
         ctx.dos.note_request(now)
     return acts + _respond_computing(ctx, data, hdr, local, remote, now, conn, conns, chosen,
                                      ni, ns, pl, key, bytes(ke.data))
@@ -554,6 +581,33 @@ def _respond_computing(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endp
     return ctx.compute(ike, job, then, now)
 
 
+_NATD_TYPES = (int(N.NAT_DETECTION_SOURCE_IP), int(N.NAT_DETECTION_DESTINATION_IP))
+_NATD_LEN = 28  # generic header, Notify header, SHA-1 (§2.23, §3.10)
+
+
+def _init_answer(sa_head: bytes, group: int, ke_data: bytes, nonce: bytes,
+                 natd: tuple[bytes, bytes] | None, caps: wp.SerializedRun | None
+                 ) -> wp.SerializedRun:
+    """Our IKE_SA_INIT answer without CERTREQ, IKE_INT_SUP or USE_PPK as one run: the
+    bytes of [SA, KE, Nr, N(NAT_DETECTION_SOURCE_IP), N(NAT_DETECTION_DESTINATION_IP),
+    capability notifies] (the NAT-D pair only when ``natd``), RFC 7296 §1.2."""
+    if natd is None:
+        if caps is None:
+            return codec.init_answer(sa_head, group, ke_data, nonce, b"", 0, 0, ())
+        return codec.init_answer(sa_head, group, ke_data, nonce, caps.chain,
+                                 caps.payload_type, caps.last, caps.notifies)
+    src, dst = natd
+    s_type, d_type = _NATD_TYPES
+    if caps is None:
+        tail = codec.notify_bytes(codec.PT.NOTIFY, s_type, src) + codec.notify_bytes(0, d_type, dst)
+        return codec.init_answer(sa_head, group, ke_data, nonce, tail, codec.PT.NOTIFY, _NATD_LEN,
+                                 _NATD_TYPES)
+    tail = b"".join((codec.notify_bytes(codec.PT.NOTIFY, s_type, src),
+                     codec.notify_bytes(caps.payload_type, d_type, dst), caps.chain))
+    return codec.init_answer(sa_head, group, ke_data, nonce, tail, codec.PT.NOTIFY,
+                             2 * _NATD_LEN + caps.last, _NATD_TYPES + caps.notifies)
+
+
 def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, remote: Endpoint,
                    now: float, conns: list[Connection], ns: Notifies, pl: list[Payload],
                    ke_data: bytes, shared: bytes) -> list[Action]:
@@ -578,17 +632,27 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
     ike.init_request = data
     ike.cands = conns
     ike.redirect_ok = N.REDIRECT_SUPPORTED in ns  # RFC 5685 §6
-    # SA (the template), KE and Nr written as bytes at once (issue 18)
-    payloads: list[Payload] = [codec.init_answer_head(_sa_template(chosen)[1], chosen.ke,
-                                                      ke_data, ike.nr)]
-    if seen:
-        payloads += _natd(ike, ike.spi_r, conn.encapsulation == "yes",
-                          local_b if ike.local == local else None,
-                          remote_b if ike.remote == remote else None)
-    payloads += _capability_answer(ctx, conn, ns)
-    payloads += auth_sig.certreq(ctx, conn)  # RFC 7296 §3.7: the CAs we trust
-    payloads += ike_intermediate.answer_notify(ike, list(ns))  # RFC 9242 IKE_INT_SUP
-    payloads += ppk.init_response(ike, conns, pl)  # RFC 8784 USE_PPK
+    natd = _natd_hashes(ike, ike.spi_r, conn.encapsulation == "yes",
+                        local_b if ike.local is local or ike.local == local else None,
+                        remote_b if ike.remote is remote or ike.remote == remote else None
+                        ) if seen else None
+    caps = _capability_run(ctx, conn, ns)
+    extra = list(auth_sig.certreq(ctx, conn))  # RFC 7296 §3.7: the CAs we trust
+    extra += ike_intermediate.answer_notify(ike, ns)  # RFC 9242 IKE_INT_SUP
+    extra += ppk.init_response(ike, conns, pl)  # RFC 8784 USE_PPK
+    sa_head = _sa_template(chosen)[1]
+    payloads: list[Payload]
+    if not extra:
+        # the usual answer (issue 18): SA (the template), KE, Nr, the NAT-D notifies
+        # and the capability notifies (a template) written as one run of bytes
+        payloads = [_init_answer(sa_head, chosen.ke, ke_data, ike.nr, natd, caps)]
+    else:
+        payloads = [codec.init_answer_head(sa_head, chosen.ke, ke_data, ike.nr)]
+        if natd is not None:
+            payloads += [codec.notify(N.NAT_DETECTION_SOURCE_IP, natd[0]),
+                         codec.notify(N.NAT_DETECTION_DESTINATION_IP, natd[1])]
+        payloads += _capability_answer(ctx, conn, ns)
+        payloads += extra
     acts_send = ctx.send_response(ike, EXCH_INIT, 0, payloads, local, remote)
     ike.init_response = ike.last_response[1][0] if ike.last_response else b""
     ike.last_recv = now

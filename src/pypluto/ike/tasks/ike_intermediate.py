@@ -17,7 +17,7 @@ answers and RFC 7383 fragmentation (an ML-KEM-1024 key is 1,568 bytes).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import cast
 
 from pypluto.config.model import Connection
@@ -59,14 +59,14 @@ def init_notify(conn: Connection) -> list[Payload]:
     return [codec.notify(INT_SUP)] if wants_intermediate(conn) else []
 
 
-def acceptable(chosen: Chosen | None, peer_notifies: Sequence[int]) -> Chosen | None:
+def acceptable(chosen: Chosen | None, peer_notifies: Collection[int]) -> Chosen | None:
     """Responder: ADDKE needs the peer's IKE_INT_SUP (RFC 9370 §2.2.1); else no choice."""
     if chosen is not None and addke.groups(chosen.addke) and INT_SUP not in peer_notifies:
         return None
     return chosen
 
 
-def answer_notify(ike: IKESA, peer_notifies: Sequence[int]) -> list[Payload]:
+def answer_notify(ike: IKESA, peer_notifies: Collection[int]) -> list[Payload]:
     """Responder's IKE_SA_INIT answer: IKE_INT_SUP back when the peer sent it."""
     if INT_SUP not in peer_notifies:
         return []
