@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -211,3 +212,34 @@ def test_a_worker_drains_the_sparse_queue_before_the_bulk_queue() -> None:
     plane._xifs = SimpleNamespace(by_id={})
     # a worker registers the descriptors in this order and poll reports them so
     assert list(plane.poll_handlers(True, False, 64)) == [11, 10]
+
+
+def test_bulk_runs_stay_inside_the_replay_window_only_while_sparse_traffic_flows() -> None:
+    out, inb = _pair(32)
+    bulk_w, bulk_r, prio_w, prio_r = _queues()
+    try:
+        sent: list[list[bytes]] = []
+        plane = _plane(out, bulk_r.fileno(), prio_r.fileno(), sent)
+        hdr = bytes(offload.VNET_HDR_LEN)
+        tcp = [_ipv4(6, 1000 + i) for i in range(40)]
+
+        def drain_bulk() -> list[int]:
+            sent.clear()
+            for p in tcp:
+                bulk_w.send(hdr + p)
+            plane._drain_tun_offload(64, bulk_r.fileno(), False)
+            return [len(b) for b in sent]
+
+        assert drain_bulk() == [40]  # no sparse traffic seen: one run of up to 64
+        prio_w.send(hdr + _ipv4(1, 84))
+        plane._drain_tun_offload(64, prio_r.fileno(), True)  # a ping was read
+        assert plane._sparse_until > time.monotonic()
+        # the writer is then never given more than the minimum window less one
+        assert drain_bulk() == [_OVERTAKE_MAX - 1, 40 - (_OVERTAKE_MAX - 1)]
+        plane._sparse_until = time.monotonic() - 1  # the sparse traffic stopped
+        assert drain_bulk() == [40]
+        wires = [w for b in sent for w in b]
+        assert inb.decap_batch([memoryview(w) for w in wires]) == tcp
+    finally:
+        for s in (bulk_w, bulk_r, prio_w, prio_r):
+            s.close()
