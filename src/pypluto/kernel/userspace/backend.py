@@ -38,9 +38,8 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   when full, so that packets wait in the kernel's queues, which TCP sees.
 * Plain ESP has no GSO/GRO: the raw socket sends and receives batches with
   ``sendmmsg``/``recvmmsg`` (:mod:`.mmsg`).  Its receive queue has room for
-  bursts (:mod:`.rxqueue`: three times the system default, back to the default
-  when more than that stays queued for 5 ms; four times and 20 ms until the
-  ping row showed that queue as the one the echo waits in).  The peer sends up to 64 packets
+  bursts (:mod:`.rxqueue`: four times the system default, back to the default
+  when more than that stays queued for 20 ms).  The peer sends up to 64 packets
   per call, and a default-sized queue (about 90 full-sized packets) dropped
   half of a UDP flood and one TCP segment in seven while the receiving thread
   waited for a CPU; with the room, UDP 1,400-byte datagrams received rose by

@@ -40,14 +40,19 @@ of both namespaces sampled every ~0.3 s during the row): the TUN devices' qdiscs
 the receiving end's raw ESP socket held 0 bytes at the median, 376 KB at the
 90th percentile and up to 852 KB (the four-times limit): about 160-370 full-sized
 packets, 3-6 ms of the plane's decryption, which the echo request waits behind.
-Three times the default and 5 ms (RFC 8289's target) above the default before the
-cut, instead of four times and 20 ms: ping under TCP load 6.59 -> 5.07 ms
-(medians of 6 and 9 alternating runs, spreads 5.83-7.42 and 4.71-6.88 ms) with
-no less TCP (1 stream, medians 425 and 658 Mbit/s in one set, spreads 333-703 and
-545-683), on the 2-core machine under another engineer's load (load average
-3-7).  The ping's loss rose (medians about 2.5% and 4%): the cut-back queue drops
-at its tail, pings included.  Twice the default at 5 ms, and three times at 2 ms,
-were no better than this within that noise (3 runs each).
+Timed per packet (tcpdump at both TUN devices and the veth) the echo request
+spent 0.73 ms at the median (mean 1.58) between the wire and the receiving TUN
+device, this queue included, against 2.55 ms (mean 4.34) in the sender's plane,
+which is where the fix went (backend.UserspaceBackend._sparse_first).
+Tried and not kept: three times the default and 5 ms (RFC 8289's target) above
+the default before the cut, instead of four times and 20 ms.  Alone it took the
+ping under TCP load from 6.59 to 5.07 ms (medians of 6 and 9 alternating runs,
+spreads 5.83-7.42 and 4.71-6.88 ms, load average 3-7); once the sender's side
+stopped holding the ping (backend.UserspaceBackend._sparse_first) it gave 2.37
+against 2.86 ms (4 runs each, spreads 1.89-3.99 and 2.59-3.49) but lost more
+pings (0.4-5.0% against 0.4-2.2%: the cut-back queue drops at its tail, pings
+included) at no more TCP.  Twice the default at 5 ms, and three times at 2 ms,
+were no better within that noise (3 runs each).
 """
 
 from __future__ import annotations
@@ -67,8 +72,8 @@ _MEMINFO = struct.Struct("=9I")  # SK_MEMINFO_RMEM_ALLOC is the first
 class RxQueue:
     """The receive-queue limit of one raw socket (see the module docstring)."""
 
-    FACTOR = 3  # burst room: this many times the socket's default limit
-    INTERVAL = 0.005  # seconds above the default limit before it is a standing queue
+    FACTOR = 4  # burst room: this many times the socket's default limit
+    INTERVAL = 0.02  # seconds above the default limit before it is a standing queue
 
     def __init__(self, sock: socket.socket, clock: Callable[[], float] = time.monotonic
                  ) -> None:
