@@ -19,8 +19,12 @@ hand-keyed.  Between the inner addresses (198.51.100.1 -> 203.0.113.1):
   received; TCP: received bytes / 1,448).
 
 The planes alternate (ours, theirs, theirs, ours, ...) for ``BENCH_ESP_RUNS``
-(2) runs of ``BENCH_ESP_SECONDS`` (5) each; the table gives the medians and
-the ratio pypluto/strongSwan (goal >= 2x on every row).
+(3) runs of ``BENCH_ESP_SECONDS`` (5) each; the table gives the medians and
+the ratio pypluto/strongSwan (goal >= 2x on every row), and each row's note
+lists every run's value.  Three runs, not two: the median of two is their mean,
+so one erratic run sets the row (strongSwan's UDP 1,400-byte rate went
+12,690 and 32,696 packets/s in one make bench, 1,549-14,740 in four ad hoc
+runs); with an odd count the median is a run that was measured.
 
 Run alone: ``.venv/bin/python -m bench.esp_daemons [SECONDS] [RUNS]``.  For A/B work:
 ``BENCH_ESP_PLANES=pypluto`` (one plane), ``BENCH_ESP_TESTS=tcp1,ping`` (some rows),
@@ -220,7 +224,7 @@ def measure(seconds: int, runs: int) -> dict[str, Any]:
 
 def run(seconds: int | None = None, runs: int | None = None) -> dict[str, Any]:
     seconds = seconds or env_int("BENCH_ESP_SECONDS", 5)
-    runs = runs or env_int("BENCH_ESP_RUNS", 2)
+    runs = runs or env_int("BENCH_ESP_RUNS", 3)
     raw = _try("esp", measure, seconds, runs)
     err = raw.get("error") if isinstance(raw.get("error"), str) else None
 
@@ -229,6 +233,12 @@ def run(seconds: int | None = None, runs: int | None = None) -> dict[str, Any]:
             return None
         vals = [r[key] for r in raw[kind].get(test, []) if isinstance(r.get(key), int | float)]
         return _r(statistics.median(vals)) if vals else None
+
+    def each(kind: str, test: str, key: str = "") -> str:
+        """Every run's value of ``key`` (the row's own key by default), in run order."""
+        vals = [r.get(key) for r in raw.get(kind, {}).get(test, [])] if not err else []
+        return "/".join(str(_r(v, 1)) if isinstance(v, int | float) else "-"
+                        for v in vals) or "-"
 
     def ratio(a: Any, b: Any, lower_better: bool = False) -> str:
         if not isinstance(a, int | float) or not isinstance(b, int | float) or not a or not b:
@@ -246,7 +256,8 @@ def run(seconds: int | None = None, runs: int | None = None) -> dict[str, Any]:
             ("udp64", "UDP 64-byte datagrams received", "pps", "packets/s", False),
             ("ping", "ping latency under TCP load (avg)", "avg_ms", "ms", True)):
         a, b = med("pypluto", test, key), med("strongswan", test, key)
-        note = ratio(a, b, lower)
+        note = ratio(a, b, lower) + (f"; runs pypluto {each('pypluto', test, key)}, "
+                                     f"strongSwan {each('strongswan', test, key)}")
         if test.startswith("udp"):
             note += (f"; loss pypluto {med('pypluto', test, 'loss_pct')}%, strongSwan "
                      f"{med('strongswan', test, 'loss_pct')}%; sent "

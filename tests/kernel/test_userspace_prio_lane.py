@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import struct
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
 from pypluto.iana import Encr
 from pypluto.kernel import esp
-from pypluto.kernel.userspace.backend import _OVERTAKE_MAX, UserspaceBackend, icmp_first
+from pypluto.kernel.userspace import offload
+from pypluto.kernel.userspace.backend import (
+    _OVERTAKE_MAX,
+    PlaneCounters,
+    UserspaceBackend,
+    icmp_first,
+)
 from pypluto.kernel.userspace.workers import Writer
 from pypluto.params import SAParams
 
@@ -141,3 +149,97 @@ def test_overtaking_within_the_window_loses_nothing_and_beyond_it_loses_the_olde
     # what the lane did before: a ping ahead of 100 queued TCP segments; with ESN the
     # receiver infers the next 2^32 block for the oldest (Appendix A2.2), their ICV fails
     assert _delivered(100) == (_OVERTAKE_MAX - 1, 100 - (_OVERTAKE_MAX - 1))
+
+
+def _queues() -> tuple[socket.socket, socket.socket, socket.socket, socket.socket]:
+    """Two datagram socket pairs standing in for the TUN device's bulk and sparse
+    queues: a read on the plane's end returns one packet, as on TUN."""
+    bulk_w, bulk_r = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    prio_w, prio_r = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for s in (bulk_r, prio_r):
+        s.setblocking(False)
+    return bulk_w, bulk_r, prio_w, prio_r
+
+
+def _plane(out: esp.OutboundSA, bulk: int, prio: int, sent: list[list[bytes]]) -> Any:
+    """Just what the TUN drain touches: one flow entry for 198.51.100.1 -> 203.0.113.1,
+    no send writer, and ``_send_many`` recording each send."""
+    plane: Any = object.__new__(UserspaceBackend)
+    plane.counters = PlaneCounters()
+    plane.offload = True
+    plane._tun_fd, plane._tun_prio = bulk, prio
+    plane._txq = None
+    plane._flow = {_ipv4(6)[12:20]: (out, None, ("192.0.2.2", 0), None, False)}
+    plane._send_many = lambda ent, wires: sent.append(list(wires))
+    return plane
+
+
+def test_a_bulk_drain_encrypts_and_sends_a_waiting_ping_before_its_run() -> None:
+    out, inb = _pair(32)
+    bulk_w, bulk_r, prio_w, prio_r = _queues()
+    try:
+        sent: list[list[bytes]] = []
+        plane = _plane(out, bulk_r.fileno(), prio_r.fileno(), sent)
+        hdr = bytes(offload.VNET_HDR_LEN)  # no offload flags: one plain packet each
+        tcp = [_ipv4(6, 1400 - i) for i in range(3)]
+        for p in tcp:
+            bulk_w.send(hdr + p)
+        ping = _ipv4(1, 84)
+        prio_w.send(hdr + ping)
+        plane._drain_tun_offload(64, bulk_r.fileno(), False)
+        assert [len(b) for b in sent] == [1, 3]  # the ping's send, then the run's
+        wires = [w for b in sent for w in b]
+        seqs = [struct.unpack_from("!I", w, 4)[0] for w in wires]
+        assert seqs == sorted(seqs)  # the ping got the lowest number: nothing overtaken
+        got = inb.decap_batch([memoryview(w) for w in wires])
+        assert got == [ping, *tcp]
+        assert inb.stats.replay_drops == inb.stats.integrity_failures == 0
+        # nothing waiting in the sparse queue: the bulk run alone, one empty read more
+        sent.clear()
+        bulk_w.send(hdr + tcp[0])
+        plane._drain_tun_offload(64, bulk_r.fileno(), False)
+        assert [len(b) for b in sent] == [1]
+        assert inb.decap_batch([memoryview(sent[0][0])]) == [tcp[0]]
+    finally:
+        for s in (bulk_w, bulk_r, prio_w, prio_r):
+            s.close()
+
+
+def test_a_worker_drains_the_sparse_queue_before_the_bulk_queue() -> None:
+    plane: Any = object.__new__(UserspaceBackend)
+    plane._tun_fd, plane._tun_prio = 10, 11
+    plane._lock = threading.RLock()
+    plane._xifs = SimpleNamespace(by_id={})
+    # a worker registers the descriptors in this order and poll reports them so
+    assert list(plane.poll_handlers(True, False, 64)) == [11, 10]
+
+
+def test_bulk_runs_stay_inside_the_replay_window_only_while_sparse_traffic_flows() -> None:
+    out, inb = _pair(32)
+    bulk_w, bulk_r, prio_w, prio_r = _queues()
+    try:
+        sent: list[list[bytes]] = []
+        plane = _plane(out, bulk_r.fileno(), prio_r.fileno(), sent)
+        hdr = bytes(offload.VNET_HDR_LEN)
+        tcp = [_ipv4(6, 1000 + i) for i in range(40)]
+
+        def drain_bulk() -> list[int]:
+            sent.clear()
+            for p in tcp:
+                bulk_w.send(hdr + p)
+            plane._drain_tun_offload(64, bulk_r.fileno(), False)
+            return [len(b) for b in sent]
+
+        assert drain_bulk() == [40]  # no sparse traffic seen: one run of up to 64
+        prio_w.send(hdr + _ipv4(1, 84))
+        plane._drain_tun_offload(64, prio_r.fileno(), True)  # a ping was read
+        assert plane._sparse_until > time.monotonic()
+        # the writer is then never given more than the minimum window less one
+        assert drain_bulk() == [_OVERTAKE_MAX - 1, 40 - (_OVERTAKE_MAX - 1)]
+        plane._sparse_until = time.monotonic() - 1  # the sparse traffic stopped
+        assert drain_bulk() == [40]
+        wires = [w for b in sent for w in b]
+        assert inb.decap_batch([memoryview(w) for w in wires]) == tcp
+    finally:
+        for s in (bulk_w, bulk_r, prio_w, prio_r):
+            s.close()

@@ -33,6 +33,26 @@ and 4.2 ms without (15 and 12 alternating runs of bench/esp_daemons.py; the
 default limit 3.0 ms, strongSwan's pair 8.5 ms).  A burst room of twice the
 default instead of four times gave 3.5 ms at about a fifth less TCP
 throughput (5 runs).
+
+Where the ping under TCP load waits (bench/esp_daemons.py, the receive queues
+of both namespaces sampled every ~0.3 s during the row): the TUN devices' qdiscs
+(mq over pfifo_fast) never held a packet, the ESP-in-UDP sockets are idle, and
+the receiving end's raw ESP socket held 0 bytes at the median, 376 KB at the
+90th percentile and up to 852 KB (the four-times limit): about 160-370 full-sized
+packets, 3-6 ms of the plane's decryption, which the echo request waits behind.
+Timed per packet (tcpdump at both TUN devices and the veth) the echo request
+spent 0.73 ms at the median (mean 1.58) between the wire and the receiving TUN
+device, this queue included, against 2.55 ms (mean 4.34) in the sender's plane,
+which is where the fix went (backend.UserspaceBackend._sparse_first).
+Tried and not kept: three times the default and 5 ms (RFC 8289's target) above
+the default before the cut, instead of four times and 20 ms.  Alone it took the
+ping under TCP load from 6.59 to 5.07 ms (medians of 6 and 9 alternating runs,
+spreads 5.83-7.42 and 4.71-6.88 ms, load average 3-7); once the sender's side
+stopped holding the ping (backend.UserspaceBackend._sparse_first) it gave 2.37
+against 2.86 ms (4 runs each, spreads 1.89-3.99 and 2.59-3.49) but lost more
+pings (0.4-5.0% against 0.4-2.2%: the cut-back queue drops at its tail, pings
+included) at no more TCP.  Twice the default at 5 ms, and three times at 2 ms,
+were no better within that noise (3 runs each).
 """
 
 from __future__ import annotations
