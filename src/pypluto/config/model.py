@@ -17,6 +17,23 @@ from typing import Literal
 from pypluto.params import IPAddress as IPAddress
 from pypluto.params import IPNetwork as IPNetwork
 
+# The fields the responder's connection index reads (``ike/conn_index.py``): any
+# assignment to one of them, on any Connection or End, moves ``generation()`` on and so
+# invalidates every index built before (a counter, so nothing can forget to call it).
+_CONN_WATCHED = frozenset({"left", "right", "local_is_left", "keyexchange", "authby", "type"})
+_END_WATCHED = frozenset({"host", "host_addr"})
+_GENERATION = [0]
+
+
+def generation() -> int:
+    """A counter that changes whenever a field the connection index reads is assigned."""
+    return _GENERATION[0]
+
+
+def bump_generation() -> None:
+    """Invalidate every connection index (a change they cannot see, e.g. a new dict)."""
+    _GENERATION[0] += 1
+
 
 @dataclass(frozen=True)
 class Origin:
@@ -105,6 +122,11 @@ class End:
     addresspool: str | None = None
     raw: dict[str, str] = field(default_factory=dict)  # every left*/right* key as written
 
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _END_WATCHED:
+            _GENERATION[0] += 1
+        object.__setattr__(self, name, value)
+
     @property
     def is_any(self) -> bool:
         return self.host in (None, "%any", "%any6", "%opportunistic", "%group")
@@ -188,6 +210,11 @@ class Connection:
     # the conn name written in ipsec.conf when this conn is one (left, right) pair of
     # its leftsubnets=/rightsubnets= (named NAME/LxR); ``ipsec up NAME`` acts on all
     connalias: str | None = None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _CONN_WATCHED:
+            _GENERATION[0] += 1
+        object.__setattr__(self, name, value)
 
     # --- orientation helpers -------------------------------------------------
     @property
