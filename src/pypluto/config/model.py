@@ -122,14 +122,37 @@ class End:
     addresspool: str | None = None
     raw: dict[str, str] = field(default_factory=dict)  # every left*/right* key as written
 
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _END_WATCHED:
-            _GENERATION[0] += 1
-        object.__setattr__(self, name, value)
-
     @property
     def is_any(self) -> bool:
         return self.host in (None, "%any", "%any6", "%opportunistic", "%group")
+
+
+class _Watched:
+    """A dataclass field whose every assignment moves ``generation()`` on; the value
+    stays in the instance dict under the field's own name (so code that fills
+    ``__dict__`` directly, as the parser's copies do, still works).  Only the watched
+    fields of End pay for it, not every field an ``End(...)`` sets."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> object:
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+    def __set__(self, obj: object, value: object) -> None:
+        _GENERATION[0] += 1
+        obj.__dict__[self.name] = value
+
+
+for _name in _END_WATCHED:  # after @dataclass: __init__ keeps the defaults it captured
+    setattr(End, _name, _Watched(_name))
 
 
 ConnType = Literal["tunnel", "transport", "passthrough", "drop", "reject"]
