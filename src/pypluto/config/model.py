@@ -17,6 +17,23 @@ from typing import Literal
 from pypluto.params import IPAddress as IPAddress
 from pypluto.params import IPNetwork as IPNetwork
 
+# The fields the responder's connection index reads (``ike/conn_index.py``): any
+# assignment to one of them, on any Connection or End, moves ``generation()`` on and so
+# invalidates every index built before (a counter, so nothing can forget to call it).
+_CONN_WATCHED = frozenset({"left", "right", "local_is_left", "keyexchange", "authby", "type"})
+_END_WATCHED = frozenset({"host", "host_addr"})
+_GENERATION = [0]
+
+
+def generation() -> int:
+    """A counter that changes whenever a field the connection index reads is assigned."""
+    return _GENERATION[0]
+
+
+def bump_generation() -> None:
+    """Invalidate every connection index (a change they cannot see, e.g. a new dict)."""
+    _GENERATION[0] += 1
+
 
 @dataclass(frozen=True)
 class Origin:
@@ -110,6 +127,34 @@ class End:
         return self.host in (None, "%any", "%any6", "%opportunistic", "%group")
 
 
+class _Watched:
+    """A dataclass field whose every assignment moves ``generation()`` on; the value
+    stays in the instance dict under the field's own name (so code that fills
+    ``__dict__`` directly, as the parser's copies do, still works).  Only the watched
+    fields of End pay for it, not every field an ``End(...)`` sets."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> object:
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+    def __set__(self, obj: object, value: object) -> None:
+        _GENERATION[0] += 1
+        obj.__dict__[self.name] = value
+
+
+for _name in _END_WATCHED:  # after @dataclass: __init__ keeps the defaults it captured
+    setattr(End, _name, _Watched(_name))
+
+
 ConnType = Literal["tunnel", "transport", "passthrough", "drop", "reject"]
 AutoMode = Literal["ignore", "add", "start", "up", "route", "ondemand", "keep"]
 
@@ -188,6 +233,11 @@ class Connection:
     # the conn name written in ipsec.conf when this conn is one (left, right) pair of
     # its leftsubnets=/rightsubnets= (named NAME/LxR); ``ipsec up NAME`` acts on all
     connalias: str | None = None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _CONN_WATCHED:
+            _GENERATION[0] += 1
+        object.__setattr__(self, name, value)
 
     # --- orientation helpers -------------------------------------------------
     @property

@@ -44,6 +44,7 @@ from pypluto.ike.actions import (
     Updown,
 )
 from pypluto.ike.codec import Payload
+from pypluto.ike.conn_index import ConnectionTable, ConnIndex
 from pypluto.ike.context import HalfOpenKey, IKEContext, SecretStore
 from pypluto.ike.cookies import DoSGuard, dos_status
 from pypluto.ike.identity import local_identity, remote_pattern
@@ -104,7 +105,8 @@ class Engine:
         self.secrets = secrets
         self.rng = rng
         self.local_addrs = set(local_addrs)
-        self._connections: dict[str, Connection] = {}
+        self._connections: dict[str, Connection] = ConnectionTable()
+        self._conn_index = ConnIndex(self._connections)  # IKE_SA_INIT candidates
         self.ike_sas: dict[bytes, IKESA] = {}  # by our SPI (and SPIs reserved by a rekey)
         self.by_serial: dict[int, IKESA] = {}
         self.halfopen: dict[HalfOpenKey, IKESA] = {}  # (SPIi, addr, port)
@@ -144,6 +146,11 @@ class Engine:
     @property
     def connections(self) -> dict[str, Connection]:
         return self._connections
+
+    def candidate_connections(self, local: IPAddress, remote: IPAddress) -> list[Connection]:
+        """The conns that may answer an IKE_SA_INIT from ``remote`` to ``local``, exact
+        remote address first (``ike/conn_index.py``; indexed, not a scan)."""
+        return self._conn_index.candidates(local, remote)
 
     @property
     def n_halfopen(self) -> int:

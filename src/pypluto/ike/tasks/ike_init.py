@@ -372,22 +372,11 @@ def _init_keyed(ctx: IKEContext, ike: IKESA, msg: Inbound, ns: Notifies, chosen:
 
 # ---------------------------------------------------------------- responder
 def find_connections(ctx: IKEContext, local: Endpoint, remote: Endpoint) -> list[Connection]:
-    """Candidate connections for a new IKE SA, exact remote address first."""
-    exact, wild = [], []
-    for conn in ctx.connections.values():
-        if conn.local_is_left is None or conn.keyexchange not in ("ikev2", "ike"):
-            continue
-        if conn.authby == "never" or conn.type in ("passthrough", "drop", "reject"):
-            continue
-        la = conn.local.host_addr
-        if la is not None and la != local.addr:
-            continue
-        ra = conn.remote.host_addr
-        if ra is not None and ra == remote.addr:
-            exact.append(conn)
-        elif ra is None and conn.remote.is_any:
-            wild.append(conn)
-    return exact + wild
+    """Candidate connections for a new IKE SA, exact remote address first: the oriented
+    IKEv2 conns that negotiate, local address ``local`` or unset, remote address
+    ``remote`` (exact) or unset with a %any remote (wild), each group in load order.
+    Indexed by remote address (``ike/conn_index.py``), not a scan of every conn."""
+    return ctx.candidate_connections(local.addr, remote.addr)
 
 
 def _stateless(ctx: IKEContext, hdr: IKEHeader, local: Endpoint, remote: Endpoint,
