@@ -12,9 +12,9 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.conn_lookup import scan_connections  # the linear scan the index replaced
 from pypluto.config.model import Connection, End
 from pypluto.ike.actions import Endpoint
-from pypluto.ike.context import IKEContext
 from pypluto.ike.engine import Engine
 from pypluto.ike.settings import EngineSettings
 from pypluto.ike.tasks.ike_init import find_connections
@@ -25,25 +25,6 @@ REMOTES = [A("198.51.100.1"), A("198.51.100.2"), A("203.0.113.9"), A("2001:db8::
 ADDRS = LOCALS + REMOTES
 HOSTS_NO_ADDR = ["%any", "%any6", "%opportunistic", "%group", None, "%defaultroute",
                  "gw.example"]
-
-
-def scan_connections(ctx: IKEContext, local: Endpoint, remote: Endpoint) -> list[Connection]:
-    """The reference: the linear scan over every conn that the index replaced."""
-    exact, wild = [], []
-    for conn in ctx.connections.values():
-        if conn.local_is_left is None or conn.keyexchange not in ("ikev2", "ike"):
-            continue
-        if conn.authby == "never" or conn.type in ("passthrough", "drop", "reject"):
-            continue
-        la = conn.local.host_addr
-        if la is not None and la != local.addr:
-            continue
-        ra = conn.remote.host_addr
-        if ra is not None and ra == remote.addr:
-            exact.append(conn)
-        elif ra is None and conn.remote.is_any:
-            wild.append(conn)
-    return exact + wild
 
 
 class _Secrets:

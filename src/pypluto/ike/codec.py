@@ -126,16 +126,7 @@ def init_answer_head(sa_head: bytes, group: int, ke_data: bytes, nonce: bytes
     ``sa_head`` is the SA payload already serialized, generic header included, naming
     KE as its next payload.
     """
-    ke_len = 8 + len(ke_data)
-    n_len = 4 + len(nonce)
-    if ke_len > 0xFFFF or n_len > 0xFFFF:
-        raise EncodeError("KE or Nonce payload too long")
-    try:
-        chain = b"".join((sa_head, _KE_HEAD.pack(PT.NONCE, 0, ke_len, group, 0), ke_data,
-                          _GENERIC.pack(PT.NONE, 0, n_len), nonce))
-    except struct.error as e:
-        raise EncodeError(f"KE field out of range: {e}") from None
-    return wp.SerializedRun(PT.SA, chain, len(sa_head) + ke_len)
+    return init_answer(sa_head, group, ke_data, nonce, b"", 0, 0, ())
 
 
 _NOTIFY_HEAD = struct.Struct("!BBHBBH")  # generic header, protocol, SPI size, type (§3.10)
