@@ -16,8 +16,10 @@ the index replaced (``scan_connections``), for an A/B comparison in one tree.
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 import time
+from typing import Any
 
 from pypluto.config.model import Connection
 from pypluto.ike.actions import Endpoint, SendPacket
@@ -84,6 +86,29 @@ def measure(n: int, n_init: int = 200, n_find: int = 2000) -> dict[str, float]:
         assert any(isinstance(a, SendPacket) for a in out), out
     return {"n": n, "find_ms": find_ms, "init_ms": cpu[0] / len(picks) * 1000,
             "init2_ms": cpu[1] / len(picks) * 1000}
+
+
+def run() -> dict[str, Any]:
+    """``make bench``'s row: the index with 1 and 10,000 conns, and the scan it replaced
+    at 10,000 conns in the same run (``find_connections`` swapped, then restored)."""
+    big = int(os.environ.get("BENCH_LOOKUP_CONNS", "10000"))
+    one, many = measure(1), measure(big)
+    indexed = ike_init.find_connections
+    ike_init.find_connections = scan_connections  # type: ignore[assignment]
+    try:
+        scan = measure(big, n_find=200)
+    finally:
+        ike_init.find_connections = indexed
+    rows = [{"metric": f"responder CPU per IKE_SA_INIT with {big:,} conns loaded",
+             "pypluto": round(many["init2_ms"], 3), "strongswan": None, "libreswan": None,
+             "unit": "ms",
+             "note": f"engine only, process time, each conn its own peer address; 1 conn "
+                     f"{one['init2_ms']:.3f} ms; the linear scan this index replaced, same "
+                     f"run: {scan['init2_ms']:.3f} ms ({scan['find_ms']:.3f} ms per lookup "
+                     f"against {many['find_ms']:.4f})"}]
+    return {"name": "conn_lookup", "command": "make bench BENCH=conn_lookup",
+            "sizes": {"conns": big}, "results": {"1": one, str(big): many, "scan": scan},
+            "rows": rows}
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ BENCHMARKS = [
     "bench.config_load",
     "bench.config_start",
     "bench.engine_setup",
+    "bench.conn_lookup",
     "bench.crypto_floor",
     "bench.crypto_helpers",
     "bench.ike_setup",
