@@ -45,6 +45,7 @@ BENCHMARKS = [
     "bench.config_start",
     "bench.engine_setup",
     "bench.conn_lookup",
+    "bench.engine_workers",
     "bench.crypto_floor",
     "bench.crypto_helpers",
     "bench.ike_setup",
