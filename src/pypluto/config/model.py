@@ -132,20 +132,17 @@ class _Watched:
     stays in the instance dict under the field's own name (so code that fills
     ``__dict__`` directly, as the parser's copies do, still works).  Only the watched
     fields of End and Connection pay for it, not every field an ``End(...)`` or a
-    ``Connection(...)`` sets."""
+    ``Connection(...)`` sets.
+
+    It has ``__set__`` and no ``__get__``: a read finds the value in the instance dict
+    in C, with no Python call (the engine reads ``conn.left``/``local_is_left`` dozens
+    of times per IKE SA).  Every dataclass ``__init__`` sets the field, so the instance
+    dict always holds it."""
 
     __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
         self.name = name
-
-    def __get__(self, obj: object, owner: type | None = None) -> object:
-        if obj is None:
-            return self
-        try:
-            return obj.__dict__[self.name]
-        except KeyError:
-            raise AttributeError(self.name) from None
 
     def __set__(self, obj: object, value: object) -> None:
         _GENERATION[0] += 1
