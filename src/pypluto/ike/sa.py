@@ -207,18 +207,21 @@ class IKESA:
     cookie_retried: bool = False
     reauth_of: IKESA | None = None  # reauth=yes: the IKE SA this one replaces
     halfopen_key: tuple[bytes, IPAddress, int] | None = None  # responder: (SPIi, addr, port)
-    cands: list[Connection] = field(default_factory=list)  # responder: by address
-    peer_rekeys: list[IKESA] = field(default_factory=list)  # the peer's new IKE SAs
+    cands: list[Connection] | tuple[()] = ()  # responder: by address
+    peer_rekeys: list[IKESA] | tuple[()] = ()  # the peer's new IKE SAs
     nonce_min: bytes = b""  # min(Ni, Nr) of the rekey exchange (§2.8.1 collisions)
     intermediate: IntState | None = None  # RFC 9242/9370 until IKE_AUTH completes
     followup: Pending | None = None  # RFC 9370 IKE_FOLLOWUP_KE awaited (responder)
     ppk: PPKState = field(default_factory=PPKState)  # RFC 8784
     # Configuration Payload (ike/tasks/config_payload.py): gateway's leases and the
     # client's addresses; an IKE SA rekey moves them to the new IKE SA
-    leases: list[Lease] = field(default_factory=list)
-    remote_vips: list[IPAddress] = field(default_factory=list)
-    local_vips: list[IPAddress] = field(default_factory=list)
-    dns: list[IPAddress] = field(default_factory=list)
+    # (these lists and cands/peer_rekeys start as the shared empty tuple, a list once
+    # something is added: most IKE SAs never have any, and 6 empty lists were 6 objects
+    # of 72 bytes per SA for the cyclic GC to walk, issue 18)
+    leases: list[Lease] | tuple[()] = ()
+    remote_vips: list[IPAddress] | tuple[()] = ()
+    local_vips: list[IPAddress] | tuple[()] = ()
+    dns: list[IPAddress] | tuple[()] = ()
     mobike: bool = False  # RFC 4555: both ends sent MOBIKE_SUPPORTED
     answer_to: tuple[Endpoint, Endpoint] | None = None  # MOBIKE: the request's endpoints
     redirect_ok: bool = False  # RFC 5685: the client sent REDIRECT_SUPPORTED
