@@ -206,7 +206,7 @@ class IKESA:
     tries: int = 1
     cookie_retried: bool = False
     reauth_of: IKESA | None = None  # reauth=yes: the IKE SA this one replaces
-    halfopen_key: tuple[bytes, IPAddress, int] | None = None  # responder: (SPIi, addr, port)
+    halfopen_key: tuple[bytes, bytes, int] | None = None  # responder: (SPIi, packed addr, port)
     cands: list[Connection] | tuple[()] = ()  # responder: by address
     peer_rekeys: list[IKESA] | tuple[()] = ()  # the peer's new IKE SAs
     nonce_min: bytes = b""  # min(Ni, Nr) of the rekey exchange (§2.8.1 collisions)
