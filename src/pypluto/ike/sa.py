@@ -125,7 +125,8 @@ class ChildSA:
     replaced: bool = False  # a new Child SA took over; only deletion remains
     owns_policy: bool = False
     rekey_of: ChildSA | None = None  # the Child SA this one replaces
-    peer_rekeys: list[ChildSA] = field(default_factory=list)  # the peer's replacements
+    # the peer's replacements: the shared empty tuple until one comes (as IKESA's, issue 18)
+    peer_rekeys: list[ChildSA] | tuple[()] = ()
     nonce_min: bytes = b""  # min(Ni, Nr) of the creating exchange (§2.8.1 collisions)
     keys: ChildKeys | None = field(default=None, repr=False)  # until installed
     pending_out: SAParams | None = field(default=None, repr=False)  # held back (rekey)
