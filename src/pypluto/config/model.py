@@ -131,20 +131,18 @@ class _Watched:
     """A dataclass field whose every assignment moves ``generation()`` on; the value
     stays in the instance dict under the field's own name (so code that fills
     ``__dict__`` directly, as the parser's copies do, still works).  Only the watched
-    fields of End pay for it, not every field an ``End(...)`` sets."""
+    fields of End and Connection pay for it, not every field an ``End(...)`` or a
+    ``Connection(...)`` sets.
+
+    It has ``__set__`` and no ``__get__``: a read finds the value in the instance dict
+    in C, with no Python call (the engine reads ``conn.left``/``local_is_left`` dozens
+    of times per IKE SA).  Every dataclass ``__init__`` sets the field, so the instance
+    dict always holds it."""
 
     __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
         self.name = name
-
-    def __get__(self, obj: object, owner: type | None = None) -> object:
-        if obj is None:
-            return self
-        try:
-            return obj.__dict__[self.name]
-        except KeyError:
-            raise AttributeError(self.name) from None
 
     def __set__(self, obj: object, value: object) -> None:
         _GENERATION[0] += 1
@@ -234,11 +232,6 @@ class Connection:
     # its leftsubnets=/rightsubnets= (named NAME/LxR); ``ipsec up NAME`` acts on all
     connalias: str | None = None
 
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _CONN_WATCHED:
-            _GENERATION[0] += 1
-        object.__setattr__(self, name, value)
-
     # --- orientation helpers -------------------------------------------------
     @property
     def local(self) -> End:
@@ -269,6 +262,10 @@ class Connection:
         else:
             self.local_is_left = None
         return self.local_is_left is not None
+
+
+for _name in _CONN_WATCHED:  # after @dataclass, as for End: only these 6 fields pay
+    setattr(Connection, _name, _Watched(_name))
 
 
 @dataclass

@@ -79,7 +79,11 @@ class SKProtector:
         integ_key: bytes = b"",
         *,
         rng: Callable[[int], bytes] = os.urandom,
+        iv_start: bytes | None = None,
     ) -> None:
+        """``iv_start``: for an AEAD, the 8 random octets its IV counter starts after,
+        when the caller drew them already (``install_keys`` draws both directions' in
+        one call); None draws them from ``rng``."""
         if not integ_id:
             spec = _AEAD_SPECS.get((encr_id, encr_key_bits, len(encr_key)))
             if spec is not None:  # an AEAD whose checks this very key shape passed
@@ -90,7 +94,8 @@ class SKProtector:
                 self._encr_key = encr_key
                 self._integ_key = integ_key
                 self._integ_id = 0
-                self._counter = itertools.count(int.from_bytes(rng(8), "big") + 1)
+                self._counter = itertools.count(
+                    int.from_bytes(rng(8) if iv_start is None else iv_start, "big") + 1)
                 return
         alg = registry.get(TransformType.ENCR, encr_id)
         if alg is None:
@@ -115,7 +120,8 @@ class SKProtector:
             # RFC 5282 §3.1: the IV must not repeat under one key; a counter
             # started at a random point guarantees that for 2^64 messages.
             # itertools.count's next() is atomic, so threads may share a protector.
-            self._counter = itertools.count(int.from_bytes(rng(8), "big") + 1)
+            self._counter = itertools.count(
+                int.from_bytes(rng(8) if iv_start is None else iv_start, "big") + 1)
             if self.block_size == 1 and len(_AEAD_SPECS) < _SPEC_CAP:
                 _AEAD_SPECS[(encr_id, encr_key_bits, len(encr_key))] = (
                     self.encr_id, self.iv_size, self.icv_size, self._fast)

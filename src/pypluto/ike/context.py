@@ -40,7 +40,9 @@ class SecretStore(Protocol):
     ) -> bytes | None: ...
 
 
-HalfOpenKey = tuple[bytes, IPAddress, int]  # (SPIi, peer address, peer port) of IKE_SA_INIT
+# (SPIi, the peer address's packed octets, peer port) of IKE_SA_INIT: bytes, whose hash
+# is computed once and kept, where an ipaddress object hashes in Python each time (issue 18)
+HalfOpenKey = tuple[bytes, bytes, int]
 
 
 class IKEContext(Protocol):

@@ -66,7 +66,12 @@ class DoSCounters:
 
 def addr_key(addr: IPAddress) -> bytes:
     """The per-source bucket: an IPv4 address, or an IPv6 /64 (RFC 8019 §4)."""
-    return addr.packed if addr.version == 4 else addr.packed[:8]
+    return packed_key(addr.packed)
+
+
+def packed_key(packed: bytes) -> bytes:
+    """``addr_key`` of the address whose packed octets are ``packed`` (4 or 16)."""
+    return packed if len(packed) == 4 else packed[:8]
 
 
 class DoSGuard:
@@ -148,15 +153,18 @@ class DoSGuard:
                                         ("half-open", self.count_busy)) if on)
 
     # ------------------------------------------------------------------ per source
-    def addr_count(self, addr: IPAddress) -> int:
-        return self.per_addr.get(addr_key(addr), 0)
+    def addr_count(self, addr: IPAddress | bytes) -> int:
+        """Half-open SAs of ``addr``'s bucket; ``addr`` may be its packed octets."""
+        return self.per_addr.get(packed_key(addr) if isinstance(addr, bytes)
+                                 else addr_key(addr), 0)
 
-    def halfopen_added(self, addr: IPAddress) -> None:
-        k = addr_key(addr)
+    def halfopen_added(self, packed: bytes) -> None:
+        """One more half-open SA from the address whose packed octets are ``packed``."""
+        k = packed_key(packed)
         self.per_addr[k] = self.per_addr.get(k, 0) + 1
 
-    def halfopen_ended(self, addr: IPAddress) -> None:
-        k = addr_key(addr)
+    def halfopen_ended(self, packed: bytes) -> None:
+        k = packed_key(packed)
         n = self.per_addr.get(k, 0) - 1
         if n > 0:
             self.per_addr[k] = n

@@ -443,7 +443,7 @@ class Engine:
         self.tm.abandon(ike)  # the tasks release their reserved SPIs
         for lease in ike.leases:  # Delete, liveness failure, replacement
             self.leases.release(lease)
-        ike.leases = []
+        ike.leases = ()
         token = self.computing_serials.pop(ike.serial, None)
         if token is not None:
             self.computing.pop(token, None)

@@ -125,7 +125,8 @@ class ChildSA:
     replaced: bool = False  # a new Child SA took over; only deletion remains
     owns_policy: bool = False
     rekey_of: ChildSA | None = None  # the Child SA this one replaces
-    peer_rekeys: list[ChildSA] = field(default_factory=list)  # the peer's replacements
+    # the peer's replacements: the shared empty tuple until one comes (as IKESA's, issue 18)
+    peer_rekeys: list[ChildSA] | tuple[()] = ()
     nonce_min: bytes = b""  # min(Ni, Nr) of the creating exchange (§2.8.1 collisions)
     keys: ChildKeys | None = field(default=None, repr=False)  # until installed
     pending_out: SAParams | None = field(default=None, repr=False)  # held back (rekey)
@@ -206,19 +207,22 @@ class IKESA:
     tries: int = 1
     cookie_retried: bool = False
     reauth_of: IKESA | None = None  # reauth=yes: the IKE SA this one replaces
-    halfopen_key: tuple[bytes, IPAddress, int] | None = None  # responder: (SPIi, addr, port)
-    cands: list[Connection] = field(default_factory=list)  # responder: by address
-    peer_rekeys: list[IKESA] = field(default_factory=list)  # the peer's new IKE SAs
+    halfopen_key: tuple[bytes, bytes, int] | None = None  # responder: (SPIi, packed addr, port)
+    cands: list[Connection] | tuple[()] = ()  # responder: by address
+    peer_rekeys: list[IKESA] | tuple[()] = ()  # the peer's new IKE SAs
     nonce_min: bytes = b""  # min(Ni, Nr) of the rekey exchange (§2.8.1 collisions)
     intermediate: IntState | None = None  # RFC 9242/9370 until IKE_AUTH completes
     followup: Pending | None = None  # RFC 9370 IKE_FOLLOWUP_KE awaited (responder)
     ppk: PPKState = field(default_factory=PPKState)  # RFC 8784
     # Configuration Payload (ike/tasks/config_payload.py): gateway's leases and the
     # client's addresses; an IKE SA rekey moves them to the new IKE SA
-    leases: list[Lease] = field(default_factory=list)
-    remote_vips: list[IPAddress] = field(default_factory=list)
-    local_vips: list[IPAddress] = field(default_factory=list)
-    dns: list[IPAddress] = field(default_factory=list)
+    # (these lists and cands/peer_rekeys start as the shared empty tuple, a list once
+    # something is added: most IKE SAs never have any, and 6 empty lists were 6 objects
+    # of 72 bytes per SA for the cyclic GC to walk, issue 18)
+    leases: list[Lease] | tuple[()] = ()
+    remote_vips: list[IPAddress] | tuple[()] = ()
+    local_vips: list[IPAddress] | tuple[()] = ()
+    dns: list[IPAddress] | tuple[()] = ()
     mobike: bool = False  # RFC 4555: both ends sent MOBIKE_SUPPORTED
     answer_to: tuple[Endpoint, Endpoint] | None = None  # MOBIKE: the request's endpoints
     redirect_ok: bool = False  # RFC 5685: the client sent REDIRECT_SUPPORTED

@@ -395,7 +395,7 @@ def _install_answered(ctx: IKEContext, ike: IKESA, c: ChildSA, old: ChildSA | No
     c.keys = None
     c.rekey_of = None
     if old is not None:
-        old.peer_rekeys.append(c)
+        old.peer_rekeys = [*old.peer_rekeys, c]
         old.rekey_at = None  # the peer deletes it
         ctx.log(acts, f"Child SA #{old.serial} rekeyed by peer", c)
     return acts

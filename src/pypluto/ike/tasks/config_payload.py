@@ -135,8 +135,8 @@ def respond(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[wp
             ctx.log(acts, f"{owner} asked for {hint}, which is "
                     f"{'taken' if ctx.leases.pool(spec, v).contains(hint) else 'outside the pool'}"  # type: ignore[union-attr]
                     f"; leasing {lease.addr} instead", ike)
-        ike.leases.append(lease)
-        ike.remote_vips.append(lease.addr)
+        ike.leases = [*ike.leases, lease]
+        ike.remote_vips = [*ike.remote_vips, lease.addr]
         reply.append(wp.CPAttribute(_ADDR[v], _encode_addr(lease.addr)))
         ctx.log(acts, f"leased {lease.addr} from pool {spec} to {owner}", ike)
     if wanted and not ike.remote_vips:
@@ -189,11 +189,11 @@ def take_reply(ctx: IKEContext, ike: IKESA, payloads: Sequence[wp.Payload],
         if t in (CPAttr.INTERNAL_IP4_ADDRESS, CPAttr.INTERNAL_IP6_ADDRESS):
             addr = _addr_value(a)
             if addr is not None and addr not in ike.local_vips:
-                ike.local_vips.append(addr)
+                ike.local_vips = [*ike.local_vips, addr]  # a list once it has one
         elif t == CPAttr.INTERNAL_IP4_DNS and len(v) == 4:
-            ike.dns.append(ipaddress.IPv4Address(v))
+            ike.dns = [*ike.dns, ipaddress.IPv4Address(v)]
         elif t == CPAttr.INTERNAL_IP6_DNS and len(v) == 16:
-            ike.dns.append(ipaddress.IPv6Address(v))
+            ike.dns = [*ike.dns, ipaddress.IPv6Address(v)]
     if not ike.local_vips:
         return "the gateway's CFG_REPLY has no usable address"
     ctx.log(acts, "received INTERNAL_IP_ADDRESS " + ", ".join(str(a) for a in ike.local_vips)

@@ -393,7 +393,7 @@ def established(ctx: IKEContext, ike: IKESA, now: float, how: str = "") -> list[
     ike.init_request = ike.init_response = b""
     ike.sk_pi = ike.sk_pr = b""
     ike.intermediate = None
-    ike.cands = []
+    ike.cands = ()
     ctx.end_halfopen(ike)
     set_ike_timers(ctx, ike, now)
     ctx.index_peer(ike)

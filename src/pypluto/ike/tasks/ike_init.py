@@ -387,7 +387,8 @@ def _stateless(ctx: IKEContext, hdr: IKEHeader, local: Endpoint, remote: Endpoin
 
 
 def _dos_gate(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
-              remote: Endpoint, now: float) -> tuple[list[Action], bool]:
+              remote: Endpoint, now: float, remote_packed: bytes | None = None
+              ) -> tuple[list[Action], bool]:
     """Cookies and half-open limits before any parsing (RFC 7296 §2.6, RFC 8019 §4).
 
     Looks at the IKE header and the first payload only; when a COOKIE is needed
@@ -402,7 +403,8 @@ def _dos_gate(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     if change is not None:
         acts.append(Log(change, level="warning"))
     per = ctx.settings.halfopen_per_addr
-    n_src = dos.addr_count(remote.addr) if per > 0 else 0
+    n_src = dos.addr_count(remote.addr if remote_packed is None else remote_packed) \
+        if per > 0 else 0
     if per > 0 and n_src >= 2 * per:
         dos.counters.dropped_per_addr += 1
         return acts, False
@@ -446,7 +448,7 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
                 remote: Endpoint, now: float) -> list[Action]:
     """An IKE_SA_INIT request: no state until it is acceptable (§2.6 cookies)."""
     acts: list[Action] = []
-    key: HalfOpenKey = (hdr.spi_i, remote.addr, remote.port)
+    key: HalfOpenKey = (hdr.spi_i, remote.addr.packed, remote.port)
     old = ctx.find_halfopen(key)
     if old is not None:
         if old.init_request == data and old.last_response is not None \
@@ -460,7 +462,7 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
                     level="debug")]
     if hdr.message_id != 0:
         return [Log("dropping IKE_SA_INIT request with message ID != 0", level="debug")]
-    acts, go_on = _dos_gate(ctx, data, hdr, local, remote, now)
+    acts, go_on = _dos_gate(ctx, data, hdr, local, remote, now, key[1])
     if not go_on:
         return acts
     try:
@@ -614,7 +616,9 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
         return [Log(f"key derivation failed: {e}", level="error", conn=conn.name)] + \
             ctx.drop_ike(ike, now, "", None)
     local_b = codec.endpoint_bytes(local.addr, local.port)
-    remote_b = codec.endpoint_bytes(remote.addr, remote.port)
+    hk = ike.halfopen_key  # the packed remote address, made once per request
+    remote_b = hk[1] + remote.port.to_bytes(2, "big") if hk is not None and \
+        hk[2] == remote.port else codec.endpoint_bytes(remote.addr, remote.port)
     seen, nat_l, nat_r = _natd_check(pl, ike.spi_i, _NO_SPI, local, remote, local_b, remote_b)
     ike.nat_local, ike.nat_remote = nat_l, nat_r
     ike.frag_ok = N.IKEV2_FRAGMENTATION_SUPPORTED in ns and conn.fragmentation != "no"

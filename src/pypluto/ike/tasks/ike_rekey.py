@@ -55,8 +55,9 @@ def move_children(src: IKESA, dst: IKESA) -> None:
     dst.children.extend(src.children)
     src.children = []
     # the Configuration Payload's leases and addresses belong to the session (§2.18)
-    dst.leases += src.leases
-    src.leases = []
+    if src.leases:
+        dst.leases = [*dst.leases, *src.leases]
+    src.leases = ()
     for a in ("remote_vips", "local_vips", "dns"):
         setattr(dst, a, getattr(dst, a) or getattr(src, a))
     keep = []
@@ -366,7 +367,7 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, msgid: int | None, chosen: Chose
                        chosen, ni, nr, shared, now, more)
     except CryptoError:
         return answer([codec.notify(N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))])
-    ike.peer_rekeys.append(new)
+    ike.peer_rekeys = [*ike.peer_rekeys, new]
     move_children(ike, new)
     ike.rekey_at = None
     acts += ctx.kick(new, now)
