@@ -328,8 +328,9 @@ class EngineDriver:
 
     def _log(self, a: Log, rate_limited: bool) -> None:
         if a.level == "debug":
-            # a debug line nobody logs is never formatted (issue 18: Log.lazy)
-            if self.log.debugging(a.debug_class):
+            # a debug line nobody logs is never formatted (issue 18: Log.lazy);
+            # no debugging at all: not even asked which class (``debugging``)
+            if self.log.debug and self.log.debugging(a.debug_class):
                 self.log.log(a.message, "debug", conn=a.conn, serial=a.serial,
                              remote=a.remote, debug_class=a.debug_class,
                              rate_limited=rate_limited)

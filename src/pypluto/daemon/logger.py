@@ -317,7 +317,9 @@ class PlutoLogger:
             return
         # is_flood / is_audit inline (issue 18: every line of every IKE SA comes here)
         if message.startswith(_FLOOD_PREFIX) or (
-                rate_limited and (level == "debug" or not is_audit(message))):
+                rate_limited and (level == "debug" or (
+                    _AUDIT_RE.match(message) is None and not (
+                        _DEAD_WORDS in message and _DEAD_RE.match(message) is not None)))):
             ok, notice = self.limiter.allow(time.monotonic())
             if notice:
                 self._emit(notice, "warning")
@@ -345,7 +347,7 @@ class PlutoLogger:
                 fields["PLUTO_SERIAL"] = str(serial)
             if remote is not None and self.logip:
                 fields["PLUTO_PEER"] = escape(str(remote), LINE_LIMIT)
-        self._emit(text, level, fields)
+        self._write_line(escape(text, LINE_LIMIT), level, fields)  # ``_emit`` inline
 
     def _emit(self, text: str, level: str, fields: dict[str, str] | None = None) -> None:
         """Write one line: escaped and bounded here, so no caller can bypass it."""
