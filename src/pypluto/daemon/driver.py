@@ -125,6 +125,10 @@ class EngineDriver:
         self.stopped = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_for = 0.0  # the engine deadline ``_timer`` was armed for
+        # inside a socket's batch of datagrams (``batch_begin``): the engine's timer is
+        # looked at once when the batch ends, not after every datagram (issue 18)
+        self._batch = 0
+        self._timer_stale = False
         self._rl_flush = False
         self._last_error: Log | None = None  # the engine's latest error line in this batch
         # updown: runs not yet finished per Child SA serial, the CHILD_ESTABLISHED
@@ -199,11 +203,26 @@ class EngineDriver:
             actions = []
         if actions:
             self.execute(actions, rate_limited=True)
-        self.schedule_timer()
+        if self._batch:
+            self._timer_stale = True  # ``batch_end`` re-arms it
+        else:
+            self.schedule_timer()
         limiter = self.log.limiter
         if limiter.count > limiter.limit and not self._rl_flush and self.loop is not None:
             self._rl_flush = True
             self.loop.call_later(limiter.window, self._flush_rate_limit)
+
+    def batch_begin(self) -> None:
+        """A socket's batch of datagrams begins (``UDPSockets``): no timer callback can
+        run before it ends, so the engine's next deadline is asked for once, at its end."""
+        self._batch += 1
+
+    def batch_end(self) -> None:
+        """The batch ends: the timer is re-armed for the engine's next deadline."""
+        self._batch -= 1
+        if not self._batch and self._timer_stale:
+            self._timer_stale = False
+            self.schedule_timer()
 
     def internal_error(self, e: BaseException, where: str, *, conn: str | None = None,
                        remote: Endpoint | None = None) -> None:
@@ -309,8 +328,9 @@ class EngineDriver:
 
     def _log(self, a: Log, rate_limited: bool) -> None:
         if a.level == "debug":
-            # a debug line nobody logs is never formatted (issue 18: Log.lazy)
-            if self.log.debugging(a.debug_class):
+            # a debug line nobody logs is never formatted (issue 18: Log.lazy);
+            # no debugging at all: not even asked which class (``debugging``)
+            if self.log.debug and self.log.debugging(a.debug_class):
                 self.log.log(a.message, "debug", conn=a.conn, serial=a.serial,
                              remote=a.remote, debug_class=a.debug_class,
                              rate_limited=rate_limited)

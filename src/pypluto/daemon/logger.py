@@ -257,6 +257,10 @@ class PlutoLogger:
         self._defer_thread: int | None = None
         self._flush_pending = False
         self._held = 0  # inside ``held()`` (the loop's thread): written at its end
+        self._held_thread: int | None = None  # the thread inside ``hold()``
+        # kernel audit records of the held batch: sent together at its end, one
+        # netlink datagram (several nlmsgs, RFC 3549 §2.3.2) instead of one per record
+        self._audit_buf: list[bytes] = []
         self._stamp_sec = -1  # the second of the cached "%b %e %H:%M:%S" stamp
         self._stamp_head = ""
         self._syslog = False
@@ -313,7 +317,9 @@ class PlutoLogger:
             return
         # is_flood / is_audit inline (issue 18: every line of every IKE SA comes here)
         if message.startswith(_FLOOD_PREFIX) or (
-                rate_limited and (level == "debug" or not is_audit(message))):
+                rate_limited and (level == "debug" or (
+                    _AUDIT_RE.match(message) is None and not (
+                        _DEAD_WORDS in message and _DEAD_RE.match(message) is not None)))):
             ok, notice = self.limiter.allow(time.monotonic())
             if notice:
                 self._emit(notice, "warning")
@@ -341,7 +347,7 @@ class PlutoLogger:
                 fields["PLUTO_SERIAL"] = str(serial)
             if remote is not None and self.logip:
                 fields["PLUTO_PEER"] = escape(str(remote), LINE_LIMIT)
-        self._emit(text, level, fields)
+        self._write_line(escape(text, LINE_LIMIT), level, fields)  # ``_emit`` inline
 
     def _emit(self, text: str, level: str, fields: dict[str, str] | None = None) -> None:
         """Write one line: escaped and bounded here, so no caller can bypass it."""
@@ -398,17 +404,30 @@ class PlutoLogger:
         """A batch of work on the loop's thread begins (a socket's datagrams, issue 18):
         its lines are written together when it ends (``release``), with no extra turn
         of the loop for ``flush``.  Pairs with ``release`` in a ``finally``."""
+        if not self._held:
+            self._held_thread = threading.get_ident()
         self._held += 1
 
     def release(self) -> None:
         """The batch ends: what it logged is written now (one write, as per turn)."""
         self._held -= 1
-        if not self._held and self._buf:
-            with self._lock:
-                self._write_buffered()
+        if not self._held:
+            self._held_thread = None
+            if self._audit_buf:
+                self._send_audit()
+            if self._buf:
+                with self._lock:
+                    self._write_buffered()
+
+    def _send_audit(self) -> None:
+        """The held batch's kernel audit records, in order, in one netlink datagram."""
+        batch, self._audit_buf = self._audit_buf, []
+        _AUDIT.send_many(batch)
 
     def flush(self) -> None:
         """Write the buffered lines (the end of a turn of the event loop)."""
+        if self._audit_buf and self._held_thread is None:
+            self._send_audit()
         with self._lock:
             self._write_buffered()
 
@@ -445,7 +464,12 @@ class PlutoLogger:
         if not self.audit:
             return
         safe = escape(record, LINE_LIMIT)
-        send_kernel_audit(safe)  # never rate limited
+        # never rate limited; inside a held batch of the loop's thread (a socket's
+        # datagrams) sent with the batch's other records when it ends (``release``)
+        if self._held and self._held_thread == threading.get_ident():
+            self._audit_buf.append(audit_message(safe))
+        else:
+            send_kernel_audit(safe)
         if safe is record and len(record) <= LINE_LIMIT - len(_AUDIT_TAG):
             # plain text (escape gave it back as it was): "AUDIT: " + it is plain too,
             # so it is not escaped a second time (issue 18)
@@ -471,6 +495,8 @@ class PlutoLogger:
         return True
 
     def close(self) -> None:
+        if self._audit_buf:
+            self._send_audit()
         with self._lock:
             self._write_buffered()
             self._defer = None
@@ -530,6 +556,25 @@ class _AuditSocket:
                 return False
             return True
 
+    def send_many(self, messages: list[bytes]) -> None:
+        """Several netlink messages (``audit_message``), in order, as few datagrams as
+        fit ``_AUDIT_DATAGRAM`` bytes: the kernel handles every nlmsg of a datagram in
+        turn (each padded to 4 bytes, RFC 3549 §2.3.2), as it would separate sends."""
+        if len(messages) == 1:
+            self.send(messages[0])
+            return
+        chunk: list[bytes] = []
+        size = 0
+        for m in messages:
+            padded = m + b"\0" * (-len(m) % 4)
+            if chunk and size + len(padded) > _AUDIT_DATAGRAM:
+                self.send(b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(padded)
+            size += len(padded)
+        if chunk:
+            self.send(b"".join(chunk))
+
 
 _AUDIT = _AuditSocket()
 
@@ -539,8 +584,15 @@ _PID = [os.getpid()]  # the netlink header's pid: one getpid(2) per process, not
 os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
+_AUDIT_DATAGRAM = 32 * 1024  # bytes of audit records sent in one datagram at most
+
+
+def audit_message(record: str, msg_type: int = AUDIT_CRYPTO_IKE_SA) -> bytes:
+    """One user record as a netlink message (header, text, NUL) for NETLINK_AUDIT."""
+    payload = record.encode()[:8000] + b"\0"
+    return _NLMSG_HDR.pack(16 + len(payload), msg_type, 0x1, 1, _PID[0]) + payload
+
+
 def send_kernel_audit(record: str, msg_type: int = AUDIT_CRYPTO_IKE_SA) -> bool:
     """Best effort: hand one user record to the Linux audit subsystem."""
-    payload = record.encode()[:8000] + b"\0"
-    hdr = _NLMSG_HDR.pack(16 + len(payload), msg_type, 0x1, 1, _PID[0])
-    return _AUDIT.send(hdr + payload)
+    return _AUDIT.send(audit_message(record, msg_type))

@@ -101,6 +101,8 @@ class Daemon:
         self.control = ControlServer(self, logger, self.registry, self.driver, self.waiters,
                                      self.secrets)
         self.sockets.on_ike = self._ike_in
+        self.sockets.batch_begin = self.driver.batch_begin
+        self.sockets.batch_end = self.driver.batch_end
         self.driver.spawn = self._spawn
         self.driver.peer_conns = self.registry.conns_with_peer
         self.driver.retransmit_interval = self.registry.retransmit_interval

@@ -69,6 +69,10 @@ def _always() -> bool:
     return True
 
 
+def _nothing() -> None:
+    return None
+
+
 def _cookie_first(data: bytes) -> bool:
     """An IKE_SA_INIT whose first payload is N(COOKIE) (RFC 7296 §2.6): a peer that
     answered our cookie goes with the existing SAs (its cookie is checked at once)."""
@@ -134,6 +138,10 @@ class UDPSockets:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.backend: KernelBackend | None = None
         self.on_ike: IKEHandler = lambda data, local, remote: None
+        # around each batch of datagrams handed to ``on_ike`` (the driver's
+        # ``batch_begin`` / ``batch_end``: its timer is re-armed once per batch)
+        self.batch_begin: Callable[[], None] = _nothing
+        self.batch_end: Callable[[], None] = _nothing
         self.closed = False  # shutting down: drop every IKE message
         self._urgent: deque[Pending] = deque()  # messages for existing IKE SAs
         self._inits: deque[Pending] = deque()  # new IKE_SA_INIT requests
@@ -320,6 +328,7 @@ class UDPSockets:
         off = 4 if natt else 0
         log = self.log
         log.hold()
+        self.batch_begin()
         try:
             try:
                 for _ in range(BATCH):
@@ -342,6 +351,7 @@ class UDPSockets:
                 self._reading = False
             self._drain()
         finally:
+            self.batch_end()
             log.release()
 
     def _readable_ike(self, iface: IKEInterface, sock: socket.socket) -> None:
@@ -355,6 +365,7 @@ class UDPSockets:
         recvmsg, recvfrom = sock.recvmsg, sock.recvfrom
         log = self.log
         log.hold()
+        self.batch_begin()
         try:
             try:
                 for _ in range(BATCH):
@@ -384,6 +395,7 @@ class UDPSockets:
                 self._reading = False
             self._drain()
         finally:
+            self.batch_end()
             log.release()
 
     def _prefiltered(self, iface: IKEInterface, data: bytes, addr: tuple[str, int]) -> bool:
@@ -457,6 +469,7 @@ class UDPSockets:
         self._reading = True
         log = self.log
         log.hold()  # the batch's lines are written at its end (as in ``_readable``)
+        self.batch_begin()
         try:
             try:
                 for data, local, remote in batch:
@@ -469,6 +482,7 @@ class UDPSockets:
                 self._reading = False
             self._drain()
         finally:
+            self.batch_end()
             log.release()
 
     def _ike_in(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
@@ -509,7 +523,18 @@ class UDPSockets:
                 break
         if (inits or urgent) and not self._drain_scheduled and not self.loop.is_closed():
             self._drain_scheduled = True  # after the readers have had their turn
-            self.loop.call_soon(self._drain)
+            self.loop.call_soon(self._drain_turn)
+
+    def _drain_turn(self) -> None:
+        """``_drain`` in a later turn of the loop, as one batch (lines, timer)."""
+        log = self.log
+        log.hold()
+        self.batch_begin()
+        try:
+            self._drain()
+        finally:
+            self.batch_end()
+            log.release()
 
     def _deliver(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
         if self.closed:
