@@ -6,8 +6,9 @@ decrypted together (``UserspaceBackend._gro_batch``), and every datagram must
 still get its own RFC 4303 §3.4 / RFC 3948 §2.2-2.3 treatment, in arrival order.
 
 Send: 1,400-byte UDP datagrams over the 1,400-byte TUN MTU are two IPv4
-fragments each, so the ESP packets alternate between two sizes, which UDP GSO
-cannot send together; they leave by ``sendmmsg`` and must arrive complete and in
+fragments each, so the ESP packets alternate between two sizes, which one UDP GSO
+send cannot carry together (they leave in pairs, ``UserspaceBackend._send_gso``),
+and arrive at the peer's GRO socket in pairs; they must arrive complete and in
 order.
 """
 

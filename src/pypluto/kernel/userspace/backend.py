@@ -145,7 +145,6 @@ _Flow = tuple[esp.OutboundSA | ah.OutboundAH, Sender, tuple[str, int], socket.so
 UDP_SEGMENT = 103  # UDP GSO: one sendmsg, many datagrams of one size (Linux 4.18)
 _GSO_BYTES = 65000  # below the 65507-byte UDP limit
 _GSO_SEGS = 64
-_GSO_MIN = 4  # shorter runs of one size go out by sendmmsg with their neighbours (_send_gso)
 _U16 = struct.Struct("=H")
 # packets a sparse-queue send may overtake plus its own: the minimum replay window a
 # receiver must support (RFC 4303 §3.4.3), see UserspaceBackend._send_prio
@@ -508,17 +507,17 @@ class UserspaceBackend(KernelBackend):
     def _send_gso(self, ent: _Flow, wires: list[bytes]) -> None:
         """Send equal-sized ESP packets (the last may be shorter) with UDP_SEGMENT.
 
-        Runs too short for a GSO send (packets of alternating sizes: an inner IPv4
-        datagram over the TUN MTU is two fragments, so a 1,400-byte UDP flood is a
-        full-sized and a small ESP packet in turn, and UDP GSO cuts one size only)
-        leave together by ``sendmmsg`` (:meth:`_send_mmsg`), in order, instead of
-        one ``sendmsg`` per pair: on the UDP 1,400-byte row of bench/esp_daemons.py
-        the negotiated ESP-in-UDP pair had cost more CPU per packet than plain ESP,
-        which sends every batch by ``sendmmsg``."""
+        Packets of alternating sizes (an inner IPv4 datagram over the TUN MTU is two
+        fragments, so a 1,400-byte UDP flood is a full-sized and a small ESP packet in
+        turn) leave as pairs, one ``sendmsg`` each.  Tried and not kept: such short
+        runs sent together by ``sendmmsg``: UDP 1,400-byte datagrams received were no
+        higher (bench/esp_daemons.py with encapsulation=yes, medians of 3 runs against
+        main in the same minutes: 13.2 against 11.7, then 15.3 / 13.5 against 17.1 /
+        16.5 thousand/s); a likely cause, not verified: sent one by one, a pair no
+        longer reaches the receiving socket as one GSO packet, which its UDP GRO
+        returned in one read."""
         sock, addr = ent[3], ent[2]
         i, n = 0, len(wires)
-        few: list[bytes] = []  # short runs waiting for one sendmmsg
-        mm = mmsg.AVAILABLE
         while i < n:
             size = len(wires[i])
             k = min(_GSO_SEGS, max(1, _GSO_BYTES // size))
@@ -528,13 +527,6 @@ class UserspaceBackend(KernelBackend):
             if j < n and j - i < k and len(wires[j]) < size:
                 j += 1  # a shorter last datagram may end the batch
             chunk = wires[i:j]
-            if mm and j - i < _GSO_MIN and size <= mmsg.SLOT:
-                few += chunk
-                i = j
-                continue
-            if few:
-                self._send_mmsg(ent, few)
-                few = []
             try:
                 if len(chunk) == 1:
                     sock.sendto(chunk[0], addr)
@@ -553,8 +545,6 @@ class UserspaceBackend(KernelBackend):
                     except OSError:
                         self.counters.send_errors += 1
             i = j
-        if few:
-            self._send_mmsg(ent, few)
 
     def _send_mmsg(self, ent: _Flow, wires: list[bytes]) -> None:
         """Several datagrams per sendmmsg (plain ESP on the raw socket has no UDP GSO)."""
