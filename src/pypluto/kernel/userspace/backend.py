@@ -81,6 +81,20 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   packets keep coming, bulk runs are at most 31 packets, so the ping never
   waits for the writer's batch either: 6.4 to 2.2 ms against main.
 
+* A negotiated pair with ``encapsulation=yes`` (ESP-in-UDP, UDP GSO on the veth,
+  GRO on the socket) looked twice as costly as plain ESP on the UDP rows of
+  bench/esp_daemons.py (CPU per RECEIVED datagram).  Per datagram the pair carried
+  it is cheaper: 11.5-12.8 us for both daemons at 64 bytes against 17.3-20.9 us
+  plain, 40-42 against 45-47 us at 1,400 bytes (the receiving namespace's
+  Udp:RcvbufErrors added to what iperf3 received).  It carries more than the
+  receiving iperf3 reads: 30-70 thousand 64-byte datagrams a second were dropped
+  at iperf3's full socket buffer (1-2 thousand with plain ESP), after both daemons
+  had paid for them.  The GRO path also decrypted datagram by datagram; runs for
+  one SPI now go through ``decap_batch`` (:meth:`UserspaceBackend._gro_batch`):
+  the receiving daemon's CPU per carried 64-byte datagram went from 6.0-6.4 to
+  5.4-5.9 us and iperf3 received 30-39 instead of 18-27 thousand/s (4 runs each,
+  alternating with main).
+
 The plane is four parts: the SA table (:mod:`.sa_table`), the policy lookup
 (:mod:`.selectors`, pure functions), the routes and rules that capture the
 protected traffic (:mod:`.routes`) and the packet threads (:mod:`.workers`);
