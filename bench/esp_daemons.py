@@ -29,8 +29,21 @@ runs); with an odd count the median is a run that was measured.
 Run alone: ``.venv/bin/python -m bench.esp_daemons [SECONDS] [RUNS]``.  For A/B work:
 ``BENCH_ESP_PLANES=pypluto`` (one plane), ``BENCH_ESP_TESTS=tcp1,ping`` (some rows),
 ``BENCH_ESP_CONN_EXTRA="encapsulation=yes"`` (extra lines for the pypluto conn; with
-it the pair runs ESP-in-UDP with UDP GSO/GRO like the hand-keyed plane, about half
-the CPU per TCP packet of plain ESP on the raw socket).
+it the pair runs ESP-in-UDP with UDP GSO/GRO like the hand-keyed plane).
+
+Wire formats: strongSwan 5.9.8's kernel-libipsec always sends ESP in UDP (port
+4500 to 4500 without a NAT, tcpdump in this lab: ``UDP-encap: ESP(spi=...)``; its
+documentation: the plugin enforces UDP encapsulation, raw ESP only from 5.9.11);
+the pypluto pair negotiates plain ESP (IP protocol 50) since there is no NAT.  The
+pypluto conn stays plain: with ``encapsulation=yes`` (esp9, 2026-12-05, one tree,
+same minutes, 3 runs each) TCP 1 stream rose (650/654/590 against 397/389/437
+Mbit/s, CPU per packet 20 against 30 us) but the ping under load rose too
+(5.3/6.0/4.6 against 3.9/3.5/2.1 ms) and UDP 64-byte fell (15.2/25.1/27.8 against
+38.1/29.2/29.3 thousand/s): with UDP GSO on the veth and GRO on the socket the
+pair carries more datagrams than the receiving iperf3 reads, and they are dropped
+at its full socket buffer after both daemons paid for them (``rcvbuf_drops_pps``:
+12-55 thousand/s ESP-in-UDP, 0.3-0.8 thousand/s plain ESP), which the CPU per
+received packet charges to the rest.
 """
 
 from __future__ import annotations
@@ -165,15 +178,32 @@ def tcp(pair: Pair, seconds: int, streams: int) -> dict[str, Any]:
             "cpu_us_per_packet": cpu * 1e6 / packets if packets else None}
 
 
+def rcvbuf_errors(lab: Lab, ns: str) -> int | None:
+    """Udp:RcvbufErrors of namespace ``ns`` (/proc/net/snmp): datagrams its UDP layer
+    dropped because the receiving socket's buffer was full."""
+    r = lab.run(ns, ["cat", "/proc/net/snmp"], check=False)
+    lines = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("Udp:")]
+    if len(lines) < 2 or "RcvbufErrors" not in lines[0]:
+        return None
+    return int(lines[1][lines[0].index("RcvbufErrors")])
+
+
 def udp(pair: Pair, seconds: int, size: int) -> dict[str, Any]:
+    """The UDP row; ``rcvbuf_drops_pps``: datagrams the receiving namespace dropped at
+    a full socket buffer (iperf3's, mostly: the plane decrypted them, so they cost the
+    daemons CPU that ``cpu_us_per_packet``, per received datagram, charges to the rest)."""
+    b0 = rcvbuf_errors(pair.lab, pair.lab.east)
     c0 = cpu_of(pair.pids)
     end = _iperf(pair, seconds, ["-u", "-b", "0", "-l", str(size)])
     cpu = cpu_of(pair.pids) - c0
+    b1 = rcvbuf_errors(pair.lab, pair.lab.east)
     s = end["sum"]
     got = s["packets"] - s["lost_packets"]
     return {"pps": got / s["seconds"], "sent_pps": s["packets"] / s["seconds"],
             "loss_pct": 100.0 * s["lost_packets"] / s["packets"] if s["packets"] else None,
-            "cpu_us_per_packet": cpu * 1e6 / got if got else None}
+            "cpu_us_per_packet": cpu * 1e6 / got if got else None,
+            "rcvbuf_drops_pps": None if b0 is None or b1 is None
+            else (b1 - b0) / s["seconds"]}
 
 
 def ping_under_load(pair: Pair, seconds: int) -> dict[str, Any]:
@@ -262,7 +292,9 @@ def run(seconds: int | None = None, runs: int | None = None) -> dict[str, Any]:
             note += (f"; loss pypluto {med('pypluto', test, 'loss_pct')}%, strongSwan "
                      f"{med('strongswan', test, 'loss_pct')}%; sent "
                      f"{med('pypluto', test, 'sent_pps')} / {med('strongswan', test, 'sent_pps')}"
-                     " packets/s (iperf3 -b 0)")
+                     " packets/s (iperf3 -b 0); dropped at a full receive buffer in the "
+                     f"receiving namespace {med('pypluto', test, 'rcvbuf_drops_pps')} / "
+                     f"{med('strongswan', test, 'rcvbuf_drops_pps')} packets/s")
         if test == "ping":
             note += (f"; max {med('pypluto', test, 'max_ms')} / "
                      f"{med('strongswan', test, 'max_ms')} ms, loss "

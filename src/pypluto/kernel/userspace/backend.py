@@ -81,6 +81,20 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   packets keep coming, bulk runs are at most 31 packets, so the ping never
   waits for the writer's batch either: 6.4 to 2.2 ms against main.
 
+* A negotiated pair with ``encapsulation=yes`` (ESP-in-UDP, UDP GSO on the veth,
+  GRO on the socket) looked twice as costly as plain ESP on the UDP rows of
+  bench/esp_daemons.py (CPU per RECEIVED datagram).  Per datagram the pair carried
+  it is cheaper: 11.5-12.8 us for both daemons at 64 bytes against 17.3-20.9 us
+  plain, 40-42 against 45-47 us at 1,400 bytes (the receiving namespace's
+  Udp:RcvbufErrors added to what iperf3 received).  It carries more than the
+  receiving iperf3 reads: 30-70 thousand 64-byte datagrams a second were dropped
+  at iperf3's full socket buffer (1-2 thousand with plain ESP), after both daemons
+  had paid for them.  The GRO path also decrypted datagram by datagram; runs for
+  one SPI now go through ``decap_batch`` (:meth:`UserspaceBackend._gro_batch`):
+  the receiving daemon's CPU per carried 64-byte datagram went from 6.0-6.4 to
+  5.4-5.9 us and iperf3 received 30-39 instead of 18-27 thousand/s (4 runs each,
+  alternating with main).
+
 The plane is four parts: the SA table (:mod:`.sa_table`), the policy lookup
 (:mod:`.selectors`, pure functions), the routes and rules that capture the
 protected traffic (:mod:`.routes`) and the packet threads (:mod:`.workers`);
@@ -505,7 +519,17 @@ class UserspaceBackend(KernelBackend):
                 self.counters.send_errors += 1
 
     def _send_gso(self, ent: _Flow, wires: list[bytes]) -> None:
-        """Send equal-sized ESP packets (the last may be shorter) with UDP_SEGMENT."""
+        """Send equal-sized ESP packets (the last may be shorter) with UDP_SEGMENT.
+
+        Packets of alternating sizes (an inner IPv4 datagram over the TUN MTU is two
+        fragments, so a 1,400-byte UDP flood is a full-sized and a small ESP packet in
+        turn) leave as pairs, one ``sendmsg`` each.  Tried and not kept: such short
+        runs sent together by ``sendmmsg``: UDP 1,400-byte datagrams received were no
+        higher (bench/esp_daemons.py with encapsulation=yes, medians of 3 runs against
+        main in the same minutes: 13.2 against 11.7, then 15.3 / 13.5 against 17.1 /
+        16.5 thousand/s); a likely cause, not verified: sent one by one, a pair no
+        longer reaches the receiving socket as one GSO packet, which its UDP GRO
+        returned in one read."""
         sock, addr = ent[3], ent[2]
         i, n = 0, len(wires)
         while i < n:
@@ -593,10 +617,7 @@ class UserspaceBackend(KernelBackend):
                         seg = offload.gro_size(anc)
                         if seg and n > seg:
                             c.udp_datagrams += (n + seg - 1) // seg
-                            for off in range(0, n, seg):
-                                x = one(mv[off:min(off + seg, n)], addr, deliver)
-                                if x is not None:
-                                    out.append(x)
+                            self._gro_batch(mv, n, seg, addr, deliver, out)
                             continue
                     else:
                         n, addr = recvfrom(mv)
@@ -617,6 +638,45 @@ class UserspaceBackend(KernelBackend):
                     self._to_tun(out[0])
                 else:
                     self._to_tun_many(out)  # keeps the order of queued writes
+
+    def _gro_batch(self, mv: memoryview, n: int, seg: int, addr: tuple[str, int],
+                   deliver: Deliver | None, out: list[bytes]) -> None:
+        """The datagrams of one UDP GRO read (``seg`` bytes each, the last may be
+        shorter): runs of ESP for one SPI are decrypted together
+        (:meth:`esp.InboundSA.decap_batch`, as on the raw-socket path), anything
+        else (IKE, a keepalive, a runt) goes through :meth:`_udp_datagram`.
+
+        Decrypting datagram by datagram (:meth:`esp.InboundSA.decap` each, with
+        a slice and a lookup per datagram) cost the receiving daemon more Python per
+        packet on this path than on plain ESP.  Every RFC 4303 §3.4 check is still
+        made per packet, in arrival order; ``mv`` is reused by the next read, so each
+        run is decrypted before this returns.
+        """
+        by_spi = self._sas.by_spi
+        unpack = _SPI.unpack_from
+        run: list[memoryview] = []
+        run_spi = -1
+        run_sa = None
+        for off in range(0, n, seg):
+            end = off + seg if off + seg < n else n
+            spi = unpack(mv, off)[0] if end - off >= 8 else 0
+            if spi and spi == run_spi:
+                run.append(mv[off:end])
+                continue
+            if run:
+                self._decap_run(run_sa, run_spi, run, out)
+                run = []
+            run_spi = -1
+            run_sa = by_spi.get(spi) if spi else None
+            if run_sa is not None:
+                run_spi = spi
+                run.append(mv[off:end])
+                continue
+            x = self._udp_datagram(mv[off:end], addr, deliver)  # IKE, keepalive, unknown SPI
+            if x is not None:
+                out.append(x)
+        if run:
+            self._decap_run(run_sa, run_spi, run, out)
 
     def _to_tun(self, inner: bytes) -> None:
         fd = self._tun_prio if is_sparse(inner) else self._tun_fd
