@@ -6,14 +6,12 @@ and AH through UDP encapsulation is refused with a clear error.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
-from testsupport import REPO, is_root, require
+from testsupport import REPO
 
 sys.path.insert(0, str(REPO))
 from bench import esp_lab  # noqa: E402
@@ -21,14 +19,6 @@ from bench.esp_lab import EAST_HOST, Lab  # noqa: E402
 from pypluto.crypto.registry import Integ  # noqa: E402
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    require(is_root(), "root (network namespaces)")
-    require(os.path.exists("/dev/net/tun"), "/dev/net/tun")
-    with Lab() as lb:
-        yield lb
 
 
 def ah_configs(integ: int, key_len: int, mode: str = "tunnel") -> tuple[dict, dict]:  # type: ignore[type-arg]

@@ -15,28 +15,18 @@ order.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 
 import pytest
-from testsupport import REPO, is_root, require
+from testsupport import REPO
 
 sys.path.insert(0, str(REPO))
 from bench import esp_lab  # noqa: E402
 from bench.esp_lab import EAST_HOST, EAST_OUTER, WEST_HOST, WEST_OUTER, Lab  # noqa: E402
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    require(is_root(), "root (network namespaces)")
-    require(os.path.exists("/dev/net/tun"), "/dev/net/tun")
-    with Lab() as lb:
-        yield lb
 
 
 RECEIVER = textwrap.dedent("""

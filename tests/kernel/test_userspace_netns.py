@@ -7,10 +7,9 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 
 import pytest
-from testsupport import REPO, is_root, require
+from testsupport import REPO
 
 sys.path.insert(0, str(REPO))
 from bench import esp_lab  # noqa: E402
@@ -18,14 +17,6 @@ from bench.esp_lab import EAST_HOST, EAST_OUTER, WEST_HOST, WEST_OUTER, Lab  # n
 from pypluto.crypto.registry import Encr, Integ  # noqa: E402
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    require(is_root(), "root (network namespaces)")
-    require(os.path.exists("/dev/net/tun"), "/dev/net/tun")
-    with Lab() as lb:
-        yield lb
 
 
 def _no_leftovers(lab: Lab, ns: str, ifname: str) -> None:
