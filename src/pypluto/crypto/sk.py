@@ -81,11 +81,7 @@ class SKProtector:
         integ_key: bytes = b"",
         *,
         rng: Callable[[int], bytes] = os.urandom,
-        iv_start: bytes | None = None,
     ) -> None:
-        """``iv_start``: for an AEAD, the 8 random octets its IV counter starts after,
-        when the caller drew them already (``install_keys`` draws both directions' in
-        one call); None draws them from ``rng``."""
         self._rng = rng
         self._encr_key = encr_key
         self._integ_key = integ_key
@@ -125,8 +121,7 @@ class SKProtector:
         # RFC 5282 §3.1: the IV must not repeat under one key; a counter
         # started at a random point guarantees that for 2^64 messages.
         # itertools.count's next() is atomic, so threads may share a protector.
-        self._counter = itertools.count(
-            int.from_bytes(rng(8) if iv_start is None else iv_start, "big") + 1)
+        self._counter = itertools.count(int.from_bytes(rng(8), "big") + 1)
 
     def __repr__(self) -> str:
         return f"SKProtector({registry.transform_name(TransformType.ENCR, self.encr_id)})"
