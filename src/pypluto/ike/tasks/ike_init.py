@@ -387,7 +387,7 @@ def _stateless(ctx: IKEContext, hdr: IKEHeader, local: Endpoint, remote: Endpoin
 
 
 def _dos_gate(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
-              remote: Endpoint, now: float, remote_packed: bytes | None = None
+              remote: Endpoint, now: float, remote_packed: bytes
               ) -> tuple[list[Action], bool]:
     """Cookies and half-open limits before any parsing (RFC 7296 §2.6, RFC 8019 §4).
 
@@ -403,8 +403,7 @@ def _dos_gate(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     if change is not None:
         acts.append(Log(change, level="warning"))
     per = ctx.settings.halfopen_per_addr
-    n_src = dos.addr_count(remote.addr if remote_packed is None else remote_packed) \
-        if per > 0 else 0
+    n_src = dos.addr_count(remote_packed) if per > 0 else 0
     if per > 0 and n_src >= 2 * per:
         dos.counters.dropped_per_addr += 1
         return acts, False
