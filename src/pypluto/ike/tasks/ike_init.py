@@ -615,9 +615,7 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
         return [Log(f"key derivation failed: {e}", level="error", conn=conn.name)] + \
             ctx.drop_ike(ike, now, "", None)
     local_b = codec.endpoint_bytes(local.addr, local.port)
-    hk = ike.halfopen_key  # the packed remote address, made once per request
-    remote_b = hk[1] + remote.port.to_bytes(2, "big") if hk is not None and \
-        hk[2] == remote.port else codec.endpoint_bytes(remote.addr, remote.port)
+    remote_b = codec.endpoint_bytes(remote.addr, remote.port)
     seen, nat_l, nat_r = _natd_check(pl, ike.spi_i, _NO_SPI, local, remote, local_b, remote_b)
     ike.nat_local, ike.nat_remote = nat_l, nat_r
     ike.frag_ok = N.IKEV2_FRAGMENTATION_SUPPORTED in ns and conn.fragmentation != "no"
