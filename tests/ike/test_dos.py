@@ -163,7 +163,7 @@ def test_per_source_quota_asks_cookies_then_drops() -> None:
         c = _cookie_of(eng.receive(req, LOCAL, src, now))
         assert c is not None
         eng.receive(_with_cookie(req, c), LOCAL, src, now)
-    assert eng.dos.addr_count(src.addr) == 8
+    assert eng.dos.addr_count(src.addr.packed) == 8
     acts = eng.receive(fl.request(now), LOCAL, src, now)
     assert not [a for a in acts if isinstance(a, SendPacket)]
     assert eng.status(now).dos.dropped_per_addr == 1

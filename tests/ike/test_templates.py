@@ -125,3 +125,27 @@ def test_idr_auth_run_is_what_the_two_payloads_serialize_to() -> None:
             assert _chain([run, *tail]) == _chain(want + tail)
             parsed = wm.parse_payloads(PT.IDr, _chain([run]))
             assert [type(p) for p in parsed] == [wp.IDPayload, wp.AuthPayload]
+
+
+def test_answer_with_extra_notifies_counts_what_it_sends() -> None:
+    """An IKE_SA_INIT answer with IKE_INT_SUP (not the one-run answer) sends the
+    capability template as a run too: the sent-notify counters match its bytes."""
+    from collections import Counter
+
+    from pypluto.iana import ExchangeType
+
+    from .harness import Net
+    ike = "aes_gcm256-sha2_384-dh31;addke1=mlkem768"
+    net = Net(west_kw={"ike": ike}, east_kw={"ike": ike})
+    net.up()
+    assert net.established(net.east)
+    init = [d for who, d in net.sent if who == "east"
+            and wm.peek_header(d).exchange == ExchangeType.IKE_SA_INIT]
+    assert len(init) == 1
+    types = Counter(int(p.notify_type) for p in wm.parse_message(init[0]).payloads
+                    if isinstance(p, wp.NotifyPayload))
+    assert N.INTERMEDIATE_EXCHANGE_SUPPORTED in types
+    assert N.SIGNATURE_HASH_ALGORITHMS in types and N.CHILDLESS_IKEV2_SUPPORTED in types
+    sent = net.east.engine.stats.notify_sent
+    for t, n in types.items():
+        assert sent[t] == n, N(t).name

@@ -47,8 +47,10 @@ _Q = struct.Struct(">Q")
 # kept once they passed: two protectors per IKE SA skip the registry and the key-size
 # lookups (issue 18).  A handful of entries; the cap guards a pathological caller.
 _SPEC_CAP = 64
+# (ENCR ID, IV size, block size, ICV size, fast_aead's class and key size or None)
 _AEAD_SPECS: dict[tuple[int, int | None, int],
-                  tuple[int, int, int, tuple[type[AESGCM] | type[ChaCha20Poly1305], int] | None]
+                  tuple[int, int, int, int,
+                        tuple[type[AESGCM] | type[ChaCha20Poly1305], int] | None]
                   ] = {}
 
 
@@ -79,59 +81,47 @@ class SKProtector:
         integ_key: bytes = b"",
         *,
         rng: Callable[[int], bytes] = os.urandom,
-        iv_start: bytes | None = None,
     ) -> None:
-        """``iv_start``: for an AEAD, the 8 random octets its IV counter starts after,
-        when the caller drew them already (``install_keys`` draws both directions' in
-        one call); None draws them from ``rng``."""
-        if not integ_id:
-            spec = _AEAD_SPECS.get((encr_id, encr_key_bits, len(encr_key)))
-            if spec is not None:  # an AEAD whose checks this very key shape passed
-                self.encr_id, self.iv_size, self.icv_size, self._fast = spec
-                self.aead = True
-                self.block_size = 1
-                self._rng = rng
-                self._encr_key = encr_key
-                self._integ_key = integ_key
-                self._integ_id = 0
-                self._counter = itertools.count(
-                    int.from_bytes(rng(8) if iv_start is None else iv_start, "big") + 1)
-                return
-        alg = registry.get(TransformType.ENCR, encr_id)
-        if alg is None:
-            raise UnsupportedAlgorithm(f"unknown ENCR transform {encr_id}")
-        if len(encr_key) != encr_key_bytes(encr_id, encr_key_bits):
-            raise CryptoError(f"{alg.iana_name}: wrong key length")
-        self.encr_id = int(encr_id)
-        self.aead = alg.aead
-        self.iv_size = alg.iv_size
-        self.block_size = alg.block_size if alg.iv_size == alg.block_size else 1
         self._rng = rng
         self._encr_key = encr_key
         self._integ_key = integ_key
-        if alg.aead:
+        shape = (encr_id, encr_key_bits, len(encr_key))
+        # an AEAD whose checks this very key shape passed skips them (issue 18)
+        spec = None if integ_id else _AEAD_SPECS.get(shape)
+        if spec is None:
+            alg = registry.get(TransformType.ENCR, encr_id)
+            if alg is None:
+                raise UnsupportedAlgorithm(f"unknown ENCR transform {encr_id}")
+            if len(encr_key) != encr_key_bytes(encr_id, encr_key_bits):
+                raise CryptoError(f"{alg.iana_name}: wrong key length")
+            block_size = alg.block_size if alg.iv_size == alg.block_size else 1
+            if not alg.aead:
+                if not integ_id:
+                    raise CryptoError(f"{alg.iana_name} needs an INTEG transform")
+                self.encr_id = int(encr_id)
+                self.aead = False
+                self.iv_size = alg.iv_size
+                self.block_size = block_size
+                self._fast = None
+                self._integ_id = int(integ_id)
+                self.icv_size = make_integ(integ_id, integ_key).icv_size
+                self._counter = itertools.count()
+                return
             if integ_id:
                 raise CryptoError("an AEAD transform takes no INTEG transform (RFC 5282 §8)")
-            self._integ_id = 0
-            self.icv_size = alg.icv_size
             # the cryptography class itself for the common AEADs: per message it is
             # built straight from the key, without Aead's lookups and checks (issue 18)
-            self._fast = fast_aead(self.encr_id, len(encr_key) - alg.salt_size)
-            # RFC 5282 §3.1: the IV must not repeat under one key; a counter
-            # started at a random point guarantees that for 2^64 messages.
-            # itertools.count's next() is atomic, so threads may share a protector.
-            self._counter = itertools.count(
-                int.from_bytes(rng(8) if iv_start is None else iv_start, "big") + 1)
-            if self.block_size == 1 and len(_AEAD_SPECS) < _SPEC_CAP:
-                _AEAD_SPECS[(encr_id, encr_key_bits, len(encr_key))] = (
-                    self.encr_id, self.iv_size, self.icv_size, self._fast)
-        else:
-            if not integ_id:
-                raise CryptoError(f"{alg.iana_name} needs an INTEG transform")
-            self._fast = None
-            self._integ_id = int(integ_id)
-            self.icv_size = make_integ(integ_id, integ_key).icv_size
-            self._counter = itertools.count()
+            spec = (int(encr_id), alg.iv_size, block_size, alg.icv_size,
+                    fast_aead(int(encr_id), len(encr_key) - alg.salt_size))
+            if len(_AEAD_SPECS) < _SPEC_CAP:
+                _AEAD_SPECS[shape] = spec
+        self.encr_id, self.iv_size, self.block_size, self.icv_size, self._fast = spec
+        self.aead = True
+        self._integ_id = 0
+        # RFC 5282 §3.1: the IV must not repeat under one key; a counter
+        # started at a random point guarantees that for 2^64 messages.
+        # itertools.count's next() is atomic, so threads may share a protector.
+        self._counter = itertools.count(int.from_bytes(rng(8), "big") + 1)
 
     def __repr__(self) -> str:
         return f"SKProtector({registry.transform_name(TransformType.ENCR, self.encr_id)})"

@@ -153,10 +153,9 @@ class DoSGuard:
                                         ("half-open", self.count_busy)) if on)
 
     # ------------------------------------------------------------------ per source
-    def addr_count(self, addr: IPAddress | bytes) -> int:
-        """Half-open SAs of ``addr``'s bucket; ``addr`` may be its packed octets."""
-        return self.per_addr.get(packed_key(addr) if isinstance(addr, bytes)
-                                 else addr_key(addr), 0)
+    def addr_count(self, packed: bytes) -> int:
+        """Half-open SAs in the bucket of the address whose packed octets are ``packed``."""
+        return self.per_addr.get(packed_key(packed), 0)
 
     def halfopen_added(self, packed: bytes) -> None:
         """One more half-open SA from the address whose packed octets are ``packed``."""

@@ -24,10 +24,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from pypluto.iana import PayloadType
-from pypluto.wire.payloads import NotifyPayload, Payload, SerializedRun, UnknownPayload
+from pypluto.wire.payloads import NotifyPayload, Payload, SerializedRun
 
-_NOTIFY = int(PayloadType.NOTIFY)
 _PROTO_EVENTS = {"esp": "ipsec.esp", "ah": "ipsec.ah"}  # no string built per Child SA
 
 
@@ -101,10 +99,6 @@ def _notifies(counter: Counter[int], payloads: Iterable[Payload]) -> None:
     for p in payloads:
         if type(p) is NotifyPayload:
             counter[int(p.notify_type)] += 1
-        elif type(p) is UnknownPayload and p.payload_type == _NOTIFY and len(p.body) >= 4:
-            # a notify of ours serialized once (the IKE_SA_INIT answer templates): its
-            # type is octets 2-3 of the body (RFC 7296 §3.10)
-            counter[int.from_bytes(p.body[2:4], "big")] += 1
         elif type(p) is SerializedRun:
             # a run of our own payloads (the IKE_SA_INIT answer): its notifies listed
             for t in p.notifies:

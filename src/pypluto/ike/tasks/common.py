@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-from pypluto.crypto import registry
 from pypluto.crypto.keys import IKEKeys
 from pypluto.crypto.sk import SKProtector
 from pypluto.iana import NotifyType as N
-from pypluto.iana import TransformType
 from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
 from pypluto.ike.context import IKEContext
 from pypluto.ike.sa import IKESA
@@ -60,18 +58,8 @@ def install_keys(ctx: IKEContext, ike: IKESA, k: IKEKeys) -> None:
     """SK_e/SK_a protectors for both directions, SK_d and SK_p (§2.14)."""
     c = ike.chosen
     assert c is not None
-    start_i = start_r = None
-    if not c.integ:
-        alg = registry.get(TransformType.ENCR, c.encr)
-        if alg is not None and alg.aead:
-            # both AEAD IV counters' random starts in one draw (one getrandom per SA
-            # less, issue 18); the same octets, in the same order, as two draws of 8
-            seed = ctx.rng(16)
-            start_i, start_r = seed[:8], seed[8:]
-    prot_i = SKProtector(c.encr, c.encr_bits, c.integ or None, k.sk_ei, k.sk_ai, rng=ctx.rng,
-                         iv_start=start_i)
-    prot_r = SKProtector(c.encr, c.encr_bits, c.integ or None, k.sk_er, k.sk_ar, rng=ctx.rng,
-                         iv_start=start_r)
+    prot_i = SKProtector(c.encr, c.encr_bits, c.integ or None, k.sk_ei, k.sk_ai, rng=ctx.rng)
+    prot_r = SKProtector(c.encr, c.encr_bits, c.integ or None, k.sk_er, k.sk_ar, rng=ctx.rng)
     ike.prot_out, ike.prot_in = (prot_i, prot_r) if ike.initiator else (prot_r, prot_i)
     ike.sk_d, ike.sk_pi, ike.sk_pr = k.sk_d, k.sk_pi, k.sk_pr
 

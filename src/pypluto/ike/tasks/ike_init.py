@@ -161,7 +161,7 @@ def _natd_hashes(ike: IKESA, spi_r: bytes, fake: bool, local_b: bytes | None = N
 
 def _capabilities(ctx: IKEContext, conn: Connection, peer: Notifies | None = None
                   ) -> list[Payload]:
-    # every input read here is in the key of _capability_answer (the template cache)
+    # every input read here is in the key of _capability_run (the template cache)
     out: list[Payload] = []
     if conn.fragmentation != "no" and (peer is None or N.IKEV2_FRAGMENTATION_SUPPORTED in peer):
         out.append(codec.notify(N.IKEV2_FRAGMENTATION_SUPPORTED))
@@ -183,7 +183,7 @@ _TEMPLATE_CAP = 4096
 _SA_ANSWERS: dict[tuple[int, int | None, int, int, int, int, tuple[int, ...]],
                   tuple[wp.SerializedRun, bytes]] = {}
 _CAP_ANSWERS: dict[tuple[bool, bool, bool, bool, tuple[bytes, ...]],
-                   tuple[list[Payload], wp.SerializedRun | None]] = {}
+                   wp.SerializedRun | None] = {}
 
 
 def _sa_template(chosen: Chosen) -> tuple[wp.SerializedRun, bytes]:
@@ -207,40 +207,33 @@ def _sa_answer(chosen: Chosen) -> Payload:
     return _sa_template(chosen)[0]
 
 
-def _capability_answer(ctx: IKEContext, conn: Connection, peer: Notifies) -> list[Payload]:
-    """``_capabilities`` of a response, from the template of its inputs.
-
-    Each notify stays a payload of its own (``UnknownPayload`` holding the serialized
-    body); ``_capability_run`` gives them as one run that lists its notify types.
-    """
-    return list(_capability_template(ctx, conn, peer)[0])
-
-
 def _capability_run(ctx: IKEContext, conn: Connection, peer: Notifies
                     ) -> wp.SerializedRun | None:
-    """``_capability_answer`` as one ``SerializedRun`` (None when it is empty), its
-    last Next Payload 0 and ``notifies`` the types of its notifies."""
-    return _capability_template(ctx, conn, peer)[1]
-
-
-def _capability_template(ctx: IKEContext, conn: Connection, peer: Notifies
-                         ) -> tuple[list[Payload], wp.SerializedRun | None]:
+    """``_capabilities`` of a response as one ``SerializedRun`` made once per input set
+    (None when it is empty): its last Next Payload 0 and ``notifies`` the types of its
+    notifies."""
     key = (conn.fragmentation != "no", N.IKEV2_FRAGMENTATION_SUPPORTED in peer,
            N.SIGNATURE_HASH_ALGORITHMS in peer, N.CHILDLESS_IKEV2_SUPPORTED in peer,
            tuple(ctx.settings.vendorids))
-    t = _CAP_ANSWERS.get(key)
-    if t is None:
-        caps = _capabilities(ctx, conn, peer)
-        out: list[Payload] = [wp.UnknownPayload(p.payload_type, p.serialize()) for p in caps]
-        run = None
-        if out:
-            run = wp.SerializedRun.of([(p.payload_type, p.serialize()) for p in caps])
-            run.notifies = tuple(int(p.notify_type) for p in caps
-                                 if isinstance(p, wp.NotifyPayload))
-        t = (out, run)
-        if len(_CAP_ANSWERS) < _TEMPLATE_CAP:
-            _CAP_ANSWERS[key] = t
-    return t
+    try:
+        return _CAP_ANSWERS[key]
+    except KeyError:
+        pass
+    caps = _capabilities(ctx, conn, peer)
+    run = None
+    if caps:
+        run = wp.SerializedRun.of([(p.payload_type, p.serialize()) for p in caps])
+        run.notifies = tuple(int(p.notify_type) for p in caps
+                             if isinstance(p, wp.NotifyPayload))
+    if len(_CAP_ANSWERS) < _TEMPLATE_CAP:
+        _CAP_ANSWERS[key] = run
+    return run
+
+
+def _capability_answer(ctx: IKEContext, conn: Connection, peer: Notifies) -> list[Payload]:
+    """``_capability_run`` as a payload list (empty, or the run)."""
+    run = _capability_run(ctx, conn, peer)
+    return [] if run is None else [run]
 
 
 def initiate(ctx: IKEContext, conn: Connection, now: float, tries: int = 1,
@@ -387,7 +380,7 @@ def _stateless(ctx: IKEContext, hdr: IKEHeader, local: Endpoint, remote: Endpoin
 
 
 def _dos_gate(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
-              remote: Endpoint, now: float, remote_packed: bytes | None = None
+              remote: Endpoint, now: float, remote_packed: bytes
               ) -> tuple[list[Action], bool]:
     """Cookies and half-open limits before any parsing (RFC 7296 §2.6, RFC 8019 §4).
 
@@ -403,8 +396,7 @@ def _dos_gate(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     if change is not None:
         acts.append(Log(change, level="warning"))
     per = ctx.settings.halfopen_per_addr
-    n_src = dos.addr_count(remote.addr if remote_packed is None else remote_packed) \
-        if per > 0 else 0
+    n_src = dos.addr_count(remote_packed) if per > 0 else 0
     if per > 0 and n_src >= 2 * per:
         dos.counters.dropped_per_addr += 1
         return acts, False
@@ -616,9 +608,7 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
         return [Log(f"key derivation failed: {e}", level="error", conn=conn.name)] + \
             ctx.drop_ike(ike, now, "", None)
     local_b = codec.endpoint_bytes(local.addr, local.port)
-    hk = ike.halfopen_key  # the packed remote address, made once per request
-    remote_b = hk[1] + remote.port.to_bytes(2, "big") if hk is not None and \
-        hk[2] == remote.port else codec.endpoint_bytes(remote.addr, remote.port)
+    remote_b = codec.endpoint_bytes(remote.addr, remote.port)
     seen, nat_l, nat_r = _natd_check(pl, ike.spi_i, _NO_SPI, local, remote, local_b, remote_b)
     ike.nat_local, ike.nat_remote = nat_l, nat_r
     ike.frag_ok = N.IKEV2_FRAGMENTATION_SUPPORTED in ns and conn.fragmentation != "no"
@@ -644,7 +634,8 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
         if natd is not None:
             payloads += [codec.notify(N.NAT_DETECTION_SOURCE_IP, natd[0]),
                          codec.notify(N.NAT_DETECTION_DESTINATION_IP, natd[1])]
-        payloads += _capability_answer(ctx, conn, ns)
+        if caps is not None:
+            payloads.append(caps)
         payloads += extra
     acts_send = ctx.send_response(ike, EXCH_INIT, 0, payloads, local, remote)
     ike.init_response = ike.last_response[1][0] if ike.last_response else b""
