@@ -601,17 +601,19 @@ def run(n: int | None = None, concurrency: int | None = None) -> dict[str, Any]:
     """Childless for the three responders, IKE+Child for the two that can install it.
 
     ``BENCH_N`` (IKE SAs per run, 2000), ``BENCH_C`` (in flight, 32),
-    ``BENCH_RUNS`` (alternating runs per responder, 2).
+    ``BENCH_RUNS`` (alternating runs per responder, 2), ``BENCH_CHILD`` (unset: both
+    variants; ``only``: IKE+Child alone; ``no``: childless alone).
     """
     n = n or env_int("BENCH_N", 2000)
     c = concurrency or env_int("BENCH_C", 32)
     nruns = env_int("BENCH_RUNS", 2)
     kinds = kinds_available()
+    variant = os.environ.get("BENCH_CHILD", "").strip().lower()
     results: dict[str, list[dict[str, Any]]] = {}
     for i in range(nruns):
-        for kind in kinds:
+        for kind in kinds if variant != "only" else ():
             results.setdefault(kind, []).append(_try(f"{kind} run {i + 1}", one_run, kind, n, c))
-        for kind in ("strongswan", "pypluto"):
+        for kind in ("strongswan", "pypluto") if variant != "no" else ():
             if kind in kinds:
                 results.setdefault(kind + "+child", []).append(
                     _try(f"{kind}+child run {i + 1}", one_run, kind, n, c, child=True))

@@ -605,14 +605,24 @@ class EngineDriver:
         def poll() -> None:
             if self.stopped:
                 return
-            for spi, (dst, proto, _d) in list(self.sa_index.items()):
-                st = self.stats(dst, spi, proto)
-                if st is not None and (st.bytes or st.packets):
-                    self._feed_counters(spi, st.bytes, st.packets)
+            self.poll_counters()
             assert self.loop is not None
             self.loop.call_later(POLL_INTERVAL, poll)
 
         self.loop.call_later(POLL_INTERVAL, poll)
+
+    def poll_counters(self) -> None:
+        """Feed the counters of every SA that carried traffic to the engine; the SAs
+        that carried nothing cost the backend no lookup (``sa_traffic``; issue 18)."""
+        index = self.sa_index
+        if not index or self.backend is None:
+            return
+        try:
+            for spi, nbytes, packets in self.backend.sa_traffic(index):
+                if spi in index:  # not deleted by an earlier SA's feed
+                    self._feed_counters(spi, nbytes, packets)
+        except Exception as e:  # noqa: BLE001 - the poll goes on
+            self.internal_error(e, "SA counter poll")
 
     def _feed_counters(self, spi: int, nbytes: int, packets: int) -> None:
         now = self.now()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from pypluto.params import (
     Direction,
@@ -104,6 +104,23 @@ class KernelBackend(abc.ABC):
     @abc.abstractmethod
     def get_sa_stats(self, dst: IPAddress, spi: int, protocol: str = "esp") -> SAStats | None:
         """Counters of one SA, or None if the backend does not know it."""
+
+    def sa_traffic(self, index: Mapping[int, tuple[IPAddress, str, str]]
+                   ) -> Iterator[tuple[int, int, int]]:
+        """``(spi, bytes, packets)`` of the SAs of ``index`` (SPI -> (destination,
+        protocol, direction), the daemon's table) that carried traffic, for the
+        periodic feed of counters to the engine (ipsec-max-bytes/-packets).
+
+        This default asks ``get_sa_stats`` of each SA; a plane that holds its SAs'
+        counters itself reads them all at once (the userspace plane: issue 18, no
+        per-SA lookup and copy every 10 s for SAs that carried nothing)."""
+        for spi, (dst, proto, _d) in list(index.items()):
+            try:
+                st = self.get_sa_stats(dst, spi, proto)
+            except Exception:  # noqa: BLE001 - one SA's counters are not worth an error
+                continue
+            if st is not None and (st.bytes or st.packets):
+                yield spi, st.bytes, st.packets
 
     @abc.abstractmethod
     def flush_own(self) -> None:

@@ -113,7 +113,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from pypluto.kernel import ah, esp
@@ -1190,6 +1190,11 @@ class UserspaceBackend(KernelBackend):
     def get_sa_stats(self, dst: IPAddress, spi: int, protocol: str = "esp") -> SAStats | None:
         """Bytes, packets and the drop counters: replay, integrity, selector (RFC 4301 §5.2)."""
         return self._sas.stats(dst, spi)
+
+    def sa_traffic(self, index: Mapping[int, tuple[IPAddress, str, str]]
+                   ) -> Iterator[tuple[int, int, int]]:
+        """The counters of the SAs that carried traffic, read in place (``SATable.traffic``)."""
+        return self._sas.traffic(index)
 
     def sa_state(self, dst: IPAddress, spi: int
                  ) -> esp.InboundSA | esp.OutboundSA | ah.InboundAH | ah.OutboundAH | None:

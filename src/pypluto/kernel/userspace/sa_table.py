@@ -14,7 +14,7 @@ list and one inbound check.  ``python -m bench.sa_memory`` measures it: about
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from pypluto.kernel import ah, esp
 from pypluto.kernel.userspace.selectors import shared_ts
@@ -195,6 +195,18 @@ class SATable:
         _take_over(self._out_by_reqid, p.reqid, state, self._reqid_groups.discard(p.reqid, key))
         _take_over(self._out_by_peer, key[0], state, self._peer_groups.discard(key[0], key))
         return state
+
+    def traffic(self, index: Mapping[int, tuple[IPAddress, str, str]]
+                ) -> Iterator[tuple[int, int, int]]:
+        """``(spi, bytes, packets)`` of every SA that carried traffic and that ``index``
+        (SPI -> (destination, ...)) names with its destination: the counters read in
+        place, no lookup and no copy per SA."""
+        for (_dst, spi), state in list(self._sas.items()):
+            s = state.stats
+            if s.bytes or s.packets:
+                meta = index.get(spi)
+                if meta is not None and meta[0] == state.params.dst:
+                    yield spi, s.bytes, s.packets
 
     def outbound_for(self, policy: PolicyParams) -> OutState | None:
         """The outbound SA of a policy: by reqid, else the newest SA to its tunnel end."""
