@@ -611,9 +611,14 @@ def run(n: int | None = None, concurrency: int | None = None) -> dict[str, Any]:
     variant = os.environ.get("BENCH_CHILD", "").strip().lower()
     results: dict[str, list[dict[str, Any]]] = {}
     for i in range(nruns):
-        for kind in kinds if variant != "only" else ():
+        # ABBA order: every other round runs the responders in reverse, so that none is
+        # always the first or the last after another's run (back to back, the second
+        # run of two measured slower in 13 of 16 pairs, whichever tree it was)
+        order = kinds if i % 2 == 0 else kinds[::-1]
+        for kind in order if variant != "only" else ():
             results.setdefault(kind, []).append(_try(f"{kind} run {i + 1}", one_run, kind, n, c))
-        for kind in ("strongswan", "pypluto") if variant != "no" else ():
+        pair = ("strongswan", "pypluto") if i % 2 == 0 else ("pypluto", "strongswan")
+        for kind in pair if variant != "no" else ():
             if kind in kinds:
                 results.setdefault(kind + "+child", []).append(
                     _try(f"{kind}+child run {i + 1}", one_run, kind, n, c, child=True))
