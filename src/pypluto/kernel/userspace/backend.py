@@ -780,14 +780,20 @@ class UserspaceBackend(KernelBackend):
         run_sa = None
         got = 0
         try:
-            for d in self._raw_datagrams(sock, mv, batch):
-                got += 1
-                n = len(d)
-                off = (d[0] & 0x0F) * 4 if version == 4 and n else 0
-                if n - off < 8:
+            if mmsg.AVAILABLE:  # one recvmmsg; IPv4: the views begin after the IP header
+                b = mmsg.batch()
+                fd = sock.fileno()
+                datas = b.recv_payloads(fd, batch) if version == 4 else b.recv(fd, batch)
+            else:
+                # copies: each recv reuses mv
+                datas = [memoryview(bytes(d))
+                         for d in self._raw_datagrams(sock, mv, batch, version)]
+            got = len(datas)
+            for d in datas:
+                if len(d) < 8:
                     c.malformed += 1
                     continue
-                spi = unpack(d, off)[0]
+                spi = unpack(d, 0)[0]
                 if spi != run_spi:
                     if run:
                         self._decap_run(run_sa, run_spi, run, out)
@@ -797,7 +803,7 @@ class UserspaceBackend(KernelBackend):
                 if run_sa is None:
                     c.unknown_spi += 1
                     continue
-                run.append(d[off:n])
+                run.append(d)
             if run:
                 self._decap_run(run_sa, run_spi, run, out)
         finally:
@@ -819,20 +825,19 @@ class UserspaceBackend(KernelBackend):
             out += inner
 
     @staticmethod
-    def _raw_datagrams(sock: socket.socket, mv: memoryview, batch: int
+    def _raw_datagrams(sock: socket.socket, mv: memoryview, batch: int, version: int
                        ) -> Iterator[memoryview]:
-        """Up to ``batch`` datagrams waiting on ``sock``: by recvmmsg where the C
-        library has it (one call for all), else one recv each into ``mv``."""
-        if mmsg.AVAILABLE:
-            yield from mmsg.batch().recv(sock.fileno(), batch)
-            return
+        """Up to ``batch`` datagrams waiting on ``sock``, one recv each into ``mv`` (a C
+        library without recvmmsg); IPv4: after the IP header.  Each view is used before
+        the next is read."""
         recv = sock.recv_into
         for _ in range(batch):
             try:
                 n = recv(mv)
             except OSError:
                 return
-            yield mv[:n]
+            off = (mv[0] & 0x0F) * 4 if version == 4 and n else 0
+            yield mv[off:n] if off <= n else mv[:0]
 
     def _esp_in(self, data: memoryview | bytes) -> None:
         if len(data) < 8:

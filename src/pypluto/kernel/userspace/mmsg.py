@@ -159,21 +159,42 @@ class Batch:
         The views point into this batch's buffer: use them before the next call."""
         count = min(count, SLOTS)
         if self._mode != "recv":
-            self._mode = "recv"
-            for i in range(SLOTS):
-                h = self.hdrs[i].hdr
-                h.name = None
-                h.namelen = 0
-                self.iov[i].len = SLOT
-            if self._fast:  # send may have moved the iovecs off their slots
-                self._iov_base_w[:] = self._slot_bases
-                self._iov_len_w[:] = self._slot_lens
+            self._to_recv()
         got = _RECVMMSG(fd, self._hdrs_addr, count, MSG_DONTWAIT, None)
         if got <= 0:
             return []
         view = self.view
         lens = self._msg_len
         return [view[i * SLOT:i * SLOT + lens[i]] for i in range(got)]
+
+    def _to_recv(self) -> None:
+        """Set the headers and iovecs up for recvmmsg (after sends or at first use)."""
+        self._mode = "recv"
+        for i in range(SLOTS):
+            h = self.hdrs[i].hdr
+            h.name = None
+            h.namelen = 0
+            self.iov[i].len = SLOT
+        if self._fast:  # send may have moved the iovecs off their slots
+            self._iov_base_w[:] = self._slot_bases
+            self._iov_len_w[:] = self._slot_lens
+
+    def recv_payloads(self, fd: int, count: int = SLOTS) -> list[memoryview]:
+        """:meth:`recv` on an IPv4 raw socket, whose datagrams begin with the IP header:
+        the views start after that header (its IHL field), so the caller slices no more.
+
+        A datagram shorter than its header claims gives an empty view."""
+        count = min(count, SLOTS)
+        if self._mode != "recv":
+            self._to_recv()
+        got = _RECVMMSG(fd, self._hdrs_addr, count, MSG_DONTWAIT, None)
+        if got <= 0:
+            return []
+        view = self.view
+        buf = self.buf
+        lens = self._msg_len
+        return [view[b + ((buf[b] & 0x0F) << 2):b + lens[i]]
+                for i, b in enumerate(range(0, got * SLOT, SLOT))]
 
 
 _local = threading.local()
