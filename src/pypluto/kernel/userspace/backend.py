@@ -94,6 +94,24 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   the receiving daemon's CPU per carried 64-byte datagram went from 6.0-6.4 to
   5.4-5.9 us and iperf3 received 30-39 instead of 18-27 thousand/s (4 runs each,
   alternating with main).
+* Where the UDP rows of bench/esp_daemons.py lose datagrams (plain ESP pair, 64-byte
+  datagrams, 2-core machine shared with other benchmarks): the sending iperf3 writes
+  300-900 thousand/s into the TUN device and most are dropped at its queue
+  (tx_dropped) while the plane reads 50-150 thousand/s, one ``read`` each; the
+  threads of both daemons were runnable but waiting for a CPU about as long as they
+  ran (/proc schedstat), so CPU per packet anywhere in the pair is what counts.  At
+  lower load the receiver drops too: 20-50 thousand/s at the raw socket and 5-30
+  thousand/s at iperf3's socket.  Per packet, user time: sender TUN thread about 2 us
+  (read loop 0.6, encap_batch 1.1 of which AES-GCM 0.5), send writer 0.4 (was 0.6
+  before :meth:`mmsg.Batch.send` filled its iovecs in C), receiver 2.1-2.4 plus the
+  TUN writer 0.6.  Tried and not kept (alternating runs against main or HEAD, load
+  3-5): no writer threads (``writer_threads=False``: the sender's CPU per packet fell
+  by about 1.3 us, but TCP 4 streams 436/352/419 against 747/502/435 Mbit/s and UDP
+  1,400 bytes 10.3/18.5/21.8 against 28.0/26.3/19.7 thousand/s); TUN writes run by
+  the receiving thread whenever its writer is idle (TCP 1 stream 628/525/603/541
+  against 715/713/676/765 Mbit/s, UDP 1,400 19.0-24.1 against 21.3-30.8 thousand/s,
+  UDP 64 no change); a send writer holding 4 batches instead of 1 (UDP 64
+  59.3/52.5 against 44.8/65.8 thousand/s: no visible change).
 
 The plane is four parts: the SA table (:mod:`.sa_table`), the policy lookup
 (:mod:`.selectors`, pure functions), the routes and rules that capture the
