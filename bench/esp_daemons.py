@@ -188,22 +188,54 @@ def rcvbuf_errors(lab: Lab, ns: str) -> int | None:
     return int(lines[1][lines[0].index("RcvbufErrors")])
 
 
+def tx_dropped(lab: Lab, ns: str) -> int | None:
+    """The tx_dropped counters of every device in namespace ``ns`` together: on the
+    sending side, packets the TUN device (pluto0, strongSwan's ipsec0) dropped because
+    the plane had not read its queue yet (a diagnostic, not in the table)."""
+    r = lab.run(ns, ["sh", "-c", "cat /sys/class/net/*/statistics/tx_dropped"], check=False)
+    try:
+        return sum(int(x) for x in r.stdout.split())
+    except ValueError:
+        return None
+
+
+def raw_drops(lab: Lab, ns: str) -> int | None:
+    """The drops of every raw IPv4 socket in namespace ``ns`` (/proc/net/raw, last
+    column): on the receiving side, plain ESP the plane's raw socket had no room for
+    (a diagnostic, not in the table; strongSwan's pair uses UDP 4500 instead)."""
+    r = lab.run(ns, ["cat", "/proc/net/raw"], check=False)
+    try:
+        return sum(int(ln.split()[-1]) for ln in r.stdout.splitlines()[1:] if ln.strip())
+    except (ValueError, IndexError):
+        return None
+
+
 def udp(pair: Pair, seconds: int, size: int) -> dict[str, Any]:
     """The UDP row; ``rcvbuf_drops_pps``: datagrams the receiving namespace dropped at
     a full socket buffer (iperf3's, mostly: the plane decrypted them, so they cost the
-    daemons CPU that ``cpu_us_per_packet``, per received datagram, charges to the rest)."""
-    b0 = rcvbuf_errors(pair.lab, pair.lab.east)
+    daemons CPU that ``cpu_us_per_packet``, per received datagram, charges to the rest).
+    Diagnostics printed with each run: ``tun_drops_pps`` (the sending namespace's
+    devices, the TUN device's queue mostly) and ``raw_drops_pps`` (the receiving
+    namespace's raw sockets), where else datagrams were lost."""
+    lab = pair.lab
+    b0 = rcvbuf_errors(lab, lab.east)
+    t0, r0 = tx_dropped(lab, lab.west), raw_drops(lab, lab.east)
     c0 = cpu_of(pair.pids)
     end = _iperf(pair, seconds, ["-u", "-b", "0", "-l", str(size)])
     cpu = cpu_of(pair.pids) - c0
-    b1 = rcvbuf_errors(pair.lab, pair.lab.east)
+    b1 = rcvbuf_errors(lab, lab.east)
+    t1, r1 = tx_dropped(lab, lab.west), raw_drops(lab, lab.east)
     s = end["sum"]
     got = s["packets"] - s["lost_packets"]
+
+    def rate(a: int | None, b: int | None) -> float | None:
+        return None if a is None or b is None else (b - a) / s["seconds"]
+
     return {"pps": got / s["seconds"], "sent_pps": s["packets"] / s["seconds"],
             "loss_pct": 100.0 * s["lost_packets"] / s["packets"] if s["packets"] else None,
             "cpu_us_per_packet": cpu * 1e6 / got if got else None,
-            "rcvbuf_drops_pps": None if b0 is None or b1 is None
-            else (b1 - b0) / s["seconds"]}
+            "rcvbuf_drops_pps": rate(b0, b1),
+            "tun_drops_pps": rate(t0, t1), "raw_drops_pps": rate(r0, r1)}
 
 
 def ping_under_load(pair: Pair, seconds: int) -> dict[str, Any]:

@@ -43,6 +43,27 @@ def test_recv_takes_at_most_count_and_leaves_the_rest() -> None:
         rx.close()
 
 
+def test_recv_payloads_skips_each_ipv4_header_by_its_ihl_and_sends_then_receive_again() -> None:
+    """recv_payloads (IPv4 raw sockets: datagrams begin with the IP header) starts each
+    view after the header its IHL field gives; a datagram shorter than that is empty.
+    A batch that sent (iovecs moved off their slots) receives into its slots again."""
+    tx, rx = udp_pair()
+    try:
+        b = mmsg.Batch()
+        dgrams = [b"\x45" + bytes(19) + b"esp-one", b"\x46" + bytes(23) + b"esp-two",
+                  b"\x4f" + b"short", b""]
+        assert b.send(tx.fileno(), mmsg.sockaddr(rx.getsockname()), dgrams) == 4
+        assert [bytes(v) for v in b.recv_payloads(rx.fileno(), 64)] == [
+            b"esp-one", b"esp-two", b"", b""]
+        big = [bytes([i]) * (2000 + i) for i in range(3)]
+        assert b.send(tx.fileno(), mmsg.sockaddr(rx.getsockname()), big) == 3
+        assert [bytes(v) for v in b.recv(rx.fileno(), 64)] == big
+        assert b.recv_payloads(rx.fileno(), 64) == []
+    finally:
+        tx.close()
+        rx.close()
+
+
 def test_a_batch_is_per_thread_and_reused_within_one() -> None:
     mine = mmsg.batch()
     assert mmsg.batch() is mine

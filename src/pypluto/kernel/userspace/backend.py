@@ -94,6 +94,24 @@ Performance (measured on the 2-core build machine, see bench/esp_throughput.py):
   the receiving daemon's CPU per carried 64-byte datagram went from 6.0-6.4 to
   5.4-5.9 us and iperf3 received 30-39 instead of 18-27 thousand/s (4 runs each,
   alternating with main).
+* Where the UDP rows of bench/esp_daemons.py lose datagrams (plain ESP pair, 64-byte
+  datagrams, 2-core machine shared with other benchmarks): the sending iperf3 writes
+  300-900 thousand/s into the TUN device and most are dropped at its queue
+  (tx_dropped) while the plane reads 50-150 thousand/s, one ``read`` each; the
+  threads of both daemons were runnable but waiting for a CPU about as long as they
+  ran (/proc schedstat), so CPU per packet anywhere in the pair is what counts.  At
+  lower load the receiver drops too: 20-50 thousand/s at the raw socket and 5-30
+  thousand/s at iperf3's socket.  Per packet, user time: sender TUN thread about 2 us
+  (read loop 0.6, encap_batch 1.1 of which AES-GCM 0.5), send writer 0.4 (was 0.6
+  before :meth:`mmsg.Batch.send` filled its iovecs in C), receiver 2.1-2.4 plus the
+  TUN writer 0.6.  Tried and not kept (alternating runs against main or HEAD, load
+  3-5): no writer threads (``writer_threads=False``: the sender's CPU per packet fell
+  by about 1.3 us, but TCP 4 streams 436/352/419 against 747/502/435 Mbit/s and UDP
+  1,400 bytes 10.3/18.5/21.8 against 28.0/26.3/19.7 thousand/s); TUN writes run by
+  the receiving thread whenever its writer is idle (TCP 1 stream 628/525/603/541
+  against 715/713/676/765 Mbit/s, UDP 1,400 19.0-24.1 against 21.3-30.8 thousand/s,
+  UDP 64 no change); a send writer holding 4 batches instead of 1 (UDP 64
+  59.3/52.5 against 44.8/65.8 thousand/s: no visible change).
 
 The plane is four parts: the SA table (:mod:`.sa_table`), the policy lookup
 (:mod:`.selectors`, pure functions), the routes and rules that capture the
@@ -780,14 +798,20 @@ class UserspaceBackend(KernelBackend):
         run_sa = None
         got = 0
         try:
-            for d in self._raw_datagrams(sock, mv, batch):
-                got += 1
-                n = len(d)
-                off = (d[0] & 0x0F) * 4 if version == 4 and n else 0
-                if n - off < 8:
+            if mmsg.AVAILABLE:  # one recvmmsg; IPv4: the views begin after the IP header
+                b = mmsg.batch()
+                fd = sock.fileno()
+                datas = b.recv_payloads(fd, batch) if version == 4 else b.recv(fd, batch)
+            else:
+                # copies: each recv reuses mv
+                datas = [memoryview(bytes(d))
+                         for d in self._raw_datagrams(sock, mv, batch, version)]
+            got = len(datas)
+            for d in datas:
+                if len(d) < 8:
                     c.malformed += 1
                     continue
-                spi = unpack(d, off)[0]
+                spi = unpack(d, 0)[0]
                 if spi != run_spi:
                     if run:
                         self._decap_run(run_sa, run_spi, run, out)
@@ -797,7 +821,7 @@ class UserspaceBackend(KernelBackend):
                 if run_sa is None:
                     c.unknown_spi += 1
                     continue
-                run.append(d[off:n])
+                run.append(d)
             if run:
                 self._decap_run(run_sa, run_spi, run, out)
         finally:
@@ -819,20 +843,19 @@ class UserspaceBackend(KernelBackend):
             out += inner
 
     @staticmethod
-    def _raw_datagrams(sock: socket.socket, mv: memoryview, batch: int
+    def _raw_datagrams(sock: socket.socket, mv: memoryview, batch: int, version: int
                        ) -> Iterator[memoryview]:
-        """Up to ``batch`` datagrams waiting on ``sock``: by recvmmsg where the C
-        library has it (one call for all), else one recv each into ``mv``."""
-        if mmsg.AVAILABLE:
-            yield from mmsg.batch().recv(sock.fileno(), batch)
-            return
+        """Up to ``batch`` datagrams waiting on ``sock``, one recv each into ``mv`` (a C
+        library without recvmmsg); IPv4: after the IP header.  Each view is used before
+        the next is read."""
         recv = sock.recv_into
         for _ in range(batch):
             try:
                 n = recv(mv)
             except OSError:
                 return
-            yield mv[:n]
+            off = (mv[0] & 0x0F) * 4 if version == 4 and n else 0
+            yield mv[off:n] if off <= n else mv[:0]
 
     def _esp_in(self, data: memoryview | bytes) -> None:
         if len(data) < 8:

@@ -15,9 +15,11 @@ receiving, a datagram larger than a slot is cut (its ICV check then fails).
 
 from __future__ import annotations
 
+import array
 import ctypes
 import ctypes.util
 import functools
+import itertools
 import os
 import socket
 import struct
@@ -61,6 +63,10 @@ _SENDMMSG, _RECVMMSG = _libc()
 AVAILABLE = _SENDMMSG is not None and _RECVMMSG is not None
 MSG_DONTWAIT = 0x40
 _U32 = struct.Struct("=I")
+# an iovec is two unsigned longs (pointer, size_t) here: filled from array("L") slices
+_FAST_IOV = (ctypes.sizeof(_IOVec) == 2 * ctypes.sizeof(ctypes.c_ulong)
+             and ctypes.sizeof(ctypes.c_void_p) == ctypes.sizeof(ctypes.c_ulong)
+             and array.array("L").itemsize == ctypes.sizeof(ctypes.c_ulong))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -93,6 +99,16 @@ class Batch:
             h.iovlen = 1
         # the iov_len and msg_len fields as plain integer views (faster than ctypes fields)
         self._iov_len = memoryview(self.iov).cast("B").cast("N")[1::2]  # type: ignore[call-overload]
+        # send: the packets go back to back into buf in one copy and the iovecs are set
+        # from arrays, both in C; the recv slots are restored from _slot_bases
+        self._fast = _FAST_IOV
+        if self._fast:
+            words = memoryview(self.iov).cast("B").cast("L")  # type: ignore[call-overload]
+            self._iov_base_w = words[0::2]
+            self._iov_len_w = words[1::2]
+            self._base = base
+            self._slot_bases = array.array("L", range(base, base + SLOTS * SLOT, SLOT))
+            self._slot_lens = array.array("L", [SLOT] * SLOTS)
         self._msg_len = memoryview(self.hdrs).cast("B").cast("I")[
             _MMsgHdr.len.offset // 4::ctypes.sizeof(_MMsgHdr) // 4]
         self._name = ctypes.create_string_buffer(28)
@@ -112,15 +128,25 @@ class Batch:
                 h = self.hdrs[i].hdr
                 h.name = addr
                 h.namelen = len(name)
-        buf = self.buf
-        lens = self._iov_len
-        off = 0
-        for i in range(n):
-            w = wires[i]
-            ln = len(w)
-            buf[off:off + ln] = w
-            lens[i] = ln
-            off += SLOT
+        if self._fast:
+            if n < len(wires):
+                wires = wires[:n]
+            sizes = array.array("L", map(len, wires))
+            data = b"".join(wires)
+            self.buf[:len(data)] = data
+            self._iov_len_w[:n] = sizes
+            self._iov_base_w[:n] = array.array(
+                "L", itertools.accumulate(sizes[:-1], initial=self._base))
+        else:
+            buf = self.buf
+            lens = self._iov_len
+            off = 0
+            for i in range(n):
+                w = wires[i]
+                ln = len(w)
+                buf[off:off + ln] = w
+                lens[i] = ln
+                off += SLOT
         sent = _SENDMMSG(fd, self._hdrs_addr, n, MSG_DONTWAIT)
         if sent < 0:
             err = ctypes.get_errno()
@@ -133,18 +159,42 @@ class Batch:
         The views point into this batch's buffer: use them before the next call."""
         count = min(count, SLOTS)
         if self._mode != "recv":
-            self._mode = "recv"
-            for i in range(SLOTS):
-                h = self.hdrs[i].hdr
-                h.name = None
-                h.namelen = 0
-                self.iov[i].len = SLOT
+            self._to_recv()
         got = _RECVMMSG(fd, self._hdrs_addr, count, MSG_DONTWAIT, None)
         if got <= 0:
             return []
         view = self.view
         lens = self._msg_len
         return [view[i * SLOT:i * SLOT + lens[i]] for i in range(got)]
+
+    def _to_recv(self) -> None:
+        """Set the headers and iovecs up for recvmmsg (after sends or at first use)."""
+        self._mode = "recv"
+        for i in range(SLOTS):
+            h = self.hdrs[i].hdr
+            h.name = None
+            h.namelen = 0
+            self.iov[i].len = SLOT
+        if self._fast:  # send may have moved the iovecs off their slots
+            self._iov_base_w[:] = self._slot_bases
+            self._iov_len_w[:] = self._slot_lens
+
+    def recv_payloads(self, fd: int, count: int = SLOTS) -> list[memoryview]:
+        """:meth:`recv` on an IPv4 raw socket, whose datagrams begin with the IP header:
+        the views start after that header (its IHL field), so the caller slices no more.
+
+        A datagram shorter than its header claims gives an empty view."""
+        count = min(count, SLOTS)
+        if self._mode != "recv":
+            self._to_recv()
+        got = _RECVMMSG(fd, self._hdrs_addr, count, MSG_DONTWAIT, None)
+        if got <= 0:
+            return []
+        view = self.view
+        buf = self.buf
+        lens = self._msg_len
+        return [view[b + ((buf[b] & 0x0F) << 2):b + lens[i]]
+                for i, b in enumerate(range(0, got * SLOT, SLOT))]
 
 
 _local = threading.local()
