@@ -157,15 +157,17 @@ class Batch:
         """Up to ``count`` datagrams in one call (an empty list when none is waiting).
 
         The views point into this batch's buffer: use them before the next call."""
-        count = min(count, SLOTS)
-        if self._mode != "recv":
-            self._to_recv()
-        got = _RECVMMSG(fd, self._hdrs_addr, count, MSG_DONTWAIT, None)
-        if got <= 0:
-            return []
+        got = self._recvmmsg(fd, count)
         view = self.view
         lens = self._msg_len
         return [view[i * SLOT:i * SLOT + lens[i]] for i in range(got)]
+
+    def _recvmmsg(self, fd: int, count: int) -> int:
+        """One recvmmsg of up to ``count`` datagrams into the slots: how many came."""
+        if self._mode != "recv":
+            self._to_recv()
+        got = _RECVMMSG(fd, self._hdrs_addr, min(count, SLOTS), MSG_DONTWAIT, None)
+        return got if got > 0 else 0
 
     def _to_recv(self) -> None:
         """Set the headers and iovecs up for recvmmsg (after sends or at first use)."""
@@ -184,12 +186,7 @@ class Batch:
         the views start after that header (its IHL field), so the caller slices no more.
 
         A datagram shorter than its header claims gives an empty view."""
-        count = min(count, SLOTS)
-        if self._mode != "recv":
-            self._to_recv()
-        got = _RECVMMSG(fd, self._hdrs_addr, count, MSG_DONTWAIT, None)
-        if got <= 0:
-            return []
+        got = self._recvmmsg(fd, count)
         view = self.view
         buf = self.buf
         lens = self._msg_len
