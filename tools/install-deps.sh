@@ -80,8 +80,9 @@ else
     fi
 fi
 
-# A kernel with ESP for the XFRM backend tests (User-Mode Linux).
-apt_install user-mode-linux
+# A kernel with ESP for the XFRM backend tests (User-Mode Linux), and gcc for the
+# ptrace shim it runs with on hosts with a large XSAVE area (tools/run-in-esp-kernel.sh).
+apt_install user-mode-linux gcc libc6-dev
 # ...and the xfrm_interface module it lacks (ipsec-interface= on XFRM), built once and
 # cached (tools/build-uml-xfrmi.sh; tests/espkernel/test_xfrmi_uml.py builds it too).
 bash "$here/build-uml-xfrmi.sh" >/dev/null \

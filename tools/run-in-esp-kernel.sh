@@ -10,7 +10,13 @@
 # gave no status (boot failure, panic, timeout); the console log tail follows.
 #
 # Knobs: PPESPK_TIMEOUT (s, default 300), PPESPK_MEM (default 384M),
-#        PPESPK_MODULES (extra modules to load), PPESPK_KEEP=1 (keep the run dir).
+#        PPESPK_MODULES (extra modules to load), PPESPK_KEEP=1 (keep the run dir),
+#        PPESPK_SHIM=0 (start UML without tools/uml-xstate-shim.c, see below).
+# FPU state: UML saves its guests' FPU state with PTRACE_SETREGSET/NT_X86_XSTATE
+# through a fixed-size buffer, which a host with a larger XSAVE area (AVX-512,
+# AMX) refuses: UML panics as it starts init ("ptrace set fp regs failed, errno =
+# 14").  On x86_64 UML runs with tools/uml-xstate-shim.c preloaded (built here
+# with gcc into /var/cache/pypluto/uml/), which hands that regset over whole.
 # Needs (Debian 12, as root): apt-get install user-mode-linux kmod
 # Pitfall: the guest writes to the host's files as root; /run, /proc, /sys, /dev
 # and /dev/shm are private to the guest (so `ip netns` names never clash).
@@ -31,6 +37,17 @@ modprobe_bin=$(command -v modprobe || ls /usr/sbin/modprobe /sbin/modprobe 2>/de
 [ -n "$modprobe_bin" ] || fail "no modprobe (apt-get install kmod)"
 moddir=$(find /usr/lib/uml/modules -mindepth 1 -maxdepth 1 -type d 2>/dev/null | head -n1)
 [ -n "$moddir" ] || fail "no UML modules under /usr/lib/uml/modules"
+
+preload=
+if [ "$(uname -m)" = x86_64 ] && [ "${PPESPK_SHIM:-1}" != 0 ]; then
+    src="$(cd "$(dirname "$0")" && pwd -P)/uml-xstate-shim.c"
+    preload=/var/cache/pypluto/uml/xstate-shim.so
+    if [ ! -s "$preload" ] || [ "$src" -nt "$preload" ]; then
+        command -v gcc >/dev/null || fail "no gcc to build $preload (apt-get install gcc)"
+        mkdir -p "${preload%/*}" && gcc -shared -fPIC -O2 -Wall -o "$preload.$$" "$src" -ldl \
+            && mv "$preload.$$" "$preload" || fail "cannot build $preload from $src"
+    fi
+fi
 
 run=$(mktemp -d /tmp/ppespk.XXXXXX) || fail "mktemp failed"
 uml_pid=
@@ -92,7 +109,7 @@ EOF
 chmod 755 "$run/init"
 
 # UML keeps guest memory in a file under $TMPDIR, else /dev/shm: keep it in /dev/shm.
-setsid env -u TMPDIR "$uml" mem="$mem" rootfstype=hostfs rootflags=/ rw \
+setsid env -u TMPDIR ${preload:+LD_PRELOAD="$preload"} "$uml" mem="$mem" rootfstype=hostfs rootflags=/ rw \
     init="$run/init" con=null ssl=null con0=fd:0,fd:1 quiet \
     </dev/null >"$run/console" 2>&1 &
 uml_pid=$!
