@@ -108,7 +108,7 @@ def test_route_based_pair_shares_ipsec1_and_cleans_up(pair, tmp_path: Path) -> N
     w_ns.run("iptables", "-w", "-A", "INPUT", "-i", "ipsec1", "-p", "icmp")
 
     pcap = tmp_path / "west.pcap"
-    dump = spawn(w_ns, "tcpdump", "-i", vw, "-U", "-n", "-s", "0", "-w", str(pcap))
+    dump = spawn(w_ns, "tcpdump", "--immediate-mode", "-i", vw, "-U", "-n", "-s", "0", "-w", str(pcap))
     assert dump.stderr is not None
     assert "listening on" in dump.stderr.readline().decode()
     server = spawn(e_ns, sys.executable, "-c", SERVER, "203.0.113.1")

@@ -49,7 +49,7 @@ def test_ah_child_sa_carries_the_traffic(pair, tmp_path: Path, kind: str) -> Non
         assert len(sas) == 1 and sas[0]["type"] == "AH", sas
 
     pcap = tmp_path / "west.pcap"
-    dump = spawn(w_ns, "tcpdump", "-i", vw, "-U", "-n", "-s", "0", "-w", str(pcap))
+    dump = spawn(w_ns, "tcpdump", "--immediate-mode", "-i", vw, "-U", "-n", "-s", "0", "-w", str(pcap))
     assert dump.stderr is not None
     line = dump.stderr.readline().decode()
     assert "listening on" in line, line

@@ -167,7 +167,7 @@ def test_traffic_is_encrypted_on_the_wire(pair, tmp_path: Path, kind: str) -> No
     assert "established Child SA" in r.stdout
 
     pcap = tmp_path / "west.pcap"
-    dump = spawn(w_ns, "tcpdump", "-i", vw, "-U", "-n", "-s", "0", "-w", str(pcap))
+    dump = spawn(w_ns, "tcpdump", "--immediate-mode", "-i", vw, "-U", "-n", "-s", "0", "-w", str(pcap))
     assert dump.stderr is not None
     line = dump.stderr.readline().decode()
     assert "listening on" in line, line
@@ -288,7 +288,7 @@ def test_protoport_selects_what_is_encrypted(pair, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + west.log()
     assert "192.0.2.2/32/17/5353" in r.stdout
     pcap = tmp_path / "west.pcap"
-    dump = spawn(w_ns, "tcpdump", "-i", vw, "-U", "-n", "-s", "0", "-w", str(pcap))
+    dump = spawn(w_ns, "tcpdump", "--immediate-mode", "-i", vw, "-U", "-n", "-s", "0", "-w", str(pcap))
     assert dump.stderr is not None and "listening on" in dump.stderr.readline().decode()
     server = spawn(e_ns, sys.executable, "-c", UDP_ONLY_SERVER, "192.0.2.2")
     assert server.stdout is not None and server.stdout.readline().strip() == b"ready"

@@ -143,7 +143,7 @@ class Capture:
     def __init__(self, ns: str, dev: str, path: str) -> None:
         self.path = path
         self.p = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "tcpdump", "-i", dev, "-n", "-U", "-w", path,
+            ["ip", "netns", "exec", ns, "tcpdump", "--immediate-mode", "-i", dev, "-n", "-U", "-w", path,
              "ip proto 51 or ip6 proto 51"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         G.CHILDREN.append(self.p)  # type: ignore[arg-type]

@@ -85,7 +85,7 @@ def test_ah_packets_cross_raw_sockets_and_verify(lab: Lab, fam: int, mode: str) 
     pcap = lab.workdir / "ah.pcap"
     dump = None
     if shutil.which("tcpdump"):
-        dump = subprocess.Popen(["ip", "netns", "exec", lab.east, "tcpdump", "-i", "east", "-n",
+        dump = subprocess.Popen(["ip", "netns", "exec", lab.east, "tcpdump", "--immediate-mode", "-i", "east", "-n",
                                  "-U", "-w", str(pcap), "ip proto 51 or ip6 proto 51"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assert dump.stderr is not None

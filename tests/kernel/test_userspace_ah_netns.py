@@ -37,7 +37,7 @@ def test_ah_tunnel_through_the_userspace_plane(lab: Lab, integ: int, key_len: in
     east = lab.plane(lab.east, east_cfg)
     dump = None
     if shutil.which("tcpdump"):
-        dump = subprocess.Popen(["ip", "netns", "exec", lab.east, "tcpdump", "-i", "any",
+        dump = subprocess.Popen(["ip", "netns", "exec", lab.east, "tcpdump", "--immediate-mode", "-i", "any",
                                  "-n", "-l", "ip proto 51"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         assert dump.stderr is not None
