@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pypluto.ike import codec
+from pypluto.ike.actions import SendPacket
+from pypluto.ike.settings import EngineSettings
 from pypluto.ike.tasks import liveness
 
 from .harness import Net
@@ -199,3 +201,66 @@ def test_answer_with_payloads_goes_the_general_way(monkeypatch: pytest.MonkeyPat
     assert parsed == [data]
     assert east.outstanding is None
     assert net.east.engine.stats.events["dpd.recv"] == 1
+
+
+def test_probes_of_one_slot_are_paced() -> None:
+    """SAs whose liveness deadlines fall in the same slot (set up at the same moment,
+    or piled up behind a late timer) do not all probe at once: at most
+    PROBES_PER_SLOT leave per slot, the rest in the following slots; every SA is
+    probed, answered and kept, and the next round stays spread."""
+    n = 3 * liveness.PROBES_PER_SLOT + 7
+    net = Net(east_kw={"dpddelay": 10.0}, east_settings=EngineSettings(uniqueids=False))
+    wconn = net.west.engine.connections["west-east"]
+    for _ in range(n):  # each a new IKE SA (whatever else exists), as a load generator
+        net.apply(net.west, net.west.engine.initiate_ike(wconn, net.now))
+        net.run(limit=100 * n)
+    assert len(net.established(net.east)) == n
+    engine = net.east.engine
+    per_call: list[tuple[float, int]] = []
+    handle = engine.handle_timer
+
+    def counting(now: float) -> list:
+        acts = handle(now)
+        probes = sum(isinstance(a, SendPacket) for a in acts)
+        if probes:
+            per_call.append((now, probes))
+        return acts
+
+    engine.handle_timer = counting  # type: ignore[method-assign]
+    net.advance(10.5)
+    first = [p for _, p in per_call]
+    assert sum(first) == n and max(first) <= liveness.PROBES_PER_SLOT
+    assert len(first) == -(-n // liveness.PROBES_PER_SLOT)  # one full slot after another
+    t0, t1 = per_call[0][0], per_call[-1][0]
+    assert t1 - t0 < len(first) * liveness.SLOT + 1e-9
+    per_call.clear()
+    net.advance(10.5)  # the next round: re-armed from each answer, still spread
+    assert sum(p for _, p in per_call) == n
+    assert max(p for _, p in per_call) <= liveness.PROBES_PER_SLOT
+    ev = engine.stats.events
+    assert ev["dpd.sent"] == ev["dpd.recv"] == 2 * n
+    assert len(net.established(net.east)) == n
+
+
+def test_pacer_spreads_a_pile_visiting_each_sa_twice_at_most() -> None:
+    """A pile of 10,000 SAs due at once (a timer that ran late at 100,000 SAs) leaves
+    PROBES_PER_SLOT per slot, and each refused SA is booked once into a later slot:
+    about 2 visits per SA in all, not one per slot it waits (the first version of the
+    pacer moved the whole pile one slot on and walked it again every slot)."""
+    n, cap = 10_000, liveness.PROBES_PER_SLOT
+    pacer = liveness.ProbePacer()
+    due: dict[float, list[int]] = {liveness.slot(5000.0): list(range(n))}
+    visits, sent = 0, {}
+    while due:
+        t = min(due)
+        for sa in due.pop(t):
+            visits += 1
+            if pacer.allow(t):
+                sent[t] = sent.get(t, 0) + 1
+            else:
+                seat = pacer.later()
+                assert seat > t
+                due.setdefault(seat, []).append(sa)
+    assert sum(sent.values()) == n and max(sent.values()) == cap
+    assert len(sent) == -(-n // cap)  # back to back, every slot full but the last
+    assert visits <= 2 * n

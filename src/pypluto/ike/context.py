@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pypluto.crypto.keys import ChildKeys
     from pypluto.ike.pool import LeaseTable
     from pypluto.ike.sa import IKESA, ChildSA, QueuedTask
+    from pypluto.ike.tasks.liveness import ProbePacer
 
 
 class SecretStore(Protocol):
@@ -55,6 +56,7 @@ class IKEContext(Protocol):
     leases: LeaseTable  # address pools (ike/pool.py)
     dos: DoSGuard  # cookies and half-open limits (RFC 7296 §2.6, RFC 8019)
     stats: EngineStats  # total.* counters (ike/stats.py)
+    probes: ProbePacer  # liveness probes per slot (ike/tasks/liveness.py)
 
     @property
     def connections(self) -> Mapping[str, Connection]: ...

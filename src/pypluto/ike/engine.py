@@ -132,6 +132,7 @@ class Engine:
         self._n_halfopen = 0
         self.leases = LeaseTable()  # address pools of road-warrior gateways
         self.stats = EngineStats()  # total.* counters of --globalstatus (ike/stats.py)
+        self.probes = liveness.ProbePacer()  # liveness probes per slot
         # offloaded key exchanges (settings.offload_crypto): token -> (IKE SA serial, then)
         self.computing: dict[int, tuple[int, Callable[[object, float], list[Action]]]] = {}
         self.computing_serials: dict[int, int] = {}  # IKE SA serial -> its token

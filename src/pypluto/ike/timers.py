@@ -75,7 +75,8 @@ def _liveness(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
     for that exchange (its answer or its timeout tells); otherwise an empty
     INFORMATIONAL goes out by the fast path (``liveness.send_probe``), and its
     answer re-arms the SA (``liveness.fast_receive``).  Deadlines are rounded up
-    to ``liveness.SLOT`` so that many SAs share one timer call.
+    to ``liveness.SLOT`` so that many SAs share one timer call, and at most
+    ``liveness.PROBES_PER_SLOT`` probes leave per slot (``liveness.ProbePacer``).
     """
     dpd = ike.conn.dpddelay
     if dpd <= 0:
@@ -86,5 +87,8 @@ def _liveness(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
         return []
     ike.next_liveness = slot(now + dpd)
     if ike.outstanding is not None or ike.tasks:
+        return []
+    if not ctx.probes.allow(now):  # this slot's share has left: the next slot
+        ike.next_liveness = ctx.probes.later()
         return []
     return send_probe(ctx, ike, now)
