@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pypluto.ike import codec
+from pypluto.ike import codec, pacing
 from pypluto.ike.actions import SendPacket
 from pypluto.ike.settings import EngineSettings
 from pypluto.ike.tasks import liveness
@@ -96,8 +96,8 @@ def test_tampered_probe_goes_the_general_way() -> None:
 
 def test_slot_rounds_up() -> None:
     for t in (0.0, 1000.01, 1234.5678):
-        s = liveness.slot(t)
-        assert t <= s < t + liveness.SLOT
+        s = pacing.slot(t)
+        assert t <= s < t + pacing.SLOT
 
 
 # ---------------------------------------------------------------- hostile answers
@@ -135,7 +135,7 @@ def test_answer_with_the_probe_msgid_is_taken() -> None:
     acts = _feed(net, liveness.empty_informational(west, True, o.msgid))
     assert acts == [] and east.outstanding is None
     assert net.east.engine.stats.events["dpd.recv"] == 1
-    assert east.next_liveness == liveness.slot(net.now + 5.0)
+    assert east.next_liveness == pacing.slot(net.now + 5.0)
     assert east.heap_at == east.next_liveness
     # replayed: nothing outstanding any more, the general path drops it
     assert not [a for a in _feed(net, liveness.empty_informational(west, True, o.msgid))
@@ -208,7 +208,7 @@ def test_probes_of_one_slot_are_paced() -> None:
     or piled up behind a late timer) do not all probe at once: at most
     PROBES_PER_SLOT leave per slot, the rest in the following slots; every SA is
     probed, answered and kept, and the next round stays spread."""
-    n = 3 * liveness.PROBES_PER_SLOT + 7
+    n = 3 * pacing.PROBES_PER_SLOT + 7
     net = Net(east_kw={"dpddelay": 10.0}, east_settings=EngineSettings(uniqueids=False))
     wconn = net.west.engine.connections["west-east"]
     for _ in range(n):  # each a new IKE SA (whatever else exists), as a load generator
@@ -229,14 +229,14 @@ def test_probes_of_one_slot_are_paced() -> None:
     engine.handle_timer = counting  # type: ignore[method-assign]
     net.advance(10.5)
     first = [p for _, p in per_call]
-    assert sum(first) == n and max(first) <= liveness.PROBES_PER_SLOT
-    assert len(first) == -(-n // liveness.PROBES_PER_SLOT)  # one full slot after another
+    assert sum(first) == n and max(first) <= pacing.PROBES_PER_SLOT
+    assert len(first) == -(-n // pacing.PROBES_PER_SLOT)  # one full slot after another
     t0, t1 = per_call[0][0], per_call[-1][0]
-    assert t1 - t0 < len(first) * liveness.SLOT + 1e-9
+    assert t1 - t0 < len(first) * pacing.SLOT + 1e-9
     per_call.clear()
     net.advance(10.5)  # the next round: re-armed from each answer, still spread
     assert sum(p for _, p in per_call) == n
-    assert max(p for _, p in per_call) <= liveness.PROBES_PER_SLOT
+    assert max(p for _, p in per_call) <= pacing.PROBES_PER_SLOT
     ev = engine.stats.events
     assert ev["dpd.sent"] == ev["dpd.recv"] == 2 * n
     assert len(net.established(net.east)) == n
@@ -247,9 +247,9 @@ def test_pacer_spreads_a_pile_visiting_each_sa_twice_at_most() -> None:
     PROBES_PER_SLOT per slot, and each refused SA is booked once into a later slot:
     about 2 visits per SA in all, not one per slot it waits (the first version of the
     pacer moved the whole pile one slot on and walked it again every slot)."""
-    n, cap = 10_000, liveness.PROBES_PER_SLOT
-    pacer = liveness.ProbePacer()
-    due: dict[float, list[int]] = {liveness.slot(5000.0): list(range(n))}
+    n, cap = 10_000, pacing.PROBES_PER_SLOT
+    pacer = pacing.ProbePacer()
+    due: dict[float, list[int]] = {pacing.slot(5000.0): list(range(n))}
     visits, sent = 0, {}
     while due:
         t = min(due)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from pypluto.config.model import Connection, Identity
 from pypluto.ike.actions import Action, Endpoint, EventKind, FailReason
 from pypluto.ike.cookies import DoSGuard
+from pypluto.ike.pacing import ProbePacer
 from pypluto.ike.settings import EngineSettings
 from pypluto.ike.stats import EngineStats
 from pypluto.params import IPAddress, PolicyParams
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from pypluto.crypto.keys import ChildKeys
     from pypluto.ike.pool import LeaseTable
     from pypluto.ike.sa import IKESA, ChildSA, QueuedTask
-    from pypluto.ike.tasks.liveness import ProbePacer
 
 
 class SecretStore(Protocol):

@@ -48,6 +48,7 @@ from pypluto.ike.conn_index import ConnectionTable, ConnIndex
 from pypluto.ike.context import HalfOpenKey, IKEContext, SecretStore
 from pypluto.ike.cookies import DoSGuard, dos_status
 from pypluto.ike.identity import local_identity, remote_pattern
+from pypluto.ike.pacing import ProbePacer
 from pypluto.ike.pool import LeaseTable
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState, QueuedTask
 from pypluto.ike.settings import EngineSettings
@@ -132,7 +133,7 @@ class Engine:
         self._n_halfopen = 0
         self.leases = LeaseTable()  # address pools of road-warrior gateways
         self.stats = EngineStats()  # total.* counters of --globalstatus (ike/stats.py)
-        self.probes = liveness.ProbePacer()  # liveness probes per slot
+        self.probes = ProbePacer()  # liveness probes per slot
         # offloaded key exchanges (settings.offload_crypto): token -> (IKE SA serial, then)
         self.computing: dict[int, tuple[int, Callable[[object, float], list[Action]]]] = {}
         self.computing_serials: dict[int, int] = {}  # IKE SA serial -> its token
@@ -236,7 +237,7 @@ class Engine:
         """(Re)arm the timer of one IKE SA at its earliest deadline.
 
         SAs due at the same time share one bucket and one heap entry (issue 18: the
-        liveness deadlines are rounded to ``liveness.SLOT``, and the retransmit
+        liveness deadlines are rounded to ``pacing.SLOT``, and the retransmit
         deadlines of the probes of one timer call are equal), so a liveness exchange
         costs no heap operation of its own; within a bucket the order is the order
         of scheduling, as with one heap entry per SA.

@@ -5,20 +5,21 @@ keepalives (RFC 3948 §2.3).
 The deadlines of every IKE SA live in the engine's one heap (``Engine.schedule``:
 one entry per distinct deadline, with the bucket of the SAs due then; stale
 entries skipped when popped), and the daemon keeps one timer handle for the
-heap's first deadline: no per-SA timer objects.  Liveness deadlines are rounded up to ``liveness.SLOT`` so that the
+heap's first deadline: no per-SA timer objects.  Liveness deadlines are rounded up to ``pacing.SLOT`` so that the
 ~3,300 checks a second of 100,000 SAs at ``dpddelay=30`` are 128 timer calls
-(small bursts: see ``liveness.SLOT``).
+(small bursts: see ``pacing.SLOT``).
 """
 
 from __future__ import annotations
 
 from pypluto.ike.actions import Action, Log, SendKeepalive
 from pypluto.ike.context import IKEContext
+from pypluto.ike.pacing import slot
 from pypluto.ike.sa import IKESA, ChildState
 from pypluto.ike.tasks import child_rekey, ike_followup, ike_rekey
 from pypluto.ike.tasks.child_delete import delete_children
 from pypluto.ike.tasks.ike_delete import delete_ike
-from pypluto.ike.tasks.liveness import send_probe, slot
+from pypluto.ike.tasks.liveness import send_probe
 
 
 def service(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
@@ -75,8 +76,8 @@ def _liveness(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
     for that exchange (its answer or its timeout tells); otherwise an empty
     INFORMATIONAL goes out by the fast path (``liveness.send_probe``), and its
     answer re-arms the SA (``liveness.fast_receive``).  Deadlines are rounded up
-    to ``liveness.SLOT`` so that many SAs share one timer call, and at most
-    ``liveness.PROBES_PER_SLOT`` probes leave per slot (``liveness.ProbePacer``).
+    to ``pacing.SLOT`` so that many SAs share one timer call, and at most
+    ``pacing.PROBES_PER_SLOT`` probes leave per slot (``pacing.ProbePacer``).
     """
     dpd = ike.conn.dpddelay
     if dpd <= 0:
