@@ -107,6 +107,81 @@ def test_coalesce_keeps_flows_and_gaps_apart() -> None:
     assert o.coalesce_tcp([syn, syn]) == [(o.HDR_DATA_VALID, syn)] * 2
 
 
+def _reference_runs(pkts: list[bytes]) -> list[int]:
+    """The run lengths coalesce_tcp must produce, from _tcp_info's key for every segment
+    (the generic rule, which the IPv4 fast path must match)."""
+    runs, i, n = [], 0, len(pkts)
+    while i < n:
+        info = o._tcp_info(pkts[i]) if i + 1 < n else None
+        if info is None or info[4] != 0x10:
+            runs.append(1)
+            i += 1
+            continue
+        hl, key, seq, size, _ = info
+        total, nxt, j = size, (seq + size) & 0xFFFFFFFF, i + 1
+        while j < n and j - i < 64 and total + size <= 65000:
+            q = o._tcp_info(pkts[j])
+            if q is None or q[1] != key or q[2] != nxt or q[3] > size or q[0] != hl:
+                break
+            total += q[3]
+            nxt = (nxt + q[3]) & 0xFFFFFFFF
+            j += 1
+            if q[3] < size or q[4] != 0x10:
+                break
+        runs.append(j - i)
+        i = j
+    return runs
+
+
+# one change to a segment of a bulk flow: each must end a run where _tcp_info's key does
+_MUTATIONS = {
+    "tos": lambda p: p[:1] + b"\x10" + p[2:],
+    "df": lambda p: p[:6] + b"\x00" + p[7:],
+    "mf": lambda p: p[:6] + b"\x60" + p[7:],
+    "ttl": lambda p: p[:8] + b"\x3f" + p[9:],
+    "udp": lambda p: p[:9] + b"\x11" + p[10:],
+    "src": lambda p: p[:12] + b"\xc0" + p[13:],
+    "port": lambda p: p[:20] + b"\x00\x01" + p[22:],
+    "seq": lambda p: p[:24] + struct.pack("!I", 1) + p[28:],
+    "ack": lambda p: p[:28] + struct.pack("!I", 78) + p[32:],
+    "psh": lambda p: p[:33] + b"\x18" + p[34:],
+    "syn": lambda p: p[:33] + b"\x12" + p[34:],
+    "fin": lambda p: p[:33] + b"\x11" + p[34:],
+    "window": lambda p: p[:34] + b"\x00\x01" + p[36:],
+    "opt": lambda p: p[:44] + b"\xff" + p[45:],
+    "short": lambda p: p[:-7],
+    "long": lambda p: p + b"x",
+    "empty": lambda p: p[:52],
+    "v6": lambda p: b"\x60" + p[1:],
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(2, 70), st.lists(st.tuples(st.integers(0, 69),
+                                             st.sampled_from(sorted(_MUTATIONS))),
+                                   max_size=4), st.sampled_from([100, 1000, 1348]))
+def test_ipv4_fast_path_runs_match_the_generic_rule(count: int, changes: list[tuple[int, str]],
+                                                     mss: int) -> None:
+    segs = [tcp_packet(os.urandom(mss), flags=0x10, seq=1000 + k * mss) for k in range(count)]
+    for k, name in changes:
+        if k < len(segs):
+            segs[k] = _MUTATIONS[name](segs[k])
+    merged = o.coalesce_tcp(segs)
+    runs = _reference_runs(segs)
+    assert len(merged) == len(runs)
+    k = 0
+    for (vh, p), r in zip(merged, runs, strict=True):
+        part = segs[k:k + r]
+        k += r
+        if r == 1:
+            assert (vh, p) == (o.HDR_DATA_VALID, part[0])
+            continue
+        hl = o._tcp_info(part[0])[0]  # type: ignore[index]
+        assert p[hl:] == b"".join(x[hl:] for x in part)
+        assert o.VNET_HDR.unpack(vh)[1] == o.GSO_TCPV4
+        assert p[33] == part[-1][33]  # the last segment's flags (PSH)
+
+
 def test_complete_partial_checksum() -> None:
     p = bytearray(tcp_packet(os.urandom(999)))
     pseudo = o.csum_add(p[12:20]) + 6 + (len(p) - 20)
