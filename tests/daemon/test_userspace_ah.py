@@ -58,11 +58,10 @@ def test_ah_child_sa_carries_the_traffic(pair, tmp_path: Path, kind: str) -> Non
     # a rekey keeps the Child SA AH and the traffic flowing
     r = west.whack("--name", "west-east", "--rekey-child")
     assert r.returncode == 0, r.stdout + west.log()
-    # the old SA deleted on both sides first: a ping that leaves on the old SA just
-    # before west's Delete can reach east's plane after east removed that SA (the
-    # userspace plane reads it on its own thread), and is lost (seen 1 run in ~6)
-    wait_for(lambda: len(child_sas(west)) == 1 and len(child_sas(east)) == 1, 10,
-             "the old AH SA deleted on both sides")
+    # pinged at once: a ping that leaves on the old SA just before west's Delete can
+    # reach east's plane after east handled that Delete; the plane keeps a rekeyed
+    # inbound SA for a grace period (retire_sa), so it is answered.  Without it this
+    # failed 2 runs in 12 (a ping lost as an unknown SPI), with it 0 in 12.
     ping = w_ns.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", src, dst, check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr + west.log() + east.log()
     # 7 echo requests and 7 replies (-U: tcpdump writes each packet as it sees it)

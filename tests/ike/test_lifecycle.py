@@ -499,3 +499,30 @@ def test_kernel_expire_events() -> None:
     net.run()
     assert not net.children(net.west) and not net.children(net.east)
     assert net.established(net.west)
+
+
+def test_rekeyed_inbound_sa_is_deleted_as_rekeyed_and_a_plain_delete_is_not() -> None:
+    """DelSA.rekeyed tells the plane an inbound SA had a successor (it may keep decrypting
+    briefly, KernelBackend.retire_sa); outbound SAs and a plain delete never say so."""
+    from pypluto.ike.actions import DelSA
+
+    net = Net()
+    net.up()
+    old = {s.name: (net.children(s)[0].spi_in, net.children(s)[0].spi_out)
+           for s in (net.west, net.east)}
+    for side in (net.west, net.east):
+        side.actions.clear()
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.run()
+    for side in (net.west, net.east):  # initiator (replaced) and responder (peer_rekeys)
+        dels = {a.spi: a.rekeyed for a in side.actions if isinstance(a, DelSA)}
+        spi_in, spi_out = old[side.name]
+        assert dels == {spi_in: True, spi_out: False}, (side.name, dels)
+        side.actions.clear()
+    ike = next(iter(net.east.engine.by_serial.values()))
+    from pypluto.ike.tasks.child_delete import delete_children
+    net.apply(net.east, delete_children(net.east.engine, ike, list(ike.children), net.now))
+    net.run()
+    for side in (net.west, net.east):
+        dels = [a for a in side.actions if isinstance(a, DelSA)]
+        assert len(dels) == 2 and not any(a.rekeyed for a in dels)

@@ -308,7 +308,10 @@ class EngineDriver:
             st = self.stats(a.dst, a.spi, a.protocol)
             if st is not None:
                 self.counters.ipsec_bytes_gone[f"{a.protocol}.{meta[2]}"] += st.bytes
-        backend.del_sa(a.dst, a.spi, a.protocol)
+        if a.rekeyed:
+            backend.retire_sa(a.dst, a.spi, a.protocol)
+        else:
+            backend.del_sa(a.dst, a.spi, a.protocol)
 
     def _move_sa(self, a: MoveSA, rate_limited: bool) -> None:
         """MOBIKE (RFC 4555): the data plane moves one SA to new addresses."""

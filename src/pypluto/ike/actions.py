@@ -55,11 +55,17 @@ class AddSA:
 
 @dataclass
 class DelSA:
+    """Remove one SA.  ``rekeyed``: an inbound SA whose Child SA has a successor (it
+    was rekeyed, RFC 7296 §2.8): a plane that reads packets on its own threads may
+    keep decrypting with it for a few seconds, for the packets the peer sent on it
+    before it switched (see ``KernelBackend.retire_sa``)."""
+
     dst: IPAddress
     spi: int
     protocol: str = "esp"
     conn_name: str = ""
     serial: int = 0
+    rekeyed: bool = False
 
 
 @dataclass

@@ -56,7 +56,7 @@ class IKEContext(Protocol):
     leases: LeaseTable  # address pools (ike/pool.py)
     dos: DoSGuard  # cookies and half-open limits (RFC 7296 §2.6, RFC 8019)
     stats: EngineStats  # total.* counters (ike/stats.py)
-    probes: ProbePacer  # liveness probes per slot (ike/tasks/liveness.py)
+    probes: ProbePacer  # liveness probes per slot (ike/pacing.py)
 
     @property
     def connections(self) -> Mapping[str, Connection]: ...

@@ -742,7 +742,8 @@ class Engine:
             self.stats.events["child.finished" if child.state is ChildState.ESTABLISHED
                               else "child.failed"] += 1
             acts.append(DelSA(child.local_addr, child.spi_in, child.protocol, child.conn.name,
-                              child.serial))
+                              child.serial,
+                              rekeyed=bool(child.replaced or child.peer_rekeys)))
             acts.append(DelSA(child.remote_addr, child.spi_out, child.protocol,
                               child.conn.name, child.serial))
         if child.owns_policy:

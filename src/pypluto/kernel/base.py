@@ -86,6 +86,14 @@ class KernelBackend(abc.ABC):
     def del_sa(self, dst: IPAddress, spi: int, protocol: str = "esp") -> None:
         """Remove one SA; unknown SAs are ignored."""
 
+    def retire_sa(self, dst: IPAddress, spi: int, protocol: str = "esp") -> None:
+        """Remove one inbound SA whose Child SA was rekeyed (RFC 7296 §2.8).
+
+        Here it is :meth:`del_sa`: a kernel decrypts each packet as it arrives.  A
+        plane that queues packets for its own threads may go on decrypting with
+        it for a short time, but must list and count it as gone at once."""
+        self.del_sa(dst, spi, protocol)
+
     def move_sa(self, dst: IPAddress, spi: int, new_src: IPAddress, new_dst: IPAddress,
                 encap_sport: int | None, encap_dport: int | None,
                 protocol: str = "esp") -> None:

@@ -176,6 +176,9 @@ _FLOW_CACHE_MAX = 65536
 # 0.97 against 0.59 us per read).
 _TUN_READ = 16384
 _TUN_READ_MAX = 65536
+# seconds an inbound SA still decrypts after its Child SA was rekeyed (retire_sa), as
+# strongSwan's charon.delete_rekeyed_delay (5 s by default)
+RETIRE_GRACE = 5.0
 _SPI = struct.Struct("!I")
 
 Deliver = Callable[[bytes, tuple[str, int]], None]
@@ -253,6 +256,9 @@ class PlaneCounters:
 class UserspaceBackend(KernelBackend):
     """ESP over TUN, like strongSwan's kernel-libipsec (``--use-userspace``)."""
 
+    _tun_read = _TUN_READ  # bytes per TUN / ipsecN read; _tun_cut raises it per plane
+    _reaper: threading.Timer | None = None  # drops retired SAs (retire_sa)
+
     name = "userspace"
     _sparse_until = 0.0  # monotonic time until which bulk runs stay short (_RUN_SHORT)
     supports_ipsec_interface = True  # ipsec-interface=N: a TUN device ipsecN (.xifaces)
@@ -267,7 +273,6 @@ class UserspaceBackend(KernelBackend):
         self.manage_routes = manage_routes
         self.mark = mark
         self.counters = PlaneCounters()
-        self._tun_read = _TUN_READ  # bytes per TUN / ipsecN read (see _tun_cut)
         self._lock = threading.RLock()
         self._stop = False
         self._sas = SATable()
@@ -1242,6 +1247,43 @@ class UserspaceBackend(KernelBackend):
                 self._xin = {k: v for k, v in self._xin.items() if k != spi}
             self._xif_release(("sa", str(dst), spi))
 
+    def retire_sa(self, dst: IPAddress, spi: int, protocol: str = "esp") -> None:
+        """An inbound SA whose Child SA was rekeyed: gone from the table, the status and
+        the counters now, but the packet threads decrypt with it for ``RETIRE_GRACE``
+        more seconds.
+
+        The peer switches to the new SA when it has the CREATE_CHILD_SA answer, and
+        packets it sent on the old one just before may still wait in this plane's
+        socket queues when its Delete has been handled: the kernel would have
+        decrypted them as they came.  Seen in tests/daemon/test_userspace_ah.py: a
+        ping sent on the old AH SA 0.7 ms before the Delete was dropped as an unknown
+        SPI.  An SA delivered through an ipsec-interface goes at once (:meth:`del_sa`).
+        """
+        with self._lock:
+            st = self._sas.get(dst, spi)
+            if (st is not None and st.params.direction == "in" and st.params.if_id is None
+                    and spi not in self._xin and not self._stop):
+                self._sas.retire(dst, spi, time.monotonic() + RETIRE_GRACE)
+                self._invalidate()
+                log.debug("| retire in SA %08x (rekeyed): %.0f s more", spi, RETIRE_GRACE)
+                if self._reaper is None:
+                    self._arm_reaper(RETIRE_GRACE)
+                return
+        self.del_sa(dst, spi, protocol)
+
+    def _arm_reaper(self, delay: float) -> None:
+        t = self._reaper = threading.Timer(delay + 0.05, self._reap)
+        t.daemon = True
+        t.name = "esp-reaper"
+        t.start()
+
+    def _reap(self) -> None:
+        with self._lock:
+            self._reaper = None
+            nxt = self._sas.reap(time.monotonic())
+            if nxt is not None and not self._stop:
+                self._arm_reaper(max(0.0, nxt - time.monotonic()))
+
     def get_sa_stats(self, dst: IPAddress, spi: int, protocol: str = "esp") -> SAStats | None:
         """Bytes, packets and the drop counters: replay, integrity, selector (RFC 4301 §5.2)."""
         return self._sas.stats(dst, spi)
@@ -1320,6 +1362,10 @@ class UserspaceBackend(KernelBackend):
         if self._policies or self._routes.installed or self._xifs.by_id:
             self.flush_own()
         self._stop = True
+        with self._lock:
+            if self._reaper is not None:
+                self._reaper.cancel()
+                self._reaper = None
         for w in self._workers:
             w.stop()
         for q in (self._txq, self._tunq):

@@ -94,6 +94,9 @@ class SATable:
         self._out_by_peer: dict[str, OutState] = {}
         self._reqid_groups = _Groups()  # every outbound SA by reqid (0: none) ...
         self._peer_groups = _Groups()  # ... and by destination
+        # inbound SAs removed after a rekey that by_spi / ah_by_spi still serve: SPI ->
+        # (state, monotonic deadline), oldest first (see retire)
+        self.retired: dict[int, tuple[SAState, float]] = {}
 
     def __len__(self) -> int:
         return len(self._sas)
@@ -196,6 +199,38 @@ class SATable:
         _take_over(self._out_by_peer, key[0], state, self._peer_groups.discard(key[0], key))
         return state
 
+    def retire(self, dst: IPAddress, spi: int, until: float) -> SAState | None:
+        """:meth:`remove` for an inbound SA whose Child SA was rekeyed, except that the
+        packet paths (``by_spi`` / ``ah_by_spi``) keep it until ``until``
+        (:meth:`reap`): the peer may have sent on it just before it switched, and
+        those packets can still wait in a socket queue.  It is gone from everything
+        else (:meth:`get`, :meth:`stats`, :meth:`traffic`, ``len``) at once and
+        reports no more lifetime expiries.  An outbound SA is removed as usual."""
+        key = (str(dst), spi)
+        state = self._sas.get(key)
+        if state is None or not isinstance(state, Inbound):
+            return self.remove(dst, spi)
+        del self._sas[key]
+        state.on_expire = None
+        index = self.ah_by_spi if isinstance(state, ah.InboundAH) else self.by_spi
+        if index.get(spi) is state:
+            self.retired.pop(spi, None)
+            self.retired[spi] = (state, until)
+        return state
+
+    def reap(self, now: float) -> float | None:
+        """Drop the retired SAs whose time is up; the next deadline, or None."""
+        retired = self.retired
+        while retired:
+            spi, (state, until) = next(iter(retired.items()))
+            if until > now:
+                return until
+            del retired[spi]
+            for index in (self.by_spi, self.ah_by_spi):
+                if index.get(spi) is state:
+                    del index[spi]
+        return None
+
     def traffic(self, index: Mapping[int, tuple[IPAddress, str, str]]
                 ) -> Iterator[tuple[int, int, int]]:
         """``(spi, bytes, packets)`` of every SA that carried traffic and that ``index``
@@ -217,6 +252,7 @@ class SATable:
 
     def clear(self) -> None:
         self._sas.clear()
+        self.retired.clear()
         self.by_spi.clear()
         self.ah_by_spi.clear()
         self._out_by_reqid.clear()
