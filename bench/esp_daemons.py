@@ -188,9 +188,9 @@ def pin_threads(pid: int, cpus: set[int]) -> None:
                 pass  # a thread that ended meanwhile
 
 
-def tcp(pair: Pair, seconds: int, streams: int) -> dict[str, Any]:
+def tcp(pair: Pair, seconds: int, streams: int, pin: bool = False) -> dict[str, Any]:
     c0 = cpu_of(pair.pids)
-    end = _iperf(pair, seconds, ["-P", str(streams)])
+    end = _iperf(pair, seconds, ["-P", str(streams)], pin)
     cpu = cpu_of(pair.pids) - c0
     rcv = end["sum_received"]
     packets = rcv["bytes"] / MSS_BYTES
@@ -216,16 +216,10 @@ def tcp_pinned(pair: Pair, seconds: int) -> dict[str, Any]:
     pin_threads(west, {0})
     pin_threads(east, {1})
     try:
-        c0 = cpu_of(pair.pids)
-        end = _iperf(pair, seconds, ["-P", "1"], pin=True)
-        cpu = cpu_of(pair.pids) - c0
+        return tcp(pair, seconds, 1, pin=True)
     finally:
         for pid in pair.pids:
             pin_threads(pid, every)
-    rcv = end["sum_received"]
-    packets = rcv["bytes"] / MSS_BYTES
-    return {"mbps": rcv["bits_per_second"] / 1e6, "packets": packets,
-            "cpu_us_per_packet": cpu * 1e6 / packets if packets else None}
 
 
 def rcvbuf_errors(lab: Lab, ns: str) -> int | None:
