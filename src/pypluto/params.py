@@ -118,6 +118,10 @@ class PolicyParams:
     protocol: Literal["esp", "ah"] = "esp"
     priority: int = 0  # 0 = backend default
     source_ip: IPAddress | None = None  # preferred source for the route (leftsourceip)
+    # mtu= / metric= of the conn: the route of an outbound policy carries them (as
+    # Libreswan's updown: ``ip route ... mtu N metric M``); None = the kernel's default
+    mtu: int | None = None
+    metric: int | None = None
     conn_name: str = ""
     # "ipsec": use the SA (the template); a shunt (type=passthrough|drop|reject conns):
     # "pass" bypasses IPsec, "drop" discards, "reject" discards with ICMP unreachable
@@ -216,6 +220,8 @@ class UpdownChild:
     vti_routing: bool = True
     vti_shared: bool = False
     vti_ip: str = ""  # leftvti=
+    mtu: int | None = None  # mtu= (PLUTO_MTU)
+    metric: int | None = None  # metric= (PLUTO_METRIC)
 
     @property
     def is_host(self) -> bool:

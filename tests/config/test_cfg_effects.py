@@ -99,3 +99,47 @@ def test_nat_keepalive_yes_and_no() -> None:
         net.advance(65)
         counts[text] = net.west.keepalives
     assert counts["yes"] >= 2 and counts["no"] == 0
+
+
+def test_mtu_and_metric_reach_the_outbound_policies_and_the_updown() -> None:
+    """mtu= / metric=: the outbound policies carry them (their routes get them, proven on
+    the hosts by tests/daemon/test_userspace_mtu.py and tests/kernel/test_xfrm_netns.py);
+    the inbound ones do not; the updown sees PLUTO_MTU and PLUTO_METRIC."""
+    from pypluto.daemon.updown import Verb, updown_env
+    from pypluto.ike.actions import Updown
+
+    kw = _fields("\tmtu=1300\n\tmetric=7\n", "mtu", "metric")
+    assert kw == {"mtu": 1300, "metric": 7}
+    net = Net(west_kw=kw)
+    net.west.engine._connections["west-east"].local.updown = "/bin/true"
+    net.up()
+    pols = [p for p in net.west.policies if p.direction == "out"]
+    assert pols and all((p.mtu, p.metric) == (1300, 7) for p in pols)
+    assert all(p.mtu is None for p in net.west.policies if p.direction != "out")
+    ups = [a for a in net.west.actions if isinstance(a, Updown) and a.up]
+    assert ups
+    env = updown_env(Verb.UP, ups[0].child)
+    assert (env["PLUTO_MTU"], env["PLUTO_METRIC"]) == ("1300", "7")
+    plain = Net()
+    plain.up()
+    assert all(p.mtu is None and p.metric is None for p in plain.west.policies)
+
+
+def test_mtu_and_metric_bad_values_and_refusals() -> None:
+    for body, want in (
+            ("\tmtu=abc\n", "mtu=abc: expected a number"),
+            ("\tmtu=40\n", "mtu=40: must be between 68 and 65535"),
+            ("\tmetric=-1\n", "metric=-1"),
+            ("\tmtu=1000\n\tleftsubnet=2001:db8:1::/64\n\trightsubnet=2001:db8:2::/64\n",
+             "mtu=1000: an IPv6 link needs at least 1280"),
+            ("\tmtu=1300\n\tipsec-interface=1\n",
+             "mtu= with ipsec-interface= is not supported by pypluto"),
+            ("\tmetric=5\n\ttype=passthrough\n",
+             "metric= with type=passthrough is not supported by pypluto")):
+        cfg = parse_config_text(BASE + body, "f")
+        assert "c" not in cfg.conns, body
+        msg = str(cfg.failed["c"][0])
+        assert msg.startswith("f:") and want in msg, msg
+    ok = parse_config_text(BASE + "\tmtu=1000\n\tleftsubnet=198.51.100.0/24\n"
+                           "\trightsubnet=203.0.113.0/24\n", "f")
+    assert ok.conns["c"].mtu == 1000

@@ -526,3 +526,28 @@ def test_install_test_builds_one_aead_per_transform_and_key_length(
     for _ in range(2):
         with pytest.raises(BackendError):
             pair(Encr.AES_GCM_16, 36)
+
+
+@pytest.mark.parametrize("alg", ALGS, ids=ALG_IDS)
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_tfc_padding_is_cut_by_the_inner_header(alg: tuple[int, int, int, int],
+                                               v6: bool) -> None:
+    """A tunnel-mode peer may pad the inner packet (TFC, RFC 4303 §2.7: strongSwan and
+    Libreswan ``tfc=``); the receiver cuts it at the inner header's length, on the single
+    and the batch path.  A header that claims more than was sent is malformed."""
+    out, inb = pair(*alg, v6=v6)
+    pkt = (ipv6_packet if v6 else ipv4_packet)(b"tfc-test" * 20)
+    wires = [out.encap(pkt + bytes(n)) for n in (0, 1, 57, 300)]
+    assert all(w is not None for w in wires)
+    assert inb.decap(wires[0]) == pkt
+    assert inb.decap(wires[1]) == pkt
+    assert inb.decap_batch([memoryview(w) for w in wires[2:]]) == [pkt, pkt]  # type: ignore[arg-type]
+    assert inb.stats.bytes == 4 * len(pkt) and inb.stats.packets == 4
+    # a header longer than its packet: dropped, counted, nothing delivered
+    lie = bytearray(pkt)
+    struct.pack_into("!H", lie, 4 if v6 else 2, (len(pkt) - (40 if v6 else 0)) + 9)
+    w1, w2 = out.encap(bytes(lie)), out.encap(bytes(lie))
+    assert w1 is not None and w2 is not None
+    assert inb.decap(w1) is None
+    assert inb.decap_batch([memoryview(w2)]) == []
+    assert inb.malformed == 2

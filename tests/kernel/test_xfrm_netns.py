@@ -310,3 +310,68 @@ def test_road_warrior_address_added_for_the_route_and_removed(netns: str) -> Non
         assert "203.0.113.0/24" not in sh("ip", "-n", netns, "route").stdout
     finally:
         b.close()
+
+
+def test_mtu_and_metric_routes_with_and_without_source(netns: str) -> None:
+    """mtu= / metric= (as Libreswan's updown: ``ip route ... mtu N metric M``): an
+    outbound policy gets a route carrying them even without a source IP; a remote
+    selector of everything is routed as its two halves, next to the default route."""
+    for cmd in (
+        ["link", "add", "pp0", "type", "veth", "peer", "name", "pp1"],
+        ["addr", "add", "192.0.2.1/24", "dev", "pp0"],
+        ["addr", "add", "198.51.100.1/32", "dev", "pp0"],
+        ["link", "set", "pp0", "up"],
+        ["route", "add", "default", "via", "192.0.2.2"],
+    ):
+        if sh("ip", "-n", netns, *cmd, check=False).returncode != 0:
+            require(False, f"building the namespace: ip {' '.join(cmd)}")
+    b = XfrmBackend(netns=netns)
+    sub = PolicyParams(
+        TrafficSelector(net("198.51.100.0/24")), TrafficSelector(net("203.0.113.0/24")), "out",
+        5, A, B, mtu=1300, metric=7,
+    )  # fmt: skip
+    every = PolicyParams(
+        TrafficSelector(net("198.51.100.1/32")), TrafficSelector(net("0.0.0.0/0")), "out",
+        6, A, B, source_ip=ip("198.51.100.1"), mtu=1280,
+    )  # fmt: skip
+    inbound = PolicyParams(
+        TrafficSelector(net("203.0.113.0/24")), TrafficSelector(net("198.51.100.0/24")), "in",
+        5, B, A, mtu=1300, metric=7,
+    )  # fmt: skip
+    try:
+        b.add_policy(sub)
+        b.add_policy(every)
+        b.add_policy(inbound)  # routes are for outbound policies only
+        routes = sh("ip", "-n", netns, "route").stdout
+        lines = {ln.split()[0]: ln for ln in routes.splitlines()}
+        assert "203.0.113.0/24" in lines, routes
+        r = lines["203.0.113.0/24"]
+        # the peer (192.0.2.2) is on the link: the routes take its device, no gateway
+        for part in ("dev pp0", "proto 80", "metric 7", "mtu 1300"):
+            assert part in r, r
+        assert " src " not in r, r
+        for half in ("0.0.0.0/1", "128.0.0.0/1"):
+            r = lines.get(half, "")
+            for part in ("dev pp0", "proto 80", "src 198.51.100.1", "mtu 1280"):
+                assert part in r, routes
+        assert "default via 192.0.2.2" in routes  # the host's own route stays
+        assert "198.51.100.0/24" not in routes
+        # the kernel uses them: a lookup says the MTU
+        got = sh("ip", "-n", netns, "route", "get", "203.0.113.9").stdout
+        assert "mtu 1300" in got, got
+        b.del_policy(every)
+        b.del_policy(sub)
+        routes = sh("ip", "-n", netns, "route").stdout
+        assert "proto 80" not in routes and "default via 192.0.2.2" in routes, routes
+        # a road warrior's address for everything (no mtu=): both halves, the one that
+        # holds the peer too, so every packet leaves from the address the policy covers
+        every.mtu = None
+        b.add_policy(every)
+        routes = sh("ip", "-n", netns, "route").stdout
+        for half in ("0.0.0.0/1", "128.0.0.0/1"):
+            assert f"{half} dev pp0 proto 80 scope link src 198.51.100.1" in routes, routes
+        assert "mtu" not in routes
+        b.del_policy(every)
+        assert "proto 80" not in sh("ip", "-n", netns, "route").stdout
+    finally:
+        b.close()

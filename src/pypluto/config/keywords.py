@@ -122,6 +122,7 @@ T_XIF_PAIR = T_XIF + "test_route_based_pair_shares_ipsec1_and_cleans_up"
 # a partial key whose only working value is the default (what pypluto always does):
 # this test loads each such value and checks every other value refuses the conn
 T_EFF = "tests/config/test_cfg_effects.py::"
+T_MTU = "tests/daemon/test_userspace_mtu.py::"
 T_DEFAULT_ONLY = T_REG + "test_partial_keys_accept_their_values_and_refuse_others"
 # config setup keys become pluto options (whose effects the daemon tests prove)
 T_SETUP = T_DA + "test_config_setup_keys_reach_the_options"
@@ -413,7 +414,7 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("phase2alg", "proposal:ESP", "=esp"),
     ("phase2", "enum", "esp|ah|default", W(T_AH + "test_ah_child_sa_in_ike_auth")),
     ("compress", "bool", P(_NO_VALUES, note="IPComp (RFC 3173) " + _NO)),
-    ("metric", "int", P("1", note="route metrics " + _NO)),
+    ("metric", "int", W(T_MTU + "test_mtu_and_metric_ride_on_the_tunnel_route")),
     ("dpddelay", "time", W(T_LIFE + "test_dead_peer_detected_by_liveness")),
     ("ikev1-dpdtimeout", "time", O("IKEv2 ignores dpdtimeout= (Libreswan 5.2 warns the "
                                    "same): use dpddelay= and retransmit-timeout=")),
@@ -423,7 +424,7 @@ CONN_KEYS: dict[str, KeyDef] = _table([
                            "deleted (dpdaction=restart on an auto=add conn no longer "
                            "restarts it)")),
     ("sendca", "enum", "none|issuer|all", R(_CERTS)),
-    ("mtu", "int", R(_NO)),
+    ("mtu", "int", W(T_MTU + "test_mtu_and_metric_ride_on_the_tunnel_route")),
     ("priority", "int", R("policy priorities " + _NO)),
     ("tfc", "int", R("TFC padding " + _NO)),
     ("reqid", "int", W(T_EFF + "test_reqid_is_the_child_sas_reqid")),

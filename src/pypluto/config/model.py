@@ -225,6 +225,11 @@ class Connection:
     # ipsec-interface=N (yes = 1): route-based VPN on the device ipsecN; None = no
     ipsec_interface: int | None = None
     reqid: int | None = None
+    # mtu= / metric=: the MTU and the metric of the routes for the remote selectors
+    # (userspace plane: its routes into the TUN device; XFRM: a route via the peer's
+    # next hop, as Libreswan's updown adds one); None = not set
+    mtu: int | None = None
+    metric: int | None = None
     ppk: str = "no"  # no | permit | propose | insist (RFC 8784)
     ppk_ids: list[bytes] = field(default_factory=list)  # ppk-ids=, in order
     also: list[str] = field(default_factory=list)

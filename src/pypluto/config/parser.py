@@ -894,10 +894,35 @@ def build_connection(name: str, keys: dict[str, str],
     if conn.left.vti_ip is not None or conn.right.vti_ip is not None or \
             "vti-interface" in keys or "vti-routing" in keys or "vti-shared" in keys:
         _vti_keys(conn, get, b)  # without them the class defaults stand
+    if conn.mtu is not None or conn.metric is not None:
+        _route_keys(conn)
     _semantic_checks(conn)
     if enforce_support:  # after the syntax checks: a bad value is reported as such
         _check_supported(keys, conn)
     return conn
+
+
+def _route_keys(conn: Connection) -> None:
+    """``mtu=`` / ``metric=``: the routes pypluto installs for the remote selectors carry
+    them.  With ``ipsec-interface=`` or ``vti-interface=`` the operator (or the VTI
+    routing) owns those routes, so the keys are refused there rather than ignored."""
+    for key, val in (("mtu", conn.mtu), ("metric", conn.metric)):
+        if val is None:
+            continue
+        for other, on in (("ipsec-interface", conn.ipsec_interface is not None),
+                          ("vti-interface", conn.vti_interface is not None),
+                          (f"type={conn.type}", conn.type not in ("tunnel", "transport"))):
+            if on:
+                raise ConnError(key, f"{key}= with {other}{'' if '=' in other else '='} is not "
+                                "supported by pypluto (the daemon installs no route of its "
+                                "own for that traffic)", True)
+    if conn.mtu is not None and conn.mtu < 1280:
+        # the routes are for the remote selectors: the subnets, else the host itself
+        inner = [n.version for e in (conn.left, conn.right) for n in e.subnets] or \
+            [e.host_addr.version for e in (conn.left, conn.right) if e.host_addr is not None]
+        if 6 in inner:
+            raise ConnError("mtu", f"mtu={conn.mtu}: an IPv6 link needs at least 1280 "
+                            "(RFC 8200 §5)")
 
 
 _CONN_MEMO: dict[tuple[tuple[str, str], ...],
@@ -1060,6 +1085,10 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
         raise ConnError("ipsec-interface", str(exc)) from None
     rq = get("reqid")
     conn.reqid = None if rq is None else parse_int(rq, "reqid", 1, 2**32 - 1)
+    mtu, metric = get("mtu"), get("metric")
+    # an IPv4 host takes 68 bytes (RFC 791); IPv6 needs 1280, checked in _route_keys
+    conn.mtu = None if mtu is None else parse_int(mtu, "mtu", 68, 65535)
+    conn.metric = None if metric is None else parse_int(metric, "metric", 0, 2**32 - 1)
     ppk = (get("ppk") or "no").lower()
     conn.ppk = {"never": "no", "permit": "permit", "propose": "propose", "yes": "propose",
                 "true": "propose", "on": "propose", "y": "propose", "false": "no", "off": "no",

@@ -104,6 +104,10 @@ def updown_env(verb: Verb, child: UpdownChild) -> dict[str, str]:
     }
     if child.my_sourceip is not None:
         env["PLUTO_MY_SOURCEIP"] = str(child.my_sourceip)
+    if child.mtu is not None:  # mtu= / metric= as Libreswan passes them to its _updown
+        env["PLUTO_MTU"] = str(child.mtu)
+    if child.metric is not None:
+        env["PLUTO_METRIC"] = str(child.metric)
     if child.peer_dns:  # a road warrior's DNS servers from the gateway (RFC 7296 §3.15)
         env["PLUTO_PEER_DNS_INFO"] = " ".join(str(a) for a in child.peer_dns)
     # ipsec-interface=N (route-based): the device, and "yes" as Libreswan says for an

@@ -609,6 +609,7 @@ class Engine:
                         out.append(PolicyParams(lk, rk, "out", tmpl_src=la, tmpl_dst=ra,
                                                 source_ip=src_ip, reqid=child.reqid,
                                                 mode=child.mode, protocol=child.protocol,
+                                                mtu=conn.mtu, metric=conn.metric,
                                                 conn_name=conn.name))
                         out.append(PolicyParams(rk, lk, "in", tmpl_src=ra, tmpl_dst=la,
                                                 reqid=child.reqid, mode=child.mode,
@@ -808,6 +809,7 @@ class Engine:
                     # a template's instances (right=%any) share the device, as in Libreswan
                     vti_shared=conn.vti_shared or conn.remote.is_any,
                     vti_ip=(conn.local.vti_ip or "").strip(),
+                    mtu=conn.mtu, metric=conn.metric,
                 )
                 out.append(Updown(up, script, facts))
         return out

@@ -84,6 +84,9 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
     proto: Literal["esp", "ah"] = "ah" if getattr(conn, "phase2", "esp") == "ah" else "esp"
     action: Literal["ipsec", "pass", "drop", "reject"] = SHUNT_ACTION.get(conn.type, "ipsec")
     src_ip = loc.sourceip[0] if loc.sourceip and action == "ipsec" and not template else None
+    # mtu= / metric= ride on the route of an IPsec policy (a shunt's traffic keeps its path)
+    mtu = getattr(conn, "mtu", None) if action == "ipsec" else None
+    metric = getattr(conn, "metric", None) if action == "ipsec" else None
     out: list[PolicyParams] = []
     for lt in lts:
         for rt in rts:
@@ -94,7 +97,7 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
                     out.append(PolicyParams(lk, rk, "out", reqid=reqid, tmpl_src=la,
                                             tmpl_dst=ra, mode=mode, protocol=proto,
                                             source_ip=src_ip, conn_name=conn.name,
-                                            action=action))
+                                            action=action, mtu=mtu, metric=metric))
                     if action == "ipsec":
                         continue
                     # a shunt holds both ways (RFC 4301 §4.4.1: BYPASS/DISCARD entries)

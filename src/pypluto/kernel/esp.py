@@ -58,6 +58,15 @@ _now = time.monotonic
 _I = struct.Struct("!I")
 
 
+def inner_length(plain: bytes, v: int) -> int:
+    """The length of the inner IP packet at the start of ``plain`` by its own header
+    (IPv4 total length, IPv6 40 + payload length).  A tunnel-mode sender may put TFC
+    padding after it (RFC 4303 §2.7); the receiver cuts the packet there."""
+    if v == 4:
+        return (plain[2] << 8 | plain[3]) if len(plain) >= 20 else -1
+    return 40 + (plain[4] << 8 | plain[5]) if len(plain) >= 40 else -1
+
+
 # ---------------------------------------------------------------------------
 # transforms: seal/open one ESP payload
 # ---------------------------------------------------------------------------
@@ -602,6 +611,12 @@ class InboundSA(_SABase):
         if not ((nh == NH_IPV4 and v == 4) or (nh == NH_IPV6 and v == 6)):
             self.malformed += 1
             return None
+        tl = inner_length(plain, v)
+        if tl != end:  # TFC padding after the packet (RFC 4303 §2.7), or a lie
+            if not 20 <= tl < end:
+                self.malformed += 1
+                return None
+            end = tl
         inner = plain[:end]
         chk = self.selector_check
         if chk is not None and not chk(inner):
@@ -643,6 +658,7 @@ class InboundSA(_SABase):
         min_len = self._min_len
         chk = self.selector_check
         pads = _PADS
+        ilen = inner_length
         top, bitmap = self.top, self.bitmap
         nbytes = replay = bad = malformed = sel = 0
         for mv in datas:
@@ -685,6 +701,12 @@ class InboundSA(_SABase):
             if not ((nh == NH_IPV4 and v == 4) or (nh == NH_IPV6 and v == 6)):
                 malformed += 1
                 continue
+            tl = ilen(plain, v)
+            if tl != end:  # TFC padding after the packet (RFC 4303 §2.7), or a lie
+                if not 20 <= tl < end:
+                    malformed += 1
+                    continue
+                end = tl
             inner = plain[:end]
             if chk is not None and not chk(inner):
                 sel += 1
@@ -785,9 +807,16 @@ class InboundSA(_SABase):
                 self.malformed += 1
                 return None
             inner = plain[:end] if end != ln else plain
-            if not inner or (inner[0] >> 4) != (4 if nh == NH_IPV4 else 6):
+            v = 4 if nh == NH_IPV4 else 6
+            if not inner or (inner[0] >> 4) != v:
                 self.malformed += 1
                 return None
+            tl = inner_length(inner, v)
+            if tl != end:  # TFC padding after the packet (RFC 4303 §2.7), or a lie
+                if not 20 <= tl < end:
+                    self.malformed += 1
+                    return None
+                inner = inner[:tl]
         else:
             inner = self._rebuild(plain[:end], nh)
         chk = self.selector_check

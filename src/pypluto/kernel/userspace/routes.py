@@ -6,7 +6,8 @@ policy routing (``ip rule``), and nothing else:
 * a policy for any protocol and port gets a route to its remote selector in
   the plane's table ``T`` (one rule, priority ``P``, looks it up for every
   packet); the route carries the preferred source address (``leftsourceip``,
-  else the first of our addresses inside the local selector);
+  else the first of our addresses inside the local selector) and the conn's
+  ``mtu=`` and ``metric=`` (the first policy of a destination sets them);
 * a policy limited to a protocol or ports gets a rule at priority ``P-1``
   with the selector's ``to``/``ipproto``/``sport``/``dport`` pointing at a
   second table ``T+0x10000`` that holds its route, so other traffic to the
@@ -61,6 +62,17 @@ def rule_selector(policy: PolicyParams) -> tuple[str, ...]:
             if not is_any_ports(ts):
                 args += [kw, _range(ts)]
     return tuple(args)
+
+
+def route_attrs(policy: PolicyParams) -> list[str]:
+    """``mtu N`` / ``metric M`` of the conn (mtu= / metric=) for the policy's route; the
+    TUN device's own MTU stays the limit for the routes without one."""
+    out = []
+    if policy.mtu is not None:
+        out += ["mtu", str(policy.mtu)]
+    if policy.metric is not None:
+        out += ["metric", str(policy.metric)]
+    return out
 
 
 def _range(ts: TrafficSelector) -> str:
@@ -150,6 +162,7 @@ class Routes:
             args = ["route", "replace", str(net), "dev", self.ifname, "table", str(table)]
             if rkey[3]:
                 args += ["src", rkey[3]]
+            args += route_attrs(policy)
             iproute.ip(iproute.fam(v), *args)
         self._route_refs[rkey] = self._route_refs.get(rkey, 0) + 1
         if selective:

@@ -30,6 +30,7 @@ from typing import Literal
 
 from pypluto.params import (
     IPAddress,
+    IPNetwork,
     PolicyParams,
     SAAcquire,
     SAExpire,
@@ -497,8 +498,9 @@ class XfrmBackend(KernelBackend):
         except BackendError:
             self._nl.close()
             raise
+        # the routes an outbound policy made (two for a /0: its halves)
         self._routed: dict[tuple[str, str, str, tuple[int, int] | None],
-                           ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
+                           list[IPNetwork]] = {}
         # shunt policies' indexes
         self._shunt_index: dict[tuple[str, str, str, tuple[int, int] | None], int] = {}
         self._shunt_n = 0
@@ -822,17 +824,23 @@ class XfrmBackend(KernelBackend):
             return
         self._add_ipsec_policy(policy, body, what, reqid)
         key = _policy_key(policy)
+        source = policy.source_ip if policy.mode == "tunnel" else None
         if (
             policy.direction == "out"
-            and policy.mode == "tunnel"
-            and policy.source_ip is not None
+            and (source is not None or policy.mtu is not None or policy.metric is not None)
             and key not in self._routed
         ):
+            routed: list[IPNetwork] = []
             try:
-                if self._routes.add(policy.dst.network, policy.source_ip, policy.tmpl_dst):
-                    self._routed[key] = policy.dst.network
+                nets = _route_halves(policy.dst.network)
+                for net in nets:
+                    if self._routes.add(net, source, policy.tmpl_dst, policy.mtu,
+                                        policy.metric, half=len(nets) == 2):
+                        routed.append(net)
             except BackendError as e:  # the SAs still work; say why the route is missing
-                self._log(f"xfrm: no route for {policy.dst} src {policy.source_ip}: {e}")
+                self._log(f"xfrm: no route for {policy.dst} src {source}: {e}")
+            if routed:
+                self._routed[key] = routed
 
     def _add_ipsec_policy(self, policy: PolicyParams, body: bytes, what: str,
                           reqid: int) -> None:
@@ -887,8 +895,7 @@ class XfrmBackend(KernelBackend):
             raise BackendError(f"XFRM: unknown policy direction {policy.direction!r}")
         if policy.if_id is not None:
             self._xfrmi.release(("pol", _xfrmi_policy_key(policy)))
-        dst = self._routed.pop(_policy_key(policy), None)
-        if dst is not None:
+        for dst in self._routed.pop(_policy_key(policy), []):
             try:
                 self._routes.remove(dst)
             except BackendError as e:
@@ -1072,6 +1079,12 @@ class XfrmBackend(KernelBackend):
         self._xfrmi.close_all()
         self._routes.close()
         self._nl.close()
+
+
+def _route_halves(net: IPNetwork) -> list[IPNetwork]:
+    """``0.0.0.0/0`` as ``0.0.0.0/1`` and ``128.0.0.0/1`` (``::/0`` likewise): routes that
+    are more specific than the default route without replacing it (as Libreswan's updown)."""
+    return list(net.subnets(1)) if net.prefixlen == 0 else [net]
 
 
 def _policy_key(p: PolicyParams) -> tuple[str, str, str, tuple[int, int] | None]:

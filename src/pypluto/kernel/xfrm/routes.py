@@ -1,11 +1,16 @@
-"""Routes for ``leftsourceip`` with kernel IPsec (rtnetlink, our own encoding).
+"""Routes for ``leftsourceip``, ``mtu=`` and ``metric=`` with kernel IPsec (rtnetlink,
+our own encoding).
 
 With XFRM the policy decides what is encrypted, but the routing table still
 decides whether a packet to the remote subnet is sent at all and with which
 source address.  Like Libreswan's updown, we add ``REMOTE_TS via NEXTHOP dev
 DEV src SOURCEIP`` for an outbound tunnel policy that names a source IP, so a
 plain ``ping`` from this host uses an address inside the local selector
-(RFC 4301 §4.4.1: the packet must match the policy to be protected).
+(RFC 4301 §4.4.1: the packet must match the policy to be protected).  A conn
+with ``mtu=`` or ``metric=`` gets the route too (with or without a source), and
+it carries them (``... mtu N metric M``, as the updown adds them); a remote
+selector of everything (``0.0.0.0/0``, ``::/0``) is routed as its two halves, so
+the host's default route stays as it is.
 
 Our routes carry routing protocol number ``RTPROT_PYPLUTO`` so that
 ``flush_own`` (also after a crash) removes them and nothing else; a route
@@ -37,8 +42,11 @@ NLM_F_CREATE = 0x400
 RTA_DST = 1
 RTA_OIF = 4
 RTA_GATEWAY = 5
+RTA_PRIORITY = 6  # the route's metric
 RTA_PREFSRC = 7
+RTA_METRICS = 8  # nested RTAX_* attributes
 RTA_TABLE = 15
+RTAX_MTU = 2
 
 RT_TABLE_MAIN = 254
 RT_SCOPE_UNIVERSE = 0
@@ -67,7 +75,8 @@ def _rtmsg(
 
 
 def encode_route(
-    dst: IPNetwork, source: IPAddress, oif: int, gateway: IPAddress | None, delete: bool = False
+    dst: IPNetwork, source: IPAddress | None, oif: int, gateway: IPAddress | None,
+    delete: bool = False, mtu: int | None = None, metric: int | None = None,
 ) -> bytes:
     """The body of RTM_NEWROUTE (or RTM_DELROUTE) for one of our routes."""
     family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
@@ -78,7 +87,12 @@ def encode_route(
     body = _rtmsg(family, dst.prefixlen, RTPROT_PYPLUTO, scope=scope)
     body += S.nlattr(RTA_DST, dst.network_address.packed)
     if not delete:
-        body += S.nlattr(RTA_PREFSRC, source.packed)
+        if source is not None:
+            body += S.nlattr(RTA_PREFSRC, source.packed)
+        if metric is not None:
+            body += S.nlattr(RTA_PRIORITY, struct.pack("=I", metric))
+        if mtu is not None:
+            body += S.nlattr(RTA_METRICS, S.nlattr(RTAX_MTU, struct.pack("=I", mtu)))
         if oif:
             body += S.nlattr(RTA_OIF, struct.pack("=i", oif))
         if gateway is not None:
@@ -126,13 +140,19 @@ class RouteManager:
             return oif, gw
         raise BackendError(f"route: no route to the peer {peer}")
 
-    def add(self, dst: IPNetwork, source: IPAddress, peer: IPAddress) -> bool:
-        """Route ``dst`` with source ``source`` the way ``peer`` is reached; False if skipped."""
-        if dst.version != source.version or dst.version != peer.version:
+    def add(self, dst: IPNetwork, source: IPAddress | None, peer: IPAddress,
+            mtu: int | None = None, metric: int | None = None, half: bool = False) -> bool:
+        """Route ``dst`` (with source ``source``, MTU and metric when given) the way
+        ``peer`` is reached; False if skipped.  ``half``: one half of a remote selector
+        of everything, routed even where it holds the peer (as Libreswan's updown)."""
+        if (source is not None and dst.version != source.version) or dst.version != peer.version:
             self._log(f"| route: {dst} src {source} via {peer}: mixed families, no route added")
             return False
-        if peer in dst:
-            # A route for the peer's own range would capture the IKE/ESP packets.
+        if source is not None and peer in dst and mtu is None and metric is None \
+                and not half:
+            # A route for the peer's own range would capture the IKE/ESP packets (only a
+            # source to set: skipped; with mtu=/metric=, or for everything, the route is
+            # the point, and it takes the peer's own way, as Libreswan's updown adds it).
             self._log(f"| route: {dst} contains the peer {peer}, no route added")
             return False
         with self._lock:
@@ -140,22 +160,29 @@ class RouteManager:
                 self._refs[dst] += 1
                 return True
         oif, gw = self.lookup(peer)
-        self._hold_address(source, oif)
-        body = encode_route(dst, source, oif, gw)
+        if source is not None:
+            self._hold_address(source, oif)
+        body = encode_route(dst, source, oif, gw, mtu=mtu, metric=metric)
+        extra = (f"{f' mtu {mtu}' if mtu is not None else ''}"
+                 f"{f' metric {metric}' if metric is not None else ''}")
         try:
             self._nl.request(
-                RTM_NEWROUTE, body, flags=NLM_F_CREATE | NLM_F_EXCL, what=f"add {dst} src {source}"
+                RTM_NEWROUTE, body, flags=NLM_F_CREATE | NLM_F_EXCL,
+                what=f"add {dst} src {source}{extra}",
             )
         except XfrmError as e:
-            self._drop_address(source)
+            if source is not None:
+                self._drop_address(source)
             if e.errno != errno.EEXIST:
                 raise
-            self._log(f"route: {dst} already has a route that is not ours; left as it is")
+            self._log(f"route: {dst} already has a route that is not ours; left as it is"
+                      f"{f' (without{extra})' if extra else ''}")
             return False
         with self._lock:
             self._refs[dst] = self._refs.get(dst, 0) + 1
-            self._route_src[dst] = source
-        self._log(f"| route: added {dst} via {gw or 'link'} src {source}")
+            if source is not None:
+                self._route_src[dst] = source
+        self._log(f"| route: added {dst} via {gw or 'link'} src {source}{extra}")
         return True
 
     def remove(self, dst: IPNetwork) -> None:
