@@ -98,6 +98,9 @@ class SAParams:
     # device ipsecN; if_ip is the conn's interface-ip= (ADDR/PREFIX) for that device
     if_id: int | None = None
     if_ip: str | None = None
+    # tfc= (outbound tunnel-mode ESP): pad each inner packet to this many bytes with
+    # TFC padding (RFC 4303 §2.7), at most to the plane's MTU; 0 = none
+    tfc_pad: int = 0
 
     @property
     def encapsulated(self) -> bool:

@@ -143,3 +143,38 @@ def test_mtu_and_metric_bad_values_and_refusals() -> None:
     ok = parse_config_text(BASE + "\tmtu=1000\n\tleftsubnet=198.51.100.0/24\n"
                            "\trightsubnet=203.0.113.0/24\n", "f")
     assert ok.conns["c"].mtu == 1000
+
+
+def test_tfc_reaches_the_outbound_sa_unless_the_peer_says_no() -> None:
+    """tfc=N: our outbound tunnel-mode ESP SA pads to N (the inbound one never);
+    the peer's ESP_TFC_PADDING_NOT_SUPPORTED (its send-no-esp-tfc=yes) turns it off,
+    in IKE_AUTH and in a CREATE_CHILD_SA rekey; transport mode ignores tfc= (ipsec.conf(5))."""
+    kw = _fields("\ttfc=900\n", "tfc", "send_no_esp_tfc")
+    assert kw == {"tfc": 900, "send_no_esp_tfc": False}
+    no = _fields("\tsend-no-esp-tfc=yes\n", "send_no_esp_tfc")
+    assert no == {"send_no_esp_tfc": True}
+    net = Net(west_kw=kw)
+    net.up()
+    assert sorted((sa.direction, sa.tfc_pad) for sa in net.west.kernel_sas.values()) == \
+        [("in", 0), ("out", 900)]
+    assert {sa.tfc_pad for sa in net.east.kernel_sas.values()} == {0}
+    for west_kw, east_kw in ((kw, no), ({**kw, **no}, {"tfc": 900, **no})):
+        net = Net(west_kw=west_kw, east_kw=east_kw)
+        net.up()
+        assert {sa.tfc_pad for sa in net.west.kernel_sas.values()} == {0}
+        assert {sa.tfc_pad for sa in net.east.kernel_sas.values()} == {0}
+        # a rekey (CREATE_CHILD_SA, initiated by either end) keeps it off
+        for side in (net.west, net.east):
+            net.apply(side, side.engine.rekey_child("west-east", net.now))
+            net.run()
+            assert {sa.tfc_pad for sa in net.west.kernel_sas.values()} == {0}
+    # without the notify a rekey pads again
+    net = Net(west_kw=kw)
+    net.up()
+    net.apply(net.east, net.east.engine.rekey_child("west-east", net.now))
+    net.run()
+    outs = [sa for sa in net.west.kernel_sas.values() if sa.direction == "out"]
+    assert outs and {sa.tfc_pad for sa in outs} == {900}
+    tr = Net(west_kw={**kw, "type": "transport"}, east_kw={"type": "transport"})
+    tr.up()
+    assert {sa.tfc_pad for sa in tr.west.kernel_sas.values()} == {0}

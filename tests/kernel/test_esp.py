@@ -551,3 +551,24 @@ def test_tfc_padding_is_cut_by_the_inner_header(alg: tuple[int, int, int, int],
     assert inb.decap(w1) is None
     assert inb.decap_batch([memoryview(w2)]) == []
     assert inb.malformed == 2
+
+
+@pytest.mark.parametrize("alg", [ALGS[1], ALGS[4], ALGS[6]], ids=[ALG_IDS[1], ALG_IDS[4],
+                                                                ALG_IDS[6]])
+def test_tfc_pad_fills_short_inner_packets(alg: tuple[int, int, int, int]) -> None:
+    """tfc= (RFC 4303 §2.7): a tunnel-mode SA pads each shorter inner packet to the size,
+    on the single and the batch path; the peer gets the packet back; longer ones are
+    not padded; transport mode never pads."""
+    plain_out, _ = pair(*alg)
+    out, inb = pair(*alg, tfc_pad=600)
+    small, big = ipv4_packet(b"x" * 30), ipv4_packet(b"y" * 700)
+    w = out.encap(small)
+    assert len(plain_out.encap(small) or b"") < 200
+    assert w is not None and len(w) >= 8 + 600 + 2  # SPI, seq, the padded packet, trailer
+    assert inb.decap(w) == small
+    ws = out.encap_batch([small, big])
+    assert len(ws[0]) == len(w) and len(ws[1]) == len(plain_out.encap(big) or b"")
+    assert inb.decap_batch([memoryview(x) for x in ws]) == [small, big]  # type: ignore[arg-type]
+    tout, tin = pair(*alg, tfc_pad=600, mode="transport")
+    tw = tout.encap(small)
+    assert tw is not None and len(tw) < 200

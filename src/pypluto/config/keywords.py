@@ -123,6 +123,7 @@ T_XIF_PAIR = T_XIF + "test_route_based_pair_shares_ipsec1_and_cleans_up"
 # this test loads each such value and checks every other value refuses the conn
 T_EFF = "tests/config/test_cfg_effects.py::"
 T_MTU = "tests/daemon/test_userspace_mtu.py::"
+T_TFC = "tests/daemon/test_userspace_tfc.py::"
 T_DEFAULT_ONLY = T_REG + "test_partial_keys_accept_their_values_and_refuse_others"
 # config setup keys become pluto options (whose effects the daemon tests prove)
 T_SETUP = T_DA + "test_config_setup_keys_reach_the_options"
@@ -334,7 +335,7 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("initial-contact", "bool", W("tests/daemon/test_daemon_ops.py::"
                                   "test_initial_contact_default_is_no")),
     ("cisco-unity", "bool", P(_NO_VALUES, note=_NO)),
-    ("send-no-esp-tfc", "bool", P(_NO_VALUES, note=_NO)),
+    ("send-no-esp-tfc", "bool", W(T_TFC + "test_tfc_pads_our_esp_until_the_peer_says_no")),
     ("iptfs", "bool", P(_NO_VALUES, note="IP-TFS (RFC 9347) " + _NO)),
     ("iptfs-fragmentation", "bool", R("IP-TFS (RFC 9347) " + _NO)),
     ("iptfs-packet-size", "bignum", R("IP-TFS (RFC 9347) " + _NO)),
@@ -426,7 +427,7 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("sendca", "enum", "none|issuer|all", R(_CERTS)),
     ("mtu", "int", W(T_MTU + "test_mtu_and_metric_ride_on_the_tunnel_route")),
     ("priority", "int", R("policy priorities " + _NO)),
-    ("tfc", "int", R("TFC padding " + _NO)),
+    ("tfc", "int", W(T_TFC + "test_tfc_pads_our_esp_until_the_peer_says_no")),
     ("reqid", "int", W(T_EFF + "test_reqid_is_the_child_sas_reqid")),
     ("nflog", "int", R("NFLOG " + _NO)),
     ("aggressive", "bool", P(_NO_VALUES, note=_IKEV1)),

@@ -230,6 +230,10 @@ class Connection:
     # next hop, as Libreswan's updown adds one); None = not set
     mtu: int | None = None
     metric: int | None = None
+    # tfc=: TFC padding of our tunnel-mode ESP packets to that size (RFC 4303 §2.7),
+    # 0 = none; send-no-esp-tfc=: tell the peer not to pad its own (RFC 7296 §3.10.1)
+    tfc: int = 0
+    send_no_esp_tfc: bool = False
     ppk: str = "no"  # no | permit | propose | insist (RFC 8784)
     ppk_ids: list[bytes] = field(default_factory=list)  # ppk-ids=, in order
     also: list[str] = field(default_factory=list)

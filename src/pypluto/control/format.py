@@ -294,7 +294,8 @@ def libreswan_conn_lines(c: dict[str, Any], d: dict[str, Any]) -> list[str]:
         f"retransmit-timeout: {_secs(d['retransmit_timeout'])}; iketcp:no; "
         "iketcp-port:4500;",
         f"{n}:   initial-contact:{yn[d['initial_contact']]}; cisco-unity:no; "
-        f"fake-strongswan:no; send-vendorid:{yn[d['send_vendorid']]}; send-no-esp-tfc:no;",
+        f"fake-strongswan:no; send-vendorid:{yn[d['send_vendorid']]}; send-no-esp-tfc:"
+        f"{yn[d.get('send_no_esp_tfc', False)]};",
         f"{n}:   policy: {conn_policy(c, d)};",
         f"{n}:   v2-auth-hash-policy: none;",
         f"{n}:   conn_prio: {','.join(str(x) for x in d['conn_prio'])}; interface: "

@@ -109,6 +109,8 @@ def offer(ike: IKESA, c: ChildSA, pfs_group: int | None = None,
                           codec.ts_payload(PT.TSr, rts)]
     if c.mode == "transport":
         out.insert(0, codec.notify(N.USE_TRANSPORT_MODE))
+    if conn.send_no_esp_tfc:
+        out.append(codec.notify(N.ESP_TFC_PADDING_NOT_SUPPORTED))
     return out, sent
 
 
@@ -266,6 +268,7 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
     c.spi_out = int.from_bytes(chosen.spi, "big")
     c.local_ts, c.remote_ts = ans_r, installed_i
     c.mode = "transport" if (want_transport and conn.type == "transport") else "tunnel"
+    c.peer_no_tfc = codec.has_notify(payloads, N.ESP_TFC_PADDING_NOT_SUPPORTED)
     c.encap = encap_for(ike)
     c.nonce_min = min(ni, nr)
     assert ike.chosen is not None
@@ -279,6 +282,8 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
     tail: list[Payload] = [_ts_answer(PT.TSi, ans_i), _ts_answer(PT.TSr, ans_r)]
     if c.mode == "transport":
         tail.insert(0, codec.notify(N.USE_TRANSPORT_MODE))
+    if conn.send_no_esp_tfc:
+        tail.append(codec.notify(N.ESP_TFC_PADDING_NOT_SUPPORTED))
     return c, out + tail, "", FailReason.NONE
 
 
@@ -361,6 +366,7 @@ def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload],
     c.chosen = chosen
     c.spi_out = int.from_bytes(chosen.spi, "big")
     c.local_ts, c.remote_ts = tsi, tsr
+    c.peer_no_tfc = codec.has_notify(payloads, N.ESP_TFC_PADDING_NOT_SUPPORTED)
     c.encap = encap_for(ike)
     c.local_addr, c.remote_addr = ike.local.addr, ike.remote.addr
     c.nonce_min = min(ni, nr)

@@ -576,6 +576,10 @@ class Engine:
             lp, rp = child.encap
             enc_in, enc_out = (rp, lp), (lp, rp)
         mark_in, mark_out = self.xfrm_marks(conn, child.remote_addr)
+        # tfc=: only ESP in tunnel mode hides the inner size (ipsec.conf(5) says AH and
+        # transport mode ignore it); not after the peer's ESP_TFC_PADDING_NOT_SUPPORTED
+        tfc = conn.tfc if (child.protocol == "esp" and child.mode == "tunnel"
+                           and not child.peer_no_tfc) else 0
 
         def one(src: IPAddress, dst: IPAddress, spi: int, direction: Literal["in", "out"],
                 encr_key: bytes, integ_key: bytes, encap: tuple[int | None, int | None]
@@ -589,7 +593,8 @@ class Engine:
                             soft_bytes=hb * 8 // 10 if hb else None, hard_packets=hp,
                             soft_packets=hp * 8 // 10 if hp else None, conn_name=conn.name,
                             serial=child.serial, mark=mark_in if direction == "in" else mark_out,
-                            if_id=conn.ipsec_interface, if_ip=conn.local.interface_ip)
+                            if_id=conn.ipsec_interface, if_ip=conn.local.interface_ip,
+                            tfc_pad=tfc if direction == "out" else 0)
 
         return (one(child.remote_addr, child.local_addr, child.spi_in, "in", ein, iin, enc_in),
                 one(child.local_addr, child.remote_addr, child.spi_out, "out", eout, iout,

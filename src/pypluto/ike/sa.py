@@ -128,6 +128,7 @@ class ChildSA:
     # the peer's replacements: the shared empty tuple until one comes (as IKESA's, issue 18)
     peer_rekeys: list[ChildSA] | tuple[()] = ()
     nonce_min: bytes = b""  # min(Ni, Nr) of the creating exchange (§2.8.1 collisions)
+    peer_no_tfc: bool = False  # the peer sent ESP_TFC_PADDING_NOT_SUPPORTED (§3.10.1)
     keys: ChildKeys | None = field(default=None, repr=False)  # until installed
     pending_out: SAParams | None = field(default=None, repr=False)  # held back (rekey)
 

@@ -340,7 +340,7 @@ class OutboundSA(_SABase):
     """The sending half of one ESP SA (RFC 4303 §3.1-3.3)."""
 
     __slots__ = ("seq", "seq_max", "seq_soft", "seq_exhausted", "_tr", "_mask", "_fast",
-                 "_aead_encrypt", "_tr4", "_tr6")
+                 "_aead_encrypt", "_tr4", "_tr6", "tfc")
 
     def __init__(self, sa: SAParams, on_expire: Callable[[SAExpire], None] | None = None) -> None:
         super().__init__(sa, on_expire)
@@ -354,8 +354,11 @@ class OutboundSA(_SABase):
         self._tr = _TRAILERS[blk]
         self._mask = blk - 1  # blocks are powers of two
         self._fast = False
+        # tfc=: inner packets shorter than this get TFC padding up to it (RFC 4303 §2.7;
+        # tunnel mode only: the receiver finds the end by the inner IP header)
+        self.tfc = sa.tfc_pad if self.tunnel else 0
         t = self.t
-        if isinstance(t, _AEAD) and self.tunnel:  # 32-bit or extended sequence numbers
+        if isinstance(t, _AEAD) and self.tunnel and not self.tfc:  # 32/64-bit sequence numbers
             self._aead_encrypt = self._first_encrypt  # the cipher comes with the first packet
             self._salt = t._salt
             self._tr4 = self._tr[NH_IPV4]
@@ -491,6 +494,8 @@ class OutboundSA(_SABase):
         if self.tunnel:
             nh = NH_IPV4 if v == 4 else NH_IPV6 if v == 6 else 0
             payload = packet
+            if n < self.tfc:
+                payload = bytes(packet) + bytes(self.tfc - n)
         else:
             payload, nh = _strip_ip(packet)
         if not nh:

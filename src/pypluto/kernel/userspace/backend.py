@@ -124,6 +124,7 @@ read dictionaries that those methods replace or update atomically.  Limits (SAEx
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import select
@@ -288,6 +289,7 @@ class UserspaceBackend(KernelBackend):
         self._routes = Routes(ifname, table, rule_priority, mark)
         # ipsec-interface=N conns: their own TUN device ipsecN each (.xifaces); inbound
         # SPIs of their SAs -> the device their decrypted packets come out of
+        self.mtu = mtu  # of the TUN device (and the ipsecN devices)
         self._xifs = IpsecInterfaces(mtu=mtu)
         self._xin: dict[int, IpsecInterface] = {}
         if manage_routes:
@@ -1201,6 +1203,8 @@ class UserspaceBackend(KernelBackend):
         self._kick()
 
     def add_sa(self, sa: SAParams) -> None:
+        if sa.tfc_pad > self.mtu:  # tfc=: padded up to the MTU at most (as XFRM does)
+            sa = dataclasses.replace(sa, tfc_pad=self.mtu)
         with self._lock:
             check_protectable(sa)
             if sa.if_id is not None and sa.mode != "tunnel":

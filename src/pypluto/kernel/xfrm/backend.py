@@ -243,6 +243,8 @@ def encode_sa(sa: SAParams, reqid: int) -> bytes:
     check_mark(sa.mark, "SA")
     attrs.append(S.mark_attr(sa.mark))  # mark= / mark-in= / mark-out= (ipsec.conf(5))
     attrs.append(_if_id_attr(sa.if_id))  # ipsec-interface=N: the SA of device ipsecN
+    if sa.tfc_pad and sa.direction == "out":  # tfc=: the kernel pads up to the path MTU
+        attrs.append(S.nlattr(_XFRMA_TFCPAD, struct.pack("=I", sa.tfc_pad)))
     info = S.UserSAInfo(
         sel=sel,
         daddr=sa.dst,
