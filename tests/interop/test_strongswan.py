@@ -11,7 +11,11 @@ gets the ML-KEM proposals (issue 19) when its ml plugin is built.
 
 from __future__ import annotations
 
+import pathlib
 import re
+import shutil
+import signal
+import subprocess
 from collections.abc import Callable
 
 import pytest
@@ -267,3 +271,49 @@ def test_delete_leaves_nothing(lab: Lab, cell: Callable[..., None], peer: PeerSp
 
     lab.wait_for(clean, 15, "no SAs, routes or traffic entries left on either side")
     assert lab.ping(lab.west, EAST_INNER, count=1, timeout=1, src=WEST_INNER)[1] == 0
+
+
+# ------------------------------------------------------------------ tfc=
+def _esp_udp_lengths(pcap: pathlib.Path, src: str) -> list[int]:
+    """UDP lengths of the ESP-in-UDP packets from ``src`` (tcpdump's ``UDP-encap``)."""
+    out = subprocess.run(["tcpdump", "-r", str(pcap), "-n", "udp port 4500"],
+                         capture_output=True, text=True, check=True).stdout
+    return [int(m.group(1)) for ln in out.splitlines()
+            if f" {src}.4500 > " in ln and "UDP-encap" in ln
+            for m in [re.search(r"length (\d+)", ln)] if m]
+
+
+@pytest.mark.parametrize("peer", STRONGSWAN_PEERS, ids=PEER_IDS)
+def test_tfc_padding_is_cut_by_strongswan(lab: Lab, cell: Callable[..., None],
+                                         peer: PeerSpec) -> None:
+    """pypluto with ``tfc=1200`` (RFC 4303 §2.7): each of its ESP packets carries an
+    inner packet padded to 1,200 bytes (seen on the wire), and strongSwan's
+    kernel-libipsec cuts the padding by the inner IP header: pings are answered and
+    1 MiB of TCP arrives intact each way."""
+    cell(peer=peer.label, case="tfc-padding", role="initiator", proposal="defaults")
+    require(shutil.which("tcpdump") is not None, "tcpdump")
+    us, them = _up(lab, peer, PROPOSALS[0], "initiator", extra="\ttfc=1200\n")
+    pcap = lab.workdir / "west-tfc.pcap"
+    dump = lab.spawn(lab.west, ["tcpdump", "-i", "west", "-U", "--immediate-mode", "-n",
+                                "-s", "128", "-w", pcap], lab.workdir / "tcpdump-tfc.log",
+                     name="tcpdump-tfc")
+    lab.wait_for(lambda: "listening on" in dump.logfile.read_text(errors="replace"), 10,
+                 "tcpdump on west")
+    _ping_both(lab)
+    sent, got, n = lab.transfer(lab.west, lab.east, EAST_INNER, src=WEST_INNER, port=5003)
+    assert (got, n) == (sent, 1 << 20), "west -> east transfer"
+    sent, got, n = lab.transfer(lab.east, lab.west, WEST_INNER, src=EAST_INNER, port=5004)
+    assert (got, n) == (sent, 1 << 20), "east -> west transfer"
+    lab.wait_for(lambda: pcap.exists() and pcap.stat().st_size > 4096, 10, "packets captured")
+    lab.stop(dump, signal.SIGINT)
+    ours = _esp_udp_lengths(pcap, "192.0.2.1")
+    theirs = _esp_udp_lengths(pcap, "192.0.2.2")
+    # (our bulk leaves in UDP GSO super-packets: tcpdump sees fewer, each one segment's
+    # UDP header)
+    assert len(ours) > 20 and len(theirs) > 20, (len(ours), len(theirs))
+    # tcpdump's length: SPI, sequence number, IV, 1,200 bytes at least, trailer, ICV
+    small = [x for x in ours if x < 8 + 8 + 1200 + 2 + 16]
+    assert not small, f"{len(small)} of our {len(ours)} ESP packets unpadded: {small[:10]}"
+    assert min(theirs) < 200, "strongSwan pads nothing (the ACKs it sends are small)"
+    cell(note=f"our ESP-in-UDP {min(ours)}-{max(ours)} bytes, strongSwan's "
+              f"{min(theirs)}-{max(theirs)}")
