@@ -101,6 +101,10 @@ class SAParams:
     # tfc= (outbound tunnel-mode ESP): pad each inner packet to this many bytes with
     # TFC padding (RFC 4303 §2.7), at most to the plane's MTU; 0 = none
     tfc_pad: int = 0
+    # encap-dscp= / decap-dscp= / nopmtudisc= (XFRM flags; ipsec.conf(5): XFRM only)
+    encap_dscp: bool = True
+    decap_dscp: bool = False
+    nopmtudisc: bool = False
 
     @property
     def encapsulated(self) -> bool:

@@ -57,3 +57,54 @@ def test_userspace_plane_refuses_marked_conns(make_pluto, tmp_path):  # type: ig
     assert "using kernel interface: userspace" in text
     r = p.whack("--name", "marked", "--initiate")
     assert r.returncode != 0
+
+
+XFRM_ONLY = """\
+config setup
+\tuniqueids=no
+
+conn %default
+\tauthby=secret
+\tleft=127.0.0.1
+\tleftid=@west
+\tright=192.0.2.77
+\trightid=@east
+\tauto=add
+
+conn plain
+
+conn no-encap-dscp
+\tencap-dscp=no
+
+conn decap
+\tdecap-dscp=yes
+
+conn nopmtu
+\tnopmtudisc=yes
+
+conn encap
+\tencap-dscp=yes
+"""
+
+
+def test_userspace_plane_refuses_xfrm_only_sa_flags(make_pluto, tmp_path):  # type: ignore[no-untyped-def]
+    """decap-dscp=yes, nopmtudisc=yes and encap-dscp=yes are XFRM flags (ipsec.conf(5):
+    "only implemented for the Linux XFRM stack"): the userspace plane, which copies no
+    DSCP bits and keeps PMTU discovery on, refuses them; encap-dscp=no is what it does."""
+    conf = tmp_path / "ipsec.conf"
+    conf.write_text(XFRM_ONLY)
+    secrets = tmp_path / "ipsec.secrets"
+    secrets.write_text(SECRETS)
+    secrets.chmod(0o600)
+    p = make_pluto()
+    log = p.dir / "log"
+    p.start("--nofork", "--use-userspace", "--logfile", str(log), "--config", str(conf),
+            "--secretsfile", str(secrets))
+    p.wait_ready()
+    status = p.whack("--status").stdout
+    assert '"plain":' in status and '"no-encap-dscp":' in status
+    text = log.read_text()
+    for name, kv in (("decap", "decap-dscp=yes"), ("nopmtu", "nopmtudisc=yes"),
+                     ("encap", "encap-dscp=yes")):
+        assert f'"{name}"' not in status
+        assert f'"{name}": {kv} needs the XFRM data plane (--use-xfrm)' in text, text[-3000:]

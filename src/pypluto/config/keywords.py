@@ -124,6 +124,7 @@ T_XIF_PAIR = T_XIF + "test_route_based_pair_shares_ipsec1_and_cleans_up"
 T_EFF = "tests/config/test_cfg_effects.py::"
 T_MTU = "tests/daemon/test_userspace_mtu.py::"
 T_TFC = "tests/daemon/test_userspace_tfc.py::"
+T_DSCP = "tests/kernel/test_xfrm_sa_flags.py::"
 T_DEFAULT_ONLY = T_REG + "test_partial_keys_accept_their_values_and_refuse_others"
 # config setup keys become pluto options (whose effects the daemon tests prove)
 T_SETUP = T_DA + "test_config_setup_keys_reach_the_options"
@@ -315,9 +316,9 @@ CONN_KEYS: dict[str, KeyDef] = _table([
                                "test_intermediate_yes_runs_one_empty_exchange")),
     ("esn", "enum", "yes|no|either|true|false|on|off|y|n",
      W(T_UNITS + "test_esp_esn_and_pfs")),
-    ("decap-dscp", "bool", P(_NO_VALUES, note=_NO)),
-    ("encap-dscp", "bool", P(_NO_VALUES, note=_NO)),
-    ("nopmtudisc", "bool", P(_NO_VALUES, note=_NO)),
+    ("decap-dscp", "bool", W(T_DSCP + "test_dscp_and_pmtu_flags_reach_the_xfrm_sas")),
+    ("encap-dscp", "bool", W(T_DSCP + "test_dscp_and_pmtu_flags_reach_the_xfrm_sas")),
+    ("nopmtudisc", "bool", W(T_DSCP + "test_dscp_and_pmtu_flags_reach_the_xfrm_sas")),
     ("fragmentation", "enum", "yes|no|force|never|insist|true|false|on|off|y|n",
      W(T_LIFE + "test_fragmentation_round_trip")),
     ("mobike", "bool", W("tests/ike/test_mobike.py::"

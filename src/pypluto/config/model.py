@@ -234,6 +234,12 @@ class Connection:
     # 0 = none; send-no-esp-tfc=: tell the peer not to pad its own (RFC 7296 §3.10.1)
     tfc: int = 0
     send_no_esp_tfc: bool = False
+    # encap-dscp= (default yes) / decap-dscp= / nopmtudisc=: the XFRM SA flags that copy
+    # the inner DSCP to the outer header, the outer one back, and turn PMTU discovery
+    # off (ipsec.conf(5): XFRM only; the userspace plane refuses the non-default ones)
+    encap_dscp: bool = True
+    decap_dscp: bool = False
+    nopmtudisc: bool = False
     ppk: str = "no"  # no | permit | propose | insist (RFC 8784)
     ppk_ids: list[bytes] = field(default_factory=list)  # ppk-ids=, in order
     also: list[str] = field(default_factory=list)

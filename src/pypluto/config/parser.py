@@ -1092,6 +1092,9 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     tfc = get("tfc")
     conn.tfc = 0 if tfc is None else parse_int(tfc, "tfc", 0, 65535)
     conn.send_no_esp_tfc = b("send-no-esp-tfc", False)
+    conn.encap_dscp = b("encap-dscp", True)
+    conn.decap_dscp = b("decap-dscp", False)
+    conn.nopmtudisc = b("nopmtudisc", False)
     ppk = (get("ppk") or "no").lower()
     conn.ppk = {"never": "no", "permit": "permit", "propose": "propose", "yes": "propose",
                 "true": "propose", "on": "propose", "y": "propose", "false": "no", "off": "no",

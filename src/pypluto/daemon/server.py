@@ -222,6 +222,15 @@ class Daemon:
             return (f"vti-interface={conn.vti_interface} needs the XFRM data plane "
                     f"(--use-xfrm); the {self.backend.name} data plane has no VTI devices: "
                     "connection refused")
+        if self.backend is not None and self.backend.name == "userspace":
+            xfrm_only = [f"{k}={conn.raw[k]}" for k, on in (
+                ("encap-dscp", conn.encap_dscp and conn.raw.get("encap-dscp") is not None),
+                ("decap-dscp", conn.decap_dscp), ("nopmtudisc", conn.nopmtudisc)) if on]
+            if xfrm_only:  # ipsec.conf(5): "only implemented for the Linux XFRM stack"
+                return (f"{', '.join(xfrm_only)} needs the XFRM data plane (--use-xfrm); "
+                        "the userspace data plane never copies DSCP bits between the "
+                        "inner and outer headers and keeps PMTU discovery on: "
+                        "connection refused")
         refused, warnings = conn_cert_check(conn, self.secrets.certs, time.time())
         for line in warnings:
             self.log.log(line, "warning", conn=conn.name)

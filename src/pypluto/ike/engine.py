@@ -594,7 +594,9 @@ class Engine:
                             soft_packets=hp * 8 // 10 if hp else None, conn_name=conn.name,
                             serial=child.serial, mark=mark_in if direction == "in" else mark_out,
                             if_id=conn.ipsec_interface, if_ip=conn.local.interface_ip,
-                            tfc_pad=tfc if direction == "out" else 0)
+                            tfc_pad=tfc if direction == "out" else 0,
+                            encap_dscp=conn.encap_dscp, decap_dscp=conn.decap_dscp,
+                            nopmtudisc=conn.nopmtudisc)
 
         return (one(child.remote_addr, child.local_addr, child.spi_in, "in", ein, iin, enc_in),
                 one(child.local_addr, child.remote_addr, child.spi_out, "out", eout, iout,

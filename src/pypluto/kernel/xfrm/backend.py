@@ -192,6 +192,15 @@ def encode_sa(sa: SAParams, reqid: int) -> bytes:
     elif sa.direction == "in":
         _narrow_inbound(sel, sa)
     attrs: list[bytes] = []
+    # decap-dscp=yes / nopmtudisc=yes / encap-dscp=no (ipsec.conf(5)), as Libreswan sets
+    # them on both SAs of the pair
+    if sa.decap_dscp:
+        flags |= S.XFRM_STATE_DECAP_DSCP
+    if sa.nopmtudisc:
+        flags |= S.XFRM_STATE_NOPMTUDISC
+    if not sa.encap_dscp:
+        attrs.append(S.nlattr(S.XFRMA_SA_EXTRA_FLAGS,
+                              struct.pack("=I", S.XFRM_SA_XFLAG_DONT_ENCAP_DSCP)))
     if sa.protocol == "ah":
         # RFC 4302: integrity only, with the negotiated truncation (RFC 4868 §2.3)
         if sa.encr_id or sa.encr_key:
