@@ -223,3 +223,55 @@ def test_certificates_with_ppk(tmp_path: Path, west_ppk: str, east_ppk: str, use
     check_pair(net)
     for side in (net.west, net.east):
         assert any("IKE SA keys mixed with PPK 'A'" in m for m in side.logs()) == used
+
+
+@pytest.mark.parametrize(("sendca", "sent", "up"), [
+    (None, 3, True), ("all", 3, True), ("issuer", 2, False), ("none", 1, False)])
+def test_sendca_chooses_the_ca_certificates(tmp_path: Path, sendca: str | None, sent: int,
+                                            up: bool) -> None:
+    """sendca= (ipsec.conf(5)): west's certificate is issued by a second intermediate
+    under the first (root -> inter -> sub -> west); east trusts the root only.  none
+    sends west's certificate alone, issuer adds sub, all (and unset, RFC 7296 §3.6)
+    adds sub and inter; only the whole chain lets east build the path."""
+    from pki import make_ca, make_ee
+
+    from pypluto.ike import auth_sig
+    from pypluto.wire import payloads as wp
+
+    pki = PKI.build()
+    sub = make_ca("pypluto test sub-intermediate", "p256", issuer=pki.inter)
+    west = make_ee("west", sub, "p256")
+    assert [c.subject for c in west.chain] == [sub.cert.subject, pki.inter.cert.subject]
+    kw = {} if sendca is None else {"sendca": sendca}
+    net = cert_net(tmp_path, west, pki.ee("east"), pki, west_kw=kw)
+    net.west.engine.connections["west-east"].local.sendcert = "always"
+    net.up()
+    assert bool(net.established(net.east)) is up, net.east.logs()
+    if not up:
+        assert any("no path to a trusted CA" in m for m in net.east.logs()), net.east.logs()
+    conn = net.west.engine.connections["west-east"]
+    assert 1 + len(auth_sig.ca_certs(conn, west.cert, west.chain)) == sent
+    if up:  # the IKE_AUTH payloads themselves (the IKE SA is there to sign for)
+        ike = next(iter(net.west.engine.by_serial.values()))
+        out = auth_sig.sign(net.west.engine, ike, conn, b"octets", [])
+        assert not isinstance(out, str), out
+        assert len([p for p in out if isinstance(p, wp.CertPayload)]) == sent
+    if sendca == "issuer":
+        assert auth_sig.ca_certs(conn, west.cert, west.chain) == [sub.cert]
+
+
+def test_require_id_on_certificate_no_accepts_an_id_the_cert_lacks(tmp_path: Path) -> None:
+    """require-id-on-certificate= (ipsec.conf(5), RFC 4945 §3.1): west claims
+    @west.example, which its certificate (subject CN=west, no SAN) does not carry: east
+    refuses by default and accepts with require-id-on-certificate=no."""
+    pki = PKI.build()
+    for require, up in ((True, False), (False, True)):
+        net = cert_net(tmp_path, pki.ee("west"), pki.ee("east"), pki,
+                       east_kw={"require_id_on_certificate": require})
+        for side, end in ((net.west, "local"), (net.east, "remote")):
+            getattr(side.engine.connections["west-east"], end).id = parse_id("@west.example")
+        net.up()
+        assert bool(net.established(net.east)) is up, net.east.logs()
+        if not up:
+            assert any("neither the subject nor a subjectAltName" in m
+                       for m in net.east.logs())

@@ -240,6 +240,11 @@ class Connection:
     encap_dscp: bool = True
     decap_dscp: bool = False
     nopmtudisc: bool = False
+    # sendca=: which CA certificates go with our end certificate (none | issuer | all);
+    # None = unset: every intermediate we have (RFC 7296 §3.6: certificates available
+    # to the sender SHOULD be included; Libreswan's default is none)
+    sendca: str | None = None
+    require_id_on_certificate: bool = True  # the peer's ID must be in its certificate
     ppk: str = "no"  # no | permit | propose | insist (RFC 8784)
     ppk_ids: list[bytes] = field(default_factory=list)  # ppk-ids=, in order
     also: list[str] = field(default_factory=list)

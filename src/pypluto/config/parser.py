@@ -1095,6 +1095,9 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     conn.encap_dscp = b("encap-dscp", True)
     conn.decap_dscp = b("decap-dscp", False)
     conn.nopmtudisc = b("nopmtudisc", False)
+    sca = get("sendca")
+    conn.sendca = None if sca is None else sca.lower()
+    conn.require_id_on_certificate = b("require-id-on-certificate", True)
     ppk = (get("ppk") or "no").lower()
     conn.ppk = {"never": "no", "permit": "permit", "propose": "propose", "yes": "propose",
                 "true": "propose", "on": "propose", "y": "propose", "false": "no", "off": "no",

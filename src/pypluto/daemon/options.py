@@ -29,7 +29,6 @@ DEFAULT_SECCTX_ATTR_TYPE = 32001  # Libreswan's default (a private-use value)
 DEFAULT_IPSECDIR = "/etc/ipsec.d"
 DEFAULT_NSSDIRS = ("/var/lib/ipsec/nss", "/etc/ipsec.d")  # 5.x default, and 3.x/4.x's
 
-_CERTS = "needs certificates / NSS, which pypluto does not have yet"
 _T_D = "tests/daemon/test_daemon.py::"
 _T_DU = "tests/daemon/test_daemon_units.py::"
 _T_DIP = "tests/daemon/test_daemon_inprocess.py::"

@@ -302,9 +302,21 @@ def sign(ctx: IKEContext, ike: IKESA, conn: Connection, octets: bytes,
     if send in ("always", "alwayssend", "yes") or (
             send in ("sendifasked", "ifasked") and peer_asked(ike, peer_payloads)):
         out.append(wp.CertPayload(X509, px.der(cred.cert)))
-        out += [wp.CertPayload(X509, px.der(c)) for c in cred.chain]
+        out += [wp.CertPayload(X509, px.der(c)) for c in ca_certs(conn, cred.cert, cred.chain)]
     out.append(codec.auth(method, data))
     return out
+
+
+def ca_certs(conn: Connection, cert: x509.Certificate, chain: list[x509.Certificate]
+             ) -> list[x509.Certificate]:
+    """The CA certificates sent with ours (``sendca=``, roots never): none; the issuer
+    of our certificate; all our intermediates (also when unset, see Connection.sendca)."""
+    mode = conn.sendca or "all"
+    if mode == "none":
+        return []
+    if mode == "issuer":
+        return [c for c in chain if c.subject == cert.issuer][:1]
+    return chain
 
 
 def _peer_id_in_cert(cert: object, peer: Identity) -> bool:
@@ -390,7 +402,9 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
         want = _ca_names(ctx, conn, ca)
         if not any(c.subject in want for c in chain[1:]):
             return f"certificate {who} is not issued under rightca='{ca}'"
-    if not _peer_id_in_cert(leaf, peer):
+    # require-id-on-certificate=no: the peer may claim an ID its certificate does not
+    # carry (RFC 4945 §3.1 says it should; ipsec.conf(5) warns what this allows)
+    if conn.require_id_on_certificate and not _peer_id_in_cert(leaf, peer):
         return f"peer ID {id_desc(peer)} is neither the subject nor a subjectAltName of " \
                f"certificate {who}"
     if not sigs.verify(method, leaf.public_key(), octets, auth_data):
