@@ -178,3 +178,51 @@ def test_tfc_reaches_the_outbound_sa_unless_the_peer_says_no() -> None:
     tr = Net(west_kw={**kw, "type": "transport"}, east_kw={"type": "transport"})
     tr.up()
     assert {sa.tfc_pad for sa in tr.west.kernel_sas.values()} == {0}
+
+
+def test_priority_orders_the_policies_on_both_planes() -> None:
+    """priority= (ipsec.conf(5)): every policy of the conn carries it; XFRM gets it
+    unmodified (the others keep the computed, most-specific-first priorities, all near
+    65,536); the userspace plane's SPD puts such policies first, lower first."""
+    import ipaddress
+    import struct
+
+    from ike.harness import Net as _Net
+
+    from pypluto.kernel.userspace.selectors import OutboundPolicies
+    from pypluto.kernel.xfrm import structs as S
+    from pypluto.kernel.xfrm.backend import encode_policy
+    from pypluto.params import PolicyParams, TrafficSelector
+
+    kw = _fields("\tpriority=1500\n", "priority")
+    assert kw == {"priority": 1500}
+    net = _Net(west_kw=kw)
+    net.up()
+    assert net.west.policies and {p.priority for p in net.west.policies} == {1500}
+    prio = S.UserPolicyInfo.unpack(encode_policy(net.west.policies[0], 0x50500001)).priority
+    assert prio == 1500
+    plain = _Net()
+    plain.up()
+    prio = S.UserPolicyInfo.unpack(encode_policy(plain.west.policies[0], 0x50500001)).priority
+    assert 0xFFFF - 8 * 64 <= prio <= 0x10000  # computed from the selectors
+
+    def pol(src: str, dst: str, reqid: int, priority: int = 0) -> PolicyParams:
+        a = ipaddress.ip_address
+        return PolicyParams(TrafficSelector(ipaddress.ip_network(src)),
+                            TrafficSelector(ipaddress.ip_network(dst)), "out", reqid,
+                            a("192.0.2.1"), a("192.0.2.2"), priority=priority)
+
+    pkt = bytearray(20)
+    pkt[0], pkt[9] = 0x45, 17
+    pkt[12:16] = ipaddress.ip_address("198.51.100.7").packed
+    pkt[16:20] = ipaddress.ip_address("203.0.113.9").packed
+    struct.pack_into("!H", pkt, 2, 20)
+    narrow, wide = pol("198.51.100.0/24", "203.0.113.0/24", 1), pol("0.0.0.0/0", "0.0.0.0/0", 2)
+    found = OutboundPolicies([narrow, wide]).lookup(bytes(pkt))
+    assert found is not None and found[0].reqid == 1  # the most specific, by default
+    wide.priority = 100
+    found = OutboundPolicies([narrow, wide]).lookup(bytes(pkt))
+    assert found is not None and found[0].reqid == 2  # priority= first
+    narrow.priority = 50
+    found = OutboundPolicies([narrow, wide]).lookup(bytes(pkt))
+    assert found is not None and found[0].reqid == 1  # lower wins

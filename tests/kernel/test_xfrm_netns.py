@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -375,3 +376,16 @@ def test_mtu_and_metric_routes_with_and_without_source(netns: str) -> None:
         assert "proto 80" not in sh("ip", "-n", netns, "route").stdout
     finally:
         b.close()
+
+
+def test_priority_reaches_the_kernel(netns: str, backend: XfrmBackend) -> None:
+    """priority= as iproute2 reads it back from the kernel; unset: the computed one."""
+    p = pol("out")
+    p.priority = 1500
+    backend.add_policy(p)
+    q = pol("in", reqid=8)
+    backend.add_policy(q)
+    text = sh("ip", "-n", netns, "xfrm", "policy").stdout
+    assert "dir out priority 1500" in text, text
+    m = re.search(r"dir in priority (\d+)", text)
+    assert m is not None and int(m.group(1)) > 60000, text

@@ -427,7 +427,7 @@ CONN_KEYS: dict[str, KeyDef] = _table([
                            "restarts it)")),
     ("sendca", "enum", "none|issuer|all", W(T_CERT + "test_sendca_chooses_the_ca_certificates")),
     ("mtu", "int", W(T_MTU + "test_mtu_and_metric_ride_on_the_tunnel_route")),
-    ("priority", "int", R("policy priorities " + _NO)),
+    ("priority", "int", W(T_EFF + "test_priority_orders_the_policies_on_both_planes")),
     ("tfc", "int", W(T_TFC + "test_tfc_pads_our_esp_until_the_peer_says_no")),
     ("reqid", "int", W(T_EFF + "test_reqid_is_the_child_sas_reqid")),
     ("nflog", "int", R("NFLOG " + _NO)),

@@ -230,6 +230,7 @@ class Connection:
     # next hop, as Libreswan's updown adds one); None = not set
     mtu: int | None = None
     metric: int | None = None
+    priority: int = 0  # priority= of the conn's policies (lower wins); 0 = computed
     # tfc=: TFC padding of our tunnel-mode ESP packets to that size (RFC 4303 §2.7),
     # 0 = none; send-no-esp-tfc=: tell the peer not to pad its own (RFC 7296 §3.10.1)
     tfc: int = 0

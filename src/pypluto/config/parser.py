@@ -1089,6 +1089,8 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     # an IPv4 host takes 68 bytes (RFC 791); IPv6 needs 1280, checked in _route_keys
     conn.mtu = None if mtu is None else parse_int(mtu, "mtu", 68, 65535)
     conn.metric = None if metric is None else parse_int(metric, "metric", 0, 2**32 - 1)
+    prio = get("priority")
+    conn.priority = 0 if prio is None else parse_int(prio, "priority", 0, 2**32 - 1)
     tfc = get("tfc")
     conn.tfc = 0 if tfc is None else parse_int(tfc, "tfc", 0, 65535)
     conn.send_no_esp_tfc = b("send-no-esp-tfc", False)

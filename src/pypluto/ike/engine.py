@@ -617,15 +617,17 @@ class Engine:
                                                 source_ip=src_ip, reqid=child.reqid,
                                                 mode=child.mode, protocol=child.protocol,
                                                 mtu=conn.mtu, metric=conn.metric,
-                                                conn_name=conn.name))
+                                                priority=conn.priority, conn_name=conn.name))
                         out.append(PolicyParams(rk, lk, "in", tmpl_src=ra, tmpl_dst=la,
                                                 reqid=child.reqid, mode=child.mode,
-                                                protocol=child.protocol, conn_name=conn.name))
+                                                protocol=child.protocol, conn_name=conn.name,
+                                                priority=conn.priority))
                         if child.mode == "tunnel":
                             out.append(PolicyParams(rk, lk, "fwd", tmpl_src=ra, tmpl_dst=la,
                                                     reqid=child.reqid, mode=child.mode,
                                                     protocol=child.protocol,
-                                                    conn_name=conn.name))
+                                                    conn_name=conn.name,
+                                                    priority=conn.priority))
         if out:  # mark_policy of each, the marks looked up once
             mi, mo = self.xfrm_marks(conn, ra)
             if_id, if_ip = conn.ipsec_interface, conn.local.interface_ip

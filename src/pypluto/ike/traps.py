@@ -87,6 +87,7 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
     # mtu= / metric= ride on the route of an IPsec policy (a shunt's traffic keeps its path)
     mtu = getattr(conn, "mtu", None) if action == "ipsec" else None
     metric = getattr(conn, "metric", None) if action == "ipsec" else None
+    prio = getattr(conn, "priority", 0) or 0  # priority= (a shunt's too, as Libreswan)
     out: list[PolicyParams] = []
     for lt in lts:
         for rt in rts:
@@ -97,14 +98,16 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
                     out.append(PolicyParams(lk, rk, "out", reqid=reqid, tmpl_src=la,
                                             tmpl_dst=ra, mode=mode, protocol=proto,
                                             source_ip=src_ip, conn_name=conn.name,
-                                            action=action, mtu=mtu, metric=metric))
+                                            action=action, mtu=mtu, metric=metric,
+                                            priority=prio))
                     if action == "ipsec":
                         continue
                     # a shunt holds both ways (RFC 4301 §4.4.1: BYPASS/DISCARD entries)
                     for d in ("in", "fwd"):
                         out.append(PolicyParams(rk, lk, d, reqid=reqid, tmpl_src=ra,
                                                 tmpl_dst=la, mode=mode, protocol=proto,
-                                                conn_name=conn.name, action=action))
+                                                conn_name=conn.name, action=action,
+                                                priority=prio))
     return out
 
 

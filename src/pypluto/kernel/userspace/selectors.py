@@ -179,12 +179,14 @@ class OutboundPolicies:
 
     def __init__(self, policies: Iterable[PolicyParams] = ()) -> None:
         pols = [p for p in policies if p.direction == "out"]
-        # longer destination, then source prefixes; protocol/port-specific before "any";
-        # a shunt before a tunnel with the same selectors (as Libreswan's priorities);
-        # then the engine's priority
-        pols.sort(key=lambda p: (-p.dst.network.prefixlen, -p.src.network.prefixlen,
+        # a conn's priority= first (lower wins; as with XFRM, where the computed
+        # priorities of the others are all higher numbers), then: longer destination,
+        # then source prefixes; protocol/port-specific before "any"; a shunt before a
+        # tunnel with the same selectors (as Libreswan's priorities)
+        pols.sort(key=lambda p: (not p.priority, p.priority,
+                                 -p.dst.network.prefixlen, -p.src.network.prefixlen,
                                  is_any_proto_ports(p.src) and is_any_proto_ports(p.dst),
-                                 p.action == "ipsec", p.priority))
+                                 p.action == "ipsec"))
         self.policies = pols
 
     def lookup(self, pkt: bytes) -> tuple[PolicyParams, bool] | None:
