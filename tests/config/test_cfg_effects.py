@@ -226,3 +226,27 @@ def test_priority_orders_the_policies_on_both_planes() -> None:
     narrow.priority = 50
     found = OutboundPolicies([narrow, wide]).lookup(bytes(pkt))
     assert found is not None and found[0].reqid == 1  # lower wins
+
+
+def test_send_vendorid_sends_our_vendor_id() -> None:
+    """send-vendorid=yes (ipsec.conf(5)): IKE_SA_INIT carries a Vendor ID payload, the
+    myvendorid= / --vendorid string when set, else ours (Libreswan: OE-Libreswan-VERSION);
+    without it (the default) no Vendor ID is sent, myvendorid= or not."""
+    from pypluto import __version__
+    from pypluto.iana import PayloadType as PT
+    from pypluto.ike.settings import EngineSettings
+    from pypluto.wire import message as wm
+
+    def vids(west_kw: dict[str, Any], settings: EngineSettings | None = None) -> list[bytes]:
+        net = Net(west_kw=west_kw, west_settings=settings)
+        net.up()
+        assert net.established(net.west)
+        first = wm.parse_message(next(d for s, d in net.sent if s == "west"))
+        return [p.data for p in first.payloads if p.payload_type == PT.VENDOR]
+
+    kw = _fields("\tsend-vendorid=yes\n", "send_vendorid")
+    assert kw == {"send_vendorid": True}
+    assert vids(kw) == [f"OE-pypluto-{__version__}".encode()]
+    assert vids(kw, EngineSettings(vendorids=[b"my-vid"])) == [b"my-vid"]
+    assert vids({}) == []
+    assert vids({}, EngineSettings(vendorids=[b"my-vid"])) == []

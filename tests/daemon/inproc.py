@@ -107,6 +107,9 @@ class ScriptedEngine:
     def routed(self, name: str) -> bool:
         return False
 
+    def child_up(self, name: str) -> int | None:
+        return None
+
     def acquire(self, ev: Any, now: float) -> list[Any]:
         self.acquired.append(ev)
         return []
@@ -186,6 +189,9 @@ class OffloadingEngine:
 
     def routed(self, name: str) -> bool:
         return False
+
+    def child_up(self, name: str) -> int | None:
+        return None
 
     def acquire(self, ev: Any, now: float) -> list[Any]:
         return []

@@ -21,9 +21,10 @@ def _chain(payloads: list[wp.Payload]) -> bytes:
 def test_capability_answer_matches_capabilities_for_every_input() -> None:
     caps = (N.IKEV2_FRAGMENTATION_SUPPORTED, N.SIGNATURE_HASH_ALGORITHMS,
             N.CHILDLESS_IKEV2_SUPPORTED)
-    for frag, vids in itertools.product(("yes", "no"), ([], [b"vid-one", b"vid-two"])):
+    for frag, vids, send in itertools.product(("yes", "no"), ([], [b"vid-one", b"vid-two"]),
+                                              (False, True)):
         ctx = SimpleNamespace(settings=EngineSettings(vendorids=list(vids)))
-        conn = Connection(name="t", fragmentation=frag)
+        conn = Connection(name="t", fragmentation=frag, send_vendorid=send)
         for mask in range(8):
             peer = {int(t): wp.NotifyPayload(0, b"", t, b"") for i, t in enumerate(caps)
                     if mask & (1 << i)}
@@ -83,9 +84,10 @@ def test_whole_init_answer_run_is_what_its_payloads_serialize_to() -> None:
     c = Chosen(encr=20, encr_bits=256, prf=5, ke=31, number=1)
     ke_data, nonce = bytes(range(32)), b"n" * 32
     natd = (b"s" * 20, b"d" * 20)
-    for frag, vids in itertools.product(("yes", "no"), ([], [b"vid-one"], [b"a", b"b"])):
+    for frag, vids, send in itertools.product(("yes", "no"), ([], [b"vid-one"], [b"a", b"b"]),
+                                              (False, True)):
         ctx = SimpleNamespace(settings=EngineSettings(vendorids=list(vids)))
-        conn = Connection(name="t", fragmentation=frag)
+        conn = Connection(name="t", fragmentation=frag, send_vendorid=send)
         for mask in range(8):
             peer = {int(t): wp.NotifyPayload(0, b"", t, b"") for i, t in enumerate(caps)
                     if mask & (1 << i)}

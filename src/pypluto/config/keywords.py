@@ -344,7 +344,7 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("iptfs-init-delay", "time", R("IP-TFS (RFC 9347) " + _NO)),
     ("iptfs-drop-time", "time", R("IP-TFS (RFC 9347) " + _NO)),
     ("fake-strongswan", "bool", P(_NO_VALUES, note=_NO)),
-    ("send-vendorid", "bool", P(_NO_VALUES, note=_NO)),
+    ("send-vendorid", "bool", W(T_EFF + "test_send_vendorid_sends_our_vendor_id")),
     ("sha2-truncbug", "bool", P(_NO_VALUES, note=_NO)),
     ("ms-dh-downgrade", "bool", P(_NO_VALUES, note=_NO)),
     ("pfs-rekey-workaround", "bool", P(_NO_VALUES, note=_NO)),
@@ -410,7 +410,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
      W(T_ODS + "test_shunts_of_a_trap_whose_peer_never_answers")),
     ("enable-tcp", "enum", "no|yes|fallback", P("no", note="IKE over TCP (RFC 8229) " + _NO)),
     ("tcp-remoteport", "int", R("IKE over TCP (RFC 8229) " + _NO)),
-    ("connalias", "str", R(_NO)),
+    ("connalias", "str", W("tests/daemon/test_daemon_subnets.py::"
+                           "test_whack_on_a_connalias_acts_on_its_conns")),
     ("esp", "proposal:ESP", W(T_EST + "test_configured_proposals")),
     ("ah", "proposal:AH", W(T_AH + "test_ah_configured_integ")),
     ("phase2alg", "proposal:ESP", "=esp"),

@@ -252,6 +252,13 @@ class Connection:
     # the conn name written in ipsec.conf when this conn is one (left, right) pair of
     # its leftsubnets=/rightsubnets= (named NAME/LxR); ``ipsec up NAME`` acts on all
     connalias: str | None = None
+    # connalias=: more names that whack / ipsec commands accept for this conn
+    aliases: list[str] = field(default_factory=list)
+
+    def answers_to(self, name: str) -> bool:
+        """Is ``name`` one of this conn's aliases (connalias=, or the conn whose
+        leftsubnets=/rightsubnets= made it)?"""
+        return self.connalias == name or name in self.aliases
 
     # --- orientation helpers -------------------------------------------------
     @property

@@ -126,10 +126,11 @@ class ConfigFile:
     def conns_for(self, name: str) -> list[Connection]:
         """The loaded conns that ``ipsec add/up/down NAME`` acts on: NAME itself, or
         the ``NAME/LxR`` pairs that its leftsubnets=/rightsubnets= expanded into
-        (Libreswan looks NAME up as their connalias); empty when NAME is not loaded."""
+        (Libreswan looks NAME up as their connalias), or the conns with connalias=NAME;
+        empty when NAME is not loaded."""
         if name in self.conns:
             return [self.conns[name]]
-        return [c for c in self.conns.values() if c.connalias == name]
+        return [c for c in self.conns.values() if c.answers_to(name)]
 
     @property
     def conn_names(self) -> list[str]:
@@ -1089,6 +1090,7 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     # an IPv4 host takes 68 bytes (RFC 791); IPv6 needs 1280, checked in _route_keys
     conn.mtu = None if mtu is None else parse_int(mtu, "mtu", 68, 65535)
     conn.metric = None if metric is None else parse_int(metric, "metric", 0, 2**32 - 1)
+    conn.aliases = (get("connalias") or "").replace(",", " ").split()
     prio = get("priority")
     conn.priority = 0 if prio is None else parse_int(prio, "priority", 0, 2**32 - 1)
     tfc = get("tfc")

@@ -174,7 +174,7 @@ class ControlServer:
             return RC_WHACK_PROBLEM, None, f"--{cmd} requires --name"
         if name not in self.registry:
             # Libreswan: NAME also names its alias, the NAME/LxR pairs of subnets=
-            pairs = sorted(n for n, c in self.registry.conns.items() if c.connalias == name)
+            pairs = sorted(n for n, c in self.registry.conns.items() if c.answers_to(name))
             pair_handler = CONN_COMMANDS.get(cmd)
             if not pairs or pair_handler is None:
                 return RC_UNKNOWN_NAME, None, f'no connection or alias named "{name}"'
@@ -342,7 +342,7 @@ class ControlServer:
         for n in names:
             # NAME, or the NAME/LxR pairs leftsubnets=/rightsubnets= expanded it into
             found = [conns[n]] if n in conns else \
-                [c for c in conns.values() if c.connalias == n]
+                [c for c in conns.values() if c.answers_to(n)]
             if not found:
                 refused = getattr(result, "failed", {}).get(n)
                 if refused:
@@ -371,6 +371,12 @@ class ControlServer:
         if conn.remote.host_addr is None:
             return RC_NOPEERIP, None, (f'"{name}": cannot initiate connection without knowing '
                                        "peer IP address")
+        engine = self.driver.engine
+        up = engine.child_up(name) if engine is not None else None
+        if up is not None:  # nothing to wait for: no event will come
+            self.registry.up.add(name)
+            emit(f'"{name}" #{up}: connection is already up')
+            return RC_SUCCESS, None, None
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         waiter = Waiter(name, emit, fut)
         if not asynchronous:

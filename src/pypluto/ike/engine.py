@@ -874,10 +874,9 @@ class Engine:
         if conn.remote.host_addr is None:
             return [Log("cannot initiate connection without knowing peer IP address "
                         "(remote=%any)", level="error", conn=name)]
-        for ike in self.by_serial.values():
-            for c in ike.children:
-                if c.conn.name == name and c.state is ChildState.ESTABLISHED and not c.replaced:
-                    return [Log("connection is already up", conn=name, serial=ike.serial)]
+        up = self.child_up(name)
+        if up is not None:
+            return [Log("connection is already up", conn=name, serial=up)]
         for ike in self._ikes_of(name):
             if ike.established and not ike.replaced:
                 return self._on(ike, now, partial(self.queue, ike, ChildCreate(conn), now))
@@ -888,6 +887,15 @@ class Engine:
         if shared is not None:  # same peers and IDs: a Child SA on that IKE SA, as pluto
             return self._on(shared, now, partial(self.queue, shared, ChildCreate(conn), now))
         return self.initiate_ike(conn, now)
+
+    def child_up(self, name: str) -> int | None:
+        """The serial of the IKE SA carrying an established Child SA of ``name``
+        (not one being replaced), or None."""
+        for ike in self.by_serial.values():
+            for c in ike.children:
+                if c.conn.name == name and c.state is ChildState.ESTABLISHED and not c.replaced:
+                    return ike.serial
+        return None
 
     # ------------------------------------------------------------------ on demand
     def route(self, name: str, now: float) -> list[Action]:

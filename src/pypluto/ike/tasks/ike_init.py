@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
+from pypluto._version import __version__
 from pypluto.config.model import Connection
 from pypluto.crypto import dh, keys
 from pypluto.crypto import registry as reg
@@ -159,6 +160,10 @@ def _natd_hashes(ike: IKESA, spi_r: bytes, fake: bool, local_b: bytes | None = N
     return src, dst
 
 
+# send-vendorid=yes without myvendorid= / --vendorid: Libreswan sends OE-Libreswan-VERSION
+DEFAULT_VENDORID = f"OE-pypluto-{__version__}".encode()
+
+
 def _capabilities(ctx: IKEContext, conn: Connection, peer: Notifies | None = None
                   ) -> list[Payload]:
     # every input read here is in the key of _capability_run (the template cache)
@@ -169,8 +174,9 @@ def _capabilities(ctx: IKEContext, conn: Connection, peer: Notifies | None = Non
         out.append(codec.notify(N.SIGNATURE_HASH_ALGORITHMS, SIGHASH_DATA))
     if peer is None or N.CHILDLESS_IKEV2_SUPPORTED in peer:
         out.append(codec.notify(N.CHILDLESS_IKEV2_SUPPORTED))
-    for v in ctx.settings.vendorids:
-        out.append(codec.vendor(v))
+    if conn.send_vendorid:  # send-vendorid=yes: myvendorid= / --vendorid, else ours
+        for v in ctx.settings.vendorids or [DEFAULT_VENDORID]:
+            out.append(codec.vendor(v))
     return out
 
 
@@ -182,7 +188,7 @@ _TEMPLATE_CAP = 4096
 # the SA payload as a run of its own, and with its generic header naming KE next
 _SA_ANSWERS: dict[tuple[int, int | None, int, int, int, int, tuple[int, ...]],
                   tuple[wp.SerializedRun, bytes]] = {}
-_CAP_ANSWERS: dict[tuple[bool, bool, bool, bool, tuple[bytes, ...]],
+_CAP_ANSWERS: dict[tuple[bool, bool, bool, bool, tuple[bytes, ...] | None],
                    wp.SerializedRun | None] = {}
 
 
@@ -214,7 +220,7 @@ def _capability_run(ctx: IKEContext, conn: Connection, peer: Notifies
     notifies."""
     key = (conn.fragmentation != "no", N.IKEV2_FRAGMENTATION_SUPPORTED in peer,
            N.SIGNATURE_HASH_ALGORITHMS in peer, N.CHILDLESS_IKEV2_SUPPORTED in peer,
-           tuple(ctx.settings.vendorids))
+           tuple(ctx.settings.vendorids) if conn.send_vendorid else None)
     try:
         return _CAP_ANSWERS[key]
     except KeyError:
