@@ -296,3 +296,26 @@ def test_packet_flood_is_rate_limited(make_pluto, netns):
     assert len(lines) < 400, len(lines)  # not one line per packet
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
+
+
+def test_ike_socket_bufsize_sizes_the_ike_sockets(make_pluto, netns, tmp_path):
+    """config setup ike-socket-bufsize= (ipsec.conf(5)): both buffers of every IKE
+    socket get that size, past rmem_max / wmem_max (the FORCE options; the kernel
+    doubles it, ss(8) shows the doubled value); without it the send buffer is the
+    kernel's default."""
+    import re
+
+    sizes = {}
+    for case, setup in (("set", "\tike-socket-bufsize=300000\n"), ("unset", "")):
+        conf, secrets = write_conf(tmp_path, "config setup\n" + setup + "\n")
+        p = make_pluto(f"buf-{case}")
+        p.start("--nofork", "--use-none", "--logfile", str(p.dir / "log"), "--config", conf,
+                "--secretsfile", secrets)
+        p.wait_ready()
+        out = netns.run("ss", "-uamn", "sport = :500").stdout
+        sizes[case] = [(int(r), int(t)) for r, t in re.findall(r"rb(\d+),t\d+,tb(\d+)", out)]
+        assert sizes[case], out
+        p.stop()
+    assert all(s == (600000, 600000) for s in sizes["set"]), sizes
+    wmem = int(open("/proc/sys/net/core/wmem_default").read())
+    assert all(t != 600000 and t <= 2 * max(wmem, 212992) for _r, t in sizes["unset"]), sizes

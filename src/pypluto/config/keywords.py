@@ -221,7 +221,7 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("ddos-ike-threshold", "int",
      W(T_DOS + "test_half_open_count_threshold_with_hysteresis")),
     ("max-halfopen-ike", "int", W(T_DOS + "test_max_halfopen_ike_drops_new_requests")),
-    ("ike-socket-bufsize", "int", R(_NO)),
+    ("ike-socket-bufsize", "int", W(T_D + "test_ike_socket_bufsize_sizes_the_ike_sockets")),
     ("ike-socket-errqueue", "bool", P(_YES_VALUES, note="the error queue is always read")),
     ("nflog-all", "int", R("NFLOG " + _NO)),
     ("xfrmlifetime", "int", R(_ONDEMAND)),

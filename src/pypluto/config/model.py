@@ -315,6 +315,7 @@ class SetupConfig:
     keep_alive: int = 20  # seconds (Libreswan's default NAT keep-alive delay)
     virtual_private: str | None = None
     myvendorid: str | None = None
+    ike_socket_bufsize: int | None = None  # bytes (SO_RCVBUFFORCE / SO_SNDBUFFORCE)
     crl_strict: bool = False
     crlcheckinterval: float = 0.0
     curl_timeout: float = 5.0  # revocation fetching (config/revocation.py, issue 14)

@@ -1267,6 +1267,8 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
                                           int(parse_duration(v, "keep-alive"))))
     apply("virtual-private", lambda v: setattr(setup, "virtual_private", v))
     apply("myvendorid", lambda v: setattr(setup, "myvendorid", v))
+    apply("ike-socket-bufsize", lambda v: setattr(
+        setup, "ike_socket_bufsize", parse_int(v, "ike-socket-bufsize", 1024, 2**31 - 1)))
     sbool("crl_strict", "crl-strict")
     apply("crlcheckinterval", lambda v: setattr(setup, "crlcheckinterval",
                                                 parse_duration(v, "crlcheckinterval")))

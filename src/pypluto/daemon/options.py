@@ -210,6 +210,7 @@ class PlutoOptions:
     nssdir: str = "/var/lib/ipsec/nss"
     coredir: str = DEFAULT_RUNDIR
     vendorid: str | None = None
+    ike_socket_bufsize: int | None = None  # config setup ike-socket-bufsize= (bytes)
     uniqueids: bool = True
     virtual_private: str | None = None
     keep_alive: int = 20
@@ -427,6 +428,7 @@ def _apply_setup(o: PlutoOptions, s: object) -> None:
     o.keep_alive = int(g(s, "keep_alive", 20))
     o.virtual_private = g(s, "virtual_private", None)
     o.vendorid = g(s, "myvendorid", None)
+    o.ike_socket_bufsize = g(s, "ike_socket_bufsize", None)
     o.crl_strict = g(s, "crl_strict", False)
     o.crlcheckinterval = float(g(s, "crlcheckinterval", 0.0))
     o.revocation = {k: g(s, k) for k in _REVOCATION_KEYS if hasattr(s, k)}

@@ -91,6 +91,7 @@ class Daemon:
         self.crash = CrashReports(opts.coredir, logger.log)
         self.waiters = Waiters()
         self.sockets = UDPSockets(logger, opts.ikeport, opts.natikeport, opts.listen)
+        self.sockets.bufsize = opts.ike_socket_bufsize
         self.driver = EngineDriver(logger, self.crash, self.waiters, self.sockets,
                                    statsbin=opts.statsbin)
         self.registry = Registry(logger, self.driver, opts.uniqueids, self.initiate)

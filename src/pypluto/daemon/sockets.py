@@ -62,6 +62,7 @@ MAX_PENDING_INIT = 2048  # IKE_SA_INIT requests waiting; over that the oldest is
 _EXCH_INIT = 34
 _FLAG_R = 0x20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 
 Pending = tuple[bytes, Endpoint, Endpoint]
 
@@ -134,6 +135,7 @@ class UDPSockets:
         self.interfaces: list[IKEInterface] = []
         self.parked: dict[tuple[IPAddress, int], IKEInterface] = {}
         self.listening = False
+        self.bufsize: int | None = None  # ike-socket-bufsize=: both buffers, else the kernel's
         self.local_addrs: set[IPAddress] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.backend: KernelBackend | None = None
@@ -275,13 +277,19 @@ class UDPSockets:
         self.loop.add_reader(s.fileno(), self._readable_ike, iface, s)
 
     def _grow_rcvbuf(self, s: socket.socket) -> None:
-        """A receive buffer that holds a burst of IKE_SA_INIT (issue 13)."""
-        for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):  # FORCE passes rmem_max (root)
-            try:
-                s.setsockopt(socket.SOL_SOCKET, opt, RCVBUF)
-                break
-            except OSError:
-                continue
+        """A receive buffer that holds a burst of IKE_SA_INIT (issue 13); with
+        ike-socket-bufsize= both buffers have that size (as Libreswan: the FORCE options
+        pass rmem_max / wmem_max; the kernel doubles the value for its bookkeeping)."""
+        sizes = [(SO_RCVBUFFORCE, socket.SO_RCVBUF, self.bufsize or RCVBUF)]
+        if self.bufsize:
+            sizes.append((SO_SNDBUFFORCE, socket.SO_SNDBUF, self.bufsize))
+        for force, plain, size in sizes:
+            for opt in (force, plain):  # FORCE passes rmem_max (root)
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, opt, size)
+                    break
+                except OSError:
+                    continue
         with contextlib.suppress(OSError):
             self.rcvbuf = s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
