@@ -319,3 +319,57 @@ def test_ike_socket_bufsize_sizes_the_ike_sockets(make_pluto, netns, tmp_path):
     assert all(s == (600000, 600000) for s in sizes["set"]), sizes
     wmem = int(open("/proc/sys/net/core/wmem_default").read())
     assert all(t != 600000 and t <= 2 * max(wmem, 212992) for _r, t in sizes["unset"]), sizes
+
+
+DEBUG_CONF = """\
+conn %default
+\tauthby=secret
+\tleft=127.0.0.1
+\tleftid=@west
+\trightid=@east
+\tauto=add
+
+conn c-dbg
+\tright=192.0.2.81
+\tdebug=all
+
+conn c-quiet
+\tright=192.0.2.82
+
+conn c-typo
+\tright=192.0.2.83
+\tplutodebug=bse
+"""
+
+
+def test_per_connection_debugging(make_pluto, tmp_path):
+    """debug= (plutodebug= in a conn) and ``whack --name NAME --debug``: debug lines
+    of that conn only, with global debugging off; an unknown class refuses the conn."""
+    import time
+
+    conf, secrets = write_conf(tmp_path, DEBUG_CONF)
+    p = make_pluto()
+    log = p.dir / "log"
+    p.start("--nofork", "--use-none", "--logfile", str(log), "--config", conf,
+            "--secretsfile", secrets)
+    p.wait_ready()
+
+    def debug_lines(conn: str) -> list[str]:
+        return [ln for ln in log.read_text().splitlines() if f'| "{conn}"' in ln]
+
+    assert '"c-typo": debug=bse: unrecognized debug option "bse"' in log.read_text()
+    assert '"c-typo"' not in p.whack("--status").stdout
+    for c in ("c-dbg", "c-quiet"):
+        p.whack("--name", c, "--initiate", "--asynchronous")
+    time.sleep(1.5)  # the IKE_SA_INIT requests go out (nobody answers)
+    assert debug_lines("c-dbg"), log.read_text()[-2000:]
+    assert debug_lines("c-quiet") == [] and "| " not in "".join(
+        ln for ln in log.read_text().splitlines() if "c-dbg" not in ln)
+    r = p.whack("--name", "c-quiet", "--debug", "all")
+    assert r.returncode == 0, r.stdout
+    p.whack("--name", "c-quiet", "--down")
+    p.whack("--name", "c-quiet", "--initiate", "--asynchronous")
+    time.sleep(1.5)
+    assert debug_lines("c-quiet"), log.read_text()[-2000:]
+    r = p.whack("--name", "nope", "--debug", "all")
+    assert r.returncode != 0 and 'no connection named "nope"' in r.stdout + r.stderr

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             rc = r
 
     if debug:
-        note(send(path, "debug", {"specs": debug}))
+        note(send(path, "debug", {"specs": debug, **({"name": ns.name} if ns.name else {})}))
     for c in glob:
         if c in ("listpubkeys", "checkpubkeys"):
             note(send(path, "listpubkeys", {"json": ns.json, "expiring": c == "checkpubkeys"},

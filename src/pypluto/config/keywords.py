@@ -434,7 +434,7 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("nflog", "int", R("NFLOG " + _NO)),
     ("aggressive", "bool", P(_NO_VALUES, note=_IKEV1)),
     ("aggrmode", "bool", "=aggressive"),
-    ("debug", "list", P("none", note="per-connection debugging " + _NO)),
+    ("debug", "list", W(T_D + "test_per_connection_debugging")),
     ("plutodebug", "list", "=debug"),
 ])
 

@@ -231,6 +231,7 @@ class Connection:
     mtu: int | None = None
     metric: int | None = None
     priority: int = 0  # priority= of the conn's policies (lower wins); 0 = computed
+    debug: str = ""  # debug= (alias plutodebug=): this conn's debug classes, as written
     # tfc=: TFC padding of our tunnel-mode ESP packets to that size (RFC 4303 §2.7),
     # 0 = none; send-no-esp-tfc=: tell the peer not to pad its own (RFC 7296 §3.10.1)
     tfc: int = 0

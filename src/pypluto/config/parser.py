@@ -1091,6 +1091,7 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     conn.mtu = None if mtu is None else parse_int(mtu, "mtu", 68, 65535)
     conn.metric = None if metric is None else parse_int(metric, "metric", 0, 2**32 - 1)
     conn.aliases = (get("connalias") or "").replace(",", " ").split()
+    conn.debug = get("debug") or ""
     prio = get("priority")
     conn.priority = 0 if prio is None else parse_int(prio, "priority", 0, 2**32 - 1)
     tfc = get("tfc")

@@ -305,6 +305,17 @@ class ControlServer:
             for line in debug_help().split("\n"):
                 emit(line)
             return RC_SUCCESS, None, None
+        name = args.get("name")
+        if isinstance(name, str) and name:  # whack --name NAME --debug ...: that conn only
+            if name not in self.registry.conns:
+                return RC_UNKNOWN_NAME, None, f'no connection named "{name}"'
+            try:
+                got = parse_debug_specs(specs, self.log.conn_debug.get(name, set()))
+            except ValueError as e:
+                return RC_WHACK_PROBLEM, None, str(e)
+            self.log.set_conn_debug(name, got)
+            self.log.log(f"debugging: {','.join(sorted(got)) or 'none'}", conn=name)
+            return RC_SUCCESS, None, None
         try:
             self.log.debug = parse_debug_specs(specs, self.log.debug)
         except ValueError as e:
@@ -404,6 +415,7 @@ class ControlServer:
     async def _delete(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
         emit(f'"{name}": terminating SAs using this connection')
         self.registry.delete(name)
+        self.log.set_conn_debug(name, set())
         self.log.log("deleted connection", conn=name)
         return RC_SUCCESS, None, None
 

@@ -294,7 +294,7 @@ class EngineDriver:
     def _add_sa(self, a: AddSA, rate_limited: bool) -> None:
         backend = self._backend()
         self.sa_index[a.sa.spi] = (a.sa.dst, a.sa.protocol, a.sa.direction)
-        if self.log.debug:  # formatted only for a debug log that may want it
+        if self.log.any_debug:  # formatted only for a debug log that may want it
             self.log.log(f"add_sa {a.sa.direction} {a.sa.protocol}.{a.sa.spi:08x}"
                          f"@{a.sa.dst}", "debug", conn=a.sa.conn_name or None,
                          serial=a.sa.serial, debug_class="routing")
@@ -333,7 +333,7 @@ class EngineDriver:
         if a.level == "debug":
             # a debug line nobody logs is never formatted (issue 18: Log.lazy);
             # no debugging at all: not even asked which class (``debugging``)
-            if self.log.debug and self.log.debugging(a.debug_class):
+            if self.log.any_debug and self.log.debugging(a.debug_class, a.conn):
                 self.log.log(a.message, "debug", conn=a.conn, serial=a.serial,
                              remote=a.remote, debug_class=a.debug_class,
                              rate_limited=rate_limited)

@@ -246,6 +246,9 @@ class PlutoLogger:
         self.logip = logip
         self.audit = audit
         self.debug: set[str] = set(debug or ())
+        # per-connection debugging (conn debug=, whack --name NAME --debug): the classes
+        # logged for that conn's lines on top of the global set; empty when nobody has any
+        self.conn_debug: dict[str, set[str]] = {}
         self.limiter = RateLimiter(rate_limit)
         self.capture: Callable[[str], None] | None = None  # a whack that sees the lines
         self._lock = threading.RLock()
@@ -294,8 +297,26 @@ class PlutoLogger:
             return f"packet from {remote}: "
         return ""
 
-    def debugging(self, cls: str = "base") -> bool:
-        return cls in self.debug or (cls not in DEBUG_CLASSES and "base" in self.debug)
+    def debugging(self, cls: str = "base", conn: str | None = None) -> bool:
+        if cls in self.debug or (cls not in DEBUG_CLASSES and "base" in self.debug):
+            return True
+        if conn is None or not self.conn_debug:
+            return False
+        cd = self.conn_debug.get(conn)
+        return cd is not None and (cls in cd or (cls not in DEBUG_CLASSES and "base" in cd))
+
+    @property
+    def any_debug(self) -> bool:
+        """Some debugging is on (global or for some conn): debug lines may be wanted."""
+        return bool(self.debug or self.conn_debug)
+
+    def set_conn_debug(self, conn: str, classes: set[str]) -> None:
+        """``conn``'s own debug classes (an empty set: none of its own)."""
+        with self._lock:
+            if classes:
+                self.conn_debug = {**self.conn_debug, conn: set(classes)}
+            elif conn in self.conn_debug:
+                self.conn_debug = {k: v for k, v in self.conn_debug.items() if k != conn}
 
     def log(
         self,
@@ -313,7 +334,7 @@ class PlutoLogger:
         ``rate_limited`` marks lines provoked by network input; audit lines
         (:func:`is_audit`) are written anyway and do not count against the limit.
         """
-        if level == "debug" and not self.debugging(debug_class):
+        if level == "debug" and not self.debugging(debug_class, conn):
             return
         # is_flood / is_audit inline (issue 18: every line of every IKE SA comes here)
         if message.startswith(_FLOOD_PREFIX) or (

@@ -50,7 +50,7 @@ from pypluto.daemon.helpers import (
     write_crash_report,
 )
 from pypluto.daemon.interfaces import local_addresses
-from pypluto.daemon.logger import PlutoLogger
+from pypluto.daemon.logger import PlutoLogger, parse_debug_specs
 from pypluto.daemon.metrics import MetricsServer
 from pypluto.daemon.mobility import AddressWatcher
 from pypluto.daemon.options import PlutoOptions
@@ -232,6 +232,11 @@ class Daemon:
                         "the userspace data plane never copies DSCP bits between the "
                         "inner and outer headers and keeps PMTU discovery on: "
                         "connection refused")
+        try:  # debug= / plutodebug= of the conn: its own debug classes
+            self.log.set_conn_debug(conn.name, parse_debug_specs([conn.debug], set())
+                                    if conn.debug else set())
+        except ValueError as e:
+            return f"debug={conn.debug}: {e}: connection refused"
         refused, warnings = conn_cert_check(conn, self.secrets.certs, time.time())
         for line in warnings:
             self.log.log(line, "warning", conn=conn.name)
