@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.netns
 
-CONF = """\
+HEAD = """\
 config setup
 \tuniqueids=no
 
@@ -25,7 +25,8 @@ conn %default
 \tauto=add
 
 conn plain
-
+"""
+CONF = HEAD + """
 conn marked
 \tmark=5
 
@@ -38,9 +39,10 @@ WHY = ("mark= / mark-in= / mark-out= need the XFRM data plane (--use-xfrm); the 
        "data plane cannot mark SAs: connection refused")
 
 
-def test_userspace_plane_refuses_marked_conns(make_pluto, tmp_path):  # type: ignore[no-untyped-def]
+def _userspace_pluto(make_pluto, tmp_path, text):  # type: ignore[no-untyped-def]
+    """pluto --use-userspace with ``text`` as its ipsec.conf; (the process, its log)."""
     conf = tmp_path / "ipsec.conf"
-    conf.write_text(CONF)
+    conf.write_text(text)
     secrets = tmp_path / "ipsec.secrets"
     secrets.write_text(SECRETS)
     secrets.chmod(0o600)
@@ -49,6 +51,11 @@ def test_userspace_plane_refuses_marked_conns(make_pluto, tmp_path):  # type: ig
     p.start("--nofork", "--use-userspace", "--logfile", str(log), "--config", str(conf),
             "--secretsfile", str(secrets))
     p.wait_ready()
+    return p, log
+
+
+def test_userspace_plane_refuses_marked_conns(make_pluto, tmp_path):  # type: ignore[no-untyped-def]
+    p, log = _userspace_pluto(make_pluto, tmp_path, CONF)
     status = p.whack("--status").stdout
     assert '"plain": 127.0.0.1[@west]...192.0.2.77[@east]' in status
     assert '"marked"' not in status and '"marked-out"' not in status
@@ -59,20 +66,7 @@ def test_userspace_plane_refuses_marked_conns(make_pluto, tmp_path):  # type: ig
     assert r.returncode != 0
 
 
-XFRM_ONLY = """\
-config setup
-\tuniqueids=no
-
-conn %default
-\tauthby=secret
-\tleft=127.0.0.1
-\tleftid=@west
-\tright=192.0.2.77
-\trightid=@east
-\tauto=add
-
-conn plain
-
+XFRM_ONLY = HEAD + """
 conn no-encap-dscp
 \tencap-dscp=no
 
@@ -91,16 +85,7 @@ def test_userspace_plane_refuses_xfrm_only_sa_flags(make_pluto, tmp_path):  # ty
     """decap-dscp=yes, nopmtudisc=yes and encap-dscp=yes are XFRM flags (ipsec.conf(5):
     "only implemented for the Linux XFRM stack"): the userspace plane, which copies no
     DSCP bits and keeps PMTU discovery on, refuses them; encap-dscp=no is what it does."""
-    conf = tmp_path / "ipsec.conf"
-    conf.write_text(XFRM_ONLY)
-    secrets = tmp_path / "ipsec.secrets"
-    secrets.write_text(SECRETS)
-    secrets.chmod(0o600)
-    p = make_pluto()
-    log = p.dir / "log"
-    p.start("--nofork", "--use-userspace", "--logfile", str(log), "--config", str(conf),
-            "--secretsfile", str(secrets))
-    p.wait_ready()
+    p, log = _userspace_pluto(make_pluto, tmp_path, XFRM_ONLY)
     status = p.whack("--status").stdout
     assert '"plain":' in status and '"no-encap-dscp":' in status
     text = log.read_text()
