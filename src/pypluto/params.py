@@ -62,7 +62,7 @@ class TrafficSelector:
         return s
 
 
-@dataclass
+@dataclass(slots=True)  # one per installed SA direction: no __dict__ (issue 18)
 class SAParams:
     """One direction of one Child SA (ESP or AH)."""
 
