@@ -215,6 +215,18 @@ class Daemon:
         self.registry.auto_start()
 
     def _admit(self, conn: Connection) -> str | None:
+        """:meth:`_refusal`, and the conn's own debug classes (debug= / plutodebug=)
+        in the logger once it is admitted; a refused conn leaves none behind."""
+        try:
+            classes = parse_debug_specs([conn.debug], set()) if conn.debug else set()
+        except ValueError as e:
+            self.log.set_conn_debug(conn.name, set())
+            return f"debug={conn.debug}: {e}: connection refused"
+        refused = self._refusal(conn)
+        self.log.set_conn_debug(conn.name, set() if refused else classes)
+        return refused
+
+    def _refusal(self, conn: Connection) -> str | None:
         """A conn added after start: self-test the algorithms it brings (fail closed);
         a marked conn (mark= / mark-in= / mark-out=) needs a plane that marks; an expired
         certificate refuses it, one expiring soon is warned about (issue 14); a
@@ -232,11 +244,6 @@ class Daemon:
                         "the userspace data plane never copies DSCP bits between the "
                         "inner and outer headers and keeps PMTU discovery on: "
                         "connection refused")
-        try:  # debug= / plutodebug= of the conn: its own debug classes
-            self.log.set_conn_debug(conn.name, parse_debug_specs([conn.debug], set())
-                                    if conn.debug else set())
-        except ValueError as e:
-            return f"debug={conn.debug}: {e}: connection refused"
         refused, warnings = conn_cert_check(conn, self.secrets.certs, time.time())
         for line in warnings:
             self.log.log(line, "warning", conn=conn.name)
