@@ -131,7 +131,9 @@ def _candidates(kd: K.KeyDef) -> list[str]:
 def _conn_text(name: str, where: str, value: str) -> str:
     key = "left" + name if where == "side" else name
     base = BASE.replace("\tauthby=secret\n", "") if name == "authby" else BASE
-    return base + f"\t{key}={value}\n"
+    # authby=never / leftauth=never only in a shunt conn (test_authby_never_only_in_a_shunt_conn)
+    shunt = "\ttype=passthrough\n" if value == "never" and name in ("authby", "auth") else ""
+    return base + f"\t{key}={value}\n" + shunt
 
 
 def _line(name: str) -> int:
@@ -233,11 +235,30 @@ def test_authby_with_signatures_loads(value: str) -> None:
     assert "c" in cfg.conns, [str(d) for d in cfg.diagnostics]
 
 
-def test_authby_never_is_refused() -> None:
+def test_authby_never_only_in_a_shunt_conn() -> None:
+    """authby=never: "negotiation is never to be attempted or accepted" (ipsec.conf(5)).
+    A shunt conn is that, so it loads (Libreswan's own baseconfigs write it on their
+    clear and block conns); a tunnel that never negotiates is refused, and never
+    cannot be combined with another method."""
     cfg = parse_config_text(BASE.replace("authby=secret", "authby=never"), "f")
     assert "c" not in cfg.conns
-    assert str(cfg.failed["c"][0]).startswith(
-        "f:4: authby=never is not supported by pypluto (never")
+    assert str(cfg.failed["c"][0]) == (
+        "f:4: authby=never is not supported by pypluto with type=tunnel (a conn that is "
+        "never negotiated is written type=passthrough, drop or reject) (conn 'c' is not loaded)")
+    for typ in ("passthrough", "pass", "drop", "reject"):
+        for key in ("authby", "leftauth", "rightauth"):
+            text = BASE.replace("authby=secret", f"{key}=never\n\ttype={typ}")
+            cfg = parse_config_text(text, "f")
+            assert "c" in cfg.conns, [str(d) for d in cfg.diagnostics]
+            assert cfg.conns["c"].type == ("passthrough" if typ == "pass" else typ)
+    cfg = parse_config_text(BASE.replace("authby=secret", "type=transport\n\tleftauth=never"),
+                            "f")
+    assert "leftauth=never is not supported by pypluto with type=transport" in \
+        str(cfg.failed["c"][0])
+    cfg = parse_config_text(BASE.replace("authby=secret", "authby=never,secret\n\ttype=drop"),
+                            "f")
+    assert "c" not in cfg.conns
+    assert "never cannot be combined" in str(cfg.failed["c"][0])
 
 
 def test_authby_null_needs_id_null() -> None:

@@ -133,6 +133,7 @@ conn pass
 \tright=192.0.2.2
 \trightsubnet=203.0.113.5/32
 \ttype=passthrough
+\tauthby=never
 \tauto=route
 
 conn block
@@ -149,6 +150,8 @@ conn rej
 \tright=192.0.2.2
 \trightsubnet=203.0.113.7/32
 \ttype=reject
+\tleftauth=never
+\trightauth=never
 \tauto=route
 """
 
@@ -176,7 +179,8 @@ def _tcp(ns: NetNS, src: str, dst: str, port: int, server_ns: NetNS) -> bool:
 def test_shunts_inside_a_routed_subnet(pair):  # noqa: F811
     """A passthrough /32 inside the tunnels' /24 goes in the clear both ways (ping and TCP);
     a drop /32 is discarded, a reject /32 answered with ICMP unreachable; the rest of
-    the /24 still brings the tunnel up.  Shunts never negotiate anything."""
+    the /24 still brings the tunnel up.  Shunts never negotiate anything (two of them
+    say so with authby=never / leftauth=never, as Libreswan's baseconfigs write it)."""
     start, w_ns, e_ns = pair
     _addrs(w_ns, e_ns)
     for a in ("203.0.113.5", "203.0.113.6", "203.0.113.7"):

@@ -623,20 +623,15 @@ def _support_refusal(key: str, value: str) -> str | None:
     if found is None or value == "":
         return None
     kd = found[0]
-    if kd.support == "works" and kd.kind != "authby":
+    if kd.support == "works":
         if len(_SUPPORTED_KEYS) < _MEMO_MAX:
             _SUPPORTED_KEYS.add(key)
         return None
     memo_key = (key, value)
     if memo_key in _SUPPORT_MEMO:
         return _SUPPORT_MEMO[memo_key]
-    why: str | None
-    if kd.kind == "authby":
-        bad = [w for w in re.split(r"[\s,]+", value.strip().lower()) if w and w not in kd.ok]
-        why = unsupported_message(key, value, kd, kd.note) if bad else None
-    else:
-        reason = keywords.unsupported_reason(kd, value)
-        why = None if reason is None else unsupported_message(key, value, kd, reason)
+    reason = keywords.unsupported_reason(kd, value)
+    why = None if reason is None else unsupported_message(key, value, kd, reason)
     _memo_put(_SUPPORT_MEMO, memo_key, why)
     return why
 
@@ -644,9 +639,30 @@ def _support_refusal(key: str, value: str) -> str | None:
 _SUPPORTED_KEYS: set[str] = set()  # keys whose every value is supported (memo)
 
 
+_SHUNT_TYPES = frozenset({"passthrough", "pass", "drop", "reject"})
+_NEVER_KEYS = ("authby", "leftauth", "rightauth")
+
+
+def _never_refusal(key: str, value: str, keys: dict[str, str]) -> str | None:
+    """``authby=never`` (``leftauth=`` / ``rightauth=never``): "negotiation is never to
+    be attempted or accepted" (ipsec.conf(5)).  A shunt conn (type=passthrough, drop or
+    reject) is exactly that here, so it is accepted there; a tunnel or transport conn
+    that never negotiates has no meaning of its own in pypluto and is refused."""
+    typ = (keys.get("type") or "tunnel").strip().lower()
+    if typ in _SHUNT_TYPES:
+        return None
+    return (f"{key}={value} is not supported by pypluto with type={typ} (a conn that is "
+            "never negotiated is written type=passthrough, drop or reject)")
+
+
 def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> None:
     """Refuse a conn that uses a key or value pypluto does not support (issue 12)."""
     for key, value in keys.items():
+        if key in _NEVER_KEYS and value.strip().lower() == "never":
+            why = _never_refusal(key, value.strip(), keys)
+            if why is not None:
+                raise ConnError(key, why, True)
+            continue
         if key in _SUPPORTED_KEYS:
             continue
         why = _support_refusal(key, value)
@@ -682,6 +698,9 @@ def parse_authby(value: str) -> list[str]:
     for w in words:
         if w not in _AUTHBY_WORDS:
             raise ConnError("authby", f"connection authby={value} value is unknown")
+    if "never" in words and len(words) > 1:
+        raise ConnError("authby", f"authby={value}: never cannot be combined with other "
+                        "authentication methods")
     return words
 
 
