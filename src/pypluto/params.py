@@ -129,6 +129,9 @@ class PolicyParams:
     # Libreswan's updown: ``ip route ... mtu N metric M``); None = the kernel's default
     mtu: int | None = None
     metric: int | None = None
+    # leftnexthop= as an address: the route's gateway (Libreswan's updown: ``via
+    # PLUTO_NEXT_HOP``); None = the way the kernel reaches the peer
+    nexthop: IPAddress | None = None
     conn_name: str = ""
     # "ipsec": use the SA (the template); a shunt (type=passthrough|drop|reject conns):
     # "pass" bypasses IPsec, "drop" discards, "reject" discards with ICMP unreachable

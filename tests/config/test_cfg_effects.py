@@ -125,6 +125,30 @@ def test_mtu_and_metric_reach_the_outbound_policies_and_the_updown() -> None:
     assert all(p.mtu is None and p.metric is None for p in plain.west.policies)
 
 
+def test_nexthop_reaches_the_outbound_policies_and_the_updown() -> None:
+    """leftnexthop=: the outbound policies carry it as their route's gateway (on the
+    host: tests/kernel/test_xfrm_netns.py::test_nexthop_is_the_gateway_of_the_route),
+    the updown sees it as PLUTO_NEXT_HOP; unset, PLUTO_NEXT_HOP is the peer (%direct)."""
+    import ipaddress
+
+    from pypluto.daemon.updown import Verb, updown_env
+    from pypluto.ike.actions import Updown
+
+    cfg = parse_config_text(BASE + "\tleftnexthop=192.0.2.254\n\trightnexthop=%direct\n", "f")
+    assert cfg.conns["c"].left.nexthop_addr == ipaddress.ip_address("192.0.2.254")
+    assert cfg.conns["c"].right.nexthop_addr is None
+    for nexthop, want in (("192.0.2.254", "192.0.2.254"), (None, "192.0.2.2")):
+        net = Net()
+        local = net.west.engine._connections["west-east"].local
+        local.updown, local.nexthop = "/bin/true", nexthop
+        net.up()
+        out = [p for p in net.west.policies if p.direction == "out"]
+        assert out and all(str(p.nexthop) == str(nexthop) for p in out)
+        assert all(p.nexthop is None for p in net.west.policies if p.direction != "out")
+        ups = [a for a in net.west.actions if isinstance(a, Updown) and a.up]
+        assert ups and updown_env(Verb.UP, ups[0].child)["PLUTO_NEXT_HOP"] == want
+
+
 def test_mtu_and_metric_bad_values_and_refusals() -> None:
     for body, want in (
             ("\tmtu=abc\n", "mtu=abc: expected a number"),

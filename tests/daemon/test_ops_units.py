@@ -138,6 +138,18 @@ def test_any_with_nexthop_and_without_routes(routes):
     assert not defaultroute.needs_routes(_conn("192.0.2.1", "%any"))
 
 
+def test_nexthop_defaultroute_on_an_end_with_an_address(routes):
+    """leftnexthop=%defaultroute with left=ADDR: the default route's gateway (ipsec.conf(5));
+    no default route: it stays %defaultroute (PLUTO_NEXT_HOP is then the peer)."""
+    c = _conn("192.0.2.1", "198.51.100.7", leftnexthop="%defaultroute")
+    assert defaultroute.resolve_nexthop(c.left) is None and c.left.nexthop_addr is None
+    routes[("-4", "route", "show", "default")] = [
+        {"dst": "default", "gateway": "192.0.2.254", "dev": "eth0", "prefsrc": "192.0.2.1"}]
+    assert defaultroute.resolve_nexthop(c.left) == "nexthop=%defaultroute is 192.0.2.254"
+    assert c.left.nexthop_addr == ipaddress.ip_address("192.0.2.254")
+    assert defaultroute.resolve_nexthop(c.right) is None  # no nexthop= there
+
+
 def test_lifetime_notes():
     c = Connection(name="c")
     assert lifetime_notes(c) == []  # 8h lifetimes, 9m margin, 100% fuzz

@@ -378,6 +378,51 @@ def test_mtu_and_metric_routes_with_and_without_source(netns: str) -> None:
         b.close()
 
 
+def test_nexthop_is_the_gateway_of_the_route(netns: str) -> None:
+    """leftnexthop= as Libreswan's updown uses it: the route for the remote selectors
+    goes ``via NEXTHOP`` on the device that reaches it, not the way the kernel reaches
+    the peer; a nexthop that is not on a link of ours adds no route and says why."""
+    for cmd in (
+        ["link", "add", "pp0", "type", "veth", "peer", "name", "pp1"],
+        ["addr", "add", "192.0.2.1/24", "dev", "pp0"],
+        ["addr", "add", "198.51.100.1/32", "dev", "pp0"],
+        ["link", "set", "pp0", "up"],
+        ["route", "add", "default", "via", "192.0.2.2"],
+    ):
+        if sh("ip", "-n", netns, *cmd, check=False).returncode != 0:
+            require(False, f"building the namespace: ip {' '.join(cmd)}")
+    said: list[str] = []
+    b = XfrmBackend(netns=netns, log=said.append)
+    peer = ip("203.0.113.200")  # reached through the default route's gateway 192.0.2.2
+    out = PolicyParams(
+        TrafficSelector(net("198.51.100.1/32")), TrafficSelector(net("203.0.113.0/25")), "out",
+        5, A, peer, source_ip=ip("198.51.100.1"), nexthop=ip("192.0.2.3"),
+    )  # fmt: skip
+    try:
+        b.add_policy(out)
+        routes = sh("ip", "-n", netns, "route").stdout
+        assert "203.0.113.0/25 via 192.0.2.3 dev pp0 proto 80 src 198.51.100.1" in routes, routes
+        got = sh("ip", "-n", netns, "route", "get", "203.0.113.7").stdout
+        assert "via 192.0.2.3" in got, got
+        b.del_policy(out)
+        assert "proto 80" not in sh("ip", "-n", netns, "route").stdout
+        # without leftnexthop=: the peer's way, through 192.0.2.2
+        out.nexthop = None
+        b.add_policy(out)
+        routes = sh("ip", "-n", netns, "route").stdout
+        assert "203.0.113.0/25 via 192.0.2.2 dev pp0 proto 80 src 198.51.100.1" in routes, routes
+        b.del_policy(out)
+        # a nexthop beyond a gateway cannot be one: no route, and the log says why
+        out.nexthop = ip("203.0.113.1")
+        b.add_policy(out)
+        assert "proto 80" not in sh("ip", "-n", netns, "route").stdout
+        assert any("the nexthop 203.0.113.1 is not on a directly connected network" in m
+                   for m in said), said
+        b.del_policy(out)
+    finally:
+        b.close()
+
+
 def test_priority_reaches_the_kernel(netns: str, backend: XfrmBackend) -> None:
     """priority= as iproute2 reads it back from the kernel; unset: the computed one."""
     p = pol("out")

@@ -10,6 +10,7 @@ add fields freely, but do not rename or remove them without updating every user.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -125,6 +126,18 @@ class End:
     @property
     def is_any(self) -> bool:
         return self.host in (None, "%any", "%any6", "%opportunistic", "%group")
+
+    @property
+    def nexthop_addr(self) -> IPAddress | None:
+        """``nexthop=`` as an address (written, or the gateway %defaultroute resolved
+        to); None for %direct / %defaultroute unresolved / unset."""
+        nh = self.nexthop
+        if not nh or nh.startswith("%"):
+            return None
+        try:
+            return ipaddress.ip_address(nh)
+        except ValueError:
+            return None
 
 
 class _Watched:

@@ -815,10 +815,13 @@ def _parse_end(raw: dict[str, str], side: str) -> End:
     if nh is not None:
         if not nh.startswith("%"):
             try:
-                ipaddress.ip_address(nh)
+                nh_addr = ipaddress.ip_address(nh)
             except ValueError:
                 raise ConnError(side + "nexthop", f"{side}nexthop={nh} is not an address") \
                     from None
+            if end.host_addr is not None and end.host_addr.version != nh_addr.version:
+                raise ConnError(side + "nexthop", f"{side}nexthop={nh} and {side}={host} "
+                                "are of different address families")
         end.nexthop = nh
     elif end.host in ("%defaultroute", "%defaultroute6"):
         end.nexthop = "%defaultroute"  # Libreswan: the route's gateway

@@ -90,6 +90,20 @@ def _resolve_end(end: End) -> str | None:
     return None
 
 
+def resolve_nexthop(end: End) -> str | None:
+    """``leftnexthop=%defaultroute`` on an end with an address (ipsec.conf(5): "the
+    next-hop gateway address of the default-route interface will be used"); returns
+    what was done, or None (no default route with a gateway: the peer stays the
+    nexthop, as for %direct)."""
+    if end.nexthop != "%defaultroute" or end.host_addr is None:
+        return None
+    dr = default_route(end.host_addr.version)
+    if dr is None or dr.gateway is None:
+        return None
+    end.nexthop = str(dr.gateway)
+    return f"nexthop=%defaultroute is {dr.gateway}"
+
+
 def needs_routes(conn: Connection) -> bool:
     """Whether an end of ``conn`` is written as %defaultroute or %any with a nexthop."""
     for end in (conn.left, conn.right):
@@ -117,4 +131,5 @@ def resolve(conn: Connection) -> list[str]:
     return notes
 
 
-__all__ = ["DefaultRoute", "default_route", "needs_routes", "resolve", "route_source"]
+__all__ = ["DefaultRoute", "default_route", "needs_routes", "resolve", "resolve_nexthop",
+           "route_source"]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 from pypluto.config.model import Connection, IPAddress
 from pypluto.control.protocol import RC_FATAL, RC_SUCCESS
-from pypluto.daemon.defaultroute import needs_routes, resolve
+from pypluto.daemon.defaultroute import needs_routes, resolve, resolve_nexthop
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.logger import PlutoLogger
 
@@ -119,6 +119,10 @@ class Registry:
             for note in resolve(conn):  # %defaultroute, %any + nexthop (ipsec.conf(5))
                 self.log.log(note, conn=conn.name)
             conn.orient(self.local_addrs)
+        if conn.local_is_left is not None:
+            nh_note = resolve_nexthop(conn.local)  # leftnexthop=%defaultroute
+            if nh_note:
+                self.log.log(nh_note, conn=conn.name)
         if conn.local_is_left is None:
             self.unoriented[conn.name] = conn
             msg = ("neither end is a local address: connection kept unoriented until "

@@ -617,6 +617,7 @@ class Engine:
                                                 source_ip=src_ip, reqid=child.reqid,
                                                 mode=child.mode, protocol=child.protocol,
                                                 mtu=conn.mtu, metric=conn.metric,
+                                                nexthop=conn.local.nexthop_addr,
                                                 priority=conn.priority, conn_name=conn.name))
                         out.append(PolicyParams(rk, lk, "in", tmpl_src=ra, tmpl_dst=la,
                                                 reqid=child.reqid, mode=child.mode,
@@ -804,6 +805,7 @@ class Engine:
                     peer_port=rts.sport if rts.sport == rts.eport else 0,
                     reqid=child.reqid, sa_type="ESP" if child.protocol == "esp" else "AH",
                     mode=child.mode, spi_in=child.spi_in, spi_out=child.spi_out,
+                    nexthop=conn.local.nexthop_addr,  # PLUTO_NEXT_HOP (unset: the peer)
                     my_sourceip=next((a for a in ike.local_vips if a.version == lts.version),
                                      None) if ike is not None and ike.local_vips else
                     conn.local.sourceip[0] if conn.local.sourceip else None,

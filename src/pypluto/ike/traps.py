@@ -87,6 +87,7 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
     # mtu= / metric= ride on the route of an IPsec policy (a shunt's traffic keeps its path)
     mtu = getattr(conn, "mtu", None) if action == "ipsec" else None
     metric = getattr(conn, "metric", None) if action == "ipsec" else None
+    nexthop = loc.nexthop_addr if action == "ipsec" else None  # leftnexthop= (the route's)
     prio = getattr(conn, "priority", 0) or 0  # priority= (a shunt's too, as Libreswan)
     out: list[PolicyParams] = []
     for lt in lts:
@@ -99,7 +100,7 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
                                             tmpl_dst=ra, mode=mode, protocol=proto,
                                             source_ip=src_ip, conn_name=conn.name,
                                             action=action, mtu=mtu, metric=metric,
-                                            priority=prio))
+                                            nexthop=nexthop, priority=prio))
                     if action == "ipsec":
                         continue
                     # a shunt holds both ways (RFC 4301 §4.4.1: BYPASS/DISCARD entries)

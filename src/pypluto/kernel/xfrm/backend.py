@@ -846,7 +846,8 @@ class XfrmBackend(KernelBackend):
                 nets = _route_halves(policy.dst.network)
                 for net in nets:
                     if self._routes.add(net, source, policy.tmpl_dst, policy.mtu,
-                                        policy.metric, half=len(nets) == 2):
+                                        policy.metric, half=len(nets) == 2,
+                                        nexthop=policy.nexthop):
                         routed.append(net)
             except BackendError as e:  # the SAs still work; say why the route is missing
                 self._log(f"xfrm: no route for {policy.dst} src {source}: {e}")

@@ -141,10 +141,12 @@ class RouteManager:
         raise BackendError(f"route: no route to the peer {peer}")
 
     def add(self, dst: IPNetwork, source: IPAddress | None, peer: IPAddress,
-            mtu: int | None = None, metric: int | None = None, half: bool = False) -> bool:
+            mtu: int | None = None, metric: int | None = None, half: bool = False,
+            nexthop: IPAddress | None = None) -> bool:
         """Route ``dst`` (with source ``source``, MTU and metric when given) the way
-        ``peer`` is reached; False if skipped.  ``half``: one half of a remote selector
-        of everything, routed even where it holds the peer (as Libreswan's updown)."""
+        ``peer`` is reached, or via ``nexthop`` (leftnexthop=) on the device that
+        reaches it; False if skipped.  ``half``: one half of a remote selector of
+        everything, routed even where it holds the peer (as Libreswan's updown)."""
         if (source is not None and dst.version != source.version) or dst.version != peer.version:
             self._log(f"| route: {dst} src {source} via {peer}: mixed families, no route added")
             return False
@@ -159,7 +161,16 @@ class RouteManager:
             if self._refs.get(dst):
                 self._refs[dst] += 1
                 return True
-        oif, gw = self.lookup(peer)
+        if nexthop is not None and nexthop != peer and nexthop.version == dst.version:
+            # as the updown's ``via PLUTO_NEXT_HOP dev <the device toward it>``; the
+            # gateway must be on a link of ours (the kernel would say only EINVAL)
+            oif, beyond = self.lookup(nexthop)
+            if beyond is not None:
+                raise BackendError(f"route: the nexthop {nexthop} is not on a directly "
+                                   f"connected network (the kernel reaches it via {beyond})")
+            gw: IPAddress | None = nexthop
+        else:
+            oif, gw = self.lookup(peer)
         if source is not None:
             self._hold_address(source, oif)
         body = encode_route(dst, source, oif, gw, mtu=mtu, metric=metric)
