@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 
 import pytest
 from plutoproc import NetNS, Pluto, sh, wait_for
@@ -188,3 +189,36 @@ conn west-nowhere
     r = west.whack("--name", "west-nowhere", "--initiate")
     assert r.returncode == 51, r.stdout
     assert "retransmit" in r.stdout
+
+
+def test_a_peer_written_as_a_host_name(pair):
+    """right=NAME is resolved when the conn is loaded (getaddrinfo: here the namespace's
+    own /etc/netns/NAME/hosts) and the tunnel comes up to that address; a name that does
+    not resolve is said at load, is never a wildcard for responding, and ``ipsec up``
+    tries it again and says why it cannot start."""
+    start, w_ns, e_ns = pair
+    etc = f"/etc/netns/{w_ns.name}"
+    os.makedirs(etc, exist_ok=True)
+    try:
+        with open(f"{etc}/hosts", "w", encoding="ascii") as fh:
+            fh.write("127.0.0.1 localhost\n2001:db8::2 east.pypluto.test\n"
+                     "192.0.2.2 east.pypluto.test\n")
+        named = CONF.replace("right=192.0.2.2", "right=east.pypluto.test") + \
+            CONF.replace("west-east", "lost").replace("right=192.0.2.2",
+                                                      "right=nowhere.pypluto.invalid")
+        east = start("east", e_ns, "add", "--use-none")
+        west = start("west", w_ns, "add", "--use-none", conf_text=named)
+        log = west.log()
+        # an address of left='s family, though the name has an IPv6 one first
+        assert '"west-east": right=east.pypluto.test is 192.0.2.2' in log, log
+        assert '"lost": right=nowhere.pypluto.invalid does not resolve' in log, log
+        r = west.whack("--name", "west-east", "--initiate")
+        assert r.returncode == 0 and re.search(r"established Child SA", r.stdout), r.stdout
+        assert child_sas(east) and child_sas(east)[0]["conn"] == "west-east"
+        r = west.whack("--name", "lost", "--initiate")
+        assert r.returncode != 0
+        assert "the peer's host name nowhere.pypluto.invalid does not resolve" in r.stdout, \
+            r.stdout
+        assert west.log().count("right=nowhere.pypluto.invalid does not resolve") == 2
+    finally:
+        shutil.rmtree(etc, ignore_errors=True)

@@ -30,3 +30,33 @@ def test_a_name_that_does_not_resolve_raises() -> None:
 
 def test_localhost_resolves() -> None:
     assert ipaddress.ip_address("127.0.0.1") in resolver.resolve_host("localhost")
+
+
+def test_resolve_names_gives_ends_addresses_and_never_makes_a_wildcard() -> None:
+    """left=/right= host names (Libreswan's addconn resolves them): an address of the
+    other end's family; a name that does not resolve leaves the end without one, and
+    such a conn is no candidate for any peer (it is not %any)."""
+    from pypluto.config.parser import parse_config_text
+    from pypluto.ike.conn_index import ConnIndex
+
+    def fake(name: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        if name == "gw.example.org":
+            return [ipaddress.ip_address("2001:db8::7"), ipaddress.ip_address("192.0.2.7")]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    text = ("conn a\n\tleft=192.0.2.1\n\tright=gw.example.org\n\tauthby=secret\n"
+            "conn b\n\tleft=192.0.2.1\n\tright=gone.example.org\n\tauthby=secret\n")
+    conns = parse_config_text(text, "f").conns
+    a, b = conns["a"], conns["b"]
+    assert resolver.resolve_names(a, fake) == [("right=gw.example.org is 192.0.2.7", "info")]
+    assert a.right.host_addr == ipaddress.ip_address("192.0.2.7")
+    notes = resolver.resolve_names(b, fake)
+    assert len(notes) == 1 and notes[0][1] == "error" and \
+        notes[0][0].startswith("right=gone.example.org does not resolve")
+    assert b.right.host_addr is None and not b.right.is_any
+    for c in (a, b):
+        c.orient({ipaddress.ip_address("192.0.2.1")})
+    index = ConnIndex({"a": a, "b": b})
+    me = ipaddress.ip_address("192.0.2.1")
+    assert [c.name for c in index.candidates(me, ipaddress.ip_address("192.0.2.7"))] == ["a"]
+    assert index.candidates(me, ipaddress.ip_address("192.0.2.99")) == []

@@ -50,6 +50,7 @@ from pypluto.daemon.crlfetch import CRLFetcher, render_crls
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.logger import PlutoLogger, debug_help, parse_debug_specs
 from pypluto.daemon.registry import LOADED_AUTO, Registry, config_conns
+from pypluto.daemon.resolver import resolve_names
 from pypluto.daemon.secrets import SecretsProxy
 from pypluto.daemon.waiters import Waiter, Waiters
 
@@ -379,6 +380,14 @@ class ControlServer:
         conn = self.registry.conns[name]
         if conn.type in ("passthrough", "drop", "reject") or conn.authby == "never":
             return RC_INITSHUNT, None, f'"{name}": cannot initiate a shunt-only connection'
+        host = conn.remote.host
+        if conn.remote.host_addr is None and host and not host.startswith("%"):
+            # a peer's host name that did not resolve at load: tried again now
+            for note, level in resolve_names(conn, self.registry.resolver):
+                self.log.log(note, level, conn=name)
+            if conn.remote.host_addr is None:
+                return RC_NOPEERIP, None, (f'"{name}": cannot initiate: the peer\'s host name '
+                                           f"{host} does not resolve")
         if conn.remote.host_addr is None:
             return RC_NOPEERIP, None, (f'"{name}": cannot initiate connection without knowing '
                                        "peer IP address")

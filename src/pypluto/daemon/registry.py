@@ -17,6 +17,7 @@ from pypluto.control.protocol import RC_FATAL, RC_SUCCESS
 from pypluto.daemon.defaultroute import needs_routes, resolve, resolve_nexthop
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.logger import PlutoLogger
+from pypluto.daemon.resolver import resolve_host, resolve_names
 
 LOADED_AUTO = ("add", "start", "up", "route", "ondemand", "keep")
 """``auto=`` values that load the conn at start-up (or on ``ipsec add --autoall``)."""
@@ -77,6 +78,7 @@ class Registry:
         self.loaded: Callable[[Connection], None] = lambda conn: None  # oriented, about to load
         self.serials: dict[str, int] = {}  # "conn serial: $N" of --status, in load order
         self.up: set[str] = set()  # initiated (ipsec up, auto=start): "+UP" in the policy
+        self.resolver: Callable[[str], list[IPAddress]] = resolve_host  # tests replace it
         self._next_serial = 1
 
     def __contains__(self, name: object) -> bool:
@@ -113,6 +115,10 @@ class Registry:
         if conn.name in self.conns:
             self._replace(conn.name, emit)
         self.unoriented.pop(conn.name, None)
+        for note, level in resolve_names(conn, self.resolver):  # left=/right= host names
+            self.log.log(note, level, conn=conn.name)
+            if emit and level == "error":
+                emit(f'"{conn.name}": {note}')
         if "uniqueids" not in conn.raw:  # a config setup value: the command line wins
             conn.uniqueids = self.uniqueids
         if not conn.orient(self.local_addrs) and needs_routes(conn):

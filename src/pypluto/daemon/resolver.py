@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 
+from pypluto.config.model import Connection
 from pypluto.params import IPAddress
 
 
@@ -29,3 +31,34 @@ def resolve_host(name: str) -> list[IPAddress]:
 
 
 __all__ = ["resolve_host"]
+
+
+def resolve_names(conn: Connection,
+                  resolver: Callable[[str], list[IPAddress]] = resolve_host
+                  ) -> list[tuple[str, str]]:
+    """Give each end of ``conn`` written as a host name (``right=vpn.example.org``) its
+    address, as Libreswan's addconn does when it loads the conn; returns (log line,
+    level) pairs.  With the other end's address known, an address of its family is
+    taken, else the resolver's first.  A name that does not resolve stays without an
+    address: such an end neither initiates nor matches a peer (it is never a wildcard),
+    and ``ipsec up`` tries the name again."""
+    notes: list[tuple[str, str]] = []
+    for side, end, other in (("left", conn.left, conn.right), ("right", conn.right, conn.left)):
+        host = end.host
+        if host is None or host.startswith("%") or end.host_addr is not None:
+            continue
+        try:
+            addrs = resolver(host)
+        except (OSError, UnicodeError) as e:
+            notes.append((f"{side}={host} does not resolve ({e}); the conn cannot be used "
+                          "until it does", "error"))
+            continue
+        fam = other.host_addr.version if other.host_addr is not None else None
+        pick = next((a for a in addrs if fam is None or a.version == fam), None)
+        if pick is None:
+            notes.append((f"{side}={host} has no IPv{fam} address (it resolves to "
+                          f"{', '.join(map(str, addrs)) or 'nothing'})", "error"))
+            continue
+        end.host_addr = pick
+        notes.append((f"{side}={host} is {pick}", "info"))
+    return notes

@@ -56,7 +56,7 @@ from pypluto.daemon.mobility import AddressWatcher
 from pypluto.daemon.options import PlutoOptions
 from pypluto.daemon.powerup import PowerUpSelfTest
 from pypluto.daemon.registry import Registry, config_conns
-from pypluto.daemon.resolver import resolve_host
+from pypluto.daemon.resolver import resolve_host, resolve_names
 from pypluto.daemon.secrets import SecretsProxy
 from pypluto.daemon.sockets import IKEInterface, UDPSockets
 from pypluto.daemon.status import snapshot
@@ -395,6 +395,10 @@ class Daemon:
         if not self.sockets.listening:
             return RC_DEAF
         self.log.log("initiating connection", conn=name, debug_class="base", level="debug")
+        # a peer written as a host name that did not resolve when the conn was added:
+        # the name is tried again now (a resolver that is up again, a new /etc/hosts)
+        for note, level in resolve_names(self.registry.conns[name], self.registry.resolver):
+            self.log.log(note, level, conn=name)
         self.registry.up.add(name)  # Libreswan: the conn is "supposed to remain up" (+UP)
         now = self.now()
         self.driver.run(lambda e: e.initiate(name, now), where=f"initiating {name}", conn=name)

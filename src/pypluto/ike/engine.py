@@ -874,6 +874,10 @@ class Engine:
         except ValueError:
             return [Log("cannot initiate: connection is not oriented", level="error", conn=name)]
         if conn.remote.host_addr is None:
+            host = conn.remote.host
+            if host and not host.startswith("%"):  # daemon/resolver.py: a name, unresolved
+                return [Log(f"cannot initiate: the peer's host name {host} does not resolve",
+                            level="error", conn=name)]
             return [Log("cannot initiate connection without knowing peer IP address "
                         "(remote=%any)", level="error", conn=name)]
         up = self.child_up(name)
