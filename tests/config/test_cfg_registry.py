@@ -387,3 +387,23 @@ def test_additional_key_exchanges_are_accepted(key: str, value: str) -> None:
     assert specs and specs[0].addke
 
 
+
+
+def test_address_family_keys() -> None:
+    """hostaddrfamily= / clientaddrfamily= (ipv4, ipv6 and their aliases): the family of
+    the hosts, of the subnets; an address written in the other family refuses the conn
+    (what the hint does for host names and %defaultroute: tests/daemon/test_resolver.py)."""
+    for value, fam in (("ipv4", 4), ("inet", 4), ("v4", 4), ("ipv6", 6), ("inet6", 6)):
+        cfg = parse_config_text(
+            "conn c\n\tleft=%defaultroute\n\tright=vpn.example.org\n\tauthby=secret\n"
+            f"\thostaddrfamily={value}\n", "f")
+        assert cfg.conns["c"].hostaddrfamily == fam, [str(d) for d in cfg.diagnostics]
+    cfg = parse_config_text(BASE + "\thostaddrfamily=ipv6\n", "f")
+    assert str(cfg.failed["c"][0]) == \
+        "f:5: while loading 'c': hostaddrfamily=ipv6 but left=192.0.2.1 is IPv4"
+    ok = BASE + "\tleftsubnet=198.51.100.0/24\n\trightsubnet=203.0.113.0/24\n"
+    assert "c" in parse_config_text(ok + "\tclientaddrfamily=ipv4\n", "f").conns
+    cfg = parse_config_text(ok + "\tclientaddrfamily=ipv6\n", "f")
+    assert "clientaddrfamily=ipv6 but leftsubnet=198.51.100.0/24 is IPv4" in \
+        str(cfg.failed["c"][0])
+    assert parse_config_text(BASE, "f").conns["c"].hostaddrfamily is None

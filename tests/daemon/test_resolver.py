@@ -60,3 +60,40 @@ def test_resolve_names_gives_ends_addresses_and_never_makes_a_wildcard() -> None
     me = ipaddress.ip_address("192.0.2.1")
     assert [c.name for c in index.candidates(me, ipaddress.ip_address("192.0.2.7"))] == ["a"]
     assert index.candidates(me, ipaddress.ip_address("192.0.2.99")) == []
+
+
+def test_hostaddrfamily_picks_the_family(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hostaddrfamily=: a name resolves to an address of that family (the first of the
+    resolver's otherwise), and %defaultroute takes that family's default route; without
+    it, %defaultroute takes the peer's family, as Libreswan's addconn (IPv4 when the
+    peer is unknown)."""
+    from pypluto.config.parser import parse_config_text
+    from pypluto.daemon import defaultroute
+
+    def fake(name: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        return [ipaddress.ip_address("192.0.2.7"), ipaddress.ip_address("2001:db8::7")]
+
+    text = "conn c\n\tleft=%defaultroute\n\tright=gw.example.org\n\tauthby=secret\n"
+    for hint, want in (("", "192.0.2.7"), ("\thostaddrfamily=ipv6\n", "2001:db8::7")):
+        conn = parse_config_text(text + hint, "f").conns["c"]
+        resolver.resolve_names(conn, fake)
+        assert str(conn.right.host_addr) == want
+    routes = {
+        ("-4", "route", "show", "default"): [
+            {"dst": "default", "gateway": "192.0.2.254", "dev": "eth0", "prefsrc": "192.0.2.1"}],
+        ("-6", "route", "show", "default"): [
+            {"dst": "default", "gateway": "2001:db8::fe", "dev": "eth0",
+             "prefsrc": "2001:db8::1"}],
+    }
+    monkeypatch.setattr(defaultroute, "_ip_json", lambda *a: routes.get(a, []))
+    for conf, want in (
+            ("\tright=2001:db8:1::23\n", "2001:db8::1"),  # the peer's family
+            ("\tright=192.0.2.23\n", "192.0.2.1"),
+            ("\tright=%any\n\thostaddrfamily=ipv6\n", "2001:db8::1"),
+            ("\tright=%any\n", "192.0.2.1")):
+        conn = parse_config_text("conn c\n\tleft=%defaultroute\n\tauthby=secret\n" + conf,
+                                 "f").conns["c"]
+        defaultroute.resolve(conn)
+        assert str(conn.left.host_addr) == want, conf
+        assert conn.left.nexthop_addr is not None and \
+            conn.left.nexthop_addr.version == conn.left.host_addr.version

@@ -295,9 +295,9 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("also", "str", W(T_CFG + "test_basic_file_resolves_default_and_also")),
     ("ike", "proposal:IKE", W(T_EST + "test_configured_proposals")),
     ("hostaddrfamily", "enum", "ipv4|ipv6|v4|inet|v6|inet6",
-     R("pypluto never resolves host names, so the family hint has no use")),
+     W("tests/daemon/test_resolver.py::test_hostaddrfamily_picks_the_family")),
     ("clientaddrfamily", "enum", "ipv4|ipv6|v4|inet|v6|inet6",
-     R("pypluto never resolves host names, so the family hint has no use")),
+     W("tests/config/test_cfg_registry.py::test_address_family_keys")),
     ("type", "enum", "tunnel|transport|passthrough|pass|drop|reject",
      W("tests/daemon/test_ondemand.py::test_shunts_inside_a_routed_subnet")),
     # every value works; never only in a shunt conn (parser._never_refusal)

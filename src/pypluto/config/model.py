@@ -244,6 +244,9 @@ class Connection:
     mtu: int | None = None
     metric: int | None = None
     priority: int = 0  # priority= of the conn's policies (lower wins); 0 = computed
+    # hostaddrfamily= (4 or 6): the family of left=/right= (for names and %defaultroute);
+    # None = from the addresses written, else IPv4 (daemon/resolver.py, defaultroute.py)
+    hostaddrfamily: int | None = None
     debug: str = ""  # debug= (alias plutodebug=): this conn's debug classes, as written
     # tfc=: TFC padding of our tunnel-mode ESP packets to that size (RFC 4303 §2.7),
     # 0 = none; send-no-esp-tfc=: tell the peer not to pad its own (RFC 7296 §3.10.1)

@@ -50,6 +50,7 @@ from pypluto.config.values import (
     parse_subnet,
     parse_subnets,
 )
+from pypluto.params import IPAddress, IPNetwork
 
 MAX_INCLUDE_DEPTH = 10
 MAX_INCLUDED_FILES = 1000  # a glob include of itself would otherwise fan out n^10 times
@@ -919,10 +920,36 @@ def build_connection(name: str, keys: dict[str, str],
         _vti_keys(conn, get, b)  # without them the class defaults stand
     if conn.mtu is not None or conn.metric is not None:
         _route_keys(conn)
+    if "hostaddrfamily" in keys or "clientaddrfamily" in keys:
+        _family_keys(conn, get)
     _semantic_checks(conn)
     if enforce_support:  # after the syntax checks: a bad value is reported as such
         _check_supported(keys, conn)
     return conn
+
+
+_FAMILY = {"ipv4": 4, "v4": 4, "inet": 4, "ipv6": 6, "v6": 6, "inet6": 6}
+
+
+def _family_keys(conn: Connection, get: Callable[[str], str | None]) -> None:
+    """``hostaddrfamily=``: the family of both hosts (a name resolves to an address of it,
+    ``%defaultroute`` takes that family's default route); ``clientaddrfamily=``: the
+    family of the subnets (Libreswan 5 reads it from the subnets, 5.3 drops the key).
+    An address written in the other family refuses the conn."""
+    ends = (("left", conn.left), ("right", conn.right))
+    for key in ("hostaddrfamily", "clientaddrfamily"):
+        v = get(key)
+        if v is None:
+            continue
+        fam = _FAMILY.get(v.lower())
+        if fam is None:  # pragma: no cover - keywords.py checks the spelling first
+            raise ConnError(key, f"{key}={v} is not ipv4 or ipv6")
+        found: list[tuple[str, IPAddress | IPNetwork]] = [
+            (s, e.host_addr) for s, e in ends if e.host_addr is not None
+        ] if key == "hostaddrfamily" else [(s + "subnet", n) for s, e in ends for n in e.subnets]
+        for where, a in found:
+            if a.version != fam:
+                raise ConnError(key, f"{key}={v} but {where}={a} is IPv{a.version}")
 
 
 def _route_keys(conn: Connection) -> None:
@@ -1116,6 +1143,8 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     conn.debug = get("debug") or ""
     prio = get("priority")
     conn.priority = 0 if prio is None else parse_int(prio, "priority", 0, 2**32 - 1)
+    hf = get("hostaddrfamily")
+    conn.hostaddrfamily = None if hf is None else _FAMILY.get(hf.lower())
     tfc = get("tfc")
     conn.tfc = 0 if tfc is None else parse_int(tfc, "tfc", 0, 65535)
     conn.send_no_esp_tfc = b("send-no-esp-tfc", False)

@@ -68,11 +68,12 @@ def default_route(version: int = 4) -> DefaultRoute | None:
     return None
 
 
-def _resolve_end(end: End) -> str | None:
-    """Give ``end`` an address from the routing table; returns what was done, or None."""
+def _resolve_end(end: End, family: int = 4) -> str | None:
+    """Give ``end`` an address from the routing table; returns what was done, or None.
+    ``family``: of ``%defaultroute`` (``%defaultroute6`` is always IPv6)."""
     host = (end.host or "").lower()
     if host in ("%defaultroute", "%defaultroute6"):
-        dr = default_route(6 if host == "%defaultroute6" else 4)
+        dr = default_route(6 if host == "%defaultroute6" else family)
         if dr is None:
             return None
         end.host_addr = dr.src
@@ -119,13 +120,17 @@ def resolve(conn: Connection) -> list[str]:
     """Resolve the ends of ``conn`` that stand for this host; returns log lines.
 
     ``%defaultroute`` ends always do; a ``%any`` end with a nexthop only when the
-    other end has a fixed address (then this one must be the local end).
+    other end has a fixed address (then this one must be the local end).  The family
+    of ``%defaultroute`` is ``hostaddrfamily=``, else the peer's, else IPv4 (as
+    Libreswan's addconn: ``left=%defaultroute right=2001:db8::23`` is IPv6).
     """
     notes: list[str] = []
     for end, other in ((conn.left, conn.right), (conn.right, conn.left)):
         host = (end.host or "").lower()
         if host.startswith("%defaultroute") or other.host_addr is not None:
-            done = _resolve_end(end)
+            family = conn.hostaddrfamily or \
+                (other.host_addr.version if other.host_addr is not None else 4)
+            done = _resolve_end(end, family)
             if done:
                 notes.append(done)
     return notes

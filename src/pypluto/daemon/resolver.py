@@ -38,8 +38,8 @@ def resolve_names(conn: Connection,
                   ) -> list[tuple[str, str]]:
     """Give each end of ``conn`` written as a host name (``right=vpn.example.org``) its
     address, as Libreswan's addconn does when it loads the conn; returns (log line,
-    level) pairs.  With the other end's address known, an address of its family is
-    taken, else the resolver's first.  A name that does not resolve stays without an
+    level) pairs.  An address of ``hostaddrfamily=``, else of the other end's family
+    when its address is known, else the resolver's first.  A name that does not resolve stays without an
     address: such an end neither initiates nor matches a peer (it is never a wildcard),
     and ``ipsec up`` tries the name again."""
     notes: list[tuple[str, str]] = []
@@ -53,7 +53,8 @@ def resolve_names(conn: Connection,
             notes.append((f"{side}={host} does not resolve ({e}); the conn cannot be used "
                           "until it does", "error"))
             continue
-        fam = other.host_addr.version if other.host_addr is not None else None
+        fam = conn.hostaddrfamily or \
+            (other.host_addr.version if other.host_addr is not None else None)
         pick = next((a for a in addrs if fam is None or a.version == fam), None)
         if pick is None:
             notes.append((f"{side}={host} has no IPv{fam} address (it resolves to "
