@@ -75,11 +75,11 @@ def test_checkconfig_errors_name_file_and_line(tmp_path: pathlib.Path) -> None:
 def test_checkconfig_fails_on_a_key_pypluto_does_not_support(tmp_path: pathlib.Path) -> None:
     """Libreswan would load conn c; pypluto refuses it, names file:line, and
     --checkconfig exits 1 (issue 12); the other conns still load."""
-    f = _write(tmp_path, CONF.replace("\tauto=add\n\nconn d", "\tauto=keep\n\nconn d"))
+    f = _write(tmp_path, CONF.replace("\tauto=add\n\nconn d", "\tcompress=yes\n\nconn d"))
     rc, _out, err = _run(addconn_main, ["--config", f, "--checkconfig"])
     assert rc == 1
-    assert f"{f}:20: auto=keep is not supported by pypluto (keep is not implemented) " \
-        "(conn 'c' is not loaded)" in err.splitlines()
+    assert f"{f}:20: compress=yes is not supported by pypluto (IPComp (RFC 3173) not " \
+        "implemented by pypluto) (conn 'c' is not loaded)" in err.splitlines(), err
     assert _run(addconn_main, ["--config", f, "--listadd"])[1].split() == ["a"]
     rc, out, _ = _run(addconn_main, ["--config", f, "--autoall"])
     assert rc == 0 and out.splitlines() == ["add a", "up b"]

@@ -162,6 +162,39 @@ def test_dpdaction_restart() -> None:
     assert len(net.established(net.west)) == 1 and net.children(net.west)
 
 
+def test_auto_keep_revives_once_the_peer_brought_it_up() -> None:
+    """auto=keep (ipsec.conf(5): "an add plus an attempt to keep the connection up once
+    the remote peer brought it up"): east never starts it; once west brought it up and
+    then went silent, east declares west dead and initiates it again itself; after
+    whack --down it is an add conn again (a dead peer is not revived)."""
+    kw = {"dpddelay": 10.0, "dpdtimeout": 20.0}
+    for auto, revived in (("keep", True), ("add", False)):
+        net = Net(west_kw=kw, east_kw=dict(kw, auto=auto))
+        net.advance(30)
+        assert not net.east.engine.by_serial  # keep does not initiate by itself
+        net.up()
+        net.cut = True
+        net.advance(35)
+        assert "peer-dead" in [e.kind for e in net.east.events]
+        assert not net.established(net.east)
+        ours = [i for i in net.east.engine.by_serial.values() if i.initiator]
+        assert bool(ours) == revived, auto
+        net.cut = False
+        net.advance(100)
+        if revived:  # east initiated this one
+            assert [i.role for i in net.established(net.east)] == ["initiator"]
+            assert net.children(net.east)
+        else:
+            assert not net.established(net.east)
+    net = Net(west_kw=kw, east_kw=dict(kw, auto="keep"))
+    net.up()
+    net.apply(net.east, net.east.engine.terminate("west-east", net.now))
+    net.run()
+    net.cut = True  # west's own liveness would bring nothing back either
+    net.advance(100)
+    assert not net.east.engine.by_serial
+
+
 def test_rekey_child_by_lifetime() -> None:
     kw = {"salifetime": 600.0, "rekeymargin": 60.0, "rekeyfuzz": 0.0}
     net = Net(west_kw=kw, east_kw=kw)

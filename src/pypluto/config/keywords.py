@@ -288,10 +288,9 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
 ])
 
 CONN_KEYS: dict[str, KeyDef] = _table([
+    # keep: tests/ike/test_lifecycle.py::test_auto_keep_revives_once_the_peer_brought_it_up
     ("auto", "enum", "ignore|add|start|up|route|ondemand|keep",
-     P("ignore|add|start|up|route|ondemand", "tests/daemon/test_ondemand.py::"
-       "test_route_first_ping_brings_it_up_without_loss",
-       "keep is not implemented")),
+     W("tests/daemon/test_ondemand.py::test_route_first_ping_brings_it_up_without_loss")),
     ("also", "str", W(T_CFG + "test_basic_file_resolves_default_and_also")),
     ("ike", "proposal:IKE", W(T_EST + "test_configured_proposals")),
     ("hostaddrfamily", "enum", "ipv4|ipv6|v4|inet|v6|inet6",

@@ -57,6 +57,7 @@ class IKEContext(Protocol):
     dos: DoSGuard  # cookies and half-open limits (RFC 7296 §2.6, RFC 8019)
     stats: EngineStats  # total.* counters (ike/stats.py)
     probes: ProbePacer  # liveness probes per slot (ike/pacing.py)
+    kept_up: set[str]  # auto=keep conns a peer brought up (meant_up)
 
     @property
     def connections(self) -> Mapping[str, Connection]: ...
@@ -115,3 +116,11 @@ class IKEContext(Protocol):
     def log(self, acts: list[Action], msg: str | Callable[[], str],
             obj: IKESA | ChildSA | None = None, level: str = "info",
             debug_class: str = "base") -> None: ...
+
+
+def meant_up(ctx: IKEContext, conn: Connection) -> bool:
+    """Whether ``conn`` is to be kept up (Libreswan's +UP): auto=start / up always;
+    auto=keep "once the remote peer brought it up" (ipsec.conf(5)) until whack --down.
+    Such a conn is initiated again when its IKE SA fails, its peer is declared dead or
+    its IKE SA expires."""
+    return conn.auto in ("start", "up") or conn.name in ctx.kept_up

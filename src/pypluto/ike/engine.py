@@ -134,6 +134,9 @@ class Engine:
         self.leases = LeaseTable()  # address pools of road-warrior gateways
         self.stats = EngineStats()  # total.* counters of --globalstatus (ike/stats.py)
         self.probes = ProbePacer()  # liveness probes per slot
+        # auto=keep conns that a peer brought up: kept up from then on (ike/context.py
+        # meant_up), until whack --down or the conn is deleted
+        self.kept_up: set[str] = set()
         # offloaded key exchanges (settings.offload_crypto): token -> (IKE SA serial, then)
         self.computing: dict[int, tuple[int, Callable[[object, float], list[Action]]]] = {}
         self.computing_serials: dict[int, int] = {}  # IKE SA serial -> its token
@@ -986,6 +989,7 @@ class Engine:
     def terminate(self, name: str, now: float) -> list[Action]:
         """Delete the connection's IKE SAs, and with them their Child SAs (whack --down)."""
         acts: list[Action] = []
+        self.kept_up.discard(name)  # auto=keep: down is down, until a peer brings it up
         for ike in self._ikes_of(name):
             # as pluto: send the Delete, then remove the state without waiting (§1.4.1)
             if ike.established:

@@ -13,7 +13,7 @@ heap's first deadline: no per-SA timer objects.  Liveness deadlines are rounded 
 from __future__ import annotations
 
 from pypluto.ike.actions import Action, Log, SendKeepalive
-from pypluto.ike.context import IKEContext
+from pypluto.ike.context import IKEContext, meant_up
 from pypluto.ike.pacing import slot
 from pypluto.ike.sa import IKESA, ChildState
 from pypluto.ike.tasks import child_rekey, ike_followup, ike_rekey
@@ -38,7 +38,8 @@ def service(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
     if ike.expire_at is not None and now >= ike.expire_at:
         ike.expire_at = None
         ctx.log(acts, "IKE SA expired (ikelifetime)", ike)
-        restart = ike.initiator and conn.auto in ("start", "up") and not ike.replaced
+        restart = (ike.initiator or conn.auto == "keep") and meant_up(ctx, conn) \
+            and conn.remote.host_addr is not None and not ike.replaced
         acts += delete_ike(ctx, ike, now)
         if restart and conn.name in ctx.connections:
             acts += ctx.initiate_ike(conn, now)

@@ -7,7 +7,7 @@ from pypluto.crypto.keys import IKEKeys
 from pypluto.crypto.sk import SKProtector
 from pypluto.iana import NotifyType as N
 from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
-from pypluto.ike.context import IKEContext
+from pypluto.ike.context import IKEContext, meant_up
 from pypluto.ike.sa import IKESA
 
 NONCE_SIZE = 32
@@ -49,7 +49,7 @@ def fail(ctx: IKEContext, ike: IKESA, now: float, why: str, reason: FailReason,
     conn = ike.conn
     if retry and ike.initiator and conn.name in ctx.connections and \
             (conn.keyingtries == 0 or ike.tries < conn.keyingtries) and \
-            conn.auto in ("start", "up"):
+            meant_up(ctx, conn):
         acts += ctx.initiate_ike(conn, now, ike.tries + 1)
     return acts
 

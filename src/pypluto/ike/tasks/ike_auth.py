@@ -390,6 +390,8 @@ def established(ctx: IKEContext, ike: IKESA, now: float, how: str = "") -> list[
     conn = ike.conn
     ike.to(IKEState.ESTABLISHED)
     ike.established_at = now
+    if conn.auto == "keep":
+        ctx.kept_up.add(conn.name)  # ipsec.conf(5): kept up once the peer brought it up
     ike.init_request = ike.init_response = b""
     ike.sk_pi = ike.sk_pr = b""
     ike.intermediate = None

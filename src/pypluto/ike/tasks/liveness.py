@@ -30,7 +30,7 @@ from pypluto.crypto.errors import CryptoError
 from pypluto.iana import ExchangeType
 from pypluto.ike.actions import Action, Endpoint, EventKind, FailReason, Log, SendPacket
 from pypluto.ike.codec import IKEHeader
-from pypluto.ike.context import IKEContext
+from pypluto.ike.context import IKEContext, meant_up
 from pypluto.ike.pacing import slot
 from pypluto.ike.sa import IKESA, Outstanding
 from pypluto.ike.tasks.base import Inbound, Request, Task
@@ -50,7 +50,7 @@ def peer_dead(ctx: IKEContext, ike: IKESA, now: float, why: str) -> list[Action]
     acts += ctx.drop_ike(ike, now, "peer dead", EventKind.PEER_DEAD, FailReason.TIMEOUT)
     conn = ike.conn
     if conn.name in ctx.connections and (conn.dpdaction == "restart" or
-                                         conn.auto in ("start", "up")) \
+                                         meant_up(ctx, conn)) \
             and conn.remote.host_addr is not None and not ctx.ike_of(conn.name):
         ctx.log(acts, "restarting connection", ike)
         acts += ctx.initiate_ike(conn, now)
