@@ -133,6 +133,8 @@ def _conn_text(name: str, where: str, value: str) -> str:
     base = BASE.replace("\tauthby=secret\n", "") if name == "authby" else BASE
     # authby=never / leftauth=never only in a shunt conn (test_authby_never_only_in_a_shunt_conn)
     shunt = "\ttype=passthrough\n" if value == "never" and name in ("authby", "auth") else ""
+    if name == "auth" and value == "null":  # NULL for one side: the other signs
+        base, shunt = BASE.replace("\tauthby=secret\n", ""), "\trightauth=rsasig\n"
     return base + f"\t{key}={value}\n" + shunt
 
 
@@ -278,9 +280,21 @@ def test_default_authby_and_end_auth() -> None:
     cfg = parse_config_text(no_authby + "\tleftauth=secret\n\trightauth=secret\n", "f")
     assert "c" in cfg.conns
     assert "c" in parse_config_text(BASE + "\trightauth=rsasig\n", "f").conns
-    cfg = parse_config_text(BASE + "\trightauth=null\n", "f")
+    cfg = parse_config_text(BASE + "\trightauth=eaponly\n", "f")
     assert str(cfg.failed["c"][0]).startswith(
-        "f:5: rightauth=null is not supported by pypluto (null/eaponly")
+        "f:5: rightauth=eaponly is not supported by pypluto (eaponly")
+    # RFC 7619 NULL for one side: with a signing side it loads; PSK and NULL do not mix,
+    # and the NULL side's ID is ID_NULL (as Libreswan's ikev2-asymmetric-01-parsing)
+    sig_null = no_authby + "\tleftauth=rsasig\n\trightauth=null\n"
+    assert "c" in parse_config_text(sig_null, "f").conns
+    assert "c" in parse_config_text(sig_null + "\trightid=%null\n", "f").conns
+    cfg = parse_config_text(sig_null + "\trightid=@road\n", "f")
+    assert "rightid=@road is not supported by pypluto with rightauth=null" in \
+        str(cfg.failed["c"][0])
+    cfg = parse_config_text(BASE + "\trightauth=null\n", "f")
+    assert str(cfg.failed["c"][0]) == (
+        "f:1: leftauth=secret with rightauth=null is not supported by pypluto (PSK and "
+        "NULL authentication do not mix, as in Libreswan's pluto) (conn 'c' is not loaded)")
     assert "c" in parse_config_text(BASE + "\tauthby=psk\n".replace("authby", "leftauth")
                                     .replace("psk", "secret"), "f").conns
 

@@ -201,6 +201,63 @@ def test_asymmetric_psk_one_way_cert_the_other(tmp_path: Path, cert_side: str) -
     check_pair(net)
 
 
+@pytest.mark.parametrize("null_side", ["west", "east"])
+def test_asymmetric_null_one_way_cert_the_other(tmp_path: Path, null_side: str) -> None:
+    """RFC 7619 NULL authentication of one side (leftauth=null), the other signing: the
+    anonymous side shows ID_NULL and an AUTH of method 13 keyed with its SK_p; a wrong
+    NULL MIC, an ID other than ID_NULL or a PSK MIC in its place is refused."""
+    import pypluto.ike.tasks.ike_auth as ia
+    from pypluto.config.ids import parse_id
+    from pypluto.ike.identity import NULL_ID
+
+    pki = PKI.build()
+    for tamper in ("", "mic", "id", "psk"):
+        net = cert_net(tmp_path, pki.ee("west"), pki.ee("east"), pki, authby="")
+        for side in (net.west, net.east):
+            side.engine.secrets.psk = b"very secret shared key for tests"  # type: ignore[attr-defined]
+            conn = side.engine.connections["west-east"]
+            null_is_local = side.name == null_side
+            (conn.local if null_is_local else conn.remote).auth = "null"
+            (conn.remote if null_is_local else conn.local).auth = "rsasig"
+            if null_is_local:
+                conn.local.id = None
+                conn.local.cert = None
+            else:
+                conn.remote.id = None
+        anon = net.west if null_side == "west" else net.east
+        if tamper == "mic":
+            real = ia._null_key
+            try:
+                ia._null_key = lambda ike, i, anon=anon, real=real: (  # type: ignore[assignment]
+                    b"x" * 32 if any(ike is x for x in anon.engine.by_serial.values())
+                    else real(ike, i))  # the anonymous side's own MIC goes wrong
+                net.up()
+            finally:
+                ia._null_key = real
+        elif tamper == "id":
+            real_li = ia.local_identity
+            try:  # the anonymous side claims a name instead of ID_NULL
+                ia.local_identity = lambda ike, c, real_li=real_li: (  # type: ignore[assignment]
+                    parse_id("@anon") if c.local.auth == "null" else real_li(ike, c))
+                net.up()
+            finally:
+                ia.local_identity = real_li
+        elif tamper == "psk":  # the anonymous side uses a PSK MIC instead of NULL
+            anon.engine.connections["west-east"].local.auth = "secret"
+            net.up()
+        else:
+            net.up()
+        up = bool(net.established(net.west)) and bool(net.established(net.east))
+        assert up == (tamper == ""), (tamper, net.west.logs() + net.east.logs())
+        if not tamper:
+            check_pair(net)
+            signer = net.east if anon is net.west else net.west
+            ike = next(iter(signer.engine.by_serial.values()))
+            assert ike.remote_id == NULL_ID
+            assert any("authenticated peer using authby=null and NULL '%null'" in m
+                       for m in signer.logs()), signer.logs()
+
+
 @pytest.mark.parametrize(("west_ppk", "east_ppk", "used"), [
     ("propose", "permit", True), ("propose", "no", False)])
 def test_certificates_with_ppk(tmp_path: Path, west_ppk: str, east_ppk: str, used: bool

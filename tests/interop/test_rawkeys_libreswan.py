@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -131,4 +132,71 @@ def test_wrong_raw_key_from_libreswan_fails_with_one_line(lab: Lab,
     assert len(first) == 1 and "AUTHENTICATION_FAILED" in first[0], lines
     assert not us.ike_established()
     cell(note=lines[0][-160:])
+    them.stop()
+
+
+def _null_conf(west_key: str, east_key: str, null_side: str) -> str:
+    """One side NULL-authenticated (RFC 7619, ID_NULL), the other signing with its raw
+    RSA key: Libreswan's asymmetric ``leftauth=null`` / ``rightauth=rsasig``."""
+    west = ("\tleftauth=null\n\tleftid=%null\n" if null_side == "west" else
+            f"\tleftauth=rsasig\n\tleftid=@west\n\tleftrsasigkey={west_key}\n")
+    east = ("\trightauth=null\n\trightid=%null\n" if null_side == "east" else
+            f"\trightauth=rsasig\n\trightid=@east\n\trightrsasigkey={east_key}\n")
+    return f"""\
+config setup
+\tplutodebug=none
+
+conn west-east
+\tleft={WEST_OUTER}
+{west}\tleftsubnet={WEST_SUBNET}
+\tright={EAST_OUTER}
+{east}\trightsubnet={EAST_SUBNET}
+\tauto=add
+"""
+
+
+@pytest.mark.parametrize("role", ["initiator", "responder"])
+@pytest.mark.parametrize("null_side", ["west", "east"])
+@pytest.mark.parametrize("peer", LIBRESWAN_PEERS,
+                         ids=[p.label.replace(" ", "") for p in LIBRESWAN_PEERS])
+def test_asymmetric_null_auth_with_libreswan(lab: Lab, cell: Callable[..., None],
+                                             peer: PeerSpec, null_side: str, role: str
+                                             ) -> None:
+    """RFC 7619 NULL authentication of one side, an RSA signature from the other (the
+    opportunistic "anonymous client, authenticated server" case), either of us the
+    anonymous one: the IKE SA comes up, each end names the other's method."""
+    cell(peer=peer.label, case="asymmetric-null-auth", role=role,
+         proposal=f"null-{'pypluto' if null_side == 'west' else 'libreswan'}")
+    require(have_libreswan() or peer.chroot, "certutil (libnss3-tools)")
+    require(peer.available(), peer.install_hint)
+    them = peer.libreswan(lab, lab.east, "libreswan-east")
+    east_key = _keydb(them.dir / "nss")
+    ours = lab.workdir / "pypluto-raw" / "nss"
+    west_key = _keydb(ours)
+    conf = _null_conf(west_key, east_key, null_side)
+    them.start(conf)
+    us = Pypluto(lab, lab.west, "pypluto-west")
+    us.extra_args = ["--nssdir", str(ours)]
+    us.start(conf)
+    if role == "initiator":
+        us.initiate()
+    elif peer.modern:
+        them.whack("--name", "west-east", "--initiate", "--asynchronous", timeout=20)
+    else:
+        them.initiate()
+    lab.wait_for(us.ike_established, 20, "our IKE SA")
+    lab.wait_for(lambda: _established_in_log(them), 20, "Libreswan's IKE SA")
+    text = them.log.read_text(errors="replace")
+    line = next(ln for ln in text.splitlines() if "established IKE SA" in ln)
+    ours_text = us.log.read_text(errors="replace")
+    if null_side == "west":  # we sent ID_NULL and a NULL MIC, Libreswan signed
+        # RSASSA-PSS (RFC 7427) as initiator; 4.10 as initiator signs with PKCS#1 v1.5 SHA-1
+        want = (r"authenticated peer using (digital signature RSASSA-PSS \(RFC 7427\)"
+                r"|authby=rsasig \(RSA PKCS#1 v1.5 SHA-1\)) and FQDN '@east'")
+        assert re.search(want, ours_text), ours_text[-2000:]
+        assert "NULL" in line or "null" in line, line
+    else:
+        assert "authenticated peer using authby=null and NULL '%null'" in ours_text, \
+            ours_text[-2000:]
+    cell(note=line.split("established IKE SA;")[-1].strip()[:160])
     them.stop()

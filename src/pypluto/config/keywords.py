@@ -278,8 +278,8 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
     ("xauthusername", "str", "=username"),
     ("addresspool", "str", W(T_RW + "test_lease_kept_for_the_id_across_reconnects_and_freed_on_delete")),
     ("auth", "enum", "never|secret|rsasig|rsa|ecdsa|null|eaponly",
-     P("secret|rsasig|rsa|ecdsa|never", T_CERT + "test_asymmetric_psk_one_way_cert_the_other",
-       "null/eaponly " + _NO + "; never only in a shunt conn")),
+     P("secret|rsasig|rsa|ecdsa|null|never", T_CERT + "test_asymmetric_psk_one_way_cert_the_other",
+       "eaponly " + _NO + "; never only in a shunt conn")),
     ("cat", "bool", P(_NO_VALUES, note="client address translation " + _NO)),
     ("protoport", "protoport", W("tests/daemon/test_userspace_capture.py::"
                                  "test_protoport_selects_what_is_encrypted")),

@@ -601,18 +601,38 @@ def unsupported_message(key: str, value: str, kd: KeyDef, why: str) -> str:
 
 
 def _check_null_auth(keys: dict[str, str]) -> None:
-    """authby=null (RFC 7619) as Libreswan: both ends ID_NULL, no other authentication."""
-    for k in ("leftid", "rightid"):
+    """authby=null (RFC 7619) as Libreswan: an end that authenticates with it (its
+    ``leftauth=`` unset or null) has the ID ID_NULL; the other may sign
+    (``rightauth=rsasig``: asymmetric, checked in ``_asymmetric_null_checks``)."""
+    for side in ("left", "right"):
+        if (keys.get(side + "auth") or "null").strip().lower() != "null":
+            continue
+        k = side + "id"
         v = (keys.get(k) or "").strip()
         if v and v.lower() != "%null":
             raise ConnError(k, f"{k}={v} is not supported by pypluto with authby=null (NULL "
                             "authentication, RFC 7619, uses ID_NULL: leave it unset or write "
                             "%null)", True)
-    for k in ("leftauth", "rightauth"):
-        v = (keys.get(k) or "").strip().lower()
-        if v and v != "null":
-            raise ConnError(k, f"{k}={v} is not supported by pypluto with authby=null "
-                            "(asymmetric NULL authentication)", True)
+
+
+def _check_asymmetric_null(keys: dict[str, str], authby: str) -> None:
+    """``leftauth=null`` / ``rightauth=null`` (RFC 7619 NULL authentication of one side,
+    the other signing): that side's ID is ID_NULL (§2.2), so its ``id=`` is unset or
+    ``%null``; PSK and NULL do not mix (Libreswan's pluto refuses it too: a PSK MIC
+    against an unauthenticated peer proves nothing)."""
+    methods = {s: (keys.get(s + "auth") or authby).strip().lower() for s in ("left", "right")}
+    if "null" not in methods.values():
+        return
+    for side, m in methods.items():
+        v = (keys.get(side + "id") or "").strip()
+        if m == "null" and v and v.lower() != "%null":
+            raise ConnError(side + "id", f"{side}id={v} is not supported by pypluto with "
+                            f"{side}auth=null (NULL authentication, RFC 7619, uses ID_NULL: "
+                            "leave it unset or write %null)", True)
+    if any(set(re.split(r"[\s,]+", m)) & {"secret", "psk"} for m in methods.values()):
+        raise ConnError("leftauth", f"leftauth={methods['left']} with rightauth="
+                        f"{methods['right']} is not supported by pypluto (PSK and NULL "
+                        "authentication do not mix, as in Libreswan's pluto)", True)
 
 
 _SUPPORT_MEMO: dict[tuple[str, str], str | None] = {}
@@ -669,8 +689,11 @@ def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> No
         why = _support_refusal(key, value)
         if why is not None:
             raise ConnError(key, why, True)
-    if (keys.get("authby") or "").strip().lower() == "null":
+    authby = (keys.get("authby") or "").strip().lower()
+    if authby == "null":
         _check_null_auth(keys)
+    elif "leftauth" in keys or "rightauth" in keys:
+        _check_asymmetric_null(keys, authby)
 
 
 # auto= / type= values (keywords.py checks the spelling) and what they mean here.

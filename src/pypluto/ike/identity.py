@@ -53,8 +53,19 @@ def is_null_auth(conn: Connection) -> bool:
     return conn.authby == "null"
 
 
+def local_null(conn: Connection) -> bool:
+    """We authenticate with NULL (RFC 7619): ``leftauth=null``, else ``authby=null``."""
+    return (conn.local.auth or conn.authby) == "null"
+
+
+def remote_null(conn: Connection) -> bool:
+    """The peer authenticates with NULL: ``rightauth=null``, else ``authby=null``.  Its ID
+    is then ID_NULL (RFC 7619 §2.2), whatever else it may claim to be."""
+    return (conn.remote.auth or conn.authby) == "null"
+
+
 def local_identity(ike: IKESA, conn: Connection) -> Identity:
-    if is_null_auth(conn):
+    if local_null(conn):
         return NULL_ID
     if conn.local.id is not None and not conn.local.id.any:
         return conn.local.id
@@ -63,7 +74,7 @@ def local_identity(ike: IKESA, conn: Connection) -> Identity:
 
 def remote_pattern(conn: Connection) -> Identity | None:
     """The ID the peer must show (``rightid=``, else its address); None for %any."""
-    if is_null_auth(conn):
+    if remote_null(conn):
         return NULL_ID
     if conn.remote.id is not None:
         return conn.remote.id

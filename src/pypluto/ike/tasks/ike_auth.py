@@ -28,8 +28,9 @@ from pypluto.ike.context import IKEContext
 from pypluto.ike.identity import (
     id_desc,
     identity_from_wire,
-    is_null_auth,
     local_identity,
+    local_null,
+    remote_null,
     remote_pattern,
 )
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
@@ -48,8 +49,13 @@ AUTH_NULL = AuthMethod.NULL_AUTH
 
 
 def _method(conn: Connection) -> int:
-    """The AUTH method of a conn: PSK, or NULL authentication (RFC 7619 §2.1)."""
-    return AUTH_NULL if is_null_auth(conn) else AUTH_PSK
+    """Our AUTH method when we do not sign: PSK, or NULL authentication (RFC 7619 §2.1)."""
+    return AUTH_NULL if local_null(conn) else AUTH_PSK
+
+
+def _peer_method(conn: Connection) -> int:
+    """The peer's AUTH method when it does not sign: PSK or NULL."""
+    return AUTH_NULL if remote_null(conn) else AUTH_PSK
 
 
 def _null_key(ike: IKESA, initiator_side: bool) -> bytes:
@@ -123,7 +129,7 @@ def _peer_may_use_uncached(conn: Connection, method: int) -> bool:
     words = _auth_words(end.auth or conn.authby or "")
     if method in auth_sig.SIG_METHODS:
         return auth_sig.remote_sig(conn)
-    if is_null_auth(conn):
+    if remote_null(conn):
         return method == AUTH_NULL
     return method == AUTH_PSK and bool(words & {"secret", "psk"})
 
@@ -185,7 +191,7 @@ class IKEAuth(Task):
         ike.local_id = local_id
         remote_pat = conn.remote.id
         sig = auth_sig.local_sig(conn)  # certificates: CERT + signature AUTH
-        psk = b"" if sig else _null_key(ike, True) if is_null_auth(conn) else \
+        psk = b"" if sig else _null_key(ike, True) if local_null(conn) else \
             _psk(ctx, ike, local_id, remote_pat or remote_pattern(conn) or local_id)
         if psk is None:
             acts.append(Log("no PSK found for this connection; cannot authenticate",
@@ -215,7 +221,7 @@ class IKEAuth(Task):
             payloads[1:1] = signed[:-1]  # CERT payloads right after IDi
             payloads.append(signed[-1])
         else:
-            key = _null_key(ike, True) if is_null_auth(conn) else psk  # after any PPK mix
+            key = _null_key(ike, True) if local_null(conn) else psk  # after any PPK mix
             payloads.append(codec.auth(_method(conn), _auth_data(
                 ike, key, codec.id_body(idi), True, self.msgid)))
         payloads += ppk_notes
@@ -291,7 +297,6 @@ class IKEAuth(Task):
             return acts + fail(ctx, ike, now, f"the peer authenticated with AUTH method "
                                f"{method}; the connection requires "
                                f"{conn.remote.auth or conn.authby}", FailReason.AUTHENTICATION)
-        psk: bytes | None = b""
         if method in auth_sig.SIG_METHODS:
             why_sig = auth_sig.verify(ctx, ike, conn, peer_id, payloads, method,
                                       bytes(auth_p.data),
@@ -300,15 +305,13 @@ class IKEAuth(Task):
             if why_sig is not None:
                 return acts + fail(ctx, ike, now, why_sig, FailReason.AUTHENTICATION)
         else:
-            psk = _null_key(ike, False) if is_null_auth(conn) else \
+            psk = _null_key(ike, False) if remote_null(conn) else \
                 _psk(ctx, ike, ike.local_id, peer_id)
-        if psk == b"":
-            pass
-        elif psk is None or int(auth_p.method) != _method(conn) or not cauth.psk_verify(
-                prf, psk, _octets(ike, codec.id_body(idr_p), False, self.msgid),
-                bytes(auth_p.data)):
-            return acts + fail(ctx, ike, now, "authentication of the peer failed "
-                               "(PSK mismatch?)", FailReason.AUTHENTICATION)
+            if not psk or method != _peer_method(conn) or not cauth.psk_verify(
+                    prf, psk, _octets(ike, codec.id_body(idr_p), False, self.msgid),
+                    bytes(auth_p.data)):
+                return acts + fail(ctx, ike, now, "authentication of the peer failed "
+                                   "(PSK mismatch?)", FailReason.AUTHENTICATION)
         ike.remote_id = peer_id
         mobike.negotiated(ike, payloads)
         acts += established(ctx, ike, now, auth_sig.describe(method, bytes(auth_p.data)))
@@ -402,7 +405,7 @@ def established(ctx: IKEContext, ike: IKESA, now: float, how: str = "") -> list[
     c = ike.chosen
     assert c is not None and ike.remote_id is not None
     if not how or how == "authby=secret":
-        how = "authby=" + ("null" if is_null_auth(conn) else "secret")
+        how = "authby=" + ("null" if remote_null(conn) else "secret")
     # formatted when read (issue 18): only values that no longer change are captured
     peer, local, remote = ike.remote_id, ike.local, ike.remote
     ctx.log(acts, lambda: f"established IKE SA; authenticated peer using {how} and "
@@ -513,30 +516,35 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
     if conn is not ike.conn:
         ctx.rebind(ike, conn)
     local_id = auth_sig.local_id(ctx, conn) or local_identity(ike, conn)
-    null = is_null_auth(conn)
+    # each side's method (RFC 7619 asymmetric NULL: leftauth=/rightauth=null on one side)
+    peer_null, own_null = remote_null(conn), local_null(conn)
     sig = auth_sig.local_sig(conn)
-    psk = _null_key(ike, True) if null else b"" if (sig and peer_sig) else \
-        _psk(ctx, ike, local_id, peer_id)
-    if psk is None:
-        return reject(f"no PSK for {local_id}/{peer_id}")  # CVE-2024-2357
+    psk: bytes | None = b""
+    if not (peer_sig or peer_null) or not (sig or own_null):  # a PSK keys a MIC
+        psk = _psk(ctx, ike, local_id, peer_id)
+        if psk is None:
+            return reject(f"no PSK for {local_id}/{peer_id}")  # CVE-2024-2357
     assert ike.chosen is not None
     why_ppk, no_ppk_auth = ppk.responder_mix(ctx, ike, conn, acts, payloads)  # RFC 8784
     if why_ppk is not None:
         return reject(why_ppk)
     prf = ike.chosen.prf
-    if null:
-        psk = _null_key(ike, True)  # after any PPK mix (RFC 8784 changes SK_pi)
     octets = _octets(ike, codec.id_body(idi_p), True, req.msgid)
-    # the PSK keys both MICs (the peer's and ours): its padded key is computed once
-    padded = cauth.psk_pad(prf, psk) if not (null or peer_sig or sig) else None
+    # a PSK that keys both MICs (the peer's and ours): its padded key is computed once
+    padded = cauth.psk_pad(prf, psk) if psk and not (peer_null or own_null or peer_sig
+                                                     or sig) else None
     if peer_sig:
         why_sig = auth_sig.verify(ctx, ike, conn, peer_id, payloads, int(auth_p.method),
                                   no_ppk_auth or bytes(auth_p.data), octets, now)
         if why_sig is not None:
             return reject(why_sig)
-    elif not cauth.psk_verify(prf, psk, octets, no_ppk_auth or bytes(auth_p.data), padded):
-        return reject(f"PSK authentication of {id_desc(peer_id)} failed"
-                      + (" (PPK mismatch?)" if ike.ppk.used else ""))
+    else:
+        # the peer's NULL MIC is keyed with SK_pi after any PPK mix (RFC 8784 changes it)
+        key = _null_key(ike, True) if peer_null else psk
+        if not key or not cauth.psk_verify(prf, key, octets, no_ppk_auth or
+                                           bytes(auth_p.data), padded):
+            return reject(f"PSK authentication of {id_desc(peer_id)} failed"
+                          + (" (PPK mismatch?)" if ike.ppk.used else ""))
     ike.local_id, ike.remote_id = local_id, peer_id
     idr_body = _idr_body(local_id)
     out: list[Payload]
@@ -548,7 +556,9 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
             return reject(f"cannot authenticate ourselves: {signed}")
         out += signed
     else:
-        own = _null_key(ike, False) if null else psk
+        own = _null_key(ike, False) if own_null else psk
+        if not own:  # pragma: no cover - a PSK was looked up above for a PSK MIC
+            return reject("no key for our AUTH payload")
         # IDr and AUTH written as one run of bytes (issue 18): what
         # [UnknownPayload(IDr, idr_body), codec.auth(...)] serialize to
         out = [codec.idr_auth(idr_body, _method(conn), _auth_data(ike, own, idr_body, False,
