@@ -321,6 +321,27 @@ def test_ike_socket_bufsize_sizes_the_ike_sockets(make_pluto, netns, tmp_path):
     assert all(t != 600000 and t <= 2 * max(wmem, 212992) for _r, t in sizes["unset"]), sizes
 
 
+def test_xfrmlifetime_reaches_the_kernel_and_goes_back(make_pluto, netns, tmp_path):
+    """config setup xfrmlifetime= with --use-xfrm: the daemon sets its namespace's
+    net.core.xfrm_acq_expires at start (logged, as Libreswan does), puts the old value
+    back at exit, and --status shows it in Libreswan 5.2's header line."""
+    def acq() -> str:
+        return netns.run("cat", "/proc/sys/net/core/xfrm_acq_expires").stdout.strip()
+
+    before = acq()
+    conf, secrets = write_conf(tmp_path, "config setup\n\txfrmlifetime=11\n\n")
+    p = make_pluto("acq")
+    p.start("--nofork", "--use-xfrm", "--logfile", str(p.dir / "log"), "--config", conf,
+            "--secretsfile", secrets)
+    p.wait_ready()
+    assert acq() == "11"
+    log = (p.dir / "log").read_text()
+    assert f"xfrmlifetime=11: net.core.xfrm_acq_expires was {before}, now 11" in log, log
+    assert ", xfrmlifetime=11s" in p.whack("--status").stdout
+    p.stop()
+    assert acq() == before
+
+
 DEBUG_CONF = """\
 conn %default
 \tauthby=secret

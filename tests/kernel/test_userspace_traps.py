@@ -90,3 +90,18 @@ def test_reject_answers_admin_prohibited_v4_and_v6() -> None:
     # never an error about an error
     assert icmp_unreachable(err) is None and icmp_unreachable(e6) is None
     assert icmp_unreachable(b"\x00" * 10) is None
+
+
+def test_hold_time_is_xfrmlifetime() -> None:
+    """config setup xfrmlifetime= on the userspace plane: how long a trap's packets wait
+    for their SA (the kernel's larval state lives as long on XFRM)."""
+    t = [100.0]
+    q = HoldQueue(clock=lambda: t[0])
+    assert q.hold_seconds == traps.HOLD_SECONDS == 30.0
+    q.hold_seconds = 5.0
+    q.trap(_pkt(1), POL)
+    t[0] += 4.0
+    q.trap(_pkt(2), POL)
+    t[0] += 2.0  # the first is 6 s old now, the second 2 s
+    assert [_id(p) for p in q.release(POL.reqid)] == [2]
+    assert q.dropped == 1

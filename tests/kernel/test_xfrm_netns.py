@@ -434,3 +434,24 @@ def test_priority_reaches_the_kernel(netns: str, backend: XfrmBackend) -> None:
     assert "dir out priority 1500" in text, text
     m = re.search(r"dir in priority (\d+)", text)
     assert m is not None and int(m.group(1)) > 60000, text
+
+
+def test_xfrmlifetime_sets_the_acquire_lifetime(netns: str) -> None:
+    """config setup xfrmlifetime=N: net.core.xfrm_acq_expires of the daemon's namespace
+    (how long a trap's larval state lives before the next packet may ACQUIRE again),
+    as Libreswan sets it; the old value is put back when the backend closes."""
+    def now() -> str:
+        return sh("ip", "netns", "exec", netns, "cat",
+                  "/proc/sys/net/core/xfrm_acq_expires").stdout.strip()
+
+    before = now()
+    b = XfrmBackend(netns=netns)
+    try:
+        said = b.set_acquire_lifetime(7)
+        assert now() == "7"
+        assert said == f"xfrmlifetime=7: net.core.xfrm_acq_expires was {before}, now 7"
+        b.set_acquire_lifetime(9)  # a second value: the first old one is what goes back
+        assert now() == "9"
+    finally:
+        b.close()
+    assert now() == before

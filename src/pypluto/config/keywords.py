@@ -131,8 +131,6 @@ T_SETUP = T_DA + "test_config_setup_keys_reach_the_options"
 
 _IKEV1 = "IKEv1 only; pypluto speaks IKEv2 only"
 _V1_CP = "IKEv1 XAUTH / ModeConfig; pypluto has no XAUTH, ModeConfig or CP payloads"
-_ONDEMAND = ("the lifetime of the kernel's acquire (larval) states, net.core.xfrm_acq_expires; "
-             "pypluto leaves the kernel's value")
 _NO = "not implemented by pypluto"
 
 
@@ -222,7 +220,8 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("ike-socket-bufsize", "int", W(T_D + "test_ike_socket_bufsize_sizes_the_ike_sockets")),
     ("ike-socket-errqueue", "bool", P(_YES_VALUES, note="the error queue is always read")),
     ("nflog-all", "int", R("NFLOG " + _NO)),
-    ("xfrmlifetime", "int", R(_ONDEMAND)),
+    ("xfrmlifetime", "int", W("tests/kernel/test_xfrm_netns.py::"
+                              "test_xfrmlifetime_sets_the_acquire_lifetime")),
     ("virtual-private", "str", W(T_LIFE + "test_host_to_host_behind_nat_and_virtual_private")),
     ("virtual_private", "str", "=virtual-private"),
     ("seedbits", "int", W(T_SETUP)),

@@ -333,6 +333,7 @@ class SetupConfig:
     virtual_private: str | None = None
     myvendorid: str | None = None
     ike_socket_bufsize: int | None = None  # bytes (SO_RCVBUFFORCE / SO_SNDBUFFORCE)
+    xfrmlifetime: int | None = None  # s a trap's acquire lives (net.core.xfrm_acq_expires)
     crl_strict: bool = False
     crlcheckinterval: float = 0.0
     curl_timeout: float = 5.0  # revocation fetching (config/revocation.py, issue 14)

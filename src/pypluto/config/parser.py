@@ -1344,6 +1344,8 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
     apply("myvendorid", lambda v: setattr(setup, "myvendorid", v))
     apply("ike-socket-bufsize", lambda v: setattr(
         setup, "ike_socket_bufsize", parse_int(v, "ike-socket-bufsize", 1024, 2**31 - 1)))
+    apply("xfrmlifetime", lambda v: setattr(
+        setup, "xfrmlifetime", parse_int(v, "xfrmlifetime", 1, 2**31 - 1)))
     sbool("crl_strict", "crl-strict")
     apply("crlcheckinterval", lambda v: setattr(setup, "crlcheckinterval",
                                                 parse_duration(v, "crlcheckinterval")))

@@ -14,7 +14,7 @@ compares them with 5.2's own output).  The values are pypluto's own:
   ``--use-userspace``, nothing for ``--use-none``).
 
 Left out: Libreswan's ``stats db_ops`` line (its internal allocator) and the
-keys of features pypluto refuses at load (``xfrmlifetime``, ``ikebuf``,
+keys of features pypluto refuses at load (``ikebuf``,
 ``nflog-all``): a refused key has no value to show.  pypluto's own lines (pid,
 uptime, helpers, the DoS defence) follow the Libreswan block.
 """
@@ -122,7 +122,8 @@ def header_lines(snap: dict[str, Any]) -> list[str]:
         f"sbindir={s.get('sbindir', '')}, libexecdir={s.get('libexecdir', '')}",
         f"pluto_version={p.get('version')}, pluto_vendorid={p.get('vendorid') or 'OE-pypluto'}",
         f"nhelpers={s.get('nhelpers', -1)}, uniqueids={_yn(p.get('uniqueids'))}, dnssec-enable=no"
-        + (f", shuntlifetime={s['shuntlifetime']:g}s" if "shuntlifetime" in s else ""),
+        + (f", shuntlifetime={s['shuntlifetime']:g}s" if "shuntlifetime" in s else "")
+        + (f", xfrmlifetime={s['xfrmlifetime']}s" if "xfrmlifetime" in s else ""),
         f"logfile='{s.get('logfile', '<stderr>')}', logappend={_yn(s.get('logappend', True))}, "
         f"logip={_yn(s.get('logip', True))}, audit-log={_yn(s.get('audit', True))}",
         f"ddos-cookies-threshold={dos.get('ddos_ike_threshold', 0)}, "

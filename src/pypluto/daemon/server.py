@@ -170,6 +170,12 @@ class Daemon:
             self.backend.set_acquire_callback(self.driver.on_acquire_threadsafe)
         with contextlib.suppress(Exception):
             self.backend.flush_own()  # leftovers of an earlier crashed run
+        acq = getattr(self.opts.setup, "xfrmlifetime", None) if self.opts.setup else None
+        if acq is not None:  # config setup xfrmlifetime=
+            try:
+                self.log.log(self.backend.set_acquire_lifetime(acq))
+            except BackendError as e:
+                raise StartupError(str(e)) from None
         self.sockets.loop = self.driver.loop = self.loop
         self.sockets.backend = self.driver.backend = self.backend
         self.driver.helpers = self.helpers

@@ -136,6 +136,8 @@ def setup_values(opts: PlutoOptions, log: PlutoLogger) -> dict[str, Any]:
             "ocsp_cache_min_age", "ocsp_cache_max_age", "ocsp_method") if hasattr(setup, k)},
         "ocsp_trust_name": getattr(setup, "ocsp_trustname", None),
         "shuntlifetime": _shuntlifetime(raw),
+        # config setup xfrmlifetime= (30 s: the kernel's net.core.xfrm_acq_expires default)
+        "xfrmlifetime": getattr(setup, "xfrmlifetime", None) or 30,
     }
 
 

@@ -74,6 +74,12 @@ class KernelBackend(abc.ABC):
 
     on_acquire: Callable[[SAAcquire], None] | None = None
 
+    def set_acquire_lifetime(self, seconds: int) -> str:
+        """config setup ``xfrmlifetime=``: how long a trap's acquire lives (and its
+        packets are held) before the next packet may ask again; what was done, for the
+        log.  A plane without traps has nothing to set."""
+        return f"xfrmlifetime={seconds}: the {self.name} data plane has no acquire state"
+
     def set_acquire_callback(self, callback: Callable[[SAAcquire], None] | None) -> None:
         """Have on-demand requests delivered to ``callback`` (may be called from any thread)."""
         self.on_acquire = callback

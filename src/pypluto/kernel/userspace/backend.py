@@ -1345,6 +1345,13 @@ class UserspaceBackend(KernelBackend):
                     self.holds.forget(old.reqid)
             self._invalidate()
 
+    def set_acquire_lifetime(self, seconds: int) -> str:
+        """xfrmlifetime=: how long a trap holds its packets while negotiating (the kernel's
+        larval state lives as long on XFRM); a new acquire is still raised at most once
+        a second per trap."""
+        self.holds.hold_seconds = float(seconds)
+        return f"xfrmlifetime={seconds}: packets caught by a trap are held {seconds} s"
+
     def flush_own(self) -> None:
         """Remove every SA, policy, route, rule and address this plane installed."""
         with self._lock:

@@ -57,6 +57,9 @@ class HoldQueue:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        # how long a held packet waits (config setup xfrmlifetime=: what the kernel's
+        # larval state lives, net.core.xfrm_acq_expires, on XFRM)
+        self.hold_seconds = HOLD_SECONDS
         self._lock = threading.Lock()
         self._held: dict[int, deque[tuple[float, bytes]]] = {}
         self._total = 0
@@ -73,7 +76,7 @@ class HoldQueue:
         now = self._clock()
         with self._lock:
             q = self._held.setdefault(pol.reqid, deque())
-            while q and now - q[0][0] > HOLD_SECONDS:
+            while q and now - q[0][0] > self.hold_seconds:
                 q.popleft()
                 self._total -= 1
                 self.dropped += 1
@@ -103,7 +106,7 @@ class HoldQueue:
             if not q:
                 return []
             self._total -= len(q)
-            fresh = [p for t, p in q if now - t <= HOLD_SECONDS]
+            fresh = [p for t, p in q if now - t <= self.hold_seconds]
             self.dropped += len(q) - len(fresh)
             return fresh
 

@@ -42,7 +42,7 @@ from pypluto.params import (
 from ..base import BackendError, KernelBackend
 from . import structs as S
 from .algorithms import kernel_algorithms, kernel_auth
-from .hold import set_larval_drop
+from .hold import set_acq_expires, set_larval_drop
 from .netlink import XfrmError, XfrmSocket
 from .routes import RouteManager
 from .xfrmi import XfrmInterfaces
@@ -516,6 +516,7 @@ class XfrmBackend(KernelBackend):
         self._shunt_index: dict[tuple[str, str, str, tuple[int, int] | None], int] = {}
         self._shunt_n = 0
         self._larval_drop_was: str | None = None  # net.core.xfrm_larval_drop before us
+        self._acq_expires_was: str | None = None  # net.core.xfrm_acq_expires before us
         self._events: XfrmSocket | None = None
         self._events_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -872,6 +873,16 @@ class XfrmBackend(KernelBackend):
         if policy.direction == "out":
             self._hold_while_negotiating()
 
+    def set_acquire_lifetime(self, seconds: int) -> str:
+        """xfrmlifetime=: ``net.core.xfrm_acq_expires`` in our namespace, as Libreswan
+        sets it from this key: how long a larval (ACQ) state lives; put back at close."""
+        old = set_acq_expires(self.netns, str(seconds))
+        if old is None:
+            raise BackendError("xfrmlifetime=: cannot set net.core.xfrm_acq_expires")
+        if self._acq_expires_was is None:
+            self._acq_expires_was = old
+        return f"xfrmlifetime={seconds}: net.core.xfrm_acq_expires was {old}, now {seconds}"
+
     def _hold_while_negotiating(self) -> None:
         """negotiationshunt=hold: packets on a trap wait in the kernel (see ``hold``)."""
         if self._larval_drop_was is not None:
@@ -1088,6 +1099,12 @@ class XfrmBackend(KernelBackend):
             except BackendError as e:  # the namespace is gone: nothing to restore
                 self._log(f"xfrm: cannot restore net.core.xfrm_larval_drop: {e}")
         self._larval_drop_was = None
+        if self._acq_expires_was is not None:
+            try:
+                set_acq_expires(self.netns, self._acq_expires_was)
+            except BackendError as e:  # the namespace is gone: nothing to restore
+                self._log(f"xfrm: cannot restore net.core.xfrm_acq_expires: {e}")
+            self._acq_expires_was = None
         self._xfrmi.close_all()
         self._routes.close()
         self._nl.close()

@@ -24,19 +24,29 @@ from collections.abc import Callable
 from .netlink import run_in_netns
 
 LARVAL_DROP = "/proc/sys/net/core/xfrm_larval_drop"
+# config setup xfrmlifetime= (Libreswan 5: expire-lifetime=): how long a larval (ACQ)
+# state lives, so how long the kernel waits before it may ACQUIRE that flow again
+ACQ_EXPIRES = "/proc/sys/net/core/xfrm_acq_expires"
 
 
-def _swap(value: str) -> str | None:
+def _swap(value: str, path: str = LARVAL_DROP) -> str | None:
     """Write ``value`` to the sysctl; the old value, or None if it cannot be set."""
     try:
-        with open(LARVAL_DROP) as f:
+        with open(path) as f:
             old = f.read().strip()
         if old != value:
-            with open(LARVAL_DROP, "w") as f:
+            with open(path, "w") as f:
                 f.write(value)
         return old
     except OSError:
         return None
+
+
+def set_acq_expires(netns: str | None, value: str) -> str | None:
+    """Set ``net.core.xfrm_acq_expires`` (seconds) in ``netns``; the old value, or None
+    when it cannot be set."""
+    fn: Callable[[], str | None] = lambda: _swap(value, ACQ_EXPIRES)  # noqa: E731
+    return fn() if netns is None else run_in_netns(netns, fn)
 
 
 def set_larval_drop(netns: str | None, value: str) -> str | None:
