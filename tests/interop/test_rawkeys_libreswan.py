@@ -72,6 +72,22 @@ def _established_in_log(them: Libreswan) -> bool:
     return any("established IKE SA" in ln for ln in text.splitlines() if "| " not in ln[:40])
 
 
+def _bring_up(us: Pypluto, them: Libreswan, peer: PeerSpec, role: str) -> tuple[str, str]:
+    """One IKE SA, started by us or by Libreswan; (Libreswan's "established IKE SA"
+    line, our log)."""
+    if role == "initiator":
+        us.initiate()
+    elif peer.modern:  # 5.x: never the synchronous initiate
+        them.whack("--name", "west-east", "--initiate", "--asynchronous", timeout=20)
+    else:
+        them.initiate()
+    us.lab.wait_for(us.ike_established, 20, "our IKE SA")
+    us.lab.wait_for(lambda: _established_in_log(them), 20, "Libreswan's IKE SA")
+    text = them.log.read_text(errors="replace")
+    line = next(ln for ln in text.splitlines() if "established IKE SA" in ln)
+    return line, us.log.read_text(errors="replace")
+
+
 def _pair(lab: Lab, peer: PeerSpec, *, wrong: bool = False) -> tuple[Pypluto, Libreswan]:
     them = peer.libreswan(lab, lab.east, "libreswan-east")
     east_key = _keydb(them.dir / "nss")
@@ -97,17 +113,7 @@ def test_raw_rsa_keys_with_libreswan(lab: Lab, cell: Callable[..., None], peer: 
     require(have_libreswan() or peer.chroot, "certutil (libnss3-tools)")
     require(peer.available(), peer.install_hint)
     us, them = _pair(lab, peer)
-    if role == "initiator":
-        us.initiate()
-    elif peer.modern:  # 5.x: never the synchronous initiate
-        them.whack("--name", "west-east", "--initiate", "--asynchronous", timeout=20)
-    else:
-        them.initiate()
-    lab.wait_for(us.ike_established, 20, "our IKE SA")
-    lab.wait_for(lambda: _established_in_log(them), 20, "Libreswan's IKE SA")
-    text = them.log.read_text(errors="replace")
-    line = next(ln for ln in text.splitlines() if "established IKE SA" in ln)
-    ours_text = us.log.read_text(errors="replace")
+    line, ours_text = _bring_up(us, them, peer, role)
     assert "authenticated peer using digital signature RSASSA-PSS" in ours_text, \
         ours_text[-2000:]
     assert PW not in ours_text
@@ -178,17 +184,7 @@ def test_asymmetric_null_auth_with_libreswan(lab: Lab, cell: Callable[..., None]
     us = Pypluto(lab, lab.west, "pypluto-west")
     us.extra_args = ["--nssdir", str(ours)]
     us.start(conf)
-    if role == "initiator":
-        us.initiate()
-    elif peer.modern:
-        them.whack("--name", "west-east", "--initiate", "--asynchronous", timeout=20)
-    else:
-        them.initiate()
-    lab.wait_for(us.ike_established, 20, "our IKE SA")
-    lab.wait_for(lambda: _established_in_log(them), 20, "Libreswan's IKE SA")
-    text = them.log.read_text(errors="replace")
-    line = next(ln for ln in text.splitlines() if "established IKE SA" in ln)
-    ours_text = us.log.read_text(errors="replace")
+    line, ours_text = _bring_up(us, them, peer, role)
     if null_side == "west":  # we sent ID_NULL and a NULL MIC, Libreswan signed
         # RSASSA-PSS (RFC 7427) as initiator; 4.10 as initiator signs with PKCS#1 v1.5 SHA-1
         want = (r"authenticated peer using (digital signature RSASSA-PSS \(RFC 7427\)"

@@ -313,10 +313,8 @@ def test_road_warrior_address_added_for_the_route_and_removed(netns: str) -> Non
         b.close()
 
 
-def test_mtu_and_metric_routes_with_and_without_source(netns: str) -> None:
-    """mtu= / metric= (as Libreswan's updown: ``ip route ... mtu N metric M``): an
-    outbound policy gets a route carrying them even without a source IP; a remote
-    selector of everything is routed as its two halves, next to the default route."""
+def _link_with_default_route(netns: str) -> None:
+    """pp0 with 192.0.2.1/24 and 198.51.100.1, the default route via 192.0.2.2."""
     for cmd in (
         ["link", "add", "pp0", "type", "veth", "peer", "name", "pp1"],
         ["addr", "add", "192.0.2.1/24", "dev", "pp0"],
@@ -326,6 +324,13 @@ def test_mtu_and_metric_routes_with_and_without_source(netns: str) -> None:
     ):
         if sh("ip", "-n", netns, *cmd, check=False).returncode != 0:
             require(False, f"building the namespace: ip {' '.join(cmd)}")
+
+
+def test_mtu_and_metric_routes_with_and_without_source(netns: str) -> None:
+    """mtu= / metric= (as Libreswan's updown: ``ip route ... mtu N metric M``): an
+    outbound policy gets a route carrying them even without a source IP; a remote
+    selector of everything is routed as its two halves, next to the default route."""
+    _link_with_default_route(netns)
     b = XfrmBackend(netns=netns)
     sub = PolicyParams(
         TrafficSelector(net("198.51.100.0/24")), TrafficSelector(net("203.0.113.0/24")), "out",
@@ -382,15 +387,7 @@ def test_nexthop_is_the_gateway_of_the_route(netns: str) -> None:
     """leftnexthop= as Libreswan's updown uses it: the route for the remote selectors
     goes ``via NEXTHOP`` on the device that reaches it, not the way the kernel reaches
     the peer; a nexthop that is not on a link of ours adds no route and says why."""
-    for cmd in (
-        ["link", "add", "pp0", "type", "veth", "peer", "name", "pp1"],
-        ["addr", "add", "192.0.2.1/24", "dev", "pp0"],
-        ["addr", "add", "198.51.100.1/32", "dev", "pp0"],
-        ["link", "set", "pp0", "up"],
-        ["route", "add", "default", "via", "192.0.2.2"],
-    ):
-        if sh("ip", "-n", netns, *cmd, check=False).returncode != 0:
-            require(False, f"building the namespace: ip {' '.join(cmd)}")
+    _link_with_default_route(netns)
     said: list[str] = []
     b = XfrmBackend(netns=netns, log=said.append)
     peer = ip("203.0.113.200")  # reached through the default route's gateway 192.0.2.2
