@@ -603,7 +603,7 @@ def unsupported_message(key: str, value: str, kd: KeyDef, why: str) -> str:
 def _check_null_auth(keys: dict[str, str]) -> None:
     """authby=null (RFC 7619) as Libreswan: an end that authenticates with it (its
     ``leftauth=`` unset or null) has the ID ID_NULL; the other may sign
-    (``rightauth=rsasig``: asymmetric, checked in ``_asymmetric_null_checks``)."""
+    (``rightauth=rsasig``: asymmetric, checked in ``_check_asymmetric_null``)."""
     for side in ("left", "right"):
         if (keys.get(side + "auth") or "null").strip().lower() != "null":
             continue
