@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,82 @@ def test_hostaddrfamily_picks_the_family(monkeypatch: pytest.MonkeyPatch) -> Non
         assert str(conn.left.host_addr) == want, conf
         assert conn.left.nexthop_addr is not None and \
             conn.left.nexthop_addr.version == conn.left.host_addr.version
+
+
+def test_a_slow_name_lookup_stalls_neither_ike_nor_whack(tmp_path: Path) -> None:
+    """``ipsec add`` and ``ipsec up`` of a conn with ``right=NAME`` look the name up on a
+    worker thread: while the DNS server is slow, IKE datagrams are still answered and
+    other whack commands too.  Libreswan's separate addconn process gives the same.
+    (With the lookup on the loop's thread, the datagram and ``--status`` wait for it
+    and this test fails on their time-outs.)"""
+    import asyncio
+    import threading
+
+    from inproc import ScriptedEngine, make_env, start
+
+    from pypluto.control.client import call
+    from pypluto.control.protocol import RC_NOPEERIP, RC_SUCCESS
+    from pypluto.ike.actions import Endpoint, SendPacket
+
+    env = make_env(tmp_path)
+    conf = tmp_path / "ipsec.conf"
+    conf.write_text("conn named\n\tleft=127.0.0.1\n\tright=gw.example.org\n"
+                    "\tauthby=secret\n\tauto=add\n")
+    entered, release = threading.Event(), threading.Event()
+    answers: list[object] = [socket.gaierror(socket.EAI_AGAIN, "Temporary failure"),
+                             [ipaddress.ip_address("192.0.2.7")]]
+    looked_up: list[str] = []
+    finished: list[str] = []
+
+    def slow(name: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        looked_up.append(name)
+        entered.set()
+        release.wait(5)  # a DNS server that takes its time
+        finished.append(name)
+        got = answers.pop(0)
+        if isinstance(got, BaseException):
+            raise got
+        return got  # type: ignore[return-value]
+
+    async def body() -> None:
+        d, eng, peer = await start(env, ScriptedEngine)
+        d.registry.resolver = slow
+        loop = asyncio.get_running_loop()
+        o = env["opts"]
+        path = str(tmp_path / "pluto.ctl")
+        remote = Endpoint(ipaddress.ip_address("127.0.0.1"), peer.getsockname()[1])
+        eng.replies[b"IKE-REQ"] = [SendPacket(b"IKE-RESP", Endpoint(remote.addr, o.ikeport),
+                                              remote)]
+
+        def whack(cmd: str, **args: object) -> asyncio.Future[object]:
+            return loop.run_in_executor(None, lambda: call(path, cmd, args, timeout=20))
+
+        async def meanwhile() -> None:
+            await asyncio.wait_for(loop.run_in_executor(None, entered.wait, 10), 12)
+            peer.sendto(b"IKE-REQ", ("127.0.0.1", o.ikeport))
+            assert await asyncio.wait_for(loop.sock_recv(peer, 100), 3) == b"IKE-RESP"
+            st = await asyncio.wait_for(whack("status"), 3)
+            assert st.rc == RC_SUCCESS  # type: ignore[attr-defined]
+            assert len(finished) < len(looked_up), "answered only after the lookup"
+            entered.clear()
+            release.set()
+
+        # ipsec add: the lookup fails (slowly); the conn loads without an address
+        adding = whack("add", config=str(conf), names=["named"])
+        await meanwhile()
+        r = await adding
+        assert r.rc == RC_SUCCESS  # type: ignore[attr-defined]
+        assert eng.conns["named"].remote.host_addr is None
+        # ipsec up tries the name again (slowly again), now it resolves
+        release.clear()
+        eng.received.clear()
+        up = whack("initiate", name="named", **{"async": True})
+        await meanwhile()
+        r = await up
+        assert r.rc != RC_NOPEERIP, r  # type: ignore[attr-defined]
+        assert eng.conns["named"].remote.host_addr == ipaddress.ip_address("192.0.2.7")
+        assert eng.initiated == ["named"] and looked_up == ["gw.example.org"] * 2
+        await d.shutdown()
+        peer.close()
+
+    asyncio.run(body())

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from pypluto import __version__
 from pypluto.config.gateways import parse_gateway
+from pypluto.config.model import Connection, IPAddress
 from pypluto.config.parser import ConfigFile, inputs_signature
 from pypluto.control import format as fmt
 from pypluto.control.protocol import (
@@ -50,7 +51,7 @@ from pypluto.daemon.crlfetch import CRLFetcher, render_crls
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.logger import PlutoLogger, debug_help, parse_debug_specs
 from pypluto.daemon.registry import LOADED_AUTO, Registry, config_conns
-from pypluto.daemon.resolver import resolve_names
+from pypluto.daemon.resolver import lookup_names, names_to_look_up, resolve_names
 from pypluto.daemon.secrets import SecretsProxy
 from pypluto.daemon.waiters import Waiter, Waiters
 
@@ -324,6 +325,16 @@ class ControlServer:
         self.log.log(f"debugging: {','.join(sorted(self.log.debug)) or 'none'}")
         return RC_SUCCESS, None, None
 
+    async def _look_up(self, conn: Connection) -> Callable[[str], list[IPAddress]] | None:
+        """The addresses of ``conn``'s host names, looked up on a worker thread so that
+        a slow DNS server stalls neither IKE nor whack (``resolver.lookup_names``);
+        None when it names no host."""
+        names = names_to_look_up(conn)
+        if not names:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lookup_names, names, self.registry.resolver)
+
     async def _add(self, args: dict[str, Any], emit: Emit) -> Result:
         """Load conns from a config file (ipsec add / addconn): ``config`` + ``names``."""
         from pypluto.daemon.options import OptionError, load_setup
@@ -366,7 +377,8 @@ class ControlServer:
                     rc = RC_UNKNOWN_NAME
                 continue
             for conn in found:  # the cached parse stays pristine: add a copy
-                r = self.registry.add(copy.deepcopy(conn), emit)
+                conn = copy.deepcopy(conn)
+                r = self.registry.add(conn, emit, await self._look_up(conn))
                 rc = rc or r
         return rc, None, None
 
@@ -383,7 +395,10 @@ class ControlServer:
         host = conn.remote.host
         if conn.remote.host_addr is None and host and not host.startswith("%"):
             # a peer's host name that did not resolve at load: tried again now
-            for note, level in resolve_names(conn, self.registry.resolver):
+            answer = await self._look_up(conn)
+            if self.registry.conns.get(name) is not conn:  # deleted or replaced meanwhile
+                return RC_UNKNOWN_NAME, None, f'"{name}": the connection was replaced'
+            for note, level in resolve_names(conn, answer or self.registry.resolver):
                 self.log.log(note, level, conn=name)
             if conn.remote.host_addr is None:
                 return RC_NOPEERIP, None, (f'"{name}": cannot initiate: the peer\'s host name '

@@ -100,8 +100,13 @@ class Registry:
             if conn.auto in STARTED_AUTO:
                 self.initiate(conn.name)
 
-    def add(self, conn: Connection, emit: Callable[[str], None] | None = None) -> int:
+    def add(self, conn: Connection, emit: Callable[[str], None] | None = None,
+            resolver: Callable[[str], list[IPAddress]] | None = None) -> int:
         """Orient and load one connection (replacing one of that name); returns a whack rc.
+
+        ``resolver``: the host names' addresses, looked up already (``ipsec add``:
+        :func:`.resolver.lookup_names` on a worker thread); unset: ``self.resolver``,
+        which blocks (start-up, ``ipsec listen``).
 
         A connection neither of whose ends is a local address is kept *unoriented*
         (as pluto does) and loaded once ``--listen`` finds one of its addresses.
@@ -115,7 +120,7 @@ class Registry:
         if conn.name in self.conns:
             self._replace(conn.name, emit)
         self.unoriented.pop(conn.name, None)
-        for note, level in resolve_names(conn, self.resolver):  # left=/right= host names
+        for note, level in resolve_names(conn, resolver or self.resolver):  # host names
             self.log.log(note, level, conn=conn.name)
             if emit and level == "error":
                 emit(f'"{conn.name}": {note}')

@@ -4,6 +4,12 @@ The engine never resolves (sans-I/O): it hands ``resolve_host(name)`` out as a
 ``Compute(io=True)`` job, which the driver runs on the loop's thread pool, so a
 slow DNS server never stalls the event loop.  ``getaddrinfo`` honours
 ``/etc/hosts`` (and, under ``ip netns exec``, ``/etc/netns/NAME/hosts``).
+
+The names of a conn's ends (``right=vpn.example.org``) are looked up by
+:func:`lookup_names` on the same pool when ``ipsec add`` or ``ipsec up`` needs
+them, and applied by :func:`resolve_names` on the loop's thread: IKE traffic
+and whack go on while a DNS server is slow.  Libreswan gets the same from its
+separate ``addconn`` process.  At start-up the lookups block, as there.
 """
 
 from __future__ import annotations
@@ -30,7 +36,40 @@ def resolve_host(name: str) -> list[IPAddress]:
     return out
 
 
-__all__ = ["resolve_host"]
+__all__ = ["lookup_names", "names_to_look_up", "resolve_host", "resolve_names"]
+
+
+def names_to_look_up(conn: Connection) -> list[str]:
+    """The host names of ``conn``'s ends that have no address yet (``resolve_names``)."""
+    out: list[str] = []
+    for end in (conn.left, conn.right):
+        host = end.host
+        if host and not host.startswith("%") and end.host_addr is None and host not in out:
+            out.append(host)
+    return out
+
+
+def lookup_names(names: list[str], resolver: Callable[[str], list[IPAddress]] = resolve_host
+                 ) -> Callable[[str], list[IPAddress]]:
+    """Look up ``names`` now (this blocks: run it on a worker thread) and return a
+    resolver that answers from these results alone, for :func:`resolve_names` on the
+    loop's thread; a name that failed raises its error again."""
+    found: dict[str, list[IPAddress] | OSError | UnicodeError] = {}
+    for name in names:
+        try:
+            found[name] = resolver(name)
+        except (OSError, UnicodeError) as e:
+            found[name] = e
+
+    def answer(name: str) -> list[IPAddress]:
+        got = found.get(name)
+        if got is None:
+            raise OSError(f"{name} was not looked up")
+        if isinstance(got, (OSError, UnicodeError)):
+            raise got
+        return got
+
+    return answer
 
 
 def resolve_names(conn: Connection,
