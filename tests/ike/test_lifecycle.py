@@ -559,3 +559,56 @@ def test_rekeyed_inbound_sa_is_deleted_as_rekeyed_and_a_plain_delete_is_not() ->
     for side in (net.west, net.east):
         dels = [a for a in side.actions if isinstance(a, DelSA)]
         assert len(dels) == 2 and not any(a.rekeyed for a in dels)
+
+
+def test_a_resent_delete_is_answered_after_the_ike_sa_is_gone() -> None:
+    """RFC 7296 §2.1: the responder remembers its answer until the next request, and
+    after a Delete of the IKE SA none comes.  West deletes the IKE SA; east answers,
+    deletes its side, and that answer is lost; west's resent Delete is answered again
+    from what east kept, so west ends with "deleted", not "no answer to Delete" after
+    its retransmissions (strongSwan holds its side that long in DELETING: found with
+    tests/interop/test_lossy_network.py).  Never more: the same request from another
+    address, another message ID, past CLOSED_RESENDS answers or CLOSED_KEEP_S gets
+    nothing."""
+    from pypluto.ike.actions import Endpoint
+    from pypluto.ike.engine import CLOSED_KEEP_S, CLOSED_RESENDS
+
+    def lose_the_answer_to_delete(net: Net) -> SendPacket:
+        """West rekeys the IKE SA, then deletes the old one (a request it resends);
+        east's answer to that Delete is lost.  Returns west's Delete request."""
+        net.apply(net.west, net.west.engine.rekey_ike("west-east", net.now))
+        while not net.east.engine.closed:
+            assert net.step()
+        frm, answer = net.queue.pop()  # east's answer: lost
+        assert frm is net.east and not net.queue
+        assert len(net.east.engine.by_serial) == 1  # the new IKE SA only
+        return [a for a in net.west.actions if isinstance(a, SendPacket)][-1]
+
+    net = Net()
+    net.up()
+    req = lose_the_answer_to_delete(net)
+    net.advance(1.0)  # west resends; east answers from what it kept
+    assert len(net.west.engine.by_serial) == 1
+    assert "deleting IKE SA (deleted)" in " ".join(net.west.logs()), net.west.logs()
+    assert "no answer to Delete" not in " ".join(net.west.logs())
+    check_pair(net)
+    east_eng = net.east.engine
+    local, remote = req.remote, req.local  # as east sees it
+
+    def answers(data: bytes, frm: Endpoint, now: float) -> int:
+        return sum(isinstance(a, SendPacket) for a in east_eng.receive(data, local, frm, now))
+
+    other = Endpoint(NAT_PUBLIC, remote.port)
+    assert answers(req.data, other, net.now) == 0  # another address
+    msgid = int.from_bytes(req.data[20:24], "big")
+    bumped = req.data[:20] + (msgid + 1).to_bytes(4, "big") + req.data[24:]
+    assert answers(bumped, remote, net.now) == 0  # another message ID
+    got = [answers(req.data, remote, net.now) for _ in range(CLOSED_RESENDS + 2)]
+    assert got == [1] * (CLOSED_RESENDS - 1) + [0, 0, 0], got  # one was used above
+    net2 = Net()
+    net2.up()
+    req2 = lose_the_answer_to_delete(net2)
+    late = net2.now + CLOSED_KEEP_S
+    assert not [a for a in net2.east.engine.receive(req2.data, req2.remote, req2.local, late)
+                if isinstance(a, SendPacket)]
+    assert not net2.east.engine.closed  # and forgotten

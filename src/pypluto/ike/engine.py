@@ -18,7 +18,9 @@ import heapq
 import os
 import random
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
@@ -41,6 +43,7 @@ from pypluto.ike.actions import (
     EventKind,
     FailReason,
     Log,
+    SendPacket,
     Updown,
 )
 from pypluto.ike.codec import Payload
@@ -77,6 +80,7 @@ from pypluto.params import (
     UpdownChild,
 )
 from pypluto.wire.errors import WireError
+from pypluto.wire.header import IKEHeader
 
 __all__ = ["Engine", "SecretStore"]
 
@@ -87,6 +91,24 @@ _CHILD_TS_TEXT: dict[tuple[tuple[tsmod.TS, ...], tuple[tsmod.TS, ...]], str] = {
 _CHILD_ALG_TEXT: dict[tuple[int, int | None, int, int, tuple[int, ...]], str] = {}
 
 EXCH_INIT = ExchangeType.IKE_SA_INIT
+# Engine.remember_closed: strongSwan 5.9.8 resends a request for 165 s, Libreswan for 60 s
+CLOSED_KEEP_S = 180.0
+CLOSED_RESENDS = 8
+CLOSED_MAX = 4096
+
+
+@dataclass(slots=True)
+class ClosedAnswer:
+    """Our answer to the peer's Delete of an IKE SA that is gone (``remember_closed``)."""
+
+    spi_i: bytes
+    spi_r: bytes
+    msgid: int
+    remote: Endpoint
+    packets: list[bytes]
+    until: float
+    sends: int = 0
+
 FIRST_UNIQUE_MARK = 1001  # mark=-1: "Global marks start at 1001" (ipsec.conf(5))
 PeerKey = tuple[str, int, bytes]  # (connection, ID type, ID data) for uniqueids
 
@@ -109,6 +131,8 @@ class Engine:
         self._connections: dict[str, Connection] = ConnectionTable()
         self._conn_index = ConnIndex(self._connections)  # IKE_SA_INIT candidates
         self.ike_sas: dict[bytes, IKESA] = {}  # by our SPI (and SPIs reserved by a rekey)
+        # our answers to the peer's Delete of an IKE SA, by our SPI, oldest first
+        self.closed: OrderedDict[bytes, ClosedAnswer] = OrderedDict()
         self.by_serial: dict[int, IKESA] = {}
         self.halfopen: dict[HalfOpenKey, IKESA] = {}  # (SPIi, addr, port)
         self.children_in: dict[int, ChildSA] = {}  # by inbound SPI (and reserved SPIs)
@@ -1042,6 +1066,10 @@ class Engine:
                 return _dbg("dropping IKE_SA_INIT request with a responder SPI", remote)
             ike = self.ike_sas.get(hdr.spi_r if hdr.initiator else hdr.spi_i)
             if ike is None:
+                if self.closed and not hdr.response:
+                    again = self._answer_closed(hdr, local, remote, now)
+                    if again is not None:
+                        return again
                 return _dbg(f"dropping {'response' if hdr.response else 'request'} for "
                             f"unknown IKE SA from {remote}", remote)
             if hdr.initiator == ike.initiator:
@@ -1063,6 +1091,48 @@ class Engine:
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
             return [Log(f"internal error while processing packet from {remote}: "
                         f"{type(e).__name__}: {e}", level="error", traceback=tb)]
+
+    def remember_closed(self, ike: IKESA, msgid: int, remote: Endpoint, now: float) -> None:
+        """Keep our answer to the peer's Delete of ``ike`` after the SA is gone.
+
+        RFC 7296 §2.1: a responder remembers its response until the next request,
+        and after a Delete of the IKE SA none comes.  If that answer is lost, the
+        peer resends the Delete; without the SA nobody could answer, and the peer
+        would hold its side in a deleting state until its own retransmissions end
+        (strongSwan: 165 s).  Kept ``CLOSED_KEEP_S``, answered at most
+        ``CLOSED_RESENDS`` times, only to the same message ID from the same address,
+        ``CLOSED_MAX`` SAs at most (the oldest go first).
+        """
+        last = ike.last_response
+        if last is None or last[0] != msgid:
+            return
+        key = ike.local_spi
+        self.closed[key] = ClosedAnswer(ike.spi_i, ike.spi_r, msgid, remote, last[1],
+                                        now + CLOSED_KEEP_S)
+        self.closed.move_to_end(key)
+        while len(self.closed) > CLOSED_MAX:
+            self.closed.popitem(last=False)
+
+    def _answer_closed(self, hdr: IKEHeader, local: Endpoint, remote: Endpoint, now: float
+                       ) -> list[Action] | None:
+        """A resent Delete for an IKE SA we deleted on the peer's word: the same answer
+        again (``remember_closed``); None: not one of those."""
+        key = hdr.spi_r if hdr.initiator else hdr.spi_i
+        c = self.closed.get(key)
+        if c is None:
+            return None
+        if now >= c.until:
+            del self.closed[key]
+            return None
+        if hdr.spi_i != c.spi_i or hdr.spi_r != c.spi_r or hdr.message_id != c.msgid or \
+                hdr.exchange != ExchangeType.INFORMATIONAL or remote != c.remote or \
+                c.sends >= CLOSED_RESENDS:
+            return None
+        c.sends += 1
+        acts: list[Action] = [SendPacket(p, local, remote) for p in c.packets]
+        acts.append(Log(f"answering a resent Delete for an IKE SA already deleted "
+                        f"(from {remote})", level="debug"))
+        return acts
 
     def _service(self, ike: IKESA, now: float) -> list[Action]:
         acts = self.tm.retransmit(ike, now)

@@ -43,6 +43,7 @@ class IKEDelete(Task):
         acts: list[Action] = []
         ctx.log(acts, "received Delete SA payload: deleting IKE SA", ike)
         acts += ctx.send_response(ike, cls.exchange, req.msgid, [])
+        ctx.remember_closed(ike, req.msgid, req.remote, now)  # a resent Delete (§2.1)
         return acts + ctx.drop_ike(ike, now, "deleted by peer")
 
 
