@@ -105,6 +105,9 @@ class SAParams:
     encap_dscp: bool = True
     decap_dscp: bool = False
     nopmtudisc: bool = False
+    # sha2-truncbug=: the ICV of HMAC-SHA2-256 cut to 96 bits (the pre-RFC 4868 draft,
+    # Linux before 2.6.33); 0 = the transform's own length
+    integ_trunc_bits: int = 0
 
     @property
     def encapsulated(self) -> bool:

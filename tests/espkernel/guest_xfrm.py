@@ -864,6 +864,55 @@ def scenario_libreswan_ppk(left: XfrmBackend, right: XfrmBackend) -> None:
                 wait_for(lambda: not right.list_sas(own_only=False), 30, "Libreswan's SAs gone")
 
 
+def scenario_libreswan_truncbug(left: XfrmBackend, right: XfrmBackend) -> None:
+    """sha2-truncbug=yes against Libreswan 4.10 (ESP with HMAC-SHA2-256): both kernels
+    hold hmac(sha256) truncated to 96 bits and pings pass; with the key on Libreswan's
+    end only, each kernel holds another truncation and no ping passes."""
+    if not have_libreswan("libreswan-present"):
+        return
+    work = tempfile.mkdtemp(prefix="ppxg-trunc.")
+    west = Daemon("pypluto", LEFT, work, "west")
+    east = Daemon("libreswan", RIGHT, work, "east")
+
+    def conf(bug: bool) -> str:
+        extra = "\tsha2-truncbug=yes\n" if bug else ""
+        return (f"config setup\n\tplutodebug=none\n\nconn west-east-trunc\n\tauthby=secret\n"
+                f"\tleft={L4}\n\tleftid=@west.example\n\tleftsubnet={LNET4}\n"
+                f"\tleftsourceip={LIN4}\n\tright={R4}\n\trightid=@east.example\n"
+                f"\trightsubnet={RNET4}\n\trightsourceip={RIN4}\n"
+                f"\tike=aes_gcm256-sha2_256-dh19\n\tesp=aes256-sha2_256\n"
+                f"{extra}\tauto=add\n\n")
+
+    def truncs(ns: str) -> list[str]:
+        return re.findall(r"auth-trunc hmac\(sha256\) 0x[0-9a-f]+ (\d+)",
+                          sh(["ip", "-n", ns, "xfrm", "state"]))
+
+    with open(os.path.join(east.dir, "ipsec.conf"), "w") as f:
+        f.write(conf(True))
+    ip_batch(LEFT, [f"route del {RNET4}"])
+    ip_batch(RIGHT, [f"route del {LNET4}"])
+    with cleaned_up((west, east), work, orderly=True, lab_routes_back=True):
+        east.start()
+        for case, ours in (("both", True), ("libreswan-only", False)):
+            with open(os.path.join(west.dir, "ipsec.conf"), "w") as f:
+                f.write(conf(ours))
+            west.start()
+            out = west.whack("--name", "west-east-trunc", "--initiate")
+            ok = waited(lambda: len(left.list_sas()) >= 2
+                        and len(right.list_sas(own_only=False)) >= 2, 30, "the Child SA")
+            mine, theirs = truncs(LEFT), truncs(RIGHT)
+            want = ["96", "96"] if ours else ["128", "128"]
+            check(f"libreswan-truncbug-{case}-child-sa", ok, out.strip()[-200:])
+            check(f"libreswan-truncbug-{case}-kernels", mine == want and theirs == ["96", "96"],
+                  f"ours {mine}, Libreswan's {theirs}")
+            passed = ping(LEFT, LIN4, RIN4)
+            check(f"libreswan-truncbug-{case}-ping", passed if ours else not passed)
+            west.whack("--name", "west-east-trunc", "--down")
+            wait_for(lambda: not left.list_sas(), 30, "our SAs gone")
+            west.stop()
+            wait_for(lambda: not right.list_sas(own_only=False), 30, "Libreswan's SAs gone")
+
+
 def ondemand_conf() -> str:
     """auto=route on both ends (issue 16): whoever sends first negotiates."""
     return (
@@ -1392,6 +1441,7 @@ SCENARIOS: list[tuple[str, Callable[..., None], int]] = [
     ("libreswan_ppk", scenario_libreswan_ppk, 2),
     ("libreswan_cert", scenario_libreswan_cert, 2),
     ("libreswan52", scenario_libreswan52, 2),
+    ("libreswan_truncbug", scenario_libreswan_truncbug, 2),
     ("ondemand", scenario_ondemand, 2),
     ("ondemand_shunts", scenario_ondemand_shunts, 2),
     ("ondemand_template", scenario_ondemand_template, 2),

@@ -111,6 +111,9 @@ LIBRESWAN_AH = [c.replace("pair-", "libreswan-") for c in PAIR_AH] + [
 LIBRESWAN_PPK = [f"libreswan-ppk-{role}-{what}" for role in ("initiator", "responder")
                  for what in ("child-sa", "ping", "updown-up", "updown-down")]
 
+LIBRESWAN_TRUNCBUG = [f"libreswan-truncbug-{case}-{what}" for case in ("both", "libreswan-only")
+                      for what in ("child-sa", "kernels", "ping")]
+
 LIBRESWAN = [
     "libreswan-child-sa-installed",
     "libreswan-ping",
@@ -236,6 +239,13 @@ def test_pypluto_against_libreswan_ppk_and_updown_with_xfrm(guest: GuestRun) -> 
     ESP kernel, both roles: Libreswan logs the PPK, ping passes, our updown script runs."""
     require_libreswan()
     guest.assert_checks(LIBRESWAN_PPK, "libreswan_ppk")
+
+
+def test_sha2_truncbug_against_libreswan_with_xfrm(guest: GuestRun) -> None:
+    """sha2-truncbug=yes against Libreswan 4.10's (ESP, HMAC-SHA2-256): 96-bit truncation
+    in both kernels and pings pass; on Libreswan's end only, no ping passes."""
+    require_libreswan("certutil")
+    guest.assert_checks(LIBRESWAN_TRUNCBUG, "libreswan_truncbug")
 
 
 def test_pypluto_against_libreswan_certificates_with_xfrm(guest: GuestRun) -> None:

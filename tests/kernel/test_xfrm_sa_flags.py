@@ -80,3 +80,36 @@ def test_dscp_and_pmtu_flags_reach_the_xfrm_sas() -> None:
         assert flags(body) & S.XFRM_STATE_DECAP_DSCP == 2
         assert flags(body) & S.XFRM_STATE_NOPMTUDISC == 4
         assert extra(body) == [S.XFRM_SA_XFLAG_DONT_ENCAP_DSCP] == [1]
+
+
+def test_sha2_truncbug_asks_xfrm_for_96_bit_hmac_sha256() -> None:
+    """sha2-truncbug=yes: ESP SAs with HMAC-SHA2-256 go to the kernel as
+    hmac(sha256) truncated to 96 bits (Libreswan's kernel_xfrm does the same); without
+    it 128 (RFC 4868 §2.3); HMAC-SHA2-512 keeps its 256 bits; AH keeps 128 (Libreswan
+    applies the bug to ESP only).  The userspace plane's wire lengths are in
+    tests/daemon/test_userspace_truncbug.py."""
+    from ike.harness import Net
+
+    def auth_bits(esp: str, bug: bool, phase2: str = "esp") -> set[tuple[str, int]]:
+        from pypluto.config.proposals import parse_proposals
+
+        kw: dict[str, object] = {"sha2_truncbug": bug}
+        if phase2 == "ah":
+            kw.update(phase2="ah", ah=parse_proposals(esp, "AH"))
+        else:
+            kw["esp"] = esp
+        net = Net(west_kw=kw, east_kw=kw)
+        net.up()
+        sas = list(net.west.kernel_sas.values())
+        assert len(sas) == 2, net.west.logs()
+        out = set()
+        for sa_ in sas:
+            attrs = S.parse_attrs(encode_sa(sa_, 0x50500001), S.USERSA_INFO_SIZE)
+            name, _klen, bits = S.unpack_algo_trunc(attrs[S.XFRMA_ALG_AUTH_TRUNC][0])
+            out.add((name, bits))
+        return out
+
+    assert auth_bits("aes256-sha2_256", False) == {("hmac(sha256)", 128)}
+    assert auth_bits("aes256-sha2_256", True) == {("hmac(sha256)", 96)}
+    assert auth_bits("aes256-sha2_512", True) == {("hmac(sha512)", 256)}
+    assert auth_bits("sha2_256", True, "ah") == {("hmac(sha256)", 128)}

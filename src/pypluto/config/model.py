@@ -258,6 +258,9 @@ class Connection:
     encap_dscp: bool = True
     decap_dscp: bool = False
     nopmtudisc: bool = False
+    # sha2-truncbug=: our ESP SAs with HMAC-SHA2-256 use the draft's 96-bit ICV, not
+    # RFC 4868's 128 bits (not negotiated: both ends must say so), as Libreswan does
+    sha2_truncbug: bool = False
     # sendca=: which CA certificates go with our end certificate (none | issuer | all);
     # None = unset: every intermediate we have (RFC 7296 §3.6: certificates available
     # to the sender SHOULD be included; Libreswan's default is none)

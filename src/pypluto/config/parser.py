@@ -1174,6 +1174,7 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     conn.encap_dscp = b("encap-dscp", True)
     conn.decap_dscp = b("decap-dscp", False)
     conn.nopmtudisc = b("nopmtudisc", False)
+    conn.sha2_truncbug = b("sha2-truncbug", False)
     sca = get("sendca")
     conn.sendca = None if sca is None else sca.lower()
     conn.require_id_on_certificate = b("require-id-on-certificate", True)

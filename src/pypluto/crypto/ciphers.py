@@ -363,15 +363,22 @@ class CmacInteg(_IntegBase):
         return c.finalize()[:12]
 
 
-def make_integ(integ_id: int, key: bytes) -> Integ:
-    """An integrity transform bound to ``key`` (RFC 7296 §3.3.2 type 3)."""
+def make_integ(integ_id: int, key: bytes, trunc_bits: int = 0) -> Integ:
+    """An integrity transform bound to ``key`` (RFC 7296 §3.3.2 type 3).
+
+    ``trunc_bits``: an HMAC's ICV cut to that many bits instead of the transform's own
+    (ESP with ``sha2-truncbug=yes``: 96 for HMAC-SHA2-256); 0 = the transform's."""
     alg = registry.get(TransformType.INTEG, integ_id)
     if alg is None or integ_id == IntegId.NONE:
         raise UnsupportedAlgorithm(f"unknown INTEG transform {integ_id}")
     if len(key) != alg.key_size:
         raise CryptoError(f"{alg.iana_name}: wrong key length")
+    if trunc_bits and (not alg.hash_name or trunc_bits % 8 or
+                       not 96 <= trunc_bits <= alg.icv_size * 8):
+        raise CryptoError(f"{alg.iana_name}: no {trunc_bits}-bit truncation")
     if alg.hash_name:
-        return HmacInteg(integ_id, key, alg.hash_name, alg.icv_size)
+        return HmacInteg(integ_id, key, alg.hash_name,
+                         trunc_bits // 8 if trunc_bits else alg.icv_size)
     if integ_id == IntegId.AES_XCBC_96:
         return XcbcInteg(key)
     if integ_id == IntegId.AES_CMAC_96:

@@ -28,7 +28,7 @@ from pypluto.config import ids
 from pypluto.config.model import Connection
 from pypluto.config.values import UNIQUE_MARK
 from pypluto.crypto.keys import ChildKeys
-from pypluto.iana import ExchangeType
+from pypluto.iana import ExchangeType, Integ
 from pypluto.ike import codec, timers
 from pypluto.ike import traps as trapmod
 from pypluto.ike import ts as tsmod
@@ -607,6 +607,10 @@ class Engine:
         # transport mode ignore it); not after the peer's ESP_TFC_PADDING_NOT_SUPPORTED
         tfc = conn.tfc if (child.protocol == "esp" and child.mode == "tunnel"
                            and not child.peer_no_tfc) else 0
+        # sha2-truncbug=yes: ESP with HMAC-SHA2-256 keeps 96 bits of the MAC (Libreswan
+        # does the same for ESP only; AH and the other integrity transforms keep theirs)
+        trunc = 96 if (conn.sha2_truncbug and child.protocol == "esp"
+                       and c.integ == Integ.HMAC_SHA2_256_128) else 0
 
         def one(src: IPAddress, dst: IPAddress, spi: int, direction: Literal["in", "out"],
                 encr_key: bytes, integ_key: bytes, encap: tuple[int | None, int | None]
@@ -623,7 +627,7 @@ class Engine:
                             if_id=conn.ipsec_interface, if_ip=conn.local.interface_ip,
                             tfc_pad=tfc if direction == "out" else 0,
                             encap_dscp=conn.encap_dscp, decap_dscp=conn.decap_dscp,
-                            nopmtudisc=conn.nopmtudisc)
+                            nopmtudisc=conn.nopmtudisc, integ_trunc_bits=trunc)
 
         return (one(child.remote_addr, child.local_addr, child.spi_in, "in", ein, iin, enc_in),
                 one(child.local_addr, child.remote_addr, child.spi_out, "out", eout, iout,

@@ -239,7 +239,7 @@ def _make_transform(sa: SAParams) -> _Transform:
         if integ is None or sa.integ_id == Integ.NONE:
             raise BackendError(f"ESP integrity transform {sa.integ_id} is not supported")
         return _EncThenMAC(ciphers.make_cipher(sa.encr_id, key),
-                           ciphers.make_integ(sa.integ_id, sa.integ_key))
+                           ciphers.make_integ(sa.integ_id, sa.integ_key, sa.integ_trunc_bits))
     except CryptoError as e:  # UnsupportedAlgorithm is a CryptoError too
         raise BackendError(f"ESP transform: {e}") from None
 

@@ -226,6 +226,8 @@ def encode_sa(sa: SAParams, reqid: int) -> bytes:
             attrs.append(S.nlattr(S.XFRMA_ALG_CRYPT, S.pack_algo(algs.crypt, sa.encr_key)))
             if algs.auth:
                 name, bits = algs.auth
+                if sa.integ_trunc_bits:  # sha2-truncbug=yes (Libreswan: hmac(sha256) at 96)
+                    bits = sa.integ_trunc_bits
                 attrs.append(
                     S.nlattr(S.XFRMA_ALG_AUTH_TRUNC, S.pack_algo_trunc(name, sa.integ_key, bits))
                 )
