@@ -274,3 +274,34 @@ def test_send_vendorid_sends_our_vendor_id() -> None:
     assert vids(kw, EngineSettings(vendorids=[b"my-vid"])) == [b"my-vid"]
     assert vids({}) == []
     assert vids({}, EngineSettings(vendorids=[b"my-vid"])) == []
+
+
+def test_fake_strongswan_sends_strongswans_vendor_id() -> None:
+    """fake-strongswan=yes (ipsec.conf(5)): IKE_SA_INIT, request and response, carries
+    strongSwan's unversioned Vendor ID (MD5 of "strongSwan", as Libreswan sends it);
+    the default sends none; with send-vendorid=yes both go.  strongSwan 5.9.8 logs
+    "received strongSwan vendor ID" for it: tests/interop/test_strongswan.py."""
+    import hashlib
+
+    from pypluto.iana import PayloadType as PT
+    from pypluto.wire import message as wm
+
+    def vids(west_kw: dict[str, Any], east_kw: dict[str, Any] | None = None
+             ) -> tuple[list[bytes], list[bytes]]:
+        net = Net(west_kw=west_kw, east_kw=east_kw)
+        net.up()
+        assert net.established(net.west)
+        out = []
+        for side in ("west", "east"):
+            first = wm.parse_message(next(d for s, d in net.sent if s == side))
+            out.append([p.data for p in first.payloads if p.payload_type == PT.VENDOR])
+        return out[0], out[1]
+
+    ss = hashlib.md5(b"strongSwan").digest()  # noqa: S324 - an identifier, not crypto
+    kw = _fields("\tfake-strongswan=yes\n", "fake_strongswan")
+    assert kw == {"fake_strongswan": True}
+    assert vids(kw) == ([ss], [])
+    assert vids({}, kw) == ([], [ss])  # the responder's answer carries it too
+    assert vids({}) == ([], [])
+    both = vids({**kw, "send_vendorid": True})[0]
+    assert len(both) == 2 and both[1] == ss

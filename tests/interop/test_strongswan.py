@@ -317,3 +317,17 @@ def test_tfc_padding_is_cut_by_strongswan(lab: Lab, cell: Callable[..., None],
     assert min(theirs) < 200, "strongSwan pads nothing (the ACKs it sends are small)"
     cell(note=f"our ESP-in-UDP {min(ours)}-{max(ours)} bytes, strongSwan's "
               f"{min(theirs)}-{max(theirs)}")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_fake_strongswan_vendor_id_is_recognised(lab: Lab, cell: Callable[..., None],
+                                                 role: str) -> None:
+    """``fake-strongswan=yes``: our IKE_SA_INIT (request or answer) carries strongSwan's
+    unversioned Vendor ID, and strongSwan 5.9.8 says so in its log ("received strongSwan
+    vendor ID"; without the key it does not); the tunnel carries traffic as usual."""
+    peer = STRONGSWAN_PEERS[0]
+    cell(peer=peer.label, case="fake-strongswan", role=role, proposal="defaults")
+    us, them = _up(lab, peer, PROPOSALS[0], role, extra="\tfake-strongswan=yes\n")
+    text = them.log.read_text(errors="replace")
+    assert "received strongSwan vendor ID" in text, text[-3000:]
+    _ping_both(lab)

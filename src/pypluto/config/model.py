@@ -224,6 +224,8 @@ class Connection:
     nat_keepalive: bool = True
     initial_contact: bool = False  # Libreswan 5.2 default: no
     send_vendorid: bool = False
+    # fake-strongswan=: IKE_SA_INIT also carries strongSwan's unversioned Vendor ID
+    fake_strongswan: bool = False
     uniqueids: bool | None = None  # None = from config setup
     mark: str | None = None  # mark= as written (status); the effect is mark_in/mark_out
     # mark= / mark-in= / mark-out=: (value, mask) of the inbound / outbound SA and

@@ -1139,6 +1139,7 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     conn.nat_keepalive = b("nat-keepalive", True)
     conn.initial_contact = b("initial-contact", False)  # Libreswan 5.2: no
     conn.send_vendorid = b("send-vendorid", False)
+    conn.fake_strongswan = b("fake-strongswan", False)
     conn.mark = get("mark")
     # mark-in= / mark-out= override mark= for their direction (ipsec.conf(5))
     mi, mo = get("mark-in"), get("mark-out")

@@ -162,6 +162,9 @@ def _natd_hashes(ike: IKESA, spi_r: bytes, fake: bool, local_b: bytes | None = N
 
 # send-vendorid=yes without myvendorid= / --vendorid: Libreswan sends OE-Libreswan-VERSION
 DEFAULT_VENDORID = f"OE-pypluto-{__version__}".encode()
+# fake-strongswan=yes: strongSwan's unversioned Vendor ID, the MD5 hash of "strongSwan"
+# (strongSwan turns some private extensions on when it sees it; a constant, not crypto)
+STRONGSWAN_VENDORID = bytes.fromhex("882fe56d6fd20dbc2251613b2ebe5beb")
 
 
 def _capabilities(ctx: IKEContext, conn: Connection, peer: Notifies | None = None
@@ -177,6 +180,8 @@ def _capabilities(ctx: IKEContext, conn: Connection, peer: Notifies | None = Non
     if conn.send_vendorid:  # send-vendorid=yes: myvendorid= / --vendorid, else ours
         for v in ctx.settings.vendorids or [DEFAULT_VENDORID]:
             out.append(codec.vendor(v))
+    if conn.fake_strongswan:
+        out.append(codec.vendor(STRONGSWAN_VENDORID))
     return out
 
 
@@ -188,7 +193,7 @@ _TEMPLATE_CAP = 4096
 # the SA payload as a run of its own, and with its generic header naming KE next
 _SA_ANSWERS: dict[tuple[int, int | None, int, int, int, int, tuple[int, ...]],
                   tuple[wp.SerializedRun, bytes]] = {}
-_CAP_ANSWERS: dict[tuple[bool, bool, bool, bool, tuple[bytes, ...] | None],
+_CAP_ANSWERS: dict[tuple[bool, bool, bool, bool, tuple[bytes, ...] | None, bool],
                    wp.SerializedRun | None] = {}
 
 
@@ -220,7 +225,8 @@ def _capability_run(ctx: IKEContext, conn: Connection, peer: Notifies
     notifies."""
     key = (conn.fragmentation != "no", N.IKEV2_FRAGMENTATION_SUPPORTED in peer,
            N.SIGNATURE_HASH_ALGORITHMS in peer, N.CHILDLESS_IKEV2_SUPPORTED in peer,
-           tuple(ctx.settings.vendorids) if conn.send_vendorid else None)
+           tuple(ctx.settings.vendorids) if conn.send_vendorid else None,
+           conn.fake_strongswan)
     try:
         return _CAP_ANSWERS[key]
     except KeyError:
