@@ -71,13 +71,20 @@ def test_wrong_or_missing_password_is_one_clear_error(db: str, capsys, monkeypat
     assert "< 1> RSA keyid:" in capsys.readouterr().out
 
 
-def test_ecdsa_host_key_is_shown_as_pubkey(db: str, capsys) -> None:  # noqa: ANN001
+def test_ecdsa_host_key_is_shown_as_ecdsakey(db: str, capsys) -> None:  # noqa: ANN001
+    """As Libreswan's showhostkey: ``leftecdsakey=0s`` and the raw point (RFC 8005's
+    IPSECKEY form); with ``--pubkey``, ``leftpubkey=`` and the SubjectPublicKeyInfo."""
     assert ipsec.main(["newhostkey", "--nssdir", db, "--keytype", "ecdsa", "--bits", "256",
                        "--nsspw", PW]) == 0
     capsys.readouterr()
     assert ipsec.main(["showhostkey", "--nssdir", db, "--left", "--nsspw", PW]) == 0
     line = capsys.readouterr().out.splitlines()[1]
-    assert line.startswith("\tleftpubkey=0s")
-    pub = rawkey.parse_pubkey(line.split("=", 1)[1])
-    assert pub.curve.name == "secp256r1"  # type: ignore[union-attr]
+    assert line.startswith("\tleftecdsakey=0s")
+    pub = rawkey.parse_ecdsakey(line.split("=", 1)[1])
+    assert pub.curve.name == "secp256r1"
     assert [k.ckaid for k in HostKeys(db, PW).public_keys()] == [rawkey.ckaid(pub)]
+    assert ipsec.main(["showhostkey", "--nssdir", db, "--left", "--pubkey", "--nsspw",
+                       PW]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.startswith("\tleftpubkey=0s")
+    assert rawkey.spki_der(rawkey.parse_pubkey(line.split("=", 1)[1])) == rawkey.spki_der(pub)

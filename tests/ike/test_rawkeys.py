@@ -60,6 +60,10 @@ def spki(pub: rawkey.RawPublicKey) -> str:
     return "0s" + base64.b64encode(rawkey.spki_der(pub)).decode()
 
 
+def ecdsakey(pub: rawkey.RawPublicKey) -> str:
+    return "0s" + base64.b64encode(rawkey.ecdsa_point(pub)).decode()  # type: ignore[arg-type]
+
+
 def raw_net(tmp: Path, *, authby: str = "rsasig", form: str = "rsasigkey",
             wrong: str | None = None, kind: str = "rsa") -> Net:
     """west and east with their own NSS database; ``form``: how each names keys.
@@ -84,6 +88,9 @@ def raw_net(tmp: Path, *, authby: str = "rsasig", form: str = "rsasigkey",
         elif form == "pubkey":
             conn.local.raw["pubkey"] = spki(pubs[me])
             conn.remote.raw["pubkey"] = spki(their)
+        elif form == "ecdsakey":
+            conn.local.raw["ecdsakey"] = ecdsakey(pubs[me])
+            conn.remote.raw["ecdsakey"] = ecdsakey(their)
         else:  # leftckaid= for ours, rightrsasigkey= for theirs
             conn.local.raw["ckaid"] = cks[me]
             conn.remote.raw["rsasigkey"] = rsasigkey(their)
@@ -125,6 +132,30 @@ def test_raw_ecdsa_keys_as_pubkey(tmp_path: Path, authby: str) -> None:
         net.west.logs() + net.east.logs()
     for s in (net.west, net.east):
         assert any("ECDSA-SHA2_256" in m for m in s.logs()), s.logs()
+
+
+def test_raw_ecdsa_keys_in_ecdsakey(tmp_path: Path) -> None:
+    """``leftecdsakey=``/``rightecdsakey=`` as ``ipsec showhostkey`` prints them (the raw
+    point X ‖ Y, RFC 8005's IPSECKEY form), P-256 keys made by ``certutil -G -k ec``:
+    both ends sign with ECDSA; the key found by its CKAID.  The same point with the
+    0x04 octet is the same key; a point of the wrong size or off the curve is refused
+    with the reason."""
+    net = raw_net(tmp_path, authby="ecdsa", form="ecdsakey", kind="ec")
+    net.up()
+    assert net.established(net.west) and net.established(net.east), \
+        net.west.logs() + net.east.logs()
+    for s in (net.west, net.east):
+        assert any("ECDSA-SHA2_256" in m for m in s.logs()), s.logs()
+    pub = pubkey_of(tmp_path / "west" / "nss")
+    point = rawkey.ecdsa_point(pub)  # type: ignore[arg-type]
+    assert len(point) == 64
+    with_04 = "0s" + base64.b64encode(b"\x04" + point).decode()
+    assert rawkey.spki_der(rawkey.parse_ecdsakey(with_04)) == rawkey.spki_der(pub)
+    assert rawkey.end_public_key({"ecdsakey": ecdsakey(pub)}) == pub
+    with pytest.raises(rawkey.RawKeyError, match="63 bytes"):
+        rawkey.parse_ecdsakey("0s" + base64.b64encode(point[:63]).decode())
+    with pytest.raises(rawkey.RawKeyError, match="not a point on secp256r1"):
+        rawkey.parse_ecdsakey("0x" + "01" * 64)
 
 
 @pytest.mark.parametrize("wrong", ["west", "east"])

@@ -29,8 +29,9 @@ pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.timeout(120)]
 PW = "west-db-Secret"
 
 
-def _keydb(d: Path, password: str | None = None) -> str:
-    """A database with one RSA-2048 key; the key as ``0s<RFC 3110 base64>``."""
+def _keydb(d: Path, password: str | None = None, kind: str = "rsa") -> str:
+    """A database with one RSA-2048 key; the key as ``0s<RFC 3110 base64>``
+    (``kind="ec"``: one P-256 key, as ``0s<base64 of the point>``, ``leftecdsakey=``)."""
     d.mkdir(parents=True, exist_ok=True)
     pwa = ["--empty-password"]
     if password is not None:
@@ -42,26 +43,30 @@ def _keydb(d: Path, password: str | None = None) -> str:
         subprocess.run(["certutil", "-N", "-d", f"sql:{d}", *pwa], check=True,
                        capture_output=True, timeout=60)
     gen = [] if password is None else pwa
-    subprocess.run(["certutil", "-G", "-d", f"sql:{d}", "-k", "rsa", "-g", "2048", "-z",
+    key = ["-k", "rsa", "-g", "2048"] if kind == "rsa" else ["-k", "ec", "-q", "nistp256"]
+    subprocess.run(["certutil", "-G", "-d", f"sql:{d}", *key, "-z",
                     str(noise), *gen], check=True, capture_output=True, timeout=60)
     pub = HostKeys(str(d), password).public_keys()[0].public
+    if kind == "ec":
+        return "0s" + base64.b64encode(rawkey.ecdsa_point(pub)).decode()  # type: ignore[arg-type]
     return "0s" + base64.b64encode(rawkey.rfc3110_encode(pub)).decode()  # type: ignore[arg-type]
 
 
-def _conf(west_key: str, east_key: str) -> str:
+def _conf(west_key: str, east_key: str, kind: str = "rsa") -> str:
+    authby, key = ("rsasig", "rsasigkey") if kind == "rsa" else ("ecdsa", "ecdsakey")
     return f"""\
 config setup
 \tplutodebug=none
 
 conn west-east
-\tauthby=rsasig
+\tauthby={authby}
 \tleft={WEST_OUTER}
 \tleftid=@west
-\tleftrsasigkey={west_key}
+\tleft{key}={west_key}
 \tleftsubnet={WEST_SUBNET}
 \tright={EAST_OUTER}
 \trightid=@east
-\trightrsasigkey={east_key}
+\tright{key}={east_key}
 \trightsubnet={EAST_SUBNET}
 \tauto=add
 """
@@ -88,19 +93,20 @@ def _bring_up(us: Pypluto, them: Libreswan, peer: PeerSpec, role: str) -> tuple[
     return line, us.log.read_text(errors="replace")
 
 
-def _pair(lab: Lab, peer: PeerSpec, *, wrong: bool = False) -> tuple[Pypluto, Libreswan]:
+def _pair(lab: Lab, peer: PeerSpec, *, wrong: bool = False, kind: str = "rsa"
+          ) -> tuple[Pypluto, Libreswan]:
     them = peer.libreswan(lab, lab.east, "libreswan-east")
-    east_key = _keydb(them.dir / "nss")
+    east_key = _keydb(them.dir / "nss", kind=kind)
     ours = lab.workdir / "pypluto-raw" / "nss"
-    west_key = _keydb(ours, PW)
+    west_key = _keydb(ours, PW, kind)
     ipsecdir = lab.workdir / "pypluto-raw" / "ipsec.d"
     ipsecdir.mkdir(parents=True, exist_ok=True)
     (ipsecdir / "nsspassword").write_text(f"NSS Certificate DB:{PW}\n")
-    them.start(_conf(west_key, east_key))
+    them.start(_conf(west_key, east_key, kind))
     us = Pypluto(lab, lab.west, "pypluto-west")
     us.extra_args = ["--nssdir", str(ours), "--ipsecdir", str(ipsecdir)]
-    mallory = _keydb(lab.workdir / "mallory" / "nss") if wrong else east_key
-    us.start(_conf(west_key, mallory))
+    mallory = _keydb(lab.workdir / "mallory" / "nss", kind=kind) if wrong else east_key
+    us.start(_conf(west_key, mallory, kind))
     return us, them
 
 
@@ -117,6 +123,25 @@ def test_raw_rsa_keys_with_libreswan(lab: Lab, cell: Callable[..., None], peer: 
     assert "authenticated peer using digital signature RSASSA-PSS" in ours_text, \
         ours_text[-2000:]
     assert PW not in ours_text
+    cell(note=line.split("established IKE SA;")[-1].strip()[:160])
+    them.stop()
+
+
+@pytest.mark.parametrize("role", ["initiator", "responder"])
+@pytest.mark.parametrize("peer", LIBRESWAN_PEERS,
+                         ids=[p.label.replace(" ", "") for p in LIBRESWAN_PEERS])
+def test_raw_ecdsa_keys_with_libreswan(lab: Lab, cell: Callable[..., None], peer: PeerSpec,
+                                       role: str) -> None:
+    """``leftecdsakey=``/``rightecdsakey=`` (the raw P-256 point, as Libreswan's
+    showhostkey prints it) and ``authby=ecdsa``: both sign with ECDSA."""
+    cell(peer=peer.label, case="raw ECDSA keys", role=role, proposal="ecdsakey-ecdsa")
+    require(have_libreswan() or peer.chroot, "certutil (libnss3-tools)")
+    require(peer.available(), peer.install_hint)
+    us, them = _pair(lab, peer, kind="ec")
+    line, ours_text = _bring_up(us, them, peer, role)
+    assert "authenticated peer using digital signature ECDSA" in ours_text, \
+        ours_text[-2000:]
+    assert "ECDSA" in line, line
     cell(note=line.split("established IKE SA;")[-1].strip()[:160])
     them.stop()
 

@@ -24,11 +24,12 @@ import tempfile
 import time
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pypluto.config.expiry import CA_CERT_WARNING_INTERVAL, PUBKEY_WARNING_INTERVAL, check_expiry
 from pypluto.config.hostkeys import HostKeyError, HostKeys, nss_password
 from pypluto.config.nss import NSSDB, NSSError
+from pypluto.crypto.rawkey import ecdsa_point
 
 DEFAULT_NSSDIR = "/var/lib/ipsec/nss"
 COMMANDS = ("initnss", "checknss", "import", "listcerts", "listcacerts", "certutil",
@@ -119,6 +120,10 @@ def _hostkey(cmd: str, db: NSSDB, rest: list[str]) -> int:
         blob = base64.b64encode(rfc3110(pub)).decode()
         print(f"\t# rsakey {blob[:9]}")
         print(f"\t{side}rsasigkey=0s{blob}")
+    elif isinstance(pub, ec.EllipticCurvePublicKey) and "--pubkey" not in rest:
+        # as Libreswan's showhostkey: the IPSECKEY form, the raw point (RFC 8005)
+        print(f"\t# {side} keyid: {match[0].keyid}")
+        print(f"\t{side}ecdsakey=0s{base64.b64encode(ecdsa_point(pub)).decode()}")
     else:
         der = pub.public_bytes(serialization.Encoding.DER,
                                serialization.PublicFormat.SubjectPublicKeyInfo)

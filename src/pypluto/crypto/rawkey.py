@@ -2,6 +2,10 @@
 
 * ``leftrsasigkey=0s<base64>`` / ``0x<hex>``: an RSA key in RFC 3110 §2 form (exponent
   length, exponent, modulus); ``%cert`` means the key of ``leftcert=``.
+* ``leftecdsakey=0s<base64>`` / ``0x<hex>``: an ECDSA key as its raw public point,
+  X ‖ Y (the IPSECKEY form of RFC 8005 that ``ipsec showhostkey`` prints; a leading
+  0x04, the uncompressed-point octet, is allowed); its length names the curve: 64
+  bytes P-256, 96 P-384, 132 P-521.
 * ``leftpubkey=0s<base64>`` (Libreswan 5; also bare base64 or ``0x<hex>``): a DER
   SubjectPublicKeyInfo (RFC 5280 §4.1.2.7), RSA or ECDSA.
 * the CKAID (``leftckaid=``) that names the private key in the NSS database is NSS's
@@ -72,6 +76,31 @@ def parse_rsasigkey(value: str) -> rsa.RSAPublicKey:
     return rfc3110_decode(decode_value(value))
 
 
+_EC_CURVES: dict[int, ec.EllipticCurve] = {64: ec.SECP256R1(), 96: ec.SECP384R1(),
+                                          132: ec.SECP521R1()}
+
+
+def ecdsa_point(key: ec.EllipticCurvePublicKey) -> bytes:
+    """The key's raw public point X ‖ Y (``leftecdsakey=``, without the 0x04 octet)."""
+    return key.public_bytes(serialization.Encoding.X962,
+                            serialization.PublicFormat.UncompressedPoint)[1:]
+
+
+def parse_ecdsakey(value: str) -> ec.EllipticCurvePublicKey:
+    """``leftecdsakey=0s...`` (X ‖ Y, optionally after 0x04) as an ECDSA public key."""
+    raw = decode_value(value)
+    if len(raw) - 1 in _EC_CURVES and raw[:1] == b"\x04":
+        raw = raw[1:]
+    curve = _EC_CURVES.get(len(raw))
+    if curve is None:
+        raise RawKeyError(f"an ECDSA public point of {len(raw)} bytes (P-256 has 64, "
+                          "P-384 96, P-521 132)")
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve, b"\x04" + raw)
+    except ValueError as e:
+        raise RawKeyError(f"not a point on {curve.name}: {e}") from None
+
+
 def parse_pubkey(value: str) -> RawPublicKey:
     """``leftpubkey=`` (a DER SubjectPublicKeyInfo) as an RSA or ECDSA public key."""
     der = decode_value(value)
@@ -109,14 +138,16 @@ def keyid(key: PublicKeyTypes) -> str:
 
 
 def end_public_key(raw: dict[str, str]) -> RawPublicKey | None:
-    """The raw public key an end names (``rsasigkey=`` or ``pubkey=``), None for none
-    or ``%cert`` (the certificate's key).  Raises RawKeyError for a bad value."""
-    for name in ("rsasigkey", "pubkey"):
+    """The raw public key an end names (``rsasigkey=``, ``ecdsakey=`` or ``pubkey=``),
+    None for none or ``%cert`` (the certificate's key).  Raises RawKeyError for a bad
+    value."""
+    for name in ("rsasigkey", "ecdsakey", "pubkey"):
         v = (raw.get(name) or "").strip()
         if not v or v.startswith("%"):
             continue
         try:
-            return parse_rsasigkey(v) if name == "rsasigkey" else parse_pubkey(v)
+            return parse_rsasigkey(v) if name == "rsasigkey" else \
+                parse_ecdsakey(v) if name == "ecdsakey" else parse_pubkey(v)
         except RawKeyError as e:
             raise RawKeyError(f"{name}=: {e}") from None
     return None

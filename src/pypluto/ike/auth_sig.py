@@ -88,7 +88,8 @@ def local_raw(conn: Connection) -> bool:
         return False
     raw = conn.local.raw
     return bool((raw.get("ckaid") or "").strip()) or any(
-        (raw.get(k) or "").strip()[:2].lower() in ("0s", "0x") for k in ("rsasigkey", "pubkey"))
+        (raw.get(k) or "").strip()[:2].lower() in ("0s", "0x")
+        for k in ("rsasigkey", "ecdsakey", "pubkey"))
 
 
 def remote_raw(conn: Connection) -> rawkey.RawPublicKey | str | None:
@@ -109,7 +110,8 @@ def _raw_sign_key(ctx: IKEContext, conn: Connection) -> object:
         return f"our raw key {e}"
     st = store(ctx)
     if ck is None:
-        return "no leftckaid=, leftrsasigkey= or leftpubkey= for raw-key authentication"
+        return ("no leftckaid=, leftrsasigkey=, leftecdsakey= or leftpubkey= for raw-key "
+                "authentication")
     if st is None:
         return "no NSS database for the raw key"
     try:
