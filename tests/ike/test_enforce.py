@@ -111,6 +111,54 @@ def test_pfs_mismatch_rekey_refused_then_replaced(west_pfs: bool, east_pfs: bool
     check_pair(net)
 
 
+def test_ms_dh_downgrade_lets_a_child_sa_go_without_pfs(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    """ms-dh-downgrade=yes (ipsec.conf(5): Windows rekeys without the DH it agreed to).
+    As responder, a pfs=yes conn accepts a rekey without KE instead of answering
+    NO_PROPOSAL_CHOSEN: the Child SA is rekeyed in place (same IKE SA, no
+    re-authentication), without a KE group, and the log says so.  As initiator, it
+    offers each proposal again with KE NONE after the PFS ones, as Libreswan does; a
+    pfs=yes peer still picks PFS.  A peer that picks a KE NONE copy (strongSwan 5.9.8
+    without PFS) is in tests/interop/test_strongswan.py.  Without the key:
+    test_pfs_mismatch_rekey_refused_then_replaced."""
+    from pypluto.iana import TransformType
+    from pypluto.ike import child as childmod
+
+    net = Net(west_kw={"pfs": False}, east_kw={"ms_dh_downgrade": True})
+    net.up()
+    old_ike = net.established(net.west)[0].serial
+    old_spi = net.children(net.west)[0].spi_in
+    _rekey(net)
+    assert net.established(net.west)[0].serial == old_ike, _logs(net.west)
+    cw, ce = net.children(net.west), net.children(net.east)
+    assert len(cw) == 1 and len(ce) == 1 and cw[0].spi_in != old_spi
+    assert not ce[0].ke and not cw[0].ke
+    assert "rekey without KE accepted: no PFS for this Child SA (ms-dh-downgrade=yes)" \
+        in _logs(net.east)
+    assert "refused" not in _logs(net.east) + _logs(net.west)
+    check_pair(net)
+
+    offers: list[list] = []  # type: ignore[type-arg]
+    build = childmod.proposals.build_proposals
+
+    def recorded(*a: object, **kw: object) -> list:  # type: ignore[type-arg]
+        out = build(*a, **kw)  # type: ignore[arg-type]
+        offers.append(out)
+        return out
+
+    monkeypatch.setattr(childmod.proposals, "build_proposals", recorded)
+    both = Net(west_kw={"ms_dh_downgrade": True, "esp": "aes_gcm256,aes256-sha2_256"},
+               east_kw={"ms_dh_downgrade": True})
+    both.up()
+    _rekey(both)
+    ch = both.children(both.east)
+    assert len(ch) == 1 and ch[0].ke  # the PFS proposals come first and win
+    kes = [[i for t, i, _ in ts if t == TransformType.KE] for _n, _p, _s, ts in offers[-1]]
+    nums = [n for n, _p, _s, _ts in offers[-1]]
+    assert nums == [1, 2, 3, 4] and kes[0] and kes[1] and 0 not in kes[0] + kes[1], kes
+    assert kes[2:] == [[0], [0]], kes
+
+
 def test_pfs_new_child_without_ke_refused() -> None:
     """A new Child SA (no REKEY_SA) without KE on a pfs=yes conn: NO_PROPOSAL_CHOSEN."""
     net = Net(west_kw={"pfs": False}, east_kw={"pfs": True})

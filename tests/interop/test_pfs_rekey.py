@@ -78,3 +78,42 @@ def test_pfs_mismatch_no_ping_lost(lab: Lab, cell: Callable[..., None], case: st
     assert sent == count and received == sent, f"lost icmp_seq {lost} of {sent}; " \
         f"ping started at {ping_start}; pypluto log:\n{text[-4000:]}"
     assert us.child_established() and them.established()
+
+
+@pytest.mark.parametrize("who", ["strongswan-rekeys", "pypluto-rekeys"])
+def test_ms_dh_downgrade_rekeys_in_place(lab: Lab, cell: Callable[..., None], who: str) -> None:
+    """``ms-dh-downgrade=yes`` on our pfs=yes conn against strongSwan's default ESP
+    proposals (no KE): strongSwan's rekey without KE is accepted, and our rekey offers
+    each proposal again with KE NONE, which strongSwan picks.  Either way the Child SA
+    is rekeyed in place: the same IKE SA on both ends, new Child SA SPIs, no
+    re-authentication, and pings pass.  (Without the key: the cases above.)"""
+    cell(peer="strongSwan 5.9.8", case="ms-dh-downgrade",
+         role="responder" if who == "strongswan-rekeys" else "initiator",
+         proposal="ss-default")
+    us, them = _up(lab, CASES["pfs-yes-vs-default"][0], "ms-dh-downgrade=yes", "initiator")
+    before = them.established()
+    assert before is not None
+    old_child = before.children[0].spi_in
+    if who == "strongswan-rekeys":
+        them.rekey(child="net")
+        want = "without KE accepted: no PFS for this Child SA (ms-dh-downgrade=yes)"
+    else:
+        us.rekey_child()
+        want = "the peer chose no PFS for this Child SA (ms-dh-downgrade=yes)"
+
+    def rekeyed() -> bool:
+        ike = them.established()
+        return ike is not None and len(ike.children) == 1 and \
+            ike.children[0].spi_in != old_child and ike.children[0].state == "INSTALLED"
+
+    lab.wait_for(rekeyed, 20, f"Child SA rekeyed by {who}")
+    after = them.established()
+    assert after is not None and (after.spi_i, after.spi_r) == (before.spi_i, before.spi_r)
+    text = us.log.read_text()
+    assert want in text, text[-3000:]
+    assert "refused" not in text and "re-authentication" not in text, text[-3000:]
+    lab.wait_for(lambda: us.child_established() and len(us.child_spis()) == 1, 20,
+                 "one Child SA on our side")
+    lab.wait_for(lambda: lab.ping(lab.west, EAST_INNER, count=1, timeout=1,
+                                  src=WEST_INNER)[1] == 1, 15, "a ping after the rekey")
+    cell(note=f"rekeyed by {who.split('-')[0]} without KE; same IKE SA")

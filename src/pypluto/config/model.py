@@ -193,6 +193,10 @@ class Connection:
     ah: list[ProposalSpec] | None = None
     phase2: str = "esp"  # esp | ah
     pfs: bool = True
+    # ms-dh-downgrade=: a CREATE_CHILD_SA Child SA may go without PFS after all (we offer
+    # each proposal again with KE NONE, and accept a request without KE): Windows rekeys
+    # so; Libreswan does the same with this key
+    ms_dh_downgrade: bool = False
     esn: str = "either"  # yes | no | either
     compress: bool = False
 

@@ -1110,6 +1110,7 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
                 raise ConnError(attr, f"{attr}={pv}: {exc}") from None
     conn.phase2 = (get("phase2") or "esp").lower().replace("default", "esp")
     conn.pfs = b("pfs", True)
+    conn.ms_dh_downgrade = b("ms-dh-downgrade", False)
     conn.esn = (get("esn") or "either").lower()
     conn.compress = b("compress", False)
     conn.ikelifetime = t("ikelifetime", 8 * 3600.0)

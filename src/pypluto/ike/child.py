@@ -97,7 +97,8 @@ def offer(ike: IKESA, c: ChildSA, pfs_group: int | None = None,
     conn = c.conn
     specs, proto = proposals.child_specs(conn.esp, conn.ah, conn.phase2)
     sent = proposals.build_proposals(specs, proto, c.spi_in.to_bytes(4, "big"), ike=False,
-                                     esn=conn.esn, pfs_group=pfs_group)
+                                     esn=conn.esn, pfs_group=pfs_group,
+                                     ke_none_too=conn.ms_dh_downgrade)
     lts, rts = ts if ts is not None else configured_ts(ike, conn)
     if ts is None and ike.acquired_ts is not None and conn is ike.conn:
         # RFC 7296 §2.9: the packet that hit the trap goes first (ike/traps.py)
@@ -207,7 +208,7 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
     tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
     if not tsi or not tsr:
         return None, [codec.notify(N.TS_UNACCEPTABLE)], "malformed or empty traffic selectors", FailReason.TRAFFIC_SELECTORS
-    if create_child and conn.pfs and ke_group is None:
+    if create_child and conn.pfs and ke_group is None and not conn.ms_dh_downgrade:
         return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], \
             "pfs=yes and the request has no KE payload", FailReason.PROPOSAL
     if create_child and not conn.pfs and ke_group is not None:

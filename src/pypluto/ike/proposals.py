@@ -148,11 +148,14 @@ def build_proposals(
     esn: str = "either",
     ke_override: int | None = None,
     pfs_group: int | None = None,
+    ke_none_too: bool = False,
 ) -> list[tuple[int, int, bytes, list[tuple[int, int, int | None]]]]:
     """Proposals as (number, protocol, spi, [(type, id, key_bits)]).
 
     ``ke_override`` moves that group to the front (after INVALID_KE_PAYLOAD, §1.2);
-    ``pfs_group`` adds a KE transform to ESP proposals (CREATE_CHILD_SA with PFS).
+    ``pfs_group`` adds a KE transform to ESP proposals (CREATE_CHILD_SA with PFS);
+    ``ke_none_too`` (with it, ``ms-dh-downgrade=yes``) offers every proposal a second
+    time, after all of them, with KE NONE in place of the groups (§3.3.2: D-H ID 0).
     """
     out = []
     for num, spec in enumerate(specs, 1):
@@ -188,6 +191,12 @@ def build_proposals(
             for e_id in _esn_ids(spec, esn):
                 ts.append((TransformType.ESN, int(e_id), None))
         out.append((num, protocol, spi, ts))
+    if ke_none_too and pfs_group and not ike:
+        base = len(out)
+        for num, proto, spi_, ts in list(out):
+            plain = [t for t in ts if t[0] != TransformType.KE and not _addke.is_addke(t[0])]
+            plain.append((TransformType.KE, 0, None))
+            out.append((base + num, proto, spi_, plain))
     return out
 
 

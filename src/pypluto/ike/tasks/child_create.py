@@ -163,6 +163,11 @@ class ChildCreate(Task):
         why = ""
         if nr_p is None:
             why = "no Nonce in the answer"
+        elif ke_p is None and self.ke is not None and self.conn.ms_dh_downgrade:
+            # ms-dh-downgrade=yes: the peer may pick one of our proposals with KE NONE
+            # (``finish`` checks that it did); this Child SA has no PFS
+            self.ke = None
+            ctx.log(acts, "the peer chose no PFS for this Child SA (ms-dh-downgrade=yes)", c)
         elif bool(ke_p) != bool(self.ke):
             why = "KE payload missing or unexpected"
         elif ke_p is not None and self.ke is not None:
@@ -307,7 +312,9 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
     why_busy = followup_busy(ike, old)
     if why_busy:  # RFC 9370 §2.2.2, RFC 7296 §2.25
         return _temporary_failure(ctx, ike, old, why_busy, answer)
-    if (ke_p is None) == conn.pfs:  # pfs= enforced both ways, as Libreswan does
+    if (ke_p is None) == conn.pfs and not (ke_p is None and conn.ms_dh_downgrade):
+        # pfs= enforced both ways, as Libreswan does; ms-dh-downgrade=yes lets a
+        # CREATE_CHILD_SA without KE through (Libreswan offers and accepts KE NONE)
         why = "pfs=yes and the request has no KE payload" if conn.pfs else \
             "pfs=no and the request carries a KE payload"
         refused: list[Action] = []
@@ -315,8 +322,12 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
                 "answering NO_PROPOSAL_CHOSEN", old or ike, level="warning")
         return refused + answer([codec.notify(N.NO_PROPOSAL_CHOSEN)])
     if ke_p is None:
-        return _respond_child_keyed(ctx, ike, msgid, payloads, conn, old, ni, nr, None, None,
-                                    None, now)
+        downgrade: list[Action] = []
+        if conn.pfs:  # ms-dh-downgrade=yes (above)
+            ctx.log(downgrade, f"CREATE_CHILD_SA {'rekey ' if old else ''}without KE accepted: "
+                    "no PFS for this Child SA (ms-dh-downgrade=yes)", old or ike)
+        return downgrade + _respond_child_keyed(ctx, ike, msgid, payloads, conn, old, ni, nr,
+                                                None, None, None, now)
     group = int(ke_p.group)
     specs = proposals.child_specs(conn.esp, conn.ah, conn.phase2)[0]
     allowed = {int(g) for s in specs for g in s.ke} | {ike.ke_group}
