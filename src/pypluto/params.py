@@ -234,6 +234,7 @@ class UpdownChild:
     vti_shared: bool = False
     vti_ip: str = ""  # leftvti=
     mtu: int | None = None  # mtu= (PLUTO_MTU)
+    nflog: int = 0  # nflog= (daemon/nflog.py; NFLOG of Libreswan's updown)
     metric: int | None = None  # metric= (PLUTO_METRIC)
 
     @property

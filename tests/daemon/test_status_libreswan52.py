@@ -125,7 +125,7 @@ def conn_blocks(status: str) -> dict[str, list[str]]:
 
 
 # 5.2's header keys that pypluto leaves out: features refused at load, Libreswan internals
-HEADER_KEYS_LEFT_OUT = {"ikebuf", "nflog-all"}
+HEADER_KEYS_LEFT_OUT = {"ikebuf"}
 # header lines whose values differ by design (paths, versions, IKEv1 ids, DNS)
 HEADER_VALUES_DIFFER = ("configdir=", "nssdir=", "dnssec-rootkey-file=", "sbindir=",
                         "pluto_version=", "nhelpers=", "logfile=", "algorithm IKE encrypt:",

@@ -219,7 +219,8 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("max-halfopen-ike", "int", W(T_DOS + "test_max_halfopen_ike_drops_new_requests")),
     ("ike-socket-bufsize", "int", W(T_D + "test_ike_socket_bufsize_sizes_the_ike_sockets")),
     ("ike-socket-errqueue", "bool", P(_YES_VALUES, note="the error queue is always read")),
-    ("nflog-all", "int", R("NFLOG " + _NO)),
+    ("nflog-all", "int", W("tests/daemon/test_userspace_nflog.py::"
+                           "test_nflog_copies_the_cleartext_to_the_group")),
     ("xfrmlifetime", "int", W("tests/kernel/test_xfrm_netns.py::"
                               "test_xfrmlifetime_sets_the_acquire_lifetime")),
     ("virtual-private", "str", W(T_LIFE + "test_host_to_host_behind_nat_and_virtual_private")),
@@ -432,7 +433,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("priority", "int", W(T_EFF + "test_priority_orders_the_policies_on_both_planes")),
     ("tfc", "int", W(T_TFC + "test_tfc_pads_our_esp_until_the_peer_says_no")),
     ("reqid", "int", W(T_EFF + "test_reqid_is_the_child_sas_reqid")),
-    ("nflog", "int", R("NFLOG " + _NO)),
+    ("nflog", "int", W("tests/daemon/test_userspace_nflog.py::"
+                       "test_nflog_copies_the_cleartext_to_the_group")),
     ("aggressive", "bool", P(_NO_VALUES, note=_IKEV1)),
     ("aggrmode", "bool", "=aggressive"),
     ("debug", "list", W(T_D + "test_per_connection_debugging")),

@@ -239,6 +239,9 @@ class Connection:
     # vti-interface= / vti-routing= / vti-shared= (route-based VPN on a VTI device,
     # XFRM only; daemon/vti.py): the device's ikey/okey are the mark-in/mark-out values
     vti_interface: str | None = None
+    # nflog=N: the conn's cleartext traffic is copied to netlink log group N (iptables
+    # NFLOG rules, daemon/nflog.py); 0 = none
+    nflog: int = 0
     vti_routing: bool = True  # Libreswan's default: route the remote subnet via the VTI
     vti_shared: bool = False  # several conns share the device (its remote is any)
     # ipsec-interface=N (yes = 1): route-based VPN on the device ipsecN; None = no
@@ -343,6 +346,7 @@ class SetupConfig:
     myvendorid: str | None = None
     ike_socket_bufsize: int | None = None  # bytes (SO_RCVBUFFORCE / SO_SNDBUFFORCE)
     xfrmlifetime: int | None = None  # s a trap's acquire lives (net.core.xfrm_acq_expires)
+    nflog_all: int | None = None  # NFLOG group for all IPsec traffic (daemon/nflog.py)
     crl_strict: bool = False
     crlcheckinterval: float = 0.0
     curl_timeout: float = 5.0  # revocation fetching (config/revocation.py, issue 14)

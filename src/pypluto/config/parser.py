@@ -1163,6 +1163,8 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     mtu, metric = get("mtu"), get("metric")
     # an IPv4 host takes 68 bytes (RFC 791); IPv6 needs 1280, checked in _route_keys
     conn.mtu = None if mtu is None else parse_int(mtu, "mtu", 68, 65535)
+    nfl = get("nflog")
+    conn.nflog = 0 if nfl is None else parse_int(nfl, "nflog", 0, 65535)
     conn.metric = None if metric is None else parse_int(metric, "metric", 0, 2**32 - 1)
     conn.aliases = (get("connalias") or "").replace(",", " ").split()
     conn.debug = get("debug") or ""
@@ -1349,6 +1351,8 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
         setup, "ike_socket_bufsize", parse_int(v, "ike-socket-bufsize", 1024, 2**31 - 1)))
     apply("xfrmlifetime", lambda v: setattr(
         setup, "xfrmlifetime", parse_int(v, "xfrmlifetime", 1, 2**31 - 1)))
+    apply("nflog-all", lambda v: setattr(
+        setup, "nflog_all", parse_int(v, "nflog-all", 0, 65535) or None))
     sbool("crl_strict", "crl-strict")
     apply("crlcheckinterval", lambda v: setattr(setup, "crlcheckinterval",
                                                 parse_duration(v, "crlcheckinterval")))

@@ -294,13 +294,15 @@ def libreswan_conn_lines(c: dict[str, Any], d: dict[str, Any]) -> list[str]:
         f"retransmit-timeout: {_secs(d['retransmit_timeout'])}; iketcp:no; "
         "iketcp-port:4500;",
         f"{n}:   initial-contact:{yn[d['initial_contact']]}; cisco-unity:no; "
-        f"fake-strongswan:no; send-vendorid:{yn[d['send_vendorid']]}; send-no-esp-tfc:"
+        f"fake-strongswan:{yn[d.get('fake_strongswan', False)]}; "
+        f"send-vendorid:{yn[d['send_vendorid']]}; send-no-esp-tfc:"
         f"{yn[d.get('send_no_esp_tfc', False)]};",
         f"{n}:   policy: {conn_policy(c, d)};",
         f"{n}:   v2-auth-hash-policy: none;",
         f"{n}:   conn_prio: {','.join(str(x) for x in d['conn_prio'])}; interface: "
         f"{d['interface'] or 'unset'}; metric: 0; mtu: unset; sa_prio:auto; sa_tfc:none;",
-        f"{n}:   nflog-group: unset; mark: {d['mark'] or 'unset'}; vti-iface:unset; "
+        f"{n}:   nflog-group: {d.get('nflog') or 'unset'}; mark: {d['mark'] or 'unset'}; "
+        "vti-iface:unset; "
         "vti-routing:no; vti-shared:no; nic-offload:no;",
         f"{n}:   our idtype: {d['our_idtype']}; our id={d['our_id']}; their idtype: "
         f"{d['their_idtype']}; their id={d['their_id']}",

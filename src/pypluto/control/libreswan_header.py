@@ -14,8 +14,8 @@ compares them with 5.2's own output).  The values are pypluto's own:
   ``--use-userspace``, nothing for ``--use-none``).
 
 Left out: Libreswan's ``stats db_ops`` line (its internal allocator) and the
-keys of features pypluto refuses at load (``ikebuf``,
-``nflog-all``): a refused key has no value to show.  pypluto's own lines (pid,
+key of a feature pypluto refuses at load (``ikebuf``): a refused key has no value
+to show.  pypluto's own lines (pid,
 uptime, helpers, the DoS defence) follow the Libreswan block.
 """
 
@@ -131,7 +131,8 @@ def header_lines(snap: dict[str, Any]) -> list[str]:
         f"ddos-mode={dos.get('mode', 'auto')}, ikev1-policy=drop",
         f"msg_errqueue=yes, crl-strict={_yn(p.get('crl_strict'))}, "
         f"crlcheckinterval={p.get('crlcheckinterval') or 0:g}, "
-        f"listen={_unset(s.get('listen')).replace('<unset>', '<any>')}",
+        f"listen={_unset(s.get('listen')).replace('<unset>', '<any>')}, "
+        f"nflog-all={s.get('nflog_all') or 0}",
         f"ocsp-enable={_yn(s.get('ocsp_enable'))}, ocsp-strict={_yn(s.get('ocsp_strict'))}, "
         f"ocsp-timeout={s.get('ocsp_timeout', 2):g}, ocsp-uri={_unset(s.get('ocsp_uri'))}",
         f"ocsp-trust-name={_unset(s.get('ocsp_trust_name'))}",

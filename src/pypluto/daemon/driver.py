@@ -42,6 +42,7 @@ from pypluto.daemon.engine_api import EngineAPI
 from pypluto.daemon.helpers import CrashReports, HelperPool
 from pypluto.daemon.logger import PlutoLogger
 from pypluto.daemon.metrics import Counters
+from pypluto.daemon.nflog import NflogManager
 from pypluto.daemon.sockets import UDPSockets
 from pypluto.daemon.updown import (
     DOWN_VERBS,
@@ -145,6 +146,8 @@ class EngineDriver:
         self.updown_tasks: set[asyncio.Task[None]] = set()
         # vti-interface= devices and their routes (route-based VPNs, XFRM only)
         self.vti = VtiManager(lambda m, lvl: self.log.log(m, lvl))
+        # nflog= / nflog-all= rules (daemon/nflog.py)
+        self.nflog = NflogManager(lambda m, lvl: self.log.log(m, lvl))
         # event counters (whack --status --json "counters", the metrics endpoint)
         self.counters = Counters(sa_stats=self._stats_by_spi)
         self.count_retransmits = False  # hashing every datagram: only for the endpoint
@@ -424,6 +427,10 @@ class EngineDriver:
         async with lock:
             if up and child.vti_iface:  # the VTI device first (daemon/vti.py)
                 failed = await self.vti.up(child) or ""
+            nflog_added = False
+            if up and child.nflog and not failed:  # the NFLOG rules (daemon/nflog.py)
+                failed = await self.nflog.up(child) or ""
+                nflog_added = not failed
             for verb in (UP_VERBS if up else DOWN_VERBS) if script and not failed else ():
                 res = await run_updown(script, verb, child, timeout=self.updown_timeout)
                 log_result(res, lambda m, lvl: self.log.log(
@@ -431,6 +438,8 @@ class EngineDriver:
                 if not res.ok and verb in FATAL_VERBS:
                     failed = f"{res.verb} failed: {res.error}"
                     break
+            if child.nflog and (not up or (failed and nflog_added)):
+                await self.nflog.down(child)
             if child.vti_iface and (not up or failed):
                 await self.vti.down(child)
         if not up:

@@ -170,12 +170,23 @@ class Daemon:
             self.backend.set_acquire_callback(self.driver.on_acquire_threadsafe)
         with contextlib.suppress(Exception):
             self.backend.flush_own()  # leftovers of an earlier crashed run
+        if self.backend.name == "userspace":  # NFLOG rules match its TUN device
+            self.driver.nflog.tun = getattr(self.backend, "ifname", None)
         acq = getattr(self.opts.setup, "xfrmlifetime", None) if self.opts.setup else None
         if acq is not None:  # config setup xfrmlifetime=
             try:
                 self.log.log(self.backend.set_acquire_lifetime(acq))
             except BackendError as e:
                 raise StartupError(str(e)) from None
+        nfl = getattr(self.opts.setup, "nflog_all", None) if self.opts.setup else None
+        if nfl:  # config setup nflog-all= (daemon/nflog.py)
+            if self.backend.name == "none":
+                raise StartupError(f"nflog-all={nfl} needs a data plane (--use-xfrm or "
+                                   "--use-userspace)")
+            why = await self.driver.nflog.start_all(nfl)
+            if why:
+                raise StartupError(f"nflog-all={nfl}: {why}")
+            self.log.log(f"nflog-all={nfl}: IPsec traffic is copied to NFLOG group {nfl}")
         self.sockets.loop = self.driver.loop = self.loop
         self.sockets.backend = self.driver.backend = self.backend
         self.driver.helpers = self.helpers
@@ -237,6 +248,9 @@ class Daemon:
         a marked conn (mark= / mark-in= / mark-out=) needs a plane that marks; an expired
         certificate refuses it, one expiring soon is warned about (issue 14); a
         vti-interface= conn needs the XFRM plane (a VTI device keys XFRM lookups)."""
+        if conn.nflog and self.backend is not None and self.backend.name == "none":
+            return (f"nflog={conn.nflog} needs a data plane (--use-xfrm or --use-userspace); "
+                    "with --use-none no traffic is protected or logged: connection refused")
         if conn.vti_interface and self.backend is not None and self.backend.name != "xfrm":
             return (f"vti-interface={conn.vti_interface} needs the XFRM data plane "
                     f"(--use-xfrm); the {self.backend.name} data plane has no VTI devices: "
@@ -491,6 +505,7 @@ class Daemon:
             await asyncio.wait(set(self.driver.updown_tasks),
                                timeout=self.driver.updown_timeout + 5)
         await self.driver.vti.close()  # VTI devices and routes the down runs left
+        await self.driver.nflog.close()  # NFLOG rules (nflog=, nflog-all=)
         if self.metrics is not None:
             await self.metrics.close()
         self.waiters.fail_all(RC_FATAL)

@@ -90,6 +90,8 @@ def conn_details(conn: Connection, registry: Registry, sockets: UDPSockets,
         "retransmit_timeout": conn.retransmit_timeout,
         "initial_contact": conn.initial_contact,
         "send_vendorid": conn.send_vendorid,
+        "fake_strongswan": conn.fake_strongswan,
+        "nflog": conn.nflog,
         "send_no_esp_tfc": conn.send_no_esp_tfc,
         "pfs": conn.pfs,
         "esn": conn.esn,
@@ -138,6 +140,7 @@ def setup_values(opts: PlutoOptions, log: PlutoLogger) -> dict[str, Any]:
         "shuntlifetime": _shuntlifetime(raw),
         # config setup xfrmlifetime= (30 s: the kernel's net.core.xfrm_acq_expires default)
         "xfrmlifetime": getattr(setup, "xfrmlifetime", None) or 30,
+        "nflog_all": getattr(setup, "nflog_all", None) or 0,  # config setup nflog-all=
     }
 
 

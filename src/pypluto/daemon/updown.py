@@ -108,6 +108,8 @@ def updown_env(verb: Verb, child: UpdownChild) -> dict[str, str]:
         env["PLUTO_MTU"] = str(child.mtu)
     if child.metric is not None:
         env["PLUTO_METRIC"] = str(child.metric)
+    if child.nflog:  # nflog=: the group, as Libreswan passes it (its updown adds the rules)
+        env["NFLOG"] = str(child.nflog)
     if child.peer_dns:  # a road warrior's DNS servers from the gateway (RFC 7296 §3.15)
         env["PLUTO_PEER_DNS_INFO"] = " ".join(str(a) for a in child.peer_dns)
     # ipsec-interface=N (route-based): the device, and "yes" as Libreswan says for an

@@ -805,12 +805,13 @@ class Engine:
         return acts
 
     def _updown(self, child: ChildSA, up: bool) -> list[Action]:
-        """One ``Updown`` per selector pair when the conn has a ``leftupdown=`` command
-        or a ``vti-interface=`` (then the daemon makes the device; script may be "")."""
+        """One ``Updown`` per selector pair when the conn has a ``leftupdown=`` command,
+        a ``vti-interface=`` (then the daemon makes the device; script may be "") or an
+        ``nflog=`` group (the daemon adds the NFLOG rules)."""
         conn = child.conn
         script = conn.local.updown
         if not script or script.strip().lower() == "%disabled":
-            if not conn.vti_interface:
+            if not conn.vti_interface and not conn.nflog:
                 return []
             script = ""
         ike = child.parent
@@ -851,7 +852,7 @@ class Engine:
                     # a template's instances (right=%any) share the device, as in Libreswan
                     vti_shared=conn.vti_shared or conn.remote.is_any,
                     vti_ip=(conn.local.vti_ip or "").strip(),
-                    mtu=conn.mtu, metric=conn.metric,
+                    mtu=conn.mtu, metric=conn.metric, nflog=conn.nflog,
                 )
                 out.append(Updown(up, script, facts))
         return out
