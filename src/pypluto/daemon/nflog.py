@@ -77,7 +77,7 @@ class NflogManager:
         self._log = log or (lambda m, lvl: None)
         self._run = run
         self.tun: str | None = None  # the userspace plane's device (set by the daemon)
-        self._added: dict[tuple[int, tuple[str, ...]], int] = {}  # (serial, rule) -> count
+        self._added: dict[tuple[str, ...], int] = {}  # rule -> how many ups added it
         self._global: list[list[str]] = []
 
     async def _add(self, rule: list[str]) -> str | None:
@@ -107,18 +107,22 @@ class NflogManager:
                 return why
             added.append(rule)
         for rule in added:
-            key = (child.serial, tuple(rule))
+            key = tuple(rule)
             self._added[key] = self._added.get(key, 0) + 1
         return None
 
     async def down(self, child: UpdownChild) -> None:
+        """Take back what ``up`` added for this selector pair (one rule per ``-I``)."""
         for rule in conn_rules(child, child.nflog, self._device(child)):
-            for key in [k for k in self._added if k[1] == tuple(rule)]:
-                self._added[key] -= 1
-                if not self._added[key]:
-                    del self._added[key]
-                await self._delete(rule)
-                break
+            key = tuple(rule)
+            n = self._added.get(key, 0)
+            if not n:
+                continue
+            if n == 1:
+                del self._added[key]
+            else:
+                self._added[key] = n - 1
+            await self._delete(rule)
 
     async def start_all(self, group: int) -> str | None:
         """``nflog-all=``: the global rules; why not, or None."""
@@ -132,9 +136,9 @@ class NflogManager:
 
     async def close(self) -> None:
         """Remove every rule still in place (at exit)."""
-        for (_serial, added), n in list(self._added.items()):
+        for key, n in list(self._added.items()):
             for _ in range(n):
-                await self._delete(list(added))
+                await self._delete(list(key))
         self._added.clear()
         for rule in self._global:
             await self._delete(rule)
