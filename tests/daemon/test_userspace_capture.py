@@ -132,6 +132,41 @@ def pair(tmp_path: Path, make_pluto, netns: NetNS) -> Iterator:
         east_ns.delete()
 
 
+SUBNETS = "\tleftsubnet=198.51.100.0/24\n\trightsubnet=203.0.113.0/24\n"
+
+
+def esp_lengths(pcap: Path, src: str) -> list[int]:
+    """The ESP lengths tcpdump reports for plain ESP packets from ``src``."""
+    out = subprocess.run(["tcpdump", "-r", str(pcap), "-n", "ip proto 50"],
+                         capture_output=True, text=True, check=True).stdout
+    return [int(m.group(1)) for ln in out.splitlines() if f" {src} > " in ln
+            for m in [re.search(r"length (\d+)", ln)] if m]
+
+
+def up_and_capturing(pair: tuple, tmp_path: Path, west_conf: str,  # type: ignore[type-arg]
+                     east_conf: str) -> tuple[Pluto, Pluto, subprocess.Popen[bytes], Path]:
+    """Both daemons of ``pair`` with these confs, west's Child SA up, and tcpdump
+    writing west's veth to a pcap: (west, east, tcpdump, pcap)."""
+    start, spawn, w_ns, e_ns, vw = pair
+    east = start("east", e_ns, east_conf)
+    west = start("west", w_ns, west_conf)
+    r = west.whack("--name", "west-east", "--initiate")
+    assert r.returncode == 0, r.stdout + west.log()
+    assert len(child_sas(west)) == 1
+    pcap = tmp_path / "west.pcap"
+    dump = spawn(w_ns, "tcpdump", "--immediate-mode", "-i", vw, "-U", "-n", "-s", "0",
+                 "-w", str(pcap))
+    assert dump.stderr is not None
+    assert "listening on" in dump.stderr.readline().decode()
+    return west, east, dump, pcap
+
+
+def ping_east(w_ns: NetNS, wait: int = 2) -> subprocess.CompletedProcess[str]:
+    """Three 84-byte pings from west's inner address to east's."""
+    return w_ns.run("ping", "-c", "3", "-i", "0.2", "-W", str(wait), "-s", "56",
+                    "-I", "198.51.100.1", "203.0.113.1", check=False)
+
+
 def _stop_capture(dump: subprocess.Popen[bytes], pcap: Path) -> None:
     """Let tcpdump write what it has seen (-U: per packet), then stop it (SIGINT)."""
     wait_for(lambda: pcap.exists() and pcap.stat().st_size > 1000, 10, "packets in the capture")
