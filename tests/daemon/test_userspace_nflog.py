@@ -17,15 +17,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from plutoproc import wait_for
-from test_userspace_capture import BASE, child_sas, pair  # noqa: F401
+from test_userspace_capture import BASE, SUBNETS, child_sas, pair  # noqa: F401
 from testsupport import require
 
 pytestmark = pytest.mark.netns
-
-SUBNETS = "\tleftsubnet=198.51.100.0/24\n\trightsubnet=203.0.113.0/24\n"
 
 
 def _rules(ns: object) -> list[str]:
@@ -33,14 +32,23 @@ def _rules(ns: object) -> list[str]:
     return [ln for ln in out.splitlines() if "NFLOG" in ln]
 
 
-def _dump(spawn: object, ns: object, group: int, path: Path) -> subprocess.Popen[bytes]:
-    f = path.open("wb")
-    p = subprocess.Popen(["ip", "netns", "exec", ns.name, "tcpdump", "-l", "-n",  # type: ignore[attr-defined]
-                          "-i", f"nflog:{group}"], stdout=f, stderr=subprocess.PIPE)
-    assert p.stderr is not None
+def _dump(spawn: Any, ns: Any, group: int) -> subprocess.Popen[bytes]:
+    """tcpdump on ``nflog:GROUP`` in ``ns`` until it has seen 6 packets (the fixture's
+    ``spawn``: killed at the end of the test whatever happens)."""
+    p = spawn(ns, "tcpdump", "-l", "-n", "-c", "6", "-i", f"nflog:{group}")
     lines = [p.stderr.readline().decode() for _ in range(2)]  # "verbose output ...", then
     assert "listening on" in lines[-1], lines
     return p
+
+
+def _seen(p: subprocess.Popen[bytes]) -> str:
+    """What tcpdump printed once it has its 6 packets (or after 10 s)."""
+    try:
+        out, _ = p.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+    return out.decode(errors="replace")
 
 
 def test_nflog_copies_the_cleartext_to_the_group(pair, tmp_path: Path) -> None:  # noqa: F811
@@ -61,21 +69,13 @@ def test_nflog_copies_the_cleartext_to_the_group(pair, tmp_path: Path) -> None: 
     assert "-s 198.51.100.0/24 -d 203.0.113.0/24" in conn_out, conn_out
     assert " -o " in conn_out and "policy" not in conn_out, conn_out  # the TUN device
     assert _rules(e_ns) == []
-    dumps = {g: (_dump(spawn, w_ns, g, tmp_path / f"nflog{g}.txt"), tmp_path / f"nflog{g}.txt")
-             for g in (5, 7)}
-    try:
-        ping = w_ns.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", "198.51.100.1",
-                        "203.0.113.1", check=False)
-        assert ping.returncode == 0, ping.stdout + west.log() + east.log()
-        for g, (_p, path) in dumps.items():
-            wait_for(lambda path=path: path.read_text().count("ICMP echo") >= 6, 10,
-                     f"6 pings on nflog:{g}")
-    finally:
-        for p, _path in dumps.values():
-            p.terminate()
-            p.wait(10)
-    for g, (_p, path) in dumps.items():
-        text = path.read_text()
+    dumps = {g: _dump(spawn, w_ns, g) for g in (5, 7)}
+    ping = w_ns.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", "198.51.100.1",
+                    "203.0.113.1", check=False)
+    assert ping.returncode == 0, ping.stdout + west.log() + east.log()
+    for g, p in dumps.items():
+        text = _seen(p)
+        assert text.count("ICMP echo") == 6, (g, text)
         assert "198.51.100.1 > 203.0.113.1: ICMP echo request" in text, (g, text)
         assert "203.0.113.1 > 198.51.100.1: ICMP echo reply" in text, (g, text)
     west.whack("--name", "west-east", "--down")
