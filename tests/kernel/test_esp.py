@@ -572,3 +572,34 @@ def test_tfc_pad_fills_short_inner_packets(alg: tuple[int, int, int, int]) -> No
     tout, tin = pair(*alg, tfc_pad=600, mode="transport")
     tw = tout.encap(small)
     assert tw is not None and len(tw) < 200
+
+
+# --- the inner MTU of an SA (the userspace plane's route MTU) ----------------------
+
+
+@pytest.mark.parametrize("alg", ALGS, ids=ALG_IDS)
+@pytest.mark.parametrize("mode", ["tunnel", "transport"])
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+@pytest.mark.parametrize("encap", [False, True], ids=["esp", "udp"])
+def test_inner_mtu_is_the_largest_packet_that_fits_the_path(
+        alg: tuple[int, int, int, int], mode: str, v6: bool, encap: bool) -> None:
+    """An inner packet of ``inner_mtu`` bytes leaves in an outer packet of at most the
+    path's MTU; one byte more does not fit (the route's MTU then makes the host
+    fragment or refuse it before it reaches the plane)."""
+    out, _inb = pair(*alg, mode=mode, v6=v6)
+    if encap:
+        out.params.encap_sport = out.params.encap_dport = 4500
+    hdr = 40 if v6 else 20
+    for path in (1280, 1500, 9000):
+        mtu = esp.inner_mtu(out, path)
+
+        def outer(size: int) -> int:
+            payload = os.urandom(size - hdr)
+            pkt = ipv6_packet(payload, str(V6_OUT), str(V6_IN)) if v6 else \
+                ipv4_packet(payload, str(V4_OUT), str(V4_IN))
+            wire = out.encap(pkt)
+            assert wire is not None
+            return hdr + (8 if encap else 0) + len(wire)
+
+        assert outer(mtu) <= path < outer(mtu + 1), (path, mtu)
+        assert path - mtu <= 150  # the overhead, not an underestimate of the room

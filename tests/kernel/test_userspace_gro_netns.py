@@ -5,8 +5,8 @@ marker), an unknown SPI, a forged ICV and a NAT keepalive; the ESP runs are
 decrypted together (``UserspaceBackend._gro_batch``), and every datagram must
 still get its own RFC 4303 §3.4 / RFC 3948 §2.2-2.3 treatment, in arrival order.
 
-Send: 1,400-byte UDP datagrams over the 1,400-byte TUN MTU are two IPv4
-fragments each, so the ESP packets alternate between two sizes, which one UDP GSO
+Send: 2,000-byte UDP datagrams over the route's MTU (1,438 here: the path's
+1,500 less the UDP-encapsulated SA's overhead) are two IPv4 fragments each, so the ESP packets alternate between two sizes, which one UDP GSO
 send cannot carry together (they leave in pairs, ``UserspaceBackend._send_gso``),
 and arrive at the peer's GRO socket in pairs; they must arrive complete and in
 order.
@@ -124,7 +124,7 @@ def test_fragmented_datagrams_leave_complete_and_in_order(lab: Lab) -> None:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(("{WEST_HOST}", 0))
         for i in range({n}):
-            s.sendto(b"pkt%05d" % i + bytes(1392), ("{EAST_HOST}", 5001))
+            s.sendto(b"pkt%05d" % i + bytes(1992), ("{EAST_HOST}", 5001))
     """)
     lab.exec(lab.west, sys.executable, "-c", blast)
     assert recv.stdout.readline().split() == [f"pkt{i:05d}" for i in range(n)]

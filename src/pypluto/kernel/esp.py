@@ -860,6 +860,26 @@ class _AeadInboundSA(InboundSA):
     decap = InboundSA._decap_aead
 
 
+def inner_mtu(osa: OutboundSA, path_mtu: int) -> int:
+    """The largest inner IP packet one ESP packet of ``osa`` carries within ``path_mtu``
+    bytes (the path to the peer), as XFRM sizes its route for an SA.
+
+    The outer packet is the outer IP header (tunnel mode; minimal: 20 or 40 bytes),
+    UDP (RFC 3948, when encapsulated), SPI and sequence number, the IV, the payload
+    and its trailer rounded up to the cipher's block (RFC 4303 §2.4: at least the two
+    bytes of pad length and next header), and the ICV.  In transport mode the inner
+    packet's own header stays in front (taken as minimal) and only the rest is
+    padded."""
+    p = osa.params
+    t = osa.t
+    hdr = 20 if p.dst.version == 4 else 40
+    budget = path_mtu - (8 if p.encap_dport is not None else 0) - 8 - t.iv_size - t.icv_size
+    blk = max(4, t.block)
+    if osa.tunnel:
+        return (budget - hdr) // blk * blk - 2
+    return hdr + (budget - hdr) // blk * blk - 2
+
+
 def make_sa(sa: SAParams, on_expire: Callable[[SAExpire], None] | None = None
             ) -> InboundSA | OutboundSA:
     """The processing state for one SAParams (raises BackendError for what we cannot do)."""

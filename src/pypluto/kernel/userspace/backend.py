@@ -176,6 +176,9 @@ _FLOW_CACHE_MAX = 65536
 # read allocates the whole size and shrinks it (measured on a datagram socket:
 # 0.97 against 0.59 us per read).
 _TUN_READ = 16384
+_PATH_MTU_TTL = 60.0  # seconds a path MTU to a peer is reused (UserspaceBackend._path_mtu)
+IP_MTU = 14  # getsockopt on a connected socket: the path MTU (Linux, ip(7) / ipv6(7))
+IPV6_MTU = 24
 _TUN_READ_MAX = 65536
 # seconds an inbound SA still decrypts after its Child SA was rekeyed (retire_sa), as
 # strongSwan's charon.delete_rekeyed_delay (5 s by default)
@@ -287,6 +290,7 @@ class UserspaceBackend(KernelBackend):
         self._rxq: dict[int, RxQueue] = {}  # id(raw socket) -> its receive-queue limit
         self._ah: dict[int, AHSockets] = {}  # AH (IP protocol 51) by IP version
         self._routes = Routes(ifname, table, rule_priority, mark)
+        self._pmtu: dict[tuple[str, str], tuple[int, float]] = {}  # (src, dst) -> (MTU, when)
         # ipsec-interface=N conns: their own TUN device ipsecN each (.xifaces); inbound
         # SPIs of their SAs -> the device their decrypted packets come out of
         self.mtu = mtu  # of the TUN device (and the ipsecN devices)
@@ -1225,8 +1229,67 @@ class UserspaceBackend(KernelBackend):
                           inbound_check(sa) if sa.direction == "in" else None)
             self._invalidate()
             log.debug("| add %s SA %08x %s->%s", sa.direction, sa.spi, sa.src, sa.dst)
+            if sa.direction == "out" and sa.if_id is None and self.manage_routes:
+                mtu = self._auto_mtu(sa)
+                if mtu is not None:
+                    self._routes.retune(sa.reqid, mtu)
             if sa.direction == "out" and len(self.holds):
                 self._release_held(sa.reqid)
+
+    def _path_mtu(self, src: IPAddress, dst: IPAddress) -> int | None:
+        """The MTU of the host's path from ``src`` to the peer ``dst`` (the route's, else its
+        device's; a learnt PMTU too): a datagram socket connected there answers
+        ``IP_MTU``.  It carries the plane's mark, so the lookup takes the way our ESP
+        packets take, not our own TUN routes.  Kept ``_PATH_MTU_TTL`` seconds."""
+        key = (str(src), str(dst))
+        now = time.monotonic()
+        hit = self._pmtu.get(key)
+        if hit is not None and now - hit[1] < _PATH_MTU_TTL:
+            return hit[0]
+        v6 = dst.version == 6
+        try:
+            with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET,
+                               socket.SOCK_DGRAM) as s:
+                if self.manage_routes:
+                    s.setsockopt(socket.SOL_SOCKET, SO_MARK, self.mark)
+                s.bind((str(src), 0))
+                s.connect((str(dst), 4500))
+                mtu = s.getsockopt(socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP,
+                                   IPV6_MTU if v6 else IP_MTU)
+        except OSError as e:
+            log.debug("| path MTU %s -> %s: %s", src, dst, e)
+            return None
+        if len(self._pmtu) > 4096:
+            self._pmtu.clear()
+        self._pmtu[key] = (mtu, now)
+        return mtu
+
+    def _auto_mtu(self, sa: SAParams) -> int | None:
+        """The route MTU for the traffic of an outbound ESP SA without ``mtu=``: the
+        path's MTU less the SA's overhead (:func:`esp.inner_mtu`), as XFRM sizes it, so
+        an inner packet that fits leaves in one ESP packet (strongSwan's kernel-libipsec
+        and our plane before used a fixed 1,400).  None: the device's MTU stays (AH, an
+        unknown path, or less than IPv4's 576)."""
+        osa = self._sas.get(sa.dst, sa.spi)
+        if not isinstance(osa, esp.OutboundSA):
+            return None
+        path = self._path_mtu(sa.src, sa.dst)
+        if path is None:
+            return None
+        mtu = esp.inner_mtu(osa, path)
+        if any(ts.network.version == 6 for ts in sa.remote_ts):
+            mtu = max(mtu, 1280)  # IPv6's minimum (RFC 8200 §5): the outer packet fragments
+        return mtu if mtu >= 576 else None
+
+    def _policy_mtu(self, policy: PolicyParams) -> int | None:
+        """:meth:`_auto_mtu` of the outbound SA of an IPsec policy (None before its SA
+        exists: a trap's route gets it from :meth:`add_sa`)."""
+        if policy.mtu is not None or policy.action != "ipsec" or policy.protocol != "esp":
+            return None
+        osa = self._sas.outbound_for(policy)
+        if not isinstance(osa, esp.OutboundSA) or osa.params.reqid != policy.reqid:
+            return None
+        return self._auto_mtu(osa.params)
 
     def move_sa(self, dst: IPAddress, spi: int, new_src: IPAddress, new_dst: IPAddress,
                 encap_sport: int | None, encap_dport: int | None,
@@ -1319,7 +1382,7 @@ class UserspaceBackend(KernelBackend):
                 self._xif_add(policy.if_id, policy.if_ip, ("pol", key), "policy",
                               policy.source_ip if policy.direction == "out" else None)
             elif policy.direction == "out" and fresh and self.manage_routes:
-                self._routes.add(policy)
+                self._routes.add(policy, self._policy_mtu(policy))
             self._policies[key] = policy
             if policy.direction == "out":
                 self._out = OutboundPolicies(p for p in self._policies.values()

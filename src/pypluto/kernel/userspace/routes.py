@@ -8,6 +8,8 @@ policy routing (``ip rule``), and nothing else:
   packet); the route carries the preferred source address (``leftsourceip``,
   else the first of our addresses inside the local selector) and the conn's
   ``mtu=`` and ``metric=`` (the first policy of a destination sets them);
+  without ``mtu=``, the MTU of the path less the outbound ESP SA's overhead
+  (:func:`pypluto.kernel.esp.inner_mtu`; set again when a later SA needs another);
 * a policy limited to a protocol or ports gets a rule at priority ``P-1``
   with the selector's ``to``/``ipproto``/``sport``/``dport`` pointing at a
   second table ``T+0x10000`` that holds its route, so other traffic to the
@@ -64,12 +66,16 @@ def rule_selector(policy: PolicyParams) -> tuple[str, ...]:
     return tuple(args)
 
 
-def route_attrs(policy: PolicyParams) -> list[str]:
-    """``mtu N`` / ``metric M`` of the conn (mtu= / metric=) for the policy's route; the
-    TUN device's own MTU stays the limit for the routes without one."""
+def route_attrs(policy: PolicyParams, auto_mtu: int | None = None) -> list[str]:
+    """``mtu N`` / ``metric M`` of the conn (mtu= / metric=) for the policy's route.
+
+    Without ``mtu=``, ``auto_mtu`` (what the path to the peer leaves after the ESP
+    SA's overhead, :func:`pypluto.kernel.esp.inner_mtu`); without either, the TUN
+    device's own MTU stays the limit."""
     out = []
-    if policy.mtu is not None:
-        out += ["mtu", str(policy.mtu)]
+    mtu = policy.mtu if policy.mtu is not None else auto_mtu
+    if mtu is not None:
+        out += ["mtu", str(mtu)]
     if policy.metric is not None:
         out += ["metric", str(policy.metric)]
     return out
@@ -96,6 +102,11 @@ class Routes:
         self.mark = mark
         self._generic_rules: set[int] = set()  # families with the rule at P (and P-2)
         self._route_refs: dict[tuple[int, int, str, str], int] = {}
+        # a route made without mtu=: its policy and the MTU it got from its SA (None:
+        # the device's), and those routes by the policy's reqid (Routes.retune)
+        self._route_auto: dict[tuple[int, int, str, str],
+                               tuple[PolicyParams, int | None]] = {}
+        self._auto_by_reqid: dict[int, set[tuple[int, int, str, str]]] = {}
         self._rule_refs: dict[_Rule, int] = {}
         self._pass_refs: dict[_Rule, int] = {}  # passthrough shunts' rules (priority P-2)
         self._addr_refs: dict[str, int] = {}
@@ -135,16 +146,49 @@ class Routes:
                 return a
         return None
 
-    def add(self, policy: PolicyParams) -> None:
+    def add(self, policy: PolicyParams, auto_mtu: int | None = None) -> None:
         """Route what ``policy`` covers into the TUN device (raises BackendError, and then
-        leaves nothing of this policy behind)."""
+        leaves nothing of this policy behind).  ``auto_mtu``: the route's MTU when the
+        conn has no ``mtu=`` (see :func:`route_attrs`)."""
         try:
-            self._add(policy)
+            self._add(policy, auto_mtu)
         except BackendError:
             self._drop_base_if_unused(policy.dst.network.version)
             raise
 
-    def _add(self, policy: PolicyParams) -> None:
+    def _route_args(self, policy: PolicyParams, rkey: tuple[int, int, str, str],
+                    auto_mtu: int | None) -> list[str]:
+        table, _v, net, src = rkey
+        args = ["route", "replace", net, "dev", self.ifname, "table", str(table)]
+        if src:
+            args += ["src", src]
+        return args + route_attrs(policy, auto_mtu)
+
+    def retune(self, reqid: int, auto_mtu: int) -> int:
+        """Give the routes made without ``mtu=`` for the policies of ``reqid`` the MTU of
+        its (new) outbound SA, where they have another one: a route made for a trap
+        before its SA existed, or an SA of other algorithms.  Returns how many changed."""
+        changed = 0
+        for rkey in list(self._auto_by_reqid.get(reqid, ())):
+            policy, mtu = self._route_auto[rkey]
+            if mtu == auto_mtu:
+                continue
+            if iproute.ip(iproute.fam(rkey[1]), *self._route_args(policy, rkey, auto_mtu),
+                          check=False):
+                self._route_auto[rkey] = (policy, auto_mtu)
+                changed += 1
+        return changed
+
+    def _forget_auto(self, rkey: tuple[int, int, str, str]) -> None:
+        ent = self._route_auto.pop(rkey, None)
+        if ent is not None:
+            keys = self._auto_by_reqid.get(ent[0].reqid)
+            if keys is not None:
+                keys.discard(rkey)
+                if not keys:
+                    del self._auto_by_reqid[ent[0].reqid]
+
+    def _add(self, policy: PolicyParams, auto_mtu: int | None = None) -> None:
         net = policy.dst.network
         v = net.version
         if policy.action == "pass":
@@ -159,11 +203,11 @@ class Routes:
         table = self.sel_table if selective else self.table
         rkey = (table, v, str(net), str(src) if src is not None and src.version == v else "")
         if self._route_refs.get(rkey, 0) == 0:
-            args = ["route", "replace", str(net), "dev", self.ifname, "table", str(table)]
-            if rkey[3]:
-                args += ["src", rkey[3]]
-            args += route_attrs(policy)
-            iproute.ip(iproute.fam(v), *args)
+            iproute.ip(iproute.fam(v), *self._route_args(policy, rkey, auto_mtu))
+            self._forget_auto(rkey)
+            if policy.mtu is None and policy.reqid:
+                self._route_auto[rkey] = (policy, auto_mtu)
+                self._auto_by_reqid.setdefault(policy.reqid, set()).add(rkey)
         self._route_refs[rkey] = self._route_refs.get(rkey, 0) + 1
         if selective:
             key: _Rule = (v, str(net), sel_args)
@@ -176,6 +220,7 @@ class Routes:
                     self._route_refs[rkey] -= 1
                     if self._route_refs[rkey] <= 0:
                         del self._route_refs[rkey]
+                        self._forget_auto(rkey)
                         iproute.ip(iproute.fam(v), "route", "del", str(net), "table",
                                    str(table), check=False)
                     if policy.source_ip is not None:
@@ -239,6 +284,7 @@ class Routes:
             n = self._route_refs[rkey] - 1
             if n <= 0:
                 del self._route_refs[rkey]
+                self._forget_auto(rkey)
                 if not any(k[:3] == rkey[:3] for k in self._route_refs):
                     iproute.ip(iproute.fam(v), "route", "del", str(net), "table", str(table),
                                check=False)
@@ -294,6 +340,8 @@ class Routes:
                        self.ifname, check=False)
         self._addr_refs.clear()
         self._route_refs.clear()
+        self._route_auto.clear()
+        self._auto_by_reqid.clear()
         self._rule_refs.clear()
         self._pass_refs.clear()
         self._generic_rules.clear()
