@@ -331,3 +331,45 @@ def test_fake_strongswan_vendor_id_is_recognised(lab: Lab, cell: Callable[..., N
     text = them.log.read_text(errors="replace")
     assert "received strongSwan vendor ID" in text, text[-3000:]
     _ping_both(lab)
+
+
+@pytest.mark.parametrize("peer", STRONGSWAN_PEERS, ids=PEER_IDS)
+def test_path_sized_packets_cross_in_one_esp_packet(lab: Lab, cell: Callable[..., None],
+                                                   peer: PeerSpec) -> None:
+    """Our route into the tunnel gets the path's MTU less the SA's overhead (XFRM's
+    sizing; ESP-in-UDP with AES-GCM on a 1,500-byte path: 1,438), not the TUN device's
+    1,400.  A DF ping of exactly that size leaves in one ESP packet of 1,500 bytes and
+    strongSwan's kernel-libipsec delivers it (its answer comes back fragmented by its
+    own 1,400-byte TUN device); one byte more is refused on our host."""
+    cell(peer=peer.label, case="path-mtu", role="initiator", proposal=PROPOSALS[1].name)
+    require(shutil.which("tcpdump") is not None, "tcpdump")
+    _up(lab, peer, PROPOSALS[1], "initiator")
+    _ping_both(lab)
+    route = lab.run(lab.west, ["ip", "-4", "route", "get", EAST_INNER, "from", WEST_INNER]).stdout
+    m = re.search(r"\bmtu (\d+)", route)
+    assert m and int(m.group(1)) == 1438, route
+    pcap = lab.workdir / "west-pmtu.pcap"
+    dump = lab.spawn(lab.west, ["tcpdump", "-i", "west", "-U", "--immediate-mode", "-n",
+                                "-s", "128", "-w", pcap, "udp port 4500 and greater 1400"],
+                     lab.workdir / "tcpdump-pmtu.log", name="tcpdump-pmtu")
+    lab.wait_for(lambda: "listening on" in dump.logfile.read_text(errors="replace"), 10,
+                 "tcpdump on west")
+
+    def ping(size: int) -> subprocess.CompletedProcess[str]:
+        return lab.run(lab.west, ["ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s",
+                                  str(size - 28), "-I", WEST_INNER, EAST_INNER], check=False)
+
+    ok = ping(1438)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    big = ping(1439)
+    assert big.returncode != 0 and re.search(r"message too long, mtu=1438", big.stdout
+                                              + big.stderr, re.I), big.stdout + big.stderr
+    lab.wait_for(lambda: pcap.exists() and pcap.stat().st_size > 24, 10, "packets captured")
+    lab.stop(dump, signal.SIGINT)
+    out = subprocess.run(["tcpdump", "-r", str(pcap), "-n", "-v"], capture_output=True,
+                         text=True, check=True).stdout
+    # our ESP packet for the 1,438-byte ping: an outer IPv4 packet of exactly 1,500
+    ours = re.findall(r"length (\d+)\)\s*\n\s*192\.0\.2\.1\.4500 >", out)
+    assert ours == ["1500"], out[-3000:]
+    cell(note="route mtu 1438; the 1,438-byte DF ping crossed in one 1,500-byte "
+              "ESP-in-UDP packet; 1,439 refused locally")
