@@ -316,3 +316,47 @@ def test_leftover_rules_and_routes_of_a_crashed_run_are_removed_at_start(lab: La
     for table in ("4500", "70036"):
         assert lab.exec(ns, "ip", "route", "show", "table", table,
                         check=False).stdout.strip() == ""
+
+
+ROUTE_MTU = textwrap.dedent("""
+    import ipaddress, os, subprocess, sys
+    from pypluto.kernel.userspace import UserspaceBackend
+    from pypluto.params import PolicyParams, SAParams, TrafficSelector
+    A, N = ipaddress.ip_address, ipaddress.ip_network
+    w, e = A(sys.argv[2]), A(sys.argv[3])
+    lts, rts = TrafficSelector(N("198.51.100.0/24")), TrafficSelector(N("203.0.113.0/24"))
+    be = UserspaceBackend(sys.argv[1], table=4502, rule_priority=4502)
+
+    def route():
+        out = subprocess.run(["ip", "route", "show", "table", "4502"], capture_output=True,
+                             text=True).stdout.split()
+        return out[out.index("mtu") + 1] if "mtu" in out else "none"
+
+    def sa(spi, encr, klen, integ=0, ilen=0):
+        return SAParams(src=w, dst=e, spi=spi, direction="out", encr_id=encr,
+                        encr_key=os.urandom(klen), integ_id=integ, integ_key=os.urandom(ilen),
+                        reqid=7, local_ts=[lts], remote_ts=[rts])
+    try:
+        pol = PolicyParams(lts, rts, "out", reqid=7, tmpl_src=w, tmpl_dst=e)
+        be.add_policy(pol)                     # a trap: no SA yet, the device's MTU
+        seen = [route()]
+        be.add_sa(sa(0x3001, 20, 36))          # AES-GCM-16: 1500-20-8-8-16, less 2
+        seen.append(route())
+        be.move_sa(e, 0x3001, w, e, 4500, 4500)  # MOBIKE to UDP: 8 bytes less
+        seen.append(route())
+        be.add_sa(sa(0x3002, 12, 32, 14, 64))  # a rekey to AES-CBC / HMAC-SHA2-512
+        seen.append(route())
+        print(" ".join(seen))
+    finally:
+        be.flush_own(); be.close()
+""")
+
+
+def test_route_mtu_follows_the_outbound_sa(lab: Lab) -> None:
+    """The route into the TUN device carries the path's MTU less the outbound SA's
+    overhead: none before the SA (a trap), then AES-GCM over IPv4 (1,446), after a
+    MOBIKE move to ESP-in-UDP (1,438), after a rekey to AES-CBC with HMAC-SHA2-512
+    ((1500-20-8-16-32) // 16 * 16 - 2 = 1,422)."""
+    r = lab.exec(lab.west, sys.executable, "-c", ROUTE_MTU, f"ppm{os.getpid()}", WEST_OUTER,
+                 EAST_OUTER)
+    assert r.stdout.strip() == "none 1446 1438 1422", r.stdout + r.stderr

@@ -1305,6 +1305,12 @@ class UserspaceBackend(KernelBackend):
                 self._ensure_raw(new_dst.version)
             self._invalidate()
             log.debug("| move SA %08x to %s->%s", spi, new_src, new_dst)
+            moved = self._sas.get(new_dst, spi)
+            if isinstance(moved, esp.OutboundSA) and moved.params.if_id is None \
+                    and self.manage_routes:  # another path, maybe UDP now: another MTU
+                mtu = self._auto_mtu(moved.params)
+                if mtu is not None:
+                    self._routes.retune(moved.params.reqid, mtu)
 
     def del_sa(self, dst: IPAddress, spi: int, protocol: str = "esp") -> None:
         with self._lock:
