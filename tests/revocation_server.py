@@ -92,7 +92,7 @@ def handler(d: Path) -> type[http.server.BaseHTTPRequestHandler]:
 
         def _note(self) -> None:
             with open(d / "requests.log", "a") as f:
-                f.write(f"{self.command} {self.path.split('/')[1]}\n")
+                f.write(f"{self.command} {self.path.split('/')[1]} {self.client_address[0]}\n")
 
         def do_GET(self) -> None:  # noqa: N802
             self._note()
@@ -128,6 +128,13 @@ def requests(d: Path, kind: str) -> int:
     p = d / "requests.log"
     return sum(1 for line in p.read_text().splitlines() if line.split()[1] == kind) \
         if p.exists() else 0
+
+
+def clients(d: Path, kind: str) -> list[str]:
+    """The client address of each request of ``kind``, in order."""
+    p = d / "requests.log"
+    return [line.split()[2] for line in p.read_text().splitlines()
+            if line.split()[1] == kind] if p.exists() else []
 
 
 if __name__ == "__main__":

@@ -147,12 +147,12 @@ def test_config_setup_key_pypluto_refuses_stops_pluto(tmp_path):
     """A config setup key pypluto does not support: pluto does not start, and says
     file:line and why (issue 12)."""
     conf = tmp_path / "ipsec.conf"
-    conf.write_text("config setup\n\tuniqueids=yes\n\tcurl-iface=eth0\n")
+    conf.write_text("config setup\n\tuniqueids=yes\n\tdnssec-anchors=/etc/anchors\n")
     r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--config", str(conf)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert f"pluto: {conf}:3: curl-iface is not supported by pypluto (binding the CRL/OCSP " \
-        "fetches" in r.stderr
+    assert f"pluto: {conf}:3: dnssec-anchors is not supported by pypluto (pypluto validates " \
+        "no DNSSEC" in r.stderr
 
 
 def test_config_setup_keys_reach_the_options(tmp_path):

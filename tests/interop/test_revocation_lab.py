@@ -27,7 +27,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 from lab import EAST_OUTER, EAST_SUBNET, WEST_OUTER, WEST_SUBNET, Lab
 from peers import Pypluto, pypluto_bin
 from pki import PKI, Issued, make_crl
-from revocation_server import requests
+from revocation_server import clients, requests
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(180)]
 PORT = 8080
@@ -173,3 +173,21 @@ def test_ocsp_between_pypluto_daemons(lab: Lab, case: str) -> None:
     assert not us_w.ike_established()
     if case == "strict-unreachable":
         assert re.search(r"OCSP request to http://192\.0\.2\.1:8081/ocsp failed", lines[0])
+
+
+def test_curl_iface_chooses_where_the_fetches_come_from(lab: Lab) -> None:
+    """``config setup curl-iface=ADDRESS`` (Libreswan: curl's ``CURLOPT_INTERFACE``):
+    east's CRL fetch and OCSP request come from that address of east's, not from the
+    one the route would pick (192.0.2.2), and both are used (the CRL is logged,
+    ``ocsp-strict=yes`` lets west in on the good answer only)."""
+    lab.run(lab.east, ["ip", "addr", "add", "192.0.2.12/24", "dev", "east"])
+    us_w, us_e, pki, west, www = _pair(
+        lab, "\tcurl-iface=192.0.2.12\n\tcrlcheckinterval=600\n"
+             "\tocsp-enable=yes\n"
+             "\tocsp-strict=yes\n\tcurl-timeout=3\n\tocsp-timeout=3\n")
+    _publish(www, pki, [], {str(west.cert.serial_number): "good"})
+    us_w.initiate()
+    lab.wait_for(us_e.child_established, 20, "the Child SA on east")
+    assert clients(www, "crl") == ["192.0.2.12"]
+    assert clients(www, "ocsp") == ["192.0.2.12"]
+    assert _lines(us_e, "fetched CRL from") and _lines(us_e, "is good")

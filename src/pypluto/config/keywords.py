@@ -130,7 +130,8 @@ T_DEFAULT_ONLY = T_REG + "test_partial_keys_accept_their_values_and_refuse_other
 T_SETUP = T_DA + "test_config_setup_keys_reach_the_options"
 
 _IKEV1 = "IKEv1 only; pypluto speaks IKEv2 only"
-_V1_CP = "IKEv1 XAUTH / ModeConfig; pypluto has no XAUTH, ModeConfig or CP payloads"
+_V1_CP = ("IKEv1 XAUTH / ModeConfig; pypluto speaks IKEv2 only (its configuration "
+          "payloads are IKEv2's CP, RFC 7296 §3.15)")
 _NO = "not implemented by pypluto"
 
 
@@ -160,6 +161,8 @@ def _table(rows: list[tuple]) -> dict[str, KeyDef]:  # type: ignore[type-arg]
 
 _YN = "yes|no|true|false|on|off|y|n"
 _NO_VALUES = "no|false|off|n|0"
+_NO_DNSSEC = ("pypluto validates no DNSSEC: host names in left=/right= go to the system's "
+              "resolver (getaddrinfo)")
 _YES_VALUES = "yes|true|on|y|1"
 
 #: config setup keys that are pypluto's own (not in Libreswan 5.2's keywords.c)
@@ -169,8 +172,8 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("ikev1-policy", "enum", "accept|reject|drop",
      P("drop|reject", T_HOSTILE + "test_bad_major_version_and_ikev1",
        "IKEv1 messages are never answered (drop); accept needs IKEv1")),
-    ("curl-iface", "str", R("binding the CRL/OCSP fetches to an interface is not "
-                            "implemented")),
+    ("curl-iface", "str", W("tests/interop/test_revocation_lab.py::"
+                            "test_curl_iface_chooses_where_the_fetches_come_from")),
     ("curl-timeout", "time", W(T_REV + "test_crl_strict_with_an_unreachable_cdp_fails_closed")),
     ("myvendorid", "str", W(T_D + "test_config_setup_conns_secrets_and_cli_wins")),
     ("syslog", "str", O("Libreswan 5.2 accepts syslog= and never uses it (logging goes "
@@ -183,9 +186,9 @@ SETUP_KEYS: dict[str, KeyDef] = _table([
     ("logappend", "bool", W(T_SETUP)),
     ("logip", "bool", W(T_SETUP)),
     ("audit-log", "bool", W(T_SETUP)),
-    ("dnssec-enable", "bool", P(_NO_VALUES, note="pypluto never resolves names in DNS")),
-    ("dnssec-rootkey-file", "str", R("pypluto never resolves names in DNS")),
-    ("dnssec-anchors", "str", R("pypluto never resolves names in DNS")),
+    ("dnssec-enable", "bool", P(_NO_VALUES, note=_NO_DNSSEC)),
+    ("dnssec-rootkey-file", "str", R(_NO_DNSSEC)),
+    ("dnssec-anchors", "str", R(_NO_DNSSEC)),
     ("dumpdir", "str", W(T_SETUP)),
     ("ipsecdir", "str", W("tests/daemon/test_nss_password.py::"
                           "test_nsspassword_file_in_ipsecdir_opens_the_database")),
@@ -354,7 +357,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
      W(T_CERT + "test_require_id_on_certificate_no_accepts_an_id_the_cert_lacks")),
     # Libreswan 5.2 spells this entry "dns-match-id," (a stray comma), so the
     # documented key is unusable there; pypluto accepts the documented spelling
-    ("dns-match-id", "bool", P(_NO_VALUES, note="pypluto never resolves names in DNS")),
+    ("dns-match-id", "bool", P(_NO_VALUES, note="pypluto does not look the peer's ID up "
+                                                "in DNS")),
     ("ipsec-max-bytes", "bignum", W(T_EFF + "test_ipsec_max_bytes_and_packets_are_the_hard_limits")),
     ("ipsec-lifetime", "time", W(T_LIFE + "test_rekey_child_by_lifetime")),
     ("keylife", "time", "=ipsec-lifetime"),

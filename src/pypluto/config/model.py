@@ -350,6 +350,7 @@ class SetupConfig:
     crl_strict: bool = False
     crlcheckinterval: float = 0.0
     curl_timeout: float = 5.0  # revocation fetching (config/revocation.py, issue 14)
+    curl_iface: str | None = None  # the fetches leave through it (daemon/fetch.py)
     ocsp_enable: bool = False
     ocsp_strict: bool = False
     ocsp_uri: str = ""

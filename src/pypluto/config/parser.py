@@ -39,6 +39,7 @@ from pypluto.config.values import (
     parse_addresses,
     parse_bignum,
     parse_bool,
+    parse_curl_iface,
     parse_duration,
     parse_host,
     parse_int,
@@ -1366,6 +1367,8 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
         sdur(rkey)
     apply("ocsp-cache-size", lambda v: setattr(setup, "ocsp_cache_size",
                                                parse_bignum(v, "ocsp-cache-size")))
+    apply("curl-iface", lambda v: (parse_curl_iface(v), setattr(setup, "curl_iface",
+                                                                v.strip())))
     apply("ocsp-uri", lambda v: setattr(setup, "ocsp_uri", v))
     apply("ocsp-trustname", lambda v: setattr(setup, "ocsp_trustname", v))
     apply("ocsp-method", lambda v: setattr(setup, "ocsp_method", v.lower()))

@@ -51,6 +51,7 @@ class RevocationPolicy:
 
     crlcheckinterval: float = 0.0
     crl_timeout: float = 5.0  # curl-timeout=
+    curl_iface: str = ""  # curl-iface=: CRL and OCSP requests leave through it
     ocsp_enable: bool = False
     ocsp_strict: bool = False
     ocsp_uri: str = ""

@@ -132,6 +132,35 @@ def parse_interface_ip(text: str, key: str = "interface-ip") -> str:
         raise ValueError(f"{key}={text}: expected ADDRESS/PREFIX") from None
 
 
+def parse_curl_iface(value: str) -> tuple[str | None, str | None]:
+    """``curl-iface=`` (curl's CURLOPT_INTERFACE forms: NAME, ADDRESS, ``if!NAME``,
+    ``host!ADDRESS``) as (device, source address); ValueError for what it cannot be
+    (daemon/fetch.py applies it)."""
+    v = value.strip()
+    if v.startswith("if!"):
+        dev, addr = v[3:], None
+    elif v.startswith("host!"):
+        dev, addr = None, v[5:]
+    elif v.startswith("ifhost!"):
+        raise ValueError(f"curl-iface={value}: the ifhost! form is not supported")
+    else:
+        try:
+            ipaddress.ip_address(v)
+            dev, addr = None, v
+        except ValueError:
+            dev, addr = v, None
+    if addr is not None:
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            raise ValueError(f"curl-iface={value}: {addr!r} is not an IP address") from None
+    if dev is not None and not (0 < len(dev) < 16 and dev not in (".", "..")
+                                and not any(c in dev for c in "/: \t")):
+        raise ValueError(f"curl-iface={value}: {dev!r} is not an interface name or an "
+                         "IP address")
+    return dev, addr
+
+
 def parse_bignum(text: str, key: str = "") -> int:
     """A 64-bit count, optionally with a binary suffix: ``2KiB``, ``1MiB``, ``0x10``."""
     m = re.match(r"^\s*(0x[0-9a-f]+|\d+)\s*([a-z]*)\s*$", text, re.IGNORECASE)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,7 +44,9 @@ class CRLFetcher:
         self.log = log
         rev = store.revocation
         rev.policy = policy
-        rev.fetcher = http_fetch
+        iface = policy.curl_iface or None
+        rev.fetcher = http_fetch if iface is None else \
+            functools.partial(http_fetch, iface=iface)
         self._task: asyncio.Task[None] | None = None
         if policy.ocsp_trustname:
             try:

@@ -5,13 +5,27 @@ Blocking by design: the daemon calls :func:`http_fetch` only on a worker thread
 (``Compute(io=True)`` jobs and the ``crlcheckinterval`` refresh), never on the event
 loop.  Bounded: ``timeout`` per request, at most ``MAX_BODY`` octets read, http and
 https only, redirects not followed.
+
+``config setup curl-iface=`` (Libreswan hands it to curl's ``CURLOPT_INTERFACE``)
+makes the fetches leave from one interface or address: an interface name
+(``SO_BINDTODEVICE``: only routes through that device are used, with its address as
+the source), an IP address of ours (the source address), or curl's explicit forms
+``if!NAME`` and ``host!ADDRESS``.  Libreswan uses it for its CRL fetches (its OCSP
+goes through NSS, which has no such setting); pypluto makes both kinds of request
+itself and sends both that way.
 """
 
 from __future__ import annotations
 
+import http.client
+import ipaddress
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
+
+from pypluto.config.values import parse_curl_iface
 
 MAX_BODY = 16 * 1024 * 1024  # a large CRL still fits; anything bigger is refused
 
@@ -22,11 +36,74 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 _OPENER = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}))
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+
+
+def _bound_connect(value: str) -> Callable[..., socket.socket]:
+    """``socket.create_connection`` for http.client, leaving through ``value``."""
+    dev, addr = parse_curl_iface(value)
+
+    def connect(address: tuple[str, int], timeout: float | None = None,
+                source_address: object = None) -> socket.socket:
+        host, port = address
+        err: OSError | None = None
+        for fam, kind, proto, _c, sa in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            if addr is not None and ipaddress.ip_address(addr).version != \
+                    (6 if fam == socket.AF_INET6 else 4):
+                continue
+            s = socket.socket(fam, kind, proto)
+            try:
+                if dev is not None:
+                    try:
+                        s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, dev.encode())
+                    except OSError as e:
+                        raise OSError(f"curl-iface={value}: {e.strerror or e}") from None
+                if addr is not None:
+                    try:
+                        s.bind((addr, 0))
+                    except OSError as e:
+                        raise OSError(f"curl-iface={value}: {e.strerror or e}") from None
+                s.settimeout(timeout)
+                s.connect(sa)
+                return s
+            except OSError as e:
+                err = e
+                s.close()
+        raise err or OSError(f"curl-iface={value}: no address of {host} in that family")
+    return connect
+
+
+def _opener_for(value: str) -> urllib.request.OpenerDirector:
+    connect = _bound_connect(value)
+
+    class _Http(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(_conn(http.client.HTTPConnection), req)
+
+    class _Https(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            return self.do_open(_conn(http.client.HTTPSConnection), req,
+                                context=self._context)  # type: ignore[attr-defined]
+
+    def _conn(cls: type[http.client.HTTPConnection]) -> Callable[..., http.client.HTTPConnection]:
+        def make(host: str, **kw: object) -> http.client.HTTPConnection:
+            c = cls(host, **kw)  # type: ignore[arg-type]
+            c._create_connection = connect  # type: ignore[attr-defined]
+            return c
+        return make
+
+    return urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}), _Http,
+                                       _Https)
+
+
+_OPENERS: dict[str, urllib.request.OpenerDirector] = {}
 
 
 def http_fetch(url: str, body: bytes | None, content_type: str | None,
-               timeout: float) -> bytes:
-    """GET ``url`` (or POST ``body``); the response body.  Raises OSError on failure."""
+               timeout: float, iface: str | None = None) -> bytes:
+    """GET ``url`` (or POST ``body``); the response body.  Raises OSError on failure.
+
+    ``iface``: ``curl-iface=`` (see the module doc)."""
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
         raise OSError(f"unsupported URL scheme {scheme!r}")
@@ -35,7 +112,10 @@ def http_fetch(url: str, body: bytes | None, content_type: str | None,
         req.add_header("Content-Type", content_type)
     req.add_header("User-Agent", "pypluto")
     try:
-        with _OPENER.open(req, timeout=max(timeout, 0.1)) as resp:  # noqa: S310 - scheme checked
+        opener = _OPENER
+        if iface:
+            opener = _OPENERS.get(iface) or _OPENERS.setdefault(iface, _opener_for(iface))
+        with opener.open(req, timeout=max(timeout, 0.1)) as resp:  # noqa: S310 - scheme checked
             if resp.status != 200:
                 raise OSError(f"HTTP {resp.status}")
             data = resp.read(MAX_BODY + 1)

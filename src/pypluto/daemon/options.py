@@ -408,8 +408,8 @@ def load_setup(path: str) -> tuple[object, object]:
     return setup, result
 
 
-_REVOCATION_KEYS = ("curl_timeout", "ocsp_enable", "ocsp_strict", "ocsp_uri", "ocsp_timeout",
-                    "ocsp_trustname", "ocsp_cache_size", "ocsp_cache_min_age",
+_REVOCATION_KEYS = ("curl_timeout", "curl_iface", "ocsp_enable", "ocsp_strict", "ocsp_uri",
+                    "ocsp_timeout", "ocsp_trustname", "ocsp_cache_size", "ocsp_cache_min_age",
                     "ocsp_cache_max_age", "ocsp_method")
 
 
