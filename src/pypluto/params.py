@@ -219,6 +219,7 @@ class UpdownChild:
     nexthop: IPAddress | None = None
     my_sourceip: IPAddress | None = None
     peer_dns: list[IPAddress] = field(default_factory=list)  # from the gateway's CFG_REPLY
+    peer_domains: list[str] = field(default_factory=list)  # its INTERNAL_DNS_DOMAINs
     peer_ca: str = ""
     policy: str = ""  # Libreswan's policy string, e.g. PSK+ENCRYPT+TUNNEL+PFS+IKEV2_ALLOW
     stack: str = "xfrm"  # the data plane: xfrm, userspace or none

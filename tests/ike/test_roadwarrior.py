@@ -277,3 +277,79 @@ def test_updown_sees_the_address_and_dns() -> None:
     assert ups, "no updown action"
     facts = ups[0].child
     assert facts.my_sourceip == V4("198.51.100.10") and facts.peer_dns == [V4("192.0.2.53")]
+
+
+def _gateway_adds(monkeypatch: pytest.MonkeyPatch, extra: list[wp.CPAttribute]) -> None:
+    """The gateway's CFG_REPLY carries ``extra`` attributes after its own."""
+    real = cpmod.respond
+
+    def respond(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        out, ok = real(*a, **kw)
+        for p in out:
+            if isinstance(p, wp.CPPayload):
+                p.attributes = [*p.attributes, *extra]
+        return out, ok
+
+    monkeypatch.setattr(cpmod, "respond", respond)
+
+
+def test_updown_sees_the_gateways_dns_domains() -> None:
+    """RFC 8598 INTERNAL_DNS_DOMAIN: the client keeps the gateway's search domains for
+    the updown script (PLUTO_PEER_DOMAIN_INFO, as Libreswan), also across an IKE SA
+    rekey."""
+    from pypluto.daemon.updown import Verb, updown_env
+    from pypluto.ike.actions import Updown
+    net = rw_net(modecfgdns="192.0.2.53", modecfgdomains="corp.example, lab.example")
+    net.west.engine.connections["west-east"].left.updown = "/bin/true"
+    net.up()
+    ike = next(iter(net.west.engine.by_serial.values()))
+    assert ike.domains == ["corp.example", "lab.example"]
+    facts = next(a for a in net.west.actions if isinstance(a, Updown) and a.up).child
+    env = updown_env(Verb.UP, facts)
+    assert env["PLUTO_PEER_DNS_INFO"] == "192.0.2.53"
+    assert env["PLUTO_PEER_DOMAIN_INFO"] == "corp.example lab.example"
+
+
+def test_ignore_peer_dns_drops_the_gateways_dns_and_domains() -> None:
+    """ignore-peer-dns=yes (Libreswan: "ignoring INTERNAL_IP4_DNS server address
+    payload"): the address is taken, the DNS server and the domains are logged and
+    dropped, and the updown script gets neither."""
+    from pypluto.daemon.updown import Verb, updown_env
+    from pypluto.ike.actions import Updown
+    net = rw_net(modecfgdns="192.0.2.53", modecfgdomains="corp.example")
+    wc = net.west.engine.connections["west-east"]
+    wc.ignore_peer_dns = True
+    wc.left.updown = "/bin/true"
+    net.up()
+    ike = next(iter(net.west.engine.by_serial.values()))
+    assert ike.local_vips == [V4("198.51.100.10")]
+    assert ike.dns == () and ike.domains == ()
+    logs = net.west.logs()
+    assert any("ignoring INTERNAL_IP4_DNS 192.0.2.53 (ignore-peer-dns=yes)" in m for m in logs)
+    assert any("ignoring INTERNAL_DNS_DOMAIN corp.example (ignore-peer-dns=yes)" in m
+               for m in logs)
+    facts = next(a for a in net.west.actions if isinstance(a, Updown) and a.up).child
+    env = updown_env(Verb.UP, facts)
+    assert "PLUTO_PEER_DNS_INFO" not in env and "PLUTO_PEER_DOMAIN_INFO" not in env
+
+
+def test_a_gateways_bad_dns_attributes_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway that lies in its CFG_REPLY: a domain with a newline and shell
+    characters, one of 300 octets, the unspecified address as DNS server, a DNS
+    attribute of the wrong size.  Each is dropped (the first three logged, escaped);
+    the good ones and the address are kept, and the IKE SA comes up."""
+    _gateway_adds(monkeypatch, [
+        wp.CPAttribute(CPAttr.INTERNAL_DNS_DOMAIN, b"evil.example\n$(reboot)"),
+        wp.CPAttribute(CPAttr.INTERNAL_DNS_DOMAIN, b"a" * 300),
+        wp.CPAttribute(CPAttr.INTERNAL_IP4_DNS, bytes(4)),
+        wp.CPAttribute(CPAttr.INTERNAL_IP4_DNS, b"\x01\x02\x03"),
+        wp.CPAttribute(CPAttr.INTERNAL_DNS_DOMAIN, b"good.example")])
+    net = rw_net(modecfgdns="192.0.2.53")
+    net.up()
+    assert net.established(net.west)
+    ike = next(iter(net.west.engine.by_serial.values()))
+    assert ike.dns == [V4("192.0.2.53")] and ike.domains == ["good.example"]
+    logs = net.west.logs()
+    bad = [m for m in logs if "ignoring INTERNAL_DNS_DOMAIN" in m]
+    assert len(bad) == 2 and all("\n" not in m for m in bad), bad
+    assert any("ignoring INTERNAL_IP4_DNS 0.0.0.0: unspecified" in m for m in logs)

@@ -323,3 +323,40 @@ def test_pypluto_client_moves_with_mobike(lab: Lab, cell: Callable[..., None],
     cell(note=f"address removed mid-ping: {lost} of 80 pings (0.1 s) lost; pypluto moved "
               "its Child SA" + ("; strongSwan's kernel-libipsec then rekeyed it"
                                 if peer_rekeyed else ", same Child SA"))
+
+
+@pytest.mark.parametrize("ignore", [False, True], ids=["dns", "ignore-peer-dns"])
+def test_pypluto_client_hands_the_gateways_dns_to_updown(lab: Lab, cell: Callable[..., None],
+                                                         ignore: bool) -> None:
+    """The DNS server a strongSwan gateway hands out reaches our updown script as
+    ``PLUTO_PEER_DNS_INFO`` (Libreswan's variable); with ``ignore-peer-dns=yes`` it is
+    logged as ignored and the script gets none, while the address is still used."""
+    cell(peer=PEER, case="peer-dns-" + ("ignored" if ignore else "to-updown"),
+         role="initiator", proposal="defaults")
+    require(have_strongswan(), "strongSwan 5.9.8 (charon-systemd, swanctl)")
+    client = _nat_client(lab)
+    sw = StrongSwan(lab, lab.east, "strongswan-gw").start()
+    sw.load(psk_rw_swanctl(client_id=WEST_ID, gateway=EAST_OUTER, subnet=GW_SUBNET,
+                               role="gateway", pool=POOL, dns=DNS))
+    envs = lab.workdir / "updown-env.txt"
+    script = lab.workdir / "updown.sh"
+    script.write_text(f"#!/bin/sh\necho \"$PLUTO_VERB DNS=[$PLUTO_PEER_DNS_INFO]\" >> {envs}\n")
+    script.chmod(0o755)
+    conf = CLIENT_CONF.replace("\tauto=add\n", f"\tleftupdown={script}\n\tauto=add\n"
+                               + ("\tignore-peer-dns=yes\n" if ignore else ""))
+    us = Pypluto(lab, client, "pypluto-client").start(conf)
+    out = us.initiate("rw")
+    assert us.child_established(), out + us.log.read_text()[-3000:]
+    log = us.log.read_text()
+    lab.wait_for(lambda: envs.exists() and "up-" in envs.read_text(), 10, "the updown run")
+    ups = [ln for ln in envs.read_text().splitlines() if ln.startswith("up-")]
+    if ignore:
+        assert f"ignoring INTERNAL_IP4_DNS {DNS} (ignore-peer-dns=yes)" in log
+        assert f"received INTERNAL_IP_ADDRESS {FIRST}" in log and f"and DNS {DNS}" not in log
+        assert ups and all(ln.endswith("DNS=[]") for ln in ups), ups
+    else:
+        assert f"received INTERNAL_IP_ADDRESS {FIRST} and DNS {DNS}" in log
+        assert ups and all(ln.endswith(f"DNS=[{DNS}]") for ln in ups), ups
+    lab.wait_for(lambda: lab.ping(client, EAST_INNER, count=1, timeout=1)[1] == 1, 10,
+                 "a first echo through the tunnel")
+    cell(note=f"updown saw {ups[0].split(' ', 1)[1]}")

@@ -382,7 +382,8 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("modecfgdomains", "str", W(T_RW + "test_modecfgdomains_and_split_subnets_reach_the_cfg_reply")),
     ("modecfgbanner", "str", R("IKEv2 has no banner attribute (RFC 7296 §3.15.1); the "
                                "banner is IKEv1 ModeConfig, which pypluto does not speak")),
-    ("ignore-peer-dns", "bool", P(_NO_VALUES, note=_V1_CP)),
+    ("ignore-peer-dns", "bool", W("tests/ike/test_roadwarrior.py::"
+                                  "test_ignore_peer_dns_drops_the_gateways_dns_and_domains")),
     # XFRMA_MARK on the SAs and policies (--use-xfrm); other planes refuse the conn
     ("mark", "str", W(T_MARK)),
     ("mark-in", "str", W(T_MARK)),

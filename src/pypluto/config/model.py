@@ -270,6 +270,9 @@ class Connection:
     # sha2-truncbug=: our ESP SAs with HMAC-SHA2-256 use the draft's 96-bit ICV, not
     # RFC 4868's 128 bits (not negotiated: both ends must say so), as Libreswan does
     sha2_truncbug: bool = False
+    # ignore-peer-dns=yes: the DNS servers and domains of a gateway's CFG_REPLY are
+    # logged and dropped (no PLUTO_PEER_DNS_INFO / PLUTO_PEER_DOMAIN_INFO)
+    ignore_peer_dns: bool = False
     # sendca=: which CA certificates go with our end certificate (none | issuer | all);
     # None = unset: every intermediate we have (RFC 7296 §3.6: certificates available
     # to the sender SHOULD be included; Libreswan's default is none)

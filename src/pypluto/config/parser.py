@@ -1180,6 +1180,7 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     conn.decap_dscp = b("decap-dscp", False)
     conn.nopmtudisc = b("nopmtudisc", False)
     conn.sha2_truncbug = b("sha2-truncbug", False)
+    conn.ignore_peer_dns = b("ignore-peer-dns", False)
     sca = get("sendca")
     conn.sendca = None if sca is None else sca.lower()
     conn.require_id_on_certificate = b("require-id-on-certificate", True)
@@ -1367,8 +1368,11 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
         sdur(rkey)
     apply("ocsp-cache-size", lambda v: setattr(setup, "ocsp_cache_size",
                                                parse_bignum(v, "ocsp-cache-size")))
-    apply("curl-iface", lambda v: (parse_curl_iface(v), setattr(setup, "curl_iface",
-                                                                v.strip())))
+    def curl_iface(v: str) -> None:
+        parse_curl_iface(v)  # ValueError: file:line and why
+        setup.curl_iface = v.strip()
+
+    apply("curl-iface", curl_iface)
     apply("ocsp-uri", lambda v: setattr(setup, "ocsp_uri", v))
     apply("ocsp-trustname", lambda v: setattr(setup, "ocsp_trustname", v))
     apply("ocsp-method", lambda v: setattr(setup, "ocsp_method", v.lower()))

@@ -112,6 +112,8 @@ def updown_env(verb: Verb, child: UpdownChild) -> dict[str, str]:
         env["NFLOG"] = str(child.nflog)
     if child.peer_dns:  # a road warrior's DNS servers from the gateway (RFC 7296 §3.15)
         env["PLUTO_PEER_DNS_INFO"] = " ".join(str(a) for a in child.peer_dns)
+    if child.peer_domains:  # its INTERNAL_DNS_DOMAINs (RFC 8598), as Libreswan passes them
+        env["PLUTO_PEER_DOMAIN_INFO"] = " ".join(child.peer_domains)
     # ipsec-interface=N (route-based): the device, and "yes" as Libreswan says for an
     # XFRM interface with an if_id; NULL / empty otherwise, as Libreswan
     env["PLUTO_VIRT_INTERFACE"] = child.virt_interface or "NULL"

@@ -842,6 +842,7 @@ class Engine:
                                      None) if ike is not None and ike.local_vips else
                     conn.local.sourceip[0] if conn.local.sourceip else None,
                     peer_dns=list(ike.dns) if ike is not None else [],
+                    peer_domains=list(ike.domains) if ike is not None else [],
                     policy=policy if c is not None else "",
                     # PLUTO_MARK_IN / PLUTO_MARK_OUT: value/mask of the installed marks
                     mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",

@@ -224,6 +224,7 @@ class IKESA:
     remote_vips: list[IPAddress] | tuple[()] = ()
     local_vips: list[IPAddress] | tuple[()] = ()
     dns: list[IPAddress] | tuple[()] = ()
+    domains: list[str] | tuple[()] = ()  # INTERNAL_DNS_DOMAIN (RFC 8598) from the gateway
     mobike: bool = False  # RFC 4555: both ends sent MOBIKE_SUPPORTED
     answer_to: tuple[Endpoint, Endpoint] | None = None  # MOBIKE: the request's endpoints
     redirect_ok: bool = False  # RFC 5685: the client sent REDIRECT_SUPPORTED

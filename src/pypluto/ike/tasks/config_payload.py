@@ -19,6 +19,7 @@ interface (XFRM) and removes when the Child SA goes.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 
 from pypluto.config.model import Connection
@@ -31,6 +32,7 @@ from pypluto.ike.context import IKEContext
 from pypluto.ike.sa import IKESA
 from pypluto.ike.ts import TS
 from pypluto.params import IPAddress
+from pypluto.textsafe import escape
 from pypluto.wire import payloads as wp
 
 _ADDR = {4: CPAttr.INTERNAL_IP4_ADDRESS, 6: CPAttr.INTERNAL_IP6_ADDRESS}
@@ -190,13 +192,47 @@ def take_reply(ctx: IKEContext, ike: IKESA, payloads: Sequence[wp.Payload],
             addr = _addr_value(a)
             if addr is not None and addr not in ike.local_vips:
                 ike.local_vips = [*ike.local_vips, addr]  # a list once it has one
-        elif t == CPAttr.INTERNAL_IP4_DNS and len(v) == 4:
-            ike.dns = [*ike.dns, ipaddress.IPv4Address(v)]
-        elif t == CPAttr.INTERNAL_IP6_DNS and len(v) == 16:
-            ike.dns = [*ike.dns, ipaddress.IPv6Address(v)]
+        elif t in (CPAttr.INTERNAL_IP4_DNS, CPAttr.INTERNAL_IP6_DNS, CPAttr.INTERNAL_DNS_DOMAIN):
+            dns_attr(ctx, ike, t, v, acts)
     if not ike.local_vips:
         return "the gateway's CFG_REPLY has no usable address"
     ctx.log(acts, "received INTERNAL_IP_ADDRESS " + ", ".join(str(a) for a in ike.local_vips)
-            + (f" and DNS {', '.join(str(d) for d in ike.dns)}" if ike.dns else ""), ike)
+            + (f" and DNS {', '.join(str(d) for d in ike.dns)}" if ike.dns else "")
+            + (f", domains {', '.join(ike.domains)}" if ike.domains else ""), ike)
     return None
+
+
+_DOMAIN = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?")
+
+
+def dns_attr(ctx: IKEContext, ike: IKESA, t: int, v: bytes, acts: list[Action]) -> None:
+    """One DNS server (INTERNAL_IP4_DNS / INTERNAL_IP6_DNS) or search domain
+    (INTERNAL_DNS_DOMAIN, RFC 8598 §4) of a CFG_REPLY: kept for the updown script,
+    unless ``ignore-peer-dns=yes`` (logged, as Libreswan does).  An address of the
+    wrong size or the unspecified address, or a domain that is not a domain name
+    (RFC 8598 §4: an FQDN; at most 255 octets), is logged and dropped."""
+    names: dict[int, str] = {CPAttr.INTERNAL_IP4_DNS: "INTERNAL_IP4_DNS",
+                             CPAttr.INTERNAL_IP6_DNS: "INTERNAL_IP6_DNS",
+                             CPAttr.INTERNAL_DNS_DOMAIN: "INTERNAL_DNS_DOMAIN"}
+    if ike.conn.ignore_peer_dns:
+        what = escape(v) if t == CPAttr.INTERNAL_DNS_DOMAIN \
+            else (str(ipaddress.ip_address(v)) if len(v) in (4, 16) else v.hex())
+        ctx.log(acts, f"ignoring {names[t]} {what} (ignore-peer-dns=yes)", ike)
+        return
+    if t == CPAttr.INTERNAL_DNS_DOMAIN:
+        dom = v.decode("ascii", "replace")
+        if len(v) > 255 or not _DOMAIN.fullmatch(dom):
+            ctx.log(acts, f"ignoring INTERNAL_DNS_DOMAIN '{escape(v)}': not a domain name",
+                    ike)
+        elif dom not in ike.domains:
+            ike.domains = [*ike.domains, dom]
+        return
+    size = 4 if t == CPAttr.INTERNAL_IP4_DNS else 16
+    if len(v) != size:
+        return  # an empty one is a client's request; another size is no address
+    addr = ipaddress.ip_address(v)
+    if addr.is_unspecified:
+        ctx.log(acts, f"ignoring {names[t]} {addr}: unspecified", ike)
+    elif addr not in ike.dns:
+        ike.dns = [*ike.dns, addr]
 

@@ -58,7 +58,7 @@ def move_children(src: IKESA, dst: IKESA) -> None:
     if src.leases:
         dst.leases = [*dst.leases, *src.leases]
     src.leases = ()
-    for a in ("remote_vips", "local_vips", "dns"):
+    for a in ("remote_vips", "local_vips", "dns", "domains"):
         setattr(dst, a, getattr(dst, a) or getattr(src, a))
     keep = []
     for t in src.tasks:
