@@ -39,7 +39,7 @@ def test_bad_arguments_exit_1(args, needle, capsys):
 
 
 def test_bad_argument_process_exit_status():
-    r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--keep-alive", "x"],
+    r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--nofork", "--keep-alive", "x"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.splitlines() == ['pluto: --keep-alive "x" is not a number',
@@ -49,7 +49,8 @@ def test_bad_argument_process_exit_status():
 def test_bad_config_exit_1(tmp_path):
     bad = tmp_path / "bad.conf"
     bad.write_text("config setup\n\tfrobnicate=yes\n")
-    r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--config", str(bad)],
+    r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--nofork", "--rundir",
+                        str(tmp_path / "run"), "--config", str(bad)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and f"{bad}:2" in r.stderr and "Traceback" not in r.stderr
 
@@ -148,7 +149,10 @@ def test_config_setup_key_pypluto_refuses_stops_pluto(tmp_path):
     file:line and why (issue 12)."""
     conf = tmp_path / "ipsec.conf"
     conf.write_text("config setup\n\tuniqueids=yes\n\tdnssec-anchors=/etc/anchors\n")
-    r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--config", str(conf)],
+    # --nofork, own rundir: if the key were accepted, no daemon is left behind (the
+    # timeout kills it) and nothing lands in /run/pluto
+    r = subprocess.run([PY, "-m", "pypluto.cli.pluto", "--nofork", "--rundir",
+                        str(tmp_path / "run"), "--config", str(conf)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"pluto: {conf}:3: dnssec-anchors is not supported by pypluto (pypluto validates " \
