@@ -11,7 +11,9 @@ Provenance (issue 18, "results that are produced, never edited"):
   ``BENCH_ALLOW_DIRTY=1``, and then every file says ``<commit>-dirty`` and the
   summary says so in its first line;
 * every JSON file records the commit, the command, the date, the load
-  average at the start and end of the run and the sizes;
+  average at the start and end of the run, the sizes and the machine (CPU
+  model and count, kernel, Python): the same commit measures differently on
+  another machine, and the summary names the machine of its figures;
 * a full run (no ``BENCH=``) empties ``bench/results/`` first, so every file
   there comes from that run; a partial run (``BENCH=name``) rewrites the
   files it ran and the summary shows only results of the current commit,
@@ -27,6 +29,7 @@ import importlib
 import json
 import os
 import pathlib
+import platform
 import subprocess
 import sys
 import time
@@ -86,6 +89,30 @@ def provenance(allow_dirty: bool) -> str:
         raise DirtyTree("the tree has uncommitted changes: commit them, or run with "
                         "BENCH_ALLOW_DIRTY=1 (results are then marked -dirty)")
     return head + ("-dirty" if dirty else "")
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: the same tree gives other figures elsewhere
+    (the runs of 2026-12-06: an Intel Xeon VM measured about half the CPU per IKE SA
+    of an AMD EPYC VM, for the C daemons as for pypluto), so every result says where."""
+    model = ""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model or platform.processor() or "?", "cpus": os.cpu_count(),
+            "kernel": platform.release(), "python": platform.python_version()}
+
+
+def machine_text(m: dict[str, Any] | None) -> str:
+    """One line for the summary: ``AMD EPYC, 2 CPUs, kernel 6.1, Python 3.11.7``."""
+    if not m:
+        return "machine not recorded"
+    return (f"{m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs, kernel {m.get('kernel', '?')}, "
+            f"Python {m.get('python', '?')}")
 
 
 def _fmt(v: object) -> str:
@@ -170,8 +197,12 @@ def summary(commit: str, saved: dict[str, dict[str, Any]], head: str,
         head_lines += [f"**DIRTY TREE: measured from uncommitted changes on top of "
                        f"{commit[:-6]}; not a result of any commit.**", ""]
     took = sum(r.get("seconds", 0) for r in current)
-    head_lines.append(f"Commit `{commit}`; {os.cpu_count()} CPUs; the modules shown took "
-                      f"{took:.0f} s.")
+    machines = sorted({machine_text(r.get("machine")) for r in current})
+    head_lines.append(f"Commit `{commit}`; measured on {' and '.join(machines) or '-'}; "
+                      f"the modules shown took {took:.0f} s.")
+    if len(machines) > 1:
+        head_lines += ["", "**These results come from more than one machine: compare "
+                       "rows of one machine only.**"]
     for cmd, started, l0, l1 in runs:
         head_lines.append(f"- `{cmd}` started {started}; load average {l0} at start, "
                           f"{l1} at end")
@@ -215,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = " ".join(f"{k}={v}" for k, v in env_sizes.items()) + " " + cmd
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     load0 = round(os.getloadavg()[0], 2)
+    where = machine()
     failed = 0
     written: list[pathlib.Path] = []
     for modname in wanted:
@@ -235,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         result.update(module=modname, commit=commit, command=cmd, run_started=started,
                       seconds=round(time.monotonic() - t0, 1),
                       measured_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                      loadavg_at_start=load0,
+                      loadavg_at_start=load0, machine=where,
                       loadavg_at_end_of_module=round(os.getloadavg()[0], 2))
         name = result.get("name", modname.split(".")[-1])
         path = RESULTS / f"{name}.json"

@@ -10,6 +10,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import json  # noqa: E402
+import os  # noqa: E402
 import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
@@ -111,6 +112,24 @@ def test_summary_never_shows_results_of_another_commit(tmp_path: pathlib.Path) -
     assert "Not shown (from another commit, stale): esp_daemons (old" in text
     assert "DIRTY" not in text
     assert "DIRTY TREE" in run.summary("new-dirty", run.load_results(tmp_path), "new-dirty")
+
+
+def test_summary_names_the_machine_and_warns_when_two_are_mixed(tmp_path: pathlib.Path
+                                                                ) -> None:
+    here = run.machine()
+    assert here["cpus"] == os.cpu_count() and here["python"] == sys.version.split()[0]
+    a = _result("bench.config_load", "new", 1.5)
+    a["machine"] = {"cpu": "AMD EPYC", "cpus": 2, "kernel": "6.18", "python": "3.11.7"}
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    text = run.summary("new", run.load_results(tmp_path), "new")
+    assert "measured on AMD EPYC, 2 CPUs, kernel 6.18, Python 3.11.7;" in text
+    assert "more than one machine" not in text
+    b = _result("bench.esp_daemons", "new", 9.75)
+    b["machine"] = dict(a["machine"], cpu="Intel Xeon")
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    text = run.summary("new", run.load_results(tmp_path), "new")
+    assert "AMD EPYC, 2 CPUs" in text and "Intel Xeon, 2 CPUs" in text
+    assert "more than one machine" in text
 
 
 def test_floor_ratio_row_uses_the_same_commit() -> None:
