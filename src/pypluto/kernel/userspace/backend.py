@@ -1229,10 +1229,8 @@ class UserspaceBackend(KernelBackend):
                           inbound_check(sa) if sa.direction == "in" else None)
             self._invalidate()
             log.debug("| add %s SA %08x %s->%s", sa.direction, sa.spi, sa.src, sa.dst)
-            if sa.direction == "out" and sa.if_id is None and self.manage_routes:
-                mtu = self._auto_mtu(sa)
-                if mtu is not None:
-                    self._routes.retune(sa.reqid, mtu)
+            if sa.direction == "out":
+                self._retune(sa)
             if sa.direction == "out" and len(self.holds):
                 self._release_held(sa.reqid)
 
@@ -1281,6 +1279,14 @@ class UserspaceBackend(KernelBackend):
             mtu = max(mtu, 1280)  # IPv6's minimum (RFC 8200 §5): the outer packet fragments
         return mtu if mtu >= 576 else None
 
+    def _retune(self, sa: SAParams) -> None:
+        """The routes of an outbound SA's traffic get :meth:`_auto_mtu` (a new SA, a
+        MOBIKE move); an SA of an XFRM interface (``if_id``) routes nothing of ours."""
+        if sa.if_id is None and self.manage_routes:
+            mtu = self._auto_mtu(sa)
+            if mtu is not None:
+                self._routes.retune(sa.reqid, mtu)
+
     def _policy_mtu(self, policy: PolicyParams) -> int | None:
         """:meth:`_auto_mtu` of the outbound SA of an IPsec policy (None before its SA
         exists: a trap's route gets it from :meth:`add_sa`)."""
@@ -1306,11 +1312,8 @@ class UserspaceBackend(KernelBackend):
             self._invalidate()
             log.debug("| move SA %08x to %s->%s", spi, new_src, new_dst)
             moved = self._sas.get(new_dst, spi)
-            if isinstance(moved, esp.OutboundSA) and moved.params.if_id is None \
-                    and self.manage_routes:  # another path, maybe UDP now: another MTU
-                mtu = self._auto_mtu(moved.params)
-                if mtu is not None:
-                    self._routes.retune(moved.params.reqid, mtu)
+            if isinstance(moved, esp.OutboundSA):  # another path, maybe UDP now
+                self._retune(moved.params)
 
     def del_sa(self, dst: IPAddress, spi: int, protocol: str = "esp") -> None:
         with self._lock:
