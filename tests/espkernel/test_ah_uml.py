@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from umlboot import GuestRun, boot
+from umlboot import GuestRun, boot, uml_fixture
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
 
@@ -45,7 +45,7 @@ def expected() -> list[str]:
     return out
 
 
-@pytest.fixture(scope="module")
+@uml_fixture("ah_guest", expect=26)
 def ah_guest() -> GuestRun:
     return boot("guest_ah.py", timeout=300)  # (the runner's default)
 

@@ -10,14 +10,14 @@ with Libreswan's defaults and then with ``encap-dscp=no``, ``decap-dscp=yes``,
 from __future__ import annotations
 
 import pytest
-from umlboot import GuestRun, boot, tagged
+from umlboot import GuestRun, boot, tagged, uml_fixture
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
 
 CHECKS = ["child-sa-up", "ip-xfrm-state-flags"]
 
 
-@pytest.fixture(scope="module")
+@uml_fixture("guest", expect=34)
 def guest() -> GuestRun:
     return boot("guest_dscp.py", timeout=300)
 

@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 from testsupport import require
-from umlboot import GuestRun, boot, require_libreswan, tagged
+from umlboot import GuestRun, boot, require_libreswan, tagged, uml_fixture
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ ROUTE = [
 ]
 
 
-@pytest.fixture(scope="module")
+@uml_fixture("guest", expect=60)
 def guest() -> GuestRun:
     """One UML boot for every scenario (process creation is slow in UML)."""
     require(shutil.which("iptables-legacy") is not None,

@@ -9,7 +9,7 @@ fails in CI (``require``) and skips elsewhere.
 from __future__ import annotations
 
 import pytest
-from umlboot import GuestRun, boot
+from umlboot import GuestRun, boot, uml_fixture
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
 
@@ -18,7 +18,7 @@ CHECKS = ["nflog-child-sa-up", "nflog-rules-are-libreswans", "nflog-cleartext-bo
 MODULES = "ip_tables iptable_filter xt_policy xt_NFLOG nfnetlink_log"
 
 
-@pytest.fixture(scope="module")
+@uml_fixture("guest", expect=21)
 def guest() -> GuestRun:
     return boot("guest_nflog.py", timeout=240, modules=MODULES)
 

@@ -15,7 +15,7 @@ import re
 
 import pytest
 from testsupport import require
-from umlboot import GuestRun, boot, tagged
+from umlboot import GuestRun, boot, tagged, uml_fixture
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
 
@@ -31,7 +31,7 @@ CHECKS = [
 PRESENT = ["swtrap-strongswan-present"]  # the guest found charon and swanctl
 
 
-@pytest.fixture(scope="module")
+@uml_fixture("guest", expect=34)
 def guest() -> GuestRun:
     """One UML boot for both directions (about 25 s)."""
     require(os.access("/usr/sbin/charon-systemd", os.X_OK) and os.access("/usr/sbin/swanctl",

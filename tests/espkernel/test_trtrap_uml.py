@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from umlboot import GuestRun, boot, require_libreswan, tagged
+from umlboot import GuestRun, boot, require_libreswan, tagged, uml_fixture
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
 
@@ -30,7 +30,7 @@ CHECKS = [
 PRESENT = ["trtrap-libreswan-present"]  # the guest found Libreswan
 
 
-@pytest.fixture(scope="module")
+@uml_fixture("guest", expect=43)
 def guest() -> GuestRun:
     """One UML boot for both east ends (about 30 s)."""
     require_libreswan()

@@ -9,7 +9,7 @@ route-based VPNs).  Missing UML or kmod fails in CI (``require``) and skips else
 from __future__ import annotations
 
 import pytest
-from umlboot import GuestRun, boot, require_libreswan, tagged
+from umlboot import GuestRun, boot, require_libreswan, tagged, uml_fixture
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ SHARED = [
 ]
 
 
-@pytest.fixture(scope="module")
+@uml_fixture("guest", expect=73)
 def guest() -> GuestRun:
     """One UML boot for every scenario (process creation is slow in UML)."""
     return boot("guest_vti.py", timeout=480, modules="ip_vti ip6_vti")

@@ -1,9 +1,10 @@
 """The XFRM backend for real, inside a kernel with ESP (User-Mode Linux).
 
-One UML boot (``tools/run-in-esp-kernel.sh``) runs ``guest_xfrm.py``, which
-does all guest-side work in one process and prints a ``CHECK name: OK`` line
-per check: our backend with hand-keyed SAs, two of our daemons, and ours
-against Libreswan 4.10.  Each test here asserts its group of checks.  Missing
+UML boots (``tools/run-in-esp-kernel.sh``) run ``guest_xfrm.py``, which does a
+boot's guest-side work in one process and prints a ``CHECK name: OK`` line per
+check; each boot runs one group of its scenarios (our backend with hand-keyed SAs,
+two of our daemons, ours against Libreswan 4.10, on-demand, Libreswan 5.2), and
+the boots run side by side.  Each test here asserts its group of checks.  Missing
 UML or kmod fails in CI (``require``) and skips elsewhere.
 """
 
@@ -14,7 +15,7 @@ import re
 
 import pytest
 from testsupport import require, shared_path
-from umlboot import GuestRun, boot, require_libreswan, require_uml
+from umlboot import GuestRun, boot, require_libreswan, require_uml, uml_fixture
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
 
@@ -192,93 +193,119 @@ LIBRESWAN_CERT = [f"libreswan-cert-{role}-{what}" for role in ("initiator", "res
                   for what in ("child-sa", "ping")] + ["libreswan-cert-orderly-shutdown"]
 
 
-@pytest.fixture(scope="module")
+HANDKEYED = ("gcm_esn", "cbc_sha256", "chacha_ipv6", "ipv4_in_ipv6", "transport", "ah", "natt",
+             "expire", "acquire", "errors", "flush_and_crash", "selectors",
+             "shunts")  # fmt: skip
+PAIRS = ("pypluto_pair", "pypluto_ah", "mobike_move", "mobike_pair")
+LIBRESWAN_SCENARIOS = ("libreswan", "libreswan_ah", "libreswan_ppk", "libreswan_cert",
+                       "libreswan_truncbug")
+ONDEMAND_SCENARIOS = ("ondemand", "ondemand_shunts", "ondemand_template")
+
+
+# One UML boot per group of guest scenarios (process creation is slow in UML, and the
+# boots run side by side: umlboot.uml_fixture).  Libreswan 5.2 has a boot of its own.
+@uml_fixture("guest", expect=90)
 def guest() -> GuestRun:
-    """One UML boot running every guest scenario (process creation is slow in UML)."""
-    return boot("guest_xfrm.py", "-libreswan52", timeout=450)  # libreswan52: its own boot
+    """The hand-keyed scenarios: our backend alone, no daemon."""
+    return boot("guest_xfrm.py", *HANDKEYED, timeout=300)
+
+
+@uml_fixture("guest_pairs", expect=60)
+def guest_pairs() -> GuestRun:
+    """Two of our daemons: the pair, AH, MOBIKE."""
+    return boot("guest_xfrm.py", *PAIRS, timeout=300)
+
+
+@uml_fixture("guest_ls", expect=90)
+def guest_ls() -> GuestRun:
+    """Against Libreswan 4.10."""
+    return boot("guest_xfrm.py", *LIBRESWAN_SCENARIOS, timeout=300)
+
+
+@uml_fixture("guest_od", expect=60)
+def guest_od() -> GuestRun:
+    """auto=route (ACQUIRE), the shunts, the routed template."""
+    return boot("guest_xfrm.py", *ONDEMAND_SCENARIOS, timeout=300)
 
 
 def test_xfrm_backend_in_esp_kernel(guest: GuestRun) -> None:
     """Hand-keyed SAs and policies from our backend carry pings through kernel ESP."""
     print(f"UML run took {guest.seconds:.1f}s")
     print("\n".join(re.findall(r"scenario \S+ took [\d.]+s", guest.output)))
-    scenarios = ("gcm_esn", "cbc_sha256", "chacha_ipv6", "ipv4_in_ipv6", "transport", "ah", "natt",
-                 "expire", "acquire", "errors", "flush_and_crash", "selectors",
-                 "shunts")  # fmt: skip
-    for sc in scenarios:
+    for sc in HANDKEYED:
         guest.assert_checks(EXPECTED, sc)
 
 
-def test_two_pypluto_daemons_with_xfrm(guest: GuestRun) -> None:
+def test_two_pypluto_daemons_with_xfrm(guest_pairs: GuestRun) -> None:
     """Two ``pluto --use-xfrm`` bring up a tunnel, ping through it, leave nothing behind."""
-    guest.assert_checks(PAIR, "pypluto_pair")
+    guest_pairs.assert_checks(PAIR, "pypluto_pair")
 
 
-def test_two_pypluto_daemons_negotiate_ah_with_xfrm(guest: GuestRun) -> None:
+def test_two_pypluto_daemons_negotiate_ah_with_xfrm(guest_pairs: GuestRun) -> None:
     """phase2=ah (issue 12): two ``pluto --use-xfrm`` negotiate an AH Child SA; the
     kernels hold AH SAs (HMAC-SHA2-256-128, no cipher) and AH policies, ping passes,
     the rekey and the delete keep it AH."""
-    guest.assert_checks(PAIR_AH, "pypluto_ah")
+    guest_pairs.assert_checks(PAIR_AH, "pypluto_ah")
 
 
-def test_pypluto_against_libreswan_with_xfrm(guest: GuestRun) -> None:
+def test_pypluto_against_libreswan_with_xfrm(guest_ls: GuestRun) -> None:
     """Ours (--use-xfrm) against Libreswan 4.10, both roles, GCM and CBC+HMAC-SHA2-256-128."""
     require_libreswan("certutil")
-    guest.assert_checks(LIBRESWAN, "libreswan")
+    guest_ls.assert_checks(LIBRESWAN, "libreswan")
 
 
-def test_pypluto_against_libreswan_ah_with_xfrm(guest: GuestRun) -> None:
+def test_pypluto_against_libreswan_ah_with_xfrm(guest_ls: GuestRun) -> None:
     """phase2=ah against Libreswan 4.10 (issue 12): AH Child SA both roles, AH SAs in
     both kernels, ping each way, our rekey and delete."""
     require_libreswan("certutil")
-    guest.assert_checks(LIBRESWAN_AH, "libreswan_ah")
+    guest_ls.assert_checks(LIBRESWAN_AH, "libreswan_ah")
 
 
-def test_pypluto_against_libreswan_ppk_and_updown_with_xfrm(guest: GuestRun) -> None:
+def test_pypluto_against_libreswan_ppk_and_updown_with_xfrm(guest_ls: GuestRun) -> None:
     """ppk=insist and leftupdown= against Libreswan 4.10 (issue 12), full tunnel in the
     ESP kernel, both roles: Libreswan logs the PPK, ping passes, our updown script runs."""
     require_libreswan()
-    guest.assert_checks(LIBRESWAN_PPK, "libreswan_ppk")
+    guest_ls.assert_checks(LIBRESWAN_PPK, "libreswan_ppk")
 
 
-def test_sha2_truncbug_against_libreswan_with_xfrm(guest: GuestRun) -> None:
+def test_sha2_truncbug_against_libreswan_with_xfrm(guest_ls: GuestRun) -> None:
     """sha2-truncbug=yes against Libreswan 4.10's (ESP, HMAC-SHA2-256): 96-bit truncation
     in both kernels and pings pass; on Libreswan's end only, no ping passes."""
     require_libreswan("certutil")
-    guest.assert_checks(LIBRESWAN_TRUNCBUG, "libreswan_truncbug")
+    guest_ls.assert_checks(LIBRESWAN_TRUNCBUG, "libreswan_truncbug")
 
 
-def test_pypluto_against_libreswan_certificates_with_xfrm(guest: GuestRun) -> None:
+def test_pypluto_against_libreswan_certificates_with_xfrm(guest_ls: GuestRun) -> None:
     """Certificates against Libreswan 4.10 with traffic in the ESP kernel (issue 14): RSA-2048
     through an intermediate CA, NSS dbs in Libreswan's layout, both roles, ping."""
     require_libreswan("pk12util")
-    guest.assert_checks(LIBRESWAN_CERT, "libreswan_cert")
+    guest_ls.assert_checks(LIBRESWAN_CERT, "libreswan_cert")
 
 
-def test_xfrm_acquire_against_libreswan_both_ways(guest: GuestRun) -> None:
+def test_xfrm_acquire_against_libreswan_both_ways(guest_od: GuestRun) -> None:
     """auto=route on both ends (issue 16): our ACQUIRE makes us initiate, Libreswan's
     makes it initiate and we respond; unroute and shutdown leave nothing of ours."""
     require_libreswan("certutil")
-    print("\n".join(re.findall(r"ondemand: .*", guest.output)))
-    guest.assert_checks(ONDEMAND, "ondemand")
+    print("\n".join(re.findall(r"ondemand: .*", guest_od.output)))
+    guest_od.assert_checks(ONDEMAND, "ondemand")
 
 
-def test_xfrm_negotiation_and_failure_shunts(guest: GuestRun) -> None:
+def test_xfrm_negotiation_and_failure_shunts(guest_od: GuestRun) -> None:
     """negotiationshunt=passthrough and failureshunt=drop in the kernel (issue 16): an
     ALLOW policy for the pinged flow while negotiating with a peer that never answers,
     a BLOCK policy for shuntlifetime= after, then the trap alone; nothing left."""
-    guest.assert_checks(ONDEMAND_SHUNTS, "ondemand_shunts")
+    guest_od.assert_checks(ONDEMAND_SHUNTS, "ondemand_shunts")
 
 
-def test_xfrm_routed_any_template_against_libreswan(guest: GuestRun) -> None:
+def test_xfrm_routed_any_template_against_libreswan(guest_od: GuestRun) -> None:
     """A routed right=%any template with rightsubnet= (issue 16): the trap keeps the
     subnet from leaking until Libreswan 4.10 connects; its Child SA replaces the trap,
     which comes back when Libreswan takes it down; nothing left after shutdown."""
     require_libreswan("certutil")
-    guest.assert_checks(ONDEMAND_TEMPLATE, "ondemand_template")
+    guest_od.assert_checks(ONDEMAND_TEMPLATE, "ondemand_template")
 
 
-@pytest.fixture(scope="module")
+@uml_fixture("guest52", expect=50)
 def guest52() -> GuestRun:
     """Libreswan 5.2 from the Debian 13 chroot, in a boot of its own (about 60 s)."""
     require_uml()
@@ -297,11 +324,11 @@ def test_pypluto_against_libreswan52_with_xfrm(guest52: GuestRun) -> None:
     guest52.assert_checks(LIBRESWAN52, "libreswan52")
 
 
-def test_mobike_moves_xfrm_sas_and_policies(guest: GuestRun) -> None:
+def test_mobike_moves_xfrm_sas_and_policies(guest_pairs: GuestRun) -> None:
     """MOBIKE on the XFRM plane (RFC 4555 §3.5, issue 15): ``move_sa`` by hand (same
     SPIs, the ESN sequence numbers go on), then two ``pluto --use-xfrm`` with mobike=yes:
     the initiator's address changes, both kernels' SAs and policy templates follow, the
     same Child SA carries the ping again; plain ESP and ESP in UDP."""
-    print("\n".join(re.findall(r"mobike: .*", guest.output)))
-    guest.assert_checks(MOBIKE, "mobike_move")
-    guest.assert_checks(MOBIKE, "mobike_pair")
+    print("\n".join(re.findall(r"mobike: .*", guest_pairs.output)))
+    guest_pairs.assert_checks(MOBIKE, "mobike_move")
+    guest_pairs.assert_checks(MOBIKE, "mobike_pair")

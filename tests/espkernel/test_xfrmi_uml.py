@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 from testsupport import REPO, require
-from umlboot import GuestRun, boot, require_libreswan, require_uml, tagged
+from umlboot import GuestRun, boot, require_libreswan, require_uml, tagged, uml_fixture
 
 pytestmark = [pytest.mark.espkernel, pytest.mark.slow]
 
@@ -58,7 +58,7 @@ def build_module() -> tuple[str | None, str]:
     return (path if ok else None), res.stdout + res.stderr
 
 
-@pytest.fixture(scope="module")
+@uml_fixture("guest", expect=60)
 def guest() -> GuestRun:
     """Build (first use) and load the module, then one UML boot for every scenario."""
     require_uml()  # before the build

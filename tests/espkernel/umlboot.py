@@ -5,6 +5,13 @@ Every ``test_*_uml.py`` here boots the UML kernel once per module
 ``CHECK <name>: OK`` lines that the guest printed (:class:`GuestRun`).  The
 prerequisites every boot has (root, user-mode-linux, kmod) go through
 ``require()``: they fail under ``CI=true`` and skip elsewhere.
+
+Boots run ahead, several at once (:func:`uml_fixture`): a boot spends most of its
+time waiting on the guest's own timers and on ptrace round trips, not on a CPU
+(two boots side by side took 25 s where one after the other took 58), so when the
+first fixture here is needed every boot that the selected tests need starts,
+``PPESPK_PARALLEL`` (default 4) at a time, longest first, and each module's
+fixture waits for its own.  ``conftest.py`` tells which boots are needed.
 """
 
 from __future__ import annotations
@@ -14,10 +21,13 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import pytest
 from testsupport import REPO, is_root, require
 
 RUNNER = REPO / "tools" / "run-in-esp-kernel.sh"
@@ -92,3 +102,60 @@ def require_libreswan(*tools: str) -> None:
             "Libreswan 4.10 (tools/install-libreswan.sh)")
     for tool in tools:
         require(shutil.which(tool) is not None, f"{tool} (libnss3-tools)")
+
+
+# --- boots run ahead ------------------------------------------------------------------
+
+Key = tuple[str, str]  # (test module, fixture name)
+_AHEAD: dict[Key, tuple[Callable[[], GuestRun], float]] = {}
+_wanted: set[Key] | None = None  # None: not told (then a fixture runs only its own boot)
+_futures: dict[Key, Future[GuestRun]] = {}
+_pool: ThreadPoolExecutor | None = None
+_lock = threading.Lock()
+
+
+def uml_fixture(name: str, expect: float) -> Callable[[Callable[[], GuestRun]], object]:
+    """Decorate the function that boots a module's guest: it becomes the module-scoped
+    fixture ``name``, whose boot starts ahead with the others (``expect``: its usual
+    seconds, to start the longest first).  Exceptions (``require``'s skip or fail
+    among them) reach the test as if the fixture had raised them itself."""
+    def wrap(fn: Callable[[], GuestRun]) -> object:
+        key = (fn.__module__, name)
+        _AHEAD[key] = (fn, expect)
+
+        @pytest.fixture(scope="module", name=name)
+        def fixture() -> GuestRun:
+            return _ahead(key)
+        fixture.__doc__ = fn.__doc__
+        return fixture
+    return wrap
+
+
+def want(keys: Iterable[Key]) -> None:
+    """The boots that the selected tests use (``conftest.py``, after collection)."""
+    global _wanted
+    _wanted = {k for k in keys if k in _AHEAD}
+
+
+def _ahead(key: Key) -> GuestRun:
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max(1, int(os.environ.get("PPESPK_PARALLEL", "4"))),
+                                       thread_name_prefix="uml-boot")
+            keys = sorted(_wanted if _wanted is not None else {key},
+                          key=lambda k: -_AHEAD[k][1])
+            for k in keys:
+                _futures[k] = _pool.submit(_AHEAD[k][0])
+        if key not in _futures:
+            _futures[key] = _pool.submit(_AHEAD[key][0])
+        future = _futures[key]
+    return future.result()
+
+
+def stop_ahead() -> None:
+    """End of the session: boots not started are dropped; running ones end on their
+    own timeouts (the runner kills its guest)."""
+    with _lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True, cancel_futures=True)
