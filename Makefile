@@ -71,7 +71,7 @@ install-service: install service
 # Coverage-guided fuzzing with atheris (issue 13): every target for FUZZ_SECONDS each,
 # corpus, crashes and libFuzzer's log under FUZZ_DIR/<target>/ (outside the repo).
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= wire ike_sk esp config
+FUZZ_TARGETS ?= wire ike_sk ike_plain esp config
 FUZZ_DIR ?= /work/fuzz-runs
 fuzz: install
 	@$(VPY) -c 'import atheris, coverage' 2>/dev/null || $(VPY) -m pip install -q atheris coverage

@@ -20,6 +20,7 @@ from pathlib import Path
 SCOPE = {
     "wire": ["wire/"],
     "ike_sk": ["ike/"],
+    "ike_plain": ["ike/"],
     "esp": ["kernel/esp.py"],
     "config": ["config/"],
 }

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import atheris  # type: ignore[import-not-found]
 
-MAX_LEN = {"wire": 8192, "ike_sk": 4096, "esp": 4096, "config": 32768}
+MAX_LEN = {"wire": 8192, "ike_sk": 4096, "ike_plain": 4096, "esp": 4096, "config": 32768}
 
 
 def _import_everything() -> None:

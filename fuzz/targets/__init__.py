@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-TARGETS = ("wire", "ike_sk", "esp", "config")
+TARGETS = ("wire", "ike_sk", "ike_plain", "esp", "config")
 
 
 class Finding(AssertionError):

@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO))
 from fuzz.targets import TARGETS, Finding, load  # noqa: E402
 
 # mutations per target: a few seconds each on this machine
-ROUNDS = {"wire": 20000, "ike_sk": 300, "esp": 6000, "config": 3000}
+ROUNDS = {"wire": 20000, "ike_sk": 300, "ike_plain": 1000, "esp": 6000, "config": 3000}
 INTERESTING = (0, 1, 0x7F, 0x80, 0xFF)
 
 
@@ -131,6 +131,48 @@ def test_ike_sk_detects_inconsistent_tables() -> None:
     del eng.ike_sas[ike.local_spi]
     with pytest.raises(Finding, match="not indexed"):
         ike_sk.check_tables(eng, "east")
+
+
+
+def test_ike_plain_seeds_reach_the_engines() -> None:
+    """The target's own messages get real answers: east answers the IKE_SA_INIT
+    request when fresh (and with a COOKIE when busy), west answers the response with
+    its IKE_AUTH request, and each state holds the SAs it says it holds."""
+    import copy
+
+    from fuzz.targets import ike_plain
+    from pypluto.ike.actions import Endpoint, SendPacket
+    t = ike_plain.templates()
+    assert [len(t[s].east.engine.by_serial) for s in ike_plain.STATES] == [0, 0, 1, 1, 0]
+    for state, to, data in (("fresh", "east", t["init_request"]),
+                            ("busy", "east", t["init_request"]),
+                            ("i1", "west", t["init_response"])):
+        net = copy.deepcopy(t[state])
+        side = getattr(net, to)
+        other = net.other(side)
+        acts = side.engine.receive(data, Endpoint(side.addr, 500), Endpoint(other.addr, 500),
+                                   net.now)
+        sent = [a.data for a in acts if isinstance(a, SendPacket)]
+        assert sent, (state, acts)
+        if state == "busy":
+            assert len(sent[0]) < 100  # the COOKIE notify alone (RFC 7296 §2.6)
+            assert side.engine.n_halfopen == 0
+
+
+def test_ike_plain_detects_an_escaping_exception(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reproducer of the fast-path bug it found raises a Finding again when the
+    fast path raises (as it did before its fix)."""
+    from fuzz.targets import ike_plain
+    from pypluto.ike.tasks import liveness
+
+    def boom(*a: object, **k: object) -> None:
+        raise IndexError("planted")
+
+    monkeypatch.setattr(liveness, "fast_receive", boom)
+    data = (REPO / "fuzz" / "regressions" / "ike_plain" /
+            "liveness-fast-path-short-sk-header").read_bytes()
+    with pytest.raises(Finding, match="internal error"):
+        ike_plain.one_input(data)
 
 
 def test_esp_detects_a_raising_decap(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -264,3 +264,26 @@ def test_pacer_spreads_a_pile_visiting_each_sa_twice_at_most() -> None:
     assert sum(sent.values()) == n and max(sent.values()) == cap
     assert len(sent) == -(-n // cap)  # back to back, every slot full but the last
     assert visits <= 2 * n
+
+
+@pytest.mark.parametrize("cut", [28, 29, 31, 33])
+@pytest.mark.parametrize("response", [False, True])
+def test_truncated_sk_informational_is_dropped_and_the_sa_stays(cut: int, response: bool) -> None:
+    """An INFORMATIONAL in the clear that names the SK payload but is cut short (a
+    bare 28-byte header, or a few bytes of payload header), with the established
+    SA's SPIs (seen on the path) and its Length field right: no key is needed to send
+    it.  It is dropped; it must not raise in the fast path, which used to read the
+    SK payload's first byte before it checked the length (an internal error that
+    deleted the IKE SA: found by ``make fuzz``'s ike_plain target)."""
+    net = Net()
+    net.up()
+    west, east = _ike(net.west), _ike(net.east)
+    probe = bytearray(liveness.empty_informational(east, response, 3 if response else 0))
+    data = bytearray(probe[:cut])
+    data[24:28] = cut.to_bytes(4, "big")
+    acts = net.west.engine.receive(bytes(data), west.local, west.remote, net.now)
+    text = [getattr(a, "message", "") for a in acts]
+    assert not any("internal error" in m for m in text), text
+    assert not any(isinstance(a, SendPacket) for a in acts)
+    assert net.established(net.west) and net.established(net.east)
+    assert _ike(net.west) is west and west.established

@@ -140,8 +140,8 @@ def fast_receive(ctx: IKEContext, ike: IKESA, data: bytes, hdr: IKEHeader,
     """
     prot = ike.prot_in
     if prot is None or not ike.established or hdr.next_payload != _SK or \
-            hdr.spi_i != ike.spi_i or hdr.spi_r != ike.spi_r or data[28] != 0 or \
-            len(data) != 32 + prot.iv_size + prot.block_size + prot.icv_size or \
+            hdr.spi_i != ike.spi_i or hdr.spi_r != ike.spi_r or \
+            len(data) != 32 + prot.iv_size + prot.block_size + prot.icv_size or data[28] != 0 or \
             int.from_bytes(data[30:32], "big") != len(data) - 28 or \
             (remote is not ike.remote and remote != ike.remote) or \
             (local is not ike.local and local != ike.local):
