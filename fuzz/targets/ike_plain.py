@@ -15,7 +15,10 @@ Input layout: byte 0 = state (mod ``len(STATES)``), byte 1 = flags, the rest =
 the datagram.  Flags: bit 0 = write the state's own IKE SPIs into the header
 (so a mutated message reaches that SA), bit 1 = it arrives on port 4500,
 bit 2 = from another address (203.0.113.9: a NAT, or a liar), bit 3 = deliver
-to west instead of east, bit 4 = set the header's Length to the datagram's.
+to west instead of east, bit 4 = set the header's Length to the datagram's,
+bit 5 = when the receiver answers with a COOKIE (RFC 7296 §2.6), send the
+datagram again with that COOKIE as its first payload, as a real initiator
+does (so the "busy" state's IKE_SA_INIT handling past the COOKIE is reached).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pypluto.ike.actions import Endpoint, SendPacket
+from pypluto.ike.cookies import cookie_in
 from pypluto.ike.settings import EngineSettings
 
 from . import Finding
@@ -73,6 +77,19 @@ def _spis(net: Any) -> tuple[bytes, bytes] | None:
     return None
 
 
+def with_cookie(pkt: bytes, answer: bytes) -> bytes | None:
+    """``pkt`` with the COOKIE of ``answer`` (a COOKIE reply) put first (§2.6)."""
+    cookie = cookie_in(answer)
+    if cookie is None or len(pkt) < 28:
+        return None
+    n = (8 + len(cookie)).to_bytes(2, "big")
+    notify = bytes([pkt[16], 0]) + n + b"\x00\x00\x40\x06" + cookie  # N(COOKIE), 16390
+    out = bytearray(pkt[:28] + notify + pkt[28:])
+    out[16] = 41  # the first payload is now the Notify
+    out[24:28] = len(out).to_bytes(4, "big")
+    return bytes(out)
+
+
 def one_input(data: bytes) -> None:
     """Deliver one datagram in the clear and check the pair afterwards."""
     if len(data) < 2:
@@ -92,7 +109,14 @@ def one_input(data: bytes) -> None:
     dst = Endpoint(to.addr, port)
     n0 = len(to.actions)
     halfopen0 = to.engine.n_halfopen
-    net.apply(to, to.engine.receive(bytes(pkt), dst, src, net.now))
+    acts = to.engine.receive(bytes(pkt), dst, src, net.now)
+    net.apply(to, acts)
+    if flags & 32:
+        again = next((with_cookie(bytes(pkt), a.data) for a in acts
+                      if isinstance(a, SendPacket) and cookie_in(a.data) is not None), None)
+        if again is not None:
+            net.queue.clear()
+            net.apply(to, to.engine.receive(again, dst, src, net.now))
     if to.engine.n_halfopen > halfopen0 + 1:
         raise Finding(f"{state}: one datagram made {to.engine.n_halfopen - halfopen0} "
                       "half-open IKE SAs")
@@ -123,6 +147,7 @@ def seeds() -> Iterator[bytes]:
             yield bytes([state, flags]) + req
         yield bytes([state, 0x19]) + resp  # to west, with the state's SPIs
         yield bytes([state, 0x01]) + req
+    yield bytes([4, 0x20]) + req  # busy: the COOKIE round, then a half-open SA
     for _name, pkt in harness_messages():
         for state in (1, 2, 3):
             yield bytes([state, 0x11]) + pkt

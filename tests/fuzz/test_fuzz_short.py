@@ -157,6 +157,12 @@ def test_ike_plain_seeds_reach_the_engines() -> None:
         if state == "busy":
             assert len(sent[0]) < 100  # the COOKIE notify alone (RFC 7296 §2.6)
             assert side.engine.n_halfopen == 0
+            again = ike_plain.with_cookie(data, sent[0])
+            assert again is not None
+            acts = side.engine.receive(again, Endpoint(side.addr, 500),
+                                       Endpoint(other.addr, 500), net.now)
+            assert side.engine.n_halfopen == 1  # past the COOKIE: answered, half-open
+            assert [a for a in acts if isinstance(a, SendPacket)][0].data[16] == 33  # SA
 
 
 def test_ike_plain_detects_an_escaping_exception(monkeypatch: pytest.MonkeyPatch) -> None:

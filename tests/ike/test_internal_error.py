@@ -82,3 +82,38 @@ def test_fault_after_the_key_exchange_releases_the_half_open_sa(
     eng = net.east.engine
     assert eng.n_halfopen == 0 and not eng.by_serial and not eng.halfopen and not eng.ike_sas
     assert not net.established(net.west)
+
+
+def test_fault_before_the_integrity_check_keeps_the_established_sa(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug hit by a message whose ICV has not been checked yet (anyone who has seen
+    the SPIs can send one): the message is dropped with the traceback logged, the IKE SA
+    and its Child SA stay, no INTERNAL_ERROR event; the next real exchange works."""
+    net = Net()
+    net.up()
+    from pypluto.ike import codec
+    real_parse = codec.parse
+    monkeypatch.setattr(codec, "parse", _boom)  # before decryption, in the task manager
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.run()
+    tbs = _tracebacks(net.east)
+    assert tbs and all("not yet authenticated" in t and "IKE SA kept" in t for t in tbs), tbs
+    assert not _internal(net.east)
+    assert net.established(net.east) and net.children(net.east)
+    monkeypatch.setattr(codec, "parse", real_parse)
+    net.advance(40)  # west retransmits its rekey request, which now goes through
+    assert net.established(net.east) and net.children(net.east)
+    assert not _internal(net.east) and not _internal(net.west)
+
+
+def test_fault_after_the_integrity_check_still_tears_down(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past decryption a bug may have changed the SA's state: torn down as before."""
+    net = Net()
+    net.up()
+    from pypluto.ike import stats
+    monkeypatch.setattr(stats.EngineStats, "received", _boom)  # right after decryption
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    net.run()
+    assert len(_internal(net.east)) == 1
+    assert not net.east.engine.by_serial

@@ -58,6 +58,9 @@ class IKEContext(Protocol):
     stats: EngineStats  # total.* counters (ike/stats.py)
     probes: ProbePacer  # liveness probes per slot (ike/pacing.py)
     kept_up: set[str]  # auto=keep conns a peer brought up (meant_up)
+    # the message being processed has passed its integrity check (set by the code that
+    # decrypts it; an exception before that never deletes an established IKE SA)
+    verified: bool
 
     @property
     def connections(self) -> Mapping[str, Connection]: ...

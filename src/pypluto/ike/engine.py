@@ -161,6 +161,7 @@ class Engine:
         # auto=keep conns that a peer brought up: kept up from then on (ike/context.py
         # meant_up), until whack --down or the conn is deleted
         self.kept_up: set[str] = set()
+        self.verified = False  # the message being processed passed its integrity check
         # offloaded key exchanges (settings.offload_crypto): token -> (IKE SA serial, then)
         self.computing: dict[int, tuple[int, Callable[[object, float], list[Action]]]] = {}
         self.computing_serials: dict[int, int] = {}  # IKE SA serial -> its token
@@ -530,6 +531,19 @@ class Engine:
                                     f"internal error: {type(exc).__name__}",
                                     FailReason.INTERNAL))
         return acts
+
+    def _unverified_error(self, ike: IKESA, exc: BaseException, remote: Endpoint
+                          ) -> list[Action]:
+        """An exception on a message for the established ``ike`` before its integrity
+        check passed: anyone who has seen the SPIs can send such a message, so it must
+        not cost the IKE SA (a bug there would let them tear tunnels down).  The message
+        is dropped and the traceback logged; the SA's state is untouched by then (the
+        checks before decryption only read it)."""
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return [Log(f"internal error on a message from {remote} that was not yet "
+                    f"authenticated: {type(exc).__name__}: {exc}; message dropped, "
+                    "IKE SA kept", level="error", conn=ike.conn.name, serial=ike.serial,
+                    traceback=tb)]
 
     def guarded(self, ike: IKESA, now: float, where: str,
                 work: Callable[[], list[Action]]) -> list[Action]:
@@ -1081,6 +1095,7 @@ class Engine:
             if hdr.initiator == ike.initiator:
                 return _dbg("dropping message with the wrong I flag", remote)
             # guarded(), inlined: the hot path formats no "where" text it does not need
+            self.verified = False
             try:
                 if hdr.exchange == ExchangeType.INFORMATIONAL:  # liveness fast path (issue 18)
                     fast = liveness.fast_receive(self, ike, data, hdr, local, remote, now)
@@ -1088,6 +1103,8 @@ class Engine:
                         return fast
                 acts = self.tm.on_message(ike, data, hdr, local, remote, now)
             except Exception as e:
+                if ike.established and not self.verified:
+                    return self._unverified_error(ike, e, remote)
                 acts = self.internal_error(ike, e, now,
                                            f"while processing a message from {remote}")
             if self.traps.flows:

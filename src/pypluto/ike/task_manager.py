@@ -218,6 +218,7 @@ class TaskManager:
             return _dbg(f"dropping message from {remote}: integrity check failed", remote)
         except WireError as e:
             # authenticated but malformed inner chain (§2.21.2)
+            ctx.verified = True
             acts: list[Action] = [Log(f"malformed encrypted payloads: {e}", level="warning",
                                       conn=ike.conn.name, serial=ike.serial)]
             if not hdr.response:
@@ -228,6 +229,7 @@ class TaskManager:
                 if ike.state is IKEState.INIT_R:
                     acts += ctx.drop_ike(ike, now, "", None)
             return acts
+        ctx.verified = True
         ctx.stats.received(payloads)
         ike.last_recv = now
         if ike.established and ike.conn.dpddelay > 0:

@@ -158,6 +158,7 @@ def fast_receive(ctx: IKEContext, ike: IKESA, data: bytes, hdr: IKEHeader,
             return None  # padding only is what we accept here
     except CryptoError:
         return None  # dropped, and logged, by the general path
+    ctx.verified = True
     ike.last_recv = now
     dpd = ike.conn.dpddelay
     acts: list[Action]
