@@ -32,7 +32,8 @@ from pypluto.ike.cookies import cookie_in
 from pypluto.ike.settings import EngineSettings
 
 from . import Finding
-from .ike_sk import CONN, _errors, _harness, _ike, check_tables, harness_messages
+from .ike_sk import CONN, _harness, _ike, harness_messages, settle_and_check
+from .ike_sk import templates as sk_templates
 from .vectors import fuzz_packets, openswan_frames
 
 # state -> how the pair is set up (templates())
@@ -60,10 +61,7 @@ def templates() -> dict[str, Any]:
     _TEMPLATES["init_response"] = bytes(net.queue[0][1].data)
     net.queue.clear()
     _TEMPLATES["r1"] = net
-    net = h.Net()
-    net.up()
-    assert net.established(net.west) and net.established(net.east)
-    _TEMPLATES["est"] = net
+    _TEMPLATES["est"] = sk_templates()["est"]  # shared with ike_sk (inputs get copies)
     _TEMPLATES["busy"] = h.Net(east_settings=EngineSettings(force_busy=True))
     return _TEMPLATES
 
@@ -123,16 +121,7 @@ def one_input(data: bytes) -> None:
     # an answer to the lying address is not delivered (no one is there)
     net.queue = [(s, p) for s, p in net.queue
                  if not (isinstance(p, SendPacket) and p.remote.addr == h.NAT_PUBLIC)]
-    try:
-        net.run(limit=60)
-        net.advance(31)  # retransmits, half-open expiry, liveness
-    except AssertionError as e:
-        raise Finding(f"{state}: {e}") from None
-    errs = _errors(to.actions[n0:]) + _errors(frm.actions)
-    if errs:
-        raise Finding(f"{state}: {errs[0]}")
-    check_tables(net.west.engine, "west")
-    check_tables(net.east.engine, "east")
+    settle_and_check(net, to, frm, n0, state)
 
 
 # ------------------------------------------------------------------ seeds

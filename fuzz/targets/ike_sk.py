@@ -187,6 +187,22 @@ def _errors(acts: list) -> list[str]:
     return out
 
 
+def settle_and_check(net: Any, to: Any, frm: Any, n0: int, label: str) -> None:
+    """Let the pair answer each other and run 31 s of timers, then check: no message
+    storm, no internal error (of ``to`` since its action ``n0``, of ``frm`` at all),
+    consistent SA tables on both ends."""
+    try:
+        net.run(limit=60)
+        net.advance(31)  # retransmits, half-open expiry, liveness
+    except AssertionError as e:
+        raise Finding(f"{label}: {e}") from None
+    errs = _errors(to.actions[n0:]) + _errors(frm.actions)
+    if errs:
+        raise Finding(f"{label}: {errs[0]}")
+    check_tables(net.west.engine, "west")
+    check_tables(net.east.engine, "east")
+
+
 def one_input(data: bytes) -> None:
     """Deliver one encrypted payload chain and check the pair afterwards."""
     if len(data) < 2:
@@ -214,16 +230,7 @@ def one_input(data: bytes) -> None:
     n0 = len(to.actions)
     for pkt in pkts:
         net.apply(to, to.engine.receive(pkt, r_ike.local, r_ike.remote, net.now))
-    try:
-        net.run(limit=60)
-        net.advance(31)  # retransmits, half-open expiry, DPD
-    except AssertionError as e:
-        raise Finding(f"mode {data[0] % len(MODES)}: {e}") from None
-    errs = _errors(to.actions[n0:]) + _errors(frm.actions)
-    if errs:
-        raise Finding(f"mode {data[0] % len(MODES)}: {errs[0]}")
-    check_tables(net.west.engine, "west")
-    check_tables(net.east.engine, "east")
+    settle_and_check(net, to, frm, n0, f"mode {data[0] % len(MODES)}")
 
 
 # ------------------------------------------------------------------ seeds
