@@ -108,7 +108,7 @@ def require_libreswan(*tools: str) -> None:
 
 Key = tuple[str, str]  # (test module, fixture name)
 _AHEAD: dict[Key, tuple[Callable[[], GuestRun], float]] = {}
-_wanted: set[Key] | None = None  # None: not told (then a fixture runs only its own boot)
+_wanted: set[Key] | None = None  # None: not told (a fixture then starts only its own)
 _futures: dict[Key, Future[GuestRun]] = {}
 _pool: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
@@ -143,9 +143,7 @@ def _ahead(key: Key) -> GuestRun:
         if _pool is None:
             _pool = ThreadPoolExecutor(max(1, int(os.environ.get("PPESPK_PARALLEL", "4"))),
                                        thread_name_prefix="uml-boot")
-            keys = sorted(_wanted if _wanted is not None else {key},
-                          key=lambda k: -_AHEAD[k][1])
-            for k in keys:
+            for k in sorted(_wanted or (), key=lambda k: -_AHEAD[k][1]):
                 _futures[k] = _pool.submit(_AHEAD[k][0])
         if key not in _futures:
             _futures[key] = _pool.submit(_AHEAD[key][0])
