@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import random
 import socket
 
 import pytest
@@ -79,3 +80,23 @@ class NullLog:
 
     def release(self) -> None:
         pass
+
+
+def damaged(data: bytes, n: int, seed: int) -> list[bytes]:
+    """``n`` damaged copies of ``data`` (seeded): 1-4 places each with a bit flipped, a
+    byte set to a value a DER length or tag trips over, or 1-8 bytes cut out."""
+    r = random.Random(seed)
+    out = []
+    for _ in range(n):
+        b = bytearray(data)
+        for _ in range(r.randint(1, 4)):
+            i = r.randrange(len(b))
+            op = r.random()
+            if op < 0.6:
+                b[i] ^= 1 << r.randrange(8)
+            elif op < 0.8:
+                b[i] = r.choice((0x00, 0x7F, 0x80, 0x81, 0xFF))
+            else:
+                del b[i:i + r.randint(1, 8)]
+        out.append(bytes(b))
+    return out

@@ -13,7 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
-from pki import NOW, PKI, Issued, make_ee
+from pki import NOW, PKI, Issued, make_crl, make_ee
+from testsupport import damaged
 
 from pypluto.crypto import revocation as rv
 from pypluto.daemon.fetch import http_fetch
@@ -133,3 +134,43 @@ def test_fetch_refuses_other_schemes() -> None:
     for url in ("file:///etc/passwd", "ldap://192.0.2.9/x", "ftp://192.0.2.9/x"):
         with pytest.raises(OSError, match="unsupported URL scheme"):
             http_fetch(url, None, None, 1)
+
+
+@pytest.mark.parametrize("encoding", ["name", "hash"])
+def test_damaged_responses_are_ocsp_errors(pki: PKI, encoding: str) -> None:
+    """A response damaged on the (plain HTTP) way: an answer or an OCSPError, never
+    another exception (issue 12: bad input gets a clear error).  The responder's
+    certificate rides along, so its parsing is exercised too."""
+    ee = pki.ee("west")
+    b = ocsp.OCSPResponseBuilder().add_response(
+        cert=ee.cert, issuer=pki.inter.cert, algorithm=hashes.SHA1(),  # noqa: S303
+        cert_status=ocsp.OCSPCertStatus.GOOD, this_update=NOW - HOUR,
+        next_update=NOW + HOUR, revocation_time=None, revocation_reason=None
+    ).responder_id(ocsp.OCSPResponderEncoding.NAME if encoding == "name" else
+                   ocsp.OCSPResponderEncoding.HASH, pki.inter.cert
+                   ).certificates([pki.inter.cert]).add_extension(
+        x509.OCSPNonce(b"n" * 16), critical=False)
+    good = b.sign(pki.inter.key, hashes.SHA256()).public_bytes(  # type: ignore[arg-type]
+        serialization.Encoding.DER)
+    assert rv.ocsp_check(good, ee.cert, pki.inter.cert, NOW, [pki.root.cert],
+                         b"n" * 16).status == "good"
+    errors = 0
+    for data in damaged(good, 3000, 7 if encoding == "name" else 8):
+        try:
+            rv.ocsp_check(data, ee.cert, pki.inter.cert, NOW, [pki.root.cert], b"n" * 16)
+        except rv.OCSPError:
+            errors += 1
+    assert errors > 2500  # nearly every damage is caught (the signature covers most)
+
+
+def test_damaged_crls_are_value_errors(pki: PKI) -> None:
+    """The same for a fetched CRL: ``crl_for`` raises ValueError (what its caller turns
+    into 'CRL ... rejected'), nothing else."""
+    good = make_crl(pki.inter, [pki.ee("gone")]).public_bytes(serialization.Encoding.DER)
+    assert rv.crl_for(good, pki.inter.cert) is not None
+    for data in damaged(good, 3000, 9):
+        try:
+            crl = rv.crl_for(data, pki.inter.cert)
+        except ValueError:
+            continue
+        list(crl)  # what the fetcher counts: decodes every entry

@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
+from pypluto.crypto import x509 as px
+
 # RFC 6960 §4.2.2.1: thisUpdate in the future / nextUpdate in the past, with some slack
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 
@@ -162,11 +164,21 @@ def ocsp_check(der: bytes, cert: x509.Certificate, issuer: x509.Certificate,
                now: datetime.datetime, trusted: list[x509.Certificate] | None = None,
                nonce: bytes | None = None) -> OCSPAnswer:
     """Parse and check an OCSP response for ``cert`` (see the module doc); raise
-    :class:`OCSPError` naming what is wrong."""
+    :class:`OCSPError` naming what is wrong.
+
+    The response comes over plain HTTP: whatever in it ``cryptography`` cannot decode
+    or use (a field parsed on access, an embedded certificate's key, an unknown hash)
+    is an OCSPError too."""
     try:
-        resp = ocsp.load_der_ocsp_response(der)
-    except ValueError as e:
+        return _ocsp_check(der, cert, issuer, now, trusted, nonce)
+    except px.MALFORMED as e:
         raise OCSPError(f"malformed OCSP response ({e})") from None
+
+
+def _ocsp_check(der: bytes, cert: x509.Certificate, issuer: x509.Certificate,
+                now: datetime.datetime, trusted: list[x509.Certificate] | None,
+                nonce: bytes | None) -> OCSPAnswer:
+    resp = ocsp.load_der_ocsp_response(der)
     if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
         raise OCSPError(f"OCSP responder answered {resp.response_status.name}")
     # the signer: the CA, a delegated responder it certified, or a locally trusted one
@@ -227,7 +239,7 @@ def ocsp_check(der: bytes, cert: x509.Certificate, issuer: x509.Certificate,
 def crl_for(der: bytes, issuer: x509.Certificate) -> x509.CertificateRevocationList:
     """A fetched CRL (DER, or PEM as some servers send), checked against its issuer."""
     try:
-        crl = x509.load_pem_x509_crl(der) if b"-----BEGIN" in der else x509.load_der_x509_crl(der)
+        crl = px.load_crl(der)
     except ValueError as e:
         raise ValueError(f"malformed CRL ({e})") from None
     if crl.issuer != issuer.subject:

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -42,11 +42,23 @@ class CertError(Exception):
     """A certificate that cannot be used; the text names the reason for the log."""
 
 
+# What ``cryptography`` raises for a certificate, CRL or OCSP response it parsed but
+# cannot use: a field decoded on access (names, extensions), a public key it refuses
+# (an RSA exponent of 0, CVE-2026-14957), an algorithm it does not know.  Input from a
+# peer that raises one of these is refused as malformed, never an internal error.
+# (``InvalidVersion``, a version field out of range, is no ValueError.)
+MALFORMED = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
+
+
 def load_certs(data: bytes) -> list[x509.Certificate]:
-    """Every certificate in PEM ``data`` (or the one DER certificate)."""
-    if b"-----BEGIN" in data:
-        return x509.load_pem_x509_certificates(data)
-    return [x509.load_der_x509_certificate(data)]
+    """Every certificate in PEM ``data`` (or the one DER certificate); ValueError if
+    they cannot be loaded."""
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificates(data)
+        return [x509.load_der_x509_certificate(data)]
+    except x509.InvalidVersion as e:
+        raise ValueError(str(e)) from None
 
 
 def load_key(data: bytes, password: bytes | None = None) -> PrivateKeyTypes:
@@ -57,9 +69,13 @@ def load_key(data: bytes, password: bytes | None = None) -> PrivateKeyTypes:
 
 
 def load_crl(data: bytes) -> x509.CertificateRevocationList:
-    if b"-----BEGIN" in data:
-        return x509.load_pem_x509_crl(data)
-    return x509.load_der_x509_crl(data)
+    """A CRL from PEM or DER; ValueError if it cannot be loaded."""
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except x509.InvalidVersion as e:
+        raise ValueError(str(e)) from None
 
 
 def der(cert: x509.Certificate) -> bytes:
@@ -130,14 +146,18 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
                .max_chain_depth(8)
                .extension_policies(ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(),
                                    ee_policy=_ee_policy()))
-    if isinstance(leaf.public_key(), (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+    try:
+        key = leaf.public_key()
+    except MALFORMED as e:
+        raise CertError(f"certificate has an unusable public key ({e})") from None
+    if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
         return _verify_eddsa_leaf(leaf, intermediates, anchors, now)
     try:
         verifier = builder.build_client_verifier()
         got = verifier.verify(leaf, list(intermediates))
     except xv.VerificationError as e:
         raise CertError(_reason(e, leaf, now)) from None
-    except ValueError as e:  # e.g. an unsupported key in the chain
+    except MALFORMED as e:  # e.g. an unsupported key in the chain
         raise CertError(str(e)) from None
     return Verified(list(got.chain))
 
@@ -193,6 +213,8 @@ def _verify_ca(ca: x509.Certificate, intermediates: Sequence[x509.Certificate],
         return list(builder.build_client_verifier().verify(ca, list(intermediates)).chain)
     except xv.VerificationError as e:
         raise CertError(_reason(e, ca, now)) from None
+    except MALFORMED as e:
+        raise CertError(str(e)) from None
 
 
 @dataclass

@@ -352,7 +352,20 @@ def _ca_names(ctx: IKEContext, conn: Connection, ca: str) -> list[x509.Name]:
 def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
            payloads: Sequence[wp.Payload], method: int, auth_data: bytes, octets: bytes,
            now: float) -> str | None:
-    """Check the peer's certificate and signature; the reason of a failure, or None."""
+    """Check the peer's certificate and signature; the reason of a failure, or None.
+
+    A certificate that ``cryptography`` loads but cannot use further on (a name or
+    extension that fails to decode, a public key it refuses) is a reason too, not an
+    internal error (``px.MALFORMED``)."""
+    try:
+        return _verify(ctx, conn, peer, payloads, method, auth_data, octets)
+    except px.MALFORMED as e:
+        return f"bad certificate from the peer: {type(e).__name__}: {e}"
+
+
+def _verify(ctx: IKEContext, conn: Connection, peer: Identity,
+            payloads: Sequence[wp.Payload], method: int, auth_data: bytes,
+            octets: bytes) -> str | None:
     raw = remote_raw(conn)
     if isinstance(raw, str):
         return raw
@@ -375,7 +388,7 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
             leaf, inter = st.peer_cert(conn.remote.cert), []
         else:
             return "peer sent no certificate and no rightcert= is configured"
-    except (ValueError, CredentialError) as e:
+    except (*px.MALFORMED, CredentialError) as e:
         return f"bad certificate from the peer: {e}"
     who = f"'{ids.dn_text(leaf.subject)}'"
     ca = conn.remote.ca
@@ -457,7 +470,7 @@ def revocation_jobs(ctx: IKEContext, payloads: Sequence[wp.Payload],
                 with contextlib.suppress(CredentialError):
                     anchors += st.ca_file(c.remote.ca)
         chain = px.verify_chain(leaf, inter + st.intermediates(), anchors, when).chain
-    except (ValueError, px.CertError):
+    except (*px.MALFORMED, px.CertError):
         return None  # judged (and refused) by verify
     jobs = rev.plan(chain, lambda n: st.has_current_crl(n, now), now, ctx.rng)
     if not jobs:
