@@ -158,6 +158,16 @@ def test_raw_ecdsa_keys_in_ecdsakey(tmp_path: Path) -> None:
         rawkey.parse_ecdsakey("0x" + "01" * 64)
 
 
+def test_pubkey_of_an_unknown_algorithm_is_a_raw_key_error() -> None:
+    """A SubjectPublicKeyInfo whose algorithm OID cryptography does not know raises
+    UnsupportedAlgorithm, which is no ValueError: it is a RawKeyError too."""
+    unknown = bytes.fromhex("301a300b06092b0601040182370a0a030b00300802010302030100ff")
+    with pytest.raises(rawkey.RawKeyError, match="unsupported public key algorithm"):
+        rawkey.parse_pubkey("0s" + base64.b64encode(unknown).decode())
+    with pytest.raises(rawkey.RawKeyError, match="not a SubjectPublicKeyInfo"):
+        rawkey.parse_pubkey("0s" + base64.b64encode(unknown[:-3]).decode())
+
+
 @pytest.mark.parametrize("wrong", ["west", "east"])
 def test_wrong_raw_key_fails_with_one_line(tmp_path: Path, wrong: str) -> None:
     net = raw_net(tmp_path, wrong=wrong)

@@ -20,6 +20,7 @@ import base64
 import binascii
 import hashlib
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -108,6 +109,8 @@ def parse_pubkey(value: str) -> RawPublicKey:
         key = serialization.load_der_public_key(der)
     except ValueError as e:
         raise RawKeyError(f"not a SubjectPublicKeyInfo: {e}") from None
+    except UnsupportedAlgorithm as e:  # an algorithm OID cryptography does not know
+        raise RawKeyError(f"unsupported public key algorithm: {e}") from None
     if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
         raise RawKeyError(f"{type(key).__name__} raw keys are not supported (RSA or ECDSA)")
     return key
