@@ -91,7 +91,7 @@ class NSSDB:
 
     def certificate(self, nickname: str) -> x509.Certificate:
         der = self._run(_tool("certutil"), "-L", "-d", self.spec, "-n", nickname, "-r")
-        return x509.load_der_x509_certificate(der)
+        return px.load_certs(der)[0]  # ValueError if it cannot be loaded
 
     def ca_certificates(self) -> list[x509.Certificate]:
         """The trust anchors: certificates with a ``C`` trust flag."""

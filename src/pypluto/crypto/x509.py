@@ -62,10 +62,14 @@ def load_certs(data: bytes) -> list[x509.Certificate]:
 
 
 def load_key(data: bytes, password: bytes | None = None) -> PrivateKeyTypes:
-    """A private key from PEM or DER (PKCS#8 / traditional)."""
-    if b"-----BEGIN" in data:
-        return serialization.load_pem_private_key(data, password)
-    return serialization.load_der_private_key(data, password)
+    """A private key from PEM or DER (PKCS#8 / traditional); ValueError if it cannot be
+    loaded (an encrypted key without its password, a key type cryptography lacks)."""
+    try:
+        if b"-----BEGIN" in data:
+            return serialization.load_pem_private_key(data, password)
+        return serialization.load_der_private_key(data, password)
+    except (TypeError, UnsupportedAlgorithm) as e:
+        raise ValueError(str(e)) from None
 
 
 def load_crl(data: bytes) -> x509.CertificateRevocationList:
