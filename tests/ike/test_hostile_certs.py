@@ -8,6 +8,7 @@ never reach its internal-error path.  The corpora are read from ``../shared``.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from testsupport import damaged, shared_path
 
 from pypluto.config.ids import IdError, parse_id
 from pypluto.crypto import revocation
+from pypluto.crypto import x509 as px
 from pypluto.iana import PayloadType as PT
 from pypluto.ike.actions import Log, SendPacket
 from pypluto.wire import payloads as wp
@@ -85,6 +87,39 @@ def test_strongswan_crash_certificates_in_ike_auth(tmp_path: Path, path: Path) -
     _refused(net, _auth_with(net, _with_cert(path.read_bytes())))
 
 
+def _from_hostile_responder(tmp: Path, make: Callable[[PKI], bytes],
+                            monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """East answers IKE_AUTH with ``make(pki)`` as its end-entity CERT; west's log lines
+    from then on.  West must not reach its internal-error path, nor establish."""
+    pki = PKI.build()
+    west, east = pki.ee("west"), pki.ee("east")
+    net = cert_net(tmp, west, east, pki)
+    der = make(pki)
+    net.apply(net.west, net.west.engine.initiate("west-east", net.now))
+    net.step()  # IKE_SA_INIT request
+    net.step()  # IKE_SA_INIT response: west queues IKE_AUTH
+    real = px.der
+    with monkeypatch.context() as m:
+        m.setattr(px, "der", lambda c: der if c.subject == east.cert.subject else real(c))
+        while net.queue and net.queue[0][0] is net.west:
+            net.step()  # west's IKE_AUTH (its fragments): east answers with the CERT above
+    seen = len(net.west.actions)
+    net.run()
+    lines = [a.message for a in net.west.actions[seen:] if isinstance(a, Log)]
+    assert not [m for m in lines if "internal error" in m], lines
+    assert not net.established(net.west), lines
+    return lines
+
+
+@pytest.mark.parametrize("path", _corpus("certs-crash") if shared_path(*CORPORA).exists()
+                         else [], ids=lambda p: p.name[:12])
+def test_strongswan_crash_certificates_from_the_responder(
+        tmp_path: Path, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same inputs the other way: the initiator judges the responder's CERT."""
+    lines = _from_hostile_responder(tmp_path, lambda _: path.read_bytes(), monkeypatch)
+    assert any("certificate" in m for m in lines), lines
+
+
 def test_certs_crash_corpus_is_there() -> None:
     assert len(_corpus("certs-crash")) >= 20
 
@@ -101,46 +136,62 @@ def _resign(tbs: bytes, issuer: Issued) -> bytes:
     return tlv(0x30, tbs + alg + tlv(0x03, b"\x00" + sig))
 
 
-@pytest.mark.parametrize("exponent", [b"\x02\x01\x00", b"\x02\x01\x01", b"\x02\x01\x02"],
-                         ids=["e=0", "e=1", "e=2"])
-def test_rsa_certificate_with_a_broken_exponent(tmp_path: Path, exponent: bytes) -> None:
-    """CVE-2026-14957: a CA-signed certificate whose RSA public exponent is 0 (or 1, or
-    even): no public key comes out of it, and the peer is refused, not a crash."""
-    net, pki = _cert_pair(tmp_path)
+def _broken_exponent(pki: PKI, cn: str, exponent: bytes) -> bytes:
+    """A certificate for ``cn`` signed by ``pki``'s intermediate whose RSA public
+    exponent INTEGER is ``exponent``."""
     key = rsa.generate_private_key(65537, 2048)
     now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name.from_rfc4514_string("CN=west,O=pypluto test,C=CH"))
+            .subject_name(x509.Name.from_rfc4514_string(f"CN={cn},O=pypluto test,C=CH"))
             .issuer_name(pki.inter.cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=30))
             .sign(pki.inter.key, hashes.SHA256()))  # type: ignore[arg-type]
     tbs = cert.tbs_certificate_bytes
-    e65537 = b"\x02\x03\x01\x00\x01"
-    assert tbs.count(e65537) == 1
     # the exponent shrinks by two bytes: the lengths of the enclosing SEQUENCE, BIT
     # STRING, SubjectPublicKeyInfo and TBSCertificate shrink with it
     spki = key.public_key().public_bytes(serialization.Encoding.DER,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-    new_spki = _shrunk_spki(spki, exponent)
     assert tbs.count(spki) == 1
-    body = _der_body(tbs).replace(spki, new_spki)
-    bad_tbs = _der_wrap(0x30, body)
-    der = _resign(bad_tbs, pki.inter)
-    lines = _refused(net, _auth_with(net, _with_cert(der)))
-    assert any("unusable public key" in m for m in lines), lines
+    body = _der_body(tbs).replace(spki, _shrunk_spki(spki, exponent))
+    return _resign(_der_wrap(0x30, body), pki.inter)
 
 
-def test_rsa_certificate_with_an_invalid_version(tmp_path: Path) -> None:
-    """A CA-signed certificate whose version field is 127: ``cryptography`` raises
-    InvalidVersion, which is no ValueError; refused as a bad certificate."""
-    net, pki = _cert_pair(tmp_path)
-    tbs = pki.ee("west").cert.tbs_certificate_bytes
+def _invalid_version(pki: PKI, cn: str) -> bytes:
+    """``cn``'s certificate from ``pki`` with version 127, signed again."""
+    tbs = pki.ee(cn).cert.tbs_certificate_bytes
     at = tbs.index(b"\xa0\x03\x02\x01\x02")  # [0] EXPLICIT INTEGER 2 (v3)
-    bad_tbs = tbs[:at + 4] + b"\x7f" + tbs[at + 5:]
-    lines = _refused(net, _auth_with(net, _with_cert(_resign(bad_tbs, pki.inter))))
-    assert any("bad certificate from the peer" in m for m in lines), lines
+    return _resign(tbs[:at + 4] + b"\x7f" + tbs[at + 5:], pki.inter)
+
+
+BROKEN = {
+    # CVE-2026-14957: no public key comes out of an exponent of 0 (or 1, or even)
+    "e=0": (lambda pki, cn: _broken_exponent(pki, cn, b"\x02\x01\x00"), "unusable public key"),
+    "e=1": (lambda pki, cn: _broken_exponent(pki, cn, b"\x02\x01\x01"), "unusable public key"),
+    "e=2": (lambda pki, cn: _broken_exponent(pki, cn, b"\x02\x01\x02"), "unusable public key"),
+    # cryptography raises InvalidVersion, which is no ValueError
+    "version=127": (_invalid_version, "bad certificate from the peer"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_ca_signed_certificate_that_cannot_be_used(tmp_path: Path, case: str) -> None:
+    """A certificate the trusted CA signed but cryptography cannot use: the responder
+    refuses the initiator with AUTHENTICATION_FAILED and a reason."""
+    make, why = BROKEN[case]
+    net, pki = _cert_pair(tmp_path)
+    lines = _refused(net, _auth_with(net, _with_cert(make(pki, "west"))))
+    assert any(why in m for m in lines), lines
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_ca_signed_certificate_that_cannot_be_used_from_the_responder(
+        tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same certificates sent by the responder: the initiator gives up, saying why."""
+    make, why = BROKEN[case]
+    lines = _from_hostile_responder(tmp_path, lambda pki: make(pki, "east"), monkeypatch)
+    assert any(why in m for m in lines), lines
 
 
 def test_damaged_certificates_signed_by_the_trusted_ca(tmp_path: Path) -> None:
