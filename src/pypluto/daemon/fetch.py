@@ -3,8 +3,9 @@ Appendix A.1), with ``urllib`` from the standard library.
 
 Blocking by design: the daemon calls :func:`http_fetch` only on a worker thread
 (``Compute(io=True)`` jobs and the ``crlcheckinterval`` refresh), never on the event
-loop.  Bounded: ``timeout`` per request, at most ``MAX_BODY`` octets read, http and
-https only, redirects not followed.
+loop.  Bounded: ``timeout`` for the whole fetch (connection, headers and body:
+:class:`_Deadline`), at most ``MAX_BODY`` octets read, http and https only, redirects
+not followed; an answer that is not HTTP is an OSError like any other failure.
 
 ``config setup curl-iface=`` (Libreswan hands it to curl's ``CURLOPT_INTERFACE``)
 makes the fetches leave from one interface or address: an interface name
@@ -20,6 +21,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import socket
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,7 +37,6 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}))
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
 
@@ -73,8 +74,55 @@ def _bound_connect(value: str) -> Callable[..., socket.socket]:
     return connect
 
 
-def _opener_for(value: str) -> urllib.request.OpenerDirector:
-    connect = _bound_connect(value)
+class _Deadline:
+    """The fetch as a whole ends at its timeout (Libreswan hands crl-timeout= to curl
+    as CURLOPT_TIMEOUT, the whole transfer): at the deadline the fetch's sockets are
+    shut down, so a server that trickles its headers or body a byte at a time, each
+    inside the per-read timeout, cannot hold the worker thread longer."""
+
+    def __init__(self, timeout: float) -> None:
+        self.expired = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(timeout, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def track(self, s: socket.socket) -> socket.socket:
+        with self._lock:
+            self._socks.append(s)
+            if self.expired:
+                _shut(s)
+        return s
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for s in self._socks:
+                _shut(s)
+
+
+def _shut(s: socket.socket) -> None:
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _opener(iface: str | None, deadline: _Deadline) -> urllib.request.OpenerDirector:
+    """An opener whose connections leave through ``iface`` (``curl-iface=``, or the
+    routing table's choice) and are shut down at ``deadline``."""
+    base = _bound_connect(iface) if iface else socket.create_connection
+
+    def connect(address: tuple[str, int], timeout: float | None = None,
+                source_address: object = None) -> socket.socket:
+        return deadline.track(base(address, timeout, source_address))  # type: ignore[arg-type]
 
     class _Http(urllib.request.HTTPHandler):
         def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
@@ -96,12 +144,11 @@ def _opener_for(value: str) -> urllib.request.OpenerDirector:
                                        _Https)
 
 
-_OPENERS: dict[str, urllib.request.OpenerDirector] = {}
-
-
 def http_fetch(url: str, body: bytes | None, content_type: str | None,
                timeout: float, iface: str | None = None) -> bytes:
-    """GET ``url`` (or POST ``body``); the response body.  Raises OSError on failure.
+    """GET ``url`` (or POST ``body``); the response body.  Raises OSError on failure,
+    also for an answer that is not HTTP, and when the whole fetch takes longer than
+    ``timeout``.
 
     ``iface``: ``curl-iface=`` (see the module doc)."""
     scheme = urllib.parse.urlsplit(url).scheme.lower()
@@ -111,20 +158,31 @@ def http_fetch(url: str, body: bytes | None, content_type: str | None,
     if content_type:
         req.add_header("Content-Type", content_type)
     req.add_header("User-Agent", "pypluto")
-    try:
-        opener = _OPENER
-        if iface:
-            opener = _OPENERS.get(iface) or _OPENERS.setdefault(iface, _opener_for(iface))
-        with opener.open(req, timeout=max(timeout, 0.1)) as resp:  # noqa: S310 - scheme checked
-            if resp.status != 200:
-                raise OSError(f"HTTP {resp.status}")
-            data = resp.read(MAX_BODY + 1)
-    except urllib.error.HTTPError as e:
-        raise OSError(f"HTTP {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        raise OSError(str(e.reason)) from None
-    except TimeoutError:
-        raise OSError(f"timed out after {timeout:g}s") from None
+    timeout = max(timeout, 0.1)
+    with _Deadline(timeout) as deadline:
+        try:
+            with _opener(iface, deadline).open(req, timeout=timeout) as resp:  # noqa: S310
+                if resp.status != 200:
+                    raise OSError(f"HTTP {resp.status}")
+                data = resp.read(MAX_BODY + 1)
+                short = getattr(resp, "length", None)  # what Content-Length still owes
+                if short and len(data) <= MAX_BODY:
+                    raise OSError(f"answer cut short: {len(data)} octets, {short} missing")
+        except urllib.error.HTTPError as e:
+            raise OSError(f"HTTP {e.code} {e.reason}") from None
+        except urllib.error.URLError as e:
+            if deadline.expired:
+                raise OSError(f"timed out after {timeout:g}s") from None
+            raise OSError(str(e.reason)) from None
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            # not HTTP (a bad status line, chunk or header), cut short, or too slow
+            if deadline.expired or isinstance(e, TimeoutError):
+                raise OSError(f"timed out after {timeout:g}s") from None
+            if isinstance(e, OSError):
+                raise
+            raise OSError(f"bad HTTP answer: {type(e).__name__}: {e}") from None
+        if deadline.expired:  # the body ended where the deadline cut it
+            raise OSError(f"timed out after {timeout:g}s")
     if len(data) > MAX_BODY:
         raise OSError(f"response over {MAX_BODY} octets")
     return data
