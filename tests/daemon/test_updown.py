@@ -98,6 +98,20 @@ def test_peer_id_cannot_inject_shell(tmp_path) -> None:  # type: ignore[no-untyp
     assert res.output == [evil]
 
 
+def test_peer_id_with_control_characters_is_escaped(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A NUL cannot travel in the environment (the script would not run at all) and a
+    newline or ESC would forge lines: such an ID reaches the script escaped as in the
+    log; an ordinary one, backslashes of a DN included, unchanged."""
+    s = script(tmp_path, 'printf "%s|%s\\n" "$PLUTO_PEER_ID" "$PLUTO_PEER_CA"\n')
+    res = run(U.run_updown(s, U.Verb.UP, child(peer_id="@a\x00b\nc\x1b[2J",
+                                                 peer_ca="CN=x\x00y")))
+    assert res.ok, res.error
+    assert res.output == ["@a\\x00b\\nc\\x1b[2J|CN=x\\x00y"]
+    plain = r"C=CH, O=Acme\, Inc., CN=east"
+    res = run(U.run_updown(s, U.Verb.UP, child(peer_id=plain, peer_ca="CN=root")))
+    assert res.output == [plain + "|CN=root"]
+
+
 def test_exit_1_fails_and_is_fatal_for_up(tmp_path) -> None:  # type: ignore[no-untyped-def]
     s = script(tmp_path, "echo refusing >&2\nexit 1\n")
     res = run(U.run_updown(s, U.Verb.UP, child()))

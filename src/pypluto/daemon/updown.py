@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from pypluto.params import IPNetwork, UpdownChild
+from pypluto.textsafe import escape, is_clean
 
 __all__ = ["UpdownChild", "Verb", "run_updown", "updown_env", "verb_name"]
 
@@ -61,6 +62,14 @@ def _mask(net: IPNetwork) -> str:
     return str(net.netmask)
 
 
+def _peer_text(value: str) -> str:
+    """A peer-chosen text (its ID, its CA's name) as the script sees it: unchanged
+    unless it holds a control or invisible character, then escaped as in the log
+    (``pypluto.textsafe``).  A NUL cannot be passed in an environment at all, and a
+    newline or an escape sequence has no business in a script's variables."""
+    return value if is_clean(value, 0) else escape(value, 0)
+
+
 def updown_env(verb: Verb, child: UpdownChild) -> dict[str, str]:
     """The ``PLUTO_*`` variables for one run (without the inherited environment)."""
     family = "ipv6" if child.me.version == 6 else "ipv4"
@@ -83,13 +92,13 @@ def updown_env(verb: Verb, child: UpdownChild) -> dict[str, str]:
         "PLUTO_MY_PORT": str(child.my_port),
         "PLUTO_MY_PROTOCOL": str(child.my_protocol),
         "PLUTO_PEER": str(child.peer),
-        "PLUTO_PEER_ID": child.peer_id,
+        "PLUTO_PEER_ID": _peer_text(child.peer_id),
         "PLUTO_PEER_CLIENT": str(child.peer_client),
         "PLUTO_PEER_CLIENT_NET": str(child.peer_client.network_address),
         "PLUTO_PEER_CLIENT_MASK": _mask(child.peer_client),
         "PLUTO_PEER_PORT": str(child.peer_port),
         "PLUTO_PEER_PROTOCOL": str(child.peer_protocol),
-        "PLUTO_PEER_CA": child.peer_ca,
+        "PLUTO_PEER_CA": _peer_text(child.peer_ca),
         "PLUTO_SA_REQID": str(child.reqid),
         "PLUTO_REQID": str(child.reqid),
         "PLUTO_SA_TYPE": child.sa_type,
@@ -182,8 +191,9 @@ async def run_updown(
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True,
         )
-    except OSError as e:
-        return UpdownResult(False, name, None, [], f"cannot run updown script: {e.strerror}")
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the command or a value
+        return UpdownResult(False, name, None, [], "cannot run updown script: "
+                            f"{e.strerror if isinstance(e, OSError) else e}")
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
