@@ -66,6 +66,23 @@ def test_psk_mismatch() -> None:
     assert [e.kind for e in net.west.events] == ["failed"]
 
 
+def test_initiator_that_rejects_the_responder_tells_it() -> None:
+    """East accepts west and establishes, but answers with an ID west does not expect:
+    west gives up and says so in an INFORMATIONAL with AUTHENTICATION_FAILED (RFC 7296
+    §2.21.2, as strongSwan), so east removes its IKE SA and Child SA instead of keeping
+    a tunnel to nobody; east answers the INFORMATIONAL, and nothing more is sent."""
+    net = Net(east_kw={"rightid": "@mallory.example"})  # east (right) calls itself mallory
+    net.up()
+    assert any("does not match the expected" in m for m in net.west.logs())
+    assert any("could not authenticate us" in m for m in net.east.logs())
+    assert not net.west.engine.by_serial and not net.east.engine.by_serial
+    assert not net.west.kernel_sas and not net.east.kernel_sas
+    assert [e.kind for e in net.east.events if e.kind != "child-established"][-1] == "failed"
+    informational = [d for who, d in net.sent if d[18] == 37]
+    assert [who for who, _ in net.sent].count("west") == 3  # INIT, AUTH, the notice
+    assert len(informational) == 2  # the notice and east's empty answer
+
+
 def test_missing_psk_on_responder_deletes_state() -> None:
     net = Net(east_psk=None)
     net.up()

@@ -108,6 +108,9 @@ def _from_hostile_responder(tmp: Path, make: Callable[[PKI], bytes],
     lines = [a.message for a in net.west.actions[seen:] if isinstance(a, Log)]
     assert not [m for m in lines if "internal error" in m], lines
     assert not net.established(net.west), lines
+    # west said so (RFC 7296 §2.21.2): east, established already, let its end go too
+    assert not net.east.engine.by_serial and not net.east.kernel_sas, net.east.logs()
+    assert any("could not authenticate us" in m for m in net.east.logs())
     return lines
 
 

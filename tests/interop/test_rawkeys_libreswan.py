@@ -166,6 +166,36 @@ def test_wrong_raw_key_from_libreswan_fails_with_one_line(lab: Lab,
     them.stop()
 
 
+@pytest.mark.parametrize("peer", LIBRESWAN_PEERS,
+                         ids=[p.label.replace(" ", "") for p in LIBRESWAN_PEERS])
+def test_libreswan_with_a_raw_key_we_do_not_expect(lab: Lab, cell: Callable[..., None],
+                                                   peer: PeerSpec) -> None:
+    """We initiate; Libreswan verifies us and establishes its end; its AUTH does not
+    verify with the key we have for it: one line here, and our INFORMATIONAL with
+    AUTHENTICATION_FAILED (RFC 7296 §2.21.2) reaches Libreswan, which decrypts it and
+    answers it as a liveness probe (4.10 and 5.2 keep their IKE SA: the RFC makes the
+    notice a MAY and says nothing of what the responder does; strongSwan deletes)."""
+    cell(peer=peer.label, case="raw RSA keys", role="initiator", proposal="wrong-rsasigkey")
+    require(have_libreswan() or peer.chroot, "certutil (libnss3-tools)")
+    require(peer.available(), peer.install_hint)
+    us, them = _pair(lab, peer, wrong=True)
+    them.whack("--debug", "all")  # its parse of our notice is a debug line
+    us.initiate()
+    lab.wait_for(lambda: "wrong raw key?" in us.log.read_text(errors="replace"), 20,
+                 "our refusal")
+    lab.wait_for(lambda: "AUTHENTICATION_FAILED" in them.log.read_text(errors="replace"), 20,
+                 "Libreswan parses our INFORMATIONAL with AUTHENTICATION_FAILED")
+    text = us.log.read_text(errors="replace")
+    lines = [ln for ln in text.splitlines() if "wrong raw key?" in ln]
+    assert len(lines) == 1 and "IKE SA establishment failed" in lines[0], lines
+    assert not us.ike_established()
+    theirs = them.log.read_text(errors="replace")
+    assert "ASSERTION FAILED" not in theirs and "EXPECTATION FAILED" not in theirs
+    assert "ESTABLISHED_IKE_SA" in them.showstates()  # alive, and (as said) keeping it
+    cell(note=lines[0][-160:])
+    them.stop()
+
+
 def _null_conf(west_key: str, east_key: str, null_side: str) -> str:
     """One side NULL-authenticated (RFC 7619, ID_NULL), the other signing with its raw
     RSA key: Libreswan's asymmetric ``leftauth=null`` / ``rightauth=rsasig``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pypluto.ike.codec import Payload
+from pypluto.ike.tasks.auth_failed import AuthFailedNotice
 from pypluto.ike.tasks.base import Task
 from pypluto.ike.tasks.child_create import ChildCreate
 from pypluto.ike.tasks.child_delete import ChildDelete
@@ -27,7 +28,7 @@ from pypluto.ike.tasks.redirect import Redirected
 
 __all__ = ["Task", "IKEInit", "IKEAuth", "ChildCreate", "ChildRekey", "IKERekey",
            "ChildDelete", "IKEDelete", "Liveness", "MobikeUpdate", "ReturnRoutability",
-           "Redirected", "IKEIntermediate", "FollowupKE", "RESPONDERS", "responder_for"]
+           "Redirected", "IKEIntermediate", "FollowupKE", "AuthFailedNotice", "RESPONDERS", "responder_for"]
 
 # Responders in the order they are asked; the last of each exchange claims the rest.
 REGISTRY: tuple[type[Task], ...] = (
@@ -35,7 +36,7 @@ REGISTRY: tuple[type[Task], ...] = (
     IKEIntermediate,  # RFC 9242
     IKERekey, ChildRekey, ChildCreate,  # CREATE_CHILD_SA
     IKEDelete, ChildDelete, MobikeUpdate, ReturnRoutability, Redirected,
-    Liveness,  # INFORMATIONAL
+    AuthFailedNotice, Liveness,  # INFORMATIONAL
     FollowupKE,  # RFC 9370
 )
 

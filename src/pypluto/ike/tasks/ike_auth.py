@@ -36,6 +36,7 @@ from pypluto.ike.identity import (
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
 from pypluto.ike.tasks import config_payload as cpmod
 from pypluto.ike.tasks import mobike, redirect
+from pypluto.ike.tasks.auth_failed import AuthFailedNotice
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.child_delete import delete_spi_unknown
 from pypluto.ike.tasks.common import fail, nname, reason_for_notify, set_ike_timers
@@ -285,33 +286,33 @@ class IKEAuth(Task):
         peer_id = identity_from_wire(int(idr_p.id_type), bytes(idr_p.data))
         pattern = remote_pattern(conn)
         if not ids.id_matches(pattern, peer_id):
-            return acts + fail(ctx, ike, now, f"peer ID {id_desc(peer_id)} does not match the "
-                               f"expected '{pattern}'", FailReason.AUTHENTICATION)
+            return acts + _responder_rejected(ctx, ike, now, f"peer ID {id_desc(peer_id)} "
+                                              f"does not match the expected '{pattern}'")
         assert ike.local_id is not None and ike.chosen is not None
         why_ppk = ppk.initiator_confirm(ctx, ike, acts, payloads)  # RFC 8784
         if why_ppk is not None:
-            return acts + fail(ctx, ike, now, why_ppk, FailReason.AUTHENTICATION)
+            return acts + _responder_rejected(ctx, ike, now, why_ppk)
         prf = ike.chosen.prf
         method = int(auth_p.method)
         if not auth_method(conn, local=False) or not _peer_may_use(conn, method):
-            return acts + fail(ctx, ike, now, f"the peer authenticated with AUTH method "
-                               f"{method}; the connection requires "
-                               f"{conn.remote.auth or conn.authby}", FailReason.AUTHENTICATION)
+            return acts + _responder_rejected(ctx, ike, now, f"the peer authenticated with "
+                                              f"AUTH method {method}; the connection requires "
+                                              f"{conn.remote.auth or conn.authby}")
         if method in auth_sig.SIG_METHODS:
             why_sig = auth_sig.verify(ctx, ike, conn, peer_id, payloads, method,
                                       bytes(auth_p.data),
                                       _octets(ike, codec.id_body(idr_p), False, self.msgid),
                                       now)
             if why_sig is not None:
-                return acts + fail(ctx, ike, now, why_sig, FailReason.AUTHENTICATION)
+                return acts + _responder_rejected(ctx, ike, now, why_sig)
         else:
             psk = _null_key(ike, False) if remote_null(conn) else \
                 _psk(ctx, ike, ike.local_id, peer_id)
             if not psk or method != _peer_method(conn) or not cauth.psk_verify(
                     prf, psk, _octets(ike, codec.id_body(idr_p), False, self.msgid),
                     bytes(auth_p.data)):
-                return acts + fail(ctx, ike, now, "authentication of the peer failed "
-                                   "(PSK mismatch?)", FailReason.AUTHENTICATION)
+                return acts + _responder_rejected(ctx, ike, now, "authentication of the peer "
+                                                  "failed (PSK mismatch?)")
         ike.remote_id = peer_id
         mobike.negotiated(ike, payloads)
         acts += established(ctx, ike, now, auth_sig.describe(method, bytes(auth_p.data)))
@@ -459,6 +460,13 @@ def _pick_connection(ctx: IKEContext, ike: IKESA, peer_id: Identity, idr: Identi
         if best is None or score < best[0]:
             best = (score, conn)
     return best[1] if best else None
+
+
+def _responder_rejected(ctx: IKEContext, ike: IKESA, now: float, why: str) -> list[Action]:
+    """We, the initiator, could not authenticate the responder, which has established its
+    end already: tell it (RFC 7296 §2.21.2, ``AuthFailedNotice``), then give up."""
+    return AuthFailedNotice.send(ctx, ike) + fail(ctx, ike, now, why,
+                                                  FailReason.AUTHENTICATION)
 
 
 def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
