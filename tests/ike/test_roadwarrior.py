@@ -353,3 +353,47 @@ def test_a_gateways_bad_dns_attributes_are_dropped(monkeypatch: pytest.MonkeyPat
     bad = [m for m in logs if "ignoring INTERNAL_DNS_DOMAIN" in m]
     assert len(bad) == 2 and all("\n" not in m for m in bad), bad
     assert any("ignoring INTERNAL_IP4_DNS 0.0.0.0: unspecified" in m for m in logs)
+
+
+def _gateway_gives(monkeypatch: pytest.MonkeyPatch, addrs: list[bytes]) -> None:
+    """The gateway's CFG_REPLY carries ``addrs`` (IPv4, packed) instead of its lease."""
+    real = cpmod.respond
+
+    def respond(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        out, ok = real(*a, **kw)
+        for p in out:
+            if isinstance(p, wp.CPPayload):
+                p.attributes = [x for x in p.attributes
+                                if int(x.attr_type) != CPAttr.INTERNAL_IP4_ADDRESS] + [
+                    wp.CPAttribute(CPAttr.INTERNAL_IP4_ADDRESS, v) for v in addrs]
+        return out, ok
+
+    monkeypatch.setattr(cpmod, "respond", respond)
+
+
+BAD_VIPS = {"0.0.0.0": "unspecified", "127.0.0.1": "loopback", "224.0.0.1": "multicast",
+            "169.254.1.1": "link-local", "255.255.255.255": "reserved"}
+
+
+def test_a_gateway_cannot_assign_addresses_no_host_may_take(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway that lies in its CFG_REPLY about our address: the unspecified address
+    (Libreswan refuses it too), loopback, multicast, link-local or the broadcast address
+    would land on our interface and in our selectors.  Each is ignored with a line; with
+    nothing usable left the client gives up with a reason, and nothing is installed."""
+    _gateway_gives(monkeypatch, [V4(a).packed for a in BAD_VIPS])
+    net = rw_net()
+    net.up()
+    logs = net.west.logs()
+    for addr, why in BAD_VIPS.items():
+        assert any(f"ignoring INTERNAL_IP4_ADDRESS {addr}: {why}" in m for m in logs), logs
+    assert not net.children(net.west) and not net.west.kernel_sas and not net.west.policies
+    assert any("no usable address" in m for m in logs), logs
+
+
+def test_a_good_address_beside_bad_ones_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    _gateway_gives(monkeypatch, [V4("127.0.0.1").packed, V4("198.51.100.10").packed])
+    net = rw_net()
+    net.up()
+    ike = next(iter(net.west.engine.by_serial.values()))
+    assert ike.local_vips == [V4("198.51.100.10")] and net.children(net.west)

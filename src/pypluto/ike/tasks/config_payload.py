@@ -190,7 +190,13 @@ def take_reply(ctx: IKEContext, ike: IKESA, payloads: Sequence[wp.Payload],
         v = bytes(a.value)
         if t in (CPAttr.INTERNAL_IP4_ADDRESS, CPAttr.INTERNAL_IP6_ADDRESS):
             addr = _addr_value(a)
-            if addr is not None and addr not in ike.local_vips:
+            if addr is None:
+                continue
+            why = _not_assignable(addr)
+            if why is not None:
+                ctx.log(acts, f"ignoring INTERNAL_IP{addr.version}_ADDRESS {addr}: {why}",
+                        ike, level="warning")
+            elif addr not in ike.local_vips:
                 ike.local_vips = [*ike.local_vips, addr]  # a list once it has one
         elif t in (CPAttr.INTERNAL_IP4_DNS, CPAttr.INTERNAL_IP6_DNS, CPAttr.INTERNAL_DNS_DOMAIN):
             dns_attr(ctx, ike, t, v, acts)
@@ -199,6 +205,20 @@ def take_reply(ctx: IKEContext, ike: IKESA, payloads: Sequence[wp.Payload],
     ctx.log(acts, "received INTERNAL_IP_ADDRESS " + ", ".join(str(a) for a in ike.local_vips)
             + (f" and DNS {', '.join(str(d) for d in ike.dns)}" if ike.dns else "")
             + (f", domains {', '.join(ike.domains)}" if ike.domains else ""), ike)
+    return None
+
+
+def _not_assignable(addr: IPAddress) -> str | None:
+    """Why a gateway may not give us ``addr`` as our inner address, or None.  We would
+    put it on an interface and into our selectors: the unspecified address (Libreswan
+    refuses it too), loopback, multicast, link-local and reserved ones (the IPv4
+    broadcast among them) are refused, so that a lying gateway cannot take over one of
+    our own addresses that way."""
+    for test, what in ((addr.is_unspecified, "unspecified"), (addr.is_loopback, "loopback"),
+                       (addr.is_multicast, "multicast"), (addr.is_link_local, "link-local"),
+                       (addr.version == 4 and addr.is_reserved, "reserved")):
+        if test:
+            return f"{what}, not an address a gateway may assign"
     return None
 
 
