@@ -187,3 +187,26 @@ def test_flush_rate_limit_summary(tmp_path, monkeypatch):
     lines = (tmp_path / "l").read_text().splitlines()
     assert lines[-1] == "rate limited log: 3 messages suppressed"
     assert sum(ln.startswith("junk") for ln in lines) == 2
+
+
+def test_python_warnings_become_escaped_debug_lines(tmp_path, monkeypatch, capsys):
+    """cryptography warns about a peer certificate's odd names: with capture_warnings
+    that is a debug line of the log (escaped, with plutodebug), never raw text with a
+    line of our source on stderr."""
+    import warnings
+
+    from pypluto.daemon.logger import capture_warnings
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after
+    path = tmp_path / "l"
+    log = PlutoLogger(logfile=str(path), logtime=False, debug={"base"})
+    capture_warnings(log)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("Attribute's length must be >= 2 and <= 2, but it was 8\n\x1b[2J",
+                      UserWarning, stacklevel=1)
+    log.close()
+    text = path.read_text()
+    assert "| UserWarning: Attribute's length must be >= 2 and <= 2, but it was 8\\n\\x1b[2J" \
+        " (test_daemon_units.py:" in text, text
+    assert "warnings.warn" not in text and capsys.readouterr().err == ""

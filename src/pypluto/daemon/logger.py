@@ -41,6 +41,7 @@ import sys
 import syslog
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import TextIO
 
@@ -617,3 +618,16 @@ def audit_message(record: str, msg_type: int = AUDIT_CRYPTO_IKE_SA) -> bytes:
 def send_kernel_audit(record: str, msg_type: int = AUDIT_CRYPTO_IKE_SA) -> bool:
     """Best effort: hand one user record to the Linux audit subsystem."""
     return _AUDIT.send(audit_message(record, msg_type))
+
+
+def capture_warnings(log: PlutoLogger) -> None:
+    """Python warnings become escaped debug lines of ``log`` (``plutodebug=base``), not
+    raw text on stderr with a line of our source: ``cryptography`` warns about a peer
+    certificate's odd names (a country name of 8 letters), which the IKE_AUTH that
+    refuses or accepts it reports anyway."""
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: object = None, line: str | None = None) -> None:
+        log.log(f"{category.__name__}: {message} ({os.path.basename(filename)}:{lineno})",
+                "debug")
+
+    warnings.showwarning = show

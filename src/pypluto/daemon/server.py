@@ -28,6 +28,7 @@ import os
 import signal
 import socket
 import time
+import warnings
 from collections.abc import Coroutine
 from typing import Any, cast
 
@@ -50,7 +51,7 @@ from pypluto.daemon.helpers import (
     write_crash_report,
 )
 from pypluto.daemon.interfaces import local_addresses
-from pypluto.daemon.logger import PlutoLogger, parse_debug_specs
+from pypluto.daemon.logger import PlutoLogger, capture_warnings, parse_debug_specs
 from pypluto.daemon.metrics import MetricsServer
 from pypluto.daemon.mobility import AddressWatcher
 from pypluto.daemon.options import PlutoOptions
@@ -553,6 +554,8 @@ def main_loop(opts: PlutoOptions, logger: PlutoLogger, ctl_sock: socket.socket) 
             logger.defer_writes(None)
 
     profile = _profiler()
+    shown = warnings.showwarning
+    capture_warnings(logger)  # e.g. cryptography's, about a peer certificate's names
     try:
         return asyncio.run(run())
     except Exception as e:  # noqa: BLE001 - last resort: report and exit 1
@@ -562,6 +565,7 @@ def main_loop(opts: PlutoOptions, logger: PlutoLogger, ctl_sock: socket.socket) 
             logger.log(f"crash report written to {path}", "error")
         return 1
     finally:
+        warnings.showwarning = shown
         if profile is not None:
             profile.disable()
             with contextlib.suppress(OSError):
