@@ -181,3 +181,44 @@ def test_http_server_on_localhost() -> None:
             await loop.run_in_executor(None, lambda: urllib.request.urlopen(url, timeout=5))
 
     asyncio.run(main())
+
+
+def test_http_server_bounds_idle_and_non_reading_clients(monkeypatch) -> None:
+    """metrics-listen= may face a hostile network: connections beyond MAX_CLIENTS are
+    closed at once, a client that never sends its request is dropped after the timeout,
+    and one that never reads a large answer is cut off after the timeout too, while a
+    scrape from someone else still works."""
+    monkeypatch.setattr(metrics.MetricsServer, "MAX_CLIENTS", 4)
+    big = "x" * (32 * 1024 * 1024)  # far more than the socket buffers hold
+    monkeypatch.setattr(metrics, "render", lambda *a, **kw: big)
+
+    async def main() -> None:
+        srv = metrics.MetricsServer(lambda: (snapshot(), counters()), "127.0.0.1", 0,
+                                    timeout=1.0)
+        host, port = await srv.start()
+        loop = asyncio.get_running_loop()
+        idle = [socket.create_connection((host, port)) for _ in range(4)]
+        await asyncio.sleep(0.2)
+        extra = socket.create_connection((host, port))
+        extra.settimeout(5)
+        await asyncio.sleep(0.2)
+        assert srv.refused == 1
+        assert await loop.run_in_executor(None, lambda: extra.recv(10)) == b""
+        await asyncio.sleep(1.2)  # the idle four time out and go
+        assert srv._clients == 0
+        hog = socket.create_connection((host, port))
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")  # and never reads
+        await asyncio.sleep(1.5)
+        assert srv._clients == 0  # cut off after the timeout, its answer dropped
+
+        def scrape() -> int:
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
+                return len(r.read())
+
+        assert await loop.run_in_executor(None, scrape) == len(big)
+        for s in [*idle, extra, hog]:
+            s.close()
+        await srv.close()
+
+    asyncio.run(main())

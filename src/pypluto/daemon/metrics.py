@@ -298,16 +298,22 @@ class MetricsServer:
     call ``Daemon.snapshot()`` directly.  Anything but GET/HEAD of ``/metrics``
     (or ``/``) gets 404/405; a request line or headers over 8 KiB, or slower
     than ``timeout`` seconds, get the connection closed.  One response per
-    connection (``Connection: close``).
+    connection (``Connection: close``).  A client that does not read its answer is
+    cut off after ``timeout`` seconds too, and at most ``MAX_CLIENTS`` connections
+    are served at once (more are closed at once), so that a port opened with
+    ``metrics-listen=`` cannot be made to hold memory or descriptors without bound.
     """
 
     MAX_REQUEST = 8192
+    MAX_CLIENTS = 64
 
     def __init__(self, collect: Callable[[], tuple[dict[str, Any], Counters | None]],
                  host: str = DEFAULT_HOST, port: int = 0, timeout: float = 5.0) -> None:
         self.collect = collect
         self.host, self.port, self.timeout = host, port, timeout
         self.scrapes = 0
+        self.refused = 0  # connections closed at once: MAX_CLIENTS were being served
+        self._clients = 0
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> tuple[str, int]:
@@ -326,6 +332,11 @@ class MetricsServer:
             self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._clients >= self.MAX_CLIENTS:
+            self.refused += 1
+            writer.transport.abort()
+            return
+        self._clients += 1
         try:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout)
@@ -338,12 +349,15 @@ class MetricsServer:
             hdr = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
             writer.write(hdr.encode() + (b"" if head_only else body))
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
+            try:
+                await asyncio.wait_for(writer.drain(), self.timeout)
+            except (TimeoutError, ConnectionError):
+                writer.transport.abort()  # it does not read: its buffered answer goes
         finally:
+            self._clients -= 1
             writer.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                await asyncio.wait_for(writer.wait_closed(), self.timeout)
 
     def _respond(self, head: str) -> tuple[str, str, bytes, bool]:
         lines = head.split("\r\n")
