@@ -86,4 +86,5 @@ def test_hostile_http_answers_are_os_errors_within_the_timeout(case: str) -> Non
         took = time.monotonic() - t0
         assert str(info.value), case
         # the whole fetch ends near its timeout (1 s), however the server paces itself
-        assert took < 2.5, (case, took)
+        # (the trickling servers would take 6 s; the margin is for a loaded machine)
+        assert took < 4.0, (case, took)

@@ -192,25 +192,29 @@ def test_http_server_bounds_idle_and_non_reading_clients(monkeypatch) -> None:
     big = "x" * (32 * 1024 * 1024)  # far more than the socket buffers hold
     monkeypatch.setattr(metrics, "render", lambda *a, **kw: big)
 
+    async def until(cond, what: str, limit: float = 10.0) -> None:  # noqa: ANN001
+        end = asyncio.get_running_loop().time() + limit
+        while not cond():
+            assert asyncio.get_running_loop().time() < end, what
+            await asyncio.sleep(0.05)
+
     async def main() -> None:
         srv = metrics.MetricsServer(lambda: (snapshot(), counters()), "127.0.0.1", 0,
                                     timeout=1.0)
         host, port = await srv.start()
         loop = asyncio.get_running_loop()
         idle = [socket.create_connection((host, port)) for _ in range(4)]
-        await asyncio.sleep(0.2)
+        await until(lambda: srv._clients == 4, "four idle clients served")
         extra = socket.create_connection((host, port))
         extra.settimeout(5)
-        await asyncio.sleep(0.2)
-        assert srv.refused == 1
+        await until(lambda: srv.refused == 1, "the fifth closed at once")
         assert await loop.run_in_executor(None, lambda: extra.recv(10)) == b""
-        await asyncio.sleep(1.2)  # the idle four time out and go
-        assert srv._clients == 0
+        await until(lambda: srv._clients == 0, "the idle four time out and go")
         hog = socket.create_connection((host, port))
         hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         hog.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")  # and never reads
-        await asyncio.sleep(1.5)
-        assert srv._clients == 0  # cut off after the timeout, its answer dropped
+        await until(lambda: srv.scrapes == 1, "its answer rendered")
+        await until(lambda: srv._clients == 0, "cut off after the timeout, answer dropped")
 
         def scrape() -> int:
             with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
