@@ -21,6 +21,7 @@ from testsupport import damaged, shared_path
 from pypluto.config.ids import IdError, parse_id
 from pypluto.crypto import revocation
 from pypluto.crypto import x509 as px
+from pypluto.crypto.der import read_tlv
 from pypluto.iana import PayloadType as PT
 from pypluto.ike.actions import Log, SendPacket
 from pypluto.wire import payloads as wp
@@ -127,16 +128,20 @@ def test_certs_crash_corpus_is_there() -> None:
     assert len(_corpus("certs-crash")) >= 20
 
 
+def _der_wrap(tag: int, body: bytes) -> bytes:
+    """One DER TLV (the project reads them with ``crypto/der.read_tlv``)."""
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
+
+
 def _resign(tbs: bytes, issuer: Issued) -> bytes:
     """A Certificate around ``tbs``, signed by ``issuer`` (ECDSA with SHA-256)."""
-    def tlv(tag: int, body: bytes) -> bytes:
-        n = len(body)
-        size = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + \
-            n.to_bytes((n.bit_length() + 7) // 8, "big")
-        return bytes([tag]) + size + body
     sig = issuer.key.sign(tbs, ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr,call-arg]
-    alg = tlv(0x30, tlv(0x06, bytes.fromhex("2a8648ce3d040302")))  # ecdsa-with-SHA256
-    return tlv(0x30, tbs + alg + tlv(0x03, b"\x00" + sig))
+    alg = _der_wrap(0x30, _der_wrap(0x06, bytes.fromhex("2a8648ce3d040302")))  # ecdsa-with-SHA256
+    return _der_wrap(0x30, tbs + alg + _der_wrap(0x03, b"\x00" + sig))
 
 
 def _broken_exponent(pki: PKI, cn: str, exponent: bytes) -> bytes:
@@ -157,7 +162,7 @@ def _broken_exponent(pki: PKI, cn: str, exponent: bytes) -> bytes:
     spki = key.public_key().public_bytes(serialization.Encoding.DER,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
     assert tbs.count(spki) == 1
-    body = _der_body(tbs).replace(spki, _shrunk_spki(spki, exponent))
+    body = read_tlv(tbs, 0)[1].replace(spki, _shrunk_spki(spki, exponent))
     return _resign(_der_wrap(0x30, body), pki.inter)
 
 
@@ -217,29 +222,15 @@ def test_damaged_certificates_signed_by_the_trusted_ca(tmp_path: Path) -> None:
     assert outcomes["refused"] > 200, outcomes
 
 
-def _der_body(der: bytes) -> bytes:
-    n = der[1]
-    return der[2 + (n & 0x7F):] if n & 0x80 else der[2:]
-
-
-def _der_wrap(tag: int, body: bytes) -> bytes:
-    n = len(body)
-    if n < 0x80:
-        return bytes([tag, n]) + body
-    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(size)]) + size + body
-
-
 def _shrunk_spki(spki: bytes, exponent: bytes) -> bytes:
     """``spki`` (RSA) with its exponent INTEGER replaced by ``exponent``."""
-    alg_and_bits = _der_body(spki)
-    alg_len = 2 + alg_and_bits[1]
-    alg, bits = alg_and_bits[:alg_len], alg_and_bits[alg_len:]
-    rsa_seq = _der_body(bits)[1:]  # after the unused-bits octet
-    modulus_and_e = _der_body(rsa_seq)
+    _, alg_and_bits, _ = read_tlv(spki, 0)
+    _, _, off = read_tlv(alg_and_bits, 0)  # the AlgorithmIdentifier
+    _, bits, _ = read_tlv(alg_and_bits, off)
+    _, modulus_and_e, _ = read_tlv(bits, 1)  # after the unused-bits octet
     assert modulus_and_e.endswith(b"\x02\x03\x01\x00\x01")
     new_rsa = _der_wrap(0x30, modulus_and_e[:-5] + exponent)
-    return _der_wrap(0x30, alg + _der_wrap(0x03, b"\x00" + new_rsa))
+    return _der_wrap(0x30, alg_and_bits[:off] + _der_wrap(0x03, b"\x00" + new_rsa))
 
 
 @pytest.mark.parametrize("id_type", [9, 2, 3, 11], ids=["DER_ASN1_DN", "FQDN", "RFC822",
