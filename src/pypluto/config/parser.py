@@ -183,7 +183,7 @@ class _Reader:
         shown = shown or path
         with open(path, "rb") as fh:
             data = fh.read()
-        self.read_text(data.decode("utf-8", errors="replace"), shown, depth, path)
+        self.read_text(decode_utf8(data, shown, self.diags), shown, depth, path)
 
     def read_text(self, text: str, filename: str, depth: int = 0,
                   real_path: str | None = None) -> None:
@@ -267,6 +267,9 @@ class _Reader:
             return
         for match in matches:
             if os.path.isdir(match):
+                if not glob.has_magic(pattern):  # named itself, not one match of many
+                    self.warn(filename, lineno, f"could not open include filename: "
+                              f"'{pattern}' (Is a directory)")
                 continue
             self.files_read += 1
             if self.files_read > MAX_INCLUDED_FILES:
@@ -311,6 +314,19 @@ class _Reader:
 
 
 _LINE_MEMO: dict[str, tuple[str, str]] = {}  # a well-formed key line -> (key, value)
+
+
+def decode_utf8(data: bytes, filename: str, diags: list[Diagnostic]) -> str:
+    """``data`` as UTF-8 text; bytes that are not UTF-8 become U+FFFD, and a warning
+    names the line of the first one (a value read from it is not the file's bytes)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        diags.append(Diagnostic(filename, line, "not valid UTF-8: bytes that are not UTF-8 "
+                                "are read as U+FFFD, a value holding them is not what the "
+                                "file says", "warning"))
+        return data.decode("utf-8", errors="replace")
 
 
 def _first_word(text: str) -> str:
@@ -1480,7 +1496,7 @@ def load_config(path: str, *, root_dir: str | None = None,
     with open(path, "rb") as fh:
         data = fh.read()
     try:
-        reader.read_text(data.decode("utf-8", errors="replace"), path, 0, path)
+        reader.read_text(decode_utf8(data, path, reader.diags), path, 0, path)
     except RecursionError:
         reader.err(path, 0, "include nesting too deep")
     return _finish(reader, path, enforce_support)

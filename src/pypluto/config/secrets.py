@@ -28,7 +28,7 @@ from typing import Literal
 
 from pypluto.config.ids import IdError, id_from_address, id_matches, parse_id
 from pypluto.config.model import Identity, Origin, Secret
-from pypluto.config.parser import Diagnostic
+from pypluto.config.parser import Diagnostic, decode_utf8
 from pypluto.params import IPAddress
 
 WEAK_PSK_BYTES = 14  # below 112 bits a PSK is weak (NIST SP 800-131A / Libreswan FIPS rule)
@@ -235,7 +235,7 @@ class _Loader:
             return
         try:
             with open(path, "rb") as fh:
-                text = fh.read().decode("utf-8", errors="replace")
+                text = decode_utf8(fh.read(), path, self.store.diagnostics)
         except OSError as exc:
             self.diag(path, 0, f"cannot read: {exc.strerror}")
             return
@@ -291,11 +291,14 @@ class _Loader:
             raise ValueError("missing secret kind after ':'")
         kind = rest[0].upper()
         if kind not in _KINDS:
-            # ": "secret"" without a kind is an old-style PSK
-            if rest[0].startswith('"'):
+            # ": "secret"" (or 'secret') without a kind is an old-style PSK
+            if rest[0][:1] in ('"', "'"):
                 kind, rest = "PSK", ["PSK"] + rest
-            else:
-                raise ValueError(f"unknown secret kind '{rest[0]}'")
+            elif rest[0].isascii() and rest[0].isalpha() and len(rest[0]) <= 5:
+                raise ValueError(f"unknown secret kind '{rest[0]}'")  # a kind's length
+            else:  # not echoed: it may be the secret itself, its kind forgotten
+                raise ValueError("unknown secret kind (expected PSK, XAUTH or PPKS before "
+                                 "the secret)")
         origin = Origin(path, lineno)
         indices = []
         for t in idx_tokens:

@@ -62,8 +62,9 @@ def call(
         try:
             sock.connect(path)
         except OSError as e:
+            why = f"{e.errno} {e.strerror}" if e.errno is not None else str(e)  # path too long
             raise ControlError(
-                f'connect() for "{path}" failed ({e.errno} {e.strerror}); is pluto running?'
+                f'connect() for "{path}" failed ({why}); is pluto running?'
             ) from None
         sock.sendall(encode_frame(Request(command, args or {}).to_obj()))
         while True:

@@ -106,6 +106,8 @@ def decode_body(body: bytes) -> dict[str, Any]:
         obj = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise ProtocolError(f"malformed control message: {e}") from None
+    except RecursionError:  # "[[[[..." nested deeper than the interpreter's stack
+        raise ProtocolError("malformed control message: JSON nested too deep") from None
     if not isinstance(obj, dict):
         raise ProtocolError("malformed control message: not a JSON object")
     if obj.get("proto") != PROTOCOL_NAME:
@@ -143,7 +145,7 @@ def result_frame(rc: int, data: Any = None, error: str | None = None) -> dict[st
     if data is not None:
         obj["data"] = data
     if error is not None:
-        obj["error"] = error
+        obj["error"] = guard(error)  # one visible line: it may echo a name whack was sent
     return obj
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import copy
 import ipaddress
+import math
 import os
 import struct
 import time
@@ -60,6 +61,7 @@ Result = tuple[int, Any, str | None]
 """(rc, data for the result frame, error text)."""
 
 READ_TIMEOUT = 30.0  # seconds for a whack to send its request
+WRITE_TIMEOUT = 30.0  # seconds for a whack to take in the rest of its answer
 
 
 class DaemonOps(Protocol):
@@ -153,8 +155,12 @@ class ControlServer:
             if hasattr(self.log, "flush"):
                 self.log.flush()  # what the command logged is in the file before its answer
             send(result_frame(rc, data, err))
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
+            try:
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            except TimeoutError:  # a whack that never reads must not hold its answer forever
+                writer.transport.abort()
+            except ConnectionError:
+                pass
         except Exception as e:  # noqa: BLE001 - one bad whack must not stop pluto
             self.driver.internal_error(e, "control connection")
         finally:
@@ -237,6 +243,8 @@ class ControlServer:
         except ValueError as e:
             return RC_WHACK_PROBLEM, None, f"redirect: {e}"
         name = args.get("name") or None
+        if name is not None and not isinstance(name, str):
+            return RC_BADWHACKMESSAGE, None, "redirect: name must be a connection name"
         if name is not None and name not in self.registry.conns:
             return RC_UNKNOWN_NAME, None, f'redirect: no connection named "{name}"'
         engine = self.driver.engine
@@ -308,6 +316,8 @@ class ControlServer:
                 emit(line)
             return RC_SUCCESS, None, None
         name = args.get("name")
+        if name is not None and not isinstance(name, str):  # not a silent global change
+            return RC_BADWHACKMESSAGE, None, "debug: name must be a connection name"
         if isinstance(name, str) and name:  # whack --name NAME --debug ...: that conn only
             if name not in self.registry.conns:
                 return RC_UNKNOWN_NAME, None, f'no connection named "{name}"'
@@ -388,7 +398,10 @@ class ControlServer:
         if not self.daemon.listening:
             return RC_DEAF, None, "need --listen before --initiate"
         asynchronous = bool(args.get("async"))
-        timeout = float(args.get("timeout") or 0)
+        timeout = args.get("timeout") or 0
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or \
+                not math.isfinite(timeout) or timeout < 0:
+            return RC_BADWHACKMESSAGE, None, "initiate: timeout must be a number of seconds >= 0"
         conn = self.registry.conns[name]
         if conn.type in ("passthrough", "drop", "reject") or conn.authby == "never":
             return RC_INITSHUNT, None, f'"{name}": cannot initiate a shunt-only connection'
