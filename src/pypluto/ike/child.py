@@ -188,6 +188,24 @@ def other_connections(ctx: IKEContext, ike: IKESA) -> list[Connection]:
     return out
 
 
+def peer_spi_refusal(ctx: IKEContext | None, ike: IKESA, spi: bytes, proto: int) -> str:
+    """Why the peer's 4-byte AH/ESP SPI (our outbound SA's) is refused, or "".
+
+    RFC 4303 §2.1 / RFC 4302 §2.4: SPI 0 is never sent on the wire and 1..255 are
+    reserved by IANA (we never allocate them either).  An SPI that an installed
+    outbound SA to the same peer address already has would collide with it in the
+    data plane (``IKEContext.spi_out_in_use``).
+    """
+    val = int.from_bytes(spi, "big")
+    pname = _proto_name(proto)
+    if val < 256:
+        return f"the peer's {pname} SPI {val:#x} is reserved (RFC 4303 §2.1)"
+    if ctx is not None and ctx.spi_out_in_use(ike.remote.addr, val,
+                                              "ah" if proto == ProtocolID.AH else "esp"):
+        return f"the peer's {pname} SPI {val:#010x} is already in use by an SA to it"
+    return ""
+
+
 def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Payload],
            ni: bytes, nr: bytes, ke_group: int | None, shared: bytes | None,
            old: ChildSA | None = None, create_child: bool = False
@@ -235,6 +253,9 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
         return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], f"no acceptable {pname} proposal", FailReason.PROPOSAL
     if len(chosen.spi) != 4:
         return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], f"bad {pname} SPI size", FailReason.PROPOSAL
+    why_spi = peer_spi_refusal(ctx, ike, chosen.spi, proto)
+    if why_spi:
+        return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], why_spi, FailReason.PROPOSAL
     if ke_group is not None and chosen.ke != ke_group:
         return None, [codec.notify(N.INVALID_KE_PAYLOAD, chosen.ke.to_bytes(2, "big"))], \
             "KE group does not match the proposal", FailReason.PROPOSAL
@@ -364,6 +385,8 @@ def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload],
     transport = codec.has_notify(payloads, N.USE_TRANSPORT_MODE)
     if c.mode == "transport" and not transport:
         return "peer refused transport mode", FailReason.PROPOSAL
+    if c.mode != "transport" and transport:  # §1.3.1: only an answer to our request
+        return "peer answered USE_TRANSPORT_MODE to a tunnel-mode request", FailReason.PROPOSAL
     c.chosen = chosen
     c.spi_out = int.from_bytes(chosen.spi, "big")
     c.local_ts, c.remote_ts = tsi, tsr

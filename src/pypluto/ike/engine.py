@@ -769,6 +769,17 @@ class Engine:
         self.schedule(ike)
         return acts
 
+    def spi_out_in_use(self, remote: IPAddress, spi: int, protocol: str) -> bool:
+        """Does an installed Child SA already send to ``remote`` with this SPI?
+
+        The peer picks our outbound SPIs; the data plane names an SA by (destination,
+        SPI, protocol) (RFC 4301 §4.1), so a second SA with the same triple would
+        replace or be deleted with the first, possibly another peer's behind the same
+        NAT.  A peer that offers such an SPI is refused.
+        """
+        c = self.children_out.get(spi)
+        return c is not None and c.remote_addr == remote and c.protocol == protocol
+
     def remove_child(self, child: ChildSA, now: float) -> list[Action]:
         """DelSA both directions; DelPolicy unless a sibling takes them over."""
         acts: list[Action] = []
@@ -1252,7 +1263,13 @@ class Engine:
     def sa_expired(self, ev: SAExpire, now: float) -> list[Action]:
         """A kernel limit event (``params.SAExpire``): rekey on soft, delete on hard."""
         spi = int(ev.spi)
-        c = self.children_in.get(spi) or self.children_out.get(spi)
+        # the SA is (dst, SPI, protocol): the peer picks our outbound SPIs, so one may
+        # equal an inbound SPI of ours (another peer's Child SA); match the address too
+        c = self.children_in.get(spi)
+        if c is None or c.local_addr != ev.dst:
+            c = self.children_out.get(spi)
+            if c is not None and c.remote_addr != ev.dst:
+                c = None
         acts: list[Action] = []
         if c is None or c.parent is None or c.state is not ChildState.ESTABLISHED:
             return acts

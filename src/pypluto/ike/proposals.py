@@ -453,6 +453,10 @@ def check_answer(
             c.ke = i
         elif t == TransformType.ESN:
             c.esn = bool(i)
+    for t, _i, _b in mine[3]:  # §2.7: one transform of each type we offered
+        if t not in seen and not _addke.is_addke(t) and (t, 0, None) not in offered and \
+                not (t == TransformType.INTEG and c.aead):
+            return None
     if proto == ProtocolID.AH and not ike:
         return c if not c.encr and c.integ and not c.prf else None
     if not c.encr or (ike and not c.prf) or (not c.aead and not c.integ):

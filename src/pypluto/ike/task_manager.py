@@ -309,34 +309,36 @@ class TaskManager:
         certificate chain; strongSwan caps at 10,000) and ``max_fragment_buffer``
         bytes over every IKE SA.  Only the message ID the window expects is ever
         collected (checked before this is called), so an SA holds one set at most.
-        A fragment over a cap drops its whole set, and is counted.
+        A fragment over a cap is dropped, and counted.  The fragments held are
+        discarded (a new message, or more Total Fragments) only once the new
+        fragment's ICV is good: a forged one never evicts authentic ones (§2.6).
         """
         settings = self.ctx.settings
         total = skf.total_fragments
         if not 1 <= total <= MAX_FRAGMENTS:
             self.frag_dropped += 1
             return None
-        st = ike.fragments
-        if st is None or st.msgid != msg.message_id or st.response != msg.response:
-            self._release(ike)
+        old = ike.fragments
+        st = old
+        if st is None or st.msgid != msg.message_id or st.response != msg.response or \
+                total > st.total:  # §2.6: a new set with more fragments replaces the old
             st = Reassembly(msg.message_id, msg.response, total)
-        if st.total != total:
-            if total > st.total:  # §2.6.2: a new set with more fragments replaces the old
-                self._release(ike)
-                st = Reassembly(msg.message_id, msg.response, total)
-            else:
-                return None
+        elif total < st.total:
+            return None
         if not 1 <= skf.fragment_number <= total or skf.fragment_number in st.parts:
             return None
         held = sum(len(p) for p in st.parts.values())
+        freed = sum(len(p) for p in old.parts.values()) if old is not None and \
+            st is not old else 0
         size = len(skf.body)  # the plaintext is shorter: checked before decrypting
         if held + size > settings.max_reassembled or \
-                self.frag_bytes + size > settings.max_fragment_buffer:
+                self.frag_bytes - freed + size > settings.max_fragment_buffer:
             self.frag_dropped += 1
-            self._release(ike)
             return None
         assert ike.prot_in is not None
         plain = codec.decrypt_fragment(skf, ike.prot_in)  # CryptoError propagates: dropped
+        if st is not old:
+            self._release(ike)
         ike.fragments = st
         st.parts[skf.fragment_number] = plain
         self.frag_bytes += len(plain)

@@ -43,6 +43,17 @@ def _pfs_group(ike: IKESA, conn: Connection) -> int | None:
     return ike.ke_group
 
 
+def _ke_groups(ike: IKESA, conn: Connection) -> set[int]:
+    """The KE groups a Child SA of ``conn`` may use (what ``respond_child`` accepts):
+    the ``esp=``/``ah=`` groups and the IKE SA's; none with ``pfs=no``.  An
+    INVALID_KE_PAYLOAD asking for another group is refused, not followed: the peer
+    does not choose a group we never offered (RFC 7296 §1.3, §2.7)."""
+    if not conn.pfs:
+        return set()
+    specs = proposals.child_specs(conn.esp, conn.ah, conn.phase2)[0]
+    return {int(g) for s in specs for g in s.ke} | {ike.ke_group}
+
+
 def _proto_id(c: ChildSA) -> ProtocolID:
     """The Protocol ID naming a Child SA in REKEY_SA and Delete (RFC 7296 §3.10, §3.11)."""
     return ProtocolID.AH if c.protocol == "ah" else ProtocolID.ESP
@@ -138,7 +149,7 @@ class ChildCreate(Task):
             t = int(errs[0].notify_type)
             if t == N.INVALID_KE_PAYLOAD and len(errs[0].data) >= 2:
                 g = int.from_bytes(errs[0].data[:2], "big")
-                if g != self.group and dh.supported(g):
+                if g != self.group and dh.supported(g) and g in _ke_groups(ike, self.conn):
                     ctx.log(acts, f"peer asks for KE group {g}; retrying", c)
                     if old is not None:
                         old.rekeying = True
@@ -182,6 +193,8 @@ class ChildCreate(Task):
             assert nr_p is not None
             why, _ = childmod.finish(ike, c, self.sent, payloads, self.ni, bytes(nr_p.data),
                                      shared, self.group if self.ke else None)
+            if not why and c.chosen is not None:  # reserved or colliding SPI (RFC 4303 §2.1)
+                why = childmod.peer_spi_refusal(ctx, ike, c.chosen.spi, _proto_id(c))
         if not why and c.chosen is not None and addke.groups(c.chosen.addke):
             link = link_of(payloads)  # RFC 9370 §2.2.3: IKE_FOLLOWUP_KE before installing
             if link is None:

@@ -370,6 +370,9 @@ class IKEAuth(Task):
                 return acts
             why, reason = childmod.finish(ike, child, self.sent, payloads, ike.ni, ike.nr,
                                           None, None)
+            if not why and child.chosen is not None:  # reserved or colliding SPI (§2.1)
+                why = childmod.peer_spi_refusal(ctx, ike, child.chosen.spi, self.sent[0][1])
+                reason = FailReason.PROPOSAL if why else reason
             if why:
                 ctx.log(acts, f"Child SA failed: {why}", child, level="warning")
                 acts.append(ConnectionEvent(EventKind.FAILED, conn.name, child.serial, why,

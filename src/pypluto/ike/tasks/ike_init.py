@@ -87,8 +87,10 @@ class IKEInit(Task):
             return acts
         if N.COOKIE in ns and not ike.cookie_retried:
             cookie = ns[N.COOKIE].data
-            if not 1 <= len(cookie) <= 64:
-                return []
+            if not 1 <= len(cookie) <= 64:  # §2.6; the request is no longer in flight
+                return acts + fail(ctx, ike, now, f"IKE_SA_INIT response carries a COOKIE "
+                                   f"of {len(cookie)} bytes (1 to 64 allowed)",
+                                   FailReason.PEER_NOTIFY)
             ike.cookie = cookie
             ike.cookie_retried = True
             ctx.log(acts, "received COOKIE; resending IKE_SA_INIT with the cookie", ike)

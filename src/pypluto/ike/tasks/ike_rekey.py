@@ -159,7 +159,8 @@ class IKERekey(Task):
             t = int(errs[0].notify_type)
             if t == N.INVALID_KE_PAYLOAD and len(errs[0].data) >= 2:
                 g = int.from_bytes(errs[0].data[:2], "big")
-                if g != self.group and dh.supported(g):
+                groups = {int(k) for s in proposals.ike_specs(ike.conn.ike) for k in s.ke}
+                if g != self.group and dh.supported(g) and g in groups:  # §1.2: one of ours
                     ike.rekeying = True
                     return ctx.queue(ike, IKERekey(g), now, front=True)
             ike.rekey_at = now + RETRY_DELAY
@@ -171,7 +172,8 @@ class IKERekey(Task):
         chosen = proposals.check_answer(codec.sa_tuples(sa_p), self.sent, ike=True) \
             if sa_p is not None else None
         if chosen is None or nr_p is None or ke_p is None or ke_p.group != self.group \
-                or chosen.ke != self.group or len(chosen.spi) != 8 or self.ke is None:
+                or chosen.ke != self.group or len(chosen.spi) != 8 or self.ke is None \
+                or chosen.spi == bytes(8):  # §3.1: an IKE SPI is never zero
             ike.rekeying = False
             ike.rekey_at = now + RETRY_DELAY
             ctx.log(acts, "IKE SA rekey answer is not acceptable", ike, level="warning")
@@ -285,7 +287,8 @@ class IKERekey(Task):
             return answer([codec.notify(N.TEMPORARY_FAILURE)])
         chosen = proposals.choose(codec.sa_tuples(sa_p), proposals.ike_specs(ike.conn.ike),
                                   ProtocolID.IKE, ike=True)
-        if chosen is None or len(chosen.spi) != 8:
+        if chosen is None or len(chosen.spi) != 8 or chosen.spi == bytes(8):
+            # §3.3.1: an IKE SA rekey carries the new 8-byte SPI, never zero (§3.1)
             return answer([codec.notify(N.NO_PROPOSAL_CHOSEN)])
         if ke_p is None:
             return answer([codec.notify(N.INVALID_SYNTAX)])

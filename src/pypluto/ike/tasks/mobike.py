@@ -71,9 +71,10 @@ def _nat_flags(ike: IKESA, payloads: Sequence[Payload], local: Endpoint, remote:
 
 
 def _cookie2_echo(payloads: Sequence[Payload]) -> list[Payload]:
-    """A request's COOKIE2 goes back unchanged in the response (§3.6)."""
+    """A request's COOKIE2 goes back unchanged in the response (§3.6); one that is
+    not 8 to 64 octets long, as §3.6 requires, is ignored (not echoed)."""
     for p in codec.notifies(payloads):
-        if p.notify_type == N.COOKIE2:
+        if p.notify_type == N.COOKIE2 and 8 <= len(p.data) <= 64:
             return [codec.notify(N.COOKIE2, bytes(p.data))]
     return []
 
