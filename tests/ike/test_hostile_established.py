@@ -142,6 +142,21 @@ def test_child_of_another_ike_sa_cannot_take_its_outbound_spi() -> None:
     assert net.east.engine.children_out[victim.spi_out] is victim
 
 
+def test_new_child_taking_one_of_our_inbound_spis_is_refused() -> None:
+    """ESP SPIs are visible on the wire: a peer that names one of our inbound SPIs
+    (another peer's traffic to us) as its own would share that SPI in the engine's and
+    the daemon's SPI indexes, so its expiry and counters could reach the wrong SA."""
+    net, w, e = _setup()
+    old = e.children[0]
+    kernel = dict(net.east.kernel_sas)
+    acts = _request(net, w, 36, _child_request(w, old.spi_in.to_bytes(4, "big")))
+    assert _notify_types(_answer(w, acts)) == [N.NO_PROPOSAL_CHOSEN]
+    assert not _added(acts)
+    assert e.children == [old] and net.east.kernel_sas == kernel
+    assert net.east.engine.children_in[old.spi_in] is old
+    assert any("already in use by another SA" in a.message for a in acts if isinstance(a, Log))
+
+
 def test_rekey_sa_naming_a_child_of_another_ike_sa() -> None:
     """REKEY_SA (and Delete) only ever name Child SAs of the IKE SA they arrive on."""
     net = Net(west_settings=EngineSettings(uniqueids=False),

@@ -192,9 +192,9 @@ def peer_spi_refusal(ctx: IKEContext | None, ike: IKESA, spi: bytes, proto: int)
     """Why the peer's 4-byte AH/ESP SPI (our outbound SA's) is refused, or "".
 
     RFC 4303 §2.1 / RFC 4302 §2.4: SPI 0 is never sent on the wire and 1..255 are
-    reserved by IANA (we never allocate them either).  An SPI that an installed
-    outbound SA to the same peer address already has would collide with it in the
-    data plane (``IKEContext.spi_out_in_use``).
+    reserved by IANA (we never allocate them either).  An SPI that another SA of ours
+    already has would collide with it in the data plane or in the SPI indexes
+    (``IKEContext.spi_out_in_use``).
     """
     val = int.from_bytes(spi, "big")
     pname = _proto_name(proto)
@@ -202,7 +202,7 @@ def peer_spi_refusal(ctx: IKEContext | None, ike: IKESA, spi: bytes, proto: int)
         return f"the peer's {pname} SPI {val:#x} is reserved (RFC 4303 §2.1)"
     if ctx is not None and ctx.spi_out_in_use(ike.remote.addr, val,
                                               "ah" if proto == ProtocolID.AH else "esp"):
-        return f"the peer's {pname} SPI {val:#010x} is already in use by an SA to it"
+        return f"the peer's {pname} SPI {val:#010x} is already in use by another SA"
     return ""
 
 

@@ -232,7 +232,7 @@ class Engine:
         """Allocate and reserve the inbound SPI of a Child SA being negotiated."""
         while True:
             spi = int.from_bytes(self.rng(4), "big")
-            if spi >= 256 and spi not in self.children_in:
+            if spi >= 256 and spi not in self.children_in and spi not in self.children_out:
                 break
         child.spi_in = spi
         self.children_in[spi] = child
@@ -770,15 +770,17 @@ class Engine:
         return acts
 
     def spi_out_in_use(self, remote: IPAddress, spi: int, protocol: str) -> bool:
-        """Does an installed Child SA already send to ``remote`` with this SPI?
+        """Does a Child SA of ours already have this SPI, either way?
 
-        The peer picks our outbound SPIs; the data plane names an SA by (destination,
-        SPI, protocol) (RFC 4301 §4.1), so a second SA with the same triple would
-        replace or be deleted with the first, possibly another peer's behind the same
-        NAT.  A peer that offers such an SPI is refused.
+        The peer picks our outbound SPIs, and ESP SPIs are visible on the wire.  The
+        data plane names an SA by (destination, SPI, protocol) (RFC 4301 §4.1): a second
+        SA with the same triple would replace or be deleted with the first, possibly
+        another peer's behind the same NAT.  The engine's and the daemon's indexes name
+        an SA by its SPI alone, so a peer's SPI that any SA of ours has, outbound or
+        inbound, to any address, is refused (``reserve_child_spi`` avoids the outbound
+        ones in turn).  An honest peer meets this once in 2^32 and retries.
         """
-        c = self.children_out.get(spi)
-        return c is not None and c.remote_addr == remote and c.protocol == protocol
+        return spi in self.children_out or spi in self.children_in
 
     def remove_child(self, child: ChildSA, now: float) -> list[Action]:
         """DelSA both directions; DelPolicy unless a sibling takes them over."""
