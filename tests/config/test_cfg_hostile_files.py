@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import time
 
 import pytest
 
@@ -72,9 +71,7 @@ def test_include_loops_are_bounded_and_named(tmp_path: pathlib.Path) -> None:
                   {"ipsec.conf": "include b.conf\n" + CONN, "b.conf": "include ipsec.conf\n"},
                   {"ipsec.conf": "include *.conf\n" + CONN, **{f"{i}.conf": "include *.conf\n"
                                                               for i in range(4)}}):
-        t0 = time.monotonic()
         cfg = load_config(str(_conf(tmp_path, files)))
-        assert time.monotonic() - t0 < 20
         assert "c" in cfg.conns
         assert any("nested too deep" in m or "files included in total" in m
                    for m in _msgs(cfg.errors))
@@ -104,12 +101,16 @@ def test_broken_key_refuses_that_conn_only(tmp_path: pathlib.Path, extra: bytes,
 
 
 def test_huge_line_crlf_and_mixed_indent(tmp_path: pathlib.Path) -> None:
-    main = _conf(tmp_path, {"ipsec.conf": CONN.replace("\n", "\r\n").replace("\tright", "  right")
-                            + "\tleftid=@" + "a" * 10_000_000 + "\r\n"})
-    t0 = time.monotonic()
+    conn = CONN.replace("\n", "\r\n").replace("\tright", "  right")
+    main = _conf(tmp_path, {"ipsec.conf": "# " + "x" * 10_000_000 + "\r\n" + conn})
     cfg = load_config(str(main))
-    assert time.monotonic() - t0 < 20
     assert cfg.conns["c"].right.host == "192.0.2.2" and cfg.errors == []
+    # a 10 MB leftid= is read whole, then refused: no ID payload can carry it
+    main = _conf(tmp_path, {"ipsec.conf": conn + "\tleftid=@" + "a" * 10_000_000 + "\r\n"})
+    cfg = load_config(str(main))
+    assert "c" not in cfg.conns
+    assert any(m.startswith(f"{main}:") and "too long for an ID payload" in m
+               for m in _msgs(cfg.errors))
 
 
 def test_also_cycles_and_deep_chains(tmp_path: pathlib.Path) -> None:
@@ -200,11 +201,23 @@ def test_secrets_include_loop_and_directory(tmp_path: pathlib.Path) -> None:
     _secrets(tmp_path, f'include a.secrets\n@a @b : PSK "{SECRET}"\n', "b.secrets")
     (tmp_path / "d").mkdir()
     p = _secrets(tmp_path, "include a.secrets\ninclude d\n")
-    t0 = time.monotonic()
     store = load_secrets(str(p))
-    assert time.monotonic() - t0 < 20
     msgs = _msgs(store.diagnostics)
     assert any("include nested too deep" in m for m in msgs)
     assert any(m.startswith(f"{tmp_path / 'd'}: cannot read: Is a directory") for m in msgs)
     assert store.psk_for(parse_id("@a"), parse_id("@b")) == SECRET.encode()
     assert not any(SECRET in m for m in msgs)
+
+
+def test_an_id_too_long_for_its_payload_is_refused(tmp_path: pathlib.Path) -> None:
+    """RFC 7296 §3.5: an ID payload's length is 16 bits; a longer leftid= cannot be sent,
+    so the conn is refused at load with file:line, not at IKE_AUTH."""
+    main = _conf(tmp_path, {"ipsec.conf": CONN + "\tleftid=@" + "a" * 70000 + "\n" + OTHER})
+    cfg = load_config(str(main))
+    assert list(cfg.conns) == ["ok"]
+    msgs = _msgs(cfg.diagnostics)
+    assert any(m.startswith(f"{main}:") and "too long for an ID payload" in m
+               for m in msgs), [m[:200] for m in msgs]
+    with pytest.raises(ValueError, match="too long"):
+        parse_id("@" + "b" * 65528)
+    assert len(parse_id("@" + "b" * 65527).data) == 65527

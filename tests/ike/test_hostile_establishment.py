@@ -610,3 +610,22 @@ def test_fragments_in_ike_sa_init_request() -> None:
     assert _answers(acts) == [N.INVALID_SYNTAX]
     _no_state(net)
     assert not _internal_errors(net)
+
+
+def test_our_own_message_too_large_fails_cleanly() -> None:
+    """An ID too long for its payload (RFC 7296 §3.5; ``parse_id`` refuses it, so only a
+    Connection built another way has one): the attempt fails as a local error with
+    the reason, not as an internal error."""
+    from pypluto.config.model import Identity
+    from pypluto.iana import IDType
+
+    net = Net()
+    c = net.west.engine.connections["west-east"]
+    end = c.left if c.local_is_left else c.right
+    end.id = Identity(IDType.ID_FQDN, b"a" * 70000, "@" + "a" * 70000)
+    net.up()
+    assert not _internal_errors(net)
+    assert any("cannot send IKE_AUTH" in m and "too long" in m for m in net.west.logs()), \
+        net.west.logs()
+    assert any(e.kind is EventKind.FAILED for e in net.west.events)
+    assert not net.west.engine.by_serial and not net.west.kernel_sas

@@ -154,8 +154,21 @@ def dn_text(name: x509.Name) -> str:
     return ", ".join(out)
 
 
+# an ID payload's Payload Length is 16 bits and counts its 4-byte generic header and
+# 4-byte ID header (RFC 7296 §3.2, §3.5): longer identification data cannot be sent
+MAX_ID_OCTETS = 0xFFFF - 8
+
+
 def parse_id(text: str) -> Identity:
     """Parse an identity as ipsec.conf(5) ``leftid=`` describes it.  Raises IdError."""
+    ident = _parse_id(text)
+    if len(ident.data) > MAX_ID_OCTETS:
+        raise IdError(f"identity of {len(ident.data)} octets is too long for an ID payload "
+                      f"(at most {MAX_ID_OCTETS}, RFC 7296 §3.5)")
+    return ident
+
+
+def _parse_id(text: str) -> Identity:
     raw = text
     text = text.strip()
     if len(text) >= 2 and text[0] == text[-1] == '"':

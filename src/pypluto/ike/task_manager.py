@@ -21,7 +21,7 @@ from pypluto.crypto.errors import CryptoError
 from pypluto.iana import ExchangeType
 from pypluto.iana import PayloadType as PT
 from pypluto.ike import codec
-from pypluto.ike.actions import Action, Endpoint, Log, SendPacket
+from pypluto.ike.actions import Action, Endpoint, EventKind, FailReason, Log, SendPacket
 from pypluto.ike.codec import IKEHeader, Payload
 from pypluto.ike.context import IKEContext
 from pypluto.ike.sa import IKESA, IKEState, Outstanding, QueuedTask, Reassembly
@@ -29,7 +29,7 @@ from pypluto.ike.tasks import responder_for
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.wire import message as wm
 from pypluto.wire import payloads as wp
-from pypluto.wire.errors import UnsupportedCriticalPayload, WireError
+from pypluto.wire.errors import EncodeError, UnsupportedCriticalPayload, WireError
 
 EXCH_INIT = ExchangeType.IKE_SA_INIT
 EXCH_AUTH = ExchangeType.IKE_AUTH
@@ -74,7 +74,15 @@ class TaskManager:
             payloads = task.build(ctx, ike, now, acts)
             if payloads is None:
                 continue
-            acts += self.send_request(ike, task, payloads, now)
+            try:
+                acts += self.send_request(ike, task, payloads, now)
+            except EncodeError as e:  # what we would send cannot be written (a huge ID)
+                task.abandon(ctx, ike)
+                acts.append(Log(f"cannot send {ExchangeType(task.exchange).name}: {e}",
+                                level="error",
+                                conn=ike.conn.name, serial=ike.serial))
+                acts += ctx.drop_ike(ike, now, "", EventKind.FAILED, FailReason.LOCAL)
+                return acts
         ctx.schedule(ike)
         return acts
 
