@@ -57,6 +57,7 @@ from pypluto.crypto import ciphers
 from pypluto.crypto.errors import CryptoError
 from pypluto.iana import Integ
 from pypluto.kernel.base import BackendError
+from pypluto.kernel.esp import inner_length
 from pypluto.kernel.seqnum import infer_seq
 from pypluto.params import IPAddress, SAExpire, SAParams, SAStats
 
@@ -511,8 +512,11 @@ class InboundAH(_AHBase):
         if nh == NH_NONE:  # a dummy packet: nothing to deliver
             return None
         if self.tunnel:
-            if nh not in (NH_IPV4, NH_IPV6) or not body or \
-                    body[0] >> 4 != (4 if nh == NH_IPV4 else 6):
+            v = 4 if nh == NH_IPV4 else 6
+            # the inner packet is all that follows AH: its own header must say so
+            # (RFC 4302 §3.1.2; RFC 791 §3.1 header and total length)
+            if nh not in (NH_IPV4, NH_IPV6) or not body or body[0] >> 4 != v \
+                    or inner_length(body, v) != len(body):
                 self.malformed += 1
                 return None
             inner = body

@@ -61,9 +61,16 @@ _I = struct.Struct("!I")
 def inner_length(plain: bytes, v: int) -> int:
     """The length of the inner IP packet at the start of ``plain`` by its own header
     (IPv4 total length, IPv6 40 + payload length).  A tunnel-mode sender may put TFC
-    padding after it (RFC 4303 §2.7); the receiver cuts the packet there."""
+    padding after it (RFC 4303 §2.7); the receiver cuts the packet there.
+
+    -1 when there is no such header: shorter than one, or (IPv4) a header length
+    below 20 bytes or beyond the total length (RFC 791 §3.1), which no checked
+    packet has (the selector check's verdicts are cached by addresses)."""
     if v == 4:
-        return (plain[2] << 8 | plain[3]) if len(plain) >= 20 else -1
+        if len(plain) < 20:
+            return -1
+        tl = plain[2] << 8 | plain[3]
+        return tl if 20 <= (plain[0] & 0x0F) * 4 <= tl else -1
     return 40 + (plain[4] << 8 | plain[5]) if len(plain) >= 40 else -1
 
 
