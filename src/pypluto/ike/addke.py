@@ -204,7 +204,7 @@ class Pending:
 
     link: bytes
     todo: list[int]
-    shared: list[bytes]
+    shared: list[bytes] = field(repr=False)  # key exchange secrets: never in a repr
     finish: Finish = field(repr=False)
     drop: Callable[[], None] = field(default=lambda: None, repr=False)
     target: Any = field(default=None, repr=False)

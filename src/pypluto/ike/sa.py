@@ -166,9 +166,10 @@ class IKESA:
     nr: bytes = b""
     ke_priv: KeyExchange | None = None  # initiator's pending key exchange
     ke_group: int = 0
-    sk_d: bytes = b""
-    sk_pi: bytes = b""
-    sk_pr: bytes = b""
+    # keys: never in a repr (an exception or log line that names the SA must not show them)
+    sk_d: bytes = field(default=b"", repr=False)
+    sk_pi: bytes = field(default=b"", repr=False)
+    sk_pr: bytes = field(default=b"", repr=False)
     prot_out: SKProtector | None = None
     prot_in: SKProtector | None = None
     init_request: bytes = b""  # IKE_SA_INIT messages, needed for AUTH (§2.15)
