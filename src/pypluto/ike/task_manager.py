@@ -201,7 +201,8 @@ class TaskManager:
                 return _dbg(f"dropping request with message ID {hdr.message_id}, expected "
                             f"{ike.next_in}", remote)
             if not ike.established and (hdr.exchange not in (EXCH_AUTH, EXCH_INT) or
-                                        ike.state is not IKEState.INIT_R):
+                                        ike.state is not IKEState.INIT_R) and \
+                    not _closing(ike):
                 # CVE-2014-2338: nothing but IKE_AUTH (and IKE_INTERMEDIATE, RFC 9242,
                 # before it) before authentication, and not
                 # even its fragments are kept (RFC 7383 §2.6)
@@ -290,7 +291,7 @@ class TaskManager:
         if exchange in (EXCH_AUTH, EXCH_INT):
             if ike.state is not IKEState.INIT_R:
                 return _dbg(f"dropping unexpected {ExchangeType(exchange).name} request", remote)
-        elif not ike.established:
+        elif not ike.established and not _closing(ike):
             # CVE-2014-2338 / -2019-12312: nothing but IKE_AUTH before authentication
             return _dbg(f"dropping exchange {exchange} before IKE_AUTH completed", remote)
         cls = responder_for(exchange, payloads)
@@ -357,6 +358,13 @@ class TaskManager:
         data = b"".join(st.parts[i] for i in range(1, total + 1))
         self._release(ike)
         return codec.parse_inner(st.first, data)
+
+
+def _closing(ike: IKESA) -> bool:
+    """Our Delete of the established ``ike`` is in flight: the peer's requests are still
+    answered (§2.25.2: a Delete crossing ours is answered as usual, and ours forgotten;
+    anything else gets what the tasks answer a closing IKE SA)."""
+    return ike.state is IKEState.DELETING and ike.established_at is not None
 
 
 def _is_first_fragment(data: bytes) -> bool:

@@ -37,7 +37,8 @@ def service(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
     acts += ike_followup.expire(ctx, ike, now)  # RFC 9370 §2.2.3
     if ike.expire_at is not None and now >= ike.expire_at:
         ike.expire_at = None
-        ctx.log(acts, "IKE SA expired (ikelifetime)", ike)
+        ctx.log(acts, "deleting the replaced IKE SA" if ike.replaced else
+                "IKE SA expired (ikelifetime)", ike)
         restart = (ike.initiator or conn.auto == "keep") and meant_up(ctx, conn) \
             and conn.remote.host_addr is not None and not ike.replaced
         acts += delete_ike(ctx, ike, now)

@@ -43,6 +43,22 @@ class IKEDelete(Task):
         acts: list[Action] = []
         ctx.log(acts, "received Delete SA payload: deleting IKE SA", ike)
         acts += ctx.send_response(ike, cls.exchange, req.msgid, [])
+        for old in ctx.peers_of(ike):
+            o = old.outstanding
+            if ike in old.peer_rekeys and old.rekeying and o is not None and \
+                    o.task.exchange == ExchangeType.CREATE_CHILD_SA:
+                # §2.8.2: the peer found the IKE SA it made by rekeying ``old`` redundant
+                # and deletes it before the answer to our own rekey of ``old`` came:
+                # the Child SAs are not the peer's to delete, they go back to ``old``
+                # and on to the IKE SA our rekey makes
+                old.peer_rekeys = [p for p in old.peer_rekeys if p is not ike]
+                old.children.extend(ike.children)
+                for c in ike.children:
+                    c.parent = old
+                ike.children = []
+                if ike.leases:  # what ike_rekey.move_children moved with them
+                    old.leases = [*old.leases, *ike.leases]
+                ike.leases = ()
         ctx.remember_closed(ike, req.msgid, req.remote, now)  # a resent Delete (§2.1)
         return acts + ctx.drop_ike(ike, now, "deleted by peer")
 

@@ -253,6 +253,18 @@ class IKERekey(Task):
                 new.rekey_at = None
                 return acts + delete_ike(ctx, new, now)
             move_children(other, new)
+            # the peer deletes ``other``, the IKE SA it made redundant; but if our Delete
+            # of ``ike`` reaches it before our answer to its rekey, it forgets that rekey
+            # (§2.25.2) and never will: then we delete it, once the peer's
+            # retransmissions of its own Delete would be over
+            other.replaced = True
+            other.rekey_at = None
+            deadline = now + ike.conn.retransmit_timeout
+            other.expire_at = deadline if other.expire_at is None else \
+                min(other.expire_at, deadline)
+            ctx.schedule(other)
+            ctx.log(acts, f"IKE SA rekey collision: #{other.serial} is redundant, the peer "
+                    "deletes it (or we do if it has not)", new)
         move_children(ike, new)
         ike.replaced = True
         ike.rekey_at = None
@@ -282,8 +294,10 @@ class IKERekey(Task):
         if why_busy:  # RFC 9370 §2.2.2, RFC 7296 §2.25.2
             return _busy(ctx, ike, why_busy, answer)
         o = ike.outstanding
-        if o is not None and isinstance(o.task, ChildCreate):
-            # §2.25: finish our exchange first (e.g. a Child rekey) before moving children
+        if o is not None and isinstance(o.task, (ChildCreate, ChildDelete)):
+            # §2.25: finish our exchange first (e.g. a Child rekey) before moving children;
+            # a Delete of a Child SA in flight would be lost with the old IKE SA, and its
+            # Child SA left half-deleted on the new one
             return answer([codec.notify(N.TEMPORARY_FAILURE)])
         chosen = proposals.choose(codec.sa_tuples(sa_p), proposals.ike_specs(ike.conn.ike),
                                   ProtocolID.IKE, ike=True)
@@ -302,7 +316,7 @@ class IKERekey(Task):
                 return answer([codec.notify(N.INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))])
             o = ike.outstanding  # §2.25: our own Child SA exchange may have started meanwhile
             if ike.replaced or ike.state is IKEState.DELETING or \
-                    (o is not None and isinstance(o.task, ChildCreate)):
+                    (o is not None and isinstance(o.task, (ChildCreate, ChildDelete))):
                 return answer([codec.notify(N.TEMPORARY_FAILURE)])
             why_busy = followup_busy(ike, None, ike_rekey=True)
             if why_busy:
