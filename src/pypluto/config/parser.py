@@ -706,11 +706,35 @@ def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> No
         why = _support_refusal(key, value)
         if why is not None:
             raise ConnError(key, why, True)
+    if conn is not None:
+        _check_host_keywords(conn)
     authby = (keys.get("authby") or "").strip().lower()
     if authby == "null":
         _check_null_auth(keys)
     elif "leftauth" in keys or "rightauth" in keys:
         _check_asymmetric_null(keys, authby)
+
+
+_HOSTS_SUPPORTED = frozenset({"%any", "%any6", "%defaultroute", "%defaultroute6"})
+_HOSTS_OPPORTUNISTIC = frozenset({"%opportunistic", "%oppo", "%opportunisticgroup",
+                                  "%oppogroup", "%group", "%oe"})
+
+
+def _check_host_keywords(conn: Connection) -> None:
+    """``left=`` / ``right=`` ``%`` words other than %any, %any6, %defaultroute and
+    %defaultroute6: opportunistic and policy-group conns (%opportunistic, %group, ...)
+    and an interface's address (``%ppp0``) are not implemented; such a host would
+    otherwise be left unresolved (or act as %any), so the conn is refused."""
+    for end, side in ((conn.left, "left"), (conn.right, "right")):
+        host = (end.host or "").lower()
+        if not host.startswith("%") or host in _HOSTS_SUPPORTED:
+            continue
+        why = ("opportunistic IPsec and policy-group conns are not implemented by pypluto"
+               if host in _HOSTS_OPPORTUNISTIC else
+               "pypluto takes no address from an interface name or another %word: "
+               "write an address, a host name, %any, %any6, %defaultroute or "
+               "%defaultroute6")
+        raise ConnError(side, f"{side}={end.host} is not supported by pypluto ({why})", True)
 
 
 # auto= / type= values (keywords.py checks the spelling) and what they mean here.
@@ -726,7 +750,7 @@ _CONN_TYPE: dict[str, ConnType] = {
 _AUTHBY_WORDS = {
     "secret", "rsasig", "rsa", "ecdsa", "null", "never", "rsa-sha1", "rsa-sha2",
     "rsa-sha2_256", "rsa-sha2_384", "rsa-sha2_512", "ecdsa-sha2", "ecdsa-sha2_256",
-    "ecdsa-sha2_384", "ecdsa-sha2_512", "eddsa", "ed25519", "ed448", "psk", "secret|rsasig",
+    "ecdsa-sha2_384", "ecdsa-sha2_512", "eddsa", "psk", "secret|rsasig",
 }
 
 
@@ -742,6 +766,11 @@ def parse_authby(value: str) -> list[str]:
     if "never" in words and len(words) > 1:
         raise ConnError("authby", f"authby={value}: never cannot be combined with other "
                         "authentication methods")
+    if "null" in words and len(words) > 1:
+        # ipsec.conf(5): null cannot be combined; Libreswan's pluto loads it for
+        # opportunistic conns, which pypluto does not implement (it would drop the null)
+        raise ConnError("authby", f"authby={value} is not supported by pypluto (null "
+                        "cannot be combined with other authentication methods)", True)
     return words
 
 
@@ -1063,6 +1092,18 @@ def _check_kv(k: str, v: str, info: tuple[tuple[_Target, ...], KeyDef | None, st
     _memo_put(_CANON_MEMO, (k, v), True)
 
 
+def _yes_no(value: str) -> str:
+    """An enum value with Libreswan's spellings of yes and no (true/on/y, false/off/n)
+    as ``yes`` / ``no``: the engine compares with those two words only (esn=,
+    encapsulation=, fragmentation=)."""
+    low = value.strip().lower()
+    if low in ("yes", "true", "on", "y"):
+        return "yes"
+    if low in ("no", "false", "off", "n"):
+        return "no"
+    return low
+
+
 _SKIPPED_FIELDS = ("name", "left", "right", "origin", "origins", "raw", "also", "connalias",
                    "local_is_left", "uniqueids")
 """Connection fields that ``_conn_fields`` does not set (the rest it takes from the keys
@@ -1126,9 +1167,15 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
             except ProposalError as exc:
                 raise ConnError(attr, f"{attr}={pv}: {exc}") from None
     conn.phase2 = (get("phase2") or "esp").lower().replace("default", "esp")
+    # Libreswan keeps one Child SA proposal string (esp=, ah= and phase2alg= are the same
+    # setting) and parses it as phase2= says: the other protocol's key is never used
+    unused = "ah" if conn.phase2 != "ah" else "esp"
+    if get(unused) is not None and conn.type in ("tunnel", "transport"):
+        raise ConnError(unused, f"{unused}={get(unused)} needs phase2={unused} (this conn "
+                        f"negotiates {conn.phase2.upper()}, which {unused}= does not set)")
     conn.pfs = b("pfs", True)
     conn.ms_dh_downgrade = b("ms-dh-downgrade", False)
-    conn.esn = (get("esn") or "either").lower()
+    conn.esn = _yes_no(get("esn") or "either")
     conn.compress = b("compress", False)
     conn.ikelifetime = t("ikelifetime", 8 * 3600.0)
     conn.salifetime = t("ipsec-lifetime", 8 * 3600.0)
@@ -1143,17 +1190,24 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     conn.failureshunt = (get("failureshunt") or "none").lower()
     rw = get("replay-window")
     conn.replay_window = 128 if rw is None else parse_int(rw, "replay-window", 0, 2**32 - 1)
+    if conn.replay_window == 0:
+        # Libreswan: no replay window, no ESN (ipsec.conf(5) esn=, replay-window=)
+        if conn.esn == "yes":
+            raise ConnError("esn", f"esn={get('esn')} with replay-window=0 is not supported "
+                            "by pypluto (ESN needs a replay window; Libreswan forces esn=no)",
+                            True)
+        conn.esn = "no"
     mb = get("ipsec-max-bytes")
     conn.ipsec_max_bytes = None if mb is None else parse_bignum(mb, "ipsec-max-bytes")
     mp = get("ipsec-max-packets")
     conn.ipsec_max_packets = None if mp is None else parse_bignum(mp, "ipsec-max-packets")
     conn.dpddelay = t("dpddelay", 0.0)
     conn.dpdtimeout = t("ikev1-dpdtimeout", 0.0)
-    frag = (get("fragmentation") or "yes").lower()
+    frag = _yes_no(get("fragmentation") or "yes")
     conn.fragmentation = {"never": "no", "insist": "force"}.get(frag, frag)
     conn.mobike = b("mobike", False)
     conn.narrowing = b("narrowing", False)
-    conn.encapsulation = (get("encapsulation") or "auto").lower()
+    conn.encapsulation = _yes_no(get("encapsulation") or "auto")
     conn.nat_keepalive = b("nat-keepalive", True)
     conn.initial_contact = b("initial-contact", False)  # Libreswan 5.2: no
     conn.send_vendorid = b("send-vendorid", False)
@@ -1285,11 +1339,11 @@ def _semantic_checks(conn: Connection) -> None:
         if sha1 and end.auth == "ecdsa":
             raise ConnError(side + "auth", "authby=ecdsa cannot use sha1, only sha2")
     if conn.keyexchange == "ikev2":
-        for end in (conn.left, conn.right):
+        for end, side in ((conn.left, "left"), (conn.right, "right")):
             raw_sub = end.raw.get("subnet", "")
             if raw_sub[:1] in ("v", "V") and raw_sub.lower().startswith(("vhost:", "vnet:")):
-                raise ConnError("subnet", "The vnet: and vhost: keywords are only valid for "
-                                "IKEv1 connections")
+                raise ConnError(side + "subnet", "The vnet: and vhost: keywords are only "
+                                "valid for IKEv1 connections")
     left, right = conn.left.host_addr, conn.right.host_addr
     if left is not None and right is not None and left.version != right.version:
         raise ConnError("left", "left= and right= are of different address families")
@@ -1442,6 +1496,9 @@ def _finish(reader: _Reader, path: str, enforce: bool = True) -> ConfigFile:
             if not isinstance(exc, ValueError):
                 exc = ConnError(None, f"internal error ({type(exc).__name__}: {exc})")
             key = getattr(exc, "key", None)
+            if not key:  # a value parser's "KEY=VALUE: why": the line of KEY
+                m = re.match(r"([a-z0-9][a-z0-9_.+-]*)=", str(exc))
+                key = m.group(1) if m and m.group(1) in origins else None
             o = origins.get(key, origin) if key else origin
             if key and key not in origins:
                 o = next((origins[k] for k in origins if k.startswith(key)), origin)

@@ -141,6 +141,14 @@ def _with_bits(alg: registry.Algorithm, bits: int | None, name: str) -> list[Alg
     return [AlgSpec(int(alg.id), None)]
 
 
+# Key exchange groups that Libreswan 5.2 does not build (USE_DH2, USE_DH22..24 are off
+# by default; MODP768 is gone): an ike=/esp=/ah= naming one does not load there, and
+# does not here (the crypto layer keeps them for tests and for refusing peers).
+_NOT_IN_LIBRESWAN = frozenset(int(k) for k in (
+    registry.KE.MODP768, registry.KE.MODP1024, registry.KE.MODP1024_S160,
+    registry.KE.MODP2048_S224, registry.KE.MODP2048_S256))
+
+
 def _ids(ttype: int, token: str, what: str, proto: str) -> tuple[int, ...]:
     out: list[int] = []
     for name in token.split("+"):
@@ -150,6 +158,9 @@ def _ids(ttype: int, token: str, what: str, proto: str) -> tuple[int, ...]:
         alg = _lookup(ttype, name)
         if alg is None:
             raise ProposalError(f"{proto} {what} algorithm '{name}' is not recognized")
+        if ttype == TransformType.KE and int(alg.id) in _NOT_IN_LIBRESWAN:
+            raise ProposalError(f"{proto} {what} algorithm '{name}' is not supported (a weak "
+                                "group that Libreswan 5.2 does not build)")
         if int(alg.id) not in out:
             out.append(int(alg.id))
     return tuple(out)
