@@ -36,7 +36,7 @@ def _store(tmp: Path, me: Issued, pki: PKI, stem: str) -> CertStore:
     return st
 
 
-def cert_net(tmp: Path, west: Issued, east: Issued, pki: PKI, *, authby: str = "rsasig",
+def cert_net(tmp: Path, west: Issued, east: Issued, pki: PKI, *, authby: str = "rsasig,ecdsa",
              west_pki: PKI | None = None, east_kw: dict | None = None,
              west_kw: dict | None = None) -> Net:
     ws = _store(tmp, west, west_pki or pki, "west")
@@ -187,15 +187,15 @@ def test_rightca_file_is_the_trust_anchor(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("cert_side", ["west", "east"])
 def test_asymmetric_psk_one_way_cert_the_other(tmp_path: Path, cert_side: str) -> None:
-    """leftauth=rsasig / rightauth=secret: one end signs, the other uses the PSK."""
+    """leftauth=ecdsa / rightauth=secret: one end signs, the other uses the PSK."""
     pki = PKI.build()
     net = cert_net(tmp_path, pki.ee("west"), pki.ee("east"), pki, authby="")
     for side in (net.west, net.east):
         side.engine.secrets.psk = b"very secret shared key for tests"  # type: ignore[attr-defined]
         conn = side.engine.connections["west-east"]
         signer_is_local = side.name == cert_side
-        conn.local.auth = "rsasig" if signer_is_local else "secret"
-        conn.remote.auth = "secret" if signer_is_local else "rsasig"
+        conn.local.auth = "ecdsa" if signer_is_local else "secret"
+        conn.remote.auth = "secret" if signer_is_local else "ecdsa"
     net.up()
     assert net.established(net.west) and net.established(net.east)
     check_pair(net)
@@ -218,7 +218,7 @@ def test_asymmetric_null_one_way_cert_the_other(tmp_path: Path, null_side: str) 
             conn = side.engine.connections["west-east"]
             null_is_local = side.name == null_side
             (conn.local if null_is_local else conn.remote).auth = "null"
-            (conn.remote if null_is_local else conn.local).auth = "rsasig"
+            (conn.remote if null_is_local else conn.local).auth = "ecdsa"
             if null_is_local:
                 conn.local.id = None
                 conn.local.cert = None

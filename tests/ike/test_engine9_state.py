@@ -56,7 +56,7 @@ def test_other_fields_do_not_move_the_generation() -> None:
 
 def test_defaults_copies_and_equality_are_those_of_plain_fields() -> None:
     c = Connection(name="c")
-    assert (c.keyexchange, c.authby, c.type, c.local_is_left) == ("ikev2", "rsasig",
+    assert (c.keyexchange, c.authby, c.type, c.local_is_left) == ("ikev2", "rsasig,ecdsa",
                                                                  "tunnel", None)
     d = copy.deepcopy(c)
     assert d == c and d.left == c.left and d.left is not c.left

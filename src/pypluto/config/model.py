@@ -185,7 +185,9 @@ class Connection:
     local_is_left: bool | None = None
 
     keyexchange: str = "ikev2"  # ikev1 | ikev2
-    authby: str = "rsasig"  # secret, rsasig, ecdsa, null, never, ... (Libreswan default)
+    # secret, rsasig, ecdsa, null, never, ...; unset: Libreswan's default (RSA signatures,
+    # PSS or PKCS#1 v1.5, and ECDSA), which is wider than an explicit authby=rsasig
+    authby: str = "rsasig,ecdsa"
     auto: AutoMode = "ignore"
     type: ConnType = "tunnel"
     ike: list[ProposalSpec] | None = None  # None = Libreswan's defaults

@@ -167,8 +167,7 @@ def connection_lines(snap: dict[str, Any]) -> list[str]:
         lines.append(f"{n}:   auto: {c['auto']}; type: {c['type']}; authby: {c['authby']};")
         lines.append(f"{n}:   IKE algorithms: {c.get('ike') or 'default'}")
         lines.append(f"{n}:   ESP algorithms: {c.get('esp') or 'default'}")
-        auth = {"secret": "PSK", "psk": "PSK", "null": "AUTH_NULL", "rsasig": "RSASIG",
-                "ecdsa": "ECDSA"}.get(c["authby"], c["authby"].upper())
+        auth = _auth_policy(c["authby"])
         lines.append(f"{n}:   policy: IKEv2+{auth}+ENCRYPT+{c['type'].upper()};")
         if c.get("ike_serials") or c.get("child_serials"):
             ike = max(c["ike_serials"]) if c.get("ike_serials") else 0
@@ -199,9 +198,14 @@ def _routing(c: dict[str, Any]) -> str:
         "routed" if c.get("routed") else "unrouted")
 
 
+_POLICY_WORDS = {"secret": "PSK", "psk": "PSK", "null": "AUTH_NULL", "rsasig": "RSASIG",
+                 "ecdsa": "ECDSA"}
+
+
 def _auth_policy(authby: str) -> str:
-    return {"secret": "PSK", "psk": "PSK", "null": "AUTH_NULL", "rsasig": "RSASIG",
-            "ecdsa": "ECDSA"}.get(authby, authby.upper())
+    """``authby=`` as the policy bits of Libreswan's status (``rsasig,ecdsa`` ->
+    ``RSASIG+ECDSA``)."""
+    return "+".join(_POLICY_WORDS.get(w, w.upper()) for w in authby.split(",") if w)
 
 
 def _newest_lines(n: str, c: dict[str, Any]) -> list[str]:

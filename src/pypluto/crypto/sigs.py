@@ -238,6 +238,31 @@ def _verify_rsa(key: rsa.RSAPublicKey, sig: bytes, octets: bytes, oid: str, para
     raise ValueError("not an RSA signature algorithm")
 
 
+def scheme(method: int, auth_data: bytes) -> tuple[str, int] | None:
+    """(key family "rsa" / "ecdsa" / "eddsa", RFC 7427 hash id) of a signature AUTH
+    payload, from its method and (method 14) its AlgorithmIdentifier; None when it names
+    no scheme we know (``verify`` refuses it then)."""
+    if method == AUTH_RSA:
+        return "rsa", HASH_SHA1
+    if method in _RFC4754:
+        return "ecdsa", _RFC4754[method][1]
+    if method != AUTH_DIGITAL_SIGNATURE or not auth_data:
+        return None
+    try:
+        oid, params = _parse_algid(auth_data[1 : 1 + auth_data[0]])
+        if oid == _PSS:
+            return "rsa", _parse_pss_params(params)[0]
+    except (ValueError, KeyError, IndexError):
+        return None
+    for table, family in ((_RSA_PKCS1, "rsa"), (_ECDSA, "ecdsa")):
+        for h, o in table.items():
+            if o == oid:
+                return family, h
+    if oid in (_ED25519, _ED448):
+        return "eddsa", HASH_IDENTITY
+    return None
+
+
 def verify(method: int, key: PublicKeyTypes, octets: bytes, auth_data: bytes) -> bool:
     """True when ``auth_data`` is a valid signature of ``octets`` by ``key``'s owner."""
     try:

@@ -129,6 +129,46 @@ def remote_sig(conn: Connection) -> bool:
     return any(x in _SIG_WORDS for x in _words(conn, conn.remote))
 
 
+# the signature words of ``authby=`` / ``rightauth=`` by the key family they allow
+_FAMILY_WORDS = {
+    "rsa": {"rsasig", "rsa", "rsa-sha1", "rsa-sha2", "rsa-sha2_256", "rsa-sha2_384",
+            "rsa-sha2_512"},
+    "ecdsa": {"ecdsa", "ecdsa-sha2", "ecdsa-sha2_256", "ecdsa-sha2_384", "ecdsa-sha2_512"},
+    "eddsa": {"eddsa"},
+}
+_SHA1_WORDS = {"rsasig", "rsa", "rsa-sha1"}  # the words that let the peer sign with SHA-1
+
+
+def peer_scheme_refusal(conn: Connection, method: int, auth_data: bytes) -> str | None:
+    """Why the peer's signature scheme is not one its end allows, or None.
+
+    ``rightauth=`` (else ``authby=``) names key families and hashes (ipsec.conf(5)):
+    ``ecdsa`` an ECDSA signature, ``rsasig`` an RSA one (PKCS#1 v1.5 or PSS, SHA-1 or
+    SHA-2), ``rsa-sha2`` RSA with SHA-2 only, ``eddsa`` EdDSA, and a ``_256``/``_384``/
+    ``_512`` word that hash only.  A signature that verifies with the peer's key is
+    still refused when it is of another kind: the conn says what is enough."""
+    words = set(_words(conn, conn.remote))
+    if "pubkey" in words:  # any signature the peer's key can make
+        return None
+    got = sigs.scheme(method, auth_data)
+    if got is None:
+        return None  # no scheme we know: the signature check refuses it
+    family, h = got
+    allowed = words & _FAMILY_WORDS[family]
+    what = f"authby={conn.remote.auth or conn.authby}"
+    if not allowed:
+        return f"the peer signed with {family.upper()} (AUTH method {method}), which " \
+               f"{what} does not allow"
+    if h == sigs.HASH_SHA1 and not allowed & _SHA1_WORDS:
+        return f"the peer signed with SHA-1 (AUTH method {method}), which {what} does not " \
+               "allow"
+    only = {hh for w in allowed for sfx, hh in _SUFFIX.items() if w.endswith(sfx)}
+    if only and not any(w for w in allowed if not w.endswith(tuple(_SUFFIX))) and \
+            h not in only:
+        return f"the peer's signature hash (RFC 7427 hash {h}) is not one {what} allows"
+    return None
+
+
 def store(ctx: IKEContext) -> CertStore | None:
     s = getattr(ctx.secrets, "certs", None)
     return s if isinstance(s, CertStore) else None
@@ -249,6 +289,11 @@ def _method(key: object, words: list[str], hashes: set[int]) -> tuple[int, int, 
 
     ``authby=rsa-sha2_384`` (and the other ``_NNN`` words) limit the hashes to those.
     """
+    family = "rsa" if isinstance(key, rsa.RSAPrivateKey) else \
+        "ecdsa" if isinstance(key, ec.EllipticCurvePrivateKey) else "eddsa"
+    if words and "pubkey" not in words and not set(words) & _FAMILY_WORDS[family]:
+        raise CryptoError(f"our key is {family.upper()}, which authby={','.join(words)} "
+                          "does not allow")
     only = {h for w in words for sfx, h in _SUFFIX.items() if w.endswith(sfx)}
     if only:
         hashes = (hashes & only) | (hashes & {sigs.HASH_IDENTITY})
@@ -260,6 +305,9 @@ def _method(key: object, words: list[str], hashes: set[int]) -> tuple[int, int, 
         return sigs.AUTH_DIGITAL_SIGNATURE, sigs.HASH_IDENTITY, False
     if isinstance(key, rsa.RSAPrivateKey):
         if not rfc7427 or (words and all(w == "rsa-sha1" for w in words)):
+            if words and "pubkey" not in words and not set(words) & _SHA1_WORDS:
+                raise CryptoError(f"authby={','.join(words)} signs with SHA-2 only (RFC "
+                                  "7427), and the peer offered no SHA-2 hash")
             return sigs.AUTH_RSA, sigs.HASH_SHA1, False
     elif isinstance(key, ec.EllipticCurvePrivateKey) and not rfc7427:
         m = {256: sigs.AUTH_ECDSA_256, 384: sigs.AUTH_ECDSA_384, 521: sigs.AUTH_ECDSA_521}
@@ -377,6 +425,9 @@ def _verify(ctx: IKEContext, conn: Connection, peer: Identity,
     if not remote_sig(conn):
         return f"peer signed (AUTH method {method}) but the connection expects " \
                f"authby={conn.remote.auth or conn.authby}"
+    why = peer_scheme_refusal(conn, method, auth_data)
+    if why is not None:
+        return why
     certs = [bytes(p.data) for p in payloads
              if isinstance(p, wp.CertPayload) and int(p.encoding) == X509]
     when = datetime.datetime.fromtimestamp(st.clock(), datetime.UTC)  # validity
@@ -433,6 +484,9 @@ def _verify_raw(conn: Connection, peer: Identity, method: int, key: rawkey.RawPu
     if not remote_sig(conn):
         return f"peer signed (AUTH method {method}) but the connection expects " \
                f"authby={conn.remote.auth or conn.authby}"
+    why = peer_scheme_refusal(conn, method, auth_data)
+    if why is not None:
+        return why
     if conn.remote.id is not None and not ids.id_matches(conn.remote.id, peer):
         return f"peer ID {id_desc(peer)} is not the ID its raw key belongs to " \
                f"({id_desc(conn.remote.id)})"
