@@ -30,6 +30,18 @@ def test_nat_detected_and_floated() -> None:
     assert net.west.keepalives == 2 and net.east.keepalives == 0
 
 
+def test_encapsulation_no_sends_plain_esp_through_a_nat() -> None:
+    """encapsulation=no: the NAT is detected (IKE moves to port 4500) but the Child SAs
+    are plain ESP, as the operator asked; auto (the other tests) encapsulates."""
+    net = Net(nat=True, east_kw={"left": "%any", "encapsulation": "no"},
+              west_kw={"encapsulation": "no"})
+    net.up()
+    w, e = net.established(net.west), net.established(net.east)
+    assert w and e and w[0].nat_detected_local and e[0].nat_detected_remote
+    for side in (net.west, net.east):
+        assert side.kernel_sas and not any(s.encapsulated for s in side.kernel_sas.values())
+
+
 def test_encapsulation_yes_without_nat() -> None:
     net = Net(west_kw={"encapsulation": "yes"})
     net.up()

@@ -54,8 +54,9 @@ def configured_ts(ike: IKESA, conn: Connection) -> tuple[list[TS], list[TS]]:
 
 
 def encap_for(ike: IKESA) -> tuple[int, int] | None:
-    """ESP-in-UDP ports when a NAT was detected or ``encapsulation=yes`` (RFC 3948)."""
-    if ike.conn.encapsulation == "no" and not (ike.nat_local or ike.nat_remote):
+    """ESP-in-UDP ports when a NAT was detected or ``encapsulation=yes`` (RFC 3948);
+    never with ``encapsulation=no`` (ipsec.conf(5): plain ESP even through a NAT)."""
+    if ike.conn.encapsulation == "no":
         return None
     if ike.nat_local or ike.nat_remote or ike.conn.encapsulation == "yes":
         return (ike.local.port, ike.remote.port)
