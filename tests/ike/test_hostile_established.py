@@ -107,23 +107,28 @@ def test_new_child_with_a_reserved_esp_spi_is_refused(spi: int) -> None:
     _no_internal_error(net.east)
 
 
-def test_new_child_reusing_an_outbound_spi_is_refused() -> None:
-    """The peer names the SPI of east's existing outbound SA: a second SA with the same
-    (destination, SPI, protocol) would replace it in the data plane (XFRM UPDSA) and
-    be deleted with it (RFC 4301 §4.1)."""
+@pytest.mark.parametrize("which", ["outbound", "inbound"])
+def test_new_child_reusing_an_spi_of_ours_is_refused(which: str) -> None:
+    """The peer names the SPI of east's existing outbound SA (a second SA with the same
+    destination, SPI and protocol would replace it in the data plane, XFRM UPDSA, and be
+    deleted with it, RFC 4301 §4.1), or one of east's inbound SPIs (visible on the
+    wire: the engine's and the daemon's SPI indexes would mix the two SAs)."""
     net, w, e = _setup()
     old = e.children[0]
     kernel = dict(net.east.kernel_sas)
-    acts = _request(net, w, 36, _child_request(w, old.spi_out.to_bytes(4, "big")))
+    spi = old.spi_out if which == "outbound" else old.spi_in
+    acts = _request(net, w, 36, _child_request(w, spi.to_bytes(4, "big")))
     assert _notify_types(_answer(w, acts)) == [N.NO_PROPOSAL_CHOSEN]
     assert not _added(acts)
     assert e.children == [old] and net.east.kernel_sas == kernel
     assert net.east.engine.children_out[old.spi_out] is old
+    assert net.east.engine.children_in[old.spi_in] is old
+    assert any("already in use by another SA" in a.message for a in acts if isinstance(a, Log))
 
 
-def test_child_of_another_ike_sa_cannot_take_its_outbound_spi() -> None:
-    """Two IKE SAs from the same address (as two clients behind one NAT): the second
-    may not pick the outbound SPI of the first one's Child SA."""
+def _two_ike_sas() -> tuple[Net, list[IKESA], IKESA]:
+    """Two IKE SAs from the same address (as two clients behind one NAT): east's two, in
+    order, and west's IKE SA of the second."""
     net = Net(west_settings=EngineSettings(uniqueids=False),
               east_settings=EngineSettings(uniqueids=False))
     net.up()
@@ -132,8 +137,15 @@ def test_child_of_another_ike_sa_cannot_take_its_outbound_spi() -> None:
     net.run()
     ikes = sorted(net.east.engine.by_serial.values(), key=lambda i: i.serial)
     assert len(ikes) == 2 and all(i.established and i.children for i in ikes)
-    victim = ikes[0].children[0]
     w2 = next(i for i in net.west.engine.by_serial.values() if i.spi_r == ikes[1].spi_r)
+    return net, ikes, w2
+
+
+def test_child_of_another_ike_sa_cannot_take_its_outbound_spi() -> None:
+    """Two IKE SAs from the same address (as two clients behind one NAT): the second
+    may not pick the outbound SPI of the first one's Child SA."""
+    net, ikes, w2 = _two_ike_sas()
+    victim = ikes[0].children[0]
     acts = _request(net, w2, 36, _child_request(w2, victim.spi_out.to_bytes(4, "big")))
     assert _notify_types(_answer(w2, acts)) == [N.NO_PROPOSAL_CHOSEN]
     assert not _added(acts)
@@ -142,32 +154,10 @@ def test_child_of_another_ike_sa_cannot_take_its_outbound_spi() -> None:
     assert net.east.engine.children_out[victim.spi_out] is victim
 
 
-def test_new_child_taking_one_of_our_inbound_spis_is_refused() -> None:
-    """ESP SPIs are visible on the wire: a peer that names one of our inbound SPIs
-    (another peer's traffic to us) as its own would share that SPI in the engine's and
-    the daemon's SPI indexes, so its expiry and counters could reach the wrong SA."""
-    net, w, e = _setup()
-    old = e.children[0]
-    kernel = dict(net.east.kernel_sas)
-    acts = _request(net, w, 36, _child_request(w, old.spi_in.to_bytes(4, "big")))
-    assert _notify_types(_answer(w, acts)) == [N.NO_PROPOSAL_CHOSEN]
-    assert not _added(acts)
-    assert e.children == [old] and net.east.kernel_sas == kernel
-    assert net.east.engine.children_in[old.spi_in] is old
-    assert any("already in use by another SA" in a.message for a in acts if isinstance(a, Log))
-
-
 def test_rekey_sa_naming_a_child_of_another_ike_sa() -> None:
     """REKEY_SA (and Delete) only ever name Child SAs of the IKE SA they arrive on."""
-    net = Net(west_settings=EngineSettings(uniqueids=False),
-              east_settings=EngineSettings(uniqueids=False))
-    net.up()
-    net.apply(net.west, net.west.engine.initiate_ike(net.west.engine.connections["west-east"],
-                                                     net.now))
-    net.run()
-    ikes = sorted(net.east.engine.by_serial.values(), key=lambda i: i.serial)
+    net, ikes, w2 = _two_ike_sas()
     victim = ikes[0].children[0]
-    w2 = next(i for i in net.west.engine.by_serial.values() if i.spi_r == ikes[1].spi_r)
     theirs = victim.spi_out.to_bytes(4, "big")  # west's inbound SPI of the victim
     acts = _request(net, w2, 36, _child_request(
         w2, extra=[codec.notify(N.REKEY_SA, b"", ProtocolID.ESP, theirs)]))
