@@ -167,6 +167,27 @@ def test_every_packet_reparses_identically() -> None:
         assert parse_message(data).serialize() == data
 
 
+@pytest.mark.parametrize("pfs", [(False, True), (True, False)])
+def test_second_connection_with_other_pfs_shares_the_ike_sa(pfs: tuple[bool, bool]) -> None:
+    """A CREATE_CHILD_SA for a second conn of the same peer is judged by that conn's
+    pfs= (a KE payload, or none), not by the pfs= of the conn the IKE SA was made for."""
+    from .harness import make_conn
+    first, second = pfs
+    net = Net(west_kw={"pfs": first}, east_kw={"pfs": first})
+    extra = {"leftsubnet": "198.51.100.0/25", "rightsubnet": "192.0.2.128/25", "pfs": second}
+    net.apply(net.west, net.west.engine.add_connection(
+        make_conn("west-east-2", local_left=True, **extra)))
+    net.apply(net.east, net.east.engine.add_connection(
+        make_conn("west-east-2", local_left=False, **extra)))
+    net.up()
+    net.apply(net.west, net.west.engine.initiate("west-east-2", net.now))
+    net.run()
+    assert len(net.established(net.west)) == 1 and len(net.established(net.east)) == 1
+    assert sorted(c.conn for c in net.children(net.east)) == ["west-east", "west-east-2"], \
+        net.east.logs()
+    check_pair(net)
+
+
 def test_no_send_without_connection() -> None:
     net = Net()
     acts = net.west.engine.initiate("nope", net.now)
