@@ -167,54 +167,52 @@ def test_every_packet_reparses_identically() -> None:
         assert parse_message(data).serialize() == data
 
 
-@pytest.mark.parametrize("pfs", [(False, True), (True, False)])
-def test_second_connection_with_other_pfs_shares_the_ike_sa(pfs: tuple[bool, bool]) -> None:
-    """A CREATE_CHILD_SA for a second conn of the same peer is judged by that conn's
-    pfs= (a KE payload, or none), not by the pfs= of the conn the IKE SA was made for."""
-    from .harness import make_conn
-    first, second = pfs
-    net = Net(west_kw={"pfs": first}, east_kw={"pfs": first})
-    extra = {"leftsubnet": "198.51.100.0/25", "rightsubnet": "192.0.2.128/25", "pfs": second}
-    net.apply(net.west, net.west.engine.add_connection(
-        make_conn("west-east-2", local_left=True, **extra)))
-    net.apply(net.east, net.east.engine.add_connection(
-        make_conn("west-east-2", local_left=False, **extra)))
-    net.up()
-    net.apply(net.west, net.west.engine.initiate("west-east-2", net.now))
-    net.run()
-    assert len(net.established(net.west)) == 1 and len(net.established(net.east)) == 1
-    assert sorted(c.conn for c in net.children(net.east)) == ["west-east", "west-east-2"], \
-        net.east.logs()
-    check_pair(net)
-
-
 def test_no_send_without_connection() -> None:
     net = Net()
     acts = net.west.engine.initiate("nope", net.now)
     assert not [a for a in acts if isinstance(a, SendPacket)]
 
 
-def test_second_connection_shares_the_ike_sa() -> None:
+SECOND = {"leftsubnet": "198.51.100.0/25", "rightsubnet": "192.0.2.128/25"}
+
+
+def _second_conn_up(net: Net, **kw: object) -> None:
+    """Both ends add a second conn ``west-east-2`` (``SECOND``'s subnets and ``kw``), the
+    first is brought up, then west initiates the second on the same IKE SA."""
     from .harness import make_conn
-    net = Net()
-    extra = {"leftsubnet": "198.51.100.0/25", "rightsubnet": "192.0.2.128/25"}
-    net.apply(net.west, net.west.engine.add_connection(
-        make_conn("west-east-2", local_left=True, **extra)))
-    net.apply(net.east, net.east.engine.add_connection(
-        make_conn("west-east-2", local_left=False, **extra)))
+    for side, left in ((net.west, True), (net.east, False)):
+        net.apply(side, side.engine.add_connection(
+            make_conn("west-east-2", local_left=left, **SECOND, **kw)))
     net.up()
     net.apply(net.west, net.west.engine.initiate("west-east-2", net.now))
     net.run()
     assert len(net.established(net.west)) == 1 and len(net.established(net.east)) == 1
+    assert sorted(c.conn for c in net.children(net.east)) == ["west-east", "west-east-2"], \
+        net.east.logs()
+
+
+def test_second_connection_shares_the_ike_sa() -> None:
+    from .harness import make_conn
+    net = Net()
+    _second_conn_up(net)
     ch = net.children(net.east)
-    assert sorted(c.conn for c in ch) == ["west-east", "west-east-2"]
     assert len({c.reqid for c in ch}) == 2
     assert len(net.east.policies) == 6
     check_pair(net)
     # the responder picks the connection by traffic selectors in IKE_AUTH, too
     net2 = Net()
     net2.apply(net2.east, net2.east.engine.add_connection(
-        make_conn("west-east-2", local_left=False, **extra)))
-    net2.west.engine.connections["west-east"] = make_conn(local_left=True, **extra)
+        make_conn("west-east-2", local_left=False, **SECOND)))
+    net2.west.engine.connections["west-east"] = make_conn(local_left=True, **SECOND)
     net2.up()
     assert [c.conn for c in net2.children(net2.east)] == ["west-east-2"]
+
+
+@pytest.mark.parametrize("pfs", [(False, True), (True, False)])
+def test_second_connection_with_other_pfs_shares_the_ike_sa(pfs: tuple[bool, bool]) -> None:
+    """A CREATE_CHILD_SA for a second conn of the same peer is judged by that conn's
+    pfs= (a KE payload, or none), not by the pfs= of the conn the IKE SA was made for."""
+    first, second = pfs
+    net = Net(west_kw={"pfs": first}, east_kw={"pfs": first})
+    _second_conn_up(net, pfs=second)
+    check_pair(net)
