@@ -189,20 +189,30 @@ def other_connections(ctx: IKEContext, ike: IKESA) -> list[Connection]:
     return out
 
 
+def ke_groups(ike: IKESA, conn: Connection) -> set[int]:
+    """The KE groups a Child SA of ``conn`` may use (what ``respond_child`` and ``accept`` take):
+    the ``esp=``/``ah=`` groups and the IKE SA's; none with ``pfs=no``.  An
+    INVALID_KE_PAYLOAD asking for another group is refused, not followed: the peer
+    does not choose a group we never offered (RFC 7296 §1.3, §2.7)."""
+    if not conn.pfs:
+        return set()
+    specs = proposals.child_specs(conn.esp, conn.ah, conn.phase2)[0]
+    return {int(g) for s in specs for g in s.ke} | {ike.ke_group}
+
+
 def peer_spi_refusal(ctx: IKEContext | None, ike: IKESA, spi: bytes, proto: int) -> str:
     """Why the peer's 4-byte AH/ESP SPI (our outbound SA's) is refused, or "".
 
     RFC 4303 §2.1 / RFC 4302 §2.4: SPI 0 is never sent on the wire and 1..255 are
     reserved by IANA (we never allocate them either).  An SPI that another SA of ours
     already has would collide with it in the data plane or in the SPI indexes
-    (``IKEContext.spi_out_in_use``).
+    (``IKEContext.spi_in_use``).
     """
     val = int.from_bytes(spi, "big")
     pname = _proto_name(proto)
     if val < 256:
         return f"the peer's {pname} SPI {val:#x} is reserved (RFC 4303 §2.1)"
-    if ctx is not None and ctx.spi_out_in_use(ike.remote.addr, val,
-                                              "ah" if proto == ProtocolID.AH else "esp"):
+    if ctx is not None and ctx.spi_in_use(val):
         return f"the peer's {pname} SPI {val:#010x} is already in use by another SA"
     return ""
 
@@ -245,7 +255,7 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
                               esn=conn.esn, pfs_group=pfs)
     if chosen is None and ke_group is not None:
         # the peer may offer several groups: accept any of ours
-        for g in {int(g) for s in specs for g in s.ke} | {ike.ke_group}:
+        for g in sorted(ke_groups(ike, conn)):
             chosen = proposals.choose(codec.sa_tuples(sa_p), specs, proto, ike=False,
                                       esn=conn.esn, pfs_group=g)
             if chosen is not None:

@@ -769,7 +769,7 @@ class Engine:
         self.schedule(ike)
         return acts
 
-    def spi_out_in_use(self, remote: IPAddress, spi: int, protocol: str) -> bool:
+    def spi_in_use(self, spi: int) -> bool:
         """Does a Child SA of ours already have this SPI, either way?
 
         The peer picks our outbound SPIs, and ESP SPIs are visible on the wire.  The

@@ -43,17 +43,6 @@ def _pfs_group(ike: IKESA, conn: Connection) -> int | None:
     return ike.ke_group
 
 
-def _ke_groups(ike: IKESA, conn: Connection) -> set[int]:
-    """The KE groups a Child SA of ``conn`` may use (what ``respond_child`` accepts):
-    the ``esp=``/``ah=`` groups and the IKE SA's; none with ``pfs=no``.  An
-    INVALID_KE_PAYLOAD asking for another group is refused, not followed: the peer
-    does not choose a group we never offered (RFC 7296 §1.3, §2.7)."""
-    if not conn.pfs:
-        return set()
-    specs = proposals.child_specs(conn.esp, conn.ah, conn.phase2)[0]
-    return {int(g) for s in specs for g in s.ke} | {ike.ke_group}
-
-
 def _proto_id(c: ChildSA) -> ProtocolID:
     """The Protocol ID naming a Child SA in REKEY_SA and Delete (RFC 7296 §3.10, §3.11)."""
     return ProtocolID.AH if c.protocol == "ah" else ProtocolID.ESP
@@ -149,7 +138,7 @@ class ChildCreate(Task):
             t = int(errs[0].notify_type)
             if t == N.INVALID_KE_PAYLOAD and len(errs[0].data) >= 2:
                 g = int.from_bytes(errs[0].data[:2], "big")
-                if g != self.group and dh.supported(g) and g in _ke_groups(ike, self.conn):
+                if g != self.group and dh.supported(g) and g in childmod.ke_groups(ike, self.conn):
                     ctx.log(acts, f"peer asks for KE group {g}; retrying", c)
                     if old is not None:
                         old.rekeying = True
@@ -347,8 +336,7 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
         return downgrade + _respond_child_keyed(ctx, ike, msgid, payloads, conn, old, ni, nr,
                                                 None, None, None, now)
     group = int(ke_p.group)
-    specs = proposals.child_specs(conn.esp, conn.ah, conn.phase2)[0]
-    allowed = {int(g) for s in specs for g in s.ke} | {ike.ke_group}
+    allowed = childmod.ke_groups(ike, conn)
     if group not in allowed:
         pick = next(iter(sorted(allowed)), ike.ke_group)
         return answer([codec.notify(N.INVALID_KE_PAYLOAD, pick.to_bytes(2, "big"))])
