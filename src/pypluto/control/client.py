@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pypluto.control.protocol import (
+    MAX_REQUEST,
     RC_WHACK_PROBLEM,
     ProtocolError,
     Request,
@@ -54,6 +55,13 @@ def call(
     Every ``output`` line is passed to ``on_output`` as it arrives.
     """
     try:
+        request = encode_frame(Request(command, args or {}).to_obj())
+    except ProtocolError as e:
+        raise ControlError(str(e)) from None
+    if len(request) - 4 > MAX_REQUEST:  # pluto would refuse it unread
+        raise ControlError(f"request of {len(request) - 4} bytes is too large (at most "
+                           f"{MAX_REQUEST}); send it in parts")
+    try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     except OSError as e:  # pragma: no cover - no unix sockets
         raise ControlError(f"socket() failed: {e.strerror}") from None
@@ -66,12 +74,17 @@ def call(
             raise ControlError(
                 f'connect() for "{path}" failed ({why}); is pluto running?'
             ) from None
-        sock.sendall(encode_frame(Request(command, args or {}).to_obj()))
+        unsent = None
+        try:
+            sock.sendall(request)
+        except OSError as e:  # pluto answered and closed first (busy): read its answer
+            unsent = f"sending to pluto failed: {e.strerror}"
         while True:
             try:
                 frame = read_frame_blocking(sock)
             except EOFError:
-                raise ControlError("pluto closed the connection without an answer") from None
+                raise ControlError(unsent or "pluto closed the connection without an "
+                                   "answer") from None
             except TimeoutError:
                 raise ControlError("timed out waiting for pluto") from None
             except ProtocolError as e:

@@ -22,6 +22,11 @@ from pypluto.textsafe import guard
 PROTOCOL_NAME = "pypluto-control"
 VERSION = 1
 MAX_FRAME = 64 * 1024 * 1024  # the JSON status of tens of thousands of SAs fits
+# a request (whack -> pluto) is much smaller: the largest is ``ipsec add NAME...``, whose
+# names come from one command line, which Linux caps at a quarter of RLIMIT_STACK and
+# at most 6 MiB; a longer request is refused before its body is read (a whack could
+# make pluto buffer 64 MiB per connection)
+MAX_REQUEST = 16 * 1024 * 1024
 
 # Return codes, shared with Libreswan's whack (its ``enum rc_type``): they become
 # whack's exit status.

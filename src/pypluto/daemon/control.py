@@ -16,8 +16,10 @@ import copy
 import ipaddress
 import math
 import os
+import resource
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -27,7 +29,7 @@ from pypluto.config.model import Connection, IPAddress
 from pypluto.config.parser import ConfigFile, inputs_signature
 from pypluto.control import format as fmt
 from pypluto.control.protocol import (
-    MAX_FRAME,
+    MAX_REQUEST,
     RC_BADWHACKMESSAGE,
     RC_DEAF,
     RC_FATAL,
@@ -62,6 +64,26 @@ Result = tuple[int, Any, str | None]
 
 READ_TIMEOUT = 30.0  # seconds for a whack to send its request
 WRITE_TIMEOUT = 30.0  # seconds for a whack to take in the rest of its answer
+# Control connections open at once (reading a request, or running one: an ``initiate``
+# waits up to 30 s for its outcome): at most this many, and at most half the file
+# descriptors the process may open, so that whack never exhausts them (sockets, updown
+# scripts, CRL fetches need theirs); one more is answered "busy" and closed at once
+MAX_CLIENTS = 512
+# Of those, at most this many may still be sending their request after PENDING_GRACE
+# seconds (a real whack sends it at once): a new connection closes the oldest such, so
+# idle clients (that hold a slot for READ_TIMEOUT) cannot lock whack out
+MAX_PENDING = 32
+PENDING_GRACE = 1.0
+
+
+def _client_cap() -> int:
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):  # pragma: no cover - no such limit
+        return MAX_CLIENTS
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CLIENTS
+    return max(8, min(MAX_CLIENTS, soft // 2))
 
 
 class DaemonOps(Protocol):
@@ -112,6 +134,13 @@ class ControlServer:
         self.waiters = waiters
         self.secrets = secrets
         self._add_cache: dict[str, tuple[tuple[object, ...], ConfigFile]] = {}  # ipsec add
+        self.max_clients = _client_cap()
+        self.clients = 0  # control connections open now
+        # those still sending their request, oldest first (MAX_PENDING)
+        self._pending: OrderedDict[asyncio.StreamWriter, float] = OrderedDict()
+        self.refused = 0  # connections answered "busy" (MAX_CLIENTS)
+        self.evicted = 0  # idle connections closed for a newer one (MAX_PENDING)
+        self._warned_at = -math.inf
 
     # ------------------------------------------------------------- framing
     async def handle_client(self, reader: asyncio.StreamReader,
@@ -127,13 +156,33 @@ class ControlServer:
                                                   error=f"cannot send the answer: {e}"))
             writer.write(frame)
 
+        if self.clients >= self.max_clients:
+            self.refused += 1
+            self._warn(f"whack: {self.clients} control connections are open; refusing more")
+            send(result_frame(RC_WHACK_PROBLEM, error=(
+                f"pluto is busy: {self.clients} control connections are open; try again")))
+            with contextlib.suppress(Exception):
+                writer.close()
+            return
+        self.clients += 1
+        now = time.monotonic()
+        self._pending[writer] = now
         try:
+            while len(self._pending) > MAX_PENDING and \
+                    next(iter(self._pending.values())) <= now - PENDING_GRACE:
+                idle, _ = self._pending.popitem(last=False)
+                self.evicted += 1
+                self._warn(f"whack: more than {MAX_PENDING} control connections have not "
+                           "sent a request; closing the oldest")
+                idle.transport.abort()  # its readexactly ends: IncompleteReadError
             try:
                 hdr = await asyncio.wait_for(reader.readexactly(4), READ_TIMEOUT)
                 (n,) = struct.unpack("!I", hdr)
-                if n > MAX_FRAME:
-                    raise ProtocolError(f"request of {n} bytes is too large")
+                if n > MAX_REQUEST:
+                    raise ProtocolError(f"request of {n} bytes is too large "
+                                        f"(at most {MAX_REQUEST})")
                 body = await asyncio.wait_for(reader.readexactly(n), READ_TIMEOUT)
+                self._pending.pop(writer, None)
                 req = parse_request(decode_body(body))
             except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
                 return
@@ -164,10 +213,19 @@ class ControlServer:
         except Exception as e:  # noqa: BLE001 - one bad whack must not stop pluto
             self.driver.internal_error(e, "control connection")
         finally:
+            self.clients -= 1
+            self._pending.pop(writer, None)
             with contextlib.suppress(Exception):
                 writer.close()
             if self.daemon.shutting_down:
                 self.daemon.finish()
+
+    def _warn(self, text: str) -> None:
+        """A warning about control-socket overload, at most one every 10 s."""
+        now = time.monotonic()
+        if now - self._warned_at >= 10.0:
+            self._warned_at = now
+            self.log.log(text, "warning")
 
     async def dispatch(self, req: Request, emit: Emit) -> Result:
         """Find the command's handler; conn commands first check ``--name``."""

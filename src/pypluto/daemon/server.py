@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import os
 import signal
@@ -64,6 +65,9 @@ from pypluto.daemon.status import snapshot
 from pypluto.daemon.waiters import Waiters
 from pypluto.ike.actions import Endpoint
 from pypluto.kernel.base import BackendError, KernelBackend
+
+# what asyncio's accept loop reports and then retries (selector_events._accept_connection)
+_ACCEPT_RESOURCE = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
 class StartupError(Exception):
@@ -473,6 +477,13 @@ class Daemon:
         exc = ctx.get("exception")
         if exc is None:
             self.log.log(f"event loop: {ctx.get('message')}", "error")
+            return
+        if isinstance(exc, OSError) and exc.errno in _ACCEPT_RESOURCE and \
+                "accept" in str(ctx.get("message", "")):
+            # asyncio could not accept a control connection (out of file descriptors or
+            # memory) and tries again in a second: not a crash, pluto keeps running
+            self.log.log(f"control socket: cannot accept a connection: {exc.strerror}; "
+                         "retrying in a second", "warning")
             return
         path = write_crash_report(self.opts.coredir, exc, str(ctx.get("message", "")))
         self.log.log(f"unhandled error: {type(exc).__name__}: {exc}", "error")
