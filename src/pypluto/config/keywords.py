@@ -170,8 +170,9 @@ SETUP_ADDITIONS = frozenset({"metrics-listen"})
 
 SETUP_KEYS: dict[str, KeyDef] = _table([
     ("ikev1-policy", "enum", "accept|reject|drop",
-     P("drop|reject", T_HOSTILE + "test_bad_major_version_and_ikev1",
-       "IKEv1 messages are never answered (drop); accept needs IKEv1")),
+     P("drop|reject", "tests/config/test_cfg_keyword_audit.py::"
+                      "test_ikev1_policy_reject_answers_and_drop_is_silent",
+       "accept needs IKEv1, which pypluto does not speak")),
     ("curl-iface", "str", W("tests/interop/test_revocation_lab.py::"
                             "test_curl_iface_chooses_where_the_fetches_come_from")),
     ("curl-timeout", "time", W(T_REV + "test_crl_strict_with_an_unreachable_cdp_fails_closed")),
@@ -254,6 +255,8 @@ SIDE_KEYS: dict[str, KeyDef] = _table([
     ("subnets", "subnets", W(T_REG + "test_subnets_expand_into_one_conn_per_pair")),
     ("sourceip", "addrs", W("tests/kernel/test_xfrm_netns.py::"
                             "test_source_ip_route_added_marked_and_removed")),
+    # the peer's end: IKE goes to that port; this host's end (a socket of the conn's own)
+    # refuses the oriented conn (daemon/registry.local_ikeport_refusal)
     ("ikeport", "int", W(T_EFF + "test_peer_ikeport_is_where_ike_goes")),
     ("interface-ip", "str", W(T_XIF_PAIR)),
     ("vti", "str", W(T_VTI + "test_vti_pair_routes_traffic_through_the_device")),

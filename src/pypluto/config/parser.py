@@ -1177,8 +1177,15 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     conn.ms_dh_downgrade = b("ms-dh-downgrade", False)
     conn.esn = _yes_no(get("esn") or "either")
     conn.compress = b("compress", False)
-    conn.ikelifetime = t("ikelifetime", 8 * 3600.0)
-    conn.salifetime = t("ipsec-lifetime", 8 * 3600.0)
+    # ipsec.conf(5): the maximum of both is 24h; Libreswan uses 24h for a longer value
+    # (with a warning, see _lifetime_warnings)
+    conn.ikelifetime = min(t("ikelifetime", 8 * 3600.0), LIFETIME_MAXIMUM)
+    conn.salifetime = min(t("ipsec-lifetime", 8 * 3600.0), LIFETIME_MAXIMUM)
+    for key, life in (("ikelifetime", conn.ikelifetime), ("ipsec-lifetime", conn.salifetime)):
+        if life <= 0:  # the SA would expire the moment it is made, and be made again
+            raise ConnError(key, f"{key}={get(key)} is not supported by pypluto (an SA that "
+                            "expires at once; Libreswan raises it to rekeymargin + "
+                            "rekeyfuzz)", True)
     conn.rekeymargin = t("rekeymargin", 9 * 60.0)
     fuzz = get("rekeyfuzz")
     conn.rekeyfuzz = 100.0 if fuzz is None else parse_percent(fuzz, "rekeyfuzz")
@@ -1262,6 +1269,26 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     fields = {k: v for k, v in conn.__dict__.items() if k not in _SKIPPED_FIELDS}
     mutable = tuple((k, type(v)) for k, v in fields.items() if isinstance(v, (list, dict, set)))
     return fields, mutable
+
+
+LIFETIME_MAXIMUM = 86400.0
+"""ikelifetime= / ipsec-lifetime=: Libreswan's maximum (24h, ipsec.conf(5))."""
+
+
+def _lifetime_warnings(conn: Connection) -> list[tuple[str, str]]:
+    """(key, warning) for each lifetime written above ``LIFETIME_MAXIMUM``, and for
+    fragmentation=force (IKEv1's), in Libreswan's words: what the conn uses instead."""
+    out = []
+    frag = conn.raw.get("fragmentation", "").strip().lower()
+    if frag in ("force", "insist"):
+        out.append(("fragmentation", f"IKEv1 only fragmentation={frag} ignored; using "
+                    "fragmentation=yes"))
+    for key in ("ikelifetime", "ipsec-lifetime"):
+        v = conn.raw.get(key)
+        if v and parse_duration(v, key) > LIFETIME_MAXIMUM:
+            out.append((key, f"{key}={parse_duration(v, key):.0f} seconds exceeds maximum of "
+                        f"{LIFETIME_MAXIMUM:.0f} seconds, setting to the maximum allowed"))
+    return out
 
 
 def _subnet_pairs(name: str, keys: dict[str, str], origin: Origin,
@@ -1359,6 +1386,9 @@ def _roadwarrior_checks(conn: Connection) -> None:
             except ValueError as exc:
                 raise ConnError(side + "addresspool",
                                 f"{side}addresspool={end.addresspool}: {exc}") from None
+            if end.subnets:  # the leased address is that end's selector (Libreswan too)
+                raise ConnError(side + "addresspool", f"cannot specify both {side}addresspool= "
+                                f"and {side}subnet=")
     dns = conn.raw.get("modecfgdns", "")
     for w in [w for w in re.split(r"[\s,]+", dns) if w] if dns else ():
         try:
@@ -1523,6 +1553,11 @@ def _finish(reader: _Reader, path: str, enforce: bool = True) -> ConfigFile:
                     break
             if conn.uniqueids is None:
                 conn.uniqueids = cfg.setup.uniqueids
+            if pair == built[0][0]:  # once per conn section, not per subnets= pair
+                for key, msg in _lifetime_warnings(conn):
+                    o = origins.get(key, origin)
+                    reader.diags.append(Diagnostic(o.file, o.line, msg,
+                                                   "warning", conn=name))
             cfg.conns[pair] = conn
     cfg.diagnostics = reader.diags + cfg.diagnostics
     return cfg

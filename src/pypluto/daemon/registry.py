@@ -60,6 +60,90 @@ def lifetime_notes(conn: Connection) -> list[str]:
     return out
 
 
+def local_ikeport_refusal(conn: Connection) -> str | None:
+    """``leftikeport=`` on the end that is this host: "the UDP IKE port to listen on"
+    (ipsec.conf(5)), a socket of the conn's own that pypluto does not open (it listens on
+    --ikeport and --natikeport only), so the oriented conn is refused rather than run on
+    the usual ports.  The peer's end (``rightikeport=``) works: IKE goes to that port."""
+    port = conn.local.ikeport
+    if port is None:
+        return None
+    key = ("left" if conn.local_is_left else "right") + "ikeport"
+    origin = conn.origins.get(key)  # ikeport= without a side sets both ends' keys
+    where = f"{origin}: " if origin else ""
+    return (f"{where}{key}={port} is not supported by pypluto (a port of its own for the "
+            "local end: pypluto listens on its --ikeport and --natikeport only)")
+
+
+def fromcert_refusal(conn: Connection) -> str | None:
+    """``leftid=%fromcert`` / ``rightid=%fromcert`` on an end that authenticates with a
+    PSK or NULL: no certificate to take the ID from (as ours it would be an empty DN, as
+    the peer's it would match any DN); Libreswan's pluto refuses the conn when it is
+    added, with these words."""
+    for side, end in (("left", conn.left), ("right", conn.right)):
+        methods = {end.auth} if end.auth else set(conn.authby.split(","))
+        if end.id is not None and end.id.fromcert and methods <= {"secret", "null"}:
+            origin = conn.origins.get(side + "id")
+            where = f"{origin}: " if origin else ""
+            return f"{where}ID cannot be specified as %fromcert if PSK or AUTH-NULL is used"
+    return None
+
+
+def modecfg_refusal(conn: Connection) -> str | None:
+    """The mode-config combinations Libreswan's pluto refuses to add (with these
+    words): server and client on one end, a server end with a pool of its own, a client
+    whose peer end has the pool (a pool and a subnet on one end: config/parser.py)."""
+    for side, end, oside, other in (("left", conn.left, "right", conn.right),
+                                    ("right", conn.right, "left", conn.left)):
+        checks = (
+            (end.modecfgserver and end.modecfgclient, side + "modecfgclient",
+             f"both {side}modecfgserver=yes and {side}modecfgclient=yes defined"),
+            (bool(end.modecfgserver and end.addresspool), side + "addresspool",
+             f"{side}modecfgserver=yes does not expect {side}addresspool="),
+            (bool(end.modecfgclient and other.addresspool), oside + "addresspool",
+             f"{side}modecfgclient=yes does not expect {oside}addresspool="),
+        )
+        for bad, key, why in checks:
+            if bad:
+                origin = conn.origins.get(key)
+                return f"{origin}: {why}" if origin else why
+    return None
+
+
+def sourceip_refusal(conn: Connection) -> str | None:
+    """``leftsourceip=`` as Libreswan's pluto checks it when the conn is added (its
+    words): one address per family, each inside ``leftsubnet=`` (else equal to ``left=``):
+    packets from a source address outside the conn's selectors match no IPsec policy
+    and would leave in the clear.  (The pairs of ``leftsubnets=`` are not checked, as in
+    Libreswan.)"""
+    for side, end in (("left", conn.left), ("right", conn.right)):
+        if not end.sourceip:
+            continue
+        origin = conn.origins.get(side + "sourceip")
+        head = f"{origin}: " if origin else ""
+        head += f"{side}sourceip={end.raw.get('sourceip', '')} invalid, "
+        seen: dict[int, IPAddress] = {}
+        for a in end.sourceip:
+            if a.is_unspecified:
+                return head + "must be a valid address"
+            if a.version in seen:
+                return head + (f"multiple IPv{a.version} addresses ({seen[a.version]} and {a})"
+                               " specified")
+            seen[a.version] = a
+            if end.subnets:
+                if conn.connalias is None and not any(
+                        a.version == n.version and a in n for n in end.subnets):
+                    return head + (f"address {a} is not within {side}subnet="
+                                   f"{end.raw.get('subnet', '')}")
+            elif end.host_addr is not None:
+                if a != end.host_addr:
+                    return head + (f"address {a} does not match {side}={end.host_addr} and "
+                                   f"{side}subnet= was not specified")
+            else:
+                return head + f"{side}subnet= unspecified and {side} IP address unknown"
+    return None
+
+
 class Registry:
     """The daemon's connections, kept in step with the engine through the driver."""
 
@@ -142,6 +226,13 @@ class Registry:
             if emit:
                 emit(f'"{conn.name}": {msg}')
             return RC_SUCCESS
+        refused = local_ikeport_refusal(conn) or fromcert_refusal(conn) or \
+            modecfg_refusal(conn) or sourceip_refusal(conn)
+        if refused:
+            self.log.log(refused, "error", conn=conn.name)
+            if emit:
+                emit(f'"{conn.name}": {refused}')
+            return RC_FATAL
         self.conns[conn.name] = conn
         self.serials[conn.name] = self._next_serial
         self._next_serial += 1

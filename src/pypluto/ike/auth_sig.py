@@ -378,9 +378,12 @@ def _peer_id_in_cert(cert: object, peer: Identity) -> bool:
 
 
 def _ca_names(ctx: IKEContext, conn: Connection, ca: str) -> list[x509.Name]:
-    """The CA subjects ``rightca=`` allows: a DN, ``%same`` (the issuers of our own
-    certificate), or a CA file."""
+    """The CA subjects ``rightca=`` allows: a DN, ``%same`` (our ``leftca=``, which
+    defaults to the issuers of our own certificate, ipsec.conf(5)), or a CA file."""
     st = store(ctx)
+    own = conn.local.ca
+    if ca == "%same" and own and own.strip().lower() not in ("%same", "%any"):
+        return _ca_names(ctx, conn, own)
     if ca == "%same":
         cred = credential(ctx, conn)
         if isinstance(cred, str):

@@ -58,7 +58,12 @@ def encap_for(ike: IKESA) -> tuple[int, int] | None:
     never with ``encapsulation=no`` (ipsec.conf(5): plain ESP even through a NAT)."""
     if ike.conn.encapsulation == "no":
         return None
-    if ike.nat_local or ike.nat_remote or ike.conn.encapsulation == "yes":
+    if ike.conn.encapsulation == "yes":
+        return (ike.local.port, ike.remote.port)
+    # a NAT the peer's NAT_DETECTION claims, though it never left port 500 (§2.23: it
+    # floats to 4500 when it sees one): it saw none, and sends plain ESP; ESP in UDP
+    # on the IKE port is no RFC 3948 encapsulation at all
+    if (ike.nat_local or ike.nat_remote) and (ike.local.port, ike.remote.port) != (500, 500):
         return (ike.local.port, ike.remote.port)
     return None
 
@@ -133,7 +138,9 @@ def _nat_inner(ctx: IKEContext, ike: IKESA, conn: Connection, tsi: list[TS],
     else's address (selector hijack, issue 12).
     """
     if conn.remote.subnets or not ike.nat_remote or not ctx.settings.virtual_private \
-            or ike.remote_vips:
+            or ike.remote_vips or conn.remote.addresspool or conn.local.modecfgserver:
+        # a road warrior's inner address is the one leased from the pool (§3.15), never
+        # one it claims: else it could name the address leased to another client
         return rconf
     hint = next((t for t in tsi if t.start == t.end), None)
     if hint is None:

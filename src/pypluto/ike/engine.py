@@ -109,6 +109,7 @@ class ClosedAnswer:
     until: float
     sends: int = 0
 
+REQID_SWEEP = 256  # per-peer reqids kept before unused ones are looked for
 FIRST_UNIQUE_MARK = 1001  # mark=-1: "Global marks start at 1001" (ipsec.conf(5))
 PeerKey = tuple[str, int, bytes]  # (connection, ID type, ID data) for uniqueids
 
@@ -145,7 +146,8 @@ class Engine:
         self.by_reqid: dict[int, dict[ChildSA, None]] = {}
         self.policy_owner: dict[int, ChildSA] = {}  # reqid -> the Child SA that owns policies
         self._serial = 0
-        self._reqids: dict[str, int] = {}
+        self._reqids: dict[str | tuple[str, str], int] = {}  # conn, or (conn, peer instance)
+        self._reqid_sweep_at = REQID_SWEEP  # _sweep_reqids when the table is this large
         self._next_reqid = 16388
         # the timer: distinct deadlines in a heap, the IKE SAs due at each in a bucket
         # (``schedule``); an SA whose ``heap_at`` differs from a bucket's time is stale there
@@ -172,6 +174,7 @@ class Engine:
         # mark=-1: one unique mark per instance (conn, peer), from 1001 as Libreswan
         self.unique_marks: dict[tuple[str, str], int] = {}
         self._next_mark = FIRST_UNIQUE_MARK
+        self._mark_sweep_at = REQID_SWEEP  # _sweep_marks when the table is this large
 
     @property
     def connections(self) -> dict[str, Connection]:
@@ -196,12 +199,26 @@ class Engine:
         """One reqid per connection, or per peer instance of a %any template."""
         if conn.reqid:
             return conn.reqid
-        key = conn.name if instance is None else f"{conn.name}[{instance}]"
+        key = conn.name if instance is None else (conn.name, str(instance))
         r = self._reqids.get(key)
         if r is None:
+            if len(self._reqids) >= self._reqid_sweep_at:
+                self._sweep_reqids()
             r = self._reqids[key] = self._next_reqid
             self._next_reqid += 4
         return r
+
+    def _sweep_reqids(self) -> None:
+        """Forget the reqids of peer instances no Child SA holds any more: a template's
+        peers come and go (one new entry per peer ID), and the table must not grow
+        with every peer ever seen.  Amortized: run when the table doubled."""
+        used = {c.reqid for c in self.children_in.values()}
+        used.update(c.reqid for c in self.children_out.values())
+        used.update(self.by_reqid)
+        used.update(self.policy_owner)
+        for key in [k for k, r in self._reqids.items() if isinstance(k, tuple) and r not in used]:
+            del self._reqids[key]
+        self._reqid_sweep_at = max(REQID_SWEEP, 2 * len(self._reqids))
 
     def alloc_ike_spi(self) -> bytes:
         """A fresh local IKE SPI (RFC 7296 §2.6), in this worker's slice: its last
@@ -583,6 +600,8 @@ class Engine:
             key = (conn.name, str(remote))
             n = self.unique_marks.get(key)
             if n is None:
+                if len(self.unique_marks) >= self._mark_sweep_at:
+                    self._sweep_marks()
                 n = self.unique_marks[key] = self._next_mark
                 self._next_mark += 1
             if mi is not None and mi[0] == UNIQUE_MARK:
@@ -590,6 +609,16 @@ class Engine:
             if mo is not None and mo[0] == UNIQUE_MARK:
                 mo = (n, mo[1])
         return mi, mo
+
+    def _sweep_marks(self) -> None:
+        """Forget the unique marks (mark=-1) of instances no Child SA and no trap uses:
+        one is made per peer address, and peers come and go (``_sweep_reqids``)."""
+        used = {(c.conn.name, str(c.remote_addr)) for c in self.children_in.values()}
+        used.update((c.conn.name, str(c.remote_addr)) for c in self.children_out.values())
+        for key in [k for k in self.unique_marks
+                    if k not in used and k[0] not in self.traps.routed]:
+            del self.unique_marks[key]
+        self._mark_sweep_at = max(REQID_SWEEP, 2 * len(self.unique_marks))
 
     def mark_policy(self, policy: PolicyParams, conn: Connection,
                     remote: IPAddress | None) -> PolicyParams:
@@ -635,8 +664,8 @@ class Engine:
                             mode=child.mode, reqid=child.reqid, encr_id=c.encr,
                             encr_key_bits=c.encr_bits, integ_id=c.integ, esn=c.esn,
                             replay_window=conn.replay_window, hard_bytes=hb,
-                            soft_bytes=hb * 8 // 10 if hb else None, hard_packets=hp,
-                            soft_packets=hp * 8 // 10 if hp else None, conn_name=conn.name,
+                            soft_bytes=soft_limit(hb, child), hard_packets=hp,
+                            soft_packets=soft_limit(hp, child), conn_name=conn.name,
                             serial=child.serial, mark=mark_in if direction == "in" else mark_out,
                             if_id=conn.ipsec_interface, if_ip=conn.local.interface_ip,
                             tfc_pad=tfc if direction == "out" else 0,
@@ -651,13 +680,14 @@ class Engine:
         out = []
         conn = child.conn
         la, ra = child.local_addr, child.remote_addr
-        src_conf = conn.local.sourceip[0] if conn.local.sourceip else None
         for lt in child.local_ts:
             for rt in child.remote_ts:
                 for lk in tsmod.to_kernel(lt):
                     for rk in tsmod.to_kernel(rt):
                         vip = _vip_in(child, lk)  # an address from the gateway's CP
-                        src_ip = vip or src_conf
+                        # leftsourceip= holds one address per family: the policy's
+                        src_ip = vip or next((a for a in conn.local.sourceip
+                                              if a.version == lk.network.version), None)
                         out.append(PolicyParams(lk, rk, "out", tmpl_src=la, tmpl_dst=ra,
                                                 source_ip=src_ip, reqid=child.reqid,
                                                 mode=child.mode, protocol=child.protocol,
@@ -867,7 +897,7 @@ class Engine:
                     nexthop=conn.local.nexthop_addr,  # PLUTO_NEXT_HOP (unset: the peer)
                     my_sourceip=next((a for a in ike.local_vips if a.version == lts.version),
                                      None) if ike is not None and ike.local_vips else
-                    conn.local.sourceip[0] if conn.local.sourceip else None,
+                    next((a for a in conn.local.sourceip if a.version == lts.version), None),
                     peer_dns=list(ike.dns) if ike is not None else [],
                     peer_domains=list(ike.domains) if ike is not None else [],
                     policy=policy if c is not None else "",
@@ -1089,6 +1119,8 @@ class Engine:
             except WireError as e:
                 return _dbg(f"dropping malformed packet from {remote}: {e}", remote)
             if hdr.major_version != 2:
+                if hdr.major_version == 1 and self.settings.ikev1_reject:
+                    return _ikev1_reject(data, local, remote)
                 return _dbg(f"dropping IKEv{hdr.major_version} packet from {remote}", remote)
             if hdr.length != len(data):
                 return _dbg(f"dropping packet from {remote}: length {hdr.length} != "
@@ -1252,8 +1284,10 @@ class Engine:
         acts: list[Action] = []
         for c in cands:
             conn = c.conn
-            over = (conn.ipsec_max_bytes and bytes >= conn.ipsec_max_bytes * 8 // 10) or \
-                (conn.ipsec_max_packets and packets >= conn.ipsec_max_packets * 8 // 10) or \
+            if not conn.rekey:  # rekey=no: we never ask for a new Child SA (ipsec.conf(5))
+                continue
+            sb, sp = soft_limit(conn.ipsec_max_bytes, c), soft_limit(conn.ipsec_max_packets, c)
+            over = (sb is not None and bytes >= sb) or (sp is not None and packets >= sp) or \
                 packets >= (2**64 if c.chosen and c.chosen.esn else 2**32) - 2**16
             ike = c.parent
             if over and ike is not None and ike.established and not c.rekeying \
@@ -1281,7 +1315,7 @@ class Engine:
             if ike.established:
                 return acts + self._on(ike, now, partial(delete_children, self, ike, [c], now))
             return acts + self.remove_child(c, now)
-        if ike.established and not c.rekeying and not c.replaced:
+        if ike.established and not c.rekeying and not c.replaced and c.conn.rekey:
             self.log(acts, f"Child SA reached its soft {ev.reason} limit; rekeying", c)
             acts += self._on(ike, now, partial(child_rekey.start_rekey, self, ike, c, now))
         return acts
@@ -1306,7 +1340,7 @@ class Engine:
         acts: list[Action] = []
         n = 0
         for ike in list(self.by_serial.values()):
-            if not ike.established or ike.initiator or not ike.redirect_ok:
+            if not ike.established or ike.first_initiator or not ike.redirect_ok:
                 continue
             if name is not None and ike.conn.name != name:
                 continue
@@ -1394,6 +1428,38 @@ class Engine:
     def ike_of(self, name: str) -> list[IKESA]:
         """The IKE SAs of a connection (tests and tasks)."""
         return self._ikes_of(name)
+
+
+def soft_limit(hard: int | None, child: ChildSA) -> int | None:
+    """The soft limit of ``ipsec-max-bytes=`` / ``ipsec-max-packets=`` (``hard``) on the
+    SAs of ``child``, as Libreswan's ipsec.conf(5) says: the initiator of the Child SA
+    rekeys at 25% of the hard limit (plus up to 1/16 of it as fuzz), the responder at
+    50% (minus that fuzz), so that the initiator normally rekeys first; no fuzz below
+    16384.  ``rekey=no``: no soft limit (the SA dies at the hard limit, not rekeyed).
+    The fuzz is drawn from the Child SA's inbound SPI, so that the kernel's limit and the
+    engine's counter check (``Engine.sa_counters``) agree."""
+    if not hard or not child.conn.rekey:
+        return None
+    soft = hard * 50 // 100 if hard < 100_000 else hard // 100 * 50
+    fuzz = 0 if hard < 16384 else (child.spi_in * 2654435761) % (soft // 8 + 1)
+    return max(1, soft // 2 + fuzz if child.initiator else soft - fuzz)
+
+
+def _ikev1_reject(data: bytes, local: Endpoint, remote: Endpoint) -> list[Action]:
+    """``ikev1-policy=reject`` (ipsec.conf(5): "reply with an error"): an ISAKMP
+    Informational with the INVALID_MAJOR_VERSION notification (RFC 2408 §3.1, §3.14.1:
+    DOI 1, protocol ISAKMP, no SPI), under the request's cookies.  An Informational
+    itself is not answered (two rejecting ends must not ping-pong), nor is anything
+    shorter than an ISAKMP header."""
+    if len(data) < 28 or data[18] == 5:
+        return _dbg(f"dropping IKEv1 packet from {remote}", remote)
+    payload = bytes([0, 0, 0, 12]) + (1).to_bytes(4, "big") + bytes([1, 0]) + \
+        (5).to_bytes(2, "big")  # generic header, DOI IPsec, ISAKMP, INVALID_MAJOR_VERSION
+    header = data[:16] + bytes([11, 0x10, 5, 0]) + bytes(4) + \
+        (28 + len(payload)).to_bytes(4, "big")  # next N, v1.0, Informational, msgid 0
+    return [Log(f"rejecting IKEv1 packet from {remote} as global policy is set to reject "
+                "all IKEv1 packets", remote=remote),
+            SendPacket(header + payload, local, remote)]
 
 
 def _dbg(msg: str, remote: Endpoint) -> list[Action]:

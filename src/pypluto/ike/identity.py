@@ -73,10 +73,15 @@ def local_identity(ike: IKESA, conn: Connection) -> Identity:
 
 
 def remote_pattern(conn: Connection) -> Identity | None:
-    """The ID the peer must show (``rightid=``, else its address); None for %any."""
+    """The ID the peer must show (``rightid=``, else its address); None for %any.
+
+    ``rightid=%none`` (ipsec.conf(5): "one wishes for it to default") and the other
+    wildcards (``%any``) are the default too, as in Libreswan (an unset ID becomes the
+    host's address when there is one): only a peer at ``right=%any`` may show any ID."""
     if remote_null(conn):
         return NULL_ID
-    if conn.remote.id is not None:
+    if conn.remote.id is not None and not (conn.remote.id.any and
+                                           conn.remote.host_addr is not None):
         return conn.remote.id
     if conn.remote.host_addr is not None:
         return ids.id_from_address(conn.remote.host_addr)

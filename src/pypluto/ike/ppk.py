@@ -253,6 +253,8 @@ def responder_mix(ctx: IKEContext, ike: IKESA, conn: Connection, acts: list[Acti
         return f"connection has ppk=insist and {why}", None
     if nauth is None:
         return f"{why} and the peer sent no NO_PPK_AUTH (it insists on a PPK)", None
+    if not nauth.data:  # no AUTH data: never verify the AUTH payload in its place
+        return f"{why} and the peer's NO_PPK_AUTH is empty", None
     ctx.log(acts, f"{why}; continuing without PPK (NO_PPK_AUTH)", ike, level="warning")
     return None, bytes(nauth.data)
 

@@ -358,12 +358,20 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
             if chosen_addke is None:
                 return None
             c.addke = chosen_addke
-        esns = by_type.get(TransformType.ESN, [(0, None)])
-        got = next((tid for tid, _ in esns if tid in acc[TransformType.ESN]), None)
+        got = _pick_esn(by_type, acc)
         if got is None:
             return None
         c.esn = bool(got)
     return c
+
+
+def _pick_esn(by_type: dict[int, list[tuple[int, int | None]]], acc: dict[int, list[int]]
+              ) -> int | None:
+    """The ESN transform we answer with: the first of ours (``esn=either`` lists yes
+    first: "as a responder, if either is received, yes is picked", ipsec.conf(5)) that
+    the peer offers; a proposal without ESN transforms means no ESN."""
+    offered = {tid for tid, _ in by_type.get(TransformType.ESN, [(0, None)])}
+    return next((tid for tid in acc[TransformType.ESN] if tid in offered), None)
 
 
 def _match_ah(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
@@ -387,8 +395,7 @@ def _match_ah(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSp
         if chosen_addke is None:
             return None
         c.addke = chosen_addke
-    esns = by_type.get(TransformType.ESN, [(0, None)])
-    got = next((tid for tid, _ in esns if tid in acc[TransformType.ESN]), None)
+    got = _pick_esn(by_type, acc)
     if got is None:
         return None
     c.esn = bool(got)

@@ -85,6 +85,7 @@ class Reassembly:
     total: int
     parts: dict[int, bytes] = field(default_factory=dict)
     first: int = 0  # the first inner payload type (from fragment 1)
+    src: bytes = b""  # the sender's per-source bucket (TaskManager.frag_by_src)
 
 
 @dataclass(slots=True)
@@ -227,8 +228,14 @@ class IKESA:
     dns: list[IPAddress] | tuple[()] = ()
     domains: list[str] | tuple[()] = ()  # INTERNAL_DNS_DOMAIN (RFC 8598) from the gateway
     mobike: bool = False  # RFC 4555: both ends sent MOBIKE_SUPPORTED
+    # RFC 5685: redirected (we sent the client away in IKE_AUTH, or we follow a redirect):
+    # it is to go, with no new Child SA and no second redirect
+    redirected: bool = False
     answer_to: tuple[Endpoint, Endpoint] | None = None  # MOBIKE: the request's endpoints
     redirect_ok: bool = False  # RFC 5685: the client sent REDIRECT_SUPPORTED
+    # we sent the session's first IKE_SA_INIT (``initiator`` is the I flag, which an IKE SA
+    # rekey gives to whoever rekeys, §2.18): the redirect client, kept over rekeys
+    first_initiator: bool = False
 
     @property
     def local_spi(self) -> bytes:

@@ -57,6 +57,9 @@ class EngineSettings:
     offload_crypto: bool = False
     # config setup shuntlifetime=: how long a failure shunt (failureshunt=) stays
     shunt_lifetime: float = 900.0
+    # config setup ikev1-policy=reject: an IKEv1 message is answered with an
+    # INVALID_MAJOR_VERSION notification (ipsec.conf(5)); False: dropped silently (drop)
+    ikev1_reject: bool = False
 
     @classmethod
     def from_setup(cls, setup: SetupConfig, **overrides: object) -> EngineSettings:
@@ -69,6 +72,7 @@ class EngineSettings:
             keep_alive=float(setup.keep_alive),
             virtual_private=setup.virtual_private,
         )
+        s.ikev1_reject = setup.raw.get("ikev1-policy", "drop").strip().lower() == "reject"
         sl = setup.raw.get("shuntlifetime")
         if sl:
             s.shunt_lifetime = parse_duration(sl, "shuntlifetime")

@@ -24,6 +24,7 @@ from pypluto.ike import codec
 from pypluto.ike.actions import Action, Endpoint, EventKind, FailReason, Log, SendPacket
 from pypluto.ike.codec import IKEHeader, Payload
 from pypluto.ike.context import IKEContext
+from pypluto.ike.cookies import packed_key
 from pypluto.ike.sa import IKESA, IKEState, Outstanding, QueuedTask, Reassembly
 from pypluto.ike.tasks import responder_for
 from pypluto.ike.tasks.base import Inbound, Request, Task
@@ -35,6 +36,11 @@ EXCH_INIT = ExchangeType.IKE_SA_INIT
 EXCH_AUTH = ExchangeType.IKE_AUTH
 EXCH_INT = ExchangeType.IKE_INTERMEDIATE  # RFC 9242: between IKE_SA_INIT and IKE_AUTH
 MAX_FRAGMENTS = 64
+# one source (IPv4 address, IPv6 /64: ike/cookies.py) holds at most this share of
+# max_fragment_buffer: IKE_SA_INIT gives anyone keys, and with them one address could
+# fill the buffer with fragments of IKE_AUTHs it never finishes, locking out every
+# other peer's fragmented IKE_AUTH until its half-open SAs expire
+FRAG_SOURCE_SHARE = 8
 
 
 def _task(t: QueuedTask) -> Task:
@@ -54,6 +60,7 @@ class TaskManager:
         self.ctx = ctx
         self.frag_bytes = 0  # SKF plaintext held now, every IKE SA together (RFC 7383)
         self.frag_dropped = 0  # fragments dropped over a reassembly cap
+        self.frag_by_src: dict[bytes, int] = {}  # frag_bytes by source (FRAG_SOURCE_SHARE)
 
     # ------------------------------------------------------------------ sending
     def queue(self, ike: IKESA, task: QueuedTask, now: float, front: bool = False) -> list[Action]:
@@ -256,15 +263,39 @@ class TaskManager:
         # a request: answer where it came from (§2.23, §3.1)
         if (ike.remote != remote or ike.local != local) and not ike.mobike:
             # with MOBIKE only UPDATE_SA_ADDRESSES moves the IKE SA (RFC 4555 §3.8)
-            if ike.nat_remote or ike.nat_local or local.port != 500:
-                ike.remote, ike.local = remote, local
-        if not ike.mobike:
+            if not ike.established:  # the float to port 4500 before IKE_AUTH's answer
+                if ike.nat_remote or ike.nat_local or local.port != 500:
+                    ike.remote, ike.local = remote, local
+            elif ike.nat_remote:
+                # §2.23: only the end facing the peer's NAT follows a new mapping (a
+                # host behind a NAT, or with no NAT at all, does not: one rewritten
+                # packet would take the SA away); the Child SAs follow with it
+                moved = self._follow_nat(ike, local, remote)
+                acts = self._request(ike, hdr.exchange, hdr.message_id, payloads, local,
+                                     remote, now)
+                return moved + acts
+        if not ike.mobike and ike.remote == remote and ike.local == local:
             return self._request(ike, hdr.exchange, hdr.message_id, payloads, local, remote, now)
-        ike.answer_to = (local, remote)  # RFC 4555 §3.8: answer there, move nothing
+        # RFC 4555 §3.8 (and §2.23 for a host that does not follow): answer there,
+        # move nothing
+        ike.answer_to = (local, remote)
         try:
             return self._request(ike, hdr.exchange, hdr.message_id, payloads, local, remote, now)
         finally:
             ike.answer_to = None
+
+    def _follow_nat(self, ike: IKESA, local: Endpoint, remote: Endpoint) -> list[Action]:
+        """The peer's NAT mapping changed (an authenticated request from elsewhere):
+        the IKE SA and its Child SAs' ESP-in-UDP ports go there (RFC 7296 §2.23,
+        RFC 3948), else the peer's ESP would go on to the mapping the NAT dropped."""
+        from pypluto.ike.tasks.mobike import follow
+        acts: list[Action] = []
+        old = ike.remote
+        ike.remote, ike.local = remote, local
+        n = follow(self.ctx, ike, acts)
+        self.ctx.log(acts, f"NAT-T: the peer's address is now {remote} (was {old}); "
+                     f"{n} Child SA(s) follow", ike)
+        return acts
 
     def _init_response(self, ike: IKESA, data: bytes, hdr: IKEHeader, now: float
                        ) -> list[Action]:
@@ -306,7 +337,13 @@ class TaskManager:
         """Forget the fragments buffered for ``ike`` (and their bytes in the global count)."""
         st = ike.fragments
         if st is not None:
-            self.frag_bytes -= sum(len(p) for p in st.parts.values())
+            n = sum(len(p) for p in st.parts.values())
+            self.frag_bytes -= n
+            left = self.frag_by_src.get(st.src, 0) - n
+            if left > 0:
+                self.frag_by_src[st.src] = left
+            else:
+                self.frag_by_src.pop(st.src, None)
             ike.fragments = None
 
     def _reassemble(self, ike: IKESA, msg: wm.Message, skf: wp.SKFPayload
@@ -331,7 +368,8 @@ class TaskManager:
         st = old
         if st is None or st.msgid != msg.message_id or st.response != msg.response or \
                 total > st.total:  # §2.6: a new set with more fragments replaces the old
-            st = Reassembly(msg.message_id, msg.response, total)
+            st = Reassembly(msg.message_id, msg.response, total,
+                            src=packed_key(ike.remote.addr.packed))
         elif total < st.total:
             return None
         if not 1 <= skf.fragment_number <= total or skf.fragment_number in st.parts:
@@ -340,8 +378,12 @@ class TaskManager:
         freed = sum(len(p) for p in old.parts.values()) if old is not None and \
             st is not old else 0
         size = len(skf.body)  # the plaintext is shorter: checked before decrypting
+        by_src = self.frag_by_src.get(st.src, 0) - (freed if old is not None and
+                                                    old.src == st.src else 0)
         if held + size > settings.max_reassembled or \
-                self.frag_bytes - freed + size > settings.max_fragment_buffer:
+                self.frag_bytes - freed + size > settings.max_fragment_buffer or \
+                by_src + size > max(settings.max_reassembled,
+                                    settings.max_fragment_buffer // FRAG_SOURCE_SHARE):
             self.frag_dropped += 1
             return None
         assert ike.prot_in is not None
@@ -351,6 +393,7 @@ class TaskManager:
         ike.fragments = st
         st.parts[skf.fragment_number] = plain
         self.frag_bytes += len(plain)
+        self.frag_by_src[st.src] = self.frag_by_src.get(st.src, 0) + len(plain)
         if skf.fragment_number == 1:
             st.first = skf.first_inner
         if len(st.parts) < total:

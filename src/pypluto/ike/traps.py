@@ -83,7 +83,7 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
         else "tunnel"
     proto: Literal["esp", "ah"] = "ah" if getattr(conn, "phase2", "esp") == "ah" else "esp"
     action: Literal["ipsec", "pass", "drop", "reject"] = SHUNT_ACTION.get(conn.type, "ipsec")
-    src_ip = loc.sourceip[0] if loc.sourceip and action == "ipsec" and not template else None
+    sips = loc.sourceip if action == "ipsec" and not template else []
     # mtu= / metric= ride on the route of an IPsec policy (a shunt's traffic keeps its path)
     mtu = getattr(conn, "mtu", None) if action == "ipsec" else None
     metric = getattr(conn, "metric", None) if action == "ipsec" else None
@@ -94,6 +94,8 @@ def trap_policies(conn: Connection, reqid: int) -> list[PolicyParams]:
         for rt in rts:
             if lt.version != rt.version:
                 continue
+            # leftsourceip= holds one address per family: the policy's
+            src_ip = next((a for a in sips if a.version == lt.version), None)
             for lk in tsmod.to_kernel(lt):
                 for rk in tsmod.to_kernel(rt):
                     out.append(PolicyParams(lk, rk, "out", reqid=reqid, tmpl_src=la,

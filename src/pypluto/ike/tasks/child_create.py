@@ -280,6 +280,12 @@ def precheck(ctx: IKEContext, ike: IKESA, req: Request
     if ike.state is IKEState.DELETING:
         return ctx.send_response(ike, EXCH_CHILD, req.msgid,
                                  [codec.notify(N.TEMPORARY_FAILURE)])
+    if ike.redirected:  # RFC 5685: this IKE SA was redirected elsewhere; it is to go
+        acts: list[Action] = []
+        ctx.log(acts, "refusing CREATE_CHILD_SA on a redirected IKE SA (RFC 5685); "
+                "answering NO_ADDITIONAL_SAS", ike, level="warning")
+        return acts + ctx.send_response(ike, EXCH_CHILD, req.msgid,
+                                        [codec.notify(N.NO_ADDITIONAL_SAS)])
     return sa_p, bytes(ni_p.data)
 
 

@@ -127,6 +127,11 @@ def respond(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[wp
                                else ("sa", ike.serial))
     for v, hint in sorted(wanted.items()):
         if not spec or ctx.leases.pool(spec, v) is None:
+            clash = ctx.leases.overlapping(spec, v) if spec else None
+            if clash is not None:
+                ctx.log(acts, f"address pool {spec} inexactly overlaps address pool {clash} "
+                        f"of another connection: no IPv{v} address for {owner}", ike,
+                        level="warning")
             continue  # no range of this family: the client gets none (§3.15.4)
         lease = ctx.leases.acquire(spec, v, key, owner, hint)
         if lease is None:
@@ -185,6 +190,8 @@ def take_reply(ctx: IKEContext, ike: IKESA, payloads: Sequence[wp.Payload],
         if codec.has_notify(payloads, N.INTERNAL_ADDRESS_FAILURE):
             return "the gateway has no address for us (INTERNAL_ADDRESS_FAILURE)"
         return "the gateway sent no address (no CFG_REPLY)"
+    extra = {"address": 0, "DNS": 0}
+    seen = {False: 0, True: 0}  # DNS server and domain attributes looked at
     for a in cp.attributes:
         t = int(a.attr_type)
         v = bytes(a.value)
@@ -196,10 +203,23 @@ def take_reply(ctx: IKEContext, ike: IKESA, payloads: Sequence[wp.Payload],
             if why is not None:
                 ctx.log(acts, f"ignoring INTERNAL_IP{addr.version}_ADDRESS {addr}: {why}",
                         ike, level="warning")
-            elif addr not in ike.local_vips:
+            elif any(x.version == addr.version for x in ike.local_vips):
+                # §3.15.1: no more addresses than we asked for (one per family)
+                extra["address"] += addr not in ike.local_vips
+            else:
                 ike.local_vips = [*ike.local_vips, addr]  # a list once it has one
         elif t in (CPAttr.INTERNAL_IP4_DNS, CPAttr.INTERNAL_IP6_DNS, CPAttr.INTERNAL_DNS_DOMAIN):
+            dom = t == CPAttr.INTERNAL_DNS_DOMAIN
+            if seen[dom] >= MAX_DNS:
+                extra["DNS"] += 1  # a bound on what a gateway makes us keep, log, pass on
+                continue
+            seen[dom] += 1
             dns_attr(ctx, ike, t, v, acts)
+    for what, n in extra.items():
+        if n:
+            ctx.log(acts, f"ignoring {n} more {what} attribute(s) of the CFG_REPLY (we keep "
+                    f"{'one address per family' if what == 'address' else f'{MAX_DNS} of each'})",
+                    ike, level="warning")
     if not ike.local_vips:
         return "the gateway's CFG_REPLY has no usable address"
     ctx.log(acts, "received INTERNAL_IP_ADDRESS " + ", ".join(str(a) for a in ike.local_vips)
@@ -221,6 +241,8 @@ def _not_assignable(addr: IPAddress) -> str | None:
             return f"{what}, not an address a gateway may assign"
     return None
 
+
+MAX_DNS = 16  # DNS servers, and search domains, kept from one CFG_REPLY
 
 _DOMAIN = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?")
 

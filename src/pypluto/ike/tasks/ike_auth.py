@@ -363,6 +363,12 @@ class IKEAuth(Task):
                 else None
             if no_cp:
                 ctx.log(acts, f"Child SA failed: {no_cp}", child, level="warning")
+                # the gateway installed the Child SA it answered with: its SPI, so that
+                # the Delete below reaches it (§1.4.1), as childmod.finish would note it
+                sa_p = codec.first(payloads, wp.SAPayload)
+                answered = codec.sa_tuples(sa_p) if sa_p is not None else []
+                if len(answered) == 1 and len(answered[0][2]) == 4:
+                    child.spi_out = int.from_bytes(answered[0][2], "big")
                 # the road warrior as a whole failed: the event names its IKE SA
                 acts.append(ConnectionEvent(EventKind.FAILED, conn.name, ike.serial, no_cp,
                                             FailReason.PEER_NOTIFY))
@@ -629,6 +635,7 @@ def _redirect_in_auth(ctx: IKEContext, ike: IKESA, req: Request, out: list[Paylo
     ike.ni = ike.nr = b""
     ike.rekey_at = ike.next_liveness = None
     ike.expire_at = now + redirect.AUTH_REDIRECT_GRACE
+    ike.redirected = True  # no Child SA, no rekey: it is to go (child_create.precheck)
     ctx.schedule(ike)
     return acts
 

@@ -59,6 +59,9 @@ class IKEDelete(Task):
                 if ike.leases:  # what ike_rekey.move_children moved with them
                     old.leases = [*old.leases, *ike.leases]
                 ike.leases = ()
+                for a in ("remote_vips", "local_vips", "dns", "domains"):
+                    setattr(old, a, getattr(old, a) or getattr(ike, a))
+                    setattr(ike, a, ())
         ctx.remember_closed(ike, req.msgid, req.remote, now)  # a resent Delete (§2.1)
         return acts + ctx.drop_ike(ike, now, "deleted by peer")
 

@@ -260,6 +260,7 @@ def initiate(ctx: IKEContext, conn: Connection, now: float, tries: int = 1,
     ike = IKESA(serial=ctx.new_serial(), conn=conn, initiator=True, spi_i=ctx.alloc_ike_spi(),
                 spi_r=bytes(8), local=Endpoint(conn.local.host_addr, lport),
                 remote=Endpoint(conn.remote.host_addr, port), state=IKEState.INIT_I)
+    ike.first_initiator = True  # RFC 5685: the client role, kept over IKE SA rekeys
     ike.tries = tries
     ike.reauth_of = reauth_of
     specs = proposals.ike_specs(conn.ike)
@@ -350,6 +351,7 @@ def _init_keyed(ctx: IKEContext, ike: IKESA, msg: Inbound, ns: Notifies, chosen:
     ike.ke_priv = None
     ike.sent_proposals = None
     ike.init_response = msg.data
+    redirect.arrived(conn)  # RFC 5685 §5: REDIRECTED_FROM went in every try until now
     why = ppk.init_answer(ike, msg.payloads)  # RFC 8784 USE_PPK
     if why is not None:
         return acts + fail(ctx, ike, now, why, FailReason.AUTHENTICATION)

@@ -202,6 +202,10 @@ class IKEIntermediate(Task):
 
         if st is None or not st.supported:
             return refuse("IKE_INT_SUP was not negotiated (RFC 9242 §3.1)")
+        if ctx.is_computing(ike):  # the next request before our answer (window of 1, §2.3)
+            return [Log(f"dropping IKE_INTERMEDIATE request {req.msgid} from {req.remote}: "
+                        "the previous one is still being computed", level="debug",
+                        conn=ike.conn.name, serial=ike.serial)]
         todo = addke.groups(c.addke)
         kes = [p for p in req.payloads if isinstance(p, wp.KEPayload)]
         if st.done >= len(todo):

@@ -20,6 +20,7 @@ from pypluto.ike.codec import Payload, Proposals
 from pypluto.ike.context import IKEContext
 from pypluto.ike.proposals import Chosen
 from pypluto.ike.sa import IKESA, IKEState
+from pypluto.ike.tasks import mobike
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.child_create import ChildCreate, precheck
 from pypluto.ike.tasks.child_delete import ChildDelete
@@ -60,6 +61,9 @@ def move_children(src: IKESA, dst: IKESA) -> None:
     src.leases = ()
     for a in ("remote_vips", "local_vips", "dns", "domains"):
         setattr(dst, a, getattr(dst, a) or getattr(src, a))
+        # the old IKE SA no longer holds the lease: left with the address, it would
+        # still make Child SAs for it once the lease is free for another client
+        setattr(src, a, ())
     keep = []
     for t in src.tasks:
         if isinstance(t, (ChildCreate, ChildDelete)):
@@ -77,8 +81,9 @@ def _new_ike(ctx: IKEContext, old: IKESA, initiator: bool, spi_i: bytes, spi_r: 
              more: Sequence[bytes] = ()) -> IKESA:
     """The new IKE SA; ``more`` are the secrets of RFC 9370's IKE_FOLLOWUP_KE exchanges."""
     assert old.chosen is not None
+    local, remote = mobike.settled(old)  # not where a MOBIKE check in flight points
     new = IKESA(serial=ctx.new_serial(), conn=old.conn, initiator=initiator, spi_i=spi_i,
-                spi_r=spi_r, local=old.local, remote=old.remote, state=IKEState.ESTABLISHED)
+                spi_r=spi_r, local=local, remote=remote, state=IKEState.ESTABLISHED)
     if more:  # RFC 9370 §2.2.4: prf(SK_d, SK(0) | Ni | Nr | SK(1) | ... | SK(n))
         seed = keys.rekey_skeyseed(old.chosen.prf, old.sk_d, b"", b"",
                                    addke.rekey_material([shared, *more], ni, nr))
@@ -93,6 +98,9 @@ def _new_ike(ctx: IKEContext, old: IKESA, initiator: bool, spi_i: bytes, spi_r: 
     new.local_id, new.remote_id = old.local_id, old.remote_id
     new.nat_local, new.nat_remote = old.nat_local, old.nat_remote
     new.frag_ok = old.frag_ok
+    new.mobike = old.mobike  # RFC 4555: negotiated in IKE_AUTH, not again in a rekey
+    new.redirect_ok, new.first_initiator = old.redirect_ok, old.first_initiator  # RFC 5685
+    mobike.carry_check(old, new)
     new.next_keepalive = old.next_keepalive
     new.established_at = now
     new.last_recv = now

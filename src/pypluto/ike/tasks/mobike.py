@@ -278,6 +278,27 @@ class MobikeUpdate(Task):
         return acts
 
 
+def settled(ike: IKESA) -> tuple[Endpoint, Endpoint]:
+    """``ike``'s (local, remote), not the addresses a return routability check in flight
+    is trying (``ReturnRoutability.build`` points the IKE SA there until it is done):
+    what an IKE SA rekeyed meanwhile must take (a check to an address some on-path
+    attacker replayed an update from is not a move)."""
+    o = ike.outstanding
+    if o is not None and isinstance(o.task, ReturnRoutability) and o.task.old is not None:
+        return o.task.old
+    return ike.local, ike.remote
+
+
+def carry_check(old: IKESA, new: IKESA) -> None:
+    """``old`` is rekeyed (into ``new``, on ``settled`` addresses) while a return
+    routability check is in flight or queued: the check is made on ``new``, which
+    moves (with the Child SAs it inherits) only if the peer answers it from there."""
+    o = old.outstanding
+    checks = [o.task] if o is not None and isinstance(o.task, ReturnRoutability) else []
+    checks += [t for t in old.tasks if isinstance(t, ReturnRoutability)]
+    new.tasks[:0] = [ReturnRoutability(t.local, t.remote, t.nat) for t in checks]
+
+
 def start_update(ctx: IKEContext, ike: IKESA, local: Endpoint, now: float) -> list[Action]:
     """Our address changed: tell the peer (§3.5), if MOBIKE was negotiated."""
     if not ike.mobike or not ike.established:

@@ -122,10 +122,15 @@ def init_notifies(conn: Connection) -> list[Payload]:
     if not _accepts(conn):
         return []
     out: list[Payload] = [codec.notify(N.REDIRECT_SUPPORTED)]
-    frm = _FROM.pop(id(conn), None)
+    frm = _FROM.get(id(conn))  # again in a COOKIE / INVALID_KE retry (RFC 7296 §2.6)
     if frm is not None:
         out.append(codec.notify(N.REDIRECTED_FROM, encode_gw(frm)))
     return out
+
+
+def arrived(conn: Connection) -> None:
+    """The new gateway answered IKE_SA_INIT: no more REDIRECTED_FROM for ``conn``."""
+    _FROM.pop(id(conn), None)
 
 
 # what the caller does once the redirect is followed / when it fails after all
@@ -158,6 +163,7 @@ def follow(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: f
         return False
     ctx.log(acts, f"redirected to new gateway {target}: resolving the name", ike)
     family = ike.remote.addr.version
+    ike.redirected = True  # until the name fails: no second REDIRECT meanwhile
 
     def resolved(result: object, t: float) -> list[Action]:
         out: list[Action] = []
@@ -169,12 +175,20 @@ def follow(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: f
             ctx.log(out, f"redirect to {target} failed: the name does not resolve ({why})",
                     ike, level="warning")
             ctx.stats.event("redirect.failed")
+            ike.redirected = False
             return out + (refused(t) if refused is not None else [])
         addr = next((a for a in addrs if a.version == family), addrs[0])
+        bad = _unusable(ctx, ike, addr)
+        if bad:
+            ctx.log(out, f"redirect to {target} ({addr}) failed: {bad}", ike, level="warning")
+            ctx.stats.event("redirect.failed")
+            ike.redirected = False
+            return out + (refused(t) if refused is not None else [])
         if not _allowed(ike.conn, addr, target):
             ctx.log(out, f"redirect to {target} ({addr}) failed: not in "
                     "accept-redirect-to=", ike, level="warning")
             ctx.stats.event("redirect.failed")
+            ike.redirected = False
             return out + (refused(t) if refused is not None else [])
         _going(ctx, ike, addr, target, out)
         return out + go(t)
@@ -200,6 +214,10 @@ def _check(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: f
         ctx.log(acts, f"ignoring a REDIRECT to {target}: accept-redirect=no", ike,
                 level="warning")
         return None
+    bad = _unusable(ctx, ike, target) if not isinstance(target, str) else ""
+    if bad:
+        ctx.log(acts, f"ignoring a REDIRECT to {target}: {bad}", ike, level="warning")
+        return None
     if not isinstance(target, str) and not _allowed(conn, target):
         ctx.log(acts, f"ignoring a REDIRECT to {target}: not in accept-redirect-to=", ike,
                 level="warning")
@@ -211,6 +229,21 @@ def _check(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: f
     return target
 
 
+def _unusable(ctx: IKEContext, ike: IKESA, addr: IPAddress) -> str:
+    """Why ``addr`` cannot be a gateway for this IKE SA ('' if it can): no unicast
+    address of the family the connection's local end has, or one of our own."""
+    if addr.version != ike.local.addr.version:
+        return f"not an IPv{ike.local.addr.version} address like ours"
+    if addr.is_unspecified or addr.is_multicast or \
+            addr == ipaddress.IPv4Address("255.255.255.255"):
+        return "not a unicast address"
+    if addr.is_loopback and not ike.remote.addr.is_loopback:
+        return "a loopback address"
+    if addr == ike.local.addr or addr in getattr(ctx, "local_addrs", ()):
+        return "one of our own addresses"
+    return ""
+
+
 def _going(ctx: IKEContext, ike: IKESA, addr: IPAddress, name: str | None,
            acts: list[Action]) -> None:
     """Point the connection at the new gateway (as Libreswan), remember where from."""
@@ -220,6 +253,7 @@ def _going(ctx: IKEContext, ike: IKESA, addr: IPAddress, name: str | None,
     ctx.log(acts, f"redirected by {old} to new gateway {shown}", ike)
     conn.remote.host_addr = addr
     _FROM[id(conn)] = old
+    ike.redirected = True  # it is to go: a further REDIRECT is not followed
     ctx.stats.event("redirect.completed")
 
 
@@ -278,7 +312,11 @@ class Redirected(Task):
         data = next(bytes(p.data) for p in codec.notifies(req.payloads)
                     if p.notify_type == N.REDIRECT)
         acts += ctx.send_response(ike, INFO, req.msgid, [], req.local, req.remote)
-        if not ike.initiator:
+        if not ike.first_initiator:  # only the client follows (whoever rekeyed the SA)
+            return acts
+        if ike.redirected:  # a REDIRECT is followed already (or its name being resolved)
+            ctx.log(acts, "ignoring a REDIRECT: this IKE SA is being redirected already", ike,
+                    level="warning")
             return acts
 
         def go(t: float) -> list[Action]:  # §5: delete the old IKE SA, then go
