@@ -29,7 +29,9 @@ def _snapshot(net: Net) -> dict:
 
 
 def test_status_lines_escape_the_peer_id() -> None:
-    net = Net(west_kw={"leftid": "@" + HOSTILE}, east_kw={"leftid": "%any"})
+    # east takes any ID from a peer at %any (with a fixed right=, rightid=%any is the
+    # peer's address, as in Libreswan)
+    net = Net(west_kw={"leftid": "@" + HOSTILE}, east_kw={"left": "%any", "leftid": "%any"})
     net.up()
     assert net.established(net.east), net.east.logs()
     snap = _snapshot(net)
