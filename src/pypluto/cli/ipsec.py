@@ -30,17 +30,18 @@ Usage: ipsec <command> [arguments]
   pluto [options]              run the IKE daemon (see pluto --help)
   whack [options]              talk to the running daemon (see whack --help)
   start [pluto options]        start pluto with --config /etc/ipsec.conf
-  start <conn>                 add the connection, then bring it up
+  start [--asynchronous] <conn>  add the connection, then bring it up
   stop                         shut pluto down (deletes every SA)
   restart [pluto options]      stop, then start
   add <conn>...                load connections from the config file; a loaded
                                connection of that name is replaced (its SAs deleted)
   replace <conn>...            the same as add
   delete <conn>                delete a connection and its SAs
-  up <conn>                    initiate a connection and wait for the result
+  up [--asynchronous] <conn>   initiate a connection and wait for the result
   down <conn>                  delete a connection's SAs, keep the connection
   status | briefstatus | trafficstatus | showstates | globalstatus
          | connectionstatus | shuntstatus  [--json]
+  trafficstatus | connectionstatus | showstates <conn>   that connection only
   listen                       rescan interfaces and reload secrets
   rereadsecrets                reload the secrets file(s)
   rereadall | rereadcerts      reload the secrets; cached certificates and CRLs are
@@ -69,9 +70,11 @@ Usage: ipsec <command> [arguments]
   redirect NAME|--peer-ip A --redirect-to GW [--dry-run]
                                RFC 5685: send established clients to gateway GW
 Not supported by pypluto (exit 33): listall, briefconnectionstatus,
-  fipsstatus, modutil, vfychain, checknflog, stopnflog, reload
-Common options (before the arguments): --rundir <dir>, --ctlsocket <file>,
-  --config <file>
+  fipsstatus, modutil, vfychain, checknflog, stopnflog, sniff, reload, directory,
+  letsencrypt, unbound, setup, rsasigkey, ecdsasigkey, algparse, showroute and the
+  _helper programs; the options --remote-host, --dry-run, --utc, --verbose
+Common options (before or after the command): --rundir <dir>, --ctlsocket <file>,
+  --config <file>; an option a command does not take is refused (exit 33)
 """
 
 # Libreswan 5.2's aliases (ipsec.in) -> our command name.
@@ -85,7 +88,22 @@ ALIASES = {
     "--rereadsecrets": "rereadsecrets", "secrets": "rereadsecrets",
     "--rereadall": "rereadall", "--route": "route", "--unroute": "unroute",
     "--ondemand": "ondemand", "--start": "start", "--stop": "stop", "--restart": "restart",
+    "--shuntstatus": "shuntstatus", "--rereadgroups": "listen", "--rereadcerts": "rereadcerts",
+    "--checkpubkeys": "checkpubkeys", "--listpubkeys": "listpubkeys",
+    "--fetchcrls": "fetchcrls", "--listcrls": "listcrls", "--purgeocsp": "purgeocsp",
+    "--listcerts": "listcerts", "--listcacerts": "listcacerts", "--import": "import",
+    "--checknss": "checknss", "--initnss": "initnss", "--versioncode": "version",
+    "--listall": "listall", "--briefconnectionstatus": "briefconnectionstatus",
+    "--fipsstatus": "fipsstatus", "--checknflog": "checknflog", "nflog": "checknflog",
+    "--stopnflog": "stopnflog", "--directory": "directory", "--sniff": "sniff",
+    "--unbound": "unbound",
 }
+
+# Libreswan's options that may come before the command ("ipsec --rundir DIR status"):
+# moved after it; those with a value take the next argument
+LEADING_OPTIONS = {"--rundir": True, "--ctlsocket": True, "--config": True,
+                   "--asynchronous": False, "--remote-host": True, "--dry-run": False,
+                   "-n": False, "--utc": False}
 
 # On-demand (trap) routing: passed to pluto as whack --route/--unroute (ike/traps.py).
 ON_DEMAND_SUPPORTED = True
@@ -102,6 +120,26 @@ UNSUPPORTED: dict[str, str] = {
     "stopnflog": "NFLOG groups are not implemented",
     "reload": "Libreswan 5.2 has no 'ipsec reload'; use 'ipsec rereadall' for the secrets "
               "and 'ipsec add NAME' (or 'ipsec replace NAME') for a changed connection",
+    "directory": "pypluto has no helper program directory",
+    "letsencrypt": "not implemented",
+    "sniff": "NFLOG groups are not implemented",
+    "unbound": "not implemented",
+    # Libreswan's helper programs that "ipsec NAME" runs from its libexec directory
+    **{c: "use 'ipsec newhostkey'" for c in ("rsasigkey", "ecdsasigkey")},
+    **{c: "not implemented" for c in ("algparse", "showroute", "cavp", "_import_crl",
+                                      "_unbound-hook", "_plutorun", "_stackmanager")},
+    "setup": "use 'ipsec start', 'ipsec stop' or 'ipsec restart'",
+    "_updown": "pypluto runs the leftupdown= script itself",
+}
+
+# Libreswan 5.2 options of its ipsec commands that pypluto does not implement: the reason
+NOT_IMPLEMENTED_OPTIONS = {
+    "--remote-host": "pypluto cannot override the peer address of a loaded connection",
+    "--dry-run": "there is no dry run of this command",
+    "-n": "there is no dry run of this command",
+    "--utc": "pypluto prints times as they are",
+    "--verbose": "there is no verbose mode of this command",
+    "--checkconfig": "use 'ipsec checkconfig'",
 }
 UNSUPPORTED_RC = RC_WHACK_PROBLEM
 
@@ -144,6 +182,65 @@ def _whack(argv: list[str]) -> int:
     from pypluto.cli import whack
 
     return whack.main(argv)
+
+
+def _bad_option(cmd: str, opt: str) -> int:
+    why = NOT_IMPLEMENTED_OPTIONS.get(opt.split("=", 1)[0])
+    if why:
+        print(f"ipsec {cmd}: {opt.split('=', 1)[0]} is not supported by pypluto: {why}",
+              file=sys.stderr)
+    else:
+        print(f"ipsec {cmd}: unknown option \"{opt}\"", file=sys.stderr)
+    return RC_WHACK_PROBLEM
+
+
+def _to_whack(rest: list[str]) -> list[str]:
+    """A whack sub-command's arguments as Libreswan's ipsec passes them: a bare word is
+    the connection name (``ipsec trafficstatus NAME``), the rest goes to whack, which
+    refuses what does not apply."""
+    out: list[str] = []
+    for a in rest:
+        out += [a] if a.startswith("-") else ["--name", a]
+    return out
+
+
+def _conn_command(cmd: str, rest: list[str], *, asynchronous: bool = False
+                  ) -> tuple[str, list[str]] | int:
+    """One connection name (and, for ``up``/``start``, ``--asynchronous``): the name
+    and the extra whack options, or the exit status of a refusal."""
+    names: list[str] = []
+    extra: list[str] = []
+    for a in rest:
+        if a == "--asynchronous" and asynchronous:
+            extra = ["--asynchronous"]
+        elif a.startswith("-"):
+            return _bad_option(cmd, a)
+        else:
+            names.append(a)
+    if len(names) != 1:
+        print(f"ipsec {cmd}: exactly one connection name required", file=sys.stderr)
+        return RC_WHACK_PROBLEM
+    return names[0], extra
+
+
+def _hoist(args: list[str]) -> list[str]:
+    """``ipsec --rundir DIR status`` -> ``ipsec status --rundir DIR`` (Libreswan takes
+    its common options before the command too)."""
+    lead: list[str] = []
+    i = 0
+    while i < len(args):
+        key = args[i].split("=", 1)[0]
+        if key not in LEADING_OPTIONS:
+            break
+        if LEADING_OPTIONS[key] and "=" not in args[i]:
+            lead += args[i:i + 2]
+            i += 2
+        else:
+            lead.append(args[i])
+            i += 1
+    if not lead or i >= len(args):
+        return args
+    return [args[i], *lead, *args[i + 1:]]
 
 
 def _running(path: str) -> bool:
@@ -200,6 +297,9 @@ def cmd_add(opts: dict[str, str], names: list[str], verb: str = "add") -> int:
     and parsed, so a conn missing from the file leaves the loaded one alone;
     pluto's lines say which conns were replaced and which SAs went.
     """
+    for n in names:
+        if n.startswith("-"):  # never sent to pluto as a connection name
+            return _bad_option(verb, n)
     if not names:
         print(f"ipsec {verb}: connection name required", file=sys.stderr)
         return RC_WHACK_PROBLEM
@@ -294,7 +394,7 @@ def _config_tool(name: str, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = _hoist(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("--help", "-h", "help"):
         print(USAGE, end="")
         return 0 if args else 1
@@ -330,46 +430,48 @@ def main(argv: list[str] | None = None) -> int:
         return nsscmd.main(cmd, rest)
     if cmd in UNSUPPORTED or (cmd in ON_DEMAND and not ON_DEMAND_SUPPORTED):
         return cmd_unsupported(cmd)
-    if cmd == "start" and rest and not rest[0].startswith("-"):
-        # Libreswan 5.2: "ipsec start NAME" is add + up
-        if len(rest) != 1:
-            print("ipsec start: exactly one connection name required", file=sys.stderr)
-            return RC_WHACK_PROBLEM
-        rc = cmd_add(opts, rest, "start")
-        return rc or _whack(w + ["--name", rest[0], "--initiate"])
+    if cmd == "start" and rest and (not rest[0].startswith("-") or
+                                    rest[0] == "--asynchronous"):
+        # Libreswan 5.2: "ipsec start [--asynchronous] NAME" is add + up
+        got = _conn_command(cmd, rest, asynchronous=True)
+        if isinstance(got, int):
+            return got
+        name, extra = got
+        rc = cmd_add(opts, [name], "start")
+        return rc or _whack(w + [*extra, "--name", name, "--initiate"])
     if cmd == "start":
         return cmd_start(opts, rest)
     if cmd == "stop":
+        if rest:  # Libreswan's "ipsec stop" takes no argument
+            return _bad_option(cmd, rest[0])
         return cmd_stop(opts)
     if cmd == "restart":
         cmd_stop(opts)
         return cmd_start(opts, rest)
-    if cmd in STATUS_CMDS:
-        return _whack(w + [f"--{cmd}", *rest])
-    if cmd in ("listen", "rereadsecrets"):
-        return _whack(w + [f"--{cmd}"])
-    if cmd in ("listpubkeys", "checkpubkeys"):  # issue 14
-        return _whack(w + [f"--{cmd}", *[a for a in rest if a == "--json"]])
-    if cmd in ("fetchcrls", "crls", "purgeocsp"):  # revocation (issue 14)
-        return _whack(w + ["--purgeocsp" if cmd == "purgeocsp" else "--fetchcrls"])
-    if cmd == "listcrls":
-        return _whack(w + ["--listcrls", *[a for a in rest if a == "--json"]])
+    if cmd in STATUS_CMDS or cmd in ("listen", "rereadsecrets", "listpubkeys",
+                                     "checkpubkeys", "listcrls", "purgeocsp"):
+        # a NAME becomes --name NAME, as Libreswan's ipsec passes it; whack refuses it
+        # (and any option, --json aside) where it does not apply
+        return _whack(w + [f"--{cmd}", *_to_whack(rest)])
+    if cmd in ("fetchcrls", "crls"):  # revocation (issue 14)
+        return _whack(w + ["--fetchcrls", *_to_whack(rest)])
     if cmd in ("rereadall", "rereadcerts"):
         # pluto's --rereadsecrets also drops its cached certificates and CRLs, which are
         # read again from the NSS database on their next use
-        return _whack(w + ["--rereadsecrets"])
+        return _whack(w + ["--rereadsecrets", *_to_whack(rest)])
     if cmd in ("add", "replace"):
         return cmd_add(opts, rest, cmd)
     if cmd in ("delete", "up", "down", "route", "unroute", "ondemand"):
-        if len(rest) != 1:
-            print(f"ipsec {cmd}: exactly one connection name required", file=sys.stderr)
-            return RC_WHACK_PROBLEM
+        got = _conn_command(cmd, rest, asynchronous=cmd == "up")
+        if isinstance(got, int):
+            return got
+        name, extra = got
         if cmd == "ondemand":  # add, then route (Libreswan 5.2 ipsec-ondemand(8))
-            return (cmd_add(opts, rest, "ondemand")
-                    or _whack(w + ["--name", rest[0], "--route"]))
+            return (cmd_add(opts, [name], "ondemand")
+                    or _whack(w + ["--name", name, "--route"]))
         action = {"delete": "--delete", "up": "--initiate", "down": "--down",
                   "route": "--route", "unroute": "--unroute"}[cmd]
-        return _whack(w + ["--name", rest[0], action])
+        return _whack(w + [*extra, "--name", name, action])
     if cmd == "redirect":
         return cmd_redirect(w, rest)
     if cmd == "auto":  # Libreswan 4's "ipsec auto --up NAME" spelling (deprecated in 5.0)

@@ -66,12 +66,26 @@ def _hostkey(cmd: str, db: NSSDB, rest: list[str]) -> int:
     through NSS's soft token, ``config.hostkeys``), in Libreswan's output format."""
     password, rest = _password(rest)
     if cmd == "newhostkey":
-        kind, bits = "rsa", "3072"
-        for i, a in enumerate(rest):
-            if a == "--keytype" and i + 1 < len(rest):
-                kind = rest[i + 1]
-            elif a == "--bits" and i + 1 < len(rest):
-                bits = rest[i + 1]
+        opts = _options(cmd, rest, {"--keytype", "--bits", "--curve"}, set())
+        if isinstance(opts, int):
+            return opts
+        kind = opts.get("--keytype", "rsa")
+        if kind not in ("rsa", "ecdsa"):
+            print(f"ipsec newhostkey: --keytype {kind}: rsa or ecdsa", file=sys.stderr)
+            return 1
+        if "--curve" in opts and ("--bits" in opts or kind != "ecdsa"):
+            print("ipsec newhostkey: --curve needs --keytype ecdsa and excludes --bits",
+                  file=sys.stderr)
+            return 1
+        bits = CURVES.get(opts["--curve"].lower(), "") if "--curve" in opts else \
+            opts.get("--bits", "3072" if kind == "rsa" else "256")
+        if kind == "ecdsa" and bits not in ("256", "384") or \
+                kind == "rsa" and not (bits.isdigit() and 2048 <= int(bits) <= 16384):
+            what = f"--curve {opts['--curve']}" if "--curve" in opts else f"--bits {bits}"
+            print(f"ipsec newhostkey: {what} is not supported: " + (
+                  "P-256 or P-384 (--curve secp256r1|secp384r1, or --bits 256|384)"
+                  if kind == "ecdsa" else "an RSA key of 2048 to 16384 bits"), file=sys.stderr)
+            return 1
         if not db.exists() and main("initnss", ["--nssdir", db.directory]):
             return 1
         with tempfile.TemporaryDirectory(prefix="pypluto-nss-") as tmp:
@@ -97,11 +111,19 @@ def _hostkey(cmd: str, db: NSSDB, rest: list[str]) -> int:
         print(f"ipsec showhostkey: {e}", file=sys.stderr)
         return 1
     if "--list" in rest:
+        if len(rest) != 1:
+            return _bad(cmd, next(a for a in rest if a != "--list"))
         for i, k in enumerate(keys, 1):
             kid = k.keyid or "<missing-pubkey>"
             print(f"<{i:2d}> {k.kind.upper() if k.kind == 'rsa' else 'ECDSA'} keyid: {kid} "
                   f"ckaid: {k.ckaid}")
         return 0
+    opts = _options(cmd, rest, {"--ckaid"}, {"--left", "--right", "--pubkey"})
+    if isinstance(opts, int):
+        return opts
+    if "--left" in opts and "--right" in opts:
+        print("ipsec showhostkey: --left and --right conflict", file=sys.stderr)
+        return 1
     side = "left" if "--left" in rest else "right" if "--right" in rest else ""
     if not side:
         print("usage: ipsec showhostkey [--nssdir DIR] [--nsspw PW] --list | "
@@ -130,6 +152,50 @@ def _hostkey(cmd: str, db: NSSDB, rest: list[str]) -> int:
         print(f"\t# {side} keyid: {match[0].keyid}")
         print(f"\t{side}pubkey=0s{base64.b64encode(der).decode()}")
     return 0
+
+
+# ``newhostkey --curve``: the curves a raw ECDSA key of pypluto may use
+CURVES = {"secp256r1": "256", "nistp256": "256", "p256": "256", "p-256": "256",
+          "prime256v1": "256", "secp384r1": "384", "nistp384": "384", "p384": "384",
+          "p-384": "384"}
+
+# Libreswan 5.2's options of these commands that pypluto does not implement
+NOT_SUPPORTED = {"--seeddev", "--hostname", "--ipseckey", "--gateway", "--dump", "--rsaid",
+                 "--precedence", "--settrusts", "--configdir", "--utc", "--dry-run", "--version",
+                 "--verbose", "--debug", "--quiet"}
+
+
+def _bad(cmd: str, arg: str) -> int:
+    if arg in NOT_SUPPORTED:
+        print(f"ipsec {cmd}: {arg} is not supported by pypluto", file=sys.stderr)
+    else:
+        print(f"ipsec {cmd}: unexpected argument \"{arg}\"", file=sys.stderr)
+    return 1
+
+
+def _options(cmd: str, rest: list[str], valued: set[str], flags: set[str]
+             ) -> dict[str, str] | int:
+    """``rest`` as options: each of ``valued`` takes the next argument, ``flags`` none;
+    anything else, a missing value or an option given twice is refused (exit 1)."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(rest):
+        a = rest[i]
+        if a not in valued and a not in flags:
+            return _bad(cmd, a)
+        if a in out:
+            print(f"ipsec {cmd}: {a} given twice", file=sys.stderr)
+            return 1
+        if a in valued:
+            if i + 1 >= len(rest):
+                print(f"ipsec {cmd}: {a} needs a value", file=sys.stderr)
+                return 1
+            out[a] = rest[i + 1]
+            i += 1
+        else:
+            out[a] = ""
+        i += 1
+    return out
 
 
 def _split(args: list[str]) -> tuple[str, bool, list[str]]:
@@ -161,6 +227,16 @@ def main(cmd: str, args: list[str]) -> int:
     nssdir, js, rest = _split(args)
     db = NSSDB(nssdir)
     spec = db.spec
+    if js and cmd not in ("listcerts", "listcacerts"):
+        return _bad(cmd, "--json")
+    if rest and cmd in ("initnss", "checknss", "listcerts", "listcacerts"):
+        return _bad(cmd, rest[0])
+    if cmd in ("certutil", "pk12util", "crlutil") and ("-d" in rest or "--dry-run" in rest):
+        # Libreswan's ipsec refuses them too: the database is --nssdir's
+        print(f"ipsec {cmd}: -d is not accepted: the database is --nssdir {nssdir}"
+              if "-d" in rest else f"ipsec {cmd}: --dry-run is not supported",
+              file=sys.stderr)
+        return 2
     if cmd == "initnss":
         if db.exists():
             print(f"NSS database already initialized - aborted\n(in {nssdir})",

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any, NoReturn
 
 from pypluto import __version__
 from pypluto.control.client import ControlError, call, ctl_path
+from pypluto.control.format import NAMED_STATUS
 from pypluto.control.protocol import RC_SUCCESS, RC_WHACK_PROBLEM
 
 STATUS = ["status", "globalstatus", "showstates", "trafficstatus", "briefstatus",
@@ -32,6 +34,8 @@ commands:
   --status | --globalstatus | --showstates | --trafficstatus | --briefstatus
   --connectionstatus | --shuntstatus
                            (add --json for a JSON object; see docs/control-protocol.md)
+  --name <connection_name> --trafficstatus | --connectionstatus | --showstates
+                           only that connection (and its SAs)
   --listen | --unlisten | --rereadsecrets | --listpsks (names only, never keys)
   --listpubkeys [--json]   the public keys the conns use (raw keys, our certificates)
   --checkpubkeys [--json]  only those that expire within 14 days or have expired
@@ -41,6 +45,9 @@ commands:
   --debug <class> | --no-debug <class> | --debug help
   --shutdown
   --help | --version
+Libreswan's spellings --ctlbase, --terminate, --ondemand, --statestatus, --rereadall and
+--rereadcerts are accepted; any other Libreswan option pypluto does not implement, an
+option given twice or an option that does not apply to the command is refused (33).
 exit status (Libreswan's whack rc_type):
    0 success
   21 unknown connection name
@@ -63,6 +70,11 @@ class _Parser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
+# Libreswan 5.2's other spellings of our options (whack.c): the same action
+ALIAS_OPTS = {"showstates": ("--statestatus",),
+              # pluto's --rereadsecrets also drops its cached certificates and CRLs
+              "rereadsecrets": ("--rereadall", "--rereadcerts")}
+
 STATUS_HELP = {
     "status": "the full status: interfaces, connections, SAs (Libreswan's layout)",
     "globalstatus": "global counters as key=value lines",
@@ -73,7 +85,8 @@ STATUS_HELP = {
     "shuntstatus": "the bare shunts (on-demand negotiation and failure shunts)",
     "listen": "rescan the interfaces, reload the secrets, load conns that now orient",
     "unlisten": "stop listening for IKE (existing SAs stay)",
-    "rereadsecrets": "reload the secrets file(s)",
+    "rereadsecrets": "reload the secrets file(s); cached certificates and CRLs are read "
+                     "again on their next use",
     "listpsks": "which IDs have a pre-shared key (never the key itself)",
     "listpubkeys": "the public keys the conns use (raw keys, our certificates); --json",
     "checkpubkeys": "those of them that expire within 14 days or have expired; --json",
@@ -85,35 +98,67 @@ STATUS_HELP = {
 }
 
 
+class _Once(argparse.Action):
+    """An option with a value given twice: refused (Libreswan's "duplicated flag"),
+    never the last one silently winning."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if getattr(namespace, self.dest) not in (None, self.default):
+            parser.error(f"duplicated option {option_string}")
+        setattr(namespace, self.dest, values)
+
+
+# Libreswan 5.2 whack options (programs/whack/whack.c) that pypluto does not implement:
+# refused with this note instead of the generic "unrecognized option"
+LIBRESWAN_ONLY = frozenset({
+    "label", "remote-host", "connalias", "keyid", "addkey", "pubkeyrsa", "deleteid",
+    "deletestate", "deleteuser", "crash", "ike-socket-bufsize", "ike-socket-errqueue-toggle",
+    "global-redirect", "global-redirect-to", "ddos-busy", "ddos-unlimited", "ddos-auto",
+    "ddns", "rereadcrls", "clearstats", "addresspoolstatus", "briefconnectionstatus",
+    "fipsstatus", "processstatus", "seccomp-crashtest", "leave-state", "username",
+    "xauthuser", "xauthname", "xauthpass", "oppohere", "oppothere", "oppoproto", "opposport",
+    "oppodport", "delete-ike", "delete-child", "down-ike", "down-child", "suspend",
+    "session-resumption", "utc", "listcerts", "listcacerts", "listevents", "listall",
+    "debug-none", "debug-all", "impair", "no-impair", "magic",
+    # the connection description options: pypluto adds conns with 'ipsec add NAME'
+    "host", "id", "cert", "ckaid", "ca", "to", "subnet", "client", "authby", "ikev2",
+})
+
+
 def build_parser() -> _Parser:
     p = _Parser(prog="whack", add_help=False, allow_abbrev=False)
     a = p.add_argument
     a("--help", action="store_true", help="this text, with the exit status list")
     a("--version", action="store_true", help="the version")
-    a("--ctlsocket", metavar="file", help="pluto's control socket (default RUNDIR/pluto.ctl)")
-    a("--rundir", metavar="dir", help="pluto's run directory (default /run/pluto)")
-    a("--name", metavar="connection_name", help="the connection the action applies to")
+    a("--ctlsocket", action=_Once, metavar="file",
+      help="pluto's control socket (default RUNDIR/pluto.ctl)")
+    a("--rundir", "--ctlbase", dest="rundir", action=_Once, metavar="dir",
+      help="pluto's run directory (default /run/pluto)")
+    a("--name", action=_Once, metavar="connection_name",
+      help="the connection the action applies to (also filters --trafficstatus, "
+           "--connectionstatus and --showstates)")
     a("--json", action="store_true",
       help="print a status command's answer as one JSON object (docs/control-protocol.md)")
     a("--asynchronous", action="store_true",
       help="with --initiate: return once the exchange started, without waiting")
-    a("--timeout", type=float, default=0.0, metavar="seconds",
+    a("--timeout", type=float, default=0.0, action=_Once, metavar="seconds",
       help="with --initiate: give up waiting after this long (default: retransmit-timeout + 5)")
     for c in STATUS + GLOBAL + ["shutdown"]:
-        a(f"--{c}", action="store_true", help=STATUS_HELP[c])
+        a(f"--{c}", *ALIAS_OPTS.get(c, ()), action="store_true", help=STATUS_HELP[c])
     a("--initiate", action="store_true",
       help="bring the connection up and wait for the Child SA (or the failure)")
     a("--down", "--terminate", dest="down", action="store_true",
       help="delete the connection's SAs, keep the connection")
     a("--delete", action="store_true", help="delete the connection and its SAs")
-    a("--route", action="store_true", help="install the connection's trap policies (auto=route): the first packet starts it")
+    a("--route", "--ondemand", dest="route", action="store_true", help="install the connection's trap policies (auto=route): the first packet starts it")
     a("--unroute", action="store_true", help="undo --route")
     a("--rekey-ike", action="store_true", help="rekey the connection's IKE SA now")
     a("--rekey-child", "--rekey-ipsec", dest="rekey_child", action="store_true",
       help="rekey the connection's Child SA now")
-    a("--redirect-to", metavar="gateway",
+    a("--redirect-to", action=_Once, metavar="gateway",
       help="RFC 5685: redirect the established clients of --name or --peer-ip there")
-    a("--peer-ip", metavar="address", help="the client to redirect (with --redirect-to)")
+    a("--peer-ip", action=_Once, metavar="address", help="the client to redirect (with --redirect-to)")
     a("--debug", action="append", default=[], metavar="class",
       help='enable a debug class ("--debug help" lists them)')
     a("--no-debug", action="append", default=[], metavar="class",
@@ -150,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ns, rest = build_parser().parse_known_args(args)
         if rest:
+            opt = rest[0][2:].split("=", 1)[0] if rest[0].startswith("--") else ""
+            if opt in LIBRESWAN_ONLY:
+                raise ValueError(f"--{opt} (a Libreswan whack option) is not supported by "
+                                 "pypluto")
             raise ValueError(f"unrecognized option '{rest[0]}'" if rest[0].startswith("-")
                              else f"unexpected argument '{rest[0]}'")
     except ValueError as e:
@@ -166,15 +215,33 @@ def main(argv: list[str] | None = None) -> int:
     status = [c for c in STATUS if getattr(ns, c)]
     glob = [c for c in GLOBAL if getattr(ns, c)]
     debug = list(ns.debug) + [f"no-{d}" for d in ns.no_debug]
-    if ns.redirect_to:
+    if ns.redirect_to is not None:
         if not (ns.name or ns.peer_ip):
             return _problem("--redirect-to requires --name or --peer-ip")
+        if named or status or glob or debug or ns.shutdown or ns.json or ns.asynchronous \
+                or ns.timeout:
+            return _problem("--redirect-to cannot be combined with other commands")
         return send(path, "redirect", {"to": ns.redirect_to, "name": ns.name,
                                        "peer": ns.peer_ip})
+    if ns.peer_ip is not None:
+        return _problem("--peer-ip only applies to --redirect-to")
     if not (named or status or glob or debug or ns.shutdown):
         return _problem("no action specified; try --help")
     if named and not ns.name:
         return _problem(f"--{named[0]} requires --name <connection_name>")
+    if ns.name is not None and not (named or debug or set(status) & NAMED_STATUS):
+        return _problem("no reason for --name: it applies to the connection commands, "
+                        "--debug, --redirect-to, --trafficstatus, --connectionstatus and "
+                        "--showstates")
+    if (ns.asynchronous or ns.timeout) and "initiate" not in named:
+        return _problem(f"--{'asynchronous' if ns.asynchronous else 'timeout'} only "
+                        "applies to --initiate")
+    if ns.asynchronous and ns.timeout:
+        return _problem("--timeout is a limit on waiting: it conflicts with --asynchronous")
+    if not math.isfinite(ns.timeout) or ns.timeout < 0:
+        return _problem(f"--timeout must be a number of seconds >= 0, not {ns.timeout:g}")
+    if "route" in named and "unroute" in named:
+        return _problem("--route and --unroute conflict")
     json_globals = [c for c in glob if c in ("listcrls", "listpubkeys", "checkpubkeys")]
     if ns.json and not status and not json_globals:
         return _problem("--json only applies to the status commands, --listcrls and "
@@ -211,7 +278,10 @@ def main(argv: list[str] | None = None) -> int:
                     a["timeout"] = ns.timeout
             note(send(path, c, a))
     for c in status:
-        note(send(path, c, {"json": ns.json}, as_json=ns.json))
+        sa: dict[str, Any] = {"json": ns.json}
+        if ns.name is not None and c in NAMED_STATUS:  # that conn only (Libreswan 5.2)
+            sa["name"] = ns.name
+        note(send(path, c, sa, as_json=ns.json))
     if ns.shutdown:
         note(send(path, "shutdown", {}))
     return rc

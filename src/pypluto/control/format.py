@@ -608,6 +608,26 @@ def lease_lines(snap: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+NAMED_STATUS = frozenset({"trafficstatus", "connectionstatus", "showstates"})
+"""The status commands that take ``--name`` (Libreswan 5.2's whack): that conn only."""
+
+
+def only_conns(snap: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    """``snap`` cut down to the connections ``names`` and their SAs (``whack --name N
+    --trafficstatus | --connectionstatus | --showstates``); ``snap`` is not changed."""
+    eng = snap["engine"]
+    ike_sas = []
+    for s in eng["ike_sas"]:
+        children = [ch for ch in s["children"] if ch["conn"] in names]
+        if s["conn"] in names or children:
+            ike_sas.append({**s, "children": children})
+    pluto = {**snap["pluto"],
+             "unoriented": [n for n in snap["pluto"].get("unoriented", []) if n in names]}
+    return {**snap, "pluto": pluto,
+            "engine": {**eng, "ike_sas": ike_sas,
+                       "connections": [c for c in eng["connections"] if c["name"] in names]}}
+
+
 def render(cmd: str, snap: dict[str, Any]) -> list[str]:
     """The text lines of a status command; every line is safe to print (see the
     module docstring)."""

@@ -265,6 +265,15 @@ class ControlServer:
     # ------------------------------------------------------------- global commands
     async def _status(self, cmd: str, args: dict[str, Any], emit: Emit) -> Result:
         snap = self.daemon.snapshot()
+        name = args.get("name")
+        if name is not None:  # whack --name N --trafficstatus: that conn (and its pairs) only
+            if not isinstance(name, str) or not name or cmd not in fmt.NAMED_STATUS:
+                return RC_BADWHACKMESSAGE, None, f"--{cmd} does not take --name"
+            names = {name} if name in self.registry else {
+                n for n, c in self.registry.conns.items() if c.answers_to(name)}
+            if not names:
+                return RC_UNKNOWN_NAME, None, f'no connection or alias named "{name}"'
+            snap = fmt.only_conns(snap, names)
         if args.get("json"):
             return RC_SUCCESS, fmt.json_view(cmd, snap), None
         for line in fmt.render(cmd, snap):
@@ -515,11 +524,22 @@ class ControlServer:
         return RC_SUCCESS, None, None
 
     async def _rekey_ike(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
+        ike_sas = self.daemon.snapshot()["engine"]["ike_sas"]
+        if not any(s["conn"] == name and "ESTABLISHED" in s["state"] for s in ike_sas):
+            # never a silent success with nothing rekeyed; the exit status stays 0 as
+            # Libreswan's (its "connection does not have IKE SA" is an RC_LOG line)
+            emit(f'"{name}": connection does not have an established IKE SA to rekey')
+            return RC_SUCCESS, None, None
         now = self.driver.now()
         self.driver.run(lambda e: e.rekey_ike(name, now), where=f"rekey-ike {name}", conn=name)
         return RC_SUCCESS, None, None
 
     async def _rekey_child(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
+        ike_sas = self.daemon.snapshot()["engine"]["ike_sas"]
+        if not any(ch["conn"] == name and "ESTABLISHED" in ch["state"]
+                   for s in ike_sas for ch in s["children"]):
+            emit(f'"{name}": connection does not have an established Child SA to rekey')
+            return RC_SUCCESS, None, None
         now = self.driver.now()
         self.driver.run(lambda e: e.rekey_child(name, now), where=f"rekey-child {name}",
                         conn=name)
