@@ -130,7 +130,8 @@ def run(o: PlutoOptions) -> int:
     try:
         ctl = _open_ctl(o.ctlsocket)
     except OSError as e:
-        _err(f'cannot create control socket "{o.ctlsocket}": {e.strerror}')
+        # "AF_UNIX path too long" (a sun_path of 108 bytes) is an OSError without errno
+        _err(f'cannot create control socket "{o.ctlsocket}": {e.strerror or e}')
         os.close(pidfd)
         os.unlink(o.pidfile)
         return EXIT_ERROR

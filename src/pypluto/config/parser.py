@@ -392,7 +392,8 @@ def _check_value(kd: KeyDef, key: str, value: str) -> None:
     elif kind == "percent":
         parse_percent(value, key)
     elif kind in ("int", "bignum"):  # ranges are checked where the value is used
-        parse_bignum(value, key)
+        if not (key == "nhelpers" and value.strip() == "-1"):  # -1: CPUs - 1 (pluto(8))
+            parse_bignum(value, key)
 
 
 def _validate_sections(reader: _Reader, enforce: bool = True) -> None:
@@ -1444,7 +1445,7 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
     sbool("uniqueids", "uniqueids")
     apply("listen", lambda v: setattr(setup, "listen", v))
     apply("nhelpers", lambda v: setattr(setup, "nhelpers",
-                                        -1 if v == "-1" else parse_bignum(v, "nhelpers")))
+                                        -1 if v.strip() == "-1" else parse_bignum(v, "nhelpers")))
     apply("keep-alive", lambda v: setattr(setup, "keep_alive",
                                           int(parse_duration(v, "keep-alive"))))
     apply("virtual-private", lambda v: setattr(setup, "virtual_private", v))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -28,10 +29,20 @@ DEFAULT_RUNDIR = "/run/pluto"
 DEFAULT_SECCTX_ATTR_TYPE = 32001  # Libreswan's default (a private-use value)
 DEFAULT_IPSECDIR = "/etc/ipsec.d"
 DEFAULT_NSSDIRS = ("/var/lib/ipsec/nss", "/etc/ipsec.d")  # 5.x default, and 3.x/4.x's
+MAX_DURATION = 10 * 365 * 86400  # seconds; config/values.parse_duration's bound
+# the ranges of the numeric options; config setup's nhelpers=, seedbits= and keep-alive=
+# are held to the same ones (_setup_int)
+NHELPERS_RANGE = (-1, 1000)
+SEEDBITS_RANGE = (0, 1 << 20)
+KEEP_ALIVE_RANGE = (1, 86400)
+# bytes of --vendorid / myvendorid=: the VID rides in every IKE_SA_INIT, which is never
+# fragmented (RFC 7383 §2.5); with it the message stays within the 3000 bytes RFC 7296
+# §2 asks implementations to handle (beyond 65531 bytes it cannot even be encoded)
+MAX_VENDORID = 1024
 
 _T_D = "tests/daemon/test_daemon.py::"
-_T_DU = "tests/daemon/test_daemon_units.py::"
 _T_DIP = "tests/daemon/test_daemon_inprocess.py::"
+_T_AUD = "tests/daemon/test_pluto_option_audit.py::"
 
 # every option of ipsec-pluto(8): ("works", test that proves it) or
 # ("default-only", why other values are refused) or ("refused", why)
@@ -41,27 +52,29 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--nofork": ("works", _T_D + "test_nofork_lock_socket_and_sigterm"),
     "--rundir": ("works", _T_D + "test_nofork_lock_socket_and_sigterm"),
     "--leak-detective": ("works", _T_D + "test_listen_address_only_and_leak_detective"),
-    "--efence-protect": ("works", _T_D + "test_listen_address_only_and_leak_detective"),
+    "--efence-protect": ("works", _T_AUD
+                         + "test_efence_protect_fault_handler_writes_into_coredir"),
     "--stderrlog": ("works", _T_D + "test_stderrlog_time_append_and_debug_lines"),
-    "--logfile": ("works", _T_DU + "test_logger_rate_limit_and_debug_prefix"),
-    "--log-no-time": ("works", _T_D + "test_stderrlog_time_append_and_debug_lines"),
-    "--log-no-append": ("works", _T_D + "test_stderrlog_time_append_and_debug_lines"),
+    "--logfile": ("works", _T_D + "test_sighup_hint_log_options_and_masking"),
+    "--log-no-time": ("works", _T_D + "test_sighup_hint_log_options_and_masking"),
+    "--log-no-append": ("works", _T_D + "test_sighup_hint_log_options_and_masking"),
     "--log-no-ip": ("works", _T_D + "test_sighup_hint_log_options_and_masking"),
-    "--log-no-audit": ("works", _T_D + "test_sighup_hint_log_options_and_masking"),
+    "--log-no-audit": ("works", "tests/daemon/test_daemon_pair.py::"
+                       "test_psk_tunnel_initiate_status_down"),
     "--config": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
     "--secretsfile": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
     "--ipsecdir": ("works", "tests/daemon/test_nss_password.py::"
                    "test_nsspassword_file_in_ipsecdir_opens_the_database"),
-    "--nssdir": ("works", "tests/config/test_nss.py::test_nss_database_credentials_and_trust"),
-    "--coredir": ("works", _T_DIP + "test_engine_exception_writes_crash_report_and_daemon_survives"),
+    "--nssdir": ("works", "tests/daemon/test_nss_password.py::"
+                 "test_nsspassword_file_in_ipsecdir_opens_the_database"),
+    "--coredir": ("works", _T_AUD + "test_coredir_apart_from_rundir_gets_the_crash_reports"),
     "--vendorid": ("works", _T_D + "test_config_setup_conns_secrets_and_cli_wins"),
     "--uniqueids": ("works", _T_DIP + "test_command_line_reaches_engine_settings"),
     "--virtual-private": ("works", _T_DIP + "test_command_line_reaches_engine_settings"),
-    "--keep-alive": ("works", _T_DIP + "test_command_line_reaches_engine_settings"),
+    "--keep-alive": ("works", _T_AUD + "test_keep_alive_is_the_nat_keepalive_interval"),
     "--force-busy": ("works", "tests/ike/test_lifecycle.py::test_cookie_round_trip"),
-    "--crl-strict": ("works", "tests/ike/test_certs.py::test_crl_strict_without_a_crl_refuses"),
-    "--crlcheckinterval": ("works", "tests/interop/test_revocation_lab.py::"
-                           "test_crlcheckinterval_refetches_and_fetchcrls"),
+    "--crl-strict": ("works", _T_AUD + "test_crl_strict_reaches_the_certificate_store"),
+    "--crlcheckinterval": ("works", _T_AUD + "test_crlcheckinterval_runs_the_refresh_loop"),
     "--listen": ("works", _T_D + "test_listen_address_only_and_leak_detective"),
     "--nhelpers": ("works", "tests/daemon/test_offload.py::test_no_helpers_means_inline"),
     "--seedbits": ("works", _T_D + "test_listen_address_only_and_leak_detective"),
@@ -88,6 +101,21 @@ class _Parser(argparse.ArgumentParser):
         raise OptionError(message)
 
 
+class _Once(argparse.Action):
+    """An option with a value: given twice (or with an alias, --coredir / --dumpdir) it
+    is refused (Libreswan's "duplicated flag") instead of the last one silently winning
+    (``--listen A --listen B`` would otherwise listen on B alone)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        old = getattr(namespace, self.dest, None)
+        if old is not None:
+            raise OptionError(f'duplicated option {option_string} "{values}": '
+                              f'{" / ".join(self.option_strings)} was already given '
+                              f'("{old}"); give it once')
+        setattr(namespace, self.dest, values)
+
+
 USAGE = """\
 Usage: pluto [--help] [--version]
              [--nofork] [--rundir path] [--leak-detective] [--efence-protect]
@@ -104,7 +132,9 @@ Usage: pluto [--help] [--version]
 """
 
 HELP_NOTES = """
-Options (ipsec-pluto(8); the command line wins over "config setup" of --config):
+Options (ipsec-pluto(8); the command line wins over "config setup" of --config;
+an option with a value is given at most once; --stderrlog and --logfile exclude
+each other):
   --help, --version        this text; the version
   --nofork                 no daemon fork; print "Pluto initialized" when ready
   --rundir path            pluto.pid (lock) and pluto.ctl (whack socket); /run/pluto
@@ -124,8 +154,8 @@ Options (ipsec-pluto(8); the command line wins over "config setup" of --config):
   --coredir d              crash reports of unhandled errors go here (default: rundir)
   --vendorid VID           send VID as an extra Vendor ID payload
   --uniqueids              a new IKE SA for a peer ID replaces the older ones
-  --virtual-private list   %v4:NET,%v6:NET,%v4:!NET - syntax checked at start and
-                           handed to the engine (which does not use it yet)
+  --virtual-private list   %v4:NET,%v6:NET,%v4:!NET: the subnets a peer behind NAT
+                           may claim (its own private address) without rightsubnet=
   --keep-alive secs        NAT-T keepalive interval (default 20)
   --force-busy             always demand COOKIEs (RFC 7296 section 2.6)
   --crl-strict             a peer certificate needs a current CRL from its issuer
@@ -153,40 +183,40 @@ def build_parser() -> _Parser:
     a("--help", action="store_true")
     a("--version", action="store_true")
     a("--nofork", action="store_true")
-    a("--rundir", metavar="path")
+    a("--rundir", metavar="path", action=_Once)
     a("--leak-detective", action="store_true")
     a("--efence-protect", action="store_true")
     a("--stderrlog", action="store_true")
-    a("--logfile", metavar="filename")
+    a("--logfile", metavar="filename", action=_Once)
     a("--log-no-time", action="store_true")
     a("--log-no-append", action="store_true")
     a("--log-no-ip", action="store_true")
     a("--log-no-audit", action="store_true")
-    a("--config", metavar="filename")
-    a("--secretsfile", metavar="secrets-file")
-    a("--ipsecdir", metavar="dirname")
-    a("--nssdir", metavar="dirname")
-    a("--coredir", "--dumpdir", dest="coredir", metavar="dirname")
-    a("--vendorid", metavar="VID")
+    a("--config", metavar="filename", action=_Once)
+    a("--secretsfile", metavar="secrets-file", action=_Once)
+    a("--ipsecdir", metavar="dirname", action=_Once)
+    a("--nssdir", metavar="dirname", action=_Once)
+    a("--coredir", "--dumpdir", dest="coredir", metavar="dirname", action=_Once)
+    a("--vendorid", metavar="VID", action=_Once)
     a("--uniqueids", action="store_true")
-    a("--virtual-private", metavar="network_list")
-    a("--keep-alive", metavar="delay_sec")
+    a("--virtual-private", metavar="network_list", action=_Once)
+    a("--keep-alive", metavar="delay_sec", action=_Once)
     a("--force-busy", action="store_true")
     a("--crl-strict", action="store_true")
-    a("--crlcheckinterval", metavar="seconds")
-    a("--listen", metavar="ipaddr")
-    a("--nhelpers", metavar="number")
-    a("--seedbits", metavar="numbits")
-    a("--statsbin", metavar="filename")
-    a("--secctx-attr-type", metavar="number")
+    a("--crlcheckinterval", metavar="seconds", action=_Once)
+    a("--listen", metavar="ipaddr", action=_Once)
+    a("--nhelpers", metavar="number", action=_Once)
+    a("--seedbits", metavar="numbits", action=_Once)
+    a("--statsbin", metavar="filename", action=_Once)
+    a("--secctx-attr-type", metavar="number", action=_Once)
     a("--use-xfrm", "--use-netkey", dest="use_xfrm", action="store_true")
     a("--use-bsdkame", action="store_true")
     a("--use-userspace", action="store_true")
     a("--use-none", action="store_true")
     a("--debug", action="append", default=[], metavar="class")
     a("--no-debug", action="append", default=[], metavar="class")
-    a("--ikeport", metavar="port")
-    a("--natikeport", metavar="port")
+    a("--ikeport", metavar="port", action=_Once)
+    a("--natikeport", metavar="port", action=_Once)
     return p
 
 
@@ -263,6 +293,12 @@ def _duration(name: str, value: str) -> float:
         raise OptionError(f'{name} "{value}" is not a duration (e.g. 300, 5m, 1h)') from None
     if f < 0:
         raise OptionError(f'{name} "{value}" must not be negative')
+    # float() takes "nan" and "inf": nan > 0 is False (fetching silently off), inf a
+    # timer that never fires; config setup's durations stop at ten years too
+    if math.isnan(f):
+        raise OptionError(f'{name} "{value}" is not a duration (e.g. 300, 5m, 1h)')
+    if f * unit > MAX_DURATION:
+        raise OptionError(f'{name} "{value}" is too large (at most ten years)')
     return f * unit
 
 
@@ -281,6 +317,20 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
         return "version", f"Libreswan-compatible pypluto {PKG_VERSION} (IKEv2 only)"
     if any(d.strip() == "help" for d in ns.debug):
         return "help", debug_help()
+
+    for opt, given in (("--logfile", ns.logfile), ("--config", ns.config),
+                       ("--virtual-private", ns.virtual_private)):
+        if given is not None and not given.strip():
+            # "" would silently mean syslog / no config file / no virtual-private
+            raise OptionError(f"{opt} needs a value")
+    for opt, specs in (("--debug", ns.debug), ("--no-debug", ns.no_debug)):
+        if any(not d.strip() for d in specs):
+            raise OptionError(f"{opt} needs a debug class (--debug help lists them)")
+    if ns.stderrlog and ns.logfile is not None:
+        # ipsec-pluto(8): --stderrlog logs to stderr "instead of a log file"; both on
+        # one command line is a contradiction, not a choice for us to make silently
+        raise OptionError("--stderrlog and --logfile conflict: log to standard error or "
+                          "to a file, not both")
 
     o = PlutoOptions()
     setup = None
@@ -331,7 +381,7 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
         except ValueError as e:
             raise OptionError(f"--virtual-private: {e}") from None
     if ns.keep_alive is not None:
-        o.keep_alive = _int("--keep-alive", ns.keep_alive, 1, 86400)
+        o.keep_alive = _int("--keep-alive", ns.keep_alive, *KEEP_ALIVE_RANGE)
     if ns.force_busy:
         o.force_busy = True
     if ns.crl_strict:
@@ -346,9 +396,14 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
         except ValueError:
             raise OptionError(f'--listen "{o.listen}" is not an IP address') from None
     if ns.nhelpers is not None:
-        o.nhelpers = _int("--nhelpers", ns.nhelpers, -1, 1000)
+        o.nhelpers = _int("--nhelpers", ns.nhelpers, *NHELPERS_RANGE)
     if ns.seedbits is not None:
-        o.seedbits = _int("--seedbits", ns.seedbits, 0, 1 << 20)
+        o.seedbits = _int("--seedbits", ns.seedbits, *SEEDBITS_RANGE)
+    if o.vendorid is not None:
+        where = None if ns.vendorid is not None else \
+            (getattr(setup, "origins", {}) or {}).get("myvendorid")
+        _check_vendorid("--vendorid" if ns.vendorid is not None else
+                        f"{where}: myvendorid" if where else "myvendorid", o.vendorid)
     if ns.secctx_attr_type is not None:
         o.secctx_attr_type = _int("--secctx-attr-type", ns.secctx_attr_type, 1, 65535)
         if o.secctx_attr_type != DEFAULT_SECCTX_ATTR_TYPE:
@@ -383,6 +438,19 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
     return "run", o
 
 
+def _check_vendorid(name: str, vid: str) -> None:
+    """The Vendor ID goes out as UTF-8 in every IKE_SA_INIT of a send-vendorid=yes conn,
+    a message that is never fragmented (RFC 7383 §2.5): bytes that are no text (argv
+    of a non-UTF-8 locale) and lengths beyond a payload are refused here, not when the
+    first connection starts."""
+    try:
+        n = len(vid.encode())
+    except UnicodeEncodeError:
+        raise OptionError(f"{name}: the Vendor ID is not valid UTF-8 text") from None
+    if n > MAX_VENDORID:
+        raise OptionError(f"{name}: the Vendor ID is {n} bytes; at most {MAX_VENDORID}")
+
+
 def load_setup(path: str) -> tuple[object, object]:
     """Load ``config setup`` (and the conns) of ``path``; OptionError when it fails."""
     if not os.path.exists(path):
@@ -413,6 +481,20 @@ _REVOCATION_KEYS = ("curl_timeout", "curl_iface", "ocsp_enable", "ocsp_strict", 
                     "ocsp_cache_max_age", "ocsp_method")
 
 
+def _setup_int(s: object, key: str, value: int, limits: tuple[int, int]) -> int:
+    """A number of ``config setup`` held to its command-line option's range: the parser
+    takes nhelpers= up to 2^64-1 (a pool of up to that many threads), seedbits= up to 2^31-1
+    (256 MiB read from /dev/random) and keep-alive=0 or 500ms (no keep-alives at all)."""
+    lo, hi = limits
+    if lo <= value <= hi:
+        return value
+    raw = (getattr(s, "raw", {}) or {}).get(key, value)
+    where = (getattr(s, "origins", {}) or {}).get(key)
+    unit = " seconds" if key == "keep-alive" else ""
+    msg = f"{key}={raw}: must be between {lo} and {hi}{unit} (as --{key})"
+    raise OptionError(f"{where}: {msg}" if where else msg)
+
+
 def _apply_setup(o: PlutoOptions, s: object) -> None:
     """Copy ``config setup`` values into the options (the command line is applied after)."""
     g = getattr
@@ -424,8 +506,8 @@ def _apply_setup(o: PlutoOptions, s: object) -> None:
     o.audit = g(s, "audit_log", True)
     o.uniqueids = g(s, "uniqueids", True)
     o.listen = g(s, "listen", None)
-    o.nhelpers = g(s, "nhelpers", -1)
-    o.keep_alive = int(g(s, "keep_alive", 20))
+    o.nhelpers = _setup_int(s, "nhelpers", g(s, "nhelpers", -1), NHELPERS_RANGE)
+    o.keep_alive = _setup_int(s, "keep-alive", int(g(s, "keep_alive", 20)), KEEP_ALIVE_RANGE)
     o.virtual_private = g(s, "virtual_private", None)
     o.vendorid = g(s, "myvendorid", None)
     o.ike_socket_bufsize = g(s, "ike_socket_bufsize", None)
@@ -445,7 +527,7 @@ def _apply_setup(o: PlutoOptions, s: object) -> None:
             raise OptionError(f"{where}: metrics-listen={listen}: {e}" if where
                               else f"metrics-listen={listen}: {e}") from None
     o.rundir = g(s, "rundir", o.rundir)
-    o.seedbits = g(s, "seedbits", 0)
+    o.seedbits = _setup_int(s, "seedbits", g(s, "seedbits", 0), SEEDBITS_RANGE)
     o.statsbin = g(s, "statsbin", None)
     if g(s, "secctx_attr_type", None):
         o.secctx_attr_type = s.secctx_attr_type  # type: ignore[attr-defined]
