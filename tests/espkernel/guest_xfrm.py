@@ -924,9 +924,10 @@ def ondemand_conf() -> str:
     )
 
 
-def pings_answered(ns: str, src: str, dst: str, count: int) -> int:
+def pings_answered(ns: str, src: str, dst: str, count: int, wait: int = 3) -> int:
+    """How many of ``count`` pings got an answer within ``wait`` seconds each."""
     res = subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", str(count), "-i", "0.3",
-                          "-W", "3", "-I", src, dst], capture_output=True, text=True)
+                          "-W", str(wait), "-I", src, dst], capture_output=True, text=True)
     m = re.search(r"(\d+) received", res.stdout)
     return int(m.group(1)) if m else -1
 
@@ -964,7 +965,10 @@ def scenario_ondemand(left: XfrmBackend, right: XfrmBackend) -> None:
         route = sh(["ip", "-n", LEFT, "route", "show", str(RNET4)]).strip()
         check("ondemand-trap-route", f"src {LIN4}" in route, route)
         log(f"ondemand: pinging at {time.strftime('%H:%M:%S')}")
-        got = pings_answered(LEFT, LIN4, RIN4, 5)
+        # a queued ping is answered once the SAs are in, which on a loaded host can take
+        # seconds (the kernel re-checks its hold queue with a doubling timeout): lost
+        # means never answered, so each ping may wait 15 s for its answer
+        got = pings_answered(LEFT, LIN4, RIN4, 5, wait=15)
         up = waited(lambda: len(left.list_sas()) >= 2, 20, "SAs after our ACQUIRE")
         check("ondemand-our-acquire-initiates",
               up and "initiating on demand: acquire for" in west.log(),
