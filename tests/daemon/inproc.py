@@ -242,3 +242,13 @@ async def start(env: dict[str, Any], engine_cls: Any) -> tuple[Daemon, Any, sock
 async def recv(sock: socket.socket, timeout: float = 5.0) -> bytes:
     loop = asyncio.get_running_loop()
     return await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout)
+
+
+async def until(pred: Any, timeout: float = 5.0) -> None:
+    """Wait (on the running loop) until ``pred()`` is true; AssertionError after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.01)

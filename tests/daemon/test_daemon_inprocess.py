@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inproc import ScriptedEngine, make_env, recv
+from inproc import ScriptedEngine, make_env, recv, until
 from inproc import start as _start
 from testsupport import require
 
@@ -54,15 +54,6 @@ async def start(env: dict[str, Any]) -> tuple[Daemon, ScriptedEngine, socket.soc
     return await _start(env, ScriptedEngine)
 
 
-
-
-async def until(pred: Any, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
 
 
 def log_text(env: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inproc import ScriptedEngine, free_port, make_env
+from inproc import ScriptedEngine, free_port, make_env, until
 from inproc import start as _start
 from plutoproc import PY, alive, wait_for
 
@@ -267,15 +267,6 @@ def test_config_setup_numbers_in_range_are_taken(tmp_path):
 # ------------------------------------------------------------------ effects
 
 
-async def _until(pred: Any, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.01)
-
-
 def test_coredir_apart_from_rundir_gets_the_crash_reports(tmp_path: Path) -> None:
     """--coredir: crash reports of internal errors go there, not to the run dir."""
     env = make_env(tmp_path, nhelpers=0)
@@ -286,7 +277,7 @@ def test_coredir_apart_from_rundir_gets_the_crash_reports(tmp_path: Path) -> Non
         d, eng, peer = await _start(env, ScriptedEngine)
         eng.raise_on = b"BOOM"
         peer.sendto(b"BOOM", ("127.0.0.1", env["opts"].ikeport))
-        await _until(lambda: core.is_dir() and any(
+        await until(lambda: core.is_dir() and any(
             p.name.startswith("pluto-crash-") for p in core.iterdir()))
         await d.shutdown()
         peer.close()
@@ -356,7 +347,7 @@ def test_crlcheckinterval_runs_the_refresh_loop(tmp_path: Path) -> None:
 
             rev.due = due  # type: ignore[method-assign]
             if interval:
-                await _until(lambda: len(checks) >= 3)
+                await until(lambda: len(checks) >= 3)
             else:
                 await asyncio.sleep(0.3)
             await d.shutdown()
