@@ -167,29 +167,25 @@ def follow(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: f
 
     def resolved(result: object, t: float) -> list[Action]:
         out: list[Action] = []
+
+        def failed(why: str) -> list[Action]:  # the client stays, free to be redirected
+            ctx.log(out, f"redirect to {why}", ike, level="warning")
+            ctx.stats.event("redirect.failed")
+            ike.redirected = False
+            return out + (refused(t) if refused is not None else [])
+
         addrs = [a for a in result if isinstance(a, IPv4Address | IPv6Address)] \
             if isinstance(result, list | tuple) else []
         if not addrs:
             why = f"{type(result).__name__}: {result}" if isinstance(result, BaseException) \
                 else "no address"
-            ctx.log(out, f"redirect to {target} failed: the name does not resolve ({why})",
-                    ike, level="warning")
-            ctx.stats.event("redirect.failed")
-            ike.redirected = False
-            return out + (refused(t) if refused is not None else [])
+            return failed(f"{target} failed: the name does not resolve ({why})")
         addr = next((a for a in addrs if a.version == family), addrs[0])
         bad = _unusable(ctx, ike, addr)
         if bad:
-            ctx.log(out, f"redirect to {target} ({addr}) failed: {bad}", ike, level="warning")
-            ctx.stats.event("redirect.failed")
-            ike.redirected = False
-            return out + (refused(t) if refused is not None else [])
+            return failed(f"{target} ({addr}) failed: {bad}")
         if not _allowed(ike.conn, addr, target):
-            ctx.log(out, f"redirect to {target} ({addr}) failed: not in "
-                    "accept-redirect-to=", ike, level="warning")
-            ctx.stats.event("redirect.failed")
-            ike.redirected = False
-            return out + (refused(t) if refused is not None else [])
+            return failed(f"{target} ({addr}) failed: not in accept-redirect-to=")
         _going(ctx, ike, addr, target, out)
         return out + go(t)
 
