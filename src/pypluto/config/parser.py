@@ -23,7 +23,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from pypluto.config import keywords
@@ -32,7 +32,7 @@ from pypluto.config.gateways import parse_gateways
 from pypluto.config.ids import IdError, parse_id
 from pypluto.config.keywords import KeyDef
 from pypluto.config.model import AutoMode, Connection, ConnType, End, Origin, SetupConfig
-from pypluto.config.proposals import ProposalError, parse_proposals
+from pypluto.config.proposals import ProposalError, dh_name, parse_proposals, proposal_dh
 from pypluto.config.values import (
     UNIQUE_MARK,
     is_host_keyword,
@@ -1175,6 +1175,7 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
         raise ConnError(unused, f"{unused}={get(unused)} needs phase2={unused} (this conn "
                         f"negotiates {conn.phase2.upper()}, which {unused}= does not set)")
     conn.pfs = b("pfs", True)
+    _pfs_vs_dh(conn, get(conn.phase2 if conn.phase2 == "ah" else "esp"))
     conn.ms_dh_downgrade = b("ms-dh-downgrade", False)
     conn.esn = _yes_no(get("esn") or "either")
     conn.compress = b("compress", False)
@@ -1209,6 +1210,12 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     conn.ipsec_max_bytes = None if mb is None else parse_bignum(mb, "ipsec-max-bytes")
     mp = get("ipsec-max-packets")
     conn.ipsec_max_packets = None if mp is None else parse_bignum(mp, "ipsec-max-packets")
+    for key, limit in (("ipsec-max-bytes", conn.ipsec_max_bytes),
+                       ("ipsec-max-packets", conn.ipsec_max_packets)):
+        if limit == 0:  # not "unlimited": Libreswan 5.2 hands XFRM a hard limit of 0
+            raise ConnError(key, f"{key}={get(key)} is not supported by pypluto (a hard "
+                            "limit of 0: Libreswan installs it, and the kernel expires the "
+                            "SA at its first packet; leave it unset for no limit)", True)
     conn.dpddelay = t("dpddelay", 0.0)
     conn.dpdtimeout = t("ikev1-dpdtimeout", 0.0)
     frag = _yes_no(get("fragmentation") or "yes")
@@ -1276,10 +1283,59 @@ LIFETIME_MAXIMUM = 86400.0
 """ikelifetime= / ipsec-lifetime=: Libreswan's maximum (24h, ipsec.conf(5))."""
 
 
+def _pfs_vs_dh(conn: Connection, text: str | None) -> None:
+    """Libreswan 5.2's PFS-vs-DH rule for the Child SA's ``esp=``/``ah=``
+    (``proposals_pfs_vs_dh_check``, lib/libswan/proposals.c): with ``pfs=no`` every
+    DH is dropped (with a warning, ``_lifetime_warnings``); with ``pfs=yes`` either all
+    or no proposals name a DH, and at most one group (the first of each proposal;
+    Libreswan's "more than one" rule).  All of them ``none``: the Child SAs go without PFS,
+    as Libreswan proposes them.  ``none`` beside a group (Libreswan offers those
+    proposals without KE, the others with it), or inside one proposal
+    (``dh19+none``), is refused: our proposals share one PFS group.  Raises
+    ``ConnError``."""
+    if text is None or conn.type not in ("tunnel", "transport"):
+        return  # Libreswan ignores esp= of a type=passthrough/drop/reject conn
+    key = "ah" if conn.phase2 == "ah" else "esp"
+    dhs = proposal_dh(text, key.upper())
+    if all(d is None for d in dhs):
+        return
+    if not conn.pfs:
+        setattr(conn, key, [replace(p, ke=()) for p in getattr(conn, key) or ()])
+        return
+    if None in dhs:
+        raise ConnError(key, f"{key}={text}: either all or no {key.upper()} proposals "
+                        "should specify DH")
+    groups = list(dict.fromkeys(d for d in dhs if d))
+    if len(groups) > 1:
+        two = f"({dh_name(groups[0])}, {dh_name(groups[1])})"
+        raise ConnError(key, f"{key}={text}: more than one IKEv1 {key.upper()} DH algorithm "
+                        f"{two} is not allowed in quick mode" if conn.keyexchange == "ikev1"
+                        else f"{key}={text}: more than one IKEv2 {key.upper()} DH algorithm "
+                        f"{two} requires unimplemented CHILD_SA INVALID_KE")
+    if (0 in dhs and groups) or any(0 in p.ke for p in getattr(conn, key) or ()):
+        raise ConnError(key, f"{key}={text}: proposals with DH NONE beside proposals with a "
+                        "DH group are not supported by pypluto (each Child SA uses one PFS "
+                        "group; write pfs=no, or a group in every proposal)", True)
+    if not groups:  # every proposal says none: no PFS, whatever pfs= says
+        conn.pfs = False
+
+
 def _lifetime_warnings(conn: Connection) -> list[tuple[str, str]]:
-    """(key, warning) for each lifetime written above ``LIFETIME_MAXIMUM``, and for
-    fragmentation=force (IKEv1's), in Libreswan's words: what the conn uses instead."""
+    """(key, warning) for each lifetime written above ``LIFETIME_MAXIMUM``, for
+    fragmentation=force (IKEv1's), and for each DH of esp=/ah= with pfs=no, in
+    Libreswan's words: what the conn uses instead."""
     out = []
+    key = "ah" if conn.phase2 == "ah" else "esp"
+    text = conn.raw.get(key, "").strip()
+    if text and not conn.pfs and conn.type in ("tunnel", "transport") and \
+            parse_bool(conn.raw.get("pfs", "yes"), "pfs") is False:
+        for dh in proposal_dh(text, key.upper()):
+            if dh == 0:
+                out.append((key, f"ignoring redundant {key.upper()} DH algorithm NONE as PFS "
+                            "policy is disabled"))
+            elif dh is not None:
+                out.append((key, f"ignoring {key.upper()} DH algorithm {dh_name(dh)} as PFS "
+                            "policy is disabled"))
     frag = conn.raw.get("fragmentation", "").strip().lower()
     if frag in ("force", "insist"):
         out.append(("fragmentation", f"IKEv1 only fragmentation={frag} ignored; using "

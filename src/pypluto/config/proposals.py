@@ -170,7 +170,7 @@ def _is(ttype: int, token: str) -> bool:
     return all(_lookup(ttype, n.strip()) is not None for n in token.split("+") if n.strip())
 
 
-def _parse_one(text: str, proto: str) -> ProposalSpec:
+def _parse_one(text: str, proto: str, dh_out: list[int | None] | None = None) -> ProposalSpec:
     parts = [p.strip() for p in text.split(";")]
     head = parts[0]
     if not head:
@@ -222,6 +222,8 @@ def _parse_one(text: str, proto: str) -> ProposalSpec:
     ):
         if not (proto == "IKE" and len(tokens) == 1 and _is(TransformType.PRF, tokens[-1])):
             ke = _ids(TransformType.KE, tokens.pop(), "key exchange", proto)
+    if dh_out is not None:  # the DH field as written: None unset, 0 'none', else a group
+        dh_out.append(ke[0] if ke else None)
     aead = bool(encr) and all(
         (registry.get(TransformType.ENCR, s.id) or registry.ALGORITHMS[0]).aead for s in encr
     )
@@ -325,6 +327,28 @@ def _parse_cached(text: str, proto: str) -> tuple[ProposalSpec, ...]:
             raise ProposalError(f"{proto} proposal list '{text}' has an empty element")
         out.append(_parse_one(item, proto))
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def proposal_dh(text: str, proto: str) -> tuple[int | None, ...]:
+    """The DH field of each proposal of a valid ``esp=``/``ah=`` value, as written: None
+    when the proposal names no DH, 0 for ``none``, else its first group.  Parsing
+    folds ``none`` into "no KE"; Libreswan's PFS-vs-DH check at ``ipsec add``
+    (``proposals_pfs_vs_dh_check``, lib/libswan/proposals.c) tells the two apart."""
+    value = text.strip().removesuffix("!")
+    out: list[int | None] = []
+    for item in value.split(","):
+        _parse_one(item.strip(), proto.upper(), out)
+    return tuple(out)
+
+
+_LIBRESWAN_DH = {0: "NONE", 1: "MODP768", 2: "MODP1024", 5: "MODP1536", 14: "MODP2048",
+                 15: "MODP3072", 16: "MODP4096", 17: "MODP6144", 18: "MODP8192"}
+
+
+def dh_name(group: int) -> str:
+    """A KE group as Libreswan's messages name it (``DH19``, ``MODP2048``, ``NONE``)."""
+    return _LIBRESWAN_DH.get(group, f"DH{group}")
 
 
 def format_proposal(p: ProposalSpec) -> str:
