@@ -4,6 +4,7 @@ and each bad certificate answered with AUTHENTICATION_FAILED and one log line.""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -148,7 +149,7 @@ def test_id_fromcert_and_san(tmp_path: Path) -> None:
     pki = PKI.build()
     west = pki.ee("west", san="west.example")
     net = cert_net(tmp_path, west, pki.ee("east"), pki)
-    net.west.engine.connections["west-east"].local.id = None  # the cert's subject DN
+    net.west.engine.connections["west-east"].local.id = parse_id("%fromcert")  # subject DN
     net.up()
     assert net.established(net.east)
     net2 = cert_net(tmp_path, west, pki.ee("east"), pki)
@@ -157,6 +158,23 @@ def test_id_fromcert_and_san(tmp_path: Path) -> None:
     net2.up()
     assert net2.established(net2.east)
     assert isinstance(west.cert, cx.Certificate)
+
+
+@pytest.mark.parametrize("east_expects", ["address", "dn"])
+def test_unset_leftid_with_leftcert_is_the_address(tmp_path: Path, east_expects: str) -> None:
+    """Libreswan 5.2: an unset leftid= is the host's address even with leftcert= (only
+    %fromcert reads the certificate's DN), and an unset rightid= expects the address."""
+    pki = PKI.build()
+    san = cx.SubjectAlternativeName([cx.IPAddress(ipaddress.ip_address("192.0.2.1"))])
+    west = pki.ee("west", extensions=[san])  # the ID must be in the certificate
+    net = cert_net(tmp_path, west, pki.ee("east"), pki)
+    net.west.engine.connections["west-east"].local.id = None
+    if east_expects == "address":
+        net.east.engine.connections["west-east"].remote.id = None
+    net.up()
+    assert bool(net.established(net.east)) == (east_expects == "address"), net.east.logs()
+    if east_expects == "dn":  # west showed its address, not the DN east asked for
+        assert any("192.0.2.1" in m for m in net.east.logs()), net.east.logs()
 
 
 @pytest.mark.parametrize(("rightca", "up"), [

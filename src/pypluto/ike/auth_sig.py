@@ -188,9 +188,12 @@ def credential(ctx: IKEContext, conn: Connection) -> LocalCred | str:
 
 
 def local_id(ctx: IKEContext, conn: Connection) -> Identity | None:
-    """The certificate's subject DN when ``leftid=`` is unset or ``%fromcert``."""
+    """The certificate's subject DN when ``leftid=%fromcert``.  An unset ``leftid=`` is
+    the host's address, certificate or not, as in Libreswan 5.2 (an unset ID is filled
+    from the end's address, and only ``%fromcert`` is read from the certificate), and as
+    ``identity.remote_pattern`` expects of a peer whose ``rightid=`` is unset."""
     lid = conn.local.id
-    if conn.local.cert is None or (lid is not None and not lid.fromcert):
+    if conn.local.cert is None or lid is None or not lid.fromcert:
         return None
     cred = credential(ctx, conn)
     if isinstance(cred, str):
