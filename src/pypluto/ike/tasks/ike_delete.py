@@ -43,7 +43,10 @@ class IKEDelete(Task):
         acts: list[Action] = []
         ctx.log(acts, "received Delete SA payload: deleting IKE SA", ike)
         acts += ctx.send_response(ike, cls.exchange, req.msgid, [])
-        for old in ctx.peers_of(ike):
+        # only an IKE SA made by a rekey (``nonce_min`` set) can be in a peer_rekeys list,
+        # and peers_of() is every IKE SA of this conn and peer ID (uniqueids=no: maybe
+        # thousands, once per Delete)
+        for old in ctx.peers_of(ike) if ike.nonce_min else ():
             o = old.outstanding
             if ike in old.peer_rekeys and old.rekeying and o is not None and \
                     o.task.exchange == ExchangeType.CREATE_CHILD_SA:
