@@ -10,11 +10,13 @@
    with ``pfs=yes``: Libreswan proposes the Child SAs without KE.  ``none`` beside a
    group: Libreswan offers a proposal with KE and one without; pypluto's proposals
    share one PFS group, so it refuses that line instead of offering the group twice.
-2. (``leftid=`` unset with ``leftcert=``: reported, not changed.)
+2. (``leftid=`` unset with ``leftcert=`` is the host's address, as in Libreswan:
+   ``tests/ike/test_certs.py::test_unset_leftid_with_leftcert_is_the_address``.)
 3. ``ipsec-max-bytes=0`` / ``ipsec-max-packets=0``: Libreswan 5.2 passes 0 to XFRM as
    the hard limit (kernel.c ``setup_half_kernel_state``, kernel_xfrm.c) and Linux
    expires such an SA at its first packet, while pypluto's userspace plane read 0 as
-   "no limit": the two planes disagreed.  pypluto refuses 0.
+   "no limit": the two planes disagreed.  pypluto refuses 0.  Above 2^63 both are
+   capped at 2^63 with Libreswan's warning.
 
 Facts about Libreswan 5.2 are restated from its source, not copied.
 """
@@ -198,3 +200,21 @@ def test_both_planes_read_the_smallest_limit_alike() -> None:
             assert sent == [True, False, False] and lft.hard_packet_limit == 1
         else:
             assert sent == [True] * 3 and lft.hard_packet_limit == S.XFRM_INF
+
+
+@pytest.mark.parametrize(("key", "what"), [("ipsec-max-bytes", "bytes"),
+                                           ("ipsec-max-packets", "packets")])
+def test_traffic_limit_above_2_63_is_capped_with_libreswans_warning(key: str,
+                                                                    what: str) -> None:
+    """Libreswan 5.2 (connections.c) caps both at 2^63 and says so; before, pypluto took
+    up to 2^64-1 silently (on XFRM, 2^64-1 is its 'no limit')."""
+    cfg = _load(f"\t{key}=18446744073709551615\n")
+    conn = cfg.conns["c"]
+    assert getattr(conn, key.replace("-", "_")) == 2**63
+    (d,) = [d for d in cfg.diagnostics if d.severity == "warning"]
+    assert (d.file, d.line) == ("f", 5)
+    assert f"IPsec max {what} limited to the maximum allowed 2^63" in str(d)
+    assert getattr(_load(f"\t{key}=9223372036854775808\n")
+                   .conns["c"], key.replace("-", "_")) == 2**63
+    assert not [d for d in _load(f"\t{key}=9223372036854775808\n").diagnostics
+                if d.severity == "warning"]

@@ -1210,6 +1210,10 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     conn.ipsec_max_bytes = None if mb is None else parse_bignum(mb, "ipsec-max-bytes")
     mp = get("ipsec-max-packets")
     conn.ipsec_max_packets = None if mp is None else parse_bignum(mp, "ipsec-max-packets")
+    if (conn.ipsec_max_bytes or 0) > SA_MAX_OPERATIONS:  # warned in _lifetime_warnings
+        conn.ipsec_max_bytes = SA_MAX_OPERATIONS
+    if (conn.ipsec_max_packets or 0) > SA_MAX_OPERATIONS:
+        conn.ipsec_max_packets = SA_MAX_OPERATIONS
     for key, limit in (("ipsec-max-bytes", conn.ipsec_max_bytes),
                        ("ipsec-max-packets", conn.ipsec_max_packets)):
         if limit == 0:  # not "unlimited": Libreswan 5.2 hands XFRM a hard limit of 0
@@ -1320,6 +1324,11 @@ def _pfs_vs_dh(conn: Connection, text: str | None) -> None:
         conn.pfs = False
 
 
+SA_MAX_OPERATIONS = 2**63
+"""ipsec-max-bytes= / ipsec-max-packets=: Libreswan's maximum (larger values are capped,
+with a warning)."""
+
+
 def _lifetime_warnings(conn: Connection) -> list[tuple[str, str]]:
     """(key, warning) for each lifetime written above ``LIFETIME_MAXIMUM``, for
     fragmentation=force (IKEv1's), and for each DH of esp=/ah= with pfs=no, in
@@ -1340,6 +1349,10 @@ def _lifetime_warnings(conn: Connection) -> list[tuple[str, str]]:
     if frag in ("force", "insist"):
         out.append(("fragmentation", f"IKEv1 only fragmentation={frag} ignored; using "
                     "fragmentation=yes"))
+    for key, what in (("ipsec-max-bytes", "bytes"), ("ipsec-max-packets", "packets")):
+        v = conn.raw.get(key)
+        if v and parse_bignum(v, key) > SA_MAX_OPERATIONS:
+            out.append((key, f"IPsec max {what} limited to the maximum allowed 2^63"))
     for key in ("ikelifetime", "ipsec-lifetime"):
         v = conn.raw.get(key)
         if v and parse_duration(v, key) > LIFETIME_MAXIMUM:
