@@ -144,8 +144,10 @@ from pypluto.kernel.userspace.routes import DEFAULT_MARK, SO_MARK, Routes
 from pypluto.kernel.userspace.rxqueue import RxQueue
 from pypluto.kernel.userspace.sa_table import SATable
 from pypluto.kernel.userspace.selectors import (
+    ICMP_OR_EXT,
     OutboundPolicies,
     addr_key,
+    icmp_error_quote,
     inbound_check,
     port_key,
 )
@@ -211,6 +213,14 @@ _INLINE_MAX = 2  # batches this small are written by the reading thread when its
 
 
 _ICMP_PROTOS = frozenset((1, 58))
+
+
+def _icmp_error(pkt: bytes) -> bool:
+    """An ICMP or ICMPv6 error read from the TUN device: its SA is the one of the packet it
+    quotes (RFC 4301 §6.2, :meth:`OutboundPolicies.lookup`), whatever its addresses, so
+    the flow caches do not serve it.  One protocol test for any other packet (an IPv6
+    packet with extension headers is walked: an error may hide behind them)."""
+    return pkt[9 if pkt[0] < 0x60 else 6] in ICMP_OR_EXT and icmp_error_quote(pkt)[0]
 
 
 def icmp_first(pkts: list[bytes], write: Callable[[bytes], None]) -> list[bytes]:
@@ -404,7 +414,7 @@ class UserspaceBackend(KernelBackend):
                 continue
             key = pkt[12:20] if pkt[0] >> 4 == 4 else pkt[8:40]
             ent = self._flow.get(key)
-            if ent is None:
+            if ent is None or _icmp_error(pkt):
                 ent = self._resolve(pkt, key)
                 if ent is None:
                     c.no_policy += 1
@@ -468,7 +478,7 @@ class UserspaceBackend(KernelBackend):
                 segments += 1 if segs is None else len(segs)
                 key = pkt[12:20] if pkt[0] >> 4 == 4 else pkt[8:40]
                 ent = self._flow.get(key)
-                if ent is None:
+                if ent is None or _icmp_error(pkt):
                     ent = self._resolve(pkt, key)
                     if ent is None:
                         c.no_policy += 1 if segs is None else len(segs)
@@ -964,7 +974,7 @@ class UserspaceBackend(KernelBackend):
                 continue
             key = addr_key(pkt)
             ent = x.flow.get(key)
-            if ent is None:
+            if ent is None or _icmp_error(pkt):
                 ent = self._resolve(pkt, key, x)
                 if ent is None:
                     c.no_policy += 1
@@ -1030,7 +1040,8 @@ class UserspaceBackend(KernelBackend):
             out = self._out
         else:
             flow, pflow, out = x.flow, x.pflow, x.out  # type: ignore[assignment]
-        pk = port_key(pkt)
+        error = _icmp_error(pkt)  # never cached: its SA is the quoted packet's (RFC 4301 §6.2)
+        pk = None if error else port_key(pkt)
         if pk is not None:
             hit = pflow.get(pk)
             if hit is not None:
@@ -1044,7 +1055,8 @@ class UserspaceBackend(KernelBackend):
             return None
         osa = self._sas.outbound_for(pol)
         if osa is None:
-            self._trapped(pkt, pol)
+            if not error:  # RFC 4301 §6.2: no SA is negotiated for an ICMP error
+                self._trapped(pkt, pol)
             return None
         ent = self._sender_for(osa)
         if ent is None:

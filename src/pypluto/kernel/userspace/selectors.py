@@ -14,6 +14,11 @@ on byte strings (tests/kernel/test_userspace_selectors.py).
 * :func:`inbound_check` is the check of RFC 4301 §5.2 step 4: after
   decryption, the inner packet must lie inside the SA's selectors
   (addresses, protocol and ports), else it is dropped and counted.
+* ICMP and ICMPv6 error messages (RFC 4301 §6.2) are checked by the packet
+  they quote (:func:`icmp_error_quote`), reversed: one we sent, so its source
+  lies in our selectors.  Inbound, a quote outside the SA's selectors, or too
+  short to read, drops the error; outbound, an error goes through the SA that
+  carries the return traffic of the packet it quotes.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from dataclasses import dataclass
 from pypluto.params import IPAddress, PolicyParams, SAParams, TrafficSelector
 
 __all__ = [
+    "ICMP_OR_EXT",
     "Flow",
     "OutboundPolicies",
     "addr_key",
     "flow_of",
+    "icmp_error_quote",
     "inbound_check",
     "is_any_ports",
     "is_any_proto_ports",
@@ -45,6 +52,12 @@ _PORTED = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite: source and destination 
 _V6_EXT = (0, 43, 60)  # hop-by-hop, routing, destination options (RFC 8200 §4)
 _V6_FRAG = 44
 _HH = struct.Struct("!HH")
+# ICMP types that quote the packet they report (RFC 792: unreachable, source quench,
+# redirect, time exceeded, parameter problem); ICMPv6: every type below 128 (RFC 4443 §2.1)
+_ICMP4_ERRORS = frozenset((3, 4, 5, 11, 12))
+# what a packet's protocol / next header must be to be (or to hide) an ICMP error: the one
+# extra test the inbound check and the TUN drains make on every packet
+ICMP_OR_EXT = frozenset((IPPROTO_ICMP, IPPROTO_ICMPV6) + _V6_EXT + (_V6_FRAG,))
 
 
 @dataclass(frozen=True)
@@ -146,6 +159,50 @@ def flow_of(pkt: bytes | memoryview) -> Flow | None:
     return None
 
 
+def icmp_error_quote(pkt: bytes | memoryview) -> tuple[bool, Flow | None]:
+    """Whether ``pkt`` is an ICMP or ICMPv6 error message (the first fragment of one), and
+    the flow of the packet it quotes (RFC 4301 §6.2).
+
+    The quote is None when it is too short to hold its IP header, or is of another IP
+    version: such an error cannot be matched to a flow (a quote without its ports has
+    OPAQUE ports).  An ICMPv6 header behind more extension headers than the walk reads
+    counts as an error without a quote, so no error hides behind a long chain.
+    """
+    n = len(pkt)
+    if n < 20:
+        return False, None
+    v = pkt[0] >> 4
+    if v == 4:
+        off = (pkt[0] & 0x0F) * 4
+        if pkt[9] != IPPROTO_ICMP or off < 20 or n <= off or ((pkt[6] << 8) | pkt[7]) & 0x1FFF:
+            return False, None
+        if pkt[off] not in _ICMP4_ERRORS:
+            return False, None
+    elif v == 6 and n >= 40:
+        nh, off = pkt[6], 40
+        for _ in range(8):
+            if nh in _V6_EXT:
+                if n < off + 2:
+                    return False, None
+                nh, off = pkt[off], off + (pkt[off + 1] + 1) * 8
+            elif nh == _V6_FRAG:
+                if n < off + 8 or ((pkt[off + 2] << 8) | pkt[off + 3]) & 0xFFF8:
+                    return False, None  # cut, or not the first fragment: no ICMPv6 header
+                nh, off = pkt[off], off + 8
+            else:
+                break
+        if nh in _V6_EXT or nh == _V6_FRAG:
+            return True, None
+        if nh != IPPROTO_ICMPV6 or n <= off or pkt[off] >= 128:
+            return False, None
+    else:
+        return False, None
+    q = flow_of(pkt[off + 8:])
+    if q is None or q.src.version != v:
+        return True, None
+    return True, q
+
+
 def is_any_ports(ts: TrafficSelector) -> bool:
     return (ts.port_start, ts.port_end) == (0, 65535)
 
@@ -195,6 +252,20 @@ class OutboundPolicies:
         f = flow_of(pkt)
         if f is None:
             return None
+        if f.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+            err, q = icmp_error_quote(pkt)
+            if err:
+                # RFC 4301 §6.2: the SA that would carry the return traffic of the
+                # packet the error quotes (reversed), whatever the error's own header
+                # matches; an error that is not addressed to that packet's source, or
+                # whose quote cannot be read, matches no policy.  Never cached.
+                if q is None or q.src != f.dst:
+                    return None
+                back = Flow(q.dst, q.src, q.proto, q.dport, q.sport)
+                for pol in self.policies:
+                    if _policy_match(pol, back):
+                        return pol, False
+                return None
         for pol in self.policies:
             if _policy_match(pol, f):
                 return pol, self._address_only(f)
@@ -297,9 +368,31 @@ def _make_check(remote: list[TrafficSelector], local: list[TrafficSelector]
             any(ts_match(t, f.src, f.proto, f.sport) for t in remote)
             and any(ts_match(t, f.dst, f.proto, f.dport) for t in local))
 
+    def _check_error(pkt: bytes) -> bool | None:
+        """An ICMP error (RFC 4301 §6.2): the packet it quotes is one we sent through this
+        SA's peer, so its source must match a local selector and its destination a
+        remote one (source port against the local selector); an error whose quote is too
+        short to read is dropped.  If the error's own header is outside the selectors
+        (a router's address, ICMP on a port-limited SA) the quote alone admits it, when
+        it is addressed to the quote's source.  None: not an ICMP error."""
+        err, q = icmp_error_quote(pkt)
+        if not err:
+            return None
+        if q is None or not (any(ts_match(t, q.src, q.proto, q.sport) for t in local)
+                             and any(ts_match(t, q.dst, q.proto, q.dport) for t in remote)):
+            return False
+        if _check(pkt):
+            return True
+        f = flow_of(pkt)
+        return f is not None and f.dst == q.src
+
     def check(pkt: bytes) -> bool:
         if len(pkt) < 20:
             return False
+        if (pkt[9] if pkt[0] < 0x60 else pkt[6]) in ICMP_OR_EXT:  # never cached
+            verdict = _check_error(pkt)
+            if verdict is not None:
+                return verdict
         key = addr_key(pkt)
         if not any_pp:  # protocol and the first bytes after a 20/40-byte header
             v4 = pkt[0] >> 4 == 4
