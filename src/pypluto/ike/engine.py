@@ -1328,7 +1328,7 @@ class Engine:
         self.local_addrs.discard(old)
         self.local_addrs.add(new)
         for ike in list(self.by_serial.values()):
-            if ike.local.addr == old and ike.mobike and ike.initiator and ike.established:
+            if ike.local.addr == old and ike.mobike and ike.first_initiator and ike.established:
                 acts += self._on(ike, now, partial(mobike.start_update, self, ike,
                                                    Endpoint(new, ike.local.port), now))
         return acts

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import cast
 
 from pypluto.crypto.errors import CryptoError
-from pypluto.iana import ExchangeType
+from pypluto.iana import ExchangeType, NotifyType
 from pypluto.iana import PayloadType as PT
 from pypluto.ike import codec
 from pypluto.ike.actions import Action, Endpoint, EventKind, FailReason, Log, SendPacket
@@ -61,6 +61,9 @@ class TaskManager:
         self.frag_bytes = 0  # SKF plaintext held now, every IKE SA together (RFC 7383)
         self.frag_dropped = 0  # fragments dropped over a reassembly cap
         self.frag_by_src: dict[bytes, int] = {}  # frag_bytes by source (FRAG_SOURCE_SHARE)
+        # MOBIKE (RFC 4555 §3.5): the IKE SAs whose last answer was to UPDATE_SA_ADDRESSES:
+        # (its message ID, the (local, remote) pair the answer went to)
+        self.updates: dict[IKESA, tuple[int, tuple[Endpoint, Endpoint]]] = {}
 
     # ------------------------------------------------------------------ sending
     def queue(self, ike: IKESA, task: QueuedTask, now: float, front: bool = False) -> list[Action]:
@@ -158,6 +161,7 @@ class TaskManager:
             _task(t).abandon(self.ctx, ike)
         ike.outstanding = None
         ike.tasks.clear()
+        self.updates.pop(ike, None)
         self._release(ike)
 
     # ------------------------------------------------------------------ time
@@ -203,6 +207,11 @@ class TaskManager:
                 # §2.1: a retransmitted request is answered with the same response
                 if hdr.next_payload == PT.SKF and not _is_first_fragment(data):
                     return []  # RFC 7383 §2.6.1: answer the first fragment only
+                upd = self.updates.get(ike)
+                if upd is not None and upd[0] == hdr.message_id and upd[1] != (local, remote):
+                    again = self._update_again(ike, data, hdr, local, remote, now)
+                    if again is not None:
+                        return again
                 return [SendPacket(p, local, remote) for p in ike.last_response[1]]
             if hdr.message_id != ike.next_in:
                 return _dbg(f"dropping request with message ID {hdr.message_id}, expected "
@@ -280,9 +289,50 @@ class TaskManager:
         # move nothing
         ike.answer_to = (local, remote)
         try:
-            return self._request(ike, hdr.exchange, hdr.message_id, payloads, local, remote, now)
+            acts = self._request(ike, hdr.exchange, hdr.message_id, payloads, local, remote,
+                                 now)
         finally:
             ike.answer_to = None
+        if ike.mobike:
+            if hdr.exchange == ExchangeType.INFORMATIONAL and \
+                    codec.has_notify(payloads, NotifyType.UPDATE_SA_ADDRESSES):
+                self.updates[ike] = (hdr.message_id, (local, remote))
+            else:
+                self.updates.pop(ike, None)
+        return acts
+
+    def _update_again(self, ike: IKESA, data: bytes, hdr: IKEHeader, local: Endpoint,
+                      remote: Endpoint, now: float) -> list[Action] | None:
+        """The UPDATE_SA_ADDRESSES just answered comes again, from another (local,
+        remote) pair: a copy someone on the path sent first from an address of its
+        choice, and now the real one (or the other way round).  Authenticated (an
+        identical copy decrypts), it is answered as an update from there (NAT-D for
+        that pair, RFC 4555 §3.5) and that pair gets a return routability check too:
+        the address that answers its check is where the SAs go, never one unchecked.
+        None (the cached answer goes back, as before) for anything else."""
+        from pypluto.ike.tasks.mobike import MobikeUpdate
+        try:
+            sk = codec.parse(data, hdr).sk
+            if not isinstance(sk, wp.SKPayload) or ike.prot_in is None:
+                return None
+            payloads = codec.decrypt(sk, ike.prot_in)
+        except (WireError, CryptoError):
+            return None
+        if not ike.established or not codec.has_notify(payloads,
+                                                       NotifyType.UPDATE_SA_ADDRESSES):
+            return None
+        self.ctx.verified = True
+        self.updates[ike] = (hdr.message_id, (local, remote))
+        ike.answer_to = (local, remote)
+        try:
+            acts = MobikeUpdate.respond(self.ctx, ike, Request(hdr.message_id, payloads,
+                                                               local, remote), now,
+                                        replayed=True)
+        finally:
+            ike.answer_to = None
+        if self.ctx.is_live(ike):
+            acts += self.kick(ike, now)
+        return acts
 
     def _follow_nat(self, ike: IKESA, local: Endpoint, remote: Endpoint) -> list[Action]:
         """The peer's NAT mapping changed (an authenticated request from elsewhere):

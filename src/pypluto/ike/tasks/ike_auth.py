@@ -562,6 +562,13 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
                                            bytes(auth_p.data), padded):
             return reject(f"PSK authentication of {id_desc(peer_id)} failed"
                           + (" (PPK mismatch?)" if ike.ppk.used else ""))
+    if mobike.unexpected_nat(payloads, local, remote):  # RFC 4555 §3.9
+        acts.append(Log(f"IKE_AUTH from {remote} rejected: NO_NATS_ALLOWED does not match "
+                        "the addresses it came with; answering UNEXPECTED_NAT_DETECTED",
+                        level="warning", conn=conn.name, serial=ike.serial))
+        acts.extend(ctx.send_response(ike, IKEAuth.exchange, req.msgid,
+                                      [codec.notify(N.UNEXPECTED_NAT_DETECTED)], local, remote))
+        return acts + ctx.drop_ike(ike, now, "", EventKind.FAILED)
     ike.local_id, ike.remote_id = local_id, peer_id
     idr_body = _idr_body(local_id)
     out: list[Payload]

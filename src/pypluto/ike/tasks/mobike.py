@@ -15,7 +15,17 @@
 - ``Cookie2Echo.respond``: the peer's own check of us: the COOKIE2 comes back (§3.6).
 - Initiator (the moving client): ``start_update`` after our address changed
   (``Engine.local_address_changed``) sends UPDATE_SA_ADDRESSES from the new
-  address and moves the SAs when the answer arrives (§3.5).
+  address and moves the SAs when the answer arrives (§3.5).  The roles are the
+  client's and the gateway's (``first_initiator``), kept over IKE SA rekeys
+  whoever made them (the I flag is not: RFC 7296 §2.18).
+- A copy of the update just answered, from another (local, remote) pair (someone on
+  the path sent it first from an address of its own, or the real one comes late):
+  the task manager hands it back here (``replayed``): answered from there and
+  checked too, so the address that answers its check wins.  A check that got no
+  answer gives its message ID to the next request: the peer never saw it.
+- §3.9: NO_NATS_ALLOWED that does not match the IP and UDP headers (or cannot:
+  a body of the wrong length) gets UNEXPECTED_NAT_DETECTED and nothing else.  We
+  never send NO_NATS_ALLOWED (neither do Libreswan and strongSwan).
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from pypluto.ike.child import encap_for
 from pypluto.ike.context import IKEContext
 from pypluto.ike.sa import IKESA, ChildState
 from pypluto.ike.tasks.base import Inbound, Request, Task
+from pypluto.wire import payloads as wp
 from pypluto.wire.payloads import Payload
 
 INFO = ExchangeType.INFORMATIONAL
@@ -77,6 +88,44 @@ def _cookie2_echo(payloads: Sequence[Payload]) -> list[Payload]:
         if p.notify_type == N.COOKIE2 and 8 <= len(p.data) <= 64:
             return [codec.notify(N.COOKIE2, bytes(p.data))]
     return []
+
+
+def _nats_match(data: bytes, local: Endpoint, remote: Endpoint) -> bool:
+    """Whether a NO_NATS_ALLOWED body names the addresses and ports the request really
+    came with (§3.9, §4.2.6): the sender's address, ours, the sender's port, ours
+    (12 octets for IPv4, 36 for IPv6).  A body of another length names nothing, and
+    so matches nothing."""
+    n = len(remote.addr.packed)
+    if len(data) != 2 * n + 4 or local.addr.version != remote.addr.version:
+        return False
+    return data == remote.addr.packed + local.addr.packed + \
+        remote.port.to_bytes(2, "big") + local.port.to_bytes(2, "big")
+
+
+def unexpected_nat(payloads: Sequence[Payload], local: Endpoint, remote: Endpoint) -> bool:
+    """§3.9: the request carries NO_NATS_ALLOWED and (one of) its contents do not match
+    the addresses in the IP header: it gets UNEXPECTED_NAT_DETECTED, and nothing in it
+    is acted on (the notify's contents are only logged, never used)."""
+    for p in codec.notifies(payloads):
+        if p.notify_type == N.NO_NATS_ALLOWED and not _nats_match(bytes(p.data), local,
+                                                                  remote):
+            return True
+    return False
+
+
+# a replayed UPDATE_SA_ADDRESSES (``TaskManager``: a copy of the one just answered,
+# from another address) queues a return routability check of its source only while
+# fewer than this many are waiting: someone with one captured update and many source
+# addresses cannot grow the queue without bound
+MAX_QUEUED_CHECKS = 4
+
+
+def _checking(ike: IKESA, local: Endpoint, remote: Endpoint) -> bool:
+    """A return routability check of (local, remote) is in flight or queued."""
+    o = ike.outstanding
+    checks = [o.task] if o is not None and isinstance(o.task, ReturnRoutability) else []
+    checks += [t for t in ike.tasks if isinstance(t, ReturnRoutability)]
+    return any((t.local, t.remote) == (local, remote) for t in checks)
 
 
 def follow(ctx: IKEContext, ike: IKESA, acts: list[Action]) -> int:
@@ -148,10 +197,12 @@ class ReturnRoutability(Task):
         self.local, self.remote, self.nat = local, remote, nat
         self.cookie = b""
         self.old: tuple[Endpoint, Endpoint] | None = None
+        self.msgid = -1
 
     def build(self, ctx: IKEContext, ike: IKESA, now: float, acts: list[Action]
               ) -> list[Payload] | None:
         self.cookie = ctx.rng(16)
+        self.msgid = ike.next_out  # the message ID the task manager gives this request
         self.old = (ike.local, ike.remote)
         ike.local, ike.remote = self.local, self.remote  # the request goes there
         ctx.log(acts, f"MOBIKE: checking return routability of {self.remote}", ike)
@@ -185,6 +236,13 @@ class ReturnRoutability(Task):
     def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
         acts: list[Action] = []
         self._revert(ctx, ike, acts)
+        if ike.next_out == self.msgid + 1:
+            # the peer never saw this request (it was not where the check went: the
+            # update came from someone else): it still expects this message ID
+            # (RFC 7296 §2.3), and would drop every later request of ours, so the next
+            # one takes it (had the peer seen it after all, it answers the next one
+            # with its cached answer to this check, and both ends are in step again)
+            ike.next_out = self.msgid
         ctx.log(acts, f"MOBIKE: {self.remote} failed the return routability check (no "
                 "answer); staying on the old addresses", ike, level="warning")
         return acts
@@ -251,31 +309,80 @@ class MobikeUpdate(Task):
     # ------------------------------------------------------------ responder
     @classmethod
     def matches(cls, payloads: Sequence[Payload]) -> bool:
-        return codec.has_notify(payloads, N.UPDATE_SA_ADDRESSES)
+        # also an INFORMATIONAL of MOBIKE notifies only, with NAT_DETECTION (§3.8: a
+        # MOBIKE client's DPD, strongSwan's, to see its NAT mapping change) or with
+        # NO_NATS_ALLOWED (§3.9: one that lists addresses)
+        if codec.has_notify(payloads, N.UPDATE_SA_ADDRESSES):
+            return True
+        if not payloads:  # (a plain DPD)
+            return False
+        asks = False
+        for p in payloads:
+            if not isinstance(p, wp.NotifyPayload) or p.notify_type not in _MOBIKE_INFO:
+                return False
+            asks = asks or p.notify_type in _ASKS
+        return asks
 
     @classmethod
-    def respond(cls, ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
+    def respond(cls, ctx: IKEContext, ike: IKESA, req: Request, now: float,
+                replayed: bool = False) -> list[Action]:
+        """``replayed``: a copy of the update just answered, from another (local,
+        remote) pair (``TaskManager``); it is answered and checked as an update from
+        there, within ``MAX_QUEUED_CHECKS``."""
         acts: list[Action] = []
+        if unexpected_nat(req.payloads, req.local, req.remote):
+            ctx.log(acts, f"MOBIKE: NO_NATS_ALLOWED does not match {req.remote}=>"
+                    f"{req.local}; answering UNEXPECTED_NAT_DETECTED", ike, level="warning")
+            return acts + ctx.send_response(ike, INFO, req.msgid,
+                                            [codec.notify(N.UNEXPECTED_NAT_DETECTED)],
+                                            req.local, req.remote)
+        if not codec.has_notify(req.payloads, N.UPDATE_SA_ADDRESSES):
+            # §3.8: NAT_DETECTION in any INFORMATIONAL request is answered with ours
+            # for the addresses it came with; nothing else is done
+            natd = ike.mobike and codec.has_notify(req.payloads, N.NAT_DETECTION_SOURCE_IP)
+            out = _natd(ike, req.local, req.remote) if natd else []
+            return acts + ctx.send_response(ike, INFO, req.msgid,
+                                            out + _cookie2_echo(req.payloads), req.local,
+                                            req.remote)
         if not ike.mobike:
             ctx.log(acts, "ignoring UPDATE_SA_ADDRESSES: MOBIKE was not negotiated", ike,
                     level="warning")
             return acts + ctx.send_response(ike, INFO, req.msgid, [], req.local, req.remote)
-        if ike.initiator:
-            # §3.5: only the original initiator moves the IKE SA; the responder answers
+        if ike.first_initiator:
+            # §3.5: only the initiator of the IKE SA moves it: the client, which sent
+            # the first IKE_SA_INIT, whichever end rekeyed the IKE SA since (the I flag
+            # goes to the rekeyer, RFC 7296 §2.18); the gateway answers
             ctx.log(acts, "ignoring UPDATE_SA_ADDRESSES from the original responder", ike,
                     level="warning")
             return acts + ctx.send_response(ike, INFO, req.msgid, [], req.local, req.remote)
         nat = _nat_flags(ike, req.payloads, req.local, req.remote)
         out = _natd(ike, req.local, req.remote) + _cookie2_echo(req.payloads)  # §3.5, §3.6
         acts += ctx.send_response(ike, INFO, req.msgid, out, req.local, req.remote)
+        if _checking(ike, req.local, req.remote):  # (the IKE SA points there meanwhile)
+            ctx.log(acts, f"MOBIKE: UPDATE_SA_ADDRESSES from {req.remote} again; its "
+                    "return routability check is under way", ike)
+            return acts
         if (req.local, req.remote) == (ike.local, ike.remote):
             if nat is not None:
                 ike.nat_local, ike.nat_remote = nat
             ctx.log(acts, "MOBIKE: UPDATE_SA_ADDRESSES from the current address", ike)
             return acts
+        if replayed and sum(isinstance(t, ReturnRoutability) for t in ike.tasks) >= \
+                MAX_QUEUED_CHECKS:
+            ctx.log(acts, f"MOBIKE: not checking {req.remote} too: {MAX_QUEUED_CHECKS} "
+                    "return routability checks are waiting", ike, level="warning")
+            return acts
         ctx.log(acts, f"MOBIKE: peer moved from {ike.remote} to {req.remote}", ike)
         acts += ctx.queue(ike, ReturnRoutability(req.local, req.remote, nat), now, front=True)
         return acts
+
+
+# the notifies of an INFORMATIONAL that MobikeUpdate answers without UPDATE_SA_ADDRESSES
+# (any other payload or notify, and it is not ours), and those that make it ours
+_MOBIKE_INFO = frozenset((N.NAT_DETECTION_SOURCE_IP, N.NAT_DETECTION_DESTINATION_IP,
+                          N.COOKIE2, N.NO_NATS_ALLOWED, N.ADDITIONAL_IP4_ADDRESS,
+                          N.ADDITIONAL_IP6_ADDRESS, N.NO_ADDITIONAL_ADDRESSES))
+_ASKS = frozenset((N.NAT_DETECTION_SOURCE_IP, N.NO_NATS_ALLOWED))
 
 
 def settled(ike: IKESA) -> tuple[Endpoint, Endpoint]:
