@@ -17,7 +17,7 @@ from pypluto.config.ids import IdError, id_matches, id_wildcards, parse_dn, pars
     ("192.0.2.1", 1, bytes([192, 0, 2, 1])),
     ("2001:db8::1", 5, bytes.fromhex("20010db8000000000000000000000001")),
     ("@#0a0B", 11, b"\x0a\x0b"),
-    ("@[not.resolved]", 2, b"not.resolved"),
+    ("@[not.resolved]", 11, b"not.resolved"),  # ID_KEY_ID, as Libreswan 5.2 (addconn-40-id)
     ("host.example", 2, b"host.example"),
 ])
 def test_parse_id(text: str, id_type: int, data: bytes) -> None:

@@ -472,7 +472,9 @@ def test_sourceip_outside_the_selectors_is_refused_as_libreswan_does() -> None:
         assert out == [f'"c": f:{line}: {why}'], out
     for body in ("\tleftsubnet=10.0.0.0/24\n\tleftsourceip=10.0.0.1\n",
                  "\tleftsourceip=192.0.2.1\n",
-                 "\tleftsubnet=10.0.0.0/24,2001:db8::/64\n\tleftsourceip=10.0.0.1,2001:db8::1\n"):
+                 "\tleftsubnet=10.0.0.0/24,2001:db8::/64\n\tleftsourceip=10.0.0.1,2001:db8::1\n"
+                 # both families on both ends, or the selectors' families conflict
+                 "\trightsubnet=10.1.0.0/24,2001:db8:1::/64\n"):
         conn = _cfg(body).conns["c"]
         reg, log, drv = _registry()
         assert reg.add(conn) == RC_SUCCESS and drv.added == ["c"], (body, log.lines)

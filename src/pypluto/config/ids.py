@@ -8,7 +8,7 @@ text forms:
 - ``%fromcert``: take the ID from the certificate (a DN until the cert is known);
 - ``@fqdn``: ID_FQDN; ``@user@fqdn`` and ``user@fqdn``: ID_RFC822_ADDR;
 - ``@#0a1b..``: ID_KEY_ID (hex); ``@~3082..``: a DER-encoded DN in hex;
-- ``@[name]``: ID_FQDN taken literally;
+- ``@[name]``: ID_KEY_ID of the bytes of ``name`` (an opaque group name, as Libreswan);
 - an IPv4 / IPv6 address: ID_IPV4_ADDR / ID_IPV6_ADDR;
 - ``C=CH, O=Test, CN=x`` (anything with ``=``): ID_DER_ASN1_DN, in the written
   order (Libreswan writes DNs most-significant RDN first, as in the certificate).
@@ -202,7 +202,7 @@ def _parse_id(text: str) -> Identity:
     if text.startswith("@["):
         if not text.endswith("]"):
             raise IdError(f"missing ']' in {text!r}")
-        return Identity(ID_FQDN, text[2:-1].encode(), text)
+        return Identity(ID_KEY_ID, text[2:-1].encode(), text)  # opaque: ipsec.conf(5)
     if text.startswith("@"):
         body = text[1:]
         if not body:

@@ -294,6 +294,9 @@ class _Reader:
             assert self.current is not None
             self.current.items.append((hit[0], hit[1], Origin(filename, lineno)))
             return
+        if _X_COMMENT_RE.match(stripped):  # Libreswan 5.2: X-/x_ keys are comments
+            self.warn(filename, lineno, f"X- style comment ignored: {stripped}")
+            return
         m = _KEY_RE.match(stripped)
         if not m:
             self.err(filename, lineno, f"syntax error [{_first_word(stripped)}]: "
@@ -314,6 +317,7 @@ class _Reader:
 
 
 _LINE_MEMO: dict[str, tuple[str, str]] = {}  # a well-formed key line -> (key, value)
+_X_COMMENT_RE = re.compile(r'[Xx][-_][^"= \t]+')
 
 
 def decode_utf8(data: bytes, filename: str, diags: list[Diagnostic]) -> str:
@@ -1375,6 +1379,13 @@ def _subnet_pairs(name: str, keys: dict[str, str], origin: Origin,
     """
     if not keys.get("leftsubnets") and not keys.get("rightsubnets"):
         return [(name, keys)]
+    for many_side in ("left", "right"):  # Libreswan 5.2 (whack_add.c): no pairs of those
+        many_v = keys.get(many_side + "subnets")
+        for side in ("left", "right") if many_v else ():
+            multi = keys.get(side + "subnet") or ""
+            if "," in multi:
+                raise ConnError(side + "subnet", f'multi-selector {side}subnet="{multi}" '
+                                f'combined with {many_side}subnets="{many_v}"')
     ends: list[tuple[int, list[str]]] = []
     for side in ("left", "right"):
         sub = keys.get(side + "subnet") or ""

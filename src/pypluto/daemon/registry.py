@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from pypluto.config.addresspool import parse_pool
 from pypluto.config.model import Connection, IPAddress
+from pypluto.config.values import parse_bool
 from pypluto.control.protocol import RC_FATAL, RC_SUCCESS
 from pypluto.daemon.defaultroute import needs_routes, resolve, resolve_nexthop
 from pypluto.daemon.driver import EngineDriver
@@ -144,6 +146,50 @@ def sourceip_refusal(conn: Connection) -> str | None:
     return None
 
 
+def selector_refusal(conn: Connection) -> str | None:
+    """More refusals of Libreswan 5.2's pluto when a conn is added (its words), checked
+    whether or not the conn is oriented: ``left=`` unset; ``leftsubnet=`` written empty;
+    ``leftauth=`` without ``rightauth=``; ``narrowing=no`` with an address pool (the pool's lease
+    narrows the selector); and the two ends' selectors (each end's subnets, else its
+    pool, else its host address) not of the same address families: no traffic selector
+    pair could be built from them (addconn-12-family, addconn-14-addresspool)."""
+    def at(key: str, why: str) -> str:
+        origin = conn.origins.get(key)
+        return f"{origin}: {why}" if origin else why
+
+    ends = (("left", conn.left), ("right", conn.right))
+    for side, end in ends:
+        if not end.host:  # never oriented, never negotiated (addconn-43-x-comment)
+            why = f"{side}= is not set"
+            return f"{conn.origin}: {why}" if conn.origin else why
+        if end.raw.get("subnet") == "":
+            return at(side + "subnet", f"{side}subnet= invalid, empty field")
+    if bool(conn.left.auth) != bool(conn.right.auth):
+        return at("leftauth" if conn.left.auth else "rightauth",
+                  "leftauth= and rightauth= must both be set or both be unset")
+    if conn.raw.get("narrowing") and not parse_bool(conn.raw["narrowing"], "narrowing"):
+        for side, end in ends:
+            if end.addresspool is not None:
+                return at("narrowing", f"narrowing=no conflicts with {side}addresspool="
+                          f"{end.addresspool}")
+    used: list[tuple[set[int], str, str]] = []
+    for _side, end in ends:
+        if end.subnets:
+            used.append(({n.version for n in end.subnets}, "subnet", end.raw.get("subnet", "")))
+        elif end.addresspool is not None:
+            used.append(({lo.version for lo, _hi in parse_pool(end.addresspool)},
+                         "addresspool", end.addresspool))
+        elif end.host_addr is not None:
+            used.append(({end.host_addr.version}, "", end.raw.get("", str(end.host_addr))))
+        else:
+            return None  # the family is known once the host resolves
+    (lfam, lkey, lval), (rfam, rkey, rval) = used
+    if lfam != rfam:
+        return at("left" + lkey, f"address family of left{lkey}={lval} conflicts with "
+                  f"right{rkey}={rval}")
+    return None
+
+
 class Registry:
     """The daemon's connections, kept in step with the engine through the driver."""
 
@@ -195,7 +241,7 @@ class Registry:
         A connection neither of whose ends is a local address is kept *unoriented*
         (as pluto does) and loaded once ``--listen`` finds one of its addresses.
         """
-        refused = self.admit(conn)
+        refused = self.admit(conn) or selector_refusal(conn)
         if refused:
             self.log.log(refused, "error", conn=conn.name)
             if emit:
