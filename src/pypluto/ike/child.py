@@ -164,6 +164,13 @@ def _nat_transport(ike: IKESA, conn: Connection, transport: bool) -> bool:
         not conn.remote.subnets
 
 
+def _leasing(ike: IKESA, conn: Connection, payloads: Sequence[Payload]) -> bool:
+    """Does the peer ask us for its inner address (§3.15)?  It offers TSi for the whole
+    space, not knowing its address, and we narrow it, whatever narrowing= says."""
+    return bool(ike.remote_vips or conn.remote.addresspool or conn.local.modecfgserver
+                or any(p.payload_type == PT.CP for p in payloads))
+
+
 def ts_fits(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Payload]
             ) -> bool:
     """Would ``conn``'s selectors answer this request (to pick among connections)?"""
@@ -177,8 +184,9 @@ def ts_fits(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pa
     if _nat_transport(ike, conn, codec.has_notify(payloads, N.USE_TRANSPORT_MODE)):
         return tsmod.narrow(tsr, lconf, conn.narrowing) is not None
     rconf = _nat_inner(ctx, ike, conn, tsi, rconf)
-    return tsmod.narrow(tsi, rconf, conn.narrowing) is not None and \
-        tsmod.narrow(tsr, lconf, conn.narrowing) is not None
+    fit_i = tsmod.narrow if _leasing(ike, conn, payloads) else tsmod.fit  # a lease narrows TSi
+    return fit_i(tsi, rconf, conn.narrowing) is not None and \
+        tsmod.fit(tsr, lconf, conn.narrowing) is not None
 
 
 def other_connections(ctx: IKEContext, ike: IKESA) -> list[Connection]:
@@ -287,7 +295,10 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
     if old is None and not nat_transport:
         rconf = _nat_inner(ctx, ike, conn, tsi, rconf)
     narrowing = conn.narrowing or old is not None
-    ans_i = installed_i = tsmod.narrow(tsi, rconf, narrowing)
+    # narrowing=no: exactly our selectors (ts.fit); a road warrior's lease (§3.15) and
+    # the NAT'd transport peer (below) are narrowed from whatever the peer offers
+    fit_i = tsmod.narrow if (_leasing(ike, conn, payloads) or nat_transport) else tsmod.fit
+    ans_i = installed_i = fit_i(tsi, rconf, narrowing)
     if nat_transport:
         # §2.23.1: the peer's TSi names its inner address; we answer with it (the
         # peer checks its own selectors) but install the SA for its outer address
@@ -298,7 +309,7 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
         if hint is not None:
             ans_i = [hint._replace(proto=r.proto, sport=r.sport, eport=r.eport)]
             installed_i = list(rconf)
-    ans_r = tsmod.narrow(tsr, lconf, narrowing)
+    ans_r = tsmod.fit(tsr, lconf, narrowing)
     if ans_i is None or ans_r is None or installed_i is None:
         return None, [codec.notify(N.TS_UNACCEPTABLE)], (
             f"traffic selectors {tsmod.fmt(tsi)}==={tsmod.fmt(tsr)} do not match "

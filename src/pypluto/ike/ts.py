@@ -126,8 +126,9 @@ def narrow(proposed: list[TS], configured: list[TS], allow_narrowing: bool) -> l
     """The responder's answer to one TS list (§2.9), or None for TS_UNACCEPTABLE.
 
     Without ``narrowing=yes`` the peer's selectors must cover our configured ones
-    and we answer with exactly ours (Libreswan's behaviour); with it, we answer
-    the non-empty intersection.  The first selector may be the packet that
+    and we answer with exactly ours (what a leased address or a NAT'd transport peer
+    gets; a new Child SA otherwise goes through ``fit``); with it, we answer the
+    non-empty intersection.  The first selector may be the packet that
     triggered the exchange; it is only a hint and takes part like the others.
     """
     if not proposed:
@@ -144,6 +145,22 @@ def narrow(proposed: list[TS], configured: list[TS], allow_narrowing: bool) -> l
             if i is not None and i not in out:
                 out.append(i)
     return out or None
+
+
+def fit(proposed: list[TS], configured: list[TS], allow_narrowing: bool) -> list[TS] | None:
+    """The responder's answer to one TS list of a new Child SA, or None (TS_UNACCEPTABLE).
+
+    ``narrowing=no`` means no narrowing is proposed or accepted (ipsec.conf(5)): every
+    configured selector must be among the proposed ones exactly (Libreswan 5.2's
+    END_EQUALS_TS; its test ikev2-allow-narrow-01), and we answer with them; with
+    ``narrowing=yes`` as ``narrow``.  The §2.9 packet hint may come first: it is
+    simply not one of ours and takes no part.
+    """
+    if allow_narrowing:
+        return narrow(proposed, configured, True)
+    if not proposed or not all(c in proposed for c in configured):
+        return None
+    return list(configured)
 
 
 def answer_ok(answer: list[TS], proposed: list[TS], configured: list[TS],

@@ -15,7 +15,7 @@ from typing import cast
 from pypluto.config.model import Connection
 from pypluto.crypto import dh
 from pypluto.crypto.errors import CryptoError
-from pypluto.iana import ExchangeType, ProtocolID
+from pypluto.iana import ExchangeType, ProtocolID, TransformType
 from pypluto.iana import NotifyType as N
 from pypluto.ike import addke, codec, proposals
 from pypluto.ike import child as childmod
@@ -325,6 +325,12 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
     why_busy = followup_busy(ike, old)
     if why_busy:  # RFC 9370 §2.2.2, RFC 7296 §2.25
         return _temporary_failure(ctx, ike, old, why_busy, answer)
+    if ke_p is not None and not conn.pfs and _offers_ke_none(payloads):
+        # pfs=no, and the peer offers KE NONE beside its group (its ms-dh-downgrade=yes):
+        # we pick a proposal without PFS and ignore its KE payload, as Libreswan does
+        # (ikev2-child-01-pfs-no-downgrade-no); no need to refuse what it offered
+        ke_p = None
+        payloads = _without_pfs(payloads)
     if (ke_p is None) == conn.pfs and not (ke_p is None and conn.ms_dh_downgrade):
         # pfs= enforced both ways, as Libreswan does; ms-dh-downgrade=yes lets a
         # CREATE_CHILD_SA without KE through (Libreswan offers and accepts KE NONE)
@@ -366,6 +372,26 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
                                     shared, t)
 
     return ctx.compute(ike, lambda: dh.responder_ke(group, peer_ke), then, now)
+
+
+def _ke_none(p: wp.Proposal) -> bool:
+    return any(t.type == TransformType.KE and t.id == 0
+               for t in p.transforms)
+
+
+def _offers_ke_none(payloads: Sequence[Payload]) -> bool:
+    """Does the request's SA payload offer a proposal with KE NONE (no PFS)?"""
+    sa_p = codec.first(payloads, wp.SAPayload)
+    return sa_p is not None and any(_ke_none(p) for p in sa_p.proposals)
+
+
+def _without_pfs(payloads: list[Payload]) -> list[Payload]:
+    """The request with only its proposals that offer KE NONE: the ones we may pick
+    while ignoring its KE payload (a proposal with only a group needs that KE)."""
+    sa_p = codec.first(payloads, wp.SAPayload)
+    assert sa_p is not None
+    keep = wp.SAPayload(proposals=[p for p in sa_p.proposals if _ke_none(p)])
+    return [keep if p is sa_p else p for p in payloads]
 
 
 def _temporary_failure(ctx: IKEContext, ike: IKESA, old: ChildSA | None, why: str,
