@@ -56,7 +56,10 @@ def test_proposals_for_uses_conn_or_defaults() -> None:
     ("ESP", "null-md5", "NULL-AUTH_HMAC_MD5_96"),
     ("ESP", "aes128-sha2;modp2048", "AES_CBC_128-AUTH_HMAC_SHA2_256_128-MODP2048"),
     ("ESP", "aes_ctr256-aes_xcbc", "AES_CTR_256-AUTH_AES_XCBC_96"),
-    ("ESP", "camellia-sha2_512", "CAMELLIA_CBC_256+CAMELLIA_CBC_128-AUTH_HMAC_SHA2_512_256"),
+    # ESP: the smaller key first, as Libreswan 5.2 proposes it (IKE: the larger first)
+    ("ESP", "camellia-sha2_512", "CAMELLIA_CBC_128+CAMELLIA_CBC_256-AUTH_HMAC_SHA2_512_256"),
+    ("IKE", "camellia-sha2_512;modp2048",
+     "CAMELLIA_CBC_256+CAMELLIA_CBC_128-PRF_HMAC_SHA2_512-AUTH_HMAC_SHA2_512_256-MODP2048"),
     ("AH", "sha1", "AUTH_HMAC_SHA1_96"),
     ("AH", "sha2_256;dh14", "AUTH_HMAC_SHA2_256_128-MODP2048"),
 ])

@@ -980,6 +980,9 @@ def build_connection(name: str, keys: dict[str, str],
                             "ipsec-interface= (the address goes on the ipsecN device)")
     conn.left = _end(left, "left")
     conn.right = _end(right, "right")
+    if (conn.left.addresspool is not None or conn.right.addresspool is not None) and \
+            not keys.get("narrowing"):
+        conn.narrowing = True  # Libreswan 5.2: an address pool implies narrowing=yes
 
     def get(k: str) -> str | None:
         v = keys.get(k)

@@ -13,8 +13,9 @@ group (none = use the IKE SA's group).  For ``ah=``: ``INTEG[-KE]``.
 
 Key lengths are written as a suffix (``aes256``, ``aes_gcm_16_256``,
 ``aes_gcm256``) or as a separate numeric token (``aes-128-sha1``).  An encryption
-algorithm with variable key size and no length expands to 256 then 128 (what
-Libreswan proposes in IKEv2).  The transform IDs are RFC 7296 §3.3.2 / RFC 9370.
+algorithm with variable key size and no length expands to 256 then 128 in ``ike=``
+and to 128 then 256 in ``esp=`` (what Libreswan 5.2 proposes: ikev2_proposals.c orders
+IKE high to low, ESP low to high).  The transform IDs are RFC 7296 §3.3.2 / RFC 9370.
 """
 
 from __future__ import annotations
@@ -116,10 +117,11 @@ def _encr(name: str, proto: str) -> list[AlgSpec]:
         raise ProposalError(f"{proto} encryption algorithm '{name}' is not recognized")
     if proto == "IKE" and not alg.ike_ok:
         raise ProposalError(f"IKE encryption algorithm '{name}' is not supported")
-    return _with_bits(alg, bits, name)
+    return _with_bits(alg, bits, name, proto)
 
 
-def _with_bits(alg: registry.Algorithm, bits: int | None, name: str) -> list[AlgSpec]:
+def _with_bits(alg: registry.Algorithm, bits: int | None, name: str, proto: str = "IKE"
+               ) -> list[AlgSpec]:
     if bits is not None:
         if alg.key_bits:
             if bits not in alg.key_bits:
@@ -135,9 +137,10 @@ def _with_bits(alg: registry.Algorithm, bits: int | None, name: str) -> list[Alg
     if alg.key_bits:
         big = max(alg.key_bits)
         default = alg.default_key_bits or min(alg.key_bits)
-        return [AlgSpec(int(alg.id), big)] + (
-            [AlgSpec(int(alg.id), default)] if default != big else []
-        )
+        if default == big:
+            return [AlgSpec(int(alg.id), big)]
+        pair = [AlgSpec(int(alg.id), big), AlgSpec(int(alg.id), default)]
+        return pair if proto == "IKE" else pair[::-1]  # ESP: the smaller key first
     return [AlgSpec(int(alg.id), None)]
 
 
@@ -207,7 +210,7 @@ def _parse_one(text: str, proto: str, dh_out: list[int | None] | None = None) ->
             for spec in encr:
                 alg = registry.get(TransformType.ENCR, spec.id)
                 assert alg is not None
-                for s in _with_bits(alg, bits, first):
+                for s in _with_bits(alg, bits, first, proto):
                     if s not in rebuilt:
                         rebuilt.append(s)
             encr = rebuilt
