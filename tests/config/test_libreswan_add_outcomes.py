@@ -287,3 +287,41 @@ def test_bracketed_id_is_an_opaque_key_id() -> None:
     assert conn.left.id is not None and conn.left.id.id_type == ID_KEY_ID
     assert conn.left.id.data == b"foo"
     assert parse_id("@foo").id_type == ID_FQDN  # a plain @name stays an FQDN
+
+
+@pytest.mark.parametrize(("first", "second", "why"), [
+    ("198.51.100.0/28", "198.51.100.0/24",
+     "rightaddresspool=198.51.100.0/24 invalid, range inexactly overlaps existing address "
+     "pool 198.51.100.0/28"),
+    ("2001:db8:3::/120", "2001:db8:3::/124",
+     "rightaddresspool=2001:db8:3::/124 invalid, range inexactly overlaps existing address "
+     "pool 2001:db8:3::/120"),
+    ("198.51.100.10-198.51.100.20", "198.51.100.15-198.51.100.30",
+     "rightaddresspool=198.51.100.15-198.51.100.30 invalid, range inexactly overlaps "
+     "existing address pool 198.51.100.10-198.51.100.20"),
+    ("198.51.100.0/28", "198.51.100.0/28", None),  # the same range: one pool, shared
+    ("198.51.100.0-198.51.100.15", "198.51.100.0/28", None),  # same range, written apart
+    ("198.51.100.0/28", "198.51.100.16/28", None),  # apart
+])
+def test_a_pool_that_inexactly_overlaps_a_loaded_one_is_refused(first: str, second: str,
+                                                                why: str | None) -> None:
+    """addconn-14-addresspool (addresspool.c): one pool per range; a range that overlaps
+    a loaded conn's without being equal is refused when the conn is added.  Before,
+    both loaded and the lease table gave the second no address while the first had
+    leases."""
+    me = "2001:db8::1" if ":" in first else "192.0.2.1"
+    text = (f"conn a\n\tleft={me}\n\tright=%any\n\tauthby=secret\n"
+            f"\trightaddresspool={first}\n"
+            f"conn c\n\tleft={me}\n\tright=%any\n\tauthby=secret\n"
+            f"\trightaddresspool={second}\n")
+    cfg = parse_config_text(text, "f")
+    drv = _Driver()
+    reg = Registry(_Log(), drv, True, lambda name: 0)  # type: ignore[arg-type]
+    reg.local_addrs = {ipaddress.ip_address(me)}
+    assert reg.add(cfg.conns["a"]) == RC_SUCCESS
+    out: list[str] = []
+    rc = reg.add(cfg.conns["c"], out.append)
+    if why is None:
+        assert rc == RC_SUCCESS and drv.added == ["a", "c"], out
+    else:
+        assert (rc, out, drv.added) == (RC_FATAL, [f'"c": f:10: {why}'], ["a"])

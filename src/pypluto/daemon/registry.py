@@ -10,6 +10,7 @@ the daemon listens.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterable
 
 from pypluto.config.addresspool import parse_pool
@@ -190,6 +191,55 @@ def selector_refusal(conn: Connection) -> str | None:
     return None
 
 
+def _range_text(lo: IPAddress, hi: IPAddress) -> str:
+    """A pool range as Libreswan prints it: a CIDR block when it is one, else lo-hi."""
+    nets = list(ipaddress.summarize_address_range(lo, hi))  # type: ignore[type-var]
+    return str(nets[0]) if len(nets) == 1 else f"{lo}-{hi}"
+
+
+def pool_refusal(conn: Connection, loaded: Iterable[Connection]) -> str | None:
+    """Libreswan 5.2 (addresspool.c) keeps one pool per range for every conn: a conn
+    whose ``addresspool=`` range overlaps a loaded conn's range without being equal to
+    it is refused (two conns naming one range share its leases; ``ike/pool.py``)."""
+    mine = [(side, end) for side, end in (("left", conn.left), ("right", conn.right))
+            if end.addresspool]
+    if not mine:
+        return None
+    others = [(lo, hi) for c in loaded if c.name != conn.name
+              for end in (c.left, c.right) if end.addresspool
+              for lo, hi in _pool_ranges(end.addresspool)]
+    for side, end in mine:
+        assert end.addresspool is not None
+        for lo, hi in _pool_ranges(end.addresspool):
+            for lo2, hi2 in others:
+                if lo.version != lo2.version or (lo, hi) == (lo2, hi2):
+                    continue
+                if int(lo) <= int(hi2) and int(lo2) <= int(hi):
+                    why = (f"{side}addresspool={end.addresspool} invalid, range inexactly "
+                           f"overlaps existing address pool {_range_text(lo2, hi2)}")
+                    origin = conn.origins.get(side + "addresspool")
+                    return f"{origin}: {why}" if origin else why
+    return None
+
+
+def _pool_ranges(spec: str) -> list[tuple[IPAddress, IPAddress]]:
+    """The ranges as written (a CIDR block whole, as Libreswan compares them; the
+    leases skip its first address, ``parse_pool``)."""
+    try:
+        parse_pool(spec)  # refused when the file was read, if it is bad
+        out: list[tuple[IPAddress, IPAddress]] = []
+        for part in spec.replace(" ", "").split(","):
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.append((ipaddress.ip_address(a), ipaddress.ip_address(b)))
+            elif part:
+                net = ipaddress.ip_network(part, strict=False)
+                out.append((net.network_address, net.broadcast_address))
+        return out
+    except ValueError:
+        return []
+
+
 class Registry:
     """The daemon's connections, kept in step with the engine through the driver."""
 
@@ -273,7 +323,8 @@ class Registry:
                 emit(f'"{conn.name}": {msg}')
             return RC_SUCCESS
         refused = local_ikeport_refusal(conn) or fromcert_refusal(conn) or \
-            modecfg_refusal(conn) or sourceip_refusal(conn)
+            modecfg_refusal(conn) or sourceip_refusal(conn) or \
+            pool_refusal(conn, self.conns.values())
         if refused:
             self.log.log(refused, "error", conn=conn.name)
             if emit:
