@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from pypluto.config.ids import ID_FQDN, ID_KEY_ID, parse_id
+from pypluto.config.ids import ID_FQDN, ID_IPV4_ADDR, ID_KEY_ID, parse_id
 from pypluto.config.parser import parse_config_text
 from pypluto.control.protocol import RC_FATAL, RC_SUCCESS
 from pypluto.daemon.registry import Registry
@@ -325,3 +325,42 @@ def test_a_pool_that_inexactly_overlaps_a_loaded_one_is_refused(first: str, seco
         assert rc == RC_SUCCESS and drv.added == ["a", "c"], out
     else:
         assert (rc, out, drv.added) == (RC_FATAL, [f'"c": f:10: {why}'], ["a"])
+
+
+@pytest.mark.parametrize(("key", "value", "want"), [
+    ("leftid", "west-gw.example", ("192.0.2.1", ID_IPV4_ADDR)),
+    ("rightid", "east-gw.example", ("192.0.2.2", ID_IPV4_ADDR)),
+    ("rightid", "dual.example", ("192.0.2.9", ID_IPV4_ADDR)),  # the end's family first
+    ("leftid", "foo", "leftid=foo invalid: not a numeric IPv4 address and name lookup "
+     "failed (no validation performed)"),
+    ("leftid", "@foo", ("@foo", ID_FQDN)),  # @name is an FQDN as written, never resolved
+])
+def test_a_bare_name_as_id_is_resolved_when_the_conn_is_added(key: str, value: str,
+                                                               want: object) -> None:
+    """addconn-40-id: Libreswan 5.2 resolves ``leftid=name`` (no ``@``) to an IP address
+    ID when the conn is added, and refuses the conn when the name does not resolve.
+    Before: pypluto sent ID_FQDN "name", which a Libreswan peer expecting the address
+    does not match."""
+    table = {"west-gw.example": ["192.0.2.1"], "east-gw.example": ["192.0.2.2"],
+             "dual.example": ["2001:db8::9", "192.0.2.9"]}
+
+    def resolver(name: str) -> list[Any]:
+        if name not in table:
+            raise OSError(f"{name}: no such name")
+        return [ipaddress.ip_address(a) for a in table[name]]
+
+    cfg = parse_config_text(V4 + f"\t{key}={value}\n", "f")
+    drv = _Driver()
+    reg = Registry(_Log(), drv, True, lambda name: 0)  # type: ignore[arg-type]
+    reg.local_addrs = {ipaddress.ip_address("192.0.2.1")}
+    reg.resolver = resolver
+    out: list[str] = []
+    conn = cfg.conns["c"]
+    rc = reg.add(conn, out.append)
+    if isinstance(want, str):
+        assert (rc, out, drv.added) == (RC_FATAL, [f'"c": {want}'], [])
+        return
+    assert (rc, drv.added) == (RC_SUCCESS, ["c"]), out
+    end = conn.left if key == "leftid" else conn.right
+    text, id_type = want  # type: ignore[misc]
+    assert end.id is not None and (end.id.text, end.id.id_type) == (text, id_type)

@@ -13,8 +13,9 @@ text forms:
 - ``C=CH, O=Test, CN=x`` (anything with ``=``): ID_DER_ASN1_DN, in the written
   order (Libreswan writes DNs most-significant RDN first, as in the certificate).
 
-A bare name (``east.example``) is an FQDN here; Libreswan would resolve it in DNS,
-we never do I/O while parsing (see ``docs/config.md``).
+A bare name (``east.example``) is an FQDN here, as parsed: the daemon resolves it to
+an IP-address ID when the conn is added (``daemon/resolver.resolve_ids``), as
+Libreswan does; the parser does no I/O.
 """
 
 from __future__ import annotations

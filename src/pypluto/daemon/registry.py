@@ -20,7 +20,7 @@ from pypluto.control.protocol import RC_FATAL, RC_SUCCESS
 from pypluto.daemon.defaultroute import needs_routes, resolve, resolve_nexthop
 from pypluto.daemon.driver import EngineDriver
 from pypluto.daemon.logger import PlutoLogger
-from pypluto.daemon.resolver import resolve_host, resolve_names
+from pypluto.daemon.resolver import resolve_host, resolve_ids, resolve_names
 
 LOADED_AUTO = ("add", "start", "up", "route", "ondemand", "keep")
 """``auto=`` values that load the conn at start-up (or on ``ipsec add --autoall``)."""
@@ -304,6 +304,12 @@ class Registry:
             self.log.log(note, level, conn=conn.name)
             if emit and level == "error":
                 emit(f'"{conn.name}": {note}')
+        refused = resolve_ids(conn, resolver or self.resolver)  # leftid=host.example
+        if refused:
+            self.log.log(refused, "error", conn=conn.name)
+            if emit:
+                emit(f'"{conn.name}": {refused}')
+            return RC_FATAL
         if "uniqueids" not in conn.raw:  # a config setup value: the command line wins
             conn.uniqueids = self.uniqueids
         if not conn.orient(self.local_addrs) and needs_routes(conn):

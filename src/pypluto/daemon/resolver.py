@@ -18,7 +18,8 @@ import ipaddress
 import socket
 from collections.abc import Callable
 
-from pypluto.config.model import Connection
+from pypluto.config.ids import ID_FQDN, ID_IPV4_ADDR, ID_IPV6_ADDR
+from pypluto.config.model import Connection, End, Identity
 from pypluto.params import IPAddress
 
 
@@ -36,17 +37,56 @@ def resolve_host(name: str) -> list[IPAddress]:
     return out
 
 
-__all__ = ["lookup_names", "names_to_look_up", "resolve_host", "resolve_names"]
+__all__ = ["lookup_names", "names_to_look_up", "resolve_host", "resolve_ids", "resolve_names"]
 
 
 def names_to_look_up(conn: Connection) -> list[str]:
-    """The host names of ``conn``'s ends that have no address yet (``resolve_names``)."""
+    """The host names of ``conn``'s ends that have no address yet (``resolve_names``),
+    and the bare names written as IDs (``resolve_ids``)."""
     out: list[str] = []
     for end in (conn.left, conn.right):
         host = end.host
         if host and not host.startswith("%") and end.host_addr is None and host not in out:
             out.append(host)
+        name = _id_name(end)
+        if name is not None and name not in out:
+            out.append(name)
     return out
+
+
+def _id_name(end: End) -> str | None:
+    """``leftid=east.example`` (no ``@``): a host name, where ``@east.example`` is an
+    FQDN ID taken as written (ipsec.conf(5))."""
+    i = end.id
+    if i is None or i.id_type != ID_FQDN or i.text.startswith("@"):
+        return None
+    return i.text
+
+
+def resolve_ids(conn: Connection, resolver: Callable[[str], list[IPAddress]] = resolve_host
+                ) -> str | None:
+    """A bare host name as ``leftid=``/``rightid=`` is resolved when the conn is added,
+    as Libreswan 5.2's pluto does (its test addconn-40-id): the ID is the IP address
+    it resolves to (of the end's family when its host address is known).  None, or
+    why the conn is refused (a name that does not resolve, in Libreswan's words)."""
+    for side, end in (("left", conn.left), ("right", conn.right)):
+        name = _id_name(end)
+        if name is None:
+            continue
+        try:
+            addrs = resolver(name)
+        except (OSError, UnicodeError):
+            addrs = []
+        fam = end.host_addr.version if end.host_addr is not None else None
+        pick = next((a for a in addrs if fam is None or a.version == fam), None)
+        if pick is None and addrs:
+            pick = addrs[0]
+        if pick is None:
+            return (f"{side}id={name} invalid: not a numeric IPv4 address and name lookup "
+                    "failed (no validation performed)")
+        end.id = Identity(ID_IPV4_ADDR if pick.version == 4 else ID_IPV6_ADDR, pick.packed,
+                          str(pick))
+    return None
 
 
 def lookup_names(names: list[str], resolver: Callable[[str], list[IPAddress]] = resolve_host
