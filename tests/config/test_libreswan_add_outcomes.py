@@ -25,6 +25,7 @@ import ipaddress
 from typing import Any
 
 import pytest
+from test_cfg_keyword_audit import _Driver, _Log  # tests/config is on sys.path
 
 from pypluto.config.ids import ID_FQDN, ID_IPV4_ADDR, ID_KEY_ID, parse_id
 from pypluto.config.parser import parse_config_text
@@ -34,31 +35,6 @@ from pypluto.daemon.registry import Registry
 V4 = "conn c\n\tleft=192.0.2.1\n\tright=192.0.2.2\n\tauthby=secret\n"
 V6 = "conn c\n\tleft=2001:db8::1\n\tright=2001:db8::2\n\tauthby=secret\n"
 # the body's first line is line 5 of the file "f"
-
-
-class _Log:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def log(self, msg: str, level: str = "info", **_kw: object) -> None:
-        self.lines.append((level, msg))
-
-
-class _Driver:
-    def __init__(self) -> None:
-        self.added: list[str] = []
-
-    def now(self) -> float:
-        return 0.0
-
-    def run(self, call: Any, **_kw: object) -> None:
-        outer = self
-
-        class _Engine:
-            def add_connection(self, conn: Any) -> list[Any]:
-                outer.added.append(conn.name)
-                return []
-        call(_Engine())
 
 
 def _ids(rows: list[tuple[Any, ...]]) -> list[str]:

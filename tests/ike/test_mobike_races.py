@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 
 import pytest
@@ -23,7 +22,7 @@ import pytest
 from pypluto.iana import ExchangeType
 from pypluto.iana import NotifyType as N
 from pypluto.ike import codec
-from pypluto.ike.actions import Action, AddSA, DelSA, Endpoint, MoveSA, SendPacket
+from pypluto.ike.actions import Endpoint, SendPacket
 from pypluto.ike.sa import IKESA
 from pypluto.ike.tasks.liveness import Liveness
 from pypluto.ike.tasks.mobike import MAX_QUEUED_CHECKS, ReturnRoutability
@@ -31,6 +30,15 @@ from pypluto.wire import payloads as wp
 from pypluto.wire.message import parse_message
 
 from .harness import EAST, WEST, Net, Side
+from .test_hostile_nat_mobike import (
+    _deliver,
+    _ike,
+    _moves,
+    _no_internal_error,
+    _plane,
+    _sends,
+    _where,
+)
 
 INFO = int(ExchangeType.INFORMATIONAL)
 SPOOFED = ipaddress.ip_address("198.51.100.66")  # the attacker's choice of source
@@ -38,11 +46,6 @@ NEW_WEST = ipaddress.ip_address("192.0.2.77")
 
 
 # ------------------------------------------------------------------ helpers
-def _ike(side: Side) -> IKESA:
-    (ike,) = [i for i in side.engine.by_serial.values() if i.established]
-    return ike
-
-
 def _mobike(nat: bool) -> tuple[Net, IKESA, IKESA]:
     net = Net(nat=nat, west_kw={"mobike": True}, east_kw={"mobike": True, "left": "%any"})
     net.up()
@@ -61,48 +64,6 @@ def _mobike(nat: bool) -> tuple[Net, IKESA, IKESA]:
     return net, w, e
 
 
-def _moves(acts: list[Action]) -> list[MoveSA]:
-    return [a for a in acts if isinstance(a, MoveSA)]
-
-
-def _sends(acts: list[Action]) -> list[SendPacket]:
-    return [a for a in acts if isinstance(a, SendPacket)]
-
-
-def _plane(side: Side) -> tuple[dict, list[str]]:
-    """``side``'s SAs as the daemon holds them after every AddSA, DelSA and MoveSA."""
-    sas: dict = {}
-    errors: list[str] = []
-    for a in side.actions:
-        if isinstance(a, AddSA):
-            sas[(a.sa.dst, a.sa.spi)] = a.sa
-        elif isinstance(a, DelSA):
-            sas.pop((a.dst, a.spi), None)
-        elif isinstance(a, MoveSA):
-            sa = sas.pop((a.dst, a.spi), None)
-            if sa is None:
-                errors.append(f"no SA {a.spi:08x}@{a.dst}")
-                continue
-            sas[(a.new_dst, a.spi)] = dataclasses.replace(
-                sa, src=a.new_src, dst=a.new_dst, encap_sport=a.encap_sport,
-                encap_dport=a.encap_dport)
-    return sas, errors
-
-
-def _no_internal_error(net: Net) -> None:
-    assert not [m for m in net.west.logs() + net.east.logs() if "internal error" in m]
-
-
-def _deliver(net: Net, to: Side, data: list[bytes], local: Endpoint, remote: Endpoint
-             ) -> list[Action]:
-    acts: list[Action] = []
-    for d in data:
-        a = to.engine.receive(d, local, remote, net.now)
-        net.apply(to, a)
-        acts += a
-    return acts
-
-
 def _request(net: Net, w: IKESA, payloads: list[wp.Payload]) -> list[bytes]:
     """West's next request, protected with its keys (as west would send it)."""
     msgid = w.next_out
@@ -117,11 +78,6 @@ def _answer(w: IKESA, pkt: SendPacket) -> list[int]:
     assert w.prot_in is not None
     return [p.notify_type for p in codec.decrypt(m.sk, w.prot_in)
             if isinstance(p, wp.NotifyPayload)]
-
-
-def _where(e: IKESA) -> tuple:
-    return (e.local, e.remote, e.nat_local, e.nat_remote,
-            [(c.local_addr, c.remote_addr, c.encap) for c in e.children])
 
 
 def _checks(e: IKESA) -> list[ReturnRoutability]:
