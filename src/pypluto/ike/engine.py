@@ -28,7 +28,7 @@ from pypluto.config import ids
 from pypluto.config.model import Connection
 from pypluto.config.values import UNIQUE_MARK
 from pypluto.crypto.keys import ChildKeys
-from pypluto.iana import ExchangeType, Integ
+from pypluto.iana import ExchangeType, Integ, NotifyType
 from pypluto.ike import codec, timers
 from pypluto.ike import traps as trapmod
 from pypluto.ike import ts as tsmod
@@ -1121,11 +1121,23 @@ class Engine:
             if hdr.major_version != 2:
                 if hdr.major_version == 1 and self.settings.ikev1_reject:
                     return _ikev1_reject(data, local, remote)
+                if hdr.major_version > 2 and hdr.exchange == EXCH_INIT and \
+                        not hdr.response and hdr.message_id == 0:
+                    # RFC 7296 §2.5: drop it and SHOULD answer INVALID_MAJOR_VERSION,
+                    # unauthenticated, with the version we speak in the header
+                    answer = codec.encode(hdr.spi_i, bytes(8), EXCH_INIT, False, True, 0,
+                                          [codec.notify(NotifyType.INVALID_MAJOR_VERSION)])[0]
+                    return [Log(f"dropping IKEv{hdr.major_version} IKE_SA_INIT request from "
+                                f"{remote}; answering INVALID_MAJOR_VERSION", remote=remote),
+                            SendPacket(answer, local, remote)]
                 return _dbg(f"dropping IKEv{hdr.major_version} packet from {remote}", remote)
             if hdr.length != len(data):
                 return _dbg(f"dropping packet from {remote}: length {hdr.length} != "
                             f"{len(data)}", remote)
             if hdr.exchange == EXCH_INIT and not hdr.response:
+                if hdr.spi_i == bytes(8):  # RFC 7296 §3.1: "MUST NOT be zero"
+                    return _dbg("dropping IKE_SA_INIT request with a zero initiator SPI",
+                                remote)
                 if hdr.spi_r == bytes(8) and hdr.initiator:
                     return ike_init.respond_new(self, data, hdr, local, remote, now)
                 return _dbg("dropping IKE_SA_INIT request with a responder SPI", remote)

@@ -224,8 +224,19 @@ class TaskManager:
                 # even its fragments are kept (RFC 7383 §2.6)
                 return _dbg(f"dropping exchange {hdr.exchange} before IKE_AUTH completed",
                             remote)
+        critical: UnsupportedCriticalPayload | None = None
         try:
             msg = codec.parse(data, hdr)
+        except UnsupportedCriticalPayload as e:
+            # RFC 7296 §2.5: the answer to a request MUST be UNSUPPORTED_CRITICAL_PAYLOAD;
+            # given (below) once the ICV shows the request is the peer's
+            if hdr.response:
+                return _dbg(f"dropping malformed message from {remote}: {e}", remote)
+            critical = e
+            try:
+                msg = wm.parse_message(data, hdr, keep_critical=True)
+            except WireError as e2:
+                return _dbg(f"dropping malformed message from {remote}: {e2}", remote)
         except WireError as e:
             return _dbg(f"dropping malformed message from {remote}: {e}", remote)
         sk = msg.sk
@@ -239,6 +250,8 @@ class TaskManager:
                     return []
             else:
                 payloads = codec.decrypt(sk, ike.prot_in)
+            if critical is not None:
+                raise critical
         except CryptoError:
             return _dbg(f"dropping message from {remote}: integrity check failed", remote)
         except WireError as e:

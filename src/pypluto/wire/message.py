@@ -251,7 +251,8 @@ _SPECIAL_TYPES = _SK_TYPES | _TYPED_BY_HEADER
 
 
 def _parse_chain(
-    data: bytes, pos: int, first: int, *, outer: bool, header: IKEHeader | None
+    data: bytes, pos: int, first: int, *, outer: bool, header: IKEHeader | None,
+    keep_critical: bool = False,
 ) -> list[Payload]:
     """Walk a payload chain from ``pos`` to the end of ``data`` (RFC 7296 §3.2).
 
@@ -280,7 +281,7 @@ def _parse_chain(
             )
         parse = classes.get(ptype)
         if parse is None:
-            if flags & 0x80:
+            if flags & 0x80 and not keep_critical:
                 raise UnsupportedCriticalPayload(ptype, header=header)
             payload: Payload = UnknownPayload(ptype, data[pos + GENERIC_HEADER_SIZE : pos + length])
         else:
@@ -379,11 +380,14 @@ def parse_payloads(first: int, data: bytes) -> list[Payload]:
         raise InvalidSyntax(f"malformed payload chain: {e}") from None
 
 
-def parse_message(data: bytes, header: IKEHeader | None = None) -> Message:
+def parse_message(data: bytes, header: IKEHeader | None = None, *,
+                  keep_critical: bool = False) -> Message:
     """Parse an IKE message: header plus unencrypted chain (RFC 7296 §3.1, §3.2).
 
     ``header``: what :func:`peek_header` returned for these very bytes, when the
-    caller has it (the header is then not read twice).
+    caller has it (the header is then not read twice).  ``keep_critical``: an unknown
+    critical payload of the outer chain is kept (as :class:`UnknownPayload`) instead of
+    raising, for a caller that must first check the message's ICV.
     Raises :class:`InvalidMajorVersion`, :class:`UnsupportedCriticalPayload` or
     :class:`InvalidSyntax`; nothing else.
     """
@@ -400,7 +404,8 @@ def parse_message(data: bytes, header: IKEHeader | None = None) -> Message:
                 f"header length {header.length} != datagram length {len(data)}", header=header
             )
         payloads = _parse_chain(
-            data, IKE_HEADER_SIZE, header.next_payload, outer=True, header=header
+            data, IKE_HEADER_SIZE, header.next_payload, outer=True, header=header,
+            keep_critical=keep_critical,
         )
         return Message(
             header.spi_i,

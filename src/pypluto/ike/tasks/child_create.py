@@ -184,6 +184,11 @@ class ChildCreate(Task):
                                      shared, self.group if self.ke else None)
             if not why and c.chosen is not None:  # reserved or colliding SPI (RFC 4303 §2.1)
                 why = childmod.peer_spi_refusal(ctx, ike, c.chosen.spi, _proto_id(c))
+            if not why and old is not None and (sorted(c.local_ts) != sorted(old.local_ts) or
+                                                sorted(c.remote_ts) != sorted(old.remote_ts)):
+                # RFC 7296 §2.9.2: a rekey keeps the traffic selectors; a narrowed (or
+                # widened) answer would silently change what the tunnel carries
+                why = "the answer changes the rekeyed Child SA's traffic selectors"
         if not why and c.chosen is not None and addke.groups(c.chosen.addke):
             link = link_of(payloads)  # RFC 9370 §2.2.3: IKE_FOLLOWUP_KE before installing
             if link is None:
