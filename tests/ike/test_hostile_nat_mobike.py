@@ -385,7 +385,9 @@ def test_stale_update_sa_addresses_after_a_newer_one_moves_nothing() -> None:
 @pytest.mark.parametrize("cookie", ["wrong", "missing"])
 def test_return_routability_answer_with_a_wrong_cookie2_moves_nothing(cookie: str) -> None:
     """RFC 4555 §3.5/§3.6: the COOKIE2 check from the new address is answered
-    (authenticated) with another COOKIE2, or none: the SAs stay where they were."""
+    (authenticated) with another COOKIE2, or none: the SAs stay where they were, and
+    the IKE SA is closed (§3.7: "If the values do not match, the IKE_SA MUST be
+    closed"; strongSwan closes it too)."""
     net, w, e = _mobike()
     before = _where(e)
     net.apply(net.west, net.west.engine.local_address_changed(WEST, NEW_WEST, net.now))
@@ -402,8 +404,13 @@ def test_return_routability_answer_with_a_wrong_cookie2_moves_nothing(cookie: st
     data = _protected(net, net.west, w, lie, msgid=m.message_id, response=True)
     acts = _deliver(net, net.east, data, check.remote, check.local)
     assert not _moves(acts) and _where(e) == before
-    assert any("failed the return routability check (COOKIE2 not echoed)" in x
-               for x in net.east.logs())
+    assert any("failed the return routability check (COOKIE2 not echoed); closing the "
+               "IKE SA" in x for x in net.east.logs())
+    # its Delete goes on the settled path (the moved client learns by liveness)
+    deletes = [a for a in acts if isinstance(a, SendPacket)]
+    assert deletes and all(a.remote == before[1] for a in deletes), deletes
+    net.run()
+    assert not net.established(net.east)
     sas, errors = _plane(net.east)
     assert errors == [] and all(sa.encap_dport in (None, before[1].port)
                                 for sa in sas.values() if sa.direction == "out")

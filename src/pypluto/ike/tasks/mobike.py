@@ -11,7 +11,8 @@
   INFORMATIONAL with COOKIE2 (``ReturnRoutability``).  Only when the peer echoes
   the COOKIE2 from there do the IKE SA and its Child SAs move (``MoveSA`` actions:
   the data plane keeps keys, sequence numbers and replay windows).  A check that
-  fails (no answer, a wrong COOKIE2) leaves everything on the old addresses.
+  fails (no answer) leaves everything on the old addresses; a wrong or missing COOKIE2
+  in the answer closes the IKE SA (§3.7).
 - ``Cookie2Echo.respond``: the peer's own check of us: the COOKIE2 comes back (§3.6).
 - Initiator (the moving client): ``start_update`` after our address changed
   (``Engine.local_address_changed``) sends UPDATE_SA_ADDRESSES from the new
@@ -223,10 +224,14 @@ class ReturnRoutability(Task):
         echo = next((bytes(p.data) for p in codec.notifies(msg.payloads)
                      if p.notify_type == N.COOKIE2), None)
         if echo != self.cookie:
+            # §3.7: "If the values do not match, the IKE_SA MUST be closed" (an
+            # authenticated answer: only the peer can have sent it; strongSwan closes too)
+            from pypluto.ike.tasks.ike_delete import delete_ike
             self._revert(ctx, ike, acts)
             ctx.log(acts, f"MOBIKE: {self.remote} failed the return routability check "
-                    "(COOKIE2 not echoed); staying on the old addresses", ike, level="warning")
-            return acts
+                    "(COOKIE2 not echoed); closing the IKE SA (RFC 4555 §3.7)", ike,
+                    level="warning")
+            return acts + delete_ike(ctx, ike, now)
         if self.old is not None:
             ike.local, ike.remote = self.old
             self.old = None
