@@ -751,3 +751,34 @@ def test_duplicated_and_replayed_exchanges(how: str, frag: bool) -> None:
     assert len(net.west.engine.by_serial) == len(net.east.engine.by_serial) == 1
     assert net.east.engine.n_halfopen == 0
     check_pair(net)
+
+
+def _ke_groups_without_ke(ps: Payloads) -> Payloads:
+    """A CREATE_CHILD_SA request whose proposals name only a group, without its KE."""
+    out: Payloads = []
+    for p in ps:
+        if isinstance(p, wp.KEPayload):
+            continue
+        if isinstance(p, wp.SAPayload):
+            for prop in p.proposals:
+                assert any(t.type == TT.KE and t.id for t in prop.transforms)
+                prop.transforms = [t for t in prop.transforms
+                                   if not (t.type == TT.KE and t.id == 0)]
+        out.append(p)
+    return out
+
+
+def test_child_proposal_with_only_a_group_but_no_ke_is_not_chosen() -> None:
+    """A CREATE_CHILD_SA without KE whose every proposal names only a DH group (RFC 7296
+    §1.3.1: that group needs the KE payload), to a responder that takes requests without
+    KE (ms-dh-downgrade=yes): NO_PROPOSAL_CHOSEN.  Before: it picked the group's
+    proposal, answered without KE and made a Child SA the proposal did not describe."""
+    net = Net(east_kw={"ms_dh_downgrade": True})
+    net.up()
+    before = sorted(c.spi_in for i in net.east.engine.by_serial.values() for c in i.children)
+    net.apply(net.west, net.west.engine.rekey_child("west-east", net.now))
+    acts = _intercept(net, "west", CCSA, False, sk=_ke_groups_without_ke, start=False)
+    assert int(N.NO_PROPOSAL_CHOSEN) in _sk_notifies(net, net.east, acts)
+    after = sorted(c.spi_in for i in net.east.engine.by_serial.values() for c in i.children)
+    assert after == before
+    _no_internal_error(net)

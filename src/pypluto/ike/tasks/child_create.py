@@ -346,6 +346,9 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
                 "answering NO_PROPOSAL_CHOSEN", old or ike, level="warning")
         return refused + answer([codec.notify(N.NO_PROPOSAL_CHOSEN)])
     if ke_p is None:
+        # no KE payload: only a proposal without a group, or with KE NONE, can be taken
+        # (one that names only groups needs the KE that is not there, RFC 7296 §1.3.1)
+        payloads = _without_ke_groups(payloads)
         downgrade: list[Action] = []
         if conn.pfs:  # ms-dh-downgrade=yes (above)
             ctx.log(downgrade, f"CREATE_CHILD_SA {'rekey ' if old else ''}without KE accepted: "
@@ -388,6 +391,20 @@ def _offers_ke_none(payloads: Sequence[Payload]) -> bool:
     """Does the request's SA payload offer a proposal with KE NONE (no PFS)?"""
     sa_p = codec.first(payloads, wp.SAPayload)
     return sa_p is not None and any(_ke_none(p) for p in sa_p.proposals)
+
+
+def _without_ke_groups(payloads: list[Payload]) -> list[Payload]:
+    """The request with only its proposals that need no KE payload: no KE transform, or
+    KE NONE among them (the payloads themselves when every proposal is such)."""
+    sa_p = codec.first(payloads, wp.SAPayload)
+    if sa_p is None:
+        return payloads
+    keep = [p for p in sa_p.proposals
+            if _ke_none(p) or not any(t.type == TransformType.KE for t in p.transforms)]
+    if len(keep) == len(sa_p.proposals):
+        return payloads
+    new = wp.SAPayload(proposals=keep)
+    return [new if p is sa_p else p for p in payloads]
 
 
 def _without_pfs(payloads: list[Payload]) -> list[Payload]:
