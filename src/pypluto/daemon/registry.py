@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable
 
-from pypluto.config.addresspool import parse_pool
+from pypluto.config.addresspool import parse_pool, pool_blocks
 from pypluto.config.model import Connection, IPAddress
 from pypluto.config.values import parse_bool
 from pypluto.control.protocol import RC_FATAL, RC_SUCCESS
@@ -63,6 +63,12 @@ def lifetime_notes(conn: Connection) -> list[str]:
     return out
 
 
+def _at(conn: Connection, key: str, why: str) -> str:
+    """A refusal: ``why`` after the ``file:line`` of ``key`` when the conn has one."""
+    origin = conn.origins.get(key)
+    return f"{origin}: {why}" if origin else why
+
+
 def local_ikeport_refusal(conn: Connection) -> str | None:
     """``leftikeport=`` on the end that is this host: "the UDP IKE port to listen on"
     (ipsec.conf(5)), a socket of the conn's own that pypluto does not open (it listens on
@@ -72,10 +78,9 @@ def local_ikeport_refusal(conn: Connection) -> str | None:
     if port is None:
         return None
     key = ("left" if conn.local_is_left else "right") + "ikeport"
-    origin = conn.origins.get(key)  # ikeport= without a side sets both ends' keys
-    where = f"{origin}: " if origin else ""
-    return (f"{where}{key}={port} is not supported by pypluto (a port of its own for the "
-            "local end: pypluto listens on its --ikeport and --natikeport only)")
+    # (ikeport= without a side sets both ends' keys)
+    return _at(conn, key, f"{key}={port} is not supported by pypluto (a port of its own "
+               "for the local end: pypluto listens on its --ikeport and --natikeport only)")
 
 
 def fromcert_refusal(conn: Connection) -> str | None:
@@ -86,9 +91,8 @@ def fromcert_refusal(conn: Connection) -> str | None:
     for side, end in (("left", conn.left), ("right", conn.right)):
         methods = {end.auth} if end.auth else set(conn.authby.split(","))
         if end.id is not None and end.id.fromcert and methods <= {"secret", "null"}:
-            origin = conn.origins.get(side + "id")
-            where = f"{origin}: " if origin else ""
-            return f"{where}ID cannot be specified as %fromcert if PSK or AUTH-NULL is used"
+            return _at(conn, side + "id",
+                       "ID cannot be specified as %fromcert if PSK or AUTH-NULL is used")
     return None
 
 
@@ -108,8 +112,7 @@ def modecfg_refusal(conn: Connection) -> str | None:
         )
         for bad, key, why in checks:
             if bad:
-                origin = conn.origins.get(key)
-                return f"{origin}: {why}" if origin else why
+                return _at(conn, key, why)
     return None
 
 
@@ -122,9 +125,8 @@ def sourceip_refusal(conn: Connection) -> str | None:
     for side, end in (("left", conn.left), ("right", conn.right)):
         if not end.sourceip:
             continue
-        origin = conn.origins.get(side + "sourceip")
-        head = f"{origin}: " if origin else ""
-        head += f"{side}sourceip={end.raw.get('sourceip', '')} invalid, "
+        head = _at(conn, side + "sourceip", f"{side}sourceip={end.raw.get('sourceip', '')} "
+                   "invalid, ")
         seen: dict[int, IPAddress] = {}
         for a in end.sourceip:
             if a.is_unspecified:
@@ -154,24 +156,20 @@ def selector_refusal(conn: Connection) -> str | None:
     narrows the selector); and the two ends' selectors (each end's subnets, else its
     pool, else its host address) not of the same address families: no traffic selector
     pair could be built from them (addconn-12-family, addconn-14-addresspool)."""
-    def at(key: str, why: str) -> str:
-        origin = conn.origins.get(key)
-        return f"{origin}: {why}" if origin else why
-
     ends = (("left", conn.left), ("right", conn.right))
     for side, end in ends:
         if not end.host:  # never oriented, never negotiated (addconn-43-x-comment)
             why = f"{side}= is not set"
             return f"{conn.origin}: {why}" if conn.origin else why
         if end.raw.get("subnet") == "":
-            return at(side + "subnet", f"{side}subnet= invalid, empty field")
+            return _at(conn, side + "subnet", f"{side}subnet= invalid, empty field")
     if bool(conn.left.auth) != bool(conn.right.auth):
-        return at("leftauth" if conn.left.auth else "rightauth",
+        return _at(conn, "leftauth" if conn.left.auth else "rightauth",
                   "leftauth= and rightauth= must both be set or both be unset")
     if conn.raw.get("narrowing") and not parse_bool(conn.raw["narrowing"], "narrowing"):
         for side, end in ends:
             if end.addresspool is not None:
-                return at("narrowing", f"narrowing=no conflicts with {side}addresspool="
+                return _at(conn, "narrowing", f"narrowing=no conflicts with {side}addresspool="
                           f"{end.addresspool}")
     used: list[tuple[set[int], str, str]] = []
     for _side, end in ends:
@@ -186,7 +184,7 @@ def selector_refusal(conn: Connection) -> str | None:
             return None  # the family is known once the host resolves
     (lfam, lkey, lval), (rfam, rkey, rval) = used
     if lfam != rfam:
-        return at("left" + lkey, f"address family of left{lkey}={lval} conflicts with "
+        return _at(conn, "left" + lkey, f"address family of left{lkey}={lval} conflicts with "
                   f"right{rkey}={rval}")
     return None
 
@@ -217,26 +215,14 @@ def pool_refusal(conn: Connection, loaded: Iterable[Connection]) -> str | None:
                 if int(lo) <= int(hi2) and int(lo2) <= int(hi):
                     why = (f"{side}addresspool={end.addresspool} invalid, range inexactly "
                            f"overlaps existing address pool {_range_text(lo2, hi2)}")
-                    origin = conn.origins.get(side + "addresspool")
-                    return f"{origin}: {why}" if origin else why
+                    return _at(conn, side + "addresspool", why)
     return None
 
 
 def _pool_ranges(spec: str) -> list[tuple[IPAddress, IPAddress]]:
-    """The ranges as written (a CIDR block whole, as Libreswan compares them; the
-    leases skip its first address, ``parse_pool``)."""
     try:
-        parse_pool(spec)  # refused when the file was read, if it is bad
-        out: list[tuple[IPAddress, IPAddress]] = []
-        for part in spec.replace(" ", "").split(","):
-            if "-" in part:
-                a, b = part.split("-", 1)
-                out.append((ipaddress.ip_address(a), ipaddress.ip_address(b)))
-            elif part:
-                net = ipaddress.ip_network(part, strict=False)
-                out.append((net.network_address, net.broadcast_address))
-        return out
-    except ValueError:
+        return pool_blocks(spec)
+    except ValueError:  # refused when the file was read
         return []
 
 

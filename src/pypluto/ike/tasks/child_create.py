@@ -335,7 +335,7 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
         # we pick a proposal without PFS and ignore its KE payload, as Libreswan does
         # (ikev2-child-01-pfs-no-downgrade-no); no need to refuse what it offered
         ke_p = None
-        payloads = _without_pfs(payloads)
+        payloads = _only_proposals(payloads, _ke_none)  # those without PFS
     if (ke_p is None) == conn.pfs and not (ke_p is None and conn.ms_dh_downgrade):
         # pfs= enforced both ways, as Libreswan does; ms-dh-downgrade=yes lets a
         # CREATE_CHILD_SA without KE through (Libreswan offers and accepts KE NONE)
@@ -348,7 +348,7 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
     if ke_p is None:
         # no KE payload: only a proposal without a group, or with KE NONE, can be taken
         # (one that names only groups needs the KE that is not there, RFC 7296 §1.3.1)
-        payloads = _without_ke_groups(payloads)
+        payloads = _only_proposals(payloads, _needs_no_ke)
         downgrade: list[Action] = []
         if conn.pfs:  # ms-dh-downgrade=yes (above)
             ctx.log(downgrade, f"CREATE_CHILD_SA {'rekey ' if old else ''}without KE accepted: "
@@ -393,27 +393,20 @@ def _offers_ke_none(payloads: Sequence[Payload]) -> bool:
     return sa_p is not None and any(_ke_none(p) for p in sa_p.proposals)
 
 
-def _without_ke_groups(payloads: list[Payload]) -> list[Payload]:
-    """The request with only its proposals that need no KE payload: no KE transform, or
-    KE NONE among them (the payloads themselves when every proposal is such)."""
+def _only_proposals(payloads: list[Payload], keep: Callable[[wp.Proposal], bool]
+                    ) -> list[Payload]:
+    """The request with only the proposals of its SA payload that ``keep`` takes (the
+    payloads themselves when it takes them all)."""
     sa_p = codec.first(payloads, wp.SAPayload)
-    if sa_p is None:
+    if sa_p is None or all(keep(p) for p in sa_p.proposals):
         return payloads
-    keep = [p for p in sa_p.proposals
-            if _ke_none(p) or not any(t.type == TransformType.KE for t in p.transforms)]
-    if len(keep) == len(sa_p.proposals):
-        return payloads
-    new = wp.SAPayload(proposals=keep)
+    new = wp.SAPayload(proposals=[p for p in sa_p.proposals if keep(p)])
     return [new if p is sa_p else p for p in payloads]
 
 
-def _without_pfs(payloads: list[Payload]) -> list[Payload]:
-    """The request with only its proposals that offer KE NONE: the ones we may pick
-    while ignoring its KE payload (a proposal with only a group needs that KE)."""
-    sa_p = codec.first(payloads, wp.SAPayload)
-    assert sa_p is not None
-    keep = wp.SAPayload(proposals=[p for p in sa_p.proposals if _ke_none(p)])
-    return [keep if p is sa_p else p for p in payloads]
+def _needs_no_ke(p: wp.Proposal) -> bool:
+    """No KE transform, or KE NONE among them: a proposal a request without KE can take."""
+    return _ke_none(p) or not any(t.type == TransformType.KE for t in p.transforms)
 
 
 def _temporary_failure(ctx: IKEContext, ike: IKESA, old: ChildSA | None, why: str,

@@ -121,12 +121,16 @@ def unexpected_nat(payloads: Sequence[Payload], local: Endpoint, remote: Endpoin
 MAX_QUEUED_CHECKS = 4
 
 
-def _checking(ike: IKESA, local: Endpoint, remote: Endpoint) -> bool:
-    """A return routability check of (local, remote) is in flight or queued."""
+def _checks(ike: IKESA) -> list[ReturnRoutability]:
+    """``ike``'s return routability checks, the one in flight first, then those queued."""
     o = ike.outstanding
     checks = [o.task] if o is not None and isinstance(o.task, ReturnRoutability) else []
-    checks += [t for t in ike.tasks if isinstance(t, ReturnRoutability)]
-    return any((t.local, t.remote) == (local, remote) for t in checks)
+    return checks + [t for t in ike.tasks if isinstance(t, ReturnRoutability)]
+
+
+def _checking(ike: IKESA, local: Endpoint, remote: Endpoint) -> bool:
+    """A return routability check of (local, remote) is in flight or queued."""
+    return any((t.local, t.remote) == (local, remote) for t in _checks(ike))
 
 
 def follow(ctx: IKEContext, ike: IKESA, acts: list[Action]) -> int:
@@ -405,10 +409,7 @@ def carry_check(old: IKESA, new: IKESA) -> None:
     """``old`` is rekeyed (into ``new``, on ``settled`` addresses) while a return
     routability check is in flight or queued: the check is made on ``new``, which
     moves (with the Child SAs it inherits) only if the peer answers it from there."""
-    o = old.outstanding
-    checks = [o.task] if o is not None and isinstance(o.task, ReturnRoutability) else []
-    checks += [t for t in old.tasks if isinstance(t, ReturnRoutability)]
-    new.tasks[:0] = [ReturnRoutability(t.local, t.remote, t.nat) for t in checks]
+    new.tasks[:0] = [ReturnRoutability(t.local, t.remote, t.nat) for t in _checks(old)]
 
 
 def start_update(ctx: IKEContext, ike: IKESA, local: Endpoint, now: float) -> list[Action]:
