@@ -385,7 +385,7 @@ def _spec(*addke_alts: tuple[int, ...]):  # noqa: ANN202
     ({6: [36]}, [], None),                    # peer requires what we do not do
     ({}, [(36,)], None),                      # we require what the peer does not offer
     ({}, [(36, 0)], ()),                      # ours optional, peer offers none
-    ({6: [37, 36]}, [(36, 37)], (37,)),       # the peer's order decides (RFC 7296 §2.7)
+    ({6: [37, 36]}, [(36, 37)], (36,)),       # our order decides, as for every type
     ({6: [36], 7: [0, 31]}, [(36,), (31,)], (36, 31)),  # we require ADDKE2: not NONE
     ({7: [36]}, [(0,), (36,)], (0, 36)),      # a gap: ADDKE1 NONE, ADDKE2 ML-KEM
     ({6: [99]}, [(99,)], None),               # unknown method never matches

@@ -77,7 +77,7 @@ def match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec
                 out.append(NONE)
                 continue
             return None
-        got = next((t for t in peer if t in ours and
+        got = next((t for t in ours if t in peer and  # our order, as for every type
                     (t == NONE or reg.get(TransformType.KE, t) is not None)), None)
         if got is None:
             return None

@@ -267,12 +267,12 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
     if ke_group is not None:
         pfs = ike.ke_group
     chosen = proposals.choose(codec.sa_tuples(sa_p), specs, proto, ike=False,
-                              esn=conn.esn, pfs_group=pfs)
+                              esn=conn.esn, pfs_group=pfs, prefer_ke=ke_group)
     if chosen is None and ke_group is not None:
         # the peer may offer several groups: accept any of ours
         for g in sorted(ke_groups(ike, conn)):
             chosen = proposals.choose(codec.sa_tuples(sa_p), specs, proto, ike=False,
-                                      esn=conn.esn, pfs_group=g)
+                                      esn=conn.esn, pfs_group=g, prefer_ke=ke_group)
             if chosen is not None:
                 break
     if chosen is None:

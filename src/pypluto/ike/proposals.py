@@ -1,9 +1,13 @@
 """SA payloads <-> ``ProposalSpec``, and the choice of a proposal (RFC 7296 §2.7, §3.3).
 
 The initiator turns its ``ike=`` / ``esp=`` list (or Libreswan's defaults) into
-SA payload proposals; the responder picks the first of the peer's proposals
-(in the peer's order, §2.7) that its own configuration accepts, one transform
-of each type, and answers with exactly that.
+SA payload proposals; the responder picks by its own preference, as Libreswan 5.2
+and strongSwan do (RFC 7296 §2.7 leaves the order to the responder): its earliest
+proposal that one of the peer's accepts (the peer's earliest such proposal), and in
+it its earliest transform of each type, and answers with exactly that.  The one
+exception is the key exchange group: a choice that keeps the group of the peer's KE
+payload comes first, so that an acceptable KE costs no INVALID_KE_PAYLOAD round trip
+(the outcome Libreswan's ikev2-invalid-ke-09-preference-ecp describes).
 
 A Child SA is ESP or, with ``phase2=ah``, AH (RFC 4302): an AH proposal carries
 INTEG and ESN (optionally KE) and never ENCR (RFC 7296 §3.3.3).
@@ -243,18 +247,22 @@ def choose(
     ike: bool,
     esn: str = "either",
     pfs_group: int | None = None,
+    prefer_ke: int | None = None,
 ) -> Chosen | None:
-    """Pick the first peer proposal our configuration accepts (RFC 7296 §2.7, §3.3.6).
+    """Pick by our preference among the peer's proposals (RFC 7296 §2.7, §3.3.6).
 
     ``pfs_group`` (CREATE_CHILD_SA): None means the request carries no KE payload, so a
     KE transform must be absent or NONE; otherwise it is the IKE SA's group, used when
-    ``esp=`` names none.  Unknown transform types or IDs never match.
+    ``esp=`` names none.  ``prefer_ke``: the group of the peer's KE payload; a choice
+    with that group wins over our order, and without one the caller answers
+    INVALID_KE_PAYLOAD with the group chosen.  Unknown transform types or IDs never match.
     """
     key = (tuple([(num, proto, len(spi), tuple(ts)) for num, proto, spi, ts in peer]),
-           tuple([id(sp) for sp in specs]), protocol, ike, esn, pfs_group)
+           tuple([id(sp) for sp in specs]), protocol, ike, esn, pfs_group, prefer_ke)
     hit = _CHOICES.get(key)
     if hit is None or hit[0] != specs:
-        hit = (specs, _choose(peer, specs, protocol, ike=ike, esn=esn, pfs_group=pfs_group))
+        hit = (specs, _choose(peer, specs, protocol, ike=ike, esn=esn, pfs_group=pfs_group,
+                              prefer_ke=prefer_ke))
         if len(_CHOICES) >= _CHOICES_MAX:
             _CHOICES.pop(next(iter(_CHOICES)))  # oldest first: a bounded FIFO
         _CHOICES[key] = hit
@@ -267,8 +275,15 @@ def choose(
 
 
 def _choose(peer: _Peer, specs: tuple[ProposalSpec, ...], protocol: int, *, ike: bool,
-            esn: str, pfs_group: int | None) -> tuple[int, Chosen] | None:
-    """``choose``, computed: (index of the peer proposal, Chosen without SPI and number)."""
+            esn: str, pfs_group: int | None, prefer_ke: int | None
+            ) -> tuple[int, Chosen] | None:
+    """``choose``, computed: (index of the peer proposal, Chosen without SPI and number).
+
+    Our proposals outside, the peer's inside: the first pair that matches is our
+    earliest acceptable proposal, and the peer's earliest proposal for it (Libreswan's
+    ikev2_process_proposals picks the same pair).  With ``prefer_ke`` a first pass
+    takes only that KE group."""
+    parsed: list[tuple[int, dict[int, list[tuple[int, int | None]]]]] = []
     for i, (_num, proto, _spi, transforms) in enumerate(peer):
         if proto != protocol:
             continue
@@ -279,23 +294,37 @@ def _choose(peer: _Peer, specs: tuple[ProposalSpec, ...], protocol: int, *, ike:
                 unknown = True  # beyond RFC 9370's ADDKE7: not supported
                 break
             by_type.setdefault(ttype, []).append((tid, bits))
-        if unknown:
-            continue
+        if not unknown:
+            parsed.append((i, by_type))
+    ah = protocol == ProtocolID.AH
+    for want_ke in ((prefer_ke, None) if prefer_ke is not None else (None,)):
         for spec in specs:
-            c = _match(by_type, spec, ike, esn, pfs_group, protocol == ProtocolID.AH)
-            if c is not None:
-                return i, c
+            for i, by_type in parsed:
+                c = _match(by_type, spec, ike, esn, pfs_group, ah, want_ke)
+                if c is not None:
+                    return i, c
     return None
 
 
+def _ours_first(ours: Sequence[int], peer: list[tuple[int, int | None]], kind: int,
+                want: int | None = None) -> int | None:
+    """Our earliest transform ID of this type that the peer offers and we implement
+    (only ``want`` when it is given)."""
+    offered = {tid for tid, _ in peer}
+    return next((t for t in ours if t in offered and (want is None or t == want)
+                 and reg.get(kind, t)), None)
+
+
 def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec, ike: bool,
-           esn: str, pfs_group: int | None, ah: bool = False) -> Chosen | None:
+           esn: str, pfs_group: int | None, ah: bool = False, want_ke: int | None = None
+           ) -> Chosen | None:
+    """One peer proposal against one of ours: our earliest transform of each type."""
     acc_encr, acc = _accept_lists(spec, ike, esn, pfs_group)
     c = Chosen()
     if ah:
-        return _match_ah(by_type, spec, acc, c, pfs_group)
+        return _match_ah(by_type, spec, acc, c, pfs_group, want_ke)
     # ENCR: mandatory
-    pick = None
+    offered = set()
     for tid, bits in by_type.get(TransformType.ENCR, []):
         alg = reg.get(TransformType.ENCR, tid)
         if alg is None or (ike and not alg.ike_ok):
@@ -304,12 +333,9 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
             continue  # RFC 7296 §3.3.5: AES needs the Key Length attribute
         if not alg.key_bits and bits is not None:
             continue
-        for aid, abits in acc_encr:
-            if aid == tid and (abits is None or abits == bits):
-                pick = (tid, bits)
-                break
-        if pick:
-            break
+        offered.add((tid, bits))
+    # (an ID without key lengths is (id, None) on both sides)
+    pick = next(((aid, abits) for aid, abits in acc_encr if (aid, abits) in offered), None)
     if pick is None:
         return None
     c.encr, c.encr_bits = pick
@@ -322,20 +348,19 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
             return None
         c.integ = 0
     else:
-        got = next((tid for tid, _ in integs if tid in acc[TransformType.INTEG]
-                    and tid != Integ.NONE and reg.get(TransformType.INTEG, tid)), None)
+        got = _ours_first([i for i in acc[TransformType.INTEG] if i != Integ.NONE], integs,
+                          TransformType.INTEG)
         if got is None:
             return None
         c.integ = got
     if ike:
-        got = next((tid for tid, _ in by_type.get(TransformType.PRF, [])
-                    if tid in acc[TransformType.PRF] and reg.get(TransformType.PRF, tid)), None)
+        got = _ours_first(acc[TransformType.PRF], by_type.get(TransformType.PRF, []),
+                          TransformType.PRF)
         if got is None:
             return None
         c.prf = got
-        kes = by_type.get(TransformType.KE, [])
-        got = next((tid for tid, _ in kes if tid in acc[TransformType.KE]
-                    and tid != 0 and reg.get(TransformType.KE, tid)), None)
+        got = _ours_first([g for g in acc[TransformType.KE] if g != 0],
+                          by_type.get(TransformType.KE, []), TransformType.KE, want_ke)
         if got is None:
             return None  # CVE-2016-5391: no D-H transform → NO_PROPOSAL_CHOSEN
         c.ke = got
@@ -346,11 +371,10 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
             return None
         c.addke = chosen_addke
     else:
-        kes = by_type.get(TransformType.KE, [])
         if pfs_group is None:
             c.ke = 0  # IKE_AUTH (§1.2) or no KE payload: KE transforms are ignored
         else:
-            got = next((tid for tid, _ in kes if tid in acc[TransformType.KE]), None)
+            got = _child_ke(acc, by_type, want_ke)
             if got is None:
                 return None
             c.ke = got
@@ -365,6 +389,15 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
     return c
 
 
+def _child_ke(acc: dict[int, list[int]], by_type: dict[int, list[tuple[int, int | None]]],
+              want_ke: int | None) -> int | None:
+    """A Child SA's KE transform (CREATE_CHILD_SA with KE): our earliest group the
+    peer offers (NONE included, for ``ms-dh-downgrade``'s proposals without KE)."""
+    offered = {tid for tid, _ in by_type.get(TransformType.KE, [])}
+    return next((g for g in acc[TransformType.KE] if g in offered
+                 and (want_ke is None or g == want_ke)), None)
+
+
 def _pick_esn(by_type: dict[int, list[tuple[int, int | None]]], acc: dict[int, list[int]]
               ) -> int | None:
     """The ESN transform we answer with: the first of ours (``esn=either`` lists yes
@@ -375,19 +408,18 @@ def _pick_esn(by_type: dict[int, list[tuple[int, int | None]]], acc: dict[int, l
 
 
 def _match_ah(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
-              acc: dict[int, list[int]], c: Chosen, pfs_group: int | None) -> Chosen | None:
+              acc: dict[int, list[int]], c: Chosen, pfs_group: int | None,
+              want_ke: int | None = None) -> Chosen | None:
     """An AH proposal (RFC 7296 §3.3.3): no ENCR, INTEG required (not NONE), ESN, KE optional."""
     if TransformType.ENCR in by_type or TransformType.PRF in by_type:
         return None
-    got = next((tid for tid, _ in by_type.get(TransformType.INTEG, [])
-                if tid in acc[TransformType.INTEG] and tid != Integ.NONE
-                and reg.get(TransformType.INTEG, tid)), None)
+    got = _ours_first([i for i in acc[TransformType.INTEG] if i != Integ.NONE],
+                      by_type.get(TransformType.INTEG, []), TransformType.INTEG)
     if got is None:
         return None
     c.integ = got
     if pfs_group is not None:
-        got = next((tid for tid, _ in by_type.get(TransformType.KE, [])
-                    if tid in acc[TransformType.KE]), None)
+        got = _child_ke(acc, by_type, want_ke)
         if got is None:
             return None
         c.ke = got

@@ -512,7 +512,7 @@ def respond_new(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endpoint,
     conn = conns[0]
     for c in conns:
         chosen = proposals.choose(peer_props, proposals.ike_specs(c.ike), ProtocolID.IKE,
-                                  ike=True)
+                                  ike=True, prefer_ke=ke_p[0].group)
         chosen = ike_intermediate.acceptable(chosen, ns)  # RFC 9370 needs IKE_INT_SUP
         if chosen is not None:
             conn = c

@@ -308,7 +308,8 @@ class IKERekey(Task):
             # Child SA left half-deleted on the new one
             return answer([codec.notify(N.TEMPORARY_FAILURE)])
         chosen = proposals.choose(codec.sa_tuples(sa_p), proposals.ike_specs(ike.conn.ike),
-                                  ProtocolID.IKE, ike=True)
+                                  ProtocolID.IKE, ike=True,
+                                  prefer_ke=None if ke_p is None else ke_p.group)
         if chosen is None or len(chosen.spi) != 8 or chosen.spi == bytes(8):
             # §3.3.1: an IKE SA rekey carries the new 8-byte SPI, never zero (§3.1)
             return answer([codec.notify(N.NO_PROPOSAL_CHOSEN)])
