@@ -441,15 +441,18 @@ class SAPayload(Payload):
             sa.header_reserved = 0
             sa.__dict__["_memo"] = (memo, spis)
             return sa
-        r = _Reader(body, "SA payload")
-        proposals: list[Proposal] = []
-        is_last = False
-        while not is_last:
-            # the "last substructure" byte tells whether more proposals follow
-            r.need(1, "proposal last")
-            is_last = body[r.pos] == 0
-            proposals.append(Proposal.parse_from(r, is_last))
-        r.done()
+        if type(body) is bytes and len(body) > _SA_MEMO_BODY_MAX:
+            # too large to memoise (Libreswan's default offer is ~530 bytes): read only
+            # what the engine matches, and build the objects if ``proposals`` is read (a
+            # hostile 64 KB SA payload of 5,000 transforms cost 14 ms as objects)
+            plain = _plain_tuples(body)
+            if plain is not None:
+                sa = cls.__new__(cls)
+                sa.critical = False
+                sa.header_reserved = 0
+                sa.__dict__["_plain"] = (body, plain)
+                return sa
+        proposals = cls.parse_objects(body)
         if key is not None and len(body) <= _SA_MEMO_BODY_MAX:
             if len(_SA_MEMO) >= _SA_MEMO_MAX:
                 _SA_MEMO.pop(next(iter(_SA_MEMO)))  # oldest first: a bounded FIFO
@@ -468,9 +471,30 @@ class SAPayload(Payload):
             _SA_MEMO[key] = (frozen, _tuples_of(frozen))
         return cls(proposals)
 
+    @staticmethod
+    def parse_objects(body: bytes) -> list[Proposal]:
+        """The proposals as objects, every field checked (RFC 7296 §3.3.1-§3.3.5)."""
+        r = _Reader(body, "SA payload")
+        proposals: list[Proposal] = []
+        is_last = False
+        while not is_last:
+            # the "last substructure" byte tells whether more proposals follow
+            r.need(1, "proposal last")
+            is_last = body[r.pos] == 0
+            proposals.append(Proposal.parse_from(r, is_last))
+        r.done()
+        return proposals
+
     def __getattr__(self, name: str) -> object:
-        """``proposals`` of a payload parsed from the memo, built on first reading."""
-        memo = self.__dict__.get("_memo") if name == "proposals" else None
+        """``proposals`` of a payload parsed from the memo (or too large for it), built on
+        first reading."""
+        if name != "proposals":
+            raise AttributeError(name)
+        plain = self.__dict__.pop("_plain", None)
+        if plain is not None:
+            self.proposals = SAPayload.parse_objects(plain[0])
+            return self.proposals
+        memo = self.__dict__.get("_memo")
         if memo is None:
             raise AttributeError(name)
         (frozen, _), spis = memo
@@ -495,6 +519,9 @@ class SAPayload(Payload):
         """(number, protocol, SPI, [(type, ID, Key Length bits or None)]) per proposal:
         what the engine matches (``ike/codec.sa_tuples``), without payload objects when
         the body came from the memo."""
+        plain = self.__dict__.get("_plain")
+        if plain is not None:
+            return [(n, pr, spi, list(ts)) for n, pr, spi, ts in plain[1]]
         memo = self.__dict__.get("_memo")
         if memo is not None:
             (_, tuples), spis = memo
@@ -530,6 +557,62 @@ def _key_bits(t: Transform) -> int | None:
         if a.type == _KEY_LENGTH and isinstance(a.value, int):
             return a.value
     return None
+
+
+def _plain_tuples(body: bytes
+                  ) -> list[tuple[int, int, bytes, tuple[tuple[int, int, int | None], ...]]] | None:
+    """(number, protocol, SPI, ((type, ID, Key Length bits or None), ...)) per proposal of
+    a well-formed SA payload body; None for anything ``Proposal.parse_from`` would refuse
+    and for a TLV attribute (that parser then reads it or gives the error).  No object
+    per transform."""
+    n = len(body)
+    pos = 0
+    out = []
+    hdr, thdr, ahdr = _PROPOSAL_HDR.unpack_from, _TRANSFORM_HDR.unpack_from, _ATTR_HDR.unpack_from
+    last = 2
+    while last:
+        if n - pos < 8:
+            return None
+        last, _res, length, number, protocol, spi_size, count = hdr(body, pos)
+        pend = pos + length
+        if last not in (0, 2) or length < 8 + spi_size or pend > n:
+            return None
+        if protocol == ProtocolID.IKE:
+            if spi_size not in (0, 8):
+                return None
+        elif protocol in (ProtocolID.AH, ProtocolID.ESP) and spi_size != 4:
+            return None
+        p = pos + 8 + spi_size
+        spi = body[pos + 8 : p]
+        ts: list[tuple[int, int, int | None]] = []
+        final = count - 1
+        for i in range(count):
+            if pend - p < 8:
+                return None
+            tlast, _r1, tlen, ttype, _r2, tid = thdr(body, p)
+            tend = p + tlen
+            if tlast != (0 if i == final else 3) or tlen < 8 or tend > pend:
+                return None
+            bits = None
+            q = p + 8
+            while q < tend:
+                if tend - q < 4:
+                    return None
+                a, v = ahdr(body, q)
+                if not a & 0x8000:
+                    return None
+                if a == 0x8000 | _KEY_LENGTH and bits is None:
+                    bits = v
+                q += 4
+            ts.append((ttype, tid, bits))
+            p = tend
+        if p != pend:
+            return None
+        out.append((number, protocol, spi, tuple(ts)))
+        pos = pend
+    if pos != n:
+        return None
+    return out
 
 
 def _tuples_of(frozen: tuple[_FrozenProposal, ...]) -> tuple[_TupleProposal, ...]:
