@@ -67,8 +67,13 @@ class IKEInit(Task):
         return payloads
 
     def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
-        return fail(ctx, ike, now, "no response to IKE_SA_INIT (retransmit timeout)",
-                    FailReason.TIMEOUT, retry=True)
+        acts: list[Action] = []
+        home = redirect.unreachable(ike.conn)  # a dead redirect target: back home
+        if home is not None:
+            ctx.log(acts, f"redirect target {ike.remote.addr} does not answer: back to "
+                    f"gateway {home}", ike, level="warning")
+        return acts + fail(ctx, ike, now, "no response to IKE_SA_INIT (retransmit timeout)",
+                           FailReason.TIMEOUT, retry=True)
 
     def on_response(self, ctx: IKEContext, ike: IKESA, msg: Inbound, now: float
                     ) -> list[Action]:

@@ -65,6 +65,8 @@ _HISTORY: dict[int, tuple[weakref.ref[Connection], list[float]]] = {}
 
 # conn id -> the gateway that redirected us, for the next IKE_SA_INIT (REDIRECTED_FROM)
 _FROM: dict[int, IPAddress] = {}
+# conn id -> (the conn, the peer address it had before a redirect not yet answered)
+_HOME: dict[int, tuple[weakref.ref[Connection], IPAddress]] = {}
 
 
 def encode_gw(gw: Gateway, nonce: bytes = b"") -> bytes:
@@ -131,6 +133,20 @@ def init_notifies(conn: Connection) -> list[Payload]:
 def arrived(conn: Connection) -> None:
     """The new gateway answered IKE_SA_INIT: no more REDIRECTED_FROM for ``conn``."""
     _FROM.pop(id(conn), None)
+    _HOME.pop(id(conn), None)
+
+
+def unreachable(conn: Connection) -> IPAddress | None:
+    """The gateway we were redirected to never answered IKE_SA_INIT: point ``conn``
+    back at the gateway it had before (as Libreswan, whose revival then goes there
+    again) instead of retrying a dead one for ever.  The address gone back to, or None
+    (``conn`` was not redirected)."""
+    ref, home = _HOME.pop(id(conn), (None, None))
+    if ref is None or ref() is not conn or home is None:  # not redirected (a reused id)
+        return None
+    _FROM.pop(id(conn), None)
+    conn.remote.host_addr = home
+    return home
 
 
 # what the caller does once the redirect is followed / when it fails after all
@@ -249,6 +265,9 @@ def _going(ctx: IKEContext, ike: IKESA, addr: IPAddress, name: str | None,
     ctx.log(acts, f"redirected by {old} to new gateway {shown}", ike)
     conn.remote.host_addr = addr
     _FROM[id(conn)] = old
+    ref, _home = _HOME.get(id(conn), (None, None))
+    if ref is None or ref() is not conn:
+        _HOME[id(conn)] = (weakref.ref(conn), old)
     ike.redirected = True  # it is to go: a further REDIRECT is not followed
     ctx.stats.event("redirect.completed")
 
@@ -323,6 +342,10 @@ class Redirected(Task):
 
 
 # ------------------------------------------------------------------ gateway
+# id(EngineSettings) -> (those settings, how many clients global-redirect= sent on so far)
+_TURN: dict[int, tuple[weakref.ref[object], int]] = {}
+
+
 def init_target(ctx: IKEContext, payloads: Sequence[Payload], busy: bool) -> Gateway | None:
     """Where ``global-redirect=`` sends a new client in IKE_SA_INIT (§4), or None."""
     mode = ctx.settings.global_redirect
@@ -332,7 +355,13 @@ def init_target(ctx: IKEContext, payloads: Sequence[Payload], busy: bool) -> Gat
         return None
     if not codec.has_notify(payloads, N.REDIRECT_SUPPORTED):
         return None
-    return ctx.settings.global_redirect_to[0]
+    settings = ctx.settings
+    targets = settings.global_redirect_to  # several: in turn, as Libreswan
+    ref, n = _TURN.get(id(settings), (None, 0))
+    if ref is None or ref() is not settings:  # new settings (or a reused id)
+        n = 0
+    _TURN[id(settings)] = (weakref.ref(settings), n + 1)
+    return targets[n % len(targets)]
 
 
 def send_mode(conn: Connection) -> str:
