@@ -682,6 +682,8 @@ class Engine:
         la, ra = child.local_addr, child.remote_addr
         for lt in child.local_ts:
             for rt in child.remote_ts:
+                if lt.version != rt.version:  # a dual-stack Child SA: pairs of one family
+                    continue
                 for lk in tsmod.to_kernel(lt):
                     for rk in tsmod.to_kernel(rt):
                         vip = _vip_in(child, lk)  # an address from the gateway's CP

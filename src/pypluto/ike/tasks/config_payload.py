@@ -9,11 +9,11 @@ servers of ``modecfgdns=``, the domains of ``modecfgdomains=``
 selector.  An exhausted pool gets INTERNAL_ADDRESS_FAILURE (§3.15.4): the IKE SA
 stands, the Child SA does not.
 
-Client (``leftmodecfgclient=yes``): ``request`` adds a CFG_REQUEST and offers the
-whole address space as TSi; ``take_reply`` reads the CFG_REPLY, whose address
-becomes our selector and the source address of the routes (``policies`` in the
-engine), which the kernel backend puts on the TUN (userspace plane) or the
-interface (XFRM) and removes when the Child SA goes.
+Client (``leftmodecfgclient=yes``): ``request`` adds a CFG_REQUEST for an address of
+each family it needs and offers their whole address space as TSi; ``take_reply``
+reads the CFG_REPLY, whose addresses become our selectors and the source addresses
+of the routes (``policies`` in the engine), which the kernel backend puts on the TUN
+(userspace plane) or the interface (XFRM) and removes when the Child SA goes.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 
+from pypluto.config.addresspool import parse_pool
 from pypluto.config.model import Connection
 from pypluto.iana import CFGType, CPAttr
 from pypluto.iana import NotifyType as N
@@ -161,25 +162,32 @@ def respond(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[wp
 
 
 # ------------------------------------------------------------------ client
-def family(ike: IKESA, conn: Connection) -> int:
-    """The address family we ask for: the remote subnets', else the IKE peer's."""
-    if conn.remote.subnets:
-        return conn.remote.subnets[0].version
-    return ike.remote.addr.version
+def families(ike: IKESA, conn: Connection) -> list[int]:
+    """The address families we ask for, one address each (§3.15.1): those of the remote
+    subnets and of our own ``leftaddresspool=`` (Libreswan asks the same way: its tests
+    addresspool-46in4-ikev2 and -4only/-6only), else the IKE peer's."""
+    fams = {n.version for n in conn.remote.subnets}
+    if conn.local.addresspool:
+        try:
+            fams |= {lo.version for lo, _hi in parse_pool(conn.local.addresspool)}
+        except ValueError:  # refused when the conn was added; be safe anyway
+            pass
+    return sorted(fams) or [ike.remote.addr.version]
 
 
 def request(ike: IKESA, conn: Connection) -> wp.CPPayload:
-    """CFG_REQUEST for an address and DNS servers of one family (§3.15.4)."""
-    v = family(ike, conn)
-    return wp.CPPayload(CFGType.CFG_REQUEST, [wp.CPAttribute(_ADDR[v]),
-                                              wp.CPAttribute(_DNS[v])])
+    """CFG_REQUEST for an address and DNS servers of each of our families (§3.15.4)."""
+    attrs: list[wp.CPAttribute] = []
+    for v in families(ike, conn):
+        attrs += [wp.CPAttribute(_ADDR[v]), wp.CPAttribute(_DNS[v])]
+    return wp.CPPayload(CFGType.CFG_REQUEST, attrs)
 
 
 def any_ts(ike: IKESA, conn: Connection) -> list[TS]:
-    """Our offer as a client: the whole address space; the gateway narrows it (§2.19)."""
-    v = family(ike, conn)
-    net = ipaddress.ip_network("0.0.0.0/0" if v == 4 else "::/0")
-    return [tsmod.from_network(net, conn.local.protoport)]
+    """Our offer as a client: the whole address space of each family we ask an address
+    for; the gateway narrows it to what it leased (§2.19)."""
+    return [tsmod.from_network(ipaddress.ip_network("0.0.0.0/0" if v == 4 else "::/0"),
+                               conn.local.protoport) for v in families(ike, conn)]
 
 
 def take_reply(ctx: IKEContext, ike: IKESA, payloads: Sequence[wp.Payload],
