@@ -206,7 +206,7 @@ def test_listall_order_agrees() -> None:
 # issue 12: Libreswan 4.10 accepts these, pypluto refuses them as not supported.  They
 # are counted, not disagreements; the figures fall as features land.
 SETUP_REFUSED_FILES = 6  # files whose config setup has a key pypluto refuses (issue 14: nssdir=, then crlcheckinterval=/ocsp-* load)
-CONNS_REFUSED_AS_UNSUPPORTED = 1271  # conns (of the 210 files) refused as not supported (issue 16: auto=route, shunts load, then negotiationshunt=/failureshunt=, ipsec-interface=; issue 14: raw keys load; authby=never shunts load; leftnexthop= loads; hostaddrfamily=, clientaddrfamily= load; auto=keep; leftauth=null with a signing peer; value enforcement: +549 policy-group / opportunistic hosts, left=%group, %opportunisticgroup and interface names, are refused)
+CONNS_REFUSED_AS_UNSUPPORTED = 1270  # conns (of the 210 files) refused as not supported (issue 16: auto=route, shunts load, then negotiationshunt=/failureshunt=, ipsec-interface=; issue 14: raw keys load; authby=never shunts load; leftnexthop= loads; hostaddrfamily=, clientaddrfamily= load; auto=keep; leftauth=null with a signing peer; modecfgpull=yes loads (IKEv2: the client requests); value enforcement: +549 policy-group / opportunistic hosts, left=%group, %opportunisticgroup and interface names, are refused)
 CONNS_EXPANDED = 3  # conns with leftsubnets=/rightsubnets=, loaded as NAME/LxR pairs
 
 

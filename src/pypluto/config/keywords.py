@@ -380,7 +380,10 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("nm-configured", "bool", P(_NO_VALUES, note="NetworkManager integration " + _NO)),
     ("xauthby", "enum", "file|pam|alwaysok", R(_V1_CP)),
     ("xauthfail", "enum", "hard|soft", R(_V1_CP)),
-    ("modecfgpull", "bool", P(_NO_VALUES, note=_V1_CP)),
+    # IKEv2 has one way: the client asks in its IKE_AUTH (CFG_REQUEST, RFC 7296 §3.15);
+    # Libreswan 5.2 reads the key for IKEv1 only and loads it on IKEv2 conns
+    ("modecfgpull", "bool", W("tests/ike/test_libreswan_pools.py::"
+                              "test_modecfgpull_yes_is_the_ikev2_client_request")),
     ("modecfgdns", "str", W(T_RW + "test_client_gets_an_address_dns_and_the_selectors_follow")),
     ("modecfgdomains", "str", W(T_RW + "test_modecfgdomains_and_split_subnets_reach_the_cfg_reply")),
     ("modecfgbanner", "str", R("IKEv2 has no banner attribute (RFC 7296 §3.15.1); the "
