@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import warnings
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID, ObjectIdentifier
@@ -132,10 +133,16 @@ def parse_dn(text: str) -> x509.Name:
             if not m:
                 raise IdError(f"unknown DN attribute {attr!r}")
             oid = ObjectIdentifier(m.group(1))
-        if oid == NameOID.COUNTRY_NAME and len(value) != 2:
+        if oid == NameOID.COUNTRY_NAME and len(value) != 2 and value != "*":
             raise IdError(f"country code {value!r} must be two letters")
         try:
-            rdns.append(x509.RelativeDistinguishedName([x509.NameAttribute(oid, value)]))
+            if value == "*":  # a wildcard (id_matches), e.g. C=* (ikev2-x509-17-multicert-02)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    attr_ = x509.NameAttribute(oid, value, _validate=False)
+            else:
+                attr_ = x509.NameAttribute(oid, value)
+            rdns.append(x509.RelativeDistinguishedName([attr_]))
         except (ValueError, TypeError) as exc:
             raise IdError(f"bad DN value for {attr}: {exc}") from None
     return x509.Name(rdns)
@@ -299,7 +306,10 @@ def id_matches(pattern: Identity | None, actual: Identity | None) -> bool:
     if actual is None:
         return False
     if pattern.fromcert:
-        return actual.id_type == ID_DER_ASN1_DN or actual.fromcert
+        # Libreswan 5.2 takes the peer's ID from its certificate whatever ID type it
+        # shows (ikev2-x509-16-multicert: an FQDN); the certificate must still carry it
+        # (require-id-on-certificate=, RFC 4945 §3.1)
+        return not actual.null
     if pattern.null or actual.null:
         return pattern.null and actual.null
     if pattern.id_type != actual.id_type:
@@ -312,11 +322,25 @@ def id_matches(pattern: Identity | None, actual: Identity | None) -> bool:
         pa, aa = dn_attributes(pattern.data), dn_attributes(actual.data)
         if pa is None or aa is None or len(pa) != len(aa):
             return False
-        return all(
-            po == ao and (pv == "*" or pv.lower() == av.lower())
-            for (po, pv), (ao, av) in zip(pa, aa, strict=True)
-        )
+        if all(po == ao and (pv == "*" or pv.lower() == av.lower())
+               for (po, pv), (ao, av) in zip(pa, aa, strict=True)):
+            return True
+        return _dn_any_order(pa, aa)
     return pattern.data == actual.data
+
+
+def _dn_any_order(pattern: list[tuple[str, str]], actual: list[tuple[str, str]]) -> bool:
+    """The same attributes written in another order (Libreswan 5.2 matches DNs in any
+    order: ``leftid="E=..., CN=..., C=CA"`` against a certificate's ``C=CA, ..., E=...``,
+    ikev2-x509-ecdsa-01); the exact values first, then the ``*`` wildcards."""
+    left = list(actual)
+    for po, pv in sorted(pattern, key=lambda a: a[1] == "*"):
+        hit = next((i for i, (ao, av) in enumerate(left)
+                    if ao == po and (pv == "*" or pv.lower() == av.lower())), None)
+        if hit is None:
+            return False
+        del left[hit]
+    return True
 
 
 def id_wildcards(ident: Identity | None) -> int:

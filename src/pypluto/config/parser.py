@@ -847,6 +847,8 @@ def _parse_end(raw: dict[str, str], side: str) -> End:
         except ValueError as exc:
             raise ConnError(side, f"{side}={host}: {exc}") from None
     idv = get("id")
+    if idv is not None and _legacy_dn_commas(idv):
+        idv = idv.replace(",,", "\\,")  # a comma in a DN value, written the old way
     if idv is not None:
         try:
             end.id = parse_id(idv)
@@ -1336,11 +1338,21 @@ SA_MAX_OPERATIONS = 2**63
 with a warning)."""
 
 
+def _legacy_dn_commas(idv: str) -> bool:
+    """``leftid="CN=x, OU=a,, b"``: Libreswan 5.2's addconn reads ``,,`` in a DN as an
+    escaped comma (``\\,``), with a warning (ikev2-x509-39-OU-comma)."""
+    return not idv.startswith("@") and ",," in idv and "=" in idv
+
+
 def _lifetime_warnings(conn: Connection) -> list[tuple[str, str]]:
     """(key, warning) for each lifetime written above ``LIFETIME_MAXIMUM``, for
-    fragmentation=force (IKEv1's), and for each DH of esp=/ah= with pfs=no, in
-    Libreswan's words: what the conn uses instead."""
+    fragmentation=force (IKEv1's), for each DH of esp=/ah= with pfs=no, and for an ID
+    written with legacy ``,,``, in Libreswan's words: what the conn uses instead."""
     out = []
+    for side in ("left", "right"):
+        idv = conn.raw.get(side + "id", "")
+        if _legacy_dn_commas(idv):
+            out.append((side + "id", f"changing legacy ',,' to '\\,' in {side}id={idv}"))
     key = "ah" if conn.phase2 == "ah" else "esp"
     text = conn.raw.get(key, "").strip()
     if text and not conn.pfs and conn.type in ("tunnel", "transport") and \

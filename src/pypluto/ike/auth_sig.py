@@ -380,6 +380,53 @@ def _peer_id_in_cert(cert: object, peer: Identity) -> bool:
     return px.san_has(cert, peer.id_type, peer.data)
 
 
+def cert_carries(payloads: Sequence[wp.Payload], pattern: Identity | None,
+                 method: int) -> bool:
+    """Whether the peer's end-entity CERT carries the ``rightid=`` we expect although
+    its ID payload shows another of its names (Libreswan 5.2 matches ``rightid=``
+    against the certificate, ikev2-x509-16-multicert: rightid=@name, IDr the subject
+    DN).  :func:`verify` then validates that certificate, its signature and, with
+    require-id-on-certificate=yes, that the ID payload is in it too."""
+    if method not in SIG_METHODS or pattern is None or pattern.any or pattern.null or \
+            pattern.fromcert:
+        return False
+    der = next((bytes(p.data) for p in payloads
+                if isinstance(p, wp.CertPayload) and int(p.encoding) == X509), None)
+    if der is None:
+        return False
+    try:
+        leaf = x509.load_der_x509_certificate(der)
+        if pattern.id_type == ids.ID_DER_ASN1_DN:
+            return ids.id_matches(pattern, Identity(ids.ID_DER_ASN1_DN,
+                                                    px.subject_dn_der(leaf), ""))
+        return px.san_has(leaf, pattern.id_type, pattern.data)
+    except px.MALFORMED:
+        return False
+
+
+def local_cert_carries(ctx: IKEContext, conn: Connection, ident: Identity) -> bool:
+    """Whether our ``leftcert=`` carries ``ident`` (the initiator's IDr) as its subject
+    or a subjectAltName: the peer may name which of our identities it wants."""
+    if conn.local.cert is None or ident.any or ident.null:
+        return False
+    cred = credential(ctx, conn)
+    if isinstance(cred, str):
+        return False
+    return _peer_id_in_cert(cred.cert, ident)
+
+
+def _same_dn(a: x509.Name, b: x509.Name) -> bool:
+    """RFC 5280 §7.1: attribute values compare without regard to case (``rightca="C=cA,
+    ..."`` is the CA ``C=CA, ...``, nss-cert-chain-01-ikev2)."""
+    if a == b:
+        return True
+    da, db = a.public_bytes(), b.public_bytes()
+    return ids.id_matches(Identity(ids.ID_DER_ASN1_DN, da, ""),
+                          Identity(ids.ID_DER_ASN1_DN, db, "")) and \
+        ids.id_matches(Identity(ids.ID_DER_ASN1_DN, db, ""),
+                       Identity(ids.ID_DER_ASN1_DN, da, ""))
+
+
 def _ca_names(ctx: IKEContext, conn: Connection, ca: str) -> list[x509.Name]:
     """The CA subjects ``rightca=`` allows: a DN, ``%same`` (our ``leftca=``, which
     defaults to the issuers of our own certificate, ipsec.conf(5)), or a CA file."""
@@ -472,7 +519,7 @@ def _verify(ctx: IKEContext, conn: Connection, peer: Identity,
     ca = conn.remote.ca
     if ca and ca != "%any":
         want = _ca_names(ctx, conn, ca)
-        if not any(c.subject in want for c in chain[1:]):
+        if not any(_same_dn(w, c.subject) for c in chain[1:] for w in want):
             return f"certificate {who} is not issued under rightca='{ca}'"
     # require-id-on-certificate=no: the peer may claim an ID its certificate does not
     # carry (RFC 4945 §3.1 says it should; ipsec.conf(5) warns what this allows)

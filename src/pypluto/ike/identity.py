@@ -29,7 +29,9 @@ def identity_from_wire(id_type: int, data: bytes) -> Identity:
         elif id_type == 3:
             text = data.decode("utf-8", "replace")
         elif id_type == 9 and (attrs := ids.dn_attributes(data)) is not None:
-            text = ", ".join(f"{_DN_SHORT.get(o, o)}={v}" for o, v in attrs)
+            # a comma in a value is escaped, as Libreswan writes it (ikev2-x509-39-OU-comma)
+            text = ", ".join(f"{_DN_SHORT.get(o, o)}={v.replace(',', chr(92) + ',')}"
+                             for o, v in attrs)
         elif id_type == 11:
             text = "@#0x" + data.hex()
         elif id_type == 13:

@@ -285,7 +285,8 @@ class IKEAuth(Task):
             return acts + fail(ctx, ike, now, why, reason)
         peer_id = identity_from_wire(int(idr_p.id_type), bytes(idr_p.data))
         pattern = remote_pattern(conn)
-        if not ids.id_matches(pattern, peer_id):
+        if not ids.id_matches(pattern, peer_id) and not auth_sig.cert_carries(
+                payloads, pattern, int(auth_p.method)):
             return acts + _responder_rejected(ctx, ike, now, f"peer ID {id_desc(peer_id)} "
                                               f"does not match the expected '{pattern}'")
         assert ike.local_id is not None and ike.chosen is not None
@@ -462,13 +463,30 @@ def _pick_connection(ctx: IKEContext, ike: IKESA, peer_id: Identity, idr: Identi
         if not ids.id_matches(remote_pattern(conn), peer_id):
             continue
         score = ids.id_wildcards(remote_pattern(conn))
-        if idr is not None and not ids.id_matches(local_identity(ike, conn), idr):
+        if idr is not None and _tarzan(ctx, ike, conn, idr) is None:
             score += 100
         if not childmod.ts_fits(ctx, ike, conn, payloads):
             score += 50
         if best is None or score < best[0]:
             best = (score, conn)
     return best[1] if best else None
+
+
+def _tarzan(ctx: IKEContext, ike: IKESA, conn: Connection, idr: Identity
+            ) -> Identity | None:
+    """The ID we answer with when the initiator's IDr names us ("you Tarzan, me Jane",
+    RFC 7296 §3.5), None when it names someone else.  As in Libreswan 5.2, it names us
+    when it is our ID, a name our certificate carries, or a name our ``leftid=@*.domain``
+    covers (ikev2-x509-20-multicert-rightid-san-wildcard).  A wildcard ID is not sent as
+    such: the named identity is, when our certificate carries it (RFC 4945 §3.1)."""
+    own = auth_sig.local_id(ctx, conn) or local_identity(ike, conn)
+    wild = own.id_type == idr.id_type == ids.ID_FQDN and own.data.startswith(b"*") and \
+        idr.data.rstrip(b".").lower().endswith(own.data[1:].rstrip(b".").lower())
+    if not wild and ids.id_matches(own, idr):
+        return own
+    if auth_sig.local_cert_carries(ctx, conn, idr):
+        return idr if wild else own
+    return None
 
 
 def _responder_rejected(ctx: IKEContext, ike: IKESA, now: float, why: str) -> list[Action]:
@@ -533,6 +551,8 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
     if conn is not ike.conn:
         ctx.rebind(ike, conn)
     local_id = auth_sig.local_id(ctx, conn) or local_identity(ike, conn)
+    if want is not None and (named := _tarzan(ctx, ike, conn, want)) is not None:
+        local_id = named
     # each side's method (RFC 7619 asymmetric NULL: leftauth=/rightauth=null on one side)
     peer_null, own_null = remote_null(conn), local_null(conn)
     sig = auth_sig.local_sig(conn)
