@@ -951,7 +951,7 @@ class Engine:
 
     def delete_connection(self, name: str, now: float) -> list[Action]:
         acts = self.unroute(name, now)
-        acts += self.terminate(name, now)
+        acts += self.terminate(name, now, shared_too=True)
         if self._connections.pop(name, None) is not None:
             acts.append(Log("deleting connection", conn=name))
         return acts
@@ -1075,16 +1075,29 @@ class Engine:
             return ike
         return None
 
-    def terminate(self, name: str, now: float) -> list[Action]:
-        """Delete the connection's IKE SAs, and with them their Child SAs (whack --down)."""
+    def terminate(self, name: str, now: float, shared_too: bool = False) -> list[Action]:
+        """Delete the connection's IKE SAs, and with them their Child SAs (whack --down).
+
+        An IKE SA that also carries another conn's Child SA stays (only this conn's
+        Child SAs go), as Libreswan's down: "IKE SA is shared with" the other conn;
+        ``shared_too`` (the conn is deleted) deletes it all the same."""
         acts: list[Action] = []
         self.kept_up.discard(name)  # auto=keep: down is down, until a peer brings it up
         for ike in self._ikes_of(name):
+            if not shared_too and ike.established and \
+                    any(c.conn.name != name for c in ike.children):
+                continue  # the loop below deletes this conn's Child SAs on it
+            # another conn's Child SA asked for on this IKE SA but not sent yet: asked
+            # for again once it is gone (on an IKE SA of its own), as Libreswan's revival
+            waiting = [t.conn.name for t in ike.tasks if isinstance(t, ChildCreate)
+                       and t.old is None and t.conn.name != name]
             # as pluto: send the Delete, then remove the state without waiting (§1.4.1)
             if ike.established:
                 self.log(acts, "sent INFORMATIONAL request to delete IKE SA", ike)
                 acts += send_delete_now(self, ike)
             acts += self.drop_ike(ike, now, "terminated")
+            for other in dict.fromkeys(waiting):
+                acts += self.initiate(other, now)
         for ike in list(self.by_serial.values()):  # children on another conn's IKE SA
             for c in list(ike.children):
                 if c.conn.name == name:
@@ -1216,7 +1229,34 @@ class Engine:
                         f"(from {remote})", level="debug"))
         return acts
 
+    def _superseded(self, ike: IKESA, now: float) -> list[Action] | None:
+        """Crossing streams: our IKE SA is still negotiating (it is time to resend)
+        but the peer's, between the same ends and IDs, is up meanwhile: drop ours, and
+        ask for the conn's Child SA on that one if none is up (Libreswan 5.2: "dropping
+        negotiation as superseded", then its revival).  Only with uniqueids (one IKE
+        SA per peer ID is wanted), never for a reauthentication."""
+        conn = ike.conn
+        uniq = conn.uniqueids if conn.uniqueids is not None else self.settings.uniqueids
+        if not uniq or ike.reauth_of is not None or ike.remote_id is not None and \
+                ike.remote_id.null:
+            return None
+        other = self._shareable_ike(conn)
+        if other is None or other is ike:
+            return None
+        acts: list[Action] = [Log(f"dropping negotiation as superseded by established IKE "
+                                  f"SA #{other.serial}", conn=conn.name, serial=ike.serial)]
+        acts += self.drop_ike(ike, now, "superseded", None)
+        if conn.name in self._connections and self.child_up(conn.name) is None:
+            acts += self.initiate(conn.name, now)
+        return acts
+
     def _service(self, ike: IKESA, now: float) -> list[Action]:
+        o = ike.outstanding
+        if o is not None and ike.state in (IKEState.INIT_I, IKEState.AUTH_I) and \
+                now >= o.next_retransmit:
+            dropped = self._superseded(ike, now)
+            if dropped is not None:
+                return dropped
         acts = self.tm.retransmit(ike, now)
         if ike.serial in self.by_serial:
             acts += timers.service(self, ike, now)

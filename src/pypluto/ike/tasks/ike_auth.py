@@ -674,6 +674,11 @@ def _uniqueids(ctx: IKEContext, ike: IKESA, now: float, initial_contact: bool
     uniq = ike.conn.uniqueids if ike.conn.uniqueids is not None else ctx.settings.uniqueids
     if not (uniq or initial_contact) or ike.remote_id is None or ike.remote_id.null:
         return acts  # ID_NULL says nothing about who the peer is (RFC 7619 §3)
+    if not initial_contact and ike.conn.remote.host_addr is not None:
+        # uniqueids replaces what a template (peer %any) made for that ID; a conn
+        # with a known peer keeps all its IKE SAs, as both ends initiating at once
+        # make two (Libreswan 5.2, crossing-streams-11-*; RFC 7296 §2.4)
+        return acts
     for other in ctx.peers_of(ike):
         if other is ike or other.initiator and other.state in (IKEState.INIT_I,
                                                                IKEState.AUTH_I):

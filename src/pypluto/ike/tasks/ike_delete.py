@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pypluto.iana import ExchangeType, ProtocolID
 from pypluto.ike import codec
 from pypluto.ike.actions import Action, EventKind
-from pypluto.ike.context import IKEContext
+from pypluto.ike.context import IKEContext, meant_up
 from pypluto.ike.sa import IKESA, IKEState
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.wire import payloads as wp
@@ -66,7 +66,15 @@ class IKEDelete(Task):
                     setattr(old, a, getattr(old, a) or getattr(ike, a))
                     setattr(ike, a, ())
         ctx.remember_closed(ike, req.msgid, req.remote, now)  # a resent Delete (§2.1)
-        return acts + ctx.drop_ike(ike, now, "deleted by peer")
+        acts += ctx.drop_ike(ike, now, "deleted by peer")
+        conn = ike.conn
+        if meant_up(ctx, conn) and conn.name in ctx.connections and \
+                conn.remote.host_addr is not None and not ctx.ike_of(conn.name):
+            # as Libreswan's revival: a conn meant to be up (auto=start) whose last IKE
+            # SA the peer deleted is initiated again (not one a rekey replaced)
+            ctx.log(acts, "connection is supposed to remain up; initiating it again", ike)
+            acts += ctx.initiate_ike(conn, now)
+        return acts
 
 
 def delete_ike(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
