@@ -144,6 +144,10 @@ def narrow(proposed: list[TS], configured: list[TS], allow_narrowing: bool) -> l
             i = intersect(c, p)
             if i is not None and i not in out:
                 out.append(i)
+    # an intersection inside another one adds nothing (the §2.9 packet hint inside
+    # the configured subnet): answering both would give the initiator a list its
+    # own selectors do not equal (Libreswan's ikev2-ondemand-01-instance-*)
+    out = [t for t in out if not any(o != t and contains(o, t) for o in out)]
     return out or None
 
 
