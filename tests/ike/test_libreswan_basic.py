@@ -25,8 +25,8 @@ port this host listens on) is refused when the conn is added
 (``daemon/registry.local_ikeport_refusal``, a documented choice: pypluto listens on
 its --ikeport and --natikeport only), where Libreswan opens that port and sends IKE
 to the peer's 4500; the rows say so.  With ``leftikeport=4500``
-(the port we do listen on, ikev2-ikeport-4500-initiator-*) the refusal is not needed:
-an xfail row.
+(the port we do listen on, ikev2-ikeport-4500-initiator-*) the conn is
+accepted: IKE then starts on 4500 both ways.
 """
 
 from __future__ import annotations
@@ -127,15 +127,23 @@ def test_ikeport_03_responder_peer_port() -> None:
                for sa in s.kernel_sas.values())
 
 
+def test_ikeport_4500_initiator_starts_on_4500_both_ways() -> None:
+    """ikev2-ikeport-4500-initiator-ipv4: west's leftikeport=4500 (its NAT-T port, which
+    a pypluto west listens on as --natikeport): IKE goes from west's 4500 to east's 4500
+    from the first message (RFC 7296 §2.23 allows an initiator to start on 4500)."""
+    net = make_net({"leftikeport": "4500"}, {})
+    net.up()
+    check(net, Want(ike_algs=DEFAULT_IKE, esp=DEFAULT_ESP, esn=True))
+    sent = [a for a in net.west.actions if isinstance(a, SendPacket)]
+    assert sent and {(a.local.port, a.remote.port) for a in sent} == {(4500, 4500)}
+
+
 V4 = "conn c\n\tleft=192.0.2.1\n\tright=192.0.2.2\n\tauthby=secret\n\tleftid=@west\n" \
     "\trightid=@east\n"
 V6 = "conn c\n\tleft=2001:db8::1\n\tright=2001:db8::2\n\tauthby=secret\n"
 SUBNETS = f"\tleftsubnet={WNET}\n\trightsubnet={ENET}\n"
 NOT_OURS = ("leftikeport={} is not supported by pypluto (a port of its own for the "
             "local end: pypluto listens on its --ikeport and --natikeport only)")
-_4500 = ("leftikeport=4500 is pypluto's own --natikeport, yet refused at add; Libreswan "
-         "sends IKE from and to 4500 (the engine would also need to send to the peer's "
-         "4500 when only the local end has ikeport=)")
 
 # (Libreswan test dir, conn text as the local end is left=, refused?)
 # A local leftikeport= is refused at add (Libreswan listens on it); the peer's one loads.
@@ -151,12 +159,11 @@ IKEPORT_ADD: list = [
      "\trightid=@road\n\trightikeport=2500\n\trightsubnet=198.51.100.9/32\n"
      "\tleftsubnet=203.0.113.0/24\n", None),
     ("ikev2-ikeport-06-host-to-host", V4 + "\tleftikeport=2500\n", 2500),
-    pytest.param("ikev2-ikeport-4500-initiator-ipv4", V4 + SUBNETS + "\tleftikeport=4500\n",
-                 4500, marks=pytest.mark.xfail(strict=True, reason=_4500)),
-    pytest.param("ikev2-ikeport-4500-initiator-ipv6",
-                 V6 + "\tleftsubnet=2001:db8:0:1::/64\n\trightsubnet=2001:db8:0:2::/64\n"
-                 "\tleftikeport=4500\n", 4500,
-                 marks=pytest.mark.xfail(strict=True, reason=_4500)),
+    # leftikeport=4500: our own --natikeport, a port we listen on (engine row below)
+    ("ikev2-ikeport-4500-initiator-ipv4", V4 + SUBNETS + "\tleftikeport=4500\n", 4500),
+    ("ikev2-ikeport-4500-initiator-ipv6",
+     V6 + "\tleftsubnet=2001:db8:0:1::/64\n\trightsubnet=2001:db8:0:2::/64\n"
+     "\tleftikeport=4500\n", 4500),
 ]
 
 

@@ -69,13 +69,16 @@ def _at(conn: Connection, key: str, why: str) -> str:
     return f"{origin}: {why}" if origin else why
 
 
-def local_ikeport_refusal(conn: Connection) -> str | None:
+def local_ikeport_refusal(conn: Connection, natikeport: int = 4500) -> str | None:
     """``leftikeport=`` on the end that is this host: "the UDP IKE port to listen on"
     (ipsec.conf(5)), a socket of the conn's own that pypluto does not open (it listens on
     --ikeport and --natikeport only), so the oriented conn is refused rather than run on
-    the usual ports.  The peer's end (``rightikeport=``) works: IKE goes to that port."""
+    the usual ports.  The peer's end (``rightikeport=``) works: IKE goes to that port.
+    Our own --natikeport is a port we listen on: IKE then starts there, to the peer's
+    4500 unless ``rightikeport=`` says otherwise (RFC 7296 §2.23; Libreswan 5.2's
+    ikev2-ikeport-4500-initiator-*)."""
     port = conn.local.ikeport
-    if port is None:
+    if port is None or port == natikeport:
         return None
     key = ("left" if conn.local_is_left else "right") + "ikeport"
     # (ikeport= without a side sets both ends' keys)
@@ -235,6 +238,7 @@ class Registry:
         self.driver = driver
         self.uniqueids = uniqueids
         self.initiate = initiate
+        self.natikeport = 4500  # the daemon's --natikeport (server.py sets it)
         self.conns: dict[str, Connection] = {}
         self.unoriented: dict[str, Connection] = {}
         self.routed: set[str] = set()
@@ -314,7 +318,7 @@ class Registry:
             if emit:
                 emit(f'"{conn.name}": {msg}')
             return RC_SUCCESS
-        refused = local_ikeport_refusal(conn) or fromcert_refusal(conn) or \
+        refused = local_ikeport_refusal(conn, self.natikeport) or fromcert_refusal(conn) or \
             modecfg_refusal(conn) or sourceip_refusal(conn) or \
             pool_refusal(conn, self.conns.values())
         if refused:

@@ -100,6 +100,7 @@ class Daemon:
         self.driver = EngineDriver(logger, self.crash, self.waiters, self.sockets,
                                    statsbin=opts.statsbin)
         self.registry = Registry(logger, self.driver, opts.uniqueids, self.initiate)
+        self.registry.natikeport = opts.natikeport
         self.powerup = PowerUpSelfTest()
         self.metrics: MetricsServer | None = None
         self.registry.admit = self._admit

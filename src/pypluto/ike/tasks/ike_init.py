@@ -260,7 +260,9 @@ def initiate(ctx: IKEContext, conn: Connection, now: float, tries: int = 1,
     """A new IKE SA for ``conn``: make its KE value, then send IKE_SA_INIT."""
     acts: list[Action] = []
     assert conn.local.host_addr is not None and conn.remote.host_addr is not None
-    port = conn.remote.ikeport or 500
+    # our end's ikeport= can only be the NAT-T port (daemon/registry): IKE starts there,
+    # to the peer's 4500 unless its ikeport= says otherwise (RFC 7296 §2.23)
+    port = conn.remote.ikeport or (4500 if conn.local.ikeport is not None else 500)
     lport = 500 if port == 500 else 4500
     ike = IKESA(serial=ctx.new_serial(), conn=conn, initiator=True, spi_i=ctx.alloc_ike_spi(),
                 spi_r=bytes(8), local=Endpoint(conn.local.host_addr, lport),
