@@ -245,7 +245,8 @@ class Registry:
         self.local_addrs: set[IPAddress] = set()
         # a check every added conn must pass (the algorithm self-test): None, or why not
         self.admit: Callable[[Connection], str | None] = lambda conn: None
-        self.loaded: Callable[[Connection], None] = lambda conn: None  # oriented, about to load
+        # oriented, about to load: why it cannot (its certificates), or None
+        self.loaded: Callable[[Connection], str | None] = lambda conn: None
         self.serials: dict[str, int] = {}  # "conn serial: $N" of --status, in load order
         self.up: set[str] = set()  # initiated (ipsec up, auto=start): "+UP" in the policy
         self.resolver: Callable[[str], list[IPAddress]] = resolve_host  # tests replace it
@@ -320,7 +321,7 @@ class Registry:
             return RC_SUCCESS
         refused = local_ikeport_refusal(conn, self.natikeport) or fromcert_refusal(conn) or \
             modecfg_refusal(conn) or sourceip_refusal(conn) or \
-            pool_refusal(conn, self.conns.values())
+            pool_refusal(conn, self.conns.values()) or self.loaded(conn)
         if refused:
             self.log.log(refused, "error", conn=conn.name)
             if emit:
@@ -333,7 +334,6 @@ class Registry:
             self.log.log(line, conn=conn.name)
             if emit:
                 emit(f'"{conn.name}": {line}')
-        self.loaded(conn)
         self.driver.run(lambda e: e.add_connection(conn), where=f"adding {conn.name}")
         version = "IKEv1" if conn.keyexchange == "ikev1" else "IKEv2"
         if emit:  # the engine logs the same line itself

@@ -296,16 +296,40 @@ class Daemon:
             self.log.log(line, "error", conn=conn.name)
         return "algorithm self-test failed: connection refused"
 
-    def _load_own_cert(self, conn: Connection) -> None:
+    def _load_own_cert(self, conn: Connection) -> str | None:
         """Read our ``leftcert=`` and its key now, as Libreswan does when it adds the conn,
         not inside the first IKE_AUTH: an NSS export takes about a second, and the
-        engine's retransmit timer would count it (the request was resent at once)."""
-        if conn.local_is_left is None or not conn.local.cert:
-            return
-        try:
-            self.secrets.certs.local(conn.local.cert)
-        except Exception:  # noqa: BLE001 - the first IKE_AUTH logs the reason
-            pass
+        engine's retransmit timer would count it (the request was resent at once).
+
+        A ``leftcert=``/``rightcert=`` that names no certificate refuses the conn, in
+        Libreswan 5.2's words ("... certificate 'NAME' not found in the NSS database",
+        its ikev2-x509-28-del-nssdb-cert); another failure (a key NSS will not export,
+        a wrong password) is left to the first IKE_AUTH, which logs the reason."""
+        if conn.local_is_left is None:
+            return None
+        certs = self.secrets.certs
+        for end, side in ((conn.left, "left"), (conn.right, "right")):
+            name = end.cert
+            if not name:
+                continue
+            try:
+                if end is conn.local:
+                    certs.local(name)
+                else:
+                    certs.peer_cert(name)
+            except Exception:  # noqa: BLE001 - told apart below
+                if os.path.sep in name:
+                    if not os.path.exists(name):
+                        return f"{side}cert={name}: no such certificate file"
+                    continue
+                nss = certs.nss
+                try:
+                    known = nss is not None and any(e.nickname == name for e in nss.entries())
+                except Exception:  # noqa: BLE001 - an unreadable database: IKE_AUTH says
+                    continue
+                if not known:
+                    return f"{side} certificate '{name}' not found in the NSS database"
+        return None
 
     def _log_settings(self) -> None:
         o = self.opts
