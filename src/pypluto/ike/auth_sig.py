@@ -502,18 +502,16 @@ def _verify(ctx: IKEContext, conn: Connection, peer: Identity,
             anchors = st.ca_file(ca)
         except CredentialError as e:
             return str(e)
+    pinned = False
     try:
         chain = px.verify_chain(leaf, inter + st.intermediates(), anchors, when).chain
     except px.CertError as e:
-        return f"certificate {who} rejected: {e}"
-    rev = st.revocation
-    rev.note(chain)  # its CDPs, for ipsec fetchcrls
-    why = px.revoked(chain, [*st.crls(), *rev.crls()], when, st.crl_strict)
-    if why and "no current CRL" in why:
-        err = next((x for c in chain[1:] if (x := rev.crl_error(c.subject))), "")
-        if err:
-            why += f"; {err}"
-    why = why or rev.ocsp_status(chain, when.timestamp())
+        # no path to a CA, but it is the very certificate rightcert= preloads: the
+        # admin pinned it (Libreswan: "preloaded certificate"), valid now
+        if not _pinned(st, conn, leaf, when):
+            return f"certificate {who} rejected: {e}"
+        chain, pinned = [leaf], True
+    why = None if pinned else _revocation(st, st.revocation, chain, when)
     if why:
         return f"certificate {who} rejected: {why}"
     ca = conn.remote.ca
@@ -529,6 +527,30 @@ def _verify(ctx: IKEContext, conn: Connection, peer: Identity,
     if not sigs.verify(method, leaf.public_key(), octets, auth_data):
         return f"signature (AUTH method {method}) of {who} does not verify"
     return None
+
+
+def _pinned(st: CertStore, conn: Connection, leaf: x509.Certificate,
+            when: datetime.datetime) -> bool:
+    """``leaf`` is the peer certificate ``rightcert=`` preloads, within its validity."""
+    if not conn.remote.cert:
+        return False
+    try:
+        pinned = st.peer_cert(conn.remote.cert)
+    except CredentialError:
+        return False
+    return pinned == leaf and \
+        pinned.not_valid_before_utc <= when <= pinned.not_valid_after_utc
+
+
+def _revocation(st: CertStore, rev: Revocation, chain: list[x509.Certificate],
+                when: datetime.datetime) -> str | None:
+    rev.note(chain)  # its CDPs, for ipsec fetchcrls
+    why = px.revoked(chain, [*st.crls(), *rev.crls()], when, st.crl_strict)
+    if why and "no current CRL" in why:
+        err = next((x for c in chain[1:] if (x := rev.crl_error(c.subject))), "")
+        if err:
+            why += f"; {err}"
+    return why or rev.ocsp_status(chain, when.timestamp())
 
 
 def _verify_raw(conn: Connection, peer: Identity, method: int, key: rawkey.RawPublicKey,

@@ -984,7 +984,25 @@ class Engine:
         shared = self._shareable_ike(conn)
         if shared is not None:  # same peers and IDs: a Child SA on that IKE SA, as pluto
             return self._on(shared, now, partial(self.queue, shared, ChildCreate(conn), now))
+        pending = self._negotiating_ike(conn)
+        if pending is not None:  # sent once it is up (Libreswan: "queue Child SA")
+            return [Log(f"queue Child SA; waiting on IKE SA #{pending.serial} negotiating",
+                        conn=name, serial=pending.serial),
+                    *self.queue(pending, ChildCreate(conn), now)]
         return self.initiate_ike(conn, now)
+
+    def _negotiating_ike(self, conn: Connection) -> IKESA | None:
+        """Our IKE SA still in IKE_SA_INIT / IKE_AUTH for another conn of the same
+        hosts and configured IDs, which a Child SA of ``conn`` can wait for."""
+        for ike in self.by_serial.values():
+            other = ike.conn
+            if ike.state not in (IKEState.INIT_I, IKEState.AUTH_I) or other is conn or \
+                    ike.replaced or other.remote.host_addr != conn.remote.host_addr or \
+                    other.local.host_addr != conn.local.host_addr:
+                continue
+            if other.local.id == conn.local.id and other.remote.id == conn.remote.id:
+                return ike
+        return None
 
     def child_up(self, name: str) -> int | None:
         """The serial of the IKE SA carrying an established Child SA of ``name``
