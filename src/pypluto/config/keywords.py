@@ -398,7 +398,9 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("vti-interface", "str", W(T_VTI + "test_vti_pair_routes_traffic_through_the_device")),
     ("vti-routing", "bool", W(T_VTI + "test_vti_routing_no_adds_no_route")),
     ("vti-shared", "bool", W(T_VTI + "test_vti_shared_device_outlives_one_conn")),
-    ("ipsec-interface", "str", W(T_XIF_PAIR)),
+    ("ipsec-interface", "str", _S("works", T_XIF_PAIR, note="`0` is refused (pypluto "
+                                  "numbers its ipsecN devices from 1; Libreswan 5.2 makes "
+                                  "ipsec0 with if_id 16384)")),
     ("nic-offload", "enum", "yes|no|auto|packet|crypto", P("no", note="NIC offload " + _NO)),
     ("encapsulation", "enum", "auto|yes|no|true|false|on|off|y|n",
      W(T_LIFE + "test_encapsulation_yes_without_nat")),

@@ -252,6 +252,12 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
     tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
     if not tsi or not tsr:
         return None, [codec.notify(N.TS_UNACCEPTABLE)], "malformed or empty traffic selectors", FailReason.TRAFFIC_SELECTORS
+    if codec.ts_labeled(tsi_p) or codec.ts_labeled(tsr_p):
+        # labeled IPsec (RFC 9478): ignoring the label would install a wider SA than
+        # asked for (§2.9 lets a responder narrow, never widen); Libreswan without a
+        # label answers TS_UNACCEPTABLE too (ikev2-labeled-ipsec-04-no-label-on-responder)
+        return None, [codec.notify(N.TS_UNACCEPTABLE)], \
+            "security labels (TS_SECLABEL) are not supported", FailReason.TRAFFIC_SELECTORS
     if create_child and conn.pfs and ke_group is None and not conn.ms_dh_downgrade:
         return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], \
             "pfs=yes and the request has no KE payload", FailReason.PROPOSAL
@@ -397,6 +403,9 @@ def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload],
     tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
     if not tsi or not tsr:
         return "malformed traffic selectors in the answer", FailReason.TRAFFIC_SELECTORS
+    if codec.ts_labeled(tsi_p) or codec.ts_labeled(tsr_p):  # not a subset of ours (§2.9)
+        return ("the answer carries a security label (TS_SECLABEL) we did not ask for",
+                FailReason.TRAFFIC_SELECTORS)
     narrowing = conn.narrowing or c.rekey_of is not None
     lconf, rconf = c.local_ts, c.remote_ts
     if ike.acquired_ts is not None and len(lconf) > 1 and len(rconf) > 1 and \

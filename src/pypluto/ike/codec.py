@@ -237,6 +237,12 @@ def ts_list(p: wp.TSPayload) -> list[TS] | None:
     return got
 
 
+def ts_labeled(p: wp.TSPayload) -> bool:
+    """Does the payload carry a selector that is not an address range (an RFC 9478
+    TS_SECLABEL or an unknown type), which ``ts_list`` leaves out?"""
+    return any(not isinstance(s, wp.TrafficSelector) for s in p.selectors)
+
+
 def _ts_list(p: wp.TSPayload) -> list[TS] | None:
     out = []
     for s in p.selectors:
