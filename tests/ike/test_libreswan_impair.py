@@ -388,10 +388,10 @@ def _no_selectors(ptype: int) -> Callable[[Payloads], Payloads]:
     # ikev2-impair-09-omit-first-child: the IKE SA, no Child SA (RFC 6023 style)
     ((), _omit_child, None, True, False),
     # ikev2-impair-10-nr-ts-selectors (TSi:0): Libreswan answers TS_UNACCEPTABLE and keeps
-    # the IKE SA; our parser takes a TS payload with no selector (RFC 7296 §3.13 gives
-    # zero no meaning) as malformed: INVALID_SYNTAX, fatal in IKE_AUTH (§2.21.2)
-    ((), _no_selectors(PT.TSi), N.INVALID_SYNTAX, False, False),
-    ((), _no_selectors(PT.TSr), N.INVALID_SYNTAX, False, False),
+    # the IKE SA; so do we (a TS payload with no selector is well-formed, §3.13; real
+    # strongSwan 5.9.8 sends one when its selectors narrow to nothing)
+    ((), _no_selectors(PT.TSi), N.TS_UNACCEPTABLE, True, False),
+    ((), _no_selectors(PT.TSr), N.TS_UNACCEPTABLE, True, False),
     # impair-08-ikev2-key-length-attribute (child_key_length_attribute:0): "IKE_AUTH
     # response rejected Child SA with NO_PROPOSAL_CHOSEN"; (:duplicate): established
     ((), _proposals(_key_length(0)), N.NO_PROPOSAL_CHOSEN, True, False),

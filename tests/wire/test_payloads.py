@@ -329,6 +329,13 @@ def test_ts_ipv6_and_mixed() -> None:
     assert TSPayload.parse(raw).selectors == [a, b]
 
 
+def test_ts_payload_without_selectors_parses_to_an_empty_list() -> None:
+    """Zero selectors is well-formed (§3.13 sets no minimum; strongSwan 5.9.8 sends it
+    when its selectors narrow to nothing): the engine answers TS_UNACCEPTABLE."""
+    p = TSPayload.parse(H("00000000"))
+    assert p.selectors == [] and p.serialize() == H("00000000")
+
+
 def test_ts_seclabel_kept_raw() -> None:
     label = RawTrafficSelector(TSType.SECLABEL, b"system_u:object_r:ipsec_spd_t:s0\x00")
     raw = TSPayload([label]).serialize()
@@ -339,7 +346,6 @@ def test_ts_seclabel_kept_raw() -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        H("00000000"),  # no selectors
         H("02000000070000100000ffff00000000ffffffff"),  # count 2, one present
         H("01000000070000280000ffff00000000ffffffff"),  # IPv4 with v6 length
         H("01000000080000100000ffff00000000ffffffff"),  # IPv6 with v4 length

@@ -1092,7 +1092,9 @@ class TSPayload(Payload):
         r = _Reader(body, "TS payload")
         count = r.u8("selector count")
         reserved = r.u24("reserved")
-        _check(count > 0, "TS payload: no selectors")
+        # no selectors: well-formed (RFC 7296 §3.13 gives the count no minimum; strongSwan
+        # 5.9.8 sends it when its selectors narrow to nothing): the engine answers
+        # TS_UNACCEPTABLE and keeps the IKE SA, as Libreswan 5.2 does
         selectors = [_parse_selector(r) for _ in range(count)]
         r.done()
         return cls(selectors, reserved=reserved)
