@@ -42,14 +42,14 @@ from pypluto.config.commands import autoall_actions
 from pypluto.config.model import bump_generation
 from pypluto.config.parser import parse_config_text
 from pypluto.control.protocol import RC_FATAL, RC_SUCCESS
-from pypluto.ike.actions import AddPolicy, DelPolicy, SendPacket
+from pypluto.ike.actions import AddPolicy, SendPacket
 from pypluto.ike.engine import Engine
 from pypluto.ike.settings import EngineSettings
-from pypluto.ike.traps import PolicyKey, policy_key
 from pypluto.params import SAAcquire, TrafficSelector
 
-from .harness import PSK, Net, Side, Store, check_pair
+from .harness import PSK, Net, Store, check_pair
 from .test_libreswan_outcomes import ENET, HOST, WNET, Want, _children, _ike, check, conn
+from .test_traps import kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "config"))
 from test_libreswan_add_outcomes import _add  # noqa: E402  (the add-time helper)
@@ -187,16 +187,6 @@ def test_ikeport_at_add(name: str, text: str, port: int | None) -> None:
 
 
 # ------------------------------------------------------------------ on-demand
-def kernel(side: Side) -> set[PolicyKey]:
-    held: set[PolicyKey] = set()
-    for a in side.actions:
-        if isinstance(a, AddPolicy):
-            held.add(policy_key(a.policy))
-        elif isinstance(a, DelPolicy):
-            held.discard(policy_key(a.policy))
-    return held
-
-
 def _route(net: Net) -> int:
     acts = net.west.engine.route("west-east", net.now)
     net.apply(net.west, acts)

@@ -27,28 +27,21 @@ import pytest
 
 from pypluto.config.model import bump_generation
 from pypluto.config.parser import parse_config_text
-from pypluto.ike.actions import AddPolicy, DelPolicy, Log, SendPacket
+from pypluto.ike.actions import Log, SendPacket
 from pypluto.ike.traps import policy_key
 from pypluto.wire import message as wm
 
 from .harness import Net, Side, check_pair
-from .test_libreswan_outcomes import BASE, ENET, WNET, conn
+from .test_libreswan_outcomes import BASE, ENET, WNET, add_all, conn
+from .test_traps import kernel
 
 E1, E2 = "203.0.113.0/25", "203.0.113.128/25"
 
 
 def add_conns(side: Side, keys: dict[str, str | None], left: bool,
               name: str = "c") -> list[str]:
-    """One conn text (BASE overridden by ``keys``), as many conns as it expands to
-    (rightsubnets= / leftsubnets=); returns their names."""
-    d = {**BASE, **keys}
-    text = f"conn {name}\n" + "".join(f"\t{k}={v}\n" for k, v in d.items() if v is not None)
-    cfg = parse_config_text(text, "f")
-    assert cfg.conns, [str(x) for x in cfg.diagnostics]
-    for c in cfg.conns.values():
-        c.local_is_left, c.auto = left, "add"
-        side.engine.add_connection(c)
-    return list(cfg.conns)
+    """The names of the conns ``add_all`` added."""
+    return list(add_all(side, keys, left, name).conns)
 
 
 def empty_net(**kw: object) -> Net:
@@ -701,17 +694,6 @@ def test_peer_down_revives_only_a_conn_meant_up(auto: str) -> None:
 
 
 # ================================================================== on demand, peer restarts
-def _kernel(side: Side) -> set:
-    """The policies a kernel would hold after the side's actions."""
-    held: set = set()
-    for a in side.actions:
-        if isinstance(a, AddPolicy):
-            held.add(policy_key(a.policy))
-        elif isinstance(a, DelPolicy):
-            held.discard(policy_key(a.policy))
-    return held
-
-
 @pytest.mark.parametrize("during", ["ike-sa-init", "ike-auth"])
 def test_crossing_streams_20_peer_restarts_ondemand(during: str) -> None:
     """crossing-streams-20-peer-restarts-ondemand-*: west's conn is routed; a packet
@@ -744,12 +726,12 @@ def test_crossing_streams_20_peer_restarts_ondemand(during: str) -> None:
     (child,) = children(net, net.west)["west-east"]
     owner = net.west.engine.policy_owner[reqid]
     assert owner.spi_in == child.spi_in and not owner.parent.initiator  # east's
-    want = _kernel(net.west)
+    want = kernel(net.west)
     assert want == {policy_key(p) for p in net.west.engine.policies(owner)}
     assert n_sas(net.west) == 2
     net.advance(120)  # west's own attempt has long given up
     assert len(children(net, net.west)["west-east"]) == 1
-    assert _kernel(net.west) == want and n_sas(net.west) == 2
+    assert kernel(net.west) == want and n_sas(net.west) == 2
     check_pair(net)
     no_internal_error(net)
 

@@ -43,6 +43,21 @@ def conn(keys: dict[str, str | None], local_left: bool, name: str = "west-east")
     return c
 
 
+def add_all(side: Side, keys: dict[str, str | None], left: bool, name: str = "c"):  # noqa: ANN201
+    """Add every conn ``conn <name>`` (BASE overridden by ``keys``; None drops a key)
+    expands to (``leftsubnets=`` / ``rightsubnets=`` make several) to ``side``'s
+    engine; the parsed file (its ``conns`` and ``diagnostics``)."""
+    d = {**BASE, **keys}
+    text = f"conn {name}\n" + "".join(f"\t{k}={v}\n" for k, v in d.items() if v is not None)
+    cfg = parse_config_text(text, "f")
+    assert cfg.conns, [str(x) for x in cfg.diagnostics]
+    for c in cfg.conns.values():
+        c.local_is_left, c.auto = left, "add"
+        side.engine.add_connection(c)
+    bump_generation()
+    return cfg
+
+
 class PPKStore(Store):
     def __init__(self, psk: bytes | None, ppk: bool) -> None:
         super().__init__(psk)

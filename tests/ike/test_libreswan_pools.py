@@ -36,13 +36,20 @@ import random
 
 import pytest
 
-from pypluto.config.model import bump_generation
-from pypluto.config.parser import parse_config_text
 from pypluto.ike.engine import Engine
 from pypluto.ike.settings import EngineSettings
 
 from .harness import EAST, PSK, WEST, Net, Side, Store, check_pair
-from .test_libreswan_outcomes import BASE, ENET, WNET, Want, _children, _ike, check, make_net
+from .test_libreswan_outcomes import (
+    ENET,
+    WNET,
+    Want,
+    _children,
+    _ike,
+    add_all,
+    check,
+    make_net,
+)
 
 IP = ipaddress.ip_address
 W6, E6 = "2001:db8:1::1", "2001:db8:1::2"
@@ -64,17 +71,8 @@ def pair(v: int = 4, nat: bool = False) -> Net:
 
 
 def load(side: Side, keys: dict[str, str | None], left: bool, name: str = "c") -> list[str]:
-    """Add the conn(s) of ``conn <name>`` (BASE overridden by ``keys``; None drops a
-    key; ``rightsubnets=`` makes several); the parser's diagnostics."""
-    d = {**BASE, **keys}
-    text = f"conn {name}\n" + "".join(f"\t{k}={v}\n" for k, v in d.items() if v is not None)
-    cfg = parse_config_text(text, "f")
-    assert cfg.conns, [str(x) for x in cfg.diagnostics]
-    for c in cfg.conns.values():
-        c.local_is_left, c.auto = left, "add"
-        side.engine.add_connection(c)
-    bump_generation()
-    return [str(x) for x in cfg.diagnostics]
+    """The parser's diagnostics of the conns ``add_all`` added."""
+    return [str(x) for x in add_all(side, keys, left, name).diagnostics]
 
 
 def up(net: Net, name: str) -> None:
