@@ -450,6 +450,39 @@ def _ca_names(ctx: IKEContext, conn: Connection, ca: str) -> list[x509.Name]:
         return []
 
 
+def cert_under_ca(ctx: IKEContext, conn: Connection, payloads: Sequence[wp.Payload]
+                  ) -> bool:
+    """Whether the peer's CERT names, among its issuers (those it sent, then the
+    store's intermediates), a CA that ``rightca=`` allows: by names only, to pick among
+    conns (nss-cert-11-ca-expiring-responder-switch-ikev2-rw); :func:`verify` then
+    checks the chosen conn's chain.  True when there is nothing to tell by."""
+    ca = conn.remote.ca
+    if not ca or ca == "%any":
+        return True
+    certs: list[x509.Certificate] = []
+    for p in payloads:
+        if isinstance(p, wp.CertPayload) and int(p.encoding) == X509:
+            try:
+                certs.append(x509.load_der_x509_certificate(bytes(p.data)))
+            except px.MALFORMED:
+                return True
+    want = _ca_names(ctx, conn, ca)
+    if not certs or not want:
+        return True
+    st = store(ctx)
+    pool = certs[1:] + (st.intermediates() if st is not None else [])
+    name = certs[0].issuer
+    for _ in range(len(pool) + 1):
+        if any(_same_dn(w, name) for w in want):
+            return True
+        up = next((c for c in pool if c.issuer != c.subject and _same_dn(c.subject, name)),
+                  None)
+        if up is None:
+            return False
+        name = up.issuer
+    return False
+
+
 def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
            payloads: Sequence[wp.Payload], method: int, auth_data: bytes, octets: bytes,
            now: float) -> str | None:

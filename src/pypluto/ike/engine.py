@@ -67,7 +67,7 @@ from pypluto.ike.status import (
 from pypluto.ike.task_manager import TaskManager
 from pypluto.ike.tasks import child_rekey, ike_init, ike_rekey, liveness, mobike, redirect
 from pypluto.ike.tasks.child_create import ChildCreate
-from pypluto.ike.tasks.child_delete import delete_children
+from pypluto.ike.tasks.child_delete import delete_children, revive_children
 from pypluto.ike.tasks.ike_delete import send_delete_now
 from pypluto.ike.traps import Traps
 from pypluto.params import (
@@ -795,6 +795,8 @@ class Engine:
                     f"{nat} DPD={dpd}}}")
 
         self.log(acts, text, child)
+        if conn.auto == "keep":  # ipsec.conf(5): kept up once the peer brought it up
+            self.kept_up.add(conn.name)
         if fresh:
             acts += self._updown(child, up=True)
         acts.append(ConnectionEvent(EventKind.CHILD_ESTABLISHED, conn.name, child.serial))
@@ -1384,8 +1386,9 @@ class Engine:
         ike = c.parent
         if ev.hard:
             self.log(acts, f"Child SA reached its hard {ev.reason} limit; deleting it", c)
-            if ike.established:
-                return acts + self._on(ike, now, partial(delete_children, self, ike, [c], now))
+            if ike.established:  # (a conn meant to stay up gets a new one: revival)
+                return acts + self._on(ike, now, lambda: delete_children(
+                    self, ike, [c], now) + revive_children(self, ike, [c], now))
             return acts + self.remove_child(c, now)
         if ike.established and not c.rekeying and not c.replaced and c.conn.rekey:
             self.log(acts, f"Child SA reached its soft {ev.reason} limit; rekeying", c)

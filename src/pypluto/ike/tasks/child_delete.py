@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pypluto.iana import ExchangeType, ProtocolID
 from pypluto.ike import codec
 from pypluto.ike.actions import Action
-from pypluto.ike.context import IKEContext
+from pypluto.ike.context import IKEContext, meant_up
 from pypluto.ike.sa import IKESA, ChildSA, ChildState
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.liveness import peer_dead
@@ -90,7 +90,8 @@ class ChildDelete(Task):
             ctx.log(acts, "received Delete SA payload: deleting Child SA", c)
             acts += ctx.remove_child(c, now)
             c.rekeying = True  # a queued rekey of it is pointless now
-        return acts + ctx.send_response(ike, cls.exchange, req.msgid, out)
+        acts += ctx.send_response(ike, cls.exchange, req.msgid, out)
+        return acts + revive_children(ctx, ike, gone, now)
 
 
 class UnknownChildDelete(ChildDelete):
@@ -114,6 +115,31 @@ def delete_children(ctx: IKEContext, ike: IKESA, children: list[ChildSA], now: f
             acts += ctx.remove_child(c, now)
         return acts
     return ctx.queue(ike, ChildDelete(children), now)
+
+
+def revive_children(ctx: IKEContext, ike: IKESA, gone: list[ChildSA], now: float
+                    ) -> list[Action]:
+    """Libreswan's revival of a Child SA: a conn meant to stay up (``meant_up``) whose
+    Child SA went without a successor (the peer deleted it, or it reached its hard
+    limit) gets a new Child SA on the same IKE SA, unless another one of it is up."""
+    from pypluto.ike.tasks.child_create import ChildCreate  # (it imports this module)
+
+    acts: list[Action] = []
+    if not ike.established or ike.replaced or not ctx.is_live(ike):
+        return acts
+    done: set[str] = set()
+    for c in gone:
+        conn = c.conn
+        if c.replaced or conn.name in done or ctx.connections.get(conn.name) is not conn \
+                or not meant_up(ctx, conn):
+            continue
+        if any(o is not c and o.conn.name == conn.name and not o.replaced and
+               o.state is ChildState.ESTABLISHED for o in ike.children):
+            continue  # a successor (the peer rekeyed it) or another Child SA of it
+        done.add(conn.name)
+        ctx.log(acts, "connection is supposed to remain up; initiating a new Child SA", c)
+        acts += ctx.queue(ike, ChildCreate(conn), now)
+    return acts
 
 
 def delete_spi_unknown(ctx: IKEContext, ike: IKESA, c: ChildSA, now: float) -> list[Action]:

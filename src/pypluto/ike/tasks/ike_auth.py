@@ -467,6 +467,8 @@ def _pick_connection(ctx: IKEContext, ike: IKESA, peer_id: Identity, idr: Identi
             score += 100
         if not childmod.ts_fits(ctx, ike, conn, payloads):
             score += 50
+        if not auth_sig.cert_under_ca(ctx, conn, payloads):  # rightca= cannot fit
+            score += 200
         if best is None or score < best[0]:
             best = (score, conn)
     return best[1] if best else None
