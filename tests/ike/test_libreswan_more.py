@@ -606,17 +606,30 @@ def test_ddns_03_auto_add_does_not_initiate() -> None:
     assert not started
 
 
-@pytest.mark.xfail(strict=True, reason="Libreswan re-resolves pending host names every "
-                   "minute (EVENT_PENDING_DDNS) and starts auto=start conns; we resolve "
-                   "them again on ipsec up only (daemon/registry.py)")
 @pytest.mark.parametrize("name", ["ikev2-ddns-01", "ikev2-ddns-02"])
 def test_ddns_auto_start_comes_up_once_resolved(name: str) -> None:
     """ikev2-ddns-01 / -02: auto=start, right= does not resolve when loaded; once it
-    does, the conn gets its address without a whack command."""
-    reg, _log, _started, dns = _ddns_registry("start")
+    does, the daemon's once-a-minute retry (Libreswan's pending-DDNS event,
+    ``Registry.retry_pending_dns``) gives the conn its address and initiates it,
+    without a whack command; before that, the retry changes nothing."""
+    reg, log, started, dns = _ddns_registry("start")
     reg.auto_start()
+    assert reg.pending_dns() == ["right.example.invalid"]
+    assert reg.retry_pending_dns() == [] and reg.conns["c"].right.host_addr is None
     dns["right.example.invalid"] = ipaddress.ip_address("192.0.2.2")
-    assert reg.conns["c"].right.host_addr is not None
+    assert reg.retry_pending_dns() == ["c"]
+    assert reg.conns["c"].right.host_addr == ipaddress.ip_address("192.0.2.2")
+    assert started[-1] == "c" and reg.pending_dns() == []
+    assert any("right=right.example.invalid is 192.0.2.2" in m for _lvl, m in log.lines)
+
+
+def test_ddns_auto_add_resolved_later_is_not_initiated() -> None:
+    """ikev2-ddns-03 continued: an auto=add conn gets its address from the retry but is
+    not initiated."""
+    reg, _log, started, dns = _ddns_registry("add")
+    dns["right.example.invalid"] = ipaddress.ip_address("192.0.2.2")
+    assert reg.retry_pending_dns() == [] and not started
+    assert reg.conns["c"].right.host_addr == ipaddress.ip_address("192.0.2.2")
 
 
 # --- nss-cert-*-ikev2

@@ -271,6 +271,36 @@ class Registry:
             if conn.auto in STARTED_AUTO:
                 self.initiate(conn.name)
 
+    def pending_dns(self) -> list[str]:
+        """The host names of loaded conns whose peer's address is not known yet (its
+        name did not resolve), for :meth:`retry_pending_dns`."""
+        names: list[str] = []
+        for conn in self.conns.values():
+            host = conn.remote.host
+            if conn.remote.host_addr is None and host and not host.startswith("%") and \
+                    host not in names:
+                names.append(host)
+        return names
+
+    def retry_pending_dns(self, resolver: Callable[[str], list[IPAddress]] | None = None
+                          ) -> list[str]:
+        """Libreswan's pending-DDNS event (once a minute): each loaded conn whose peer's
+        host name did not resolve is looked up again (``resolver``: the answers fetched
+        off the loop, ``resolver.lookup_names``); one that now has an address and is
+        ``auto=start`` is initiated (ikev2-ddns-01/-02).  The names initiated."""
+        started: list[str] = []
+        for conn in list(self.conns.values()):
+            host = conn.remote.host
+            if conn.remote.host_addr is not None or not host or host.startswith("%"):
+                continue
+            for note, level in resolve_names(conn, resolver or self.resolver):
+                if level != "error":  # the failure was said when it was loaded
+                    self.log.log(note, level, conn=conn.name)
+            if conn.remote.host_addr is not None and conn.auto in STARTED_AUTO:
+                self.initiate(conn.name)
+                started.append(conn.name)
+        return started
+
     def add(self, conn: Connection, emit: Callable[[str], None] | None = None,
             resolver: Callable[[str], list[IPAddress]] | None = None) -> int:
         """Orient and load one connection (replacing one of that name); returns a whack rc.

@@ -58,7 +58,7 @@ from pypluto.daemon.mobility import AddressWatcher
 from pypluto.daemon.options import PlutoOptions
 from pypluto.daemon.powerup import PowerUpSelfTest
 from pypluto.daemon.registry import Registry, config_conns
-from pypluto.daemon.resolver import resolve_host, resolve_names
+from pypluto.daemon.resolver import lookup_names, resolve_host, resolve_names
 from pypluto.daemon.secrets import SecretsProxy
 from pypluto.daemon.sockets import IKEInterface, UDPSockets
 from pypluto.daemon.status import snapshot
@@ -68,6 +68,11 @@ from pypluto.kernel.base import BackendError, KernelBackend
 
 # what asyncio's accept loop reports and then retries (selector_events._accept_connection)
 _ACCEPT_RESOURCE = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+
+
+# how often the peers' host names that did not resolve are looked up again (Libreswan:
+# EVENT_PENDING_DDNS, 60 s)
+PENDING_DNS_INTERVAL = 60.0
 
 
 class StartupError(Exception):
@@ -234,8 +239,22 @@ class Daemon:
         tune_gc()
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=Pluto initialized")
         self._spawn(sdnotify.watchdog_loop())
+        self._spawn(self._pending_dns_loop())
         self.log.log("Pluto initialized")
         self.registry.auto_start()
+
+    async def _pending_dns_loop(self, interval: float = PENDING_DNS_INTERVAL) -> None:
+        """Once a minute, the peers' host names that did not resolve are looked up again
+        on a worker thread (a slow DNS server stalls nothing), and an auto=start conn
+        whose peer now has an address is initiated (Libreswan's pending-DDNS event)."""
+        while not self._shutting_down:
+            await asyncio.sleep(interval)
+            names = self.registry.pending_dns()
+            if not names or self._shutting_down:
+                continue
+            answer = await asyncio.get_running_loop().run_in_executor(
+                None, lookup_names, names, self.registry.resolver)
+            self.registry.retry_pending_dns(answer)
 
     def _admit(self, conn: Connection) -> str | None:
         """:meth:`_refusal`, and the conn's own debug classes (debug= / plutodebug=)
