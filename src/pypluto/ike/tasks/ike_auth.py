@@ -40,7 +40,7 @@ from pypluto.ike.tasks.auth_failed import AuthFailedNotice
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.child_delete import delete_spi_unknown
 from pypluto.ike.tasks.common import fail, nname, reason_for_notify, set_ike_timers
-from pypluto.ike.tasks.ike_delete import delete_ike
+from pypluto.ike.tasks.ike_delete import delete_ike, send_delete_now
 from pypluto.params import IPAddress
 from pypluto.wire import payloads as wp
 
@@ -693,8 +693,10 @@ def _uniqueids(ctx: IKEContext, ike: IKESA, now: float, initial_contact: bool
             continue
         ctx.log(acts, f"new IKE SA #{ike.serial} replaces this one "
                 f"({'INITIAL_CONTACT' if initial_contact else 'uniqueids'})", other)
-        if initial_contact:
-            acts += ctx.drop_ike(other, now, "replaced")
-        else:
-            acts += delete_ike(ctx, other, now)
+        if not initial_contact:
+            # as pluto: the Delete is sent and the old state goes at once, without
+            # waiting for an answer (the peer restarted and may never give one;
+            # Libreswan's trafficstatus shows only the new SA, ikev2-27-uniqueid)
+            acts += send_delete_now(ctx, other)
+        acts += ctx.drop_ike(other, now, "replaced")
     return acts
