@@ -475,14 +475,14 @@ def _resolve_conns(reader: _Reader, cfg: ConfigFile) -> None:
     names: list[str] = []
     first: dict[str, int] = {}
     defaults: dict[str, tuple[str, Origin]] = {}
-    default_alsos: list[tuple[str, Origin]] = []
     for sec in reader.sections:
         if sec.kind != "conn":
             continue
         if sec.name == "%default":
             for key, value, origin in _canonical_items(sec):
-                if key == "also":
-                    default_alsos.extend((v, origin) for v in value.split())
+                if key == "also":  # ignored (addconn-38-keyword-in-wrong-section)
+                    reader.warn(origin.file, origin.line,
+                                f"invalid 'conn %default' keyword ignored: also={value}")
                 else:
                     defaults.setdefault(key, (value, origin))
             continue
@@ -540,17 +540,7 @@ def _resolve_conns(reader: _Reader, cfg: ConfigFile) -> None:
             cfg.failed.setdefault(name, []).append(diag)
             continue
         resolved = dict(resolved)
-        # %default's also= targets, then %default itself, fill what is still unset
-        for target, _origin in default_alsos:
-            tidx = first.get(target)
-            if tidx is None or tidx == idx:
-                continue
-            try:
-                sub, _c = expand(tidx, [idx])
-            except _AlsoError:
-                continue
-            for key, val in sub.items():
-                resolved.setdefault(key, val)
+        # %default fills what is still unset
         for key, val in defaults.items():
             resolved.setdefault(key, val)
         cfg.resolved[name] = resolved
@@ -698,6 +688,26 @@ def _never_refusal(key: str, value: str, keys: dict[str, str]) -> str | None:
             "never negotiated is written type=passthrough, drop or reject)")
 
 
+# keys a never-negotiate (shunt) conn ignores, with a warning (addconn-31-pfs,
+# addconn-32-compress, addconn-34-encap-proto, addconn-35-encapsulation)
+_SHUNT_IGNORED = ("pfs", "compress", "phase2", "encapsulation")
+_IKEV2_YES = frozenset({"yes", "true", "on", "y", "always", "insist", "propose"})
+_IKEV2_NO = frozenset({"no", "false", "off", "n", "never"})
+
+
+def _ikev2_overridden(keys: dict[str, str]) -> bool:
+    """``keyexchange=ikev2`` wins over an old ``ikev2=no`` (addconn-27-keyexchange)."""
+    return ((keys.get("keyexchange") or "").strip().lower() == "ikev2"
+            and (keys.get("ikev2") or "").strip().lower() in _IKEV2_NO)
+
+
+def _ignored_with_warning(key: str, keys: dict[str, str]) -> bool:
+    """A key the conn ignores (``_lifetime_warnings`` says so), whatever its value."""
+    if key in _SHUNT_IGNORED:
+        return (keys.get("type") or "").strip().lower() in _SHUNT_TYPES
+    return key == "ikev2" and _ikev2_overridden(keys)
+
+
 def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> None:
     """Refuse a conn that uses a key or value pypluto does not support (issue 12)."""
     for key, value in keys.items():
@@ -706,7 +716,7 @@ def _check_supported(keys: dict[str, str], conn: Connection | None = None) -> No
             if why is not None:
                 raise ConnError(key, why, True)
             continue
-        if key in _SUPPORTED_KEYS:
+        if key in _SUPPORTED_KEYS or _ignored_with_warning(key, keys):
             continue
         why = _support_refusal(key, value)
         if why is not None:
@@ -1346,8 +1356,9 @@ def _legacy_dn_commas(idv: str) -> bool:
 
 def _lifetime_warnings(conn: Connection) -> list[tuple[str, str]]:
     """(key, warning) for each lifetime written above ``LIFETIME_MAXIMUM``, for
-    fragmentation=force (IKEv1's), for each DH of esp=/ah= with pfs=no, and for an ID
-    written with legacy ``,,``, in Libreswan's words: what the conn uses instead."""
+    fragmentation=force (IKEv1's), for each DH of esp=/ah= with pfs=no, for an ID
+    written with legacy ``,,``, for the keys a shunt conn ignores and for the old
+    ``ikev2=``, in Libreswan's words: what the conn uses instead."""
     out = []
     for side in ("left", "right"):
         idv = conn.raw.get(side + "id", "")
@@ -1364,6 +1375,18 @@ def _lifetime_warnings(conn: Connection) -> list[tuple[str, str]]:
             elif dh is not None:
                 out.append((key, f"ignoring {key.upper()} DH algorithm {dh_name(dh)} as PFS "
                             "policy is disabled"))
+    if conn.type in _SHUNT_TYPES:
+        for key in _SHUNT_IGNORED:
+            word = conn.raw.get(key, "").strip().lower()
+            if word:
+                if key in ("pfs", "compress"):
+                    word = "yes" if parse_bool(word, key) else "no"
+                out.append((key, f"{key}={word} ignored for never-negotiate connection"))
+    v2 = conn.raw.get("ikev2", "").strip().lower()
+    if _ikev2_overridden(conn.raw):
+        out.append(("ikev2", "ignoring ikev2=no which conflicts with keyexchange=IKEv2"))
+    elif v2 in _IKEV2_YES and conn.raw.get("keyexchange", "").strip().lower() != "ikev1":
+        out.append(("ikev2", "ikev2=yes has been replaced by keyexchange=ikev2"))
     frag = conn.raw.get("fragmentation", "").strip().lower()
     if frag in ("force", "insist"):
         out.append(("fragmentation", f"IKEv1 only fragmentation={frag} ignored; using "
