@@ -993,6 +993,11 @@ class Engine:
                     *self.queue(pending, ChildCreate(conn), now)]
         return self.initiate_ike(conn, now)
 
+    def create_child(self, ike: IKESA, conn: Connection, now: float) -> list[Action]:
+        """A new Child SA of ``conn`` asked for on ``ike`` (``IKEContext``: tasks that may
+        not import ``child_create``, e.g. ``child_delete``'s revival)."""
+        return self.queue(ike, ChildCreate(conn), now)
+
     def _negotiating_ike(self, conn: Connection) -> IKESA | None:
         """Our IKE SA still in IKE_SA_INIT / IKE_AUTH for another conn of the same
         hosts and configured IDs, which a Child SA of ``conn`` can wait for."""

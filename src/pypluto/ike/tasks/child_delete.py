@@ -122,8 +122,6 @@ def revive_children(ctx: IKEContext, ike: IKESA, gone: list[ChildSA], now: float
     """Libreswan's revival of a Child SA: a conn meant to stay up (``meant_up``) whose
     Child SA went without a successor (the peer deleted it, or it reached its hard
     limit) gets a new Child SA on the same IKE SA, unless another one of it is up."""
-    from pypluto.ike.tasks.child_create import ChildCreate  # (it imports this module)
-
     acts: list[Action] = []
     if not ike.established or ike.replaced or not ctx.is_live(ike):
         return acts
@@ -138,7 +136,7 @@ def revive_children(ctx: IKEContext, ike: IKESA, gone: list[ChildSA], now: float
             continue  # a successor (the peer rekeyed it) or another Child SA of it
         done.add(conn.name)
         ctx.log(acts, "connection is supposed to remain up; initiating a new Child SA", c)
-        acts += ctx.queue(ike, ChildCreate(conn), now)
+        acts += ctx.create_child(ike, conn, now)
     return acts
 
 
