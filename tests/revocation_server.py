@@ -19,6 +19,7 @@ import json
 import sys
 import threading
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography import x509
@@ -121,6 +122,16 @@ def serve(d: Path, addr: str = "127.0.0.1", port: int = 0
     srv = http.server.ThreadingHTTPServer((addr, port), handler(d))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv, srv.server_address[1]
+
+
+def served(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A fixture body: serve a new ``tmp_path/www``; yields (directory, port), then stops."""
+    d = tmp_path / "www"
+    d.mkdir()
+    srv, port = serve(d)
+    yield d, port
+    srv.shutdown()
+    srv.server_close()
 
 
 def requests(d: Path, kind: str) -> int:

@@ -82,6 +82,16 @@ class NullLog:
         pass
 
 
+class RecordingLog:
+    """A stand-in for PlutoLogger that keeps each line as (level, message)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def log(self, msg: str, level: str = "info", **_kw: object) -> None:
+        self.lines.append((level, msg))
+
+
 def damaged(data: bytes, n: int, seed: int) -> list[bytes]:
     """``n`` damaged copies of ``data`` (seeded): 1-4 places each with a bit flipped, a
     byte set to a value a DER length or tag trips over, or 1-8 bytes cut out."""

@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any
 
 from ike.harness import Net  # tests/ is on sys.path (tests/conftest.py)
+from testsupport import RecordingLog
 
 from pypluto.config.parser import parse_config_text
 from pypluto.ike.settings import EngineSettings
@@ -232,14 +233,6 @@ def test_dpdtimeout_is_ignored_for_ikev2_as_in_libreswan() -> None:
 # --- leftikeport= on the local end --------------------------------------------------------
 
 
-class _Log:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def log(self, msg: str, level: str = "info", **_kw: object) -> None:
-        self.lines.append((level, msg))
-
-
 class _Driver:
     def __init__(self) -> None:
         self.added: list[str] = []
@@ -255,12 +248,12 @@ class _Driver:
         call(_E())
 
 
-def _registry() -> tuple[Any, _Log, _Driver]:
+def _registry() -> tuple[Any, RecordingLog, _Driver]:
     import ipaddress
 
     from pypluto.daemon.registry import Registry
 
-    log, drv = _Log(), _Driver()
+    log, drv = RecordingLog(), _Driver()
     reg = Registry(log, drv, True, lambda name: 0)  # type: ignore[arg-type]
     reg.local_addrs = {ipaddress.ip_address("192.0.2.1")}
     return reg, log, drv

@@ -87,7 +87,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 from pki import new_key
-from revocation_server import serve
+from revocation_server import served
+from testsupport import RecordingLog
 
 from pypluto.config.model import bump_generation
 from pypluto.config.parser import parse_config_text
@@ -557,14 +558,6 @@ def test_resume_exchange_is_dropped() -> None:
 
 # --- a peer written as a host name that does not resolve (yet)
 
-class _Log:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def log(self, msg: str, level: str = "info", **_kw: object) -> None:
-        self.lines.append((level, msg))
-
-
 class _Driver:
     """The engine behind the registry: only ``add_connection`` is used here."""
 
@@ -578,8 +571,8 @@ class _Driver:
         call(_E())
 
 
-def _ddns_registry(auto: str) -> tuple[Registry, _Log, list[str], dict[str, Any]]:
-    log, drv, started = _Log(), _Driver(), []
+def _ddns_registry(auto: str) -> tuple[Registry, RecordingLog, list[str], dict[str, Any]]:
+    log, drv, started = RecordingLog(), _Driver(), []
     reg = Registry(log, drv, True, lambda name: started.append(name) or 0)  # type: ignore[arg-type]
     reg.local_addrs = {ipaddress.ip_address("192.0.2.1")}
     dns: dict[str, Any] = {}
@@ -840,13 +833,8 @@ def test_ca_expired_responder(tmp_path: Path, which: str, up: bool) -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    """The OCSP responder's directory and port (as test_revocation's fixture)."""
-    d = tmp_path / "www"
-    d.mkdir()
-    srv, port = serve(d)
-    yield d, port
-    srv.shutdown()
-    srv.server_close()
+    """The OCSP/CRL server's directory and port."""
+    yield from served(tmp_path)
 
 
 @pytest.mark.parametrize("name,status,strict,reachable,up", [

@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 from pki import PKI, Issued, make_crl, make_ee
-from revocation_server import requests, serve
+from revocation_server import requests, served
 
 from pypluto.daemon.fetch import http_fetch
 from pypluto.ike.actions import Action, Compute, Log
@@ -40,12 +40,8 @@ class FetchNet(Net):
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    d = tmp_path / "www"
-    d.mkdir()
-    srv, port = serve(d)
-    yield d, port
-    srv.shutdown()
-    srv.server_close()
+    """The OCSP/CRL server's directory and port."""
+    yield from served(tmp_path)
 
 
 def _closed_port() -> int:
