@@ -22,6 +22,7 @@ from pypluto import __version__
 from pypluto.cli import nsscmd
 from pypluto.control.client import ControlError, call, ctl_path
 from pypluto.control.protocol import RC_ROUTE, RC_SUCCESS, RC_WHACK_PROBLEM
+from pypluto.textsafe import guard
 
 DEFAULT_CONFIG = "/etc/ipsec.conf"
 
@@ -190,7 +191,7 @@ def _bad_option(cmd: str, opt: str) -> int:
         print(f"ipsec {cmd}: {opt.split('=', 1)[0]} is not supported by pypluto: {why}",
               file=sys.stderr)
     else:
-        print(f"ipsec {cmd}: unknown option \"{opt}\"", file=sys.stderr)
+        print(guard(f"ipsec {cmd}: unknown option \"{opt}\""), file=sys.stderr)
     return RC_WHACK_PROBLEM
 
 
@@ -314,7 +315,7 @@ def cmd_add(opts: dict[str, str], names: list[str], verb: str = "add") -> int:
     try:
         reply = call(path, "add", args, on_output=out)
     except ControlError as e:
-        print(f"ipsec {verb}: {e}", file=sys.stderr)
+        print(guard(f"ipsec {verb}: {e}"), file=sys.stderr)
         return e.rc
     if reply.error:
         print(reply.error)
@@ -344,7 +345,7 @@ def cmd_redirect(w: list[str], rest: list[str]) -> int:
         elif key == "dry-run":
             dry = True
         elif key:
-            print(f"ipsec redirect: unknown option {a}", file=sys.stderr)
+            print(guard(f"ipsec redirect: unknown option {a}"), file=sys.stderr)
             return RC_WHACK_PROBLEM
         else:
             names.append(a)
@@ -420,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts, rest = _common(rest_args)
     except ValueError as e:
-        print(f"ipsec {cmd}: {e}", file=sys.stderr)
+        print(guard(f"ipsec {cmd}: {e}"), file=sys.stderr)
         return 1
     w = _whack_args(opts)
     if cmd == "checkconfig":
@@ -489,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         print("WARNING: ipsec auto has been deprecated", file=sys.stderr)
         extra = [f"--{k}={v}" for k, v in opts.items()]
         return main([mapping[ops[0]], *extra, *names])
-    print(f"ipsec: unknown command \"{cmd}\"; try 'ipsec --help'", file=sys.stderr)
+    print(guard(f"ipsec: unknown command \"{cmd}\"; try 'ipsec --help'"), file=sys.stderr)
     return 1
 
 

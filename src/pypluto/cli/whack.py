@@ -19,6 +19,7 @@ from pypluto import __version__
 from pypluto.control.client import ControlError, call, ctl_path
 from pypluto.control.format import NAMED_STATUS
 from pypluto.control.protocol import RC_SUCCESS, RC_WHACK_PROBLEM
+from pypluto.textsafe import guard
 
 STATUS = ["status", "globalstatus", "showstates", "trafficstatus", "briefstatus",
           "connectionstatus", "shuntstatus"]
@@ -171,7 +172,8 @@ def _say(line: str) -> None:
 
 
 def _problem(msg: str) -> int:
-    print(f"whack: {msg}", file=sys.stderr)
+    # msg may echo an argument (a stray one, a bad value): one visible line, escaped
+    print(f"whack: {guard(msg)}", file=sys.stderr)
     return RC_WHACK_PROBLEM
 
 
@@ -181,7 +183,7 @@ def send(path: str, command: str, args: dict[str, Any], as_json: bool = False,
     try:
         reply = call(path, command, args, on_output=_say, timeout=timeout)
     except ControlError as e:
-        print(f"whack: {e}", file=sys.stderr)
+        print(f"whack: {guard(str(e))}", file=sys.stderr)  # it may echo --ctlsocket's path
         return e.rc
     if as_json and reply.data is not None:
         print(json.dumps(reply.data, indent=2, sort_keys=True))
@@ -215,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     status = [c for c in STATUS if getattr(ns, c)]
     glob = [c for c in GLOBAL if getattr(ns, c)]
     debug = list(ns.debug) + [f"no-{d}" for d in ns.no_debug]
+    if ns.name == "":  # not "requires --name" or pluto's "does not take --name"
+        return _problem("--name needs a connection name, not an empty string")
     if ns.redirect_to is not None:
         if not (ns.name or ns.peer_ip):
             return _problem("--redirect-to requires --name or --peer-ip")

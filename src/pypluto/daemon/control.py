@@ -17,6 +17,7 @@ import ipaddress
 import math
 import os
 import resource
+import stat
 import struct
 import time
 from collections import OrderedDict
@@ -74,6 +75,18 @@ MAX_CLIENTS = 512
 # idle clients (that hold a slot for READ_TIMEOUT) cannot lock whack out
 MAX_PENDING = 32
 PENDING_GRACE = 1.0
+# JSON values a request may hold (counted as the bytes ``[ { , :`` in its body, an upper
+# bound): the largest real request, ``ipsec add`` with as many one-letter names as a
+# command line holds, has ~630,000.  Without a bound, a 16 MiB body of ``[[],[],...]``
+# (3 bytes a value, ~60 once parsed) made pluto allocate ~400 MB and stall for a second
+MAX_REQUEST_VALUES = 1_000_000
+
+
+def _check_values(body: bytes) -> None:
+    n = body.count(b"[") + body.count(b"{") + body.count(b",") + body.count(b":")
+    if n > MAX_REQUEST_VALUES:
+        raise ProtocolError(f"malformed control message: too many JSON values "
+                            f"(more than {MAX_REQUEST_VALUES})")
 
 
 def _client_cap() -> int:
@@ -183,6 +196,7 @@ class ControlServer:
                                         f"(at most {MAX_REQUEST})")
                 body = await asyncio.wait_for(reader.readexactly(n), READ_TIMEOUT)
                 self._pending.pop(writer, None)
+                _check_values(body)
                 req = parse_request(decode_body(body))
             except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
                 return
@@ -421,6 +435,11 @@ class ControlServer:
         if not isinstance(path, str) or not isinstance(names, list) or \
                 not all(isinstance(n, str) for n in names):
             return RC_BADWHACKMESSAGE, None, "add: config must be a path, names a list of names"
+        with contextlib.suppress(OSError):  # missing: load_setup says so
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                # pluto reads the file itself, in its event loop (Libreswan's addconn
+                # reads it in the client): a FIFO or /dev/zero would freeze pluto
+                return RC_WHACK_PROBLEM, None, f'add: "{path}" is not a regular file'
         auto = bool(args.get("autoall"))
         # One parse serves every add until a file it read (or an include glob's
         # matches) changes: 1,000 "ipsec add NAME" calls must not parse 1,000 times.
@@ -455,7 +474,10 @@ class ControlServer:
                 continue
             for conn in found:  # the cached parse stays pristine: add a copy
                 conn = copy.deepcopy(conn)
+                replaced = conn.name in self.registry.conns
                 r = self.registry.add(conn, emit, await self._look_up(conn))
+                if replaced:
+                    self._abandon(conn.name, "replaced (ipsec add)")
                 rc = rc or r
         return rc, None, None
 
@@ -514,6 +536,7 @@ class ControlServer:
         self.registry.up.discard(name)
         now = self.driver.now()
         self.driver.run(lambda e: e.terminate(name, now), where=f"down {name}", conn=name)
+        self._abandon(name, "taken down (whack --down)")
         return RC_SUCCESS, None, None
 
     async def _delete(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
@@ -521,7 +544,16 @@ class ControlServer:
         self.registry.delete(name)
         self.log.set_conn_debug(name, set())
         self.log.log("deleted connection", conn=name)
+        self._abandon(name, "deleted (whack --delete)")
         return RC_SUCCESS, None, None
+
+    def _abandon(self, name: str, why: str) -> None:
+        """A whack still waiting on ``--initiate`` of ``name`` (its exchange was just
+        terminated by another whack) is answered now, 56, instead of waiting for its
+        time limit (65 s by default) to say "no outcome".  Libreswan's whack gets EOF
+        when the state goes and exits 0; pypluto never reports success for a
+        connection that did not come up."""
+        self.waiters.fail([name], RC_FATAL, f"initiate abandoned: the connection was {why}")
 
     async def _rekey_ike(self, name: str, args: dict[str, Any], emit: Emit) -> Result:
         ike_sas = self.daemon.snapshot()["engine"]["ike_sas"]
