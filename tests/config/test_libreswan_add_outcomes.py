@@ -25,7 +25,8 @@ import ipaddress
 from typing import Any
 
 import pytest
-from test_cfg_keyword_audit import _Driver, _Log  # tests/config is on sys.path
+from test_cfg_keyword_audit import _Driver  # tests/config is on sys.path
+from testsupport import RecordingLog
 
 from pypluto.config.ids import ID_FQDN, ID_IPV4_ADDR, ID_KEY_ID, parse_id
 from pypluto.config.parser import parse_config_text
@@ -47,7 +48,7 @@ def _add(text: str) -> tuple[int, list[str], list[str]]:
     cfg = parse_config_text(text, "f")
     assert "c" in cfg.conns, [str(d) for d in cfg.diagnostics]
     drv = _Driver()
-    reg = Registry(_Log(), drv, True, lambda name: 0)  # type: ignore[arg-type]
+    reg = Registry(RecordingLog(), drv, True, lambda name: 0)  # type: ignore[arg-type]
     reg.local_addrs = {ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("2001:db8::1")}
     out: list[str] = []
     rc = reg.add(cfg.conns["c"], out.append)
@@ -292,7 +293,7 @@ def test_a_pool_that_inexactly_overlaps_a_loaded_one_is_refused(first: str, seco
             f"\trightaddresspool={second}\n")
     cfg = parse_config_text(text, "f")
     drv = _Driver()
-    reg = Registry(_Log(), drv, True, lambda name: 0)  # type: ignore[arg-type]
+    reg = Registry(RecordingLog(), drv, True, lambda name: 0)  # type: ignore[arg-type]
     reg.local_addrs = {ipaddress.ip_address(me)}
     assert reg.add(cfg.conns["a"]) == RC_SUCCESS
     out: list[str] = []
@@ -327,7 +328,7 @@ def test_a_bare_name_as_id_is_resolved_when_the_conn_is_added(key: str, value: s
 
     cfg = parse_config_text(V4 + f"\t{key}={value}\n", "f")
     drv = _Driver()
-    reg = Registry(_Log(), drv, True, lambda name: 0)  # type: ignore[arg-type]
+    reg = Registry(RecordingLog(), drv, True, lambda name: 0)  # type: ignore[arg-type]
     reg.local_addrs = {ipaddress.ip_address("192.0.2.1")}
     reg.resolver = resolver
     out: list[str] = []
