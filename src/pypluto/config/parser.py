@@ -18,10 +18,12 @@ and is reported ``while loading 'NAME'``.  Every diagnostic carries file:line.
 
 from __future__ import annotations
 
+import errno
 import glob
 import ipaddress
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -56,6 +58,11 @@ from pypluto.params import IPAddress, IPNetwork
 MAX_INCLUDE_DEPTH = 10
 MAX_INCLUDED_FILES = 1000  # a glob include of itself would otherwise fan out n^10 times
 MAX_ALSO_DEPTH = 32
+MAX_FILE_BYTES = 128 * 1024 * 1024
+"""The largest ipsec.conf (or included file) read: 100,000 conns of 1.3 KB each, three
+times a fully written conn (addresses, IDs, subnets, proposals, lifetimes: ~400 bytes),
+fit; a file named by mistake (a log, an image) or grown without bound is refused
+before its text is held several times over in memory."""
 
 
 @dataclass
@@ -181,8 +188,7 @@ class _Reader:
 
     def read_file(self, path: str, depth: int, shown: str | None = None) -> None:
         shown = shown or path
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_config_bytes(path)
         self.read_text(decode_utf8(data, shown, self.diags), shown, depth, path)
 
     def read_text(self, text: str, filename: str, depth: int = 0,
@@ -282,6 +288,9 @@ class _Reader:
             self.inputs.append(("file", match))
             try:
                 self.read_file(match, depth + 1, shown)
+            except ConfigFileRefused as exc:
+                self.err(filename, lineno, f"cannot open include filename: '{pattern}' "
+                         f"({shown}: {exc})")
             except OSError as exc:
                 self.warn(filename, lineno, f"could not open include filename: '{pattern}' "
                           f"({exc.strerror})")
@@ -318,6 +327,49 @@ class _Reader:
 
 _LINE_MEMO: dict[str, tuple[str, str]] = {}  # a well-formed key line -> (key, value)
 _X_COMMENT_RE = re.compile(r'[Xx][-_][^"= \t]+')
+
+
+class ConfigFileRefused(Exception):
+    """A config file that is not read: not a regular file, or too large."""
+
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+    if not stat.S_ISREG(mode):
+        kind = next((k for test, k in _FILE_KINDS if test(mode)), "not a file")
+        raise ConfigFileRefused(f"not a regular file ({kind})")
+
+
+def read_config_bytes(path: str, limit: int | None = None) -> bytes:
+    """The bytes of a config file, never blocking and never more than ``limit`` (default
+    ``MAX_FILE_BYTES``): a FIFO, device or socket (``include /dev/zero``, a FIFO nobody
+    writes to) or a file over the limit raises ``ConfigFileRefused``; at most limit+1
+    bytes are read.  Missing, unreadable or a directory: ``OSError`` as ``open``."""
+    limit = MAX_FILE_BYTES if limit is None else limit
+    _check_regular(os.stat(path).st_mode)  # a socket cannot be opened, a FIFO would block
+    # O_NONBLOCK: should the path become a FIFO after the stat, open does not wait for a
+    # writer; fstat then sees what was opened
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        _check_regular(os.fstat(fd).st_mode)
+        chunks: list[bytes] = []
+        n = 0
+        while n <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - n))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            n += len(chunk)
+    finally:
+        os.close(fd)
+    if n > limit:
+        raise ConfigFileRefused(f"file too large: more than {limit} bytes")
+    return b"".join(chunks)
 
 
 def decode_utf8(data: bytes, filename: str, diags: list[Diagnostic]) -> str:
@@ -1698,14 +1750,19 @@ def load_config(path: str, *, root_dir: str | None = None,
     """Read and resolve an ipsec.conf file.
 
     Raises OSError only when ``path`` itself cannot be read; every other problem
-    is a ``Diagnostic``.  ``root_dir`` prefixes absolute include paths (a chroot
-    for tests, like Libreswan's ``--rootdir``).  ``enforce_support=False`` loads conns
-    whose keys pypluto does not support (to compare the parse with Libreswan's).
+    is a ``Diagnostic`` (``path`` not a regular file, or over ``MAX_FILE_BYTES``, too:
+    ``path: not a regular file (a FIFO)``, ``path: file too large: ...``).
+    ``root_dir`` prefixes absolute include paths (a chroot for tests, like Libreswan's
+    ``--rootdir``).  ``enforce_support=False`` loads conns whose keys pypluto does not
+    support (to compare the parse with Libreswan's).
     """
     reader = _Reader(root_dir)
     reader.inputs.append(("file", path))
-    with open(path, "rb") as fh:
-        data = fh.read()
+    try:
+        data = read_config_bytes(path)
+    except ConfigFileRefused as exc:
+        reader.err(path, 0, str(exc))
+        return _finish(reader, path, enforce_support)
     try:
         reader.read_text(decode_utf8(data, path, reader.diags), path, 0, path)
     except RecursionError:

@@ -28,7 +28,12 @@ from typing import Literal
 
 from pypluto.config.ids import IdError, id_from_address, id_matches, parse_id
 from pypluto.config.model import Identity, Origin, Secret
-from pypluto.config.parser import Diagnostic, decode_utf8
+from pypluto.config.parser import (
+    ConfigFileRefused,
+    Diagnostic,
+    decode_utf8,
+    read_config_bytes,
+)
 from pypluto.params import IPAddress
 
 WEAK_PSK_BYTES = 14  # below 112 bits a PSK is weak (NIST SP 800-131A / Libreswan FIPS rule)
@@ -233,9 +238,11 @@ class _Loader:
             return
         if not self.check_perms(path):
             return
-        try:
-            with open(path, "rb") as fh:
-                text = decode_utf8(fh.read(), path, self.store.diagnostics)
+        try:  # never a FIFO or device (it would block pluto), never without bound
+            text = decode_utf8(read_config_bytes(path), path, self.store.diagnostics)
+        except ConfigFileRefused as exc:
+            self.diag(path, 0, f"cannot read: {exc}")
+            return
         except OSError as exc:
             self.diag(path, 0, f"cannot read: {exc.strerror}")
             return

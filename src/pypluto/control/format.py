@@ -324,32 +324,98 @@ def libreswan_conn_lines(c: dict[str, Any], d: dict[str, Any]) -> list[str]:
     return lines
 
 
+# --- instances and leases ------------------------------------------------------
+
+
+def instance_numbers(snap: dict[str, Any]) -> dict[tuple[str, int], int]:
+    """``(conn, IKE SA serial) -> N`` for the SAs of a template (``right=%any``): Libreswan
+    5.2 names such an SA's connection ``"conn"[N] PEER`` (``jam_connection``), N counting
+    the template's instances, one per peer (address and ID).
+
+    Numbered from 1 per template in the order the peers' first SAs were made (their
+    lowest serial); an SA of a conn that is not a template is not in the map.
+    """
+    templates = {c["name"] for c in snap["engine"]["connections"] if c["remote"] == "%any"}
+    first: dict[tuple[str, str, str], int] = {}
+    of_sa: dict[tuple[str, int], tuple[str, str, str]] = {}
+    for s in snap["engine"]["ike_sas"]:
+        peer = (_addr(s["remote"]), s.get("remote_id", ""))
+        for conn, serial in [(s["conn"], s["serial"])] + [
+                (ch["conn"], ch["serial"]) for ch in s["children"]]:
+            if conn in templates:
+                key = (conn, *peer)
+                first[key] = min(first.get(key, serial), serial)
+                of_sa[(conn, s["serial"])] = key
+    numbers: dict[tuple[str, str, str], int] = {}
+    count: dict[str, int] = {}
+    for key in sorted(first, key=lambda k: first[k]):
+        count[key[0]] = numbers[key] = count.get(key[0], 0) + 1
+    return {sa: numbers[key] for sa, key in of_sa.items()}
+
+
+def conn_text(conn: str, instance: int | None, peer: str) -> str:
+    """A connection as Libreswan's state lines name it: ``"conn"``, or ``"conn"[N] PEER``
+    for an instance of a template."""
+    return f'"{escape(conn)}"' if instance is None else f'"{escape(conn)}"[{instance}] {peer}'
+
+
+def child_leases(snap: dict[str, Any]) -> dict[tuple[str, int], list[str]]:
+    """``(conn, IKE SA serial) -> ["ADDR/32", "ADDR/128"]``: the pool addresses the
+    gateway leased to the peer of that IKE SA's conn (RFC 7296 §3.15), IPv4 first, as
+    Libreswan 5.2's ``--trafficstatus`` shows them (``lease=``)."""
+    out: dict[tuple[str, int], list[tuple[int, str]]] = {}
+    for le in snap["engine"].get("leases", []):
+        v6 = ":" in le["address"]
+        out.setdefault((le["conn"], le["ike_serial"]), []).append(
+            (int(v6), f"{le['address']}/{128 if v6 else 32}"))
+    return {k: [a for _, a in sorted(v)] for k, v in out.items()}
+
+
+def _with_instances(snap: dict[str, Any]) -> list[dict[str, Any]]:
+    """The engine's IKE SAs for ``--json``, each SA (IKE and Child) with ``instance``:
+    its N of ``"conn"[N]`` (None: not an instance of a template)."""
+    inst = instance_numbers(snap)
+    return [{**s, "instance": inst.get((s["conn"], s["serial"])),
+             "children": [{**ch, "instance": inst.get((ch["conn"], s["serial"]))}
+                          for ch in s["children"]]}
+            for s in snap["engine"]["ike_sas"]]
+
+
 # --- states --------------------------------------------------------------------
 
 
 def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
     now = snap["now"]
     lines: list[str] = []
+    inst = instance_numbers(snap)
+
+    def name(conn: str, s: dict[str, Any]) -> str:
+        return conn_text(conn, inst.get((conn, s["serial"])), _addr(s["remote"]))
+
+    # "newest" is per connection instance (Libreswan: the instance's newest SAs)
     newest_ike: dict[str, int] = {}
     newest_child: dict[str, int] = {}
     for s in snap["engine"]["ike_sas"]:
-        newest_ike[s["conn"]] = max(newest_ike.get(s["conn"], 0), s["serial"])
+        n = name(s["conn"], s)
+        newest_ike[n] = max(newest_ike.get(n, 0), s["serial"])
         for ch in s["children"]:
-            newest_child[ch["conn"]] = max(newest_child.get(ch["conn"], 0), ch["serial"])
+            n = name(ch["conn"], s)
+            newest_child[n] = max(newest_child.get(n, 0), ch["serial"])
     entries: list[tuple[int, list[str]]] = []
     for s in snap["engine"]["ike_sas"]:
-        parts = [f'#{s["serial"]}: "{escape(s["conn"])}":{_port(s["remote"])} '
+        parts = [f'#{s["serial"]}: {name(s["conn"], s)}:{_port(s["remote"])} '
                  f'{s["state"]} ({story(s["state"])});']
         parts += _timers(now, s.get("rekey_at"), s.get("expire_at"))
-        if newest_ike.get(s["conn"]) == s["serial"]:
+        if newest_ike.get(name(s["conn"], s)) == s["serial"]:
             parts.append("newest;")
         parts.append("idle;")
         entries.append((s["serial"], [" ".join(parts)]))
         for ch in s["children"]:
-            p = [f'#{ch["serial"]}: "{escape(ch["conn"])}":{_port(s["remote"])} '
+            chn = name(ch["conn"], s)
+            p = [f'#{ch["serial"]}: {chn}:{_port(s["remote"])} '
                  f'{ch["state"]} ({story(ch["state"])});']
             p += _timers(now, ch.get("rekey_at"), ch.get("expire_at"))
-            if newest_child.get(ch["conn"]) == ch["serial"]:
+            if newest_child.get(chn) == ch["serial"]:
                 p.append("newest; eroute owner;")
             p.append(f"IKE SA #{s['serial']}; idle;")
             block = [" ".join(p)]
@@ -359,7 +425,7 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
                 mode = "tun" if ch.get("mode", "tunnel") == "tunnel" else "trans"
                 pre = proto.upper()
                 block.append(
-                    f'#{ch["serial"]}: "{escape(ch["conn"])}" {proto}.{ch["spi_out"]:x}@{r} '
+                    f'#{ch["serial"]}: {chn} {proto}.{ch["spi_out"]:x}@{r} '
                     f'{proto}.{ch["spi_in"]:x}@{lo} {mode}.0@{r} {mode}.0@{lo} Traffic: '
                     f'{pre}in={humber(ch["in_bytes"])} {pre}out={humber(ch["out_bytes"])} '
                     f'{pre}max={MAX_BYTES_TEXT}'
@@ -369,7 +435,7 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
                         ("replay_drops", "replay"), ("integrity_failures", "integrity"),
                         ("selector_drops", "selector"))
                     if ch.get(key, 0) is not None)  # None: the backend does not count it
-                block.append(f'#{ch["serial"]}: "{ch["conn"]}" dropped: {drops}')
+                block.append(f'#{ch["serial"]}: {chn} dropped: {drops}')
             entries.append((ch["serial"], block))
     for _serial, block in sorted(entries, key=lambda e: e[0]):
         lines.extend(block)
@@ -389,10 +455,12 @@ def _timers(now: float, rekey: float | None, expire: float | None) -> list[str]:
 def traffic_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     now, wall = snap["now"], snap["wallclock"]
+    inst, leases = instance_numbers(snap), child_leases(snap)
     for s in snap["engine"]["ike_sas"]:
         for ch in s["children"]:
             if "ESTABLISHED" not in ch["state"]:
                 continue
+            key = (ch["conn"], s["serial"])
             added = int(wall - (now - (ch.get("established_at") or now)))
             rows.append({
                 "serial": ch["serial"],
@@ -410,16 +478,26 @@ def traffic_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
                 "max_bytes": None,
                 "remote_id": s.get("remote_id", ""),
                 "ike_serial": s["serial"],
+                # "conn"[instance] peer: the N of a template's instance (None: not one)
+                "instance": inst.get(key),
+                "peer": _addr(s["remote"]),
+                # the pool addresses the peer got from us (CIDR, IPv4 first)
+                "lease": leases.get(key, []) if key[0] == s["conn"] else [],
             })
     rows.sort(key=lambda r: r["serial"])
     return rows
 
 
 def traffic_lines(snap: dict[str, Any]) -> list[str]:
+    """``--trafficstatus`` as Libreswan 5.2 prints it (whack_trafficstatus.c): an
+    instance named ``"conn"[N] PEER``, and ``, lease=A/32[,B/128]`` for a Child SA whose
+    peer got addresses from our pool."""
     return [
-        f'#{r["serial"]}: "{escape(r["conn"])}", type={r["type"]}, add_time={r["add_time"]}, '
+        f'#{r["serial"]}: {conn_text(r["conn"], r["instance"], r["peer"])}, type={r["type"]}, '
+        f'add_time={r["add_time"]}, '
         f'inBytes={r["in_bytes"]}, outBytes={r["out_bytes"]}, maxBytes={MAX_BYTES_TEXT}, '
-        f"id='{escape(r['remote_id'])}'"
+        f"id='{escape(r['remote_id'])}'" + (f", lease={','.join(r['lease'])}" if r["lease"]
+                                            else "")
         for r in traffic_rows(snap)
     ]
 
@@ -668,7 +746,7 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     eng = snap["engine"]
     if cmd == "status":
         out.update(pluto=snap["pluto"], now=snap["now"], connections=eng["connections"],
-                   ike_sas=eng["ike_sas"], summary=summary(snap),
+                   ike_sas=_with_instances(snap), summary=summary(snap),
                    counters=snap.get("counters", {}), dos=eng.get("dos"),
                    leases=eng.get("leases", []), pools=eng.get("pools", []))
     elif cmd == "connectionstatus":
@@ -676,7 +754,7 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     elif cmd == "briefstatus":
         out.update(summary=summary(snap))
     elif cmd == "showstates":
-        out.update(ike_sas=eng["ike_sas"])
+        out.update(ike_sas=_with_instances(snap))
     elif cmd == "trafficstatus":
         out.update(child_sas=traffic_rows(snap))
     elif cmd == "shuntstatus":
