@@ -397,7 +397,7 @@ def test_json_status_states_the_same_facts_as_the_text(daemon: Pluto) -> None:
         jstates = json.loads(whack(daemon, "--showstates", "--json").stdout)["ike_sas"]
         assert len(jstates) == 1
         serial = jstates[0]["serial"]
-        assert f'#{serial}: "c-add":500 STATE_V2_PARENT_I1' in states, (serial, states)
+        assert f'#{serial}: "c-add":500 IKE_SA_INIT_I (sent IKE_SA_INIT request)' in states, (serial, states)
     finally:
         whack(daemon, "--name", "c-add", "--down")
 

@@ -54,10 +54,10 @@ def test_trafficstatus_names_the_instance_and_shows_the_lease() -> None:
 def test_showstates_names_the_instance_with_the_peer_and_port() -> None:
     _net, east, west = _rw()
     lines = fmt.render("showstates", east)
-    assert lines[0].startswith('#1: "west-east"[1] 192.0.2.1:500 STATE_V2_ESTABLISHED_IKE_SA '
+    assert lines[0].startswith('#1: "west-east"[1] 192.0.2.1:500 ESTABLISHED_IKE_SA '
                                "(established IKE SA);")
     assert lines[0].endswith(" newest; idle;")
-    assert lines[1].startswith('#2: "west-east"[1] 192.0.2.1:500 STATE_V2_ESTABLISHED_CHILD_SA')
+    assert lines[1].startswith('#2: "west-east"[1] 192.0.2.1:500 ESTABLISHED_CHILD_SA')
     assert lines[1].endswith(" newest; eroute owner; IKE SA #1; idle;")
     assert lines[2].startswith('#2: "west-east"[1] 192.0.2.1 esp.')
     assert lines[3] == '#2: "west-east"[1] 192.0.2.1 dropped: replay=0 integrity=0 selector=0'
@@ -65,7 +65,7 @@ def test_showstates_names_the_instance_with_the_peer_and_port() -> None:
     assert fmt.state_lines(east) == lines
     # not a template: unchanged
     assert fmt.render("showstates", west)[0].startswith(
-        '#1: "west-east":500 STATE_V2_ESTABLISHED_IKE_SA')
+        '#1: "west-east":500 ESTABLISHED_IKE_SA')
 
 
 def test_json_views_carry_instance_peer_and_lease() -> None:
@@ -107,8 +107,8 @@ def test_a_second_peer_is_the_next_instance_each_with_its_newest_and_leases() ->
         f"#4: \"west-east\"[2] 2001:db8:1:2::45, type=ESP, add_time={ADD_TIME}, inBytes=0, "
         "outBytes=0, maxBytes=2^63B, id='@other.example', "
         "lease=198.51.100.11/32,2001:db8::5/128")
-    states = [ln for ln in fmt.render("showstates", east) if "STATE_V2" in ln]
-    assert [ln.split(" STATE_")[0] for ln in states] == [
+    states = [ln for ln in fmt.render("showstates", east) if " ESTABLISHED_" in ln]
+    assert [ln.split(" ESTABLISHED_")[0] for ln in states] == [
         '#1: "west-east"[1] 192.0.2.1:500', '#2: "west-east"[1] 192.0.2.1:500',
         '#3: "west-east"[2] 2001:db8:1:2::45:4500', '#4: "west-east"[2] 2001:db8:1:2::45:4500']
     assert all(" newest;" in ln for ln in states)

@@ -141,6 +141,24 @@ def test_humber_and_state_names():
     assert fmt.story("STATE_V2_ESTABLISHED_CHILD_SA") == "established Child SA"
 
 
+@pytest.mark.parametrize("ours,shown", [
+    # Libreswan 5.2's status lines (testing/pluto/DIR/*.console.txt): no STATE_V2_ prefix
+    ("STATE_V2_ESTABLISHED_IKE_SA", "ESTABLISHED_IKE_SA (established IKE SA)"),
+    ("STATE_V2_ESTABLISHED_CHILD_SA", "ESTABLISHED_CHILD_SA (established Child SA)"),
+    ("STATE_V2_PARENT_I1", "IKE_SA_INIT_I (sent IKE_SA_INIT request)"),
+    ("STATE_V2_PARENT_I2", "IKE_AUTH_I (sent IKE_AUTH request)"),
+    ("STATE_V2_PARENT_R1", "IKE_SA_INIT_R (sent IKE_SA_INIT response, waiting for "
+                           "IKE_INTERMEDIATE or IKE_AUTH request)"),
+    ("STATE_V2_REKEY_IKE_I1", "REKEY_IKE_I1 (sent CREATE_CHILD_SA request to rekey IKE SA)"),
+    ("STATE_V2_NEW_CHILD_I1", "NEW_CHILD_I1 (sent CREATE_CHILD_SA request for new IPsec SA)"),
+    ("STATE_V2_REKEY_CHILD_I1",
+     "REKEY_CHILD_I1 (sent CREATE_CHILD_SA request to rekey IPsec SA)"),
+    ("STATE_V2_IKE_SA_DELETE", "IKE_SA_DELETE (deleting IKE SA)"),
+])
+def test_states_are_shown_with_libreswan_5_2_names(ours: str, shown: str) -> None:
+    assert fmt.shown_state(ours) == shown
+
+
 def test_psk_listing_never_shows_value():
     class Rec:
         kind = "PSK"

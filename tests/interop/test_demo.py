@@ -24,7 +24,7 @@ def test_demo_runs_and_cleans_up() -> None:
     assert "3 received, 0% packet loss" in out
     for side in ("west", "east"):
         assert f"ipsec status on {side}" in out and f"ipsec trafficstatus on {side}" in out
-    assert "STATE_V2_ESTABLISHED_CHILD_SA" in out and "inBytes=" in out
+    assert "ESTABLISHED_CHILD_SA (established Child SA)" in out and "inBytes=" in out
     m = re.search(r"creating network namespaces (\S+) and (\S+),", out)
     assert m, out
     assert not {m.group(1), m.group(2)} & set(list_netns()), "demo left its namespaces"

@@ -44,6 +44,13 @@ _STORIES = {
     "REKEY_CHILD_I1": "sent CREATE_CHILD_SA request to rekey IPsec SA",
     "REKEY_IKE_I1": "sent CREATE_CHILD_SA request to rekey IKE SA",
     "NEW_CHILD_I1": "sent CREATE_CHILD_SA request for new IPsec SA",
+    # Libreswan 5.2's names (``shown_state``) of the states that have no name above
+    "IKE_SA_INIT_I": "sent IKE_SA_INIT request",
+    "IKE_AUTH_I": "sent IKE_AUTH request",
+    "IKE_SA_INIT_R": "sent IKE_SA_INIT response, waiting for IKE_INTERMEDIATE or IKE_AUTH "
+                     "request",
+    "NEW_CHILD_I0": "STATE_V2_NEW_CHILD_I0",
+    "REKEY_IKE_R0": "STATE_V2_REKEY_IKE_R0",
 }
 
 
@@ -57,6 +64,18 @@ def short_state(state: str) -> str:
 def story(state: str) -> str:
     s = short_state(state)
     return _STORIES.get(s, s.lower().replace("_", " "))
+
+
+def shown_state(state: str) -> str:
+    """A state as Libreswan 5.2's status lines name it, with its story:
+    ``ESTABLISHED_IKE_SA (established IKE SA)``, ``IKE_SA_INIT_I (sent IKE_SA_INIT
+    request)`` (4.10 printed ``STATE_V2_ESTABLISHED_IKE_SA``).  An SA we are deleting
+    keeps its own name (``IKE_SA_DELETE``): Libreswan has no such state to show."""
+    if state in ("STATE_V2_IKE_SA_DELETE", "STATE_V2_CHILD_SA_DELETE"):
+        name = short_state(state)
+    else:
+        name = OUR_TO_LIBRESWAN_STATE.get(state) or short_state(state)
+    return f"{name} ({_STORIES.get(name) or story(state)})"
 
 
 def humber(n: int) -> str:
@@ -404,7 +423,7 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
     entries: list[tuple[int, list[str]]] = []
     for s in snap["engine"]["ike_sas"]:
         parts = [f'#{s["serial"]}: {name(s["conn"], s)}:{_port(s["remote"])} '
-                 f'{s["state"]} ({story(s["state"])});']
+                 f'{shown_state(s["state"])};']
         parts += _timers(now, s.get("rekey_at"), s.get("expire_at"))
         if newest_ike.get(name(s["conn"], s)) == s["serial"]:
             parts.append("newest;")
@@ -413,7 +432,7 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
         for ch in s["children"]:
             chn = name(ch["conn"], s)
             p = [f'#{ch["serial"]}: {chn}:{_port(s["remote"])} '
-                 f'{ch["state"]} ({story(ch["state"])});']
+                 f'{shown_state(ch["state"])};']
             p += _timers(now, ch.get("rekey_at"), ch.get("expire_at"))
             if newest_child.get(chn) == ch["serial"]:
                 p.append("newest; eroute owner;")
