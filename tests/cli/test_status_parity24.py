@@ -44,11 +44,12 @@ def test_trafficstatus_names_the_instance_and_shows_the_lease() -> None:
     assert fmt.render("trafficstatus", east) == [
         f"#2: \"west-east\"[1] 192.0.2.1, type=ESP, add_time={ADD_TIME}, inBytes=0, "
         "outBytes=0, maxBytes=2^63B, id='@west.example', lease=198.51.100.10/32"]
-    # west's conn is not a template: named as before (its own lease, Libreswan's
-    # "lease=" on the client side, is not in the engine's status: see the report)
-    assert fmt.render("trafficstatus", west)[0].startswith(
+    # west's conn is not a template: named as before; the address the gateway gave it
+    # is its lease (Libreswan 5.2's north-east / road-east clients: "lease=ADDR/32")
+    assert fmt.render("trafficstatus", west) == [
         f"#2: \"west-east\", type=ESP, add_time={ADD_TIME}, inBytes=0, outBytes=0, "
-        "maxBytes=2^63B, id='@east.example'")
+        "maxBytes=2^63B, id='@east.example', lease=198.51.100.10/32"]
+    assert fmt.traffic_rows(west)[0]["lease"] == ["198.51.100.10/32"]
 
 
 def test_showstates_names_the_instance_with_the_peer_and_port() -> None:
@@ -75,7 +76,7 @@ def test_json_views_carry_instance_peer_and_lease() -> None:
         ("west-east", 1, "192.0.2.1", ["198.51.100.10/32"], "@west.example")
     (row,) = fmt.json_view("trafficstatus", west)["child_sas"]
     assert (row["conn"], row["instance"], row["peer"], row["lease"]) == \
-        ("west-east", None, "192.0.2.2", [])
+        ("west-east", None, "192.0.2.2", ["198.51.100.10/32"])
     for cmd in ("showstates", "status"):
         (ike,) = fmt.json_view(cmd, east)["ike_sas"]
         assert ike["conn"] == "west-east" and ike["instance"] == 1

@@ -380,13 +380,21 @@ def conn_text(conn: str, instance: int | None, peer: str) -> str:
 
 def child_leases(snap: dict[str, Any]) -> dict[tuple[str, int], list[str]]:
     """``(conn, IKE SA serial) -> ["ADDR/32", "ADDR/128"]``: the pool addresses the
-    gateway leased to the peer of that IKE SA's conn (RFC 7296 §3.15), IPv4 first, as
-    Libreswan 5.2's ``--trafficstatus`` shows them (``lease=``)."""
+    gateway leased to the peer of that IKE SA's conn, or the client was given by it
+    (RFC 7296 §3.15), IPv4 first, as Libreswan 5.2's ``--trafficstatus`` shows them
+    (``lease=``)."""
     out: dict[tuple[str, int], list[tuple[int, str]]] = {}
     for le in snap["engine"].get("leases", []):
         v6 = ":" in le["address"]
         out.setdefault((le["conn"], le["ike_serial"]), []).append(
             (int(v6), f"{le['address']}/{128 if v6 else 32}"))
+    # the client's side: the addresses the gateway gave this IKE SA (Libreswan 5.2's
+    # north/road trafficstatus: "lease=192.0.2.101/32")
+    for s in snap["engine"]["ike_sas"]:
+        for a in s.get("local_vips", []):
+            v6 = ":" in a
+            out.setdefault((s["conn"], s["serial"]), []).append(
+                (int(v6), f"{a}/{128 if v6 else 32}"))
     return {k: [a for _, a in sorted(v)] for k, v in out.items()}
 
 

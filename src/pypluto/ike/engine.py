@@ -1483,7 +1483,8 @@ class Engine:
                 nat_detected_local=ike.nat_local, nat_detected_remote=ike.nat_remote,
                 established_at=ike.established_at, rekey_at=ike.rekey_at,
                 expire_at=ike.expire_at, last_liveness=ike.last_recv or None,
-                msgid_next_request=ike.next_out, msgid_last_received=ike.next_in - 1)
+                msgid_next_request=ike.next_out, msgid_last_received=ike.next_in - 1,
+                local_vips=[str(a) for a in ike.local_vips])
             for c in ike.children:
                 cc = c.chosen
                 s.children.append(ChildSAStatus(

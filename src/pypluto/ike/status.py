@@ -62,6 +62,8 @@ class IKESAStatus:
     msgid_next_request: int = 0
     msgid_last_received: int = -1
     children: list[ChildSAStatus] = field(default_factory=list)
+    # the addresses the gateway gave us (CFG_REPLY, RFC 7296 §3.15): a client's "lease="
+    local_vips: list[str] = field(default_factory=list)
 
 
 @dataclass
