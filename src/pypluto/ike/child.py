@@ -174,19 +174,37 @@ def _leasing(ike: IKESA, conn: Connection, payloads: Sequence[Payload]) -> bool:
 def ts_fits(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Payload]
             ) -> bool:
     """Would ``conn``'s selectors answer this request (to pick among connections)?"""
+    return ts_fit_grade(ctx, ike, conn, payloads) > 0
+
+
+FIT_NONE, FIT_SOME, FIT_PART, FIT_ALL = 0, 1, 2, 3
+
+
+def ts_fit_grade(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Payload]
+                 ) -> int:
+    """How ``conn``'s selectors answer this request, to pick the best of several conns:
+    FIT_NONE (not at all), FIT_SOME (leaving some of its own selectors out, which it
+    then blocks), FIT_PART (all of its own, but not every proposed one: a subset, §2.9)
+    or FIT_ALL."""
     tsi_p, tsr_p = _ts_pair(payloads)
     if tsi_p is None or tsr_p is None:
-        return True
+        return FIT_ALL
     tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
     if not tsi or not tsr:
-        return False
+        return FIT_NONE
     lconf, rconf = configured_ts(ike, conn)
     if _nat_transport(ike, conn, codec.has_notify(payloads, N.USE_TRANSPORT_MODE)):
-        return tsmod.narrow(tsr, lconf, conn.narrowing) is not None
+        return FIT_ALL if tsmod.narrow(tsr, lconf, conn.narrowing) is not None else FIT_NONE
     rconf = _nat_inner(ctx, ike, conn, tsi, rconf)
     fit_i = tsmod.narrow if _leasing(ike, conn, payloads) else tsmod.fit  # a lease narrows TSi
-    return fit_i(tsi, rconf, conn.narrowing) is not None and \
-        tsmod.fit(tsr, lconf, conn.narrowing) is not None
+    ans_i, ans_r = fit_i(tsi, rconf, conn.narrowing), tsmod.fit(tsr, lconf, conn.narrowing)
+    if ans_i is None or ans_r is None or not tsmod.pairs(ans_r, ans_i):
+        return FIT_NONE
+    if tsmod.left_out(ans_r, ans_i, lconf, rconf):
+        return FIT_SOME
+    if tsmod.left_out(ans_r, ans_i, tsr, tsi):
+        return FIT_PART
+    return FIT_ALL
 
 
 def other_connections(ctx: IKEContext, ike: IKESA) -> list[Connection]:
@@ -316,7 +334,8 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
             ans_i = [hint._replace(proto=r.proto, sport=r.sport, eport=r.eport)]
             installed_i = list(rconf)
     ans_r = tsmod.fit(tsr, lconf, narrowing)
-    if ans_i is None or ans_r is None or installed_i is None:
+    if ans_i is None or ans_r is None or installed_i is None or \
+            not tsmod.pairs(ans_r, installed_i):
         return None, [codec.notify(N.TS_UNACCEPTABLE)], (
             f"traffic selectors {tsmod.fmt(tsi)}==={tsmod.fmt(tsr)} do not match "
             f"{tsmod.fmt(rconf)}==={tsmod.fmt(lconf)}"), FailReason.TRAFFIC_SELECTORS
@@ -324,6 +343,13 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
     c.chosen = chosen
     c.spi_out = int.from_bytes(chosen.spi, "big")
     c.local_ts, c.remote_ts = ans_r, installed_i
+    # narrowing=no: the configured selectors the initiator did not propose (a subset
+    # of whole ones, §2.9) are blocked, as Libreswan's END_EQUALS_TS; a rekey keeps the
+    # old Child SA's (its selectors are the subset)
+    if old is not None:
+        c.blocked = old.blocked
+    elif not narrowing:
+        c.blocked = tsmod.left_out(ans_r, installed_i, lconf, rconf)
     c.mode = "transport" if (want_transport and conn.type == "transport") else "tunnel"
     c.peer_no_tfc = codec.has_notify(payloads, N.ESP_TFC_PADDING_NOT_SUPPORTED)
     c.encap = encap_for(ike)
@@ -418,7 +444,7 @@ def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload],
                     f"{', '.join(str(a) for a in ike.local_vips)}", FailReason.TRAFFIC_SELECTORS)
     if not tsmod.answer_ok(tsi, lconf, lconf, narrowing) or \
             not tsmod.answer_ok(tsr, rconf, rconf, narrowing or (
-                not conn.remote.subnets and ike.nat_remote)):
+                not conn.remote.subnets and ike.nat_remote)) or not tsmod.pairs(tsi, tsr):
         return (f"traffic selectors {tsmod.fmt(tsi)}==={tsmod.fmt(tsr)} are not acceptable", FailReason.TRAFFIC_SELECTORS)
     transport = codec.has_notify(payloads, N.USE_TRANSPORT_MODE)
     if c.mode == "transport" and not transport:
@@ -428,6 +454,12 @@ def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload],
     c.chosen = chosen
     c.spi_out = int.from_bytes(chosen.spi, "big")
     c.local_ts, c.remote_ts = tsi, tsr
+    # narrowing=no: our selectors the responder left out (a subset of whole ones,
+    # §2.9) are blocked; a rekey keeps the old Child SA's
+    if c.rekey_of is not None:
+        c.blocked = c.rekey_of.blocked
+    elif not narrowing:
+        c.blocked = tsmod.left_out(tsi, tsr, lconf, rconf)
     c.peer_no_tfc = codec.has_notify(payloads, N.ESP_TFC_PADDING_NOT_SUPPORTED)
     c.encap = encap_for(ike)
     c.local_addr, c.remote_addr = ike.local.addr, ike.remote.addr

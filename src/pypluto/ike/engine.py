@@ -71,6 +71,7 @@ from pypluto.ike.tasks.child_delete import delete_children, revive_children
 from pypluto.ike.tasks.ike_delete import send_delete_now
 from pypluto.ike.traps import Traps
 from pypluto.params import (
+    Direction,
     IPAddress,
     PolicyParams,
     SAAcquire,
@@ -706,6 +707,20 @@ class Engine:
                                                     protocol=child.protocol,
                                                     conn_name=conn.name,
                                                     priority=conn.priority))
+        for lt, rt in child.blocked:  # left out by the peer: blocked both ways (RFC 4301
+            for lk in tsmod.to_kernel(lt):  # §4.4.1 DISCARD), never sent in cleartext
+                for rk in tsmod.to_kernel(rt):
+                    ways: tuple[tuple[TrafficSelector, TrafficSelector, Direction], ...] = (
+                        (lk, rk, "out"), (rk, lk, "in"), (rk, lk, "fwd"))
+                    for src, dst, d in ways:
+                        if d == "fwd" and child.mode != "tunnel":
+                            continue
+                        out.append(PolicyParams(src, dst, d, reqid=child.reqid,
+                                                tmpl_src=la if d == "out" else ra,
+                                                tmpl_dst=ra if d == "out" else la,
+                                                mode=child.mode, protocol=child.protocol,
+                                                conn_name=conn.name, action="drop",
+                                                priority=conn.priority))
         if out:  # mark_policy of each, the marks looked up once
             mi, mo = self.xfrm_marks(conn, ra)
             if_id, if_ip = conn.ipsec_interface, conn.local.interface_ip
@@ -795,6 +810,9 @@ class Engine:
                     f"{nat} DPD={dpd}}}")
 
         self.log(acts, text, child)
+        if child.blocked:  # Libreswan's "accepted selectors [...](block)"
+            self.log(acts, "selectors left out of the Child SA are blocked: " + " ".join(
+                f"{lt}==={rt}" for lt, rt in child.blocked), child)
         if conn.auto == "keep":  # ipsec.conf(5): kept up once the peer brought it up
             self.kept_up.add(conn.name)
         if fresh:

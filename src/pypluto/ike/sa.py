@@ -117,6 +117,9 @@ class ChildSA:
     chosen: Chosen | None = None
     local_ts: list[TS] = field(default_factory=list)
     remote_ts: list[TS] = field(default_factory=list)
+    # configured (local, remote) selector pairs the peer left out (ts.left_out): block
+    # policies of this Child SA's, so that they never go out in cleartext
+    blocked: tuple[tuple[TS, TS], ...] = ()
     reqid: int = 0
     encap: tuple[int, int] | None = None  # (local port, remote port) of ESP-in-UDP
     established_at: float = 0.0

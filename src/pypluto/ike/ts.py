@@ -154,30 +154,58 @@ def narrow(proposed: list[TS], configured: list[TS], allow_narrowing: bool) -> l
 def fit(proposed: list[TS], configured: list[TS], allow_narrowing: bool) -> list[TS] | None:
     """The responder's answer to one TS list of a new Child SA, or None (TS_UNACCEPTABLE).
 
-    ``narrowing=no`` means no narrowing is proposed or accepted (ipsec.conf(5)): every
-    configured selector must be among the proposed ones exactly (Libreswan 5.2's
-    END_EQUALS_TS; its test ikev2-allow-narrow-01), and we answer with them; with
-    ``narrowing=yes`` as ``narrow``.  The §2.9 packet hint may come first: it is
-    simply not one of ours and takes no part.
+    ``narrowing=no`` means no selector is narrowed (ipsec.conf(5)): we answer with
+    those configured selectors that are among the proposed ones exactly (Libreswan
+    5.2's END_EQUALS_TS; its tests ikev2-allow-narrow-01 and
+    ikev2-selectors-44in4-rw-ike-mismatch-01), at least one; a configured selector
+    the peer did not propose is left out of the answer (a subset, §2.9) and the
+    engine blocks it (``left_out``).  With ``narrowing=yes`` as ``narrow``.  The §2.9
+    packet hint may come first: it is simply not one of ours and takes no part.
     """
     if allow_narrowing:
         return narrow(proposed, configured, True)
-    if not proposed or not all(c in proposed for c in configured):
-        return None
-    return list(configured)
+    out = [c for c in configured if c in proposed]
+    return out or None
 
 
 def answer_ok(answer: list[TS], proposed: list[TS], configured: list[TS],
               allow_narrowing: bool) -> bool:
-    """The initiator's check of the responder's selectors (§2.9)."""
+    """The initiator's check of the responder's selectors (§2.9).
+
+    Each answered selector lies inside one we proposed; without narrowing it is one
+    of our configured selectors exactly: the answer may leave some of them out (a
+    subset of whole selectors, Libreswan's ikev2-selectors-44in4-rw-ike-mismatch-02;
+    the engine blocks those, ``left_out``), never narrow or add one.
+    """
     if not answer:
         return False
     for a in answer:
         if not any(contains(p, a) for p in proposed):
             return False
     if not allow_narrowing:
-        return sorted(answer) == sorted(configured)
+        return all(a in configured for a in answer)
     return True
+
+
+def pairs(local: list[TS], remote: list[TS]) -> bool:
+    """Do the two lists make at least one (local, remote) pair of one address family
+    (a Child SA with none would carry nothing)?"""
+    return any(lt.version == rt.version for lt in local for rt in remote)
+
+
+def left_out(local: list[TS], remote: list[TS], conf_local: list[TS],
+             conf_remote: list[TS]) -> tuple[tuple[TS, TS], ...]:
+    """The configured (local, remote) pairs a Child SA of selectors ``local`` ===
+    ``remote`` leaves out: one end is a configured selector no selector of the Child
+    SA overlaps.  The engine installs block policies for them (Libreswan's
+    "(block)" selectors), so that none of the conn's traffic goes out in cleartext
+    because the peer did not take it."""
+    def covered(c: TS, tss: list[TS]) -> bool:
+        return any(intersect(c, t) is not None for t in tss)
+
+    return tuple((lt, rt) for lt in conf_local for rt in conf_remote
+                 if lt.version == rt.version
+                 and not (covered(lt, local) and covered(rt, remote)))
 
 
 def to_kernel(ts: TS) -> list[TrafficSelector]:

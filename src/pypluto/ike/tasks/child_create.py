@@ -322,11 +322,16 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
         if old.replaced:
             return answer([codec.notify(N.TEMPORARY_FAILURE)])
         conn = old.conn
-    elif not childmod.ts_fits(ctx, ike, conn, payloads):
+    elif (grade := childmod.ts_fit_grade(ctx, ike, conn, payloads)) < childmod.FIT_ALL:
         # a new Child SA of another conn of the same peer (§2.9): that conn's pfs= and
-        # esp= judge the KE payload, not those of the conn the IKE SA was made for
-        conn = next((o for o in childmod.other_connections(ctx, ike)
-                     if childmod.ts_fits(ctx, ike, o, payloads)), conn)
+        # esp= judge the KE payload, not those of the conn the IKE SA was made for; the
+        # best fit first (ts_fit_grade: one answering a mere subset comes after)
+        for o in childmod.other_connections(ctx, ike):
+            g = childmod.ts_fit_grade(ctx, ike, o, payloads)
+            if g > grade:
+                conn, grade = o, g
+                if g == childmod.FIT_ALL:
+                    break
     why_busy = followup_busy(ike, old)
     if why_busy:  # RFC 9370 §2.2.2, RFC 7296 §2.25
         return _temporary_failure(ctx, ike, old, why_busy, answer)

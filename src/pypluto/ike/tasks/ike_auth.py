@@ -465,8 +465,9 @@ def _pick_connection(ctx: IKEContext, ike: IKESA, peer_id: Identity, idr: Identi
         score = ids.id_wildcards(remote_pattern(conn))
         if idr is not None and _tarzan(ctx, ike, conn, idr) is None:
             score += 100
-        if not childmod.ts_fits(ctx, ike, conn, payloads):
-            score += 50
+        # a conn answering a subset of the selectors (§2.9) is a worse fit, one that
+        # would leave some of its own out (blocked) worse still
+        score += (50, 25, 10, 0)[childmod.ts_fit_grade(ctx, ike, conn, payloads)]
         if not auth_sig.cert_under_ca(ctx, conn, payloads):  # rightca= cannot fit
             score += 200
         if best is None or score < best[0]:
