@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import cast
 
 from pypluto.crypto.errors import CryptoError
-from pypluto.iana import ExchangeType, NotifyType
+from pypluto.iana import ExchangeType, NotifyType, ProtocolID
 from pypluto.iana import PayloadType as PT
 from pypluto.ike import codec
 from pypluto.ike.actions import Action, Endpoint, EventKind, FailReason, Log, SendPacket
@@ -245,6 +245,9 @@ class TaskManager:
         payloads: list[Payload] | None
         try:
             if isinstance(sk, wp.SKFPayload):
+                if not ike.frag_ok:  # RFC 7383 §2.3 never negotiated (or fragmentation=no)
+                    return _dbg("dropping fragment: IKE fragmentation was not negotiated",
+                                remote)
                 payloads = self._reassemble(ike, msg, sk)
                 if payloads is None:
                     return []
@@ -282,6 +285,16 @@ class TaskManager:
             if ctx.is_live(ike):
                 acts += self.kick(ike, now)
             return acts
+        if ctx.is_computing(ike) and (ike.last_response is None or
+                                      ike.last_response[0] != hdr.message_id - 1) and \
+                not _deletes_ike(payloads):
+            # §2.3 window of 1: our answer to the previous request is still being
+            # computed (``next_in`` moved on); answering this one first would send
+            # ``next_in`` back when that answer goes, and a retransmit of this one would
+            # then be processed again.  A Delete of the IKE SA (a peer shutting down
+            # sends it outside the window) is still taken.
+            return _dbg(f"dropping request with message ID {hdr.message_id}: the answer "
+                        "to the previous one is being computed", remote)
         # a request: answer where it came from (§2.23, §3.1)
         if (ike.remote != remote or ike.local != local) and not ike.mobike:
             # with MOBIKE only UPDATE_SA_ADDRESSES moves the IKE SA (RFC 4555 §3.8)
@@ -471,6 +484,11 @@ def _closing(ike: IKESA) -> bool:
     answered (§2.25.2: a Delete crossing ours is answered as usual, and ours forgotten;
     anything else gets what the tasks answer a closing IKE SA)."""
     return ike.state is IKEState.DELETING and ike.established_at is not None
+
+
+def _deletes_ike(payloads: list[Payload]) -> bool:
+    return any(isinstance(p, wp.DeletePayload) and p.protocol_id == ProtocolID.IKE
+               for p in payloads)
 
 
 def _is_first_fragment(data: bytes) -> bool:

@@ -316,6 +316,8 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
         val = int.from_bytes(rekey.spi, "big")
         old = next((c for c in ike.children if c.spi_out == val
                     and _proto_id(c) == rekey.protocol_id), None)
+        if old is not None and old.state is ChildState.DELETING:
+            return answer([codec.notify(N.TEMPORARY_FAILURE)])  # §2.25.1: we close it
         if old is None or old.state is not ChildState.ESTABLISHED:
             return answer([codec.notify(N.CHILD_SA_NOT_FOUND, b"", int(rekey.protocol_id),
                                         bytes(rekey.spi))])

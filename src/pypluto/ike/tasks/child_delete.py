@@ -79,7 +79,7 @@ class ChildDelete(Task):
                 val = int.from_bytes(spi, "big")
                 c = next((c for c in ike.children if c.spi_out == val
                           and _proto_id(c) == d.protocol_id), None)
-                if c is None:
+                if c is None or c in gone:  # an SPI named twice is answered once
                     continue
                 gone.append(c)
                 if c.state is not ChildState.DELETING:  # our Delete crossed theirs (§1.4.1)

@@ -321,8 +321,8 @@ class IKERekey(Task):
         group, peer_ke = chosen.ke, bytes(ke_p.data)
 
         def then(result: object, t: float) -> list[Action]:
-            if isinstance(result, BaseException):
-                return answer([codec.notify(N.INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))])
+            if isinstance(result, BaseException):  # a malformed KE value of the right
+                return answer([codec.notify(N.INVALID_SYNTAX)])  # group, as CREATE_CHILD_SA
             o = ike.outstanding  # §2.25: our own Child SA exchange may have started meanwhile
             if ike.replaced or ike.state is IKEState.DELETING or \
                     (o is not None and isinstance(o.task, (ChildCreate, ChildDelete))):

@@ -112,6 +112,8 @@ def send_probe(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
     What ``ctx.queue(ike, Liveness(), now)`` does, without the codec.  The caller
     (``timers.service``, run from the engine's timer) reschedules the SA after it.
     """
+    if ike.next_out > 0xFFFFFFFF:  # RFC 7296 §2.2: no message ID left; the general
+        return ctx.queue(ike, Liveness(), now)  # path closes the IKE SA, as a local error
     acts: list[Action] = []
     ctx.log(acts, "sending liveness probe", ike, level="debug")
     ctx.stats.events["dpd.sent"] += 1
@@ -151,7 +153,7 @@ def fast_receive(ctx: IKEContext, ike: IKESA, data: bytes, hdr: IKEHeader,
         o = ike.outstanding
         if o is None or o.msgid != msgid or not isinstance(o.task, Liveness):
             return None
-    elif msgid != ike.next_in or ike.answer_to is not None:
+    elif msgid != ike.next_in or ike.answer_to is not None or ctx.is_computing(ike):
         return None
     try:
         if prot.decrypt(data[:32], data[32:]):
