@@ -65,8 +65,8 @@ def _payloads() -> list[wp.Payload]:
 
 
 def _fragments(w: IKESA, msgid: int, *, total: int | None = None, plain: bytes | None = None,
-               first: int | None = None, response: bool = False, count: int = 3
-               ) -> list[bytes]:
+               first: int | None = None, response: bool = False, count: int = 3,
+               exchange: int = INFO) -> list[bytes]:
     """Authentic SKF fragments (west's keys) of INFORMATIONAL ``msgid``: the plaintext of
     ``_payloads()`` (or ``plain``) cut in ``count`` pieces, each claiming ``total``."""
     f, text = wm.serialize_payloads(_payloads())
@@ -79,7 +79,7 @@ def _fragments(w: IKESA, msgid: int, *, total: int | None = None, plain: bytes |
     for n, chunk in enumerate(chunks, 1):
         blen = w.prot_out.body_length(len(chunk))
         skf = wp.SKFPayload(first if n == 1 else 0, n, total or len(chunks), bytes(blen))
-        raw = wm.Message(w.spi_i, w.spi_r, INFO, w.initiator, response, msgid,
+        raw = wm.Message(w.spi_i, w.spi_r, exchange, w.initiator, response, msgid,
                          [skf]).serialize()
         aad = raw[:len(raw) - blen]
         out.append(aad + w.prot_out.encrypt(aad, chunk))
@@ -134,6 +134,26 @@ def test_authentic_fragments_changing_their_total() -> None:
     assert not _sends(acts) and e.fragments is not None and e.fragments.total == 5
     assert not _sends(_deliver(net, w, three[1:]))  # the old set's rest: total 3 < 5
     acts = _deliver(net, w, [five[0], *five[2:]])
+    assert _notify_types(_answer(w, acts)) == [N.COOKIE2]
+    _still_works(net, w, e)
+
+
+def test_authentic_fragments_of_another_exchange_type_are_not_joined() -> None:
+    """RFC 7383 §2.5: every fragment of a message carries that message's IKE header.
+    Authentic fragments of the expected message ID but of another exchange type
+    (CREATE_CHILD_SA in the middle of an INFORMATIONAL's) are not part of the set: the
+    set is not completed with them, and the held fragments are not evicted."""
+    net, w, e = _setup()
+    mid = w.next_out
+    w.next_out += 1
+    info = _fragments(w, mid)
+    child = _fragments(w, mid, exchange=CHILD)
+    assert not _sends(_deliver(net, w, info[:1]))
+    held = net.east.engine.tm.frag_bytes
+    assert not _sends(_deliver(net, w, child[1:]))  # would complete a set of 3
+    assert net.east.engine.tm.frag_bytes == held and e.fragments is not None
+    assert sorted(e.fragments.parts) == [1]
+    acts = _deliver(net, w, info[1:])
     assert _notify_types(_answer(w, acts)) == [N.COOKIE2]
     _still_works(net, w, e)
 

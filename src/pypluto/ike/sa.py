@@ -86,6 +86,7 @@ class Reassembly:
     parts: dict[int, bytes] = field(default_factory=dict)
     first: int = 0  # the first inner payload type (from fragment 1)
     src: bytes = b""  # the sender's per-source bucket (TaskManager.frag_by_src)
+    exchange: int = 0  # every fragment of one message has its header's exchange type
 
 
 @dataclass(slots=True)

@@ -445,8 +445,11 @@ class TaskManager:
         if st is None or st.msgid != msg.message_id or st.response != msg.response or \
                 total > st.total:  # §2.6: a new set with more fragments replaces the old
             st = Reassembly(msg.message_id, msg.response, total,
-                            src=packed_key(ike.remote.addr.packed))
-        elif total < st.total:
+                            src=packed_key(ike.remote.addr.packed), exchange=msg.exchange)
+        elif total < st.total or msg.exchange != st.exchange:
+            # the fragments of one message share its header (§2.5): one of the same
+            # message ID but another exchange type is not part of it (and never
+            # evicts those held)
             return None
         if not 1 <= skf.fragment_number <= total or skf.fragment_number in st.parts:
             return None
