@@ -185,6 +185,9 @@ _TUN_READ_MAX = 65536
 # seconds an inbound SA still decrypts after its Child SA was rekeyed (retire_sa), as
 # strongSwan's charon.delete_rekeyed_delay (5 s by default)
 RETIRE_GRACE = 5.0
+# the largest inbound replay window (RFC 4303 §3.4.3, a bitmap of that many bits): the
+# XFRM backend's limit too (the kernel's XFRMA_REPLAY_ESN_VAL bitmap), see check_protectable
+REPLAY_WINDOW_MAX = 4096
 _SPI = struct.Struct("!I")
 
 Deliver = Callable[[bytes, tuple[str, int]], None]
@@ -1490,7 +1493,15 @@ def check_protectable(sa: SAParams) -> None:
     are then other addresses than the outer ones), which the plane does not
     do: such an SA is refused rather than carried with packets the receiver
     would drop or deliver with the wrong addresses.
+
+    A replay window above ``REPLAY_WINDOW_MAX`` packets is refused (either direction,
+    as the XFRM backend refuses it): the inbound window is a bitmap of that many bits,
+    shifted by the packets that move it (replay-window=4294967295 made a 512 MiB
+    integer per SA).
     """
+    if sa.replay_window > REPLAY_WINDOW_MAX:
+        raise BackendError(f"userspace ESP plane: replay window {sa.replay_window} outside "
+                           f"0..{REPLAY_WINDOW_MAX} packets")
     if sa.mode != "transport":
         return
     me, peer = (sa.dst, sa.src) if sa.direction == "in" else (sa.src, sa.dst)
