@@ -13,7 +13,8 @@ from pypluto.textsafe import is_clean
 sys.path.insert(0, str(REPO / "tests"))
 from ike.harness import Net  # noqa: E402
 
-HOSTILE = "evil\n#9: \"admin\":500 STATE_V2_ESTABLISHED_IKE_SA\x1b[2J\x00\u202e" + "B" * 4096
+# no NUL: an FQDN ID with a NUL is refused (Libreswan 5.2 unpack_id, test_hostile_ids24)
+HOSTILE = "evil\n#9: \"admin\":500 STATE_V2_ESTABLISHED_IKE_SA\x1b[2J\x01\u202e" + "B" * 4096
 
 
 def _snapshot(net: Net) -> dict:
@@ -43,7 +44,7 @@ def test_status_lines_escape_the_peer_id() -> None:
             assert not ln.startswith('#9: "admin"'), (cmd, ln)
     traffic = fmt.render("trafficstatus", snap)
     assert traffic and all("id='@evil\\n#9: \"admin\":500 STATE_V2_ESTABLISHED_IKE_SA"
-                           "\\x1b[2J\\x00\\u202eBBB" in ln for ln in traffic), traffic
+                           "\\x1b[2J\\x01\\u202eBBB" in ln for ln in traffic), traffic
     assert all(ln.endswith(" chars]'") for ln in traffic)
     status = fmt.render("status", snap)
     assert '"bad\\nname": unoriented; neither end is a local address;' in status

@@ -43,6 +43,19 @@ def identity_from_wire(id_type: int, data: bytes) -> Identity:
     return Identity(id_type, data, text, null=id_type == 13)
 
 
+def wire_id_problem(id_type: int, data: bytes) -> str | None:
+    """Why an ID payload cannot be taken as an identity, or None.  As Libreswan 5.2's
+    ``unpack_id``: an ID type it does not support (IKEv1's subnets and ranges, DER_ASN1_GN,
+    FC_NAME, unassigned ones) and a NUL in an FQDN or RFC822 name are refused, even by a
+    connection that accepts any peer ID (the wire codec refuses an address of the wrong
+    length as INVALID_SYNTAX)."""
+    if id_type not in _ID_NAMES:
+        return f"unsupported ID type {id_type}"
+    if id_type in (2, 3) and b"\0" in data:
+        return f"{_ID_NAMES[id_type]} ID contains a NUL"
+    return None
+
+
 def id_desc(i: Identity) -> str:
     return f"{_ID_NAMES.get(i.id_type, str(i.id_type))} '{i.text}'"
 

@@ -32,6 +32,7 @@ from pypluto.ike.identity import (
     local_null,
     remote_null,
     remote_pattern,
+    wire_id_problem,
 )
 from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
 from pypluto.ike.tasks import config_payload as cpmod
@@ -283,6 +284,9 @@ class IKEAuth(Task):
                 "IDr or AUTH"
             reason = reason_for_notify(errs[0]) if errs else FailReason.AUTHENTICATION
             return acts + fail(ctx, ike, now, why, reason)
+        bad = wire_id_problem(int(idr_p.id_type), bytes(idr_p.data))
+        if bad is not None:
+            return acts + _responder_rejected(ctx, ike, now, f"IDr payload invalid: {bad}")
         peer_id = identity_from_wire(int(idr_p.id_type), bytes(idr_p.data))
         pattern = remote_pattern(conn)
         if not ids.id_matches(pattern, peer_id) and not auth_sig.cert_carries(
@@ -542,6 +546,9 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
             ike.next_in = req.msgid + 1  # a retransmit while fetching is dropped (§2.1)
             return auth_sig.fetch_then(ctx, ike, need[0], need[1],
                                        lambda t: _respond(ctx, ike, req, t, fetched=True), now)
+    for name, idp in (("IDi", idi_p), ("IDr", idr_p)):
+        if idp is not None and (bad := wire_id_problem(int(idp.id_type), bytes(idp.data))):
+            return reject(f"{name} payload invalid: {bad}")
     peer_id = identity_from_wire(int(idi_p.id_type), bytes(idi_p.data))
     want = identity_from_wire(int(idr_p.id_type), bytes(idr_p.data)) if idr_p else None
     conn = _pick_connection(ctx, ike, peer_id, want, payloads)
