@@ -451,7 +451,12 @@ def _idr_body(local_id: Identity) -> bytes:
 
 
 def _pick_connection(ctx: IKEContext, ike: IKESA, peer_id: Identity, idr: Identity | None,
-                     payloads: Sequence[Payload]) -> Connection | None:
+                     payloads: Sequence[Payload], method: int | None = None
+                     ) -> Connection | None:
+    """The responder's conn for this IKE_AUTH among the IKE SA's candidates: the peer's
+    ID must match; then the best fit by ID wildcards, IDr, selectors, CA and (as
+    Libreswan 5.2 passes the AUTH payload's method to its choice) a conn whose peer may
+    use ``method``, so that a PSK peer is not held to an rsasig conn of the same ID."""
     cands = ike.cands or [ike.conn]
     if len(cands) == 1:
         # one candidate: no other can score better, so its score is not computed (the
@@ -474,6 +479,9 @@ def _pick_connection(ctx: IKEContext, ike: IKESA, peer_id: Identity, idr: Identi
         score += (50, 25, 10, 0)[childmod.ts_fit_grade(ctx, ike, conn, payloads)]
         if not auth_sig.cert_under_ca(ctx, conn, payloads):  # rightca= cannot fit
             score += 200
+        if method is not None and not (auth_method(conn, local=False)
+                                       and _peer_may_use(conn, method)):
+            score += 400  # it would answer AUTHENTICATION_FAILED
         if best is None or score < best[0]:
             best = (score, conn)
     return best[1] if best else None
@@ -551,7 +559,7 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
             return reject(f"{name} payload invalid: {bad}")
     peer_id = identity_from_wire(int(idi_p.id_type), bytes(idi_p.data))
     want = identity_from_wire(int(idr_p.id_type), bytes(idr_p.data)) if idr_p else None
-    conn = _pick_connection(ctx, ike, peer_id, want, payloads)
+    conn = _pick_connection(ctx, ike, peer_id, want, payloads, int(auth_p.method))
     if conn is None:
         return reject(f"no connection matches peer {id_desc(peer_id)}")
     peer_sig = int(auth_p.method) in auth_sig.SIG_METHODS
