@@ -46,8 +46,9 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Lab tools: namespaces, ping, captures.
-apt_install iproute2 iputils-ping procps
+# Lab tools: namespaces, ping, captures; iptables: the userspace plane drops inbound
+# cleartext that its policies protect (kernel/userspace/inbound_filter.py).
+apt_install iproute2 iputils-ping procps iptables
 [ $want_demo_only = 1 ] && exit 0
 apt_install tcpdump openssl kmod
 

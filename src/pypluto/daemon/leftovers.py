@@ -9,6 +9,9 @@ new run uses:
   ``4498: fwmark 0x4500`` bypass of its own sockets), both families;
 * the XFRM states and policies whose reqid lies in our range (the XFRM
   backend's own ``flush_own``), when the kernel has XFRM;
+* the userspace plane's inbound cleartext filter (``kernel/userspace/inbound_filter.py``:
+  the raw-table chain ``PLUTO-CLR-pluto0`` and its jump), both families: left
+  behind, it would keep dropping cleartext for a run that no longer protects it;
 * the TUN device is not persistent (``kernel/userspace/tun.py``): the kernel
   removed it with the process, nothing to do.
 
@@ -26,6 +29,7 @@ from pypluto.kernel.userspace import iproute
 from pypluto.kernel.userspace.backend import DEFAULT_IFNAME
 from pypluto.kernel.userspace.backend import DEFAULT_RULE_PRIORITY as USERSPACE_RULE_PRIORITY
 from pypluto.kernel.userspace.backend import DEFAULT_TABLE as USERSPACE_TABLE
+from pypluto.kernel.userspace.inbound_filter import chain_name, remove_chain
 from pypluto.kernel.userspace.routes import Routes
 
 
@@ -59,6 +63,9 @@ def remove_userspace_leftovers(table: int = USERSPACE_TABLE,
                            f"{priority - 2}-{priority}")
     if removed:
         routes.remove_all()
+    chain = chain_name(DEFAULT_IFNAME)
+    removed += [f"the IPv{v} inbound cleartext filter {chain}" for v in (4, 6)
+                if remove_chain(chain, v)]
     return removed
 
 

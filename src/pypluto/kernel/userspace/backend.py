@@ -139,6 +139,7 @@ from pypluto.kernel import ah, esp
 from pypluto.kernel.ah_sockets import AHSockets
 from pypluto.kernel.base import BackendError, KernelBackend
 from pypluto.kernel.userspace import iproute, mmsg, offload
+from pypluto.kernel.userspace.inbound_filter import InboundFilter
 from pypluto.kernel.userspace.offload import SOL_UDP, UDP_GRO
 from pypluto.kernel.userspace.routes import DEFAULT_MARK, SO_MARK, Routes
 from pypluto.kernel.userspace.rxqueue import RxQueue
@@ -279,6 +280,10 @@ class UserspaceBackend(KernelBackend):
     name = "userspace"
     _sparse_until = 0.0  # monotonic time until which bulk runs stay short (_RUN_SHORT)
     supports_ipsec_interface = True  # ipsec-interface=N: a TUN device ipsecN (.xifaces)
+    # netfilter drop of cleartext matching an inbound policy (.inbound_filter); with
+    # routes not managed (an object built for tests) there is none
+    _clear: InboundFilter | None = None
+    _ike_ports: frozenset[int] = frozenset()  # local ports of the daemon's IKE sockets
 
     def __init__(self, ifname: str = DEFAULT_IFNAME, *, table: int = DEFAULT_TABLE,
                  rule_priority: int = DEFAULT_RULE_PRIORITY, mtu: int = DEFAULT_MTU,
@@ -326,6 +331,8 @@ class UserspaceBackend(KernelBackend):
             self._close_tun()
             raise
         _loose_rp_filter(self.ifname)
+        if manage_routes:  # after the TUN device is ours: its name keys the chain
+            self._clear = InboundFilter(self.ifname, self._clear_state)
         self._workers: list[Worker] = []
         if threads == "split":  # one thread per direction
             self._workers = [Worker(self, tun=True, net=False), Worker(self, tun=False, net=True)]
@@ -1002,6 +1009,7 @@ class UserspaceBackend(KernelBackend):
         x, created = self._xifs.acquire(if_id, [a for a in (if_ip, source) if a], user)
         if created:
             self._kick()
+            self._clear_filter()
         log.debug("| %s holds %s", what, x.name)
         return x
 
@@ -1010,12 +1018,35 @@ class UserspaceBackend(KernelBackend):
         if gone is not None:
             self._xin = {k: v for k, v in self._xin.items() if v is not gone}
             self._kick()
+            self._clear_filter()
 
     def _xif_policies(self) -> None:
         """Rebuild the outbound lookup of each ipsecN from its policies."""
         for x in self._xifs.by_id.values():
             x.out = OutboundPolicies(p for p in self._policies.values() if p.if_id == x.if_id)
             x.flow, x.pflow = {}, {}
+
+    def _clear_filter(self) -> None:
+        """Have netfilter drop cleartext that the inbound policies protect (RFC 4301 §5.2)."""
+        if self._clear is not None:
+            self._clear.update()
+
+    def _clear_state(self) -> tuple[list[PolicyParams], list[str], list[int]]:
+        """What the filter's thread writes: inbound policies, our devices, IKE ports."""
+        with self._lock:
+            return ([p for p in self._policies.values() if p.direction != "out"],
+                    [self.ifname, *self.ipsec_interfaces], sorted(self._ike_ports))
+
+    def _ike_port(self, sock: socket.socket) -> None:
+        """IKE and NAT-T to the daemon's own ports pass the filter."""
+        try:
+            port = int(sock.getsockname()[1])
+        except (OSError, IndexError, TypeError, ValueError):
+            return
+        with self._lock:
+            if port not in self._ike_ports:
+                self._ike_ports = self._ike_ports | {port}
+                self._clear_filter()
 
     @property
     def managed_interfaces(self) -> bool:
@@ -1161,11 +1192,13 @@ class UserspaceBackend(KernelBackend):
     def prepare_ike_socket(self, sock: socket.socket) -> None:
         """IKE on this socket is never captured into the TUN device (the socket mark)."""
         self._mark(sock)
+        self._ike_port(sock)
 
     def attach_nat_socket(self, sock: socket.socket, local: tuple[str, int],
                           deliver_ike: Callable[[bytes, tuple[str, int]], None]) -> bool:
         """Own the reads of the daemon's UDP socket at ``local`` (RFC 3948)."""
         self._mark(sock)
+        self._ike_port(sock)
         with self._lock:
             self._socks.append(((local[0], local[1]), sock, deliver_ike))
             self._invalidate()
@@ -1412,6 +1445,8 @@ class UserspaceBackend(KernelBackend):
                 self._out = OutboundPolicies(p for p in self._policies.values()
                                              if p.if_id is None)
                 self._xif_policies()
+            else:
+                self._clear_filter()
             self._invalidate()
 
     def del_policy(self, policy: PolicyParams) -> None:
@@ -1430,6 +1465,8 @@ class UserspaceBackend(KernelBackend):
                 if not any(p.reqid == old.reqid and p.direction == "out"
                            for p in self._policies.values()):
                     self.holds.forget(old.reqid)
+            else:
+                self._clear_filter()
             self._invalidate()
 
     def set_acquire_lifetime(self, seconds: int) -> str:
@@ -1451,6 +1488,7 @@ class UserspaceBackend(KernelBackend):
             self._xin = {}
             if self._xifs.close_all():
                 self._kick()
+            self._clear_filter()
             self._invalidate()
 
     def close(self) -> None:
@@ -1464,6 +1502,8 @@ class UserspaceBackend(KernelBackend):
             if self._reaper is not None:
                 self._reaper.cancel()
                 self._reaper = None
+        if self._clear is not None:
+            self._clear.close()  # removes its chains
         for w in self._workers:
             w.stop()
         for q in (self._txq, self._tunq):
