@@ -1353,11 +1353,14 @@ def scenario_mobike_move(left: XfrmBackend, right: XfrmBackend) -> None:
         _move_left_back()
 
 
-def mobike_conf() -> str:
+def mobike_conf(peer_any: bool = False) -> str:
+    """``peer_any``: left=%any (east's conn: a responder does MOBIKE only for a peer at
+    %any, as Libreswan 5.2)."""
     conns = ""
+    left = "%any" if peer_any else L4
     for name, extra in (("west-east", ""), ("west-east-natt", "\tencapsulation=yes\n")):
         conns += (
-            f"conn {name}\n\tauthby=secret\n\tleft={L4}\n\tleftid=@west.example\n"
+            f"conn {name}\n\tauthby=secret\n\tleft={left}\n\tleftid=@west.example\n"
             f"\tleftsubnet={LNET4}\n\tleftsourceip={LIN4}\n\tright={R4}\n"
             f"\trightid=@east.example\n\trightsubnet={RNET4}\n\trightsourceip={RIN4}\n"
             f"\tike=aes_gcm256-sha2_256-dh19\n\tmobike=yes\n{extra}\tauto=add\n\n"
@@ -1426,7 +1429,7 @@ def scenario_mobike_pair(left: XfrmBackend, right: XfrmBackend) -> None:
     traffic passes again.  Plain ESP, then ESP in UDP (encapsulation=yes)."""
     work = tempfile.mkdtemp(prefix="ppxg-mobike.")
     west = Daemon("pypluto", LEFT, work, "west", conf=mobike_conf())
-    east = Daemon("pypluto", RIGHT, work, "east", conf=mobike_conf())
+    east = Daemon("pypluto", RIGHT, work, "east", conf=mobike_conf(peer_any=True))
     daemons = (west, east)
     ip_batch(LEFT, [f"route del {RNET4}"])
     ip_batch(RIGHT, [f"route del {LNET4}"])

@@ -485,7 +485,8 @@ def test_no_nats_allowed_in_ike_auth(match: bool, monkeypatch: pytest.MonkeyPatc
     body = _no_nats(Endpoint(WEST, 500), Endpoint(EAST, 500 if match else 4500))
     monkeypatch.setattr(mobike, "supported_notify", lambda on: plain(on) + [
         codec.notify(N.NO_NATS_ALLOWED, body)])
-    net = Net(west_kw={"mobike": True}, east_kw={"mobike": True})
+    # east's peer is %any: a responder does MOBIKE only for such a conn (Libreswan 5.2)
+    net = Net(west_kw={"mobike": True}, east_kw={"mobike": True, "left": "%any"})
     net.up()
     if match:
         w, e = _ike(net.west), _ike(net.east)

@@ -55,9 +55,10 @@ _PSS = "RSA_EMSA_PSS_SHA2_256_SALT_32"
 CASES = [
     # authby=rsasig: RSASSA-PSS from us (as Libreswan), PKCS#1 v1.5 from strongSwan
     CertCase("rsa-pkcs1", "rsa2048", "rsasig", _PSS, "RSA_EMSA_PKCS1_SHA2_256"),
-    # authby=rsa-sha1: AUTH method 1 (PKCS#1 v1.5 with SHA-1) from us
-    CertCase("rsa-pkcs1-sha1", "rsa2048", "rsa-sha1", "RSA signature",
-             "RSA_EMSA_PKCS1_SHA2_256"),
+    # authby=rsa-sha1: AUTH method 1 (PKCS#1 v1.5 with SHA-1) from us, and (we send no
+    # SIGNATURE_HASH_ALGORITHMS, as Libreswan 5.2) from strongSwan, the only kind the conn
+    # accepts (red team 24: before, we took strongSwan's PKCS#1 v1.5 with SHA-256)
+    CertCase("rsa-pkcs1-sha1", "rsa2048", "rsa-sha1", "RSA signature", "RSA signature"),
     CertCase("rsa-pss", "rsa2048", "rsa-sha2", _PSS, "RSA_EMSA_PSS", "rsa_pss = yes"),
     CertCase("ecdsa-p256", "p256", "ecdsa", "ECDSA_WITH_SHA256_DER", "ECDSA_WITH_SHA256_DER"),
     CertCase("ecdsa-p384", "p384", "ecdsa", "ECDSA_WITH_SHA384_DER", "ECDSA_WITH_SHA384_DER"),

@@ -1524,6 +1524,14 @@ def _ppk_ids(value: str | None) -> list[bytes]:
     return out
 
 
+_RSA_WORDS = frozenset({"rsasig", "rsa", "rsa-sha1", "rsa-sha2", "rsa-sha2_256", "rsa-sha2_384",
+                        "rsa-sha2_512"})
+_AUTH_FAMILY = {"rsasig": _RSA_WORDS, "rsa": _RSA_WORDS,
+                "ecdsa": frozenset({"ecdsa", "ecdsa-sha2", "ecdsa-sha2_256", "ecdsa-sha2_384",
+                                    "ecdsa-sha2_512"})}
+"""The ``authby=`` words each signature ``leftauth=`` / ``rightauth=`` keeps."""
+
+
 def _semantic_checks(conn: Connection) -> None:
     transport = conn.type == "transport"
     sha1 = "sha1" in conn.authby
@@ -1536,6 +1544,19 @@ def _semantic_checks(conn: Connection) -> None:
                                     f"{side}subnet family does not match {side}= in transport")
         if sha1 and end.auth == "ecdsa":
             raise ConnError(side + "auth", "authby=ecdsa cannot use sha1, only sha2")
+        if end.auth in _AUTH_FAMILY and conn.type in ("tunnel", "transport") and \
+                conn.keyexchange == "ikev2":
+            # Libreswan 5.2 (connections.c): leftauth=rsasig|ecdsa keeps only those
+            # authby= words of its kind (authby=rsa-sha2 with leftauth=rsasig is PSS only);
+            # an authby= of signatures of the other kind only is its error.  (Libreswan
+            # refuses authby=secret|null with it too; pypluto lets leftauth= decide there)
+            words = conn.authby.split(",")
+            kept = [w for w in words if w in _AUTH_FAMILY[end.auth]]
+            if kept:
+                end.auth = ",".join(kept)
+            elif all(w in _RSA_WORDS or w in _AUTH_FAMILY["ecdsa"] for w in words):
+                want = "ecdsa" if end.auth == "ecdsa" else "rsasig"
+                raise ConnError(side + "auth", f"{side}auth={end.auth} expects authby={want}")
     if conn.keyexchange == "ikev2":
         for end, side in ((conn.left, "left"), (conn.right, "right")):
             raw_sub = end.raw.get("subnet", "")

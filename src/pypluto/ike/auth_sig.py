@@ -144,9 +144,10 @@ def peer_scheme_refusal(conn: Connection, method: int, auth_data: bytes) -> str 
 
     ``rightauth=`` (else ``authby=``) names key families and hashes (ipsec.conf(5)):
     ``ecdsa`` an ECDSA signature, ``rsasig`` an RSA one (PKCS#1 v1.5 or PSS, SHA-1 or
-    SHA-2), ``rsa-sha2`` RSA with SHA-2 only, ``eddsa`` EdDSA, and a ``_256``/``_384``/
-    ``_512`` word that hash only.  A signature that verifies with the peer's key is
-    still refused when it is of another kind: the conn says what is enough."""
+    SHA-2), ``rsa-sha2`` RSASSA-PSS only, ``rsa-sha1`` PKCS#1 v1.5 SHA-1 only,
+    ``eddsa`` EdDSA, and a ``_256``/``_384``/``_512`` word that hash only; SHA-1 only in
+    AUTH method 1.  A signature that verifies with the peer's key is still refused when
+    it is of another kind: the conn says what is enough."""
     words = set(_words(conn, conn.remote))
     if "pubkey" in words:  # any signature the peer's key can make
         return None
@@ -159,14 +160,36 @@ def peer_scheme_refusal(conn: Connection, method: int, auth_data: bytes) -> str 
     if not allowed:
         return f"the peer signed with {family.upper()} (AUTH method {method}), which " \
                f"{what} does not allow"
+    if h == sigs.HASH_SHA1 and method == sigs.AUTH_DIGITAL_SIGNATURE:
+        # RFC 8247 §3.2.1: SHA-1 MUST NOT be used in RFC 7427 signatures (nor does
+        # Libreswan 5.2 take it: SHA-1 is in no sighash policy)
+        return f"the peer signed with SHA-1 in an RFC 7427 signature (AUTH method {method})"
     if h == sigs.HASH_SHA1 and not allowed & _SHA1_WORDS:
         return f"the peer signed with SHA-1 (AUTH method {method}), which {what} does not " \
                "allow"
+    if family == "rsa" and h != sigs.HASH_SHA1:
+        # ipsec.conf(5): rsa-sha1 is PKCS#1 v1.5 with SHA-1, rsa-sha2[_NNN] RSASSA-PSS,
+        # rsasig / rsa both (Libreswan 5.2: authby bits rsasig_v1_5 / rsasig + sighash)
+        sha2 = allowed - {"rsa-sha1"}
+        kind = "RSASSA-PSS" if _is_pss(method, auth_data) else "RSA PKCS#1 v1.5"
+        if not sha2 or (kind != "RSASSA-PSS" and not allowed & _SHA1_WORDS):
+            return f"the peer signed with {kind} and SHA-2 (AUTH method {method}), which " \
+                   f"{what} does not allow"
     only = {hh for w in allowed for sfx, hh in _SUFFIX.items() if w.endswith(sfx)}
     if only and not any(w for w in allowed if not w.endswith(tuple(_SUFFIX))) and \
             h not in only:
         return f"the peer's signature hash (RFC 7427 hash {h}) is not one {what} allows"
     return None
+
+
+def _is_pss(method: int, auth_data: bytes) -> bool:
+    """An RFC 7427 AUTH whose AlgorithmIdentifier is RSASSA-PSS."""
+    if method != sigs.AUTH_DIGITAL_SIGNATURE or not auth_data:
+        return False
+    try:
+        return x509_oid(auth_data[1:1 + auth_data[0]]) == "1.2.840.113549.1.1.10"
+    except (IndexError, ValueError):
+        return False
 
 
 def store(ctx: IKEContext) -> CertStore | None:

@@ -224,13 +224,13 @@ def other_connections(ctx: IKEContext, ike: IKESA) -> list[Connection]:
 
 def ke_groups(ike: IKESA, conn: Connection) -> set[int]:
     """The KE groups a Child SA of ``conn`` may use (what ``respond_child`` and ``accept`` take):
-    the ``esp=``/``ah=`` groups and the IKE SA's; none with ``pfs=no``.  An
-    INVALID_KE_PAYLOAD asking for another group is refused, not followed: the peer
-    does not choose a group we never offered (RFC 7296 §1.3, §2.7)."""
+    the ``esp=``/``ah=`` groups, else (no group written) the IKE SA's; none with
+    ``pfs=no``.  An INVALID_KE_PAYLOAD asking for another group is refused, not followed:
+    the peer does not choose a group we never offered (RFC 7296 §1.3, §2.7)."""
     if not conn.pfs:
         return set()
     specs = proposals.child_specs(conn.esp, conn.ah, conn.phase2)[0]
-    return {int(g) for s in specs for g in s.ke} | {ike.ke_group}
+    return {int(g) for s in specs for g in s.ke} or {ike.ke_group}
 
 
 def peer_spi_refusal(ctx: IKEContext | None, ike: IKESA, spi: bytes, proto: int) -> str:

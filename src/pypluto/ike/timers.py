@@ -47,10 +47,14 @@ def service(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
         return acts
     if ike.rekey_at is not None and now >= ike.rekey_at:
         ike.rekey_at = None
-        if conn.reauth and ike.initiator and not ike.replaced and conn.name in ctx.connections:
+        # reauth=yes re-authenticates, never rekeys: also as the IKE SA's responder, to
+        # a peer whose address the conn names (Libreswan 5.2 replaces the IKE SA in
+        # either role); with a peer at %any it waits for the peer's, else the SA expires
+        if conn.reauth and (ike.initiator or conn.remote.host_addr is not None) and \
+                not ike.replaced and conn.name in ctx.connections:
             ike.replaced = True  # a fresh IKE SA takes over, then this one is deleted
             acts += ctx.initiate_ike(conn, now, reauth_of=ike)
-        elif not ike.rekeying and not ike.replaced and conn.rekey:
+        elif not ike.rekeying and not ike.replaced and conn.rekey and not conn.reauth:
             acts += ike_rekey.start_rekey(ctx, ike, now)
     for c in list(ike.children):
         if c.state is not ChildState.ESTABLISHED:

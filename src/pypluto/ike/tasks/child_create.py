@@ -365,7 +365,20 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
     group = int(ke_p.group)
     allowed = childmod.ke_groups(ike, conn)
     if group not in allowed:
-        pick = next(iter(sorted(allowed)), ike.ke_group)
+        # §1.3: INVALID_KE_PAYLOAD names a group of the peer's proposals that we accept;
+        # none of them: NO_PROPOSAL_CHOSEN (a group it never offered cannot be asked for)
+        sa_p = codec.first(payloads, wp.SAPayload)
+        offered = {int(t.id) for p in (sa_p.proposals if sa_p else ()) for t in p.transforms
+                   if t.type == TransformType.KE}
+        prefs = [int(g) for sp in proposals.child_specs(conn.esp, conn.ah, conn.phase2)[0]
+                 for g in sp.ke] + sorted(allowed)  # esp= order: our preference first
+        pick = next((g for g in prefs if g in allowed and g in offered), None)
+        if pick is None:
+            refused = []
+            ctx.log(refused, f"CREATE_CHILD_SA {'rekey ' if old else ''}refused: the peer "
+                    f"offers no KE group of ours ({', '.join(map(str, sorted(allowed)))}); "
+                    "answering NO_PROPOSAL_CHOSEN", old or ike, level="warning")
+            return refused + answer([codec.notify(N.NO_PROPOSAL_CHOSEN)])
         return answer([codec.notify(N.INVALID_KE_PAYLOAD, pick.to_bytes(2, "big"))])
     # ``next_in`` moves on at once, so a retransmit of the request while an offloaded
     # job runs is dropped rather than processed twice (§2.1); the peer's next

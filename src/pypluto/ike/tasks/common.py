@@ -69,7 +69,9 @@ def set_ike_timers(ctx: IKEContext, ike: IKESA, now: float) -> None:
     conn = ike.conn
     life = conn.ikelifetime
     ike.expire_at = now + life
-    if conn.rekey or conn.reauth:
+    # rekey=no: the IKE SA expires, reauth=yes or not (Libreswan 5.2: "policy doesn't
+    # allow re-key"; ipsec.conf(5) rekey=no: pluto requests no renegotiation)
+    if conn.rekey:
         margin = conn.rekeymargin
         if ike.initiator:
             margin *= 1 + conn.rekeyfuzz / 100.0 * ctx.fuzz.random()

@@ -629,6 +629,8 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
     mobike.negotiated(ike, payloads)  # RFC 4555 §3.1
     if ike.mobike:
         out += mobike.supported_notify(True)
+    elif conn.mobike and codec.has_notify(payloads, N.MOBIKE_SUPPORTED):
+        ctx.log(acts, "not responding with v2N_MOBIKE_SUPPORTED, that end is not %any", ike)
     acts += established(ctx, ike, now, auth_sig.describe(int(auth_p.method),
                                                          no_ppk_auth or bytes(auth_p.data)))
     to = redirect.auth_target(ike, conn, ctx.dos.busy_now())  # RFC 5685 §6

@@ -174,13 +174,22 @@ DEFAULT_VENDORID = f"OE-pypluto-{__version__}".encode()
 STRONGSWAN_VENDORID = bytes.fromhex("882fe56d6fd20dbc2251613b2ebe5beb")
 
 
+def _offers_sighash(conn: Connection) -> bool:
+    """Our SIGNATURE_HASH_ALGORITHMS (RFC 7427) goes out unless ``authby=`` allows
+    RSA PKCS#1 v1.5 SHA-1 and no SHA-2 signature (``authby=rsa-sha1``): Libreswan 5.2
+    sends it only with a SHA-2 hash policy, and without it the peer signs with AUTH
+    method 1, the only one such a conn accepts (``auth_sig.peer_scheme_refusal``)."""
+    words = set(conn.authby.split(","))
+    return "rsa-sha1" not in words or bool(words - {"rsa-sha1", "secret", "null"})
+
+
 def _capabilities(ctx: IKEContext, conn: Connection, peer: Notifies | None = None
                   ) -> list[Payload]:
     # every input read here is in the key of _capability_run (the template cache)
     out: list[Payload] = []
     if conn.fragmentation != "no" and (peer is None or N.IKEV2_FRAGMENTATION_SUPPORTED in peer):
         out.append(codec.notify(N.IKEV2_FRAGMENTATION_SUPPORTED))
-    if peer is None or N.SIGNATURE_HASH_ALGORITHMS in peer:
+    if (peer is None or N.SIGNATURE_HASH_ALGORITHMS in peer) and _offers_sighash(conn):
         out.append(codec.notify(N.SIGNATURE_HASH_ALGORITHMS, SIGHASH_DATA))
     if peer is None or N.CHILDLESS_IKEV2_SUPPORTED in peer:
         out.append(codec.notify(N.CHILDLESS_IKEV2_SUPPORTED))
@@ -200,7 +209,7 @@ _TEMPLATE_CAP = 4096
 # the SA payload as a run of its own, and with its generic header naming KE next
 _SA_ANSWERS: dict[tuple[int, int | None, int, int, int, int, tuple[int, ...]],
                   tuple[wp.SerializedRun, bytes]] = {}
-_CAP_ANSWERS: dict[tuple[bool, bool, bool, bool, tuple[bytes, ...] | None, bool],
+_CAP_ANSWERS: dict[tuple[bool, bool, bool, bool, tuple[bytes, ...] | None, bool, bool],
                    wp.SerializedRun | None] = {}
 
 
@@ -233,7 +242,7 @@ def _capability_run(ctx: IKEContext, conn: Connection, peer: Notifies
     key = (conn.fragmentation != "no", N.IKEV2_FRAGMENTATION_SUPPORTED in peer,
            N.SIGNATURE_HASH_ALGORITHMS in peer, N.CHILDLESS_IKEV2_SUPPORTED in peer,
            tuple(ctx.settings.vendorids) if conn.send_vendorid else None,
-           conn.fake_strongswan)
+           conn.fake_strongswan, _offers_sighash(conn))
     try:
         return _CAP_ANSWERS[key]
     except KeyError:

@@ -54,8 +54,12 @@ def supported_notify(conn_mobike: bool) -> list[Payload]:
 
 
 def negotiated(ike: IKESA, payloads: Sequence[Payload]) -> None:
-    """Both ends said MOBIKE_SUPPORTED: the IKE SA uses MOBIKE."""
-    ike.mobike = ike.conn.mobike and codec.has_notify(payloads, N.MOBIKE_SUPPORTED)
+    """Both ends said MOBIKE_SUPPORTED: the IKE SA uses MOBIKE.  As responder only on a
+    conn whose peer is ``%any`` (Libreswan 5.2 enables it "only ... [for a] %any
+    connection"; ipsec.conf(5): only a server lets its clients migrate): a conn that
+    names its peer's address does not let the peer move elsewhere."""
+    ike.mobike = ike.conn.mobike and codec.has_notify(payloads, N.MOBIKE_SUPPORTED) and \
+        (ike.initiator or ike.conn.remote.host_addr is None)
 
 
 def _natd(ike: IKESA, local: Endpoint, remote: Endpoint) -> list[Payload]:
