@@ -51,16 +51,21 @@ def test_most_specific_match(store) -> None:  # type: ignore[no-untyped-def]
     # west talking to anyone: "@west %any" beats the default
     assert store.psk_for(west, north) == b"west-any-key-0123456789"
     # Libreswan's rule: a %any index is a wildcard match whatever the other index
-    # says, and it beats a record without indices
+    # says; a record without indices is a wildcard too (two ID_NONE indices in
+    # Libreswan 5.2 lib/libswan/secrets.c add_secret): equal scores, the first wins
     assert store.psk_for(east, north) == b"west-any-key-0123456789"
     # a record naming only our own ID is not a PSK for this peer
     only_me = parse_secrets_text('@east @x : PSK "0123456789abcdef-1"\n'
                                  ': PSK "0123456789abcdef-d"\n')
     assert only_me.psk_for(east, north) == b"0123456789abcdef-d"
     assert store.psk_for(road, east) == b"plain-text-secret-xx"
-    # no IDs: fall back to addresses
-    key = store.psk_for(None, None, None, __import__("ipaddress").ip_address("192.0.2.1"))
-    assert key == b"0123456789abcd"
+    # Libreswan 5.2 looks up IDs only (no fallback to addresses, tests/config/
+    # test_psk_lookup24.py): an unset leftid= is our address, and a record whose only
+    # index is our ID matches any peer; a record naming only the peer matches nothing
+    ip = __import__("ipaddress").ip_address
+    assert store.psk_for(None, None, ip("192.0.2.1"), None) == b"0123456789abcd"
+    key = store.psk_for(None, None, None, ip("192.0.2.1"))
+    assert key == b"west-any-key-0123456789"
     assert store.psk_for(parse_id("2001:db8::1"), west) == b"secret-secret-secret"
 
 

@@ -8,11 +8,16 @@ continues on lines that start with white space.  Values: ``"text"``, ``0x`` hex
 (``_`` allowed), ``0s`` base64, ``0t`` text.  ``include GLOB`` reads more files
 (relative to the including file).
 
-Lookup follows Libreswan's most-specific rule: a record whose indices name both
-our ID and the peer's beats one naming only ours, which beats one naming only the
-peer's, which beats ``%any``, which beats a record with no index.  For a PSK a
-record naming only our own ID does not count (the peer must be named or
-wildcarded), as in Libreswan.  Secrets never appear in any repr, log or message.
+Lookup is by the two IDs only, scored as Libreswan 5.2's ``lsw_find_secret_by_id``
+(lib/libswan/secrets.c): each index naming our ID or the peer's sets a bit, a wildcard
+index (``%any``, ``0.0.0.0``, ``::``; a record with no index counts as ``%any``) sets
+the "any" bit, and a record whose only index names us also matches "any peer".  The
+accepted scores, best first: ours and the peer's; ours and a wildcard; only ours (one
+index); the peer's and a wildcard; wildcards only.  A record naming only the peer, or
+naming us among other IDs that do not match, is no PSK; equal scores: the first
+record wins.  Addresses count only as IDs (an unset ``leftid=``/``rightid=`` is the
+host's address): there is no fallback from IDs to addresses.  Secrets never appear
+in any repr, log or message.
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ import stat
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pypluto.config.ids import IdError, id_from_address, id_matches, parse_id
+from pypluto.config.ids import (
+    ID_IPV4_ADDR,
+    ID_IPV6_ADDR,
+    IdError,
+    id_from_address,
+    id_matches,
+    parse_id,
+)
 from pypluto.config.model import Identity, Origin, Secret
 from pypluto.config.parser import (
     ConfigFileRefused,
@@ -46,6 +58,25 @@ _MATCH_DEFAULT = 1
 _MATCH_ANY = 2
 _MATCH_HIM = 4
 _MATCH_ME = 8
+# the scores lsw_find_secret_by_id accepts for a symmetric secret (PSK, PPK)
+_ACCEPTED = frozenset((_MATCH_ME | _MATCH_HIM, _MATCH_ME | _MATCH_ANY,
+                       _MATCH_ME | _MATCH_DEFAULT, _MATCH_HIM | _MATCH_ANY, _MATCH_ANY))
+
+
+def _wildcard(idx: Identity) -> bool:
+    """Libreswan ``id_is_any``: ``%any`` or an unspecified address."""
+    if idx.any:
+        return True
+    return idx.id_type in (ID_IPV4_ADDR, ID_IPV6_ADDR) and not any(idx.data)
+
+
+def _same_id(idx: Identity, want: Identity | None) -> bool:
+    """Libreswan ``same_id``: an ID_NONE (``%any``) ID matches every index."""
+    if want is None:
+        return False
+    if want.any:
+        return True
+    return not idx.fromcert and id_matches(idx, want)  # id_eq: kinds must agree
 
 
 class SecretsPermissionError(PermissionError):
@@ -68,6 +99,8 @@ class SecretStore:
         return not any(d.severity == "error" for d in self.diagnostics)
 
     def _best(self, kind: str, local: Identity | None, remote: Identity | None) -> Secret | None:
+        """Libreswan 5.2 ``lsw_find_secret_by_id`` (lib/libswan/secrets.c) for a
+        symmetric secret: the best-scoring record, the first one on a tie."""
         best: Secret | None = None
         best_match = 0
         for sec in self.secrets:
@@ -75,34 +108,38 @@ class SecretStore:
                 continue
             match = 0
             if not sec.indices:
-                match = _MATCH_DEFAULT
+                match = _MATCH_ANY  # Libreswan stores two ID_NONE (wildcard) indices
             for idx in sec.indices:
-                if idx.any:
+                if _wildcard(idx):
                     match |= _MATCH_ANY
-                elif local is not None and id_matches(idx, local):
+                    continue
+                if _same_id(idx, local):
                     match |= _MATCH_ME
-                elif remote is not None and id_matches(idx, remote):
+                if _same_id(idx, remote):
                     match |= _MATCH_HIM
-            if match == _MATCH_ME and kind in ("PSK", "PPKS"):
-                continue  # symmetric secret: the peer must be named or wildcarded
-            if match > best_match:  # equal matches: the first record wins
+            if match == _MATCH_ME and len(sec.indices) == 1:
+                match |= _MATCH_DEFAULT  # only our ID named: any peer
+            if match in _ACCEPTED and match > best_match:  # a tie: the first wins
                 best, best_match = sec, match
         return best
 
     def psk_for(self, local: Identity | None, remote: Identity | None,
                 local_addr: IPAddress | None = None,
                 remote_addr: IPAddress | None = None) -> bytes | None:
-        """The pre-shared key for this pair of IDs (falling back to addresses), or None."""
+        """The pre-shared key for this pair of IDs, or None (Libreswan 5.2
+        ``get_connection_psk``).  Only IDs are looked up: an address-indexed record
+        matches only when an ID is that address.  ``local`` None is our host address
+        (an unset ``leftid=``); ``remote`` None (no peer ID: a ``right=%any``
+        template without ``rightid=``) is ``%ANYADDR``, so only a wildcard index
+        matches the peer, as in ``lsw_get_secret`` (programs/pluto/keys.c).
+        ``remote_addr`` is not used: no fallback from IDs to addresses."""
+        del remote_addr
         if local is None and local_addr is not None:
             local = id_from_address(local_addr)
-        if remote is None and remote_addr is not None:
-            remote = id_from_address(remote_addr)
+        if remote is None:
+            v6 = local_addr is not None and local_addr.version == 6
+            remote = id_from_address(ipaddress.ip_address("::" if v6 else "0.0.0.0"))
         sec = self._best("PSK", local, remote)
-        if sec is None and (local_addr is not None or remote_addr is not None):
-            la = id_from_address(local_addr) if local_addr is not None else local
-            ra = id_from_address(remote_addr) if remote_addr is not None else remote
-            if (la, ra) != (local, remote):
-                sec = self._best("PSK", la, ra)
         return sec.value if sec is not None else None
 
     def xauth_for(self, username: str) -> bytes | None:

@@ -65,12 +65,18 @@ def _null_key(ike: IKESA, initiator_side: bool) -> bytes:
     return ike.sk_pi if initiator_side else ike.sk_pr
 
 
-def _psk(ctx: IKEContext, ike: IKESA, local_id: Identity, remote_id: Identity
+def _psk(ctx: IKEContext, ike: IKESA, local_id: Identity, remote_id: Identity | None
          ) -> bytes | None:
     try:
         return ctx.secrets.psk_for(local_id, remote_id, ike.local.addr, ike.remote.addr)
     except Exception:  # a broken store must not kill the exchange
         return None
+
+
+def _psk_ids(local_id: Identity, conn: Connection) -> str:
+    """The pair of IDs a PSK was looked up by, for the "no PSK found" line."""
+    remote = remote_pattern(conn)
+    return f"IDs '{local_id}' and '{remote if remote is not None else '%any'}'"
 
 
 @functools.lru_cache(maxsize=256)
@@ -194,10 +200,11 @@ class IKEAuth(Task):
         remote_pat = conn.remote.id
         sig = auth_sig.local_sig(conn)  # certificates: CERT + signature AUTH
         psk = b"" if sig else _null_key(ike, True) if local_null(conn) else \
-            _psk(ctx, ike, local_id, remote_pat or remote_pattern(conn) or local_id)
+            _psk(ctx, ike, local_id, remote_pattern(conn))  # None: %ANYADDR (keys.c)
         if psk is None:
-            acts.append(Log("no PSK found for this connection; cannot authenticate",
-                            level="error", conn=conn.name, serial=ike.serial))
+            acts.append(Log(f"no PSK found for this connection ({_psk_ids(local_id, conn)}); "
+                            "cannot authenticate", level="error", conn=conn.name,
+                            serial=ike.serial))
             acts += fail(ctx, ike, now, "cannot build IKE_AUTH", FailReason.LOCAL)
             return None
         idi = codec.ident(PT.IDi, local_id)
