@@ -83,7 +83,8 @@ def test_json_views_carry_instance_peer_and_lease() -> None:
         assert [c["instance"] for c in ike["children"]] == [1]
         (ike,) = fmt.json_view(cmd, west)["ike_sas"]
         assert ike["instance"] is None and ike["children"][0]["instance"] is None
-    assert "instance" not in east["engine"]["ike_sas"][0]  # the snapshot is not changed
+    # the snapshot is not changed (the IKE SA's "instance" is the engine's own field)
+    assert "instance" not in east["engine"]["ike_sas"][0]["children"][0]
 
 
 def test_a_second_peer_is_the_next_instance_each_with_its_newest_and_leases() -> None:
@@ -93,7 +94,8 @@ def test_a_second_peer_is_the_next_instance_each_with_its_newest_and_leases() ->
     _net, east, _west = _rw()
     eng = east["engine"]
     other = copy.deepcopy(eng["ike_sas"][0])
-    other.update(serial=3, remote="[2001:db8:1:2::45]:4500", remote_id="@other.example")
+    other.update(serial=3, remote="[2001:db8:1:2::45]:4500", remote_id="@other.example",
+                 instance=2)  # the engine's number for the second peer
     other["children"][0].update(serial=4, parent_serial=3)
     eng["ike_sas"].append(other)
     eng["leases"] += [

@@ -351,8 +351,11 @@ def instance_numbers(snap: dict[str, Any]) -> dict[tuple[str, int], int]:
     5.2 names such an SA's connection ``"conn"[N] PEER`` (``jam_connection``), N counting
     the template's instances, one per peer (address and ID).
 
-    Numbered from 1 per template in the order the peers' first SAs were made (their
-    lowest serial); an SA of a conn that is not a template is not in the map.
+    The engine's number (``instance`` of the IKE SA: given when the status is first read
+    while the peer has an IKE SA, kept while it has one, never reused) where the
+    snapshot has it; else (an
+    older snapshot) numbered from 1 per template in the order the peers' first SAs were
+    made (their lowest serial).  An SA of a conn that is not a template is not in the map.
     """
     templates = {c["name"] for c in snap["engine"]["connections"] if c["remote"] == "%any"}
     first: dict[tuple[str, str, str], int] = {}
@@ -369,7 +372,14 @@ def instance_numbers(snap: dict[str, Any]) -> dict[tuple[str, int], int]:
     count: dict[str, int] = {}
     for key in sorted(first, key=lambda k: first[k]):
         count[key[0]] = numbers[key] = count.get(key[0], 0) + 1
-    return {sa: numbers[key] for sa, key in of_sa.items()}
+    out = {sa: numbers[key] for sa, key in of_sa.items()}
+    for s in snap["engine"]["ike_sas"]:
+        if "instance" in s:  # the engine's stable number
+            if s["instance"] is None:
+                out.pop((s["conn"], s["serial"]), None)
+            else:
+                out[(s["conn"], s["serial"])] = s["instance"]
+    return out
 
 
 def conn_text(conn: str, instance: int | None, peer: str) -> str:

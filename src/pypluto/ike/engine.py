@@ -113,6 +113,7 @@ class ClosedAnswer:
 REQID_SWEEP = 256  # per-peer reqids kept before unused ones are looked for
 FIRST_UNIQUE_MARK = 1001  # mark=-1: "Global marks start at 1001" (ipsec.conf(5))
 PeerKey = tuple[str, int, bytes]  # (connection, ID type, ID data) for uniqueids
+InstanceKey = tuple[str, str, str]  # (template, peer address, peer ID): "conn"[N]
 
 
 class Engine:
@@ -147,6 +148,12 @@ class Engine:
         self.by_reqid: dict[int, dict[ChildSA, None]] = {}
         self.policy_owner: dict[int, ChildSA] = {}  # reqid -> the Child SA that owns policies
         self._serial = 0
+        # the N of a template's instances ``"conn"[N]`` (Libreswan: ``instance_serial``,
+        # from the template's counter): (conn, peer address, peer ID) -> [N, IKE SAs],
+        # the IKE SA serial -> its key, the next N per template
+        self._instances: dict[InstanceKey, list[int]] = {}
+        self._instance_of: dict[int, InstanceKey] = {}
+        self._next_instance: dict[str, int] = {}
         self._reqids: dict[str | tuple[str, str], int] = {}  # conn, or (conn, peer instance)
         self._reqid_sweep_at = REQID_SWEEP  # _sweep_reqids when the table is this large
         self._next_reqid = 16388
@@ -416,6 +423,45 @@ class Engine:
         self.by_serial[ike.serial] = ike
         self.by_conn.setdefault(ike.conn.name, {})[ike.serial] = ike
         self.stats.events["ike.started"] += 1
+
+    def _refresh_instances(self) -> None:
+        """Number the instances of templates (``right=%any``) for ``"conn"[N]``: each peer
+        (template, address, ID) keeps its N while any of its IKE SAs lives (a rekey or
+        replacement keeps it); a new peer takes the template's next N, so numbers never
+        go back (Libreswan 5.2: an instance takes ``instance_serial`` from its template's
+        counter and keeps it until it is deleted).  A half-open SA (no peer ID yet)
+        passes its N on to its peer's ID.  Done when the status is read, never per
+        message: what lives between two reads and is gone by the next is not counted."""
+        live: dict[InstanceKey, int] = {}  # key -> the lowest serial of its IKE SAs
+        of: dict[int, InstanceKey] = {}
+        for serial, ike in self.by_serial.items():
+            try:
+                if ike.conn.remote.host_addr is not None:
+                    continue
+            except ValueError:
+                continue
+            key = (ike.conn.name, str(ike.remote.addr), str(ike.remote_id or ""))
+            of[serial] = key
+            if key not in live or serial < live[key]:
+                live[key] = serial
+        old = self._instances
+        kept: dict[InstanceKey, list[int]] = {k: v for k, v in old.items() if k in live}
+        # a half-open SA's number goes to the ID its peer then showed
+        idless = {(k[0], k[1]): v[0] for k, v in old.items() if not k[2] and k not in live}
+        for key in sorted((k for k in live if k not in kept), key=live.__getitem__):
+            n = idless.pop((key[0], key[1]), None) if key[2] else None
+            if n is None:
+                n = self._next_instance.get(key[0], 1)
+                self._next_instance[key[0]] = n + 1
+            kept[key] = [n, 0]
+        for key in of.values():
+            kept[key][1] += 1
+        self._instances, self._instance_of = kept, of
+
+    def instance_of(self, ike: IKESA) -> int | None:
+        """The N of ``"conn"[N]`` of an IKE SA of a template (None: not one)."""
+        key = self._instance_of.get(ike.serial)
+        return self._instances[key][0] if key is not None else None
 
     def is_live(self, ike: IKESA) -> bool:
         return ike.serial in self.by_serial
@@ -966,6 +1012,8 @@ class Engine:
         if conn.local_is_left is None and self.local_addrs:
             conn.orient(self.local_addrs)
         self._connections[conn.name] = conn
+        if not self.by_conn.get(conn.name):  # Libreswan 5.2: an added template's
+            self._next_instance.pop(conn.name, None)  # instances count from 1 again
         acts.append(Log('added IKEv2 connection', conn=conn.name))
         return acts
 
@@ -1466,6 +1514,7 @@ class Engine:
 
     # ------------------------------------------------------------------ status
     def status(self, now: float) -> EngineStatus:
+        self._refresh_instances()
         st = EngineStatus(half_open=self.n_halfopen, busy=self.busy(),
                           dos=dos_status(self.dos, self.n_halfopen, self.tm, now),
                           shunts=self.traps.shunt_status(now))
@@ -1502,7 +1551,7 @@ class Engine:
                 established_at=ike.established_at, rekey_at=ike.rekey_at,
                 expire_at=ike.expire_at, last_liveness=ike.last_recv or None,
                 msgid_next_request=ike.next_out, msgid_last_received=ike.next_in - 1,
-                local_vips=[str(a) for a in ike.local_vips])
+                local_vips=[str(a) for a in ike.local_vips], instance=self.instance_of(ike))
             for c in ike.children:
                 cc = c.chosen
                 s.children.append(ChildSAStatus(

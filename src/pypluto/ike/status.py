@@ -64,6 +64,9 @@ class IKESAStatus:
     children: list[ChildSAStatus] = field(default_factory=list)
     # the addresses the gateway gave us (CFG_REPLY, RFC 7296 §3.15): a client's "lease="
     local_vips: list[str] = field(default_factory=list)
+    # the N of "conn"[N] of an IKE SA of a template (right=%any): the engine's, kept while
+    # the peer has an IKE SA, never reused (Engine._refresh_instances; None: not one)
+    instance: int | None = None
 
 
 @dataclass
