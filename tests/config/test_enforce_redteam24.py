@@ -22,8 +22,8 @@ Checked and already right (no test here, see the existing ones): replay-window=0
 esn=no; esn= mismatch refuses the Child SA; encapsulation=no|yes; fragmentation=no sends
 no IKEV2_FRAGMENTATION_SUPPORTED; type=transport vs tunnel; phase2=ah vs esp; ike= / esp=
 strict at the responder; ikelifetime= / ipsec-lifetime= clamped to 24h with Libreswan's
-warning; dpdtimeout= not used on IKEv2 conns; ikev2=no|never, compress=yes,
-nat-ikev1-method= refused.
+warning; dpdtimeout= not used on IKEv2 conns; ikev2=no|never, compress=yes refused
+(nat-ikev1-method= loads and is ignored, as in Libreswan 5.2: tests/config/test_ikev1_keys24.py).
 """
 
 from __future__ import annotations

@@ -211,7 +211,6 @@ UNSUPPORTED = [
     ("addconn-46-iptfs", V4 + "\tiptfs=yes\n", "iptfs=yes is not supported by pypluto"),
     ("addconn-37-nic-offload", V4 + "\tnic-offload=packet\n\tencapsulation=yes\n",
      "nic-offload=packet is not supported by pypluto"),
-    ("addconn-47-ikepad", V4 + "\tikepad=no\n", "ikepad=no is not supported by pypluto"),
     ("addconn-30-ikev1-labeled-ipsec", V4 + "\tkeyexchange=ikev1\n",
      "keyexchange=ikev1 is not supported by pypluto"),
     ("addconn-14-addresspool", V4 + "\trightcat=yes\n\tleftaddresspool=198.51.100.0/24\n",
@@ -233,6 +232,7 @@ WARNS = [
     ("addconn-26-keyingtries", V4 + "\tauto=start\n\tkeyingtries=1\n", "keyingtries=1"),
     ("addconn-28-fragmentation", V4 + "\tfragmentation=force\n",
      "IKEv1 only fragmentation=force ignored; using fragmentation=yes"),
+    ("addconn-47-ikepad", V4 + "\tikepad=no\n", "IKEv2 connection ignores ikepad=no"),
     # keys starting X- or x_ are comments (before: "unrecognized keyword", a file error)
     ("addconn-43-x-comment", V4 + "\tX-vendor-note=kept for the tooling\n",
      "f:5: warning: X- style comment ignored: X-vendor-note=kept for the tooling"),

@@ -133,6 +133,12 @@ _IKEV1 = "IKEv1 only; pypluto speaks IKEv2 only"
 _V1_CP = ("IKEv1 XAUTH / ModeConfig; pypluto speaks IKEv2 only (its configuration "
           "payloads are IKEv2's CP, RFC 7296 §3.15)")
 _NO = "not implemented by pypluto"
+# IKEv1-only keys that Libreswan 5.2 loads on an IKEv2 conn and ignores there (every conn
+# pypluto loads is IKEv2): the conn loads, as in 5.2; ikepad= with 5.2's warning
+# (testing/pluto/addconn-47-ikepad), the others silently (programs/pluto/connections.c
+# stores them for IKEv1 only)
+T_V1 = "tests/config/test_ikev1_keys24.py::"
+_V1_IGNORED = "IKEv1 only: Libreswan 5.2 loads it on an IKEv2 conn and ignores it"
 
 
 def _table(rows: list[tuple]) -> dict[str, KeyDef]:  # type: ignore[type-arg]
@@ -371,15 +377,19 @@ CONN_KEYS: dict[str, KeyDef] = _table([
     ("retransmit-timeout", "time", W(T_EFF + "test_retransmit_interval_and_timeout")),
     ("retransmit-interval", "ms", W(T_EFF + "test_retransmit_interval_and_timeout")),
     ("ikepad", "enum", "yes|no|auto|true|false|on|off|y|n",
-     P("yes|auto|true|on|y", note=_IKEV1)),
-    ("nat-ikev1-method", "enum", "drafts|rfc|both|none", R(_IKEV1)),
+     _S("works", T_V1 + "test_ikepad_is_ignored_with_libreswans_warning",
+        note=_V1_IGNORED + " with a warning (IKEv2 connection ignores ikepad=...)")),
+    ("nat-ikev1-method", "enum", "drafts|rfc|both|none",
+     _S("works", T_V1 + "test_ikev1_only_keys_load_silently", note=_V1_IGNORED)),
     ("policy-label", "str", "=sec-label"),
     ("sec-label", "str", R("labeled IPsec " + _NO)),
     ("remote-peer-type", "enum", "cisco", R(_V1_CP)),
     ("remote_peer_type", "enum", "cisco", "=remote-peer-type"),
     ("nm-configured", "bool", P(_NO_VALUES, note="NetworkManager integration " + _NO)),
-    ("xauthby", "enum", "file|pam|alwaysok", R(_V1_CP)),
-    ("xauthfail", "enum", "hard|soft", R(_V1_CP)),
+    ("xauthby", "enum", "file|pam|alwaysok",
+     _S("works", T_V1 + "test_ikev1_only_keys_load_silently", note=_V1_IGNORED)),
+    ("xauthfail", "enum", "hard|soft",
+     _S("works", T_V1 + "test_ikev1_only_keys_load_silently", note=_V1_IGNORED)),
     # IKEv2 has one way: the client asks in its IKE_AUTH (CFG_REQUEST, RFC 7296 §3.15);
     # Libreswan 5.2 reads the key for IKEv1 only and loads it on IKEv2 conns
     ("modecfgpull", "bool", W("tests/ike/test_libreswan_pools.py::"
@@ -529,7 +539,9 @@ def _rows(title: str, table: dict[str, KeyDef], prefix: str = "") -> list[str]:
             continue
         ok = ", ".join(f"`{v}`" for v in kd.ok) if kd.support == "partial" else (
             "all" if kd.support == "works" else "")
-        if kd.support in ("works", "partial"):
+        if kd.support == "works":
+            what = f"`{kd.test}`" + (f"; {kd.note}" if kd.note else "")
+        elif kd.support == "partial":
             what = f"`{kd.test}`" + (f"; other values: {kd.note}" if kd.note else "")
         else:
             what = kd.note

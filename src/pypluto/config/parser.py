@@ -1408,7 +1408,7 @@ def _legacy_dn_commas(idv: str) -> bool:
 
 def _lifetime_warnings(conn: Connection) -> list[tuple[str, str]]:
     """(key, warning) for each lifetime written above ``LIFETIME_MAXIMUM``, for
-    fragmentation=force (IKEv1's), for each DH of esp=/ah= with pfs=no, for an ID
+    fragmentation=force and ikepad= (IKEv1's), for each DH of esp=/ah= with pfs=no, for an ID
     written with legacy ``,,``, for the keys a shunt conn ignores and for the old
     ``ikev2=``, in Libreswan's words: what the conn uses instead."""
     out = []
@@ -1443,6 +1443,9 @@ def _lifetime_warnings(conn: Connection) -> list[tuple[str, str]]:
     if frag in ("force", "insist"):
         out.append(("fragmentation", f"IKEv1 only fragmentation={frag} ignored; using "
                     "fragmentation=yes"))
+    pad = conn.raw.get("ikepad", "").strip()
+    if pad:  # IKEv1's padding workaround: Libreswan 5.2 warns for any value (addconn-47)
+        out.append(("ikepad", f"IKEv2 connection ignores ikepad={_yes_no(pad)}"))
     for key, what in (("ipsec-max-bytes", "bytes"), ("ipsec-max-packets", "packets")):
         v = conn.raw.get(key)
         if v and parse_bignum(v, key) > SA_MAX_OPERATIONS:
