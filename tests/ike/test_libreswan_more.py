@@ -450,9 +450,10 @@ def test_auto_keep_03_revives_the_second_child() -> None:
         net.east.logs()
 
 
-def _keep_behind_nat(nat_gone: bool) -> Net:
+def _keep_behind_nat(road_gone: bool) -> Net:
     """Road (west here, behind the harness's NAT) brings up east's auto=keep conn
-    (left=%any) and takes it down (a Delete of its IKE SA)."""
+    (left=%any) and takes it down (a Delete of its IKE SA): ``ipsec auto --down``, or
+    with ``road_gone`` ``ipsec auto --delete`` (the conn goes too)."""
     net = Net(nat=True)
     net.west.engine.add_connection(conn({}, True))
     keep = conn({"left": "%any"}, False)
@@ -461,21 +462,15 @@ def _keep_behind_nat(nat_gone: bool) -> Net:
     bump_generation()
     net.up()
     assert len(net.established(net.east)) == 1
-    if nat_gone:
-        net.nat_map.clear()
     net.apply(net.west, net.west.engine.terminate("west-east", net.now))
+    if road_gone:
+        net.apply(net.west, net.west.engine.delete_connection("west-east", net.now))
     net.run()
     net.advance(120)
     assert not [m for m in net.east.logs() if "internal error" in m]
     return net
 
 
-_NAT_REVIVE = ("Libreswan revives an auto=keep conn whose peer (left=%any) deleted it, "
-               "initiating to the peer's last address and port (through the NAT "
-               "mapping); we revive only a conn whose peer address is configured")
-
-
-@pytest.mark.xfail(strict=True, reason=_NAT_REVIVE)
 def test_auto_keep_01_revival_through_nat() -> None:
     """auto-keep-01-revival-through-nat-down-ikev2: east, keeping the conn up,
     initiates again to the NAT's public address and port; while the mapping lasts it
@@ -484,17 +479,44 @@ def test_auto_keep_01_revival_through_nat() -> None:
     ikes = net.established(net.east)
     assert len(ikes) == 1 and ikes[0].serial != 1
     assert len(_children(net, "east")) == 1 and len(_children(net, "west")) == 1
+    # east is the initiator now, to the NAT's mapping of road's port 4500, and road
+    # showed the ID it had (a template instance is bound to its last peer)
+    ike = net.east.engine.by_serial[ikes[0].serial]
+    assert ike.initiator and ike.remote == net.nat_map[Endpoint(net.west.addr, 4500)]
+    assert str(ike.remote_id) == str(net.west.engine.by_serial[
+        net.established(net.west)[0].serial].local_id)
+    assert "connection is supposed to remain up; initiating it again" in net.east.logs()
+    # and the template is still a template: a new road can still come in
+    assert net.east.engine.connections["west-east"].left.host_addr is None
 
 
 def test_auto_keep_02_revival_through_nat_cleanfail() -> None:
-    """auto-keep-02-revival-through-nat-cleanfail-ikev2: the NAT mapping is gone; east's
-    revival finds no road and ends with nothing (Libreswan: IKE_SA_INIT times out and
-    the IKE SA is deleted; we make no attempt, see auto-keep-01): no SA, no policy
-    left on either end, and the conn is still there to be brought up again."""
+    """auto-keep-02-revival-through-nat-cleanfail-ikev2: road deletes its conn too;
+    east's one revival attempt fails and, the conn being auto=keep, no other follows
+    ("being KEEP further revivals are abandoned"): no SA, no policy left on either
+    end, and the conn is still there to be brought up again."""
     net = _keep_behind_nat(True)
     assert not net.established(net.east) and not net.established(net.west)
     assert not net.east.kernel_sas and not net.west.kernel_sas
     assert "west-east" in net.east.engine.connections
+    assert sum("initiating IKEv2 connection" in m for m in net.east.logs()) == 1
+    assert not net.east.engine.by_serial
+    net.advance(600)
+    assert sum("initiating IKEv2 connection" in m for m in net.east.logs()) == 1
+
+
+def test_auto_add_template_is_not_revived() -> None:
+    """The same with auto=add on east: a conn not meant to stay up is not revived."""
+    net = Net(nat=True)
+    net.west.engine.add_connection(conn({}, True))
+    net.east.engine.add_connection(conn({"left": "%any"}, False))
+    bump_generation()
+    net.up()
+    net.apply(net.west, net.west.engine.terminate("west-east", net.now))
+    net.run()
+    net.advance(120)
+    assert not net.established(net.east) and not net.east.kernel_sas
+    assert not [m for m in net.east.logs() if "initiating" in m]
 
 
 # --- RFC 5723 session resumption: not implemented

@@ -47,7 +47,10 @@ def fail(ctx: IKEContext, ike: IKESA, now: float, why: str, reason: FailReason,
     acts += ctx.drop_ike(ike, now, "", None)
     acts.append(ConnectionEvent(EventKind.FAILED, ike.conn.name, ike.serial, why, reason))
     conn = ike.conn
+    # (an instance of a template revived towards its last peer is tried once: the
+    # registered template itself cannot be initiated; ike_delete's revival)
     if retry and ike.initiator and conn.name in ctx.connections and \
+            ctx.connections[conn.name].remote.host_addr is not None and \
             (conn.keyingtries == 0 or ike.tries < conn.keyingtries) and \
             meant_up(ctx, conn):
         acts += ctx.initiate_ike(conn, now, ike.tries + 1)

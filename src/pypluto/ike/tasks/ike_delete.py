@@ -5,14 +5,18 @@ Deleting the IKE SA deletes its Child SAs with it, on both ends.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
+from pypluto.config.model import Connection
 from pypluto.iana import ExchangeType, ProtocolID
 from pypluto.ike import codec
 from pypluto.ike.actions import Action, EventKind
 from pypluto.ike.context import IKEContext, meant_up
 from pypluto.ike.sa import IKESA, IKEState
 from pypluto.ike.tasks.base import Inbound, Request, Task
+from pypluto.ike.tasks.child_create import hand_over
+from pypluto.params import IPNetwork
 from pypluto.wire import payloads as wp
 from pypluto.wire.payloads import Payload
 
@@ -65,16 +69,43 @@ class IKEDelete(Task):
                 for a in ("remote_vips", "local_vips", "dns", "domains"):
                     setattr(old, a, getattr(old, a) or getattr(ike, a))
                     setattr(ike, a, ())
+                hand_over(ctx, ike, old)  # their Child SA exchanges, the one in flight too
         ctx.remember_closed(ike, req.msgid, req.remote, now)  # a resent Delete (§2.1)
+        nets = [n for c in ike.children for t in c.remote_ts for n in t.networks()]
         acts += ctx.drop_ike(ike, now, "deleted by peer")
         conn = ike.conn
-        if meant_up(ctx, conn) and conn.name in ctx.connections and \
-                conn.remote.host_addr is not None and not ctx.ike_of(conn.name):
-            # as Libreswan's revival: a conn meant to be up (auto=start) whose last IKE
-            # SA the peer deleted is initiated again (not one a rekey replaced)
+        if not meant_up(ctx, conn) or conn.name not in ctx.connections:
+            return acts
+        if conn.remote.host_addr is not None:
+            if not ctx.ike_of(conn.name):
+                # as Libreswan's revival: a conn meant to be up (auto=start) whose last
+                # IKE SA the peer deleted is initiated again (not one a rekey replaced)
+                ctx.log(acts, "connection is supposed to remain up; initiating it again", ike)
+                acts += ctx.initiate_ike(conn, now)
+        elif ctx.connections[conn.name] is conn and ike.established_at is not None and \
+                ike.remote_id is not None and not conn.remote.addresspool and \
+                not any(o.remote.addr == ike.remote.addr for o in ctx.ike_of(conn.name)):
+            # an instance of a template (right=%any) kept up (auto=keep once its peer
+            # brought it up): Libreswan 5.2 revives it towards the peer's last address
+            # and port, through a NAT's mapping while it lasts (auto-keep-01); one try
+            # only (common.fail retries a conn that can be initiated, not an instance)
             ctx.log(acts, "connection is supposed to remain up; initiating it again", ike)
-            acts += ctx.initiate_ike(conn, now)
+            acts += ctx.initiate_ike(_instance(conn, ike, nets), now)
         return acts
+
+
+def _instance(conn: Connection, ike: IKESA, nets: list[IPNetwork]) -> Connection:
+    """The template ``conn`` bound to the peer of ``ike``: its last address and port,
+    the ID it authenticated with, and (when the template names no remote subnet and
+    the peer was behind a NAT) the selectors its Child SAs had."""
+    remote = conn.remote
+    subnets = remote.subnets or (nets if ike.nat_remote else [])
+    bound = dataclasses.replace(remote, host=str(ike.remote.addr), host_addr=ike.remote.addr,
+                                ikeport=ike.remote.port, id=ike.remote_id,
+                                subnets=list(subnets))
+    if conn.local_is_left:
+        return dataclasses.replace(conn, right=bound)
+    return dataclasses.replace(conn, left=bound)
 
 
 def delete_ike(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
