@@ -486,6 +486,8 @@ def test_auto_keep_01_revival_through_nat() -> None:
     assert str(ike.remote_id) == str(net.west.engine.by_serial[
         net.established(net.west)[0].serial].local_id)
     assert "connection is supposed to remain up; initiating it again" in net.east.logs()
+    # still an instance of the template, numbered as before ("road-eastnet"[1] in 5.2)
+    assert [i.instance for i in net.east.engine.status(net.now).ike_sas] == [1]
     # and the template is still a template: a new road can still come in
     assert net.east.engine.connections["west-east"].left.host_addr is None
 

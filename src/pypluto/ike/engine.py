@@ -435,8 +435,11 @@ class Engine:
         live: dict[InstanceKey, int] = {}  # key -> the lowest serial of its IKE SAs
         of: dict[int, InstanceKey] = {}
         for serial, ike in self.by_serial.items():
+            # (the registered conn: a template's instance revived by ike_delete is a
+            # copy bound to its peer's address, still "conn"[N] as in Libreswan)
+            conn = self.connections.get(ike.conn.name, ike.conn)
             try:
-                if ike.conn.remote.host_addr is not None:
+                if conn.remote.host_addr is not None:
                     continue
             except ValueError:
                 continue
