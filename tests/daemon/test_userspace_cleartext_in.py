@@ -171,7 +171,8 @@ def test_subnet_cleartext_dropped_then_passes_after_delete(pair, tmp_path: Path 
     _cleartext_dropped(lab, "198.51.100.1", "198.51.100.7", "203.0.113.1")
     # the tunnel's own transport passed the chain: plain ESP between the outer addresses
     # is outside the selectors here, so this only shows the exemptions are in place
-    assert "-p esp -j RETURN" in lab.chain() and "--dport 500 -j RETURN" in lab.chain()
+    assert "-p esp -m addrtype --dst-type LOCAL -j RETURN" in lab.chain()
+    assert "--dport 500 -j RETURN" in lab.chain()
     assert child_sas(east)[0]["in_bytes"] > 0
 
     # the Child SA goes: no inbound policy, cleartext is delivered (as with XFRM)
@@ -278,10 +279,11 @@ def test_chain_rules_exempt_transport_and_follow_spd_order() -> None:
     rules = chain_rules("C", 4, pols, ["pluto0", "ipsec3"], [4501])
     assert rules[:8] == [
         "-A C -i lo -j RETURN", "-A C -i pluto0 -j RETURN", "-A C -i ipsec3 -j RETURN",
-        "-A C -p esp -j RETURN", "-A C -p ah -j RETURN",
-        "-A C -p udp -m udp --dport 500 -j RETURN",
-        "-A C -p udp -m udp --dport 4500 -j RETURN",
-        "-A C -p udp -m udp --dport 4501 -j RETURN"]
+        "-A C -p esp -m addrtype --dst-type LOCAL -j RETURN",
+        "-A C -p ah -m addrtype --dst-type LOCAL -j RETURN",
+        "-A C -p udp -m addrtype --dst-type LOCAL -m udp --dport 500 -j RETURN",
+        "-A C -p udp -m addrtype --dst-type LOCAL -m udp --dport 4500 -j RETURN",
+        "-A C -p udp -m addrtype --dst-type LOCAL -m udp --dport 4501 -j RETURN"]
     # the SPD order: longer local prefix, then port-specific, before the rest
     assert rules[8:] == [
         "-A C -s 10.1.0.0/16 -d 10.2.3.0/24 -j RETURN",

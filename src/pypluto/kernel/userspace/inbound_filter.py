@@ -13,18 +13,41 @@ those packets with netfilter, as the XFRM policy check would:
   (``iptables-restore`` / ``ip6tables-restore``);
 * first RETURN for the plane's own devices (its TUN device, the ``ipsecN``
   devices of route-based conns) and ``lo``, for ESP (50), AH (51), IKE and
-  NAT-T (UDP to 500, 4500 and the daemon's own IKE ports) and, for IPv6,
-  neighbour solicitations and advertisements (Libreswan's ND bypass): the
-  tunnel's own transport is never dropped, also when the selectors are the
-  peers' own addresses (host-to-host, transport mode);
+  NAT-T (UDP to 500, 4500 and the daemon's own IKE ports) addressed to this
+  host (``-m addrtype --dst-type LOCAL``) and, for IPv6, neighbour
+  solicitations and advertisements (Libreswan's ND bypass): the tunnel's own
+  transport is never dropped, also when the selectors are the peers' own
+  addresses (host-to-host, transport mode).  ESP, AH or UDP to port 500/4500
+  that the host would forward is not ours: as with XFRM, where only the IKE
+  sockets' own traffic bypasses the policies and the "fwd" check drops a
+  forwarded packet without IPsec, it meets the policy rules below.  (Local
+  rather than the IKE sockets' exact addresses: the daemon may listen on the
+  wildcard address, and a local address nobody listens on answers with an ICMP
+  error, as it would without the filter);
 * then, in the plane's SPD order (:class:`.selectors.OutboundPolicies`' key),
   a DROP for each protecting (``ipsec``, ``drop``, ``reject``) inbound policy's
   selectors (source = the remote selector, destination = the local one,
   protocol, TCP/UDP/SCTP/DCCP ports, the policy's mark) and a RETURN for each
-  ``pass`` one.  Ports of other protocols (ICMP type/code) are not narrowed: the
-  whole protocol is dropped, which is stricter than the policy.  Policies of
-  route-based conns (``ipsec-interface=``) get nothing, as with XFRM, where an
-  ``if_id`` policy never matches a packet from a physical device.
+  ``pass`` one.  ICMP (ICMPv6 for IPv6) selectors carry type ‖ code as a 16-bit
+  "port" (type in the upper byte, RFC 4301 §4.4.1.1, RFC 7296 §3.13.1;
+  ``leftprotoport=icmp/2048`` is echo request, type 8 code 0), and a message
+  must lie in both ends' ranges (:func:`.selectors.flow_of`): the rule matches
+  exactly that intersection, one ``--icmp-type T`` per whole type and
+  ``T/C`` per code of a type partly inside (``u32`` for IPv4 type 255, which the
+  icmp match reads as "any").  Ports of other protocols are not narrowed.
+* route-based conns (``ipsec-interface=N``) get no rule.  Their decrypted
+  traffic comes out of the plane's ``ipsecN`` TUN device, so a DROP on other
+  devices could be written, but it would not do what their SPD says: the
+  operator decides by routing what goes through ``ipsecN``, and their selectors
+  are most often ``0.0.0.0/0`` / ``::/0`` on both ends, so a DROP for them would
+  discard every cleartext packet the host receives on any other device (all but
+  IKE and ESP), which no route-based setup means.  Their policies form the SPD
+  of that device (RFC 4301 §4.4.1 lets an implementation keep one SPD per
+  interface); XFRM does the same: an ``if_id`` policy never matches a packet
+  without IPsec from a physical device (its lookup uses if_id 0).  Cleartext
+  spoofing a source that the operator routes into ``ipsecN`` is what strict
+  reverse-path filtering (``rp_filter=1``, ``-m rpfilter``) on the physical
+  devices drops, and is the operator's to enable, as with XFRM interfaces.
 
 The chain is rewritten whole in one ``iptables-restore --noflush`` transaction
 (10,000 rules: about 0.25 s) by a thread of its own, so that installing many
@@ -49,6 +72,7 @@ log = logging.getLogger("pypluto.kernel.userspace")
 
 IKE_PORTS = (500, 4500)
 _PORT_PROTOS = {6: "tcp", 17: "udp", 132: "sctp", 33: "dccp"}
+_ICMP = {4: 1, 6: 58}  # the ICMP of each family: its type and code narrow the rule
 _GAP = "inbound cleartext from protected subnets is not filtered"
 
 
@@ -77,12 +101,42 @@ def _ports(ts: TrafficSelector) -> str | None:
         f"{ts.port_start}:{ts.port_end}"
 
 
-def policy_rule(p: PolicyParams, chain: str) -> str | None:
-    """The ``-A`` line for one inbound policy, or None when it gets no rule."""
+def _icmp_types(lo: int, hi: int) -> list[str]:
+    """The ``--icmp-type`` values that make up the type ‖ code range [lo, hi] (RFC 4301
+    §4.4.1.1, RFC 7296 §3.13.1: type in the upper, code in the lower 8 bits): ``T``
+    for a whole type, ``T/C`` for each code of a type only partly in the range."""
+    out: list[str] = []
+    v = lo
+    while v <= hi:
+        if v & 0xFF == 0 and v | 0xFF <= hi:
+            out.append(str(v >> 8))
+            v += 0x100
+        else:
+            out.append(f"{v >> 8}/{v & 0xFF}")
+            v += 1
+    return out
+
+
+def _icmp_matches(version: int, lo: int, hi: int) -> list[list[str]]:
+    """Match arguments for ICMP (IPv4) or ICMPv6 messages whose type ‖ code is in
+    [lo, hi], one list per rule.  IPv4 type 255 goes to ``u32`` (unfragmented or first
+    fragment, header length from IHL): the icmp match reads type 255 as "any type"."""
+    if version == 6:
+        return [["-m", "icmp6", "--icmpv6-type", t] for t in _icmp_types(lo, hi)]
+    got = [["-m", "icmp", "--icmp-type", t] for t in _icmp_types(lo, min(hi, 0xFEFF))]
+    if hi >= 0xFF00:
+        got.append(["-m", "u32", "--u32",
+                    f"4&0x1FFF=0&&0>>22&0x3C@0>>16={max(lo, 0xFF00):#x}:{hi:#x}"])
+    return got
+
+
+def policy_rules(p: PolicyParams, chain: str) -> list[str]:
+    """The ``-A`` lines for one inbound policy (none for outbound and route-based ones)."""
     if p.direction not in ("in", "fwd") or p.if_id is not None:
-        return None
+        return []
     args = ["-A", chain, "-s", str(p.src.network), "-d", str(p.dst.network)]
     proto = p.src.protocol or p.dst.protocol
+    matches: list[list[str]] = [[]]
     if proto:
         args += ["-p", str(proto)]
         name = _PORT_PROTOS.get(proto)
@@ -94,10 +148,20 @@ def policy_rule(p: PolicyParams, chain: str) -> str | None:
                 args += ["--sport", sport]
             if dport:
                 args += ["--dport", dport]
+        elif proto == _ICMP[p.src.network.version]:
+            # a packet's type ‖ code must lie in both selectors' port ranges
+            # (selectors.flow_of, ts_match): their intersection, exactly
+            lo = max(p.src.port_start, p.dst.port_start)
+            hi = min(p.src.port_end, p.dst.port_end)
+            if lo > hi:
+                return []  # no ICMP message matches the policy
+            if (lo, hi) != (0, 65535):
+                matches = _icmp_matches(p.src.network.version, lo, hi)
+    tail = []
     if p.mark is not None:
-        args += ["-m", "mark", "--mark", f"{p.mark[0]:#x}/{p.mark[1]:#x}"]
-    args += ["-j", "RETURN" if p.action == "pass" else "DROP"]
-    return " ".join(args)
+        tail += ["-m", "mark", "--mark", f"{p.mark[0]:#x}/{p.mark[1]:#x}"]
+    tail += ["-j", "RETURN" if p.action == "pass" else "DROP"]
+    return [" ".join(args + m + tail) for m in matches]
 
 
 def _order(p: PolicyParams) -> tuple[bool, int, int, int, bool, bool]:
@@ -113,13 +177,15 @@ def chain_rules(chain: str, version: int, policies: Iterable[PolicyParams],
     pols = sorted((p for p in policies if p.src.network.version == version
                    and p.dst.network.version == version), key=_order)
     # "in" and "fwd" with the same selectors: one rule (a dict keeps the order)
-    body = list(dict.fromkeys(line for p in pols
-                              if (line := policy_rule(p, chain)) is not None))
+    body = list(dict.fromkeys(line for p in pols for line in policy_rules(p, chain)))
     if not any(line.endswith("-j DROP") for line in body):
         return []
     head = [f"-A {chain} -i {i} -j RETURN" for i in ["lo", *ifaces]]
-    head += [f"-A {chain} -p esp -j RETURN", f"-A {chain} -p ah -j RETURN"]
-    head += [f"-A {chain} -p udp -m udp --dport {port} -j RETURN"
+    # the tunnel's own transport, to this host only: a forwarded packet is no IKE or ESP
+    # of ours, and XFRM's "fwd" policy check drops it too
+    local = "-m addrtype --dst-type LOCAL"
+    head += [f"-A {chain} -p esp {local} -j RETURN", f"-A {chain} -p ah {local} -j RETURN"]
+    head += [f"-A {chain} -p udp {local} -m udp --dport {port} -j RETURN"
              for port in sorted({*IKE_PORTS, *ike_ports})]
     if version == 6:
         head += [f"-A {chain} -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j RETURN"
@@ -252,5 +318,5 @@ class InboundFilter:
         self._hooked.clear()
 
 
-__all__ = ["IKE_PORTS", "InboundFilter", "chain_name", "chain_rules", "policy_rule",
+__all__ = ["IKE_PORTS", "InboundFilter", "chain_name", "chain_rules", "policy_rules",
            "remove_chain"]
