@@ -89,8 +89,10 @@ class AddressPool:
         mine = self.by_key.get(key)
         if mine is not None:
             return self._bind(mine, key, owner)
+        # (the address asked for is a new one too: within the same bound, or clients
+        # asking for ever other addresses of a /64 would grow that memory for ever)
         if hint is not None and self.contains(hint) and hint not in self.holders and \
-                self.owner_of.get(hint) is None:
+                self.owner_of.get(hint) is None and len(self.lingering) < LINGERING_MAX:
             return self._bind(hint, key, owner)
         # a never-used address first, unless LINGERING_MAX released ones wait already:
         # each remembers its client, and in a pool too large to run out (an IPv6 /64)

@@ -299,12 +299,17 @@ class TaskManager:
         if (ike.remote != remote or ike.local != local) and not ike.mobike:
             # with MOBIKE only UPDATE_SA_ADDRESSES moves the IKE SA (RFC 4555 §3.8)
             if not ike.established:  # the float to port 4500 before IKE_AUTH's answer
-                if ike.nat_remote or ike.nat_local or local.port != 500:
+                # (§2.23: the float changes ports; only the end facing the peer's
+                # NAT may follow the peer to another address)
+                if ike.nat_remote or ((ike.nat_local or local.port != 500)
+                                      and remote.addr == ike.remote.addr):
                     ike.remote, ike.local = remote, local
-            elif ike.nat_remote:
+            elif ike.nat_remote and (local.port != 500 or ike.local.port == 500):
                 # §2.23: only the end facing the peer's NAT follows a new mapping (a
                 # host behind a NAT, or with no NAT at all, does not: one rewritten
-                # packet would take the SA away); the Child SAs follow with it
+                # packet would take the SA away); the Child SAs follow with it.  A
+                # new mapping is the peer's: a request to our port 500 after the
+                # float (where no ESP in UDP exists) is only answered
                 moved = self._follow_nat(ike, local, remote)
                 acts = self._request(ike, hdr.exchange, hdr.message_id, payloads, local,
                                      remote, now)

@@ -380,6 +380,14 @@ class MobikeUpdate(Task):
                 ike.nat_local, ike.nat_remote = nat
             ctx.log(acts, "MOBIKE: UPDATE_SA_ADDRESSES from the current address", ike)
             return acts
+        if req.local.port == 500 != ike.local.port:
+            # RFC 4555 §3.3 / RFC 7296 §2.23: once on port 4500, all IKE and ESP of the
+            # SA stay there; one sent to our port 500 was redirected on the path (ESP
+            # in UDP on port 500 does not exist): answered, nothing checked or moved
+            ctx.log(acts, f"MOBIKE: not moving to our port 500 (the IKE SA uses "
+                    f"{ike.local.port}); UPDATE_SA_ADDRESSES from {req.remote} ignored", ike,
+                    level="warning")
+            return acts
         if replayed and sum(isinstance(t, ReturnRoutability) for t in ike.tasks) >= \
                 MAX_QUEUED_CHECKS:
             ctx.log(acts, f"MOBIKE: not checking {req.remote} too: {MAX_QUEUED_CHECKS} "
