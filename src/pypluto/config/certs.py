@@ -101,6 +101,9 @@ class CertStore:
                 key = px.load_key(_read(keyfile))
             except (OSError, ValueError) as e:
                 raise CredentialError(f"cannot load certificate {name}: {e}") from None
+            if not px.same_public_key(key, certs[0]):  # we would sign what none verifies
+                raise CredentialError(f"private key {keyfile} does not belong to certificate "
+                                      f"{name}")
             return LocalCred(name, certs[0], key,
                              [c for c in certs[1:] if not _is_self_signed(c)])
         if self.nss is None:

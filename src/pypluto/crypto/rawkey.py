@@ -113,6 +113,8 @@ def parse_pubkey(value: str) -> RawPublicKey:
         raise RawKeyError(f"unsupported public key algorithm: {e}") from None
     if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
         raise RawKeyError(f"{type(key).__name__} raw keys are not supported (RSA or ECDSA)")
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < 512:  # as rfc3110_decode
+        raise RawKeyError(f"RSA modulus of {key.key_size} bits, under 512 bits")
     return key
 
 

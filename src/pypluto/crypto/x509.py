@@ -8,9 +8,12 @@ required), which is not IKE's: RFC 4945 §5.1.3.12 accepts a certificate without
 EKU, or one naming serverAuth, clientAuth, id-kp-ipsecIKE or anyExtendedKeyUsage,
 and needs no subjectAltName when the ID is the subject DN.  So the verifier is
 built with ``extension_policies`` of our own: everything the CA policy of the
-Web PKI asks of CAs, and for the end entity an optional EKU checked by
+Web PKI asks of CAs but for basicConstraints (cA asserted, critical or not) and
+keyUsage (keyCertSign when present), which follow RFC 5280 §6.1.4 as NSS does
+(:func:`_ca_policy`), and for the end entity an optional EKU checked by
 :func:`_eku_ok`, an optional keyUsage that must allow digitalSignature or
-nonRepudiation (RFC 4945 §5.1.3.2), any subjectAltName.
+nonRepudiation (RFC 4945 §5.1.3.2), any subjectAltName, no basicConstraints cA
+(Libreswan 5.2 takes no CA certificate as the peer's own).
 
 The verifier does not do revocation: :func:`revoked` checks each certificate of
 the validated chain against the CRLs given (signature by the issuer, time window).
@@ -28,14 +31,14 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509 import verification as xv
-from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier, SignatureAlgorithmOID
 
 IPSEC_IKE = ObjectIdentifier("1.3.6.1.5.5.7.3.17")  # id-kp-ipsecIKE (RFC 4945 §5.1.3.12)
 _IKE_EKUS = {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH, IPSEC_IKE,
              ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
+_EDDSA_SIGS = {SignatureAlgorithmOID.ED25519, SignatureAlgorithmOID.ED448}
 
 
 class CertError(Exception):
@@ -86,6 +89,16 @@ def der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
+def same_public_key(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
+    """Whether ``key`` is the private half of ``cert``'s public key."""
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    try:
+        return key.public_key().public_bytes(serialization.Encoding.DER, spki) == \
+            cert.public_key().public_bytes(serialization.Encoding.DER, spki)
+    except MALFORMED:
+        return False
+
+
 def spki_sha1(cert: x509.Certificate) -> bytes:
     """The CERTREQ entry for a CA: SHA-1 of its SubjectPublicKeyInfo (RFC 7296 §3.7)."""
     spki = cert.public_key().public_bytes(serialization.Encoding.DER,
@@ -110,11 +123,39 @@ def _ku_ok(policy: object, cert: object, ku: x509.KeyUsage | None) -> None:
         raise ValueError("keyUsage allows no digital signature")
 
 
+def _ee_bc_ok(policy: object, cert: object, bc: x509.BasicConstraints | None) -> None:
+    """Libreswan 5.2 (``match_peer_id_cert``): no CA certificate as the peer's own."""
+    if bc is not None and bc.ca:
+        raise ValueError("a CA certificate (basicConstraints cA) is no peer certificate")
+
+
 def _ee_policy() -> xv.ExtensionPolicy:
     agn = xv.Criticality.AGNOSTIC
     return (xv.ExtensionPolicy.permit_all()
             .may_be_present(x509.ExtendedKeyUsage, agn, _eku_ok)
-            .may_be_present(x509.KeyUsage, agn, _ku_ok))
+            .may_be_present(x509.KeyUsage, agn, _ku_ok)
+            .may_be_present(x509.BasicConstraints, agn, _ee_bc_ok))
+
+
+def _ca_bc_ok(policy: object, cert: object, bc: x509.BasicConstraints) -> None:
+    """RFC 5280 §6.1.4 (k): an issuing CA asserts cA, its basicConstraints critical or not
+    (NSS takes both; Libreswan's test CAs have it non-critical)."""
+    if not bc.ca:
+        raise ValueError("basicConstraints.cA must be asserted in a CA certificate")
+
+
+def _ca_ku_ok(policy: object, cert: object, ku: x509.KeyUsage | None) -> None:
+    """RFC 5280 §6.1.4 (n): keyCertSign, when keyUsage is present."""
+    if ku is not None and not ku.key_cert_sign:
+        raise ValueError("keyUsage.keyCertSign must be asserted in a CA certificate")
+
+
+def _ca_policy(base: xv.ExtensionPolicy) -> xv.ExtensionPolicy:
+    """``base`` with RFC 5280's CA rules for basicConstraints and keyUsage in place of
+    the Web PKI's (which want both, and basicConstraints critical)."""
+    agn = xv.Criticality.AGNOSTIC
+    return (base.require_present(x509.BasicConstraints, agn, _ca_bc_ok)
+            .may_be_present(x509.KeyUsage, agn, _ca_ku_ok))
 
 
 @dataclass
@@ -148,13 +189,14 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
         raise CertError("no trusted CA certificates loaded")
     builder = (xv.PolicyBuilder().store(xv.Store(list(anchors))).time(now)
                .max_chain_depth(8)
-               .extension_policies(ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(),
-                                   ee_policy=_ee_policy()))
+               .extension_policies(
+                   ca_policy=_ca_policy(xv.ExtensionPolicy.webpki_defaults_ca()),
+                   ee_policy=_ee_policy()))
     try:
-        key = leaf.public_key()
+        leaf.public_key()
     except MALFORMED as e:
         raise CertError(f"certificate has an unusable public key ({e})") from None
-    if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+    if leaf.signature_algorithm_oid in _EDDSA_SIGS:
         return _verify_eddsa_leaf(leaf, intermediates, anchors, now)
     try:
         verifier = builder.build_client_verifier()
@@ -168,17 +210,24 @@ def verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificat
 
 def _verify_eddsa_leaf(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
                        anchors: Sequence[x509.Certificate], now: datetime.datetime) -> Verified:
-    """An EdDSA end entity (RFC 8410 / RFC 8420).
+    """An end entity its CA signed with EdDSA (RFC 8410 / RFC 8420).
 
     ``cryptography``'s verifier follows the Web PKI's algorithm list, which has no
-    EdDSA ("Forbidden public key algorithm"), so the one link it cannot take is
-    checked here: the leaf's validity, its issuer's signature on it, its keyUsage and
-    EKU by the same IKE rules; the issuer's own path (RSA/ECDSA CAs) goes through the
-    verifier as usual.
+    EdDSA issuer ("Forbidden public key algorithm"; an EdDSA leaf under an RSA/ECDSA CA
+    it takes), so the one link it cannot take is checked here: the leaf's validity,
+    its critical extensions, its issuer's signature on it, its keyUsage and EKU by the
+    same IKE rules; the issuer's own path goes through the verifier, the issuer held to
+    what a CA must be (RFC 5280 §6.1.4: basicConstraints cA, keyCertSign, the
+    pathLenConstraints above it counting it).  nameConstraints above such a leaf are
+    not checked here: refused.
     """
     if now < leaf.not_valid_before_utc or now > leaf.not_valid_after_utc:
         raise CertError(_reason(ValueError("validity"), leaf, now))
     try:
+        odd = [e.oid.dotted_string for e in leaf.extensions
+               if e.critical and isinstance(e.value, x509.UnrecognizedExtension)]
+        if odd:  # RFC 5280 §4.2
+            raise ValueError(f"unknown critical extension {odd[0]}")
         try:
             _eku_ok(None, leaf,
                     leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
@@ -186,6 +235,11 @@ def _verify_eddsa_leaf(leaf: x509.Certificate, intermediates: Sequence[x509.Cert
             pass
         try:
             _ku_ok(None, leaf, leaf.extensions.get_extension_for_class(x509.KeyUsage).value)
+        except x509.ExtensionNotFound:
+            pass
+        try:
+            _ee_bc_ok(None, leaf,
+                      leaf.extensions.get_extension_for_class(x509.BasicConstraints).value)
         except x509.ExtensionNotFound:
             pass
     except ValueError as e:
@@ -202,17 +256,39 @@ def _verify_eddsa_leaf(leaf: x509.Certificate, intermediates: Sequence[x509.Cert
             return Verified([leaf, issuer])
         rest = [c for c in intermediates if c != issuer]
         up = _verify_ca(issuer, rest, anchors, now)
+        _issuer_constraints(up)
         return Verified([leaf] + up)
     raise CertError("no path to a trusted CA (no issuer certificate signed it)")
+
+
+def _issuer_constraints(up: list[x509.Certificate]) -> None:
+    """``up`` (issuer first, anchor last) validated with the issuer as its end: the
+    verifier did not count the issuer as an intermediate CA of the pathLenConstraints
+    above it, nor apply their nameConstraints to the leaf below."""
+    for i, ca in enumerate(up):
+        exts = ca.extensions
+        if any(isinstance(e.value, x509.NameConstraints) for e in exts):
+            raise CertError(f"no path to a trusted CA ('{ca.subject.rfc4514_string()}' "
+                            "has name constraints, not checked for an EdDSA-signed "
+                            "certificate)")
+        try:
+            limit = exts.get_extension_for_class(x509.BasicConstraints).value.path_length
+        except x509.ExtensionNotFound:
+            continue
+        below = sum(1 for c in up[:i] if c.issuer != c.subject)
+        if limit is not None and below > limit:
+            raise CertError("no path to a trusted CA (path length constraint violated)")
 
 
 def _verify_ca(ca: x509.Certificate, intermediates: Sequence[x509.Certificate],
                anchors: Sequence[x509.Certificate], now: datetime.datetime
                ) -> list[x509.Certificate]:
-    """The verifier's path for an issuing CA taken as the end of the path."""
+    """The verifier's path for an issuing CA taken as the end of the path (held to
+    what a CA must be, as the CAs above it)."""
     builder = (xv.PolicyBuilder().store(xv.Store(list(anchors))).time(now).max_chain_depth(8)
-               .extension_policies(ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(),
-                                   ee_policy=xv.ExtensionPolicy.permit_all()))
+               .extension_policies(
+                   ca_policy=_ca_policy(xv.ExtensionPolicy.webpki_defaults_ca()),
+                   ee_policy=_ca_policy(xv.ExtensionPolicy.permit_all())))
     try:
         return list(builder.build_client_verifier().verify(ca, list(intermediates)).chain)
     except xv.VerificationError as e:

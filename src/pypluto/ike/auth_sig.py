@@ -64,6 +64,7 @@ _SIG_WORDS = {"rsasig", "rsa", "ecdsa", "rsa-sha1", "rsa-sha2", "rsa-sha2_256", 
               "rsa-sha2_512", "ecdsa-sha2", "ecdsa-sha2_256", "ecdsa-sha2_384",
               "ecdsa-sha2_512", "eddsa", "pubkey"}
 X509 = int(CertEncoding.X509_SIGNATURE)
+RSA_MIN_BITS = 512  # Libreswan 5.2 RSA_MIN_OCTETS: no smaller RSA key authenticates a peer
 
 
 def _words(conn: Connection, end: End) -> list[str]:
@@ -580,7 +581,11 @@ def _verify(ctx: IKEContext, conn: Connection, peer: Identity,
     if conn.require_id_on_certificate and not _peer_id_in_cert(leaf, peer):
         return f"peer ID {id_desc(peer)} is neither the subject nor a subjectAltName of " \
                f"certificate {who}"
-    if not sigs.verify(method, leaf.public_key(), octets, auth_data):
+    key = leaf.public_key()
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < RSA_MIN_BITS:
+        return f"certificate {who} has a {key.key_size}-bit RSA key: RSA modulus too " \
+               f"small for security: less than {RSA_MIN_BITS} bits"
+    if not sigs.verify(method, key, octets, auth_data):
         return f"signature (AUTH method {method}) of {who} does not verify"
     return None
 
