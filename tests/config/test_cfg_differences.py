@@ -78,5 +78,7 @@ def test_replay_window_above_32_bits_rejects_the_conn() -> None:
     # 32 bits, so the conn is rejected (the file still loads).
     cfg = _parse(_conn("\treplay-window=4294967296\n"))
     assert cfg.ok and "c" not in cfg.conns and "c" in cfg.failed
-    cfg = _parse(_conn("\treplay-window=4294967295\n"))
-    assert cfg.conns["c"].replay_window == 4294967295
+    # Libreswan 5.2 refuses above its XFRM limit (2^32 - 8); the kernel's replay bitmap
+    # holds 4096 packets, which pypluto checks when the conn loads (test_cfg_redteam25.py)
+    cfg = _parse(_conn("\treplay-window=4096\n"))
+    assert cfg.conns["c"].replay_window == 4096

@@ -8,9 +8,11 @@ as it is there (``leftfirewall=`` for instance).
 Each key has a value kind that ``values.py`` validates:
 
 - ``str``: any text; ``bool``: yes/no (also true/false, on/off, y/n, 1/0);
-- ``int``/``bignum``: a decimal or 0x number; ``time``: a duration (bare = seconds,
-  or with ``s``/``m``/``h``/``d``); ``ms``: a duration whose bare number means ms;
-- ``percent``: ``N%`` (or a bare number); ``enum``: one of ``values``;
+- ``int``: a decimal number (Libreswan's kt_unsigned); ``bignum``: a decimal or 0x
+  number, ``ipsec-max-bytes=`` / ``ipsec-max-packets=`` as Libreswan's ttobinary
+  (``KiB`` / ``Ki`` multipliers); ``time``: a duration (bare = seconds, or with
+  ``us``/``ms``/``s``/``m``/``h``/``d``/``w``); ``ms``: a duration whose bare number means ms;
+- ``percent``: an integer followed by ``%``; ``enum``: one of ``values``;
 - ``list``: words separated by white space or commas (plutodebug=);
 - ``proposal:IKE|ESP|AH``; ``addr``; ``subnet`` / ``subnets``; ``id``; ``protoport``;
   ``addrs`` (sourceip=); ``authby``.
@@ -425,7 +427,7 @@ CONN_KEYS: dict[str, KeyDef] = _table([
                              "(auto=route|ondemand) does not retry: it goes back to its "
                              "trap (with failureshunt= on the flow for shuntlifetime=) and "
                              "the next packet tries again")),
-    ("replay-window", "bignum", W(T_EFF + "test_replay_window_reaches_the_sas")),
+    ("replay-window", "int", W(T_EFF + "test_replay_window_reaches_the_sas")),
     ("ikelifetime", "time", W(T_LIFE + "test_rekey_ike_by_lifetime")),
     ("failureshunt", "enum", "none|passthrough|drop|hold|reject",
      P("none|passthrough|drop|reject", T_ODS + "test_shunts_of_a_trap_whose_peer_never_answers",

@@ -37,9 +37,12 @@ from pypluto.config.model import AutoMode, Connection, ConnType, End, Origin, Se
 from pypluto.config.proposals import ProposalError, dh_name, parse_proposals, proposal_dh
 from pypluto.config.values import (
     UNIQUE_MARK,
+    check_percent,
+    check_unsigned,
     is_host_keyword,
     parse_addresses,
     parse_bignum,
+    parse_binary,
     parse_bool,
     parse_curl_iface,
     parse_duration,
@@ -446,10 +449,21 @@ def _check_value(kd: KeyDef, key: str, value: str) -> None:
     elif kind == "ms":
         parse_duration(value, key, bare_unit=0.001)
     elif kind == "percent":
-        parse_percent(value, key)
-    elif kind in ("int", "bignum"):  # ranges are checked where the value is used
-        if not (key == "nhelpers" and value.strip() == "-1"):  # -1: CPUs - 1 (pluto(8))
+        check_percent(value, key)
+    elif kind == "int":  # Libreswan's kt_unsigned; ranges are checked where it is used
+        check_unsigned(value, key)
+    elif kind == "bignum":  # ranges are checked where the value is used
+        if key in _BINARY_KEYS:
+            parse_binary(value, key, _BINARY_KEYS[key])
+        elif key == "nhelpers":  # Libreswan's kt_unsigned, and -1: CPUs - 1 (pluto(8))
+            if value.strip() != "-1":
+                check_unsigned(value, key)
+        else:
             parse_bignum(value, key)
+
+
+_BINARY_KEYS = {"ipsec-max-bytes": True, "ipsec-max-packets": False}
+"""Libreswan 5.2's kt_byte / kt_binary keys: (key, whose multipliers end in B)."""
 
 
 def _validate_sections(reader: _Reader, enforce: bool = True) -> None:
@@ -531,12 +545,17 @@ def _resolve_conns(reader: _Reader, cfg: ConfigFile) -> None:
         if sec.kind != "conn":
             continue
         if sec.name == "%default":
+            # ipsec.conf(5): several %default sections may set a key, the last value is
+            # used (Libreswan 5.2 loads them in order over one another); within one
+            # section the first one counts (a duplicate key is reported)
+            these: dict[str, tuple[str, Origin]] = {}
             for key, value, origin in _canonical_items(sec):
                 if key == "also":  # ignored (addconn-38-keyword-in-wrong-section)
                     reader.warn(origin.file, origin.line,
                                 f"invalid 'conn %default' keyword ignored: also={value}")
                 else:
-                    defaults.setdefault(key, (value, origin))
+                    these.setdefault(key, (value, origin))
+            defaults.update(these)
             continue
         if sec.name in first:
             reader.warn(sec.origin.file, sec.origin.line,
@@ -557,35 +576,46 @@ def _resolve_conns(reader: _Reader, cfg: ConfigFile) -> None:
         names.append(sec.name)
 
     cache: dict[int, tuple[dict[str, tuple[str, Origin]], list[str]]] = {}
+    no_skips: frozenset[int] = frozenset()
 
-    def expand(idx: int, stack: list[int]) -> tuple[dict[str, tuple[str, Origin]], list[str]]:
+    def expand(idx: int, stack: list[int]
+               ) -> tuple[dict[str, tuple[str, Origin]], list[str], frozenset[int]]:
+        """The keys of section ``idx`` with its also= sections, the also= chain, and the
+        sections on ``stack`` that were not inserted again (a loop)."""
         if idx in cache:
-            return cache[idx]
+            return (*cache[idx], no_skips)
         result = dict(own[idx])
         chain: list[str] = []
+        skipped = no_skips
         for target, origin in alsos[idx]:
             tidx = first.get(target)
             if tidx is None:
                 raise _AlsoError(origin, f"also={target}: no conn named '{target}'")
             if tidx in stack or tidx == idx:
-                path = [names[i] for i in stack] + [names[idx], target]
-                raise _AlsoError(origin, f"also={target} forms a loop ({' -> '.join(path)})")
+                # ipsec.conf(5): "duplicate insertions of the same section are ignored"
+                # (Libreswan 5.2's confread.c visits each section once): a loop is not an
+                # error, the section already being inserted is not inserted again
+                skipped = skipped | {tidx}
+                continue
             if len(stack) > MAX_ALSO_DEPTH:
                 raise _AlsoError(origin, "also= nested too deep")
-            sub, subchain = expand(tidx, stack + [idx])
+            sub, subchain, subskipped = expand(tidx, stack + [idx])
+            skipped = skipped | subskipped
             chain.append(target)
             chain.extend(subchain)
             for key, val in sub.items():
                 result.setdefault(key, val)
-        cache[idx] = (result, chain)
-        return result, chain
+        skipped = skipped - {idx}
+        if not skipped:  # else the keys depend on where the loop was entered: not kept
+            cache[idx] = (result, chain)
+        return result, chain, skipped
 
     last: dict[str, int] = {}
     for idx, name in enumerate(names):
         last[name] = idx
     for name, idx in last.items():
         try:
-            resolved, chain = expand(idx, [])
+            resolved, chain, _skipped = expand(idx, [])
         except _AlsoError as exc:
             diag = Diagnostic(exc.origin.file, exc.origin.line, exc.msg, "error", conn=name)
             reader.diags.append(diag)
@@ -596,7 +626,7 @@ def _resolve_conns(reader: _Reader, cfg: ConfigFile) -> None:
         for key, val in defaults.items():
             resolved.setdefault(key, val)
         cfg.resolved[name] = resolved
-        cfg.also_chain[name] = chain
+        cfg.also_chain[name] = [n for n in dict.fromkeys(chain) if n != name]  # a loop
 
 
 class _AlsoError(Exception):
@@ -895,6 +925,43 @@ _END_STRINGS = (("cert", "cert"), ("ca", "ca"), ("sendcert", "sendcert"),
 """End keys kept as written: (key without the side, End attribute)."""
 
 
+_SELECTOR_RE = re.compile(r"^([^/\s,{}]+/\d+)[/:]([^\s,{}]*)$")
+"""A subnet= item in Libreswan 5.2's selector form: ADDRESS/PREFIX/PROTOCOL[/PORT]
+(or ADDRESS/PREFIX:PROTOCOL[/PORT], ttoselector_num)."""
+_SELECTOR_RE_ANY = re.compile(r"[^/\s,{}]+/\d+[/:]")
+
+
+def _selector_protoport(value: str, side: str, protoport: str | None
+                        ) -> tuple[str, tuple[int, int]]:
+    """``leftsubnet=1.0.0.1/32/tcp/22``: the subnets without their protocol and port, and
+    that protocol and port, which is what ``leftsubnet=1.0.0.1/32`` with
+    ``leftprotoport=tcp/22`` means (Libreswan 5.2 shows both as 1.0.0.1/32/TCP/22,
+    addconn-15-sourceip).  Every selector of the end must name the same protocol and
+    port (one ``protoport`` per end here); with ``protoport=`` too, Libreswan reads the
+    subnet the old way and refuses it."""
+    items = [w for w in re.split(r"[\s,{}]+", value) if w]
+    nets, pps = [], set()
+    for item in items:
+        m = _SELECTOR_RE.match(item)
+        if m is None:
+            nets.append(item)
+            pps.add((0, 0))
+            continue
+        if protoport is not None:
+            raise ConnError(side + "subnet", f"{side}subnet={value} invalid, a protocol and "
+                            f"port in the subnet cannot be combined with {side}protoport=")
+        try:
+            pps.add(parse_protoport(m.group(2).rstrip("/")))
+        except ValueError as exc:
+            raise ConnError(side + "subnet", f"{side}subnet={value} invalid, {exc}") from None
+        nets.append(m.group(1))
+    if len(pps) > 1:
+        raise ConnError(side + "subnet", f"{side}subnet={value} is not supported by pypluto "
+                        "(selectors of one end with different protocols or ports: "
+                        f"{side}protoport= is one per end)", True)
+    return ",".join(nets), pps.pop()
+
+
 def _parse_end(raw: dict[str, str], side: str) -> End:
     end = End()
     end.raw = dict(raw)
@@ -919,6 +986,8 @@ def _parse_end(raw: dict[str, str], side: str) -> End:
     sub = get("subnet")
     if sub is not None and sub.lower().startswith(("vhost:", "vnet:")):
         sub = None  # IKEv1 only (checked in _semantic_checks); kept in end.raw
+    if sub is not None and _SELECTOR_RE_ANY.search(sub):
+        sub, end.protoport = _selector_protoport(sub, side, get("protoport"))
     subs = get("subnets")
     try:
         if sub is not None:
@@ -1254,14 +1323,17 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     # (with a warning, see _lifetime_warnings)
     conn.ikelifetime = min(t("ikelifetime", 8 * 3600.0), LIFETIME_MAXIMUM)
     conn.salifetime = min(t("ipsec-lifetime", 8 * 3600.0), LIFETIME_MAXIMUM)
+    negotiates = conn.type in ("tunnel", "transport")  # Libreswan skips the rest else
     for key, life in (("ikelifetime", conn.ikelifetime), ("ipsec-lifetime", conn.salifetime)):
-        if life <= 0:  # the SA would expire the moment it is made, and be made again
+        if life <= 0 and negotiates:  # the SA would expire at once, and be made again
             raise ConnError(key, f"{key}={get(key)} is not supported by pypluto (an SA that "
                             "expires at once; Libreswan raises it to rekeymargin + "
                             "rekeyfuzz)", True)
     conn.rekeymargin = t("rekeymargin", 9 * 60.0)
     fuzz = get("rekeyfuzz")
     conn.rekeyfuzz = 100.0 if fuzz is None else parse_percent(fuzz, "rekeyfuzz")
+    if conn.type in ("tunnel", "transport"):
+        _rekey_bounds(conn, get("rekeymargin") is not None, t("ikelifetime", 8 * 3600.0))
     conn.rekey = b("rekey", True)
     conn.reauth = b("reauth", False)
     conn.retransmit_interval = t("retransmit-interval", 0.5, bare=0.001)
@@ -1270,17 +1342,23 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     conn.failureshunt = (get("failureshunt") or "none").lower()
     rw = get("replay-window")
     conn.replay_window = 128 if rw is None else parse_int(rw, "replay-window", 0, 2**32 - 1)
+    # Libreswan 5.2 refuses a window above its kernel interface's limit, 2^32 - 8 for
+    # XFRM, whatever the type; no SA is installed with more than REPLAY_WINDOW_MAXIMUM
+    rw_max = REPLAY_WINDOW_MAXIMUM if conn.type in ("tunnel", "transport") else 2**32 - 8
+    if conn.replay_window > rw_max:
+        raise ConnError("replay-window", f"replay-window={conn.replay_window} exceeds the "
+                        f"kernel interface limit of {rw_max}")
     if conn.replay_window == 0:
         # Libreswan: no replay window, no ESN (ipsec.conf(5) esn=, replay-window=)
-        if conn.esn == "yes":
+        if conn.esn == "yes" and negotiates:
             raise ConnError("esn", f"esn={get('esn')} with replay-window=0 is not supported "
                             "by pypluto (ESN needs a replay window; Libreswan forces esn=no)",
                             True)
         conn.esn = "no"
     mb = get("ipsec-max-bytes")
-    conn.ipsec_max_bytes = None if mb is None else parse_bignum(mb, "ipsec-max-bytes")
+    conn.ipsec_max_bytes = None if mb is None else parse_binary(mb, "ipsec-max-bytes", True)
     mp = get("ipsec-max-packets")
-    conn.ipsec_max_packets = None if mp is None else parse_bignum(mp, "ipsec-max-packets")
+    conn.ipsec_max_packets = None if mp is None else parse_binary(mp, "ipsec-max-packets")
     if (conn.ipsec_max_bytes or 0) > SA_MAX_OPERATIONS:  # warned in _lifetime_warnings
         conn.ipsec_max_bytes = SA_MAX_OPERATIONS
     if (conn.ipsec_max_packets or 0) > SA_MAX_OPERATIONS:
@@ -1334,7 +1412,14 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
     hf = get("hostaddrfamily")
     conn.hostaddrfamily = None if hf is None else _FAMILY.get(hf.lower())
     tfc = get("tfc")
-    conn.tfc = 0 if tfc is None else parse_int(tfc, "tfc", 0, 65535)
+    conn.tfc = 0 if tfc is None else parse_int(tfc, "tfc", 0, 2**64 - 1)
+    if conn.tfc and conn.type in ("tunnel", "transport"):  # Libreswan 5.2's order
+        if conn.type == "transport":
+            raise ConnError("tfc", "connection with type=transport cannot specify tfc=")
+        if conn.phase2 == "ah":
+            raise ConnError("tfc", "connection with encap_proto=ah cannot specify tfc=")
+        if conn.tfc > 2**32 - 1:
+            raise ConnError("tfc", f"tfc={conn.tfc} exceeds upper bound of {2**32 - 1}")
     conn.send_no_esp_tfc = b("send-no-esp-tfc", False)
     conn.encap_dscp = b("encap-dscp", True)
     conn.decap_dscp = b("decap-dscp", False)
@@ -1356,6 +1441,33 @@ def _conn_fields(keys: dict[str, str]) -> tuple[dict[str, object], tuple[tuple[s
 
 LIFETIME_MAXIMUM = 86400.0
 """ikelifetime= / ipsec-lifetime=: Libreswan's maximum (24h, ipsec.conf(5))."""
+
+REPLAY_WINDOW_MAXIMUM = 4096
+"""replay-window=: the largest window either plane installs (Linux XFRM's replay bitmap,
+XFRMA_REPLAY_ESN_MAX bytes of it: 4096 packets; the userspace plane's is the same,
+kernel/userspace/backend.REPLAY_WINDOW_MAX)."""
+
+_INT_MAX = 2**31 - 1
+
+
+def _rekey_bounds(conn: Connection, margin_set: bool, ikelifetime: float) -> None:
+    """Libreswan 5.2's limits on rekeymargin= and rekeyfuzz= (connections.c, for a conn
+    that negotiates): the largest margin, ``rekeymargin * (100 + rekeyfuzz) / 100``, must
+    fit in the maximum lifetime (24h), or the conn is refused; numbers that overflow its
+    ints are refused too.  (A lifetime shorter than that margin is kept, the engine
+    rekeying at half of it: daemon/registry.lifetime_notes.)  ``ikelifetime`` is the
+    lifetime as written (or the default), which Libreswan's message shows."""
+    margin, fuzz = int(conn.rekeymargin), int(conn.rekeyfuzz)
+    if margin_set and margin > _INT_MAX // (100 + fuzz):
+        raise ConnError("rekeymargin", f"rekeymargin={margin} is so large it causes overflow")
+    if fuzz > _INT_MAX - 100:
+        raise ConnError("rekeyfuzz", f"rekeyfuzz={fuzz}% is so large it causes overflow")
+    smallest = conn.rekeymargin * (100 + fuzz) / 100
+    if smallest > LIFETIME_MAXIMUM:
+        key = "rekeymargin" if margin_set else "rekeyfuzz"
+        raise ConnError(key, f"ikelifetime={int(ikelifetime)} must be greater than "
+                        f"rekeymargin={margin}s + rekeyfuzz={fuzz}% yet less than the maximum "
+                        f"allowed {int(smallest)}")
 
 
 def _pfs_vs_dh(conn: Connection, text: str | None) -> None:
@@ -1409,8 +1521,9 @@ def _legacy_dn_commas(idv: str) -> bool:
 def _lifetime_warnings(conn: Connection) -> list[tuple[str, str]]:
     """(key, warning) for each lifetime written above ``LIFETIME_MAXIMUM``, for
     fragmentation=force and ikepad= (IKEv1's), for each DH of esp=/ah= with pfs=no, for an ID
-    written with legacy ``,,``, for the keys a shunt conn ignores and for the old
-    ``ikev2=``, in Libreswan's words: what the conn uses instead."""
+    written with legacy ``,,``, for the keys a shunt conn ignores, for the old
+    ``ikev2=``, for mark-in=/mark-out= beside mark= and for a subnet= with host bits, in
+    Libreswan's words: what the conn uses instead."""
     out = []
     for side in ("left", "right"):
         idv = conn.raw.get(side + "id", "")
@@ -1434,13 +1547,20 @@ def _lifetime_warnings(conn: Connection) -> list[tuple[str, str]]:
                 if key in ("pfs", "compress"):
                     word = "yes" if parse_bool(word, key) else "no"
                 out.append((key, f"{key}={word} ignored for never-negotiate connection"))
+        # Libreswan 5.2's own words for these two (connections.c)
+        if conn.raw.get("esn", "").strip():
+            out.append(("esn", f"ignoring esn={_yes_no(conn.raw['esn'])} as connection is "
+                        "never-negotiate"))
+        if conn.raw.get("fragmentation", "").strip():
+            out.append(("fragmentation", "never-negotiate connection ignores "
+                        f"fragmentation={conn.fragmentation}"))
     v2 = conn.raw.get("ikev2", "").strip().lower()
     if _ikev2_overridden(conn.raw):
         out.append(("ikev2", "ignoring ikev2=no which conflicts with keyexchange=IKEv2"))
     elif v2 in _IKEV2_YES and conn.raw.get("keyexchange", "").strip().lower() != "ikev1":
         out.append(("ikev2", "ikev2=yes has been replaced by keyexchange=ikev2"))
     frag = conn.raw.get("fragmentation", "").strip().lower()
-    if frag in ("force", "insist"):
+    if frag in ("force", "insist") and conn.type not in _SHUNT_TYPES:
         out.append(("fragmentation", f"IKEv1 only fragmentation={frag} ignored; using "
                     "fragmentation=yes"))
     pad = conn.raw.get("ikepad", "").strip()
@@ -1448,13 +1568,38 @@ def _lifetime_warnings(conn: Connection) -> list[tuple[str, str]]:
         out.append(("ikepad", f"IKEv2 connection ignores ikepad={_yes_no(pad)}"))
     for key, what in (("ipsec-max-bytes", "bytes"), ("ipsec-max-packets", "packets")):
         v = conn.raw.get(key)
-        if v and parse_bignum(v, key) > SA_MAX_OPERATIONS:
+        if v and parse_binary(v, key, _BINARY_KEYS[key]) > SA_MAX_OPERATIONS:
             out.append((key, f"IPsec max {what} limited to the maximum allowed 2^63"))
     for key in ("ikelifetime", "ipsec-lifetime"):
         v = conn.raw.get(key)
         if v and parse_duration(v, key) > LIFETIME_MAXIMUM:
             out.append((key, f"{key}={parse_duration(v, key):.0f} seconds exceeds maximum of "
                         f"{LIFETIME_MAXIMUM:.0f} seconds, setting to the maximum allowed"))
+    mark = conn.raw.get("mark", "").strip()
+    for key in ("mark-in", "mark-out") if mark else ():
+        v = conn.raw.get(key, "").strip()
+        if v:  # Libreswan 5.2's warning (connections.c)
+            out.append((key, f"{key}={v} overrides mark={mark}"))
+    for side in ("left", "right"):
+        out.extend((side + "subnet", f"zeroing non-zero address identifier {host} in "
+                    f"{side}subnet={conn.raw[side + 'subnet']}")
+                   for host in _subnet_host_bits(conn.raw.get(side + "subnet", "")))
+    return out
+
+
+def _subnet_host_bits(value: str) -> list[str]:
+    """The addresses of ``subnet=`` items written with host bits set (``10.0.0.1/8``):
+    the subnet is their network (Libreswan 5.2 zeroes them and says so when the conn
+    is added: "zeroing non-zero address identifier ...")."""
+    out = []
+    for item in (w for w in re.split(r"[\s,{}]+", value) if "/" in w):
+        m = _SELECTOR_RE.match(item)
+        try:
+            iface = ipaddress.ip_interface(m.group(1) if m else item)
+        except ValueError:
+            continue  # %any, vhost:, short IPv4 forms: not an address with host bits
+        if iface.ip != iface.network.network_address:
+            out.append(str(iface.ip))
     return out
 
 

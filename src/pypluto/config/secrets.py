@@ -184,7 +184,8 @@ class SecretStore:
 # --------------------------------------------------------------------------------------
 
 def _tokens(text: str) -> list[str]:
-    """Split a record into tokens; double-quoted strings stay one token (with quotes)."""
+    """Split a record into tokens; quoted strings stay one token (with quotes), and a
+    ``0t`` text value runs to the end of the record (``PSK 0tsome words``)."""
     out: list[str] = []
     i = 0
     while i < len(text):
@@ -206,6 +207,9 @@ def _tokens(text: str) -> list[str]:
             out.append(text[i:end + 1])
             i = end + 1
             continue
+        if text.startswith("0t", i):  # a 0t token runs to the end (Libreswan's lex.c)
+            out.append(text[i:].rstrip())
+            break
         j = i
         while j < len(text) and not text[j].isspace():
             j += 1
@@ -394,6 +398,9 @@ class _Loader:
 
 
 def _strip_comment(line: str) -> str:
+    """``line`` without its comment: a ``#`` that starts a token (at the start of the
+    line, after white space or after a quoted string), as Libreswan 5.2's lexer
+    (lib/libswan/lex.c); inside a token it is text (``@#0a0b``, a KEY_ID index)."""
     quoted = ""
     for i, ch in enumerate(line):
         if quoted:
@@ -401,7 +408,7 @@ def _strip_comment(line: str) -> str:
                 quoted = ""
         elif ch in "\"'":
             quoted = ch
-        elif ch == "#":
+        elif ch == "#" and (i == 0 or line[i - 1].isspace() or line[i - 1] in "\"'"):
             return line[:i]
     return line
 

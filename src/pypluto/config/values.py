@@ -25,25 +25,28 @@ def parse_bool(text: str, key: str = "") -> bool:
     raise ValueError(f"{key}={text}: expected yes or no")
 
 
-_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "secs": 1.0, "m": 60.0, "min": 60.0, "mins": 60.0,
-          "h": 3600.0, "hr": 3600.0, "hrs": 3600.0, "d": 86400.0, "day": 86400.0,
-          "days": 86400.0, "w": 604800.0, "ms": 0.001, "us": 0.000001}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+# Libreswan 5.2's time scales (timescale.c), matched without regard to case; other
+# words ("sec", "min", "days") are "an unrecognized multiplier" there
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+          "ms": 0.001, "us": 0.000001}
+# [DECIMAL][.FRACTION] as Libreswan's shunk_to_decimal: "1.5", "1." and ".5", never "."
+_DURATION = re.compile(r"^\s*(\d+\.?\d*|\.\d+)([a-z]*)\s*$", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=1024)
 def parse_duration(text: str, key: str = "", bare_unit: float = 1.0) -> float:
-    """A duration in seconds: ``90``, ``90s``, ``5m``, ``8h``, ``1d``, ``500ms``.
+    """A duration in seconds: ``90``, ``90s``, ``5m``, ``8h``, ``1d``, ``1w``, ``500ms``,
+    ``1.5h``, ``.5h`` (Libreswan 5.2's ttodeltatime: no space before the unit).
 
     A bare number is seconds, or milliseconds where ``bare_unit`` is 0.001
     (``retransmit-interval=``).
     """
     m = _DURATION.match(text)
     if not m:
-        raise ValueError(f"{key}={text}: invalid duration (use a number with s, m, h or d)")
+        raise ValueError(f"{key}={text}: invalid duration (use a number with s, m, h, d or w)")
     number, unit = m.group(1), m.group(2).lower()
     if unit not in _UNITS:
-        raise ValueError(f"{key}={text}: unknown duration unit '{unit}' (use s, m, h or d)")
+        raise ValueError(f"{key}={text}: unknown duration unit '{unit}' (use s, m, h, d or w)")
     scale = bare_unit if unit == "" else _UNITS[unit]
     value = float(number) * scale
     if value > 10 * 365 * 86400:
@@ -56,6 +59,32 @@ def parse_percent(text: str, key: str = "") -> float:
     if not m:
         raise ValueError(f"{key}={text}: invalid percentage (expected N%)")
     return float(m.group(1))
+
+
+def check_unsigned(text: str, key: str = "") -> int:
+    """A keyword Libreswan 5.2 reads as an unsigned decimal (its ``kt_unsigned``: base 10,
+    no ``0x``, no sign, no suffix; anything else is not used there).  The range is checked
+    where the value is used."""
+    t = text.strip()
+    if not t.isascii() or not t.isdigit():
+        raise ValueError(f"{key}={text}: expected a number (non-decimal digit in number: "
+                         "decimal digits only)")
+    value = int(t)
+    if value > 2**64 - 1:
+        raise ValueError(f"{key}={text}: larger than 2^64-1")
+    return value
+
+
+def check_percent(text: str, key: str = "") -> None:
+    """``rekeyfuzz=``: an integer followed by ``%`` (ipsec.conf(5); Libreswan 5.2's
+    ``kt_percent`` does not use ``50`` or ``1.5%``)."""
+    m = re.match(r"^\s*(\d*)(.*?)\s*$", text)
+    assert m is not None
+    if not m.group(1):
+        raise ValueError(f"{key}={text}: invalid percentage (expected N%)")
+    if m.group(2) != "%":
+        raise ValueError(f'{key}={text}: invalid percentage, bad percentage multiplier '
+                         f'"{m.group(2)}" (expected an integer followed by %, as 100%)')
 
 
 def parse_int(text: str, key: str = "", lo: int = 0, hi: int = 2**31 - 1) -> int:
@@ -172,6 +201,40 @@ def parse_bignum(text: str, key: str = "") -> int:
     return value
 
 
+_BINARY_BYTES = {"": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50,
+                 "eib": 2**60}
+_BINARY_COUNT = {"": 1, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50,
+                 "ei": 2**60}
+_BINARY_RE = re.compile(r"^\s*(\d*)(?:\.(\d*))?([a-z]*)\s*$", re.IGNORECASE)
+
+
+def parse_binary(text: str, key: str = "", byte_suffix: bool = False) -> int:
+    """``ipsec-max-bytes=`` (``byte_suffix``: ``KiB`` ... ``EiB``) and
+    ``ipsec-max-packets=`` (``Ki`` ... ``Ei``, "a prefix without B"), as Libreswan
+    5.2's ttobinary reads them: a decimal number, a fraction allowed with a multiplier
+    (``1.5MiB``; computed in integers as there), no ``0x``.  ipsec.conf(5) lists EiB
+    for bytes (5.2's table lacks it)."""
+    m = _BINARY_RE.match(text)
+    scales = _BINARY_BYTES if byte_suffix else _BINARY_COUNT
+    what = "binary Bytes" if byte_suffix else "binary"
+    if not m or not (m.group(1) or m.group(2)):  # "", "." and "x" are no number
+        raise ValueError(f"{key}={text}: bad {what} value (expected a decimal number, "
+                         f"optionally with {'KiB, MiB' if byte_suffix else 'Ki, Mi'}, ...)")
+    suffix = m.group(3).lower()
+    if suffix not in scales:
+        raise ValueError(f'{key}={text}: unrecognized {what} multiplier "{m.group(3)}"')
+    mult = scales[suffix]
+    value = int(m.group(1) or "0") * mult
+    frac = m.group(2) or ""
+    if frac and int(frac):
+        if 10 ** len(frac) > mult:
+            raise ValueError(f"{key}={text}: invalid {what}, underflow")
+        value += int(frac) * (mult // 10 ** len(frac))
+    if value > 2**64 - 1:
+        raise ValueError(f"{key}={text}: larger than 2^64-1")
+    return value
+
+
 def parse_address(text: str) -> IPAddress:
     try:
         return ipaddress.ip_address(text.strip())
@@ -259,18 +322,41 @@ def parse_addresses(text: str) -> list[IPAddress]:
     return out
 
 
+def _c_number(text: str) -> int | None:
+    """``text`` as C's strtoul with base 0 reads it whole (Libreswan's shunk_to_uintmax):
+    ``0x`` hex, ``0b`` binary, a leading ``0`` octal, else decimal; None if it is not
+    such a number."""
+    for prefix, base in (("0x", 16), ("0b", 2)):
+        if text.startswith(prefix) and len(text) > 2:
+            digits, b = text[2:], base
+            break
+    else:
+        digits, b = text, (8 if text.startswith("0") and len(text) > 1 else 10)
+    if not digits.isascii() or not digits.isalnum():
+        return None
+    try:
+        return int(digits, b)
+    except ValueError:
+        return None
+
+
 def parse_protoport(text: str) -> tuple[int, int]:
-    """``PROTO/PORT``, ``PROTO`` or ``PROTO/%any``: (IP protocol number, port)."""
+    """``PROTO/PORT``, ``PROTO`` or ``PROTO/%any``: (IP protocol number, port).
+
+    Numbers are read as Libreswan 5.2's ttoprotoport reads them (C's strtoul with base
+    0: ``0x11`` is 17, ``017`` is 15); ``%any`` as the port needs a protocol."""
     t = text.strip().lower()
     if t in ("", "%any"):
         return (0, 0)
     proto_s, _, port_s = t.partition("/")
-    if proto_s in ("%any", "0", ""):
+    number = _c_number(proto_s)
+    if proto_s in ("%any", ""):
         proto = 0
-    elif proto_s.isdigit():
-        proto = int(proto_s)
+    elif number is not None:
+        proto = number
         if proto > 255:
-            raise ValueError(f"protocol {proto} is out of range")
+            raise ValueError(f"protocol {proto_s} is out of range (numeric protocol must "
+                             "be <= 255)")
     else:
         try:
             proto = socket.getprotobyname(proto_s)
@@ -279,12 +365,15 @@ def parse_protoport(text: str) -> tuple[int, int]:
                      "sctp": 132, "gre": 47, "esp": 50, "ah": 51}.get(proto_s, -1)
             if proto < 0:
                 raise ValueError(f"unknown protocol '{proto_s}'") from None
+    number = _c_number(port_s)
+    if port_s == "%any" and proto == 0:
+        raise ValueError("port wildcard (%any) requires a valid protocol")
     if port_s in ("", "%any"):
         port = 0
-    elif port_s.isdigit():
-        port = int(port_s)
+    elif number is not None:
+        port = number
         if port > 65535:
-            raise ValueError(f"port {port} is out of range")
+            raise ValueError(f"port {port_s} is out of range (must be between 0 and 65535)")
     else:
         try:
             port = socket.getservbyname(port_s)
