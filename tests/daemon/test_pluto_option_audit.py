@@ -236,7 +236,8 @@ def test_vendorid_that_cannot_go_on_the_wire_is_refused(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("line, needle", [
-    ("nhelpers=1MiB", "nhelpers=1MiB: must be between -1 and 1000 (as --nhelpers)"),
+    # (Libreswan 5.2 reads nhelpers= as a decimal: a multiplier is no number at all)
+    ("nhelpers=1MiB", "nhelpers=1MiB: expected a number"),
     ("nhelpers=1001", "nhelpers=1001: must be between -1 and 1000"),
     ("seedbits=2147483647", "seedbits=2147483647: must be between 0 and 1048576"),
     ("keep-alive=0", "keep-alive=0: must be between 1 and 86400 seconds"),

@@ -157,6 +157,8 @@ def _common(args: list[str]) -> tuple[dict[str, str], list[str]]:
         a = args[i]
         key = a[2:].split("=", 1)[0] if a.startswith("--") else ""
         if key in ("rundir", "ctlsocket", "config"):
+            if key in opts:  # never the last one silently winning (whack refuses it too)
+                raise ValueError(f"duplicated option --{key}")
             if "=" in a:
                 opts[key] = a.split("=", 1)[1]
             elif i + 1 < len(args):
@@ -164,6 +166,8 @@ def _common(args: list[str]) -> tuple[dict[str, str], list[str]]:
                 i += 1
             else:
                 raise ValueError(f"{a} needs a value")
+            if not opts[key]:  # "" would quietly mean the default socket / config file
+                raise ValueError(f"--{key} needs a value, not an empty string")
         else:
             rest.append(a)
         i += 1
@@ -277,16 +281,22 @@ def cmd_start(opts: dict[str, str], rest: list[str], *, wait: float = 30.0) -> i
     return 1
 
 
-def cmd_stop(opts: dict[str, str]) -> int:
+def cmd_stop(opts: dict[str, str], *, wait: float = 15.0) -> int:
     path = ctl_path(opts.get("rundir"), opts.get("ctlsocket"))
     if not _running(path):
         print("pluto is not running", file=sys.stderr)
         return 0
     rc = _whack(_whack_args(opts) + ["--shutdown"])
-    pidfile = os.path.join(opts.get("rundir", "/run/pluto"), "pluto.pid")
-    deadline = time.monotonic() + 15
+    # the lock file is next to the socket (--ctlsocket alone: not /run/pluto's)
+    pidfile = os.path.join(os.path.dirname(path), "pluto.pid")
+    deadline = time.monotonic() + wait
     while os.path.exists(pidfile) and time.monotonic() < deadline:
         time.sleep(0.05)
+    if rc == RC_SUCCESS and os.path.exists(pidfile) and _running(path):
+        # never "stopped" (exit 0) while that pluto still runs
+        print(f"pluto did not stop within {wait:g}s; it still answers on {path}",
+              file=sys.stderr)
+        return 1
     return rc
 
 
@@ -440,6 +450,18 @@ def main(argv: list[str] | None = None) -> int:
         name, extra = got
         rc = cmd_add(opts, [name], "start")
         return rc or _whack(w + [*extra, "--name", name, "--initiate"])
+    if cmd in ("start", "restart") and "ctlsocket" in opts:
+        # pluto has no --ctlsocket: it listens on RUNDIR/pluto.ctl, so start would wait
+        # on another path, report a failure and leave the new pluto running
+        print(f"ipsec {cmd}: --ctlsocket does not apply: pluto's control socket is "
+              "RUNDIR/pluto.ctl; use --rundir", file=sys.stderr)
+        return RC_WHACK_PROBLEM
+    if cmd in ("start", "restart") and "--nofork" in rest:
+        # start would block in the foreground pluto, then report a failed start (and
+        # restart would stop the running pluto first)
+        print(f"ipsec {cmd}: --nofork does not apply: start runs pluto as a daemon; use "
+              "'ipsec pluto --nofork' for a foreground pluto", file=sys.stderr)
+        return RC_WHACK_PROBLEM
     if cmd == "start":
         return cmd_start(opts, rest)
     if cmd == "stop":

@@ -35,6 +35,10 @@ def _err(msg: str) -> None:
 
 
 def _open_ctl(path: str) -> socket.socket:
+    from pypluto.daemon.lockfile import ctl_in_use
+
+    if ctl_in_use(path):  # a live pluto whose lock file is gone: never take its socket
+        raise FileExistsError(17, "another pluto is answering on it")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # we hold the lock: any socket left there is stale
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -129,6 +133,13 @@ def run(o: PlutoOptions) -> int:
         return EXIT_ERROR
     try:
         ctl = _open_ctl(o.ctlsocket)
+    except FileExistsError as e:
+        msg = f'control socket "{o.ctlsocket}" is in use: {e.strerror}; is another pluto running?'
+        _err(msg)
+        logger.log(f"FATAL ERROR: {msg}", "error")
+        os.close(pidfd)
+        os.unlink(o.pidfile)
+        return EXIT_LOCKED
     except OSError as e:
         # "AF_UNIX path too long" (a sun_path of 108 bytes) is an OSError without errno
         _err(f'cannot create control socket "{o.ctlsocket}": {e.strerror or e}')
@@ -142,7 +153,12 @@ def run(o: PlutoOptions) -> int:
     if o.nofork:
         os.write(pidfd, f"{os.getpid()}\n".encode())
         os.close(pidfd)
-        print("Pluto initialized", flush=True)
+        try:
+            print("Pluto initialized", flush=True)
+        except OSError:  # stdout's reader is gone ("pluto --nofork | head -0"): run on
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)  # the line still buffered goes there at exit
+            os.close(null)
     else:
         _daemonize(pidfd, o.stderrlog)
     fault_file = None

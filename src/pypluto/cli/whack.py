@@ -143,7 +143,7 @@ def build_parser() -> _Parser:
       help="print a status command's answer as one JSON object (docs/control-protocol.md)")
     a("--asynchronous", action="store_true",
       help="with --initiate: return once the exchange started, without waiting")
-    a("--timeout", type=float, default=0.0, action=_Once, metavar="seconds",
+    a("--timeout", type=float, action=_Once, metavar="seconds",
       help="with --initiate: give up waiting after this long (default: retransmit-timeout + 5)")
     for c in STATUS + GLOBAL + ["shutdown"]:
         a(f"--{c}", *ALIAS_OPTS.get(c, ()), action="store_true", help=STATUS_HELP[c])
@@ -195,13 +195,18 @@ def send(path: str, command: str, args: dict[str, Any], as_json: bool = False,
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
-        ns, rest = build_parser().parse_known_args(args)
+        parser = build_parser()
+        ns, rest = parser.parse_known_args(args)
         if rest:
             opt = rest[0][2:].split("=", 1)[0] if rest[0].startswith("--") else ""
             if opt in LIBRESWAN_ONLY:
                 raise ValueError(f"--{opt} (a Libreswan whack option) is not supported by "
                                  "pypluto")
-            raise ValueError(f"unrecognized option '{rest[0]}'" if rest[0].startswith("-")
+            # Libreswan's getopt_long() takes "--trafficstat"; we say what it abbreviates
+            full = sorted(o for o in parser._option_string_actions
+                          if opt and o.startswith(f"--{opt}"))
+            hint = f" (options are not abbreviated: {' or '.join(full)}?)" if full else ""
+            raise ValueError(f"unrecognized option '{rest[0]}'{hint}" if rest[0].startswith("-")
                              else f"unexpected argument '{rest[0]}'")
     except ValueError as e:
         return _problem(f"{e}; try --help")
@@ -211,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     if ns.version:
         print(f"whack (pypluto) {__version__}")
         return RC_SUCCESS
+    for opt, value in (("--rundir", ns.rundir), ("--ctlsocket", ns.ctlsocket)):
+        if value == "":  # ctl_path() would quietly use the default instead
+            return _problem(f"{opt} needs a value, not an empty string")
     path = ctl_path(ns.rundir, ns.ctlsocket)
 
     named = [c for c in NAMED if getattr(ns, c.replace("-", "_"))]
@@ -223,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (ns.name or ns.peer_ip):
             return _problem("--redirect-to requires --name or --peer-ip")
         if named or status or glob or debug or ns.shutdown or ns.json or ns.asynchronous \
-                or ns.timeout:
+                or ns.timeout is not None:
             return _problem("--redirect-to cannot be combined with other commands")
         return send(path, "redirect", {"to": ns.redirect_to, "name": ns.name,
                                        "peer": ns.peer_ip})
@@ -237,10 +245,13 @@ def main(argv: list[str] | None = None) -> int:
         return _problem("no reason for --name: it applies to the connection commands, "
                         "--debug, --redirect-to, --trafficstatus, --connectionstatus and "
                         "--showstates")
-    if (ns.asynchronous or ns.timeout) and "initiate" not in named:
+    given_timeout = ns.timeout is not None  # "--timeout 0" too: never silently dropped
+    if ns.timeout is None:
+        ns.timeout = 0.0
+    if (ns.asynchronous or given_timeout) and "initiate" not in named:
         return _problem(f"--{'asynchronous' if ns.asynchronous else 'timeout'} only "
                         "applies to --initiate")
-    if ns.asynchronous and ns.timeout:
+    if ns.asynchronous and given_timeout:
         return _problem("--timeout is a limit on waiting: it conflicts with --asynchronous")
     if not math.isfinite(ns.timeout) or ns.timeout < 0:
         return _problem(f"--timeout must be a number of seconds >= 0, not {ns.timeout:g}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from collections.abc import Callable
@@ -42,6 +43,18 @@ class ControlError(Exception):
         self.rc = rc
 
 
+def _connect_failed(path: str, e: OSError) -> str:
+    """Libreswan 5.2's words (lib/libwhack/send.c) for a control socket that is not
+    there or not ours; the others say which socket and suggest the likely cause."""
+    if e.errno == errno.ENOENT:
+        return f'Pluto is not running (no "{path}"): {e.strerror} (errno {e.errno})'
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return (f'no right to communicate with pluto (access("{path}")): {e.strerror} '
+                f"(errno {e.errno})")
+    why = f"{e.errno} {e.strerror}" if e.errno is not None else str(e)  # path too long
+    return f'connect() for "{path}" failed ({why}); is pluto running?'
+
+
 def call(
     path: str,
     command: str,
@@ -70,10 +83,7 @@ def call(
         try:
             sock.connect(path)
         except OSError as e:
-            why = f"{e.errno} {e.strerror}" if e.errno is not None else str(e)  # path too long
-            raise ControlError(
-                f'connect() for "{path}" failed ({why}); is pluto running?'
-            ) from None
+            raise ControlError(_connect_failed(path, e)) from None
         unsent = None
         try:
             sock.sendall(request)

@@ -298,7 +298,7 @@ class ControlServer:
         return RC_SUCCESS, {"version": __version__, "pid": os.getpid()}, None
 
     async def _shutdown(self, args: dict[str, Any], emit: Emit) -> Result:
-        emit("shutting down")
+        emit("Pluto is shutting down")  # Libreswan 5.2 whack_shutdown.c
         await self.daemon.shutdown(finish=False)
         return RC_SUCCESS, None, None
 
@@ -516,8 +516,9 @@ class ControlServer:
             return RC_SUCCESS, None, None
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         waiter = Waiter(name, emit, fut)
-        if not asynchronous:
-            self.waiters.add(waiter)
+        # --asynchronous too: the lines initiating logs at once ("initiating IKEv2
+        # connection", Libreswan 5.2's ipsec up --asynchronous output), none after
+        self.waiters.add(waiter)
         try:
             rc = self.daemon.initiate(name)
             if rc or asynchronous:

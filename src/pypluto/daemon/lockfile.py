@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import stat
 import time
 from dataclasses import dataclass
 
@@ -66,7 +68,7 @@ def pid_is_pluto(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: no pid_t can hold it
         return False
     except PermissionError:
         pass  # alive, someone else's
@@ -102,9 +104,38 @@ def examine(pidfile: str, now: float | None = None) -> LockState:
     return LockState(True, pid, f"PID {pid} is not a running pluto")
 
 
+def ctl_in_use(ctlsocket: str) -> bool:
+    """Whether a process accepts connections on the control socket ``ctlsocket``.
+
+    Libreswan unlinks pluto.ctl unconditionally before binding its own (it trusts
+    the lock file); a socket that still answers belongs to a live pluto whose lock
+    file was removed or overwritten, and taking it over would leave that pluto
+    running with no way for whack to reach it, so the new pluto refuses instead.
+    """
+    try:
+        if not stat.S_ISSOCK(os.lstat(ctlsocket).st_mode):
+            return False
+    except OSError:
+        return False
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(2.0)
+        s.connect(ctlsocket)
+    except (TimeoutError, BlockingIOError):
+        return True  # its backlog is full (EAGAIN): someone listens, busy
+    except OSError:
+        return False  # ECONNREFUSED: nobody listens (a crash leftover); or too long
+    finally:
+        s.close()
+    return True
+
+
 def remove_stale(pidfile: str, ctlsocket: str) -> LockState:
     """If the lock is stale, remove it and the control socket; returns what was found."""
     state = examine(pidfile)
+    if state.stale and ctl_in_use(ctlsocket):
+        return LockState(False, state.pid, f'{state.reason}, but control socket "{ctlsocket}" '
+                         "answers: another pluto is using it")
     if state.stale:
         for path in (pidfile, ctlsocket):
             with contextlib.suppress(FileNotFoundError):
@@ -112,4 +143,5 @@ def remove_stale(pidfile: str, ctlsocket: str) -> LockState:
     return state
 
 
-__all__ = ["EMPTY_GRACE", "LockState", "examine", "is_pluto", "pid_is_pluto", "remove_stale"]
+__all__ = ["EMPTY_GRACE", "LockState", "ctl_in_use", "examine", "is_pluto", "pid_is_pluto",
+           "remove_stale"]

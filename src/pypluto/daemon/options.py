@@ -273,6 +273,9 @@ class PlutoOptions:
 
 def _int(name: str, value: str, lo: int, hi: int) -> int:
     try:
+        # int() also takes "1_0" and other scripts' digits ("٣"): not numbers to strtol()
+        if not value.isascii() or "_" in value:
+            raise ValueError(value)
         v = int(value, 0)
     except ValueError:
         raise OptionError(f'{name} "{value}" is not a number') from None
@@ -307,10 +310,17 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
 
     Raises OptionError for any bad argument.
     """
-    ns, rest = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    ns, rest = parser.parse_known_args(argv)
     if rest:
         what = "unrecognized option" if rest[0].startswith("-") else "unexpected argument"
-        raise OptionError(f"{what} '{rest[0]}'")
+        # Libreswan's getopt_long() takes an unambiguous abbreviation ("--nofor"); we
+        # refuse it, and say which option was probably meant
+        stem = rest[0].split("=", 1)[0]
+        full = sorted(o for o in parser._option_string_actions
+                      if stem.startswith("--") and o.startswith(stem))
+        hint = f" (options are not abbreviated: {' or '.join(full)}?)" if full else ""
+        raise OptionError(f"{what} '{rest[0]}'{hint}")
     if ns.help:
         return "help", USAGE + HELP_NOTES
     if ns.version:
@@ -392,6 +402,10 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
         o.listen = ns.listen
     if o.listen is not None:
         try:
+            # "fe80::1%eth0": ip_address() takes the scope, which then matches no local
+            # address (pluto would start, listening nowhere)
+            if "%" in o.listen:
+                raise ValueError(o.listen)
             ipaddress.ip_address(o.listen)
         except ValueError:
             raise OptionError(f'--listen "{o.listen}" is not an IP address') from None
@@ -461,6 +475,9 @@ def load_setup(path: str) -> tuple[object, object]:
         raise OptionError("configuration parser is not available in this build") from None
     try:
         result = load_config(path)
+    except OSError as e:  # a directory, unreadable: "[Errno 21] Is a directory" named no file
+        what = f'"{e.filename}": ' if e.filename and e.filename != path else ""
+        raise OptionError(f'--config "{path}": {what}{e.strerror or e}') from None
     except Exception as e:  # noqa: BLE001 - the parser's errors name file:line
         raise OptionError(f"{e}") from None
     errors = getattr(result, "file_errors", None)
