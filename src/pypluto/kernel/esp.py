@@ -347,7 +347,7 @@ class OutboundSA(_SABase):
     """The sending half of one ESP SA (RFC 4303 §3.1-3.3)."""
 
     __slots__ = ("seq", "seq_max", "seq_soft", "seq_exhausted", "_tr", "_mask", "_fast",
-                 "_aead_encrypt", "_tr4", "_tr6", "tfc")
+                 "_aead_encrypt", "_tr4", "_tr6", "tfc", "_frags")
 
     def __init__(self, sa: SAParams, on_expire: Callable[[SAExpire], None] | None = None) -> None:
         super().__init__(sa, on_expire)
@@ -364,6 +364,8 @@ class OutboundSA(_SABase):
         # tfc=: inner packets shorter than this get TFC padding up to it (RFC 4303 §2.7;
         # tunnel mode only: the receiver finds the end by the inner IP header)
         self.tfc = sa.tfc_pad if self.tunnel else 0
+        # transport mode: IPv4 datagrams being put together from their fragments (_whole)
+        self._frags: dict[bytes, list[bytes | int]] | None = None
         t = self.t
         if isinstance(t, _AEAD) and self.tunnel and not self.tfc:  # 32/64-bit sequence numbers
             self._aead_encrypt = self._first_encrypt  # the cipher comes with the first packet
@@ -504,6 +506,11 @@ class OutboundSA(_SABase):
             if n < self.tfc:
                 payload = bytes(packet) + bytes(self.tfc - n)
         else:
+            if v == 4 and n >= 20 and (packet[6] & 0x3F or packet[7]):
+                whole = self._whole(packet)
+                if whole is None:
+                    return None
+                packet, n = whole, len(whole)
             payload, nh = _strip_ip(packet)
         if not nh:
             self.malformed += 1
@@ -529,6 +536,46 @@ class OutboundSA(_SABase):
         if st.bytes >= self._lim_b or st.packets >= self._lim_p:
             self._limits()
         return hdr + body
+
+    def _whole(self, frag: bytes | memoryview) -> bytes | None:
+        """Transport mode applies ESP to whole IP datagrams only (RFC 4303 §3.3.4): the
+        kernel cut an IPv4 datagram larger than the route's MTU before the TUN device,
+        and ESP of each fragment would lose the fragment fields with the IP header (the
+        receiver took each piece for a whole datagram).  The fragments of a datagram
+        are kept until the last one and the datagram is returned whole (its ESP packet
+        is fragmented on the way out instead, as XFRM does); None while incomplete.
+        The local kernel sends them in order: one out of order (a gap, an overlap, a
+        datagram without its first fragment) drops the datagram, counted as malformed.
+        At most ``_FRAG_PENDING`` datagrams are kept."""
+        ihl = (frag[0] & 0x0F) * 4
+        if ihl < 20 or len(frag) < ihl:
+            self.malformed += 1
+            return None
+        key = bytes(frag[4:6]) + bytes(frag[9:10]) + bytes(frag[12:20])
+        off = ((frag[6] & 0x1F) << 8 | frag[7]) * 8
+        pending = self._frags
+        if pending is None:
+            pending = self._frags = {}
+        if off == 0:
+            if key not in pending and len(pending) >= _FRAG_PENDING:
+                self.malformed += 1
+                pending.pop(next(iter(pending)))
+            pending[key] = [bytes(frag), len(frag) - ihl]
+            return None
+        got = pending.get(key)
+        if got is None or got[1] != off or off + len(frag) > 65535:  # RFC 791 §3.1
+            pending.pop(key, None)
+            self.malformed += 1
+            return None
+        got.append(bytes(frag[ihl:]))
+        got[1] = off + len(frag) - ihl  # type: ignore[operator]
+        if frag[6] & 0x20:  # more fragments
+            return None
+        del pending[key]
+        return b"".join(p for p in got if isinstance(p, bytes))
+
+
+_FRAG_PENDING = 16  # IPv4 datagrams a transport-mode SA puts together at once (_whole)
 
 
 def _strip_ip(packet: bytes | memoryview) -> tuple[bytes | memoryview, int]:

@@ -148,6 +148,7 @@ from pypluto.kernel.userspace.selectors import (
     ICMP_OR_EXT,
     OutboundPolicies,
     addr_key,
+    frag_key,
     icmp_error_quote,
     inbound_check,
     port_key,
@@ -330,7 +331,7 @@ class UserspaceBackend(KernelBackend):
         except BackendError:
             self._close_tun()
             raise
-        _loose_rp_filter(self.ifname)
+        _rp_filter_off(self.ifname)
         if manage_routes:  # after the TUN device is ours: its name keys the chain
             self._clear = InboundFilter(self.ifname, self._clear_state)
         self._workers: list[Worker] = []
@@ -1080,6 +1081,14 @@ class UserspaceBackend(KernelBackend):
             hit = pflow.get(pk)
             if hit is not None:
                 return hit
+        # a fragment (the kernel cuts a datagram at the route's MTU before the TUN device):
+        # the others follow the first one's SA, whose policy may need its ports (RFC 4301
+        # §7.3); in pflow under a key of its own length (frag_key)
+        fk = None if pk is not None or error else frag_key(pkt)
+        if fk is not None and not fk[1]:
+            hit = pflow.get(fk[0])
+            if hit is not None:
+                return hit
         found = out.lookup(pkt)
         if found is None:
             return None
@@ -1099,10 +1108,12 @@ class UserspaceBackend(KernelBackend):
             if len(flow) >= _FLOW_CACHE_MAX:
                 flow.clear()
             flow[key] = ent
-        elif pk is not None:  # a port-limited policy: cached per flow, not per address pair
+        elif pk is not None or (fk is not None and fk[1]):
+            # a port-limited policy: cached per flow, not per address pair (a first
+            # fragment: for the datagram's other fragments)
             if len(pflow) >= _FLOW_CACHE_MAX:
                 pflow.clear()
-            pflow[pk] = ent
+            pflow[pk if pk is not None else fk[0]] = ent  # type: ignore[index]
         return ent
 
     def _trapped(self, pkt: bytes, pol: PolicyParams) -> None:
@@ -1559,16 +1570,23 @@ def check_protectable(sa: SAParams) -> None:
                 "is not supported)")
 
 
-def _loose_rp_filter(ifname: str) -> None:
+def _rp_filter_off(ifname: str) -> None:
     """Decrypted packets from a peer routed elsewhere must pass reverse-path filtering.
 
     Host-to-host and transport-mode packets arrive on the TUN device from the
-    peer's own address, whose route (for ports the SA does not cover) is the
-    normal interface; loose mode (RFC 3704 §2.2, value 2) accepts them.
+    peer's own address, whose route for what the capture rules do not select (the
+    non-first fragments of a datagram and ICMP errors have no ports) is the normal
+    interface.  The TUN device has no IPv4 address, and for such a device Linux's
+    loose mode (RFC 3704 §2.2, value 2) drops them as strict mode does (the "no
+    address" last resort of its source validation: a 3,000-byte UDP datagram on a
+    udp/5353 SA was lost, TcpExtIPReversePathFilter), so the device gets 0, as
+    Libreswan's updown gives a VTI device: the SA's selector check (RFC 4301 §5.2
+    step 4) is what rejects spoofed inner sources here.  The kernel applies the larger
+    of this and net.ipv4.conf.all.rp_filter.
     """
     try:
         with open(f"/proc/sys/net/ipv4/conf/{ifname}/rp_filter", "w") as f:
-            f.write("2")
+            f.write("0")
     except OSError:
         log.warning("cannot set rp_filter on %s; decrypted host-to-host packets may be "
                     "dropped by reverse-path filtering", ifname)

@@ -37,6 +37,7 @@ __all__ = [
     "OutboundPolicies",
     "addr_key",
     "flow_of",
+    "frag_key",
     "icmp_error_quote",
     "inbound_check",
     "is_any_ports",
@@ -74,6 +75,43 @@ class Flow:
 def addr_key(pkt: bytes) -> bytes:
     """Source ‖ destination address of an IP packet (the flow-cache key)."""
     return pkt[12:20] if pkt[0] >> 4 == 4 else pkt[8:40]
+
+
+def frag_key(pkt: bytes | memoryview) -> tuple[bytes, bool] | None:
+    """For an IPv4 or IPv6 fragment: a key naming the datagram it belongs to (addresses,
+    protocol and identification, RFC 791 §3.2; addresses and identification, RFC 8200
+    §4.5) and whether it is the first fragment (offset 0, the one with the ports).
+    None for a packet that is not a fragment (or too short to say).
+
+    A non-first fragment has OPAQUE ports (RFC 4301 §4.4.1.1): on a port-limited SA
+    it goes with its datagram's first fragment (stateful fragment checking, RFC 4301
+    §7.3): in the plane's outbound lookup and in :func:`inbound_check`.
+    """
+    n = len(pkt)
+    if n < 20:
+        return None
+    v = pkt[0] >> 4
+    if v == 4:
+        if not (pkt[6] & 0x3F or pkt[7]):
+            return None
+        return (b"\xff\x04" + bytes(pkt[12:20]) + bytes(pkt[9:10]) + bytes(pkt[4:6]),
+                not ((pkt[6] & 0x1F) or pkt[7]))
+    if v != 6 or n < 40:
+        return None
+    nh, off = pkt[6], 40
+    for _ in range(8):
+        if nh in _V6_EXT:
+            if n < off + 2:
+                return None
+            nh, off = pkt[off], off + (pkt[off + 1] + 1) * 8
+        elif nh == _V6_FRAG:
+            if n < off + 8:
+                return None
+            return (b"\xff\x06" + bytes(pkt[8:40]) + bytes(pkt[off + 4:off + 8]),
+                    ((pkt[off + 2] << 8) | pkt[off + 3]) & 0xFFF8 == 0)
+        else:
+            return None
+    return None
 
 
 def port_key(pkt: bytes) -> bytes | None:
@@ -361,6 +399,9 @@ def _make_check(remote: list[TrafficSelector], local: list[TrafficSelector]
                 ) -> Callable[[bytes], bool]:
     any_pp = all(is_any_proto_ports(t) for t in remote + local)
     cache: dict[bytes, bool] = {}
+    # datagrams whose first fragment passed (frag_key): their other fragments, without
+    # ports, pass too (RFC 4301 §7.3); only kept where ports are checked
+    frags: dict[bytes, bool] = {}
 
     def _check(pkt: bytes) -> bool:
         f = flow_of(pkt)
@@ -393,6 +434,18 @@ def _make_check(remote: list[TrafficSelector], local: list[TrafficSelector]
             verdict = _check_error(pkt)
             if verdict is not None:
                 return verdict
+        if not any_pp and ((pkt[6] & 0x3F or pkt[7]) if pkt[0] >> 4 == 4
+                           else pkt[6] in _V6_EXT or pkt[6] == _V6_FRAG):
+            fk = frag_key(pkt)
+            if fk is not None:  # never cached by the bytes after the header: data there
+                if not fk[1] and fk[0] in frags:
+                    return True
+                passed = _check(pkt)
+                if passed and fk[1]:
+                    if len(frags) > 4096:
+                        frags.clear()
+                    frags[fk[0]] = True
+                return passed
         key = addr_key(pkt)
         if not any_pp:  # protocol and the first bytes after a 20/40-byte header
             v4 = pkt[0] >> 4 == 4
