@@ -237,6 +237,12 @@ class UpdownChild:
     mtu: int | None = None  # mtu= (PLUTO_MTU)
     nflog: int = 0  # nflog= (daemon/nflog.py; NFLOG of Libreswan's updown)
     metric: int | None = None  # metric= (PLUTO_METRIC)
+    conn_kind: str = "CK_PERMANENT"  # PLUTO_CONN_KIND: CK_INSTANCE for a template's peer
+    cfg_server: bool = False  # leftmodecfgserver= (PLUTO_CFG_SERVER)
+    cfg_client: bool = False  # leftmodecfgclient= (PLUTO_CFG_CLIENT)
+    if_id: int = 0  # ipsec-interface=N: the XFRM if_id N (PLUTO_XFRMI_ROUTE / _FWMARK)
+    interface_ip: str = ""  # leftinterface-ip= (INTERFACE_IP)
+    mobike_event: bool = False  # a MOBIKE move's unroute (PLUTO_MOBIKE_EVENT=yes)
 
     @property
     def is_host(self) -> bool:

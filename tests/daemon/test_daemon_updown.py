@@ -77,14 +77,16 @@ def test_failing_up_script_fails_the_child_sa(pair, tmp_path):  # noqa: F811
     r = west.whack("--name", "west-east", "--initiate")
     assert r.returncode != 0, r.stdout
     text = west.log()
+    # Libreswan 5.2: a failing prepare is logged and route runs; route's failure is fatal
     assert "prepare-client failed: updown script exited with status 1" in text
+    assert "route-client failed: updown script exited with status 1" in text
     assert "Child SA failed" in text
     # the Child SA is gone on both sides: we sent a Delete
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (child_sas(west) or child_sas(east)):
         time.sleep(0.1)
     assert child_sas(west) == [] and child_sas(east) == []
-    assert [c[0] for c in _calls(log, 1)] == ["prepare-client"]
+    assert [c[0] for c in _calls(log, 2)] == ["prepare-client", "route-client"]
 
 
 def test_missing_script_is_a_clear_failure_and_other_conns_live(pair, tmp_path):  # noqa: F811

@@ -1742,6 +1742,13 @@ def _roadwarrior_checks(conn: Connection) -> None:
             parse_gateways(red)
         except ValueError as e:
             raise ConnError("redirect-to", f"redirect-to={red}: {e}") from None
+    acc = conn.raw.get("accept-redirect-to", "")  # addresses, networks, names, %any
+    for w in [w for w in acc.replace(",", " ").split() if w.lower() != "%any"]:
+        try:
+            ipaddress.ip_network(w, strict=False) if "/" in w else parse_gateways(w)
+        except ValueError:
+            raise ConnError("accept-redirect-to", f"accept-redirect-to={acc}: {w!r} is "
+                            "neither an IP address, a network nor a host name") from None
     send = conn.raw.get("send-redirect", "no").lower()
     if send in ("yes", "true", "on", "y", "auto") and not red.strip():
         raise ConnError("send-redirect", f"send-redirect={send} requires redirect-to=")

@@ -48,6 +48,7 @@ from pypluto.daemon.updown import (
     DOWN_VERBS,
     FATAL_VERBS,
     UP_VERBS,
+    Verb,
     log_result,
     run_updown,
 )
@@ -139,6 +140,8 @@ class EngineDriver:
         self._updown_locks: dict[str, asyncio.Lock] = {}
         self._updown_failed: set[int] = set()  # never came up: no down/unroute for them
         self.updown_timeout = 30.0
+        # an on-demand conn whose updown route step failed: unroute it (registry.py)
+        self.route_failed: Callable[[str], None] = lambda name: None
         self._acq: deque[SAAcquire] = deque()
         self._acq_lock = threading.Lock()
         self._acq_scheduled = False
@@ -412,37 +415,58 @@ class EngineDriver:
             s_out = self.stats(child.peer, child.spi_out, child.sa_type.lower())
             inb = s_in.bytes if s_in is not None else 0
             outb = s_out.bytes if s_out is not None else 0
-        child = replace(child, stack=stack, inbytes=inb, outbytes=outb)
-        if a.up:
+        # PLUTO_INTERFACE: the device of our address (Libreswan: its IKE interface's);
+        # PLUTO_SA_REQID: the reqid the data plane gave the SA (XFRM: in our own range),
+        # as a script matches it (nftables "ipsec in reqid N")
+        ifname = next((i.ifname for i in self.sockets.interfaces if i.addr == child.me), "")
+        kreqid = getattr(self.backend, "kernel_reqid", None)
+        reqid = child.reqid
+        if callable(kreqid):
+            try:
+                reqid = int(kreqid(child.reqid))
+            except (BackendError, TypeError, ValueError):  # keep the engine's number
+                reqid = child.reqid
+        child = replace(child, stack=stack, inbytes=inb, outbytes=outb,
+                        interface=ifname or child.interface, reqid=reqid)
+        if a.up and child.serial:  # serial 0: routing an on-demand conn, no Child SA
             self._updown_pending[child.serial] = self._updown_pending.get(child.serial, 0) + 1
         if self.loop is None:
             return
-        task = self.loop.create_task(self._run_updown(a.script, a.up, child))
+        verbs = tuple(Verb(v) for v in a.verbs) or (UP_VERBS if a.up else DOWN_VERBS)
+        task = self.loop.create_task(self._run_updown(a.script, a.up, child, verbs,
+                                                      a.mobike))
         self.updown_tasks.add(task)
         task.add_done_callback(self.updown_tasks.discard)
 
-    async def _run_updown(self, script: str, up: bool, child: UpdownChild) -> None:
+    async def _run_updown(self, script: str, up: bool, child: UpdownChild,
+                          verbs: tuple[Verb, ...], mobike: bool = False) -> None:
         lock = self._updown_locks.setdefault(child.conn, asyncio.Lock())
         failed = ""
+        # else routing / unrouting an on-demand conn or a MOBIKE move: the script only
+        sa = child.serial != 0 and not mobike
         async with lock:
-            if up and child.vti_iface:  # the VTI device first (daemon/vti.py)
+            if up and sa and child.vti_iface:  # the VTI device first (daemon/vti.py)
                 failed = await self.vti.up(child) or ""
             nflog_added = False
-            if up and child.nflog and not failed:  # the NFLOG rules (daemon/nflog.py)
+            if up and sa and child.nflog and not failed:  # the NFLOG rules (daemon/nflog.py)
                 failed = await self.nflog.up(child) or ""
                 nflog_added = not failed
-            for verb in (UP_VERBS if up else DOWN_VERBS) if script and not failed else ():
+            for verb in verbs if script and not failed else ():
                 res = await run_updown(script, verb, child, timeout=self.updown_timeout)
                 log_result(res, lambda m, lvl: self.log.log(
-                    m, lvl, conn=child.conn, serial=child.serial))
+                    m, lvl, conn=child.conn, serial=child.serial or None), sa=sa)
                 if not res.ok and verb in FATAL_VERBS:
                     failed = f"{res.verb} failed: {res.error}"
                     break
-            if child.nflog and (not up or (failed and nflog_added)):
+            if sa and child.nflog and (not up or (failed and nflog_added)):
                 await self.nflog.down(child)
-            if child.vti_iface and (not up or failed):
+            if sa and child.vti_iface and (not up or failed):
                 await self.vti.down(child)
         if not up:
+            return
+        if not sa:
+            if failed:  # Libreswan 5.2: a failing route leaves the conn unrouted
+                self.route_failed(child.conn)
             return
         left = self._updown_pending.get(child.serial, 1) - 1
         if failed:

@@ -251,6 +251,7 @@ class Registry:
         self.up: set[str] = set()  # initiated (ipsec up, auto=start): "+UP" in the policy
         self.resolver: Callable[[str], list[IPAddress]] = resolve_host  # tests replace it
         self._next_serial = 1
+        driver.route_failed = self._route_failed
 
     def __contains__(self, name: object) -> bool:
         return name in self.conns or name in self.unoriented
@@ -432,6 +433,14 @@ class Registry:
     def unroute(self, name: str) -> None:
         now = self.driver.now()
         self.driver.run(lambda e: e.unroute(name, now), where=f"unrouting {name}", conn=name)
+        self.routed.discard(name)
+
+    def _route_failed(self, name: str) -> None:
+        """The conn's updown ``route`` step failed: unrouted again, without its
+        ``unroute`` step (Libreswan 5.2 undoes the route's policies alone)."""
+        now = self.driver.now()
+        self.driver.run(lambda e: e.unroute(name, now, updown=False),
+                        where=f"unrouting {name}", conn=name)
         self.routed.discard(name)
 
     def delete(self, name: str) -> None:

@@ -242,11 +242,20 @@ class Updown:
     before the CHILD_ESTABLISHED event (the daemon holds that event back until the
     script succeeds) and before the DelSAs (so the byte counts can still be read).
     When an ``up`` run fails the daemon calls ``Engine.fail_child``.
+
+    ``verbs``: the steps to run, when not all of them (Libreswan 5.2 on a routed,
+    on-demand conn: ``prepare``, ``route`` when it is routed, ``prepare``, ``up``
+    when its Child SA comes up, ``down`` when that goes, ``unroute`` when it is
+    unrouted).  A run for the route itself has no Child SA: ``child.serial`` 0.
     """
 
     up: bool
     script: str
     child: UpdownChild
+    verbs: tuple[str, ...] = ()
+    # a MOBIKE move (Libreswan 5.2's suspend / resume): the SAs, a VTI device and the
+    # NFLOG rules stay; the script alone runs, and its failure fails nothing
+    mobike: bool = False
 
 
 Action = (

@@ -34,6 +34,7 @@ ADDKE1 = int(TransformType.ADDKE1)
 ADDKE7 = int(TransformType.ADDKE7)
 SLOTS = ADDKE7 - ADDKE1 + 1
 NONE = 0
+_KE = int(TransformType.KE)
 _FLAG_INITIATOR = 0x08
 _FLAG_RESPONSE = 0x20
 _IKE_HEADER = 28
@@ -55,14 +56,19 @@ def transforms(spec: ProposalSpec) -> TransformList:
     return out
 
 
-def match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec
-          ) -> tuple[int, ...] | None:
+def match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
+          used: Sequence[int] = ()) -> tuple[int, ...] | None:
     """The responder's choice of each ADDKE type, or None when the proposal does not fit.
 
     RFC 9370 §2.2.1: a type the peer proposes only with real methods must be one we
     accept; a type we require (no NONE among our alternatives) must be proposed; NONE
-    (0) means that exchange does not take place.  Trailing NONEs are dropped.
+    (0) means that exchange does not take place.  Trailing NONEs are dropped.  The
+    choice never repeats a method, neither one of ``used`` (the KE transform chosen)
+    nor an earlier type's: each type takes our first alternative not yet taken, with
+    no backtracking (strongSwan's and Libreswan 5.4's choice,
+    ikev2-intermediate-05-addke-duplicate).
     """
+    taken = {g for g in used if g != NONE}
     out: list[int] = []
     for i in range(SLOTS):
         peer = [tid for tid, _ in by_type.get(ADDKE1 + i, [])]
@@ -77,10 +83,12 @@ def match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec
                 out.append(NONE)
                 continue
             return None
-        got = next((t for t in ours if t in peer and  # our order, as for every type
+        got = next((t for t in ours if t in peer and t not in taken and  # our order
                     (t == NONE or reg.get(TransformType.KE, t) is not None)), None)
         if got is None:
             return None
+        if got != NONE:
+            taken.add(got)
         out.append(got)
     while out and out[-1] == NONE:
         out.pop()
@@ -92,8 +100,12 @@ def check(answer: Sequence[tuple[int, int, int | None]], offered: TransformList
     """The initiator's reading of the ADDKE types of the responder's single proposal.
 
     Every ADDKE type we offered without NONE must be answered; an absent type counts
-    as NONE (RFC 9370 §2.2.1).  Returns the chosen IDs per slot, or None.
+    as NONE; a method chosen twice (KE transform included) fails the exchange
+    (RFC 9370 §2.2.1).  Returns the chosen IDs per slot, or None.
     """
+    methods = [i for t, i, _ in answer if (t == _KE or is_addke(t)) and i != NONE]
+    if len(methods) != len(set(methods)):
+        return None
     got: dict[int, int] = {}
     for t, i, _ in answer:
         if is_addke(t):

@@ -17,19 +17,21 @@ import ipaddress
 from collections.abc import Sequence
 
 from pypluto.config import ids
-from pypluto.config.model import Connection
+from pypluto.config.model import Connection, Identity
+from pypluto.config.values import UNIQUE_MARK
 from pypluto.config.virtual_private import VirtualPrivate
 from pypluto.crypto import keys
 from pypluto.crypto.errors import CryptoError
 from pypluto.iana import NotifyType as N
 from pypluto.iana import PayloadType as PT
 from pypluto.iana import ProtocolID
-from pypluto.ike import codec, proposals
+from pypluto.ike import auth_sig, codec, proposals
 from pypluto.ike import ts as tsmod
 from pypluto.ike.actions import FailReason
 from pypluto.ike.codec import Payload, Proposals
+from pypluto.ike.conn_index import negotiable
 from pypluto.ike.context import IKEContext
-from pypluto.ike.identity import remote_pattern
+from pypluto.ike.identity import local_identity, remote_null, remote_pattern
 from pypluto.ike.sa import IKESA, ChildSA, ChildState
 from pypluto.ike.ts import TS
 from pypluto.wire import payloads as wp
@@ -89,9 +91,12 @@ def new_child(ctx: IKEContext, ike: IKESA, conn: Connection, initiator: bool) ->
                 initiator=initiator, local_addr=ike.local.addr, remote_addr=ike.remote.addr)
     ctx.reserve_child_spi(c)
     # one reqid per peer of a %any template, unless the template fixes the peer's subnet
-    # (only one peer can own it: its policies replace the template's trap, ike/traps.py)
-    c.reqid = ctx.reqid_for(conn, None if conn.remote.host_addr is not None
-                            or conn.remote.subnets else ike.remote_id or ike.remote.addr)
+    # (only one peer can own it: its policies replace the template's trap, ike/traps.py);
+    # the registered conn decides: an instance ike_delete revives is a copy bound to its
+    # peer, and two such copies must not share the template's one reqid
+    reg = ctx.connections.get(conn.name, conn)
+    c.reqid = ctx.reqid_for(conn, None if reg.remote.host_addr is not None
+                            or reg.remote.subnets else ike.remote_id or ike.remote.addr)
     c.mode = "transport" if conn.type == "transport" else "tunnel"
     c.protocol = "ah" if conn.phase2 == "ah" else "esp"
     return c
@@ -190,7 +195,7 @@ def ts_fit_grade(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequen
     if tsi_p is None or tsr_p is None:
         return FIT_ALL
     tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
-    if not tsi or not tsr:
+    if not tsi or not tsr or max(len(tsi), len(tsr)) > tsmod.MAX_SELECTORS:
         return FIT_NONE
     lconf, rconf = configured_ts(ike, conn)
     if _nat_transport(ike, conn, codec.has_notify(payloads, N.USE_TRANSPORT_MODE)):
@@ -207,19 +212,84 @@ def ts_fit_grade(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequen
     return FIT_ALL
 
 
+def _mark_key(conn: Connection) -> tuple[object, ...] | None:
+    """What separates a conn's kernel policies from another's with the same selectors
+    (XFRM marks, ipsec-interface=); None when each instance has its own (mark=-1)."""
+    marks = (conn.mark_in, conn.mark_out)
+    if any(m is not None and m[0] == UNIQUE_MARK for m in marks):
+        return None
+    return (*marks, conn.ipsec_interface)
+
+
+def steals(ctx: IKEContext, conn: Connection, reqid: int, local: list[TS], remote: list[TS],
+           conf_local: list[TS], conf_remote: list[TS]) -> str:
+    """Why a Child SA of ``conn`` with selectors ``local`` === ``remote`` would take the
+    traffic of another conn's established Child SA, or "".
+
+    A pair the peer chose (narrowed from ours, not one of our configured pairs) that
+    equals a pair of another Child SA's (the kernel keeps one policy per selector: the
+    new one would replace it) or lies inside one (the narrower policy wins) would send
+    that Child SA's traffic to this peer; Libreswan refuses the equal case ("cannot
+    install kernel policy ...; in use by").  Child SAs sharing the reqid share their
+    policies by design; separate marks or interfaces keep policies apart.
+    """
+    chosen = [(lt, rt) for lt in local for rt in remote if lt.version == rt.version
+              and not (lt in conf_local and rt in conf_remote)]
+    mine = _mark_key(conn)
+    if not chosen or mine is None:
+        return ""
+    for o in ctx.policy_owner.values():
+        if o.reqid == reqid or o.state is not ChildState.ESTABLISHED or \
+                _mark_key(o.conn) != mine:
+            continue
+        for lt, rt in chosen:
+            for olt in o.local_ts:
+                for ort in o.remote_ts:
+                    if tsmod.contains(olt, lt) and tsmod.contains(ort, rt):
+                        return (f"traffic selectors {lt}==={rt} lie inside {olt}==={ort} of "
+                                f"Child SA #{o.serial} (\"{o.conn.name}\")")
+    return ""
+
+
 def other_connections(ctx: IKEContext, ike: IKESA) -> list[Connection]:
-    """Connections that may share this IKE SA: same addresses, the peer's ID matches."""
+    """Connections that may share this IKE SA: same addresses, the peer's ID matches,
+    and the IKE_AUTH that authenticated it would have done for them too: our ID is the
+    same (Libreswan's compare_connection_id), and so is what the peer had to show
+    (``rightauth=``/``authby=``, ``rightca=``, a pinned ``rightcert=`` or raw key) —
+    else a peer that authenticated with a PSK, or NULL, could take the Child SAs of a
+    conn that asks for a certificate (§2.9 conn switching).  A shunt conn
+    (``type=passthrough|drop|reject``, ``authby=never``) is never negotiated."""
     out = []
+    base = ike.conn
+    own = _our_id(ctx, ike, base)
     for conn in ctx.connections.values():
-        if conn is ike.conn or conn.local_is_left is None:
+        if conn is base or not negotiable(conn):  # never a shunt (type=drop...) conn
             continue
         if conn.local.host_addr not in (None, ike.local.addr):
             continue
         if conn.remote.host_addr not in (None, ike.remote.addr):
             continue
-        if ids.id_matches(remote_pattern(conn), ike.remote_id):
+        if not ids.id_matches(remote_pattern(conn), ike.remote_id):
+            continue
+        if _peer_auth_key(conn) != _peer_auth_key(base):
+            continue
+        mine = _our_id(ctx, ike, conn)
+        if (mine.id_type, mine.data) == (own.id_type, own.data):
             out.append(conn)
     return out
+
+
+def _our_id(ctx: IKEContext, ike: IKESA, conn: Connection) -> Identity:
+    return auth_sig.local_id(ctx, conn) or local_identity(ike, conn)
+
+
+def _peer_auth_key(conn: Connection) -> tuple[object, ...]:
+    """What a conn asks of the peer's authentication (compared, not interpreted)."""
+    end = conn.remote
+    words = frozenset(w.strip().lower() for w in
+                      (end.auth or conn.authby or "").replace("|", ",").split(",") if w.strip())
+    return (words, remote_null(conn), end.ca, end.cert,
+            tuple(end.raw.get(k) for k in ("rsasigkey", "ecdsakey", "pubkey")))
 
 
 def ke_groups(ike: IKESA, conn: Connection) -> set[int]:
@@ -270,6 +340,9 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
     tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
     if not tsi or not tsr:
         return None, [codec.notify(N.TS_UNACCEPTABLE)], "malformed or empty traffic selectors", FailReason.TRAFFIC_SELECTORS
+    if max(len(tsi), len(tsr)) > tsmod.MAX_SELECTORS:
+        return None, [codec.notify(N.TS_UNACCEPTABLE)], \
+            f"more than {tsmod.MAX_SELECTORS} traffic selectors", FailReason.TRAFFIC_SELECTORS
     if codec.ts_labeled(tsi_p) or codec.ts_labeled(tsr_p):
         # labeled IPsec (RFC 9478): ignoring the label would install a wider SA than
         # asked for (§2.9 lets a responder narrow, never widen); Libreswan without a
@@ -315,13 +388,21 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
     lconf, rconf = configured_ts(ike, conn)
     if old is not None:
         lconf, rconf = old.local_ts, old.remote_ts
-    nat_transport = old is None and _nat_transport(ike, conn, want_transport)
+    # (a rekey too: the peer names its inner address again, the SA keeps the outer one)
+    nat_transport = _nat_transport(ike, conn, want_transport)
     if old is None and not nat_transport:
         rconf = _nat_inner(ctx, ike, conn, tsi, rconf)
-    narrowing = conn.narrowing or old is not None
+    narrowing = conn.narrowing
     # narrowing=no: exactly our selectors (ts.fit); a road warrior's lease (§3.15) and
     # the NAT'd transport peer (below) are narrowed from whatever the peer offers
     fit_i = tsmod.narrow if (_leasing(ike, conn, payloads) or nat_transport) else tsmod.fit
+    fit_r = tsmod.fit
+    if old is not None:
+        # §2.9.2: a rekey keeps the Child SA's selectors; the request must cover them (a
+        # peer may propose its original wider ones) and we answer exactly them, never a
+        # narrower part (Libreswan's verify_rekey_child_request_ts)
+        fit_i = fit_r = tsmod.narrow
+        narrowing = False
     ans_i = installed_i = fit_i(tsi, rconf, narrowing)
     if nat_transport:
         # §2.23.1: the peer's TSi names its inner address; we answer with it (the
@@ -333,13 +414,18 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
         if hint is not None:
             ans_i = [hint._replace(proto=r.proto, sport=r.sport, eport=r.eport)]
             installed_i = list(rconf)
-    ans_r = tsmod.fit(tsr, lconf, narrowing)
+    ans_r = fit_r(tsr, lconf, narrowing)
     if ans_i is None or ans_r is None or installed_i is None or \
-            not tsmod.pairs(ans_r, installed_i):
+            not tsmod.pairs(ans_r, installed_i) or \
+            tsmod.too_many(ans_r, installed_i, lconf, rconf):
         return None, [codec.notify(N.TS_UNACCEPTABLE)], (
             f"traffic selectors {tsmod.fmt(tsi)}==={tsmod.fmt(tsr)} do not match "
             f"{tsmod.fmt(rconf)}==={tsmod.fmt(lconf)}"), FailReason.TRAFFIC_SELECTORS
     c = new_child(ctx, ike, conn, initiator=False)
+    stolen = steals(ctx, conn, c.reqid, ans_r, installed_i, lconf, rconf) if old is None else ""
+    if stolen:
+        ctx.release_child(c)
+        return None, [codec.notify(N.TS_UNACCEPTABLE)], stolen, FailReason.TRAFFIC_SELECTORS
     c.chosen = chosen
     c.spi_out = int.from_bytes(chosen.spi, "big")
     c.local_ts, c.remote_ts = ans_r, installed_i
@@ -429,6 +515,9 @@ def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload],
     tsi, tsr = codec.ts_list(tsi_p), codec.ts_list(tsr_p)
     if not tsi or not tsr:
         return "malformed traffic selectors in the answer", FailReason.TRAFFIC_SELECTORS
+    if max(len(tsi), len(tsr)) > tsmod.MAX_SELECTORS:
+        return (f"the answer has more than {tsmod.MAX_SELECTORS} traffic selectors",
+                FailReason.TRAFFIC_SELECTORS)
     if codec.ts_labeled(tsi_p) or codec.ts_labeled(tsr_p):  # not a subset of ours (§2.9)
         return ("the answer carries a security label (TS_SECLABEL) we did not ask for",
                 FailReason.TRAFFIC_SELECTORS)
@@ -444,7 +533,8 @@ def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload],
                     f"{', '.join(str(a) for a in ike.local_vips)}", FailReason.TRAFFIC_SELECTORS)
     if not tsmod.answer_ok(tsi, lconf, lconf, narrowing) or \
             not tsmod.answer_ok(tsr, rconf, rconf, narrowing or (
-                not conn.remote.subnets and ike.nat_remote)) or not tsmod.pairs(tsi, tsr):
+                not conn.remote.subnets and ike.nat_remote)) or not tsmod.pairs(tsi, tsr) \
+            or tsmod.too_many(tsi, tsr, lconf, rconf):
         return (f"traffic selectors {tsmod.fmt(tsi)}==={tsmod.fmt(tsr)} are not acceptable", FailReason.TRAFFIC_SELECTORS)
     transport = codec.has_notify(payloads, N.USE_TRANSPORT_MODE)
     if c.mode == "transport" and not transport:
@@ -471,6 +561,12 @@ def finish(ike: IKESA, c: ChildSA, sent: Proposals, payloads: Sequence[Payload],
     except CryptoError as e:
         return f"key derivation failed: {e}", FailReason.LOCAL
     return "", FailReason.NONE
+
+
+def answer_steals(ctx: IKEContext, ike: IKESA, c: ChildSA) -> str:
+    """Initiator: ``steals`` for the selectors a new Child SA's answer gave (``finish``)."""
+    lconf, rconf = configured_ts(ike, c.conn)
+    return steals(ctx, c.conn, c.reqid, c.local_ts, c.remote_ts, lconf, rconf)
 
 
 def _inside_vips(ike: IKESA, tsi: list[TS]) -> bool:

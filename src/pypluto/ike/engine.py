@@ -25,7 +25,7 @@ from functools import partial
 from typing import Literal
 
 from pypluto.config import ids
-from pypluto.config.model import Connection
+from pypluto.config.model import Connection, Identity
 from pypluto.config.values import UNIQUE_MARK
 from pypluto.crypto.keys import ChildKeys
 from pypluto.iana import ExchangeType, Integ, NotifyType
@@ -147,6 +147,7 @@ class Engine:
         # remove made tearing down n of them O(n^2))
         self.by_reqid: dict[int, dict[ChildSA, None]] = {}
         self.policy_owner: dict[int, ChildSA] = {}  # reqid -> the Child SA that owns policies
+        self._updown_suspended: set[int] = set()  # IKE SAs whose MOBIKE move ran "down"
         self._serial = 0
         # the N of a template's instances ``"conn"[N]`` (Libreswan: ``instance_serial``,
         # from the template's counter): (conn, peer address, peer ID) -> [N, IKE SAs],
@@ -554,6 +555,7 @@ class Engine:
             return acts
         for c in list(ike.children):
             acts += self.remove_child(c, now)
+        self._updown_suspended.discard(ike.serial)
         if ike.followup is not None:  # RFC 9370: a Child SA held for IKE_FOLLOWUP_KE
             ike.followup.drop()
             ike.followup = None
@@ -903,7 +905,8 @@ class Engine:
             if not sibs:
                 del self.by_reqid[child.reqid]
         if child.owns_policy and not any(c.state is ChildState.ESTABLISHED and c is not child
-                                         for c in self.by_reqid.get(child.reqid, ())):
+                                         for c in self.by_reqid.get(child.reqid, ())) \
+                and (ike is None or ike.serial not in self._updown_suspended):
             acts += self._updown(child, up=False)  # the last one: before its SAs go
         if self.children_out.get(child.spi_out) is child:
             del self.children_out[child.spi_out]
@@ -923,6 +926,9 @@ class Engine:
             if heir is not None:
                 heir.owns_policy = True
                 self.policy_owner[child.reqid] = heir
+                if (heir.local_addr, heir.remote_addr) != (child.local_addr,
+                                                           child.remote_addr):
+                    acts += [AddPolicy(p) for p in self.policies(heir)]  # its templates
             else:
                 self.policy_owner.pop(child.reqid, None)
                 acts += self.traps.on_child_gone(child.conn.name, self.policies(child))
@@ -932,22 +938,26 @@ class Engine:
         acts.append(ConnectionEvent(EventKind.CHILD_DELETED, child.conn.name, child.serial))
         return acts
 
-    def _updown(self, child: ChildSA, up: bool) -> list[Action]:
+    def _updown(self, child: ChildSA, up: bool, only: tuple[str, ...] = (),
+                mobike_event: bool = False) -> list[Action]:
         """One ``Updown`` per selector pair when the conn has a ``leftupdown=`` command,
         a ``vti-interface=`` (then the daemon makes the device; script may be "") or an
-        ``nflog=`` group (the daemon adds the NFLOG rules)."""
+        ``nflog=`` group (the daemon adds the NFLOG rules).  ``only``: these verbs of a
+        MOBIKE move (the script alone)."""
         conn = child.conn
         script = conn.local.updown
-        if not script or script.strip().lower() == "%disabled":
-            if not conn.vti_interface and not conn.nflog:
+        if not script or _no_updown(script):
+            if only or (not conn.vti_interface and not conn.nflog):
                 return []
             script = ""
         ike = child.parent
-        c = child.chosen
-        policy = "+".join(p for p in (
-            "PSK", "ENCRYPT" if child.protocol == "esp" else "AUTHENTICATE",
-            "TUNNEL" if child.mode == "tunnel" else "",
-            "PFS" if conn.pfs else "", "IKEV2_ALLOW") if p)
+        policy = _updown_policy(conn, child)
+        # a routed (on-demand) conn keeps its route: Libreswan 5.2 runs prepare, up when
+        # its Child SA comes up and only down when that goes (unroute with the route)
+        verbs: tuple[str, ...] = ()
+        if script and conn.name in self.traps.routed:
+            verbs = ("prepare", "up") if up else ("down",)
+        verbs = only or verbs
         out: list[Action] = []
         mi, mo = self.xfrm_marks(conn, child.remote_addr)
         for lts in child.local_ts:
@@ -958,8 +968,8 @@ class Engine:
                     conn=conn.name, serial=child.serial,
                     me=child.local_addr, peer=child.remote_addr,
                     my_client=lts.networks()[0], peer_client=rts.networks()[0],
-                    my_id=str(ike.local_id) if ike is not None and ike.local_id else "",
-                    peer_id=str(ike.remote_id) if ike is not None and ike.remote_id else "",
+                    my_id=_updown_id(ike.local_id) if ike is not None else "",
+                    peer_id=_updown_id(ike.remote_id) if ike is not None else "",
                     my_protocol=lts.proto, my_port=lts.sport if lts.sport == lts.eport else 0,
                     peer_protocol=rts.proto,
                     peer_port=rts.sport if rts.sport == rts.eport else 0,
@@ -971,7 +981,7 @@ class Engine:
                     next((a for a in conn.local.sourceip if a.version == lts.version), None),
                     peer_dns=list(ike.dns) if ike is not None else [],
                     peer_domains=list(ike.domains) if ike is not None else [],
-                    policy=policy if c is not None else "",
+                    policy=policy,
                     # PLUTO_MARK_IN / PLUTO_MARK_OUT: value/mask of the installed marks
                     mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",
                     mark_out=f"{mo[0]}/{mo[1]:#08x}" if mo else "",
@@ -982,8 +992,83 @@ class Engine:
                     vti_shared=conn.vti_shared or conn.remote.is_any,
                     vti_ip=(conn.local.vti_ip or "").strip(),
                     mtu=conn.mtu, metric=conn.metric, nflog=conn.nflog,
+                    # Libreswan 5.2: a template's (right=%any) peer is an instance
+                    conn_kind="CK_INSTANCE" if conn.remote.is_any else "CK_PERMANENT",
+                    cfg_server=conn.local.modecfgserver, cfg_client=conn.local.modecfgclient,
+                    if_id=conn.ipsec_interface or 0,
+                    interface_ip=(conn.local.interface_ip or "").strip(),
+                    mobike_event=mobike_event,
                 )
-                out.append(Updown(up, script, facts))
+                out.append(Updown(up, script, facts, verbs, mobike=bool(only)))
+        return out
+
+    def _mobike_suspend(self, ike: IKESA) -> list[Action]:
+        """Our address went away under a MOBIKE IKE SA: Libreswan 5.2's suspend runs
+        ``down``, then ``unroute`` with PLUTO_MOBIKE_EVENT=yes, for its Child SAs (they
+        stay installed); ``mobike_moved`` runs ``route``, ``up`` when the update is done."""
+        if ike.serial in self._updown_suspended:
+            return []
+        acts: list[Action] = []
+        for c in ike.children:
+            if c.state is ChildState.ESTABLISHED and c.owns_policy:
+                acts += self._updown(c, up=False, only=("down",))
+                acts += self._updown(c, up=False, only=("unroute",), mobike_event=True)
+        if acts:
+            self._updown_suspended.add(ike.serial)
+        return acts
+
+    def mobike_moved(self, ike: IKESA) -> list[Action]:
+        """The MOBIKE update of ``ike`` is answered (its SAs moved, or stayed where they
+        were): Libreswan 5.2's resume runs ``route``, ``up`` with the addresses now."""
+        if ike.serial not in self._updown_suspended:
+            return []
+        self._updown_suspended.discard(ike.serial)
+        acts: list[Action] = []
+        for c in ike.children:
+            if c.state is ChildState.ESTABLISHED and c.owns_policy:
+                acts += self._updown(c, up=False, only=("route", "up"))
+        return acts
+
+    def _route_updown(self, conn: Connection, verbs: tuple[str, ...]) -> list[Action]:
+        """The updown runs of routing / unrouting an on-demand conn (Libreswan 5.2:
+        ``prepare``, ``route`` / ``unroute`` with no Child SA: PLUTO_SA_TYPE=none, SPIs 0,
+        the conn's own selectors); none for a shunt or without a script."""
+        pols = self.traps.routed.get(conn.name, [])
+        if not pols or conn.local_is_left is None:  # not routed (nor oriented): no run
+            return []
+        script = conn.local.updown
+        if not script or _no_updown(script) or trapmod.is_shunt(conn):
+            return []
+        out: list[Action] = []
+        mi, mo = self.xfrm_marks(conn, conn.remote.host_addr)
+        for p in pols:
+            if p.direction != "out":
+                continue
+            s, d = p.src, p.dst
+            facts = UpdownChild(
+                conn=conn.name, serial=0, me=p.tmpl_src, peer=p.tmpl_dst,
+                my_client=s.network, peer_client=d.network,
+                my_id=str(conn.local.id) if conn.local.id is not None else str(p.tmpl_src),
+                peer_id=str(conn.remote.id) if conn.remote.id is not None else
+                (conn.remote.host or str(p.tmpl_dst)),
+                my_protocol=s.protocol,
+                my_port=s.port_start if s.port_start == s.port_end else 0,
+                peer_protocol=d.protocol,
+                peer_port=d.port_start if d.port_start == d.port_end else 0,
+                reqid=p.reqid, sa_type="none", mode=p.mode, add_time=0,
+                nexthop=conn.local.nexthop_addr, my_sourceip=p.source_ip,
+                policy=_updown_policy(conn, None),
+                mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",
+                mark_out=f"{mo[0]}/{mo[1]:#08x}" if mo else "",
+                virt_interface=(f"ipsec{conn.ipsec_interface}"
+                                if conn.ipsec_interface is not None else ""),
+                mtu=conn.mtu, metric=conn.metric,
+                conn_kind="CK_INSTANCE" if conn.remote.is_any else "CK_PERMANENT",
+                cfg_server=conn.local.modecfgserver, cfg_client=conn.local.modecfgclient,
+                if_id=conn.ipsec_interface or 0,
+                interface_ip=(conn.local.interface_ip or "").strip(),
+            )
+            out.append(Updown("route" in verbs, script, facts, verbs))
         return out
 
     def fail_child(self, serial: int, why: str, now: float) -> list[Action]:
@@ -1047,7 +1132,8 @@ class Engine:
         if up is not None:
             return [Log("connection is already up", conn=name, serial=up)]
         for ike in self._ikes_of(name):
-            if ike.established and not ike.replaced:
+            # (not an IKE SA the peer rekeyed: it deletes it, with a Child SA made there)
+            if ike.established and not ike.replaced and not ike.peer_rekeys:
                 return self._on(ike, now, partial(self.queue, ike, ChildCreate(conn), now))
             if ike.state in (IKEState.INIT_I, IKEState.AUTH_I):
                 return [Log("IKE SA negotiation already in progress",
@@ -1099,19 +1185,34 @@ class Engine:
             conn.local  # noqa: B018
         except ValueError:
             return [Log("cannot route: connection is not oriented", level="error", conn=name)]
+        was = name in self.traps.routed
         acts, why = self.traps.route(conn, self.reqid_for(conn))
         if why is not None:
             return [Log(why, level="error", conn=name)]
         for a in acts:  # the trap holds the marks the Child SA's policies will have
             if isinstance(a, AddPolicy):
                 self.mark_policy(a.policy, conn, conn.remote.host_addr)
+        if not was and not self._conn_up(name):  # an up conn keeps the route it has
+            acts += self._route_updown(conn, ("prepare", "route"))
         return acts
 
-    def unroute(self, name: str, now: float) -> list[Action]:
-        """Remove the conn's trap policies (``whack --unroute``); up SAs keep theirs."""
+    def unroute(self, name: str, now: float, updown: bool = True) -> list[Action]:
+        """Remove the conn's trap policies (``whack --unroute``); up SAs keep theirs.
+        ``updown``: run the conn's ``unroute`` step (not when its ``route`` failed)."""
         owned = {trapmod.policy_key(p) for c in self.policy_owner.values()
                  for p in self.policies(c)}
-        return self.traps.unroute(name, owned)
+        conn = self._connections.get(name)
+        acts: list[Action] = []
+        # an up Child SA's route stays: its down, unroute come when it goes
+        if updown and conn is not None and not self._conn_up(name):
+            acts = self._route_updown(conn, ("unroute",))
+        return acts + self.traps.unroute(name, owned)
+
+    def _conn_up(self, name: str) -> bool:
+        """A Child SA of the routed conn carries its traffic (it ran the updown's up):
+        one owns the policies of the trap's reqid."""
+        pols = self.traps.routed.get(name)
+        return pols is not None and bool(pols) and pols[0].reqid in self.policy_owner
 
     def routed(self, name: str) -> bool:
         return name in self.traps.routed
@@ -1155,7 +1256,7 @@ class Engine:
 
     def _shareable_ike(self, conn: Connection) -> IKESA | None:
         for ike in self.by_serial.values():
-            if not ike.established or ike.replaced or ike.rekeying:
+            if not ike.established or ike.replaced or ike.rekeying or ike.peer_rekeys:
                 continue
             if ike.remote.addr != conn.remote.host_addr or \
                     ike.local.addr != conn.local.host_addr:
@@ -1424,8 +1525,21 @@ class Engine:
 
     def sa_counters(self, reqid_or_spi: int, bytes: int, packets: int, now: float
                     ) -> list[Action]:
-        """Traffic counters from the backend: rekey a Child SA near its byte/packet limit."""
+        """Traffic counters from the backend: rekey a Child SA near its byte/packet limit.
+
+        Packets that came in on an inbound SA since the last feed are news from the
+        peer (RFC 7296 §2.4: "receipt of a fresh cryptographically protected message
+        on ... any of its Child SAs ensures liveness"; Libreswan 5.2 skips the probe
+        after recent inbound IPsec traffic too): the IKE SA's liveness check waits
+        ``dpddelay`` from now (the daemon feeds every 10 s: up to that much late).
+        An SPI that is also an outbound SA's (the peer picks those) tells nothing."""
         child = self.children_in.get(reqid_or_spi)
+        if child is not None and packets > child.in_packets:
+            child.in_packets = packets
+            p = child.parent
+            if p is not None and p.established and now > p.last_recv and \
+                    reqid_or_spi not in self.children_out:
+                p.last_recv = now
         if child is None:  # the SPI of an outbound SA
             child = self.children_out.get(reqid_or_spi)
         cands = [child] if child is not None else list(self.by_reqid.get(reqid_or_spi, ()))
@@ -1478,6 +1592,7 @@ class Engine:
         self.local_addrs.add(new)
         for ike in list(self.by_serial.values()):
             if ike.local.addr == old and ike.mobike and ike.first_initiator and ike.established:
+                acts += self._mobike_suspend(ike)
                 acts += self._on(ike, now, partial(mobike.start_update, self, ike,
                                                    Endpoint(new, ike.local.port), now))
         return acts
@@ -1615,6 +1730,61 @@ def _ikev1_reject(data: bytes, local: Endpoint, remote: Endpoint) -> list[Action
 
 def _dbg(msg: str, remote: Endpoint) -> list[Action]:
     return [Log(msg, level="debug", remote=remote)]
+
+
+def _no_updown(script: str | None) -> bool:
+    """No script to run: unset, empty, ``%disabled``, or Libreswan's default ``ipsec
+    _updown`` written out (what it does, routes and policies, the daemon does itself;
+    run, it would be our ``ipsec`` saying so and failing every Child SA)."""
+    words = (script or "").split()
+    return not words or words[0].lower() == "%disabled" or words == ["ipsec", "_updown"]
+
+
+# authby= / leftauth= words as Libreswan 5.2's authby bits (lib/libswan/authby.c), in
+# the order it prints them; eaponly sets none
+_UPDOWN_AUTH_ORDER = ("PSK", "RSASIG", "ECDSA", "AUTH_NEVER", "AUTH_NULL", "RSASIG_v1_5")
+
+
+def _updown_auth(word: str) -> tuple[str, ...]:
+    w = word.strip().lower()
+    if w in ("secret", "psk"):
+        return ("PSK",)
+    if w in ("rsasig", "rsa"):
+        return ("RSASIG", "RSASIG_v1_5")
+    if w == "rsa-sha1":
+        return ("RSASIG_v1_5",)
+    if w.startswith("rsa"):
+        return ("RSASIG",)
+    if w.startswith("ecdsa"):
+        return ("ECDSA",)
+    return {"null": ("AUTH_NULL",), "never": ("AUTH_NEVER",)}.get(w, ())
+
+
+def _updown_policy(conn: Connection, child: ChildSA | None) -> str:
+    """PLUTO_CONN_POLICY as Libreswan 5.2 spells a conn's policy bits
+    (``IKEv2+PSK+ENCRYPT+TUNNEL+PFS+UP+IKE_FRAG_ALLOW+ESN_NO+ESN_YES``)."""
+    have = {b for w in (conn.local.auth or conn.authby or "").replace("|", ",").split(",")
+            for b in _updown_auth(w)}
+    auth = [b for b in _UPDOWN_AUTH_ORDER if b in have]
+    ah = child.protocol == "ah" if child is not None else getattr(conn, "phase2", "") == "ah"
+    mode = child.mode if child is not None else (
+        "transport" if conn.type == "transport" else "tunnel")
+    bits = ["IKEv2", *auth, "AUTHENTICATE" if ah else "ENCRYPT", mode.upper()]
+    bits += [b for b, on in (
+        ("COMPRESS", conn.compress), ("PFS", conn.pfs), ("DONT_REKEY", not conn.rekey),
+        ("REAUTH", conn.reauth), ("ROUTE", conn.auto in ("route", "ondemand")),
+        ("UP", conn.auto in ("start", "up")), ("KEEP", conn.auto == "keep"), ("IKE_FRAG_ALLOW", conn.fragmentation != "no"),
+        ("IKE_FRAG_FORCE", conn.fragmentation == "force"), ("MOBIKE", conn.mobike),
+        ("ESN_NO", conn.esn in ("no", "either")), ("ESN_YES", conn.esn in ("yes", "either")),
+    ) if on]
+    return "+".join(bits)
+
+
+def _updown_id(i: Identity | None) -> str:
+    """An ID as Libreswan 5.2 gives it to the updown script (``ID_NULL`` for RFC 7619's)."""
+    if i is None:
+        return ""
+    return "ID_NULL" if i.null else str(i)
 
 
 def _vip_in(child: ChildSA, sel: TrafficSelector) -> IPAddress | None:

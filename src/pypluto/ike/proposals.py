@@ -366,7 +366,7 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
         c.ke = got
         if TransformType.ESN in by_type:
             return None
-        chosen_addke = _addke.match(by_type, spec)  # RFC 9370 §2.2.1
+        chosen_addke = _addke.match(by_type, spec, (c.ke,))  # RFC 9370 §2.2.1
         if chosen_addke is None:
             return None
         c.addke = chosen_addke
@@ -378,7 +378,7 @@ def _match(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSpec,
             if got is None:
                 return None
             c.ke = got
-            chosen_addke = _addke.match(by_type, spec)  # RFC 9370 §2.2.3
+            chosen_addke = _addke.match(by_type, spec, (c.ke,))  # RFC 9370 §2.2.3
             if chosen_addke is None:
                 return None
             c.addke = chosen_addke
@@ -423,7 +423,7 @@ def _match_ah(by_type: dict[int, list[tuple[int, int | None]]], spec: ProposalSp
         if got is None:
             return None
         c.ke = got
-        chosen_addke = _addke.match(by_type, spec)  # RFC 9370 §2.2.3, as for ESP
+        chosen_addke = _addke.match(by_type, spec, (c.ke,))  # RFC 9370 §2.2.3, as for ESP
         if chosen_addke is None:
             return None
         c.addke = chosen_addke

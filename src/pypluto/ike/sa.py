@@ -134,6 +134,9 @@ class ChildSA:
     peer_rekeys: list[ChildSA] | tuple[()] = ()
     nonce_min: bytes = b""  # min(Ni, Nr) of the creating exchange (§2.8.1 collisions)
     peer_no_tfc: bool = False  # the peer sent ESP_TFC_PADDING_NOT_SUPPORTED (§3.10.1)
+    # the inbound SA's packet count as last fed (``Engine.sa_counters``): more means
+    # the peer's ESP came in, news from it for liveness (RFC 7296 §2.4)
+    in_packets: int = 0
     keys: ChildKeys | None = field(default=None, repr=False)  # until installed
     pending_out: SAParams | None = field(default=None, repr=False)  # held back (rekey)
 

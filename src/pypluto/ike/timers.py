@@ -77,8 +77,9 @@ def _liveness(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
     """The liveness deadline passed (RFC 7296 §2.4).
 
     A check is only needed when nothing was received from the peer for
-    ``dpddelay``: an SA that heard from it (a request, a response, its own probe)
-    is re-armed at ``last_recv + dpddelay``; one with an exchange in flight waits
+    ``dpddelay``: an SA that heard from it (a request, a response, its own probe,
+    or ESP on an inbound SA: ``Engine.sa_counters``) is re-armed at
+    ``last_recv + dpddelay``; one with an exchange in flight waits
     for that exchange (its answer or its timeout tells); otherwise an empty
     INFORMATIONAL goes out by the fast path (``liveness.send_probe``), and its
     answer re-arms the SA (``liveness.fast_receive``).  Deadlines are rounded up

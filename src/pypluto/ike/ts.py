@@ -89,7 +89,8 @@ def from_addr(addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
 def from_range(ts_type: int, proto: int, sport: int, eport: int,
                start: IPAddress | str | int | bytes, end: IPAddress | str | int | bytes
                ) -> TS | None:
-    """A selector from wire values; None when it is malformed (start > end, bad type)."""
+    """A selector from wire values; None when it is malformed (start > end, bad type,
+    ports without a protocol)."""
     try:
         a = start if isinstance(start, _ADDR) else ipaddress.ip_address(start)
         b = end if isinstance(end, _ADDR) else ipaddress.ip_address(end)
@@ -100,6 +101,10 @@ def from_range(ts_type: int, proto: int, sport: int, eport: int,
         return None
     lo, hi = int(a), int(b)
     if lo > hi or sport > eport:
+        return None
+    if proto == 0 and (sport, eport) != (0, 65535):
+        # §3.13.1: without a protocol the ports MUST be 0-65535; a kernel selector of
+        # protocol 0 carries no ports, so installing it would widen it to every port
         return None
     return TS(version, proto, sport, eport, lo, hi)
 
@@ -203,9 +208,36 @@ def left_out(local: list[TS], remote: list[TS], conf_local: list[TS],
     def covered(c: TS, tss: list[TS]) -> bool:
         return any(intersect(c, t) is not None for t in tss)
 
-    return tuple((lt, rt) for lt in conf_local for rt in conf_remote
-                 if lt.version == rt.version
-                 and not (covered(lt, local) and covered(rt, remote)))
+    # each end's coverage once, not once per pair (the lists may be a peer's, ts_fit_grade)
+    lcov = [covered(lt, local) for lt in conf_local]
+    rcov = [covered(rt, remote) for rt in conf_remote]
+    return tuple((lt, rt) for lt, lc in zip(conf_local, lcov, strict=True)
+                 for rt, rc in zip(conf_remote, rcov, strict=True)
+                 if lt.version == rt.version and not (lc and rc))
+
+
+# A peer's selector lists are bounded (RFC 7296 sets no limit; Libreswan 5.2 refuses a
+# payload of 16 or more): each list costs the responder a pass per configured selector,
+# and with narrowing every answered pair becomes kernel policies.  A range that is no
+# CIDR block is installed as the blocks that make it up exactly (never widened), so an
+# IPv6 range can make 254 of them and a pair of lists their product: the Child SA may
+# make no more kernel selector pairs than its conn's own selectors do, or MAX_KERNEL_PAIRS.
+MAX_SELECTORS = 64
+MAX_KERNEL_PAIRS = 256
+
+
+def kernel_pairs(local: list[TS], remote: list[TS]) -> int:
+    """The (local, remote) kernel selector pairs a Child SA of these selectors installs."""
+    return sum(len(_networks(lt)) * len(_networks(rt)) for lt in local for rt in remote
+               if lt.version == rt.version)
+
+
+def too_many(local: list[TS], remote: list[TS], conf_local: list[TS],
+             conf_remote: list[TS]) -> bool:
+    """Would a Child SA of ``local`` === ``remote`` install more kernel policies than the
+    conn's configured selectors, and more than MAX_KERNEL_PAIRS?"""
+    return kernel_pairs(local, remote) > max(MAX_KERNEL_PAIRS,
+                                             kernel_pairs(conf_local, conf_remote))
 
 
 def to_kernel(ts: TS) -> list[TrafficSelector]:

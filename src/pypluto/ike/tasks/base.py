@@ -75,6 +75,18 @@ class Task(ABC):
     def abandon(self, ctx: IKEContext, ike: IKESA) -> None:  # noqa: B027 - optional hook
         """The IKE SA goes away with this task queued or in flight: release reservations."""
 
+    def peer_deletes(self, spi: int) -> bool:
+        """The peer's Delete names ``spi``, which no Child SA of ours has: is it maybe
+        the one this exchange in flight makes (kept, then, so that it is not
+        installed)?"""
+        return False
+
+    def restart(self, ctx: IKEContext, ike: IKESA) -> Task | None:
+        """A Child SA exchange queued or in flight on ``ike``, whose Child SAs went to
+        another IKE SA (``child_delete.hand_over``): the same exchange afresh, to start
+        there (what it reserved on ``ike`` released).  None: not a Child SA exchange."""
+        return None
+
     @classmethod
     def matches(cls, payloads: Sequence[Payload]) -> bool:
         """Responder: is this request of ``exchange`` for this task?"""

@@ -27,7 +27,7 @@ from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.child_delete import delete_children, delete_spi_unknown
 from pypluto.ike.tasks.common import NONCE_SIZE, RETRY_DELAY, nname, reason_for_notify
 from pypluto.ike.tasks.ike_followup import busy as followup_busy
-from pypluto.ike.tasks.ike_followup import child_followup, hold_child, link_of
+from pypluto.ike.tasks.ike_followup import child_followup, hold_child, kem_broken, link_of
 from pypluto.ike.tasks.liveness import peer_dead
 from pypluto.wire import payloads as wp
 
@@ -62,8 +62,9 @@ class ChildCreate(Task):
         self.sent: Proposals = []
         self.ni = b""
         self.ke: dh.KeyExchange | None = None
+        self.gone: set[int] = set()  # SPIs the peer deleted while this was in flight
 
-    def retry_with(self, group: int) -> ChildCreate:
+    def retry_with(self, group: int | None) -> ChildCreate:
         """The same request with another KE group (after INVALID_KE_PAYLOAD, §1.3)."""
         return ChildCreate(self.conn, None, group)
 
@@ -122,6 +123,18 @@ class ChildCreate(Task):
         if self.old is not None:
             self.old.rekeying = False
 
+    def peer_deletes(self, spi: int) -> bool:
+        if self.child is None:
+            return False
+        self.gone.add(spi)
+        return True
+
+    def restart(self, ctx: IKEContext, ike: IKESA) -> ChildCreate:
+        self.abandon(ctx, ike)
+        if self.old is not None:
+            self.old.rekeying = True
+        return self.retry_with(self.group)
+
     def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
         self.abandon(ctx, ike)
         return peer_dead(ctx, ike, now, "no answer to CREATE_CHILD_SA")
@@ -161,6 +174,7 @@ class ChildCreate(Task):
         ke_p = codec.first(payloads, wp.KEPayload)
         shared = None
         why = ""
+        broken = False  # a malformed KE value (draft-ietf-ipsecme-ikev2-mlkem §2.2)
         if nr_p is None:
             why = "no Nonce in the answer"
         elif ke_p is None and self.ke is not None and self.conn.ms_dh_downgrade:
@@ -177,7 +191,7 @@ class ChildCreate(Task):
                 try:
                     shared = self.ke.finish(ke_p.data)
                 except CryptoError as e:
-                    why = f"bad KE: {e}"
+                    why, broken = f"bad KE: {e}", True
         if not why:
             assert nr_p is not None
             why, _ = childmod.finish(ike, c, self.sent, payloads, self.ni, bytes(nr_p.data),
@@ -189,6 +203,19 @@ class ChildCreate(Task):
                 # RFC 7296 §2.9.2: a rekey keeps the traffic selectors; a narrowed (or
                 # widened) answer would silently change what the tunnel carries
                 why = "the answer changes the rekeyed Child SA's traffic selectors"
+            if not why and old is None:  # narrowed into another Child SA's selectors
+                why = childmod.answer_steals(ctx, ike, c)
+        if not why and c.spi_out in self.gone:
+            # §1.4.1: the peer deleted this Child SA (its Delete overtook this answer and
+            # was answered without it: we did not know its SPI yet); installed, it
+            # would be ours alone
+            self.abandon(ctx, ike)
+            ctx.log(acts, "the peer deleted the Child SA before its answer came; not "
+                    "installing it", c)
+            if old is not None and old in ike.children and \
+                    old.state is ChildState.ESTABLISHED and not old.replaced:
+                old.rekey_at = now + RETRY_DELAY
+            return acts
         if not why and c.chosen is not None and addke.groups(c.chosen.addke):
             link = link_of(payloads)  # RFC 9370 §2.2.3: IKE_FOLLOWUP_KE before installing
             if link is None:
@@ -200,10 +227,11 @@ class ChildCreate(Task):
         if why:
             self.abandon(ctx, ike)
             ctx.log(acts, f"CREATE_CHILD_SA failed: {why}", c, level="warning")
-            acts += delete_spi_unknown(ctx, ike, c, now)
+            if not broken:  # else the IKE SA goes, and the peer's Child SA with it
+                acts += delete_spi_unknown(ctx, ike, c, now)
             if old is not None:
                 acts += replace_refused(ctx, ike, old, why, now)
-            return acts
+            return acts + (kem_broken(ctx, ike, self.group or 0, now) if broken else [])
         return acts + self.complete(ctx, ike, now)
 
     def complete(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
@@ -318,6 +346,14 @@ def respond_child(ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list
                     and _proto_id(c) == rekey.protocol_id), None)
         if old is not None and old.state is ChildState.DELETING:
             return answer([codec.notify(N.TEMPORARY_FAILURE)])  # §2.25.1: we close it
+        flight = ike.outstanding
+        if old is None and flight is not None and isinstance(flight.task, ChildCreate):
+            # §2.25: the Child SA may be the one our exchange in flight makes: the peer
+            # answered it (its SPI is in that answer, still on its way) and rekeys it
+            # at once.  CHILD_SA_NOT_FOUND would make the peer drop the Child SA that
+            # we install when the answer comes; it tries again later
+            return _temporary_failure(ctx, ike, None, "rekey of a Child SA not known yet, "
+                                      "our CREATE_CHILD_SA exchange is in flight", answer)
         if old is None or old.state is not ChildState.ESTABLISHED:
             return answer([codec.notify(N.CHILD_SA_NOT_FOUND, b"", int(rekey.protocol_id),
                                         bytes(rekey.spi))])

@@ -12,7 +12,7 @@ from pypluto.iana import ExchangeType, ProtocolID
 from pypluto.ike import codec
 from pypluto.ike.actions import Action
 from pypluto.ike.context import IKEContext, meant_up
-from pypluto.ike.sa import IKESA, ChildSA, ChildState
+from pypluto.ike.sa import IKESA, ChildSA, ChildState, IKEState
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.liveness import peer_dead
 from pypluto.wire import payloads as wp
@@ -59,6 +59,9 @@ class ChildDelete(Task):
     def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
         return peer_dead(ctx, ike, now, "no answer to Delete of a Child SA")
 
+    def restart(self, ctx: IKEContext, ike: IKESA) -> ChildDelete:
+        return type(self)(self.children)
+
     @classmethod
     def matches(cls, payloads: Sequence[Payload]) -> bool:
         return any(isinstance(p, wp.DeletePayload) for p in payloads)
@@ -79,6 +82,17 @@ class ChildDelete(Task):
                 val = int.from_bytes(spi, "big")
                 c = next((c for c in ike.children if c.spi_out == val
                           and _proto_id(c) == d.protocol_id), None)
+                if c is None and ike.state is IKEState.DELETING and ike.nonce_min:
+                    # §2.8.2: our redundant IKE SA of a rekey collision, its Child SAs
+                    # gone to the surviving one of the same peer; the peer had not seen
+                    # the collision yet when it sent this (unanswered, it would keep
+                    # the Child SA half-deleted, or drop it while we keep it)
+                    c = next((x for p in ctx.peers_of(ike) if p is not ike
+                              for x in p.children if x.spi_out == val
+                              and _proto_id(x) == d.protocol_id), None)
+                o = ike.outstanding
+                if c is None and o is not None and isinstance(o.task, Task):
+                    o.task.peer_deletes(val)  # our CREATE_CHILD_SA in flight makes it?
                 if c is None or c in gone:  # an SPI named twice is answered once
                     continue
                 gone.append(c)
@@ -138,6 +152,28 @@ def revive_children(ctx: IKEContext, ike: IKESA, gone: list[ChildSA], now: float
         ctx.log(acts, "connection is supposed to remain up; initiating a new Child SA", c)
         acts += ctx.create_child(ike, conn, now)
     return acts
+
+
+def hand_over(ctx: IKEContext, src: IKESA, dst: IKESA) -> None:
+    """§2.8.2: ``src`` is a redundant IKE SA (the peer's, of a rekey collision) whose
+    Child SAs went to ``dst``; its Child SA exchanges go with them, the one in flight
+    too: it starts again on ``dst``.  At the peer, ``src`` is the redundant IKE SA it
+    made, without Child SAs once it saw the collision and about to go, so the
+    request in flight there did nothing (or, a Delete, what its restart does again)
+    and is forgotten.  Left on ``src``, its answer (or ``src``'s Delete, which
+    abandons it) never reached the Child SAs: one stayed half-deleted for ever, or
+    its rekey was lost."""
+    o = src.outstanding
+    if o is not None and isinstance(o.task, Task):
+        again = o.task.restart(ctx, src)
+        if again is not None:
+            src.outstanding = None
+            dst.tasks.append(again)
+    for t in list(src.tasks):
+        again = t.restart(ctx, src) if isinstance(t, Task) else None
+        if again is not None:
+            src.tasks.remove(t)
+            dst.tasks.append(again)
 
 
 def delete_spi_unknown(ctx: IKEContext, ike: IKESA, c: ChildSA, now: float) -> list[Action]:

@@ -27,7 +27,7 @@ class ChildRekey(ChildCreate):
     def __init__(self, old: ChildSA, group: int | None = None) -> None:
         super().__init__(old.conn, old, group)
 
-    def retry_with(self, group: int) -> ChildCreate:
+    def retry_with(self, group: int | None) -> ChildCreate:
         assert self.old is not None
         return ChildRekey(self.old, group)
 

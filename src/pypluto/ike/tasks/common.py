@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pypluto.config.model import Connection
 from pypluto.crypto.keys import IKEKeys
 from pypluto.crypto.sk import SKProtector
 from pypluto.iana import NotifyType as N
@@ -44,6 +45,9 @@ def fail(ctx: IKEContext, ike: IKESA, now: float, why: str, reason: FailReason,
     """
     acts: list[Action] = [Log(f"IKE SA establishment failed: {why}", level="warning",
                               conn=ike.conn.name, serial=ike.serial)]
+    # the Child SAs of other conns meant to be up that wait for this IKE SA (queued
+    # by whack --up or a revival, liveness.peer_dead) wait for the retry in turn
+    waiting = waiting_conns(ctx, ike)
     acts += ctx.drop_ike(ike, now, "", None)
     acts.append(ConnectionEvent(EventKind.FAILED, ike.conn.name, ike.serial, why, reason))
     conn = ike.conn
@@ -54,7 +58,24 @@ def fail(ctx: IKEContext, ike: IKESA, now: float, why: str, reason: FailReason,
             (conn.keyingtries == 0 or ike.tries < conn.keyingtries) and \
             meant_up(ctx, conn):
         acts += ctx.initiate_ike(conn, now, ike.tries + 1)
+        new = next((i for i in ctx.ike_of(conn.name) if not i.established), None)
+        for w in waiting:
+            if new is not None:
+                acts += ctx.create_child(new, w, now)
     return acts
+
+
+def waiting_conns(ctx: IKEContext, ike: IKESA) -> list[Connection]:
+    """The other conns meant to be up (registered) whose new Child SA is queued on
+    ``ike`` (a ChildCreate: ``conn``, and no ``old``, which a rekey has)."""
+    out: list[Connection] = []
+    for t in ike.tasks:
+        c = getattr(t, "conn", None)
+        if isinstance(c, Connection) and getattr(t, "old", 0) is None and \
+                c is not ike.conn and ctx.connections.get(c.name) is c and \
+                meant_up(ctx, c) and c not in out:
+            out.append(c)
+    return out
 
 
 def install_keys(ctx: IKEContext, ike: IKESA, k: IKEKeys) -> None:

@@ -391,6 +391,9 @@ class IKEAuth(Task):
             if not why and child.chosen is not None:  # reserved or colliding SPI (§2.1)
                 why = childmod.peer_spi_refusal(ctx, ike, child.chosen.spi, self.sent[0][1])
                 reason = FailReason.PROPOSAL if why else reason
+            if not why:  # narrowed into another Child SA's selectors
+                why = childmod.answer_steals(ctx, ike, child)
+                reason = FailReason.TRAFFIC_SELECTORS if why else reason
             if why:
                 ctx.log(acts, f"Child SA failed: {why}", child, level="warning")
                 acts.append(ConnectionEvent(EventKind.FAILED, conn.name, child.serial, why,

@@ -15,7 +15,7 @@ from pypluto.ike.actions import Action, EventKind
 from pypluto.ike.context import IKEContext, meant_up
 from pypluto.ike.sa import IKESA, IKEState
 from pypluto.ike.tasks.base import Inbound, Request, Task
-from pypluto.ike.tasks.child_create import hand_over
+from pypluto.ike.tasks.child_delete import hand_over
 from pypluto.params import IPNetwork
 from pypluto.wire import payloads as wp
 from pypluto.wire.payloads import Payload
@@ -76,15 +76,19 @@ class IKEDelete(Task):
         conn = ike.conn
         if not meant_up(ctx, conn) or conn.name not in ctx.connections:
             return acts
+        # (the same peer's other IKE SAs, by ID: peers behind one NAT share an address)
+        mine = [o for o in ctx.peers_of(ike) if o is not ike]
         if conn.remote.host_addr is not None:
-            if not ctx.ike_of(conn.name):
+            # (an instance revived below is a copy bound to its peer: the template's
+            # other peers do not stop its revival)
+            template = ctx.connections[conn.name].remote.host_addr is None
+            if not (mine if template else ctx.ike_of(conn.name)):
                 # as Libreswan's revival: a conn meant to be up (auto=start) whose last
                 # IKE SA the peer deleted is initiated again (not one a rekey replaced)
                 ctx.log(acts, "connection is supposed to remain up; initiating it again", ike)
                 acts += ctx.initiate_ike(conn, now)
         elif ctx.connections[conn.name] is conn and ike.established_at is not None and \
-                ike.remote_id is not None and not conn.remote.addresspool and \
-                not any(o.remote.addr == ike.remote.addr for o in ctx.ike_of(conn.name)):
+                ike.remote_id is not None and not conn.remote.addresspool and not mine:
             # an instance of a template (right=%any) kept up (auto=keep once its peer
             # brought it up): Libreswan 5.2 revives it towards the peer's last address
             # and port, through a NAT's mapping while it lasts (auto-keep-01); one try

@@ -29,10 +29,10 @@ from typing import Protocol, cast
 from pypluto.crypto import dh, keys
 from pypluto.crypto import registry as reg
 from pypluto.crypto.errors import CryptoError
-from pypluto.iana import ExchangeType
+from pypluto.iana import ExchangeType, ProtocolID
 from pypluto.iana import NotifyType as N
 from pypluto.ike import addke, codec
-from pypluto.ike.actions import Action, Log
+from pypluto.ike.actions import Action, EventKind, Log
 from pypluto.ike.codec import Payload
 from pypluto.ike.context import IKEContext
 from pypluto.ike.sa import IKESA, ChildSA, ChildState
@@ -58,6 +58,21 @@ def link_of(payloads: Sequence[Payload]) -> bytes | None:
 
 def _gname(group: int) -> str:
     return reg.transform_name(reg.TransformType.KE, group)
+
+
+def kem_broken(ctx: IKEContext, ike: IKESA, group: int, now: float) -> list[Action]:
+    """A malformed ML-KEM ciphertext in a CREATE_CHILD_SA or IKE_FOLLOWUP_KE answer: the
+    initiator MUST delete the IKE SA, with a Delete for the peer
+    (draft-ietf-ipsecme-ikev2-mlkem §2.2, Recipient Tests): sent once, outside the
+    window, as at shutdown.  Nothing for other groups."""
+    alg = reg.get(reg.TransformType.KE, group)
+    if alg is None or alg.ke_kind != "kem" or not ctx.is_live(ike):
+        return []
+    acts: list[Action] = []
+    ctx.log(acts, f"malformed {_gname(group)} ciphertext from the peer: deleting the IKE SA "
+            "(draft-ietf-ipsecme-ikev2-mlkem)", ike, level="warning")
+    acts += ctx.send_now(ike, ExchangeType.INFORMATIONAL, [codec.delete(ProtocolID.IKE, [])])
+    return acts + ctx.drop_ike(ike, now, "deleted", EventKind.IKE_DELETED)
 
 
 def wait_for(ike: IKESA) -> float:
@@ -121,7 +136,7 @@ class FollowupKE(Task):
             self.shared.append(self.priv.finish(bytes(kes[0].data)))
         except CryptoError as e:
             return self.failed(ctx, ike, f"bad {_gname(group)} value in IKE_FOLLOWUP_KE "
-                               f"answer: {e}", now)
+                               f"answer: {e}", now) + kem_broken(ctx, ike, group, now)
         rest = self.todo[1:]
         if not rest:
             return self.done(ctx, ike, self.shared, now)

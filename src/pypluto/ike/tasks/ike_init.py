@@ -583,10 +583,18 @@ def _respond_computing(ctx: IKEContext, data: bytes, hdr: IKEHeader, local: Endp
         if isinstance(result, BaseException):
             what = "bad KE value" if isinstance(result, CryptoError) else \
                 f"key exchange failed ({type(result).__name__})"
+            # draft-ietf-ipsecme-ikev2-mlkem §2.2: an ML-KEM encapsulation key failing the
+            # FIPS 203 §7.2 check gets INVALID_SYNTAX (INVALID_KE_PAYLOAD would name the
+            # very group the peer used)
+            alg = reg.get(reg.TransformType.KE, group)
+            kem = isinstance(result, CryptoError) and alg is not None and alg.ke_kind == "kem"
             acts: list[Action] = [Log(f"{what} from {remote}: {result}; answering "
-                                      "INVALID_KE_PAYLOAD", level="warning", conn=conn.name,
-                                      serial=ike.serial)]
+                                      f"{'INVALID_SYNTAX' if kem else 'INVALID_KE_PAYLOAD'}",
+                                      level="warning", conn=conn.name, serial=ike.serial)]
             acts += ctx.drop_ike(ike, t, "", None)
+            if kem:
+                return acts + _stateless(ctx, hdr, local, remote,
+                                         [codec.notify(N.INVALID_SYNTAX)])
             ctx.stats.invalid_ke_payload("sent", group, group)
             return acts + _stateless(ctx, hdr, local, remote, [codec.notify(
                 N.INVALID_KE_PAYLOAD, group.to_bytes(2, "big"))])
@@ -646,7 +654,7 @@ def _respond_keyed(ctx: IKEContext, ike: IKESA, data: bytes, local: Endpoint, re
     ike.frag_ok = N.IKEV2_FRAGMENTATION_SUPPORTED in ns and conn.fragmentation != "no"
     ike.init_request = data
     ike.cands = conns
-    ike.redirect_ok = N.REDIRECT_SUPPORTED in ns  # RFC 5685 §6
+    ike.redirect_ok = redirect.supports(pl)  # RFC 5685 §6 (REDIRECTED_FROM too)
     natd = _natd_hashes(ike, ike.spi_r, conn.encapsulation == "yes",
                         local_b if ike.local is local or ike.local == local else None,
                         remote_b if ike.remote is remote or ike.remote == remote else None

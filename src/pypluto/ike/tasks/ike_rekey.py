@@ -23,7 +23,7 @@ from pypluto.ike.sa import IKESA, IKEState
 from pypluto.ike.tasks import mobike
 from pypluto.ike.tasks.base import Inbound, Request, Task
 from pypluto.ike.tasks.child_create import ChildCreate, precheck
-from pypluto.ike.tasks.child_delete import ChildDelete
+from pypluto.ike.tasks.child_delete import ChildDelete, hand_over
 from pypluto.ike.tasks.common import (
     NONCE_SIZE,
     RETRY_DELAY,
@@ -37,6 +37,7 @@ from pypluto.ike.tasks.ike_followup import (
     LINK_SIZE,
     FollowupKE,
     collision,
+    kem_broken,
     link_of,
     lost_retry,
     wait_for,
@@ -191,7 +192,7 @@ class IKERekey(Task):
         except CryptoError as e:
             ike.rekeying = False
             ctx.log(acts, f"IKE SA rekey failed: {e}", ike, level="warning")
-            return acts
+            return acts + kem_broken(ctx, ike, self.group, now)
         nr = bytes(nr_p.data)
         todo = addke.groups(chosen.addke)
         if todo:  # RFC 9370 §2.2.3: IKE_FOLLOWUP_KE exchanges before the new IKE SA
@@ -261,6 +262,7 @@ class IKERekey(Task):
                 new.rekey_at = None
                 return acts + delete_ike(ctx, new, now)
             move_children(other, new)
+            hand_over(ctx, other, new)  # its Child SA exchange in flight
             # the peer deletes ``other``, the IKE SA it made redundant; but if our Delete
             # of ``ike`` reaches it before our answer to its rekey, it forgets that rekey
             # (§2.25.2) and never will: then we delete it, once the peer's

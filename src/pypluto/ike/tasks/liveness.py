@@ -34,6 +34,7 @@ from pypluto.ike.context import IKEContext, meant_up
 from pypluto.ike.pacing import slot
 from pypluto.ike.sa import IKESA, Outstanding
 from pypluto.ike.tasks.base import Inbound, Request, Task
+from pypluto.ike.tasks.common import waiting_conns
 from pypluto.wire.payloads import Payload
 
 _INFO = int(ExchangeType.INFORMATIONAL)
@@ -44,16 +45,39 @@ _F_INITIATOR, _F_RESPONSE = 0x08, 0x20
 
 
 def peer_dead(ctx: IKEContext, ike: IKESA, now: float, why: str) -> list[Action]:
-    """The peer stopped answering (§2.4): remove everything; restart if configured."""
+    """The peer stopped answering (§2.4): remove everything; restart if configured.
+
+    Every conn meant to be up that had a Child SA on the dead IKE SA (or one queued
+    for it) is revived, not
+    only the IKE SA's own (Libreswan 5.2 revives each connection of the dead SAs):
+    the first gets a new IKE SA, the others a Child SA queued on it (as ``whack --up``
+    of a conn whose IKE SA is negotiating), or an IKE SA of their own when none was
+    started.  Before, the Child SAs of the other conns sharing the IKE SA were lost."""
     acts: list[Action] = [Log(f"{why}; peer is not responding, declaring it dead",
                               level="warning", conn=ike.conn.name, serial=ike.serial)]
-    acts += ctx.drop_ike(ike, now, "peer dead", EventKind.PEER_DEAD, FailReason.TIMEOUT)
     conn = ike.conn
+    others = list({c.name: c for c in [*(ch.conn for ch in ike.children),
+                                       *waiting_conns(ctx, ike)]
+                   if c.name != conn.name}.values())
+    acts += ctx.drop_ike(ike, now, "peer dead", EventKind.PEER_DEAD, FailReason.TIMEOUT)
+    new: IKESA | None = None
     if conn.name in ctx.connections and (conn.dpdaction == "restart" or
                                          meant_up(ctx, conn)) \
             and conn.remote.host_addr is not None and not ctx.ike_of(conn.name):
         ctx.log(acts, "restarting connection", ike)
         acts += ctx.initiate_ike(conn, now)
+        new = next((i for i in ctx.ike_of(conn.name) if not i.established), None)
+    for other in others:
+        if ctx.connections.get(other.name) is not other or not meant_up(ctx, other) or \
+                other.remote.host_addr is None or ctx.ike_of(other.name):
+            continue
+        acts.append(Log("connection is supposed to remain up; initiating it again",
+                        conn=other.name, serial=ike.serial))
+        if new is not None and ctx.is_live(new):
+            acts += ctx.create_child(new, other, now)
+        else:
+            acts += ctx.initiate_ike(other, now)
+            new = next((i for i in ctx.ike_of(other.name) if not i.established), None)
     return acts
 
 

@@ -309,9 +309,9 @@ class MobikeUpdate(Task):
             ctx.log(acts, f"MOBIKE: the peer refused the update ({errs[0].notify_type})",
                     ike, level="warning")
             follow(ctx, ike, acts)  # a Child SA made meanwhile goes back with the IKE SA
-            return acts
+            return acts + ctx.mobike_moved(ike)  # the updown's route, up (Libreswan 5.2)
         move_sas(ctx, ike, local, remote, _nat_flags(ike, msg.payloads, local, remote), acts)
-        return acts
+        return acts + ctx.mobike_moved(ike)
 
     def on_timeout(self, ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
         from pypluto.ike.tasks.liveness import peer_dead

@@ -7,7 +7,7 @@
   REDIRECTED_FROM (§5).  A redirect to anywhere else is refused with a log line.
 - Gateway: ``global-redirect=yes`` (or ``auto`` while the DoS defence is busy)
   with ``global-redirect-to=`` answers IKE_SA_INIT requests that carry
-  REDIRECT_SUPPORTED with REDIRECT only (no state, §4);
+  REDIRECT_SUPPORTED (or REDIRECTED_FROM) with REDIRECT only (no state, §4);
   ``Engine.redirect`` (``ipsec redirect --name/--peer-ip --to``) sends REDIRECT
   to established clients that said they support it (§5).
 - Redirect during IKE_AUTH (§6), Libreswan's per-conn ``send-redirect=yes`` (or
@@ -105,7 +105,7 @@ def _allowed(conn: Connection, target: IPAddress, name: str | None = None) -> bo
     """``accept-redirect-to=`` (addresses, networks or names) lets us go to ``target``
     (the address ``name`` resolved to, when the gateway named itself)."""
     allowed = conn.raw.get("accept-redirect-to", "").replace(",", " ").split()
-    if not allowed:
+    if not allowed or any(a.lower() == "%any" for a in allowed):  # ipsec.conf(5): any
         return True
     for a in allowed:
         if name is not None and a.rstrip(".").lower() == name.lower():
@@ -220,6 +220,10 @@ def _check(ctx: IKEContext, ike: IKESA, data: bytes, nonce: bytes | None, now: f
     target, rest = got
     if nonce is not None and rest != nonce:
         ctx.log(acts, "ignoring a REDIRECT whose nonce data is not our Ni", ike,
+                level="warning")
+        return None
+    if nonce is None and rest:  # §8: Nonce Data only in an IKE_SA_INIT answer
+        ctx.log(acts, "ignoring a malformed REDIRECT (data after the GW identity)", ike,
                 level="warning")
         return None
     if not _accepts(conn):
@@ -353,7 +357,7 @@ def init_target(ctx: IKEContext, payloads: Sequence[Payload], busy: bool) -> Gat
         return None
     if mode == "auto" and not busy:
         return None
-    if not codec.has_notify(payloads, N.REDIRECT_SUPPORTED):
+    if not supports(payloads):
         return None
     settings = ctx.settings
     targets = settings.global_redirect_to  # several: in turn, as Libreswan
@@ -396,4 +400,8 @@ def auth_target(ike: IKESA, conn: Connection, busy: bool) -> Gateway | None:
 
 
 def supports(payloads: Sequence[Payload]) -> bool:
-    return codec.has_notify(payloads, N.REDIRECT_SUPPORTED)
+    """The client supports redirect: REDIRECT_SUPPORTED, or REDIRECTED_FROM (§5), which
+    a redirected Libreswan client sends instead (Libreswan and strongSwan gateways take
+    either)."""
+    return codec.has_notify(payloads, N.REDIRECT_SUPPORTED) or \
+        codec.has_notify(payloads, N.REDIRECTED_FROM)
