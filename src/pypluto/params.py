@@ -160,6 +160,9 @@ class SAStats:
     # inbound: decrypted packets outside the SA's selectors (RFC 4301 §5.2 step 4);
     # None: the backend does not count them per SA (XFRM counts them per namespace)
     selector_drops: int | None = None
+    # inbound: packets of this SA dropped as malformed after its SPI matched (short,
+    # bad padding, wrong next header); None: not counted per SA (XFRM)
+    malformed: int | None = None
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ same fragments were each sent in ESP of their own without their fragment fields,
 east took each piece for a whole datagram (a 3,000-byte ping: 100% loss): transport
 mode now encrypts the whole datagram (RFC 4303 §3.3.4).
 
-Left as found (not fixed here): on such a port-limited SA, an ICMP error that the
-kernel sends about a packet that came through the tunnel (port unreachable) is routed
-by its own header, not into the TUN device, and leaves in the clear with its quote
-of the decrypted packet (XFRM sends it through the SA, RFC 4301 §6.2).
+On such a port-limited SA, an ICMP error that the kernel sends about a packet that
+came through the tunnel (port unreachable) was routed by its own header and left in
+the clear with its quote of the decrypted packet; it now goes through the SA (RFC 4301
+§6.2): tests/daemon/test_userspace_icmp_leak25.py.
 
 Unit tests of that first, then the daemons:
 west 192.0.2.1 (198.51.100.1) <-veth-> east 192.0.2.2 (203.0.113.1); attacker 192.0.2.66

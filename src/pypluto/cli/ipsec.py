@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from pypluto import __version__
+from pypluto import VERSION_BANNER
 from pypluto.cli import nsscmd
 from pypluto.control.client import ControlError, call, ctl_path
 from pypluto.control.protocol import RC_ROUTE, RC_SUCCESS, RC_WHACK_PROBLEM
@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd, rest_args = args[0], args[1:]
     cmd = ALIASES.get(cmd, cmd)
     if cmd in ("--version", "version"):
-        print(f"Libreswan-compatible pypluto {__version__}")
+        print(VERSION_BANNER)
         return 0
     if cmd == "pluto":
         from pypluto.cli import pluto

@@ -15,7 +15,7 @@ import math
 import sys
 from typing import Any, NoReturn
 
-from pypluto import __version__
+from pypluto import VERSION_BANNER
 from pypluto.control.client import ControlError, call, ctl_path
 from pypluto.control.format import NAMED_STATUS
 from pypluto.control.protocol import RC_SUCCESS, RC_WHACK_PROBLEM
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return RC_SUCCESS
     if ns.version:
-        print(f"whack (pypluto) {__version__}")
+        print(VERSION_BANNER)  # Libreswan's whack prints the same line as ipsec
         return RC_SUCCESS
     for opt, value in (("--rundir", ns.rundir), ("--ctlsocket", ns.ctlsocket)):
         if value == "":  # ctl_path() would quietly use the default instead

@@ -41,7 +41,7 @@ from pypluto.control.protocol import RC_INTERNAL_ERROR
 from pypluto.daemon.engine_api import EngineAPI
 from pypluto.daemon.helpers import CrashReports, HelperPool
 from pypluto.daemon.logger import PlutoLogger
-from pypluto.daemon.metrics import Counters
+from pypluto.daemon.metrics import DROP_KEYS, Counters
 from pypluto.daemon.nflog import NflogManager
 from pypluto.daemon.sockets import UDPSockets
 from pypluto.daemon.updown import (
@@ -314,6 +314,10 @@ class EngineDriver:
             st = self.stats(a.dst, a.spi, a.protocol)
             if st is not None:
                 self.counters.ipsec_bytes_gone[f"{a.protocol}.{meta[2]}"] += st.bytes
+                for k in DROP_KEYS:  # and its drops in total.ipsec.drops.*
+                    v = getattr(st, k, None)
+                    if isinstance(v, int) and v:
+                        self.counters.ipsec_drops_gone[k] += v
         if a.rekeyed:
             backend.retire_sa(a.dst, a.spi, a.protocol)
         else:
@@ -725,12 +729,12 @@ class EngineDriver:
                 setattr(ch, attr_p, max(getattr(ch, attr_p), stats.packets))
 
     def drop_counters(self, ch: dict[str, Any]) -> None:
-        """The inbound SA's drops (replay, integrity, selector: RFC 4303 §3.4, RFC 4301 §5.2)
-        into a Child SA's status dict."""
+        """The inbound SA's drops (replay, integrity, selector: RFC 4303 §3.4, RFC 4301 §5.2;
+        malformed) into a Child SA's status dict."""
         spi = int(ch.get("spi_in", 0))
         meta = self.sa_index.get(spi)
         stats = self.stats(meta[0], spi, meta[1]) if meta is not None else None
-        for k in ("replay_drops", "integrity_failures", "selector_drops"):
+        for k in DROP_KEYS:
             v = getattr(stats, k, None) if stats is not None else 0
             ch[k] = int(v) if isinstance(v, int) else None  # None: not counted per SA
 

@@ -42,7 +42,9 @@ FAIL_REASONS = ("timeout", "authentication", "proposal", "traffic-selectors", "p
 # SAStats attribute -> drop reason label (kernel/base.py SAStats; "selector" once a
 # backend counts packets dropped because they do not match the SA's selectors)
 DROP_FIELDS = (("replay_drops", "replay"), ("integrity_failures", "integrity"),
-               ("selector_drops", "selector"))
+               ("selector_drops", "selector"), ("malformed", "malformed"))
+DROP_KEYS = tuple(attr for attr, _label in DROP_FIELDS)
+"""The per-SA drop counters of ``SAStats`` (status JSON, ``total.ipsec.drops.*``)."""
 
 
 @dataclass
@@ -66,6 +68,8 @@ class Counters:
     # bytes of Child SAs already deleted, by "esp.in", "ah.out", ... (the live ones are
     # in the snapshot); total.ipsec.*.traffic.* adds both
     ipsec_bytes_gone: Counter[str] = field(default_factory=Counter)
+    # drops of Child SAs already deleted, by SAStats attribute ("replay_drops", ...)
+    ipsec_drops_gone: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
     sa_stats: Callable[[int], Any] | None = None
     recent_sends: int = 4096  # how many datagram digests to remember
@@ -127,6 +131,7 @@ class Counters:
             "ike_bytes_in": self.ike_bytes_in,
             "ike_bytes_out": self.ike_bytes_out,
             "ipsec_bytes_gone": dict(self.ipsec_bytes_gone),
+            "ipsec_drops_gone": dict(self.ipsec_drops_gone),
             "failures": {r: self.failures.get(r, 0) for r in (*FAIL_REASONS, *sorted(
                 set(self.failures) - set(FAIL_REASONS)))},
         }

@@ -16,7 +16,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from pypluto import __version__ as PKG_VERSION
+from pypluto import VERSION_BANNER
 from pypluto.config.virtual_private import VirtualPrivate
 from pypluto.daemon.logger import debug_help, parse_debug_specs
 from pypluto.daemon.metrics import parse_listen
@@ -324,7 +324,7 @@ def parse_args(argv: list[str]) -> tuple[str, PlutoOptions | str]:
     if ns.help:
         return "help", USAGE + HELP_NOTES
     if ns.version:
-        return "version", f"Libreswan-compatible pypluto {PKG_VERSION} (IKEv2 only)"
+        return "version", f"{VERSION_BANNER}, IKEv2 only"
     if any(d.strip() == "help" for d in ns.debug):
         return "help", debug_help()
 

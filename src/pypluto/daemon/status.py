@@ -223,4 +223,16 @@ def snapshot(*, opts: PlutoOptions, log: PlutoLogger, driver: EngineDriver,
         "engine": engine,
         "counters": driver.counters.as_dict(),
         "totals": driver.engine.stats.as_dict() if driver.engine is not None else {},
+        "plane": _plane_counters(driver),
     }
+
+
+def _plane_counters(driver: EngineDriver) -> dict[str, int]:
+    """The data plane's own counters (``KernelBackend.plane_counters``); {} if none."""
+    if driver.backend is None:
+        return {}
+    try:
+        return dict(driver.backend.plane_counters())
+    except Exception as e:  # noqa: BLE001 - a status must not fail on the plane
+        driver.internal_error(e, "plane counters")
+        return {}

@@ -516,14 +516,20 @@ def verify(ctx: IKEContext, ike: IKESA, conn: Connection, peer: Identity,
     extension that fails to decode, a public key it refuses) is a reason too, not an
     internal error (``px.MALFORMED``)."""
     try:
-        return _verify(ctx, conn, peer, payloads, method, auth_data, octets)
+        issuer: list[str] = []
+        why = _verify(ctx, conn, peer, payloads, method, auth_data, octets, issuer)
+        if why is None:  # the CA of the peer's certificate, for PLUTO_PEER_CA
+            ike.peer_ca = issuer[0] if issuer else ""
+        return why
     except px.MALFORMED as e:
         return f"bad certificate from the peer: {type(e).__name__}: {e}"
 
 
 def _verify(ctx: IKEContext, conn: Connection, peer: Identity,
             payloads: Sequence[wp.Payload], method: int, auth_data: bytes,
-            octets: bytes) -> str | None:
+            octets: bytes, issuer: list[str]) -> str | None:
+    """``verify``; on success ``issuer`` holds the issuer DN of the peer's certificate
+    (Libreswan 5.2's PLUTO_PEER_CA: its style, ``ids.dn_text``), nothing for a raw key."""
     raw = remote_raw(conn)
     if isinstance(raw, str):
         return raw
@@ -587,6 +593,7 @@ def _verify(ctx: IKEContext, conn: Connection, peer: Identity,
                f"small for security: less than {RSA_MIN_BITS} bits"
     if not sigs.verify(method, key, octets, auth_data):
         return f"signature (AUTH method {method}) of {who} does not verify"
+    issuer.append(ids.dn_text(leaf.issuer))
     return None
 
 

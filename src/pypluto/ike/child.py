@@ -231,7 +231,9 @@ def steals(ctx: IKEContext, conn: Connection, reqid: int, local: list[TS], remot
     new one would replace it) or lies inside one (the narrower policy wins) would send
     that Child SA's traffic to this peer; Libreswan refuses the equal case ("cannot
     install kernel policy ...; in use by").  Child SAs sharing the reqid share their
-    policies by design; separate marks or interfaces keep policies apart.
+    policies by design, and so do those narrowed from it, the same peer's, with reqids
+    of their own (``Engine.install_child``); separate marks or interfaces keep
+    policies apart.
     """
     chosen = [(lt, rt) for lt in local for rt in remote if lt.version == rt.version
               and not (lt in conf_local and rt in conf_remote)]
@@ -239,7 +241,7 @@ def steals(ctx: IKEContext, conn: Connection, reqid: int, local: list[TS], remot
     if not chosen or mine is None:
         return ""
     for o in ctx.policy_owner.values():
-        if o.reqid == reqid or o.state is not ChildState.ESTABLISHED or \
+        if reqid in (o.reqid, o.narrowed_from) or o.state is not ChildState.ESTABLISHED or \
                 _mark_key(o.conn) != mine:
             continue
         for lt, rt in chosen:

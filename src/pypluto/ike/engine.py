@@ -38,6 +38,7 @@ from pypluto.ike.actions import (
     AddSA,
     Compute,
     ConnectionEvent,
+    DelPolicy,
     DelSA,
     Endpoint,
     EventKind,
@@ -147,6 +148,9 @@ class Engine:
         # remove made tearing down n of them O(n^2))
         self.by_reqid: dict[int, dict[ChildSA, None]] = {}
         self.policy_owner: dict[int, ChildSA] = {}  # reqid -> the Child SA that owns policies
+        # a conn's reqid -> the reqids with an owner of its Child SAs narrowed to other
+        # selectors (``_policy_reqid``)
+        self.narrowed: dict[int, dict[int, None]] = {}
         self._updown_suspended: set[int] = set()  # IKE SAs whose MOBIKE move ran "down"
         self._serial = 0
         # the N of a template's instances ``"conn"[N]`` (Libreswan: ``instance_serial``,
@@ -792,6 +796,7 @@ class Engine:
         acts: list[Action] = []
         ike = child.parent
         assert ike is not None and keys is not None
+        child.reqid, child.narrowed_from = self._policy_reqid(child, replaces)
         sa_in, sa_out = self.child_sa_params(child, keys)
         acts.append(AddSA(sa_in))
         if defer_out and replaces is not None and replaces.state is ChildState.ESTABLISHED:
@@ -811,6 +816,8 @@ class Engine:
             acts += self.traps.established(child.conn.name)
         child.owns_policy = True
         self.policy_owner[child.reqid] = child
+        if child.narrowed_from:
+            self.narrowed.setdefault(child.narrowed_from, {})[child.reqid] = None
         child.to(ChildState.ESTABLISHED)
         child.established_at = now
         conn = child.conn
@@ -872,6 +879,39 @@ class Engine:
         self.schedule(ike)
         return acts
 
+    def _policy_reqid(self, child: ChildSA, replaces: ChildSA | None) -> tuple[int, int]:
+        """The reqid of ``child``'s kernel SAs and policies (``child.reqid`` is the conn's),
+        and the conn's reqid when that is one of its own (``narrowed_from``), else 0.
+
+        Child SAs with the same selectors share one reqid and one set of policies (a
+        rekey, a duplicate: the kernel holds one policy per selector).  A Child SA the
+        peer narrowed to other selectors than those of the Child SA holding the conn's
+        reqid (RFC 7296 §2.9, ``narrowing=yes``) gets a reqid of its own for them: its
+        policies must name its own SA pair, and removing one Child SA's policies must
+        leave the other's in place.  (Libreswan 5.2 instantiates a template for such a
+        Child SA, its own spd; a permanent conn's one spd is overwritten instead.)
+        """
+        sel = (child.local_ts, child.remote_ts)
+        if replaces is not None and replaces.reqid in self.by_reqid and \
+                (replaces.local_ts, replaces.remote_ts) == sel:
+            # a rekey keeps its predecessor's (§2.9.2: same selectors)
+            return replaces.reqid, replaces.narrowed_from
+        base = child.reqid
+        key = (child.conn.name, f"narrowed {base} {tsmod.fmt(child.local_ts)}==="
+               f"{tsmod.fmt(child.remote_ts)}")
+        own = self._reqids.get(key)
+        if own is not None and own in self.policy_owner:
+            return own, base  # another Child SA with these selectors holds them
+        owner = self.policy_owner.get(base)
+        if owner is None or (owner.local_ts, owner.remote_ts) == sel:
+            return base, 0
+        if own is None:  # (a configured reqid= names the conn's; these get their own)
+            if len(self._reqids) >= self._reqid_sweep_at:
+                self._sweep_reqids()
+            own = self._reqids[key] = self._next_reqid
+            self._next_reqid += 4
+        return own, base
+
     def spi_in_use(self, spi: int) -> bool:
         """Does a Child SA of ours already have this SPI, either way?
 
@@ -931,11 +971,41 @@ class Engine:
                     acts += [AddPolicy(p) for p in self.policies(heir)]  # its templates
             else:
                 self.policy_owner.pop(child.reqid, None)
-                acts += self.traps.on_child_gone(child.conn.name, self.policies(child))
+                acts += self._policies_gone(child)
         child.to(ChildState.DELETING)
         self.log(acts, f"deleting Child SA; {child.protocol.upper()} SPIs 0x{child.spi_in:08x} "
                  f"0x{child.spi_out:08x}", child)
         acts.append(ConnectionEvent(EventKind.CHILD_DELETED, child.conn.name, child.serial))
+        return acts
+
+    def _policies_gone(self, child: ChildSA) -> list[Action]:
+        """The last Child SA of its reqid goes: its policies go.  The conn's reqid: a
+        routed conn's traps come back (``Traps.on_child_gone``).  A narrowed Child SA's
+        own reqid (``_policy_reqid``): its policies alone go, and a trap of the same
+        selectors (which its policy replaced) comes back; the conn's other Child SAs'
+        policies, the traps included, are theirs and stay."""
+        dels = self.policies(child)
+        if not child.narrowed_from:
+            back = self.traps.on_child_gone(child.conn.name, dels)
+            if child.reqid not in self.narrowed:
+                return back
+            # a trap the policy of a narrowed sibling replaced stays replaced
+            held = {(str(p.src), str(p.dst), p.direction)
+                    for r in self.narrowed[child.reqid] for p in self.policies(
+                        self.policy_owner[r])}
+            return [a for a in back if not isinstance(a, AddPolicy) or
+                    (str(a.policy.src), str(a.policy.dst), a.policy.direction) not in held]
+        sibs = self.narrowed.get(child.narrowed_from)
+        if sibs is not None:
+            sibs.pop(child.reqid, None)
+            if not sibs:
+                del self.narrowed[child.narrowed_from]
+        traps = {(str(p.src), str(p.dst), p.direction): p
+                 for p in self.traps.routed.get(child.conn.name, ())}
+        acts: list[Action] = []
+        for p in dels:
+            t = traps.get((str(p.src), str(p.dst), p.direction))
+            acts.append(DelPolicy(p) if t is None else AddPolicy(t))
         return acts
 
     def _updown(self, child: ChildSA, up: bool, only: tuple[str, ...] = (),
@@ -981,6 +1051,7 @@ class Engine:
                     next((a for a in conn.local.sourceip if a.version == lts.version), None),
                     peer_dns=list(ike.dns) if ike is not None else [],
                     peer_domains=list(ike.domains) if ike is not None else [],
+                    peer_ca=ike.peer_ca if ike is not None else "",  # its cert's issuer
                     policy=policy,
                     # PLUTO_MARK_IN / PLUTO_MARK_OUT: value/mask of the installed marks
                     mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",
@@ -1201,6 +1272,10 @@ class Engine:
         ``updown``: run the conn's ``unroute`` step (not when its ``route`` failed)."""
         owned = {trapmod.policy_key(p) for c in self.policy_owner.values()
                  for p in self.policies(c)}
+        # a narrowed Child SA's policy on a trap's selectors replaced the trap: it stays
+        owned.update((str(p.src), str(p.dst), p.direction, c.narrowed_from)
+                     for c in self.policy_owner.values() if c.narrowed_from
+                     for p in self.policies(c))
         conn = self._connections.get(name)
         acts: list[Action] = []
         # an up Child SA's route stays: its down, unroute come when it goes
@@ -1210,9 +1285,10 @@ class Engine:
 
     def _conn_up(self, name: str) -> bool:
         """A Child SA of the routed conn carries its traffic (it ran the updown's up):
-        one owns the policies of the trap's reqid."""
+        one owns the policies of the trap's reqid, or of one narrowed from it."""
         pols = self.traps.routed.get(name)
-        return pols is not None and bool(pols) and pols[0].reqid in self.policy_owner
+        return pols is not None and bool(pols) and (pols[0].reqid in self.policy_owner
+                                                    or pols[0].reqid in self.narrowed)
 
     def routed(self, name: str) -> bool:
         return name in self.traps.routed

@@ -122,6 +122,9 @@ class ChildSA:
     # policies of this Child SA's, so that they never go out in cleartext
     blocked: tuple[tuple[TS, TS], ...] = ()
     reqid: int = 0
+    # the conn's reqid when this Child SA, narrowed to other selectors than the Child SA
+    # holding that reqid's policies, got one of its own (``Engine.install_child``), or 0
+    narrowed_from: int = 0
     encap: tuple[int, int] | None = None  # (local port, remote port) of ESP-in-UDP
     established_at: float = 0.0
     rekey_at: float | None = None
@@ -185,6 +188,8 @@ class IKESA:
     cookie: bytes = b""
     local_id: Identity | None = None
     remote_id: Identity | None = None
+    # the issuer DN of the peer's verified certificate (PLUTO_PEER_CA); "" without one
+    peer_ca: str = ""
     # message IDs (§2.3)
     next_out: int = 0
     outstanding: Outstanding | None = None

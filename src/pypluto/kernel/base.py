@@ -136,6 +136,13 @@ class KernelBackend(abc.ABC):
             if st is not None and (st.bytes or st.packets):
                 yield spi, st.bytes, st.packets
 
+    def plane_counters(self) -> dict[str, int]:
+        """Packets the data plane dropped or handled outside any one SA (an unknown SPI,
+        a runt, no policy, a shunt, NAT keepalives...), by name, for ``whack
+        --globalstatus`` and the status JSON; ``{}``: the backend keeps none (XFRM's
+        are the kernel's, in ``/proc/net/xfrm_stat``)."""
+        return {}
+
     @abc.abstractmethod
     def flush_own(self) -> None:
         """Remove everything this daemon installed (also leftovers of a crashed run)."""

@@ -160,6 +160,16 @@ class ChildCreate(Task):
                 old.rekey_at = now + RETRY_DELAY
                 ctx.log(acts, "peer answered TEMPORARY_FAILURE; retrying rekey later", c)
                 return acts
+            rekeyed = _rekey_in_flight(ctx, ike) if t == N.TEMPORARY_FAILURE else None
+            if rekeyed is not None and old is None:
+                # §2.8.2: ``ike`` is the peer's new IKE SA of a rekey collision, which
+                # the peer found redundant first; it waits behind our rekey in flight,
+                # whose outcome takes it to the IKE SA that survives (move_children)
+                ctx.log(acts, "peer answered TEMPORARY_FAILURE during an IKE SA rekey "
+                        f"collision; retrying once IKE SA #{rekeyed.serial}'s rekey is "
+                        "settled", c)
+                rekeyed.tasks.append(self.retry_with(self.group))
+                return acts
             if t == N.CHILD_SA_NOT_FOUND and old is not None:
                 ctx.log(acts, "peer no longer has the Child SA; removing it", old)
                 return acts + ctx.remove_child(old, now)
@@ -265,6 +275,19 @@ class ChildCreate(Task):
     @classmethod
     def respond(cls, ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
         return respond_child(ctx, ike, req, now)
+
+
+def _rekey_in_flight(ctx: IKEContext, ike: IKESA) -> IKESA | None:
+    """The IKE SA whose rekey by us is in flight while the peer rekeyed it into
+    ``ike`` (an IKE SA rekey collision not settled yet, §2.8.2), or None."""
+    if not ike.nonce_min:  # only an IKE SA made by a rekey is in a peer_rekeys list
+        return None
+    for old in ctx.peers_of(ike):
+        o = old.outstanding
+        if ike in old.peer_rekeys and old.rekeying and o is not None and \
+                o.task.exchange == EXCH_CHILD:
+            return old
+    return None
 
 
 def replace_refused(ctx: IKEContext, ike: IKESA, old: ChildSA, why: str, now: float

@@ -15,7 +15,7 @@ from pypluto.ike.actions import Action, EventKind
 from pypluto.ike.context import IKEContext, meant_up
 from pypluto.ike.sa import IKESA, IKEState
 from pypluto.ike.tasks.base import Inbound, Request, Task
-from pypluto.ike.tasks.child_delete import hand_over
+from pypluto.ike.tasks.child_delete import ChildDelete, hand_over
 from pypluto.params import IPNetwork
 from pypluto.wire import payloads as wp
 from pypluto.wire.payloads import Payload
@@ -121,8 +121,13 @@ def delete_ike(ctx: IKEContext, ike: IKESA, now: float) -> list[Action]:
     if any(isinstance(t, IKEDelete) for t in ike.tasks) or \
             (ike.outstanding and isinstance(ike.outstanding.task, IKEDelete)):
         return []
-    ike.tasks.clear()  # nothing else matters now (queued tasks hold no reservations)
-    return ctx.queue(ike, IKEDelete(), now)
+    # nothing else matters now (queued tasks hold no reservations), but for the Deletes
+    # of Child SAs (a rekey replaced them): they wait behind the Delete of the IKE SA,
+    # which deletes the Child SAs with it, unless the Child SAs move on first (our
+    # rekey of the IKE SA in flight completes, or the peer rekeys it): then the Deletes
+    # go with them (``ike_rekey.move_children``) and the peer drops the old Child SAs
+    ike.tasks[:] = [t for t in ike.tasks if isinstance(t, ChildDelete)]
+    return ctx.queue(ike, IKEDelete(), now, front=True)
 
 
 def send_delete_now(ctx: IKEContext, ike: IKESA) -> list[Action]:

@@ -87,7 +87,7 @@ class IKEInit(Task):
         if N.REDIRECT in ns and redirect.follow(  # RFC 5685 §4
                 ctx, ike, bytes(ns[N.REDIRECT].data), ike.ni, now, acts,
                 lambda t: ctx.drop_ike(ike, t, "redirected", None) +
-                redirect.restart(ctx, conn, t),
+                redirect.restart(ctx, conn, t, ike.reauth_of),
                 lambda t: fail(ctx, ike, t, "redirect not followed", FailReason.PEER_NOTIFY)):
             return acts
         if N.COOKIE in ns and not ike.cookie_retried:

@@ -97,6 +97,7 @@ def _new_ike(ctx: IKEContext, old: IKESA, initiator: bool, spi_i: bytes, spi_r: 
     new.ni, new.nr = ni, nr
     install_keys(ctx, new, k)
     new.local_id, new.remote_id = old.local_id, old.remote_id
+    new.peer_ca = old.peer_ca  # PLUTO_PEER_CA of the updown runs after the rekey
     new.nat_local, new.nat_remote = old.nat_local, old.nat_remote
     new.frag_ok = old.frag_ok
     new.mobike = old.mobike  # RFC 4555: negotiated in IKE_AUTH, not again in a rekey

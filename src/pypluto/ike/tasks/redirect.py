@@ -291,8 +291,14 @@ def _loop(conn: Connection, now: float) -> bool:
     return False
 
 
-def restart(ctx: IKEContext, conn: Connection, now: float) -> list[Action]:
-    return ctx.initiate_ike(conn, now)
+def restart(ctx: IKEContext, conn: Connection, now: float,
+            reauth_of: IKESA | None = None) -> list[Action]:
+    """A new IKE SA at the gateway ``conn`` now names; a redirected reauthentication
+    (``reauth_of``: the IKE SA it replaces, still up at the old gateway) stays one, so
+    that the old IKE SA is deleted once the new one is up (as without a redirect)."""
+    if reauth_of is not None and not ctx.is_live(reauth_of):
+        reauth_of = None
+    return ctx.initiate_ike(conn, now, reauth_of=reauth_of)
 
 
 class Redirected(Task):

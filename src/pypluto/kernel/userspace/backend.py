@@ -151,6 +151,7 @@ from pypluto.kernel.userspace.selectors import (
     frag_key,
     icmp_error_quote,
     inbound_check,
+    is_any_proto_ports,
     port_key,
 )
 from pypluto.kernel.userspace.traps import HoldQueue, icmp_unreachable
@@ -258,6 +259,7 @@ class PlaneCounters:
 
     no_policy: int = 0  # TUN packet matching no outbound policy / no SA
     shunted: int = 0  # TUN packets a drop/reject shunt discarded
+    clear_errors: int = 0  # ICMP errors about no protected flow, sent in the clear
     unknown_spi: int = 0  # ESP for an SPI we do not have (RFC 4303 §3.4.2)
     malformed: int = 0  # datagram too short to be ESP
     keepalives: int = 0  # NAT keepalives received (RFC 3948 §2.3)
@@ -285,6 +287,9 @@ class UserspaceBackend(KernelBackend):
     # routes not managed (an object built for tests) there is none
     _clear: InboundFilter | None = None
     _ike_ports: frozenset[int] = frozenset()  # local ports of the daemon's IKE sockets
+    # marked raw sockets (IPPROTO_RAW) by IP version: ICMP errors that the capture rules
+    # took into the TUN device and no policy covers leave by them (_send_clear)
+    _clear_out: Mapping[int, socket.socket] = {}
 
     def __init__(self, ifname: str = DEFAULT_IFNAME, *, table: int = DEFAULT_TABLE,
                  rule_priority: int = DEFAULT_RULE_PRIORITY, mtu: int = DEFAULT_MTU,
@@ -306,6 +311,7 @@ class UserspaceBackend(KernelBackend):
         self._pflow: dict[bytes, _Flow] = {}  # by addresses, protocol and ports (port_key)
         self._socks: list[tuple[tuple[str, int], socket.socket, Deliver]] = []
         self._raw: dict[int, socket.socket] = {}
+        self._clear_out = {}
         self._rxq: dict[int, RxQueue] = {}  # id(raw socket) -> its receive-queue limit
         self._ah: dict[int, AHSockets] = {}  # AH (IP protocol 51) by IP version
         self._routes = Routes(ifname, table, rule_priority, mark)
@@ -1091,6 +1097,8 @@ class UserspaceBackend(KernelBackend):
                 return hit
         found = out.lookup(pkt)
         if found is None:
+            if error and x is None:
+                self._send_clear(pkt, out)
             return None
         pol, by_address = found
         if pol.action != "ipsec":  # a drop/reject shunt (pass never reaches the TUN)
@@ -1115,6 +1123,43 @@ class UserspaceBackend(KernelBackend):
                 pflow.clear()
             pflow[pk if pk is not None else fk[0]] = ent  # type: ignore[index]
         return ent
+
+    def _send_clear(self, pkt: bytes, out: OutboundPolicies) -> None:
+        """An ICMP error in the TUN device whose quote matches no policy (RFC 4301 §6.2):
+        the rules for port-limited policies capture every error towards their remote
+        selectors (:func:`.routes.error_rules`), so one that no policy covers by its
+        own header either leaves in the clear by the host's routing, as with XFRM
+        (``icmp_route_lookup``: no policy for the quote's flow, none for its own);
+        one that a policy covers stays dropped (the quote names no SA of the tunnel)."""
+        sock = self._clear_out.get(pkt[0] >> 4)
+        if sock is None or out.covers(pkt):
+            return
+        dst = socket.inet_ntop(socket.AF_INET if pkt[0] >> 4 == 4 else socket.AF_INET6,
+                               pkt[16:20] if pkt[0] >> 4 == 4 else pkt[24:40])
+        try:
+            sock.sendto(pkt, (dst, 0))
+        except OSError:
+            self.counters.send_errors += 1
+            return
+        self.counters.clear_errors += 1
+        self.counters.no_policy -= 1  # the drain counts the None of _resolve as a drop
+
+    def _ensure_clear_out(self, version: int) -> None:
+        """The raw socket of :meth:`_send_clear` (marked: the host's routing, not ours)."""
+        if version in self._clear_out:
+            return
+        fam = socket.AF_INET6 if version == 6 else socket.AF_INET
+        try:
+            s = socket.socket(fam, socket.SOCK_RAW, socket.IPPROTO_RAW)  # header included
+        except OSError as e:
+            raise BackendError(f"cannot open a raw IP socket: {e.strerror}") from None
+        try:
+            self._mark(s)
+        except BackendError:
+            s.close()
+            raise
+        s.setblocking(False)
+        self._clear_out = {**self._clear_out, version: s}
 
     def _trapped(self, pkt: bytes, pol: PolicyParams) -> None:
         """A packet on a policy without an SA (a trap): hold it and raise an acquire."""
@@ -1423,6 +1468,12 @@ class UserspaceBackend(KernelBackend):
         """Bytes, packets and the drop counters: replay, integrity, selector (RFC 4301 §5.2)."""
         return self._sas.stats(dst, spi)
 
+    def plane_counters(self) -> dict[str, int]:
+        """:class:`PlaneCounters` and the trap policies' held packets (:mod:`.traps`)."""
+        out = {k: int(v) for k, v in dataclasses.asdict(self.counters).items()}
+        out.update(held=self.holds.held, hold_dropped=self.holds.dropped)
+        return out
+
     def sa_traffic(self, index: Mapping[int, tuple[IPAddress, str, str]]
                    ) -> Iterator[tuple[int, int, int]]:
         """The counters of the SAs that carried traffic, read in place (``SATable.traffic``)."""
@@ -1450,6 +1501,9 @@ class UserspaceBackend(KernelBackend):
                 self._xif_add(policy.if_id, policy.if_ip, ("pol", key), "policy",
                               policy.source_ip if policy.direction == "out" else None)
             elif policy.direction == "out" and fresh and self.manage_routes:
+                if policy.action != "pass" and not (is_any_proto_ports(policy.src)
+                                                    and is_any_proto_ports(policy.dst)):
+                    self._ensure_clear_out(policy.dst.network.version)  # error_rules
                 self._routes.add(policy, self._policy_mtu(policy))
             self._policies[key] = policy
             if policy.direction == "out":
@@ -1523,6 +1577,9 @@ class UserspaceBackend(KernelBackend):
         for s in self._raw.values():
             s.close()
         self._raw.clear()
+        for s in self._clear_out.values():
+            s.close()
+        self._clear_out = {}
         self._rxq.clear()
         for a in self._ah.values():
             a.close()

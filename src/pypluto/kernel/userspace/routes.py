@@ -17,6 +17,13 @@ policy routing (``ip rule``), and nothing else:
   match it).  ICMP type/code selectors are routed by protocol and the plane's
   own lookup checks type and code (the kernel's rule ports do not carry them
   for every kind of ICMP socket);
+* such a policy (of another protocol than ICMP) also gets rules at ``P-1`` that take
+  the ICMP errors to its remote selector (IPv4 types 3, 11 and 12, ICMPv6 types 1
+  to 4: :func:`error_rules`) into the TUN device: an error about a packet of the
+  tunnel (a port unreachable for a datagram that came through the SA) carries a
+  quote of it and goes through the SA of the quoted flow (RFC 4301 §6.2, as XFRM's
+  ``icmp_route_lookup``), not by its own header in the clear; the plane sends an
+  error that no policy covers in the clear itself (``UserspaceBackend._send_clear``);
 * a passthrough shunt (``type=passthrough``) gets a rule at ``P-2`` with its
   source, destination (and protocol/ports) pointing at the main table: its
   traffic takes the host's usual path even inside a tunnel's wider selectors
@@ -64,6 +71,21 @@ def rule_selector(policy: PolicyParams) -> tuple[str, ...]:
             if not is_any_ports(ts):
                 args += [kw, _range(ts)]
     return tuple(args)
+
+
+# ICMP errors in a rule's dport range: the kernel's flow of an ICMP message carries its
+# type and code where a port is (flowi's icmpt overlays dport), as type << 8 | code
+_ERROR_PORTS = {4: (("1", "768-1023"), ("1", "2816-3327")),  # 3; 11 and 12
+                6: (("58", "256-1279"),)}  # 1 to 4
+
+
+def error_rules(version: int, sel_args: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """``ip rule`` selector arguments that capture the ICMP errors towards the remote
+    selector of a protocol/port-limited policy (none for an ICMP policy, whose own rule
+    takes every ICMP message)."""
+    if sel_args[1] in ("1", "58"):
+        return ()
+    return tuple(("ipproto", proto, "dport", types) for proto, types in _ERROR_PORTS[version])
 
 
 def route_attrs(policy: PolicyParams, auto_mtu: int | None = None) -> list[str]:
@@ -227,6 +249,13 @@ class Routes:
                         self._del_addr(policy.source_ip)
                     raise
             self._rule_refs[key] = self._rule_refs.get(key, 0) + 1
+            for eargs in error_rules(v, sel_args):
+                ekey: _Rule = (v, str(net), eargs)
+                if self._rule_refs.get(ekey, 0) == 0:
+                    iproute.ip(iproute.fam(v), "rule", "add", "priority",
+                               str(self.priority - 1), "to", str(net), *eargs, "table",
+                               str(self.sel_table), check=False)
+                self._rule_refs[ekey] = self._rule_refs.get(ekey, 0) + 1
 
     def _pass_rule(self, policy: PolicyParams) -> _Rule:
         src, dst = policy.src, policy.dst
@@ -279,6 +308,16 @@ class Routes:
                                str(self.sel_table), check=False)
             else:
                 self._rule_refs[sel_key] = n
+            for eargs in error_rules(v, sel_args):
+                ekey: _Rule = (v, str(net), eargs)
+                n = self._rule_refs.get(ekey, 0) - 1
+                if n <= 0:
+                    if self._rule_refs.pop(ekey, None) is not None:
+                        iproute.ip(iproute.fam(v), "rule", "del", "priority",
+                                   str(self.priority - 1), "to", str(net), *eargs,
+                                   "table", str(self.sel_table), check=False)
+                else:
+                    self._rule_refs[ekey] = n
         table = self.sel_table if selective else self.table
         for rkey in [k for k in self._route_refs if k[:3] == (table, v, str(net))]:
             n = self._route_refs[rkey] - 1

@@ -105,14 +105,15 @@ class SATable:
         return self._sas.get((str(dst), spi))
 
     def stats(self, dst: IPAddress, spi: int) -> SAStats | None:
-        """A copy of one SA's counters (bytes, packets, replay/integrity/selector drops)."""
+        """A copy of one SA's counters (bytes, packets, replay/integrity/selector/malformed
+        drops)."""
         state = self.get(dst, spi)
         if state is None:
             return None
         s = state.stats
         return SAStats(bytes=s.bytes, packets=s.packets, last_used=s.last_used,
                        replay_drops=s.replay_drops, integrity_failures=s.integrity_failures,
-                       selector_drops=s.selector_drops)
+                       selector_drops=s.selector_drops, malformed=state.malformed)
 
     def add(self, sa: SAParams, on_expire: Callable[[SAExpire], None] | None,
             selector_check: Callable[[bytes], bool] | None) -> SAState:

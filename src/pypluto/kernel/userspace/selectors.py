@@ -309,6 +309,13 @@ class OutboundPolicies:
                 return pol, self._address_only(f)
         return None
 
+    def covers(self, pkt: bytes) -> bool:
+        """Whether some policy matches ``pkt`` by its own header, an ICMP error too (the
+        forward lookup of XFRM's ``icmp_route_lookup``): an error that :meth:`lookup`
+        gives no policy and no policy covers either is not the tunnels' to carry."""
+        f = flow_of(pkt)
+        return f is None or any(_policy_match(p, f) for p in self.policies)
+
     def _address_only(self, f: Flow) -> bool:
         """No policy that could also hold these addresses depends on protocol or ports."""
         for p in self.policies:

@@ -129,7 +129,7 @@ class IpsecInterfaces:
         except BackendError:
             os.close(fd)
             raise
-        _loose_rp_filter(kname)
+        _rp_filter_off(kname)
         log.info("ipsec-interface=%d: TUN device %s (%s)", if_id, kname,
                  "created" if self.managed else "the operator's")
         return x
@@ -170,11 +170,18 @@ def _has_addr(name: str, if_ip: str) -> bool:
     return f" {if_ip} " in r.stdout
 
 
-def _loose_rp_filter(ifname: str) -> None:
+def _rp_filter_off(ifname: str) -> None:
     """Decrypted packets come out of ipsecN from addresses the operator may route
-    elsewhere too; loose reverse-path filtering (RFC 3704 §2.2) accepts them."""
+    elsewhere (a host-to-host SA whose peer is routed by the physical link).  On a
+    device without an IPv4 address (no interface-ip=, or an IPv6 one) Linux's loose
+    mode (RFC 3704 §2.2, value 2) drops those as strict mode does (the "no address"
+    last resort of its source validation), so the device gets 0, as the plane's TUN
+    device (``backend._rp_filter_off``) and Libreswan's VTI devices: the SA's selector
+    check (RFC 4301 §5.2 step 4) rejects spoofed inner sources.  The kernel applies
+    the larger of this and net.ipv4.conf.all.rp_filter."""
     try:
         with open(f"/proc/sys/net/ipv4/conf/{ifname}/rp_filter", "w") as f:
-            f.write("2")
+            f.write("0")
     except OSError:
-        log.warning("cannot set rp_filter on %s", ifname)
+        log.warning("cannot set rp_filter on %s; decrypted packets from sources routed "
+                    "elsewhere may be dropped by reverse-path filtering", ifname)
