@@ -9,7 +9,7 @@ import signal
 
 import pytest
 from plutoproc import NetNS, wait_for
-from test_daemon_pair import CONF, child_sas, pair  # noqa: F401 - the fixture
+from test_daemon_pair import CONF, child_sas, pair, userspace_udp_tunnel  # noqa: F401 - the fixture
 
 from pypluto.control.client import call
 
@@ -28,12 +28,8 @@ def _table(ns: NetNS, table: int = 4500) -> list[dict]:
 def test_restart_after_sigkill_removes_leftovers(pair):  # noqa: F811
     """kill -9 leaves the lock, the socket, the rule and the routes; the next start
     removes them (here with a different backend, so pluto itself must) and works."""
-    start, w_ns, e_ns = pair
-    conf = CONF + "\tencapsulation=yes\n"
-    east = start("east", e_ns, "add", "--use-userspace", conf_text=conf)
-    west = start("west", w_ns, "add", "--use-userspace", conf_text=conf)
-    r = west.whack("--name", "west-east", "--initiate")
-    assert r.returncode == 0, r.stdout + west.log()
+    _, w_ns, _ = pair
+    west, east = userspace_udp_tunnel(pair)
     assert any(x.get("priority") == 4500 and str(x.get("table")) == "4500"
                for x in _rules(w_ns))
     assert any(x.get("priority") == 4498 for x in _rules(w_ns))  # own-socket bypass

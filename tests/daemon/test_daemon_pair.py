@@ -72,6 +72,18 @@ def child_sas(p: Pluto) -> list[dict]:
     return data["child_sas"]
 
 
+def userspace_udp_tunnel(pair) -> tuple[Pluto, Pluto]:  # type: ignore[no-untyped-def]
+    """West and east on the userspace plane with ESP in UDP (encapsulation=yes), and
+    west-east initiated by west: (west, east)."""
+    start, w_ns, e_ns = pair
+    conf = CONF + "\tencapsulation=yes\n"
+    east = start("east", e_ns, "add", "--use-userspace", conf_text=conf)
+    west = start("west", w_ns, "add", "--use-userspace", conf_text=conf)
+    r = west.whack("--name", "west-east", "--initiate")
+    assert r.returncode == 0, r.stdout + west.log()
+    return west, east
+
+
 def test_psk_tunnel_initiate_status_down(pair):
     start, _w, _e = pair
     east = start("east", _e, "add", "--use-none")

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from pki import PKI
 from plutoproc import wait_for
-from test_daemon_pair import CONF, child_sas, pair  # noqa: F401  (fixture)
+from test_daemon_pair import child_sas, pair, userspace_udp_tunnel  # noqa: F401  (fixture)
 
 import pypluto
 from pypluto.cli import ipsec as ipsec_cli
@@ -122,12 +122,8 @@ def test_userspace_pair_drops_reach_globalstatus_and_json(pair):  # noqa: F811
     """A real pair on the userspace plane, ESP in UDP: an unknown SPI, a runt, a NAT
     keepalive and a short packet with the live inbound SPI sent to east on port 4500
     are counted where an operator sees them (and one packet with a wrong ICV)."""
-    start, w_ns, e_ns = pair
-    conf = CONF + "\tencapsulation=yes\n"
-    east = start("east", e_ns, "add", "--use-userspace", conf_text=conf)
-    west = start("west", w_ns, "add", "--use-userspace", conf_text=conf)
-    r = west.whack("--name", "west-east", "--initiate")
-    assert r.returncode == 0, r.stdout + west.log()
+    _, w_ns, _ = pair
+    west, east = userspace_udp_tunnel(pair)
     wait_for(lambda: child_sas(east), 10, "east's Child SA")
     st = _status_json(east, "status")
     spi_in = st["ike_sas"][0]["children"][0]["spi_in"]

@@ -470,17 +470,7 @@ def test_daemon_lifecycle_with_a_failing_prepare(pair, tmp_path):  # noqa: F811
     r = west.whack("--name", "west-east", "--initiate")
     assert r.returncode == 0, r.stdout + west.log()
 
-    def calls(n: int) -> list[list[str]]:
-        deadline = time.monotonic() + 10
-        lines: list[list[str]] = []
-        while time.monotonic() < deadline:
-            lines = [ln.split() for ln in log.read_text().splitlines()] if log.exists() else []
-            if len(lines) >= n:
-                break
-            time.sleep(0.05)
-        return lines
-
-    up = calls(3)
+    up = _lines(log, 3)
     assert [c[0] for c in up] == ["prepare-client", "route-client", "up-client"]
     assert "prepare-client failed: updown script exited with status 3" in west.log()
     assert len(child_sas(west)) == 1 and len(child_sas(east)) == 1
@@ -489,7 +479,7 @@ def test_daemon_lifecycle_with_a_failing_prepare(pair, tmp_path):  # noqa: F811
         "ipv4", "IKEv2", "CK_PERMANENT", "no", "x", "0")
     assert iface.startswith("ppw"), iface  # the veth holding 192.0.2.1
     assert west.whack("--name", "west-east", "--terminate").returncode == 0
-    assert [c[0] for c in calls(5)[3:]] == ["down-client", "unroute-client"]
+    assert [c[0] for c in _lines(log, 5)[3:]] == ["down-client", "unroute-client"]
 
 
 ROUTE_RECORD = """#!/bin/sh

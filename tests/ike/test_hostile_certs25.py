@@ -147,16 +147,21 @@ NOT_IN_CERT = {
 }
 
 
+def _refused_as_not_in_the_certificate(tmp_path: Path, id_type: int, data: bytes) -> None:
+    """West signs (RFC 7427, its real key) for IDi (``id_type``, ``data``): refused as
+    not in its certificate."""
+    net, _, west = _west_with_sans(tmp_path)
+    lines = _refused(net, _forge(net, idi=_id(id_type, data), method=14,
+                                 auth=_signed(west.key)))
+    assert any("is neither the subject nor a subjectAltName" in m for m in lines), lines
+
+
 @pytest.mark.parametrize("case", sorted(NOT_IN_CERT))
 def test_idi_not_in_the_certificate_is_refused(tmp_path: Path, case: str) -> None:
     """West signs (RFC 7427, its real key, over the lying IDi) and shows a certificate
     the trusted CA issued, but the ID it claims is not the subject nor a subjectAltName:
     refused (RFC 4945 §3.1; Libreswan 5.2 ``require-id-on-certificate=yes``)."""
-    net, _, west = _west_with_sans(tmp_path)
-    id_type, data = NOT_IN_CERT[case]
-    lines = _refused(net, _forge(net, idi=_id(id_type, data), method=14,
-                                 auth=_signed(west.key)))
-    assert any("is neither the subject nor a subjectAltName" in m for m in lines), lines
+    _refused_as_not_in_the_certificate(tmp_path, *NOT_IN_CERT[case])
 
 
 CROSS_TYPE = {
@@ -174,11 +179,7 @@ def test_id_matches_only_its_own_kind_of_subjectaltname(tmp_path: Path, case: st
     kind of subjectAltName (ID_FQDN with dNSName, ID_RFC822_ADDR with rfc822Name, an
     address ID with iPAddress) and RFC 5280 §4.2.1.6 keeps mail addresses out of
     dNSName: we follow the RFCs and refuse the cross-type match."""
-    net, _, west = _west_with_sans(tmp_path)
-    id_type, data = CROSS_TYPE[case]
-    lines = _refused(net, _forge(net, idi=_id(id_type, data), method=14,
-                                 auth=_signed(west.key)))
-    assert any("is neither the subject nor a subjectAltName" in m for m in lines), lines
+    _refused_as_not_in_the_certificate(tmp_path, *CROSS_TYPE[case])
 
 
 IN_CERT = {

@@ -450,13 +450,9 @@ def test_redirected_from_alone_says_the_client_supports_redirect(
     assert net.west.engine.connections["west-east"].remote.host_addr == GW_B
 
 
-@pytest.mark.parametrize("where", ["ike_auth", "ike_sa_init"])
-def test_a_reauthentication_redirected_moves_the_policies_too(where: str) -> None:
-    """reauth=yes: the new IKE SA (make-before-break) is redirected by gateway A to B in
-    IKE_AUTH (send-redirect=) or IKE_SA_INIT (global-redirect=).  The old IKE SA at A
-    keeps the connection's policies until it goes; the Child SA at B then inherits
-    them, and their templates must name B: pypluto kept A's, so the only Child SA was
-    B's while outbound traffic was still steered to A (no SA there: dropped)."""
+def _reauth_redirected(where: str) -> Net3:
+    """West up with gateway A (reauth=yes), which redirects a new IKE SA to B in
+    IKE_AUTH (``where="ike_auth"``, send-redirect=) or IKE_SA_INIT (global-redirect=)."""
     net = Net3()
     net.west.engine.connections["west-east"].reauth = True
     net.up()
@@ -465,6 +461,17 @@ def test_a_reauthentication_redirected_moves_the_policies_too(where: str) -> Non
     else:
         net.east.engine.settings.global_redirect = "yes"
         net.east.engine.settings.global_redirect_to = [GW_B]
+    return net
+
+
+@pytest.mark.parametrize("where", ["ike_auth", "ike_sa_init"])
+def test_a_reauthentication_redirected_moves_the_policies_too(where: str) -> None:
+    """reauth=yes: the new IKE SA (make-before-break) is redirected by gateway A to B in
+    IKE_AUTH (send-redirect=) or IKE_SA_INIT (global-redirect=).  The old IKE SA at A
+    keeps the connection's policies until it goes; the Child SA at B then inherits
+    them, and their templates must name B: pypluto kept A's, so the only Child SA was
+    B's while outbound traffic was still steered to A (no SA there: dropped)."""
+    net = _reauth_redirected(where)
     net.advance(8 * 3600 + 60)  # the reauthentication, then the old IKE SA's expiry
     ikes = net.west.engine.status(net.now).ike_sas
     assert [i.remote for i in ikes] == [f"{GW_B}:500"], net.west.logs()

@@ -6,8 +6,6 @@ a new Child SA refused TEMPORARY_FAILURE on the redundant IKE SA of a rekey coll
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from pypluto.iana import ExchangeType
@@ -17,17 +15,18 @@ from pypluto.ike.tasks.ike_rekey import IKERekey
 from pypluto.ike.tasks.liveness import Liveness
 
 from .harness import make_conn
+from .test_hostile_ext25 import _reauth_redirected
 from .test_loss_redteam25 import (
-    JitterNet,
     KNet,
+    _faulty_net,
+    _heal_and_check,
     _ike,
     _logs,
     _queued,
     _settled,
     _teardown,
 )
-from .test_redirect import GW_B, Net3
-from .test_redirect_ikeauth import _gateway_a
+from .test_redirect import GW_B
 
 CHILD, INFO = ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL
 
@@ -40,14 +39,7 @@ def test_a_redirected_reauthentication_deletes_the_old_ike_sa(where: str) -> Non
     the IKE SA it starts at B replaces the one at A: that one lingered until it
     expired (rekeying its Child SA meanwhile, a second tunnel to A).  Now it is
     deleted once B's IKE SA is up, as a reauthentication without redirect does."""
-    net = Net3()
-    net.west.engine.connections["west-east"].reauth = True
-    net.up()
-    if where == "ike_auth":
-        _gateway_a(net)
-    else:
-        net.east.engine.settings.global_redirect = "yes"
-        net.east.engine.settings.global_redirect_to = [GW_B]
+    net = _reauth_redirected(where)
     (old,) = net.established(net.west)
     ikelifetime = old.expire_at
     assert old.rekey_at is not None and ikelifetime is not None
@@ -143,12 +135,7 @@ def test_ike_sa_expiring_mid_rekey_under_jitter_loss_and_duplicates() -> None:
     agree, with no Child SA left behind or held back."""
     hit = 0
     for seed in range(40):
-        rnd = random.Random(seed)
-        net = JitterNet(rnd, seed=seed % 50 + 1, west_kw={"dpddelay": 10.0},
-                        east_kw={"dpddelay": 10.0})
-        net.up()
-        net.advance(1)
-        net.faulty = True
+        rnd, net = _faulty_net(seed)
         w = net.west.engine
         net.apply(net.west, w.rekey_child("west-east", net.now))
         net.until(net.now + rnd.choice([0.0, 0.5, 1.5]))
@@ -162,15 +149,7 @@ def test_ike_sa_expiring_mid_rekey_under_jitter_loss_and_duplicates() -> None:
                 w.schedule(ike)
                 break
             net.until(net.now + 0.25)
-        net.until(net.now + 20)
-        net.faulty = False
-        net.until(net.now + 10)
-        net.settle(400)
-        try:
-            _settled(net)
-            _teardown(net)
-        except AssertionError as e:
-            raise AssertionError(f"seed {seed}: {e}") from e
+        _heal_and_check(net, seed)
     assert hit >= 3  # seeds where a Child SA's Delete waited behind that rekey
 
 

@@ -290,6 +290,18 @@ def _no_internal_error(net: FaultNet) -> None:
                 assert a.kind is not EventKind.INTERNAL_ERROR, (side.name, a)
 
 
+def _tables_are(side: Side, children: list) -> None:
+    """One end's SA tables, kernel SAs and policies are its IKE SAs and ``children``."""
+    eng = side.engine
+    assert set(eng.ike_sas) == {i.local_spi for i in eng.by_serial.values()}, side.name
+    assert set(eng.children_in) == {c.spi_in for c in children}, side.name
+    assert set(eng.children_out) == {c.spi_out for c in children}, side.name
+    kernel = {(sa.spi, sa.direction) for sa in side.kernel_sas.values()}
+    want = {(c.spi_in, "in") for c in children} | {(c.spi_out, "out") for c in children}
+    assert kernel == want, (side.name, kernel, want)
+    assert {p.reqid for p in side.policies} == {c.reqid for c in children}, side.name
+
+
 def _settled_side(side: Side) -> None:
     """Nothing half-done on one end, and its kernel view is its established Child SAs."""
     eng = side.engine
@@ -305,13 +317,7 @@ def _settled_side(side: Side) -> None:
             assert not c.replaced and not c.rekeying and not c.peer_rekeys, \
                 (side.name, c.serial)
             children.append(c)
-    assert set(eng.ike_sas) == {i.local_spi for i in eng.by_serial.values()}, side.name
-    assert set(eng.children_in) == {c.spi_in for c in children}, side.name
-    assert set(eng.children_out) == {c.spi_out for c in children}, side.name
-    kernel = {(sa.spi, sa.direction) for sa in side.kernel_sas.values()}
-    want = {(c.spi_in, "in") for c in children} | {(c.spi_out, "out") for c in children}
-    assert kernel == want, (side.name, kernel, want)
-    assert {p.reqid for p in side.policies} == {c.reqid for c in children}, side.name
+    _tables_are(side, children)
     assert eng.n_halfopen == 0 and not eng.computing, side.name
     assert all(i.serial in eng.by_serial for i in eng.halfopen.values()), side.name
 

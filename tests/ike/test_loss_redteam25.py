@@ -15,15 +15,7 @@ import random
 import pytest
 
 from pypluto.iana import ExchangeType
-from pypluto.ike.actions import (
-    Action,
-    AddSA,
-    ConnectionEvent,
-    DelSA,
-    EventKind,
-    Log,
-    SendPacket,
-)
+from pypluto.ike.actions import Action, AddSA, DelSA, SendPacket
 from pypluto.ike.sa import ChildState, IKEState
 from pypluto.ike.settings import EngineSettings
 from pypluto.ike.tasks.child_delete import delete_children
@@ -31,6 +23,7 @@ from pypluto.ike.tasks.liveness import Liveness
 from pypluto.wire import message as wm
 
 from .harness import Net, Side, make_conn
+from .test_loss_enumeration import _agree, _no_internal_error, _tables_are
 
 
 class KNet(Net):
@@ -65,15 +58,6 @@ def _logs(side: Side, text: str) -> list[str]:
     return [m for m in side.logs() if text in m]
 
 
-def _no_internal_error(net: Net) -> None:
-    for side in (net.west, net.east):
-        for a in side.actions:
-            if isinstance(a, Log):
-                assert "internal error" not in a.message, (side.name, a.message)
-            if isinstance(a, ConnectionEvent):
-                assert a.kind is not EventKind.INTERNAL_ERROR, (side.name, a)
-
-
 def _settled(net: Net) -> None:
     _no_internal_error(net)
     for side in (net.west, net.east):
@@ -89,19 +73,8 @@ def _settled(net: Net) -> None:
                     (side.name, c.serial)
                 assert c.pending_out is None, (side.name, c.serial)
                 children.append(c)
-        assert set(eng.ike_sas) == {i.local_spi for i in eng.by_serial.values()}
-        assert set(eng.children_in) == {c.spi_in for c in children}, side.name
-        assert set(eng.children_out) == {c.spi_out for c in children}, side.name
-        kernel = {(sa.spi, sa.direction) for sa in side.kernel_sas.values()}
-        want = {(c.spi_in, "in") for c in children} | {(c.spi_out, "out") for c in children}
-        assert kernel == want, (side.name, kernel, want)
-        assert {p.reqid for p in side.policies} == {c.reqid for c in children}, side.name
-    w_ike = {(i.spi_i, i.spi_r) for i in net.established(net.west)}
-    e_ike = {(i.spi_i, i.spi_r) for i in net.established(net.east)}
-    assert w_ike == e_ike, (w_ike, e_ike)
-    w_child = {(c.spi_in, c.spi_out) for c in net.children(net.west)}
-    e_child = {(c.spi_out, c.spi_in) for c in net.children(net.east)}
-    assert w_child == e_child, (w_child, e_child)
+        _tables_are(side, children)
+    _agree(net)
 
 
 def _teardown(net: KNet) -> None:
@@ -198,6 +171,30 @@ def _run_dropping(net: Net, victim: tuple[str, int, bool, int] | None) -> None:
         assert n < 500
 
 
+def _rekeys_with_a_child_delete(seed: int, who: str) -> tuple[KNet, Side, Side, list[int]]:
+    """Both ends rekey the IKE SA; ``who`` (a) also deletes the Child SA, queued behind
+    its rekey.  With the message IDs queued after a's rekey alone."""
+    net = KNet(seed=seed)
+    net.up()
+    a = getattr(net, who)
+    b = net.other(a)
+    net.apply(a, a.engine.rekey_ike("west-east", net.now))
+    ike = _ike(a)
+    msgids = [_hdr(p.data)[2] for _, p in net.queue]
+    net.apply(a, a.engine.guarded(ike, net.now, "test", lambda: delete_children(
+        a.engine, ike, list(ike.children), net.now)))
+    net.apply(b, b.engine.rekey_ike("west-east", net.now))
+    return net, a, b, msgids
+
+
+def _no_child_left(net: KNet) -> None:
+    """Settled with the Child SA gone on both ends, then the teardown checks."""
+    _settled(net)
+    assert not net.children(net.west) and not net.west.kernel_sas and \
+        not net.east.kernel_sas
+    _teardown(net)
+
+
 @pytest.mark.parametrize("lost", [False, True], ids=["in-order", "answer-lost"])
 @pytest.mark.parametrize(("seed", "who"), [(1, "west"), (7, "east")])
 def test_child_delete_in_flight_on_the_peers_redundant_ike_sa(seed: int, who: str,
@@ -211,23 +208,12 @@ def test_child_delete_in_flight_on_the_peers_redundant_ike_sa(seed: int, who: st
     rekey was lost, so the loser deleted its IKE SA before the winner saw the
     collision): the winner kept the Child SA half-deleted for ever, the loser kept
     it established.  Now it starts again on the surviving IKE SA."""
-    net = KNet(seed=seed)
-    net.up()
-    a = getattr(net, who)
-    b = net.other(a)
-    net.apply(a, a.engine.rekey_ike("west-east", net.now))
-    ike = _ike(a)
-    (msgid,) = [_hdr(p.data)[2] for _, p in net.queue]
-    net.apply(a, a.engine.guarded(ike, net.now, "test", lambda: delete_children(
-        a.engine, ike, list(ike.children), net.now)))
-    net.apply(b, b.engine.rekey_ike("west-east", net.now))
+    net, a, b, msgids = _rekeys_with_a_child_delete(seed, who)
+    (msgid,) = msgids
     _run_dropping(net, (b.name, ExchangeType.CREATE_CHILD_SA, True, msgid) if lost else None)
     net.settle()
     assert _logs(a, "the peer deletes it") or _logs(b, "is redundant")
-    _settled(net)
-    assert not net.children(net.west) and not net.west.kernel_sas and \
-        not net.east.kernel_sas
-    _teardown(net)
+    _no_child_left(net)
 
 
 @pytest.mark.parametrize(("seed", "who"), [(1, "west"), (7, "east")])
@@ -239,15 +225,7 @@ def test_child_delete_answered_on_the_redundant_ike_sa_before_the_collision_is_s
     on its redundant IKE SA and answered with nothing: the winner dropped the Child
     SA, the loser kept it for ever.  Now the loser deletes it from the surviving IKE
     SA of the same peer and names it in the answer."""
-    net = KNet(seed=seed)
-    net.up()
-    a = getattr(net, who)
-    b = net.other(a)
-    net.apply(a, a.engine.rekey_ike("west-east", net.now))
-    ike = _ike(a)
-    net.apply(a, a.engine.guarded(ike, net.now, "test", lambda: delete_children(
-        a.engine, ike, list(ike.children), net.now)))
-    net.apply(b, b.engine.rekey_ike("west-east", net.now))
+    net, a, b, _ = _rekeys_with_a_child_delete(seed, who)
     net.step()  # a's rekey reaches b, which answers
     net.step()  # b's rekey reaches a, which answers and sends the Delete on b's new SA
     child, info = ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL
@@ -264,10 +242,7 @@ def test_child_delete_answered_on_the_redundant_ike_sa_before_the_collision_is_s
     assert not net.children(a)
     net.queue.append(late)
     net.settle()
-    _settled(net)
-    assert not net.children(net.west) and not net.west.kernel_sas and \
-        not net.east.kernel_sas
-    _teardown(net)
+    _no_child_left(net)
 
 
 @pytest.mark.parametrize(("seed", "who"), [(1, "east"), (7, "west")])
@@ -583,6 +558,30 @@ class JitterNet(KNet):
         self.now = end
 
 
+def _faulty_net(seed: int) -> tuple[random.Random, JitterNet]:
+    """Both ends up (DPD every 10 s) on a ``JitterNet`` turned faulty after 1 s."""
+    rnd = random.Random(seed)
+    net = JitterNet(rnd, seed=seed % 50 + 1, west_kw={"dpddelay": 10.0},
+                    east_kw={"dpddelay": 10.0})
+    net.up()
+    net.advance(1)
+    net.faulty = True
+    return rnd, net
+
+
+def _heal_and_check(net: JitterNet, seed: int) -> None:
+    """The network heals: after what is still in flight, both ends must agree."""
+    net.until(net.now + 20)
+    net.faulty = False
+    net.until(net.now + 10)  # what is still in flight arrives
+    net.settle(400)
+    try:
+        _settled(net)
+        _teardown(net)
+    except AssertionError as e:
+        raise AssertionError(f"seed {seed}: {e}") from e
+
+
 @pytest.mark.parametrize("block", range(4))
 def test_random_collisions_under_jitter_loss_and_duplicates(block: int) -> None:
     """Random mixes of both ends' rekeys (Child SA, IKE SA), Child SA deletes and
@@ -591,12 +590,7 @@ def test_random_collisions_under_jitter_loss_and_duplicates(block: int) -> None:
     must agree (DPD on, so an end that gave up is noticed by the other)."""
     ops = ["rekey_child", "rekey_ike", "delete_child", "probe", "wait"]
     for seed in range(block * 50, block * 50 + 50):
-        rnd = random.Random(seed)
-        net = JitterNet(rnd, seed=seed % 50 + 1, west_kw={"dpddelay": 10.0},
-                        east_kw={"dpddelay": 10.0})
-        net.up()
-        net.advance(1)
-        net.faulty = True
+        rnd, net = _faulty_net(seed)
         for _ in range(6):
             op, who = rnd.choice(ops), rnd.choice(["west", "east"])
             if op == "wait":
@@ -607,12 +601,4 @@ def test_random_collisions_under_jitter_loss_and_duplicates(block: int) -> None:
                 _start(net, who, op)
             if rnd.random() < 0.5:
                 net.until(net.now + 2 * rnd.random())
-        net.until(net.now + 20)
-        net.faulty = False
-        net.until(net.now + 10)  # what is still in flight arrives
-        net.settle(400)
-        try:
-            _settled(net)
-            _teardown(net)
-        except AssertionError as e:
-            raise AssertionError(f"seed {seed}: {e}") from e
+        _heal_and_check(net, seed)

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from lab import EAST_INNER, EAST_OUTER, EAST_SUBNET, Lab, require
 from peers import PROPOSALS, PSK, Pypluto, StrongSwan, have_strongswan, swanctl_conf
-from test_nat_many_clients import KEEPALIVE, _nat_with_clients
+from test_nat_many_clients import KEEPALIVE, Client, _nat_with_clients
 from test_roadwarrior import CLIENT, NAT_OUT, _nat_client
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.timeout(180)]
@@ -40,36 +40,28 @@ CONN = "road-east"
 NAT_PORTS = (40000, 40999)  # the NAT's UDP source ports (never road's own 500/4500)
 REVIVING = "connection is supposed to remain up; initiating it again"
 
-EAST_CONF = f"""\
+
+def _conf(left: str, leftid: str, leftsubnet: str, auto: str) -> str:
+    """ipsec.conf with conn road-east, road on the left (``leftsubnet``: whole lines);
+    east's (auto=keep) gives a revival up after 2 s of retransmissions."""
+    timeout = "\tretransmit-timeout=2s\n" if auto == "keep" else ""
+    return f"""\
 config setup
 \tplutodebug=none
 
 conn {CONN}
-\tleft=%any
-\tleftid=@road
-\tleftsubnet={CLIENT}/32
-\tright={EAST_OUTER}
+\tleft={left}
+\tleftid={leftid}
+{leftsubnet}\tright={EAST_OUTER}
 \trightid=@east
 \trightsubnet={EAST_SUBNET}
 \tauthby=secret
-\tretransmit-timeout=2s
-\tauto=keep
+{timeout}\tauto={auto}
 """
 
-ROAD_CONF = f"""\
-config setup
-\tplutodebug=none
 
-conn {CONN}
-\tleft=%defaultroute
-\tleftid=@road
-\tleftsubnet={CLIENT}/32
-\tright={EAST_OUTER}
-\trightid=@east
-\trightsubnet={EAST_SUBNET}
-\tauthby=secret
-\tauto=add
-"""
+EAST_CONF = _conf("%any", "@road", f"\tleftsubnet={CLIENT}/32\n", "keep")
+ROAD_CONF = _conf("%defaultroute", "@road", f"\tleftsubnet={CLIENT}/32\n", "add")
 
 SECRETS = f'@road @east : PSK "{PSK}"\n'
 
@@ -239,22 +231,19 @@ def test_keep_revival_fails_cleanly_when_road_is_gone(lab: Lab, cell: Callable[.
     cell(note="road gone: east's one revival attempt failed, nothing left, no retry")
 
 
-TWO_EAST_CONF = f"""\
-config setup
-\tplutodebug=none
+TWO_EAST_CONF = _conf("%any", "%any", "\tleftsubnet=198.51.100.0/24\n\tnarrowing=yes\n", "keep")
 
-conn {CONN}
-\tleft=%any
-\tleftid=%any
-\tleftsubnet=198.51.100.0/24
-\tnarrowing=yes
-\tright={EAST_OUTER}
-\trightid=@east
-\trightsubnet={EAST_SUBNET}
-\tauthby=secret
-\tretransmit-timeout=2s
-\tauto=keep
-"""
+
+def _strongswan_road_up(lab: Lab, road: Client, charon_extra: str = "") -> StrongSwan:
+    """A strongSwan road of ``_nat_with_clients`` up with east (its own /32 to east's
+    subnet)."""
+    sw = StrongSwan(lab, road.ns, "strongswan-road", charon_extra=charon_extra).start()
+    sw.load(swanctl_conf(conn=CONN, local=road.addr, remote=EAST_OUTER, local_id=road.ident,
+                         remote_id="east", local_ts=f"{road.addr}/32", remote_ts=EAST_SUBNET,
+                         proposal=PROPOSALS[0]))
+    r = sw.initiate(check=False)
+    assert sw.established() is not None, r.stdout[-2000:]
+    return sw
 
 
 def test_keep_revives_one_of_two_roads_behind_one_nat(lab: Lab,
@@ -277,13 +266,7 @@ def test_keep_revives_one_of_two_roads_behind_one_nat(lab: Lab,
     a, b = _nat_with_clients(lab, ["strongswan", "pypluto"])
     east = Pypluto(lab, lab.east, "pypluto-east").start(
         TWO_EAST_CONF, secrets=f'@east %any : PSK "{PSK}"\n')
-    sw = StrongSwan(lab, a.ns, "strongswan-road",
-                    charon_extra=f"keep_alive = {KEEPALIVE}s").start()
-    sw.load(swanctl_conf(conn=CONN, local=a.addr, remote=EAST_OUTER, local_id=a.ident,
-                         remote_id="east", local_ts=f"{a.addr}/32", remote_ts=EAST_SUBNET,
-                         proposal=PROPOSALS[0]))
-    r = sw.initiate(check=False)
-    assert sw.established() is not None, r.stdout[-2000:]
+    sw = _strongswan_road_up(lab, a, charon_extra=f"keep_alive = {KEEPALIVE}s")
     us = Pypluto(lab, b.ns, "pypluto-road").start(
         ROAD_CONF.replace("\tplutodebug=none\n", f"\tkeep-alive={KEEPALIVE}\n")
         .replace("@road", f"@{b.ident}").replace(CLIENT, b.addr),
@@ -340,12 +323,7 @@ def test_two_revived_roads_keep_their_own_child_sas(lab: Lab,
         TWO_EAST_CONF.replace("\tleftsubnet=198.51.100.0/24\n\tnarrowing=yes\n", ""),
         secrets=f'@east %any : PSK "{PSK}"\n')
     assert "leftsubnet" not in (east.dir / "ipsec.conf").read_text()
-    sw = StrongSwan(lab, a.ns, "strongswan-road").start()
-    sw.load(swanctl_conf(conn=CONN, local=a.addr, remote=EAST_OUTER, local_id=a.ident,
-                         remote_id="east", local_ts=f"{a.addr}/32", remote_ts=EAST_SUBNET,
-                         proposal=PROPOSALS[0]))
-    r = sw.initiate(check=False)
-    assert sw.established() is not None, r.stdout[-2000:]
+    sw = _strongswan_road_up(lab, a)
     us = Pypluto(lab, b.ns, "pypluto-road").start(
         ROAD_CONF.replace("@road", f"@{b.ident}").replace(f"\tleftsubnet={CLIENT}/32\n", ""),
         secrets=f'@{b.ident} @east : PSK "{PSK}"\n')

@@ -1148,17 +1148,7 @@ class UserspaceBackend(KernelBackend):
         """The raw socket of :meth:`_send_clear` (marked: the host's routing, not ours)."""
         if version in self._clear_out:
             return
-        fam = socket.AF_INET6 if version == 6 else socket.AF_INET
-        try:
-            s = socket.socket(fam, socket.SOCK_RAW, socket.IPPROTO_RAW)  # header included
-        except OSError as e:
-            raise BackendError(f"cannot open a raw IP socket: {e.strerror}") from None
-        try:
-            self._mark(s)
-        except BackendError:
-            s.close()
-            raise
-        s.setblocking(False)
+        s = self._open_raw(version, socket.IPPROTO_RAW, "IP")  # header included
         self._clear_out = {**self._clear_out, version: s}
 
     def _trapped(self, pkt: bytes, pol: PolicyParams) -> None:
@@ -1287,21 +1277,25 @@ class UserspaceBackend(KernelBackend):
     def handle_esp(self, data: bytes, local: tuple[str, int], remote: tuple[str, int]) -> None:
         self._esp_in(data)
 
-    def _ensure_raw(self, version: int) -> None:
-        if version in self._raw:
-            return
+    def _open_raw(self, version: int, proto: int, what: str) -> socket.socket:
+        """A marked, non-blocking raw socket of IP ``version`` for ``proto``."""
         fam = socket.AF_INET6 if version == 6 else socket.AF_INET
         try:
-            s = socket.socket(fam, socket.SOCK_RAW, IPPROTO_ESP)
+            s = socket.socket(fam, socket.SOCK_RAW, proto)
         except OSError as e:
-            raise BackendError(f"cannot open a raw ESP socket: {e.strerror}") from None
+            raise BackendError(f"cannot open a raw {what} socket: {e.strerror}") from None
         try:
             self._mark(s)
         except BackendError:
             s.close()
             raise
         s.setblocking(False)
-        self._raw[version] = s
+        return s
+
+    def _ensure_raw(self, version: int) -> None:
+        if version in self._raw:
+            return
+        self._raw[version] = self._open_raw(version, IPPROTO_ESP, "ESP")
         self._kick()
 
     def _ensure_ah(self, version: int) -> None:
