@@ -814,8 +814,7 @@ class Engine:
             acts += [AddPolicy(p) for p in self.policies(child)]
         if child.conn.name in self.traps.flows:  # an acquire's negotiation is done
             acts += self.traps.established(child.conn.name)
-        child.owns_policy = True
-        self.policy_owner[child.reqid] = child
+        acts += self._take_policies(child, owner)
         if child.narrowed_from:
             self.narrowed.setdefault(child.narrowed_from, {})[child.reqid] = None
         child.to(ChildState.ESTABLISHED)
@@ -964,11 +963,7 @@ class Engine:
             heir = next((c for c in self.by_reqid.get(child.reqid, ())
                          if c.state is ChildState.ESTABLISHED and c is not child), None)
             if heir is not None:
-                heir.owns_policy = True
-                self.policy_owner[child.reqid] = heir
-                if (heir.local_addr, heir.remote_addr) != (child.local_addr,
-                                                           child.remote_addr):
-                    acts += [AddPolicy(p) for p in self.policies(heir)]  # its templates
+                acts += self._take_policies(heir, child)
             else:
                 self.policy_owner.pop(child.reqid, None)
                 acts += self._policies_gone(child)
@@ -977,6 +972,18 @@ class Engine:
                  f"0x{child.spi_out:08x}", child)
         acts.append(ConnectionEvent(EventKind.CHILD_DELETED, child.conn.name, child.serial))
         return acts
+
+    def _take_policies(self, child: ChildSA, prev: ChildSA | None) -> list[Action]:
+        """``child`` owns its reqid's policies from now on, after ``prev``.  Their
+        templates name the owner's outer addresses: when ``prev``'s differ (a
+        reauthentication redirected to another gateway, RFC 5685; a peer that came back
+        from another address), they are sent again with ``child``'s."""
+        child.owns_policy = True
+        self.policy_owner[child.reqid] = child
+        if prev is None or (prev.local_addr, prev.remote_addr) == (child.local_addr,
+                                                                   child.remote_addr):
+            return []
+        return [AddPolicy(p) for p in self.policies(child)]
 
     def _policies_gone(self, child: ChildSA) -> list[Action]:
         """The last Child SA of its reqid goes: its policies go.  The conn's reqid: a

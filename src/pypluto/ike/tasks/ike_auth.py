@@ -22,14 +22,7 @@ from pypluto.iana import NotifyType as N
 from pypluto.iana import PayloadType as PT
 from pypluto.ike import addke, auth_sig, codec, ppk
 from pypluto.ike import child as childmod
-from pypluto.ike.actions import (
-    Action,
-    AddPolicy,
-    ConnectionEvent,
-    EventKind,
-    FailReason,
-    Log,
-)
+from pypluto.ike.actions import Action, ConnectionEvent, EventKind, FailReason, Log
 from pypluto.ike.codec import Payload, Proposals
 from pypluto.ike.context import IKEContext
 from pypluto.ike.identity import (
@@ -354,12 +347,6 @@ class IKEAuth(Task):
         acts += self._finish_child(ctx, ike, payloads, now)
         ike.ni = ike.nr = b""  # used: AUTH and the first Child SA's KEYMAT (issue 18)
         if old is not None and ctx.is_live(old):  # make-before-break: new Child SA first
-            if (old.local.addr, old.remote.addr) != (ike.local.addr, ike.remote.addr):
-                # a reauthentication redirected to another gateway (RFC 5685): its Child
-                # SAs took the conn's policies over from the old gateway's, and the
-                # installed ones name that gateway in their templates until sent again
-                acts += [AddPolicy(p) for c in ike.children if c.owns_policy
-                         for p in ctx.policies(c)]
             acts += delete_ike(ctx, old, now)
         return acts
 
