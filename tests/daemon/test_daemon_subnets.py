@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from plutoproc import wait_for
 from test_daemon_pair import CONF, child_sas, pair  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.netns
@@ -24,7 +25,9 @@ def test_whack_on_the_name_acts_on_every_subnet_pair(pair):  # noqa: F811
     assert len(child_sas(east)) == 2
     r = west.whack("--name", "west-east", "--terminate")
     assert r.returncode == 0, r.stdout
-    assert child_sas(west) == []
+    # whack returns once the Deletes are sent; the second one waits on the shared IKE SA
+    # for the first one's answer (one exchange at a time), so its Child SA goes a moment later
+    wait_for(lambda: child_sas(west) == [], 10, "every Child SA gone")
     r = west.whack("--name", "no-such", "--initiate")
     assert r.returncode != 0 and 'no connection or alias named "no-such"' in r.stdout + r.stderr
 
@@ -51,4 +54,6 @@ def test_whack_on_a_connalias_acts_on_its_conns(pair):  # noqa: F811
     assert "connection is already up" in r.stdout  # west-east: at once, nothing to wait for
     r = west.whack("--name", "both", "--terminate")
     assert r.returncode == 0, r.stdout
-    assert child_sas(west) == []
+    # whack returns once the Deletes are sent; the second one waits on the shared IKE SA
+    # for the first one's answer (one exchange at a time), so its Child SA goes a moment later
+    wait_for(lambda: child_sas(west) == [], 10, "every Child SA gone")
