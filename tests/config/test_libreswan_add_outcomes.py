@@ -97,6 +97,14 @@ REFUSED_AT_ADD = [
      "leftauth= and rightauth= must both be set or both be unset"),
     ("ikev2-asymmetric-01-parsing", V4 + "\trightauth=secret\n", 5,
      "leftauth= and rightauth= must both be set or both be unset"),
+    # authby=secret|null allows no signature end (5.2's connections.c keeps of authby=
+    # only an end's kind; ikev2-asymmetric-01-parsing's failtest5); it had loaded with
+    # leftauth= deciding and authby= ignored.  The file stage loads it, as 4.10's
+    # readwriteconf does (tests/config/test_cfg_agreement.py)
+    ("addconn-20-conn-default", V4 + "\tleftauth=secret\n\trightauth=rsasig\n", 6,
+     "rightauth=rsasig expects authby=rsasig"),
+    ("ikev2-asymmetric-01-parsing", V4.replace("secret", "null") + "\tleftauth=ecdsa\n"
+     "\trightauth=null\n", 5, "leftauth=ecdsa expects authby=ecdsa"),
     # an end without a host is never oriented nor negotiated (Libreswan's addconn says
     # "Failed to load connection left= is not set"; before: kept unoriented for ever)
     ("addconn-43-x-comment", "conn c\n\tleft=192.0.2.1\n\tauthby=secret\n", 1,
@@ -147,8 +155,9 @@ LOADS = [
     ("addconn-15-sourceip", V4 + "\tleftsubnet=2001:db8:1::/64,198.51.100.0/24\n"
      "\trightsubnet=2001:db8:2::/64,203.0.113.0/24\n"
      "\tleftsourceip=198.51.100.1,2001:db8:1::1\n"),
-    ("addconn-20-conn-default", V4 + "\tleftauth=secret\n\trightauth=rsasig\n"
-     "\trightid=%fromcert\n"),
+    # cert-allow has no authby= (with authby=secret 5.2 refuses it: REFUSED_AT_ADD)
+    ("addconn-20-conn-default", V4.replace("\tauthby=secret\n", "") + "\tleftauth=secret\n"
+     "\trightauth=rsasig\n\trightid=%fromcert\n"),
     ("ikev2-asymmetric-01-parsing", V4 + "\tleftauth=secret\n\trightauth=secret\n"),
 ]
 

@@ -86,12 +86,24 @@ def local_ikeport_refusal(conn: Connection, natikeport: int = 4500) -> str | Non
                "for the local end: pypluto listens on its --ikeport and --natikeport only)")
 
 
-def fromcert_refusal(conn: Connection) -> str | None:
-    """``leftid=%fromcert`` / ``rightid=%fromcert`` on an end that authenticates with a
-    PSK or NULL: no certificate to take the ID from (as ours it would be an empty DN, as
-    the peer's it would match any DN); Libreswan's pluto refuses the conn when it is
-    added, with these words."""
+_SIGNATURE_KIND = {"rsasig": "rsasig", "rsa": "rsasig", "ecdsa": "ecdsa"}
+
+
+def end_auth_refusal(conn: Connection) -> str | None:
+    """Each end's authentication as Libreswan 5.2's pluto checks it when the conn is
+    added (its words), end by end, left first:
+
+    * ``leftauth=rsasig|ecdsa`` keeps of ``authby=`` only the words of its kind;
+      ``authby=secret|null`` has none (the file stage, as readwriteconf, loads it);
+    * ``leftid=%fromcert`` on an end that authenticates with a PSK or NULL: no
+      certificate to take the ID from (as ours it would be an empty DN, as the peer's
+      it would match any DN)."""
+    shared_only = conn.type in ("tunnel", "transport") and \
+        set(conn.authby.split(",")) <= {"secret", "psk", "null"}
     for side, end in (("left", conn.left), ("right", conn.right)):
+        kind = _SIGNATURE_KIND.get(end.auth or "")
+        if kind and shared_only:
+            return _at(conn, side + "auth", f"{side}auth={end.auth} expects authby={kind}")
         methods = {end.auth} if end.auth else set(conn.authby.split(","))
         if end.id is not None and end.id.fromcert and methods <= {"secret", "null"}:
             return _at(conn, side + "id",
@@ -313,7 +325,7 @@ class Registry:
         A connection neither of whose ends is a local address is kept *unoriented*
         (as pluto does) and loaded once ``--listen`` finds one of its addresses.
         """
-        refused = self.admit(conn) or selector_refusal(conn)
+        refused = self.admit(conn) or selector_refusal(conn) or end_auth_refusal(conn)
         if refused:
             self.log.log(refused, "error", conn=conn.name)
             if emit:
@@ -350,7 +362,7 @@ class Registry:
             if emit:
                 emit(f'"{conn.name}": {msg}')
             return RC_SUCCESS
-        refused = local_ikeport_refusal(conn, self.natikeport) or fromcert_refusal(conn) or \
+        refused = local_ikeport_refusal(conn, self.natikeport) or \
             modecfg_refusal(conn) or sourceip_refusal(conn) or \
             pool_refusal(conn, self.conns.values()) or self.loaded(conn)
         if refused:
