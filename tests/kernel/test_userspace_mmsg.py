@@ -64,6 +64,30 @@ def test_recv_payloads_skips_each_ipv4_header_by_its_ihl_and_sends_then_receive_
         rx.close()
 
 
+def test_datagrams_larger_than_a_slot_arrive_whole_between_small_ones() -> None:
+    """A datagram over a slot (9,216 bytes) continues in the slot's overflow area and
+    arrives whole, up to the largest UDP payload; the small ones around it keep their
+    slots, and sending between two receives leaves both working (plain ESP in transport
+    mode: whole datagrams, RFC 4303 §3.3.4; before, one over a slot was cut)."""
+    tx, rx = udp_pair()
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    try:
+        b = mmsg.Batch()
+        to = rx.getsockname()
+        wires = [b"s1", bytes(range(256)) * 80, b"s2", b"\x07" * 65507, b"\x45" + bytes(19) + b"x"]
+        for w in wires:
+            tx.sendto(w, to)
+        got = [bytes(v) for v in b.recv(rx.fileno(), 64)]
+        assert [len(g) for g in got] == [len(w) for w in wires] and got == wires
+        assert b.send(tx.fileno(), mmsg.sockaddr(to), [b"a", b"bb"]) == 2
+        tx.sendto(b"\x45" + bytes(19) + b"y" * 30000, to)
+        got = [bytes(v) for v in b.recv_payloads(rx.fileno(), 64)]
+        assert got == [b"", b"", b"y" * 30000]  # "a", "bb": shorter than their IHL
+    finally:
+        tx.close()
+        rx.close()
+
+
 def test_a_batch_is_per_thread_and_reused_within_one() -> None:
     mine = mmsg.batch()
     assert mmsg.batch() is mine

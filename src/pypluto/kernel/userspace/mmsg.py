@@ -9,8 +9,12 @@ the GIL, which another packet thread then takes.
 
 Each thread uses its own :class:`Batch` (buffers are reused, never shared).
 Packets are copied into fixed slots of one preallocated buffer; anything
-larger than a slot is left to the caller's per-packet path on sending; on
-receiving, a datagram larger than a slot is cut (its ICV check then fails).
+larger than a slot is left to the caller's per-packet path on sending.  On
+receiving, each slot has a second iovec into an overflow area of its own, so a
+datagram of up to 64 KiB arrives whole (plain ESP in transport mode carries whole
+datagrams, RFC 4303 §3.3.4; before, one over a slot was cut and failed its ICV
+check).  The overflow areas are an anonymous mapping: a page takes memory only
+once a large datagram has been written to it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import ctypes
 import ctypes.util
 import functools
 import itertools
+import mmap
 import os
 import socket
 import struct
@@ -28,6 +33,7 @@ from typing import Any
 
 SLOTS = 64
 SLOT = 9216  # bytes per packet slot: an ESP packet of a jumbo-frame link with its IP header
+OVERFLOW = 65536 - SLOT  # receive: the rest of the largest IP datagram, per slot
 
 
 class _IOVec(ctypes.Structure):
@@ -100,20 +106,27 @@ class Batch:
         # the iov_len and msg_len fields as plain integer views (faster than ctypes fields)
         self._iov_len = memoryview(self.iov).cast("B").cast("N")[1::2]  # type: ignore[call-overload]
         # send: the packets go back to back into buf in one copy and the iovecs are set
-        # from arrays, both in C; the recv slots are restored from _slot_bases
+        # from arrays, both in C (receiving uses riov, below)
         self._fast = _FAST_IOV
         if self._fast:
             words = memoryview(self.iov).cast("B").cast("L")  # type: ignore[call-overload]
             self._iov_base_w = words[0::2]
             self._iov_len_w = words[1::2]
             self._base = base
-            self._slot_bases = array.array("L", range(base, base + SLOTS * SLOT, SLOT))
-            self._slot_lens = array.array("L", [SLOT] * SLOTS)
         self._msg_len = memoryview(self.hdrs).cast("B").cast("I")[
             _MMsgHdr.len.offset // 4::ctypes.sizeof(_MMsgHdr) // 4]
         self._name = ctypes.create_string_buffer(28)
         self._name_key = b""
         self._mode = ""
+        # receive: two iovecs per slot, the slot and its overflow area
+        self._over = mmap.mmap(-1, SLOTS * OVERFLOW)
+        over = ctypes.addressof(ctypes.c_char.from_buffer(self._over))
+        self.riov = (_IOVec * (2 * SLOTS))()
+        for i in range(SLOTS):
+            self.riov[2 * i].base = base + i * SLOT
+            self.riov[2 * i].len = SLOT
+            self.riov[2 * i + 1].base = over + i * OVERFLOW
+            self.riov[2 * i + 1].len = OVERFLOW
 
     def send(self, fd: int, name: bytes, wires: list[bytes]) -> int:
         """Send ``wires`` (each at most SLOT bytes) to ``name`` (:func:`sockaddr`) in
@@ -128,6 +141,8 @@ class Batch:
                 h = self.hdrs[i].hdr
                 h.name = addr
                 h.namelen = len(name)
+                h.iov = ctypes.addressof(self.iov[i])
+                h.iovlen = 1
         if self._fast:
             if n < len(wires):
                 wires = wires[:n]
@@ -160,7 +175,18 @@ class Batch:
         got = self._recvmmsg(fd, count)
         view = self.view
         lens = self._msg_len
-        return [view[i * SLOT:i * SLOT + lens[i]] for i in range(got)]
+        out = [view[i * SLOT:i * SLOT + lens[i]] for i in range(got)]
+        if got and max(lens[:got]) > SLOT:  # rare: one check in C per batch
+            for i in range(got):
+                if lens[i] > SLOT:
+                    out[i] = self._whole(i, lens[i])
+        return out
+
+    def _whole(self, i: int, n: int) -> memoryview:
+        """Datagram ``i`` of ``n`` bytes (more than a slot): its slot and its overflow."""
+        o = i * OVERFLOW
+        return memoryview(bytes(self.view[i * SLOT:(i + 1) * SLOT])
+                          + self._over[o:o + min(n - SLOT, OVERFLOW)])
 
     def _recvmmsg(self, fd: int, count: int) -> int:
         """One recvmmsg of up to ``count`` datagrams into the slots: how many came."""
@@ -176,10 +202,8 @@ class Batch:
             h = self.hdrs[i].hdr
             h.name = None
             h.namelen = 0
-            self.iov[i].len = SLOT
-        if self._fast:  # send may have moved the iovecs off their slots
-            self._iov_base_w[:] = self._slot_bases
-            self._iov_len_w[:] = self._slot_lens
+            h.iov = ctypes.addressof(self.riov[2 * i])
+            h.iovlen = 2
 
     def recv_payloads(self, fd: int, count: int = SLOTS) -> list[memoryview]:
         """:meth:`recv` on an IPv4 raw socket, whose datagrams begin with the IP header:
@@ -190,8 +214,14 @@ class Batch:
         view = self.view
         buf = self.buf
         lens = self._msg_len
-        return [view[b + ((buf[b] & 0x0F) << 2):b + lens[i]]
-                for i, b in enumerate(range(0, got * SLOT, SLOT))]
+        out = [view[b + ((buf[b] & 0x0F) << 2):b + lens[i]]
+               for i, b in enumerate(range(0, got * SLOT, SLOT))]
+        if got and max(lens[:got]) > SLOT:
+            for i in range(got):
+                if lens[i] > SLOT:
+                    whole = self._whole(i, lens[i])
+                    out[i] = whole[(whole[0] & 0x0F) << 2:]
+        return out
 
 
 _local = threading.local()
