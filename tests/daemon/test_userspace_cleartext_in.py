@@ -277,15 +277,17 @@ def test_chain_rules_exempt_transport_and_follow_spd_order() -> None:
         _pol(_ts("10.8.0.0/16"), _ts("10.2.0.0/16"), mark=(5, 0xff)),
     ]
     rules = chain_rules("C", 4, pols, ["pluto0", "ipsec3"], [4501])
-    assert rules[:8] == [
+    assert rules[:9] == [
         "-A C -i lo -j RETURN", "-A C -i pluto0 -j RETURN", "-A C -i ipsec3 -j RETURN",
         "-A C -p esp -m addrtype --dst-type LOCAL -j RETURN",
         "-A C -p ah -m addrtype --dst-type LOCAL -j RETURN",
         "-A C -p udp -m addrtype --dst-type LOCAL -m udp --dport 500 -j RETURN",
         "-A C -p udp -m addrtype --dst-type LOCAL -m udp --dport 4500 -j RETURN",
-        "-A C -p udp -m addrtype --dst-type LOCAL -m udp --dport 4501 -j RETURN"]
+        "-A C -p udp -m addrtype --dst-type LOCAL -m udp --dport 4501 -j RETURN",
+        # non-first fragments (no ports; test_userspace_jumbo26.py)
+        "-A C -p udp -m addrtype --dst-type LOCAL -f -j RETURN"]
     # the SPD order: longer local prefix, then port-specific, before the rest
-    assert rules[8:] == [
+    assert rules[9:] == [
         "-A C -s 10.1.0.0/16 -d 10.2.3.0/24 -j RETURN",
         "-A C -s 10.1.0.0/16 -d 10.2.0.0/16 -p 6 -m tcp --sport 80 --dport 1000:2000 -j DROP",
         "-A C -s 10.1.0.0/16 -d 10.2.0.0/16 -j DROP",

@@ -17,7 +17,9 @@ those packets with netfilter, as the XFRM policy check would:
   host (``-m addrtype --dst-type LOCAL``) and, for IPv6, neighbour
   solicitations and advertisements (Libreswan's ND bypass): the tunnel's own
   transport is never dropped, also when the selectors are the peers' own
-  addresses (host-to-host, transport mode).  ESP, AH or UDP to port 500/4500
+  addresses (host-to-host, transport mode); so are UDP fragments after the first
+  one to this host (no ports: the first fragment, which has them, decides).
+  ESP, AH or UDP to port 500/4500
   that the host would forward is not ours: as with XFRM, where only the IKE
   sockets' own traffic bypasses the policies and the "fwd" check drops a
   forwarded packet without IPsec, it meets the policy rules below.  (Local
@@ -187,6 +189,14 @@ def chain_rules(chain: str, version: int, policies: Iterable[PolicyParams],
     head += [f"-A {chain} -p esp {local} -j RETURN", f"-A {chain} -p ah {local} -j RETURN"]
     head += [f"-A {chain} -p udp {local} -m udp --dport {port} -j RETURN"
              for port in sorted({*IKE_PORTS, *ike_ports})]
+    # fragments after the first carry no ports: the first one, with them, decides (a
+    # datagram without its first fragment never reassembles).  Without this, an
+    # all-protocol policy dropped the rest of every large ESP-in-UDP packet (transport
+    # mode encrypts whole datagrams).  IPv6: a Fragment header right after the fixed
+    # header, offset not 0, next header UDP
+    head.append(f"-A {chain} -p udp {local} -f -j RETURN" if version == 4 else
+                f"-A {chain} -p udp {local} -m u32 --u32 "
+                "4&0xFF00=0x2C00&&40&0xFF000000=0x11000000&&40&0xFFF8=0x8:0xFFF8 -j RETURN")
     if version == 6:
         head += [f"-A {chain} -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j RETURN"
                  for t in (135, 136)]
