@@ -189,7 +189,32 @@ def _whack(argv: list[str]) -> int:
     return whack.main(argv)
 
 
+_COMMON_USAGE = "[--config FILE] [--ctlsocket PATH | --rundir DIR]"
+_USAGE = {
+    "add": f"ipsec add NAME... {_COMMON_USAGE}",
+    "replace": f"ipsec replace NAME... {_COMMON_USAGE}",
+    "start": f"ipsec start [--asynchronous] NAME {_COMMON_USAGE}   (add, then up)\n"
+             "       ipsec start [--rundir DIR]   (start pluto)",
+    "ondemand": f"ipsec ondemand NAME {_COMMON_USAGE}   (add, then route)",
+    "up": "ipsec up [--asynchronous] NAME [--ctlsocket PATH | --rundir DIR]",
+    "redirect": "ipsec redirect [NAME] --redirect-to ADDRESS[,ADDRESS...] "
+                "[--ctlsocket PATH | --rundir DIR]",
+    "stop": "ipsec stop [--rundir DIR]",
+    **{c: f"ipsec {c} NAME [--ctlsocket PATH | --rundir DIR]"
+       for c in ("delete", "down", "route", "unroute")},
+}
+
+
+def _usage(cmd: str) -> int:
+    """``ipsec CMD --help``: the command's usage on stdout, exit 0 (as Libreswan 5.2's
+    ipsec does for its commands that take a connection name)."""
+    print("usage: " + _USAGE.get(cmd, f"ipsec {cmd} [arguments]"))
+    return RC_SUCCESS
+
+
 def _bad_option(cmd: str, opt: str) -> int:
+    if opt in ("--help", "-h"):
+        return _usage(cmd)
     why = NOT_IMPLEMENTED_OPTIONS.get(opt.split("=", 1)[0])
     if why:
         print(f"ipsec {cmd}: {opt.split('=', 1)[0]} is not supported by pypluto: {why}",
@@ -354,6 +379,8 @@ def cmd_redirect(w: list[str], rest: list[str]) -> int:
                 return RC_WHACK_PROBLEM
         elif key == "dry-run":
             dry = True
+        elif a in ("--help", "-h"):
+            return _usage("redirect")
         elif key:
             print(guard(f"ipsec redirect: unknown option {a}"), file=sys.stderr)
             return RC_WHACK_PROBLEM
