@@ -2,8 +2,9 @@
 
 A record is ``INDICES : KIND VALUE`` where INDICES are zero or more IDs (addresses,
 ``@fqdn``, ``user@fqdn``, ``%any``, ``%any6``, quoted DNs or quoted IPv6
-addresses) and KIND is ``PSK``, ``XAUTH``, ``PPKS``; ``RSA``, ``ECDSA``, ``PIN`` and
-``PPKF`` are recognised and ignored with a warning (keys live in NSS).  A record
+addresses; a bare host name is resolved to its IPv4 address when pluto loads the
+file, as Libreswan's ``atoid`` does) and KIND is ``PSK``, ``XAUTH``, ``PPKS``;
+``RSA``, ``ECDSA``, ``PIN`` and ``PPKF`` are recognised and ignored with a warning (keys live in NSS).  A record
 continues on lines that start with white space.  Values: ``"text"``, ``0x`` hex
 (``_`` allowed), ``0s`` base64, ``0t`` text.  ``include GLOB`` reads more files
 (relative to the including file).
@@ -15,8 +16,10 @@ the "any" bit, and a record whose only index names us also matches "any peer".  
 accepted scores, best first: ours and the peer's; ours and a wildcard; only ours (one
 index); the peer's and a wildcard; wildcards only.  A record naming only the peer, or
 naming us among other IDs that do not match, is no PSK; equal scores: the first
-record wins.  Addresses count only as IDs (an unset ``leftid=``/``rightid=`` is the
-host's address): there is no fallback from IDs to addresses.  Secrets never appear
+record wins.  An index equals an ID as ``same_id`` says: a DN index exactly (in
+order, ``*`` is no wildcard there).  Addresses count only as IDs (an unset
+``leftid=``/``rightid=`` is the host's address): there is no fallback from IDs to
+addresses.  Secrets never appear
 in any repr, log or message.
 """
 
@@ -27,14 +30,19 @@ import binascii
 import glob
 import ipaddress
 import os
+import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pypluto.config.ids import (
+    ID_DER_ASN1_DN,
+    ID_FQDN,
     ID_IPV4_ADDR,
     ID_IPV6_ADDR,
     IdError,
+    dn_attributes,
     id_from_address,
     id_matches,
     parse_id,
@@ -43,11 +51,11 @@ from pypluto.config.model import Identity, Origin, Secret
 from pypluto.config.parser import (
     ConfigFileRefused,
     Diagnostic,
-    decode_utf8,
     read_config_bytes,
 )
 from pypluto.params import IPAddress
 
+Resolver = Callable[[str], list[IPAddress]]  # a host name's addresses (daemon/resolver)
 WEAK_PSK_BYTES = 14  # below 112 bits a PSK is weak (NIST SP 800-131A / Libreswan FIPS rule)
 WEAK_PPK_BYTES = 32  # RFC 8784 §6: a PPK should have at least 256 bits of entropy
 MAX_DEPTH = 10
@@ -71,12 +79,36 @@ def _wildcard(idx: Identity) -> bool:
 
 
 def _same_id(idx: Identity, want: Identity | None) -> bool:
-    """Libreswan ``same_id``: an ID_NONE (``%any``) ID matches every index."""
+    """Libreswan ``same_id``: an ID_NONE (``%any``) ID matches every index; otherwise
+    ``id_eq``: the kinds agree and the values are equal.  A DN index is compared with
+    ``same_dn`` (lib/libswan/x509dn.c), exactly: the same attributes in the same order,
+    and a ``*`` value is a literal ``*``, not a wildcard (``match_dn``'s wildcards are
+    for ``rightid=``, never for ipsec.secrets)."""
     if want is None:
         return False
     if want.any:
         return True
-    return not idx.fromcert and id_matches(idx, want)  # id_eq: kinds must agree
+    if idx.fromcert:
+        return False
+    if idx.id_type == ID_DER_ASN1_DN and want.id_type == ID_DER_ASN1_DN:
+        return _same_dn(idx.data, want.data)
+    return id_matches(idx, want)  # id_eq: kinds must agree
+
+
+def _same_dn(a: bytes, b: bytes) -> bool:
+    """Two DER DNs equal RDN by RDN, in order, values compared without case."""
+    if a == b:
+        return True
+    pa, pb = dn_attributes(a), dn_attributes(b)
+    if pa is None or pb is None or len(pa) != len(pb):
+        return False
+    return all(oa == ob and va.lower() == vb.lower()
+               for (oa, va), (ob, vb) in zip(pa, pb, strict=True))
+
+
+def _dn_has_star(idx: Identity) -> bool:
+    return idx.id_type == ID_DER_ASN1_DN and not idx.fromcert and \
+        any(v == "*" for _o, v in dn_attributes(idx.data) or [])
 
 
 class SecretsPermissionError(PermissionError):
@@ -195,7 +227,7 @@ def _tokens(text: str) -> list[str]:
             continue
         if ch == '"' or ch == "'":
             end = text.find(ch, i + 1)
-            if end < 0:
+            if end < 0 or "\n" in text[i:end]:  # a quoted string ends on its line (lex.c)
                 raise ValueError("unterminated quoted string")
             out.append(text[i:end + 1])
             i = end + 1
@@ -207,9 +239,12 @@ def _tokens(text: str) -> list[str]:
             out.append(text[i:end + 1])
             i = end + 1
             continue
-        if text.startswith("0t", i):  # a 0t token runs to the end (Libreswan's lex.c)
-            out.append(text[i:].rstrip())
-            break
+        if text.startswith("0t", i):  # a 0t token runs to the end of its line (lex.c)
+            end = text.find("\n", i)
+            end = len(text) if end < 0 else end
+            out.append(text[i:end].rstrip())
+            i = end
+            continue
         j = i
         while j < len(text) and not text[j].isspace():
             j += 1
@@ -218,24 +253,30 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
+_HEX_PAIRS = re.compile(r"[0-9A-Fa-f]{2}(?:_?[0-9A-Fa-f]{2})*")
+
+
 def decode_secret(token: str) -> bytes:
     """A secret value: ``"text"``, ``0xHEX`` (``_`` allowed), ``0sBASE64``, ``0tTEXT``."""
     if len(token) >= 2 and token[0] == token[-1] and token[0] in "\"'":
-        return token[1:-1].encode()
+        return token[1:-1].encode("utf-8", "surrogateescape")
     low = token[:2].lower()
     if low == "0x":
-        digits = token[2:].replace("_", "")
-        try:
-            return bytes.fromhex(digits)
-        except ValueError:
-            raise ValueError("bad hex value") from None
+        # ttodata (lib/libswan/ttodata.c): pairs of hex digits, one '_' between pairs
+        if token[2:] and not _HEX_PAIRS.fullmatch(token[2:]):
+            raise ValueError("bad hex value (pairs of hex digits, a single '_' between "
+                             "pairs)")
+        return bytes.fromhex(token[2:].replace("_", ""))
     if low == "0s":
         try:
-            return base64.b64decode(token[2:], validate=True)
+            value = base64.b64decode(token[2:], validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("bad base64 value") from None
+        if base64.b64encode(value) != token[2:].encode():  # ttodata: non-zero padding
+            raise ValueError("bad base64 value (non-zero padding bits)")
+        return value
     if low == "0t":
-        return token[2:].encode()
+        return token[2:].encode("utf-8", "surrogateescape")
     raise ValueError("a secret must be quoted or start with 0x, 0s or 0t")
 
 
@@ -245,17 +286,57 @@ def _index(token: str) -> Identity:
         t = t[1:-1]
     if t in ("%any6",):
         return Identity(0, b"", "%any6", any=True)
+    if not t.strip() or t.strip() == "*":  # Libreswan's atoid refuses them (no such host)
+        raise ValueError(f"bad index '{token}' (%any is the index for any ID)")
+    try:
+        t.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 (_decode keeps them)
+        raise ValueError(f"index '{token}' is not valid UTF-8: not supported") from None
     return parse_id(t)
 
 
 class _Loader:
-    def __init__(self) -> None:
+    def __init__(self, resolve: Resolver | None = None) -> None:
         self.store = SecretStore()
         self.files_read = 0
+        self.resolve = resolve
+
+    def host_index(self, name: str) -> Identity:
+        """A bare host name index (no ``@``): ipsec.secrets(5) and Libreswan 5.2's
+        ``atoid`` resolve it when the file is loaded, to an IPv4 address (IPv6 only
+        for a name with ``:``, which is no host name), and the index is that address."""
+        if self.resolve is None:
+            raise ValueError(f"index '{name}' is a host name, resolved only when pluto "
+                             f"loads the secrets (write @{name} for an FQDN ID)")
+        try:
+            addrs = [a for a in self.resolve(name) if a.version == 4]
+        except (OSError, UnicodeError, ValueError):
+            addrs = []
+        if not addrs:
+            raise ValueError(f"index '{name}' does not resolve to an IPv4 address "
+                             f"(write @{name} for an FQDN ID)")
+        return id_from_address(addrs[0])
+
+    def final_indices(self, indices: list[Identity], path: str, lineno: int
+                      ) -> list[Identity]:
+        """The indices of a record that is otherwise good: host names resolved (only
+        now, so a bad or ignored record costs no lookup); a ``*`` in a DN warned of."""
+        out = []
+        for ident in indices:
+            if ident.id_type == ID_FQDN and not ident.text.startswith("@"):
+                ident = self.host_index(ident.text)
+            if _dn_has_star(ident):
+                self.diag(path, lineno, f"index '{ident.text}': '*' in a DN index is not a "
+                          "wildcard: an ipsec.secrets index matches only an equal ID "
+                          "(Libreswan 5.2)", "warning")
+            out.append(ident)
+        return out
 
     def diag(
         self, file: str, line: int, msg: str, sev: Literal["error", "warning"] = "error"
     ) -> None:
+        # an index read from bytes that are not UTF-8 holds surrogates: shown escaped
+        msg = msg.encode("utf-8", "backslashreplace").decode("utf-8")
         self.store.diagnostics.append(Diagnostic(file, line, msg, sev))
 
     def check_perms(self, path: str) -> bool:
@@ -280,7 +361,7 @@ class _Loader:
         if not self.check_perms(path):
             return
         try:  # never a FIFO or device (it would block pluto), never without bound
-            text = decode_utf8(read_config_bytes(path), path, self.store.diagnostics)
+            data = read_config_bytes(path)
         except ConfigFileRefused as exc:
             self.diag(path, 0, f"cannot read: {exc}")
             return
@@ -288,16 +369,18 @@ class _Loader:
             self.diag(path, 0, f"cannot read: {exc.strerror}")
             return
         self.store.files.append(path)
-        self.parse(text, path, depth)
+        self.parse(_decode(data, path, self.store.diagnostics), path, depth)
 
     def parse(self, text: str, path: str, depth: int) -> None:
         records: list[tuple[int, str]] = []
-        for lineno, raw in enumerate(text.splitlines(), 1):
-            line = _strip_comment(raw)
+        # lines end at "\n" only (fgets in lex.c): a form feed or U+2028 inside a quoted
+        # secret is part of it, where str.splitlines() would cut the line there
+        for lineno, raw in enumerate(text.split("\n"), 1):
+            line = _strip_comment(raw.rstrip("\r"))
             if not line.strip():
                 continue
-            if line[0] in " \t" and records:
-                records[-1] = (records[-1][0], records[-1][1] + " " + line.strip())
+            if line[0] in " \t" and records:  # tokens stay on their line (0t, quotes)
+                records[-1] = (records[-1][0], records[-1][1] + "\n" + line.strip())
                 continue
             if line[0] in " \t":
                 self.diag(path, lineno, "continuation line without a record")
@@ -310,7 +393,7 @@ class _Loader:
                 self.diag(path, lineno, str(exc))
 
     def record(self, rec: str, path: str, lineno: int, depth: int) -> None:
-        if rec.startswith("include") and (len(rec) == 7 or rec[7].isspace()):
+        if rec[:7].lower() == "include" and (len(rec) == 7 or rec[7].isspace()):
             parts = rec.split()
             if len(parts) != 2:
                 raise ValueError("'include' needs one file name")
@@ -342,8 +425,9 @@ class _Loader:
             # ": "secret"" (or 'secret') without a kind is an old-style PSK
             if rest[0][:1] in ('"', "'"):
                 kind, rest = "PSK", ["PSK"] + rest
-            elif rest[0].isascii() and rest[0].isalpha() and len(rest[0]) <= 5:
-                raise ValueError(f"unknown secret kind '{rest[0]}'")  # a kind's length
+            elif rest[0].isascii() and rest[0].isalpha() and rest[0].isupper() and \
+                    len(rest[0]) <= 5:  # a kind's form; a lower-case word may be the secret
+                raise ValueError(f"unknown secret kind '{rest[0]}'")
             else:  # not echoed: it may be the secret itself, its kind forgotten
                 raise ValueError("unknown secret kind (expected PSK, XAUTH or PPKS before "
                                  "the secret)")
@@ -370,9 +454,10 @@ class _Loader:
         if kind == "PPKS":
             if len(rest) != 3:
                 raise ValueError('PPKS needs a PPK_ID and a key: PPKS "id" "key"')
-            if not (len(rest[1]) >= 2 and rest[1][0] == rest[1][-1] == '"'):
-                raise ValueError('PPKS: the PPK_ID must be in double quotes: PPKS "id" KEY')
-            ppk_id = rest[1][1:-1].encode()
+            if not (len(rest[1]) >= 2 and rest[1][0] == rest[1][-1] and rest[1][0] in "\"'"):
+                raise ValueError('PPKS: the PPK_ID must be in double quotes (or single ones): '
+                                 'PPKS "id" KEY')
+            ppk_id = rest[1][1:-1].encode("utf-8", "surrogateescape")
             if not ppk_id:
                 raise ValueError("PPKS: empty PPK_ID")
             value = decode_secret(rest[2])
@@ -381,6 +466,7 @@ class _Loader:
             if len(value) < WEAK_PPK_BYTES:
                 self.diag(path, lineno, f"PPK is weak: {len(value)} bytes, fewer than "
                           f"{WEAK_PPK_BYTES} (RFC 8784 §6 asks for 256 bits)", "warning")
+            indices = self.final_indices(indices, path, lineno)
             self.store.secrets.append(Secret("PPKS", indices, value, ppk_id, origin))
             return
         if len(rest) != 2:
@@ -394,7 +480,21 @@ class _Loader:
                           f"{WEAK_PSK_BYTES}", "warning")
         # every other kind returned above
         simple: Literal["PSK", "XAUTH"] = "PSK" if kind == "PSK" else "XAUTH"
+        indices = self.final_indices(indices, path, lineno)
         self.store.secrets.append(Secret(simple, indices, value, None, origin))
+
+
+def _decode(data: bytes, path: str, diags: list[Diagnostic]) -> str:
+    """The file's text; bytes that are not UTF-8 are kept (surrogate escapes), so a
+    secret holding them is the file's bytes, as Libreswan reads them (a Latin-1 PSK
+    must be the same key on both peers).  A warning names the first such line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        diags.append(Diagnostic(path, line, "not valid UTF-8: a secret holding such bytes "
+                                "is used as written, byte for byte", "warning"))
+        return data.decode("utf-8", "surrogateescape")
 
 
 def _strip_comment(line: str) -> str:
@@ -413,13 +513,15 @@ def _strip_comment(line: str) -> str:
     return line
 
 
-def load_secrets(pattern: str) -> SecretStore:
+def load_secrets(pattern: str, resolve: Resolver | None = None) -> SecretStore:
     """Load every file matching ``pattern`` (a glob, as ``--secretsfile`` allows).
 
     Never raises for bad content: problems are ``diagnostics``.  A file that others
-    can write is refused (error diagnostic, nothing loaded from it).
+    can write is refused (error diagnostic, nothing loaded from it).  ``resolve``
+    looks up a bare host name index (pluto passes one; without it such a record is
+    refused).
     """
-    loader = _Loader()
+    loader = _Loader(resolve)
     matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
     if not matches:
         loader.diag(pattern, 0, "no secrets file matches", "warning")

@@ -13,6 +13,14 @@ import os
 from typing import Any
 
 from pypluto.daemon.logger import PlutoLogger
+from pypluto.daemon.resolver import resolve_host
+from pypluto.params import IPAddress
+
+
+def _ipv4_addresses(name: str) -> list[IPAddress]:
+    """A bare host name index of ipsec.secrets: its IPv4 addresses, looked up when the
+    file is (re)loaded, as Libreswan's ``atoid`` does (blocking, as there)."""
+    return [a for a in resolve_host(name) if a.version == 4]
 
 
 class EmptySecrets:
@@ -67,7 +75,7 @@ class SecretsProxy:
         for f in files:
             log.log(f'loading secrets from "{f}"')
         try:
-            store = load_secrets(pattern)
+            store = load_secrets(pattern, _ipv4_addresses)
         except Exception as e:  # noqa: BLE001 - the parser names file:line
             log.log(f"{e}", "error")
             return 0
