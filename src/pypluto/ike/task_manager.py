@@ -287,12 +287,13 @@ class TaskManager:
             return acts
         if ctx.is_computing(ike) and (ike.last_response is None or
                                       ike.last_response[0] != hdr.message_id - 1) and \
-                not _deletes_ike(payloads):
+                not (hdr.exchange == ExchangeType.INFORMATIONAL and _deletes_ike(payloads)):
             # §2.3 window of 1: our answer to the previous request is still being
             # computed (``next_in`` moved on); answering this one first would send
             # ``next_in`` back when that answer goes, and a retransmit of this one would
-            # then be processed again.  A Delete of the IKE SA (a peer shutting down
-            # sends it outside the window) is still taken.
+            # then be processed again.  An INFORMATIONAL Delete of the IKE SA (a peer
+            # shutting down sends it outside the window) is still taken; a Delete
+            # payload in another exchange (which has none, §1.3) opens nothing.
             return _dbg(f"dropping request with message ID {hdr.message_id}: the answer "
                         "to the previous one is being computed", remote)
         # a request: answer where it came from (§2.23, §3.1)

@@ -70,7 +70,12 @@ class ChildDelete(Task):
     def respond(cls, ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
         acts: list[Action] = []
         out: list[Payload] = []
-        gone: list[ChildSA] = []
+        gone: dict[ChildSA, None] = {}  # in order; a set for the SPIs named again
+        # ours by (protocol, outbound SPI): one look-up per SPI named, however many
+        # Child SAs (a Delete of 16,000 unknown SPIs once scanned them all for each)
+        ours: dict[tuple[int, int], ChildSA] = {(_proto_id(c), c.spi_out): c
+                                                for c in ike.children}
+        theirs: dict[tuple[int, int], ChildSA] | None = None  # (§2.8.2 below)
         for d in req.payloads:
             if not isinstance(d, wp.DeletePayload) or \
                     d.protocol_id not in (ProtocolID.ESP, ProtocolID.AH):
@@ -80,32 +85,34 @@ class ChildDelete(Task):
                 if len(spi) != 4:
                     continue
                 val = int.from_bytes(spi, "big")
-                c = next((c for c in ike.children if c.spi_out == val
-                          and _proto_id(c) == d.protocol_id), None)
+                c = ours.get((d.protocol_id, val))
                 if c is None and ike.state is IKEState.DELETING and ike.nonce_min:
                     # §2.8.2: our redundant IKE SA of a rekey collision, its Child SAs
                     # gone to the surviving one of the same peer; the peer had not seen
                     # the collision yet when it sent this (unanswered, it would keep
                     # the Child SA half-deleted, or drop it while we keep it)
-                    c = next((x for p in ctx.peers_of(ike) if p is not ike
-                              for x in p.children if x.spi_out == val
-                              and _proto_id(x) == d.protocol_id), None)
+                    if theirs is None:
+                        theirs = {(_proto_id(x), x.spi_out): x for p in ctx.peers_of(ike)
+                                  if p is not ike for x in p.children}
+                    c = theirs.get((d.protocol_id, val))
                 o = ike.outstanding
                 if c is None and o is not None and isinstance(o.task, Task):
                     o.task.peer_deletes(val)  # our CREATE_CHILD_SA in flight makes it?
                 if c is None or c in gone:  # an SPI named twice is answered once
                     continue
-                gone.append(c)
+                gone[c] = None
                 if c.state is not ChildState.DELETING:  # our Delete crossed theirs (§1.4.1)
                     mine.append(c.spi_in.to_bytes(4, "big"))
-            if mine:
-                out.append(codec.delete(d.protocol_id, mine))
+            # one Delete payload answers each, naming none when nothing of ours went
+            # or our own Delete crossed it: Libreswan 5.2 treats an answer to its
+            # Child SA Delete without one as fatal and drops the whole IKE SA
+            out.append(codec.delete(d.protocol_id, mine))
         for c in gone:
             ctx.log(acts, "received Delete SA payload: deleting Child SA", c)
             acts += ctx.remove_child(c, now)
             c.rekeying = True  # a queued rekey of it is pointless now
         acts += ctx.send_response(ike, cls.exchange, req.msgid, out)
-        return acts + revive_children(ctx, ike, gone, now)
+        return acts + revive_children(ctx, ike, list(gone), now)
 
 
 class UnknownChildDelete(ChildDelete):
