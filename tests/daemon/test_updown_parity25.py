@@ -172,12 +172,14 @@ def test_engine_policy_kind_and_modecfg_flags() -> None:
     """PLUTO_CONN_POLICY in 5.2's words (``IKEv2+PSK+ENCRYPT+TUNNEL+PFS+...``: it starts
     with the IKE version and names the conn's real auth method, not always PSK);
     PLUTO_CONN_KIND is CK_INSTANCE for a template's (right=%any) peer; PLUTO_CFG_*
-    follow leftmodecfgserver= / leftmodecfgclient=."""
-    net = Net(east_kw={"left": "%any"})
+    follow leftmodecfgserver= / leftmodecfgclient=.  (West is a CP client: a
+    modecfgserver conn refuses a Child SA without a CFG_REQUEST, test_hostile_cp26.)"""
+    net = Net(west_kw={"leftsubnet": None}, east_kw={"left": "%any", "leftsubnet": None})
     wc = net.west.engine.connections["west-east"]
     ec = net.east.engine.connections["west-east"]
     wc.local.updown = ec.local.updown = "/bin/true"
-    ec.local.modecfgserver = True
+    ec.local.modecfgserver, ec.remote.addresspool = True, "198.51.100.10-198.51.100.11"
+    wc.local.modecfgclient = True
     net.up()
     w, e = _facts(net, "west"), _facts(net, "east")
     assert w.policy.startswith("IKEv2+PSK+ENCRYPT+TUNNEL+PFS"), w.policy

@@ -699,8 +699,9 @@ def test_client_skipping_the_cp_cannot_claim_a_leased_address(nat: bool) -> None
     """A client behind a NAT sends no CP and names c1's leased address as its inner
     address in TSi.  ``virtual-private=`` covers the pool (as it often does: both are
     private ranges), but a road warrior's inner address is the leased one, never a
-    claimed one: TS_UNACCEPTABLE, and c1 keeps the only Child SA for its address (the
-    hostile client's policies would have replaced c1's)."""
+    claimed one: refused (FAILED_CP_REQUIRED since test_hostile_cp26: no CP, no lease),
+    and c1 keeps the only Child SA for its address (the hostile client's policies would
+    have replaced c1's)."""
     net = Net(nat=nat, east_settings=EngineSettings(virtual_private="%v4:198.51.100.0/24"),
               west_kw={"leftsubnet": None},
               east_kw={"leftsubnet": None, "left": "%any", "leftid": "%any"})
@@ -716,7 +717,7 @@ def test_client_skipping_the_cp_cannot_claim_a_leased_address(nat: bool) -> None
                 if not isinstance(p, wp.CPPayload)]
 
     _w, e, out = _hostile_auth_request(net, mutate)
-    assert e.established and N.TS_UNACCEPTABLE in _notifies(out)
+    assert e.established and N.FAILED_CP_REQUIRED in _notifies(out)
     assert _east_child_ts(net) == [("@c1.example", ["198.51.100.10/32"])]
     assert _in_use(net) == {V4("198.51.100.10"): "@c1.example"}
     assert len(_east_policies_for(net, "198.51.100.10/32")) == 1

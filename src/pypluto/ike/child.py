@@ -388,6 +388,13 @@ def accept(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[Pay
     if conn.type == "transport" and not want_transport:
         return None, [codec.notify(N.NO_PROPOSAL_CHOSEN)], "transport mode required", FailReason.PROPOSAL
     lconf, rconf = configured_ts(ike, conn)
+    if old is None and not ike.remote_vips and not conn.remote.subnets and \
+            (conn.remote.addresspool or conn.local.modecfgserver):
+        # a road warrior's Child SA is for its leased address (§3.15), and this IKE SA
+        # has none (INTERNAL_ADDRESS_FAILURE, FAILED_CP_REQUIRED or a childless IKE_AUTH
+        # without CP): not one for its outer address (test_hostile_cp26)
+        return None, [codec.notify(N.TS_UNACCEPTABLE)], \
+            "no address was leased to the peer", FailReason.TRAFFIC_SELECTORS
     if old is not None:
         lconf, rconf = old.local_ts, old.remote_ts
     # (a rekey too: the peer names its inner address again, the SA keeps the outer one)

@@ -26,6 +26,7 @@ from pypluto.config.addresspool import parse_pool
 from pypluto.config.model import Connection
 from pypluto.iana import CFGType, CPAttr
 from pypluto.iana import NotifyType as N
+from pypluto.iana import PayloadType as PT
 from pypluto.ike import codec
 from pypluto.ike import ts as tsmod
 from pypluto.ike.actions import Action
@@ -48,8 +49,10 @@ def is_server(conn: Connection) -> bool:
 
 
 def is_client(conn: Connection) -> bool:
-    """Does this conn ask for an address (``leftmodecfgclient=yes``)?"""
-    return conn.local.modecfgclient
+    """Does this conn ask for an address (``leftmodecfgclient=yes``, or a
+    ``leftaddresspool=`` of our own end: Libreswan 5.2 makes the end with the pool a
+    client and the other a server, so one conn serves both ends)?"""
+    return conn.local.modecfgclient or bool(conn.local.addresspool)
 
 
 def _split(value: str) -> list[str]:
@@ -93,15 +96,29 @@ def respond(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[wp
     """(payloads for the IKE_AUTH answer, ok): a CFG_REPLY, or INTERNAL_ADDRESS_FAILURE.
 
     ``ok`` is False when the client asked for an address that we could not give;
-    the caller then refuses the Child SA with the notify returned here.
+    the caller then refuses the Child SA with the notify returned here.  A Child SA of
+    a conn that hands out addresses is for a leased address only: a request for one
+    without a CFG_REQUEST gets FAILED_CP_REQUIRED (RFC 7296 §3.10.1; Libreswan 5.2
+    too, which answers INTERNAL_ADDRESS_FAILURE to a CP of another type, where the RFC
+    names FAILED_CP_REQUIRED: "CP(CFG_REQUEST) was expected but not received"), and a
+    CFG_REQUEST that asks for no address INTERNAL_ADDRESS_FAILURE (Libreswan: "no
+    valid internal address request"); both got a Child SA for the client's outer
+    address before.
     """
+    if not is_server(conn):
+        return [], True
     cp = codec.first(payloads, wp.CPPayload)
-    if cp is None or not is_server(conn):
-        return [], True
-    if int(cp.cfg_type) != CFGType.CFG_REQUEST:
-        ctx.log(acts, f"ignoring a Configuration Payload of type {int(cp.cfg_type)} "
-                "(only CFG_REQUEST is answered)", ike, level="warning")
-        return [], True
+    child = any(p.payload_type in (PT.SA, PT.TSi, PT.TSr) for p in payloads)
+    if cp is None or int(cp.cfg_type) != CFGType.CFG_REQUEST:
+        if cp is not None:
+            ctx.log(acts, f"ignoring a Configuration Payload of type {int(cp.cfg_type)} "
+                    "(only CFG_REQUEST is answered)", ike, level="warning")
+        if not child:
+            return [], True
+        ctx.log(acts, "the IKE_AUTH request asks for a Child SA without a CFG_REQUEST, "
+                "which this connection requires for its address; answering "
+                "FAILED_CP_REQUIRED", ike, level="warning")
+        return [codec.notify(N.FAILED_CP_REQUIRED)], False
     wanted: dict[int, IPAddress | None] = {}
     want_dns: set[int] = set()
     other = 0
@@ -147,7 +164,10 @@ def respond(ctx: IKEContext, ike: IKESA, conn: Connection, payloads: Sequence[wp
         ike.remote_vips = [*ike.remote_vips, lease.addr]
         reply.append(wp.CPAttribute(_ADDR[v], _encode_addr(lease.addr)))
         ctx.log(acts, f"leased {lease.addr} from pool {spec} to {owner}", ike)
-    if wanted and not ike.remote_vips:
+    if not wanted and child:
+        ctx.log(acts, "the CFG_REQUEST asks for no INTERNAL_IP4/IP6_ADDRESS; answering "
+                "INTERNAL_ADDRESS_FAILURE", ike, level="warning")
+    if (wanted or child) and not ike.remote_vips:
         return [codec.notify(N.INTERNAL_ADDRESS_FAILURE)], False
     fams = {a.version for a in ike.remote_vips} | want_dns
     for d in dns_servers(conn):
@@ -208,6 +228,9 @@ def take_reply(ctx: IKEContext, ike: IKESA, payloads: Sequence[wp.Payload],
             if addr is None:
                 continue
             why = _not_assignable(addr)
+            if why is None and addr == ike.remote.addr:  # on our interface, it would
+                # take the gateway's packets, IKE's among them, off the wire
+                why = "the gateway's own address"
             if why is not None:
                 ctx.log(acts, f"ignoring INTERNAL_IP{addr.version}_ADDRESS {addr}: {why}",
                         ike, level="warning")
@@ -241,10 +264,12 @@ def _not_assignable(addr: IPAddress) -> str | None:
     put it on an interface and into our selectors: the unspecified address (Libreswan
     refuses it too), loopback, multicast, link-local and reserved ones (the IPv4
     broadcast among them) are refused, so that a lying gateway cannot take over one of
-    our own addresses that way."""
+    our own addresses that way; so is an IPv4-mapped IPv6 address (RFC 4291 §2.5.5.2:
+    no interface's, and its IPv4 loopback or multicast passes the tests above)."""
     for test, what in ((addr.is_unspecified, "unspecified"), (addr.is_loopback, "loopback"),
                        (addr.is_multicast, "multicast"), (addr.is_link_local, "link-local"),
-                       (addr.version == 4 and addr.is_reserved, "reserved")):
+                       (addr.version == 4 and addr.is_reserved, "reserved"),
+                       (addr.version == 6 and addr.ipv4_mapped is not None, "IPv4-mapped")):
         if test:
             return f"{what}, not an address a gateway may assign"
     return None
@@ -266,7 +291,7 @@ def dns_attr(ctx: IKEContext, ike: IKESA, t: int, v: bytes, acts: list[Action]) 
                              CPAttr.INTERNAL_DNS_DOMAIN: "INTERNAL_DNS_DOMAIN"}
     if ike.conn.ignore_peer_dns:
         what = escape(v) if t == CPAttr.INTERNAL_DNS_DOMAIN \
-            else (str(ipaddress.ip_address(v)) if len(v) in (4, 16) else v.hex())
+            else (str(ipaddress.ip_address(v)) if len(v) in (4, 16) else escape(v.hex()))
         ctx.log(acts, f"ignoring {names[t]} {what} (ignore-peer-dns=yes)", ike)
         return
     if t == CPAttr.INTERNAL_DNS_DOMAIN:

@@ -656,7 +656,7 @@ def _respond(ctx: IKEContext, ike: IKESA, req: Request, now: float,
     cp_out, cp_ok = cpmod.respond(ctx, ike, conn, payloads, acts)  # RFC 7296 §3.15
     out += cp_out
     if has_child and not cp_ok:  # §3.15.4: the IKE SA stands, the Child SA does not
-        why = "no address left in the pool (INTERNAL_ADDRESS_FAILURE)"
+        why = f"no address for the client ({nname(codec.errors(cp_out)[0].notify_type)})"
         acts.append(Log(f"IKE SA established but the Child SA is refused: {why}",
                         level="warning", conn=conn.name, serial=ike.serial))
         acts.append(ConnectionEvent(EventKind.FAILED, conn.name, ike.serial, why,
