@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from pypluto.config import ids
 from pypluto.config.model import Connection, Identity
@@ -1037,6 +1037,7 @@ class Engine:
         verbs = only or verbs
         out: list[Action] = []
         mi, mo = self.xfrm_marks(conn, child.remote_addr)
+        conn_facts = _conn_updown_facts(conn, mi, mo)
         for lts in child.local_ts:
             for rts in child.remote_ts:
                 if lts.version != rts.version:
@@ -1052,30 +1053,13 @@ class Engine:
                     peer_port=rts.sport if rts.sport == rts.eport else 0,
                     reqid=child.reqid, sa_type="ESP" if child.protocol == "esp" else "AH",
                     mode=child.mode, spi_in=child.spi_in, spi_out=child.spi_out,
-                    nexthop=conn.local.nexthop_addr,  # PLUTO_NEXT_HOP (unset: the peer)
                     my_sourceip=next((a for a in ike.local_vips if a.version == lts.version),
                                      None) if ike is not None and ike.local_vips else
                     next((a for a in conn.local.sourceip if a.version == lts.version), None),
                     peer_dns=list(ike.dns) if ike is not None else [],
                     peer_domains=list(ike.domains) if ike is not None else [],
                     peer_ca=ike.peer_ca if ike is not None else "",  # its cert's issuer
-                    policy=policy,
-                    # PLUTO_MARK_IN / PLUTO_MARK_OUT: value/mask of the installed marks
-                    mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",
-                    mark_out=f"{mo[0]}/{mo[1]:#08x}" if mo else "",
-                    virt_interface=(f"ipsec{conn.ipsec_interface}"
-                                    if conn.ipsec_interface is not None else ""),
-                    vti_iface=conn.vti_interface or "", vti_routing=conn.vti_routing,
-                    # a template's instances (right=%any) share the device, as in Libreswan
-                    vti_shared=conn.vti_shared or conn.remote.is_any,
-                    vti_ip=(conn.local.vti_ip or "").strip(),
-                    mtu=conn.mtu, metric=conn.metric, nflog=conn.nflog,
-                    # Libreswan 5.2: a template's (right=%any) peer is an instance
-                    conn_kind="CK_INSTANCE" if conn.remote.is_any else "CK_PERMANENT",
-                    cfg_server=conn.local.modecfgserver, cfg_client=conn.local.modecfgclient,
-                    if_id=conn.ipsec_interface or 0,
-                    interface_ip=(conn.local.interface_ip or "").strip(),
-                    mobike_event=mobike_event,
+                    policy=policy, mobike_event=mobike_event, **conn_facts,
                 )
                 out.append(Updown(up, script, facts, verbs, mobike=bool(only)))
         return out
@@ -1134,17 +1118,8 @@ class Engine:
                 peer_protocol=d.protocol,
                 peer_port=d.port_start if d.port_start == d.port_end else 0,
                 reqid=p.reqid, sa_type="none", mode=p.mode, add_time=0,
-                nexthop=conn.local.nexthop_addr, my_sourceip=p.source_ip,
-                policy=_updown_policy(conn, None),
-                mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",
-                mark_out=f"{mo[0]}/{mo[1]:#08x}" if mo else "",
-                virt_interface=(f"ipsec{conn.ipsec_interface}"
-                                if conn.ipsec_interface is not None else ""),
-                mtu=conn.mtu, metric=conn.metric,
-                conn_kind="CK_INSTANCE" if conn.remote.is_any else "CK_PERMANENT",
-                cfg_server=conn.local.modecfgserver, cfg_client=conn.local.modecfgclient,
-                if_id=conn.ipsec_interface or 0,
-                interface_ip=(conn.local.interface_ip or "").strip(),
+                my_sourceip=p.source_ip, policy=_updown_policy(conn, None),
+                **_conn_updown_facts(conn, mi, mo),
             )
             out.append(Updown("route" in verbs, script, facts, verbs))
         return out
@@ -1746,6 +1721,7 @@ class Engine:
                 spi_i=int.from_bytes(ike.spi_i, "big"), spi_r=int.from_bytes(ike.spi_r, "big"),
                 local=str(ike.local), remote=str(ike.remote),
                 local_id=str(ike.local_id or ""), remote_id=str(ike.remote_id or ""),
+                remote_id_type=ike.remote_id.id_type if ike.remote_id is not None else 0,
                 encr=ch.encr_name() if ch else "", integ=ch.integ_name() if ch else "",
                 prf=ch.prf_name() if ch else "", ke=ch.ke_name() if ch else "",
                 nat_detected_local=ike.nat_local, nat_detected_remote=ike.nat_remote,
@@ -1841,6 +1817,34 @@ def _updown_auth(word: str) -> tuple[str, ...]:
     if w.startswith("ecdsa"):
         return ("ECDSA",)
     return {"null": ("AUTH_NULL",), "never": ("AUTH_NEVER",)}.get(w, ())
+
+
+def _conn_updown_facts(conn: Connection, mi: tuple[int, int] | None,
+                       mo: tuple[int, int] | None) -> dict[str, Any]:
+    """What an updown run takes from the conn alone, the same for every verb: a Child
+    SA's (up, down, ...) and an on-demand conn's routing (prepare, route, unroute), as
+    Libreswan 5.2 builds one environment from the conn for all of them (its
+    ``prepare``/``route`` read VTI_IFACE and VTI_ROUTING too, and NFLOG)."""
+    return dict(
+        nexthop=conn.local.nexthop_addr,  # PLUTO_NEXT_HOP (unset: the peer)
+        # PLUTO_MARK_IN / PLUTO_MARK_OUT: value/mask of the installed marks
+        mark_in=f"{mi[0]}/{mi[1]:#08x}" if mi else "",
+        mark_out=f"{mo[0]}/{mo[1]:#08x}" if mo else "",
+        virt_interface=(f"ipsec{conn.ipsec_interface}"
+                        if conn.ipsec_interface is not None else ""),
+        vti_iface=conn.vti_interface or "", vti_routing=conn.vti_routing,
+        # a template's instances (right=%any) share the device, as in Libreswan
+        vti_shared=conn.vti_shared or conn.remote.is_any,
+        vti_ip=(conn.local.vti_ip or "").strip(),
+        mtu=conn.mtu, metric=conn.metric, nflog=conn.nflog,
+        # Libreswan 5.2: a template's (right=%any) peer is an instance
+        conn_kind="CK_INSTANCE" if conn.remote.is_any else "CK_PERMANENT",
+        # 5.2: the end with the address pool is the mode-config client
+        cfg_server=conn.local.modecfgserver,
+        cfg_client=conn.local.modecfgclient or bool(conn.local.addresspool),
+        if_id=conn.ipsec_interface or 0,
+        interface_ip=(conn.local.interface_ip or "").strip(),
+    )
 
 
 def _updown_policy(conn: Connection, child: ChildSA | None) -> str:
