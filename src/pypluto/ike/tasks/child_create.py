@@ -238,6 +238,8 @@ class ChildCreate(Task):
             self.abandon(ctx, ike)
             ctx.log(acts, f"CREATE_CHILD_SA failed: {why}", c, level="warning")
             if not broken:  # else the IKE SA goes, and the peer's Child SA with it
+                if not c.spi_out:  # refused before ``finish`` took the answer's SPI
+                    c.spi_out = _answered_spi(payloads)
                 acts += delete_spi_unknown(ctx, ike, c, now)
             if old is not None:
                 acts += replace_refused(ctx, ike, old, why, now)
@@ -275,6 +277,15 @@ class ChildCreate(Task):
     @classmethod
     def respond(cls, ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
         return respond_child(ctx, ike, req, now)
+
+
+def _answered_spi(payloads: Sequence[Payload]) -> int:
+    """The SPI of the Child SA a successful answer made on the peer (its one proposal's
+    4-octet SPI), or 0: refused for its Nonce or KE, it is deleted there too (§1.4.1)."""
+    sa_p = codec.first(payloads, wp.SAPayload)
+    if sa_p is None or len(sa_p.proposals) != 1 or len(sa_p.proposals[0].spi) != 4:
+        return 0
+    return int.from_bytes(sa_p.proposals[0].spi, "big")
 
 
 def _rekey_in_flight(ctx: IKEContext, ike: IKESA) -> IKESA | None:
@@ -336,6 +347,18 @@ def precheck(ctx: IKEContext, ike: IKESA, req: Request
     if ike.state is IKEState.DELETING:
         return ctx.send_response(ike, EXCH_CHILD, req.msgid,
                                  [codec.notify(N.TEMPORARY_FAILURE)])
+    if ike.peer_rekeys:
+        # §2.18: the peer rekeyed this IKE SA and its Child SAs are on the new one; it
+        # only deletes this one now.  A Child SA made here would die with it, a second
+        # IKE SA rekey would fork the session, and CHILD_SA_NOT_FOUND to a REKEY_SA
+        # (its Child SA moved) would make the peer drop a live Child SA (§2.25):
+        # TEMPORARY_FAILURE, as §2.25.2 answers a request racing an IKE SA rekey
+        busy: list[Action] = []
+        ctx.log(busy, "CREATE_CHILD_SA on an IKE SA the peer has rekeyed to IKE SA "
+                f"#{ike.peer_rekeys[-1].serial}; answering TEMPORARY_FAILURE", ike,
+                level="warning")
+        return busy + ctx.send_response(ike, EXCH_CHILD, req.msgid,
+                                        [codec.notify(N.TEMPORARY_FAILURE)])
     if ike.redirected:  # RFC 5685: this IKE SA was redirected elsewhere; it is to go
         acts: list[Action] = []
         ctx.log(acts, "refusing CREATE_CHILD_SA on a redirected IKE SA (RFC 5685); "
