@@ -126,7 +126,8 @@ class ChildCreate(Task):
     def peer_deletes(self, spi: int) -> bool:
         if self.child is None:
             return False
-        self.gone.add(spi)
+        if len(self.gone) < _GONE_MAX:  # an honest peer names a few; a Delete may hold
+            self.gone.add(spi)  # 16,000 unknown SPIs, many Deletes until our timeout
         return True
 
     def restart(self, ctx: IKEContext, ike: IKESA) -> ChildCreate:
@@ -277,6 +278,10 @@ class ChildCreate(Task):
     @classmethod
     def respond(cls, ctx: IKEContext, ike: IKESA, req: Request, now: float) -> list[Action]:
         return respond_child(ctx, ike, req, now)
+
+
+_GONE_MAX = 1024
+"""The most SPIs a CREATE_CHILD_SA in flight remembers as deleted by the peer (§2.25)."""
 
 
 def _answered_spi(payloads: Sequence[Payload]) -> int:

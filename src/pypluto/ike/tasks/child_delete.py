@@ -86,11 +86,14 @@ class ChildDelete(Task):
                     continue
                 val = int.from_bytes(spi, "big")
                 c = ours.get((d.protocol_id, val))
-                if c is None and ike.state is IKEState.DELETING and ike.nonce_min:
+                if c is None and (ike.state is IKEState.DELETING and ike.nonce_min
+                                  or ike.peer_rekeys):
                     # §2.8.2: our redundant IKE SA of a rekey collision, its Child SAs
                     # gone to the surviving one of the same peer; the peer had not seen
                     # the collision yet when it sent this (unanswered, it would keep
-                    # the Child SA half-deleted, or drop it while we keep it)
+                    # the Child SA half-deleted, or drop it while we keep it).  So too
+                    # an IKE SA the peer rekeyed (§2.18), its Delete sent before our
+                    # answer reached it (a window > 1)
                     if theirs is None:
                         theirs = {(_proto_id(x), x.spi_out): x for p in ctx.peers_of(ike)
                                   if p is not ike for x in p.children}
