@@ -18,6 +18,10 @@ result is one line of visible characters of bounded length.
   ``...[N chars]`` mark telling how long the (escaped) text was; an escape
   sequence is never cut in half.
 
+:func:`sanitized` is the other form, for the IDs of status output that Libreswan 5.2
+prints with ``jam_sanitized_bytes`` (octal escapes, printable ASCII as is): the
+result is one line of printable ASCII too.
+
 This module is the bottom layer: it imports nothing of pypluto, so ``ike/``,
 ``control/`` and ``daemon/`` may all use it.
 """
@@ -26,10 +30,12 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["DEFAULT_LIMIT", "LINE_LIMIT", "escape", "guard", "is_clean"]
+__all__ = ["DEFAULT_LIMIT", "ID_LIMIT", "LINE_LIMIT", "escape", "guard", "is_clean",
+           "sanitized"]
 
 DEFAULT_LIMIT = 256  # one peer-supplied field (an ID, a notify's data)
 LINE_LIMIT = 2048  # one whole log or whack line
+ID_LIMIT = 512  # an ID in status output (Libreswan's id_buf)
 
 _NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # categories escaped outside ASCII: controls, format (bidi, zero-width),
@@ -117,3 +123,52 @@ def guard(line: str, limit: int = LINE_LIMIT) -> str:
     field someone forgot, without escaping the backslashes of escaped fields twice.
     """
     return line if is_clean(line, limit) else escape(line, limit)
+
+
+_C_NAMED = {0: "\\0", 7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f",
+            13: "\\r"}
+
+
+def sanitized(value: str | bytes, limit: int = ID_LIMIT, extra: str = "") -> str:
+    """``value`` as Libreswan 5.2 shows an ID in status output (``jam_sanitized_bytes``).
+
+    The bytes (text: its UTF-8) are taken one by one: printable ASCII (0x20-0x7E) as
+    is, backslash included (a DN's ``\\,`` shows as Libreswan shows it); NUL, BEL,
+    BS, TAB, LF, VT, FF and CR as ``\\0 \\a \\b \\t \\n \\v \\f \\r``; every other byte
+    (ESC, DEL, each byte of a non-ASCII character) in octal, ``\\ooo`` when a digit
+    follows, else the shortest ``\\o``.  The result is one line of printable ASCII.
+
+    ``extra`` lists printable characters to write in octal too (ours: the ``'`` that
+    closes trafficstatus's ``id='...'``, so a peer's ID cannot end the field early and
+    add a fake one).  The result is at most ``limit`` characters plus a visible
+    ``...[N chars]`` mark, an escape never cut in half (as :func:`escape`).
+    """
+    if type(value) is str and value.isascii() and value.isprintable() and \
+            not any(c in value for c in extra) and (limit <= 0 or len(value) <= limit):
+        return value  # the common case: nothing to write otherwise
+    if isinstance(value, bytes):
+        raw = value
+    else:
+        try:  # an undecodable byte kept as a surrogate (surrogateescape): that byte
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # another lone surrogate
+            raw = value.encode("utf-8", "surrogatepass")
+    parts: list[str] = []
+    n = 0
+    cut = False
+    for i, b in enumerate(raw):
+        if 0x20 <= b <= 0x7E and chr(b) not in extra:
+            e = chr(b)
+        elif b in _C_NAMED and chr(b) not in extra:
+            e = _C_NAMED[b]
+        elif i + 1 < len(raw) and 0x30 <= raw[i + 1] <= 0x39:
+            e = f"\\{b:03o}"
+        else:
+            e = f"\\{b:o}"
+        if not cut and limit > 0 and n + len(e) > limit:
+            cut = True
+        if not cut:
+            parts.append(e)
+        n += len(e)
+    out = "".join(parts)
+    return f"{out}...[{n} chars]" if cut else out

@@ -231,7 +231,8 @@ def test_hostile_names_on_every_verb(daemon: Pluto, extra_conf: str) -> None:
             assert r.returncode == RC_UNKNOWN_NAME, (verb, name[:20], r)
             assert visible(r.stdout) and visible(r.stderr), (verb, name[:20], r)
     assert daemon.ready()
-    assert whack(daemon, "--briefstatus").stdout.startswith("Total IPsec connections: loaded 3,")
+    assert whack(daemon, "--connectionstatus").stdout.splitlines()[-1].startswith(
+        "Total IPsec connections: loaded 3,")
 
 
 def test_hostile_arguments_are_not_echoed_raw_by_the_clients(daemon: Pluto) -> None:
@@ -319,7 +320,7 @@ def test_a_hung_half_request_does_not_block_others(daemon: Pluto) -> None:
             hung.append(s)
         for _ in range(5):
             r = whack(daemon, "--briefstatus")
-            assert r.returncode == 0 and r.stdout.startswith("Total IPsec connections")
+            assert r.returncode == 0 and r.stdout.startswith("State Information: ")
         assert whack(daemon, "--name", "c-add", "--down").returncode == 0
     finally:
         for s in hung:
@@ -374,7 +375,8 @@ def test_json_status_states_the_same_facts_as_the_text(daemon: Pluto) -> None:
         text = whack(daemon, "--briefstatus").stdout
         data = json.loads(whack(daemon, "--briefstatus", "--json").stdout)
         flat = json.dumps(data["summary"])
-        assert "Total IPsec connections: loaded 3, active 0" in text
+        assert "Total IPsec connections: loaded 3, active 0" in \
+            whack(daemon, "--connectionstatus").stdout
         assert "IKE SAs: total(1), half-open(1), open(0), authenticated(0), anonymous(0)" \
             in text, text
         summ = data["summary"]

@@ -26,9 +26,7 @@ def test_status_family(daemon):
            "their_ip=unset;" in lines
     assert "Total IPsec connections: loaded 3, active 0" in lines
     r = daemon.whack("--briefstatus")
-    assert r.returncode == 0 and r.stdout.splitlines() == [
-        "Total IPsec connections: loaded 3, active 0",
-        "",
+    assert r.returncode == 0 and r.stdout.splitlines() == [  # Libreswan 5.2's three lines
         "State Information: DDoS cookies not required, Accepting new IKE connections",
         "IKE SAs: total(0), half-open(0), open(0), authenticated(0), anonymous(0)",
         "IPsec SAs: total(0), authenticated(0), anonymous(0)",

@@ -81,7 +81,7 @@ STATUS_HELP = {
     "globalstatus": "global counters as key=value lines",
     "showstates": "one line per IKE and Child SA",
     "trafficstatus": "bytes in/out of each established Child SA",
-    "briefstatus": "the totals: connections, IKE and IPsec SAs, DDoS mode",
+    "briefstatus": "the totals: IKE and IPsec SAs, DDoS cookies (JSON: connections too)",
     "connectionstatus": "the connection list only",
     "shuntstatus": "the bare shunts (on-demand negotiation and failure shunts)",
     "listen": "rescan the interfaces, reload the secrets, load conns that now orient",

@@ -21,14 +21,13 @@ from typing import Any, Protocol
 
 from pypluto.control.libreswan_header import header_lines as libreswan_header_lines
 from pypluto.control.libreswan_totals import total_lines
-from pypluto.textsafe import escape, guard
+from pypluto.textsafe import escape, guard, sanitized
 
 STATUS_COMMANDS = frozenset(
     {"status", "globalstatus", "showstates", "trafficstatus", "briefstatus", "connectionstatus",
      "shuntstatus"}
 )
 JSON_SCHEMA = "pypluto-status/1"
-MAX_BYTES_TEXT = "2^63B"
 
 _STORIES = {
     "ESTABLISHED_IKE_SA": "established IKE SA",
@@ -79,12 +78,13 @@ def shown_state(state: str) -> str:
 
 
 def humber(n: int) -> str:
-    """Byte counts as Libreswan prints them: 0B, 840B, 12KB, 3MB, 1GB."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
+    """Byte counts as Libreswan 5.2's ``--showstates`` prints them (``jam_readable_humber``):
+    0B, 840B, 12KB, 3MB; MB is its largest unit (5 GiB is 5120MB)."""
+    for unit in ("B", "KB"):
+        if n < 1024:
             return f"{n}{unit}"
         n //= 1024
-    return f"{n}TB"  # pragma: no cover
+    return f"{n}MB"
 
 
 def _port(endpoint: str) -> str:
@@ -141,11 +141,12 @@ def summary(snap: dict[str, Any]) -> dict[str, Any]:
 def _summary_lines(snap: dict[str, Any]) -> list[str]:
     s = summary(snap)
     c, i, p = s["connections"], s["ike_sas"], s["ipsec_sas"]
-    cookies = "required" if s["ddos_cookies_required"] else "not required"
+    # Libreswan 5.2's words (show_brief_status): "REQUIRED", "NOT ACCEPTING"
+    cookies = "REQUIRED" if s["ddos_cookies_required"] else "not required"
     dos = snap["engine"].get("dos") or {}
     full = bool(dos.get("max_halfopen_ike")) and \
         dos.get("half_open", 0) >= dos.get("max_halfopen_ike", 0)
-    accepting = "Not accepting" if full else "Accepting"
+    accepting = "NOT ACCEPTING" if full else "Accepting"
     return [
         f"Total IPsec connections: loaded {c['loaded']}, active {c['active']}",
         "",
@@ -161,7 +162,7 @@ def _summary_lines(snap: dict[str, Any]) -> list[str]:
 
 
 def _end(subnets: list[str], host: str, ident: str, local: bool) -> str:
-    ident = escape(ident)
+    ident = sanitized(ident)  # as Libreswan 5.2 (jam_sanitized_bytes): a DN's \, stays
     host_id = f"{host}[{ident}]" if ident and ident != host else host
     nets = [n for n in subnets if n.split("/")[0] != host]
     if not nets:
@@ -245,7 +246,28 @@ def _ms_or_s(v: float) -> str:
 
 
 def _max(v: int | None, unit: str) -> str:
-    return f"2^63{unit}" if v is None or v >= 2**63 else f"{v}{unit}"
+    return f"{humber_max(v)}{unit}"
+
+
+def humber_max(v: int | None) -> str:
+    """``ipsec-max-bytes=`` / ``ipsec-max-packets=`` as Libreswan 5.2 prints them
+    (``jam_humber_uintmax``): ``2^63`` for none (its default), else in the largest binary
+    unit the value is strictly above (``2048`` -> ``2Ki``, ``1024`` -> ``1024``, ``1536``
+    -> ``1Ki``: truncated)."""
+    if v is None or v >= 2**63:
+        return "2^63"
+    for shift, suffix in ((60, "Ei"), (50, "Pi"), (40, "Ti"), (30, "Gi"), (20, "Mi"),
+                          (10, "Ki")):
+        if v > 1 << shift:
+            return f"{v >> shift}{suffix}"
+    return str(v)
+
+
+def max_bytes(snap: dict[str, Any], conn: str) -> int | None:
+    """The conn's ``ipsec-max-bytes=`` (the daemon's ``conn_details``; None: not set)."""
+    d = (snap["pluto"].get("conn_details") or {}).get(conn) or {}
+    v = d.get("ipsec_max_bytes")
+    return v if isinstance(v, int) else None
 
 
 def conn_policy(c: dict[str, Any], d: dict[str, Any]) -> str:
@@ -328,7 +350,7 @@ def libreswan_conn_lines(c: dict[str, Any], d: dict[str, Any]) -> list[str]:
         "vti-iface:unset; "
         "vti-routing:no; vti-shared:no; nic-offload:no;",
         f"{n}:   our idtype: {d['our_idtype']}; our id={d['our_id']}; their idtype: "
-        f"{d['their_idtype']}; their id={d['their_id']}",
+        f"{d['their_idtype']}; their id={d['their_id']}",  # jam_id: raw (config's IDs)
         f"{n}:   liveness: {'active' if d['dpddelay'] > 0 else 'passive'}; "
         f"dpddelay:{_secs(d['dpddelay'])}; retransmit-timeout:{_secs(d['retransmit_timeout'])}",
         f"{n}:   nat-traversal: encapsulation:{d['encapsulation']}; keepalive:{ka}",
@@ -465,7 +487,7 @@ def state_lines(snap: dict[str, Any], traffic: bool = True) -> list[str]:
                     f'#{ch["serial"]}: {chn} {proto}.{ch["spi_out"]:x}@{r} '
                     f'{proto}.{ch["spi_in"]:x}@{lo} {mode}.0@{r} {mode}.0@{lo} Traffic: '
                     f'{pre}in={humber(ch["in_bytes"])} {pre}out={humber(ch["out_bytes"])} '
-                    f'{pre}max={MAX_BYTES_TEXT}'
+                    f'{pre}max={humber_max(max_bytes(snap, ch["conn"]))}B'
                 )
                 drops = " ".join(
                     f"{label}={ch.get(key, 0)}" for key, label in (
@@ -513,8 +535,9 @@ def traffic_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
                 "integrity_failures": ch.get("integrity_failures", 0),
                 "selector_drops": ch.get("selector_drops", 0),
                 "malformed": ch.get("malformed", 0),  # after its SPI matched
-                "max_bytes": None,
+                "max_bytes": max_bytes(snap, ch["conn"]),  # None: 2^63 (not set)
                 "remote_id": s.get("remote_id", ""),
+                "remote_id_type": s.get("remote_id_type", 0),  # RFC 7296 §3.5 (13: ID_NULL)
                 "ike_serial": s["serial"],
                 # "conn"[instance] peer: the N of a template's instance (None: not one)
                 "instance": inst.get(key),
@@ -526,18 +549,28 @@ def traffic_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _shown_id(row: dict[str, Any]) -> str:
+    """A peer's ID as Libreswan 5.2's ``jam_id_bytes`` names it: ID_NULL (RFC 7619) is
+    ``ID_NULL`` (testing/pluto/*null*: ``id='ID_NULL'``), not its config spelling."""
+    return "ID_NULL" if row.get("remote_id_type") == 13 else row["remote_id"]
+
+
 def traffic_lines(snap: dict[str, Any]) -> list[str]:
     """``--trafficstatus`` as Libreswan 5.2 prints it (whack_trafficstatus.c): an
     instance named ``"conn"[N] PEER``, and ``, lease=A/32[,B/128]`` for a Child SA whose
     peer got addresses from our pool."""
-    return [
-        f'#{r["serial"]}: {conn_text(r["conn"], r["instance"], r["peer"])}, type={r["type"]}, '
-        f'add_time={r["add_time"]}, '
-        f'inBytes={r["in_bytes"]}, outBytes={r["out_bytes"]}, maxBytes={MAX_BYTES_TEXT}, '
-        f"id='{escape(r['remote_id'])}'" + (f", lease={','.join(r['lease'])}" if r["lease"]
-                                            else "")
-        for r in traffic_rows(snap)
-    ]
+    lines = []
+    for r in traffic_rows(snap):
+        line = (f'#{r["serial"]}: {conn_text(r["conn"], r["instance"], r["peer"])}, '
+                f'type={r["type"]}, add_time={r["add_time"]}, '
+                f'inBytes={r["in_bytes"]}, outBytes={r["out_bytes"]}, '
+                f'maxBytes={humber_max(r["max_bytes"])}B, ')  # ipsec-max-bytes=0 is refused
+        # the ID as Libreswan shows it, but a ' in octal (\47): it would end the field
+        line += f"id='{sanitized(_shown_id(r), extra=chr(39))}'"
+        if r["lease"]:
+            line += f", lease={','.join(r['lease'])}"
+        lines.append(line)
+    return lines
 
 
 def global_values(snap: dict[str, Any]) -> dict[str, int]:
@@ -761,7 +794,8 @@ def lease_lines(snap: dict[str, Any]) -> list[str]:
         lines.append(f"pool {p['pool']}: {p['size']} addresses, {p['in_use']} in use, "
                      f"{p['lingering']} lingering")
     for le in leases:
-        lines.append(f"lease {le['address']} from {le['pool']} to {le['client_id']} "
+        lines.append(f"lease {le['address']} from {le['pool']} to "
+                     f"{sanitized(le['client_id'], extra=chr(34))} "
                      f"\"{le['conn']}\" #{le['ike_serial']}")
     return lines + [""]
 
@@ -807,8 +841,8 @@ def _render(cmd: str, snap: dict[str, Any]) -> list[str]:
         return lines
     if cmd == "connectionstatus":
         return libreswan_connection_lines(snap) + [""] + _summary_lines(snap)[:1]
-    if cmd == "briefstatus":
-        return _summary_lines(snap)
+    if cmd == "briefstatus":  # Libreswan's show_brief_status: no connection totals
+        return _summary_lines(snap)[2:]
     if cmd == "showstates":
         return state_lines(snap)
     if cmd == "trafficstatus":

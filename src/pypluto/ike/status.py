@@ -49,6 +49,8 @@ class IKESAStatus:
     remote: str
     local_id: str = ""
     remote_id: str = ""
+    # RFC 7296 §3.5 ID Type of remote_id (13: ID_NULL, shown "ID_NULL" as Libreswan; 0: none)
+    remote_id_type: int = 0
     encr: str = ""
     integ: str = ""
     prf: str = ""
