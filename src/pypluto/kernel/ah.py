@@ -404,28 +404,30 @@ class OutboundAH(_AHBase):
         if self.dead:
             return None
         seq = self.seq + 1
-        if seq >= self.seq_soft:
-            if seq > self.seq_max:
-                self.seq_exhausted += 1
-                self._fire(True, "seq")
-                return None
-            if seq == self.seq_soft:
-                self._fire(False, "seq")
+        if seq > self.seq_max:
+            self.seq_exhausted += 1
+            self._fire(True, "seq")
+            return None
         if not len(packet):
             self.malformed += 1
             return None
         try:
             hdr, payload, nh = self._headers(packet)
+            ah = bytearray(_AH.pack(nh, self.ah_len // 4 - 2, 0, self.spi, seq & 0xFFFFFFFF))
+            ah += bytes(self.ah_len - 12)  # ICV and zero padding (§3.3.3.2.1)
+            whole = bytearray(hdr)
+            whole += ah
+            whole += payload
+            # a broken IPv4 option or IPv6 option header (a raw packet from this host)
+            # has no ICV input: refused before it takes a sequence number
+            data = icv_input(whole, self.icv_size, seq >> 32 if self.esn else None)
         except (MalformedPacket, IndexError, struct.error):
             self.malformed += 1
             return None
         self.seq = seq
-        ah = bytearray(_AH.pack(nh, self.ah_len // 4 - 2, 0, self.spi, seq & 0xFFFFFFFF))
-        ah += bytes(self.ah_len - 12)  # ICV and zero padding (§3.3.3.2.1)
-        whole = bytearray(hdr)
-        whole += ah
-        whole += payload
-        icv = self.integ.mac(icv_input(whole, self.icv_size, seq >> 32 if self.esn else None))
+        if seq == self.seq_soft:  # once: on the packet that takes this number
+            self._fire(False, "seq")
+        icv = self.integ.mac(data)
         at = len(hdr) + 12
         whole[at:at + self.icv_size] = icv
         self._count(len(packet))
@@ -495,6 +497,10 @@ class InboundAH(_AHBase):
                 raise MalformedPacket("AH length or SPI does not match the SA")
             if (packet[0] >> 4 == 4) != self.v4:
                 raise MalformedPacket("wrong IP version for the SA")
+            if self.v4 and (packet[6] & 0x3F or packet[7]):
+                # MF or an offset: a fragment, discarded (RFC 4302 §3.4.1; these
+                # fields are zeroed in the ICV, anyone on the path can set them)
+                raise MalformedPacket("IPv4 fragment offered to AH")
             seq = self._infer(lo) if self.esn else lo
             if self._replayed(seq):
                 st.replay_drops += 1

@@ -141,23 +141,28 @@ class _AEAD:
 
 class _SharedAEAD:
     """Any other AEAD from :mod:`pypluto.crypto.ciphers`: AES-GCM with 8/12-byte ICV
-    (RFC 4106 §6), AES-CCM (RFC 4309), AES-GMAC (RFC 4543).  IV = sequence number."""
+    (RFC 4106 §6), AES-CCM (RFC 4309), AES-GMAC (RFC 4543).  IV = sequence number.
 
-    __slots__ = ("_aead", "icv_size")
+    ENCR_NULL_AUTH_AES_GMAC authenticates the IV too: its AAD is SPI ‖ sequence
+    number ‖ IV, then the payload (RFC 4543 §3.3, as Linux's rfc4543 template)."""
+
+    __slots__ = ("_aead", "icv_size", "_iv_in_aad")
     iv_size = 8
     block = 4
 
     def __init__(self, aead: ciphers.Aead) -> None:
         self._aead = aead
         self.icv_size = aead.icv_size
+        self._iv_in_aad = aead.encr_id == Encr.NULL_AUTH_AES_GMAC
 
     def seal(self, seq: int, aad: bytes, icv_tail: bytes, payload: bytes) -> bytes:
         iv = _Q.pack(seq)
-        return iv + self._aead.seal(iv, payload, aad)
+        return iv + self._aead.seal(iv, payload, aad + iv if self._iv_in_aad else aad)
 
     def open(self, aad: bytes, icv_tail: bytes, body: memoryview) -> bytes | None:
+        iv = bytes(body[:8])
         try:
-            return self._aead.open(bytes(body[:8]), bytes(body[8:]), aad)
+            return self._aead.open(iv, bytes(body[8:]), aad + iv if self._iv_in_aad else aad)
         except CryptoError:
             return None
 
@@ -487,14 +492,11 @@ class OutboundSA(_SABase):
         if self.dead:
             return None
         seq = self.seq + 1
-        if seq >= self.seq_soft:
-            if seq > self.seq_max:
-                self.seq_exhausted += 1
-                if not self.dead:
-                    self._fire(True, "seq")
-                return None
-            if seq == self.seq_soft:
-                self._fire(False, "seq")
+        if seq > self.seq_max:
+            self.seq_exhausted += 1
+            if not self.dead:
+                self._fire(True, "seq")
+            return None
         n = len(packet)
         if n == 0:
             self.malformed += 1
@@ -516,6 +518,8 @@ class OutboundSA(_SABase):
             self.malformed += 1
             return None
         self.seq = seq
+        if seq == self.seq_soft:  # once: on the packet that takes this number
+            self._fire(False, "seq")
         plen = len(payload)
         trailer = self._tr[nh][(-(plen + 2)) & self._mask]
         lo = seq & 0xFFFFFFFF

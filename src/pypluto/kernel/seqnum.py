@@ -11,12 +11,15 @@ def infer_seq(top: int, window: int, lo: int) -> int:
     Case A (the window lies within one 2**32 subspace): a ``lo`` below the window's
     bottom belongs to the next subspace.  Case B (the window spans two): a ``lo`` at
     or above the bottom belongs to the previous one.  A wrong guess fails the ICV.
+    Neither goes outside 64 bits: there is no subspace before the first or after the
+    last (a sender never goes past 2**64 - 1, RFC 4303 §3.3.3), so the result always
+    packs into the 32-bit high half of the ICV/AAD input.
     """
     th = top & 0xFFFFFFFF
     hi = top >> 32
     tl = (th - window + 1) & 0xFFFFFFFF
     if th >= window - 1:  # Case A
-        if lo < tl:
+        if lo < tl and hi < 0xFFFFFFFF:  # no subspace after the last (2**64 - 1 is the end)
             hi += 1
     elif lo >= tl and hi > 0:  # Case B
         hi -= 1
