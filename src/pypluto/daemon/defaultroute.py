@@ -61,10 +61,32 @@ def default_route(version: int = 4) -> DefaultRoute | None:
         if isinstance(src_s, str):
             return DefaultRoute(ipaddress.ip_address(src_s), gw, dev if isinstance(dev, str)
                                 else None)
+        if gw is None and isinstance(dev, str):
+            gw = _ptp_peer(dev, version)  # "default dev ppp0": no "via"
         if gw is not None:
             found = route_source(gw)
             if found is not None:
                 return DefaultRoute(found[0], gw, found[1])
+    return None
+
+
+def _ptp_peer(dev: str, version: int) -> IPAddress | None:
+    """The peer address of point-to-point device ``dev`` (``ip addr add A peer P``), which
+    Libreswan 5.2 takes as the gateway of a default route written without ``via``."""
+    for link in _ip_json("-4" if version == 4 else "-6", "addr", "show", "dev", dev):
+        flags = link.get("flags")
+        infos = link.get("addr_info")
+        if not isinstance(flags, list) or "POINTOPOINT" not in flags or \
+                not isinstance(infos, list):
+            continue
+        for info in infos:
+            peer = info.get("address") if isinstance(info, dict) else None
+            if isinstance(peer, str) and isinstance(info.get("local"), str) and \
+                    info["local"] != peer:
+                try:
+                    return ipaddress.ip_address(peer)
+                except ValueError:
+                    continue
     return None
 
 

@@ -2,13 +2,22 @@
 
 pluto listens on every local address (or only ``--listen``); it needs the
 interface name for its ``adding UDP interface`` log lines as well.
+
+As Libreswan 5.2 (kernel_iface*.c, iface.c): an IPv4 address on a device that is
+not up (or is a bond's slave) is no interface; an address two devices share is no
+interface at all ("IP interfaces X and Y share address A!": one socket each on the
+same address and port would split the peer's packets between them); tentative (DAD)
+and DAD-failed IPv6 addresses are skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import socket
 import struct
+from collections import Counter
 from dataclasses import dataclass
 
 from pypluto.params import IPAddress
@@ -23,6 +32,9 @@ IFA_ADDRESS = 1
 IFA_LOCAL = 2
 IFA_F_TENTATIVE = 0x40
 IFA_F_DADFAILED = 0x08
+SIOCGIFFLAGS = 0x8913
+IFF_UP = 0x1
+IFF_SLAVE = 0x800
 
 
 @dataclass(frozen=True)
@@ -69,8 +81,22 @@ def local_addresses() -> list[LocalAddress]:
                 off += (length + 3) & ~3
     finally:
         s.close()
+    usable = {a.ifname: _usable_v4_device(a.ifname) for a in out if a.addr.version == 4}
+    out = [a for a in out if a.addr.version == 6 or usable[a.ifname]]
+    # an address on two devices is neither's (link-local ones are per device)
+    seen = Counter(a.addr for a in out if not a.link_local)
+    out = [a for a in out if a.link_local or seen[a.addr] == 1]
     out.sort(key=lambda a: (a.addr.version, a.ifindex, int(a.addr)))
     return out
+
+
+def _usable_v4_device(ifname: str) -> bool:
+    """Whether the device is up and no bond's slave (SIOCGIFFLAGS; unknown: not)."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        req = struct.pack("16sH14x", ifname.encode()[:15], 0)
+        flags = struct.unpack_from("16sH", fcntl.ioctl(u.fileno(), SIOCGIFFLAGS, req))[1]
+        return bool(flags & IFF_UP) and not flags & IFF_SLAVE
+    return False
 
 
 def _parse_addr(body: bytes) -> list[LocalAddress]:
@@ -83,7 +109,7 @@ def _parse_addr(body: bytes) -> list[LocalAddress]:
     off = 8
     while off + 4 <= len(body):
         alen, atype = struct.unpack_from("=HH", body, off)
-        if alen < 4:
+        if alen < 4 or off + alen > len(body):  # RTA_OK: a truncated attribute ends it
             break
         attrs[atype] = body[off + 4 : off + alen]
         off += (alen + 3) & ~3

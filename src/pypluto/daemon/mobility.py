@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from pypluto.daemon.interfaces import local_addresses
 from pypluto.params import IPAddress
@@ -38,6 +39,23 @@ def _addr_of(endpoint: str) -> IPAddress | None:
         return ipaddress.ip_address(host)
     except ValueError:
         return None
+
+
+def stranded(conns: dict[str, Any], ike_sas: list[Any], local: set[IPAddress]) -> list[str]:
+    """The loaded connections whose local address is no longer one of ``local`` and
+    none of whose IKE SAs runs from one that still is (MOBIKE moved it): on
+    ``ipsec listen`` Libreswan 5.2 (iface.c, release_dead_interfaces) terminates
+    their SAs and disorients them, until the address is back."""
+    alive = {ike.conn.split("[")[0] for ike in ike_sas if _addr_of(ike.local) in local}
+    out = []
+    for name, conn in conns.items():
+        try:
+            addr = conn.local.host_addr
+        except ValueError:  # not oriented
+            continue
+        if addr is not None and addr not in local and name not in alive:
+            out.append(name)
+    return out
 
 
 class AddressWatcher:

@@ -54,7 +54,7 @@ from pypluto.daemon.helpers import (
 from pypluto.daemon.interfaces import local_addresses
 from pypluto.daemon.logger import PlutoLogger, capture_warnings, parse_debug_specs
 from pypluto.daemon.metrics import MetricsServer
-from pypluto.daemon.mobility import AddressWatcher
+from pypluto.daemon.mobility import AddressWatcher, stranded
 from pypluto.daemon.options import PlutoOptions
 from pypluto.daemon.powerup import PowerUpSelfTest
 from pypluto.daemon.registry import Registry, config_conns
@@ -437,7 +437,9 @@ class Daemon:
     # ------------------------------------------------------------- operations
     def _scan_interfaces(self) -> None:
         addrs = self.sockets.scan()
-        self.registry.local_addrs = set(addrs)
+        # only an interface orients a conn (Libreswan 5.2): with --listen, just that one
+        self.registry.local_addrs = {i.addr for i in self.sockets.interfaces} \
+            if self.opts.listen else set(addrs)
         if self.driver.engine is not None:
             self.driver.engine.local_addrs = set(addrs)
 
@@ -445,7 +447,23 @@ class Daemon:
         """whack --listen: rescan the interfaces, reload the secrets, orient what now can."""
         self._scan_interfaces()
         self.secrets.load(self.opts.secretsfile, self.log)
+        self._disorient_stranded()
         self.registry.orient_pending(self.registry.local_addrs)
+
+    def _disorient_stranded(self) -> None:
+        """The conns whose local address went away: their SAs are terminated and they
+        are kept unoriented until an ``ipsec listen`` finds the address again."""
+        engine, reg = self.driver.engine, self.registry
+        if not self.sockets.local_addrs:  # the address dump failed (scan logged it)
+            return
+        ike_sas = engine.status(self.now()).ike_sas if engine is not None else []
+        for name in stranded(reg.conns, ike_sas, reg.local_addrs):
+            conn = reg.conns[name]
+            self.log.log(f"local address {conn.local.host_addr} is gone: terminating SAs; "
+                         "connection unoriented", "warning", conn=name)
+            reg.delete(name)
+            conn.local_is_left = None
+            reg.unoriented[name] = conn
 
     def unlisten(self) -> None:
         self.sockets.unlisten()

@@ -189,9 +189,10 @@ class UDPSockets:
         """(Re)open the sockets for the current local addresses; returns those addresses."""
         try:
             found = local_addresses()
-        except OSError as e:
-            self.log.log(f"cannot list local addresses: {e}", "error")
-            found = []
+        except OSError as e:  # keep what is open: an empty list would close every socket
+            self.log.log(f"cannot list local addresses: {e}; keeping the current interfaces",
+                         "error")
+            return set(self.local_addrs)
         self.local_addrs = {a.addr for a in found}
         wanted: list[LocalAddress] = []
         if self.listen:
@@ -227,7 +228,12 @@ class UDPSockets:
         if parked is not None:  # still read by the backend: take it back
             return parked
         fam = socket.AF_INET if la.addr.version == 4 else socket.AF_INET6
-        s = socket.socket(fam, socket.SOCK_DGRAM)
+        try:  # out of descriptors (hundreds of addresses): this one is not listened on
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+        except OSError as e:
+            self.log.log(f"cannot open UDP interface {la.ifname} {Endpoint(la.addr, port)}: "
+                         f"{e.strerror}", "error")
+            return None
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if fam == socket.AF_INET6:
