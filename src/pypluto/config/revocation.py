@@ -15,9 +15,10 @@ Libreswan's semantics (``ipsec.conf(5)`` ``config setup``):
   6960) at ``ocsp-uri=`` if set (NSS's default responder), else at the responder of
   its authorityInfoAccess; ``ocsp-timeout=`` bounds a request; ``ocsp-method=get``
   (the default; POST when the request would make a URL over 255 octets, RFC 5019
-  §5) or ``post``.  ``revoked`` always fails; an unreachable responder, a bad or
-  ``unknown`` answer fail only with ``ocsp-strict=yes``.  Answers are cached by
-  CertID, at most ``ocsp-cache-size`` of them, each for its nextUpdate clamped to
+  §5, and after a failed GET, as NSS does) or ``post``.  ``revoked`` always fails;
+  an unreachable responder, a bad or ``unknown`` answer fail only with
+  ``ocsp-strict=yes``.  Answers are cached by CertID, at most ``ocsp-cache-size``
+  of them (0: none reused, the cache disabled), each for its nextUpdate clamped to
   [``ocsp-cache-min-age``, ``ocsp-cache-max-age``]; failures are not cached; ``ipsec
   purgeocsp`` empties the cache.  ``ocsp-trustname=`` names a certificate (NSS
   nickname or file) trusted to sign responses, as NSS's default responder needs.
@@ -30,6 +31,7 @@ stores; the engine asks :meth:`Revocation.ocsp_status` and :meth:`Revocation.crl
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import threading
@@ -148,7 +150,10 @@ class Revocation:
             leaf, issuer = chain[0], chain[1]
             key = rv.cert_id(leaf, issuer)
             e = self.ocsp_cache.get(key)
-            if e is not None and e.status != "error" and e.expires > now:
+            # ocsp-cache-size=0: "the cache is disabled" (ipsec.conf(5)): every
+            # authentication asks; the answer is kept only until it has been judged
+            if e is not None and e.status != "error" and e.expires > now \
+                    and p.ocsp_cache_size > 0:
                 return jobs
             urls = [p.ocsp_uri] if p.ocsp_uri else rv.ocsp_urls(leaf)
             if urls:
@@ -206,16 +211,20 @@ class Revocation:
             try:
                 return Result(j, self._get(u, None, None, self.policy.crl_timeout), u)
             except Exception as e:  # noqa: BLE001 - reported in the result
-                errs.append(f"{u}: {_text(e)}")
+                errs.append(f"{rv.show_url(u)}: {_text(e)}")
         return Result(j, None, j.urls[0] if j.urls else "", "; ".join(errs))
 
     def _run_ocsp(self, j: OCSPJob) -> Result:
         try:
             req = rv.ocsp_request(j.cert, j.issuer, j.nonce)
             get = rv.get_url(j.url, req)
+            data = None
             if self.policy.ocsp_method == "get" and len(get) <= 255:
-                data = self._get(get, None, None, self.policy.ocsp_timeout)
-            else:
+                # ocsp-method=get: "post is attempted only as fallback in case of
+                # failure" (ipsec.conf(5), NSS's behaviour)
+                with contextlib.suppress(Exception):
+                    data = self._get(get, None, None, self.policy.ocsp_timeout)
+            if data is None:
                 data = self._get(j.url, req, "application/ocsp-request",
                                  self.policy.ocsp_timeout)
             return Result(j, data, j.url)
@@ -236,36 +245,52 @@ class Revocation:
                 self.crl_fetches += 1
                 for u in r.job.urls:
                     f = self.fetched.setdefault(u, Fetched(u, r.job.issuer))
+                    show = rv.show_url(u)
                     if u != r.url and r.data is not None:
                         continue
                     if r.data is None:
                         f.error = f"fetching the CRL failed: {r.error}"
-                        logs.append((crl_bad, f"CRL distribution point {u}: {f.error}"))
+                        logs.append((crl_bad, f"CRL distribution point {show}: {f.error}"))
                         continue
                     try:
-                        f.crl = rv.crl_for(r.data, r.job.issuer)
+                        crl = rv.crl_for(r.data, r.job.issuer)
+                        this = crl.last_update_utc
+                        if this > when + rv.CLOCK_SKEW:
+                            raise ValueError(f"CRL thisUpdate {this:%Y-%m-%d %H:%M:%S} UTC "
+                                             "is in the future")
+                        held = f.crl.last_update_utc if f.crl is not None else None
+                        if held is not None and this < held:
+                            # an older CRL (a replay, a stale mirror) would drop the
+                            # revocations the held one lists: keep it (NSS refuses an
+                            # older CRL too)
+                            logs.append(("warning", f"CRL from {show} ignored: its "
+                                         f"thisUpdate {this:%Y-%m-%d %H:%M:%S} UTC is older "
+                                         f"than the one held ({held:%Y-%m-%d %H:%M:%S} UTC)"))
+                            continue
+                        f.crl = crl
                         f.error = ""
                         f.fetched_at = now
                         n = len(list(f.crl))
-                        logs.append(("info", f"fetched CRL from {u}: issuer "
+                        logs.append(("info", f"fetched CRL from {show}: issuer "
                                      f"'{f.crl.issuer.rfc4514_string()}', {n} revoked"))
-                    except ValueError as e:
-                        f.error = str(e)
-                        logs.append((crl_bad, f"CRL from {u} rejected: {e}"))
+                    except ValueError as e:  # its text may quote the CRL's (any) issuer
+                        f.error = _text(e)
+                        logs.append((crl_bad, f"CRL from {show} rejected: {f.error}"))
             else:
                 self.requests += 1
                 j = r.job
+                url = rv.show_url(r.url)
                 if r.data is None:
-                    self._put(j.key, OCSPEntry("error", now, f"OCSP request to {r.url} "
-                                               f"failed: {r.error}", r.url, now))
-                    logs.append((ocsp_bad, f"OCSP request to {r.url} failed: {r.error}"))
+                    self._put(j.key, OCSPEntry("error", now, f"OCSP request to {url} "
+                                               f"failed: {r.error}", url, now))
+                    logs.append((ocsp_bad, f"OCSP request to {url} failed: {r.error}"))
                     continue
                 try:
                     ans = rv.ocsp_check(r.data, j.cert, j.issuer, when,
                                         self.trusted, j.nonce)
                 except rv.OCSPError as e:
-                    self._put(j.key, OCSPEntry("error", now, f"{e} ({r.url})", r.url, now))
-                    logs.append((ocsp_bad, f"OCSP response from {r.url} rejected: {e}"))
+                    self._put(j.key, OCSPEntry("error", now, f"{e} ({url})", url, now))
+                    logs.append((ocsp_bad, f"OCSP response from {url} rejected: {e}"))
                     continue
                 p = self.policy
                 nxt = ans.next_update.timestamp() if ans.next_update else now
@@ -274,9 +299,9 @@ class Revocation:
                 if ans.status == "revoked" and ans.revoked_at is not None:
                     detail = f"since {ans.revoked_at:%Y-%m-%d %H:%M:%S} UTC" + \
                         (f", {ans.reason}" if ans.reason else "")
-                self._put(j.key, OCSPEntry(ans.status, expires, detail, r.url, now))
+                self._put(j.key, OCSPEntry(ans.status, expires, detail, url, now))
                 logs.append(("info", f"OCSP: certificate serial {j.cert.serial_number:#x} is "
-                             f"{ans.status} (responder {r.url})"))
+                             f"{ans.status} (responder {url})"))
         return logs
 
     def _put(self, key: CertID, e: OCSPEntry) -> None:
@@ -327,7 +352,8 @@ class Revocation:
         if len(chain) < 2:
             return False
         e = self.ocsp_cache.get(rv.cert_id(chain[0], chain[1]))
-        ok = e is not None and e.status != "error" and e.expires > now
+        ok = e is not None and e.status != "error" and e.expires > now \
+            and self.policy.ocsp_cache_size > 0
         if ok:
             self.cache_hits += 1
         return ok
@@ -338,7 +364,7 @@ class Revocation:
         for f in list(self.fetched.values()):
             c = f.crl
             out.append({
-                "source": "fetched", "url": f.url,
+                "source": "fetched", "url": rv.show_url(f.url),
                 "issuer": (c.issuer if c is not None else f.issuer.subject).rfc4514_string(),
                 "this_update": c.last_update_utc.isoformat() if c is not None else None,
                 "next_update": c.next_update_utc.isoformat()

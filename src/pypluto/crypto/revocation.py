@@ -36,14 +36,50 @@ from pypluto.crypto import x509 as px
 
 # RFC 6960 §4.2.2.1: thisUpdate in the future / nextUpdate in the past, with some slack
 CLOCK_SKEW = datetime.timedelta(minutes=5)
+# RFC 6960 §3.2 item 4: thisUpdate "sufficiently recent".  A response without
+# nextUpdate says nothing of how long it holds: older than this, it may be a replay
+# of a "good" from before the certificate was revoked
+MAX_AGE_WITHOUT_NEXT_UPDATE = datetime.timedelta(days=1)
+# certificates of an OCSP response looked at for a delegated responder
+MAX_RESPONSE_CERTS = 4
 
 
 class OCSPError(Exception):
     """An OCSP response that cannot be used; the text says why."""
 
 
+# a certificate may name any number of distribution points / responders; each one
+# unreachable costs a whole fetch timeout while the exchange waits, so only the first
+# few HTTP(S) ones are tried
+MAX_URLS = 4
+
+
+def _scheme(u: str) -> str:
+    """The URL's scheme, or "" when it does not parse (``http://[::1/``, a bad port)."""
+    try:
+        parts = urllib.parse.urlsplit(u)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return ""
+    return parts.scheme.lower() if parts.hostname else ""
+
+
 def _http(urls: list[str]) -> list[str]:
-    return [u for u in urls if urllib.parse.urlsplit(u).scheme.lower() in ("http", "https")]
+    return [u for u in urls if _scheme(u) in ("http", "https")][:MAX_URLS]
+
+
+def show_url(u: str) -> str:
+    """``u`` as logged: without the password of a ``user:password@`` userinfo."""
+    try:
+        parts = urllib.parse.urlsplit(u)
+    except ValueError:
+        parts = None
+    if parts is not None and parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        u = urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    elif parts is None and "@" in u:
+        u = "<URL with credentials>"
+    return u
 
 
 def cdp_urls(cert: x509.Certificate) -> list[str]:
@@ -160,6 +196,34 @@ def _delegated_ok(c: x509.Certificate, issuer: x509.Certificate,
     return True
 
 
+def _response_certs(der: bytes, limit: int) -> list[x509.Certificate]:
+    """The first ``limit`` certificates of an OCSPResponse's BasicOCSPResponse (RFC
+    6960 §4.2.1 ``certs``), read from the DER: ``cryptography``'s ``certificates``
+    parses them all, and slower than linearly (seconds for a few thousand)."""
+    from pypluto.crypto.der import read_tlv
+    _, body, _ = read_tlv(der, 0)  # OCSPResponse
+    _, _, off = read_tlv(body, 0)  # responseStatus
+    _, rb, _ = read_tlv(body, off)  # [0] EXPLICIT ResponseBytes
+    _, rbs, _ = read_tlv(rb, 0)
+    _, _, off = read_tlv(rbs, 0)  # responseType
+    _, octets, _ = read_tlv(rbs, off)  # response OCTET STRING
+    _, basic, _ = read_tlv(octets, 0)  # BasicOCSPResponse
+    off = 0
+    for _ in range(3):  # tbsResponseData, signatureAlgorithm, signature
+        _, _, off = read_tlv(basic, off)
+    if off >= len(basic):
+        return []
+    _, certs, _ = read_tlv(basic, off)  # [0] EXPLICIT SEQUENCE OF Certificate
+    _, seq, _ = read_tlv(certs, 0)
+    out: list[x509.Certificate] = []
+    off = 0
+    while off < len(seq) and len(out) < limit:
+        start = off
+        _, _, off = read_tlv(seq, off)
+        out.append(x509.load_der_x509_certificate(seq[start:off]))
+    return out
+
+
 def ocsp_check(der: bytes, cert: x509.Certificate, issuer: x509.Certificate,
                now: datetime.datetime, trusted: list[x509.Certificate] | None = None,
                nonce: bytes | None = None) -> OCSPAnswer:
@@ -191,7 +255,10 @@ def _ocsp_check(der: bytes, cert: x509.Certificate, issuer: x509.Certificate,
                 signer = c
                 break
         else:
-            for c in resp.certificates:
+            # the responder's certificate (RFC 6960 §4.2.2.2), maybe with its chain: a
+            # few at most.  Each one naming the signer costs a signature check, and the
+            # answer is judged on the event loop: thousands would stall the daemon
+            for c in _response_certs(der, MAX_RESPONSE_CERTS):
                 if _is_signer(resp, c) and _delegated_ok(c, issuer, now):
                     signer = c
                     break
@@ -218,6 +285,9 @@ def _ocsp_check(der: bytes, cert: x509.Certificate, issuer: x509.Certificate,
                             "the future")
         if nxt is not None and nxt < now - CLOCK_SKEW:
             raise OCSPError(f"OCSP response expired (nextUpdate {nxt:%Y-%m-%d %H:%M:%S} UTC)")
+        if nxt is None and this < now - MAX_AGE_WITHOUT_NEXT_UPDATE:
+            raise OCSPError(f"OCSP response without nextUpdate is too old (thisUpdate "
+                            f"{this:%Y-%m-%d %H:%M:%S} UTC)")
         if nonce:
             try:
                 got = resp.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce

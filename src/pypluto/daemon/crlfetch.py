@@ -19,6 +19,7 @@ from typing import Any
 
 from pypluto.config.certs import CertStore, CredentialError
 from pypluto.config.revocation import Job, RevocationPolicy
+from pypluto.crypto import revocation as rv
 from pypluto.crypto import x509 as px
 from pypluto.daemon.fetch import http_fetch
 
@@ -62,7 +63,7 @@ class CRLFetcher:
         if p.ocsp_enable:
             self.log(f"OCSP on: {'strict' if p.ocsp_strict else 'not strict'}, "
                      f"timeout {p.ocsp_timeout:g}s, method {p.ocsp_method}"
-                     + (f", responder {p.ocsp_uri}" if p.ocsp_uri else ""))
+                     + (f", responder {rv.show_url(p.ocsp_uri)}" if p.ocsp_uri else ""))
 
     def stop(self) -> None:
         if self._task is not None:

@@ -18,6 +18,7 @@ itself and sends both that way.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import ipaddress
 import socket
@@ -75,8 +76,10 @@ def _bound_connect(value: str) -> Callable[..., socket.socket]:
 
 
 class _Deadline:
-    """The fetch as a whole ends at its timeout (Libreswan hands crl-timeout= to curl
-    as CURLOPT_TIMEOUT, the whole transfer): at the deadline the fetch's sockets are
+    """The fetch as a whole ends at its timeout (Libreswan 5.2 hands curl-timeout= to
+    curl as CURLOPT_CONNECTTIMEOUT and twice it as CURLOPT_TIMEOUT, the whole
+    transfer; pypluto holds the whole fetch to the one timeout, as ipsec.conf(5)
+    words it): at the deadline the fetch's sockets are
     shut down, so a server that trickles its headers or body a byte at a time, each
     inside the per-read timeout, cannot hold the worker thread longer."""
 
@@ -151,10 +154,22 @@ def http_fetch(url: str, body: bytes | None, content_type: str | None,
     ``timeout``.
 
     ``iface``: ``curl-iface=`` (see the module doc)."""
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    try:
+        parts = urllib.parse.urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError as e:
+        raise OSError(f"bad URL: {e}") from None
+    scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise OSError(f"unsupported URL scheme {scheme!r}")
+    auth = None
+    if "@" in parts.netloc:  # user:password@ goes as HTTP Basic (as curl does), not as host
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        cred = f"{urllib.parse.unquote(user or '')}:{urllib.parse.unquote(password or '')}"
+        auth = "Basic " + base64.b64encode(cred.encode()).decode("ascii")
     req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+    if auth:
+        req.add_header("Authorization", auth)
     if content_type:
         req.add_header("Content-Type", content_type)
     req.add_header("User-Agent", "pypluto")
