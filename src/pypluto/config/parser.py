@@ -51,6 +51,7 @@ from pypluto.config.values import (
     parse_interface_ip,
     parse_ipsec_interface,
     parse_mark,
+    parse_ocsp_uri,
     parse_percent,
     parse_protoport,
     parse_subnet,
@@ -1820,7 +1821,8 @@ def _build_setup(cfg: ConfigFile, reader: _Reader) -> None:
         setup.curl_iface = v.strip()
 
     apply("curl-iface", curl_iface)
-    apply("ocsp-uri", lambda v: setattr(setup, "ocsp_uri", v))
+    apply("ocsp-uri", lambda v: setattr(setup, "ocsp_uri", parse_ocsp_uri(v) if v.strip()
+                                        else v))
     apply("ocsp-trustname", lambda v: setattr(setup, "ocsp_trustname", v))
     apply("ocsp-method", lambda v: setattr(setup, "ocsp_method", v.lower()))
     def set_str(attr: str) -> Callable[[str], None]:

@@ -161,6 +161,27 @@ def parse_interface_ip(text: str, key: str = "interface-ip") -> str:
         raise ValueError(f"{key}={text}: expected ADDRESS/PREFIX") from None
 
 
+def parse_ocsp_uri(value: str) -> str:
+    """``ocsp-uri=``: the OCSP responder every request goes to (NSS's default
+    responder).  pypluto fetches over HTTP(S) only (daemon/fetch.py), so another scheme
+    (``ldap://``), a URL without a host or one that does not parse would fail every
+    request: ValueError, refused at load."""
+    import urllib.parse
+
+    v = value.strip()
+    try:
+        u = urllib.parse.urlsplit(v)
+        _ = u.port  # a port that is no number raises here
+    except ValueError as e:
+        raise ValueError(f"ocsp-uri={value}: not a URL ({e})") from None
+    if u.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"ocsp-uri={value}: a responder URL other than http:// or "
+                         "https:// is not supported by pypluto")
+    if not u.hostname:
+        raise ValueError(f"ocsp-uri={value}: the URL names no host")
+    return v
+
+
 def parse_curl_iface(value: str) -> tuple[str | None, str | None]:
     """``curl-iface=`` (curl's CURLOPT_INTERFACE forms: NAME, ADDRESS, ``if!NAME``,
     ``host!ADDRESS``) as (device, source address); ValueError for what it cannot be
