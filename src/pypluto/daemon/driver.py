@@ -101,6 +101,7 @@ V2_STATE_NAMES = {
 POLL_INTERVAL = 10.0  # seconds between SA counter polls
 ACQUIRE_QUEUE = 256  # acquires waiting for the loop; more are dropped (and counted)
 CPU_CHECK_INTERVAL = 1.0  # seconds between looks at the CPUs we may run on (helpers)
+FETCH_WORKERS = 4  # threads for CRL / OCSP fetches (Compute io jobs), created at first use
 
 
 class EngineDriver:
@@ -126,6 +127,7 @@ class EngineDriver:
         self.sa_index: dict[int, tuple[IPAddress, str, str]] = {}  # spi -> (dst, proto, dir)
         self.stopped = False
         self._timer: asyncio.TimerHandle | None = None
+        self._fetch_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._timer_for = 0.0  # the engine deadline ``_timer`` was armed for
         # inside a socket's batch of datagrams (``batch_begin``): the engine's timer is
         # looked at once when the batch ends, not after every datagram (issue 18)
@@ -524,11 +526,16 @@ class EngineDriver:
     def _compute(self, a: Compute, rate_limited: bool) -> None:
         """Run an offloaded key exchange on the helper pool; resume the engine on the loop.
 
-        An ``io`` job (a CRL / OCSP fetch) runs on the loop's default thread pool, even
-        without helpers: it blocks on the network and must never run on the loop."""
+        An ``io`` job (a CRL / OCSP fetch) runs on a small thread pool of its own, even
+        without helpers: it blocks on the network and must never run on the loop, and
+        peers whose fetches hang must not take the loop's default pool, where updown
+        scripts are waited for (more fetches than ``FETCH_WORKERS`` wait their turn)."""
         if a.io and self.loop is not None:
             loop = self.loop
-            fio = loop.run_in_executor(None, a.job)
+            if self._fetch_pool is None:
+                self._fetch_pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=FETCH_WORKERS, thread_name_prefix="pluto-fetch")
+            fio = loop.run_in_executor(self._fetch_pool, a.job)
             fio.add_done_callback(lambda f: self._resume_io(a.token, f))
             return
         if self.helpers is None or self.loop is None:
@@ -620,6 +627,8 @@ class EngineDriver:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._fetch_pool is not None:  # a hanging fetch's result is dropped anyway
+            self._fetch_pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------- CPUs
     def _watch_cpus(self) -> None:
