@@ -329,6 +329,23 @@ def id_matches(pattern: Identity | None, actual: Identity | None) -> bool:
     return pattern.data == actual.data
 
 
+def id_same(pattern: Identity | None, actual: Identity | None) -> bool:
+    """Is ``actual`` exactly the ``pattern`` ID?  For a peer that no certificate vouches
+    for (PSK, NULL, raw key): Libreswan 5.2's ``update_peer_id`` then holds its ID to
+    ``same_id``, which knows no DN wildcard (a ``*`` value matches only a ``*``) and
+    compares a DN's attributes in their order; ``%any`` and ``%fromcert`` still match
+    every ID, FQDNs still compare without case and trailing dot (``id_eq``)."""
+    if pattern is not None and actual is not None and not pattern.any and \
+            not pattern.fromcert and pattern.id_type == actual.id_type == ID_DER_ASN1_DN:
+        if pattern.data == actual.data:
+            return True
+        pa, aa = dn_attributes(pattern.data), dn_attributes(actual.data)
+        return pa is not None and aa is not None and len(pa) == len(aa) and all(
+            po == ao and pv.lower() == av.lower()
+            for (po, pv), (ao, av) in zip(pa, aa, strict=True))
+    return id_matches(pattern, actual)
+
+
 def _dn_any_order(pattern: list[tuple[str, str]], actual: list[tuple[str, str]]) -> bool:
     """The same attributes written in another order (Libreswan 5.2 matches DNs in any
     order: ``leftid="E=..., CN=..., C=CA"`` against a certificate's ``C=CA, ..., E=...``,

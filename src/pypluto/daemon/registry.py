@@ -105,7 +105,7 @@ def end_auth_refusal(conn: Connection) -> str | None:
         if kind and shared_only:
             return _at(conn, side + "auth", f"{side}auth={end.auth} expects authby={kind}")
         methods = {end.auth} if end.auth else set(conn.authby.split(","))
-        if end.id is not None and end.id.fromcert and methods <= {"secret", "null"}:
+        if end.id is not None and end.id.fromcert and methods <= {"secret", "psk", "null"}:
             return _at(conn, side + "id",
                        "ID cannot be specified as %fromcert if PSK or AUTH-NULL is used")
     return None

@@ -142,6 +142,18 @@ def _peer_may_use_uncached(conn: Connection, method: int) -> bool:
     return method == AUTH_PSK and bool(words & {"secret", "psk"})
 
 
+def _peer_id_fits(conn: Connection, peer_id: Identity, method: int | None) -> bool:
+    """The peer's ID satisfies ``rightid=``.  Wildcards (a DN's ``*``, another RDN order)
+    only when a certificate is to vouch for it: a peer authenticated by PSK, NULL or a
+    raw key must show exactly that ID, as Libreswan 5.2's ``update_peer_id`` requires
+    (``same_id`` unless a verified certificate; RFC 4945 §3.1 leaves this to policy)."""
+    pattern = remote_pattern(conn)
+    if pattern is None or pattern.id_type != ids.ID_DER_ASN1_DN or (
+            method in auth_sig.SIG_METHODS and auth_sig.remote_raw(conn) is None):
+        return ids.id_matches(pattern, peer_id)  # the same as id_same but for a DN
+    return ids.id_same(pattern, peer_id)
+
+
 def _no_ppk_auth(ctx: IKEContext, ike: IKESA, conn: Connection, sig: bool, psk: bytes,
                  id_body: bytes, msgid: int) -> bytes:
     """NO_PPK_AUTH data (RFC 8784 §3): our AUTH data with the unmixed SK_pi, by the same
@@ -210,7 +222,10 @@ class IKEAuth(Task):
         idi = codec.ident(PT.IDi, local_id)
         payloads: list[Payload] = [idi]
         payloads += auth_sig.certreq(ctx, conn)
-        if remote_pat is not None and not remote_pat.any and remote_pat.data:
+        if remote_pat is not None and not remote_pat.any and (remote_pat.data or
+                                                               remote_pat.null):
+            # rightid=%null: an ID_NULL IDr ("me Tarzan, you Jane"), as Libreswan 5.2
+            # sends, by which its responder lets an AUTH_NULL conn take our ID_NULL
             payloads.append(codec.ident(PT.IDr, remote_pat))
         self.msgid = ike.next_out  # the task manager sends it with this message ID
         ppk_notes = ppk.initiator_mix(  # RFC 8784: before AUTH, which the PPK changes
@@ -296,8 +311,8 @@ class IKEAuth(Task):
             return acts + _responder_rejected(ctx, ike, now, f"IDr payload invalid: {bad}")
         peer_id = identity_from_wire(int(idr_p.id_type), bytes(idr_p.data))
         pattern = remote_pattern(conn)
-        if not ids.id_matches(pattern, peer_id) and not auth_sig.cert_carries(
-                payloads, pattern, int(auth_p.method)):
+        if not _peer_id_fits(conn, peer_id, int(auth_p.method)) and not \
+                auth_sig.cert_carries(payloads, pattern, int(auth_p.method)):
             return acts + _responder_rejected(ctx, ike, now, f"peer ID {id_desc(peer_id)} "
                                               f"does not match the expected '{pattern}'")
         assert ike.local_id is not None and ike.chosen is not None
@@ -472,14 +487,14 @@ def _pick_connection(ctx: IKEContext, ike: IKESA, peer_id: Identity, idr: Identi
         # one candidate: no other can score better, so its score is not computed (the
         # selector fit was 1/10 of a Child SA's IKE_AUTH, issue 18)
         conn = cands[0]
-        if conn.name in ctx.connections and ids.id_matches(remote_pattern(conn), peer_id):
+        if conn.name in ctx.connections and _peer_id_fits(conn, peer_id, method):
             return conn
         return None
     best: tuple[int, Connection] | None = None
     for conn in cands:
         if conn.name not in ctx.connections:
             continue
-        if not ids.id_matches(remote_pattern(conn), peer_id):
+        if not _peer_id_fits(conn, peer_id, method):
             continue
         score = ids.id_wildcards(remote_pattern(conn))
         if idr is not None and _tarzan(ctx, ike, conn, idr) is None:
