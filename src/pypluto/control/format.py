@@ -114,13 +114,15 @@ def summary(snap: dict[str, Any]) -> dict[str, Any]:
     )
     anon_names = {c["name"] for c in conns if c.get("authby") == "null"}
     children = [c for s in ike for c in s["children"]]
-    est_children = [c for c in children if "ESTABLISHED" in c["state"]]
-    active = {c["conn"] for c in est_children}
+    # Libreswan 5.2 (show_connection_statuses): every connection, each instance of a
+    # template one, is loaded; active are those in routing state routed-tunnel (an
+    # established Child SA)
+    blocks = conn_blocks(snap)
     return {
         "connections": {
-            "loaded": len(conns),
-            "routed": sum(1 for c in conns if c.get("routed")),
-            "active": len(active),
+            "loaded": len(blocks),
+            "routed": sum(1 for c in blocks if c.get("routed")),
+            "active": sum(1 for c in blocks if c["owners"].get("established_child")),
         },
         "ike_sas": {
             "total": len(ike),
@@ -161,13 +163,21 @@ def _summary_lines(snap: dict[str, Any]) -> list[str]:
 # --- connections ---------------------------------------------------------------
 
 
-def _end(subnets: list[str], host: str, ident: str, local: bool) -> str:
+def _end(subnets: list[str], host: str, ident: str, local: bool, pool: bool = False,
+         flags: str = "") -> str:
+    """One end of a connection's first line; ``pool``: the selectors are addresses of
+    a pool, in braces as Libreswan 5.2's ``jam_end_client`` shows them; ``flags``: the
+    end's options after its ID (``MS+S=C``, ``jam_end_id``)."""
     ident = sanitized(ident)  # as Libreswan 5.2 (jam_sanitized_bytes): a DN's \, stays
-    host_id = f"{host}[{ident}]" if ident and ident != host else host
+    shown = [ident] if ident and ident != host else []
+    host_id = f"{host}[{','.join(shown + [flags] if flags else shown)}]" \
+        if shown or flags else host
     nets = [n for n in subnets if n.split("/")[0] != host]
     if not nets:
         return host_id
     net = ",".join(nets)
+    if pool:
+        net = "{" + net + "}"
     return f"{net}==={host_id}" if local else f"{host_id}==={net}"
 
 
@@ -175,10 +185,11 @@ def connection_lines(snap: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for name in snap["pluto"].get("unoriented", []):
         lines.append(f'"{escape(name)}": unoriented; neither end is a local address;')
-    for c in snap["engine"]["connections"]:
-        n = f'"{escape(c["name"])}"'
+    for c in conn_blocks(snap):
+        n = _label(c)
         left = _end(c["local_subnets"], c["local"], c["local_id"], True)
-        right = _end(c["remote_subnets"], c["remote"] or "%any", c["remote_id"], False)
+        right = _end(c["remote_subnets"], c["remote"] or "%any", c["remote_id"], False,
+                     pool=bool(c.get("lease")))
         routing = "established" if c.get("child_serials") else (
             "routed" if c.get("routed") else "unrouted")
         lines.append(f"{n}: {left}...{right}; {routing}; my_ip=unset; their_ip=unset;")
@@ -204,7 +215,7 @@ def libreswan_connection_lines(snap: dict[str, Any]) -> list[str]:
     if not details:
         return connection_lines(snap)
     lines = connection_lines({"pluto": snap["pluto"], "engine": {"connections": []}})
-    for c in snap["engine"]["connections"]:
+    for c in conn_blocks(snap):
         d = details.get(c["name"])
         if d is not None:
             lines += libreswan_conn_lines(c, d)
@@ -288,6 +299,10 @@ def conn_policy(c: dict[str, Any], d: dict[str, Any]) -> str:
         bits.append("REAUTH")
     if d["up"]:
         bits.append("UP")
+    if d.get("modecfg_pull"):
+        bits.append("MODECFG_PULL")
+    if d.get("narrowing"):
+        bits.append("IKEV2_ALLOW_NARROWING")
     frag = {"yes": "IKE_FRAG_ALLOW", "force": "IKE_FRAG_ALLOW+IKE_FRAG_FORCE"}.get(
         d["fragmentation"])
     if frag:
@@ -309,24 +324,48 @@ def libreswan_conn_lines(c: dict[str, Any], d: dict[str, Any]) -> list[str]:
     we do not have (XAUTH, mode config, labels, IPTFS, TCP, VTI, NFLOG, offload):
     Libreswan shows the same values for a conn that does not use them.
     """
-    n = f'"{c["name"]}"'
-    left = _end(c["local_subnets"], c["local"], c["local_id"], True)
+    n = _label(c)
+    if c.get("instance") is not None:
+        d = _instance_details(c, d)
+    our_nets, their_nets = c["local_subnets"], c["remote_subnets"]
+    if not our_nets and d.get("our_pool"):
+        our_nets = [d["our_pool"]]
+    if not their_nets and d.get("their_pool"):  # a template: the pool it leases from
+        their_nets = [d["their_pool"]]
+    left = _end(our_nets, c["local"], c["local_id"], True,
+                pool=bool(d.get("our_pool")), flags=d.get("our_flags", ""))
     if d.get("nexthop"):
         left += f"---{d['nexthop']}"
-    right = _end(c["remote_subnets"], c["remote"] or "%any", c["remote_id"], False)
+    right = _end(their_nets, c["remote"] or "%any", c["remote_id"], False,
+                 pool=bool(c.get("lease") or d.get("their_pool")),
+                 flags=d.get("their_flags", ""))
     yn = {True: "yes", False: "no"}
     ka = f"{d['keep_alive']}s" if d["nat_keepalive"] else "no"
     routing = "routed-tunnel" if c.get("child_serials") else (
         "routed-ondemand" if c.get("routed") else "unrouted")
+    owners = c.get("owners") or {}
+    their_ip = c["lease"][0].split("/")[0] if c.get("lease") else "unset"
+    routing_line = f"{n}:   routing: {routing};"
+    if routing == "routed-tunnel" and owners.get("established_child"):
+        routing_line += f" owner: Child SA #{owners['established_child']};"
+    routing_line += _owner_text(owners, "ike", "IKE SA") + \
+        _owner_text(owners, "child", "Child SA")
+    serial = f"${d['serial']}"
+    if c.get("instance") is not None:  # ours: the instance has no serial of its own
+        serial = f"${d['serial']}[{c['instance']}], instantiated from: ${d['serial']}"
     lines = [
-        f"{n}: {left}...{right}; {routing}; my_ip=unset; their_ip=unset;",
-        f"{n}:   host: oriented; local: {c['local']}; remote: {c['remote'] or '%any'};",
+        f"{n}: {left}...{right}; {routing}; my_ip=unset; their_ip={their_ip};",
+        f"{n}:   host: oriented; local: {c['local']}; remote: {c['remote'] or '%any'};"
+        + _owner_text(owners, "ike", "IKE SA"),
         f"{n}:   my_updown={d['updown']};",
         f"{n}:   xauth us:none, xauth them:none,  my_username=[any]; their_username=[any]",
         f"{n}:   our auth:{d['our_auth']}, their auth:{d['their_auth']}, our autheap:none, "
         "their autheap:none;",
-        f"{n}:   modecfg info: us:none, them:none, modecfg policy:push, dns:unset, "
-        "domains:unset, cat:unset;",
+        f"{n}:   modecfg info: us:{d.get('modecfg_us', 'none')}, them:"
+        f"{d.get('modecfg_them', 'none')}, modecfg policy:"
+        f"{'pull' if d.get('modecfg_pull') else 'push'}, dns:"
+        f"{', '.join(d.get('modecfg_dns') or []) or 'unset'}, domains:"
+        f"{','.join(d.get('modecfg_domains') or []) or 'unset'}, cat:unset;",
         f"{n}:   sec_label:unset;",
         f"{n}:   ike_life: {_secs(d['ike_life'])}; ipsec_life: {_secs(d['ipsec_life'])}; "
         f"ipsec_max_bytes: {_max(d['ipsec_max_bytes'], 'B')}; "
@@ -354,15 +393,50 @@ def libreswan_conn_lines(c: dict[str, Any], d: dict[str, Any]) -> list[str]:
         f"{n}:   liveness: {'active' if d['dpddelay'] > 0 else 'passive'}; "
         f"dpddelay:{_secs(d['dpddelay'])}; retransmit-timeout:{_secs(d['retransmit_timeout'])}",
         f"{n}:   nat-traversal: encapsulation:{d['encapsulation']}; keepalive:{ka}",
-        f"{n}:   routing: {routing};",
+        routing_line,
     ]
     lines += _newest_lines(n, c)
-    lines.append(f"{n}:   conn serial: ${d['serial']};")
+    lines.append(f"{n}:   conn serial: {serial};")
     if c.get("ike") and c["ike"] != "default":
         lines.append(f"{n}:   IKE algorithms: {c['ike']}")
+    if owners.get("ike_newest"):
+        lines.append(f"{n}:   IKEv2 algorithm newest: {owners['ike_newest']}")
     if c.get("esp") and c["esp"] != "default":
         lines.append(f"{n}:   ESP algorithms: {c['esp']}")
+    if owners.get("child_newest"):  # 5.2 (IKEv2): PFS or not, as configured
+        lines.append(f"{n}:   {owners['child_newest']}; pfsgroup="
+                     f"{'<Phase1>' if d.get('pfs') else '<N/A>'}")
     return lines
+
+
+_LS_ENCR = {"3DES": "3DES_CBC_192", "CHACHA20_POLY1305": "CHACHA20_POLY1305_256",
+            "NULL": "NULL_000"}
+_LS_KE = {"ECP_256": "DH19", "ECP_384": "DH20", "ECP_521": "DH21", "CURVE25519": "DH31",
+          "CURVE448": "DH32"}
+_LS_PRF = {"AES128_XCBC": "AES_XCBC", "AES128_CMAC": "AES_CMAC"}
+
+
+def _ike_newest(s: dict[str, Any]) -> str:
+    """Libreswan 5.2's ``IKEv2 algorithm newest:`` of an IKE SA (crypto.c): its cipher
+    with key size, PRF, the integrity only when not AEAD and not the PRF's own hash,
+    and the group, by Libreswan's names (``AES_GCM_16_256-HMAC_SHA2_512-DH19``)."""
+    prf = s.get("prf", "").removeprefix("PRF_")
+    prf = _LS_PRF.get(prf, prf)
+    integ = s.get("integ", "").removeprefix("AUTH_")
+    parts = [_LS_ENCR.get(s.get("encr", ""), s.get("encr", "")), prf]
+    if integ and integ != "NONE" and integ.rsplit("_", 1)[0] != prf:
+        parts.append(integ)
+    parts.append(_LS_KE.get(s.get("ke", ""), s.get("ke", "")))
+    return "-".join(p for p in parts if p)
+
+
+def _child_newest(ch: dict[str, Any]) -> str:
+    """``ESP algorithm newest: AES_CBC_128-HMAC_SHA1_96`` (``AES_GCM_16_256-NONE``) or
+    ``AH algorithm newest: HMAC_SHA2_256_128`` of a Child SA (plutoalg.c)."""
+    integ = ch.get("integ", "").removeprefix("AUTH_") or "NONE"
+    if ch.get("protocol", "esp") == "ah":
+        return f"AH algorithm newest: {integ}"
+    return f"ESP algorithm newest: {_LS_ENCR.get(ch['encr'], ch['encr'])}-{integ}"
 
 
 # --- instances and leases ------------------------------------------------------
@@ -438,6 +512,134 @@ def _with_instances(snap: dict[str, Any]) -> list[dict[str, Any]]:
              "children": [{**ch, "instance": inst.get((ch["conn"], s["serial"]))}
                           for ch in s["children"]]}
             for s in snap["engine"]["ike_sas"]]
+
+
+def _label(c: dict[str, Any]) -> str:
+    """A connection's block as Libreswan 5.2 names it (``jam_connection_short``):
+    ``"conn"``, or ``"conn"[N]`` for an instance of a template (no peer address)."""
+    n = f'"{escape(c["name"])}"'
+    return n if c.get("instance") is None else f"{n}[{c['instance']}]"
+
+
+ID_TYPE_NAMES = {0: "%none", 1: "ID_IPV4_ADDR", 2: "ID_FQDN", 3: "ID_USER_FQDN",
+                 5: "ID_IPV6_ADDR", 9: "ID_DER_ASN1_DN", 11: "ID_KEY_ID", 13: "ID_NULL"}
+"""RFC 7296 §3.5 ID Type numbers as Libreswan's status names them."""
+
+
+def _instance_details(c: dict[str, Any], d: dict[str, Any]) -> dict[str, Any]:
+    """The template's ``conn_details`` as its instance ``c`` has them: the peer's ID
+    (``their idtype``/``their id``, a peer's bytes sanitized) and Libreswan 5.2's
+    ``conn_prio`` of an instance (the remote selector's prefix, then 1)."""
+    out = dict(d)
+    t = c.get("remote_id_type")
+    if t is not None:
+        out["their_idtype"] = ID_TYPE_NAMES.get(t, f"ID_{t}")
+        out["their_id"] = "ID_NULL" if t == 13 else sanitized(c["remote_id"])
+    prio = list(d.get("conn_prio") or [0, 0, 0])
+    nets = [int(x.split("/")[1]) for x in c["remote_subnets"] if "/" in x]
+    prio[1:] = [min(nets) if nets else (128 if ":" in c["remote"] else 32), 1]
+    out["conn_prio"] = prio
+    return out
+
+
+def _owner_text(owners: dict[str, Any], kind: str, what: str) -> str:
+    """Libreswan 5.2's ``jam_connection_owners``: `` negotiating IKE SA: #N;`` (when it
+    is not the established one) and `` established IKE SA: #M;``."""
+    neg, est = owners.get(f"negotiating_{kind}"), owners.get(f"established_{kind}")
+    out = f" negotiating {what}: #{neg};" if neg is not None and neg != est else ""
+    return out + (f" established {what}: #{est};" if est is not None else "")
+
+
+def _owners(ike: list[int], children: list[int], state: dict[int, str]) -> dict[str, Any]:
+    """The newest established and the newest negotiating IKE and Child SA of a
+    connection (serials; None: none)."""
+    out: dict[str, Any] = {}
+    for kind, serials in (("ike", ike), ("child", children)):
+        est = [x for x in serials if "ESTABLISHED" in state.get(x, "")]
+        neg = [x for x in serials if x in state and "ESTABLISHED" not in state[x]
+               and "DELETE" not in state[x]]
+        out[f"established_{kind}"] = max(est) if est else None
+        out[f"negotiating_{kind}"] = max(neg) if neg else None
+    return out
+
+
+def conn_blocks(snap: dict[str, Any]) -> list[dict[str, Any]]:
+    """The connections as ``--status`` / ``--connectionstatus`` list them: the engine's
+    ``ConnectionStatus`` dicts, each template (``right=%any``) followed by its instances
+    in the order of N, as Libreswan 5.2 does (``"rw"`` unrouted with no SA, then
+    ``"rw"[1]``, ``"rw"[2]``: each its peer's address and ID, its selectors (a client's
+    lease as the remote one, ``lease``), its SAs and routing).  Each dict also has
+    ``owners`` (:func:`_owners`); an instance has ``instance`` and ``remote_id_type``."""
+    eng = snap["engine"]
+    ike_sas = eng.get("ike_sas", [])
+    state = {s["serial"]: s["state"] for s in ike_sas}
+    state.update({ch["serial"]: ch["state"] for s in ike_sas for ch in s["children"]})
+    sas = {s["serial"]: s for s in ike_sas}
+    sas.update({ch["serial"]: ch for s in ike_sas for ch in s["children"]})
+
+    def owners(ike: list[int], children: list[int]) -> dict[str, Any]:
+        o = _owners(ike, children, state)
+        if o["established_ike"] is not None:
+            o["ike_newest"] = _ike_newest(sas[o["established_ike"]])
+        if o["established_child"] is not None:
+            o["child_newest"] = _child_newest(sas[o["established_child"]])
+        return o
+
+    inst = instance_numbers(snap) if ike_sas else {}
+    leases = child_leases(snap) if ike_sas else {}
+    groups: dict[str, dict[int, dict[str, Any]]] = {}
+    for s in ike_sas:  # in serial order: the last IKE SA seen is an instance's newest
+        for name in dict.fromkeys([s["conn"], *(ch["conn"] for ch in s["children"])]):
+            n = inst.get((name, s["serial"]))
+            if n is None:
+                continue
+            g = groups.setdefault(name, {}).setdefault(
+                n, {"ikes": [], "children": [], "lease": [], "sa": s})
+            if s["conn"] == name:
+                g["ikes"].append(s)
+                g["sa"] = s
+            g["children"] += [ch for ch in s["children"] if ch["conn"] == name]
+            g["lease"] += [a for a in leases.get((name, s["serial"]), [])
+                           if a not in g["lease"]]
+    out: list[dict[str, Any]] = []
+    for c in eng["connections"]:
+        mine = groups.get(c["name"])
+        if not mine:
+            out.append({**c, "owners": owners(c.get("ike_serials", []),
+                                              c.get("child_serials", []))})
+            continue
+        taken = {s["serial"] for g in mine.values() for s in g["ikes"]} | \
+            {ch["serial"] for g in mine.values() for ch in g["children"]}
+        ike = [x for x in c.get("ike_serials", []) if x not in taken]
+        chs = [x for x in c.get("child_serials", []) if x not in taken]
+        # the template itself: its instances' SAs and routes are theirs
+        out.append({**c, "ike_serials": ike, "child_serials": chs, "routed": bool(chs),
+                    "owners": owners(ike, chs)})
+        for n in sorted(mine):
+            g = mine[n]
+            s = g["sa"]
+            est = [ch for ch in g["children"] if "ESTABLISHED" in ch["state"]]
+            remote_nets = g["lease"] or list(dict.fromkeys(
+                t for ch in (est or g["children"]) for t in ch.get("remote_ts", []))) \
+                or c["remote_subnets"]  # none negotiated yet: the template's
+            ike = [x["serial"] for x in g["ikes"]]
+            chs = [ch["serial"] for ch in g["children"]]
+            out.append({**c, "instance": n, "remote": _addr(s["remote"]),
+                        # no ID yet (IKE_SA_INIT): the template's, none for %any
+                        "remote_id": s.get("remote_id") or (
+                            c["remote_id"] if c["remote_id"] != "%any" else ""),
+                        "remote_id_type": s.get("remote_id_type") if s.get("remote_id")
+                        else None,
+                        "remote_subnets": remote_nets, "lease": g["lease"],
+                        "routed": bool(est), "ike_serials": ike, "child_serials": chs,
+                        "owners": owners(ike, chs)})
+    return out
+
+
+def _instance_views(snap: dict[str, Any]) -> list[dict[str, Any]]:
+    """``--json``: the instances of templates (:func:`conn_blocks`), each its template's
+    ``name``, its ``instance`` N, peer, selectors, SAs and ``lease``."""
+    return [b for b in conn_blocks(snap) if b.get("instance") is not None]
 
 
 # --- states --------------------------------------------------------------------
@@ -860,11 +1062,13 @@ def json_view(cmd: str, snap: dict[str, Any]) -> dict[str, Any]:
     eng = snap["engine"]
     if cmd == "status":
         out.update(pluto=snap["pluto"], now=snap["now"], connections=eng["connections"],
-                   ike_sas=_with_instances(snap), summary=summary(snap),
+                   instances=_instance_views(snap), ike_sas=_with_instances(snap),
+                   summary=summary(snap),
                    counters=snap.get("counters", {}), plane=snap.get("plane", {}),
                    dos=eng.get("dos"), leases=eng.get("leases", []), pools=eng.get("pools", []))
     elif cmd == "connectionstatus":
-        out.update(connections=eng["connections"], summary=summary(snap))
+        out.update(connections=eng["connections"], instances=_instance_views(snap),
+                   summary=summary(snap))
     elif cmd == "briefstatus":
         out.update(summary=summary(snap))
     elif cmd == "showstates":

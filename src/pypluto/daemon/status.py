@@ -8,12 +8,15 @@ into each Child SA (``engine``), and the clocks the renderer needs.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import sys
 import time
 from typing import Any
 
 from pypluto import __version__
+from pypluto.config.addresspool import pool_blocks
 from pypluto.config.model import Connection, End
 from pypluto.config.values import parse_duration
 from pypluto.crypto import registry
@@ -27,9 +30,10 @@ from pypluto.iana import TransformType
 from pypluto.ike.status import EngineStatus
 from pypluto.kernel.xfrm import algorithms as xfrm_algs
 
-ID_TYPES = {0: "ID_NONE", 1: "ID_IPV4_ADDR", 2: "ID_FQDN", 3: "ID_USER_FQDN",
+ID_TYPES = {0: "%none", 1: "ID_IPV4_ADDR", 2: "ID_FQDN", 3: "ID_USER_FQDN",
             5: "ID_IPV6_ADDR", 9: "ID_DER_ASN1_DN", 11: "ID_KEY_ID", 13: "ID_NULL"}
-"""RFC 7296 §3.5 ID Type numbers as Libreswan's status names them."""
+"""RFC 7296 §3.5 ID Type numbers as Libreswan's status names them (no ID: ``%none``,
+as 5.2's consoles show ``their idtype: %none; their id=(none)``)."""
 
 
 def _id(end: End) -> tuple[str, str]:
@@ -38,23 +42,67 @@ def _id(end: End) -> tuple[str, str]:
     if ident is None:
         addr = end.host_addr
         if addr is None:
-            return "ID_NONE", "(none)"
+            return "%none", "(none)"
         return ("ID_IPV4_ADDR" if addr.version == 4 else "ID_IPV6_ADDR"), str(addr)
     if ident.any:
-        return "ID_NONE", "(none)"
+        return "%none", "(none)"
     if ident.null:
         return "ID_NULL", "ID_NULL"
     return ID_TYPES.get(ident.id_type, f"ID_{ident.id_type}"), ident.text
 
 
 def _prefix(end: End) -> int:
-    """The selector's prefix length for ``conn_prio`` (the host itself: /32 or /128)."""
+    """The selector's prefix length for ``conn_prio`` (the host itself: /32 or /128; a
+    pool that is one CIDR block: its prefix, as Libreswan 5.2)."""
     if end.subnets:
         return min(n.prefixlen for n in end.subnets)
     addr = end.host_addr
+    pool = _pool_text(end.addresspool)
+    if pool and "-" not in pool and "," not in pool:
+        return int(pool.split("/")[1])
     if addr is None:  # %any: no selector yet
         return 0
     return 128 if addr is not None and addr.version == 6 else 32
+
+
+def _pool_text(pool: str | None) -> str | None:
+    """An ``addresspool=`` as Libreswan 5.2's status shows it: each range, as a CIDR
+    block when it is one (``198.51.100.20/30``), else ``FIRST-LAST``."""
+    if not pool:
+        return None
+    try:
+        blocks = pool_blocks(pool)
+    except ValueError:  # refused at load
+        return pool
+    out = []
+    for lo, hi in blocks:
+        nets = list(ipaddress.summarize_address_range(lo, hi))  # type: ignore[arg-type]
+        out.append(str(nets[0]) if len(nets) == 1 else f"{lo}-{hi}")
+    return ",".join(out)
+
+
+_SENDCERT = {"never": "+S-C", "sendifasked": "+S?C"}
+
+
+def _end_flags(end: End, server: bool, client: bool) -> str:
+    """The options Libreswan 5.2 (``jam_end_id``) shows after an end's ID: ``MS`` (mode
+    config server), ``+MC`` (client), ``+XS``/``+XC`` (XAUTH), then the sendcert=
+    policy (``+S=C``: always, its default); nothing when none of these is set."""
+    xs, xc = end.xauthserver, end.xauthclient
+    sendcert = (end.sendcert or "always").lower()
+    if not (server or client or xs or xc or sendcert not in ("always", "alwayssend")):
+        return ""
+    return ("MS" if server else "") + ("+MC" if client else "") + ("+XS" if xs else "") + \
+        ("+XC" if xc else "") + _SENDCERT.get(sendcert, "+S=C")
+
+
+def _combo(server: bool, client: bool) -> str:
+    return "BOTH!?!" if server and client else "server" if server else \
+        "client" if client else "none"
+
+
+def _words(v: str | None) -> list[str]:
+    return [w for w in re.split(r"[\s,]+", v or "") if w]
 
 
 def conn_details(conn: Connection, registry: Registry, sockets: UDPSockets,
@@ -67,6 +115,11 @@ def conn_details(conn: Connection, registry: Registry, sockets: UDPSockets,
     local, remote = conn.local, conn.remote
     ifname = next((i.ifname for i in sockets.interfaces if i.addr == local.host_addr), None)
     lid, rid = _id(local), _id(remote)
+    # an address pool makes our end its mode config server and the peer its client
+    our_ms = local.modecfgserver or remote.addresspool is not None
+    our_mc = local.modecfgclient or local.addresspool is not None
+    their_ms = remote.modecfgserver or local.addresspool is not None
+    their_mc = remote.modecfgclient or remote.addresspool is not None
     return {
         "serial": registry.serials.get(conn.name, 0),
         "up": conn.name in registry.up,
@@ -107,6 +160,17 @@ def conn_details(conn: Connection, registry: Registry, sockets: UDPSockets,
         "encapsulation": conn.encapsulation,
         "nat_keepalive": conn.nat_keepalive,
         "keep_alive": opts.keep_alive,
+        "narrowing": conn.narrowing,
+        "our_flags": _end_flags(local, our_ms, our_mc),
+        "their_flags": _end_flags(remote, their_ms, their_mc),
+        "our_pool": _pool_text(local.addresspool),
+        "their_pool": _pool_text(remote.addresspool),
+        "modecfg_us": _combo(our_ms, our_mc),
+        "modecfg_them": _combo(their_ms, their_mc),
+        "modecfg_pull": conn.raw.get("modecfgpull", "no").lower() in ("yes", "y", "true",
+                                                                    "on", "1"),
+        "modecfg_dns": _words(conn.raw.get("modecfgdns")),
+        "modecfg_domains": _words(conn.raw.get("modecfgdomains")),
     }
 
 
