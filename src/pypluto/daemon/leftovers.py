@@ -12,6 +12,11 @@ new run uses:
 * the userspace plane's inbound cleartext filter (``kernel/userspace/inbound_filter.py``:
   the raw-table chain ``PLUTO-CLR-pluto0`` and its jump), both families: left
   behind, it would keep dropping cleartext for a run that no longer protects it;
+* the NFLOG rules of ``nflog=`` and ``nflog-all=`` (``daemon/nflog.py``): in the
+  filter table's OUTPUT and INPUT chains, ``-j NFLOG`` matching the plane's TUN device
+  or an IPsec policy (``-m policy --pol ipsec``), both families.  Left behind, the
+  next run's ``nflog-all=`` added its rules again beside them and removed only its
+  own at exit: every packet was logged twice, then once forever;
 * the TUN device is not persistent (``kernel/userspace/tun.py``): the kernel
   removed it with the process, nothing to do.
 
@@ -22,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
+import shutil
 import subprocess
 from collections.abc import Callable
 
@@ -69,6 +76,45 @@ def remove_userspace_leftovers(table: int = USERSPACE_TABLE,
     return removed
 
 
+def _nflog_rule_is_ours(args: list[str]) -> bool:
+    """A rule (``iptables -S`` words after ``-A CHAIN``) as ``daemon/nflog.py`` adds them."""
+    if "NFLOG" not in args or args[args.index("NFLOG") - 1] != "-j":
+        return False
+    dev = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-o", "-i")]
+    return dev == [DEFAULT_IFNAME] or ("policy" in args and "--pol" in args[:-1]
+                                       and args[args.index("--pol") + 1] == "ipsec")
+
+
+def remove_nflog_leftovers() -> list[str]:
+    """The NFLOG rules of ``nflog=`` / ``nflog-all=`` a killed run left; what was removed."""
+    removed: list[str] = []
+    for version, name in ((4, "iptables"), (6, "ip6tables")):
+        tool = shutil.which(name)
+        if tool is None:
+            continue
+        n = 0
+        for chain in ("OUTPUT", "INPUT"):
+            try:
+                r = subprocess.run([tool, "-w", "-S", chain], capture_output=True, text=True,
+                                   timeout=10, check=False)
+            except (OSError, subprocess.SubprocessError):
+                continue
+            for line in r.stdout.splitlines():
+                try:
+                    words = shlex.split(line)
+                except ValueError:
+                    continue
+                if words[:2] != ["-A", chain] or not _nflog_rule_is_ours(words[2:]):
+                    continue
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    d = subprocess.run([tool, "-w", "-D", chain, *words[2:]],
+                                       capture_output=True, timeout=10, check=False)
+                    n += d.returncode == 0
+        if n:
+            removed.append(f"{n} IPv{version} NFLOG rule(s)")
+    return removed
+
+
 def remove_xfrm_leftovers() -> list[str]:
     """Our XFRM states and policies (reqid range of instance 0); nothing without XFRM."""
     try:
@@ -95,11 +141,12 @@ def remove_xfrm_leftovers() -> list[str]:
 
 def remove_crash_leftovers(log: Callable[[str], None]) -> list[str]:
     """Remove everything a killed pluto installed; logs and returns what was found."""
-    removed = remove_userspace_leftovers() + remove_xfrm_leftovers()
+    removed = remove_userspace_leftovers() + remove_xfrm_leftovers() + \
+        remove_nflog_leftovers()
     for what in removed:
         log(f"removed leftover of a pluto that did not exit cleanly: {what}")
     return removed
 
 
 __all__ = ["USERSPACE_RULE_PRIORITY", "USERSPACE_TABLE", "remove_crash_leftovers",
-           "remove_userspace_leftovers", "remove_xfrm_leftovers"]
+           "remove_nflog_leftovers", "remove_userspace_leftovers", "remove_xfrm_leftovers"]

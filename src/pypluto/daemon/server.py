@@ -125,6 +125,9 @@ class Daemon:
         self._ctl_server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._shutting_down = False
+        self._shut_down = False  # shutdown() has finished
+        self._started = False  # start() has finished
+        self._stop_requested = False  # a SIGTERM came before that
         self.exit_code = 0
 
     # ------------------------------------------------------------- views
@@ -156,6 +159,17 @@ class Daemon:
         self.loop = asyncio.get_running_loop()
         self._stop = self.loop.create_future()
         self.loop.set_exception_handler(self._loop_exception)
+        # the signals first: a SIGTERM (or SIGINT) during start-up waits for start-up to
+        # finish and then shuts down cleanly (as Libreswan's event loop handles it once
+        # it runs), instead of leaving the half-built daemon's kernel state (nflog-all
+        # rules, the plane) behind with no lock file to trigger the leftovers pass; a
+        # SIGHUP there no longer kills pluto (its default action)
+        for sig, handler in (
+            (signal.SIGTERM, self._on_sigterm),
+            (signal.SIGINT, self._on_sigterm),
+            (signal.SIGHUP, self._on_sighup),
+        ):
+            self.loop.add_signal_handler(sig, handler)
         # file/stderr log lines: one write per turn of the loop (daemon/logger.py)
         self.log.defer_writes(self.loop.call_soon)
         if self.opts.efence_protect:
@@ -214,12 +228,6 @@ class Daemon:
         self.registry.load(self.opts.config_result)
         self._ctl_server = await asyncio.start_unix_server(self.control.handle_client,
                                                            sock=ctl_sock)
-        for sig, handler in (
-            (signal.SIGTERM, self._on_sigterm),
-            (signal.SIGINT, self._on_sigterm),
-            (signal.SIGHUP, self._on_sighup),
-        ):
-            self.loop.add_signal_handler(sig, handler)
         if self.opts.metrics_listen is not None:
             host, port = self.opts.metrics_listen
             self.metrics = MetricsServer(lambda: (self.snapshot(), self.driver.counters),
@@ -241,6 +249,10 @@ class Daemon:
         self._spawn(sdnotify.watchdog_loop())
         self._spawn(self._pending_dns_loop())
         self.log.log("Pluto initialized")
+        self._started = True
+        if self._stop_requested:  # a SIGTERM came during start-up: nothing is initiated
+            self._spawn(self.shutdown())
+            return
         self.registry.auto_start()
 
     async def _pending_dns_loop(self, interval: float = PENDING_DNS_INTERVAL) -> None:
@@ -509,6 +521,9 @@ class Daemon:
     # ------------------------------------------------------------- signals
     def _on_sigterm(self) -> None:
         self.log.log("SIGTERM received: shutting down")
+        if not self._started:  # start-up ends first (see start), then the shutdown
+            self._stop_requested = True
+            return
         self._spawn(self.shutdown())
 
     def _on_sighup(self) -> None:
@@ -560,6 +575,15 @@ class Daemon:
         if self._shutting_down:
             return
         self._shutting_down = True
+        try:
+            await self._close_down()
+        finally:
+            self._shut_down = True  # from now on a whack's finish() may end the loop
+            if finish:
+                self.finish()
+
+    async def _close_down(self) -> None:
+        """The steps of :meth:`shutdown`."""
         if self.mobility is not None:
             self.mobility.stop()
         self.crlfetch.stop()
@@ -598,10 +622,13 @@ class Daemon:
             for line in leak_report():
                 self.log.log(line)
         self.log.defer_writes(None)  # what remains is written at once
-        if finish:
-            self.finish()
 
     def finish(self) -> None:
+        """End the loop (exit); while a shutdown is still running, nothing: a whack that
+        is answered meanwhile (``ipsec status``, a second ``ipsec stop``) must not cut
+        it short, its end finishes (``shutdown``, or the ``whack --shutdown`` handler)."""
+        if self._shutting_down and not self._shut_down:
+            return
         if self._stop is not None and not self._stop.done():
             self._stop.set_result(self.exit_code)
 
