@@ -630,17 +630,50 @@ class Engine:
         return acts
 
     def _trap_outcomes(self, acts: list[Action], now: float) -> list[Action]:
-        """A negotiation an acquire started failed: its failureshunt (ike/traps.py)."""
+        """A negotiation an acquire started ended without its Child SA (ike/traps.py): on
+        a failure its failureshunt, else (its IKE SA deleted: whack --down) the trap.
+
+        Its own FAILED event says so; a Child SA queued on another conn's IKE SA ends
+        with that IKE SA (whose events name the other conn), so every ending event
+        checks the on-demand negotiations still open (``_acquire_alive``)."""
+        ends = [a for a in acts if isinstance(a, ConnectionEvent) and a.kind in
+                (EventKind.FAILED, EventKind.INTERNAL_ERROR, EventKind.IKE_DELETED)]
+        if not ends:
+            return []
+        failed = {a.conn for a in ends if a.kind is EventKind.FAILED}
+        failure = any(a.kind is not EventKind.IKE_DELETED for a in ends)
         out: list[Action] = []
-        for a in list(acts):
-            if isinstance(a, ConnectionEvent) and a.kind is EventKind.FAILED and \
-                    a.conn in self.traps.flows:
-                conn = self._connections.get(a.conn)
-                if conn is not None and not any(
-                        c.state is ChildState.ESTABLISHED
-                        for c in self.by_reqid.get(self.traps.flows[a.conn].reqid, ())):
-                    out += self.traps.failed(conn, now, self.settings.shunt_lifetime)
+        for name, ev in list(self.traps.flows.items()):
+            conn = self._connections.get(name)
+            if conn is None or any(c.state is ChildState.ESTABLISHED
+                                   for c in self.by_reqid.get(ev.reqid, ())):
+                continue
+            if name in failed:
+                out += self.traps.failed(conn, now, self.settings.shunt_lifetime)
+            elif not self._acquire_alive(name):
+                out += self.traps.failed(conn, now, self.settings.shunt_lifetime) \
+                    if failure else self.traps.ended(name)
         return out
+
+    def _acquire_alive(self, name: str) -> bool:
+        """Whether the negotiation of ``name`` an acquire started still runs: its IKE SA in
+        IKE_SA_INIT / IKE_AUTH, or its new Child SA queued or in flight on an IKE SA (one
+        of another conn it waits for is searched once, then remembered)."""
+        def carries(ike: IKESA) -> bool:
+            out = ike.outstanding
+            return any(isinstance(t, ChildCreate) and t.old is None and t.conn.name == name
+                       for t in (*ike.tasks, *((out.task,) if out is not None else ())))
+        for ike in self._ikes_of(name):
+            if ike.state in (IKEState.INIT_I, IKEState.AUTH_I) or carries(ike):
+                return True
+        known = self.by_serial.get(self.traps.carriers.get(name, -1))
+        if known is not None and carries(known):
+            return True
+        for ike in self.by_serial.values():
+            if carries(ike):
+                self.traps.carriers[name] = ike.serial
+                return True
+        return False
 
     # ------------------------------------------------------------------ Child SAs
     def xfrm_marks(self, conn: Connection, remote: IPAddress | None
@@ -1296,9 +1329,10 @@ class Engine:
         patience = conn.retransmit_timeout + 1.0
         if self.traps.busy(name, now, patience):
             return acts
-        for ike in self._ikes_of(name):
-            if ike.state in (IKEState.INIT_I, IKEState.AUTH_I):
-                return acts
+        # on its way still: its IKE SA negotiates, or its Child SA waits on an IKE SA (of
+        # another conn too: a second one asked for there would be a duplicate Child SA)
+        if self._acquire_alive(name):
+            return acts
         acts += self.traps.negotiating(conn, ev, now)
         acts.append(Log(f"initiating on demand: acquire for {ev.src}->{ev.dst}", conn=name))
         acts += self.initiate(name, now)
@@ -1352,9 +1386,19 @@ class Engine:
             for other in dict.fromkeys(waiting):
                 acts += self.initiate(other, now)
         for ike in list(self.by_serial.values()):  # children on another conn's IKE SA
+            # one asked for there and not sent yet (an acquire's, queued while that IKE SA
+            # negotiates) goes too: it must not come up after a down or a delete
+            if any(isinstance(t, ChildCreate) and t.old is None and t.conn.name == name
+                   for t in ike.tasks):
+                ike.tasks[:] = [t for t in ike.tasks if not (
+                    isinstance(t, ChildCreate) and t.old is None and t.conn.name == name)]
             for c in list(ike.children):
                 if c.conn.name == name:
                     acts += self._on(ike, now, partial(delete_children, self, ike, [c], now))
+        if self.traps.flows:  # an on-demand negotiation cut short: the trap is back
+            acts += self._trap_outcomes(acts, now)
+            if name in self.traps.flows and not self._acquire_alive(name):
+                acts += self.traps.ended(name)  # (queued on another conn's IKE SA)
         return acts
 
     def rekey_ike(self, name: str, now: float) -> list[Action]:

@@ -120,11 +120,15 @@ def packet_ts(ev: SAAcquire, conn: Connection) -> tuple[tsmod.TS, tsmod.TS] | No
     None when the packet is not a single host pair inside the configured
     selectors (then the configured ones alone are offered).
     """
+    def within(t: TrafficSelector, p: TrafficSelector) -> bool:  # ports too (protoport=)
+        return p.protocol in (0, t.protocol) and \
+            p.port_start <= t.port_start <= t.port_end <= p.port_end
+
     pols = trap_policies(conn, 0)
     ok = any(p.src.network.version == ev.src.network.version
              and ev.src.network.subnet_of(p.src.network)  # type: ignore[arg-type]
              and ev.dst.network.subnet_of(p.dst.network)  # type: ignore[arg-type]
-             and p.src.protocol in (0, ev.src.protocol) for p in pols)
+             and within(ev.src, p.src) and within(ev.dst, p.dst) for p in pols)
     if not ok or ev.src.network.num_addresses != 1 or ev.dst.network.num_addresses != 1:
         return None
 
@@ -149,6 +153,9 @@ class Traps:
     pending: dict[str, float] = field(default_factory=dict)  # conn -> when we initiated
     ignored: int = 0  # acquires no routed conn covers (counted)
     flows: dict[str, SAAcquire] = field(default_factory=dict)  # conn -> acquire negotiating
+    # conn -> serial of the IKE SA its acquire's Child SA waits on (found by the engine
+    # when it checks that the negotiation still lives: Engine._acquire_alive)
+    carriers: dict[str, int] = field(default_factory=dict)
     bare: dict[tuple[str, str], BareShunt] = field(default_factory=dict)
     shunts_refused: int = 0  # bare shunts not installed (MAX_BARE_SHUNTS reached)
     _template_log: dict[str, float] = field(default_factory=dict)
@@ -183,6 +190,7 @@ class Traps:
         pols = self.routed.pop(name, None)
         self.pending.pop(name, None)
         self.flows.pop(name, None)
+        self.carriers.pop(name, None)
         if pols is None:
             return []
         shunts = self._remove_bare(lambda b: b.conn == name)
@@ -230,22 +238,41 @@ class Traps:
     def negotiating(self, conn: Connection, ev: SAAcquire, now: float) -> list[Action]:
         """An acquire starts a negotiation of ``conn``: its negotiationshunt on the flow."""
         self.pending[conn.name] = now
+        self.carriers.pop(conn.name, None)
+        # an earlier acquire's negotiation of this conn that never reported its end:
+        # its shunt must not outlive it (a passthrough one would leak that flow)
+        prev = self.flows.pop(conn.name, None)
+        acts = self._end_negotiation_shunt(prev) if prev is not None else []
         self.flows[conn.name] = ev
         action = SHUNT_ACTION.get(conn.negotiationshunt)
         if action is None:  # hold: the data plane holds the packets (no policy)
-            return []
-        return self._add_bare(conn, ev, action, "negotiationshunt", None)
+            return acts
+        return acts + self._add_bare(conn, ev, action, "negotiationshunt", None)
 
     def established(self, name: str) -> list[Action]:
         """The conn's Child SA is in: its negotiation shunt goes (the SA's policy wins)."""
         self.pending.pop(name, None)
+        self.carriers.pop(name, None)
         ev = self.flows.pop(name, None)
         return [] if ev is None else self._end_negotiation_shunt(ev)
+
+    def ended(self, name: str) -> list[Action]:
+        """The negotiation an acquire started went without failing and without a Child
+        SA (its IKE SA was deleted: whack --down): its negotiation shunt goes and the
+        trap is back (as Libreswan's "restoring ondemand"); the next acquire negotiates."""
+        self.pending.pop(name, None)
+        self.carriers.pop(name, None)
+        ev = self.flows.pop(name, None)
+        if ev is None:
+            return []
+        return [*self._end_negotiation_shunt(ev),
+                Log("on-demand negotiation ended; the trap is back", conn=name)]
 
     def failed(self, conn: Connection, now: float, lifetime: float) -> list[Action]:
         """A negotiation started by an acquire failed: the failureshunt goes on the flow
         for ``lifetime`` seconds (failureshunt=none: the trap takes it back at once)."""
         self.pending.pop(conn.name, None)
+        self.carriers.pop(conn.name, None)
         ev = self.flows.pop(conn.name, None)
         if ev is None or conn.name not in self.routed:
             return []

@@ -6,8 +6,8 @@ becomes an ``SAAcquire`` for the daemon (what XFRM_MSG_ACQUIRE is for the kernel
 plane; RFC 7296 §2.9: the packet's addresses and ports are the first traffic
 selectors the initiator may propose), and, as with Libreswan's
 ``negotiationshunt=hold``, the packets wait here (bounded per reqid and in total,
-for at most ``HOLD_SECONDS``) until the outbound SA is installed, then leave in
-order.  Acquires are rate-limited per reqid so that a flood of packets costs the
+in packets and in bytes, for at most ``HOLD_SECONDS``) until the outbound SA is
+installed, then leave in order.  Acquires are rate-limited per reqid so that a flood of packets costs the
 daemon one acquire per ``ACQUIRE_INTERVAL``.
 
 Shunts (``type=drop|reject`` conns) route their traffic into the TUN too and are
@@ -30,6 +30,7 @@ from pypluto.params import PolicyParams, SAAcquire, TrafficSelector
 
 HOLD_PER_REQID = 64  # packets held per trap while it negotiates
 HOLD_TOTAL = 1024  # packets held over all traps
+HOLD_BYTES = 4 << 20  # bytes held over all traps (a TUN read may be a 64 KiB GSO packet)
 HOLD_SECONDS = 30.0  # held packets older than this are dropped
 ACQUIRE_INTERVAL = 1.0  # at most one acquire per trap per this many seconds
 
@@ -63,6 +64,8 @@ class HoldQueue:
         self._lock = threading.Lock()
         self._held: dict[int, deque[tuple[float, bytes]]] = {}
         self._total = 0
+        self._bytes = 0
+        self._stale_at = 0.0  # no held packet is older than hold_seconds before this
         self._last_acquire: dict[int, float] = {}
         self.held = 0  # packets ever held
         self.dropped = 0  # packets dropped because a queue was full or too old
@@ -75,18 +78,20 @@ class HoldQueue:
         """Hold ``pkt`` for ``pol``; the acquire to raise now, or None (rate limit)."""
         now = self._clock()
         with self._lock:
+            full = self._total >= HOLD_TOTAL or self._bytes + len(pkt) > HOLD_BYTES
+            if full and now >= self._stale_at:
+                self._sweep(now)
             q = self._held.setdefault(pol.reqid, deque())
-            while q and now - q[0][0] > self.hold_seconds:
-                q.popleft()
-                self._total -= 1
-                self.dropped += 1
+            self._expire(q, now)
             if not hold:
                 self.dropped += 1
-            elif len(q) >= HOLD_PER_REQID or self._total >= HOLD_TOTAL:
+            elif len(q) >= HOLD_PER_REQID or self._total >= HOLD_TOTAL or \
+                    self._bytes + len(pkt) > HOLD_BYTES:
                 self.dropped += 1
             else:
                 q.append((now, pkt))
                 self._total += 1
+                self._bytes += len(pkt)
                 self.held += 1
             last = self._last_acquire.get(pol.reqid)
             if last is not None and now - last < ACQUIRE_INTERVAL:
@@ -97,6 +102,28 @@ class HoldQueue:
             self.acquires += 1
         return ev
 
+    def _sweep(self, now: float) -> None:
+        """Drop what waited too long on every trap (the lock held): packets of a trap no
+        later packet hits (its negotiation failed, its flow now has a failure shunt) must
+        not keep the total full for the others.  Each queue is oldest first; until the
+        oldest packet left is due, no sweep finds anything (so a flood that keeps the
+        total full costs one sweep per expiry, not one per packet)."""
+        oldest = None
+        for reqid, q in list(self._held.items()):
+            self._expire(q, now)
+            if not q:
+                del self._held[reqid]
+            elif oldest is None or q[0][0] < oldest:
+                oldest = q[0][0]
+        self._stale_at = now if oldest is None else oldest + self.hold_seconds
+
+    def _expire(self, q: deque[tuple[float, bytes]], now: float) -> None:
+        """Drop the packets of one queue older than the hold time (the lock held)."""
+        while q and now - q[0][0] > self.hold_seconds:
+            self._bytes -= len(q.popleft()[1])
+            self._total -= 1
+            self.dropped += 1
+
     def release(self, reqid: int) -> list[bytes]:
         """The packets held for ``reqid`` (its SA is installed), oldest first."""
         now = self._clock()
@@ -106,6 +133,7 @@ class HoldQueue:
             if not q:
                 return []
             self._total -= len(q)
+            self._bytes -= sum(len(p) for _t, p in q)
             fresh = [p for t, p in q if now - t <= self.hold_seconds]
             self.dropped += len(q) - len(fresh)
             return fresh
@@ -120,6 +148,7 @@ class HoldQueue:
             self._held.clear()
             self._last_acquire.clear()
             self._total = 0
+            self._bytes = 0
 
 
 # --- shunts (type=drop|reject conns) --------------------------------------------------
