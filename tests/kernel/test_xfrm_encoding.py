@@ -249,7 +249,7 @@ def test_policy_encoding_and_selectors() -> None:
         "198.51.100.0/24", "203.0.113.7/32", 6,
     )  # fmt: skip
     assert (sel.sport, sel.sport_mask, sel.dport, sel.dport_mask) == (1024, 0xFC00, 443, 0xFFFF)
-    assert k.direction == "fwd" and k.info.priority == default_priority(sel)
+    assert k.direction == "fwd" and k.info.priority == default_priority(sel, "fwd")
     assert len(k.tmpls) == 1
     t = k.tmpls[0]
     assert (t.saddr, t.daddr, t.reqid, t.mode, t.proto) == (B, A, REQID_BASE + 4, 1, 50)

@@ -96,6 +96,9 @@ def policy_selector(src: TrafficSelector, dst: TrafficSelector) -> S.Selector:
         # ICMP: type in the upper, code in the lower byte of the IKE port field;
         # the kernel keeps the type in sport and the code in dport.
         ts = src if (src.port_start, src.port_end) != (0, 65535) else dst
+        if ts is src and (dst.port_start, dst.port_end) not in ((0, 65535), (
+                src.port_start, src.port_end)):  # one type/code field: never drop one
+            raise BackendError(f"XFRM: ICMP selector {src} -> {dst} has two types/codes")
         if (ts.port_start, ts.port_end) != (0, 65535):
             t0, t1 = ts.port_start >> 8, ts.port_end >> 8
             c0, c1 = ts.port_start & 0xFF, ts.port_end & 0xFF
@@ -106,20 +109,36 @@ def policy_selector(src: TrafficSelector, dst: TrafficSelector) -> S.Selector:
                 if c0 != c1:
                     raise BackendError(f"XFRM: ICMP selector {ts} spans several codes")
                 sel.dport, sel.dport_mask = c0, 0xFFFF
-    elif proto:
+    elif proto in _PORT_PROTOCOLS:
         sel.sport, sel.sport_mask = _port_mask(src.port_start, src.port_end, "source")
         sel.dport, sel.dport_mask = _port_mask(dst.port_start, dst.port_end, "destination")
+    elif any((ts.port_start, ts.port_end) != (0, 65535) for ts in (src, dst)):
+        # protocol 0 would drop the ports (a wider policy); for GRE the kernel reads
+        # them as key halves, for the others they never match (RFC 7296 §3.13.1: a
+        # protocol without ports has the whole range)
+        raise BackendError(f"XFRM: selector {src} -> {dst} has ports but protocol "
+                           f"{proto} has none")
     return sel
 
 
-def default_priority(sel: S.Selector) -> int:
-    """Lower is preferred: longer prefixes and narrower protocol/ports win."""
-    prio = 0x10000 - 8 * (sel.prefixlen_s + sel.prefixlen_d)
-    if sel.proto:
-        prio -= 4
-    if sel.sport_mask or sel.dport_mask:
-        prio -= 2
-    return prio
+# the protocols whose ports the kernel matches as ports (TCP, DCCP, UDP, SCTP, UDP-Lite)
+_PORT_PROTOCOLS = frozenset((6, 17, 33, 132, 136))
+
+
+def default_priority(sel: S.Selector, direction: str = "out") -> int:
+    """Lower is preferred, in Libreswan 5.2's order (its ``spd_priority()`` for a
+    static conn, the same number): fewer wildcard ports, then a protocol, then the
+    longer local prefix, then the longer remote prefix.  Local and remote, not source
+    and destination: the out, in and fwd policies of one selector pair rank alike.
+    The lowest bit is 1: a shunt takes the value one lower (see ``encode_shunt``)."""
+    local, remote = sel.prefixlen_s, sel.prefixlen_d
+    if direction != "out":
+        local, remote = remote, local
+    prio = (1 << 2) | ((sel.sport_mask == 0) + (sel.dport_mask == 0))
+    prio = (prio << 1) | (sel.proto == 0)
+    prio = (prio << 8) | (128 - local)
+    prio = (prio << 8) | (128 - remote)
+    return (prio << 1) | 1
 
 
 def _lifetimes(sa: SAParams) -> S.LifetimeCfg:
@@ -282,11 +301,11 @@ def encode_shunt(pol: PolicyParams, index: int) -> bytes:
     check_mark(pol.mark, "policy")
     return S.UserPolicyInfo(
         sel=sel,
-        priority=pol.priority or default_priority(sel) - 1,
+        priority=pol.priority or default_priority(sel, pol.direction) - 1,
         index=index,
         dir=S.POLICY_DIRS[pol.direction],
         action=S.XFRM_POLICY_ALLOW if pol.action == "pass" else S.XFRM_POLICY_BLOCK,
-    ).pack() + S.mark_attr(pol.mark)
+    ).pack() + S.mark_attr(pol.mark) + _if_id_attr(pol.if_id)  # as its tunnel's (and GETPOLICY)
 
 
 def encode_policy(pol: PolicyParams, reqid: int) -> bytes:
@@ -302,7 +321,7 @@ def encode_policy(pol: PolicyParams, reqid: int) -> bytes:
     sel = policy_selector(pol.src, pol.dst)
     info = S.UserPolicyInfo(
         sel=sel,
-        priority=pol.priority or default_priority(sel),
+        priority=pol.priority or default_priority(sel, pol.direction),
         dir=S.POLICY_DIRS[pol.direction],
         action=S.XFRM_POLICY_ALLOW,
     )
@@ -815,7 +834,14 @@ class XfrmBackend(KernelBackend):
                 raise BackendError(
                     f"XFRM: {what} is already installed by someone else ({cur})"
                 ) from e
-            self._nl.request(S.XFRM_MSG_UPDPOLICY, body, what=f"UPDPOLICY {what}")
+            if cur is not None and cur.info.index != index:
+                # UPDPOLICY keeps the old policy's index (a tunnel's is the kernel's,
+                # not ours: del_policy and flush_own would never find the shunt again),
+                # so the tunnel's policy goes first and the shunt is added anew
+                self._delete_policy(cur)
+                self._nl.request(S.XFRM_MSG_NEWPOLICY, body, what=f"NEWPOLICY {what}")
+            else:
+                self._nl.request(S.XFRM_MSG_UPDPOLICY, body, what=f"UPDPOLICY {what}")
         self._log(f"| xfrm: added {what} index {index:#x}")
 
     def add_policy(self, policy: PolicyParams) -> None:
@@ -865,7 +891,7 @@ class XfrmBackend(KernelBackend):
             if e.errno != errno.EEXIST:
                 raise
             cur = self._get_policy(policy)
-            if cur is not None and not any(self.is_own_reqid(t.reqid) for t in cur.tmpls):
+            if cur is not None and not self.is_own_policy(cur):  # our shunt: replaced
                 raise BackendError(
                     f"XFRM: {what} is already installed by someone else ({cur})"
                 ) from e
@@ -930,6 +956,9 @@ class XfrmBackend(KernelBackend):
             return
         if policy.action != "ipsec" and cur.tmpls:
             return  # a tunnel's policy took the shunt's selectors meanwhile
+        if policy.action == "ipsec" and (not cur.tmpls or all(
+                t.reqid != self.kernel_reqid(policy.reqid) for t in cur.tmpls)):
+            return  # a shunt or another tunnel took them: theirs now, never a leak
         self._shunt_index.pop(_policy_key(policy), None)
         self._delete_policy(cur)
 
