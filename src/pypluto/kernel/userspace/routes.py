@@ -129,6 +129,8 @@ class Routes:
         self._route_auto: dict[tuple[int, int, str, str],
                                tuple[PolicyParams, int | None]] = {}
         self._auto_by_reqid: dict[int, set[tuple[int, int, str, str]]] = {}
+        # the mtu= / metric= a route was made with (one route carries one of each)
+        self._route_cfg: dict[tuple[int, int, str, str], tuple[int | None, int | None]] = {}
         self._rule_refs: dict[_Rule, int] = {}
         self._pass_refs: dict[_Rule, int] = {}  # passthrough shunts' rules (priority P-2)
         self._addr_refs: dict[str, int] = {}
@@ -220,12 +222,23 @@ class Routes:
         sel_args = rule_selector(policy) if selective else ()
         self._ensure_base(v)
         src = self.source_for(policy)
-        if src is not None and policy.source_ip is not None:
-            self._add_addr(src)
         table = self.sel_table if selective else self.table
         rkey = (table, v, str(net), str(src) if src is not None and src.version == v else "")
+        cfg = self._route_cfg.get(rkey)
+        if cfg is not None and (policy.mtu, policy.metric) != cfg \
+                and (policy.mtu is not None or policy.metric is not None):
+            # the route another conn made would carry this conn's packets with the
+            # other's mtu= / metric=: refused, never silently ignored
+            raise BackendError(
+                f"userspace plane: mtu={policy.mtu} metric={policy.metric} of "
+                f"{policy.conn_name or 'this policy'} conflict with mtu={cfg[0]} "
+                f"metric={cfg[1]} of the route to {net} that another conn installed "
+                "(one route carries one mtu= and metric=)")
+        if src is not None and policy.source_ip is not None:
+            self._add_addr(src)
         if self._route_refs.get(rkey, 0) == 0:
             iproute.ip(iproute.fam(v), *self._route_args(policy, rkey, auto_mtu))
+            self._route_cfg[rkey] = (policy.mtu, policy.metric)
             self._forget_auto(rkey)
             if policy.mtu is None and policy.reqid:
                 self._route_auto[rkey] = (policy, auto_mtu)
@@ -242,6 +255,7 @@ class Routes:
                     self._route_refs[rkey] -= 1
                     if self._route_refs[rkey] <= 0:
                         del self._route_refs[rkey]
+                        self._route_cfg.pop(rkey, None)
                         self._forget_auto(rkey)
                         iproute.ip(iproute.fam(v), "route", "del", str(net), "table",
                                    str(table), check=False)
@@ -323,6 +337,7 @@ class Routes:
             n = self._route_refs[rkey] - 1
             if n <= 0:
                 del self._route_refs[rkey]
+                self._route_cfg.pop(rkey, None)
                 self._forget_auto(rkey)
                 if not any(k[:3] == rkey[:3] for k in self._route_refs):
                     iproute.ip(iproute.fam(v), "route", "del", str(net), "table", str(table),
@@ -379,6 +394,7 @@ class Routes:
                        self.ifname, check=False)
         self._addr_refs.clear()
         self._route_refs.clear()
+        self._route_cfg.clear()
         self._route_auto.clear()
         self._auto_by_reqid.clear()
         self._rule_refs.clear()
