@@ -29,6 +29,7 @@ This module is the bottom layer: it imports nothing of pypluto, so ``ike/``,
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 
 __all__ = ["DEFAULT_LIMIT", "ID_LIMIT", "LINE_LIMIT", "escape", "guard", "is_clean",
            "sanitized"]
@@ -91,11 +92,16 @@ def escape(value: str | bytes | bytearray | memoryview | object,
         if limit <= 0 or len(s) <= limit:
             return s
         return f"{s[:limit]}...[{len(s)} chars]"
+    return _bounded((_escape_char(ch, from_bytes) for ch in s), limit)
+
+
+def _bounded(pieces: Iterable[str], limit: int) -> str:
+    """The escaped ``pieces`` joined, at most ``limit`` characters (``<= 0``: no bound)
+    and then the ``...[N chars]`` mark; an escape is never cut in half."""
     parts: list[str] = []
     n = 0
     cut = False
-    for ch in s:
-        e = _escape_char(ch, from_bytes)
+    for e in pieces:
         if not cut and limit > 0 and n + len(e) > limit:
             cut = True
         if not cut:
@@ -153,22 +159,13 @@ def sanitized(value: str | bytes, limit: int = ID_LIMIT, extra: str = "") -> str
             raw = value.encode("utf-8", "surrogateescape")
         except UnicodeEncodeError:  # another lone surrogate
             raw = value.encode("utf-8", "surrogatepass")
-    parts: list[str] = []
-    n = 0
-    cut = False
-    for i, b in enumerate(raw):
+    def octal(i: int, b: int) -> str:
         if 0x20 <= b <= 0x7E and chr(b) not in extra:
-            e = chr(b)
-        elif b in _C_NAMED and chr(b) not in extra:
-            e = _C_NAMED[b]
-        elif i + 1 < len(raw) and 0x30 <= raw[i + 1] <= 0x39:
-            e = f"\\{b:03o}"
-        else:
-            e = f"\\{b:o}"
-        if not cut and limit > 0 and n + len(e) > limit:
-            cut = True
-        if not cut:
-            parts.append(e)
-        n += len(e)
-    out = "".join(parts)
-    return f"{out}...[{n} chars]" if cut else out
+            return chr(b)
+        if b in _C_NAMED and chr(b) not in extra:
+            return _C_NAMED[b]
+        if i + 1 < len(raw) and 0x30 <= raw[i + 1] <= 0x39:
+            return f"\\{b:03o}"
+        return f"\\{b:o}"
+
+    return _bounded((octal(i, b) for i, b in enumerate(raw)), limit)
