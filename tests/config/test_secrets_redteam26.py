@@ -83,7 +83,9 @@ def test_dn_index_in_another_order_is_another_dn() -> None:
 
 
 def _dn_net(east_secrets: str) -> Net:
-    net = Net(west_kw={"leftid": DN_WEST}, east_kw={"leftid": DN_STAR})
+    # east expects west's DN exactly: a DN wildcard without a certificate is refused
+    # before any PSK is looked up (tests/ike/test_peer_id_rules26.py, 5.2's update_peer_id)
+    net = Net(west_kw={"leftid": DN_WEST}, east_kw={"leftid": DN_WEST})
     net.west.engine.secrets = _store(f'"{DN_WEST}" @east.example : PSK "{KEY}"\n')  # type: ignore[assignment]
     net.east.engine.secrets = _store(east_secrets)  # type: ignore[assignment]
     net.up()
@@ -91,9 +93,9 @@ def _dn_net(east_secrets: str) -> Net:
 
 
 def test_responder_does_not_take_a_star_dn_index_for_the_peer() -> None:
-    """East: ``leftid="...CN=*"`` accepts west's DN, but its PSK is looked up by the DN
-    west sent, and the ``CN=*`` index is not that DN (keys.c looks up the instance's
-    IDs with same_id): no PSK, refused.  With west's DN as the index: established."""
+    """East looks its PSK up by the DN west sent, and a ``CN=*`` index is not that DN
+    (keys.c looks up the instance's IDs with same_id): no PSK, refused.  With west's
+    DN as the index: established."""
     net = _dn_net(f'"{DN_STAR}" @east.example : PSK "{KEY}"\n')
     assert not net.established(net.east) and not net.established(net.west)
     assert any("no PSK for" in m for m in net.east.logs()), net.east.logs()
